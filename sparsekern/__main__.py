@@ -1,0 +1,50 @@
+"""`python -m sparsekern` / the `sparsekern` console script.
+
+Sub-commands:
+    tour    a short run of the API (to_sparse -> spmm -> SparseLinear -> sparsify)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _tour(args) -> int:
+    import torch
+
+    import sparsekern as sk
+
+    torch.manual_seed(0)
+    M, K, N = 512, 1024, 8
+    W = torch.randn(M, K)
+    W = W * (torch.rand(M, K) > 0.9)  # 90% unstructured zeros
+    A = sk.to_sparse(W, layout="csc")
+    B = torch.randn(K, N)
+    err = (sk.spmm(A, B) - W @ B).abs().max().item()
+    print(f"to_sparse: {A}")
+    print(f"spmm vs dense: max abs error {err:.2e}")
+    lin = torch.nn.Linear(K, M)
+    with torch.no_grad():
+        lin.weight.copy_(W)
+    layer = sk.SparseLinear.from_dense(lin, layout="csc")
+    x = torch.randn(N, K)
+    print(f"SparseLinear: max abs error {(layer(x) - lin(x)).abs().max().item():.2e}")
+    model = sk.sparsify(torch.nn.Sequential(lin, torch.nn.ReLU(), torch.nn.Linear(M, 10)))
+    print("sparsify:", {k: v[0] for k, v in model.sparsekern_report.items()})
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="sparsekern", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("tour", help="a short run of the API")
+    args = parser.parse_args(argv)
+    if args.command in (None, "tour"):
+        return _tour(args)
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Loads the compiled extension ``sparsekern._C`` if it is there and current.
+
+Importing sparsekern never fails because of ``_C``: when it is missing, fails to load or
+was built from other sources, one warning names the reason and the reference backend
+serves every call.
+"""
+from __future__ import annotations
+
+import warnings
+
+#: Bumped whenever the C++ op signatures change; _C reports the value it was built with.
+ABI_VERSION = 1
+
+_C = None
+_reason = ""
+_warned = False
+
+
+def _load():
+    global _C, _reason
+    import importlib.util
+    if importlib.util.find_spec(f"{__package__}._C") is None:
+        _reason = ("sparsekern._C is not built (install with `pip install --no-build-isolation .`"
+                   " to compile it)")
+        return
+    try:
+        from . import _C as mod  # noqa: F401  (registers the sparsekern::_spmm_* ops)
+    except Exception as e:  # ImportError, OSError (undefined symbol), ...
+        _reason = f"sparsekern._C could not be imported ({type(e).__name__}: {e})"
+        return
+    built = getattr(mod, "abi_version", lambda: -1)()
+    if built != ABI_VERSION:
+        _reason = (f"sparsekern._C is stale (built with ABI {built}, the Python package expects "
+                   f"{ABI_VERSION}); rebuild with `pip install --no-build-isolation -e .`")
+        return
+    _C = mod
+
+
+def extension():
+    """The loaded ``_C`` module, or None (after warning once with the reason)."""
+    global _warned
+    if _C is None and not _warned:
+        _warned = True
+        warnings.warn(f"sparsekern: compiled kernels unavailable, using the reference backend: "
+                      f"{_reason}", RuntimeWarning, stacklevel=3)
+    return _C
+
+
+def unavailable_reason() -> str:
+    return _reason
+
+
+_load()

@@ -1,0 +1,119 @@
+"""Reference backend: pure PyTorch, any device, float64-capable.
+
+The oracle of every test and the fallback when no faster backend serves a case. Every
+layout is expanded to coordinate form (row, column, position in ``values``) and the
+product is accumulated with ``index_add_`` in chunks, so memory stays bounded. Every
+stored entry contributes, so NaN/Inf in B propagate through stored zeros too (as in
+torch.sparse and scipy.sparse); entries outside [M, K] (format padding) never contribute.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from ..formats.semi24 import semi24_columns
+from ..formats.validate import check_format_structure, ceil_div
+
+name = "reference"
+
+#: Entries times N processed per chunk (bounds the temporary [chunk, N] product).
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def available() -> Tuple[bool, str]:
+    return True, ""
+
+
+def supports(layout: str, values_dtype: torch.dtype, B_dtype: torch.dtype,
+             device: torch.device) -> bool:
+    return True
+
+
+def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def coordinates(values, indices, offsets, M: int, K: int, layout: str):
+    """Coordinate form of a format: (row, col, flat position in values), inside [M, K] only.
+
+    Returns three int64 tensors of equal length.
+    """
+    dev = values.device
+    if layout == "csc":
+        counts = (offsets[1:] - offsets[:-1]).long()
+        col = torch.repeat_interleave(torch.arange(K, device=dev), counts)
+        row = indices.long()
+        pos = torch.arange(values.numel(), device=dev)
+    elif layout == "bsr":
+        nnzb, bm, bk = values.shape
+        Mb = offsets.shape[0] - 1
+        counts = (offsets[1:] - offsets[:-1]).long()
+        brow = torch.repeat_interleave(torch.arange(Mb, device=dev), counts)
+        i = torch.arange(bm, device=dev).view(1, bm, 1)
+        j = torch.arange(bk, device=dev).view(1, 1, bk)
+        row = (brow.view(-1, 1, 1) * bm + i).expand(nnzb, bm, bk).reshape(-1)
+        col = (indices.long().view(-1, 1, 1) * bk + j).expand(nnzb, bm, bk).reshape(-1)
+        pos = torch.arange(values.numel(), device=dev)
+    else:  # 2:4
+        col = semi24_columns(indices, K).reshape(-1)
+        row = torch.arange(M, device=dev).repeat_interleave(values.shape[1])
+        pos = torch.arange(values.numel(), device=dev)
+    inside = (row < M) & (col < K)
+    if not bool(inside.all()):
+        row, col, pos = row[inside], col[inside], pos[inside]
+    return row, col, pos
+
+
+def _chunks(n_entries: int, N: int):
+    step = max(1, _CHUNK_ELEMENTS // max(1, N))
+    for s in range(0, n_entries, step):
+        yield s, min(n_entries, s + step)
+
+
+def spmm(values, indices, offsets, M: int, K: int, layout: str, B: torch.Tensor,
+         bias: Optional[torch.Tensor], out: torch.Tensor) -> torch.Tensor:
+    """out[M, N] = A @ B (+ bias[:, None]); A given by its format tensors."""
+    check_format_structure(values, indices, offsets, M, K, layout)
+    acc_t = accumulate_dtype(values.dtype)
+    N = B.shape[1]
+    acc = torch.zeros(M, N, dtype=acc_t, device=B.device)
+    row, col, pos = coordinates(values, indices, offsets, M, K, layout)
+    flat = values.reshape(-1)
+    for s, e in _chunks(row.numel(), N):
+        v = flat[pos[s:e]].to(acc_t)
+        acc.index_add_(0, row[s:e], v.unsqueeze(1) * B[col[s:e]].to(acc_t))
+    if bias is not None:
+        acc += bias.to(acc_t).unsqueeze(1)
+    out.copy_(acc)
+    return out
+
+
+def spmm_transposed(values, indices, offsets, M: int, K: int, layout: str,
+                    G: torch.Tensor) -> torch.Tensor:
+    """A.T @ G for G [M, N]: [K, N] in G's dtype (the gradient of spmm for B)."""
+    acc_t = accumulate_dtype(G.dtype)
+    N = G.shape[1]
+    acc = torch.zeros(K, N, dtype=acc_t, device=G.device)
+    row, col, pos = coordinates(values, indices, offsets, M, K, layout)
+    flat = values.reshape(-1)
+    for s, e in _chunks(row.numel(), N):
+        v = flat[pos[s:e]].to(acc_t)
+        acc.index_add_(0, col[s:e], v.unsqueeze(1) * G[row[s:e]].to(acc_t))
+    return acc.to(G.dtype)
+
+
+def sampled_dot(values, indices, offsets, M: int, K: int, layout: str, G: torch.Tensor,
+                B: torch.Tensor) -> torch.Tensor:
+    """(G @ B.T) sampled at the stored entries, in ``values``' shape (grad for values).
+
+    Entries in the format's padding get 0.
+    """
+    acc_t = accumulate_dtype(values.dtype)
+    grad = torch.zeros(values.numel(), dtype=acc_t, device=values.device)
+    row, col, pos = coordinates(values, indices, offsets, M, K, layout)
+    N = B.shape[1]
+    for s, e in _chunks(row.numel(), N):
+        d = (G[row[s:e]].to(acc_t) * B[col[s:e]].to(acc_t)).sum(1)
+        grad.index_copy_(0, pos[s:e], d)
+    return grad.to(values.dtype).reshape(values.shape)

@@ -1,0 +1,83 @@
+"""2:4 semi-structured format: two kept values in every group of 4 along K.
+
+Tensors (DESIGN.md, "The op"):
+    values:  [M, Kp/2] (dtype of W), row-major; Kp = ceil(K/4)*4. Entries 2g and 2g+1 of a
+             row are the kept values of group g, in increasing column order.
+    indices: [M, ceil(Kp/8)] uint8. Each group has a nibble: bits 0-1 the position (0..3)
+             of its first kept value, bits 2-3 that of the second (first < second). Group 2j
+             is the low nibble of byte j, group 2j+1 the high nibble.
+    offsets: empty int32 (unused).
+A group with fewer than two nonzeros stores zeros at its lowest free positions; positions in
+the padded columns (>= K) are never read by any kernel.
+"""
+from __future__ import annotations
+
+import torch
+
+from .base import SparseFormat, check_dense_weight
+from .validate import semi24_meta_cols, semi24_padded_k
+
+
+def unpack_positions(indices: torch.Tensor, K: int) -> torch.Tensor:
+    """[M, ceil(Kp/8)] uint8 -> [M, Kp/4, 2] int64 positions within each group."""
+    G = semi24_padded_k(K) // 4
+    nib = torch.stack((indices & 0x0F, indices >> 4), dim=-1).reshape(indices.shape[0], -1)[:, :G]
+    nib = nib.long()
+    return torch.stack((nib & 3, nib >> 2), dim=-1)
+
+
+def semi24_columns(indices: torch.Tensor, K: int) -> torch.Tensor:
+    """Dense column of every entry of ``values``: [M, Kp/2] int64 (may be >= K in padding)."""
+    pos = unpack_positions(indices, K)
+    G = pos.shape[1]
+    base = torch.arange(G, device=indices.device).mul_(4).view(1, G, 1)
+    return (pos + base).reshape(indices.shape[0], 2 * G)
+
+
+class Semi24(SparseFormat):
+    """2:4 semi-structured sparse matrix of logical shape [M, K] (see module docstring)."""
+
+    layout = "2:4"
+
+    @classmethod
+    def from_dense(cls, W: torch.Tensor) -> "Semi24":
+        """Pack W [M, K] (float, any device); its zeros must already be 2:4.
+
+        Raises ValueError naming the first row/group with more than 2 nonzeros.
+        """
+        check_dense_weight(W)
+        M, K = W.shape
+        Kp = semi24_padded_k(K)
+        G = Kp // 4
+        Wp = torch.nn.functional.pad(W, (0, Kp - K)) if Kp != K else W
+        groups = Wp.reshape(M, G, 4)
+        nonzero = groups != 0  # NaN counts as nonzero
+        count = nonzero.sum(-1)
+        over = count > 2
+        if bool(over.any()):
+            r, g = (int(x) for x in over.nonzero()[0].tolist())
+            cols = list(range(4 * g, min(4 * g + 4, K)))
+            raise ValueError(
+                f"W is not 2:4 sparse: row {r}, group {g} (columns {cols[0]}..{cols[-1]}) has "
+                f"{int(count[r, g])} nonzeros; at most 2 of every 4 consecutive values along K "
+                f"may be nonzero. Prune it first (sparsekern.prune) or use layout='bsr'/'csc'.")
+        # Keep the nonzeros first, then the lowest free positions; order kept pairs by column.
+        key = (~nonzero).to(torch.int16) * 4 + torch.arange(4, device=W.device, dtype=torch.int16)
+        pos = key.argsort(dim=-1)[..., :2].sort(dim=-1).values  # [M, G, 2]
+        values = groups.gather(-1, pos).reshape(M, 2 * G).contiguous()
+        nib = (pos[..., 0] | (pos[..., 1] << 2)).to(torch.uint8)  # [M, G]
+        if G % 2:
+            nib = torch.nn.functional.pad(nib, (0, 1))
+        meta = (nib[:, 0::2] | (nib[:, 1::2] << 4)).contiguous()
+        assert meta.shape[1] == semi24_meta_cols(K)
+        offsets = torch.empty(0, dtype=torch.int32, device=W.device)
+        return cls(values, meta, offsets, (M, K), validate=False)
+
+    def to_dense(self) -> torch.Tensor:
+        """[M, K] dense tensor equal to the packed W (stored values bit for bit)."""
+        M, K = self.shape
+        Kp = semi24_padded_k(K)
+        out = torch.zeros(M, Kp, dtype=self.values.dtype, device=self.values.device)
+        if M and Kp:
+            out.scatter_(1, semi24_columns(self.indices, K), self.values)
+        return out[:, :K].contiguous()

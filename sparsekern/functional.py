@@ -1,0 +1,51 @@
+"""Thin Python wrappers over ``torch.ops.sparsekern.spmm``."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from .formats import SparseFormat
+from .ops import spmm_op
+
+
+def _check_format(A) -> None:
+    if not isinstance(A, SparseFormat):
+        raise TypeError(f"A must be a packed sparse matrix from sparsekern.to_sparse "
+                        f"(Semi24, BSR or CSC), got {type(A).__name__}")
+
+
+def spmm(A: SparseFormat, B: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A @ B for a packed A [M, K] and dense B [K, N] (any strides) or [K] (GEMV).
+
+    Returns [M, N] (or [M] for 1-D B) in B's dtype; bias [M] is added to every column.
+    """
+    _check_format(A)
+    if not isinstance(B, torch.Tensor):
+        raise TypeError(f"B must be a torch.Tensor of shape [K, N] or [K], got {type(B).__name__}")
+    if B.dim() == 1:
+        return spmm_op(*A.op_args(), B.unsqueeze(1), bias).squeeze(1)
+    if B.dim() != 2:
+        raise ValueError(f"B must be of shape [K, N] or [K] with K={A.shape[1]}, got shape "
+                         f"{list(B.shape)} ({B.dim()}-D)")
+    return spmm_op(*A.op_args(), B, bias)
+
+
+def linear(x: torch.Tensor, A: SparseFormat, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``x @ A.T + bias`` for x [..., K], A [M, K] packed, bias [M]; returns [..., M].
+
+    This is what SparseLinear calls. x's rows become B's columns (B = x.T, column-major),
+    so the output comes back as a contiguous [..., M] without a copy.
+    """
+    _check_format(A)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape [..., K], got {type(x).__name__}")
+    M, K = A.shape
+    if x.dim() < 1 or x.shape[-1] != K:
+        raise ValueError(f"x has shape {list(x.shape)}; expected [..., K] with K={K} "
+                         f"(the in_features of A of shape [{M}, {K}])")
+    lead = x.shape[:-1]
+    X = x.reshape(math.prod(lead), K)
+    Y = spmm_op(*A.op_args(), X.t(), bias)  # [M, N]
+    return Y.t().reshape(*lead, M)

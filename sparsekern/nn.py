@@ -1,0 +1,176 @@
+"""Sparse layers and the model-level swap ``sparsify``."""
+from __future__ import annotations
+
+import logging
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+from . import functional
+from .formats import SparseFormat, from_parts, to_sparse
+from .formats.semi24 import Semi24
+
+log = logging.getLogger("sparsekern")
+
+#: Largest stored fraction at which ``sparsify`` packs a layer as bsr / csc by default.
+DEFAULT_MAX_DENSITY = {"bsr": 0.5, "csc": 0.3}
+
+
+class SparseLinear(nn.Module):
+    """``y = x @ W.T + bias`` with W [out_features, in_features] held in a sparse format.
+
+    Parameters / buffers (all in ``state_dict``, loadable with ``weights_only=True``):
+        values:  nn.Parameter, the format's values (trainable on the fixed pattern).
+        indices, offsets: buffers, the format's index tensors.
+        bias:    nn.Parameter [out_features] or None.
+    The layout and shape travel as the module's extra state (plain ints and strings).
+    """
+
+    def __init__(self, weight: SparseFormat, bias: Optional[torch.Tensor] = None):
+        super().__init__()
+        if not isinstance(weight, SparseFormat):
+            raise TypeError(f"weight must be a packed sparse matrix (sparsekern.to_sparse), got "
+                            f"{type(weight).__name__}")
+        self.layout = weight.layout
+        self.out_features, self.in_features = weight.shape
+        self.values = nn.Parameter(weight.values, requires_grad=weight.values.is_floating_point())
+        self.register_buffer("indices", weight.indices)
+        self.register_buffer("offsets", weight.offsets)
+        if bias is not None:
+            if bias.shape != (self.out_features,):
+                raise ValueError(f"bias has shape {list(bias.shape)}; expected "
+                                 f"[{self.out_features}]")
+            self.bias = nn.Parameter(bias.detach().clone())
+        else:
+            self.register_parameter("bias", None)
+
+    @classmethod
+    def from_dense(cls, linear: nn.Linear, layout: str = "2:4", blocksize=None) -> "SparseLinear":
+        """Pack an nn.Linear whose weight is already pruned to ``layout``'s pattern."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
+        W = linear.weight.detach()
+        fmt = to_sparse(W, layout=layout, blocksize=blocksize)
+        bias = None if linear.bias is None else linear.bias.detach()
+        return cls(fmt, bias)
+
+    @property
+    def weight(self) -> SparseFormat:
+        """The packed weight as a format object sharing this module's tensors."""
+        return from_parts(self.layout, self.values, self.indices, self.offsets,
+                          (self.out_features, self.in_features), validate=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return functional.linear(x, self.weight, self.bias)
+
+    def to_dense(self) -> nn.Linear:
+        """An equivalent dense nn.Linear."""
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
+                        device=self.values.device, dtype=self.values.dtype)
+        with torch.no_grad():
+            lin.weight.copy_(self.weight.to_dense())
+            if self.bias is not None:
+                lin.bias.copy_(self.bias)
+        return lin
+
+    def get_extra_state(self):
+        return {"layout": self.layout, "shape": [self.out_features, self.in_features]}
+
+    def set_extra_state(self, state):
+        self.layout = state["layout"]
+        self.out_features, self.in_features = (int(s) for s in state["shape"])
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # The pattern (and so the tensors' shapes) may differ from this instance's: adopt
+        # the incoming tensors' shapes, then validate the whole format.
+        for name in ("values", "indices", "offsets"):
+            t = state_dict.get(prefix + name)
+            if t is not None:
+                own = getattr(self, name)
+                if own.shape != t.shape or own.dtype != t.dtype:
+                    new = torch.empty_like(t, device=own.device)
+                    if name == "values":
+                        self.values = nn.Parameter(new, requires_grad=own.requires_grad)
+                    else:
+                        setattr(self, name, new)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        from_parts(self.layout, self.values.detach(), self.indices, self.offsets,
+                   (self.out_features, self.in_features), validate=True)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"layout={self.layout!r}, nnz={self.values.numel()}, bias={self.bias is not None}")
+
+
+def _is_semi24(W: torch.Tensor) -> bool:
+    try:
+        Semi24.from_dense(W)
+    except ValueError:
+        return False
+    return True
+
+
+def choose_layout(W: torch.Tensor, layout: str, blocksize=None,
+                  max_density: Optional[float] = None) -> Tuple[Optional[str], str]:
+    """Decide whether W [M, K] is packed, and how. Returns (layout or None, reason)."""
+    if layout == "auto":
+        if _is_semi24(W) and bool((W == 0).any()):
+            return "2:4", "weight is 2:4 sparse"
+        density = float((W != 0).float().mean()) if W.numel() else 1.0
+        if density <= DEFAULT_MAX_DENSITY["csc"]:
+            return "csc", f"density {density:.2f} <= {DEFAULT_MAX_DENSITY['csc']}"
+        return None, f"density {density:.2f}: not 2:4 and too dense for csc"
+    if layout == "2:4":
+        if _is_semi24(W):
+            return "2:4", "weight is 2:4 sparse"
+        return None, "weight is not 2:4 sparse"
+    limit = DEFAULT_MAX_DENSITY[layout] if max_density is None else max_density
+    fmt = to_sparse(W, layout=layout, blocksize=blocksize)
+    stored = fmt.nnz / max(1, W.numel())
+    if stored <= limit:
+        return layout, f"stored fraction {stored:.2f} <= {limit}"
+    return None, f"stored fraction {stored:.2f} > {limit}"
+
+
+def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
+             max_density: Optional[float] = None) -> nn.Module:
+    """Swap every nn.Linear whose weight already has ``layout``'s pattern for a SparseLinear.
+
+    Args:
+        model: any nn.Module; modified in place and returned.
+        layout: ``"2:4"``, ``"bsr"``, ``"csc"`` or ``"auto"`` (2:4 if the weight is 2:4, else
+            csc when sparse enough, else dense).
+        blocksize: (bm, bk) for ``"bsr"``.
+        max_density: for bsr/csc, pack only when the stored fraction is at most this.
+    Layers left dense are logged (logger "sparsekern") with the reason; the decisions are
+    kept in ``model.sparsekern_report`` ({module name: (layout or "dense", reason)}).
+    """
+    if layout not in ("auto", "2:4", "bsr", "csc"):
+        raise ValueError(f"layout must be 'auto', '2:4', 'bsr' or 'csc'; got {layout!r}")
+    if max_density is not None and not 0.0 <= max_density <= 1.0:
+        raise ValueError(f"max_density must be in [0, 1], got {max_density!r}")
+    report: Dict[str, Tuple[str, str]] = {}
+    targets = [(name, mod) for name, mod in model.named_modules() if type(mod) is nn.Linear]
+    for name, lin in targets:
+        chosen, why = choose_layout(lin.weight.detach(), layout, blocksize, max_density)
+        report[name] = (chosen or "dense", why)
+        if chosen is None:
+            log.info("sparsify: %s stays dense (%s)", name, why)
+            continue
+        new = SparseLinear.from_dense(lin, layout=chosen,
+                                      blocksize=blocksize if chosen == "bsr" else None)
+        if name == "":  # the model is itself a Linear
+            new.sparsekern_report = report
+            return new
+        _set_submodule(model, name, new)
+    model.sparsekern_report = report
+    return model
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
