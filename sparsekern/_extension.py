@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 
 #: Bumped whenever the C++ op signatures change; _C reports the value it was built with.
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 _C = None
 _reason = ""
@@ -24,6 +24,8 @@ def _load():
                    " to compile it)")
         return
     try:
+        import torch  # noqa: F401  (loads libc10/libtorch that _C links against)
+
         from . import _C as mod  # noqa: F401  (registers the sparsekern::_spmm_* ops)
     except Exception as e:  # ImportError, OSError (undefined symbol), ...
         _reason = f"sparsekern._C could not be imported ({type(e).__name__}: {e})"
@@ -51,3 +53,18 @@ def unavailable_reason() -> str:
 
 
 _load()
+
+
+class python_path:
+    """While active, CPU calls of spmm skip the C++ fast path and run the Python path
+    (needed for backend overrides and output poisoning, which live in Python)."""
+
+    def __enter__(self):
+        if _C is not None:
+            _C.python_path_acquire()
+        return self
+
+    def __exit__(self, *exc):
+        if _C is not None:
+            _C.python_path_release()
+        return False

@@ -13,6 +13,25 @@ import torch
 POISON_OUTPUT = False
 
 
+class poisoned_outputs:
+    """Context manager: every op output allocated inside starts as NaN (for tests)."""
+
+    def __enter__(self):
+        from ._extension import python_path
+
+        global POISON_OUTPUT
+        self._prev = POISON_OUTPUT
+        self._path = python_path().__enter__()
+        POISON_OUTPUT = True
+        return self
+
+    def __exit__(self, *exc):
+        global POISON_OUTPUT
+        POISON_OUTPUT = self._prev
+        self._path.__exit__(*exc)
+        return False
+
+
 def output_is_column_major(B: torch.Tensor) -> bool:
     N = B.shape[1]
     return N > 1 and B.shape[0] > 1 and B.stride(0) == 1

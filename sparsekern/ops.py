@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from . import _output
+from . import _extension, _output
 from .backends import reference, select
 from .formats.validate import check_format_meta
 
@@ -24,6 +24,8 @@ _NS = "sparsekern"
 _FMT = "Tensor values, Tensor indices, Tensor offsets, SymInt M, SymInt K, str layout"
 
 torch.library.define(f"{_NS}::spmm", f"({_FMT}, Tensor B, Tensor? bias=None) -> Tensor")
+# The Python path of spmm; the C++ CPU fast path hands every call it does not serve to it.
+torch.library.define(f"{_NS}::_spmm_dispatch", f"({_FMT}, Tensor B, Tensor? bias=None) -> Tensor")
 torch.library.define(f"{_NS}::spmm_transposed", f"({_FMT}, Tensor G) -> Tensor")
 torch.library.define(f"{_NS}::spmm_sampled_dot", f"({_FMT}, Tensor G, Tensor B) -> Tensor")
 
@@ -70,14 +72,20 @@ def check_spmm_args(values, indices, offsets, M, K, layout, B, bias) -> None:
             raise ValueError(f"bias is on {bias.device}; expected {B.device}")
 
 
-@torch.library.register_kernel(f"{_NS}::spmm", ("cpu", "cuda"))
 def _spmm_impl(values, indices, offsets, M, K, layout, B, bias=None):
+    """Validate, allocate the output, pick a backend and run it."""
     check_spmm_args(values, indices, offsets, M, K, layout, B, bias)
     out = _output.empty_output(M, B, B.dtype)
     if out.numel() == 0:
         return out
     backend = select(layout, values.dtype, B.dtype, values.device, M, K, B.shape[1])
     return backend.spmm(values, indices, offsets, M, K, layout, B, bias, out)
+
+
+# CUDA (and CPU when the C++ fast path is not built) run the Python path directly.
+torch.library.register_kernel(f"{_NS}::spmm", ("cuda",) if _extension._C is not None
+                              else ("cpu", "cuda"), _spmm_impl)
+torch.library.register_kernel(f"{_NS}::_spmm_dispatch", ("cpu", "cuda"), _spmm_impl)
 
 
 @torch.library.register_fake(f"{_NS}::spmm")

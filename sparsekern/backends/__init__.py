@@ -44,9 +44,12 @@ def _stack() -> List[str]:
 @contextlib.contextmanager
 def use_backend(name: str):
     """Force every spmm call in this thread to ``name`` inside the ``with`` block."""
+    from .._extension import python_path
+
     _stack().append(_check_name(name))
     try:
-        yield
+        with python_path():
+            yield
     finally:
         _stack().pop()
 

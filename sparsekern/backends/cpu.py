@@ -9,8 +9,9 @@ from .. import _extension
 
 name = "cpu"
 
-#: (layout, values dtype, B dtype) the compiled kernels handle; the rest goes elsewhere.
-_SUPPORTED = {("csc", torch.float32, torch.float32)}
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
 
 
 def available() -> Tuple[bool, str]:
@@ -20,7 +21,9 @@ def available() -> Tuple[bool, str]:
 
 
 def supports(layout, values_dtype, B_dtype, device) -> bool:
-    return device.type == "cpu" and (layout, values_dtype, B_dtype) in _SUPPORTED
+    C = _extension._C
+    return (C is not None and device.type == "cpu" and
+            C.kernel_exists(layout, _dtype_name(values_dtype), _dtype_name(B_dtype)))
 
 
 def spmm(values, indices, offsets, M, K, layout, B, bias, out):
