@@ -1,0 +1,229 @@
+"""SparseConv2d: a Conv2d whose packed weight [out, in*kh*kw] runs through sparsekern::spmm.
+
+A 1x1 convolution is a plain spmm over the pixels; a kh x kw convolution first unrolls the
+input with ``torch.nn.functional.unfold`` (im2col: [N, C*kh*kw, L]) and multiplies the
+packed weight with those columns. The flattening order of the weight (C, kh, kw) is the
+order unfold uses, so ``conv.weight.reshape(out, -1)`` is the matrix to pack.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .formats import SparseFormat, from_parts, to_sparse
+from .ops import spmm_op
+
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def _pair(v, name: str) -> Tuple[int, int]:
+    if isinstance(v, int):
+        v = (v, v)
+    try:
+        a, b = (int(x) for x in v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}") from None
+    return a, b
+
+
+def same_padding(kernel_size, dilation) -> Tuple[int, int, int, int]:
+    """(left, right, top, bottom) padding of ``padding='same'`` (stride 1), as torch pads it."""
+    pads = []
+    for k, d in zip(reversed(kernel_size), reversed(dilation)):
+        total = d * (k - 1)
+        pads += [total // 2, total - total // 2]
+    return tuple(pads)
+
+
+class SparseConv2d(nn.Module):
+    """``y = conv2d(x, W) + bias`` with W [out_channels, in_channels, kh, kw] held sparse.
+
+    The weight is stored as a packed matrix of shape [out_channels, in_channels*kh*kw]
+    (sparsekern.formats). Supports stride, padding (ints, pairs, ``'same'``, ``'valid'``),
+    every padding_mode of nn.Conv2d, dilation and bias; groups must be 1.
+
+    Parameters / buffers (all in ``state_dict``, loadable with ``weights_only=True``):
+        values:  nn.Parameter, the format's values (trainable on the fixed pattern).
+        indices, offsets: buffers, the format's index tensors.
+        bias:    nn.Parameter [out_channels] or None.
+    Layout, shapes and geometry travel as the module's extra state (ints and strings).
+
+    Input x: [N, in_channels, H, W] or [in_channels, H, W], float (the values' dtype, or
+    float32 with half-precision values). Output: [N, out_channels, Ho, Wo] (contiguous).
+    """
+
+    def __init__(self, weight: SparseFormat, in_channels: int, kernel_size, stride=1,
+                 padding=0, dilation=1, bias: Optional[torch.Tensor] = None,
+                 padding_mode: str = "zeros"):
+        super().__init__()
+        if not isinstance(weight, SparseFormat):
+            raise TypeError(f"weight must be a packed sparse matrix (sparsekern.to_sparse), got "
+                            f"{type(weight).__name__}")
+        self.in_channels = int(in_channels)
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.dilation = _pair(dilation, "dilation")
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"padding must be an int, a pair, 'same' or 'valid'; got "
+                                 f"{padding!r}")
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError(f"padding='same' needs stride 1, got stride={self.stride}")
+            self.padding = padding
+        else:
+            self.padding = _pair(padding, "padding")
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+        self.padding_mode = padding_mode
+        M, K = weight.shape
+        kh, kw = self.kernel_size
+        if K != self.in_channels * kh * kw:
+            raise ValueError(f"weight has shape [{M}, {K}]; expected [out_channels, in_channels*kh*kw]"
+                             f" = [{M}, {self.in_channels * kh * kw}] for in_channels="
+                             f"{self.in_channels}, kernel_size={self.kernel_size}")
+        self.out_channels = M
+        self.layout = weight.layout
+        self.values = nn.Parameter(weight.values, requires_grad=weight.values.is_floating_point())
+        self.register_buffer("indices", weight.indices)
+        self.register_buffer("offsets", weight.offsets)
+        if bias is not None:
+            if bias.shape != (M,):
+                raise ValueError(f"bias has shape {list(bias.shape)}; expected [{M}]")
+            self.bias = nn.Parameter(bias.detach().clone())
+        else:
+            self.register_parameter("bias", None)
+
+    # -- construction ---------------------------------------------------------------
+    @classmethod
+    def from_dense(cls, conv: nn.Conv2d, layout: str = "2:4", blocksize=None) -> "SparseConv2d":
+        """Pack an nn.Conv2d whose weight is already pruned to ``layout``'s pattern.
+
+        The pattern is checked on the matrix ``conv.weight.reshape(out, in*kh*kw)``.
+        Raises ValueError for groups != 1 (grouped and depthwise convs stay dense).
+        """
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"conv must be an nn.Conv2d, got {type(conv).__name__}")
+        if conv.groups != 1:
+            raise ValueError(f"SparseConv2d supports groups=1 only; this Conv2d has groups="
+                             f"{conv.groups} (keep grouped/depthwise convs dense)")
+        W = conv.weight.detach()
+        fmt = to_sparse(W.reshape(W.shape[0], -1), layout=layout, blocksize=blocksize)
+        bias = None if conv.bias is None else conv.bias.detach()
+        return cls(fmt, conv.in_channels, conv.kernel_size, conv.stride, conv.padding,
+                   conv.dilation, bias, conv.padding_mode)
+
+    @property
+    def weight(self) -> SparseFormat:
+        """The packed weight [out_channels, in_channels*kh*kw], sharing this module's tensors."""
+        return from_parts(self.layout, self.values, self.indices, self.offsets,
+                          (self.out_channels, self.in_channels * self.kernel_size[0] *
+                           self.kernel_size[1]), validate=False)
+
+    def to_dense(self) -> nn.Conv2d:
+        """An equivalent dense nn.Conv2d."""
+        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                         self.padding, self.dilation, 1, self.bias is not None,
+                         self.padding_mode, device=self.values.device, dtype=self.values.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(self.weight.to_dense().reshape(conv.weight.shape))
+            if self.bias is not None:
+                conv.bias.copy_(self.bias)
+        return conv
+
+    # -- forward --------------------------------------------------------------------
+    def _explicit_padding(self):
+        """(left, right, top, bottom) to apply with F.pad, or None when unfold pads zeros."""
+        if self.padding == "valid":
+            return None
+        if self.padding == "same":
+            pads = same_padding(self.kernel_size, self.dilation)
+        elif self.padding_mode == "zeros":
+            return None
+        else:
+            ph, pw = self.padding
+            pads = (pw, pw, ph, ph)
+        return pads if any(pads) else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        unbatched = x.dim() == 3
+        if unbatched:
+            x = x.unsqueeze(0)
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"x has shape {list(x.shape)}; expected [N, {self.in_channels}, H, W]"
+                             f" or [{self.in_channels}, H, W]")
+        pads = self._explicit_padding()
+        if pads is not None:
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            x = F.pad(x, pads, mode=mode)
+            unfold_pad = (0, 0)
+        else:
+            unfold_pad = (0, 0) if isinstance(self.padding, str) else self.padding
+        N, C, H, W = x.shape
+        kh, kw = self.kernel_size
+        sh, sw = self.stride
+        dh, dw = self.dilation
+        Ho = (H + 2 * unfold_pad[0] - dh * (kh - 1) - 1) // sh + 1
+        Wo = (W + 2 * unfold_pad[1] - dw * (kw - 1) - 1) // sw + 1
+        if Ho <= 0 or Wo <= 0:
+            raise ValueError(f"x has shape {list(x.shape)}: too small for kernel_size "
+                             f"{self.kernel_size} with dilation {self.dilation} and padding "
+                             f"{self.padding}")
+        if (kh, kw) == (1, 1) and unfold_pad == (0, 0):
+            # 1x1: the pixels are the columns already (strided pixels for stride > 1).
+            cols = x[:, :, ::sh, ::sw].reshape(N, C, Ho * Wo)
+        else:
+            cols = F.unfold(x, (kh, kw), dilation=(dh, dw), padding=unfold_pad, stride=(sh, sw))
+        L = Ho * Wo
+        # B [C*kh*kw, N*L]: one column per output pixel of every sample.
+        B = cols[0] if N == 1 else cols.transpose(0, 1).reshape(cols.shape[1], N * L)
+        Y = spmm_op(*self.weight.op_args(), B, self.bias)  # [out, N*L]
+        out = Y.reshape(self.out_channels, N, Ho, Wo).transpose(0, 1).contiguous()
+        return out.squeeze(0) if unbatched else out
+
+    # -- state ----------------------------------------------------------------------
+    def get_extra_state(self):
+        return {"layout": self.layout, "out_channels": self.out_channels,
+                "in_channels": self.in_channels, "kernel_size": list(self.kernel_size),
+                "stride": list(self.stride), "dilation": list(self.dilation),
+                "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
+                "padding_mode": self.padding_mode}
+
+    def set_extra_state(self, state):
+        self.layout = state["layout"]
+        self.out_channels = int(state["out_channels"])
+        self.in_channels = int(state["in_channels"])
+        self.kernel_size = _pair(state["kernel_size"], "kernel_size")
+        self.stride = _pair(state["stride"], "stride")
+        self.dilation = _pair(state["dilation"], "dilation")
+        p = state["padding"]
+        self.padding = p if isinstance(p, str) else _pair(p, "padding")
+        self.padding_mode = state["padding_mode"]
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # The incoming pattern may differ from this instance's: adopt the incoming tensors'
+        # shapes and dtypes, load, then validate the whole format.
+        for name in ("values", "indices", "offsets"):
+            t = state_dict.get(prefix + name)
+            if t is None:
+                continue
+            own = getattr(self, name)
+            if own.shape != t.shape or own.dtype != t.dtype:
+                new = torch.empty_like(t, device=own.device)
+                if name == "values":
+                    self.values = nn.Parameter(new, requires_grad=own.requires_grad)
+                else:
+                    setattr(self, name, new)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        w = self.weight
+        from_parts(self.layout, self.values.detach(), self.indices, self.offsets, w.shape,
+                   validate=True)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+                f"layout={self.layout!r}, nnz={self.values.numel()}, bias={self.bias is not None}")
