@@ -6,6 +6,8 @@ serves every call.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import warnings
 
 #: Bumped whenever the C++ op signatures change; _C reports the value it was built with.
@@ -16,26 +18,26 @@ _reason = ""
 _warned = False
 
 
-def _load():
-    global _C, _reason
-    import importlib.util
-    if importlib.util.find_spec(f"{__package__}._C") is None:
-        _reason = ("sparsekern._C is not built (install with `pip install --no-build-isolation .`"
-                   " to compile it)")
-        return
+def try_load(name: str = f"{__package__}._C", expected_abi: int = ABI_VERSION):
+    """Import the extension called ``name``. Returns (module or None, reason it is None)."""
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        return None, (f"{name} is not built (install with `pip install --no-build-isolation .` "
+                      f"to compile it)")
     try:
         import torch  # noqa: F401  (loads libc10/libtorch that _C links against)
 
-        from . import _C as mod  # noqa: F401  (registers the sparsekern::_spmm_* ops)
+        mod = importlib.import_module(name)
     except Exception as e:  # ImportError, OSError (undefined symbol), ...
-        _reason = f"sparsekern._C could not be imported ({type(e).__name__}: {e})"
-        return
+        return None, f"{name} could not be imported ({type(e).__name__}: {e})"
     built = getattr(mod, "abi_version", lambda: -1)()
-    if built != ABI_VERSION:
-        _reason = (f"sparsekern._C is stale (built with ABI {built}, the Python package expects "
-                   f"{ABI_VERSION}); rebuild with `pip install --no-build-isolation -e .`")
-        return
-    _C = mod
+    if built != expected_abi:
+        return None, (f"{name} is stale (built with ABI {built}, the Python package expects "
+                      f"{expected_abi}); rebuild with `pip install --no-build-isolation .`")
+    return mod, ""
 
 
 def extension():
@@ -52,9 +54,6 @@ def unavailable_reason() -> str:
     return _reason
 
 
-_load()
-
-
 class python_path:
     """While active, CPU calls of spmm skip the C++ fast path and run the Python path
     (needed for backend overrides and output poisoning, which live in Python)."""
@@ -68,3 +67,6 @@ class python_path:
         if _C is not None:
             _C.python_path_release()
         return False
+
+
+_C, _reason = try_load()

@@ -1,0 +1,47 @@
+"""Shared test helpers: random weights with a layout's pattern, and error measures."""
+from __future__ import annotations
+
+import torch
+
+import sparsekern as sk
+
+#: Relative-error bounds per compute dtype (DESIGN.md, "Tests").
+TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """||out - ref|| / ||ref|| in float64 (0 when both are empty or zero)."""
+    out, ref = out.double(), ref.double()
+    num = (out - ref).norm().item()
+    den = ref.norm().item()
+    return num / den if den > 0 else num
+
+
+def random_pattern_weight(M: int, K: int, layout: str, density: float = 0.3,
+                          blocksize=(4, 4), dtype=torch.float32, generator=None) -> torch.Tensor:
+    """A fresh random [M, K] weight whose zeros form ``layout``'s pattern at ~``density``."""
+    W = torch.randn(M, K, generator=generator, dtype=torch.float64)
+    if layout == "2:4":
+        Kp = -(-K // 4) * 4
+        scores = torch.rand(M, Kp // 4, 4, generator=generator, dtype=torch.float64)
+        keep = torch.zeros_like(scores, dtype=torch.bool)
+        keep.scatter_(2, scores.argsort(-1)[..., :2], True)
+        if density < 0.5:  # also drop some of the kept pairs
+            keep &= torch.rand(keep.shape, generator=generator, dtype=torch.float64) < 2 * density
+        mask = keep.reshape(M, Kp)[:, :K]
+    elif layout == "bsr":
+        bm, bk = blocksize
+        Mb, Kb = -(-M // bm), -(-K // bk)
+        blocks = torch.rand(Mb, Kb, generator=generator, dtype=torch.float64) < density
+        mask = blocks.repeat_interleave(bm, 0).repeat_interleave(bk, 1)[:M, :K]
+    else:
+        mask = torch.rand(M, K, generator=generator, dtype=torch.float64) < density
+    return (W * mask).to(dtype)
+
+
+def dense_ref(W: torch.Tensor, B: torch.Tensor, bias=None) -> torch.Tensor:
+    """float64 dense W @ B (+ bias)."""
+    out = W.double() @ B.double()
+    if bias is not None:
+        out += bias.double().unsqueeze(1)
+    return out

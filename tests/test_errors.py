@@ -1,0 +1,246 @@
+"""Every documented rejection raises a clear error naming the argument (DESIGN.md, "The op")."""
+import pytest
+import torch
+
+import sparsekern as sk
+from tests.helpers import random_pattern_weight
+
+spmm = torch.ops.sparsekern.spmm
+
+
+def csc(M=6, K=8):
+    return sk.to_sparse(random_pattern_weight(M, K, "csc", density=0.5), layout="csc")
+
+
+def bsr(M=6, K=8):
+    return sk.to_sparse(random_pattern_weight(M, K, "bsr", density=0.6, blocksize=(2, 4)),
+                        layout="bsr", blocksize=(2, 4))
+
+
+def semi(M=6, K=8):
+    return sk.to_sparse(random_pattern_weight(M, K, "2:4"), layout="2:4")
+
+
+ALL = [csc, bsr, semi]
+
+
+@pytest.mark.parametrize("make", ALL)
+def test_mismatched_K(make):
+    A = make()
+    with pytest.raises(ValueError, match=r"B has shape \[7, 3\] but A needs K=8 rows"):
+        sk.spmm(A, torch.randn(7, 3))
+    with pytest.raises(ValueError, match=r"B has shape \[7, 3\] but A needs K=8 rows"):
+        spmm(*A.op_args(), torch.randn(7, 3))
+    with pytest.raises(ValueError, match=r"x has shape \[2, 5\]; expected \[..., K\] with K=8"):
+        sk.linear(torch.randn(2, 5), A)
+
+
+@pytest.mark.parametrize("make", ALL)
+def test_wrong_number_of_dimensions(make):
+    A = make()
+    with pytest.raises(ValueError, match=r"B must be of shape \[K, N\] or \[K\] with K=8, got "
+                                         r"shape \[8, 2, 2\] \(3-D\)"):
+        sk.spmm(A, torch.randn(8, 2, 2))
+    with pytest.raises(ValueError, match=r"B must be 2-D of shape \[K, N\], got shape \[8\]"):
+        spmm(*A.op_args(), torch.randn(8))
+
+
+@pytest.mark.parametrize("make", ALL)
+def test_dtype_mismatch(make):
+    A = make()
+    with pytest.raises(TypeError, match=r"B has dtype torch.float64 but the sparse values have "
+                                        r"dtype torch.float32"):
+        sk.spmm(A, torch.randn(8, 2, dtype=torch.float64))
+    with pytest.raises(TypeError, match=r"bias has dtype torch.float64; expected the output "
+                                        r"dtype torch.float32"):
+        sk.spmm(A, torch.randn(8, 2), torch.randn(6, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("make", ALL)
+def test_device_mismatch(make):
+    A = make()
+    with pytest.raises(ValueError, match=r"B is on meta but the sparse values are on cpu"):
+        spmm(*A.op_args(), torch.empty(8, 2, device="meta"))
+    with pytest.raises(ValueError, match=r"indices is on meta but values is on cpu"):
+        spmm(A.values, A.indices.to("meta"), A.offsets, 6, 8, A.layout, torch.randn(8, 2))
+
+
+@pytest.mark.parametrize("make", ALL)
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.complex64, torch.bool])
+def test_unsupported_dtype_of_B(make, dtype):
+    A = make()
+    B = torch.ones(8, 2).to(dtype)
+    with pytest.raises(TypeError, match=rf"B has unsupported dtype {dtype}; expected a floating"):
+        sk.spmm(A, B)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.complex64])
+def test_unsupported_dtype_of_weight(dtype):
+    with pytest.raises(TypeError, match=rf"W has dtype {dtype}; expected one of float32"):
+        sk.to_sparse(torch.ones(4, 4).to(dtype), layout="csc")
+    A = csc()
+    with pytest.raises(TypeError, match=rf"values has dtype {dtype}; expected one of float32"):
+        spmm(A.values.to(dtype), A.indices, A.offsets, 6, 8, "csc", torch.randn(8, 2))
+
+
+def test_bad_bias_shape():
+    A = csc()
+    with pytest.raises(ValueError, match=r"bias has shape \[5\]; expected \[M\] = \[6\]"):
+        sk.spmm(A, torch.randn(8, 2), torch.randn(5))
+
+
+def test_semi24_pack_names_first_offending_row_and_group():
+    W = torch.zeros(4, 12)
+    W[2, 4:7] = 1.0  # row 2, group 1 has 3 nonzeros
+    W[3, 0:4] = 1.0
+    with pytest.raises(ValueError, match=r"row 2, group 1 \(columns 4..7\) has 3 nonzeros"):
+        sk.to_sparse(W, layout="2:4")
+
+
+@pytest.mark.parametrize("blocksize", [(0, 4), (4, -1), (2,), "ab", (1.5, 2), None.__class__])
+def test_bsr_blocksize_not_positive(blocksize):
+    with pytest.raises(ValueError, match=r"blocksize must be two positive integers"):
+        sk.to_sparse(torch.ones(4, 4), layout="bsr", blocksize=blocksize)
+
+
+def test_blocksize_given_for_other_layout():
+    with pytest.raises(ValueError, match=r"blocksize is only for layout='bsr'"):
+        sk.to_sparse(torch.ones(4, 4), layout="csc", blocksize=(2, 2))
+
+
+def test_unknown_layout():
+    with pytest.raises(ValueError, match=r"layout must be one of '2:4', 'bsr', 'csc'; got 'coo'"):
+        sk.to_sparse(torch.ones(4, 4), layout="coo")
+    A = csc()
+    with pytest.raises(ValueError, match=r"layout must be one of"):
+        spmm(A.values, A.indices, A.offsets, 6, 8, "coo", torch.randn(8, 2))
+
+
+def test_weight_must_be_2d():
+    with pytest.raises(ValueError, match=r"W must be 2-D of shape \[M, K\], got shape \[4\]"):
+        sk.to_sparse(torch.ones(4), layout="csc")
+    with pytest.raises(TypeError, match=r"W must be a torch.Tensor"):
+        sk.to_sparse([[1.0]], layout="csc")
+
+
+def test_spmm_needs_a_format():
+    with pytest.raises(TypeError, match=r"A must be a packed sparse matrix"):
+        sk.spmm(torch.ones(2, 2), torch.ones(2, 2))
+
+
+# -- hand-made format tensors: rejected when a format is built and by the raw op ----------------
+
+def _both(make_args, match, exc=ValueError):
+    """The format constructor and the raw op (every backend) both reject the tensors."""
+    layout, values, indices, offsets, M, K = make_args()
+    with pytest.raises(exc, match=match):
+        sk.formats.from_parts(layout, values, indices, offsets, (M, K))
+    B = torch.randn(K, 3)
+    for backend in (None, "reference"):
+        with pytest.raises((ValueError, RuntimeError), match=r"out of range|offsets|positions"):
+            if backend is None:
+                spmm(values, indices, offsets, M, K, layout, B)
+            else:
+                with sk.use_backend(backend):
+                    spmm(values, indices, offsets, M, K, layout, B)
+
+
+def test_csc_row_index_out_of_range():
+    def args():
+        A = csc()
+        idx = A.indices.clone()
+        idx[1] = 6  # M = 6
+        return "csc", A.values, idx, A.offsets, 6, 8
+    _both(args, r"csc row indices\[1\]=6 is out of range; expected 0 <= index < 6")
+
+
+def test_csc_negative_row_index():
+    def args():
+        A = csc()
+        idx = A.indices.clone()
+        idx[0] = -1
+        return "csc", A.values, idx, A.offsets, 6, 8
+    _both(args, r"csc row indices\[0\]=-1 is out of range")
+
+
+def test_csc_offsets_not_monotone():
+    def args():
+        A = csc()
+        off = A.offsets.clone()
+        off[1] = off[-1]
+        off[2] = 0
+        return "csc", A.values, A.indices, off, 6, 8
+    _both(args, r"csc offsets must not decrease: offsets\[2\]=0 < offsets\[1\]")
+
+
+def test_csc_offsets_past_the_end():
+    def args():
+        A = csc()
+        off = A.offsets.clone()
+        off[-1] += 5
+        return "csc", A.values, A.indices, off, 6, 8
+    _both(args, r"csc offsets must end at the number of stored entries")
+
+
+def test_bsr_block_column_out_of_range():
+    def args():
+        A = bsr()
+        idx = A.indices.clone()
+        idx[0] = 2  # K=8, bk=4: block columns 0..1
+        return "bsr", A.values, idx, A.offsets, 6, 8
+    _both(args, r"bsr block-column indices\[0\]=2 is out of range; expected 0 <= index < 2")
+
+
+def test_bsr_offsets_not_monotone():
+    def args():
+        A = bsr()
+        nnzb = A.values.shape[0]
+        off = torch.tensor([0, nnzb, 0, nnzb], dtype=torch.int32)
+        return "bsr", A.values, A.indices, off, 6, 8
+    _both(args, r"bsr offsets must not decrease")
+
+
+def test_semi24_positions_not_increasing():
+    def args():
+        A = semi()
+        meta = A.indices.clone()
+        meta[1, 0] = 0x11  # positions (1, 0) in both groups of byte 0 of row 1
+        return "2:4", A.values, meta, A.offsets, 6, 8
+    _both(args, r"2:4 indices row 1, group 0: positions \(1, 0\) must be strictly increasing")
+
+
+@pytest.mark.parametrize("layout,make,bad,match", [
+    ("csc", csc, "values", r"csc values has shape \[2, 2\]; expected \[nnz\]"),
+    ("csc", csc, "offsets", r"csc offsets has shape \[3\] and dtype torch.int32; expected int32 or "
+                            r"int64 of shape \[K \+ 1\] = \[9\]"),
+    ("bsr", bsr, "indices", r"bsr indices has shape \[1\] and dtype torch.int32; expected int32"),
+    ("2:4", semi, "values", r"2:4 values has shape \[6, 3\]; expected \[M, ceil\(K/4\)\*2\] = "
+                            r"\[6, 4\]"),
+    ("2:4", semi, "indices", r"2:4 indices has dtype torch.int32; expected torch.uint8"),
+])
+def test_format_tensor_shapes(layout, make, bad, match):
+    A = make()
+    t = {"values": A.values, "indices": A.indices, "offsets": A.offsets}
+    if bad == "values":
+        t["values"] = torch.randn(2, 2) if layout == "csc" else torch.randn(6, 3)
+    elif bad == "offsets":
+        t["offsets"] = torch.zeros(3, dtype=torch.int32)
+    elif bad == "indices":
+        t["indices"] = (torch.zeros(1, dtype=torch.int32) if layout == "bsr"
+                        else A.indices.to(torch.int32))
+    with pytest.raises((ValueError, TypeError), match=match):
+        spmm(t["values"], t["indices"], t["offsets"], 6, 8, layout, torch.randn(8, 2))
+
+
+def test_no_input_crashes_the_process_on_random_garbage():
+    # Random index tensors of the right shapes: every call either raises or returns finite data.
+    g = torch.Generator().manual_seed(0)
+    A = csc(10, 12)
+    for _ in range(50):
+        idx = torch.randint(-3, 14, A.indices.shape, generator=g, dtype=torch.int32).to(torch.int16)
+        off = torch.randint(-2, A.nnz + 3, A.offsets.shape, generator=g, dtype=torch.int32)
+        try:
+            out = spmm(A.values, idx, off, 10, 12, "csc", torch.randn(12, 2))
+        except (ValueError, RuntimeError):
+            continue
+        assert bool(torch.isfinite(out).all())

@@ -1,0 +1,153 @@
+"""SparseLinear, sparsify, state_dict and save_sparse/load_sparse round trips."""
+import io
+
+import pytest
+import torch
+from torch import nn
+
+import sparsekern as sk
+from tests.helpers import TOL, random_pattern_weight, rel_err
+
+
+def pruned_linear(K, M, layout, blocksize=(4, 4), density=0.3, bias=True):
+    lin = nn.Linear(K, M, bias=bias)
+    with torch.no_grad():
+        lin.weight.copy_(random_pattern_weight(M, K, layout, density=density, blocksize=blocksize))
+    return lin
+
+
+@pytest.mark.parametrize("layout,blocksize", [("2:4", None), ("csc", None), ("bsr", (4, 4))])
+@pytest.mark.parametrize("bias", [True, False])
+def test_sparse_linear_matches_dense(layout, blocksize, bias):
+    lin = pruned_linear(24, 16, layout, bias=bias)
+    layer = sk.SparseLinear.from_dense(lin, layout=layout, blocksize=blocksize)
+    for shape in [(24,), (5, 24), (2, 3, 24)]:
+        x = torch.randn(*shape)
+        assert rel_err(layer(x), lin(x)) < TOL[torch.float32]
+    assert layer.in_features == 24 and layer.out_features == 16
+    assert torch.equal(layer.to_dense().weight, lin.weight)
+
+
+def test_sparse_linear_trains_on_fixed_pattern():
+    lin = pruned_linear(12, 8, "csc")
+    layer = sk.SparseLinear.from_dense(lin, layout="csc")
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    x, y = torch.randn(32, 12), torch.randn(32, 8)
+    before = layer.values.detach().clone()
+    for _ in range(3):
+        opt.zero_grad()
+        nn.functional.mse_loss(layer(x), y).backward()
+        opt.step()
+    assert not torch.equal(before, layer.values.detach())
+    dense = layer.to_dense().weight
+    assert bool((dense[lin.weight == 0] == 0).all())  # pattern held
+
+
+@pytest.mark.parametrize("layout,blocksize", [("2:4", None), ("csc", None), ("bsr", (4, 4))])
+def test_state_dict_round_trip_weights_only(layout, blocksize):
+    lin = pruned_linear(20, 12, layout)
+    layer = sk.SparseLinear.from_dense(lin, layout=layout, blocksize=blocksize)
+    buf = io.BytesIO()
+    torch.save(layer.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    # A fresh layer with another pattern adopts the saved one.
+    other = sk.SparseLinear.from_dense(pruned_linear(20, 12, layout, density=0.1), layout=layout,
+                                       blocksize=blocksize)
+    other.load_state_dict(state)
+    x = torch.randn(4, 20)
+    assert torch.equal(other(x), layer(x))
+
+
+def test_load_state_dict_rejects_bad_indices():
+    layer = sk.SparseLinear.from_dense(pruned_linear(8, 6, "csc"), layout="csc")
+    state = layer.state_dict()
+    state["indices"] = state["indices"].clone()
+    state["indices"][0] = 99
+    with pytest.raises(ValueError, match=r"csc row indices\[0\]=99 is out of range"):
+        layer.load_state_dict(state)
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(32, 64)
+        self.fc2 = nn.Linear(64, 64)
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def test_sparsify_swaps_only_pruned_layers():
+    torch.manual_seed(0)
+    model = MLP()
+    with torch.no_grad():
+        model.fc1.weight.copy_(random_pattern_weight(64, 32, "2:4"))
+        model.fc2.weight.copy_(random_pattern_weight(64, 64, "csc", density=0.1))
+    x = torch.randn(7, 32)
+    ref = model(x)
+    sk.sparsify(model, layout="auto")
+    assert isinstance(model.fc1, sk.SparseLinear) and model.fc1.layout == "2:4"
+    assert isinstance(model.fc2, sk.SparseLinear) and model.fc2.layout == "csc"
+    assert type(model.head) is nn.Linear
+    assert model.sparsekern_report["head"][0] == "dense"
+    assert rel_err(model(x), ref) < TOL[torch.float32]
+
+
+def test_sparsify_explicit_layouts():
+    model = MLP()
+    with torch.no_grad():
+        model.fc1.weight.copy_(random_pattern_weight(64, 32, "bsr", blocksize=(8, 8), density=0.3))
+    x = torch.randn(3, 32)
+    ref = model(x)
+    sk.sparsify(model, layout="bsr", blocksize=(8, 8))
+    assert isinstance(model.fc1, sk.SparseLinear) and model.fc1.layout == "bsr"
+    assert type(model.fc2) is nn.Linear  # dense weight: left alone
+    assert rel_err(model(x), ref) < TOL[torch.float32]
+    m2 = MLP()
+    sk.sparsify(m2, layout="2:4")
+    assert all(type(m) is nn.Linear for m in (m2.fc1, m2.fc2, m2.head))
+
+
+def test_sparsify_rejects_bad_arguments():
+    with pytest.raises(ValueError, match=r"layout must be 'auto', '2:4', 'bsr' or 'csc'; got 'x'"):
+        sk.sparsify(MLP(), layout="x")
+    with pytest.raises(ValueError, match=r"max_density must be in \[0, 1\], got 2"):
+        sk.sparsify(MLP(), layout="csc", max_density=2)
+
+
+def test_save_and_load_sparse_into_fresh_model(tmp_path):
+    torch.manual_seed(1)
+    model = MLP()
+    with torch.no_grad():
+        model.fc1.weight.copy_(random_pattern_weight(64, 32, "2:4"))
+        model.fc2.weight.copy_(random_pattern_weight(64, 64, "csc", density=0.1))
+    sk.sparsify(model)
+    path = tmp_path / "model.pt"
+    sk.save_sparse(model, path)
+    fresh = sk.load_sparse(MLP(), path)
+    assert isinstance(fresh.fc1, sk.SparseLinear) and isinstance(fresh.fc2, sk.SparseLinear)
+    x = torch.randn(5, 32)
+    assert torch.equal(fresh(x), model(x))
+
+
+def test_load_sparse_rejects_mismatched_model(tmp_path):
+    model = MLP()
+    with torch.no_grad():
+        model.fc1.weight.copy_(random_pattern_weight(64, 32, "2:4"))
+    sk.sparsify(model)
+    path = tmp_path / "m.pt"
+    sk.save_sparse(model, path)
+
+    class Other(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(16, 64)
+
+    with pytest.raises(ValueError, match=r"layer 'fc1': saved shape \[64, 32\] but the model "
+                                         r"has \[64, 16\]"):
+        sk.load_sparse(Other(), path)
+    torch.save({"x": 1}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match=r"is not a file written by sparsekern.save_sparse"):
+        sk.load_sparse(MLP(), tmp_path / "bad.pt")
