@@ -1,18 +1,100 @@
-"""Triton backend (sparsekern/triton/): not written yet; reports itself unavailable."""
+"""Triton backend: binds the kernels of sparsekern/triton/ (GPU, or Triton's CPU interpreter).
+
+Available when ``triton`` imports and either a CUDA device is present or
+``TRITON_INTERPRET=1`` is set (then CPU tensors run in the interpreter; tests use it on
+small shapes). Supports the three layouts with float32, float16 and bfloat16, values and B
+of the same dtype. float32 products run on tensor cores in TF32 (10-bit mantissa inputs,
+float32 accumulation): relative error around 1e-4, within the contract's tf32 tolerance of
+1e-3. bfloat16 is not offered to the interpreter, which computes it wrongly (Triton 3.x).
+
+Glue only: the index tensors are validated once per weight (cached on ``values`` with
+``sparsekern.formats.cached_repack``, so a bad hand-made index raises ValueError naming it
+and a good weight costs nothing on later calls); the CSC weight is repacked once into row
+strips; then one private op per layout (``sparsekern::_triton_bsr``, ``_triton_semi24``,
+``_triton_csc``, each a ``torch.library.triton_op``) writes ``out`` with its strides.
+"""
 from __future__ import annotations
 
+import os
 from typing import Tuple
+
+import torch
+
+from ..formats import cached_repack
+from ..formats.validate import LAYOUTS, check_format_structure
 
 name = "triton"
 
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _interpreter() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
+
 
 def available() -> Tuple[bool, str]:
-    return False, "the Triton kernels are not part of this build yet"
+    try:
+        import triton  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken install raising something else
+        return False, f"triton is not importable ({type(exc).__name__}: {exc})"
+    if torch.cuda.is_available() or _interpreter():
+        return True, ""
+    return False, "no CUDA device, and TRITON_INTERPRET=1 (Triton's CPU interpreter) is not set"
 
 
 def supports(layout, values_dtype, B_dtype, device) -> bool:
-    return False
+    if layout not in LAYOUTS or values_dtype not in _DTYPES or B_dtype != values_dtype:
+        return False
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and _interpreter() and values_dtype != torch.bfloat16
+
+
+def _kernels():
+    from .. import triton as kernels  # defines the private ops on first use
+    return kernels
+
+
+def _validate_once(values, indices, offsets, M: int, K: int, layout: str) -> None:
+    """Reject out-of-range indices (ValueError naming one); cached per weight."""
+    def check():
+        check_format_structure(values, indices, offsets, M, K, layout)
+        return True
+
+    if any(t.is_inference() for t in (values, indices, offsets)):
+        check()  # inference tensors carry no version counter to key a cache on
+        return
+    cached_repack(values, f"triton:validated:{layout}:{M}x{K}", (indices, offsets), check)
+
+
+def _row_strips(values, indices, offsets, M: int, K: int):
+    kernels = _kernels()
+
+    def build():
+        return kernels.build_row_strips(values, indices, offsets, M, K)
+
+    if any(t.is_inference() for t in (values, indices, offsets)):
+        return build()
+    return cached_repack(values, f"triton:csc_row_strips:{M}x{K}", (indices, offsets), build)
 
 
 def spmm(values, indices, offsets, M, K, layout, B, bias, out):
-    raise RuntimeError("the triton backend is not available")
+    """out[M, N] = A @ B (+ bias[:, None]); ``out`` is written in place and returned."""
+    M, K = int(M), int(K)
+    _validate_once(values, indices, offsets, M, K, layout)
+    if values.numel() == 0 or K == 0:  # nothing stored: the product is zero
+        if bias is None:
+            out.zero_()
+        else:
+            out.copy_(bias.unsqueeze(1).expand(out.shape))
+        return out
+    ops = _kernels()
+    values, indices, offsets = values.contiguous(), indices.contiguous(), offsets.contiguous()
+    if layout == "bsr":
+        ops.triton_bsr(values, indices, offsets, M, K, B, bias, out)
+    elif layout == "2:4":
+        ops.triton_semi24(values, indices, M, K, B, bias, out)
+    else:
+        strips = _row_strips(values, indices, offsets, M, K)
+        ops.triton_csc(strips.values, strips.cols, strips.rows, strips.ptr, M, K, B, bias, out)
+    return out
