@@ -1,0 +1,220 @@
+"""Criteria: how important each weight, group or channel is (larger = keep).
+
+Weight-level criteria (for fine, N:M, block and kernel granularity):
+    "l1"     |W|; a group scores the mean of |W| (its L1 norm over its size).
+    "l2"     |W|; a group scores the root-mean-square of W (its L2 norm over sqrt(size)).
+    "wanda"  |W_ij| * ||X_j||_2 with X_j the j-th input column over the calibration batches
+             (Wang et al., Wanda); fine granularity then compares weights within each output
+             row, as the paper does.
+Channel criteria (for granularity "channel", see channel.py):
+    "l1" / "l2"  norm of each output channel's weights.
+    "bn_scale"   |gamma| of the BatchNorm that follows the layer (network slimming; train
+                 with :func:`bn_l1_penalty` to push unneeded gammas to zero).
+    "apoz"       1 - average percentage of zeros of the channel's activation (Hu et al.),
+                 measured on calibration batches.
+    "regression" the channels that best reconstruct the consuming layer's output on
+                 calibration data (greedy least squares), whose kept weights are then refit
+                 by least squares (He et al. / ThiNet style).
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import calibration
+from ..conv import same_padding
+
+WEIGHT_CRITERIA = ("l1", "l2", "wanda")
+CHANNEL_CRITERIA = ("l1", "l2", "bn_scale", "apoz", "regression")
+CRITERIA = ("l1", "l2", "wanda", "bn_scale", "apoz", "regression")
+NEEDS_CALIB = ("wanda", "apoz", "regression")
+
+
+def check_criterion(criterion, channel: bool) -> str:
+    """Validate a criterion name against the granularity kind; returns it."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}; expected one of {list(CRITERIA)}")
+    allowed = CHANNEL_CRITERIA if channel else WEIGHT_CRITERIA
+    if criterion not in allowed:
+        kind = "granularity 'channel'" if channel else "weight-level granularities (fine, N:M, " \
+                                                        "block, kernel)"
+        raise ValueError(f"criterion {criterion!r} does not apply to {kind}; use one of "
+                         f"{list(allowed)}")
+    return criterion
+
+
+def group_reduction(criterion: str) -> str:
+    return "rms" if criterion == "l2" else "mean"
+
+
+# -- weight-level scores ---------------------------------------------------------------
+
+def weight_scores(criterion: str, module: nn.Module,
+                  input_norms: torch.Tensor = None) -> torch.Tensor:
+    """Element scores of ``module.weight`` (same shape, float32, >= 0)."""
+    W = module.weight.detach().float().abs()
+    if criterion in ("l1", "l2"):
+        return W
+    if criterion == "wanda":
+        if input_norms is None:
+            raise ValueError("criterion 'wanda' needs calibration data (calib=...)")
+        return (W.reshape(W.shape[0], -1) * input_norms.to(W.device)).reshape(W.shape)
+    raise ValueError(f"criterion {criterion!r} has no weight-level score")
+
+
+def im2col(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """The columns a Conv2d multiplies: [N, in_channels*kh*kw, L] (zero padding)."""
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    padding = conv.padding
+    if padding == "same":
+        x = F.pad(x, same_padding(conv.kernel_size, conv.dilation))
+        padding = 0
+    elif padding == "valid":
+        padding = 0
+    return F.unfold(x, conv.kernel_size, dilation=conv.dilation, padding=padding,
+                    stride=conv.stride)
+
+
+def layer_input_matrix(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The layer's input as rows of its weight matrix's K columns: [rows, in*kh*kw or in]."""
+    if isinstance(module, nn.Conv2d):
+        cols = im2col(module, x)
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    return x.reshape(-1, x.shape[-1])
+
+
+def input_column_norms(model: nn.Module, modules: Dict[str, nn.Module],
+                       calib) -> Dict[str, torch.Tensor]:
+    """||X_j||_2 of every input column j of each layer over the calibration batches.
+
+    Returns {name: [out, K] or [K] float32}: K columns of the layer's weight matrix
+    (grouped convs get one row per output, holding its group's columns).
+    """
+    sums: Dict[str, torch.Tensor] = {}
+
+    def hook(name, mod, args):
+        X = layer_input_matrix(mod, args[0].detach()).double()
+        s = (X * X).sum(0)
+        sums[name] = s if name not in sums else sums[name] + s
+
+    handles = [m.register_forward_pre_hook(lambda mod, args, n=n: hook(n, mod, args))
+               for n, m in modules.items()]
+    try:
+        calibration.run(model, calib)
+    finally:
+        for h in handles:
+            h.remove()
+    out = {}
+    for name, m in modules.items():
+        if name not in sums:
+            raise ValueError(f"layer {name!r} was never called on the calibration data, so "
+                             f"criterion 'wanda' cannot score it")
+        norms = sums[name].sqrt().float()
+        groups = getattr(m, "groups", 1)
+        if groups > 1:
+            per_group = norms.reshape(groups, -1)
+            norms = per_group.repeat_interleave(m.out_channels // groups, 0)
+        out[name] = norms
+    return out
+
+
+# -- channel-level scores ----------------------------------------------------------------
+
+def channel_norms(module: nn.Module, criterion: str) -> torch.Tensor:
+    """[out] L1 or L2 norm of each output channel's weights (float64)."""
+    W = module.weight.detach().double().reshape(module.weight.shape[0], -1)
+    return W.abs().sum(1) if criterion == "l1" else W.norm(dim=1)
+
+
+def channel_zero_fraction(t: torch.Tensor, dim: int, inner: int, channels: int) -> Tuple[
+        torch.Tensor, int]:
+    """(zeros per channel [channels] float64, values per channel) of activation ``t``.
+
+    Channel c occupies indices [c*inner, (c+1)*inner) of dimension ``dim``.
+    """
+    v = t.detach().movedim(dim, -1).reshape(-1, channels, inner)
+    zeros = (v == 0).double().sum((0, 2))
+    return zeros, v.shape[0] * inner
+
+
+def bn_l1_penalty(model: nn.Module, strength: float = 1e-4) -> torch.Tensor:
+    """``strength * sum |gamma|`` over every BatchNorm of ``model`` (network slimming).
+
+    Add it to the training loss so that channels the model does not need get gammas near
+    zero, then prune with ``criterion="bn_scale"``.
+    """
+    terms = [m.weight.abs().sum() for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None]
+    if not terms:
+        raise ValueError(f"model {type(model).__name__} has no BatchNorm with an affine weight "
+                         f"(gamma); bn_l1_penalty needs one")
+    return strength * torch.stack(terms).sum()
+
+
+# -- regression-based channel selection ----------------------------------------------------
+
+#: Upper bound on rows*out of the contributions kept in memory (subsample rows beyond).
+_REGRESSION_MAX_ELEMENTS = 1 << 22
+
+
+def _ridge(G: torch.Tensor) -> torch.Tensor:
+    lam = 1e-8 * (G.diagonal().mean().clamp_min(1e-30))
+    return G + lam * torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
+
+
+def regression_select(X: torch.Tensor, W: torch.Tensor, group: int, n_keep: int,
+                      max_elements: int = _REGRESSION_MAX_ELEMENTS
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Choose ``n_keep`` input channels of a layer and refit its weights by least squares.
+
+    Args:
+        X: [R, C*group] the layer's input matrix on calibration data (rows = samples or
+           pixels); channel c owns columns [c*group, (c+1)*group).
+        W: [out, C*group] the layer's weight matrix.
+        group: columns per channel (kh*kw for a Conv2d, the flattened H*W for a Linear after
+           a flatten, 1 for a Linear).
+        n_keep: channels to keep (1 <= n_keep <= C).
+    Returns:
+        (kept channel indices [n_keep] int64, increasing; refit weight [out, n_keep*group] in
+        W's dtype) minimizing ||X W.T - X_S W_S.T|| over the calibration rows.
+    Greedy forward selection: each step adds the channel whose contribution, with all chosen
+    contributions rescaled by least squares, best reconstructs the output.
+    """
+    X = X.double()
+    Wd = W.detach().double()
+    R, Kc = X.shape
+    out = Wd.shape[0]
+    C = Kc // group
+    if C * R * out > max_elements:  # keep the contributions Z [C, R*out] bounded
+        X = X[::-(-(C * R * out) // max_elements)]
+        R = X.shape[0]
+    Y = X @ Wd.t()  # [R, out]
+    Xg = X.reshape(R, C, group)
+    Wg = Wd.reshape(out, C, group)
+    Z = torch.einsum("rcg,ocg->cro", Xg, Wg).reshape(C, R * out)  # per-channel contribution
+    G = Z @ Z.t()
+    b = Z @ Y.reshape(-1)
+    chosen = []
+    remaining = list(range(C))
+    for _ in range(n_keep):
+        best, best_gain = None, None
+        for c in remaining:
+            S = chosen + [c]
+            idx = torch.tensor(S)
+            bs = b[idx]
+            beta = torch.linalg.solve(_ridge(G[idx][:, idx]), bs)
+            gain = float(bs @ beta)  # ||y||^2 - error
+            if best_gain is None or gain > best_gain:
+                best, best_gain = c, gain
+        chosen.append(best)
+        remaining.remove(best)
+    kept = torch.tensor(sorted(chosen), dtype=torch.long)
+    cols = (kept.view(-1, 1) * group + torch.arange(group).view(1, -1)).reshape(-1)
+    XS = X[:, cols]
+    A = XS.t() @ XS
+    W_new = torch.linalg.solve(_ridge(A), XS.t() @ Y).t()  # [out, n_keep*group]
+    return kept, W_new.to(W.dtype)

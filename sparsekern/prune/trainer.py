@@ -1,0 +1,107 @@
+"""A minimal trainer: fine-tune with the masks held, and measure accuracy.
+
+For your own loop use :class:`sparsekern.prune.MaskHolder` instead (see masks.py).
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Mapping, Optional
+
+import torch
+from torch import nn
+
+from .masks import MaskHolder, masks_from_zeros
+from .layers import prunable_layers
+
+#: Fine-tuning after pruning uses a lower learning rate than training (Adam).
+DEFAULT_FINETUNE_LR = 3e-4
+#: Learning rate of :func:`train` (training from scratch, Adam).
+DEFAULT_TRAIN_LR = 1e-3
+
+
+def _split(batch):
+    if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+        raise ValueError(f"each batch of the loader must be an (inputs, targets) pair, got "
+                         f"{type(batch).__name__}")
+    return batch[0], batch[1]
+
+
+def train(model: nn.Module, loader, epochs: int = 1, lr: float = DEFAULT_TRAIN_LR,
+          masks: Optional[Mapping[str, torch.Tensor]] = None,
+          loss_fn: Optional[Callable] = None, optimizer: Optional[torch.optim.Optimizer] = None,
+          weight_decay: float = 0.0, progress: bool = True,
+          penalty: Optional[Callable[[nn.Module], torch.Tensor]] = None) -> List[float]:
+    """Train ``model`` on ``loader`` ((inputs, targets) batches) for ``epochs``.
+
+    Args:
+        masks: held through training (pruned weights stay exactly 0); None holds nothing.
+        loss_fn: default cross entropy.
+        optimizer: default Adam(lr, weight_decay).
+        penalty: an extra loss term ``penalty(model)`` (e.g. prune.bn_l1_penalty).
+    Returns the mean loss of each epoch.
+    """
+    if not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+    loss_fn = nn.CrossEntropyLoss() if loss_fn is None else loss_fn
+    opt = optimizer or torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    holder = MaskHolder(model, masks).attach(opt) if masks else None
+    from tqdm.auto import tqdm
+    losses = []
+    was_training = model.training
+    model.train()
+    try:
+        bar = tqdm(total=epochs * len(loader) if hasattr(loader, "__len__") else None,
+                   desc="fine-tune" if holder else "train", disable=not progress, leave=False)
+        for _ in range(epochs):
+            total, n = 0.0, 0
+            for batch in loader:
+                x, y = _split(batch)
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model(x), y)
+                if penalty is not None:
+                    loss = loss + penalty(model)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(x)
+                n += len(x)
+                bar.update(1)
+                bar.set_postfix(loss=f"{total / max(1, n):.4f}")
+            losses.append(total / max(1, n))
+        bar.close()
+    finally:
+        if holder is not None:
+            holder.apply()
+            holder.detach()
+        model.train(was_training)
+    return losses
+
+
+def fine_tune(model: nn.Module, loader, epochs: int = 1, lr: float = DEFAULT_FINETUNE_LR,
+              masks: Optional[Mapping[str, torch.Tensor]] = None, **kwargs) -> List[float]:
+    """:func:`train` after pruning: lower default lr, and the pruning held.
+
+    ``masks=None`` holds the zeros currently in every Linear/Conv2d weight (so a pruned
+    model stays pruned); pass your masks, or ``{}`` to hold nothing.
+    """
+    if masks is None:
+        masks = masks_from_zeros(model) if prunable_layers(model) else {}
+    return train(model, loader, epochs=epochs, lr=lr, masks=masks, **kwargs)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, loader) -> float:
+    """Top-1 accuracy in [0, 1] of ``model`` on ``loader`` ((inputs, targets) batches)."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    try:
+        for batch in loader:
+            x, y = _split(batch)
+            correct += int((model(x).argmax(-1) == y).sum())
+            total += len(y)
+    finally:
+        model.train(was_training)
+    if total == 0:
+        raise ValueError("the loader yielded no samples")
+    return correct / total
