@@ -21,7 +21,6 @@ namespace {
 
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kSlab = static_cast<int>(kCscSlabRows);
-constexpr int kColumnsInFlight = 4;  // columns whose first loads are issued together
 
 struct CscParams {
   const void* values;
@@ -42,6 +41,8 @@ struct CscParams {
 // WARPS * kSlab * NC * 4 bytes of shared memory (at most 32 KB, no opt-in needed).
 template <int NC> struct CscShape {
   static constexpr int WARPS = NC <= 2 ? 8 : (NC == 4 ? 4 : 2);
+  // Columns whose first loads are issued together (fewer when each carries NC activations).
+  static constexpr int IN_FLIGHT = NC <= 2 ? 4 : 2;
   static constexpr int THREADS = 32 * WARPS;
   static constexpr int SMEM_BYTES = WARPS * kSlab * NC * 4;
 };
@@ -53,6 +54,7 @@ __device__ __forceinline__ void report_bad_index(int* status) {
 template <typename TV, typename TO, int NC>
 __global__ void __launch_bounds__(CscShape<NC>::THREADS) csc_eie_kernel(const CscParams p) {
   constexpr int WARPS = CscShape<NC>::WARPS;
+  constexpr int kColumnsInFlight = CscShape<NC>::IN_FLIGHT;
   extern __shared__ __align__(16) float acc_all[];  // [WARPS][kSlab * NC]
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t slab = blockIdx.x;

@@ -1,18 +1,74 @@
-"""CUDA C++ backend (csrc/cuda/): not written yet; reports itself unavailable."""
+"""CUDA C++ backend: binds csrc/cuda through ``torch.ops.sparsekern._spmm_cuda``.
+
+Serves, on CUDA tensors:
+  * 2:4 with float16/bfloat16 values and B of the same dtype, on sparse tensor cores
+    (mma.sp m16n8k32, fp32 accumulation);
+  * CSC with float32/float16/bfloat16 values and B of the same dtype, or half values with
+    float32 B; EIE-style, meant for batch 1 and small N (columns with all-zero activations are
+    skipped; correct for any N, each group of 8 columns of B costs one pass over the weight).
+Each weight is repacked once into the layout its kernel reads (cuda_repack.py), cached on the
+values tensor; the repack also validates the format tensors. B is read in place when the
+kernel can (see cuda_repack.kernel_reads_b), else copied, inside the call.
+"""
 from __future__ import annotations
 
 from typing import Tuple
 
+import torch
+
+from .. import _extension
+from ..formats.base import cached_repack
+from . import reference
+from .cuda_repack import repack_csc_slabs, repack_semi24, semi24_b_operand
+
 name = "cuda"
+
+#: (values dtype, B dtype) pairs per layout.
+_SUPPORTED = {
+    "2:4": {(torch.float16, torch.float16), (torch.bfloat16, torch.bfloat16)},
+    "csc": {(torch.float32, torch.float32), (torch.float16, torch.float16),
+            (torch.bfloat16, torch.bfloat16), (torch.float16, torch.float32),
+            (torch.bfloat16, torch.float32)},
+}
+
+
+def _has_cuda_op() -> bool:
+    try:
+        return hasattr(torch.ops.sparsekern, "_spmm_cuda")
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def available() -> Tuple[bool, str]:
-    return False, "the CUDA kernels are not part of this build yet"
+    if not torch.cuda.is_available():
+        return False, "no CUDA device is available"
+    if _extension._C is None:
+        return False, _extension.unavailable_reason()
+    if not _has_cuda_op():
+        return False, ("sparsekern._C was built without the CUDA kernels (torch without CUDA or "
+                       "no nvcc at build time; rebuild with SPARSEKERN_CUDA=1)")
+    return True, ""
 
 
 def supports(layout, values_dtype, B_dtype, device) -> bool:
-    return False
+    return device.type == "cuda" and (values_dtype, B_dtype) in _SUPPORTED.get(layout, ())
 
 
 def spmm(values, indices, offsets, M, K, layout, B, bias, out):
-    raise RuntimeError("the cuda backend is not available")
+    """out [M, N] = A @ B (+ bias); A given by the user's format tensors (see the module doc)."""
+    M, K = int(M), int(K)
+    if layout == "2:4":
+        packed = cached_repack(values, f"cuda:2:4:mma.sp:{M}x{K}", (indices,),
+                               lambda: repack_semi24(values, indices, M, K))
+        torch.ops.sparsekern._spmm_cuda(packed.a_frag, packed.meta, offsets, M, K, "2:4",
+                                        semi24_b_operand(B), bias, out)
+        return out
+    if layout == "csc":
+        packed = cached_repack(values, f"cuda:csc:slabs:{M}x{K}", (indices, offsets),
+                               lambda: repack_csc_slabs(values, indices, offsets, M, K))
+        if packed is None:  # beyond the kernel's int32 slab pointers
+            return reference.spmm(values, indices, offsets, M, K, layout, B, bias, out)
+        torch.ops.sparsekern._spmm_cuda(packed.values, packed.rows, packed.ptr, M, K, "csc", B,
+                                        bias, out)
+        return out
+    raise RuntimeError(f"the cuda backend has no kernel for layout={layout!r}")
