@@ -11,7 +11,7 @@ import importlib.util
 import warnings
 
 #: Bumped whenever the C++ op signatures change; _C reports the value it was built with.
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 _C = None
 _reason = ""

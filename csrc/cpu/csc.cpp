@@ -1,46 +1,363 @@
-// CSC spmm on the CPU: the portable reference kernel (the fast AVX2 paths replace it).
-#include <algorithm>
-#include <vector>
+// Unstructured (CSC) spmm on the CPU.
+//
+// N == 1 (GEMV), EIE-style: only the columns whose activation is non-zero are walked (ReLU
+// outputs are often half zeros), each scattering value * activation into the rows it
+// stores. Threads take ranges of active columns of equal stored-entry count, accumulate
+// into private row vectors, and sum them at the end (the rows of different columns overlap,
+// so they cannot write Y directly).
+//
+// N >= 2: scattering rows of N values is load/store bound, so the weight is repacked once
+// into rows (CSR, see CsrRepack; the glue caches it per weight) and each row is a chain of
+// broadcast-FMAs over a packed panel of B with its accumulators in registers.
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
 
+#include "common.h"
+#include "isa.h"
 #include "kernels.h"
+#include "parallel.h"
+#include "simd_avx2.h"
 
 namespace sparsekern {
 namespace cpu {
-
 namespace {
-template <typename RowT>
-int csc_spmm_impl(const float* values, const RowT* rows, const int64_t* colptr, int64_t M,
-                  int64_t K, int64_t N, const float* B, int64_t ldb_k, int64_t ldb_n,
-                  const float* bias, float* Y, int64_t ldy_m, int64_t ldy_n) {
-  // Offsets are checked before any write so a bad format never leaves a half-written Y.
-  if (colptr[0] != 0) return kBadOffsets;
-  for (int64_t k = 0; k < K; ++k)
-    if (colptr[k + 1] < colptr[k]) return kBadOffsets;
-  const int64_t nnz = colptr[K];
-  for (int64_t i = 0; i < nnz; ++i)
-    if (rows[i] < 0 || static_cast<int64_t>(rows[i]) >= M) return kBadIndex;
 
-  std::vector<float> acc(static_cast<size_t>(M));
-  for (int64_t n = 0; n < N; ++n) {
-    std::fill(acc.begin(), acc.end(), 0.0f);
-    for (int64_t k = 0; k < K; ++k) {
-      const float x = B[k * ldb_k + n * ldb_n];
-      for (int64_t i = colptr[k]; i < colptr[k + 1]; ++i) acc[rows[i]] += values[i] * x;
+constexpr int64_t kPanelWidth = 32;
+constexpr int kMaxParts = 256;
+
+// Offsets start at 0, never decrease and end at nnz.
+template <typename PI>
+bool offsets_ok(const PI* ptr, int64_t n, int64_t nnz) {
+  if (idx(ptr, 0) != 0 || idx(ptr, n) != nnz) return false;
+  for (int64_t i = 0; i < n; ++i)
+    if (ptr[i + 1] < ptr[i]) return false;
+  return true;
+}
+
+// ----------------------------------------------------------------------------- GEMV (CSC)
+
+template <typename T, typename RI, typename PI>
+int gemv_csc(const T* vals, const RI* rows, const PI* colptr, int64_t nnz, bool skip,
+             const Dense& d) {
+  const int64_t M = d.M, K = d.K;
+  if (!offsets_ok(colptr, K, nnz)) return kBadOffsets;
+  const float* B = d.B;
+  const int64_t sb = d.ldb_k;
+
+  // The columns to walk and the running count of their entries (cum[i] = entries before
+  // list item i): every column, or with `skip` only those whose activation is not 0.
+  int64_t* list = scratch_index().get_as<int64_t>(2 * (K + 1));
+  if (list == nullptr) return kNoMemory;
+  int64_t* cum = list + (K + 1);
+  int64_t n_active = 0;
+  cum[0] = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t cnt = idx(colptr, k + 1) - idx(colptr, k);
+    if (cnt == 0 || (skip && B[k * sb] == 0.0f)) continue;
+    list[n_active] = k;
+    cum[n_active + 1] = cum[n_active] + cnt;
+    ++n_active;
+  }
+  const int64_t work = cum[n_active];
+
+  int nt = threads_for(d.num_threads, static_cast<double>(work) + static_cast<double>(M));
+  if (nt > kMaxParts) nt = kMaxParts;
+  // Each thread's private rows cost M adds in the final sum: not worth it for few entries.
+  if (nt > 1 && work < 4 * M * nt) nt = static_cast<int>(max_i64(1, work / (4 * M)));
+  if (nt > kMaxParts) nt = kMaxParts;
+  int64_t bounds[kMaxParts + 1];
+  split_by_prefix(cum, n_active, 1.0, nt, bounds);
+  float* acc = scratch_accum().get_as<float>(static_cast<int64_t>(nt) * M);
+  if (acc == nullptr) return kNoMemory;
+
+  auto accumulate = [&](int p) -> int {
+    float* y = acc + static_cast<int64_t>(p) * M;
+    for (int64_t m = 0; m < M; ++m) y[m] = 0.0f;
+    for (int64_t i = bounds[p]; i < bounds[p + 1]; ++i) {
+      const int64_t k = list[i];
+      const float xk = B[k * sb];
+      const int64_t e = idx(colptr, k + 1);
+      for (int64_t j = idx(colptr, k); j < e; ++j) {
+        const int64_t r = rows[j];
+        if (static_cast<uint64_t>(r) >= static_cast<uint64_t>(M)) return kBadIndex;
+        y[r] += to_float(vals[j]) * xk;
+      }
     }
-    for (int64_t m = 0; m < M; ++m) Y[m * ldy_m + n * ldy_n] = acc[m] + (bias ? bias[m] : 0.0f);
+    return kOk;
+  };
+  auto reduce = [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) {
+      float s = acc[m];
+      for (int p = 1; p < nt; ++p) s += acc[static_cast<int64_t>(p) * M + m];
+      store_out(d, m, 0, s);
+    }
+  };
+  if (nt == 1) {
+    const int s = accumulate(0);
+    if (s != kOk) return s;
+    reduce(0, M);
+    return kOk;
+  }
+  int status = parallel_parts(nt, accumulate);
+  if (status != kOk) return status;
+  return parallel_parts(nt, [&](int p) {
+    reduce(M * p / nt, M * (p + 1) / nt);
+    return static_cast<int>(kOk);
+  });
+}
+
+template <typename T, typename RI>
+int gemv_csc_ptr(const T* vals, const RI* rows, const Csc& a, bool skip, const Dense& d) {
+  if (a.ptr_type == IndexType::kI32)
+    return gemv_csc(vals, rows, static_cast<const int32_t*>(a.colptr), a.nnz, skip, d);
+  if (a.ptr_type == IndexType::kI64)
+    return gemv_csc(vals, rows, static_cast<const int64_t*>(a.colptr), a.nnz, skip, d);
+  return kBadArgument;
+}
+
+template <typename T>
+int gemv_csc_rows(const T* vals, const Csc& a, bool skip, const Dense& d) {
+  if (a.row_type == IndexType::kI16)
+    return gemv_csc_ptr(vals, static_cast<const int16_t*>(a.rows), a, skip, d);
+  if (a.row_type == IndexType::kI32)
+    return gemv_csc_ptr(vals, static_cast<const int32_t*>(a.rows), a, skip, d);
+  return kBadArgument;
+}
+
+// ----------------------------------------------------------------------------- scan, repack
+
+template <typename T, typename RI, typename PI>
+int scan_typed(const T* vals, const RI* rows, const PI* colptr, int64_t nnz, int64_t M, int64_t K,
+               bool* all_finite) {
+  if (!offsets_ok(colptr, K, nnz)) return kBadOffsets;
+  bool finite = true;
+  for (int64_t j = 0; j < nnz; ++j) {
+    if (static_cast<uint64_t>(static_cast<int64_t>(rows[j])) >= static_cast<uint64_t>(M))
+      return kBadIndex;
+    finite = finite && is_finite_weight(vals[j]);
+  }
+  *all_finite = finite;
+  return kOk;
+}
+
+template <typename T, typename CI, typename RI, typename PI>
+int repack_typed(const T* vals, const RI* rows, const PI* colptr, int64_t nnz, int64_t M,
+                 int64_t K, CsrRepack* out) {
+  bool finite = true;
+  const int s = scan_typed(vals, rows, colptr, nnz, M, K, &finite);
+  if (s != kOk) return s;
+  out->all_finite = finite;
+  int64_t* rowptr = static_cast<int64_t*>(std::calloc(static_cast<size_t>(M + 1), sizeof(int64_t)));
+  CI* cols = static_cast<CI*>(std::malloc(static_cast<size_t>(max_i64(nnz, 1)) * sizeof(CI)));
+  T* v = static_cast<T*>(std::malloc(static_cast<size_t>(max_i64(nnz, 1)) * sizeof(T)));
+  out->rowptr = rowptr;
+  out->cols = cols;
+  out->values = v;
+  if (rowptr == nullptr || cols == nullptr || v == nullptr) return kNoMemory;
+  for (int64_t j = 0; j < nnz; ++j) ++rowptr[static_cast<int64_t>(rows[j]) + 1];
+  for (int64_t m = 0; m < M; ++m) rowptr[m + 1] += rowptr[m];
+  int64_t* next = static_cast<int64_t*>(std::malloc(static_cast<size_t>(max_i64(M, 1)) * sizeof(int64_t)));
+  if (next == nullptr) return kNoMemory;
+  for (int64_t m = 0; m < M; ++m) next[m] = rowptr[m];
+  for (int64_t k = 0; k < K; ++k) {
+    for (int64_t j = idx(colptr, k); j < idx(colptr, k + 1); ++j) {
+      const int64_t pos = next[rows[j]]++;
+      cols[pos] = static_cast<CI>(k);
+      v[pos] = vals[j];
+    }
+  }
+  std::free(next);
+  return kOk;
+}
+
+// Calls f(vals, rows, colptr) with the index tensors' C types.
+template <typename T, typename F>
+int with_csc_types(const Csc& a, F&& f) {
+  const T* vals = static_cast<const T*>(a.values);
+  if (a.row_type == IndexType::kI16 && a.ptr_type == IndexType::kI32)
+    return f(vals, static_cast<const int16_t*>(a.rows), static_cast<const int32_t*>(a.colptr));
+  if (a.row_type == IndexType::kI16 && a.ptr_type == IndexType::kI64)
+    return f(vals, static_cast<const int16_t*>(a.rows), static_cast<const int64_t*>(a.colptr));
+  if (a.row_type == IndexType::kI32 && a.ptr_type == IndexType::kI32)
+    return f(vals, static_cast<const int32_t*>(a.rows), static_cast<const int32_t*>(a.colptr));
+  if (a.row_type == IndexType::kI32 && a.ptr_type == IndexType::kI64)
+    return f(vals, static_cast<const int32_t*>(a.rows), static_cast<const int64_t*>(a.colptr));
+  return kBadArgument;
+}
+
+template <typename F>
+int with_weight_type(WeightType wt, F&& f) {
+  switch (wt) {
+    case WeightType::kF32: return f(static_cast<const float*>(nullptr));
+    case WeightType::kBF16: return f(static_cast<const bf16*>(nullptr));
+    case WeightType::kF16: return f(static_cast<const f16*>(nullptr));
+  }
+  return kBadArgument;
+}
+
+// ----------------------------------------------------------------------------- CSR x panel
+
+template <typename T, typename CI>
+int csr_rows_portable(const CsrRepack& a, const Dense& d, const float* P, int64_t ldp, int64_t n0,
+                      int64_t nb, int64_t m0, int64_t m1) {
+  const T* vals = static_cast<const T*>(a.values);
+  const CI* cols = static_cast<const CI*>(a.cols);
+  float acc[kPanelWidth];
+  for (int64_t m = m0; m < m1; ++m) {
+    for (int64_t j = 0; j < ldp; ++j) acc[j] = 0.0f;
+    for (int64_t i = a.rowptr[m]; i < a.rowptr[m + 1]; ++i) {
+      const float w = to_float(vals[i]);
+      const float* p = P + static_cast<int64_t>(cols[i]) * ldp;
+      for (int64_t j = 0; j < ldp; ++j) acc[j] += w * p[j];
+    }
+    store_tile(d, m, 1, n0, nb, acc, ldp);
   }
   return kOk;
 }
+
+#if SK_HAVE_AVX2_KERNELS
+// Each row: two sets of NV accumulators take alternate entries (2 * NV independent FMA
+// chains), then add up.
+template <typename T, typename CI, int NV>
+SK_AVX2 int csr_rows_avx2_nv(const CsrRepack& a, const Dense& d, const float* P, int64_t ldp,
+                             int64_t n0, int64_t nb, int64_t m0, int64_t m1) {
+  const T* vals = static_cast<const T*>(a.values);
+  const CI* cols = static_cast<const CI*>(a.cols);
+  for (int64_t m = m0; m < m1; ++m) {
+    __m256 acc0[NV], acc1[NV];
+    for (int u = 0; u < NV; ++u) acc0[u] = acc1[u] = _mm256_setzero_ps();
+    int64_t i = a.rowptr[m];
+    const int64_t e = a.rowptr[m + 1];
+    for (; i + 2 <= e; i += 2) {
+      const __m256 w0 = bcast(vals + i), w1 = bcast(vals + i + 1);
+      const float* p0 = P + static_cast<int64_t>(cols[i]) * ldp;
+      const float* p1 = P + static_cast<int64_t>(cols[i + 1]) * ldp;
+      for (int u = 0; u < NV; ++u) {
+        acc0[u] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(p0 + 8 * u), acc0[u]);
+        acc1[u] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(p1 + 8 * u), acc1[u]);
+      }
+    }
+    if (i < e) {
+      const __m256 w0 = bcast(vals + i);
+      const float* p0 = P + static_cast<int64_t>(cols[i]) * ldp;
+      for (int u = 0; u < NV; ++u) acc0[u] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(p0 + 8 * u), acc0[u]);
+    }
+    const __m256 b = d.bias != nullptr ? _mm256_set1_ps(d.bias[m * d.bias_stride])
+                                       : _mm256_setzero_ps();
+    float* y = d.Y + m * d.ldy_m + n0 * d.ldy_n;
+    for (int u = 0; u < NV && 8 * u < nb; ++u)
+      store_lanes(y + 8 * u * d.ldy_n, d.ldy_n,
+                  _mm256_add_ps(_mm256_add_ps(acc0[u], acc1[u]), b), min_i64(8, nb - 8 * u));
+  }
+  return kOk;
+}
+
+template <typename T, typename CI>
+int csr_rows_avx2(const CsrRepack& a, const Dense& d, const float* P, int64_t ldp, int64_t n0,
+                  int64_t nb, int64_t m0, int64_t m1) {
+  switch (ldp / 8) {
+    case 1: return csr_rows_avx2_nv<T, CI, 1>(a, d, P, ldp, n0, nb, m0, m1);
+    case 2: return csr_rows_avx2_nv<T, CI, 2>(a, d, P, ldp, n0, nb, m0, m1);
+    case 3: return csr_rows_avx2_nv<T, CI, 3>(a, d, P, ldp, n0, nb, m0, m1);
+    case 4: return csr_rows_avx2_nv<T, CI, 4>(a, d, P, ldp, n0, nb, m0, m1);
+    default: return kBadArgument;
+  }
+}
+#endif
+
+template <typename T, typename CI>
+class CsrPanels : public PanelWork {
+ public:
+  CsrPanels(const CsrRepack& a, const Dense& d, const int64_t* bounds, bool avx2)
+      : a_(a), d_(d), bounds_(bounds), avx2_(avx2) {}
+  int run(int part, const float* P, int64_t ldp, int64_t n0, int64_t nb) override {
+    const int64_t m0 = bounds_[part], m1 = bounds_[part + 1];
+#if SK_HAVE_AVX2_KERNELS
+    if (avx2_) return csr_rows_avx2<T, CI>(a_, d_, P, ldp, n0, nb, m0, m1);
+#endif
+    return csr_rows_portable<T, CI>(a_, d_, P, ldp, n0, nb, m0, m1);
+  }
+
+ private:
+  const CsrRepack& a_;
+  const Dense& d_;
+  const int64_t* bounds_;
+  bool avx2_;
+};
+
+template <typename T, typename CI>
+int csr_typed(const CsrRepack& a, const Dense& d) {
+  const bool avx2 = SK_HAVE_AVX2_KERNELS && active_isa() == Isa::kAvx2;
+  int nt = threads_for(d.num_threads, static_cast<double>(a.nnz + d.M) * d.N);
+  if (nt > kMaxParts) nt = kMaxParts;
+  if (nt > d.M) nt = static_cast<int>(max_i64(d.M, 1));
+  int64_t bounds[kMaxParts + 1];
+  split_by_prefix(a.rowptr, d.M, 2.0, nt, bounds);  // a row costs ~2 entries (its stores)
+  CsrPanels<T, CI> work(a, d, bounds, avx2);
+  return run_panels(d, nt, kPanelWidth, work);
+}
+
 }  // namespace
 
-int csc_spmm_f32(const float* values, const void* rows, bool rows16, const int64_t* colptr,
-                 int64_t M, int64_t K, int64_t N, const float* B, int64_t ldb_k, int64_t ldb_n,
-                 const float* bias, float* Y, int64_t ldy_m, int64_t ldy_n) {
-  if (rows16)
-    return csc_spmm_impl(values, static_cast<const int16_t*>(rows), colptr, M, K, N, B, ldb_k,
-                         ldb_n, bias, Y, ldy_m, ldy_n);
-  return csc_spmm_impl(values, static_cast<const int32_t*>(rows), colptr, M, K, N, B, ldb_k,
-                       ldb_n, bias, Y, ldy_m, ldy_n);
+CsrRepack::~CsrRepack() {
+  std::free(rowptr);
+  std::free(cols);
+  std::free(values);
+}
+
+int64_t CsrRepack::nbytes() const {
+  const int64_t vsize = wt == WeightType::kF32 ? 4 : 2;
+  return (M + 1) * 8 + nnz * ((cols16 ? 2 : 4) + vsize);
+}
+
+int csc_scan(const Csc& a, int64_t M, int64_t K, bool* all_finite) {
+  if (M < 0 || K < 0 || a.nnz < 0) return kBadArgument;
+  return with_weight_type(a.wt, [&](auto tag) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
+    return with_csc_types<T>(a, [&](const T* vals, auto rows, auto colptr) {
+      return scan_typed(vals, rows, colptr, a.nnz, M, K, all_finite);
+    });
+  });
+}
+
+int csc_to_csr(const Csc& a, int64_t M, int64_t K, CsrRepack* out) {
+  if (M < 0 || K < 0 || a.nnz < 0) return kBadArgument;
+  out->M = M;
+  out->K = K;
+  out->nnz = a.nnz;
+  out->wt = a.wt;
+  out->cols16 = K <= 32768;
+  return with_weight_type(a.wt, [&](auto tag) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
+    return with_csc_types<T>(a, [&](const T* vals, auto rows, auto colptr) {
+      if (out->cols16) return repack_typed<T, int16_t>(vals, rows, colptr, a.nnz, M, K, out);
+      return repack_typed<T, int32_t>(vals, rows, colptr, a.nnz, M, K, out);
+    });
+  });
+}
+
+int csr_spmm(const CsrRepack& a, const Dense& d) {
+  if (d.M != a.M || d.K != a.K || d.N < 0) return kBadArgument;
+  if (d.M == 0 || d.N == 0) return kOk;
+  return with_weight_type(a.wt, [&](auto tag) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
+    return a.cols16 ? csr_typed<T, int16_t>(a, d) : csr_typed<T, int32_t>(a, d);
+  });
+}
+
+int csc_spmm(const Csc& a, bool skip_zero_columns, const Dense& d) {
+  if (d.M < 0 || d.K < 0 || d.N < 0 || a.nnz < 0) return kBadArgument;
+  if (d.M == 0 || d.N == 0) return kOk;
+  if (d.N != 1) {  // without a cached repack: build one for this call
+    CsrRepack r;
+    const int s = csc_to_csr(a, d.M, d.K, &r);
+    return s != kOk ? s : csr_spmm(r, d);
+  }
+  return with_weight_type(a.wt, [&](auto tag) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
+    return gemv_csc_rows(static_cast<const T*>(a.values), a, skip_zero_columns, d);
+  });
 }
 
 }  // namespace cpu

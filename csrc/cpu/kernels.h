@@ -1,4 +1,11 @@
 // Torch-free CPU kernel entry points of sparsekern (pointers, sizes, strides in; status out).
+//
+// Every kernel computes Y[M, N] = A @ B (+ bias[:, None]) for a sparse A [M, K] in one of the
+// three formats (see sparsekern/formats/*.py for the exact tensor layouts), B dense [K, N]
+// float32 with any strides, Y float32 with any strides, accumulation in float32. A kernel
+// reads B only in rows [0, K) and writes every element of Y exactly once (after a kOk
+// status). Each kernel checks every index it uses and returns a status instead of reading
+// out of bounds; the glue turns a non-zero status into an error.
 #pragma once
 #include <cstdint>
 
@@ -8,17 +15,85 @@ namespace cpu {
 // Status a kernel returns; the glue turns a non-zero status into an error naming it.
 enum Status : int {
   kOk = 0,
-  kBadIndex = 1,    // an index read from the format is out of range
-  kBadOffsets = 2,  // offsets decrease, or do not start at 0 / end at the entry count
+  kBadIndex = 1,     // an index read from the format is out of range
+  kBadOffsets = 2,   // offsets do not start at 0, decrease, or do not end at the entry count
+  kBadMeta = 3,      // 2:4 metadata with a first position >= the second
+  kBadArgument = 4,  // sizes/strides inconsistent (a bug in the caller)
+  kNoMemory = 5,     // a scratch buffer could not be allocated
 };
 
-// Y[M, N] = A @ B (+ bias) for A in CSC form (float32).
-//   values [nnz], rows [nnz] (int16 or int32, see rows16), colptr [K+1] (int64 here: the
-//   glue widens int32 offsets once), B element (k, n) at B[k*ldb_k + n*ldb_n],
-//   Y element (m, n) at Y[m*ldy_m + n*ldy_n], bias [M] or null.
-int csc_spmm_f32(const float* values, const void* rows, bool rows16, const int64_t* colptr,
-                 int64_t M, int64_t K, int64_t N, const float* B, int64_t ldb_k, int64_t ldb_n,
-                 const float* bias, float* Y, int64_t ldy_m, int64_t ldy_n);
+// Element type of the sparse values (B, bias and Y are always float32).
+enum class WeightType : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
+
+// Integer type of an index tensor.
+enum class IndexType : int { kI16 = 0, kI32 = 1, kI64 = 2 };
+
+// The dense side of a call: B [K, N] in, Y [M, N] out (element strides, any sign-free values).
+struct Dense {
+  int64_t M = 0, K = 0, N = 0;
+  const float* B = nullptr;  // B(k, n) = B[k * ldb_k + n * ldb_n]
+  int64_t ldb_k = 0, ldb_n = 0;
+  const float* bias = nullptr;  // bias(m) = bias[m * bias_stride], or null
+  int64_t bias_stride = 1;
+  float* Y = nullptr;  // Y(m, n) = Y[m * ldy_m + n * ldy_n]
+  int64_t ldy_m = 0, ldy_n = 0;
+  int num_threads = 1;  // OpenMP threads to use (the caller's intra-op thread count)
+};
+
+// 2:4 semi-structured A: values [M, Kp/2] (Kp = ceil(K/4)*4) row-major, meta [M, ceil(Kp/8)]
+// uint8 (one nibble per group of 4: bits 0-1 first kept position, bits 2-3 second).
+int semi24_spmm(const void* values, WeightType wt, const uint8_t* meta, const Dense& d);
+
+// BSR A: values [nnzb, bm, bk] (each block row-major), block_cols [nnzb] int32,
+// block_rowptr [ceil(M/bm) + 1] int32.
+int bsr_spmm(const void* values, WeightType wt, int64_t nnzb, int64_t bm, int64_t bk,
+             const int32_t* block_cols, const int32_t* block_rowptr, const Dense& d);
+
+// CSC A: values [nnz], rows [nnz] (int16 or int32), colptr [K + 1] (int32 or int64).
+// `skip_zero_columns`: the N == 1 kernel skips columns whose activation B(k, 0) is 0
+// (EIE); the caller allows it only when every stored value is finite (Inf * 0 is NaN).
+struct Csc {
+  const void* values = nullptr;
+  WeightType wt = WeightType::kF32;
+  const void* rows = nullptr;
+  IndexType row_type = IndexType::kI32;
+  const void* colptr = nullptr;
+  IndexType ptr_type = IndexType::kI64;
+  int64_t nnz = 0;
+};
+int csc_spmm(const Csc& a, bool skip_zero_columns, const Dense& d);
+
+// A CSC matrix repacked row by row (CSR) for N > 1: built once per weight and cached by the
+// glue. Values keep the weight's element type; column indices are int16 when K <= 32768.
+class CsrRepack {
+ public:
+  CsrRepack() = default;
+  CsrRepack(const CsrRepack&) = delete;
+  CsrRepack& operator=(const CsrRepack&) = delete;
+  ~CsrRepack();
+  int64_t M = 0, K = 0, nnz = 0;
+  WeightType wt = WeightType::kF32;
+  bool cols16 = true;
+  int64_t* rowptr = nullptr;  // [M + 1]
+  void* cols = nullptr;       // [nnz] int16 or int32
+  void* values = nullptr;     // [nnz] of wt
+  bool all_finite = true;     // every stored value is finite (see csc_spmm)
+  int64_t nbytes() const;
+};
+
+// Checks `a` completely (offsets and every row index), then fills `out`. Returns a status.
+int csc_to_csr(const Csc& a, int64_t M, int64_t K, CsrRepack* out);
+
+// Whether every stored value of a CSC matrix is finite, and its indices all valid
+// (the whole-matrix facts the glue caches per weight). Returns a status.
+int csc_scan(const Csc& a, int64_t M, int64_t K, bool* all_finite);
+
+// Y = A @ B for a repacked A.
+int csr_spmm(const CsrRepack& a, const Dense& d);
+
+// The instruction set the kernels use for the next call: "avx2" or "portable".
+// SPARSEKERN_CPU_ISA=portable|avx2|auto (read at every call) forces it; avx2 needs the CPU.
+const char* active_isa_name();
 
 }  // namespace cpu
 }  // namespace sparsekern

@@ -1,0 +1,345 @@
+// Block-sparse (BSR) spmm on the CPU, any block shape bm x bk.
+//
+// Each stored block is a small dense GEMM, so the time falls with the number of stored
+// blocks. N == 1: blocks at least 8 wide are dotted with the activation row by row (4 rows
+// share each activation load); 1-wide blocks (4x1, 8x1) are axpys along the block column;
+// other shapes use the portable loop. N >= 2: a register-blocked micro-kernel holds R rows
+// x NV ymm of the output (6 x 16 for large blocks) and walks every block of the block row,
+// broadcasting one weight and loading each panel row of B once for R rows.
+// Blocks reaching past M or K (format padding) contribute only inside [M, K].
+#include <cstdint>
+
+#include "common.h"
+#include "isa.h"
+#include "kernels.h"
+#include "parallel.h"
+#include "simd_avx2.h"
+
+namespace sparsekern {
+namespace cpu {
+namespace {
+
+constexpr int64_t kPanelWidth = 32;
+constexpr int kMaxParts = 256;
+
+template <typename T>
+struct BsrArgs {
+  const T* values;
+  int64_t nnzb, bm, bk, Mb, Kb;
+  const int32_t* cols;
+  const int32_t* rowptr;
+  const Dense* d;
+  // Block `b` starts at column base = cols[b] * bk and holds keff = min(bk, K - base)
+  // columns inside K. False when the block column is out of range.
+  bool block_cols(int64_t b, int64_t* base, int64_t* keff) const {
+    const int64_t c = cols[b];
+    if (c < 0 || c >= Kb) return false;
+    *base = c * bk;
+    *keff = min_i64(bk, d->K - *base);
+    return true;
+  }
+  int64_t rows_in(int64_t br) const { return min_i64(bm, d->M - br * bm); }
+};
+
+// ----------------------------------------------------------------------------- portable
+
+template <typename T>
+int gemv_rows_portable(const BsrArgs<T>& a, const float* x, int64_t br0, int64_t br1) {
+  const Dense& d = *a.d;
+  for (int64_t br = br0; br < br1; ++br) {
+    const int64_t reff = a.rows_in(br);
+    for (int64_t r = 0; r < reff; ++r) {
+      float s = 0.0f;
+      for (int64_t b = a.rowptr[br]; b < a.rowptr[br + 1]; ++b) {
+        int64_t base, keff;
+        if (!a.block_cols(b, &base, &keff)) return kBadIndex;
+        const T* w = a.values + (b * a.bm + r) * a.bk;
+        for (int64_t kk = 0; kk < keff; ++kk) s += to_float(w[kk]) * x[base + kk];
+      }
+      store_out(d, br * a.bm + r, 0, s);
+    }
+  }
+  return kOk;
+}
+
+template <typename T>
+int panel_rows_portable(const BsrArgs<T>& a, const float* P, int64_t ldp, int64_t n0, int64_t nb,
+                        int64_t br0, int64_t br1) {
+  const Dense& d = *a.d;
+  float acc[kPanelWidth];
+  for (int64_t br = br0; br < br1; ++br) {
+    const int64_t reff = a.rows_in(br);
+    for (int64_t r = 0; r < reff; ++r) {
+      for (int64_t j = 0; j < ldp; ++j) acc[j] = 0.0f;
+      for (int64_t b = a.rowptr[br]; b < a.rowptr[br + 1]; ++b) {
+        int64_t base, keff;
+        if (!a.block_cols(b, &base, &keff)) return kBadIndex;
+        const T* w = a.values + (b * a.bm + r) * a.bk;
+        for (int64_t kk = 0; kk < keff; ++kk) {
+          const float wv = to_float(w[kk]);
+          const float* p = P + (base + kk) * ldp;
+          for (int64_t j = 0; j < ldp; ++j) acc[j] += wv * p[j];
+        }
+      }
+      store_tile(d, br * a.bm + r, 1, n0, nb, acc, ldp);
+    }
+  }
+  return kOk;
+}
+
+// ----------------------------------------------------------------------------- AVX2
+#if SK_HAVE_AVX2_KERNELS
+
+// Rows r0..r0+R-1 of block row br dotted with x, for blocks at least 8 wide.
+template <typename T, int R>
+SK_AVX2 int gemv_dot_tile_avx2(const BsrArgs<T>& a, const float* x, int64_t br, int64_t r0) {
+  __m256 acc[R];
+  float tail[R];
+  for (int r = 0; r < R; ++r) {
+    acc[r] = _mm256_setzero_ps();
+    tail[r] = 0.0f;
+  }
+  for (int64_t b = a.rowptr[br]; b < a.rowptr[br + 1]; ++b) {
+    int64_t base, keff;
+    if (!a.block_cols(b, &base, &keff)) return kBadIndex;
+    const T* w = a.values + (b * a.bm + r0) * a.bk;
+    const float* xb = x + base;
+    int64_t kk = 0;
+    for (; kk + 8 <= keff; kk += 8) {
+      const __m256 xv = _mm256_loadu_ps(xb + kk);
+      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(load8(w + r * a.bk + kk), xv, acc[r]);
+    }
+    for (; kk < keff; ++kk)
+      for (int r = 0; r < R; ++r) tail[r] += to_float(w[r * a.bk + kk]) * xb[kk];
+  }
+  for (int r = 0; r < R; ++r) store_out(*a.d, br * a.bm + r0 + r, 0, hsum(acc[r]) + tail[r]);
+  return kOk;
+}
+
+// 8 rows r0.. of block row br for 1-wide blocks: an axpy of each block column.
+template <typename T>
+SK_AVX2 int gemv_axpy8_avx2(const BsrArgs<T>& a, const float* x, int64_t br, int64_t r0) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  const int64_t b0 = a.rowptr[br], b1 = a.rowptr[br + 1];
+  int64_t b = b0;
+  for (; b + 2 <= b1; b += 2) {
+    int64_t base0, base1, keff;
+    if (!a.block_cols(b, &base0, &keff) || !a.block_cols(b + 1, &base1, &keff)) return kBadIndex;
+    acc0 = _mm256_fmadd_ps(load8(a.values + b * a.bm + r0), _mm256_broadcast_ss(x + base0), acc0);
+    acc1 = _mm256_fmadd_ps(load8(a.values + (b + 1) * a.bm + r0), _mm256_broadcast_ss(x + base1),
+                           acc1);
+  }
+  for (; b < b1; ++b) {
+    int64_t base, keff;
+    if (!a.block_cols(b, &base, &keff)) return kBadIndex;
+    acc0 = _mm256_fmadd_ps(load8(a.values + b * a.bm + r0), _mm256_broadcast_ss(x + base), acc0);
+  }
+  const Dense& d = *a.d;
+  const int64_t m = br * a.bm + r0;
+  __m256 y = _mm256_add_ps(acc0, acc1);
+  if (d.bias != nullptr) {
+    alignas(32) float bias8[8];
+    for (int i = 0; i < 8; ++i) bias8[i] = d.bias[(m + i) * d.bias_stride];
+    y = _mm256_add_ps(y, _mm256_load_ps(bias8));
+  }
+  store_lanes(d.Y + m * d.ldy_m, d.ldy_m, y, 8);
+  return kOk;
+}
+
+// The rows r0..r0+rows-1 of block row br one at a time (any block shape).
+template <typename T>
+int gemv_rows_scalar(const BsrArgs<T>& a, const float* x, int64_t br, int64_t r0, int64_t rows) {
+  for (int64_t r = r0; r < r0 + rows; ++r) {
+    float s = 0.0f;
+    for (int64_t b = a.rowptr[br]; b < a.rowptr[br + 1]; ++b) {
+      int64_t base, keff;
+      if (!a.block_cols(b, &base, &keff)) return kBadIndex;
+      const T* w = a.values + (b * a.bm + r) * a.bk;
+      for (int64_t kk = 0; kk < keff; ++kk) s += to_float(w[kk]) * x[base + kk];
+    }
+    store_out(*a.d, br * a.bm + r, 0, s);
+  }
+  return kOk;
+}
+
+template <typename T>
+SK_AVX2 int gemv_rows_avx2(const BsrArgs<T>& a, const float* x, int64_t br0, int64_t br1) {
+  for (int64_t br = br0; br < br1; ++br) {
+    const int64_t reff = a.rows_in(br);
+    int64_t r = 0;
+    int s = kOk;
+    if (a.bk >= 8) {
+      for (; r + 4 <= reff && s == kOk; r += 4) s = gemv_dot_tile_avx2<T, 4>(a, x, br, r);
+      for (; r < reff && s == kOk; ++r) s = gemv_dot_tile_avx2<T, 1>(a, x, br, r);
+    } else if (a.bk == 1) {
+      for (; r + 8 <= reff && s == kOk; r += 8) s = gemv_axpy8_avx2<T>(a, x, br, r);
+    }
+    if (s == kOk && r < reff) s = gemv_rows_scalar<T>(a, x, br, r, reff - r);
+    if (s != kOk) return s;
+  }
+  return kOk;
+}
+
+// Output rows r0..r0+R-1 of block row br, panel columns [8*u0, 8*(u0+NV)).
+template <typename T, int R, int NV>
+SK_AVX2 int panel_tile_avx2(const BsrArgs<T>& a, const float* P, int64_t ldp, int64_t n0,
+                            int64_t nb, int64_t br, int64_t r0, int64_t u0) {
+  __m256 acc[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_setzero_ps();
+  for (int64_t b = a.rowptr[br]; b < a.rowptr[br + 1]; ++b) {
+    int64_t base, keff;
+    if (!a.block_cols(b, &base, &keff)) return kBadIndex;
+    const T* w = a.values + (b * a.bm + r0) * a.bk;
+    const float* p = P + base * ldp + 8 * u0;
+    for (int64_t kk = 0; kk < keff; ++kk, p += ldp) {
+      __m256 bv[NV];
+      for (int u = 0; u < NV; ++u) bv[u] = _mm256_loadu_ps(p + 8 * u);
+      for (int r = 0; r < R; ++r) {
+        const __m256 wv = bcast(w + r * a.bk + kk);
+        for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_fmadd_ps(wv, bv[u], acc[r][u]);
+      }
+    }
+  }
+  const Dense& d = *a.d;
+  for (int r = 0; r < R; ++r) {
+    const int64_t m = br * a.bm + r0 + r;
+    const __m256 bias = d.bias != nullptr ? _mm256_set1_ps(d.bias[m * d.bias_stride])
+                                          : _mm256_setzero_ps();
+    for (int u = 0; u < NV; ++u) {
+      const int64_t n = 8 * (u0 + u);
+      if (n >= nb) break;
+      store_lanes(d.Y + m * d.ldy_m + (n0 + n) * d.ldy_n, d.ldy_n, _mm256_add_ps(acc[r][u], bias),
+                  min_i64(8, nb - n));
+    }
+  }
+  return kOk;
+}
+
+template <typename T>
+using PanelTileFn = int (*)(const BsrArgs<T>&, const float*, int64_t, int64_t, int64_t, int64_t,
+                            int64_t, int64_t);
+
+// Largest NV (ymm per row) for R rows that keeps R*NV accumulators + NV loads in 16 ymm.
+constexpr int max_nv(int R) { return R >= 5 ? 2 : R == 4 ? 3 : 4; }
+
+template <typename T, int R>
+PanelTileFn<T> tile_fn(int nv) {
+  switch (nv) {
+    case 1: return &panel_tile_avx2<T, R, 1>;
+    case 2: return &panel_tile_avx2<T, R, 2>;
+    case 3: return R <= 4 ? &panel_tile_avx2<T, (R <= 4 ? R : 4), 3> : nullptr;
+    default: return R <= 3 ? &panel_tile_avx2<T, (R <= 3 ? R : 3), 4> : nullptr;
+  }
+}
+
+template <typename T>
+PanelTileFn<T> tile_fn(int R, int nv) {
+  switch (R) {
+    case 1: return tile_fn<T, 1>(nv);
+    case 2: return tile_fn<T, 2>(nv);
+    case 3: return tile_fn<T, 3>(nv);
+    case 4: return tile_fn<T, 4>(nv);
+    case 5: return tile_fn<T, 5>(nv);
+    default: return tile_fn<T, 6>(nv);
+  }
+}
+
+template <typename T>
+int panel_rows_avx2(const BsrArgs<T>& a, const float* P, int64_t ldp, int64_t n0, int64_t nb,
+                    int64_t br0, int64_t br1) {
+  const int nv_total = static_cast<int>(ldp / 8);
+  for (int64_t br = br0; br < br1; ++br) {
+    const int64_t reff = a.rows_in(br);
+    for (int64_t r0 = 0; r0 < reff;) {
+      const int R = static_cast<int>(min_i64(6, reff - r0));
+      const int step = max_nv(R);
+      for (int u0 = 0; u0 < nv_total; u0 += step) {
+        const int nv = nv_total - u0 < step ? nv_total - u0 : step;
+        const int s = tile_fn<T>(R, nv)(a, P, ldp, n0, nb, br, r0, u0);
+        if (s != kOk) return s;
+      }
+      r0 += R;
+    }
+  }
+  return kOk;
+}
+
+#endif  // SK_HAVE_AVX2_KERNELS
+
+// ----------------------------------------------------------------------------- dispatch
+
+template <typename T>
+class BsrPanels : public PanelWork {
+ public:
+  BsrPanels(const BsrArgs<T>& a, const int64_t* bounds, bool avx2)
+      : a_(a), bounds_(bounds), avx2_(avx2) {}
+  int run(int part, const float* P, int64_t ldp, int64_t n0, int64_t nb) override {
+#if SK_HAVE_AVX2_KERNELS
+    if (avx2_) return panel_rows_avx2<T>(a_, P, ldp, n0, nb, bounds_[part], bounds_[part + 1]);
+#endif
+    return panel_rows_portable<T>(a_, P, ldp, n0, nb, bounds_[part], bounds_[part + 1]);
+  }
+
+ private:
+  const BsrArgs<T>& a_;
+  const int64_t* bounds_;
+  bool avx2_;
+};
+
+template <typename T>
+int bsr_typed(const BsrArgs<T>& a) {
+  const Dense& d = *a.d;
+  const bool avx2 = SK_HAVE_AVX2_KERNELS && active_isa() == Isa::kAvx2;
+  const double work = static_cast<double>(a.nnzb) * a.bm * a.bk * d.N + static_cast<double>(d.M) * d.N;
+  int nt = threads_for(d.num_threads, work);
+  if (nt > kMaxParts) nt = kMaxParts;
+  if (nt > a.Mb) nt = static_cast<int>(a.Mb > 0 ? a.Mb : 1);
+  int64_t bounds[kMaxParts + 1];
+  // Cost of a block row: its stored weights plus its output rows.
+  split_by_prefix(a.rowptr, a.Mb, 1.0 / static_cast<double>(a.bk), nt, bounds);
+  if (d.N == 1) {
+    const float* x = gemv_x(d);
+    if (x == nullptr) return kNoMemory;
+    return parallel_parts(nt, [&](int p) {
+#if SK_HAVE_AVX2_KERNELS
+      if (avx2) return gemv_rows_avx2<T>(a, x, bounds[p], bounds[p + 1]);
+#endif
+      return gemv_rows_portable<T>(a, x, bounds[p], bounds[p + 1]);
+    });
+  }
+  BsrPanels<T> work_(a, bounds, avx2);
+  return run_panels(d, nt, kPanelWidth, work_);
+}
+
+template <typename T>
+int bsr_run(const T* values, int64_t nnzb, int64_t bm, int64_t bk, const int32_t* cols,
+            const int32_t* rowptr, const Dense& d) {
+  BsrArgs<T> a{values, nnzb, bm, bk, ceil_div(d.M, bm), ceil_div(d.K, bk), cols, rowptr, &d};
+  // The block-row pointer is read before any block: it must start at 0, never decrease and
+  // end at nnzb (so every block index used below is in [0, nnzb)).
+  if (rowptr[0] != 0 || rowptr[a.Mb] != nnzb) return kBadOffsets;
+  for (int64_t i = 0; i < a.Mb; ++i)
+    if (rowptr[i + 1] < rowptr[i]) return kBadOffsets;
+  return bsr_typed(a);
+}
+
+}  // namespace
+
+int bsr_spmm(const void* values, WeightType wt, int64_t nnzb, int64_t bm, int64_t bk,
+             const int32_t* block_cols, const int32_t* block_rowptr, const Dense& d) {
+  if (d.M < 0 || d.K < 0 || d.N < 0 || bm < 1 || bk < 1 || nnzb < 0) return kBadArgument;
+  if (d.M == 0 || d.N == 0) return kOk;
+  switch (wt) {
+    case WeightType::kF32:
+      return bsr_run(static_cast<const float*>(values), nnzb, bm, bk, block_cols, block_rowptr, d);
+    case WeightType::kBF16:
+      return bsr_run(static_cast<const bf16*>(values), nnzb, bm, bk, block_cols, block_rowptr, d);
+    case WeightType::kF16:
+      return bsr_run(static_cast<const f16*>(values), nnzb, bm, bk, block_cols, block_rowptr, d);
+  }
+  return kBadArgument;
+}
+
+}  // namespace cpu
+}  // namespace sparsekern

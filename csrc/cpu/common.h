@@ -1,0 +1,128 @@
+// Small helpers shared by the CPU kernels: weight element types, index loads, scratch
+// buffers. Portable C++ only (no intrinsics here; see simd_avx2.h for those).
+#pragma once
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels.h"
+
+namespace sparsekern {
+namespace cpu {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t max_i64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// Half-precision weight elements, stored as their raw 16 bits.
+struct bf16 {
+  uint16_t bits;
+};
+struct f16 {
+  uint16_t bits;
+};
+
+inline float bits_to_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+inline float to_float(float v) { return v; }
+inline float to_float(bf16 v) { return bits_to_float(static_cast<uint32_t>(v.bits) << 16); }
+inline float to_float(f16 v) {
+  // IEEE binary16 -> binary32, exact for every input (subnormals, Inf, NaN included).
+  const uint32_t sign = static_cast<uint32_t>(v.bits & 0x8000u) << 16;
+  uint32_t exp = (v.bits >> 10) & 0x1fu;
+  uint32_t mant = v.bits & 0x3ffu;
+  if (exp == 0x1f) return bits_to_float(sign | 0x7f800000u | (mant << 13));
+  if (exp == 0) {
+    if (mant == 0) return bits_to_float(sign);
+    exp = 113;  // normalise the subnormal
+    while ((mant & 0x400u) == 0) {
+      mant <<= 1;
+      --exp;
+    }
+    return bits_to_float(sign | (exp << 23) | ((mant & 0x3ffu) << 13));
+  }
+  return bits_to_float(sign | ((exp + 112) << 23) | (mant << 13));
+}
+
+template <typename T>
+inline bool is_finite_weight(T v) {
+  const float f = to_float(v);
+  return f - f == 0.0f;  // false for Inf and NaN
+}
+
+// Index tensors are int16/int32/int64; kernels are templated on the C type.
+template <typename I>
+inline int64_t idx(const I* p, int64_t i) {
+  return static_cast<int64_t>(p[i]);
+}
+
+// A 64-byte aligned scratch buffer that only grows (one per purpose and calling thread,
+// so repeated calls do not allocate).
+class Scratch {
+ public:
+  Scratch() = default;
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() { std::free(ptr_); }
+  // Returns at least `bytes` bytes (contents undefined), or null when out of memory.
+  void* get(size_t bytes) {
+    if (bytes == 0) bytes = 64;
+    if (bytes > size_) {
+      std::free(ptr_);
+      const size_t rounded = (bytes + 63) / 64 * 64;
+      ptr_ = std::aligned_alloc(64, rounded);
+      size_ = ptr_ != nullptr ? rounded : 0;
+    }
+    return ptr_;
+  }
+  template <typename T>
+  T* get_as(int64_t count) {
+    return static_cast<T*>(get(static_cast<size_t>(max_i64(count, 1)) * sizeof(T)));
+  }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t size_ = 0;
+};
+
+// The per-calling-thread scratch buffers (thread_local: calls from several threads at once
+// never share one).
+Scratch& scratch_x();      // the activation vector of a GEMV (when B's column is strided)
+Scratch& scratch_panel();  // the packed B panel of a batched call
+Scratch& scratch_accum();  // per-thread partial outputs (CSC GEMV)
+Scratch& scratch_index();  // index lists (CSC active columns)
+
+// Writes Y(m, n) = v + bias(m) for one element.
+inline void store_out(const Dense& d, int64_t m, int64_t n, float v) {
+  if (d.bias != nullptr) v += d.bias[m * d.bias_stride];
+  d.Y[m * d.ldy_m + n * d.ldy_n] = v;
+}
+
+// Writes a tile of accumulators acc[r * ldacc + j] to Y rows m0.., columns n0..n0+nb.
+inline void store_tile(const Dense& d, int64_t m0, int64_t rows, int64_t n0, int64_t nb,
+                       const float* acc, int64_t ldacc) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float b = d.bias != nullptr ? d.bias[(m0 + r) * d.bias_stride] : 0.0f;
+    float* y = d.Y + (m0 + r) * d.ldy_m + n0 * d.ldy_n;
+    const float* a = acc + r * ldacc;
+    if (d.ldy_n == 1) {
+      for (int64_t j = 0; j < nb; ++j) y[j] = a[j] + b;
+    } else {
+      for (int64_t j = 0; j < nb; ++j) y[j * d.ldy_n] = a[j] + b;
+    }
+  }
+}
+
+// Writes bias (or 0) to rows [m0, m1) of Y, all N columns (rows without stored entries).
+inline void store_bias_rows(const Dense& d, int64_t m0, int64_t m1) {
+  for (int64_t m = m0; m < m1; ++m)
+    for (int64_t n = 0; n < d.N; ++n) store_out(d, m, n, 0.0f);
+}
+
+}  // namespace cpu
+}  // namespace sparsekern

@@ -1,0 +1,100 @@
+// OpenMP drivers, B panel packing and the per-thread scratch buffers (see parallel.h).
+#include "parallel.h"
+
+#include <atomic>
+
+namespace sparsekern {
+namespace cpu {
+
+Scratch& scratch_x() {
+  static thread_local Scratch s;
+  return s;
+}
+Scratch& scratch_panel() {
+  static thread_local Scratch s;
+  return s;
+}
+Scratch& scratch_accum() {
+  static thread_local Scratch s;
+  return s;
+}
+Scratch& scratch_index() {
+  static thread_local Scratch s;
+  return s;
+}
+
+void pack_panel(const Dense& d, int64_t n0, int64_t nb, int64_t ldp, int64_t k0, int64_t k1,
+                float* P) {
+  const float* B = d.B + n0 * d.ldb_n;
+  if (d.ldb_n == 1) {  // row-major B: one short copy per row
+    for (int64_t k = k0; k < k1; ++k) {
+      const float* src = B + k * d.ldb_k;
+      float* dst = P + k * ldp;
+      for (int64_t j = 0; j < nb; ++j) dst[j] = src[j];
+      for (int64_t j = nb; j < ldp; ++j) dst[j] = 0.0f;
+    }
+    return;
+  }
+  // Column-major (B = x.T from linear) or any strides: transpose in blocks of 8 rows so each
+  // column of B is read in contiguous runs.
+  constexpr int64_t kRun = 8;
+  for (int64_t kb = k0; kb < k1; kb += kRun) {
+    const int64_t ke = min_i64(kb + kRun, k1);
+    for (int64_t j = 0; j < nb; ++j) {
+      const float* src = B + j * d.ldb_n;
+      for (int64_t k = kb; k < ke; ++k) P[k * ldp + j] = src[k * d.ldb_k];
+    }
+    for (int64_t k = kb; k < ke; ++k)
+      for (int64_t j = nb; j < ldp; ++j) P[k * ldp + j] = 0.0f;
+  }
+}
+
+int run_panels(const Dense& d, int parts, int64_t panel_width, PanelWork& work) {
+  const int64_t K = d.K, N = d.N;
+  const int64_t ldp_max = round_up(min_i64(panel_width, N), 8);
+  float* P = scratch_panel().get_as<float>(max_i64(K, 1) * ldp_max);
+  if (P == nullptr) return kNoMemory;
+  if (parts <= 1) {
+    for (int64_t n0 = 0; n0 < N; n0 += panel_width) {
+      const int64_t nb = min_i64(panel_width, N - n0), ldp = round_up(nb, 8);
+      pack_panel(d, n0, nb, ldp, 0, K, P);
+      const int s = work.run(0, P, ldp, n0, nb);
+      if (s != kOk) return s;
+    }
+    return kOk;
+  }
+  std::atomic<int> status{kOk};
+#pragma omp parallel num_threads(parts)
+  {
+#ifdef _OPENMP
+    const int team = omp_get_num_threads(), t = omp_get_thread_num();
+#else
+    const int team = 1, t = 0;
+#endif
+    for (int64_t n0 = 0; n0 < N; n0 += panel_width) {
+      const int64_t nb = min_i64(panel_width, N - n0), ldp = round_up(nb, 8);
+      pack_panel(d, n0, nb, ldp, K * t / team, K * (t + 1) / team, P);
+#pragma omp barrier
+      for (int p = t; p < parts; p += team) {
+        const int s = work.run(p, P, ldp, n0, nb);
+        if (s != kOk) {
+          int expected = kOk;
+          status.compare_exchange_strong(expected, s);
+        }
+      }
+#pragma omp barrier
+    }
+  }
+  return status.load();
+}
+
+const float* gemv_x(const Dense& d) {
+  if (d.ldb_k == 1 || d.K <= 1) return d.B;
+  float* x = scratch_x().get_as<float>(d.K);
+  if (x == nullptr) return nullptr;
+  for (int64_t k = 0; k < d.K; ++k) x[k] = d.B[k * d.ldb_k];
+  return x;
+}
+
+}  // namespace cpu
+}  // namespace sparsekern

@@ -1,0 +1,103 @@
+// Thread partitioning and the OpenMP drivers shared by the kernels.
+//
+// Work is split by stored entries, not by rows: a unit's cost is its entry count plus a
+// fixed cost per unit (its output row), so threads get equal work on skewed matrices.
+// The parallel regions live here, in portable code; they call ISA-specific workers through
+// plain calls, so no OpenMP region is ever outlined from a target("avx2") function.
+#pragma once
+#include <atomic>
+#include <cstdint>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "common.h"
+#include "kernels.h"
+
+namespace sparsekern {
+namespace cpu {
+
+// Threads worth using for `work` multiply-adds: a fork/join costs a few microseconds, so
+// small problems run on the calling thread alone.
+inline int threads_for(int requested, double work) {
+  constexpr double kMinWorkPerThread = 65536.0;
+  int nt = requested < 1 ? 1 : requested;
+  const double by_work = work / kMinWorkPerThread;
+  if (by_work < nt) nt = by_work < 1.0 ? 1 : static_cast<int>(by_work);
+  return nt;
+}
+
+// Splits units [0, n) into `parts` contiguous ranges of about equal cost, where the cost of
+// units [0, i) is (prefix[i] - prefix[0]) + unit_cost * i. `prefix` must not decrease.
+// bounds[p]..bounds[p+1] is part p; bounds has parts + 1 entries.
+template <typename P>
+void split_by_prefix(const P* prefix, int64_t n, double unit_cost, int parts, int64_t* bounds) {
+  const double base = static_cast<double>(prefix[0]);
+  auto cost = [&](int64_t i) { return static_cast<double>(prefix[i]) - base + unit_cost * i; };
+  const double total = cost(n);
+  bounds[0] = 0;
+  for (int p = 1; p < parts; ++p) {
+    const double target = total * p / parts;
+    int64_t lo = bounds[p - 1], hi = n;  // smallest i in [lo, hi] with cost(i) >= target
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      if (cost(mid) < target) lo = mid + 1; else hi = mid;
+    }
+    bounds[p] = lo;
+  }
+  bounds[parts] = n;
+}
+
+// Equal split of n uniform units.
+inline void split_even(int64_t n, int parts, int64_t* bounds) {
+  for (int p = 0; p <= parts; ++p) bounds[p] = n * p / parts;
+}
+
+// Runs fn(part) for part in [0, parts) on up to `parts` OpenMP threads; returns the first
+// non-zero status. Works when the runtime gives fewer threads than asked (nested calls).
+template <typename F>
+int parallel_parts(int parts, F&& fn) {
+  if (parts <= 1) return parts == 1 ? fn(0) : kOk;
+  std::atomic<int> status{kOk};
+#pragma omp parallel num_threads(parts)
+  {
+#ifdef _OPENMP
+    const int team = omp_get_num_threads(), t = omp_get_thread_num();
+#else
+    const int team = 1, t = 0;
+#endif
+    for (int p = t; p < parts; p += team) {
+      const int s = fn(p);
+      if (s != kOk) {
+        int expected = kOk;
+        status.compare_exchange_strong(expected, s);
+      }
+    }
+  }
+  return status.load();
+}
+
+// The row work of a batched call over one packed panel of B.
+class PanelWork {
+ public:
+  virtual ~PanelWork() = default;
+  // Computes partition `part` for output columns [n0, n0 + nb): P[k * ldp + j] = B(k, n0 + j)
+  // for k < K and j < nb, and 0 for nb <= j < ldp (ldp is a multiple of 8).
+  virtual int run(int part, const float* P, int64_t ldp, int64_t n0, int64_t nb) = 0;
+};
+
+// Copies B(k0..k1, n0..n0+nb) into P (row stride ldp, zero-padded to ldp columns).
+void pack_panel(const Dense& d, int64_t n0, int64_t nb, int64_t ldp, int64_t k0, int64_t k1,
+                float* P);
+
+// Loops over panels of at most `panel_width` columns of B (a multiple of 8): all threads
+// pack each panel together, then each computes its parts. One panel buffer per call,
+// reused for every panel (never a full copy of B). Returns a status.
+int run_panels(const Dense& d, int parts, int64_t panel_width, PanelWork& work);
+
+// B's only column as a contiguous vector of K floats (copied when B is strided).
+const float* gemv_x(const Dense& d);
+
+}  // namespace cpu
+}  // namespace sparsekern

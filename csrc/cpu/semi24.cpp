@@ -1,0 +1,310 @@
+// 2:4 semi-structured spmm on the CPU.
+//
+// N == 1 (GEMV) is memory bound, so the kernel streams the compressed row once (2 kept
+// values + a nibble of metadata per group of 4: 2.125 bytes per weight in float32 instead
+// of 4) and gathers the matching activations in registers: a byte-indexed table turns one
+// metadata byte into a vpermps index that pulls the 4 kept columns out of 8 activations.
+// Only stored entries meet B, so NaN/Inf in B propagate exactly as in the reference.
+//
+// N >= 2 vectorizes along N over a packed panel of B (up to 32 columns): each kept weight
+// is broadcast and multiplied into NV ymm accumulators per row, R rows at a time, so that
+// R * NV independent accumulators hide the FMA latency.
+#include <cstdint>
+
+#include "common.h"
+#include "isa.h"
+#include "kernels.h"
+#include "parallel.h"
+#include "simd_avx2.h"
+
+namespace sparsekern {
+namespace cpu {
+namespace {
+
+constexpr int64_t kPanelWidth = 32;  // columns of B per packed panel (4 ymm)
+constexpr int kMaxParts = 256;
+
+// Per metadata byte (two groups of 4 columns): whether a nibble has first >= second, and the
+// column (0..7 within the byte's 8 columns) of each of its 4 kept values, twice (lanes 0-3
+// and 4-7, so the same entry serves either half of a ymm).
+struct Semi24Tables {
+  uint8_t bad[256];
+  alignas(64) uint8_t cols[256][8];
+  Semi24Tables() {
+    for (int b = 0; b < 256; ++b) {
+      const int p0 = b & 3, p1 = (b >> 2) & 3, q0 = (b >> 4) & 3, q1 = (b >> 6) & 3;
+      bad[b] = static_cast<uint8_t>(p0 >= p1 || q0 >= q1);
+      const uint8_t c[4] = {static_cast<uint8_t>(p0), static_cast<uint8_t>(p1),
+                            static_cast<uint8_t>(4 + q0), static_cast<uint8_t>(4 + q1)};
+      for (int i = 0; i < 8; ++i) cols[b][i] = c[i & 3];
+    }
+  }
+};
+const Semi24Tables kTables;
+
+// Geometry of the packed rows.
+struct Semi24Rows {
+  int64_t K, G, half, mcols;
+  explicit Semi24Rows(int64_t K_) : K(K_), G(ceil_div(K_, 4)), half(2 * G), mcols(ceil_div(G, 2)) {}
+};
+
+inline int nibble(const uint8_t* meta_row, int64_t g) {
+  return (meta_row[g >> 1] >> ((g & 1) * 4)) & 15;
+}
+
+// ----------------------------------------------------------------------------- portable
+
+template <typename T>
+int gemv_rows_portable(const T* values, const uint8_t* meta, const Dense& d, const float* x,
+                       int64_t m0, int64_t m1) {
+  const Semi24Rows g4(d.K);
+  const int64_t gfull = d.K / 4;  // groups whose 4 columns are all < K
+  for (int64_t m = m0; m < m1; ++m) {
+    const T* v = values + m * g4.half;
+    const uint8_t* mt = meta + m * g4.mcols;
+    float acc0 = 0.0f, acc1 = 0.0f;
+    int bad = 0;
+    for (int64_t g = 0; g < gfull; ++g) {
+      const int nib = nibble(mt, g), p0 = nib & 3, p1 = nib >> 2;
+      bad |= p0 >= p1;
+      acc0 += to_float(v[2 * g]) * x[4 * g + p0];
+      acc1 += to_float(v[2 * g + 1]) * x[4 * g + p1];
+    }
+    for (int64_t g = gfull; g < g4.G; ++g) {  // the padded last group: columns >= K never count
+      const int nib = nibble(mt, g), p0 = nib & 3, p1 = nib >> 2;
+      bad |= p0 >= p1;
+      if (4 * g + p0 < d.K) acc0 += to_float(v[2 * g]) * x[4 * g + p0];
+      if (4 * g + p1 < d.K) acc1 += to_float(v[2 * g + 1]) * x[4 * g + p1];
+    }
+    if (bad) return kBadMeta;
+    store_out(d, m, 0, acc0 + acc1);
+  }
+  return kOk;
+}
+
+template <typename T>
+int panel_rows_portable(const T* values, const uint8_t* meta, const Dense& d, const float* P,
+                        int64_t ldp, int64_t n0, int64_t nb, int64_t m0, int64_t m1) {
+  const Semi24Rows g4(d.K);
+  float acc[kPanelWidth];
+  for (int64_t m = m0; m < m1; ++m) {
+    const T* v = values + m * g4.half;
+    const uint8_t* mt = meta + m * g4.mcols;
+    for (int64_t j = 0; j < ldp; ++j) acc[j] = 0.0f;
+    int bad = 0;
+    for (int64_t g = 0; g < g4.G; ++g) {
+      const int nib = nibble(mt, g), p0 = nib & 3, p1 = nib >> 2;
+      bad |= p0 >= p1;
+      const int64_t c0 = 4 * g + p0, c1 = 4 * g + p1;
+      if (c0 < d.K && c1 < d.K) {
+        const float w0 = to_float(v[2 * g]), w1 = to_float(v[2 * g + 1]);
+        const float* b0 = P + c0 * ldp;
+        const float* b1 = P + c1 * ldp;
+        for (int64_t j = 0; j < ldp; ++j) acc[j] += w0 * b0[j] + w1 * b1[j];
+      } else {  // the padded last group: columns >= K never count
+        for (int i = 0; i < 2; ++i) {
+          const int64_t c = i == 0 ? c0 : c1;
+          if (c >= d.K) continue;
+          const float w = to_float(v[2 * g + i]);
+          const float* b = P + c * ldp;
+          for (int64_t j = 0; j < ldp; ++j) acc[j] += w * b[j];
+        }
+      }
+    }
+    if (bad) return kBadMeta;
+    store_tile(d, m, 1, n0, nb, acc, ldp);
+  }
+  return kOk;
+}
+
+// ----------------------------------------------------------------------------- AVX2
+#if SK_HAVE_AVX2_KERNELS
+
+// acc += values of 4 groups (16 columns starting at 8 * j) times their activations.
+template <typename T>
+SK_AVX2_INLINE __m256 gemv_step16(const T* v, const uint8_t* mt, const float* x, int64_t j,
+                                  __m256 acc, unsigned& bad) {
+  const unsigned b0 = mt[j], b1 = mt[j + 1];
+  bad |= kTables.bad[b0] | kTables.bad[b1];
+  const __m256i i0 = _mm256_cvtepu8_epi32(
+      _mm_loadl_epi64(reinterpret_cast<const __m128i*>(kTables.cols[b0])));
+  const __m256i i1 = _mm256_cvtepu8_epi32(
+      _mm_loadl_epi64(reinterpret_cast<const __m128i*>(kTables.cols[b1])));
+  const __m256 xa = _mm256_permutevar8x32_ps(_mm256_loadu_ps(x + 8 * j), i0);
+  const __m256 xb = _mm256_permutevar8x32_ps(_mm256_loadu_ps(x + 8 * j + 8), i1);
+  return _mm256_fmadd_ps(load8(v + 4 * j), _mm256_blend_ps(xa, xb, 0xF0), acc);
+}
+
+template <typename T>
+SK_AVX2 int gemv_rows_avx2(const T* values, const uint8_t* meta, const Dense& d, const float* x,
+                           int64_t m0, int64_t m1) {
+  const Semi24Rows g4(d.K);
+  const int64_t jfull = d.K / 8;  // metadata bytes whose 8 columns are all < K
+  for (int64_t m = m0; m < m1; ++m) {
+    const T* v = values + m * g4.half;
+    const uint8_t* mt = meta + m * g4.mcols;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    unsigned bad = 0;
+    int64_t j = 0;
+    for (; j + 4 <= jfull; j += 4) {
+      acc0 = gemv_step16(v, mt, x, j, acc0, bad);
+      acc1 = gemv_step16(v, mt, x, j + 2, acc1, bad);
+    }
+    for (; j + 2 <= jfull; j += 2) acc0 = gemv_step16(v, mt, x, j, acc0, bad);
+    float s = 0.0f;
+    for (int64_t g = 2 * j; g < g4.G; ++g) {
+      const int nib = nibble(mt, g), p0 = nib & 3, p1 = nib >> 2;
+      bad |= p0 >= p1;
+      if (4 * g + p0 < d.K) s += to_float(v[2 * g]) * x[4 * g + p0];
+      if (4 * g + p1 < d.K) s += to_float(v[2 * g + 1]) * x[4 * g + p1];
+    }
+    if (bad) return kBadMeta;
+    store_out(d, m, 0, hsum(_mm256_add_ps(acc0, acc1)) + s);
+  }
+  return kOk;
+}
+
+// R rows (stride `half` values, `mcols` metadata bytes) times the panel, NV ymm per row.
+template <typename T, int R, int NV>
+SK_AVX2 int panel_tile_avx2(const T* v, const uint8_t* mt, const Semi24Rows& g4, const Dense& d,
+                            const float* P, int64_t ldp, int64_t n0, int64_t nb, int64_t m) {
+  __m256 acc[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_setzero_ps();
+  unsigned bad = 0;
+  const int64_t gfull = d.K / 4;
+  for (int64_t g = 0; g < gfull; ++g) {
+    for (int r = 0; r < R; ++r) {
+      const int nib = nibble(mt + r * g4.mcols, g), p0 = nib & 3, p1 = nib >> 2;
+      bad |= static_cast<unsigned>(p0 >= p1);
+      const T* vr = v + r * g4.half + 2 * g;
+      const __m256 w0 = bcast(vr), w1 = bcast(vr + 1);
+      const float* b0 = P + (4 * g + p0) * ldp;
+      const float* b1 = P + (4 * g + p1) * ldp;
+      for (int u = 0; u < NV; ++u) {
+        acc[r][u] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(b0 + 8 * u), acc[r][u]);
+        acc[r][u] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(b1 + 8 * u), acc[r][u]);
+      }
+    }
+  }
+  for (int64_t g = gfull; g < g4.G; ++g) {  // padded last group: columns >= K never count
+    for (int r = 0; r < R; ++r) {
+      const int nib = nibble(mt + r * g4.mcols, g);
+      const int p[2] = {nib & 3, nib >> 2};
+      bad |= static_cast<unsigned>(p[0] >= p[1]);
+      for (int i = 0; i < 2; ++i) {
+        if (4 * g + p[i] >= d.K) continue;
+        const __m256 w = bcast(v + r * g4.half + 2 * g + i);
+        const float* b = P + (4 * g + p[i]) * ldp;
+        for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_fmadd_ps(w, _mm256_loadu_ps(b + 8 * u), acc[r][u]);
+      }
+    }
+  }
+  if (bad) return kBadMeta;
+  for (int r = 0; r < R; ++r) {
+    const __m256 b = d.bias != nullptr ? _mm256_set1_ps(d.bias[(m + r) * d.bias_stride])
+                                       : _mm256_setzero_ps();
+    float* y = d.Y + (m + r) * d.ldy_m + n0 * d.ldy_n;
+    for (int u = 0; u < NV && 8 * u < nb; ++u)
+      store_lanes(y + 8 * u * d.ldy_n, d.ldy_n, _mm256_add_ps(acc[r][u], b),
+                  min_i64(8, nb - 8 * u));
+  }
+  return kOk;
+}
+
+template <typename T, int NV>
+SK_AVX2 int panel_rows_avx2_nv(const T* values, const uint8_t* meta, const Dense& d,
+                               const float* P, int64_t ldp, int64_t n0, int64_t nb, int64_t m0,
+                               int64_t m1) {
+  // Rows per tile so that R * NV is 8 or more independent accumulators.
+  constexpr int R = NV >= 4 ? 2 : NV == 3 ? 3 : NV == 2 ? 4 : 6;
+  const Semi24Rows g4(d.K);
+  int64_t m = m0;
+  for (; m + R <= m1; m += R) {
+    const int s = panel_tile_avx2<T, R, NV>(values + m * g4.half, meta + m * g4.mcols, g4, d, P,
+                                            ldp, n0, nb, m);
+    if (s != kOk) return s;
+  }
+  for (; m < m1; ++m) {
+    const int s = panel_tile_avx2<T, 1, NV>(values + m * g4.half, meta + m * g4.mcols, g4, d, P,
+                                            ldp, n0, nb, m);
+    if (s != kOk) return s;
+  }
+  return kOk;
+}
+
+template <typename T>
+SK_AVX2 int panel_rows_avx2(const T* values, const uint8_t* meta, const Dense& d, const float* P,
+                            int64_t ldp, int64_t n0, int64_t nb, int64_t m0, int64_t m1) {
+  switch (ldp / 8) {
+    case 1: return panel_rows_avx2_nv<T, 1>(values, meta, d, P, ldp, n0, nb, m0, m1);
+    case 2: return panel_rows_avx2_nv<T, 2>(values, meta, d, P, ldp, n0, nb, m0, m1);
+    case 3: return panel_rows_avx2_nv<T, 3>(values, meta, d, P, ldp, n0, nb, m0, m1);
+    case 4: return panel_rows_avx2_nv<T, 4>(values, meta, d, P, ldp, n0, nb, m0, m1);
+    default: return kBadArgument;
+  }
+}
+
+#endif  // SK_HAVE_AVX2_KERNELS
+
+// ----------------------------------------------------------------------------- dispatch
+
+template <typename T>
+class Semi24Panels : public PanelWork {
+ public:
+  Semi24Panels(const T* values, const uint8_t* meta, const Dense& d, const int64_t* bounds,
+               bool avx2)
+      : values_(values), meta_(meta), d_(d), bounds_(bounds), avx2_(avx2) {}
+  int run(int part, const float* P, int64_t ldp, int64_t n0, int64_t nb) override {
+    const int64_t m0 = bounds_[part], m1 = bounds_[part + 1];
+#if SK_HAVE_AVX2_KERNELS
+    if (avx2_) return panel_rows_avx2<T>(values_, meta_, d_, P, ldp, n0, nb, m0, m1);
+#endif
+    return panel_rows_portable<T>(values_, meta_, d_, P, ldp, n0, nb, m0, m1);
+  }
+
+ private:
+  const T* values_;
+  const uint8_t* meta_;
+  const Dense& d_;
+  const int64_t* bounds_;
+  bool avx2_;
+};
+
+template <typename T>
+int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
+  const bool avx2 = SK_HAVE_AVX2_KERNELS && active_isa() == Isa::kAvx2;
+  int nt = threads_for(d.num_threads, 0.5 * static_cast<double>(d.M) * d.K * d.N);
+  if (nt > kMaxParts) nt = kMaxParts;
+  if (nt > d.M) nt = static_cast<int>(d.M > 0 ? d.M : 1);
+  int64_t bounds[kMaxParts + 1];
+  split_even(d.M, nt, bounds);  // every row holds the same number of entries
+  if (d.N == 1) {
+    const float* x = gemv_x(d);
+    if (x == nullptr) return kNoMemory;
+    return parallel_parts(nt, [&](int p) {
+#if SK_HAVE_AVX2_KERNELS
+      if (avx2) return gemv_rows_avx2<T>(values, meta, d, x, bounds[p], bounds[p + 1]);
+#endif
+      return gemv_rows_portable<T>(values, meta, d, x, bounds[p], bounds[p + 1]);
+    });
+  }
+  Semi24Panels<T> work(values, meta, d, bounds, avx2);
+  return run_panels(d, nt, kPanelWidth, work);
+}
+
+}  // namespace
+
+int semi24_spmm(const void* values, WeightType wt, const uint8_t* meta, const Dense& d) {
+  if (d.M < 0 || d.K < 0 || d.N < 0) return kBadArgument;
+  if (d.M == 0 || d.N == 0) return kOk;
+  switch (wt) {
+    case WeightType::kF32: return semi24_typed(static_cast<const float*>(values), meta, d);
+    case WeightType::kBF16: return semi24_typed(static_cast<const bf16*>(values), meta, d);
+    case WeightType::kF16: return semi24_typed(static_cast<const f16*>(values), meta, d);
+  }
+  return kBadArgument;
+}
+
+}  // namespace cpu
+}  // namespace sparsekern

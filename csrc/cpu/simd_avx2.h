@@ -1,0 +1,64 @@
+// AVX2+FMA helpers for the x86 kernels, compiled per function with target attributes so the
+// rest of the build keeps the compiler's baseline flags (see isa.h). Everything here has
+// internal linkage: no AVX2 copy of an inline function can leak into portable code.
+#pragma once
+
+#if defined(__x86_64__) || defined(__i386__)
+#define SK_HAVE_AVX2_KERNELS 1
+#include <immintrin.h>
+
+#include "common.h"
+
+// Every function that uses AVX2 intrinsics carries SK_AVX2 (lambdas do not inherit it, so
+// none are used inside such functions).
+#define SK_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define SK_AVX2_INLINE static inline __attribute__((target("avx2,fma,f16c"), always_inline))
+
+namespace sparsekern {
+namespace cpu {
+namespace {
+
+// 8 weights -> 8 floats.
+SK_AVX2_INLINE __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+SK_AVX2_INLINE __m256 load8(const bf16* p) {
+  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+SK_AVX2_INLINE __m256 load8(const f16* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// One weight broadcast to 8 lanes.
+SK_AVX2_INLINE __m256 bcast(const float* p) { return _mm256_broadcast_ss(p); }
+SK_AVX2_INLINE __m256 bcast(const bf16* p) {
+  return _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(p->bits) << 16)));
+}
+SK_AVX2_INLINE __m256 bcast(const f16* p) {
+  return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<short>(p->bits)));
+}
+
+SK_AVX2_INLINE float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Stores the first n (0 < n <= 8) lanes of v to p[0], p[stride], ... (stride 1: one store
+// when n == 8).
+SK_AVX2_INLINE void store_lanes(float* p, int64_t stride, __m256 v, int64_t n) {
+  if (stride == 1 && n == 8) {
+    _mm256_storeu_ps(p, v);
+    return;
+  }
+  alignas(32) float tmp[8];
+  _mm256_store_ps(tmp, v);
+  for (int64_t j = 0; j < n; ++j) p[j * stride] = tmp[j];
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace sparsekern
+#else
+#define SK_HAVE_AVX2_KERNELS 0
+#endif
