@@ -199,19 +199,23 @@ def regression_select(X: torch.Tensor, W: torch.Tensor, group: int, n_keep: int,
     G = Z @ Z.t()
     b = Z @ Y.reshape(-1)
     chosen = []
-    remaining = list(range(C))
+    free = torch.ones(C, dtype=torch.bool)
+    diag = _ridge(G).diagonal()
     for _ in range(n_keep):
-        best, best_gain = None, None
-        for c in remaining:
-            S = chosen + [c]
-            idx = torch.tensor(S)
-            bs = b[idx]
-            beta = torch.linalg.solve(_ridge(G[idx][:, idx]), bs)
-            gain = float(bs @ beta)  # ||y||^2 - error
-            if best_gain is None or gain > best_gain:
-                best, best_gain = c, gain
+        # Gain of adding channel c to the chosen set S (least squares on S + c), for all c at
+        # once: (b_c - G_cS G_SS^-1 b_S)^2 / (G_cc - G_cS G_SS^-1 G_Sc), the Schur complement.
+        if chosen:
+            S = torch.tensor(chosen)
+            A = torch.linalg.solve(_ridge(G[S][:, S]), G[S]).t()  # [C, |S|] = G_cS G_SS^-1
+            resid = b - A @ b[S]
+            denom = diag - (A * G[:, S]).sum(1)
+        else:
+            resid, denom = b, diag
+        gain = resid.square() / denom.clamp_min(1e-300)
+        gain[~free] = float("-inf")
+        best = int(torch.argmax(gain))
         chosen.append(best)
-        remaining.remove(best)
+        free[best] = False
     kept = torch.tensor(sorted(chosen), dtype=torch.long)
     cols = (kept.view(-1, 1) * group + torch.arange(group).view(1, -1)).reshape(-1)
     XS = X[:, cols]
