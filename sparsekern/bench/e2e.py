@@ -1,0 +1,218 @@
+"""End-to-end model latency: dense vs pruned + sparsified, and where the time goes.
+
+For each model (sparsekern.bench.models) and variant (2:4, 90% block, 90% unstructured):
+a copy of the dense model is pruned by magnitude (sparsekern.bench.magnitude), swapped to
+sparse layers with ``sparsekern.sparsify``, checked against the pruned dense model, and
+timed against the dense model in the same interleaved measurement. A second pass with
+forward hooks on every Linear/SparseLinear measures the share of the forward spent inside
+them, so Amdahl's law is visible: ``amdahl_limit`` = 1 / (share outside the Linear layers
+of the dense model) is the most any Linear kernel could gain.
+"""
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from . import magnitude, metrics, models
+from .candidates import serving_backend
+from .runner import RunSettings, dtype_name, rel_error
+from .timing import time_cuda, time_interleaved
+
+
+@dataclass(frozen=True)
+class ModelVariant:
+    """How every Linear of a model is pruned and packed."""
+
+    name: str
+    layout: str
+    sparsity: float
+    blocksize: Optional[Tuple[int, int]] = None
+
+
+VARIANTS = (ModelVariant("2:4", "2:4", 0.5),
+            ModelVariant("bsr32x32-s90", "bsr", 0.9, (32, 32)),
+            ModelVariant("csc-s90", "csc", 0.9))
+BATCHES = (1, 32)
+QUICK_MODELS = ("minilm-l6",)
+FULL_MODELS = ("minilm-l6", "bert-base", "llama7b-mlp")
+
+
+def _linear_modules(model: nn.Module):
+    from sparsekern.nn import SparseLinear
+    return [m for m in model.modules() if isinstance(m, (nn.Linear, SparseLinear))]
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+@torch.inference_mode()
+def linear_share(model: nn.Module, x: torch.Tensor, device: str = "cpu",
+                 seconds: float = 0.05, min_runs: int = 3) -> float:
+    """Fraction of a forward's wall time spent inside Linear/SparseLinear modules."""
+    inside = [0.0]
+    starts: Dict[int, float] = {}
+
+    def pre(mod, args):
+        _sync(device)
+        starts[id(mod)] = time.perf_counter()
+
+    def post(mod, args, out):
+        _sync(device)
+        inside[0] += time.perf_counter() - starts.pop(id(mod))
+
+    handles = []
+    for m in _linear_modules(model):
+        handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+    try:
+        t0 = time.perf_counter()
+        model(x)  # warm
+        if time.perf_counter() - t0 > seconds:  # a slow forward: one more run is enough
+            min_runs = 1
+        inside[0], total, runs = 0.0, 0.0, 0
+        while runs < min_runs or total < seconds:
+            _sync(device)
+            t0 = time.perf_counter()
+            model(x)
+            _sync(device)
+            total += time.perf_counter() - t0
+            runs += 1
+    finally:
+        for h in handles:
+            h.remove()
+    return min(1.0, inside[0] / total) if total > 0 else 0.0
+
+
+def reference_work(model: nn.Module, tokens: int, device: str, dtype) -> int:
+    """stored values x tokens over the sparse layers that the reference backend would serve."""
+    from sparsekern.nn import SparseLinear
+    work = 0
+    for m in model.modules():
+        if isinstance(m, SparseLinear):
+            b = serving_backend(m.layout, dtype, torch.device(device), m.out_features,
+                                m.in_features, tokens)
+            if b == "reference":
+                work += m.values.numel() * tokens
+    return work
+
+
+def layer_backends(model: nn.Module, tokens: int, device: str, dtype) -> Dict[str, int]:
+    """{"dense": n, "<layout> on <backend>": n} over the model's Linear layers."""
+    from sparsekern.nn import SparseLinear
+    count: Counter = Counter()
+    for m in _linear_modules(model):
+        if isinstance(m, SparseLinear):
+            b = serving_backend(m.layout, dtype, torch.device(device), m.out_features,
+                                m.in_features, tokens)
+            count[f"{m.layout} on {b}"] += 1
+        else:
+            count["dense"] += 1
+    return dict(count)
+
+
+def _time_pair(dense, sparse, x, s: RunSettings) -> Tuple[dict, dict]:
+    with torch.inference_mode():
+        if s.device == "cuda":
+            return time_cuda(dense, [x], s.cuda_timer), time_cuda(sparse, [x], s.cuda_timer)
+        t = time_interleaved({"dense": (dense, x), "sparse": (sparse, x)}, s.timer)
+    return t["dense"], t["sparse"]
+
+
+def run_model(name: str, s: RunSettings, batches: Iterable[int] = BATCHES,
+              variants: Iterable[ModelVariant] = VARIANTS,
+              on_variant: Optional[Callable[[str], None]] = None) -> List[dict]:
+    """Records for every (variant, batch) of model ``name`` (JSON-ready dicts).
+
+    ``on_variant(label)`` is called after each variant (progress reporting).
+    """
+    import sparsekern as sk
+
+    batches = list(batches)
+    dense = models.build(name, s.seed, s.dtype, s.device)
+    hidden = models.hidden_size(name)
+    gen = torch.Generator().manual_seed(s.seed)
+    xs = {b: torch.randn(1, b, hidden, generator=gen).to(s.device, s.dtype) for b in batches}
+    dense_share = {b: linear_share(dense, xs[b], s.device) for b in batches}
+    out = []
+    for v in variants:
+        pruned = copy.deepcopy(dense)
+        magnitude.prune_model(pruned, v.layout, v.sparsity, v.blocksize)
+        with torch.inference_mode():
+            want = {b: pruned(xs[b]) for b in batches}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sparse = sk.sparsify(pruned, layout=v.layout, blocksize=v.blocksize)
+        packed = sum(1 for lay, _ in sparse.sparsekern_report.values() if lay != "dense")
+        for b in batches:
+            rec = {"model": name, "variant": v.name, "layout": v.layout, "sparsity": v.sparsity,
+                   "blocksize": list(v.blocksize) if v.blocksize else None, "batch": b,
+                   "device": s.device, "dtype": dtype_name(s.dtype),
+                   "layers_packed": packed, "layers_total": len(sparse.sparsekern_report),
+                   "layers": layer_backends(sparse, b, s.device, s.dtype),
+                   "dense_linear_share": dense_share[b],
+                   "amdahl_limit": _finite(metrics.amdahl_limit(dense_share[b])),
+                   "status": "ok", "reason": "", "rel_error": None, "dense": None,
+                   "sparse": None, "speedup": None, "sparse_linear_share": None,
+                   "sparse_outside_share": None}
+            work = reference_work(sparse, b, s.device, s.dtype)
+            if work > s.max_reference_work_model:
+                rec.update(status="skipped", reason=(
+                    f"sparse layers served by the reference backend (stored*tokens = {work}); "
+                    f"not timed"))
+                out.append(rec)
+                continue
+            with torch.inference_mode():
+                err = rel_error(sparse(xs[b]).float(), want[b].float())
+            rec["rel_error"] = err
+            if not err <= 1e-3:
+                rec.update(status="wrong", reason=f"relative error {err:.3g} vs the pruned dense model")
+                out.append(rec)
+                continue
+            td, ts = _time_pair(dense, sparse, xs[b], s)
+            share = linear_share(sparse, xs[b], s.device)
+            rec.update(dense=td, sparse=ts, speedup=metrics.speedup(td["median_s"], ts["median_s"]),
+                       sparse_linear_share=share, sparse_outside_share=1.0 - share)
+            out.append(rec)
+        del sparse, pruned
+        if on_variant:
+            on_variant(f"{name} {v.name}")
+    return out
+
+
+def _finite(x: float) -> Optional[float]:
+    return None if x == float("inf") else x
+
+
+def run_models(names: Iterable[str], s: RunSettings, batches: Iterable[int] = BATCHES,
+               variants: Iterable[ModelVariant] = VARIANTS, progress: bool = True) -> List[dict]:
+    names, variants = list(names), list(variants)
+    bar = None
+    if progress:
+        try:
+            from tqdm import tqdm
+            bar = tqdm(total=len(names) * len(variants), unit="variant", desc="models",
+                       dynamic_ncols=True)
+        except ImportError:
+            bar = None
+    out = []
+
+    def done(label):
+        if bar is not None:
+            bar.set_postfix_str(label, refresh=False)
+            bar.update(1)
+
+    try:
+        for name in names:
+            out += run_model(name, s, batches, variants, on_variant=done)
+    finally:
+        if bar is not None:
+            bar.close()
+    return out
