@@ -60,7 +60,7 @@ def _current_layer_tracker(model: nn.Module):
     for name, m in model.named_modules():
         if name == "":
             continue
-        handles.append(m.register_forward_pre_hook(_push(stack, name)))
+        handles.append(m.register_forward_pre_hook(_push(stack, name), prepend=True))
         handles.append(m.register_forward_hook(_pop(stack)))
     try:
         yield stack

@@ -320,17 +320,22 @@ def plan(model: nn.Module, example_input: torch.Tensor, layers=None
 def _apoz_scores(gm: torch.fx.GraphModule, groups: Dict[str, ChannelGroup], calib
                  ) -> Dict[str, torch.Tensor]:
     """1 - APoZ of every group's channels, measured where its consumers read it."""
-    watch: Dict[torch.fx.Node, List[Tuple[str, int, int]]] = {}
+    watch: Dict[torch.fx.Node, List[Tuple[str, str, int, int]]] = {}
     for g in groups.values():
-        for node, dim, inner in g.reads:
-            watch.setdefault(node, []).append((g.producer, dim, inner))
+        for (node, dim, inner), (consumer, _) in zip(g.reads, g.consumers):
+            watch.setdefault(node, []).append((g.producer, consumer, dim, inner))
     zeros = {n: torch.zeros(g.channels, dtype=torch.float64) for n, g in groups.items()}
     counts = {n: 0 for n in groups}
 
     class Recorder(torch.fx.Interpreter):
         def run_node(self, n):
             result = super().run_node(n)
-            for producer, dim, inner in watch.get(n, ()):
+            for producer, consumer, dim, inner in watch.get(n, ()):
+                traced = _shape(n)
+                if tuple(result.shape[1:]) != traced[1:]:
+                    raise ValueError(f"the input of layer {consumer!r} has shape "
+                                     f"{list(result.shape)}; expected {['N', *traced[1:]]} as "
+                                     f"traced with example_input")
                 z, c = criteria.channel_zero_fraction(result, dim, inner,
                                                       groups[producer].channels)
                 zeros[producer] += z.cpu()

@@ -82,8 +82,14 @@ def im2col(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 def layer_input_matrix(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The layer's input as rows of its weight matrix's K columns: [rows, in*kh*kw or in]."""
     if isinstance(module, nn.Conv2d):
+        if x.dim() not in (3, 4) or x.shape[-3] != module.in_channels:
+            raise ValueError(f"its input has shape {list(x.shape)}; expected [N, "
+                             f"{module.in_channels}, H, W]")
         cols = im2col(module, x)
         return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    if x.dim() < 1 or x.shape[-1] != module.in_features:
+        raise ValueError(f"its input has shape {list(x.shape)}; expected [..., "
+                         f"{module.in_features}]")
     return x.reshape(-1, x.shape[-1])
 
 

@@ -1,0 +1,323 @@
+"""Every rejection of the pruning frontend, with its message."""
+import pytest
+import torch
+from torch import nn
+
+from sparsekern import prune
+from sparsekern.prune import SensitivityTable
+
+from .models import CNN, MLP
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return MLP((32, 16))
+
+
+# -- granularity / criterion ---------------------------------------------------------------
+
+@pytest.mark.parametrize("spec", ["diagonal", 3, (1, 2, 3), "2x", None])
+def test_unknown_granularity(model, spec):
+    with pytest.raises(ValueError, match=r"unknown granularity .*; expected 'fine', 'N:M' \(e\.g\. "
+                                         r"'2:4', '1:4', '2:8'\), \(bm, bk\) or 'BMxBK' blocks, "
+                                         r"'kernel', 'channel'"):
+        prune.prune_model(model, 0.5, spec)
+
+
+@pytest.mark.parametrize("spec,msg", [
+    ("4:2", r"granularity '4:2': N:M needs 1 <= N < M, got N=4, M=2"),
+    ("0:4", r"granularity '0:4': N:M needs 1 <= N < M, got N=0, M=4"),
+    ((0, 4), r"block granularity needs positive \(bm, bk\), got \(0, 4\)"),
+    ("0x8", r"block granularity needs positive \(bm, bk\), got '0x8'")])
+def test_bad_granularity_numbers(model, spec, msg):
+    with pytest.raises(ValueError, match=msg):
+        prune.prune_model(model, 0.5, spec)
+
+
+def test_unknown_criterion(model):
+    with pytest.raises(ValueError, match=r"unknown criterion 'magnitude'; expected one of \['l1', "
+                                         r"'l2', 'wanda', 'bn_scale', 'apoz', 'regression'\]"):
+        prune.prune_model(model, 0.5, criterion="magnitude")
+
+
+def test_channel_criterion_on_weights_and_back(model):
+    with pytest.raises(ValueError, match=r"criterion 'apoz' does not apply to weight-level "
+                                         r"granularities .*; use one of \['l1', 'l2', 'wanda'\]"):
+        prune.prune_model(model, 0.5, "fine", "apoz")
+    with pytest.raises(ValueError, match=r"criterion 'wanda' does not apply to granularity "
+                                         r"'channel'; use one of \['l1', 'l2', 'bn_scale', "
+                                         r"'apoz', 'regression'\]"):
+        prune.channel_prune(model, 0.5, torch.zeros(1, 64), criterion="wanda")
+
+
+# -- ratios ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ratio", [1.0, -0.1, 1.5, float("nan")])
+def test_ratio_outside_0_1(model, ratio):
+    with pytest.raises(ValueError, match=r"ratio must be in \[0, 1\) \(the fraction of weights "
+                                         r"removed\), got"):
+        prune.prune_model(model, ratio)
+
+
+def test_ratio_of_a_layer_outside_0_1_names_the_layer(model):
+    with pytest.raises(ValueError, match=r"ratio for layer 'fc2' must be in \[0, 1\) .* got 1\.0"):
+        prune.prune_model(model, {"fc1": 0.5, "fc2": 1.0})
+    with pytest.raises(ValueError, match=r"ratio for layer 'fc1' must be in \[0, 1\) .* got 2"):
+        prune.channel_prune(model, {"fc1": 2}, torch.zeros(1, 64))
+
+
+def test_ratio_not_a_number(model):
+    with pytest.raises(TypeError, match=r"ratio must be a number in \[0, 1\), got '0\.5'"):
+        prune.prune_model(model, "0.5")
+
+
+def test_ratio_missing(model):
+    with pytest.raises(ValueError, match=r"ratio is required for this granularity"):
+        prune.prune_model(model)
+    with pytest.raises(ValueError, match=r"ratio has no entry for layer\(s\) \['fc3'\]"):
+        prune.prune_model(model, {"fc1": 0.5, "fc2": 0.5}, layers=["fc1", "fc2", "fc3"])
+    with pytest.raises(ValueError, match=r"ratio is required for channel pruning"):
+        prune.channel_prune(model, None, torch.zeros(1, 64))
+
+
+def test_n_m_ratio_contradiction(model):
+    with pytest.raises(ValueError, match=r"ratio 0\.8 for layer 'fc1' contradicts granularity "
+                                         r"'2:4', which removes exactly 0\.5; leave ratio=None"):
+        prune.prune_model(model, 0.8, "2:4")
+    prune.prune_model(model, 0.5, "2:4")  # the implied ratio is fine
+
+
+def test_n_m_on_a_layer_whose_k_is_too_small():
+    m = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 2))
+    with pytest.raises(ValueError, match=r"layer '0': granularity '2:4' needs at least 4 input "
+                                         r"weights per output \(K = in_features\), but K=3; "
+                                         r"exclude this layer \(layers=\.\.\.\) or use 'fine'"):
+        prune.prune_model(m, granularity="2:4")
+    with pytest.raises(ValueError, match=r"layer '2': granularity '2:8' needs at least 8 input "
+                                         r"weights per output"):
+        prune.prune_model(m, granularity="2:8", layers=["2"])
+    c = nn.Sequential(nn.Conv2d(1, 4, 1))
+    with pytest.raises(ValueError, match=r"layer '0': granularity '1:4' needs at least 4 input "
+                                         r"weights per output \(K = in_channels/groups\*kh\*kw\), "
+                                         r"but K=1"):
+        prune.prune_model(c, granularity="1:4")
+
+
+# -- layers ----------------------------------------------------------------------------------
+
+def test_model_with_no_prunable_layers():
+    with pytest.raises(ValueError, match=r"model Sequential has no prunable layers: expected at "
+                                         r"least one nn\.Linear or nn\.Conv2d"):
+        prune.prune_model(nn.Sequential(nn.ReLU(), nn.BatchNorm1d(3)), 0.5)
+    with pytest.raises(ValueError, match=r"model MLP has no prunable layers: expected at least one "
+                                         r"nn\.Conv2d \(kernel granularity\)"):
+        prune.prune_model(MLP(), 0.5, "kernel")
+    with pytest.raises(TypeError, match=r"model must be an nn\.Module, got Tensor"):
+        prune.prune_model(torch.zeros(3), 0.5)
+
+
+def test_unknown_or_unprunable_layer_names():
+    with pytest.raises(ValueError, match=r"layer 'fc9' does not exist in MLP; prunable layers are "
+                                         r"\['fc1', 'fc2', 'fc3'\]"):
+        prune.prune_model(MLP(), 0.5, layers=["fc9"])
+    with pytest.raises(ValueError, match=r"layer 'bn1' is a BatchNorm2d; only nn\.Linear and "
+                                         r"nn\.Conv2d can be pruned"):
+        prune.prune_model(CNN(), 0.5, layers=["bn1"])
+    with pytest.raises(ValueError, match=r"layer 'fc1' is a Linear; kernel granularity prunes "
+                                         r"whole kh x kw kernels of an nn\.Conv2d"):
+        prune.prune_model(CNN(), 0.5, "kernel", layers=["conv1", "fc1"])
+    with pytest.raises(ValueError, match=r"layers is empty"):
+        prune.prune_model(MLP(), 0.5, layers=[])
+
+
+def test_scope(model):
+    with pytest.raises(ValueError, match=r"scope must be one of \('layer', 'global'\), got 'net'"):
+        prune.prune_model(model, 0.5, scope="net")
+    with pytest.raises(ValueError, match=r"scope='global' needs granularity 'fine', criterion 'l1' "
+                                         r"or 'l2' and one ratio for all layers"):
+        prune.prune_model(model, 0.5, (1, 4), scope="global")
+
+
+# -- calibration -----------------------------------------------------------------------------
+
+def test_calibration_required(model):
+    with pytest.raises(ValueError, match=r"criterion 'wanda' needs calibration data \(calib=\.\.\.\)"):
+        prune.prune_model(model, 0.5, criterion="wanda")
+    for crit in ("apoz", "regression"):
+        with pytest.raises(ValueError, match=rf"criterion '{crit}' needs calibration data"):
+            prune.channel_prune(model, 0.5, torch.zeros(1, 64), criterion=crit)
+    with pytest.raises(ValueError, match=r"channel pruning needs example_input \(one batch of "
+                                         r"model inputs\) or calib"):
+        prune.channel_prune(model, 0.5)
+
+
+def test_calibration_of_the_wrong_shape_names_the_layer(model):
+    with pytest.raises(ValueError, match=r"calib batch 1 has shape \[8, 32\], which does not fit "
+                                         r"layer 'fc1' \(Linear\): its input has shape \[8, 32\]; "
+                                         r"expected \[\.\.\., 64\]"):
+        prune.prune_model(model, 0.5, criterion="wanda", calib=[torch.zeros(8, 64),
+                                                                 torch.zeros(8, 32)])
+    cnn = CNN()
+    with pytest.raises(ValueError, match=r"calib batch 0 has shape \[4, 1, 6, 6\], which does not "
+                                         r"fit the model CNN: the input of layer 'conv2' has shape "
+                                         r"\[4, 16, 6, 6\]; expected \['N', 16, 8, 8\] as traced"):
+        prune.channel_prune(cnn, 0.5, torch.zeros(2, 1, 8, 8), criterion="apoz",
+                            calib=torch.zeros(4, 1, 6, 6))
+    with pytest.raises(ValueError, match=r"example_input of shape \[2, 3, 8, 8\] does not fit "
+                                         r"layer 'conv1'"):
+        prune.channel_prune(cnn, 0.5, torch.zeros(2, 3, 8, 8))
+
+
+def test_calibration_of_the_wrong_kind(model):
+    with pytest.raises(ValueError, match=r"calib is empty"):
+        prune.prune_model(model, 0.5, criterion="wanda", calib=[])
+    with pytest.raises(TypeError, match=r"calib batch 0 is a str; expected a tensor of model "
+                                        r"inputs"):
+        prune.prune_model(model, 0.5, criterion="wanda", calib=["x"])
+    with pytest.raises(TypeError, match=r"calib must be a tensor, a list of tensors or a "
+                                        r"DataLoader, got int"):
+        prune.prune_model(model, 0.5, criterion="wanda", calib=3)
+
+
+# -- channel pruning -------------------------------------------------------------------------
+
+class Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow: fx cannot trace it
+            return self.fc(x)
+        return x
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.c = nn.Conv2d(8, 8, 1)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        y = torch.relu(self.a(x))
+        y = y + self.b(y)  # residual: a's and b's channels are coupled
+        y = torch.relu(self.c(y))
+        return self.head(y.mean((2, 3)))
+
+
+def test_untraceable_model_is_an_error():
+    with pytest.raises(ValueError, match=r"channel pruning traces the model with torch\.fx, which "
+                                         r"could not trace Branchy: TraceError"):
+        prune.channel_prune(Branchy(), 0.5, torch.ones(1, 4))
+
+
+def test_untraced_dependencies_are_reported_and_warned():
+    m = Residual()
+    x = torch.randn(2, 3, 6, 6)
+    with pytest.warns(UserWarning, match=r"channel pruning left these layers alone: a: add "
+                                         r"combines it with another tensor \(e\.g\. a residual "
+                                         r"connection\)"):
+        report = prune.channel_prune(m, 0.5, x)
+    assert set(report.pruned) == {"c"}  # through the spatial mean into head
+    assert report.skipped["b"].startswith("add combines it with another tensor")
+    assert report.skipped["head"] == "its channels reach the model output"
+    assert m(x).shape == (2, 2) and m.head.in_features == 4
+    with pytest.raises(ValueError, match=r"layer 'a' cannot be channel-pruned: add combines it"):
+        prune.channel_prune(Residual(), 0.5, x, layers=["a"])
+
+
+def test_nothing_channel_prunable():
+    with pytest.raises(ValueError, match=r"model Sequential has no channel-prunable layers: 0: its "
+                                         r"channels reach the model output"):
+        prune.channel_prune(nn.Sequential(nn.Linear(4, 4)), 0.5, torch.zeros(1, 4))
+
+
+def test_other_unfollowable_uses_are_reported():
+    class Cat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(8, 2)
+            self.norm = nn.LayerNorm(4)
+            self.c = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.b(torch.cat([self.a(x), self.norm(self.c(x))], 1))
+
+    with pytest.raises(ValueError, match=r"no channel-prunable layers: a: it is used by cat, which "
+                                         r"sparsekern cannot follow; c: it feeds norm "
+                                         r"\(LayerNorm\), which sparsekern cannot follow; b: its "
+                                         r"channels reach the model output"):
+        prune.channel_prune(Cat(), 0.5, torch.zeros(2, 4))
+
+
+# -- masks, schedule, sensitivity, trainer, convert ------------------------------------------
+
+def test_bad_masks(model):
+    with pytest.raises(ValueError, match=r"mask for layer 'fc1' has shape \[3\]; expected the "
+                                         r"weight's shape \[32, 64\]"):
+        prune.apply_masks(model, {"fc1": torch.ones(3, dtype=torch.bool)})
+    with pytest.raises(ValueError, match=r"mask for layer 'fc7': MLP has no layer of that name "
+                                         r"with a weight"):
+        prune.MaskHolder(model, {"fc7": torch.ones(3, dtype=torch.bool)})
+    with pytest.raises(TypeError, match=r"masks must be a dict \{layer name: bool tensor\}, got "
+                                        r"list"):
+        prune.prune_model(model, 0.5, masks=[])
+
+
+def test_bad_schedules(model):
+    with pytest.raises(ValueError, match=r"schedule must not decrease \(pruned weights stay "
+                                         r"pruned\), got \[0\.5, 0\.3\]"):
+        prune.iterative_prune(model, [0.5, 0.3])
+    with pytest.raises(ValueError, match=r"schedule is empty"):
+        prune.iterative_prune(model, [])
+    with pytest.raises(ValueError, match=r"ratio must be in \[0, 1\)"):
+        prune.iterative_prune(model, [0.5, 1.0])
+    with pytest.raises(ValueError, match=r"iterative_prune needs a granularity that takes a ratio "
+                                         r"\(fine, blocks, kernel\); got '2:4'"):
+        prune.iterative_prune(model, [0.5], granularity="2:4")
+
+
+def test_bad_sensitivity_arguments(model):
+    with pytest.raises(ValueError, match=r"sensitivity_scan sweeps ratios; granularity '2:4' fixes "
+                                         r"its ratio"):
+        prune.sensitivity_scan(model, lambda m: 1.0, granularity="2:4", progress=False)
+    with pytest.raises(TypeError, match=r"eval_fn must be callable as eval_fn\(model\) -> float, "
+                                        r"got float"):
+        prune.sensitivity_scan(model, 1.0, progress=False)
+    with pytest.raises(ValueError, match=r"ratios is empty"):
+        prune.sensitivity_scan(model, lambda m: 1.0, ratios=[], progress=False)
+    with pytest.raises(ValueError, match=r"ratio must be in \[0, 1\)"):
+        prune.sensitivity_scan(model, lambda m: 1.0, ratios=[0.5, 1.2], progress=False)
+    table = SensitivityTable([0.5], 1.0, {"fc1": [1.0]})
+    with pytest.raises(ValueError, match=r"max_drop must be a non-negative number \(in the "
+                                         r"metric's units\), got -0\.1"):
+        prune.ratios_from_sensitivity(table, -0.1)
+    with pytest.raises(TypeError, match=r"table must be a SensitivityTable from sensitivity_scan, "
+                                        r"got dict"):
+        prune.ratios_from_sensitivity({}, 0.1)
+
+
+def test_bad_training_arguments(model):
+    data = [(torch.zeros(2, 64), torch.zeros(2, dtype=torch.long))]
+    with pytest.raises(ValueError, match=r"epochs must be a non-negative int, got -1"):
+        prune.fine_tune(model, data, epochs=-1, progress=False)
+    with pytest.raises(ValueError, match=r"lr must be positive, got 0"):
+        prune.train(model, data, lr=0, progress=False)
+    with pytest.raises(ValueError, match=r"each batch of the loader must be an \(inputs, targets\) "
+                                         r"pair, got Tensor"):
+        prune.train(model, [torch.zeros(2, 64)], progress=False)
+    with pytest.raises(ValueError, match=r"the loader yielded no samples"):
+        prune.accuracy(model, [])
+    with pytest.raises(ValueError, match=r"model MLP has no BatchNorm with an affine weight"):
+        prune.bn_l1_penalty(model)
+
+
+def test_bad_convert_arguments(model):
+    with pytest.raises(ValueError, match=r"layout must be one of \('auto', '2:4', 'bsr', 'csc'\); "
+                                         r"got 'coo'"):
+        prune.convert(model, layout="coo")
+    with pytest.raises(ValueError, match=r"max_density must be in \[0, 1\], got 2"):
+        prune.convert(model, layout="csc", max_density=2)
