@@ -8,8 +8,10 @@
 //   layout "csc": values [nnz] (float32/float16/bfloat16), indices [nnz] int16 (slab-local
 //                 rows, read as uint16), offsets = ptr [ceil(M/512), K + 1] int32.
 // B [K, N] and out [M, N] keep the caller's strides; bias [M] has out's dtype.
-#include <ATen/cuda/CUDAContext.h>
+// c10/cuda only (not ATen/cuda/CUDAContext.h, which also wants the cuBLAS/cuSPARSE headers
+// that a minimal CUDA toolkit lacks).
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
 
 #include <cstdlib>
@@ -162,7 +164,7 @@ void spmm_cuda(const at::Tensor& values, const at::Tensor& indices, const at::Te
               offsets.device(), "; expected ", values.device());
   if (M == 0 || B.size(1) == 0) return;
   const c10::cuda::CUDAGuard guard(values.device());
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(values.device().index());
   at::Tensor bias_c;
   if (bias.has_value()) bias_c = bias->contiguous();
   const at::Tensor* bias_p = bias.has_value() ? &bias_c : nullptr;
