@@ -81,9 +81,9 @@ class SparseConv2d(nn.Module):
         M, K = weight.shape
         kh, kw = self.kernel_size
         if K != self.in_channels * kh * kw:
-            raise ValueError(f"weight has shape [{M}, {K}]; expected [out_channels, in_channels*kh*kw]"
-                             f" = [{M}, {self.in_channels * kh * kw}] for in_channels="
-                             f"{self.in_channels}, kernel_size={self.kernel_size}")
+            raise ValueError(f"weight has shape [{M}, {K}]; expected [out_channels, "
+                             f"in_channels*kh*kw] = [{M}, {self.in_channels * kh * kw}] for "
+                             f"in_channels={self.in_channels}, kernel_size={self.kernel_size}")
         self.out_channels = M
         self.layout = weight.layout
         self.values = nn.Parameter(weight.values, requires_grad=weight.values.is_floating_point())

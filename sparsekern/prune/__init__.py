@@ -1,4 +1,4 @@
-"""sparsekern.prune: prune a model, fine-tune it with the masks held, and convert it to sparse layers.
+"""sparsekern.prune: prune a model, fine-tune it with the masks held, convert it to sparse layers.
 
 Ten lines, from a trained dense model to a saved sparse one::
 
@@ -10,7 +10,7 @@ Ten lines, from a trained dense model to a saved sparse one::
     masks = prune.prune_model(model, ratios, granularity="fine", criterion="l1")
     prune.fine_tune(model, train_loader, epochs=3, masks=masks)           # pruned weights stay 0
     print(acc(model), prune.sparsity(model)["total"])
-    model = prune.convert(model, layout="auto")                           # SparseLinear/SparseConv2d
+    model = prune.convert(model, layout="auto")                           # sparse layers
     prune.save_sparse(model, "model.sparse.pt")
     fresh = prune.load_sparse(MyModel(), "model.sparse.pt")               # unmodified model class
 

@@ -82,8 +82,8 @@ class ChannelPruneReport:
     skipped: Dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        lines = [f"{n}: {r.before} -> {r.after} channels (also {', '.join(r.followers + r.consumers)})"
-                 for n, r in self.pruned.items()]
+        lines = [f"{n}: {r.before} -> {r.after} channels "
+                 f"(also {', '.join(r.followers + r.consumers)})" for n, r in self.pruned.items()]
         lines += [f"{n}: not pruned ({why})" for n, why in self.skipped.items()]
         return "\n".join(lines)
 

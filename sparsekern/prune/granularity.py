@@ -28,7 +28,8 @@ from .layers import weight_matrix
 #: root-mean-square (L2 criterion). Means keep partial edge blocks comparable.
 REDUCTIONS = ("mean", "rms")
 
-SPELLINGS = "'fine', 'N:M' (e.g. '2:4', '1:4', '2:8'), (bm, bk) or 'BMxBK' blocks, 'kernel', 'channel'"
+SPELLINGS = ("'fine', 'N:M' (e.g. '2:4', '1:4', '2:8'), (bm, bk) or 'BMxBK' blocks, 'kernel', "
+             "'channel'")
 
 
 class Granularity:

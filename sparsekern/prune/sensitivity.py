@@ -1,4 +1,4 @@
-"""Sensitivity analysis: prune one layer at a time over a sweep of ratios, and read ratios off it."""
+"""Sensitivity analysis: prune one layer at a time over a sweep of ratios; ratios from curves."""
 from __future__ import annotations
 
 import copy
@@ -155,7 +155,7 @@ def sensitivity_scan(model: nn.Module, eval_fn: Callable[[nn.Module], float],
 
 
 def ratios_from_sensitivity(table: SensitivityTable, max_drop: float) -> Dict[str, float]:
-    """Per layer, the largest swept ratio whose drop — and every smaller ratio's — is <= max_drop.
+    """Per layer, the largest swept ratio whose drop (and every smaller ratio's) is <= max_drop.
 
     ``max_drop`` is in the metric's units (0.01 = one accuracy point for accuracy in [0, 1]).
     A layer that already exceeds it at the smallest ratio gets 0.0 (left dense).

@@ -146,3 +146,10 @@ def test_bn_l1_penalty_is_the_sum_of_gammas_and_drives_them_down(cnn, digits):
                 penalty=lambda m: prune.bn_l1_penalty(m, 1e-2))
     after = float(cnn.bn1.weight.abs().sum() + cnn.bn2.weight.abs().sum())
     assert after < before
+
+
+def test_prune_model_channel_granularity_returns_the_report(cnn, digits):
+    report = prune.prune_model(cnn, 0.25, "channel", "l2", example_input=digits.calib(True, 2))
+    assert isinstance(report, prune.ChannelPruneReport)
+    assert (cnn.conv1.out_channels, cnn.conv2.out_channels, cnn.fc1.out_features) == (12, 24, 48)
+    assert cnn(digits.calib(True, 3)).shape == (3, 10)

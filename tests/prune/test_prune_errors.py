@@ -142,7 +142,8 @@ def test_scope(model):
 # -- calibration -----------------------------------------------------------------------------
 
 def test_calibration_required(model):
-    with pytest.raises(ValueError, match=r"criterion 'wanda' needs calibration data \(calib=\.\.\.\)"):
+    with pytest.raises(ValueError, match=r"criterion 'wanda' needs calibration data "
+                                         r"\(calib=\.\.\.\)"):
         prune.prune_model(model, 0.5, criterion="wanda")
     for crit in ("apoz", "regression"):
         with pytest.raises(ValueError, match=rf"criterion '{crit}' needs calibration data"):
