@@ -143,19 +143,36 @@ def _bsr_triton(W, blocksize, cache):
                      info={"blocksize": list(blocksize)})
 
 
+#: Peers measured per (device type, layout).
+PEERS = {
+    ("cpu", "2:4"): ("torch.sparse.csr",),
+    ("cpu", "bsr"): ("torch.sparse.csr", "torch.sparse.bsr"),
+    ("cpu", "csc"): ("torch.sparse.csr",),
+    ("cuda", "2:4"): ("torch.semi_structured",),
+    ("cuda", "bsr"): ("torch.bsr_triton",),
+    ("cuda", "csc"): ("torch.sparse.csr",),
+}
+DENSE = {"cpu": ("torch.F.linear", "torch.matmul", "numpy.matmul"),
+         "cuda": ("torch.F.linear", "torch.matmul")}
+
+_PEER_BUILDERS = {
+    "torch.sparse.csr": lambda case, W, cache: _csr(W, cache),
+    "torch.sparse.bsr": lambda case, W, cache: _bsr(W, case.blocksize, cache),
+    "torch.semi_structured": lambda case, W, cache: _semi_structured(W, cache),
+    "torch.bsr_triton": lambda case, W, cache: _bsr_triton(W, case.blocksize, cache),
+}
+
+
+def candidate_names(layout: str, device_type: str) -> List[str]:
+    """Names ``build_candidates`` returns for a layout on a device type, in order."""
+    return ["sparsekern"] + list(DENSE[device_type]) + list(PEERS[(device_type, layout)])
+
+
 def peer_candidates(case: Case, W: torch.Tensor, cache: Optional[dict] = None
                     ) -> List[Candidate]:
-    """Peers that make sense for the case's layout on W's device."""
-    if W.device.type == "cpu":
-        peers = [_peer("torch.sparse.csr", lambda: _csr(W, cache))]
-        if case.layout == "bsr":
-            peers.append(_peer("torch.sparse.bsr", lambda: _bsr(W, case.blocksize, cache)))
-        return peers
-    if case.layout == "2:4":
-        return [_peer("torch.semi_structured", lambda: _semi_structured(W, cache))]
-    if case.layout == "bsr":
-        return [_peer("torch.bsr_triton", lambda: _bsr_triton(W, case.blocksize, cache))]
-    return [_peer("torch.sparse.csr", lambda: _csr(W, cache))]
+    """Peers that make sense for the case's layout on W's device (see PEERS)."""
+    return [_peer(name, lambda name=name: _PEER_BUILDERS[name](case, W, cache))
+            for name in PEERS[(W.device.type, case.layout)]]
 
 
 def build_candidates(case: Case, W: torch.Tensor,

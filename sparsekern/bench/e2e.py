@@ -118,6 +118,18 @@ def layer_backends(model: nn.Module, tokens: int, device: str, dtype) -> Dict[st
     return dict(count)
 
 
+def make_sparse(dense: nn.Module, v: ModelVariant) -> Tuple[nn.Module, nn.Module]:
+    """(pruned dense copy, its sparsified copy) of ``dense`` for variant ``v``."""
+    import sparsekern as sk
+
+    pruned = copy.deepcopy(dense)
+    magnitude.prune_model(pruned, v.layout, v.sparsity, v.blocksize)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sparse = sk.sparsify(copy.deepcopy(pruned), layout=v.layout, blocksize=v.blocksize)
+    return pruned, sparse
+
+
 def _time_pair(dense, sparse, x, s: RunSettings) -> Tuple[dict, dict]:
     with torch.inference_mode():
         if s.device == "cuda":
@@ -133,8 +145,6 @@ def run_model(name: str, s: RunSettings, batches: Iterable[int] = BATCHES,
 
     ``on_variant(label)`` is called after each variant (progress reporting).
     """
-    import sparsekern as sk
-
     batches = list(batches)
     dense = models.build(name, s.seed, s.dtype, s.device)
     hidden = models.hidden_size(name)
@@ -143,13 +153,10 @@ def run_model(name: str, s: RunSettings, batches: Iterable[int] = BATCHES,
     dense_share = {b: linear_share(dense, xs[b], s.device) for b in batches}
     out = []
     for v in variants:
-        pruned = copy.deepcopy(dense)
-        magnitude.prune_model(pruned, v.layout, v.sparsity, v.blocksize)
+        pruned, sparse = make_sparse(dense, v)
         with torch.inference_mode():
             want = {b: pruned(xs[b]) for b in batches}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sparse = sk.sparsify(pruned, layout=v.layout, blocksize=v.blocksize)
+        del pruned
         packed = sum(1 for lay, _ in sparse.sparsekern_report.values() if lay != "dense")
         for b in batches:
             rec = {"model": name, "variant": v.name, "layout": v.layout, "sparsity": v.sparsity,
@@ -181,7 +188,7 @@ def run_model(name: str, s: RunSettings, batches: Iterable[int] = BATCHES,
             rec.update(dense=td, sparse=ts, speedup=metrics.speedup(td["median_s"], ts["median_s"]),
                        sparse_linear_share=share, sparse_outside_share=1.0 - share)
             out.append(rec)
-        del sparse, pruned
+        del sparse
         if on_variant:
             on_variant(f"{name} {v.name}")
     return out

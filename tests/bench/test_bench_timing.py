@@ -1,0 +1,91 @@
+"""Timer logic with a fake clock (sparsekern.bench.timing). No real time is asserted."""
+import pytest
+
+from sparsekern.bench import timing
+from sparsekern.bench.timing import TimerSettings
+
+
+def test_quantile_interpolates():
+    xs = [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert timing.quantile(xs, 0.0) == 1.0
+    assert timing.quantile(xs, 0.5) == 3.0
+    assert timing.quantile(xs, 0.25) == 2.0
+    assert timing.quantile([1.0, 2.0], 0.5) == 1.5
+
+
+def test_quantile_of_nothing_raises():
+    with pytest.raises(ValueError, match="empty"):
+        timing.quantile([], 0.5)
+
+
+def test_summarize():
+    s = timing.summarize([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert s == {"median_s": 3.0, "q1_s": 2.0, "q3_s": 4.0, "iqr_s": 2.0, "min_s": 1.0,
+                 "mean_s": 3.0, "reps": 5}
+    with pytest.raises(ValueError, match="no samples"):
+        timing.summarize([])
+
+
+def test_plan_fast_call_gets_inner_loops_and_fills_min_time():
+    s = TimerSettings(min_time=0.2, sample_time=1e-3, min_reps=3, max_reps=1000)
+    inner, reps = timing.plan(1e-5, s)
+    assert inner == 100
+    assert reps == 200  # 200 samples of 1 ms = 0.2 s
+
+
+def test_plan_respects_max_reps():
+    s = TimerSettings(min_time=10.0, max_reps=50, max_candidate_time=100.0)
+    assert timing.plan(1e-3, s) == (1, 50)
+
+
+def test_plan_slow_call_is_capped_by_max_candidate_time():
+    s = TimerSettings(min_time=0.2, min_reps=3, max_candidate_time=3.0)
+    assert timing.plan(2.0, s) == (1, 1)
+    assert timing.plan(0.5, s) == (1, 3)
+    assert timing.plan(1.2, s) == (1, 2)
+
+
+class FakeClock:
+    """Each call of a timed function advances the clock by that function's cost."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_time_interleaved_round_robin_with_fake_clock():
+    clock = FakeClock()
+    order = []
+
+    def make(name, cost):
+        def fn(arg):
+            order.append(name)
+            clock.now += cost
+        return fn
+
+    s = TimerSettings(min_time=0.01, min_reps=2, max_reps=5, warmup_time=0.0,
+                      max_warmup_calls=2, sample_time=0.0, max_candidate_time=1.0)
+    out = timing.time_interleaved({"a": (make("a", 0.004), None), "b": (make("b", 0.001), None)},
+                                  s, clock=clock)
+    assert out["a"]["median_s"] == pytest.approx(0.004)
+    assert out["b"]["median_s"] == pytest.approx(0.001)
+    assert out["a"]["reps"] == 3 and out["b"]["reps"] == 5
+    timed = order[2:]  # after one warm-up call each (the first call is slower than warmup_time=0)
+    assert timed[:6] == ["a", "b", "a", "b", "a", "b"]  # interleaved while both have reps left
+    assert timed[6:] == ["b", "b"]
+
+
+def test_time_interleaved_passes_the_prepared_argument():
+    seen = []
+    timing.time_interleaved({"f": (seen.append, "ARG")},
+                            TimerSettings(min_time=0.0, min_reps=1, max_reps=1,
+                                          max_warmup_calls=1))
+    assert set(seen) == {"ARG"}
+
+
+@pytest.mark.parametrize("nbytes,l2,want", [(1 << 20, 50 << 20, 16), (40 << 20, 50 << 20, 3),
+                                             (1 << 30, 50 << 20, 2), (0, 1, 2)])
+def test_rotation_count(nbytes, l2, want):
+    assert timing.rotation_count(nbytes, l2) == want
