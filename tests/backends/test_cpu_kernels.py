@@ -1,0 +1,282 @@
+"""The compiled CPU kernels (csrc/cpu) against the float64 reference backend.
+
+Every layout x weight dtype x shape, with N = 1 (GEMV) and batched N, row-major,
+column-major (what sk.linear passes) and strided B, with and without bias. Run once as is
+(AVX2 where the CPU has it) and once with SPARSEKERN_CPU_ISA=portable to cover both paths;
+test_cpu_isa.py also compares the two inside one run.
+"""
+import math
+
+import pytest
+import torch
+
+import sparsekern as sk
+from sparsekern import _extension
+from sparsekern.backends import reference
+
+pytestmark = pytest.mark.skipif(_extension._C is None, reason="sparsekern._C is not built")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread here (fast on a loaded machine); test_cpu_threads.py covers more."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+BSR_BLOCKS = [(32, 32), (16, 16), (64, 64), (1, 8), (4, 1), (8, 1), (3, 5), (2, 16), (8, 8)]
+LAYOUTS = [("2:4", None)] + [("bsr", b) for b in BSR_BLOCKS] + [("csc", None)]
+SHAPES = [(1, 1), (5, 3), (67, 53), (128, 96), (130, 260)]
+NS = [1, 2, 7, 8, 17, 32, 40]
+WEIGHT_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def layout_id(case):
+    layout, block = case
+    return layout if block is None else f"bsr{block[0]}x{block[1]}"
+
+
+def make_weight(M, K, layout, block, density=0.35, dtype=torch.float32, seed=0):
+    """A dense [M, K] weight whose zeros follow the layout's pattern, exactly in `dtype`."""
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(M, K, generator=g)
+    if layout == "2:4":
+        Kp = math.ceil(K / 4) * 4
+        Wp = torch.nn.functional.pad(W, (0, Kp - K)).reshape(M, Kp // 4, 4)
+        keep = min(2, max(0, round(density * 4))) if density < 1 else 2
+        drop = Wp.abs().argsort(-1)[..., : 4 - keep]
+        Wp = Wp.scatter(-1, drop, 0.0)
+        W = Wp.reshape(M, Kp)[:, :K]
+    elif layout == "bsr":
+        bm, bk = block
+        Mb, Kb = math.ceil(M / bm), math.ceil(K / bk)
+        mask = torch.rand(Mb, Kb, generator=g) < density
+        W = W * mask.repeat_interleave(bm, 0).repeat_interleave(bk, 1)[:M, :K]
+    else:
+        W = W * (torch.rand(M, K, generator=g) < density)
+    return W.to(dtype).contiguous()
+
+
+def pack(W, layout, block):
+    return sk.to_sparse(W, layout=layout, blocksize=block) if layout == "bsr" else \
+        sk.to_sparse(W, layout=layout)
+
+
+def ref_spmm(A, B, bias=None):
+    """float64 oracle: the reference backend on the same stored values."""
+    M, K = A.shape
+    out = torch.empty(M, B.shape[1], dtype=torch.float64)
+    return reference.spmm(A.values.double(), A.indices, A.offsets, M, K, A.layout, B.double(),
+                          None if bias is None else bias.double(), out)
+
+
+def rel_err(out, ref):
+    ref = ref.double()
+    denom = ref.norm().item()
+    diff = (out.double() - ref).norm().item()
+    return diff / denom if denom > 0 else diff
+
+
+def b_variants(K, N, seed=1):
+    """B [K, N] row-major, column-major (x.T) and strided (a slice of a bigger tensor)."""
+    g = torch.Generator().manual_seed(seed)
+    yield "row-major", torch.randn(K, N, generator=g)
+    yield "column-major", torch.randn(N, K, generator=g).t()
+    yield "strided", torch.randn(2 * K + 1, 3 * N + 2, generator=g)[1::2, 2::3]
+
+
+def check_call(A, B, bias, tol=1e-5):
+    out = torch.ops.sparsekern.spmm(*A.op_args(), B, bias)
+    ref = ref_spmm(A, B, bias)
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    err = rel_err(out, ref)
+    assert err < tol, f"relative error {err:.3g}"
+    return out
+
+
+@pytest.mark.parametrize("case", LAYOUTS, ids=layout_id)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("dtype", WEIGHT_DTYPES, ids=str)
+def test_matches_reference(case, shape, dtype):
+    layout, block = case
+    M, K = shape
+    A = pack(make_weight(M, K, layout, block, dtype=dtype), layout, block)
+    bias = torch.randn(M)
+    for i, N in enumerate(NS):
+        for j, (name, B) in enumerate(b_variants(K, N)):
+            bb = bias if (i + j) % 2 else None
+            if True:
+                try:
+                    check_call(A, B, bb)
+                except AssertionError as e:
+                    raise AssertionError(f"N={N}, B {name}, bias={bb is not None}: {e}") from e
+
+
+@pytest.mark.parametrize("case", LAYOUTS, ids=layout_id)
+def test_output_strides_follow_B(case):
+    layout, block = case
+    A = pack(make_weight(40, 24, layout, block), layout, block)
+    x = torch.randn(9, 24)
+    out = torch.ops.sparsekern.spmm(*A.op_args(), x.t())
+    assert out.stride() == (1, 40)  # column-major B -> column-major out
+    out = torch.ops.sparsekern.spmm(*A.op_args(), x.t().contiguous())
+    assert out.stride() == (9, 1)
+
+
+@pytest.mark.parametrize("case", LAYOUTS, ids=layout_id)
+@pytest.mark.parametrize("K", [1, 2, 3, 5, 7, 9, 13, 17, 31, 33, 65])
+def test_odd_K(case, K):
+    layout, block = case
+    A = pack(make_weight(19, K, layout, block), layout, block)
+    for N in (1, 9):
+        check_call(A, torch.randn(K, N), torch.randn(19))
+
+
+@pytest.mark.parametrize("case", LAYOUTS, ids=layout_id)
+@pytest.mark.parametrize("density", [0.0, 1.0])
+def test_density_extremes(case, density):
+    layout, block = case
+    W = make_weight(37, 45, layout, block, density=density)
+    A = pack(W, layout, block)
+    bias = torch.randn(37)
+    for N in (1, 12):
+        B = torch.randn(45, N)
+        out = check_call(A, B, bias)
+        if density == 0.0:
+            torch.testing.assert_close(out, bias[:, None].expand(37, N), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("case", LAYOUTS, ids=layout_id)
+@pytest.mark.parametrize("MKN", [(0, 8, 3), (8, 0, 3), (8, 8, 0), (0, 0, 0), (1, 1, 1)])
+def test_empty_and_tiny(case, MKN):
+    layout, block = case
+    M, K, N = MKN
+    A = pack(make_weight(M, K, layout, block), layout, block)
+    bias = torch.randn(M)
+    B = torch.randn(K, N)
+    out = torch.ops.sparsekern.spmm(*A.op_args(), B, bias)
+    assert out.shape == (M, N)
+    expected = bias[:, None].expand(M, N) if K == 0 or M * N == 0 else \
+        ref_spmm(A, B, bias).float()
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", LAYOUTS, ids=layout_id)
+def test_poisoned_output(case, poison_output):
+    """Outputs start as NaN (Python path + _spmm_cpu): every element must be written."""
+    layout, block = case
+    for M, K in [(67, 53), (5, 3)]:
+        A = pack(make_weight(M, K, layout, block, density=0.2), layout, block)
+        for N in (1, 3, 8, 33):
+            for _, B in b_variants(K, N):
+                check_call(A, B, None)
+                check_call(A, B, torch.randn(M))
+
+
+@pytest.mark.parametrize("case", LAYOUTS, ids=layout_id)
+def test_nan_inf_in_B_propagate_through_stored_entries(case):
+    layout, block = case
+    M, K = 33, 40
+    A = pack(make_weight(M, K, layout, block, density=0.4), layout, block)
+    for N in (1, 10):
+        B = torch.randn(K, N)
+        B[3, 0] = float("nan")
+        B[17, -1] = float("inf")
+        B[-1, 0] = float("-inf")
+        out = torch.ops.sparsekern.spmm(*A.op_args(), B)
+        ref = ref_spmm(A, B)
+        assert torch.equal(torch.isnan(out), torch.isnan(ref)), "NaN pattern differs"
+        assert torch.equal(torch.isinf(out), torch.isinf(ref)), "Inf pattern differs"
+        fin = torch.isfinite(ref)
+        torch.testing.assert_close(out.double()[fin], ref[fin], rtol=1e-5, atol=1e-5)
+
+
+def test_csc_zero_activations_are_skipped_exactly():
+    """GEMV skips columns whose activation is 0 (EIE), except where Inf * 0 must give NaN."""
+    W = make_weight(50, 64, "csc", None, density=0.5)
+    A = sk.to_sparse(W, layout="csc")
+    x = torch.randn(64, 1)
+    x[::2] = 0.0  # ReLU-like: half the activations are zero
+    check_call(A, x, torch.randn(50))
+    W2 = W.clone()
+    r, c = W2.nonzero()[0].tolist()
+    W2[r, c] = float("inf")
+    A2 = sk.to_sparse(W2, layout="csc")
+    x2 = torch.randn(64, 1)
+    x2[c] = 0.0
+    out = torch.ops.sparsekern.spmm(*A2.op_args(), x2)
+    assert torch.isnan(out[r, 0]), "a stored Inf times a zero activation must give NaN"
+
+
+def test_csc_index_dtypes():
+    """int16 / int32 row indices and int32 / int64 column pointers give one answer."""
+    W = make_weight(70, 90, "csc", None, density=0.3)
+    A = sk.to_sparse(W, layout="csc")
+    assert A.indices.dtype == torch.int16 and A.offsets.dtype == torch.int32
+    for rows in (A.indices, A.indices.int()):
+        for offs in (A.offsets, A.offsets.long()):
+            B16 = sk.formats.from_parts("csc", A.values, rows, offs, A.shape)
+            for N in (1, 6, 20):
+                check_call(B16, torch.randn(90, N), None)
+
+
+def test_csc_int32_rows_for_tall_matrices():
+    M, K = 33000, 6
+    W = torch.zeros(M, K)
+    idx = torch.randint(0, M, (400,))
+    W[idx, torch.randint(0, K, (400,))] = torch.randn(400)
+    W[M - 1, K - 1] = 1.5
+    A = sk.to_sparse(W, layout="csc")
+    assert A.indices.dtype == torch.int32
+    for N in (1, 3):
+        check_call(A, torch.randn(K, N), torch.randn(M))
+
+
+def test_semi24_unused_high_nibble_is_ignored():
+    """With an odd group count the last metadata byte's high nibble is padding (any bits)."""
+    W = make_weight(6, 12, "2:4", None)  # 3 groups -> 2 bytes, high nibble of byte 1 unused
+    A = sk.to_sparse(W, layout="2:4")
+    meta = A.indices.clone()
+    meta[:, 1] &= 0x0F  # (0, 0) in the unused nibble: invalid if it were a group
+    A2 = sk.formats.from_parts("2:4", A.values, meta, A.offsets, A.shape, validate=False)
+    for N in (1, 8):
+        torch.testing.assert_close(torch.ops.sparsekern.spmm(*A2.op_args(), torch.ones(12, N)),
+                                   torch.ops.sparsekern.spmm(*A.op_args(), torch.ones(12, N)))
+
+
+def test_bsr_padding_never_contributes():
+    """Stored padding past M and K (hand-made, non-zero) is ignored like the reference does."""
+    W = make_weight(10, 10, "bsr", (4, 4), density=1.0)
+    A = sk.to_sparse(W, layout="bsr", blocksize=(4, 4))
+    vals = A.values.clone()
+    vals[-1, 2:, :] = float("nan")  # rows 10, 11 of the last block row
+    last_col = (A.indices == 2)
+    vals[last_col, :, 2:] = float("nan")  # columns 10, 11
+    A2 = sk.formats.from_parts("bsr", vals, A.indices, A.offsets, A.shape, validate=False)
+    for N in (1, 5):
+        out = check_call(A2, torch.randn(10, N), None)
+        assert torch.isfinite(out).all()
+
+
+def test_bias_strided():
+    W = make_weight(30, 20, "csc", None)
+    A = sk.to_sparse(W, layout="csc")
+    bias = torch.randn(60)[::2]
+    for N in (1, 4):
+        check_call(A, torch.randn(20, N), bias)
+
+
+@pytest.mark.parametrize("case", LAYOUTS, ids=layout_id)
+def test_linear_path(case):
+    """sk.linear (B = x.T, column-major) on a 3-D activation, as nn layers call it."""
+    layout, block = case
+    W = make_weight(48, 40, layout, block)
+    A = pack(W, layout, block)
+    x = torch.randn(2, 5, 40)
+    bias = torch.randn(48)
+    y = sk.linear(x, A, bias)
+    ref = x.double() @ W.double().t() + bias.double()
+    assert rel_err(y, ref) < 1e-5
+    y1 = sk.linear(x[0, 0], A, bias)
+    assert rel_err(y1, ref[0, 0]) < 1e-5
