@@ -79,7 +79,7 @@ def bsr_spmm_kernel(
     end = tl.load(offsets_ptr + brow + 1)
     start = tl.minimum(tl.maximum(start, 0), nnzb)
     end = tl.minimum(tl.maximum(end, start), nnzb)
-    lo, hi = split_range(start, end, pid_s, SPLIT_K)
+    lo, hi = split_range(start, end, pid_s, SPLIT_K, 1)
 
     j = tl.arange(0, BK)
     a_rows = r_blk[:, None] * bk                  # offset of each tile row inside a block
@@ -142,7 +142,7 @@ def bsr_split_k(M: int, N: int, nnzb: int, bm: int, bk: int, device) -> int:
     tiles = Mb * triton.cdiv(bm, BM) * triton.cdiv(N, BN)
     blocks_per_row = nnzb // max(1, Mb)
     steps = blocks_per_row * triton.cdiv(bk, BK) if bk * 2 > BK else blocks_per_row // (BK // bk)
-    return choose_split_k(tiles, steps, sm_count(device))
+    return choose_split_k(tiles, steps, sm_count(device), reg)
 
 
 @triton_op("sparsekern::_triton_bsr", mutates_args={"out"})

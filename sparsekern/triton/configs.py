@@ -64,18 +64,27 @@ def sm_count(device) -> int:
     return INTERPRETER_SMS
 
 
-def choose_split_k(tiles: int, k_steps: int, sms: int) -> int:
+#: Programs per multiprocessor a launch aims for. Decode is memory bound: each program
+#: has only a few KB of loads in flight, and an H100 needs ~15 KB per SM in flight to
+#: stream at full bandwidth (Little's law), so decode wants several programs per SM.
+PROGRAMS_PER_SM = {"decode": 4, "small": 2, "large": 1}
+
+
+def choose_split_k(tiles: int, k_steps: int, sms: int, reg: str = "large") -> int:
     """How many ways to split K so that ``tiles`` output tiles fill ``sms`` multiprocessors.
 
     Args:
         tiles: programs the launch has without a split (output tiles).
         k_steps: loop iterations one unsplit program runs (K tiles, blocks or chunks).
         sms: multiprocessors of the device.
-    Returns 1 (no split) when the tiles already fill the device or K is too short.
+        reg: the regime of N (:func:`regime`), which sets the programs wanted per SM.
+    Returns 1 (no split) when the tiles already fill the device or K is too short. Each
+    split costs a second launch (the reduction, ~2 us) and 4 * split * M * N bytes.
     """
-    if tiles <= 0 or tiles >= sms or k_steps < 2 * MIN_STEPS_PER_SPLIT:
+    target = sms * PROGRAMS_PER_SM.get(reg, 1)
+    if tiles <= 0 or 2 * tiles > target or k_steps < 2 * MIN_STEPS_PER_SPLIT:
         return 1
-    want = -(-2 * sms // tiles)  # about two programs per multiprocessor
+    want = -(-target // tiles)
     return max(1, min(MAX_SPLIT_K, want, k_steps // MIN_STEPS_PER_SPLIT))
 
 
@@ -127,24 +136,25 @@ def _bsr_configs(reg: str, bm: int, bk: int) -> List[triton.Config]:
 def _semi24_configs(reg: str) -> List[triton.Config]:
     # BK counts dense K columns: BK/2 compressed values and BK/8 metadata bytes per row.
     if reg == "decode":
-        grid = itertools.product((16, 32, 64), (128, 256), (16,), (2, 4), (3, 4))
-    elif reg == "small":
-        grid = itertools.product((32, 64), (64, 128), (32, 64), (4,), (3, 4))
+        # Wide K steps keep enough bytes in flight per program (memory bound).
+        grid = itertools.product((16, 32), (128, 256, 512), (16,), (4,), (3, 4))
     else:
-        grid = itertools.product((64, 128), (64,), (128, 256), (4, 8), (3, 4))
-    out = []
-    for BM, BK, BN, w, s in grid:
-        if not _fits(BM, BN, BK, s) or (BM * BN >= 128 * 128 and w < 8):
-            continue
-        out.append(_config(w, s, BM=BM, BK=BK, BN=BN, GROUP_M=8))
-    return out
+        # Not this kernel's regime (dense FLOPs plus the expansion; the cuda backend's
+        # sparse tensor cores serve it): tiles whose expansion still fits in registers.
+        tiles = [(32, 128, 32, 4), (64, 128, 32, 4), (64, 64, 64, 4)] if reg == "small" \
+            else [(64, 64, 64, 4), (128, 64, 64, 8)]
+        grid = [(BM, BK, BN, w, s) for BM, BK, BN, w in tiles for s in (3, 4)]
+    return [_config(w, s, BM=BM, BK=BK, BN=BN, GROUP_M=8) for BM, BK, BN, w, s in grid]
 
 
 def _csc_configs(reg: str) -> List[triton.Config]:
     # The strip height (16 rows) is fixed by the repacked format; CAP is the number of
     # stored entries expanded per step (the K extent of the one-hot tl.dot).
     if reg == "decode":
-        grid = itertools.product((32, 64, 128), (16,), (2, 4), (2, 3, 4))
+        # CAP >= 2 entries per thread makes the value/row loads wide enough for cp.async
+        # (pipelined); the column loads feed the B gather and stay in registers.
+        grid = [(256, 16, 2, 3), (256, 16, 4, 3), (512, 16, 4, 3), (256, 16, 4, 4)]
+        return [_config(w, s, CAP=cap, BN=BN, GROUP_M=8) for cap, BN, w, s in grid]
     elif reg == "small":
         grid = itertools.product((32, 64), (32, 64), (4,), (2, 3))
     else:

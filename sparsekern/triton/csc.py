@@ -31,10 +31,9 @@ from torch.library import triton_op, wrap_triton
 
 from .configs import (INT32_LIMIT, autotuned, choose_split_k, n_class, needs_int64, regime,
                       sm_count, smallest_tile)
-from .csc_strips import STRIP_ROWS
+from .csc_strips import ALIGN, STRIP_ROWS
 from .splitk import reduce_split_k, splitk_workspace
-from .tiles import (count_nonfinite_hits, finite_part, grouped_pid, nonfinite_term, split_range,
-                    store_tile)
+from .tiles import finite_part, grouped_pid, nonfinite_products, split_range, store_tile
 
 
 @triton.jit
@@ -54,6 +53,7 @@ def csc_spmm_kernel(
     SPLIT_K: tl.constexpr,
     IDX64: tl.constexpr,
     TM: tl.constexpr,                          # rows per strip (the repack's STRIP_ROWS)
+    ALIGN: tl.constexpr,                       # strips start on multiples of ALIGN entries
     CAP: tl.constexpr, BN: tl.constexpr,       # entries per step, N tile
     GROUP_M: tl.constexpr,
 ):
@@ -69,9 +69,13 @@ def csc_spmm_kernel(
     offs_n = pid_n * BN + tl.arange(0, BN)
     n_ok = offs_n < N
 
-    start = tl.load(strip_ptr + pid_m)
-    end = tl.load(strip_ptr + pid_m + 1)
-    lo, hi = split_range(start, end, pid_s, SPLIT_K)
+    # Strips start on multiples of ALIGN entries (the repack pads them): say so, so that
+    # the loads of values and indices are vectorized.
+    start = tl.multiple_of(tl.load(strip_ptr + pid_m), ALIGN)
+    end = tl.multiple_of(tl.load(strip_ptr + pid_m + 1), ALIGN)
+    lo, hi = split_range(start, end, pid_s, SPLIT_K, ALIGN)
+    lo = tl.multiple_of(lo, ALIGN)
+    hi = tl.multiple_of(hi, ALIGN)
     je = tl.arange(0, CAP)
 
     acc = tl.zeros((TM, BN), dtype=tl.float32)
@@ -92,25 +96,19 @@ def csc_spmm_kernel(
         acc = tl.dot(a, b, acc)
 
     if any_bad > 0:
-        # Rare: B holds NaN/Inf. Count what the stored entries meet and add the IEEE result.
-        cnt_nan = tl.zeros((TM, BN), dtype=tl.float32)
-        cnt_pinf = tl.zeros((TM, BN), dtype=tl.float32)
-        cnt_ninf = tl.zeros((TM, BN), dtype=tl.float32)
-        for e0 in range(lo, hi, CAP):
-            e = e0 + je
-            ok = e < hi
-            v = tl.load(values_ptr + e, mask=ok, other=0.0)
-            c = tl.load(cols_ptr + e, mask=ok, other=0).to(tl.int32)
-            r = tl.load(rows_ptr + e, mask=ok, other=TM).to(tl.int32)
+        # Rare: B holds NaN/Inf. Walk this split's entries one at a time and add their
+        # products with B's non-finite values (few registers, slow).
+        extra = tl.zeros((TM, BN), dtype=tl.float32)
+        for e in range(lo, hi):
+            v = tl.load(values_ptr + e)
+            c = tl.load(cols_ptr + e).to(tl.int32)
+            r = tl.load(rows_ptr + e).to(tl.int32)
             if IDX64:
                 c = c.to(tl.int64)
-            b = tl.load(b_ptr + c[:, None] * stride_bk + offs_n[None, :] * stride_bn,
-                        mask=ok[:, None] & n_ok[None, :], other=0.0)
-            stored = r[None, :] == i[:, None]
-            a = tl.where(stored, v[None, :], tl.zeros_like(v)[None, :])
-            cnt_nan, cnt_pinf, cnt_ninf = count_nonfinite_hits(stored, a, b, cnt_nan, cnt_pinf,
-                                                               cnt_ninf)
-        acc += nonfinite_term(cnt_nan, cnt_pinf, cnt_ninf)
+            b = tl.load(b_ptr + c * stride_bk + offs_n * stride_bn, mask=n_ok, other=0.0)
+            hit = (i == r)[:, None] & ~(tl.abs(b) < float("inf"))[None, :]
+            extra += nonfinite_products(v, b[None, :], hit)
+        acc += extra
 
     store_tile(acc, offs_m, m_ok, offs_n, n_ok, M, N, bias_ptr, out_ptr, stride_om, stride_on,
                ws_ptr, pid_s, HAS_BIAS, SPLIT_K)
@@ -123,7 +121,7 @@ def csc_split_k(M: int, N: int, nnz: int, device) -> int:
     CAP = smallest_tile("csc", reg, "CAP")
     strips = triton.cdiv(M, STRIP_ROWS)
     tiles = strips * triton.cdiv(N, BN)
-    return choose_split_k(tiles, nnz // max(1, strips) // CAP, sm_count(device))
+    return choose_split_k(tiles, nnz // max(1, strips) // CAP, sm_count(device), reg)
 
 
 @triton_op("sparsekern::_triton_csc", mutates_args={"out"})
@@ -152,6 +150,6 @@ def triton_csc(values: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor,
         values, cols, rows, strip_ptr, B, bias if bias is not None else out, out, ws,
         M, N, K, B.stride(0), B.stride(1), out.stride(0), out.stride(1), n_class(N),
         HAS_BIAS=bias is not None, SPLIT_K=S, IDX64=needs_int64(values, B, out),
-        TM=STRIP_ROWS)
+        TM=STRIP_ROWS, ALIGN=ALIGN)
     if S > 1:
         reduce_split_k(ws, bias, out)

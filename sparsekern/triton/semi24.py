@@ -27,13 +27,12 @@ from torch.library import triton_op, wrap_triton
 from .configs import (INT32_LIMIT, autotuned, choose_split_k, n_class, needs_int64, regime,
                       sm_count, smallest_tile)
 from .splitk import reduce_split_k, splitk_workspace
-from .tiles import (count_nonfinite_hits, finite_part, grouped_pid, nonfinite_term, split_range,
-                    store_tile)
+from .tiles import finite_part, grouped_pid, nonfinite_products, split_range, store_tile
 
 
 @triton.jit
 def expand_semi24(v, meta, k0, K, BM: tl.constexpr, BK: tl.constexpr):
-    """Dense [BM, BK] tile (and its stored-entry mask) from one compressed 2:4 tile.
+    """Dense [BM, BK] tile from one compressed 2:4 tile (zeros where nothing is stored).
 
     v: [BM, BK/2] kept values (entries 2g, 2g+1 belong to group g); meta: [BM, BK/8] uint8,
     group 2q in the low nibble of byte q, group 2q+1 in the high one; k0: first dense
@@ -56,12 +55,7 @@ def expand_semi24(v, meta, k0, K, BM: tl.constexpr, BK: tl.constexpr):
     # join(join(d0, d2), join(d1, d3)) orders the last two axes so that column 4g + p
     # comes from d_p after the reshape.
     dense = tl.reshape(tl.join(tl.join(d0, d2), tl.join(d1, d3)), (BM, BK))
-    s0 = (p0 == 0) | (p1 == 0)
-    s1 = (p0 == 1) | (p1 == 1)
-    s2 = (p0 == 2) | (p1 == 2)
-    s3 = (p0 == 3) | (p1 == 3)
-    stored = tl.reshape(tl.join(tl.join(s0, s2), tl.join(s1, s3)), (BM, BK))
-    return dense, stored
+    return dense
 
 
 @triton.jit
@@ -94,7 +88,7 @@ def semi24_spmm_kernel(
 
     n_vals = (K + 3) // 4 * 2        # values per row (Kp / 2)
     n_meta = (K + 7) // 8            # metadata bytes per row
-    lo, hi = split_range(0, tl.cdiv(K, BK), pid_s, SPLIT_K)
+    lo, hi = split_range(0, tl.cdiv(K, BK), pid_s, SPLIT_K, 1)
     jv = tl.arange(0, BK // 2)
     jm = tl.arange(0, BK // 8)
     jk = tl.arange(0, BK)
@@ -110,7 +104,7 @@ def semi24_spmm_kernel(
         v = tl.load(v_rows + cv[None, :], mask=m_ok[:, None] & (cv < n_vals)[None, :], other=0.0)
         meta = tl.load(m_rows + cm[None, :], mask=m_ok[:, None] & (cm < n_meta)[None, :],
                        other=0)
-        a, stored = expand_semi24(v, meta, k0, K, BM, BK)
+        a = expand_semi24(v, meta, k0, K, BM, BK)
         kk = k0 + jk
         b = tl.load(b_ptr + kk[:, None] * stride_bk + offs_n[None, :] * stride_bn,
                     mask=(kk < K)[:, None] & n_ok[None, :], other=0.0)
@@ -119,25 +113,23 @@ def semi24_spmm_kernel(
         acc = tl.dot(a, b, acc)
 
     if any_bad > 0:
-        # Rare: B holds NaN/Inf. Count what the stored entries meet and add the IEEE result.
-        cnt_nan = tl.zeros((BM, BN), dtype=tl.float32)
-        cnt_pinf = tl.zeros((BM, BN), dtype=tl.float32)
-        cnt_ninf = tl.zeros((BM, BN), dtype=tl.float32)
-        for kt in range(lo, hi):
-            k0 = kt * BK
-            cv = k0 // 2 + jv
-            cm = k0 // 8 + jm
-            v = tl.load(v_rows + cv[None, :], mask=m_ok[:, None] & (cv < n_vals)[None, :],
-                        other=0.0)
-            meta = tl.load(m_rows + cm[None, :], mask=m_ok[:, None] & (cm < n_meta)[None, :],
-                           other=0)
-            a, stored = expand_semi24(v, meta, k0, K, BM, BK)
-            kk = k0 + jk
-            b = tl.load(b_ptr + kk[:, None] * stride_bk + offs_n[None, :] * stride_bn,
-                        mask=(kk < K)[:, None] & n_ok[None, :], other=0.0)
-            cnt_nan, cnt_pinf, cnt_ninf = count_nonfinite_hits(stored, a, b, cnt_nan, cnt_pinf,
-                                                               cnt_ninf)
-        acc += nonfinite_term(cnt_nan, cnt_pinf, cnt_ninf)
+        # Rare: B holds NaN/Inf. Walk this split's columns one at a time and add the
+        # products of the stored entries with B's non-finite values (few registers, slow).
+        extra = tl.zeros((BM, BN), dtype=tl.float32)
+        for k in range(lo * BK, tl.minimum(hi * BK, K)):
+            g = k // 4
+            nib = tl.load(meta_ptr + offs_m * stride_mm + g // 2, mask=m_ok, other=0).to(tl.int32)
+            nib = (nib >> ((g % 2) * 4)) & 15
+            p0 = nib & 3
+            p1 = (nib >> 2) & 3
+            first = tl.load(values_ptr + offs_m * stride_vm + 2 * g, mask=m_ok, other=0.0)
+            second = tl.load(values_ptr + offs_m * stride_vm + 2 * g + 1, mask=m_ok, other=0.0)
+            v = tl.where(p0 == k % 4, first, second)
+            stored = (p0 == k % 4) | (p1 == k % 4)
+            b = tl.load(b_ptr + k * stride_bk + offs_n * stride_bn, mask=n_ok, other=0.0)
+            hit = stored[:, None] & ~(tl.abs(b) < float("inf"))[None, :]
+            extra += nonfinite_products(v[:, None], b[None, :], hit)
+        acc += extra
 
     store_tile(acc, offs_m, m_ok, offs_n, n_ok, M, N, bias_ptr, out_ptr, stride_om, stride_on,
                ws_ptr, pid_s, HAS_BIAS, SPLIT_K)
@@ -150,7 +142,7 @@ def semi24_split_k(M: int, N: int, K: int, device) -> int:
     BN = smallest_tile("semi24", reg, "BN")
     BK = smallest_tile("semi24", reg, "BK")
     tiles = triton.cdiv(M, BM) * triton.cdiv(N, BN)
-    return choose_split_k(tiles, triton.cdiv(K, BK), sm_count(device))
+    return choose_split_k(tiles, triton.cdiv(K, BK), sm_count(device), reg)
 
 
 @triton_op("sparsekern::_triton_semi24", mutates_args={"out"})
