@@ -1,0 +1,164 @@
+"""The C++ pieces around the CPU kernels: the AutogradCPU kernel of sparsekern::spmm
+(opcheck, gradients, torch.compile) and the per-weight CSC cache (rebuilt on in-place
+change, freed with the weight, works for inference tensors)."""
+import gc
+
+import pytest
+import torch
+
+import sparsekern as sk
+from sparsekern import _extension
+
+pytestmark = pytest.mark.skipif(_extension._C is None, reason="sparsekern._C is not built")
+C = _extension._C
+
+LAYOUTS = [("2:4", None), ("bsr", (8, 8)), ("bsr", (4, 1)), ("csc", None)]
+
+
+def make(layout, block, M=32, K=48, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(M, K, generator=g)
+    if layout == "2:4":
+        W = W.reshape(M, K // 4, 4)
+        W = W.scatter(-1, W.abs().argsort(-1)[..., :2], 0.0).reshape(M, K)
+    else:
+        W = W * (torch.rand(M, K, generator=g) < 0.4)
+    W = W.to(dtype)
+    A = sk.to_sparse(W, layout=layout, blocksize=block) if layout == "bsr" else \
+        sk.to_sparse(W, layout=layout)
+    return W, A
+
+
+ids = [lay if b is None else f"bsr{b[0]}x{b[1]}" for lay, b in LAYOUTS]
+
+
+def test_autograd_kernel_is_registered_for_cpu():
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("sparsekern::spmm", "AutogradCPU")
+
+
+@pytest.mark.parametrize("layout,block", LAYOUTS, ids=ids)
+@pytest.mark.parametrize("N", [1, 5])
+def test_opcheck(layout, block, N):
+    W, A = make(layout, block)
+    v = A.values.clone().requires_grad_()
+    B = torch.randn(48, N, requires_grad=True)
+    bias = torch.randn(32, requires_grad=True)
+    torch.library.opcheck(torch.ops.sparsekern.spmm.default,
+                          (v, A.indices, A.offsets, 32, 48, layout, B, bias))
+    torch.library.opcheck(torch.ops.sparsekern.spmm.default,
+                          (A.values, A.indices, A.offsets, 32, 48, layout, B.detach(), None))
+
+
+@pytest.mark.parametrize("layout,block", LAYOUTS, ids=ids)
+@pytest.mark.parametrize("needs", ["all", "values", "B", "bias"])
+def test_gradients_match_dense(layout, block, needs):
+    W, A = make(layout, block)
+    v = A.values.clone().requires_grad_(needs in ("all", "values"))
+    B = torch.randn(48, 6, requires_grad=needs in ("all", "B"))
+    bias = torch.randn(32, requires_grad=needs in ("all", "bias"))
+    y = torch.ops.sparsekern.spmm(v, A.indices, A.offsets, 32, 48, layout, B, bias)
+    gy = torch.randn_like(y)
+    y.backward(gy)
+    v2 = A.values.clone().requires_grad_()
+    B2 = B.detach().clone().requires_grad_()
+    b2 = bias.detach().clone().requires_grad_()
+    dense = sk.formats.from_parts(layout, v2, A.indices, A.offsets, (32, 48),
+                                  validate=False).to_dense()
+    ((dense @ B2 + b2[:, None]) * gy).sum().backward()
+    for t, ref in ((v, v2), (B, B2), (bias, b2)):
+        if t.requires_grad:
+            torch.testing.assert_close(t.grad, ref.grad, rtol=1e-5, atol=1e-5)
+        else:
+            assert t.grad is None
+
+
+@pytest.mark.parametrize("layout,block", LAYOUTS, ids=ids)
+def test_gradcheck_float64(layout, block):
+    W, A = make(layout, block, M=12, K=16, dtype=torch.float64)
+    v = A.values.clone().requires_grad_()
+    B = torch.randn(16, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(12, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda v, B, b: torch.ops.sparsekern.spmm(v, A.indices, A.offsets, 12, 16, layout, B, b),
+        (v, B, bias))
+
+
+def test_no_graph_without_grad():
+    W, A = make("csc", None)
+    B = torch.randn(48, 2)
+    assert torch.ops.sparsekern.spmm(*A.op_args(), B).grad_fn is None
+    v = A.values.clone().requires_grad_()
+    with torch.no_grad():
+        y = torch.ops.sparsekern.spmm(v, A.indices, A.offsets, 32, 48, "csc", B)
+    assert y.grad_fn is None and not y.requires_grad
+    y = torch.ops.sparsekern.spmm(v, A.indices, A.offsets, 32, 48, "csc", B)
+    assert y.requires_grad and y.grad_fn is not None
+
+
+@pytest.mark.parametrize("layout,block", LAYOUTS, ids=ids)
+def test_compile_fullgraph_forward_and_backward(layout, block):
+    torch._dynamo.reset()
+    W, A = make(layout, block)
+    v = A.values.clone().requires_grad_()
+    B = torch.randn(48, 7, requires_grad=True)
+
+    def f(v, B):
+        return torch.ops.sparsekern.spmm(v, A.indices, A.offsets, 32, 48, layout, B).sum()
+
+    eager = f(v, B)
+    eager.backward()
+    gv, gB = v.grad.clone(), B.grad.clone()
+    v.grad = B.grad = None
+    compiled = torch.compile(f, fullgraph=True)(v, B)
+    compiled.backward()
+    torch.testing.assert_close(compiled, eager)
+    torch.testing.assert_close(v.grad, gv)
+    torch.testing.assert_close(B.grad, gB)
+
+
+def test_sparse_linear_trains_on_cpu():
+    lin = torch.nn.Linear(48, 32)
+    with torch.no_grad():
+        lin.weight.mul_(torch.rand_like(lin.weight) < 0.3)
+    layer = sk.SparseLinear.from_dense(lin, layout="csc")
+    x = torch.randn(5, 48)
+    layer(x).square().sum().backward()
+    assert layer.values.grad is not None and layer.bias.grad is not None
+
+
+# ----------------------------------------------------------------------------- CSC cache
+
+def test_csc_cache_follows_in_place_changes():
+    W, A = make("csc", None)
+    B = torch.randn(48, 9)
+    y0 = torch.ops.sparsekern.spmm(*A.op_args(), B)
+    A.values.mul_(2.0)  # bumps the version counter: the cached row repack is rebuilt
+    y1 = torch.ops.sparsekern.spmm(*A.op_args(), B)
+    torch.testing.assert_close(y1, 2 * y0)
+    A.values[0] = float("inf")  # GEMV may no longer skip zero activations
+    x = torch.zeros(48, 1)
+    col = int(torch.searchsorted(A.offsets[1:].long(), torch.tensor(0), right=True))
+    x[col] = 0.0
+    y = torch.ops.sparsekern.spmm(*A.op_args(), x)
+    assert torch.isnan(y).any()
+
+
+def test_csc_cache_entries_die_with_the_weight():
+    C.csc_cache_clear()
+    W, A = make("csc", None, M=64, K=64, seed=1)
+    torch.ops.sparsekern.spmm(*A.op_args(), torch.randn(64, 4))
+    n, nbytes = C.csc_cache_info()
+    assert n == 1 and nbytes > 0
+    del A
+    gc.collect()
+    assert C.csc_cache_info() == (0, 0)
+
+
+def test_csc_inference_tensors():
+    with torch.inference_mode():
+        W, A = make("csc", None, seed=2)
+        B = torch.randn(48, 5)
+        y = torch.ops.sparsekern.spmm(*A.op_args(), B)
+        torch.testing.assert_close(y, W @ B, rtol=1e-5, atol=1e-5)
+        y1 = torch.ops.sparsekern.spmm(*A.op_args(), B[:, :1])
+        torch.testing.assert_close(y1, W @ B[:, :1], rtol=1e-5, atol=1e-5)

@@ -1,0 +1,159 @@
+"""Hand-made format tensors with bad indices are rejected by the CPU kernels, never read
+out of bounds: through the public op's C++ fast path and through sparsekern::_spmm_cpu (the
+entry the Python path uses)."""
+import pytest
+import torch
+
+import sparsekern as sk
+from sparsekern import _extension
+
+pytestmark = pytest.mark.skipif(_extension._C is None, reason="sparsekern._C is not built")
+
+
+def fast_path(values, indices, offsets, M, K, layout, B):
+    return torch.ops.sparsekern.spmm(values, indices, offsets, M, K, layout, B)
+
+
+def cpu_op(values, indices, offsets, M, K, layout, B):
+    out = torch.empty(M, B.shape[1])
+    torch.ops.sparsekern._spmm_cpu(values, indices, offsets, M, K, layout, B, None, out)
+    return out
+
+
+ENTRIES = [pytest.param(fast_path, id="fast-path"), pytest.param(cpu_op, id="_spmm_cpu")]
+
+
+def csc_parts(M=20, K=16):
+    W = torch.randn(M, K) * (torch.rand(M, K) < 0.4)
+    W[0, 0] = 1.0
+    A = sk.to_sparse(W, layout="csc")
+    return A.values, A.indices.clone(), A.offsets.clone(), M, K
+
+
+def bsr_parts(M=20, K=24, block=(4, 8)):
+    W = torch.randn(M, K)
+    A = sk.to_sparse(W, layout="bsr", blocksize=block)
+    return A.values, A.indices.clone(), A.offsets.clone(), M, K
+
+
+def semi24_parts(M=6, K=24):
+    W = torch.randn(M, K).reshape(M, -1, 4)
+    W[..., 1::2] = 0
+    A = sk.to_sparse(W.reshape(M, K), layout="2:4")
+    return A.values, A.indices.clone(), A.offsets, M, K
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize("N", [1, 5])
+@pytest.mark.parametrize("bad", [20, 1000, -1])
+def test_csc_row_out_of_range(entry, N, bad):
+    values, rows, offsets, M, K = csc_parts()
+    rows = rows.int() if bad > 32767 else rows
+    rows[-1] = bad
+    with pytest.raises(ValueError, match=r"csc.*row index in indices is out of range"):
+        entry(values, rows, offsets, M, K, "csc", torch.ones(K, N))
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize("N", [1, 5])
+def test_csc_row_out_of_range_in_a_skipped_column(entry, N):
+    """The index check covers columns the EIE GEMV skips (zero activation) too."""
+    values, rows, offsets, M, K = csc_parts()
+    rows[0] = M + 3  # column 0
+    B = torch.ones(K, N)
+    B[0] = 0.0
+    with pytest.raises(ValueError, match=r"row index in indices is out of range"):
+        entry(values, rows, offsets, M, K, "csc", B)
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize("N", [1, 5])
+@pytest.mark.parametrize("how", ["start", "decrease", "end-short", "end-long"])
+def test_csc_bad_offsets(entry, N, how):
+    values, rows, offsets, M, K = csc_parts()
+    if how == "start":
+        offsets[0] = 1
+    elif how == "decrease":
+        offsets[K // 2] = offsets[K // 2 + 1] + 1
+    elif how == "end-short":
+        offsets[-1] -= 1
+    else:
+        offsets[-1] += 5
+    with pytest.raises(ValueError, match=r"csc.*offsets must start at 0, never decrease"):
+        entry(values, rows, offsets, M, K, "csc", torch.ones(K, N))
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize("N", [1, 5])
+@pytest.mark.parametrize("block", [(4, 8), (1, 8), (8, 1)])
+@pytest.mark.parametrize("bad", [3, 100, -2])
+def test_bsr_block_column_out_of_range(entry, N, block, bad):
+    values, cols, offsets, M, K = bsr_parts(block=block)
+    cols[-1] = bad if bad != 3 else (K + block[1] - 1) // block[1]  # == ceil(K / bk)
+    with pytest.raises(ValueError, match=r"bsr.*block-column index in indices is out of range"):
+        entry(values, cols, offsets, M, K, "bsr", torch.ones(K, N))
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize("N", [1, 5])
+@pytest.mark.parametrize("how", ["start", "decrease", "end"])
+def test_bsr_bad_offsets(entry, N, how):
+    values, cols, offsets, M, K = bsr_parts()
+    if how == "start":
+        offsets[0] = 1
+    elif how == "decrease":
+        offsets[2] = offsets[1] - 1
+    else:
+        offsets[-1] = offsets[-1] + 2
+    with pytest.raises(ValueError, match=r"bsr.*offsets must start at 0, never decrease"):
+        entry(values, cols, offsets, M, K, "bsr", torch.ones(K, N))
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize("N", [1, 5, 16])
+# nibble = first | second << 2: (0,0) (1,1) (2,2) (3,3) and (2,0) are invalid, (1,2) is valid
+@pytest.mark.parametrize("nibble", [0x0, 0x5, 0xA, 0xF, 0x2, 0x9])
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_semi24_metadata_first_not_below_second(entry, N, nibble, where):
+    values, meta, offsets, M, K = semi24_parts(K=28)  # 7 groups: the last is a low nibble
+    p0, p1 = nibble & 3, nibble >> 2
+    g = {"first": 0, "middle": 3, "last": 6}[where]
+    byte, shift = g // 2, 4 * (g % 2)
+    meta[2, byte] = (int(meta[2, byte]) & ~(0xF << shift) | (nibble << shift)) & 0xFF
+    B = torch.ones(K, N)
+    if p0 < p1:  # a valid nibble must be accepted
+        entry(values, meta, offsets, M, K, "2:4", B)
+        return
+    with pytest.raises(ValueError, match=r"2:4.*first position >= second"):
+        entry(values, meta, offsets, M, K, "2:4", B)
+
+
+def test_isa_switch_rejects_unknown_values(monkeypatch):
+    values, rows, offsets, M, K = csc_parts()
+    monkeypatch.setenv("SPARSEKERN_CPU_ISA", "sse9")
+    with pytest.raises(ValueError, match=r"SPARSEKERN_CPU_ISA='sse9'.*'portable', 'avx2', 'auto'"):
+        fast_path(values, rows, offsets, M, K, "csc", torch.ones(K, 1))
+
+
+def test_spmm_cpu_rejects_mismatched_format_tensors():
+    values, rows, offsets, M, K = csc_parts()
+    with pytest.raises(RuntimeError, match=r"_spmm_cpu: format tensors do not match layout 'csc'"):
+        cpu_op(values, rows, offsets[:-1], M, K, "csc", torch.ones(K, 2))
+    with pytest.raises(RuntimeError, match=r"_spmm_cpu: B has shape"):
+        cpu_op(values, rows, offsets, M, K, "csc", torch.ones(K + 1, 2))
+    out = torch.empty(M + 1, 2)
+    with pytest.raises(RuntimeError, match=r"_spmm_cpu: out has shape"):
+        torch.ops.sparsekern._spmm_cpu(values, rows, offsets, M, K, "csc", torch.ones(K, 2), None,
+                                       out)
+    with pytest.raises(RuntimeError, match=r"_spmm_cpu: no CPU kernel for layout 'coo'"):
+        cpu_op(values, rows, offsets, M, K, "coo", torch.ones(K, 2))
+
+
+def test_bad_format_is_rejected_again_after_a_good_call():
+    """The per-weight CSC cache never turns a bad tensor into a trusted one."""
+    values, rows, offsets, M, K = csc_parts()
+    fast_path(values, rows, offsets, M, K, "csc", torch.ones(K, 3))
+    rows[1] = M  # in place: bumps the version counter, so the cached facts are stale
+    for N in (1, 3):
+        with pytest.raises(ValueError, match=r"row index in indices is out of range"):
+            fast_path(values, rows, offsets, M, K, "csc", torch.ones(K, N))

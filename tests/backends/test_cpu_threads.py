@@ -1,0 +1,97 @@
+"""The CPU kernels across OpenMP threads and from several Python threads at once."""
+import concurrent.futures as cf
+
+import pytest
+import torch
+
+import sparsekern as sk
+from sparsekern import _extension
+
+pytestmark = pytest.mark.skipif(_extension._C is None, reason="sparsekern._C is not built")
+
+CASES = [("2:4", None), ("bsr", (32, 32)), ("bsr", (1, 8)), ("bsr", (8, 1)), ("bsr", (5, 7)),
+         ("csc", None)]
+
+
+def make(M, K, layout, block, seed):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(M, K, generator=g)
+    if layout == "2:4":
+        W = W.reshape(M, K // 4, 4)
+        W = W.scatter(-1, W.abs().argsort(-1)[..., :2], 0.0).reshape(M, K)
+    elif layout == "bsr":
+        bm, bk = block
+        mask = torch.rand(-(-M // bm), -(-K // bk), generator=g) < 0.3
+        W = W * mask.repeat_interleave(bm, 0).repeat_interleave(bk, 1)[:M, :K]
+        return W, sk.to_sparse(W, layout="bsr", blocksize=block)
+    else:
+        # Skewed rows and columns: the split by stored entries must still cover everything.
+        dens = torch.linspace(0.02, 0.6, M)[:, None] * torch.linspace(0.1, 1.0, K)[None, :]
+        W = W * (torch.rand(M, K, generator=g) < dens)
+    return W, sk.to_sparse(W, layout=layout)
+
+
+def expected(W, B, bias):
+    return (W.double() @ B.double() + bias.double()[:, None]).float()
+
+
+@pytest.fixture
+def threads():
+    prev = torch.get_num_threads()
+    yield lambda n: torch.set_num_threads(n)
+    torch.set_num_threads(prev)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c[0] if c[1] is None else f"bsr{c[1]}")
+@pytest.mark.parametrize("nthreads", [2, 3])
+def test_openmp_threads_give_the_reference_result(case, nthreads, threads):
+    """Big enough that the kernels split the work; every part is written exactly once."""
+    layout, block = case
+    W, A = make(600, 512, layout, block, seed=3)
+    threads(nthreads)
+    bias = torch.randn(600)
+    for N in (1, 9, 40):
+        for B in (torch.randn(512, N), torch.randn(N, 512).t()):
+            out = torch.ops.sparsekern.spmm(*A.op_args(), B, bias)
+            torch.testing.assert_close(out, expected(W, B, bias), rtol=1e-4, atol=1e-4)
+
+
+def test_many_python_threads_at_once(threads):
+    threads(2)
+    work = []
+    for i, (layout, block) in enumerate(CASES):
+        W, A = make(192, 256, layout, block, seed=10 + i)
+        for N in (1, 4, 33):
+            B = torch.randn(N, 256).t() if N % 2 else torch.randn(256, N)
+            bias = torch.randn(192)
+            work.append((A, B, bias, expected(W, B, bias)))
+
+    def run(item):
+        A, B, bias, ref = item
+        for _ in range(5):
+            out = torch.ops.sparsekern.spmm(*A.op_args(), B, bias)
+            if not torch.allclose(out, ref, rtol=1e-4, atol=1e-4):
+                return False
+        return True
+
+    with cf.ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(run, work * 3))
+    assert all(results)
+
+
+def test_fresh_csc_weights_from_many_threads(threads):
+    """Concurrent first calls build the per-weight CSC repack once, safely."""
+    threads(1)
+    W, A = make(300, 200, "csc", None, seed=7)
+    B = torch.randn(200, 16)
+    bias = torch.zeros(300)
+    ref = expected(W, B, bias)
+
+    def run(_):
+        fresh = sk.formats.from_parts("csc", A.values.clone(), A.indices.clone(),
+                                      A.offsets.clone(), A.shape)
+        return torch.allclose(torch.ops.sparsekern.spmm(*fresh.op_args(), B), ref, rtol=1e-4,
+                              atol=1e-4)
+
+    with cf.ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(run, range(32)))
