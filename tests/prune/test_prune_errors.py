@@ -322,3 +322,24 @@ def test_bad_convert_arguments(model):
         prune.convert(model, layout="coo")
     with pytest.raises(ValueError, match=r"max_density must be in \[0, 1\], got 2"):
         prune.convert(model, layout="csc", max_density=2)
+
+
+def test_global_pooling_in_function_form_is_followed():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3)
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.head(torch.mean(torch.relu(self.a(x)) * 0.5, dim=(2, 3)))
+
+    m = Net()
+    report = prune.channel_prune(m, 0.5, torch.randn(2, 3, 6, 6))
+    assert report.pruned["a"].consumers == ["head"] and m.head.in_features == 4
+    with pytest.raises(ValueError, match=r"layer 'a' cannot be channel-pruned: a sum reduces over "
+                                         r"its channels"):
+        class Bad(Net):
+            def forward(self, x):
+                return self.head(torch.relu(self.a(x)).sum(1).flatten(1)[:, :8])
+        prune.channel_prune(Bad(), 0.5, torch.randn(2, 3, 6, 6), layers=["a"])
