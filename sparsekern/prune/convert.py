@@ -34,8 +34,9 @@ def convert(model: nn.Module, layout: str = "auto", blocksize=None,
 
     Args:
         model: the pruned model (its zeros are the pattern), or a model plus ``masks``.
-        layout: "2:4", "bsr", "csc" or "auto" (2:4 when the weight is 2:4, else csc when
-            at most 30% is stored, else dense) — see sparsekern.sparsify.
+        layout: "2:4", "bsr", "csc" or "auto" (sparsekern's choice per layer, as in
+            sparsekern.sparsify: the format expected fastest for the weight's zeros, dense
+            when none is).
         blocksize: (bm, bk) for "bsr" (e.g. the block granularity that was pruned).
         masks: applied first (pruned weights set to 0).
         max_density: pack bsr/csc only when the stored fraction is at most this.
