@@ -8,6 +8,7 @@ from . import ops  # noqa: F401  (defines torch.ops.sparsekern.spmm)
 from .backends import use_backend
 from .formats import BSR, CSC, Semi24, SparseFormat, to_sparse
 from .functional import linear, spmm
+from .conv import SparseConv2d
 from .nn import SparseLinear, sparsify
 from .serialization import load_sparse, save_sparse
 
@@ -15,5 +16,5 @@ __version__ = "0.1.0"
 
 _extension.extension()  # warns once if the compiled kernels are missing or stale
 
-__all__ = ["to_sparse", "spmm", "linear", "SparseLinear", "sparsify", "save_sparse",
+__all__ = ["to_sparse", "spmm", "linear", "SparseLinear", "SparseConv2d", "sparsify", "save_sparse",
            "load_sparse", "use_backend", "SparseFormat", "Semi24", "BSR", "CSC", "__version__"]
