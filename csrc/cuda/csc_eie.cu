@@ -1,15 +1,18 @@
 // CSC sparse A [M, K] times dense B [K, N] for batch 1 and small N, EIE-style.
 //
 // The weight comes repacked once into row slabs of kCscSlabRows rows (see kernels.h), so a row
-// index fits 16 bits and a slab's accumulators fit shared memory. A block owns one slab, one
-// range of columns and one chunk of NC output columns; each warp keeps private accumulators for
-// the whole slab (no atomics: within one column the rows are distinct, and __syncwarp orders
-// consecutive columns). A warp loads the column pointers and activations of 32 columns at
-// once, keeps only the columns whose activations are not all zero (ballot; their weights are
-// never read), then walks those columns a few at a time with the first loads of each issued
-// together. At the end the warps' accumulators are summed and written (bias fused); when the
-// columns are split between blocks, partial sums go to a float32 workspace by atomicAdd and a
-// second kernel adds the bias and writes the output.
+// index fits 16 bits and a slab's sums fit shared memory. A block owns one slab, one range of
+// columns and one chunk of NC output columns. A warp takes 32 columns at a time: each lane
+// loads one column's entry range and activations; columns whose activations are all zero get
+// length 0 (their weights are never read). A warp prefix sum of the lengths turns the active
+// columns' entries (contiguous in the slab) into one flat range that the lanes walk kUnroll
+// entries apart, so each lane has kUnroll independent loads in flight: the problem is tiny
+// (a few MB) and latency, not bandwidth, is what to hide. Each entry's column is found by a
+// 5-step binary search over the lanes' prefix sums (shuffles); entries are added to the
+// slab's shared accumulators with shared-memory atomics (entries of different columns may
+// share a row). At the end the block writes its slab (bias fused); when the columns are split
+// between blocks, partial sums go to a float32 workspace by atomicAdd and a second kernel adds
+// the bias and writes the output.
 #include <cstdint>
 
 #include "common.cuh"
@@ -21,6 +24,8 @@ namespace {
 
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kSlab = static_cast<int>(kCscSlabRows);
+constexpr int kWarps = 8;
+constexpr int kThreads = 32 * kWarps;
 
 struct CscParams {
   const void* values;
@@ -37,25 +42,14 @@ struct CscParams {
   int* status;
 };
 
-// Warps per block for NC output columns per pass: private accumulators take
-// WARPS * kSlab * NC * 4 bytes of shared memory (at most 32 KB, no opt-in needed).
-template <int NC> struct CscShape {
-  static constexpr int WARPS = NC <= 2 ? 8 : (NC == 4 ? 4 : 2);
-  // Columns whose first loads are issued together (fewer when each carries NC activations).
-  static constexpr int IN_FLIGHT = NC <= 2 ? 4 : 2;
-  static constexpr int THREADS = 32 * WARPS;
-  static constexpr int SMEM_BYTES = WARPS * kSlab * NC * 4;
-};
-
 __device__ __forceinline__ void report_bad_index(int* status) {
   if (status) atomicOr(status, kBadIndex);
 }
 
 template <typename TV, typename TO, int NC>
-__global__ void __launch_bounds__(CscShape<NC>::THREADS) csc_eie_kernel(const CscParams p) {
-  constexpr int WARPS = CscShape<NC>::WARPS;
-  constexpr int kColumnsInFlight = CscShape<NC>::IN_FLIGHT;
-  extern __shared__ __align__(16) float acc_all[];  // [WARPS][kSlab * NC]
+__global__ void __launch_bounds__(kThreads) csc_eie_kernel(const CscParams p) {
+  constexpr int kUnroll = NC >= 8 ? 4 : 8;  // entries in flight per lane
+  __shared__ float acc[kSlab * NC];  // the slab's sums, row-major [row][n]
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t slab = blockIdx.x;
   const int64_t row0 = slab * kSlab;
@@ -67,82 +61,77 @@ __global__ void __launch_bounds__(CscShape<NC>::THREADS) csc_eie_kernel(const Cs
   const TV* values = static_cast<const TV*>(p.values);
   const TO* B = static_cast<const TO*>(p.B);
 
-  for (int i = tid; i < WARPS * kSlab * NC; i += WARPS * 32) acc_all[i] = 0.f;
+  for (int i = tid; i < kSlab * NC; i += kThreads) acc[i] = 0.f;
   __syncthreads();
-  float* acc = acc_all + warp * kSlab * NC;
 
-  for (int64_t kb = k_begin + warp * 32; kb < k_end; kb += WARPS * 32) {
+  for (int64_t kb = k_begin + warp * 32; kb < k_end; kb += kWarps * 32) {
     // Lane l looks at column kb + l: its entry range and its NC activations.
     const int64_t k = kb + lane;
-    int lo = 0, hi = 0;
+    int lo = 0, len = 0;
     float b[NC];
 #pragma unroll
     for (int n = 0; n < NC; ++n) b[n] = 0.f;
-    bool active = false;
     if (k < k_end) {
       lo = ptr[k];
-      hi = ptr[k + 1];
+      const int hi = ptr[k + 1];
 #pragma unroll
       for (int n = 0; n < NC; ++n)
         if (n0 + n < p.N) b[n] = to_float(B[k * p.ldb_k + (n0 + n) * p.ldb_n]);
-      if (lo < 0 || lo > hi || hi > p.nnz) {
+      // A slab's column holds at most kSlab distinct rows.
+      if (lo < 0 || lo > hi || hi > p.nnz || hi - lo > kSlab) {
         report_bad_index(p.status);
-        lo = hi = 0;
-      }
-      bool nonzero = false;
+      } else {
+        bool nonzero = false;
 #pragma unroll
-      for (int n = 0; n < NC; ++n) nonzero |= !(b[n] == 0.f);  // NaN counts as nonzero
-      active = nonzero && hi > lo;
+        for (int n = 0; n < NC; ++n) nonzero |= !(b[n] == 0.f);  // NaN counts as nonzero
+        len = nonzero ? hi - lo : 0;
+      }
     }
-    unsigned mask = __ballot_sync(kFullMask, active);
-    while (mask) {
-      // Take up to kColumnsInFlight active columns (mask is the same in every lane).
-      int clo[kColumnsInFlight], chi[kColumnsInFlight];
-      float cb[kColumnsInFlight][NC];
+    // Inclusive prefix sum of the lengths over the lanes: entry t of the flat range belongs to
+    // the first lane whose sum exceeds t.
+    int incl = len;
 #pragma unroll
-      for (int u = 0; u < kColumnsInFlight; ++u) {
-        const bool have = mask != 0;
-        const int j = have ? __ffs(mask) - 1 : 0;
-        mask &= mask - 1;
-        clo[u] = __shfl_sync(kFullMask, lo, j);
-        chi[u] = __shfl_sync(kFullMask, hi, j);
-        if (!have) chi[u] = clo[u];
+    for (int d = 1; d < 32; d <<= 1) {
+      const int v = __shfl_up_sync(kFullMask, incl, d);
+      if (lane >= d) incl += v;
+    }
+    const int excl = incl - len;
+    const int total = __shfl_sync(kFullMask, incl, 31);
+    for (int t0 = 0; t0 < total; t0 += 32 * kUnroll) {
+      int r[kUnroll], col[kUnroll];
+      float v[kUnroll];
 #pragma unroll
-        for (int n = 0; n < NC; ++n) cb[u][n] = __shfl_sync(kFullMask, b[n], j);
-      }
-      // First entry of each column for this lane, loaded before any is used.
-      int r_first[kColumnsInFlight];
-      float v_first[kColumnsInFlight];
+      for (int u = 0; u < kUnroll; ++u) {
+        const int t = t0 + u * 32 + lane;
+        const int tt = t < total ? t : total - 1;  // every lane takes part in the shuffles
+        int j = 0;
 #pragma unroll
-      for (int u = 0; u < kColumnsInFlight; ++u) {
-        const int e = clo[u] + lane;
-        r_first[u] = 0;
-        v_first[u] = 0.f;
-        if (e < chi[u]) {
-          r_first[u] = p.rows[e];
-          v_first[u] = to_float(values[e]);
+        for (int step = 0; step < 5; ++step) {
+          const int s = 16 >> step;
+          if (__shfl_sync(kFullMask, incl, j + s - 1) <= tt) j += s;
+        }
+        col[u] = j;
+        const int e = __shfl_sync(kFullMask, lo, j) + (tt - __shfl_sync(kFullMask, excl, j));
+        r[u] = -1;
+        v[u] = 0.f;
+        if (t < total) {
+          r[u] = p.rows[e];
+          v[u] = to_float(values[e]);
         }
       }
 #pragma unroll
-      for (int u = 0; u < kColumnsInFlight; ++u) {
-        int e = clo[u] + lane;
-        if (e < chi[u]) {
-          int r = r_first[u];
-          float v = v_first[u];
-          while (true) {
-            if (r < slab_rows) {
+      for (int u = 0; u < kUnroll; ++u) {
+        float bj[NC];
 #pragma unroll
-              for (int n = 0; n < NC; ++n) acc[r * NC + n] += v * cb[u][n];
-            } else {
-              report_bad_index(p.status);
-            }
-            e += 32;
-            if (e >= chi[u]) break;
-            r = p.rows[e];
-            v = to_float(values[e]);
+        for (int n = 0; n < NC; ++n) bj[n] = __shfl_sync(kFullMask, b[n], col[u]);
+        if (r[u] >= 0) {
+          if (r[u] < slab_rows) {
+#pragma unroll
+            for (int n = 0; n < NC; ++n) atomicAdd(&acc[r[u] * NC + n], v[u] * bj[n]);
+          } else {
+            report_bad_index(p.status);
           }
         }
-        __syncwarp();  // the next column may add to rows this one just updated
       }
     }
   }
@@ -150,12 +139,10 @@ __global__ void __launch_bounds__(CscShape<NC>::THREADS) csc_eie_kernel(const Cs
 
   const TO* bias = static_cast<const TO*>(p.bias);
   TO* out = static_cast<TO*>(p.out);
-  for (int i = tid; i < slab_rows * NC; i += WARPS * 32) {
+  for (int i = tid; i < slab_rows * NC; i += kThreads) {
     const int r = i / NC, n = i % NC;
     if (n0 + n >= p.N) continue;
-    float sum = 0.f;
-#pragma unroll
-    for (int w = 0; w < WARPS; ++w) sum += acc_all[w * kSlab * NC + i];
+    const float sum = acc[i];
     const int64_t m = row0 + r;
     if (p.ws) {
       if (sum != 0.f) atomicAdd(p.ws + m * p.N + n0 + n, sum);  // NaN != 0: propagates
@@ -188,7 +175,7 @@ int launch_nc(CscParams p, int64_t n_slabs, int splits, cudaStream_t stream) {
   csc_eie_kernel<TV, TO, NC>
       <<<dim3(static_cast<unsigned>(n_slabs), static_cast<unsigned>(splits),
               static_cast<unsigned>(chunks)),
-         CscShape<NC>::THREADS, CscShape<NC>::SMEM_BYTES, stream>>>(p);
+         kThreads, 0, stream>>>(p);
   int st = launch_status();
   if (st != kOk || p.ws == nullptr) return st;
   const int64_t total = p.M * p.N;
@@ -216,8 +203,9 @@ int csc_column_splits(int64_t M, int64_t K, int64_t N) {
   int sms = current_sm_count();
   if (sms <= 0) sms = 108;
   const int64_t blocks = ceil_div(M, kCscSlabRows) * ceil_div(N, nc_for(N));
-  const int64_t want = ceil_div(4 * static_cast<int64_t>(sms), blocks);  // ~4 blocks per SM
-  const int64_t most = K / 128 > 1 ? K / 128 : 1;  // keep >= 128 columns per block
+  // ~8 blocks per SM, but no more splits than groups of 32 columns per warp of a block.
+  const int64_t want = ceil_div(8 * static_cast<int64_t>(sms), blocks);
+  const int64_t most = ceil_div(K, kThreads);
   int64_t s = want < most ? want : most;
   if (s > 65535) s = 65535;
   return static_cast<int>(s < 1 ? 1 : s);

@@ -63,7 +63,7 @@ int semi24_mma_spmm(const void* a_frag, const uint32_t* meta, int64_t M, int64_t
 // caller passes a zero-filled float32 workspace [M, N] (row-major), otherwise it may be null. device_status, when not null, is a device
 // int32 that the kernel ORs kBadIndex into when a ptr or row entry is out of range (the entry
 // is then skipped: nothing is ever read or written out of bounds).
-constexpr int64_t kCscSlabRows = 512;
+constexpr int64_t kCscSlabRows = 256;
 
 int csc_column_splits(int64_t M, int64_t K, int64_t N);
 

@@ -6,7 +6,7 @@
 //   layout "2:4": values = a_frag [Mp/16, Kp/32, 32, 8] (float16/bfloat16),
 //                 indices = meta [Mp/16, Kp/32, 16] int32, offsets = empty;
 //   layout "csc": values [nnz] (float32/float16/bfloat16), indices [nnz] int16 (slab-local
-//                 rows, read as uint16), offsets = ptr [ceil(M/512), K + 1] int32.
+//                 rows, read as uint16), offsets = ptr [ceil(M/kCscSlabRows), K + 1] int32.
 // B [K, N] and out [M, N] keep the caller's strides; bias [M] has out's dtype.
 // c10/cuda only (not ATen/cuda/CUDAContext.h, which also wants the cuBLAS/cuSPARSE headers
 // that a minimal CUDA toolkit lacks).

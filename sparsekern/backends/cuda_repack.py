@@ -23,7 +23,7 @@ SEMI24_COL_PAD = 256
 #: Metadata nibble of padding groups: positions (0, 1), a valid ordered pair.
 SEMI24_PAD_NIBBLE = 0b0100
 #: Rows per CSC slab: slab-local row indices fit 16 bits, a slab's sums fit shared memory.
-CSC_SLAB_ROWS = 512
+CSC_SLAB_ROWS = 256
 
 
 class Semi24Repacked(NamedTuple):

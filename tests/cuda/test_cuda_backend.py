@@ -201,7 +201,7 @@ def test_csc_hand_made_out_of_range_row_raises():
 def test_csc_kernel_reports_bad_repacked_index():
     # The raw op on a corrupt repacked copy: the kernel skips the entry and reports it.
     values = torch.ones(2, device=DEV)
-    rows = torch.tensor([0, 600], dtype=torch.int16, device=DEV)  # 600 >= the 512-row slab
+    rows = torch.tensor([0, 600], dtype=torch.int16, device=DEV)  # 600 >= the 5 rows of the only slab
     ptr = torch.tensor([[0, 1, 2]], dtype=torch.int32, device=DEV)
     out = torch.empty(5, 1, device=DEV)
     with pytest.raises(RuntimeError, match=r"out of range"):
