@@ -1,0 +1,244 @@
+"""Per layer, the fastest format for the weight's actual zeros, or dense when none is faster.
+
+The decision reads the latency table: for each format the weight's pattern allows (2:4
+only when it is 2:4; BSR at its block density; CSC at its nonzero density) the predicted
+time at every shape of the table. A format is eligible only when it is predicted at least
+``margin`` faster than the dense layer at *every* shape, so "auto" never picks a format
+that the measurements say is slower than dense; among eligible formats the one with the
+smallest mean (predicted / dense) time wins.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .formats import DENSE, FormatSpec, parse_format
+from .patterns import pattern_densities
+from .signature import candidate_layers
+from .table import LatencyTable, LayerLatency, build_table, layer_table
+
+log = logging.getLogger("sparsekern")
+
+#: A format must be predicted at least this fraction faster than dense at every shape
+#: (timings on a shared machine wobble by a few percent).
+DEFAULT_MARGIN = 0.05
+
+
+def _ms(t: float) -> str:
+    return f"{t * 1e3:.3g} ms"
+
+
+@dataclass
+class LayerDecision:
+    """The format of one layer and why (times in seconds, per shape label)."""
+
+    name: str
+    format: str
+    densities: Dict[str, Optional[float]]
+    predicted_s: Dict[str, float]
+    dense_s: Dict[str, float]
+    reason: str
+    others: Dict[str, Dict[str, Optional[float]]] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> Optional[FormatSpec]:
+        return None if self.format == DENSE else parse_format(self.format)
+
+    @property
+    def layout(self) -> Optional[str]:
+        return None if self.format == DENSE else self.spec.layout
+
+    @property
+    def blocksize(self) -> Optional[Tuple[int, int]]:
+        return None if self.format == DENSE else self.spec.blocksize
+
+    @property
+    def density(self) -> float:
+        return 1.0 if self.format == DENSE else float(self.densities[self.format])
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "format": self.format, "layout": self.layout,
+                "blocksize": list(self.blocksize) if self.blocksize else None,
+                "densities": self.densities, "predicted_s": self.predicted_s,
+                "dense_s": self.dense_s, "reason": self.reason,
+                "ratio_to_dense": self.others}
+
+
+def decide(name: str, entries: Mapping[str, LayerLatency],
+           densities: Mapping[str, Optional[float]], margin: float = DEFAULT_MARGIN
+           ) -> LayerDecision:
+    """Choose among ``densities`` {format: stored fraction, None = pattern does not fit}.
+
+    ``entries``: {shape label: LayerLatency} of the layer.
+    """
+    if not entries:
+        raise ValueError(f"layer {name!r} has no latency entry")
+    if not 0.0 <= margin < 1.0:
+        raise ValueError(f"margin must be in [0, 1), got {margin!r}")
+    dense = {lab: e.dense_s for lab, e in entries.items()}
+    if all(d is None or d >= 1.0 for d in densities.values()):
+        # Every format would store the whole matrix: nothing to skip.
+        return LayerDecision(name, DENSE, dict(densities), dict(dense), dense,
+                             "the weight has no zeros" if any(d is not None for d in
+                                                              densities.values())
+                             else "the zeros fit no format of the latency table")
+    ratios: Dict[str, Dict[str, Optional[float]]] = {}
+    untimed: Dict[str, str] = {}
+    best: Optional[Tuple[float, str, Dict[str, float]]] = None
+    closest: Optional[Tuple[float, str, str]] = None  # (worst ratio, format, shape)
+    for fmt, d in densities.items():
+        if d is None:
+            continue
+        preds = {lab: e.predict(fmt, d) for lab, e in entries.items()}
+        if any(t is None for t in preds.values()):
+            lab = next(l for l, t in preds.items() if t is None)
+            untimed[fmt] = entries[lab].untimed_reason(fmt)
+            continue
+        r = {lab: preds[lab] / dense[lab] for lab in preds}
+        ratios[fmt] = r
+        worst_lab = max(r, key=r.get)
+        if closest is None or r[worst_lab] < closest[0]:
+            closest = (r[worst_lab], fmt, worst_lab)
+        if r[worst_lab] <= 1.0 - margin:
+            score = sum(r.values()) / len(r)
+            if best is None or score < best[0]:
+                best = (score, fmt, preds)
+    shapes = ", ".join(entries)
+    if best is not None:
+        _, fmt, preds = best
+        speed = "; ".join(f"{_ms(preds[l])} vs dense {_ms(dense[l])} at {l}" for l in preds)
+        reason = f"{fmt} stores {densities[fmt]:.1%}: predicted {speed}"
+        return LayerDecision(name, fmt, dict(densities), preds, dense, reason, ratios)
+    if closest is not None:
+        ratio, fmt, lab = closest
+        reason = (f"no sparse format is predicted faster than dense at every shape ({shapes}): "
+                  f"the best, {fmt} storing {densities[fmt]:.1%}, takes {ratio:.2f}x the dense "
+                  f"time at {lab}")
+        if ratio <= 1.0:
+            reason += f" (a format must be at least {margin:.0%} faster)"
+    elif untimed:
+        fmt, why = next(iter(untimed.items()))
+        reason = f"no format that fits the zeros has a kernel timed here: {fmt}: {why}"
+    else:
+        reason = "the zeros fit no format of the latency table"
+    return LayerDecision(name, DENSE, dict(densities), dict(dense), dense, reason, ratios)
+
+
+def decide_weight(name: str, W: torch.Tensor, entries: Mapping[str, LayerLatency],
+                  formats: Sequence[str], margin: float = DEFAULT_MARGIN) -> LayerDecision:
+    """:func:`decide` for the actual zeros of the weight matrix W [M, K]."""
+    specs = [parse_format(f) for f in formats]
+    return decide(name, entries, pattern_densities(W, specs), margin)
+
+
+def _sparse_layer(mod: nn.Module, d: LayerDecision) -> nn.Module:
+    from ..conv import SparseConv2d
+    from ..nn import SparseLinear
+    if isinstance(mod, nn.Conv2d):
+        return SparseConv2d.from_dense(mod, d.layout, d.blocksize)
+    return SparseLinear.from_dense(mod, d.layout, d.blocksize)
+
+
+def _set(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def sparsify_auto(model: nn.Module, table: Optional[LatencyTable] = None, example_input=None,
+                  layers=None, linear_only: bool = False, margin: float = DEFAULT_MARGIN,
+                  settings=None, cache=None, progress: bool = False) -> nn.Module:
+    """Swap each candidate layer for its fastest format, or keep it dense (in place).
+
+    Args:
+        model: a model whose pruned weights hold their zeros.
+        table: a LatencyTable of this model (sparsekern.auto.build_table); layers it lacks
+            are measured. None: measured now (cached on disk) on ``example_input``, or,
+            without one, each nn.Linear alone on a batch-1 input [1, in_features].
+        example_input: a tensor (or tuple of model arguments), or a list of them.
+        layers: names of the layers to consider (default every nn.Linear / nn.Conv2d
+            with groups=1; only nn.Linear with ``linear_only``).
+        margin: a format must be predicted this fraction faster than dense at every shape.
+    Returns the model (or the new layer when the model itself is one layer). Decisions:
+    ``model.sparsekern_report`` {name: (layout or "dense", reason)} and
+    ``model.sparsekern_decisions`` {name: LayerDecision}; layers kept dense are logged
+    (logger "sparsekern") with the reason.
+    """
+    mods = candidate_layers(model, layers)
+    if linear_only:
+        mods = {n: m for n, m in mods.items() if type(m) is nn.Linear}
+    if table is None and example_input is not None:
+        table = build_table(model, example_input, layers=list(mods), settings=settings,
+                            cache=cache, measure_whole_model=False, progress=progress)
+    entries = {} if table is None else {n: table.layers[n] for n in mods if n in table.layers}
+    missing = {n: m for n, m in mods.items() if n not in entries}
+    if missing:
+        convs = [n for n, m in missing.items() if not isinstance(m, nn.Linear)]
+        if convs:
+            raise ValueError(f"Conv2d layers {convs} have no latency entry: pass example_input "
+                             f"(or a table measured with one) to time them")
+        extra = layer_table(missing, {n: (1, m.in_features) for n, m in missing.items()},
+                            settings=settings, cache=cache, progress=progress)
+        entries.update(extra.layers)
+    formats = list(dict.fromkeys(f for per in entries.values() for e in per.values()
+                                 for f in e.entry["formats"]))
+    report: Dict[str, Tuple[str, str]] = {}
+    decisions: Dict[str, LayerDecision] = {}
+    result = model
+    for name, mod in mods.items():
+        W = mod.weight.detach().reshape(mod.weight.shape[0], -1)
+        d = decide_weight(name, W, entries[name], formats, margin)
+        decisions[name] = d
+        if d.format == DENSE:
+            report[name] = ("dense", d.reason)
+            log.info("sparsify auto: %s stays dense (%s)", name or type(mod).__name__, d.reason)
+            continue
+        why = d.reason if d.layout != "bsr" else f"blocksize {d.blocksize}; {d.reason}"
+        report[name] = (d.layout, why)
+        log.info("sparsify auto: %s -> %s (%s)", name or type(mod).__name__, d.format, d.reason)
+        new = _sparse_layer(mod, d)
+        if name == "":
+            result = new
+        else:
+            _set(model, name, new)
+    result.sparsekern_report = report
+    result.sparsekern_decisions = decisions
+    return result
+
+
+def decide_matrix(W: torch.Tensor, blocksize=None, margin: float = DEFAULT_MARGIN,
+                  settings=None, cache=None) -> LayerDecision:
+    """The format of a weight matrix W [M, K] seen as an nn.Linear called at batch 1.
+
+    For callers that know only the weight (``choose_layout(W, "auto")``): the entry is
+    measured (or read from the cache) for a Linear [M, K] on an input [1, K]; BSR is
+    considered with ``blocksize`` only (default (32, 32)), the block shape a caller packs.
+    """
+    from .formats import default_blocks
+    from .measure import Grid, MeasureSettings
+    from .signature import LayerSig
+    from .table import default_cache, layer_entry
+    M, K = W.shape
+    bs = (32, 32) if blocksize is None else tuple(int(b) for b in blocksize)
+    if settings is None:
+        blocks = default_blocks()
+        settings = MeasureSettings(grid=Grid(blocks=None if bs in blocks else blocks + (bs,)))
+    sig = LayerSig("linear", M, K, False, (1, K), str(W.dtype).replace("torch.", ""),
+                   str(W.device))
+    entry = layer_entry(sig, settings, default_cache(cache))
+    formats = [f for f in entry.entry["formats"] if f in ("2:4", "csc", f"bsr{bs[0]}x{bs[1]}")]
+    return decide_weight("", W, {f"[1, {K}]": entry}, formats, margin)
+
+
+def synthetic_table(layers: Mapping[str, Tuple[float, Mapping[str, Sequence[Tuple[float, float]]]]],
+                    shape: str = "layer input") -> LatencyTable:
+    """A LatencyTable from given numbers (tests, or timings measured elsewhere).
+
+    ``layers``: {layer name: (dense seconds, {format: [(stored fraction, seconds), ...]})}.
+    """
+    return LatencyTable([shape], {n: {shape: LayerLatency.synthetic(d, curves)}
+                                  for n, (d, curves) in layers.items()},
+                        {shape: 0.0}, {shape: None}, {"synthetic": True})

@@ -1,0 +1,51 @@
+"""What a timing depends on besides the layer: the machine and the software that ran it.
+
+These dicts are part of every latency-cache key: a measurement is reused only on the same
+CPU/GPU model, thread count, dtype-independent software (torch, sparsekern version, the
+compiled extension's build) and the same forced backend.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+
+def machine_key(device: torch.device) -> dict:
+    """CPU model, usable CPUs, ISA flags and torch threads; plus GPU name on CUDA."""
+    from ..bench.machine import cpu_facts
+    cpu = cpu_facts()
+    key = {"device": device.type, "cpu": cpu["model"], "arch": cpu["arch"],
+           "usable_cpus": cpu["usable_cpus"], "isa": cpu["isa_flags"],
+           "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        key["gpu"] = torch.cuda.get_device_name(index)
+        key["gpu_capability"] = list(torch.cuda.get_device_capability(index))
+    return key
+
+
+def extension_build() -> Optional[str]:
+    """Identity of the loaded compiled extension (file size and mtime), None when absent.
+
+    A rebuilt extension (new kernels) invalidates every cached timing.
+    """
+    from .. import _extension
+    C = _extension._C
+    if C is None:
+        return None
+    path = getattr(C, "__file__", None)
+    try:
+        st = os.stat(path)
+        return f"abi{_extension.ABI_VERSION}:{st.st_size}:{st.st_mtime_ns}"
+    except (TypeError, OSError):
+        return f"abi{_extension.ABI_VERSION}:unknown"
+
+
+def software_key() -> dict:
+    """sparsekern version, extension build, torch version and the forced backend."""
+    import sparsekern
+    from ..backends import forced_backend
+    return {"sparsekern": sparsekern.__version__, "extension": extension_build(),
+            "torch": torch.__version__, "forced_backend": forced_backend()}

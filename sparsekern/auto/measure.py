@@ -1,0 +1,260 @@
+"""Measure one layer signature: dense, and every format across a grid of sparsities.
+
+For a signature (sparsekern.auto.signature) a random weight of the layer's shape is pruned
+by magnitude (sparsekern.bench.magnitude) to each grid point — 2:4, bm x bk blocks at each
+sparsity for every BSR block shape, unstructured at each sparsity for CSC — packed into a
+SparseLinear / SparseConv2d, and timed against the dense layer with the benchmark
+harness's rules (sparsekern.bench.timing: interleaved rounds and medians on the CPU, CUDA
+events on a GPU). The stored fraction of each pruned weight ("density") is recorded
+exactly, from the packed pattern.
+
+Two short cuts keep a measurement short, and are recorded as such:
+
+* a format that only the reference backend (the pure-PyTorch oracle) would serve here is
+  not timed (status ``"no-kernel"``): the oracle is never meant to be fast, and it can
+  take seconds per call;
+* a format whose warm call already takes ``slow_factor`` times the dense call is timed
+  once only (status ``"slow"``): it will not be chosen, and precision does not matter.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..bench import magnitude
+from ..bench.candidates import serving_backend
+from ..bench.timing import TimerSettings, time_cuda, time_interleaved
+from .formats import FormatSpec, default_blocks, format_specs
+from .patterns import pattern_densities
+from .signature import LayerSig
+
+#: Bumped when the way a table is measured changes (part of the cache key).
+METHOD_VERSION = 1
+
+#: Sparsities of the grid (fraction of weights removed), for BSR and CSC.
+DEFAULT_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+
+#: Timer for table entries: short (many candidates), still interleaved rounds and medians.
+TABLE_TIMER = TimerSettings(min_time=0.03, min_reps=5, max_reps=100, max_candidate_time=0.4,
+                            warmup_time=0.005, max_warmup_calls=3, sample_time=5e-4)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """What a table entry measures: sparsities for BSR/CSC, BSR block shapes, layouts."""
+
+    sparsities: Tuple[float, ...] = DEFAULT_SPARSITIES
+    blocks: Optional[Tuple[Tuple[int, int], ...]] = None   # None: the harness's BSR_BLOCKS
+    layouts: Tuple[str, ...] = ("2:4", "bsr", "csc")
+
+    def __post_init__(self):
+        for s in self.sparsities:
+            if not 0.0 <= float(s) < 1.0:
+                raise ValueError(f"grid sparsities must be in [0, 1), got {s!r}")
+        bad = [l for l in self.layouts if l not in ("2:4", "bsr", "csc")]
+        if bad:
+            raise ValueError(f"grid layouts must be among '2:4', 'bsr', 'csc'; got {bad}")
+
+    def specs(self) -> Tuple[FormatSpec, ...]:
+        blocks = default_blocks() if self.blocks is None else self.blocks
+        return tuple(s for s in format_specs(blocks) if s.layout in self.layouts)
+
+    def to_key(self) -> dict:
+        return {"sparsities": [float(s) for s in self.sparsities],
+                "formats": [s.name for s in self.specs()], "method": METHOD_VERSION}
+
+
+class _Pruner:
+    """Magnitude pruning of one weight W [M, K] to many sparsities, sorting once.
+
+    Same rule as sparsekern.bench.magnitude (largest |w| survive; blocks ranked by the L1
+    norm; 2:4 keeps the 2 largest of every 4 along K), but one sort serves every
+    sparsity of the grid instead of one top-k per point.
+    """
+
+    def __init__(self, W: torch.Tensor):
+        self.W = W
+        self._order: Optional[torch.Tensor] = None
+        self._blocks: Dict[Tuple[int, int], Tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _keep_largest(self, scores: torch.Tensor, order: torch.Tensor, sparsity: float
+                      ) -> torch.Tensor:
+        keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
+        keep[order[:int(round(sparsity * scores.numel()))]] = False
+        return keep.reshape(scores.shape)
+
+    def unstructured(self, sparsity: float) -> torch.Tensor:
+        if self._order is None:
+            self._order = torch.argsort(self.W.abs().flatten().float())
+        return self.W * self._keep_largest(self.W, self._order, sparsity).to(self.W.dtype)
+
+    def blocks(self, sparsity: float, bm: int, bk: int) -> torch.Tensor:
+        M, K = self.W.shape
+        Mb, Kb = -(-M // bm), -(-K // bk)
+        if (bm, bk) not in self._blocks:
+            Wp = nn.functional.pad(self.W, (0, Kb * bk - K, 0, Mb * bm - M))
+            norms = Wp.reshape(Mb, bm, Kb, bk).abs().float().sum(dim=(1, 3))
+            self._blocks[(bm, bk)] = (norms, torch.argsort(norms.flatten()))
+        norms, order = self._blocks[(bm, bk)]
+        keep = self._keep_largest(norms, order, sparsity)
+        mask = keep.repeat_interleave(bm, 0).repeat_interleave(bk, 1)[:M, :K]
+        return self.W * mask.to(self.W.dtype)
+
+    def prune(self, spec: FormatSpec, sparsity: float) -> torch.Tensor:
+        if spec.layout == "2:4":
+            return magnitude.prune_2to4(self.W)
+        if spec.layout == "bsr":
+            return self.blocks(sparsity, *spec.blocksize)
+        return self.unstructured(sparsity)
+
+
+def sparse_module(dense: nn.Module, spec: FormatSpec) -> nn.Module:
+    """``dense`` (already pruned to spec's pattern) as a SparseLinear / SparseConv2d."""
+    from ..conv import SparseConv2d
+    from ..nn import SparseLinear
+    cls = SparseConv2d if isinstance(dense, nn.Conv2d) else SparseLinear
+    return cls.from_dense(dense, spec.layout, spec.blocksize).eval()
+
+
+def pruned_copy(dense: nn.Module, W: torch.Tensor) -> nn.Module:
+    """A copy of ``dense`` whose weight is the matrix W [M, K] (reshaped back)."""
+    m = copy.copy(dense)  # shallow: shares nothing we modify
+    m._parameters = dict(dense._parameters)
+    m.weight = nn.Parameter(W.reshape(dense.weight.shape), requires_grad=False)
+    return m
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _one_call(fn, x, device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn(x)
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def time_modules(fns: Dict[str, Callable], x, device: torch.device,
+                 timer: Optional[TimerSettings] = None) -> Dict[str, dict]:
+    """{name: timing summary} of each ``fn(x)`` with the harness's timer for ``device``."""
+    with torch.inference_mode():
+        if device.type == "cuda":
+            return {n: time_cuda(f, [x]) for n, f in fns.items()}
+        return time_interleaved({n: (f, x) for n, f in fns.items()}, timer or TABLE_TIMER)
+
+
+@dataclass
+class MeasureSettings:
+    grid: Grid = field(default_factory=Grid)
+    timer: TimerSettings = field(default_factory=lambda: TABLE_TIMER)
+    slow_factor: float = 2.0      # a warm call this many times dense is timed once only
+    seed: int = 0
+
+
+def measure_signature(sig: LayerSig, settings: Optional[MeasureSettings] = None) -> dict:
+    """A JSON-ready latency entry of ``sig`` (the format :class:`~.table.LayerLatency` reads).
+
+    ``{"signature": ..., "dense": {"median_s", "iqr_s"}, "formats": {name: [point, ...]}}``
+    with points ``{"sparsity", "density", "status": "ok"|"slow"|"no-kernel", "median_s",
+    "iqr_s", "backend", "reason"}`` (median_s is None for "no-kernel").
+    """
+    return measure_signatures([sig], settings)[0]
+
+
+def geometry(sig: LayerSig) -> LayerSig:
+    """``sig`` without its input shape: signatures with equal geometry share candidates."""
+    return dataclasses.replace(sig, input_shape=())
+
+
+@dataclass
+class _Point:
+    spec: FormatSpec
+    sparsity: float
+    density: float
+    module: nn.Module
+
+
+def measure_signatures(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] = None
+                       ) -> List[dict]:
+    """Entries (see :func:`measure_signature`) of signatures that differ only in input shape.
+
+    The pruned and packed candidates are built once and timed at every input shape.
+    """
+    s = settings or MeasureSettings()
+    if not sigs:
+        return []
+    if len({geometry(g) for g in sigs}) != 1:
+        raise ValueError(f"measure_signatures needs signatures of one layer geometry; got "
+                         f"{[g.label() for g in sigs]}")
+    base = sigs[0]
+    gen = torch.Generator().manual_seed(s.seed)
+    device = torch.device(base.device)
+    dtype = getattr(torch, base.dtype)
+    dense = base.build(gen)
+    M, K = base.matrix_shape
+    pruner = _Pruner(dense.weight.detach().reshape(M, K))
+    points: List[_Point] = []
+    for spec in s.grid.specs():
+        for sp in ((0.5,) if spec.layout == "2:4" else s.grid.sparsities):
+            Wp = pruner.prune(spec, sp)
+            density = pattern_densities(Wp, [spec])[spec.name]
+            points.append(_Point(spec, float(sp), density, sparse_module(pruned_copy(dense, Wp),
+                                                                         spec)))
+    return [_time_points(sig, dense, points, s, device, dtype, gen) for sig in sigs]
+
+
+def _time_points(sig: LayerSig, dense: nn.Module, points: List[_Point], s: MeasureSettings,
+                 device: torch.device, dtype: torch.dtype, gen: torch.Generator) -> dict:
+    x = sig.example_input(gen)
+    M, K = sig.matrix_shape
+    with torch.inference_mode():
+        dense(x)
+        t_dense = min(_one_call(dense, x, device) for _ in range(3))
+
+    def slow(t):
+        return t > s.slow_factor * t_dense and t > 1e-3
+
+    out: Dict[str, List[dict]] = {}
+    timed: Dict[str, Callable] = {"dense": dense}
+    where: Dict[str, dict] = {}
+    for p in points:
+        backend = serving_backend(p.spec.layout, dtype, device, M, K, sig.tokens)
+        pt = {"sparsity": p.sparsity, "density": p.density, "status": "ok", "median_s": None,
+              "iqr_s": None, "backend": backend, "reason": ""}
+        out.setdefault(p.spec.name, []).append(pt)
+        if backend == "reference" or backend.startswith("error"):
+            pt.update(status="no-kernel", reason=(
+                f"served by the {backend!r} backend here (no compiled kernel for {p.spec.name} "
+                f"{sig.dtype} on {device.type}); not timed, never chosen"))
+            continue
+        with torch.inference_mode():
+            p.module(x)  # first call: lazy repacks, allocations
+            t = math.inf
+            for _ in range(3):  # the fastest of 3: a preempted call is not "slow"
+                t = min(t, _one_call(p.module, x, device))
+                if not slow(t):
+                    break
+        if slow(t):
+            pt.update(status="slow", median_s=t, iqr_s=0.0, reason=(
+                f"the fastest of 3 warm calls took {t * 1e3:.3g} ms, {t / t_dense:.1f}x "
+                f"the dense layer: timed once"))
+            continue
+        label = f"{p.spec.name}@{p.sparsity:g}"
+        timed[label] = p.module
+        where[label] = pt
+    res = time_modules(timed, x, device, s.timer)
+    for label, pt in where.items():
+        pt["median_s"], pt["iqr_s"] = res[label]["median_s"], res[label]["iqr_s"]
+    return {"signature": sig.to_key(),
+            "dense": {"median_s": res["dense"]["median_s"], "iqr_s": res["dense"]["iqr_s"]},
+            "formats": out}

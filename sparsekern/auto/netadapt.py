@@ -1,0 +1,336 @@
+"""NetAdapt: prune a model, one layer per iteration, until its predicted latency meets a budget.
+
+Yang et al., "NetAdapt: Platform-Aware Neural Network Adaptation for Mobile Applications"
+(ECCV 2018), with the latency table of sparsekern.auto as the platform model:
+
+    budget = measured dense latency / target speedup   (at every shape of the table)
+    while the predicted latency misses the budget at some shape:
+        step = the latency cut asked of this iteration (shrinks a little each time)
+        for each layer (and each granularity the user allows):
+            the smallest pruning ratio whose predicted model latency drops by >= step
+            (the layer's format is what sparsekern.auto.choose would pick for it: the
+            fastest format for its pattern, or dense when none is faster)
+            -> a candidate: prune a copy, short fine-tune (masks held), evaluate
+        keep the candidate with the best metric (ties: the lower latency)
+    long fine-tune of the winner
+
+Latency is normalized per shape (predicted / budget) and averaged over the shapes, so one
+search can serve batch 1 and batch 64 at once. A layer keeps the granularity of its first
+pruning step (later steps prune it further in the same granularity).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..prune.granularity import NM, parse
+from ..prune.layers import weight_matrix
+from ..prune.masks import MaskHolder
+from ..prune.pruner import prune_model
+from .choose import DEFAULT_MARGIN, LayerDecision, decide, decide_weight
+from .formats import parse_format
+from .patterns import planned_densities
+from .table import LatencyTable
+
+log = logging.getLogger("sparsekern")
+
+Targets = Union[float, Sequence[float], Mapping[str, float]]
+
+#: The smallest cut of the normalized latency an iteration asks for before giving up.
+MIN_ASK = 1e-3
+
+
+def _per_shape(value: Targets, shapes: Sequence[str], what: str) -> Dict[str, float]:
+    if isinstance(value, Mapping):
+        missing = [s for s in shapes if s not in value]
+        if missing:
+            raise ValueError(f"{what} has no entry for shape(s) {missing}; the table's shapes are "
+                             f"{list(shapes)}")
+        out = {s: float(value[s]) for s in shapes}
+    elif isinstance(value, (list, tuple)):
+        if len(value) != len(shapes):
+            raise ValueError(f"{what} has {len(value)} values for {len(shapes)} shapes "
+                             f"{list(shapes)}; give one per shape (or one number)")
+        out = {s: float(v) for s, v in zip(shapes, value)}
+    else:
+        out = {s: float(value) for s in shapes}
+    for s, v in out.items():
+        if not (v > 0 and math.isfinite(v)):
+            raise ValueError(f"{what} at {s} must be a positive number, got {v!r}")
+    return out
+
+
+def budgets(table: LatencyTable, target_speedup: Optional[Targets] = None,
+            target_latency_s: Optional[Targets] = None) -> Dict[str, float]:
+    """{shape: latency budget in seconds} from a target speedup over the dense model
+    (measured, else predicted) or from absolute latencies."""
+    if (target_speedup is None) == (target_latency_s is None):
+        raise ValueError("give exactly one of target_speedup and target_latency_s")
+    if target_latency_s is not None:
+        return _per_shape(target_latency_s, table.shapes, "target_latency_s")
+    speed = _per_shape(target_speedup, table.shapes, "target_speedup")
+    dense_pred = table.predict()
+    return {s: (table.model_s.get(s) or dense_pred[s]) / speed[s] for s in table.shapes}
+
+
+@dataclass
+class LayerPlan:
+    """How a layer is pruned so far: granularity name (None: untouched) and ratio."""
+
+    granularity: Optional[str] = None
+    ratio: float = 0.0
+
+
+@dataclass
+class Candidate:
+    layer: str
+    granularity: str
+    ratio: float
+    predicted_s: Dict[str, float]
+    objective: float
+    metric: Optional[float] = None
+    format: str = "dense"
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class NetAdaptResult:
+    """What the search did.
+
+    ``plans``: {layer: LayerPlan}; ``decisions``: {layer: LayerDecision} predicted for
+    the final patterns; ``history``: one dict per iteration (candidates, winner);
+    ``predicted_s`` / ``budget_s``: {shape: seconds}; ``reached``: the budget is met at
+    every shape; ``reason``: why the search stopped; ``metric_*``: eval_fn before,
+    after the search, after the final fine-tune.
+    """
+
+    masks: Dict[str, torch.Tensor]
+    plans: Dict[str, LayerPlan]
+    decisions: Dict[str, LayerDecision]
+    history: List[dict]
+    predicted_s: Dict[str, float]
+    budget_s: Dict[str, float]
+    reached: bool
+    reason: str
+    metric_dense: Optional[float] = None
+    metric_search: Optional[float] = None
+    metric_final: Optional[float] = None
+
+    def to_dict(self) -> dict:
+        return {"plans": {n: dict(p.__dict__) for n, p in self.plans.items()},
+                "decisions": {n: d.to_dict() for n, d in self.decisions.items()},
+                "history": self.history, "predicted_s": self.predicted_s,
+                "budget_s": self.budget_s, "reached": self.reached, "reason": self.reason,
+                "metric_dense": self.metric_dense, "metric_search": self.metric_search,
+                "metric_final": self.metric_final}
+
+
+class _State:
+    """Per-layer decisions and the predicted model latency they give."""
+
+    def __init__(self, table: LatencyTable, budget: Dict[str, float], margin: float):
+        self.table, self.budget, self.margin = table, budget, margin
+        self.specs = [parse_format(f) for f in table.formats()]
+        self.formats = [s.name for s in self.specs]
+
+    def total(self, decisions: Mapping[str, LayerDecision]) -> Dict[str, float]:
+        out = {s: float(self.table.other_s.get(s, 0.0)) for s in self.table.shapes}
+        for name, per in self.table.layers.items():
+            d = decisions.get(name)
+            for s, e in per.items():
+                out[s] += d.predicted_s[s] if d is not None else e.dense_s
+        return out
+
+    def objective(self, total: Mapping[str, float]) -> float:
+        return sum(total[s] / self.budget[s] for s in self.budget) / len(self.budget)
+
+    def met(self, total: Mapping[str, float]) -> bool:
+        return all(total[s] <= self.budget[s] for s in self.budget)
+
+    def planned(self, name: str, g, ratio: float) -> LayerDecision:
+        return decide(name, self.table.layers[name], planned_densities(g, ratio, self.specs),
+                      self.margin)
+
+    def actual(self, name: str, module: nn.Module) -> LayerDecision:
+        return decide_weight(name, weight_matrix(module).detach(), self.table.layers[name],
+                             self.formats, self.margin)
+
+
+def _ratios(g, current: float, ratio_step: float, max_ratio: float) -> List[float]:
+    if isinstance(g, NM):
+        return [] if current > 0 else [g.fixed_ratio]
+    n = int(math.floor((max_ratio - current) / ratio_step + 1e-9))
+    return [round(current + ratio_step * (i + 1), 6) for i in range(n)]
+
+
+def netadapt(model: nn.Module, table: LatencyTable, eval_fn: Callable[[nn.Module], float],
+             target_speedup: Optional[Targets] = None,
+             target_latency_s: Optional[Targets] = None,
+             finetune_fn: Optional[Callable[[nn.Module], None]] = None,
+             final_finetune_fn: Optional[Callable[[nn.Module], None]] = None,
+             granularities: Sequence = ("fine",), criterion: str = "l1", calib=None,
+             layers: Optional[Sequence[str]] = None, steps: int = 5, step_decay: float = 0.96,
+             ratio_step: float = 0.01, max_ratio: float = 0.98, max_iterations: int = 30,
+             min_metric: Optional[float] = None, higher_is_better: bool = True,
+             margin: float = DEFAULT_MARGIN, seed: int = 0,
+             on_iteration: Optional[Callable[[dict], None]] = None) -> NetAdaptResult:
+    """Prune ``model`` (in place) until the table predicts it meets the latency target.
+
+    Args:
+        model: the trained dense model (pruned in place; the winner of each iteration is
+            loaded into it).
+        table: its latency table (sparsekern.auto.build_table), measured with the whole
+            model so that the time outside the layers is known.
+        eval_fn: ``eval_fn(model) -> float``, e.g. validation accuracy.
+        target_speedup / target_latency_s: exactly one; a number for every shape of the
+            table, a list (one per shape, in table.shapes order) or {shape label: value}.
+        finetune_fn: ``finetune_fn(model)``, the short fine-tune of each candidate (your
+            loop; the masks are held while it runs). None: no fine-tuning.
+        final_finetune_fn: the long fine-tune of the result (masks held). None: none.
+        granularities: those the search may use per layer: "fine", "N:M" (e.g. "2:4"),
+            (bm, bk) blocks; a layer keeps the granularity of its first step.
+        criterion, calib: as for sparsekern.prune.prune_model.
+        layers: names of the layers to prune (default every layer of the table).
+        steps: the first iteration asks for 1/steps of the way from the dense latency to
+            the budget; each later one for ``step_decay`` times the previous ask.
+        ratio_step, max_ratio: the pruning ratios tried per layer.
+        max_iterations: stop after this many iterations.
+        min_metric: stop (keeping the last accepted model) when the best candidate's metric
+            is worse than this.
+        margin: a format is used only when predicted this much faster than dense.
+        seed: torch's seed before each candidate's fine-tune (fair comparison).
+        on_iteration: called with each iteration's history entry.
+    """
+    budget = budgets(table, target_speedup, target_latency_s)
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if not 0 < ratio_step < 1 or not 0 < max_ratio < 1:
+        raise ValueError(f"ratio_step and max_ratio must be in (0, 1); got {ratio_step!r}, "
+                         f"{max_ratio!r}")
+    gran = [parse(g) for g in granularities]
+    if not gran:
+        raise ValueError("granularities is empty; allow at least one, e.g. ('fine',)")
+    for g in gran:
+        planned_densities(g, 0.5, [])  # raises for granularities the search cannot price
+    names = list(table.layers) if layers is None else list(layers)
+    unknown = [n for n in names if n not in table.layers]
+    if unknown:
+        raise ValueError(f"layers {unknown} are not in the latency table (it has "
+                         f"{list(table.layers)})")
+    better = (lambda a, b: a > b) if higher_is_better else (lambda a, b: a < b)
+    st = _State(table, budget, margin)
+    modules = {n: model.get_submodule(n) for n in table.layers}
+    decisions = {n: st.actual(n, m) for n, m in modules.items()}
+    plans = {n: LayerPlan() for n in names}
+    masks: Dict[str, torch.Tensor] = {}
+    total = st.total(decisions)
+    J = st.objective(total)
+    metric = float(eval_fn(model))
+    metric_dense = metric
+    ask = max((J - 1.0) / steps, 0.01)
+    history: List[dict] = []
+    reason = "the predicted latency meets the budget at every shape"
+    it = 0
+    while not st.met(total):
+        if it >= max_iterations:
+            reason = f"stopped after max_iterations={max_iterations}"
+            break
+        proposals = _proposals(st, names, plans, gran, decisions, J, ask, ratio_step, max_ratio)
+        while not proposals and ask > MIN_ASK:  # nothing cuts that much: ask for less
+            ask /= 2
+            proposals = _proposals(st, names, plans, gran, decisions, J, ask, ratio_step,
+                                   max_ratio)
+        if not proposals:
+            reason = ("no layer can be pruned further to cut the predicted latency (no format "
+                      "is faster than dense at the allowed ratios, or every layer is at "
+                      f"max_ratio={max_ratio})")
+            break
+        best = None
+        for cand in proposals:
+            trial = copy.deepcopy(model)
+            new_masks = _prune_one(trial, cand, masks, criterion, calib)
+            held = {**masks, **new_masks}
+            if finetune_fn is not None:
+                torch.manual_seed(seed)
+                with MaskHolder(trial, held):
+                    finetune_fn(trial)
+            cand.metric = float(eval_fn(trial))
+            d = st.actual(cand.layer, trial.get_submodule(cand.layer))
+            cand.format = d.format
+            cand.predicted_s = st.total({**decisions, cand.layer: d})
+            cand.objective = st.objective(cand.predicted_s)
+            if (best is None or better(cand.metric, best[0].metric) or
+                    (cand.metric == best[0].metric and cand.objective < best[0].objective)):
+                best = (cand, trial, held, d)
+        cand, trial, held, d = best
+        entry = {"iteration": it + 1, "ask": ask, "winner": cand.to_dict(),
+                 "candidates": [c.to_dict() for c in proposals]}
+        if min_metric is not None and better(min_metric, cand.metric):
+            entry["accepted"] = False
+            history.append(entry)
+            if on_iteration:
+                on_iteration(entry)
+            reason = (f"the best candidate's metric {cand.metric:.4g} is worse than "
+                      f"min_metric={min_metric:.4g}")
+            break
+        entry["accepted"] = True
+        model.load_state_dict(trial.state_dict())
+        masks = held
+        plans[cand.layer] = LayerPlan(str(parse(cand.granularity)), cand.ratio)
+        decisions[cand.layer] = d
+        total, J, metric = cand.predicted_s, cand.objective, cand.metric
+        history.append(entry)
+        if on_iteration:
+            on_iteration(entry)
+        ask *= step_decay
+        it += 1
+    reached = st.met(total)
+    metric_search = metric
+    if final_finetune_fn is not None and masks:
+        torch.manual_seed(seed)
+        with MaskHolder(model, masks):
+            final_finetune_fn(model)
+        metric = float(eval_fn(model))
+        decisions = {n: st.actual(n, model.get_submodule(n)) for n in table.layers}
+        total = st.total(decisions)
+    return NetAdaptResult(masks, plans, decisions, history, total, budget, reached, reason,
+                          metric_dense, metric_search, metric)
+
+
+def _proposals(st: _State, names, plans, gran, decisions, J, ask, ratio_step, max_ratio
+               ) -> List[Candidate]:
+    """Per (layer, granularity), the smallest ratio that cuts the objective by ``ask``."""
+    chosen: List[Candidate] = []
+    for name in names:
+        plan = plans[name]
+        options = gran if plan.granularity is None else [parse(plan.granularity)]
+        for g in options:
+            found = None
+            for r in _ratios(g, plan.ratio, ratio_step, max_ratio):
+                d = st.planned(name, g, r)
+                new_total = st.total({**decisions, name: d})
+                obj = st.objective(new_total)
+                if obj <= J - ask:
+                    found = Candidate(name, str(g), r, new_total, obj, format=d.format)
+                    break
+            if found is not None:
+                chosen.append(found)
+    return chosen
+
+
+def _prune_one(model: nn.Module, cand: Candidate, masks, criterion, calib):
+    g = parse(cand.granularity)
+    prev = {cand.layer: masks[cand.layer]} if cand.layer in masks else None
+    if isinstance(g, NM):
+        return prune_model(model, None, granularity=g, criterion=criterion, calib=calib,
+                           layers=[cand.layer], masks=prev)
+    return prune_model(model, {cand.layer: cand.ratio}, granularity=g, criterion=criterion,
+                       calib=calib, masks=prev)

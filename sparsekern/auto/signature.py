@@ -1,0 +1,167 @@
+"""Layer signatures: what a layer's latency depends on (geometry, input shape, dtype, device).
+
+Two layers with equal signatures take the same time, so the latency table measures each
+signature once (and caches it on disk). :func:`capture` runs a model once on an example
+input and records the signature of every nn.Linear and nn.Conv2d (groups=1) it calls.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..prune.layers import prunable_layers
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+@dataclass(frozen=True)
+class LayerSig:
+    """A Linear ([out, in]) or Conv2d (groups=1) layer called on an input of ``input_shape``.
+
+    ``conv`` holds (kernel_size, stride, padding, dilation, padding_mode) for a Conv2d.
+    """
+
+    kind: str                       # "linear" | "conv2d"
+    out_features: int               # out_channels for a Conv2d
+    in_features: int                # in_channels for a Conv2d
+    bias: bool
+    input_shape: Tuple[int, ...]
+    dtype: str
+    device: str
+    conv: Optional[tuple] = None
+
+    @property
+    def matrix_shape(self) -> Tuple[int, int]:
+        """[M, K] of the weight matrix the formats pack."""
+        if self.kind == "linear":
+            return self.out_features, self.in_features
+        kh, kw = self.conv[0]
+        return self.out_features, self.in_features * kh * kw
+
+    @property
+    def tokens(self) -> int:
+        """N of the spmm the layer runs: rows of x for a Linear (pixels x batch for a conv,
+        estimated from the input as batch * H * W / stride^2)."""
+        n = 1
+        for d in self.input_shape[:-1]:
+            n *= d
+        if self.kind == "linear":
+            return n
+        b = self.input_shape[0] if len(self.input_shape) == 4 else 1
+        h, w = self.input_shape[-2:]
+        (sh, sw) = self.conv[1]
+        return max(1, b * (h // sh) * (w // sw))
+
+    def to_key(self) -> dict:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        d["conv"] = None if self.conv is None else [list(v) if isinstance(v, tuple) else v
+                                                    for v in self.conv]
+        return d
+
+    def label(self) -> str:
+        M, K = self.matrix_shape
+        return f"{self.kind} {M}x{K} @ {list(self.input_shape)}"
+
+    def build(self, generator: Optional[torch.Generator] = None) -> nn.Module:
+        """A dense layer of this geometry with random weights (on the signature's device)."""
+        dtype = getattr(torch, self.dtype)
+        if self.kind == "linear":
+            m = nn.Linear(self.in_features, self.out_features, bias=self.bias)
+        else:
+            ks, stride, padding, dilation, mode = self.conv
+            m = nn.Conv2d(self.in_features, self.out_features, ks, stride=stride,
+                          padding=padding, dilation=dilation, bias=self.bias, padding_mode=mode)
+        with torch.no_grad():
+            m.weight.copy_(torch.randn(m.weight.shape, generator=generator) *
+                           m.weight.shape[1] ** -0.5)
+            if m.bias is not None:
+                m.bias.copy_(torch.randn(m.bias.shape, generator=generator) * 0.1)
+        return m.to(device=self.device, dtype=dtype).eval()
+
+    def example_input(self, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        x = torch.randn(self.input_shape, generator=generator)
+        return x.to(device=self.device, dtype=getattr(torch, self.dtype))
+
+
+def signature_of(module: nn.Module, input_shape) -> LayerSig:
+    """The signature of ``module`` (nn.Linear or groups=1 nn.Conv2d) on ``input_shape``."""
+    w = module.weight
+    common = dict(bias=module.bias is not None, input_shape=tuple(int(s) for s in input_shape),
+                  dtype=_dtype_name(w.dtype), device=str(w.device))
+    if type(module) is nn.Linear:
+        return LayerSig("linear", module.out_features, module.in_features, **common)
+    if type(module) is nn.Conv2d and module.groups == 1:
+        pad = module.padding if isinstance(module.padding, str) else tuple(module.padding)
+        conv = (tuple(module.kernel_size), tuple(module.stride), pad, tuple(module.dilation),
+                module.padding_mode)
+        return LayerSig("conv2d", module.out_channels, module.in_channels, conv=conv, **common)
+    raise ValueError(f"a latency signature needs an nn.Linear or an nn.Conv2d with groups=1, "
+                     f"got {type(module).__name__}")
+
+
+def supported(module: nn.Module) -> bool:
+    return type(module) is nn.Linear or (type(module) is nn.Conv2d and module.groups == 1)
+
+
+def candidate_layers(model: nn.Module, layers=None) -> Dict[str, nn.Module]:
+    """{name: module} of the Linear / Conv2d (groups=1) layers to consider (or ``layers``)."""
+    found = {n: m for n, m in prunable_layers(model).items() if supported(m)}
+    if layers is None:
+        return found
+    names = [layers] if isinstance(layers, str) else list(layers)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise ValueError(f"layers {missing} are not nn.Linear / nn.Conv2d (groups=1) layers of "
+                         f"{type(model).__name__}; candidates are {list(found)}")
+    return {n: found[n] for n in names}
+
+
+def capture(model: nn.Module, example_input, layers=None) -> Dict[str, LayerSig]:
+    """{layer name: signature} of the candidate layers that run on ``example_input``.
+
+    ``example_input`` is a tensor, or a tuple of positional arguments of ``model``. A
+    layer called several times keeps the first call's input shape; a layer that does not
+    run is left out.
+    """
+    mods = candidate_layers(model, layers)
+    sigs: Dict[str, LayerSig] = {}
+    handles = []
+    for name, m in mods.items():
+        def hook(mod, args, name=name):
+            if name not in sigs and args and isinstance(args[0], torch.Tensor):
+                sigs[name] = signature_of(mod, args[0].shape)
+        handles.append(m.register_forward_pre_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            call(model, example_input)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return {n: sigs[n] for n in mods if n in sigs}
+
+
+def call(model: nn.Module, example_input):
+    """``model(example_input)``, or ``model(*example_input)`` for a tuple of arguments."""
+    if isinstance(example_input, tuple):
+        return model(*example_input)
+    return model(example_input)
+
+
+def input_label(example_input) -> str:
+    """A short name for an example input: its shape, e.g. ``"[1, 64]"``."""
+    if isinstance(example_input, torch.Tensor):
+        return str(list(example_input.shape))
+    if isinstance(example_input, tuple):
+        return "(" + ", ".join(str(list(t.shape)) if isinstance(t, torch.Tensor) else
+                               type(t).__name__ for t in example_input) + ")"
+    raise TypeError(f"example_input must be a tensor or a tuple of model arguments, got "
+                    f"{type(example_input).__name__}")

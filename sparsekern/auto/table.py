@@ -1,0 +1,350 @@
+"""The latency table: per layer and input shape, the dense time and each format's time
+as a function of the stored fraction, plus the time a model spends outside those layers.
+
+Predicted model latency = (time outside the candidate layers) + the sum over candidate
+layers of the predicted time of each layer's format at its stored fraction (NetAdapt's
+layer-wise look-up table). Layer entries are measured once per signature and cached on
+disk (sparsekern.auto.cache), keyed by machine, software build, signature (shapes, dtype,
+device) and the measured grid.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from ..bench.timing import TimerSettings
+from .cache import DiskCache
+from .fingerprint import machine_key, software_key
+from .formats import DENSE, parse_format
+from .measure import Grid, MeasureSettings, geometry, measure_signatures, time_modules
+from .signature import LayerSig, call, capture, input_label, signature_of
+
+log = logging.getLogger("sparsekern")
+
+#: Timer of whole-model measurements (dense model, time outside the layers).
+MODEL_TIMER = TimerSettings(min_time=0.1, min_reps=5, max_reps=200, max_candidate_time=1.0)
+
+
+class LayerLatency:
+    """One measured entry (see measure.measure_signature for the dict it wraps)."""
+
+    def __init__(self, entry: dict):
+        self.entry = entry
+
+    @property
+    def dense_s(self) -> float:
+        return float(self.entry["dense"]["median_s"])
+
+    def points(self, fmt: str) -> List[Tuple[float, float]]:
+        """[(density, seconds)] of the timed points of ``fmt``, ascending, duplicates averaged."""
+        acc: Dict[float, List[float]] = {}
+        for p in self.entry["formats"].get(fmt, []):
+            if p.get("median_s") is not None and p.get("density") is not None:
+                acc.setdefault(round(float(p["density"]), 9), []).append(float(p["median_s"]))
+        return sorted((d, sum(v) / len(v)) for d, v in acc.items())
+
+    def formats(self) -> List[str]:
+        """Formats with at least one timed point."""
+        return [f for f in self.entry["formats"] if self.points(f)]
+
+    def untimed_reason(self, fmt: str) -> str:
+        for p in self.entry["formats"].get(fmt, []):
+            if p.get("median_s") is None:
+                return p.get("reason") or "not timed"
+        return "not measured"
+
+    def predict(self, fmt: str, density: float) -> Optional[float]:
+        """Seconds of ``fmt`` at stored fraction ``density`` (None when never timed).
+
+        Piecewise-linear in the density between timed points; below the sparsest point
+        the sparsest point's time (conservative); above the densest point linear
+        extrapolation from the last two points, never below the densest point's time
+        (from a single point: time proportional to the stored fraction).
+        """
+        if fmt == DENSE:
+            return self.dense_s
+        pts = self.points(fmt)
+        if not pts:
+            return None
+        if density <= pts[0][0]:
+            return pts[0][1]
+        if len(pts) == 1:
+            d0, t0 = pts[0]
+            return t0 * density / d0 if d0 > 0 else t0
+        for (d0, t0), (d1, t1) in zip(pts, pts[1:]):
+            if density <= d1:
+                return t0 + (t1 - t0) * (density - d0) / (d1 - d0)
+        (d0, t0), (d1, t1) = pts[-2], pts[-1]
+        return max(t1, t1 + (t1 - t0) * (density - d1) / (d1 - d0))
+
+    @classmethod
+    def synthetic(cls, dense_s: float, curves: Mapping[str, Sequence[Tuple[float, float]]],
+                  signature: Optional[dict] = None) -> "LayerLatency":
+        """An entry from given numbers: ``curves`` {format: [(density, seconds), ...]}."""
+        formats = {f: [{"sparsity": 1.0 - d, "density": d, "status": "ok", "median_s": t,
+                        "iqr_s": 0.0, "backend": "synthetic", "reason": ""} for d, t in pts]
+                   for f, pts in curves.items()}
+        for f in formats:
+            parse_format(f)
+        return cls({"signature": signature or {}, "dense": {"median_s": dense_s, "iqr_s": 0.0},
+                    "formats": formats})
+
+
+Choice = Tuple[str, float]  # (format name or "dense", stored fraction)
+
+
+@dataclass
+class LatencyTable:
+    """Latency of a model's candidate layers at each example input shape.
+
+    Attributes:
+        shapes: labels of the example inputs (e.g. ``"[1, 64]"``), in the given order.
+        layers: {layer name: {shape label: LayerLatency}}.
+        other_s: {shape label: seconds the model spends outside the candidate layers}
+            (0 when only layers were measured).
+        model_s: {shape label: measured latency of the dense model} (None when not measured).
+        meta: machine, software, grid, cache hits/misses.
+    """
+
+    shapes: List[str]
+    layers: Dict[str, Dict[str, LayerLatency]]
+    other_s: Dict[str, float] = field(default_factory=dict)
+    model_s: Dict[str, Optional[float]] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    def formats(self) -> List[str]:
+        """Every format name that appears in some entry."""
+        out: List[str] = []
+        for per in self.layers.values():
+            for e in per.values():
+                out += [f for f in e.entry["formats"] if f not in out]
+        return out
+
+    def layer_s(self, name: str, choice: Choice) -> Dict[str, float]:
+        """{shape: predicted seconds} of layer ``name`` in ``choice`` (fmt, density)."""
+        fmt, density = choice
+        out = {}
+        for label, e in self.layers[name].items():
+            t = e.predict(fmt, density)
+            if t is None:
+                raise ValueError(f"layer {name!r}: format {fmt!r} was never timed at {label} "
+                                 f"({e.untimed_reason(fmt)})")
+            out[label] = t
+        return out
+
+    def predict(self, choices: Optional[Mapping[str, Choice]] = None) -> Dict[str, float]:
+        """{shape: predicted model seconds} with ``choices`` {layer: (fmt, density)}; other
+        layers dense."""
+        choices = choices or {}
+        total = {label: float(self.other_s.get(label, 0.0)) for label in self.shapes}
+        for name in self.layers:
+            for label, t in self.layer_s(name, choices.get(name, (DENSE, 1.0))).items():
+                total[label] += t
+        return total
+
+    def to_dict(self) -> dict:
+        return {"shapes": list(self.shapes),
+                "layers": {n: {lab: e.entry for lab, e in per.items()}
+                           for n, per in self.layers.items()},
+                "other_s": dict(self.other_s), "model_s": dict(self.model_s),
+                "meta": self.meta}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LatencyTable":
+        return cls(list(d["shapes"]),
+                   {n: {lab: LayerLatency(e) for lab, e in per.items()}
+                    for n, per in d["layers"].items()},
+                   dict(d.get("other_s", {})), dict(d.get("model_s", {})), d.get("meta", {}))
+
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=1)
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike]) -> "LatencyTable":
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+
+# ------------------------------------------------------------------------ building a table
+
+def entry_key(sig: LayerSig, settings: MeasureSettings) -> dict:
+    """The cache key of one layer entry: machine, software, signature, grid, seed."""
+    return {"machine": machine_key(torch.device(sig.device)), "software": software_key(),
+            "signature": sig.to_key(), "grid": settings.grid.to_key(), "seed": settings.seed}
+
+
+def layer_entry(sig: LayerSig, settings: Optional[MeasureSettings] = None,
+                cache: Optional[DiskCache] = None) -> LayerLatency:
+    """The entry of ``sig``: from ``cache`` if there, else measured (and stored)."""
+    return layer_entries([sig], settings, cache)[sig]
+
+
+def layer_entries(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] = None,
+                  cache: Optional[DiskCache] = None, progress: bool = False
+                  ) -> Dict[LayerSig, LayerLatency]:
+    """{signature: entry}: cached ones loaded, the others measured (one build of the
+    candidates per layer geometry, timed at each of its input shapes) and stored."""
+    settings = settings or MeasureSettings()
+    out: Dict[LayerSig, LayerLatency] = {}
+    todo: Dict[LayerSig, List[LayerSig]] = {}
+    for sig in dict.fromkeys(sigs):
+        hit = cache.load(entry_key(sig, settings)) if cache is not None else None
+        if hit is not None:
+            out[sig] = LayerLatency(hit)
+        else:
+            todo.setdefault(geometry(sig), []).append(sig)
+    from tqdm.auto import tqdm
+    for group in tqdm(list(todo.values()), desc="latency table", disable=not progress,
+                      leave=False):
+        log.info("latency table: measuring %s", ", ".join(g.label() for g in group))
+        for sig, entry in zip(group, measure_signatures(group, settings)):
+            if cache is not None:
+                cache.store(entry_key(sig, settings), entry)
+            out[sig] = LayerLatency(entry)
+    return out
+
+
+def default_cache(cache) -> Optional[DiskCache]:
+    """``cache``: a DiskCache, True/None (the default folder) or False (no cache)."""
+    if isinstance(cache, DiskCache):
+        return cache
+    if cache is False:
+        return None
+    return DiskCache("latency")
+
+
+def _entries(sigs_by_label: Dict[str, Dict[str, LayerSig]], settings, cache, progress
+             ) -> Dict[str, Dict[str, LayerLatency]]:
+    done = layer_entries([s for sigs in sigs_by_label.values() for s in sigs.values()],
+                         settings, cache, progress)
+    layers: Dict[str, Dict[str, LayerLatency]] = {}
+    for label, sigs in sigs_by_label.items():
+        for name, sig in sigs.items():
+            layers.setdefault(name, {})[label] = done[sig]
+    return layers
+
+
+def _meta(settings: MeasureSettings, cache: Optional[DiskCache], device) -> dict:
+    return {"machine": machine_key(torch.device(device)), "software": software_key(),
+            "grid": settings.grid.to_key(),
+            "cache": None if cache is None else {"folder": str(cache.folder), "hits": cache.hits,
+                                                 "misses": cache.misses}}
+
+
+def layer_table(modules: Mapping[str, nn.Module], input_shapes: Mapping[str, Sequence[int]],
+                settings: Optional[MeasureSettings] = None, cache=None,
+                progress: bool = False) -> LatencyTable:
+    """A table of single layers (no model): ``modules`` {name: layer}, each measured on
+    ``input_shapes[name]``. The shape label of every entry is ``"layer input"``; other_s = 0.
+    """
+    settings = settings or MeasureSettings()
+    cache = default_cache(cache)
+    label = "layer input"
+    sigs = {label: {n: signature_of(m, input_shapes[n]) for n, m in modules.items()}}
+    layers = _entries(sigs, settings, cache, progress)
+    device = next((m.weight.device for m in modules.values()), torch.device("cpu"))
+    return LatencyTable([label], layers, {label: 0.0}, {label: None},
+                        _meta(settings, cache, device))
+
+
+class _Stub(nn.Module):
+    """Stands in for a layer: returns the output it was given, in no time."""
+
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
+    def forward(self, *args, **kwargs):
+        return self.out
+
+
+def _set(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+@torch.no_grad()
+def measure_model(model: nn.Module, example_input, layer_names: Iterable[str],
+                  timer: Optional[TimerSettings] = None) -> Tuple[float, float]:
+    """(dense model seconds, seconds outside ``layer_names``) on ``example_input``.
+
+    The time outside is measured directly: a copy of the model whose candidate layers are
+    stubs returning their real output instantly, timed interleaved with the model itself.
+    """
+    names = [n for n in layer_names if n]
+    outs: Dict[str, object] = {}
+    handles = [model.get_submodule(n).register_forward_hook(
+        lambda m, a, o, n=n: outs.setdefault(n, o)) for n in names]
+    was_training = model.training
+    model.eval()
+    try:
+        call(model, example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    originals = {n: model.get_submodule(n) for n in names if n in outs}
+    try:
+        for n, m in originals.items():
+            _set(model, n, _Stub(outs[n]))
+        stubbed = copy.deepcopy(model)
+    finally:
+        for n, m in originals.items():
+            _set(model, n, m)
+    stubbed.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    try:
+        res = time_modules({"dense": lambda x: call(model, x),
+                            "other": lambda x: call(stubbed, x)},
+                           example_input, device, timer or MODEL_TIMER)
+    finally:
+        model.train(was_training)
+    return res["dense"]["median_s"], res["other"]["median_s"]
+
+
+def build_table(model: nn.Module, example_inputs, layers=None,
+                settings: Optional[MeasureSettings] = None, cache=None,
+                measure_whole_model: bool = True, progress: bool = False) -> LatencyTable:
+    """Measure (or load from the cache) the latency table of ``model``.
+
+    Args:
+        model: the dense model (its candidate layers: every nn.Linear and groups=1
+            nn.Conv2d, or ``layers``).
+        example_inputs: one example input (a tensor, or a tuple of model arguments) or a
+            list of them, e.g. ``[x[:1], x[:64]]`` for batch 1 and 64. Each is a shape of
+            the table, labelled by its shape.
+        settings: grid (sparsities, block shapes, layouts), timer and seed.
+        cache: a DiskCache, None (the default folder, $SPARSEKERN_CACHE or
+            ~/.cache/sparsekern) or False (measure everything, store nothing).
+        measure_whole_model: also time the dense model and the time outside the layers
+            (needed to predict whole-model latency; not cached, it takes a fraction of a
+            second per shape).
+    """
+    settings = settings or MeasureSettings()
+    cache = default_cache(cache)
+    inputs = list(example_inputs) if isinstance(example_inputs, list) else [example_inputs]
+    if not inputs:
+        raise ValueError("example_inputs is empty: give at least one example input")
+    labels = [input_label(x) for x in inputs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"example_inputs have repeated shapes {labels}; give distinct shapes")
+    sigs = {lab: capture(model, x, layers) for lab, x in zip(labels, inputs)}
+    if not any(sigs.values()):
+        raise ValueError(f"no nn.Linear / nn.Conv2d (groups=1) layer of {type(model).__name__} "
+                         f"ran on the example input")
+    table_layers = _entries(sigs, settings, cache, progress)
+    other, whole = {}, {}
+    for lab, x in zip(labels, inputs):
+        if measure_whole_model:
+            whole[lab], other[lab] = measure_model(model, x, sigs[lab])
+        else:
+            whole[lab], other[lab] = None, 0.0
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return LatencyTable(labels, table_layers, other, whole, _meta(settings, cache, device))

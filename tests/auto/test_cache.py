@@ -1,0 +1,127 @@
+"""The on-disk cache: hit, miss, key changes, damaged files, the folder's location."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import sparsekern
+from sparsekern.auto import measure, table
+from sparsekern.auto.cache import DiskCache, cache_root
+from sparsekern.auto.measure import Grid, MeasureSettings
+from sparsekern.auto.signature import signature_of
+from sparsekern.auto.table import LayerLatency
+
+
+def test_root_is_env_var(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEKERN_CACHE", str(tmp_path / "x"))
+    assert cache_root() == tmp_path / "x"
+    monkeypatch.delenv("SPARSEKERN_CACHE")
+    assert cache_root().parts[-2:] == (".cache", "sparsekern")
+
+
+def test_miss_then_hit(tmp_path):
+    c = DiskCache("t", root=tmp_path)
+    key = {"a": 1, "b": [2, 3]}
+    assert c.load(key) is None
+    path = c.store(key, {"v": 5})
+    assert path.exists() and path.parent == tmp_path / "t"
+    assert c.load({"b": [2, 3], "a": 1}) == {"v": 5}  # key order does not matter
+    assert (c.hits, c.misses) == (1, 1)
+
+
+def test_other_key_misses(tmp_path):
+    c = DiskCache("t", root=tmp_path)
+    c.store({"a": 1}, {"v": 1})
+    assert c.load({"a": 2}) is None
+    assert c.load({"a": 1, "extra": None}) is None
+
+
+def test_stored_key_must_match_exactly(tmp_path):
+    c = DiskCache("t", root=tmp_path)
+    path = c.store({"a": 1}, {"v": 1})
+    blob = json.loads(path.read_text())
+    blob["key"] = {"a": 99}  # same file name, other key: never a wrong hit
+    path.write_text(json.dumps(blob))
+    assert c.load({"a": 1}) is None
+
+
+def test_damaged_file_is_a_miss(tmp_path):
+    c = DiskCache("t", root=tmp_path)
+    path = c.store({"a": 1}, {"v": 1})
+    path.write_text("{not json")
+    assert c.load({"a": 1}) is None
+    c.store({"a": 1}, {"v": 2})
+    assert c.load({"a": 1}) == {"v": 2}
+
+
+def test_disabled_cache_stores_nothing(tmp_path):
+    c = DiskCache("t", root=tmp_path, enabled=False)
+    assert c.store({"a": 1}, {"v": 1}) is None
+    assert c.load({"a": 1}) is None
+    assert not (tmp_path / "t").exists()
+
+
+def test_kind_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="kind must be a plain folder name, got 'a/b'"):
+        DiskCache("a/b", root=tmp_path)
+
+
+# -- layer entries: measured once, re-measured when what they depend on changes --------------
+
+@pytest.fixture
+def counted(monkeypatch):
+    """measure_signatures replaced by a counter returning a synthetic entry (no timing)."""
+    calls = []
+
+    def fake(sig, settings=None):
+        calls.append(sig)
+        return LayerLatency.synthetic(1e-3, {"csc": [(0.1, 2e-4)]}, sig.to_key()).entry
+
+    monkeypatch.setattr(table, "measure_signatures",
+                        lambda sigs, settings=None: [fake(g) for g in sigs])
+    return calls
+
+
+def _sig(in_shape=(1, 16), dtype=torch.float32):
+    return signature_of(nn.Linear(16, 8).to(dtype), in_shape)
+
+
+def test_layer_entry_measured_once(counted, tmp_path):
+    c = DiskCache("latency", root=tmp_path)
+    e1 = table.layer_entry(_sig(), cache=c)
+    e2 = table.layer_entry(_sig(), cache=DiskCache("latency", root=tmp_path))  # a new process
+    assert len(counted) == 1
+    assert e1.entry == e2.entry
+
+
+@pytest.mark.parametrize("change", ["input shape", "dtype", "grid", "version", "threads"])
+def test_layer_entry_key_changes(counted, tmp_path, monkeypatch, change):
+    c = DiskCache("latency", root=tmp_path)
+    table.layer_entry(_sig(), cache=c)
+    sig, settings = _sig(), MeasureSettings()
+    if change == "input shape":
+        sig = _sig((4, 16))
+    elif change == "dtype":
+        sig = _sig(dtype=torch.float64)
+    elif change == "grid":
+        settings = MeasureSettings(grid=Grid(sparsities=(0.5, 0.9)))
+    elif change == "version":
+        monkeypatch.setattr(sparsekern, "__version__", "999.0")
+    else:
+        other = torch.get_num_threads() + 1
+        monkeypatch.setattr(torch, "get_num_threads", lambda: other)
+    table.layer_entry(sig, settings, cache=c)
+    assert len(counted) == 2
+
+
+def test_build_table_reports_hits_and_misses(counted):
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+    x = torch.randn(1, 16)
+    t1 = table.build_table(model, x, measure_whole_model=False)
+    assert t1.meta["cache"]["misses"] == 2 and t1.meta["cache"]["hits"] == 0  # "2", "4" share one
+    t2 = table.build_table(model, x, measure_whole_model=False)
+    assert t2.meta["cache"]["hits"] == 2 and t2.meta["cache"]["misses"] == 0
+    assert len(counted) == 2
+    t3 = table.build_table(model, x, measure_whole_model=False, cache=False)
+    assert t3.meta["cache"] is None and len(counted) == 4

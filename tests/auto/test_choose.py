@@ -1,0 +1,177 @@
+"""Format choice from a latency table: never slower than dense, the actual pattern decides,
+and sparsify(layout="auto") wired to it."""
+import random
+
+import pytest
+import torch
+from torch import nn
+
+import sparsekern as sk
+from sparsekern.auto import choose, table
+from sparsekern.auto.choose import decide, synthetic_table
+from sparsekern.auto.table import LatencyTable, LayerLatency
+from sparsekern.bench import magnitude
+
+FAST_CSC = {"csc": [(0.05, 0.1), (0.5, 0.6)]}
+
+
+def test_picks_the_fastest_eligible_format():
+    e = {"s": LayerLatency.synthetic(1.0, {"csc": [(0.1, 0.3)], "bsr16x16": [(0.25, 0.2)],
+                                           "2:4": [(0.5, 0.7)]})}
+    d = decide("l", e, {"csc": 0.1, "bsr16x16": 0.25, "2:4": None})
+    assert d.format == "bsr16x16" and d.blocksize == (16, 16) and d.layout == "bsr"
+    assert d.predicted_s == {"s": 0.2} and "bsr16x16 stores 25.0%" in d.reason
+
+
+def test_stays_dense_when_nothing_is_faster():
+    e = {"s": LayerLatency.synthetic(1.0, {"csc": [(0.1, 1.2)], "2:4": [(0.5, 0.97)]})}
+    d = decide("l", e, {"csc": 0.1, "2:4": 0.5})
+    assert d.format == "dense" and d.layout is None
+    assert "the best, 2:4 storing 50.0%, takes 0.97x the dense time" in d.reason
+    assert "at least 5% faster" in d.reason
+
+
+def test_must_be_faster_at_every_shape():
+    e = {"b1": LayerLatency.synthetic(1.0, {"csc": [(0.1, 0.2)]}),
+         "b64": LayerLatency.synthetic(1.0, {"csc": [(0.1, 1.5)]})}
+    d = decide("l", e, {"csc": 0.1})
+    assert d.format == "dense" and "1.50x the dense time at b64" in d.reason
+
+
+def test_reasons_for_no_zeros_and_untimed_formats():
+    e = {"s": LayerLatency.synthetic(1.0, {"csc": [(0.1, 0.2)]})}
+    d = decide("l", e, {"csc": 1.0, "2:4": None})
+    assert d.format == "dense" and d.reason == "the weight has no zeros"
+    assert decide("l", e, {"2:4": None}).reason == "the zeros fit no format of the latency table"
+    untimed = {"s": LayerLatency({"dense": {"median_s": 1.0}, "formats": {"csc": [
+        {"density": 0.1, "median_s": None, "reason": "served by the 'reference' backend"}]}})}
+    d = decide("l", untimed, {"csc": 0.1})
+    assert d.format == "dense" and "no format that fits the zeros has a kernel" in d.reason
+
+
+def test_auto_never_slower_on_random_tables():
+    """Whatever the table says, the chosen format is predicted faster than dense everywhere."""
+    rng = random.Random(0)
+    formats = ["2:4", "bsr4x4", "bsr32x32", "csc"]
+    for _ in range(300):
+        shapes = [f"s{i}" for i in range(rng.randint(1, 3))]
+        entries = {}
+        for s in shapes:
+            curves = {f: sorted((rng.uniform(0.01, 1.0), rng.uniform(0.05, 3.0))
+                                for _ in range(rng.randint(1, 4))) for f in formats}
+            entries[s] = LayerLatency.synthetic(rng.uniform(0.5, 2.0), curves)
+        dens = {f: (None if rng.random() < 0.2 else rng.uniform(0.0, 1.0)) for f in formats}
+        d = decide("l", entries, dens, margin=0.05)
+        for s, e in entries.items():
+            assert d.predicted_s[s] <= e.dense_s + 1e-12
+            if d.format != "dense":
+                assert d.predicted_s[s] <= 0.95 * e.dense_s + 1e-12
+                assert dens[d.format] is not None
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.head = nn.Linear(32, 64), nn.Linear(64, 64), nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def _pruned_mlp():
+    torch.manual_seed(0)
+    m = MLP()
+    with torch.no_grad():
+        m.fc1.weight.copy_(magnitude.prune_2to4(m.fc1.weight))
+        m.fc2.weight.copy_(magnitude.prune_unstructured(m.fc2.weight, 0.9))
+        m.head.weight.copy_(magnitude.prune_unstructured(m.head.weight, 0.9))
+    return m
+
+
+def test_sparsify_auto_follows_the_table():
+    m = _pruned_mlp()
+    x = torch.randn(5, 32)
+    ref = m(x)
+    t = synthetic_table({
+        "fc1": (1.0, {"2:4": [(0.5, 0.6)], "csc": [(0.5, 0.9)]}),
+        "fc2": (1.0, {"2:4": [(0.5, 0.6)], "csc": [(0.05, 0.1), (0.2, 0.3)],
+                      "bsr16x16": [(0.5, 0.5), (1.0, 1.1)]}),
+        "head": (1.0, {"csc": [(0.05, 2.0), (0.5, 3.0)]})})  # sparse is slower here
+    out = sk.sparsify(m, layout="auto", latency_table=t)
+    assert out is m
+    assert isinstance(m.fc1, sk.SparseLinear) and m.fc1.layout == "2:4"
+    assert isinstance(m.fc2, sk.SparseLinear) and m.fc2.layout == "csc"
+    assert type(m.head) is nn.Linear
+    assert m.sparsekern_report["head"][0] == "dense"
+    assert "no sparse format is predicted faster than dense" in m.sparsekern_report["head"][1]
+    assert m.sparsekern_decisions["fc2"].format == "csc"
+    torch.testing.assert_close(m(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_sparsify_auto_logs_dense_layers(caplog):
+    m = _pruned_mlp()
+    t = synthetic_table({n: (1.0, {"csc": [(0.1, 5.0)]}) for n in ("fc1", "fc2", "head")})
+    with caplog.at_level("INFO", logger="sparsekern"):
+        sk.sparsify(m, layout="auto", latency_table=t)
+    assert all(type(getattr(m, n)) is nn.Linear for n in ("fc1", "fc2", "head"))
+    assert "sparsify auto: fc2 stays dense" in caplog.text
+
+
+def test_sparsify_auto_measures_at_batch_1_without_input(monkeypatch):
+    seen = []
+
+    def fake(sig, settings=None):
+        seen.append(sig)
+        return LayerLatency.synthetic(1.0, FAST_CSC, sig.to_key()).entry
+
+    monkeypatch.setattr(table, "measure_signatures",
+                        lambda sigs, settings=None: [fake(g) for g in sigs])
+    m = _pruned_mlp()
+    sk.sparsify(m, layout="auto")
+    assert sorted(s.input_shape for s in seen) == [(1, 32), (1, 64), (1, 64)][:len(seen)]
+    assert {s.input_shape for s in seen} == {(1, 32), (1, 64)}
+    assert m.fc2.layout == "csc"
+
+
+def test_sparsify_auto_with_example_input(monkeypatch):
+    seen = []
+
+    def fake(sig, settings=None):
+        seen.append(sig)
+        return LayerLatency.synthetic(1.0, FAST_CSC, sig.to_key()).entry
+
+    monkeypatch.setattr(table, "measure_signatures",
+                        lambda sigs, settings=None: [fake(g) for g in sigs])
+    m = _pruned_mlp()
+    sk.sparsify(m, layout="auto", example_input=[torch.randn(1, 32), torch.randn(8, 32)])
+    assert {s.input_shape[0] for s in seen} == {1, 8}
+    assert set(m.sparsekern_decisions["fc2"].predicted_s) == {"[1, 32]", "[8, 32]"}
+
+
+def test_sparsify_auto_rejects_bsr_arguments():
+    with pytest.raises(ValueError, match=r"layout='auto' chooses the format \(and block shape\)"):
+        sk.sparsify(_pruned_mlp(), layout="auto", blocksize=(4, 4))
+    with pytest.raises(ValueError, match="example_input, latency_table and margin apply to "
+                                         "layout='auto' only; got layout='csc'"):
+        sk.sparsify(_pruned_mlp(), layout="csc", example_input=torch.randn(1, 32))
+
+
+def test_choose_layout_auto_uses_measurements(monkeypatch):
+    def fake(sig, settings=None):
+        assert sig.input_shape == (1, 64)
+        return LayerLatency.synthetic(1.0, {"csc": [(0.1, 0.5)], "bsr32x32": [(0.5, 0.1), (0.9, 0.7)]},
+                                      sig.to_key()).entry
+
+    monkeypatch.setattr(table, "measure_signatures",
+                        lambda sigs, settings=None: [fake(g) for g in sigs])
+    W = magnitude.prune_unstructured(torch.randn(16, 64), 0.9)
+    layout, why = sk.nn.choose_layout(W, "auto")
+    assert layout == "csc" and "predicted" in why  # bsr32x32 would store 100% of a 16x64 W
+
+
+def test_sparsify_auto_on_a_single_linear():
+    lin = nn.Linear(64, 64)
+    with torch.no_grad():
+        lin.weight.copy_(magnitude.prune_unstructured(lin.weight, 0.9))
+    new = sk.sparsify(lin, layout="auto", latency_table=synthetic_table({"": (1.0, FAST_CSC)}))
+    assert isinstance(new, sk.SparseLinear) and new.sparsekern_report[""][0] == "csc"
