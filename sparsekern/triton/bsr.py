@@ -160,6 +160,7 @@ def triton_bsr(values: torch.Tensor, indices: torch.Tensor, offsets: torch.Tenso
     The caller has validated the index tensors (the kernel masks regardless).
     """
     nnzb, bm, bk = values.shape
+    bm, bk = int(bm), int(bk)  # compile-time constants of the kernel (guards under tracing)
     N = B.shape[1]
     S = split_k if split_k > 0 else bsr_split_k(M, N, nnzb, bm, bk, B.device)
     if S * M * N >= INT32_LIMIT:
