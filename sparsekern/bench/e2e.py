@@ -22,7 +22,7 @@ from torch import nn
 
 from . import magnitude, metrics, models
 from .candidates import serving_backend
-from .runner import RunSettings, dtype_name, rel_error
+from .runner import RunSettings, dtype_name, rel_error, tolerance
 from .timing import time_cuda, time_interleaved
 
 
@@ -179,7 +179,7 @@ def run_model(name: str, s: RunSettings, batches: Iterable[int] = BATCHES,
             with torch.inference_mode():
                 err = rel_error(sparse(xs[b]).float(), want[b].float())
             rec["rel_error"] = err
-            if not err <= 1e-3:
+            if not err <= max(1e-3, tolerance(s.dtype, s.device)):
                 rec.update(status="wrong", reason=f"relative error {err:.3g} vs the pruned dense model")
                 out.append(rec)
                 continue

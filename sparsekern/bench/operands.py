@@ -1,9 +1,10 @@
-"""The weights and activations of a benchmark case, reproducible from the case id.
+"""The weights and activations of a benchmark case, reproducible from the case.
 
-``weight(case)`` is W [M, K] ~ N(0, 1/K) pruned by magnitude (sparsekern.bench.magnitude)
-to the case's pattern, row-major. ``activations(case)`` is x [N, K] row-major: N(0, 1)
-(no zeros) or, for activation="relu", relu(N(0, 1)) (about half zeros). Both are drawn on
-the CPU from a generator seeded by the case id, then moved to ``device``/``dtype``.
+``weight(case)`` is W [M, K] ~ N(0, 1/K), pruned by magnitude (sparsekern.bench.magnitude)
+to the case's pattern in float32 on ``device``, then cast to ``dtype``; row-major.
+``activations(case)`` is x [N, K], row-major: N(0, 1) (no zeros) or, for
+activation="relu", relu(N(0, 1)) (about half zeros). Both are drawn on the CPU from a
+generator seeded by the case, so every device sees the same numbers.
 """
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ def _generator(case: Case, salt: str, seed: int) -> torch.Generator:
 def weight(case: Case, dtype=torch.float32, device="cpu", seed: int = 0) -> torch.Tensor:
     """Pruned dense W [M, K] (the same for every N of a shape/layout/sparsity)."""
     g = _generator(case, "W", seed)
-    W = torch.randn(case.M, case.K, generator=g) / case.K ** 0.5
-    W = prune(W, case.layout, case.sparsity, case.blocksize)
-    return W.to(device=device, dtype=dtype).contiguous()
+    W = (torch.randn(case.M, case.K, generator=g) / case.K ** 0.5).to(device)
+    W = prune(W, case.layout, case.sparsity, case.blocksize)  # in float32, on the device
+    return W.to(dtype=dtype).contiguous()
 
 
 def activations(case: Case, dtype=torch.float32, device="cpu", seed: int = 0,

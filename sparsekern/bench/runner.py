@@ -14,6 +14,7 @@ and not timed, so a fast wrong kernel never shows up as a speedup.
 """
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, List, Optional
@@ -46,6 +47,9 @@ class RunSettings:
     max_reference_work: int = MAX_REFERENCE_WORK
     #: The same limit for a whole model's forward (summed over its reference-served layers).
     max_reference_work_model: int = MAX_REFERENCE_WORK * 2
+    #: A candidate whose call is predicted (from a smaller N on the same weight) to take
+    #: longer than this many seconds is not run (e.g. a peer at seconds per call).
+    max_call_time: float = 2.0
     balance: Optional[float] = None      # flop per byte (machine.calibrate)
     seed: int = 0
 
@@ -53,7 +57,8 @@ class RunSettings:
         return {"device": self.device, "dtype": dtype_name(self.dtype),
                 "timer": self.timer.to_dict() if self.device != "cuda" else self.cuda_timer.to_dict(),
                 "max_reference_work": self.max_reference_work,
-                "max_reference_work_model": self.max_reference_work_model, "balance": self.balance,
+                "max_reference_work_model": self.max_reference_work_model,
+                "max_call_time": self.max_call_time, "balance": self.balance,
                 "seed": self.seed}
 
 
@@ -71,14 +76,23 @@ def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def check(cand: Candidate, x: torch.Tensor, ref: torch.Tensor, tol: float) -> dict:
-    """Run the candidate once; its record with status ok / skipped / failed / wrong."""
+    """Run the candidate once; its record with status ok / skipped / failed / wrong.
+
+    ``first_call_s`` holds the duration of that call (it includes one-time work).
+    """
     rec = {"kind": cand.kind, "status": "ok", "reason": cand.reason, "rel_error": None,
-           "timing": None, "info": dict(cand.info)}
+           "timing": None, "first_call_s": None, "info": dict(cand.info)}
     if cand.fn is None:
         rec["status"] = "skipped"
         return rec
     try:
-        out = as_nm(cand.fn(cand.prepare(x)), cand.out_layout)
+        arg = cand.prepare(x)
+        sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+        t0 = time.perf_counter()
+        raw = cand.fn(arg)
+        sync()
+        rec["first_call_s"] = time.perf_counter() - t0
+        out = as_nm(raw, cand.out_layout)
     except Exception as e:
         first = (str(e).splitlines() or [""])[0][:300]
         rec.update(status="failed", reason=f"{type(e).__name__}: {first}")
@@ -101,9 +115,33 @@ def _time_ok(cands: List[Candidate], records: dict, xs: List[torch.Tensor],
             inputs = [c.prepare(x) for x in xs]
             records[c.name]["timing"] = time_cuda(c.fn, inputs, s.cuda_timer)
         return
-    timings = time_interleaved({c.name: (c.fn, c.prepare(xs[0])) for c in ok}, s.timer)
+    timings = time_interleaved({c.name: (c.fn, c.prepare(xs[0])) for c in ok}, s.timer,
+                               first_calls={c.name: records[c.name]["first_call_s"] for c in ok})
     for name, t in timings.items():
         records[name]["timing"] = t
+
+
+def predicted_call_s(history: dict, name: str, N: int) -> Optional[float]:
+    """Seconds per call of ``name`` at batch N, scaled linearly from its largest measured
+    smaller-or-equal N on the same weight; None without history."""
+    seen = [(n, t) for n, t in history.get(name, []) if n <= N]
+    if not seen:
+        return None
+    n0, t0 = max(seen)
+    return t0 * N / n0
+
+
+def _too_slow(cands: List[Candidate], history: dict, N: int, limit: float) -> None:
+    """Turn the sparse candidates (sparsekern, peers) predicted to exceed ``limit`` seconds
+    per call into skips. Dense baselines always run: every speedup needs them."""
+    for c in cands:
+        if c.kind == "dense":
+            continue
+        t = predicted_call_s(history, c.name, N)
+        if c.fn is not None and t is not None and t > limit:
+            c.fn = None
+            c.reason = (f"predicted > {limit:g} s per call from a smaller N on this weight "
+                        f"(max_call_time): not run")
 
 
 def derive(rec: dict, elem: int, balance: Optional[float]) -> dict:
@@ -130,12 +168,13 @@ class WeightCache:
     """The last weight and its conversions, reused by the next cases that share it."""
 
     def __init__(self):
-        self.key, self.W, self.conversions = None, None, {}
+        self.key, self.W, self.conversions, self.history = None, None, {}, {}
 
     def get(self, case: Case, s: RunSettings):
+        """(W, its conversions dict); ``self.history`` then holds {candidate: [(N, s)]}."""
         key = (operands.weight_key(case, s.seed), s.dtype, s.device)
         if key != self.key:
-            self.key, self.W, self.conversions = None, None, {}  # free before building
+            self.key, self.W, self.conversions, self.history = None, None, {}, {}
             self.W = operands.weight(case, s.dtype, torch.device(s.device), s.seed)
             self.key = key
         return self.W, self.conversions
@@ -144,7 +183,8 @@ class WeightCache:
 def run_case(case: Case, s: RunSettings, weights: Optional[WeightCache] = None) -> dict:
     """Check and time every candidate of ``case``; returns its record (module docstring)."""
     dev = torch.device(s.device)
-    W, conversions = (weights or WeightCache()).get(case, s)
+    weights = weights or WeightCache()
+    W, conversions = weights.get(case, s)
     elem = W.element_size()
     n_sets = 1
     if dev.type == "cuda":
@@ -154,11 +194,18 @@ def run_case(case: Case, s: RunSettings, weights: Optional[WeightCache] = None) 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=BETA_WARNING)
         cands = build_candidates(case, W, s.max_reference_work, conversions)
+        _too_slow(cands, weights.history, case.N, s.max_call_time)
         ref_t = torch.float64 if s.dtype == torch.float64 else torch.float32
         ref = F.linear(xs[0].to(ref_t), W.to(ref_t))
         tol = tolerance(s.dtype, s.device)
         records = {c.name: check(c, xs[0], ref, tol) for c in cands}
         _time_ok(cands, records, xs, s)
+    for name, r in records.items():
+        t = metrics.median_s(r)
+        if t is None and r["first_call_s"] is not None:
+            t = r["first_call_s"]  # checked but not timed (wrong): still a cost estimate
+        if t is not None:
+            weights.history.setdefault(name, []).append((case.N, t))
     sk_info = cands[0].info
     rec = dict(case.to_dict(), device=s.device, dtype=dtype_name(s.dtype),
                backend=sk_info["backend"], format_bytes=sk_info["format_bytes"],

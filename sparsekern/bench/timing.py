@@ -98,16 +98,23 @@ def _warm(fn, arg, s: TimerSettings, clock) -> float:
 
 def time_interleaved(fns: Dict[str, Tuple[Callable, object]],
                      s: Optional[TimerSettings] = None,
-                     clock: Callable[[], float] = time.perf_counter) -> Dict[str, dict]:
+                     clock: Callable[[], float] = time.perf_counter,
+                     first_calls: Optional[Dict[str, float]] = None) -> Dict[str, dict]:
     """Time each ``fn(arg)``; returns {name: summarize(...) + {"inner": calls per sample}}.
 
     fns: {name: (callable, its argument)}; the argument is prepared by the caller, so
     conversions (e.g. torch -> numpy) are not timed.
+    first_calls: {name: seconds} of a call the caller already made (the correctness
+    check); one longer than ``warmup_time`` stands in for the warm-up, so a slow
+    candidate is not run once more just to warm it.
     """
     s = s or TimerSettings()
+    first_calls = first_calls or {}
     jobs = {name: _Job(fn, arg) for name, (fn, arg) in fns.items()}
-    for job in jobs.values():
-        job.inner, job.reps = plan(_warm(job.fn, job.arg, s, clock), s)
+    for name, job in jobs.items():
+        done = first_calls.get(name)
+        est = done if done is not None and done > s.warmup_time else _warm(job.fn, job.arg, s, clock)
+        job.inner, job.reps = plan(est, s)
     for r in range(max((j.reps for j in jobs.values()), default=0)):
         for job in jobs.values():
             if r >= job.reps:

@@ -108,3 +108,26 @@ def test_run_cases_calls_back_in_order():
     seen = []
     out = runner.run_cases(CASES[:2], settings(), progress=False, on_result=seen.append)
     assert [r["id"] for r in out] == [c.id for c in CASES[:2]] == [r["id"] for r in seen]
+
+
+def test_predicted_call_scales_from_the_largest_smaller_n():
+    hist = {"p": [(1, 0.01), (8, 0.02)]}
+    assert runner.predicted_call_s(hist, "p", 32) == pytest.approx(0.08)
+    assert runner.predicted_call_s(hist, "p", 8) == pytest.approx(0.02)
+    assert runner.predicted_call_s(hist, "q", 32) is None
+    assert runner.predicted_call_s({"p": [(8, 1.0)]}, "p", 1) is None
+
+
+def test_slow_sparse_candidates_are_skipped_but_dense_always_runs():
+    case = Case("bsr", TINY, 4, 0.75, (16, 16))
+    wc = runner.WeightCache()
+    s = settings(max_call_time=0.5)
+    wc.get(case, s)
+    wc.history.update({"torch.sparse.bsr": [(1, 1.0)], "torch.F.linear": [(1, 1.0)]})
+    rec = runner.run_case(case, s, wc)
+    bsr = rec["candidates"]["torch.sparse.bsr"]
+    assert bsr["status"] == "skipped" and "max_call_time" in bsr["reason"]
+    assert rec["candidates"]["torch.F.linear"]["status"] == "ok"
+    assert rec["candidates"]["torch.sparse.csr"]["status"] == "ok"
+    assert report.case_problems(rec) == []
+    assert wc.history["torch.sparse.csr"][-1][0] == 4  # measured times feed the history

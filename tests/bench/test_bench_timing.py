@@ -89,3 +89,13 @@ def test_time_interleaved_passes_the_prepared_argument():
                                              (1 << 30, 50 << 20, 2), (0, 1, 2)])
 def test_rotation_count(nbytes, l2, want):
     assert timing.rotation_count(nbytes, l2) == want
+
+
+def test_a_slow_first_call_stands_in_for_the_warm_up():
+    calls = []
+    s = TimerSettings(min_time=0.0, min_reps=1, max_reps=1, warmup_time=0.01, sample_time=0.0)
+    timing.time_interleaved({"f": (calls.append, 1)}, s, first_calls={"f": 0.5})
+    assert len(calls) == 1  # no warm-up call, just the one sample
+    calls.clear()
+    timing.time_interleaved({"f": (calls.append, 1)}, s, first_calls={"f": 0.001})
+    assert len(calls) >= 2  # a fast first call does not count as warm
