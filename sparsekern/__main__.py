@@ -1,6 +1,8 @@
 """`python -m sparsekern` / the `sparsekern` console script.
 
 Sub-commands:
+    demo    (the default) train a model on scikit-learn's digits, prune it to a target
+            speedup with the latency-aware search, convert it and measure it
     tour    a short run of the API (to_sparse -> spmm -> SparseLinear -> sparsify)
 """
 from __future__ import annotations
@@ -38,9 +40,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="sparsekern", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
+    from .demo import add_arguments
+    add_arguments(sub.add_parser("demo", help="prune a model to a target speedup and measure it "
+                                 "(the default)"))
     sub.add_parser("tour", help="a short run of the API")
     args = parser.parse_args(argv)
-    if args.command in (None, "tour"):
+    if args.command is None:  # no sub-command: the demo with its defaults
+        args = parser.parse_args(["demo"] + list(argv or []))
+    if args.command == "demo":
+        from .demo import main as demo_main
+        return demo_main(args)
+    if args.command == "tour":
         return _tour(args)
     parser.error(f"unknown command {args.command!r}")
     return 2

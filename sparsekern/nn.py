@@ -115,14 +115,17 @@ def _is_semi24(W: torch.Tensor) -> bool:
 
 def choose_layout(W: torch.Tensor, layout: str, blocksize=None,
                   max_density: Optional[float] = None) -> Tuple[Optional[str], str]:
-    """Decide whether W [M, K] is packed, and how. Returns (layout or None, reason)."""
+    """Decide whether W [M, K] is packed, and how. Returns (layout or None, reason).
+
+    ``"auto"``: the format that the latency table (sparsekern.auto; measured once on this
+    machine for a Linear [M, K] at batch 1, cached on disk) predicts fastest for W's
+    actual zeros — 2:4 when W is 2:4, BSR with ``blocksize`` (default (32, 32)), or CSC —
+    and None (dense) when no format is predicted faster than dense.
+    """
     if layout == "auto":
-        if _is_semi24(W) and bool((W == 0).any()):
-            return "2:4", "weight is 2:4 sparse"
-        density = float((W != 0).float().mean()) if W.numel() else 1.0
-        if density <= DEFAULT_MAX_DENSITY["csc"]:
-            return "csc", f"density {density:.2f} <= {DEFAULT_MAX_DENSITY['csc']}"
-        return None, f"density {density:.2f}: not 2:4 and too dense for csc"
+        from .auto.choose import decide_matrix
+        d = decide_matrix(W, blocksize)
+        return d.layout, d.reason
     if layout == "2:4":
         if _is_semi24(W):
             return "2:4", "weight is 2:4 sparse"
@@ -136,22 +139,45 @@ def choose_layout(W: torch.Tensor, layout: str, blocksize=None,
 
 
 def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
-             max_density: Optional[float] = None) -> nn.Module:
+             max_density: Optional[float] = None, *, example_input=None,
+             latency_table=None, margin: Optional[float] = None) -> nn.Module:
     """Swap every nn.Linear whose weight already has ``layout``'s pattern for a SparseLinear.
 
     Args:
         model: any nn.Module; modified in place and returned.
-        layout: ``"2:4"``, ``"bsr"``, ``"csc"`` or ``"auto"`` (2:4 if the weight is 2:4, else
-            csc when sparse enough, else dense).
+        layout: ``"2:4"``, ``"bsr"``, ``"csc"`` or ``"auto"``: each Linear gets the format
+            that the latency table predicts fastest for its actual zeros (2:4, BSR with a
+            measured block shape, CSC), and stays dense when no format is predicted at
+            least ``margin`` faster than dense at every measured shape (see
+            sparsekern.auto). The table is measured on this machine once and cached on
+            disk ($SPARSEKERN_CACHE or ~/.cache/sparsekern).
         blocksize: (bm, bk) for ``"bsr"``.
         max_density: for bsr/csc, pack only when the stored fraction is at most this.
+        example_input: for ``"auto"``: the input(s) to measure at — a tensor, a tuple of
+            model arguments, or a list of them (one per shape). Without it, each Linear is
+            measured alone on a batch-1 input [1, in_features].
+        latency_table: for ``"auto"``: a table from ``sparsekern.auto.build_table`` (layers
+            it lacks are measured).
+        margin: for ``"auto"``: required predicted gain over dense (default 0.05).
     Layers left dense are logged (logger "sparsekern") with the reason; the decisions are
-    kept in ``model.sparsekern_report`` ({module name: (layout or "dense", reason)}).
+    kept in ``model.sparsekern_report`` ({module name: (layout or "dense", reason)}), and
+    for ``"auto"`` also in ``model.sparsekern_decisions`` (predicted times per format).
     """
     if layout not in ("auto", "2:4", "bsr", "csc"):
         raise ValueError(f"layout must be 'auto', '2:4', 'bsr' or 'csc'; got {layout!r}")
     if max_density is not None and not 0.0 <= max_density <= 1.0:
         raise ValueError(f"max_density must be in [0, 1], got {max_density!r}")
+    if layout == "auto":
+        from .auto.choose import DEFAULT_MARGIN, sparsify_auto
+        if blocksize is not None or max_density is not None:
+            raise ValueError(f"layout='auto' chooses the format (and block shape) from measured "
+                             f"latencies; blocksize={blocksize!r} and max_density={max_density!r} "
+                             f"apply only to layout='bsr'/'csc'")
+        return sparsify_auto(model, latency_table, example_input, linear_only=True,
+                             margin=DEFAULT_MARGIN if margin is None else margin)
+    if example_input is not None or latency_table is not None or margin is not None:
+        raise ValueError(f"example_input, latency_table and margin apply to layout='auto' only; "
+                         f"got layout={layout!r}")
     report: Dict[str, Tuple[str, str]] = {}
     targets = [(name, mod) for name, mod in model.named_modules() if type(mod) is nn.Linear]
     for name, lin in targets:
