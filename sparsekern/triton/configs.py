@@ -89,10 +89,14 @@ def choose_split_k(tiles: int, k_steps: int, sms: int, reg: str = "large") -> in
 
 
 def needs_int64(*tensors) -> bool:
-    """True when an element offset into any of ``tensors`` (torch tensors) may reach 2^31."""
+    """True when an element offset into any of ``tensors`` (torch tensors) may reach 2^31.
+
+    The largest offset a kernel forms is sum((size - 1) * |stride|) (0 for empty tensors).
+    """
     for t in tensors:
-        span = 1 + sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()) if s > 0)
-        if t.numel() >= INT32_LIMIT or span >= INT32_LIMIT:
+        if t.numel() == 0:
+            continue
+        if sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride())) >= INT32_LIMIT:
             return True
     return False
 
@@ -204,9 +208,18 @@ _AUTOTUNERS: Dict[tuple, object] = {}
 def autotuned(kernel_fn, kernel: str, reg: str, key: List[str], bm: Optional[int] = None,
               bk: Optional[int] = None):
     """``triton.autotune`` of ``kernel_fn`` over :func:`kernel_configs`, built once and cached."""
-    cache_key = (kernel, reg, bm, bk, is_interpreter())
+    cache_key = (kernel, reg, None if bm is None else int(bm), None if bk is None else int(bk),
+                 is_interpreter())
     tuner = _AUTOTUNERS.get(cache_key)
     if tuner is None:
         tuner = triton.autotune(configs=kernel_configs(kernel, reg, bm, bk), key=key)(kernel_fn)
         _AUTOTUNERS[cache_key] = tuner
     return tuner
+
+
+def tuned_config(kernel: str, reg: str, bm: Optional[int] = None,
+                 bk: Optional[int] = None) -> Optional[str]:
+    """The configuration the autotuner last chose for ``kernel`` in ``reg`` (None if unused)."""
+    tuner = _AUTOTUNERS.get((kernel, reg, bm, bk, is_interpreter()))
+    best = getattr(tuner, "best_config", None)
+    return None if best is None else str(best)
