@@ -113,9 +113,10 @@ def main(argv=None) -> int:
         s = runner.RunSettings(device=args.device, dtype=dtype, timer=timer, cuda_timer=cuda_timer,
                                max_call_time=0.5 if args.quick else 2.0,
                                balance=calibration["balance_flop_per_byte"])
+        argv_used = sys.argv[1:] if argv is None else list(argv)
         doc = {"schema": report.SCHEMA, "name": name, "mode": mode, "device": args.device,
-               "command": "python -m sparsekern.bench " + " ".join(shlex.quote(a) for a in
-                                                                    (argv if argv is not None else sys.argv[1:])),
+               "command": " ".join(["python -m sparsekern.bench"] +
+                                   [shlex.quote(a) for a in argv_used]),
                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
                "elapsed_s": 0.0, "settings": dict(s.to_dict(), threads=threads.threads),
                "machine": machine.facts(args.device), "calibration": calibration,
@@ -129,18 +130,22 @@ def main(argv=None) -> int:
                 warnings.simplefilter("ignore", UserWarning)
                 runner.run_cases(todo, s, progress=not args.no_progress,
                                  on_result=doc["cases"].append)
+                if args.device == "cuda":  # before the models: other teams wait for these
+                    doc["selftime"] = selftime.collect("cuda")
                 if model_names and variants:
                     doc["models"] = e2e.run_models(model_names, s, variants=variants,
                                                    progress=not args.no_progress)
-            if args.device == "cuda":
-                doc["selftime"] = selftime.collect("cuda")
         except KeyboardInterrupt:
             interrupted = True
             doc["interrupted"] = True
             print("interrupted: writing what was measured", file=sys.stderr)
     doc["elapsed_s"] = time.time() - started
-    report.check_document(doc)
     json_path = report.write_json(doc, os.path.join(args.out, f"{name}.json"))
+    problems = report.document_problems(doc)  # after writing: a harness bug loses no data
+    if problems:
+        print("error: the results break the schema:\n  " + "\n  ".join(problems[:20]),
+              file=sys.stderr)
+        return 1
     md = report.full_report(doc)
     with open(os.path.join(args.out, f"{name}.md"), "w") as f:
         f.write(md)

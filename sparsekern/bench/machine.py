@@ -206,9 +206,12 @@ class ThreadSetting:
         self._limits = None
         self._prev = None
 
+    ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
     def __enter__(self):
         self._prev = torch.get_num_threads()
-        for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        self._prev_env = {k: os.environ.get(k) for k in self.ENV}
+        for k in self.ENV:
             os.environ[k] = str(self.threads)
         torch.set_num_threads(self.threads)
         try:
@@ -222,6 +225,11 @@ class ThreadSetting:
         if self._limits is not None:
             self._limits.restore_original_limits()
         torch.set_num_threads(self._prev)
+        for k, v in self._prev_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         return False
 
 

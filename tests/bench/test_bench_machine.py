@@ -1,5 +1,6 @@
 """Machine facts, thread setting, calibration, self-time collection, the smoke run."""
 import json
+import os
 import sys
 import types
 
@@ -20,11 +21,15 @@ def test_facts_are_json_and_name_the_essentials():
     assert f["threads"]["torch_threads"] >= 1
 
 
-def test_thread_setting_fixes_and_restores():
+def test_thread_setting_fixes_and_restores(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "7")
     before = torch.get_num_threads()
     with machine.ThreadSetting(1) as t:
         assert t.threads == 1 and torch.get_num_threads() == 1
+        assert os.environ["OMP_NUM_THREADS"] == os.environ["MKL_NUM_THREADS"] == "1"
     assert torch.get_num_threads() == before
+    assert "OMP_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "7"
     assert machine.ThreadSetting(None).threads == machine.usable_cpus()
 
 
