@@ -6,7 +6,8 @@ sparse layers with ``sparsekern.sparsify``, checked against the pruned dense mod
 timed against the dense model in the same interleaved measurement. A second pass with
 forward hooks on every Linear/SparseLinear measures the share of the forward spent inside
 them, so Amdahl's law is visible: ``amdahl_limit`` = 1 / (share outside the Linear layers
-of the dense model) is the most any Linear kernel could gain.
+of the dense model) is the most any Linear kernel could gain, and ``linear_speedup`` is
+the speedup of the Linear layers alone (time inside them, dense over sparse).
 """
 from __future__ import annotations
 
@@ -168,7 +169,7 @@ def run_model(name: str, s: RunSettings, batches: Iterable[int] = BATCHES,
                    "amdahl_limit": _finite(metrics.amdahl_limit(dense_share[b])),
                    "status": "ok", "reason": "", "rel_error": None, "dense": None,
                    "sparse": None, "speedup": None, "sparse_linear_share": None,
-                   "sparse_outside_share": None}
+                   "sparse_outside_share": None, "linear_speedup": None}
             work = reference_work(sparse, b, s.device, s.dtype)
             if work > s.max_reference_work_model:
                 rec.update(status="skipped", reason=(
@@ -186,7 +187,9 @@ def run_model(name: str, s: RunSettings, batches: Iterable[int] = BATCHES,
             td, ts = _time_pair(dense, sparse, xs[b], s)
             share = linear_share(sparse, xs[b], s.device)
             rec.update(dense=td, sparse=ts, speedup=metrics.speedup(td["median_s"], ts["median_s"]),
-                       sparse_linear_share=share, sparse_outside_share=1.0 - share)
+                       sparse_linear_share=share, sparse_outside_share=1.0 - share,
+                       linear_speedup=metrics.speedup(dense_share[b] * td["median_s"],
+                                                      share * ts["median_s"]))
             out.append(rec)
         del sparse
         if on_variant:

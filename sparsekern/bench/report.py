@@ -228,7 +228,8 @@ def cases_table(cases: Sequence[dict]) -> str:
 
 def models_table(recs: Sequence[dict]) -> str:
     header = ["model", "variant", "batch", "sparse layers", "dense ms", "sparse ms", "speedup",
-              "Linear share (dense)", "outside sparse layers", "Amdahl limit"]
+              "Linear layers speedup", "Linear share (dense)", "outside sparse layers",
+              "Amdahl limit"]
     rows = []
     for r in recs:
         layers = ", ".join(f"{n} {k}" for k, n in sorted(r.get("layers", {}).items()))
@@ -237,10 +238,11 @@ def models_table(recs: Sequence[dict]) -> str:
                      fmt_ms(r["dense"]["median_s"]) if ok else "—",
                      fmt_ms(r["sparse"]["median_s"]) if ok else r["status"],
                      f"**{fmt_x(r['speedup'])}**" if ok else "—",
+                     fmt_x(r.get("linear_speedup")),
                      f"{100 * r['dense_linear_share']:.0f}%",
                      f"{100 * r['sparse_outside_share']:.0f}%" if ok else "—",
                      fmt_x(r.get("amdahl_limit"))])
-    return _table(header, rows, [False, False, True, False] + [True] * 6)
+    return _table(header, rows, [False, False, True, False] + [True] * 7)
 
 
 def summary_table(cases: Sequence[dict]) -> str:
