@@ -174,6 +174,14 @@ _INTERPRETER = {
 }
 
 
+#: Set to 0 to skip autotuning (first configuration of each list; tests use it for speed).
+AUTOTUNE_ENV = "SPARSEKERN_TRITON_AUTOTUNE"
+
+
+def autotune_enabled() -> bool:
+    return os.environ.get(AUTOTUNE_ENV, "1").strip() != "0"
+
+
 def kernel_configs(kernel: str, reg: str, bm: Optional[int] = None,
                    bk: Optional[int] = None) -> List[triton.Config]:
     """Every configuration the autotuner of ``kernel`` tries in regime ``reg``.
@@ -209,10 +217,13 @@ def autotuned(kernel_fn, kernel: str, reg: str, key: List[str], bm: Optional[int
               bk: Optional[int] = None):
     """``triton.autotune`` of ``kernel_fn`` over :func:`kernel_configs`, built once and cached."""
     cache_key = (kernel, reg, None if bm is None else int(bm), None if bk is None else int(bk),
-                 is_interpreter())
+                 is_interpreter(), autotune_enabled())
     tuner = _AUTOTUNERS.get(cache_key)
     if tuner is None:
-        tuner = triton.autotune(configs=kernel_configs(kernel, reg, bm, bk), key=key)(kernel_fn)
+        cfgs = kernel_configs(kernel, reg, bm, bk)
+        if not autotune_enabled():
+            cfgs = cfgs[:1]
+        tuner = triton.autotune(configs=cfgs, key=key)(kernel_fn)
         _AUTOTUNERS[cache_key] = tuner
     return tuner
 
@@ -220,6 +231,6 @@ def autotuned(kernel_fn, kernel: str, reg: str, key: List[str], bm: Optional[int
 def tuned_config(kernel: str, reg: str, bm: Optional[int] = None,
                  bk: Optional[int] = None) -> Optional[str]:
     """The configuration the autotuner last chose for ``kernel`` in ``reg`` (None if unused)."""
-    tuner = _AUTOTUNERS.get((kernel, reg, bm, bk, is_interpreter()))
+    tuner = _AUTOTUNERS.get((kernel, reg, bm, bk, is_interpreter(), autotune_enabled()))
     best = getattr(tuner, "best_config", None)
     return None if best is None else str(best)

@@ -67,6 +67,7 @@ def semi24_spmm_kernel(
     out_ptr,         # [M, N] output, strides (stride_om, stride_on)
     ws_ptr,          # [SPLIT_K, M, N] float32 partial sums (dummy when SPLIT_K == 1)
     M, N, K,
+    n_vals, n_meta,  # values per row (Kp/2) and metadata bytes per row (ceil(Kp/8))
     stride_vm, stride_mm, stride_bk, stride_bn, stride_om, stride_on,
     n_class,         # N rounded up to a power of two: autotune key only
     HAS_BIAS: tl.constexpr,
@@ -86,8 +87,6 @@ def semi24_spmm_kernel(
     offs_n = pid_n * BN + tl.arange(0, BN)
     n_ok = offs_n < N
 
-    n_vals = (K + 3) // 4 * 2        # values per row (Kp / 2)
-    n_meta = (K + 7) // 8            # metadata bytes per row
     lo, hi = split_range(0, tl.cdiv(K, BK), pid_s, SPLIT_K, 1)
     jv = tl.arange(0, BK // 2)
     jm = tl.arange(0, BK // 8)
@@ -169,7 +168,7 @@ def triton_semi24(values: torch.Tensor, indices: torch.Tensor, M: int, K: int, B
 
     wrap_triton(kernel)[grid](
         values, indices, B, bias if bias is not None else out, out, ws,
-        M, N, K, values.stride(0), indices.stride(0), B.stride(0), B.stride(1),
+        M, N, K, values.shape[1], indices.shape[1], values.stride(0), indices.stride(0), B.stride(0), B.stride(1),
         out.stride(0), out.stride(1), n_class(N),
         HAS_BIAS=bias is not None, SPLIT_K=S, IDX64=needs_int64(values, indices, B, out))
     if S > 1:

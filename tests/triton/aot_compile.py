@@ -41,7 +41,8 @@ def _signature(kernel, ptr_types, constexprs):
             attrs[(i,)] = [["tt.divisibility", 16]]
         else:
             sig[name] = "i32"
-            if name.startswith(("M", "N", "K")) or name in ("stride_vm", "stride_mm"):
+            if name.startswith(("M", "N", "K")) or name in ("stride_vm", "stride_mm", "n_vals",
+                                                              "n_meta"):
                 attrs[(i,)] = [["tt.divisibility", 16]]
     return sig, attrs
 
@@ -72,6 +73,12 @@ def resource_usage(compiled) -> str:
         if "REG:" in line:
             return " ".join(p for p in line.split() if p.split(":")[0] in ("REG", "LOCAL", "STACK"))
     return ""
+
+
+#: A few labels that cover every kernel and code path (used by the test: compiles are slow).
+SMOKE = ("bsr 64x64 decode split=4", "bsr 64x64 large split=1", "bsr 8x1 small",
+         "bsr 24x40 decode split=1", "2:4 decode split=4", "2:4 large", "csc decode split=4",
+         "csc large", "splitk reduce")
 
 
 def cases(all_configs: bool, dtype: str = "fp16"):
@@ -119,10 +126,11 @@ def main(argv=None) -> int:
     ap.add_argument("--major", default="row", choices=sorted(UNIT_STRIDES),
                     help="B and out row-major (unit N stride) or column-major (as linear)")
     ap.add_argument("--only", default="", help="compile only labels containing this text")
+    ap.add_argument("--smoke", action="store_true", help="only the SMOKE labels")
     args = ap.parse_args(argv)
     failures = 0
     for label, kernel, ptrs, consts, warps, stages in cases(args.all, args.dtype):
-        if args.only not in label:
+        if args.only not in label or (args.smoke and not label.startswith(SMOKE)):
             continue
         try:
             cc = compile_kernel(kernel, ptrs, consts, warps, stages, ("cuda", args.arch, 32),
