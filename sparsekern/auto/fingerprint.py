@@ -6,16 +6,22 @@ compiled extension's build) and the same forced backend.
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Optional
 
 import torch
 
 
+@functools.lru_cache(maxsize=None)
+def _cpu() -> dict:
+    from ..bench.machine import cpu_facts
+    return cpu_facts()
+
+
 def machine_key(device: torch.device) -> dict:
     """CPU model, usable CPUs, ISA flags and torch threads; plus GPU name on CUDA."""
-    from ..bench.machine import cpu_facts
-    cpu = cpu_facts()
+    cpu = _cpu()
     key = {"device": device.type, "cpu": cpu["model"], "arch": cpu["arch"],
            "usable_cpus": cpu["usable_cpus"], "isa": cpu["isa_flags"],
            "torch_threads": torch.get_num_threads()}

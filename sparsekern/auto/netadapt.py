@@ -16,7 +16,8 @@ Yang et al., "NetAdapt: Platform-Aware Neural Network Adaptation for Mobile Appl
 
 Latency is normalized per shape (predicted / budget) and averaged over the shapes, so one
 search can serve batch 1 and batch 64 at once. A layer keeps the granularity of its first
-pruning step (later steps prune it further in the same granularity).
+pruning step (later steps prune it further in the same granularity; after an N:M step,
+with fine pruning on top, which keeps the 2:4 format possible).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..prune.granularity import NM, parse
+from ..prune.granularity import NM, Fine, parse
 from ..prune.layers import weight_matrix
 from ..prune.masks import MaskHolder
 from ..prune.pruner import prune_model
@@ -155,9 +156,14 @@ class _State:
     def met(self, total: Mapping[str, float]) -> bool:
         return all(total[s] <= self.budget[s] for s in self.budget)
 
-    def planned(self, name: str, g, ratio: float) -> LayerDecision:
-        return decide(name, self.table.layers[name], planned_densities(g, ratio, self.specs),
-                      self.margin)
+    def planned(self, name: str, g, ratio: float, first=None) -> LayerDecision:
+        """The decision for layer ``name`` pruned to ``ratio`` in ``g``, after a first
+        step in granularity ``first`` (an N:M first step keeps its 2:4 format possible)."""
+        dens = planned_densities(g, ratio, self.specs)
+        if isinstance(first, NM) and not isinstance(g, NM):
+            base = planned_densities(first, first.fixed_ratio, self.specs)
+            dens.update({k: v for k, v in base.items() if k == "2:4" and v is not None})
+        return decide(name, self.table.layers[name], dens, self.margin)
 
     def actual(self, name: str, module: nn.Module) -> LayerDecision:
         return decide_weight(name, weight_matrix(module).detach(), self.table.layers[name],
@@ -179,7 +185,8 @@ def netadapt(model: nn.Module, table: LatencyTable, eval_fn: Callable[[nn.Module
              granularities: Sequence = ("fine",), criterion: str = "l1", calib=None,
              layers: Optional[Sequence[str]] = None, steps: int = 5, step_decay: float = 0.96,
              ratio_step: float = 0.01, max_ratio: float = 0.98, max_iterations: int = 30,
-             min_metric: Optional[float] = None, higher_is_better: bool = True,
+             min_metric: Optional[float] = None, max_rejections: int = 2,
+             higher_is_better: bool = True,
              margin: float = DEFAULT_MARGIN, seed: int = 0,
              on_iteration: Optional[Callable[[dict], None]] = None) -> NetAdaptResult:
     """Prune ``model`` (in place) until the table predicts it meets the latency target.
@@ -196,15 +203,17 @@ def netadapt(model: nn.Module, table: LatencyTable, eval_fn: Callable[[nn.Module
             loop; the masks are held while it runs). None: no fine-tuning.
         final_finetune_fn: the long fine-tune of the result (masks held). None: none.
         granularities: those the search may use per layer: "fine", "N:M" (e.g. "2:4"),
-            (bm, bk) blocks; a layer keeps the granularity of its first step.
+            (bm, bk) blocks; a layer keeps the granularity of its first step (after an
+            N:M step it is pruned further with "fine", keeping the 2:4 format possible).
         criterion, calib: as for sparsekern.prune.prune_model.
         layers: names of the layers to prune (default every layer of the table).
         steps: the first iteration asks for 1/steps of the way from the dense latency to
             the budget; each later one for ``step_decay`` times the previous ask.
         ratio_step, max_ratio: the pruning ratios tried per layer.
         max_iterations: stop after this many iterations.
-        min_metric: stop (keeping the last accepted model) when the best candidate's metric
-            is worse than this.
+        min_metric: when the best candidate's metric is worse than this, it is rejected
+            and the iteration retried with half the ask; after ``max_rejections``
+            rejections in a row the search stops (keeping the last accepted model).
         margin: a format is used only when predicted this much faster than dense.
         seed: torch's seed before each candidate's fine-tune (fair comparison).
         on_iteration: called with each iteration's history entry.
@@ -238,7 +247,7 @@ def netadapt(model: nn.Module, table: LatencyTable, eval_fn: Callable[[nn.Module
     ask = max((J - 1.0) / steps, 0.01)
     history: List[dict] = []
     reason = "the predicted latency meets the budget at every shape"
-    it = 0
+    it = rejected = 0
     while not st.met(total):
         if it >= max_iterations:
             reason = f"stopped after max_iterations={max_iterations}"
@@ -278,13 +287,19 @@ def netadapt(model: nn.Module, table: LatencyTable, eval_fn: Callable[[nn.Module
             history.append(entry)
             if on_iteration:
                 on_iteration(entry)
-            reason = (f"the best candidate's metric {cand.metric:.4g} is worse than "
-                      f"min_metric={min_metric:.4g}")
-            break
+            rejected += 1
+            if rejected > max_rejections or ask / 2 < MIN_ASK:
+                reason = (f"the best candidate's metric {cand.metric:.4g} is worse than "
+                          f"min_metric={min_metric:.4g}, also with smaller steps")
+                break
+            ask /= 2  # too lossy: ask for a smaller cut
+            continue
+        rejected = 0
         entry["accepted"] = True
         model.load_state_dict(trial.state_dict())
         masks = held
-        plans[cand.layer] = LayerPlan(str(parse(cand.granularity)), cand.ratio)
+        first = plans[cand.layer].granularity or str(parse(cand.granularity))
+        plans[cand.layer] = LayerPlan(first, cand.ratio)
         decisions[cand.layer] = d
         total, J, metric = cand.predicted_s, cand.objective, cand.metric
         history.append(entry)
@@ -311,11 +326,12 @@ def _proposals(st: _State, names, plans, gran, decisions, J, ask, ratio_step, ma
     chosen: List[Candidate] = []
     for name in names:
         plan = plans[name]
-        options = gran if plan.granularity is None else [parse(plan.granularity)]
+        first = None if plan.granularity is None else parse(plan.granularity)
+        options = gran if first is None else _next_granularities(first)
         for g in options:
             found = None
             for r in _ratios(g, plan.ratio, ratio_step, max_ratio):
-                d = st.planned(name, g, r)
+                d = st.planned(name, g, r, first)
                 new_total = st.total({**decisions, name: d})
                 obj = st.objective(new_total)
                 if obj <= J - ask:
@@ -324,6 +340,12 @@ def _proposals(st: _State, names, plans, gran, decisions, J, ask, ratio_step, ma
             if found is not None:
                 chosen.append(found)
     return chosen
+
+
+def _next_granularities(first) -> list:
+    """After a first step in ``first``: the same granularity, or fine pruning on top of
+    an N:M pattern (whose ratio is fixed; a subset of a 2:4 pattern is still 2:4)."""
+    return [Fine()] if isinstance(first, NM) else [first]
 
 
 def _prune_one(model: nn.Module, cand: Candidate, masks, criterion, calib):

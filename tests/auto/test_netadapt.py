@@ -105,9 +105,12 @@ def test_unreachable_target_stops_with_a_reason():
 
 def test_min_metric_stops_before_a_bad_candidate():
     model = _model()
-    r = netadapt(model, _table(), _metric, target_speedup=2.0, min_metric=0.9999)
+    r = netadapt(model, _table(), _metric, target_speedup=2.0, min_metric=0.9999,
+                 max_rejections=2)
     assert not r.reached and "worse than min_metric" in r.reason
-    assert r.history[-1]["accepted"] is False
+    assert [h["accepted"] for h in r.history] == [False] * 3
+    asks = [h["ask"] for h in r.history]
+    assert asks[1] == pytest.approx(asks[0] / 2) and asks[2] == pytest.approx(asks[0] / 4)
     assert not r.masks and float((model[2].weight == 0).float().mean()) == 0.0
 
 
@@ -127,3 +130,25 @@ def test_layers_and_granularities_are_checked():
         netadapt(_model(), _table(), _metric, target_speedup=2.0, granularities=("kernel",))
     with pytest.raises(ValueError, match="granularities is empty"):
         netadapt(_model(), _table(), _metric, target_speedup=2.0, granularities=())
+
+
+def test_rejected_step_is_retried_smaller():
+    r = netadapt(_model(), _table(), _metric, target_speedup=2.0, min_metric=0.998)
+    assert r.history[0]["accepted"] is False and r.history[1]["accepted"] is True
+    assert r.history[1]["ask"] == pytest.approx(r.history[0]["ask"] / 2)
+    assert r.history[1]["winner"]["ratio"] < r.history[0]["winner"]["ratio"]
+    assert r.history[1]["winner"]["metric"] >= 0.998
+
+
+def test_fine_pruning_continues_after_two_four():
+    model = _model()
+    r = netadapt(model, _table(two_four=1.0), _metric, target_speedup=2.5,
+                 granularities=("2:4",))
+    assert r.reached
+    first, later = r.history[0]["winner"], r.history[-1]["winner"]
+    assert (first["layer"], first["granularity"]) == ("2", "2:4")
+    assert (later["layer"], later["granularity"]) == ("2", "fine") and later["ratio"] > 0.5
+    assert r.plans["2"].granularity == "2:4" and r.plans["2"].ratio == later["ratio"]
+    W = model[2].weight.detach()
+    assert int((W.reshape(32, 8, 4) != 0).sum(-1).max()) <= 2  # still a 2:4 pattern
+    assert r.decisions["2"].format == "csc"
