@@ -142,7 +142,7 @@ def bsr_split_k(M: int, N: int, nnzb: int, bm: int, bk: int, device) -> int:
     tiles = Mb * triton.cdiv(bm, BM) * triton.cdiv(N, BN)
     blocks_per_row = nnzb // max(1, Mb)
     steps = blocks_per_row * triton.cdiv(bk, BK) if bk * 2 > BK else blocks_per_row // (BK // bk)
-    return choose_split_k(tiles, steps, sm_count(device), reg)
+    return choose_split_k(tiles, steps, sm_count(device), "bsr", reg)
 
 
 @triton_op("sparsekern::_triton_bsr", mutates_args={"out"})

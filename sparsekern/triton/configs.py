@@ -64,24 +64,29 @@ def sm_count(device) -> int:
     return INTERPRETER_SMS
 
 
-#: Programs per multiprocessor a launch aims for. Decode is memory bound: each program
-#: has only a few KB of loads in flight, and an H100 needs ~15 KB per SM in flight to
-#: stream at full bandwidth (Little's law), so decode wants several programs per SM.
-PROGRAMS_PER_SM = {"decode": 4, "small": 2, "large": 1}
+#: Programs per multiprocessor a split launch aims for, per (kernel, regime). Decode is
+#: memory bound: an H100 needs ~15 KB of loads in flight per SM to stream at full
+#: bandwidth (Little's law). A 2:4 or BSR program moves 10-20 KB per pipelined step, so two
+#: programs per SM suffice; a CSC program only ~1.3 KB (its B gather is not pipelined), so
+#: CSC wants many more programs. Outside decode one wave of programs is enough.
+PROGRAMS_PER_SM = {("csc", "decode"): 8, ("semi24", "decode"): 2, ("bsr", "decode"): 2}
 
 
-def choose_split_k(tiles: int, k_steps: int, sms: int, reg: str = "large") -> int:
+def choose_split_k(tiles: int, k_steps: int, sms: int, kernel: str = "",
+                   reg: str = "large") -> int:
     """How many ways to split K so that ``tiles`` output tiles fill ``sms`` multiprocessors.
 
     Args:
         tiles: programs the launch has without a split (output tiles).
         k_steps: loop iterations one unsplit program runs (K tiles, blocks or chunks).
         sms: multiprocessors of the device.
-        reg: the regime of N (:func:`regime`), which sets the programs wanted per SM.
-    Returns 1 (no split) when the tiles already fill the device or K is too short. Each
-    split costs a second launch (the reduction, ~2 us) and 4 * split * M * N bytes.
+        kernel, reg: ``"bsr"``/``"semi24"``/``"csc"`` and the regime of N (:func:`regime`):
+            they set the programs wanted per SM (:data:`PROGRAMS_PER_SM`, default 1).
+    Returns 1 (no split) when the tiles already give at least half the programs wanted, or
+    K is too short. A split costs a second launch (the reduction, a few microseconds) and
+    4 * split * M * N bytes of float32 partial sums.
     """
-    target = sms * PROGRAMS_PER_SM.get(reg, 1)
+    target = sms * PROGRAMS_PER_SM.get((kernel, reg), 1)
     if tiles <= 0 or 2 * tiles > target or k_steps < 2 * MIN_STEPS_PER_SPLIT:
         return 1
     want = -(-target // tiles)
@@ -159,10 +164,10 @@ def _csc_configs(reg: str) -> List[triton.Config]:
         # (pipelined); the column loads feed the B gather and stay in registers.
         grid = [(256, 16, 2, 3), (256, 16, 4, 3), (512, 16, 4, 3), (256, 16, 4, 4)]
         return [_config(w, s, CAP=cap, BN=BN, GROUP_M=8) for cap, BN, w, s in grid]
-    elif reg == "small":
-        grid = itertools.product((32, 64), (32, 64), (4,), (2, 3))
+    if reg == "small":
+        grid = itertools.product((64, 128), (32, 64), (4,), (2, 3))
     else:
-        grid = itertools.product((32, 64), (64, 128), (4, 8), (2, 3))
+        grid = itertools.product((64, 128), (64, 128), (4, 8), (2, 3))
     return [_config(w, s, CAP=cap, BN=BN, GROUP_M=8) for cap, BN, w, s in grid]
 
 

@@ -121,7 +121,7 @@ def csc_split_k(M: int, N: int, nnz: int, device) -> int:
     CAP = smallest_tile("csc", reg, "CAP")
     strips = triton.cdiv(M, STRIP_ROWS)
     tiles = strips * triton.cdiv(N, BN)
-    return choose_split_k(tiles, nnz // max(1, strips) // CAP, sm_count(device), reg)
+    return choose_split_k(tiles, nnz // max(1, strips) // CAP, sm_count(device), "csc", reg)
 
 
 @triton_op("sparsekern::_triton_csc", mutates_args={"out"})

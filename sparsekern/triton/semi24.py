@@ -141,7 +141,7 @@ def semi24_split_k(M: int, N: int, K: int, device) -> int:
     BN = smallest_tile("semi24", reg, "BN")
     BK = smallest_tile("semi24", reg, "BK")
     tiles = triton.cdiv(M, BM) * triton.cdiv(N, BN)
-    return choose_split_k(tiles, triton.cdiv(K, BK), sm_count(device), reg)
+    return choose_split_k(tiles, triton.cdiv(K, BK), sm_count(device), "semi24", reg)
 
 
 @triton_op("sparsekern::_triton_semi24", mutates_args={"out"})
@@ -168,7 +168,8 @@ def triton_semi24(values: torch.Tensor, indices: torch.Tensor, M: int, K: int, B
 
     wrap_triton(kernel)[grid](
         values, indices, B, bias if bias is not None else out, out, ws,
-        M, N, K, values.shape[1], indices.shape[1], values.stride(0), indices.stride(0), B.stride(0), B.stride(1),
+        M, N, K, values.shape[1], indices.shape[1],
+        values.stride(0), indices.stride(0), B.stride(0), B.stride(1),
         out.stride(0), out.stride(1), n_class(N),
         HAS_BIAS=bias is not None, SPLIT_K=S, IDX64=needs_int64(values, indices, B, out))
     if S > 1:

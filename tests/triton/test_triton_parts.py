@@ -50,10 +50,13 @@ def test_kernel_configs_rejects_unknown_names():
 
 def test_choose_split_k():
     # Enough tiles: no split.
-    assert configs.choose_split_k(tiles=1000, k_steps=64, sms=132, reg="decode") == 1
-    # Few tiles, long K: split up to the decode target of programs per SM.
-    s = configs.choose_split_k(tiles=16, k_steps=64, sms=132, reg="decode")
-    assert 2 <= s <= configs.MAX_SPLIT_K and 16 * s >= 132
+    assert configs.choose_split_k(1000, 64, 132, "csc", "decode") == 1
+    assert configs.choose_split_k(256, 64, 132, "semi24", "decode") == 1
+    # Few tiles, long K: split up to the target of programs per SM.
+    s = configs.choose_split_k(16, 64, 132, "semi24", "decode")
+    assert s == min(configs.MAX_SPLIT_K, -(-2 * 132 // 16))
+    # CSC decode programs carry little in flight: it splits even 256 strips.
+    assert configs.choose_split_k(256, 64, 132, "csc", "decode") > 1
     # Short K: never below MIN_STEPS_PER_SPLIT steps per split.
     assert configs.choose_split_k(tiles=4, k_steps=3, sms=132) == 1
     assert configs.choose_split_k(tiles=4, k_steps=8, sms=132) <= 8 // configs.MIN_STEPS_PER_SPLIT
