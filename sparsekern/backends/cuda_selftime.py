@@ -203,4 +203,25 @@ def format_table(rows: List[Dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["time_cuda_kernels", "format_table"]
+__all__ = ["time_cuda_kernels", "format_table", "main"]
+
+
+def main() -> None:
+    """``python -m sparsekern.backends.cuda_selftime [out.json]``: time, print the table, and
+    write the rows as JSON to the given path (default: $OUT/cuda_selftime.json when $OUT is
+    set)."""
+    import json
+    import os
+    import sys
+
+    rows = time_cuda_kernels()
+    path = sys.argv[1] if len(sys.argv) > 1 else (
+        os.path.join(os.environ["OUT"], "cuda_selftime.json") if os.environ.get("OUT") else None)
+    if path:
+        with open(path, "w") as f:
+            json.dump(rows, f, indent=1)
+    print(format_table(rows))
+
+
+if __name__ == "__main__":
+    main()
