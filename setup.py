@@ -39,13 +39,20 @@ def _want_cuda(torch_mod, cuda_home) -> bool:
 def extensions():
     if os.environ.get("SPARSEKERN_NO_EXTENSION") == "1":
         return [], {}
+    # torch derives CUDA_HOME from the nvcc on PATH; a wrapper in /usr/local/bin would make it
+    # /usr/local, where the CUDA headers are not.
+    if not os.environ.get("CUDA_HOME") and os.path.exists("/usr/local/cuda/bin/nvcc"):
+        os.environ["CUDA_HOME"] = "/usr/local/cuda"
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
     sanitize = os.environ.get("SPARSEKERN_SANITIZE") == "1"
     opt = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
            "-fno-sanitize-recover=undefined"] if sanitize else ["-O3"]
-    cxx = ["-std=c++17", "-fopenmp", "-Wall", "-Wno-unknown-pragmas"] + opt
+    # torch >= 2.14's headers require C++20; older ones build with C++17.
+    torch_version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+    std = "-std=c++20" if torch_version >= (2, 14) else "-std=c++17"
+    cxx = [std, "-fopenmp", "-Wall", "-Wno-unknown-pragmas"] + opt
     link = ["-fopenmp"] + (["-fsanitize=address,undefined"] if sanitize else [])
     sources = _rel([os.path.join(ROOT, "csrc", "ops.cpp")] +
                    glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp")))
