@@ -15,7 +15,8 @@ row's stored blocks instead of all of K). Any block shape works:
   read past row K-1 and stored padding columns (k >= K) are masked on both operands.
 
 Decode (N < 16) pads the N tile to 16 with masked loads (B is never copied). When the
-launch has fewer tiles than multiprocessors, K is split (see configs.choose_split_k).
+launch has too few tiles to keep the GPU's memory system busy, each block row's list of
+blocks is split among several programs (split-K, see configs.choose_split_k).
 
 Performance bounds (H100, fp16, 90% block sparsity): for N = 4096 the kernel is compute
 bound at about 10% of dense FLOPs with 64x64 blocks, so it is bounded near 10x over
@@ -38,6 +39,7 @@ from .configs import (INT32_LIMIT, autotuned, choose_split_k, n_class, needs_int
                       sm_count, smallest_tile)
 from .splitk import reduce_split_k, splitk_workspace
 from .tiles import grouped_pid, split_range, store_tile
+
 
 @triton.jit
 def bsr_spmm_kernel(

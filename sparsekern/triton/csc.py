@@ -12,13 +12,16 @@ adds exactly the stored products. Triton cannot scatter into shared memory (Flas
 way to build a dense weight tile), but this expansion needs only a compare and a select
 per (row, entry), and it keeps the tensor cores' work at 16 * nnz * N multiply-adds.
 
-Bounds (H100, fp16, 90% unstructured sparsity, N <= 16): memory traffic is 5 bytes per
-stored value against dense's 20 bytes per stored value (2 bytes per weight / 10% density),
-so at most ~4x over cuBLAS; the expansion (~16 selects per entry) and the B gather (BN
-lanes per entry) keep the ALUs busy at about the same time, so expect ~3x. For large N the
-one-hot dot does 16 * 10% = 1.6x dense's FLOPs: dense is faster there (by design, the
-"auto" layout choice keeps such layers dense). Split-K over a strip's entries fills the GPU
-when M / 16 strips are too few. Only stored entries meet B (tiles.py handles NaN/Inf).
+Bounds (H100, fp16, 90% unstructured sparsity, decode). DRAM traffic is 5 bytes per
+stored value against dense's 20 (2 bytes per weight at 10% density): at most ~4x over
+cuBLAS. Two more costs set what is reachable: the expansion (~16 compare/selects per
+entry, ~2 us of ALU time for a 4096^2 weight) and the B gather, 2*N bytes per entry from
+L1/L2 (at N = 16 that is ~6x the weight's bytes; a strip reuses a B row ~1.6x), so expect
+~3x at N = 1..8 and ~2x at N = 16. Taller strips would cut the gather but cost more
+selects per entry (measure before changing STRIP_ROWS). For large N the one-hot dot does
+16 * 10% = 1.6x dense's FLOPs: dense is faster there (the "auto" layout choice keeps such
+layers dense). Split-K over a strip's entries adds programs when M / 16 strips are too
+few to keep enough loads in flight. Only stored entries meet B (tiles.py handles NaN/Inf).
 """
 from __future__ import annotations
 

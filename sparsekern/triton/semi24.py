@@ -10,9 +10,11 @@ and expands each [BM, BK] tile in registers before a dense ``tl.dot``:
     dense[:, 4g + p] = first if p == p0, second if p == p1, else 0  --join--> [BM, BK]
 
 Bound (H100, fp16): dense GEMV reads 2 bytes per weight, this kernel 1.0625, so at most
-~1.88x over cuBLAS at N <= 16, less the expansion's ALU work and launch overhead; at large
-N it does the dense FLOPs plus the expansion and is slower than cuBLAS (use sparse tensor
-cores there: the cuda backend). Only stored entries meet B (see tiles.py for NaN/Inf);
+~1.88x over cuBLAS at N <= 16, less the expansion's ALU work, the B tile each program
+re-reads from L2 (K*N*2 bytes per BM rows: at N = 16 and BM = 16 as many bytes as the
+weight itself, which is why BM = 32 is among the decode tiles) and the launch. At large N
+it does the dense FLOPs plus the expansion and is slower than cuBLAS (sparse tensor cores,
+the cuda backend, serve that). Only stored entries meet B (see tiles.py for NaN/Inf);
 padding columns k >= K are dropped in the expansion and B is never read past row K-1.
 """
 from __future__ import annotations
