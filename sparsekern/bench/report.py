@@ -31,8 +31,7 @@ CASE_KEYS = {"id": str, "layout": str, "variant": str, "sparsity": (int, float),
              "M": int, "K": int, "N": int, "device": str, "dtype": str, "backend": str,
              "format_bytes": int, "stored": int, "candidates": dict, "speedup": dict,
              "bytes": dict, "bound": (int, float), "memory_bound": bool}
-MODEL_KEYS = {"model": str, "variant": str, "batch": int, "status": str,
-              "dense_linear_share": (int, float)}
+MODEL_KEYS = {"model": str, "variant": str, "batch": int, "status": str}
 TIMING_KEYS = ("median_s", "q1_s", "q3_s", "iqr_s", "min_s", "reps")
 
 
@@ -239,10 +238,14 @@ def models_table(recs: Sequence[dict]) -> str:
                      fmt_ms(r["sparse"]["median_s"]) if ok else r["status"],
                      f"**{fmt_x(r['speedup'])}**" if ok else "—",
                      fmt_x(r.get("linear_speedup")),
-                     f"{100 * r['dense_linear_share']:.0f}%",
+                     _pct(r.get("dense_linear_share")),
                      f"{100 * r['sparse_outside_share']:.0f}%" if ok else "—",
                      fmt_x(r.get("amdahl_limit"))])
     return _table(header, rows, [False, False, True, False] + [True] * 7)
+
+
+def _pct(x: Optional[float]) -> str:
+    return "—" if x is None else f"{100 * x:.0f}%"
 
 
 def summary_table(cases: Sequence[dict]) -> str:

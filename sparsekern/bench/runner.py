@@ -6,7 +6,8 @@
      "candidates": {name: candidate record (see sparsekern.bench.metrics)},
      "best_dense": name | None, "speedup": {...}, "bytes": {"dense", "sparse"},
      "live_columns": fraction, "bound": dense/sparse bytes, "memory_bound": bool,
-     "gbps": achieved by sparsekern, "gflops": on stored values, "gflops_dense_equiv"}
+     "gbps": achieved by sparsekern, "gflops": on stored values, "gflops_dense_equiv",
+     "wall_s": seconds the case took, weight setup included}
 
 Every candidate's output is first compared with F.linear in float32 (float64 for float64
 runs); a candidate whose relative error exceeds the dtype's tolerance is marked "wrong"
@@ -47,8 +48,8 @@ class RunSettings:
     max_reference_work: int = MAX_REFERENCE_WORK
     #: The same limit for a whole model's forward (summed over its reference-served layers).
     max_reference_work_model: int = MAX_REFERENCE_WORK * 2
-    #: A candidate whose call is predicted (from a smaller N on the same weight) to take
-    #: longer than this many seconds is not run (e.g. a peer at seconds per call).
+    #: A peer whose call is predicted (from a smaller N on the same weight) to take longer
+    #: than this many seconds is not run (torch.sparse can take tens of seconds per call).
     max_call_time: float = 2.0
     balance: Optional[float] = None      # flop per byte (machine.calibrate)
     seed: int = 0
@@ -132,10 +133,11 @@ def predicted_call_s(history: dict, name: str, N: int) -> Optional[float]:
 
 
 def _too_slow(cands: List[Candidate], history: dict, N: int, limit: float) -> None:
-    """Turn the sparse candidates (sparsekern, peers) predicted to exceed ``limit`` seconds
-    per call into skips. Dense baselines always run: every speedup needs them."""
+    """Turn peers predicted to exceed ``limit`` seconds per call into skips. sparsekern (the
+    subject) and the dense baselines (every speedup needs them) always run; their cost is
+    bounded by the timer's max_candidate_time."""
     for c in cands:
-        if c.kind == "dense":
+        if c.kind != "peer":
             continue
         t = predicted_call_s(history, c.name, N)
         if c.fn is not None and t is not None and t > limit:
@@ -182,6 +184,7 @@ class WeightCache:
 
 def run_case(case: Case, s: RunSettings, weights: Optional[WeightCache] = None) -> dict:
     """Check and time every candidate of ``case``; returns its record (module docstring)."""
+    t_start = time.perf_counter()
     dev = torch.device(s.device)
     weights = weights or WeightCache()
     W, conversions = weights.get(case, s)
@@ -212,7 +215,9 @@ def run_case(case: Case, s: RunSettings, weights: Optional[WeightCache] = None) 
                stored=sk_info["stored"], nonzeros=sk_info["nonzeros"], candidates=records)
     rec["live_columns"] = (bounds.live_column_fraction(xs[0])
                            if case.layout == "csc" and case.activation == "relu" else 1.0)
-    return derive(rec, elem, s.balance)
+    rec = derive(rec, elem, s.balance)
+    rec["wall_s"] = time.perf_counter() - t_start  # the case's cost, weight setup included
+    return rec
 
 
 def run_cases(cases: Iterable[Case], s: RunSettings, progress: bool = True,

@@ -82,3 +82,15 @@ def test_run_model_skips_reference_served_models_above_the_limit(tiny_model):
     assert recs[0]["status"] == "skipped" and "reference backend" in recs[0]["reason"]
     assert recs[0]["layers"] == {"csc on reference": 12}
     assert report.model_problems(recs[0]) == []
+
+
+def test_linear_shares_of_models_run_in_alternation(tiny_model):
+    dense = models.build(tiny_model)
+    _, sparse = e2e.make_sparse(dense, e2e.VARIANTS[2])
+    no_linear = torch.nn.Sequential(torch.nn.LayerNorm(TINY.hidden))
+    shares = e2e.linear_shares([dense, sparse, no_linear], torch.randn(1, 4, TINY.hidden),
+                               seconds=0.0, min_runs=2)
+    assert len(shares) == 3 and all(0.0 < x <= 1.0 for x in shares[:2])
+    assert shares[2] == 0.0
+    # the hooks are gone afterwards
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in sparse.modules())

@@ -118,16 +118,18 @@ def test_predicted_call_scales_from_the_largest_smaller_n():
     assert runner.predicted_call_s({"p": [(8, 1.0)]}, "p", 1) is None
 
 
-def test_slow_sparse_candidates_are_skipped_but_dense_always_runs():
+def test_slow_peers_are_skipped_but_sparsekern_and_dense_always_run():
     case = Case("bsr", TINY, 4, 0.75, (16, 16))
     wc = runner.WeightCache()
     s = settings(max_call_time=0.5)
     wc.get(case, s)
-    wc.history.update({"torch.sparse.bsr": [(1, 1.0)], "torch.F.linear": [(1, 1.0)]})
+    wc.history.update({name: [(1, 1.0)] for name in
+                       ("torch.sparse.bsr", "torch.F.linear", "sparsekern")})
     rec = runner.run_case(case, s, wc)
     bsr = rec["candidates"]["torch.sparse.bsr"]
     assert bsr["status"] == "skipped" and "max_call_time" in bsr["reason"]
     assert rec["candidates"]["torch.F.linear"]["status"] == "ok"
+    assert rec["candidates"]["sparsekern"]["status"] == "ok"
     assert rec["candidates"]["torch.sparse.csr"]["status"] == "ok"
     assert report.case_problems(rec) == []
     assert wc.history["torch.sparse.csr"][-1][0] == 4  # measured times feed the history
