@@ -191,8 +191,8 @@ def run(model: nn.Module, train_loader, val_loader, example_inputs,
             run); default: ``short_steps`` Adam steps / ``final_epochs`` epochs of
             sparsekern.prune.fine_tune on train_loader at ``lr``.
         granularities: what the search may use per layer ("fine", "2:4", (bm, bk), ...).
-        max_search_drop: the search stops rather than accept a candidate whose metric is
-            more than this below the dense model's.
+        max_search_drop: a search candidate whose metric is more than this below the dense
+            model's is rejected (the step is retried smaller, then the search stops).
         required_speedup, max_accuracy_drop, max_prediction_error: the checks reported
             (required_speedup defaults to target_speedup).
         settings, cache: latency-table grid/timer and cache (see sparsekern.auto.build_table).
@@ -243,8 +243,8 @@ def run(model: nn.Module, train_loader, val_loader, example_inputs,
                                   png=os.path.join(out_dir, "sensitivity.png"), progress=False,
                                   warn=False)
     clock["sensitivity"] = time.perf_counter() - t
-    print_fn(f"sensitivity ({clock['sensitivity']:.1f} s), validation accuracy with one layer "
-             f"pruned (fine, l1):")
+    print_fn(f"sensitivity ({clock['sensitivity']:.1f} s): the metric with one layer pruned "
+             f"(fine, {criterion}):")
     for line in sens.to_markdown().splitlines():
         print_fn("  " + line)
 

@@ -172,8 +172,8 @@ def measure_signature(sig: LayerSig, settings: Optional[MeasureSettings] = None)
 
 
 def geometry(sig: LayerSig) -> LayerSig:
-    """``sig`` without its input shape: signatures with equal geometry share candidates."""
-    return dataclasses.replace(sig, input_shape=())
+    """``sig`` without its input: signatures with equal geometry share candidates."""
+    return dataclasses.replace(sig, input_shape=(), input_zeros=0.0)
 
 
 @dataclass
@@ -186,7 +186,7 @@ class _Point:
 
 def measure_signatures(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] = None
                        ) -> List[dict]:
-    """Entries (see :func:`measure_signature`) of signatures that differ only in input shape.
+    """Entries (see :func:`measure_signature`) of signatures that differ only in their input.
 
     The pruned and packed candidates are built once and timed at every input shape.
     """

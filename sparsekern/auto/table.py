@@ -43,12 +43,14 @@ class LayerLatency:
         return float(self.entry["dense"]["median_s"])
 
     def points(self, fmt: str) -> List[Tuple[float, float]]:
-        """[(density, seconds)] of the timed points of ``fmt``, ascending, duplicates averaged."""
+        """[(density, seconds)] of the timed points of ``fmt``, ascending in density, made
+        non-decreasing in time (storing more never makes a format faster, so a point
+        faster than a sparser one is timing noise: adjacent violators are pooled)."""
         acc: Dict[float, List[float]] = {}
         for p in self.entry["formats"].get(fmt, []):
             if p.get("median_s") is not None and p.get("density") is not None:
                 acc.setdefault(round(float(p["density"]), 9), []).append(float(p["median_s"]))
-        return sorted((d, sum(v) / len(v)) for d, v in acc.items())
+        return _monotone(sorted((d, sum(v) / len(v)) for d, v in acc.items()))
 
     def formats(self) -> List[str]:
         """Formats with at least one timed point."""
@@ -95,6 +97,19 @@ class LayerLatency:
             parse_format(f)
         return cls({"signature": signature or {}, "dense": {"median_s": dense_s, "iqr_s": 0.0},
                     "formats": formats})
+
+
+def _monotone(pts: List[Tuple[float, float]]) -> List[Tuple[float, float]]:
+    """The least-squares non-decreasing fit of the times (pool adjacent violators)."""
+    blocks: List[List[float]] = []  # [sum, count]
+    for _, t in pts:
+        blocks.append([t, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            s, c = blocks.pop()
+            blocks[-1][0] += s
+            blocks[-1][1] += c
+    times = [b[0] / b[1] for b in blocks for _ in range(int(b[1]))]
+    return [(d, t) for (d, _), t in zip(pts, times)]
 
 
 Choice = Tuple[str, float]  # (format name or "dense", stored fraction)

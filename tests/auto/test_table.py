@@ -43,9 +43,11 @@ def test_predict_untimed_format_is_none():
     assert e.untimed_reason("csc") == "no kernel here"
 
 
-def test_extrapolation_never_below_densest_point():
-    e = LayerLatency.synthetic(1.0, {"csc": [(0.1, 5.0), (0.2, 4.0)]})  # noisy: falling
-    assert e.predict("csc", 0.9) == 4.0
+def test_noise_is_made_monotone():
+    e = LayerLatency.synthetic(1.0, {"csc": [(0.05, 1.0), (0.1, 5.0), (0.2, 3.0), (0.5, 6.0)]})
+    assert e.points("csc") == [(0.05, 1.0), (0.1, 4.0), (0.2, 4.0), (0.5, 6.0)]
+    falling = LayerLatency.synthetic(1.0, {"csc": [(0.1, 5.0), (0.2, 4.0)]})
+    assert falling.predict("csc", 0.9) == 4.5  # never below the densest point, never falling
 
 
 def _table():
@@ -123,11 +125,17 @@ def test_planned_densities():
 # -- signatures and a real (tiny) measurement --------------------------------------------------
 
 def test_capture_signatures():
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 5 * 5, 6))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 5 * 5, 6),
+                          nn.ReLU(), nn.Linear(6, 2))
+    with torch.no_grad():
+        model[2].bias.copy_(torch.tensor([-100.0, -100, -100, 100, 100, 100]))
     sigs = capture(model, torch.randn(2, 3, 5, 5))
-    assert list(sigs) == ["0", "2"]
+    assert list(sigs) == ["0", "2", "4"]
     assert sigs["0"].kind == "conv2d" and sigs["0"].matrix_shape == (4, 27)
     assert sigs["2"].input_shape == (2, 100) and sigs["2"].matrix_shape == (6, 100)
+    assert sigs["0"].input_zeros == 0.0 and sigs["4"].input_zeros == 0.5  # after the ReLU
+    x = sigs["4"].example_input(torch.Generator().manual_seed(0))
+    assert x.shape == (2, 6)
 
 
 def test_signature_rejects_grouped_conv():
