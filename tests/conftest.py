@@ -8,6 +8,8 @@ HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
     # Must be set before any Triton kernel is defined (i.e. before sparsekern.triton loads).
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Triton 3.9 warns on every compile unless the fp-fusion default is set explicitly.
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
 
 def pytest_collection_modifyitems(config, items):

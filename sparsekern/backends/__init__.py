@@ -68,13 +68,14 @@ def forced_backend():
     return None
 
 
-def default_order(layout: str, device: torch.device) -> List[str]:
+def default_order(layout: str, device: torch.device, M: int = 0, K: int = 0, N: int = 0,
+                  dtype: torch.dtype = torch.float16) -> List[str]:
     """Backends tried in order for a device when nothing is forced."""
     if device.type == "cpu":
         return ["cpu", "reference"]
     if device.type == "cuda":
         from .gpu_choice import gpu_order
-        return gpu_order(layout) + ["reference"]
+        return gpu_order(layout, M, K, N, dtype) + ["reference"]
     return ["reference"]
 
 
@@ -91,7 +92,7 @@ def select(layout: str, values_dtype: torch.dtype, B_dtype: torch.dtype, device:
             raise RuntimeError(f"backend {forced!r} does not support layout={layout!r} with values "
                                f"{values_dtype} and B {B_dtype} on {device}")
         return mod
-    for bname in default_order(layout, device):
+    for bname in default_order(layout, device, M, K, N, values_dtype):
         mod = get_backend(bname)
         if mod.available()[0] and mod.supports(layout, values_dtype, B_dtype, device):
             return mod

@@ -46,7 +46,11 @@ def shape_class(layout: str, M: int, K: int, N: int, dtype: torch.dtype) -> Tupl
     return (layout, str(dtype), _pow2(M), _pow2(K), n_regime(N))
 
 
-def static_order(layout: str) -> List[str]:
+def static_order(layout: str, N: Optional[int] = None) -> List[str]:
+    # The CUDA CSC kernel is EIE-style (batch 1 and small N); past decode sizes Triton's
+    # row-strip tiles reuse each weight across many columns.
+    if layout == "csc" and N is not None and N > 16:
+        return ["triton", "cuda"]
     return list(_STATIC.get(layout, GPU_BACKENDS))
 
 
@@ -70,7 +74,7 @@ def gpu_order(layout: str, M: Optional[int] = None, K: Optional[int] = None,
               N: Optional[int] = None, dtype: Optional[torch.dtype] = None) -> List[str]:
     """GPU backends to try, best first, for a call (shapes optional: static order without)."""
     if None in (M, K, N, dtype):
-        return static_order(layout)
+        return static_order(layout, N)
     key = shape_class(layout, M, K, N, dtype)
     with _lock:
         hit = _measured.get(key)
@@ -81,7 +85,7 @@ def gpu_order(layout: str, M: Optional[int] = None, K: Optional[int] = None,
             return measure_order(layout, M, K, N, dtype)
         except Exception:  # a failed measurement never breaks dispatch
             pass
-    return static_order(layout)
+    return static_order(layout, N)
 
 
 def _random_weight(layout: str, M: int, K: int, dtype, device, density: float,

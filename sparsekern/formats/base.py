@@ -123,7 +123,10 @@ def cached_repack(values: torch.Tensor, key: str, deps: Tuple[torch.Tensor, ...]
     kernel wants (e.g. a metadata order for sparse tensor cores).
     """
     tensors = (values,) + tuple(deps)
-    stamp = tuple((t.data_ptr(), t._version) for t in tensors)
+    try:
+        stamp = tuple((t.data_ptr(), t._version) for t in tensors)
+    except RuntimeError:  # inference tensors have no version counter: key on storage only
+        stamp = tuple((t.data_ptr(), None) for t in tensors)
     cache = getattr(values, "_sparsekern_repack", None)
     if cache is None:
         cache = {}
