@@ -105,8 +105,8 @@ def test_gpu_order_static_and_measured():
     gpu_choice.remember_order("csc", 4096, 4096, 1, torch.float16, ["triton"])
     # Same class (M, K rounded to powers of two, N in the decode regime): measured order.
     assert gpu_choice.gpu_order("csc", 4000, 4096, 8, torch.float16) == ["triton", "cuda"]
-    # Another class: static order.
-    assert gpu_choice.gpu_order("csc", 4096, 4096, 64, torch.float16) == ["cuda", "triton"]
+    # Another class: static order (CSC past decode sizes: Triton's strips first).
+    assert gpu_choice.gpu_order("csc", 4096, 4096, 64, torch.float16) == ["triton", "cuda"]
     assert gpu_choice.gpu_order("csc", 4096, 4096, 1, torch.bfloat16) == ["cuda", "triton"]
     gpu_choice.forget_measurements()
     assert gpu_choice.gpu_order("csc", 4000, 4096, 8, torch.float16) == ["cuda", "triton"]
