@@ -283,7 +283,7 @@ def machine_line(doc: dict) -> str:
     threads = doc.get("settings", {}).get("threads")
     parts = [f"{cpu.get('model', '?')} ({cpu.get('usable_cpus', '?')} CPUs, "
              f"ISA {'/'.join(cpu.get('isa_flags', [])[:6]) or '?'})",
-             f"{threads} threads", f"torch {v.get('torch', '?')} (BLAS {blas})",
+             f"{threads} thread{'' if threads == 1 else 's'}", f"torch {v.get('torch', '?')} (BLAS {blas})",
              f"numpy {v.get('numpy', '?')}"]
     if m.get("gpu"):
         parts.insert(0, m["gpu"].get("name", "GPU"))
