@@ -44,9 +44,10 @@ def main(argv=None) -> int:
     add_arguments(sub.add_parser("demo", help="prune a model to a target speedup and measure it "
                                  "(the default)"))
     sub.add_parser("tour", help="a short run of the API")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("demo", "tour", "-h", "--help"):
+        argv = ["demo"] + argv  # no sub-command: the demo (with any demo options given)
     args = parser.parse_args(argv)
-    if args.command is None:  # no sub-command: the demo with its defaults
-        args = parser.parse_args(["demo"] + list(argv or []))
     if args.command == "demo":
         from .demo import main as demo_main
         return demo_main(args)

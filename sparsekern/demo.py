@@ -357,6 +357,7 @@ def run(model: nn.Module, train_loader, val_loader, example_inputs,
                    "max_iterations": max_iterations, "margin": margin, "seed": seed,
                    "target_speedup": targets},
         "timings_s": clock, "latency_table_cache": table.meta.get("cache"),
+        "load_average": _loadavg(),
     }
     if extra:
         report.update(extra)
@@ -364,6 +365,13 @@ def run(model: nn.Module, train_loader, val_loader, example_inputs,
         json.dump(report, f, indent=1, default=float)
     _print_summary(report, print_fn)
     return DemoResult(report, sparse, dense, table, search)
+
+
+def _loadavg():
+    try:
+        return list(os.getloadavg())
+    except (AttributeError, OSError):
+        return None
 
 
 def _print_summary(r: dict, print_fn) -> None:
@@ -498,7 +506,7 @@ def add_arguments(p) -> None:
     p.add_argument("--strict", action="store_true",
                    help="exit with status 1 when a check fails (default: report only)")
     p.add_argument("--quick", action="store_true",
-                   help="a tiny configuration for a smoke test (hidden 64, 2 epochs, few steps)")
+                   help="a tiny configuration for a smoke test (hidden 64, 1 epoch, few steps)")
 
 
 def main(args) -> int:
@@ -514,6 +522,9 @@ def main(args) -> int:
         torch.set_num_threads(args.threads)
     print(f"sparsekern demo: MLP 64 -> {args.hidden} x{args.hidden_layers} -> 10 on "
           f"scikit-learn digits, {torch.get_num_threads()} threads; output in {args.out}")
+    load = busy_note()
+    if load:
+        print(load)
     train, val, test = digits_data(args.seed)
     model = trained_digits_model(args.hidden, args.hidden_layers, args.epochs, args.seed, train,
                                  use_cache=not args.no_cache)
@@ -534,6 +545,21 @@ def main(args) -> int:
                         "model": {"name": "DigitsMLP", "hidden": args.hidden,
                                   "hidden_layers": args.hidden_layers, "epochs": args.epochs}})
     return 1 if args.strict and not result.report["checks"]["all_ok"] else 0
+
+
+def busy_note() -> str:
+    """A warning when other processes already keep the CPUs busy, else ''."""
+    from .bench.machine import usable_cpus
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return ""
+    cpus = usable_cpus()
+    if load < cpus:
+        return ""
+    return (f"note: this machine is busy (load average {load:.1f} on {cpus} CPUs): timings "
+            f"will be noisy, multi-threaded ones most (a preempted thread stalls the others); "
+            f"--threads 1 gives steadier numbers")
 
 
 def _one_or_per_batch(values, batches, flag):
