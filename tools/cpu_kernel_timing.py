@@ -26,6 +26,8 @@ import torch
 import sparsekern as sk
 
 BIG = [(4096, 4096), (11008, 4096)]
+STAT = statistics.median
+CLOCK = time.perf_counter
 SMALL = [(384, 384), (384, 1536), (768, 768), (768, 3072), (3072, 768)]
 
 
@@ -86,10 +88,10 @@ def bench_point(M, K, N, layout, sparsity, *, zero_act=0.0, block=(32, 32), reps
     samples = {k: [] for k in fns}
     for _ in range(reps):  # interleaved: a noisy neighbour hits every path alike
         for k, f in fns.items():
-            t = time.perf_counter()
+            t = CLOCK()
             f()
-            samples[k].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
+            samples[k].append(CLOCK() - t)
+    med = {k: STAT(v) * 1e3 for k, v in samples.items()}
     best_dense = min(med["torch"], med["numpy"])
     nnz_useful = int((W != 0).sum()) if layout != "bsr" else A.values.numel()
     if zero_act and N == 1:
@@ -149,7 +151,18 @@ def main(argv=None):
     p.add_argument("--shapes", default="", help="e.g. 4096x4096,11008x4096")
     p.add_argument("--ns", default="", help="e.g. 1,8,32")
     p.add_argument("--reps", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads first")
+    p.add_argument("--stat", choices=("median", "min"), default="median",
+                   help="min is steadier on a loaded machine; the report uses medians")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="cpu: process CPU time (steadier when other jobs share the cores)")
     a = p.parse_args(argv)
+    global CLOCK
+    CLOCK = time.perf_counter if a.clock == "wall" else time.process_time
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    global STAT
+    STAT = statistics.median if a.stat == "median" else min
     only = set(a.only.split(",")) if a.only else {"2:4", "bsr", "csc", "small", "scaling", "bf16"}
     shapes = [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")] if a.shapes \
         else (BIG[:1] if a.quick else BIG)

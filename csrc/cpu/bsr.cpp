@@ -95,7 +95,7 @@ template <typename T, int R>
 SK_AVX2 int gemv_dot_tile_avx2(const BsrArgs<T>& a, const float* x, int64_t br, int64_t r0) {
   __m256 acc[R];
   float tail[R];
-  for (int r = 0; r < R; ++r) {
+  SK_UNROLL for (int r = 0; r < R; ++r) {
     acc[r] = _mm256_setzero_ps();
     tail[r] = 0.0f;
   }
@@ -107,12 +107,12 @@ SK_AVX2 int gemv_dot_tile_avx2(const BsrArgs<T>& a, const float* x, int64_t br, 
     int64_t kk = 0;
     for (; kk + 8 <= keff; kk += 8) {
       const __m256 xv = _mm256_loadu_ps(xb + kk);
-      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(load8(w + r * a.bk + kk), xv, acc[r]);
+      SK_UNROLL for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(load8(w + r * a.bk + kk), xv, acc[r]);
     }
     for (; kk < keff; ++kk)
-      for (int r = 0; r < R; ++r) tail[r] += to_float(w[r * a.bk + kk]) * xb[kk];
+      SK_UNROLL for (int r = 0; r < R; ++r) tail[r] += to_float(w[r * a.bk + kk]) * xb[kk];
   }
-  for (int r = 0; r < R; ++r) store_out(*a.d, br * a.bm + r0 + r, 0, hsum(acc[r]) + tail[r]);
+  SK_UNROLL for (int r = 0; r < R; ++r) store_out(*a.d, br * a.bm + r0 + r, 0, hsum(acc[r]) + tail[r]);
   return kOk;
 }
 
@@ -185,8 +185,8 @@ template <typename T, int R, int NV>
 SK_AVX2 int panel_tile_avx2(const BsrArgs<T>& a, const float* P, int64_t ldp, int64_t n0,
                             int64_t nb, int64_t br, int64_t r0, int64_t u0) {
   __m256 acc[R][NV];
-  for (int r = 0; r < R; ++r)
-    for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_setzero_ps();
+  SK_UNROLL for (int r = 0; r < R; ++r)
+    SK_UNROLL for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_setzero_ps();
   for (int64_t b = a.rowptr[br]; b < a.rowptr[br + 1]; ++b) {
     int64_t base, keff;
     if (!a.block_cols(b, &base, &keff)) return kBadIndex;
@@ -194,23 +194,23 @@ SK_AVX2 int panel_tile_avx2(const BsrArgs<T>& a, const float* P, int64_t ldp, in
     const float* p = P + base * ldp + 8 * u0;
     for (int64_t kk = 0; kk < keff; ++kk, p += ldp) {
       __m256 bv[NV];
-      for (int u = 0; u < NV; ++u) bv[u] = _mm256_loadu_ps(p + 8 * u);
-      for (int r = 0; r < R; ++r) {
+      SK_UNROLL for (int u = 0; u < NV; ++u) bv[u] = _mm256_loadu_ps(p + 8 * u);
+      SK_UNROLL for (int r = 0; r < R; ++r) {
         const __m256 wv = bcast(w + r * a.bk + kk);
-        for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_fmadd_ps(wv, bv[u], acc[r][u]);
+        SK_UNROLL for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_fmadd_ps(wv, bv[u], acc[r][u]);
       }
     }
   }
   const Dense& d = *a.d;
-  for (int r = 0; r < R; ++r) {
+  SK_UNROLL for (int r = 0; r < R; ++r) {
     const int64_t m = br * a.bm + r0 + r;
     const __m256 bias = d.bias != nullptr ? _mm256_set1_ps(d.bias[m * d.bias_stride])
                                           : _mm256_setzero_ps();
-    for (int u = 0; u < NV; ++u) {
+    SK_UNROLL for (int u = 0; u < NV; ++u) {
       const int64_t n = 8 * (u0 + u);
-      if (n >= nb) break;
-      store_lanes(d.Y + m * d.ldy_m + (n0 + n) * d.ldy_n, d.ldy_n, _mm256_add_ps(acc[r][u], bias),
-                  min_i64(8, nb - n));
+      if (n < nb)
+        store_lanes(d.Y + m * d.ldy_m + (n0 + n) * d.ldy_n, d.ldy_n,
+                    _mm256_add_ps(acc[r][u], bias), min_i64(8, nb - n));
     }
   }
   return kOk;

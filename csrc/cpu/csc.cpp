@@ -226,14 +226,14 @@ SK_AVX2 int csr_rows_avx2_nv(const CsrRepack& a, const Dense& d, const float* P,
   const CI* cols = static_cast<const CI*>(a.cols);
   for (int64_t m = m0; m < m1; ++m) {
     __m256 acc0[NV], acc1[NV];
-    for (int u = 0; u < NV; ++u) acc0[u] = acc1[u] = _mm256_setzero_ps();
+    SK_UNROLL for (int u = 0; u < NV; ++u) acc0[u] = acc1[u] = _mm256_setzero_ps();
     int64_t i = a.rowptr[m];
     const int64_t e = a.rowptr[m + 1];
     for (; i + 2 <= e; i += 2) {
       const __m256 w0 = bcast(vals + i), w1 = bcast(vals + i + 1);
       const float* p0 = P + static_cast<int64_t>(cols[i]) * ldp;
       const float* p1 = P + static_cast<int64_t>(cols[i + 1]) * ldp;
-      for (int u = 0; u < NV; ++u) {
+      SK_UNROLL for (int u = 0; u < NV; ++u) {
         acc0[u] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(p0 + 8 * u), acc0[u]);
         acc1[u] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(p1 + 8 * u), acc1[u]);
       }
@@ -241,12 +241,13 @@ SK_AVX2 int csr_rows_avx2_nv(const CsrRepack& a, const Dense& d, const float* P,
     if (i < e) {
       const __m256 w0 = bcast(vals + i);
       const float* p0 = P + static_cast<int64_t>(cols[i]) * ldp;
-      for (int u = 0; u < NV; ++u) acc0[u] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(p0 + 8 * u), acc0[u]);
+      SK_UNROLL for (int u = 0; u < NV; ++u) acc0[u] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(p0 + 8 * u), acc0[u]);
     }
     const __m256 b = d.bias != nullptr ? _mm256_set1_ps(d.bias[m * d.bias_stride])
                                        : _mm256_setzero_ps();
     float* y = d.Y + m * d.ldy_m + n0 * d.ldy_n;
-    for (int u = 0; u < NV && 8 * u < nb; ++u)
+    SK_UNROLL for (int u = 0; u < NV; ++u)
+      if (8 * u < nb)
       store_lanes(y + 8 * u * d.ldy_n, d.ldy_n,
                   _mm256_add_ps(_mm256_add_ps(acc0[u], acc1[u]), b), min_i64(8, nb - 8 * u));
   }

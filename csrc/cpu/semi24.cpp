@@ -169,43 +169,44 @@ template <typename T, int R, int NV>
 SK_AVX2 int panel_tile_avx2(const T* v, const uint8_t* mt, const Semi24Rows& g4, const Dense& d,
                             const float* P, int64_t ldp, int64_t n0, int64_t nb, int64_t m) {
   __m256 acc[R][NV];
-  for (int r = 0; r < R; ++r)
-    for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_setzero_ps();
+  SK_UNROLL for (int r = 0; r < R; ++r)
+    SK_UNROLL for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_setzero_ps();
   unsigned bad = 0;
   const int64_t gfull = d.K / 4;
   for (int64_t g = 0; g < gfull; ++g) {
-    for (int r = 0; r < R; ++r) {
+    SK_UNROLL for (int r = 0; r < R; ++r) {
       const int nib = nibble(mt + r * g4.mcols, g), p0 = nib & 3, p1 = nib >> 2;
       bad |= static_cast<unsigned>(p0 >= p1);
       const T* vr = v + r * g4.half + 2 * g;
       const __m256 w0 = bcast(vr), w1 = bcast(vr + 1);
       const float* b0 = P + (4 * g + p0) * ldp;
       const float* b1 = P + (4 * g + p1) * ldp;
-      for (int u = 0; u < NV; ++u) {
+      SK_UNROLL for (int u = 0; u < NV; ++u) {
         acc[r][u] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(b0 + 8 * u), acc[r][u]);
         acc[r][u] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(b1 + 8 * u), acc[r][u]);
       }
     }
   }
   for (int64_t g = gfull; g < g4.G; ++g) {  // padded last group: columns >= K never count
-    for (int r = 0; r < R; ++r) {
+    SK_UNROLL for (int r = 0; r < R; ++r) {
       const int nib = nibble(mt + r * g4.mcols, g);
       const int p[2] = {nib & 3, nib >> 2};
       bad |= static_cast<unsigned>(p[0] >= p[1]);
-      for (int i = 0; i < 2; ++i) {
+      SK_UNROLL for (int i = 0; i < 2; ++i) {
         if (4 * g + p[i] >= d.K) continue;
         const __m256 w = bcast(v + r * g4.half + 2 * g + i);
         const float* b = P + (4 * g + p[i]) * ldp;
-        for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_fmadd_ps(w, _mm256_loadu_ps(b + 8 * u), acc[r][u]);
+        SK_UNROLL for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_fmadd_ps(w, _mm256_loadu_ps(b + 8 * u), acc[r][u]);
       }
     }
   }
   if (bad) return kBadMeta;
-  for (int r = 0; r < R; ++r) {
+  SK_UNROLL for (int r = 0; r < R; ++r) {
     const __m256 b = d.bias != nullptr ? _mm256_set1_ps(d.bias[(m + r) * d.bias_stride])
                                        : _mm256_setzero_ps();
     float* y = d.Y + (m + r) * d.ldy_m + n0 * d.ldy_n;
-    for (int u = 0; u < NV && 8 * u < nb; ++u)
+    SK_UNROLL for (int u = 0; u < NV; ++u)
+      if (8 * u < nb)
       store_lanes(y + 8 * u * d.ldy_n, d.ldy_n, _mm256_add_ps(acc[r][u], b),
                   min_i64(8, nb - 8 * u));
   }

@@ -13,6 +13,9 @@
 // none are used inside such functions).
 #define SK_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define SK_AVX2_INLINE static inline __attribute__((target("avx2,fma,f16c"), always_inline))
+// Fully unrolls a loop over accumulator indices: GCC keeps an array of __m256 in registers
+// only when every index is a constant (otherwise it mirrors each FMA with a stack store).
+#define SK_UNROLL _Pragma("GCC unroll 16")
 
 namespace sparsekern {
 namespace cpu {
