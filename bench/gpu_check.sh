@@ -67,7 +67,7 @@ fi
 
 # 2. GPU tests
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  run_step tests "$(min 120 $(( $(left) - 110 )))" \
+  SPARSEKERN_CUDA_CHECK_STATUS=1 run_step tests "$(min 120 $(( $(left) - 110 )))" \
     "$PY" -m pytest -m gpu tests/ -q -x -p no:cacheprovider
 fi
 
