@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from . import functional
+from .conv import SparseConv2d
 from .formats import SparseFormat, from_parts, to_sparse
 from .formats.semi24 import Semi24
 
@@ -141,7 +142,8 @@ def choose_layout(W: torch.Tensor, layout: str, blocksize=None,
 def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
              max_density: Optional[float] = None, *, example_input=None,
              latency_table=None, margin: Optional[float] = None) -> nn.Module:
-    """Swap every nn.Linear whose weight already has ``layout``'s pattern for a SparseLinear.
+    """Swap every nn.Linear / nn.Conv2d (groups=1) whose weight already has ``layout``'s
+    pattern for a SparseLinear / SparseConv2d (a Conv2d weight is read as [out, in*kh*kw]).
 
     Args:
         model: any nn.Module; modified in place and returned.
@@ -173,22 +175,28 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
             raise ValueError(f"layout='auto' chooses the format (and block shape) from measured "
                              f"latencies; blocksize={blocksize!r} and max_density={max_density!r} "
                              f"apply only to layout='bsr'/'csc'")
-        return sparsify_auto(model, latency_table, example_input, linear_only=True,
+        return sparsify_auto(model, latency_table, example_input, linear_only=False,
                              margin=DEFAULT_MARGIN if margin is None else margin)
     if example_input is not None or latency_table is not None or margin is not None:
         raise ValueError(f"example_input, latency_table and margin apply to layout='auto' only; "
                          f"got layout={layout!r}")
     report: Dict[str, Tuple[str, str]] = {}
-    targets = [(name, mod) for name, mod in model.named_modules() if type(mod) is nn.Linear]
-    for name, lin in targets:
-        chosen, why = choose_layout(lin.weight.detach(), layout, blocksize, max_density)
+    targets = [(name, mod) for name, mod in model.named_modules()
+               if type(mod) in (nn.Linear, nn.Conv2d)]
+    for name, mod in targets:
+        if isinstance(mod, nn.Conv2d) and mod.groups != 1:
+            report[name] = ("dense", f"grouped Conv2d (groups={mod.groups}) is kept dense")
+            log.info("sparsify: %s stays dense (groups=%d)", name, mod.groups)
+            continue
+        chosen, why = choose_layout(mod.weight.detach().flatten(1), layout, blocksize,
+                                    max_density)
         report[name] = (chosen or "dense", why)
         if chosen is None:
             log.info("sparsify: %s stays dense (%s)", name, why)
             continue
-        new = SparseLinear.from_dense(lin, layout=chosen,
-                                      blocksize=blocksize if chosen == "bsr" else None)
-        if name == "":  # the model is itself a Linear
+        cls = SparseConv2d if isinstance(mod, nn.Conv2d) else SparseLinear
+        new = cls.from_dense(mod, layout=chosen, blocksize=blocksize if chosen == "bsr" else None)
+        if name == "":  # the model is itself a Linear / Conv2d
             new.sparsekern_report = report
             return new
         _set_submodule(model, name, new)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import sparsekern as sk
+from sparsekern.auto import synthetic_table
 from tests.helpers import TOL, random_pattern_weight, rel_err
 
 
@@ -68,6 +69,12 @@ def test_load_state_dict_rejects_bad_indices():
         layer.load_state_dict(state)
 
 
+#: A latency table in which every sparse format beats dense (so "auto" decisions follow the
+#: pattern, not this machine's timings).
+FAST = synthetic_table({n: (1.0, {"2:4": [(0.5, 0.2)], "csc": [(0.05, 0.1), (0.5, 0.6)]})
+                        for n in ("fc1", "fc2", "head")})
+
+
 class MLP(nn.Module):
     def __init__(self):
         super().__init__()
@@ -87,7 +94,7 @@ def test_sparsify_swaps_only_pruned_layers():
         model.fc2.weight.copy_(random_pattern_weight(64, 64, "csc", density=0.1))
     x = torch.randn(7, 32)
     ref = model(x)
-    sk.sparsify(model, layout="auto")
+    sk.sparsify(model, layout="auto", latency_table=FAST)
     assert isinstance(model.fc1, sk.SparseLinear) and model.fc1.layout == "2:4"
     assert isinstance(model.fc2, sk.SparseLinear) and model.fc2.layout == "csc"
     assert type(model.head) is nn.Linear
@@ -123,7 +130,7 @@ def test_save_and_load_sparse_into_fresh_model(tmp_path):
     with torch.no_grad():
         model.fc1.weight.copy_(random_pattern_weight(64, 32, "2:4"))
         model.fc2.weight.copy_(random_pattern_weight(64, 64, "csc", density=0.1))
-    sk.sparsify(model)
+    sk.sparsify(model, latency_table=FAST)
     path = tmp_path / "model.pt"
     sk.save_sparse(model, path)
     fresh = sk.load_sparse(MLP(), path)
@@ -136,7 +143,7 @@ def test_load_sparse_rejects_mismatched_model(tmp_path):
     model = MLP()
     with torch.no_grad():
         model.fc1.weight.copy_(random_pattern_weight(64, 32, "2:4"))
-    sk.sparsify(model)
+    sk.sparsify(model, latency_table=FAST)
     path = tmp_path / "m.pt"
     sk.save_sparse(model, path)
 
@@ -151,3 +158,18 @@ def test_load_sparse_rejects_mismatched_model(tmp_path):
     torch.save({"x": 1}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match=r"is not a file written by sparsekern.save_sparse"):
         sk.load_sparse(MLP(), tmp_path / "bad.pt")
+
+
+def test_sparsify_swaps_pruned_conv2d():
+    model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 1),
+                          nn.Conv2d(16, 16, 3, groups=2))
+    with torch.no_grad():
+        w = model[0].weight
+        w.copy_(random_pattern_weight(16, 72, "csc", density=0.2).reshape(w.shape))
+    x = torch.randn(2, 8, 10, 10)
+    ref = model(x)
+    sk.sparsify(model, layout="csc")
+    assert isinstance(model[0], sk.SparseConv2d)
+    assert type(model[2]) is nn.Conv2d  # dense weight
+    assert model.sparsekern_report["3"][0] == "dense"  # grouped: kept dense
+    assert rel_err(model(x), ref) < TOL[torch.float32]
