@@ -175,7 +175,9 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
             raise ValueError(f"layout='auto' chooses the format (and block shape) from measured "
                              f"latencies; blocksize={blocksize!r} and max_density={max_density!r} "
                              f"apply only to layout='bsr'/'csc'")
-        return sparsify_auto(model, latency_table, example_input, linear_only=False,
+        # Conv2d layers are measured at their real input shape, so they need example_input.
+        linear_only = example_input is None and latency_table is None
+        return sparsify_auto(model, latency_table, example_input, linear_only=linear_only,
                              margin=DEFAULT_MARGIN if margin is None else margin)
     if example_input is not None or latency_table is not None or margin is not None:
         raise ValueError(f"example_input, latency_table and margin apply to layout='auto' only; "

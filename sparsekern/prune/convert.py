@@ -26,7 +26,8 @@ LAYOUTS = ("auto", "2:4", "bsr", "csc")
 
 def convert(model: nn.Module, layout: str = "auto", blocksize=None,
             masks: Optional[Mapping[str, torch.Tensor]] = None,
-            max_density: Optional[float] = None, layers=None) -> nn.Module:
+            max_density: Optional[float] = None, layers=None, *, example_input=None,
+            latency_table=None) -> nn.Module:
     """Swap pruned Linear / Conv2d layers for SparseLinear / SparseConv2d (in place).
 
     Args:
@@ -38,6 +39,8 @@ def convert(model: nn.Module, layout: str = "auto", blocksize=None,
         masks: applied first (pruned weights set to 0).
         max_density: pack bsr/csc only when the stored fraction is at most this.
         layers: names to convert (default every nn.Linear / nn.Conv2d).
+        example_input, latency_table: for "auto": the input(s) to measure at, or a table
+            from sparsekern.auto.build_table.
     Returns the model (or the new layer when ``model`` itself is a Linear/Conv2d). The
     decisions are in ``model.sparsekern_report`` ({name: (layout or "dense", reason)});
     grouped convolutions stay dense.
@@ -48,6 +51,16 @@ def convert(model: nn.Module, layout: str = "auto", blocksize=None,
         raise ValueError(f"max_density must be in [0, 1], got {max_density!r}")
     if masks is not None:
         apply_masks(model, masks)
+    if layout == "auto":
+        if blocksize is not None or max_density is not None:
+            raise ValueError("layout='auto' chooses formats from measured latencies; blocksize "
+                             "and max_density apply to layout='bsr'/'csc' only")
+        from ..auto.choose import sparsify_auto
+        return sparsify_auto(model, latency_table, example_input, layers=layers,
+                             linear_only=example_input is None and latency_table is None)
+    if example_input is not None or latency_table is not None:
+        raise ValueError(f"example_input and latency_table apply to layout='auto' only; got "
+                         f"layout={layout!r}")
     report: Dict[str, Tuple[str, str]] = {}
     result = model
     for name, mod in select_layers(model, layers).items():
