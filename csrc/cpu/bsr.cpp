@@ -180,26 +180,41 @@ SK_AVX2 int gemv_rows_avx2(const BsrArgs<T>& a, const float* x, int64_t br0, int
   return kOk;
 }
 
-// Output rows r0..r0+R-1 of block row br, panel columns [8*u0, 8*(u0+NV)).
+// Output rows r0..r0+R-1 of block row br, panel columns [8*u0, 8*(u0+NV)), over the blocks
+// [b0, b1) of that block row (one K chunk). The partial sums live in T (row stride ldt)
+// between chunks: `first` starts them at 0, `last` writes Y (+ bias) instead of T.
 template <typename T, int R, int NV>
 SK_AVX2 int panel_tile_avx2(const BsrArgs<T>& a, const float* P, int64_t ldp, int64_t n0,
-                            int64_t nb, int64_t br, int64_t r0, int64_t u0) {
+                            int64_t nb, int64_t br, int64_t r0, int64_t u0, int64_t b0,
+                            int64_t b1, float* Tacc, int64_t ldt, bool first, bool last) {
   __m256 acc[R][NV];
+  float* t = Tacc + r0 * ldt + 8 * u0;
   SK_UNROLL for (int r = 0; r < R; ++r)
-    SK_UNROLL for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_setzero_ps();
-  for (int64_t b = a.rowptr[br]; b < a.rowptr[br + 1]; ++b) {
-    int64_t base, keff;
-    if (!a.block_cols(b, &base, &keff)) return kBadIndex;
-    const T* w = a.values + (b * a.bm + r0) * a.bk;
+    SK_UNROLL for (int u = 0; u < NV; ++u)
+      acc[r][u] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(t + r * ldt + 8 * u);
+  const int64_t bk = a.bk, bm = a.bm, Kb = a.Kb, K = a.d->K;
+  const T* values = a.values;
+  const int32_t* cols = a.cols;
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t c = cols[b];
+    if (c < 0 || c >= Kb) return kBadIndex;
+    const int64_t base = c * bk;
+    const int64_t keff = min_i64(bk, K - base);
+    const T* w = values + (b * bm + r0) * bk;
     const float* p = P + base * ldp + 8 * u0;
     for (int64_t kk = 0; kk < keff; ++kk, p += ldp) {
       __m256 bv[NV];
       SK_UNROLL for (int u = 0; u < NV; ++u) bv[u] = _mm256_loadu_ps(p + 8 * u);
       SK_UNROLL for (int r = 0; r < R; ++r) {
-        const __m256 wv = bcast(w + r * a.bk + kk);
+        const __m256 wv = bcast(w + r * bk + kk);
         SK_UNROLL for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_fmadd_ps(wv, bv[u], acc[r][u]);
       }
     }
+  }
+  if (!last) {
+    SK_UNROLL for (int r = 0; r < R; ++r)
+      SK_UNROLL for (int u = 0; u < NV; ++u) _mm256_storeu_ps(t + r * ldt + 8 * u, acc[r][u]);
+    return kOk;
   }
   const Dense& d = *a.d;
   SK_UNROLL for (int r = 0; r < R; ++r) {
@@ -218,7 +233,7 @@ SK_AVX2 int panel_tile_avx2(const BsrArgs<T>& a, const float* P, int64_t ldp, in
 
 template <typename T>
 using PanelTileFn = int (*)(const BsrArgs<T>&, const float*, int64_t, int64_t, int64_t, int64_t,
-                            int64_t, int64_t);
+                            int64_t, int64_t, int64_t, int64_t, float*, int64_t, bool, bool);
 
 // Largest NV (ymm per row) for R rows that keeps R*NV accumulators + NV loads in 16 ymm.
 constexpr int max_nv(int R) { return R >= 5 ? 2 : R == 4 ? 3 : 4; }
@@ -245,22 +260,35 @@ PanelTileFn<T> tile_fn(int R, int nv) {
   }
 }
 
+// Each block row in K chunks of about chunk_rows(ldp) panel rows, so the chunk of B stays
+// in L1 while every row tile of the block row passes over it.
 template <typename T>
 int panel_rows_avx2(const BsrArgs<T>& a, const float* P, int64_t ldp, int64_t n0, int64_t nb,
                     int64_t br0, int64_t br1) {
   const int nv_total = static_cast<int>(ldp / 8);
+  const int64_t per_chunk = max_i64(1, chunk_rows(ldp) / a.bk);  // blocks per chunk
+  float* Tacc = scratch_tile().get_as<float>(a.bm * ldp);
+  if (Tacc == nullptr) return kNoMemory;
   for (int64_t br = br0; br < br1; ++br) {
     const int64_t reff = a.rows_in(br);
-    for (int64_t r0 = 0; r0 < reff;) {
-      const int R = static_cast<int>(min_i64(6, reff - r0));
-      const int step = max_nv(R);
-      for (int u0 = 0; u0 < nv_total; u0 += step) {
-        const int nv = nv_total - u0 < step ? nv_total - u0 : step;
-        const int s = tile_fn<T>(R, nv)(a, P, ldp, n0, nb, br, r0, u0);
-        if (s != kOk) return s;
+    const int64_t b0 = a.rowptr[br], b1 = a.rowptr[br + 1];
+    int64_t cb = b0;
+    do {
+      const int64_t ce = min_i64(cb + per_chunk, b1);
+      const bool first = cb == b0, last = ce == b1;
+      for (int64_t r0 = 0; r0 < reff;) {
+        const int R = static_cast<int>(min_i64(6, reff - r0));
+        const int step = max_nv(R);
+        for (int u0 = 0; u0 < nv_total; u0 += step) {
+          const int nv = nv_total - u0 < step ? nv_total - u0 : step;
+          const int s = tile_fn<T>(R, nv)(a, P, ldp, n0, nb, br, r0, u0, cb, ce, Tacc, ldp,
+                                          first, last);
+          if (s != kOk) return s;
+        }
+        r0 += R;
       }
-      r0 += R;
-    }
+      cb = ce;
+    } while (cb < b1);
   }
   return kOk;
 }

@@ -96,6 +96,11 @@ Scratch& scratch_x();      // the activation vector of a GEMV (when B's column i
 Scratch& scratch_panel();  // the packed B panel of a batched call
 Scratch& scratch_accum();  // per-thread partial outputs (CSC GEMV)
 Scratch& scratch_index();  // index lists (CSC active columns)
+Scratch& scratch_tile();   // a worker thread's partial output tile (K-chunked batched kernels)
+
+// Rows of a packed B panel (ldp floats each) per K chunk of the batched kernels: about 16 KB,
+// so the chunk of B stays in L1 while the rows of a block are multiplied with it.
+inline int64_t chunk_rows(int64_t ldp) { return ldp >= 32 ? 128 : 4096 / ldp; }
 
 // Writes Y(m, n) = v + bias(m) for one element.
 inline void store_out(const Dense& d, int64_t m, int64_t n, float v) {

@@ -22,6 +22,10 @@ Scratch& scratch_index() {
   static thread_local Scratch s;
   return s;
 }
+Scratch& scratch_tile() {
+  static thread_local Scratch s;
+  return s;
+}
 
 void pack_panel(const Dense& d, int64_t n0, int64_t nb, int64_t ldp, int64_t k0, int64_t k1,
                 float* P) {

@@ -22,6 +22,7 @@ namespace cpu {
 namespace {
 
 constexpr int64_t kPanelWidth = 32;  // columns of B per packed panel (4 ymm)
+constexpr int64_t kPrefetchBytes = 4096;  // GEMV: how far ahead of the values stream to fetch
 constexpr int kMaxParts = 256;
 
 // Per metadata byte (two groups of 4 columns): whether a nibble has first >= second, and the
@@ -147,6 +148,10 @@ SK_AVX2 int gemv_rows_avx2(const T* values, const uint8_t* meta, const Dense& d,
     unsigned bad = 0;
     int64_t j = 0;
     for (; j + 4 <= jfull; j += 4) {
+      // The row is streamed once from memory: prefetch well ahead (a single stream per core
+      // does not reach the memory bandwidth on its own).
+      _mm_prefetch(reinterpret_cast<const char*>(v + 4 * j) + kPrefetchBytes, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(v + 4 * j) + kPrefetchBytes + 64, _MM_HINT_T0);
       acc0 = gemv_step16(v, mt, x, j, acc0, bad);
       acc1 = gemv_step16(v, mt, x, j + 2, acc1, bad);
     }
@@ -164,72 +169,109 @@ SK_AVX2 int gemv_rows_avx2(const T* values, const uint8_t* meta, const Dense& d,
   return kOk;
 }
 
-// R rows (stride `half` values, `mcols` metadata bytes) times the panel, NV ymm per row.
+// R rows from row m (values v, metadata mt) times the panel rows of groups [g0, g1) (g0 even:
+// one K chunk), NV ymm per row. The partial sums live in t (row stride ldt) between chunks:
+// `first` starts them at 0, `last` writes Y (+ bias) instead. A metadata byte (2 groups, 4
+// kept values) is decoded with a few integer ops per row; its 4 weights are broadcast.
 template <typename T, int R, int NV>
 SK_AVX2 int panel_tile_avx2(const T* v, const uint8_t* mt, const Semi24Rows& g4, const Dense& d,
-                            const float* P, int64_t ldp, int64_t n0, int64_t nb, int64_t m) {
+                            const float* P, int64_t n0, int64_t nb, int64_t m, int64_t g0,
+                            int64_t g1, float* t, int64_t ldt, bool first, bool last) {
+  constexpr int64_t LDP = 8 * NV;
   __m256 acc[R][NV];
   SK_UNROLL for (int r = 0; r < R; ++r)
-    SK_UNROLL for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_setzero_ps();
+    SK_UNROLL for (int u = 0; u < NV; ++u)
+      acc[r][u] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(t + r * ldt + 8 * u);
   unsigned bad = 0;
-  const int64_t gfull = d.K / 4;
-  for (int64_t g = 0; g < gfull; ++g) {
+  const int64_t gfull = min_i64(g1, d.K / 4);  // groups whose 4 columns are all < K
+  int64_t j = g0 >> 1;
+  for (; 2 * j + 2 <= gfull; ++j) {
+    const float* pj = P + 8 * j * LDP;
     SK_UNROLL for (int r = 0; r < R; ++r) {
-      const int nib = nibble(mt + r * g4.mcols, g), p0 = nib & 3, p1 = nib >> 2;
-      bad |= static_cast<unsigned>(p0 >= p1);
-      const T* vr = v + r * g4.half + 2 * g;
-      const __m256 w0 = bcast(vr), w1 = bcast(vr + 1);
-      const float* b0 = P + (4 * g + p0) * ldp;
-      const float* b1 = P + (4 * g + p1) * ldp;
+      const unsigned b = mt[r * g4.mcols + j];
+      bad |= kTables.bad[b];
+      const T* vr = v + r * g4.half + 4 * j;
+      const float* p0 = pj + (b & 3) * LDP;
+      const float* p1 = pj + ((b >> 2) & 3) * LDP;
+      const float* p2 = pj + (4 + ((b >> 4) & 3)) * LDP;
+      const float* p3 = pj + (4 + (b >> 6)) * LDP;
+      const __m256 w0 = bcast(vr), w1 = bcast(vr + 1), w2 = bcast(vr + 2), w3 = bcast(vr + 3);
       SK_UNROLL for (int u = 0; u < NV; ++u) {
-        acc[r][u] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(b0 + 8 * u), acc[r][u]);
-        acc[r][u] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(b1 + 8 * u), acc[r][u]);
+        __m256 x = _mm256_fmadd_ps(w0, _mm256_loadu_ps(p0 + 8 * u), acc[r][u]);
+        x = _mm256_fmadd_ps(w1, _mm256_loadu_ps(p1 + 8 * u), x);
+        x = _mm256_fmadd_ps(w2, _mm256_loadu_ps(p2 + 8 * u), x);
+        acc[r][u] = _mm256_fmadd_ps(w3, _mm256_loadu_ps(p3 + 8 * u), x);
       }
     }
   }
-  for (int64_t g = gfull; g < g4.G; ++g) {  // padded last group: columns >= K never count
+  for (int64_t g = 2 * j; g < g1; ++g) {  // an odd last group, or the padded one
     SK_UNROLL for (int r = 0; r < R; ++r) {
       const int nib = nibble(mt + r * g4.mcols, g);
       const int p[2] = {nib & 3, nib >> 2};
       bad |= static_cast<unsigned>(p[0] >= p[1]);
       SK_UNROLL for (int i = 0; i < 2; ++i) {
-        if (4 * g + p[i] >= d.K) continue;
+        if (4 * g + p[i] >= d.K) continue;  // format padding past K never counts
         const __m256 w = bcast(v + r * g4.half + 2 * g + i);
-        const float* b = P + (4 * g + p[i]) * ldp;
-        SK_UNROLL for (int u = 0; u < NV; ++u) acc[r][u] = _mm256_fmadd_ps(w, _mm256_loadu_ps(b + 8 * u), acc[r][u]);
+        const float* b = P + (4 * g + p[i]) * LDP;
+        SK_UNROLL for (int u = 0; u < NV; ++u)
+          acc[r][u] = _mm256_fmadd_ps(w, _mm256_loadu_ps(b + 8 * u), acc[r][u]);
       }
     }
   }
   if (bad) return kBadMeta;
+  if (!last) {
+    SK_UNROLL for (int r = 0; r < R; ++r)
+      SK_UNROLL for (int u = 0; u < NV; ++u) _mm256_storeu_ps(t + r * ldt + 8 * u, acc[r][u]);
+    return kOk;
+  }
   SK_UNROLL for (int r = 0; r < R; ++r) {
     const __m256 b = d.bias != nullptr ? _mm256_set1_ps(d.bias[(m + r) * d.bias_stride])
                                        : _mm256_setzero_ps();
     float* y = d.Y + (m + r) * d.ldy_m + n0 * d.ldy_n;
     SK_UNROLL for (int u = 0; u < NV; ++u)
       if (8 * u < nb)
-      store_lanes(y + 8 * u * d.ldy_n, d.ldy_n, _mm256_add_ps(acc[r][u], b),
-                  min_i64(8, nb - 8 * u));
+        store_lanes(y + 8 * u * d.ldy_n, d.ldy_n, _mm256_add_ps(acc[r][u], b),
+                    min_i64(8, nb - 8 * u));
   }
   return kOk;
 }
 
+// Rows [m0, m1) in blocks of about 16 rows (a multiple of the tile height R, so only a
+// part's last rows fall back to one-row tiles).
 template <typename T, int NV>
 SK_AVX2 int panel_rows_avx2_nv(const T* values, const uint8_t* meta, const Dense& d,
-                               const float* P, int64_t ldp, int64_t n0, int64_t nb, int64_t m0,
-                               int64_t m1) {
+                               const float* P, int64_t n0, int64_t nb, int64_t m0, int64_t m1) {
   // Rows per tile so that R * NV is 8 or more independent accumulators.
   constexpr int R = NV >= 4 ? 2 : NV == 3 ? 3 : NV == 2 ? 4 : 6;
+  constexpr int64_t LDP = 8 * NV;
+  constexpr int64_t kRowBlock = R * ((16 + R - 1) / R);  // rows whose sums stay in Tacc
   const Semi24Rows g4(d.K);
-  int64_t m = m0;
-  for (; m + R <= m1; m += R) {
-    const int s = panel_tile_avx2<T, R, NV>(values + m * g4.half, meta + m * g4.mcols, g4, d, P,
-                                            ldp, n0, nb, m);
-    if (s != kOk) return s;
-  }
-  for (; m < m1; ++m) {
-    const int s = panel_tile_avx2<T, 1, NV>(values + m * g4.half, meta + m * g4.mcols, g4, d, P,
-                                            ldp, n0, nb, m);
-    if (s != kOk) return s;
+  // One K chunk: unlike BSR, L1-sized chunks measured no faster here (the kernel is bound by
+  // its loads, not by where B's panel sits), so the chunk loop runs once.
+  const int64_t gchunk = g4.G + (g4.G & 1);
+  float* Tacc = scratch_tile().get_as<float>(kRowBlock * LDP);
+  if (Tacc == nullptr) return kNoMemory;
+  for (int64_t mb = m0; mb < m1; mb += kRowBlock) {
+    const int64_t me = min_i64(mb + kRowBlock, m1);
+    int64_t g0 = 0;
+    do {
+      const int64_t g1 = min_i64(g0 + gchunk, g4.G);
+      const bool first = g0 == 0, last = g1 == g4.G;
+      int64_t m = mb;
+      for (; m + R <= me; m += R) {
+        const int s = panel_tile_avx2<T, R, NV>(values + m * g4.half, meta + m * g4.mcols, g4, d,
+                                                P, n0, nb, m, g0, g1, Tacc + (m - mb) * LDP, LDP,
+                                                first, last);
+        if (s != kOk) return s;
+      }
+      for (; m < me; ++m) {
+        const int s = panel_tile_avx2<T, 1, NV>(values + m * g4.half, meta + m * g4.mcols, g4, d,
+                                                P, n0, nb, m, g0, g1, Tacc + (m - mb) * LDP, LDP,
+                                                first, last);
+        if (s != kOk) return s;
+      }
+      g0 = g1;
+    } while (g0 < g4.G);
   }
   return kOk;
 }
@@ -238,10 +280,10 @@ template <typename T>
 SK_AVX2 int panel_rows_avx2(const T* values, const uint8_t* meta, const Dense& d, const float* P,
                             int64_t ldp, int64_t n0, int64_t nb, int64_t m0, int64_t m1) {
   switch (ldp / 8) {
-    case 1: return panel_rows_avx2_nv<T, 1>(values, meta, d, P, ldp, n0, nb, m0, m1);
-    case 2: return panel_rows_avx2_nv<T, 2>(values, meta, d, P, ldp, n0, nb, m0, m1);
-    case 3: return panel_rows_avx2_nv<T, 3>(values, meta, d, P, ldp, n0, nb, m0, m1);
-    case 4: return panel_rows_avx2_nv<T, 4>(values, meta, d, P, ldp, n0, nb, m0, m1);
+    case 1: return panel_rows_avx2_nv<T, 1>(values, meta, d, P, n0, nb, m0, m1);
+    case 2: return panel_rows_avx2_nv<T, 2>(values, meta, d, P, n0, nb, m0, m1);
+    case 3: return panel_rows_avx2_nv<T, 3>(values, meta, d, P, n0, nb, m0, m1);
+    case 4: return panel_rows_avx2_nv<T, 4>(values, meta, d, P, n0, nb, m0, m1);
     default: return kBadArgument;
   }
 }
