@@ -21,6 +21,7 @@ namespace {
 
 constexpr int64_t kPanelWidth = 32;
 constexpr int kMaxParts = 256;
+constexpr int64_t kPrefetchBytes = 4096;  // GEMV: how far ahead of the values stream to fetch
 
 template <typename T>
 struct BsrArgs {
@@ -116,6 +117,57 @@ SK_AVX2 int gemv_dot_tile_avx2(const BsrArgs<T>& a, const float* x, int64_t br, 
   return kOk;
 }
 
+// Block row br for blocks at least 8 wide and 2 high, block by block in memory order (so the
+// values stream once, sequentially, with prefetch ahead): 4 rows of a block are dotted with
+// the block's activations, reduced to 4 sums with hadd, and added to the row sums in yacc.
+template <typename T>
+SK_AVX2 int gemv_blockwise_avx2(const BsrArgs<T>& a, const float* x, int64_t br, float* yacc) {
+  const int64_t bm = a.bm, bk = a.bk, reff = a.rows_in(br);
+  const int64_t row_bytes = bk * static_cast<int64_t>(sizeof(T));
+  for (int64_t r = 0; r < reff; ++r) yacc[r] = 0.0f;
+  for (int64_t b = a.rowptr[br]; b < a.rowptr[br + 1]; ++b) {
+    int64_t base, keff;
+    if (!a.block_cols(b, &base, &keff)) return kBadIndex;
+    const T* w = a.values + b * bm * bk;
+    const float* xb = x + base;
+    const int64_t k8 = keff & ~int64_t{7};
+    int64_t r = 0;
+    for (; r + 4 <= reff; r += 4) {
+      const char* ahead = reinterpret_cast<const char*>(w + r * bk) + kPrefetchBytes;
+      for (int64_t off = 0; off < 4 * row_bytes; off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
+      __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+      const T* w0 = w + r * bk;
+      for (int64_t kk = 0; kk < k8; kk += 8) {
+        const __m256 xv = _mm256_loadu_ps(xb + kk);
+        acc0 = _mm256_fmadd_ps(load8(w0 + kk), xv, acc0);
+        acc1 = _mm256_fmadd_ps(load8(w0 + bk + kk), xv, acc1);
+        acc2 = _mm256_fmadd_ps(load8(w0 + 2 * bk + kk), xv, acc2);
+        acc3 = _mm256_fmadd_ps(load8(w0 + 3 * bk + kk), xv, acc3);
+      }
+      const __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(acc0, acc1), _mm256_hadd_ps(acc2, acc3));
+      __m128 sums = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+      if (k8 < keff) {  // the last block column when K is not a multiple of bk
+        alignas(16) float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int i = 0; i < 4; ++i)
+          for (int64_t kk = k8; kk < keff; ++kk) t[i] += to_float(w0[i * bk + kk]) * xb[kk];
+        sums = _mm_add_ps(sums, _mm_load_ps(t));
+      }
+      _mm_storeu_ps(yacc + r, _mm_add_ps(_mm_loadu_ps(yacc + r), sums));
+    }
+    for (; r < reff; ++r) {
+      const T* wr = w + r * bk;
+      __m256 acc = _mm256_setzero_ps();
+      for (int64_t kk = 0; kk < k8; kk += 8)
+        acc = _mm256_fmadd_ps(load8(wr + kk), _mm256_loadu_ps(xb + kk), acc);
+      float t = hsum(acc);
+      for (int64_t kk = k8; kk < keff; ++kk) t += to_float(wr[kk]) * xb[kk];
+      yacc[r] += t;
+    }
+  }
+  for (int64_t r = 0; r < reff; ++r) store_out(*a.d, br * bm + r, 0, yacc[r]);
+  return kOk;
+}
+
 // 8 rows r0.. of block row br for 1-wide blocks: an axpy of each block column.
 template <typename T>
 SK_AVX2 int gemv_axpy8_avx2(const BsrArgs<T>& a, const float* x, int64_t br, int64_t r0) {
@@ -164,6 +216,15 @@ int gemv_rows_scalar(const BsrArgs<T>& a, const float* x, int64_t br, int64_t r0
 
 template <typename T>
 SK_AVX2 int gemv_rows_avx2(const BsrArgs<T>& a, const float* x, int64_t br0, int64_t br1) {
+  if (a.bk >= 8 && a.bm >= 2) {
+    float* yacc = scratch_tile().get_as<float>(a.bm);
+    if (yacc == nullptr) return kNoMemory;
+    for (int64_t br = br0; br < br1; ++br) {
+      const int s = gemv_blockwise_avx2<T>(a, x, br, yacc);
+      if (s != kOk) return s;
+    }
+    return kOk;
+  }
   for (int64_t br = br0; br < br1; ++br) {
     const int64_t reff = a.rows_in(br);
     int64_t r = 0;

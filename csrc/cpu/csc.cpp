@@ -26,6 +26,7 @@ namespace {
 constexpr int64_t kPanelWidth = 32;
 constexpr int kMaxParts = 256;
 
+
 // Offsets start at 0, never decrease and end at nnz.
 template <typename PI>
 bool offsets_ok(const PI* ptr, int64_t n, int64_t nnz) {
