@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._packed_module import PackedWeightModule
 from .formats import SparseFormat, from_parts, to_sparse
 from .ops import spmm_op
 
@@ -38,7 +39,7 @@ def same_padding(kernel_size, dilation) -> Tuple[int, int, int, int]:
     return tuple(pads)
 
 
-class SparseConv2d(nn.Module):
+class SparseConv2d(PackedWeightModule):
     """``y = conv2d(x, W) + bias`` with W [out_channels, in_channels, kh, kw] held sparse.
 
     The weight is stored as a packed matrix of shape [out_channels, in_channels*kh*kw]
@@ -201,27 +202,6 @@ class SparseConv2d(nn.Module):
         p = state["padding"]
         self.padding = p if isinstance(p, str) else _pair(p, "padding")
         self.padding_mode = state["padding_mode"]
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
-        # The incoming pattern may differ from this instance's: adopt the incoming tensors'
-        # shapes and dtypes, load, then validate the whole format.
-        for name in ("values", "indices", "offsets"):
-            t = state_dict.get(prefix + name)
-            if t is None:
-                continue
-            own = getattr(self, name)
-            if own.shape != t.shape or own.dtype != t.dtype:
-                new = torch.empty_like(t, device=own.device)
-                if name == "values":
-                    self.values = nn.Parameter(new, requires_grad=own.requires_grad)
-                else:
-                    setattr(self, name, new)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
-        w = self.weight
-        from_parts(self.layout, self.values.detach(), self.indices, self.offsets, w.shape,
-                   validate=True)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

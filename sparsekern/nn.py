@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from . import functional
+from ._packed_module import PackedWeightModule
 from .conv import SparseConv2d
 from .formats import SparseFormat, from_parts, to_sparse
 from .formats.semi24 import Semi24
@@ -18,7 +19,7 @@ log = logging.getLogger("sparsekern")
 DEFAULT_MAX_DENSITY = {"bsr": 0.5, "csc": 0.3}
 
 
-class SparseLinear(nn.Module):
+class SparseLinear(PackedWeightModule):
     """``y = x @ W.T + bias`` with W [out_features, in_features] held in a sparse format.
 
     Parameters / buffers (all in ``state_dict``, loadable with ``weights_only=True``):
@@ -81,25 +82,6 @@ class SparseLinear(nn.Module):
     def set_extra_state(self, state):
         self.layout = state["layout"]
         self.out_features, self.in_features = (int(s) for s in state["shape"])
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
-        # The pattern (and so the tensors' shapes) may differ from this instance's: adopt
-        # the incoming tensors' shapes, then validate the whole format.
-        for name in ("values", "indices", "offsets"):
-            t = state_dict.get(prefix + name)
-            if t is not None:
-                own = getattr(self, name)
-                if own.shape != t.shape or own.dtype != t.dtype:
-                    new = torch.empty_like(t, device=own.device)
-                    if name == "values":
-                        self.values = nn.Parameter(new, requires_grad=own.requires_grad)
-                    else:
-                        setattr(self, name, new)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
-        from_parts(self.layout, self.values.detach(), self.indices, self.offsets,
-                   (self.out_features, self.in_features), validate=True)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
