@@ -38,11 +38,58 @@ bool offsets_ok(const PI* ptr, int64_t n, int64_t nnz) {
 
 // ----------------------------------------------------------------------------- GEMV (CSC)
 
+// y[rows[j]] += vals[j] * xk for j in [s, e); false when a row index is out of range (checked
+// before its write).
+template <typename T, typename RI>
+inline bool scatter_column(const T* vals, const RI* rows, int64_t s, int64_t e, float xk,
+                           float* y, int64_t M) {
+  for (int64_t j = s; j < e; ++j) {
+    const int64_t r = rows[j];
+    if (static_cast<uint64_t>(r) >= static_cast<uint64_t>(M)) return false;
+    y[r] += to_float(vals[j]) * xk;
+  }
+  return true;
+}
+
+#if SK_HAVE_AVX2_KERNELS
+SK_AVX2_INLINE __m256i load_rows8(const int16_t* p) {
+  return _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+SK_AVX2_INLINE __m256i load_rows8(const int32_t* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+
+// scatter_column, 8 entries at a time: the products and the range check are vectors, the
+// scatter-add stays scalar (AVX2 has no scatter).
+template <typename T, typename RI>
+SK_AVX2 bool scatter_column_avx2(const T* vals, const RI* rows, int64_t s, int64_t e, float xk,
+                                 float* y, int64_t M) {
+  const __m256 xv = _mm256_set1_ps(xk);
+  const __m256i last = _mm256_set1_epi32(static_cast<int>(M - 1));
+  alignas(32) float prod[8];
+  alignas(32) int32_t idx8[8];
+  int64_t j = s;
+  for (; j + 8 <= e; j += 8) {
+    const __m256i r = load_rows8(rows + j);
+    // Unsigned max: a negative index becomes huge, so one compare checks both ends.
+    if (_mm256_movemask_ps(_mm256_castsi256_ps(
+            _mm256_cmpeq_epi32(_mm256_max_epu32(r, last), last))) != 0xFF)
+      return false;
+    _mm256_store_ps(prod, _mm256_mul_ps(load8(vals + j), xv));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(idx8), r);
+    SK_UNROLL for (int i = 0; i < 8; ++i) y[idx8[i]] += prod[i];
+  }
+  return scatter_column(vals, rows, j, e, xk, y, M);
+}
+#endif
+
+
 template <typename T, typename RI, typename PI>
 int gemv_csc(const T* vals, const RI* rows, const PI* colptr, int64_t nnz, bool skip,
              const Dense& d) {
   const int64_t M = d.M, K = d.K;
   if (!offsets_ok(colptr, K, nnz)) return kBadOffsets;
+  const bool avx2 = SK_HAVE_AVX2_KERNELS && active_isa() == Isa::kAvx2;
   const float* B = d.B;
   const int64_t sb = d.ldb_k;
 
@@ -78,12 +125,14 @@ int gemv_csc(const T* vals, const RI* rows, const PI* colptr, int64_t nnz, bool 
     for (int64_t i = bounds[p]; i < bounds[p + 1]; ++i) {
       const int64_t k = list[i];
       const float xk = B[k * sb];
-      const int64_t e = idx(colptr, k + 1);
-      for (int64_t j = idx(colptr, k); j < e; ++j) {
-        const int64_t r = rows[j];
-        if (static_cast<uint64_t>(r) >= static_cast<uint64_t>(M)) return kBadIndex;
-        y[r] += to_float(vals[j]) * xk;
+      const int64_t s = idx(colptr, k), e = idx(colptr, k + 1);
+#if SK_HAVE_AVX2_KERNELS
+      if (avx2) {
+        if (!scatter_column_avx2(vals, rows, s, e, xk, y, M)) return kBadIndex;
+        continue;
       }
+#endif
+      if (!scatter_column(vals, rows, s, e, xk, y, M)) return kBadIndex;
     }
     return kOk;
   };
