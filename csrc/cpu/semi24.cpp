@@ -169,6 +169,35 @@ SK_AVX2 int gemv_rows_avx2(const T* values, const uint8_t* meta, const Dense& d,
   return kOk;
 }
 
+// Whether every group of rows [0, rows) has first < second (the batched kernels check a row
+// block up front; their inner loop then decodes without checking). 32 metadata bytes at a
+// time: a 16-entry table looked up with vpshufb for both nibbles.
+SK_AVX2 bool meta_rows_valid_avx2(const uint8_t* meta, int64_t rows, const Semi24Rows& g4) {
+  // ok_nibble[n] = -1 when (n & 3) < (n >> 2), once per 128-bit lane (vpshufb is per lane).
+  const __m256i ok_nibble = _mm256_setr_epi8(0, 0, 0, 0, -1, 0, 0, 0, -1, -1, 0, 0, -1, -1, -1, 0,
+                                             0, 0, 0, 0, -1, 0, 0, 0, -1, -1, 0, 0, -1, -1, -1, 0);
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const int64_t full = g4.G / 2;  // bytes whose two nibbles are both groups
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* m = meta + r * g4.mcols;
+    int64_t i = 0;
+    for (; i + 32 <= full; i += 32) {
+      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(m + i));
+      const __m256i lo = _mm256_shuffle_epi8(ok_nibble, _mm256_and_si256(b, low4));
+      const __m256i hi = _mm256_shuffle_epi8(ok_nibble,
+                                             _mm256_and_si256(_mm256_srli_epi16(b, 4), low4));
+      if (_mm256_movemask_epi8(_mm256_and_si256(lo, hi)) != -1) return false;
+    }
+    for (; i < full; ++i)
+      if (kTables.bad[m[i]]) return false;
+    if (g4.G & 1) {  // the last byte holds one group in its low nibble
+      const int nib = m[full] & 15;
+      if ((nib & 3) >= (nib >> 2)) return false;
+    }
+  }
+  return true;
+}
+
 // R rows from row m (values v, metadata mt) times the panel rows of groups [g0, g1) (g0 even:
 // one K chunk), NV ymm per row. The partial sums live in t (row stride ldt) between chunks:
 // `first` starts them at 0, `last` writes Y (+ bias) instead. A metadata byte (2 groups, 4
@@ -182,20 +211,19 @@ SK_AVX2 int panel_tile_avx2(const T* v, const uint8_t* mt, const Semi24Rows& g4,
   SK_UNROLL for (int r = 0; r < R; ++r)
     SK_UNROLL for (int u = 0; u < NV; ++u)
       acc[r][u] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(t + r * ldt + 8 * u);
-  unsigned bad = 0;
   const int64_t gfull = min_i64(g1, d.K / 4);  // groups whose 4 columns are all < K
   int64_t j = g0 >> 1;
   for (; 2 * j + 2 <= gfull; ++j) {
     const float* pj = P + 8 * j * LDP;
     SK_UNROLL for (int r = 0; r < R; ++r) {
-      const unsigned b = mt[r * g4.mcols + j];
-      bad |= kTables.bad[b];
-      const T* vr = v + r * g4.half + 4 * j;
+      const unsigned b = mt[r * g4.mcols + j];  // validated by the caller
       const float* p0 = pj + (b & 3) * LDP;
       const float* p1 = pj + ((b >> 2) & 3) * LDP;
       const float* p2 = pj + (4 + ((b >> 4) & 3)) * LDP;
       const float* p3 = pj + (4 + (b >> 6)) * LDP;
-      const __m256 w0 = bcast(vr), w1 = bcast(vr + 1), w2 = bcast(vr + 2), w3 = bcast(vr + 3);
+      const __m256 w4 = load4_dup(v + r * g4.half + 4 * j);
+      const __m256 w0 = _mm256_permute_ps(w4, 0x00), w1 = _mm256_permute_ps(w4, 0x55);
+      const __m256 w2 = _mm256_permute_ps(w4, 0xAA), w3 = _mm256_permute_ps(w4, 0xFF);
       SK_UNROLL for (int u = 0; u < NV; ++u) {
         __m256 x = _mm256_fmadd_ps(w0, _mm256_loadu_ps(p0 + 8 * u), acc[r][u]);
         x = _mm256_fmadd_ps(w1, _mm256_loadu_ps(p1 + 8 * u), x);
@@ -208,7 +236,6 @@ SK_AVX2 int panel_tile_avx2(const T* v, const uint8_t* mt, const Semi24Rows& g4,
     SK_UNROLL for (int r = 0; r < R; ++r) {
       const int nib = nibble(mt + r * g4.mcols, g);
       const int p[2] = {nib & 3, nib >> 2};
-      bad |= static_cast<unsigned>(p[0] >= p[1]);
       SK_UNROLL for (int i = 0; i < 2; ++i) {
         if (4 * g + p[i] >= d.K) continue;  // format padding past K never counts
         const __m256 w = bcast(v + r * g4.half + 2 * g + i);
@@ -218,7 +245,6 @@ SK_AVX2 int panel_tile_avx2(const T* v, const uint8_t* mt, const Semi24Rows& g4,
       }
     }
   }
-  if (bad) return kBadMeta;
   if (!last) {
     SK_UNROLL for (int r = 0; r < R; ++r)
       SK_UNROLL for (int u = 0; u < NV; ++u) _mm256_storeu_ps(t + r * ldt + 8 * u, acc[r][u]);
@@ -253,6 +279,7 @@ SK_AVX2 int panel_rows_avx2_nv(const T* values, const uint8_t* meta, const Dense
   if (Tacc == nullptr) return kNoMemory;
   for (int64_t mb = m0; mb < m1; mb += kRowBlock) {
     const int64_t me = min_i64(mb + kRowBlock, m1);
+    if (!meta_rows_valid_avx2(meta + mb * g4.mcols, me - mb, g4)) return kBadMeta;
     int64_t g0 = 0;
     do {
       const int64_t g1 = min_i64(g0 + gchunk, g4.G);

@@ -40,6 +40,21 @@ SK_AVX2_INLINE __m256 bcast(const f16* p) {
   return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<short>(p->bits)));
 }
 
+// 4 consecutive weights -> 4 floats, repeated in both 128-bit halves (one load; each weight
+// is then broadcast with an in-register vpermilps instead of a load of its own).
+SK_AVX2_INLINE __m256 load4_dup(const float* p) {
+  return _mm256_broadcast_ps(reinterpret_cast<const __m128*>(p));
+}
+SK_AVX2_INLINE __m256 load4_dup(const bf16* p) {
+  const __m128i w = _mm_cvtepu16_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  const __m128 f = _mm_castsi128_ps(_mm_slli_epi32(w, 16));
+  return _mm256_set_m128(f, f);
+}
+SK_AVX2_INLINE __m256 load4_dup(const f16* p) {
+  const __m128 f = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_set_m128(f, f);
+}
+
 SK_AVX2_INLINE float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
