@@ -56,9 +56,10 @@ void pack_panel(const Dense& d, int64_t n0, int64_t nb, int64_t ldp, int64_t k0,
 int run_panels(const Dense& d, int parts, int64_t panel_width, PanelWork& work) {
   const int64_t K = d.K, N = d.N;
   const int64_t ldp_max = round_up(min_i64(panel_width, N), 8);
-  float* P = scratch_panel().get_as<float>(max_i64(K, 1) * ldp_max);
-  if (P == nullptr) return kNoMemory;
+  const int64_t npanels = ceil_div(N, panel_width);
   if (parts <= 1) {
+    float* P = scratch_panel().get_as<float>(max_i64(K, 1) * ldp_max);
+    if (P == nullptr) return kNoMemory;
     for (int64_t n0 = 0; n0 < N; n0 += panel_width) {
       const int64_t nb = min_i64(panel_width, N - n0), ldp = round_up(nb, 8);
       pack_panel(d, n0, nb, ldp, 0, K, P);
@@ -67,6 +68,10 @@ int run_panels(const Dense& d, int parts, int64_t panel_width, PanelWork& work) 
     }
     return kOk;
   }
+  // Threads never wait for each other (a barrier per panel costs a lot on a busy machine):
+  // with enough panels each thread takes whole panels, all rows; otherwise each thread packs
+  // its own copy of every panel (a K x 32 copy per thread) and computes its part of the rows.
+  const bool by_panel = npanels % parts == 0 || npanels >= 4 * parts;
   std::atomic<int> status{kOk};
 #pragma omp parallel num_threads(parts)
   {
@@ -75,18 +80,26 @@ int run_panels(const Dense& d, int parts, int64_t panel_width, PanelWork& work) 
 #else
     const int team = 1, t = 0;
 #endif
-    for (int64_t n0 = 0; n0 < N; n0 += panel_width) {
-      const int64_t nb = min_i64(panel_width, N - n0), ldp = round_up(nb, 8);
-      pack_panel(d, n0, nb, ldp, K * t / team, K * (t + 1) / team, P);
-#pragma omp barrier
-      for (int p = t; p < parts; p += team) {
-        const int s = work.run(p, P, ldp, n0, nb);
-        if (s != kOk) {
-          int expected = kOk;
-          status.compare_exchange_strong(expected, s);
-        }
+    float* P = scratch_panel().get_as<float>(max_i64(K, 1) * ldp_max);  // this thread's own
+    auto note = [&](int s) {
+      int expected = kOk;
+      if (s != kOk) status.compare_exchange_strong(expected, s);
+    };
+    if (P == nullptr) {
+      note(kNoMemory);
+    } else if (by_panel) {
+      for (int64_t pi = t; pi < npanels; pi += team) {
+        const int64_t n0 = pi * panel_width;
+        const int64_t nb = min_i64(panel_width, N - n0), ldp = round_up(nb, 8);
+        pack_panel(d, n0, nb, ldp, 0, K, P);
+        for (int p = 0; p < parts; ++p) note(work.run(p, P, ldp, n0, nb));
       }
-#pragma omp barrier
+    } else {
+      for (int64_t n0 = 0; n0 < N; n0 += panel_width) {
+        const int64_t nb = min_i64(panel_width, N - n0), ldp = round_up(nb, 8);
+        pack_panel(d, n0, nb, ldp, 0, K, P);
+        for (int p = t; p < parts; p += team) note(work.run(p, P, ldp, n0, nb));
+      }
     }
   }
   return status.load();

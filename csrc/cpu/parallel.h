@@ -91,9 +91,9 @@ class PanelWork {
 void pack_panel(const Dense& d, int64_t n0, int64_t nb, int64_t ldp, int64_t k0, int64_t k1,
                 float* P);
 
-// Loops over panels of at most `panel_width` columns of B (a multiple of 8): all threads
-// pack each panel together, then each computes its parts. One panel buffer per call,
-// reused for every panel (never a full copy of B). Returns a status.
+// Loops over panels of at most `panel_width` columns of B (a multiple of 8), each packed
+// into a per-thread buffer (never a full copy of B): with enough panels the threads split
+// the panels, else each packs every panel and computes its parts of the rows. No barrier.
 int run_panels(const Dense& d, int parts, int64_t panel_width, PanelWork& work);
 
 // B's only column as a contiguous vector of K floats (copied when B is strided).
