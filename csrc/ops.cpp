@@ -14,9 +14,9 @@
 // * sparsekern::_spmm_cpu: the same kernels with a caller-given output, for the Python path.
 //
 // CSC weights get facts computed once per weight and cached here, keyed by the identity and
-// version counter of their three tensors: a full index check plus whether every value is
-// finite (GEMV may then skip columns whose activation is 0), and for N > 1 a row-wise
-// repack (cpu::CsrRepack). The C++ fast path only sees tensors, so the cache cannot live on
+// version counter of their three tensors: a full index check, whether every value is finite
+// (GEMV may then skip columns whose activation is 0) and a row-wise repack (cpu::CsrRepack,
+// as large as the weight: used for N > 1 and for GEMV when few activations are zero). The C++ fast path only sees tensors, so the cache cannot live on
 // the Python format object; it holds weak references, so an entry dies with its weight
 // (freed at the next insertion or sweep) and is rebuilt when a tensor is modified in place.
 #include <torch/extension.h>
@@ -305,15 +305,13 @@ void run_cpu_kernel(const at::Tensor& values, const at::Tensor& indices,
       a.colptr = offsets.data_ptr();
       a.ptr_type = offsets.scalar_type() == at::kLong ? skc::IndexType::kI64 : skc::IndexType::kI32;
       a.nnz = values.numel();
-      const bool batched = d.N > 1;
-      auto facts = csc_cache().get(a, values, indices, offsets, M, K, batched);
+      auto facts = csc_cache().get(a, values, indices, offsets, M, K, /*need_csr=*/true);
       check_status(facts->scan_status, layout_name);
-      if (batched) {
-        check_status(facts->csr_status, layout_name);
-        status = skc::csr_spmm(*facts->csr, d);
-      } else {
-        status = skc::csc_spmm(a, facts->all_finite, d);
-      }
+      check_status(facts->csr_status, layout_name);
+      // N > 1: the row-wise repack. N == 1: the kernel picks the EIE column walk (skipping
+      // zero activations) or the repack's row gather, whichever reads fewer entries' worth.
+      status = d.N > 1 ? skc::csr_spmm(*facts->csr, d)
+                       : skc::csc_spmm(a, facts->all_finite, facts->csr.get(), d);
       break;
     }
     case Layout::kUnknown:

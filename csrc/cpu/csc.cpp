@@ -25,6 +25,7 @@ namespace {
 
 constexpr int64_t kPanelWidth = 32;
 constexpr int kMaxParts = 256;
+constexpr double kScatterPerGather = 2.0;  // GEMV cost of a CSC entry over a CSR entry
 
 
 // Offsets start at 0, never decrease and end at nnz.
@@ -86,7 +87,7 @@ SK_AVX2 bool scatter_column_avx2(const T* vals, const RI* rows, int64_t s, int64
 
 template <typename T, typename RI, typename PI>
 int gemv_csc(const T* vals, const RI* rows, const PI* colptr, int64_t nnz, bool skip,
-             const Dense& d) {
+             const CsrRepack* csr, const Dense& d) {
   const int64_t M = d.M, K = d.K;
   if (!offsets_ok(colptr, K, nnz)) return kBadOffsets;
   const bool avx2 = SK_HAVE_AVX2_KERNELS && active_isa() == Isa::kAvx2;
@@ -108,6 +109,10 @@ int gemv_csc(const T* vals, const RI* rows, const PI* colptr, int64_t nnz, bool 
     ++n_active;
   }
   const int64_t work = cum[n_active];
+  // Scattering an entry costs about kScatterPerGather times gathering one from the row-wise
+  // repack, so the repack (when the caller has one) wins unless enough columns are skipped.
+  if (csr != nullptr && static_cast<double>(work) * kScatterPerGather > static_cast<double>(nnz))
+    return csr_gemv(*csr, d);
 
   int nt = threads_for(d.num_threads, static_cast<double>(work) + static_cast<double>(M));
   if (nt > kMaxParts) nt = kMaxParts;
@@ -158,20 +163,21 @@ int gemv_csc(const T* vals, const RI* rows, const PI* colptr, int64_t nnz, bool 
 }
 
 template <typename T, typename RI>
-int gemv_csc_ptr(const T* vals, const RI* rows, const Csc& a, bool skip, const Dense& d) {
+int gemv_csc_ptr(const T* vals, const RI* rows, const Csc& a, bool skip, const CsrRepack* csr,
+                 const Dense& d) {
   if (a.ptr_type == IndexType::kI32)
-    return gemv_csc(vals, rows, static_cast<const int32_t*>(a.colptr), a.nnz, skip, d);
+    return gemv_csc(vals, rows, static_cast<const int32_t*>(a.colptr), a.nnz, skip, csr, d);
   if (a.ptr_type == IndexType::kI64)
-    return gemv_csc(vals, rows, static_cast<const int64_t*>(a.colptr), a.nnz, skip, d);
+    return gemv_csc(vals, rows, static_cast<const int64_t*>(a.colptr), a.nnz, skip, csr, d);
   return kBadArgument;
 }
 
 template <typename T>
-int gemv_csc_rows(const T* vals, const Csc& a, bool skip, const Dense& d) {
+int gemv_csc_rows(const T* vals, const Csc& a, bool skip, const CsrRepack* csr, const Dense& d) {
   if (a.row_type == IndexType::kI16)
-    return gemv_csc_ptr(vals, static_cast<const int16_t*>(a.rows), a, skip, d);
+    return gemv_csc_ptr(vals, static_cast<const int16_t*>(a.rows), a, skip, csr, d);
   if (a.row_type == IndexType::kI32)
-    return gemv_csc_ptr(vals, static_cast<const int32_t*>(a.rows), a, skip, d);
+    return gemv_csc_ptr(vals, static_cast<const int32_t*>(a.rows), a, skip, csr, d);
   return kBadArgument;
 }
 
@@ -349,6 +355,74 @@ int csr_rows_avx2(const CsrRepack& a, const Dense& d, const float* P, int64_t ld
 }
 #endif
 
+// ----------------------------------------------------------------------------- CSR GEMV
+
+template <typename T, typename CI>
+int csr_gemv_rows_portable(const CsrRepack& a, const float* x, const Dense& d, int64_t m0,
+                           int64_t m1) {
+  const T* vals = static_cast<const T*>(a.values);
+  const CI* cols = static_cast<const CI*>(a.cols);
+  for (int64_t m = m0; m < m1; ++m) {
+    float s0 = 0.0f, s1 = 0.0f;
+    int64_t i = a.rowptr[m];
+    const int64_t e = a.rowptr[m + 1];
+    for (; i + 2 <= e; i += 2) {
+      s0 += to_float(vals[i]) * x[cols[i]];
+      s1 += to_float(vals[i + 1]) * x[cols[i + 1]];
+    }
+    if (i < e) s0 += to_float(vals[i]) * x[cols[i]];
+    store_out(d, m, 0, s0 + s1);
+  }
+  return kOk;
+}
+
+#if SK_HAVE_AVX2_KERNELS
+// Each row gathers its activations 8 at a time (vgatherdps) into two accumulators.
+template <typename T, typename CI>
+SK_AVX2 int csr_gemv_rows_avx2(const CsrRepack& a, const float* x, const Dense& d, int64_t m0,
+                               int64_t m1) {
+  const T* vals = static_cast<const T*>(a.values);
+  const CI* cols = static_cast<const CI*>(a.cols);
+  for (int64_t m = m0; m < m1; ++m) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = a.rowptr[m];
+    const int64_t e = a.rowptr[m + 1];
+    for (; i + 16 <= e; i += 16) {
+      const __m256 x0 = _mm256_i32gather_ps(x, load_rows8(cols + i), 4);
+      const __m256 x1 = _mm256_i32gather_ps(x, load_rows8(cols + i + 8), 4);
+      acc0 = _mm256_fmadd_ps(load8(vals + i), x0, acc0);
+      acc1 = _mm256_fmadd_ps(load8(vals + i + 8), x1, acc1);
+    }
+    if (i + 8 <= e) {
+      acc0 = _mm256_fmadd_ps(load8(vals + i), _mm256_i32gather_ps(x, load_rows8(cols + i), 4), acc0);
+      i += 8;
+    }
+    float s = hsum(_mm256_add_ps(acc0, acc1));
+    for (; i < e; ++i) s += to_float(vals[i]) * x[cols[i]];
+    store_out(d, m, 0, s);
+  }
+  return kOk;
+}
+#endif
+
+template <typename T, typename CI>
+int csr_gemv_typed(const CsrRepack& a, const Dense& d) {
+  const bool avx2 = SK_HAVE_AVX2_KERNELS && active_isa() == Isa::kAvx2;
+  const float* x = gemv_x(d);
+  if (x == nullptr) return kNoMemory;
+  int nt = threads_for(d.num_threads, static_cast<double>(a.nnz + d.M));
+  if (nt > kMaxParts) nt = kMaxParts;
+  if (nt > d.M) nt = static_cast<int>(max_i64(d.M, 1));
+  int64_t bounds[kMaxParts + 1];
+  split_by_prefix(a.rowptr, d.M, 2.0, nt, bounds);
+  return parallel_parts(nt, [&](int p) {
+#if SK_HAVE_AVX2_KERNELS
+    if (avx2) return csr_gemv_rows_avx2<T, CI>(a, x, d, bounds[p], bounds[p + 1]);
+#endif
+    return csr_gemv_rows_portable<T, CI>(a, x, d, bounds[p], bounds[p + 1]);
+  });
+}
+
 template <typename T, typename CI>
 class CsrPanels : public PanelWork {
  public:
@@ -420,16 +494,24 @@ int csc_to_csr(const Csc& a, int64_t M, int64_t K, CsrRepack* out) {
   });
 }
 
+int csr_gemv(const CsrRepack& a, const Dense& d) {
+  return with_weight_type(a.wt, [&](auto tag) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
+    return a.cols16 ? csr_gemv_typed<T, int16_t>(a, d) : csr_gemv_typed<T, int32_t>(a, d);
+  });
+}
+
 int csr_spmm(const CsrRepack& a, const Dense& d) {
   if (d.M != a.M || d.K != a.K || d.N < 0) return kBadArgument;
   if (d.M == 0 || d.N == 0) return kOk;
+  if (d.N == 1) return csr_gemv(a, d);
   return with_weight_type(a.wt, [&](auto tag) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
     return a.cols16 ? csr_typed<T, int16_t>(a, d) : csr_typed<T, int32_t>(a, d);
   });
 }
 
-int csc_spmm(const Csc& a, bool skip_zero_columns, const Dense& d) {
+int csc_spmm(const Csc& a, bool skip_zero_columns, const CsrRepack* csr, const Dense& d) {
   if (d.M < 0 || d.K < 0 || d.N < 0 || a.nnz < 0) return kBadArgument;
   if (d.M == 0 || d.N == 0) return kOk;
   if (d.N != 1) {  // without a cached repack: build one for this call
@@ -439,7 +521,7 @@ int csc_spmm(const Csc& a, bool skip_zero_columns, const Dense& d) {
   }
   return with_weight_type(a.wt, [&](auto tag) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
-    return gemv_csc_rows(static_cast<const T*>(a.values), a, skip_zero_columns, d);
+    return gemv_csc_rows(static_cast<const T*>(a.values), a, skip_zero_columns, csr, d);
   });
 }
 

@@ -22,6 +22,8 @@ enum Status : int {
   kNoMemory = 5,     // a scratch buffer could not be allocated
 };
 
+class CsrRepack;
+
 // Element type of the sparse values (B, bias and Y are always float32).
 enum class WeightType : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
 
@@ -52,6 +54,8 @@ int bsr_spmm(const void* values, WeightType wt, int64_t nnzb, int64_t bm, int64_
 // CSC A: values [nnz], rows [nnz] (int16 or int32), colptr [K + 1] (int32 or int64).
 // `skip_zero_columns`: the N == 1 kernel skips columns whose activation B(k, 0) is 0
 // (EIE); the caller allows it only when every stored value is finite (Inf * 0 is NaN).
+// `csr` (optional, the same matrix repacked, see CsrRepack): N == 1 uses its row-wise gather
+// instead when too few columns are skipped for scattering to be cheaper.
 struct Csc {
   const void* values = nullptr;
   WeightType wt = WeightType::kF32;
@@ -61,7 +65,7 @@ struct Csc {
   IndexType ptr_type = IndexType::kI64;
   int64_t nnz = 0;
 };
-int csc_spmm(const Csc& a, bool skip_zero_columns, const Dense& d);
+int csc_spmm(const Csc& a, bool skip_zero_columns, const CsrRepack* csr, const Dense& d);
 
 // A CSC matrix repacked row by row (CSR) for N > 1: built once per weight and cached by the
 // glue. Values keep the weight's element type; column indices are int16 when K <= 32768.
@@ -88,8 +92,9 @@ int csc_to_csr(const Csc& a, int64_t M, int64_t K, CsrRepack* out);
 // (the whole-matrix facts the glue caches per weight). Returns a status.
 int csc_scan(const Csc& a, int64_t M, int64_t K, bool* all_finite);
 
-// Y = A @ B for a repacked A.
+// Y = A @ B for a repacked A (N == 1: a row-wise gather, csr_gemv).
 int csr_spmm(const CsrRepack& a, const Dense& d);
+int csr_gemv(const CsrRepack& a, const Dense& d);
 
 // The instruction set the kernels use for the next call: "avx2" or "portable".
 // SPARSEKERN_CPU_ISA=portable|avx2|auto (read at every call) forces it; avx2 needs the CPU.

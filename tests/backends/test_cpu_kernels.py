@@ -209,6 +209,19 @@ def test_csc_zero_activations_are_skipped_exactly():
     assert torch.isnan(out[r, 0]), "a stored Inf times a zero activation must give NaN"
 
 
+@pytest.mark.parametrize("zero_fraction", [0.0, 0.5, 0.9, 1.0])
+def test_csc_gemv_column_walk_and_row_gather(zero_fraction):
+    """N == 1 walks the active columns (scatter) or gathers through the row-wise repack,
+    depending on how many activations are zero: both give the reference answer."""
+    W = make_weight(300, 400, "csc", None, density=0.2)
+    A = sk.to_sparse(W, layout="csc")
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(400, 1, generator=g)
+    x[torch.rand(400, generator=g) < zero_fraction] = 0.0
+    for B in (x, torch.randn(400, 3, generator=g)[:, 1:2] * (x != 0)):
+        check_call(A, B, torch.randn(300))
+
+
 def test_csc_index_dtypes():
     """int16 / int32 row indices and int32 / int64 column pointers give one answer."""
     W = make_weight(70, 90, "csc", None, density=0.3)
