@@ -381,7 +381,7 @@ int bsr_typed(const BsrArgs<T>& a) {
   const Dense& d = *a.d;
   const bool avx2 = SK_HAVE_AVX2_KERNELS && active_isa() == Isa::kAvx2;
   const double work = static_cast<double>(a.nnzb) * a.bm * a.bk * d.N + static_cast<double>(d.M) * d.N;
-  int nt = threads_for(d.num_threads, work);
+  int nt = threads_for(d.num_threads, d.N == 1 ? kGemvCost * work : work);
   if (nt > kMaxParts) nt = kMaxParts;
   if (nt > a.Mb) nt = static_cast<int>(a.Mb > 0 ? a.Mb : 1);
   int64_t bounds[kMaxParts + 1];

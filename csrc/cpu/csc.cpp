@@ -114,7 +114,7 @@ int gemv_csc(const T* vals, const RI* rows, const PI* colptr, int64_t nnz, bool 
   if (csr != nullptr && static_cast<double>(work) * kScatterPerGather > static_cast<double>(nnz))
     return csr_gemv(*csr, d);
 
-  int nt = threads_for(d.num_threads, static_cast<double>(work) + static_cast<double>(M));
+  int nt = threads_for(d.num_threads, kEntryCost * work + static_cast<double>(M));
   if (nt > kMaxParts) nt = kMaxParts;
   // Each thread's private rows cost M adds in the final sum: not worth it for few entries.
   if (nt > 1 && work < 4 * M * nt) nt = static_cast<int>(max_i64(1, work / (4 * M)));
@@ -410,7 +410,7 @@ int csr_gemv_typed(const CsrRepack& a, const Dense& d) {
   const bool avx2 = SK_HAVE_AVX2_KERNELS && active_isa() == Isa::kAvx2;
   const float* x = gemv_x(d);
   if (x == nullptr) return kNoMemory;
-  int nt = threads_for(d.num_threads, static_cast<double>(a.nnz + d.M));
+  int nt = threads_for(d.num_threads, kEntryCost * a.nnz + static_cast<double>(d.M));
   if (nt > kMaxParts) nt = kMaxParts;
   if (nt > d.M) nt = static_cast<int>(max_i64(d.M, 1));
   int64_t bounds[kMaxParts + 1];

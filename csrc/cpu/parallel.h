@@ -19,7 +19,8 @@ namespace sparsekern {
 namespace cpu {
 
 // Threads worth using for `work` multiply-adds: a fork/join costs a few microseconds, so
-// small problems run on the calling thread alone.
+// small problems run on the calling thread alone. Work is counted in vectorized
+// multiply-adds; kernels scale it by the relative cost of theirs (kGemvCost, kEntryCost).
 inline int threads_for(int requested, double work) {
   constexpr double kMinWorkPerThread = 65536.0;
   int nt = requested < 1 ? 1 : requested;
@@ -27,6 +28,11 @@ inline int threads_for(int requested, double work) {
   if (by_work < nt) nt = by_work < 1.0 ? 1 : static_cast<int>(by_work);
   return nt;
 }
+
+// Relative per-entry costs for threads_for: a GEMV multiply-add streams its weight (no
+// reuse across N), a CSC/CSR GEMV entry is a scalar gather or scatter.
+constexpr double kGemvCost = 2.0;
+constexpr double kEntryCost = 8.0;
 
 // Splits units [0, n) into `parts` contiguous ranges of about equal cost, where the cost of
 // units [0, i) is (prefix[i] - prefix[0]) + unit_cost * i. `prefix` must not decrease.

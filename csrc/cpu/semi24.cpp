@@ -344,7 +344,8 @@ class Semi24Panels : public PanelWork {
 template <typename T>
 int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
   const bool avx2 = SK_HAVE_AVX2_KERNELS && active_isa() == Isa::kAvx2;
-  int nt = threads_for(d.num_threads, 0.5 * static_cast<double>(d.M) * d.K * d.N);
+  int nt = threads_for(d.num_threads, 0.5 * static_cast<double>(d.M) * d.K * d.N *
+                                          (d.N == 1 ? kGemvCost : 1.0));
   if (nt > kMaxParts) nt = kMaxParts;
   if (nt > d.M) nt = static_cast<int>(d.M > 0 ? d.M : 1);
   int64_t bounds[kMaxParts + 1];
