@@ -1,10 +1,12 @@
 // Unstructured (CSC) spmm on the CPU.
 //
-// N == 1 (GEMV), EIE-style: only the columns whose activation is non-zero are walked (ReLU
-// outputs are often half zeros), each scattering value * activation into the rows it
-// stores. Threads take ranges of active columns of equal stored-entry count, accumulate
-// into private row vectors, and sum them at the end (the rows of different columns overlap,
-// so they cannot write Y directly).
+// N == 1 (GEMV) has two kernels. EIE-style column walk: only the columns whose activation is
+// non-zero are walked (ReLU outputs are often half zeros), each scattering value *
+// activation into the rows it stores; threads take ranges of active columns of equal
+// stored-entry count, accumulate into private row vectors and sum them at the end (rows of
+// different columns overlap). Row gather: each row of the repacked weight (CSR, below)
+// gathers its activations 8 at a time. A scatter costs about twice a gather, so the walk
+// runs only when enough activations are zero (or when the caller has no repack).
 //
 // N >= 2: scattering rows of N values is load/store bound, so the weight is repacked once
 // into rows (CSR, see CsrRepack; the glue caches it per weight) and each row is a chain of
