@@ -121,54 +121,6 @@ int panel_rows_portable(const T* values, const uint8_t* meta, const Dense& d, co
 // ----------------------------------------------------------------------------- AVX2
 #if SK_HAVE_AVX2_KERNELS
 
-// acc += values of 4 groups (16 columns starting at 8 * j) times their activations.
-template <typename T>
-SK_AVX2_INLINE __m256 gemv_step16(const T* v, const uint8_t* mt, const float* x, int64_t j,
-                                  __m256 acc, unsigned& bad) {
-  const unsigned b0 = mt[j], b1 = mt[j + 1];
-  bad |= kTables.bad[b0] | kTables.bad[b1];
-  const __m256i i0 = _mm256_cvtepu8_epi32(
-      _mm_loadl_epi64(reinterpret_cast<const __m128i*>(kTables.cols[b0])));
-  const __m256i i1 = _mm256_cvtepu8_epi32(
-      _mm_loadl_epi64(reinterpret_cast<const __m128i*>(kTables.cols[b1])));
-  const __m256 xa = _mm256_permutevar8x32_ps(_mm256_loadu_ps(x + 8 * j), i0);
-  const __m256 xb = _mm256_permutevar8x32_ps(_mm256_loadu_ps(x + 8 * j + 8), i1);
-  return _mm256_fmadd_ps(load8(v + 4 * j), _mm256_blend_ps(xa, xb, 0xF0), acc);
-}
-
-template <typename T>
-SK_AVX2 int gemv_rows_avx2(const T* values, const uint8_t* meta, const Dense& d, const float* x,
-                           int64_t m0, int64_t m1) {
-  const Semi24Rows g4(d.K);
-  const int64_t jfull = d.K / 8;  // metadata bytes whose 8 columns are all < K
-  for (int64_t m = m0; m < m1; ++m) {
-    const T* v = values + m * g4.half;
-    const uint8_t* mt = meta + m * g4.mcols;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    unsigned bad = 0;
-    int64_t j = 0;
-    for (; j + 4 <= jfull; j += 4) {
-      // The row is streamed once from memory: prefetch well ahead (a single stream per core
-      // does not reach the memory bandwidth on its own).
-      _mm_prefetch(reinterpret_cast<const char*>(v + 4 * j) + kPrefetchBytes, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(v + 4 * j) + kPrefetchBytes + 64, _MM_HINT_T0);
-      acc0 = gemv_step16(v, mt, x, j, acc0, bad);
-      acc1 = gemv_step16(v, mt, x, j + 2, acc1, bad);
-    }
-    for (; j + 2 <= jfull; j += 2) acc0 = gemv_step16(v, mt, x, j, acc0, bad);
-    float s = 0.0f;
-    for (int64_t g = 2 * j; g < g4.G; ++g) {
-      const int nib = nibble(mt, g), p0 = nib & 3, p1 = nib >> 2;
-      bad |= p0 >= p1;
-      if (4 * g + p0 < d.K) s += to_float(v[2 * g]) * x[4 * g + p0];
-      if (4 * g + p1 < d.K) s += to_float(v[2 * g + 1]) * x[4 * g + p1];
-    }
-    if (bad) return kBadMeta;
-    store_out(d, m, 0, hsum(_mm256_add_ps(acc0, acc1)) + s);
-  }
-  return kOk;
-}
-
 // Whether every group of rows [0, rows) has first < second (the batched kernels check a row
 // block up front; their inner loop then decodes without checking). 32 metadata bytes at a
 // time: a 16-entry table looked up with vpshufb for both nibbles.
@@ -196,6 +148,52 @@ SK_AVX2 bool meta_rows_valid_avx2(const uint8_t* meta, int64_t rows, const Semi2
     }
   }
   return true;
+}
+
+// acc += values of 4 groups (16 columns starting at 8 * j) times their activations.
+template <typename T>
+SK_AVX2_INLINE __m256 gemv_step16(const T* v, const uint8_t* mt, const float* x, int64_t j,
+                                  __m256 acc) {
+  const unsigned b0 = mt[j], b1 = mt[j + 1];  // validated by the caller
+  const __m256i i0 = _mm256_cvtepu8_epi32(
+      _mm_loadl_epi64(reinterpret_cast<const __m128i*>(kTables.cols[b0])));
+  const __m256i i1 = _mm256_cvtepu8_epi32(
+      _mm_loadl_epi64(reinterpret_cast<const __m128i*>(kTables.cols[b1])));
+  const __m256 xa = _mm256_permutevar8x32_ps(_mm256_loadu_ps(x + 8 * j), i0);
+  const __m256 xb = _mm256_permutevar8x32_ps(_mm256_loadu_ps(x + 8 * j + 8), i1);
+  return _mm256_fmadd_ps(load8(v + 4 * j), _mm256_blend_ps(xa, xb, 0xF0), acc);
+}
+
+template <typename T>
+SK_AVX2 int gemv_rows_avx2(const T* values, const uint8_t* meta, const Dense& d, const float* x,
+                           int64_t m0, int64_t m1) {
+  const Semi24Rows g4(d.K);
+  const int64_t jfull = d.K / 8;  // metadata bytes whose 8 columns are all < K
+  for (int64_t m = m0; m < m1; ++m) {
+    const T* v = values + m * g4.half;
+    const uint8_t* mt = meta + m * g4.mcols;
+    // The whole metadata row is checked first (vectorized; it then sits in L1 for the loop).
+    if (!meta_rows_valid_avx2(mt, 1, g4)) return kBadMeta;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 4 <= jfull; j += 4) {
+      // The row is streamed once from memory: prefetch well ahead (a single stream per core
+      // does not reach the memory bandwidth on its own).
+      _mm_prefetch(reinterpret_cast<const char*>(v + 4 * j) + kPrefetchBytes, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(v + 4 * j) + kPrefetchBytes + 64, _MM_HINT_T0);
+      acc0 = gemv_step16(v, mt, x, j, acc0);
+      acc1 = gemv_step16(v, mt, x, j + 2, acc1);
+    }
+    for (; j + 2 <= jfull; j += 2) acc0 = gemv_step16(v, mt, x, j, acc0);
+    float s = 0.0f;
+    for (int64_t g = 2 * j; g < g4.G; ++g) {
+      const int nib = nibble(mt, g), p0 = nib & 3, p1 = nib >> 2;
+      if (4 * g + p0 < d.K) s += to_float(v[2 * g]) * x[4 * g + p0];
+      if (4 * g + p1 < d.K) s += to_float(v[2 * g + 1]) * x[4 * g + p1];
+    }
+    store_out(d, m, 0, hsum(_mm256_add_ps(acc0, acc1)) + s);
+  }
+  return kOk;
 }
 
 // R rows from row m (values v, metadata mt) times the panel rows of groups [g0, g1) (g0 even:
