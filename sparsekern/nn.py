@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -64,7 +65,15 @@ class SparseLinear(PackedWeightModule):
                           (self.out_features, self.in_features), validate=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return functional.linear(x, self.weight, self.bias)
+        K = self.in_features
+        if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] != K:
+            return functional.linear(x, self.weight, self.bias)  # raises the named error
+        # The op directly (no format object per call): x rows are B's columns, as in linear.
+        lead = x.shape[:-1]
+        y = torch.ops.sparsekern.spmm(self.values, self.indices, self.offsets,
+                                      self.out_features, K, self.layout,
+                                      x.reshape(math.prod(lead), K).t(), self.bias)
+        return y.t().reshape(*lead, self.out_features)
 
     def to_dense(self) -> nn.Linear:
         """An equivalent dense nn.Linear."""

@@ -21,7 +21,8 @@ from .validate import semi24_meta_cols, semi24_padded_k
 def unpack_positions(indices: torch.Tensor, K: int) -> torch.Tensor:
     """[M, ceil(Kp/8)] uint8 -> [M, Kp/4, 2] int64 positions within each group."""
     G = semi24_padded_k(K) // 4
-    nib = torch.stack((indices & 0x0F, indices >> 4), dim=-1).reshape(indices.shape[0], -1)[:, :G]
+    nib = torch.stack((indices & 0x0F, indices >> 4), dim=-1)
+    nib = nib.reshape(indices.shape[0], 2 * indices.shape[1])[:, :G]
     nib = nib.long()
     return torch.stack((nib & 3, nib >> 2), dim=-1)
 
