@@ -270,6 +270,13 @@ void run_cpu_kernel(const at::Tensor& values, const at::Tensor& indices,
                     const c10::optional<at::Tensor>& bias, at::Tensor& out) {
   check_isa_env();
   if (out.numel() == 0) return;
+  if (K == 0) {  // an empty sum: the output is the bias (B may have no storage at all)
+    if (bias.has_value() && bias->defined())
+      out.copy_(bias->unsqueeze(1).expand_as(out));
+    else
+      out.zero_();
+    return;
+  }
   skc::Dense d;
   d.M = M;
   d.K = K;
