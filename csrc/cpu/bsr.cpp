@@ -384,13 +384,14 @@ int bsr_typed(const BsrArgs<T>& a) {
   int nt = threads_for(d.num_threads, d.N == 1 ? kGemvCost * work : work);
   if (nt > kMaxParts) nt = kMaxParts;
   if (nt > a.Mb) nt = static_cast<int>(a.Mb > 0 ? a.Mb : 1);
+  const int parts = parts_for(nt, a.Mb, kMaxParts);
   int64_t bounds[kMaxParts + 1];
   // Cost of a block row: its stored weights plus its output rows.
-  split_by_prefix(a.rowptr, a.Mb, 1.0 / static_cast<double>(a.bk), nt, bounds);
+  split_by_prefix(a.rowptr, a.Mb, 1.0 / static_cast<double>(a.bk), parts, bounds);
   if (d.N == 1) {
     const float* x = gemv_x(d);
     if (x == nullptr) return kNoMemory;
-    return parallel_parts(nt, [&](int p) {
+    return parallel_parts(parts, nt, [&](int p) {
 #if SK_HAVE_AVX2_KERNELS
       if (avx2) return gemv_rows_avx2<T>(a, x, bounds[p], bounds[p + 1]);
 #endif
@@ -398,7 +399,7 @@ int bsr_typed(const BsrArgs<T>& a) {
     });
   }
   BsrPanels<T> work_(a, bounds, avx2);
-  return run_panels(d, nt, kPanelWidth, work_);
+  return run_panels(d, nt, parts, kPanelWidth, work_);
 }
 
 template <typename T>

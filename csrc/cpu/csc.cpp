@@ -415,9 +415,10 @@ int csr_gemv_typed(const CsrRepack& a, const Dense& d) {
   int nt = threads_for(d.num_threads, kEntryCost * a.nnz + static_cast<double>(d.M));
   if (nt > kMaxParts) nt = kMaxParts;
   if (nt > d.M) nt = static_cast<int>(max_i64(d.M, 1));
+  const int parts = parts_for(nt, d.M, kMaxParts);
   int64_t bounds[kMaxParts + 1];
-  split_by_prefix(a.rowptr, d.M, 2.0, nt, bounds);
-  return parallel_parts(nt, [&](int p) {
+  split_by_prefix(a.rowptr, d.M, 2.0, parts, bounds);
+  return parallel_parts(parts, nt, [&](int p) {
 #if SK_HAVE_AVX2_KERNELS
     if (avx2) return csr_gemv_rows_avx2<T, CI>(a, x, d, bounds[p], bounds[p + 1]);
 #endif
@@ -451,10 +452,11 @@ int csr_typed(const CsrRepack& a, const Dense& d) {
   int nt = threads_for(d.num_threads, static_cast<double>(a.nnz + d.M) * d.N);
   if (nt > kMaxParts) nt = kMaxParts;
   if (nt > d.M) nt = static_cast<int>(max_i64(d.M, 1));
+  const int parts = parts_for(nt, d.M, kMaxParts);
   int64_t bounds[kMaxParts + 1];
-  split_by_prefix(a.rowptr, d.M, 2.0, nt, bounds);  // a row costs ~2 entries (its stores)
+  split_by_prefix(a.rowptr, d.M, 2.0, parts, bounds);  // a row costs ~2 entries (its stores)
   CsrPanels<T, CI> work(a, d, bounds, avx2);
-  return run_panels(d, nt, kPanelWidth, work);
+  return run_panels(d, nt, parts, kPanelWidth, work);
 }
 
 }  // namespace

@@ -53,52 +53,49 @@ void pack_panel(const Dense& d, int64_t n0, int64_t nb, int64_t ldp, int64_t k0,
   }
 }
 
-int run_panels(const Dense& d, int parts, int64_t panel_width, PanelWork& work) {
+int run_panels(const Dense& d, int threads, int parts, int64_t panel_width, PanelWork& work) {
   const int64_t K = d.K, N = d.N;
   const int64_t ldp_max = round_up(min_i64(panel_width, N), 8);
   const int64_t npanels = ceil_div(N, panel_width);
-  if (parts <= 1) {
+  if (threads <= 1) {
     float* P = scratch_panel().get_as<float>(max_i64(K, 1) * ldp_max);
     if (P == nullptr) return kNoMemory;
     for (int64_t n0 = 0; n0 < N; n0 += panel_width) {
       const int64_t nb = min_i64(panel_width, N - n0), ldp = round_up(nb, 8);
       pack_panel(d, n0, nb, ldp, 0, K, P);
-      const int s = work.run(0, P, ldp, n0, nb);
-      if (s != kOk) return s;
+      for (int p = 0; p < parts; ++p) {
+        const int s = work.run(p, P, ldp, n0, nb);
+        if (s != kOk) return s;
+      }
     }
     return kOk;
   }
-  // Threads never wait for each other (a barrier per panel costs a lot on a busy machine):
-  // with enough panels each thread takes whole panels, all rows; otherwise each thread packs
-  // its own copy of every panel (a K x 32 copy per thread) and computes its part of the rows.
-  const bool by_panel = npanels % parts == 0 || npanels >= 4 * parts;
+  // Threads never wait for each other (a barrier per panel costs a lot on a busy machine).
+  const bool by_panel = npanels >= 4 * threads;
+  const int64_t items = by_panel ? npanels : npanels * parts;
   std::atomic<int> status{kOk};
-#pragma omp parallel num_threads(parts)
+  std::atomic<int64_t> next{0};
+#pragma omp parallel num_threads(threads)
   {
-#ifdef _OPENMP
-    const int team = omp_get_num_threads(), t = omp_get_thread_num();
-#else
-    const int team = 1, t = 0;
-#endif
     float* P = scratch_panel().get_as<float>(max_i64(K, 1) * ldp_max);  // this thread's own
     auto note = [&](int s) {
       int expected = kOk;
       if (s != kOk) status.compare_exchange_strong(expected, s);
     };
-    if (P == nullptr) {
-      note(kNoMemory);
-    } else if (by_panel) {
-      for (int64_t pi = t; pi < npanels; pi += team) {
-        const int64_t n0 = pi * panel_width;
-        const int64_t nb = min_i64(panel_width, N - n0), ldp = round_up(nb, 8);
+    if (P == nullptr) note(kNoMemory);
+    int64_t packed = -1;  // the panel now in P
+    for (int64_t i = next.fetch_add(1); P != nullptr && i < items; i = next.fetch_add(1)) {
+      const int64_t pi = by_panel ? i : i / parts;
+      const int64_t n0 = pi * panel_width;
+      const int64_t nb = min_i64(panel_width, N - n0), ldp = round_up(nb, 8);
+      if (pi != packed) {
         pack_panel(d, n0, nb, ldp, 0, K, P);
-        for (int p = 0; p < parts; ++p) note(work.run(p, P, ldp, n0, nb));
+        packed = pi;
       }
-    } else {
-      for (int64_t n0 = 0; n0 < N; n0 += panel_width) {
-        const int64_t nb = min_i64(panel_width, N - n0), ldp = round_up(nb, 8);
-        pack_panel(d, n0, nb, ldp, 0, K, P);
-        for (int p = t; p < parts; p += team) note(work.run(p, P, ldp, n0, nb));
+      if (by_panel) {
+        for (int p = 0; p < parts; ++p) note(work.run(p, P, ldp, n0, nb));
+      } else {
+        note(work.run(static_cast<int>(i % parts), P, ldp, n0, nb));
       }
     }
   }

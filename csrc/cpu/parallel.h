@@ -60,20 +60,39 @@ inline void split_even(int64_t n, int parts, int64_t* bounds) {
   for (int p = 0; p <= parts; ++p) bounds[p] = n * p / parts;
 }
 
-// Runs fn(part) for part in [0, parts) on up to `parts` OpenMP threads; returns the first
-// non-zero status. Works when the runtime gives fewer threads than asked (nested calls).
+// Parts per thread of a dynamic split: on a shared machine a thread whose core is busy with
+// another process takes fewer parts instead of holding up the others (with one part per
+// thread the call lasts as long as the slowest thread's share).
+constexpr int kPartsPerThread = 4;
+
+// Parts to split `units` into for `threads` threads: kPartsPerThread per thread, at most
+// `units` and `max_parts`, and 1 on one thread.
+inline int parts_for(int threads, int64_t units, int max_parts) {
+  if (threads <= 1 || units <= 1) return 1;
+  int64_t p = static_cast<int64_t>(threads) * kPartsPerThread;
+  if (p > units) p = units;
+  if (p > max_parts) p = max_parts;
+  return static_cast<int>(p);
+}
+
+// Runs fn(part) for every part in [0, parts) on up to `threads` OpenMP threads, each taking
+// the next part as it finishes one; returns the first non-zero status. Works when the
+// runtime gives fewer threads than asked (nested calls).
 template <typename F>
-int parallel_parts(int parts, F&& fn) {
-  if (parts <= 1) return parts == 1 ? fn(0) : kOk;
+int parallel_parts(int parts, int threads, F&& fn) {
+  if (parts <= 0) return kOk;
+  if (threads <= 1 || parts == 1) {
+    for (int p = 0; p < parts; ++p) {
+      const int s = fn(p);
+      if (s != kOk) return s;
+    }
+    return kOk;
+  }
   std::atomic<int> status{kOk};
-#pragma omp parallel num_threads(parts)
+  std::atomic<int> next{0};
+#pragma omp parallel num_threads(threads < parts ? threads : parts)
   {
-#ifdef _OPENMP
-    const int team = omp_get_num_threads(), t = omp_get_thread_num();
-#else
-    const int team = 1, t = 0;
-#endif
-    for (int p = t; p < parts; p += team) {
+    for (int p = next.fetch_add(1); p < parts; p = next.fetch_add(1)) {
       const int s = fn(p);
       if (s != kOk) {
         int expected = kOk;
@@ -82,6 +101,12 @@ int parallel_parts(int parts, F&& fn) {
     }
   }
   return status.load();
+}
+
+// One part per thread (parts that own per-part buffers sized by the part count).
+template <typename F>
+int parallel_parts(int parts, F&& fn) {
+  return parallel_parts(parts, parts, fn);
 }
 
 // The row work of a batched call over one packed panel of B.
@@ -98,9 +123,11 @@ void pack_panel(const Dense& d, int64_t n0, int64_t nb, int64_t ldp, int64_t k0,
                 float* P);
 
 // Loops over panels of at most `panel_width` columns of B (a multiple of 8), each packed
-// into a per-thread buffer (never a full copy of B): with enough panels the threads split
-// the panels, else each packs every panel and computes its parts of the rows. No barrier.
-int run_panels(const Dense& d, int parts, int64_t panel_width, PanelWork& work);
+// into a per-thread buffer (never a full copy of B), calling work.run for each of `parts`
+// row parts of every panel on up to `threads` threads. With enough panels the threads take
+// whole panels, else (panel, part) pairs, in order, each thread packing the panels it
+// reaches. Both are dynamic (the next item to whoever is free); no barrier.
+int run_panels(const Dense& d, int threads, int parts, int64_t panel_width, PanelWork& work);
 
 // B's only column as a contiguous vector of K floats (copied when B is strided).
 const float* gemv_x(const Dense& d);

@@ -346,12 +346,13 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
                                           (d.N == 1 ? kGemvCost : 1.0));
   if (nt > kMaxParts) nt = kMaxParts;
   if (nt > d.M) nt = static_cast<int>(d.M > 0 ? d.M : 1);
+  const int parts = parts_for(nt, d.M, kMaxParts);
   int64_t bounds[kMaxParts + 1];
-  split_even(d.M, nt, bounds);  // every row holds the same number of entries
+  split_even(d.M, parts, bounds);  // every row holds the same number of entries
   if (d.N == 1) {
     const float* x = gemv_x(d);
     if (x == nullptr) return kNoMemory;
-    return parallel_parts(nt, [&](int p) {
+    return parallel_parts(parts, nt, [&](int p) {
 #if SK_HAVE_AVX2_KERNELS
       if (avx2) return gemv_rows_avx2<T>(values, meta, d, x, bounds[p], bounds[p + 1]);
 #endif
@@ -359,7 +360,7 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
     });
   }
   Semi24Panels<T> work(values, meta, d, bounds, avx2);
-  return run_panels(d, nt, kPanelWidth, work);
+  return run_panels(d, nt, parts, kPanelWidth, work);
 }
 
 }  // namespace

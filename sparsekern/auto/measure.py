@@ -8,6 +8,12 @@ harness's rules (sparsekern.bench.timing: interleaved rounds and medians on the 
 events on a GPU). The stored fraction of each pruned weight ("density") is recorded
 exactly, from the packed pattern.
 
+The cache state a layer is timed in follows its model (``context``): "warm" when the whole
+model's parameters fit in the last-level cache (run back to back, every layer finds its
+weights cached: steady-state blocks of calls, sparsekern.bench.timing.time_blocks), "cold"
+when they do not (the rest of the model evicts them: each call is preceded by a cache
+flush). On a GPU the timer always flushes L2 (sparsekern.bench.timing.time_cuda).
+
 Two short cuts keep a measurement short, and are recorded as such:
 
 * a format that only the reference backend (the pure-PyTorch oracle) would serve here is
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,13 +37,20 @@ from torch import nn
 
 from ..bench import magnitude
 from ..bench.candidates import serving_backend
-from ..bench.timing import TimerSettings, time_cuda, time_interleaved
-from .formats import FormatSpec, default_blocks, format_specs
+from ..bench.timing import (CacheFlusher, TimerSettings, time_blocks, time_cuda,
+                            time_interleaved)
+from .formats import DENSE, FormatSpec, default_blocks, format_specs, parse_format
 from .patterns import pattern_densities
 from .signature import LayerSig
 
 #: Bumped when the way a table is measured changes (part of the cache key).
-METHOD_VERSION = 1
+METHOD_VERSION = 3
+
+#: Cache states a layer can be timed in (see the module docstring); "auto" picks one from
+#: the model's size.
+CONTEXTS = ("warm", "cold")
+#: A model whose parameters take at most this fraction of the last-level cache is "warm".
+WARM_FRACTION = 0.75
 
 #: Sparsities of the grid (fraction of weights removed), for BSR and CSC.
 DEFAULT_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
@@ -131,6 +145,24 @@ def pruned_copy(dense: nn.Module, W: torch.Tensor) -> nn.Module:
     return m
 
 
+def synthetic_layer(sig: LayerSig, fmt: str, density: float, seed: int = 0
+                    ) -> Tuple[nn.Module, torch.Tensor]:
+    """(layer, input) as a table entry times them: a random layer of ``sig``'s geometry,
+    magnitude-pruned to stored fraction ``density`` in format ``fmt`` ("dense", "2:4",
+    "csc", "bsrBMxBK") and packed, and a random input of ``sig`` (its zero fraction)."""
+    gen = torch.Generator().manual_seed(seed)
+    dense = sig.build(gen)
+    x = sig.example_input(gen)
+    if fmt == DENSE:
+        return dense, x
+    spec = parse_format(fmt)
+    if not 0.0 < density <= 1.0:
+        raise ValueError(f"density must be in (0, 1], got {density!r}")
+    M, K = sig.matrix_shape
+    Wp = _Pruner(dense.weight.detach().reshape(M, K)).prune(spec, 1.0 - density)
+    return sparse_module(pruned_copy(dense, Wp), spec), x
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -144,21 +176,87 @@ def _one_call(fn, x, device) -> float:
     return time.perf_counter() - t0
 
 
-def time_modules(fns: Dict[str, Callable], x, device: torch.device,
-                 timer: Optional[TimerSettings] = None) -> Dict[str, dict]:
-    """{name: timing summary} of each ``fn(x)`` with the harness's timer for ``device``."""
+def module_bytes(modules) -> int:
+    """Bytes of the parameters and buffers of ``modules`` (one module or an iterable),
+    each tensor counted once."""
+    mods = [modules] if isinstance(modules, nn.Module) else list(modules)
+    seen, total = set(), 0
+    for m in mods:
+        for t in itertools.chain(m.parameters(), m.buffers()):
+            if id(t) not in seen:
+                seen.add(id(t))
+                total += t.numel() * t.element_size()
+    return total
+
+
+def context_for(nbytes: int) -> str:
+    """"warm" when ``nbytes`` of parameters fit in WARM_FRACTION of the last-level cache,
+    else "cold"."""
+    from ..bench.machine import last_level_cache_bytes
+    return "warm" if nbytes <= WARM_FRACTION * last_level_cache_bytes() else "cold"
+
+
+_FLUSHER: Optional[CacheFlusher] = None
+
+
+def _flusher() -> CacheFlusher:
+    global _FLUSHER
+    if _FLUSHER is None:
+        from ..bench.machine import last_level_cache_bytes
+        _FLUSHER = CacheFlusher(3 * last_level_cache_bytes() // 2)
+    return _FLUSHER
+
+
+def time_jobs(jobs: Dict[str, Tuple[Callable, object]], device: torch.device,
+              timer: Optional[TimerSettings] = None, context: str = "warm"
+              ) -> Dict[str, dict]:
+    """{name: timing summary} of each ``fn(arg)`` of ``jobs`` {name: (fn, arg)} with the
+    harness's timer for ``device``, each sample starting in the cache state ``context``
+    ("warm" or "cold"; CPU only: the GPU timer always flushes L2)."""
+    if context not in CONTEXTS:
+        raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
     with torch.inference_mode():
         if device.type == "cuda":
-            return {n: time_cuda(f, [x]) for n, f in fns.items()}
-        return time_interleaved({n: (f, x) for n, f in fns.items()}, timer or TABLE_TIMER)
+            return {n: time_cuda(f, [a]) for n, (f, a) in jobs.items()}
+        timer = timer or TABLE_TIMER
+        if context == "warm":
+            return time_blocks(jobs, timer)
+        # only a sample's first call would be cold: one call per sample
+        return time_interleaved(jobs, dataclasses.replace(timer, sample_time=0.0),
+                                before_sample=_flusher())
+
+
+def time_modules(fns: Dict[str, Callable], x, device: torch.device,
+                 timer: Optional[TimerSettings] = None, context: str = "warm"
+                 ) -> Dict[str, dict]:
+    """:func:`time_jobs` of every ``fn(x)`` of ``fns`` {name: fn}."""
+    return time_jobs({n: (f, x) for n, f in fns.items()}, device, timer, context)
 
 
 @dataclass
 class MeasureSettings:
+    """How a table entry is measured.
+
+    ``context``: the cache state layers are timed in, "warm", "cold" or "auto" (decided
+    by :func:`build_table` from the model's size, see :func:`context_for`).
+    """
+
     grid: Grid = field(default_factory=Grid)
     timer: TimerSettings = field(default_factory=lambda: TABLE_TIMER)
     slow_factor: float = 2.0      # a warm call this many times dense is timed once only
     seed: int = 0
+    context: str = "auto"
+
+    def __post_init__(self):
+        if self.context not in CONTEXTS + ("auto",):
+            raise ValueError(f"MeasureSettings.context must be one of "
+                             f"{CONTEXTS + ('auto',)}, got {self.context!r}")
+
+    def resolved(self, nbytes: int) -> "MeasureSettings":
+        """These settings with "auto" replaced by the context of a model of ``nbytes``."""
+        if self.context != "auto":
+            return self
+        return dataclasses.replace(self, context=context_for(nbytes))
 
 
 def measure_signature(sig: LayerSig, settings: Optional[MeasureSettings] = None) -> dict:
@@ -252,9 +350,10 @@ def _time_points(sig: LayerSig, dense: nn.Module, points: List[_Point], s: Measu
         label = f"{p.spec.name}@{p.sparsity:g}"
         timed[label] = p.module
         where[label] = pt
-    res = time_modules(timed, x, device, s.timer)
+    context = s.context if s.context != "auto" else context_for(module_bytes(dense))
+    res = time_modules(timed, x, device, s.timer, context)
     for label, pt in where.items():
         pt["median_s"], pt["iqr_s"] = res[label]["median_s"], res[label]["iqr_s"]
-    return {"signature": sig.to_key(),
+    return {"signature": sig.to_key(), "context": context,
             "dense": {"median_s": res["dense"]["median_s"], "iqr_s": res["dense"]["iqr_s"]},
             "formats": out}

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
@@ -69,15 +69,21 @@ def _per_shape(value: Targets, shapes: Sequence[str], what: str) -> Dict[str, fl
 
 def budgets(table: LatencyTable, target_speedup: Optional[Targets] = None,
             target_latency_s: Optional[Targets] = None) -> Dict[str, float]:
-    """{shape: latency budget in seconds} from a target speedup over the dense model
-    (measured, else predicted) or from absolute latencies."""
+    """{shape: latency budget in seconds} from a target speedup over the dense model or
+    from absolute latencies.
+
+    The speedup is taken over the dense model as the table predicts it (not the one
+    whole-model timing in ``table.model_s``): the budget and the candidates' latencies then
+    come from the same entries, measured the same way, so a moment of machine noise in
+    one timing does not move the target.
+    """
     if (target_speedup is None) == (target_latency_s is None):
         raise ValueError("give exactly one of target_speedup and target_latency_s")
     if target_latency_s is not None:
         return _per_shape(target_latency_s, table.shapes, "target_latency_s")
     speed = _per_shape(target_speedup, table.shapes, "target_speedup")
     dense_pred = table.predict()
-    return {s: (table.model_s.get(s) or dense_pred[s]) / speed[s] for s in table.shapes}
+    return {s: dense_pred[s] / speed[s] for s in table.shapes}
 
 
 @dataclass

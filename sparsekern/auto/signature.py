@@ -68,6 +68,15 @@ class LayerSig:
                                                     for v in self.conv]
         return d
 
+    @classmethod
+    def from_key(cls, d: dict) -> "LayerSig":
+        """The signature that :meth:`to_key` wrote (e.g. a table entry's "signature")."""
+        d = dict(d)
+        d["input_shape"] = tuple(d["input_shape"])
+        if d.get("conv") is not None:
+            d["conv"] = tuple(tuple(v) if isinstance(v, list) else v for v in d["conv"])
+        return cls(**d)
+
     def label(self) -> str:
         M, K = self.matrix_shape
         zeros = f" ({self.input_zeros:.0%} zeros)" if self.input_zeros else ""

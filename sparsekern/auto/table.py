@@ -23,7 +23,8 @@ from ..bench.timing import TimerSettings
 from .cache import DiskCache
 from .fingerprint import machine_key, software_key
 from .formats import DENSE, parse_format
-from .measure import Grid, MeasureSettings, geometry, measure_signatures, time_modules
+from .measure import (MeasureSettings, geometry, measure_signatures, module_bytes,
+                      time_modules)
 from .signature import LayerSig, call, capture, input_label, signature_of
 
 log = logging.getLogger("sparsekern")
@@ -191,9 +192,20 @@ class LatencyTable:
 # ------------------------------------------------------------------------ building a table
 
 def entry_key(sig: LayerSig, settings: MeasureSettings) -> dict:
-    """The cache key of one layer entry: machine, software, signature, grid, seed."""
+    """The cache key of one layer entry: machine, software, signature, grid, seed and the
+    cache context (settings.context must be resolved: "warm" or "cold")."""
     return {"machine": machine_key(torch.device(sig.device)), "software": software_key(),
-            "signature": sig.to_key(), "grid": settings.grid.to_key(), "seed": settings.seed}
+            "signature": sig.to_key(), "grid": settings.grid.to_key(), "seed": settings.seed,
+            "context": settings.context}
+
+
+def _sig_bytes(sigs: Iterable[LayerSig]) -> int:
+    """Weight + bias bytes of the distinct layer geometries among ``sigs``."""
+    total = 0
+    for g in {geometry(s) for s in sigs}:
+        M, K = g.matrix_shape
+        total += (M * K + (M if g.bias else 0)) * getattr(torch, g.dtype).itemsize
+    return total
 
 
 def layer_entry(sig: LayerSig, settings: Optional[MeasureSettings] = None,
@@ -207,7 +219,7 @@ def layer_entries(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] 
                   ) -> Dict[LayerSig, LayerLatency]:
     """{signature: entry}: cached ones loaded, the others measured (one build of the
     candidates per layer geometry, timed at each of its input shapes) and stored."""
-    settings = settings or MeasureSettings()
+    settings = (settings or MeasureSettings()).resolved(_sig_bytes(sigs))
     out: Dict[LayerSig, LayerLatency] = {}
     todo: Dict[LayerSig, List[LayerSig]] = {}
     for sig in dict.fromkeys(sigs):
@@ -249,7 +261,7 @@ def _entries(sigs_by_label: Dict[str, Dict[str, LayerSig]], settings, cache, pro
 
 def _meta(settings: MeasureSettings, cache: Optional[DiskCache], device) -> dict:
     return {"machine": machine_key(torch.device(device)), "software": software_key(),
-            "grid": settings.grid.to_key(),
+            "grid": settings.grid.to_key(), "context": settings.context,
             "cache": None if cache is None else {"folder": str(cache.folder), "hits": cache.hits,
                                                  "misses": cache.misses}}
 
@@ -260,7 +272,7 @@ def layer_table(modules: Mapping[str, nn.Module], input_shapes: Mapping[str, Seq
     """A table of single layers (no model): ``modules`` {name: layer}, each measured on
     ``input_shapes[name]``. The shape label of every entry is ``"layer input"``; other_s = 0.
     """
-    settings = settings or MeasureSettings()
+    settings = (settings or MeasureSettings()).resolved(module_bytes(modules.values()))
     cache = default_cache(cache)
     label = "layer input"
     sigs = {label: {n: signature_of(m, input_shapes[n]) for n, m in modules.items()}}
@@ -287,13 +299,9 @@ def _set(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 @torch.no_grad()
-def measure_model(model: nn.Module, example_input, layer_names: Iterable[str],
-                  timer: Optional[TimerSettings] = None) -> Tuple[float, float]:
-    """(dense model seconds, seconds outside ``layer_names``) on ``example_input``.
-
-    The time outside is measured directly: a copy of the model whose candidate layers are
-    stubs returning their real output instantly, timed interleaved with the model itself.
-    """
+def stubbed_copy(model: nn.Module, example_input, layer_names: Iterable[str]) -> nn.Module:
+    """A copy of ``model`` whose layers ``layer_names`` are stubs that return, instantly,
+    the output they gave on ``example_input``: timing it measures the time outside them."""
     names = [n for n in layer_names if n]
     outs: Dict[str, object] = {}
     handles = [model.get_submodule(n).register_forward_hook(
@@ -303,6 +311,7 @@ def measure_model(model: nn.Module, example_input, layer_names: Iterable[str],
     try:
         call(model, example_input)
     finally:
+        model.train(was_training)
         for h in handles:
             h.remove()
     originals = {n: model.get_submodule(n) for n in names if n in outs}
@@ -313,12 +322,26 @@ def measure_model(model: nn.Module, example_input, layer_names: Iterable[str],
     finally:
         for n, m in originals.items():
             _set(model, n, m)
-    stubbed.eval()
+    return stubbed.eval()
+
+
+@torch.no_grad()
+def measure_model(model: nn.Module, example_input, layer_names: Iterable[str],
+                  timer: Optional[TimerSettings] = None, context: str = "warm"
+                  ) -> Tuple[float, float]:
+    """(dense model seconds, seconds outside ``layer_names``) on ``example_input``.
+
+    The time outside is measured directly: a :func:`stubbed_copy` of the model, timed
+    interleaved with the model itself, each sample starting in the cache state ``context``.
+    """
+    stubbed = stubbed_copy(model, example_input, layer_names)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    was_training = model.training
+    model.eval()
     try:
         res = time_modules({"dense": lambda x: call(model, x),
                             "other": lambda x: call(stubbed, x)},
-                           example_input, device, timer or MODEL_TIMER)
+                           example_input, device, timer or MODEL_TIMER, context)
     finally:
         model.train(was_training)
     return res["dense"]["median_s"], res["other"]["median_s"]
@@ -335,14 +358,16 @@ def build_table(model: nn.Module, example_inputs, layers=None,
         example_inputs: one example input (a tensor, or a tuple of model arguments) or a
             list of them, e.g. ``[x[:1], x[:64]]`` for batch 1 and 64. Each is a shape of
             the table, labelled by its shape.
-        settings: grid (sparsities, block shapes, layouts), timer and seed.
+        settings: grid (sparsities, block shapes, layouts), timer, seed and cache context
+            ("auto": "warm" when the model's parameters fit in the last-level cache,
+            else "cold"; see sparsekern.auto.measure).
         cache: a DiskCache, None (the default folder, $SPARSEKERN_CACHE or
             ~/.cache/sparsekern) or False (measure everything, store nothing).
         measure_whole_model: also time the dense model and the time outside the layers
             (needed to predict whole-model latency; not cached, it takes a fraction of a
             second per shape).
     """
-    settings = settings or MeasureSettings()
+    settings = (settings or MeasureSettings()).resolved(module_bytes(model))
     cache = default_cache(cache)
     inputs = list(example_inputs) if isinstance(example_inputs, list) else [example_inputs]
     if not inputs:
@@ -358,7 +383,8 @@ def build_table(model: nn.Module, example_inputs, layers=None,
     other, whole = {}, {}
     for lab, x in zip(labels, inputs):
         if measure_whole_model:
-            whole[lab], other[lab] = measure_model(model, x, sigs[lab])
+            whole[lab], other[lab] = measure_model(model, x, sigs[lab],
+                                                   context=settings.context)
         else:
             whole[lab], other[lab] = None, 0.0
     device = next((p.device for p in model.parameters()), torch.device("cpu"))

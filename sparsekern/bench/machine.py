@@ -10,6 +10,7 @@ bound.
 from __future__ import annotations
 
 import datetime
+import functools
 import importlib.metadata
 import os
 import platform
@@ -48,6 +49,41 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+#: Assumed last-level cache when the OS does not say (a typical server CPU's L3 slice).
+DEFAULT_LLC_BYTES = 32 << 20
+
+
+def _size_bytes(text: str) -> Optional[int]:
+    """'32768K' / '2M' / '1024' (sysfs cache sizes) -> bytes."""
+    m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)\s*", text or "")
+    if not m:
+        return None
+    return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[m.group(2)]
+
+
+@functools.lru_cache(maxsize=None)
+def last_level_cache_bytes() -> int:
+    """Size of CPU 0's largest data/unified cache (sysfs), else DEFAULT_LLC_BYTES."""
+    best = 0
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        entries = os.listdir(base)
+    except OSError:
+        entries = []
+    for e in entries:
+        if not e.startswith("index"):
+            continue
+        try:
+            with open(os.path.join(base, e, "type")) as f:
+                if f.read().strip() == "Instruction":
+                    continue
+            with open(os.path.join(base, e, "size")) as f:
+                best = max(best, _size_bytes(f.read()) or 0)
+        except OSError:
+            continue
+    return best or DEFAULT_LLC_BYTES
+
+
 def cpu_facts() -> dict:
     info = _cpuinfo()
     flags = set(info.get("flags", info.get("Features", "")).split())
@@ -59,7 +95,7 @@ def cpu_facts() -> dict:
             "arch": platform.machine(), "logical_cpus": os.cpu_count(),
             "usable_cpus": usable_cpus(), "cores_per_socket": _int(info.get("cpu cores")),
             "isa_flags": [f for f in ISA_FLAGS if f in flags],
-            "torch_cpu_capability": capability}
+            "torch_cpu_capability": capability, "llc_bytes": last_level_cache_bytes()}
 
 
 def _int(s) -> Optional[int]:

@@ -8,6 +8,16 @@ each candidate gets enough samples to fill ``min_time`` (at least ``min_reps``, 
 ``max_reps``, and no more than ``max_candidate_time`` of calls). Reported: the median time
 per call and the inter-quartile range (run-to-run spread).
 
+Interleaving leaves each candidate's data in whatever state the others left the caches
+in. Two variants fix that state instead:
+
+* ``time_interleaved(..., before_sample=CacheFlusher())``: every sample starts with the
+  caches full of other data (a model far larger than the last-level cache);
+* ``time_blocks``: steady state, as in a model that fits in the last-level cache and runs
+  back to back. Candidates take turns in blocks; a block first calls its candidate until
+  warm (untimed: it can take a dozen calls before a weight that fits in L3 is served from
+  it at full speed), then takes its samples.
+
 GPU (``time_cuda``): CUDA events around each call, warm-up excluded, median of many
 repeats; before every call L2 is flushed (a write over a buffer larger than L2) and the
 input rotates through several sets, so neither weights nor inputs are served from L2.
@@ -96,10 +106,28 @@ def _warm(fn, arg, s: TimerSettings, clock) -> float:
     return best
 
 
+class CacheFlusher:
+    """``before_sample`` hook: writes then sums a buffer of ``nbytes`` (default twice the
+    last-level cache), so a sample starts with none of the candidate's data cached."""
+
+    def __init__(self, nbytes: Optional[int] = None):
+        import torch
+        from .machine import last_level_cache_bytes
+        n = int(nbytes if nbytes is not None else 2 * last_level_cache_bytes())
+        self.buffer = torch.empty(max(1, n // 4), dtype=torch.float32)
+        self.nbytes = self.buffer.numel() * 4
+
+    def __call__(self, fn: Callable = None, arg=None) -> None:
+        self.buffer.fill_(1.0)
+        self.buffer.sum()
+
+
 def time_interleaved(fns: Dict[str, Tuple[Callable, object]],
                      s: Optional[TimerSettings] = None,
                      clock: Callable[[], float] = time.perf_counter,
-                     first_calls: Optional[Dict[str, float]] = None) -> Dict[str, dict]:
+                     first_calls: Optional[Dict[str, float]] = None,
+                     before_sample: Optional[Callable[[Callable, object], None]] = None
+                     ) -> Dict[str, dict]:
     """Time each ``fn(arg)``; returns {name: summarize(...) + {"inner": calls per sample}}.
 
     fns: {name: (callable, its argument)}; the argument is prepared by the caller, so
@@ -107,6 +135,8 @@ def time_interleaved(fns: Dict[str, Tuple[Callable, object]],
     first_calls: {name: seconds} of a call the caller already made (the correctness
     check); one longer than ``warmup_time`` stands in for the warm-up, so a slow
     candidate is not run once more just to warm it.
+    before_sample: ``before_sample(fn, arg)`` runs untimed before every sample (e.g. a
+    :class:`CacheFlusher`).
     """
     s = s or TimerSettings()
     first_calls = first_calls or {}
@@ -120,10 +150,55 @@ def time_interleaved(fns: Dict[str, Tuple[Callable, object]],
             if r >= job.reps:
                 continue
             fn, arg, inner = job.fn, job.arg, job.inner
+            if before_sample is not None:
+                before_sample(fn, arg)
             t0 = clock()
             for _ in range(inner):
                 fn(arg)
             job.samples.append((clock() - t0) / inner)
+    return {name: dict(summarize(j.samples), inner=j.inner) for name, j in jobs.items()}
+
+
+@dataclass
+class BlockSettings:
+    """Knobs of :func:`time_blocks` (seconds)."""
+
+    rounds: int = 5                # blocks per candidate: turns spread over the whole run,
+                                   # so a slow spell of the machine hits every candidate
+    warm_calls: int = 12           # untimed calls at the start of every block, at least ...
+    warm_time: float = 0.005       # ... and at least this long
+    max_warm_time: float = 0.02    # ... but no longer than this (after the first call)
+
+
+def time_blocks(fns: Dict[str, Tuple[Callable, object]], s: Optional[TimerSettings] = None,
+                b: Optional[BlockSettings] = None,
+                clock: Callable[[], float] = time.perf_counter) -> Dict[str, dict]:
+    """Steady-state timing of each ``fn(arg)``: {name: summarize(...) + {"inner"}}.
+
+    ``b.rounds`` rounds; in each, every candidate runs one block: warm-up calls (untimed),
+    then its share (1 / rounds) of the samples ``plan`` gives it under ``s``.
+    """
+    s, b = s or TimerSettings(), b or BlockSettings()
+    if b.rounds < 1:
+        raise ValueError(f"BlockSettings.rounds must be >= 1, got {b.rounds}")
+    jobs = {name: _Job(fn, arg) for name, (fn, arg) in fns.items()}
+    for job in jobs.values():
+        job.inner, job.reps = plan(_warm(job.fn, job.arg, s, clock), s)
+    for r in range(b.rounds):
+        for job in jobs.values():
+            fn, arg, inner = job.fn, job.arg, job.inner
+            t_end, calls = clock() + b.warm_time, 0
+            t_cap = clock() + b.max_warm_time
+            while (calls < b.warm_calls or clock() < t_end) and (calls == 0 or clock() < t_cap):
+                fn(arg)
+                calls += 1
+            # this round's share of the samples, at least one
+            share = max(1, job.reps // b.rounds + (1 if r < job.reps % b.rounds else 0))
+            for _ in range(share):
+                t0 = clock()
+                for _ in range(inner):
+                    fn(arg)
+                job.samples.append((clock() - t0) / inner)
     return {name: dict(summarize(j.samples), inner=j.inner) for name, j in jobs.items()}
 
 

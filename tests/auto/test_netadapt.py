@@ -61,6 +61,12 @@ def test_budgets():
         budgets(t, target_speedup=0)
 
 
+def test_budgets_use_the_predicted_dense_model_not_one_noisy_timing():
+    t = _table()
+    t.model_s["s"] = 9.9  # a whole-model timing taken in a slow moment
+    assert budgets(t, target_speedup=2.0) == {"s": pytest.approx(5.6 / 2.0)}
+
+
 def test_reaches_the_target_pruning_the_cheapest_layer():
     model, calls = _model(), Calls()
     r = netadapt(model, _table(), _metric, target_speedup=2.0, finetune_fn=calls.finetune,

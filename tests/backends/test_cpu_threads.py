@@ -45,15 +45,29 @@ def threads():
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c[0] if c[1] is None else f"bsr{c[1]}")
 @pytest.mark.parametrize("nthreads", [2, 3])
 def test_openmp_threads_give_the_reference_result(case, nthreads, threads):
-    """Big enough that the kernels split the work; every part is written exactly once."""
+    """Big enough that the kernels split the work (several parts per thread, taken
+    dynamically; N=300 makes threads take whole panels); every part is written once."""
     layout, block = case
     W, A = make(600, 512, layout, block, seed=3)
     threads(nthreads)
     bias = torch.randn(600)
-    for N in (1, 9, 40):
+    for N in (1, 9, 40, 300):
         for B in (torch.randn(512, N), torch.randn(N, 512).t()):
             out = torch.ops.sparsekern.spmm(*A.op_args(), B, bias)
             torch.testing.assert_close(out, expected(W, B, bias), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("M", [1, 3, 9])
+def test_fewer_rows_than_parts(M, threads):
+    """A split asks for 4 parts per thread; with fewer rows every row is still written once."""
+    threads(3)
+    for layout, block in CASES:
+        W, A = make(M, 4096, layout, block, seed=M)
+        bias = torch.randn(M)
+        for N in (1, 300):
+            B = torch.randn(4096, N)
+            out = torch.ops.sparsekern.spmm(*A.op_args(), B, bias)
+            torch.testing.assert_close(out, expected(W, B, bias), rtol=1e-4, atol=1e-3)
 
 
 def test_many_python_threads_at_once(threads):

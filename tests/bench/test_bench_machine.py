@@ -68,3 +68,17 @@ def test_smoke_runs_every_layout_on_cpu(capsys):
     assert smoke.run("cpu") == 0
     out = capsys.readouterr().out
     assert out.count("ok  ") == len(smoke.SHAPES) * len(smoke.LAYOUTS)
+
+
+@pytest.mark.parametrize("text, want", [("32768K", 32 << 20), ("2M", 2 << 20), ("1G", 1 << 30),
+                                        ("4096", 4096), (" 8K\n", 8 << 10), ("big", None),
+                                        ("", None)])
+def test_cache_size_parsing(text, want):
+    from sparsekern.bench.machine import _size_bytes
+    assert _size_bytes(text) == want
+
+
+def test_last_level_cache_is_positive():
+    from sparsekern.bench.machine import facts, last_level_cache_bytes
+    assert last_level_cache_bytes() > 0
+    assert facts()["cpu"]["llc_bytes"] == last_level_cache_bytes()

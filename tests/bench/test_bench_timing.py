@@ -99,3 +99,71 @@ def test_a_slow_first_call_stands_in_for_the_warm_up():
     calls.clear()
     timing.time_interleaved({"f": (calls.append, 1)}, s, first_calls={"f": 0.001})
     assert len(calls) >= 2  # a fast first call does not count as warm
+
+
+def test_before_sample_runs_untimed_before_every_sample():
+    clock = FakeClock()
+    log = []
+
+    def fn(arg):
+        log.append("call")
+        clock.now += 0.001
+
+    def hook(f, arg):
+        assert f is fn and arg == "A"
+        log.append("hook")
+        clock.now += 1.0  # must not be counted
+
+    s = TimerSettings(min_time=0.003, min_reps=3, max_reps=3, warmup_time=0.0,
+                      max_warmup_calls=1, sample_time=0.0)
+    out = timing.time_interleaved({"f": (fn, "A")}, s, clock=clock, before_sample=hook)
+    assert out["f"]["median_s"] == pytest.approx(0.001)
+    assert log[1:] == ["hook", "call"] * 3  # after the one warm-up call
+
+
+def test_time_blocks_warms_every_block_and_spreads_samples_over_rounds():
+    clock = FakeClock()
+    order = []
+
+    def make(name, cost):
+        def fn(arg):
+            assert arg == name.upper()
+            order.append(name)
+            clock.now += cost
+        return fn
+
+    s = TimerSettings(min_time=0.01, min_reps=2, max_reps=10, warmup_time=0.0,
+                      max_warmup_calls=1, sample_time=0.0, max_candidate_time=1.0)
+    b = timing.BlockSettings(rounds=2, warm_calls=3, warm_time=0.0, max_warm_time=1.0)
+    out = timing.time_blocks({"a": (make("a", 0.002), "A"), "b": (make("b", 0.001), "B")},
+                             s, b, clock=clock)
+    assert out["a"]["median_s"] == pytest.approx(0.002) and out["a"]["reps"] == 5
+    assert out["b"]["median_s"] == pytest.approx(0.001) and out["b"]["reps"] == 10
+    # one estimate call each, then per round: a's block (3 warm + 3 or 2 samples), b's block
+    assert order == (["a", "b"] + ["a"] * 6 + ["b"] * 8 + ["a"] * 5 + ["b"] * 8)
+
+
+def test_time_blocks_warm_up_is_capped_in_time_and_rounds_validated():
+    clock = FakeClock()
+    calls = []
+
+    def slow(arg):
+        calls.append(arg)
+        clock.now += 0.5
+
+    s = TimerSettings(min_time=0.0, min_reps=1, max_reps=1, warmup_time=0.0,
+                      max_warmup_calls=1, sample_time=0.0)
+    timing.time_blocks({"s": (slow, 1)}, s,
+                       timing.BlockSettings(rounds=1, warm_calls=10, max_warm_time=0.1),
+                       clock=clock)
+    assert len(calls) == 3  # estimate, one warm-up call (over the cap already), one sample
+    with pytest.raises(ValueError, match="BlockSettings.rounds must be >= 1, got 0"):
+        timing.time_blocks({"s": (slow, 1)}, s, timing.BlockSettings(rounds=0), clock=clock)
+
+
+def test_cache_flusher_touches_its_buffer():
+    f = timing.CacheFlusher(1 << 16)
+    assert f.nbytes == 1 << 16
+    f.buffer.zero_()
+    f(None, None)
+    assert float(f.buffer.min()) == 1.0

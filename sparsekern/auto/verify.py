@@ -1,0 +1,126 @@
+"""Checking a latency table's prediction against the model it predicts, paired in time.
+
+On a shared machine the speed of the same call drifts by tens of percent within minutes
+(other tenants' use of the last-level cache, of memory bandwidth, of the cores). A table
+measured earlier, or loaded from the cache, describes the machine as it was then, so
+comparing its prediction with a measurement taken now mixes the table's error with the
+machine's drift. :func:`paired_prediction` separates the two: in each of several windows
+it times, back to back in the same cache context,
+
+* the dense model and the sparse model (the measured latencies),
+* the table's own ingredients, re-timed: the time outside the candidate layers (a stubbed
+  copy of the model) and, per layer, a synthetic layer exactly as a table entry times it
+  (random weights of the layer's geometry pruned to the chosen format and stored
+  fraction, a random input with the layer's fraction of zero activations).
+
+The paired prediction of a window is the table's additive model (outside + sum of the
+layers) evaluated on that window's ingredients; compared with the sparse model measured
+in the same windows, it gives the table's modelling error without the machine's drift. The
+table's prediction as it stands (``table.predict``) is reported beside it, with the drift
+(the dense model now against the dense model the table predicts).
+"""
+from __future__ import annotations
+
+import statistics
+from typing import Dict, Mapping, Optional, Sequence
+
+from torch import nn
+
+from ..bench.timing import TimerSettings
+from .formats import DENSE
+from .measure import synthetic_layer, time_jobs
+from .signature import LayerSig, call, input_label
+from .table import Choice, LatencyTable, stubbed_copy
+
+#: Timer of each window's measurement.
+WINDOW_TIMER = TimerSettings(min_time=0.1, min_reps=10, max_reps=400, max_candidate_time=0.5)
+
+
+def _median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def paired_prediction(table: LatencyTable, dense: nn.Module, sparse: nn.Module,
+                      choices: Mapping[str, Choice], example_inputs, *, windows: int = 5,
+                      timer: TimerSettings = WINDOW_TIMER, context: Optional[str] = None,
+                      seed: int = 0) -> Dict[str, dict]:
+    """Measured and predicted latency per example input, paired window by window.
+
+    Args:
+        table: the latency table (its layers, shapes and the signatures of its entries).
+        dense, sparse: the dense model and the sparse model it became (same layer names).
+        choices: {layer: (format, stored fraction)} of the sparse model (missing: dense).
+        example_inputs: the inputs of the table's shapes (a tensor or a list of them).
+        windows: how many times the whole set is measured, the shapes taking turns.
+        timer, context: timer of each window; cache context (default: the table's).
+
+    Returns:
+        {shape label: {"dense_s", "sparse_s", "predicted_s", "error", "table_predicted_s",
+        "table_error", "table_dense_s", "drift", "layers_s", "other_s", "windows"}}:
+        medians over windows of the dense and sparse model, of the paired prediction and of
+        the per-window error (predicted / measured - 1); the table's own prediction and its
+        error against the median measurement; drift = dense model now / the table's dense
+        prediction - 1; per window, every timing. Entries without a signature (made by
+        hand, e.g. LayerLatency.synthetic) cannot be rebuilt: their prediction is used as
+        is, and their layers are listed in "not_retimed".
+    """
+    if windows < 1:
+        raise ValueError(f"windows must be >= 1, got {windows}")
+    xs = list(example_inputs) if isinstance(example_inputs, list) else [example_inputs]
+    context = context or table.meta.get("context") or "warm"
+    device = next(dense.parameters()).device
+    names = list(table.layers)
+    prepared, fixed = {}, {}
+    for x in xs:
+        lab = input_label(x)
+        if lab not in table.shapes:
+            raise ValueError(f"example input of shape {lab} is not a shape of the table "
+                             f"{table.shapes}")
+        jobs = {"dense": (lambda x: call(dense, x), x), "sparse": (lambda x: call(sparse, x), x),
+                "other": (lambda x, o=stubbed_copy(dense, x, names): call(o, x), x)}
+        fixed[lab] = {}
+        for n in names:
+            entry = table.layers[n].get(lab)
+            if entry is None:  # the layer does not run on this input
+                continue
+            fmt, density = choices.get(n, (DENSE, 1.0))
+            if not entry.entry.get("signature"):
+                # a hand-made entry (no layer to rebuild): its prediction, not re-timed
+                fixed[lab][n] = table.layer_s(n, (fmt, density))[lab]
+                continue
+            layer, x_layer = synthetic_layer(LayerSig.from_key(entry.entry["signature"]), fmt,
+                                             density, seed)
+            jobs["layer:" + n] = (layer, x_layer)
+        prepared[lab] = jobs
+    dense.eval(), sparse.eval()
+    runs: Dict[str, list] = {lab: [] for lab in prepared}
+    for _ in range(windows):
+        for lab, jobs in prepared.items():
+            res = time_jobs(jobs, device, timer, context)
+            runs[lab].append({k: v["median_s"] for k, v in res.items()})
+    table_pred = table.predict(choices)
+    table_dense = table.predict()
+    out = {}
+    for lab, ws in runs.items():
+        for w in ws:
+            w["predicted"] = (w["other"] + sum(v for k, v in w.items() if k.startswith("layer:"))
+                              + sum(fixed[lab].values()))
+            w["error"] = w["predicted"] / w["sparse"] - 1.0
+        sparse_s = _median([w["sparse"] for w in ws])
+        dense_s = _median([w["dense"] for w in ws])
+        layer_keys = [k for k in ws[0] if k.startswith("layer:")]
+        predicted_s = _median([w["predicted"] for w in ws])
+        out[lab] = {
+            "dense_s": dense_s, "sparse_s": sparse_s, "predicted_s": predicted_s,
+            "error": predicted_s / sparse_s - 1.0,
+            "table_predicted_s": table_pred[lab],
+            "table_error": table_pred[lab] / sparse_s - 1.0,
+            "table_dense_s": table_dense[lab],
+            "drift": dense_s / table_dense[lab] - 1.0,
+            "layers_s": {**{k[len("layer:"):]: _median([w[k] for w in ws]) for k in layer_keys},
+                         **fixed[lab]},
+            "not_retimed": sorted(fixed[lab]),
+            "other_s": _median([w["other"] for w in ws]),
+            "windows": ws,
+        }
+    return out
