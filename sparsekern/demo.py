@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from . import prune
+from .auto.amc import amc
 from .auto.cache import cache_root, digest
 from .auto.choose import DEFAULT_MARGIN, sparsify_auto
 from .auto.formats import DENSE
@@ -44,6 +45,7 @@ from .auto.signature import call, input_label
 from .auto.table import LatencyTable, build_table
 from .auto.verify import paired_prediction
 from .bench.timing import QUICK_TIMER, TimerSettings
+from .prune.granularity import NM, parse as parse_granularity
 
 #: What the default demo must show on a 2-core CPU (the issue's targets).
 REQUIRED_SPEEDUP = (2.0, 1.5)       # at batch 1 and batch 64
@@ -164,7 +166,8 @@ def run(model: nn.Module, train_loader, val_loader, example_inputs,
         sensitivity_ratios: Sequence[float] = SENSITIVITY_RATIOS,
         settings: Optional[MeasureSettings] = None, cache=None, margin: float = DEFAULT_MARGIN,
         table: Optional[LatencyTable] = None, timer: TimerSettings = REPORT_TIMER,
-        windows: int = REPORT_WINDOWS, out_dir: str = "sparsekern-demo",
+        windows: int = REPORT_WINDOWS, strategy: str = "netadapt", amc_episodes: int = 60,
+        out_dir: str = "sparsekern-demo",
         extra: Optional[dict] = None,
         print_fn: Callable[[str], None] = print, seed: int = 0) -> DemoResult:
     """Sensitivity -> NetAdapt to ``target_speedup`` -> fine-tune -> auto formats -> measure.
@@ -184,6 +187,9 @@ def run(model: nn.Module, train_loader, val_loader, example_inputs,
             run); default: ``short_steps`` Adam steps / ``final_epochs`` epochs of
             sparsekern.prune.fine_tune on train_loader at ``lr``.
         granularities: what the search may use per layer ("fine", "2:4", (bm, bk), ...).
+        strategy: "netadapt" (sparsekern.auto.netadapt) or "amc" (sparsekern.auto.amc, a
+            learned per-layer ratio policy, ``amc_episodes`` episodes, in the first
+            granularity of ``granularities`` that has a free ratio).
         max_search_drop: a search candidate whose metric is more than this below the dense
             model's is rejected (the step is retried smaller, then the search stops).
         required_speedup, max_accuracy_drop, max_prediction_error: the checks reported
@@ -198,6 +204,8 @@ def run(model: nn.Module, train_loader, val_loader, example_inputs,
         out_dir: where report.json, the plots, the latency table and the sparse model go.
         extra: more fields for the report (e.g. the dataset's description).
     """
+    if strategy not in ("netadapt", "amc"):
+        raise ValueError(f"strategy must be 'netadapt' or 'amc', got {strategy!r}")
     os.makedirs(out_dir, exist_ok=True)
     xs = _inputs(example_inputs)
     labels = [input_label(x) for x in xs]
@@ -255,13 +263,32 @@ def run(model: nn.Module, train_loader, val_loader, example_inputs,
                  f"{w['metric']:.4f} ({len(entry['candidates'])} candidates)"
                  + ("" if entry["accepted"] else " - rejected"))
 
-    print_fn("NetAdapt search, target speedup " +
-             ", ".join(f"{targets[s]:g}x at {s}" for s in labels) + ":")
-    search = netadapt(work, table, eval_fn, target_speedup=[targets[s] for s in labels],
-                      finetune_fn=finetune_fn, final_finetune_fn=final_finetune_fn,
-                      granularities=granularities, criterion=criterion,
-                      max_iterations=max_iterations, min_metric=base - max_search_drop,
-                      margin=margin, seed=seed, on_iteration=show)
+    goal = ", ".join(f"{targets[s]:g}x at {s}" for s in labels)
+    if strategy == "netadapt":
+        print_fn(f"NetAdapt search, target speedup {goal}:")
+        search = netadapt(work, table, eval_fn, target_speedup=[targets[s] for s in labels],
+                          finetune_fn=finetune_fn, final_finetune_fn=final_finetune_fn,
+                          granularities=granularities, criterion=criterion,
+                          max_iterations=max_iterations, min_metric=base - max_search_drop,
+                          margin=margin, seed=seed, on_iteration=show)
+    elif strategy == "amc":
+        free = [g for g in granularities if not isinstance(parse_granularity(g), NM)]
+        g = free[0] if free else "fine"
+        print_fn(f"AMC search ({amc_episodes} episodes, granularity {g}), target speedup "
+                 f"{goal}:")
+
+        def show_episode(e):
+            if (e["episode"] + 1) % 10 == 0 or e["episode"] == 0:
+                ratios = ", ".join(f"{n} {r:.0%}" for n, r in e["ratios"].items())
+                print_fn(f"  episode {e['episode'] + 1}: {ratios}; metric {e['metric']:.4f}"
+                         + ("" if e["feasible"] else " (misses the budget)"))
+
+        search = amc(work, table, eval_fn, target_speedup=[targets[s] for s in labels],
+                     final_finetune_fn=final_finetune_fn, granularity=g, criterion=criterion,
+                     episodes=amc_episodes, warmup_episodes=max(1, amc_episodes // 6),
+                     margin=margin, seed=seed, on_episode=show_episode)
+    else:  # checked on entry
+        raise AssertionError(strategy)
     clock["search_and_finetune"] = time.perf_counter() - t
     print_fn(f"search: {search.reason} ({clock['search_and_finetune']:.1f} s with the final "
              f"fine-tune)")
@@ -350,7 +377,8 @@ def run(model: nn.Module, train_loader, val_loader, example_inputs,
                         "granularity": sens.granularity, "criterion": sens.criterion},
         "plots": plots, "files": {"latency_table": os.path.join(out_dir, "latency_table.json"),
                                   "model": model_path, "report": os.path.join(out_dir, "report.json")},
-        "config": {"granularities": [str(g) for g in granularities], "criterion": criterion,
+        "config": {"strategy": strategy, "granularities": [str(g) for g in granularities],
+                   "criterion": criterion,
                    "short_steps": short_steps, "final_epochs": final_epochs, "lr": lr,
                    "max_iterations": max_iterations, "margin": margin, "seed": seed,
                    "target_speedup": targets},
@@ -499,6 +527,10 @@ def add_arguments(p) -> None:
     p.add_argument("--granularity", action="append", default=None,
                    help="granularity the search may use (repeatable: fine, 2:4, 16x16; "
                         "default fine and 2:4)")
+    p.add_argument("--strategy", choices=("netadapt", "amc"), default="netadapt",
+                   help="the automatic pruning search (default %(default)s)")
+    p.add_argument("--amc-episodes", type=int, default=60,
+                   help="episodes of the AMC search (default %(default)s)")
     p.add_argument("--short-steps", type=int, default=20,
                    help="fine-tune steps per search candidate (default %(default)s)")
     p.add_argument("--final-epochs", type=int, default=3, help="final fine-tune epochs")
@@ -544,7 +576,9 @@ def main(args) -> int:
                  short_steps=args.short_steps, final_epochs=args.final_epochs,
                  max_iterations=args.max_iterations, required_speedup=need,
                  settings=MeasureSettings(grid=grid), cache=False if args.no_cache else None,
-                 out_dir=args.out, seed=args.seed, timer=timer, windows=2 if args.quick else REPORT_WINDOWS,
+                 out_dir=args.out, seed=args.seed, timer=timer,
+                 windows=2 if args.quick else REPORT_WINDOWS, strategy=args.strategy,
+                 amc_episodes=min(args.amc_episodes, 6) if args.quick else args.amc_episodes,
                  extra={"dataset": {"name": "sklearn digits", "train": len(train.dataset),
                                     "val": len(val.dataset), "test": len(test.dataset)},
                         "model": {"name": "DigitsMLP", "hidden": args.hidden,

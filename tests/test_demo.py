@@ -92,6 +92,26 @@ def test_cli_quick(tmp_path, capsys):
     assert "checks:" in capsys.readouterr().out
 
 
+def test_cli_quick_amc(tmp_path, capsys):
+    from sparsekern.__main__ import main
+    out = str(tmp_path / "amc")
+    assert main(["demo", "--quick", "--strategy", "amc", "--out", out, "--batches", "1", "4"]) == 0
+    with open(os.path.join(out, "report.json")) as f:
+        r = json.load(f)
+    _check_report(r, out, ["[1, 64]", "[4, 64]"])
+    assert r["config"]["strategy"] == "amc" and "best_episode" in r["search"]
+    assert "AMC search" in capsys.readouterr().out
+
+
+def test_run_rejects_an_unknown_strategy(tmp_path):
+    train, val, test = demo.digits_data(0)
+    X = test.dataset.tensors[0]
+    with pytest.raises(ValueError, match="strategy must be 'netadapt' or 'amc', got 'grid'"):
+        demo.run(demo.DigitsMLP(hidden=16), train, val, [X[:1]], table=_fake_table(["[1, 64]"]),
+                 strategy="grid", sensitivity_ratios=(0.5,), timer=TINY_TIMER,
+                 out_dir=str(tmp_path), print_fn=lambda s: None)
+
+
 def test_cli_rejects_mismatched_targets(tmp_path):
     from sparsekern.__main__ import main
     with pytest.raises(SystemExit, match="--target-speedup: give one value, or one per batch"):
