@@ -71,7 +71,7 @@ int run_panels(const Dense& d, int threads, int parts, int64_t panel_width, Pane
     return kOk;
   }
   // Threads never wait for each other (a barrier per panel costs a lot on a busy machine).
-  const bool by_panel = npanels >= 4 * threads;
+  const bool by_panel = npanels % threads == 0 || npanels >= 4 * threads;
   const int64_t items = by_panel ? npanels : npanels * parts;
   std::atomic<int> status{kOk};
   std::atomic<int64_t> next{0};
