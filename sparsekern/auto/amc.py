@@ -13,6 +13,8 @@ of DDPG — the same loop, a smaller agent:
             action a_t = max_ratio * sigmoid(mu(s_t) + sigma * eps)   (random in warm-up)
             a_t = max(a_t, a_min): the smallest ratio with which the budget can still be
                   met if every later layer is pruned to max_ratio (AMC's action clipping)
+            a layer whose predicted format at a_t is dense is left unpruned (its zeros
+            would cost accuracy and buy no latency)
         prune a copy of the model to the ratios (no fine-tune), reward = eval_fn(copy)
         policy gradient on (reward - baseline) * sum_t log pi(a_t | s_t)
     the best feasible episode's ratios are applied, then the final fine-tune.
@@ -34,6 +36,7 @@ from ..prune.granularity import NM, parse
 from ..prune.masks import MaskHolder
 from ..prune.pruner import prune_model
 from .choose import DEFAULT_MARGIN, LayerDecision
+from .formats import DENSE
 from .netadapt import LayerPlan, NetAdaptResult, Targets, _State, budgets
 from .table import LatencyTable
 
@@ -187,8 +190,9 @@ def amc(model: nn.Module, table: LatencyTable, eval_fn: Callable[[nn.Module], fl
                 raw = max_ratio * torch.sigmoid(z)
             r = round(float(raw) / ratio_step) * ratio_step
             r = min(max_ratio, max(r, env.min_ratio(t, chosen)))
-            ratios[name] = r
             chosen[name] = env.decision(name, r)
+            # a layer that stays dense gains nothing from zeros: it is not pruned at all
+            ratios[name] = 0.0 if chosen[name].format == DENSE else r
             prev = r / max_ratio
         total = st.total(chosen)
         feasible = st.met(total)

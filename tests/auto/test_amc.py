@@ -61,6 +61,18 @@ def test_every_episode_is_clipped_to_stay_feasible():
     assert min(h["ratios"]["2"] for h in res.history) >= 0.5
 
 
+def test_layers_that_stay_dense_are_not_pruned():
+    """In the fake table no format pays for "0" or "4": pruning them would only cost
+    accuracy, so every episode leaves them whole (and the applied model too)."""
+    model = _model()
+    res = amc(model, _table(), _metric, target_speedup=2.0, episodes=10, warmup_episodes=10,
+              seed=5)
+    assert all(h["ratios"]["0"] == 0.0 and h["ratios"]["4"] == 0.0 for h in res.history)
+    assert all(h["formats"]["0"] == "dense" for h in res.history)
+    s = prune.sparsity(model)
+    assert s["0"] == 0.0 and s["4"] == 0.0 and s["2"] > 0.5
+
+
 def test_amc_is_deterministic_for_a_seed():
     a = amc(_model(), _table(), _metric, target_speedup=2.0, episodes=15, warmup_episodes=3,
             seed=7)
