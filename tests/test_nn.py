@@ -18,6 +18,20 @@ def pruned_linear(K, M, layout, blocksize=(4, 4), density=0.3, bias=True):
 
 
 @pytest.mark.parametrize("layout,blocksize", [("2:4", None), ("csc", None), ("bsr", (4, 4))])
+def test_sparse_linear_2d_inputs_of_any_strides_and_no_rows(layout, blocksize):
+    """The 2-D fast path (no reshapes): contiguous, transposed, strided and empty inputs."""
+    lin = pruned_linear(24, 16, layout)
+    layer = sk.SparseLinear.from_dense(lin, layout=layout, blocksize=blocksize)
+    for x in (torch.randn(5, 24), torch.randn(24, 5).t(), torch.randn(5, 48)[:, ::2],
+              torch.randn(0, 24)):
+        y = layer(x)
+        assert y.shape == (x.shape[0], 16)
+        if x.shape[0]:
+            assert rel_err(y, lin(x)) < TOL[torch.float32]
+    assert layer(torch.randn(7, 24)).is_contiguous()
+
+
+@pytest.mark.parametrize("layout,blocksize", [("2:4", None), ("csc", None), ("bsr", (4, 4))])
 @pytest.mark.parametrize("bias", [True, False])
 def test_sparse_linear_matches_dense(layout, blocksize, bias):
     lin = pruned_linear(24, 16, layout, bias=bias)
