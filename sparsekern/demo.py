@@ -271,7 +271,7 @@ def run(model: nn.Module, train_loader, val_loader, example_inputs,
                           granularities=granularities, criterion=criterion,
                           max_iterations=max_iterations, min_metric=base - max_search_drop,
                           margin=margin, seed=seed, on_iteration=show)
-    elif strategy == "amc":
+    else:  # "amc" (checked on entry)
         free = [g for g in granularities if not isinstance(parse_granularity(g), NM)]
         g = free[0] if free else "fine"
         print_fn(f"AMC search ({amc_episodes} episodes, granularity {g}), target speedup "
@@ -287,8 +287,6 @@ def run(model: nn.Module, train_loader, val_loader, example_inputs,
                      final_finetune_fn=final_finetune_fn, granularity=g, criterion=criterion,
                      episodes=amc_episodes, warmup_episodes=max(1, amc_episodes // 6),
                      margin=margin, seed=seed, on_episode=show_episode)
-    else:  # checked on entry
-        raise AssertionError(strategy)
     clock["search_and_finetune"] = time.perf_counter() - t
     print_fn(f"search: {search.reason} ({clock['search_and_finetune']:.1f} s with the final "
              f"fine-tune)")

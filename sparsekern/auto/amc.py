@@ -33,11 +33,10 @@ import torch
 from torch import nn
 
 from ..prune.granularity import NM, parse
-from ..prune.masks import MaskHolder
 from ..prune.pruner import prune_model
 from .choose import DEFAULT_MARGIN, LayerDecision
 from .formats import DENSE
-from .netadapt import LayerPlan, NetAdaptResult, Targets, _State, budgets
+from .netadapt import LayerPlan, NetAdaptResult, Targets, _State, budgets, final_finetune
 from .table import LatencyTable
 
 #: Features of a layer's state (see the module docstring).
@@ -228,10 +227,7 @@ def amc(model: nn.Module, table: LatencyTable, eval_fn: Callable[[nn.Module], fl
     masks = _prune(model, best["ratios"], g, criterion, calib)
     metric_search = float(eval_fn(model))
     metric = metric_search
-    if final_finetune_fn is not None and masks:
-        torch.manual_seed(seed)
-        with MaskHolder(model, masks):
-            final_finetune_fn(model)
+    if final_finetune(model, masks, final_finetune_fn, seed):
         metric = float(eval_fn(model))
     decisions = {n: st.actual(n, model.get_submodule(n)) for n in table.layers}
     total = st.total(decisions)

@@ -315,15 +315,24 @@ def netadapt(model: nn.Module, table: LatencyTable, eval_fn: Callable[[nn.Module
         it += 1
     reached = st.met(total)
     metric_search = metric
-    if final_finetune_fn is not None and masks:
-        torch.manual_seed(seed)
-        with MaskHolder(model, masks):
-            final_finetune_fn(model)
+    if final_finetune(model, masks, final_finetune_fn, seed):
         metric = float(eval_fn(model))
         decisions = {n: st.actual(n, model.get_submodule(n)) for n in table.layers}
         total = st.total(decisions)
     return NetAdaptResult(masks, plans, decisions, history, total, budget, reached, reason,
                           metric_dense, metric_search, metric)
+
+
+def final_finetune(model: nn.Module, masks: Mapping[str, torch.Tensor],
+                   finetune_fn: Optional[Callable[[nn.Module], None]], seed: int) -> bool:
+    """Run the long fine-tune of a search's result with its masks held (seeded); False
+    when there is nothing to run (no function, or nothing was pruned)."""
+    if finetune_fn is None or not masks:
+        return False
+    torch.manual_seed(seed)
+    with MaskHolder(model, masks):
+        finetune_fn(model)
+    return True
 
 
 def _proposals(st: _State, names, plans, gran, decisions, J, ask, ratio_step, max_ratio
