@@ -12,6 +12,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from .. import inputs
 from ..prune.layers import prunable_layers
 
 
@@ -164,31 +165,24 @@ def capture(model: nn.Module, example_input, layers=None) -> Dict[str, LayerSig]
             if name not in sigs and args and isinstance(args[0], torch.Tensor):
                 sigs[name] = signature_of(mod, args[0].shape, zero_fraction(args[0]))
         handles.append(m.register_forward_pre_hook(hook))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with inputs.eval_mode(model), torch.no_grad():
             call(model, example_input)
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return {n: sigs[n] for n in mods if n in sigs}
 
 
 def call(model: nn.Module, example_input):
-    """``model(example_input)``, or ``model(*example_input)`` for a tuple of arguments."""
-    if isinstance(example_input, tuple):
-        return model(*example_input)
-    return model(example_input)
+    """``model`` on one example input (sparsekern.inputs): ``model(x)``, ``model(**mapping)``,
+    ``model(*args, **kwargs)`` for ``sparsekern.Args``, ``model(*t)`` for a plain tuple."""
+    return inputs.call(model, example_input, "example_input", tuple_is="args")
 
 
 def input_label(example_input) -> str:
     """A short name for an example input: its shape, e.g. ``"[1, 64]"``."""
-    if isinstance(example_input, torch.Tensor):
-        return str(list(example_input.shape))
     if isinstance(example_input, tuple):
-        return "(" + ", ".join(str(list(t.shape)) if isinstance(t, torch.Tensor) else
-                               type(t).__name__ for t in example_input) + ")"
-    raise TypeError(f"example_input must be a tensor or a tuple of model arguments, got "
-                    f"{type(example_input).__name__}")
+        return "(" + ", ".join(inputs.describe(t) for t in example_input) + ")"
+    inputs.split(example_input, "example_input")  # raises for an unsupported kind
+    return inputs.describe(example_input)

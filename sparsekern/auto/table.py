@@ -355,8 +355,8 @@ def build_table(model: nn.Module, example_inputs, layers=None,
     Args:
         model: the dense model (its candidate layers: every nn.Linear and groups=1
             nn.Conv2d, or ``layers``).
-        example_inputs: one example input (a tensor, or a tuple of model arguments) or a
-            list of them, e.g. ``[x[:1], x[:64]]`` for batch 1 and 64. Each is a shape of
+        example_inputs: one example input (a tensor, a Mapping such as a tokenizer's
+            output, ``sparsekern.Args``, or a tuple of model arguments) or a list of them, e.g. ``[x[:1], x[:64]]`` for batch 1 and 64. Each is a shape of
             the table, labelled by its shape.
         settings: grid (sparsities, block shapes, layouts), timer, seed and cache context
             ("auto": "warm" when the model's parameters fit in the last-level cache,

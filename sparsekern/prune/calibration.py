@@ -1,8 +1,9 @@
 """Calibration data: run a model on a few batches and name the layer when a batch does not fit.
 
-``calib`` is one of: a tensor (one batch of model inputs), a list/tuple of such tensors, or
-an iterable (e.g. a DataLoader) whose items are tensors or (inputs, targets) pairs — the
-first element is what the model is called with.
+``calib`` is one batch or an iterable of batches (a list, a DataLoader); each batch is any
+input item of :mod:`sparsekern.inputs`: a tensor (``model(x)``), a Mapping such as a
+tokenizer's output (``model(**item)``), ``sparsekern.Args(*args, **kwargs)``, or an
+(inputs, targets) tuple/list (``model(inputs)``).
 """
 from __future__ import annotations
 
@@ -12,31 +13,16 @@ from typing import Callable, List, Optional
 import torch
 from torch import nn
 
+from .. import inputs
 
-def batches(calib, what: str = "calib") -> List[torch.Tensor]:
-    """The calibration batches as a list of input tensors (raises on anything else)."""
-    if calib is None:
-        raise ValueError(f"{what} is required: give calibration inputs (a tensor, a list of "
-                         f"tensors or a DataLoader)")
-    if isinstance(calib, torch.Tensor):
-        items = [calib]
-    else:
-        try:
-            items = list(calib)
-        except TypeError:
-            raise TypeError(f"{what} must be a tensor, a list of tensors or a DataLoader, got "
-                            f"{type(calib).__name__}") from None
-    out = []
-    for i, item in enumerate(items):
-        if isinstance(item, (list, tuple)) and item:
-            item = item[0]
-        if not isinstance(item, torch.Tensor):
-            raise TypeError(f"{what} batch {i} is a {type(item).__name__}; expected a tensor of "
-                            f"model inputs (or an (inputs, targets) pair)")
-        out.append(item)
-    if not out:
-        raise ValueError(f"{what} is empty: give at least one batch of calibration inputs")
-    return out
+
+class StopForward(Exception):
+    """Raised by a hook to end a calibration forward early (the rest is not needed)."""
+
+
+def batches(calib, what: str = "calib") -> list:
+    """The calibration items as a list (each checked; raises on anything else)."""
+    return inputs.items(calib, what)
 
 
 def _push(stack: List[str], name: str):
@@ -70,27 +56,26 @@ def _current_layer_tracker(model: nn.Module):
 
 
 def run(model: nn.Module, calib, what: str = "calib",
-        call: Optional[Callable[[torch.Tensor], object]] = None) -> None:
-    """Run ``model`` (or ``call``) on every calibration batch without gradients, in eval mode.
+        call: Optional[Callable[..., object]] = None) -> None:
+    """Run ``model`` (or ``call(*args, **kwargs)``) on every calibration item without
+    gradients, in eval mode; every module's own train/eval flag is restored afterwards.
 
     A batch that does not fit raises ValueError naming the batch, its shape and the layer
-    that rejected it.
+    that rejected it. A hook may raise :class:`StopForward` to end one item's forward early.
     """
     xs = batches(calib, what)
     call = model if call is None else call
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for i, x in enumerate(xs):
-                with _current_layer_tracker(model) as stack:
-                    try:
-                        call(x)
-                    except (RuntimeError, ValueError, IndexError) as e:
-                        layer = stack[-1] if stack else None
-                        where = (f"layer {layer!r} ({type(model.get_submodule(layer)).__name__})"
-                                 if layer else f"the model {type(model).__name__}")
-                        raise ValueError(f"{what} batch {i} has shape {list(x.shape)}, which "
-                                         f"does not fit {where}: {e}") from e
-    finally:
-        model.train(was_training)
+    with inputs.eval_mode(model), torch.no_grad():
+        for i, x in enumerate(xs):
+            args, kwargs = inputs.split(x, f"{what} batch {i}")
+            with _current_layer_tracker(model) as stack:
+                try:
+                    call(*args, **kwargs)
+                except StopForward:
+                    pass
+                except (RuntimeError, ValueError, IndexError, TypeError) as e:
+                    layer = stack[-1] if stack else None
+                    where = (f"layer {layer!r} ({type(model.get_submodule(layer)).__name__})"
+                             if layer else f"the model {type(model).__name__}")
+                    raise ValueError(f"{what} batch {i} has shape {inputs.describe(x)}, which "
+                                     f"does not fit {where}: {e}") from e

@@ -14,6 +14,7 @@ Channel layout: along the way, channel c of the producer occupies indices
 """
 from __future__ import annotations
 
+import inspect
 import math
 import operator
 import warnings
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from .. import inputs
 from . import calibration, criteria
 from .layers import Ratio, check_ratio, select_layers
 
@@ -107,22 +109,28 @@ def trace(model: nn.Module, example_input: torch.Tensor) -> torch.fx.GraphModule
         raise ValueError(f"channel pruning traces the model with torch.fx, which could not trace "
                          f"{type(model).__name__}: {type(e).__name__}: {e}. Make its forward "
                          f"traceable or use a mask granularity ('fine', '2:4', blocks)") from e
-    if not isinstance(example_input, torch.Tensor):
-        raise TypeError(f"example_input must be a tensor of model inputs, got "
-                        f"{type(example_input).__name__}")
-    was_training = model.training
-    model.eval()
-    try:
+    args, kwargs = inputs.split(example_input, "example_input")
+    with inputs.eval_mode(model), inputs.eval_mode(gm):
         with torch.no_grad(), calibration._current_layer_tracker(gm) as stack:
             try:
-                ShapeProp(gm).propagate(example_input)
+                ShapeProp(gm).propagate(*_positional(gm, args, kwargs))
             except Exception as e:
                 layer = f"layer {stack[-1]!r}" if stack else f"the model {type(model).__name__}"
-                raise ValueError(f"example_input of shape {list(example_input.shape)} does not "
-                                 f"fit {layer}: {e}") from e
-    finally:
-        model.train(was_training)
+                raise ValueError(f"example_input of shape {inputs.describe(example_input)} does "
+                                 f"not fit {layer}: {e}") from e
     return gm
+
+
+def _positional(gm: torch.fx.GraphModule, args, kwargs) -> tuple:
+    """The traced forward's arguments in placeholder order (fx interpreters take no kwargs)."""
+    if not kwargs:
+        return tuple(args)
+    try:
+        bound = inspect.signature(gm.forward).bind(*args, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"the model's inputs {list(kwargs)} do not match its forward: {e}") from e
+    bound.apply_defaults()
+    return tuple(bound.args)
 
 
 def _shape(node: torch.fx.Node) -> Tuple[int, ...]:
@@ -358,7 +366,7 @@ def _apoz_scores(gm: torch.fx.GraphModule, groups: Dict[str, ChannelGroup], cali
             return result
 
     rec = Recorder(gm)
-    calibration.run(gm, calib, call=lambda x: rec.run(x))
+    calibration.run(gm, calib, call=lambda *a, **k: rec.run(*_positional(gm, a, k)))
     return {n: 1.0 - zeros[n] / max(1, counts[n]) for n in groups}
 
 
@@ -420,7 +428,7 @@ def _remove_channels(model: nn.Module, group: ChannelGroup, keep: torch.Tensor,
 
 # -- the entry point -------------------------------------------------------------------------
 
-def channel_prune(model: nn.Module, ratio: Ratio, example_input: Optional[torch.Tensor] = None,
+def channel_prune(model: nn.Module, ratio: Ratio, example_input=None,
                   criterion: str = "l1", calib=None, layers=None, progress: bool = False,
                   warn: bool = True) -> ChannelPruneReport:
     """Remove ``ratio`` of the output channels of every traceable Conv2d/Linear, in place.
@@ -430,7 +438,8 @@ def channel_prune(model: nn.Module, ratio: Ratio, example_input: Optional[torch.
             Parameters: build the optimizer after pruning).
         ratio: fraction of channels removed per layer, in [0, 1), or {layer: ratio}
             (which also selects the layers). At least one channel is always kept.
-        example_input: one batch of inputs to trace shapes (default: the first calib batch).
+        example_input: one batch of inputs to trace shapes, any item of sparsekern.inputs
+            (default: the first calib batch).
         criterion: "l1", "l2" (weight norms), "bn_scale" (|gamma| of the following BatchNorm),
             "apoz" (calibration activations) or "regression" (calibration reconstruction of
             the consuming layer, whose kept weights are refit).

@@ -173,11 +173,11 @@ def test_calibration_of_the_wrong_shape_names_the_layer(model):
 def test_calibration_of_the_wrong_kind(model):
     with pytest.raises(ValueError, match=r"calib is empty"):
         prune.prune_model(model, 0.5, criterion="wanda", calib=[])
-    with pytest.raises(TypeError, match=r"calib batch 0 is a str; expected a tensor of model "
-                                        r"inputs"):
+    with pytest.raises(TypeError, match=r"calib batch 0 is a str; expected a tensor "
+                                        r"\(model\(x\)\), a Mapping"):
         prune.prune_model(model, 0.5, criterion="wanda", calib=["x"])
-    with pytest.raises(TypeError, match=r"calib must be a tensor, a list of tensors or a "
-                                        r"DataLoader, got int"):
+    with pytest.raises(TypeError, match=r"calib must be one batch or an iterable of batches "
+                                        r"\(a list, a DataLoader\), got int"):
         prune.prune_model(model, 0.5, criterion="wanda", calib=3)
 
 

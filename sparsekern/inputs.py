@@ -1,0 +1,180 @@
+"""Model input items: how sparsekern calls a model on one batch of calibration or example input.
+
+Everywhere sparsekern takes calibration data or example inputs (pruning criteria "wanda",
+"sparsegpt", "apoz", "regression", sensitivity scans, channel pruning, distillation,
+``auto.build_table``), one *item* (one batch) may be:
+
+==========================================  ==================================================
+item                                        the call
+==========================================  ==================================================
+a tensor ``x``                              ``model(x)``
+a Mapping, e.g. a tokenizer's output        ``model(**item)``
+``Args(a, b, mask=m)``                      ``model(a, b, mask=m)``
+a tuple/list ``(inputs, targets, ...)``     ``model(inputs)`` (a DataLoader's batch; the first
+                                            element is itself any item kind, the rest — labels
+                                            — are ignored)
+==========================================  ==================================================
+
+A plain tuple is a DataLoader's (inputs, targets) pair, never positional arguments: mark
+several positional inputs explicitly with :class:`Args` (``sparsekern.Args``). Callers that
+historically took a tuple of positional arguments (``auto``'s example inputs) pass
+``tuple_is="args"``.
+
+Core module: imports only torch.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Dict, Iterator, Mapping, Tuple
+
+import torch
+from torch import nn
+
+ACCEPTED = ("a tensor (model(x)), a Mapping such as a tokenizer's output (model(**item)), "
+            "sparsekern.Args(*args, **kwargs) (model(*args, **kwargs)), or an (inputs, targets) "
+            "tuple/list whose inputs are one of these")
+
+TUPLE_KINDS = ("pair", "args")
+
+
+class Args:
+    """Positional and keyword arguments of one model call: ``Args(a, b, mask=m)`` calls
+    ``model(a, b, mask=m)``. Use it where a plain tuple would be read as (inputs, targets)."""
+
+    __slots__ = ("args", "kwargs")
+
+    def __init__(self, *args, **kwargs):
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs)
+
+    def __repr__(self) -> str:
+        parts = [_short(a) for a in self.args] + [f"{k}={_short(v)}" for k, v in
+                                                  self.kwargs.items()]
+        return "Args(" + ", ".join(parts) + ")"
+
+
+def _short(v) -> str:
+    if isinstance(v, torch.Tensor):
+        return str(list(v.shape))
+    if isinstance(v, Mapping):
+        return "{" + ", ".join(f"{k!r}: {_short(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, Args):
+        return repr(v)
+    if isinstance(v, (tuple, list)):
+        return "(" + ", ".join(_short(x) for x in v) + ("," if len(v) == 1 else "") + ")"
+    return type(v).__name__
+
+
+def describe(item) -> str:
+    """A short description of an item for messages: ``[8, 32]`` for a tensor, the shapes of a
+    Mapping's or Args' tensors otherwise."""
+    return _short(item)
+
+
+def unsupported(item, what: str = "input") -> TypeError:
+    desc = describe(item)
+    desc = "" if desc == type(item).__name__ else f" ({desc})"
+    return TypeError(f"{what} is a {type(item).__name__}{desc}; expected {ACCEPTED}")
+
+
+def split(item, what: str = "input", tuple_is: str = "pair") -> Tuple[tuple, Dict[str, Any]]:
+    """(args, kwargs) of the model call for one item (see the module docstring).
+
+    Raises TypeError naming ``what``, the item's type and the accepted kinds.
+    """
+    if tuple_is not in TUPLE_KINDS:
+        raise ValueError(f"tuple_is must be one of {TUPLE_KINDS}, got {tuple_is!r}")
+    if isinstance(item, torch.Tensor):
+        return (item,), {}
+    if isinstance(item, Args):
+        return item.args, item.kwargs
+    if isinstance(item, Mapping):
+        if not all(isinstance(k, str) for k in item):
+            raise TypeError(f"{what} is a Mapping with non-string keys "
+                            f"{[k for k in item if not isinstance(k, str)][:3]}; its keys must "
+                            f"be the model's argument names")
+        return (), dict(item)
+    if isinstance(item, (tuple, list)) and item:
+        if tuple_is == "args":
+            return tuple(item), {}
+        first = item[0]
+        if isinstance(first, (tuple, list)):  # ((a, b), y) is ambiguous: ask for Args
+            raise TypeError(f"{what} is a {type(item).__name__} whose inputs are a "
+                            f"{type(first).__name__}; wrap several positional inputs in "
+                            f"sparsekern.Args(...). Accepted: {ACCEPTED}")
+        return split(first, what)
+    raise unsupported(item, what)
+
+
+def call(model, item, what: str = "input", tuple_is: str = "pair"):
+    """``model`` called on one item: ``model(x)``, ``model(**item)``, ``model(*args, **kw)``."""
+    args, kwargs = split(item, what, tuple_is)
+    return model(*args, **kwargs)
+
+
+def items(data, what: str = "calib") -> list:
+    """The items of ``data`` as a list: one item (a tensor, Mapping or Args) or an iterable of
+    items (a list, a DataLoader). Every item is checked; raises TypeError/ValueError naming
+    ``what`` and the batch."""
+    if data is None:
+        raise ValueError(f"{what} is required: give calibration inputs (a tensor, a "
+                         f"tokenizer's output, a list of batches or a DataLoader)")
+    if isinstance(data, (torch.Tensor, Mapping, Args)):
+        out = [data]
+    else:
+        try:
+            out = list(data)
+        except TypeError:
+            raise TypeError(f"{what} must be one batch or an iterable of batches (a list, a "
+                            f"DataLoader), got {type(data).__name__}") from None
+    for i, item in enumerate(out):
+        split(item, f"{what} batch {i}")
+    if not out:
+        raise ValueError(f"{what} is empty: give at least one batch of inputs")
+    return out
+
+
+def to_device(item, device):
+    """The item with every tensor moved to ``device`` (structure kept)."""
+    if isinstance(item, torch.Tensor):
+        return item.to(device)
+    if isinstance(item, Args):
+        return Args(*[to_device(a, device) for a in item.args],
+                    **{k: to_device(v, device) for k, v in item.kwargs.items()})
+    if isinstance(item, Mapping):
+        return {k: to_device(v, device) for k, v in item.items()}
+    if isinstance(item, (tuple, list)):
+        return type(item)(to_device(v, device) for v in item) if isinstance(item, list) \
+            else tuple(to_device(v, device) for v in item)
+    return item
+
+
+def batch_size(item) -> int:
+    """Rows of the first tensor of the item's inputs (1 when it has none)."""
+    args, kwargs = split(item)
+    for v in list(args) + list(kwargs.values()):
+        if isinstance(v, torch.Tensor) and v.dim() > 0:
+            return int(v.shape[0])
+    return 1
+
+
+def train_flags(model: nn.Module) -> Dict[nn.Module, bool]:
+    """{module: its training flag} for every module of ``model``."""
+    return {m: m.training for m in model.modules()}
+
+
+def restore_flags(flags: Mapping[nn.Module, bool]) -> None:
+    """Set each module's own training flag back (``model.train(x)`` would overwrite them all)."""
+    for m, flag in flags.items():
+        m.training = flag
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model.eval()`` inside; every module's own train/eval flag restored on exit."""
+    flags = train_flags(model)
+    model.eval()
+    try:
+        yield model
+    finally:
+        restore_flags(flags)
