@@ -1,8 +1,9 @@
 """`python -m sparsekern` / the `sparsekern` console script.
 
 Sub-commands:
-    demo    (the default) train a model on scikit-learn's digits, prune it to a target
-            speedup with the latency-aware search, convert it and measure it
+    demo    (the default) prune the pretrained all-MiniLM-L6-v2 sentence encoder to a target
+            speedup with the latency-aware search, recover it by distillation, convert
+            it and measure it (``--model mlp``: an MLP on scikit-learn's digits)
     tour    a short run of the API (to_sparse -> spmm -> SparseLinear -> sparsify)
 """
 from __future__ import annotations

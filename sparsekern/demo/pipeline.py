@@ -1,0 +1,342 @@
+"""`sparsekern.demo.run`: any model and its data, from dense to a measured sparse model.
+
+Steps (each a function below, timed into ``report["timings_s"]``):
+baseline -> latency table -> sensitivity -> search (NetAdapt or AMC, the configured
+criterion as the pruning step) -> recovery (masks held) -> sparsify(layout="auto") ->
+measure -> report.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .. import prune
+from ..auto.amc import amc
+from ..auto.choose import sparsify_auto
+from ..auto.measure import time_modules
+from ..auto.netadapt import NetAdaptResult, final_finetune, netadapt
+from ..auto.signature import call as call_args, input_label
+from ..auto.table import LatencyTable, build_table
+from ..auto.verify import paired_prediction
+from ..bench.timing import TimerSettings
+from ..prune.granularity import NM, parse as parse_granularity
+from .config import REPORT_TIMER, DemoConfig
+from .report import build_report, print_summary, write_outputs
+from .tasks import task_for
+
+
+@dataclass
+class DemoResult:
+    """``report``: what report.json holds; ``model``: the sparse model; ``dense``: the dense
+    model; ``table``: the latency table; ``search``: the NetAdapt/AMC result."""
+
+    report: dict
+    model: nn.Module
+    dense: nn.Module
+    table: LatencyTable
+    search: NetAdaptResult
+
+
+@dataclass
+class _State:
+    """What the steps hand each other."""
+
+    cfg: DemoConfig
+    task: object
+    dense: nn.Module
+    work: nn.Module
+    xs: list
+    labels: List[str]
+    calib: object = None
+    clock: Dict[str, float] = field(default_factory=dict)
+    targets: Dict[str, float] = field(default_factory=dict)
+    required: Dict[str, float] = field(default_factory=dict)
+    dense_quality: dict = field(default_factory=dict)
+    table: Optional[LatencyTable] = None
+    table_how: str = ""
+    sens: object = None
+    search: Optional[NetAdaptResult] = None
+    recovery_curve: list = field(default_factory=list)
+    reprune: Optional[dict] = None
+    sparse: Optional[nn.Module] = None
+    pruned_dense: Optional[nn.Module] = None
+    quality: dict = field(default_factory=dict)
+    e2e: dict = field(default_factory=dict)
+    per_layer: dict = field(default_factory=dict)
+
+    def say(self, line: str) -> None:
+        self.cfg.print_fn(line)
+
+
+def per_shape(v, labels: Sequence[str], what: str) -> Dict[str, float]:
+    """One value per shape label from a number, a list (in label order) or a dict."""
+    if isinstance(v, (list, tuple)):
+        if len(v) != len(labels):
+            raise ValueError(f"{what} has {len(v)} values for {len(labels)} example inputs "
+                             f"{list(labels)}")
+        return {lab: float(x) for lab, x in zip(labels, v)}
+    if isinstance(v, dict):
+        return {lab: float(v[lab]) for lab in labels}
+    return {lab: float(v) for lab in labels}
+
+
+def run(model: nn.Module, train, val, example_inputs, config: Optional[DemoConfig] = None, *,
+        test=None, calib=None, task=None) -> DemoResult:
+    """Prune ``model`` to the configured speedup, recover, convert and measure it.
+
+    Args:
+        model: a trained dense model (left unchanged; the pruned copy is returned).
+        train: batches for recovery: (inputs, targets) pairs (fine-tuning with labels) or
+            unlabelled input items (a tensor, or a Mapping such as a tokenizer's output,
+            called as ``model(**item)``: distillation from the dense model).
+        val: batches of the same kind; the search's metric is measured on them.
+        example_inputs: one input per shape to optimize and report (a tensor, or a tuple
+            of model arguments), e.g. ``[x[:1], x[:64]]`` for batch 1 and 64.
+        config: a :class:`~sparsekern.demo.config.DemoConfig` (default settings if None).
+        test: held-out batches for the final quality (default val).
+        calib: calibration items for criteria that need them ("wanda", "sparsegpt").
+        task: a task object instead of the one inferred from ``train``
+            (:mod:`sparsekern.demo.tasks`).
+    """
+    cfg = config or DemoConfig()
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    xs = list(example_inputs) if isinstance(example_inputs, list) else [example_inputs]
+    if not xs:
+        raise ValueError("example_inputs is empty; give e.g. [x[:1], x[:64]]")
+    task = task or task_for(train, val, test)
+    st = _State(cfg, task, model.eval(), copy.deepcopy(model), xs,
+                [input_label(x) for x in xs], calib=calib)
+    st.targets = per_shape(cfg.target_speedup, st.labels, "target_speedup")
+    st.required = per_shape(cfg.required_speedup if cfg.required_speedup is not None
+                            else cfg.target_speedup, st.labels, "required_speedup")
+    t_all = time.perf_counter()
+    for step in (baseline, latency_table, sensitivity, search, convert, measure):
+        t = time.perf_counter()
+        step(st)
+        st.clock.setdefault(step.__name__, time.perf_counter() - t)
+    st.clock["total"] = time.perf_counter() - t_all
+    report = build_report(st)
+    write_outputs(st, report)
+    st.clock["total"] = time.perf_counter() - t_all
+    report["timings_s"] = dict(st.clock)
+    write_outputs(st, report, plots=False)
+    print_summary(report, st.cfg.print_fn, task)
+    return DemoResult(report, st.sparse, st.dense, st.table, st.search)
+
+
+def _show(st: _State, what: str) -> str:
+    return st.cfg.labels[st.labels.index(what)] if st.cfg.labels else what
+
+
+def baseline(st: _State) -> None:
+    """The dense model's outputs and quality (the reference of every later metric)."""
+    st.task.bind(st.dense)
+    st.dense_quality = st.task.quality(st.dense)
+    st.say(f"dense model: {', '.join(f'{k} {v:.4g}' for k, v in st.dense_quality.items())}")
+
+
+def latency_table(st: _State) -> None:
+    """Measure (or load from the cache, or take the given) latency table."""
+    cfg = st.cfg
+    t = time.perf_counter()
+    if cfg.table is None:
+        st.table = build_table(st.work, st.xs, settings=cfg.settings, cache=cfg.cache)
+        c = st.table.meta.get("cache") or {}
+        st.table_how = (f"{c.get('hits', 0)} cached / {c.get('misses', 0)} measured entries; "
+                        f"cache {c.get('folder', 'off')}")
+    else:
+        st.table, st.table_how = cfg.table, "given"
+        if list(st.table.shapes) != st.labels:
+            raise ValueError(f"table has shapes {st.table.shapes}; the example inputs have "
+                             f"{st.labels}")
+    st.clock["latency_table"] = time.perf_counter() - t
+    st.say(f"latency table: {len(st.table.layers)} layers x {len(st.labels)} shapes "
+           f"({st.table_how}; {st.clock['latency_table']:.1f} s)")
+    st.table.save(os.path.join(cfg.out_dir, "latency_table.json"))
+
+
+def _metric(st: _State):
+    return st.cfg.eval_fn or st.task.metric
+
+
+def sensitivity(st: _State) -> None:
+    """Each candidate layer pruned alone (fine, l1): the metric per ratio."""
+    cfg = st.cfg
+    layers = list(cfg.sensitivity_layers or cfg.layers or st.table.layers)
+    st.sens = prune.sensitivity_scan(st.work, _metric(st), ratios=cfg.sensitivity_ratios,
+                                     granularity="fine", criterion="l1", layers=layers,
+                                     png=os.path.join(cfg.out_dir, "sensitivity.png"),
+                                     progress=False, warn=False)
+    st.say(f"sensitivity: the metric ({st.task.metric_name}) with one layer pruned "
+           f"(fine, l1):")
+    for line in st.sens.to_markdown().splitlines():
+        st.say("  " + line)
+
+
+def _finetune_fns(st: _State):
+    cfg, task = st.cfg, st.task
+    short = cfg.finetune_fn or (
+        (lambda m: task.recover(m, cfg.short_steps, cfg.lr)) if cfg.short_steps else None)
+
+    def final(m):
+        steps = cfg.final_steps or cfg.final_epochs * task.epoch_steps()
+        st.recovery_curve = task.recover(m, steps, cfg.lr) if steps else []
+    return short, (cfg.final_finetune_fn or final)
+
+
+def search(st: _State) -> None:
+    """NetAdapt or AMC to the target speedup, the configured criterion pruning each step;
+    then the final recovery with the masks held."""
+    cfg = st.cfg
+    short, final = _finetune_fns(st)
+    base = float(_metric(st)(st.work))
+    goal = ", ".join(f"{st.targets[s]:g}x at {_show(st, s)}" for s in st.labels)
+    t = time.perf_counter()
+    kwargs = dict(target_speedup=[st.targets[s] for s in st.labels], criterion=cfg.criterion,
+                  calib=st.calib, margin=cfg.margin, seed=cfg.seed)
+    if cfg.strategy == "netadapt":
+        st.say(f"NetAdapt search (criterion {cfg.criterion}), target speedup {goal}:")
+        st.search = netadapt(st.work, st.table, _metric(st), finetune_fn=short,
+                             granularities=cfg.granularities, layers=cfg.layers,
+                             steps=cfg.netadapt_steps, max_iterations=cfg.max_iterations,
+                             min_metric=base - cfg.max_search_drop,
+                             on_iteration=lambda e: _show_iteration(st, e), **kwargs)
+    else:
+        free = [g for g in cfg.granularities if not isinstance(parse_granularity(g), NM)]
+        g = free[0] if free else "fine"
+        st.say(f"AMC search ({cfg.amc_episodes} episodes, granularity {g}), target {goal}:")
+        st.search = amc(st.work, st.table, _metric(st), granularity=g,
+                        episodes=cfg.amc_episodes, warmup_episodes=max(1, cfg.amc_episodes // 6),
+                        on_episode=lambda e: _show_episode(st, e), **kwargs)
+    st.clock["search"] = time.perf_counter() - t
+    st.say(f"search: {st.search.reason} ({st.clock['search']:.1f} s)")
+    if cfg.final_criterion and st.search.masks:
+        t = time.perf_counter()
+        reprune(st)
+        st.clock["reprune"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if final_finetune(st.work, st.search.masks, final, cfg.seed):
+        st.search.metric_final = float(_metric(st)(st.work))
+    st.clock["recovery"] = time.perf_counter() - t
+    curve = st.recovery_curve
+    st.say(f"recovery ({st.task.kind}, masks held, {len(curve)} steps, "
+           f"{st.clock['recovery']:.1f} s): metric {st.search.metric_search:.4f} -> "
+           f"{st.search.metric_final if st.search.metric_final is not None else float('nan'):.4f}"
+           + (f"; loss {curve[0]:.4g} -> {curve[-1]:.4g}" if curve else ""))
+
+
+def _plan_groups(plans) -> Dict[str, Dict[str, float]]:
+    groups: Dict[str, Dict[str, float]] = {}
+    for n, p in plans.items():
+        if p.granularity is not None and p.ratio > 0:
+            groups.setdefault(p.granularity, {})[n] = p.ratio
+    return groups
+
+
+def reprune(st: _State) -> None:
+    """Prune the dense weights again at the search's plan with cfg.final_criterion; keep
+    whichever masks (the search's or these) give the better metric, before recovery."""
+    cfg = st.cfg
+    fresh, masks = copy.deepcopy(st.dense), {}
+    for g, ratios in _plan_groups(st.search.plans).items():
+        gran = parse_granularity(g)
+        if isinstance(gran, NM):
+            masks.update(prune.prune_model(fresh, None, granularity=gran, criterion=cfg.final_criterion,
+                                           calib=st.calib, layers=list(ratios)))
+            more = {n: r for n, r in ratios.items() if r > gran.fixed_ratio + 1e-9}
+            if more:  # fine pruning on top of the N:M pattern (still N:M)
+                masks.update(prune.prune_model(fresh, more, granularity="fine",
+                                               criterion=cfg.final_criterion, calib=st.calib,
+                                               masks={n: masks[n] for n in more}))
+        else:
+            masks.update(prune.prune_model(fresh, ratios, granularity=gran,
+                                           criterion=cfg.final_criterion, calib=st.calib))
+    before, after = st.search.metric_search, float(_metric(st)(fresh))
+    keep = after >= before
+    st.say(f"pruning step again with {cfg.final_criterion} at the search's plan: metric "
+           f"{after:.4f} (search's {cfg.criterion} masks: {before:.4f}); keeping "
+           f"{cfg.final_criterion if keep else cfg.criterion}'s")
+    st.reprune = {"criterion": cfg.final_criterion, "metric": after,
+                  "search_metric": before, "kept": cfg.final_criterion if keep else cfg.criterion}
+    if keep:
+        st.work.load_state_dict(fresh.state_dict())
+        st.search.masks = {n: m for n, m in masks.items()}
+        st.search.metric_search = after
+
+
+def _show_iteration(st: _State, entry: dict) -> None:
+    w = entry["winner"]
+    pred = ", ".join(f"{w['predicted_s'][s] * 1e3:.3f} ms at {_show(st, s)}" for s in st.labels)
+    st.say(f"  step {entry['iteration']}: {w['layer']} {w['granularity']} {w['ratio']:.0%} -> "
+           f"{w['format']}; predicted {pred}; metric {w['metric']:.4f} "
+           f"({len(entry['candidates'])} candidates)" + ("" if entry["accepted"] else
+                                                          " - rejected"))
+
+
+def _show_episode(st: _State, e: dict) -> None:
+    if (e["episode"] + 1) % 10 == 0 or e["episode"] == 0:
+        ratios = ", ".join(f"{n} {r:.0%}" for n, r in e["ratios"].items())
+        st.say(f"  episode {e['episode'] + 1}: {ratios}; metric {e['metric']:.4f}"
+               + ("" if e["feasible"] else " (misses the budget)"))
+
+
+def convert(st: _State) -> None:
+    """sparsify(layout="auto") with the table: each layer's fastest format, or dense."""
+    st.pruned_dense = copy.deepcopy(st.work)
+    st.sparse = sparsify_auto(st.work, st.table, margin=st.cfg.margin)
+    st.quality = st.task.quality(st.sparse)
+
+
+def measure(st: _State) -> None:
+    """End to end dense vs sparse in windows (paired with the table's prediction), and
+    each layer dense vs sparse on its real input."""
+    cfg = st.cfg
+    context = st.table.meta.get("context") or "warm"
+    decisions = st.sparse.sparsekern_decisions
+    choices = {n: (d.format, d.density) for n, d in decisions.items()}
+    st.e2e = paired_prediction(st.table, st.dense, st.sparse, choices, st.xs,
+                               windows=cfg.windows, timer=cfg.timer, context=context,
+                               seed=cfg.seed)
+    st.per_layer = measure_layers(st.pruned_dense, st.sparse, st.xs, list(st.table.layers),
+                                  cfg.timer, context)
+
+
+@torch.no_grad()
+def _layer_inputs(model: nn.Module, x, names: Sequence[str]) -> Dict[str, torch.Tensor]:
+    seen: Dict[str, torch.Tensor] = {}
+    hs = [model.get_submodule(n).register_forward_pre_hook(
+        lambda m, a, n=n: seen.setdefault(n, a[0].detach().clone())) for n in names]
+    try:
+        call_args(model, x)
+    finally:
+        for h in hs:
+            h.remove()
+    return seen
+
+
+def measure_layers(dense: nn.Module, sparse: nn.Module, example_inputs, names: Sequence[str],
+                   timer: TimerSettings = REPORT_TIMER, context: str = "warm"
+                   ) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """{shape: {layer: {"dense": s, "sparse": s}}}: each layer of ``dense`` against the same
+    layer of ``sparse`` on its real input, interleaved, each sample starting in the cache
+    state ``context`` ("warm" / "cold", as the latency table was measured)."""
+    out: Dict[str, Dict[str, Dict[str, float]]] = {}
+    device = next(dense.parameters()).device
+    xs = list(example_inputs) if isinstance(example_inputs, list) else [example_inputs]
+    for x in xs:
+        lab = input_label(x)
+        ins = _layer_inputs(dense, x, names)
+        out[lab] = {}
+        for n in names:
+            if n not in ins:
+                continue
+            res = time_modules({"dense": dense.get_submodule(n), "sparse": sparse.get_submodule(n)},
+                               ins[n], device, timer, context)
+            out[lab][n] = {"dense": res["dense"]["median_s"], "sparse": res["sparse"]["median_s"]}
+    return out

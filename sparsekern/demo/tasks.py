@@ -1,0 +1,218 @@
+"""What the demo needs to know about a model and its data: a *task*.
+
+A task gives the search its metric (higher is better), recovers a pruned model (masks are
+held by the caller), and measures the final quality with the checks it implies. Two cover
+most models, chosen from the data by :func:`task_for`:
+
+* :class:`ClassificationTask`: (inputs, targets) batches; metric = accuracy; recovery =
+  fine-tuning with the labels; check: the accuracy drop.
+* :class:`DistillTask`: unlabelled input items (tensors, or Mappings such as a tokenizer's
+  output, called as ``model(**item)``); the dense model is the teacher. Metric = mean
+  cosine between the pruned and the dense model's outputs; recovery = distillation (the
+  pruned model learns the dense model's outputs); checks: mean cosine and top-1
+  nearest-neighbour agreement of the outputs (for a sentence encoder: its embeddings).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Dict, Iterable, List, Mapping, Optional
+
+import torch
+from torch import nn
+
+from .. import inputs, prune
+
+
+class Steps:
+    """A loader that yields exactly ``steps`` batches of ``loader`` (cycling); has a len."""
+
+    def __init__(self, loader, steps: int):
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.loader, self.steps = loader, int(steps)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        return itertools.islice(itertools.chain.from_iterable(itertools.repeat(self.loader)),
+                                self.steps)
+
+
+def call(model: nn.Module, item):
+    """``model`` on one data item (sparsekern.inputs): ``model(x)``, ``model(**mapping)``,
+    ``model(inputs)`` for an (inputs, targets) pair."""
+    return inputs.call(model, item, "data item")
+
+
+def _is_labelled(item) -> bool:
+    return (isinstance(item, (tuple, list)) and len(item) == 2 and
+            isinstance(item[1], torch.Tensor) and not item[1].is_floating_point())
+
+
+def _first(data: Iterable, what: str):
+    for item in data:
+        return item
+    raise ValueError(f"{what} is empty: give at least one batch")
+
+
+@torch.no_grad()
+def outputs(model: nn.Module, data: Iterable) -> torch.Tensor:
+    """The model's outputs on every item, flattened per sample: float32 [n, features]."""
+    was = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        outs = [call(model, b) for b in data]
+    finally:
+        for m, flag in was.items():
+            m.training = flag
+    return torch.cat([o.reshape(o.shape[0], -1).float() for o in outs])
+
+
+def output_quality(ref: torch.Tensor, out: torch.Tensor) -> Dict[str, float]:
+    """{"mean_cosine", "top1_agreement"} of ``out`` against ``ref`` (both [n >= 2, d]):
+    per-sample cosine, and whether each sample's nearest other sample is the same."""
+    if ref.shape != out.shape or ref.dim() != 2 or ref.shape[0] < 2:
+        raise ValueError(f"ref and out must be [n >= 2, d] of one shape, got {tuple(ref.shape)} "
+                         f"and {tuple(out.shape)}")
+    r = nn.functional.normalize(ref.float(), dim=-1)
+    o = nn.functional.normalize(out.float(), dim=-1)
+
+    def nearest(e):
+        sim = e @ e.T
+        sim.fill_diagonal_(-float("inf"))
+        return sim.argmax(1)
+
+    return {"mean_cosine": float((r * o).sum(-1).mean()),
+            "top1_agreement": float((nearest(r) == nearest(o)).float().mean())}
+
+
+class ClassificationTask:
+    """Labelled (inputs, targets) batches: accuracy, fine-tuning with cross-entropy."""
+
+    kind = "classification"
+    metric_name = "accuracy"
+
+    def __init__(self, train, val, test=None):
+        self.train, self.val = train, val
+        self.test = val if test is None else test
+
+    def bind(self, dense: nn.Module) -> None:
+        self.dense = dense
+
+    def metric(self, model: nn.Module) -> float:
+        return float(prune.accuracy(model, self.val))
+
+    def recover(self, model: nn.Module, steps: int, lr: float) -> List[float]:
+        prune.train(model, Steps(self.train, steps), epochs=1, lr=lr, progress=False)
+        return []
+
+    def epoch_steps(self) -> int:
+        return len(self.train)
+
+    def quality(self, model: nn.Module) -> Dict[str, float]:
+        return {"accuracy": float(prune.accuracy(model, self.test))}
+
+    def checks(self, dense_q: Mapping[str, float], q: Mapping[str, float], cfg) -> Dict[str, dict]:
+        drop = dense_q["accuracy"] - q["accuracy"]
+        return {"accuracy": {"max_drop": cfg.max_accuracy_drop, "drop": drop,
+                             "ok": drop <= cfg.max_accuracy_drop + 1e-12,
+                             "text": f"accuracy drop {100 * drop:.2f} points <= "
+                                     f"{100 * cfg.max_accuracy_drop:g}"}}
+
+    def describe(self, dense_q, q) -> str:
+        return (f"accuracy (test): dense {dense_q['accuracy']:.2%}, pruned {q['accuracy']:.2%} "
+                f"(drop {100 * (dense_q['accuracy'] - q['accuracy']):+.2f} points)")
+
+
+class DistillTask:
+    """Unlabelled items; the dense model is the teacher (see the module docstring).
+
+    ``train``: the distillation items (a list: the teacher's outputs are computed once
+    per item); ``val``: the search's metric; ``test``: held-out final quality.
+    """
+
+    kind = "distillation"
+    metric_name = "mean cosine to dense"
+
+    def __init__(self, train, val, test=None):
+        self.train, self.val = list(train), list(val)
+        self.test = self.val if test is None else list(test)
+        for what, items in (("train", self.train), ("val", self.val), ("test", self.test)):
+            if not items:
+                raise ValueError(f"{what} is empty: give at least one batch of inputs")
+        self.curves: List[List[float]] = []
+
+    def bind(self, dense: nn.Module) -> None:
+        self.dense = dense
+        self.val_ref = outputs(dense, self.val)
+        self.test_ref = outputs(dense, self.test)
+        self._teacher: Dict[int, torch.Tensor] = {}
+
+    def metric(self, model: nn.Module) -> float:
+        return output_quality(self.val_ref, outputs(model, self.val))["mean_cosine"]
+
+    def epoch_steps(self) -> int:
+        return len(self.train)
+
+    def _target(self, i: int) -> torch.Tensor:
+        if i not in self._teacher:
+            with torch.no_grad():
+                self._teacher[i] = call(self.dense, self.train[i]).detach()
+        return self._teacher[i]
+
+    def recover(self, model: nn.Module, steps: int, lr: float) -> List[float]:
+        """``steps`` AdamW steps on the distillation items (cycled), MSE to the teacher's
+        outputs, cosine learning-rate decay; returns the loss per step."""
+        if steps < 1:
+            return []
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        was = {m: m.training for m in model.modules()}
+        model.eval()  # no dropout: the student should match the teacher's deterministic outputs
+        curve = []
+        try:
+            for s in range(steps):
+                i = s % len(self.train)
+                out = call(model, self.train[i])
+                loss = nn.functional.mse_loss(out, self._target(i)) * out.shape[-1]
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                curve.append(loss.item())
+        finally:
+            for m, flag in was.items():
+                m.training = flag
+            opt.zero_grad(set_to_none=True)
+        self.curves.append(curve)
+        return curve
+
+    def quality(self, model: nn.Module) -> Dict[str, float]:
+        return output_quality(self.test_ref, outputs(model, self.test))
+
+    def checks(self, dense_q, q, cfg) -> Dict[str, dict]:
+        return {"cosine": {"min": cfg.min_cosine, "measured": q["mean_cosine"],
+                           "ok": q["mean_cosine"] >= cfg.min_cosine,
+                           "text": f"mean cosine to dense {q['mean_cosine']:.4f} >= "
+                                   f"{cfg.min_cosine:g}"},
+                "top1": {"min": cfg.min_top1, "measured": q["top1_agreement"],
+                         "ok": q["top1_agreement"] >= cfg.min_top1,
+                         "text": f"top-1 neighbour agreement {q['top1_agreement']:.2%} >= "
+                                 f"{cfg.min_top1:.0%}"}}
+
+    def describe(self, dense_q, q) -> str:
+        return (f"quality (held-out, {len(self.test_ref)} samples, against the dense model): "
+                f"mean cosine {q['mean_cosine']:.4f}, top-1 neighbour agreement "
+                f"{q['top1_agreement']:.2%}")
+
+
+def task_for(train, val, test=None):
+    """ClassificationTask when the batches are (inputs, integer targets) pairs, else
+    DistillTask."""
+    if _is_labelled(_first(train, "train")):
+        return ClassificationTask(train, val, test)
+    return DistillTask(train, val, test)
