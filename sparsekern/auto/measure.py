@@ -278,9 +278,10 @@ def measure_signature(sig: LayerSig, settings: Optional[MeasureSettings] = None)
     ``{"signature", "context", "dense": {"median_s", "iqr_s", "stable"}, "bytes": {"dense",
     "io"}, "formats": {name: [point, ...]}}`` with points ``{"sparsity", "density",
     "status": "ok"|"unstable"|"no-kernel", "median_s", "iqr_s", "ratio", "bytes",
-    "model_s", "backend", "reason"}``: ``median_s`` is set only for "ok" (measured);
-    "unstable" points carry ``model_s`` (bytes-bound prediction) and why; bytes are those
-    of the packed weight (plus bias), "io" those of the input and output.
+    "bound_s", "model_s", "backend", "reason"}``: ``median_s`` is set only for "ok"
+    (measured); "unstable" points carry ``model_s`` (= ``bound_s``, the bytes-bound
+    prediction) and why; bytes are those of the packed weight (plus bias), "io" those of
+    the input and output.
     """
     return measure_signatures([sig], settings)[0]
 
@@ -341,11 +342,13 @@ def bytes_model_s(dense_s: float, sparse_bytes: int, dense_bytes: int, io: int) 
 
 
 def time_entry_jobs(jobs: Dict[str, Callable], x, device: torch.device, s: MeasureSettings,
-                    context: str) -> Dict[str, dict]:
+                    context: str, bound_ratio: Optional[Dict[str, float]] = None
+                    ) -> Dict[str, dict]:
     """{name: record} of every ``fn(x)`` of ``jobs`` (which includes "dense") timed in
     alternation with ``jobs["dense"]``: sparsekern.timing.time_paired records on the CPU
     (cold context: a cache flush before every sample), CUDA-event medians on a GPU
-    (always stable: the GPU timer is not shared with other processes' threads)."""
+    (always stable: the GPU timer is not shared with other processes' threads).
+    ``bound_ratio`` {name: bytes moved / dense's}: see time_paired."""
     with torch.inference_mode():
         if device.type == "cuda":
             res = time_jobs({n: (f, x) for n, f in jobs.items()}, device, s.timer, context)
@@ -354,7 +357,7 @@ def time_entry_jobs(jobs: Dict[str, Callable], x, device: torch.device, s: Measu
                     for n, r in res.items()}
         before = _flusher() if context == "cold" else None
         return time_paired({n: (f, x) for n, f in jobs.items()}, "dense", s.paired,
-                           before_sample=before)
+                           before_sample=before, bound_ratio=bound_ratio)
 
 
 def _time_points(sig: LayerSig, dense: nn.Module, points: List[_Point], s: MeasureSettings,
@@ -383,14 +386,16 @@ def _time_points(sig: LayerSig, dense: nn.Module, points: List[_Point], s: Measu
     with torch.inference_mode():
         for m in timed.values():
             m(x)  # first call: lazy repacks, allocations
-    res = time_entry_jobs(timed, x, device, s, context)
+    ratio = {lab: bytes_model_s(1.0, pt["bytes"], dense_b, io) for lab, pt in where.items()}
+    res = time_entry_jobs(timed, x, device, s, context, ratio)
     dense_s = res["dense"]["median_s"]
     for label, pt in where.items():
         r = res[label]
+        pt["bound_s"] = bytes_model_s(dense_s, pt["bytes"], dense_b, io)
         if r["stable"]:
             pt.update(median_s=r["median_s"], iqr_s=r["iqr_s"], ratio=r["ratio"])
             continue
-        pt.update(status="unstable", model_s=bytes_model_s(dense_s, pt["bytes"], dense_b, io),
+        pt.update(status="unstable", model_s=pt["bound_s"],
                   reason=f"unmeasured: {r['why']} (median {r['median_s'] * 1e3:.3g} ms over "
                          f"{r['attempts']} attempts); the bytes-bound model predicts it")
     return {"signature": sig.to_key(), "context": context,
@@ -406,7 +411,7 @@ def _recheck_points(entry: dict, count: int) -> List[Tuple[str, dict]]:
     for fmt, pts in entry.get("formats", {}).items():
         for p in pts:
             if p.get("status") == "ok" and p.get("ratio") is not None and (
-                    fmt not in best or p["ratio"] < best[fmt]["ratio"]):
+                    float(p.get("density") or 0.0) > 0.0) and (fmt not in best or p["ratio"] < best[fmt]["ratio"]):
                 best[fmt] = p
     ranked = sorted(best.items(), key=lambda kv: kv[1]["ratio"])
     return ranked[:count]

@@ -68,17 +68,32 @@ class LayerLatency:
                 measured.setdefault(d, []).append(float(p["median_s"]))
             elif p.get("model_s") is not None:
                 model.setdefault(d, []).append(float(p["model_s"]))
+        eff = self.efficiency(fmt)
         pts = [(d, sum(v) / len(v), False) for d, v in measured.items()]
-        pts += [(d, sum(v) / len(v), True) for d, v in model.items() if d not in measured]
+        pts += [(d, eff * sum(v) / len(v), True) for d, v in model.items() if d not in measured]
         pts.sort()
         fit = _monotone([(d, t) for d, t, _ in pts])
         return [(d, t, m) for (d, t), (_, _, m) in zip(fit, pts)]
+
+    def efficiency(self, fmt: str) -> float:
+        """How far ``fmt``'s measured points are from their bytes bound on this layer: the
+        median of measured / bound over its measured points, at least 1 (1 with none). An
+        unstable point's bytes-bound prediction is scaled by it, so it stays consistent
+        with its measured neighbours instead of claiming the bound."""
+        r = sorted(float(p["median_s"]) / float(p["bound_s"])
+                   for p in self.entry["formats"].get(fmt, [])
+                   if p.get("median_s") is not None and p.get("bound_s"))
+        if not r:
+            return 1.0
+        mid = len(r) // 2
+        return max(1.0, r[mid] if len(r) % 2 else (r[mid - 1] + r[mid]) / 2)
 
     def points(self, fmt: str) -> List[Tuple[float, float]]:
         """[(density, seconds)] of ``fmt``'s points, ascending in density, made
         non-decreasing in time (storing more never makes a format faster, so a point
         faster than a sparser one is timing noise: adjacent violators are pooled). Unstable
-        points count with their bytes-bound prediction (see :meth:`from_model`)."""
+        points count with their bytes-bound prediction times :meth:`efficiency` (see
+        :meth:`from_model`)."""
         return [(d, t) for d, t, _ in self._curve(fmt)]
 
     def formats(self) -> List[str]:

@@ -10,8 +10,10 @@ layer* on this machine, and need to know when that ratio is noise. :func:`time_p
    round's ratio is candidate / the reference sample just before it;
 3. a candidate is **stable** when the IQR of its per-round ratios is at most
    ``tolerance`` x their median, and (warm context) its samples are not whole scheduler
-   slices far above its fastest warm call (a thread of it waited for a core: the
-   ``"12 ±0%"`` pattern; :func:`sparsekern.timing.load.quantized_to_slices`);
+   slices far above the fastest it can be — its fastest warm call, or, when the caller
+   gives ``bound_ratio`` (e.g. the bytes it moves over the reference's), that fraction of
+   the reference's fastest call: a thread of it waited for a core, the ``"12 ±0%"``
+   pattern (:func:`sparsekern.timing.load.quantized_to_slices`);
 4. unstable candidates are re-timed (fresh rounds, still paired) up to ``retries`` times;
    one that stays unstable is returned with ``stable=False`` and the reason: the caller
    must not treat its figures as a measurement.
@@ -92,9 +94,9 @@ def verdict(ratios: List[float], samples: List[float], fastest: float, s: Paired
     med = statistics.median(samples)
     if (check_slices and math.isfinite(fastest) and med > s.slice_factor * fastest
             and quantized_to_slices(samples)):
-        return False, (f"samples are whole scheduler slices ({med * 1e3:.3g} ms) while its "
-                       f"fastest warm call took {fastest * 1e3:.3g} ms: a thread waited for a "
-                       f"core")
+        return False, (f"samples are whole scheduler slices ({med * 1e3:.3g} ms) while it can "
+                       f"take {fastest * 1e3:.3g} ms (fastest warm call or bound): a thread "
+                       f"waited for a core")
     return True, ""
 
 
@@ -119,12 +121,14 @@ def _attempt(names: List[str], jobs: Dict[str, Job], ref: str, inner: Dict[str, 
 
 def time_paired(jobs: Dict[str, Job], reference: str, s: Optional[PairedSettings] = None,
                 clock: Callable[[], float] = time.perf_counter,
-                before_sample: Optional[Callable[[Callable, object], None]] = None
-                ) -> Dict[str, dict]:
+                before_sample: Optional[Callable[[Callable, object], None]] = None,
+                bound_ratio: Optional[Dict[str, float]] = None) -> Dict[str, dict]:
     """Time every job of ``jobs`` {name: (fn, arg)} paired with ``jobs[reference]``.
 
     ``before_sample(fn, arg)`` runs untimed before every sample (e.g. a CacheFlusher: a
     cold context; then no warm calls precede a sample and the slice check is off).
+    ``bound_ratio`` {name: r}: the job cannot take less than r x the reference's fastest
+    call (a physical bound, such as bytes moved); used by the slice check.
     Returns {name: summarize(samples) + {"inner", "ratio" (median per-round ratio to the
     reference), "ratio_spread" (IQR/median), "rounds", "attempts", "stable", "why"}};
     the reference's record summarizes all its samples (``stable`` from their spread).
@@ -134,6 +138,10 @@ def time_paired(jobs: Dict[str, Job], reference: str, s: Optional[PairedSettings
         raise ValueError(f"reference {reference!r} is not among the jobs {list(jobs)}")
     warm = TimerSettings(warmup_time=s.warmup_time, max_warmup_calls=s.max_warmup_calls)
     fastest = {n: _warm(fn, arg, warm, clock) for n, (fn, arg) in jobs.items()}
+    floor = dict(fastest)
+    for n, r in (bound_ratio or {}).items():
+        if n in floor and r > 0:
+            floor[n] = min(floor[n], r * fastest[reference])
     cold = before_sample is not None
     inner = {n: 1 if cold else _plan_inner(t, s) for n, t in fastest.items()}
     warm_calls = 0 if cold else s.warm_calls
@@ -148,7 +156,7 @@ def time_paired(jobs: Dict[str, Job], reference: str, s: Optional[PairedSettings
         ref_all += ref_samples
         still = []
         for n in todo:
-            ok, why = verdict(ratios[n], samples[n], fastest[n], s, check_slices=not cold)
+            ok, why = verdict(ratios[n], samples[n], floor[n], s, check_slices=not cold)
             out[n] = dict(summarize(samples[n]), inner=inner[n],
                           ratio=statistics.median(ratios[n]),
                           ratio_spread=_iqr_over_median(ratios[n]), rounds=len(ratios[n]),

@@ -18,7 +18,7 @@ GRID = MeasureSettings(grid=Grid(sparsities=(0.5, 0.9), blocks=((4, 4),)), conte
 
 def scripted(ratios, unstable=(), dense_s=1e-3, calls=None):
     """A stand-in for measure.time_entry_jobs: job ``name`` gets ratio ratios(name)."""
-    def fake(jobs, x, device, s, context):
+    def fake(jobs, x, device, s, context, bound_ratio=None):
         if calls is not None:
             calls.append((list(jobs), context))
         out = {}
@@ -66,7 +66,10 @@ def _cached_entry():
                 "bsr4x4": [{"sparsity": 0.5, "density": 0.5, "status": "ok", "median_s": 9e-4,
                             "ratio": 0.9},
                            {"sparsity": 0.9, "density": 0.1, "status": "ok", "median_s": 3e-4,
-                            "ratio": 0.3}],
+                            "ratio": 0.3},
+                           # no block left (a tiny layer): nothing to rebuild, never re-checked
+                           {"sparsity": 0.98, "density": 0.0, "status": "ok",
+                            "median_s": 1e-5, "ratio": 0.01}],
                 "csc": [{"sparsity": 0.9, "density": 0.1, "status": "ok", "median_s": 2e-4,
                          "ratio": 0.2},
                         {"sparsity": 0.98, "density": 0.02, "status": "unstable",
@@ -129,6 +132,18 @@ def test_points_and_prediction_fall_back_to_the_model():
     assert e.from_model("csc", 0.5)  # extrapolated along the slope from the model point
     assert not e.from_model("dense", 1.0)
     assert e.unstable() == ["csc@0.98"]
+
+
+def test_unstable_points_are_scaled_by_the_measured_efficiency():
+    e = _cached_entry()
+    e["formats"]["csc"][0]["bound_s"] = 1e-4           # measured 2e-4: twice its bound
+    e["formats"]["csc"][1]["bound_s"] = 0.5e-4
+    e["formats"]["csc"][1]["model_s"] = 0.5e-4
+    lat = LayerLatency(e)
+    assert lat.efficiency("csc") == 2.0 and lat.efficiency("2:4") == 1.0
+    assert lat.points("csc") == [(0.02, 1e-4), (0.1, 2e-4)]
+    e["formats"]["csc"][0]["bound_s"] = 4e-4           # faster than its bound: never below 1
+    assert LayerLatency(e).efficiency("csc") == 1.0
 
 
 def test_decision_says_when_it_rests_on_the_model():

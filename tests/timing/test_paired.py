@@ -85,6 +85,17 @@ def test_whole_scheduler_slices_are_not_a_measurement():
     assert "whole scheduler slices" in res["csc"]["why"]
 
 
+def test_slices_far_above_the_bound_are_not_a_measurement():
+    c = Clock()
+    cand = [16e-3] * 1000          # every call, warm-up included, is 4 slices
+    jobs = {"dense": (job(c, [1e-4]), None), "csc": (job(c, cand), None)}
+    assert time_paired(jobs, "dense", S, clock=c)["csc"]["stable"]   # nothing says otherwise
+    c2 = Clock()
+    jobs = {"dense": (job(c2, [1e-4]), None), "csc": (job(c2, cand), None)}
+    res = time_paired(jobs, "dense", S, clock=c2, bound_ratio={"csc": 0.15})
+    assert not res["csc"]["stable"] and "can take 0.015 ms" in res["csc"]["why"]
+
+
 def test_cold_context_flushes_before_every_sample_and_calls_once():
     c = Clock()
     flushes = []
