@@ -304,6 +304,8 @@ def full_report(doc: dict) -> str:
            "inter-quartile range. GB/s counts the format's bytes + x + y; GFLOP/s counts 2 flops "
            "per stored value per column; bound = dense bytes / sparse bytes, shown for "
            "memory-bound rows.", ""]
+    if doc.get("warnings"):
+        out += ["**Warnings:**", ""] + [f"- {w}" for w in doc["warnings"]] + [""]
     if doc["cases"]:
         out += ["## Layers: speedup vs best dense (geometric mean over shapes)", "",
                 summary_table(doc["cases"]), "", "## Every case", "", cases_table(doc["cases"]), ""]
