@@ -67,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="--contention: quiet/loaded pairs per case (default 2)")
     p.add_argument("--calls", type=int, default=20,
                    help="--contention: calls per candidate per phase (default 20)")
+    p.add_argument("--backward", action="store_true",
+                   help="also time forward+backward of SparseLinear vs nn.Linear (real "
+                        "shapes; always part of the full run)")
     p.add_argument("--keep-blas-env", action="store_true",
                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (default: unset for "
                         "the run, see the module docstring)")
@@ -232,7 +235,7 @@ def main(argv=None) -> int:
     import torch
 
     from . import cases as cases_mod
-    from . import e2e, health, machine, plots, report, runner, selftime
+    from . import e2e, health, machine, plots, report, runner, selftime, training
     from .timing import FULL_TIMER, QUICK_TIMER, CudaTimerSettings, TimerSettings
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -289,6 +292,9 @@ def main(argv=None) -> int:
                 if model_names and variants:
                     doc["models"] = e2e.run_models(model_names, s, variants=variants,
                                                    progress=not args.no_progress)
+                if args.device == "cpu" and (args.backward or not args.quick):
+                    doc["training"] = training.run(timer, progress=None if args.no_progress
+                                                   else lambda m: print(m, file=sys.stderr))
         except KeyboardInterrupt:
             interrupted = True
             doc["interrupted"] = True

@@ -149,3 +149,49 @@ def test_contention_run_and_markdown_on_tiny_shapes(monkeypatch):
     assert all(r["calls"] == 3 for r in rows.values())
     md = contention.markdown({"threads": 2, "isa": "avx2", "contention": res})
     assert "| 64² | 1 | csc 90% |" in md
+
+
+# -- forward + backward --------------------------------------------------------------------
+
+def test_training_case_times_both_and_reports_the_isa():
+    from sparsekern.bench import training
+    from sparsekern.timing.timers import TimerSettings
+    t = TimerSettings(min_time=0.0, min_reps=2, max_reps=2, warmup_time=0.0,
+                      max_warmup_calls=1, sample_time=0.0)
+    recs = training.run(t, shapes=(("tiny", 48, 32, 8),))
+    assert [r["variant"] for r in recs] == ["2:4", "bsr32x32", "csc"]
+    for r in recs:
+        assert r["status"] == "ok" and r["dense"]["reps"] == 2 and r["sparse"]["reps"] == 2
+        assert r["speedup"] == r["dense"]["median_s"] / r["sparse"]["median_s"]
+    md = training.markdown(recs)
+    assert md.count("| tiny 48×32 | 8 |") == 3
+
+
+def test_training_step_gives_the_dense_gradients():
+    import torch
+    import sparsekern as sk
+    from sparsekern.bench import training
+    gen = torch.Generator().manual_seed(1)
+    dense = training._pruned(16, 12, "csc", None, 0.5, gen)
+    sparse = sk.SparseLinear.from_dense(dense, "csc")
+    g = torch.randn(5, 16, generator=gen)
+    x1 = torch.randn(5, 12, generator=gen).requires_grad_(True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    training.step_fn(dense, g)(x1)
+    training.step_fn(sparse, g)(x2)
+    torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sparse.bias.grad, dense.bias.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_training_failure_is_a_record_not_a_crash(monkeypatch):
+    from sparsekern.bench import training
+    from sparsekern.timing.timers import TimerSettings
+
+    def boom(layer, g):
+        def fn(x):
+            raise RuntimeError("no backward here\nmore")
+        return fn
+    monkeypatch.setattr(training, "step_fn", boom)
+    r = training.run_case("t", 8, 8, 2, training.VARIANTS[2], TimerSettings())
+    assert r["status"] == "failed" and r["reason"] == "dense: RuntimeError: no backward here"
+    assert "failed: dense: RuntimeError" in training.markdown([r])
