@@ -376,15 +376,17 @@ def test_cli_rejects_zero_threads(tmp_path):
         main(["demo", "--model", "mlp", "--threads", "0", "--out", str(tmp_path)])
 
 
-def test_detect_load_recommends_threads():
-    quiet = cli.detect_load(cpus=2, loadavg=0.1, steal=0.0)
-    assert quiet.threads == 2 and not quiet.busy and "quiet" in quiet.note
-    one = cli.detect_load(cpus=2, loadavg=1.2, steal=0.0)
-    assert one.threads == 1 and one.busy and "busy" in one.note
-    very = cli.detect_load(cpus=2, loadavg=7.0, steal=None)
-    assert very.threads == 1 and very.busy and "load average 7.00 on 2 CPUs" in very.note
-    stolen = cli.detect_load(cpus=4, loadavg=0.0, steal=0.3)
-    assert stolen.busy and stolen.threads == 4 and "steal 30%" in stolen.note
+def test_threads_follow_the_load_unless_given():
+    from sparsekern.timing.load import judge
+    quiet = judge(2, 0.1, 0.0, 0.0)
+    busy = judge(2, 3.0, 1.0, 0.0)
+    assert demo.choose_threads(None, quiet)[0] == 2
+    threads, note = demo.choose_threads(None, busy)
+    assert threads == 1 and "machine busy" in note
+    threads, note = demo.choose_threads(2, busy)
+    assert threads == 2 and note.endswith("--threads 2 given")
+    with pytest.raises(SystemExit, match="--threads must be >= 1, got 0"):
+        demo.choose_threads(0, quiet)
 
 
 def test_stability_flags_a_busy_machine():

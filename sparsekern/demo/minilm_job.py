@@ -16,7 +16,7 @@ from typing import Dict, List, Sequence
 import torch
 
 from ..auto.measure import Grid, MeasureSettings
-from ..bench.timing import TimerSettings
+from ..timing import TimerSettings
 from ..models.minilm import tokenize
 from ..models.text import text_splits
 from .config import DemoConfig

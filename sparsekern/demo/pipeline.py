@@ -24,7 +24,7 @@ from ..auto.netadapt import NetAdaptResult, final_finetune, netadapt
 from ..auto.signature import call as call_args, input_label
 from ..auto.table import LatencyTable, build_table
 from ..auto.verify import paired_prediction
-from ..bench.timing import TimerSettings
+from ..timing import TimerSettings
 from ..prune.granularity import NM, parse as parse_granularity
 from .config import REPORT_TIMER, DemoConfig
 from .report import build_report, print_summary, write_outputs
