@@ -26,6 +26,15 @@ def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEKERN_CACHE", str(tmp_path / "cache"))
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster on one thread (no waiting for a second, possibly busy, core)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # ----------------------------------------------------------------------------- helpers
 
 class WordTokenizer:
@@ -72,7 +81,7 @@ def _fake_table(shapes):
         {s: 1e-4 for s in shapes}, {s: 1.3e-3 for s in shapes})
 
 
-def _check_common(r, out, shapes, names):
+def _check_common(r, out, shapes, names, layer_latency=True):
     assert [L["name"] for L in r["layers"]] == names
     for L in r["layers"]:
         assert {"format", "layout", "sparsity", "stored_fraction", "reason", "latency_s"} <= set(L)
@@ -90,7 +99,7 @@ def _check_common(r, out, shapes, names):
                                                           "auto_not_slower", "prediction")
                                         for v in r["checks"][k].values())
     assert {"history", "reached", "reason", "plans"} <= set(r["search"])
-    for key in ("sensitivity", "layer_latency", "latency_table"):
+    for key in ("sensitivity", "latency_table") + (("layer_latency",) if layer_latency else ()):
         with open(r["plots"][key], "rb") as f:
             assert f.read(8) == PNG
     for key in ("latency_table", "model", "report"):
@@ -131,14 +140,14 @@ def _tiny_text_job(tmp_path, **over):
                                 batch=16, distill_batch=16, sentences=(1, 8))
     lines = []
     cfg = minilm_job.job_config(
-        model, data, layers="ffn",
+        model, data, layers="ffn", sensitivity_layers=minilm_job.linear_names(model, minilm_job.FFN),
         **{**dict(table=_tiny_bert_table(model, data.examples), timer=TINY_TIMER, windows=1, final_steps=3, max_iterations=2,
-                  sensitivity_ratios=(0.5,), final_criterion="l1",
+                  sensitivity_ratios=(0.5,), final_criterion="l1", layer_latency=False,
                   out_dir=str(tmp_path / "minilm"), print_fn=lines.append), **over})
     return model, data, cfg, lines
 
 
-def test_minilm_pipeline_on_a_tiny_bert(tmp_path):
+def test_minilm_pipeline_on_a_tiny_bert(tmp_path, one_thread):
     model, data, cfg, lines = _tiny_text_job(tmp_path)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     res = demo.run(model, data.train, data.val, data.examples, cfg, test=data.test,
@@ -146,7 +155,9 @@ def test_minilm_pipeline_on_a_tiny_bert(tmp_path):
     r = res.report
     names = minilm_job.linear_names(model, minilm_job.FFN + minilm_job.ATTENTION)
     assert len(names) == 12 and cfg.layers == minilm_job.linear_names(model, minilm_job.FFN)
-    _check_common(r, cfg.out_dir, [demo.pipeline.input_label(x) for x in data.examples], names)
+    _check_common(r, cfg.out_dir, [demo.pipeline.input_label(x) for x in data.examples], names,
+                  layer_latency=False)
+    assert "layer_latency" not in r["plots"] and all(not L["latency_s"] for L in r["layers"])
     assert r["shape_labels"] == ["1 sentence", "8 sentences"]
     assert r["task"] == "distillation"
     q = r["quality"]["pruned"]
@@ -191,7 +202,7 @@ def test_linear_names_by_role():
     assert not any(n.endswith("attention.output.dense") for n in ffn)
 
 
-def test_distill_task_recovers_with_masks_held():
+def test_distill_task_recovers_with_masks_held(one_thread):
     model = _tiny_bert()
     data = minilm_job.text_data(WordTokenizer(), n_calib=4, n_val=8, n_distill=16, n_eval=8,
                                 batch=8, distill_batch=16, sentences=(1,))
@@ -271,7 +282,7 @@ def test_real_minilm_job_setup():
 
 # ----------------------------------------------------------------------------- digits MLP
 
-def test_mlp_run_with_a_given_table(tmp_path):
+def test_mlp_run_with_a_given_table(tmp_path, one_thread):
     torch.manual_seed(0)
     train, val, test = demo.digits_data(0)
     model = demo.DigitsMLP(hidden=32)

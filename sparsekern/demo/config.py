@@ -66,6 +66,8 @@ class DemoConfig:
         settings, cache, table: latency-table grid/timer, disk cache (None: default folder,
             False: none), or a table to use instead of measuring one.
         timer, windows: the final measurements (sparsekern.auto.verify.paired_prediction).
+        layer_latency: also time every layer dense vs sparse on its real input (the
+            per-layer columns and layer_latency.png).
         labels: display names of the example inputs (e.g. "1 sentence"), default their shapes.
     Output:
         out_dir, extra (more report fields), print_fn, seed.
@@ -100,6 +102,7 @@ class DemoConfig:
     table: Any = None
     timer: TimerSettings = field(default_factory=lambda: REPORT_TIMER)
     windows: int = REPORT_WINDOWS
+    layer_latency: bool = True
     labels: Optional[Sequence[str]] = None
     out_dir: str = "sparsekern-demo"
     extra: Optional[dict] = None

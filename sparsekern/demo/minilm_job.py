@@ -48,7 +48,7 @@ class TextData:
     counts: Dict[str, int]
 
 
-def text_data(tokenizer, n_calib: int = 64, n_val: int = 32, n_distill: int = 512,
+def text_data(tokenizer, n_calib: int = 32, n_val: int = 32, n_distill: int = 512,
               n_eval: int = 256, batch: int = 32, distill_batch: int = 16,
               sentences: Sequence[int] = (1, 32), seed: int = 0) -> TextData:
     """The job's data from the offline corpus, tokenized with ``tokenizer``.

@@ -303,8 +303,9 @@ def measure(st: _State) -> None:
     st.e2e = paired_prediction(st.table, st.dense, st.sparse, choices, st.xs,
                                windows=cfg.windows, timer=cfg.timer, context=context,
                                seed=cfg.seed)
-    st.per_layer = measure_layers(st.pruned_dense, st.sparse, st.xs, list(st.table.layers),
-                                  cfg.timer, context)
+    if cfg.layer_latency:
+        st.per_layer = measure_layers(st.pruned_dense, st.sparse, st.xs, list(st.table.layers),
+                                      cfg.timer, context)
 
 
 @torch.no_grad()

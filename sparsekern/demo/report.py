@@ -122,6 +122,19 @@ def build_report(st) -> dict:
     return report
 
 
+def distinct_layers(table) -> list:
+    """The first layer of each distinct set of entries (a BERT's 36 layers have 3 shapes):
+    the table plot shows each measurement once."""
+    seen, out = set(), []
+    for n, per in table.layers.items():
+        key = json.dumps({s: e.entry.get("signature") or e.entry for s, e in per.items()},
+                         sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            out.append(n)
+    return out
+
+
 def write_outputs(st, report: dict, plots: bool = True) -> None:
     """report.json, and (``plots``) the PNGs and the sparse model, into cfg.out_dir."""
     out = st.cfg.out_dir
@@ -131,10 +144,12 @@ def write_outputs(st, report: dict, plots: bool = True) -> None:
     if plots:
         report["plots"] = {
             "sensitivity": os.path.join(out, "sensitivity.png"),
-            "layer_latency": plot_layer_latency(
+            "latency_table": plot_table(st.table, os.path.join(out, "latency_table.png"),
+                                        layers=distinct_layers(st.table))}
+        if st.per_layer:
+            report["plots"]["layer_latency"] = plot_layer_latency(
                 st.per_layer, {L["name"]: L["format"] for L in report["layers"]},
-                os.path.join(out, "layer_latency.png")),
-            "latency_table": plot_table(st.table, os.path.join(out, "latency_table.png"))}
+                os.path.join(out, "layer_latency.png"))
         prune.save_sparse(st.sparse, files["model"])
     report["files"] = files
     with open(files["report"], "w") as f:
