@@ -23,6 +23,8 @@ In your own loop: ``with prune.MaskHolder(model, masks): <train as usual>``.
 
 Public names:
     prune_model, apply_masks, MaskHolder, masks_from_zeros, sparsity       (masks)
+    SparseGPTConfig                                 (criterion="sparsegpt" settings)
+    distill, DEFAULT_DISTILL_LR                     (recovery against the dense teacher)
     channel_prune, ChannelPruneReport                                       (channels)
     bn_l1_penalty                                                           (network slimming)
     sensitivity_scan, ratios_from_sensitivity, SensitivityTable             (sensitivity)
@@ -35,15 +37,17 @@ from ..conv import SparseConv2d
 from .channel import ChannelPruneReport, channel_prune
 from .convert import convert, load_sparse, save_sparse
 from .criteria import CRITERIA, bn_l1_penalty
+from .distill import DEFAULT_DISTILL_LR, distill
 from .granularity import parse as parse_granularity
 from .masks import MaskHolder, apply_masks, masks_from_zeros, sparsity
 from .pruner import prune_model
+from .sparsegpt import SparseGPTConfig
 from .schedule import IterativeResult, iterative_prune
 from .sensitivity import SensitivityTable, ratios_from_sensitivity, sensitivity_scan
 from .stats import count_macs, count_params
 from .trainer import DEFAULT_FINETUNE_LR, accuracy, fine_tune, train
 
-__all__ = ["prune_model", "apply_masks", "MaskHolder", "masks_from_zeros", "sparsity",
+__all__ = ["prune_model", "SparseGPTConfig", "distill", "DEFAULT_DISTILL_LR", "apply_masks", "MaskHolder", "masks_from_zeros", "sparsity",
            "channel_prune", "ChannelPruneReport", "bn_l1_penalty", "sensitivity_scan",
            "ratios_from_sensitivity", "SensitivityTable", "iterative_prune", "IterativeResult",
            "fine_tune", "train", "accuracy", "DEFAULT_FINETUNE_LR", "convert", "save_sparse",

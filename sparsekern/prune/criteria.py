@@ -5,7 +5,13 @@ Weight-level criteria (for fine, N:M, block and kernel granularity):
     "l2"     |W|; a group scores the root-mean-square of W (its L2 norm over sqrt(size)).
     "wanda"  |W_ij| * ||X_j||_2 with X_j the j-th input column over the calibration batches
              (Wang et al., Wanda); fine granularity then compares weights within each output
-             row, as the paper does.
+             row, as the paper does (and N:M within each group of M). With ``sequential``
+             (the default) each layer's norms come from the model with the layers before it
+             already pruned, as in the reference implementation.
+    "sparsegpt"  not a score: the masked weights are chosen by OBS saliency w^2/[H^-1]_jj and
+             the kept weights updated to reconstruct the layer's output from the inverse
+             Hessian of its calibration inputs (Frantar & Alistarh; see sparsegpt.py),
+             layer by layer in forward order (see sequential.py).
 Channel criteria (for granularity "channel", see channel.py):
     "l1" / "l2"  norm of each output channel's weights.
     "bn_scale"   |gamma| of the BatchNorm that follows the layer (network slimming; train
@@ -27,10 +33,10 @@ from torch import nn
 from . import calibration
 from ..conv import same_padding
 
-WEIGHT_CRITERIA = ("l1", "l2", "wanda")
+WEIGHT_CRITERIA = ("l1", "l2", "wanda", "sparsegpt")
 CHANNEL_CRITERIA = ("l1", "l2", "bn_scale", "apoz", "regression")
-CRITERIA = ("l1", "l2", "wanda", "bn_scale", "apoz", "regression")
-NEEDS_CALIB = ("wanda", "apoz", "regression")
+CRITERIA = ("l1", "l2", "wanda", "sparsegpt", "bn_scale", "apoz", "regression")
+NEEDS_CALIB = ("wanda", "sparsegpt", "apoz", "regression")
 
 
 def check_criterion(criterion, channel: bool) -> str:
@@ -119,13 +125,19 @@ def input_column_norms(model: nn.Module, modules: Dict[str, nn.Module],
         if name not in sums:
             raise ValueError(f"layer {name!r} was never called on the calibration data, so "
                              f"criterion 'wanda' cannot score it")
-        norms = sums[name].sqrt().float()
-        groups = getattr(m, "groups", 1)
-        if groups > 1:
-            per_group = norms.reshape(groups, -1)
-            norms = per_group.repeat_interleave(m.out_channels // groups, 0)
-        out[name] = norms
+        out[name] = norms_from_sums(m, sums[name])
     return out
+
+
+def norms_from_sums(module: nn.Module, sums: torch.Tensor) -> torch.Tensor:
+    """||X_j||_2 from the sums of squares [K'] of a layer's input columns: [K] float32, or
+    [out, K] for a grouped Conv2d (each output row holds its group's columns)."""
+    norms = sums.sqrt().float()
+    groups = getattr(module, "groups", 1)
+    if groups > 1:
+        per_group = norms.reshape(groups, -1)
+        norms = per_group.repeat_interleave(module.out_channels // groups, 0)
+    return norms
 
 
 # -- channel-level scores ----------------------------------------------------------------

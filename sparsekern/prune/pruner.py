@@ -6,9 +6,11 @@ from typing import Dict, Mapping, Optional
 import torch
 from torch import nn
 
-from . import criteria
-from .granularity import Channel, Fine, Kernel, parse
-from .layers import Ratio, layers_of_ratio, resolve_ratios, select_layers
+from .. import inputs
+from . import criteria, sequential, sparsegpt
+from .granularity import NM, Block, Channel, Fine, Kernel, parse
+from .layers import Ratio, layers_of_ratio, resolve_ratios, select_layers, weight_matrix
+from .sparsegpt import SparseGPTConfig
 from .masks import Masks, apply_masks, check_masks
 
 SCOPES = ("layer", "global")
@@ -17,7 +19,8 @@ SCOPES = ("layer", "global")
 def prune_model(model: nn.Module, ratio: Ratio = None, granularity="fine", criterion: str = "l1",
                 calib=None, layers=None, scope: str = "layer",
                 masks: Optional[Mapping[str, torch.Tensor]] = None, apply: bool = True,
-                example_input: Optional[torch.Tensor] = None, progress: bool = False):
+                example_input=None, progress: bool = False, sequential: Optional[bool] = None,
+                sparsegpt: Optional[SparseGPTConfig] = None):
     """Prune the Linear / Conv2d layers of ``model``.
 
     Args:
@@ -26,10 +29,14 @@ def prune_model(model: nn.Module, ratio: Ratio = None, granularity="fine", crite
             (which also selects the layers). Not needed for N:M (its ratio is 1 - N/M).
         granularity: "fine", "2:4" / "1:4" / "2:8" / any "N:M", (bm, bk) or "BMxBK" blocks
             (e.g. (32, 32), (1, 8), (8, 1)), "kernel" (Conv2d only) or "channel".
-        criterion: "l1", "l2" or "wanda" for weight-level granularities; "l1", "l2",
-            "bn_scale", "apoz" or "regression" for "channel" (see criteria.py).
-        calib: calibration inputs (a tensor, a list of tensors or a DataLoader) for "wanda",
-            "apoz" and "regression".
+        criterion: "l1", "l2", "wanda" or "sparsegpt" for weight-level granularities; "l1",
+            "l2", "bn_scale", "apoz" or "regression" for "channel" (see criteria.py).
+            "sparsegpt" supports "fine" (each row loses ``ratio`` of its weights), "N:M" and
+            blocks, and also changes the kept weights (OBS reconstruction, see sparsegpt.py).
+        calib: calibration inputs for "wanda", "sparsegpt", "apoz" and "regression": one
+            batch or an iterable of batches (a list, a DataLoader), each a tensor, a Mapping
+            such as a tokenizer's output (``model(**batch)``), ``sparsekern.Args(...)`` or
+            an (inputs, targets) pair (see sparsekern.inputs).
         layers: names of the layers to prune (default: every nn.Linear and nn.Conv2d; every
             nn.Conv2d for "kernel").
         scope: "layer" (each layer loses ``ratio`` of its weights) or "global" (one threshold
@@ -38,6 +45,13 @@ def prune_model(model: nn.Module, ratio: Ratio = None, granularity="fine", crite
         apply: zero the pruned weights in place (else only return the masks).
         example_input: for "channel": an input to trace shapes with (default: first calib
             batch).
+        sequential: for "wanda" and "sparsegpt" (default True): prune layer by layer in
+            forward order, each from the inputs it gets from the model with the layers before
+            it already pruned (one partial forward over ``calib`` per group of layers that
+            share an input, see sequential.py). False (Wanda only): every layer's input norms
+            from one pass over the dense model. With ``apply=False`` the weights are
+            restored afterwards (SparseGPT's weight updates are then lost).
+        sparsegpt: SparseGPTConfig (dampening, lazy block size) for "sparsegpt".
     Returns:
         {layer name: bool mask of the weight's shape (True = kept)}; for "channel" the
         :class:`~sparsekern.prune.channel.ChannelPruneReport` (channels are removed
@@ -67,10 +81,23 @@ def prune_model(model: nn.Module, ratio: Ratio = None, granularity="fine", crite
         g.check(name, m)
     if masks is not None:
         check_masks(model, masks)
+    if criterion in criteria.NEEDS_CALIB and calib is None:
+        raise ValueError(f"criterion {criterion!r} needs calibration data (calib=...)")
+    seq = criterion == "sparsegpt" or (criterion == "wanda" and sequential is not False)
+    if sequential is not None and criterion not in ("wanda", "sparsegpt"):
+        raise ValueError(f"sequential applies to criteria 'wanda' and 'sparsegpt', not "
+                         f"{criterion!r}")
+    if criterion == "sparsegpt" and sequential is False:
+        raise ValueError("criterion 'sparsegpt' is always sequential (each layer is "
+                         "reconstructed from the already-pruned model's inputs)")
+    if seq:
+        if scope != "layer":
+            raise ValueError("scope='global' needs granularity 'fine', criterion 'l1' or 'l2' "
+                             "and one ratio for all layers")
+        return _sequential(model, modules, g, ratios, criterion, calib, masks, apply,
+                           sparsegpt or SparseGPTConfig(), progress)
     norms = {}
     if criterion in criteria.NEEDS_CALIB:
-        if calib is None:
-            raise ValueError(f"criterion {criterion!r} needs calibration data (calib=...)")
         norms = criteria.input_column_norms(model, modules, calib)
 
     scores: Dict[str, torch.Tensor] = {}
@@ -110,3 +137,68 @@ def _global_fine(scores: Dict[str, torch.Tensor], ratio: float) -> Masks:
         out[name] = keep[start:start + s.numel()].reshape(s.shape).to(s.device)
         start += s.numel()
     return out
+
+
+def _sequential(model, modules, g, ratios, criterion, calib, masks, apply, config,
+                progress, fast: bool = True) -> Masks:
+    """Wanda or SparseGPT layer by layer in forward order (see sequential.py)."""
+    if criterion == "sparsegpt":
+        if not isinstance(g, (Fine, NM, Block)):
+            raise ValueError(f"criterion 'sparsegpt' supports granularities 'fine', 'N:M' and "
+                             f"blocks, not {str(g)!r}")
+        for name, m in modules.items():
+            if getattr(m, "groups", 1) > 1:
+                raise ValueError(f"layer {name!r} is a grouped Conv2d (groups={m.groups}); "
+                                 f"criterion 'sparsegpt' needs one input matrix per layer: "
+                                 f"exclude it (layers=...) or use 'wanda'")
+    saved = None if apply else {n: m.weight.detach().clone() for n, m in modules.items()}
+    groups, repeated = sequential.forward_groups(model, modules, calib)
+    stat = sequential.hessian_stat() if criterion == "sparsegpt" else sequential.sq_norm_stat()
+    from tqdm.auto import tqdm
+    new: Masks = {}
+    chain = None if repeated or not fast else sequential.find_chain(model, modules, calib)
+    try:
+        with inputs.eval_mode(model), torch.no_grad():
+            done_block = -1
+            for group in tqdm(groups, desc=criterion, disable=not progress, leave=False):
+                runner = root = None
+                if chain is not None:
+                    i = chain.owner[group[0]]
+                    while done_block < i - 1:  # blocks with nothing left to prune: advance
+                        done_block += 1
+                        chain.run_block(done_block, keep_outputs=True)
+                    runner = lambda i=i: chain.run_block(i, keep_outputs=False)  # noqa: E731
+                    root = chain.blocks[i]
+                stats = sequential.collect(model, group, modules, calib, stat,
+                                           stop_early=not repeated, runner=runner, root=root)
+                for name in group:
+                    new[name] = _prune_one(modules[name], name, g, ratios[name], criterion,
+                                           stats[name], masks, config)
+    finally:
+        if saved is not None:
+            with torch.no_grad():
+                for n, w in saved.items():
+                    modules[n].weight.copy_(w)
+    return {n: new[n] for n in modules}
+
+
+@torch.no_grad()
+def _prune_one(m, name, g, ratio, criterion, stat, masks, config) -> torch.Tensor:
+    """Prune one layer in place from its statistic; returns its keep mask (weight's shape)."""
+    prev = None
+    if masks is not None and name in masks:
+        prev = masks[name].to(device=m.weight.device, dtype=torch.bool)
+    if criterion == "sparsegpt":
+        W = weight_matrix(m)
+        forced = None if prev is None else ~prev.reshape(W.shape)
+        new_w, keep = sparsegpt.prune_matrix(W, stat, g, ratio, forced, config)
+        W.copy_(new_w.to(W.dtype))
+        return keep.reshape(m.weight.shape)
+    s = criteria.weight_scores("wanda", m, criteria.norms_from_sums(m, stat))
+    if prev is not None:
+        s = s.masked_fill(~prev, float("-inf"))
+    keep = g.mask(m, s, ratio, name, criteria.group_reduction("wanda"), per_row=True)
+    if prev is not None:
+        keep = keep & prev
+    m.weight.masked_fill_(~keep, 0.0)
+    return keep

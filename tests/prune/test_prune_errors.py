@@ -37,13 +37,15 @@ def test_bad_granularity_numbers(model, spec, msg):
 
 def test_unknown_criterion(model):
     with pytest.raises(ValueError, match=r"unknown criterion 'magnitude'; expected one of \['l1', "
-                                         r"'l2', 'wanda', 'bn_scale', 'apoz', 'regression'\]"):
+                                         r"'l2', 'wanda', 'sparsegpt', 'bn_scale', 'apoz', "
+                                         r"'regression'\]"):
         prune.prune_model(model, 0.5, criterion="magnitude")
 
 
 def test_channel_criterion_on_weights_and_back(model):
     with pytest.raises(ValueError, match=r"criterion 'apoz' does not apply to weight-level "
-                                         r"granularities .*; use one of \['l1', 'l2', 'wanda'\]"):
+                                         r"granularities .*; use one of \['l1', 'l2', 'wanda', "
+                                         r"'sparsegpt'\]"):
         prune.prune_model(model, 0.5, "fine", "apoz")
     with pytest.raises(ValueError, match=r"criterion 'wanda' does not apply to granularity "
                                          r"'channel'; use one of \['l1', 'l2', 'bn_scale', "

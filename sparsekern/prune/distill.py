@@ -1,0 +1,231 @@
+"""Recovery by distillation: a pruned model learns to reproduce its dense teacher's outputs.
+
+No labels are needed: the loss is the distance (MSE or cosine) between the student's and the
+teacher's final output on the same unlabeled inputs, plus optionally the same distance on
+chosen intermediate modules (by name, present in both). The masks are held throughout, so
+pruned weights stay exactly 0. The learning rate defaults to :data:`DEFAULT_DISTILL_LR`,
+below the usual pre-training rates (1e-4 for BERT-sized encoders), with a linear warmup and
+a cosine decay to 0.
+
+Under ``torch.distributed`` (``torchrun``; gloo on CPU, NCCL on GPU) with more than one rank,
+the student is wrapped in DistributedDataParallel, each rank takes every world-size-th item
+of ``data``, and gradients are averaged over the ranks, so every rank holds the same weights
+after every step. ::
+
+    teacher = copy.deepcopy(model)
+    masks = prune.prune_model(model, granularity="2:4", criterion="sparsegpt", calib=calib)
+    losses = prune.distill(model, teacher, unlabeled_batches, masks=masks, steps=200)
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import inputs
+from .layers import prunable_layers
+from .masks import MaskHolder, check_masks, masks_from_zeros
+
+#: Default learning rate of :func:`distill` (AdamW): smaller than pre-training's.
+DEFAULT_DISTILL_LR = 5e-5
+LOSSES = ("mse", "cosine")
+
+
+def output_tensor(out, who: str = "the model") -> torch.Tensor:
+    """The tensor a model's output stands for: itself, the first tensor of a Mapping (a Hugging
+    Face ModelOutput: ``last_hidden_state`` / ``logits``), or the first item of a tuple."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, Mapping):
+        for v in out.values():
+            if isinstance(v, torch.Tensor):
+                return v
+    elif isinstance(out, (tuple, list)) and out:
+        return output_tensor(out[0], who)
+    raise TypeError(f"{who} returned a {type(out).__name__}; distill compares tensors: expected a "
+                    f"tensor, a Mapping/ModelOutput holding one, or a tuple whose first item is "
+                    f"one")
+
+
+def distance(student: torch.Tensor, teacher: torch.Tensor, kind: str, where: str) -> torch.Tensor:
+    """MSE, or 1 - cosine along the last dim (mean), between two outputs of one shape."""
+    if student.shape != teacher.shape:
+        raise ValueError(f"{where}: the student's output has shape {list(student.shape)} but the "
+                         f"teacher's has {list(teacher.shape)}; distill needs a teacher with the "
+                         f"same outputs (the dense model the student was pruned from)")
+    s, t = student.float(), teacher.float()
+    if kind == "mse":
+        return F.mse_loss(s, t)
+    return (1.0 - F.cosine_similarity(s, t, dim=-1)).mean()
+
+
+def _cycle(data, rank: int, world: int) -> Iterator:
+    if isinstance(data, (torch.Tensor, Mapping, inputs.Args)):
+        data = [data]
+    while True:
+        n = 0
+        for i, item in enumerate(data):
+            if i % world == rank:
+                n += 1
+                yield item
+        if n == 0:
+            raise ValueError(f"data has no item for rank {rank} of {world}: give at least "
+                             f"{world} batches" if world > 1 else "data is empty: give at "
+                             "least one batch of inputs")
+
+
+def _capture(model: nn.Module, names: Sequence[str], who: str, store: Dict[str, torch.Tensor]):
+    modules = dict(model.named_modules())
+    handles = []
+    for n in names:
+        if n not in modules:
+            for h in handles:
+                h.remove()
+            raise ValueError(f"layers: {who} has no module named {n!r}; name modules present "
+                             f"in both student and teacher")
+        handles.append(modules[n].register_forward_hook(
+            lambda mod, args, out, n=n: store.__setitem__(n, output_tensor(out, f"module {n!r}"))))
+    return handles
+
+
+def _world():
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist, dist.get_rank(), dist.get_world_size()
+    return None, 0, 1
+
+
+def _check(model, teacher, loss, steps, lr, data):
+    if not isinstance(model, nn.Module) or not isinstance(teacher, nn.Module):
+        bad = "model" if not isinstance(model, nn.Module) else "teacher"
+        raise TypeError(f"{bad} must be an nn.Module, got "
+                        f"{type(model if bad == 'model' else teacher).__name__}")
+    if model is teacher:
+        raise ValueError("teacher is the student itself; pass a dense copy made before pruning "
+                         "(copy.deepcopy(model))")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if data is None:
+        raise ValueError("data is required: unlabeled batches of model inputs")
+
+
+def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping] = None,
+            steps: Optional[int] = None, lr: float = DEFAULT_DISTILL_LR, loss: str = "mse",
+            layers: Sequence[str] = (), layer_weight: float = 1.0, warmup: int = 0,
+            weight_decay: float = 0.0, max_grad_norm: Optional[float] = 1.0,
+            train_mode: bool = False, optimizer: Optional[torch.optim.Optimizer] = None,
+            progress: bool = True) -> List[float]:
+    """Fine-tune the pruned ``model`` to reproduce ``teacher``'s outputs on ``data``.
+
+    Args:
+        model: the pruned student (trained in place). Plain module, also under torchrun
+            (it is wrapped in DistributedDataParallel here when the world size is > 1).
+        teacher: the dense model (not trained; run without gradients in eval mode).
+        data: one batch or an iterable of batches (re-iterated until ``steps``); any input
+            item of :mod:`sparsekern.inputs` (tensor, tokenizer output dict, ``Args``,
+            (inputs, targets) pair: the targets are ignored).
+        masks: {layer: bool mask} held so pruned weights stay exactly 0; None: the zeros now
+            in every Linear/Conv2d weight; ``{}``: nothing held.
+        steps: optimizer steps (default: one pass over ``data`` per rank; needed when data
+            has no length).
+        lr: peak learning rate of AdamW; warmup (steps, linear) then cosine decay to 0.
+        loss: "mse" or "cosine" (1 - cosine similarity along the last dim).
+        layers: names of intermediate modules (present in both models) whose outputs are
+            matched too, each weighted by ``layer_weight``.
+        max_grad_norm: gradient clipping (None: off).
+        train_mode: run the student in train mode (dropout on); default eval mode.
+        optimizer: your own optimizer over the student's parameters (lr schedule still set).
+    Returns:
+        the loss of every step (averaged over the ranks under torch.distributed).
+    Raises ValueError for a teacher whose outputs do not match the student's, masks that do
+    not fit the model, unknown layer names, and bad settings.
+    """
+    _check(model, teacher, loss, steps, lr, data)
+    if masks is None:
+        masks = masks_from_zeros(model) if prunable_layers(model) else {}
+    check_masks(model, masks)
+    dist, rank, world = _world()
+    if steps is None:
+        if isinstance(data, (torch.Tensor, Mapping, inputs.Args)):
+            steps = 1
+        elif hasattr(data, "__len__"):
+            steps = max(1, math.ceil(len(data) / world))
+        else:
+            raise ValueError("steps is required when data has no length (e.g. a generator)")
+    device = next(model.parameters()).device
+    t_device = next(teacher.parameters(), torch.empty(0)).device
+    s_store: Dict[str, torch.Tensor] = {}
+    t_store: Dict[str, torch.Tensor] = {}
+    handles = _capture(model, layers, "the student", s_store)
+    handles += _capture(teacher, layers, "the teacher", t_store)
+    s_flags, t_flags = inputs.train_flags(model), inputs.train_flags(teacher)
+    net = model
+    if dist is not None and not isinstance(model, nn.parallel.DistributedDataParallel):
+        ids = [device.index] if device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    opt = optimizer or torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                         lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(steps, warmup))
+    holder = MaskHolder(model, masks).attach(opt) if masks else None
+    from tqdm.auto import tqdm
+    bar = tqdm(total=steps, desc="distill", disable=not progress or rank != 0, leave=False)
+    losses: List[float] = []
+    try:
+        model.train(train_mode)
+        teacher.eval()
+        feed = _cycle(data, rank, world)
+        for _ in range(steps):
+            item = next(feed)
+            with torch.no_grad():
+                target = output_tensor(inputs.call(teacher, inputs.to_device(item, t_device),
+                                                   "data item"), "the teacher").to(device)
+            out = output_tensor(inputs.call(net, inputs.to_device(item, device), "data item"),
+                                "the student")
+            total = distance(out, target, loss, "final output")
+            for n in layers:
+                total = total + layer_weight * distance(s_store[n], t_store[n].to(device), loss,
+                                                        f"module {n!r}")
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            opt.step()
+            sched.step()
+            losses.append(_mean_over_ranks(total.detach(), dist, world))
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4g}")
+    finally:
+        bar.close()
+        for h in handles:
+            h.remove()
+        if holder is not None:
+            holder.apply()
+            holder.detach()
+        inputs.restore_flags(s_flags)
+        inputs.restore_flags(t_flags)
+    return losses
+
+
+def _cosine(steps: int, warmup: int) -> Callable[[int], float]:
+    warmup = max(0, min(int(warmup), steps - 1))
+
+    def factor(t: int) -> float:
+        if t < warmup:
+            return (t + 1) / (warmup + 1)
+        return 0.5 * (1.0 + math.cos(math.pi * (t - warmup) / max(1, steps - warmup)))
+    return factor
+
+
+def _mean_over_ranks(x: torch.Tensor, dist, world: int) -> float:
+    if dist is None:
+        return float(x)
+    x = x.clone().float()
+    dist.all_reduce(x)
+    return float(x) / world

@@ -1,0 +1,193 @@
+"""SparseGPT (Frantar & Alistarh 2023): prune one layer and reconstruct its output.
+
+For a layer with weight matrix W [out, K] and calibration inputs X [rows, K], the layer's
+output error ||W X^T - Ŵ X^T||² is a quadratic in each row of Ŵ with Hessian H = X^T X.
+Columns are visited left to right; when a weight is pruned (set to 0), the error it causes
+is spread over the row's not-yet-visited columns through the upper Cholesky factor U of
+H^-1 (OBS update ``W[:, j:] -= (w_j / U_jj) * U[j, j:]``). The mask is chosen adaptively
+from the current (already updated) weights with the OBS saliency ``w² / U_jj²``:
+
+- fine: in each block of ``blocksize`` columns every row prunes its share of the layer's
+  ratio (cumulative rounding, so each row loses exactly ``round(ratio * K)`` weights);
+- N:M: at the start of each group of M columns, each row prunes its M-N lowest;
+- (bm, bk) blocks: at the start of each bk-wide column group, the lowest-saliency bm-row
+  blocks of that group are pruned (each column group loses its share of the ratio).
+
+Updates are lazy per block of ``blocksize`` columns (one matrix product per block carries
+the block's errors to the columns after it). H is dampened by ``damp`` times its mean
+diagonal. Memory: H and its factor, K x K float32, for one layer at a time.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+
+from .granularity import NM, Block, Fine, Granularity
+
+DEFAULT_DAMP = 0.01
+DEFAULT_BLOCKSIZE = 128
+
+
+@dataclass(frozen=True)
+class SparseGPTConfig:
+    """``damp``: fraction of H's mean diagonal added to it; ``blocksize``: columns per lazy
+    update (rounded to a multiple of the N:M group or block width)."""
+
+    damp: float = DEFAULT_DAMP
+    blocksize: int = DEFAULT_BLOCKSIZE
+
+
+def _cum(ratio: float, n: int) -> int:
+    return min(n, int(round(ratio * n)))
+
+
+def inverse_hessian_factor(H: torch.Tensor, damp: float) -> torch.Tensor:
+    """Upper Cholesky factor U (float32 [K, K]) of (H + damp*mean(diag H)*I)^-1.
+
+    float32 as in the reference implementation: the damping keeps H well conditioned, and
+    a factorisation that fails is retried with 10x the damping.
+
+    Columns with a zero diagonal (inputs that are always 0) get a diagonal of 1 so H stays
+    invertible; their weights are then cheapest to prune and move nothing else.
+    """
+    H = H.float().clone()
+    diag = H.diagonal()
+    dead = diag == 0
+    diag[dead] = 1.0
+    mean = float(diag.mean())
+    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+    for attempt in range(6):  # a singular H from few samples: dampen harder
+        try:
+            L = torch.linalg.cholesky(H + (damp * 10 ** attempt) * mean * eye)
+            Hinv = torch.cholesky_inverse(L)
+            return torch.linalg.cholesky(Hinv, upper=True).float()
+        except RuntimeError:  # torch.linalg.LinAlgError subclasses RuntimeError
+            continue
+    raise ValueError(f"the calibration Hessian ({H.shape[0]}x{H.shape[0]}) is not positive "
+                     f"definite even with damping {damp * 1e5:g}; give more calibration data")
+
+
+def _fine_block(S: torch.Tensor, n_prune: int, forced: torch.Tensor) -> torch.Tensor:
+    """Bool [out, w]: True at each row's n_prune lowest saliencies, and at forced ones."""
+    pruned = forced.clone()
+    if n_prune > 0:
+        idx = torch.topk(S.masked_fill(forced, float("-inf")), n_prune, dim=1,
+                         largest=False).indices
+        pruned.scatter_(1, idx, True)
+    return pruned
+
+
+def _nm_group(S: torch.Tensor, n: int, forced: torch.Tensor) -> torch.Tensor:
+    """Bool [out, w<=m]: each row prunes all but its n highest (w - n weights)."""
+    k = S.shape[1] - n
+    return _fine_block(S, max(0, k), forced)
+
+
+def _block_group(S: torch.Tensor, bm: int, n_prune: int, forced: torch.Tensor) -> torch.Tensor:
+    """Bool [out, w]: whole bm-row blocks of this column group, the n_prune lowest by mean."""
+    out, w = S.shape
+    mb = -(-out // bm)
+    pad = mb * bm - out
+    vals = torch.nn.functional.pad(S.masked_fill(forced, 0.0), (0, 0, 0, pad))
+    real = torch.nn.functional.pad(torch.ones_like(S), (0, 0, 0, pad))
+    scores = vals.reshape(mb, -1).sum(1) / real.reshape(mb, -1).sum(1)
+    must = torch.nn.functional.pad(forced, (0, 0, 0, pad)).reshape(mb, -1).any(1)
+    chosen = must.clone()
+    if n_prune > 0:
+        idx = torch.topk(scores.masked_fill(must, float("-inf")), min(n_prune, mb),
+                         largest=False).indices
+        chosen[idx] = True
+    return chosen.repeat_interleave(bm)[:out].unsqueeze(1).expand(out, w).clone()
+
+
+def _step(g: Granularity) -> int:
+    if isinstance(g, NM):
+        return g.m
+    if isinstance(g, Block):
+        return g.bk
+    return 1
+
+
+@contextlib.contextmanager
+def _one_thread(device: torch.device):
+    """CPU: the column loop is thousands of tiny ops, which OpenMP slows down (tens of times
+    on a loaded machine); one thread is faster. The caller's thread count comes back."""
+    if device.type != "cpu":
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@torch.no_grad()
+def prune_matrix(W: torch.Tensor, H: torch.Tensor, g: Granularity, ratio: float,
+                 forced: Optional[torch.Tensor] = None,
+                 config: SparseGPTConfig = SparseGPTConfig()) -> Tuple[torch.Tensor, torch.Tensor]:
+    """SparseGPT on one weight matrix.
+
+    Args:
+        W: [out, K] weights (any float dtype, any device; not modified).
+        H: [K, K] X^T X of the layer's calibration inputs (same device).
+        g: Fine, NM or Block granularity.
+        ratio: fraction removed (for NM its fixed 1 - N/M is used).
+        forced: optional bool [out, K], True = must be pruned (an earlier round's zeros).
+    Returns:
+        (new weights [out, K] float32 with pruned entries exactly 0, keep mask bool [out, K]).
+    """
+    if not isinstance(g, (Fine, NM, Block)):
+        raise ValueError(f"criterion 'sparsegpt' supports granularities 'fine', 'N:M' and "
+                         f"blocks, got {g}")
+    with _one_thread(W.device):
+        return _prune_matrix(W, H, g, ratio, forced, config)
+
+
+def _prune_matrix(W, H, g, ratio, forced, config):
+    out, K = W.shape
+    W = W.detach().float().clone()
+    U = inverse_hessian_factor(H.to(W.device), config.damp)
+    forced = (torch.zeros_like(W, dtype=torch.bool) if forced is None
+              else forced.to(device=W.device, dtype=torch.bool))
+    step = _step(g)
+    bs = max(step, config.blocksize // step * step)
+    pruned = torch.zeros_like(W, dtype=torch.bool)
+    n_groups_done = 0
+    mb = -(-out // g.bm) if isinstance(g, Block) else 0
+    for i1 in range(0, K, bs):
+        i2 = min(i1 + bs, K)
+        W1 = W[:, i1:i2].clone()
+        U1 = U[i1:i2, i1:i2]
+        d = U1.diagonal()
+        Err1 = torch.zeros_like(W1)
+        P1 = pruned[:, i1:i2]
+        if isinstance(g, Fine):
+            P1.copy_(_fine_block(W1 ** 2 / d ** 2, _cum(ratio, i2) - _cum(ratio, i1),
+                                 forced[:, i1:i2]))
+        for i in range(i2 - i1):
+            if not isinstance(g, Fine) and i % step == 0:
+                j = min(i + step, i2 - i1)
+                S = W1[:, i:j] ** 2 / d[i:j] ** 2
+                F = forced[:, i1 + i:i1 + j]
+                if isinstance(g, NM):
+                    P1[:, i:j] = _nm_group(S, g.n, F)
+                else:
+                    n_blk = (int(round(ratio * mb * (n_groups_done + 1)))
+                             - int(round(ratio * mb * n_groups_done)))
+                    P1[:, i:j] = _block_group(S, g.bm, n_blk, F)
+                    n_groups_done += 1
+            w = W1[:, i]
+            err = torch.where(P1[:, i], w, torch.zeros_like(w)) / d[i]
+            W1[:, i:] -= err.unsqueeze(1) * U1[i, i:].unsqueeze(0)
+            W1[:, i].masked_fill_(P1[:, i], 0.0)
+            Err1[:, i] = err
+        W[:, i1:i2] = W1
+        if i2 < K:
+            W[:, i2:] -= Err1 @ U[i1:i2, i2:]
+    W.masked_fill_(pruned, 0.0)
+    return W, ~pruned

@@ -1,0 +1,46 @@
+"""Run by test_prune_distill.py under torch.distributed.run (2 CPU ranks, gloo).
+
+Each rank builds the same small model, prunes it, distills it on its own shard of the data
+and writes what the test checks to ``<out>.rank<r>.json``.
+"""
+import copy
+import json
+import sys
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from sparsekern import prune
+
+
+def main(out: str) -> None:
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
+    teacher = copy.deepcopy(model)
+    masks = prune.prune_model(model, None, "2:4", "l1")
+    g = torch.Generator().manual_seed(1)
+    data = [torch.randn(8, 16, generator=g) for _ in range(8)]  # the ranks take 4 each
+    losses = prune.distill(model, teacher, data, masks=masks, steps=12, lr=1e-2, progress=False)
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    everyone = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
+    dist.all_gather(everyone, flat)
+    mask_flat = torch.cat([m.flatten().float() for m in masks.values()])
+    all_masks = [torch.empty_like(mask_flat) for _ in range(dist.get_world_size())]
+    dist.all_gather(all_masks, mask_flat)
+    zeros_held = all(bool((model.get_submodule(n).weight[~m] == 0).all())
+                     for n, m in masks.items())
+    moved = float((flat - torch.cat([p.detach().flatten() for p in teacher.parameters()]))
+                  .abs().max())
+    with open(f"{out}.rank{rank}.json", "w") as f:
+        json.dump({"weights_identical": all(torch.equal(e, everyone[0]) for e in everyone),
+                   "masks_identical": all(torch.equal(m, all_masks[0]) for m in all_masks),
+                   "zeros_held": zeros_held, "losses": losses, "moved": moved,
+                   "world": dist.get_world_size()}, f)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

