@@ -15,7 +15,6 @@ most models, chosen from the data by :func:`task_for`:
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Dict, Iterable, List, Mapping, Optional
 
 import torch
@@ -148,7 +147,6 @@ class DistillTask:
         self.dense = dense
         self.val_ref = outputs(dense, self.val)
         self.test_ref = outputs(dense, self.test)
-        self._teacher: Dict[int, torch.Tensor] = {}
 
     def metric(self, model: nn.Module) -> float:
         return output_quality(self.val_ref, outputs(model, self.val))["mean_cosine"]
@@ -156,38 +154,14 @@ class DistillTask:
     def epoch_steps(self) -> int:
         return len(self.train)
 
-    def _target(self, i: int) -> torch.Tensor:
-        if i not in self._teacher:
-            with torch.no_grad():
-                self._teacher[i] = call(self.dense, self.train[i]).detach()
-        return self._teacher[i]
-
     def recover(self, model: nn.Module, steps: int, lr: float) -> List[float]:
-        """``steps`` AdamW steps on the distillation items (cycled), MSE to the teacher's
-        outputs, cosine learning-rate decay; returns the loss per step."""
+        """``steps`` steps of sparsekern.prune.distill on the distillation items (MSE to the
+        dense model's outputs, AdamW, cosine decay; the zeros of every weight are held);
+        returns the loss per step."""
         if steps < 1:
             return []
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-        was = {m: m.training for m in model.modules()}
-        model.eval()  # no dropout: the student should match the teacher's deterministic outputs
-        curve = []
-        try:
-            for s in range(steps):
-                i = s % len(self.train)
-                out = call(model, self.train[i])
-                loss = nn.functional.mse_loss(out, self._target(i)) * out.shape[-1]
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                curve.append(loss.item())
-        finally:
-            for m, flag in was.items():
-                m.training = flag
-            opt.zero_grad(set_to_none=True)
+        curve = prune.distill(model, self.dense, self.train, steps=steps, lr=lr, loss="mse",
+                              progress=False)
         self.curves.append(curve)
         return curve
 
