@@ -364,8 +364,8 @@ def _parse(argv):
 def test_cli_arguments():
     a = _parse([])
     assert a.model == "minilm" and a.batches is None and a.threads is None
-    assert a.layers == "ffn" and a.criterion == "wanda" and a.final_criterion == "sparsegpt"
-    assert a.distill_steps == 64 and a.strategy == "netadapt" and not a.strict
+    assert a.layers == "all" and a.criterion == "wanda" and a.final_criterion == "sparsegpt"
+    assert a.distill_steps == 64 and a.strategy is None and not a.strict
     a = _parse(["--model", "mlp", "--batches", "1", "8", "--threads", "1", "--layers", "all",
                 "--granularity", "2:4", "--granularity", "fine", "--strict"])
     assert (a.model, a.batches, a.threads, a.layers) == ("mlp", [1, 8], 1, "all")

@@ -34,10 +34,11 @@ def add_arguments(p) -> None:
     p.add_argument("--granularity", action="append", default=None,
                    help="granularity the search may use (repeatable: fine, 2:4, 16x16; "
                         "default fine and 2:4)")
-    p.add_argument("--strategy", choices=("netadapt", "amc"), default="netadapt",
-                   help="the automatic pruning search (default %(default)s)")
-    p.add_argument("--amc-episodes", type=int, default=60,
-                   help="episodes of the AMC search (default %(default)s)")
+    p.add_argument("--strategy", choices=("netadapt", "amc"), default=None,
+                   help="the automatic pruning search (default: amc for minilm, one pruning "
+                        "of every layer per episode; netadapt for mlp)")
+    p.add_argument("--amc-episodes", type=int, default=None,
+                   help="episodes of the AMC search (default 30 for minilm, 60 for mlp)")
     p.add_argument("--max-iterations", type=int, default=None, help="search iterations at most")
     p.add_argument("--threads", type=int, default=None,
                    help="torch / kernel threads (default: chosen from the machine's load)")
@@ -49,9 +50,9 @@ def add_arguments(p) -> None:
     p.add_argument("--quick", action="store_true",
                    help="a tiny configuration for a smoke test")
     g = p.add_argument_group("minilm")
-    g.add_argument("--layers", choices=("ffn", "attention", "all"), default="ffn",
-                   help="the layers the search may prune (default %(default)s: the FFN "
-                        "layers, 2/3 of the weights)")
+    g.add_argument("--layers", choices=("ffn", "attention", "all"), default="all",
+                   help="the layers the search may prune (default %(default)s; ffn: the 12 "
+                        "FFN layers, 2/3 of the weights)")
     g.add_argument("--criterion", default="wanda",
                    help="the search's pruning criterion (default %(default)s)")
     g.add_argument("--final-criterion", default="sparsegpt",
@@ -101,9 +102,13 @@ def _common(args, batches, target, required) -> dict:
                or target,
                required_speedup=_one_or_per_batch(args.require_speedup, batches,
                                                   "--require-speedup") or required,
-               strategy=args.strategy, out_dir=args.out, seed=args.seed,
-               cache=False if args.no_cache else None,
-               amc_episodes=min(args.amc_episodes, 6) if args.quick else args.amc_episodes)
+               out_dir=args.out, seed=args.seed, cache=False if args.no_cache else None)
+    if args.strategy:
+        out["strategy"] = args.strategy
+    if args.amc_episodes is not None:
+        out["amc_episodes"] = args.amc_episodes
+    if args.quick:
+        out["amc_episodes"] = min(out.get("amc_episodes", 6), 6)
     if args.granularity:
         out["granularities"] = tuple(args.granularity)
     if args.max_iterations is not None:

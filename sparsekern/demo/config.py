@@ -53,6 +53,7 @@ class DemoConfig:
         max_iterations, max_search_drop: the search stops after max_iterations; a candidate
             whose metric is more than max_search_drop below the dense model's is rejected.
         margin: a format is used only when predicted this much faster than dense.
+        max_ratio: the highest pruning ratio the search may give a layer.
     Recovery:
         final_steps: steps of the final recovery (fine-tune with labels, or distillation
             from the dense model without them); masks are held.
@@ -87,6 +88,7 @@ class DemoConfig:
     max_search_drop: float = 0.03
     margin: float = DEFAULT_MARGIN
     amc_episodes: int = 60
+    max_ratio: float = 0.95
     final_steps: int = 0            # 0: final_epochs passes over the training data
     final_epochs: int = 3
     lr: float = DEFAULT_FINETUNE_LR
@@ -121,13 +123,15 @@ class DemoConfig:
                 raise ValueError(f"{name} must be an int >= 0, got {v!r}")
         if not isinstance(self.windows, int) or self.windows < 1:
             raise ValueError(f"windows must be an int >= 1, got {self.windows!r}")
+        if not 0 < self.max_ratio < 1:
+            raise ValueError(f"max_ratio must be in (0, 1), got {self.max_ratio!r}")
         if not (self.lr > 0):
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
 
     def summary(self) -> dict:
         """The JSON-ready settings written to report.json."""
         keep = ("strategy", "criterion", "final_criterion", "short_steps", "netadapt_steps", "max_iterations",
-                "max_search_drop", "margin", "amc_episodes", "final_steps", "final_epochs",
+                "max_search_drop", "margin", "amc_episodes", "max_ratio", "final_steps", "final_epochs",
                 "lr", "seed", "windows")
         out = {k: getattr(self, k) for k in keep}
         out["granularities"] = [str(g) for g in self.granularities]

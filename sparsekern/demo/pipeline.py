@@ -205,13 +205,15 @@ def search(st: _State) -> None:
         st.search = netadapt(st.work, st.table, _metric(st), finetune_fn=short,
                              granularities=cfg.granularities, layers=cfg.layers,
                              steps=cfg.netadapt_steps, max_iterations=cfg.max_iterations,
+                             max_ratio=cfg.max_ratio,
                              min_metric=base - cfg.max_search_drop,
                              on_iteration=lambda e: _show_iteration(st, e), **kwargs)
     else:
         free = [g for g in cfg.granularities if not isinstance(parse_granularity(g), NM)]
         g = free[0] if free else "fine"
         st.say(f"AMC search ({cfg.amc_episodes} episodes, granularity {g}), target {goal}:")
-        st.search = amc(st.work, st.table, _metric(st), granularity=g,
+        st.search = amc(st.work, st.table, _metric(st), granularity=g, layers=cfg.layers,
+                        max_ratio=cfg.max_ratio,
                         episodes=cfg.amc_episodes, warmup_episodes=max(1, cfg.amc_episodes // 6),
                         on_episode=lambda e: _show_episode(st, e), **kwargs)
     st.clock["search"] = time.perf_counter() - t
