@@ -99,7 +99,18 @@ class SparseLinear(PackedWeightModule):
     def get_extra_state(self):
         return {"layout": self.layout, "shape": [self.out_features, self.in_features]}
 
+    def check_extra_state(self, state) -> Tuple[int, int]:
+        """Raise unless ``state`` (from get_extra_state) is valid; returns (out, in)."""
+        shape = state.get("shape") if isinstance(state, dict) else None
+        if (not isinstance(shape, (list, tuple)) or len(shape) != 2 or
+                not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                        for s in shape) or "layout" not in state):
+            raise ValueError(f"extra state must be {{'layout': str, 'shape': [out, in]}}, got "
+                             f"{state!r}")
+        return int(shape[0]), int(shape[1])
+
     def set_extra_state(self, state):
+        self.check_extra_state(state)
         self.layout = state["layout"]
         self.out_features, self.in_features = (int(s) for s in state["shape"])
 
