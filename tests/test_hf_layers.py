@@ -28,7 +28,6 @@ def _rel(a, b):
 def tiny_gpt2(seed=0):
     torch.manual_seed(seed)
     cfg = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=32, n_layer=2,
-    cfg = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=32, n_layer=2,
                                   n_head=2, bos_token_id=0, eos_token_id=0, resid_pdrop=0.0,
                                   embd_pdrop=0.0, attn_pdrop=0.0)
     return transformers.GPT2Model(cfg).eval()
