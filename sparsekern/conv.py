@@ -23,12 +23,11 @@ _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 def _pair(v, name: str, low: int = 0) -> Tuple[int, int]:
     """(a, b) from an int or a pair of ints, each >= ``low``."""
-    if isinstance(v, int) and not isinstance(v, bool):
-        v = (v, v)
+    pair = (v, v) if isinstance(v, int) and not isinstance(v, bool) else v
     try:
-        if isinstance(v, (str, bytes)) or any(isinstance(x, bool) for x in v):
+        if isinstance(pair, (str, bytes)) or any(isinstance(x, bool) for x in pair):
             raise TypeError
-        a, b = (operator.index(x) for x in v)
+        a, b = (operator.index(x) for x in pair)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}") from None
     if a < low or b < low:
