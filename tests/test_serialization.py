@@ -312,6 +312,7 @@ def test_safetensors_specific_rejections(tmp_path):
     t, meta = _read_st(good)
     model = net(seed=4)
     before = snapshot(model)
+    lstm = {"kind": "lstm", "layout": "csc", "bias": True}
     cases = [
         ({k: v for k, v in t.items() if k != "sparse.3.indices"}, meta,
          r"layer '3' has no tensor 'sparse\.3\.indices'"),
@@ -322,8 +323,7 @@ def test_safetensors_specific_rejections(tmp_path):
          r"format='other', expected 'sparsekern-sparse-model/1'\)"),
         (t, dict(meta, layers="{not json"), r"the metadata 'layers' is not valid JSON"),
         (t, dict(meta, layers="[1, 2]"), r"the metadata 'layers' must be a JSON object"),
-        (t, dict(meta, layers=json.dumps(dict(json.loads(meta["layers"]),
-                                               **{"5": {"kind": "lstm", "layout": "csc", "bias": True}}))),
+        (t, dict(meta, layers=json.dumps(dict(json.loads(meta["layers"]), **{"5": lstm}))),
          r"layer '5': saved kind 'lstm'; expected 'linear' or 'conv2d'"),
     ]
     for i, (tensors, md, message) in enumerate(cases):
