@@ -80,8 +80,18 @@ def save_sparse(model: nn.Module, path: PathLike) -> None:
                path)
 
 
+def _safetensors():
+    """The safetensors package (imported only for .safetensors files)."""
+    try:
+        import safetensors.torch
+    except ImportError:
+        raise ImportError("a .safetensors file needs the safetensors package: pip install "
+                          "safetensors (or sparsekern[safetensors])") from None
+    return safetensors
+
+
 def _save_safetensors(entries: Dict[str, dict], dense: Dict[str, object], path) -> None:
-    from safetensors.torch import save_file
+    save_file = _safetensors().torch.save_file
     tensors: Dict[str, torch.Tensor] = {}
     seen = set()
 
@@ -154,7 +164,7 @@ def _read(path: PathLike, map_location) -> _Saved:
 
 
 def _read_safetensors(path: PathLike, map_location) -> _Saved:
-    from safetensors import safe_open
+    safe_open = _safetensors().safe_open
     if map_location is None:
         device = "cpu"
     elif isinstance(map_location, (str, torch.device)):

@@ -2,6 +2,7 @@
 rejection's message, and the model left untouched by a rejected file; load_state_dict of the
 sparse layers validates before it changes anything."""
 import json
+import sys
 
 import pytest
 import torch
@@ -415,3 +416,12 @@ def test_a_rejected_conv_state_dict_changes_nothing():
     _assert_same(layer, saved)
     assert layer.stride == (1, 1)
     assert torch.allclose(layer(X[:, :4]), conv(X[:, :4]), atol=1e-5)
+
+
+def test_a_clear_error_when_safetensors_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    with pytest.raises(ImportError, match=r"a \.safetensors file needs the safetensors package: "
+                                          r"pip install safetensors"):
+        sk.save_sparse(sparse_net("csc"), tmp_path / "m.safetensors")
+    sk.save_sparse(sparse_net("csc"), tmp_path / "m.pt")  # .pt files do not need it
