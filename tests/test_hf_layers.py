@@ -169,6 +169,19 @@ def test_auto_layout_on_gpt2_feeds_the_chooser_the_out_in_matrix():
     assert _rel(hidden(sparse, x), ref) < 1e-5
 
 
+def test_latency_signatures_of_conv1d_are_those_of_the_equivalent_linear():
+    from sparsekern.auto.signature import capture, signature_of
+    model = tiny_gpt2()
+    sigs = capture(model, ids(batch=1, seq=4))
+    for n in conv1d_names(model):
+        m = model.get_submodule(n)
+        lin = nn.Linear(*reversed(_layers.dims(m)))
+        assert sigs[n].kind == "linear" and sigs[n].matrix_shape == _layers.dims(m)
+        assert sigs[n].input_shape == (1, 4, m.weight.shape[0])
+        shape = (1, 4, lin.in_features)
+        assert signature_of(m, shape) == signature_of(lin, shape)
+
+
 def test_sparsified_bert_matches_the_masked_dense_model():
     model = tiny_bert()
     prune.prune_model(model, granularity="2:4",
