@@ -206,6 +206,8 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
     """
     check_sparsify_args(layout, blocksize, max_density, example_input, latency_table, margin)
     targets, skipped = _candidates(model, layers)
+    nothing_to_pack = not targets and layers is None and not any(
+        isinstance(m, PackedWeightModule) for m in model.modules())
     if layout == "auto" and example_input is None and latency_table is None:
         # Conv2d layers are measured at their real input shape, so they need example_input.
         for name in [n for n, m in targets.items() if not _layers.is_linear(m)]:
@@ -214,8 +216,7 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
                              "timed for layout='auto'")
     for name, why in skipped.items():
         log.info("sparsify: %s stays dense (%s)", name or type(model).__name__, why)
-    if not targets and not skipped and layers is None and not any(
-            isinstance(m, PackedWeightModule) for m in model.modules()):
+    if nothing_to_pack:
         msg = (f"sparsify: {type(model).__name__} has no layer that sparsekern can pack "
                f"({_layers.SUPPORTED_NAMES}); its layers are: {_layers.layer_types(model)}")
         log.warning(msg)

@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 import torch
@@ -198,7 +199,8 @@ def test_sparsified_bert_matches_the_masked_dense_model():
 def test_layers_left_alone_are_reported_and_logged(caplog):
     model = nn.Sequential(nn.Linear(8, 8), nn.Conv1d(8, 8, 1), nn.Conv2d(4, 4, 1, groups=2))
     model.attn = nn.MultiheadAttention(8, 2)  # out_proj: an nn.Linear subclass read directly
-    with caplog.at_level(logging.INFO, logger="sparsekern"):
+    with caplog.at_level(logging.INFO, logger="sparsekern"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # it has a layer to pack: no "nothing to pack" warning
         sk.sparsify(model, "2:4")
     r = model.sparsekern_report
     assert r["0"] == ("dense", "weight is not 2:4 sparse")
@@ -214,13 +216,15 @@ def test_layers_left_alone_are_reported_and_logged(caplog):
 
 
 def test_a_model_with_nothing_to_pack_gets_a_warning_naming_its_layer_types():
-    model = nn.Sequential(nn.Embedding(10, 4), nn.LayerNorm(4), nn.LayerNorm(4), nn.ReLU())
+    model = nn.Sequential(nn.Embedding(10, 4), nn.LayerNorm(4), nn.LayerNorm(4), nn.ReLU(),
+                          nn.Conv1d(4, 4, 1))
     with pytest.warns(UserWarning, match=r"sparsify: Sequential has no layer that sparsekern can "
                                          r"pack \(nn\.Linear, nn\.Conv2d \(groups=1\) or "
                                          r"transformers Conv1D\); its layers are: Embedding, "
-                                         r"LayerNorm x2"):
+                                         r"LayerNorm x2, Conv1d"):
         sk.sparsify(model, "2:4")
-    assert model.sparsekern_report == {}
+    assert model.sparsekern_report == {"4": ("dense", "Conv1d is not supported (only nn.Conv2d "
+                                                      "and transformers Conv1D)")}
 
 
 def test_prune_reports_the_layer_types_of_a_model_with_nothing_to_prune():
