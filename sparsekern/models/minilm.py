@@ -68,8 +68,20 @@ def load_minilm() -> Tuple[SentenceEncoder, object]:
         raise ImportError(f"transformers is needed to load all-MiniLM-L6-v2: {_INSTALL}") from e
     # No pooler: the sentence embedding is the mean of the hidden states (the pooler's
     # 384x384 Linear would be computed and thrown away).
-    encoder = AutoModel.from_pretrained(str(path), local_files_only=True, add_pooling_layer=False)
-    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    from transformers.utils import logging as hf_logging
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    # The checkpoint's pooler weights are reported as "unexpected" (we build none on
+    # purpose), with a progress bar: neither says anything to a demo's reader.
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        encoder = AutoModel.from_pretrained(str(path), local_files_only=True,
+                                            add_pooling_layer=False)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
     return SentenceEncoder(encoder).eval(), tokenizer
 
 
