@@ -90,7 +90,7 @@ def job_config(model: torch.nn.Module, data: TextData, *, layers: str = "all",
     """The main job's settings (any DemoConfig field can be overridden)."""
     roles = {"ffn": FFN, "attention": ATTENTION, "all": FFN + ATTENTION}[layers]
     base = dict(target_speedup=(1.6, 1.4), required_speedup=(2.0, 1.5), strategy="amc",
-                amc_episodes=20, max_ratio=0.85, granularities=("fine", "2:4"),
+                amc_episodes=20, max_ratio=0.6, granularities=("fine", "2:4"),
                 criterion="wanda", final_criterion="sparsegpt",
                 layers=linear_names(model, roles), short_steps=0, netadapt_steps=3,
                 max_iterations=12, max_search_drop=0.2, final_steps=64, lr=1e-4,
