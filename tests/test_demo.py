@@ -272,7 +272,7 @@ def test_real_minilm_job_setup():
     data = minilm_job.text_data(tok, n_calib=8, n_val=8, n_distill=8, n_eval=32,
                                 sentences=(1, 32))
     cfg = minilm_job.job_config(model, data)
-    assert len(cfg.layers) == 12 and len(cfg.sensitivity_layers) == 36
+    assert len(cfg.layers) == 36 and cfg.strategy == "amc" and cfg.final_criterion == "sparsegpt"
     assert data.examples[1]["input_ids"].shape[0] == 32
     assert data.examples[0]["input_ids"].shape[0] == 1
     with torch.no_grad():
