@@ -251,7 +251,7 @@ def _probe_one(run, m: int, k: int, M: int, K: int, Bs, dtype, device) -> List[s
             problems.append(f"A({m},{k}) {code} code: expected out row {m} = B row {k} "
                             f"(values {sorted(set(expect.tolist()))[:4]}); got "
                             f"{got or 'all zeros'}")
-            if code == "row" and len(rows) == 1 and len(set(out[rows[0]].tolist())) == 1:
+            if code.startswith("row/") and len(rows) == 1 and len(set(out[rows[0]].tolist())) == 1:
                 kk = int(out[rows[0], 0].item()) - 1
                 problems[-1] += f" [out row offset {rows[0] - m:+d}, B row offset {kk - k:+d}]"
     return problems
