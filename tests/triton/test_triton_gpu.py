@@ -195,11 +195,22 @@ def test_private_op_compiles_fullgraph():
     assert rel_err(got, torch.relu(dense_ref(W, x.t()))) < tolerance(torch.float16, 0, tf32=True)
 
 
-def test_measure_order_lists_triton():
+@pytest.mark.parametrize("layout,M,K,N", [("bsr", 1024, 1024, 8), ("2:4", 4096, 4096, 8),
+                                          ("2:4", 4096, 4096, 64), ("csc", 4096, 4096, 1)])
+def test_measured_dispatch_is_correct_and_cached(layout, M, K, N, monkeypatch):
+    """The default CUDA path measures every candidate once and serves the fastest correct one."""
+    monkeypatch.setenv(gpu_choice.MEASURE_ENV, "1")
     gpu_choice.forget_measurements()
-    order = gpu_choice.measure_order("bsr", 1024, 1024, 8, torch.float16, reps=3)
-    assert order[0] == "triton"  # the only GPU backend with a BSR kernel
-    assert gpu_choice.gpu_order("bsr", 1024, 1024, 8, torch.float16) == order
+    W = random_pattern_weight(M, K, layout, density=0.5 if layout == "2:4" else 0.1,
+                              blocksize=(64, 64)).to(DEV, torch.float16)
+    A = pack(W, layout)
+    x = torch.randn(N, K, device=DEV, dtype=torch.float16)
+    y = sk.linear(x, A)
+    assert rel_err(y, dense_ref(W, x.t()).t()) < 1e-2
+    choices = gpu_choice.cached_choices()
+    assert len(choices) == 1 and next(iter(choices.values())) in gpu_choice.CANDIDATES[layout]
+    y2 = sk.linear(torch.randn(N, K, device=DEV, dtype=torch.float16), A)
+    assert gpu_choice.cached_choices() == choices and y2.isfinite().all()
     gpu_choice.forget_measurements()
 
 

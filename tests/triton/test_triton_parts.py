@@ -97,31 +97,12 @@ def test_row_strips_hold_exactly_the_csc_entries(M, K):
     assert (s.values[~real] == 0).all()
 
 
-def test_gpu_order_static_and_measured():
-    gpu_choice.forget_measurements()
+def test_gpu_order_is_the_static_entry_order():
     assert gpu_choice.gpu_order("bsr") == ["triton", "cuda"]
     assert gpu_choice.gpu_order("2:4") == ["cuda", "triton"]
     assert gpu_choice.gpu_order("csc", 4096, 4096, 1, torch.float16) == ["cuda", "triton"]
-    gpu_choice.remember_order("csc", 4096, 4096, 1, torch.float16, ["triton"])
-    # Same class (M, K rounded to powers of two, N in the decode regime): measured order.
-    assert gpu_choice.gpu_order("csc", 4000, 4096, 8, torch.float16) == ["triton", "cuda"]
-    # Another class: static order (CSC past decode sizes: Triton's strips first).
+    # CSC past decode sizes: Triton's strips first.
     assert gpu_choice.gpu_order("csc", 4096, 4096, 64, torch.float16) == ["triton", "cuda"]
-    assert gpu_choice.gpu_order("csc", 4096, 4096, 1, torch.bfloat16) == ["cuda", "triton"]
-    gpu_choice.forget_measurements()
-    assert gpu_choice.gpu_order("csc", 4000, 4096, 8, torch.float16) == ["cuda", "triton"]
-
-
-def test_gpu_order_rejects_unknown_backends():
-    with pytest.raises(ValueError, match=r"order must list GPU backends"):
-        gpu_choice.remember_order("bsr", 8, 8, 1, torch.float16, ["cpu"])
-
-
-def test_measure_order_needs_cuda():
-    if torch.cuda.is_available():
-        pytest.skip("CUDA present: measured in test_triton_gpu.py")
-    with pytest.raises(RuntimeError, match=r"measure_order needs a CUDA device"):
-        gpu_choice.measure_order("bsr", 64, 64, 1)
 
 
 def test_selftime_imports_without_gpu_and_refuses_cpu():
