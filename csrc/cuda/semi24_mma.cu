@@ -358,7 +358,11 @@ __global__ void __launch_bounds__(C::THREADS, C::MIN_BLOCKS)
                  (bits16(from_float<T>(x[2 * q + 1] + bv)) << 16);
         *reinterpret_cast<uint4*>(dst) = make_uint4(w[0], w[1], w[2], w[3]);
       } else {
-        for (int q = 0; q < p.N - n; ++q) dst[q] = from_float<T>(x[q] + bv);
+        // Constant indices only (a run-time index would put x[] in local memory).
+        const int64_t rem = p.N - n;
+#pragma unroll
+        for (int q = 0; q < 8; ++q)
+          if (q < rem) dst[q] = from_float<T>(x[q] + bv);
       }
     }
   } else if (col_major) {
@@ -382,8 +386,10 @@ __global__ void __launch_bounds__(C::THREADS, C::MIN_BLOCKS)
         }
         *reinterpret_cast<uint4*>(dst) = make_uint4(w[0], w[1], w[2], w[3]);
       } else {
-        for (int q = 0; q < p.M - m; ++q)
-          dst[q] = from_float<T>(x[q] + (bias ? to_float(bias[m + q]) : 0.f));
+        const int64_t rem = p.M - m;
+#pragma unroll
+        for (int q = 0; q < 8; ++q)
+          if (q < rem) dst[q] = from_float<T>(x[q] + (bias ? to_float(bias[m + q]) : 0.f));
       }
     }
   } else {
