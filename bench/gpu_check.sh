@@ -19,11 +19,12 @@
 #               row-major and transposed B), CSC; PYTORCH_NO_CUDA_MEMORY_CACHING=1
 #   racecheck   compute-sanitizer racecheck on the quick subset of the same cases
 #   bench       python -m sparsekern.bench --device cuda --quick with the time left (SIGINT at
-#               the limit: the bench writes what it measured) -> $OUT/gpu-<card>.{json,md}
+#               the limit: the bench writes what it measured) -> $OUT/gpu-<card>.{json,md},
+#               copied to $RESULTS (default bench/results/: commit that copy)
 # At most 7 files land in $OUT (the device tool returns 8): gpu_check.log, summary.txt,
 # junit.xml, probe.txt, selftime.json, gpu-<card>.json, gpu-<card>.md.
 #
-# Knobs: OUT (default bench/results/gpu-check), PY (default python, else python3),
+# Knobs: OUT (default bench/results/gpu-check), RESULTS, PY (default python, else python3),
 #   BUDGET_S (default 570: the whole run), WHEELS, TORCH_CUDA_ARCH_LIST, SKIP="stage ...",
 #   BENCH_ARGS, BENCH_AUTOTUNE=1 (default off: the time goes to cases, not tuning),
 #   CAP_<stage>=S overrides a stage's own limit,
@@ -38,6 +39,7 @@ if [ -z "${PY:-}" ]; then
   if command -v python > /dev/null 2>&1; then PY=python; else PY=python3; fi
 fi
 OUT=${OUT:-bench/results/gpu-check}
+RESULTS=${RESULTS:-$ROOT/bench/results}
 mkdir -p "$OUT" || exit 2
 OUT=$(cd "$OUT" && pwd)
 WORK=$(mktemp -d)
@@ -246,6 +248,11 @@ if wanted bench; then
   if [ -f "$OUT/$NAME.json" ] && [ ! -f "$OUT/$NAME.md" ]; then
     "$PY" -m sparsekern.bench --render "$OUT/$NAME.json" > "$OUT/$NAME.md" 2>> "$LOG" \
       || rm -f "$OUT/$NAME.md"
+  fi
+  # The committed copy lives in $RESULTS (on the GPU machine: bring $OUT back first).
+  if [ "$OUT" != "$RESULTS" ] && [ -f "$OUT/$NAME.json" ]; then
+    mkdir -p "$RESULTS" && cp "$OUT/$NAME".json "$RESULTS/"
+    [ -f "$OUT/$NAME.md" ] && cp "$OUT/$NAME".md "$RESULTS/"
   fi
 fi
 

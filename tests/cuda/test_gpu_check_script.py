@@ -20,7 +20,8 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("ti
 
 def run_script(tmp_path, path=None, **fakes):
     out = tmp_path / "out"
-    env = dict(os.environ, DRY_RUN="1", OUT=str(out), BUDGET_S="300", PY=sys.executable)
+    env = dict(os.environ, DRY_RUN="1", OUT=str(out), BUDGET_S="300", PY=sys.executable,
+               RESULTS=str(tmp_path / "results"))
     env.update({k: str(v) for k, v in fakes.items()})
     if path is not None:
         env["PATH"] = path
@@ -60,6 +61,7 @@ def test_failures_and_timeouts_do_not_stop_later_stages(tmp_path):
     assert "INTERRUPTED" in rows["bench"]
     assert "2:4 8192 8192 8192" in (out / "summary.txt").read_text()  # key figures copied
     assert (out / "gpu-dry-run.json").exists()  # the bench's partial JSON stays
+    assert (tmp_path / "results" / "gpu-dry-run.json").exists()  # and is copied for commit
     suite = ET.parse(out / "junit.xml").getroot().find("testsuite")
     assert suite.get("tests") == "9" and suite.get("failures") == "4"
     log = (out / "gpu_check.log").read_text()

@@ -128,3 +128,37 @@ def test_selftime_case_dry_run_on_cpu(monkeypatch, layout):
     table = selftime.format_table([row, {"layout": "csc", "M": 1, "K": 1, "N": 1,
                                          "error": "boom"}])
     assert "ERROR boom" in table
+
+
+def test_interpreter_index_fix_converts_one_element_arrays(monkeypatch):
+    """Triton <= 3.6's interpreter + numpy >= 2.4: __index__ of a shape-(1,) scalar works."""
+    import types
+
+    import numpy as np
+    from triton.runtime import interpreter as interp
+
+    class Scope:
+        def __init__(self):
+            self.attrs = {}
+
+        def set_attr(self, obj, name, value):
+            self.attrs[name] = value
+
+    def old_patch(tensor, scope):  # what triton 3.6 installs
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data))
+
+    monkeypatch.setattr(interp, "_patch_lang_tensor", old_patch)
+    monkeypatch.setattr(configs.triton, "__version__", "3.6.0")
+    monkeypatch.setattr(np, "__version__", "2.4.0")
+    assert configs._interpreter_index_fix()
+    scope = Scope()
+    interp._patch_lang_tensor(object, scope)
+    scalar = types.SimpleNamespace(handle=types.SimpleNamespace(data=np.array([7], np.int32)))
+    assert scope.attrs["__index__"](scalar) == 7
+    block = types.SimpleNamespace(handle=types.SimpleNamespace(data=np.arange(3)))
+    with pytest.raises(TypeError, match="only scalar tensors"):
+        scope.attrs["__index__"](block)
+    assert not configs._interpreter_index_fix()  # installed once
+    monkeypatch.setattr(configs.triton, "__version__", "3.9.0")
+    monkeypatch.setattr(interp, "_patch_lang_tensor", old_patch)
+    assert not configs._interpreter_index_fix()  # fixed upstream: left alone
