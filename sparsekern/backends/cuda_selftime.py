@@ -235,12 +235,15 @@ def _probe_b(code: str, K: int, N: int, kind: str, dtype, device) -> torch.Tenso
     return B.t().contiguous().t() if kind == "xT" else B.contiguous()
 
 
-def _probe_one(run, m: int, k: int, M: int, K: int, Bs, dtype, device) -> List[str]:
-    """Mismatch descriptions for the weight with a single 1.0 at (m, k) ([] when right)."""
+def _single_nonzero(m: int, k: int, M: int, K: int, dtype, device):
     import sparsekern as sk
     W = torch.zeros(M, K, dtype=dtype, device=device)
     W[m, k] = 1
-    A = sk.to_sparse(W, layout="2:4")
+    return sk.to_sparse(W, layout="2:4")
+
+
+def _probe_one(run, A, m: int, k: int, Bs) -> List[str]:
+    """Mismatch descriptions for the weight A with a single 1.0 at (m, k) ([] when right)."""
     problems = []
     for code, B in Bs:
         out = run(A, B).float().cpu()
@@ -257,6 +260,11 @@ def _probe_one(run, m: int, k: int, M: int, K: int, Bs, dtype, device) -> List[s
     return problems
 
 
+def _probe_bs(K: int, N: int, kinds, dtype, device):
+    return [(f"{code}/{kind}", _probe_b(code, K, N, kind, dtype, device))
+            for code in ("row", "col") for kind in kinds]
+
+
 def probe_semi24_layout(run: Callable, M: int = 128, K: int = 256, N: int = 8,
                         kinds=("row", "xT"), dtype=torch.float16, device="cuda",
                         rows=PROBE_ROWS, cols=PROBE_COLS) -> Dict[str, object]:
@@ -267,18 +275,20 @@ def probe_semi24_layout(run: Callable, M: int = 128, K: int = 256, N: int = 8,
         kinds: B layouts: ``"row"`` (row-major [K, N]) and/or ``"xT"`` (x [N, K] transposed).
     Returns ``{"checked": positions x codes x kinds, "mismatches": [str, ...]}``.
     """
-    Bs = [(f"{code}/{kind}", _probe_b(code, K, N, kind, dtype, device))
-          for code in ("row", "col") for kind in kinds]
+    Bs = _probe_bs(K, N, kinds, dtype, device)
     mismatches: List[str] = []
     for m in rows:
         for k in cols:
-            mismatches += _probe_one(run, m, k, M, K, Bs, dtype, device)
+            A = _single_nonzero(m, k, M, K, dtype, device)
+            mismatches += _probe_one(run, A, m, k, Bs)
     return {"checked": len(rows) * len(cols) * len(Bs), "mismatches": mismatches}
 
 
-def probe_report(path: str, Ns=(8, 40, 200), tiles=("auto",) + PROBE_TILES) -> int:
+def probe_report(path: str, Ns=(8, 40, 200), tiles=("auto",) + PROBE_TILES,
+                 M: int = 128, K: int = 256) -> int:
     """Run the probe on the cuda backend for every tile configuration and N; write ``path``.
 
+    Each single-nonzero weight is built once and run through every configuration.
     Returns the number of mismatches (0: the layout is right everywhere probed).
     """
     import os
@@ -289,22 +299,26 @@ def probe_report(path: str, Ns=(8, 40, 200), tiles=("auto",) + PROBE_TILES) -> i
         with use_backend("cuda"):
             return torch.ops.sparsekern.spmm(*A.op_args(), B, None)
 
-    total, lines = 0, []
-    for tile in tiles:
-        if tile == "auto":
-            os.environ.pop("SPARSEKERN_SEMI24_TILE", None)
-        else:
-            os.environ["SPARSEKERN_SEMI24_TILE"] = tile
-        for N in Ns:
-            res = probe_semi24_layout(run, N=N)
-            bad = res["mismatches"]
-            total += len(bad)
-            lines.append(f"tile={tile} N={N}: {res['checked']} probes, {len(bad)} mismatches")
-            lines += [f"  {x}" for x in bad[:64]]
-            with open(path, "w") as f:  # after every configuration: a crash keeps the rest
-                f.write("\n".join(lines) + "\n")
-    os.environ.pop("SPARSEKERN_SEMI24_TILE", None)
-    return total
+    configs = [(tile, N) for tile in tiles for N in Ns]
+    Bs = {N: _probe_bs(K, N, ("row", "xT"), torch.float16, "cuda") for N in Ns}
+    bad: Dict[tuple, List[str]] = {c: [] for c in configs}
+    try:
+        for m in PROBE_ROWS:
+            for k in PROBE_COLS:
+                A = _single_nonzero(m, k, M, K, torch.float16, "cuda")
+                for tile, N in configs:
+                    os.environ["SPARSEKERN_SEMI24_TILE"] = "" if tile == "auto" else tile
+                    bad[(tile, N)] += _probe_one(run, A, m, k, Bs[N])
+    finally:
+        os.environ.pop("SPARSEKERN_SEMI24_TILE", None)
+        per = len(PROBE_ROWS) * len(PROBE_COLS) * 4
+        lines = []
+        for (tile, N), found in bad.items():
+            lines.append(f"tile={tile} N={N}: {per} probes, {len(found)} mismatches")
+            lines += [f"  {x}" for x in found[:64]]
+        with open(path, "w") as f:  # also when interrupted: what was probed so far
+            f.write("\n".join(lines) + "\n")
+    return sum(len(v) for v in bad.values())
 
 
 # ---------------------------------------------------------------------------------------------
