@@ -160,3 +160,12 @@ def test_choice_key_separates_what_changes_speed():
     denser = gpu_choice.weight_class("csc", torch.empty(50), 10, 10)
     assert sparse != denser
     assert gpu_choice.weight_class("bsr", torch.empty(3, 8, 4), 64, 64)[:2] == (8, 4)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # interpreter
+def test_nonfinite_b_on_the_first_call_is_not_measured(monkeypatch):
+    W, A, B = problem("bsr")
+    B[0, 0] = float("inf")
+    timer = FakeTimer({"dense": 0.1})
+    dispatch(A, B, None, timer, monkeypatch)
+    assert timer.calls == [] and gpu_choice.cached_choices() == {}
