@@ -99,7 +99,12 @@ def _check_common(r, out, shapes, names, layer_latency=True):
                                                           "auto_not_slower", "prediction")
                                         for v in r["checks"][k].values())
     assert {"history", "reached", "reason", "plans"} <= set(r["search"])
-    for key in ("sensitivity", "latency_table") + (("layer_latency",) if layer_latency else ()):
+    converted = [L for L in r["layers"] if L["format"] != "dense"]
+    for L in r["layers"]:  # only converted layers are timed one by one
+        assert bool(L["latency_s"]) == (layer_latency and L["format"] != "dense")
+    timed = ("layer_latency",) if layer_latency and converted else ()
+    assert ("layer_latency" in r["plots"]) == bool(timed)
+    for key in ("sensitivity", "latency_table") + timed:
         with open(r["plots"][key], "rb") as f:
             assert f.read(8) == PNG
     for key in ("latency_table", "model", "report"):

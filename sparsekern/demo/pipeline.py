@@ -305,8 +305,10 @@ def measure(st: _State) -> None:
     st.e2e = paired_prediction(st.table, st.dense, st.sparse, choices, st.xs,
                                windows=cfg.windows, timer=cfg.timer, context=context,
                                seed=cfg.seed)
-    if cfg.layer_latency:
-        st.per_layer = measure_layers(st.pruned_dense, st.sparse, st.xs, list(st.table.layers),
+    # Layers left dense are the same module in both models: nothing to compare.
+    converted = [n for n, d in decisions.items() if d.format != "dense"]
+    if cfg.layer_latency and converted:
+        st.per_layer = measure_layers(st.pruned_dense, st.sparse, st.xs, converted,
                                       cfg.timer, context)
 
 

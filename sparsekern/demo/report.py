@@ -146,7 +146,7 @@ def write_outputs(st, report: dict, plots: bool = True) -> None:
             "sensitivity": os.path.join(out, "sensitivity.png"),
             "latency_table": plot_table(st.table, os.path.join(out, "latency_table.png"),
                                         layers=distinct_layers(st.table))}
-        if st.per_layer:
+        if any(st.per_layer.values()):
             report["plots"]["layer_latency"] = plot_layer_latency(
                 st.per_layer, {L["name"]: L["format"] for L in report["layers"]},
                 os.path.join(out, "layer_latency.png"))
