@@ -9,7 +9,8 @@ from torch import nn
 from .. import inputs
 from . import criteria, sequential, sparsegpt
 from .granularity import NM, Block, Channel, Fine, Kernel, parse
-from .layers import Ratio, layers_of_ratio, resolve_ratios, select_layers, weight_matrix
+from .layers import (Ratio, from_matrix, layers_of_ratio, resolve_ratios, select_layers,
+                     to_matrix, weight_matrix)
 from .sparsegpt import SparseGPTConfig
 from .masks import Masks, apply_masks, check_masks
 
@@ -105,7 +106,7 @@ def prune_model(model: nn.Module, ratio: Ratio = None, granularity="fine", crite
         s = criteria.weight_scores(criterion, m, norms.get(name))
         if masks is not None and name in masks:
             s = s.masked_fill(~masks[name].to(device=s.device, dtype=torch.bool), float("-inf"))
-        scores[name] = s
+        scores[name] = to_matrix(m, s)  # [out, K] orientation: N:M groups run along K
 
     if scope == "global":
         if not isinstance(g, Fine) or criterion == "wanda" or isinstance(ratio, Mapping):
@@ -117,6 +118,8 @@ def prune_model(model: nn.Module, ratio: Ratio = None, granularity="fine", crite
         new = {name: g.mask(m, scores[name], ratios[name], name, reduce,
                             per_row=criterion == "wanda")
                for name, m in modules.items()}
+    # Back to each weight's own shape (a Conv1D's mask is transposed back to [in, out]).
+    new = {name: from_matrix(modules[name], k).contiguous() for name, k in new.items()}
     if masks is not None:
         for name in new:
             if name in masks:
@@ -189,15 +192,17 @@ def _prune_one(m, name, g, ratio, criterion, stat, masks, config) -> torch.Tenso
     if masks is not None and name in masks:
         prev = masks[name].to(device=m.weight.device, dtype=torch.bool)
     if criterion == "sparsegpt":
-        W = weight_matrix(m)
-        forced = None if prev is None else ~prev.reshape(W.shape)
+        W = weight_matrix(m)  # [out, K], a view (a Conv1D's weight transposed)
+        forced = None if prev is None else ~to_matrix(m, prev)
         new_w, keep = sparsegpt.prune_matrix(W, stat, g, ratio, forced, config)
         W.copy_(new_w.to(W.dtype))
-        return keep.reshape(m.weight.shape)
+        return from_matrix(m, keep).contiguous()
     s = criteria.weight_scores("wanda", m, criteria.norms_from_sums(m, stat))
     if prev is not None:
         s = s.masked_fill(~prev, float("-inf"))
-    keep = g.mask(m, s, ratio, name, criteria.group_reduction("wanda"), per_row=True)
+    keep = g.mask(m, to_matrix(m, s), ratio, name, criteria.group_reduction("wanda"),
+                  per_row=True)
+    keep = from_matrix(m, keep).contiguous()
     if prev is not None:
         keep = keep & prev
     m.weight.masked_fill_(~keep, 0.0)
