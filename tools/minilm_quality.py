@@ -53,6 +53,9 @@ def one_shot(model, calib, ev, dense, criterion, granularity, ratio):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calib", type=int, default=128)
+    ap.add_argument("--calib-batch", type=int, default=1,
+                    help="sentences per calibration batch (1: no padding tokens in the "
+                         "statistics, as llmcompressor calibrates)")
     ap.add_argument("--distill", type=int, default=512, help="distillation sentences")
     ap.add_argument("--eval", type=int, default=256)
     ap.add_argument("--distill-steps", type=int, default=96)
@@ -66,7 +69,7 @@ def main(argv=None):
 
     model, tok = minilm.load_minilm()
     splits = text.text_splits(args.calib, args.distill, args.eval)
-    calib = minilm.tokenize(tok, splits.calib, 32)
+    calib = minilm.tokenize(tok, splits.calib, args.calib_batch)
     ev = minilm.tokenize(tok, splits.eval, 64)
     dense = minilm.embed(model, ev)
     rows = {}
