@@ -7,9 +7,10 @@ active; this module is the Python path's entry to the same kernels (used under
 Served cases (``_C.kernel_exists`` is the one table): every layout (2:4, bsr, csc) with
 float32 B and float32, bfloat16 or float16 values (float32 output and accumulation).
 Kernels: AVX2+FMA when the CPU has it, else portable C++ (``SPARSEKERN_CPU_ISA=portable``
-forces the latter), OpenMP over ``torch.get_num_threads()`` threads. CSC weights get a
-per-weight cache on the C++ side (index check, all-finite flag, row-wise repack for N > 1),
-keyed by the identity and version of their tensors (``_C.csc_cache_info()``).
+forces the latter), OpenMP over ``torch.get_num_threads()`` threads. CSC weights with N > 1
+get a row-wise repack cached on the C++ side, checked byte for byte against the live tensors
+at every call (``_C.csc_cache_info()``; see csrc/ops.cpp). The backward ops (A.T @ G and the
+sampled product) run csrc/cpu/backward.cpp.
 """
 from __future__ import annotations
 
@@ -43,3 +44,15 @@ def spmm(values, indices, offsets, M, K, layout, B, bias, out):
     torch.ops.sparsekern._spmm_cpu(values.contiguous(), indices.contiguous(),
                                    offsets.contiguous(), M, K, layout, B, bias, out)
     return out
+
+
+def spmm_transposed(values, indices, offsets, M, K, layout, G):
+    """A.T @ G for G [M, N] float32 (any strides): [K, N] float32, row-major."""
+    return torch.ops.sparsekern._spmm_transposed_cpu(values.contiguous(), indices.contiguous(),
+                                                     offsets.contiguous(), M, K, layout, G)
+
+
+def sampled_dot(values, indices, offsets, M, K, layout, G, B):
+    """(G @ B.T) at the stored entries (0 in a format's padding), in values' shape and dtype."""
+    return torch.ops.sparsekern._sampled_dot_cpu(values.contiguous(), indices.contiguous(),
+                                                 offsets.contiguous(), M, K, layout, G, B)
