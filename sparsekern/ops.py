@@ -219,6 +219,8 @@ def _backward(ctx, grad):
     M, K, layout = ctx.M, ctx.K, ctx.layout
     need = ctx.needs_input_grad
     g_values = g_B = g_bias = None
+    if need[0] and need[6]:
+        grad = grad.contiguous()  # one row-major copy for both backward products
     if need[0]:
         g_values = torch.ops.sparsekern.spmm_sampled_dot(values, indices, offsets, M, K, layout,
                                                          grad, B)

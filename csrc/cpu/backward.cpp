@@ -165,32 +165,24 @@ void gather_rows_portable(const int64_t* ptr, const int32_t* row, const float* w
 }
 
 #if SK_HAVE_AVX2_KERNELS
+// NV accumulators (8 * NV columns) per output row: with NV = 8 they and the broadcast weight
+// fill 9 of the 16 ymm registers (a second set of accumulators would spill), and 8 chains
+// cover the FMA latency.
 template <int NV>
 SK_AVX2 void gather_rows_avx2_nv(const int64_t* ptr, const int32_t* row, const float* w,
                                  const float* G, int64_t N, float* out, int64_t k0, int64_t k1,
                                  int64_t n0) {
   for (int64_t k = k0; k < k1; ++k) {
-    __m256 acc0[NV], acc1[NV];
-    SK_UNROLL for (int u = 0; u < NV; ++u) acc0[u] = acc1[u] = _mm256_setzero_ps();
-    int64_t e = ptr[k];
-    const int64_t end = ptr[k + 1];
-    for (; e + 1 < end; e += 2) {
-      const float* g0 = G + static_cast<int64_t>(row[e]) * N + n0;
-      const float* g1 = G + static_cast<int64_t>(row[e + 1]) * N + n0;
-      const __m256 w0 = _mm256_broadcast_ss(w + e), w1 = _mm256_broadcast_ss(w + e + 1);
-      SK_UNROLL for (int u = 0; u < NV; ++u) {
-        acc0[u] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(g0 + 8 * u), acc0[u]);
-        acc1[u] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(g1 + 8 * u), acc1[u]);
-      }
-    }
-    if (e < end) {
-      const float* g0 = G + static_cast<int64_t>(row[e]) * N + n0;
-      const __m256 w0 = _mm256_broadcast_ss(w + e);
+    __m256 acc[NV];
+    SK_UNROLL for (int u = 0; u < NV; ++u) acc[u] = _mm256_setzero_ps();
+    for (int64_t e = ptr[k]; e < ptr[k + 1]; ++e) {
+      const float* g = G + static_cast<int64_t>(row[e]) * N + n0;
+      const __m256 wv = _mm256_broadcast_ss(w + e);
       SK_UNROLL for (int u = 0; u < NV; ++u)
-        acc0[u] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(g0 + 8 * u), acc0[u]);
+        acc[u] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(g + 8 * u), acc[u]);
     }
     float* o = out + k * N + n0;
-    SK_UNROLL for (int u = 0; u < NV; ++u) _mm256_storeu_ps(o + 8 * u, _mm256_add_ps(acc0[u], acc1[u]));
+    SK_UNROLL for (int u = 0; u < NV; ++u) _mm256_storeu_ps(o + 8 * u, acc[u]);
   }
 }
 #endif
