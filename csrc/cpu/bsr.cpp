@@ -328,7 +328,7 @@ int panel_rows_avx2(const BsrArgs<T>& a, const float* P, int64_t ldp, int64_t n0
                     int64_t br0, int64_t br1) {
   const int nv_total = static_cast<int>(ldp / 8);
   const int64_t per_chunk = max_i64(1, chunk_rows(ldp) / a.bk);  // blocks per chunk
-  float* Tacc = scratch_tile().get_as<float>(a.bm * ldp);
+  float* Tacc = scratch_tile().get_as<float>(a.bm, ldp);
   if (Tacc == nullptr) return kNoMemory;
   for (int64_t br = br0; br < br1; ++br) {
     const int64_t reff = a.rows_in(br);

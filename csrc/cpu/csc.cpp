@@ -41,6 +41,18 @@ bool offsets_ok(const PI* ptr, int64_t n, int64_t nnz) {
 
 // ----------------------------------------------------------------------------- GEMV (CSC)
 
+// Whether a column whose activation is 0 may be skipped: its values vals[s..e) are all
+// finite and its row indices in range (a bad one is then reported by the walk, as in any
+// other column).
+template <typename T, typename RI>
+inline bool column_skippable(const T* vals, const RI* rows, int64_t s, int64_t e, int64_t M) {
+  bool ok = true;
+  for (int64_t j = s; j < e; ++j)
+    ok &= is_finite_weight(vals[j]) &
+          (static_cast<uint64_t>(static_cast<int64_t>(rows[j])) < static_cast<uint64_t>(M));
+  return ok;
+}
+
 // y[rows[j]] += vals[j] * xk for j in [s, e); false when a row index is out of range (checked
 // before its write).
 template <typename T, typename RI>
@@ -68,7 +80,7 @@ template <typename T, typename RI>
 SK_AVX2 bool scatter_column_avx2(const T* vals, const RI* rows, int64_t s, int64_t e, float xk,
                                  float* y, int64_t M) {
   const __m256 xv = _mm256_set1_ps(xk);
-  const __m256i last = _mm256_set1_epi32(static_cast<int>(M - 1));
+  const __m256i last = _mm256_set1_epi32(static_cast<int32_t>(min_i64(M - 1, INT32_MAX)));
   alignas(32) float prod[8];
   alignas(32) int32_t idx8[8];
   int64_t j = s;
@@ -98,14 +110,18 @@ int gemv_csc(const T* vals, const RI* rows, const PI* colptr, int64_t nnz, bool 
 
   // The columns to walk and the running count of their entries (cum[i] = entries before
   // list item i): every column, or with `skip` only those whose activation is not 0.
-  int64_t* list = scratch_index().get_as<int64_t>(2 * (K + 1));
+  int64_t* list = scratch_index().get_as<int64_t>(2, K + 1);
   if (list == nullptr) return kNoMemory;
   int64_t* cum = list + (K + 1);
   int64_t n_active = 0;
   cum[0] = 0;
   for (int64_t k = 0; k < K; ++k) {
     const int64_t cnt = idx(colptr, k + 1) - idx(colptr, k);
-    if (cnt == 0 || (skip && B[k * sb] == 0.0f)) continue;
+      // A column whose activation is 0 adds nothing unless it stores an Inf or NaN (0 * Inf is
+    // NaN): it is skipped after a read of its values and rows (no cached flag to go stale).
+    if (cnt == 0 || (skip && B[k * sb] == 0.0f &&
+                     column_skippable(vals, rows, idx(colptr, k), idx(colptr, k + 1), M)))
+      continue;
     list[n_active] = k;
     cum[n_active + 1] = cum[n_active] + cnt;
     ++n_active;
@@ -123,7 +139,7 @@ int gemv_csc(const T* vals, const RI* rows, const PI* colptr, int64_t nnz, bool 
   if (nt > kMaxParts) nt = kMaxParts;
   int64_t bounds[kMaxParts + 1];
   split_by_prefix(cum, n_active, 1.0, nt, bounds);
-  float* acc = scratch_accum().get_as<float>(static_cast<int64_t>(nt) * M);
+  float* acc = scratch_accum().get_as<float>(nt, M);
   if (acc == nullptr) return kNoMemory;
 
   auto accumulate = [&](int p) -> int {

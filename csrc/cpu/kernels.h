@@ -53,7 +53,7 @@ int bsr_spmm(const void* values, WeightType wt, int64_t nnzb, int64_t bm, int64_
 
 // CSC A: values [nnz], rows [nnz] (int16 or int32), colptr [K + 1] (int32 or int64).
 // `skip_zero_columns`: the N == 1 kernel skips columns whose activation B(k, 0) is 0
-// (EIE); the caller allows it only when every stored value is finite (Inf * 0 is NaN).
+// (EIE) and whose stored values it has checked to be finite (Inf * 0 is NaN).
 // `csr` (optional, the same matrix repacked, see CsrRepack): N == 1 uses its row-wise gather
 // instead when too few columns are skipped for scattering to be cheaper.
 struct Csc {

@@ -58,7 +58,7 @@ int run_panels(const Dense& d, int threads, int parts, int64_t panel_width, Pane
   const int64_t ldp_max = round_up(min_i64(panel_width, N), 8);
   const int64_t npanels = ceil_div(N, panel_width);
   if (threads <= 1) {
-    float* P = scratch_panel().get_as<float>(max_i64(K, 1) * ldp_max);
+    float* P = scratch_panel().get_as<float>(max_i64(K, 1), ldp_max);
     if (P == nullptr) return kNoMemory;
     for (int64_t n0 = 0; n0 < N; n0 += panel_width) {
       const int64_t nb = min_i64(panel_width, N - n0), ldp = round_up(nb, 8);
@@ -77,7 +77,7 @@ int run_panels(const Dense& d, int threads, int parts, int64_t panel_width, Pane
   std::atomic<int64_t> next{0};
 #pragma omp parallel num_threads(threads)
   {
-    float* P = scratch_panel().get_as<float>(max_i64(K, 1) * ldp_max);  // this thread's own
+    float* P = scratch_panel().get_as<float>(max_i64(K, 1), ldp_max);  // this thread's own
     auto note = [&](int s) {
       int expected = kOk;
       if (s != kOk) status.compare_exchange_strong(expected, s);
