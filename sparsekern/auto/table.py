@@ -8,9 +8,10 @@ disk (sparsekern.auto.cache), keyed by machine, software build, signature (shape
 device) and the measured grid. A cached entry is reused only after a cheap re-check: a few
 of its points are re-timed, paired with dense, and their ratios to dense must agree with
 the cached ones within ``MeasureSettings.recheck_tolerance`` (25%); otherwise the entry
-is measured again. Each entry says where it came from (``LayerLatency.provenance``:
-"measured", "re-checked", "re-measured" or "given") and the table's ``meta["entries"]``
-lists them.
+is measured again; an entry with unstable points is never stored. Each entry says where
+it came from (``LayerLatency.provenance``: "measured", "re-checked", "re-measured",
+"cached" (reused without a re-check: ``recheck=0``) or "given") and the table's
+``meta["entries"]`` lists them.
 """
 from __future__ import annotations
 
@@ -42,8 +43,9 @@ class LayerLatency:
     """One entry (see measure.measure_signature for the dict it wraps).
 
     ``provenance``: how this process got it: "measured", "re-checked" (from the cache,
-    confirmed by re-timing a few points), "re-measured" (the re-check disagreed) or
-    "given" (read from a table or built from numbers).
+    confirmed by re-timing a few points), "re-measured" (the re-check disagreed), "cached"
+    (from the cache without a re-check) or "given" (read from a table or built from
+    numbers).
     """
 
     def __init__(self, entry: dict, provenance: str = "given"):
@@ -286,7 +288,9 @@ def layer_entries(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] 
     """{signature: entry}: cached ones re-checked and reused, the others measured (one
     build of the candidates per layer geometry, timed at each of its input shapes) and
     stored. A cached entry whose re-check (:func:`~.measure.recheck_entry`, when
-    ``settings.recheck`` > 0) disagrees is measured again and replaced."""
+    ``settings.recheck`` > 0) disagrees is measured again and replaced. An entry with
+    points whose timing stayed unstable is used (those points predicted by the bytes
+    model) but not stored: the next run measures it again."""
     settings = (settings or MeasureSettings()).resolved(_sig_bytes(sigs))
     out: Dict[LayerSig, LayerLatency] = {}
     todo: Dict[LayerSig, List[LayerSig]] = {}
@@ -309,9 +313,14 @@ def layer_entries(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] 
                       leave=False):
         log.info("latency table: measuring %s", ", ".join(g.label() for g in group))
         for sig, entry in zip(group, measure_signatures(group, settings)):
-            if cache is not None:
+            lat = LayerLatency(entry, "re-measured" if sig in checks else "measured")
+            unstable = lat.unstable()
+            if cache is not None and not unstable:
                 cache.store(entry_key(sig, settings), entry)
-            out[sig] = LayerLatency(entry, "re-measured" if sig in checks else "measured")
+            elif cache is not None:  # never cache what could not be measured: next run retries
+                log.info("latency table: %s not cached: %d points stayed unstable (%s)",
+                         sig.label(), len(unstable), ", ".join(unstable[:4]))
+            out[sig] = lat
             out[sig].recheck = checks.get(sig)
     return out
 

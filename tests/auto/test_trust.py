@@ -167,3 +167,16 @@ def test_sparsify_auto_reports_where_numbers_came_from():
     assert rep["re-checked"] == ["0 @ layer input"] and rep["given"] == ["2 @ layer input"]
     assert rep["predicted"] == ["0 @ layer input: csc"]
     assert out.sparsekern_report["0"][0] == "csc" and "bytes-bound" in out.sparsekern_report["0"][1]
+
+
+def test_an_entry_with_unstable_points_is_used_but_never_cached(monkeypatch, tmp_path):
+    from sparsekern.auto.cache import DiskCache
+    calls = []
+    monkeypatch.setattr(measure, "time_entry_jobs",
+                        scripted(lambda n: 0.3, unstable={"csc@0.9"}, calls=calls))
+    c = DiskCache("latency", root=tmp_path)
+    e = table.layer_entry(_sig(), GRID, cache=c)
+    assert e.unstable() == ["csc@0.9"] and e.predict("csc", 0.1) is not None
+    assert not c.folder.exists() or not list(c.folder.iterdir())
+    again = table.layer_entry(_sig(), GRID, cache=c)     # measured again, not re-checked
+    assert again.provenance == "measured" and len(calls) == 2
