@@ -78,17 +78,15 @@ class LayerLatency:
         return [(d, t, m) for (d, t), (_, _, m) in zip(fit, pts)]
 
     def efficiency(self, fmt: str) -> float:
-        """How far ``fmt``'s measured points are from their bytes bound on this layer: the
-        median of measured / bound over its measured points, at least 1 (1 with none). An
-        unstable point's bytes-bound prediction is scaled by it, so it stays consistent
-        with its measured neighbours instead of claiming the bound."""
-        r = sorted(float(p["median_s"]) / float(p["bound_s"])
-                   for p in self.entry["formats"].get(fmt, [])
-                   if p.get("median_s") is not None and p.get("bound_s"))
-        if not r:
-            return 1.0
-        mid = len(r) // 2
-        return max(1.0, r[mid] if len(r) % 2 else (r[mid - 1] + r[mid]) / 2)
+        """How close ``fmt``'s kernel gets to its bytes bound on this layer: the smallest
+        measured / bound over its measured points (the best it achieved here; a point
+        slowed by other load does not count against it), at least 1 (1 with none). An
+        unstable point's bytes-bound prediction is scaled by it, so it claims no more than
+        the kernel has shown on this layer."""
+        r = [float(p["median_s"]) / float(p["bound_s"])
+             for p in self.entry["formats"].get(fmt, [])
+             if p.get("median_s") is not None and p.get("bound_s")]
+        return max(1.0, min(r)) if r else 1.0
 
     def points(self, fmt: str) -> List[Tuple[float, float]]:
         """[(density, seconds)] of ``fmt``'s points, ascending in density, made

@@ -141,6 +141,10 @@ def test_unstable_points_are_scaled_by_the_measured_efficiency():
     e["formats"]["csc"][1]["model_s"] = 0.5e-4
     lat = LayerLatency(e)
     assert lat.efficiency("csc") == 2.0 and lat.efficiency("2:4") == 1.0
+    e["formats"]["csc"].append({"sparsity": 0.5, "density": 0.5, "status": "ok",
+                                "median_s": 5e-3, "bound_s": 5e-4})  # 10x: slowed by load
+    assert LayerLatency(e).efficiency("csc") == 2.0      # the best it achieved counts
+    e["formats"]["csc"].pop()
     assert lat.points("csc") == [(0.02, 1e-4), (0.1, 2e-4)]
     e["formats"]["csc"][0]["bound_s"] = 4e-4           # faster than its bound: never below 1
     assert LayerLatency(e).efficiency("csc") == 1.0
