@@ -296,7 +296,11 @@ def layer_entries(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] 
     for sig in dict.fromkeys(sigs):
         hit = cache.load(entry_key(sig, settings)) if cache is not None else None
         if hit is not None and settings.recheck > 0:
-            checks[sig] = recheck_entry(sig, hit, settings)
+            try:
+                checks[sig] = recheck_entry(sig, hit, settings)
+            except Exception as e:  # a damaged entry: measure again rather than fail
+                checks[sig] = {"agree": False, "points": [],
+                               "why": f"re-check failed: {type(e).__name__}: {e}"}
             if not checks[sig]["agree"]:
                 log.info("latency table: cached entry of %s disagrees with a re-check (%s): "
                          "measuring it again", sig.label(), checks[sig]["why"])
