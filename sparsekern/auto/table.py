@@ -363,6 +363,8 @@ def _meta(settings: MeasureSettings, cache: Optional[DiskCache], device,
           layers: Optional[Mapping[str, Mapping[str, LayerLatency]]] = None) -> dict:
     return {"machine": machine_key(torch.device(device)), "software": software_key(),
             "grid": settings.grid.to_key(), "context": settings.context,
+            "dense_baseline": "the layer's own torch module (what a layer left dense runs), "
+                              "timed in alternation with every point",
             "entries": provenance(layers or {}),
             "cache": None if cache is None else {"folder": str(cache.folder), "hits": cache.hits,
                                                  "misses": cache.misses}}
