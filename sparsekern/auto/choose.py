@@ -6,6 +6,11 @@ time at every shape of the table. A format is eligible only when it is predicted
 ``margin`` faster than the dense layer at *every* shape, so "auto" never picks a format
 that the measurements say is slower than dense; among eligible formats the one with the
 smallest mean (predicted / dense) time wins.
+
+A prediction that rests on a point whose timing stayed unstable (sparsekern.auto.measure:
+status "unstable") is the bytes-bound model's, not a measurement: the decision's reason
+says so, and :func:`sparsify_auto` lists such predictions, with the entries it measured,
+re-checked or was given, in ``model.sparsekern_entries``.
 """
 from __future__ import annotations
 
@@ -44,6 +49,9 @@ class LayerDecision:
     dense_s: Dict[str, float]
     reason: str
     others: Dict[str, Dict[str, Optional[float]]] = field(default_factory=dict)
+    #: {format: [shape labels]} where that format's prediction came from the bytes-bound
+    #: model (its timing was unstable), not from a measurement.
+    from_model: Dict[str, list] = field(default_factory=dict)
 
     @property
     def spec(self) -> Optional[FormatSpec]:
@@ -66,7 +74,7 @@ class LayerDecision:
                 "blocksize": list(self.blocksize) if self.blocksize else None,
                 "densities": self.densities, "predicted_s": self.predicted_s,
                 "dense_s": self.dense_s, "reason": self.reason,
-                "ratio_to_dense": self.others}
+                "ratio_to_dense": self.others, "from_model": self.from_model}
 
 
 def decide(name: str, entries: Mapping[str, LayerLatency],
@@ -88,6 +96,7 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
                                                               densities.values())
                              else "the zeros fit no format of the latency table")
     ratios: Dict[str, Dict[str, Optional[float]]] = {}
+    modeled: Dict[str, list] = {}
     untimed: Dict[str, str] = {}
     best: Optional[Tuple[float, str, Dict[str, float]]] = None
     closest: Optional[Tuple[float, str, str]] = None  # (worst ratio, format, shape)
@@ -101,6 +110,9 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
             continue
         r = {lab: preds[lab] / dense[lab] for lab in preds}
         ratios[fmt] = r
+        labs = [lab for lab, e in entries.items() if e.from_model(fmt, d)]
+        if labs:
+            modeled[fmt] = labs
         worst_lab = max(r, key=r.get)
         if closest is None or r[worst_lab] < closest[0]:
             closest = (r[worst_lab], fmt, worst_lab)
@@ -112,8 +124,9 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
     if best is not None:
         _, fmt, preds = best
         speed = "; ".join(f"{_ms(preds[l])} vs dense {_ms(dense[l])} at {l}" for l in preds)
-        reason = f"{fmt} stores {densities[fmt]:.1%}: predicted {speed}"
-        return LayerDecision(name, fmt, dict(densities), preds, dense, reason, ratios)
+        reason = f"{fmt} stores {densities[fmt]:.1%}: predicted {speed}" + _model_note(
+            modeled.get(fmt))
+        return LayerDecision(name, fmt, dict(densities), preds, dense, reason, ratios, modeled)
     if closest is not None:
         ratio, fmt, lab = closest
         reason = (f"no sparse format is predicted faster than dense at every shape ({shapes}): "
@@ -121,12 +134,21 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
                   f"time at {lab}")
         if ratio <= 1.0:
             reason += f" (a format must be at least {margin:.0%} faster)"
+        reason += _model_note(modeled.get(fmt))
     elif untimed:
         fmt, why = next(iter(untimed.items()))
         reason = f"no format that fits the zeros has a kernel timed here: {fmt}: {why}"
     else:
         reason = "the zeros fit no format of the latency table"
-    return LayerDecision(name, DENSE, dict(densities), dict(dense), dense, reason, ratios)
+    return LayerDecision(name, DENSE, dict(densities), dict(dense), dense, reason, ratios,
+                         modeled)
+
+
+def _model_note(labels) -> str:
+    if not labels:
+        return ""
+    return (f" [bytes-bound model prediction at {', '.join(labels)}: the timing there stayed "
+            f"unstable, so it was not measured]")
 
 
 def decide_weight(name: str, W: torch.Tensor, entries: Mapping[str, LayerLatency],
@@ -166,7 +188,8 @@ def sparsify_auto(model: nn.Module, table: Optional[LatencyTable] = None, exampl
     Returns the model (or the new layer when the model itself is one layer). Decisions:
     ``model.sparsekern_report`` {name: (layout or "dense", reason)} and
     ``model.sparsekern_decisions`` {name: LayerDecision}; layers kept dense are logged
-    (logger "sparsekern") with the reason.
+    (logger "sparsekern") with the reason. Where the numbers came from:
+    ``model.sparsekern_entries`` (see :func:`entries_report`), logged in one line.
     """
     mods = candidate_layers(model, layers)
     if linear_only:
@@ -207,7 +230,28 @@ def sparsify_auto(model: nn.Module, table: Optional[LatencyTable] = None, exampl
             _set(model, name, new)
     result.sparsekern_report = report
     result.sparsekern_decisions = decisions
+    result.sparsekern_entries = entries_report(entries, decisions)
+    log.info("sparsify auto: latency entries %s", "; ".join(
+        f"{k}: {len(v)}" for k, v in result.sparsekern_entries.items() if v) or "none")
     return result
+
+
+def entries_report(entries: Mapping[str, Mapping[str, LayerLatency]],
+                   decisions: Mapping[str, LayerDecision]) -> Dict[str, list]:
+    """Where a choice's numbers came from: {"measured", "re-checked", "re-measured",
+    "cached", "given": ["layer @ shape", ...] (by LayerLatency.provenance),
+    "predicted": ["layer @ shape: format", ...] (the decision's format, or the closest
+    one of a layer kept dense, rested on the bytes-bound model there)}."""
+    out: Dict[str, list] = {k: [] for k in ("measured", "re-checked", "re-measured", "cached",
+                                            "given", "predicted")}
+    for name, per in entries.items():
+        for label, e in per.items():
+            out.setdefault(e.provenance, []).append(f"{name or '<model>'} @ {label}")
+    for name, d in decisions.items():
+        for fmt, labels in d.from_model.items():
+            if fmt == d.format or d.format == DENSE:
+                out["predicted"] += [f"{name or '<model>'} @ {lab}: {fmt}" for lab in labels]
+    return out
 
 
 def decide_matrix(W: torch.Tensor, blocksize=None, margin: float = DEFAULT_MARGIN,

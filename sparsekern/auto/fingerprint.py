@@ -2,20 +2,21 @@
 
 These dicts are part of every latency-cache key: a measurement is reused only on the same
 CPU/GPU model, thread count, dtype-independent software (torch, sparsekern version, the
-compiled extension's build) and the same forced backend.
+compiled extension's content hash) and the same forced backend.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
 
 @functools.lru_cache(maxsize=None)
 def _cpu() -> dict:
-    from ..bench.machine import cpu_facts
+    from ..timing.machine import cpu_facts
     return cpu_facts()
 
 
@@ -32,11 +33,21 @@ def machine_key(device: torch.device) -> dict:
     return key
 
 
-def extension_build() -> Optional[str]:
-    """Identity of the loaded compiled extension (file size and mtime), None when absent.
+@functools.lru_cache(maxsize=8)
+def _content_hash(path: str, stat: Tuple[int, int]) -> str:
+    """sha256 (first 16 hex digits) of the file's bytes; ``stat`` (size, mtime) only keys
+    this memo, so a rebuilt file is hashed again, and an identical rebuild hashes equal."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
 
-    A rebuilt extension (new kernels) invalidates every cached timing.
-    """
+
+def extension_build() -> Optional[str]:
+    """Identity of the loaded compiled extension: its ABI version and a hash of the file's
+    content (None when absent). Rebuilt with new kernels, it changes and invalidates every
+    cached timing; rebuilt identically (new mtime, same bytes), it does not."""
     from .. import _extension
     C = _extension._C
     if C is None:
@@ -44,7 +55,7 @@ def extension_build() -> Optional[str]:
     path = getattr(C, "__file__", None)
     try:
         st = os.stat(path)
-        return f"abi{_extension.ABI_VERSION}:{st.st_size}:{st.st_mtime_ns}"
+        return f"abi{_extension.ABI_VERSION}:sha256:{_content_hash(path, (st.st_size, st.st_mtime_ns))}"
     except (TypeError, OSError):
         return f"abi{_extension.ABI_VERSION}:unknown"
 

@@ -10,17 +10,26 @@ exactly, from the packed pattern.
 
 The cache state a layer is timed in follows its model (``context``): "warm" when the whole
 model's parameters fit in the last-level cache (run back to back, every layer finds its
-weights cached: steady-state blocks of calls, sparsekern.bench.timing.time_blocks), "cold"
-when they do not (the rest of the model evicts them: each call is preceded by a cache
-flush). On a GPU the timer always flushes L2 (sparsekern.bench.timing.time_cuda).
+weights cached), "cold" when they do not (the rest of the model evicts them: each sample
+is preceded by a cache flush). On a GPU the timer always flushes L2
+(sparsekern.timing.time_cuda).
 
-Two short cuts keep a measurement short, and are recorded as such:
+Every point is timed **in alternation with the dense layer** over several rounds
+(sparsekern.timing.time_paired: dense, point, dense, point ...), and its figure is its
+median time. A point whose per-round ratio to dense spreads wider than the tolerance is
+re-timed; one that stays unstable gets status ``"unstable"``: no ``median_s``, and
+``model_s``, the time the bytes-bound model predicts (dense time x the bytes the sparse
+layer moves / the bytes the dense layer moves), which the choice then uses and says so.
+Nothing is cached as "slow" from a single call: a point that is slow is slow in every
+round.
 
-* a format that only the reference backend (the pure-PyTorch oracle) would serve here is
-  not timed (status ``"no-kernel"``): the oracle is never meant to be fast, and it can
-  take seconds per call;
-* a format whose warm call already takes ``slow_factor`` times the dense call is timed
-  once only (status ``"slow"``): it will not be chosen, and precision does not matter.
+A format that only the reference backend (the pure-PyTorch oracle) would serve here is
+not timed (status ``"no-kernel"``): the oracle is never meant to be fast, and it can take
+seconds per call.
+
+:func:`recheck_entry` re-times a few points of a cached entry (paired with dense, the same
+way) and says whether their ratios to dense still agree within a stated tolerance
+(sparsekern.auto.table reuses a cached entry only then).
 """
 from __future__ import annotations
 
@@ -28,7 +37,6 @@ import copy
 import dataclasses
 import itertools
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -37,14 +45,16 @@ from torch import nn
 
 from ..bench import magnitude
 from ..bench.candidates import serving_backend
-from ..bench.timing import (CacheFlusher, TimerSettings, time_blocks, time_cuda,
-                            time_interleaved)
+from ..timing.machine import last_level_cache_bytes
+from ..timing.paired import PairedSettings, time_paired
+from ..timing.timers import (CacheFlusher, TimerSettings, time_blocks, time_cuda,
+                             time_interleaved)
 from .formats import DENSE, FormatSpec, default_blocks, format_specs, parse_format
 from .patterns import pattern_densities
 from .signature import LayerSig
 
 #: Bumped when the way a table is measured changes (part of the cache key).
-METHOD_VERSION = 3
+METHOD_VERSION = 4
 
 #: Cache states a layer can be timed in (see the module docstring); "auto" picks one from
 #: the model's size.
@@ -58,6 +68,12 @@ DEFAULT_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 #: Timer for table entries: short (many candidates), still interleaved rounds and medians.
 TABLE_TIMER = TimerSettings(min_time=0.03, min_reps=5, max_reps=100, max_candidate_time=0.4,
                             warmup_time=0.005, max_warmup_calls=3, sample_time=5e-4)
+#: Paired rounds of table entries: 5 rounds, re-timed once when the ratio to dense spreads
+#: more than 20% (IQR / median).
+TABLE_PAIRED = PairedSettings()
+#: A cached entry is reused when the re-timed ratio to dense of each re-checked point is
+#: within this fraction of the cached ratio.
+RECHECK_TOLERANCE = 0.25
 
 
 @dataclass(frozen=True)
@@ -163,19 +179,6 @@ def synthetic_layer(sig: LayerSig, fmt: str, density: float, seed: int = 0
     return sparse_module(pruned_copy(dense, Wp), spec), x
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _one_call(fn, x, device) -> float:
-    _sync(device)
-    t0 = time.perf_counter()
-    fn(x)
-    _sync(device)
-    return time.perf_counter() - t0
-
-
 def module_bytes(modules) -> int:
     """Bytes of the parameters and buffers of ``modules`` (one module or an iterable),
     each tensor counted once."""
@@ -192,7 +195,6 @@ def module_bytes(modules) -> int:
 def context_for(nbytes: int) -> str:
     """"warm" when ``nbytes`` of parameters fit in WARM_FRACTION of the last-level cache,
     else "cold"."""
-    from ..bench.machine import last_level_cache_bytes
     return "warm" if nbytes <= WARM_FRACTION * last_level_cache_bytes() else "cold"
 
 
@@ -202,7 +204,6 @@ _FLUSHER: Optional[CacheFlusher] = None
 def _flusher() -> CacheFlusher:
     global _FLUSHER
     if _FLUSHER is None:
-        from ..bench.machine import last_level_cache_bytes
         _FLUSHER = CacheFlusher(3 * last_level_cache_bytes() // 2)
     return _FLUSHER
 
@@ -239,18 +240,30 @@ class MeasureSettings:
 
     ``context``: the cache state layers are timed in, "warm", "cold" or "auto" (decided
     by :func:`build_table` from the model's size, see :func:`context_for`).
+    ``paired``: rounds, stability tolerance and retries of the paired timing of points
+    (CPU; sparsekern.timing.PairedSettings). ``timer``: whole-model and GPU timing.
+    ``recheck``: points of a cached entry re-timed before it is reused (0: reuse without
+    a re-check); ``recheck_tolerance``: how far (fraction) a re-timed ratio to dense may
+    be from the cached one.
     """
 
     grid: Grid = field(default_factory=Grid)
     timer: TimerSettings = field(default_factory=lambda: TABLE_TIMER)
-    slow_factor: float = 2.0      # a warm call this many times dense is timed once only
+    paired: PairedSettings = field(default_factory=lambda: TABLE_PAIRED)
     seed: int = 0
     context: str = "auto"
+    recheck: int = 3
+    recheck_tolerance: float = RECHECK_TOLERANCE
 
     def __post_init__(self):
         if self.context not in CONTEXTS + ("auto",):
             raise ValueError(f"MeasureSettings.context must be one of "
                              f"{CONTEXTS + ('auto',)}, got {self.context!r}")
+        if self.recheck < 0:
+            raise ValueError(f"MeasureSettings.recheck must be >= 0, got {self.recheck}")
+        if not 0.0 < self.recheck_tolerance < 1.0:
+            raise ValueError(f"MeasureSettings.recheck_tolerance must be in (0, 1), got "
+                             f"{self.recheck_tolerance!r}")
 
     def resolved(self, nbytes: int) -> "MeasureSettings":
         """These settings with "auto" replaced by the context of a model of ``nbytes``."""
@@ -262,9 +275,13 @@ class MeasureSettings:
 def measure_signature(sig: LayerSig, settings: Optional[MeasureSettings] = None) -> dict:
     """A JSON-ready latency entry of ``sig`` (the format :class:`~.table.LayerLatency` reads).
 
-    ``{"signature": ..., "dense": {"median_s", "iqr_s"}, "formats": {name: [point, ...]}}``
-    with points ``{"sparsity", "density", "status": "ok"|"slow"|"no-kernel", "median_s",
-    "iqr_s", "backend", "reason"}`` (median_s is None for "no-kernel").
+    ``{"signature", "context", "dense": {"median_s", "iqr_s", "stable"}, "bytes": {"dense",
+    "io"}, "formats": {name: [point, ...]}}`` with points ``{"sparsity", "density",
+    "status": "ok"|"unstable"|"no-kernel", "median_s", "iqr_s", "ratio", "bytes",
+    "bound_s", "model_s", "backend", "reason"}``: ``median_s`` is set only for "ok"
+    (measured); "unstable" points carry ``model_s`` (= ``bound_s``, the bytes-bound
+    prediction) and why; bytes are those of the packed weight (plus bias), "io" those of
+    the input and output.
     """
     return measure_signatures([sig], settings)[0]
 
@@ -311,49 +328,133 @@ def measure_signatures(sigs: Sequence[LayerSig], settings: Optional[MeasureSetti
     return [_time_points(sig, dense, points, s, device, dtype, gen) for sig in sigs]
 
 
+def io_bytes(sig: LayerSig) -> int:
+    """Bytes of the layer's input and output at ``sig``'s input shape."""
+    M, K = sig.matrix_shape
+    rows = sig.tokens
+    return rows * (M + K) * getattr(torch, sig.dtype).itemsize
+
+
+def bytes_model_s(dense_s: float, sparse_bytes: int, dense_bytes: int, io: int) -> float:
+    """The bytes-bound model: the dense time scaled by the bytes the sparse layer moves
+    (packed weight + input + output) over the bytes the dense layer moves."""
+    return dense_s * (sparse_bytes + io) / max(1, dense_bytes + io)
+
+
+def time_entry_jobs(jobs: Dict[str, Callable], x, device: torch.device, s: MeasureSettings,
+                    context: str, bound_ratio: Optional[Dict[str, float]] = None
+                    ) -> Dict[str, dict]:
+    """{name: record} of every ``fn(x)`` of ``jobs`` (which includes "dense") timed in
+    alternation with ``jobs["dense"]``: sparsekern.timing.time_paired records on the CPU
+    (cold context: a cache flush before every sample), CUDA-event medians on a GPU
+    (always stable: the GPU timer is not shared with other processes' threads).
+    ``bound_ratio`` {name: bytes moved / dense's}: see time_paired."""
+    with torch.inference_mode():
+        if device.type == "cuda":
+            res = time_jobs({n: (f, x) for n, f in jobs.items()}, device, s.timer, context)
+            d = res["dense"]["median_s"]
+            return {n: dict(r, ratio=r["median_s"] / d, stable=True, why="")
+                    for n, r in res.items()}
+        before = _flusher() if context == "cold" else None
+        return time_paired({n: (f, x) for n, f in jobs.items()}, "dense", s.paired,
+                           before_sample=before, bound_ratio=bound_ratio)
+
+
 def _time_points(sig: LayerSig, dense: nn.Module, points: List[_Point], s: MeasureSettings,
                  device: torch.device, dtype: torch.dtype, gen: torch.Generator) -> dict:
     x = sig.example_input(gen)
     M, K = sig.matrix_shape
-    with torch.inference_mode():
-        dense(x)
-        t_dense = min(_one_call(dense, x, device) for _ in range(3))
-
-    def slow(t):
-        return t > s.slow_factor * t_dense and t > 1e-3
-
+    dense_b, io = module_bytes(dense), io_bytes(sig)
     out: Dict[str, List[dict]] = {}
     timed: Dict[str, Callable] = {"dense": dense}
     where: Dict[str, dict] = {}
     for p in points:
         backend = serving_backend(p.spec.layout, dtype, device, M, K, sig.tokens)
         pt = {"sparsity": p.sparsity, "density": p.density, "status": "ok", "median_s": None,
-              "iqr_s": None, "backend": backend, "reason": ""}
+              "iqr_s": None, "ratio": None, "bytes": module_bytes(p.module), "model_s": None,
+              "backend": backend, "reason": ""}
         out.setdefault(p.spec.name, []).append(pt)
         if backend == "reference" or backend.startswith("error"):
             pt.update(status="no-kernel", reason=(
                 f"served by the {backend!r} backend here (no compiled kernel for {p.spec.name} "
                 f"{sig.dtype} on {device.type}); not timed, never chosen"))
             continue
-        with torch.inference_mode():
-            p.module(x)  # first call: lazy repacks, allocations
-            t = math.inf
-            for _ in range(3):  # the fastest of 3: a preempted call is not "slow"
-                t = min(t, _one_call(p.module, x, device))
-                if not slow(t):
-                    break
-        if slow(t):
-            pt.update(status="slow", median_s=t, iqr_s=0.0, reason=(
-                f"the fastest of 3 warm calls took {t * 1e3:.3g} ms, {t / t_dense:.1f}x "
-                f"the dense layer: timed once"))
-            continue
         label = f"{p.spec.name}@{p.sparsity:g}"
         timed[label] = p.module
         where[label] = pt
-    context = s.context if s.context != "auto" else context_for(module_bytes(dense))
-    res = time_modules(timed, x, device, s.timer, context)
+    context = s.context if s.context != "auto" else context_for(dense_b)
+    with torch.inference_mode():
+        for m in timed.values():
+            m(x)  # first call: lazy repacks, allocations
+    ratio = {lab: bytes_model_s(1.0, pt["bytes"], dense_b, io) for lab, pt in where.items()}
+    res = time_entry_jobs(timed, x, device, s, context, ratio)
+    dense_s = res["dense"]["median_s"]
     for label, pt in where.items():
-        pt["median_s"], pt["iqr_s"] = res[label]["median_s"], res[label]["iqr_s"]
+        r = res[label]
+        pt["bound_s"] = bytes_model_s(dense_s, pt["bytes"], dense_b, io)
+        if r["stable"]:
+            pt.update(median_s=r["median_s"], iqr_s=r["iqr_s"], ratio=r["ratio"])
+            continue
+        pt.update(status="unstable", model_s=pt["bound_s"],
+                  reason=f"unmeasured: {r['why']} (median {r['median_s'] * 1e3:.3g} ms over "
+                         f"{r['attempts']} attempts); the bytes-bound model predicts it")
     return {"signature": sig.to_key(), "context": context,
-            "dense": {"median_s": res["dense"]["median_s"], "iqr_s": res["dense"]["iqr_s"]},
-            "formats": out}
+            "dense": {"median_s": dense_s, "iqr_s": res["dense"]["iqr_s"],
+                      "stable": bool(res["dense"]["stable"])},
+            "bytes": {"dense": dense_b, "io": io}, "formats": out}
+
+
+def _recheck_points(entry: dict, count: int) -> List[Tuple[str, dict]]:
+    """Up to ``count`` measured points of ``entry`` that matter most for a choice: the
+    fastest (lowest ratio to dense) of each format, fastest first."""
+    best: Dict[str, dict] = {}
+    for fmt, pts in entry.get("formats", {}).items():
+        for p in pts:
+            if p.get("status") == "ok" and p.get("ratio") is not None and (
+                    float(p.get("density") or 0.0) > 0.0) and (fmt not in best or p["ratio"] < best[fmt]["ratio"]):
+                best[fmt] = p
+    ranked = sorted(best.items(), key=lambda kv: kv[1]["ratio"])
+    return ranked[:count]
+
+
+def recheck_entry(sig: LayerSig, entry: dict, settings: Optional[MeasureSettings] = None
+                  ) -> dict:
+    """Re-time a few points of the cached ``entry`` of ``sig`` and compare.
+
+    The points (:func:`_recheck_points`, ``settings.recheck`` of them) are rebuilt from
+    their format and stored fraction and timed paired with dense as in a measurement.
+    Returns ``{"agree": bool, "why": str, "points": [{"format", "sparsity", "cached_ratio",
+    "ratio", "stable"}]}``: agree when every re-timed point is stable and its ratio to
+    dense is within ``settings.recheck_tolerance`` of the cached ratio. An entry with no
+    measured point has nothing to confirm and is re-measured (agree False).
+    """
+    s = settings or MeasureSettings()
+    chosen = _recheck_points(entry, s.recheck)
+    if not chosen:
+        return {"agree": False, "points": [],
+                "why": "no measured point to re-check (old or fully unstable entry)"}
+    dense, x = synthetic_layer(sig, DENSE, 1.0, s.seed)
+    jobs: Dict[str, Callable] = {"dense": dense}
+    for fmt, p in chosen:
+        layer, _ = synthetic_layer(sig, fmt, float(p["density"]), s.seed)
+        jobs[f"{fmt}@{p['sparsity']:g}"] = layer
+    device = torch.device(sig.device)
+    context = entry.get("context") or ("warm" if s.context == "auto" else s.context)
+    with torch.inference_mode():
+        for m in jobs.values():
+            m(x)
+    res = time_entry_jobs(jobs, x, device, s, context)
+    rows, bad = [], []
+    for (fmt, p), name in zip(chosen, list(jobs)[1:]):
+        r = res[name]
+        rows.append({"format": fmt, "sparsity": p["sparsity"], "cached_ratio": p["ratio"],
+                     "ratio": r["ratio"], "stable": bool(r["stable"])})
+        off = abs(r["ratio"] / p["ratio"] - 1.0) if p["ratio"] > 0 else math.inf
+        if not r["stable"]:
+            bad.append(f"{name} unstable now ({r['why']})")
+        elif off > s.recheck_tolerance:
+            bad.append(f"{name} now {r['ratio']:.3g}x dense, cached {p['ratio']:.3g}x "
+                       f"({off:.0%} off, tolerance {s.recheck_tolerance:.0%})")
+    return {"agree": not bad, "points": rows,
+            "why": "; ".join(bad) if bad else
+            f"{len(rows)} points within {s.recheck_tolerance:.0%} of their cached ratio to dense"}

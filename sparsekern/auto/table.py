@@ -5,7 +5,13 @@ Predicted model latency = (time outside the candidate layers) + the sum over can
 layers of the predicted time of each layer's format at its stored fraction (NetAdapt's
 layer-wise look-up table). Layer entries are measured once per signature and cached on
 disk (sparsekern.auto.cache), keyed by machine, software build, signature (shapes, dtype,
-device) and the measured grid.
+device) and the measured grid. A cached entry is reused only after a cheap re-check: a few
+of its points are re-timed, paired with dense, and their ratios to dense must agree with
+the cached ones within ``MeasureSettings.recheck_tolerance`` (25%); otherwise the entry
+is measured again; an entry with unstable points is never stored. Each entry says where
+it came from (``LayerLatency.provenance``: "measured", "re-checked", "re-measured",
+"cached" (reused without a re-check: ``recheck=0``) or "given") and the table's
+``meta["entries"]`` lists them.
 """
 from __future__ import annotations
 
@@ -19,12 +25,12 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Uni
 import torch
 from torch import nn
 
-from ..bench.timing import TimerSettings
+from ..timing.timers import TimerSettings
 from .cache import DiskCache
 from .fingerprint import machine_key, software_key
 from .formats import DENSE, parse_format
 from .measure import (MeasureSettings, geometry, measure_signatures, module_bytes,
-                      time_modules)
+                      recheck_entry, time_modules)
 from .signature import LayerSig, call, capture, input_label, signature_of
 
 log = logging.getLogger("sparsekern")
@@ -34,34 +40,94 @@ MODEL_TIMER = TimerSettings(min_time=0.1, min_reps=5, max_reps=200, max_candidat
 
 
 class LayerLatency:
-    """One measured entry (see measure.measure_signature for the dict it wraps)."""
+    """One entry (see measure.measure_signature for the dict it wraps).
 
-    def __init__(self, entry: dict):
+    ``provenance``: how this process got it: "measured", "re-checked" (from the cache,
+    confirmed by re-timing a few points), "re-measured" (the re-check disagreed), "cached"
+    (from the cache without a re-check) or "given" (read from a table or built from
+    numbers).
+    """
+
+    def __init__(self, entry: dict, provenance: str = "given"):
         self.entry = entry
+        self.provenance = provenance
+        self.recheck: Optional[dict] = None  # recheck_entry's result, when re-checked
 
     @property
     def dense_s(self) -> float:
         return float(self.entry["dense"]["median_s"])
 
-    def points(self, fmt: str) -> List[Tuple[float, float]]:
-        """[(density, seconds)] of the timed points of ``fmt``, ascending in density, made
-        non-decreasing in time (storing more never makes a format faster, so a point
-        faster than a sparser one is timing noise: adjacent violators are pooled)."""
-        acc: Dict[float, List[float]] = {}
+    def _curve(self, fmt: str) -> List[Tuple[float, float, bool]]:
+        """[(density, seconds, from the bytes model)] ascending in density: measured points,
+        and the bytes-bound prediction of unstable points at densities nothing measured."""
+        measured: Dict[float, List[float]] = {}
+        model: Dict[float, List[float]] = {}
         for p in self.entry["formats"].get(fmt, []):
-            if p.get("median_s") is not None and p.get("density") is not None:
-                acc.setdefault(round(float(p["density"]), 9), []).append(float(p["median_s"]))
-        return _monotone(sorted((d, sum(v) / len(v)) for d, v in acc.items()))
+            if p.get("density") is None:
+                continue
+            d = round(float(p["density"]), 9)
+            if p.get("median_s") is not None:
+                measured.setdefault(d, []).append(float(p["median_s"]))
+            elif p.get("model_s") is not None:
+                model.setdefault(d, []).append(float(p["model_s"]))
+        eff = self.efficiency(fmt)
+        pts = [(d, sum(v) / len(v), False) for d, v in measured.items()]
+        pts += [(d, eff * sum(v) / len(v), True) for d, v in model.items() if d not in measured]
+        pts.sort()
+        fit = _monotone([(d, t) for d, t, _ in pts])
+        return [(d, t, m) for (d, t), (_, _, m) in zip(fit, pts)]
+
+    def efficiency(self, fmt: str) -> float:
+        """How close ``fmt``'s kernel gets to its bytes bound on this layer: the smallest
+        measured / bound over its measured points (the best it achieved here; a point
+        slowed by other load does not count against it), at least 1 (1 with none). An
+        unstable point's bytes-bound prediction is scaled by it, so it claims no more than
+        the kernel has shown on this layer."""
+        r = [float(p["median_s"]) / float(p["bound_s"])
+             for p in self.entry["formats"].get(fmt, [])
+             if p.get("median_s") is not None and p.get("bound_s")]
+        return max(1.0, min(r)) if r else 1.0
+
+    def points(self, fmt: str) -> List[Tuple[float, float]]:
+        """[(density, seconds)] of ``fmt``'s points, ascending in density, made
+        non-decreasing in time (storing more never makes a format faster, so a point
+        faster than a sparser one is timing noise: adjacent violators are pooled). Unstable
+        points count with their bytes-bound prediction times :meth:`efficiency` (see
+        :meth:`from_model`)."""
+        return [(d, t) for d, t, _ in self._curve(fmt)]
 
     def formats(self) -> List[str]:
-        """Formats with at least one timed point."""
+        """Formats with at least one timed (or bytes-model predicted) point."""
         return [f for f in self.entry["formats"] if self.points(f)]
 
     def untimed_reason(self, fmt: str) -> str:
         for p in self.entry["formats"].get(fmt, []):
-            if p.get("median_s") is None:
+            if p.get("median_s") is None and p.get("model_s") is None:
                 return p.get("reason") or "not timed"
         return "not measured"
+
+    def _used(self, fmt: str, density: float) -> List[Tuple[float, float, bool]]:
+        """The points :meth:`predict` reads for ``density``."""
+        pts = self._curve(fmt)
+        if not pts or density <= pts[0][0] or len(pts) == 1:
+            return pts[:1]
+        exact = [p for p in pts if p[0] == round(density, 9)]
+        if exact:
+            return exact
+        for a, b in zip(pts, pts[1:]):
+            if density <= b[0]:
+                return [a, b]
+        return pts[-2:]
+
+    def from_model(self, fmt: str, density: float) -> bool:
+        """True when :meth:`predict` of ``fmt`` at ``density`` rests on a point whose timing
+        was unstable (so on the bytes-bound model, not on a measurement)."""
+        return fmt != DENSE and any(m for _, _, m in self._used(fmt, density))
+
+    def unstable(self) -> List[str]:
+        """``"fmt@sparsity"`` of the points left unmeasured (timing unstable)."""
+        return [f"{f}@{p['sparsity']:g}" for f, pts in self.entry["formats"].items()
+                for p in pts if p.get("status") == "unstable"]
 
     def predict(self, fmt: str, density: float) -> Optional[float]:
         """Seconds of ``fmt`` at stored fraction ``density`` (None when never timed).
@@ -217,15 +283,31 @@ def layer_entry(sig: LayerSig, settings: Optional[MeasureSettings] = None,
 def layer_entries(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] = None,
                   cache: Optional[DiskCache] = None, progress: bool = False
                   ) -> Dict[LayerSig, LayerLatency]:
-    """{signature: entry}: cached ones loaded, the others measured (one build of the
-    candidates per layer geometry, timed at each of its input shapes) and stored."""
+    """{signature: entry}: cached ones re-checked and reused, the others measured (one
+    build of the candidates per layer geometry, timed at each of its input shapes) and
+    stored. A cached entry whose re-check (:func:`~.measure.recheck_entry`, when
+    ``settings.recheck`` > 0) disagrees is measured again and replaced. An entry with
+    points whose timing stayed unstable is used (those points predicted by the bytes
+    model) but not stored: the next run measures it again."""
     settings = (settings or MeasureSettings()).resolved(_sig_bytes(sigs))
     out: Dict[LayerSig, LayerLatency] = {}
     todo: Dict[LayerSig, List[LayerSig]] = {}
+    checks: Dict[LayerSig, dict] = {}
     for sig in dict.fromkeys(sigs):
         hit = cache.load(entry_key(sig, settings)) if cache is not None else None
+        if hit is not None and settings.recheck > 0:
+            try:
+                checks[sig] = recheck_entry(sig, hit, settings)
+            except Exception as e:  # a damaged entry: measure again rather than fail
+                checks[sig] = {"agree": False, "points": [],
+                               "why": f"re-check failed: {type(e).__name__}: {e}"}
+            if not checks[sig]["agree"]:
+                log.info("latency table: cached entry of %s disagrees with a re-check (%s): "
+                         "measuring it again", sig.label(), checks[sig]["why"])
+                hit = None
         if hit is not None:
-            out[sig] = LayerLatency(hit)
+            out[sig] = LayerLatency(hit, "re-checked" if sig in checks else "cached")
+            out[sig].recheck = checks.get(sig)
         else:
             todo.setdefault(geometry(sig), []).append(sig)
     from tqdm.auto import tqdm
@@ -233,9 +315,15 @@ def layer_entries(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] 
                       leave=False):
         log.info("latency table: measuring %s", ", ".join(g.label() for g in group))
         for sig, entry in zip(group, measure_signatures(group, settings)):
-            if cache is not None:
+            lat = LayerLatency(entry, "re-measured" if sig in checks else "measured")
+            unstable = lat.unstable()
+            if cache is not None and not unstable:
                 cache.store(entry_key(sig, settings), entry)
-            out[sig] = LayerLatency(entry)
+            elif cache is not None:  # never cache what could not be measured: next run retries
+                log.info("latency table: %s not cached: %d points stayed unstable (%s)",
+                         sig.label(), len(unstable), ", ".join(unstable[:4]))
+            out[sig] = lat
+            out[sig].recheck = checks.get(sig)
     return out
 
 
@@ -259,9 +347,25 @@ def _entries(sigs_by_label: Dict[str, Dict[str, LayerSig]], settings, cache, pro
     return layers
 
 
-def _meta(settings: MeasureSettings, cache: Optional[DiskCache], device) -> dict:
+def provenance(layers: Mapping[str, Mapping[str, LayerLatency]]) -> Dict[str, List[str]]:
+    """{provenance: ["layer @ shape", ...]} of a table's entries (see LayerLatency), plus
+    "unstable": ["layer @ shape: fmt@sparsity", ...], the points left unmeasured."""
+    out: Dict[str, List[str]] = {}
+    for name, per in layers.items():
+        for label, e in per.items():
+            out.setdefault(e.provenance, []).append(f"{name or '<model>'} @ {label}")
+            out.setdefault("unstable", []).extend(
+                f"{name or '<model>'} @ {label}: {u}" for u in e.unstable())
+    return out
+
+
+def _meta(settings: MeasureSettings, cache: Optional[DiskCache], device,
+          layers: Optional[Mapping[str, Mapping[str, LayerLatency]]] = None) -> dict:
     return {"machine": machine_key(torch.device(device)), "software": software_key(),
             "grid": settings.grid.to_key(), "context": settings.context,
+            "dense_baseline": "the layer's own torch module (what a layer left dense runs), "
+                              "timed in alternation with every point",
+            "entries": provenance(layers or {}),
             "cache": None if cache is None else {"folder": str(cache.folder), "hits": cache.hits,
                                                  "misses": cache.misses}}
 
@@ -279,7 +383,7 @@ def layer_table(modules: Mapping[str, nn.Module], input_shapes: Mapping[str, Seq
     layers = _entries(sigs, settings, cache, progress)
     device = next((m.weight.device for m in modules.values()), torch.device("cpu"))
     return LatencyTable([label], layers, {label: 0.0}, {label: None},
-                        _meta(settings, cache, device))
+                        _meta(settings, cache, device, layers))
 
 
 class _Stub(nn.Module):
@@ -388,4 +492,5 @@ def build_table(model: nn.Module, example_inputs, layers=None,
         else:
             whole[lab], other[lab] = None, 0.0
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    return LatencyTable(labels, table_layers, other, whole, _meta(settings, cache, device))
+    return LatencyTable(labels, table_layers, other, whole,
+                        _meta(settings, cache, device, table_layers))

@@ -26,7 +26,7 @@ from typing import Dict, Mapping, Optional, Sequence
 
 from torch import nn
 
-from ..bench.timing import TimerSettings
+from ..timing.timers import TimerSettings
 from .formats import DENSE
 from .measure import synthetic_layer, time_jobs
 from .signature import LayerSig, call, input_label

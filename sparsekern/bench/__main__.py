@@ -1,15 +1,30 @@
 """``python -m sparsekern.bench``: run the benchmark matrix and write the report.
 
     python -m sparsekern.bench [--quick] [--layout L ...] [--device cpu|cuda] [--out DIR]
+    python -m sparsekern.bench --contention          # quiet vs one busy core, per layout
     python -m sparsekern.bench --render bench/results/cpu-full.json   # README section
 
 Writes DIR/NAME.json (every raw figure + machine facts), DIR/NAME.md (all tables) and
 DIR/NAME-<layout>.png (speedup vs sparsity), and prints the tables. --quick runs a
 representative subset (about 1-2 minutes on 2 CPU cores); the default is the full matrix.
+DIR defaults to a fresh folder ./sparsekern-bench/NAME-<UTC time>/ (never the committed
+bench/results/ unless --out says so).
+
+Shared machines: the run first measures the machine's load (sparsekern.timing.detect_load:
+runnable threads of other processes, steal, load average), says what it saw, and uses the
+thread count it recommends unless --threads is given; it warns when the machine was busy
+or when timings came out as whole scheduler slices ("12 ±0%" ms).
+
+Honest dense baseline: run as ``python -m sparsekern.bench``, the process re-executes itself
+once without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (guards for old OpenBLAS builds that
+pin NumPy's sgemm to slower kernels) before NumPy loads; the values it removed and the
+OpenBLAS kernel that ran (threadpoolctl) are recorded under "dense_env".
+--keep-blas-env keeps them.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -17,7 +32,13 @@ import sys
 import time
 import warnings
 
-DEFAULT_OUT = os.path.join("bench", "results")
+#: Fresh output folders go under this folder of the current directory.
+DEFAULT_OUT_ROOT = "sparsekern-bench"
+#: Environment variables that slow NumPy's OpenBLAS on this project's machines; the
+#: benchmark's own process runs without them (see the module docstring).
+BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+#: Set by the re-executed process: the JSON of the BLAS_ENV values it was started without.
+UNSET_ENV_VAR = "SPARSEKERN_BENCH_UNSET_BLAS_ENV"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,9 +51,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
                    help="default: float32 on cpu, float16 on cuda")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--out", default=None,
+                   help=f"output folder (default: a fresh ./{DEFAULT_OUT_ROOT}/NAME-<time>/)")
     p.add_argument("--name", default=None, help="file stem (default DEVICE[-GPU]-MODE)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: what the load detection recommends; "
+                        "--contention: every usable CPU)")
+    p.add_argument("--contention", action="store_true",
+                   help="quiet vs loaded (own busy processes pinned to --busy-cores): "
+                        "dense and the three layouts at N=1, 64 on 2048² and 4096²")
+    p.add_argument("--busy-cores", default=None,
+                   help="--contention: comma-separated CPUs for the busy processes "
+                        "(default: the last usable CPU)")
+    p.add_argument("--phases", type=int, default=2,
+                   help="--contention: quiet/loaded pairs per case (default 2)")
+    p.add_argument("--calls", type=int, default=20,
+                   help="--contention: calls per candidate per phase (default 20)")
+    p.add_argument("--backward", action="store_true",
+                   help="also time forward+backward of SparseLinear vs nn.Linear (real "
+                        "shapes; always part of the full run)")
+    p.add_argument("--keep-blas-env", action="store_true",
+                   help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (default: unset for "
+                        "the run, see the module docstring)")
     p.add_argument("--min-time", type=float, default=None,
                    help="seconds of timed calls per candidate (default 0.05 quick, 0.2 full)")
     p.add_argument("--no-models", action="store_true", help="skip the end-to-end models")
@@ -71,15 +111,159 @@ def render(path: str, short: bool) -> int:
     return 0
 
 
+def fresh_out_dir(name: str, root: str = DEFAULT_OUT_ROOT) -> str:
+    """A folder that does not exist yet: ROOT/NAME-<UTC yyyymmdd-HHMMSS>[-k]."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    base = os.path.join(root, f"{name}-{stamp}")
+    path, k = base, 1
+    while os.path.exists(path):
+        k += 1
+        path = f"{base}-{k}"
+    return path
+
+
+def blas_env_without(env) -> dict:
+    """``env`` without BLAS_ENV, recording what was removed in UNSET_ENV_VAR."""
+    removed = {k: env[k] for k in BLAS_ENV if k in env}
+    new = {k: v for k, v in env.items() if k not in BLAS_ENV}
+    new[UNSET_ENV_VAR] = json.dumps(removed)
+    return new
+
+
+def reexec_without_blas_env(argv) -> None:
+    """Replace this process by ``python -m sparsekern.bench ARGV`` without BLAS_ENV, once
+    (NumPy is already loaded with them here: torch imports it). No-op when none is set,
+    when already re-executed, or with --keep-blas-env."""
+    if UNSET_ENV_VAR in os.environ or "--keep-blas-env" in argv:
+        return
+    if not any(k in os.environ for k in BLAS_ENV):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "sparsekern.bench", *argv],
+              blas_env_without(os.environ))
+
+
+def dense_env() -> dict:
+    """What the dense baseline ran with: BLAS_ENV values removed for this run, those still
+    set, and the OpenBLAS kernel (threadpoolctl's "architecture") of each loaded OpenBLAS."""
+    from . import machine
+    try:
+        removed = json.loads(os.environ.get(UNSET_ENV_VAR, "{}"))
+    except ValueError:
+        removed = {}
+    kernels = [{k: d.get(k) for k in ("internal_api", "version", "architecture",
+                                       "num_threads", "filepath")}
+               for d in machine.threadpools() if d.get("internal_api") == "openblas"]
+    return {"unset_for_this_run": removed,
+            "still_set": {k: os.environ[k] for k in BLAS_ENV if k in os.environ},
+            "openblas": kernels}
+
+
+def choose_threads(requested, out=None):
+    """(threads, LoadReport): ``requested`` if given, else the load detection's
+    recommendation; says which on ``out``."""
+    from ..timing import load as load_mod
+    out = out or sys.stderr
+    load = load_mod.detect_load()
+    print(f"sparsekern.bench: {load.summary()}", file=out)
+    if requested:
+        print(f"sparsekern.bench: {requested} threads (--threads)", file=out)
+        return requested, load
+    print(f"sparsekern.bench: {load.recommended_threads} threads (recommended by the load "
+          f"detection; --threads overrides)", file=out)
+    return load.recommended_threads, load
+
+
+def contention_main(args, argv_used) -> int:
+    """--contention: quiet vs loaded, JSON + Markdown (see sparsekern.bench.contention)."""
+    from . import contention, machine, report
+    from ..timing.machine import extension_isa
+    try:
+        cores = tuple(int(c) for c in args.busy_cores.split(",")) if args.busy_cores else ()
+        cs = contention.ContentionSettings(busy_cores=cores, phases=args.phases,
+                                           calls=args.calls)
+    except ValueError as e:
+        print(f"error: --contention: {e}", file=sys.stderr)
+        return 2
+    name = args.name or "cpu-contention"
+    out = args.out or fresh_out_dir(name)
+    threads = args.threads or machine.usable_cpus()
+    started = time.time()
+    with machine.ThreadSetting(threads):
+        doc = {"schema": "sparsekern-contention/1", "name": name,
+               "command": " ".join(["python -m sparsekern.bench"] +
+                                   [shlex.quote(a) for a in argv_used]),
+               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+               "threads": threads, "isa": extension_isa(),
+               "git_commit": machine.versions().get("git_commit"),
+               "loadavg_before": _loadavg(), "dense_env": dense_env(),
+               "machine": machine.facts("cpu")}
+        print(f"sparsekern.bench --contention: {threads} threads, busy CPU(s) "
+              f"{list(cs.busy_cores or contention.default_busy_cores())} -> {out}/{name}.*",
+              file=sys.stderr)
+        doc["contention"] = contention.run(
+            cs, progress=None if args.no_progress else
+            (lambda msg: print(f"  {msg}", file=sys.stderr)))
+    doc["loadavg_after"] = _loadavg()
+    doc["elapsed_s"] = time.time() - started
+    path = report.write_json(doc, os.path.join(out, f"{name}.json"))
+    md = contention.markdown(doc)
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
+        f.write(md)
+    print(md)
+    print(f"wrote {path}, {os.path.join(out, name + '.md')} in {doc['elapsed_s']:.0f} s",
+          file=sys.stderr)
+    return 0
+
+
+def _loadavg():
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def write_outputs(doc: dict, out: str, name: str, plots_wanted: bool = True) -> int:
+    """Print the warnings; write OUT/NAME.json, .md (and PNGs); print the report. Returns 1
+    when the document breaks the schema (the JSON is written first: no data is lost)."""
+    from . import plots, report
+    for w in doc.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
+    json_path = report.write_json(doc, os.path.join(out, f"{name}.json"))
+    problems = report.document_problems(doc)
+    if problems:
+        print("error: the results break the schema:\n  " + "\n  ".join(problems[:20]),
+              file=sys.stderr)
+        return 1
+    md = report.full_report(doc)
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
+        f.write(md)
+    pngs = []
+    if plots_wanted and doc["cases"]:
+        try:
+            pngs = plots.plot_speedups(doc, out, name)
+        except ImportError as e:  # matplotlib is optional on a bare GPU box
+            print(f"plots skipped: {e}", file=sys.stderr)
+    print(md)
+    print(f"wrote {json_path}, {os.path.join(out, name + '.md')}"
+          + (f", {len(pngs)} PNG" if pngs else "") + f" in {doc['elapsed_s']:.0f} s",
+          file=sys.stderr)
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.render:
         return render(args.render, args.short)
+    argv_used = sys.argv[1:] if argv is None else list(argv)
+    if args.contention:
+        return contention_main(args, argv_used)
 
     import torch
 
     from . import cases as cases_mod
-    from . import e2e, machine, plots, report, runner, selftime
+    from . import e2e, health, machine, report, runner, selftime, training
     from .timing import FULL_TIMER, QUICK_TIMER, CudaTimerSettings, TimerSettings
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -106,23 +290,24 @@ def main(argv=None) -> int:
     if args.models_only:
         todo = []
     name = args.name or default_name(args.device, args.quick, layouts)
+    out = args.out or fresh_out_dir(name)
     started = time.time()
+    n_threads, load = choose_threads(args.threads)
 
-    with machine.ThreadSetting(args.threads) as threads:
+    with machine.ThreadSetting(n_threads) as threads:
         calibration = machine.calibrate(args.device)
         s = runner.RunSettings(device=args.device, dtype=dtype, timer=timer, cuda_timer=cuda_timer,
                                max_call_time=0.5 if args.quick else 2.0,
                                balance=calibration["balance_flop_per_byte"])
-        argv_used = sys.argv[1:] if argv is None else list(argv)
         doc = {"schema": report.SCHEMA, "name": name, "mode": mode, "device": args.device,
                "command": " ".join(["python -m sparsekern.bench"] +
                                    [shlex.quote(a) for a in argv_used]),
                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
                "elapsed_s": 0.0, "settings": dict(s.to_dict(), threads=threads.threads),
                "machine": machine.facts(args.device), "calibration": calibration,
-               "cases": [], "models": []}
+               "load": load.to_dict(), "dense_env": dense_env(), "cases": [], "models": []}
         print(f"sparsekern.bench: {len(todo)} cases, models {list(model_names)} on {args.device} "
-              f"({threads.threads} threads, {runner.dtype_name(dtype)}) -> {args.out}/{name}.*",
+              f"({threads.threads} threads, {runner.dtype_name(dtype)}) -> {out}/{name}.*",
               file=sys.stderr)
         interrupted = False
         try:
@@ -135,32 +320,19 @@ def main(argv=None) -> int:
                 if model_names and variants:
                     doc["models"] = e2e.run_models(model_names, s, variants=variants,
                                                    progress=not args.no_progress)
+                if args.device == "cpu" and (args.backward or not args.quick):
+                    doc["training"] = training.run(timer, progress=None if args.no_progress
+                                                   else lambda m: print(m, file=sys.stderr))
         except KeyboardInterrupt:
             interrupted = True
             doc["interrupted"] = True
             print("interrupted: writing what was measured", file=sys.stderr)
     doc["elapsed_s"] = time.time() - started
-    json_path = report.write_json(doc, os.path.join(args.out, f"{name}.json"))
-    problems = report.document_problems(doc)  # after writing: a harness bug loses no data
-    if problems:
-        print("error: the results break the schema:\n  " + "\n  ".join(problems[:20]),
-              file=sys.stderr)
-        return 1
-    md = report.full_report(doc)
-    with open(os.path.join(args.out, f"{name}.md"), "w") as f:
-        f.write(md)
-    pngs = []
-    if not args.no_plots and doc["cases"]:
-        try:
-            pngs = plots.plot_speedups(doc, args.out, name)
-        except ImportError as e:  # matplotlib is optional on a bare GPU box
-            print(f"plots skipped: {e}", file=sys.stderr)
-    print(md)
-    print(f"wrote {json_path}, {os.path.join(args.out, name + '.md')}"
-          + (f", {len(pngs)} PNG" if pngs else "") + f" in {doc['elapsed_s']:.0f} s",
-          file=sys.stderr)
-    return 130 if interrupted else 0
+    doc["warnings"] = health.warnings(doc, load)
+    rc = write_outputs(doc, out, name, plots_wanted=not args.no_plots)
+    return rc or (130 if interrupted else 0)
 
 
 if __name__ == "__main__":
+    reexec_without_blas_env(sys.argv[1:])
     sys.exit(main())

@@ -77,3 +77,19 @@ def amdahl_limit(linear_share: float) -> float:
     if not 0.0 <= linear_share <= 1.0:
         raise ValueError(f"linear_share must be in [0, 1]; got {linear_share}")
     return math.inf if linear_share >= 1.0 else 1.0 / (1.0 - linear_share)
+
+
+def cold_figures(cands: Dict[str, dict], sparse: str = SPARSE) -> dict:
+    """{"best_dense", "dense_s", "sparse_s", "speedup"} from the cold timings
+    (``timing_cold``: every sample after a cache flush) of the sparse and dense candidates."""
+    def cold(c):
+        t = (c.get("timing_cold") or {}).get("median_s")
+        return float(t) if t is not None and t > 0 else None
+    best = (None, None)
+    for name, c in sorted(cands.items()):
+        t = cold(c) if c.get("kind") == "dense" else None
+        if t is not None and (best[1] is None or t < best[1]):
+            best = (name, t)
+    ts = cold(cands[sparse]) if sparse in cands else None
+    return {"best_dense": best[0], "dense_s": best[1], "sparse_s": ts,
+            "speedup": speedup(best[1], ts)}

@@ -8,6 +8,8 @@ Document schema ``sparsekern-bench/1`` (every figure a run measured; times in se
      "calibration": {"gemm_gflops", "copy_gbps", "balance_flop_per_byte", ...},
      "cases": [case record (sparsekern.bench.runner)],
      "models": [model record (sparsekern.bench.e2e)],
+     "training": [forward+backward record (sparsekern.bench.training)],   # optional
+     "load": LoadReport dict, "dense_env": {...}, "warnings": [str],    # optional
      "selftime": {"triton": [...] | {"error": str}, "cuda": ...}   # optional, GPU runs}
 
 ``check_document`` re-derives every speedup from the raw times, so a hand-edited or
@@ -90,6 +92,8 @@ def case_problems(case: dict, where: str = "case") -> List[str]:
     if case.get("best_dense") != metrics.best_dense(cands)[0]:
         problems.append(f"{where}: best_dense {case.get('best_dense')!r} is not the fastest "
                         f"timed dense candidate {metrics.best_dense(cands)[0]!r}")
+    if "cold" in case and case["cold"] != metrics.cold_figures(cands):
+        problems.append(f"{where}: cold figures do not match the candidates' cold timings")
     b = case["bytes"]
     if b.get("sparse", 0) > 0 and not _close(case["bound"], b["dense"] / b["sparse"]):
         problems.append(f"{where}: bound {case['bound']} != bytes dense/sparse")
@@ -208,20 +212,21 @@ def _sparse_cell(case: dict) -> str:
 def cases_table(cases: Sequence[dict]) -> str:
     """One row per case: times, speedups vs best dense and each peer, rates, bound."""
     peers = peer_names(cases)
-    header = (["layout", "shape M×K", "N", "sparsity", "backend", "sparsekern ms",
-               "best dense", "dense ms", "vs dense"] + [f"vs {p}" for p in peers] +
-              ["GB/s", "GFLOP/s", "bound"])
+    header = (["layout", "shape M×K", "N", "sparsity", "backend", "ISA", "sparsekern ms",
+               "best dense", "dense ms", "vs dense", "cold vs dense"]
+              + [f"vs {p}" for p in peers] + ["GB/s", "GFLOP/s", "bound"])
     rows = []
     for c in cases:
         bd = c.get("best_dense")
         bd_t = metrics.median_s(c["candidates"][bd]) if bd else None
         rows.append([c["variant"], f"{c['M']}×{c['K']}", c["N"], f"{round(100 * c['sparsity'])}%",
-                     c["backend"], _sparse_cell(c), bd or "—", fmt_ms(bd_t),
-                     f"**{fmt_x(c['speedup'].get('best_dense'))}**"]
+                     c["backend"], c.get("isa") or "—", _sparse_cell(c), bd or "—",
+                     fmt_ms(bd_t), f"**{fmt_x(c['speedup'].get('best_dense'))}**",
+                     fmt_x((c.get("cold") or {}).get("speedup"))]
                     + [fmt_x(c["speedup"].get(p)) for p in peers]
                     + [fmt_rate(c.get("gbps")), fmt_rate(c.get("gflops")),
                        fmt_x(c["bound"]) if c.get("memory_bound") else "—"])
-    right = [False, False, True, True, False, True, False] + [True] * (len(header) - 7)
+    right = [False, False, True, True, False, False, True, False] + [True] * (len(header) - 8)
     return _table(header, rows, right)
 
 
@@ -300,15 +305,23 @@ def full_report(doc: dict) -> str:
     out = [f"# sparsekern benchmark: {doc['name']} ({doc['mode']}, {doc['device']})", "",
            f"{doc['started']}, {doc['elapsed_s']:.0f} s. {machine_line(doc)}.", "",
            "Speedup = best dense time / sparsekern time (both medians of the same run; > 1: "
-           "sparsekern is faster); `vs <peer>` = peer time / sparsekern time. ± is half the "
+           "sparsekern is faster), warm (back to back) and cold (`cold vs dense`: each "
+           "sample after a cache flush); `vs <peer>` = peer time / sparsekern time. ISA: the "
+           "CPU kernel path that ran. ± is half the "
            "inter-quartile range. GB/s counts the format's bytes + x + y; GFLOP/s counts 2 flops "
            "per stored value per column; bound = dense bytes / sparse bytes, shown for "
            "memory-bound rows.", ""]
+    if doc.get("warnings"):
+        out += ["**Warnings:**", ""] + [f"- {w}" for w in doc["warnings"]] + [""]
     if doc["cases"]:
         out += ["## Layers: speedup vs best dense (geometric mean over shapes)", "",
                 summary_table(doc["cases"]), "", "## Every case", "", cases_table(doc["cases"]), ""]
     if doc["models"]:
         out += ["## Models", "", models_table(doc["models"]), ""]
+    if doc.get("training"):
+        from .training import markdown as training_table
+        out += ["## Forward + backward (SparseLinear vs nn.Linear, warm)", "",
+                training_table(doc["training"]), ""]
     if doc.get("selftime"):
         out += ["## GPU kernel self-times", "", "```",
                 json.dumps(doc["selftime"], indent=1)[:4000], "```", ""]

@@ -7,6 +7,10 @@
      "best_dense": name | None, "speedup": {...}, "bytes": {"dense", "sparse"},
      "live_columns": fraction, "bound": dense/sparse bytes, "memory_bound": bool,
      "gbps": achieved by sparsekern, "gflops": on stored values, "gflops_dense_equiv",
+     "isa": CPU ISA path of the kernels ("avx512"/"avx2"/"portable"; None off the cpu backend),
+     "cold": {"best_dense", "dense_s", "sparse_s", "speedup"} (CPU: every sample after a
+             cache flush, as a layer of a model larger than the last-level cache; the
+             candidates' "timing" is the warm, back-to-back figure),
      "wall_s": seconds the case took, weight setup included}
 
 Every candidate's output is first compared with F.linear in float32 (float64 for float64
@@ -26,7 +30,9 @@ import torch.nn.functional as F
 from . import bounds, metrics, operands
 from .candidates import BETA_WARNING, MAX_REFERENCE_WORK, Candidate, as_nm, build_candidates
 from .cases import Case
-from .timing import CudaTimerSettings, TimerSettings, rotation_count, time_cuda, time_interleaved
+from ..timing.machine import extension_isa
+from ..timing.timers import (CacheFlusher, CudaTimerSettings, TimerSettings, rotation_count,
+                             time_cuda, time_interleaved)
 
 #: Relative error ||y - y_ref|| / ||y_ref|| above which a candidate's result is wrong.
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-9, torch.float16: 2e-2, torch.bfloat16: 3e-2}
@@ -53,6 +59,9 @@ class RunSettings:
     max_call_time: float = 2.0
     balance: Optional[float] = None      # flop per byte (machine.calibrate)
     seed: int = 0
+    #: CPU: samples of the cold timing (cache flushed before each) of sparsekern and the
+    #: dense baselines; 0 skips it.
+    cold_reps: int = 5
 
     def to_dict(self) -> dict:
         return {"device": self.device, "dtype": dtype_name(self.dtype),
@@ -60,7 +69,7 @@ class RunSettings:
                 "max_reference_work": self.max_reference_work,
                 "max_reference_work_model": self.max_reference_work_model,
                 "max_call_time": self.max_call_time, "balance": self.balance,
-                "seed": self.seed}
+                "seed": self.seed, "cold_reps": self.cold_reps}
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -120,6 +129,25 @@ def _time_ok(cands: List[Candidate], records: dict, xs: List[torch.Tensor],
                                first_calls={c.name: records[c.name]["first_call_s"] for c in ok})
     for name, t in timings.items():
         records[name]["timing"] = t
+    cold = [c for c in ok if c.kind in ("sparsekern", "dense")]
+    if s.cold_reps > 0 and cold:
+        timer = TimerSettings(min_time=0.0, min_reps=s.cold_reps, max_reps=s.cold_reps,
+                              max_candidate_time=s.timer.max_candidate_time, warmup_time=0.0,
+                              max_warmup_calls=1, sample_time=0.0)
+        cold_t = time_interleaved({c.name: (c.fn, c.prepare(xs[0])) for c in cold}, timer,
+                                  before_sample=_flusher())
+        for name, t in cold_t.items():
+            records[name]["timing_cold"] = t
+
+
+_FLUSHER: Optional[CacheFlusher] = None
+
+
+def _flusher() -> CacheFlusher:
+    global _FLUSHER
+    if _FLUSHER is None:
+        _FLUSHER = CacheFlusher()
+    return _FLUSHER
 
 
 def predicted_call_s(history: dict, name: str, N: int) -> Optional[float]:
@@ -163,6 +191,8 @@ def derive(rec: dict, elem: int, balance: Optional[float]) -> dict:
     rec["gbps"] = bounds.rate(sparse_b, ts)
     rec["gflops"] = bounds.rate(bounds.stored_flops(rec["stored"], N), ts)
     rec["gflops_dense_equiv"] = bounds.rate(bounds.dense_flops(M, K, N), ts)
+    if any(c.get("timing_cold") for c in cands.values()):
+        rec["cold"] = metrics.cold_figures(cands)
     return rec
 
 
@@ -212,7 +242,8 @@ def run_case(case: Case, s: RunSettings, weights: Optional[WeightCache] = None) 
     sk_info = cands[0].info
     rec = dict(case.to_dict(), device=s.device, dtype=dtype_name(s.dtype),
                backend=sk_info["backend"], format_bytes=sk_info["format_bytes"],
-               stored=sk_info["stored"], nonzeros=sk_info["nonzeros"], candidates=records)
+               stored=sk_info["stored"], nonzeros=sk_info["nonzeros"], candidates=records,
+               isa=extension_isa() if sk_info["backend"] == "cpu" else None)
     rec["live_columns"] = (bounds.live_column_fraction(xs[0])
                            if case.layout == "csc" and case.activation == "relu" else 1.0)
     rec = derive(rec, elem, s.balance)

@@ -80,7 +80,19 @@ def counted(monkeypatch):
 
     monkeypatch.setattr(table, "measure_signatures",
                         lambda sigs, settings=None: [fake(g) for g in sigs])
+    rechecks.clear()
+    monkeypatch.setattr(table, "recheck_entry", fake_recheck)
     return calls
+
+
+#: (signature, entry) of every re-check; RECHECK["agree"] is what the fake re-check says.
+rechecks = []
+RECHECK = {"agree": True}
+
+
+def fake_recheck(sig, entry, settings=None):
+    rechecks.append((sig, entry))
+    return {"agree": RECHECK["agree"], "points": [], "why": "fake re-check"}
 
 
 def _sig(in_shape=(1, 16), dtype=torch.float32):
@@ -127,3 +139,84 @@ def test_build_table_reports_hits_and_misses(counted):
     assert len(counted) == 2
     t3 = table.build_table(model, x, measure_whole_model=False, cache=False)
     assert t3.meta["cache"] is None and len(counted) == 4
+
+
+# -- re-check of cached entries, provenance --------------------------------------------------
+
+def test_cached_entry_is_rechecked_before_reuse(counted, tmp_path):
+    c = DiskCache("latency", root=tmp_path)
+    first = table.layer_entry(_sig(), cache=c)
+    assert first.provenance == "measured" and rechecks == []
+    again = table.layer_entry(_sig(), cache=c)
+    assert again.provenance == "re-checked" and len(rechecks) == 1 and len(counted) == 1
+    assert again.recheck["why"] == "fake re-check"
+
+
+def test_disagreeing_recheck_remeasures_and_replaces(counted, tmp_path, monkeypatch):
+    c = DiskCache("latency", root=tmp_path)
+    table.layer_entry(_sig(), cache=c)
+    monkeypatch.setitem(RECHECK, "agree", False)
+    e = table.layer_entry(_sig(), cache=c)
+    assert e.provenance == "re-measured" and len(counted) == 2 and len(rechecks) == 1
+    assert e.recheck["agree"] is False
+
+
+def test_recheck_zero_reuses_as_cached(counted, tmp_path):
+    c = DiskCache("latency", root=tmp_path)
+    table.layer_entry(_sig(), MeasureSettings(recheck=0), cache=c)
+    e = table.layer_entry(_sig(), MeasureSettings(recheck=0), cache=c)
+    assert e.provenance == "cached" and rechecks == [] and len(counted) == 1
+
+
+def test_table_meta_lists_entry_provenance(counted):
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    x = torch.randn(1, 16)
+    t1 = table.build_table(model, x, measure_whole_model=False)
+    assert t1.meta["entries"]["measured"] == ["0 @ [1, 16]", "2 @ [1, 16]"]
+    t2 = table.build_table(model, x, measure_whole_model=False)
+    assert t2.meta["entries"]["re-checked"] == ["0 @ [1, 16]", "2 @ [1, 16]"]
+    assert "measured" not in t2.meta["entries"]
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (dict(recheck=-1), "MeasureSettings.recheck must be >= 0, got -1"),
+    (dict(recheck_tolerance=0.0), r"MeasureSettings.recheck_tolerance must be in \(0, 1\), got 0.0"),
+    (dict(context="hot"), "MeasureSettings.context must be one of")])
+def test_measure_settings_rejections(bad, msg):
+    with pytest.raises(ValueError, match=msg):
+        MeasureSettings(**bad)
+
+
+# -- the cache key follows the extension's content, not its mtime ----------------------------
+
+def test_extension_key_hashes_content_not_mtime(tmp_path, monkeypatch):
+    import os
+    import types
+
+    from sparsekern import _extension
+    from sparsekern.auto import fingerprint
+    so = tmp_path / "_C.so"
+    so.write_bytes(b"kernels v1")
+    monkeypatch.setattr(_extension, "_C", types.SimpleNamespace(__file__=str(so)))
+    k1 = fingerprint.extension_build()
+    so.write_bytes(b"kernels v1")               # an identical rebuild: new mtime, same bytes
+    os.utime(so, ns=(1, 10 ** 18))
+    assert fingerprint.extension_build() == k1
+    so.write_bytes(b"kernels v2")               # new kernels
+    os.utime(so, ns=(2, 2 * 10 ** 18))
+    k3 = fingerprint.extension_build()
+    assert k3 != k1 and "sha256:" in k3
+    so.unlink()
+    assert fingerprint.extension_build().endswith(":unknown")
+
+
+def test_a_recheck_that_fails_means_measure_again(counted, tmp_path, monkeypatch):
+    c = DiskCache("latency", root=tmp_path)
+    table.layer_entry(_sig(), cache=c)
+
+    def broken(sig, entry, settings=None):
+        raise KeyError("formats")
+    monkeypatch.setattr(table, "recheck_entry", broken)
+    e = table.layer_entry(_sig(), cache=c)
+    assert e.provenance == "re-measured" and len(counted) == 2
+    assert e.recheck["why"] == "re-check failed: KeyError: 'formats'"

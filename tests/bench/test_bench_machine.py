@@ -74,7 +74,7 @@ def test_smoke_runs_every_layout_on_cpu(capsys):
                                         ("4096", 4096), (" 8K\n", 8 << 10), ("big", None),
                                         ("", None)])
 def test_cache_size_parsing(text, want):
-    from sparsekern.bench.machine import _size_bytes
+    from sparsekern.timing.machine import _size_bytes  # moved: timing facts are shared
     assert _size_bytes(text) == want
 
 

@@ -93,6 +93,7 @@ def test_wrong_best_dense_is_caught(doc):
     (lambda d: d["cases"][0]["candidates"]["torch.matmul"].update(status="skipped"),
      "status 'skipped' but a timing is present"),
     (lambda d: d["cases"][0].update(bound=123.0), "bound 123.0"),
+    (lambda d: d["cases"][0]["cold"].update(speedup=99.0), "cold figures do not match"),
     (lambda d: d["models"][0].update(speedup=42.0), "speedup does not match"),
     (lambda d: d["models"][0].update(status="skipped", reason=""), "without a reason"),
 ])
@@ -108,7 +109,14 @@ def test_not_a_dict():
 
 def test_markdown_tables(doc, run_dir):
     md = (run_dir / "t.md").read_text()
-    assert "| layout | shape M×K | N | sparsity | backend | sparsekern ms |" in md
+    assert ("| layout | shape M×K | N | sparsity | backend | ISA | sparsekern ms | best dense "
+            "| dense ms | vs dense | cold vs dense |") in md
+    case = doc["cases"][0]
+    assert case["isa"] in ("avx512", "avx2", "portable", None)
+    assert case["isa"] is not None or case["backend"] != "cpu"
+    cold = case["cold"]   # cold figures beside the warm ones, from the cold timings
+    assert cold["speedup"] == cold["dense_s"] / cold["sparse_s"]
+    assert case["candidates"]["sparsekern"]["timing_cold"]["reps"] >= 1
     assert "vs torch.sparse.csr" in md and "vs torch.sparse.bsr" in md
     assert md.count("\n| 2:4 | 64×96 |") == 2
     assert "## Models" in md and "Amdahl limit" in md

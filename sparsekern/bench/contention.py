@@ -1,0 +1,223 @@
+"""``python -m sparsekern.bench --contention``: how each layout degrades when a core is busy.
+
+The harness starts its own busy processes (a spinning loop each), pinned with
+``os.sched_setaffinity`` to the given cores (default: the last usable core), and keeps them
+stopped (SIGSTOP) during quiet phases and running (SIGCONT) during loaded ones. For every
+case (2048² and 4096², N = 1 and 64; dense, 2:4, BSR 32×32 at 90%, CSC at 90%) it runs
+``phases`` quiet/loaded pairs in alternation (quiet, loaded, quiet, loaded, ...); in each
+phase the candidates are called in turns (A B C D A B C D ...), one call per sample.
+
+Reported per case and candidate: quiet and loaded median and max (ms), loaded/quiet ratio
+of the medians, and each sparse layout's time over the best dense (fastest of torch
+F.linear and NumPy) quiet and loaded. Targets of issue 13: every layout's loaded median
+<= 1.5x its quiet median, and every case that beats dense quiet still beats it loaded.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from . import magnitude
+
+#: (label, M, K) of the weights and the batches N of the contention cases.
+SHAPES = (("2048²", 2048, 2048), ("4096²", 4096, 4096))
+BATCHES = (1, 64)
+#: (name, layout, blocksize, sparsity) of the sparse candidates.
+LAYOUTS = (("2:4", "2:4", None, 0.5), ("bsr32x32 90%", "bsr", (32, 32), 0.9),
+           ("csc 90%", "csc", None, 0.9))
+DENSE = ("torch.F.linear", "numpy.matmul")
+#: Targets (issue 13): loaded/quiet medians at most this.
+MAX_DEGRADATION = 1.5
+
+
+@dataclass
+class ContentionSettings:
+    """What a contention run does (see the module docstring)."""
+
+    busy_cores: Tuple[int, ...] = ()     # () : the last usable core
+    phases: int = 2                      # quiet/loaded pairs per case
+    calls: int = 20                      # calls per candidate per phase
+    settle_s: float = 0.2                # wait after (un)pausing the busy processes
+    shapes: Tuple[Tuple[str, int, int], ...] = SHAPES
+    batches: Tuple[int, ...] = BATCHES
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.phases < 1 or self.calls < 3:
+            raise ValueError(f"ContentionSettings needs phases >= 1 and calls >= 3, got "
+                             f"phases={self.phases}, calls={self.calls}")
+
+
+def _spin(core: int) -> None:  # pragma: no cover - runs in the child process
+    try:
+        os.sched_setaffinity(0, {core})
+    except (AttributeError, OSError):
+        pass
+    x = 0
+    while True:
+        x += 1
+
+
+class BusyProcesses:
+    """Spinning processes pinned one per core; ``pause()`` / ``resume()`` stop and continue
+    them; a context manager that always kills them on exit."""
+
+    def __init__(self, cores: Sequence[int]):
+        import multiprocessing as mp
+        ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
+        self.cores = list(cores)
+        self.procs = [ctx.Process(target=_spin, args=(c,), daemon=True) for c in self.cores]
+
+    def __enter__(self):
+        for p in self.procs:
+            p.start()
+        self.pause()
+        return self
+
+    def _signal(self, sig) -> None:
+        for p in self.procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, sig)
+
+    def pause(self) -> None:
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def __exit__(self, *exc):
+        self._signal(signal.SIGCONT)  # a stopped process does not act on SIGTERM until continued
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+            p.join(timeout=5)
+        return False
+
+
+def default_busy_cores() -> Tuple[int, ...]:
+    """The last CPU this process may use (one busy process, as in issue 13)."""
+    try:
+        return (max(os.sched_getaffinity(0)),)
+    except (AttributeError, OSError):
+        return (max(0, (os.cpu_count() or 1) - 1),)
+
+
+def candidates(M: int, K: int, N: int, seed: int) -> Tuple[Dict[str, Callable], object]:
+    """({name: fn}, x): best-dense candidates and the three layouts on one weight."""
+    import sparsekern as sk
+    gen = torch.Generator().manual_seed(seed)
+    W = torch.randn(M, K, generator=gen)
+    x = torch.randn(N, K, generator=gen)
+    fns: Dict[str, Callable] = {"torch.F.linear": lambda: F.linear(x, W)}
+    Wn, xn = W.numpy().T, x.numpy()
+    fns["numpy.matmul"] = lambda: xn @ Wn
+    for name, layout, bs, sp in LAYOUTS:
+        if layout == "2:4":
+            Wp = magnitude.prune_2to4(W)
+        elif layout == "bsr":
+            Wp = magnitude.prune_blocks(W, sp, bs)
+        else:
+            Wp = magnitude.prune_unstructured(W, sp)
+        A = sk.to_sparse(Wp, layout=layout, blocksize=bs)
+        fns[name] = (lambda A=A: sk.linear(x, A))
+    return fns, x
+
+
+def run_phase(fns: Dict[str, Callable], calls: int,
+              clock: Callable[[], float] = time.perf_counter) -> Dict[str, List[float]]:
+    """{name: [seconds per call]}: ``calls`` rounds, one call of each candidate per round."""
+    out: Dict[str, List[float]] = {n: [] for n in fns}
+    for _ in range(calls):
+        for n, fn in fns.items():
+            t0 = clock()
+            fn()
+            out[n].append(clock() - t0)
+    return out
+
+
+def summarize_case(quiet: Dict[str, List[float]], loaded: Dict[str, List[float]]) -> dict:
+    """Per candidate: quiet/loaded median and max, loaded/quiet; per sparse layout its time
+    over the best dense (fastest median of DENSE) quiet and loaded."""
+    rows: Dict[str, dict] = {}
+    for n in quiet:
+        q, l = statistics.median(quiet[n]), statistics.median(loaded[n])
+        rows[n] = {"quiet_median_s": q, "quiet_max_s": max(quiet[n]), "loaded_median_s": l,
+                   "loaded_max_s": max(loaded[n]), "loaded_over_quiet": l / q if q > 0 else None,
+                   "calls": len(quiet[n])}
+    dense = [n for n in DENSE if n in rows]
+    best_q = min(dense, key=lambda n: rows[n]["quiet_median_s"]) if dense else None
+    best_l = min(dense, key=lambda n: rows[n]["loaded_median_s"]) if dense else None
+    for n, r in rows.items():
+        if n in DENSE or best_q is None:
+            continue
+        r["over_dense_quiet"] = r["quiet_median_s"] / rows[best_q]["quiet_median_s"]
+        r["over_dense_loaded"] = r["loaded_median_s"] / rows[best_l]["loaded_median_s"]
+        r["targets_met"] = bool(r["loaded_over_quiet"] <= MAX_DEGRADATION and (
+            r["over_dense_quiet"] >= 1.0 or r["over_dense_loaded"] < 1.0))
+    return {"best_dense_quiet": best_q, "best_dense_loaded": best_l, "candidates": rows}
+
+
+def run(s: ContentionSettings, progress: Optional[Callable[[str], None]] = None) -> dict:
+    """Run every case quiet and loaded in alternation; returns the JSON-ready results."""
+    cores = s.busy_cores or default_busy_cores()
+    cases = []
+    with BusyProcesses(cores) as busy, torch.inference_mode():
+        for label, M, K in s.shapes:
+            for N in s.batches:
+                fns, _ = candidates(M, K, N, s.seed)
+                run_phase(fns, 3)  # warm-up: lazy repacks, first-touch of the weights
+                quiet = {n: [] for n in fns}
+                loaded = {n: [] for n in fns}
+                for _ in range(s.phases):
+                    for state, acc in (("quiet", quiet), ("loaded", loaded)):
+                        (busy.resume if state == "loaded" else busy.pause)()
+                        time.sleep(s.settle_s)
+                        for n, xs in run_phase(fns, s.calls).items():
+                            acc[n] += xs
+                busy.pause()
+                rec = dict(summarize_case(quiet, loaded), shape=label, M=M, K=K, N=N)
+                cases.append(rec)
+                if progress is not None:
+                    progress(f"{label} N={N} done")
+    return {"busy_cores": list(cores), "settings": s.__dict__ | {"busy_cores": list(cores)},
+            "cases": cases}
+
+
+def _ms(x: Optional[float]) -> str:
+    return "—" if x is None else f"{x * 1e3:.3g}"
+
+
+def _x(x: Optional[float]) -> str:
+    return "—" if x is None else f"{x:.2f}x"
+
+
+def markdown(doc: dict) -> str:
+    """The tables of a contention document (one row per case x candidate)."""
+    out = [f"# sparsekern contention benchmark", "",
+           f"{doc.get('started', '')}; {doc.get('threads')} threads; busy processes pinned "
+           f"to CPU(s) {doc['contention']['busy_cores']}; load average before "
+           f"{doc.get('loadavg_before')}, after {doc.get('loadavg_after')}; kernels: "
+           f"{doc.get('isa')} ({doc.get('git_commit', '?')}).", "",
+           "Times are medians (and max) of per-call times in ms, quiet vs loaded phases in "
+           "alternation. `loaded/quiet`: ratio of the medians (target <= "
+           f"{MAX_DEGRADATION}x). `/dense`: time over the best dense of the same phase "
+           "(< 1: faster than dense).", "",
+           "| shape | N | candidate | quiet ms | quiet max | loaded ms | loaded max | "
+           "loaded/quiet | /dense quiet | /dense loaded | targets |",
+           "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for c in doc["contention"]["cases"]:
+        for n, r in c["candidates"].items():
+            tgt = "" if "targets_met" not in r else ("met" if r["targets_met"] else "**missed**")
+            out.append(f"| {c['shape']} | {c['N']} | {n} | {_ms(r['quiet_median_s'])} | "
+                       f"{_ms(r['quiet_max_s'])} | {_ms(r['loaded_median_s'])} | "
+                       f"{_ms(r['loaded_max_s'])} | {_x(r['loaded_over_quiet'])} | "
+                       f"{_x(r.get('over_dense_quiet'))} | {_x(r.get('over_dense_loaded'))} | "
+                       f"{tgt} |")
+    return "\n".join(out) + "\n"

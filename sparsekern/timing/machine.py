@@ -1,0 +1,108 @@
+"""Facts about this CPU that timing depends on: usable CPUs, the last-level cache, ISA flags.
+
+Shared by sparsekern.auto (latency tables, cache keys) and sparsekern.bench (reports); it
+imports nothing from either.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import re
+from typing import Dict, Optional
+
+import torch
+
+#: ISA flags worth reporting (the kernels' dispatch cares about these).
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+             "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_tile", "amx_bf16", "neon",
+             "asimd", "sve")
+
+
+def _cpuinfo() -> Dict[str, str]:
+    info: Dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    info.setdefault(k.strip(), v.strip())
+    except OSError:
+        pass
+    return info
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (affinity), else os.cpu_count()."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+#: Assumed last-level cache when the OS does not say (a typical server CPU's L3 slice).
+DEFAULT_LLC_BYTES = 32 << 20
+
+
+def _size_bytes(text: str) -> Optional[int]:
+    """'32768K' / '2M' / '1024' (sysfs cache sizes) -> bytes."""
+    m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)\s*", text or "")
+    if not m:
+        return None
+    return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[m.group(2)]
+
+
+@functools.lru_cache(maxsize=None)
+def last_level_cache_bytes() -> int:
+    """Size of CPU 0's largest data/unified cache (sysfs), else DEFAULT_LLC_BYTES."""
+    best = 0
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        entries = os.listdir(base)
+    except OSError:
+        entries = []
+    for e in entries:
+        if not e.startswith("index"):
+            continue
+        try:
+            with open(os.path.join(base, e, "type")) as f:
+                if f.read().strip() == "Instruction":
+                    continue
+            with open(os.path.join(base, e, "size")) as f:
+                best = max(best, _size_bytes(f.read()) or 0)
+        except OSError:
+            continue
+    return best or DEFAULT_LLC_BYTES
+
+
+def cpu_facts() -> dict:
+    info = _cpuinfo()
+    flags = set(info.get("flags", info.get("Features", "")).split())
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except Exception:
+        capability = None
+    return {"model": info.get("model name") or platform.processor() or platform.machine(),
+            "arch": platform.machine(), "logical_cpus": os.cpu_count(),
+            "usable_cpus": usable_cpus(), "cores_per_socket": _int(info.get("cpu cores")),
+            "isa_flags": [f for f in ISA_FLAGS if f in flags],
+            "torch_cpu_capability": capability, "llc_bytes": last_level_cache_bytes()}
+
+
+def _int(s) -> Optional[int]:
+    try:
+        return int(s)
+    except (TypeError, ValueError):
+        return None
+
+
+def extension_isa() -> Optional[str]:
+    """The CPU ISA path the compiled kernels run here ("avx512", "avx2", "portable"; it
+    honours SPARSEKERN_CPU_ISA), None without the extension."""
+    from .. import _extension
+    C = _extension._C
+    fn = getattr(C, "cpu_isa", None) if C is not None else None
+    try:
+        return str(fn()) if fn is not None else None
+    except Exception:  # an extension that cannot say: unknown, never a crash
+        return None

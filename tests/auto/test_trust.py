@@ -1,0 +1,186 @@
+"""Trustworthy latency entries: unstable points are predicted, never cached as slow; cached
+entries are re-checked; decisions say what rested on the bytes-bound model. The timer is
+replaced by scripted records (no real timing)."""
+import pytest
+import torch
+from torch import nn
+
+import sparsekern as sk
+from sparsekern.auto import measure, table
+from sparsekern.auto.choose import decide, synthetic_table
+from sparsekern.auto.measure import Grid, MeasureSettings, measure_signature, recheck_entry
+from sparsekern.auto.signature import signature_of
+from sparsekern.auto.table import LayerLatency
+from sparsekern.bench import magnitude
+
+GRID = MeasureSettings(grid=Grid(sparsities=(0.5, 0.9), blocks=((4, 4),)), context="warm")
+
+
+def scripted(ratios, unstable=(), dense_s=1e-3, calls=None):
+    """A stand-in for measure.time_entry_jobs: job ``name`` gets ratio ratios(name)."""
+    def fake(jobs, x, device, s, context, bound_ratio=None):
+        if calls is not None:
+            calls.append((list(jobs), context))
+        out = {}
+        for n in jobs:
+            r = 1.0 if n == "dense" else ratios(n)
+            bad = n in unstable
+            out[n] = {"median_s": r * dense_s, "iqr_s": 0.0, "ratio": r, "stable": not bad,
+                      "attempts": 3 if bad else 1,
+                      "why": "ratio to the reference spread 80%" if bad else ""}
+        return out
+    return fake
+
+
+def _sig():
+    return signature_of(nn.Linear(64, 32), (1, 64))
+
+
+def test_unstable_points_get_the_bytes_model_not_a_slow_status(monkeypatch):
+    monkeypatch.setattr(measure, "time_entry_jobs",
+                        scripted(lambda n: 50.0, unstable={"csc@0.9", "2:4@0.5"}))
+    e = measure_signature(_sig(), GRID)
+    csc90 = e["formats"]["csc"][1]
+    assert csc90["status"] == "unstable" and csc90["median_s"] is None
+    want = 1e-3 * (csc90["bytes"] + e["bytes"]["io"]) / (e["bytes"]["dense"] + e["bytes"]["io"])
+    assert csc90["model_s"] == pytest.approx(want) and csc90["model_s"] < 1e-3
+    assert "unmeasured: ratio to the reference spread 80%" in csc90["reason"]
+    assert "bytes-bound model predicts it" in csc90["reason"]
+    csc50 = e["formats"]["csc"][0]
+    assert csc50["status"] == "ok" and csc50["ratio"] == 50.0  # slow, and measured as such
+    assert all(p["status"] != "slow" for pts in e["formats"].values() for p in pts)
+
+
+def test_bytes_model():
+    assert measure.bytes_model_s(2.0, 100, 400, 100) == pytest.approx(0.8)
+    sig = signature_of(nn.Linear(64, 32), (4, 64))
+    assert measure.io_bytes(sig) == 4 * (64 + 32) * 4
+
+
+def _cached_entry():
+    return {"signature": {}, "context": "warm", "dense": {"median_s": 1e-3, "iqr_s": 0.0},
+            "bytes": {"dense": 8192, "io": 384},
+            "formats": {
+                "2:4": [{"sparsity": 0.5, "density": 0.5, "status": "ok", "median_s": 6e-4,
+                         "ratio": 0.6}],
+                "bsr4x4": [{"sparsity": 0.5, "density": 0.5, "status": "ok", "median_s": 9e-4,
+                            "ratio": 0.9},
+                           {"sparsity": 0.9, "density": 0.1, "status": "ok", "median_s": 3e-4,
+                            "ratio": 0.3},
+                           # no block left (a tiny layer): nothing to rebuild, never re-checked
+                           {"sparsity": 0.98, "density": 0.0, "status": "ok",
+                            "median_s": 1e-5, "ratio": 0.01}],
+                "csc": [{"sparsity": 0.9, "density": 0.1, "status": "ok", "median_s": 2e-4,
+                         "ratio": 0.2},
+                        {"sparsity": 0.98, "density": 0.02, "status": "unstable",
+                         "median_s": None, "model_s": 1e-4, "ratio": None}]}}
+
+
+def test_recheck_times_the_fastest_point_of_each_format(monkeypatch):
+    calls = []
+    cached = {"2:4@0.5": 0.6, "bsr4x4@0.9": 0.3, "csc@0.9": 0.2}
+    monkeypatch.setattr(measure, "time_entry_jobs",
+                        scripted(lambda n: cached[n] * 1.1, calls=calls))
+    res = recheck_entry(_sig(), _cached_entry(), MeasureSettings(recheck=2))
+    assert calls == [(["dense", "csc@0.9", "bsr4x4@0.9"], "warm")]
+    assert res["agree"] and "2 points within 25%" in res["why"]
+    assert [p["format"] for p in res["points"]] == ["csc", "bsr4x4"]
+
+
+@pytest.mark.parametrize("factor, unstable, why", [
+    (1.5, (), "csc@0.9 now 0.3x dense, cached 0.2x (50% off, tolerance 25%)"),
+    (1.0, ("csc@0.9",), "csc@0.9 unstable now")])
+def test_recheck_disagrees(monkeypatch, factor, unstable, why):
+    monkeypatch.setattr(measure, "time_entry_jobs",
+                        scripted(lambda n: 0.2 * factor if n == "csc@0.9" else 0.6,
+                                 unstable=set(unstable)))
+    res = recheck_entry(_sig(), _cached_entry(), MeasureSettings(recheck=1))
+    assert not res["agree"] and why in res["why"]
+
+
+def test_recheck_of_an_entry_without_measured_points():
+    e = _cached_entry()
+    for pts in e["formats"].values():
+        for p in pts:
+            p["status"] = "unstable"
+    res = recheck_entry(_sig(), e)
+    assert not res["agree"] and "no measured point to re-check" in res["why"]
+
+
+def test_a_slow_measurement_never_survives_a_recheck_end_to_end(monkeypatch, tmp_path):
+    """Measured under load (csc 100x dense, stable), cached; a later quiet run's re-check
+    disagrees, so the entry is measured again and csc is chosen."""
+    from sparsekern.auto.cache import DiskCache
+    loaded = {"on": True}
+    monkeypatch.setattr(measure, "time_entry_jobs", scripted(
+        lambda n: (100.0 if loaded["on"] else 0.2) if n.startswith("csc") else 1.5))
+    c = DiskCache("latency", root=tmp_path)
+    first = table.layer_entry(_sig(), GRID, cache=c)
+    assert first.predict("csc", 0.1) == pytest.approx(0.1)
+    loaded["on"] = False
+    again = table.layer_entry(_sig(), GRID, cache=c)
+    assert again.provenance == "re-measured" and "100x dense" not in again.recheck["why"]
+    assert again.predict("csc", 0.1) == pytest.approx(2e-4)
+    assert table.layer_entry(_sig(), GRID, cache=c).provenance == "re-checked"
+
+
+def test_points_and_prediction_fall_back_to_the_model():
+    e = LayerLatency(_cached_entry())
+    assert e.points("csc") == [(0.02, 1e-4), (0.1, 2e-4)]
+    assert e.from_model("csc", 0.02) and e.from_model("csc", 0.05)
+    assert not e.from_model("csc", 0.1)
+    assert e.from_model("csc", 0.5)  # extrapolated along the slope from the model point
+    assert not e.from_model("dense", 1.0)
+    assert e.unstable() == ["csc@0.98"]
+
+
+def test_unstable_points_are_scaled_by_the_measured_efficiency():
+    e = _cached_entry()
+    e["formats"]["csc"][0]["bound_s"] = 1e-4           # measured 2e-4: twice its bound
+    e["formats"]["csc"][1]["bound_s"] = 0.5e-4
+    e["formats"]["csc"][1]["model_s"] = 0.5e-4
+    lat = LayerLatency(e)
+    assert lat.efficiency("csc") == 2.0 and lat.efficiency("2:4") == 1.0
+    e["formats"]["csc"].append({"sparsity": 0.5, "density": 0.5, "status": "ok",
+                                "median_s": 5e-3, "bound_s": 5e-4})  # 10x: slowed by load
+    assert LayerLatency(e).efficiency("csc") == 2.0      # the best it achieved counts
+    e["formats"]["csc"].pop()
+    assert lat.points("csc") == [(0.02, 1e-4), (0.1, 2e-4)]
+    e["formats"]["csc"][0]["bound_s"] = 4e-4           # faster than its bound: never below 1
+    assert LayerLatency(e).efficiency("csc") == 1.0
+
+
+def test_decision_says_when_it_rests_on_the_model():
+    e = LayerLatency(_cached_entry())
+    d = decide("fc", {"[1, 64]": e}, {"csc": 0.02, "2:4": None, "bsr4x4": None})
+    assert d.format == "csc" and d.from_model == {"csc": ["[1, 64]"]}
+    assert "bytes-bound model prediction at [1, 64]" in d.reason
+    d2 = decide("fc", {"[1, 64]": e}, {"csc": 0.1, "2:4": None, "bsr4x4": None})
+    assert d2.format == "csc" and d2.from_model == {} and "bytes-bound" not in d2.reason
+
+
+def test_sparsify_auto_reports_where_numbers_came_from():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 8))
+    with torch.no_grad():
+        m[0].weight.copy_(magnitude.prune_unstructured(m[0].weight, 0.98))
+    t = synthetic_table({"0": (1e-3, {}), "2": (1e-3, {"csc": [(0.5, 2e-3)]})})
+    t.layers["0"]["layer input"] = LayerLatency(_cached_entry(), "re-checked")
+    out = sk.sparsify(m, layout="auto", latency_table=t)
+    rep = out.sparsekern_entries
+    assert rep["re-checked"] == ["0 @ layer input"] and rep["given"] == ["2 @ layer input"]
+    assert rep["predicted"] == ["0 @ layer input: csc"]
+    assert out.sparsekern_report["0"][0] == "csc" and "bytes-bound" in out.sparsekern_report["0"][1]
+
+
+def test_an_entry_with_unstable_points_is_used_but_never_cached(monkeypatch, tmp_path):
+    from sparsekern.auto.cache import DiskCache
+    calls = []
+    monkeypatch.setattr(measure, "time_entry_jobs",
+                        scripted(lambda n: 0.3, unstable={"csc@0.9"}, calls=calls))
+    c = DiskCache("latency", root=tmp_path)
+    e = table.layer_entry(_sig(), GRID, cache=c)
+    assert e.unstable() == ["csc@0.9"] and e.predict("csc", 0.1) is not None
+    assert not c.folder.exists() or not list(c.folder.iterdir())
+    again = table.layer_entry(_sig(), GRID, cache=c)     # measured again, not re-checked
+    assert again.provenance == "measured" and len(calls) == 2

@@ -1,0 +1,197 @@
+"""Shared-machine defaults of the harness: fresh output folders, the BLAS environment of the
+dense baseline, load-based threads, warnings, and the contention benchmark's logic (fake
+clocks; the busy processes' lifecycle is checked, not their effect)."""
+import json
+import os
+
+import pytest
+
+from sparsekern.bench import __main__ as cli
+from sparsekern.bench import contention, health
+from sparsekern.timing.load import judge
+
+
+def test_quick_output_goes_to_a_fresh_folder_by_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.parse_args(["--quick"]).out is None
+    a = cli.fresh_out_dir("cpu-quick")
+    assert a.startswith(os.path.join("sparsekern-bench", "cpu-quick-")) and not os.path.exists(a)
+    os.makedirs(a)
+    b = cli.fresh_out_dir("cpu-quick")
+    assert b != a and not os.path.exists(b)
+    assert "bench/results" not in a
+
+
+def test_blas_env_is_removed_and_recorded():
+    env = {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "1048576", "PATH": "/bin"}
+    new = cli.blas_env_without(env)
+    assert "OPENBLAS_CORETYPE" not in new and "OPENBLAS_L2_SIZE" not in new
+    assert new["PATH"] == "/bin"
+    assert json.loads(new[cli.UNSET_ENV_VAR]) == {"OPENBLAS_CORETYPE": "Haswell",
+                                                 "OPENBLAS_L2_SIZE": "1048576"}
+
+
+def test_reexec_only_when_needed(monkeypatch):
+    calls = []
+    monkeypatch.setattr(os, "execve", lambda *a: calls.append(a))
+    monkeypatch.delenv(cli.UNSET_ENV_VAR, raising=False)
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    cli.reexec_without_blas_env(["--quick", "--keep-blas-env"])
+    assert calls == []
+    cli.reexec_without_blas_env(["--quick"])
+    assert len(calls) == 1
+    exe, args, env = calls[0]
+    assert args[1:] == ["-m", "sparsekern.bench", "--quick"]
+    assert "OPENBLAS_CORETYPE" not in env
+    monkeypatch.setenv(cli.UNSET_ENV_VAR, "{}")                  # already re-executed
+    cli.reexec_without_blas_env(["--quick"])
+    assert len(calls) == 1
+
+
+def test_dense_env_reports_what_was_unset(monkeypatch):
+    monkeypatch.setenv(cli.UNSET_ENV_VAR, json.dumps({"OPENBLAS_CORETYPE": "Haswell"}))
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    d = cli.dense_env()
+    assert d["unset_for_this_run"] == {"OPENBLAS_CORETYPE": "Haswell"}
+    assert "OPENBLAS_CORETYPE" not in d["still_set"]
+    assert all("architecture" in k for k in d["openblas"])
+
+
+def test_threads_from_the_load_detection_unless_given(monkeypatch, capsys):
+    import sparsekern.timing.load as load
+    monkeypatch.setattr(load, "detect_load", lambda: judge(2, 2.5, 1.0, 0.0))
+    n, rep = cli.choose_threads(None)
+    assert n == 1 and rep.busy
+    assert "recommended by the load detection; --threads overrides" in capsys.readouterr().err
+    n, _ = cli.choose_threads(2)
+    assert n == 2 and "2 threads (--threads)" in capsys.readouterr().err
+
+
+def _doc(timing):
+    return {"cases": [{"id": "csc-4096-N1", "candidates": {
+        "sparsekern": {"status": "ok", "timing": timing},
+        "numpy.matmul": {"status": "skipped", "timing": None}}}]}
+
+
+def test_warnings_for_slices_spread_and_load():
+    sliced = {"median_s": 12e-3, "q1_s": 12e-3, "q3_s": 12e-3, "min_s": 12e-3, "iqr_s": 0.0}
+    w = health.warnings(_doc(sliced), judge(2, 3.0, 1.0, 0.0))
+    assert len(w) == 2
+    assert w[0].startswith("the machine was busy at the start (machine busy: 1.0 other")
+    assert "1 timings are whole scheduler slices" in w[1] and "csc-4096-N1 sparsekern: 12 ms ±0%" in w[1]
+    noisy = {"median_s": 1e-3, "q1_s": 0.6e-3, "q3_s": 1.5e-3, "min_s": 0.5e-3, "iqr_s": 0.9e-3}
+    w = health.warnings(_doc(noisy), judge(2, 0.1, 0.0, 0.0))
+    assert w == ["1 timings spread more than 30% (IQR/median): csc-4096-N1 sparsekern"]
+    clean = {"median_s": 1e-3, "q1_s": 0.99e-3, "q3_s": 1.01e-3, "min_s": 0.98e-3, "iqr_s": 2e-5}
+    assert health.warnings(_doc(clean), judge(2, 0.1, 0.0, 0.0)) == []
+
+
+# -- contention ---------------------------------------------------------------------------
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_run_phase_alternates_candidates():
+    c, order = Clock(), []
+
+    def f(name, dt):
+        def fn():
+            order.append(name)
+            c.t += dt
+        return fn
+    out = contention.run_phase({"a": f("a", 1e-3), "b": f("b", 2e-3)}, 3, clock=c)
+    assert order == ["a", "b"] * 3
+    assert out["a"] == pytest.approx([1e-3] * 3) and out["b"] == pytest.approx([2e-3] * 3)
+
+
+def test_summarize_case_ratios_and_targets():
+    quiet = {"torch.F.linear": [2e-3] * 3, "numpy.matmul": [1e-3] * 3,
+             "csc 90%": [0.2e-3] * 3, "2:4": [0.5e-3] * 3}
+    loaded = {"torch.F.linear": [3e-3] * 3, "numpy.matmul": [2e-3, 2e-3, 9e-3],
+              "csc 90%": [0.25e-3] * 3, "2:4": [4e-3] * 3}
+    s = contention.summarize_case(quiet, loaded)
+    assert s["best_dense_quiet"] == "numpy.matmul" and s["best_dense_loaded"] == "numpy.matmul"
+    csc = s["candidates"]["csc 90%"]
+    assert csc["loaded_over_quiet"] == pytest.approx(1.25)
+    assert csc["over_dense_quiet"] == pytest.approx(0.2) and csc["targets_met"]
+    two4 = s["candidates"]["2:4"]
+    assert two4["loaded_over_quiet"] == pytest.approx(8.0) and not two4["targets_met"]
+    assert two4["over_dense_loaded"] == pytest.approx(2.0)   # slower than dense under load
+    assert s["candidates"]["numpy.matmul"]["loaded_max_s"] == 9e-3
+    assert "targets_met" not in s["candidates"]["torch.F.linear"]
+
+
+def test_contention_settings_rejections():
+    with pytest.raises(ValueError, match="needs phases >= 1 and calls >= 3, got phases=0"):
+        contention.ContentionSettings(phases=0)
+
+
+def test_busy_processes_start_pause_and_always_end():
+    with contention.BusyProcesses([0]) as busy:
+        assert all(p.is_alive() for p in busy.procs)
+        busy.resume()
+        busy.pause()
+    assert not any(p.is_alive() for p in busy.procs)
+
+
+def test_contention_run_and_markdown_on_tiny_shapes(monkeypatch):
+    s = contention.ContentionSettings(busy_cores=(0,), phases=1, calls=3, settle_s=0.0,
+                                      shapes=(("64²", 64, 64),), batches=(1,))
+    res = contention.run(s)
+    assert res["busy_cores"] == [0] and len(res["cases"]) == 1
+    rows = res["cases"][0]["candidates"]
+    assert set(rows) == {"torch.F.linear", "numpy.matmul", "2:4", "bsr32x32 90%", "csc 90%"}
+    assert all(r["calls"] == 3 for r in rows.values())
+    md = contention.markdown({"threads": 2, "isa": "avx2", "contention": res})
+    assert "| 64² | 1 | csc 90% |" in md
+
+
+# -- forward + backward --------------------------------------------------------------------
+
+def test_training_case_times_both_and_reports_the_isa():
+    from sparsekern.bench import training
+    from sparsekern.timing.timers import TimerSettings
+    t = TimerSettings(min_time=0.0, min_reps=2, max_reps=2, warmup_time=0.0,
+                      max_warmup_calls=1, sample_time=0.0)
+    recs = training.run(t, shapes=(("tiny", 48, 32, 8),))
+    assert [r["variant"] for r in recs] == ["2:4", "bsr32x32", "csc"]
+    for r in recs:
+        assert r["status"] == "ok" and r["dense"]["reps"] == 2 and r["sparse"]["reps"] == 2
+        assert r["speedup"] == r["dense"]["median_s"] / r["sparse"]["median_s"]
+    md = training.markdown(recs)
+    assert md.count("| tiny 48×32 | 8 |") == 3
+
+
+def test_training_step_gives_the_dense_gradients():
+    import torch
+    import sparsekern as sk
+    from sparsekern.bench import training
+    gen = torch.Generator().manual_seed(1)
+    dense = training._pruned(16, 12, "csc", None, 0.5, gen)
+    sparse = sk.SparseLinear.from_dense(dense, "csc")
+    g = torch.randn(5, 16, generator=gen)
+    x1 = torch.randn(5, 12, generator=gen).requires_grad_(True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    training.step_fn(dense, g)(x1)
+    training.step_fn(sparse, g)(x2)
+    torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sparse.bias.grad, dense.bias.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_training_failure_is_a_record_not_a_crash(monkeypatch):
+    from sparsekern.bench import training
+    from sparsekern.timing.timers import TimerSettings
+
+    def boom(layer, g):
+        def fn(x):
+            raise RuntimeError("no backward here\nmore")
+        return fn
+    monkeypatch.setattr(training, "step_fn", boom)
+    r = training.run_case("t", 8, 8, 2, training.VARIANTS[2], TimerSettings())
+    assert r["status"] == "failed" and r["reason"] == "dense: RuntimeError: no backward here"
+    assert "failed: dense: RuntimeError" in training.markdown([r])

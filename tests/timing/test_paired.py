@@ -1,0 +1,137 @@
+"""Paired timing (sparsekern.timing.paired) with a fake clock: no real time is measured."""
+import pytest
+
+from sparsekern.timing.paired import PairedSettings, time_paired, verdict
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def job(clock, durations):
+    """A callable that advances ``clock`` by the next of ``durations`` (the last repeats)."""
+    it = iter(durations)
+    last = [durations[0]]
+
+    def fn(_):
+        try:
+            last[0] = next(it)
+        except StopIteration:
+            pass
+        clock.t += last[0]
+    return fn
+
+
+# warmup_time=0: the warm-up is a single call; samples last >= 1 ms (inner calls)
+S = PairedSettings(rounds=5, tolerance=0.2, retries=2, sample_time=1e-3, warm_calls=0,
+                   warmup_time=0.0, max_warmup_calls=2)
+
+
+def test_stable_candidate_reports_its_paired_ratio():
+    c = Clock()
+    res = time_paired({"dense": (job(c, [1e-3]), None), "csc": (job(c, [2.5e-4]), None)},
+                      "dense", S, clock=c)
+    assert res["csc"]["stable"] and res["csc"]["attempts"] == 1
+    assert res["csc"]["ratio"] == pytest.approx(0.25)
+    assert res["csc"]["inner"] == 4 and res["dense"]["inner"] == 1  # samples of >= 1 ms
+    assert res["csc"]["median_s"] == pytest.approx(2.5e-4)
+    assert res["csc"]["rounds"] == 5 and res["dense"]["rounds"] == 5
+    assert list(res) == ["dense", "csc"]
+
+
+def test_a_burst_that_hits_a_pair_leaves_the_ratio_alone():
+    c = Clock()
+    # warm-up: 2 calls each; then dense and the candidate alternate, round 3 is 4x slower
+    dense = [1e-3] + [1e-3, 1e-3, 4e-3, 1e-3, 1e-3]
+    cand = [5e-4] + [5e-4] * 2 * 2 + [2e-3] * 2 + [5e-4] * 4   # inner = 2
+    res = time_paired({"dense": (job(c, dense), None), "bsr": (job(c, cand), None)},
+                      "dense", S, clock=c)
+    assert res["bsr"]["stable"] and res["bsr"]["ratio"] == pytest.approx(0.5)
+    assert res["bsr"]["ratio_spread"] == pytest.approx(0.0)
+
+
+def test_unstable_candidate_is_retimed_then_given_up():
+    c = Clock()
+    cand = [2e-3] + [2e-3, 16e-3] * 100  # preempted every other sample (inner = 1)
+    res = time_paired({"dense": (job(c, [1e-3]), None), "2:4": (job(c, cand), None)},
+                      "dense", S, clock=c)
+    r = res["2:4"]
+    assert not r["stable"] and r["attempts"] == S.retries + 1
+    assert "spread" in r["why"] and "20% tolerance" in r["why"]
+
+
+def test_unstable_first_attempt_stable_on_retry():
+    c = Clock()
+    # inner = 1: attempt 1 has two wild samples of five; attempt 2 is steady
+    cand = [2e-3] + [2e-3, 16e-3, 2e-3, 16e-3, 2e-3] + [2e-3] * 100
+    res = time_paired({"dense": (job(c, [1e-3]), None), "csc": (job(c, cand), None)},
+                      "dense", S, clock=c)
+    assert res["csc"]["stable"] and res["csc"]["attempts"] == 2
+    assert res["csc"]["ratio"] == pytest.approx(2.0)
+
+
+def test_whole_scheduler_slices_are_not_a_measurement():
+    c = Clock()
+    # warm calls show the kernel takes 0.5 ms; every timed call then takes a 12 ms slice
+    cand = [5e-4] + [12e-3] * 1000
+    dense = [3e-3]
+    res = time_paired({"dense": (job(c, dense), None), "csc": (job(c, cand), None)},
+                      "dense", S, clock=c)
+    assert not res["csc"]["stable"]
+    assert "whole scheduler slices" in res["csc"]["why"]
+
+
+def test_slices_far_above_the_bound_are_not_a_measurement():
+    c = Clock()
+    cand = [16e-3] * 1000          # every call, warm-up included, is 4 slices
+    jobs = {"dense": (job(c, [1e-4]), None), "csc": (job(c, cand), None)}
+    assert time_paired(jobs, "dense", S, clock=c)["csc"]["stable"]   # nothing says otherwise
+    c2 = Clock()
+    jobs = {"dense": (job(c2, [1e-4]), None), "csc": (job(c2, cand), None)}
+    res = time_paired(jobs, "dense", S, clock=c2, bound_ratio={"csc": 0.15})
+    assert not res["csc"]["stable"] and "can take 0.015 ms" in res["csc"]["why"]
+
+
+def test_cold_context_flushes_before_every_sample_and_calls_once():
+    c = Clock()
+    flushes = []
+    res = time_paired({"dense": (job(c, [1e-4]), None), "csc": (job(c, [5e-5]), None)},
+                      "dense", S, clock=c, before_sample=lambda f, a: flushes.append(f))
+    assert res["csc"]["inner"] == 1 and res["dense"]["inner"] == 1
+    assert len(flushes) == 2 * S.rounds  # dense + candidate, every round
+    assert res["csc"]["stable"]
+
+
+def test_reference_alone_is_timed_in_rounds():
+    c = Clock()
+    res = time_paired({"dense": (job(c, [1e-3]), None)}, "dense", S, clock=c)
+    assert res["dense"]["rounds"] == S.rounds and res["dense"]["stable"]
+
+
+def test_verdict_thresholds():
+    s = PairedSettings(tolerance=0.2)
+    assert verdict([1.0, 1.0, 1.1, 1.0, 0.95], [1e-3] * 5, 1e-3, s)[0]
+    ok, why = verdict([1.0, 2.0, 1.0, 2.0, 1.5], [1e-3] * 5, 1e-3, s)
+    assert not ok and "spread 67%" in why
+    # quantized samples are fine when the fastest call was not much faster (a slow kernel)
+    assert verdict([4.0] * 5, [8e-3] * 5, 7e-3, s)[0]
+    assert not verdict([4.0] * 5, [8e-3] * 5, 1e-3, s)[0]
+    assert verdict([4.0] * 5, [8e-3] * 5, 1e-3, s, check_slices=False)[0]
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (dict(rounds=2), r"PairedSettings.rounds must be >= 3 \(a spread needs samples\), got 2"),
+    (dict(tolerance=1.5), r"PairedSettings.tolerance must be in \(0, 1\), got 1.5"),
+    (dict(retries=-1), "PairedSettings.retries must be >= 0, got -1")])
+def test_settings_rejections(bad, msg):
+    with pytest.raises(ValueError, match=msg):
+        PairedSettings(**bad)
+
+
+def test_unknown_reference():
+    with pytest.raises(ValueError, match=r"reference 'dense' is not among the jobs \['a'\]"):
+        time_paired({"a": (lambda x: None, None)}, "dense", S)
