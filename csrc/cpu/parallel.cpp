@@ -261,7 +261,7 @@ struct PanelCall {
   const Dense* d;
   PanelWork* work;
   int parts;
-  int64_t panel_width, ldp_max, npanels;
+  int64_t panel_width, ldp_max, npanels, align;
   bool by_panel;
   uint64_t id;  // unique per call: the per-thread packed panel is reused only within it
 };
@@ -283,7 +283,7 @@ int run_panel_item(void* ctx, int64_t i) {
   const Dense& d = *c.d;
   const int64_t pi = c.by_panel ? i : i / c.parts;
   const int64_t n0 = pi * c.panel_width;
-  const int64_t nb = min_i64(c.panel_width, d.N - n0), ldp = round_up(nb, 8);
+  const int64_t nb = min_i64(c.panel_width, d.N - n0), ldp = round_up(nb, c.align);
   float* P = scratch_panel().get_as<float>(max_i64(d.K, 1) * c.ldp_max);
   if (P == nullptr) return kNoMemory;
   PackedPanel& pp = packed_panel();
@@ -302,13 +302,15 @@ int run_panel_item(void* ctx, int64_t i) {
 
 }  // namespace
 
-int run_panels(const Dense& d, int threads, int parts, int64_t panel_width, PanelWork& work) {
+int run_panels(const Dense& d, int threads, int parts, int64_t panel_width, PanelWork& work,
+               int64_t align) {
   PanelCall c;
   c.d = &d;
   c.work = &work;
   c.parts = parts;
   c.panel_width = panel_width;
-  c.ldp_max = round_up(min_i64(panel_width, d.N), 8);
+  c.align = align;
+  c.ldp_max = round_up(min_i64(panel_width, d.N), align);
   c.npanels = ceil_div(d.N, panel_width);
   // With enough panels each item is a whole panel (packed once, by the thread that runs it);
   // otherwise (panel, part) pairs in order, so a thread usually finds its panel packed.

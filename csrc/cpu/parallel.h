@@ -111,7 +111,7 @@ class PanelWork {
  public:
   virtual ~PanelWork() = default;
   // Computes partition `part` for output columns [n0, n0 + nb): P[k * ldp + j] = B(k, n0 + j)
-  // for k < K and j < nb, and 0 for nb <= j < ldp (ldp is a multiple of 8).
+  // for k < K and j < nb, and 0 for nb <= j < ldp (ldp a multiple of run_panels' align).
   virtual int run(int part, const float* P, int64_t ldp, int64_t n0, int64_t nb) = 0;
 };
 
@@ -124,7 +124,9 @@ void pack_panel(const Dense& d, int64_t n0, int64_t nb, int64_t ldp, int64_t k0,
 // row parts of every panel on up to `threads` threads. With enough panels the threads take
 // whole panels, else (panel, part) pairs, in order, each thread packing the panels it
 // reaches. Both are dynamic (the next item to whoever is free, see run_items); no barrier.
-int run_panels(const Dense& d, int threads, int parts, int64_t panel_width, PanelWork& work);
+// `align` (8 or 16, dividing panel_width): each panel's row stride ldp is nb rounded up to it.
+int run_panels(const Dense& d, int threads, int parts, int64_t panel_width, PanelWork& work,
+               int64_t align = 8);
 
 // B's only column as a contiguous vector of K floats (copied when B is strided).
 const float* gemv_x(const Dense& d);
