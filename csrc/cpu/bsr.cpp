@@ -485,8 +485,8 @@ template <typename T>
 int bsr_typed(const BsrArgs<T>& a) {
   const Dense& d = *a.d;
   const Isa isa = active_isa();
-  // The GEMV is bound by streaming the blocks: the AVX-512 ISA runs the AVX2 GEMV (measured
-  // no faster with zmm: its 4-row dot products end in more horizontal sums per byte).
+  // The GEMV is bound by streaming the blocks: the AVX-512 ISA runs the AVX2 GEMV (a zmm
+  // port is not written; its 4-row dot products would end in more horizontal sums per byte).
   const bool avx2 = SK_HAVE_AVX2_KERNELS && isa != Isa::kPortable;
   const double work = static_cast<double>(a.nnzb) * a.bm * a.bk * d.N + static_cast<double>(d.M) * d.N;
   int nt = threads_for(d.num_threads, d.N == 1 ? kGemvCost * work : work);
