@@ -1,34 +1,69 @@
 """Base of the sparse layers: a module holding a packed weight (values, indices, offsets)."""
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 from torch import nn
+from torch.nn.modules.module import _EXTRA_STATE_KEY_SUFFIX
 
 from .formats import from_parts
+
+_FMT_TENSORS = ("values", "indices", "offsets")
 
 
 class PackedWeightModule(nn.Module):
     """Loads a state_dict whose pattern (so tensor shapes) may differ from this instance's.
 
-    Subclasses hold ``values`` (Parameter), ``indices`` and ``offsets`` (buffers), ``layout``,
-    and a ``weight`` property giving the format (its ``shape`` is the weight matrix's).
+    Subclasses hold ``values`` (Parameter), ``indices`` and ``offsets`` (buffers), ``bias``
+    (Parameter [M] or None), ``layout``, a ``weight`` property giving the format (its
+    ``shape`` is the weight matrix's), and ``check_extra_state(state) -> (M, K)``.
+
+    ``load_state_dict`` checks the incoming state first (the format with the incoming layout
+    and shape, through sparsekern.formats' validation; the bias shape) and changes nothing
+    when it is rejected.
     """
+
+    def check_extra_state(self, state) -> Tuple[int, int]:
+        raise NotImplementedError
+
+    def _incoming(self, state_dict, prefix):
+        """(layout, shape, {name: tensor}) that the module would hold after loading."""
+        extra = state_dict.get(prefix + _EXTRA_STATE_KEY_SUFFIX)
+        if extra is None:
+            layout, shape = self.layout, tuple(self.weight.shape)
+        else:
+            shape = self.check_extra_state(extra)
+            layout = extra["layout"]
+        tensors = {}
+        for name in _FMT_TENSORS:
+            own, t = getattr(self, name), state_dict.get(prefix + name)
+            if t is None:
+                t = own
+            elif not isinstance(t, torch.Tensor):
+                raise TypeError(f"state {prefix + name!r} is a {type(t).__name__}, expected a "
+                                f"tensor")
+            tensors[name] = t.detach().to(own.device)
+        return layout, shape, tensors
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
-        # Adopt the incoming tensors' shapes and dtypes, load, then validate the whole format.
-        for name in ("values", "indices", "offsets"):
-            t = state_dict.get(prefix + name)
-            if t is None:
-                continue
-            own = getattr(self, name)
-            if own.shape != t.shape or own.dtype != t.dtype:
-                new = torch.empty_like(t, device=own.device)
+        # Validate everything first (nothing changes when the state is rejected), then adopt
+        # the incoming tensors' shapes and dtypes, then load.
+        layout, shape, t = self._incoming(state_dict, prefix)
+        from_parts(layout, t["values"], t["indices"], t["offsets"], shape, validate=True)
+        bias = state_dict.get(prefix + "bias")
+        if self.bias is not None and isinstance(bias, torch.Tensor) and \
+                tuple(bias.shape) != (shape[0],):
+            raise ValueError(f"state {prefix + 'bias'!r} has shape {list(bias.shape)}; expected "
+                             f"[{shape[0]}]")
+        for name in _FMT_TENSORS:
+            own, new = getattr(self, name), state_dict.get(prefix + name)
+            if new is not None and (own.shape != new.shape or own.dtype != new.dtype):
+                fresh = torch.empty_like(new, device=own.device)
                 if name == "values":
-                    self.values = nn.Parameter(new, requires_grad=own.requires_grad)
+                    self.values = nn.Parameter(fresh, requires_grad=own.requires_grad)
                 else:
-                    setattr(self, name, new)
+                    setattr(self, name, fresh)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
-        from_parts(self.layout, self.values.detach(), self.indices, self.offsets,
-                   self.weight.shape, validate=True)

@@ -7,6 +7,7 @@ order unfold uses, so ``conv.weight.reshape(out, -1)`` is the matrix to pack.
 """
 from __future__ import annotations
 
+import operator
 from typing import Optional, Tuple
 
 import torch
@@ -20,14 +21,40 @@ from .ops import spmm_op
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
-def _pair(v, name: str) -> Tuple[int, int]:
-    if isinstance(v, int):
-        v = (v, v)
+def _pair(v, name: str, low: int = 0) -> Tuple[int, int]:
+    """(a, b) from an int or a pair of ints, each >= ``low``."""
+    pair = (v, v) if isinstance(v, int) and not isinstance(v, bool) else v
     try:
-        a, b = (int(x) for x in v)
+        if isinstance(pair, (str, bytes)) or any(isinstance(x, bool) for x in pair):
+            raise TypeError
+        a, b = (operator.index(x) for x in pair)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}") from None
+    if a < low or b < low:
+        raise ValueError(f"{name} must be >= {low}, got {v!r}")
     return a, b
+
+
+def check_geometry(kernel_size, stride, padding, dilation, padding_mode: str = "zeros",
+                   groups: int = 1) -> None:
+    """Raise ValueError (naming the argument) unless this is a geometry SparseConv2d runs:
+    kernel_size, stride, dilation >= 1, padding >= 0 / 'same' (stride 1) / 'valid', a
+    padding_mode of nn.Conv2d, groups 1."""
+    _pair(kernel_size, "kernel_size", 1)
+    s = _pair(stride, "stride", 1)
+    _pair(dilation, "dilation", 1)
+    if isinstance(padding, str):
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding must be an int, a pair, 'same' or 'valid'; got "
+                             f"{padding!r}")
+        if padding == "same" and s != (1, 1):
+            raise ValueError(f"padding='same' needs stride 1, got stride={s}")
+    else:
+        _pair(padding, "padding", 0)
+    if padding_mode not in _PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+    if isinstance(groups, bool) or groups != 1:
+        raise ValueError(f"SparseConv2d supports groups=1 only, got groups={groups!r}")
 
 
 def same_padding(kernel_size, dilation) -> Tuple[int, int, int, int]:
@@ -63,21 +90,12 @@ class SparseConv2d(PackedWeightModule):
         if not isinstance(weight, SparseFormat):
             raise TypeError(f"weight must be a packed sparse matrix (sparsekern.to_sparse), got "
                             f"{type(weight).__name__}")
+        check_geometry(kernel_size, stride, padding, dilation, padding_mode)
         self.in_channels = int(in_channels)
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.dilation = _pair(dilation, "dilation")
-        if isinstance(padding, str):
-            if padding not in ("same", "valid"):
-                raise ValueError(f"padding must be an int, a pair, 'same' or 'valid'; got "
-                                 f"{padding!r}")
-            if padding == "same" and self.stride != (1, 1):
-                raise ValueError(f"padding='same' needs stride 1, got stride={self.stride}")
-            self.padding = padding
-        else:
-            self.padding = _pair(padding, "padding")
-        if padding_mode not in _PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
+        self.stride = _pair(stride, "stride", 1)
+        self.dilation = _pair(dilation, "dilation", 1)
+        self.padding = padding if isinstance(padding, str) else _pair(padding, "padding")
         self.padding_mode = padding_mode
         M, K = weight.shape
         kh, kw = self.kernel_size
@@ -192,13 +210,30 @@ class SparseConv2d(PackedWeightModule):
                 "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
                 "padding_mode": self.padding_mode}
 
+    def check_extra_state(self, state) -> Tuple[int, int]:
+        """Raise unless ``state`` (from get_extra_state) is a valid geometry; returns the
+        packed matrix's shape (out_channels, in_channels*kh*kw)."""
+        if not isinstance(state, dict):
+            raise ValueError(f"extra state must be a dict, got {type(state).__name__}")
+        missing = [k for k in ("layout", "out_channels", "in_channels", "kernel_size",
+                               "stride", "dilation", "padding", "padding_mode") if k not in state]
+        if missing:
+            raise ValueError(f"extra state lacks {missing}")
+        check_geometry(state["kernel_size"], state["stride"], state["padding"],
+                       state["dilation"], state["padding_mode"], state.get("groups", 1))
+        kh, kw = _pair(state["kernel_size"], "kernel_size", 1)
+        out = _pair((state["out_channels"],) * 2, "out_channels", 1)[0]
+        cin = _pair((state["in_channels"],) * 2, "in_channels", 1)[0]
+        return out, cin * kh * kw
+
     def set_extra_state(self, state):
+        self.check_extra_state(state)
         self.layout = state["layout"]
         self.out_channels = int(state["out_channels"])
         self.in_channels = int(state["in_channels"])
-        self.kernel_size = _pair(state["kernel_size"], "kernel_size")
-        self.stride = _pair(state["stride"], "stride")
-        self.dilation = _pair(state["dilation"], "dilation")
+        self.kernel_size = _pair(state["kernel_size"], "kernel_size", 1)
+        self.stride = _pair(state["stride"], "stride", 1)
+        self.dilation = _pair(state["dilation"], "dilation", 1)
         p = state["padding"]
         self.padding = p if isinstance(p, str) else _pair(p, "padding")
         self.padding_mode = state["padding_mode"]

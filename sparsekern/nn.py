@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Dict, Optional, Tuple
+import warnings
+from typing import Dict, Iterable, Optional, Tuple
 
 import torch
 from torch import nn
 
-from . import functional
+from . import _layers, functional
 from ._packed_module import PackedWeightModule
 from .conv import SparseConv2d
 from .formats import SparseFormat, from_parts, to_sparse
@@ -52,11 +53,13 @@ class SparseLinear(PackedWeightModule):
             self.register_parameter("bias", None)
 
     @classmethod
-    def from_dense(cls, linear: nn.Linear, layout: str = "2:4", blocksize=None) -> "SparseLinear":
-        """Pack an nn.Linear whose weight is already pruned to ``layout``'s pattern."""
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
-        W = linear.weight.detach()
+    def from_dense(cls, linear: nn.Module, layout: str = "2:4", blocksize=None) -> "SparseLinear":
+        """Pack an nn.Linear (weight [out, in]) or a transformers Conv1D (weight [in, out],
+        packed as its transpose) whose weight is already pruned to ``layout``'s pattern."""
+        if not _layers.is_linear(linear):
+            raise TypeError(f"linear must be an nn.Linear or a transformers Conv1D, got "
+                            f"{type(linear).__name__}")
+        W = _layers.weight_matrix(linear).detach()
         fmt = to_sparse(W, layout=layout, blocksize=blocksize)
         bias = None if linear.bias is None else linear.bias.detach()
         return cls(fmt, bias)
@@ -96,7 +99,18 @@ class SparseLinear(PackedWeightModule):
     def get_extra_state(self):
         return {"layout": self.layout, "shape": [self.out_features, self.in_features]}
 
+    def check_extra_state(self, state) -> Tuple[int, int]:
+        """Raise unless ``state`` (from get_extra_state) is valid; returns (out, in)."""
+        shape = state.get("shape") if isinstance(state, dict) else None
+        if (not isinstance(shape, (list, tuple)) or len(shape) != 2 or
+                not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                        for s in shape) or "layout" not in state):
+            raise ValueError(f"extra state must be {{'layout': str, 'shape': [out, in]}}, got "
+                             f"{state!r}")
+        return int(shape[0]), int(shape[1])
+
     def set_extra_state(self, state):
+        self.check_extra_state(state)
         self.layout = state["layout"]
         self.out_features, self.in_features = (int(s) for s in state["shape"])
 
@@ -138,15 +152,36 @@ def choose_layout(W: torch.Tensor, layout: str, blocksize=None,
     return None, f"stored fraction {stored:.2f} > {limit}"
 
 
+def check_sparsify_args(layout: str, blocksize=None, max_density: Optional[float] = None,
+                        example_input=None, latency_table=None, margin=None) -> None:
+    """The argument checks of :func:`sparsify` (also run by prune.convert before its masks)."""
+    if layout not in ("auto", "2:4", "bsr", "csc"):
+        raise ValueError(f"layout must be 'auto', '2:4', 'bsr' or 'csc'; got {layout!r}")
+    if max_density is not None and not 0.0 <= max_density <= 1.0:
+        raise ValueError(f"max_density must be in [0, 1], got {max_density!r}")
+    if layout == "auto":
+        if blocksize is not None or max_density is not None:
+            raise ValueError(f"layout='auto' chooses the format (and block shape) from measured "
+                             f"latencies; blocksize={blocksize!r} and max_density={max_density!r} "
+                             f"apply only to layout='bsr'/'csc'")
+    elif example_input is not None or latency_table is not None or margin is not None:
+        raise ValueError(f"example_input, latency_table and margin apply to layout='auto' only; "
+                         f"got layout={layout!r}")
+
+
 def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
              max_density: Optional[float] = None, *, example_input=None,
-             latency_table=None, margin: Optional[float] = None) -> nn.Module:
-    """Swap every nn.Linear / nn.Conv2d (groups=1) whose weight already has ``layout``'s
-    pattern for a SparseLinear / SparseConv2d (a Conv2d weight is read as [out, in*kh*kw]).
+             latency_table=None, margin: Optional[float] = None,
+             layers: Optional[Iterable[str]] = None) -> nn.Module:
+    """Swap every nn.Linear, transformers Conv1D and nn.Conv2d (groups=1) whose weight
+    already has ``layout``'s pattern for a SparseLinear / SparseConv2d.
+
+    The packed matrix is the weight as [out, K]: an nn.Linear's weight, a Conv1D's weight
+    transposed (it stores [in, out]), a Conv2d's weight read as [out, in*kh*kw].
 
     Args:
         model: any nn.Module; modified in place and returned.
-        layout: ``"2:4"``, ``"bsr"``, ``"csc"`` or ``"auto"``: each Linear gets the format
+        layout: ``"2:4"``, ``"bsr"``, ``"csc"`` or ``"auto"``: each layer gets the format
             that the latency table predicts fastest for its actual zeros (2:4, BSR with a
             measured block shape, CSC), and stays dense when no format is predicted at
             least ``margin`` faster than dense at every measured shape (see
@@ -156,53 +191,93 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
         max_density: for bsr/csc, pack only when the stored fraction is at most this.
         example_input: for ``"auto"``: the input(s) to measure at — a tensor, a tuple of
             model arguments, or a list of them (one per shape). Without it, each Linear is
-            measured alone on a batch-1 input [1, in_features].
+            measured alone on a batch-1 input [1, in_features] (Conv2d layers then stay
+            dense: they need a real input shape).
         latency_table: for ``"auto"``: a table from ``sparsekern.auto.build_table`` (layers
             it lacks are measured).
         margin: for ``"auto"``: required predicted gain over dense (default 0.05).
-    Layers left dense are logged (logger "sparsekern") with the reason; the decisions are
-    kept in ``model.sparsekern_report`` ({module name: (layout or "dense", reason)}), and
-    for ``"auto"`` also in ``model.sparsekern_decisions`` (predicted times per format).
+        layers: names of the layers to consider (default: every linear-like layer).
+    Every linear-like layer left dense (including ones sparsekern cannot pack: grouped
+    convs, nn.Linear subclasses, other convolutions) is logged at INFO (logger
+    "sparsekern") with the reason; the decisions are kept in ``model.sparsekern_report``
+    ({module name: (layout or "dense", reason)}), and for ``"auto"`` also in
+    ``model.sparsekern_decisions`` (predicted times per format). A model with no layer
+    to pack gets a UserWarning naming the layer types it has.
     """
-    if layout not in ("auto", "2:4", "bsr", "csc"):
-        raise ValueError(f"layout must be 'auto', '2:4', 'bsr' or 'csc'; got {layout!r}")
-    if max_density is not None and not 0.0 <= max_density <= 1.0:
-        raise ValueError(f"max_density must be in [0, 1], got {max_density!r}")
-    if layout == "auto":
-        from .auto.choose import DEFAULT_MARGIN, sparsify_auto
-        if blocksize is not None or max_density is not None:
-            raise ValueError(f"layout='auto' chooses the format (and block shape) from measured "
-                             f"latencies; blocksize={blocksize!r} and max_density={max_density!r} "
-                             f"apply only to layout='bsr'/'csc'")
+    check_sparsify_args(layout, blocksize, max_density, example_input, latency_table, margin)
+    targets, skipped = _candidates(model, layers)
+    nothing_to_pack = not targets and layers is None and not any(
+        isinstance(m, PackedWeightModule) for m in model.modules())
+    if layout == "auto" and example_input is None and latency_table is None:
         # Conv2d layers are measured at their real input shape, so they need example_input.
-        linear_only = example_input is None and latency_table is None
-        return sparsify_auto(model, latency_table, example_input, linear_only=linear_only,
-                             margin=DEFAULT_MARGIN if margin is None else margin)
-    if example_input is not None or latency_table is not None or margin is not None:
-        raise ValueError(f"example_input, latency_table and margin apply to layout='auto' only; "
-                         f"got layout={layout!r}")
+        for name in [n for n, m in targets.items() if not _layers.is_linear(m)]:
+            targets.pop(name)
+            skipped[name] = ("Conv2d layers need example_input (or latency_table) to be "
+                             "timed for layout='auto'")
+    for name, why in skipped.items():
+        log.info("sparsify: %s stays dense (%s)", name or type(model).__name__, why)
+    if nothing_to_pack:
+        msg = (f"sparsify: {type(model).__name__} has no layer that sparsekern can pack "
+               f"({_layers.SUPPORTED_NAMES}); its layers are: {_layers.layer_types(model)}")
+        log.warning(msg)
+        warnings.warn(msg, stacklevel=2)
+    if layout == "auto" and targets:
+        from .auto.choose import DEFAULT_MARGIN, sparsify_auto
+        result = sparsify_auto(model, latency_table, example_input, layers=list(targets),
+                               margin=DEFAULT_MARGIN if margin is None else margin)
+    else:
+        result = _swap(model, targets, layout, blocksize, max_density)
+        if layout == "auto":
+            result.sparsekern_decisions = {}
+    for name, why in skipped.items():
+        result.sparsekern_report[name] = ("dense", why)
+    return result
+
+
+def _candidates(model: nn.Module, layers) -> Tuple[Dict[str, nn.Module], Dict[str, str]]:
+    """({name: packable layer}, {name: why a linear-like layer is left alone})."""
+    if layers is None:
+        named = [(n, m) for n, m in model.named_modules() if _layers.looks_linear(m)]
+    else:
+        modules = dict(model.named_modules())
+        names = [layers] if isinstance(layers, str) else list(layers)
+        for n in names:
+            if n not in modules or not _layers.looks_linear(modules[n]):
+                got = "does not exist" if n not in modules else \
+                    f"is a {type(modules[n]).__name__}"
+                raise ValueError(f"layers: {n!r} {got} in {type(model).__name__}; expected the "
+                                 f"name of an {_layers.SUPPORTED_NAMES}")
+        named = [(n, modules[n]) for n in names]
+    targets, skipped = {}, {}
+    for name, mod in named:
+        why = _layers.skip_reason(mod)
+        if why is None:
+            targets[name] = mod
+        else:
+            skipped[name] = why
+    return targets, skipped
+
+
+def _swap(model: nn.Module, targets: Dict[str, nn.Module], layout: str, blocksize,
+          max_density: Optional[float]) -> nn.Module:
+    """Pack each target whose weight matrix has ``layout``'s pattern (fixed layouts)."""
     report: Dict[str, Tuple[str, str]] = {}
-    targets = [(name, mod) for name, mod in model.named_modules()
-               if type(mod) in (nn.Linear, nn.Conv2d)]
-    for name, mod in targets:
-        if isinstance(mod, nn.Conv2d) and mod.groups != 1:
-            report[name] = ("dense", f"grouped Conv2d (groups={mod.groups}) is kept dense")
-            log.info("sparsify: %s stays dense (groups=%d)", name, mod.groups)
-            continue
-        chosen, why = choose_layout(mod.weight.detach().flatten(1), layout, blocksize,
+    result = model
+    for name, mod in targets.items():
+        chosen, why = choose_layout(_layers.weight_matrix(mod).detach(), layout, blocksize,
                                     max_density)
         report[name] = (chosen or "dense", why)
         if chosen is None:
-            log.info("sparsify: %s stays dense (%s)", name, why)
+            log.info("sparsify: %s stays dense (%s)", name or type(mod).__name__, why)
             continue
-        cls = SparseConv2d if isinstance(mod, nn.Conv2d) else SparseLinear
+        cls = SparseConv2d if _layers.kind(mod) == "conv2d" else SparseLinear
         new = cls.from_dense(mod, layout=chosen, blocksize=blocksize if chosen == "bsr" else None)
         if name == "":  # the model is itself a Linear / Conv2d
-            new.sparsekern_report = report
-            return new
-        _set_submodule(model, name, new)
-    model.sparsekern_report = report
-    return model
+            result = new
+        else:
+            _set_submodule(model, name, new)
+    result.sparsekern_report = report
+    return result
 
 
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:

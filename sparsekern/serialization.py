@@ -1,97 +1,364 @@
 """save_sparse / load_sparse: packed weights into a fresh instance of an unmodified model class.
 
-The file is a dict (``torch.load(weights_only=True)`` reads it): ``"sparse"`` holds each
-SparseLinear (layout, shape, format tensors, bias), ``"sparse_conv2d"`` each SparseConv2d (the
-same plus its geometry), ``"dense"`` the state of everything else.
+Two file formats, chosen by the path's suffix on save and by the file's first bytes on load:
+
+``*.safetensors`` (no pickle anywhere): the tensors ``sparse.<layer>.{values,indices,offsets,
+bias}`` of every sparse layer and ``dense.<state key>`` of the rest of the state; the
+metadata (strings) holds ``format`` (the tag below) and ``layers``, a JSON object
+{layer name: {"kind": "linear" | "conv2d", "layout", "shape": [M, K], "bias": bool, and for
+a conv "out_channels", "in_channels", "kernel_size", "stride", "padding", "dilation",
+"padding_mode", "groups"}}.
+
+any other suffix (``*.pt``): a dict read with ``torch.load(weights_only=True)``: ``"sparse"``
+holds each SparseLinear (layout, shape, format tensors, bias), ``"sparse_conv2d"`` each
+SparseConv2d (the same plus its geometry), ``"dense"`` the state of everything else.
+
+``load_sparse`` checks the whole file against the model first (every format tensor through
+sparsekern.formats' validation: dtypes, shapes, offsets, index ranges, 2:4 metadata; bias
+shape and dtype; conv geometry; the dense state's keys, shapes and dtypes) and builds every
+new layer before it changes the model, so a bad file leaves the model untouched.
 """
 from __future__ import annotations
 
+import json
 import os
-from typing import Union
+from dataclasses import dataclass
+from typing import Dict, List, Tuple, Union
 
 import torch
 from torch import nn
 
+from . import _layers
+from .conv import SparseConv2d, check_geometry
 from .formats import from_parts
-from .conv import SparseConv2d
 from .nn import SparseLinear, _set_submodule
 
 _FORMAT_TAG = "sparsekern-sparse-model/1"
+_FMT_TENSORS = ("values", "indices", "offsets")
+_CONV_FIELDS = ("out_channels", "in_channels", "kernel_size", "stride", "padding", "dilation",
+                "padding_mode", "groups")
+
+PathLike = Union[str, os.PathLike]
 
 
-def _conv_entry(mod: SparseConv2d) -> dict:
-    entry = mod.get_extra_state()
-    entry.update(values=mod.values.detach(), indices=mod.indices, offsets=mod.offsets,
-                 bias=None if mod.bias is None else mod.bias.detach())
-    return entry
+# -- save ---------------------------------------------------------------------------------
+
+def _entry(mod: nn.Module) -> dict:
+    """One sparse layer: its description (plain ints/strs/lists) and its tensors."""
+    if isinstance(mod, SparseConv2d):
+        e = mod.get_extra_state()
+        e.update(kind="conv2d", groups=1)
+    else:
+        e = {"kind": "linear", "layout": mod.layout,
+             "shape": [mod.out_features, mod.in_features]}
+    e.update(values=mod.values.detach(), indices=mod.indices, offsets=mod.offsets,
+             bias=None if mod.bias is None else mod.bias.detach())
+    return e
 
 
-def save_sparse(model: nn.Module, path: Union[str, os.PathLike]) -> None:
-    """Save ``model`` with every SparseLinear and SparseConv2d packed (plain tensors/ints/strs)."""
-    linear, conv = {}, {}
-    for name, mod in model.named_modules():
-        if isinstance(mod, SparseLinear):
-            linear[name] = {"layout": mod.layout, "shape": [mod.out_features, mod.in_features],
-                            "values": mod.values.detach(), "indices": mod.indices,
-                            "offsets": mod.offsets,
-                            "bias": None if mod.bias is None else mod.bias.detach()}
-        elif isinstance(mod, SparseConv2d):
-            conv[name] = _conv_entry(mod)
-    if "" in linear or "" in conv:
+def save_sparse(model: nn.Module, path: PathLike) -> None:
+    """Save ``model`` with every SparseLinear and SparseConv2d packed.
+
+    ``path`` ending in ``.safetensors`` writes a safetensors file (no pickle); any other
+    path a ``torch.save`` dict of plain tensors/ints/strs (``weights_only`` loadable).
+    """
+    entries = {n: _entry(m) for n, m in model.named_modules()
+               if isinstance(m, (SparseLinear, SparseConv2d))}
+    if "" in entries:
         raise ValueError("save_sparse needs a model that contains the sparse layers, not a bare "
                          "sparse layer (save its state_dict instead)")
-    prefixes = tuple(n + "." for n in list(linear) + list(conv))
+    prefixes = tuple(n + "." for n in entries)
     dense = {k: v for k, v in model.state_dict().items() if not k.startswith(prefixes)}
+    if os.fspath(path).endswith(".safetensors"):
+        _save_safetensors(entries, dense, path)
+        return
+    linear = {n: {k: v for k, v in e.items() if k != "kind"}
+              for n, e in entries.items() if e["kind"] == "linear"}
+    conv = {n: {k: v for k, v in e.items() if k != "kind"}
+            for n, e in entries.items() if e["kind"] == "conv2d"}
     torch.save({"format": _FORMAT_TAG, "sparse": linear, "sparse_conv2d": conv, "dense": dense},
                path)
 
 
-def _existing(model: nn.Module, name: str, kinds, what: str) -> nn.Module:
+def _safetensors():
+    """The safetensors package (imported only for .safetensors files)."""
+    try:
+        import safetensors.torch
+    except ImportError:
+        raise ImportError("a .safetensors file needs the safetensors package: pip install "
+                          "safetensors (or sparsekern[safetensors])") from None
+    return safetensors
+
+
+def _save_safetensors(entries: Dict[str, dict], dense: Dict[str, object], path) -> None:
+    save_file = _safetensors().torch.save_file
+    tensors: Dict[str, torch.Tensor] = {}
+    seen = set()
+
+    def put(key: str, t: torch.Tensor) -> None:
+        t = t.detach().contiguous()
+        ptr = (t.device, t.untyped_storage().data_ptr()) if t.numel() else None
+        if ptr in seen:  # safetensors refuses shared storage (tied weights): store a copy
+            t = t.clone()
+        elif ptr is not None:
+            seen.add(ptr)
+        tensors[key] = t
+
+    layers = {}
+    for name, e in entries.items():
+        for k in _FMT_TENSORS:
+            put(f"sparse.{name}.{k}", e[k])
+        if e["bias"] is not None:
+            put(f"sparse.{name}.bias", e["bias"])
+        layers[name] = {k: v for k, v in e.items() if k not in _FMT_TENSORS + ("bias",)}
+        layers[name]["bias"] = e["bias"] is not None
+    for key, v in dense.items():
+        if not isinstance(v, torch.Tensor):
+            raise ValueError(f"state entry {key!r} is a {type(v).__name__}, not a tensor; a "
+                             f".safetensors file holds tensors only (save to a .pt path)")
+        put(f"dense.{key}", v)
+    save_file(tensors, os.fspath(path),
+              metadata={"format": _FORMAT_TAG, "layers": json.dumps(layers)})
+
+
+# -- read ---------------------------------------------------------------------------------
+
+@dataclass
+class _Saved:
+    """A file's content: {layer: entry with "kind" and tensors} and the dense state."""
+
+    layers: Dict[str, dict]
+    dense: Dict[str, object]
+
+
+def _is_safetensors(path: PathLike) -> bool:
+    # A safetensors file starts with its header's length (8 bytes, little-endian) and the
+    # JSON header itself ('{'); a torch.save file is a zip ("PK").
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _read(path: PathLike, map_location) -> _Saved:
+    if _is_safetensors(path):
+        return _read_safetensors(path, map_location)
+    blob = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != _FORMAT_TAG:
+        raise ValueError(f"{path} is not a file written by sparsekern.save_sparse")
+    layers: Dict[str, dict] = {}
+    for key, kind in (("sparse", "linear"), ("sparse_conv2d", "conv2d")):
+        part = blob.get(key, {})
+        if not isinstance(part, dict):
+            raise ValueError(f"{path}: {key!r} is a {type(part).__name__}, expected a dict")
+        for name, e in part.items():
+            if not isinstance(e, dict):
+                raise ValueError(f"{path}: the entry of layer {name!r} is a "
+                                 f"{type(e).__name__}, expected a dict")
+            if name in layers:
+                raise ValueError(f"{path}: layer {name!r} is saved twice")
+            layers[name] = dict(e, kind=kind)
+    dense = blob.get("dense", {})
+    if not isinstance(dense, dict):
+        raise ValueError(f"{path}: 'dense' is a {type(dense).__name__}, expected a dict")
+    return _Saved(layers, dense)
+
+
+def _read_safetensors(path: PathLike, map_location) -> _Saved:
+    safe_open = _safetensors().safe_open
+    if map_location is None:
+        device = "cpu"
+    elif isinstance(map_location, (str, torch.device)):
+        device = str(map_location)
+    else:
+        raise TypeError(f"map_location must be None, a str or a torch.device for a "
+                        f".safetensors file, got {type(map_location).__name__}")
+    try:
+        with safe_open(os.fspath(path), "pt", device=device) as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for a corrupt file
+        raise ValueError(f"{path} is not a readable safetensors file: {e}") from None
+    if meta.get("format") != _FORMAT_TAG:
+        raise ValueError(f"{path} is not a file written by sparsekern.save_sparse (its metadata "
+                         f"has format={meta.get('format')!r}, expected {_FORMAT_TAG!r})")
+    try:
+        described = json.loads(meta.get("layers", ""))
+    except ValueError:
+        raise ValueError(f"{path}: the metadata 'layers' is not valid JSON") from None
+    if not isinstance(described, dict) or not all(isinstance(v, dict) for v in described.values()):
+        raise ValueError(f"{path}: the metadata 'layers' must be a JSON object of objects")
+    layers: Dict[str, dict] = {}
+    for name, d in described.items():
+        e = {k: v for k, v in d.items() if k != "bias"}
+        for k in _FMT_TENSORS + (("bias",) if d.get("bias") else ()):
+            key = f"sparse.{name}.{k}"
+            if key not in tensors:
+                raise ValueError(f"{path}: layer {name!r} has no tensor {key!r}")
+            e[k] = tensors.pop(key)
+        e.setdefault("bias", None)
+        layers[name] = e
+    dense = {k[len("dense."):]: tensors.pop(k) for k in list(tensors) if k.startswith("dense.")}
+    if tensors:
+        raise ValueError(f"{path}: unexpected tensors {sorted(tensors)} (not part of a layer "
+                         f"named in the metadata, nor of the dense state)")
+    return _Saved(layers, dense)
+
+
+# -- check and build -----------------------------------------------------------------------
+
+def _existing(model: nn.Module, name: str, ok, what: str) -> nn.Module:
     try:
         old = model.get_submodule(name)
     except AttributeError:
         raise ValueError(f"the saved sparse layer {name!r} does not exist in "
                          f"{type(model).__name__}") from None
-    if not isinstance(old, kinds):
+    if not ok(old):
         raise ValueError(f"the saved sparse layer {name!r} is a {what}, but the model has a "
                          f"{type(old).__name__} there")
     return old
 
 
-def load_sparse(model: nn.Module, path: Union[str, os.PathLike], map_location=None) -> nn.Module:
-    """Load a file from :func:`save_sparse` (or sparsekern.save_sparse) into a fresh model.
+def _field(name: str, e: dict, key: str, check, expected: str):
+    if key not in e:
+        raise ValueError(f"layer {name!r}: the saved entry has no {key!r}")
+    v = e[key]
+    if not check(v):
+        raise ValueError(f"layer {name!r}: saved {key} is {v!r}; expected {expected}")
+    return v
 
-    Each saved sparse layer replaces the nn.Linear / nn.Conv2d of the same name (whose
-    shape and geometry must match); the rest of the state is loaded strictly.
-    """
-    blob = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(blob, dict) or blob.get("format") != _FORMAT_TAG:
-        raise ValueError(f"{path} is not a file written by sparsekern.save_sparse")
-    linear, conv = blob.get("sparse", {}), blob.get("sparse_conv2d", {})
-    for name, e in linear.items():
-        old = _existing(model, name, (nn.Linear, SparseLinear), "Linear")
-        if [old.out_features, old.in_features] != list(e["shape"]):
-            raise ValueError(f"layer {name!r}: saved shape {list(e['shape'])} but the model has "
-                             f"[{old.out_features}, {old.in_features}]")
-        fmt = from_parts(e["layout"], e["values"], e["indices"], e["offsets"], e["shape"])
-        _set_submodule(model, name, SparseLinear(fmt, e["bias"]))
-    for name, e in conv.items():
-        old = _existing(model, name, (nn.Conv2d, SparseConv2d), "Conv2d")
-        saved = [e["out_channels"], e["in_channels"], *e["kernel_size"]]
-        have = [old.out_channels, old.in_channels, *old.kernel_size]
-        if saved != have:
-            raise ValueError(f"layer {name!r}: saved Conv2d [out, in, kh, kw] = {saved} but the "
-                             f"model has {have}")
-        kh, kw = e["kernel_size"]
-        fmt = from_parts(e["layout"], e["values"], e["indices"], e["offsets"],
-                         (e["out_channels"], e["in_channels"] * kh * kw))
-        new = SparseConv2d(fmt, e["in_channels"], e["kernel_size"], e["stride"], e["padding"],
-                           e["dilation"], e["bias"], e["padding_mode"])
-        _set_submodule(model, name, new)
-    missing, unexpected = model.load_state_dict(blob["dense"], strict=False)
-    prefixes = tuple(n + "." for n in list(linear) + list(conv))
-    missing = [k for k in missing if not k.startswith(prefixes)]
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _ints(n: int):
+    return lambda v: isinstance(v, (list, tuple)) and len(v) == n and all(map(_is_int, v))
+
+
+def _format(name: str, e: dict, shape) -> Tuple[object, object]:
+    """(validated format, bias) of a saved entry; errors name the layer."""
+    layout = _field(name, e, "layout", lambda v: isinstance(v, str), "a layout name")
+    for k in _FMT_TENSORS:
+        _field(name, e, k, lambda v: isinstance(v, torch.Tensor), "a tensor")
+    try:
+        fmt = from_parts(layout, e["values"], e["indices"], e["offsets"], shape, validate=True)
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise ValueError(f"layer {name!r}: {err}") from None
+    bias = e.get("bias")
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (shape[0],):
+            got = list(bias.shape) if isinstance(bias, torch.Tensor) else type(bias).__name__
+            raise ValueError(f"layer {name!r}: saved bias is {got}; expected a tensor of shape "
+                             f"[{shape[0]}]")
+        if bias.dtype != fmt.values.dtype or bias.device != fmt.values.device:
+            raise ValueError(f"layer {name!r}: saved bias has dtype {bias.dtype} on "
+                             f"{bias.device}; expected the values' dtype {fmt.values.dtype} on "
+                             f"{fmt.values.device}")
+    return fmt, bias
+
+
+def _build_linear(model: nn.Module, name: str, e: dict) -> nn.Module:
+    old = _existing(model, name, lambda m: _layers.is_linear(m) or isinstance(m, SparseLinear),
+                    "Linear")
+    shape = _field(name, e, "shape", lambda v: _ints(2)(v) and min(v) >= 0,
+                   "[out_features, in_features] (ints >= 0)")
+    have = ([old.out_features, old.in_features] if isinstance(old, SparseLinear)
+            else list(_layers.dims(old)))
+    if list(shape) != have:
+        raise ValueError(f"layer {name!r}: saved shape {list(shape)} but the model has {have}")
+    fmt, bias = _format(name, e, shape)
+    return SparseLinear(fmt, bias)
+
+
+def _build_conv(model: nn.Module, name: str, e: dict) -> nn.Module:
+    old = _existing(model, name, lambda m: isinstance(m, (nn.Conv2d, SparseConv2d)), "Conv2d")
+    g = {k: _field(name, e, k, lambda v: True, "") for k in _CONV_FIELDS if k != "groups"}
+    g["groups"] = e.get("groups", 1)
+    try:
+        check_geometry(g["kernel_size"], g["stride"], g["padding"], g["dilation"],
+                       g["padding_mode"], g["groups"])
+        for k in ("out_channels", "in_channels"):
+            if not _is_int(g[k]) or g[k] < 1:
+                raise ValueError(f"{k} must be an int >= 1, got {g[k]!r}")
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"layer {name!r}: saved Conv2d: {err}") from None
+    saved = [g["out_channels"], g["in_channels"], *g["kernel_size"]]
+    have = [old.out_channels, old.in_channels, *old.kernel_size]
+    if saved != have:
+        raise ValueError(f"layer {name!r}: saved Conv2d [out, in, kh, kw] = {saved} but the "
+                         f"model has {have}")
+    pad = list(old.padding) if not isinstance(old.padding, str) else old.padding
+    pads = list(g["padding"]) if not isinstance(g["padding"], str) else g["padding"]
+    saved_geo = [list(g["stride"]), pads, list(g["dilation"]), g["padding_mode"], g["groups"]]
+    have_geo = [list(old.stride), pad, list(old.dilation), old.padding_mode,
+                getattr(old, "groups", 1)]
+    if saved_geo != have_geo:
+        raise ValueError(f"layer {name!r}: saved Conv2d [stride, padding, dilation, "
+                         f"padding_mode, groups] = {saved_geo} but the model has {have_geo}")
+    kh, kw = g["kernel_size"]
+    fmt, bias = _format(name, e, (g["out_channels"], g["in_channels"] * kh * kw))
+    return SparseConv2d(fmt, g["in_channels"], g["kernel_size"], g["stride"], g["padding"],
+                        g["dilation"], bias, g["padding_mode"])
+
+
+def _same_kind(a: torch.dtype, b: torch.dtype) -> bool:
+    def k(d):
+        return "bool" if d == torch.bool else "complex" if d.is_complex else \
+            "float" if d.is_floating_point else "int"
+    return k(a) == k(b)
+
+
+def _check_dense(model: nn.Module, names: List[str], dense: Dict[str, object]) -> None:
+    """The dense state must match the model's state outside the sparse layers exactly."""
+    prefixes = tuple(n + "." for n in names)
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(prefixes)}
+    missing = [k for k in own if k not in dense]
+    unexpected = [k for k in dense if k not in own]
     if missing or unexpected:
         raise ValueError(f"state does not match the model: missing {missing}, "
                          f"unexpected {unexpected}")
+    for k, v in dense.items():
+        mine = own[k]
+        if isinstance(mine, torch.Tensor) != isinstance(v, torch.Tensor):
+            raise ValueError(f"state {k!r}: saved a {type(v).__name__}, the model has a "
+                             f"{type(mine).__name__}")
+        if isinstance(v, torch.Tensor):
+            if v.shape != mine.shape:
+                raise ValueError(f"state {k!r}: saved shape {list(v.shape)} but the model has "
+                                 f"{list(mine.shape)}")
+            if not _same_kind(v.dtype, mine.dtype):
+                raise ValueError(f"state {k!r}: saved dtype {v.dtype} but the model has "
+                                 f"{mine.dtype}")
+
+
+def load_sparse(model: nn.Module, path: PathLike, map_location=None) -> nn.Module:
+    """Load a file from :func:`save_sparse` (``.safetensors`` or ``.pt``) into a fresh model.
+
+    Each saved sparse layer replaces the nn.Linear / transformers Conv1D / nn.Conv2d of the
+    same name (whose shape and geometry must match); the rest of the state is loaded
+    strictly. Everything is checked, and every new layer built, before the model changes:
+    a bad file raises ValueError naming the layer and the problem, and leaves ``model`` as
+    it was.
+    """
+    saved = _read(path, map_location)
+    new: Dict[str, nn.Module] = {}
+    for name, e in saved.layers.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{path}: a sparse layer has the name {name!r}; expected the dotted "
+                             f"name of a submodule")
+        build = _build_conv if e.get("kind") == "conv2d" else _build_linear
+        if e.get("kind") not in ("linear", "conv2d"):
+            raise ValueError(f"layer {name!r}: saved kind {e.get('kind')!r}; expected 'linear' "
+                             f"or 'conv2d'")
+        new[name] = build(model, name, e)
+    _check_dense(model, list(new), saved.dense)
+    old = {name: model.get_submodule(name) for name in new}
+    for name, mod in new.items():
+        _set_submodule(model, name, mod)
+    try:
+        model.load_state_dict(saved.dense, strict=False)
+    except Exception:
+        for name, mod in old.items():  # checked above; if torch still refuses, undo the swap
+            _set_submodule(model, name, mod)
+        raise
     return model

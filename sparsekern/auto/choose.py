@@ -16,6 +16,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .. import _layers
 from .formats import DENSE, FormatSpec, parse_format
 from .patterns import pattern_densities
 from .signature import candidate_layers
@@ -169,18 +170,18 @@ def sparsify_auto(model: nn.Module, table: Optional[LatencyTable] = None, exampl
     """
     mods = candidate_layers(model, layers)
     if linear_only:
-        mods = {n: m for n, m in mods.items() if type(m) is nn.Linear}
+        mods = {n: m for n, m in mods.items() if _layers.is_linear(m)}
     if table is None and example_input is not None:
         table = build_table(model, example_input, layers=list(mods), settings=settings,
                             cache=cache, measure_whole_model=False, progress=progress)
     entries = {} if table is None else {n: table.layers[n] for n in mods if n in table.layers}
     missing = {n: m for n, m in mods.items() if n not in entries}
     if missing:
-        convs = [n for n, m in missing.items() if not isinstance(m, nn.Linear)]
+        convs = [n for n, m in missing.items() if not _layers.is_linear(m)]
         if convs:
             raise ValueError(f"Conv2d layers {convs} have no latency entry: pass example_input "
                              f"(or a table measured with one) to time them")
-        extra = layer_table(missing, {n: (1, m.in_features) for n, m in missing.items()},
+        extra = layer_table(missing, {n: (1, _layers.in_features(m)) for n, m in missing.items()},
                             settings=settings, cache=cache, progress=progress)
         entries.update(extra.layers)
     formats = list(dict.fromkeys(f for per in entries.values() for e in per.values()
@@ -189,7 +190,7 @@ def sparsify_auto(model: nn.Module, table: Optional[LatencyTable] = None, exampl
     decisions: Dict[str, LayerDecision] = {}
     result = model
     for name, mod in mods.items():
-        W = mod.weight.detach().reshape(mod.weight.shape[0], -1)
+        W = _layers.weight_matrix(mod).detach()  # [out, K] (a Conv1D's weight transposed)
         d = decide_weight(name, W, entries[name], formats, margin)
         decisions[name] = d
         if d.format == DENSE:

@@ -12,6 +12,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from .. import _layers
 from ..prune.layers import prunable_layers
 
 
@@ -120,19 +121,19 @@ def signature_of(module: nn.Module, input_shape, input_zeros: float = 0.0) -> La
     common = dict(bias=module.bias is not None, input_shape=tuple(int(s) for s in input_shape),
                   dtype=_dtype_name(w.dtype), device=str(w.device),
                   input_zeros=float(input_zeros))
-    if type(module) is nn.Linear:
-        return LayerSig("linear", module.out_features, module.in_features, **common)
+    if _layers.is_linear(module):  # nn.Linear or transformers Conv1D: [out, in] as a Linear
+        return LayerSig("linear", *_layers.dims(module), **common)
     if type(module) is nn.Conv2d and module.groups == 1:
         pad = module.padding if isinstance(module.padding, str) else tuple(module.padding)
         conv = (tuple(module.kernel_size), tuple(module.stride), pad, tuple(module.dilation),
                 module.padding_mode)
         return LayerSig("conv2d", module.out_channels, module.in_channels, conv=conv, **common)
     raise ValueError(f"a latency signature needs an nn.Linear or an nn.Conv2d with groups=1, "
-                     f"got {type(module).__name__}")
+                     f"got {type(module).__name__} (a transformers Conv1D counts as a Linear)")
 
 
 def supported(module: nn.Module) -> bool:
-    return type(module) is nn.Linear or (type(module) is nn.Conv2d and module.groups == 1)
+    return _layers.is_packable(module)
 
 
 def candidate_layers(model: nn.Module, layers=None) -> Dict[str, nn.Module]:

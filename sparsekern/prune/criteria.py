@@ -26,6 +26,7 @@ from torch import nn
 
 from . import calibration
 from ..conv import same_padding
+from .layers import from_matrix, in_features, weight_matrix
 
 WEIGHT_CRITERIA = ("l1", "l2", "wanda")
 CHANNEL_CRITERIA = ("l1", "l2", "bn_scale", "apoz", "regression")
@@ -55,13 +56,13 @@ def group_reduction(criterion: str) -> str:
 def weight_scores(criterion: str, module: nn.Module,
                   input_norms: torch.Tensor = None) -> torch.Tensor:
     """Element scores of ``module.weight`` (same shape, float32, >= 0)."""
-    W = module.weight.detach().float().abs()
+    W = weight_matrix(module).detach().float().abs()  # [out, K] (a Conv1D's weight transposed)
     if criterion in ("l1", "l2"):
-        return W
+        return from_matrix(module, W)
     if criterion == "wanda":
         if input_norms is None:
             raise ValueError("criterion 'wanda' needs calibration data (calib=...)")
-        return (W.reshape(W.shape[0], -1) * input_norms.to(W.device)).reshape(W.shape)
+        return from_matrix(module, W * input_norms.to(W.device))
     raise ValueError(f"criterion {criterion!r} has no weight-level score")
 
 
@@ -87,9 +88,9 @@ def layer_input_matrix(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
                              f"{module.in_channels}, H, W]")
         cols = im2col(module, x)
         return cols.transpose(1, 2).reshape(-1, cols.shape[1])
-    if x.dim() < 1 or x.shape[-1] != module.in_features:
+    if x.dim() < 1 or x.shape[-1] != in_features(module):
         raise ValueError(f"its input has shape {list(x.shape)}; expected [..., "
-                         f"{module.in_features}]")
+                         f"{in_features(module)}]")
     return x.reshape(-1, x.shape[-1])
 
 

@@ -22,7 +22,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from .layers import weight_matrix
+from .layers import is_linear, weight_matrix
 
 #: How a group's score comes from its elements' scores: mean (L1 criterion, Wanda) or
 #: root-mean-square (L2 criterion). Means keep partial edge blocks comparable.
@@ -103,7 +103,7 @@ class NM(Granularity):
     def check(self, name, module):
         K = weight_matrix(module).shape[1]
         if K < self.m:
-            what = ("in_features" if isinstance(module, nn.Linear)
+            what = ("in_features" if is_linear(module)
                     else "in_channels/groups*kh*kw")
             raise ValueError(f"layer {name!r}: granularity '{self.name}' needs at least {self.m} "
                              f"input weights per output (K = {what}), but K={K}; exclude this "
@@ -182,13 +182,13 @@ class Kernel(Granularity):
 
     def mask(self, module, scores, ratio, name, reduce="mean", per_row=False):
         self.check(name, module)
-        O, I, kh, kw = scores.shape
+        O, I, kh, kw = module.weight.shape  # scores: that shape, or the [out, K] matrix
         S = scores.reshape(O, I, kh * kw)
         forced = torch.isneginf(S)
         counts = torch.full((O, I), float(kh * kw), dtype=torch.float64, device=S.device)
         gs = _group_scores(S.masked_fill(forced, 0.0), counts, reduce, forced.any(-1))
         keep_k = _prune_lowest(gs.flatten(), count_to_prune(O * I, ratio)).reshape(O, I, 1, 1)
-        return keep_k.expand(O, I, kh, kw).clone()
+        return keep_k.expand(O, I, kh, kw).contiguous().reshape(scores.shape)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,13 @@
 """Which layers can be pruned, their weight as a matrix, and the checks on ratios.
 
-A prunable layer is an ``nn.Linear`` (weight [out, in]) or an ``nn.Conv2d`` (weight
-[out, in/groups, kh, kw]). Pruning works on the weight as the matrix
-``W.reshape(out, K)`` with K = in_features or in_channels/groups*kh*kw, the matrix that the
-sparse formats pack (see sparsekern.conv for the im2col order).
+A prunable layer is an ``nn.Linear`` (weight [out, in]), a transformers ``Conv1D`` (GPT-2;
+weight stored [in, out]) or an ``nn.Conv2d`` (weight [out, in/groups, kh, kw]); the list
+lives in sparsekern._layers. Pruning works on the weight as the [out, K] matrix that the
+sparse formats pack (K = in_features or in_channels/groups*kh*kw; see sparsekern.conv for
+the im2col order): :func:`weight_matrix` gives it as a view of the parameter (a Conv1D's
+weight transposed), so in-place writes reach the real weight. Masks keep the parameter's
+shape; :func:`to_matrix` / :func:`from_matrix` turn a mask or score tensor into the [out, K]
+orientation and back.
 """
 from __future__ import annotations
 
@@ -13,17 +17,19 @@ from typing import Dict, Iterable, Mapping, Optional, Union
 import torch
 from torch import nn
 
+# The layer accessors of this module's interface live in the core (one place for all).
+from .._layers import (dims, from_matrix, in_features, is_linear, is_prunable,  # noqa: F401
+                       kind, layer_types, to_matrix, weight_matrix)
+
+#: The exact classes of torch itself that are prunable (transformers' Conv1D is recognised by
+#: name, without importing transformers: see is_prunable).
 PRUNABLE_TYPES = (nn.Linear, nn.Conv2d)
 
 Ratio = Union[float, Mapping[str, float]]
 
 
-def is_prunable(module: nn.Module) -> bool:
-    return type(module) in PRUNABLE_TYPES
-
-
 def prunable_layers(model: nn.Module) -> Dict[str, nn.Module]:
-    """{name: module} of every nn.Linear / nn.Conv2d, in module order."""
+    """{name: module} of every nn.Linear / transformers Conv1D / nn.Conv2d, in module order."""
     return {name: m for name, m in model.named_modules() if is_prunable(m)}
 
 
@@ -46,9 +52,10 @@ def select_layers(model: nn.Module, layers: Optional[Iterable[str]] = None,
         if need_conv:
             found = {n: m for n, m in found.items() if isinstance(m, nn.Conv2d)}
         if not found:
-            kinds = "nn.Conv2d (kernel granularity)" if need_conv else "nn.Linear or nn.Conv2d"
+            kinds = ("nn.Conv2d (kernel granularity)" if need_conv else
+                     "nn.Linear or nn.Conv2d (or a transformers Conv1D)")
             raise ValueError(f"model {type(model).__name__} has no prunable layers: expected at "
-                             f"least one {kinds}")
+                             f"least one {kinds}; its layers are: {layer_types(model)}")
         return found
     if isinstance(layers, str):
         layers = [layers]
@@ -64,18 +71,12 @@ def select_layers(model: nn.Module, layers: Optional[Iterable[str]] = None,
         m = modules[name]
         if not is_prunable(m):
             raise ValueError(f"layer {name!r} is a {describe(m)}; only nn.Linear and nn.Conv2d "
-                             f"can be pruned")
+                             f"can be pruned (and transformers Conv1D)")
         if need_conv and not isinstance(m, nn.Conv2d):
             raise ValueError(f"layer {name!r} is a {describe(m)}; kernel granularity prunes whole "
                              f"kh x kw kernels of an nn.Conv2d")
         out[name] = m
     return out
-
-
-def weight_matrix(module: nn.Module) -> torch.Tensor:
-    """The weight as [out, K] (a view): K = in_features or in_channels/groups*kh*kw."""
-    W = module.weight
-    return W.reshape(W.shape[0], -1)
 
 
 def check_ratio(ratio, layer: Optional[str] = None) -> float:

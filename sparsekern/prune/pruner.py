@@ -8,7 +8,8 @@ from torch import nn
 
 from . import criteria
 from .granularity import Channel, Fine, Kernel, parse
-from .layers import Ratio, layers_of_ratio, resolve_ratios, select_layers
+from .layers import (Ratio, from_matrix, layers_of_ratio, resolve_ratios, select_layers,
+                     to_matrix)
 from .masks import Masks, apply_masks, check_masks
 
 SCOPES = ("layer", "global")
@@ -78,7 +79,7 @@ def prune_model(model: nn.Module, ratio: Ratio = None, granularity="fine", crite
         s = criteria.weight_scores(criterion, m, norms.get(name))
         if masks is not None and name in masks:
             s = s.masked_fill(~masks[name].to(device=s.device, dtype=torch.bool), float("-inf"))
-        scores[name] = s
+        scores[name] = to_matrix(m, s)  # [out, K] orientation: N:M groups run along K
 
     if scope == "global":
         if not isinstance(g, Fine) or criterion == "wanda" or isinstance(ratio, Mapping):
@@ -90,6 +91,8 @@ def prune_model(model: nn.Module, ratio: Ratio = None, granularity="fine", crite
         new = {name: g.mask(m, scores[name], ratios[name], name, reduce,
                             per_row=criterion == "wanda")
                for name, m in modules.items()}
+    # Back to each weight's own shape (a Conv1D's mask is transposed back to [in, out]).
+    new = {name: from_matrix(modules[name], k).contiguous() for name, k in new.items()}
     if masks is not None:
         for name in new:
             if name in masks:

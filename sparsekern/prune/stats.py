@@ -8,6 +8,7 @@ from torch import nn
 
 from ..conv import SparseConv2d
 from ..nn import SparseLinear
+from .layers import is_linear
 from . import calibration
 
 
@@ -24,7 +25,7 @@ def _layer_macs(mod: nn.Module, out: torch.Tensor, nonzero: bool) -> int:
         if nonzero:  # average nonzeros per output channel
             return int((mod.weight.detach() != 0).sum()) * (out.numel() // out.shape[-3])
         return out.numel() * per_out
-    if isinstance(mod, nn.Linear):
+    if isinstance(mod, nn.Linear) or is_linear(mod):  # transformers Conv1D included
         rows = out.numel() // out.shape[-1]
         if nonzero:
             return int((mod.weight.detach() != 0).sum()) * rows

@@ -1,0 +1,143 @@
+"""Linear-like layers: which layers sparsekern packs, and their weight as the [out, K] matrix.
+
+The one place that knows the layer kinds (nn, conv, serialization, prune and auto read it):
+
+    kind         class                                   weight (parameter)     matrix [out, K]
+    "linear"     nn.Linear (exactly, not a subclass)     [out, in]              W
+    "conv1d_hf"  transformers.pytorch_utils.Conv1D       [in, out] (y = x@W+b)  W.t()  (a view)
+    "conv2d"     nn.Conv2d (exactly)                     [out, in/g, kh, kw]    W.reshape(out, -1)
+
+A Hugging Face Conv1D (GPT-2, GPT, ...) is a Linear with its weight stored transposed. It is
+recognised by its class's name and module, so ``transformers`` is never imported here: a
+model that does not use it never loads it.
+
+Masks and scores of the pruning frontend keep the *parameter's* shape; :func:`to_matrix` and
+:func:`from_matrix` turn such a tensor into the [out, K] orientation and back.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+#: Human name of the layer kinds sparsekern can pack (for messages).
+SUPPORTED_NAMES = "nn.Linear, nn.Conv2d (groups=1) or transformers Conv1D"
+
+
+def is_hf_conv1d(module: nn.Module) -> bool:
+    """True for ``transformers``' Conv1D (any version's module path), without importing it.
+
+    Also checks the layout that its forward relies on: a 2-D weight [nx, nf].
+    """
+    cls = type(module)
+    if cls.__name__ != "Conv1D" or cls.__module__.split(".")[0] != "transformers":
+        return False
+    w = getattr(module, "weight", None)
+    return isinstance(w, torch.Tensor) and w.dim() == 2
+
+
+def kind(module: nn.Module) -> Optional[str]:
+    """"linear", "conv1d_hf", "conv2d" (any groups) or None for any other module."""
+    t = type(module)
+    if t is nn.Linear:
+        return "linear"
+    if t is nn.Conv2d:
+        return "conv2d"
+    if is_hf_conv1d(module):
+        return "conv1d_hf"
+    return None
+
+
+def is_linear(module: nn.Module) -> bool:
+    """An nn.Linear or a transformers Conv1D: y = x @ matrix.T + bias over the last dim."""
+    return kind(module) in ("linear", "conv1d_hf")
+
+
+def is_prunable(module: nn.Module) -> bool:
+    """A layer whose weight the pruning frontend can mask (any Conv2d, grouped included)."""
+    return kind(module) is not None
+
+
+def is_packable(module: nn.Module) -> bool:
+    """A layer that becomes a SparseLinear / SparseConv2d (grouped convs stay dense)."""
+    k = kind(module)
+    return k is not None and (k != "conv2d" or module.groups == 1)
+
+
+def looks_linear(module: nn.Module) -> bool:
+    """Linear-like in the wide sense: any nn.Linear / conv subclass, Bilinear, or Conv1D.
+
+    These are the layers that ``sparsify`` reports on when it leaves them alone.
+    """
+    if isinstance(module, (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)):
+        return True
+    return any(c.__name__ == "Conv1D" and c.__module__.split(".")[0] == "transformers"
+               for c in type(module).__mro__)
+
+
+def skip_reason(module: nn.Module) -> Optional[str]:
+    """Why a linear-like ``module`` is not packed (None when it is packable)."""
+    if is_packable(module):
+        return None
+    k = kind(module)
+    name = type(module).__name__
+    if k == "conv2d":
+        return f"grouped Conv2d (groups={module.groups}) is kept dense"
+    if isinstance(module, nn.modules.lazy.LazyModuleMixin):
+        return f"{name} is not initialized yet (run the model once first)"
+    if isinstance(module, nn.Linear):
+        return (f"{name} subclasses nn.Linear; only nn.Linear itself is swapped (a subclass "
+                f"may change forward, or its parent may read .weight directly)")
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return f"{name} is not supported (only nn.Conv2d and transformers Conv1D)"
+    if isinstance(module, nn.Bilinear):
+        return "nn.Bilinear has a 3-D weight; no sparse format holds it"
+    return f"{name} is not the transformers Conv1D layout (2-D weight [in, out])"
+
+
+def dims(module: nn.Module) -> Tuple[int, int]:
+    """(out, K) of the weight matrix: K = in_features, or in_channels/groups*kh*kw."""
+    W = module.weight
+    if kind(module) == "conv1d_hf":
+        return int(W.shape[1]), int(W.shape[0])
+    return int(W.shape[0]), math.prod(int(d) for d in W.shape[1:])
+
+
+def in_features(module: nn.Module) -> int:
+    """Size of the last dim of a Linear / Conv1D input (in_channels for a Conv2d)."""
+    if kind(module) == "conv2d":
+        return int(module.in_channels)
+    return dims(module)[1]
+
+
+def to_matrix(module: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """A tensor of the weight's shape (weight, mask, scores) as [out, K] (a view if it can)."""
+    if kind(module) == "conv1d_hf":
+        return t.t()
+    return t.reshape(t.shape[0], -1)
+
+
+def from_matrix(module: nn.Module, m: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`to_matrix`: an [out, K] tensor back in the weight's shape."""
+    if kind(module) == "conv1d_hf":
+        return m.t()
+    return m.reshape(module.weight.shape)
+
+
+def weight_matrix(module: nn.Module) -> torch.Tensor:
+    """The weight as the [out, K] matrix the formats pack: a view, so writes (``mul_``,
+    ``masked_fill_``) reach the real parameter."""
+    return to_matrix(module, module.weight)
+
+
+def layer_types(model: nn.Module) -> str:
+    """"Embedding x2, LayerNorm x5, ..." over the modules that hold parameters directly
+    (for the message of a model with nothing to pack)."""
+    counts = Counter(type(m).__name__ for m in model.modules()
+                     if next(m.parameters(recurse=False), None) is not None)
+    if not counts:
+        return "no layer with parameters"
+    return ", ".join(f"{n} x{c}" if c > 1 else n for n, c in counts.items())

@@ -1,0 +1,282 @@
+"""Hugging Face layers: transformers' Conv1D (GPT-2) and BERT's Linears through prune,
+sparsify (fixed layouts and "auto"), prune.convert and save/load, on tiny random configs
+built in-process (no download)."""
+import copy
+import logging
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import sparsekern as sk
+from sparsekern import _layers, prune
+from sparsekern.auto import synthetic_table
+from sparsekern.nn import SparseLinear
+from sparsekern.prune.layers import prunable_layers
+
+transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+from transformers.pytorch_utils import Conv1D  # noqa: E402
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def tiny_gpt2(seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=32, n_layer=2,
+                                  n_head=2, bos_token_id=0, eos_token_id=0, resid_pdrop=0.0,
+                                  embd_pdrop=0.0, attn_pdrop=0.0)
+    return transformers.GPT2Model(cfg).eval()
+
+
+def tiny_bert(seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=64,
+                                  max_position_embeddings=16, hidden_dropout_prob=0.0,
+                                  attention_probs_dropout_prob=0.0)
+    return transformers.BertModel(cfg).eval()
+
+
+def ids(batch=2, seq=8, seed=1):
+    return torch.randint(0, 64, (batch, seq), generator=torch.Generator().manual_seed(seed))
+
+
+def conv1d_names(model):
+    return [n for n, m in model.named_modules() if isinstance(m, Conv1D)]
+
+
+def hidden(model, x):
+    with torch.no_grad():
+        return model(x).last_hidden_state
+
+
+# -- the core accessors ------------------------------------------------------------------
+
+def test_conv1d_is_a_transposed_linear():
+    c = Conv1D(6, 8)  # nf=6 outputs, nx=8 inputs: weight [8, 6]
+    assert _layers.kind(c) == "conv1d_hf" and _layers.is_linear(c) and _layers.is_packable(c)
+    assert _layers.dims(c) == (6, 8) and _layers.in_features(c) == 8
+    W = _layers.weight_matrix(c)
+    assert W.shape == (6, 8) and torch.equal(W, c.weight.t())
+    with torch.no_grad():  # a view: writes reach the real parameter
+        W[2, 5] = 0.0
+    assert c.weight[5, 2] == 0
+    m = torch.rand(6, 8) > 0.5
+    assert torch.equal(_layers.from_matrix(c, m), m.t())
+    assert torch.equal(_layers.to_matrix(c, _layers.from_matrix(c, m)), m)
+    x = torch.randn(3, 8)
+    assert torch.allclose(c(x), x @ W.T + c.bias)
+
+
+def test_a_class_named_conv1d_outside_transformers_is_not_taken_for_one():
+    class Conv1D(nn.Module):  # noqa: N801  (same name, another package)
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(4, 4))
+
+    assert _layers.kind(Conv1D()) is None and not _layers.looks_linear(Conv1D())
+    assert _layers.kind(nn.Conv1d(4, 4, 1)) is None and _layers.looks_linear(nn.Conv1d(4, 4, 1))
+
+
+# -- pruning Conv1D ----------------------------------------------------------------------------
+
+def test_gpt2_conv1d_layers_are_prunable_along_their_input_dim():
+    model = tiny_gpt2()
+    names = conv1d_names(model)
+    assert set(names) <= set(prunable_layers(model)) and len(names) == 8
+    masks = prune.prune_model(model, granularity="2:4")
+    for n in names:
+        m = model.get_submodule(n)
+        assert masks[n].shape == m.weight.shape  # masks keep the parameter's [in, out] shape
+        W = _layers.weight_matrix(m).detach()  # [out, in]: 2 of every 4 consecutive inputs
+        assert int((W.reshape(W.shape[0], -1, 4) != 0).sum(-1).max()) <= 2
+        assert sk.Semi24.from_dense(W).shape == W.shape
+
+
+def test_wanda_on_conv1d_uses_the_input_norms_of_each_input_feature():
+    model = tiny_gpt2()
+    name = "h.0.mlp.c_fc"
+    layer = model.get_submodule(name)
+    calib = [ids(seed=s) for s in range(2)]
+    seen = []
+    h = layer.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
+    with torch.no_grad():
+        for x in calib:
+            model(x)
+    h.remove()
+    X = torch.cat([s.reshape(-1, s.shape[-1]) for s in seen]).double()
+    W = _layers.weight_matrix(layer).detach().double()  # [out, in]
+    score = W.abs() * X.norm(dim=0)  # |W| * ||X_j||, compared within each output row
+    masks = prune.prune_model(model, 0.5, "fine", criterion="wanda", calib=calib,
+                              layers=[name], apply=False)
+    keep = _layers.to_matrix(layer, masks[name])
+    k = W.shape[1] // 2
+    expected = torch.ones_like(keep)
+    expected.scatter_(1, torch.argsort(score, dim=1, stable=True)[:, :k], False)
+    assert torch.equal(keep, expected)
+
+
+# -- sparsify / convert: same outputs as the masked dense model ----------------------------
+
+@pytest.mark.parametrize("gran,ratio,layout,bs", [("2:4", None, "2:4", None),
+                                                  ("fine", 0.8, "csc", None),
+                                                  ((4, 4), 0.75, "bsr", (4, 4))])
+def test_sparsified_gpt2_matches_the_masked_dense_model(gran, ratio, layout, bs):
+    model = tiny_gpt2()
+    prune.prune_model(model, ratio, gran, layers=conv1d_names(model))
+    x = ids()
+    ref = hidden(model, x)
+    sparse = sk.sparsify(copy.deepcopy(model), layout, blocksize=bs,
+                         max_density=1.0 if layout != "2:4" else None)
+    for n in conv1d_names(model):
+        new = sparse.get_submodule(n)
+        assert isinstance(new, SparseLinear) and new.layout == layout
+        assert sparse.sparsekern_report[n][0] == layout
+        assert torch.equal(new.to_dense().weight, model.get_submodule(n).weight.detach().t())
+    assert _rel(hidden(sparse, x), ref) < 1e-5
+
+
+def test_prune_convert_on_gpt2_with_masks():
+    model = tiny_gpt2()
+    dense = copy.deepcopy(model)
+    masks = prune.prune_model(model, 0.75, "fine", apply=False)
+    ref = hidden(prune.apply_masks(copy.deepcopy(dense), masks), ids())
+    sparse = prune.convert(dense, "csc", masks=masks, max_density=1.0)
+    assert all(isinstance(sparse.get_submodule(n), SparseLinear) for n in conv1d_names(model))
+    assert _rel(hidden(sparse, ids()), ref) < 1e-5
+
+
+def test_auto_layout_on_gpt2_feeds_the_chooser_the_out_in_matrix():
+    model = tiny_gpt2()
+    names = conv1d_names(model)
+    prune.prune_model(model, granularity="2:4", layers=names)
+    # Every format beats dense in this table, so the decision follows the weight's pattern:
+    # 2:4 is eligible only if the chooser sees the [out, in] matrix (the [in, out] weight
+    # of a Conv1D is not 2:4 along its rows).
+    table = synthetic_table({n: (1.0, {"2:4": [(0.5, 0.2)], "csc": [(0.05, 0.1), (0.6, 0.9)]})
+                             for n in names})
+    x = ids()
+    ref = hidden(model, x)
+    sparse = sk.sparsify(copy.deepcopy(model), "auto", latency_table=table, layers=names)
+    for n in names:
+        assert sparse.sparsekern_decisions[n].format == "2:4", sparse.sparsekern_report[n]
+        assert isinstance(sparse.get_submodule(n), SparseLinear)
+    assert _rel(hidden(sparse, x), ref) < 1e-5
+
+
+def test_latency_signatures_of_conv1d_are_those_of_the_equivalent_linear():
+    from sparsekern.auto.signature import capture, signature_of
+    model = tiny_gpt2()
+    sigs = capture(model, ids(batch=1, seq=4))
+    for n in conv1d_names(model):
+        m = model.get_submodule(n)
+        lin = nn.Linear(*reversed(_layers.dims(m)))
+        assert sigs[n].kind == "linear" and sigs[n].matrix_shape == _layers.dims(m)
+        assert sigs[n].input_shape == (1, 4, m.weight.shape[0])
+        shape = (1, 4, lin.in_features)
+        assert signature_of(m, shape) == signature_of(lin, shape)
+
+
+def test_sparsified_bert_matches_the_masked_dense_model():
+    model = tiny_bert()
+    prune.prune_model(model, granularity="2:4",
+                      layers=[n for n, m in model.named_modules() if type(m) is nn.Linear])
+    x = ids()
+    ref = hidden(model, x)
+    sparse = sk.sparsify(copy.deepcopy(model), "2:4")
+    assert sum(isinstance(m, SparseLinear) for m in sparse.modules()) == 2 * 6 + 1
+    assert _rel(hidden(sparse, x), ref) < 1e-5
+
+
+# -- what sparsify leaves alone, and why ---------------------------------------------------------
+
+def test_layers_left_alone_are_reported_and_logged(caplog):
+    model = nn.Sequential(nn.Linear(8, 8), nn.Conv1d(8, 8, 1), nn.Conv2d(4, 4, 1, groups=2))
+    model.attn = nn.MultiheadAttention(8, 2)  # out_proj: an nn.Linear subclass read directly
+    with caplog.at_level(logging.INFO, logger="sparsekern"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # it has a layer to pack: no "nothing to pack" warning
+        sk.sparsify(model, "2:4")
+    r = model.sparsekern_report
+    assert r["0"] == ("dense", "weight is not 2:4 sparse")
+    assert r["1"] == ("dense", "Conv1d is not supported (only nn.Conv2d and transformers Conv1D)")
+    assert r["2"] == ("dense", "grouped Conv2d (groups=2) is kept dense")
+    assert r["attn.out_proj"] == ("dense", "NonDynamicallyQuantizableLinear subclasses nn.Linear; "
+                                           "only nn.Linear itself is swapped (a subclass may "
+                                           "change forward, or its parent may read .weight "
+                                           "directly)")
+    logged = caplog.text
+    for name in ("0", "1", "2", "attn.out_proj"):
+        assert f"sparsify: {name} stays dense" in logged
+
+
+def test_a_model_with_nothing_to_pack_gets_a_warning_naming_its_layer_types():
+    model = nn.Sequential(nn.Embedding(10, 4), nn.LayerNorm(4), nn.LayerNorm(4), nn.ReLU(),
+                          nn.Conv1d(4, 4, 1))
+    with pytest.warns(UserWarning, match=r"sparsify: Sequential has no layer that sparsekern can "
+                                         r"pack \(nn\.Linear, nn\.Conv2d \(groups=1\) or "
+                                         r"transformers Conv1D\); its layers are: Embedding, "
+                                         r"LayerNorm x2, Conv1d"):
+        sk.sparsify(model, "2:4")
+    assert model.sparsekern_report == {"4": ("dense", "Conv1d is not supported (only nn.Conv2d "
+                                                      "and transformers Conv1D)")}
+
+
+def test_prune_reports_the_layer_types_of_a_model_with_nothing_to_prune():
+    with pytest.raises(ValueError, match=r"has no prunable layers: expected at least one "
+                                         r"nn\.Linear or nn\.Conv2d \(or a transformers Conv1D\); "
+                                         r"its layers are: Embedding, LayerNorm"):
+        prune.prune_model(nn.Sequential(nn.Embedding(10, 4), nn.LayerNorm(4)), 0.5)
+
+
+def test_sparsify_rejects_unknown_layer_names():
+    with pytest.raises(ValueError, match=r"layers: 'x' does not exist in Sequential; expected "
+                                         r"the name of an nn\.Linear"):
+        sk.sparsify(nn.Sequential(nn.Linear(4, 4)), "2:4", layers=["x"])
+    with pytest.raises(ValueError, match=r"layers: '1' is a ReLU in Sequential"):
+        sk.sparsify(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), "2:4", layers=["1"])
+
+
+# -- save / load ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_gpt2_save_load_round_trip(tmp_path, suffix):
+    model = tiny_gpt2()
+    prune.prune_model(model, 0.8, "fine", layers=conv1d_names(model))
+    sparse = sk.sparsify(model, "csc", max_density=1.0)
+    path = tmp_path / f"gpt2{suffix}"
+    sk.save_sparse(sparse, path)
+    fresh = sk.load_sparse(tiny_gpt2(seed=5), path)
+    assert all(isinstance(fresh.get_submodule(n), SparseLinear)
+               for n in conv1d_names(tiny_gpt2()))
+    x = ids()
+    assert torch.equal(hidden(fresh, x), hidden(sparse, x))
+
+
+# -- transformers stays unloaded when the model does not use it -----------------------------
+
+def test_transformers_is_not_imported_for_a_plain_torch_model(tmp_path):
+    code = textwrap.dedent(f"""
+        import sys, torch
+        from torch import nn
+        import sparsekern as sk
+        from sparsekern import prune
+        m = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+        prune.prune_model(m, granularity="2:4")
+        s = prune.convert(m, "2:4")
+        sk.sparsify(nn.Sequential(nn.Linear(8, 8)), "csc", max_density=1.0)
+        for p in ({str(tmp_path / 'm.pt')!r}, {str(tmp_path / 'm.safetensors')!r}):
+            sk.save_sparse(s, p)
+            sk.load_sparse(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)), p)
+        assert "transformers" not in sys.modules, "transformers was imported"
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith("ok")
