@@ -6,8 +6,10 @@ active; this module is the Python path's entry to the same kernels (used under
 
 Served cases (``_C.kernel_exists`` is the one table): every layout (2:4, bsr, csc) with
 float32 B and float32, bfloat16 or float16 values (float32 output and accumulation).
-Kernels: AVX2+FMA when the CPU has it, else portable C++ (``SPARSEKERN_CPU_ISA=portable``
-forces the latter), OpenMP over ``torch.get_num_threads()`` threads. CSC weights get a
+Kernels: AVX-512 where the CPU and OS have it, else AVX2+FMA, else portable C++
+(``SPARSEKERN_CPU_ISA=avx512|avx2|portable`` forces one), on sparsekern's own thread pool over
+``torch.get_num_threads()`` threads (csrc/cpu/parallel.cpp: a call never waits for a thread
+that is not running). CSC weights get a
 per-weight cache on the C++ side (index check, all-finite flag, row-wise repack for N > 1),
 keyed by the identity and version of their tensors (``_C.csc_cache_info()``).
 """
