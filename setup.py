@@ -6,10 +6,13 @@ when torch reports CUDA and nvcc is found. Environment switches:
     SPARSEKERN_CUDA=0|1|auto   force the CUDA part off / on (on fails without nvcc)
     SPARSEKERN_SANITIZE=1      build with AddressSanitizer + UBSan (for the sanitizer job)
     SPARSEKERN_NO_EXTENSION=1  build no extension (pure Python; the reference backend serves)
+    TORCH_CUDA_ARCH_LIST       CUDA targets, e.g. "9.0a" (an H100/H200 only: the fastest build)
+                               or "8.0;9.0a+PTX"; default "8.0+PTX;9.0a" (see cuda_arch_flags)
 Build with `pip install --no-build-isolation .` so the installed torch is the one used.
 """
 import glob
 import os
+import re
 import shutil
 
 from setuptools import setup
@@ -36,6 +39,45 @@ def _want_cuda(torch_mod, cuda_home) -> bool:
     return available
 
 
+#: Default CUDA targets: machine code for sm_80 (A100, and what sm_86/89 run) and sm_90a
+#: (H100/H200), plus compute_80 PTX that the driver compiles for any newer GPU.
+DEFAULT_CUDA_ARCHS = "8.0+PTX;9.0a"
+#: Names TORCH_CUDA_ARCH_LIST may use instead of numbers (as torch's own parser accepts).
+_ARCH_NAMES = {"ampere": "8.0;8.6", "ada": "8.9", "hopper": "9.0a"}
+
+
+def cuda_arch_flags(arch_list=None):
+    """nvcc -gencode flags for a TORCH_CUDA_ARCH_LIST string (None: the variable or default).
+
+    Entries are separated by ';', ',' or spaces: "X.Y" (machine code for sm_XY), "X.Ya"
+    (arch-specific, e.g. 9.0a), either with "+PTX" to embed that PTX too, or a name from
+    _ARCH_NAMES. The kernels need sm_80 or newer (mma.sp with bf16, cp.async, ldmatrix).
+    """
+    if arch_list is None:
+        arch_list = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip() or DEFAULT_CUDA_ARCHS
+    entries = [e for e in re.split(r"[;,\s]+", arch_list.strip()) if e]
+    expanded = []
+    for e in entries:
+        expanded += re.split(r"[;]", _ARCH_NAMES[e.lower()]) if e.lower() in _ARCH_NAMES else [e]
+    flags = []
+    for e in expanded:
+        m = re.fullmatch(r"(\d+)\.(\d+)([af]?)(\+PTX)?", e, flags=re.IGNORECASE)
+        if m is None:
+            raise ValueError(f"TORCH_CUDA_ARCH_LIST entry {e!r} is not X.Y, X.Ya or X.Y+PTX "
+                             f"(nor one of {sorted(_ARCH_NAMES)}); got {arch_list!r}")
+        major, minor, suffix, ptx = int(m.group(1)), m.group(2), m.group(3).lower(), m.group(4)
+        if major < 8:
+            raise ValueError(f"TORCH_CUDA_ARCH_LIST entry {e!r}: the CUDA kernels need compute "
+                             f"capability 8.0 or newer (mma.sp with bf16, cp.async)")
+        arch = f"{major}{minor}{suffix}"
+        flags.append(f"-gencode=arch=compute_{arch},code=sm_{arch}")
+        if ptx:
+            flags.append(f"-gencode=arch=compute_{arch},code=compute_{arch}")
+    if not flags:
+        raise ValueError(f"TORCH_CUDA_ARCH_LIST={arch_list!r} names no architecture")
+    return list(dict.fromkeys(flags))
+
+
 def extensions():
     if os.environ.get("SPARSEKERN_NO_EXTENSION") == "1":
         return [], {}
@@ -60,10 +102,11 @@ def extensions():
     if _want_cuda(torch, CUDA_HOME):
         sources += _rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")) +
                         glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cpp")))
+        # --threads 0: nvcc compiles the targets in parallel. The explicit -gencode flags also
+        # stop torch from adding its own from TORCH_CUDA_ARCH_LIST (which knows no 9.0a
+        # on older torch).
         nvcc = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo",
-                "-gencode=arch=compute_80,code=sm_80",
-                "-gencode=arch=compute_90,code=sm_90",
-                "-gencode=arch=compute_90a,code=sm_90a"]
+                "--threads", "0"] + cuda_arch_flags()
         ext = CUDAExtension("sparsekern._C", sources, include_dirs=include,
                             define_macros=[("SPARSEKERN_WITH_CUDA", "1")],
                             extra_compile_args={"cxx": cxx + ["-DSPARSEKERN_WITH_CUDA=1"],
@@ -75,5 +118,6 @@ def extensions():
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)}
 
 
-ext_modules, cmdclass = extensions()
-setup(ext_modules=ext_modules, cmdclass=cmdclass)
+if __name__ == "__main__":  # pip, build and `python setup.py` run it so; tests import it
+    ext_modules, cmdclass = extensions()
+    setup(ext_modules=ext_modules, cmdclass=cmdclass)

@@ -1,103 +1,261 @@
 #!/usr/bin/env bash
-# One-shot check of sparsekern on a CUDA machine with no network (< 8 minutes).
+# One run of sparsekern on a CUDA machine (no network) that brings back every answer it can.
 #
-# Needs: python (3.10+) with torch (CUDA), triton, pytest, pytest-benchmark; nvcc and ninja.
-# Steps, each with its own time limit taken from one overall deadline:
-#   1. build    pip install --no-build-isolation --no-deps -e .   (CUDA kernels compiled)
-#   2. tests    pytest -m gpu tests/
-#   3. bench    python -m sparsekern.bench --device cuda --quick  (sparsekern vs cuBLAS and
-#               torch's semi-structured / BSR Triton / cuSPARSE peers; GPU kernel self-times)
-#               -> $OUT/cuda-<card>-quick.{json,md,png}   ($OUT defaults to bench/results)
-#   4. memcheck compute-sanitizer --tool memcheck on a tiny all-layout run (if the tool exists)
-# Logs of every step go to $OUT/gpu_check-<step>.log. The last lines printed are a table of
-# the steps and a short results table. Exit status: 0 when every step that ran passed.
+# Stages, in order, each in its own process under its own time limit (timeout: SIGINT, then
+# SIGKILL 10 s later), each appending its output to $OUT/gpu_check.log and rewriting
+# $OUT/summary.txt and $OUT/junit.xml when it ends. A failing or timed-out stage never stops
+# the later ones (stages that need the compiled kernels are skipped when the build failed).
+#   env         versions (nvidia-smi, nvcc, gcc, ninja, torch, triton, numpy, setuptools,
+#               pytest, hypothesis); setuptools >= 64 and ninja checked, installed from
+#               $WHEELS (default .whl) when missing there
+#   build       python setup.py build_ext --inplace with SPARSEKERN_CUDA=1, TORCH_CUDA_ARCH_LIST
+#               (default: the card's own, 9.0a on Hopper), nvcc --threads 0; fallback
+#               pip install --no-build-isolation --no-deps --no-index -e .
+#   probe       single-nonzero probe of the 2:4 mma.sp layout -> $OUT/probe.txt
+#   cuda_tests  pytest tests/cuda -m gpu (no -x)                  -> junit.xml
+#   selftime    mma.sp vs cuBLAS vs torch 2:4 (the key figures)  -> $OUT/selftime.json
+#   triton_tests pytest tests/triton -m gpu, autotune off         -> junit.xml
+#   memcheck    compute-sanitizer memcheck, fp16 + bf16 2:4 (N up to 200, N = 40 included,
+#               row-major and transposed B), CSC; PYTORCH_NO_CUDA_MEMORY_CACHING=1
+#   racecheck   compute-sanitizer racecheck on the quick subset of the same cases
+#   bench       python -m sparsekern.bench --device cuda --quick with the time left (SIGINT at
+#               the limit: the bench writes what it measured) -> $OUT/gpu-<card>.{json,md},
+#               copied to $RESULTS (default bench/results/: commit that copy)
+# At most 7 files land in $OUT (the device tool returns 8): gpu_check.log, summary.txt,
+# junit.xml, probe.txt, selftime.json, gpu-<card>.json, gpu-<card>.md.
 #
-# Knobs: OUT, PYTHON (default python), BUDGET_S (default 470), SKIP_BUILD=1, SKIP_TESTS=1,
-#        SKIP_SANITIZER=1, BENCH_ARGS (extra arguments for the bench step).
+# Knobs: OUT (default bench/results/gpu-check), RESULTS, PY (default python, else python3),
+#   BUDGET_S (default 570: the whole run), WHEELS, TORCH_CUDA_ARCH_LIST, SKIP="stage ...",
+#   BENCH_ARGS, BENCH_AUTOTUNE=1 (default off: the time goes to cases, not tuning),
+#   CAP_<stage>=S overrides a stage's own limit,
+#   DRY_RUN=1: no GPU needed: env runs, every other stage runs FAKE_<stage> (a bash command,
+#   default `true`) instead: tests/cuda/test_gpu_check_script.py uses it.
+# Exit status: 0 when every stage that ran passed, 1 otherwise.
 set -u
 cd "$(dirname "$0")/.." || exit 2
+ROOT=$PWD
 
-PY=${PYTHON:-python}
-OUT=${OUT:-bench/results}
-mkdir -p "$OUT"
+if [ -z "${PY:-}" ]; then
+  if command -v python > /dev/null 2>&1; then PY=python; else PY=python3; fi
+fi
+OUT=${OUT:-bench/results/gpu-check}
+RESULTS=${RESULTS:-$ROOT/bench/results}
+mkdir -p "$OUT" || exit 2
+OUT=$(cd "$OUT" && pwd)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
 START=$(date +%s)
-DEADLINE=$((START + ${BUDGET_S:-470}))
-declare -a STEPS=()
+DEADLINE=$((START + ${BUDGET_S:-570}))
+LOG=$OUT/gpu_check.log
+: > "$LOG"
+: > "$WORK/stages.tsv"
 FAILED=0
+BUILD_OK=1
+DRY=${DRY_RUN:-0}
+
+CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -n 1)
+[ "$DRY" = 1 ] && CARD=${FAKE_CARD:-dry-run}
+CARD_SLUG=$(echo "${CARD:-unknown-gpu}" | tr 'A-Z' 'a-z' | sed -e 's/nvidia//' \
+  -e 's/[^a-z0-9]\+/-/g' -e 's/^-//' -e 's/-$//')
+NAME="gpu-${CARD_SLUG:-unknown}"
 
 left() { echo $((DEADLINE - $(date +%s))); }
+min() { if [ "$1" -lt "$2" ]; then echo "$1"; else echo "$2"; fi; }
 
-# run_step NAME LIMIT_S CMD...: runs CMD under `timeout`, logs to $OUT/gpu_check-NAME.log.
-# SIGINT first (the bench writes what it measured on SIGINT), SIGKILL 15 s later.
-run_step() {
-  local name=$1 limit=$2; shift 2
-  if [ "$limit" -lt 10 ]; then
-    STEPS+=("$name|skipped (no time left)|0"); return 0
+# write_summary: summary.txt (stage table, then each stage's last result line) and junit.xml
+# (one testcase per stage, then the pytest suites' own testcases).
+write_summary() {
+  {
+    echo "sparsekern gpu_check on ${CARD:-?}: $(( $(date +%s) - START )) s of ${BUDGET_S:-570} s" \
+         "($(date -u +%Y-%m-%dT%H:%M:%SZ))"
+    printf '%-13s %-28s %5s %5s  %s\n' stage status s limit result
+    while IFS=$'\t' read -r n st dt lim detail; do
+      printf '%-13s %-28s %5s %5s  %s\n' "$n" "$st" "$dt" "$lim" "$detail"
+    done < "$WORK/stages.tsv"
+    [ -s "$WORK/selftime.txt" ] && { echo; echo "selftime (ms):"; cat "$WORK/selftime.txt"; }
+  } > "$OUT/summary.txt"
+  "$PY" - "$WORK/stages.tsv" "$OUT/junit.xml" "$WORK"/pytest-*.xml > /dev/null 2>&1 <<'PYEOF' || true
+import sys, xml.etree.ElementTree as ET
+tsv, dest, extra = sys.argv[1], sys.argv[2], sys.argv[3:]
+root = ET.Element("testsuites", name="gpu_check")
+suite = ET.SubElement(root, "testsuite", name="gpu_check.stages")
+fails = skips = n = 0
+for line in open(tsv):
+    name, status, secs, limit, detail = (line.rstrip("\n").split("\t") + [""] * 5)[:5]
+    n += 1
+    case = ET.SubElement(suite, "testcase", classname="gpu_check", name=name, time=secs)
+    if status.startswith("skipped"):
+        skips += 1
+        ET.SubElement(case, "skipped", message=status)
+    elif status != "ok":
+        fails += 1
+        ET.SubElement(case, "failure", message=f"{status}: {detail}")
+suite.set("tests", str(n)); suite.set("failures", str(fails)); suite.set("skipped", str(skips))
+for path in extra:
+    try:
+        tree = ET.parse(path).getroot()
+    except Exception:
+        continue
+    for s in ([tree] if tree.tag == "testsuite" else tree.findall("testsuite")):
+        root.append(s)
+ET.ElementTree(root).write(dest, encoding="utf-8", xml_declaration=True)
+PYEOF
+}
+
+# result_line NAME: the line of a stage's log worth putting in the summary.
+result_line() {
+  local f=$WORK/$1.log
+  grep -E "(passed|failed|error|no tests ran).* in [0-9.]+s|mismatches ->|ERROR SUMMARY|RACECHECK SUMMARY|^build: |^env: " "$f" 2> /dev/null \
+    | tail -n 1 | cut -c1-110 | tr '\t' ' '
+}
+
+# stage NAME CAP RESERVE CMD...: run CMD with limit min(CAP, time left - RESERVE), RESERVE
+# (the time kept for the later stages, sized for the default 570 s) scaled to BUDGET_S.
+stage() {
+  local name=$1 cap_var="CAP_$1" reserve=$(( $3 * ${BUDGET_S:-570} / 570 ))
+  local cap=${!cap_var:-$2}; shift 3
+  local limit; limit=$(min "$cap" $(( $(left) - reserve )))
+  if [ "$limit" -lt "$(min 10 "$cap")" ] || [ "$limit" -lt 1 ]; then
+    printf '%s\tskipped (no time left)\t0\t%s\t\n' "$name" "$limit" >> "$WORK/stages.tsv"
+    write_summary; return 0
   fi
-  local t0=$(date +%s) rc
-  echo "== $name (limit ${limit}s): $*"
-  timeout -s INT -k 15 "$limit" "$@" > "$OUT/gpu_check-$name.log" 2>&1
-  rc=$?
-  tail -n 15 "$OUT/gpu_check-$name.log"
-  local dt=$(( $(date +%s) - t0 )) status
+  local t0; t0=$(date +%s)
+  echo "== $name (limit ${limit}s): $*" | tee -a "$LOG"
+  if [ "$DRY" = 1 ] && [ "$name" != env ]; then
+    local var="FAKE_$name"
+    set -- bash -c "${!var:-true}"
+  fi
+  timeout -s INT -k 10 "$limit" "$@" > "$WORK/$name.log" 2>&1
+  local rc=$? status
+  cat "$WORK/$name.log" >> "$LOG"
+  tail -n 8 "$WORK/$name.log"
+  local dt=$(( $(date +%s) - t0 ))
   case $rc in
     0) status=ok ;;
-    124|130|137) status="TIMEOUT after ${dt}s (rc $rc)"; FAILED=1 ;;
+    124|137) status="TIMEOUT (rc $rc)"; FAILED=1 ;;
+    130) status="INTERRUPTED (rc 130)"; FAILED=1 ;;
     *) status="FAILED (rc $rc)"; FAILED=1 ;;
   esac
-  STEPS+=("$name|$status|$dt")
+  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$status" "$dt" "$limit" "$(result_line "$name")" \
+    >> "$WORK/stages.tsv"
+  write_summary
   return $rc
 }
 
-min() { if [ "$1" -lt "$2" ]; then echo "$1"; else echo "$2"; fi; }
+skip() {  # skip NAME WHY
+  printf '%s\tskipped (%s)\t0\t0\t\n' "$1" "$2" >> "$WORK/stages.tsv"
+  echo "== $1: skipped ($2)" | tee -a "$LOG"
+  write_summary
+}
 
-CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
-CARD_SLUG=$(echo "${CARD:-unknown-gpu}" | tr 'A-Z' 'a-z' | sed -e 's/nvidia//' -e 's/[^a-z0-9]\+/-/g' -e 's/^-//' -e 's/-$//')
-NAME="cuda-${CARD_SLUG}-quick"
-echo "sparsekern gpu_check on ${CARD:-?} -> $OUT/$NAME.* (budget $((DEADLINE - START)) s)"
-"$PY" -c "import torch, sys; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available()); sys.exit(0 if torch.cuda.is_available() else 3)" \
-  || { echo "no CUDA device visible to torch"; exit 3; }
+wanted() { case " ${SKIP:-} " in *" $1 "*) skip "$1" "SKIP"; return 1 ;; esac; return 0; }
 
-# 1. build (the CUDA kernels: SPARSEKERN_CUDA=1 fails loudly if nvcc is missing)
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  MAX_JOBS=${MAX_JOBS:-$(nproc)} SPARSEKERN_CUDA=${SPARSEKERN_CUDA:-1} \
-    run_step build "$(min 270 $(( $(left) - 200 )))" \
-    "$PY" -m pip install --no-build-isolation --no-deps --no-index -e .
-fi
+env_report() {
+  echo "card: ${CARD:-none} ($(nvidia-smi --query-gpu=driver_version,memory.total,clocks.sm \
+        --format=csv,noheader 2> /dev/null | head -n 1))"
+  nvidia-smi 2>&1 | head -n 15
+  echo "nvcc: $(nvcc --version 2>&1 | grep -o 'release [0-9.]*' || echo missing)"
+  echo "gcc: $(gcc -dumpfullversion 2>&1 || echo missing)"
+  echo "ninja: $(ninja --version 2>&1 || echo missing)"
+  echo "compute-sanitizer: $(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2> /dev/null || echo missing)"
+  "$PY" - <<'PYEOF'
+import importlib
+for name in ("torch", "triton", "numpy", "setuptools", "pytest", "hypothesis"):
+    try:
+        print(f"{name}: {importlib.import_module(name).__version__}")
+    except Exception as e:
+        print(f"{name}: missing ({type(e).__name__})")
+import torch
+print(f"torch.cuda: {torch.version.cuda}, available {torch.cuda.is_available()}",
+      torch.cuda.get_device_capability() if torch.cuda.is_available() else "")
+PYEOF
+  # setuptools >= 64 (editable installs) and ninja (parallel builds): install carried wheels.
+  if ! "$PY" -c "import setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 64)" \
+      || ! command -v ninja > /dev/null 2>&1; then
+    local wheels=${WHEELS:-$ROOT/.whl}
+    if ls "$wheels"/*.whl > /dev/null 2>&1; then
+      "$PY" -m pip install -q --no-index --no-deps "$wheels"/*.whl && echo "env: installed $wheels"
+    else
+      echo "env: setuptools < 64 or ninja missing and no wheels in $wheels; carry them:" \
+           "pip download --no-deps --only-binary=:all: -d .whl 'setuptools>=64' ninja"
+    fi
+  fi
+  echo "env: $("$PY" --version 2>&1), out $OUT"
+}
 
-# 2. GPU tests
-if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  SPARSEKERN_CUDA_CHECK_STATUS=1 run_step tests "$(min 120 $(( $(left) - 110 )))" \
-    "$PY" -m pytest -m gpu tests/ -q -x -p no:cacheprovider
-fi
+default_arch() {  # the card's own compute capability, with the 'a' suffix on Hopper
+  "$PY" -c "import torch; M, m = torch.cuda.get_device_capability(); print(f'{M}.{m}' + ('a' if M == 9 else ''))" \
+    2> /dev/null || echo 9.0a
+}
 
-# 3. benchmark (quick matrix, peers, models, GPU kernel self-times)
-run_step bench "$(( $(left) - 75 ))" \
-  "$PY" -m sparsekern.bench --device cuda --quick --out "$OUT" --name "$NAME" --no-progress \
-  ${BENCH_ARGS:-}
+build() {
+  export SPARSEKERN_CUDA=1 MAX_JOBS=${MAX_JOBS:-$(nproc)}
+  export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$(default_arch)}
+  echo "build: TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST MAX_JOBS=$MAX_JOBS"
+  if "$PY" setup.py build_ext --inplace; then echo "build: ok (setup.py build_ext --inplace)"; return 0; fi
+  echo "build: setup.py build_ext failed; fallback: pip install -e"
+  "$PY" -m pip install --no-build-isolation --no-deps --no-index -e . \
+    && echo "build: ok (pip install -e fallback)"
+}
 
-# 4. compute-sanitizer memcheck on a tiny run of every layout
+export -f env_report default_arch build
+export PY OUT ROOT CARD
 SAN=$(command -v compute-sanitizer || true)
-[ -z "$SAN" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ] && SAN=$CUDA_HOME/bin/compute-sanitizer
 [ -z "$SAN" ] && [ -x /usr/local/cuda/bin/compute-sanitizer ] && SAN=/usr/local/cuda/bin/compute-sanitizer
-if [ "${SKIP_SANITIZER:-0}" = 1 ]; then
-  STEPS+=("memcheck|skipped (SKIP_SANITIZER=1)|0")
-elif [ -n "$SAN" ]; then
-  run_step memcheck "$(( $(left) - 15 ))" \
-    "$SAN" --tool memcheck --error-exitcode 9 "$PY" -m sparsekern.bench.smoke --device cuda
+[ "$DRY" = 1 ] && SAN=${SAN:-compute-sanitizer}
+PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rfE -m gpu)
+SELFTIME=("$PY" -m sparsekern.backends.cuda_selftime)
+
+echo "sparsekern gpu_check on ${CARD:-?} -> $OUT (budget $((DEADLINE - START)) s, $PY)" | tee -a "$LOG"
+wanted env && stage env 30 400 bash -c env_report
+if wanted build; then stage build 240 300 bash -c build || BUILD_OK=0; fi
+needs_build() {
+  wanted "$1" || return 1
+  if [ "$BUILD_OK" != 1 ]; then skip "$1" "build failed"; return 1; fi
+}
+if needs_build probe; then stage probe 45 280 "${SELFTIME[@]}" --probe "$OUT/probe.txt"; fi
+if needs_build cuda_tests; then
+  SPARSEKERN_CUDA_CHECK_STATUS=1 stage cuda_tests 120 220 "${PYTEST[@]}" tests/cuda \
+    --junitxml="$WORK/pytest-cuda.xml"
+fi
+if needs_build selftime; then
+  stage selftime 120 170 "${SELFTIME[@]}" --json "$OUT/selftime.json"
+  # The table the selftime prints last (its header line onwards) goes into the summary.
+  sed -n '/^layout /,$p' "$WORK/selftime.log" 2> /dev/null | tail -n 40 > "$WORK/selftime.txt"
+  write_summary
+fi
+if wanted triton_tests; then
+  SPARSEKERN_TRITON_AUTOTUNE=0 stage triton_tests 150 100 "${PYTEST[@]}" tests/triton \
+    --junitxml="$WORK/pytest-triton.xml"
+fi
+if [ -z "$SAN" ]; then
+  skip memcheck "compute-sanitizer not found"; skip racecheck "compute-sanitizer not found"
 else
-  STEPS+=("memcheck|skipped (compute-sanitizer not found)|0")
+  if needs_build memcheck; then
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 stage memcheck 90 60 "$SAN" --tool memcheck \
+      --error-exitcode 9 "${SELFTIME[@]}" --sanitize
+  fi
+  if needs_build racecheck; then
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 stage racecheck 60 30 "$SAN" --tool racecheck \
+      --error-exitcode 9 "${SELFTIME[@]}" --sanitize --quick
+  fi
+fi
+if wanted bench; then
+  SPARSEKERN_TRITON_AUTOTUNE=$([ "${BENCH_AUTOTUNE:-0}" = 1 ] && echo 1 || echo 0) \
+    stage bench 100000 5 "$PY" -m sparsekern.bench --device cuda --quick --out "$OUT" \
+    --name "$NAME" --no-progress --no-plots ${BENCH_ARGS:-}
+  # An interrupted bench writes its JSON first; render the markdown if it got no further.
+  if [ -f "$OUT/$NAME.json" ] && [ ! -f "$OUT/$NAME.md" ]; then
+    "$PY" -m sparsekern.bench --render "$OUT/$NAME.json" > "$OUT/$NAME.md" 2>> "$LOG" \
+      || rm -f "$OUT/$NAME.md"
+  fi
+  # The committed copy lives in $RESULTS (on the GPU machine: bring $OUT back first).
+  if [ "$OUT" != "$RESULTS" ] && [ -f "$OUT/$NAME.json" ]; then
+    mkdir -p "$RESULTS" && cp "$OUT/$NAME".json "$RESULTS/"
+    [ -f "$OUT/$NAME.md" ] && cp "$OUT/$NAME".md "$RESULTS/"
+  fi
 fi
 
-echo
-echo "== gpu_check summary ($(( $(date +%s) - START )) s, ${CARD:-?})"
-printf '%-9s %-36s %6s\n' step status seconds
-for s in "${STEPS[@]}"; do
-  IFS='|' read -r n st dt <<< "$s"
-  printf '%-9s %-36s %6s\n' "$n" "$st" "$dt"
-done
-if [ -f "$OUT/$NAME.json" ]; then
-  echo
-  "$PY" -m sparsekern.bench --render "$OUT/$NAME.json" --short || FAILED=1
-fi
+echo | tee -a "$LOG"
+cat "$OUT/summary.txt" | tee -a "$LOG"
 exit $FAILED

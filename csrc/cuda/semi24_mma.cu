@@ -8,6 +8,8 @@
 // split K (small-N configurations) are summed through shared memory; the epilogue adds the bias
 // and writes 16-byte vectors along whichever output dimension is contiguous.
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #include "common.cuh"
 #include "kernels.h"
@@ -71,20 +73,39 @@ struct TileConfig {
   static constexpr int B_BYTES = BK * BN * 2;              // B tile of one stage (16-bit)
   static constexpr int STAGE_BYTES = A_BYTES + E_BYTES + B_BYTES;
   static constexpr int PIPE_BYTES = STAGES * STAGE_BYTES;
-  static constexpr int C_LD = BN + 8;  // fp32 staging row stride: +8 keeps float2 stores free
-                                       // of bank conflicts
-  static constexpr int C_BYTES = WARPS_K * BM * C_LD * 4;
+  // fp32 staging of the finished tile, one copy per K-splitting warp group, in the order the
+  // output is written: [BM][C_LD] (n contiguous) for row-major and scalar outputs, [BN][R_LD]
+  // (m contiguous) for column-major ones (every sk.linear call: out = y.T), so that the
+  // epilogue reads each thread's 8 consecutive outputs as two float4 from one row.
+  // C_LD = BN + 8: the float2 accumulator stores (rows g, cols 2t) hit 32 distinct banks.
+  // R_LD = BM + 4: the scalar transposed stores (row 2t*R_LD + g) hit 32 distinct banks.
+  static constexpr int C_LD = BN + 8;
+  static constexpr int R_LD = BM + 4;
+  static constexpr int C_ROW_BYTES = WARPS_K * BM * C_LD * 4;
+  static constexpr int C_COL_BYTES = WARPS_K * BN * R_LD * 4;
+  static constexpr int C_BYTES = C_ROW_BYTES > C_COL_BYTES ? C_ROW_BYTES : C_COL_BYTES;
   static constexpr int SMEM_BYTES = PIPE_BYTES > C_BYTES ? PIPE_BYTES : C_BYTES;
   static_assert(KSTEPS % WARPS_K == 0, "warps splitting K must divide the stage's k-steps");
   static_assert(kSemi24ColPad % BK == 0, "K padding must be a whole number of stages");
   static_assert(kSemi24RowPad % BM == 0, "M padding must be a whole number of block rows");
   static_assert(BK / 8 >= 8, "the B swizzle along K needs at least 8 chunks per row");
+  static_assert(BM % 32 == 0 && BN % 8 == 0,
+                "conflict-free staging (R_LD % 32 == 4) and 8-element output vectors");
 };
 
 // Decode (N <= 8 / N <= 16): 32 rows per block so even M = 4096 gives 128 blocks; four warps
 // split each 256-deep stage of K and are summed at the end.
 using SmallN8 = TileConfig<1, 1, 2, 1, 4, 8, 4, 2>;
 using SmallN16 = TileConfig<1, 2, 2, 1, 4, 8, 4, 2>;
+// Mid N (17..256): the weight is still read from DRAM about once (the N blocks of one row
+// block share it through L2) and the product is bandwidth bound up to N ~ 200 on an H100, so
+// what matters is enough blocks to keep every SM streaming. 128 x 128 tiles give
+// ceil(N/128) * M/128 blocks (32 for M = 4096, N <= 128: a quarter of 132 SMs); these give
+// 4x / 16x as many.
+//   MidN64: 64 x 64 tile, 2 x 2 warps of 32 x 32 (mma 2 x 4), 2 warps splitting K (BK = 128).
+//   MidN32: 32 x 32 tile, 2 warps of 16 x 32 (mma 1 x 4), 4 warps splitting K (BK = 256).
+using MidN64 = TileConfig<2, 4, 2, 2, 2, 4, 4, 1>;
+using MidN32 = TileConfig<1, 4, 2, 1, 4, 8, 3, 2>;
 // Prefill / training shapes: 128 x 128 block tile, 64 x 32 per warp, 4 stages of K = 64.
 using LargeN = TileConfig<4, 4, 2, 4, 1, 2, 4, 1>;
 
@@ -103,6 +124,21 @@ template <int CPR> __device__ __forceinline__ int swizzle(int chunk, int row) {
 }
 
 enum OutMode : int { kOutScalar = 0, kOutRowVec = 1, kOutColVec = 2 };
+
+enum TileChoice : int { kTileAuto = 0, kTileSmall = 1, kTileMid32 = 2, kTileMid64 = 3, kTileLarge = 4 };
+
+// SPARSEKERN_SEMI24_TILE, read at every launch (a getenv, ~0.1 us against a launch's ~3 us)
+// so one process can probe every configuration; each is correct for any N.
+int semi24_forced_tile() {
+  const char* v = std::getenv("SPARSEKERN_SEMI24_TILE");
+  if (v == nullptr) return kTileAuto;
+  const std::string s(v);
+  if (s == "small") return kTileSmall;
+  if (s == "mid32") return kTileMid32;
+  if (s == "mid64") return kTileMid64;
+  if (s == "large") return kTileLarge;
+  return kTileAuto;
+}
 
 struct Semi24Params {
   const uint4* a_frag;   // [Mp/16][Kt][32] 16-byte lane blocks
@@ -253,6 +289,7 @@ __global__ void __launch_bounds__(C::THREADS, C::MIN_BLOCKS)
   cp_async_wait<0>();
   __syncthreads();
   float* cs = reinterpret_cast<float*>(smem);
+  const bool col_major = p.out_mode == kOutColVec;
   {
     const int g = lane >> 2, t = lane & 3;
 #pragma unroll
@@ -261,9 +298,19 @@ __global__ void __launch_bounds__(C::THREADS, C::MIN_BLOCKS)
       for (int j = 0; j < C::WN; ++j) {
         const int row = (warp_m * C::WM + i) * 16 + g;
         const int col = (warp_n * C::WN + j) * 8 + 2 * t;
-        float* dst = cs + (warp_k * C::BM + row) * C::C_LD + col;
-        *reinterpret_cast<float2*>(dst) = make_float2(acc[i][j][0], acc[i][j][1]);
-        *reinterpret_cast<float2*>(dst + 8 * C::C_LD) = make_float2(acc[i][j][2], acc[i][j][3]);
+        if (col_major) {
+          // [BN][R_LD]: lane (g, t) stores word (2t) * R_LD + g (+ constants); R_LD % 32 == 4
+          // (BM is a multiple of 32), so the banks 8t + g of the 32 lanes are all distinct.
+          float* dst = cs + (warp_k * C::BN + col) * C::R_LD + row;
+          dst[0] = acc[i][j][0];
+          dst[C::R_LD] = acc[i][j][1];
+          dst[8] = acc[i][j][2];
+          dst[C::R_LD + 8] = acc[i][j][3];
+        } else {
+          float* dst = cs + (warp_k * C::BM + row) * C::C_LD + col;
+          *reinterpret_cast<float2*>(dst) = make_float2(acc[i][j][0], acc[i][j][1]);
+          *reinterpret_cast<float2*>(dst + 8 * C::C_LD) = make_float2(acc[i][j][2], acc[i][j][3]);
+        }
       }
   }
   __syncthreads();
@@ -271,6 +318,21 @@ __global__ void __launch_bounds__(C::THREADS, C::MIN_BLOCKS)
   const T* bias = static_cast<const T*>(p.bias);
   T* out = static_cast<T*>(p.out);
   const int64_t m0 = mt0 * 16;
+  // Sum over the K-splitting warp groups of 8 consecutive staged floats (16-byte aligned:
+  // C_LD, R_LD and the offsets are multiples of 4 floats). Lanes of a warp read rows 8 floats
+  // apart as float4: a 2-way bank conflict at worst (was 16-way with scalar reads down a
+  // column of the [BM][C_LD] tile for column-major outputs).
+  auto sum8 = [&](const float* base, int stride, float (&v)[8]) {
+#pragma unroll
+    for (int q = 0; q < 8; ++q) v[q] = 0.f;
+#pragma unroll
+    for (int w = 0; w < C::WARPS_K; ++w) {
+      const float4 lo = *reinterpret_cast<const float4*>(base + w * stride);
+      const float4 hi = *reinterpret_cast<const float4*>(base + w * stride + 4);
+      v[0] += lo.x; v[1] += lo.y; v[2] += lo.z; v[3] += lo.w;
+      v[4] += hi.x; v[5] += hi.y; v[6] += hi.z; v[7] += hi.w;
+    }
+  };
   auto tile_sum = [&](int r, int c) {
     float s = 0.f;
 #pragma unroll
@@ -286,38 +348,48 @@ __global__ void __launch_bounds__(C::THREADS, C::MIN_BLOCKS)
       if (m >= p.M || n >= p.N) continue;
       const float bv = bias ? to_float(bias[m]) : 0.f;
       T* dst = out + m * p.ldo_m + n;
+      float x[8];
+      sum8(cs + r * C::C_LD + c, C::BM * C::C_LD, x);
       if (n + 8 <= p.N) {
         uint32_t w[4];
 #pragma unroll
         for (int q = 0; q < 4; ++q)
-          w[q] = bits16(from_float<T>(tile_sum(r, c + 2 * q) + bv)) |
-                 (bits16(from_float<T>(tile_sum(r, c + 2 * q + 1) + bv)) << 16);
+          w[q] = bits16(from_float<T>(x[2 * q] + bv)) |
+                 (bits16(from_float<T>(x[2 * q + 1] + bv)) << 16);
         *reinterpret_cast<uint4*>(dst) = make_uint4(w[0], w[1], w[2], w[3]);
       } else {
-        for (int q = 0; q < p.N - n; ++q) dst[q] = from_float<T>(tile_sum(r, c + q) + bv);
+        // Constant indices only (a run-time index would put x[] in local memory).
+        const int64_t rem = p.N - n;
+#pragma unroll
+        for (int q = 0; q < 8; ++q)
+          if (q < rem) dst[q] = from_float<T>(x[q] + bv);
       }
     }
-  } else if (p.out_mode == kOutColVec) {
-    // 8 consecutive m of one column per thread.
+  } else if (col_major) {
+    // 8 consecutive m of one column per thread, read from the transposed staging tile.
     constexpr int VPC = C::BM / 8;
     for (int v = tid; v < C::BN * VPC; v += C::THREADS) {
       const int c = v / VPC, r = (v % VPC) * 8;
       const int64_t n = n0 + c, m = m0 + r;
       if (n >= p.N || m >= p.M) continue;
       T* dst = out + n * p.ldo_n + m;
+      float x[8];
+      sum8(cs + c * C::R_LD + r, C::BN * C::R_LD, x);
       if (m + 8 <= p.M) {
         uint32_t w[4];
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
           const float b0 = bias ? to_float(bias[m + 2 * q]) : 0.f;
           const float b1 = bias ? to_float(bias[m + 2 * q + 1]) : 0.f;
-          w[q] = bits16(from_float<T>(tile_sum(r + 2 * q, c) + b0)) |
-                 (bits16(from_float<T>(tile_sum(r + 2 * q + 1, c) + b1)) << 16);
+          w[q] = bits16(from_float<T>(x[2 * q] + b0)) |
+                 (bits16(from_float<T>(x[2 * q + 1] + b1)) << 16);
         }
         *reinterpret_cast<uint4*>(dst) = make_uint4(w[0], w[1], w[2], w[3]);
       } else {
-        for (int q = 0; q < p.M - m; ++q)
-          dst[q] = from_float<T>(tile_sum(r + q, c) + (bias ? to_float(bias[m + q]) : 0.f));
+        const int64_t rem = p.M - m;
+#pragma unroll
+        for (int q = 0; q < 8; ++q)
+          if (q < rem) dst[q] = from_float<T>(x[q] + (bias ? to_float(bias[m + q]) : 0.f));
       }
     }
   } else {
@@ -355,11 +427,29 @@ int launch_b_layout(const Semi24Params& p, int64_t Mp, bool b_k_contiguous, cuda
   return b_k_contiguous ? launch<T, C, true>(p, Mp, s) : launch<T, C, false>(p, Mp, s);
 }
 
+// Blocks a configuration launches for this call.
+template <class C> int64_t blocks_of(const Semi24Params& p, int64_t Mp) {
+  return ceil_div(p.N, C::BN) * (Mp / C::BM);
+}
+
+// Tile configuration for N: decode tiles for N <= 16; above, the largest tile that still
+// launches at least one block per SM (128 x 128, then 64 x 64), else 32 x 32.
+// SPARSEKERN_SEMI24_TILE=small|mid32|mid64|large forces one (tests, timing experiments).
 template <typename T>
 int launch_for_n(const Semi24Params& p, int64_t Mp, bool b_k_contiguous, cudaStream_t s) {
-  if (p.N <= 8) return launch_b_layout<T, SmallN8>(p, Mp, b_k_contiguous, s);
-  if (p.N <= 16) return launch_b_layout<T, SmallN16>(p, Mp, b_k_contiguous, s);
-  return launch_b_layout<T, LargeN>(p, Mp, b_k_contiguous, s);
+  const int forced = semi24_forced_tile();
+  if (forced == kTileSmall || (forced == kTileAuto && p.N <= 16)) {
+    if (p.N <= 8) return launch_b_layout<T, SmallN8>(p, Mp, b_k_contiguous, s);
+    return launch_b_layout<T, SmallN16>(p, Mp, b_k_contiguous, s);
+  }
+  if (forced == kTileMid32) return launch_b_layout<T, MidN32>(p, Mp, b_k_contiguous, s);
+  if (forced == kTileMid64) return launch_b_layout<T, MidN64>(p, Mp, b_k_contiguous, s);
+  if (forced == kTileLarge) return launch_b_layout<T, LargeN>(p, Mp, b_k_contiguous, s);
+  int sms = current_sm_count();
+  if (sms <= 0) sms = 132;
+  if (blocks_of<LargeN>(p, Mp) >= sms) return launch_b_layout<T, LargeN>(p, Mp, b_k_contiguous, s);
+  if (blocks_of<MidN64>(p, Mp) >= sms) return launch_b_layout<T, MidN64>(p, Mp, b_k_contiguous, s);
+  return launch_b_layout<T, MidN32>(p, Mp, b_k_contiguous, s);
 }
 
 bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; }

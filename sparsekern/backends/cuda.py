@@ -18,7 +18,7 @@ import torch
 
 from .. import _extension
 from ..formats.base import cached_repack
-from . import reference
+from . import forced_backend, gpu_choice, reference
 from .cuda_repack import repack_csc_slabs, repack_semi24, semi24_b_operand
 
 name = "cuda"
@@ -55,7 +55,16 @@ def supports(layout, values_dtype, B_dtype, device) -> bool:
 
 
 def spmm(values, indices, offsets, M, K, layout, B, bias, out):
-    """out [M, N] = A @ B (+ bias); A given by the user's format tensors (see the module doc)."""
+    """out [M, N] = A @ B (+ bias): the fastest candidate for the call (gpu_choice.dispatch),
+    or our kernel when a backend is forced (``use_backend``)."""
+    if forced_backend() is None and out.is_cuda:
+        return gpu_choice.dispatch(values, indices, offsets, int(M), int(K), layout, B, bias,
+                                   out)
+    return own_spmm(values, indices, offsets, M, K, layout, B, bias, out)
+
+
+def own_spmm(values, indices, offsets, M, K, layout, B, bias, out):
+    """out [M, N] = A @ B (+ bias) with our kernels; A given by the user's format tensors."""
     M, K = int(M), int(K)
     if layout == "2:4":
         packed = cached_repack(values, f"cuda:2:4:mma.sp:{M}x{K}", (indices,),

@@ -22,11 +22,14 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-#: (layout, M, K, N, fraction of zero activations)
+#: (layout, M, K, N, fraction of zero activations), the issue's key figures first (8192^3 and
+#: decode against cuBLAS), then the mid-N tiles, the large-N shapes and the CSC GEMVs.
 _CASES = (
     [("2:4", 8192, 8192, 8192, 0.0)] +
-    [("2:4", M, K, N, 0.0) for (M, K) in ((11008, 4096), (4096, 11008))
-     for N in (2048, 8192, 1, 8, 16)] +
+    [("2:4", 11008, 4096, N, 0.0) for N in (1, 8, 16)] +
+    [("2:4", 4096, 4096, N, 0.0) for N in (32, 64, 128, 256)] +
+    [("2:4", 4096, 11008, N, 0.0) for N in (1, 16)] +
+    [("2:4", M, K, N, 0.0) for (M, K) in ((11008, 4096), (4096, 11008)) for N in (2048, 8192)] +
     [("csc", M, K, 1, z) for (M, K) in ((4096, 4096), (11008, 4096)) for z in (0.0, 0.5)]
 )
 #: Density of the CSC weights (90% sparse).
@@ -164,10 +167,13 @@ def _time_case(layout: str, M: int, K: int, N: int, zero_frac: float,
     return row
 
 
-def time_cuda_kernels(cases=None, dtype=torch.float16) -> List[Dict[str, object]]:
+def time_cuda_kernels(cases=None, dtype=torch.float16,
+                      on_row: Optional[Callable[[Dict[str, object]], None]] = None
+                      ) -> List[Dict[str, object]]:
     """Time every case (default: _CASES); one dict per case (keys: see the module docstring).
 
-    A case that raises is reported with an ``error`` entry instead of stopping the rest.
+    A case that raises is reported with an ``error`` entry instead of stopping the rest;
+    ``on_row`` is called with each row as soon as it is measured.
     """
     from sparsekern.backends import cuda as cuda_backend
     ok, why = cuda_backend.available()
@@ -180,6 +186,8 @@ def time_cuda_kernels(cases=None, dtype=torch.float16) -> List[Dict[str, object]
         except Exception as e:  # noqa: BLE001
             rows.append({"layout": layout, "M": M, "K": K, "N": N,
                          "zero_activations": zero_frac, "error": f"{type(e).__name__}: {e}"})
+        if on_row is not None:
+            on_row(rows[-1])
         torch.cuda.empty_cache()
     return rows
 
@@ -203,25 +211,217 @@ def format_table(rows: List[Dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["time_cuda_kernels", "format_table", "main"]
+# ---------------------------------------------------------------------------------------------
+# Single-nonzero probe of the 2:4 mma.sp layout.
+#
+# A has one stored 1.0 at (m, k); B[k', n] encodes k' + 1 (row code) or n + 1 (column code),
+# integers that float16 and bfloat16 hold exactly. A right kernel writes out[m, :] = B[k, :]
+# and nothing else; a wrong operand or metadata layout moves the value to another output row,
+# or picks another B row, and the offsets (out row - m, B row - k) name the half or group
+# that is swapped. ``run`` is the kernel under test; on the CPU the tests pass an emulator of
+# mma.sp's operand semantics.
+
+#: Probed positions: every row and the first k-step of one 16 x 32 tile, plus stragglers.
+PROBE_ROWS = tuple(range(16)) + (17, 127)
+PROBE_COLS = tuple(range(32)) + (32, 63, 64, 255)
+#: Tile configurations of semi24_mma.cu the GPU probe forces in turn (SPARSEKERN_SEMI24_TILE).
+PROBE_TILES = ("small", "mid32", "mid64", "large")
 
 
-def main() -> None:
-    """``python -m sparsekern.backends.cuda_selftime [out.json]``: time, print the table, and
-    write the rows as JSON to the given path (default: $OUT/cuda_selftime.json when $OUT is
-    set)."""
+def _probe_b(code: str, K: int, N: int, kind: str, dtype, device) -> torch.Tensor:
+    k = torch.arange(K, device=device, dtype=torch.float32)[:, None].expand(K, N)
+    n = torch.arange(N, device=device, dtype=torch.float32)[None, :].expand(K, N)
+    B = (k + 1 if code == "row" else n + 1).to(dtype)
+    return B.t().contiguous().t() if kind == "xT" else B.contiguous()
+
+
+def _single_nonzero(m: int, k: int, M: int, K: int, dtype, device):
+    import sparsekern as sk
+    W = torch.zeros(M, K, dtype=dtype, device=device)
+    W[m, k] = 1
+    return sk.to_sparse(W, layout="2:4")
+
+
+def _probe_one(run, A, m: int, k: int, Bs) -> List[str]:
+    """Mismatch descriptions for the weight A with a single 1.0 at (m, k) ([] when right)."""
+    problems = []
+    for code, B in Bs:
+        out = run(A, B).float().cpu()
+        rows = sorted(set(out.nonzero()[:, 0].tolist()))
+        expect = B[k].float().cpu()
+        if rows != [m] or not torch.equal(out[m], expect):
+            got = ", ".join(f"row {r}: {sorted(set(out[r].tolist()))[:4]}" for r in rows[:4])
+            problems.append(f"A({m},{k}) {code} code: expected out row {m} = B row {k} "
+                            f"(values {sorted(set(expect.tolist()))[:4]}); got "
+                            f"{got or 'all zeros'}")
+            if code.startswith("row/") and len(rows) == 1 and len(set(out[rows[0]].tolist())) == 1:
+                kk = int(out[rows[0], 0].item()) - 1
+                problems[-1] += f" [out row offset {rows[0] - m:+d}, B row offset {kk - k:+d}]"
+    return problems
+
+
+def _probe_bs(K: int, N: int, kinds, dtype, device):
+    return [(f"{code}/{kind}", _probe_b(code, K, N, kind, dtype, device))
+            for code in ("row", "col") for kind in kinds]
+
+
+def probe_semi24_layout(run: Callable, M: int = 128, K: int = 256, N: int = 8,
+                        kinds=("row", "xT"), dtype=torch.float16, device="cuda",
+                        rows=PROBE_ROWS, cols=PROBE_COLS) -> Dict[str, object]:
+    """Which output row picks up which B row, for single-nonzero 2:4 weights [M, K].
+
+    Args:
+        run: ``run(A, B) -> out [M, N]`` for a SparseTensor A [M, K] and B [K, N].
+        kinds: B layouts: ``"row"`` (row-major [K, N]) and/or ``"xT"`` (x [N, K] transposed).
+    Returns ``{"checked": positions x codes x kinds, "mismatches": [str, ...]}``.
+    """
+    Bs = _probe_bs(K, N, kinds, dtype, device)
+    mismatches: List[str] = []
+    for m in rows:
+        for k in cols:
+            A = _single_nonzero(m, k, M, K, dtype, device)
+            mismatches += _probe_one(run, A, m, k, Bs)
+    return {"checked": len(rows) * len(cols) * len(Bs), "mismatches": mismatches}
+
+
+def probe_report(path: str, Ns=(8, 40, 200), tiles=("auto",) + PROBE_TILES,
+                 M: int = 128, K: int = 256) -> int:
+    """Run the probe on the cuda backend for every tile configuration and N; write ``path``.
+
+    Each single-nonzero weight is built once and run through every configuration.
+    Returns the number of mismatches (0: the layout is right everywhere probed).
+    """
+    import os
+
+    from sparsekern.backends import use_backend
+
+    def run(A, B):
+        with use_backend("cuda"):
+            return torch.ops.sparsekern.spmm(*A.op_args(), B, None)
+
+    configs = [(tile, N) for tile in tiles for N in Ns]
+    Bs = {N: _probe_bs(K, N, ("row", "xT"), torch.float16, "cuda") for N in Ns}
+    bad: Dict[tuple, List[str]] = {c: [] for c in configs}
+    try:
+        for m in PROBE_ROWS:
+            for k in PROBE_COLS:
+                A = _single_nonzero(m, k, M, K, torch.float16, "cuda")
+                for tile, N in configs:
+                    os.environ["SPARSEKERN_SEMI24_TILE"] = "" if tile == "auto" else tile
+                    bad[(tile, N)] += _probe_one(run, A, m, k, Bs[N])
+    finally:
+        os.environ.pop("SPARSEKERN_SEMI24_TILE", None)
+        per = len(PROBE_ROWS) * len(PROBE_COLS) * 4
+        lines = []
+        for (tile, N), found in bad.items():
+            lines.append(f"tile={tile} N={N}: {per} probes, {len(found)} mismatches")
+            lines += [f"  {x}" for x in found[:64]]
+        with open(path, "w") as f:  # also when interrupted: what was probed so far
+            f.write("\n".join(lines) + "\n")
+    return sum(len(v) for v in bad.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Small runs for compute-sanitizer (memcheck/racecheck): every tile configuration of the 2:4
+# kernel (N = 1, 16, 40, 64 and 200 over M that select each), both B layouts, fp16 and bf16,
+# bias or not, row- and column-major outputs, K and M off the padding; and the CSC kernel.
+SANITIZE_2_4 = [(M, 300, N) for (M, N) in ((200, 1), (200, 16), (4100, 40), (8448, 64),
+                                           (16900, 40), (333, 200))]
+SANITIZE_CSC = [(300, 260, 1), (1000, 513, 8)]
+
+
+def _sanitize_case(layout: str, M: int, K: int, N: int, dtype, kind: str, bias: bool) -> float:
+    import sparsekern as sk
+    from sparsekern.backends import use_backend
+    dev = torch.device("cuda")
+    W = _weight_any(layout, M, K, dtype, dev)
+    A = sk.to_sparse(W, layout=layout)
+    x = torch.randn(N, K, device=dev, dtype=dtype)
+    b = torch.randn(M, device=dev, dtype=dtype) if bias else None
+    with use_backend("cuda"):
+        if kind == "linear":  # column-major out, B = x.T
+            y = sk.linear(x, A, b)
+            ref = torch.nn.functional.linear(x.float(), W.float(), None if b is None else b.float())
+        else:  # row-major B and out
+            Bm = x.t().contiguous()
+            y = torch.ops.sparsekern.spmm(*A.op_args(), Bm, b)
+            ref = W.float() @ Bm.float() + (0 if b is None else b.float()[:, None])
+    torch.cuda.synchronize()
+    return _rel_err(y, ref)
+
+
+def _weight_any(layout, M, K, dtype, dev):
+    if layout == "2:4" and K % 4:
+        W = _weight(layout, M, K + 4 - K % 4, dtype, dev)[:, :K]
+        return W.contiguous()
+    return _weight(layout, M, K, dtype, dev)
+
+
+def sanitizer_smoke(quick: bool = False) -> int:
+    """Run the sanitizer cases; print one line each; return the number of failures."""
+    cases = []
+    for dtype in (torch.float16, torch.bfloat16):
+        for (M, K, N) in (SANITIZE_2_4[:3] if quick else SANITIZE_2_4):
+            for kind in ("linear", "rowmajor"):
+                cases.append(("2:4", M, K, N, dtype, kind, kind == "linear"))
+    for (M, K, N) in SANITIZE_CSC:
+        cases.append(("csc", M, K, N, torch.float16, "linear", True))
+    failures = 0
+    for c in cases:
+        try:
+            err = _sanitize_case(*c)
+            ok = err < 2e-2
+        except Exception as e:  # noqa: BLE001 (report, keep going)
+            err, ok = float("nan"), False
+            print(f"  error: {type(e).__name__}: {e}")
+        failures += not ok
+        print(f"{'ok ' if ok else 'BAD'} {c[0]} M={c[1]} K={c[2]} N={c[3]} {c[4]} {c[5]} "
+              f"bias={c[6]} rel_err={err:.2e}", flush=True)
+    return failures
+
+
+__all__ = ["time_cuda_kernels", "format_table", "probe_semi24_layout", "probe_report",
+           "sanitizer_smoke", "main"]
+
+
+def main(argv=None) -> int:
+    """``python -m sparsekern.backends.cuda_selftime [--json PATH] [--probe PATH]
+    [--sanitize [--quick]]``: time the cases, print the table and write the rows as JSON
+    (default $OUT/cuda_selftime.json when $OUT is set); --probe writes the single-nonzero
+    2:4 layout probe instead; --sanitize runs the small compute-sanitizer cases."""
+    import argparse
     import json
     import os
-    import sys
 
-    rows = time_cuda_kernels()
-    path = sys.argv[1] if len(sys.argv) > 1 else (
+    p = argparse.ArgumentParser(prog="python -m sparsekern.backends.cuda_selftime")
+    p.add_argument("json_path", nargs="?", default=None)
+    p.add_argument("--json", dest="json_opt", default=None)
+    p.add_argument("--probe", default=None, metavar="PATH")
+    p.add_argument("--sanitize", action="store_true")
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(argv)
+    if args.probe:
+        bad = probe_report(args.probe)
+        print(open(args.probe).read().splitlines()[0] if bad == 0 else open(args.probe).read())
+        print(f"probe: {bad} mismatches -> {args.probe}")
+        return 1 if bad else 0
+    if args.sanitize:
+        return 1 if sanitizer_smoke(args.quick) else 0
+    path = args.json_opt or args.json_path or (
         os.path.join(os.environ["OUT"], "cuda_selftime.json") if os.environ.get("OUT") else None)
-    if path:
-        with open(path, "w") as f:
-            json.dump(rows, f, indent=1)
+    rows: List[Dict[str, object]] = []
+
+    def on_row(row):  # written after every case: a timeout keeps what was measured
+        rows.append(row)
+        if path:
+            with open(path, "w") as f:
+                json.dump(rows, f, indent=1)
+        print(format_table([row]).splitlines()[-1], flush=True)
+
+    time_cuda_kernels(on_row=on_row)
     print(format_table(rows))
+    return 1 if any("error" in r for r in rows) else 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

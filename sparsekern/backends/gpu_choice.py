@@ -1,39 +1,45 @@
-"""Which GPU backend serves a call first: a static order, refined by measurement.
+"""Which kernel serves a GPU call: the fastest candidate, measured once per shape.
 
-Static order (what each backend is built for):
+Candidates per layout (on CUDA tensors, nothing forced):
 
-* ``bsr``: triton first (one ``tl.dot`` per stored block); the cuda backend has no BSR
-  kernel.
-* ``2:4``: cuda first: sparse tensor cores (``mma.sp``) halve the math at every N, which
-  Triton cannot express; triton second (compressed loads expanded in registers: it wins
-  only where the product is memory bound, N <= 16).
-* ``csc``: cuda first (EIE-style kernel), triton second (row strips, one-hot ``tl.dot``).
+* ``2:4``: ``cuda`` (our mma.sp kernel), ``triton`` (our compressed-load kernel),
+  ``torch24`` (torch's ``to_sparse_semi_structured``: cuSPARSELt/CUTLASS) and ``dense``
+  (cuBLAS on the densified weight);
+* ``bsr``: ``triton`` and ``dense``; ``csc``: ``cuda`` (EIE-style), ``triton`` and ``dense``.
 
-Measured order: :func:`measure_order` times every GPU backend that serves a shape class on
-a random weight of that class, once, and caches the order (fastest first) for the class
-``(layout, dtype, M and K rounded up to powers of two, regime of N)``. :func:`gpu_order`
-returns the cached order of the call's class when there is one, else the static order;
-with ``SPARSEKERN_GPU_MEASURE=1`` it measures a class on its first call. Backends that
-cannot serve a call are skipped by the dispatcher either way.
+:func:`dispatch` (called by the cuda and triton backends' ``spmm``) looks the call up by
+:func:`choice_key` (layout, M, K, N bucket, dtype, device, and for BSR/CSC the block shape
+and density bucket). On a miss it times every candidate on the call's own weight and B,
+once, into scratch outputs, and caches the *name* of the fastest: the cache holds a choice
+of kernel, never results. A candidate that raises, or whose output differs from cuBLAS's
+(relative error over 1e-2), is left out. ``SPARSEKERN_GPU_MEASURE=0`` turns measuring off:
+then the static choice (:func:`static_choice`: always one of our kernels) serves. While a
+CUDA graph is being captured nothing is measured and the alternatives are not used.
+
+Never a wrong answer: ``dense`` and ``torch24`` run only when B is all finite (with NaN/Inf
+in B, only stored entries may meet them, which a densified weight cannot honour; the check
+is part of what is timed), and any error in an alternative falls back to our kernel.
+``use_backend(...)`` bypasses all of this (tests pin a kernel that way).
 """
 from __future__ import annotations
 
 import os
 import threading
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
 MEASURE_ENV = "SPARSEKERN_GPU_MEASURE"
 GPU_BACKENDS = ("cuda", "triton")
+CANDIDATES = {"2:4": ("cuda", "triton", "torch24", "dense"),
+              "bsr": ("triton", "dense"),
+              "csc": ("cuda", "triton", "dense")}
+#: Largest relative difference from cuBLAS a candidate may show at measurement.
+AGREEMENT_TOL = 1e-2
 
-_STATIC = {"bsr": ["triton", "cuda"], "2:4": ["cuda", "triton"], "csc": ["cuda", "triton"]}
-_measured: Dict[Tuple, List[str]] = {}
+_choices: Dict[Tuple, str] = {}
 _lock = threading.Lock()
-
-
-def _pow2(x: int) -> int:
-    return 1 << max(0, int(x) - 1).bit_length()
 
 
 def n_regime(N: int) -> str:
@@ -41,112 +47,286 @@ def n_regime(N: int) -> str:
     return "decode" if N <= 16 else "small" if N <= 128 else "large"
 
 
-def shape_class(layout: str, M: int, K: int, N: int, dtype: torch.dtype) -> Tuple:
-    """The key under which a measured order is cached."""
-    return (layout, str(dtype), _pow2(M), _pow2(K), n_regime(N))
+def n_bucket(N: int) -> int:
+    """N itself up to 16 (each decode size is its own case), else the next power of two."""
+    N = int(N)
+    return N if N <= 16 else 1 << (N - 1).bit_length()
+
+
+def weight_class(layout: str, values: torch.Tensor, M: int, K: int) -> Tuple:
+    """What besides the shape sets a kernel's speed: BSR block shape, stored density."""
+    if layout == "2:4":
+        return ()
+    stored = values.numel()
+    density = stored / max(1, M * K)
+    block = tuple(values.shape[1:]) if layout == "bsr" else ()
+    return block + (round(density * 20) / 20,)
+
+
+def choice_key(layout: str, M: int, K: int, N: int, dtype: torch.dtype, device: torch.device,
+               wclass: Tuple = ()) -> Tuple:
+    """The key a measured choice is cached under."""
+    return (layout, int(M), int(K), n_bucket(N), str(dtype), str(device), tuple(wclass))
 
 
 def static_order(layout: str, N: Optional[int] = None) -> List[str]:
-    # The CUDA CSC kernel is EIE-style (batch 1 and small N); past decode sizes Triton's
-    # row-strip tiles reuse each weight across many columns.
+    """GPU backends, best first, without measurement (what each kernel is built for).
+
+    bsr: triton (the cuda backend has no BSR kernel); 2:4: cuda (sparse tensor cores at
+    every N); csc: cuda (EIE-style) for N <= 16, triton's row strips past decode sizes.
+    """
+    if layout == "bsr":
+        return ["triton", "cuda"]
     if layout == "csc" and N is not None and N > 16:
         return ["triton", "cuda"]
-    return list(_STATIC.get(layout, GPU_BACKENDS))
-
-
-def remember_order(layout: str, M: int, K: int, N: int, dtype: torch.dtype,
-                   order: List[str]) -> None:
-    """Cache ``order`` (backend names, fastest first) for the call's shape class."""
-    bad = [b for b in order if b not in GPU_BACKENDS]
-    if bad:
-        raise ValueError(f"order must list GPU backends from {GPU_BACKENDS}, got {order!r}")
-    rest = [b for b in static_order(layout) if b not in order]
-    with _lock:
-        _measured[shape_class(layout, M, K, N, dtype)] = list(order) + rest
-
-
-def forget_measurements() -> None:
-    with _lock:
-        _measured.clear()
+    return ["cuda", "triton"]
 
 
 def gpu_order(layout: str, M: Optional[int] = None, K: Optional[int] = None,
               N: Optional[int] = None, dtype: Optional[torch.dtype] = None) -> List[str]:
-    """GPU backends to try, best first, for a call (shapes optional: static order without)."""
-    if None in (M, K, N, dtype):
-        return static_order(layout, N)
-    key = shape_class(layout, M, K, N, dtype)
-    with _lock:
-        hit = _measured.get(key)
-    if hit is not None:
-        return list(hit)
-    if os.environ.get(MEASURE_ENV, "").strip() == "1" and torch.cuda.is_available():
-        try:
-            return measure_order(layout, M, K, N, dtype)
-        except Exception:  # a failed measurement never breaks dispatch
-            pass
+    """Backends the dispatcher tries, in order (the first that serves the call runs
+    :func:`dispatch`, which then picks among all candidates)."""
     return static_order(layout, N)
 
 
-def _random_weight(layout: str, M: int, K: int, dtype, device, density: float,
-                   blocksize: Tuple[int, int]):
-    from ..formats import to_sparse
-    g = torch.Generator(device=device).manual_seed(0)
-    W = torch.randn(M, K, device=device, generator=g, dtype=torch.float32)
-    if layout == "2:4":
-        Kp = -(-K // 4) * 4
-        score = torch.rand(M, Kp // 4, 4, device=device, generator=g)
-        keep = torch.zeros_like(score, dtype=torch.bool).scatter_(2, score.argsort(-1)[..., :2],
-                                                                  True)
-        W = W * keep.reshape(M, Kp)[:, :K]
-        return to_sparse(W.to(dtype), "2:4")
-    if layout == "bsr":
-        bm, bk = blocksize
-        blocks = torch.rand(-(-M // bm), -(-K // bk), device=device, generator=g) < density
-        mask = blocks.repeat_interleave(bm, 0).repeat_interleave(bk, 1)[:M, :K]
-        return to_sparse((W * mask).to(dtype), "bsr", blocksize=blocksize)
-    mask = torch.rand(M, K, device=device, generator=g) < density
-    return to_sparse((W * mask).to(dtype), "csc")
+def static_choice(layout: str, N: int) -> str:
+    """The candidate used when measuring is off: our kernel for the layout and N."""
+    return static_order(layout, N)[0]
 
 
-def measure_order(layout: str, M: int, K: int, N: int, dtype: torch.dtype = torch.float16,
-                  density: float = 0.1, blocksize: Tuple[int, int] = (64, 64),
-                  reps: int = 20) -> List[str]:
-    """Time each GPU backend on a random weight of the class; cache and return the order.
+def measuring_enabled() -> bool:
+    return os.environ.get(MEASURE_ENV, "1").strip() not in ("0", "off", "false", "no")
 
-    B is ``x.T`` for x [N, K] (what ``sparsekern.linear`` passes). Each backend runs once to
-    warm up (Triton compiles and autotunes there), then ``reps`` times between CUDA events;
-    the median decides. A backend that is unavailable, unsupported or raises is left last.
-    """
-    if not torch.cuda.is_available():
-        raise RuntimeError("measure_order needs a CUDA device")
+
+def forget_measurements() -> None:
+    with _lock:
+        _choices.clear()
+
+
+def cached_choices() -> Dict[Tuple, str]:
+    with _lock:
+        return dict(_choices)
+
+
+# --------------------------------------------------------------------------------------------
+# Candidates
+
+
+def _own(name: str):
     from . import get_backend
-    device = torch.device("cuda", torch.cuda.current_device())
-    A = _random_weight(layout, M, K, dtype, device, density, blocksize)
-    B = torch.randn(N, K, device=device, dtype=dtype).t()
-    out = torch.empty(N, M, device=device, dtype=dtype).t()
-    times: Dict[str, float] = {}
-    for name in static_order(layout):
-        mod = get_backend(name)
-        if not (mod.available()[0] and mod.supports(layout, dtype, dtype, device)):
+    return get_backend(name)
+
+
+def _available(name: str, layout: str, values, B) -> bool:
+    if name == "dense":
+        return True
+    if name == "torch24":
+        return values.dtype in (torch.float16, torch.bfloat16) and B.dtype == values.dtype \
+            and hasattr(torch.sparse, "to_sparse_semi_structured")
+    mod = _own(name)
+    return bool(mod.available()[0]) and mod.supports(layout, values.dtype, B.dtype, B.device)
+
+
+def dense_weight(values, indices, offsets, M: int, K: int, layout: str,
+                 dtype: torch.dtype) -> torch.Tensor:
+    """The [M, K] dense weight in ``dtype`` (repeated CSC entries summed), cached per weight."""
+    from ..formats.base import cached_repack
+    from .reference import coordinates
+
+    def build():
+        row, col, pos = coordinates(values, indices, offsets, M, K, layout)
+        W = torch.zeros(M, K, dtype=torch.float32, device=values.device)
+        W.index_put_((row, col), values.reshape(-1)[pos].float(), accumulate=True)
+        return W.to(dtype)
+    return cached_repack(values, f"gpu_choice:dense:{layout}:{M}x{K}:{dtype}",
+                         (indices, offsets), build)
+
+
+def _semi_structured(values, indices, offsets, M: int, K: int, dtype):
+    from ..formats.base import cached_repack
+
+    def build():
+        W = dense_weight(values, indices, offsets, M, K, "2:4", dtype)
+        return torch.sparse.to_sparse_semi_structured(W)
+    return cached_repack(values, f"gpu_choice:torch24:{M}x{K}:{dtype}", (indices,), build)
+
+
+def _finite(B: torch.Tensor) -> bool:
+    return bool(torch.isfinite(B).all())
+
+
+def _dense_spmm(values, indices, offsets, M, K, layout, B, bias, out):
+    W = dense_weight(values, indices, offsets, M, K, layout, B.dtype)
+    if out.t().is_contiguous():  # out = y.T of y [N, M] (sk.linear): one GEMM writes it
+        if bias is None:
+            torch.mm(B.t(), W.t(), out=out.t())
+        else:
+            torch.addmm(bias, B.t(), W.t(), out=out.t())
+    else:
+        out.copy_(W @ B if bias is None else torch.addmm(bias[:, None], W, B))
+    return out
+
+
+def _torch24_spmm(values, indices, offsets, M, K, layout, B, bias, out):
+    Ws = _semi_structured(values, indices, offsets, M, K, B.dtype)
+    y = torch.nn.functional.linear(B.t().contiguous(), Ws, bias)  # [N, M]
+    out.copy_(y.t())
+    return out
+
+
+def our_kernel(layout: str, values, B) -> str:
+    """The first of our backends (static order) that serves this call."""
+    for name in static_order(layout, B.shape[1]):
+        if _available(name, layout, values, B):
+            return name
+    raise RuntimeError(f"no GPU backend serves layout={layout!r} with values {values.dtype} "
+                       f"and B {B.dtype} on {B.device}")
+
+
+def run_candidate(name: str, values, indices, offsets, M, K, layout, B, bias, out):
+    """Run candidate ``name``; writes and returns ``out`` [M, N].
+
+    ``dense`` and ``torch24`` defer to our kernel when B holds NaN/Inf (see module doc).
+    """
+    if name in ("dense", "torch24"):
+        if not _finite(B):
+            name = our_kernel(layout, values, B)
+        else:
+            fn = _dense_spmm if name == "dense" else _torch24_spmm
+            return fn(values, indices, offsets, M, K, layout, B, bias, out)
+    return _own(name).own_spmm(values, indices, offsets, M, K, layout, B, bias, out)
+
+
+# --------------------------------------------------------------------------------------------
+# Measurement
+
+
+def cuda_median_ms(fn: Callable[[], object], reps: int = 10) -> float:
+    """Median time of ``fn`` in ms between CUDA events (after one warm-up call)."""
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+@dataclass
+class Measurement:
+    """What :func:`measure` found for one call: times (ms) and why others were left out."""
+    choice: str
+    times: Dict[str, float]
+    excluded: Dict[str, str]
+
+
+def _rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.float(), b.float()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def measure(values, indices, offsets, M, K, layout, B, bias, out,
+            timer: Optional[Callable[[str, Callable[[], object]], float]] = None
+            ) -> Measurement:
+    """Time every available candidate on this call (scratch outputs); fastest first wins.
+
+    B must be all finite (:func:`choose` measures only then), so that every candidate
+    computes the same function and can be checked against the cuBLAS result.
+    ``timer(name, fn) -> ms`` defaults to :func:`cuda_median_ms`; tests pass a fake one.
+    The cuBLAS result is the yardstick of agreement (our kernels' own tests use float64).
+    """
+    timer = timer or (lambda name, fn: cuda_median_ms(fn))
+    args = (values, indices, offsets, M, K, layout, B, bias)
+    results: Dict[str, torch.Tensor] = {}
+    excluded: Dict[str, str] = {}
+    for name in CANDIDATES[layout]:
+        if not _available(name, layout, values, B):
+            excluded[name] = "unavailable"
             continue
         try:
-            def call():
-                return mod.spmm(*A.op_args(), B, None, out)
-            call()
-            torch.cuda.synchronize()
-            samples = []
-            for _ in range(reps):
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
-                start.record()
-                call()
-                end.record()
-                end.synchronize()
-                samples.append(start.elapsed_time(end))
-            times[name] = sorted(samples)[len(samples) // 2]
-        except Exception:  # leave it out of the measured part of the order
-            continue
-    order = sorted(times, key=times.get)
-    remember_order(layout, M, K, N, dtype, order)
-    return gpu_order(layout, M, K, N, dtype)
+            results[name] = run_candidate(name, *args, torch.empty_like(out))
+        except Exception as e:  # noqa: BLE001 (an alternative that cannot serve: left out)
+            excluded[name] = f"{type(e).__name__}: {e}"
+    yardstick = results.get("dense")
+    times: Dict[str, float] = {}
+    for name, res in results.items():
+        if name != "dense":
+            if yardstick is None and name == "torch24":
+                excluded[name] = "no cuBLAS result to check it against"
+                continue
+            diff = 0.0 if yardstick is None else _rel_diff(res, yardstick)
+            if not diff <= AGREEMENT_TOL:
+                excluded[name] = f"differs from cuBLAS by {diff:.2e}"
+                continue
+        scratch = torch.empty_like(out)
+        times[name] = float(timer(name, lambda n=name: run_candidate(n, *args, scratch)))
+    choice = min(times, key=times.get) if times else our_kernel(layout, values, B)
+    for name in ("dense", "torch24"):  # a prepared copy of the weight that will not be used
+        if name != choice:
+            _drop_prepared(values, f"gpu_choice:{name}:")
+    return Measurement(choice, times, excluded)
+
+
+def _drop_prepared(values: torch.Tensor, prefix: str) -> None:
+    cache = getattr(values, "_sparsekern_repack", None)
+    if isinstance(cache, dict):
+        for key in [k for k in cache if k.startswith(prefix)]:
+            cache.pop(key, None)
+
+
+def _capturing() -> bool:
+    try:
+        return torch.cuda.is_current_stream_capturing()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def choose(values, indices, offsets, M, K, layout, B, bias, out, timer=None) -> str:
+    """The candidate for this call: cached, else measured (when enabled), else static."""
+    N = B.shape[1]
+    key = choice_key(layout, M, K, N, B.dtype, B.device, weight_class(layout, values, M, K))
+    with _lock:
+        hit = _choices.get(key)
+    if hit is not None:
+        return hit
+    if not measuring_enabled() or _capturing() or not _finite(B):
+        # Measure on finite B only: the agreement check compares against cuBLAS.
+        return our_kernel(layout, values, B)
+    choice = measure(values, indices, offsets, M, K, layout, B, bias, out, timer).choice
+    with _lock:
+        _choices.setdefault(key, choice)
+    return choice
+
+
+def validate_once(values, indices, offsets, M: int, K: int, layout: str) -> None:
+    """Reject out-of-range indices (ValueError naming one) before any candidate runs: the
+    densified weight would silently drop them. Cached per weight (version counters)."""
+    from ..formats.base import cached_repack
+    from ..formats.validate import check_format_structure
+
+    def check():
+        check_format_structure(values, indices, offsets, M, K, layout)
+        return True
+
+    if any(t.is_inference() for t in (values, indices, offsets)):
+        check()  # inference tensors carry no version counter to key a cache on
+        return
+    cached_repack(values, f"validated:{layout}:{M}x{K}", (indices, offsets), check)
+
+
+def dispatch(values, indices, offsets, M, K, layout, B, bias, out):
+    """Run the chosen candidate for this call (see the module docstring); returns ``out``."""
+    validate_once(values, indices, offsets, M, K, layout)
+    choice = choose(values, indices, offsets, M, K, layout, B, bias, out)
+    if choice in ("dense", "torch24") and not _capturing():
+        try:
+            return run_candidate(choice, values, indices, offsets, M, K, layout, B, bias, out)
+        except Exception:  # noqa: BLE001 (e.g. a shape torch's 2:4 cannot serve): ours
+            pass
+    if choice not in GPU_BACKENDS or not _available(choice, layout, values, B):
+        choice = our_kernel(layout, values, B)
+    return run_candidate(choice, values, indices, offsets, M, K, layout, B, bias, out)

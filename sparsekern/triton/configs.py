@@ -35,6 +35,49 @@ def is_interpreter() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _interpreter_index_fix() -> bool:
+    """Make Triton <= 3.6's interpreter run loops bounded by tensors under numpy >= 2.4.
+
+    That interpreter keeps every scalar as a numpy array of shape (1,) and gives tensors
+    ``__index__ = int(data)``; numpy 2.4 removed ``int()`` of arrays with ndim > 0 ("only
+    0-dimensional arrays can be converted to Python scalars"), so ``range(lo, hi)`` over
+    tensor bounds (split-K ranges, CSR/CSC pointers) fails in every kernel. Triton 3.7+
+    converts ``data.squeeze()`` instead. We wrap the function that installs the patch so
+    that ``__index__`` converts the single element (the interpreter's scope restores both
+    patches in reverse order). Interpreter only; compiled kernels are unaffected.
+    Returns True when the wrapper was installed.
+    """
+    try:
+        import numpy as np
+        from triton.runtime import interpreter as interp
+    except Exception:  # noqa: BLE001 (no interpreter module: nothing to fix)
+        return False
+    version = tuple(int(p) for p in triton.__version__.split("+")[0].split(".")[:2])
+    numpy_version = tuple(int(p) for p in np.__version__.split(".")[:2])
+    original = getattr(interp, "_patch_lang_tensor", None)
+    if (version > (3, 6) or numpy_version < (2, 4) or original is None
+            or getattr(original, "_sparsekern_index_fix", False)):
+        return False
+
+    def index(self):
+        data = np.asarray(self.handle.data)
+        if data.size != 1:
+            raise TypeError(f"only scalar tensors convert to an index, got shape {data.shape}")
+        return int(data.reshape(-1)[0])
+
+    def patch_lang_tensor(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", index)
+
+    patch_lang_tensor._sparsekern_index_fix = True
+    interp._patch_lang_tensor = patch_lang_tensor
+    return True
+
+
+if is_interpreter():
+    _interpreter_index_fix()
+
+
 def regime(N: int) -> str:
     """``"decode"`` for N <= 16, ``"small"`` for N <= 128, else ``"large"``."""
     if N <= 16:

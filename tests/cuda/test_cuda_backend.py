@@ -60,6 +60,36 @@ def test_semi24_matches_dense(M, K, N, dtype, b_kind, poison_output):
     assert rel_err(out, dense_ref(W, B, bias)) < TOL[dtype]
 
 
+@pytest.mark.parametrize("tile", ["small", "mid32", "mid64", "large"])
+@pytest.mark.parametrize("M,K,N", [(77, 203, 1), (300, 300, 40), (129, 520, 200)])
+@pytest.mark.parametrize("out_kind", ["linear", "rowmajor"])
+def test_semi24_every_tile_config_any_n(tile, M, K, N, out_kind, monkeypatch, poison_output):
+    """Each tile configuration (forced) is right at any N, column- and row-major out."""
+    monkeypatch.setenv("SPARSEKERN_SEMI24_TILE", tile)
+    W = random_pattern_weight(M, K, "2:4", density=0.5).to(DEV, torch.float16)
+    A = sk.to_sparse(W, layout="2:4")
+    bias = torch.randn(M, device=DEV).to(torch.float16)
+    x = torch.randn(N, K, device=DEV, dtype=torch.float16)
+    with use_backend("cuda"):
+        if out_kind == "linear":
+            y = sk.linear(x, A, bias=bias).t()
+        else:
+            y = torch.ops.sparsekern.spmm(*A.op_args(), x.t().contiguous(), bias)
+    assert rel_err(y, dense_ref(W, x.t(), bias)) < 1e-2
+
+
+@pytest.mark.parametrize("M,N", [(4096, 40), (4096, 128), (16896, 64), (8448, 64)])
+def test_semi24_mid_n_shapes_that_pick_each_tile(M, N, poison_output):
+    """N = 17..256 over M that make the automatic choice land on each tile (132-SM card)."""
+    K = 512
+    W = random_pattern_weight(M, K, "2:4", density=0.5).to(DEV, torch.bfloat16)
+    A = sk.to_sparse(W, layout="2:4")
+    x = torch.randn(N, K, device=DEV, dtype=torch.bfloat16)
+    with use_backend("cuda"):
+        y = sk.linear(x, A)
+    assert rel_err(y.t(), dense_ref(W, x.t())) < 1e-2
+
+
 @pytest.mark.parametrize("b_kind", ["strided", "misaligned"])
 @pytest.mark.parametrize("N", [1, 5, 24])
 def test_semi24_any_b_strides(b_kind, N, poison_output):

@@ -163,3 +163,38 @@ def test_b_operand_in_place_or_aligned_copy():
         assert not kernel_reads_b(B)
         C = semi24_b_operand(B)
         assert kernel_reads_b(C) and torch.equal(C, B)
+
+
+def _emulated_run(swap_row_halves: bool = False):
+    """run(A, B) for the layout probe: the mma.sp operand emulator times B (float64, CPU);
+    ``swap_row_halves`` plants a layout bug (registers of rows g and g + 8 exchanged)."""
+    last = {}
+
+    def run(A, B):
+        M, K = A.shape
+        if last.get("A") is not A:  # the probe runs each weight with several B
+            r = repack_semi24(A.values, A.indices, M, K)
+            a_frag = r.a_frag.clone()
+            if swap_row_halves:
+                a_frag = a_frag.view(*a_frag.shape[:3], 4, 2)[..., [1, 0, 3, 2], :].reshape(
+                    r.a_frag.shape)
+            last.update(A=A, dense=mma_sp_sparse_operand(a_frag, r.meta)[:M, :K])
+        return (last["dense"] @ B.double()).to(B.dtype)
+    return run
+
+
+PROBE = dict(M=32, K=64, rows=(0, 8, 13), cols=(0, 3, 17, 32), device="cpu")
+
+
+def test_layout_probe_finds_nothing_on_the_emulated_kernel():
+    from sparsekern.backends.cuda_selftime import probe_semi24_layout
+    res = probe_semi24_layout(_emulated_run(), N=8, **PROBE)
+    assert res["checked"] == 3 * 4 * 4 and res["mismatches"] == []
+
+
+def test_layout_probe_names_a_swapped_half():
+    from sparsekern.backends.cuda_selftime import probe_semi24_layout
+    res = probe_semi24_layout(_emulated_run(swap_row_halves=True), N=40, kinds=("row",), **PROBE)
+    assert res["mismatches"], "the planted swap of rows g and g+8 went unnoticed"
+    assert any("out row offset +8" in m or "out row offset -8" in m for m in res["mismatches"])
+    assert all(m.startswith("A(") for m in res["mismatches"])

@@ -1,7 +1,11 @@
 """Property tests (hypothesis): pack -> unpack and spmm vs the float64 dense product."""
+import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+
+# A missing hypothesis skips this module instead of failing the whole collection (the GPU
+# machine's image may lack it).
+hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is not installed")
+given, settings, st = hypothesis.given, hypothesis.settings, hypothesis.strategies
 
 import sparsekern as sk
 from tests.helpers import TOL, dense_ref, random_pattern_weight, rel_err
@@ -40,6 +44,18 @@ def test_spmm_matches_dense(p):
     B = torch.randn(K, N, generator=g)
     out = sk.spmm(A, B)
     assert out.shape == (M, N)
-    assert rel_err(out, dense_ref(W, B)) < TOL[torch.float32]
+    assert_close_fp32(out, W, B)
     with sk.use_backend("reference"):
-        assert rel_err(sk.spmm(A, B), dense_ref(W, B)) < TOL[torch.float32]
+        assert_close_fp32(sk.spmm(A, B), W, B)
+
+
+def assert_close_fp32(out, W, B):
+    """Within TOL relative to the result, or elementwise within TOL of |W| @ |B| (the scale of
+    float32 rounding when the sum cancels: seen with a 33-term sum, |W||B| = 8.2 for a
+    result of -0.007, relative error 2.1e-5 from correct float32 arithmetic)."""
+    ref = dense_ref(W, B)
+    if rel_err(out, ref) < TOL[torch.float32]:
+        return
+    scale = W.abs().double() @ B.abs().double()
+    err = (out.double() - ref).abs()
+    assert bool((err <= TOL[torch.float32] * scale).all()), (rel_err(out, ref), err.max())
