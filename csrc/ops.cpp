@@ -166,10 +166,13 @@ void check_isa_env() {
   const char* v = nullptr;
   TORCH_CHECK_VALUE(skc::isa_env_valid(&v), "SPARSEKERN_CPU_ISA='", v,
                     "' is not a CPU instruction set choice; expected one of 'portable', "
-                    "'avx2', 'auto'");
+                    "'avx2', 'avx512', 'auto'");
   TORCH_CHECK_VALUE(v == nullptr || std::strcmp(v, "avx2") != 0 || skc::cpu_has_avx2(),
                     "SPARSEKERN_CPU_ISA='avx2' but this CPU lacks AVX2, FMA or F16C; use "
                     "'portable' or 'auto'");
+  TORCH_CHECK_VALUE(v == nullptr || std::strcmp(v, "avx512") != 0 || skc::cpu_has_avx512(),
+                    "SPARSEKERN_CPU_ISA='avx512' but this CPU (or OS) lacks AVX-512 F/BW/VL/DQ "
+                    "or zmm state support; use 'avx2', 'portable' or 'auto'");
 }
 
 void check_status(int status, c10::string_view layout, int64_t M, int64_t K, int64_t N) {
@@ -636,9 +639,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         },
         "Whether a compiled CPU kernel serves (layout, values dtype, B dtype)");
   m.def("cpu_isa", []() { return std::string(skc::active_isa_name()); },
-        "Instruction set the CPU kernels use now: 'avx2' or 'portable' (SPARSEKERN_CPU_ISA)");
+        "Instruction set the CPU kernels use now: 'avx512', 'avx2' or 'portable' "
+        "(SPARSEKERN_CPU_ISA)");
   m.def("cpu_has_avx2", []() { return skc::cpu_has_avx2(); },
         "Whether this CPU can run the AVX2+FMA kernels");
+  m.def("cpu_has_avx512", []() { return skc::cpu_has_avx512(); },
+        "Whether this CPU and OS can run the AVX-512 kernels");
   m.def("csc_cache_info", []() { return csc_cache().info(); },
         "(cached CSC weights, bytes held by their row-wise repacks)");
   m.def("csc_cache_clear", []() { csc_cache().clear(); },

@@ -39,7 +39,7 @@ struct Dense {
   int64_t bias_stride = 1;
   float* Y = nullptr;  // Y(m, n) = Y[m * ldy_m + n * ldy_n]
   int64_t ldy_m = 0, ldy_n = 0;
-  int num_threads = 1;  // OpenMP threads to use (the caller's intra-op thread count)
+  int num_threads = 1;  // threads to use (the caller's intra-op thread count)
 };
 
 // 2:4 semi-structured A: values [M, Kp/2] (Kp = ceil(K/4)*4) row-major, meta [M, ceil(Kp/8)]

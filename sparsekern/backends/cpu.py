@@ -6,11 +6,12 @@ active; this module is the Python path's entry to the same kernels (used under
 
 Served cases (``_C.kernel_exists`` is the one table): every layout (2:4, bsr, csc) with
 float32 B and float32, bfloat16 or float16 values (float32 output and accumulation).
-Kernels: AVX2+FMA when the CPU has it, else portable C++ (``SPARSEKERN_CPU_ISA=portable``
-forces the latter), OpenMP over ``torch.get_num_threads()`` threads. CSC weights with N > 1
-get a row-wise repack cached on the C++ side, checked byte for byte against the live tensors
-at every call (``_C.csc_cache_info()``; see csrc/ops.cpp). The backward ops (A.T @ G and the
-sampled product) run csrc/cpu/backward.cpp.
+Kernels: AVX-512 where the CPU and OS have it, else AVX2+FMA, else portable C++
+(``SPARSEKERN_CPU_ISA=avx512|avx2|portable`` forces one), on sparsekern's own thread pool over
+``torch.get_num_threads()`` threads (csrc/cpu/parallel.cpp: a call never waits for a thread
+that is not running). CSC weights with N > 1 get a row-wise repack cached on the C++ side,
+checked byte for byte against the live tensors at every call (``_C.csc_cache_info()``; see
+csrc/ops.cpp). The backward ops (A.T @ G and the sampled product) run csrc/cpu/backward.cpp.
 """
 from __future__ import annotations
 
