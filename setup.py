@@ -94,7 +94,10 @@ def extensions():
     # torch >= 2.14's headers require C++20; older ones build with C++17.
     torch_version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
     std = "-std=c++20" if torch_version >= (2, 14) else "-std=c++17"
-    cxx = [std, "-fopenmp", "-Wall", "-Wno-unknown-pragmas"] + opt
+    # Python's sysconfig flags (which setuptools passes first) carry -fwrapv; -fno-wrapv after
+    # them makes signed overflow undefined again, so UBSan's signed-integer-overflow check
+    # (in the sanitizer build) reports it instead of it wrapping silently.
+    cxx = [std, "-fopenmp", "-Wall", "-Wno-unknown-pragmas", "-fno-wrapv"] + opt
     link = ["-fopenmp"] + (["-fsanitize=address,undefined"] if sanitize else [])
     sources = _rel([os.path.join(ROOT, "csrc", "ops.cpp")] +
                    glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp")))

@@ -7,18 +7,25 @@
 //   layout without a CPU kernel, any argument that is not exactly as the op contract says)
 //   goes to sparsekern::_spmm_dispatch, the Python path, which owns the error messages and
 //   the reference fallback.
-// * sparsekern::spmm, AutogradCPU key: the autograd formula of sparsekern/ops.py in C++
-//   (the Python one stays registered for the other devices). With no input requiring grad
-//   it only steps below autograd; otherwise it records a node whose backward calls the ops
-//   sparsekern::spmm_sampled_dot and sparsekern::spmm_transposed, as the Python one does.
+// * sparsekern::spmm, AutogradCPU key: with no input requiring grad it only steps below
+//   autograd (no Python on the inference path); otherwise it calls sparsekern::_spmm_autograd,
+//   whose autograd kernel is the one formula of sparsekern/ops.py (Python) and whose CPU
+//   kernel is the fast path below. Cost of recording through Python: see ops.py.
 // * sparsekern::_spmm_cpu: the same kernels with a caller-given output, for the Python path.
 //
-// CSC weights get facts computed once per weight and cached here, keyed by the identity and
-// version counter of their three tensors: a full index check, whether every value is finite
-// (GEMV may then skip columns whose activation is 0) and a row-wise repack (cpu::CsrRepack,
-// as large as the weight: used for N > 1 and for GEMV when few activations are zero). The C++ fast path only sees tensors, so the cache cannot live on
-// the Python format object; it holds weak references, so an entry dies with its weight
-// (freed at the next insertion or sweep) and is rebuilt when a tensor is modified in place.
+// CSC weights with N > 1 get a row-wise repack (cpu::CsrRepack) cached here per weight and
+// checked byte for byte against the live tensors at every use (see CscFacts: the values
+// can change in ways no version counter records). GEMV (N == 1) caches nothing.
+//
+// Sizes: M, K, N and BSR block sizes above cpu::kMaxDim (2^31 - 1) are rejected with an
+// error naming the argument (int32 indices cannot address more, and every product of sizes
+// the kernels form then fits int64); scratch buffers above cpu::kMaxScratchBytes fail with
+// an error naming K and N. A B with zero strides (expand) is served as it is: the kernels
+// read B(k, n) through its strides and never write it.
+//
+// Environment: SPARSEKERN_BACKEND is read by Python at import and on
+// sparsekern.backends.reload_env(), which tells this file through set_env_forces_python()
+// (no getenv per call: a getenv races with os.environ writes from other threads).
 #include <torch/extension.h>
 
 #include <atomic>
@@ -29,8 +36,12 @@
 #include <string>
 #include <unordered_map>
 
-#include "cpu/kernels.h"
+#include <vector>
+
+#include "cpu/backward.h"
+#include "cpu/common.h"
 #include "cpu/isa.h"
+#include "cpu/kernels.h"
 
 namespace {
 
@@ -41,13 +52,32 @@ constexpr int64_t kAbiVersion = 3;  // must equal sparsekern/_extension.py ABI_V
 // > 0 while any thread has a backend override or output poisoning active.
 std::atomic<int> g_python_path{0};
 
-bool env_forces_python() {
-  const char* v = std::getenv("SPARSEKERN_BACKEND");
-  return v != nullptr && v[0] != '\0' && std::strcmp(v, "auto") != 0 &&
-         std::strcmp(v, "cpu") != 0;
+// SPARSEKERN_BACKEND names a backend other than cpu (set from Python, see the file comment).
+std::atomic<bool> g_env_forces_python{false};
+
+using skc::ceil_div;
+
+// The sizes the CPU kernels serve (cpu::kMaxDim); O(1).
+bool sizes_servable(const at::Tensor& values, int64_t M, int64_t K, int64_t N) {
+  if (M < 0 || K < 0 || N < 0 || M > skc::kMaxDim || K > skc::kMaxDim || N > skc::kMaxDim)
+    return false;
+  for (int64_t i = 1; i < values.dim(); ++i)
+    if (values.size(i) > skc::kMaxDim) return false;
+  return true;
 }
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+void check_sizes(c10::string_view what, const at::Tensor& values, int64_t M, int64_t K,
+                 int64_t N) {
+  const int64_t lim = skc::kMaxDim;
+  TORCH_CHECK_VALUE(M <= lim && K <= lim, what, ": M=", M, ", K=", K, " exceed the largest "
+                    "size the CPU kernels serve (", lim, " = 2^31 - 1, the reach of their int32 "
+                    "indices); expected M, K <= ", lim);
+  TORCH_CHECK_VALUE(N <= lim, what, ": B has N=", N, " columns; the CPU kernels serve at most ",
+                    lim, " (2^31 - 1)");
+  for (int64_t i = 1; i < values.dim(); ++i)
+    TORCH_CHECK_VALUE(values.size(i) <= lim, what, ": values has shape ", values.sizes(),
+                      "; block sizes above ", lim, " (2^31 - 1) are not served");
+}
 
 enum class Layout { kSemi24, kBsr, kCsc, kUnknown };
 
@@ -102,8 +132,9 @@ bool format_meta_ok(const at::Tensor& values, const at::Tensor& indices,
 bool fast_path_ok(const at::Tensor& values, const at::Tensor& indices, const at::Tensor& offsets,
                   int64_t M, int64_t K, Layout layout, const at::Tensor& B,
                   const c10::optional<at::Tensor>& bias) {
-  if (g_python_path.load(std::memory_order_relaxed) > 0 || env_forces_python()) return false;
-  if (M < 0 || K < 0) return false;
+  if (g_python_path.load(std::memory_order_relaxed) > 0 ||
+      g_env_forces_python.load(std::memory_order_relaxed))
+    return false;
   for (const at::Tensor* t : {&values, &indices, &offsets, &B}) {
     if (!t->defined() || t->layout() != at::kStrided || !t->device().is_cpu()) return false;
   }
@@ -111,6 +142,9 @@ bool fast_path_ok(const at::Tensor& values, const at::Tensor& indices, const at:
     return false;
   if (!kernel_exists(layout, values.scalar_type(), B.scalar_type())) return false;
   if (B.dim() != 2 || B.size(0) != K) return false;
+  // Sizes out of reach go to the Python path, which names a bad argument (or this file's
+  // _spmm_cpu rejects the size with its own message).
+  if (!sizes_servable(values, M, K, B.size(1))) return false;
   if (bias.has_value() && bias->defined()) {
     const at::Tensor& b = *bias;
     if (b.layout() != at::kStrided || !b.device().is_cpu() || b.dim() != 1 || b.size(0) != M ||
@@ -132,13 +166,16 @@ void check_isa_env() {
   const char* v = nullptr;
   TORCH_CHECK_VALUE(skc::isa_env_valid(&v), "SPARSEKERN_CPU_ISA='", v,
                     "' is not a CPU instruction set choice; expected one of 'portable', "
-                    "'avx2', 'auto'");
+                    "'avx2', 'avx512', 'auto'");
   TORCH_CHECK_VALUE(v == nullptr || std::strcmp(v, "avx2") != 0 || skc::cpu_has_avx2(),
                     "SPARSEKERN_CPU_ISA='avx2' but this CPU lacks AVX2, FMA or F16C; use "
                     "'portable' or 'auto'");
+  TORCH_CHECK_VALUE(v == nullptr || std::strcmp(v, "avx512") != 0 || skc::cpu_has_avx512(),
+                    "SPARSEKERN_CPU_ISA='avx512' but this CPU (or OS) lacks AVX-512 F/BW/VL/DQ "
+                    "or zmm state support; use 'avx2', 'portable' or 'auto'");
 }
 
-void check_status(int status, c10::string_view layout) {
+void check_status(int status, c10::string_view layout, int64_t M, int64_t K, int64_t N) {
   using namespace sparsekern::cpu;
   if (status == kOk) return;
   const std::string what = "sparsekern.spmm(layout='" + std::string(layout) + "'): ";
@@ -159,7 +196,9 @@ void check_status(int status, c10::string_view layout) {
   TORCH_CHECK_VALUE(status != kBadIndex, what, "an index in the format tensors is out of range");
   TORCH_CHECK_VALUE(status != kBadOffsets, what, "offsets must start at 0, never decrease and "
                     "end at the number of stored entries");
-  TORCH_CHECK(status != kNoMemory, what, "out of memory for a scratch buffer");
+  TORCH_CHECK(status != kNoMemory, what, "out of memory for a scratch buffer (M=", M, ", K=", K,
+              ", N=", N, "; buffers above ", kMaxScratchBytes, " bytes are refused: B is packed "
+              "in panels of K rows per thread)");
   TORCH_CHECK(false, what, "kernel failed with status ", status);
 }
 
@@ -167,56 +206,80 @@ void check_status(int status, c10::string_view layout) {
 
 using WeakImpl = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
 
-// Version counter (inference tensors have none: they are identified by address alone).
-int64_t version_of(const at::Tensor& t) { return t.is_inference() ? -1 : t._version(); }
-
-struct TensorStamp {
-  WeakImpl impl;
-  const void* data;
-  int64_t version;
-  explicit TensorStamp(const at::Tensor& t)
-      : impl(t.getIntrusivePtr()), data(t.data_ptr()), version(version_of(t)) {}
-  bool matches(const at::Tensor& t) const {
-    // A live weak reference keeps the TensorImpl's memory, so the address is unique.
-    return !impl.expired() && impl._unsafe_get_target() == t.unsafeGetTensorImpl() &&
-           data == t.data_ptr() && version == version_of(t);
+// The bytes of the three format tensors of a CSC weight, as the kernel sees them now.
+struct CscBytes {
+  const void* ptr[3];
+  size_t size[3];
+  CscBytes(const at::Tensor& v, const at::Tensor& i, const at::Tensor& o) {
+    const at::Tensor* ts[3] = {&v, &i, &o};
+    for (int t = 0; t < 3; ++t) {
+      size[t] = ts[t]->numel() * ts[t]->element_size();
+      ptr[t] = size[t] > 0 ? ts[t]->data_ptr() : nullptr;
+    }
   }
 };
 
-// Whole-weight facts of a CSC weight (see the file comment).
+// A CSC weight's row-wise repack (cpu::CsrRepack), built from a snapshot of its tensors.
+// Valid only while the live tensors still hold the snapshot's bytes: checked byte for byte
+// (memcmp) at every use, because the values can change without any trace torch would see
+// (writes through .data or a NumPy view, load_state_dict into inference tensors, which have
+// no version counter). The check reads the weight twice, O(nnz), which is cheap against the
+// O(nnz * N) product it serves (used for N > 1 only; GEMV runs on the live tensors).
 struct CscFacts {
-  int scan_status = skc::kOk;
-  bool all_finite = false;
-  int csr_status = skc::kOk;
-  std::unique_ptr<skc::CsrRepack> csr;  // built when a call with N > 1 first needs it
+  int status = skc::kOk;  // of csc_to_csr: offsets and every row index checked
+  std::unique_ptr<skc::CsrRepack> csr;
+  std::vector<char> snapshot[3];
+  bool matches(const CscBytes& live) const {
+    for (int t = 0; t < 3; ++t) {
+      if (snapshot[t].size() != live.size[t]) return false;
+      if (live.size[t] > 0 && std::memcmp(snapshot[t].data(), live.ptr[t], live.size[t]) != 0)
+        return false;
+    }
+    return true;
+  }
 };
 
 class CscCache {
  public:
-  // The facts for this weight, with the repack built when `need_csr`.
+  // The facts (repack) for the weight whose tensors hold `live` now, built when missing or
+  // when the cached snapshot differs from the live bytes.
   std::shared_ptr<const CscFacts> get(const skc::Csc& a, const at::Tensor& values,
                                       const at::Tensor& indices, const at::Tensor& offsets,
-                                      int64_t M, int64_t K, bool need_csr) {
+                                      int64_t M, int64_t K) {
+    const CscBytes live(values, indices, offsets);
+    std::shared_ptr<const CscFacts> found;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (++lookups_ % 1024 == 0) sweep();
+      auto it = map_.find(values.unsafeGetTensorImpl());
+      if (it != map_.end() && it->second.same_weight(values, indices, offsets, M, K))
+        found = it->second.facts;
+    }
+    // The comparison runs outside the lock (facts are immutable once built).
+    if (found && found->matches(live)) return found;
+    auto facts = std::make_shared<CscFacts>();
+    for (int t = 0; t < 3; ++t) {
+      const char* p = static_cast<const char*>(live.ptr[t]);
+      facts->snapshot[t].assign(p, p + live.size[t]);
+    }
+    // Built from the snapshot, so the repack is exactly what the comparison vouches for.
+    skc::Csc snap = a;
+    snap.values = facts->snapshot[0].data();
+    snap.rows = facts->snapshot[1].data();
+    snap.colptr = facts->snapshot[2].data();
+    auto r = std::make_unique<skc::CsrRepack>();
+    facts->status = skc::csc_to_csr(snap, M, K, r.get());
+    if (facts->status == skc::kOk) facts->csr = std::move(r);
     std::lock_guard<std::mutex> lock(mu_);
-    if (++lookups_ % 1024 == 0) sweep();
-    auto it = map_.find(values.unsafeGetTensorImpl());
-    if (it == map_.end() || !it->second.matches(values, indices, offsets, M, K)) {
-      if (it != map_.end()) map_.erase(it);
-      sweep();
-      auto facts = std::make_shared<CscFacts>();
-      facts->scan_status = skc::csc_scan(a, M, K, &facts->all_finite);
-      it = map_.emplace(values.unsafeGetTensorImpl(),
-                        Entry{TensorStamp(values), TensorStamp(indices), TensorStamp(offsets), M,
-                              K, std::move(facts)})
-               .first;
-    }
-    CscFacts& f = *it->second.facts;
-    if (need_csr && f.scan_status == skc::kOk && !f.csr && f.csr_status == skc::kOk) {
-      auto r = std::make_unique<skc::CsrRepack>();
-      f.csr_status = skc::csc_to_csr(a, M, K, r.get());
-      if (f.csr_status == skc::kOk) f.csr = std::move(r);
-    }
-    return it->second.facts;
+    sweep();
+    map_.erase(values.unsafeGetTensorImpl());
+    map_.emplace(values.unsafeGetTensorImpl(), Entry{WeakImpl(values.getIntrusivePtr()),
+                                                     indices.unsafeGetTensorImpl(),
+                                                     offsets.unsafeGetTensorImpl(),
+                                                     WeakImpl(indices.getIntrusivePtr()),
+                                                     WeakImpl(offsets.getIntrusivePtr()), M, K,
+                                                     facts});
+    return facts;
   }
 
   void clear() {
@@ -224,28 +287,37 @@ class CscCache {
     map_.clear();
   }
 
-  // (live entries, bytes held by repacks)
+  // (live entries, bytes held by repacks and snapshots)
   std::pair<int64_t, int64_t> info() {
     std::lock_guard<std::mutex> lock(mu_);
     sweep();
     int64_t bytes = 0;
-    for (const auto& kv : map_)
-      if (kv.second.facts->csr) bytes += kv.second.facts->csr->nbytes();
+    for (const auto& kv : map_) {
+      const CscFacts& f = *kv.second.facts;
+      if (f.csr) bytes += f.csr->nbytes();
+      for (int t = 0; t < 3; ++t) bytes += static_cast<int64_t>(f.snapshot[t].size());
+    }
     return {static_cast<int64_t>(map_.size()), bytes};
   }
 
  private:
+  // Identity of a weight (its three tensors, held weakly: an entry dies with its weight,
+  // freed at the next insertion or sweep). Identity only picks the entry; the bytes decide.
   struct Entry {
-    TensorStamp values, indices, offsets;
+    WeakImpl values;
+    const c10::TensorImpl* indices_impl;
+    const c10::TensorImpl* offsets_impl;
+    WeakImpl indices, offsets;
     int64_t M, K;
-    std::shared_ptr<CscFacts> facts;
-    bool matches(const at::Tensor& v, const at::Tensor& i, const at::Tensor& o, int64_t M_,
-                 int64_t K_) const {
-      return M == M_ && K == K_ && values.matches(v) && indices.matches(i) && offsets.matches(o);
+    std::shared_ptr<const CscFacts> facts;
+    bool same_weight(const at::Tensor& v, const at::Tensor& i, const at::Tensor& o, int64_t M_,
+                     int64_t K_) const {
+      // A live weak reference keeps the TensorImpl's memory, so the addresses are unique.
+      return M == M_ && K == K_ && !expired() &&
+             values._unsafe_get_target() == v.unsafeGetTensorImpl() &&
+             indices_impl == i.unsafeGetTensorImpl() && offsets_impl == o.unsafeGetTensorImpl();
     }
-    bool expired() const {
-      return values.impl.expired() || indices.impl.expired() || offsets.impl.expired();
-    }
+    bool expired() const { return values.expired() || indices.expired() || offsets.expired(); }
   };
   void sweep() {
     for (auto it = map_.begin(); it != map_.end();)
@@ -312,19 +384,19 @@ void run_cpu_kernel(const at::Tensor& values, const at::Tensor& indices,
       a.colptr = offsets.data_ptr();
       a.ptr_type = offsets.scalar_type() == at::kLong ? skc::IndexType::kI64 : skc::IndexType::kI32;
       a.nnz = values.numel();
-      auto facts = csc_cache().get(a, values, indices, offsets, M, K, /*need_csr=*/true);
-      check_status(facts->scan_status, layout_name);
-      check_status(facts->csr_status, layout_name);
-      // N > 1: the row-wise repack. N == 1: the kernel picks the EIE column walk (skipping
-      // zero activations) or the repack's row gather, whichever reads fewer entries' worth.
-      status = d.N > 1 ? skc::csr_spmm(*facts->csr, d)
-                       : skc::csc_spmm(a, facts->all_finite, facts->csr.get(), d);
+      if (d.N == 1) {  // the EIE column walk on the live tensors (nothing cached)
+        status = skc::csc_spmm(a, /*skip_zero_columns=*/true, nullptr, d);
+        break;
+      }
+      auto facts = csc_cache().get(a, values, indices, offsets, M, K);
+      check_status(facts->status, layout_name, M, K, d.N);
+      status = skc::csr_spmm(*facts->csr, d);
       break;
     }
     case Layout::kUnknown:
       TORCH_CHECK(false, "sparsekern: no CPU kernel for layout '", layout_name, "'");
   }
-  check_status(status, layout_name);
+  check_status(status, layout_name, M, K, d.N);
 }
 
 at::Tensor call_python_path(const at::Tensor& values, const at::Tensor& indices,
@@ -375,10 +447,111 @@ void spmm_cpu_into(const at::Tensor& values, const at::Tensor& indices, const at
   if (bias.has_value() && bias->defined())
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == M && bias->scalar_type() == B.scalar_type(),
                 "sparsekern._spmm_cpu: bias has shape ", bias->sizes(), ", expected [", M, "]");
-  TORCH_CHECK(M >= 0 && K >= 0 && format_meta_ok(values, indices, offsets, M, K, layout),
+  TORCH_CHECK_VALUE(M >= 0 && K >= 0, "sparsekern._spmm_cpu: M=", M, ", K=", K,
+                    "; expected sizes >= 0");
+  check_sizes("sparsekern.spmm", values, M, K, B.size(1));
+  TORCH_CHECK(format_meta_ok(values, indices, offsets, M, K, layout),
               "sparsekern._spmm_cpu: format tensors do not match layout '", layout_sv,
               "' for M=", M, ", K=", K);
   run_cpu_kernel(values, indices, offsets, M, K, layout, layout_sv, B, bias, out);
+}
+
+// ----------------------------------------------------------------------------- backward
+
+// A row-major copy of a dense operand (itself when it already is): the backward kernels read
+// rows of G and B. A copy larger than cpu::kMaxScratchBytes (a stride-0 operand of a huge
+// size) is refused with an error naming the operand.
+at::Tensor row_major(const at::Tensor& t, const char* name) {
+  if (t.is_contiguous()) return t;
+  TORCH_CHECK_VALUE(t.numel() <= skc::kMaxScratchBytes / 4, "sparsekern: ", name, " has shape ",
+                    t.sizes(), " and strides ", t.strides(), "; its row-major copy for the "
+                    "backward kernels would exceed ", skc::kMaxScratchBytes, " bytes");
+  return t.contiguous();
+}
+
+skc::Format backward_format(const at::Tensor& values, const at::Tensor& indices,
+                            const at::Tensor& offsets, int64_t M, int64_t K, Layout layout) {
+  skc::Format a;
+  a.layout = layout == Layout::kSemi24 ? skc::SparseLayout::kSemi24
+             : layout == Layout::kBsr  ? skc::SparseLayout::kBsr
+                                       : skc::SparseLayout::kCsc;
+  a.M = M;
+  a.K = K;
+  a.values = values.data_ptr();
+  a.wt = weight_type(values.scalar_type());
+  a.numel = values.numel();
+  a.indices = indices.data_ptr();
+  a.idx_type = indices.scalar_type() == at::kShort ? skc::IndexType::kI16 : skc::IndexType::kI32;
+  a.offsets = offsets.data_ptr();
+  a.off_type = offsets.scalar_type() == at::kLong ? skc::IndexType::kI64 : skc::IndexType::kI32;
+  if (layout == Layout::kBsr) {
+    a.nnzb = values.size(0);
+    a.bm = values.size(1);
+    a.bk = values.size(2);
+  }
+  return a;
+}
+
+// The checks of _spmm_cpu for the backward ops (the Python ops have checked the arguments;
+// these guard the pointers handed to the kernels).
+Layout check_backward_args(c10::string_view what, const at::Tensor& values,
+                           const at::Tensor& indices, const at::Tensor& offsets, int64_t M,
+                           int64_t K, c10::string_view layout_sv, const at::Tensor& G) {
+  const Layout layout = parse_layout(layout_sv);
+  TORCH_CHECK(kernel_exists(layout, values.scalar_type(), G.scalar_type()), what,
+              ": no CPU kernel for layout '", layout_sv, "' with values ", values.scalar_type(),
+              " and G ", G.scalar_type());
+  TORCH_CHECK(values.is_contiguous() && indices.is_contiguous() && offsets.is_contiguous(), what,
+              ": format tensors must be contiguous");
+  TORCH_CHECK(values.device().is_cpu() && indices.device().is_cpu() && offsets.device().is_cpu() &&
+                  G.device().is_cpu(), what, ": every tensor must be on the CPU");
+  TORCH_CHECK(G.dim() == 2 && G.size(0) == M, what, ": G has shape ", G.sizes(), ", expected [",
+              M, ", N]");
+  TORCH_CHECK_VALUE(M >= 0 && K >= 0, what, ": M=", M, ", K=", K, "; expected sizes >= 0");
+  check_sizes("sparsekern.spmm", values, M, K, G.size(1));
+  TORCH_CHECK(format_meta_ok(values, indices, offsets, M, K, layout), what,
+              ": format tensors do not match layout '", layout_sv, "' for M=", M, ", K=", K);
+  return layout;
+}
+
+// sparsekern::_spmm_transposed_cpu: A.T @ G, [K, N] float32 row-major.
+at::Tensor spmm_transposed_cpu(const at::Tensor& values, const at::Tensor& indices,
+                               const at::Tensor& offsets, int64_t M, int64_t K,
+                               c10::string_view layout_sv, const at::Tensor& G) {
+  const Layout layout = check_backward_args("sparsekern._spmm_transposed_cpu", values, indices,
+                                            offsets, M, K, layout_sv, G);
+  const int64_t N = G.size(1);
+  at::Tensor out = at::empty({K, N}, G.options());
+  if (out.numel() == 0) return out;
+  if (M == 0) return out.zero_();
+  const at::Tensor g = row_major(G, "G");
+  const int status = skc::spmm_transposed(backward_format(values, indices, offsets, M, K, layout),
+                                          g.data_ptr<float>(), N, out.data_ptr<float>(),
+                                          at::get_num_threads());
+  check_status(status, layout_sv, M, K, N);
+  return out;
+}
+
+// sparsekern::_sampled_dot_cpu: (G @ B.T) at the stored entries, in values' shape and dtype.
+at::Tensor sampled_dot_cpu(const at::Tensor& values, const at::Tensor& indices,
+                           const at::Tensor& offsets, int64_t M, int64_t K,
+                           c10::string_view layout_sv, const at::Tensor& G, const at::Tensor& B) {
+  const Layout layout = check_backward_args("sparsekern._sampled_dot_cpu", values, indices,
+                                            offsets, M, K, layout_sv, G);
+  TORCH_CHECK(B.dim() == 2 && B.size(0) == K && B.size(1) == G.size(1) &&
+                  B.scalar_type() == G.scalar_type() && B.device().is_cpu(),
+              "sparsekern._sampled_dot_cpu: B has shape ", B.sizes(), ", expected [", K, ", ",
+              G.size(1), "] of ", G.scalar_type());
+  const int64_t N = G.size(1);
+  at::Tensor out = at::empty({values.numel()}, G.options());
+  if (out.numel() > 0) {
+    const at::Tensor g = row_major(G, "G"), b = row_major(B, "B");
+    const int status = skc::sampled_dot(backward_format(values, indices, offsets, M, K, layout),
+                                        g.data_ptr<float>(), b.data_ptr<float>(), N,
+                                        out.data_ptr<float>(), at::get_num_threads());
+    check_status(status, layout_sv, M, K, N);
+  }
+  return out.to(values.scalar_type()).view(values.sizes());
 }
 
 // ----------------------------------------------------------------------------- autograd
@@ -394,50 +567,12 @@ const c10::TypedOperatorHandle<SpmmSig>& spmm_op() {
   return op;
 }
 
-class SpmmFunction : public torch::autograd::Function<SpmmFunction> {
- public:
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& values,
-                            const at::Tensor& indices, const at::Tensor& offsets, c10::SymInt M,
-                            c10::SymInt K, const std::string& layout, const at::Tensor& B,
-                            const c10::optional<at::Tensor>& bias) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    at::Tensor out = spmm_op().call(values, indices, offsets, M, K, layout, B, bias);
-    ctx->save_for_backward({values, indices, offsets, B});
-    ctx->saved_data["M"] = M;
-    ctx->saved_data["K"] = K;
-    ctx->saved_data["layout"] = layout;
-    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
-    return out;
-  }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    static auto sampled_dot =
-        c10::Dispatcher::singleton()
-            .findSchemaOrThrow("sparsekern::spmm_sampled_dot", "")
-            .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::SymInt,
-                              c10::SymInt, c10::string_view, const at::Tensor&, const at::Tensor&)>();
-    static auto transposed =
-        c10::Dispatcher::singleton()
-            .findSchemaOrThrow("sparsekern::spmm_transposed", "")
-            .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::SymInt,
-                              c10::SymInt, c10::string_view, const at::Tensor&)>();
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor &values = saved[0], &indices = saved[1], &offsets = saved[2], &B = saved[3];
-    const c10::SymInt M = ctx->saved_data["M"].toSymInt(), K = ctx->saved_data["K"].toSymInt();
-    const std::string layout = ctx->saved_data["layout"].toStringRef();
-    const at::Tensor& grad = grads[0];
-    // Variable inputs, in order: values 0, indices 1, offsets 2, B 3, bias 4.
-    at::Tensor g_values, g_B, g_bias;
-    if (ctx->needs_input_grad(0))
-      g_values = sampled_dot.call(values, indices, offsets, M, K, layout, grad, B);
-    if (ctx->needs_input_grad(3))
-      g_B = transposed.call(values, indices, offsets, M, K, layout, grad);
-    if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(4)) g_bias = grad.sum(1);
-    return {g_values, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), g_B,
-            g_bias};
-  }
-};
+const c10::TypedOperatorHandle<SpmmSig>& spmm_autograd_op() {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("sparsekern::_spmm_autograd", "")
+                       .typed<SpmmSig>();
+  return op;
+}
 
 at::Tensor spmm_autograd_cpu(const at::Tensor& values, const at::Tensor& indices,
                              const at::Tensor& offsets, c10::SymInt M, c10::SymInt K,
@@ -450,8 +585,10 @@ at::Tensor spmm_autograd_cpu(const at::Tensor& values, const at::Tensor& indices
     at::AutoDispatchBelowADInplaceOrView guard;
     return spmm_op().call(values, indices, offsets, std::move(M), std::move(K), layout, B, bias);
   }
-  return SpmmFunction::apply(values, indices, offsets, std::move(M), std::move(K),
-                             std::string(layout), B, bias);
+  // The one autograd formula, sparsekern/ops.py's, registered for sparsekern::_spmm_autograd
+  // (same schema; its CPU kernel is spmm_cpu_entry).
+  return spmm_autograd_op().call(values, indices, offsets, std::move(M), std::move(K), layout,
+                                 B, bias);
 }
 
 at::ScalarType parse_dtype(const std::string& s) {
@@ -468,11 +605,20 @@ TORCH_LIBRARY_FRAGMENT(sparsekern, m) {
   m.def(
       "_spmm_cpu(Tensor values, Tensor indices, Tensor offsets, int M, int K, str layout, "
       "Tensor B, Tensor? bias, Tensor(a!) out) -> ()");
+  m.def(
+      "_spmm_transposed_cpu(Tensor values, Tensor indices, Tensor offsets, int M, int K, "
+      "str layout, Tensor G) -> Tensor");
+  m.def(
+      "_sampled_dot_cpu(Tensor values, Tensor indices, Tensor offsets, int M, int K, "
+      "str layout, Tensor G, Tensor B) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(sparsekern, CPU, m) {
   m.impl("spmm", &spmm_cpu_entry);
+  m.impl("_spmm_autograd", &spmm_cpu_entry);
   m.impl("_spmm_cpu", &spmm_cpu_into);
+  m.impl("_spmm_transposed_cpu", &spmm_transposed_cpu);
+  m.impl("_sampled_dot_cpu", &sampled_dot_cpu);
 }
 
 TORCH_LIBRARY_IMPL(sparsekern, AutogradCPU, m) { m.impl("spmm", &spmm_autograd_cpu); }
@@ -482,6 +628,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("python_path_acquire", []() { g_python_path.fetch_add(1); },
         "Route CPU calls of spmm through the Python path (while an override is active)");
   m.def("python_path_release", []() { g_python_path.fetch_sub(1); });
+  m.def("set_env_forces_python", [](bool v) { g_env_forces_python.store(v); },
+        "Whether SPARSEKERN_BACKEND forces a backend other than cpu (sparsekern.backends "
+        "reads the variable at import and on reload_env() and sets this)");
   m.def("kernel_exists",
         [](const std::string& layout, const std::string& values_dtype,
            const std::string& b_dtype) {
@@ -490,9 +639,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         },
         "Whether a compiled CPU kernel serves (layout, values dtype, B dtype)");
   m.def("cpu_isa", []() { return std::string(skc::active_isa_name()); },
-        "Instruction set the CPU kernels use now: 'avx2' or 'portable' (SPARSEKERN_CPU_ISA)");
+        "Instruction set the CPU kernels use now: 'avx512', 'avx2' or 'portable' "
+        "(SPARSEKERN_CPU_ISA)");
   m.def("cpu_has_avx2", []() { return skc::cpu_has_avx2(); },
         "Whether this CPU can run the AVX2+FMA kernels");
+  m.def("cpu_has_avx512", []() { return skc::cpu_has_avx512(); },
+        "Whether this CPU and OS can run the AVX-512 kernels");
   m.def("csc_cache_info", []() { return csc_cache().info(); },
         "(cached CSC weights, bytes held by their row-wise repacks)");
   m.def("csc_cache_clear", []() { csc_cache().clear(); },

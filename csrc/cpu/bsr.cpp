@@ -14,6 +14,7 @@
 #include "kernels.h"
 #include "parallel.h"
 #include "simd_avx2.h"
+#include "simd_avx512.h"
 
 namespace sparsekern {
 namespace cpu {
@@ -328,7 +329,7 @@ int panel_rows_avx2(const BsrArgs<T>& a, const float* P, int64_t ldp, int64_t n0
                     int64_t br0, int64_t br1) {
   const int nv_total = static_cast<int>(ldp / 8);
   const int64_t per_chunk = max_i64(1, chunk_rows(ldp) / a.bk);  // blocks per chunk
-  float* Tacc = scratch_tile().get_as<float>(a.bm * ldp);
+  float* Tacc = scratch_tile().get_as<float>(a.bm, ldp);
   if (Tacc == nullptr) return kNoMemory;
   for (int64_t br = br0; br < br1; ++br) {
     const int64_t reff = a.rows_in(br);
@@ -356,16 +357,120 @@ int panel_rows_avx2(const BsrArgs<T>& a, const float* P, int64_t ldp, int64_t n0
 
 #endif  // SK_HAVE_AVX2_KERNELS
 
+// ----------------------------------------------------------------------------- AVX-512
+#if SK_HAVE_AVX512_KERNELS
+
+// panel_tile_avx2 with zmm: rows r0..r0+R-1, all NV zmm of a panel of row stride 16 * NV.
+template <typename T, int R, int NV>
+SK_AVX512 int panel_tile_avx512(const BsrArgs<T>& a, const float* P, int64_t n0, int64_t nb,
+                                int64_t br, int64_t r0, int64_t b0, int64_t b1, float* Tacc,
+                                bool first, bool last) {
+  constexpr int64_t LDP = 16 * NV;
+  __m512 acc[R][NV];
+  float* t = Tacc + r0 * LDP;
+  SK_UNROLL for (int r = 0; r < R; ++r)
+    SK_UNROLL for (int u = 0; u < NV; ++u)
+      acc[r][u] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(t + r * LDP + 16 * u);
+  const int64_t bk = a.bk, bm = a.bm, Kb = a.Kb, K = a.d->K;
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t c = a.cols[b];
+    if (c < 0 || c >= Kb) return kBadIndex;
+    const int64_t base = c * bk;
+    const int64_t keff = min_i64(bk, K - base);
+    const T* w = a.values + (b * bm + r0) * bk;
+    const float* p = P + base * LDP;
+    for (int64_t kk = 0; kk < keff; ++kk, p += LDP) {
+      __m512 bv[NV];
+      SK_UNROLL for (int u = 0; u < NV; ++u) bv[u] = _mm512_loadu_ps(p + 16 * u);
+      SK_UNROLL for (int r = 0; r < R; ++r) {
+        const __m512 wv = bcast16(w + r * bk + kk);
+        SK_UNROLL for (int u = 0; u < NV; ++u) acc[r][u] = _mm512_fmadd_ps(wv, bv[u], acc[r][u]);
+      }
+    }
+  }
+  if (!last) {
+    SK_UNROLL for (int r = 0; r < R; ++r)
+      SK_UNROLL for (int u = 0; u < NV; ++u) _mm512_storeu_ps(t + r * LDP + 16 * u, acc[r][u]);
+    return kOk;
+  }
+  const Dense& d = *a.d;
+  SK_UNROLL for (int r = 0; r < R; ++r) {
+    const int64_t m = br * a.bm + r0 + r;
+    const __m512 bias = d.bias != nullptr ? _mm512_set1_ps(d.bias[m * d.bias_stride])
+                                          : _mm512_setzero_ps();
+    SK_UNROLL for (int u = 0; u < NV; ++u) {
+      const int64_t n = 16 * u;
+      if (n < nb)
+        store_lanes16(d.Y + m * d.ldy_m + (n0 + n) * d.ldy_n, d.ldy_n,
+                      _mm512_add_ps(acc[r][u], bias), min_i64(16, nb - n));
+    }
+  }
+  return kOk;
+}
+
+template <typename T>
+using PanelTile512Fn = int (*)(const BsrArgs<T>&, const float*, int64_t, int64_t, int64_t,
+                               int64_t, int64_t, int64_t, float*, bool, bool);
+
+// R rows (1..8) x NV zmm: at most 16 accumulators (of 32 zmm).
+template <typename T, int NV>
+PanelTile512Fn<T> tile512_fn(int R) {
+  switch (R) {
+    case 1: return &panel_tile_avx512<T, 1, NV>;
+    case 2: return &panel_tile_avx512<T, 2, NV>;
+    case 3: return &panel_tile_avx512<T, 3, NV>;
+    case 4: return &panel_tile_avx512<T, 4, NV>;
+    case 5: return &panel_tile_avx512<T, 5, NV>;
+    case 6: return &panel_tile_avx512<T, 6, NV>;
+    case 7: return &panel_tile_avx512<T, 7, NV>;
+    default: return &panel_tile_avx512<T, 8, NV>;
+  }
+}
+
+// panel_rows_avx2 with zmm (row tiles of up to 8 rows x the whole panel width).
+template <typename T>
+int panel_rows_avx512(const BsrArgs<T>& a, const float* P, int64_t ldp, int64_t n0, int64_t nb,
+                      int64_t br0, int64_t br1) {
+  if (ldp != 16 && ldp != 32) return kBadArgument;
+  const int64_t per_chunk = max_i64(1, chunk_rows(ldp) / a.bk);  // blocks per chunk
+  float* Tacc = scratch_tile().get_as<float>(a.bm, ldp);
+  if (Tacc == nullptr) return kNoMemory;
+  for (int64_t br = br0; br < br1; ++br) {
+    const int64_t reff = a.rows_in(br);
+    const int64_t b0 = a.rowptr[br], b1 = a.rowptr[br + 1];
+    int64_t cb = b0;
+    do {
+      const int64_t ce = min_i64(cb + per_chunk, b1);
+      const bool first = cb == b0, last = ce == b1;
+      for (int64_t r0 = 0; r0 < reff;) {
+        const int R = static_cast<int>(min_i64(8, reff - r0));
+        const PanelTile512Fn<T> fn = ldp == 16 ? tile512_fn<T, 1>(R) : tile512_fn<T, 2>(R);
+        const int s = fn(a, P, n0, nb, br, r0, cb, ce, Tacc, first, last);
+        if (s != kOk) return s;
+        r0 += R;
+      }
+      cb = ce;
+    } while (cb < b1);
+  }
+  return kOk;
+}
+
+#endif  // SK_HAVE_AVX512_KERNELS
+
 // ----------------------------------------------------------------------------- dispatch
 
 template <typename T>
 class BsrPanels : public PanelWork {
  public:
-  BsrPanels(const BsrArgs<T>& a, const int64_t* bounds, bool avx2)
-      : a_(a), bounds_(bounds), avx2_(avx2) {}
+  BsrPanels(const BsrArgs<T>& a, const int64_t* bounds, Isa isa)
+      : a_(a), bounds_(bounds), isa_(isa) {}
   int run(int part, const float* P, int64_t ldp, int64_t n0, int64_t nb) override {
+#if SK_HAVE_AVX512_KERNELS
+    if (isa_ == Isa::kAvx512)
+      return panel_rows_avx512<T>(a_, P, ldp, n0, nb, bounds_[part], bounds_[part + 1]);
+#endif
 #if SK_HAVE_AVX2_KERNELS
-    if (avx2_) return panel_rows_avx2<T>(a_, P, ldp, n0, nb, bounds_[part], bounds_[part + 1]);
+    if (isa_ == Isa::kAvx2) return panel_rows_avx2<T>(a_, P, ldp, n0, nb, bounds_[part], bounds_[part + 1]);
 #endif
     return panel_rows_portable<T>(a_, P, ldp, n0, nb, bounds_[part], bounds_[part + 1]);
   }
@@ -373,13 +478,16 @@ class BsrPanels : public PanelWork {
  private:
   const BsrArgs<T>& a_;
   const int64_t* bounds_;
-  bool avx2_;
+  Isa isa_;
 };
 
 template <typename T>
 int bsr_typed(const BsrArgs<T>& a) {
   const Dense& d = *a.d;
-  const bool avx2 = SK_HAVE_AVX2_KERNELS && active_isa() == Isa::kAvx2;
+  const Isa isa = active_isa();
+  // The GEMV is bound by streaming the blocks: the AVX-512 ISA runs the AVX2 GEMV (a zmm
+  // port is not written; its 4-row dot products would end in more horizontal sums per byte).
+  const bool avx2 = SK_HAVE_AVX2_KERNELS && isa != Isa::kPortable;
   const double work = static_cast<double>(a.nnzb) * a.bm * a.bk * d.N + static_cast<double>(d.M) * d.N;
   int nt = threads_for(d.num_threads, d.N == 1 ? kGemvCost * work : work);
   if (nt > kMaxParts) nt = kMaxParts;
@@ -398,8 +506,8 @@ int bsr_typed(const BsrArgs<T>& a) {
       return gemv_rows_portable<T>(a, x, bounds[p], bounds[p + 1]);
     });
   }
-  BsrPanels<T> work_(a, bounds, avx2);
-  return run_panels(d, nt, parts, kPanelWidth, work_);
+  BsrPanels<T> work_(a, bounds, isa);
+  return run_panels(d, nt, parts, kPanelWidth, work_, isa == Isa::kAvx512 ? 16 : 8);
 }
 
 template <typename T>

@@ -1,6 +1,7 @@
 // Small helpers shared by the CPU kernels: weight element types, index loads, scratch
 // buffers. Portable C++ only (no intrinsics here; see simd_avx2.h for those).
 #pragma once
+#include <climits>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -10,8 +11,25 @@
 namespace sparsekern {
 namespace cpu {
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// Sizes the kernels serve. The glue rejects larger M, K, N or block sizes before a kernel
+// runs (with an error naming the argument), so every product the kernels form from sizes
+// and strides (k * ldp, m * ldy_m, 256 threads * M, ...) stays far from int64 overflow and
+// every column or row fits the int32 index types (BSR block columns, CSC rows, repacks).
+constexpr int64_t kMaxDim = INT32_MAX;
+// The largest scratch buffer a kernel may ask for: a larger request (e.g. a packed B panel
+// of a stride-0 B with a huge K) fails with kNoMemory instead of reaching the allocator.
+constexpr int64_t kMaxScratchBytes = int64_t{1} << 32;
+
+// ceil(a / b) for a >= 0, b > 0, without the overflow of (a + b - 1) / b near INT64_MAX.
+inline int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0 ? 1 : 0); }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+// a * b into *out; false (and *out untouched) when the product overflows int64.
+inline bool checked_mul(int64_t a, int64_t b, int64_t* out) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r)) return false;
+  *out = r;
+  return true;
+}
 inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t max_i64(int64_t a, int64_t b) { return a > b ? a : b; }
 
@@ -69,8 +87,10 @@ class Scratch {
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   ~Scratch() { std::free(ptr_); }
-  // Returns at least `bytes` bytes (contents undefined), or null when out of memory.
+  // Returns at least `bytes` bytes (contents undefined), or null when out of memory or
+  // above kMaxScratchBytes.
   void* get(size_t bytes) {
+    if (bytes > static_cast<size_t>(kMaxScratchBytes)) return nullptr;
     if (bytes == 0) bytes = 64;
     if (bytes > size_) {
       std::free(ptr_);
@@ -80,9 +100,14 @@ class Scratch {
     }
     return ptr_;
   }
+  // count1 * count2 elements of T (overflow-checked: null when the size cannot be served).
   template <typename T>
-  T* get_as(int64_t count) {
-    return static_cast<T*>(get(static_cast<size_t>(max_i64(count, 1)) * sizeof(T)));
+  T* get_as(int64_t count1, int64_t count2 = 1) {
+    int64_t n, bytes;
+    if (count1 < 0 || count2 < 0 || !checked_mul(count1, count2, &n) ||
+        !checked_mul(max_i64(n, 1), static_cast<int64_t>(sizeof(T)), &bytes))
+      return nullptr;
+    return static_cast<T*>(get(static_cast<size_t>(bytes)));
   }
 
  private:

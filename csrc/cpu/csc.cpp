@@ -20,6 +20,7 @@
 #include "kernels.h"
 #include "parallel.h"
 #include "simd_avx2.h"
+#include "simd_avx512.h"
 
 namespace sparsekern {
 namespace cpu {
@@ -40,6 +41,18 @@ bool offsets_ok(const PI* ptr, int64_t n, int64_t nnz) {
 }
 
 // ----------------------------------------------------------------------------- GEMV (CSC)
+
+// Whether a column whose activation is 0 may be skipped: its values vals[s..e) are all
+// finite and its row indices in range (a bad one is then reported by the walk, as in any
+// other column).
+template <typename T, typename RI>
+inline bool column_skippable(const T* vals, const RI* rows, int64_t s, int64_t e, int64_t M) {
+  bool ok = true;
+  for (int64_t j = s; j < e; ++j)
+    ok &= is_finite_weight(vals[j]) &
+          (static_cast<uint64_t>(static_cast<int64_t>(rows[j])) < static_cast<uint64_t>(M));
+  return ok;
+}
 
 // y[rows[j]] += vals[j] * xk for j in [s, e); false when a row index is out of range (checked
 // before its write).
@@ -68,7 +81,7 @@ template <typename T, typename RI>
 SK_AVX2 bool scatter_column_avx2(const T* vals, const RI* rows, int64_t s, int64_t e, float xk,
                                  float* y, int64_t M) {
   const __m256 xv = _mm256_set1_ps(xk);
-  const __m256i last = _mm256_set1_epi32(static_cast<int>(M - 1));
+  const __m256i last = _mm256_set1_epi32(static_cast<int32_t>(min_i64(M - 1, INT32_MAX)));
   alignas(32) float prod[8];
   alignas(32) int32_t idx8[8];
   int64_t j = s;
@@ -92,20 +105,24 @@ int gemv_csc(const T* vals, const RI* rows, const PI* colptr, int64_t nnz, bool 
              const CsrRepack* csr, const Dense& d) {
   const int64_t M = d.M, K = d.K;
   if (!offsets_ok(colptr, K, nnz)) return kBadOffsets;
-  const bool avx2 = SK_HAVE_AVX2_KERNELS && active_isa() == Isa::kAvx2;
+  const bool avx2 = SK_HAVE_AVX2_KERNELS && active_isa() != Isa::kPortable;
   const float* B = d.B;
   const int64_t sb = d.ldb_k;
 
   // The columns to walk and the running count of their entries (cum[i] = entries before
   // list item i): every column, or with `skip` only those whose activation is not 0.
-  int64_t* list = scratch_index().get_as<int64_t>(2 * (K + 1));
+  int64_t* list = scratch_index().get_as<int64_t>(2, K + 1);
   if (list == nullptr) return kNoMemory;
   int64_t* cum = list + (K + 1);
   int64_t n_active = 0;
   cum[0] = 0;
   for (int64_t k = 0; k < K; ++k) {
     const int64_t cnt = idx(colptr, k + 1) - idx(colptr, k);
-    if (cnt == 0 || (skip && B[k * sb] == 0.0f)) continue;
+      // A column whose activation is 0 adds nothing unless it stores an Inf or NaN (0 * Inf is
+    // NaN): it is skipped after a read of its values and rows (no cached flag to go stale).
+    if (cnt == 0 || (skip && B[k * sb] == 0.0f &&
+                     column_skippable(vals, rows, idx(colptr, k), idx(colptr, k + 1), M)))
+      continue;
     list[n_active] = k;
     cum[n_active + 1] = cum[n_active] + cnt;
     ++n_active;
@@ -123,7 +140,7 @@ int gemv_csc(const T* vals, const RI* rows, const PI* colptr, int64_t nnz, bool 
   if (nt > kMaxParts) nt = kMaxParts;
   int64_t bounds[kMaxParts + 1];
   split_by_prefix(cum, n_active, 1.0, nt, bounds);
-  float* acc = scratch_accum().get_as<float>(static_cast<int64_t>(nt) * M);
+  float* acc = scratch_accum().get_as<float>(nt, M);
   if (acc == nullptr) return kNoMemory;
 
   auto accumulate = [&](int p) -> int {
@@ -407,9 +424,125 @@ SK_AVX2 int csr_gemv_rows_avx2(const CsrRepack& a, const float* x, const Dense& 
 }
 #endif
 
+#if SK_HAVE_AVX512_KERNELS
+SK_AVX512_INLINE __m512i load_idx16(const int16_t* p) {
+  return _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+SK_AVX512_INLINE __m512i load_idx16(const int32_t* p) { return _mm512_loadu_si512(p); }
+SK_AVX512_INLINE __m512i load_idx16(const int16_t* p, __mmask16 k) {
+  return _mm512_cvtepi16_epi32(_mm256_maskz_loadu_epi16(k, p));
+}
+SK_AVX512_INLINE __m512i load_idx16(const int32_t* p, __mmask16 k) {
+  return _mm512_maskz_loadu_epi32(k, p);
+}
+SK_AVX512_INLINE __m512 load16(const float* p, __mmask16 k) { return _mm512_maskz_loadu_ps(k, p); }
+SK_AVX512_INLINE __m512 load16(const bf16* p, __mmask16 k) {
+  const __m512i w = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+SK_AVX512_INLINE __m512 load16(const f16* p, __mmask16 k) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p));
+}
+
+// Each row gathers its activations 16 at a time (vgatherdps zmm) into two accumulators; the
+// row's last < 16 entries with one masked gather.
+template <typename T, typename CI>
+SK_AVX512 int csr_gemv_rows_avx512(const CsrRepack& a, const float* x, const Dense& d,
+                                   int64_t m0, int64_t m1) {
+  const T* vals = static_cast<const T*>(a.values);
+  const CI* cols = static_cast<const CI*>(a.cols);
+  for (int64_t m = m0; m < m1; ++m) {
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int64_t i = a.rowptr[m];
+    const int64_t e = a.rowptr[m + 1];
+    for (; i + 32 <= e; i += 32) {
+      const __m512 x0 = _mm512_i32gather_ps(load_idx16(cols + i), x, 4);
+      const __m512 x1 = _mm512_i32gather_ps(load_idx16(cols + i + 16), x, 4);
+      acc0 = _mm512_fmadd_ps(load16(vals + i), x0, acc0);
+      acc1 = _mm512_fmadd_ps(load16(vals + i + 16), x1, acc1);
+    }
+    if (i + 16 <= e) {
+      acc0 = _mm512_fmadd_ps(load16(vals + i), _mm512_i32gather_ps(load_idx16(cols + i), x, 4),
+                             acc0);
+      i += 16;
+    }
+    if (i < e) {
+      const __mmask16 k = static_cast<__mmask16>((1u << (e - i)) - 1u);
+      const __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, load_idx16(cols + i, k),
+                                                 x, 4);
+      acc1 = _mm512_fmadd_ps(load16(vals + i, k), xv, acc1);
+    }
+    store_out(d, m, 0, _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)));
+  }
+  return kOk;
+}
+
+// csr_rows_avx2_nv with zmm over a panel of row stride 16 * NV.
+template <typename T, typename CI, int NV>
+SK_AVX512 int csr_rows_avx512_nv(const CsrRepack& a, const Dense& d, const float* P, int64_t n0,
+                                 int64_t nb, int64_t m0, int64_t m1) {
+  constexpr int64_t LDP = 16 * NV;
+  const T* vals = static_cast<const T*>(a.values);
+  const CI* cols = static_cast<const CI*>(a.cols);
+  for (int64_t m = m0; m < m1; ++m) {
+    __m512 acc0[NV], acc1[NV], acc2[NV], acc3[NV];
+    SK_UNROLL for (int u = 0; u < NV; ++u) {
+      acc0[u] = _mm512_setzero_ps();
+      acc1[u] = acc0[u];
+      acc2[u] = acc0[u];
+      acc3[u] = acc0[u];
+    }
+    int64_t i = a.rowptr[m];
+    const int64_t e = a.rowptr[m + 1];
+    for (; i + 4 <= e; i += 4) {
+      const __m512 w0 = bcast16(vals + i), w1 = bcast16(vals + i + 1);
+      const __m512 w2 = bcast16(vals + i + 2), w3 = bcast16(vals + i + 3);
+      const float* p0 = P + static_cast<int64_t>(cols[i]) * LDP;
+      const float* p1 = P + static_cast<int64_t>(cols[i + 1]) * LDP;
+      const float* p2 = P + static_cast<int64_t>(cols[i + 2]) * LDP;
+      const float* p3 = P + static_cast<int64_t>(cols[i + 3]) * LDP;
+      SK_UNROLL for (int u = 0; u < NV; ++u) {
+        acc0[u] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(p0 + 16 * u), acc0[u]);
+        acc1[u] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(p1 + 16 * u), acc1[u]);
+        acc2[u] = _mm512_fmadd_ps(w2, _mm512_loadu_ps(p2 + 16 * u), acc2[u]);
+        acc3[u] = _mm512_fmadd_ps(w3, _mm512_loadu_ps(p3 + 16 * u), acc3[u]);
+      }
+    }
+    for (; i < e; ++i) {
+      const __m512 w0 = bcast16(vals + i);
+      const float* p0 = P + static_cast<int64_t>(cols[i]) * LDP;
+      SK_UNROLL for (int u = 0; u < NV; ++u)
+        acc0[u] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(p0 + 16 * u), acc0[u]);
+    }
+    const __m512 b = d.bias != nullptr ? _mm512_set1_ps(d.bias[m * d.bias_stride])
+                                       : _mm512_setzero_ps();
+    float* y = d.Y + m * d.ldy_m + n0 * d.ldy_n;
+    SK_UNROLL for (int u = 0; u < NV; ++u)
+      if (16 * u < nb) {
+        const __m512 sum = _mm512_add_ps(_mm512_add_ps(acc0[u], acc1[u]),
+                                         _mm512_add_ps(acc2[u], acc3[u]));
+        store_lanes16(y + 16 * u * d.ldy_n, d.ldy_n, _mm512_add_ps(sum, b),
+                      min_i64(16, nb - 16 * u));
+      }
+  }
+  return kOk;
+}
+
+template <typename T, typename CI>
+int csr_rows_avx512(const CsrRepack& a, const Dense& d, const float* P, int64_t ldp, int64_t n0,
+                    int64_t nb, int64_t m0, int64_t m1) {
+  switch (ldp / 16) {
+    case 1: return csr_rows_avx512_nv<T, CI, 1>(a, d, P, n0, nb, m0, m1);
+    case 2: return csr_rows_avx512_nv<T, CI, 2>(a, d, P, n0, nb, m0, m1);
+    default: return kBadArgument;
+  }
+}
+#endif
+
 template <typename T, typename CI>
 int csr_gemv_typed(const CsrRepack& a, const Dense& d) {
-  const bool avx2 = SK_HAVE_AVX2_KERNELS && active_isa() == Isa::kAvx2;
+  const Isa isa = active_isa();
+  const bool avx2 = SK_HAVE_AVX2_KERNELS && isa == Isa::kAvx2;
   const float* x = gemv_x(d);
   if (x == nullptr) return kNoMemory;
   int nt = threads_for(d.num_threads, kEntryCost * a.nnz + static_cast<double>(d.M));
@@ -419,6 +552,9 @@ int csr_gemv_typed(const CsrRepack& a, const Dense& d) {
   int64_t bounds[kMaxParts + 1];
   split_by_prefix(a.rowptr, d.M, 2.0, parts, bounds);
   return parallel_parts(parts, nt, [&](int p) {
+#if SK_HAVE_AVX512_KERNELS
+    if (isa == Isa::kAvx512) return csr_gemv_rows_avx512<T, CI>(a, x, d, bounds[p], bounds[p + 1]);
+#endif
 #if SK_HAVE_AVX2_KERNELS
     if (avx2) return csr_gemv_rows_avx2<T, CI>(a, x, d, bounds[p], bounds[p + 1]);
 #endif
@@ -429,12 +565,15 @@ int csr_gemv_typed(const CsrRepack& a, const Dense& d) {
 template <typename T, typename CI>
 class CsrPanels : public PanelWork {
  public:
-  CsrPanels(const CsrRepack& a, const Dense& d, const int64_t* bounds, bool avx2)
-      : a_(a), d_(d), bounds_(bounds), avx2_(avx2) {}
+  CsrPanels(const CsrRepack& a, const Dense& d, const int64_t* bounds, Isa isa)
+      : a_(a), d_(d), bounds_(bounds), isa_(isa) {}
   int run(int part, const float* P, int64_t ldp, int64_t n0, int64_t nb) override {
     const int64_t m0 = bounds_[part], m1 = bounds_[part + 1];
+#if SK_HAVE_AVX512_KERNELS
+    if (isa_ == Isa::kAvx512) return csr_rows_avx512<T, CI>(a_, d_, P, ldp, n0, nb, m0, m1);
+#endif
 #if SK_HAVE_AVX2_KERNELS
-    if (avx2_) return csr_rows_avx2<T, CI>(a_, d_, P, ldp, n0, nb, m0, m1);
+    if (isa_ == Isa::kAvx2) return csr_rows_avx2<T, CI>(a_, d_, P, ldp, n0, nb, m0, m1);
 #endif
     return csr_rows_portable<T, CI>(a_, d_, P, ldp, n0, nb, m0, m1);
   }
@@ -443,20 +582,20 @@ class CsrPanels : public PanelWork {
   const CsrRepack& a_;
   const Dense& d_;
   const int64_t* bounds_;
-  bool avx2_;
+  Isa isa_;
 };
 
 template <typename T, typename CI>
 int csr_typed(const CsrRepack& a, const Dense& d) {
-  const bool avx2 = SK_HAVE_AVX2_KERNELS && active_isa() == Isa::kAvx2;
+  const Isa isa = active_isa();
   int nt = threads_for(d.num_threads, static_cast<double>(a.nnz + d.M) * d.N);
   if (nt > kMaxParts) nt = kMaxParts;
   if (nt > d.M) nt = static_cast<int>(max_i64(d.M, 1));
   const int parts = parts_for(nt, d.M, kMaxParts);
   int64_t bounds[kMaxParts + 1];
   split_by_prefix(a.rowptr, d.M, 2.0, parts, bounds);  // a row costs ~2 entries (its stores)
-  CsrPanels<T, CI> work(a, d, bounds, avx2);
-  return run_panels(d, nt, parts, kPanelWidth, work);
+  CsrPanels<T, CI> work(a, d, bounds, isa);
+  return run_panels(d, nt, parts, kPanelWidth, work, isa == Isa::kAvx512 ? 16 : 8);
 }
 
 }  // namespace

@@ -39,7 +39,7 @@ struct Dense {
   int64_t bias_stride = 1;
   float* Y = nullptr;  // Y(m, n) = Y[m * ldy_m + n * ldy_n]
   int64_t ldy_m = 0, ldy_n = 0;
-  int num_threads = 1;  // OpenMP threads to use (the caller's intra-op thread count)
+  int num_threads = 1;  // threads to use (the caller's intra-op thread count)
 };
 
 // 2:4 semi-structured A: values [M, Kp/2] (Kp = ceil(K/4)*4) row-major, meta [M, ceil(Kp/8)]
@@ -53,7 +53,7 @@ int bsr_spmm(const void* values, WeightType wt, int64_t nnzb, int64_t bm, int64_
 
 // CSC A: values [nnz], rows [nnz] (int16 or int32), colptr [K + 1] (int32 or int64).
 // `skip_zero_columns`: the N == 1 kernel skips columns whose activation B(k, 0) is 0
-// (EIE); the caller allows it only when every stored value is finite (Inf * 0 is NaN).
+// (EIE) and whose stored values it has checked to be finite (Inf * 0 is NaN).
 // `csr` (optional, the same matrix repacked, see CsrRepack): N == 1 uses its row-wise gather
 // instead when too few columns are skipped for scattering to be cheaper.
 struct Csc {

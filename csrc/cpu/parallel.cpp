@@ -1,7 +1,20 @@
-// OpenMP drivers, B panel packing and the per-thread scratch buffers (see parallel.h).
+// The thread pool, B panel packing and the per-thread scratch buffers (see parallel.h).
 #include "parallel.h"
 
 #include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstdint>
+#include <mutex>
+#include <new>
+#include <thread>
+
+#include <pthread.h>
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace sparsekern {
 namespace cpu {
@@ -53,53 +66,258 @@ void pack_panel(const Dense& d, int64_t n0, int64_t nb, int64_t ldp, int64_t k0,
   }
 }
 
-int run_panels(const Dense& d, int threads, int parts, int64_t panel_width, PanelWork& work) {
-  const int64_t K = d.K, N = d.N;
-  const int64_t ldp_max = round_up(min_i64(panel_width, N), 8);
-  const int64_t npanels = ceil_div(N, panel_width);
-  if (threads <= 1) {
-    float* P = scratch_panel().get_as<float>(max_i64(K, 1) * ldp_max);
-    if (P == nullptr) return kNoMemory;
-    for (int64_t n0 = 0; n0 < N; n0 += panel_width) {
-      const int64_t nb = min_i64(panel_width, N - n0), ldp = round_up(nb, 8);
-      pack_panel(d, n0, nb, ldp, 0, K, P);
-      for (int p = 0; p < parts; ++p) {
-        const int s = work.run(p, P, ldp, n0, nb);
-        if (s != kOk) return s;
+// ----------------------------------------------------------------------------- pool
+//
+// Why not OpenMP: an OpenMP parallel region ends in a barrier that waits for every thread of
+// the team, and libgomp's idle threads spin for a long while (GOMP_SPINCOUNT) before sleeping.
+// On a machine where another process keeps a core busy, a team thread that is not scheduled
+// holds the call for a whole scheduler slice (measured: every call of 0.1-2 ms took a flat
+// 8 ms with one busy core), and our kernels and torch linked two different libgomp copies
+// whose spinning teams fought for the same 2 cores. Here a call never waits for a thread
+// that has not claimed work, helpers sleep on a futex after a short spin, and only the
+// items already claimed are waited for.
+
+namespace {
+
+constexpr int kMaxHelpers = 255;
+constexpr int64_t kSpinNanos = 50000;  // a helper's spin before sleeping (back-to-back calls)
+
+void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Sleeps while *word == expected (may return early); wakes sleepers on word.
+void wait_on(std::atomic<uint32_t>& word, uint32_t expected) {
+#ifdef __linux__
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected, nullptr,
+          nullptr, 0);
+#else
+  if (word.load() == expected) std::this_thread::sleep_for(std::chrono::microseconds(50));
+#endif
+}
+void wake_all(std::atomic<uint32_t>& word) {
+#ifdef __linux__
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr,
+          nullptr, 0);
+#else
+  (void)word;
+#endif
+}
+
+// Spins up to kSpinNanos while pred() is false; returns pred().
+template <typename P>
+bool spin_until(P&& pred) {
+  const int64_t t0 = now_ns();
+  for (int i = 1;; ++i) {
+    if (pred()) return true;
+    cpu_relax();
+    if ((i & 63) == 0 && now_ns() - t0 > kSpinNanos) return pred();
+  }
+}
+
+struct Pool {
+  std::mutex submit;                    // held by the call the pool serves (try_lock only)
+  std::atomic<uint64_t> claim{0};       // generation << 32 | next unclaimed item
+  std::atomic<uint32_t> gen{0};         // futex word of idle helpers: the current generation
+  std::atomic<uint32_t> done{0};        // futex word of the caller: items finished
+  std::atomic<int> sleepers{0};         // helpers asleep (or about to sleep) on gen
+  std::atomic<int> caller_asleep{0};    // the caller sleeps on done
+  std::atomic<int> status{kOk};
+  std::atomic<int64_t> items{0};
+  std::atomic<int> helpers_wanted{0};   // helpers [0, helpers_wanted) take part
+  std::atomic<ItemFn> fn{nullptr};
+  std::atomic<void*> ctx{nullptr};
+  int spawned = 0;                      // guarded by submit
+
+  // Claims the next item of generation g into *item; false when the call g has none left.
+  bool take(uint32_t g, int64_t* item) {
+    uint64_t c = claim.load(std::memory_order_acquire);
+    for (;;) {
+      if (static_cast<uint32_t>(c >> 32) != g) return false;
+      const int64_t next = static_cast<int64_t>(c & 0xffffffffu);
+      if (next >= items.load(std::memory_order_relaxed)) return false;
+      if (claim.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel)) {
+        *item = next;
+        return true;
       }
+    }
+  }
+
+  // Runs items of generation g until none is left.
+  void work(uint32_t g) {
+    int64_t item;
+    while (take(g, &item)) {
+      // A claimed item keeps the call (and fn, ctx, items) alive until it is counted done.
+      const int s = fn.load(std::memory_order_relaxed)(ctx.load(std::memory_order_relaxed), item);
+      if (s != kOk) {
+        int expected = kOk;
+        status.compare_exchange_strong(expected, s);
+      }
+      const uint32_t d = done.fetch_add(1) + 1;
+      if (d == static_cast<uint32_t>(items.load(std::memory_order_relaxed)) && caller_asleep.load())
+        wake_all(done);
+    }
+  }
+
+  void helper_loop(int index) {
+    uint32_t seen = gen.load();
+    for (;;) {
+      if (!spin_until([&] { return gen.load(std::memory_order_acquire) != seen; })) {
+        sleepers.fetch_add(1);
+        if (gen.load() == seen) wait_on(gen, seen);
+        sleepers.fetch_sub(1);
+      }
+      const uint32_t g = gen.load(std::memory_order_acquire);
+      if (g == seen) continue;
+      seen = g;
+      if (index < helpers_wanted.load(std::memory_order_relaxed)) work(g);
+    }
+  }
+};
+
+std::atomic<Pool*> g_pool{nullptr};
+std::mutex g_pool_init;
+
+// After fork() the child has none of the helpers: it gets a fresh pool (the old one leaks).
+void pool_after_fork_child() {
+  g_pool.store(nullptr);
+  new (&g_pool_init) std::mutex();
+}
+
+Pool* pool() {
+  Pool* p = g_pool.load(std::memory_order_acquire);
+  if (p != nullptr) return p;
+  std::lock_guard<std::mutex> lock(g_pool_init);
+  if (g_pool.load() == nullptr) {
+    static bool registered = [] {
+      pthread_atfork(nullptr, nullptr, &pool_after_fork_child);
+      return true;
+    }();
+    (void)registered;
+    g_pool.store(new Pool());  // never destroyed: helpers may outlive static destructors
+  }
+  return g_pool.load();
+}
+
+}  // namespace
+
+int run_items(int64_t items, int threads, ItemFn fn, void* ctx) {
+  auto serial = [&]() -> int {
+    for (int64_t i = 0; i < items; ++i) {
+      const int s = fn(ctx, i);
+      if (s != kOk) return s;
     }
     return kOk;
-  }
-  // Threads never wait for each other (a barrier per panel costs a lot on a busy machine).
-  const bool by_panel = npanels % threads == 0 || npanels >= 4 * threads;
-  const int64_t items = by_panel ? npanels : npanels * parts;
-  std::atomic<int> status{kOk};
-  std::atomic<int64_t> next{0};
-#pragma omp parallel num_threads(threads)
-  {
-    float* P = scratch_panel().get_as<float>(max_i64(K, 1) * ldp_max);  // this thread's own
-    auto note = [&](int s) {
-      int expected = kOk;
-      if (s != kOk) status.compare_exchange_strong(expected, s);
-    };
-    if (P == nullptr) note(kNoMemory);
-    int64_t packed = -1;  // the panel now in P
-    for (int64_t i = next.fetch_add(1); P != nullptr && i < items; i = next.fetch_add(1)) {
-      const int64_t pi = by_panel ? i : i / parts;
-      const int64_t n0 = pi * panel_width;
-      const int64_t nb = min_i64(panel_width, N - n0), ldp = round_up(nb, 8);
-      if (pi != packed) {
-        pack_panel(d, n0, nb, ldp, 0, K, P);
-        packed = pi;
-      }
-      if (by_panel) {
-        for (int p = 0; p < parts; ++p) note(work.run(p, P, ldp, n0, nb));
-      } else {
-        note(work.run(static_cast<int>(i % parts), P, ldp, n0, nb));
-      }
+  };
+  if (items <= 1 || threads <= 1 || items > 0x7fffffff) return serial();
+  Pool* p = pool();
+  std::unique_lock<std::mutex> lock(p->submit, std::try_to_lock);
+  if (!lock.owns_lock()) return serial();  // the pool serves another call
+  const int helpers = threads - 1 < kMaxHelpers ? threads - 1 : kMaxHelpers;
+  while (p->spawned < helpers) {
+    try {
+      const int index = p->spawned;
+      std::thread([p, index] { p->helper_loop(index); }).detach();
+      ++p->spawned;
+    } catch (...) {
+      break;  // no more threads: the caller and the helpers there are do the work
     }
   }
-  return status.load();
+  p->fn.store(fn, std::memory_order_relaxed);
+  p->ctx.store(ctx, std::memory_order_relaxed);
+  p->items.store(items, std::memory_order_relaxed);
+  p->helpers_wanted.store(helpers, std::memory_order_relaxed);
+  p->status.store(kOk, std::memory_order_relaxed);
+  p->done.store(0, std::memory_order_relaxed);
+  const uint32_t g = p->gen.load(std::memory_order_relaxed) + 1;
+  p->claim.store(static_cast<uint64_t>(g) << 32, std::memory_order_release);
+  p->gen.store(g);
+  if (p->sleepers.load() > 0) wake_all(p->gen);
+  p->work(g);
+  const uint32_t all = static_cast<uint32_t>(items);
+  // Only items claimed by a helper and not yet finished are left.
+  if (!spin_until([&] { return p->done.load(std::memory_order_acquire) == all; })) {
+    p->caller_asleep.store(1);
+    for (uint32_t d = p->done.load(); d != all; d = p->done.load()) wait_on(p->done, d);
+    p->caller_asleep.store(0);
+  }
+  return p->status.load();
+}
+
+// ----------------------------------------------------------------------------- panels
+
+namespace {
+
+// What a batched call needs to run one item on any thread.
+struct PanelCall {
+  const Dense* d;
+  PanelWork* work;
+  int parts;
+  int64_t panel_width, ldp_max, npanels, align;
+  bool by_panel;
+  uint64_t id;  // unique per call: the per-thread packed panel is reused only within it
+};
+
+std::atomic<uint64_t> g_panel_call{0};
+
+// The panel in this thread's buffer: (call id, panel index).
+struct PackedPanel {
+  uint64_t call = 0;
+  int64_t panel = -1;
+};
+PackedPanel& packed_panel() {
+  static thread_local PackedPanel p;
+  return p;
+}
+
+int run_panel_item(void* ctx, int64_t i) {
+  const PanelCall& c = *static_cast<const PanelCall*>(ctx);
+  const Dense& d = *c.d;
+  const int64_t pi = c.by_panel ? i : i / c.parts;
+  const int64_t n0 = pi * c.panel_width;
+  const int64_t nb = min_i64(c.panel_width, d.N - n0), ldp = round_up(nb, c.align);
+  float* P = scratch_panel().get_as<float>(max_i64(d.K, 1), c.ldp_max);
+  if (P == nullptr) return kNoMemory;
+  PackedPanel& pp = packed_panel();
+  if (pp.call != c.id || pp.panel != pi) {
+    pack_panel(d, n0, nb, ldp, 0, d.K, P);
+    pp.call = c.id;
+    pp.panel = pi;
+  }
+  if (!c.by_panel) return c.work->run(static_cast<int>(i % c.parts), P, ldp, n0, nb);
+  for (int p = 0; p < c.parts; ++p) {
+    const int s = c.work->run(p, P, ldp, n0, nb);
+    if (s != kOk) return s;
+  }
+  return kOk;
+}
+
+}  // namespace
+
+int run_panels(const Dense& d, int threads, int parts, int64_t panel_width, PanelWork& work,
+               int64_t align) {
+  PanelCall c;
+  c.d = &d;
+  c.work = &work;
+  c.parts = parts;
+  c.panel_width = panel_width;
+  c.align = align;
+  c.ldp_max = round_up(min_i64(panel_width, d.N), align);
+  c.npanels = ceil_div(d.N, panel_width);
+  // With enough panels each item is a whole panel (packed once, by the thread that runs it);
+  // otherwise (panel, part) pairs in order, so a thread usually finds its panel packed.
+  c.by_panel = threads <= 1 || c.npanels % threads == 0 || c.npanels >= 4 * threads;
+  c.id = g_panel_call.fetch_add(1) + 1;
+  const int64_t items = c.by_panel ? c.npanels : c.npanels * parts;
+  return run_items(items, threads, &run_panel_item, &c);
 }
 
 const float* gemv_x(const Dense& d) {

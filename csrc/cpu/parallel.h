@@ -1,16 +1,12 @@
-// Thread partitioning and the OpenMP drivers shared by the kernels.
+// Thread partitioning and the thread-pool drivers shared by the kernels.
 //
 // Work is split by stored entries, not by rows: a unit's cost is its entry count plus a
 // fixed cost per unit (its output row), so threads get equal work on skewed matrices.
-// The parallel regions live here, in portable code; they call ISA-specific workers through
-// plain calls, so no OpenMP region is ever outlined from a target("avx2") function.
+// The drivers live here, in portable code; they call ISA-specific workers through plain
+// calls.
 #pragma once
-#include <atomic>
 #include <cstdint>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include <type_traits>
 
 #include "common.h"
 #include "kernels.h"
@@ -18,7 +14,7 @@
 namespace sparsekern {
 namespace cpu {
 
-// Threads worth using for `work` multiply-adds: a fork/join costs a few microseconds, so
+// Threads worth using for `work` multiply-adds: waking a helper costs a few microseconds, so
 // small problems run on the calling thread alone. Work is counted in vectorized
 // multiply-adds; kernels scale it by the relative cost of theirs (kGemvCost, kEntryCost).
 inline int threads_for(int requested, double work) {
@@ -75,9 +71,17 @@ inline int parts_for(int threads, int64_t units, int max_parts) {
   return static_cast<int>(p);
 }
 
-// Runs fn(part) for every part in [0, parts) on up to `threads` OpenMP threads, each taking
-// the next part as it finishes one; returns the first non-zero status. Works when the
-// runtime gives fewer threads than asked (nested calls).
+// The thread pool the kernels run on (not OpenMP: see parallel.cpp for why).
+// run_items runs fn(ctx, item) for every item in [0, items): the calling thread and up to
+// threads - 1 pool helpers each take the next unclaimed item until none is left. The caller
+// waits only for items another thread has claimed and not finished; a helper that is not
+// running (its core busy with another process) claims nothing and is never waited for.
+// Returns the first non-zero status. Calls made while the pool serves another call (from
+// another Python thread, or nested) run on the calling thread alone.
+using ItemFn = int (*)(void* ctx, int64_t item);
+int run_items(int64_t items, int threads, ItemFn fn, void* ctx);
+
+// run_items for a callable fn(int part) -> status.
 template <typename F>
 int parallel_parts(int parts, int threads, F&& fn) {
   if (parts <= 0) return kOk;
@@ -88,19 +92,12 @@ int parallel_parts(int parts, int threads, F&& fn) {
     }
     return kOk;
   }
-  std::atomic<int> status{kOk};
-  std::atomic<int> next{0};
-#pragma omp parallel num_threads(threads < parts ? threads : parts)
-  {
-    for (int p = next.fetch_add(1); p < parts; p = next.fetch_add(1)) {
-      const int s = fn(p);
-      if (s != kOk) {
-        int expected = kOk;
-        status.compare_exchange_strong(expected, s);
-      }
-    }
-  }
-  return status.load();
+  using Fn = std::remove_reference_t<F>;
+  return run_items(parts, threads < parts ? threads : parts,
+                   [](void* ctx, int64_t item) {
+                     return static_cast<int>((*static_cast<Fn*>(ctx))(static_cast<int>(item)));
+                   },
+                   const_cast<void*>(static_cast<const void*>(&fn)));
 }
 
 // One part per thread (parts that own per-part buffers sized by the part count).
@@ -114,7 +111,7 @@ class PanelWork {
  public:
   virtual ~PanelWork() = default;
   // Computes partition `part` for output columns [n0, n0 + nb): P[k * ldp + j] = B(k, n0 + j)
-  // for k < K and j < nb, and 0 for nb <= j < ldp (ldp is a multiple of 8).
+  // for k < K and j < nb, and 0 for nb <= j < ldp (ldp a multiple of run_panels' align).
   virtual int run(int part, const float* P, int64_t ldp, int64_t n0, int64_t nb) = 0;
 };
 
@@ -126,8 +123,10 @@ void pack_panel(const Dense& d, int64_t n0, int64_t nb, int64_t ldp, int64_t k0,
 // into a per-thread buffer (never a full copy of B), calling work.run for each of `parts`
 // row parts of every panel on up to `threads` threads. With enough panels the threads take
 // whole panels, else (panel, part) pairs, in order, each thread packing the panels it
-// reaches. Both are dynamic (the next item to whoever is free); no barrier.
-int run_panels(const Dense& d, int threads, int parts, int64_t panel_width, PanelWork& work);
+// reaches. Both are dynamic (the next item to whoever is free, see run_items); no barrier.
+// `align` (8 or 16, dividing panel_width): each panel's row stride ldp is nb rounded up to it.
+int run_panels(const Dense& d, int threads, int parts, int64_t panel_width, PanelWork& work,
+               int64_t align = 8);
 
 // B's only column as a contiguous vector of K floats (copied when B is strided).
 const float* gemv_x(const Dense& d);

@@ -14,7 +14,9 @@ Measure once, decide from measurements::
 
 Modules: formats (format names), patterns (stored fractions), signature (what a layer's
 time depends on), cache (on-disk JSON cache), fingerprint (machine/software keys),
-measure (timing one layer), table (LatencyTable, build_table), choose (per-layer format,
+measure (timing one layer: every point paired with dense over several rounds; unstable
+points left unmeasured and predicted by the bytes-bound model; cached entries re-checked
+before reuse), table (LatencyTable, build_table), choose (per-layer format,
 sparsify_auto), netadapt (the search), amc (a learned per-layer ratio policy under the same
 table), verify (the table's prediction against the model, paired in time), plots.
 """

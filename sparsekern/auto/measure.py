@@ -68,7 +68,7 @@ DEFAULT_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 #: Timer for table entries: short (many candidates), still interleaved rounds and medians.
 TABLE_TIMER = TimerSettings(min_time=0.03, min_reps=5, max_reps=100, max_candidate_time=0.4,
                             warmup_time=0.005, max_warmup_calls=3, sample_time=5e-4)
-#: Paired rounds of table entries: 5 rounds, re-timed twice when the ratio to dense spreads
+#: Paired rounds of table entries: 5 rounds, re-timed once when the ratio to dense spreads
 #: more than 20% (IQR / median).
 TABLE_PAIRED = PairedSettings()
 #: A cached entry is reused when the re-timed ratio to dense of each re-checked point is

@@ -8,9 +8,10 @@ disk (sparsekern.auto.cache), keyed by machine, software build, signature (shape
 device) and the measured grid. A cached entry is reused only after a cheap re-check: a few
 of its points are re-timed, paired with dense, and their ratios to dense must agree with
 the cached ones within ``MeasureSettings.recheck_tolerance`` (25%); otherwise the entry
-is measured again. Each entry says where it came from (``LayerLatency.provenance``:
-"measured", "re-checked", "re-measured" or "given") and the table's ``meta["entries"]``
-lists them.
+is measured again; an entry with unstable points is never stored. Each entry says where
+it came from (``LayerLatency.provenance``: "measured", "re-checked", "re-measured",
+"cached" (reused without a re-check: ``recheck=0``) or "given") and the table's
+``meta["entries"]`` lists them.
 """
 from __future__ import annotations
 
@@ -42,8 +43,9 @@ class LayerLatency:
     """One entry (see measure.measure_signature for the dict it wraps).
 
     ``provenance``: how this process got it: "measured", "re-checked" (from the cache,
-    confirmed by re-timing a few points), "re-measured" (the re-check disagreed) or
-    "given" (read from a table or built from numbers).
+    confirmed by re-timing a few points), "re-measured" (the re-check disagreed), "cached"
+    (from the cache without a re-check) or "given" (read from a table or built from
+    numbers).
     """
 
     def __init__(self, entry: dict, provenance: str = "given"):
@@ -76,17 +78,15 @@ class LayerLatency:
         return [(d, t, m) for (d, t), (_, _, m) in zip(fit, pts)]
 
     def efficiency(self, fmt: str) -> float:
-        """How far ``fmt``'s measured points are from their bytes bound on this layer: the
-        median of measured / bound over its measured points, at least 1 (1 with none). An
-        unstable point's bytes-bound prediction is scaled by it, so it stays consistent
-        with its measured neighbours instead of claiming the bound."""
-        r = sorted(float(p["median_s"]) / float(p["bound_s"])
-                   for p in self.entry["formats"].get(fmt, [])
-                   if p.get("median_s") is not None and p.get("bound_s"))
-        if not r:
-            return 1.0
-        mid = len(r) // 2
-        return max(1.0, r[mid] if len(r) % 2 else (r[mid - 1] + r[mid]) / 2)
+        """How close ``fmt``'s kernel gets to its bytes bound on this layer: the smallest
+        measured / bound over its measured points (the best it achieved here; a point
+        slowed by other load does not count against it), at least 1 (1 with none). An
+        unstable point's bytes-bound prediction is scaled by it, so it claims no more than
+        the kernel has shown on this layer."""
+        r = [float(p["median_s"]) / float(p["bound_s"])
+             for p in self.entry["formats"].get(fmt, [])
+             if p.get("median_s") is not None and p.get("bound_s")]
+        return max(1.0, min(r)) if r else 1.0
 
     def points(self, fmt: str) -> List[Tuple[float, float]]:
         """[(density, seconds)] of ``fmt``'s points, ascending in density, made
@@ -286,7 +286,9 @@ def layer_entries(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] 
     """{signature: entry}: cached ones re-checked and reused, the others measured (one
     build of the candidates per layer geometry, timed at each of its input shapes) and
     stored. A cached entry whose re-check (:func:`~.measure.recheck_entry`, when
-    ``settings.recheck`` > 0) disagrees is measured again and replaced."""
+    ``settings.recheck`` > 0) disagrees is measured again and replaced. An entry with
+    points whose timing stayed unstable is used (those points predicted by the bytes
+    model) but not stored: the next run measures it again."""
     settings = (settings or MeasureSettings()).resolved(_sig_bytes(sigs))
     out: Dict[LayerSig, LayerLatency] = {}
     todo: Dict[LayerSig, List[LayerSig]] = {}
@@ -294,7 +296,11 @@ def layer_entries(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] 
     for sig in dict.fromkeys(sigs):
         hit = cache.load(entry_key(sig, settings)) if cache is not None else None
         if hit is not None and settings.recheck > 0:
-            checks[sig] = recheck_entry(sig, hit, settings)
+            try:
+                checks[sig] = recheck_entry(sig, hit, settings)
+            except Exception as e:  # a damaged entry: measure again rather than fail
+                checks[sig] = {"agree": False, "points": [],
+                               "why": f"re-check failed: {type(e).__name__}: {e}"}
             if not checks[sig]["agree"]:
                 log.info("latency table: cached entry of %s disagrees with a re-check (%s): "
                          "measuring it again", sig.label(), checks[sig]["why"])
@@ -309,9 +315,14 @@ def layer_entries(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] 
                       leave=False):
         log.info("latency table: measuring %s", ", ".join(g.label() for g in group))
         for sig, entry in zip(group, measure_signatures(group, settings)):
-            if cache is not None:
+            lat = LayerLatency(entry, "re-measured" if sig in checks else "measured")
+            unstable = lat.unstable()
+            if cache is not None and not unstable:
                 cache.store(entry_key(sig, settings), entry)
-            out[sig] = LayerLatency(entry, "re-measured" if sig in checks else "measured")
+            elif cache is not None:  # never cache what could not be measured: next run retries
+                log.info("latency table: %s not cached: %d points stayed unstable (%s)",
+                         sig.label(), len(unstable), ", ".join(unstable[:4]))
+            out[sig] = lat
             out[sig].recheck = checks.get(sig)
     return out
 
@@ -352,6 +363,8 @@ def _meta(settings: MeasureSettings, cache: Optional[DiskCache], device,
           layers: Optional[Mapping[str, Mapping[str, LayerLatency]]] = None) -> dict:
     return {"machine": machine_key(torch.device(device)), "software": software_key(),
             "grid": settings.grid.to_key(), "context": settings.context,
+            "dense_baseline": "the layer's own torch module (what a layer left dense runs), "
+                              "timed in alternation with every point",
             "entries": provenance(layers or {}),
             "cache": None if cache is None else {"folder": str(cache.folder), "hits": cache.hits,
                                                  "misses": cache.misses}}

@@ -5,6 +5,10 @@ Default: CPU tensors go to the ``cpu`` backend (compiled C++), CUDA tensors to t
 ``reference``. ``use_backend(name)`` (a context manager, per thread) and the
 ``SPARSEKERN_BACKEND`` environment variable force one backend; a forced backend that cannot
 serve a call raises instead of falling back.
+
+``SPARSEKERN_BACKEND`` is read once at import and again on ``reload_env()`` (call it after
+changing the variable in a running process), never per call: a read per call costs time and
+races with ``os.environ`` writes from other threads.
 """
 from __future__ import annotations
 
@@ -20,6 +24,17 @@ BACKEND_NAMES = ("reference", "cpu", "triton", "cuda")
 ENV_VAR = "SPARSEKERN_BACKEND"
 
 _local = threading.local()
+_env_value = ""  # SPARSEKERN_BACKEND as last read by reload_env()
+
+
+def reload_env() -> None:
+    """Read ``SPARSEKERN_BACKEND`` again (done once at import) and tell the C++ fast path."""
+    global _env_value
+    _env_value = os.environ.get(ENV_VAR, "").strip()
+    from .. import _extension
+
+    if _extension._C is not None:
+        _extension._C.set_env_forces_python(_env_value not in ("", "auto", "cpu"))
 
 
 def _check_name(name) -> str:
@@ -59,7 +74,7 @@ def forced_backend():
     s = _stack()
     if s:
         return s[-1]
-    env = os.environ.get(ENV_VAR, "").strip()
+    env = _env_value
     if env and env != "auto":
         if env not in BACKEND_NAMES:
             raise ValueError(f"{ENV_VAR}={env!r} is not a backend; expected one of "
@@ -99,4 +114,7 @@ def select(layout: str, values_dtype: torch.dtype, B_dtype: torch.dtype, device:
     return get_backend("reference")
 
 
-__all__ = ["use_backend", "get_backend", "select", "forced_backend", "BACKEND_NAMES"]
+reload_env()
+
+__all__ = ["use_backend", "get_backend", "select", "forced_backend", "reload_env",
+           "BACKEND_NAMES"]

@@ -92,6 +92,7 @@ def spmm(values, indices, offsets, M: int, K: int, layout: str, B: torch.Tensor,
 def spmm_transposed(values, indices, offsets, M: int, K: int, layout: str,
                     G: torch.Tensor) -> torch.Tensor:
     """A.T @ G for G [M, N]: [K, N] in G's dtype (the gradient of spmm for B)."""
+    check_format_structure(values, indices, offsets, M, K, layout)
     acc_t = accumulate_dtype(G.dtype)
     N = G.shape[1]
     acc = torch.zeros(K, N, dtype=acc_t, device=G.device)
@@ -109,6 +110,7 @@ def sampled_dot(values, indices, offsets, M: int, K: int, layout: str, G: torch.
 
     Entries in the format's padding get 0.
     """
+    check_format_structure(values, indices, offsets, M, K, layout)
     acc_t = accumulate_dtype(values.dtype)
     grad = torch.zeros(values.numel(), dtype=acc_t, device=values.device)
     row, col, pos = coordinates(values, indices, offsets, M, K, layout)

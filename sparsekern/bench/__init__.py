@@ -6,7 +6,8 @@ Modules, each one concern:
     magnitude   a tiny magnitude pruner (2:4, blocks, unstructured) for weights and models
     operands    the pruned weight and activations of a case, seeded by the case
     candidates  sparsekern op, dense baselines (torch, NumPy BLAS, cuBLAS) and sparse peers
-    timing      interleaved CPU timer (median, IQR) and CUDA-event timer (L2 flushed)
+    timing      re-export of the shared timers (sparsekern.timing: interleaved CPU timer,
+                CUDA-event timer, paired timing, load detection)
     bounds      bytes/flops of a case and the bytes-based speedup bound
     metrics     speedup arithmetic, best dense, geometric mean, Amdahl
     machine     machine facts, thread setting, calibration (machine balance)
@@ -16,6 +17,9 @@ Modules, each one concern:
     plots       speedup-vs-sparsity PNGs
     selftime    the GPU kernels' own timing tables (guarded imports)
     smoke       a tiny all-layout run (for compute-sanitizer)
+    contention  quiet vs loaded (own pinned busy processes): ``--contention``
+    training    forward+backward of SparseLinear vs nn.Linear (``--backward``, full runs)
+    health      warnings: busy machine, timings in whole scheduler slices, wide spreads
 """
 from .cases import SHAPES, Case, Shape, matrix, select_layouts
 from .runner import RunSettings, run_case, run_cases

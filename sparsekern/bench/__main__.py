@@ -224,6 +224,34 @@ def _loadavg():
         return None
 
 
+def write_outputs(doc: dict, out: str, name: str, plots_wanted: bool = True) -> int:
+    """Print the warnings; write OUT/NAME.json, .md (and PNGs); print the report. Returns 1
+    when the document breaks the schema (the JSON is written first: no data is lost)."""
+    from . import plots, report
+    for w in doc.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
+    json_path = report.write_json(doc, os.path.join(out, f"{name}.json"))
+    problems = report.document_problems(doc)
+    if problems:
+        print("error: the results break the schema:\n  " + "\n  ".join(problems[:20]),
+              file=sys.stderr)
+        return 1
+    md = report.full_report(doc)
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
+        f.write(md)
+    pngs = []
+    if plots_wanted and doc["cases"]:
+        try:
+            pngs = plots.plot_speedups(doc, out, name)
+        except ImportError as e:  # matplotlib is optional on a bare GPU box
+            print(f"plots skipped: {e}", file=sys.stderr)
+    print(md)
+    print(f"wrote {json_path}, {os.path.join(out, name + '.md')}"
+          + (f", {len(pngs)} PNG" if pngs else "") + f" in {doc['elapsed_s']:.0f} s",
+          file=sys.stderr)
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.render:
@@ -235,7 +263,7 @@ def main(argv=None) -> int:
     import torch
 
     from . import cases as cases_mod
-    from . import e2e, health, machine, plots, report, runner, selftime, training
+    from . import e2e, health, machine, report, runner, selftime, training
     from .timing import FULL_TIMER, QUICK_TIMER, CudaTimerSettings, TimerSettings
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -301,28 +329,8 @@ def main(argv=None) -> int:
             print("interrupted: writing what was measured", file=sys.stderr)
     doc["elapsed_s"] = time.time() - started
     doc["warnings"] = health.warnings(doc, load)
-    for w in doc["warnings"]:
-        print(f"warning: {w}", file=sys.stderr)
-    json_path = report.write_json(doc, os.path.join(out, f"{name}.json"))
-    problems = report.document_problems(doc)  # after writing: a harness bug loses no data
-    if problems:
-        print("error: the results break the schema:\n  " + "\n  ".join(problems[:20]),
-              file=sys.stderr)
-        return 1
-    md = report.full_report(doc)
-    with open(os.path.join(out, f"{name}.md"), "w") as f:
-        f.write(md)
-    pngs = []
-    if not args.no_plots and doc["cases"]:
-        try:
-            pngs = plots.plot_speedups(doc, out, name)
-        except ImportError as e:  # matplotlib is optional on a bare GPU box
-            print(f"plots skipped: {e}", file=sys.stderr)
-    print(md)
-    print(f"wrote {json_path}, {os.path.join(out, name + '.md')}"
-          + (f", {len(pngs)} PNG" if pngs else "") + f" in {doc['elapsed_s']:.0f} s",
-          file=sys.stderr)
-    return 130 if interrupted else 0
+    rc = write_outputs(doc, out, name, plots_wanted=not args.no_plots)
+    return rc or (130 if interrupted else 0)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ from .base import FLOAT_DTYPES
 
 LAYOUTS = ("2:4", "bsr", "csc")
 
+#: Largest M and K of a sparse weight: the formats' int32 indices (BSR block columns, CSC
+#: rows) and the kernels' index arithmetic reach no further.
+MAX_DIM = 2**31 - 1
+
 
 def _shape(t: torch.Tensor):
     return list(t.shape)
@@ -49,6 +53,9 @@ def check_format_meta(values: torch.Tensor, indices: torch.Tensor, offsets: torc
             raise TypeError(f"{name} must be a dense (strided) tensor, got layout {t.layout}")
     if M < 0 or K < 0:
         raise ValueError(f"M and K must be >= 0, got M={M}, K={K}")
+    if M > MAX_DIM or K > MAX_DIM:
+        raise ValueError(f"M={M}, K={K}: sizes above 2^31 - 1 = {MAX_DIM} are not served (the "
+                         f"formats' int32 indices cannot address them); expected M, K <= {MAX_DIM}")
     if values.dtype not in FLOAT_DTYPES:
         raise TypeError(f"values has dtype {values.dtype}; expected one of float32, float16, "
                         f"bfloat16, float64")

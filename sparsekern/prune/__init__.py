@@ -19,6 +19,15 @@ blocks (convert with ``layout="bsr", blocksize=...``), ``"kernel"`` (Conv2d), an
 ``prune.channel_prune(model, 0.5, example_input=x, criterion="bn_scale")``, which removes
 channels physically (criteria "l1", "l2", "bn_scale", "apoz", "regression").
 Iterative: ``prune.iterative_prune(model, [0.3, 0.5, 0.7], train_fn=..., eval_fn=...)``.
+
+Real models (Hugging Face): ``calib`` batches may be tensors, tokenizer outputs (dicts,
+``model(**batch)``), ``sparsekern.Args(...)`` or (inputs, targets) pairs (sparsekern.inputs).
+``criterion="sparsegpt"`` reconstructs each layer from its calibration Hessian, layer by
+layer in forward order; then recover against the dense model::
+
+    teacher = copy.deepcopy(model)
+    masks = prune.prune_model(model, granularity="2:4", criterion="sparsegpt", calib=batches)
+    prune.distill(model, teacher, unlabeled_batches, masks=masks, steps=200)
 In your own loop: ``with prune.MaskHolder(model, masks): <train as usual>``.
 
 Public names:

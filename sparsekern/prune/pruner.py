@@ -192,7 +192,7 @@ def _prune_one(m, name, g, ratio, criterion, stat, masks, config) -> torch.Tenso
     if masks is not None and name in masks:
         prev = masks[name].to(device=m.weight.device, dtype=torch.bool)
     if criterion == "sparsegpt":
-        W = weight_matrix(m)  # [out, K]; a Conv1D's is a transposed view of its weight
+        W = weight_matrix(m)  # [out, K], a view (a Conv1D's weight transposed)
         forced = None if prev is None else ~to_matrix(m, prev)
         new_w, keep = sparsegpt.prune_matrix(W, stat, g, ratio, forced, config)
         W.copy_(new_w.to(W.dtype))
@@ -200,8 +200,6 @@ def _prune_one(m, name, g, ratio, criterion, stat, masks, config) -> torch.Tenso
     s = criteria.weight_scores("wanda", m, criteria.norms_from_sums(m, stat))
     if prev is not None:
         s = s.masked_fill(~prev, float("-inf"))
-    # Scores in [out, K] orientation (per output row; N:M groups along K), the mask back
-    # in the weight's own shape (a Conv1D's [in, out]), as in prune_model's one-pass path.
     keep = g.mask(m, to_matrix(m, s), ratio, name, criteria.group_reduction("wanda"),
                   per_row=True)
     keep = from_matrix(m, keep).contiguous()

@@ -83,17 +83,22 @@ def spread(samples: Sequence[float]) -> Optional[float]:
     return (q[2] - q[0]) / med
 
 
+#: Beyond this many slices every time is near some multiple: no longer a signature.
+MAX_SLICES = 8
+
+
 def quantized_to_slices(samples: Sequence[float], slice_s: float = SLICE_S,
-                        rel: float = 0.03, share: float = 0.6) -> bool:
+                        tol: float = 0.05, share: float = 0.6) -> bool:
     """True when at least ``share`` of ``samples`` (seconds per call) are whole scheduler
-    slices: >= one ``slice_s`` and within ``rel`` of a multiple of it (``"12 ±0%" ms``)."""
+    slices (``"12 ±0%" ms``): 1 to MAX_SLICES times ``slice_s``, within ``tol`` x
+    ``slice_s`` of that multiple."""
     xs = [float(x) for x in samples]
     if len(xs) < 3:
         return False
     whole = 0
     for x in xs:
         k = round(x / slice_s)
-        if k >= 1 and abs(x - k * slice_s) <= rel * k * slice_s:
+        if 1 <= k <= MAX_SLICES and abs(x - k * slice_s) <= tol * slice_s:
             whole += 1
     return whole >= share * len(xs)
 

@@ -40,7 +40,7 @@ class PairedSettings:
 
     rounds: int = 5              # paired samples per candidate per attempt
     tolerance: float = 0.2       # a ratio's IQR / median above this is unstable
-    retries: int = 2             # fresh attempts for unstable candidates
+    retries: int = 1             # fresh attempts for unstable candidates
     sample_time: float = 5e-4    # a sample lasts at least this long (inner calls) ...
     max_inner: int = 200         # ... with at most this many calls
     warm_calls: int = 1          # untimed calls before each sample (warm context)

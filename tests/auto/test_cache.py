@@ -208,3 +208,15 @@ def test_extension_key_hashes_content_not_mtime(tmp_path, monkeypatch):
     assert k3 != k1 and "sha256:" in k3
     so.unlink()
     assert fingerprint.extension_build().endswith(":unknown")
+
+
+def test_a_recheck_that_fails_means_measure_again(counted, tmp_path, monkeypatch):
+    c = DiskCache("latency", root=tmp_path)
+    table.layer_entry(_sig(), cache=c)
+
+    def broken(sig, entry, settings=None):
+        raise KeyError("formats")
+    monkeypatch.setattr(table, "recheck_entry", broken)
+    e = table.layer_entry(_sig(), cache=c)
+    assert e.provenance == "re-measured" and len(counted) == 2
+    assert e.recheck["why"] == "re-check failed: KeyError: 'formats'"

@@ -141,6 +141,10 @@ def test_unstable_points_are_scaled_by_the_measured_efficiency():
     e["formats"]["csc"][1]["model_s"] = 0.5e-4
     lat = LayerLatency(e)
     assert lat.efficiency("csc") == 2.0 and lat.efficiency("2:4") == 1.0
+    e["formats"]["csc"].append({"sparsity": 0.5, "density": 0.5, "status": "ok",
+                                "median_s": 5e-3, "bound_s": 5e-4})  # 10x: slowed by load
+    assert LayerLatency(e).efficiency("csc") == 2.0      # the best it achieved counts
+    e["formats"]["csc"].pop()
     assert lat.points("csc") == [(0.02, 1e-4), (0.1, 2e-4)]
     e["formats"]["csc"][0]["bound_s"] = 4e-4           # faster than its bound: never below 1
     assert LayerLatency(e).efficiency("csc") == 1.0
@@ -167,3 +171,16 @@ def test_sparsify_auto_reports_where_numbers_came_from():
     assert rep["re-checked"] == ["0 @ layer input"] and rep["given"] == ["2 @ layer input"]
     assert rep["predicted"] == ["0 @ layer input: csc"]
     assert out.sparsekern_report["0"][0] == "csc" and "bytes-bound" in out.sparsekern_report["0"][1]
+
+
+def test_an_entry_with_unstable_points_is_used_but_never_cached(monkeypatch, tmp_path):
+    from sparsekern.auto.cache import DiskCache
+    calls = []
+    monkeypatch.setattr(measure, "time_entry_jobs",
+                        scripted(lambda n: 0.3, unstable={"csc@0.9"}, calls=calls))
+    c = DiskCache("latency", root=tmp_path)
+    e = table.layer_entry(_sig(), GRID, cache=c)
+    assert e.unstable() == ["csc@0.9"] and e.predict("csc", 0.1) is not None
+    assert not c.folder.exists() or not list(c.folder.iterdir())
+    again = table.layer_entry(_sig(), GRID, cache=c)     # measured again, not re-checked
+    assert again.provenance == "measured" and len(calls) == 2

@@ -131,7 +131,7 @@ def test_semi24_metadata_first_not_below_second(entry, N, nibble, where):
 def test_isa_switch_rejects_unknown_values(monkeypatch):
     values, rows, offsets, M, K = csc_parts()
     monkeypatch.setenv("SPARSEKERN_CPU_ISA", "sse9")
-    with pytest.raises(ValueError, match=r"SPARSEKERN_CPU_ISA='sse9'.*'portable', 'avx2', 'auto'"):
+    with pytest.raises(ValueError, match=r"SPARSEKERN_CPU_ISA='sse9'.*'portable', 'avx2', 'avx512', 'auto'"):
         fast_path(values, rows, offsets, M, K, "csc", torch.ones(K, 1))
 
 

@@ -109,3 +109,63 @@ def test_fresh_csc_weights_from_many_threads(threads):
 
     with cf.ThreadPoolExecutor(max_workers=8) as pool:
         assert all(pool.map(run, range(32)))
+
+
+_FORK_WORK = []  # (args, B, reference) built by the parent, inherited by the forked child
+
+
+def _child_runs_kernels(conn):
+    """In a forked child (the parent's pool helpers do not exist there) every layout still
+    gives the reference result on 2 threads. Only sparsekern kernels run here: torch's own
+    OpenMP pool hangs after fork once the parent has used it."""
+    ok = all(torch.equal(torch.ops.sparsekern.spmm(*args, B), ref)
+             for args, B, ref in _FORK_WORK)
+    conn.send(ok)
+    conn.close()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork() on this platform")
+def test_kernels_work_in_a_forked_child(threads):
+    """The pool's helper threads are started in the parent first; the child gets a fresh pool
+    (small outputs: torch's elementwise ops stay on one thread in the child)."""
+    import multiprocessing as mp
+
+    threads(2)
+    _FORK_WORK.clear()
+    for layout, block in CASES:
+        W, A = make(600, 512, layout, block, seed=21)
+        for N in (1, 40):
+            B = torch.randn(512, N)
+            out = torch.ops.sparsekern.spmm(*A.op_args(), B)  # also starts the parent's pool
+            torch.testing.assert_close(out, expected(W, B, torch.zeros(600)), rtol=1e-4,
+                                       atol=1e-3)
+            _FORK_WORK.append((A.op_args(), B, out))
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_child_runs_kernels, args=(child,))
+    proc.start()
+    try:
+        assert parent.poll(120), "the forked child did not answer within 120 s"
+        assert parent.recv() is True
+    finally:
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+    assert proc.exitcode == 0
+    _FORK_WORK.clear()
+
+
+def test_a_busy_pool_runs_nested_and_concurrent_calls_serially(threads):
+    """Calls from a Python thread while another thread's call holds the pool run on their
+    own thread and still give the reference answer (many overlapping calls, 2 threads)."""
+    threads(2)
+    W, A = make(1024, 1024, "2:4", None, seed=22)
+    B = torch.randn(1024, 64)
+    ref = W @ B
+
+    def run(_):
+        return all(torch.allclose(torch.ops.sparsekern.spmm(*A.op_args(), B), ref, rtol=1e-4,
+                                  atol=1e-3) for _ in range(10))
+
+    with cf.ThreadPoolExecutor(max_workers=4) as pool:
+        assert all(pool.map(run, range(8)))

@@ -44,14 +44,22 @@ def test_unknown_backend_name():
 
 
 def test_env_variable(monkeypatch):
-    monkeypatch.setenv("SPARSEKERN_BACKEND", "reference")
-    assert backends.forced_backend() == "reference"
-    W = random_pattern_weight(8, 8, "2:4")
-    B = torch.randn(8, 3)
-    assert rel_err(sk.spmm(sk.to_sparse(W, "2:4"), B), dense_ref(W, B)) < TOL[torch.float32]
-    monkeypatch.setenv("SPARSEKERN_BACKEND", "nope")
-    with pytest.raises(ValueError, match=r"SPARSEKERN_BACKEND='nope' is not a backend"):
-        backends.forced_backend()
+    try:
+        monkeypatch.setenv("SPARSEKERN_BACKEND", "reference")
+        assert backends.forced_backend() is None  # read at import and on reload_env() only
+        backends.reload_env()
+        assert backends.forced_backend() == "reference"
+        W = random_pattern_weight(8, 8, "2:4")
+        B = torch.randn(8, 3)
+        assert rel_err(sk.spmm(sk.to_sparse(W, "2:4"), B), dense_ref(W, B)) < TOL[torch.float32]
+        monkeypatch.setenv("SPARSEKERN_BACKEND", "nope")
+        backends.reload_env()
+        with pytest.raises(ValueError, match=r"SPARSEKERN_BACKEND='nope' is not a backend"):
+            backends.forced_backend()
+    finally:
+        monkeypatch.delenv("SPARSEKERN_BACKEND")
+        backends.reload_env()
+    assert backends.forced_backend() is None
 
 
 def test_forced_backend_that_cannot_serve_raises():

@@ -145,3 +145,20 @@ def test_channel_pruning_example_input_of_other_kinds():
     m2 = copy.deepcopy(m)
     prune.channel_prune(m2, 0.5, example_input={"input": x}, criterion="l1")
     assert m2[0].out_features == 8 and m2(x).shape == (32, 4)
+
+
+def test_sensitivity_and_auto_example_inputs_take_a_tokenizer_output():
+    from sparsekern.auto.signature import capture, input_label
+    model = tiny_bert_encoder()
+    batch = _batch(0)
+    layers = ["encoder.encoder.layer.0.intermediate.dense"]
+    table = prune.sensitivity_scan(model, lambda m: float(m(**batch).sum()), ratios=[0.5],
+                                   criterion="wanda", calib=[batch], layers=layers,
+                                   progress=False, warn=False, higher_is_better=False)
+    assert list(table.curves) == layers
+    sigs = capture(model, batch)
+    assert len(sigs) == 12
+    assert input_label(batch) == "{'input_ids': [4, 10], 'attention_mask': [4, 10]}"
+    assert input_label(sk.Args(torch.zeros(2, 3))) == "Args([2, 3])"
+    with pytest.raises(TypeError, match=r"example_input is a str; expected a tensor"):
+        input_label("x")

@@ -1,0 +1,53 @@
+// AVX-512 (F/BW/VL/DQ) helpers for the x86 kernels, compiled per function with target
+// attributes like simd_avx2.h (see isa.h). Internal linkage only.
+#pragma once
+
+#include "simd_avx2.h"
+
+#if SK_HAVE_AVX2_KERNELS
+#define SK_HAVE_AVX512_KERNELS 1
+
+#define SK_AVX512_TARGET "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq"
+#define SK_AVX512 __attribute__((target(SK_AVX512_TARGET)))
+#define SK_AVX512_INLINE static inline __attribute__((target(SK_AVX512_TARGET), always_inline))
+
+namespace sparsekern {
+namespace cpu {
+namespace {
+
+// 16 weights -> 16 floats.
+SK_AVX512_INLINE __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+SK_AVX512_INLINE __m512 load16(const bf16* p) {
+  const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+SK_AVX512_INLINE __m512 load16(const f16* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+// One weight broadcast to 16 lanes.
+SK_AVX512_INLINE __m512 bcast16(const float* p) { return _mm512_set1_ps(*p); }
+SK_AVX512_INLINE __m512 bcast16(const bf16* p) {
+  return _mm512_castsi512_ps(_mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(p->bits) << 16)));
+}
+SK_AVX512_INLINE __m512 bcast16(const f16* p) {
+  return _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(p->bits)));
+}
+
+// Stores the first n (0 < n <= 16) lanes of v to p[0], p[stride], ...
+SK_AVX512_INLINE void store_lanes16(float* p, int64_t stride, __m512 v, int64_t n) {
+  if (stride == 1) {
+    _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), v);
+    return;
+  }
+  alignas(64) float tmp[16];
+  _mm512_store_ps(tmp, v);
+  for (int64_t j = 0; j < n; ++j) p[j * stride] = tmp[j];
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace sparsekern
+#else
+#define SK_HAVE_AVX512_KERNELS 0
+#endif

@@ -1,0 +1,331 @@
+"""Regression tests of issue 17: every reproducer of the reliability audit, plus a fuzz test.
+
+Sizes that cannot be served are rejected with an error naming the argument (never a crash,
+never a huge allocation); a B with zero strides is read correctly; weights rewritten after
+first use (in place, through .data, through NumPy, by load_state_dict, under inference_mode)
+give the new weights' result; the backward helper ops validate like spmm; double backward
+works. Run by the sanitizer job (.ci/sanitize.sh) as well.
+"""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import sparsekern as sk
+from sparsekern import formats
+from sparsekern.backends import use_backend
+from sparsekern.nn import SparseLinear
+
+from .helpers import TOL, random_pattern_weight, rel_err
+
+HAVE_C = sk._extension._C is not None
+needs_c = pytest.mark.skipif(not HAVE_C, reason="sparsekern._C is not built")
+LAYOUTS = ("2:4", "bsr", "csc")
+BIG = 2**62
+
+
+def _fmt(layout, M=24, K=40, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    W = random_pattern_weight(M, K, layout, blocksize=(4, 4), dtype=dtype, generator=g)
+    bs = (4, 4) if layout == "bsr" else None
+    return W, sk.to_sparse(W, layout=layout, blocksize=bs)
+
+
+def _reference(A, B, bias=None):
+    with use_backend("reference"):
+        return sk.spmm(A, B, bias)
+
+
+# ----------------------------------------------------------------------------- sizes
+
+def test_bsr_huge_k_stride0_b_is_rejected_not_a_crash():
+    # Reproducer 1: no stored block, K = 2^62, B expanded. Rejected where the shape is given.
+    with pytest.raises(ValueError, match=r"M=4, K=4611686018427387904: sizes above 2\^31 - 1"):
+        formats.from_parts("bsr", torch.empty(0, 1, 1), torch.empty(0, dtype=torch.int32),
+                           torch.zeros(5, dtype=torch.int32), (4, BIG))
+
+
+@pytest.mark.parametrize("K", [2**60, 2**31])
+def test_raw_op_huge_k_stride0_b_is_rejected(K):
+    B = torch.ones(1, 1).expand(K, 2)
+    with pytest.raises(ValueError, match=rf"M=4, K={K}: sizes above 2\^31 - 1 = 2147483647 are "
+                                         r"not served"):
+        torch.ops.sparsekern.spmm(torch.empty(0, 1, 1), torch.empty(0, dtype=torch.int32),
+                                  torch.zeros(5, dtype=torch.int32), 4, K, "bsr", B, None)
+
+
+@pytest.mark.parametrize("op", ["spmm_transposed", "spmm_sampled_dot"])
+def test_backward_ops_reject_huge_k(op):
+    v, i, o = torch.empty(0, 1, 1), torch.empty(0, dtype=torch.int32), torch.zeros(5, dtype=torch.int32)
+    G = torch.ones(4, 2)
+    args = (G,) if op == "spmm_transposed" else (G, torch.ones(1, 1).expand(2**40, 2))
+    with pytest.raises(ValueError, match=r"K=1099511627776: sizes above 2\^31 - 1"):
+        getattr(torch.ops.sparsekern, op)(v, i, o, 4, 2**40, "bsr", *args)
+
+
+@needs_c
+def test_cpu_glue_names_sizes_it_cannot_serve():
+    # The C++ glue's own check (reached directly through _spmm_cpu).
+    v, i, o = torch.empty(0, 1, 1), torch.empty(0, dtype=torch.int32), torch.zeros(5, dtype=torch.int32)
+    out = torch.empty(4, 2)
+    with pytest.raises(ValueError, match=r"sparsekern.spmm: M=4, K=1152921504606846976 exceed the "
+                                         r"largest size the CPU kernels serve \(2147483647"):
+        torch.ops.sparsekern._spmm_cpu(v, i, o, 4, 2**60, "bsr", torch.ones(1, 1).expand(2**60, 2),
+                                       None, out)
+    wide = torch.empty(4, 1).expand(4, 2**31)
+    with pytest.raises(ValueError, match=r"B has N=2147483648 columns; the CPU kernels serve at "
+                                         r"most 2147483647"):
+        torch.ops.sparsekern._spmm_cpu(v, i, o, 4, 8, "bsr", torch.ones(1, 1).expand(8, 2**31),
+                                       None, wide)
+    vb = torch.empty(0, 1, 2**31)
+    with pytest.raises(ValueError, match=r"values has shape \[0, 1, 2147483648\]; block sizes "
+                                         r"above 2147483647"):
+        torch.ops.sparsekern._spmm_cpu(vb, i, o, 4, 8, "bsr", torch.ones(8, 2), None, out)
+
+
+@needs_c
+@pytest.mark.parametrize("N", [1, 2, 40])
+def test_scratch_beyond_limit_is_an_error_not_an_allocation(N):
+    # K = 2^31 - 1 is a servable size, but packing a stride-0 B of that many rows would need
+    # more scratch than the kernels may ask for: a clean error naming K and N.
+    K = 2**31 - 1
+    A = formats.from_parts("bsr", torch.empty(0, 1, 1), torch.empty(0, dtype=torch.int32),
+                           torch.zeros(5, dtype=torch.int32), (4, K))
+    B = torch.ones(1, 1).expand(K, N)
+    with pytest.raises(RuntimeError, match=rf"out of memory for a scratch buffer \(M=4, K={K}, "
+                                           rf"N={N}; buffers above 4294967296 bytes are refused"):
+        sk.spmm(A, B)
+
+
+# ----------------------------------------------------------------------------- stride-0 B
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("kind", ["rows", "cols", "both", "gemv"])
+def test_stride0_b_is_read_correctly(layout, kind):
+    W, A = _fmt(layout, M=24, K=40)
+    if kind == "rows":    # every row of B the same: strides (0, 1)
+        B = torch.randn(1, 7).expand(40, 7)
+    elif kind == "cols":  # every column the same: strides (1, 0)
+        B = torch.randn(40, 1).expand(40, 7)
+    elif kind == "both":
+        B = torch.randn(1, 1).expand(40, 7)
+    else:
+        B = torch.randn(1).expand(40)
+    ref = W.double() @ B.double()
+    out = sk.spmm(A, B)
+    assert rel_err(out, ref) < TOL[torch.float32]
+    assert rel_err(_reference(A, B), ref) < TOL[torch.float32]
+
+
+# ----------------------------------------------------------------------------- stale caches
+
+def _csc_pair(M=48, K=64, seed=0):
+    W1, A = _fmt("csc", M, K, seed=seed)
+    W2 = W1.clone()
+    W2[W1 != 0] = torch.randn(int((W1 != 0).sum()), generator=torch.Generator().manual_seed(9))
+    return W1, W2, A
+
+
+def _new_values(A, W2):
+    return sk.to_sparse(W2, "csc").values
+
+
+@pytest.mark.parametrize("N", [1, 2, 33])
+@pytest.mark.parametrize("how", ["data", "numpy", "copy_", "inplace_no_grad", "set_data"])
+def test_csc_values_rewritten_after_first_use(N, how):
+    W1, W2, A = _csc_pair()
+    B = torch.randn(64, N)
+    assert rel_err(sk.spmm(A, B), W1.double() @ B.double()) < TOL[torch.float32]
+    new = _new_values(A, W2)
+    if how == "data":
+        A.values.data[:] = new
+    elif how == "numpy":
+        A.values.numpy()[:] = new.numpy()
+    elif how == "copy_":
+        A.values.copy_(new)
+    elif how == "inplace_no_grad":
+        with torch.no_grad():
+            A.values.mul_(0).add_(new)
+    else:
+        A.values.data = new.clone()
+    assert rel_err(sk.spmm(A, B), W2.double() @ B.double()) < TOL[torch.float32]
+
+
+@pytest.mark.parametrize("N", [1, 8])
+def test_csc_indices_rewritten_after_first_use(N):
+    # Same number of entries per column, other rows: the result follows the live indices,
+    # and an index made invalid is an error, not a read out of bounds.
+    W, A = _fmt("csc", 32, 16, seed=3)
+    B = torch.randn(16, N)
+    sk.spmm(A, B)
+    rows = A.indices.clone()
+    A.indices.numpy()[:] = ((rows.long() + 1) % 32).to(rows.dtype).numpy()
+    # Rows shifted by one (mod 32) in every column: still sorted except where it wrapped,
+    # which the kernels do not require.
+    W2 = torch.zeros_like(W)
+    cols = A.column_of_entries()
+    W2[A.indices.long(), cols] = A.values
+    assert rel_err(sk.spmm(A, B), W2.double() @ B.double()) < TOL[torch.float32]
+    A.indices.numpy()[0] = 32
+    with pytest.raises(ValueError, match=r"a row index in indices is out of range|"
+                                         r"csc row indices\[0\]=32 is out of range"):
+        sk.spmm(A, B)
+
+
+@pytest.mark.parametrize("N", [1, 4])
+def test_load_state_dict_under_inference_mode(N):
+    # Reproducer 2: a serving process builds the layer under inference_mode, then loads new
+    # weights with the same pattern; inference tensors have no version counter.
+    W1, W2, _ = _csc_pair(M=64, K=64)
+    with torch.inference_mode():
+        lin1 = torch.nn.Linear(64, 64)
+        lin1.weight.copy_(W1)
+        layer = SparseLinear.from_dense(lin1, layout="csc")
+        x = torch.randn(N, 64)
+        y1 = layer(x)
+        lin2 = torch.nn.Linear(64, 64)
+        lin2.weight.copy_(W2)
+        lin2.bias.copy_(lin1.bias)
+        layer.load_state_dict(SparseLinear.from_dense(lin2, layout="csc").state_dict())
+        y2 = layer(x)
+    assert rel_err(y1, x.double() @ W1.double().T + lin1.bias.double()) < TOL[torch.float32]
+    assert rel_err(y2, x.double() @ W2.double().T + lin1.bias.double()) < TOL[torch.float32]
+
+
+def test_gemv_zero_activation_skip_sees_new_infinities():
+    # The "all finite" fact behind skipping zero activations is not cached: a value made
+    # Inf after first use turns its row into NaN when its activation is 0 (Inf * 0).
+    W, A = _fmt("csc", 16, 32, seed=5)
+    B = torch.randn(32, 1)
+    col = int(torch.nonzero(A.offsets[1:] - A.offsets[:-1])[0])
+    B[col] = 0.0
+    assert torch.isfinite(sk.spmm(A, B)).all()
+    pos = int(A.offsets[col])
+    row = int(A.indices[pos])
+    A.values.numpy()[pos] = float("inf")
+    out = sk.spmm(A, B)
+    assert torch.isnan(out[row]).all()
+    ref = _reference(A, B)
+    assert torch.equal(torch.isnan(out), torch.isnan(ref))
+
+
+@needs_c
+def test_csc_cache_serves_unchanged_weights_and_dies_with_them():
+    C = sk._extension._C
+    C.csc_cache_clear()
+    W, A = _fmt("csc", 32, 32, seed=1)
+    B = torch.randn(32, 4)
+    y = sk.spmm(A, B)
+    assert C.csc_cache_info()[0] == 1
+    assert torch.equal(sk.spmm(A, B), y)
+    assert C.csc_cache_info()[0] == 1
+    del A
+    assert C.csc_cache_info() == (0, 0)
+
+
+# ----------------------------------------------------------------------------- helper ops
+
+def _op_args(layout):
+    W, A = _fmt(layout, 16, 24, seed=2)
+    return A, list(A.op_args())
+
+
+def _bad_index(layout, args):
+    if layout == "csc":
+        args[1] = args[1].clone()
+        args[1][0] = -1
+    elif layout == "bsr":
+        args[1] = args[1].clone()
+        args[1][0] = 1000
+    else:
+        args[1] = args[1].clone()
+        args[1][0, 0] = 0x33  # first position == second
+    return args
+
+
+_INDEX_MSG = {
+    "csc": r"a row index in indices is out of range|csc row indices\[0\]=-1 is out of range",
+    "bsr": r"a block-column index in indices is out of range|"
+           r"bsr block-column indices\[0\]=1000 is out of range",
+    "2:4": r"positions .* must be strictly increasing|not strictly increasing",
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("op", ["spmm", "spmm_transposed", "spmm_sampled_dot"])
+@pytest.mark.parametrize("backend", [None, "reference"])
+def test_every_op_rejects_a_bad_index(layout, op, backend):
+    A, args = _op_args(layout)
+    M, K = A.shape
+    dense = {"spmm": (torch.randn(K, 3), None), "spmm_transposed": (torch.randn(M, 3),),
+             "spmm_sampled_dot": (torch.randn(M, 3), torch.randn(K, 3))}[op]
+    args = _bad_index(layout, args)
+    fn = getattr(torch.ops.sparsekern, op)
+    if backend is None:
+        with pytest.raises(ValueError, match=_INDEX_MSG[layout]):
+            fn(*args, *dense)
+    else:
+        with use_backend(backend), pytest.raises(ValueError, match=_INDEX_MSG[layout]):
+            fn(*args, *dense)
+
+
+@pytest.mark.parametrize("op", ["spmm_transposed", "spmm_sampled_dot"])
+def test_helper_ops_reject_bad_arguments_like_spmm(op):
+    A, args = _op_args("csc")
+    M, K = A.shape
+    fn = getattr(torch.ops.sparsekern, op)
+    G, B = torch.randn(M, 3), torch.randn(K, 3)
+    dense = (G,) if op == "spmm_transposed" else (G, B)
+    bad_layout = args[:5] + ["coo"]
+    with pytest.raises(ValueError, match=r"layout must be one of '2:4', 'bsr', 'csc'; got 'coo'"):
+        fn(*bad_layout, *dense)
+    bad_off = list(args)
+    bad_off[2] = args[2][:-1]
+    with pytest.raises(ValueError, match=r"csc offsets has shape \[24\] .*expected int32 or int64 "
+                                         r"of shape \[K \+ 1\] = \[25\]"):
+        fn(*bad_off, *dense)
+    with pytest.raises(ValueError, match=r"G has shape \[15, 3\] but A needs M=16 rows"):
+        fn(*args, G[:15], *dense[1:])
+    with pytest.raises(TypeError, match=r"G has dtype torch.float64 but the sparse values have "
+                                        r"dtype torch.float32"):
+        fn(*args, G.double(), *dense[1:])
+    if op == "spmm_sampled_dot":
+        with pytest.raises(ValueError, match=r"B has shape \[23, 3\] but A needs K=24 rows"):
+            fn(*args, G, B[:23])
+        with pytest.raises(ValueError, match=r"G has shape \[16, 3\] and B has shape \[24, 2\]; "
+                                             r"expected the same number of columns N"):
+            fn(*args, G, B[:, :2])
+
+
+# ----------------------------------------------------------------------------- autograd
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_double_backward(layout):
+    W, A = _fmt(layout, 8, 12, dtype=torch.float64, seed=4)
+    values = A.values.clone().requires_grad_(True)
+    B = torch.randn(12, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(8, dtype=torch.float64, requires_grad=True)
+
+    def f(v, b, c):
+        return torch.ops.sparsekern.spmm(v, A.indices, A.offsets, 8, 12, layout, b, c)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "autograd kernel was not registered" warning
+        assert torch.autograd.gradgradcheck(f, (values, B, bias))
+
+
+# ----------------------------------------------------------------------------- env
+
+def test_backend_env_is_not_read_per_call(monkeypatch):
+    from sparsekern import backends
+
+    W, A = _fmt("csc")
+    B = torch.randn(40, 2)
+    monkeypatch.setenv("SPARSEKERN_BACKEND", "triton")  # would fail on CPU if it were read
+    try:
+        assert rel_err(sk.spmm(A, B), W.double() @ B.double()) < TOL[torch.float32]
+        assert backends.forced_backend() is None
+    finally:
+        monkeypatch.delenv("SPARSEKERN_BACKEND")
