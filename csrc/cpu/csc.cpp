@@ -157,12 +157,14 @@ int gemv_csc(const T* vals, const RI* rows, const PI* colptr, int64_t nnz, bool 
 
   int nt = threads_for(d.num_threads, kEntryCost * work + static_cast<double>(M));
   if (nt > kMaxParts) nt = kMaxParts;
-  // Each thread's private rows cost M adds in the final sum: not worth it for few entries.
+  // Each part's private rows cost M adds in the final sum: not worth it for few entries.
   if (nt > 1 && work < 4 * M * nt) nt = static_cast<int>(max_i64(1, work / (4 * M)));
-  if (nt > kMaxParts) nt = kMaxParts;
+  // Two parts per thread, taken dynamically: a thread whose core is busy takes fewer parts
+  // instead of holding up the call (two private row vectors per thread to sum, not more).
+  const int parts = nt > 1 ? static_cast<int>(min_i64(2 * nt, kMaxParts)) : 1;
   int64_t bounds[kMaxParts + 1];
-  split_by_prefix(cum, n_active, 1.0, nt, bounds);
-  float* acc = scratch_accum().get_as<float>(nt, M);
+  split_by_prefix(cum, n_active, 1.0, parts, bounds);
+  float* acc = scratch_accum().get_as<float>(parts, M);
   if (acc == nullptr) return kNoMemory;
 
   auto accumulate = [&](int p) -> int {
@@ -191,18 +193,18 @@ int gemv_csc(const T* vals, const RI* rows, const PI* colptr, int64_t nnz, bool 
   auto reduce = [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; ++m) {
       float s = acc[m];
-      for (int p = 1; p < nt; ++p) s += acc[static_cast<int64_t>(p) * M + m];
+      for (int p = 1; p < parts; ++p) s += acc[static_cast<int64_t>(p) * M + m];
       store_out(d, m, 0, s);
     }
   };
-  if (nt == 1) {
-    const int s = accumulate(0);
-    if (s != kOk) return s;
+  const int status = parallel_parts(parts, nt, accumulate);
+  if (status != kOk) return status;
+  // The sum of the parts: on the calling thread unless large (a second pool round trip
+  // costs more than a few thousand adds).
+  if (nt == 1 || M * parts <= (int64_t{1} << 18)) {
     reduce(0, M);
     return kOk;
   }
-  int status = parallel_parts(nt, accumulate);
-  if (status != kOk) return status;
   return parallel_parts(nt, [&](int p) {
     reduce(M * p / nt, M * (p + 1) / nt);
     return static_cast<int>(kOk);
