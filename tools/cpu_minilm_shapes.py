@@ -8,6 +8,10 @@ is timed in its own block after them (its OpenBLAS threads spin after each call 
 steal the cores from the next call). Reports medians, the spread (p25-p75 of the sparse
 samples) and the speedup over the faster dense.
 
+--clock thread: everything on one thread (torch, the kernels and OpenBLAS) timed by the
+calling thread's CPU time (time.thread_time), which a loaded machine barely disturbs: per-core
+efficiency at equal threads, not the 2-thread latency.
+
 Run NumPy honestly: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE slow its sgemm, so unset them:
     flock /work/wt/timing.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
         python tools/cpu_minilm_shapes.py [--ns 16,512] [--layouts csc,bsr,2:4]
@@ -21,6 +25,7 @@ import sys
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 import torch
 
 import sparsekern as sk
@@ -43,6 +48,9 @@ def prune(W: torch.Tensor, layout: str, sparsity: float, block: int, g: torch.Ge
 def quartiles(v):
     q = statistics.quantiles(v, n=4)
     return q[0], statistics.median(v), q[2]
+
+
+CLOCK = time.perf_counter
 
 
 def point(M, K, N, layout, sparsity, block, reps):
@@ -68,25 +76,25 @@ def point(M, K, N, layout, sparsity, block, reps):
         for _ in range(5):
             sparse(), dense()
         for _ in range(reps):
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             sparse()
-            t1 = time.perf_counter()
+            t1 = CLOCK()
             dense()
-            t2 = time.perf_counter()
+            t2 = CLOCK()
             s.append(t1 - t0)
             d.append(t2 - t1)
             if nt > 1:  # the same sparse call on one thread (is the second one worth it?)
                 torch.set_num_threads(1)
-                t0 = time.perf_counter()
+                t0 = CLOCK()
                 sparse()
-                s1.append(time.perf_counter() - t0)
+                s1.append(CLOCK() - t0)
                 torch.set_num_threads(nt)
     for _ in range(5):
         numpy_dense()
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         numpy_dense()
-        n.append(time.perf_counter() - t0)
+        n.append(CLOCK() - t0)
     time.sleep(0.1)  # OpenBLAS's threads go idle before the next point
     sq, dq, nq = quartiles(s), quartiles(d), quartiles(n)
     best = min(dq[1], nq[1])
@@ -106,11 +114,17 @@ def main(argv=None):
     p.add_argument("--block", type=int, default=32, help="BSR block size (square)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--reps", type=int, default=None)
+    p.add_argument("--clock", choices=("wall", "thread"), default="wall")
     a = p.parse_args(argv)
+    global CLOCK
+    if a.clock == "thread":
+        CLOCK = time.thread_time
+        a.threads = 1
+        _limits = threadpool_limits(1)  # noqa: F841 (kept for the whole run)
     if a.threads:
         torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__} threads {torch.get_num_threads()}, isa "
-          f"{sk._extension._C.cpu_isa()}, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}, "
+          f"{sk._extension._C.cpu_isa()}, clock {a.clock}, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}, "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     print(f"| layout | shape | N | sparsity | sparse us [p25-p75] | torch us | numpy us | "
           f"speedup vs best dense | FLOP bound | sparse GFLOP/s | sparse 1 thread us |")

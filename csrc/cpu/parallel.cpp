@@ -133,17 +133,24 @@ struct Pool {
   std::atomic<int> status{kOk};
   std::atomic<int64_t> items{0};
   std::atomic<int> helpers_wanted{0};   // helpers [0, helpers_wanted) take part
+  std::atomic<bool> dynamic{false};     // more items than threads (see take)
   std::atomic<ItemFn> fn{nullptr};
   std::atomic<void*> ctx{nullptr};
   int spawned = 0;                      // guarded by submit
 
   // Claims the next item of generation g into *item; false when the call g has none left.
-  bool take(uint32_t g, int64_t* item) {
+  // `leave_last`: a helper does not claim the last item of a dynamic split (more items than
+  // threads). A helper that wakes late (its core busy with another process) would otherwise
+  // take the last item just before the caller, and the caller would wait for a thread that
+  // may be descheduled again; the caller takes it instead and never waits for a late claim.
+  bool take(uint32_t g, int64_t* item, bool leave_last) {
     uint64_t c = claim.load(std::memory_order_acquire);
     for (;;) {
       if (static_cast<uint32_t>(c >> 32) != g) return false;
       const int64_t next = static_cast<int64_t>(c & 0xffffffffu);
-      if (next >= items.load(std::memory_order_relaxed)) return false;
+      const int64_t n = items.load(std::memory_order_relaxed);
+      if (next >= n || (leave_last && next + 1 == n && dynamic.load(std::memory_order_relaxed)))
+        return false;
       if (claim.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel)) {
         *item = next;
         return true;
@@ -151,10 +158,10 @@ struct Pool {
     }
   }
 
-  // Runs items of generation g until none is left.
-  void work(uint32_t g) {
+  // Runs items of generation g until none is left (`helper`: see take).
+  void work(uint32_t g, bool helper) {
     int64_t item;
-    while (take(g, &item)) {
+    while (take(g, &item, helper)) {
       // A claimed item keeps the call (and fn, ctx, items) alive until it is counted done.
       const int s = fn.load(std::memory_order_relaxed)(ctx.load(std::memory_order_relaxed), item);
       if (s != kOk) {
@@ -178,7 +185,7 @@ struct Pool {
       const uint32_t g = gen.load(std::memory_order_acquire);
       if (g == seen) continue;
       seen = g;
-      if (index < helpers_wanted.load(std::memory_order_relaxed)) work(g);
+      if (index < helpers_wanted.load(std::memory_order_relaxed)) work(g, true);
     }
   }
 };
@@ -235,13 +242,14 @@ int run_items(int64_t items, int threads, ItemFn fn, void* ctx) {
   p->ctx.store(ctx, std::memory_order_relaxed);
   p->items.store(items, std::memory_order_relaxed);
   p->helpers_wanted.store(helpers, std::memory_order_relaxed);
+  p->dynamic.store(items > threads, std::memory_order_relaxed);
   p->status.store(kOk, std::memory_order_relaxed);
   p->done.store(0, std::memory_order_relaxed);
   const uint32_t g = p->gen.load(std::memory_order_relaxed) + 1;
   p->claim.store(static_cast<uint64_t>(g) << 32, std::memory_order_release);
   p->gen.store(g);
   if (p->sleepers.load() > 0) wake_all(p->gen);
-  p->work(g);
+  p->work(g, false);
   const uint32_t all = static_cast<uint32_t>(items);
   // Only items claimed by a helper and not yet finished are left.
   if (!spin_until([&] { return p->done.load(std::memory_order_acquire) == all; })) {

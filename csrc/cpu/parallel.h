@@ -75,7 +75,9 @@ inline int parts_for(int threads, int64_t units, int max_parts) {
 // run_items runs fn(ctx, item) for every item in [0, items): the calling thread and up to
 // threads - 1 pool helpers each take the next unclaimed item until none is left. The caller
 // waits only for items another thread has claimed and not finished; a helper that is not
-// running (its core busy with another process) claims nothing and is never waited for.
+// running (its core busy with another process) claims nothing and is never waited for, and
+// with more items than threads the last item is always the caller's (a helper that wakes
+// late cannot make the caller wait for it at the very end).
 // Returns the first non-zero status. Calls made while the pool serves another call (from
 // another Python thread, or nested) run on the calling thread alone.
 using ItemFn = int (*)(void* ctx, int64_t item);
