@@ -111,7 +111,8 @@ def default_busy_cores() -> Tuple[int, ...]:
 
 def candidates(M: int, K: int, N: int, seed: int) -> Tuple[Dict[str, Callable], object]:
     """({name: fn}, x): best-dense candidates and the three layouts on one weight."""
-    import sparsekern as sk
+    from ..formats import to_sparse
+    from ..functional import linear
     gen = torch.Generator().manual_seed(seed)
     W = torch.randn(M, K, generator=gen)
     x = torch.randn(N, K, generator=gen)
@@ -125,8 +126,8 @@ def candidates(M: int, K: int, N: int, seed: int) -> Tuple[Dict[str, Callable], 
             Wp = magnitude.prune_blocks(W, sp, bs)
         else:
             Wp = magnitude.prune_unstructured(W, sp)
-        A = sk.to_sparse(Wp, layout=layout, blocksize=bs)
-        fns[name] = (lambda A=A: sk.linear(x, A))
+        A = to_sparse(Wp, layout=layout, blocksize=bs)
+        fns[name] = (lambda A=A: linear(x, A))
     return fns, x
 
 

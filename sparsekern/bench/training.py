@@ -65,11 +65,11 @@ def _first(fn, x) -> Tuple[Optional[float], Optional[str]]:
 
 def run_case(name: str, M: int, K: int, tokens: int, variant: tuple, timer: TimerSettings,
              seed: int = 0) -> dict:
-    import sparsekern as sk
+    from ..nn import SparseLinear
     vname, layout, bs, sp = variant
     gen = torch.Generator().manual_seed(seed)
     dense = _pruned(M, K, layout, bs, sp, gen)
-    sparse = sk.SparseLinear.from_dense(dense, layout, bs)
+    sparse = SparseLinear.from_dense(dense, layout, bs)
     x = torch.randn(tokens, K, generator=gen).requires_grad_(True)
     g = torch.randn(tokens, M, generator=gen)
     fns = {"dense": step_fn(dense, g), "sparse": step_fn(sparse, g)}
