@@ -16,6 +16,24 @@ BlockSize = Optional[Tuple[int, int]]
 
 
 @dataclass(frozen=True)
+class ServedAs:
+    """Another layout whose kernels may run this one (no kernel of its own needed).
+
+    Attributes:
+        layout: the other layout's name (e.g. ``"2:4"`` for 1:4).
+        lower: ``(values, indices, offsets, M, K) -> (values', indices', offsets')``: the same
+            matrix in ``layout``'s tensors; built once per weight and cached on ``values``
+            (formats.cached_repack), never per call.
+        lift_grad: ``(grad', indices, K) -> grad``: a gradient for ``values'`` mapped back to
+            this layout's ``values``.
+    """
+
+    layout: str
+    lower: Callable
+    lift_grad: Callable
+
+
+@dataclass(frozen=True)
 class Layout:
     """Everything sparsekern knows about one layout (see each format module for the tensors).
 
@@ -45,6 +63,8 @@ class Layout:
         default_max_density: the largest stored fraction at which ``sparsify`` packs a layer
             by default (None: whenever the weight fits the pattern).
         block_shapes: the block shapes the benchmarks and the latency table measure.
+        served_as: a :class:`ServedAs` when a backend without a kernel for this layout may
+            run it through another layout's kernel (see :func:`kernel_layout`, :func:`lower`).
     """
 
     name: str
@@ -59,6 +79,7 @@ class Layout:
     fixed_density: Optional[float] = None
     default_max_density: Optional[float] = None
     block_shapes: Tuple[Tuple[int, int], ...] = field(default=())
+    served_as: Optional[ServedAs] = None
 
     def format_names(self, blocks=None) -> Tuple[str, ...]:
         """Names of this layout's measured formats: ``"bsr16x16"`` per block shape of a
@@ -106,3 +127,27 @@ def get(name, arg: str = "layout") -> Layout:
 def all_layouts() -> Tuple[Layout, ...]:
     """Every registered layout, in the order of :func:`names`."""
     return tuple(_REGISTRY[n] for n in names())
+
+
+def kernel_layout(name: str) -> str:
+    """The layout whose kernel a compiled backend runs for ``name``: its ``served_as``
+    layout when it has one, else itself (unregistered names are returned unchanged: the
+    backends' own tables reject them)."""
+    lay = _REGISTRY.get(name)
+    return lay.served_as.layout if lay is not None and lay.served_as is not None else name
+
+
+def lower(name: str, values, indices, offsets, M: int, K: int):
+    """``(layout, values, indices, offsets)`` as :func:`kernel_layout`'s kernel takes them."""
+    lay = _REGISTRY.get(name)
+    if lay is None or lay.served_as is None:
+        return name, values, indices, offsets
+    return (lay.served_as.layout,) + tuple(lay.served_as.lower(values, indices, offsets, M, K))
+
+
+def lift_grad(name: str, grad, indices, K: int):
+    """A gradient for the lowered values (see :func:`lower`) mapped back to ``name``'s."""
+    lay = _REGISTRY.get(name)
+    if lay is None or lay.served_as is None:
+        return grad
+    return lay.served_as.lift_grad(grad, indices, K)
