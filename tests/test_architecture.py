@@ -192,3 +192,32 @@ def test_upward_import_and_cycle_are_caught():
 def test_unranked_module_is_an_error():
     with pytest.raises(ValueError):
         rank("elsewhere.module")
+
+
+# -- functions short enough to read at once ----------------------------------------------------
+MAX_FUNCTION_LINES = 80
+#: Kernels are exempt (one kernel is one function).
+KERNELS = {"sparsekern.triton.bsr.bsr_spmm_kernel", "sparsekern.triton.csc.csc_spmm_kernel",
+           "sparsekern.triton.semi24.semi24_spmm_kernel"}
+#: Longer functions still to split (issue 16 item 5), in files other helpers own this
+#: session; the test fails when one of them gets short, so that it leaves this list.
+KNOWN_LONG = {"sparsekern.prune.pruner.prune_model", "sparsekern.prune.channel.follow",
+              "sparsekern.prune.channel.channel_prune", "sparsekern.prune.distill.distill",
+              "sparsekern.backends.cuda_selftime._time_case"}
+
+
+def long_functions(limit: int = MAX_FUNCTION_LINES) -> Dict[str, int]:
+    out = {}
+    for name, path in all_modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > limit:
+                    out[f"{name}.{node.name}"] = lines
+    return out
+
+
+def test_no_function_over_80_lines_outside_kernels():
+    long = long_functions()
+    assert {f: n for f, n in long.items() if f not in KERNELS | KNOWN_LONG} == {}
+    assert sorted(KNOWN_LONG - set(long)) == []  # split since: drop it from KNOWN_LONG
