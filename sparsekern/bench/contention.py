@@ -120,13 +120,7 @@ def candidates(M: int, K: int, N: int, seed: int) -> Tuple[Dict[str, Callable], 
     Wn, xn = W.numpy().T, x.numpy()
     fns["numpy.matmul"] = lambda: xn @ Wn
     for name, layout, bs, sp in LAYOUTS:
-        if layout == "2:4":
-            Wp = magnitude.prune_2to4(W)
-        elif layout == "bsr":
-            Wp = magnitude.prune_blocks(W, sp, bs)
-        else:
-            Wp = magnitude.prune_unstructured(W, sp)
-        A = to_sparse(Wp, layout=layout, blocksize=bs)
+        A = to_sparse(magnitude.prune(W, layout, sp, bs), layout=layout, blocksize=bs)
         fns[name] = (lambda A=A: linear(x, A))
     return fns, x
 

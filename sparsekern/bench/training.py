@@ -35,13 +35,7 @@ def _pruned(M: int, K: int, layout: str, bs, sparsity: float, gen) -> nn.Linear:
     lin = nn.Linear(K, M)
     with torch.no_grad():
         W = torch.randn(M, K, generator=gen) / K ** 0.5
-        if layout == "2:4":
-            W = magnitude.prune_2to4(W)
-        elif layout == "bsr":
-            W = magnitude.prune_blocks(W, sparsity, bs)
-        else:
-            W = magnitude.prune_unstructured(W, sparsity)
-        lin.weight.copy_(W)
+        lin.weight.copy_(magnitude.prune(W, layout, sparsity, bs))
     return lin
 
 
