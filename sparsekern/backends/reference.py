@@ -27,7 +27,7 @@ def available() -> Tuple[bool, str]:
 
 def supports(layout: str, values_dtype: torch.dtype, B_dtype: torch.dtype,
              device: torch.device) -> bool:
-    return True
+    return layout in layouts.names()  # every registered layout, from its coordinates
 
 
 def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
