@@ -26,6 +26,7 @@ RANKS = {
     "sparsekern._output": 0,
     "sparsekern._extension": 0,
     "sparsekern._version": 0,
+    "sparsekern._ops": 0,  # the op schemas (helper "rel", issue 16 item 3), below _extension
     # 1: kernels and the backends that bind them
     "sparsekern.triton": 1,
     "sparsekern.backends": 1,
@@ -107,8 +108,13 @@ def graph() -> Dict[str, Set[str]]:
 
 
 def rank(name: str) -> int:
-    best = max((k for k in RANKS if name == k or name.startswith(k + ".")), key=len)
-    return RANKS[best]
+    """The rank of module ``name``: its longest prefix in RANKS (the bare package name
+    ranks only the package's ``__init__``); ValueError for a module without one."""
+    keys = [k for k in RANKS if name == k or (k != "sparsekern" and name.startswith(k + "."))]
+    if not keys:
+        raise ValueError(f"module {name} has no rank: add it (or its package) to RANKS in "
+                         f"tests/test_architecture.py")
+    return RANKS[max(keys, key=len)]
 
 
 def cycles(g: Dict[str, Set[str]]) -> List[List[str]]:
@@ -190,7 +196,9 @@ def test_upward_import_and_cycle_are_caught():
 
 
 def test_unranked_module_is_an_error():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"module sparsekern._new has no rank: add it"):
+        rank("sparsekern._new")
+    with pytest.raises(ValueError, match=r"module elsewhere.module has no rank"):
         rank("elsewhere.module")
 
 
