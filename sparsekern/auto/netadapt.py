@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from ..formats import layouts as layout_registry
 from ..prune.granularity import NM, Fine, parse
 from ..prune.layers import weight_matrix
 from ..prune.masks import MaskHolder
@@ -164,11 +165,12 @@ class _State:
 
     def planned(self, name: str, g, ratio: float, first=None) -> LayerDecision:
         """The decision for layer ``name`` pruned to ``ratio`` in ``g``, after a first
-        step in granularity ``first`` (an N:M first step keeps its 2:4 format possible)."""
+        step in granularity ``first`` (an N:M first step keeps its N:M formats, e.g. 2:4, possible)."""
         dens = planned_densities(g, ratio, self.specs)
         if isinstance(first, NM) and not isinstance(g, NM):
             base = planned_densities(first, first.fixed_ratio, self.specs)
-            dens.update({k: v for k, v in base.items() if k == "2:4" and v is not None})
+            dens.update({k: v for k, v in base.items()  # the N:M formats stay possible
+                         if v is not None and layout_registry.get(parse_format(k).layout).group})
         return decide(name, self.table.layers[name], dens, self.margin)
 
     def actual(self, name: str, module: nn.Module) -> LayerDecision:

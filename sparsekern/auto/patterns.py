@@ -33,16 +33,18 @@ def planned_densities(granularity, ratio: float, specs: Iterable[FormatSpec]
                       ) -> Dict[str, Optional[float]]:
     """Stored fractions a layer will have after pruning ``ratio`` of it in ``granularity``.
 
-    Used by the search to predict before pruning: fine -> csc; N:M -> 2:4 (when every
-    group of 4 keeps <= 2, i.e. N <= 2 and M a multiple of 4) and csc; (bm, bk) blocks ->
+    Used by the search to predict before pruning: fine -> csc; N:M -> every N:M layout
+    that holds it (2:4 when every group of 4 keeps <= 2, i.e. N <= 2 and M a multiple of 4;
+    1:4 when N <= 1) and csc; (bm, bk) blocks ->
     bsr with that block shape and csc. Other formats get None (not reachable).
     """
     g = parse(granularity)
     out: Dict[str, Optional[float]] = {s.name: None for s in specs}
     names = set(out)
     if isinstance(g, NM):
-        if g.n <= 2 and g.m % 4 == 0 and "2:4" in names:
-            out["2:4"] = 0.5
+        for lay in layouts.all_layouts():  # the N:M layouts that hold n:m (2:4 holds 1:8)
+            if lay.name in names and lay.holds_group(g.n, g.m):
+                out[lay.name] = lay.fixed_density
         if "csc" in names:
             out["csc"] = g.n / g.m
     elif isinstance(g, Block):

@@ -65,6 +65,8 @@ class Layout:
         block_shapes: the block shapes the benchmarks and the latency table measure.
         served_as: a :class:`ServedAs` when a backend without a kernel for this layout may
             run it through another layout's kernel (see :func:`kernel_layout`, :func:`lower`).
+        group: ``(n, m)`` for an N:M layout: at most n nonzeros in every group of m along
+            K (2:4: (2, 4)); lets the search plan it for N:M pruning granularities.
     """
 
     name: str
@@ -80,6 +82,11 @@ class Layout:
     default_max_density: Optional[float] = None
     block_shapes: Tuple[Tuple[int, int], ...] = field(default=())
     served_as: Optional[ServedAs] = None
+    group: Optional[Tuple[int, int]] = None
+
+    def holds_group(self, n: int, m: int) -> bool:
+        """Every weight pruned to n:m (at most n nonzeros per m along K) fits this layout."""
+        return self.group is not None and n <= self.group[0] and m % self.group[1] == 0
 
     def format_names(self, blocks=None) -> Tuple[str, ...]:
         """Names of this layout's measured formats: ``"bsr16x16"`` per block shape of a

@@ -165,5 +165,5 @@ def from_semi24_grad(grad24: torch.Tensor, indices, K: int) -> torch.Tensor:
 LAYOUT = layouts.register(layouts.Layout(
     name="1:4", format=NM14, check_meta=check_meta, check_structure=check_structure,
     coordinates=coordinates, magnitude_prune=prune_1to4, pattern_density=pattern_density,
-    nbytes=nm14_bytes, fixed_density=0.25,
+    nbytes=nm14_bytes, fixed_density=0.25, group=(1, 4),
     served_as=layouts.ServedAs("2:4", as_semi24, from_semi24_grad)))

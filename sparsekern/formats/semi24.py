@@ -161,4 +161,4 @@ def semi24_bytes(M: int, K: int, stored: Optional[int] = None, elem: int = 4,
 LAYOUT = layouts.register(layouts.Layout(
     name="2:4", format=Semi24, check_meta=check_meta, check_structure=check_structure,
     coordinates=coordinates, magnitude_prune=prune_2to4, pattern_density=pattern_density,
-    nbytes=semi24_bytes, fixed_density=0.5))
+    nbytes=semi24_bytes, fixed_density=0.5, group=(2, 4)))

@@ -179,3 +179,12 @@ def test_config_errors_name_the_argument():
         netadapt(_model(), _table(), _metric, 2.0)
     with pytest.raises(ValueError, match=r"steps must be a positive int, got 0"):
         netadapt(_model(), _table(), _metric, NetAdaptConfig(target_speedup=2.0, steps=0))
+
+
+def test_an_n_m_granularity_plans_the_1_4_layout():
+    t = _table()
+    t.layers["2"]["s"] = LayerLatency.synthetic(4.0, {"csc": [(0.0, 0.2), (1.0, 4.2)],
+                                                      "1:4": [(0.25, 0.3)]})
+    r = netadapt(_model(), t, _metric, target_speedup=1.5, granularities=("1:4",))
+    assert r.reached and r.plans["2"].granularity == "1:4"
+    assert r.decisions["2"].format == "1:4"

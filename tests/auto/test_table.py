@@ -120,6 +120,8 @@ def test_planned_densities():
     assert planned_densities("2:4", 0.5, specs) == {"1:4": None, "2:4": 0.5, "bsr16x16": None,
                                                      "csc": 0.5}
     assert planned_densities("1:8", 0.0, specs)["2:4"] == 0.5
+    assert planned_densities("1:4", 0.75, specs) == {"1:4": 0.25, "2:4": 0.5, "bsr16x16": None,
+                                                      "csc": 0.25}
     assert planned_densities("3:8", 0.0, specs)["2:4"] is None
     assert planned_densities((16, 16), 0.8, specs)["bsr16x16"] == pytest.approx(0.2)
     assert planned_densities((8, 8), 0.8, specs)["bsr16x16"] is None
