@@ -144,6 +144,8 @@ PEERS = {
     ("cuda", "bsr"): ("torch.bsr_triton",),
     ("cuda", "csc"): ("torch.sparse.csr",),
 }
+#: Peers of a layout PEERS does not list: torch's CSR takes any zeros.
+ANY_LAYOUT_PEERS = ("torch.sparse.csr",)
 DENSE = {"cpu": ("torch.F.linear", "torch.matmul", "numpy.matmul"),
          "cuda": ("torch.F.linear", "torch.matmul")}
 
@@ -157,14 +159,19 @@ _PEER_BUILDERS = {
 
 def candidate_names(layout: str, device_type: str) -> List[str]:
     """Names ``build_candidates`` returns for a layout on a device type, in order."""
-    return ["sparsekern"] + list(DENSE[device_type]) + list(PEERS[(device_type, layout)])
+    return ["sparsekern"] + list(DENSE[device_type]) + list(peers(layout, device_type))
+
+
+def peers(layout: str, device_type: str) -> tuple:
+    """The peers measured for ``layout`` on a device type (PEERS, else ANY_LAYOUT_PEERS)."""
+    return PEERS.get((device_type, layout), ANY_LAYOUT_PEERS)
 
 
 def peer_candidates(case: Case, W: torch.Tensor, cache: Optional[dict] = None
                     ) -> List[Candidate]:
     """Peers that make sense for the case's layout on W's device (see PEERS)."""
     return [_peer(name, lambda name=name: _PEER_BUILDERS[name](case, W, cache))
-            for name in PEERS[(W.device.type, case.layout)]]
+            for name in peers(case.layout, W.device.type)]
 
 
 def build_candidates(case: Case, W: torch.Tensor,

@@ -14,7 +14,10 @@ Tensors (docs/ARCHITECTURE.md, "The op"):
 Kernels: no dedicated one. The reference backend serves it from :func:`coordinates`; the CPU
 backend runs the 2:4 kernel on :func:`as_semi24`, a 2:4 copy (each group's kept value plus
 one stored zero) built once per weight and cached on ``values`` (never per call; dropped when
-the weight changes). Triton and CUDA do not serve it (those calls go to the reference).
+the weight changes; weights made inside ``torch.inference_mode`` carry no version counter, so
+their copy is rebuilt on every call, ~1-3 ms at 1536x384, rather than risk a stale one).
+Calls take the Python path (the C++ fast path serves only layouts with their own kernel).
+Triton and CUDA do not serve it (those calls go to the reference).
 """
 from __future__ import annotations
 

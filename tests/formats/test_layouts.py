@@ -259,3 +259,19 @@ def test_nm14_through_sparsify_prune_serialization_auto_and_bench(tmp_path):
     case = cases.Case("1:4", cases.SHAPES["minilm.attn"], 1, 0.75)
     W = operands.weight(case)
     assert layouts.get("1:4").pattern_density(W, None) == 0.25
+
+
+def test_nm14_bench_case_runs_every_candidate():
+    from sparsekern.bench import candidates, operands
+    case = cases.Case("1:4", cases.SHAPES["minilm.attn"], 2, 0.75)
+    W = operands.weight(case)
+    cands = candidates.build_candidates(case, W)
+    assert [c.name for c in cands] == candidates.candidate_names("1:4", "cpu")
+    x = torch.randn(2, W.shape[1])
+    ref = x @ W.t()
+    for c in cands:
+        assert c.fn is not None, (c.name, c.reason)
+        y = c.fn(c.prepare(x))
+        y = torch.as_tensor(y)
+        y = y.t() if c.out_layout == "MN" else y
+        assert rel_err(y, ref) < 1e-5, c.name
