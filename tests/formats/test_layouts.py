@@ -205,8 +205,9 @@ def test_nm14_runs_on_the_cpu_through_the_cached_2_4_copy():
         assert rel_err(sk.spmm(A, B), dense_ref(A.to_dense(), B)) < 1e-5
 
 
+@pytest.mark.parametrize("N", [5, 40])  # 40: the CPU backend's dense 2:4 backward path
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
-def test_nm14_gradients_match_dense(backend):
+def test_nm14_gradients_match_dense(backend, N):
     if backend == "cpu" and sk._extension._C is None:
         pytest.skip("the compiled CPU kernels are not built")
     W = _w14(6, 22, seed=4)
@@ -214,7 +215,7 @@ def test_nm14_gradients_match_dense(backend):
     with torch.no_grad():
         lin.weight.copy_(W)
     sl = sk.SparseLinear.from_dense(lin, layout="1:4")
-    x = torch.randn(5, 22, requires_grad=True)
+    x = torch.randn(N, 22, requires_grad=True)
     x2 = x.detach().clone().requires_grad_()
     with sk.use_backend(backend):
         sl(x).square().sum().backward()
