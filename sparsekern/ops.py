@@ -194,10 +194,21 @@ torch.library.register_autograd(f"{_NS}::spmm_sampled_dot", _sampled_dot_backwar
 # the Autograd key of every device whenever _C is built: recording it costs a fraction of a
 # Python formula's (torch.library.register_autograd runs ~40 lines of Python per call).
 #   Y = A @ B + bias:  dB = A.T @ dY,  dA = (dY @ B.T) at the stored entries,  dbias = dY.sum(1)
-# Per-call cost, 64x64 CSC weight (90% zeros), medians over 3 alternating runs of 7 x N calls
-# each on a quiet machine (load average in brackets), tools: /work/wt/overhead.py and
-# tests/test_op_registration.py's docstring (command):
-#   [filled in from the measured table]
+# Per-call cost in us (64x64 CSC weight, 90% zeros; x [8, 64] for SparseLinear, [1, 64] for
+# sk.linear; inference_mode except the autograd row): median of 9 runs alternating the three
+# trees (each run's figure a median of 7 batches), the runs' range in brackets. Machine NOT
+# quiet: load average 3.8-7.9 on 2 cores (other jobs niced), so absolute figures are ~2-4x
+# a quiet machine's; compare columns. Command, per tree, 3 x 3 alternations:
+#   flock /work/wt/timing.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=. \
+#       python overhead.py <label>     (/work/wt/overhead.py plus an sk.linear row)
+#                            before (6f5fdfb)   Python formula (f461f87)   C++ node (this)
+#   SparseLinear fwd + grad  26.7 (18.1-46.8)   85.9 (42.7-186.2)          27.3 (14.0-41.6)
+#   sk.linear GEMV           19.0 (13.3-31.2)   14.2 (10.3-29.7)            9.4 (7.6-19.3)
+#   sk.spmm GEMV             11.9 (8.2-20.1)    13.5 (9.8-17.1)            14.0 (7.0-19.4)
+#   torch.mm GEMV (dense)    10.7 (5.2-15.1)     5.4 (4.9-11.5)             7.0 (3.0-11.3)
+#   4096^2 90% CSC GEMV      11431 (2945-14625) 2208 (1551-3824)           2500 (1140-4248)
+# (the last row is the kernel's, not this layer's.) In one process, recording this node adds
+# ~2 us to a no_grad SparseLinear call.
 # A pure-Python install (no compiler: _C missing) has no C++ node; only then the same formula
 # is registered here, in Python (the helper ops' formulas below carry double backward).
 def _python_setup_context(ctx, inputs, output):
