@@ -91,7 +91,7 @@ def default_order(layout: str, device: torch.device, M: int = 0, K: int = 0, N: 
     if device.type == "cpu":
         return ["cpu", "reference"]
     if device.type == "cuda":
-        from .gpu_choice import gpu_order
+        from .gpu_order import gpu_order
         return gpu_order(layout, M, K, N, dtype) + ["reference"]
     return ["reference"]
 
