@@ -3,9 +3,10 @@
 C++ (csrc/ops.cpp, csrc/cuda/ops_cuda.cpp) and Python (sparsekern/ops.py, the backends)
 only register implementations for these names (TORCH_LIBRARY_IMPL, register_kernel,
 register_fake, register_autograd); tests/test_op_registration.py fails on a definition
-anywhere else. Imported by sparsekern._extension right after it loads ``_C`` (whose kernel
-registrations may precede the schemas; a definition before ``_C`` loads would not harm
-either, but the ABI check needs ``_abi_version``).
+anywhere else. Imported by sparsekern._extension after it loads ``_C`` (kernel
+registrations may precede their schemas) and before its ABI check, which calls
+``_abi_version``; without ``_C`` the schemas are defined all the same (the Python path and
+the reference backend serve them).
 
 Public:
     spmm(values, indices, offsets, M, K, layout, B, bias=None) -> [M, N]   A @ B + bias
