@@ -29,10 +29,6 @@ from ..formats.validate import check_format_structure
 name = "cpu"
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
-
-
 def available() -> Tuple[bool, str]:
     if _extension._C is None:
         return False, _extension.unavailable_reason()
@@ -42,8 +38,7 @@ def available() -> Tuple[bool, str]:
 def supports(layout, values_dtype, B_dtype, device) -> bool:
     C = _extension._C
     return (C is not None and device.type == "cpu" and
-            C.kernel_exists(layouts.kernel_layout(layout), _dtype_name(values_dtype),
-                            _dtype_name(B_dtype)))
+            C.kernel_exists(layouts.kernel_layout(layout), values_dtype, B_dtype))
 
 
 def spmm(values, indices, offsets, M, K, layout, B, bias, out):

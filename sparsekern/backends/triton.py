@@ -11,7 +11,7 @@ Glue only: the index tensors are validated once per weight (cached on ``values``
 ``sparsekern.formats.cached_repack``, so a bad hand-made index raises ValueError naming it
 and a good weight costs nothing on later calls); the CSC weight is repacked once into row
 strips; then one private op per layout (``sparsekern::_triton_bsr``, ``_triton_semi24``,
-``_triton_csc``, each a ``torch.library.triton_op``) writes ``out`` with its strides.
+``_triton_csc``, schemas in sparsekern/_ops.py) writes ``out`` with its strides.
 """
 from __future__ import annotations
 
