@@ -125,13 +125,14 @@ def _csc_raw(M, K, density, g, index_dtype=torch.int16):
 @pytest.mark.parametrize("isa", _isa_params())
 @pytest.mark.parametrize("index_dtype", [torch.int16, torch.int32], ids=str)
 @pytest.mark.parametrize("threads", [1, 2])
-def test_csc_gemv_long_columns(monkeypatch, isa, index_dtype, threads):
+def test_csc_gemv_long_columns(cpu_isa_env, isa, index_dtype, threads):
     """The N=1 column walk takes 16 rows per range check: columns of 0..M entries (chunks
     of 16 plus a tail), zero and non-zero activations, 1 and 2 threads."""
     g = torch.Generator().manual_seed(7)
     M, K = 203, 97
     values, rows, offsets, W = _csc_raw(M, K, 0.6, g, index_dtype)
-    monkeypatch.setenv("SPARSEKERN_CPU_ISA", isa)
+    cpu_isa_env(isa)
+    assert C.cpu_isa() == isa
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -146,18 +147,18 @@ def test_csc_gemv_long_columns(monkeypatch, isa, index_dtype, threads):
 @pytest.mark.parametrize("isa", _isa_params())
 @pytest.mark.parametrize("where", [0, 5, 15, 16, 31, 40])
 @pytest.mark.parametrize("bad", [-1, 64, 30000])
-def test_csc_gemv_bad_row_anywhere_in_a_chunk(monkeypatch, isa, where, bad):
+def test_csc_gemv_bad_row_anywhere_in_a_chunk(cpu_isa_env, isa, where, bad):
     """A row index out of range at any lane of a 16-row chunk or in the tail is an error."""
     g = torch.Generator().manual_seed(3)
     values, rows, offsets, _ = _csc_raw(64, 3, 1.0, g)  # 3 full columns of 64 rows
     rows[64 + where] = bad  # in the second column
-    monkeypatch.setenv("SPARSEKERN_CPU_ISA", isa)
+    cpu_isa_env(isa)
     with pytest.raises(ValueError, match=r"row index in indices is out of range"):
         torch.ops.sparsekern.spmm(values, rows, offsets, 64, 3, "csc", torch.ones(3, 1))
 
 
 @pytest.mark.parametrize("isa", _isa_params())
-def test_csc_gemv_repeated_and_unsorted_rows_add_up(monkeypatch, isa):
+def test_csc_gemv_repeated_and_unsorted_rows_add_up(cpu_isa_env, isa):
     """Rows repeated or out of order within a column (not what to_sparse makes, but in range)
     add up like the reference: the scatter-adds never assume distinct rows."""
     M, K = 40, 2
@@ -169,13 +170,13 @@ def test_csc_gemv_repeated_and_unsorted_rows_add_up(monkeypatch, isa):
     for k in range(K):
         for j in range(int(offsets[k]), int(offsets[k + 1])):
             W[int(rows[j]), k] += float(values[j])
-    monkeypatch.setenv("SPARSEKERN_CPU_ISA", isa)
+    cpu_isa_env(isa)
     out = torch.ops.sparsekern.spmm(values, rows, offsets, M, K, "csc", x)
     torch.testing.assert_close(out.double(), W @ x.double(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("isa", _isa_params())
-def test_csc_gemv_nonfinite_weights_and_activations(monkeypatch, isa):
+def test_csc_gemv_nonfinite_weights_and_activations(cpu_isa_env, isa):
     """Inf/NaN weights meet zero activations (0 * Inf = NaN, never skipped) and Inf/NaN
     activations meet stored entries, as in the reference."""
     g = torch.Generator().manual_seed(5)
@@ -185,7 +186,7 @@ def test_csc_gemv_nonfinite_weights_and_activations(monkeypatch, isa):
     x = torch.randn(40, 1, generator=g)
     x[::3] = 0.0
     x[7] = float("inf")
-    monkeypatch.setenv("SPARSEKERN_CPU_ISA", isa)
+    cpu_isa_env(isa)
     out = torch.ops.sparsekern.spmm(values, rows, offsets, 50, 40, "csc", x)
     cols = torch.repeat_interleave(torch.arange(40), offsets.diff().long())
     # Only stored entries meet x (a stored Inf times a zero activation is NaN).
