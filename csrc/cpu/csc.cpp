@@ -118,8 +118,33 @@ SK_AVX512 bool scatter_column_avx512(const T* vals, const RI* rows, int64_t s, i
   }
   return scatter_column(vals, rows, j, e, xk, y, M);
 }
+
+// column_skippable, 16 entries per step: finite (v - v == 0 is false for Inf and NaN) and in
+// range (one unsigned compare), then the scalar check for the tail.
+template <typename T, typename RI>
+SK_AVX512 bool column_skippable_avx512(const T* vals, const RI* rows, int64_t s, int64_t e,
+                                       int64_t M) {
+  const __m512i lim = _mm512_set1_epi32(static_cast<int32_t>(min_i64(M, INT32_MAX)));
+  int64_t j = s;
+  for (; j + 16 <= e; j += 16) {
+    const __m512 v = load16(vals + j);
+    const __mmask16 ok = _mm512_cmp_ps_mask(_mm512_sub_ps(v, v), _mm512_setzero_ps(), _CMP_EQ_OQ) &
+                         _mm512_cmplt_epu32_mask(rows16(rows + j), lim);
+    if (ok != 0xFFFF) return false;
+  }
+  return column_skippable(vals, rows, j, e, M);
+}
 #endif
 
+
+template <typename T, typename RI>
+inline bool skippable_avx512(const T* vals, const RI* rows, int64_t s, int64_t e, int64_t M) {
+#if SK_HAVE_AVX512_KERNELS
+  return column_skippable_avx512(vals, rows, s, e, M);
+#else
+  return column_skippable(vals, rows, s, e, M);
+#endif
+}
 
 template <typename T, typename RI, typename PI>
 int gemv_csc(const T* vals, const RI* rows, const PI* colptr, int64_t nnz, bool skip,
@@ -143,7 +168,9 @@ int gemv_csc(const T* vals, const RI* rows, const PI* colptr, int64_t nnz, bool 
       // A column whose activation is 0 adds nothing unless it stores an Inf or NaN (0 * Inf is
     // NaN): it is skipped after a read of its values and rows (no cached flag to go stale).
     if (cnt == 0 || (skip && B[k * sb] == 0.0f &&
-                     column_skippable(vals, rows, idx(colptr, k), idx(colptr, k + 1), M)))
+                     (isa == Isa::kAvx512
+                          ? skippable_avx512(vals, rows, idx(colptr, k), idx(colptr, k + 1), M)
+                          : column_skippable(vals, rows, idx(colptr, k), idx(colptr, k + 1), M))))
       continue;
     list[n_active] = k;
     cum[n_active + 1] = cum[n_active] + cnt;
