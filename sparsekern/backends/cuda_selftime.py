@@ -82,13 +82,45 @@ def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out - ref).norm() / ref.norm().clamp_min(1e-30))
 
 
+def _raw_kernel_format(A, layout: str, M: int, K: int):
+    """The repacked format tensors the raw CUDA kernel takes (what the backend caches on the
+    weight): (a_frag, meta, offsets) for 2:4, (values, rows, ptr) slabs for CSC."""
+    from sparsekern.formats.base import cached_repack
+    values, indices, offsets = A.values, A.indices, A.offsets
+    if layout == "2:4":
+        from sparsekern.backends.cuda_repack import repack_semi24
+        p = cached_repack(values, f"cuda:2:4:mma.sp:{M}x{K}", (indices,),
+                          lambda: repack_semi24(values, indices, M, K))
+        return (p.a_frag, p.meta, offsets)
+    from sparsekern.backends.cuda_repack import repack_csc_slabs
+    p = cached_repack(values, f"cuda:csc:slabs:{M}x{K}", (indices, offsets),
+                      lambda: repack_csc_slabs(values, indices, offsets, M, K))
+    return (p.values, p.rows, p.ptr)
+
+
+def _torch24_ms(W, x, ref, next_x, notes: list):
+    """torch's own 2:4 (to_sparse_semi_structured) median ms, or None with a note."""
+    try:
+        from torch.sparse import to_sparse_semi_structured
+        Ws = to_sparse_semi_structured(W)
+        err = _rel_err(torch.nn.functional.linear(x, Ws), ref)
+        if err > 1e-2:
+            notes.append(f"torch semi-structured rel_err {err:.2e}")
+
+        def torch24():
+            torch.nn.functional.linear(next_x(), Ws)
+        return _median_ms(torch24)
+    except Exception as e:  # noqa: BLE001
+        notes.append(f"torch semi-structured unavailable: {type(e).__name__}: {e}")
+        return None
+
+
 def _time_case(layout: str, M: int, K: int, N: int, zero_frac: float,
                dtype=torch.float16) -> Dict[str, object]:
     from ..formats import to_sparse
     from ..functional import linear
     from sparsekern.backends import cuda as cuda_backend
     from sparsekern.backends import use_backend
-    from sparsekern.formats.base import cached_repack
 
     dev = torch.device("cuda")
     row: Dict[str, object] = {"layout": layout, "M": M, "K": K, "N": N,
@@ -112,18 +144,7 @@ def _time_case(layout: str, M: int, K: int, N: int, zero_frac: float,
     ref = torch.nn.functional.linear(x.float(), W.float())
     row["rel_err"] = _rel_err(y, ref)
 
-    # Prebuilt repacked weight for the raw kernel (what the backend caches on the weight).
-    values, indices, offsets = A.values, A.indices, A.offsets
-    if layout == "2:4":
-        from sparsekern.backends.cuda_repack import repack_semi24
-        p = cached_repack(values, f"cuda:2:4:mma.sp:{M}x{K}", (indices,),
-                          lambda: repack_semi24(values, indices, M, K))
-        fmt = (p.a_frag, p.meta, offsets)
-    else:
-        from sparsekern.backends.cuda_repack import repack_csc_slabs
-        p = cached_repack(values, f"cuda:csc:slabs:{M}x{K}", (indices, offsets),
-                          lambda: repack_csc_slabs(values, indices, offsets, M, K))
-        fmt = (p.values, p.rows, p.ptr)
+    fmt = _raw_kernel_format(A, layout, M, K)
     outs = [torch.empty(N, M, device=dev, dtype=dtype).t() for _ in range(2)]
     flip = {"i": 0}
 
@@ -148,20 +169,7 @@ def _time_case(layout: str, M: int, K: int, N: int, zero_frac: float,
         torch.nn.functional.linear(next_x(), W)
     row["dense_ms"] = _median_ms(dense)
 
-    row["torch24_ms"] = None
-    if layout == "2:4":
-        try:
-            from torch.sparse import to_sparse_semi_structured
-            Ws = to_sparse_semi_structured(W)
-            err = _rel_err(torch.nn.functional.linear(x, Ws), ref)
-            if err > 1e-2:
-                row["notes"].append(f"torch semi-structured rel_err {err:.2e}")
-
-            def torch24():
-                torch.nn.functional.linear(next_x(), Ws)
-            row["torch24_ms"] = _median_ms(torch24)
-        except Exception as e:  # noqa: BLE001
-            row["notes"].append(f"torch semi-structured unavailable: {type(e).__name__}: {e}")
+    row["torch24_ms"] = _torch24_ms(W, x, ref, next_x, row["notes"]) if layout == "2:4" else None
     best = row["kernel_graph_ms"] or row["kernel_ms"]
     row["speedup_vs_dense"] = row["dense_ms"] / best if best else None
     _ = cuda_backend  # imported so a build without the CUDA op fails here, early

@@ -187,109 +187,120 @@ class _Walker:
 
     def follow(self, node: torch.fx.Node, dim: int, inner: int) -> None:
         """Walk every user of ``node`` (channels at ``dim``/``inner``); fills ``group``."""
-        modules, calls, group, seen = self.modules, self.calls, self.group, self.seen
-        if node in seen:
+        if node in self.seen:
             return
-        seen.add(node)
+        self.seen.add(node)
         shape = _shape(node)
-        nd = len(shape)
         for user in list(node.users):
             if user.op == "output":
                 raise _Unsupported(REACHES_OUTPUT)
-            if user.op == "call_module":
-                mod = modules[user.target]
-                name = user.target
-                if user.args[0] is not node or _other_tensor_args(user, node) and \
-                        not isinstance(mod, (nn.Conv2d, nn.Linear)):
-                    raise _Unsupported(f"{name} ({type(mod).__name__}) reads it with other tensors")
-                if isinstance(mod, (nn.Conv2d, nn.Linear)) and calls[name] > 1:
-                    raise _Unsupported(f"it feeds {name}, which is called {calls[name]} times")
-                if type(mod) is nn.Conv2d:
-                    if mod.groups != 1:
-                        raise _Unsupported(f"it feeds the grouped Conv2d {name} "
-                                           f"(groups={mod.groups})")
-                    if dim != 1 or inner != 1 or nd != 4:
-                        raise _Unsupported(f"it reaches {name} (Conv2d) reshaped")
-                    group.consumers.append((name, 1))
-                    group.reads.append((node, dim, inner))
-                elif type(mod) is nn.Linear:
-                    if dim != nd - 1:
-                        raise _Unsupported(f"it reaches {name} (Linear) along dimension {dim}, not "
-                                           f"the last")
-                    if mod.in_features != group.channels * inner:
-                        raise _Unsupported(f"{name} has {mod.in_features} inputs, not "
-                                           f"{group.channels}x{inner}")
-                    group.consumers.append((name, inner))
-                    group.reads.append((node, dim, inner))
-                elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
-                    if dim != 1 or inner != 1:
-                        raise _Unsupported(f"it reaches {name} (BatchNorm) reshaped")
-                    if calls[name] > 1:
-                        raise _Unsupported(f"{name} (BatchNorm) is called {calls[name]} times")
-                    group.followers.append(name)
-                    self.follow(user, dim, inner)
-                elif isinstance(mod, nn.PReLU) and mod.num_parameters != 1:
-                    raise _Unsupported(f"{name} (PReLU) has one slope per channel")
-                elif isinstance(mod, _ELEMENTWISE_MODULES):
-                    self.follow(user, dim, inner)
-                elif isinstance(mod, _POOL_MODULES):
-                    if dim != 1 or inner != 1:
-                        raise _Unsupported(f"it reaches {name} ({type(mod).__name__}) reshaped")
-                    self.follow(user, dim, inner)
-                elif isinstance(mod, nn.Flatten):
-                    d, i = _flatten_layout(shape, dim, inner, mod.start_dim, mod.end_dim)
-                    self.follow(user, d, i)
-                else:
-                    raise _Unsupported(f"it feeds {name} ({type(mod).__name__}), which sparsekern "
-                                       f"cannot follow")
-            elif user.op == "call_function":
-                fn = user.target
-                fname = getattr(fn, "__name__", str(fn))
-                if fn in _SCALAR_OPS and not _other_tensor_args(user, node):
-                    self.follow(user, dim, inner)  # x * 0.5, x + 1
-                elif fn in _ELEMENTWISE_FUNCTIONS and user.args and user.args[0] is node and \
-                        not _other_tensor_args(user, node):
-                    self.follow(user, dim, inner)
-                elif fn in _POOL_FUNCTIONS and user.args[0] is node:
-                    if dim != 1 or inner != 1:
-                        raise _Unsupported(f"it reaches {fname} reshaped")
-                    self.follow(user, dim, inner)
-                elif fn is torch.flatten and user.args[0] is node:
-                    d, i = _flatten_layout(shape, dim, inner, _arg(user, 1, "start_dim", 0),
-                                           _arg(user, 2, "end_dim", -1))
-                    self.follow(user, d, i)
-                elif fn in _REDUCE_FUNCTIONS and user.args[0] is node:
-                    self._reduce(user, fname, dim, inner, nd)
-                elif fn in _SCALAR_OPS:
-                    raise _Unsupported(f"{fname} combines it with another tensor (e.g. a residual "
-                                       f"connection), which couples its channels to another "
-                                       f"layer's")
-                else:
-                    raise _Unsupported(f"it is used by {fname}, which sparsekern cannot follow")
-            elif user.op == "call_method":
-                m = user.target
-                if m in _ELEMENTWISE_METHODS and user.args[0] is node and \
-                        not _other_tensor_args(user, node):
-                    self.follow(user, dim, inner)
-                elif m == "flatten" and user.args[0] is node:
-                    d, i = _flatten_layout(shape, dim, inner, _arg(user, 1, "start_dim", 0),
-                                           _arg(user, 2, "end_dim", -1))
-                    self.follow(user, d, i)
-                elif m in ("view", "reshape") and user.args[0] is node:
-                    out = _shape(user)
-                    if dim == 1 and nd >= 2 and out == (shape[0], math.prod(shape[1:])):
-                        self.follow(user, 1, inner * math.prod(shape[2:]))
-                    elif out == shape:
-                        self.follow(user, dim, inner)
-                    else:
-                        raise _Unsupported(f"a {m} to {list(out)} mixes its channel dimension")
-                elif m in _REDUCE_METHODS and user.args[0] is node:
-                    self._reduce(user, m, dim, inner, nd)
-                else:
-                    raise _Unsupported(f"it is used by the method .{m}(), which sparsekern cannot "
-                                       f"follow")
-            else:
+            step = {"call_module": self._module_user, "call_function": self._function_user,
+                    "call_method": self._method_user}.get(user.op)
+            if step is None:
                 raise _Unsupported(f"it is used by a {user.op} node")
+            step(node, user, shape, dim, inner)
+
+    def _module_user(self, node, user, shape, dim: int, inner: int) -> None:
+        """A module call reading ``node``: a consumer, a follower, or unsupported."""
+        modules, calls, group = self.modules, self.calls, self.group
+        nd = len(shape)
+        mod = modules[user.target]
+        name = user.target
+        if user.args[0] is not node or _other_tensor_args(user, node) and \
+                not isinstance(mod, (nn.Conv2d, nn.Linear)):
+            raise _Unsupported(f"{name} ({type(mod).__name__}) reads it with other tensors")
+        if isinstance(mod, (nn.Conv2d, nn.Linear)) and calls[name] > 1:
+            raise _Unsupported(f"it feeds {name}, which is called {calls[name]} times")
+        if type(mod) is nn.Conv2d:
+            if mod.groups != 1:
+                raise _Unsupported(f"it feeds the grouped Conv2d {name} "
+                                   f"(groups={mod.groups})")
+            if dim != 1 or inner != 1 or nd != 4:
+                raise _Unsupported(f"it reaches {name} (Conv2d) reshaped")
+            group.consumers.append((name, 1))
+            group.reads.append((node, dim, inner))
+        elif type(mod) is nn.Linear:
+            if dim != nd - 1:
+                raise _Unsupported(f"it reaches {name} (Linear) along dimension {dim}, not "
+                                   f"the last")
+            if mod.in_features != group.channels * inner:
+                raise _Unsupported(f"{name} has {mod.in_features} inputs, not "
+                                   f"{group.channels}x{inner}")
+            group.consumers.append((name, inner))
+            group.reads.append((node, dim, inner))
+        elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            if dim != 1 or inner != 1:
+                raise _Unsupported(f"it reaches {name} (BatchNorm) reshaped")
+            if calls[name] > 1:
+                raise _Unsupported(f"{name} (BatchNorm) is called {calls[name]} times")
+            group.followers.append(name)
+            self.follow(user, dim, inner)
+        elif isinstance(mod, nn.PReLU) and mod.num_parameters != 1:
+            raise _Unsupported(f"{name} (PReLU) has one slope per channel")
+        elif isinstance(mod, _ELEMENTWISE_MODULES):
+            self.follow(user, dim, inner)
+        elif isinstance(mod, _POOL_MODULES):
+            if dim != 1 or inner != 1:
+                raise _Unsupported(f"it reaches {name} ({type(mod).__name__}) reshaped")
+            self.follow(user, dim, inner)
+        elif isinstance(mod, nn.Flatten):
+            d, i = _flatten_layout(shape, dim, inner, mod.start_dim, mod.end_dim)
+            self.follow(user, d, i)
+        else:
+            raise _Unsupported(f"it feeds {name} ({type(mod).__name__}), which sparsekern "
+                               f"cannot follow")
+
+    def _function_user(self, node, user, shape, dim: int, inner: int) -> None:
+        """A function call reading ``node`` (elementwise, pooling, flatten, reduce)."""
+        nd = len(shape)
+        fn = user.target
+        fname = getattr(fn, "__name__", str(fn))
+        if fn in _SCALAR_OPS and not _other_tensor_args(user, node):
+            self.follow(user, dim, inner)  # x * 0.5, x + 1
+        elif fn in _ELEMENTWISE_FUNCTIONS and user.args and user.args[0] is node and \
+                not _other_tensor_args(user, node):
+            self.follow(user, dim, inner)
+        elif fn in _POOL_FUNCTIONS and user.args[0] is node:
+            if dim != 1 or inner != 1:
+                raise _Unsupported(f"it reaches {fname} reshaped")
+            self.follow(user, dim, inner)
+        elif fn is torch.flatten and user.args[0] is node:
+            d, i = _flatten_layout(shape, dim, inner, _arg(user, 1, "start_dim", 0),
+                                   _arg(user, 2, "end_dim", -1))
+            self.follow(user, d, i)
+        elif fn in _REDUCE_FUNCTIONS and user.args[0] is node:
+            self._reduce(user, fname, dim, inner, nd)
+        elif fn in _SCALAR_OPS:
+            raise _Unsupported(f"{fname} combines it with another tensor (e.g. a residual "
+                               f"connection), which couples its channels to another "
+                               f"layer's")
+        else:
+            raise _Unsupported(f"it is used by {fname}, which sparsekern cannot follow")
+
+    def _method_user(self, node, user, shape, dim: int, inner: int) -> None:
+        """A tensor method reading ``node`` (elementwise, flatten, view/reshape, reduce)."""
+        nd = len(shape)
+        m = user.target
+        if m in _ELEMENTWISE_METHODS and user.args[0] is node and \
+                not _other_tensor_args(user, node):
+            self.follow(user, dim, inner)
+        elif m == "flatten" and user.args[0] is node:
+            d, i = _flatten_layout(shape, dim, inner, _arg(user, 1, "start_dim", 0),
+                                   _arg(user, 2, "end_dim", -1))
+            self.follow(user, d, i)
+        elif m in ("view", "reshape") and user.args[0] is node:
+            out = _shape(user)
+            if dim == 1 and nd >= 2 and out == (shape[0], math.prod(shape[1:])):
+                self.follow(user, 1, inner * math.prod(shape[2:]))
+            elif out == shape:
+                self.follow(user, dim, inner)
+            else:
+                raise _Unsupported(f"a {m} to {list(out)} mixes its channel dimension")
+        elif m in _REDUCE_METHODS and user.args[0] is node:
+            self._reduce(user, m, dim, inner, nd)
+        else:
+            raise _Unsupported(f"it is used by the method .{m}(), which sparsekern cannot "
+                               f"follow")
 
 
 def plan(model: nn.Module, example_input: torch.Tensor, layers=None
