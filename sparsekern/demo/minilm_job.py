@@ -89,11 +89,12 @@ def job_config(model: torch.nn.Module, data: TextData, *, layers: str = "all",
                **overrides) -> DemoConfig:
     """The main job's settings (any DemoConfig field can be overridden)."""
     roles = {"ffn": FFN, "attention": ATTENTION, "all": FFN + ATTENTION}[layers]
-    base = dict(target_speedup=(1.6, 1.4), required_speedup=(2.0, 1.5), strategy="amc",
-                amc_episodes=20, max_ratio=0.6, granularities=("fine", "2:4"),
+    base = dict(target_speedup=(2.0, 1.5), required_speedup=(2.0, 1.5), strategy="amc",
+                amc_episodes=20, max_ratio=0.9, relax_target=0.8, granularities=("fine", "2:4"),
                 criterion="wanda", final_criterion="sparsegpt",
                 layers=linear_names(model, roles), short_steps=0, netadapt_steps=3,
-                max_iterations=12, max_search_drop=0.2, final_steps=64, lr=1e-4,
+                max_iterations=12, max_search_drop=0.2, final_steps=64, lr=2e-4,
+                distill_loss="cosine",
                 sensitivity_ratios=(0.5,),
                 settings=MeasureSettings(grid=JOB_GRID), timer=JOB_TIMER, windows=3,
                 labels=data.labels)
