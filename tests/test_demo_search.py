@@ -136,3 +136,17 @@ def test_distill_loss_reaches_the_task(tmp_path, one_thread, monkeypatch):
     for n, m in res.search.masks.items():  # masks held through the recovery
         assert pruned[n] == pytest.approx(1 - m.float().mean().item(), abs=1e-6)
     assert res.report["config"]["distill_loss"] == "cosine"
+
+
+def test_cli_search_options(tmp_path):
+    import argparse
+    from sparsekern.__main__ import main
+    p = argparse.ArgumentParser()
+    demo.add_arguments(p)
+    a = p.parse_args([])
+    assert a.max_ratio == 0.9 and not a.no_relax
+    a = p.parse_args(["--max-ratio", "0.8", "--no-relax"])
+    assert a.max_ratio == 0.8 and a.no_relax
+    assert demo.cli.MINILM_TARGET == demo.cli.MINILM_REQUIRED == (2.0, 1.5)
+    with pytest.raises(SystemExit, match=r"--max-ratio must be in \(0, 1\), got 1.0"):
+        main(["demo", "--max-ratio", "1.0", "--out", str(tmp_path)])
