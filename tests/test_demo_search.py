@@ -102,7 +102,8 @@ def test_search_relaxes_an_unreachable_target(tmp_path, one_thread):
     assert not r["checks"]["all_ok"]
     text = "\n".join(lines)
     assert "the target is out of reach with these kernels" in text
-    assert "search (relaxed target)" in text
+    assert "searching for 80% of that gain instead" in text
+    assert text.count("AMC search (4 episodes") == 1  # straight to the relaxed target
 
 
 def test_search_keeps_dense_when_nothing_pays(tmp_path, one_thread):
@@ -114,7 +115,6 @@ def test_search_keeps_dense_when_nothing_pays(tmp_path, one_thread):
     assert r["relaxed_search"]["targets"] is None
     assert all(v == pytest.approx(1.0) for v in r["relaxed_search"]["reachable"].values())
     assert all(L["format"] == "dense" for L in r["layers"])
-    assert all(not c["ok"] for c in r["checks"]["speedup"].values())
     assert "the latency table allows no gain" in "\n".join(lines)
 
 
@@ -132,6 +132,9 @@ def test_distill_loss_reaches_the_task(tmp_path, one_thread, monkeypatch):
     res = demo.run(model, data.train, data.val, data.examples, cfg, test=data.test,
                    calib=data.calib)
     assert res.search.masks and seen == [("cosine", 1, 10)]
+    # the target is reachable: searched as given, not relaxed
+    assert res.report["relaxed_search"]["targets"] is None
+    assert all(v > 1.1 for v in res.report["relaxed_search"]["reachable"].values())
     pruned = {L["name"]: L["sparsity"] for L in res.report["layers"]}
     for n, m in res.search.masks.items():  # masks held through the recovery
         assert pruned[n] == pytest.approx(1 - m.float().mean().item(), abs=1e-6)

@@ -226,7 +226,9 @@ def _run_search(st: _State, targets: Dict[str, float], episodes: int):
 
 
 def _relax(st: _State) -> Optional[Dict[str, float]]:
-    """When the search met no plan: the relaxed targets (sparsekern.demo.reach), or None."""
+    """The targets to search for: st.targets when the table can reach them with every
+    searchable layer at cfg.max_ratio, else the relaxed ones (sparsekern.demo.reach), or
+    None when no gain is reachable at all."""
     cfg = st.cfg
     layers = list(cfg.layers or st.table.layers)
     g = _search_granularity(cfg) if cfg.strategy == "amc" else cfg.granularities[0]
@@ -234,6 +236,8 @@ def _relax(st: _State) -> Optional[Dict[str, float]]:
     text = ", ".join(f"{reach[s]:.2f}x at {_show(st, s)}" for s in st.labels)
     st.relaxed = {"reachable": reach, "granularity": str(g), "ratio": cfg.max_ratio,
                   "targets": None}
+    if all(reach[s] >= st.targets[s] for s in st.labels):
+        return dict(st.targets)
     relaxed = relaxed_targets(st.targets, reach, cfg.relax_target)
     if not relaxed:
         st.say(f"the latency table allows no gain: every searchable layer at "
@@ -241,28 +245,26 @@ def _relax(st: _State) -> Optional[Dict[str, float]]:
         return None
     st.relaxed["targets"] = relaxed
     st.say(f"the target is out of reach with these kernels: every searchable layer at "
-           f"{cfg.max_ratio:.0%} ({g}) is predicted at {text}; searching again for "
-           f"{cfg.relax_target:.0%} of that gain (the checks still require the original "
-           f"speedups)")
+           f"{cfg.max_ratio:.0%} ({g}) is predicted at {text}; searching for "
+           f"{cfg.relax_target:.0%} of that gain instead (the checks still require the "
+           f"original speedups)")
     return relaxed
 
 
 def search(st: _State) -> None:
-    """NetAdapt or AMC to the target speedup, the configured criterion pruning each step;
-    a relaxed target when the first finds nothing (cfg.relax_target); then the final
-    recovery with the masks held."""
+    """NetAdapt or AMC to the target speedup, the configured criterion pruning each step
+    (first to a relaxed target when the table cannot reach it, cfg.relax_target); then the
+    final recovery with the masks held."""
     cfg = st.cfg
     _, final = _finetune_fns(st)
     t = time.perf_counter()
-    st.search = _run_search(st, st.targets, cfg.amc_episodes)
+    targets = _relax(st) if cfg.relax_target > 0 else st.targets
+    if targets is None:  # nothing pays: an empty search result (the dense model)
+        targets, episodes = st.targets, 1
+    else:
+        episodes = cfg.amc_episodes
+    st.search = _run_search(st, targets, episodes)
     st.say(f"search: {st.search.reason} ({time.perf_counter() - t:.1f} s)")
-    if not st.search.masks and cfg.relax_target > 0:
-        relaxed = _relax(st)
-        if relaxed:
-            t2 = time.perf_counter()
-            st.search = _run_search(st, relaxed, max(2, cfg.amc_episodes // 2))
-            st.say(f"search (relaxed target): {st.search.reason} "
-                   f"({time.perf_counter() - t2:.1f} s)")
     st.clock["search"] = time.perf_counter() - t
     if cfg.final_criterion and st.search.masks:
         t = time.perf_counter()
