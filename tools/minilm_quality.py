@@ -72,6 +72,10 @@ def main(argv=None):
     ap.add_argument("--distill-batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default="bench/results/minilm-quality")
+    ap.add_argument("--extra-distill", type=int, default=0,
+                    help="plans: this many more distillation sentences, taken after the "
+                         "evaluation sentences in the corpus order (calibration and "
+                         "evaluation sets unchanged)")
     ap.add_argument("--plan", action="append", default=None,
                     help="run plans instead (see the module docstring), repeatable")
     args = ap.parse_args(argv)
@@ -153,6 +157,16 @@ def prune_plan(m, plan, calib):
     return masks
 
 
+def distill_sentences(args, splits):
+    """The distillation sentences, plus ``args.extra_distill`` from the rest of the corpus
+    (the same shuffled order: text_splits cuts one permutation)."""
+    if not args.extra_distill:
+        return splits.distill
+    n = args.calib + args.distill + args.eval
+    rest = text.text_splits(n, args.extra_distill, 0).distill
+    return list(splits.distill) + list(rest)
+
+
 def run_plans(args, model, tok, splits, calib, ev, dense):
     rows = {}
     out = Path(args.out + "-plans")
@@ -164,7 +178,7 @@ def run_plans(args, model, tok, splits, calib, ev, dense):
         t_prune = time.perf_counter() - t
         one = minilm.embedding_quality(dense, minilm.embed(m, ev))
         steps, batch = int(plan["steps"]), int(plan["batch"])
-        data = minilm.tokenize(tok, splits.distill, batch)
+        data = minilm.tokenize(tok, distill_sentences(args, splits), batch)
         hidden = [f"encoder.encoder.layer.{i}" for i in range(6)] if plan["hidden"] == "1" else []
         t, c = time.perf_counter(), time.process_time()
         losses = prune.distill(m, model, data, masks=masks, steps=steps, lr=float(plan["lr"]),
@@ -189,7 +203,8 @@ def run_plans(args, model, tok, splits, calib, ev, dense):
         old.setdefault("results", {}).update(rows)
         old["meta"] = {"command": "python tools/minilm_quality.py " + " ".join(sys.argv[1:]),
                        "threads": torch.get_num_threads(), "calib_sentences": args.calib,
-                       "calib_batch": args.calib_batch, "distill_sentences": args.distill,
+                       "calib_batch": args.calib_batch,
+                       "distill_sentences": args.distill + args.extra_distill,
                        "eval_sentences": args.eval, "torch": torch.__version__}
         out.with_suffix(".json").write_text(json.dumps(old, indent=2) + "\n")
     return rows
