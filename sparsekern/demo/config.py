@@ -54,10 +54,11 @@ class DemoConfig:
             whose metric is more than max_search_drop below the dense model's is rejected.
         margin: a format is used only when predicted this much faster than dense.
         max_ratio: the highest pruning ratio the search may give a layer.
-        relax_target: when the search meets no plan (the target is out of the table's
-            reach), search again for this fraction of the speedup the table predicts with
-            every searchable layer at max_ratio (sparsekern.demo.reach); 0: off (the model
-            stays dense). The checks keep ``required_speedup`` either way.
+        relax_target: before searching, the table predicts the speedup with every
+            searchable layer at max_ratio (sparsekern.demo.reach); when that misses the
+            target, the search aims at this fraction of the reachable gain instead; 0: off
+            (the search runs to the target and may find nothing: the model stays dense).
+            The checks keep ``required_speedup`` either way.
     Recovery:
         final_steps: steps of the final recovery (fine-tune with labels, or distillation
             from the dense model without them); masks are held.

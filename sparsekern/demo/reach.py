@@ -1,10 +1,11 @@
 """What speedup a latency table allows at all, and the search target to fall back to.
 
 A search whose target no plan can meet (every searchable layer at the highest ratio it may
-take is still predicted too slow) finds nothing and leaves the model dense. The demo then
-asks the table what *is* reachable and, when configured (``DemoConfig.relax_target``),
-searches again for a fraction of that, so the job still shows a real sparse model with its
-measured speedup; the checks keep the required speedups, so they fail honestly.
+take is still predicted too slow) finds nothing and leaves the model dense. So the demo
+first asks the table what *is* reachable and, when the target is not and
+``DemoConfig.relax_target`` is set, searches for a fraction of the reachable gain instead:
+the job still shows a real sparse model with its measured speedup, and the checks keep
+the required speedups, so they fail honestly.
 """
 from __future__ import annotations
 
