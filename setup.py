@@ -9,6 +9,10 @@ when torch reports CUDA and nvcc is found. Environment switches:
     TORCH_CUDA_ARCH_LIST       CUDA targets, e.g. "9.0a" (an H100/H200 only: the fastest build)
                                or "8.0;9.0a+PTX"; default "8.0+PTX;9.0a" (see cuda_arch_flags)
 Build with `pip install --no-build-isolation .` so the installed torch is the one used.
+
+`_C` uses only Python's stable ABI (Py_LIMITED_API, py_limited_api=True): it holds torch ops
+and an empty module, no pybind11, so one `_C.abi3.so` (wheel tag cp310-abi3) serves every
+Python >= 3.10 built against the same torch.
 """
 import glob
 import os
@@ -18,6 +22,9 @@ import shutil
 from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+#: The oldest Python the abi3 build serves (pyproject's requires-python), as Py_LIMITED_API.
+LIMITED_API = ("Py_LIMITED_API", "0x030A0000")
+ABI3_TAG = "cp310"
 
 
 def _rel(paths):
@@ -111,16 +118,39 @@ def extensions():
         nvcc = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo",
                 "--threads", "0"] + cuda_arch_flags()
         ext = CUDAExtension("sparsekern._C", sources, include_dirs=include,
-                            define_macros=[("SPARSEKERN_WITH_CUDA", "1")],
+                            define_macros=[("SPARSEKERN_WITH_CUDA", "1"), LIMITED_API],
+                            py_limited_api=True,
                             extra_compile_args={"cxx": cxx + ["-DSPARSEKERN_WITH_CUDA=1"],
                                                 "nvcc": nvcc},
                             extra_link_args=link)
     else:
         ext = CppExtension("sparsekern._C", sources, include_dirs=include,
+                           define_macros=[LIMITED_API], py_limited_api=True,
                            extra_compile_args={"cxx": cxx}, extra_link_args=link)
-    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)}
+    build = BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)
+    return [ext], {"build_ext": _drop_other_builds(build)}
+
+
+def _drop_other_builds(build_cls):
+    """build_ext that, building in place, removes `_C` files with another suffix (a
+    `_C.cpython-3XX-*.so` from before the abi3 build would be imported first)."""
+
+    class Build(build_cls):
+        def run(self):
+            super().run()
+            if not self.inplace:
+                return
+            for ext in self.extensions:
+                keep = os.path.abspath(self.get_ext_fullpath(ext.name))
+                pattern = os.path.join(os.path.dirname(keep), ext.name.split(".")[-1] + ".*.so")
+                for old in glob.glob(pattern):
+                    if os.path.abspath(old) != keep:
+                        os.remove(old)
+
+    return Build
 
 
 if __name__ == "__main__":  # pip, build and `python setup.py` run it so; tests import it
     ext_modules, cmdclass = extensions()
-    setup(ext_modules=ext_modules, cmdclass=cmdclass)
+    setup(ext_modules=ext_modules, cmdclass=cmdclass,
+          options={"bdist_wheel": {"py_limited_api": ABI3_TAG}} if ext_modules else {})

@@ -1,17 +1,18 @@
-// Registration glue for the CPU (tensors -> pointers, checks; no arithmetic here).
+// Registration glue for the CPU (tensors -> pointers, checks; no arithmetic here). Every
+// schema is defined in sparsekern/ops.py; this file registers kernels only.
 //
-// * sparsekern::spmm, CPU key: the fast path. The public op is defined in Python
-//   (sparsekern/ops.py), whose fake impl sits above this kernel. When the call is one the
-//   compiled kernels serve and no backend override is active, it runs here with no Python
-//   in between. Anything else (an override via use_backend / SPARSEKERN_BACKEND, a dtype or
-//   layout without a CPU kernel, any argument that is not exactly as the op contract says)
-//   goes to sparsekern::_spmm_dispatch, the Python path, which owns the error messages and
-//   the reference fallback.
-// * sparsekern::spmm, AutogradCPU key: with no input requiring grad it only steps below
-//   autograd (no Python on the inference path); otherwise it calls sparsekern::_spmm_autograd,
-//   whose autograd kernel is the one formula of sparsekern/ops.py (Python) and whose CPU
-//   kernel is the fast path below. Cost of recording through Python: see ops.py.
-// * sparsekern::_spmm_cpu: the same kernels with a caller-given output, for the Python path.
+// * sparsekern::spmm, CPU key: the fast path. When the call is one the compiled kernels
+//   serve and no backend is forced (use_backend in this thread, SPARSEKERN_BACKEND), it runs
+//   here with no Python in between. Anything else (a forced backend or output poisoning, a
+//   dtype or layout without a CPU kernel, any argument that is not exactly as the op
+//   contract says) goes to sparsekern::_spmm_dispatch, the Python path, which owns the error
+//   messages and the reference fallback.
+// * sparsekern::spmm, Autograd key (every device): SpmmFunction, the autograd formula. With
+//   no input requiring grad it only steps below autograd (inference records nothing).
+// * sparsekern::_spmm_cpu: the same kernels with a caller-given output, for the Python path;
+//   _spmm_transposed_cpu and _sampled_dot_cpu: the backward kernels.
+// * helper ops (_abi_version, _cpu_isa, _kernel_exists, _csc_cache_info, ...): torch ops,
+//   not pybind11, so _C is built against Python's stable ABI (py_limited_api, one abi3 file).
 //
 // CSC weights with N > 1 get a row-wise repack (cpu::CsrRepack) cached here per weight and
 // checked byte for byte against the live tensors at every use (see CscFacts: the values
@@ -23,10 +24,14 @@
 // an error naming K and N. A B with zero strides (expand) is served as it is: the kernels
 // read B(k, n) through its strides and never write it.
 //
-// Environment: SPARSEKERN_BACKEND is read by Python at import and on
-// sparsekern.backends.reload_env(), which tells this file through set_env_forces_python()
-// (no getenv per call: a getenv races with os.environ writes from other threads).
-#include <torch/extension.h>
+// Environment: SPARSEKERN_BACKEND and SPARSEKERN_CPU_ISA are read once at import and again
+// on sparsekern.backends.reload_env() (the _reload_env op), never per call: a getenv per
+// call costs time and races with os.environ writes from other threads.
+// Python.h first (as Python requires); with Py_LIMITED_API (setup.py) only the stable ABI is
+// used: this file needs it for PyInit__C alone, so `_C` is one abi3 file for every Python.
+#include <Python.h>
+#include <torch/all.h>
+#include <torch/library.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -34,6 +39,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 
 #include <vector>
@@ -47,12 +53,13 @@ namespace {
 
 namespace skc = sparsekern::cpu;
 
-constexpr int64_t kAbiVersion = 3;  // must equal sparsekern/_extension.py ABI_VERSION
+constexpr int64_t kAbiVersion = 4;  // must equal sparsekern/_extension.py ABI_VERSION
 
-// > 0 while any thread has a backend override or output poisoning active.
-std::atomic<int> g_python_path{0};
+// > 0 while this thread has a backend override (use_backend) or output poisoning active:
+// its CPU calls then take the Python path, which honours them. Per thread, as use_backend is.
+thread_local int t_python_path = 0;
 
-// SPARSEKERN_BACKEND names a backend other than cpu (set from Python, see the file comment).
+// SPARSEKERN_BACKEND names a backend other than cpu (set by _reload_env, see the file comment).
 std::atomic<bool> g_env_forces_python{false};
 
 using skc::ceil_div;
@@ -132,8 +139,7 @@ bool format_meta_ok(const at::Tensor& values, const at::Tensor& indices,
 bool fast_path_ok(const at::Tensor& values, const at::Tensor& indices, const at::Tensor& offsets,
                   int64_t M, int64_t K, Layout layout, const at::Tensor& B,
                   const c10::optional<at::Tensor>& bias) {
-  if (g_python_path.load(std::memory_order_relaxed) > 0 ||
-      g_env_forces_python.load(std::memory_order_relaxed))
+  if (t_python_path > 0 || g_env_forces_python.load(std::memory_order_relaxed))
     return false;
   for (const at::Tensor* t : {&values, &indices, &offsets, &B}) {
     if (!t->defined() || t->layout() != at::kStrided || !t->device().is_cpu()) return false;
@@ -162,17 +168,19 @@ at::Tensor empty_output(int64_t M, const at::Tensor& B) {
   return at::empty({M, N}, B.options());
 }
 
+// SPARSEKERN_CPU_ISA as last read (at load or reload_env()); an atomic load when it is fine.
 void check_isa_env() {
-  const char* v = nullptr;
-  TORCH_CHECK_VALUE(skc::isa_env_valid(&v), "SPARSEKERN_CPU_ISA='", v,
+  std::string v;
+  const skc::IsaEnvStatus st = skc::isa_env_status(&v);
+  if (st == skc::IsaEnvStatus::kOk) return;
+  TORCH_CHECK_VALUE(st != skc::IsaEnvStatus::kUnknown, "SPARSEKERN_CPU_ISA='", v,
                     "' is not a CPU instruction set choice; expected one of 'portable', "
                     "'avx2', 'avx512', 'auto'");
-  TORCH_CHECK_VALUE(v == nullptr || std::strcmp(v, "avx2") != 0 || skc::cpu_has_avx2(),
+  TORCH_CHECK_VALUE(st != skc::IsaEnvStatus::kAvx2Missing,
                     "SPARSEKERN_CPU_ISA='avx2' but this CPU lacks AVX2, FMA or F16C; use "
                     "'portable' or 'auto'");
-  TORCH_CHECK_VALUE(v == nullptr || std::strcmp(v, "avx512") != 0 || skc::cpu_has_avx512(),
-                    "SPARSEKERN_CPU_ISA='avx512' but this CPU (or OS) lacks AVX-512 F/BW/VL/DQ "
-                    "or zmm state support; use 'avx2', 'portable' or 'auto'");
+  TORCH_CHECK_VALUE(false, "SPARSEKERN_CPU_ISA='avx512' but this CPU (or OS) lacks AVX-512 "
+                    "F/BW/VL/DQ or zmm state support; use 'avx2', 'portable' or 'auto'");
 }
 
 void check_status(int status, c10::string_view layout, int64_t M, int64_t K, int64_t N) {
@@ -567,17 +575,73 @@ const c10::TypedOperatorHandle<SpmmSig>& spmm_op() {
   return op;
 }
 
-const c10::TypedOperatorHandle<SpmmSig>& spmm_autograd_op() {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("sparsekern::_spmm_autograd", "")
-                       .typed<SpmmSig>();
-  return op;
-}
+// The autograd formula of sparsekern::spmm, the only one that runs wherever _C is built:
+// registered for the Autograd key, so CPU and CUDA tensors alike record this node.
+//   Y = A @ B + bias:  dB = A.T @ dY (spmm_transposed),  dA = (dY @ B.T) at the stored
+//   entries (spmm_sampled_dot),  dbias = dY.sum(1).
+// The backward calls go through the dispatcher to the ops of sparsekern/ops.py, whose own
+// autograd formulas make double backward work. A pure-Python install (no compiler, _C not
+// built) registers the same formula in Python (ops.py, _python_backward).
+// Per-call cost (64x64 CSC weight, x [8, 64], SparseLinear forward recording grad, median of
+// 9 alternating runs on a loaded 2-core machine, load average 3.8-7.9): 27 us with this node,
+// 86 us with the Python formula it replaced, 27 us before that formula (table in
+// sparsekern/ops.py). Recording it adds ~2 us to a no_grad call.
+class SpmmFunction : public torch::autograd::Function<SpmmFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& values,
+                            const at::Tensor& indices, const at::Tensor& offsets, c10::SymInt M,
+                            c10::SymInt K, c10::string_view layout, const at::Tensor& B,
+                            const c10::optional<at::Tensor>& bias) {
+    at::Tensor out;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      out = spmm_op().call(values, indices, offsets, M, K, layout, B, bias);
+    }
+    ctx->save_for_backward({values, indices, offsets, B});
+    ctx->saved_data["M"] = std::move(M);
+    ctx->saved_data["K"] = std::move(K);
+    ctx->saved_data["layout"] = std::string(layout);
+    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    return out;
+  }
 
-at::Tensor spmm_autograd_cpu(const at::Tensor& values, const at::Tensor& indices,
-                             const at::Tensor& offsets, c10::SymInt M, c10::SymInt K,
-                             c10::string_view layout, const at::Tensor& B,
-                             const c10::optional<at::Tensor>& bias) {
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    static auto sampled_dot =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("sparsekern::spmm_sampled_dot", "")
+            .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::SymInt,
+                              c10::SymInt, c10::string_view, const at::Tensor&, const at::Tensor&)>();
+    static auto transposed =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("sparsekern::spmm_transposed", "")
+            .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::SymInt,
+                              c10::SymInt, c10::string_view, const at::Tensor&)>();
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &values = saved[0], &indices = saved[1], &offsets = saved[2], &B = saved[3];
+    const c10::SymInt M = ctx->saved_data["M"].toSymInt(), K = ctx->saved_data["K"].toSymInt();
+    const std::string layout = ctx->saved_data["layout"].toStringRef();
+    // Tensor inputs (the edges needs_input_grad counts): values 0, indices 1, offsets 2, B 3,
+    // bias 4 (an edge only when bias is given).
+    const bool need_values = ctx->needs_input_grad(0), need_B = ctx->needs_input_grad(3);
+    const bool has_bias = ctx->saved_data["has_bias"].toBool();
+    at::Tensor grad = grads[0];
+    if (need_values && need_B) grad = grad.contiguous();  // one row-major copy for both
+    at::Tensor g_values, g_B, g_bias;
+    if (need_values) g_values = sampled_dot.call(values, indices, offsets, M, K, layout, grad, B);
+    if (need_B) g_B = transposed.call(values, indices, offsets, M, K, layout, grad);
+    if (has_bias && ctx->needs_input_grad(4)) g_bias = grad.sum(1);
+    return {g_values, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), g_B,
+            g_bias};
+  }
+};
+
+// Autograd kernel of sparsekern::spmm (every device). With no input requiring grad it only
+// steps below autograd (inference records nothing).
+at::Tensor spmm_autograd(const at::Tensor& values, const at::Tensor& indices,
+                         const at::Tensor& offsets, c10::SymInt M, c10::SymInt K,
+                         c10::string_view layout, const at::Tensor& B,
+                         const c10::optional<at::Tensor>& bias) {
   const bool records = at::GradMode::is_enabled() &&
                        (values.requires_grad() || B.requires_grad() ||
                         (bias.has_value() && bias->defined() && bias->requires_grad()));
@@ -585,68 +649,74 @@ at::Tensor spmm_autograd_cpu(const at::Tensor& values, const at::Tensor& indices
     at::AutoDispatchBelowADInplaceOrView guard;
     return spmm_op().call(values, indices, offsets, std::move(M), std::move(K), layout, B, bias);
   }
-  // The one autograd formula, sparsekern/ops.py's, registered for sparsekern::_spmm_autograd
-  // (same schema; its CPU kernel is spmm_cpu_entry).
-  return spmm_autograd_op().call(values, indices, offsets, std::move(M), std::move(K), layout,
-                                 B, bias);
+  return SpmmFunction::apply(values, indices, offsets, std::move(M), std::move(K), layout, B,
+                             bias);
 }
 
-at::ScalarType parse_dtype(const std::string& s) {
-  if (s == "float32") return at::kFloat;
-  if (s == "bfloat16") return at::kBFloat16;
-  if (s == "float16") return at::kHalf;
-  if (s == "float64") return at::kDouble;
-  return at::kByte;
+// ----------------------------------------------------------------------------- helpers
+// Plain torch ops (schemas in sparsekern/ops.py), not pybind11 functions, so that _C uses
+// only Python's stable ABI. sparsekern._extension wraps them under their old names.
+
+int64_t abi_version() { return kAbiVersion; }
+
+bool kernel_exists_op(c10::string_view layout, at::ScalarType values_t, at::ScalarType b_t) {
+  return kernel_exists(parse_layout(layout), values_t, b_t);
+}
+
+std::string cpu_isa() { return skc::active_isa_name(); }
+bool cpu_has_avx2() { return skc::cpu_has_avx2(); }
+bool cpu_has_avx512() { return skc::cpu_has_avx512(); }
+
+std::tuple<int64_t, int64_t> csc_cache_info() {
+  const auto info = csc_cache().info();
+  return {info.first, info.second};
+}
+
+void csc_cache_clear() { csc_cache().clear(); }
+
+// Enter (+1) or leave (-1) the Python path for this thread's CPU calls; returns the depth.
+int64_t python_path(int64_t delta) {
+  t_python_path += static_cast<int>(delta);
+  return t_python_path;
+}
+
+// Re-read the environment switches (sparsekern.backends.reload_env(); also done at import):
+// SPARSEKERN_CPU_ISA here, SPARSEKERN_BACKEND by Python, which passes whether it forces a
+// backend other than cpu.
+void reload_env(bool backend_forces_python) {
+  g_env_forces_python.store(backend_forces_python);
+  skc::isa_reload();
 }
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(sparsekern, m) {
-  m.def(
-      "_spmm_cpu(Tensor values, Tensor indices, Tensor offsets, int M, int K, str layout, "
-      "Tensor B, Tensor? bias, Tensor(a!) out) -> ()");
-  m.def(
-      "_spmm_transposed_cpu(Tensor values, Tensor indices, Tensor offsets, int M, int K, "
-      "str layout, Tensor G) -> Tensor");
-  m.def(
-      "_sampled_dot_cpu(Tensor values, Tensor indices, Tensor offsets, int M, int K, "
-      "str layout, Tensor G, Tensor B) -> Tensor");
-}
-
+// Every schema of the sparsekern namespace is defined in sparsekern/ops.py; this file only
+// registers kernels.
 TORCH_LIBRARY_IMPL(sparsekern, CPU, m) {
   m.impl("spmm", &spmm_cpu_entry);
-  m.impl("_spmm_autograd", &spmm_cpu_entry);
   m.impl("_spmm_cpu", &spmm_cpu_into);
   m.impl("_spmm_transposed_cpu", &spmm_transposed_cpu);
   m.impl("_sampled_dot_cpu", &sampled_dot_cpu);
 }
 
-TORCH_LIBRARY_IMPL(sparsekern, AutogradCPU, m) { m.impl("spmm", &spmm_autograd_cpu); }
+TORCH_LIBRARY_IMPL(sparsekern, Autograd, m) { m.impl("spmm", &spmm_autograd); }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("abi_version", []() { return kAbiVersion; }, "ABI version the extension was built with");
-  m.def("python_path_acquire", []() { g_python_path.fetch_add(1); },
-        "Route CPU calls of spmm through the Python path (while an override is active)");
-  m.def("python_path_release", []() { g_python_path.fetch_sub(1); });
-  m.def("set_env_forces_python", [](bool v) { g_env_forces_python.store(v); },
-        "Whether SPARSEKERN_BACKEND forces a backend other than cpu (sparsekern.backends "
-        "reads the variable at import and on reload_env() and sets this)");
-  m.def("kernel_exists",
-        [](const std::string& layout, const std::string& values_dtype,
-           const std::string& b_dtype) {
-          return kernel_exists(parse_layout(layout), parse_dtype(values_dtype),
-                               parse_dtype(b_dtype));
-        },
-        "Whether a compiled CPU kernel serves (layout, values dtype, B dtype)");
-  m.def("cpu_isa", []() { return std::string(skc::active_isa_name()); },
-        "Instruction set the CPU kernels use now: 'avx512', 'avx2' or 'portable' "
-        "(SPARSEKERN_CPU_ISA)");
-  m.def("cpu_has_avx2", []() { return skc::cpu_has_avx2(); },
-        "Whether this CPU can run the AVX2+FMA kernels");
-  m.def("cpu_has_avx512", []() { return skc::cpu_has_avx512(); },
-        "Whether this CPU and OS can run the AVX-512 kernels");
-  m.def("csc_cache_info", []() { return csc_cache().info(); },
-        "(cached CSC weights, bytes held by their row-wise repacks)");
-  m.def("csc_cache_clear", []() { csc_cache().clear(); },
-        "Drop every cached CSC weight fact and repack");
+// Ops without tensor arguments dispatch to their CompositeExplicitAutograd kernel.
+TORCH_LIBRARY_IMPL(sparsekern, CompositeExplicitAutograd, m) {
+  m.impl("_abi_version", &abi_version);
+  m.impl("_kernel_exists", &kernel_exists_op);
+  m.impl("_cpu_isa", &cpu_isa);
+  m.impl("_cpu_has_avx2", &cpu_has_avx2);
+  m.impl("_cpu_has_avx512", &cpu_has_avx512);
+  m.impl("_csc_cache_info", &csc_cache_info);
+  m.impl("_csc_cache_clear", &csc_cache_clear);
+  m.impl("_python_path", &python_path);
+  m.impl("_reload_env", &reload_env);
+}
+
+// `import sparsekern._C` loads this library (running the registrations above); the module
+// itself is empty.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
 }

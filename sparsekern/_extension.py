@@ -6,42 +6,125 @@ serves every call.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
+import os
+import sys
 import warnings
 
+import torch  # loads libc10/libtorch that _C links against
+
 #: Bumped whenever the C++ op signatures change; _C reports the value it was built with.
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 _C = None
 _reason = ""
 _warned = False
 
 
-def try_load(name: str = f"{__package__}._C", expected_abi: int = ABI_VERSION):
-    """Import the extension called ``name``. Returns (module or None, reason it is None)."""
+class Compiled:
+    """The compiled helpers of ``_C`` under the names they had as pybind11 functions; each
+    calls a torch op (csrc/ops.cpp; schemas in sparsekern/_ops.py). ``_C`` itself is an
+    empty module built against Python's stable ABI: importing it registers the kernels."""
+
+    def __init__(self, module):
+        self.module = module
+        self.__file__ = getattr(module, "__file__", None)
+
+    @staticmethod
+    def abi_version() -> int:
+        return torch.ops.sparsekern._abi_version()
+
+    @staticmethod
+    @functools.lru_cache(maxsize=None)
+    def kernel_exists(layout: str, values_dtype, B_dtype) -> bool:
+        """Whether a compiled CPU kernel serves (layout, values dtype, B dtype); dtypes as
+        torch.dtype or their names ("float32"). Cached: the answer never changes."""
+        return torch.ops.sparsekern._kernel_exists(layout, _dtype(values_dtype), _dtype(B_dtype))
+
+    @staticmethod
+    def cpu_isa() -> str:
+        """Instruction set the CPU kernels use: 'avx512', 'avx2' or 'portable'
+        (SPARSEKERN_CPU_ISA as read at import or by sparsekern.backends.reload_env())."""
+        return torch.ops.sparsekern._cpu_isa()
+
+    @staticmethod
+    def cpu_has_avx2() -> bool:
+        return torch.ops.sparsekern._cpu_has_avx2()
+
+    @staticmethod
+    def cpu_has_avx512() -> bool:
+        return torch.ops.sparsekern._cpu_has_avx512()
+
+    @staticmethod
+    def csc_cache_info():
+        """(cached CSC weights, bytes held by their row-wise repacks and snapshots)."""
+        return tuple(torch.ops.sparsekern._csc_cache_info())
+
+    @staticmethod
+    def csc_cache_clear() -> None:
+        torch.ops.sparsekern._csc_cache_clear()
+
+
+def _dtype(d):
+    if isinstance(d, torch.dtype):
+        return d
+    got = getattr(torch, str(d), None)
+    if not isinstance(got, torch.dtype):
+        raise ValueError(f"dtype must be a torch.dtype or its name (e.g. 'float32'), got {d!r}")
+    return got
+
+
+def _find(name: str):
+    """The spec of extension ``name``, preferring the abi3 build; (spec, reason if unusable)."""
     try:
-        found = importlib.util.find_spec(name) is not None
+        spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
-        found = False
-    if not found:
+        spec = None
+    if spec is None:
         return None, (f"{name} is not built (install with `pip install --no-build-isolation .` "
                       f"to compile it)")
-    try:
-        import torch  # noqa: F401  (loads libc10/libtorch that _C links against)
+    origin = spec.origin or ""
+    if ".cpython-" in os.path.basename(origin):
+        # A build from before _C used the stable ABI: its registrations clash with _ops
+        # (loading it would abort the process). An abi3 build beside it is the current one.
+        abi3 = os.path.join(os.path.dirname(origin), name.rsplit(".", 1)[-1] + ".abi3.so")
+        if not os.path.exists(abi3):
+            return None, (f"{name} is stale ({origin} predates the abi3 build); rebuild with "
+                          f"`pip install --no-build-isolation .`")
+        spec = importlib.util.spec_from_file_location(name, abi3)
+    return spec, ""
 
-        mod = importlib.import_module(name)
+
+def try_load(name: str = f"{__package__}._C", expected_abi: int = ABI_VERSION):
+    """Import the extension called ``name``. Returns (Compiled or None, reason it is None)."""
+    spec, why = _find(name)
+    if spec is None:
+        return None, why
+    try:
+        mod = sys.modules.get(name)
+        if mod is None:
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[name] = mod
+            spec.loader.exec_module(mod)
     except Exception as e:  # ImportError, OSError (undefined symbol), ...
+        sys.modules.pop(name, None)
         return None, f"{name} could not be imported ({type(e).__name__}: {e})"
-    built = getattr(mod, "abi_version", lambda: -1)()
+    from . import _ops  # noqa: F401  (the schemas; _C registered kernels for them)
+
+    try:
+        built = torch.ops.sparsekern._abi_version()
+    except (RuntimeError, NotImplementedError):  # no kernel: not a sparsekern _C
+        built = -1
     if built != expected_abi:
         return None, (f"{name} is stale (built with ABI {built}, the Python package expects "
                       f"{expected_abi}); rebuild with `pip install --no-build-isolation .`")
-    return mod, ""
+    return Compiled(mod), ""
 
 
 def extension():
-    """The loaded ``_C`` module, or None (after warning once with the reason)."""
+    """The loaded ``_C`` helpers (Compiled), or None (after warning once with the reason)."""
     global _warned
     if _C is None and not _warned:
         _warned = True
@@ -55,18 +138,19 @@ def unavailable_reason() -> str:
 
 
 class python_path:
-    """While active, CPU calls of spmm skip the C++ fast path and run the Python path
-    (needed for backend overrides and output poisoning, which live in Python)."""
+    """While active, this thread's CPU calls of spmm skip the C++ fast path and run the Python
+    path (needed for backend overrides and output poisoning, which live in Python)."""
 
     def __enter__(self):
         if _C is not None:
-            _C.python_path_acquire()
+            torch.ops.sparsekern._python_path(1)
         return self
 
     def __exit__(self, *exc):
         if _C is not None:
-            _C.python_path_release()
+            torch.ops.sparsekern._python_path(-1)
         return False
 
 
 _C, _reason = try_load()
+from . import _ops  # noqa: E402,F401  (the schemas, also when _C is missing)

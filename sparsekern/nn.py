@@ -12,16 +12,39 @@ from torch import nn
 from . import _layers, functional
 from ._packed_module import PackedWeightModule
 from .conv import SparseConv2d
-from .formats import SparseFormat, from_parts, to_sparse
-from .formats.semi24 import Semi24
+from .formats import SparseFormat, from_parts, layouts, to_sparse
 
 log = logging.getLogger("sparsekern")
 
 #: The op (defined when sparsekern.ops is imported, through .functional above).
 _SPMM = torch.ops.sparsekern.spmm
 
-#: Largest stored fraction at which ``sparsify`` packs a layer as bsr / csc by default.
-DEFAULT_MAX_DENSITY = {"bsr": 0.5, "csc": 0.3}
+#: Largest stored fraction at which ``sparsify`` packs a layer by default, per layout (from
+#: the registry; a layout without one, like 2:4, is packed whenever the weight fits it).
+DEFAULT_MAX_DENSITY = {lay.name: lay.default_max_density for lay in layouts.all_layouts()
+                       if lay.default_max_density is not None}
+
+#: What serves ``layout="auto"``: sparsekern.auto, which sits above this module (it times
+#: layers, so it needs them) and is therefore never imported here. The package's
+#: ``__init__`` registers it with :func:`register_auto` (lazily: nothing of auto is loaded
+#: before the first ``layout="auto"`` call).
+_auto_provider = None
+
+
+def register_auto(provider) -> None:
+    """Install what serves ``layout="auto"``: an object with ``decide_matrix(W, blocksize)``
+    (returning a decision with ``.layout`` and ``.reason``), ``sparsify_auto(model, table,
+    example_input, layers=..., margin=...)`` and ``DEFAULT_MARGIN``."""
+    global _auto_provider
+    _auto_provider = provider
+
+
+def _auto():
+    if _auto_provider is None:
+        raise RuntimeError("layout='auto' is served by sparsekern.auto, which is not registered; "
+                           "import sparsekern (the package registers it) or call "
+                           "sparsekern.nn.register_auto")
+    return _auto_provider
 
 
 class SparseLinear(PackedWeightModule):
@@ -119,14 +142,6 @@ class SparseLinear(PackedWeightModule):
                 f"layout={self.layout!r}, nnz={self.values.numel()}, bias={self.bias is not None}")
 
 
-def _is_semi24(W: torch.Tensor) -> bool:
-    try:
-        Semi24.from_dense(W)
-    except ValueError:
-        return False
-    return True
-
-
 def choose_layout(W: torch.Tensor, layout: str, blocksize=None,
                   max_density: Optional[float] = None) -> Tuple[Optional[str], str]:
     """Decide whether W [M, K] is packed, and how. Returns (layout or None, reason).
@@ -137,14 +152,14 @@ def choose_layout(W: torch.Tensor, layout: str, blocksize=None,
     and None (dense) when no format is predicted faster than dense.
     """
     if layout == "auto":
-        from .auto.choose import decide_matrix
-        d = decide_matrix(W, blocksize)
+        d = _auto().decide_matrix(W, blocksize)
         return d.layout, d.reason
-    if layout == "2:4":
-        if _is_semi24(W):
-            return "2:4", "weight is 2:4 sparse"
-        return None, "weight is not 2:4 sparse"
-    limit = DEFAULT_MAX_DENSITY[layout] if max_density is None else max_density
+    lay = layouts.get(layout)
+    if lay.default_max_density is None:  # a fixed pattern (2:4): pack whenever W fits it
+        if lay.pattern_density(W, blocksize) is None:
+            return None, f"weight is not {layout} sparse"
+        return layout, f"weight is {layout} sparse"
+    limit = lay.default_max_density if max_density is None else max_density
     fmt = to_sparse(W, layout=layout, blocksize=blocksize)
     stored = fmt.nnz / max(1, W.numel())
     if stored <= limit:
@@ -155,8 +170,8 @@ def choose_layout(W: torch.Tensor, layout: str, blocksize=None,
 def check_sparsify_args(layout: str, blocksize=None, max_density: Optional[float] = None,
                         example_input=None, latency_table=None, margin=None) -> None:
     """The argument checks of :func:`sparsify` (also run by prune.convert before its masks)."""
-    if layout not in ("auto", "2:4", "bsr", "csc"):
-        raise ValueError(f"layout must be 'auto', '2:4', 'bsr' or 'csc'; got {layout!r}")
+    if layout != "auto" and layout not in layouts.names():
+        raise ValueError(f"layout must be {layouts.choices(('auto',), ' or ')}; got {layout!r}")
     if max_density is not None and not 0.0 <= max_density <= 1.0:
         raise ValueError(f"max_density must be in [0, 1], got {max_density!r}")
     if layout == "auto":
@@ -181,7 +196,8 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
 
     Args:
         model: any nn.Module; modified in place and returned.
-        layout: ``"2:4"``, ``"bsr"``, ``"csc"`` or ``"auto"``: each layer gets the format
+        layout: a registered layout (``"2:4"``, ``"bsr"``, ``"csc"``; see
+            ``sparsekern.formats.layouts``) or ``"auto"``: each layer gets the format
             that the latency table predicts fastest for its actual zeros (2:4, BSR with a
             measured block shape, CSC), and stays dense when no format is predicted at
             least ``margin`` faster than dense at every measured shape (see
@@ -222,9 +238,9 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
         log.warning(msg)
         warnings.warn(msg, stacklevel=2)
     if layout == "auto" and targets:
-        from .auto.choose import DEFAULT_MARGIN, sparsify_auto
-        result = sparsify_auto(model, latency_table, example_input, layers=list(targets),
-                               margin=DEFAULT_MARGIN if margin is None else margin)
+        auto = _auto()
+        result = auto.sparsify_auto(model, latency_table, example_input, layers=list(targets),
+                                    margin=auto.DEFAULT_MARGIN if margin is None else margin)
     else:
         result = _swap(model, targets, layout, blocksize, max_density)
         if layout == "auto":
@@ -271,7 +287,8 @@ def _swap(model: nn.Module, targets: Dict[str, nn.Module], layout: str, blocksiz
             log.info("sparsify: %s stays dense (%s)", name or type(mod).__name__, why)
             continue
         cls = SparseConv2d if _layers.kind(mod) == "conv2d" else SparseLinear
-        new = cls.from_dense(mod, layout=chosen, blocksize=blocksize if chosen == "bsr" else None)
+        blocked = layouts.get(chosen).blocked
+        new = cls.from_dense(mod, layout=chosen, blocksize=blocksize if blocked else None)
         if name == "":  # the model is itself a Linear / Conv2d
             result = new
         else:

@@ -1,4 +1,5 @@
-"""The op ``sparsekern::spmm``: schema, argument checks, fake impl, autograd, dispatch.
+"""The op ``sparsekern::spmm``: argument checks, fake impl, autograd, dispatch (its schema
+and every other one of the namespace are in sparsekern/_ops.py).
 
     spmm(Tensor values, Tensor indices, Tensor offsets, SymInt M, SymInt K, str layout,
          Tensor B, Tensor? bias=None) -> Tensor
@@ -17,19 +18,9 @@ from typing import Optional
 import torch
 
 from . import _extension, _output
+from ._ops import NS as _NS
 from .backends import reference, select
 from .formats.validate import check_format_meta
-
-_NS = "sparsekern"
-_FMT = "Tensor values, Tensor indices, Tensor offsets, SymInt M, SymInt K, str layout"
-
-torch.library.define(f"{_NS}::spmm", f"({_FMT}, Tensor B, Tensor? bias=None) -> Tensor")
-# The Python path of spmm; the C++ CPU fast path hands every call it does not serve to it.
-torch.library.define(f"{_NS}::_spmm_dispatch", f"({_FMT}, Tensor B, Tensor? bias=None) -> Tensor")
-# spmm's twin for recording autograd (see _backward): same schema and kernels.
-torch.library.define(f"{_NS}::_spmm_autograd", f"({_FMT}, Tensor B, Tensor? bias=None) -> Tensor")
-torch.library.define(f"{_NS}::spmm_transposed", f"({_FMT}, Tensor G) -> Tensor")
-torch.library.define(f"{_NS}::spmm_sampled_dot", f"({_FMT}, Tensor G, Tensor B) -> Tensor")
 
 #: Half-precision weights may meet float32 activations (weight-only compression).
 _MIXED_OK = {(torch.float16, torch.float32), (torch.bfloat16, torch.float32)}
@@ -111,12 +102,10 @@ def _spmm_impl(values, indices, offsets, M, K, layout, B, bias=None):
 # CUDA (and CPU when the C++ fast path is not built) run the Python path directly.
 torch.library.register_kernel(f"{_NS}::spmm", ("cuda",) if _extension._C is not None
                               else ("cpu", "cuda"), _spmm_impl)
-torch.library.register_kernel(f"{_NS}::_spmm_autograd", ("cuda",) if _extension._C is not None
-                              else ("cpu", "cuda"), _spmm_impl)
+# The Python path, which the C++ CPU kernel hands every call it does not serve.
 torch.library.register_kernel(f"{_NS}::_spmm_dispatch", ("cpu", "cuda"), _spmm_impl)
 
 
-@torch.library.register_fake(f"{_NS}::_spmm_autograd")
 @torch.library.register_fake(f"{_NS}::spmm")
 def _spmm_fake(values, indices, offsets, M, K, layout, B, bias=None):
     check_spmm_args(values, indices, offsets, M, K, layout, B, bias)
@@ -201,41 +190,52 @@ torch.library.register_autograd(f"{_NS}::spmm_sampled_dot", _sampled_dot_backwar
                                 setup_context=_helper_setup)
 
 
-def _setup_context(ctx, inputs, output):
+# The autograd formula of spmm is the C++ node SpmmFunction (csrc/ops.cpp), registered for
+# the Autograd key of every device whenever _C is built: recording it costs a fraction of a
+# Python formula's (torch.library.register_autograd runs ~40 lines of Python per call).
+#   Y = A @ B + bias:  dB = A.T @ dY,  dA = (dY @ B.T) at the stored entries,  dbias = dY.sum(1)
+# Per-call cost in us (64x64 CSC weight, 90% zeros; x [8, 64] for SparseLinear, [1, 64] for
+# sk.linear; inference_mode except the autograd row): median of 9 runs alternating the three
+# trees (each run's figure a median of 7 batches), the runs' range in brackets. Machine NOT
+# quiet: load average 3.8-7.9 on 2 cores (other jobs niced), so absolute figures are ~2-4x
+# a quiet machine's; compare columns. Command, per tree, 3 x 3 alternations:
+#   flock /work/wt/timing.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=. \
+#       python overhead.py <label>     (/work/wt/overhead.py plus an sk.linear row)
+#                            before (6f5fdfb)   Python formula (f461f87)   C++ node (this)
+#   SparseLinear fwd + grad  26.7 (18.1-46.8)   85.9 (42.7-186.2)          27.3 (14.0-41.6)
+#   sk.linear GEMV           19.0 (13.3-31.2)   14.2 (10.3-29.7)            9.4 (7.6-19.3)
+#   sk.spmm GEMV             11.9 (8.2-20.1)    13.5 (9.8-17.1)            14.0 (7.0-19.4)
+#   torch.mm GEMV (dense)    10.7 (5.2-15.1)     5.4 (4.9-11.5)             7.0 (3.0-11.3)
+#   4096^2 90% CSC GEMV      11431 (2945-14625) 2208 (1551-3824)           2500 (1140-4248)
+# (the last row is the kernel's, not this layer's.) In one process, recording this node adds
+# ~2 us to a no_grad SparseLinear call.
+# A pure-Python install (no compiler: _C missing) has no C++ node; only then the same formula
+# is registered here, in Python (the helper ops' formulas below carry double backward).
+def _python_setup_context(ctx, inputs, output):
     values, indices, offsets, M, K, layout, B, bias = inputs
     ctx.save_for_backward(values, indices, offsets, B)
     ctx.M, ctx.K, ctx.layout = M, K, layout
-    ctx.bias_dtype = None if bias is None else bias.dtype
 
 
-# The autograd formula of spmm, the only one: registered for spmm (every device without a
-# compiled autograd kernel) and for its twin _spmm_autograd, which the C++ AutogradCPU kernel
-# of spmm calls when an input requires grad (with none it steps below autograd in C++, so
-# inference never runs this Python). Cost of this form, measured (64x64 CSC, N=8, 2 threads,
-# medians of 9 x 200 calls, interleaved, machine at load average ~16 on 2 cores, so absolute
-# figures are inflated): a forward that records autograd 545-741 us against 49-174 us for the
-# C++ autograd node it replaced; a forward without grad unchanged (5.6-8.7 us vs 8.0-8.3 us).
-# The backward products themselves take milliseconds at training sizes.
-def _backward(ctx, grad):
+def _python_backward(ctx, grad):
     values, indices, offsets, B = ctx.saved_tensors
-    M, K, layout = ctx.M, ctx.K, ctx.layout
+    fmt = (indices, offsets, ctx.M, ctx.K, ctx.layout)
     need = ctx.needs_input_grad
     g_values = g_B = g_bias = None
     if need[0] and need[6]:
         grad = grad.contiguous()  # one row-major copy for both backward products
     if need[0]:
-        g_values = torch.ops.sparsekern.spmm_sampled_dot(values, indices, offsets, M, K, layout,
-                                                         grad, B)
+        g_values = torch.ops.sparsekern.spmm_sampled_dot(values, *fmt, grad, B)
     if need[6]:
-        g_B = torch.ops.sparsekern.spmm_transposed(values, indices, offsets, M, K, layout, grad)
+        g_B = torch.ops.sparsekern.spmm_transposed(values, *fmt, grad)
     if len(need) > 7 and need[7]:
         g_bias = grad.sum(1)
-    grads = (g_values, None, None, None, None, None, g_B, g_bias)
-    return grads[:len(need)]
+    return (g_values, None, None, None, None, None, g_B, g_bias)[:len(need)]
 
 
-torch.library.register_autograd(f"{_NS}::spmm", _backward, setup_context=_setup_context)
-torch.library.register_autograd(f"{_NS}::_spmm_autograd", _backward, setup_context=_setup_context)
+if _extension._C is None:
+    torch.library.register_autograd(f"{_NS}::spmm", _python_backward,
+                                    setup_context=_python_setup_context)
 
 
 def spmm_op(values, indices, offsets, M, K, layout: str, B: torch.Tensor,

@@ -29,3 +29,22 @@ def poison_output():
     from sparsekern import _output
     with _output.poisoned_outputs():
         yield
+
+
+@pytest.fixture
+def cpu_isa_env(monkeypatch):
+    """set(value): set SPARSEKERN_CPU_ISA (None: unset) and reload it, as a new process would
+    read it (the kernels read it once at import and on sparsekern.backends.reload_env()).
+    The variable is restored, and read again, when the test ends."""
+    import sparsekern as sk
+
+    def set_isa(value):
+        if value is None:
+            monkeypatch.delenv("SPARSEKERN_CPU_ISA", raising=False)
+        else:
+            monkeypatch.setenv("SPARSEKERN_CPU_ISA", value)
+        sk.backends.reload_env()
+
+    yield set_isa
+    monkeypatch.undo()
+    sk.backends.reload_env()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 import sparsekern as sk
+from sparsekern.formats import layouts
 
 #: Relative-error bounds per compute dtype (DESIGN.md, "Tests").
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
@@ -19,7 +20,12 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 def random_pattern_weight(M: int, K: int, layout: str, density: float = 0.3,
                           blocksize=(4, 4), dtype=torch.float32, generator=None) -> torch.Tensor:
-    """A fresh random [M, K] weight whose zeros form ``layout``'s pattern at ~``density``."""
+    """A fresh random [M, K] weight whose zeros form ``layout``'s pattern at ~``density``.
+
+    Any registered layout (an unknown one raises ValueError naming ``layout``): 2:4, bsr and
+    csc draw a random pattern; another layout magnitude-prunes the random W to its pattern.
+    """
+    lay = layouts.get(layout)
     W = torch.randn(M, K, generator=generator, dtype=torch.float64)
     if layout == "2:4":
         Kp = -(-K // 4) * 4
@@ -34,8 +40,11 @@ def random_pattern_weight(M: int, K: int, layout: str, density: float = 0.3,
         Mb, Kb = -(-M // bm), -(-K // bk)
         blocks = torch.rand(Mb, Kb, generator=generator, dtype=torch.float64) < density
         mask = blocks.repeat_interleave(bm, 0).repeat_interleave(bk, 1)[:M, :K]
-    else:
+    elif layout == "csc":
         mask = torch.rand(M, K, generator=generator, dtype=torch.float64) < density
+    else:
+        sparsity = 0.0 if lay.fixed_density is not None else 1.0 - density
+        return lay.magnitude_prune(W, sparsity, blocksize if lay.blocked else None).to(dtype)
     return (W * mask).to(dtype)
 
 

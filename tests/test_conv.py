@@ -7,6 +7,7 @@ from torch import nn
 
 import sparsekern as sk
 from sparsekern.conv import SparseConv2d
+from sparsekern.formats import layouts
 
 GEOMETRIES = [
     dict(kernel_size=3, padding=1),
@@ -37,8 +38,10 @@ def _pruned_conv(cin, cout, layout, seed=0, **geometry):
         mask = keep.reshape(cout, Kp)[:, :K]
     elif layout == "bsr":
         mask = (torch.rand(cout, 1) > 0.4).expand_as(W)
-    else:
+    elif layout == "csc":
         mask = torch.rand_like(W) > 0.75
+    else:  # any other registered layout: its own magnitude pruning
+        mask = layouts.get(layout).magnitude_prune(W, 0.75, None) != 0
     with torch.no_grad():
         conv.weight.mul_(mask.reshape(conv.weight.shape))
     return conv
@@ -48,7 +51,7 @@ def _rel(a, b):
     return float((a - b).detach().norm() / b.detach().norm().clamp_min(1e-30))
 
 
-@pytest.mark.parametrize("layout", ["2:4", "csc", "bsr"])
+@pytest.mark.parametrize("layout", layouts.names())
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: ",".join(f"{k}={v}" for k, v in
                                                                          g.items()))
 def test_matches_masked_dense_conv(geometry, layout, poison_output):
@@ -99,7 +102,7 @@ def test_gradients_match_dense():
     assert _rel(sparse.values.grad[stored], grad_dense.values[stored]) < 1e-5
 
 
-@pytest.mark.parametrize("layout", ["2:4", "csc", "bsr"])
+@pytest.mark.parametrize("layout", layouts.names())
 def test_state_dict_round_trip_weights_only(layout):
     conv = _pruned_conv(6, 5, layout, kernel_size=3, stride=2, padding=1, padding_mode="reflect")
     sparse = SparseConv2d.from_dense(conv, layout=layout,

@@ -11,6 +11,7 @@ from torch import nn
 import sparsekern as sk
 from sparsekern import prune
 from sparsekern.conv import SparseConv2d
+from sparsekern.formats import layouts
 from sparsekern.nn import SparseLinear
 
 safetensors = pytest.importorskip("safetensors", reason="safetensors is not installed")
@@ -52,14 +53,15 @@ def assert_untouched(model, before):
 
 # -- round trips --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("layout", ["2:4", "csc", "bsr"])
+@pytest.mark.parametrize("layout", layouts.names())
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_round_trip_into_a_fresh_model(tmp_path, layout, suffix):
     model = net()
-    prune.prune_model(model, *((None, "2:4") if layout == "2:4" else
+    nm = layouts.get(layout).group is not None  # an N:M layout: pruned to its own N:M
+    prune.prune_model(model, *((None, layout) if nm else
                                (0.75, (4, 4)) if layout == "bsr" else (0.8, "fine")))
     sparse = sk.sparsify(model, layout, blocksize=(4, 4) if layout == "bsr" else None,
-                         max_density=None if layout == "2:4" else 1.0)
+                         max_density=None if nm else 1.0)
     assert [type(sparse[i]) for i in (0, 3, 5)] == [SparseConv2d, SparseLinear, SparseLinear]
     path = tmp_path / f"m{suffix}"
     sk.save_sparse(sparse, path)
@@ -228,7 +230,7 @@ REJECTIONS = [  # (id, layout saved, edit of the entries, expected message)
     ("shape not ints", "csc", _set("5", "shape", [8, "16"]),
      r"layer '5': saved shape is \[8, '16'\]; expected \[out_features, in_features\]"),
     ("unknown layout", "csc", _set("5", "layout", "coo"),
-     r"layer '5': layout must be one of '2:4', 'bsr', 'csc'; got 'coo'"),
+     r"layer '5': layout must be one of '1:4', '2:4', 'bsr', 'csc'; got 'coo'"),
     ("missing layout", "csc", _set("5", "layout", _DROP),
      r"layer '5': the saved entry has no 'layout'"),
     ("a layer the model lacks", "csc",

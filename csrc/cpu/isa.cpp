@@ -1,9 +1,12 @@
 // Run-time ISA choice (see isa.h).
 #include "isa.h"
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <string>
 
 #include "kernels.h"
 
@@ -52,22 +55,71 @@ bool cpu_has_avx2() {
   return has;
 }
 
-bool isa_env_valid(const char** value) {
+namespace {
+// SPARSEKERN_CPU_ISA as last read by isa_reload(): read once at load and on an explicit
+// reload, never per call (a getenv per call costs time and races with setenv in other
+// threads). `isa` is what the kernels load on every call; `env` only feeds error messages.
+struct IsaState {
+  std::atomic<int> isa{static_cast<int>(Isa::kPortable)};
+  std::atomic<int> env_status{static_cast<int>(IsaEnvStatus::kOk)};
+  std::mutex mu;
+  std::string env;  // the variable's text (guarded by mu)
+};
+
+IsaState& state();
+
+void read_env(IsaState& st) {
   const char* v = std::getenv("SPARSEKERN_CPU_ISA");
-  *value = v;
-  return v == nullptr || v[0] == '\0' || std::strcmp(v, "auto") == 0 ||
-         std::strcmp(v, "portable") == 0 || std::strcmp(v, "avx2") == 0 ||
-         std::strcmp(v, "avx512") == 0;
+  const std::string text = v == nullptr ? "" : v;
+  IsaEnvStatus status = IsaEnvStatus::kOk;
+  if (!(text.empty() || text == "auto" || text == "portable" || text == "avx2" ||
+        text == "avx512"))
+    status = IsaEnvStatus::kUnknown;
+  else if (text == "avx2" && !cpu_has_avx2())
+    status = IsaEnvStatus::kAvx2Missing;
+  else if (text == "avx512" && !cpu_has_avx512())
+    status = IsaEnvStatus::kAvx512Missing;
+  Isa isa;
+  if (text == "portable")
+    isa = Isa::kPortable;
+  else if (text == "avx2")
+    isa = cpu_has_avx2() ? Isa::kAvx2 : Isa::kPortable;
+  else if (cpu_has_avx512())
+    isa = Isa::kAvx512;
+  else
+    isa = cpu_has_avx2() ? Isa::kAvx2 : Isa::kPortable;
+  std::lock_guard<std::mutex> lock(st.mu);
+  st.env = text;
+  st.env_status.store(static_cast<int>(status));
+  st.isa.store(static_cast<int>(isa));
 }
 
-Isa active_isa() {
-  const char* v = std::getenv("SPARSEKERN_CPU_ISA");
-  if (v != nullptr && std::strcmp(v, "portable") == 0) return Isa::kPortable;
-  if (v != nullptr && std::strcmp(v, "avx2") == 0)
-    return cpu_has_avx2() ? Isa::kAvx2 : Isa::kPortable;
-  if (cpu_has_avx512()) return Isa::kAvx512;
-  return cpu_has_avx2() ? Isa::kAvx2 : Isa::kPortable;
+IsaState& state() {
+  static IsaState* st = [] {
+    auto* s = new IsaState();  // never destroyed: kernels may run during exit
+    read_env(*s);
+    return s;
+  }();
+  return *st;
 }
+
+// Read at load, so the first call pays nothing.
+const bool g_read_at_load = (state(), true);
+}  // namespace
+
+void isa_reload() { read_env(state()); }
+
+IsaEnvStatus isa_env_status(std::string* value) {
+  IsaState& st = state();
+  const auto status = static_cast<IsaEnvStatus>(st.env_status.load(std::memory_order_relaxed));
+  if (status != IsaEnvStatus::kOk && value != nullptr) {
+    std::lock_guard<std::mutex> lock(st.mu);
+    *value = st.env;
+  }
+  return status;
+}
+
+Isa active_isa() { return static_cast<Isa>(state().isa.load(std::memory_order_relaxed)); }
 
 const char* active_isa_name() {
   switch (active_isa()) {

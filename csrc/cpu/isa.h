@@ -5,16 +5,22 @@
 // compiler's baseline flags on any x86-64 and on aarch64; they run only when the CPU has
 // AVX2, FMA and F16C. The AVX-512 kernels (SK_AVX512 in simd_avx512.h) likewise, when the CPU
 // has AVX-512 F/BW/VL/DQ and the OS saves the zmm state (XCR0). SPARSEKERN_CPU_ISA=
-// portable|avx2|avx512|auto, read at every call, forces one (tests run every one the CPU has).
+// portable|avx2|avx512|auto forces one (tests run every one the CPU has); it is read once at
+// load and again on isa_reload() (Python: sparsekern.backends.reload_env()), never per call.
 #pragma once
+
+#include <string>
 
 namespace sparsekern {
 namespace cpu {
 
 enum class Isa { kPortable, kAvx2, kAvx512 };
 
-// The ISA for this call: the environment switch, limited by what the CPU has.
+// The ISA for this call: the environment switch (as last read), limited by what the CPU has.
 Isa active_isa();
+
+// Read SPARSEKERN_CPU_ISA again (done once at load).
+void isa_reload();
 
 // Whether this CPU (and OS) can run the AVX2 kernels.
 bool cpu_has_avx2();
@@ -22,9 +28,11 @@ bool cpu_has_avx2();
 // Whether this CPU (and OS) can run the AVX-512 kernels.
 bool cpu_has_avx512();
 
-// Whether SPARSEKERN_CPU_ISA is unset or one of portable, avx2, avx512, auto; `value` gets
-// its text.
-bool isa_env_valid(const char** value);
+enum class IsaEnvStatus { kOk, kUnknown, kAvx2Missing, kAvx512Missing };
+
+// Whether SPARSEKERN_CPU_ISA (as last read) is unset or a choice this CPU can honour; when it
+// is not, `value` (if given) gets the variable's text.
+IsaEnvStatus isa_env_status(std::string* value);
 
 }  // namespace cpu
 }  // namespace sparsekern

@@ -96,8 +96,9 @@ int csc_scan(const Csc& a, int64_t M, int64_t K, bool* all_finite);
 int csr_spmm(const CsrRepack& a, const Dense& d);
 int csr_gemv(const CsrRepack& a, const Dense& d);
 
-// The instruction set the kernels use for the next call: "avx2" or "portable".
-// SPARSEKERN_CPU_ISA=portable|avx2|auto (read at every call) forces it; avx2 needs the CPU.
+// The instruction set the kernels use for the next call: "avx512", "avx2" or "portable".
+// SPARSEKERN_CPU_ISA=portable|avx2|avx512|auto (read at load and on isa_reload(), see isa.h)
+// forces it; each needs the CPU.
 const char* active_isa_name();
 
 }  // namespace cpu

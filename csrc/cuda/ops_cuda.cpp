@@ -12,7 +12,8 @@
 // that a minimal CUDA toolkit lacks).
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/extension.h>
+#include <torch/all.h>
+#include <torch/library.h>
 
 #include <cstdlib>
 #include <string>
@@ -180,10 +181,5 @@ void spmm_cuda(const at::Tensor& values, const at::Tensor& indices, const at::Te
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(sparsekern, m) {
-  m.def(
-      "_spmm_cuda(Tensor values, Tensor indices, Tensor offsets, int M, int K, str layout, "
-      "Tensor B, Tensor? bias, Tensor(a!) out) -> ()");
-}
-
+// The schema of _spmm_cuda is defined in sparsekern/ops.py, with every other one.
 TORCH_LIBRARY_IMPL(sparsekern, CUDA, m) { m.impl("_spmm_cuda", &spmm_cuda); }

@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -36,7 +36,8 @@ from ..prune.granularity import NM, parse
 from ..prune.pruner import prune_model
 from .choose import DEFAULT_MARGIN, LayerDecision
 from .formats import DENSE
-from .netadapt import LayerPlan, NetAdaptResult, Targets, _State, budgets, final_finetune
+from .netadapt import (LayerPlan, NetAdaptResult, Targets, _State, budgets, final_finetune,
+                       table_layers, with_overrides)
 from .table import LatencyTable
 
 #: Features of a layer's state (see the module docstring).
@@ -114,22 +115,13 @@ class _Env:
         return self.max_ratio
 
 
-def amc(model: nn.Module, table: LatencyTable, eval_fn: Callable[[nn.Module], float],
-        target_speedup: Optional[Targets] = None, target_latency_s: Optional[Targets] = None,
-        *, final_finetune_fn: Optional[Callable[[nn.Module], None]] = None,
-        granularity="fine", criterion: str = "l1", calib=None,
-        layers: Optional[Sequence[str]] = None, episodes: int = 60, warmup_episodes: int = 10,
-        max_ratio: float = 0.95, ratio_step: float = 0.01, sigma: float = 0.5,
-        sigma_decay: float = 0.97, lr: float = 0.03, hidden: int = 32,
-        infeasible_penalty: float = 1.0, margin: float = DEFAULT_MARGIN, seed: int = 0,
-        on_episode: Optional[Callable[[dict], None]] = None) -> AMCResult:
-    """Prune ``model`` (in place) with ratios chosen by a learned policy under a latency
-    budget; see the module docstring for the loop.
+@dataclass
+class AMCConfig:
+    """Settings of :func:`amc` (every field is also accepted as a keyword of it).
 
-    Args:
-        model, table, eval_fn, target_speedup, target_latency_s, final_finetune_fn,
-        criterion, calib, layers, margin: as for :func:`~sparsekern.auto.netadapt.netadapt`
-            (eval_fn: higher is better; it rates each episode's pruned copy, unfine-tuned).
+    Attributes:
+        target_speedup, target_latency_s, final_finetune_fn, criterion, calib, layers,
+            margin: as in :class:`~sparsekern.auto.netadapt.NetAdaptConfig`.
         granularity: one granularity with a free ratio ("fine" or (bm, bk) blocks); N:M
             fixes the ratio and leaves the agent nothing to choose.
         episodes: episodes in all, the first ``warmup_episodes`` with random ratios.
@@ -141,101 +133,172 @@ def amc(model: nn.Module, table: LatencyTable, eval_fn: Callable[[nn.Module], fl
         seed: seeds the policy, its noise and the final fine-tune.
         on_episode: called with each episode's history entry.
     """
-    budget = budgets(table, target_speedup, target_latency_s)
-    g = parse(granularity)
+
+    target_speedup: Optional[Targets] = None
+    target_latency_s: Optional[Targets] = None
+    final_finetune_fn: Optional[Callable[[nn.Module], None]] = None
+    granularity: Any = "fine"
+    criterion: str = "l1"
+    calib: Any = None
+    layers: Optional[Sequence[str]] = None
+    episodes: int = 60
+    warmup_episodes: int = 10
+    max_ratio: float = 0.95
+    ratio_step: float = 0.01
+    sigma: float = 0.5
+    sigma_decay: float = 0.97
+    lr: float = 0.03
+    hidden: int = 32
+    infeasible_penalty: float = 1.0
+    margin: float = DEFAULT_MARGIN
+    seed: int = 0
+    on_episode: Optional[Callable[[dict], None]] = None
+
+
+def amc(model: nn.Module, table: LatencyTable, eval_fn: Callable[[nn.Module], float],
+        config: Optional[AMCConfig] = None, **overrides) -> AMCResult:
+    """Prune ``model`` (in place) with ratios chosen by a learned policy under a latency
+    budget; see the module docstring for the loop.
+
+    Args:
+        model, table, eval_fn: as for :func:`~sparsekern.auto.netadapt.netadapt` (eval_fn:
+            higher is better; it rates each episode's pruned copy, unfine-tuned).
+        config: an :class:`AMCConfig` (default: its defaults).
+        **overrides: any field of AMCConfig by keyword (the keyword calls of earlier
+            versions, e.g. ``amc(m, t, f, target_speedup=2.0, episodes=30)``, still work).
+    """
+    cfg = with_overrides(config, AMCConfig, overrides, "amc")
+    return _Agent(model, table, eval_fn, cfg).run()
+
+
+def _check_amc(cfg: AMCConfig):
+    """The parsed granularity; ValueError naming a bad field."""
+    g = parse(cfg.granularity)
     if isinstance(g, NM):
-        raise ValueError(f"granularity {granularity!r} fixes the ratio (N:M); AMC chooses a "
+        raise ValueError(f"granularity {cfg.granularity!r} fixes the ratio (N:M); AMC chooses a "
                          f"ratio per layer: use 'fine' or (bm, bk) blocks")
-    if not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"episodes must be a positive int, got {episodes!r}")
-    if not isinstance(warmup_episodes, int) or not 0 <= warmup_episodes <= episodes:
-        raise ValueError(f"warmup_episodes must be an int in [0, episodes={episodes}], got "
-                         f"{warmup_episodes!r}")
-    if not 0 < max_ratio < 1 or not 0 < ratio_step < 1:
-        raise ValueError(f"max_ratio and ratio_step must be in (0, 1); got {max_ratio!r}, "
-                         f"{ratio_step!r}")
-    names = list(table.layers) if layers is None else list(layers)
-    unknown = [n for n in names if n not in table.layers]
-    if unknown:
-        raise ValueError(f"layers {unknown} are not in the latency table (it has "
-                         f"{list(table.layers)})")
-    st = _State(table, budget, margin)
-    env = _Env(st, names, g, max_ratio, ratio_step)
-    modules = {n: model.get_submodule(n) for n in names}
-    untouched = {n: st.actual(n, model.get_submodule(n)) for n in table.layers if n not in names}
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    policy = Policy(hidden)
-    opt = torch.optim.Adam(policy.parameters(), lr=lr)
-    rewards: List[float] = []
-    metric_dense = float(eval_fn(model))
-    history: List[dict] = []
-    best: Optional[dict] = None
-    for ep in range(episodes):
-        chosen: Dict[str, LayerDecision] = dict(untouched)
+    if not isinstance(cfg.episodes, int) or cfg.episodes < 1:
+        raise ValueError(f"episodes must be a positive int, got {cfg.episodes!r}")
+    if not isinstance(cfg.warmup_episodes, int) or not 0 <= cfg.warmup_episodes <= cfg.episodes:
+        raise ValueError(f"warmup_episodes must be an int in [0, episodes={cfg.episodes}], got "
+                         f"{cfg.warmup_episodes!r}")
+    if not 0 < cfg.max_ratio < 1 or not 0 < cfg.ratio_step < 1:
+        raise ValueError(f"max_ratio and ratio_step must be in (0, 1); got {cfg.max_ratio!r}, "
+                         f"{cfg.ratio_step!r}")
+    return g
+
+
+class _Agent:
+    """One AMC run: the environment, the policy and each step of the episode loop."""
+
+    def __init__(self, model: nn.Module, table: LatencyTable, eval_fn, cfg: AMCConfig):
+        budget = budgets(table, cfg.target_speedup, cfg.target_latency_s)
+        self.g = _check_amc(cfg)
+        self.names = table_layers(table, cfg.layers)
+        self.model, self.table, self.eval_fn, self.cfg = model, table, eval_fn, cfg
+        self.st = _State(table, budget, cfg.margin)
+        self.env = _Env(self.st, self.names, self.g, cfg.max_ratio, cfg.ratio_step)
+        self.modules = {n: model.get_submodule(n) for n in self.names}
+        self.untouched = {n: self.st.actual(n, model.get_submodule(n)) for n in table.layers
+                          if n not in self.names}
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.policy = Policy(cfg.hidden)
+        self.opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr)
+        self.rewards: List[float] = []
+        self.history: List[dict] = []
+
+    def run(self) -> AMCResult:
+        metric_dense = float(self.eval_fn(self.model))
+        best: Optional[dict] = None
+        for ep in range(self.cfg.episodes):
+            entry = self.episode(ep)
+            self.history.append(entry)
+            if self.cfg.on_episode:
+                self.cfg.on_episode(entry)
+            if entry["feasible"] and (best is None or entry["metric"] > best["metric"]):
+                best = entry
+        if best is None:
+            return self._infeasible(metric_dense)
+        return self._apply(best, metric_dense)
+
+    def act(self, ep: int, t: int, name: str, chosen, prev: float, log_probs: list) -> float:
+        """Layer t's ratio in episode ``ep``: random in warm-up, else the policy's sample;
+        on the ratio grid and clipped so that the budget stays reachable."""
+        c = self.cfg
+        committed = self.st.objective(self.st.total(chosen))  # later layers dense
+        s = self.env.state(t, name, self.modules[name], committed, prev)
+        if ep < c.warmup_episodes:
+            raw = torch.rand((), generator=self.gen) * c.max_ratio
+        else:
+            noise = c.sigma * c.sigma_decay ** max(0, ep - c.warmup_episodes)
+            mu = self.policy(s)
+            z = mu.detach() + noise * torch.randn((), generator=self.gen)
+            log_probs.append(-0.5 * ((z - mu) / noise) ** 2)  # up to a constant
+            raw = c.max_ratio * torch.sigmoid(z)
+        r = round(float(raw) / c.ratio_step) * c.ratio_step
+        return min(c.max_ratio, max(r, self.env.min_ratio(t, chosen)))
+
+    def episode(self, ep: int) -> dict:
+        """Choose every layer's ratio, rate the pruned copy, update the policy."""
+        chosen: Dict[str, LayerDecision] = dict(self.untouched)
         ratios: Dict[str, float] = {}
-        log_probs = []
+        log_probs: list = []
         prev = 0.0
-        noise = sigma * sigma_decay ** max(0, ep - warmup_episodes)
-        for t, name in enumerate(names):
-            committed = st.objective(st.total(chosen))  # later layers dense
-            s = env.state(t, name, modules[name], committed, prev)
-            if ep < warmup_episodes:
-                raw = torch.rand((), generator=gen) * max_ratio
-            else:
-                mu = policy(s)
-                z = mu.detach() + noise * torch.randn((), generator=gen)
-                log_probs.append(-0.5 * ((z - mu) / noise) ** 2)  # up to a constant
-                raw = max_ratio * torch.sigmoid(z)
-            r = round(float(raw) / ratio_step) * ratio_step
-            r = min(max_ratio, max(r, env.min_ratio(t, chosen)))
-            chosen[name] = env.decision(name, r)
+        for t, name in enumerate(self.names):
+            r = self.act(ep, t, name, chosen, prev, log_probs)
+            chosen[name] = self.env.decision(name, r)
             # a layer that stays dense gains nothing from zeros: it is not pruned at all
             ratios[name] = 0.0 if chosen[name].format == DENSE else r
-            prev = r / max_ratio
-        total = st.total(chosen)
-        feasible = st.met(total)
-        trial = copy.deepcopy(model)
-        _prune(trial, ratios, g, criterion, calib)
-        metric = float(eval_fn(trial))
-        reward = metric - (0.0 if feasible else infeasible_penalty)
-        recent = rewards[-20:]
+            prev = r / self.cfg.max_ratio
+        total = self.st.total(chosen)
+        feasible = self.st.met(total)
+        trial = copy.deepcopy(self.model)
+        _prune(trial, ratios, self.g, self.cfg.criterion, self.cfg.calib)
+        metric = float(self.eval_fn(trial))
+        reward = metric - (0.0 if feasible else self.cfg.infeasible_penalty)
+        self.learn(reward, log_probs)
+        return {"episode": ep, "ratios": ratios, "metric": metric, "reward": reward,
+                "feasible": feasible, "predicted_s": total,
+                "warmup": ep < self.cfg.warmup_episodes,
+                "formats": {n: chosen[n].format for n in self.names}}
+
+    def learn(self, reward: float, log_probs: list) -> None:
+        """REINFORCE step: advantage against the recent rewards, in units of their spread."""
+        recent = self.rewards[-20:]
         if log_probs and len(recent) >= 2:
-            # advantage against the recent rewards, in units of their spread
             mean = sum(recent) / len(recent)
             std = math.sqrt(sum((x - mean) ** 2 for x in recent) / len(recent))
             adv = (reward - mean) / (std + 1e-6)
             loss = -adv * torch.stack(log_probs).sum()
-            opt.zero_grad()
+            self.opt.zero_grad()
             loss.backward()
-            opt.step()
-        rewards.append(reward)
-        entry = {"episode": ep, "ratios": ratios, "metric": metric, "reward": reward,
-                 "feasible": feasible, "predicted_s": total, "warmup": ep < warmup_episodes,
-                 "formats": {n: chosen[n].format for n in names}}
-        history.append(entry)
-        if on_episode:
-            on_episode(entry)
-        if feasible and (best is None or metric > best["metric"]):
-            best = entry
-    if best is None:
-        return AMCResult({}, {n: LayerPlan() for n in names},
-                         {n: st.actual(n, model.get_submodule(n)) for n in table.layers},
-                         history, st.total({}), budget, False,
-                         f"no episode met the budget (even max_ratio={max_ratio} on every layer "
-                         f"is predicted too slow)", metric_dense, metric_dense, metric_dense, None)
-    masks = _prune(model, best["ratios"], g, criterion, calib)
-    metric_search = float(eval_fn(model))
-    metric = metric_search
-    if final_finetune(model, masks, final_finetune_fn, seed):
-        metric = float(eval_fn(model))
-    decisions = {n: st.actual(n, model.get_submodule(n)) for n in table.layers}
-    total = st.total(decisions)
-    plans = {n: LayerPlan(str(g) if best["ratios"][n] > 0 else None, best["ratios"][n])
-             for n in names}
-    return AMCResult(masks, plans, decisions, history, total, budget, st.met(total),
-                     f"best of {episodes} episodes (episode {best['episode']})", metric_dense,
-                     metric_search, metric, best["episode"])
+            self.opt.step()
+        self.rewards.append(reward)
+
+    def _infeasible(self, metric_dense: float) -> AMCResult:
+        st = self.st
+        return AMCResult({}, {n: LayerPlan() for n in self.names},
+                         {n: st.actual(n, self.model.get_submodule(n)) for n in self.table.layers},
+                         self.history, st.total({}), st.budget, False,
+                         f"no episode met the budget (even max_ratio={self.cfg.max_ratio} on every "
+                         f"layer is predicted too slow)", metric_dense, metric_dense, metric_dense,
+                         None)
+
+    def _apply(self, best: dict, metric_dense: float) -> AMCResult:
+        """Prune the model to the best episode's ratios, fine-tune, and the result."""
+        st, c = self.st, self.cfg
+        masks = _prune(self.model, best["ratios"], self.g, c.criterion, c.calib)
+        metric_search = metric = float(self.eval_fn(self.model))
+        if final_finetune(self.model, masks, c.final_finetune_fn, c.seed):
+            metric = float(self.eval_fn(self.model))
+        decisions = {n: st.actual(n, self.model.get_submodule(n)) for n in self.table.layers}
+        total = st.total(decisions)
+        plans = {n: LayerPlan(str(self.g) if best["ratios"][n] > 0 else None, best["ratios"][n])
+                 for n in self.names}
+        return AMCResult(masks, plans, decisions, self.history, total, st.budget, st.met(total),
+                         f"best of {c.episodes} episodes (episode {best['episode']})",
+                         metric_dense, metric_search, metric, best["episode"])
 
 
 def _prune(model: nn.Module, ratios: Dict[str, float], g, criterion, calib

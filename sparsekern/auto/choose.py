@@ -220,7 +220,7 @@ def sparsify_auto(model: nn.Module, table: Optional[LatencyTable] = None, exampl
             report[name] = ("dense", d.reason)
             log.info("sparsify auto: %s stays dense (%s)", name or type(mod).__name__, d.reason)
             continue
-        why = d.reason if d.layout != "bsr" else f"blocksize {d.blocksize}; {d.reason}"
+        why = d.reason if d.blocksize is None else f"blocksize {d.blocksize}; {d.reason}"
         report[name] = (d.layout, why)
         log.info("sparsify auto: %s -> %s (%s)", name or type(mod).__name__, d.format, d.reason)
         new = _sparse_layer(mod, d)
@@ -274,7 +274,8 @@ def decide_matrix(W: torch.Tensor, blocksize=None, margin: float = DEFAULT_MARGI
     sig = LayerSig("linear", M, K, False, (1, K), str(W.dtype).replace("torch.", ""),
                    str(W.device))
     entry = layer_entry(sig, settings, default_cache(cache))
-    formats = [f for f in entry.entry["formats"] if f in ("2:4", "csc", f"bsr{bs[0]}x{bs[1]}")]
+    formats = [f for f in entry.entry["formats"]  # a blocked format only at blocksize
+               if parse_format(f).blocksize in (None, bs)]
     return decide_weight("", W, {f"[1, {K}]": entry}, formats, margin)
 
 

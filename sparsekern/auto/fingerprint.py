@@ -62,7 +62,7 @@ def extension_build() -> Optional[str]:
 
 def software_key() -> dict:
     """sparsekern version, extension build, torch version and the forced backend."""
-    import sparsekern
+    from .. import _version
     from ..backends import forced_backend
-    return {"sparsekern": sparsekern.__version__, "extension": extension_build(),
+    return {"sparsekern": _version.__version__, "extension": extension_build(),
             "torch": torch.__version__, "forced_backend": forced_backend()}

@@ -1,7 +1,9 @@
 """The sparse formats a layer may take, named as the latency table names them.
 
-A format spec is ``"2:4"``, ``"csc"`` or ``"bsr{bm}x{bk}"`` (e.g. ``"bsr16x16"``): a layout
-plus, for BSR, its block shape. ``"dense"`` means the layer stays an nn.Linear / nn.Conv2d.
+A format spec is a registered layout's name (``"2:4"``, ``"csc"``) or, for a blocked
+layout, the name plus its block shape (``"bsr{bm}x{bk}"``, e.g. ``"bsr16x16"``); every
+name derives from the layout registry (sparsekern/formats/layouts.py). ``"dense"`` means
+the layer stays an nn.Linear / nn.Conv2d.
 """
 from __future__ import annotations
 
@@ -9,47 +11,66 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
+from ..formats import layouts
+
 DENSE = "dense"
 
-_BSR = re.compile(r"^bsr(\d+)x(\d+)$")
+_BLOCKS = re.compile(r"^(.*?)(\d+)x(\d+)$")
 
 
 @dataclass(frozen=True)
 class FormatSpec:
-    """One sparse format: ``layout`` ("2:4", "bsr", "csc") and ``blocksize`` for bsr."""
+    """One sparse format: a registered ``layout`` and, for a blocked one, ``blocksize``."""
 
     layout: str
     blocksize: Optional[Tuple[int, int]] = None
 
     @property
     def name(self) -> str:
-        if self.layout == "bsr":
-            return f"bsr{self.blocksize[0]}x{self.blocksize[1]}"
+        if self.blocksize is not None:
+            return f"{self.layout}{self.blocksize[0]}x{self.blocksize[1]}"
         return self.layout
 
     def __str__(self) -> str:
         return self.name
 
 
+def _expected() -> str:
+    plain = [repr(lay.name) for lay in layouts.all_layouts() if not lay.blocked]
+    blocked = [f"'{lay.name}BMxBK'" for lay in layouts.all_layouts() if lay.blocked]
+    opts = plain + blocked
+    example = [f" (e.g. '{lay.name}16x16')" for lay in layouts.all_layouts() if lay.blocked]
+    return ", ".join(opts[:-1]) + " or " + opts[-1] + "".join(example[:1])
+
+
 def parse_format(name: str) -> FormatSpec:
-    """``"2:4"`` / ``"csc"`` / ``"bsrBMxBK"`` -> FormatSpec; ValueError otherwise."""
-    if name in ("2:4", "csc"):
+    """``"2:4"`` / ``"csc"`` / ``"bsrBMxBK"`` (any registered layout) -> FormatSpec;
+    ValueError otherwise."""
+    if isinstance(name, str) and name in layouts.names() and not layouts.get(name).blocked:
         return FormatSpec(name)
-    m = _BSR.match(name) if isinstance(name, str) else None
-    if m and int(m.group(1)) > 0 and int(m.group(2)) > 0:
-        return FormatSpec("bsr", (int(m.group(1)), int(m.group(2))))
-    raise ValueError(f"unknown format {name!r}; expected '2:4', 'csc' or 'bsrBMxBK' "
-                     f"(e.g. 'bsr16x16')")
+    m = _BLOCKS.match(name) if isinstance(name, str) else None
+    if m and m.group(1) in layouts.names() and layouts.get(m.group(1)).blocked \
+            and int(m.group(2)) > 0 and int(m.group(3)) > 0:
+        return FormatSpec(m.group(1), (int(m.group(2)), int(m.group(3))))
+    raise ValueError(f"unknown format {name!r}; expected {_expected()}")
 
 
 def default_blocks() -> Tuple[Tuple[int, int], ...]:
-    """The BSR block shapes the benchmark harness measures (sparsekern.bench.cases)."""
-    from ..bench.cases import BSR_BLOCKS
-    return tuple(tuple(b) for b in BSR_BLOCKS)
+    """The block shapes measured for blocked layouts (each layout's ``block_shapes``)."""
+    out = []
+    for lay in layouts.all_layouts():
+        out += [tuple(b) for b in lay.block_shapes if tuple(b) not in out]
+    return tuple(out)
 
 
 def format_specs(blocks: Optional[Sequence[Tuple[int, int]]] = None) -> Tuple[FormatSpec, ...]:
-    """2:4, every BSR block shape of ``blocks`` (default :func:`default_blocks`), CSC."""
-    blocks = default_blocks() if blocks is None else blocks
-    return ((FormatSpec("2:4"),) + tuple(FormatSpec("bsr", (int(b[0]), int(b[1])))
-                                         for b in blocks) + (FormatSpec("csc"),))
+    """Every registered layout, a blocked one once per block shape of ``blocks`` (default:
+    the layout's ``block_shapes``): 2:4, bsr4x4, bsr16x16, bsr32x32, csc."""
+    specs = []
+    for lay in layouts.all_layouts():
+        if lay.blocked:
+            shapes = lay.block_shapes if blocks is None else blocks
+            specs += [FormatSpec(lay.name, (int(b[0]), int(b[1]))) for b in shapes]
+        else:
+            specs.append(FormatSpec(lay.name))
+    return tuple(specs)

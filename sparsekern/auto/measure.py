@@ -43,9 +43,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..bench import magnitude
-from ..bench.candidates import serving_backend
-from ..timing.machine import last_level_cache_bytes
+from ..formats import layouts as layout_registry
+from ..timing.machine import last_level_cache_bytes, serving_backend
 from ..timing.paired import PairedSettings, time_paired
 from ..timing.timers import (CacheFlusher, TimerSettings, time_blocks, time_cuda,
                              time_interleaved)
@@ -81,16 +80,17 @@ class Grid:
     """What a table entry measures: sparsities for BSR/CSC, BSR block shapes, layouts."""
 
     sparsities: Tuple[float, ...] = DEFAULT_SPARSITIES
-    blocks: Optional[Tuple[Tuple[int, int], ...]] = None   # None: the harness's BSR_BLOCKS
-    layouts: Tuple[str, ...] = ("2:4", "bsr", "csc")
+    blocks: Optional[Tuple[Tuple[int, int], ...]] = None   # None: each layout's block_shapes
+    layouts: Tuple[str, ...] = field(default_factory=layout_registry.names)  # all registered
 
     def __post_init__(self):
         for s in self.sparsities:
             if not 0.0 <= float(s) < 1.0:
                 raise ValueError(f"grid sparsities must be in [0, 1), got {s!r}")
-        bad = [l for l in self.layouts if l not in ("2:4", "bsr", "csc")]
+        bad = [l for l in self.layouts if l not in layout_registry.names()]
         if bad:
-            raise ValueError(f"grid layouts must be among '2:4', 'bsr', 'csc'; got {bad}")
+            raise ValueError(f"grid layouts must be among {layout_registry.choices()}; "
+                             f"got {bad}")
 
     def specs(self) -> Tuple[FormatSpec, ...]:
         blocks = default_blocks() if self.blocks is None else self.blocks
@@ -104,7 +104,7 @@ class Grid:
 class _Pruner:
     """Magnitude pruning of one weight W [M, K] to many sparsities, sorting once.
 
-    Same rule as sparsekern.bench.magnitude (largest |w| survive; blocks ranked by the L1
+    Same rule as each layout's ``magnitude_prune`` (largest |w| survive; blocks ranked by the L1
     norm; 2:4 keeps the 2 largest of every 4 along K), but one sort serves every
     sparsity of the grid instead of one top-k per point.
     """
@@ -138,11 +138,13 @@ class _Pruner:
         return self.W * mask.to(self.W.dtype)
 
     def prune(self, spec: FormatSpec, sparsity: float) -> torch.Tensor:
-        if spec.layout == "2:4":
-            return magnitude.prune_2to4(self.W)
+        """Sort-once paths for bsr and csc; any other layout prunes by its own rule."""
         if spec.layout == "bsr":
             return self.blocks(sparsity, *spec.blocksize)
-        return self.unstructured(sparsity)
+        if spec.layout == "csc":
+            return self.unstructured(sparsity)
+        return layout_registry.get(spec.layout).magnitude_prune(self.W, sparsity,
+                                                                spec.blocksize)
 
 
 def sparse_module(dense: nn.Module, spec: FormatSpec) -> nn.Module:
@@ -320,7 +322,8 @@ def measure_signatures(sigs: Sequence[LayerSig], settings: Optional[MeasureSetti
     pruner = _Pruner(dense.weight.detach().reshape(M, K))
     points: List[_Point] = []
     for spec in s.grid.specs():
-        for sp in ((0.5,) if spec.layout == "2:4" else s.grid.sparsities):
+        fixed = layout_registry.get(spec.layout).fixed_density
+        for sp in ((1.0 - fixed,) if fixed is not None else s.grid.sparsities):
             Wp = pruner.prune(spec, sp)
             density = pattern_densities(Wp, [spec])[spec.name]
             points.append(_Point(spec, float(sp), density, sparse_module(pruned_copy(dense, Wp),

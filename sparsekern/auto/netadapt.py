@@ -24,12 +24,13 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
+from dataclasses import dataclass, fields, replace
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
+from ..formats import layouts as layout_registry
 from ..prune.granularity import NM, Fine, parse
 from ..prune.layers import weight_matrix
 from ..prune.masks import MaskHolder
@@ -164,11 +165,12 @@ class _State:
 
     def planned(self, name: str, g, ratio: float, first=None) -> LayerDecision:
         """The decision for layer ``name`` pruned to ``ratio`` in ``g``, after a first
-        step in granularity ``first`` (an N:M first step keeps its 2:4 format possible)."""
+        step in granularity ``first`` (an N:M first step keeps its N:M formats, e.g. 2:4, possible)."""
         dens = planned_densities(g, ratio, self.specs)
         if isinstance(first, NM) and not isinstance(g, NM):
             base = planned_densities(first, first.fixed_ratio, self.specs)
-            dens.update({k: v for k, v in base.items() if k == "2:4" and v is not None})
+            dens.update({k: v for k, v in base.items()  # the N:M formats stay possible
+                         if v is not None and layout_registry.get(parse_format(k).layout).group})
         return decide(name, self.table.layers[name], dens, self.margin)
 
     def actual(self, name: str, module: nn.Module) -> LayerDecision:
@@ -183,26 +185,11 @@ def _ratios(g, current: float, ratio_step: float, max_ratio: float) -> List[floa
     return [round(current + ratio_step * (i + 1), 6) for i in range(n)]
 
 
-def netadapt(model: nn.Module, table: LatencyTable, eval_fn: Callable[[nn.Module], float],
-             target_speedup: Optional[Targets] = None,
-             target_latency_s: Optional[Targets] = None,
-             finetune_fn: Optional[Callable[[nn.Module], None]] = None,
-             final_finetune_fn: Optional[Callable[[nn.Module], None]] = None,
-             granularities: Sequence = ("fine",), criterion: str = "l1", calib=None,
-             layers: Optional[Sequence[str]] = None, steps: int = 5, step_decay: float = 0.96,
-             ratio_step: float = 0.01, max_ratio: float = 0.98, max_iterations: int = 30,
-             min_metric: Optional[float] = None, max_rejections: int = 2,
-             higher_is_better: bool = True,
-             margin: float = DEFAULT_MARGIN, seed: int = 0,
-             on_iteration: Optional[Callable[[dict], None]] = None) -> NetAdaptResult:
-    """Prune ``model`` (in place) until the table predicts it meets the latency target.
+@dataclass
+class NetAdaptConfig:
+    """Settings of :func:`netadapt` (every field is also accepted as a keyword of it).
 
-    Args:
-        model: the trained dense model (pruned in place; the winner of each iteration is
-            loaded into it).
-        table: its latency table (sparsekern.auto.build_table), measured with the whole
-            model so that the time outside the layers is known.
-        eval_fn: ``eval_fn(model) -> float``, e.g. validation accuracy.
+    Attributes:
         target_speedup / target_latency_s: exactly one; a number for every shape of the
             table, a list (one per shape, in table.shapes order) or {shape label: value}.
         finetune_fn: ``finetune_fn(model)``, the short fine-tune of each candidate (your
@@ -220,107 +207,209 @@ def netadapt(model: nn.Module, table: LatencyTable, eval_fn: Callable[[nn.Module
         min_metric: when the best candidate's metric is worse than this, it is rejected
             and the iteration retried with half the ask; after ``max_rejections``
             rejections in a row the search stops (keeping the last accepted model).
+        higher_is_better: the direction of ``eval_fn``'s metric.
         margin: a format is used only when predicted this much faster than dense.
         seed: torch's seed before each candidate's fine-tune (fair comparison).
         on_iteration: called with each iteration's history entry.
     """
-    budget = budgets(table, target_speedup, target_latency_s)
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if not 0 < ratio_step < 1 or not 0 < max_ratio < 1:
-        raise ValueError(f"ratio_step and max_ratio must be in (0, 1); got {ratio_step!r}, "
-                         f"{max_ratio!r}")
-    gran = [parse(g) for g in granularities]
+
+    target_speedup: Optional[Targets] = None
+    target_latency_s: Optional[Targets] = None
+    finetune_fn: Optional[Callable[[nn.Module], None]] = None
+    final_finetune_fn: Optional[Callable[[nn.Module], None]] = None
+    granularities: Sequence = ("fine",)
+    criterion: str = "l1"
+    calib: Any = None
+    layers: Optional[Sequence[str]] = None
+    steps: int = 5
+    step_decay: float = 0.96
+    ratio_step: float = 0.01
+    max_ratio: float = 0.98
+    max_iterations: int = 30
+    min_metric: Optional[float] = None
+    max_rejections: int = 2
+    higher_is_better: bool = True
+    margin: float = DEFAULT_MARGIN
+    seed: int = 0
+    on_iteration: Optional[Callable[[dict], None]] = None
+
+
+def with_overrides(config, cls, overrides: Mapping[str, Any], func: str):
+    """``config`` (None: the defaults of ``cls``) with keyword ``overrides`` applied;
+    TypeError naming an unknown keyword or a config of the wrong type."""
+    if config is None:
+        config = cls()
+    elif not isinstance(config, cls):
+        raise TypeError(f"{func}: config must be {cls.__name__} or None, got "
+                        f"{type(config).__name__}; pass target_speedup=... by keyword")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"{func}() got unexpected keyword argument(s) {unknown}; expected "
+                        f"fields of {cls.__name__}")
+    return replace(config, **overrides)
+
+
+def netadapt(model: nn.Module, table: LatencyTable, eval_fn: Callable[[nn.Module], float],
+             config: Optional[NetAdaptConfig] = None, **overrides) -> NetAdaptResult:
+    """Prune ``model`` (in place) until the table predicts it meets the latency target.
+
+    Args:
+        model: the trained dense model (pruned in place; the winner of each iteration is
+            loaded into it).
+        table: its latency table (sparsekern.auto.build_table), measured with the whole
+            model so that the time outside the layers is known.
+        eval_fn: ``eval_fn(model) -> float``, e.g. validation accuracy.
+        config: a :class:`NetAdaptConfig` (default: its defaults).
+        **overrides: any field of NetAdaptConfig by keyword (the keyword calls of earlier
+            versions, e.g. ``netadapt(m, t, f, target_speedup=2.0, steps=3)``, still work).
+    """
+    cfg = with_overrides(config, NetAdaptConfig, overrides, "netadapt")
+    return _Search(model, table, eval_fn, cfg).run()
+
+
+class _Search:
+    """One NetAdapt search: the state between iterations and each step of the loop."""
+
+    def __init__(self, model: nn.Module, table: LatencyTable, eval_fn, cfg: NetAdaptConfig):
+        budget = budgets(table, cfg.target_speedup, cfg.target_latency_s)
+        self.gran, self.names = _check_netadapt(cfg, table)
+        self.model, self.table, self.eval_fn, self.cfg = model, table, eval_fn, cfg
+        self.better = (lambda a, b: a > b) if cfg.higher_is_better else (lambda a, b: a < b)
+        self.st = _State(table, budget, cfg.margin)
+        self.decisions = {n: self.st.actual(n, model.get_submodule(n)) for n in table.layers}
+        self.plans = {n: LayerPlan() for n in self.names}
+        self.masks: Dict[str, torch.Tensor] = {}
+        self.total = self.st.total(self.decisions)
+        self.J = self.st.objective(self.total)
+        self.metric = self.metric_dense = float(eval_fn(model))
+        self.ask = max((self.J - 1.0) / cfg.steps, 0.01)
+        self.history: List[dict] = []
+        self.reason = "the predicted latency meets the budget at every shape"
+
+    def run(self) -> NetAdaptResult:
+        it = rejected = 0
+        while not self.st.met(self.total):
+            if it >= self.cfg.max_iterations:
+                self.reason = f"stopped after max_iterations={self.cfg.max_iterations}"
+                break
+            proposals = self.propose()
+            if not proposals:
+                self.reason = ("no layer can be pruned further to cut the predicted latency (no "
+                               "format is faster than dense at the allowed ratios, or every "
+                               f"layer is at max_ratio={self.cfg.max_ratio})")
+                break
+            best = self.evaluate(proposals)
+            entry = {"iteration": it + 1, "ask": self.ask, "winner": best[0].to_dict(),
+                     "candidates": [c.to_dict() for c in proposals]}
+            if self.cfg.min_metric is not None and self.better(self.cfg.min_metric,
+                                                               best[0].metric):
+                rejected += 1
+                if self.reject(entry, best[0], rejected):
+                    break
+                continue
+            rejected = 0
+            self.accept(entry, *best)
+            it += 1
+        return self.finish()
+
+    def propose(self) -> List[Candidate]:
+        """This iteration's candidates, halving the ask while nothing cuts that much."""
+        c = self.cfg
+        args = (self.st, self.names, self.plans, self.gran, self.decisions, self.J)
+        proposals = _proposals(*args, self.ask, c.ratio_step, c.max_ratio)
+        while not proposals and self.ask > MIN_ASK:
+            self.ask /= 2
+            proposals = _proposals(*args, self.ask, c.ratio_step, c.max_ratio)
+        return proposals
+
+    def evaluate(self, proposals: List[Candidate]):
+        """Prune, fine-tune and rate a copy per candidate; the best (cand, trial, masks,
+        decision): the best metric, ties broken by the lower predicted latency."""
+        best = None
+        for cand in proposals:
+            trial = copy.deepcopy(self.model)
+            new_masks = _prune_one(trial, cand, self.masks, self.cfg.criterion, self.cfg.calib)
+            held = {**self.masks, **new_masks}
+            if self.cfg.finetune_fn is not None:
+                torch.manual_seed(self.cfg.seed)
+                with MaskHolder(trial, held):
+                    self.cfg.finetune_fn(trial)
+            cand.metric = float(self.eval_fn(trial))
+            d = self.st.actual(cand.layer, trial.get_submodule(cand.layer))
+            cand.format = d.format
+            cand.predicted_s = self.st.total({**self.decisions, cand.layer: d})
+            cand.objective = self.st.objective(cand.predicted_s)
+            if (best is None or self.better(cand.metric, best[0].metric) or
+                    (cand.metric == best[0].metric and cand.objective < best[0].objective)):
+                best = (cand, trial, held, d)
+        return best
+
+    def _record(self, entry: dict) -> None:
+        self.history.append(entry)
+        if self.cfg.on_iteration:
+            self.cfg.on_iteration(entry)
+
+    def reject(self, entry: dict, cand: Candidate, rejected: int) -> bool:
+        """Record a too-lossy winner and halve the ask; True when the search must stop."""
+        entry["accepted"] = False
+        self._record(entry)
+        if rejected > self.cfg.max_rejections or self.ask / 2 < MIN_ASK:
+            self.reason = (f"the best candidate's metric {cand.metric:.4g} is worse than "
+                           f"min_metric={self.cfg.min_metric:.4g}, also with smaller steps")
+            return True
+        self.ask /= 2
+        return False
+
+    def accept(self, entry: dict, cand: Candidate, trial: nn.Module, held, d) -> None:
+        """Load the winner into the model and move the search state on."""
+        entry["accepted"] = True
+        self.model.load_state_dict(trial.state_dict())
+        self.masks = held
+        first = self.plans[cand.layer].granularity or str(parse(cand.granularity))
+        self.plans[cand.layer] = LayerPlan(first, cand.ratio)
+        self.decisions[cand.layer] = d
+        self.total, self.J, self.metric = cand.predicted_s, cand.objective, cand.metric
+        self._record(entry)
+        self.ask *= self.cfg.step_decay
+
+    def finish(self) -> NetAdaptResult:
+        """The final fine-tune (when there is one) and the result."""
+        reached = self.st.met(self.total)
+        metric_search = metric = self.metric
+        if final_finetune(self.model, self.masks, self.cfg.final_finetune_fn, self.cfg.seed):
+            metric = float(self.eval_fn(self.model))
+            self.decisions = {n: self.st.actual(n, self.model.get_submodule(n))
+                              for n in self.table.layers}
+            self.total = self.st.total(self.decisions)
+        return NetAdaptResult(self.masks, self.plans, self.decisions, self.history, self.total,
+                              self.st.budget, reached, self.reason, self.metric_dense,
+                              metric_search, metric)
+
+
+def _check_netadapt(cfg: NetAdaptConfig, table: LatencyTable):
+    """The parsed granularities and the layer names; ValueError naming a bad field."""
+    if not isinstance(cfg.steps, int) or cfg.steps < 1:
+        raise ValueError(f"steps must be a positive int, got {cfg.steps!r}")
+    if not 0 < cfg.ratio_step < 1 or not 0 < cfg.max_ratio < 1:
+        raise ValueError(f"ratio_step and max_ratio must be in (0, 1); got {cfg.ratio_step!r}, "
+                         f"{cfg.max_ratio!r}")
+    gran = [parse(g) for g in cfg.granularities]
     if not gran:
         raise ValueError("granularities is empty; allow at least one, e.g. ('fine',)")
     for g in gran:
         planned_densities(g, 0.5, [])  # raises for granularities the search cannot price
+    return gran, table_layers(table, cfg.layers)
+
+
+def table_layers(table: LatencyTable, layers: Optional[Sequence[str]]) -> List[str]:
+    """``layers`` (default: every layer of the table); ValueError naming those it lacks."""
     names = list(table.layers) if layers is None else list(layers)
     unknown = [n for n in names if n not in table.layers]
     if unknown:
         raise ValueError(f"layers {unknown} are not in the latency table (it has "
                          f"{list(table.layers)})")
-    better = (lambda a, b: a > b) if higher_is_better else (lambda a, b: a < b)
-    st = _State(table, budget, margin)
-    modules = {n: model.get_submodule(n) for n in table.layers}
-    decisions = {n: st.actual(n, m) for n, m in modules.items()}
-    plans = {n: LayerPlan() for n in names}
-    masks: Dict[str, torch.Tensor] = {}
-    total = st.total(decisions)
-    J = st.objective(total)
-    metric = float(eval_fn(model))
-    metric_dense = metric
-    ask = max((J - 1.0) / steps, 0.01)
-    history: List[dict] = []
-    reason = "the predicted latency meets the budget at every shape"
-    it = rejected = 0
-    while not st.met(total):
-        if it >= max_iterations:
-            reason = f"stopped after max_iterations={max_iterations}"
-            break
-        proposals = _proposals(st, names, plans, gran, decisions, J, ask, ratio_step, max_ratio)
-        while not proposals and ask > MIN_ASK:  # nothing cuts that much: ask for less
-            ask /= 2
-            proposals = _proposals(st, names, plans, gran, decisions, J, ask, ratio_step,
-                                   max_ratio)
-        if not proposals:
-            reason = ("no layer can be pruned further to cut the predicted latency (no format "
-                      "is faster than dense at the allowed ratios, or every layer is at "
-                      f"max_ratio={max_ratio})")
-            break
-        best = None
-        for cand in proposals:
-            trial = copy.deepcopy(model)
-            new_masks = _prune_one(trial, cand, masks, criterion, calib)
-            held = {**masks, **new_masks}
-            if finetune_fn is not None:
-                torch.manual_seed(seed)
-                with MaskHolder(trial, held):
-                    finetune_fn(trial)
-            cand.metric = float(eval_fn(trial))
-            d = st.actual(cand.layer, trial.get_submodule(cand.layer))
-            cand.format = d.format
-            cand.predicted_s = st.total({**decisions, cand.layer: d})
-            cand.objective = st.objective(cand.predicted_s)
-            if (best is None or better(cand.metric, best[0].metric) or
-                    (cand.metric == best[0].metric and cand.objective < best[0].objective)):
-                best = (cand, trial, held, d)
-        cand, trial, held, d = best
-        entry = {"iteration": it + 1, "ask": ask, "winner": cand.to_dict(),
-                 "candidates": [c.to_dict() for c in proposals]}
-        if min_metric is not None and better(min_metric, cand.metric):
-            entry["accepted"] = False
-            history.append(entry)
-            if on_iteration:
-                on_iteration(entry)
-            rejected += 1
-            if rejected > max_rejections or ask / 2 < MIN_ASK:
-                reason = (f"the best candidate's metric {cand.metric:.4g} is worse than "
-                          f"min_metric={min_metric:.4g}, also with smaller steps")
-                break
-            ask /= 2  # too lossy: ask for a smaller cut
-            continue
-        rejected = 0
-        entry["accepted"] = True
-        model.load_state_dict(trial.state_dict())
-        masks = held
-        first = plans[cand.layer].granularity or str(parse(cand.granularity))
-        plans[cand.layer] = LayerPlan(first, cand.ratio)
-        decisions[cand.layer] = d
-        total, J, metric = cand.predicted_s, cand.objective, cand.metric
-        history.append(entry)
-        if on_iteration:
-            on_iteration(entry)
-        ask *= step_decay
-        it += 1
-    reached = st.met(total)
-    metric_search = metric
-    if final_finetune(model, masks, final_finetune_fn, seed):
-        metric = float(eval_fn(model))
-        decisions = {n: st.actual(n, model.get_submodule(n)) for n in table.layers}
-        total = st.total(decisions)
-    return NetAdaptResult(masks, plans, decisions, history, total, budget, reached, reason,
-                          metric_dense, metric_search, metric)
+    return names
 
 
 def final_finetune(model: nn.Module, masks: Mapping[str, torch.Tensor],

@@ -7,6 +7,7 @@ by the *stored fraction* ("density") of the weight matrix W [M, K]:
 * ``bsrBMxBK``: blocks holding a nonzero / all blocks (padded edge blocks count whole);
 * ``2:4``: always 1/2 of the (padded) matrix, and only possible when every group of 4
   along K holds at most 2 nonzeros.
+Each is the layout's ``pattern_density`` (sparsekern/formats/layouts.py).
 """
 from __future__ import annotations
 
@@ -14,59 +15,36 @@ from typing import Dict, Iterable, Optional
 
 import torch
 
+from ..formats import layouts
+from ..formats.bsr import block_density  # noqa: F401  (re-exported)
+from ..formats.semi24 import is_semi24  # noqa: F401  (re-exported)
 from ..prune.granularity import NM, Block, Fine, parse
 from .formats import FormatSpec
-
-
-def is_semi24(W: torch.Tensor) -> bool:
-    """Every group of 4 consecutive weights along K of W [M, K] holds at most 2 nonzeros."""
-    M, K = W.shape
-    if W.numel() == 0:
-        return True
-    Kp = -(-K // 4) * 4
-    nz = torch.nn.functional.pad((W != 0).to(torch.int8), (0, Kp - K))
-    return bool((nz.reshape(M, Kp // 4, 4).sum(-1) <= 2).all())
-
-
-def block_density(W: torch.Tensor, bm: int, bk: int) -> float:
-    """Fraction of the bm x bk blocks of W [M, K] that hold a nonzero (edge blocks padded)."""
-    M, K = W.shape
-    if W.numel() == 0:
-        return 0.0
-    Mb, Kb = -(-M // bm), -(-K // bk)
-    nz = torch.nn.functional.pad((W != 0).to(torch.int8), (0, Kb * bk - K, 0, Mb * bm - M))
-    return float(nz.reshape(Mb, bm, Kb, bk).amax(dim=(1, 3)).float().mean())
 
 
 def pattern_densities(W: torch.Tensor, specs: Iterable[FormatSpec]) -> Dict[str, Optional[float]]:
     """{format name: stored fraction of W [M, K] in that format, None where impossible}."""
     W = W.detach()
-    out: Dict[str, Optional[float]] = {}
-    nnz = float((W != 0).float().mean()) if W.numel() else 0.0
-    for spec in specs:
-        if spec.layout == "csc":
-            out[spec.name] = nnz
-        elif spec.layout == "2:4":
-            out[spec.name] = 0.5 if is_semi24(W) else None
-        else:
-            out[spec.name] = block_density(W, *spec.blocksize)
-    return out
+    return {spec.name: layouts.get(spec.layout).pattern_density(W, spec.blocksize)
+            for spec in specs}
 
 
 def planned_densities(granularity, ratio: float, specs: Iterable[FormatSpec]
                       ) -> Dict[str, Optional[float]]:
     """Stored fractions a layer will have after pruning ``ratio`` of it in ``granularity``.
 
-    Used by the search to predict before pruning: fine -> csc; N:M -> 2:4 (when every
-    group of 4 keeps <= 2, i.e. N <= 2 and M a multiple of 4) and csc; (bm, bk) blocks ->
+    Used by the search to predict before pruning: fine -> csc; N:M -> every N:M layout
+    that holds it (2:4 when every group of 4 keeps <= 2, i.e. N <= 2 and M a multiple of 4;
+    1:4 when N <= 1) and csc; (bm, bk) blocks ->
     bsr with that block shape and csc. Other formats get None (not reachable).
     """
     g = parse(granularity)
     out: Dict[str, Optional[float]] = {s.name: None for s in specs}
     names = set(out)
     if isinstance(g, NM):
-        if g.n <= 2 and g.m % 4 == 0 and "2:4" in names:
-            out["2:4"] = 0.5
+        for lay in layouts.all_layouts():  # the N:M layouts that hold n:m (2:4 holds 1:8)
+            if lay.name in names and lay.holds_group(g.n, g.m):
+                out[lay.name] = lay.fixed_density
         if "csc" in names:
             out["csc"] = g.n / g.m
     elif isinstance(g, Block):

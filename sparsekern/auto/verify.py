@@ -69,29 +69,13 @@ def paired_prediction(table: LatencyTable, dense: nn.Module, sparse: nn.Module,
     xs = list(example_inputs) if isinstance(example_inputs, list) else [example_inputs]
     context = context or table.meta.get("context") or "warm"
     device = next(dense.parameters()).device
-    names = list(table.layers)
     prepared, fixed = {}, {}
     for x in xs:
         lab = input_label(x)
         if lab not in table.shapes:
             raise ValueError(f"example input of shape {lab} is not a shape of the table "
                              f"{table.shapes}")
-        jobs = {"dense": (lambda x: call(dense, x), x), "sparse": (lambda x: call(sparse, x), x),
-                "other": (lambda x, o=stubbed_copy(dense, x, names): call(o, x), x)}
-        fixed[lab] = {}
-        for n in names:
-            entry = table.layers[n].get(lab)
-            if entry is None:  # the layer does not run on this input
-                continue
-            fmt, density = choices.get(n, (DENSE, 1.0))
-            if not entry.entry.get("signature"):
-                # a hand-made entry (no layer to rebuild): its prediction, not re-timed
-                fixed[lab][n] = table.layer_s(n, (fmt, density))[lab]
-                continue
-            layer, x_layer = synthetic_layer(LayerSig.from_key(entry.entry["signature"]), fmt,
-                                             density, seed)
-            jobs["layer:" + n] = (layer, x_layer)
-        prepared[lab] = jobs
+        prepared[lab], fixed[lab] = _jobs(table, dense, sparse, choices, x, lab, seed)
     dense.eval(), sparse.eval()
     runs: Dict[str, list] = {lab: [] for lab in prepared}
     for _ in range(windows):
@@ -100,27 +84,53 @@ def paired_prediction(table: LatencyTable, dense: nn.Module, sparse: nn.Module,
             runs[lab].append({k: v["median_s"] for k, v in res.items()})
     table_pred = table.predict(choices)
     table_dense = table.predict()
-    out = {}
-    for lab, ws in runs.items():
-        for w in ws:
-            w["predicted"] = (w["other"] + sum(v for k, v in w.items() if k.startswith("layer:"))
-                              + sum(fixed[lab].values()))
-            w["error"] = w["predicted"] / w["sparse"] - 1.0
-        sparse_s = _median([w["sparse"] for w in ws])
-        dense_s = _median([w["dense"] for w in ws])
-        layer_keys = [k for k in ws[0] if k.startswith("layer:")]
-        predicted_s = _median([w["predicted"] for w in ws])
-        out[lab] = {
-            "dense_s": dense_s, "sparse_s": sparse_s, "predicted_s": predicted_s,
-            "error": predicted_s / sparse_s - 1.0,
-            "table_predicted_s": table_pred[lab],
-            "table_error": table_pred[lab] / sparse_s - 1.0,
-            "table_dense_s": table_dense[lab],
-            "drift": dense_s / table_dense[lab] - 1.0,
-            "layers_s": {**{k[len("layer:"):]: _median([w[k] for w in ws]) for k in layer_keys},
-                         **fixed[lab]},
-            "not_retimed": sorted(fixed[lab]),
-            "other_s": _median([w["other"] for w in ws]),
-            "windows": ws,
-        }
-    return out
+    return {lab: _summary(ws, fixed[lab], table_pred[lab], table_dense[lab])
+            for lab, ws in runs.items()}
+
+
+def _jobs(table: LatencyTable, dense, sparse, choices, x, lab: str, seed: int):
+    """What one shape times per window ({name: (fn or module, input)}: the dense and sparse
+    models, the dense model with its table layers stubbed out, one rebuilt layer per table
+    entry) and {layer: predicted seconds} of the hand-made entries that cannot be rebuilt."""
+    names = list(table.layers)
+    jobs = {"dense": (lambda x: call(dense, x), x), "sparse": (lambda x: call(sparse, x), x),
+            "other": (lambda x, o=stubbed_copy(dense, x, names): call(o, x), x)}
+    fixed = {}
+    for n in names:
+        entry = table.layers[n].get(lab)
+        if entry is None:  # the layer does not run on this input
+            continue
+        fmt, density = choices.get(n, (DENSE, 1.0))
+        if not entry.entry.get("signature"):
+            # a hand-made entry (no layer to rebuild): its prediction, not re-timed
+            fixed[n] = table.layer_s(n, (fmt, density))[lab]
+            continue
+        layer, x_layer = synthetic_layer(LayerSig.from_key(entry.entry["signature"]), fmt,
+                                         density, seed)
+        jobs["layer:" + n] = (layer, x_layer)
+    return jobs, fixed
+
+
+def _summary(ws: list, fixed: Dict[str, float], table_pred: float, table_dense: float) -> dict:
+    """One shape's medians over windows (see :func:`paired_prediction`)."""
+    for w in ws:
+        w["predicted"] = (w["other"] + sum(v for k, v in w.items() if k.startswith("layer:"))
+                          + sum(fixed.values()))
+        w["error"] = w["predicted"] / w["sparse"] - 1.0
+    sparse_s = _median([w["sparse"] for w in ws])
+    dense_s = _median([w["dense"] for w in ws])
+    layer_keys = [k for k in ws[0] if k.startswith("layer:")]
+    predicted_s = _median([w["predicted"] for w in ws])
+    return {
+        "dense_s": dense_s, "sparse_s": sparse_s, "predicted_s": predicted_s,
+        "error": predicted_s / sparse_s - 1.0,
+        "table_predicted_s": table_pred,
+        "table_error": table_pred / sparse_s - 1.0,
+        "table_dense_s": table_dense,
+        "drift": dense_s / table_dense - 1.0,
+        "layers_s": {**{k[len("layer:"):]: _median([w[k] for w in ws]) for k in layer_keys},
+                     **fixed},
+        "not_retimed": sorted(fixed),
+        "other_s": _median([w["other"] for w in ws]),
+        "windows": ws,
+    }

@@ -1,14 +1,17 @@
-"""Backend choice for ``sparsekern::spmm``.
+"""Backend choice for ``sparsekern::spmm``, in five lines:
 
-Default: CPU tensors go to the ``cpu`` backend (compiled C++), CUDA tensors to the best of
-``cuda``/``triton`` for the layout; anything a backend does not support falls back to
-``reference``. ``use_backend(name)`` (a context manager, per thread) and the
-``SPARSEKERN_BACKEND`` environment variable force one backend; a forced backend that cannot
-serve a call raises instead of falling back.
+1. ``use_backend(name)`` (this thread) or ``SPARSEKERN_BACKEND`` forces one backend, which
+   raises when it cannot serve a call; otherwise:
+2. a CPU call a compiled kernel serves runs in C++ straight from the dispatcher (no Python);
+3. anything else runs ``select()``: the first of ``default_order(device)`` (cpu, or
+   gpu_choice's order of cuda/triton) that is available and supports the call;
+4. ``reference`` (pure PyTorch) serves whatever no other backend does.
 
-``SPARSEKERN_BACKEND`` is read once at import and again on ``reload_env()`` (call it after
-changing the variable in a running process), never per call: a read per call costs time and
-races with ``os.environ`` writes from other threads.
+``SPARSEKERN_BACKEND`` (and ``SPARSEKERN_CPU_ISA``, the CPU kernels' instruction set) is read
+once at import and again on ``reload_env()`` (call it after changing the variable in a
+running process), never per call: a read per call costs time and races with ``os.environ``
+writes from other threads. The C++ fast path learns of 1 through ``_python_path`` (per
+thread, entered by ``use_backend``) and ``_reload_env``.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ from typing import List
 
 import torch
 
+from .. import _extension
+
 BACKEND_NAMES = ("reference", "cpu", "triton", "cuda")
 ENV_VAR = "SPARSEKERN_BACKEND"
 
@@ -28,13 +33,12 @@ _env_value = ""  # SPARSEKERN_BACKEND as last read by reload_env()
 
 
 def reload_env() -> None:
-    """Read ``SPARSEKERN_BACKEND`` again (done once at import) and tell the C++ fast path."""
+    """Read ``SPARSEKERN_BACKEND`` and ``SPARSEKERN_CPU_ISA`` again (done once at import) and
+    tell the C++ fast path."""
     global _env_value
     _env_value = os.environ.get(ENV_VAR, "").strip()
-    from .. import _extension
-
     if _extension._C is not None:
-        _extension._C.set_env_forces_python(_env_value not in ("", "auto", "cpu"))
+        torch.ops.sparsekern._reload_env(_env_value not in ("", "auto", "cpu"))
 
 
 def _check_name(name) -> str:
@@ -59,11 +63,9 @@ def _stack() -> List[str]:
 @contextlib.contextmanager
 def use_backend(name: str):
     """Force every spmm call in this thread to ``name`` inside the ``with`` block."""
-    from .._extension import python_path
-
     _stack().append(_check_name(name))
     try:
-        with python_path():
+        with _extension.python_path():
             yield
     finally:
         _stack().pop()
@@ -89,7 +91,7 @@ def default_order(layout: str, device: torch.device, M: int = 0, K: int = 0, N: 
     if device.type == "cpu":
         return ["cpu", "reference"]
     if device.type == "cuda":
-        from .gpu_choice import gpu_order
+        from .gpu_order import gpu_order
         return gpu_order(layout, M, K, N, dtype) + ["reference"]
     return ["reference"]
 

@@ -5,7 +5,9 @@ active; this module is the Python path's entry to the same kernels (used under
 ``use_backend("cpu")``, ``SPARSEKERN_BACKEND=cpu`` and output poisoning in tests).
 
 Served cases (``_C.kernel_exists`` is the one table): every layout (2:4, bsr, csc) with
-float32 B and float32, bfloat16 or float16 values (float32 output and accumulation).
+float32 B and float32, bfloat16 or float16 values (float32 output and accumulation); a
+registered layout with ``served_as`` (1:4) runs its lowered copy through that layout's
+kernel (sparsekern/formats/layouts.py: ``kernel_layout``, ``lower``).
 Kernels: AVX-512 where the CPU and OS have it, else AVX2+FMA, else portable C++
 (``SPARSEKERN_CPU_ISA=avx512|avx2|portable`` forces one), on sparsekern's own thread pool over
 ``torch.get_num_threads()`` threads (csrc/cpu/parallel.cpp: a call never waits for a thread
@@ -20,14 +22,11 @@ from typing import Tuple
 import torch
 
 from .. import _extension
+from ..formats import layouts
 from ..formats.semi24 import semi24_columns
 from ..formats.validate import check_format_structure
 
 name = "cpu"
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
 
 
 def available() -> Tuple[bool, str]:
@@ -39,11 +38,12 @@ def available() -> Tuple[bool, str]:
 def supports(layout, values_dtype, B_dtype, device) -> bool:
     C = _extension._C
     return (C is not None and device.type == "cpu" and
-            C.kernel_exists(layout, _dtype_name(values_dtype), _dtype_name(B_dtype)))
+            C.kernel_exists(layouts.kernel_layout(layout), values_dtype, B_dtype))
 
 
 def spmm(values, indices, offsets, M, K, layout, B, bias, out):
     """out [M, N] (any strides, allocated by the caller) = A @ B + bias; returns out."""
+    layout, values, indices, offsets = layouts.lower(layout, values, indices, offsets, M, K)
     torch.ops.sparsekern._spmm_cpu(values.contiguous(), indices.contiguous(),
                                    offsets.contiguous(), M, K, layout, B, bias, out)
     return out
@@ -66,6 +66,7 @@ def _semi24_dense(values, indices, M, K):
 
 def spmm_transposed(values, indices, offsets, M, K, layout, G):
     """A.T @ G for G [M, N] float32 (any strides): [K, N] float32."""
+    layout, values, indices, offsets = layouts.lower(layout, values, indices, offsets, M, K)
     if layout == "2:4" and G.shape[1] >= SEMI24_DENSE_MIN_N:
         W, _ = _semi24_dense(values, indices, M, K)
         return torch.mm(G.t(), W).t()  # [K, N], row-major [N, K] underneath (x's layout)
@@ -75,6 +76,10 @@ def spmm_transposed(values, indices, offsets, M, K, layout, G):
 
 def sampled_dot(values, indices, offsets, M, K, layout, G, B):
     """(G @ B.T) at the stored entries (0 in a format's padding), in values' shape and dtype."""
+    if layouts.kernel_layout(layout) != layout:  # served through another layout's kernel
+        lowered = layouts.lower(layout, values, indices, offsets, M, K)
+        return layouts.lift_grad(layout, sampled_dot(*lowered[1:], M, K, lowered[0], G, B),
+                                 indices, K)
     if layout == "2:4" and G.shape[1] >= SEMI24_DENSE_MIN_N:
         _, cols = _semi24_dense(values, indices, M, K)
         S = torch.mm(G, B.t())  # [M, K] dense

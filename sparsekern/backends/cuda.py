@@ -33,10 +33,9 @@ _SUPPORTED = {
 
 
 def _has_cuda_op() -> bool:
-    try:
-        return hasattr(torch.ops.sparsekern, "_spmm_cuda")
-    except (AttributeError, RuntimeError):
-        return False
+    """Whether _C registered a CUDA kernel for _spmm_cuda (its schema, in sparsekern/_ops.py,
+    exists in every build)."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key("sparsekern::_spmm_cuda", "CUDA")
 
 
 def available() -> Tuple[bool, str]:

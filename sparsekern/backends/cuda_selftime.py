@@ -84,7 +84,8 @@ def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 def _time_case(layout: str, M: int, K: int, N: int, zero_frac: float,
                dtype=torch.float16) -> Dict[str, object]:
-    import sparsekern as sk
+    from ..formats import to_sparse
+    from ..functional import linear
     from sparsekern.backends import cuda as cuda_backend
     from sparsekern.backends import use_backend
     from sparsekern.formats.base import cached_repack
@@ -94,7 +95,7 @@ def _time_case(layout: str, M: int, K: int, N: int, zero_frac: float,
                               "zero_activations": zero_frac, "dtype": str(dtype).split(".")[-1],
                               "device": torch.cuda.get_device_name(dev), "notes": []}
     W = _weight(layout, M, K, dtype, dev)
-    A = sk.to_sparse(W, layout=layout)
+    A = to_sparse(W, layout=layout)
 
     def make_x():
         x = torch.randn(N, K, device=dev, dtype=dtype)
@@ -107,7 +108,7 @@ def _time_case(layout: str, M: int, K: int, N: int, zero_frac: float,
     # Correctness first, through the public path on the cuda backend.
     x = next_x()
     with use_backend("cuda"):
-        y = sk.linear(x, A)
+        y = linear(x, A)
     ref = torch.nn.functional.linear(x.float(), W.float())
     row["rel_err"] = _rel_err(y, ref)
 
@@ -140,7 +141,7 @@ def _time_case(layout: str, M: int, K: int, N: int, zero_frac: float,
 
     def op():
         with use_backend("cuda"):
-            sk.linear(next_x(), A)
+            linear(next_x(), A)
     row["op_ms"] = _median_ms(op)
 
     def dense():
@@ -236,10 +237,10 @@ def _probe_b(code: str, K: int, N: int, kind: str, dtype, device) -> torch.Tenso
 
 
 def _single_nonzero(m: int, k: int, M: int, K: int, dtype, device):
-    import sparsekern as sk
+    from ..formats import to_sparse
     W = torch.zeros(M, K, dtype=dtype, device=device)
     W[m, k] = 1
-    return sk.to_sparse(W, layout="2:4")
+    return to_sparse(W, layout="2:4")
 
 
 def _probe_one(run, A, m: int, k: int, Bs) -> List[str]:
@@ -331,16 +332,17 @@ SANITIZE_CSC = [(300, 260, 1), (1000, 513, 8)]
 
 
 def _sanitize_case(layout: str, M: int, K: int, N: int, dtype, kind: str, bias: bool) -> float:
-    import sparsekern as sk
+    from ..formats import to_sparse
+    from ..functional import linear
     from sparsekern.backends import use_backend
     dev = torch.device("cuda")
     W = _weight_any(layout, M, K, dtype, dev)
-    A = sk.to_sparse(W, layout=layout)
+    A = to_sparse(W, layout=layout)
     x = torch.randn(N, K, device=dev, dtype=dtype)
     b = torch.randn(M, device=dev, dtype=dtype) if bias else None
     with use_backend("cuda"):
         if kind == "linear":  # column-major out, B = x.T
-            y = sk.linear(x, A, b)
+            y = linear(x, A, b)
             ref = torch.nn.functional.linear(x.float(), W.float(), None if b is None else b.float())
         else:  # row-major B and out
             Bm = x.t().contiguous()

@@ -30,6 +30,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from .gpu_order import gpu_order, static_order  # noqa: F401  (gpu_order re-exported)
+
 MEASURE_ENV = "SPARSEKERN_GPU_MEASURE"
 GPU_BACKENDS = ("cuda", "triton")
 CANDIDATES = {"2:4": ("cuda", "triton", "torch24", "dense"),
@@ -67,26 +69,6 @@ def choice_key(layout: str, M: int, K: int, N: int, dtype: torch.dtype, device: 
                wclass: Tuple = ()) -> Tuple:
     """The key a measured choice is cached under."""
     return (layout, int(M), int(K), n_bucket(N), str(dtype), str(device), tuple(wclass))
-
-
-def static_order(layout: str, N: Optional[int] = None) -> List[str]:
-    """GPU backends, best first, without measurement (what each kernel is built for).
-
-    bsr: triton (the cuda backend has no BSR kernel); 2:4: cuda (sparse tensor cores at
-    every N); csc: cuda (EIE-style) for N <= 16, triton's row strips past decode sizes.
-    """
-    if layout == "bsr":
-        return ["triton", "cuda"]
-    if layout == "csc" and N is not None and N > 16:
-        return ["triton", "cuda"]
-    return ["cuda", "triton"]
-
-
-def gpu_order(layout: str, M: Optional[int] = None, K: Optional[int] = None,
-              N: Optional[int] = None, dtype: Optional[torch.dtype] = None) -> List[str]:
-    """Backends the dispatcher tries, in order (the first that serves the call runs
-    :func:`dispatch`, which then picks among all candidates)."""
-    return static_order(layout, N)
 
 
 def static_choice(layout: str, N: int) -> str:

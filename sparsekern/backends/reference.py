@@ -12,8 +12,8 @@ from typing import Optional, Tuple
 
 import torch
 
-from ..formats.semi24 import semi24_columns
-from ..formats.validate import check_format_structure, ceil_div
+from ..formats import layouts
+from ..formats.validate import check_format_structure
 
 name = "reference"
 
@@ -27,7 +27,7 @@ def available() -> Tuple[bool, str]:
 
 def supports(layout: str, values_dtype: torch.dtype, B_dtype: torch.dtype,
              device: torch.device) -> bool:
-    return True
+    return layout in layouts.names()  # every registered layout, from its coordinates
 
 
 def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -35,30 +35,12 @@ def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def coordinates(values, indices, offsets, M: int, K: int, layout: str):
-    """Coordinate form of a format: (row, col, flat position in values), inside [M, K] only.
+    """Coordinate form of a format: (row, col, flat position in values), inside [M, K] only
+    (each layout's ``coordinates``, sparsekern/formats/layouts.py, minus the padding).
 
     Returns three int64 tensors of equal length.
     """
-    dev = values.device
-    if layout == "csc":
-        counts = (offsets[1:] - offsets[:-1]).long()
-        col = torch.repeat_interleave(torch.arange(K, device=dev), counts)
-        row = indices.long()
-        pos = torch.arange(values.numel(), device=dev)
-    elif layout == "bsr":
-        nnzb, bm, bk = values.shape
-        Mb = offsets.shape[0] - 1
-        counts = (offsets[1:] - offsets[:-1]).long()
-        brow = torch.repeat_interleave(torch.arange(Mb, device=dev), counts)
-        i = torch.arange(bm, device=dev).view(1, bm, 1)
-        j = torch.arange(bk, device=dev).view(1, 1, bk)
-        row = (brow.view(-1, 1, 1) * bm + i).expand(nnzb, bm, bk).reshape(-1)
-        col = (indices.long().view(-1, 1, 1) * bk + j).expand(nnzb, bm, bk).reshape(-1)
-        pos = torch.arange(values.numel(), device=dev)
-    else:  # 2:4
-        col = semi24_columns(indices, K).reshape(-1)
-        row = torch.arange(M, device=dev).repeat_interleave(values.shape[1])
-        pos = torch.arange(values.numel(), device=dev)
+    row, col, pos = layouts.get(layout).coordinates(values, indices, offsets, M, K)
     inside = (row < M) & (col < K)
     if not bool(inside.all()):
         row, col, pos = row[inside], col[inside], pos[inside]

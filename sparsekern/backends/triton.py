@@ -2,7 +2,7 @@
 
 Available when ``triton`` imports and either a CUDA device is present or
 ``TRITON_INTERPRET=1`` is set (then CPU tensors run in the interpreter; tests use it on
-small shapes). Supports the three layouts with float32, float16 and bfloat16, values and B
+small shapes). Serves the layouts of ``SERVES`` (2:4, bsr, csc) with float32, float16 and bfloat16, values and B
 of the same dtype. float32 products run on tensor cores in TF32 (10-bit mantissa inputs,
 float32 accumulation): relative error up to ~1e-3 (tests/triton/tolerance.py derives it).
 bfloat16 is not offered to the interpreter, which computes it wrongly (Triton 3.x).
@@ -11,7 +11,7 @@ Glue only: the index tensors are validated once per weight (cached on ``values``
 ``sparsekern.formats.cached_repack``, so a bad hand-made index raises ValueError naming it
 and a good weight costs nothing on later calls); the CSC weight is repacked once into row
 strips; then one private op per layout (``sparsekern::_triton_bsr``, ``_triton_semi24``,
-``_triton_csc``, each a ``torch.library.triton_op``) writes ``out`` with its strides.
+``_triton_csc``, schemas in sparsekern/_ops.py) writes ``out`` with its strides.
 """
 from __future__ import annotations
 
@@ -21,12 +21,16 @@ from typing import Tuple
 import torch
 
 from ..formats import cached_repack
-from ..formats.validate import LAYOUTS, check_format_structure
+from ..formats.validate import check_format_structure
 from . import forced_backend, gpu_choice
 
 name = "triton"
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+#: The layouts this backend has kernels for (a registered layout not listed here is served
+#: by another backend; see docs/adding-a-layout.md).
+SERVES = ("2:4", "bsr", "csc")
 
 
 def _interpreter() -> bool:
@@ -44,7 +48,7 @@ def available() -> Tuple[bool, str]:
 
 
 def supports(layout, values_dtype, B_dtype, device) -> bool:
-    if layout not in LAYOUTS or values_dtype not in _DTYPES or B_dtype != values_dtype:
+    if layout not in SERVES or values_dtype not in _DTYPES or B_dtype != values_dtype:
         return False
     if device.type == "cuda":
         return True
@@ -104,7 +108,10 @@ def own_spmm(values, indices, offsets, M, K, layout, B, bias, out):
         ops.triton_bsr(values, indices, offsets, M, K, B, bias, out)
     elif layout == "2:4":
         ops.triton_semi24(values, indices, M, K, B, bias, out)
-    else:
+    elif layout == "csc":
         strips = _row_strips(values, indices, offsets, M, K)
         ops.triton_csc(strips.values, strips.cols, strips.rows, strips.ptr, M, K, B, bias, out)
+    else:  # select() asks supports() first; a direct call with another layout is an error
+        raise ValueError(f"layout must be one of {', '.join(repr(x) for x in SERVES)} for the "
+                         f"triton backend; got {layout!r}")
     return out

@@ -12,30 +12,30 @@ and the output y [M, N] written once. Per weight element this gives, in float32:
 
 With ReLU inputs an EIE-style CSC kernel skips the columns whose activation is zero in
 every one of the N rows of x; ``live_column_fraction`` measures that share from the input.
+A layout's bytes are its registry entry's ``nbytes`` (sparsekern/formats/layouts.py).
 """
 from __future__ import annotations
 
 import math
 from typing import Optional, Tuple
 
+from ..formats import layouts as layout_registry
+
 
 def semi24_bytes(M: int, K: int, elem: int) -> int:
     """2:4 format bytes: values [M, Kp/2] + uint8 metadata [M, ceil(Kp/8)] (no offsets)."""
-    Kp = -(-K // 4) * 4
-    return M * (Kp // 2) * elem + M * (-(-Kp // 8))
+    return layout_registry.get("2:4").nbytes(M, K, None, elem, None)
 
 
 def csc_bytes(M: int, K: int, nnz: int, elem: int) -> int:
     """CSC bytes: values + row indices (int16 when M <= 32767) + int32 column pointer."""
-    idx = 2 if M <= 32767 else 4
-    off = 4 if nnz <= 2**31 - 1 else 8
-    return nnz * (elem + idx) + (K + 1) * off
+    return layout_registry.get("csc").nbytes(M, K, nnz, elem, None)
 
 
 def bsr_bytes(M: int, nnzb: int, blocksize: Tuple[int, int], elem: int) -> int:
     """BSR bytes: nnzb blocks of bm*bk values + int32 block-column + int32 row pointer."""
     bm, bk = blocksize
-    return nnzb * (bm * bk * elem + 4) + (-(-M // bm) + 1) * 4
+    return layout_registry.get("bsr").nbytes(M, 0, nnzb * bm * bk, elem, blocksize)
 
 
 def io_bytes(M: int, K: int, N: int, elem: int) -> int:

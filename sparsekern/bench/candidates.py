@@ -26,6 +26,7 @@ from typing import Callable, List, Optional
 import torch
 import torch.nn.functional as F
 
+from ..timing.machine import serving_backend  # noqa: F401  (re-exported)
 from .cases import Case
 
 #: Work (stored values x N) above which a case served by the reference backend is not
@@ -50,16 +51,6 @@ class Candidate:
     info: dict = field(default_factory=dict)
 
 
-def serving_backend(layout: str, dtype: torch.dtype, device: torch.device,
-                    M: int = 0, K: int = 0, N: int = 0) -> str:
-    """Name of the sparsekern backend that serves this call ("cpu", "reference", ...)."""
-    from sparsekern.backends import select
-    try:
-        return select(layout, dtype, dtype, torch.device(device), M, K, N).name
-    except Exception as e:  # a forced backend that cannot serve: the op will raise too
-        return f"error: {e}"
-
-
 def _memo(cache: Optional[dict], key: str, build: Callable):
     if cache is None:
         return build()
@@ -71,9 +62,10 @@ def _memo(cache: Optional[dict], key: str, build: Callable):
 def sparsekern_candidate(case: Case, W: torch.Tensor,
                          max_reference_work: int = MAX_REFERENCE_WORK,
                          cache: Optional[dict] = None) -> Candidate:
-    import sparsekern as sk
+    from ..formats import to_sparse
+    from ..functional import linear
 
-    A = _memo(cache, "sparsekern", lambda: sk.to_sparse(W, layout=case.layout,
+    A = _memo(cache, "sparsekern", lambda: to_sparse(W, layout=case.layout,
                                                          blocksize=case.blocksize))
     nonzeros = _memo(cache, "nonzeros", lambda: int((W != 0).sum()))
     backend = serving_backend(case.layout, W.dtype, W.device, case.M, case.K, case.N)
@@ -84,7 +76,7 @@ def sparsekern_candidate(case: Case, W: torch.Tensor,
         cand.reason = (f"served by the reference backend (no kernel for this case yet) and "
                        f"stored*N > {max_reference_work}: not timed")
         return cand
-    cand.fn = lambda x: sk.linear(x, A)
+    cand.fn = lambda x: linear(x, A)
     return cand
 
 
@@ -152,6 +144,8 @@ PEERS = {
     ("cuda", "bsr"): ("torch.bsr_triton",),
     ("cuda", "csc"): ("torch.sparse.csr",),
 }
+#: Peers of a layout PEERS does not list: torch's CSR takes any zeros.
+ANY_LAYOUT_PEERS = ("torch.sparse.csr",)
 DENSE = {"cpu": ("torch.F.linear", "torch.matmul", "numpy.matmul"),
          "cuda": ("torch.F.linear", "torch.matmul")}
 
@@ -165,14 +159,19 @@ _PEER_BUILDERS = {
 
 def candidate_names(layout: str, device_type: str) -> List[str]:
     """Names ``build_candidates`` returns for a layout on a device type, in order."""
-    return ["sparsekern"] + list(DENSE[device_type]) + list(PEERS[(device_type, layout)])
+    return ["sparsekern"] + list(DENSE[device_type]) + list(peers(layout, device_type))
+
+
+def peers(layout: str, device_type: str) -> tuple:
+    """The peers measured for ``layout`` on a device type (PEERS, else ANY_LAYOUT_PEERS)."""
+    return PEERS.get((device_type, layout), ANY_LAYOUT_PEERS)
 
 
 def peer_candidates(case: Case, W: torch.Tensor, cache: Optional[dict] = None
                     ) -> List[Candidate]:
     """Peers that make sense for the case's layout on W's device (see PEERS)."""
     return [_peer(name, lambda name=name: _PEER_BUILDERS[name](case, W, cache))
-            for name in PEERS[(W.device.type, case.layout)]]
+            for name in peers(case.layout, W.device.type)]
 
 
 def build_candidates(case: Case, W: torch.Tensor,

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence, Tuple
 
+from ..formats import layouts as layout_registry
+
 #: Environment variable that makes the pytest suites run the full matrix.
 FULL_ENV = "SPARSEKERN_BENCH_FULL"
 
@@ -47,14 +49,15 @@ SHAPES = {s.name: s for s in (
 
 BATCHES = (1, 8, 32, 128, 512)
 SPARSITIES = (0.5, 0.7, 0.9, 0.95)
-BSR_BLOCKS = ((4, 4), (16, 16), (32, 32))
+BSR_BLOCKS = layout_registry.get("bsr").block_shapes  # the registry's measured block shapes
 
 
 @dataclass(frozen=True)
 class Case:
     """One benchmark: W [M, K] pruned to ``sparsity`` in ``layout``, x [N, K].
 
-    layout: "2:4" (sparsity always 0.5), "bsr" (with ``blocksize`` (bm, bk)) or "csc".
+    layout: a registered layout: "2:4" (sparsity always 0.5), "bsr" (with ``blocksize``
+    (bm, bk)) or "csc".
     activation: "normal" (x ~ N(0, 1), no zeros) or "relu" (relu of N(0, 1): ~50% zeros,
     the activation-sparsity case that EIE-style kernels can exploit).
     """
@@ -67,13 +70,16 @@ class Case:
     activation: str = "normal"
 
     def __post_init__(self):
-        if self.layout not in ("2:4", "bsr", "csc"):
-            raise ValueError(f"layout must be '2:4', 'bsr' or 'csc'; got {self.layout!r}")
-        if self.layout == "2:4" and self.sparsity != 0.5:
-            raise ValueError(f"a 2:4 case has sparsity 0.5; got sparsity={self.sparsity}")
-        if (self.layout == "bsr") != (self.blocksize is not None):
-            raise ValueError(f"blocksize (bm, bk) is required for bsr and only for bsr; got "
-                             f"layout={self.layout!r}, blocksize={self.blocksize!r}")
+        lay = layout_registry.get(self.layout)
+        fixed = lay.fixed_density
+        if fixed is not None and self.sparsity != 1.0 - fixed:
+            raise ValueError(f"a {self.layout} case has sparsity {1.0 - fixed}; got "
+                             f"sparsity={self.sparsity}")
+        if lay.blocked != (self.blocksize is not None):
+            blocked = "/".join(x.name for x in layout_registry.all_layouts() if x.blocked)
+            raise ValueError(f"blocksize (bm, bk) is required for {blocked} and only for "
+                             f"{blocked}; got layout={self.layout!r}, "
+                             f"blocksize={self.blocksize!r}")
         if not 0.0 <= self.sparsity < 1.0:
             raise ValueError(f"sparsity must be in [0, 1); got {self.sparsity}")
         if self.N < 1:
@@ -141,14 +147,36 @@ def cases_of(shapes: Iterable[str], batches: Iterable[int], variants: Iterable[V
     return out
 
 
+def layout_variants(sparsities: Tuple[float, ...], other_blocks: Tuple[float, ...] = ()
+                    ) -> List[Variant]:
+    """One row per registered layout: a fixed-density layout (2:4) at its density, a blocked
+    one (bsr) with 32x32 blocks at ``sparsities`` and its other measured block shapes at
+    ``other_blocks``, the others (csc) at ``sparsities``."""
+    out = []
+    for lay in layout_registry.all_layouts():
+        if lay.fixed_density is not None:
+            out.append(Variant(lay.name, (1.0 - lay.fixed_density,)))
+        elif lay.blocked:
+            out.append(Variant(lay.name, sparsities, (32, 32)))
+            out += [Variant(lay.name, other_blocks, tuple(b)) for b in lay.block_shapes
+                    if tuple(b) != (32, 32) and other_blocks]
+        else:
+            out.append(Variant(lay.name, sparsities))
+    return out
+
+
+def _uncovered(variants: List[Variant], sparsities: Tuple[float, ...]) -> List[Variant]:
+    """Rows for the registered layouts a hand-picked list lacks (so none goes unmeasured)."""
+    have = {v.layout for v in variants}
+    return [v for v in layout_variants(sparsities) if v.layout not in have]
+
+
 def full_matrix() -> List[Case]:
-    """Every shape x N x sparsity for 2:4, bsr 32x32 and csc; the other block shapes at 70
-    and 90%; ReLU inputs (csc-relu) at N = 1 and 8 only, since a column can be skipped
-    only when all N activations in it are zero, which independent zeros make rare for
-    larger N."""
-    variants = [Variant("2:4", (0.5,)), Variant("bsr", SPARSITIES, (32, 32))]
-    variants += [Variant("bsr", (0.7, 0.9), b) for b in BSR_BLOCKS if b != (32, 32)]
-    variants += [Variant("csc", SPARSITIES)]
+    """Every shape x N x sparsity for every layout (2:4, bsr 32x32, csc); the other block
+    shapes at 70 and 90%; ReLU inputs (csc-relu) at N = 1 and 8 only, since a column can be
+    skipped only when all N activations in it are zero, which independent zeros make rare
+    for larger N."""
+    variants = layout_variants(SPARSITIES, (0.7, 0.9))
     cases = cases_of(SHAPES, BATCHES, variants)
     cases += cases_of(SHAPES, (1, 8), [Variant("csc", SPARSITIES, activation="relu")])
     return cases
@@ -159,6 +187,7 @@ def quick_matrix() -> List[Case]:
     variants = [Variant("2:4", (0.5,)), Variant("bsr", (0.7, 0.9), (32, 32)),
                 Variant("bsr", (0.9,), (16, 16)), Variant("csc", (0.7, 0.9, 0.95)),
                 Variant("csc", (0.9,), activation="relu")]
+    variants += _uncovered(variants, (0.9,))
     cases = []
     for v in variants:
         Ns = (1, 8) if v.activation == "relu" else (1, 32, 128)
@@ -172,7 +201,7 @@ def suite_matrix() -> List[Case]:
     shapes = ("minilm.ffn_up", "llama.attn")
     variants = [Variant("2:4", (0.5,)), Variant("bsr", (0.9,), (32, 32)),
                 Variant("csc", (0.9,))]
-    cases = cases_of(shapes, (1, 32), variants)
+    cases = cases_of(shapes, (1, 32), variants + _uncovered(variants, (0.9,)))
     cases += cases_of(("minilm.ffn_up",), (1,), [Variant("csc", (0.9,), activation="relu")])
     return cases
 
@@ -193,7 +222,7 @@ def select_layouts(cases: Sequence[Case], layouts: Optional[Sequence[str]]) -> L
     "bsr" every block shape, "bsr32x32" one). None or empty keeps all."""
     if not layouts:
         return list(cases)
-    known = {c.layout for c in cases} | {c.variant for c in cases} | {"2:4", "bsr", "csc"}
+    known = {c.layout for c in cases} | {c.variant for c in cases} | set(layout_registry.names())
     bad = [x for x in layouts if x not in known]
     if bad:
         raise ValueError(f"unknown layout {bad[0]!r}; expected one of {', '.join(sorted(known))}")

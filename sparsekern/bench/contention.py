@@ -111,7 +111,8 @@ def default_busy_cores() -> Tuple[int, ...]:
 
 def candidates(M: int, K: int, N: int, seed: int) -> Tuple[Dict[str, Callable], object]:
     """({name: fn}, x): best-dense candidates and the three layouts on one weight."""
-    import sparsekern as sk
+    from ..formats import to_sparse
+    from ..functional import linear
     gen = torch.Generator().manual_seed(seed)
     W = torch.randn(M, K, generator=gen)
     x = torch.randn(N, K, generator=gen)
@@ -119,14 +120,8 @@ def candidates(M: int, K: int, N: int, seed: int) -> Tuple[Dict[str, Callable], 
     Wn, xn = W.numpy().T, x.numpy()
     fns["numpy.matmul"] = lambda: xn @ Wn
     for name, layout, bs, sp in LAYOUTS:
-        if layout == "2:4":
-            Wp = magnitude.prune_2to4(W)
-        elif layout == "bsr":
-            Wp = magnitude.prune_blocks(W, sp, bs)
-        else:
-            Wp = magnitude.prune_unstructured(W, sp)
-        A = sk.to_sparse(Wp, layout=layout, blocksize=bs)
-        fns[name] = (lambda A=A: sk.linear(x, A))
+        A = to_sparse(magnitude.prune(W, layout, sp, bs), layout=layout, blocksize=bs)
+        fns[name] = (lambda A=A: linear(x, A))
     return fns, x
 
 

@@ -152,13 +152,13 @@ def layer_backends(model: nn.Module, tokens: int, device: str, dtype) -> Dict[st
 
 def make_sparse(dense: nn.Module, v: ModelVariant) -> Tuple[nn.Module, nn.Module]:
     """(pruned dense copy, its sparsified copy) of ``dense`` for variant ``v``."""
-    import sparsekern as sk
+    from ..nn import sparsify
 
     pruned = copy.deepcopy(dense)
     magnitude.prune_model(pruned, v.layout, v.sparsity, v.blocksize)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sparse = sk.sparsify(copy.deepcopy(pruned), layout=v.layout, blocksize=v.blocksize)
+        sparse = sparsify(copy.deepcopy(pruned), layout=v.layout, blocksize=v.blocksize)
     return pruned, sparse
 
 

@@ -82,8 +82,8 @@ def versions() -> dict:
            "torch_cuda": torch.version.cuda, "numpy": _version("numpy"),
            "triton": _version("triton"), "threadpoolctl": _version("threadpoolctl")}
     try:
-        import sparsekern
-        out["sparsekern"] = sparsekern.__version__
+        from .._version import __version__
+        out["sparsekern"] = __version__
     except Exception:
         out["sparsekern"] = None
     out["git_commit"] = _git("rev-parse", "HEAD")

@@ -11,13 +11,33 @@ import sys
 
 import torch
 
+from ..formats import layouts as layout_registry
+
 SHAPES = ((64, 64, 1), (96, 130, 7), (40, 200, 16))  # (M, K, N)
-LAYOUTS = (("2:4", None, 0.5), ("bsr", (16, 16), 0.6), ("bsr", (32, 32), 0.6), ("csc", None, 0.8))
+
+
+def _smoke_layouts():
+    """(layout, blocksize, sparsity) per registered layout: a fixed-density one at its
+    density, a blocked one with 16x16 and 32x32 blocks at 60%, the others at 80%."""
+    out = []
+    for lay in layout_registry.all_layouts():
+        if lay.fixed_density is not None:
+            out.append((lay.name, None, 1.0 - lay.fixed_density))
+        elif lay.blocked:
+            out += [(lay.name, (16, 16), 0.6), (lay.name, (32, 32), 0.6)]
+        else:
+            out.append((lay.name, None, 0.8))
+    return tuple(out)
+
+
+LAYOUTS = _smoke_layouts()
 
 
 def run(device: str = "cuda", dtype=torch.float32) -> int:
-    import sparsekern as sk
-    from sparsekern.bench.magnitude import prune
+    from ..formats import to_sparse
+    from ..functional import linear
+    from ..backends import use_backend
+    from ..formats.magnitude import prune
 
     failures = 0
     g = torch.Generator().manual_seed(0)
@@ -25,10 +45,10 @@ def run(device: str = "cuda", dtype=torch.float32) -> int:
         for layout, block, sparsity in LAYOUTS:
             W = prune(torch.randn(M, K, generator=g), layout, sparsity, block)
             x = torch.randn(N, K, generator=g)
-            A = sk.to_sparse(W.to(device, dtype), layout=layout, blocksize=block)
-            y = sk.linear(x.to(device, dtype), A).float().cpu()
-            with sk.use_backend("reference"):
-                ref = sk.linear(x.double(), sk.to_sparse(W.double(), layout=layout,
+            A = to_sparse(W.to(device, dtype), layout=layout, blocksize=block)
+            y = linear(x.to(device, dtype), A).float().cpu()
+            with use_backend("reference"):
+                ref = linear(x.double(), to_sparse(W.double(), layout=layout,
                                                          blocksize=block))
             err = float((y.double() - ref).norm() / ref.norm().clamp_min(1e-30))
             # float32 on a GPU may run on tf32 tensor cores (contract: < 1e-3)

@@ -35,13 +35,7 @@ def _pruned(M: int, K: int, layout: str, bs, sparsity: float, gen) -> nn.Linear:
     lin = nn.Linear(K, M)
     with torch.no_grad():
         W = torch.randn(M, K, generator=gen) / K ** 0.5
-        if layout == "2:4":
-            W = magnitude.prune_2to4(W)
-        elif layout == "bsr":
-            W = magnitude.prune_blocks(W, sparsity, bs)
-        else:
-            W = magnitude.prune_unstructured(W, sparsity)
-        lin.weight.copy_(W)
+        lin.weight.copy_(magnitude.prune(W, layout, sparsity, bs))
     return lin
 
 
@@ -65,11 +59,11 @@ def _first(fn, x) -> Tuple[Optional[float], Optional[str]]:
 
 def run_case(name: str, M: int, K: int, tokens: int, variant: tuple, timer: TimerSettings,
              seed: int = 0) -> dict:
-    import sparsekern as sk
+    from ..nn import SparseLinear
     vname, layout, bs, sp = variant
     gen = torch.Generator().manual_seed(seed)
     dense = _pruned(M, K, layout, bs, sp, gen)
-    sparse = sk.SparseLinear.from_dense(dense, layout, bs)
+    sparse = SparseLinear.from_dense(dense, layout, bs)
     x = torch.randn(tokens, K, generator=gen).requires_grad_(True)
     g = torch.randn(tokens, M, generator=gen)
     fns = {"dense": step_fn(dense, g), "sparse": step_fn(sparse, g)}

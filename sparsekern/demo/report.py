@@ -87,11 +87,11 @@ def checks(st, latency: dict, converted: int) -> dict:
 
 
 def build_report(st) -> dict:
-    import sparsekern
+    from .._version import __version__
     layers, latency = _layers(st), _latency(st)
     converted = sum(1 for L in layers if L["format"] != DENSE)
     report = {
-        "sparsekern_version": sparsekern.__version__,
+        "sparsekern_version": __version__,
         "machine": st.table.meta.get("machine"), "software": st.table.meta.get("software"),
         "shapes": st.labels, "shape_labels": list(st.cfg.labels or st.labels),
         "task": st.task.kind,

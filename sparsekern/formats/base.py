@@ -12,8 +12,7 @@ from typing import Callable, Dict, Tuple
 
 import torch
 
-#: dtypes a format may hold as values.
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+from .validate import FLOAT_DTYPES, validate_format
 
 
 def check_dense_weight(W: torch.Tensor, name: str = "W") -> None:
@@ -36,15 +35,13 @@ class SparseFormat:
     Attributes:
         values, indices, offsets: the op's three format tensors (see each subclass).
         shape: ``(M, K)``, the logical dense shape (padding excluded).
-        layout: ``"2:4"``, ``"bsr"`` or ``"csc"``.
+        layout: the registered layout name (``"2:4"``, ``"bsr"``, ``"csc"``).
     """
 
     layout: str = ""
 
     def __init__(self, values: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor,
                  shape: Tuple[int, int], *, validate: bool = True):
-        from .validate import validate_format  # local: validate imports this module
-
         M, K = (int(s) for s in shape)
         self.values = values
         self.indices = indices

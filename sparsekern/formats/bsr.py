@@ -1,6 +1,6 @@
 """Block-sparse row (BSR) format with blocks of bm x bk.
 
-Tensors (DESIGN.md, "The op"):
+Tensors (docs/ARCHITECTURE.md, "The op"):
     values:  [nnzb, bm, bk] stored blocks (dtype of W), each block row-major.
     indices: [nnzb] int32 block-column of each block, increasing within a block row.
     offsets: [ceil(M/bm) + 1] int32 block-row pointer.
@@ -8,12 +8,14 @@ Edge blocks are padded with zeros past M and K; no kernel reads B past row K-1.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
+from . import layouts
 from .base import SparseFormat, check_dense_weight
-from .validate import ceil_div
+from .magnitude import check_prune_args, zero_smallest
+from .validate import ceil_div, check_indices_range, check_offsets, shape_of
 
 
 def check_blocksize(blocksize) -> Tuple[int, int]:
@@ -76,3 +78,81 @@ class BSR(SparseFormat):
         if self.values.shape[0]:
             out[self.block_rows(), self.indices.long()] = self.values
         return out.permute(0, 2, 1, 3).reshape(Mb * bm, Kb * bk)[:M, :K].contiguous()
+
+
+def check_meta(values, indices, offsets, M: int, K: int) -> None:
+    """Shapes and dtypes of the three BSR tensors (O(1))."""
+    if values.dim() != 3:
+        raise ValueError(f"bsr values has shape {shape_of(values)}; expected [nnzb, bm, bk]")
+    nnzb, bm, bk = values.shape
+    if bm < 1 or bk < 1:
+        raise ValueError(f"bsr values has shape {shape_of(values)}: block size ({bm}, {bk}) "
+                         f"must be positive")
+    if indices.dtype != torch.int32 or indices.dim() != 1 or indices.shape[0] != nnzb:
+        raise ValueError(f"bsr indices has shape {shape_of(indices)} and dtype {indices.dtype}; "
+                         f"expected int32 of shape [nnzb] = [{nnzb}]")
+    rows = ceil_div(M, bm)
+    if offsets.dtype != torch.int32 or offsets.dim() != 1 or offsets.shape[0] != rows + 1:
+        raise ValueError(f"bsr offsets has shape {shape_of(offsets)} and dtype {offsets.dtype}; "
+                         f"expected int32 of shape [ceil(M/bm) + 1] = [{rows + 1}]")
+
+
+def check_structure(values, indices, offsets, M: int, K: int) -> None:
+    nnzb, bm, bk = values.shape
+    check_offsets(offsets, nnzb, "bsr")
+    check_indices_range(indices, ceil_div(K, bk), "bsr block-column")
+
+
+def coordinates(values, indices, offsets, M: int, K: int):
+    """(row, col, position in values) of every stored entry (padding included), int64."""
+    dev = values.device
+    nnzb, bm, bk = values.shape
+    Mb = offsets.shape[0] - 1
+    counts = (offsets[1:] - offsets[:-1]).long()
+    brow = torch.repeat_interleave(torch.arange(Mb, device=dev), counts)
+    i = torch.arange(bm, device=dev).view(1, bm, 1)
+    j = torch.arange(bk, device=dev).view(1, 1, bk)
+    row = (brow.view(-1, 1, 1) * bm + i).expand(nnzb, bm, bk).reshape(-1)
+    col = (indices.long().view(-1, 1, 1) * bk + j).expand(nnzb, bm, bk).reshape(-1)
+    return row, col, torch.arange(values.numel(), device=dev)
+
+
+def prune_blocks(W: torch.Tensor, sparsity: float, blocksize: Tuple[int, int]) -> torch.Tensor:
+    """Zero the weakest (L1 norm) ``round(sparsity * n_blocks)`` bm x bk blocks."""
+    check_prune_args(W, sparsity)
+    bm, bk = blocksize
+    M, K = W.shape
+    Mb, Kb = -(-M // bm), -(-K // bk)
+    Wp = torch.nn.functional.pad(W, (0, Kb * bk - K, 0, Mb * bm - M))
+    norms = Wp.reshape(Mb, bm, Kb, bk).abs().float().sum(dim=(1, 3))  # [Mb, Kb]
+    keep = zero_smallest(norms, int(round(sparsity * Mb * Kb)))
+    mask = keep.repeat_interleave(bm, 0).repeat_interleave(bk, 1)[:M, :K]
+    return W * mask.to(W.dtype)
+
+
+def block_density(W: torch.Tensor, bm: int, bk: int) -> float:
+    """Fraction of the bm x bk blocks of W [M, K] that hold a nonzero (edge blocks padded)."""
+    M, K = W.shape
+    if W.numel() == 0:
+        return 0.0
+    Mb, Kb = -(-M // bm), -(-K // bk)
+    nz = torch.nn.functional.pad((W != 0).to(torch.int8), (0, Kb * bk - K, 0, Mb * bm - M))
+    return float(nz.reshape(Mb, bm, Kb, bk).amax(dim=(1, 3)).float().mean())
+
+
+def pattern_density(W: torch.Tensor, blocksize) -> Optional[float]:
+    return block_density(W, *blocksize)
+
+
+def bsr_bytes(M: int, K: int, stored: int, elem: int, blocksize: Tuple[int, int]) -> int:
+    """BSR bytes: ``stored`` values in blocks of bm*bk + int32 block-column + row pointer."""
+    bm, bk = blocksize
+    nnzb = stored // (bm * bk)
+    return nnzb * (bm * bk * elem + 4) + (-(-M // bm) + 1) * 4
+
+
+LAYOUT = layouts.register(layouts.Layout(
+    name="bsr", format=BSR, check_meta=check_meta, check_structure=check_structure,
+    coordinates=coordinates, magnitude_prune=prune_blocks, pattern_density=pattern_density,
+    nbytes=bsr_bytes, blocked=True, default_max_density=0.5,
+    block_shapes=((4, 4), (16, 16), (32, 32))))

@@ -1,6 +1,6 @@
 """Compressed sparse column (CSC) format for unstructured sparsity (EIE-style).
 
-Tensors (DESIGN.md, "The op"):
+Tensors (docs/ARCHITECTURE.md, "The op"):
     values:  [nnz] stored values (dtype of W), column by column.
     indices: [nnz] row index of each value, increasing within a column; int16 when
              M <= 32767, else int32.
@@ -8,9 +8,14 @@ Tensors (DESIGN.md, "The op"):
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
+from . import layouts
 from .base import SparseFormat, check_dense_weight
+from .magnitude import check_prune_args, zero_smallest
+from .validate import check_indices_range, check_offsets, shape_of
 
 INT16_MAX_ROWS = 32767
 
@@ -53,3 +58,58 @@ class CSC(SparseFormat):
         if self.values.numel():
             out[self.indices.long(), self.column_of_entries()] = self.values
         return out
+
+
+def check_meta(values, indices, offsets, M: int, K: int) -> None:
+    """Shapes and dtypes of the three CSC tensors (O(1))."""
+    if values.dim() != 1:
+        raise ValueError(f"csc values has shape {shape_of(values)}; expected [nnz]")
+    nnz = values.shape[0]
+    if indices.dtype not in (torch.int16, torch.int32) or indices.dim() != 1 \
+            or indices.shape[0] != nnz:
+        raise ValueError(f"csc indices has shape {shape_of(indices)} and dtype {indices.dtype}; "
+                         f"expected int16 or int32 of shape [nnz] = [{nnz}]")
+    if indices.dtype == torch.int16 and M > 32768:
+        raise ValueError(f"csc indices is int16 but M={M} rows need int32 row indices")
+    if offsets.dtype not in (torch.int32, torch.int64) or offsets.dim() != 1 \
+            or offsets.shape[0] != K + 1:
+        raise ValueError(f"csc offsets has shape {shape_of(offsets)} and dtype {offsets.dtype}; "
+                         f"expected int32 or int64 of shape [K + 1] = [{K + 1}]")
+
+
+def check_structure(values, indices, offsets, M: int, K: int) -> None:
+    check_offsets(offsets, values.shape[0], "csc")
+    check_indices_range(indices, M, "csc row")
+
+
+def coordinates(values, indices, offsets, M: int, K: int):
+    """(row, col, position in values) of every stored entry, int64 [nnz] each."""
+    dev = values.device
+    counts = (offsets[1:] - offsets[:-1]).long()
+    col = torch.repeat_interleave(torch.arange(K, device=dev), counts)
+    return indices.long(), col, torch.arange(values.numel(), device=dev)
+
+
+def prune_unstructured(W: torch.Tensor, sparsity: float, blocksize=None) -> torch.Tensor:
+    """Zero the ``round(sparsity * W.numel())`` entries of smallest magnitude."""
+    check_prune_args(W, sparsity)
+    count = int(round(sparsity * W.numel()))
+    return W * zero_smallest(W.abs(), count).to(W.dtype)
+
+
+def pattern_density(W: torch.Tensor, blocksize=None) -> Optional[float]:
+    """Nonzeros / (M*K): every weight fits."""
+    return float((W != 0).float().mean()) if W.numel() else 0.0
+
+
+def csc_bytes(M: int, K: int, nnz: int, elem: int, blocksize=None) -> int:
+    """CSC bytes: values + row indices (int16 when M <= 32767) + int32 column pointer."""
+    idx = 2 if M <= INT16_MAX_ROWS else 4
+    off = 4 if nnz <= 2**31 - 1 else 8
+    return nnz * (elem + idx) + (K + 1) * off
+
+
+LAYOUT = layouts.register(layouts.Layout(
+    name="csc", format=CSC, check_meta=check_meta, check_structure=check_structure,
+    coordinates=coordinates, magnitude_prune=prune_unstructured,
+    pattern_density=pattern_density, nbytes=csc_bytes, default_max_density=0.3))

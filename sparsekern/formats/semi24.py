@@ -1,6 +1,6 @@
 """2:4 semi-structured format: two kept values in every group of 4 along K.
 
-Tensors (DESIGN.md, "The op"):
+Tensors (docs/ARCHITECTURE.md, "The op"):
     values:  [M, Kp/2] (dtype of W), row-major; Kp = ceil(K/4)*4. Entries 2g and 2g+1 of a
              row are the kept values of group g, in increasing column order.
     indices: [M, ceil(Kp/8)] uint8. Each group has a nibble: bits 0-1 the position (0..3)
@@ -12,10 +12,14 @@ the padded columns (>= K) are never read by any kernel.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
+from . import layouts
 from .base import SparseFormat, check_dense_weight
-from .validate import semi24_meta_cols, semi24_padded_k
+from .magnitude import check_prune_args, keep_top_in_groups
+from .validate import semi24_meta_cols, semi24_padded_k, shape_of
 
 
 def unpack_positions(indices: torch.Tensor, K: int) -> torch.Tensor:
@@ -82,3 +86,79 @@ class Semi24(SparseFormat):
         if M and Kp:
             out.scatter_(1, semi24_columns(self.indices, K), self.values)
         return out[:, :K].contiguous()
+
+
+def check_meta(values, indices, offsets, M: int, K: int) -> None:
+    """Shapes and dtypes of the three 2:4 tensors (O(1))."""
+    half = semi24_padded_k(K) // 2
+    if values.dim() != 2 or values.shape[0] != M or values.shape[1] != half:
+        raise ValueError(f"2:4 values has shape {shape_of(values)}; expected [M, ceil(K/4)*2] = "
+                         f"[{M}, {half}] for M={M}, K={K}")
+    if indices.dtype != torch.uint8:
+        raise TypeError(f"2:4 indices has dtype {indices.dtype}; expected torch.uint8 "
+                        f"(packed 2-bit positions)")
+    mcols = semi24_meta_cols(K)
+    if indices.dim() != 2 or indices.shape[0] != M or indices.shape[1] != mcols:
+        raise ValueError(f"2:4 indices has shape {shape_of(indices)}; expected "
+                         f"[M, ceil(K/8)] = [{M}, {mcols}] for M={M}, K={K}")
+    if offsets.numel() != 0:
+        raise ValueError(f"2:4 offsets must be empty, got shape {shape_of(offsets)}")
+
+
+def check_structure(values, indices, offsets, M: int, K: int) -> None:
+    """Each nibble holds two 2-bit positions; the first must be below the second."""
+    if indices.numel() == 0:
+        return
+    lo = indices & 0x0F
+    hi = indices >> 4
+    G = semi24_padded_k(K) // 4
+    for half, nib in ((0, lo), (1, hi)):
+        p0, p1 = nib & 3, nib >> 2
+        bad = p0 >= p1
+        if half == 1 and G % 2 == 1:
+            bad[:, -1] = False  # the unused high nibble of an odd group count
+        if bool(bad.any()):
+            r, c = (int(x) for x in bad.nonzero()[0].tolist())
+            g = 2 * c + half
+            raise ValueError(f"2:4 indices row {r}, group {g}: positions "
+                             f"({int(p0[r, c])}, {int(p1[r, c])}) must be strictly increasing")
+
+
+def coordinates(values, indices, offsets, M: int, K: int):
+    """(row, col, position in values) of every stored entry (padding included), int64."""
+    col = semi24_columns(indices, K).reshape(-1)
+    row = torch.arange(M, device=values.device).repeat_interleave(values.shape[1])
+    return row, col, torch.arange(values.numel(), device=values.device)
+
+
+def prune_2to4(W: torch.Tensor, sparsity: float = 0.5, blocksize=None) -> torch.Tensor:
+    """Keep the 2 largest |w| of every group of 4 along K (``sparsity`` is always 0.5)."""
+    check_prune_args(W, 0.5)
+    return keep_top_in_groups(W, 2, 4)
+
+
+def is_semi24(W: torch.Tensor) -> bool:
+    """Every group of 4 consecutive weights along K of W [M, K] holds at most 2 nonzeros."""
+    M, K = W.shape
+    if W.numel() == 0:
+        return True
+    Kp = -(-K // 4) * 4
+    nz = torch.nn.functional.pad((W != 0).to(torch.int8), (0, Kp - K))
+    return bool((nz.reshape(M, Kp // 4, 4).sum(-1) <= 2).all())
+
+
+def pattern_density(W: torch.Tensor, blocksize=None) -> Optional[float]:
+    return 0.5 if is_semi24(W) else None
+
+
+def semi24_bytes(M: int, K: int, stored: Optional[int] = None, elem: int = 4,
+                 blocksize=None) -> int:
+    """2:4 format bytes: values [M, Kp/2] + uint8 metadata [M, ceil(Kp/8)] (no offsets)."""
+    Kp = -(-K // 4) * 4
+    return M * (Kp // 2) * elem + M * (-(-Kp // 8))
+
+
+LAYOUT = layouts.register(layouts.Layout(
+    name="2:4", format=Semi24, check_meta=check_meta, check_structure=check_structure,
+    coordinates=coordinates, magnitude_prune=prune_2to4, pattern_density=pattern_density,
+    nbytes=semi24_bytes, fixed_density=0.5, group=(2, 4)))

@@ -1,8 +1,10 @@
-"""Checks of the three format tensors against the op contract (DESIGN.md, "The op").
+"""Checks of the three format tensors against the op contract (docs/ARCHITECTURE.md, "The op").
 
 ``check_format_meta`` is O(1): shapes, dtypes and devices only; every call of the op runs
-it. ``check_format_structure`` reads the index tensors (O(nnz)): offsets start at 0, never
-decrease and end at the number of stored entries, and every index is in range. Formats
+it: the checks common to every layout here, then the layout's own ``check_meta`` (see
+formats/layouts.py). ``check_format_structure`` (the layout's ``check_structure``) reads
+the index tensors (O(nnz)): offsets start at 0, never decrease and end at the number of
+stored entries, and every index is in range. Formats
 run both when they are built; the reference backend runs both on every call; the compiled
 kernels check each index they use instead and report a bad one as an error.
 """
@@ -10,16 +12,17 @@ from __future__ import annotations
 
 import torch
 
-from .base import FLOAT_DTYPES
+from . import layouts
 
-LAYOUTS = ("2:4", "bsr", "csc")
+#: dtypes a format may hold as values.
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 #: Largest M and K of a sparse weight: the formats' int32 indices (BSR block columns, CSC
 #: rows) and the kernels' index arithmetic reach no further.
 MAX_DIM = 2**31 - 1
 
 
-def _shape(t: torch.Tensor):
+def shape_of(t: torch.Tensor):
     return list(t.shape)
 
 
@@ -37,15 +40,21 @@ def semi24_meta_cols(K: int) -> int:
     return ceil_div(ceil_div(K, 4), 2)
 
 
-def check_layout(layout) -> None:
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(repr(x) for x in LAYOUTS)}; got {layout!r}")
+def check_layout(layout, arg: str = "layout") -> None:
+    """ValueError naming ``arg`` unless ``layout`` is a registered layout."""
+    layouts.get(layout, arg)
+
+
+def __getattr__(name):
+    if name == "LAYOUTS":  # the registered layout names (derived: see formats/layouts.py)
+        return layouts.names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check_format_meta(values: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor,
                       M, K, layout: str) -> None:
     """Check the format tensors' ranks, shapes, dtypes and devices; O(1)."""
-    check_layout(layout)
+    lay = layouts.get(layout)
     for name, t in (("values", values), ("indices", indices), ("offsets", offsets)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -63,52 +72,10 @@ def check_format_meta(values: torch.Tensor, indices: torch.Tensor, offsets: torc
         if t.device != values.device:
             raise ValueError(f"{name} is on {t.device} but values is on {values.device}; "
                              f"all format tensors must be on one device")
-
-    if layout == "2:4":
-        half = semi24_padded_k(K) // 2
-        if values.dim() != 2 or values.shape[0] != M or values.shape[1] != half:
-            raise ValueError(f"2:4 values has shape {_shape(values)}; expected [M, ceil(K/4)*2] = "
-                             f"[{M}, {half}] for M={M}, K={K}")
-        if indices.dtype != torch.uint8:
-            raise TypeError(f"2:4 indices has dtype {indices.dtype}; expected torch.uint8 "
-                            f"(packed 2-bit positions)")
-        mcols = semi24_meta_cols(K)
-        if indices.dim() != 2 or indices.shape[0] != M or indices.shape[1] != mcols:
-            raise ValueError(f"2:4 indices has shape {_shape(indices)}; expected "
-                             f"[M, ceil(K/8)] = [{M}, {mcols}] for M={M}, K={K}")
-        if offsets.numel() != 0:
-            raise ValueError(f"2:4 offsets must be empty, got shape {_shape(offsets)}")
-    elif layout == "bsr":
-        if values.dim() != 3:
-            raise ValueError(f"bsr values has shape {_shape(values)}; expected [nnzb, bm, bk]")
-        nnzb, bm, bk = values.shape
-        if bm < 1 or bk < 1:
-            raise ValueError(f"bsr values has shape {_shape(values)}: block size ({bm}, {bk}) "
-                             f"must be positive")
-        if indices.dtype != torch.int32 or indices.dim() != 1 or indices.shape[0] != nnzb:
-            raise ValueError(f"bsr indices has shape {_shape(indices)} and dtype {indices.dtype}; "
-                             f"expected int32 of shape [nnzb] = [{nnzb}]")
-        rows = ceil_div(M, bm)
-        if offsets.dtype != torch.int32 or offsets.dim() != 1 or offsets.shape[0] != rows + 1:
-            raise ValueError(f"bsr offsets has shape {_shape(offsets)} and dtype {offsets.dtype}; "
-                             f"expected int32 of shape [ceil(M/bm) + 1] = [{rows + 1}]")
-    else:  # csc
-        if values.dim() != 1:
-            raise ValueError(f"csc values has shape {_shape(values)}; expected [nnz]")
-        nnz = values.shape[0]
-        if indices.dtype not in (torch.int16, torch.int32) or indices.dim() != 1 \
-                or indices.shape[0] != nnz:
-            raise ValueError(f"csc indices has shape {_shape(indices)} and dtype {indices.dtype}; "
-                             f"expected int16 or int32 of shape [nnz] = [{nnz}]")
-        if indices.dtype == torch.int16 and M > 32768:
-            raise ValueError(f"csc indices is int16 but M={M} rows need int32 row indices")
-        if offsets.dtype not in (torch.int32, torch.int64) or offsets.dim() != 1 \
-                or offsets.shape[0] != K + 1:
-            raise ValueError(f"csc offsets has shape {_shape(offsets)} and dtype {offsets.dtype}; "
-                             f"expected int32 or int64 of shape [K + 1] = [{K + 1}]")
+    lay.check_meta(values, indices, offsets, M, K)
 
 
-def _first_bad(mask: torch.Tensor) -> int:
+def first_bad(mask: torch.Tensor) -> int:
     return int(mask.nonzero()[0, 0].item())
 
 
@@ -123,7 +90,7 @@ def check_offsets(offsets: torch.Tensor, total: int, what: str) -> None:
     if o.numel() > 1:
         dec = o[1:] < o[:-1]
         if bool(dec.any()):
-            i = _first_bad(dec)
+            i = first_bad(dec)
             raise ValueError(f"{what} offsets must not decrease: offsets[{i + 1}]="
                              f"{int(o[i + 1].item())} < offsets[{i}]={int(o[i].item())}")
 
@@ -135,7 +102,7 @@ def check_indices_range(indices: torch.Tensor, bound: int, what: str) -> None:
     idx = indices.long()
     bad = (idx < 0) | (idx >= bound)
     if bool(bad.any()):
-        i = _first_bad(bad)
+        i = first_bad(bad)
         raise ValueError(f"{what} indices[{i}]={int(idx[i].item())} is out of range; "
                          f"expected 0 <= index < {bound}")
 
@@ -143,30 +110,7 @@ def check_indices_range(indices: torch.Tensor, bound: int, what: str) -> None:
 def check_format_structure(values: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor,
                            M: int, K: int, layout: str) -> None:
     """Read the index tensors and reject any entry a kernel could not use safely."""
-    if layout == "2:4":
-        if indices.numel() == 0:
-            return
-        # Each nibble holds two 2-bit positions; the first must be below the second.
-        lo = indices & 0x0F
-        hi = indices >> 4
-        G = semi24_padded_k(K) // 4
-        for half, nib in ((0, lo), (1, hi)):
-            p0, p1 = nib & 3, nib >> 2
-            bad = p0 >= p1
-            if half == 1 and G % 2 == 1:
-                bad[:, -1] = False  # the unused high nibble of an odd group count
-            if bool(bad.any()):
-                r, c = (int(x) for x in bad.nonzero()[0].tolist())
-                g = 2 * c + half
-                raise ValueError(f"2:4 indices row {r}, group {g}: positions "
-                                 f"({int(p0[r, c])}, {int(p1[r, c])}) must be strictly increasing")
-    elif layout == "bsr":
-        nnzb, bm, bk = values.shape
-        check_offsets(offsets, nnzb, "bsr")
-        check_indices_range(indices, ceil_div(K, bk), "bsr block-column")
-    else:
-        check_offsets(offsets, values.shape[0], "csc")
-        check_indices_range(indices, M, "csc row")
+    layouts.get(layout).check_structure(values, indices, offsets, M, K)
 
 
 def validate_format(values, indices, offsets, M: int, K: int, layout: str) -> None:

@@ -17,8 +17,6 @@ from ..serialization import load_sparse, save_sparse  # noqa: F401  (re-exported
 from .layers import select_layers
 from .masks import apply_masks, check_masks
 
-LAYOUTS = ("auto", "2:4", "bsr", "csc")
-
 
 def convert(model: nn.Module, layout: str = "auto", blocksize=None,
             masks: Optional[Mapping[str, torch.Tensor]] = None,
@@ -28,8 +26,8 @@ def convert(model: nn.Module, layout: str = "auto", blocksize=None,
 
     Args:
         model: the pruned model (its zeros are the pattern), or a model plus ``masks``.
-        layout: "2:4", "bsr", "csc" or "auto" (sparsekern's choice per layer, as in
-            sparsekern.sparsify: the format expected fastest for the weight's zeros, dense
+        layout: a registered layout ("2:4", "bsr", "csc") or "auto" (sparsekern's choice
+            per layer, as in sparsekern.sparsify: the format expected fastest for the weight's zeros, dense
             when none is).
         blocksize: (bm, bk) for "bsr" (e.g. the block granularity that was pruned).
         masks: applied first (pruned weights set to 0), after every argument is checked.
@@ -42,8 +40,6 @@ def convert(model: nn.Module, layout: str = "auto", blocksize=None,
     every layer left dense is logged at INFO with the reason; grouped convolutions stay
     dense.
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
     check_sparsify_args(layout, blocksize, max_density, example_input, latency_table)
     names = None if layers is None else list(select_layers(model, layers))
     if masks is not None:

@@ -106,3 +106,14 @@ def extension_isa() -> Optional[str]:
         return str(fn()) if fn is not None else None
     except Exception:  # an extension that cannot say: unknown, never a crash
         return None
+
+
+def serving_backend(layout: str, dtype: torch.dtype, device, M: int = 0, K: int = 0,
+                    N: int = 0) -> str:
+    """Name of the sparsekern backend that serves this call ("cpu", "reference", ...),
+    recorded beside each timing; ``"error: ..."`` when the call would raise."""
+    from ..backends import select
+    try:
+        return select(layout, dtype, dtype, torch.device(device), M, K, N).name
+    except Exception as e:  # a forced backend that cannot serve: the op will raise too
+        return f"error: {e}"

@@ -33,7 +33,7 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import register_fake, register_kernel, wrap_triton
 
 from .configs import (INT32_LIMIT, autotuned, choose_split_k, n_class, needs_int64, regime,
                       sm_count, smallest_tile)
@@ -147,7 +147,6 @@ def bsr_split_k(M: int, N: int, nnzb: int, bm: int, bk: int, device) -> int:
     return choose_split_k(tiles, steps, sm_count(device), "bsr", reg)
 
 
-@triton_op("sparsekern::_triton_bsr", mutates_args={"out"})
 def triton_bsr(values: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor, M: int,
                K: int, B: torch.Tensor, bias: Optional[torch.Tensor], out: torch.Tensor,
                split_k: int = 0) -> None:
@@ -181,3 +180,9 @@ def triton_bsr(values: torch.Tensor, indices: torch.Tensor, offsets: torch.Tenso
         IDX64=needs_int64(values, B, out))
     if S > 1:
         reduce_split_k(ws, bias, out)
+
+
+# sparsekern::_triton_bsr: schema in sparsekern/_ops.py (as every op of the namespace); the
+# kernel above serves CUDA tensors (and CPU ones under the Triton interpreter).
+register_kernel("sparsekern::_triton_bsr", ("cpu", "cuda"), triton_bsr)
+register_fake("sparsekern::_triton_bsr", lambda *args, **kwargs: None)

@@ -30,7 +30,7 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import register_fake, register_kernel, wrap_triton
 
 from .configs import (INT32_LIMIT, autotuned, choose_split_k, n_class, needs_int64, regime,
                       sm_count, smallest_tile)
@@ -127,7 +127,6 @@ def csc_split_k(M: int, N: int, nnz: int, device) -> int:
     return choose_split_k(tiles, nnz // max(1, strips) // CAP, sm_count(device), "csc", reg)
 
 
-@triton_op("sparsekern::_triton_csc", mutates_args={"out"})
 def triton_csc(values: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor,
                strip_ptr: torch.Tensor, M: int, K: int, B: torch.Tensor,
                bias: Optional[torch.Tensor], out: torch.Tensor, split_k: int = 0) -> None:
@@ -156,3 +155,9 @@ def triton_csc(values: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor,
         TM=STRIP_ROWS, ALIGN=ALIGN)
     if S > 1:
         reduce_split_k(ws, bias, out)
+
+
+# sparsekern::_triton_csc: schema in sparsekern/_ops.py (as every op of the namespace); the
+# kernel above serves CUDA tensors (and CPU ones under the Triton interpreter).
+register_kernel("sparsekern::_triton_csc", ("cpu", "cuda"), triton_csc)
+register_fake("sparsekern::_triton_csc", lambda *args, **kwargs: None)

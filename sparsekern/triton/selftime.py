@@ -120,7 +120,7 @@ def _peer(layout: str, W: torch.Tensor):
 def _time_case(layout: str, M: int, K: int, N: int, dtype, device) -> Dict[str, object]:
     import torch.nn.functional as F
 
-    import sparsekern as sk
+    from ..formats import to_sparse
     from .bsr import bsr_split_k
     from .configs import regime, tuned_config
     from .csc import csc_split_k
@@ -128,7 +128,7 @@ def _time_case(layout: str, M: int, K: int, N: int, dtype, device) -> Dict[str, 
 
     gen = torch.Generator(device=device).manual_seed(M * 31 + K * 7 + N)
     W = _random_sparse_weight(layout, M, K, device, dtype, gen)
-    A = sk.to_sparse(W, layout, blocksize=BLOCK) if layout == "bsr" else sk.to_sparse(W, layout)
+    A = to_sparse(W, layout, blocksize=BLOCK) if layout == "bsr" else to_sparse(W, layout)
     row: Dict[str, object] = {"layout": layout, "M": M, "K": K, "N": N, "dtype": str(dtype),
                               "density": DENSITY, "device": torch.cuda.get_device_name(device),
                               "target": TARGETS.get((layout, N)), "notes": []}

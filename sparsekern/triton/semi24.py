@@ -24,7 +24,7 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import register_fake, register_kernel, wrap_triton
 
 from .configs import (INT32_LIMIT, autotuned, choose_split_k, n_class, needs_int64, regime,
                       sm_count, smallest_tile)
@@ -146,7 +146,6 @@ def semi24_split_k(M: int, N: int, K: int, device) -> int:
     return choose_split_k(tiles, triton.cdiv(K, BK), sm_count(device), "semi24", reg)
 
 
-@triton_op("sparsekern::_triton_semi24", mutates_args={"out"})
 def triton_semi24(values: torch.Tensor, indices: torch.Tensor, M: int, K: int, B: torch.Tensor,
                   bias: Optional[torch.Tensor], out: torch.Tensor, split_k: int = 0) -> None:
     """out[M, N] = A @ B (+ bias[:, None]) for a 2:4 matrix A; writes ``out`` in place.
@@ -176,3 +175,9 @@ def triton_semi24(values: torch.Tensor, indices: torch.Tensor, M: int, K: int, B
         HAS_BIAS=bias is not None, SPLIT_K=S, IDX64=needs_int64(values, indices, B, out))
     if S > 1:
         reduce_split_k(ws, bias, out)
+
+
+# sparsekern::_triton_semi24: schema in sparsekern/_ops.py (as every op of the namespace); the
+# kernel above serves CUDA tensors (and CPU ones under the Triton interpreter).
+register_kernel("sparsekern::_triton_semi24", ("cpu", "cuda"), triton_semi24)
+register_fake("sparsekern::_triton_semi24", lambda *args, **kwargs: None)

@@ -129,3 +129,16 @@ def test_policy_shape():
     p = Policy(hidden=8)
     assert p(torch.zeros(STATE_SIZE)).shape == ()
     assert p(torch.zeros(5, STATE_SIZE)).shape == (5,)
+
+
+def test_config_and_keywords_give_the_same_run():
+    from sparsekern.auto import AMCConfig
+    kw = dict(target_speedup=2.0, episodes=6, warmup_episodes=2, seed=3)
+    a = amc(_model(), _table(), _metric, AMCConfig(**kw))
+    b = amc(_model(), _table(), _metric, **kw)
+    assert a.to_dict() == b.to_dict()
+    with pytest.raises(TypeError, match=r"amc\(\) got unexpected keyword argument\(s\) "
+                                        r"\['episode'\]; expected fields of AMCConfig"):
+        amc(_model(), _table(), _metric, target_speedup=2.0, episode=3)
+    with pytest.raises(TypeError, match=r"amc: config must be AMCConfig or None, got float"):
+        amc(_model(), _table(), _metric, 2.0)

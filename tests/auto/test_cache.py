@@ -119,7 +119,7 @@ def test_layer_entry_key_changes(counted, tmp_path, monkeypatch, change):
     elif change == "grid":
         settings = MeasureSettings(grid=Grid(sparsities=(0.5, 0.9)))
     elif change == "version":
-        monkeypatch.setattr(sparsekern, "__version__", "999.0")
+        monkeypatch.setattr(sparsekern._version, "__version__", "999.0")
     else:
         other = torch.get_num_threads() + 1
         monkeypatch.setattr(torch, "get_num_threads", lambda: other)

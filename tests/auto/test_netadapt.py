@@ -158,3 +158,33 @@ def test_fine_pruning_continues_after_two_four():
     W = model[2].weight.detach()
     assert int((W.reshape(32, 8, 4) != 0).sum(-1).max()) <= 2  # still a 2:4 pattern
     assert r.decisions["2"].format == "csc"
+
+
+def test_config_and_keywords_give_the_same_search():
+    from sparsekern.auto import NetAdaptConfig
+    a = netadapt(_model(), _table(), _metric, NetAdaptConfig(target_speedup=2.0, steps=3))
+    b = netadapt(_model(), _table(), _metric, target_speedup=2.0, steps=3)
+    c = netadapt(_model(), _table(), _metric, NetAdaptConfig(target_speedup=9.0), steps=3,
+                 target_speedup=2.0)  # keywords override the config's fields
+    assert a.to_dict() == b.to_dict() == c.to_dict()
+
+
+def test_config_errors_name_the_argument():
+    from sparsekern.auto import NetAdaptConfig
+    with pytest.raises(TypeError, match=r"netadapt\(\) got unexpected keyword argument\(s\) "
+                                        r"\['stepz'\]; expected fields of NetAdaptConfig"):
+        netadapt(_model(), _table(), _metric, target_speedup=2.0, stepz=3)
+    with pytest.raises(TypeError, match=r"netadapt: config must be NetAdaptConfig or None, "
+                                        r"got float; pass target_speedup=... by keyword"):
+        netadapt(_model(), _table(), _metric, 2.0)
+    with pytest.raises(ValueError, match=r"steps must be a positive int, got 0"):
+        netadapt(_model(), _table(), _metric, NetAdaptConfig(target_speedup=2.0, steps=0))
+
+
+def test_an_n_m_granularity_plans_the_1_4_layout():
+    t = _table()
+    t.layers["2"]["s"] = LayerLatency.synthetic(4.0, {"csc": [(0.0, 0.2), (1.0, 4.2)],
+                                                      "1:4": [(0.25, 0.3)]})
+    r = netadapt(_model(), t, _metric, target_speedup=1.5, granularities=("1:4",))
+    assert r.reached and r.plans["2"].granularity == "1:4"
+    assert r.decisions["2"].format == "1:4"

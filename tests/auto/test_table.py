@@ -78,10 +78,11 @@ def test_round_trip(tmp_path):
 def test_formats_parse():
     assert parse_format("bsr16x8") == FormatSpec("bsr", (16, 8))
     assert parse_format("2:4").name == "2:4" and parse_format("csc").layout == "csc"
-    with pytest.raises(ValueError, match=r"unknown format 'bsr0x4'; expected '2:4', 'csc'"):
+    with pytest.raises(ValueError, match=r"unknown format 'bsr0x4'; expected '1:4', '2:4', 'csc' or "
+                                         r"'bsrBMxBK'"):
         parse_format("bsr0x4")
     names = [s.name for s in format_specs(((4, 4), (32, 32)))]
-    assert names == ["2:4", "bsr4x4", "bsr32x32", "csc"]
+    assert names == ["1:4", "2:4", "bsr4x4", "bsr32x32", "csc"]
 
 
 # -- patterns ---------------------------------------------------------------------------------
@@ -104,17 +105,23 @@ def test_pattern_densities():
     W = torch.zeros(8, 8)
     W[0, 0] = W[0, 2] = 1.0
     d = pattern_densities(W, format_specs(((4, 4),)))
-    assert d == {"2:4": 0.5, "bsr4x4": 0.25, "csc": 2 / 64}
+    assert d == {"1:4": None, "2:4": 0.5, "bsr4x4": 0.25, "csc": 2 / 64}
+    W[0, 2] = 0.0
+    assert pattern_densities(W, [FormatSpec("1:4")]) == {"1:4": 0.25}
+    W[0, 2] = 1.0
     W[0, 1] = 1.0
     assert pattern_densities(W, [FormatSpec("2:4")]) == {"2:4": None}
 
 
 def test_planned_densities():
     specs = format_specs(((16, 16),))
-    assert planned_densities("fine", 0.9, specs) == {"2:4": None, "bsr16x16": None,
+    assert planned_densities("fine", 0.9, specs) == {"1:4": None, "2:4": None, "bsr16x16": None,
                                                       "csc": pytest.approx(0.1)}
-    assert planned_densities("2:4", 0.5, specs) == {"2:4": 0.5, "bsr16x16": None, "csc": 0.5}
+    assert planned_densities("2:4", 0.5, specs) == {"1:4": None, "2:4": 0.5, "bsr16x16": None,
+                                                     "csc": 0.5}
     assert planned_densities("1:8", 0.0, specs)["2:4"] == 0.5
+    assert planned_densities("1:4", 0.75, specs) == {"1:4": 0.25, "2:4": 0.5, "bsr16x16": None,
+                                                      "csc": 0.25}
     assert planned_densities("3:8", 0.0, specs)["2:4"] is None
     assert planned_densities((16, 16), 0.8, specs)["bsr16x16"] == pytest.approx(0.2)
     assert planned_densities((8, 8), 0.8, specs)["bsr16x16"] is None
@@ -153,7 +160,7 @@ QUICK = MeasureSettings(grid=Grid(sparsities=(0.5, 0.9), blocks=((4, 4),)),
 def test_measured_entry_schema(layer, shape):
     e = measure_signature(signature_of(layer, shape), QUICK)
     assert e["dense"]["median_s"] > 0
-    assert list(e["formats"]) == ["2:4", "bsr4x4", "csc"]
+    assert list(e["formats"]) == ["1:4", "2:4", "bsr4x4", "csc"]
     assert [p["sparsity"] for p in e["formats"]["csc"]] == [0.5, 0.9]
     for pts in e["formats"].values():
         for p in pts:

@@ -13,7 +13,8 @@ from sparsekern.auto.signature import signature_of
 from sparsekern.auto.table import LayerLatency
 from sparsekern.bench import magnitude
 
-GRID = MeasureSettings(grid=Grid(sparsities=(0.5, 0.9), blocks=((4, 4),)), context="warm")
+GRID = MeasureSettings(grid=Grid(sparsities=(0.5, 0.9), blocks=((4, 4),),
+                                 layouts=("2:4", "bsr", "csc")), context="warm")
 
 
 def scripted(ratios, unstable=(), dense_s=1e-3, calls=None):

@@ -34,7 +34,10 @@ ids = [lay if b is None else f"bsr{b[0]}x{b[1]}" for lay, b in LAYOUTS]
 
 
 def test_autograd_kernel_is_registered_for_cpu():
-    assert torch._C._dispatch_has_kernel_for_dispatch_key("sparsekern::spmm", "AutogradCPU")
+    # The C++ node is registered for the Autograd alias key, which covers AutogradCPU.
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("sparsekern::spmm", "Autograd")
+    assert torch._C._dispatch_has_computed_kernel_for_dispatch_key("sparsekern::spmm",
+                                                                   "AutogradCPU")
 
 
 @pytest.mark.parametrize("layout,block", LAYOUTS, ids=ids)

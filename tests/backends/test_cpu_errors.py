@@ -128,9 +128,9 @@ def test_semi24_metadata_first_not_below_second(entry, N, nibble, where):
         entry(values, meta, offsets, M, K, "2:4", B)
 
 
-def test_isa_switch_rejects_unknown_values(monkeypatch):
+def test_isa_switch_rejects_unknown_values(cpu_isa_env):
     values, rows, offsets, M, K = csc_parts()
-    monkeypatch.setenv("SPARSEKERN_CPU_ISA", "sse9")
+    cpu_isa_env("sse9")
     with pytest.raises(ValueError, match=r"SPARSEKERN_CPU_ISA='sse9'.*'portable', 'avx2', 'avx512', 'auto'"):
         fast_path(values, rows, offsets, M, K, "csc", torch.ones(K, 1))
 

@@ -28,16 +28,16 @@ def _isa_params():
             for isa in ("avx2", "avx512")]
 
 
-def test_switch_is_read_at_call_time(monkeypatch):
-    monkeypatch.setenv("SPARSEKERN_CPU_ISA", "portable")
+def test_switch_is_read_on_reload(cpu_isa_env):
+    cpu_isa_env("portable")
     assert C.cpu_isa() == "portable"
     best = "avx512" if C.cpu_has_avx512() else "avx2" if C.cpu_has_avx2() else "portable"
-    monkeypatch.setenv("SPARSEKERN_CPU_ISA", "auto")
+    cpu_isa_env("auto")
     assert C.cpu_isa() == best
-    monkeypatch.delenv("SPARSEKERN_CPU_ISA")
+    cpu_isa_env(None)
     assert C.cpu_isa() == best
     for isa in _available_isas():
-        monkeypatch.setenv("SPARSEKERN_CPU_ISA", isa)
+        cpu_isa_env(isa)
         assert C.cpu_isa() == isa
 
 
@@ -45,17 +45,17 @@ def test_avx512_implies_avx2():
     assert not C.cpu_has_avx512() or C.cpu_has_avx2()
 
 
-def test_unknown_isa_is_rejected_naming_the_choices(monkeypatch):
+def test_unknown_isa_is_rejected_naming_the_choices(cpu_isa_env):
     A = sk.to_sparse(torch.randn(8, 8), layout="csc")
-    monkeypatch.setenv("SPARSEKERN_CPU_ISA", "sse9")
+    cpu_isa_env("sse9")
     with pytest.raises(ValueError, match="'sse9'.*'portable', 'avx2', 'avx512', 'auto'"):
         torch.ops.sparsekern.spmm(*A.op_args(), torch.randn(8, 2))
 
 
 @pytest.mark.skipif(C is None or C.cpu_has_avx512(), reason="this CPU has AVX-512")
-def test_forcing_a_missing_avx512_is_an_error(monkeypatch):
+def test_forcing_a_missing_avx512_is_an_error(cpu_isa_env):
     A = sk.to_sparse(torch.randn(8, 8), layout="csc")
-    monkeypatch.setenv("SPARSEKERN_CPU_ISA", "avx512")
+    cpu_isa_env("avx512")
     with pytest.raises(ValueError, match="SPARSEKERN_CPU_ISA='avx512' but this CPU"):
         torch.ops.sparsekern.spmm(*A.op_args(), torch.randn(8, 2))
 
@@ -65,7 +65,7 @@ def test_forcing_a_missing_avx512_is_an_error(monkeypatch):
                                           ("bsr", (4, 1)), ("bsr", (8, 1)), ("bsr", (5, 7)),
                                           ("csc", None)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
-def test_each_isa_and_portable_agree(monkeypatch, isa, layout, block, dtype):
+def test_each_isa_and_portable_agree(cpu_isa_env, isa, layout, block, dtype):
     torch.manual_seed(0)
     M, K = 70, 132
     W = torch.randn(M, K)
@@ -81,7 +81,7 @@ def test_each_isa_and_portable_agree(monkeypatch, isa, layout, block, dtype):
         B = torch.randn(N, K).t()
         outs = {}
         for which in (isa, "portable"):
-            monkeypatch.setenv("SPARSEKERN_CPU_ISA", which)
+            cpu_isa_env(which)
             assert C.cpu_isa() == which
             outs[which] = torch.ops.sparsekern.spmm(*A.op_args(), B)
         torch.testing.assert_close(outs[isa], outs["portable"], rtol=1e-5, atol=1e-5)
@@ -92,7 +92,7 @@ def test_each_isa_and_portable_agree(monkeypatch, isa, layout, block, dtype):
 @pytest.mark.parametrize("isa", _isa_params())
 @pytest.mark.parametrize("layout", ["2:4", "bsr", "csc"])
 @pytest.mark.parametrize("M,K", [(1, 4), (17, 36), (33, 100), (64, 260), (5, 1028)])
-def test_each_isa_on_edge_shapes(monkeypatch, isa, layout, M, K):
+def test_each_isa_on_edge_shapes(cpu_isa_env, isa, layout, M, K):
     """M, K, N not multiples of the vector widths (8, 16, 32 columns per step), N=1, bias,
     row- and column-major B, threads splitting the rows: the reference result."""
     g = torch.Generator().manual_seed(M * 1000 + K)
@@ -107,7 +107,7 @@ def test_each_isa_on_edge_shapes(monkeypatch, isa, layout, M, K):
     else:
         W = W * (torch.rand(M, K, generator=g) < 0.3)
         A = sk.to_sparse(W, layout="csc")
-    monkeypatch.setenv("SPARSEKERN_CPU_ISA", isa)
+    cpu_isa_env(isa)
     bias = torch.randn(M, generator=g)
     for N in (1, 2, 15, 16, 17, 31, 32, 33, 65):
         for B in (torch.randn(K, N, generator=g), torch.randn(N, K, generator=g).t()):

@@ -5,11 +5,12 @@ import pytest
 import torch
 
 import sparsekern as sk
-from sparsekern.formats import BSR, CSC, Semi24, from_parts
+from sparsekern.formats import BSR, CSC, Semi24, from_parts, layouts
 from tests.helpers import random_pattern_weight
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 SHAPES = [(1, 1), (3, 5), (8, 16), (17, 33), (64, 7), (5, 130)]
+LAYOUTS = layouts.names()  # every registered layout
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:
@@ -26,8 +27,9 @@ def same_matrix(D: torch.Tensor, W: torch.Tensor) -> bool:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("M,K", SHAPES)
-@pytest.mark.parametrize("layout,blocksize", [("2:4", None), ("csc", None), ("bsr", (4, 4)),
-                                              ("bsr", (1, 8)), ("bsr", (8, 1)), ("bsr", (3, 5))])
+@pytest.mark.parametrize("layout,blocksize",
+                         [(n, None) for n in LAYOUTS if not layouts.get(n).blocked] +
+                         [("bsr", b) for b in ((4, 4), (1, 8), (8, 1), (3, 5))])
 def test_roundtrip_bit_for_bit(layout, blocksize, M, K, dtype):
     W = random_pattern_weight(M, K, layout, density=0.4, blocksize=blocksize or (4, 4), dtype=dtype)
     A = sk.to_sparse(W, layout=layout, blocksize=blocksize)
@@ -38,7 +40,7 @@ def test_roundtrip_bit_for_bit(layout, blocksize, M, K, dtype):
     assert A.device == W.device
 
 
-@pytest.mark.parametrize("layout", ["2:4", "csc", "bsr"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_roundtrip_keeps_nan_and_negative_values(layout):
     W = torch.zeros(4, 8)
     W[0, 1] = float("nan")
@@ -48,14 +50,14 @@ def test_roundtrip_keeps_nan_and_negative_values(layout):
     assert same_matrix(A.to_dense(), W)
 
 
-@pytest.mark.parametrize("layout", ["2:4", "csc", "bsr"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_density_zero_and_one(layout):
     Z = torch.zeros(6, 12)
     A = sk.to_sparse(Z, layout=layout, blocksize=(2, 4) if layout == "bsr" else None)
     assert torch.equal(A.to_dense(), Z)
     if layout == "bsr":
         assert A.nnz == 0
-    if layout != "2:4":  # 2:4 cannot be fully dense; csc and bsr can
+    if layouts.get(layout).fixed_density is None:  # 2:4 / 1:4 cannot be fully dense
         F = torch.randn(6, 12)
         F[F == 0] = 1.0
         A = sk.to_sparse(F, layout=layout, blocksize=(2, 4) if layout == "bsr" else None)
@@ -63,7 +65,7 @@ def test_density_zero_and_one(layout):
         assert A.nnz == 72
 
 
-@pytest.mark.parametrize("layout", ["2:4", "csc", "bsr"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_empty_matrix(layout):
     for M, K in [(0, 8), (5, 0), (0, 0)]:
         W = torch.zeros(M, K)
@@ -118,7 +120,7 @@ def test_bsr_blocks_and_order():
     assert A.blocksize == (2, 2)
 
 
-@pytest.mark.parametrize("layout", ["2:4", "csc", "bsr"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_to_device_and_dtype(layout):
     W = random_pattern_weight(8, 12, layout, blocksize=(4, 4))
     A = sk.to_sparse(W, layout=layout, blocksize=(4, 4) if layout == "bsr" else None)
@@ -131,7 +133,7 @@ def test_to_device_and_dtype(layout):
     assert M.device.type == "meta" and M.indices.device.type == "meta"
 
 
-@pytest.mark.parametrize("layout", ["2:4", "csc", "bsr"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_state_survives_torch_save_weights_only(layout):
     W = random_pattern_weight(9, 13, layout, blocksize=(4, 4))
     A = sk.to_sparse(W, layout=layout, blocksize=(4, 4) if layout == "bsr" else None)

@@ -8,9 +8,10 @@ hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is not install
 given, settings, st = hypothesis.given, hypothesis.settings, hypothesis.strategies
 
 import sparsekern as sk
+from sparsekern.formats import layouts as layout_registry
 from tests.helpers import TOL, dense_ref, random_pattern_weight, rel_err
 
-layouts = st.sampled_from(["2:4", "csc", "bsr"])
+layouts = st.sampled_from(list(layout_registry.names()))  # every registered layout
 dims = st.integers(min_value=0, max_value=40)
 
 
