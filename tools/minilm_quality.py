@@ -8,6 +8,15 @@ sentence embeddings, top-1 nearest-neighbour agreement). Writes <out>.json and <
 
     python tools/minilm_quality.py                       # bench/results/minilm-quality.*
     python tools/minilm_quality.py --distill-steps 0     # one-shot only
+
+Plans (``--plan``, repeatable): higher sparsity per role, SparseGPT then distillation with
+the masks held, each plan from the dense weights; written to <out>-plans.json/.md:
+
+    python tools/minilm_quality.py --plan ffn=0.8,attn=0.5,steps=128,lr=2e-4
+
+A plan's keys: ffn / attn (fine ratio of the FFN / attention layers; "2:4" for the 2:4
+pattern), steps, lr, loss (cosine / mse), hidden (1: also match the 6 encoder layers'
+hidden states), batch (distillation sentences per step).
 """
 from __future__ import annotations
 
@@ -63,6 +72,12 @@ def main(argv=None):
     ap.add_argument("--distill-batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default="bench/results/minilm-quality")
+    ap.add_argument("--extra-distill", type=int, default=0,
+                    help="plans: this many more distillation sentences, taken after the "
+                         "evaluation sentences in the corpus order (calibration and "
+                         "evaluation sets unchanged)")
+    ap.add_argument("--plan", action="append", default=None,
+                    help="run plans instead (see the module docstring), repeatable")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,6 +87,8 @@ def main(argv=None):
     calib = minilm.tokenize(tok, splits.calib, args.calib_batch)
     ev = minilm.tokenize(tok, splits.eval, 64)
     dense = minilm.embed(model, ev)
+    if args.plan:
+        return run_plans(args, model, tok, splits, calib, ev, dense)
     rows = {}
     kept = None
     for gname, g, r in (("2:4", "2:4", None), ("50%", "fine", 0.5)):
@@ -102,6 +119,95 @@ def main(argv=None):
         print(f"sparsegpt 2:4 + distill cosine {q['mean_cosine']:.4f} top1 "
               f"{q['top1_agreement']:.3f} ({seconds:.0f} s)", flush=True)
     write(args, rows)
+
+
+FFN = ("intermediate.dense", "output.dense")
+
+
+def parse_plan(text: str) -> dict:
+    """"ffn=0.8,attn=0.5,steps=128,lr=2e-4" -> a plan dict with defaults."""
+    plan = dict(ffn="0.5", attn="0.5", steps="64", lr="2e-4", loss="cosine", hidden="0",
+                batch="16")
+    for part in filter(None, text.split(",")):
+        k, sep, v = part.partition("=")
+        if not sep or k not in plan:
+            raise SystemExit(f"--plan: expected key=value with keys {sorted(plan)}, got {part!r}")
+        plan[k] = v
+    return plan
+
+
+def _is_ffn(name: str) -> bool:
+    return name.endswith(FFN) and not name.endswith("attention.output.dense")
+
+
+def prune_plan(m, plan, calib):
+    """SparseGPT on every encoder Linear at the plan's per-role ratio or 2:4; the masks."""
+    names = encoder_linears(m)
+    masks = {}
+    groups = {}
+    for n in names:
+        groups.setdefault(plan["ffn"] if _is_ffn(n) else plan["attn"], []).append(n)
+    # One sequential SparseGPT pass per granularity (fine ratios per layer in one pass).
+    fine = {n: float(r) for r, ns in groups.items() if r != "2:4" for n in ns}
+    if "2:4" in groups:
+        masks.update(prune.prune_model(m, None, "2:4", "sparsegpt", calib=calib,
+                                       layers=groups["2:4"]))
+    if fine:
+        masks.update(prune.prune_model(m, fine, "fine", "sparsegpt", calib=calib))
+    return masks
+
+
+def distill_sentences(args, splits):
+    """The distillation sentences, plus ``args.extra_distill`` from the rest of the corpus
+    (the same shuffled order: text_splits cuts one permutation)."""
+    if not args.extra_distill:
+        return splits.distill
+    n = args.calib + args.distill + args.eval
+    rest = text.text_splits(n, args.extra_distill, 0).distill
+    return list(splits.distill) + list(rest)
+
+
+def run_plans(args, model, tok, splits, calib, ev, dense):
+    rows = {}
+    out = Path(args.out + "-plans")
+    for text in args.plan:
+        plan = parse_plan(text)
+        m = copy.deepcopy(model)
+        t = time.perf_counter()
+        masks = prune_plan(m, plan, calib)
+        t_prune = time.perf_counter() - t
+        one = minilm.embedding_quality(dense, minilm.embed(m, ev))
+        steps, batch = int(plan["steps"]), int(plan["batch"])
+        data = minilm.tokenize(tok, distill_sentences(args, splits), batch)
+        hidden = [f"encoder.encoder.layer.{i}" for i in range(6)] if plan["hidden"] == "1" else []
+        t, c = time.perf_counter(), time.process_time()
+        losses = prune.distill(m, model, data, masks=masks, steps=steps, lr=float(plan["lr"]),
+                               loss=plan["loss"], layers=hidden, warmup=steps // 10,
+                               progress=False) if steps else [float("nan")]
+        secs, cpu = time.perf_counter() - t, time.process_time() - c
+        q = minilm.embedding_quality(dense, minilm.embed(m, ev))
+        zeros = all(bool((m.get_submodule(n).weight[~k] == 0).all()) for n, k in masks.items())
+        rows[text] = dict(plan=plan, one_shot=one, **q, prune_seconds=round(t_prune, 1),
+                          distill_seconds=round(secs, 1), distill_cpu_seconds=round(cpu, 1),
+                          seconds_per_step=round(secs / max(1, steps), 3),
+                          pruned_weights_zero=zeros,
+                          sparsity=round(prune.sparsity(m, list(masks))["total"], 4),
+                          load_average=os.getloadavg()[0],
+                          loss_first=losses[0], loss_last=losses[-1])
+        print(f"{text}: one-shot {one['mean_cosine']:.4f}/{one['top1_agreement']:.3f} -> "
+              f"distilled {q['mean_cosine']:.4f}/{q['top1_agreement']:.3f}; sparsity "
+              f"{rows[text]['sparsity']:.3f}; {secs:.0f} s distill ({secs / max(1, steps):.2f} "
+              f"s/step), load {os.getloadavg()[0]:.1f}", flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
+        old.setdefault("results", {}).update(rows)
+        old["meta"] = {"command": "python tools/minilm_quality.py " + " ".join(sys.argv[1:]),
+                       "threads": torch.get_num_threads(), "calib_sentences": args.calib,
+                       "calib_batch": args.calib_batch,
+                       "distill_sentences": args.distill + args.extra_distill,
+                       "eval_sentences": args.eval, "torch": torch.__version__}
+        out.with_suffix(".json").write_text(json.dumps(old, indent=2) + "\n")
+    return rows
 
 
 def write(args, rows):

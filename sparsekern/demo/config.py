@@ -54,10 +54,17 @@ class DemoConfig:
             whose metric is more than max_search_drop below the dense model's is rejected.
         margin: a format is used only when predicted this much faster than dense.
         max_ratio: the highest pruning ratio the search may give a layer.
+        relax_target: before searching, the table predicts the speedup with every
+            searchable layer at max_ratio (sparsekern.demo.reach); when that misses the
+            target, the search aims at this fraction of the reachable gain instead; 0: off
+            (the search runs to the target and may find nothing: the model stays dense).
+            The checks keep ``required_speedup`` either way.
     Recovery:
         final_steps: steps of the final recovery (fine-tune with labels, or distillation
             from the dense model without them); masks are held.
         lr: its learning rate (smaller than pre-training).
+        distill_loss: the distillation loss on the model's outputs, "mse" or "cosine"
+            (unlabelled data only).
     Checks:
         required_speedup (default: target_speedup), max_accuracy_drop (labelled data),
         min_cosine / min_top1 (unlabelled data: outputs against the dense model's),
@@ -89,9 +96,11 @@ class DemoConfig:
     margin: float = DEFAULT_MARGIN
     amc_episodes: int = 60
     max_ratio: float = 0.95
+    relax_target: float = 0.0
     final_steps: int = 0            # 0: final_epochs passes over the training data
     final_epochs: int = 3
     lr: float = DEFAULT_FINETUNE_LR
+    distill_loss: str = "mse"
     required_speedup: Optional[Speedups] = None
     max_accuracy_drop: float = MAX_ACCURACY_DROP
     min_cosine: float = 0.97
@@ -125,14 +134,18 @@ class DemoConfig:
             raise ValueError(f"windows must be an int >= 1, got {self.windows!r}")
         if not 0 < self.max_ratio < 1:
             raise ValueError(f"max_ratio must be in (0, 1), got {self.max_ratio!r}")
+        if not 0.0 <= self.relax_target <= 1.0:
+            raise ValueError(f"relax_target must be in [0, 1], got {self.relax_target!r}")
+        if self.distill_loss not in ("mse", "cosine"):
+            raise ValueError(f"distill_loss must be 'mse' or 'cosine', got {self.distill_loss!r}")
         if not (self.lr > 0):
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
 
     def summary(self) -> dict:
         """The JSON-ready settings written to report.json."""
         keep = ("strategy", "criterion", "final_criterion", "short_steps", "netadapt_steps", "max_iterations",
-                "max_search_drop", "margin", "amc_episodes", "max_ratio", "final_steps", "final_epochs",
-                "lr", "seed", "windows")
+                "max_search_drop", "margin", "amc_episodes", "max_ratio", "relax_target", "final_steps",
+                "final_epochs", "lr", "distill_loss", "seed", "windows")
         out = {k: getattr(self, k) for k in keep}
         out["granularities"] = [str(g) for g in self.granularities]
         return out

@@ -27,8 +27,9 @@ from ..auto.verify import paired_prediction
 from ..timing import TimerSettings
 from ..prune.granularity import NM, parse as parse_granularity
 from .config import REPORT_TIMER, DemoConfig
+from .reach import reachable_speedup, relaxed_targets
 from .report import build_report, print_summary, write_outputs
-from .tasks import task_for
+from .tasks import DistillTask, task_for
 
 
 @dataclass
@@ -64,6 +65,7 @@ class _State:
     search: Optional[NetAdaptResult] = None
     recovery_curve: list = field(default_factory=list)
     reprune: Optional[dict] = None
+    relaxed: Optional[dict] = None
     sparse: Optional[nn.Module] = None
     pruned_dense: Optional[nn.Module] = None
     quality: dict = field(default_factory=dict)
@@ -109,7 +111,10 @@ def run(model: nn.Module, train, val, example_inputs, config: Optional[DemoConfi
     xs = list(example_inputs) if isinstance(example_inputs, list) else [example_inputs]
     if not xs:
         raise ValueError("example_inputs is empty; give e.g. [x[:1], x[:64]]")
-    task = task or task_for(train, val, test)
+    if task is None:
+        task = task_for(train, val, test)
+        if isinstance(task, DistillTask):
+            task.loss = cfg.distill_loss
     st = _State(cfg, task, model.eval(), copy.deepcopy(model), xs,
                 [input_label(x) for x in xs], calib=calib)
     st.targets = per_shape(cfg.target_speedup, st.labels, "target_speedup")
@@ -190,34 +195,77 @@ def _finetune_fns(st: _State):
     return short, (cfg.final_finetune_fn or final)
 
 
-def search(st: _State) -> None:
-    """NetAdapt or AMC to the target speedup, the configured criterion pruning each step;
-    then the final recovery with the masks held."""
+def _search_granularity(cfg: DemoConfig):
+    """AMC's granularity: the first of cfg.granularities with a free ratio ("fine")."""
+    free = [g for g in cfg.granularities if not isinstance(parse_granularity(g), NM)]
+    return free[0] if free else "fine"
+
+
+def _run_search(st: _State, targets: Dict[str, float], episodes: int):
+    """One NetAdapt / AMC search of st.work to ``targets`` {shape: speedup}."""
     cfg = st.cfg
-    short, final = _finetune_fns(st)
+    short, _ = _finetune_fns(st)
     base = float(_metric(st)(st.work))
-    goal = ", ".join(f"{st.targets[s]:g}x at {_show(st, s)}" for s in st.labels)
-    t = time.perf_counter()
-    kwargs = dict(target_speedup=[st.targets[s] for s in st.labels], criterion=cfg.criterion,
+    goal = ", ".join(f"{targets[s]:.3g}x at {_show(st, s)}" for s in st.labels)
+    kwargs = dict(target_speedup=[targets[s] for s in st.labels], criterion=cfg.criterion,
                   calib=st.calib, margin=cfg.margin, seed=cfg.seed)
     if cfg.strategy == "netadapt":
         st.say(f"NetAdapt search (criterion {cfg.criterion}), target speedup {goal}:")
-        st.search = netadapt(st.work, st.table, _metric(st), finetune_fn=short,
-                             granularities=cfg.granularities, layers=cfg.layers,
-                             steps=cfg.netadapt_steps, max_iterations=cfg.max_iterations,
-                             max_ratio=cfg.max_ratio,
-                             min_metric=base - cfg.max_search_drop,
-                             on_iteration=lambda e: _show_iteration(st, e), **kwargs)
+        return netadapt(st.work, st.table, _metric(st), finetune_fn=short,
+                        granularities=cfg.granularities, layers=cfg.layers,
+                        steps=cfg.netadapt_steps, max_iterations=cfg.max_iterations,
+                        max_ratio=cfg.max_ratio, min_metric=base - cfg.max_search_drop,
+                        on_iteration=lambda e: _show_iteration(st, e), **kwargs)
+    g = _search_granularity(cfg)
+    st.say(f"AMC search ({episodes} episodes, granularity {g}, ratios up to "
+           f"{cfg.max_ratio:.0%}, criterion {cfg.criterion}), target {goal}:")
+    return amc(st.work, st.table, _metric(st), granularity=g, layers=cfg.layers,
+               max_ratio=cfg.max_ratio, episodes=episodes,
+               warmup_episodes=max(1, episodes // 6),
+               on_episode=lambda e: _show_episode(st, e), **kwargs)
+
+
+def _relax(st: _State) -> Optional[Dict[str, float]]:
+    """The targets to search for: st.targets when the table can reach them with every
+    searchable layer at cfg.max_ratio, else the relaxed ones (sparsekern.demo.reach), or
+    None when no gain is reachable at all."""
+    cfg = st.cfg
+    layers = list(cfg.layers or st.table.layers)
+    g = _search_granularity(cfg) if cfg.strategy == "amc" else cfg.granularities[0]
+    reach = reachable_speedup(st.table, layers, g, cfg.max_ratio, cfg.margin)
+    text = ", ".join(f"{reach[s]:.2f}x at {_show(st, s)}" for s in st.labels)
+    st.relaxed = {"reachable": reach, "granularity": str(g), "ratio": cfg.max_ratio,
+                  "targets": None}
+    if all(reach[s] >= st.targets[s] for s in st.labels):
+        return dict(st.targets)
+    relaxed = relaxed_targets(st.targets, reach, cfg.relax_target)
+    if not relaxed:
+        st.say(f"the latency table allows no gain: every searchable layer at "
+               f"{cfg.max_ratio:.0%} ({g}) is predicted at {text}; the model stays dense")
+        return None
+    st.relaxed["targets"] = relaxed
+    st.say(f"the target is out of reach with these kernels: every searchable layer at "
+           f"{cfg.max_ratio:.0%} ({g}) is predicted at {text}; searching for "
+           f"{cfg.relax_target:.0%} of that gain instead (the checks still require the "
+           f"original speedups)")
+    return relaxed
+
+
+def search(st: _State) -> None:
+    """NetAdapt or AMC to the target speedup, the configured criterion pruning each step
+    (first to a relaxed target when the table cannot reach it, cfg.relax_target); then the
+    final recovery with the masks held."""
+    cfg = st.cfg
+    _, final = _finetune_fns(st)
+    t = time.perf_counter()
+    targets = _relax(st) if cfg.relax_target > 0 else st.targets
+    if targets is None:  # nothing pays: an empty search result (the dense model)
+        targets, episodes = st.targets, 1
     else:
-        free = [g for g in cfg.granularities if not isinstance(parse_granularity(g), NM)]
-        g = free[0] if free else "fine"
-        st.say(f"AMC search ({cfg.amc_episodes} episodes, granularity {g}), target {goal}:")
-        st.search = amc(st.work, st.table, _metric(st), granularity=g, layers=cfg.layers,
-                        max_ratio=cfg.max_ratio,
-                        episodes=cfg.amc_episodes, warmup_episodes=max(1, cfg.amc_episodes // 6),
-                        on_episode=lambda e: _show_episode(st, e), **kwargs)
+        episodes = cfg.amc_episodes
+    st.search = _run_search(st, targets, episodes)
+    st.say(f"search: {st.search.reason} ({time.perf_counter() - t:.1f} s)")
     st.clock["search"] = time.perf_counter() - t
-    st.say(f"search: {st.search.reason} ({st.clock['search']:.1f} s)")
     if cfg.final_criterion and st.search.masks:
         t = time.perf_counter()
         reprune(st)

@@ -101,6 +101,7 @@ def build_report(st) -> dict:
                     "validation_after_search": st.search.metric_search,
                     "validation_final": st.search.metric_final},
         "recovery_loss": st.recovery_curve, "reprune": st.reprune,
+        "relaxed_search": st.relaxed,
         "layers": layers, "latency": latency,
         "checks": checks(st, latency, converted),
         "search": st.search.to_dict(),

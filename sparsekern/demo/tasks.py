@@ -134,6 +134,8 @@ class DistillTask:
 
     kind = "distillation"
     metric_name = "mean cosine to dense"
+    #: the distillation loss (sparsekern.prune.distill): "mse" or "cosine"
+    loss = "mse"
 
     def __init__(self, train, val, test=None):
         self.train, self.val = list(train), list(val)
@@ -155,13 +157,13 @@ class DistillTask:
         return len(self.train)
 
     def recover(self, model: nn.Module, steps: int, lr: float) -> List[float]:
-        """``steps`` steps of sparsekern.prune.distill on the distillation items (MSE to the
-        dense model's outputs, AdamW, cosine decay; the zeros of every weight are held);
-        returns the loss per step."""
+        """``steps`` steps of sparsekern.prune.distill on the distillation items (``self.loss``
+        to the dense model's outputs, AdamW, warm-up then cosine decay; the zeros of every
+        weight are held); returns the loss per step."""
         if steps < 1:
             return []
-        curve = prune.distill(model, self.dense, self.train, steps=steps, lr=lr, loss="mse",
-                              progress=False)
+        curve = prune.distill(model, self.dense, self.train, steps=steps, lr=lr, loss=self.loss,
+                              warmup=steps // 10, progress=False)
         self.curves.append(curve)
         return curve
 
