@@ -204,7 +204,7 @@ SAN=$(command -v compute-sanitizer || true)
 [ -z "$SAN" ] && [ -x /usr/local/cuda/bin/compute-sanitizer ] && SAN=/usr/local/cuda/bin/compute-sanitizer
 [ "$DRY" = 1 ] && SAN=${SAN:-compute-sanitizer}
 PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rfE -m gpu)
-SELFTIME=("$PY" -m sparsekern.backends.cuda_selftime)
+SELFTIME=("$PY" -m sparsekern.bench.cuda_selftime)
 
 echo "sparsekern gpu_check on ${CARD:-?} -> $OUT (budget $((DEADLINE - START)) s, $PY)" | tee -a "$LOG"
 wanted env && stage env 30 400 bash -c env_report

@@ -30,8 +30,6 @@ RANKS = {
     # 1: kernels and the backends that bind them
     "sparsekern.triton": 1,
     "sparsekern.backends": 1,
-    # a timing tool (not a kernel) that times the public path: ranked with the harness
-    "sparsekern.backends.cuda_selftime": 6,
     # 2: the op and its functional wrappers
     "sparsekern.ops": 2,
     "sparsekern.functional": 2,

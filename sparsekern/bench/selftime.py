@@ -1,7 +1,7 @@
 """Collect the GPU kernels' own timing tables, when their modules exist (guarded).
 
-Other parts of sparsekern provide ``sparsekern.triton.selftime.time_triton_kernels(device)``
-and ``sparsekern.backends.cuda_selftime.time_cuda_kernels()``, each returning list[dict].
+Other parts of sparsekern provide ``sparsekern.bench.triton_selftime.time_triton_kernels(device)``
+and ``sparsekern.bench.cuda_selftime.time_cuda_kernels()``, each returning list[dict].
 Whatever they return (or the reason they could not run) goes into the results JSON under
 ``"selftime"``.
 """
@@ -11,8 +11,8 @@ import importlib
 from typing import Dict, Union
 
 SOURCES = (
-    ("triton", "sparsekern.triton.selftime", "time_triton_kernels", True),
-    ("cuda", "sparsekern.backends.cuda_selftime", "time_cuda_kernels", False),
+    ("triton", "sparsekern.bench.triton_selftime", "time_triton_kernels", True),
+    ("cuda", "sparsekern.bench.cuda_selftime", "time_cuda_kernels", False),
 )
 
 

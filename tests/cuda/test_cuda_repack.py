@@ -187,13 +187,13 @@ PROBE = dict(M=32, K=64, rows=(0, 8, 13), cols=(0, 3, 17, 32), device="cpu")
 
 
 def test_layout_probe_finds_nothing_on_the_emulated_kernel():
-    from sparsekern.backends.cuda_selftime import probe_semi24_layout
+    from sparsekern.bench.cuda_selftime import probe_semi24_layout
     res = probe_semi24_layout(_emulated_run(), N=8, **PROBE)
     assert res["checked"] == 3 * 4 * 4 and res["mismatches"] == []
 
 
 def test_layout_probe_names_a_swapped_half():
-    from sparsekern.backends.cuda_selftime import probe_semi24_layout
+    from sparsekern.bench.cuda_selftime import probe_semi24_layout
     res = probe_semi24_layout(_emulated_run(swap_row_halves=True), N=40, kinds=("row",), **PROBE)
     assert res["mismatches"], "the planted swap of rows g and g+8 went unnoticed"
     assert any("out row offset +8" in m or "out row offset -8" in m for m in res["mismatches"])

@@ -215,7 +215,7 @@ def test_measured_dispatch_is_correct_and_cached(layout, M, K, N, monkeypatch):
 
 
 def test_selftime_runs_one_case():
-    from sparsekern.triton.selftime import format_table, time_triton_kernels
+    from sparsekern.bench.triton_selftime import format_table, time_triton_kernels
     rows = time_triton_kernels(cases=[("bsr", 4096, 4096, 16)])
     assert "error" not in rows[0], rows[0]
     assert rows[0]["rel_err"] < 1e-2 and rows[0]["triton_ms"] > 0

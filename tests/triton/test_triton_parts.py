@@ -106,7 +106,7 @@ def test_gpu_order_is_the_static_entry_order():
 
 
 def test_selftime_imports_without_gpu_and_refuses_cpu():
-    from sparsekern.triton import selftime
+    from sparsekern.bench import triton_selftime as selftime
     assert {c[0] for c in selftime.CASES} == {"bsr", "2:4", "csc"}
     with pytest.raises(RuntimeError, match=r"needs a CUDA device"):
         selftime.time_triton_kernels(device="cpu")
@@ -117,7 +117,7 @@ def test_selftime_imports_without_gpu_and_refuses_cpu():
 @pytest.mark.parametrize("layout", ["bsr", "2:4", "csc"])
 def test_selftime_case_dry_run_on_cpu(monkeypatch, layout):
     """The timing code path on CPU with the interpreter (timers stubbed): no Python errors."""
-    from sparsekern.triton import selftime
+    from sparsekern.bench import triton_selftime as selftime
     monkeypatch.setattr(selftime, "_median_ms", lambda fn: (fn(), 1.0)[1])
     monkeypatch.setattr(selftime, "_graph_median_ms", lambda fn: (fn(), 0.5)[1])
     monkeypatch.setattr(selftime, "_copies", lambda nbytes, device: 2)

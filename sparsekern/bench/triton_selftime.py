@@ -1,6 +1,6 @@
 """Standalone GPU timing of the Triton kernels against cuBLAS and torch's sparse kernels.
 
-    from sparsekern.triton.selftime import time_triton_kernels, format_table
+    from sparsekern.bench.triton_selftime import time_triton_kernels, format_table
     rows = time_triton_kernels()        # list of dicts, one per case (CUDA only)
     print(format_table(rows))
 
@@ -97,7 +97,7 @@ def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 def _prepared_call(layout: str, A, B: torch.Tensor, out: torch.Tensor):
     """A zero-argument call of the private op on a weight prepared like the backend does."""
-    from . import build_row_strips, triton_bsr, triton_csc, triton_semi24
+    from sparsekern.triton import build_row_strips, triton_bsr, triton_csc, triton_semi24
     values, indices, offsets, M, K, _ = A.op_args()
     if layout == "bsr":
         return lambda: triton_bsr(values, indices, offsets, M, K, B, None, out)
@@ -120,11 +120,11 @@ def _peer(layout: str, W: torch.Tensor):
 def _time_case(layout: str, M: int, K: int, N: int, dtype, device) -> Dict[str, object]:
     import torch.nn.functional as F
 
-    from ..formats import to_sparse
-    from .bsr import bsr_split_k
-    from .configs import regime, tuned_config
-    from .csc import csc_split_k
-    from .semi24 import semi24_split_k
+    from sparsekern.formats import to_sparse
+    from sparsekern.triton.bsr import bsr_split_k
+    from sparsekern.triton.configs import regime, tuned_config
+    from sparsekern.triton.csc import csc_split_k
+    from sparsekern.triton.semi24 import semi24_split_k
 
     gen = torch.Generator(device=device).manual_seed(M * 31 + K * 7 + N)
     W = _random_sparse_weight(layout, M, K, device, dtype, gen)
@@ -232,7 +232,7 @@ def format_table(rows: List[Dict[str, object]]) -> str:
 
 
 def main(argv=None) -> int:
-    """``python -m sparsekern.triton.selftime [out.json]``: print the table, save the rows."""
+    """``python -m sparsekern.bench.triton_selftime [out.json]``: print the table, save the rows."""
     import json
     import sys
     args = sys.argv[1:] if argv is None else argv

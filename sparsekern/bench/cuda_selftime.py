@@ -1,6 +1,6 @@
 """Self-timing of the CUDA kernels against cuBLAS and torch's semi-structured 2:4 (GPU only).
 
-    from sparsekern.backends.cuda_selftime import time_cuda_kernels
+    from sparsekern.bench.cuda_selftime import time_cuda_kernels
     rows = time_cuda_kernels()          # list of dicts, one per case (see _CASES)
 
 Imports without a GPU; calling it needs CUDA and the extension built with the CUDA kernels.
@@ -117,8 +117,8 @@ def _torch24_ms(W, x, ref, next_x, notes: list):
 
 def _time_case(layout: str, M: int, K: int, N: int, zero_frac: float,
                dtype=torch.float16) -> Dict[str, object]:
-    from ..formats import to_sparse
-    from ..functional import linear
+    from sparsekern.formats import to_sparse
+    from sparsekern.functional import linear
     from sparsekern.backends import cuda as cuda_backend
     from sparsekern.backends import use_backend
 
@@ -245,7 +245,7 @@ def _probe_b(code: str, K: int, N: int, kind: str, dtype, device) -> torch.Tenso
 
 
 def _single_nonzero(m: int, k: int, M: int, K: int, dtype, device):
-    from ..formats import to_sparse
+    from sparsekern.formats import to_sparse
     W = torch.zeros(M, K, dtype=dtype, device=device)
     W[m, k] = 1
     return to_sparse(W, layout="2:4")
@@ -340,8 +340,8 @@ SANITIZE_CSC = [(300, 260, 1), (1000, 513, 8)]
 
 
 def _sanitize_case(layout: str, M: int, K: int, N: int, dtype, kind: str, bias: bool) -> float:
-    from ..formats import to_sparse
-    from ..functional import linear
+    from sparsekern.formats import to_sparse
+    from sparsekern.functional import linear
     from sparsekern.backends import use_backend
     dev = torch.device("cuda")
     W = _weight_any(layout, M, K, dtype, dev)
@@ -395,7 +395,7 @@ __all__ = ["time_cuda_kernels", "format_table", "probe_semi24_layout", "probe_re
 
 
 def main(argv=None) -> int:
-    """``python -m sparsekern.backends.cuda_selftime [--json PATH] [--probe PATH]
+    """``python -m sparsekern.bench.cuda_selftime [--json PATH] [--probe PATH]
     [--sanitize [--quick]]``: time the cases, print the table and write the rows as JSON
     (default $OUT/cuda_selftime.json when $OUT is set); --probe writes the single-nonzero
     2:4 layout probe instead; --sanitize runs the small compute-sanitizer cases."""
@@ -403,7 +403,7 @@ def main(argv=None) -> int:
     import json
     import os
 
-    p = argparse.ArgumentParser(prog="python -m sparsekern.backends.cuda_selftime")
+    p = argparse.ArgumentParser(prog="python -m sparsekern.bench.cuda_selftime")
     p.add_argument("json_path", nargs="?", default=None)
     p.add_argument("--json", dest="json_opt", default=None)
     p.add_argument("--probe", default=None, metavar="PATH")
