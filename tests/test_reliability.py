@@ -329,3 +329,39 @@ def test_backend_env_is_not_read_per_call(monkeypatch):
         assert backends.forced_backend() is None
     finally:
         monkeypatch.delenv("SPARSEKERN_BACKEND")
+
+
+def _one_of_four(seed):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(64, 64, generator=g).view(64, 16, 4)
+    keep = W.abs().argmax(-1, keepdim=True)
+    return (W * torch.zeros_like(W).scatter_(-1, keep, 1)).view(64, 64)
+
+
+def test_repack_cache_sees_numpy_writes_to_a_served_as_layout():
+    # 1:4 runs through a cached 2:4 copy (formats.cached_repack): a write the version counter
+    # does not see must rebuild it, never serve the old weights.
+    W1, W2 = _one_of_four(1), _one_of_four(2)
+    x = torch.randn(64, 3)
+    A = sk.to_sparse(W1, layout="1:4")
+    torch.testing.assert_close(sk.spmm(A, x), W1 @ x)
+    B = sk.to_sparse(W2, layout="1:4")
+    A.values.numpy()[:] = B.values.numpy()
+    A.indices.numpy()[:] = B.indices.numpy()
+    torch.testing.assert_close(sk.spmm(A, x), W2 @ x)
+
+
+def test_cached_repack_rebuilds_on_unversioned_writes_and_hits_otherwise():
+    from sparsekern.formats.base import cached_repack
+    v = torch.tensor([1.0, float("nan"), 3.0])
+    calls = []
+
+    def build():
+        calls.append(1)
+        return v.clone()
+    cached_repack(v, "k", (), build)
+    cached_repack(v, "k", (), build)          # same bytes (NaN included): a hit
+    assert len(calls) == 1
+    v.data[0] = 5.0                           # no version bump
+    assert cached_repack(v, "k", (), build)[0].item() == 5.0
+    assert len(calls) == 2

@@ -111,19 +111,25 @@ class SparseFormat:
                 f"dtype={self.dtype}, device={self.device}, nnz={self.nnz}, nbytes={self.nbytes})")
 
 
+def _same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit-for-bit equality (NaN equal to itself), any dtype, any strides."""
+    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+        return False
+    return torch.equal(a.reshape(-1).contiguous().view(torch.uint8),
+                       b.reshape(-1).contiguous().view(torch.uint8))
+
+
 def cached_repack(values: torch.Tensor, key: str, deps: Tuple[torch.Tensor, ...],
                   build: Callable[[], object]):
     """Return ``build()``, computed once per (weight, key) and cached on ``values``.
 
-    The cache entry is invalidated when any of ``values`` or ``deps`` is modified in place
-    (their version counters change) or replaced. Backends use this for layouts that a
-    kernel wants (e.g. a metadata order for sparse tensor cores).
+    The entry holds a snapshot of ``values`` and ``deps`` and is used only while they are
+    byte for byte the same: writes the version counter does not see (``.data``, a NumPy
+    view, an inference tensor's ``copy_``) rebuild it too, so it can never be stale. The
+    check reads the weight once per call; ``build`` (a repack) costs more. Backends use this
+    for layouts that a kernel wants (e.g. a metadata order for sparse tensor cores).
     """
     tensors = (values,) + tuple(deps)
-    try:
-        stamp = tuple((t.data_ptr(), t._version) for t in tensors)
-    except RuntimeError:  # inference tensors have no version counter: key on storage only
-        stamp = tuple((t.data_ptr(), None) for t in tensors)
     cache = getattr(values, "_sparsekern_repack", None)
     if cache is None:
         cache = {}
@@ -132,8 +138,11 @@ def cached_repack(values: torch.Tensor, key: str, deps: Tuple[torch.Tensor, ...]
         except (AttributeError, RuntimeError):  # e.g. tensors that forbid attributes
             return build()
     hit = cache.get(key)
-    if hit is not None and hit[0] == stamp:
+    if hit is not None and len(hit[0]) == len(tensors) and \
+            all(_same_bytes(t, s) for t, s in zip(tensors, hit[0])):
         return hit[1]
+    with torch.no_grad():
+        snapshot = tuple(t.detach().clone() for t in tensors)
     result = build()
-    cache[key] = (stamp, result)
+    cache[key] = (snapshot, result)
     return result
