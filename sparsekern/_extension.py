@@ -154,3 +154,7 @@ class python_path:
 
 _C, _reason = try_load()
 from . import _ops  # noqa: E402,F401  (the schemas, also when _C is missing)
+from . import _compile_cache  # noqa: E402
+
+# torch.compile's on-disk caches must not serve graphs traced through another build.
+_compile_cache.install(_C.__file__ if _C is not None else None)

@@ -26,6 +26,7 @@ RANKS = {
     "sparsekern._output": 0,
     "sparsekern._extension": 0,
     "sparsekern._version": 0,
+    "sparsekern._compile_cache": 0,  # the build's digest in torch.compile's cache keys
     "sparsekern._ops": 0,  # the op schemas (helper "rel", issue 16 item 3), below _extension
     # 1: kernels and the backends that bind them
     "sparsekern.triton": 1,
