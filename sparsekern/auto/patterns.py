@@ -33,30 +33,21 @@ def planned_densities(granularity, ratio: float, specs: Iterable[FormatSpec]
                       ) -> Dict[str, Optional[float]]:
     """Stored fractions a layer will have after pruning ``ratio`` of it in ``granularity``.
 
-    Used by the search to predict before pruning: fine -> csc; N:M -> every N:M layout
-    that holds it (2:4 when every group of 4 keeps <= 2, i.e. N <= 2 and M a multiple of 4;
-    1:4 when N <= 1) and csc; (bm, bk) blocks ->
-    bsr with that block shape and csc. Other formats get None (not reachable).
+    Used by the search to predict before pruning. Each layout says what it holds
+    (:meth:`~sparsekern.formats.layouts.Layout.planned_density`): fine -> the unstructured
+    layouts (csc); N:M -> every N:M layout that holds it (2:4 holds 1:4 and 2:8) and the
+    unstructured ones; (bm, bk) blocks -> bsr with that block shape and the unstructured
+    ones. Other formats get None (not reachable).
     """
     g = parse(granularity)
-    out: Dict[str, Optional[float]] = {s.name: None for s in specs}
-    names = set(out)
     if isinstance(g, NM):
-        for lay in layouts.all_layouts():  # the N:M layouts that hold n:m (2:4 holds 1:8)
-            if lay.name in names and lay.holds_group(g.n, g.m):
-                out[lay.name] = lay.fixed_density
-        if "csc" in names:
-            out["csc"] = g.n / g.m
+        pattern, shape = "nm", (g.n, g.m)
     elif isinstance(g, Block):
-        name = f"bsr{g.bm}x{g.bk}"
-        if name in names:
-            out[name] = 1.0 - ratio
-        if "csc" in names:
-            out["csc"] = 1.0 - ratio
+        pattern, shape = "block", (g.bm, g.bk)
     elif isinstance(g, Fine):
-        if "csc" in names:
-            out["csc"] = 1.0 - ratio
+        pattern, shape = "fine", None
     else:
         raise ValueError(f"granularity '{g}' is not supported by the latency-aware search; use "
                          f"'fine', 'N:M' (e.g. '2:4') or (bm, bk) blocks")
-    return out
+    return {s.name: layouts.get(s.layout).planned_density(pattern, ratio, shape, s.blocksize)
+            for s in specs}

@@ -112,4 +112,5 @@ def csc_bytes(M: int, K: int, nnz: int, elem: int, blocksize=None) -> int:
 LAYOUT = layouts.register(layouts.Layout(
     name="csc", format=CSC, check_meta=check_meta, check_structure=check_structure,
     coordinates=coordinates, magnitude_prune=prune_unstructured,
-    pattern_density=pattern_density, nbytes=csc_bytes, default_max_density=0.3))
+    pattern_density=pattern_density, nbytes=csc_bytes, default_max_density=0.3,
+    any_pattern=True))

@@ -67,6 +67,8 @@ class Layout:
             run it through another layout's kernel (see :func:`kernel_layout`, :func:`lower`).
         group: ``(n, m)`` for an N:M layout: at most n nonzeros in every group of m along
             K (2:4: (2, 4)); lets the search plan it for N:M pruning granularities.
+        any_pattern: the layout stores any zero pattern (unstructured, like csc): every
+            pruning granularity can be served by it.
     """
 
     name: str
@@ -83,10 +85,31 @@ class Layout:
     block_shapes: Tuple[Tuple[int, int], ...] = field(default=())
     served_as: Optional[ServedAs] = None
     group: Optional[Tuple[int, int]] = None
+    any_pattern: bool = False
 
     def holds_group(self, n: int, m: int) -> bool:
         """Every weight pruned to n:m (at most n nonzeros per m along K) fits this layout."""
         return self.group is not None and n <= self.group[0] and m % self.group[1] == 0
+
+    def planned_density(self, pattern: str, ratio: float, shape=None,
+                        blocksize=None) -> Optional[float]:
+        """The stored fraction of a weight pruned to ``ratio`` in ``pattern`` when this
+        layout (with ``blocksize``, for a blocked one) holds every such weight, else None.
+        ``pattern``: "fine"; "block" with ``shape`` (bm, bk); "nm" with ``shape`` (n, m)
+        (the ratio is then n's complement, and an N:M layout stores its fixed fraction)."""
+        if pattern not in ("fine", "block", "nm"):
+            raise ValueError(f"pattern must be 'fine', 'block' or 'nm', got {pattern!r}")
+        if pattern == "nm":
+            n, m = shape
+            if self.holds_group(n, m):
+                return self.fixed_density
+            return n / m if self.any_pattern else None
+        if self.any_pattern:
+            return 1.0 - ratio
+        if pattern == "block" and self.blocked and blocksize is not None and \
+                tuple(int(b) for b in blocksize) == tuple(int(b) for b in shape):
+            return 1.0 - ratio
+        return None
 
     def format_names(self, blocks=None) -> Tuple[str, ...]:
         """Names of this layout's measured formats: ``"bsr16x16"`` per block shape of a

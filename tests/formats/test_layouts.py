@@ -276,3 +276,26 @@ def test_nm14_bench_case_runs_every_candidate():
         y = torch.as_tensor(y)
         y = y.t() if c.out_layout == "MN" else y
         assert rel_err(y, ref) < 1e-5, c.name
+
+
+def test_each_layout_says_which_pruning_patterns_it_holds():
+    """The search's planned densities come from the layouts (no layout name in auto): an
+    unstructured layout holds every pattern, a blocked one only its block shape, an N:M
+    one every group it contains."""
+    csc, bsr, s24, s14 = (layouts.get(n) for n in ("csc", "bsr", "2:4", "1:4"))
+    assert csc.planned_density("fine", 0.9) == pytest.approx(0.1)
+    assert csc.planned_density("block", 0.75, (16, 16)) == pytest.approx(0.25)
+    assert csc.planned_density("nm", 0.5, (2, 4)) == 0.5
+    assert bsr.planned_density("block", 0.75, (16, 16), (16, 16)) == pytest.approx(0.25)
+    assert bsr.planned_density("block", 0.75, (16, 16), (8, 8)) is None
+    assert bsr.planned_density("fine", 0.75, None, (16, 16)) is None
+    assert s24.planned_density("nm", 0.75, (1, 4)) == 0.5
+    assert s24.planned_density("nm", 0.5, (2, 8)) == 0.5
+    assert s24.planned_density("nm", 0.5, (3, 8)) is None
+    assert s14.planned_density("nm", 0.5, (2, 4)) is None
+    assert s24.planned_density("fine", 0.5) is None
+    with pytest.raises(ValueError, match=r"pattern must be 'fine', 'block' or 'nm', got 'kernel'"):
+        csc.planned_density("kernel", 0.5)
+    # A new unstructured layout is planned for every granularity by its flag alone.
+    coo = layouts.Layout(**{**csc.__dict__, "name": "coo-test"})
+    assert coo.planned_density("block", 0.6, (4, 4)) == pytest.approx(0.4)
