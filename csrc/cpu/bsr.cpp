@@ -279,6 +279,19 @@ SK_AVX2 int panel_tile_avx2(const BsrArgs<T>& a, const float* P, int64_t ldp, in
     return kOk;
   }
   const Dense& d = *a.d;
+  if (d.ldy_m == 1 && d.ldy_n != 1 && 8 * u0 < nb) {  // column-major Y: columns of R rows
+    alignas(32) float tile[R * 8 * NV];
+    SK_UNROLL for (int r = 0; r < R; ++r) {
+      const int64_t m = br * a.bm + r0 + r;
+      const __m256 bias = d.bias != nullptr ? _mm256_set1_ps(d.bias[m * d.bias_stride])
+                                            : _mm256_setzero_ps();
+      SK_UNROLL for (int u = 0; u < NV; ++u)
+        _mm256_store_ps(tile + r * 8 * NV + 8 * u, _mm256_add_ps(acc[r][u], bias));
+    }
+    store_tile_cols(tile, 8 * NV, R, min_i64(8 * NV, nb - 8 * u0),
+                    d.Y + br * a.bm + r0 + (n0 + 8 * u0) * d.ldy_n, d.ldy_n);
+    return kOk;
+  }
   SK_UNROLL for (int r = 0; r < R; ++r) {
     const int64_t m = br * a.bm + r0 + r;
     const __m256 bias = d.bias != nullptr ? _mm256_set1_ps(d.bias[m * d.bias_stride])
@@ -394,6 +407,19 @@ SK_AVX512 int panel_tile_avx512(const BsrArgs<T>& a, const float* P, int64_t n0,
     return kOk;
   }
   const Dense& d = *a.d;
+  if (d.ldy_m == 1 && d.ldy_n != 1) {  // column-major Y: whole columns of R rows
+    alignas(64) float tile[R * LDP];
+    SK_UNROLL for (int r = 0; r < R; ++r) {
+      const int64_t m = br * a.bm + r0 + r;
+      const __m512 bias = d.bias != nullptr ? _mm512_set1_ps(d.bias[m * d.bias_stride])
+                                            : _mm512_setzero_ps();
+      SK_UNROLL for (int u = 0; u < NV; ++u)
+        _mm512_store_ps(tile + r * LDP + 16 * u, _mm512_add_ps(acc[r][u], bias));
+    }
+    store_tile_cols(tile, LDP, R, min_i64(LDP, nb), d.Y + br * a.bm + r0 + n0 * d.ldy_n,
+                    d.ldy_n);
+    return kOk;
+  }
   SK_UNROLL for (int r = 0; r < R; ++r) {
     const int64_t m = br * a.bm + r0 + r;
     const __m512 bias = d.bias != nullptr ? _mm512_set1_ps(d.bias[m * d.bias_stride])

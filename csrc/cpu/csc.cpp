@@ -367,6 +367,8 @@ SK_AVX2 int csr_rows_avx2_nv(const CsrRepack& a, const Dense& d, const float* P,
   const int64_t kc = d.K;
   float* Tacc = scratch_tile().get_as<float>(kRowBlock * LDP);
   if (Tacc == nullptr) return kNoMemory;
+  // A column-major Y (a Linear's output) is written 8 rows x the panel at a time.
+  const bool colmajor = d.ldy_m == 1 && d.ldy_n != 1;
   int64_t cursor[kRowBlock];
   for (int64_t mb = m0; mb < m1; mb += kRowBlock) {
     const int64_t me = min_i64(mb + kRowBlock, m1);
@@ -408,6 +410,11 @@ SK_AVX2 int csr_rows_avx2_nv(const CsrRepack& a, const Dense& d, const float* P,
         }
         const __m256 b = d.bias != nullptr ? _mm256_set1_ps(d.bias[m * d.bias_stride])
                                            : _mm256_setzero_ps();
+        if (colmajor) {  // the row's sums wait in Tacc; written as columns below
+          SK_UNROLL for (int u = 0; u < NV; ++u)
+            _mm256_storeu_ps(t + 8 * u, _mm256_add_ps(_mm256_add_ps(acc0[u], acc1[u]), b));
+          continue;
+        }
         float* y = d.Y + m * d.ldy_m + n0 * d.ldy_n;
         SK_UNROLL for (int u = 0; u < NV; ++u)
           if (8 * u < nb)
@@ -416,6 +423,9 @@ SK_AVX2 int csr_rows_avx2_nv(const CsrRepack& a, const Dense& d, const float* P,
       }
       k0 = k1;
     } while (k0 < d.K);
+    for (int64_t r = mb; colmajor && r < me; r += 8)
+      store_tile_cols(Tacc + (r - mb) * LDP, LDP, static_cast<int>(min_i64(8, me - r)),
+                      min_i64(LDP, nb), d.Y + r + n0 * d.ldy_n, d.ldy_n);
   }
   return kOk;
 }
@@ -543,6 +553,10 @@ SK_AVX512 int csr_rows_avx512_nv(const CsrRepack& a, const Dense& d, const float
   constexpr int64_t LDP = 16 * NV;
   const T* vals = static_cast<const T*>(a.values);
   const CI* cols = static_cast<const CI*>(a.cols);
+  // A column-major Y (a Linear's output) is written 8 rows x the panel at a time.
+  const bool colmajor = d.ldy_m == 1 && d.ldy_n != 1;
+  alignas(64) float tile[8 * LDP];
+  int64_t tile_m0 = m0;
   for (int64_t m = m0; m < m1; ++m) {
     __m512 acc0[NV], acc1[NV], acc2[NV], acc3[NV];
     SK_UNROLL for (int u = 0; u < NV; ++u) {
@@ -575,6 +589,18 @@ SK_AVX512 int csr_rows_avx512_nv(const CsrRepack& a, const Dense& d, const float
     }
     const __m512 b = d.bias != nullptr ? _mm512_set1_ps(d.bias[m * d.bias_stride])
                                        : _mm512_setzero_ps();
+    if (colmajor) {
+      SK_UNROLL for (int u = 0; u < NV; ++u)
+        _mm512_store_ps(tile + (m - tile_m0) * LDP + 16 * u,
+                        _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(acc0[u], acc1[u]),
+                                                    _mm512_add_ps(acc2[u], acc3[u])), b));
+      if (m + 1 - tile_m0 == 8 || m + 1 == m1) {
+        store_tile_cols(tile, LDP, static_cast<int>(m + 1 - tile_m0), min_i64(LDP, nb),
+                        d.Y + tile_m0 + n0 * d.ldy_n, d.ldy_n);
+        tile_m0 = m + 1;
+      }
+      continue;
+    }
     float* y = d.Y + m * d.ldy_m + n0 * d.ldy_n;
     SK_UNROLL for (int u = 0; u < NV; ++u)
       if (16 * u < nb) {

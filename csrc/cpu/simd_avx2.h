@@ -74,6 +74,45 @@ SK_AVX2_INLINE void store_lanes(float* p, int64_t stride, __m256 v, int64_t n) {
   for (int64_t j = 0; j < n; ++j) p[j * stride] = tmp[j];
 }
 
+// Transposes the 8x8 block held in r[0..8) (r[i] = row i) in place (r[j] = column j).
+SK_AVX2_INLINE void transpose8x8(__m256 r[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+
+// Writes rows [0, R) x columns [0, nb) of the tile t (row stride ldt, R <= 8) to a
+// column-major Y: y[j * ldy + r] = t[r * ldt + j]. A Linear's output is column-major in
+// the op's terms (Y = A @ x.T, stored as [N, M]); writing it row by row would scatter one
+// float per cache line, so full tiles go through an 8x8 register transpose and each column
+// is one 8-float store.
+SK_AVX2_INLINE void store_tile_cols(const float* t, int64_t ldt, int R, int64_t nb, float* y,
+                                    int64_t ldy) {
+  int64_t j = 0;
+  if (R == 8) {
+    for (; j + 8 <= nb; j += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(t + i * ldt + j);
+      transpose8x8(r);
+      for (int c = 0; c < 8; ++c) _mm256_storeu_ps(y + (j + c) * ldy, r[c]);
+    }
+  }
+  for (; j < nb; ++j)
+    for (int i = 0; i < R; ++i) y[j * ldy + i] = t[i * ldt + j];
+}
+
 }  // namespace
 }  // namespace cpu
 }  // namespace sparsekern
