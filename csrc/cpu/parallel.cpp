@@ -1,6 +1,9 @@
 // The thread pool, B panel packing and the per-thread scratch buffers (see parallel.h).
 #include "parallel.h"
 
+#include "isa.h"
+#include "simd_avx2.h"
+
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -40,9 +43,46 @@ Scratch& scratch_tile() {
   return s;
 }
 
+namespace {
+// Rows [k0, k1) of the panel from B(k, j) = B[j * ldb_n + k] (ldb_k == 1), scalar.
+void pack_cols_scalar(const float* B, int64_t ldb_n, int64_t j0, int64_t nb, int64_t ldp,
+                      int64_t k0, int64_t k1, float* P) {
+  for (int64_t k = k0; k < k1; ++k) {
+    for (int64_t j = j0; j < nb; ++j) P[k * ldp + j] = B[j * ldb_n + k];
+    for (int64_t j = nb; j < ldp; ++j) P[k * ldp + j] = 0.0f;
+  }
+}
+
+#if SK_HAVE_AVX2_KERNELS
+// The same for a column-major B (a Linear's x.T): 8 x 8 tiles through a register transpose,
+// each column of B read 8 floats at a time.
+SK_AVX2 void pack_cols_avx2(const float* B, int64_t ldb_n, int64_t nb, int64_t ldp, int64_t k0,
+                            int64_t k1, float* P) {
+  const int64_t j8 = nb / 8 * 8;
+  int64_t k = k0;
+  for (; k + 8 <= k1; k += 8) {
+    for (int64_t j = 0; j < j8; j += 8) {
+      __m256 r[8];
+      for (int c = 0; c < 8; ++c) r[c] = _mm256_loadu_ps(B + (j + c) * ldb_n + k);
+      transpose8x8(r);  // r[i]: row k + i of the panel, columns j..j+7
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(P + (k + i) * ldp + j, r[i]);
+    }
+    pack_cols_scalar(B, ldb_n, j8, nb, ldp, k, k + 8, P);
+  }
+  pack_cols_scalar(B, ldb_n, 0, nb, ldp, k, k1, P);
+}
+#endif
+}  // namespace
+
 void pack_panel(const Dense& d, int64_t n0, int64_t nb, int64_t ldp, int64_t k0, int64_t k1,
                 float* P) {
   const float* B = d.B + n0 * d.ldb_n;
+#if SK_HAVE_AVX2_KERNELS
+  if (d.ldb_k == 1 && nb >= 8 && active_isa() != Isa::kPortable) {
+    pack_cols_avx2(B, d.ldb_n, nb, ldp, k0, k1, P);
+    return;
+  }
+#endif
   if (d.ldb_n == 1) {  // row-major B: one short copy per row
     for (int64_t k = k0; k < k1; ++k) {
       const float* src = B + k * d.ldb_k;
