@@ -249,6 +249,17 @@ SK_AVX2 int panel_tile_avx2(const T* v, const uint8_t* mt, const Semi24Rows& g4,
       SK_UNROLL for (int u = 0; u < NV; ++u) _mm256_storeu_ps(t + r * ldt + 8 * u, acc[r][u]);
     return kOk;
   }
+  if (d.ldy_m == 1 && d.ldy_n != 1) {  // column-major Y: columns of R rows (simd_avx2.h)
+    alignas(32) float tile[R * 8 * NV];
+    SK_UNROLL for (int r = 0; r < R; ++r) {
+      const __m256 b = d.bias != nullptr ? _mm256_set1_ps(d.bias[(m + r) * d.bias_stride])
+                                         : _mm256_setzero_ps();
+      SK_UNROLL for (int u = 0; u < NV; ++u)
+        _mm256_store_ps(tile + r * 8 * NV + 8 * u, _mm256_add_ps(acc[r][u], b));
+    }
+    store_tile_cols(tile, 8 * NV, R, min_i64(8 * NV, nb), d.Y + m + n0 * d.ldy_n, d.ldy_n);
+    return kOk;
+  }
   SK_UNROLL for (int r = 0; r < R; ++r) {
     const __m256 b = d.bias != nullptr ? _mm256_set1_ps(d.bias[(m + r) * d.bias_stride])
                                        : _mm256_setzero_ps();
@@ -379,6 +390,17 @@ SK_AVX512 int panel_tile_avx512(const T* v, const uint8_t* mt, const Semi24Rows&
   (void)last;
   (void)t;
   (void)ldt;
+  if (d.ldy_m == 1 && d.ldy_n != 1) {  // column-major Y: columns of R rows (simd_avx2.h)
+    alignas(64) float tile[R * 16 * NV];
+    SK_UNROLL for (int r = 0; r < R; ++r) {
+      const __m512 b = d.bias != nullptr ? _mm512_set1_ps(d.bias[(m + r) * d.bias_stride])
+                                         : _mm512_setzero_ps();
+      SK_UNROLL for (int u = 0; u < NV; ++u)
+        _mm512_store_ps(tile + r * 16 * NV + 16 * u, _mm512_add_ps(acc[r][u], b));
+    }
+    store_tile_cols(tile, 16 * NV, R, min_i64(16 * NV, nb), d.Y + m + n0 * d.ldy_n, d.ldy_n);
+    return kOk;
+  }
   SK_UNROLL for (int r = 0; r < R; ++r) {
     const __m512 b = d.bias != nullptr ? _mm512_set1_ps(d.bias[(m + r) * d.bias_stride])
                                        : _mm512_setzero_ps();
