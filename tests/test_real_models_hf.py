@@ -96,3 +96,55 @@ def test_spmm_under_autocast_computes_in_the_autocast_dtype_and_leaves_float64_a
         y64 = sk.linear(x.double(), A64)
     assert y64.dtype == torch.float64
     assert rel_err(y64, x.double() @ W.double().T) < 1e-12
+
+
+def _gpt2_lm(seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=32, n_layer=2,
+                                  n_head=2, bos_token_id=0, eos_token_id=0, resid_pdrop=0.0,
+                                  embd_pdrop=0.0, attn_pdrop=0.0)
+    return transformers.GPT2LMHeadModel(cfg).eval()
+
+
+def test_a_tied_lm_head_stays_dense_and_keeps_its_tie_through_training():
+    """GPT-2's lm_head shares its weight with the token embedding. Packing it made two
+    copies: a training step then updated them apart (logits 2.0 off the masked dense
+    model's after one SGD step) and transformers' tie_weights() raised KeyError."""
+    from sparsekern import prune
+    dense = _gpt2_lm()
+    assert dense.lm_head.weight is dense.transformer.wte.weight
+    masks = prune.prune_model(dense, granularity="2:4", criterion="l1")
+    sparse = sk.sparsify(copy.deepcopy(dense), layout="2:4")
+    layout, why = sparse.sparsekern_report["lm_head"]
+    assert layout == "dense"
+    assert "transformer.wte.weight" in why and "tied" in why
+    assert sparse.lm_head.weight is sparse.transformer.wte.weight
+    assert isinstance(sparse.transformer.h[0].mlp.c_fc, sk.SparseLinear)  # others packed
+    sparse.tie_weights()  # raised KeyError: "attribute 'weight' already exists"
+    ids = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(3))
+    for m in (dense, sparse):
+        m.train()
+        opt = torch.optim.SGD(m.parameters(), lr=0.5)
+        with prune.MaskHolder(m, masks if m is dense else {"lm_head": masks["lm_head"]}):
+            m(input_ids=ids, labels=ids).loss.backward()
+            opt.step()
+        m.eval()
+    with torch.no_grad():
+        assert rel_err(sparse(input_ids=ids).logits, dense(input_ids=ids).logits) < 1e-5
+
+
+def test_layers_sharing_one_weight_both_stay_dense_and_untied_ones_are_packed():
+    lin = nn.Linear(16, 16, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(random_pattern_weight(16, 16, "2:4", density=0.5))
+    other = nn.Linear(16, 16, bias=False)
+    other.weight = lin.weight
+    model = nn.Sequential(lin, nn.ReLU(), other, nn.Linear(16, 16))
+    with torch.no_grad():
+        model[3].weight.copy_(random_pattern_weight(16, 16, "2:4", density=0.5))
+    sk.sparsify(model, layout="2:4")
+    assert model.sparsekern_report["0"][0] == model.sparsekern_report["2"][0] == "dense"
+    assert "'2.weight'" in model.sparsekern_report["0"][1]
+    assert "'0.weight'" in model.sparsekern_report["2"][1]
+    assert model[0].weight is model[2].weight
+    assert isinstance(model[3], sk.SparseLinear)
