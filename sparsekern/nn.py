@@ -95,12 +95,14 @@ class SparseLinear(PackedWeightModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         K = self.in_features
-        if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] != K:
-            return functional.linear(x, self.weight, self.bias)  # raises the named error
-        # The op directly (no format object per call): x rows are B's columns, as in linear.
         # Tensors straight from the module's dicts: nn.Module.__getattr__ costs ~0.5 us
         # each, a fifth of a small layer's call.
         params, buffers = self._parameters, self._buffers
+        if (not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] != K
+                or x.dtype != params["values"].dtype or x.device != params["values"].device):
+            # the named error, or a dtype the op takes (mixed precision, autocast)
+            return functional.linear(x, self.weight, self.bias)
+        # The op directly (no format object per call): x rows are B's columns, as in linear.
         if x.dim() == 2:  # the common case: no reshapes (y is [M, N] column-major)
             return _SPMM(params["values"], buffers["indices"], buffers["offsets"],
                          self.out_features, K, self.layout, x.t(), params["bias"]).t()

@@ -344,9 +344,9 @@ def load_sparse(model: nn.Module, path: PathLike, map_location=None) -> nn.Modul
 
     Each saved sparse layer replaces the nn.Linear / transformers Conv1D / nn.Conv2d of the
     same name (whose shape and geometry must match) and takes that layer's dtype and
-    device, as the rest of the state does (loaded strictly, with load_state_dict). Everything is checked, and every new layer built, before the model changes:
-    a bad file raises ValueError naming the layer and the problem, and leaves ``model`` as
-    it was.
+    device, as the rest of the state does (loaded strictly, with load_state_dict).
+    Everything is checked, and every new layer built, before the model changes: a bad file
+    raises ValueError naming the layer and the problem, and leaves ``model`` as it was.
     """
     saved = _read(path, map_location)
     new: Dict[str, nn.Module] = {}
