@@ -133,7 +133,7 @@ class SparseConv2d(PackedWeightModule):
         fmt = to_sparse(W.reshape(W.shape[0], -1), layout=layout, blocksize=blocksize)
         bias = None if conv.bias is None else conv.bias.detach()
         return cls(fmt, conv.in_channels, conv.kernel_size, conv.stride, conv.padding,
-                   conv.dilation, bias, conv.padding_mode)
+                   conv.dilation, bias, conv.padding_mode).trainable_like(conv)
 
     @property
     def weight(self) -> SparseFormat:

@@ -85,7 +85,7 @@ class SparseLinear(PackedWeightModule):
         W = _layers.weight_matrix(linear).detach()
         fmt = to_sparse(W, layout=layout, blocksize=blocksize)
         bias = None if linear.bias is None else linear.bias.detach()
-        return cls(fmt, bias)
+        return cls(fmt, bias).trainable_like(linear)
 
     @property
     def weight(self) -> SparseFormat:

@@ -304,9 +304,11 @@ def _build_conv(model: nn.Module, name: str, e: dict) -> nn.Module:
 def _like(new: nn.Module, old: nn.Module) -> nn.Module:
     """``new`` (a packed layer) in the dtype and on the device of the layer it replaces, as
     load_state_dict puts the dense state in the model's own dtype and device (a bf16 file
-    loads into a float32 model as float32; the index tensors keep their integer dtypes)."""
+    loads into a float32 model as float32; the index tensors keep their integer dtypes),
+    and as frozen or trainable as that layer."""
     w = old.values if isinstance(old, (SparseLinear, SparseConv2d)) else old.weight
-    return new.to(device=w.device, dtype=w.dtype) if w.is_floating_point() else new
+    new = new.to(device=w.device, dtype=w.dtype) if w.is_floating_point() else new
+    return new.trainable_like(old)
 
 
 def _same_kind(a: torch.dtype, b: torch.dtype) -> bool:
