@@ -27,6 +27,17 @@ class PackedWeightModule(nn.Module):
     def check_extra_state(self, state) -> Tuple[int, int]:
         raise NotImplementedError
 
+    def trainable_like(self, layer: nn.Module) -> "PackedWeightModule":
+        """Give ``values`` and ``bias`` the requires_grad of ``layer``'s weight and bias (the
+        dense layer this one replaces): a frozen layer stays frozen. Returns self."""
+        w = layer.values if isinstance(layer, PackedWeightModule) else layer.weight
+        if self.values.is_floating_point():
+            self.values.requires_grad_(w.requires_grad)
+        old_bias = getattr(layer, "bias", None)
+        if self.bias is not None and isinstance(old_bias, torch.Tensor):
+            self.bias.requires_grad_(old_bias.requires_grad)
+        return self
+
     def _incoming(self, state_dict, prefix):
         """(layout, shape, {name: tensor}) that the module would hold after loading."""
         extra = state_dict.get(prefix + _EXTRA_STATE_KEY_SUFFIX)

@@ -16,6 +16,7 @@ from torch import nn
 
 from ._packed_module import PackedWeightModule
 from .formats import SparseFormat, from_parts, to_sparse
+from .functional import check_input
 from .ops import spmm_op
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -132,7 +133,7 @@ class SparseConv2d(PackedWeightModule):
         fmt = to_sparse(W.reshape(W.shape[0], -1), layout=layout, blocksize=blocksize)
         bias = None if conv.bias is None else conv.bias.detach()
         return cls(fmt, conv.in_channels, conv.kernel_size, conv.stride, conv.padding,
-                   conv.dilation, bias, conv.padding_mode)
+                   conv.dilation, bias, conv.padding_mode).trainable_like(conv)
 
     @property
     def weight(self) -> SparseFormat:
@@ -173,6 +174,7 @@ class SparseConv2d(PackedWeightModule):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"x has shape {list(x.shape)}; expected [N, {self.in_channels}, H, W]"
                              f" or [{self.in_channels}, H, W]")
+        check_input(x, self.values)
         pads = self._explicit_padding()
         if pads is not None:
             mode = "constant" if self.padding_mode == "zeros" else self.padding_mode

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 from .formats import SparseFormat
-from .ops import spmm_op
+from .ops import _MIXED_OK, spmm_op
 
 #: The op's overload itself: calling it skips the OpOverloadPacket's lookup (~0.5-1 us).
 _SPMM = torch.ops.sparsekern.spmm.default
@@ -17,6 +17,25 @@ def _check_format(A) -> None:
     if not isinstance(A, SparseFormat):
         raise TypeError(f"A must be a packed sparse matrix from sparsekern.to_sparse "
                         f"(Semi24, BSR or CSC), got {type(A).__name__}")
+
+
+def check_input(x: torch.Tensor, values: torch.Tensor, name: str = "x") -> None:
+    """Raise TypeError/ValueError naming ``name`` when the layer input x cannot meet the
+    weight's ``values``: another device, or a dtype that is neither the weights' nor float32
+    with float16/bfloat16 weights (under torch.autocast the op casts both itself)."""
+    if x.device != values.device:
+        raise ValueError(f"{name} is on {x.device} but the layer's weight is on "
+                         f"{values.device}; expected one device (move the input or the model)")
+    if x.dtype == values.dtype or (values.dtype, x.dtype) in _MIXED_OK:
+        return
+    if x.dtype.is_complex or not x.dtype.is_floating_point:
+        raise TypeError(f"{name} has dtype {x.dtype}; expected a floating dtype (float32, "
+                        f"float16, bfloat16, float64)")
+    if x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type):
+        return
+    raise TypeError(f"{name} has dtype {x.dtype} but the layer's weight has dtype "
+                    f"{values.dtype}; expected the same dtype (convert the input or the model "
+                    f"with .to(dtype); float32 {name} may meet float16/bfloat16 weights)")
 
 
 def spmm(A: SparseFormat, B: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -48,6 +67,7 @@ def linear(x: torch.Tensor, A: SparseFormat, bias: Optional[torch.Tensor] = None
     if x.dim() < 1 or x.shape[-1] != K:
         raise ValueError(f"x has shape {list(x.shape)}; expected [..., K] with K={K} "
                          f"(the in_features of A of shape [{M}, {K}])")
+    check_input(x, A.values)
     if x.dim() == 2:  # the common case: Y [M, N] column-major, so Y.t() is contiguous
         return _SPMM(A.values, A.indices, A.offsets, M, K, A.layout, x.t(), bias).t()
     lead = x.shape[:-1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -85,7 +85,7 @@ class SparseLinear(PackedWeightModule):
         W = _layers.weight_matrix(linear).detach()
         fmt = to_sparse(W, layout=layout, blocksize=blocksize)
         bias = None if linear.bias is None else linear.bias.detach()
-        return cls(fmt, bias)
+        return cls(fmt, bias).trainable_like(linear)
 
     @property
     def weight(self) -> SparseFormat:
@@ -95,12 +95,14 @@ class SparseLinear(PackedWeightModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         K = self.in_features
-        if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] != K:
-            return functional.linear(x, self.weight, self.bias)  # raises the named error
-        # The op directly (no format object per call): x rows are B's columns, as in linear.
         # Tensors straight from the module's dicts: nn.Module.__getattr__ costs ~0.5 us
         # each, a fifth of a small layer's call.
         params, buffers = self._parameters, self._buffers
+        if (not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] != K
+                or x.dtype != params["values"].dtype or x.device != params["values"].device):
+            # the named error, or a dtype the op takes (mixed precision, autocast)
+            return functional.linear(x, self.weight, self.bias)
+        # The op directly (no format object per call): x rows are B's columns, as in linear.
         if x.dim() == 2:  # the common case: no reshapes (y is [M, N] column-major)
             return _SPMM(params["values"], buffers["indices"], buffers["offsets"],
                          self.out_features, K, self.layout, x.t(), params["bias"]).t()
@@ -214,7 +216,8 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
         margin: for ``"auto"``: required predicted gain over dense (default 0.05).
         layers: names of the layers to consider (default: every linear-like layer).
     Every linear-like layer left dense (including ones sparsekern cannot pack: grouped
-    convs, nn.Linear subclasses, other convolutions) is logged at INFO (logger
+    convs, nn.Linear subclasses, other convolutions, and layers whose weight is tied to
+    another parameter, such as GPT-2's lm_head and token embedding) is logged at INFO (logger
     "sparsekern") with the reason; the decisions are kept in ``model.sparsekern_report``
     ({module name: (layout or "dense", reason)}), and for ``"auto"`` also in
     ``model.sparsekern_decisions`` (predicted times per format). A model with no layer
@@ -265,13 +268,29 @@ def _candidates(model: nn.Module, layers) -> Tuple[Dict[str, nn.Module], Dict[st
                                  f"name of an {_layers.SUPPORTED_NAMES}")
         named = [(n, modules[n]) for n in names]
     targets, skipped = {}, {}
+    tied = _tied_weights(model)
     for name, mod in named:
         why = _layers.skip_reason(mod)
+        others = [n for n in tied.get(id(getattr(mod, "weight", None)), ())
+                  if n != (f"{name}.weight" if name else "weight")]
+        if why is None and others:
+            why = (f"its weight is tied to {', '.join(map(repr, others))} (one shared "
+                   f"Parameter); a packed copy would untie them (training would update two "
+                   f"copies). Untie it first (a cloned weight) to pack it")
         if why is None:
             targets[name] = mod
         else:
             skipped[name] = why
     return targets, skipped
+
+
+def _tied_weights(model: nn.Module) -> Dict[int, List[str]]:
+    """{id(parameter): every name it has in ``model``} for parameters with several names
+    (tied weights, e.g. GPT-2's lm_head and token embedding)."""
+    names: Dict[int, List[str]] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(n)
+    return {k: v for k, v in names.items() if len(v) > 1}
 
 
 def _swap(model: nn.Module, targets: Dict[str, nn.Module], layout: str, blocksize,

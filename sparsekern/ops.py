@@ -112,6 +112,35 @@ def _spmm_fake(values, indices, offsets, M, K, layout, B, bias=None):
     return _output.empty_output(M, B, B.dtype)
 
 
+# Autocast (torch.autocast on CPU or CUDA): spmm is a linear op, so it casts as nn.Linear
+# does under autocast: every floating input that is not float64 (values, B, bias) to the
+# autocast dtype of the device, then runs with that device's autocast key excluded. The
+# casts are differentiable: a float32 weight gets a float32 gradient. Without this, the
+# half-precision activations that autocast's own Linear layers hand the next sparse layer
+# met float32 values and were rejected.
+def _autocast_kernel(device_type: str):
+    key = "Autocast" + torch._C._dispatch_key_for_device(device_type)
+    excluded = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
+
+    def cast(t, dtype):
+        if t is None or not t.is_floating_point() or t.dtype == torch.float64:
+            return t
+        return t.to(dtype) if t.device.type == device_type else t
+
+    def kernel(values, indices, offsets, M, K, layout, B, bias=None):
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch._C._ExcludeDispatchKeyGuard(excluded):
+            return torch.ops.sparsekern.spmm(cast(values, dtype), indices, offsets, M, K,
+                                             layout, cast(B, dtype), cast(bias, dtype))
+    return key, kernel
+
+
+_AUTOCAST_LIB = torch.library.Library(_NS, "IMPL")
+for _device in ("cpu", "cuda"):
+    _key, _kernel = _autocast_kernel(_device)
+    _AUTOCAST_LIB.impl("spmm", _kernel, _key)
+
+
 def _backward_backend(layout, values, G):
     """The backend module that runs a backward helper op (a compiled CPU kernel when one
     serves the case and no backend is forced to something else, else the reference)."""

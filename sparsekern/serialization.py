@@ -267,7 +267,7 @@ def _build_linear(model: nn.Module, name: str, e: dict) -> nn.Module:
     if list(shape) != have:
         raise ValueError(f"layer {name!r}: saved shape {list(shape)} but the model has {have}")
     fmt, bias = _format(name, e, shape)
-    return SparseLinear(fmt, bias)
+    return _like(SparseLinear(fmt, bias), old)
 
 
 def _build_conv(model: nn.Module, name: str, e: dict) -> nn.Module:
@@ -297,8 +297,18 @@ def _build_conv(model: nn.Module, name: str, e: dict) -> nn.Module:
                          f"padding_mode, groups] = {saved_geo} but the model has {have_geo}")
     kh, kw = g["kernel_size"]
     fmt, bias = _format(name, e, (g["out_channels"], g["in_channels"] * kh * kw))
-    return SparseConv2d(fmt, g["in_channels"], g["kernel_size"], g["stride"], g["padding"],
-                        g["dilation"], bias, g["padding_mode"])
+    return _like(SparseConv2d(fmt, g["in_channels"], g["kernel_size"], g["stride"],
+                              g["padding"], g["dilation"], bias, g["padding_mode"]), old)
+
+
+def _like(new: nn.Module, old: nn.Module) -> nn.Module:
+    """``new`` (a packed layer) in the dtype and on the device of the layer it replaces, as
+    load_state_dict puts the dense state in the model's own dtype and device (a bf16 file
+    loads into a float32 model as float32; the index tensors keep their integer dtypes),
+    and as frozen or trainable as that layer."""
+    w = old.values if isinstance(old, (SparseLinear, SparseConv2d)) else old.weight
+    new = new.to(device=w.device, dtype=w.dtype) if w.is_floating_point() else new
+    return new.trainable_like(old)
 
 
 def _same_kind(a: torch.dtype, b: torch.dtype) -> bool:
@@ -335,10 +345,10 @@ def load_sparse(model: nn.Module, path: PathLike, map_location=None) -> nn.Modul
     """Load a file from :func:`save_sparse` (``.safetensors`` or ``.pt``) into a fresh model.
 
     Each saved sparse layer replaces the nn.Linear / transformers Conv1D / nn.Conv2d of the
-    same name (whose shape and geometry must match); the rest of the state is loaded
-    strictly. Everything is checked, and every new layer built, before the model changes:
-    a bad file raises ValueError naming the layer and the problem, and leaves ``model`` as
-    it was.
+    same name (whose shape and geometry must match) and takes that layer's dtype and
+    device, as the rest of the state does (loaded strictly, with load_state_dict).
+    Everything is checked, and every new layer built, before the model changes: a bad file
+    raises ValueError naming the layer and the problem, and leaves ``model`` as it was.
     """
     saved = _read(path, map_location)
     new: Dict[str, nn.Module] = {}

@@ -56,6 +56,39 @@ def test_dtype_mismatch(make):
         sk.spmm(A, torch.randn(8, 2), torch.randn(6, dtype=torch.float64))
 
 
+
+@pytest.mark.parametrize("make", ALL)
+def test_a_layers_input_of_the_wrong_dtype_or_device_is_named_x(make):
+    """SparseLinear / sk.linear / SparseConv2d name their input x (the op's B is x.T, an
+    internal name a layer's caller never sees)."""
+    A = make()
+    lin = sk.SparseLinear(A)
+    conv = sk.SparseConv2d(sk.to_sparse(random_pattern_weight(6, 8, "csc", density=0.5),
+                                        layout="csc"), in_channels=2, kernel_size=2)
+    cases = [(lin, torch.randn(3, 8, dtype=torch.float64)),
+             (lin, torch.randn(2, 3, 8).bfloat16()),
+             (lambda x: sk.linear(x, A), torch.randn(3, 8, dtype=torch.float64)),
+             (conv, torch.randn(1, 2, 3, 3, dtype=torch.float64))]
+    for f, x in cases:
+        with pytest.raises(TypeError, match=rf"x has dtype {x.dtype} but the layer's weight "
+                                            rf"has dtype torch.float32; expected the same dtype "
+                                            rf"\(convert the input or the model"):
+            f(x)
+    for f, x in [(lin, torch.ones(3, 8, dtype=torch.int64)),
+                 (conv, torch.ones(1, 2, 3, 3, dtype=torch.int64))]:
+        with pytest.raises(TypeError, match=r"x has dtype torch.int64; expected a floating "
+                                            r"dtype"):
+            f(x)
+    for f, x in [(lin, torch.empty(3, 8, device="meta")),
+                 (conv, torch.empty(1, 2, 3, 3, device="meta"))]:
+        with pytest.raises(ValueError, match=r"x is on meta but the layer's weight is on cpu; "
+                                             r"expected one device"):
+            f(x)
+    lin16 = sk.SparseLinear(sk.to_sparse(A.to_dense().bfloat16(), layout=A.layout,
+                                         **({"blocksize": (2, 4)} if A.layout == "bsr" else {})))
+    x = torch.randn(3, 8)  # float32 input, bfloat16 weight: weight-only compression
+    assert torch.allclose(lin16(x), x @ A.to_dense().bfloat16().float().T, atol=1e-5)
+
 @pytest.mark.parametrize("make", ALL)
 def test_device_mismatch(make):
     A = make()

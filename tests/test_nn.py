@@ -1,4 +1,5 @@
 """SparseLinear, sparsify, state_dict and save_sparse/load_sparse round trips."""
+import copy
 import io
 
 import pytest
@@ -6,6 +7,7 @@ import torch
 from torch import nn
 
 import sparsekern as sk
+from sparsekern import prune
 from sparsekern.auto import synthetic_table
 from tests.helpers import TOL, random_pattern_weight, rel_err
 
@@ -187,3 +189,33 @@ def test_sparsify_swaps_pruned_conv2d():
     assert type(model[2]) is nn.Conv2d  # dense weight
     assert model.sparsekern_report["3"][0] == "dense"  # grouped: kept dense
     assert rel_err(model(x), ref) < TOL[torch.float32]
+
+
+def test_frozen_layers_stay_frozen_through_sparsify_and_load_sparse(tmp_path):
+    """A frozen layer (requires_grad False: partial fine-tuning) came back trainable from
+    sparsify, so an optimizer step changed weights that the dense model kept fixed."""
+    torch.manual_seed(0)
+    dense = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 8), nn.Conv2d(2, 4, 1))
+    masks = prune.prune_model(dense, None, granularity="2:4", layers=["0", "2"])
+    dense[0].requires_grad_(False)
+    dense[2].bias.requires_grad_(False)
+    dense[3].weight.requires_grad_(False)
+    with torch.no_grad():
+        dense[3].weight[:, 1] = 0  # 2 of every 4 (K = 2, padded to 4) are zero
+    sparse = sk.sparsify(copy.deepcopy(dense), layout="2:4")
+    assert isinstance(sparse[3], sk.SparseConv2d)
+    want = [p.requires_grad for p in dense.parameters()]
+    assert [p.requires_grad for p in sparse.parameters()] == want
+    x = torch.randn(5, 16)
+    for m in (dense, sparse):
+        opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1)
+        with prune.MaskHolder(m, masks if m is dense else {}):
+            m[:3](x).square().sum().backward()
+            opt.step()
+    with torch.no_grad():
+        assert torch.allclose(sparse[:3](x), dense[:3](x), atol=1e-6)
+    path = tmp_path / "m.safetensors"
+    sk.save_sparse(sparse, path)
+    fresh = copy.deepcopy(dense)  # the same layers frozen
+    sk.load_sparse(fresh, path)
+    assert [p.requires_grad for p in fresh.parameters()] == want

@@ -71,6 +71,25 @@ def test_round_trip_into_a_fresh_model(tmp_path, layout, suffix):
         assert torch.equal(fresh(X), sparse(X))
 
 
+
+@pytest.mark.parametrize("saved,model_dtype", [(torch.bfloat16, torch.float32),
+                                               (torch.float32, torch.bfloat16),
+                                               (torch.float64, torch.float32)])
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_file_of_another_dtype_loads_in_the_models_dtype(tmp_path, suffix, saved,
+                                                           model_dtype):
+    """As load_state_dict does for the dense state, the packed layers take the dtype of the
+    layer they replace (they kept the file's: a bf16 file in a float32 model then raised
+    'bias has dtype torch.bfloat16; expected the output dtype torch.float32' at forward)."""
+    sparse = sparse_net("csc").to(saved)
+    path = tmp_path / f"m{suffix}"
+    sk.save_sparse(sparse, path)
+    fresh = sk.load_sparse(net(seed=7).to(model_dtype), path)
+    assert {p.dtype for p in fresh.parameters()} == {model_dtype}
+    want = sparse_net("csc").to(saved).to(model_dtype)
+    with torch.no_grad():
+        assert torch.equal(fresh(X.to(model_dtype)), want(X.to(model_dtype)))
+
 def test_safetensors_file_has_no_pickle_and_describes_the_layers(tmp_path):
     sparse = sparse_net("csc")
     sk.save_sparse(sparse, tmp_path / "m.safetensors")

@@ -7,6 +7,7 @@ tokenizer's output (``model(**item)``), ``sparsekern.Args(*args, **kwargs)``, or
 """
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 from typing import Callable, List, Optional
 
@@ -23,6 +24,15 @@ class StopForward(Exception):
 def batches(calib, what: str = "calib") -> list:
     """The calibration items as a list (each checked; raises on anything else)."""
     return inputs.items(calib, what)
+
+
+def replayable(calib):
+    """``calib`` such that every pass over it reads the same batches: a one-shot iterator (a
+    generator, ``iter(list)``, a streaming pipe) is read into a list once, here; anything
+    else (None, one batch, a list, a DataLoader) is returned as it is. Entry points that read
+    ``calib`` more than once (sequential Wanda/SparseGPT, sensitivity scans, schedules,
+    channel pruning) call this first."""
+    return list(calib) if isinstance(calib, collections.abc.Iterator) else calib
 
 
 def _push(stack: List[str], name: str):

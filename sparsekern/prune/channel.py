@@ -463,6 +463,7 @@ def channel_prune(model: nn.Module, ratio: Ratio, example_input=None,
         layer left alone. A layer named in ``layers`` that cannot be pruned raises ValueError.
     """
     criteria.check_criterion(criterion, channel=True)
+    calib = calibration.replayable(calib)
     if criterion in criteria.NEEDS_CALIB and calib is None:
         raise ValueError(f"criterion {criterion!r} needs calibration data (calib=...)")
     if isinstance(ratio, Mapping) and layers is None:

@@ -65,12 +65,18 @@ def distance(student: torch.Tensor, teacher: torch.Tensor, kind: str, where: str
 def _cycle(data, rank: int, world: int) -> Iterator:
     if isinstance(data, (torch.Tensor, Mapping, inputs.Args)):
         data = [data]
+    total = 0
     while True:
         n = 0
         for i, item in enumerate(data):
             if i % world == rank:
                 n += 1
                 yield item
+        total += n
+        if n == 0 and total > 0:
+            raise ValueError(f"data ran out after {total} batches: a one-shot iterator (a "
+                             f"generator) cannot be read again; give steps <= {total}, or a "
+                             f"list or DataLoader of batches")
         if n == 0:
             raise ValueError(f"data has no item for rank {rank} of {world}: give at least "
                              f"{world} batches" if world > 1 else "data is empty: give at "

@@ -91,6 +91,8 @@ class MaskHolder:
         self.detach()
         for name, mask in self.masks.items():
             w = self.model.get_submodule(name).weight
+            if not w.requires_grad:  # a frozen layer: no gradient to mask (and no hook allowed)
+                continue
             keep = mask.to(device=w.device)
             self._handles.append(w.register_hook(
                 lambda g, keep=keep: g.masked_fill(~keep, 0.0)))

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .. import inputs
-from . import criteria, sequential, sparsegpt
+from . import calibration, criteria, sequential, sparsegpt
 from .granularity import NM, Block, Channel, Fine, Kernel, parse
 from .layers import (Ratio, from_matrix, layers_of_ratio, resolve_ratios, select_layers,
                      to_matrix, weight_matrix)
@@ -58,6 +58,7 @@ def prune_model(model: nn.Module, ratio: Ratio = None, granularity="fine", crite
         :class:`~sparsekern.prune.channel.ChannelPruneReport` (channels are removed
         physically, there is nothing to mask).
     """
+    calib = calibration.replayable(calib)
     g = parse(granularity)
     if isinstance(g, Channel):
         from .channel import channel_prune

@@ -6,6 +6,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from torch import nn
 
+from . import calibration
 from .granularity import Channel, parse
 from .layers import check_ratio
 from .masks import Masks, MaskHolder, sparsity
@@ -50,6 +51,7 @@ def iterative_prune(model: nn.Module, schedule: Sequence[float] = (0.3, 0.5, 0.7
             granularities that take a ratio: fine, blocks, kernel).
     """
     steps = check_schedule(schedule)
+    calib = calibration.replayable(calib)
     g = parse(granularity)
     if isinstance(g, Channel) or g.fixed_ratio is not None:
         raise ValueError(f"iterative_prune needs a granularity that takes a ratio (fine, "

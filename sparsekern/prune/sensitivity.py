@@ -11,6 +11,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from . import calibration
 from .granularity import Channel, parse
 from .layers import check_ratio, select_layers
 from .pruner import prune_model
@@ -113,6 +114,7 @@ def sensitivity_scan(model: nn.Module, eval_fn: Callable[[nn.Module], float],
         raise TypeError(f"eval_fn must be callable as eval_fn(model) -> float, got "
                         f"{type(eval_fn).__name__}")
     ratios = [check_ratio(r) for r in ratios]
+    calib = calibration.replayable(calib)
     if not ratios:
         raise ValueError("ratios is empty; give the sparsities to sweep, e.g. [0.3, 0.5, 0.7]")
     g = parse(granularity)

@@ -44,6 +44,23 @@ def test_distill_lowers_the_loss_and_keeps_pruned_weights_zero():
         assert torch.equal(p, q)  # the teacher is untouched
 
 
+
+def test_a_generator_feeds_distill_once_and_running_out_says_so():
+    """A one-shot iterator cannot be cycled: more steps than batches said 'data is empty',
+    although it had batches."""
+    teacher = _mlp()
+    model = copy.deepcopy(teacher)
+    masks = prune.prune_model(model, None, "2:4", "l1")
+    data = _data(3)
+    losses = prune.distill(copy.deepcopy(model), teacher, (x for x in data), masks=masks,
+                           steps=3, progress=False)
+    assert losses == prune.distill(copy.deepcopy(model), teacher, data, masks=masks, steps=3,
+                                   progress=False)
+    with pytest.raises(ValueError, match=r"data ran out after 3 batches: a one-shot iterator "
+                                         r"\(a generator\) cannot be read again; give steps "
+                                         r"<= 3, or a list or DataLoader"):
+        prune.distill(model, teacher, (x for x in data), masks=masks, steps=4, progress=False)
+
 def test_distill_on_every_item_kind_and_intermediate_layers():
     pytest.importorskip("transformers", reason="transformers is not installed")
     from sparsekern.models.minilm import tiny_bert_encoder

@@ -162,3 +162,27 @@ def test_sensitivity_and_auto_example_inputs_take_a_tokenizer_output():
     assert input_label(sk.Args(torch.zeros(2, 3))) == "Args([2, 3])"
     with pytest.raises(TypeError, match=r"example_input is a str; expected a tensor"):
         input_label("x")
+
+
+@pytest.mark.parametrize("criterion", ["wanda", "sparsegpt"])
+def test_a_one_shot_iterable_of_batches_calibrates_like_a_list(criterion):
+    """calib given as a generator (or any iterator, e.g. a streaming data pipe): sequential
+    Wanda/SparseGPT read it several times and saw it empty after the first ("calib is
+    empty"); sensitivity scans prune once per point from the same calib."""
+    batches = [_batch(s) for s in range(2)]
+    ref = tiny_bert_encoder(seed=0)
+    expected = prune.prune_model(ref, 0.5, criterion=criterion, calib=batches)
+    m = tiny_bert_encoder(seed=0)
+    got = prune.prune_model(m, 0.5, criterion=criterion, calib=(b for b in batches))
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[n], expected[n]) for n in got)
+    assert all(torch.equal(p, q) for p, q in zip(m.parameters(), ref.parameters()))
+    layers = list(expected)[:2]
+    scores = lambda mod: float(mod(**batches[0]).detach().abs().sum())  # noqa: E731
+    base = tiny_bert_encoder(seed=0)
+    want = prune.sensitivity_scan(base, scores, ratios=[0.5], criterion=criterion,
+                                  calib=batches, layers=layers, progress=False, warn=False)
+    have = prune.sensitivity_scan(base, scores, ratios=[0.5], criterion=criterion,
+                                  calib=iter(batches), layers=layers, progress=False,
+                                  warn=False)
+    assert have.curves == want.curves

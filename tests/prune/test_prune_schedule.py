@@ -67,6 +67,22 @@ def test_gradients_of_pruned_weights_are_zero_while_attached(mlp, digits):
             assert bool((mlp.get_submodule(name).weight.grad[~m] == 0).all())
 
 
+
+def test_a_frozen_pruned_layer_is_held_without_a_gradient_hook(mlp, digits):
+    """Partial fine-tuning: a masked layer whose weight is frozen (requires_grad False)
+    crashed attach() with 'cannot register a hook on a tensor that doesn't require
+    gradient'; fine_tune and distill attach the same holder."""
+    x, y = digits.calib(False, 64), digits.y[digits.train_idx[:64]]
+    masks = prune.prune_model(mlp, 0.5)
+    frozen = next(iter(masks))
+    mlp.get_submodule(frozen).requires_grad_(False)
+    before = mlp.get_submodule(frozen).weight.detach().clone()
+    with prune.MaskHolder(mlp, masks):
+        _steps(mlp, torch.optim.SGD([p for p in mlp.parameters() if p.requires_grad], lr=0.1),
+               2, x, y)
+    assert torch.equal(mlp.get_submodule(frozen).weight, before)
+    assert _all_pruned_zero(mlp, masks)
+
 def test_fine_tune_holds_existing_zeros_by_default(cnn, digits):
     masks = prune.prune_model(cnn, 0.7, (1, 8))
     losses = prune.fine_tune(cnn, digits.loader("train", True), epochs=1, progress=False)
