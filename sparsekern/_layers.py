@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -141,3 +141,12 @@ def layer_types(model: nn.Module) -> str:
     if not counts:
         return "no layer with parameters"
     return ", ".join(f"{n} x{c}" if c > 1 else n for n, c in counts.items())
+
+
+def tied_weights(model: nn.Module) -> Dict[int, List[str]]:
+    """{id(parameter): every name it has in ``model``} for parameters with several names
+    (tied weights, e.g. GPT-2's lm_head and token embedding)."""
+    names: Dict[int, List[str]] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(n)
+    return {k: v for k, v in names.items() if len(v) > 1}

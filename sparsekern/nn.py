@@ -268,7 +268,7 @@ def _candidates(model: nn.Module, layers) -> Tuple[Dict[str, nn.Module], Dict[st
                                  f"name of an {_layers.SUPPORTED_NAMES}")
         named = [(n, modules[n]) for n in names]
     targets, skipped = {}, {}
-    tied = _tied_weights(model)
+    tied = _layers.tied_weights(model)
     for name, mod in named:
         why = _layers.skip_reason(mod)
         others = [n for n in tied.get(id(getattr(mod, "weight", None)), ())
@@ -282,15 +282,6 @@ def _candidates(model: nn.Module, layers) -> Tuple[Dict[str, nn.Module], Dict[st
         else:
             skipped[name] = why
     return targets, skipped
-
-
-def _tied_weights(model: nn.Module) -> Dict[int, List[str]]:
-    """{id(parameter): every name it has in ``model``} for parameters with several names
-    (tied weights, e.g. GPT-2's lm_head and token embedding)."""
-    names: Dict[int, List[str]] = {}
-    for n, p in model.named_parameters(remove_duplicate=False):
-        names.setdefault(id(p), []).append(n)
-    return {k: v for k, v in names.items() if len(v) > 1}
 
 
 def _swap(model: nn.Module, targets: Dict[str, nn.Module], layout: str, blocksize,

@@ -113,7 +113,11 @@ def test_a_tied_lm_head_stays_dense_and_keeps_its_tie_through_training():
     from sparsekern import prune
     dense = _gpt2_lm()
     assert dense.lm_head.weight is dense.transformer.wte.weight
-    masks = prune.prune_model(dense, granularity="2:4", criterion="l1")
+    from sparsekern.prune.layers import prunable_layers
+    # lm_head named explicitly: by default prune_model leaves tied layers alone (below).
+    masks = prune.prune_model(dense, granularity="2:4", criterion="l1",
+                              layers=list(prunable_layers(dense)))
+    assert "lm_head" in masks
     sparse = sk.sparsify(copy.deepcopy(dense), layout="2:4")
     layout, why = sparse.sparsekern_report["lm_head"]
     assert layout == "dense"
@@ -131,6 +135,26 @@ def test_a_tied_lm_head_stays_dense_and_keeps_its_tie_through_training():
         m.eval()
     with torch.no_grad():
         assert rel_err(sparse(input_ids=ids).logits, dense(input_ids=ids).logits) < 1e-5
+
+
+def test_prune_model_leaves_a_tied_lm_head_and_its_embedding_alone_by_default(caplog):
+    """Pruning GPT-2's lm_head prunes the token embedding it shares (and SparseGPT would
+    rewrite it); sparsify leaves it dense anyway. By default it is left out, with a log
+    line naming the tie; named in layers= it is pruned all the same."""
+    from sparsekern import prune
+    model = _gpt2_lm()
+    wte = model.transformer.wte.weight.detach().clone()
+    ids = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(4))
+    with caplog.at_level("INFO", logger="sparsekern.prune"):
+        masks = prune.prune_model(model, 0.5, granularity="fine", criterion="wanda",
+                                  calib=[{"input_ids": ids}])
+    assert "lm_head" not in masks and "transformer.h.0.mlp.c_fc" in masks
+    assert torch.equal(model.transformer.wte.weight, wte)
+    assert "lm_head left out: its weight is tied to transformer.wte.weight" in caplog.text
+    masks = prune.prune_model(model, 0.5, granularity="fine", criterion="l1",
+                              layers=["lm_head"])
+    assert set(masks) == {"lm_head"}
+    assert (model.transformer.wte.weight == 0).float().mean() >= 0.49
 
 
 def test_layers_sharing_one_weight_both_stay_dense_and_untied_ones_are_packed():

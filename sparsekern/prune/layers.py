@@ -11,6 +11,7 @@ orientation and back.
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Dict, Iterable, Mapping, Optional, Union
 
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 # The layer accessors of this module's interface live in the core (one place for all).
+from .._layers import tied_weights
 from .._layers import (dims, from_matrix, in_features, is_linear, is_prunable,  # noqa: F401
                        kind, layer_types, to_matrix, weight_matrix)
 
@@ -27,10 +29,30 @@ PRUNABLE_TYPES = (nn.Linear, nn.Conv2d)
 
 Ratio = Union[float, Mapping[str, float]]
 
+_log = logging.getLogger("sparsekern.prune")
+
 
 def prunable_layers(model: nn.Module) -> Dict[str, nn.Module]:
     """{name: module} of every nn.Linear / transformers Conv1D / nn.Conv2d, in module order."""
     return {name: m for name, m in model.named_modules() if is_prunable(m)}
+
+
+def _untied(model: nn.Module, found: Dict[str, nn.Module]) -> Dict[str, nn.Module]:
+    """``found`` without the layers whose weight is tied to another parameter (GPT-2's
+    lm_head shares the token embedding: pruning it would prune the embedding, and
+    ``sparsify`` leaves such a layer dense anyway). Logged at INFO; name such a layer in
+    ``layers`` to prune it all the same."""
+    tied = tied_weights(model)
+    out = {}
+    for name, m in found.items():
+        others = [n for n in tied.get(id(getattr(m, "weight", None)), ())
+                  if n != f"{name}.weight"]
+        if others:
+            _log.info("sparsekern.prune: %s left out: its weight is tied to %s (name it in "
+                      "layers= to prune it all the same)", name, ", ".join(others))
+        else:
+            out[name] = m
+    return out
 
 
 def describe(module: nn.Module) -> str:
@@ -48,7 +70,7 @@ def select_layers(model: nn.Module, layers: Optional[Iterable[str]] = None,
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if layers is None:
-        found = prunable_layers(model)
+        found = _untied(model, prunable_layers(model))
         if need_conv:
             found = {n: m for n, m in found.items() if isinstance(m, nn.Conv2d)}
         if not found:
