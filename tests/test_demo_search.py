@@ -211,3 +211,48 @@ def test_config_rejects_a_bad_max_search_drop():
                                              r"\(the search's metric floor is the dense metric "
                                              r"minus it\), got "):
             demo.DemoConfig(max_search_drop=bad)
+
+
+def _noisy_recovery(model):
+    """A 'recovery' that only hurts: noise on every weight (the pruned ones stay zero:
+    the masks are held)."""
+    import torch
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=g))
+
+
+def test_a_recovery_that_lowers_the_metric_is_undone(tmp_path, one_thread):
+    import torch
+    seen = {}
+
+    def final(m):
+        seen["before"] = {k: v.clone() for k, v in m.state_dict().items()}
+        _noisy_recovery(m)
+    model, data, cfg, lines = _job(tmp_path, paying=True, target_speedup=50.0,
+                                   required_speedup=50.0, max_search_drop=2.0,
+                                   final_finetune_fn=final)
+    res = demo.run(model, data.train, data.val, data.examples, cfg, test=data.test,
+                   calib=data.calib)
+    rec = res.report["recovery"]
+    assert res.search.masks and rec["kept"] is False
+    assert rec["metric_after"] < rec["metric_before"] == res.search.metric_search
+    assert res.search.metric_final == res.search.metric_search
+    sparse = res.model.state_dict()  # the weights before the recovery, not the noisy ones
+    same = [k for k, v in seen["before"].items() if k in sparse and sparse[k].shape == v.shape]
+    assert len(same) > 10
+    assert all(torch.equal(sparse[k], seen["before"][k]) for k in same)
+    text = "\n".join(lines)
+    assert "lower than before it: the weights before the recovery are kept" in text
+
+
+def test_a_recovery_that_helps_is_kept(tmp_path, one_thread):
+    model, data, cfg, lines = _job(tmp_path, paying=True, target_speedup=50.0,
+                                   required_speedup=50.0, max_search_drop=2.0,
+                                   final_finetune_fn=lambda m: None)  # changes nothing: kept
+    res = demo.run(model, data.train, data.val, data.examples, cfg, test=data.test,
+                   calib=data.calib)
+    rec = res.report["recovery"]
+    assert rec["kept"] is True and rec["metric_after"] == pytest.approx(rec["metric_before"])
+    assert "the weights before the recovery are kept" not in "\n".join(lines)
