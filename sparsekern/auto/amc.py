@@ -30,11 +30,10 @@ is not eligible as the result, and the loop explores plans lighter than the budg
         halves after one below the floor (light plans first, then the edge of the floor)
     the policy then starts at the pruning rate of the warm-up episode with the best reward
     the reward (span = dense metric - floor; gain = the fraction of the way from the dense
-        latency to the budget, in [0, 1]; shortfall = max(floor - metric, 0)):
-        eligible, budget met:   1 + (metric - floor) / span
-        otherwise:              gain - min(shortfall / span, 2)
-        (a plan more than one span below the floor scores below the dense model's 0, one
-        just below it about as one just above it: the policy keeps to the edge of the floor)
+        latency to the budget):
+        below the floor:             -log(1 + (floor - metric) / span)   (speed ignored)
+        eligible, budget missed:     gain, in [0, 1)
+        eligible, budget met:        1 + (metric - floor) / span
     the result: the eligible episode with the best metric among those that meet the budget;
         if none does, the eligible episode with the lowest predicted latency (when it is
         faster than dense); if none is, no pruning at all (the model as it was before the
@@ -392,21 +391,21 @@ class _Agent:
 
     def reward(self, metric: float, total: Dict[str, float]) -> float:
         """Without a floor: the metric, less infeasible_penalty when the budget is missed.
-        With one: 1 + the metric's share of the allowed drop when eligible and the budget
-        is met, else the fraction of the way to the budget (at most 1) less the shortfall
-        below the floor in units of the allowed drop (at most 2): a plan just below the
-        floor scores about as one just above it, so the policy keeps to the edge of the
-        floor instead of settling on the dense model, and a plan far below it scores below
-        the dense model, whatever its speed (the selection, not the reward, enforces the
-        floor)."""
+        With one (the module docstring): below the floor, -log(1 + shortfall / span), < 0
+        and lower the further below, whatever the speed; eligible, the fraction of the way
+        from the dense latency to the budget, in [0, 1); eligible at the budget, 1 + the
+        metric's share of the allowed drop. A plan just below the floor scores about as
+        the dense model (0), so the policy keeps to the edge of the floor, and one far
+        below it never gains from being faster (no drift to pruning everything)."""
         if self.floor is None:
             return metric - (0.0 if self.st.met(total) else self.cfg.infeasible_penalty)
         span = max(self.metric_dense - self.floor, 1e-9)
-        if metric >= self.floor and self.st.met(total):
+        if metric < self.floor:
+            return -math.log1p((self.floor - metric) / span)
+        if self.st.met(total):
             return 1.0 + (metric - self.floor) / span
         gap = max(self.env.total_dense - 1.0, 1e-9)  # dense objective - the budget's (1)
-        gain = min(max((self.env.total_dense - self.st.objective(total)) / gap, 0.0), 1.0)
-        return gain - min(max(self.floor - metric, 0.0) / span, 2.0)
+        return min(max((self.env.total_dense - self.st.objective(total)) / gap, 0.0), 1.0)
 
     def learn(self, reward: float, log_probs: list) -> None:
         """REINFORCE step: advantage against the recent rewards, in units of their spread."""

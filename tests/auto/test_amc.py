@@ -252,18 +252,25 @@ def test_floor_warmup_starts_light_and_keeps_to_the_floor():
 
 
 def test_floor_rewards():
-    """eligible at the budget: 1 + the metric's share of the allowed drop; else the gain
-    toward the budget less the shortfall below the floor (in allowed drops, at most 2): a
-    plan far below the floor scores below the dense model (0) however fast it is."""
+    """below the floor: -log(1 + shortfall / allowed drop), whatever the speed; eligible:
+    the gain toward the budget, in [0, 1); eligible at the budget: 1 + the metric's share
+    of the allowed drop."""
+    import math
     _, _, res = _floor_run(0.93, episodes=20)
     span, dense = 1.0 - 0.93, _dense_objective()
+    kinds = set()
     for e in res.history:
-        if e["eligible"] and e["feasible"]:
+        if not e["eligible"]:
+            kinds.add("below")
+            assert e["reward"] == pytest.approx(-math.log1p((0.93 - e["metric"]) / span))
+        elif e["feasible"]:
+            kinds.add("met")
             assert e["reward"] == pytest.approx(1 + (e["metric"] - 0.93) / span)
         else:
-            gain = min(max((dense - e["objective"]) / (dense - 1), 0), 1)
-            short = min(max(0.93 - e["metric"], 0) / span, 2)
-            assert e["reward"] == pytest.approx(gain - short)
+            kinds.add("missed")
+            assert e["reward"] == pytest.approx((dense - e["objective"]) / (dense - 1))
+            assert 0 <= e["reward"] < 1
+    assert kinds == {"below", "met", "missed"}
 
 
 def test_policy_starts_at_the_best_warmup_pruning_rate():
