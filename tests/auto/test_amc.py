@@ -229,12 +229,7 @@ def test_floor_warmup_starts_light_and_keeps_to_the_floor():
     """Warm-up under a floor: k random paying layers (k = 1 first, doubled after an
     eligible episode, halved after one below the floor), each at a paying ratio, no
     clipping (plans lighter than the budget are explored)."""
-    t = LatencyTable(["s"], {n: {"s": LayerLatency.synthetic(1.0, {"csc": [(0.0, 0.1), (1.0, 1.1)]})}
-                             for n in ("0", "2", "4")}, {"s": 0.5}, {"s": 3.5})
-
-    def metric(m):
-        s = prune.sparsity(m)
-        return 1.0 - 0.2 * sum(v ** 2 for v in s.values())
+    t, metric = _three_paying()
     res = amc(_model(), t, metric, target_speedup=3.0, episodes=12, warmup_episodes=12,
               min_metric=0.85, seed=2)
     warm = res.history
@@ -273,15 +268,56 @@ def test_floor_rewards():
     assert kinds == {"below", "met", "missed"}
 
 
-def test_policy_starts_at_the_best_warmup_pruning_rate():
-    from sparsekern.auto.amc import _Agent, AMCConfig
-    agent = _Agent(_model(), _table(), _metric,
-                   AMCConfig(target_speedup=2.0, min_metric=0.9, sigma=0.5))
-    agent.history = [{"warmup": True, "reward": 0.1, "warmup_layers": 1},
-                     {"warmup": True, "reward": 0.3, "warmup_layers": 1}]
-    agent.start_policy()  # one paying layer ("2"), pruned by the best episode: rate 0.99
-    assert agent.policy.net[-1].bias.item() == pytest.approx(
-        0.5 * torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.99)).item(), rel=1e-5)
+def _three_paying():
+    """Every layer pays (CSC from 10% zeros); metric: 1 - 0.2 * sum of squared sparsities."""
+    t = LatencyTable(["s"], {n: {"s": LayerLatency.synthetic(1.0, {"csc": [(0.0, 0.1), (1.0, 1.1)]})}
+                             for n in ("0", "2", "4")}, {"s": 0.5}, {"s": 3.5})
+
+    def metric(m):
+        return 1.0 - 0.2 * sum(v ** 2 for v in prune.sparsity(m).values())
+    return t, metric
+
+
+def test_local_moves_centre_on_the_incumbent():
+    """Under a floor the episodes after the warm-up are local moves around the episode that
+    would be the result now: centred on its actions, a layer flips rarely."""
+    from sparsekern.auto.amc import FOLLOW_LOGIT, AMCConfig, _Agent, choose_episode
+    t, metric = _three_paying()
+    model = _model()
+    agent = _Agent(model, t, metric, AMCConfig(target_speedup=3.0, min_metric=0.9, episodes=8,
+                                               warmup_episodes=5, seed=4))
+    agent.metric_dense = metric(model)
+    for ep in range(5):
+        agent.history.append(agent.episode(ep))
+    best, choice = choose_episode(agent.history, 0.9, agent.env.total_dense)
+    assert choice in ("budget", "fastest") and any(r > 0 for r in best["ratios"].values())
+    agent.recenter()
+    assert agent.incumbent == best["episode"]
+    for n in agent.names:
+        c = agent.center[n]
+        if best["ratios"][n] > 0:
+            assert c >= FOLLOW_LOGIT
+            # the incumbent's ratio, or the one at logit FOLLOW_LOGIT when that is heavier
+            r = agent.env.floored_ratio(n, float(torch.sigmoid(torch.tensor(c))))
+            floor_r = agent.env.floored_ratio(n, float(torch.sigmoid(torch.tensor(FOLLOW_LOGIT))))
+            assert r == max(best["ratios"][n], floor_r)
+        else:
+            assert c == -FOLLOW_LOGIT
+    moves = [agent.episode(ep) for ep in range(5, 8)]
+    assert all(not m["warmup"] for m in moves)
+    same = sum((m["ratios"][n] > 0) == (best["ratios"][n] > 0) for m in moves for n in agent.names)
+    assert same >= 0.75 * len(moves) * len(agent.names)  # mostly the incumbent's layers
+
+
+def test_floor_run_with_local_moves_is_deterministic_and_honours_the_floor():
+    t, metric = _three_paying()
+    runs = [amc(_model(), t, metric, target_speedup=3.0, episodes=14, warmup_episodes=6,
+                min_metric=0.9, seed=3) for _ in range(2)]
+    assert [h["ratios"] for h in runs[0].history] == [h["ratios"] for h in runs[1].history]
+    res = runs[0]
+    assert res.best_episode is not None and res.history[res.best_episode]["eligible"]
+    assert any(not h["warmup"] and any(r > 0 for r in h["ratios"].values())
+               for h in res.history)  # the local moves prune too, around the incumbent
 
 
 def test_choose_episode_order():
