@@ -198,6 +198,7 @@ def test_no_plan_above_the_floor_keeps_the_model_dense(tmp_path, one_thread):
     text = "\n".join(lines)
     assert "no episode reached the metric floor" in text and "best metric seen" in text
     assert "chosen plan: none (the model stays dense)" in text
+    assert "recovery: none (nothing was pruned)" in text and res.report["recovery"] is None
 
 
 def test_minilm_floor_matches_the_quality_check():

@@ -301,6 +301,9 @@ def recover(st: _State, final) -> None:
         st.recovery = {"metric_before": res.metric_search, "metric_after": after, "kept": kept}
     st.clock["recovery"] = time.perf_counter() - t
     curve, rec = st.recovery_curve, st.recovery
+    if not res.masks:
+        st.say("recovery: none (nothing was pruned)")
+        return
     st.say(f"recovery ({st.task.kind}, masks held, {len(curve)} steps, "
            f"{st.clock['recovery']:.1f} s): metric {res.metric_search:.4f} -> "
            f"{rec['metric_after'] if rec else float('nan'):.4f}"
