@@ -28,6 +28,8 @@ is not eligible as the result, and the loop explores plans lighter than the budg
     a warm-up episode prunes k random layers of those some ratio makes faster, each at a
         random paying ratio; k starts at 1, doubles after an eligible warm-up episode and
         halves after one below the floor (light plans first, then the edge of the floor)
+    a plan already rated is drawn again (up to 20 times), so that the episodes rate
+        different plans
     after the warm-up, local moves instead of the policy: each layer's logit is centred on
         its action in the incumbent (the episode that would be the result now, else the one
         with the best reward), at least 0.75 from 0 (a light ratio's centre moves up to the
@@ -76,6 +78,8 @@ STATE_SIZE = 7
 #: Under a floor the local moves centre each layer's logit at least this far from 0: its
 #: action flips (pruned <-> whole) with probability Phi(-1.5) ~ 7% at sigma 0.5.
 FOLLOW_LOGIT = 0.75
+#: Under a floor an episode whose plan was already rated is drawn again, up to this often.
+REDRAWS = 20
 
 
 class Policy(nn.Module):
@@ -290,6 +294,7 @@ class _Agent:
         self.k, self.pick = 1, set()  # warm-up under a floor: layers to prune, this episode's
         self.incumbent: Optional[int] = None  # under a floor: the local moves' centre episode
         self.center: Dict[str, float] = {}  # ... and its logit per layer
+        self.rated: set = set()  # the plans rated so far (ratios in layer order)
         self.metric_dense = float("nan")
         self.st = _State(table, budget, cfg.margin)
         self.env = _Env(self.st, self.names, self.g, cfg.max_ratio, cfg.ratio_step)
@@ -383,13 +388,8 @@ class _Agent:
         u = 0.5 + 0.5 * (pay.index(ratio) + 0.5) / len(pay)
         return max(math.log(u / (1.0 - u)), FOLLOW_LOGIT)
 
-    def episode(self, ep: int) -> dict:
-        """Choose every layer's ratio, rate the pruned copy, update the policy."""
-        warm = ep < self.cfg.warmup_episodes
-        if self.floor is not None and warm:
-            self.pick_layers()
-        elif self.floor is not None:
-            self.recenter()
+    def plan(self, ep: int) -> Tuple[Dict[str, LayerDecision], Dict[str, float], list]:
+        """One draw of every layer's ratio: (decisions, {layer: ratio}, log-probabilities)."""
         chosen: Dict[str, LayerDecision] = dict(self.untouched)
         ratios: Dict[str, float] = {}
         log_probs: list = []
@@ -400,6 +400,25 @@ class _Agent:
             # a layer that stays dense gains nothing from zeros: it is not pruned at all
             ratios[name] = 0.0 if chosen[name].format == DENSE else r
             prev = r / self.cfg.max_ratio
+        return chosen, ratios, log_probs
+
+    def episode(self, ep: int) -> dict:
+        """Choose every layer's ratio, rate the pruned copy, update the policy. Under a
+        floor a plan already rated is drawn again (up to REDRAWS times): the warm-up and
+        the local moves revisit the few light plans often."""
+        warm = ep < self.cfg.warmup_episodes
+        if self.floor is not None and warm:
+            self.pick_layers()
+        elif self.floor is not None:
+            self.recenter()
+        chosen, ratios, log_probs = self.plan(ep)
+        for _ in range(REDRAWS if self.floor is not None else 0):
+            if tuple(ratios.values()) not in self.rated:
+                break
+            if warm:
+                self.pick_layers()
+            chosen, ratios, log_probs = self.plan(ep)
+        self.rated.add(tuple(ratios.values()))
         total = self.st.total(chosen)
         feasible = self.st.met(total)
         trial = copy.deepcopy(self.model)

@@ -353,3 +353,12 @@ def test_min_metric_rejections():
                                              r"lowest eval_fn value an episode may have to be "
                                              r"the result\), got " + re.escape(repr(bad))):
             amc(_model(), _table(), _metric, target_speedup=2.0, min_metric=bad)
+
+
+def test_floor_episodes_rate_different_plans():
+    """Under a floor a plan already rated is drawn again."""
+    t, metric = _three_paying()
+    res = amc(_model(), t, metric, target_speedup=3.0, episodes=16, warmup_episodes=8,
+              min_metric=0.9, seed=5)
+    plans = [tuple(h["ratios"].values()) for h in res.history]
+    assert len(set(plans)) == len(plans)
