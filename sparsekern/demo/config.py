@@ -51,7 +51,10 @@ class DemoConfig:
         netadapt_steps: NetAdapt's first iteration asks for 1/netadapt_steps of the way to
             the budget (fewer: bigger, fewer iterations).
         max_iterations, max_search_drop: the search stops after max_iterations; a candidate
-            whose metric is more than max_search_drop below the dense model's is rejected.
+            (NetAdapt) or an episode (AMC) whose metric, before recovery, is more than
+            max_search_drop below the dense model's is rejected: the quality floor. AMC
+            returns the best plan above the floor that meets the latency target, else the
+            fastest plan above the floor, else none (sparsekern.auto.amc).
         margin: a format is used only when predicted this much faster than dense.
         max_ratio: the highest pruning ratio the search may give a layer.
         relax_target: before searching, the table predicts the speedup with every
@@ -140,6 +143,10 @@ class DemoConfig:
             raise ValueError(f"distill_loss must be 'mse' or 'cosine', got {self.distill_loss!r}")
         if not (self.lr > 0):
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        d = self.max_search_drop
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < float("inf"):
+            raise ValueError(f"max_search_drop must be a finite number >= 0 (the search's "
+                             f"metric floor is the dense metric minus it), got {d!r}")
 
     def summary(self) -> dict:
         """The JSON-ready settings written to report.json."""

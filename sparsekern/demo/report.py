@@ -100,7 +100,7 @@ def build_report(st) -> dict:
                     "validation_dense": st.search.metric_dense,
                     "validation_after_search": st.search.metric_search,
                     "validation_final": st.search.metric_final},
-        "recovery_loss": st.recovery_curve, "reprune": st.reprune,
+        "recovery_loss": st.recovery_curve, "reprune": st.reprune, "recovery": st.recovery,
         "relaxed_search": st.relaxed,
         "layers": layers, "latency": latency,
         "checks": checks(st, latency, converted),
