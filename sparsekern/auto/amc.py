@@ -496,14 +496,15 @@ class _Agent:
         """The reason of an applied episode."""
         c, floor = self.cfg, self.floor
         if choice == "budget":
-            return (f"best of {c.episodes} episodes (episode {best['episode']})" +
+            # Episodes are counted from 1 in text (result.best_episode is the 0-based index).
+            return (f"best of {c.episodes} episodes (episode {best['episode'] + 1})" +
                     ("" if floor is None else f", metric {best['metric']:.4g} >= floor {floor:.4g}"))
         dense = self.table.predict()
         speed = " / ".join(f"{dense[s] / best['predicted_s'][s]:.3g}x" for s in self.table.shapes)
         below = sum(1 for h in self.history if h["metric"] < floor)
         return (f"no episode with metric >= floor {floor:.4g} met the budget ({below} of "
                 f"{c.episodes} episodes fell below the floor): the fastest one above it, episode "
-                f"{best['episode']} (metric {best['metric']:.4g}, predicted speedup {speed} at the "
+                f"{best['episode'] + 1} (metric {best['metric']:.4g}, predicted speedup {speed} at the "
                 f"table's shapes)")
 
     def _apply(self, best: dict, metric_dense: float, choice: str) -> AMCResult:

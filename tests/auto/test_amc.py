@@ -194,7 +194,7 @@ def test_floor_out_of_reach_at_the_budget_gives_the_fastest_eligible_episode():
     assert res.metric_search >= 0.97
     assert res.predicted_s["s"] > res.budget_s["s"]
     assert (f"no episode with metric >= floor 0.97 met the budget" in res.reason and
-            f"the fastest one above it, episode {best['episode']}" in res.reason)
+            f"the fastest one above it, episode {best['episode'] + 1}" in res.reason)
     assert "predicted speedup" in res.reason
 
 
@@ -343,7 +343,7 @@ def test_no_floor_is_the_behaviour_before_it():
               seed=1)
     assert res.min_metric is None and res.choice == "budget"
     assert all(e["eligible"] and e["feasible"] for e in res.history)  # clipped, as before
-    assert res.reason == f"best of 10 episodes (episode {res.best_episode})"
+    assert res.reason == f"best of 10 episodes (episode {res.best_episode + 1})"
     assert all(e["reward"] == e["metric"] for e in res.history)
 
 
