@@ -138,13 +138,16 @@ class _Pruner:
         return self.W * mask.to(self.W.dtype)
 
     def prune(self, spec: FormatSpec, sparsity: float) -> torch.Tensor:
-        """Sort-once paths for bsr and csc; any other layout prunes by its own rule."""
-        if spec.layout == "bsr":
-            return self.blocks(sparsity, *spec.blocksize)
-        if spec.layout == "csc":
+        """Sort-once paths by what the layout declares: one that stores any pattern prunes
+        entries by magnitude, a blocked one prunes blocks by L1 norm (tests/auto check both
+        against every registered layout's ``magnitude_prune``); any other layout (N:M)
+        prunes by its own rule."""
+        layout = layout_registry.get(spec.layout)
+        if layout.any_pattern:
             return self.unstructured(sparsity)
-        return layout_registry.get(spec.layout).magnitude_prune(self.W, sparsity,
-                                                                spec.blocksize)
+        if layout.blocked:
+            return self.blocks(sparsity, *spec.blocksize)
+        return layout.magnitude_prune(self.W, sparsity, spec.blocksize)
 
 
 def sparse_module(dense: nn.Module, spec: FormatSpec) -> nn.Module:

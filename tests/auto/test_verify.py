@@ -96,6 +96,21 @@ def test_synthetic_layer_stores_the_asked_fraction(fmt, density):
     assert layer(x).shape == (2, 32)
 
 
+@pytest.mark.parametrize("spec", measure.format_specs(((4, 4), (8, 2))), ids=str)
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.5, 0.9, 1.0])
+def test_sort_once_pruner_matches_every_layouts_own_rule(spec, sparsity):
+    # The table prunes each weight to many sparsities with one sort; it must zero exactly what
+    # the layout's own magnitude_prune zeroes (a new layout that prunes otherwise fails here).
+    from sparsekern.formats import layouts
+    W = torch.randn(24, 40, generator=torch.Generator().manual_seed(7))
+    lay = layouts.get(spec.layout)
+    if lay.fixed_density is not None:  # N:M: the pattern fixes the sparsity
+        sparsity = 1.0 - lay.fixed_density
+    got = measure._Pruner(W).prune(spec, sparsity)
+    want = lay.magnitude_prune(W, sparsity, spec.blocksize)
+    assert torch.equal(got != 0, want != 0) and torch.equal(got, want)
+
+
 def test_synthetic_dense_and_conv_layers():
     sig = signature_of(nn.Linear(16, 8), (1, 16))
     layer, x = synthetic_layer(sig, "dense", 1.0)
