@@ -26,6 +26,7 @@ import time
 import torch
 
 import sparsekern as sk
+from sparsekern.timing import round_robin
 
 CLOCK = time.perf_counter
 
@@ -90,12 +91,7 @@ def main(argv=None):
             spin = spin_start(a.core) if ph == "loaded" else None
             time.sleep(0.3)
             try:
-                cur = {k: [] for k in fns}
-                for _ in range(a.reps):
-                    for k, f in fns.items():
-                        t = CLOCK()
-                        f()
-                        cur[k].append(CLOCK() - t)
+                cur = round_robin(fns, a.reps, clock=CLOCK)
             finally:
                 if spin is not None:
                     os.killpg(spin.pid, signal.SIGKILL)

@@ -18,6 +18,7 @@ import time
 import torch
 
 import sparsekern as sk
+from sparsekern.timing import round_robin
 
 
 def main(argv=None):
@@ -46,12 +47,8 @@ def main(argv=None):
         for name, seq in (("warm", [args[0]] * len(args)), ("cold", args)):
             for ar in seq:
                 op(*ar, x)
-            samples = []
-            for _ in range(a.reps):
-                for ar in seq:
-                    t = clock()
-                    op(*ar, x)
-                    samples.append(clock() - t)
+            calls = {i: (lambda ar=ar: op(*ar, x)) for i, ar in enumerate(seq)}
+            samples = [t for ts in round_robin(calls, a.reps, clock=clock).values() for t in ts]
             q = statistics.quantiles(samples, n=4)
             res[name] = (q[1], q[0], q[2])
     print(f"csc {n}x{n} {a.sparsity:.0%} N=1 zeros {a.zeros:.0%}, clock {a.clock}, threads "

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 import sparsekern as sk
+from sparsekern.timing import round_robin
 
 BIG = [(4096, 4096), (11008, 4096)]
 STAT = statistics.median
@@ -42,17 +43,6 @@ def prune(W: torch.Tensor, layout: str, sparsity: float, block=(32, 32), seed=0)
         keep = torch.rand(M // bm, K // bk, generator=g) >= sparsity
         return W * keep.repeat_interleave(bm, 0).repeat_interleave(bk, 1)
     return W * (torch.rand(M, K, generator=g) >= sparsity)
-
-
-def timed(fn, reps: int, warmup: int = 2):
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def bench_point(M, K, N, layout, sparsity, *, zero_act=0.0, block=(32, 32), reps=None,
@@ -86,22 +76,12 @@ def bench_point(M, K, N, layout, sparsity, *, zero_act=0.0, block=(32, 32), reps
     for k, f in fns.items():  # warm every path (and build the cached CSC repack) first
         if k != "numpy":
             f()
-    samples = {k: [] for k in fns}
     # Torch-based paths interleaved (a noisy neighbour hits them alike). NumPy's OpenBLAS
     # threads keep spinning for a while after each call and would steal the cores from the
     # next OpenMP call, so NumPy is timed in its own block afterwards.
-    for _ in range(reps):
-        for k, f in fns.items():
-            if k == "numpy":
-                continue
-            t = CLOCK()
-            f()
-            samples[k].append(CLOCK() - t)
+    samples = round_robin({k: f for k, f in fns.items() if k != "numpy"}, reps, clock=CLOCK)
     fns["numpy"]()
-    for _ in range(reps):
-        t = CLOCK()
-        fns["numpy"]()
-        samples["numpy"].append(CLOCK() - t)
+    samples.update(round_robin({"numpy": fns["numpy"]}, reps, clock=CLOCK))
     time.sleep(0.3)  # let OpenBLAS's threads go idle before the next point
     med = {k: STAT(v) * 1e3 for k, v in samples.items()}
     best_dense = min(med["torch"], med["numpy"])
@@ -149,8 +129,9 @@ def scaling(M=4096, K=4096, N=128):
         times = {}
         for t in (1, nt):
             torch.set_num_threads(t)
-            times[t] = statistics.median(timed(lambda: torch.ops.sparsekern.spmm(*A.op_args(), B),
-                                               9))
+            call = lambda: torch.ops.sparsekern.spmm(*A.op_args(), B)  # noqa: E731
+            call(), call()  # warm-up
+            times[t] = statistics.median(round_robin({"spmm": call}, 9)["spmm"])
         torch.set_num_threads(nt)
         print(f"  {layout:>4} {sp:.0%}: 1 thread {times[1]*1e3:8.2f} ms, {nt} threads "
               f"{times[nt]*1e3:8.2f} ms, scaling {times[1]/times[nt]:.2f}x")

@@ -29,6 +29,7 @@ from threadpoolctl import threadpool_limits
 import torch
 
 import sparsekern as sk
+from sparsekern.timing import round_robin
 
 SHAPES = [(384, 384), (1536, 384), (384, 1536)]
 SPARSITIES = {"csc": (0.5, 0.7, 0.8), "bsr": (0.5, 0.7, 0.8), "2:4": (0.5,)}
@@ -70,31 +71,19 @@ def point(M, K, N, layout, sparsity, block, reps):
     ref = torch.nn.functional.linear(x.double(), W.double(), bias.double())
     err = ((sparse().double() - ref).abs().max() / ref.abs().max()).item()
     assert err < 1e-5, f"wrong result {layout} {M}x{K} N={N}: rel err {err}"
-    s, s1, d, n = [], [], [], []
     nt = torch.get_num_threads()
     with torch.inference_mode():
         for _ in range(5):
             sparse(), dense()
-        for _ in range(reps):
-            t0 = CLOCK()
-            sparse()
-            t1 = CLOCK()
-            dense()
-            t2 = CLOCK()
-            s.append(t1 - t0)
-            d.append(t2 - t1)
-            if nt > 1:  # the same sparse call on one thread (is the second one worth it?)
-                torch.set_num_threads(1)
-                t0 = CLOCK()
-                sparse()
-                s1.append(CLOCK() - t0)
-                torch.set_num_threads(nt)
+        got = round_robin({"sparse": sparse, "dense": dense}, reps, clock=CLOCK)
+        s, d, s1 = got["sparse"], got["dense"], []
+        if nt > 1:  # the same sparse call on one thread (is the second one worth it?)
+            torch.set_num_threads(1)
+            s1 = round_robin({"sparse1": sparse}, reps, clock=CLOCK)["sparse1"]
+            torch.set_num_threads(nt)
     for _ in range(5):
         numpy_dense()
-    for _ in range(reps):
-        t0 = CLOCK()
-        numpy_dense()
-        n.append(CLOCK() - t0)
+    n = round_robin({"numpy": numpy_dense}, reps, clock=CLOCK)["numpy"]
     time.sleep(0.1)  # OpenBLAS's threads go idle before the next point
     sq, dq, nq = quartiles(s), quartiles(d), quartiles(n)
     best = min(dq[1], nq[1])

@@ -11,10 +11,11 @@ from .load import LoadReport, detect_load, quantized_to_slices, recommend_thread
 from .machine import extension_isa, last_level_cache_bytes, usable_cpus
 from .paired import PairedSettings, time_paired
 from .timers import (FULL_TIMER, QUICK_TIMER, BlockSettings, CacheFlusher, CudaTimerSettings,
-                     TimerSettings, summarize, time_blocks, time_cuda, time_interleaved)
+                     TimerSettings, round_robin, summarize, time_blocks, time_cuda,
+                     time_interleaved)
 
 __all__ = ["LoadReport", "detect_load", "quantized_to_slices", "recommend_threads", "spread",
            "extension_isa", "last_level_cache_bytes", "usable_cpus", "PairedSettings",
            "time_paired", "FULL_TIMER", "QUICK_TIMER", "BlockSettings", "CacheFlusher",
-           "CudaTimerSettings", "TimerSettings", "summarize", "time_blocks", "time_cuda",
-           "time_interleaved"]
+           "CudaTimerSettings", "TimerSettings", "round_robin", "summarize", "time_blocks",
+           "time_cuda", "time_interleaved"]

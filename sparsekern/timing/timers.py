@@ -83,6 +83,26 @@ def plan(call_s: float, s: TimerSettings) -> Tuple[int, int]:
     return inner, max(1, reps)
 
 
+def round_robin(fns: Dict[str, Callable[[], object]], rounds: int,
+                clock: Callable[[], float] = time.perf_counter,
+                before_round: Optional[Callable[[], None]] = None) -> Dict[str, List[float]]:
+    """Per-call seconds of each ``fn()``: ``rounds`` rounds, one call of every fn per round in
+    dict order (A B C A B C ...), so load from other processes hits them alike. Warm-up is the
+    caller's (call each fn first). ``before_round()`` runs untimed before each round (e.g. to
+    set a thread count). The simplest timer here; the dev scripts under tools/ use it."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds!r}")
+    out: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        if before_round is not None:
+            before_round()
+        for name, fn in fns.items():
+            t0 = clock()
+            fn()
+            out[name].append(clock() - t0)
+    return out
+
+
 @dataclass
 class _Job:
     fn: Callable
