@@ -1,6 +1,7 @@
 """Per-call cost of the public op, two trees side by side (issues 16 and 17: before/after).
 Usage: python bench/overhead_ab.py TREE_A TREE_B [rounds] (each TREE a checkout with its _C
-built in place). Each round runs one subprocess per tree
+built in place). The child's timing loop is self-contained on purpose: it must run on
+trees that predate sparsekern.timing. Each round runs one subprocess per tree
 (alternating), each printing medians; the report is the median over rounds with the spread."""
 import json, os, statistics, subprocess, sys
 
