@@ -154,9 +154,15 @@ def test_time_blocks_warm_up_is_capped_in_time_and_rounds_validated():
     s = TimerSettings(min_time=0.0, min_reps=1, max_reps=1, warmup_time=0.0,
                       max_warmup_calls=1, sample_time=0.0)
     timing.time_blocks({"s": (slow, 1)}, s,
-                       timing.BlockSettings(rounds=1, warm_calls=10, max_warm_time=0.1),
+                       timing.BlockSettings(rounds=1, warm_calls=10, max_warm_time=0.5),
                        clock=clock)
     assert len(calls) == 3  # estimate, one warm-up call (over the cap already), one sample
+    calls.clear()
+    out = timing.time_blocks({"s": (slow, 1)}, s,
+                             timing.BlockSettings(rounds=3, warm_calls=10, max_warm_time=0.1),
+                             clock=clock)
+    # a call longer than the cap is its own warm-up: the estimate, then one sample per round
+    assert len(calls) == 4 and out["s"]["reps"] == 3
     with pytest.raises(ValueError, match="BlockSettings.rounds must be >= 1, got 0"):
         timing.time_blocks({"s": (slow, 1)}, s, timing.BlockSettings(rounds=0), clock=clock)
 
