@@ -418,3 +418,40 @@ def test_stability_flags_a_busy_machine():
                     "measurement": bad}}
     demo_report.print_checks(r, lines.append)
     assert any("machine too busy to measure" in line for line in lines)
+
+
+def test_scaled_lr_follows_the_distance_to_dense():
+    from sparsekern.demo.tasks import FULL_LR_GAP, MIN_LR_FACTOR, scaled_lr
+    assert scaled_lr(2e-4, FULL_LR_GAP) == pytest.approx(2e-4)
+    assert scaled_lr(2e-4, 0.5) == pytest.approx(2e-4)  # never above the given rate
+    assert scaled_lr(2e-4, FULL_LR_GAP / 4) == pytest.approx(5e-5)
+    assert scaled_lr(2e-4, 0.0) == pytest.approx(2e-4 * MIN_LR_FACTOR)
+
+
+def test_distill_task_scales_the_lr_and_keeps_the_best_rating(monkeypatch):
+    """The task's recovery asks distill for the scaled lr and validation ratings (a fake
+    distill and a fake metric: no training, no timing)."""
+    from sparsekern.demo import tasks
+    x = [torch.zeros(2, 3)]
+    task = DistillTask(x, x, x)
+    task.dense = torch.nn.Linear(3, 3)
+    metrics = iter([0.975])
+    monkeypatch.setattr(task, "metric", lambda m: next(metrics))
+    seen = {}
+
+    def fake_distill(model, teacher, data, **k):
+        seen.update(k)
+        k["history"].extend([(0, 0.975), (4, 0.981), (8, 0.983), (12, 0.979), (16, 0.98)])
+        return [0.1] * k["steps"]
+    monkeypatch.setattr(tasks.prune, "distill", fake_distill)
+    curve = task.recover(torch.nn.Linear(3, 3), steps=16, lr=2e-4)
+    assert curve == [0.1] * 16
+    assert seen["lr"] == pytest.approx(2e-4 * 0.025 / tasks.FULL_LR_GAP)
+    assert seen["eval_every"] == 16 // tasks.RECOVERY_RATINGS and seen["warmup"] == 1
+    run = task.runs[-1]
+    assert run["kept_step"] == 8 and run["kept_metric"] == 0.983
+    assert run["lr"] == 2e-4 and run["metric_before"] == 0.975
+    task.scale_lr = False
+    metrics = iter([0.5])
+    task.recover(torch.nn.Linear(3, 3), steps=3, lr=2e-4)
+    assert seen["lr"] == 2e-4 and seen["eval_every"] == 1

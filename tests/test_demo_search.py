@@ -126,8 +126,8 @@ def test_distill_loss_reaches_the_task(tmp_path, one_thread, monkeypatch):
         seen.append((k["loss"], k["warmup"], k["steps"]))
         return real(*a, **k)
     monkeypatch.setattr(demo.tasks.prune, "distill", spy)
-    model, data, cfg, _ = _job(tmp_path, paying=True, target_speedup=1.1, required_speedup=1.1,
-                               final_steps=10)
+    model, data, cfg, lines = _job(tmp_path, paying=True, target_speedup=1.1,
+                                   required_speedup=1.1, final_steps=10)
     assert cfg.distill_loss == "cosine"
     res = demo.run(model, data.train, data.val, data.examples, cfg, test=data.test,
                    calib=data.calib)
@@ -139,6 +139,12 @@ def test_distill_loss_reaches_the_task(tmp_path, one_thread, monkeypatch):
     for n, m in res.search.masks.items():  # masks held through the recovery
         assert pruned[n] == pytest.approx(1 - m.float().mean().item(), abs=1e-6)
     assert res.report["config"]["distill_loss"] == "cosine"
+    run = res.report["recovery"]["distill"]  # 10 steps: rated every 3 and after the last
+    assert [s for s, _ in run["ratings"]] == [0, 3, 6, 9, 10]
+    assert run["kept_metric"] == max(m for _, m in run["ratings"])
+    assert f"validation at steps 0, 3, 6, 9, 10: " in "\n".join(lines)
+    assert f"; lr {run['lr_used']:.3g} ({cfg.lr:.3g} scaled by the distance to dense " in \
+        "\n".join(lines)
 
 
 def test_cli_search_options(tmp_path):

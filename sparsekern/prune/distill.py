@@ -15,6 +15,12 @@ after every step. ::
     teacher = copy.deepcopy(model)
     masks = prune.prune_model(model, granularity="2:4", criterion="sparsegpt", calib=calib)
     losses = prune.distill(model, teacher, unlabeled_batches, masks=masks, steps=200)
+
+With ``eval_fn`` (e.g. the cosine to the teacher on held-out validation inputs), the student
+is rated before the first step, every ``eval_every`` steps and after the last, and the best
+rated weights are the ones left in the model: a student already close to its teacher can
+be made worse by the optimizer's steps (AdamW moves every weight by about the learning rate
+per step, whatever the gradient's size), and then it keeps the weights it started with.
 """
 from __future__ import annotations
 
@@ -104,6 +110,36 @@ def _world():
     return None, 0, 1
 
 
+class _Best:
+    """The best rated weights of a distillation run (``eval_fn``: higher is better)."""
+
+    def __init__(self, model, eval_fn, every: int, history, dist, world: int):
+        self.model, self.eval_fn, self.every = model, eval_fn, every
+        self.history = history if history is not None else []
+        self.dist, self.world = dist, world
+        self.metric, self.step, self.state = -math.inf, -1, None
+
+    def rate(self, step: int, last: bool = False) -> bool:
+        """Rate the model after ``step`` steps (0: before the first) when it is due; True
+        when it was rated."""
+        if self.eval_fn is None or not (step == 0 or last or step % self.every == 0):
+            return False
+        with inputs.eval_mode(self.model):
+            rating = float(self.eval_fn(self.model))
+        m = rating if self.dist is None else _mean_over_ranks(torch.tensor(rating), self.dist,
+                                                              self.world)
+        self.history.append((step, m))
+        if m > self.metric:
+            self.metric, self.step = m, step
+            self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return True
+
+    def restore(self, last_step: int) -> None:
+        """Put the best rated weights back (nothing to do when the last ones were best)."""
+        if self.state is not None and self.step != last_step:
+            self.model.load_state_dict(self.state)
+
+
 def _check(model, teacher, loss, steps, lr, data):
     if not isinstance(model, nn.Module) or not isinstance(teacher, nn.Module):
         bad = "model" if not isinstance(model, nn.Module) else "teacher"
@@ -122,12 +158,23 @@ def _check(model, teacher, loss, steps, lr, data):
         raise ValueError("data is required: unlabeled batches of model inputs")
 
 
+def _check_eval(eval_fn, eval_every) -> None:
+    if eval_fn is not None and not callable(eval_fn):
+        raise TypeError(f"eval_fn must be a callable model -> float (higher is better), got "
+                        f"{type(eval_fn).__name__}")
+    if (isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 0
+            or (eval_fn is not None and eval_every < 1)):
+        raise ValueError(f"eval_every must be a positive int (steps between ratings) when "
+                         f"eval_fn is given, else 0, got {eval_every!r}")
+
+
 def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping] = None,
             steps: Optional[int] = None, lr: float = DEFAULT_DISTILL_LR, loss: str = "mse",
             layers: Sequence[str] = (), layer_weight: float = 1.0, warmup: int = 0,
             weight_decay: float = 0.0, max_grad_norm: Optional[float] = 1.0,
             train_mode: bool = False, optimizer: Optional[torch.optim.Optimizer] = None,
-            progress: bool = True) -> List[float]:
+            progress: bool = True, eval_fn: Optional[Callable[[nn.Module], float]] = None,
+            eval_every: int = 0, history: Optional[list] = None) -> List[float]:
     """Fine-tune the pruned ``model`` to reproduce ``teacher``'s outputs on ``data``.
 
     Args:
@@ -148,12 +195,20 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
         max_grad_norm: gradient clipping (None: off).
         train_mode: run the student in train mode (dropout on); default eval mode.
         optimizer: your own optimizer over the student's parameters (lr schedule still set).
+        eval_fn: ``eval_fn(model) -> float``, higher is better (e.g. the cosine to the
+            teacher on validation inputs), called in eval mode: the student is rated before the
+            first step, every ``eval_every`` steps and after the last; the best rated
+            weights are left in the model (under torch.distributed the ranks' ratings are
+            averaged, so every rank keeps the same weights). None: the last weights.
+        history: a list that receives (step, rating) for every rating (step 0: before the
+            first step).
     Returns:
         the loss of every step (averaged over the ranks under torch.distributed).
     Raises ValueError for a teacher whose outputs do not match the student's, masks that do
     not fit the model, unknown layer names, and bad settings.
     """
     _check(model, teacher, loss, steps, lr, data)
+    _check_eval(eval_fn, eval_every)
     if masks is None:
         masks = masks_from_zeros(model) if prunable_layers(model) else {}
     check_masks(model, masks)
@@ -183,11 +238,13 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
     from tqdm.auto import tqdm
     bar = tqdm(total=steps, desc="distill", disable=not progress or rank != 0, leave=False)
     losses: List[float] = []
+    best = _Best(model, eval_fn, eval_every, history, dist, world)
     try:
+        best.rate(0)
         model.train(train_mode)
         teacher.eval()
         feed = _cycle(data, rank, world)
-        for _ in range(steps):
+        for step in range(1, steps + 1):
             item = next(feed)
             with torch.no_grad():
                 target = output_tensor(inputs.call(teacher, inputs.to_device(item, t_device),
@@ -207,6 +264,8 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
             losses.append(_mean_over_ranks(total.detach(), dist, world))
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
+            best.rate(step, last=step == steps)
+        best.restore(steps)
     finally:
         bar.close()
         for h in handles:

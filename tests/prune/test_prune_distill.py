@@ -162,3 +162,56 @@ def test_ddp_two_cpu_ranks_keep_weights_and_masks_identical(tmp_path):
         assert r["moved"] > 0  # the weights did train
         assert len(r["losses"]) == 12
     assert results[0]["losses"] == results[1]["losses"]  # averaged over the ranks
+
+
+def test_eval_fn_keeps_the_best_rated_weights():
+    """A student made worse by its steps keeps the best rated weights: a fake rating (a
+    script of values, no timing), each rated state recorded to compare with the result."""
+    teacher = _mlp()
+    model = copy.deepcopy(teacher)
+    masks = prune.prune_model(model, None, "2:4", "l1")
+    script, states = iter([0.5, 0.9, 0.3, 0.2]), []
+
+    def rating(m):
+        states.append({k: v.detach().clone() for k, v in m.state_dict().items()})
+        assert not m.training  # rated in eval mode, trained in train mode between
+        return next(script)
+    model.train()  # distill's default train_mode=False puts it in eval mode for the steps
+    history = []
+    losses = prune.distill(model, teacher, _data(), masks=masks, steps=6, lr=3e-3,
+                           eval_fn=rating, eval_every=2, history=history, progress=False)
+    assert len(losses) == 6 and [s for s, _ in history] == [0, 2, 4, 6]
+    assert [m for _, m in history] == [0.5, 0.9, 0.3, 0.2]
+    for k, v in model.state_dict().items():  # the weights rated 0.9 (after step 2)
+        assert torch.equal(v, states[1][k])
+    assert not torch.equal(states[1]["0.weight"], states[3]["0.weight"])
+    for n, keep in masks.items():
+        assert (model.get_submodule(n).weight[~keep] == 0).all()
+    assert model.training  # the caller's flags are back
+
+
+def test_eval_fn_keeps_the_starting_weights_when_no_step_helps():
+    teacher = _mlp()
+    model = copy.deepcopy(teacher)
+    prune.prune_model(model, 0.5, "fine", "l1")
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    script = iter([1.0, 0.4, 0.6])  # steps 0, 3 (every 3), 5 (the last)
+    history = []
+    prune.distill(model, teacher, _data(), steps=5, lr=3e-3, eval_fn=lambda m: next(script),
+                  eval_every=3, history=history, progress=False)
+    assert [s for s, _ in history] == [0, 3, 5]
+    assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
+
+
+def test_eval_fn_settings_are_checked():
+    teacher = _mlp()
+    model = copy.deepcopy(teacher)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=r"eval_every must be a positive int \(steps between "
+                                             r"ratings\) when eval_fn is given, else 0, got "):
+            prune.distill(model, teacher, _data(), steps=2, eval_fn=lambda m: 0.0,
+                          eval_every=bad, progress=False)
+    with pytest.raises(TypeError, match="eval_fn must be a callable model -> float "
+                                        r"\(higher is better\), got float"):
+        prune.distill(model, teacher, _data(), steps=2, eval_fn=0.5, eval_every=1,
+                      progress=False)
