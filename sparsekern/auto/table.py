@@ -259,7 +259,7 @@ class LatencyTable:
 
 def entry_key(sig: LayerSig, settings: MeasureSettings) -> dict:
     """The cache key of one layer entry: machine, software, signature, grid, seed and the
-    cache context (settings.context must be resolved: "warm" or "cold")."""
+    cache context (settings.context must be resolved: "warm", "llc" or "cold")."""
     return {"machine": machine_key(torch.device(sig.device)), "software": software_key(),
             "signature": sig.to_key(), "grid": settings.grid.to_key(), "seed": settings.seed,
             "context": settings.context}
@@ -463,8 +463,8 @@ def build_table(model: nn.Module, example_inputs, layers=None,
             output, ``sparsekern.Args``, or a tuple of model arguments) or a list of them, e.g. ``[x[:1], x[:64]]`` for batch 1 and 64. Each is a shape of
             the table, labelled by its shape.
         settings: grid (sparsities, block shapes, layouts), timer, seed and cache context
-            ("auto": "warm" when the model's parameters fit in the last-level cache,
-            else "cold"; see sparsekern.auto.measure).
+            ("auto": "warm" when the model's parameters fit in L2, "llc" when they fit in
+            the last-level cache, else "cold"; see sparsekern.auto.measure).
         cache: a DiskCache, None (the default folder, $SPARSEKERN_CACHE or
             ~/.cache/sparsekern) or False (measure everything, store nothing).
         measure_whole_model: also time the dense model and the time outside the layers

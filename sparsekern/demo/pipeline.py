@@ -456,7 +456,7 @@ def measure_layers(dense: nn.Module, sparse: nn.Module, example_inputs, names: S
                    ) -> Dict[str, Dict[str, Dict[str, float]]]:
     """{shape: {layer: {"dense": s, "sparse": s}}}: each layer of ``dense`` against the same
     layer of ``sparse`` on its real input, interleaved, each sample starting in the cache
-    state ``context`` ("warm" / "cold", as the latency table was measured)."""
+    state ``context`` ("warm" / "llc" / "cold", as the latency table was measured)."""
     out: Dict[str, Dict[str, Dict[str, float]]] = {}
     device = next(dense.parameters()).device
     xs = list(example_inputs) if isinstance(example_inputs, list) else [example_inputs]

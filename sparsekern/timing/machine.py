@@ -42,6 +42,7 @@ def usable_cpus() -> int:
 
 #: Assumed last-level cache when the OS does not say (a typical server CPU's L3 slice).
 DEFAULT_LLC_BYTES = 32 << 20
+DEFAULT_PRIVATE_CACHE_BYTES = 1 << 20
 
 
 def _size_bytes(text: str) -> Optional[int]:
@@ -53,14 +54,13 @@ def _size_bytes(text: str) -> Optional[int]:
 
 
 @functools.lru_cache(maxsize=None)
-def last_level_cache_bytes() -> int:
-    """Size of CPU 0's largest data/unified cache (sysfs), else DEFAULT_LLC_BYTES."""
-    best = 0
-    base = "/sys/devices/system/cpu/cpu0/cache"
+def _data_caches(base: str = "/sys/devices/system/cpu/cpu0/cache") -> Dict[int, int]:
+    """{level: bytes} of CPU 0's data/unified caches (sysfs; empty when unreadable)."""
     try:
         entries = os.listdir(base)
     except OSError:
         entries = []
+    out: Dict[int, int] = {}
     for e in entries:
         if not e.startswith("index"):
             continue
@@ -68,11 +68,27 @@ def last_level_cache_bytes() -> int:
             with open(os.path.join(base, e, "type")) as f:
                 if f.read().strip() == "Instruction":
                     continue
+            with open(os.path.join(base, e, "level")) as f:
+                level = int(f.read().strip())
             with open(os.path.join(base, e, "size")) as f:
-                best = max(best, _size_bytes(f.read()) or 0)
-        except OSError:
+                size = _size_bytes(f.read()) or 0
+        except (OSError, ValueError):
             continue
-    return best or DEFAULT_LLC_BYTES
+        out[level] = max(out.get(level, 0), size)
+    return out
+
+
+def last_level_cache_bytes() -> int:
+    """Size of CPU 0's largest data/unified cache (sysfs), else DEFAULT_LLC_BYTES."""
+    return max(_data_caches().values(), default=0) or DEFAULT_LLC_BYTES
+
+
+def private_cache_bytes() -> int:
+    """Size of the largest data cache below the last level (L2 on today's x86 cores), else
+    DEFAULT_PRIVATE_CACHE_BYTES."""
+    caches = _data_caches()
+    below = [size for level, size in caches.items() if level < max(caches, default=0)]
+    return max(below, default=0) or DEFAULT_PRIVATE_CACHE_BYTES
 
 
 def cpu_facts() -> dict:

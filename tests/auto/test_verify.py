@@ -13,7 +13,6 @@ from sparsekern.auto.measure import Grid, MeasureSettings, context_for, syntheti
 from sparsekern.auto.signature import LayerSig, capture, signature_of
 from sparsekern.auto.table import LatencyTable, LayerLatency, stubbed_copy
 from sparsekern.auto.verify import paired_prediction
-from sparsekern.bench.machine import last_level_cache_bytes
 from sparsekern.bench.timing import TimerSettings
 from sparsekern.conv import SparseConv2d
 from sparsekern.nn import SparseLinear
@@ -31,11 +30,42 @@ def _mlp():
 
 # ------------------------------------------------------------------ contexts
 
-def test_context_follows_the_last_level_cache():
-    llc = last_level_cache_bytes()
+def test_context_follows_the_private_and_last_level_caches(monkeypatch):
+    monkeypatch.setattr(measure, "private_cache_bytes", lambda: 2 << 20)
+    monkeypatch.setattr(measure, "last_level_cache_bytes", lambda: 100 << 20)
+    f = measure.WARM_FRACTION
     assert context_for(0) == "warm"
-    assert context_for(int(measure.WARM_FRACTION * llc)) == "warm"
-    assert context_for(int(measure.WARM_FRACTION * llc) + 1) == "cold"
+    assert context_for(int(f * (2 << 20))) == "warm"
+    assert context_for(int(f * (2 << 20)) + 1) == "llc"
+    assert context_for(int(f * (100 << 20))) == "llc"
+    assert context_for(int(f * (100 << 20)) + 1) == "cold"
+
+
+def test_cache_sizes_read_from_sysfs_levels(tmp_path, monkeypatch):
+    from sparsekern.timing import machine
+    for i, (typ, level, size) in enumerate([("Data", 1, "48K"), ("Instruction", 1, "32K"),
+                                            ("Unified", 2, "2048K"), ("Unified", 3, "105M")]):
+        d = tmp_path / f"index{i}"
+        d.mkdir()
+        (d / "type").write_text(typ + "\n")
+        (d / "level").write_text(f"{level}\n")
+        (d / "size").write_text(size + "\n")
+    real = machine._data_caches
+    monkeypatch.setattr(machine, "_data_caches", lambda: real(str(tmp_path)))
+    assert machine.private_cache_bytes() == 2048 << 10
+    assert machine.last_level_cache_bytes() == 105 << 20
+    monkeypatch.setattr(machine, "_data_caches", lambda: real(str(tmp_path / "none")))
+    assert machine.private_cache_bytes() == machine.DEFAULT_PRIVATE_CACHE_BYTES
+    assert machine.last_level_cache_bytes() == machine.DEFAULT_LLC_BYTES
+
+
+def test_llc_context_flushes_the_private_cache_before_every_sample(monkeypatch):
+    monkeypatch.setattr(measure, "private_cache_bytes", lambda: 1 << 16)
+    monkeypatch.setattr(measure, "_FLUSHERS", {})
+    res = measure.time_modules({"f": lambda x: x + 1}, torch.ones(4), torch.device("cpu"),
+                               TINY, "llc")
+    assert res["f"]["reps"] >= 2
+    assert measure._FLUSHERS["llc"].nbytes == 2 << 16
 
 
 def test_settings_resolve_auto_and_reject_unknown_contexts():
@@ -44,9 +74,10 @@ def test_settings_resolve_auto_and_reject_unknown_contexts():
     assert MeasureSettings().resolved(1 << 40).context == "cold"
     assert MeasureSettings(context="cold").resolved(10).context == "cold"
     with pytest.raises(ValueError, match=r"MeasureSettings.context must be one of "
-                                         r"\('warm', 'cold', 'auto'\), got 'hot'"):
+                                         r"\('warm', 'llc', 'cold', 'auto'\), got 'hot'"):
         MeasureSettings(context="hot")
-    with pytest.raises(ValueError, match=r"context must be one of \('warm', 'cold'\), got 'auto'"):
+    with pytest.raises(ValueError,
+                       match=r"context must be one of \('warm', 'llc', 'cold'\), got 'auto'"):
         measure.time_modules({"f": lambda x: x}, 1, torch.device("cpu"), TINY, "auto")
 
 
