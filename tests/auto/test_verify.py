@@ -33,12 +33,12 @@ def _mlp():
 def test_context_follows_the_private_and_last_level_caches(monkeypatch):
     monkeypatch.setattr(measure, "private_cache_bytes", lambda: 2 << 20)
     monkeypatch.setattr(measure, "last_level_cache_bytes", lambda: 100 << 20)
-    f = measure.WARM_FRACTION
+    f, g = measure.WARM_FRACTION, measure.LLC_FRACTION
     assert context_for(0) == "warm"
     assert context_for(int(f * (2 << 20))) == "warm"
     assert context_for(int(f * (2 << 20)) + 1) == "llc"
-    assert context_for(int(f * (100 << 20))) == "llc"
-    assert context_for(int(f * (100 << 20)) + 1) == "cold"
+    assert context_for(int(g * (100 << 20))) == "llc"
+    assert context_for(int(g * (100 << 20)) + 1) == "cold"
 
 
 def test_cache_sizes_read_from_sysfs_levels(tmp_path, monkeypatch):
