@@ -483,37 +483,90 @@ SK_AVX512 void gather_rows_chunked_avx512(const int64_t* ptr, const int32_t* row
   }
 }
 
-// out[e] for entries [e0, e1) (col < 0: padding, 0): chunk by chunk of the packed G and B,
-// each entry's partial dot product of a chunk added to out[e].
+
+// The entries bucketed by (block of kTileRows rows, column): a block's G chunk (kTileRows x
+// 64 floats, 32 KB) stays in L1 while every column's entries in it use it, so each G row
+// chunk comes from L2 once per block instead of once per entry. ptr[mb * K + k] ..
+// ptr[mb * K + k + 1]: the entries of column k in row block mb; per entry its row, float
+// weight and index in `values`; cnt[k]: column k's entries (the thread split).
+constexpr int64_t kTileRows = 128;
+struct Tiles {
+  int64_t nmb = 0, K = 0;
+  std::vector<int64_t> ptr, cnt;
+  std::vector<int32_t> row;
+  std::vector<float> w;
+  std::vector<int64_t> ent;
+};
+
+// out rows [k0, k1) of A^T @ G over the packed chunks of G (NV = width / 16).
 template <int NV>
-SK_AVX512 void dot_chunk_avx512(const int32_t* row, const int32_t* col, const Chunks& g,
-                                const Chunks& b, int64_t ch, float* out, int64_t e0,
-                                int64_t e1) {
+SK_AVX512 void tiles_t_chunk(const Tiles& t, const Chunks& g, int64_t ch, int64_t N, float* out,
+                             int64_t k0, int64_t k1) {
   constexpr int64_t W = 16 * NV;
-  const float* gs = g.data + ch * g.rows * W;
-  const float* bs = b.data + ch * b.rows * W;
-  for (int64_t e = e0; e < e1; ++e) {
-    const int32_t k = col[e];
-    if (k < 0) continue;
-    const float* gr = gs + static_cast<int64_t>(row[e]) * W;
-    const float* br = bs + static_cast<int64_t>(k) * W;
-    __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(gr), _mm512_loadu_ps(br));
-    SK_UNROLL for (int u = 1; u < NV; ++u)
-      acc = _mm512_fmadd_ps(_mm512_loadu_ps(gr + 16 * u), _mm512_loadu_ps(br + 16 * u), acc);
-    out[e] += _mm512_reduce_add_ps(acc);
+  const float* slab = g.data + ch * g.rows * W;
+  const int64_t n0 = ch * W, nb = min_i64(W, N - n0);
+  __mmask16 mk[NV];
+  SK_UNROLL for (int u = 0; u < NV; ++u) mk[u] = lanes16(nb - 16 * u);
+  for (int64_t k = k0; k < k1; ++k)
+    SK_UNROLL for (int u = 0; u < NV; ++u)
+      _mm512_mask_storeu_ps(out + k * N + n0 + 16 * u, mk[u], _mm512_setzero_ps());
+  for (int64_t mb = 0; mb < t.nmb; ++mb) {
+    const int64_t* p = t.ptr.data() + mb * t.K;
+    for (int64_t k = k0; k < k1; ++k) {
+      if (p[k] == p[k + 1]) continue;
+      float* o = out + k * N + n0;
+      __m512 acc[NV];
+      SK_UNROLL for (int u = 0; u < NV; ++u) acc[u] = _mm512_maskz_loadu_ps(mk[u], o + 16 * u);
+      for (int64_t e = p[k]; e < p[k + 1]; ++e) {
+        const float* gr = slab + static_cast<int64_t>(t.row[e]) * W;
+        const __m512 wv = _mm512_set1_ps(t.w[e]);
+        SK_UNROLL for (int u = 0; u < NV; ++u)
+          acc[u] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(gr + 16 * u), acc[u]);
+      }
+      SK_UNROLL for (int u = 0; u < NV; ++u) _mm512_mask_storeu_ps(o + 16 * u, mk[u], acc[u]);
+    }
   }
 }
 
-SK_AVX512 void dot_entries_chunked_avx512(const int32_t* row, const int32_t* col,
-                                          const Chunks& g, const Chunks& b, float* out,
-                                          int64_t e0, int64_t e1) {
-  for (int64_t e = e0; e < e1; ++e) out[e] = 0.0f;
+// out[ent] += the chunk's part of G[row] . B[k] for the entries of columns [k0, k1).
+template <int NV>
+SK_AVX512 void tiles_dot_chunk(const Tiles& t, const Chunks& g, const Chunks& b, int64_t ch,
+                               float* out, int64_t k0, int64_t k1) {
+  constexpr int64_t W = 16 * NV;
+  const float* gs = g.data + ch * g.rows * W;
+  const float* bs = b.data + ch * b.rows * W;
+  for (int64_t mb = 0; mb < t.nmb; ++mb) {
+    const int64_t* p = t.ptr.data() + mb * t.K;
+    for (int64_t k = k0; k < k1; ++k) {
+      if (p[k] == p[k + 1]) continue;
+      __m512 bv[NV];
+      SK_UNROLL for (int u = 0; u < NV; ++u) bv[u] = _mm512_loadu_ps(bs + k * W + 16 * u);
+      for (int64_t e = p[k]; e < p[k + 1]; ++e) {
+        const float* gr = gs + static_cast<int64_t>(t.row[e]) * W;
+        __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(gr), bv[0]);
+        SK_UNROLL for (int u = 1; u < NV; ++u)
+          acc = _mm512_fmadd_ps(_mm512_loadu_ps(gr + 16 * u), bv[u], acc);
+        out[t.ent[e]] += _mm512_reduce_add_ps(acc);
+      }
+    }
+  }
+}
+
+// Columns [k0, k1): every chunk of N (templated on the chunk width).
+SK_AVX512 void tiles_columns(const Tiles& t, const Chunks& g, const Chunks* b, int64_t N,
+                             float* out, int64_t k0, int64_t k1) {
   for (int64_t ch = 0; ch < g.count; ++ch) {
-    switch (g.width / 16) {
-      case 1: dot_chunk_avx512<1>(row, col, g, b, ch, out, e0, e1); break;
-      case 2: dot_chunk_avx512<2>(row, col, g, b, ch, out, e0, e1); break;
-      case 3: dot_chunk_avx512<3>(row, col, g, b, ch, out, e0, e1); break;
-      default: dot_chunk_avx512<4>(row, col, g, b, ch, out, e0, e1); break;
+    const int nv = static_cast<int>(g.width / 16);
+    if (b == nullptr) {
+      if (nv == 1) tiles_t_chunk<1>(t, g, ch, N, out, k0, k1);
+      else if (nv == 2) tiles_t_chunk<2>(t, g, ch, N, out, k0, k1);
+      else if (nv == 3) tiles_t_chunk<3>(t, g, ch, N, out, k0, k1);
+      else tiles_t_chunk<4>(t, g, ch, N, out, k0, k1);
+    } else {
+      if (nv == 1) tiles_dot_chunk<1>(t, g, *b, ch, out, k0, k1);
+      else if (nv == 2) tiles_dot_chunk<2>(t, g, *b, ch, out, k0, k1);
+      else if (nv == 3) tiles_dot_chunk<3>(t, g, *b, ch, out, k0, k1);
+      else tiles_dot_chunk<4>(t, g, *b, ch, out, k0, k1);
     }
   }
 }
@@ -529,6 +582,69 @@ int make_coords(const Format& a, Coords* c) {
   return expand(a, c->row.data(), c->col.data());
 }
 
+// Buckets the coordinates (see Tiles); false when the bucket table would be much larger
+// than the entries (a very tall or wide A: the caller takes the per-entry path).
+bool make_tiles(const Format& a, const Coords& c, Tiles* t) {
+  t->nmb = ceil_div(a.M, kTileRows);
+  t->K = a.K;
+  int64_t cells;
+  if (!checked_mul(t->nmb, a.K, &cells) || cells > max_i64(4 * a.numel, int64_t{1} << 20))
+    return false;
+  t->ptr.assign(static_cast<size_t>(cells) + 1, 0);
+  t->cnt.assign(static_cast<size_t>(a.K) + 1, 0);
+  for (int64_t e = 0; e < a.numel; ++e) {
+    const int32_t k = c.col[e];
+    if (k < 0) continue;
+    ++t->ptr[(c.row[e] / kTileRows) * a.K + k + 1];
+    ++t->cnt[static_cast<size_t>(k) + 1];
+  }
+  for (int64_t i = 0; i < cells; ++i) t->ptr[i + 1] += t->ptr[i];
+  for (int64_t k = 0; k < a.K; ++k) t->cnt[k + 1] += t->cnt[k];
+  const int64_t nnz = t->ptr[cells];
+  t->row.resize(static_cast<size_t>(max_i64(nnz, 1)));
+  t->w.resize(t->row.size());
+  t->ent.resize(t->row.size());
+  std::vector<int64_t> next(t->ptr.begin(), t->ptr.end() - 1);
+  for (int64_t e = 0; e < a.numel; ++e) {
+    const int32_t k = c.col[e];
+    if (k < 0) continue;
+    const int64_t q = next[(c.row[e] / kTileRows) * a.K + k]++;
+    t->row[q] = c.row[e];
+    t->w[q] = weight(a, e);
+    t->ent[q] = e;
+  }
+  return true;
+}
+
+// Both products over Tiles (B == nullptr: A^T @ G into out [K, N]; else the sampled dot
+// products into out [numel]). kNoMemory when the chunk buffers cannot be had; kBadArgument
+// (nothing written) when the tiles would be too large, so the caller falls back.
+int tiled_avx512(const Format& a, const Coords& c, const float* G, const float* B, int64_t N,
+                 float* out, int num_threads) {
+#if SK_HAVE_AVX512_KERNELS
+  Tiles t;
+  if (N == 0 || !make_tiles(a, c, &t)) return kBadArgument;
+  const double work = (static_cast<double>(t.cnt[a.K]) + a.K) * static_cast<double>(N) / 16.0;
+  const int nt = threads_for(num_threads, work);
+  Chunks gc, bc;
+  int s = pack_chunks(G, a.M, N, scratch_panel(), nt, &gc);
+  if (s == kOk && B != nullptr) s = pack_chunks(B, a.K, N, scratch_accum(), nt, &bc);
+  if (s != kOk) return s;
+  if (B != nullptr)
+    for (int64_t e = 0; e < a.numel; ++e) out[e] = 0.0f;  // padding entries stay 0
+  const int parts = parts_for(nt, a.K, kMaxParts);
+  int64_t bounds[kMaxParts + 1];
+  split_by_prefix(t.cnt.data(), a.K, 1.0, parts, bounds);
+  return parallel_parts(parts, nt, [&](int p) {
+    tiles_columns(t, gc, B != nullptr ? &bc : nullptr, N, out, bounds[p], bounds[p + 1]);
+    return static_cast<int>(kOk);
+  });
+#else
+  (void)a, (void)c, (void)G, (void)B, (void)N, (void)out, (void)num_threads;
+  return kBadArgument;
+#endif
+}
+
 }  // namespace
 
 int sampled_dot(const Format& a, const float* G, const float* B, int64_t N, float* out,
@@ -541,22 +657,13 @@ int sampled_dot(const Format& a, const float* G, const float* B, int64_t N, floa
   const int s = make_coords(a, &c);
   if (s != kOk) return s;
   const Isa isa = active_isa();
+  if (isa == Isa::kAvx512) {
+    const int st = tiled_avx512(a, c, G, B, N, out, num_threads);
+    if (st != kBadArgument) return st;
+  }
   const int64_t n = a.numel;
   int nt = threads_for(num_threads, static_cast<double>(n) * static_cast<double>(N) / 8.0);
   const int parts = parts_for(nt, n, kMaxParts);
-#if SK_HAVE_AVX512_KERNELS
-  if (isa == Isa::kAvx512 && N > 0) {
-    Chunks gc, bc;
-    int st = pack_chunks(G, a.M, N, scratch_panel(), nt, &gc);
-    if (st == kOk) st = pack_chunks(B, a.K, N, scratch_accum(), nt, &bc);
-    if (st != kOk) return st;
-    return parallel_parts(parts, nt, [&](int p) {
-      dot_entries_chunked_avx512(c.row.data(), c.col.data(), gc, bc, out, n * p / parts,
-                                 n * (p + 1) / parts);
-      return static_cast<int>(kOk);
-    });
-  }
-#endif
   return parallel_parts(parts, nt, [&](int p) {
     const int64_t e0 = n * p / parts, e1 = n * (p + 1) / parts;
     for (int64_t e = e0; e < e1; ++e) {
@@ -588,6 +695,10 @@ int spmm_transposed(const Format& a, const float* G, int64_t N, float* out, int 
   Coords c;
   int s = make_coords(a, &c);
   if (s != kOk) return s;
+  if (active_isa() == Isa::kAvx512) {
+    s = tiled_avx512(a, c, G, nullptr, N, out, num_threads);
+    if (s != kBadArgument) return s;
+  }
   // Counting sort by column: ptr [K + 1], then each entry's row and float weight.
   std::vector<int64_t> ptr(static_cast<size_t>(a.K) + 1, 0);
   for (int64_t e = 0; e < a.numel; ++e)
