@@ -134,8 +134,10 @@ def main():
     variants = [v[0] for v in VARIANTS] if not a.variants else a.variants.split(",")
     procs = {}
     for b in a.builds:
-        name, d = b.split("=")
+        name, rest = b.split("=", 1)
+        d, *extra = rest.split(",")  # name=DIR[,VAR=VALUE...]: extra environment
         env = dict(os.environ, PYTHONPATH=os.path.abspath(d))
+        env.update(e.split("=", 1) for e in extra)
         p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", "--threads",
                               str(a.threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              text=True, env=env, cwd="/tmp")
