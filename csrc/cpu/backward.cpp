@@ -419,7 +419,8 @@ struct Chunks {
   int64_t rows = 0, width = 0, count = 0;
 };
 
-int64_t chunk_width(int64_t N) { return min_i64(64, round_up(N, 16)); }
+// 16 to 64 columns (never 0: N == 0 never reaches the chunked paths, but the width divides).
+int64_t chunk_width(int64_t N) { return min_i64(64, max_i64(16, round_up(N, 16))); }
 
 // Packs X [rows, N] (row-major) into buf as Chunks (tails zero-padded); kNoMemory when the
 // buffer cannot be had.

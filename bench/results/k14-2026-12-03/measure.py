@@ -126,6 +126,7 @@ def main():
     ap.add_argument("--variants", default=None, help="2:4,csc")
     ap.add_argument("--fb-max-flops", type=float, default=3e10)
     ap.add_argument("--worker", action="store_true")
+    ap.add_argument("--switch-sleep", type=float, default=0.3)
     a = ap.parse_args()
     if a.worker:
         return worker(a.threads)
@@ -157,6 +158,10 @@ def main():
         samples = {}
         for r in range(a.rounds):
             for name, (p, _) in procs.items():
+                if len(procs) > 1:
+                    # Let the other worker's pool threads stop spinning (OpenMP/MKL keep
+                    # spinning after a parallel region and would steal this worker's cores).
+                    time.sleep(a.switch_sleep)
                 p.stdin.write(json.dumps({"key": key}) + "\n"); p.stdin.flush()
                 out = json.loads(p.stdout.readline())
                 for n, t in out.items():
