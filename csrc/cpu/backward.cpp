@@ -8,7 +8,8 @@
 // 3. spmm_transposed: the coordinates are sorted by column (a counting sort, the CSR form of
 //    A^T with float weights), then every output row k gathers its entries' rows of G, chunk
 //    by chunk of N with the accumulators in registers (no scatter, no write conflicts).
-// The AVX2 variants run when the CPU has AVX2 (active_isa); the portable ones otherwise.
+// The AVX-512 variants (active_isa) copy G and B into L2-sized column chunks first and run
+// BSR as register-tiled block products (see "BSR, AVX-512"); AVX2 and portable ones as above.
 #include "backward.h"
 
 #include <cstdlib>
@@ -19,6 +20,7 @@
 #include "isa.h"
 #include "parallel.h"
 #include "simd_avx2.h"
+#include "simd_avx512.h"
 
 namespace sparsekern {
 namespace cpu {
@@ -187,12 +189,20 @@ SK_AVX2 void gather_rows_avx2_nv(const int64_t* ptr, const int32_t* row, const f
 }
 #endif
 
+#if SK_HAVE_AVX512_KERNELS
+// Mask of the first n (0 <= n <= 16) lanes.
+SK_AVX512_INLINE __mmask16 lanes16(int64_t n) {
+  return static_cast<__mmask16>(n >= 16 ? 0xFFFFu : n <= 0 ? 0u : (1u << n) - 1u);
+}
+
+#endif
+
 // Rows [k0, k1) of out, all N columns, in chunks of 64 (then 8) columns.
-void gather_rows(bool avx2, const int64_t* ptr, const int32_t* row, const float* w,
+void gather_rows(Isa isa, const int64_t* ptr, const int32_t* row, const float* w,
                  const float* G, int64_t N, float* out, int64_t k0, int64_t k1) {
   int64_t n0 = 0;
 #if SK_HAVE_AVX2_KERNELS
-  if (avx2) {
+  if (isa == Isa::kAvx2) {
     for (; n0 + 64 <= N; n0 += 64) gather_rows_avx2_nv<8>(ptr, row, w, G, N, out, k0, k1, n0);
     for (; n0 + 8 <= N; n0 += 8) gather_rows_avx2_nv<1>(ptr, row, w, G, N, out, k0, k1, n0);
   }
@@ -200,6 +210,368 @@ void gather_rows(bool avx2, const int64_t* ptr, const int32_t* row, const float*
   for (; n0 < N; n0 += 64)
     gather_rows_portable(ptr, row, w, G, N, out, k0, k1, n0, min_i64(64, N - n0));
 }
+
+// ----------------------------------------------------------------------------- BSR, AVX-512
+// BSR blocks are small dense matrices, so both products run as register-tiled micro-GEMMs
+// per block instead of one entry at a time (no coordinate expansion).
+#if SK_HAVE_AVX512_KERNELS
+
+// Block rows of the blocks of block column bc: blocks cblk[cptr[bc] .. cptr[bc + 1]).
+struct BsrByColumn {
+  std::vector<int64_t> cptr;
+  std::vector<int32_t> cblk, cbr;
+};
+
+// Checks a BSR's offsets and block columns (as expand_bsr) and sorts its blocks by column.
+int bsr_by_column(const Format& a, BsrByColumn* t) {
+  const int32_t* cols = static_cast<const int32_t*>(a.indices);
+  const int32_t* ptr = static_cast<const int32_t*>(a.offsets);
+  const int64_t Mb = ceil_div(a.M, a.bm), Kb = ceil_div(a.K, a.bk);
+  if (ptr[0] != 0 || ptr[Mb] != a.nnzb) return kBadOffsets;
+  t->cptr.assign(static_cast<size_t>(Kb) + 1, 0);
+  for (int64_t br = 0; br < Mb; ++br) {
+    if (ptr[br + 1] < ptr[br]) return kBadOffsets;
+    for (int64_t b = ptr[br]; b < ptr[br + 1]; ++b) {
+      if (cols[b] < 0 || cols[b] >= Kb) return kBadIndex;
+      ++t->cptr[static_cast<size_t>(cols[b]) + 1];
+    }
+  }
+  for (int64_t k = 0; k < Kb; ++k) t->cptr[k + 1] += t->cptr[k];
+  t->cblk.resize(static_cast<size_t>(max_i64(a.nnzb, 1)));
+  t->cbr.resize(t->cblk.size());
+  std::vector<int64_t> next(t->cptr.begin(), t->cptr.end() - 1);
+  for (int64_t br = 0; br < Mb; ++br)
+    for (int64_t b = ptr[br]; b < ptr[br + 1]; ++b) {
+      const int64_t q = next[cols[b]]++;
+      t->cblk[q] = static_cast<int32_t>(b);
+      t->cbr[q] = static_cast<int32_t>(br);
+    }
+  return kOk;
+}
+
+// out rows c0 + [j0, j0 + JR), columns [n0, n0 + nb) (nb <= 16 * NV) = sum over the blocks
+// of the column of block^T[j, i] * G[r0 + i, n0 ..]: each G row chunk loaded once serves
+// JR output rows (JR * NV accumulators).
+template <int JR, int NV>
+SK_AVX512 void bsr_t_tile(const BsrByColumn& t, int64_t bc, const float* w, const Format& a,
+                          const float* G, int64_t N, float* out, int64_t j0, int64_t n0,
+                          int64_t nb) {
+  __mmask16 mk[NV];
+  SK_UNROLL for (int u = 0; u < NV; ++u) mk[u] = lanes16(nb - 16 * u);
+  __m512 acc[JR][NV];
+  SK_UNROLL for (int r = 0; r < JR; ++r)
+    SK_UNROLL for (int u = 0; u < NV; ++u) acc[r][u] = _mm512_setzero_ps();
+  const int64_t bsz = a.bm * a.bk;
+  for (int64_t q = t.cptr[bc]; q < t.cptr[bc + 1]; ++q) {
+    const int64_t r0 = static_cast<int64_t>(t.cbr[q]) * a.bm;
+    const int64_t rows = min_i64(a.bm, a.M - r0);  // rows past M are format padding
+    const float* wb = w + static_cast<int64_t>(t.cblk[q]) * bsz + j0;
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* g = G + (r0 + i) * N + n0;
+      __m512 gv[NV];
+      SK_UNROLL for (int u = 0; u < NV; ++u) gv[u] = _mm512_maskz_loadu_ps(mk[u], g + 16 * u);
+      SK_UNROLL for (int r = 0; r < JR; ++r) {
+        const __m512 wv = _mm512_set1_ps(wb[i * a.bk + r]);
+        SK_UNROLL for (int u = 0; u < NV; ++u) acc[r][u] = _mm512_fmadd_ps(wv, gv[u], acc[r][u]);
+      }
+    }
+  }
+  const int64_t c0 = bc * a.bk;
+  SK_UNROLL for (int r = 0; r < JR; ++r) {
+    float* o = out + (c0 + j0 + r) * N + n0;
+    SK_UNROLL for (int u = 0; u < NV; ++u) _mm512_mask_storeu_ps(o + 16 * u, mk[u], acc[r][u]);
+  }
+}
+
+// Block columns [b0, b1) of A^T @ G: every output row of them, all N columns.
+SK_AVX512 void bsr_t_columns(const BsrByColumn& t, const float* w, const Format& a,
+                             const float* G, int64_t N, float* out, int64_t b0, int64_t b1) {
+  constexpr int kJR = 6, kNV = 4;  // 24 accumulators + 4 G vectors + 1 weight of 32 zmm
+  for (int64_t bc = b0; bc < b1; ++bc) {
+    const int64_t cols = min_i64(a.bk, a.K - bc * a.bk);  // columns past K are padding
+    for (int64_t n0 = 0; n0 < N; n0 += 16 * kNV) {
+      const int64_t nb = min_i64(16 * kNV, N - n0);
+      int64_t j = 0;
+      for (; j + kJR <= cols; j += kJR) bsr_t_tile<kJR, kNV>(t, bc, w, a, G, N, out, j, n0, nb);
+      for (; j < cols; ++j) bsr_t_tile<1, kNV>(t, bc, w, a, G, N, out, j, n0, nb);
+    }
+  }
+}
+
+// out[b, i0 + [0, IR), j0 + [0, JR)] = G[r0 + i, :] . B[c0 + j, :] (IR * JR accumulators,
+// IR + JR loads per IR * JR multiply-adds).
+template <int IR, int JR>
+SK_AVX512 void bsr_dot_tile(const float* G, const float* B, int64_t N, int64_t r0, int64_t c0,
+                            int64_t i0, int64_t j0, float* o, int64_t bk) {
+  __m512 acc[IR][JR];
+  SK_UNROLL for (int i = 0; i < IR; ++i)
+    SK_UNROLL for (int j = 0; j < JR; ++j) acc[i][j] = _mm512_setzero_ps();
+  const float* g = G + (r0 + i0) * N;
+  const float* b = B + (c0 + j0) * N;
+  for (int64_t n = 0; n < N; n += 16) {
+    const __mmask16 k = lanes16(N - n);
+    __m512 gv[IR];
+    SK_UNROLL for (int i = 0; i < IR; ++i) gv[i] = _mm512_maskz_loadu_ps(k, g + i * N + n);
+    SK_UNROLL for (int j = 0; j < JR; ++j) {
+      const __m512 bv = _mm512_maskz_loadu_ps(k, b + j * N + n);
+      SK_UNROLL for (int i = 0; i < IR; ++i) acc[i][j] = _mm512_fmadd_ps(gv[i], bv, acc[i][j]);
+    }
+  }
+  SK_UNROLL for (int i = 0; i < IR; ++i)
+    SK_UNROLL for (int j = 0; j < JR; ++j)
+      o[(i0 + i) * bk + j0 + j] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+// sampled_dot of blocks [q0, q1) (in the format's order; block row of block b: brow[b]).
+SK_AVX512 void bsr_dot_blocks(const Format& a, const int32_t* brow, const float* G,
+                              const float* B, int64_t N, float* out, int64_t q0, int64_t q1) {
+  constexpr int kIR = 4, kJR = 4;
+  const int32_t* cols = static_cast<const int32_t*>(a.indices);
+  const int64_t bsz = a.bm * a.bk;
+  for (int64_t b = q0; b < q1; ++b) {
+    const int64_t r0 = static_cast<int64_t>(brow[b]) * a.bm, c0 = static_cast<int64_t>(cols[b]) * a.bk;
+    const int64_t rows = min_i64(a.bm, a.M - r0), ncols = min_i64(a.bk, a.K - c0);
+    float* o = out + b * bsz;
+    if (rows < a.bm || ncols < a.bk)  // padding entries get 0
+      for (int64_t e = 0; e < bsz; ++e) o[e] = 0.0f;
+    int64_t i = 0;
+    for (; i + kIR <= rows; i += kIR) {
+      int64_t j = 0;
+      for (; j + kJR <= ncols; j += kJR) bsr_dot_tile<kIR, kJR>(G, B, N, r0, c0, i, j, o, a.bk);
+      for (; j < ncols; ++j) bsr_dot_tile<kIR, 1>(G, B, N, r0, c0, i, j, o, a.bk);
+    }
+    for (; i < rows; ++i) {
+      int64_t j = 0;
+      for (; j + kJR <= ncols; j += kJR) bsr_dot_tile<1, kJR>(G, B, N, r0, c0, i, j, o, a.bk);
+      for (; j < ncols; ++j) bsr_dot_tile<1, 1>(G, B, N, r0, c0, i, j, o, a.bk);
+    }
+  }
+}
+#endif  // SK_HAVE_AVX512_KERNELS
+
+// The values as float32 (a copy unless they already are).
+const float* float_values(const Format& a, std::vector<float>* buf) {
+  if (a.wt == WeightType::kF32) return static_cast<const float*>(a.values);
+  buf->resize(static_cast<size_t>(max_i64(a.numel, 1)));
+  for (int64_t i = 0; i < a.numel; ++i) (*buf)[i] = weight(a, i);
+  return buf->data();
+}
+
+int bsr_transposed_avx512(const Format& a, const float* G, int64_t N, float* out,
+                          int num_threads) {
+#if SK_HAVE_AVX512_KERNELS
+  BsrByColumn t;
+  const int s = bsr_by_column(a, &t);
+  if (s != kOk) return s;
+  std::vector<float> wbuf;
+  const float* w = float_values(a, &wbuf);
+  const int64_t Kb = ceil_div(a.K, a.bk);
+  const double work = (static_cast<double>(a.numel) + a.K) * static_cast<double>(N) / 16.0;
+  const int nt = threads_for(num_threads, work);
+  const int parts = parts_for(nt, Kb, kMaxParts);
+  int64_t bounds[kMaxParts + 1];
+  split_by_prefix(t.cptr.data(), Kb, 1.0, parts, bounds);
+  return parallel_parts(parts, nt, [&](int p) {
+    bsr_t_columns(t, w, a, G, N, out, bounds[p], bounds[p + 1]);
+    return static_cast<int>(kOk);
+  });
+#else
+  (void)a, (void)G, (void)N, (void)out, (void)num_threads;
+  return kBadArgument;
+#endif
+}
+
+int bsr_sampled_dot_avx512(const Format& a, const float* G, const float* B, int64_t N,
+                           float* out, int num_threads) {
+#if SK_HAVE_AVX512_KERNELS
+  const int32_t* cols = static_cast<const int32_t*>(a.indices);
+  const int32_t* ptr = static_cast<const int32_t*>(a.offsets);
+  const int64_t Mb = ceil_div(a.M, a.bm), Kb = ceil_div(a.K, a.bk);
+  if (ptr[0] != 0 || ptr[Mb] != a.nnzb) return kBadOffsets;
+  std::vector<int32_t> brow(static_cast<size_t>(max_i64(a.nnzb, 1)));
+  for (int64_t br = 0; br < Mb; ++br) {
+    if (ptr[br + 1] < ptr[br]) return kBadOffsets;
+    for (int64_t b = ptr[br]; b < ptr[br + 1]; ++b) {
+      if (cols[b] < 0 || cols[b] >= Kb) return kBadIndex;
+      brow[b] = static_cast<int32_t>(br);
+    }
+  }
+  const int nt = threads_for(num_threads, static_cast<double>(a.numel) * N / 16.0);
+  const int parts = parts_for(nt, a.nnzb, kMaxParts);
+  return parallel_parts(parts, nt, [&](int p) {
+    bsr_dot_blocks(a, brow.data(), G, B, N, out, a.nnzb * p / parts, a.nnzb * (p + 1) / parts);
+    return static_cast<int>(kOk);
+  });
+#else
+  (void)a, (void)G, (void)B, (void)N, (void)out, (void)num_threads;
+  return kBadArgument;
+#endif
+}
+
+// ----------------------------------------------------------------------------- chunked G, B
+// The entry-wise products read rows of G (and B) in random order. With N a power of two the
+// rows' chunks fall into a few cache sets (a 2 KB row stride maps every row to the same
+// 1/32 of L2), so the AVX-512 paths first copy G (and B) chunk by chunk of C <= 64 columns
+// into contiguous [rows, C] slabs: one slab (1 MB at M = 4096) then stays in L2 while every
+// entry uses it.
+struct Chunks {
+  const float* data = nullptr;  // chunk c of row r: data + (c * rows + r) * width
+  int64_t rows = 0, width = 0, count = 0;
+};
+
+// 16 to 64 columns (never 0: N == 0 never reaches the chunked paths, but the width divides).
+int64_t chunk_width(int64_t N) { return min_i64(64, max_i64(16, round_up(N, 16))); }
+
+// Packs X [rows, N] (row-major) into buf as Chunks (tails zero-padded); kNoMemory when the
+// buffer cannot be had.
+int pack_chunks(const float* X, int64_t rows, int64_t N, Scratch& buf, int nt, Chunks* c) {
+  c->rows = rows;
+  c->width = chunk_width(N);
+  c->count = ceil_div(N, c->width);
+  int64_t per_chunk;
+  if (!checked_mul(rows, c->width, &per_chunk)) return kNoMemory;
+  float* d = buf.get_as<float>(per_chunk, c->count);
+  if (d == nullptr) return kNoMemory;
+  c->data = d;
+  const int64_t W = c->width;
+  const int parts = parts_for(nt, rows, kMaxParts);
+  return parallel_parts(parts, nt, [&](int p) {
+    for (int64_t r = rows * p / parts; r < rows * (p + 1) / parts; ++r)
+      for (int64_t ch = 0; ch < c->count; ++ch) {
+        const int64_t n0 = ch * W, nb = min_i64(W, N - n0);
+        float* o = d + (ch * rows + r) * W;
+        std::memcpy(o, X + r * N + n0, static_cast<size_t>(nb) * sizeof(float));
+        for (int64_t j = nb; j < W; ++j) o[j] = 0.0f;
+      }
+    return static_cast<int>(kOk);
+  });
+}
+
+#if SK_HAVE_AVX512_KERNELS
+// out rows [k0, k1), columns of chunk ch: gather_rows_avx512_nv over a packed slab.
+template <int NV>
+SK_AVX512 void gather_chunk_avx512(const int64_t* ptr, const int32_t* row, const float* w,
+                                   const Chunks& g, int64_t ch, int64_t N, float* out,
+                                   int64_t k0, int64_t k1) {
+  const float* slab = g.data + ch * g.rows * g.width;
+  const int64_t n0 = ch * g.width, nb = min_i64(g.width, N - n0);
+  __mmask16 mk[NV];
+  SK_UNROLL for (int u = 0; u < NV; ++u) mk[u] = lanes16(nb - 16 * u);
+  for (int64_t k = k0; k < k1; ++k) {
+    __m512 acc[NV];
+    SK_UNROLL for (int u = 0; u < NV; ++u) acc[u] = _mm512_setzero_ps();
+    for (int64_t e = ptr[k]; e < ptr[k + 1]; ++e) {
+      const float* gr = slab + static_cast<int64_t>(row[e]) * (16 * NV);
+      const __m512 wv = _mm512_set1_ps(w[e]);
+      SK_UNROLL for (int u = 0; u < NV; ++u)
+        acc[u] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(gr + 16 * u), acc[u]);
+    }
+    float* o = out + k * N + n0;
+    SK_UNROLL for (int u = 0; u < NV; ++u) _mm512_mask_storeu_ps(o + 16 * u, mk[u], acc[u]);
+  }
+}
+
+SK_AVX512 void gather_rows_chunked_avx512(const int64_t* ptr, const int32_t* row,
+                                          const float* w, const Chunks& g, int64_t N,
+                                          float* out, int64_t k0, int64_t k1) {
+  for (int64_t ch = 0; ch < g.count; ++ch) {
+    switch (g.width / 16) {
+      case 1: gather_chunk_avx512<1>(ptr, row, w, g, ch, N, out, k0, k1); break;
+      case 2: gather_chunk_avx512<2>(ptr, row, w, g, ch, N, out, k0, k1); break;
+      case 3: gather_chunk_avx512<3>(ptr, row, w, g, ch, N, out, k0, k1); break;
+      default: gather_chunk_avx512<4>(ptr, row, w, g, ch, N, out, k0, k1); break;
+    }
+  }
+}
+
+
+// The entries bucketed by (block of kTileRows rows, column): a block's G chunk (kTileRows x
+// 64 floats, 32 KB) stays in L1 while every column's entries in it use it, so each G row
+// chunk comes from L2 once per block instead of once per entry. ptr[mb * K + k] ..
+// ptr[mb * K + k + 1]: the entries of column k in row block mb; per entry its row, float
+// weight and index in `values`; cnt[k]: column k's entries (the thread split).
+constexpr int64_t kTileRows = 128;
+struct Tiles {
+  int64_t nmb = 0, K = 0;
+  std::vector<int64_t> ptr, cnt;
+  std::vector<int32_t> row;
+  std::vector<float> w;
+  std::vector<int64_t> ent;
+};
+
+// out rows [k0, k1) of A^T @ G over the packed chunks of G (NV = width / 16).
+template <int NV>
+SK_AVX512 void tiles_t_chunk(const Tiles& t, const Chunks& g, int64_t ch, int64_t N, float* out,
+                             int64_t k0, int64_t k1) {
+  constexpr int64_t W = 16 * NV;
+  const float* slab = g.data + ch * g.rows * W;
+  const int64_t n0 = ch * W, nb = min_i64(W, N - n0);
+  __mmask16 mk[NV];
+  SK_UNROLL for (int u = 0; u < NV; ++u) mk[u] = lanes16(nb - 16 * u);
+  for (int64_t k = k0; k < k1; ++k)
+    SK_UNROLL for (int u = 0; u < NV; ++u)
+      _mm512_mask_storeu_ps(out + k * N + n0 + 16 * u, mk[u], _mm512_setzero_ps());
+  for (int64_t mb = 0; mb < t.nmb; ++mb) {
+    const int64_t* p = t.ptr.data() + mb * t.K;
+    for (int64_t k = k0; k < k1; ++k) {
+      if (p[k] == p[k + 1]) continue;
+      float* o = out + k * N + n0;
+      __m512 acc[NV];
+      SK_UNROLL for (int u = 0; u < NV; ++u) acc[u] = _mm512_maskz_loadu_ps(mk[u], o + 16 * u);
+      for (int64_t e = p[k]; e < p[k + 1]; ++e) {
+        const float* gr = slab + static_cast<int64_t>(t.row[e]) * W;
+        const __m512 wv = _mm512_set1_ps(t.w[e]);
+        SK_UNROLL for (int u = 0; u < NV; ++u)
+          acc[u] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(gr + 16 * u), acc[u]);
+      }
+      SK_UNROLL for (int u = 0; u < NV; ++u) _mm512_mask_storeu_ps(o + 16 * u, mk[u], acc[u]);
+    }
+  }
+}
+
+// out[ent] += the chunk's part of G[row] . B[k] for the entries of columns [k0, k1).
+template <int NV>
+SK_AVX512 void tiles_dot_chunk(const Tiles& t, const Chunks& g, const Chunks& b, int64_t ch,
+                               float* out, int64_t k0, int64_t k1) {
+  constexpr int64_t W = 16 * NV;
+  const float* gs = g.data + ch * g.rows * W;
+  const float* bs = b.data + ch * b.rows * W;
+  for (int64_t mb = 0; mb < t.nmb; ++mb) {
+    const int64_t* p = t.ptr.data() + mb * t.K;
+    for (int64_t k = k0; k < k1; ++k) {
+      if (p[k] == p[k + 1]) continue;
+      __m512 bv[NV];
+      SK_UNROLL for (int u = 0; u < NV; ++u) bv[u] = _mm512_loadu_ps(bs + k * W + 16 * u);
+      for (int64_t e = p[k]; e < p[k + 1]; ++e) {
+        const float* gr = gs + static_cast<int64_t>(t.row[e]) * W;
+        __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(gr), bv[0]);
+        SK_UNROLL for (int u = 1; u < NV; ++u)
+          acc = _mm512_fmadd_ps(_mm512_loadu_ps(gr + 16 * u), bv[u], acc);
+        out[t.ent[e]] += _mm512_reduce_add_ps(acc);
+      }
+    }
+  }
+}
+
+// Columns [k0, k1): every chunk of N (templated on the chunk width).
+SK_AVX512 void tiles_columns(const Tiles& t, const Chunks& g, const Chunks* b, int64_t N,
+                             float* out, int64_t k0, int64_t k1) {
+  for (int64_t ch = 0; ch < g.count; ++ch) {
+    const int nv = static_cast<int>(g.width / 16);
+    if (b == nullptr) {
+      if (nv == 1) tiles_t_chunk<1>(t, g, ch, N, out, k0, k1);
+      else if (nv == 2) tiles_t_chunk<2>(t, g, ch, N, out, k0, k1);
+      else if (nv == 3) tiles_t_chunk<3>(t, g, ch, N, out, k0, k1);
+      else tiles_t_chunk<4>(t, g, ch, N, out, k0, k1);
+    } else {
+      if (nv == 1) tiles_dot_chunk<1>(t, g, *b, ch, out, k0, k1);
+      else if (nv == 2) tiles_dot_chunk<2>(t, g, *b, ch, out, k0, k1);
+      else if (nv == 3) tiles_dot_chunk<3>(t, g, *b, ch, out, k0, k1);
+      else tiles_dot_chunk<4>(t, g, *b, ch, out, k0, k1);
+    }
+  }
+}
+#endif  // SK_HAVE_AVX512_KERNELS
 
 struct Coords {
   std::vector<int32_t> row, col;
@@ -211,15 +583,85 @@ int make_coords(const Format& a, Coords* c) {
   return expand(a, c->row.data(), c->col.data());
 }
 
+// Buckets the coordinates (see Tiles); false when the bucket table would be much larger
+// than the entries (a very tall or wide A: the caller takes the per-entry path).
+bool make_tiles(const Format& a, const Coords& c, Tiles* t) {
+  t->nmb = ceil_div(a.M, kTileRows);
+  t->K = a.K;
+  int64_t cells;
+  if (!checked_mul(t->nmb, a.K, &cells) || cells > max_i64(4 * a.numel, int64_t{1} << 20))
+    return false;
+  t->ptr.assign(static_cast<size_t>(cells) + 1, 0);
+  t->cnt.assign(static_cast<size_t>(a.K) + 1, 0);
+  for (int64_t e = 0; e < a.numel; ++e) {
+    const int32_t k = c.col[e];
+    if (k < 0) continue;
+    ++t->ptr[(c.row[e] / kTileRows) * a.K + k + 1];
+    ++t->cnt[static_cast<size_t>(k) + 1];
+  }
+  for (int64_t i = 0; i < cells; ++i) t->ptr[i + 1] += t->ptr[i];
+  for (int64_t k = 0; k < a.K; ++k) t->cnt[k + 1] += t->cnt[k];
+  const int64_t nnz = t->ptr[cells];
+  t->row.resize(static_cast<size_t>(max_i64(nnz, 1)));
+  t->w.resize(t->row.size());
+  t->ent.resize(t->row.size());
+  std::vector<int64_t> next(t->ptr.begin(), t->ptr.end() - 1);
+  for (int64_t e = 0; e < a.numel; ++e) {
+    const int32_t k = c.col[e];
+    if (k < 0) continue;
+    const int64_t q = next[(c.row[e] / kTileRows) * a.K + k]++;
+    t->row[q] = c.row[e];
+    t->w[q] = weight(a, e);
+    t->ent[q] = e;
+  }
+  return true;
+}
+
+// Both products over Tiles (B == nullptr: A^T @ G into out [K, N]; else the sampled dot
+// products into out [numel]). kNoMemory when the chunk buffers cannot be had; kBadArgument
+// (nothing written) when the tiles would be too large, so the caller falls back.
+int tiled_avx512(const Format& a, const Coords& c, const float* G, const float* B, int64_t N,
+                 float* out, int num_threads) {
+#if SK_HAVE_AVX512_KERNELS
+  Tiles t;
+  if (N == 0 || !make_tiles(a, c, &t)) return kBadArgument;
+  const double work = (static_cast<double>(t.cnt[a.K]) + a.K) * static_cast<double>(N) / 16.0;
+  const int nt = threads_for(num_threads, work);
+  Chunks gc, bc;
+  int s = pack_chunks(G, a.M, N, scratch_panel(), nt, &gc);
+  if (s == kOk && B != nullptr) s = pack_chunks(B, a.K, N, scratch_accum(), nt, &bc);
+  if (s != kOk) return s;
+  if (B != nullptr)
+    for (int64_t e = 0; e < a.numel; ++e) out[e] = 0.0f;  // padding entries stay 0
+  const int parts = parts_for(nt, a.K, kMaxParts);
+  int64_t bounds[kMaxParts + 1];
+  split_by_prefix(t.cnt.data(), a.K, 1.0, parts, bounds);
+  return parallel_parts(parts, nt, [&](int p) {
+    tiles_columns(t, gc, B != nullptr ? &bc : nullptr, N, out, bounds[p], bounds[p + 1]);
+    return static_cast<int>(kOk);
+  });
+#else
+  (void)a, (void)c, (void)G, (void)B, (void)N, (void)out, (void)num_threads;
+  return kBadArgument;
+#endif
+}
+
 }  // namespace
 
 int sampled_dot(const Format& a, const float* G, const float* B, int64_t N, float* out,
                 int num_threads) {
   if (a.M < 0 || a.K < 0 || N < 0 || a.numel < 0) return kBadArgument;
+  if (a.M > kMaxDim || a.K > kMaxDim) return kBadArgument;
+  if (a.layout == SparseLayout::kBsr && active_isa() == Isa::kAvx512)
+    return bsr_sampled_dot_avx512(a, G, B, N, out, num_threads);
   Coords c;
   const int s = make_coords(a, &c);
   if (s != kOk) return s;
-  const bool avx2 = SK_HAVE_AVX2_KERNELS && active_isa() == Isa::kAvx2;
+  const Isa isa = active_isa();
+  if (isa == Isa::kAvx512) {
+    const int st = tiled_avx512(a, c, G, B, N, out, num_threads);
+    if (st != kBadArgument) return st;
+  }
   const int64_t n = a.numel;
   int nt = threads_for(num_threads, static_cast<double>(n) * static_cast<double>(N) / 8.0);
   const int parts = parts_for(nt, n, kMaxParts);
@@ -234,7 +676,7 @@ int sampled_dot(const Format& a, const float* G, const float* B, int64_t N, floa
       const float* g = G + static_cast<int64_t>(c.row[e]) * N;
       const float* b = B + static_cast<int64_t>(k) * N;
 #if SK_HAVE_AVX2_KERNELS
-      if (avx2) {
+      if (isa == Isa::kAvx2) {
         out[e] = dot_avx2(g, b, N);
         continue;
       }
@@ -248,9 +690,16 @@ int sampled_dot(const Format& a, const float* G, const float* B, int64_t N, floa
 int spmm_transposed(const Format& a, const float* G, int64_t N, float* out, int num_threads) {
   if (a.M < 0 || a.K < 0 || N < 0 || a.numel < 0) return kBadArgument;
   if (N == 0 || a.K == 0) return kOk;  // no output element (K is then backed by out's memory)
+  if (a.M > kMaxDim || a.K > kMaxDim) return kBadArgument;
+  if (a.layout == SparseLayout::kBsr && active_isa() == Isa::kAvx512)
+    return bsr_transposed_avx512(a, G, N, out, num_threads);
   Coords c;
   int s = make_coords(a, &c);
   if (s != kOk) return s;
+  if (active_isa() == Isa::kAvx512) {
+    s = tiled_avx512(a, c, G, nullptr, N, out, num_threads);
+    if (s != kBadArgument) return s;
+  }
   // Counting sort by column: ptr [K + 1], then each entry's row and float weight.
   std::vector<int64_t> ptr(static_cast<size_t>(a.K) + 1, 0);
   for (int64_t e = 0; e < a.numel; ++e)
@@ -269,13 +718,25 @@ int spmm_transposed(const Format& a, const float* G, int64_t N, float* out, int 
       sw[q] = weight(a, e);
     }
   }
-  const bool avx2 = SK_HAVE_AVX2_KERNELS && active_isa() == Isa::kAvx2;
+  const Isa isa = active_isa();
   int nt = threads_for(num_threads, (static_cast<double>(nnz) + a.K) * static_cast<double>(N) / 8.0);
   const int parts = parts_for(nt, a.K, kMaxParts);
   int64_t bounds[kMaxParts + 1];
   split_by_prefix(ptr.data(), a.K, 1.0, parts, bounds);
+#if SK_HAVE_AVX512_KERNELS
+  if (isa == Isa::kAvx512) {
+    Chunks gc;
+    s = pack_chunks(G, a.M, N, scratch_panel(), nt, &gc);
+    if (s != kOk) return s;
+    return parallel_parts(parts, nt, [&](int p) {
+      gather_rows_chunked_avx512(ptr.data(), srow.data(), sw.data(), gc, N, out, bounds[p],
+                                 bounds[p + 1]);
+      return static_cast<int>(kOk);
+    });
+  }
+#endif
   return parallel_parts(parts, nt, [&](int p) {
-    gather_rows(avx2, ptr.data(), srow.data(), sw.data(), G, N, out, bounds[p], bounds[p + 1]);
+    gather_rows(isa, ptr.data(), srow.data(), sw.data(), G, N, out, bounds[p], bounds[p + 1]);
     return static_cast<int>(kOk);
   });
 }

@@ -239,3 +239,38 @@ def test_gradcheck_float32_against_float64_reference(layout, block):
     f = lambda vv, bb: torch.ops.sparsekern.spmm(vv, S.indices, S.offsets, 8, 16, layout, bb)
     assert torch.autograd.gradcheck(f, (S.values.double().requires_grad_(),
                                         torch.randn(16, 2, dtype=torch.float64, requires_grad=True)))
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("layout,block,M,K", [("bsr", (32, 32), 70, 100), ("bsr", (8, 16), 64, 96),
+                                              ("bsr", (7, 3), 30, 20), ("csc", None, 70, 100),
+                                              ("2:4", None, 40, 96)],
+                         ids=["bsr32x32-edges", "bsr8x16", "bsr7x3", "csc", "2:4"])
+@pytest.mark.parametrize("N", [1, 15, 16, 17, 150])
+def test_backward_kernels_every_isa_against_dense(cpu_isa_env, isa, layout, block, M, K, N):
+    # Sizes that leave partial register tiles in every direction (rows, columns of a block,
+    # N not a multiple of 16) and BSR blocks cut by M and K; fresh inputs per case.
+    if isa == "avx2" and not C.cpu_has_avx2() or isa == "avx512" and not C.cpu_has_avx512():
+        pytest.skip(f"this CPU/OS has no {isa}")
+    cpu_isa_env(isa)
+    g = torch.Generator().manual_seed(M * 1000 + N)
+    W = torch.randn(M, K, generator=g)
+    if layout == "2:4":
+        W = W.reshape(M, K // 4, 4)
+        W = W.scatter(-1, W.abs().argsort(-1)[..., :2], 0.0).reshape(M, K)
+        A = sk.to_sparse(W, layout=layout)
+    elif layout == "bsr":
+        bm, bk = block
+        keep = torch.rand((M + bm - 1) // bm, (K + bk - 1) // bk, generator=g) < 0.5
+        W = W * keep.repeat_interleave(bm, 0)[:M].repeat_interleave(bk, 1)[:, :K]
+        A = sk.to_sparse(W, layout=layout, blocksize=block)
+    else:
+        W = W * (torch.rand(M, K, generator=g) < 0.3)
+        A = sk.to_sparse(W, layout=layout)
+    G, B = torch.randn(M, N, generator=g), torch.randn(K, N, generator=g)
+    args = (A.values, A.indices, A.offsets, M, K, layout)
+    t = torch.ops.sparsekern._spmm_transposed_cpu(*args, G)
+    torch.testing.assert_close(t, W.t().double().mm(G.double()).float(), rtol=1e-4, atol=1e-4)
+    s = torch.ops.sparsekern._sampled_dot_cpu(*args, G, B)
+    s_ref = _ref("spmm_sampled_dot", *args, G, B)
+    torch.testing.assert_close(s, s_ref, rtol=1e-4, atol=1e-4)
