@@ -193,7 +193,7 @@ def distill_plan(m, model, plan, data, masks):
     """Distil ``m`` against ``model`` by the plan; the losses (masks updated in place)."""
     steps = int(plan["steps"])
     if not steps:
-        return [float("nan")]
+        return [None]
     hidden = [f"encoder.encoder.layer.{i}" for i in range(6)] if plan["hidden"] == "1" else []
     upd = None
     if plan["mask"] == "srste":
@@ -211,6 +211,8 @@ def run_plans(args, model, tok, splits, calib, ev, dense):
     out = Path(args.out + "-plans")
     for text in args.plan:
         plan = parse_plan(text)
+        if args.extra_distill:  # another row than the same plan on the 512 sentences
+            text = f"{text},extra_distill={args.extra_distill}"
         m = copy.deepcopy(model)
         val = minilm.tokenize(tok, validation_sentences(args, int(plan["val"])), 64)
         val_dense = minilm.embed(model, val)
