@@ -16,7 +16,14 @@ the masks held, each plan from the dense weights; written to <out>-plans.json/.m
 
 A plan's keys: ffn / attn (fine ratio of the FFN / attention layers; "2:4" for the 2:4
 pattern), steps, lr, loss (cosine / mse), hidden (1: also match the 6 encoder layers'
-hidden states), batch (distillation sentences per step).
+hidden states, per token), hloss (the hidden states' distance: cosine / mse; default: loss),
+batch (distillation sentences per step), mask (hold: the masks held; srste: the 2:4 masks
+move, prune.MaskUpdate), every / decay / freeze (srste's MaskUpdate fields), calib (0: the
+128 calibration sentences; N > 128: those plus the first N - 128 distillation sentences),
+val (validation sentences, after the evaluation and extra distillation ones in the corpus
+order: reported, never trained on; for choosing between plans without the held-out set).
+
+    python tools/minilm_quality.py --plan ffn=2:4,attn=2:4,steps=128,lr=5e-4,hidden=1,mask=srste
 """
 from __future__ import annotations
 
@@ -127,7 +134,8 @@ FFN = ("intermediate.dense", "output.dense")
 def parse_plan(text: str) -> dict:
     """"ffn=0.8,attn=0.5,steps=128,lr=2e-4" -> a plan dict with defaults."""
     plan = dict(ffn="0.5", attn="0.5", steps="64", lr="2e-4", loss="cosine", hidden="0",
-                batch="16")
+                batch="16", hloss="", mask="hold", every="1", decay="2e-4", freeze="0.25",
+                calib="0", val="128")
     for part in filter(None, text.split(",")):
         k, sep, v = part.partition("=")
         if not sep or k not in plan:
@@ -167,45 +175,88 @@ def distill_sentences(args, splits):
     return list(splits.distill) + list(rest)
 
 
+def validation_sentences(args, n_val):
+    """``n_val`` sentences after the evaluation and extra distillation ones (corpus order)."""
+    n = args.calib + args.distill + args.eval + args.extra_distill
+    return text.text_splits(n, n_val, 0).distill
+
+
+def plan_calib(args, plan, tok, splits, calib):
+    """The calibration batches of a plan (one sentence each): the 128, or more (calib=N)."""
+    n = int(plan["calib"])
+    if n <= args.calib:
+        return calib
+    return calib + minilm.tokenize(tok, list(splits.distill)[:n - args.calib], args.calib_batch)
+
+
+def distill_plan(m, model, plan, data, masks):
+    """Distil ``m`` against ``model`` by the plan; the losses (masks updated in place)."""
+    steps = int(plan["steps"])
+    if not steps:
+        return [None]
+    hidden = [f"encoder.encoder.layer.{i}" for i in range(6)] if plan["hidden"] == "1" else []
+    upd = None
+    if plan["mask"] == "srste":
+        upd = prune.MaskUpdate(every=int(plan["every"]), decay=float(plan["decay"]),
+                               freeze=float(plan["freeze"]))
+    elif plan["mask"] != "hold":
+        raise SystemExit(f"--plan: mask must be hold or srste, got {plan['mask']!r}")
+    return prune.distill(m, model, data, masks=masks, steps=steps, lr=float(plan["lr"]),
+                         loss=plan["loss"], layers=hidden, warmup=steps // 10, progress=False,
+                         mask_update=upd, layer_loss=plan["hloss"] or None)
+
+
 def run_plans(args, model, tok, splits, calib, ev, dense):
     rows = {}
     out = Path(args.out + "-plans")
     for text in args.plan:
         plan = parse_plan(text)
+        if args.extra_distill:  # another row than the same plan on the 512 sentences
+            text = f"{text},extra_distill={args.extra_distill}"
         m = copy.deepcopy(model)
+        val = minilm.tokenize(tok, validation_sentences(args, int(plan["val"])), 64)
+        val_dense = minilm.embed(model, val)
         t = time.perf_counter()
-        masks = prune_plan(m, plan, calib)
+        masks = prune_plan(m, plan, plan_calib(args, plan, tok, splits, calib))
+        first = {n: k.clone() for n, k in masks.items()}
         t_prune = time.perf_counter() - t
         one = minilm.embedding_quality(dense, minilm.embed(m, ev))
         steps, batch = int(plan["steps"]), int(plan["batch"])
         data = minilm.tokenize(tok, distill_sentences(args, splits), batch)
-        hidden = [f"encoder.encoder.layer.{i}" for i in range(6)] if plan["hidden"] == "1" else []
         t, c = time.perf_counter(), time.process_time()
-        losses = prune.distill(m, model, data, masks=masks, steps=steps, lr=float(plan["lr"]),
-                               loss=plan["loss"], layers=hidden, warmup=steps // 10,
-                               progress=False) if steps else [float("nan")]
+        losses = distill_plan(m, model, plan, data, masks)
         secs, cpu = time.perf_counter() - t, time.process_time() - c
         q = minilm.embedding_quality(dense, minilm.embed(m, ev))
+        vq = minilm.embedding_quality(val_dense, minilm.embed(m, val))
         zeros = all(bool((m.get_submodule(n).weight[~k] == 0).all()) for n, k in masks.items())
-        rows[text] = dict(plan=plan, one_shot=one, **q, prune_seconds=round(t_prune, 1),
+        nm = all(prune.is_nm(m.get_submodule(n).weight) for n in masks) if "2:4" in (
+            plan["ffn"], plan["attn"]) else None
+        moved = sum(int((masks[n] != first[n]).sum()) for n in masks) / sum(
+            k.numel() for k in masks.values())
+        rows[text] = dict(plan=plan, one_shot=one, **q, validation=vq,
+                          prune_seconds=round(t_prune, 1),
                           distill_seconds=round(secs, 1), distill_cpu_seconds=round(cpu, 1),
                           seconds_per_step=round(secs / max(1, steps), 3),
-                          pruned_weights_zero=zeros,
+                          cpu_seconds_per_step=round(cpu / max(1, steps), 3),
+                          pruned_weights_zero=zeros, two_four=nm, mask_changed=round(moved, 5),
                           sparsity=round(prune.sparsity(m, list(masks))["total"], 4),
                           load_average=os.getloadavg()[0],
                           loss_first=losses[0], loss_last=losses[-1])
         print(f"{text}: one-shot {one['mean_cosine']:.4f}/{one['top1_agreement']:.3f} -> "
-              f"distilled {q['mean_cosine']:.4f}/{q['top1_agreement']:.3f}; sparsity "
+              f"distilled {q['mean_cosine']:.4f}/{q['top1_agreement']:.3f} (validation "
+              f"{vq['mean_cosine']:.4f}); 2:4 {nm}, mask changed {moved:.4f}; sparsity "
               f"{rows[text]['sparsity']:.3f}; {secs:.0f} s distill ({secs / max(1, steps):.2f} "
               f"s/step), load {os.getloadavg()[0]:.1f}", flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
+        rows[text]["command"] = "python tools/minilm_quality.py " + " ".join(sys.argv[1:])
+        rows[text]["distill_sentences"] = args.distill + args.extra_distill
         old.setdefault("results", {}).update(rows)
-        old["meta"] = {"command": "python tools/minilm_quality.py " + " ".join(sys.argv[1:]),
+        old.setdefault("meta", {"command": "python tools/minilm_quality.py " + " ".join(sys.argv[1:]),
                        "threads": torch.get_num_threads(), "calib_sentences": args.calib,
                        "calib_batch": args.calib_batch,
                        "distill_sentences": args.distill + args.extra_distill,
-                       "eval_sentences": args.eval, "torch": torch.__version__}
+                       "eval_sentences": args.eval, "torch": torch.__version__})
         out.with_suffix(".json").write_text(json.dumps(old, indent=2) + "\n")
     return rows
 

@@ -34,6 +34,7 @@ Public names:
     prune_model, apply_masks, MaskHolder, masks_from_zeros, sparsity       (masks)
     SparseGPTConfig                                 (criterion="sparsegpt" settings)
     distill, DEFAULT_DISTILL_LR                     (recovery against the dense teacher)
+    MaskUpdate, nm_mask, is_nm                      (distill with moving N:M masks: SR-STE)
     channel_prune, ChannelPruneReport                                       (channels)
     bn_l1_penalty                                                           (network slimming)
     sensitivity_scan, ratios_from_sensitivity, SensitivityTable             (sensitivity)
@@ -48,6 +49,7 @@ from .convert import convert, load_sparse, save_sparse
 from .criteria import CRITERIA, bn_l1_penalty
 from .distill import DEFAULT_DISTILL_LR, distill
 from .granularity import parse as parse_granularity
+from .mask_update import MaskUpdate, is_nm, nm_mask
 from .masks import MaskHolder, apply_masks, masks_from_zeros, sparsity
 from .pruner import prune_model
 from .sparsegpt import SparseGPTConfig
@@ -56,7 +58,8 @@ from .sensitivity import SensitivityTable, ratios_from_sensitivity, sensitivity_
 from .stats import count_macs, count_params
 from .trainer import DEFAULT_FINETUNE_LR, accuracy, fine_tune, train
 
-__all__ = ["prune_model", "SparseGPTConfig", "distill", "DEFAULT_DISTILL_LR", "apply_masks", "MaskHolder", "masks_from_zeros", "sparsity",
+__all__ = ["prune_model", "SparseGPTConfig", "distill", "DEFAULT_DISTILL_LR", "MaskUpdate",
+           "is_nm", "nm_mask", "apply_masks", "MaskHolder", "masks_from_zeros", "sparsity",
            "channel_prune", "ChannelPruneReport", "bn_l1_penalty", "sensitivity_scan",
            "ratios_from_sensitivity", "SensitivityTable", "iterative_prune", "IterativeResult",
            "fine_tune", "train", "accuracy", "DEFAULT_FINETUNE_LR", "convert", "save_sparse",

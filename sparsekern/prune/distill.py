@@ -33,6 +33,7 @@ from torch import nn
 
 from .. import inputs
 from .layers import prunable_layers
+from .mask_update import MaskUpdate, MovingMasks
 from .masks import MaskHolder, check_masks, masks_from_zeros
 
 #: Default learning rate of :func:`distill` (AdamW): smaller than pre-training's.
@@ -174,7 +175,9 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
             weight_decay: float = 0.0, max_grad_norm: Optional[float] = 1.0,
             train_mode: bool = False, optimizer: Optional[torch.optim.Optimizer] = None,
             progress: bool = True, eval_fn: Optional[Callable[[nn.Module], float]] = None,
-            eval_every: int = 0, history: Optional[list] = None) -> List[float]:
+            eval_every: int = 0, history: Optional[list] = None,
+            mask_update: Optional[MaskUpdate] = None,
+            layer_loss: Optional[str] = None) -> List[float]:
     """Fine-tune the pruned ``model`` to reproduce ``teacher``'s outputs on ``data``.
 
     Args:
@@ -202,6 +205,13 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
             averaged, so every rank keeps the same weights). None: the last weights.
         history: a list that receives (step, rating) for every rating (step 0: before the
             first step).
+        mask_update: None (default): the masks are held. A :class:`MaskUpdate`: they move
+            (SR-STE: dense shadow weights, straight-through gradient, N:M re-picked by
+            magnitude every ``every`` steps, frozen for the last ``freeze`` fraction); the
+            final weights honour an exact N:M pattern and ``masks`` (then required, a dict)
+            is updated in place to the final masks.
+        layer_loss: the distance for ``layers`` ("mse" or "cosine", per token: along the last
+            dim); None: ``loss``.
     Returns:
         the loss of every step (averaged over the ranks under torch.distributed).
     Raises ValueError for a teacher whose outputs do not match the student's, masks that do
@@ -209,6 +219,7 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
     """
     _check(model, teacher, loss, steps, lr, data)
     _check_eval(eval_fn, eval_every)
+    _check_update(mask_update, masks, layer_loss)
     if masks is None:
         masks = masks_from_zeros(model) if prunable_layers(model) else {}
     check_masks(model, masks)
@@ -227,6 +238,7 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
     handles = _capture(model, layers, "the student", s_store)
     handles += _capture(teacher, layers, "the teacher", t_store)
     s_flags, t_flags = inputs.train_flags(model), inputs.train_flags(teacher)
+    moving = MovingMasks(model, masks, mask_update).attach(masks) if mask_update else None
     net = model
     if dist is not None and not isinstance(model, nn.parallel.DistributedDataParallel):
         ids = [device.index] if device.type == "cuda" else None
@@ -234,7 +246,7 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
     opt = optimizer or torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                          lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(steps, warmup))
-    holder = MaskHolder(model, masks).attach(opt) if masks else None
+    holder = MaskHolder(model, masks).attach(opt) if masks and moving is None else None
     from tqdm.auto import tqdm
     bar = tqdm(total=steps, desc="distill", disable=not progress or rank != 0, leave=False)
     losses: List[float] = []
@@ -245,22 +257,16 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
         teacher.eval()
         feed = _cycle(data, rank, world)
         for step in range(1, steps + 1):
-            item = next(feed)
-            with torch.no_grad():
-                target = output_tensor(inputs.call(teacher, inputs.to_device(item, t_device),
-                                                   "data item"), "the teacher").to(device)
-            out = output_tensor(inputs.call(net, inputs.to_device(item, device), "data item"),
-                                "the student")
-            total = distance(out, target, loss, "final output")
-            for n in layers:
-                total = total + layer_weight * distance(s_store[n], t_store[n].to(device), loss,
-                                                        f"module {n!r}")
+            total = _loss(net, teacher, next(feed), (device, t_device), (s_store, t_store),
+                          (loss, layer_loss or loss), layers, layer_weight)
             opt.zero_grad(set_to_none=True)
             total.backward()
             if max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
             opt.step()
             sched.step()
+            if moving is not None:
+                moving.step_done(step, steps)
             losses.append(_mean_over_ranks(total.detach(), dist, world))
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
@@ -273,9 +279,39 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
         if holder is not None:
             holder.apply()
             holder.detach()
+        if moving is not None:
+            moving.finish(masks)
         inputs.restore_flags(s_flags)
         inputs.restore_flags(t_flags)
     return losses
+
+
+def _loss(net, teacher, item, devices, stores, kinds, layers, layer_weight) -> torch.Tensor:
+    """One item's distillation loss: the final outputs' distance plus ``layer_weight`` times
+    each of ``layers``' (captured by the hooks into ``stores``: student, teacher)."""
+    device, t_device = devices
+    with torch.no_grad():
+        target = output_tensor(inputs.call(teacher, inputs.to_device(item, t_device),
+                                           "data item"), "the teacher").to(device)
+    out = output_tensor(inputs.call(net, inputs.to_device(item, device), "data item"),
+                        "the student")
+    total = distance(out, target, kinds[0], "final output")
+    for n in layers:
+        total = total + layer_weight * distance(stores[0][n], stores[1][n].to(device), kinds[1],
+                                                f"module {n!r}")
+    return total
+
+
+def _check_update(mask_update, masks, layer_loss) -> None:
+    if mask_update is not None and not isinstance(mask_update, MaskUpdate):
+        raise TypeError(f"mask_update must be None or a prune.MaskUpdate, got "
+                        f"{type(mask_update).__name__}")
+    if mask_update is not None and not (isinstance(masks, dict) and masks):
+        got = repr(masks) if masks is None or isinstance(masks, dict) else type(masks).__name__
+        raise ValueError(f"mask_update needs masks: a non-empty dict {{layer name: bool "
+                         f"mask}} of the layers whose masks move (updated in place), got {got}")
+    if layer_loss is not None and layer_loss not in LOSSES:
+        raise ValueError(f"layer_loss must be None or one of {LOSSES}, got {layer_loss!r}")
 
 
 def _cosine(steps: int, warmup: int) -> Callable[[int], float]:
