@@ -303,6 +303,16 @@ def _swap(model: nn.Module, targets: Dict[str, nn.Module], layout: str, blocksiz
             result = new
         else:
             _set_submodule(model, name, new)
+    if targets and all(c == "dense" for c, _ in report.values()):
+        # an explicit layout that fits no layer is a mistake worth more than an INFO line
+        first, (_, why) = next(iter(report.items()))
+        msg = (f"sparsify: layout={layout!r} packed none of the {len(report)} layers: "
+               f"{first or type(model).__name__}: {why}" +
+               (f" (and {len(report) - 1} more)" if len(report) > 1 else "") +
+               f"; prune to the {layout!r} pattern first (sparsekern.prune), or use "
+               f"layout='auto'")
+        log.warning(msg)
+        warnings.warn(msg, stacklevel=3)
     result.sparsekern_report = report
     return result
 

@@ -200,7 +200,10 @@ def test_layers_left_alone_are_reported_and_logged(caplog):
     model = nn.Sequential(nn.Linear(8, 8), nn.Conv1d(8, 8, 1), nn.Conv2d(4, 4, 1, groups=2))
     model.attn = nn.MultiheadAttention(8, 2)  # out_proj: an nn.Linear subclass read directly
     with caplog.at_level(logging.INFO, logger="sparsekern"), warnings.catch_warnings():
-        warnings.simplefilter("error")  # it has a layer to pack: no "nothing to pack" warning
+        # it has a layer to pack: no "nothing to pack" warning, only the one that its one
+        # packable layer does not fit the explicit layout
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=r"sparsify: layout='2:4' packed none")
         sk.sparsify(model, "2:4")
     r = model.sparsekern_report
     assert r["0"] == ("dense", "weight is not 2:4 sparse")
@@ -280,3 +283,21 @@ def test_transformers_is_not_imported_for_a_plain_torch_model(tmp_path):
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("ok")
+
+
+def test_an_explicit_layout_that_fits_no_layer_warns():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))   # dense weights
+    with pytest.warns(UserWarning, match=r"sparsify: layout='2:4' packed none of the 2 layers: "
+                                         r"0: .*\(and 1 more\); prune to the '2:4' pattern first "
+                                         r"\(sparsekern.prune\), or use layout='auto'"):
+        sk.sparsify(model, "2:4")
+    assert all(c == "dense" for c, _ in model.sparsekern_report.values())
+    half = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+    with torch.no_grad():
+        half[0].weight.view(8, 2, 4)[:, :, :2] = 0        # layer 0 is 2:4, layer 2 is not
+    import warnings as _w
+    with _w.catch_warnings():
+        _w.simplefilter("error")                            # a partial fit is not a mistake
+        sk.sparsify(half, "2:4")
+    assert half.sparsekern_report["0"][0] == "2:4" and half.sparsekern_report["2"][0] == "dense"

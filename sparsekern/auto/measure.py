@@ -358,14 +358,31 @@ def bytes_model_s(dense_s: float, sparse_bytes: int, dense_bytes: int, io: int) 
     return dense_s * (sparse_bytes + io) / max(1, dense_bytes + io)
 
 
+#: Rates no CPU core reaches (fp32 FLOP/s per thread, bytes/s for the whole machine): the
+#: dense layer's physical floor that lets time_paired see a dense call that waited for a
+#: core on every call (sparsekern.timing.paired.FLOOR_FACTOR).
+PEAK_FLOPS_PER_THREAD = 512e9
+PEAK_BYTES_PER_S = 2e12
+
+
+def dense_floor_s(sig: LayerSig, dense_bytes: int, io: int, threads: int) -> float:
+    """Seconds the dense layer of ``sig`` cannot beat: its FLOPs at PEAK_FLOPS_PER_THREAD x
+    ``threads``, or its bytes at PEAK_BYTES_PER_S, whichever is longer."""
+    M, K = sig.matrix_shape
+    flops = 2.0 * M * K * max(1, sig.tokens)
+    return max(flops / (PEAK_FLOPS_PER_THREAD * max(1, threads)),
+               (dense_bytes + io) / PEAK_BYTES_PER_S)
+
+
 def time_entry_jobs(jobs: Dict[str, Callable], x, device: torch.device, s: MeasureSettings,
-                    context: str, bound_ratio: Optional[Dict[str, float]] = None
-                    ) -> Dict[str, dict]:
+                    context: str, bound_ratio: Optional[Dict[str, float]] = None,
+                    dense_floor: Optional[float] = None) -> Dict[str, dict]:
     """{name: record} of every ``fn(x)`` of ``jobs`` (which includes "dense") timed in
     alternation with ``jobs["dense"]``: sparsekern.timing.time_paired records on the CPU
     (cold context: a cache flush before every sample), CUDA-event medians on a GPU
     (always stable: the GPU timer is not shared with other processes' threads).
-    ``bound_ratio`` {name: bytes moved / dense's}: see time_paired."""
+    ``bound_ratio`` {name: bytes moved / dense's}, ``dense_floor`` (seconds): see
+    time_paired (``reference_floor``)."""
     with torch.inference_mode():
         if device.type == "cuda":
             res = time_jobs({n: (f, x) for n, f in jobs.items()}, device, s.timer, context)
@@ -374,7 +391,8 @@ def time_entry_jobs(jobs: Dict[str, Callable], x, device: torch.device, s: Measu
                     for n, r in res.items()}
         before = None if context == "warm" else _flusher(context)
         return time_paired({n: (f, x) for n, f in jobs.items()}, "dense", s.paired,
-                           before_sample=before, bound_ratio=bound_ratio)
+                           before_sample=before, bound_ratio=bound_ratio,
+                           reference_floor=dense_floor)
 
 
 def _time_points(sig: LayerSig, dense: nn.Module, points: List[_Point], s: MeasureSettings,
@@ -404,7 +422,8 @@ def _time_points(sig: LayerSig, dense: nn.Module, points: List[_Point], s: Measu
         for m in timed.values():
             m(x)  # first call: lazy repacks, allocations
     ratio = {lab: bytes_model_s(1.0, pt["bytes"], dense_b, io) for lab, pt in where.items()}
-    res = time_entry_jobs(timed, x, device, s, context, ratio)
+    floor = dense_floor_s(sig, dense_b, io, torch.get_num_threads())
+    res = time_entry_jobs(timed, x, device, s, context, ratio, floor)
     dense_s = res["dense"]["median_s"]
     for label, pt in where.items():
         r = res[label]
@@ -460,7 +479,8 @@ def recheck_entry(sig: LayerSig, entry: dict, settings: Optional[MeasureSettings
     with torch.inference_mode():
         for m in jobs.values():
             m(x)
-    res = time_entry_jobs(jobs, x, device, s, context)
+    floor = dense_floor_s(sig, module_bytes(dense), io_bytes(sig), torch.get_num_threads())
+    res = time_entry_jobs(jobs, x, device, s, context, dense_floor=floor)
     rows, bad = [], []
     for (fmt, p), name in zip(chosen, list(jobs)[1:]):
         r = res[name]

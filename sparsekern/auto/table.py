@@ -317,6 +317,8 @@ def layer_entries(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] 
         for sig, entry in zip(group, measure_signatures(group, settings)):
             lat = LayerLatency(entry, "re-measured" if sig in checks else "measured")
             unstable = lat.unstable()
+            if not entry["dense"].get("stable", True):  # every ratio rests on dense's time
+                unstable = ["dense"] + unstable
             if cache is not None and not unstable:
                 cache.store(entry_key(sig, settings), entry)
             elif cache is not None:  # never cache what could not be measured: next run retries

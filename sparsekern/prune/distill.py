@@ -235,10 +235,12 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
     t_device = next(teacher.parameters(), torch.empty(0)).device
     s_store: Dict[str, torch.Tensor] = {}
     t_store: Dict[str, torch.Tensor] = {}
+    # checked before any hook or parametrization touches the model
+    mover = MovingMasks(model, masks, mask_update) if mask_update else None
     handles = _capture(model, layers, "the student", s_store)
     handles += _capture(teacher, layers, "the teacher", t_store)
     s_flags, t_flags = inputs.train_flags(model), inputs.train_flags(teacher)
-    moving = MovingMasks(model, masks, mask_update).attach(masks) if mask_update else None
+    moving = mover.attach(masks) if mover is not None else None
     net = model
     if dist is not None and not isinstance(model, nn.parallel.DistributedDataParallel):
         ids = [device.index] if device.type == "cuda" else None

@@ -115,6 +115,13 @@ class MovingMasks:
                 raise ValueError(f"mask_update: layer {name!r} has weight shape "
                                  f"{list(w.shape)}; {cfg.n}:{cfg.m} masks need its input "
                                  f"dim (flattened) to be a multiple of {cfg.m}")
+            keep = masks[name].detach().reshape(w.shape[0], -1).to(torch.bool)
+            most = int(keep.reshape(w.shape[0], -1, cfg.m).sum(-1).max()) if keep.numel() else 0
+            if most > cfg.n:
+                raise ValueError(f"mask_update: the mask of layer {name!r} is not {cfg.n}:"
+                                 f"{cfg.m} (a group of {cfg.m} keeps {most}); MaskUpdate moves "
+                                 f"{cfg.n}:{cfg.m} masks only: prune with granularity="
+                                 f"'{cfg.n}:{cfg.m}' first, or pass mask_update=None")
 
     def attach(self, masks: Mapping[str, torch.Tensor]) -> "MovingMasks":
         """Start from ``masks`` re-picked to N:M (ties keep them), parametrize the layers."""

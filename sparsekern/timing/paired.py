@@ -14,6 +14,8 @@ layer* on this machine, and need to know when that ratio is noise. :func:`time_p
    gives ``bound_ratio`` (e.g. the bytes it moves over the reference's), that fraction of
    the reference's fastest call: a thread of it waited for a core, the ``"12 ±0%"``
    pattern (:func:`sparsekern.timing.load.quantized_to_slices`);
+   The reference gets the same slice check: when its samples are whole slices, every
+   candidate of that attempt is unstable (their ratios all rest on a stalled reference);
 4. unstable candidates are re-timed (fresh rounds, still paired) up to ``retries`` times;
    one that stays unstable is returned with ``stable=False`` and the reason: the caller
    must not treat its figures as a measurement.
@@ -32,6 +34,11 @@ from .load import quantized_to_slices
 from .timers import TimerSettings, _warm, summarize
 
 Job = Tuple[Callable, object]
+
+#: A reference whose samples are whole scheduler slices more than this many times its
+#: physical floor (``reference_floor``, given loosely: peak rates no machine reaches) waited
+#: for a core, even when every call of it did (warm-up included).
+FLOOR_FACTOR = 10.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,26 @@ def verdict(ratios: List[float], samples: List[float], fastest: float, s: Paired
     return True, ""
 
 
+def reference_verdict(samples: List[float], fastest: float, s: PairedSettings,
+                      check_spread: bool = True, floor: float = math.inf
+                      ) -> Tuple[bool, str]:
+    """(stable, why not) of the reference's own ``samples``: their spread (``check_spread``),
+    and whether they are whole scheduler slices far above ``fastest`` (its fastest warm call or
+    ``floor`` x FLOOR_FACTOR, a physical floor given loosely; inf: no check). A reference
+    that waited for a core (e.g. a 2-thread BLAS call whose second thread was descheduled)
+    inflates every candidate's ratio alike, so the ratios can agree and still be wrong."""
+    sp = _iqr_over_median(samples)
+    if check_spread and sp > s.tolerance:
+        return False, f"its own samples spread {sp:.0%} (IQR/median)"
+    med = statistics.median(samples)
+    far = med > s.slice_factor * fastest or med > FLOOR_FACTOR * floor
+    if far and quantized_to_slices(samples):
+        return False, (f"its samples are whole scheduler slices ({med * 1e3:.3g} ms) while it "
+                       f"can take {min(fastest, floor) * 1e3:.3g} ms (fastest warm call or "
+                       f"physical floor): a thread waited for a core")
+    return True, ""
+
+
 def _attempt(names: List[str], jobs: Dict[str, Job], ref: str, inner: Dict[str, int],
              s: PairedSettings, clock, before, warm_calls: int
              ) -> Tuple[Dict[str, List[float]], Dict[str, List[float]], List[float]]:
@@ -122,13 +149,17 @@ def _attempt(names: List[str], jobs: Dict[str, Job], ref: str, inner: Dict[str, 
 def time_paired(jobs: Dict[str, Job], reference: str, s: Optional[PairedSettings] = None,
                 clock: Callable[[], float] = time.perf_counter,
                 before_sample: Optional[Callable[[Callable, object], None]] = None,
-                bound_ratio: Optional[Dict[str, float]] = None) -> Dict[str, dict]:
+                bound_ratio: Optional[Dict[str, float]] = None,
+                reference_floor: Optional[float] = None) -> Dict[str, dict]:
     """Time every job of ``jobs`` {name: (fn, arg)} paired with ``jobs[reference]``.
 
     ``before_sample(fn, arg)`` runs untimed before every sample (e.g. a CacheFlusher: a
     cold context; then no warm calls precede a sample and the slice check is off).
     ``bound_ratio`` {name: r}: the job cannot take less than r x the reference's fastest
     call (a physical bound, such as bytes moved); used by the slice check.
+    ``reference_floor`` (seconds): the reference cannot take less (e.g. its FLOPs at a peak
+    no machine reaches); samples that are whole slices FLOOR_FACTOR times above it mean a
+    reference whose every call, warm-up included, waited for a core.
     Returns {name: summarize(samples) + {"inner", "ratio" (median per-round ratio to the
     reference), "ratio_spread" (IQR/median), "rounds", "attempts", "stable", "why"}};
     the reference's record summarizes all its samples (``stable`` from their spread).
@@ -143,6 +174,10 @@ def time_paired(jobs: Dict[str, Job], reference: str, s: Optional[PairedSettings
         if n in floor and r > 0:
             floor[n] = min(floor[n], r * fastest[reference])
     cold = before_sample is not None
+    # A cold sample is slower than any warm call: in a cold context only the physical floor
+    # may judge the reference's slices.
+    ref_fast = math.inf if cold else fastest[reference]
+    ref_floor = reference_floor if reference_floor and reference_floor > 0 else math.inf
     inner = {n: 1 if cold else _plan_inner(t, s) for n, t in fastest.items()}
     warm_calls = 0 if cold else s.warm_calls
     todo = [n for n in jobs if n != reference]
@@ -154,9 +189,13 @@ def time_paired(jobs: Dict[str, Job], reference: str, s: Optional[PairedSettings
         samples, ratios, ref_samples = _attempt(todo, jobs, reference, inner, s, clock,
                                                 before_sample, warm_calls)
         ref_all += ref_samples
+        # per attempt, slices only: a burst that hits a pair leaves its ratio alone
+        ref_ok, ref_why = reference_verdict(ref_samples, ref_fast, s, False, ref_floor)
         still = []
         for n in todo:
             ok, why = verdict(ratios[n], samples[n], floor[n], s, check_slices=not cold)
+            if ok and not ref_ok:  # every ratio of this attempt is over a stalled reference
+                ok, why = False, f"the reference {reference!r}: {ref_why}"
             out[n] = dict(summarize(samples[n]), inner=inner[n],
                           ratio=statistics.median(ratios[n]),
                           ratio_spread=_iqr_over_median(ratios[n]), rounds=len(ratios[n]),
@@ -168,10 +207,8 @@ def time_paired(jobs: Dict[str, Job], reference: str, s: Optional[PairedSettings
         rfn, rarg = jobs[reference]
         ref_all = [_sample(rfn, rarg, inner[reference], warm_calls, before_sample, clock)
                    for _ in range(s.rounds)]
-    ref_sp = _iqr_over_median(ref_all)
+    ref_ok, ref_why = reference_verdict(ref_all, ref_fast, s, True, ref_floor)
     out[reference] = dict(summarize(ref_all), inner=inner[reference], ratio=1.0,
                           ratio_spread=0.0, rounds=len(ref_all), attempts=1,
-                          stable=ref_sp <= s.tolerance,
-                          why="" if ref_sp <= s.tolerance else
-                          f"its own samples spread {ref_sp:.0%} (IQR/median)")
+                          stable=ref_ok, why=ref_why)
     return {n: out[n] for n in jobs}

@@ -19,13 +19,14 @@ GRID = MeasureSettings(grid=Grid(sparsities=(0.5, 0.9), blocks=((4, 4),),
 
 def scripted(ratios, unstable=(), dense_s=1e-3, calls=None):
     """A stand-in for measure.time_entry_jobs: job ``name`` gets ratio ratios(name)."""
-    def fake(jobs, x, device, s, context, bound_ratio=None):
+    def fake(jobs, x, device, s, context, bound_ratio=None, dense_floor=None):
         if calls is not None:
             calls.append((list(jobs), context))
+        assert dense_floor is None or dense_floor > 0
         out = {}
         for n in jobs:
             r = 1.0 if n == "dense" else ratios(n)
-            bad = n in unstable
+            bad = n in unstable or ("dense" in unstable and n != "dense")
             out[n] = {"median_s": r * dense_s, "iqr_s": 0.0, "ratio": r, "stable": not bad,
                       "attempts": 3 if bad else 1,
                       "why": "ratio to the reference spread 80%" if bad else ""}
@@ -185,3 +186,26 @@ def test_an_entry_with_unstable_points_is_used_but_never_cached(monkeypatch, tmp
     assert not c.folder.exists() or not list(c.folder.iterdir())
     again = table.layer_entry(_sig(), GRID, cache=c)     # measured again, not re-checked
     assert again.provenance == "measured" and len(calls) == 2
+
+
+def test_an_entry_whose_dense_timing_stalled_is_never_cached(monkeypatch, tmp_path):
+    # dense waited for a core on every call: every ratio rests on it, nothing is cached
+    from sparsekern.auto.cache import DiskCache
+    monkeypatch.setattr(measure, "time_entry_jobs",
+                        scripted(lambda n: 0.03, unstable={"dense"}))
+    c = DiskCache("latency", root=tmp_path)
+    e = table.layer_entry(_sig(), GRID, cache=c)
+    assert not e.entry["dense"]["stable"]
+    assert set(e.unstable()) >= {"csc@0.9", "csc@0.5"}   # on the bytes model, not measured
+    assert not c.folder.exists() or not list(c.folder.iterdir())
+
+
+def test_dense_floor_is_below_any_real_dense_call():
+    sig = signature_of(nn.Linear(384, 1536), (512, 384))
+    dense = nn.Linear(384, 1536)
+    f = measure.dense_floor_s(sig, measure.module_bytes(dense), measure.io_bytes(sig), 2)
+    # 0.6 GFLOP: at 1 TFLOP/s it takes 0.6 ms; this machine's best is ~3.5 ms
+    assert 0 < f <= 2 * 384 * 1536 * 512 / 1e12
+    tiny = signature_of(nn.Linear(128, 64), (1, 128))
+    ft = measure.dense_floor_s(tiny, 32 * 1024, 1024, 2)
+    assert 0 < ft < 1e-6   # 10 x the floor is far below one scheduler slice

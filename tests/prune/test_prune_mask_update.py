@@ -192,6 +192,17 @@ def test_mask_update_settings_are_checked():
         prune.distill(odd, copy.deepcopy(odd), [torch.randn(2, 6)],
                       masks={"0": torch.ones(4, 6, dtype=torch.bool)}, steps=1,
                       mask_update=prune.MaskUpdate(), progress=False)
+    fine_model = copy.deepcopy(teacher)
+    fine = prune.prune_model(fine_model, 0.5, "fine", "l1")   # unstructured: not 2:4
+    w0 = {n: fine_model.get_submodule(n).weight.detach().clone() for n in fine}
+    with pytest.raises(ValueError, match=r"mask_update: the mask of layer '\w+' is not 2:4 "
+                                         r"\(a group of 4 keeps [34]\); MaskUpdate moves 2:4 "
+                                         r"masks only: prune with granularity='2:4' first"):
+        prune.distill(fine_model, teacher, _data(), masks=fine, steps=1,
+                      mask_update=prune.MaskUpdate(), progress=False)
+    for n, w in w0.items():   # rejected before anything changed
+        assert torch.equal(fine_model.get_submodule(n).weight, w)
+    assert all(not m._forward_hooks for m in fine_model.modules())   # no hook left behind
     with pytest.raises(ValueError, match=r"layer_loss must be None or one of \('mse', "
                                          r"'cosine'\), got 'l1'"):
         prune.distill(model, teacher, _data(), masks=masks, steps=1, layer_loss="l1",

@@ -135,3 +135,45 @@ def test_settings_rejections(bad, msg):
 def test_unknown_reference():
     with pytest.raises(ValueError, match=r"reference 'dense' is not among the jobs \['a'\]"):
         time_paired({"a": (lambda x: None, None)}, "dense", S)
+
+
+def test_a_stalled_reference_makes_every_ratio_unstable():
+    c = Clock()
+    # dense's warm-up shows 0.05 ms; every timed dense call then waits 8 ms (two slices)
+    dense = [5e-5] * 2 + [8e-3] * 1000
+    res = time_paired({"dense": (job(c, dense), None), "csc": (job(c, [2e-4]), None)},
+                      "dense", S, clock=c)
+    assert not res["csc"]["stable"] and res["csc"]["attempts"] == S.retries + 1
+    assert "the reference 'dense'" in res["csc"]["why"]
+    assert "whole scheduler slices" in res["csc"]["why"]
+    assert not res["dense"]["stable"] and "whole scheduler slices" in res["dense"]["why"]
+
+
+def test_a_reference_stalled_from_its_first_call_needs_the_floor():
+    # every dense call, warm-up included, takes 8 ms: only a physical floor can tell
+    def run(floor):
+        c = Clock()
+        jobs = {"dense": (job(c, [8e-3] * 1000), None), "csc": (job(c, [2e-4]), None)}
+        return time_paired(jobs, "dense", S, clock=c, reference_floor=floor)
+    assert run(None)["csc"]["stable"]          # nothing says otherwise
+    res = run(1e-5)                            # 8 ms > 10 x 0.01 ms, in whole slices
+    assert not res["csc"]["stable"] and "physical floor" in res["csc"]["why"]
+    assert not res["dense"]["stable"]
+    assert run(1e-3)["csc"]["stable"]          # 8 ms < 10 x 1 ms: could be its real time
+
+
+def test_a_reference_of_real_whole_slice_length_is_not_flagged():
+    # a dense layer that really takes 4 ms (its warm-up too), floor 1 ms: not a stall
+    c = Clock()
+    jobs = {"dense": (job(c, [4e-3] * 1000), None), "bsr": (job(c, [1e-3]), None)}
+    res = time_paired(jobs, "dense", S, clock=c, reference_floor=1e-3)
+    assert res["bsr"]["stable"] and res["dense"]["stable"]
+    assert res["bsr"]["ratio"] == pytest.approx(0.25)
+
+
+def test_the_floor_judges_the_reference_in_a_cold_context_too():
+    c = Clock()
+    jobs = {"dense": (job(c, [8e-3] * 1000), None), "csc": (job(c, [2e-4]), None)}
+    res = time_paired(jobs, "dense", S, clock=c, before_sample=lambda fn, arg: None,
+                      reference_floor=1e-5)
+    assert not res["csc"]["stable"] and "the reference 'dense'" in res["csc"]["why"]
