@@ -499,10 +499,12 @@ double copy_work(int64_t rows, int64_t N) {
 }
 
 // Packs X [rows, N] (any strides) into buf as Chunks (tails zero-padded), 64 rows at a
-// time; kNoMemory when the buffer cannot be had.
-int pack_chunks(Strided X, int64_t rows, int64_t N, Scratch& buf, int nt, Chunks* c) {
+// time (wide: 128 columns from N = 128 on, for the sampled dot: half the horizontal sums
+// per entry); kNoMemory when the buffer cannot be had.
+int pack_chunks(Strided X, int64_t rows, int64_t N, Scratch& buf, int nt, Chunks* c,
+                bool wide = false) {
   c->rows = rows;
-  c->width = chunk_width(N);
+  c->width = wide && N >= 128 ? 128 : chunk_width(N);
   c->count = ceil_div(N, c->width);
   int64_t per_chunk;
   if (!checked_mul(rows, c->width, &per_chunk)) return kNoMemory;
@@ -676,7 +678,8 @@ SK_AVX512 void tiles_columns(const Tiles& t, const Chunks& g, const Chunks* b, i
       if (nv == 1) tiles_dot_chunk<1>(t, g, *b, ch, out, k0, k1);
       else if (nv == 2) tiles_dot_chunk<2>(t, g, *b, ch, out, k0, k1);
       else if (nv == 3) tiles_dot_chunk<3>(t, g, *b, ch, out, k0, k1);
-      else tiles_dot_chunk<4>(t, g, *b, ch, out, k0, k1);
+      else if (nv == 4) tiles_dot_chunk<4>(t, g, *b, ch, out, k0, k1);
+      else tiles_dot_chunk<8>(t, g, *b, ch, out, k0, k1);
     }
   }
 }
@@ -737,8 +740,8 @@ int tiled_avx512(const Format& a, const Coords& c, Strided G, const Strided* B, 
   const double work = (static_cast<double>(t.cnt[a.K]) + a.K) * static_cast<double>(N) / 16.0;
   const int nt = threads_for(num_threads, work);
   Chunks gc, bc;
-  int s = pack_chunks(G, a.M, N, scratch_panel(), nt, &gc);
-  if (s == kOk && B != nullptr) s = pack_chunks(*B, a.K, N, scratch_accum(), nt, &bc);
+  int s = pack_chunks(G, a.M, N, scratch_panel(), nt, &gc, B != nullptr);
+  if (s == kOk && B != nullptr) s = pack_chunks(*B, a.K, N, scratch_accum(), nt, &bc, true);
   if (s != kOk) return s;
   if (B != nullptr)
     for (int64_t e = 0; e < a.numel; ++e) out[e] = 0.0f;  // padding entries stay 0
