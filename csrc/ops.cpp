@@ -466,15 +466,14 @@ void spmm_cpu_into(const at::Tensor& values, const at::Tensor& indices, const at
 
 // ----------------------------------------------------------------------------- backward
 
-// A row-major copy of a dense operand (itself when it already is): the backward kernels read
-// rows of G and B. A copy larger than cpu::kMaxScratchBytes (a stride-0 operand of a huge
-// size) is refused with an error naming the operand.
-at::Tensor row_major(const at::Tensor& t, const char* name) {
-  if (t.is_contiguous()) return t;
-  TORCH_CHECK_VALUE(t.numel() <= skc::kMaxScratchBytes / 4, "sparsekern: ", name, " has shape ",
-                    t.sizes(), " and strides ", t.strides(), "; its row-major copy for the "
-                    "backward kernels would exceed ", skc::kMaxScratchBytes, " bytes");
-  return t.contiguous();
+// A dense float32 operand of the backward kernels as data pointer and strides (the kernels
+// read it through them: no row-major copy here; see cpu/backward.h).
+skc::Strided dense_view(const at::Tensor& t) {
+  skc::Strided d;
+  d.data = t.data_ptr<float>();
+  d.rs = t.stride(0);
+  d.cs = t.stride(1);
+  return d;
 }
 
 skc::Format backward_format(const at::Tensor& values, const at::Tensor& indices,
@@ -532,9 +531,8 @@ at::Tensor spmm_transposed_cpu(const at::Tensor& values, const at::Tensor& indic
   at::Tensor out = at::empty({K, N}, G.options());
   if (out.numel() == 0) return out;
   if (M == 0) return out.zero_();
-  const at::Tensor g = row_major(G, "G");
   const int status = skc::spmm_transposed(backward_format(values, indices, offsets, M, K, layout),
-                                          g.data_ptr<float>(), N, out.data_ptr<float>(),
+                                          dense_view(G), N, out.data_ptr<float>(),
                                           at::get_num_threads());
   check_status(status, layout_sv, M, K, N);
   return out;
@@ -553,9 +551,8 @@ at::Tensor sampled_dot_cpu(const at::Tensor& values, const at::Tensor& indices,
   const int64_t N = G.size(1);
   at::Tensor out = at::empty({values.numel()}, G.options());
   if (out.numel() > 0) {
-    const at::Tensor g = row_major(G, "G"), b = row_major(B, "B");
     const int status = skc::sampled_dot(backward_format(values, indices, offsets, M, K, layout),
-                                        g.data_ptr<float>(), b.data_ptr<float>(), N,
+                                        dense_view(G), dense_view(B), N,
                                         out.data_ptr<float>(), at::get_num_threads());
     check_status(status, layout_sv, M, K, N);
   }
@@ -563,6 +560,27 @@ at::Tensor sampled_dot_cpu(const at::Tensor& values, const at::Tensor& indices,
 }
 
 // ----------------------------------------------------------------------------- autograd
+
+// dY for both CPU backward kernels: itself unless they would each copy it row-major (see
+// cpu::reads_strided), then one row-major copy (16 x 16 register transposes on AVX-512).
+at::Tensor shared_row_major(const at::Tensor& grad, const std::string& layout) {
+  if (!grad.device().is_cpu() || grad.scalar_type() != at::kFloat || grad.dim() != 2 ||
+      grad.is_contiguous())
+    return grad;
+  // Fake and functional tensors (torch.compile tracing) have no data to copy.
+  const c10::DispatchKeySet traced({c10::DispatchKey::Python, c10::DispatchKey::Functionalize});
+  if (grad.key_set().has_any(traced) || !grad.has_storage()) return grad;
+  const Layout lay = parse_layout(layout);
+  if (lay != Layout::kBsr && lay != Layout::kCsc && lay != Layout::kSemi24) return grad;
+  const skc::SparseLayout sl = lay == Layout::kBsr   ? skc::SparseLayout::kBsr
+                               : lay == Layout::kCsc ? skc::SparseLayout::kCsc
+                                                     : skc::SparseLayout::kSemi24;
+  if (skc::reads_strided(sl) || grad.numel() > skc::kMaxScratchBytes / 4) return grad;
+  at::Tensor out = at::empty(grad.sizes(), grad.options());
+  const int status = skc::copy_row_major(dense_view(grad), grad.size(0), grad.size(1),
+                                         out.data_ptr<float>(), at::get_num_threads());
+  return status == skc::kOk ? out : grad.contiguous();
+}
 
 using SpmmSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::SymInt,
                            c10::SymInt, c10::string_view, const at::Tensor&,
@@ -625,8 +643,11 @@ class SpmmFunction : public torch::autograd::Function<SpmmFunction> {
     // bias 4 (an edge only when bias is given).
     const bool need_values = ctx->needs_input_grad(0), need_B = ctx->needs_input_grad(3);
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
+    // grad keeps its strides (often column-major: Y of x @ W.T is a transposed view): the
+    // CPU backward kernels read it through them (cpu/backward.h), except where they would
+    // copy it row-major each (cpu::reads_strided): then one copy here serves both.
     at::Tensor grad = grads[0];
-    if (need_values && need_B) grad = grad.contiguous();  // one row-major copy for both
+    if (need_values && need_B) grad = shared_row_major(grad, layout);
     at::Tensor g_values, g_B, g_bias;
     if (need_values) g_values = sampled_dot.call(values, indices, offsets, M, K, layout, grad, B);
     if (need_B) g_B = transposed.call(values, indices, offsets, M, K, layout, grad);

@@ -422,11 +422,89 @@ struct Chunks {
 // 16 to 64 columns (never 0: N == 0 never reaches the chunked paths, but the width divides).
 int64_t chunk_width(int64_t N) { return min_i64(64, max_i64(16, round_up(N, 16))); }
 
-// Packs X [rows, N] (row-major) into buf as Chunks (tails zero-padded); kNoMemory when the
-// buffer cannot be had.
-int pack_chunks(const float* X, int64_t rows, int64_t N, Scratch& buf, int nt, Chunks* c) {
+#if SK_HAVE_AVX512_KERNELS
+// dst[i * ldd + j] = src[j * lds + i] for i, j < 16: a 16 x 16 transpose in registers.
+SK_AVX512 void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m512 r[16], t[16];
+  SK_UNROLL for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * lds);
+  SK_UNROLL for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  SK_UNROLL for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+  }
+  SK_UNROLL for (int i = 0; i < 2; ++i)
+    SK_UNROLL for (int k = 0; k < 4; ++k) {
+      t[8 * i + k] = _mm512_shuffle_f32x4(r[8 * i + k], r[8 * i + k + 4], 0x88);
+      t[8 * i + k + 4] = _mm512_shuffle_f32x4(r[8 * i + k], r[8 * i + k + 4], 0xdd);
+    }
+  SK_UNROLL for (int k = 0; k < 8; ++k) {
+    r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
+    r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xdd);
+  }
+  SK_UNROLL for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + i * ldd, r[i]);
+}
+#endif
+
+// dst[(r - r0) * ldd + j] = X(r, n0 + j) for r in [r0, r1), j in [0, nb): a row-contiguous X
+// row by row, a column-contiguous one (a transposed view: dY of x @ W.T) in 16 x 16 tiles
+// (transposed in registers on AVX-512), any other (expanded, sliced) element
+// by element.
+void gather_block(Strided X, int64_t r0, int64_t r1, int64_t n0, int64_t nb, float* dst,
+                  int64_t ldd) {
+  if (X.cs == 1 || nb == 1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* src = X.data + r * X.rs + n0 * X.cs;
+      float* o = dst + (r - r0) * ldd;
+      if (X.cs == 1) std::memcpy(o, src, static_cast<size_t>(nb) * sizeof(float));
+      else o[0] = src[0];
+    }
+    return;
+  }
+  if (X.rs == 1) {
+#if SK_HAVE_AVX512_KERNELS
+    const bool wide = active_isa() == Isa::kAvx512;
+#else
+    const bool wide = false;
+#endif
+    for (int64_t j0 = 0; j0 < nb; j0 += 16)
+      for (int64_t i0 = r0; i0 < r1; i0 += 16) {
+        const int64_t jn = min_i64(nb, j0 + 16), in = min_i64(r1, i0 + 16);
+#if SK_HAVE_AVX512_KERNELS
+        if (wide && jn - j0 == 16 && in - i0 == 16) {
+          transpose16(X.data + (n0 + j0) * X.cs + i0, X.cs, dst + (i0 - r0) * ldd + j0, ldd);
+          continue;
+        }
+#endif
+        for (int64_t j = j0; j < jn; ++j) {
+          const float* src = X.data + (n0 + j) * X.cs;
+          for (int64_t i = i0; i < in; ++i) dst[(i - r0) * ldd + j] = src[i];
+        }
+      }
+    return;
+  }
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t j = 0; j < nb; ++j) dst[(r - r0) * ldd + j] = X.data[r * X.rs + (n0 + j) * X.cs];
+}
+
+// Work units of copying rows x N floats, for threads_for.
+double copy_work(int64_t rows, int64_t N) {
+  return static_cast<double>(rows) * static_cast<double>(N) / 4.0;
+}
+
+// Packs X [rows, N] (any strides) into buf as Chunks (tails zero-padded), 64 rows at a
+// time (wide: 128 columns from N = 128 on, for the sampled dot: half the horizontal sums
+// per entry); kNoMemory when the buffer cannot be had.
+int pack_chunks(Strided X, int64_t rows, int64_t N, Scratch& buf, int nt, Chunks* c,
+                bool wide = false) {
   c->rows = rows;
-  c->width = chunk_width(N);
+  c->width = wide && N >= 128 ? 128 : chunk_width(N);
   c->count = ceil_div(N, c->width);
   int64_t per_chunk;
   if (!checked_mul(rows, c->width, &per_chunk)) return kNoMemory;
@@ -434,17 +512,50 @@ int pack_chunks(const float* X, int64_t rows, int64_t N, Scratch& buf, int nt, C
   if (d == nullptr) return kNoMemory;
   c->data = d;
   const int64_t W = c->width;
-  const int parts = parts_for(nt, rows, kMaxParts);
+  const int parts = parts_for(nt, ceil_div(rows, 64), kMaxParts);
+  const int64_t blocks = ceil_div(rows, 64);
   return parallel_parts(parts, nt, [&](int p) {
-    for (int64_t r = rows * p / parts; r < rows * (p + 1) / parts; ++r)
+    for (int64_t rb = blocks * p / parts; rb < blocks * (p + 1) / parts; ++rb) {
+      const int64_t r0 = rb * 64, r1 = min_i64(rows, r0 + 64);
       for (int64_t ch = 0; ch < c->count; ++ch) {
         const int64_t n0 = ch * W, nb = min_i64(W, N - n0);
-        float* o = d + (ch * rows + r) * W;
-        std::memcpy(o, X + r * N + n0, static_cast<size_t>(nb) * sizeof(float));
-        for (int64_t j = nb; j < W; ++j) o[j] = 0.0f;
+        float* o = d + (ch * rows + r0) * W;
+        gather_block(X, r0, r1, n0, nb, o, W);
+        if (nb < W)
+          for (int64_t r = r0; r < r1; ++r)
+            for (int64_t j = nb; j < W; ++j) o[(r - r0) * W + j] = 0.0f;
       }
+    }
     return static_cast<int>(kOk);
   });
+}
+
+// Copies X into out [rows, N] row-major, 64 rows per part.
+int copy_rows(Strided X, int64_t rows, int64_t N, float* d, int num_threads) {
+  const int nt = threads_for(num_threads, copy_work(rows, N));
+  const int64_t blocks = ceil_div(rows, 64);
+  const int parts = parts_for(nt, blocks, kMaxParts);
+  return parallel_parts(parts, nt, [&](int p) {
+    for (int64_t rb = blocks * p / parts; rb < blocks * (p + 1) / parts; ++rb) {
+      const int64_t r0 = rb * 64, r1 = min_i64(rows, r0 + 64);
+      gather_block(X, r0, r1, 0, N, d + r0 * N, N);
+    }
+    return static_cast<int>(kOk);
+  });
+}
+
+// X as a row-major [rows, N] array: its own memory when it is one, else a copy in buf
+// (kNoMemory when the copy cannot be had).
+int row_major(Strided X, int64_t rows, int64_t N, Scratch& buf, int num_threads,
+              const float** out) {
+  if ((N <= 1 || X.cs == 1) && (rows <= 1 || X.rs == N)) {
+    *out = X.data;
+    return kOk;
+  }
+  float* d = buf.get_as<float>(rows, N);
+  if (d == nullptr) return kNoMemory;
+  *out = d;
+  return copy_rows(X, rows, N, d, num_threads);
 }
 
 #if SK_HAVE_AVX512_KERNELS
@@ -567,7 +678,8 @@ SK_AVX512 void tiles_columns(const Tiles& t, const Chunks& g, const Chunks* b, i
       if (nv == 1) tiles_dot_chunk<1>(t, g, *b, ch, out, k0, k1);
       else if (nv == 2) tiles_dot_chunk<2>(t, g, *b, ch, out, k0, k1);
       else if (nv == 3) tiles_dot_chunk<3>(t, g, *b, ch, out, k0, k1);
-      else tiles_dot_chunk<4>(t, g, *b, ch, out, k0, k1);
+      else if (nv == 4) tiles_dot_chunk<4>(t, g, *b, ch, out, k0, k1);
+      else tiles_dot_chunk<8>(t, g, *b, ch, out, k0, k1);
     }
   }
 }
@@ -620,7 +732,7 @@ bool make_tiles(const Format& a, const Coords& c, Tiles* t) {
 // Both products over Tiles (B == nullptr: A^T @ G into out [K, N]; else the sampled dot
 // products into out [numel]). kNoMemory when the chunk buffers cannot be had; kBadArgument
 // (nothing written) when the tiles would be too large, so the caller falls back.
-int tiled_avx512(const Format& a, const Coords& c, const float* G, const float* B, int64_t N,
+int tiled_avx512(const Format& a, const Coords& c, Strided G, const Strided* B, int64_t N,
                  float* out, int num_threads) {
 #if SK_HAVE_AVX512_KERNELS
   Tiles t;
@@ -628,8 +740,8 @@ int tiled_avx512(const Format& a, const Coords& c, const float* G, const float* 
   const double work = (static_cast<double>(t.cnt[a.K]) + a.K) * static_cast<double>(N) / 16.0;
   const int nt = threads_for(num_threads, work);
   Chunks gc, bc;
-  int s = pack_chunks(G, a.M, N, scratch_panel(), nt, &gc);
-  if (s == kOk && B != nullptr) s = pack_chunks(B, a.K, N, scratch_accum(), nt, &bc);
+  int s = pack_chunks(G, a.M, N, scratch_panel(), nt, &gc, B != nullptr);
+  if (s == kOk && B != nullptr) s = pack_chunks(*B, a.K, N, scratch_accum(), nt, &bc, true);
   if (s != kOk) return s;
   if (B != nullptr)
     for (int64_t e = 0; e < a.numel; ++e) out[e] = 0.0f;  // padding entries stay 0
@@ -648,20 +760,35 @@ int tiled_avx512(const Format& a, const Coords& c, const float* G, const float* 
 
 }  // namespace
 
-int sampled_dot(const Format& a, const float* G, const float* B, int64_t N, float* out,
-                int num_threads) {
+int copy_row_major(Strided X, int64_t rows, int64_t N, float* out, int num_threads) {
+  if (rows < 0 || N < 0) return kBadArgument;
+  return copy_rows(X, rows, N, out, num_threads);
+}
+
+bool reads_strided(SparseLayout layout) {
+  return active_isa() == Isa::kAvx512 && layout != SparseLayout::kBsr;
+}
+
+int sampled_dot(const Format& a, Strided Gs, Strided Bs, int64_t N, float* out, int num_threads) {
   if (a.M < 0 || a.K < 0 || N < 0 || a.numel < 0) return kBadArgument;
   if (a.M > kMaxDim || a.K > kMaxDim) return kBadArgument;
-  if (a.layout == SparseLayout::kBsr && active_isa() == Isa::kAvx512)
-    return bsr_sampled_dot_avx512(a, G, B, N, out, num_threads);
+  const float *G = nullptr, *B = nullptr;
+  if (a.layout == SparseLayout::kBsr && active_isa() == Isa::kAvx512) {
+    int s = row_major(Gs, a.M, N, scratch_panel(), num_threads, &G);
+    if (s == kOk) s = row_major(Bs, a.K, N, scratch_accum(), num_threads, &B);
+    return s != kOk ? s : bsr_sampled_dot_avx512(a, G, B, N, out, num_threads);
+  }
   Coords c;
-  const int s = make_coords(a, &c);
+  int s = make_coords(a, &c);
   if (s != kOk) return s;
   const Isa isa = active_isa();
   if (isa == Isa::kAvx512) {
-    const int st = tiled_avx512(a, c, G, B, N, out, num_threads);
+    const int st = tiled_avx512(a, c, Gs, &Bs, N, out, num_threads);
     if (st != kBadArgument) return st;
   }
+  s = row_major(Gs, a.M, N, scratch_panel(), num_threads, &G);
+  if (s == kOk) s = row_major(Bs, a.K, N, scratch_accum(), num_threads, &B);
+  if (s != kOk) return s;
   const int64_t n = a.numel;
   int nt = threads_for(num_threads, static_cast<double>(n) * static_cast<double>(N) / 8.0);
   const int parts = parts_for(nt, n, kMaxParts);
@@ -687,17 +814,20 @@ int sampled_dot(const Format& a, const float* G, const float* B, int64_t N, floa
   });
 }
 
-int spmm_transposed(const Format& a, const float* G, int64_t N, float* out, int num_threads) {
+int spmm_transposed(const Format& a, Strided Gs, int64_t N, float* out, int num_threads) {
   if (a.M < 0 || a.K < 0 || N < 0 || a.numel < 0) return kBadArgument;
   if (N == 0 || a.K == 0) return kOk;  // no output element (K is then backed by out's memory)
   if (a.M > kMaxDim || a.K > kMaxDim) return kBadArgument;
-  if (a.layout == SparseLayout::kBsr && active_isa() == Isa::kAvx512)
-    return bsr_transposed_avx512(a, G, N, out, num_threads);
+  const float* G = nullptr;
+  if (a.layout == SparseLayout::kBsr && active_isa() == Isa::kAvx512) {
+    const int s = row_major(Gs, a.M, N, scratch_panel(), num_threads, &G);
+    return s != kOk ? s : bsr_transposed_avx512(a, G, N, out, num_threads);
+  }
   Coords c;
   int s = make_coords(a, &c);
   if (s != kOk) return s;
   if (active_isa() == Isa::kAvx512) {
-    s = tiled_avx512(a, c, G, nullptr, N, out, num_threads);
+    s = tiled_avx512(a, c, Gs, nullptr, N, out, num_threads);
     if (s != kBadArgument) return s;
   }
   // Counting sort by column: ptr [K + 1], then each entry's row and float weight.
@@ -726,7 +856,7 @@ int spmm_transposed(const Format& a, const float* G, int64_t N, float* out, int 
 #if SK_HAVE_AVX512_KERNELS
   if (isa == Isa::kAvx512) {
     Chunks gc;
-    s = pack_chunks(G, a.M, N, scratch_panel(), nt, &gc);
+    s = pack_chunks(Gs, a.M, N, scratch_panel(), nt, &gc);
     if (s != kOk) return s;
     return parallel_parts(parts, nt, [&](int p) {
       gather_rows_chunked_avx512(ptr.data(), srow.data(), sw.data(), gc, N, out, bounds[p],
@@ -735,6 +865,8 @@ int spmm_transposed(const Format& a, const float* G, int64_t N, float* out, int 
     });
   }
 #endif
+  s = row_major(Gs, a.M, N, scratch_panel(), num_threads, &G);
+  if (s != kOk) return s;
   return parallel_parts(parts, nt, [&](int p) {
     gather_rows(isa, ptr.data(), srow.data(), sw.data(), G, N, out, bounds[p], bounds[p + 1]);
     return static_cast<int>(kOk);

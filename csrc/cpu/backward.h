@@ -4,8 +4,11 @@
 //   sampled_dot:     out [e]    = sum_n G(row_e, n) * B(col_e, n) for every stored entry e
 //                                 of A, 0 for entries in a format's padding (the gradient of
 //                                 spmm for the values)
-// G [M, N], B [K, N] and out [K, N] are float32 and row-major (the glue makes them so); out
-// of sampled_dot is float32 in the order of the format's values. Every index is checked
+// G [M, N] and B [K, N] are float32 with any strides (Strided: element (r, n) at
+// data[r * rs + n * cs], strides >= 0, zero included); out [K, N] is float32 row-major and
+// out of sampled_dot float32 in the order of the format's values. The kernels read G and B
+// through their strides while packing them (the AVX-512 CSC / 2:4 paths) or copy them
+// row-major into a scratch buffer first (the others; kNoMemory above kMaxScratchBytes). Every index is checked
 // before it is used (same statuses as the forward kernels).
 #pragma once
 #include <cstdint>
@@ -32,9 +35,20 @@ struct Format {
   int64_t nnzb = 0;              // BSR stored blocks
 };
 
-int spmm_transposed(const Format& a, const float* G, int64_t N, float* out, int num_threads);
-int sampled_dot(const Format& a, const float* G, const float* B, int64_t N, float* out,
-                int num_threads);
+// A strided float32 matrix: element (r, n) at data[r * rs + n * cs] (int64 products).
+struct Strided {
+  const float* data = nullptr;
+  int64_t rs = 0, cs = 1;
+};
+
+// out [rows, N] row-major = X (16 x 16 register transposes for a column-major X on AVX-512).
+int copy_row_major(Strided X, int64_t rows, int64_t N, float* out, int num_threads);
+// Whether both kernels read G through its strides for this layout on the active ISA (false:
+// they copy it row-major first, so a caller running both should copy it once itself).
+bool reads_strided(SparseLayout layout);
+
+int spmm_transposed(const Format& a, Strided G, int64_t N, float* out, int num_threads);
+int sampled_dot(const Format& a, Strided G, Strided B, int64_t N, float* out, int num_threads);
 
 }  // namespace cpu
 }  // namespace sparsekern

@@ -274,3 +274,87 @@ def test_backward_kernels_every_isa_against_dense(cpu_isa_env, isa, layout, bloc
     s = torch.ops.sparsekern._sampled_dot_cpu(*args, G, B)
     s_ref = _ref("spmm_sampled_dot", *args, G, B)
     torch.testing.assert_close(s, s_ref, rtol=1e-4, atol=1e-4)
+
+# ----------------------------------------------------------------------------- strided G, B
+# The backward kernels read G and B through their strides (no row-major copy in the glue):
+# every stride pattern, every layout, every ISA, against the reference.
+
+def _strided(kind, rows, N, g):
+    """A [rows, N] float32 view with the stride pattern `kind`, fresh random values."""
+    if kind == "row":
+        return torch.randn(rows, N, generator=g)
+    if kind == "col":  # a transposed view (dY of x @ W.T): strides (1, rows)
+        return torch.randn(N, rows, generator=g).t()
+    if kind == "expand-cols":  # strides (1, 0)
+        return torch.randn(rows, 1, generator=g).expand(rows, N)
+    if kind == "expand-rows":  # strides (0, 1)
+        return torch.randn(1, N, generator=g).expand(rows, N)
+    if kind == "expand-both":  # strides (0, 0)
+        return torch.randn(1, 1, generator=g).expand(rows, N)
+    if kind == "slice-cols":  # row-contiguous, row stride > N
+        return torch.randn(rows, N + 5, generator=g)[:, 2:N + 2]
+    if kind == "step":  # strides (2N + 1, 2)
+        return torch.randn(rows + 3, 2 * N + 1, generator=g)[1:rows + 1, 0:2 * N:2]
+    assert kind == "col-step"  # strides (1, 2 * (rows + 4)), offset
+    return torch.randn(2 * N, rows + 4, generator=g).t()[2:rows + 2, ::2]
+
+
+STRIDE_KINDS = ["row", "col", "expand-cols", "expand-rows", "expand-both", "slice-cols", "step",
+                "col-step"]
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("layout,block,M,K", [("bsr", (32, 32), 70, 100), ("bsr", (3, 5), 30, 20),
+                                              ("csc", None, 70, 100), ("2:4", None, 40, 96)],
+                         ids=["bsr32x32", "bsr3x5", "csc", "2:4"])
+@pytest.mark.parametrize("N", [1, 5, 70])
+def test_backward_kernels_read_any_strides(cpu_isa_env, isa, layout, block, M, K, N):
+    if isa == "avx2" and not C.cpu_has_avx2() or isa == "avx512" and not C.cpu_has_avx512():
+        pytest.skip(f"this CPU/OS has no {isa}")
+    cpu_isa_env(isa)
+    g = torch.Generator().manual_seed(M * 7 + N)
+    W = torch.randn(M, K, generator=g)
+    if layout == "2:4":
+        W = W.reshape(M, K // 4, 4)
+        W = W.scatter(-1, W.abs().argsort(-1)[..., :2], 0.0).reshape(M, K)
+        A = sk.to_sparse(W, layout=layout)
+    elif layout == "bsr":
+        bm, bk = block
+        keep = torch.rand((M + bm - 1) // bm, (K + bk - 1) // bk, generator=g) < 0.5
+        W = W * keep.repeat_interleave(bm, 0)[:M].repeat_interleave(bk, 1)[:, :K]
+        A = sk.to_sparse(W, layout=layout, blocksize=block)
+    else:
+        W = W * (torch.rand(M, K, generator=g) < 0.3)
+        A = sk.to_sparse(W, layout=layout)
+    args = (A.values, A.indices, A.offsets, M, K, layout)
+    for gk, bk_ in zip(STRIDE_KINDS, STRIDE_KINDS[1:] + STRIDE_KINDS[:1]):
+        G, B = _strided(gk, M, N, g), _strided(bk_, K, N, g)
+        assert G.shape == (M, N) and B.shape == (K, N)
+        t = torch.ops.sparsekern._spmm_transposed_cpu(*args, G)
+        t_ref = _ref("spmm_transposed", *args, G)
+        torch.testing.assert_close(t, t_ref, rtol=1e-4, atol=1e-4, msg=lambda m: f"G {gk}: {m}")
+        s = torch.ops.sparsekern._sampled_dot_cpu(*args, G, B)
+        s_ref = _ref("spmm_sampled_dot", *args, G, B)
+        torch.testing.assert_close(s, s_ref, rtol=1e-4, atol=1e-4,
+                                   msg=lambda m: f"G {gk}, B {bk_}: {m}")
+
+
+@pytest.mark.parametrize("layout,block", LAYOUTS + [("bsr", (32, 32))],
+                         ids=ids + ["bsr32x32"])
+@pytest.mark.parametrize("N", [3, 80])
+def test_linear_backward_with_transposed_dy_matches_dense(layout, block, N):
+    # y = (A @ x.T).T, as SparseLinear computes it: dY reaches the backward column-major.
+    M, K = 64, 96
+    W, A = make(layout, block, M=M, K=K, seed=N)
+    v = A.values.clone().requires_grad_()
+    x = torch.randn(N, K, requires_grad=True)
+    y = torch.ops.sparsekern.spmm(v, A.indices, A.offsets, M, K, layout, x.t(), None).t()
+    gy = torch.randn(N, M)
+    y.backward(gy)
+    xd = x.detach().clone().requires_grad_()
+    Wd = W.clone().requires_grad_()
+    (xd @ Wd.t()).backward(gy)
+    torch.testing.assert_close(x.grad, xd.grad, rtol=1e-4, atol=1e-4)
+    s_ref = _ref("spmm_sampled_dot", A.values, A.indices, A.offsets, M, K, layout,
+                 gy.t().contiguous(), x.detach().t().contiguous())
+    torch.testing.assert_close(v.grad, s_ref, rtol=1e-4, atol=1e-4)
