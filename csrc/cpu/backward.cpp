@@ -597,8 +597,9 @@ SK_AVX512 void gather_rows_chunked_avx512(const int64_t* ptr, const int32_t* row
 
 
 // The entries bucketed by (block of kTileRows rows, column): a block's G chunk (kTileRows x
-// 64 floats, 32 KB) stays in L1 while every column's entries in it use it, so each G row
-// chunk comes from L2 once per block instead of once per entry. ptr[mb * K + k] ..
+// 64 floats, 32 KB; 64 KB for the sampled dot's 128-column chunks, then L2 but still close)
+// stays near while every column's entries in it use it, so each G row chunk comes from
+// memory once per block instead of once per entry. ptr[mb * K + k] ..
 // ptr[mb * K + k + 1]: the entries of column k in row block mb; per entry its row, float
 // weight and index in `values`; cnt[k]: column k's entries (the thread split).
 constexpr int64_t kTileRows = 128;
