@@ -24,7 +24,8 @@
 // an error naming K and N. A B with zero strides (expand) is served as it is: the kernels
 // read B(k, n) through its strides and never write it.
 //
-// Environment: SPARSEKERN_BACKEND and SPARSEKERN_CPU_ISA are read once at import and again
+// Environment: SPARSEKERN_BACKEND, SPARSEKERN_CPU_ISA and SPARSEKERN_CPU_POOL (the threads
+// the kernels run on, see "threads" below) are read once at import and again
 // on sparsekern.backends.reload_env() (the _reload_env op), never per call: a getenv per
 // call costs time and races with os.environ writes from other threads.
 // Python.h first (as Python requires); with Py_LIMITED_API (setup.py) only the stable ABI is
@@ -34,6 +35,7 @@
 #include <torch/library.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -53,7 +55,7 @@ namespace {
 
 namespace skc = sparsekern::cpu;
 
-constexpr int64_t kAbiVersion = 4;  // must equal sparsekern/_extension.py ABI_VERSION
+constexpr int64_t kAbiVersion = 5;  // must equal sparsekern/_extension.py ABI_VERSION
 
 // > 0 while this thread has a backend override (use_backend) or output poisoning active:
 // its CPU calls then take the Python path, which honours them. Per thread, as use_backend is.
@@ -341,6 +343,136 @@ CscCache& csc_cache() {
   return *cache;
 }
 
+// ----------------------------------------------------------------------------- threads
+//
+// SPARSEKERN_CPU_POOL picks the threads the kernels run on (read at load and on
+// reload_env(), never per call):
+// * auto (default): torch's intra-op pool, with a stall guard. A model mixes torch ops and
+//   sparsekern layers, and torch's OpenMP threads spin for a while after every torch op: a
+//   second team (the kernels' own pool) then competes with them for the cores (measured on
+//   pruned all-MiniLM-L6-v2, 2 threads: 1.4x slower end to end at 32x64 tokens). But an
+//   OpenMP region ends in a barrier that waits for every team thread, and on a busy machine
+//   a descheduled one holds the call for whole scheduler slices (0.2 ms calls took 4-12 ms).
+//   So when a call shows a team thread that was not running (the caller waited for the
+//   team well beyond an item's time, or did most items itself), the kernels' own pool
+//   (which never waits for a thread that is not running) serves every call for the next
+//   kBackoffNanos, after which torch's pool is tried again.
+// * torch: torch's pool always (no guard); own: the kernels' own pool always.
+constexpr int64_t kStallNanos = 250000;        // a wait this long (beyond items): a stall
+constexpr int64_t kBackoffNanos = 2000000000;  // then the own pool for this long
+
+enum class PoolChoice : int { kAuto = 0, kTorch = 1, kOwn = 2, kUnknown = 3 };
+std::atomic<int> g_pool_choice{static_cast<int>(PoolChoice::kAuto)};
+std::atomic<int64_t> g_torch_pool_off_until{0};  // steady-clock ns; auto: own pool until then
+std::mutex g_pool_env_mu;
+std::string g_pool_env_text;  // SPARSEKERN_CPU_POOL as last read (for the error message)
+
+int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Whether a call on torch's pool shows a teammate that was late or slow (times in ns on one
+// clock; the caller, team thread 0, ran caller_items of the items and finished its last at
+// caller_done): it waited for the team more than kStallNanos + 1.5 of its mean item times,
+// or it ran more than its share plus half of another's (75% of the items with 2 threads).
+bool team_stalled(int64_t start, int64_t caller_done, int64_t end, int64_t caller_items,
+                  int64_t items, int64_t threads) {
+  const int64_t mean_item = (caller_done - start) / (caller_items > 0 ? caller_items : 1);
+  const bool late = end - caller_done > kStallNanos + 3 * mean_item / 2;
+  const bool alone = threads >= 2 && items >= 2 * threads &&
+                     2 * caller_items * threads > items * (threads + 1);
+  return late || alone;
+}
+
+// cpu::ItemRunner on torch's intra-op pool: `threads` tasks, each claiming the next item until
+// none is left (a dynamic split, as in the own pool). Under auto it declines while backing
+// off, and starts a back-off when team_stalled says so.
+int run_items_on_torch_pool(int64_t items, int threads, skc::ItemFn fn, void* ctx) {
+  const bool guard = g_pool_choice.load(std::memory_order_relaxed) ==
+                     static_cast<int>(PoolChoice::kAuto);
+  const int64_t start = steady_ns();
+  if (guard && start < g_torch_pool_off_until.load(std::memory_order_relaxed))
+    return skc::kRunnerDeclined;
+  std::atomic<int64_t> next{0};
+  std::atomic<int> status{skc::kOk};
+  int64_t caller_done = 0, caller_items = 0;
+  at::parallel_for(0, threads, 1, [&](int64_t t0, int64_t t1) {
+    int64_t mine = 0;
+    for (int64_t t = t0; t < t1; ++t) {
+      for (int64_t i = next.fetch_add(1); i < items; i = next.fetch_add(1)) {
+        const int s = fn(ctx, i);
+        ++mine;
+        if (s != skc::kOk) {
+          int expected = skc::kOk;
+          status.compare_exchange_strong(expected, s);
+        }
+      }
+    }
+    if (at::get_thread_num() == 0) {
+      caller_done = steady_ns();
+      caller_items = mine;
+    }
+  });
+  if (guard && caller_done > 0) {
+    const int64_t end = steady_ns();
+    if (team_stalled(start, caller_done, end, caller_items, items, threads))
+      g_torch_pool_off_until.store(end + kBackoffNanos, std::memory_order_relaxed);
+  }
+  return status.load();
+}
+
+// sparsekern::_pool_team_stalled: team_stalled for tests (fake clocks).
+bool pool_team_stalled(int64_t start, int64_t caller_done, int64_t end, int64_t caller_items,
+                       int64_t items, int64_t threads) {
+  return team_stalled(start, caller_done, end, caller_items, items, threads);
+}
+
+void pool_reload() {
+  const char* v = std::getenv("SPARSEKERN_CPU_POOL");
+  const std::string text = v != nullptr ? v : "";
+  PoolChoice c = PoolChoice::kUnknown;
+  if (text.empty() || text == "auto") c = PoolChoice::kAuto;
+  if (text == "torch") c = PoolChoice::kTorch;
+  if (text == "own") c = PoolChoice::kOwn;
+  {
+    std::lock_guard<std::mutex> lock(g_pool_env_mu);
+    g_pool_env_text = text;
+  }
+  g_pool_choice.store(static_cast<int>(c));
+  g_torch_pool_off_until.store(0);
+  skc::set_item_runner(c == PoolChoice::kAuto || c == PoolChoice::kTorch
+                           ? &run_items_on_torch_pool : nullptr);
+}
+
+// Installs the runner SPARSEKERN_CPU_POOL asks for when the library loads.
+const bool g_pool_loaded = (pool_reload(), true);
+
+// SPARSEKERN_CPU_POOL as last read: an error naming the choices when it is not one.
+void check_pool_env() {
+  if (g_pool_choice.load(std::memory_order_relaxed) != static_cast<int>(PoolChoice::kUnknown))
+    return;
+  std::string v;
+  {
+    std::lock_guard<std::mutex> lock(g_pool_env_mu);
+    v = g_pool_env_text;
+  }
+  TORCH_CHECK_VALUE(false, "SPARSEKERN_CPU_POOL='", v, "' is not a thread pool choice; expected "
+                    "one of 'auto' (the default: torch's intra-op threads, sparsekern's own "
+                    "pool while the machine is too busy for them), 'torch', 'own'");
+}
+
+// The pool choice in force: "auto", "torch" or "own" (SPARSEKERN_CPU_POOL, as last read).
+std::string cpu_pool() {
+  check_pool_env();
+  switch (static_cast<PoolChoice>(g_pool_choice.load())) {
+    case PoolChoice::kTorch: return "torch";
+    case PoolChoice::kOwn: return "own";
+    default: return "auto";
+  }
+}
+
 // ----------------------------------------------------------------------------- kernels
 
 // Runs the CPU kernel for an already validated call, writing into `out` ([M, N], any strides).
@@ -349,6 +481,7 @@ void run_cpu_kernel(const at::Tensor& values, const at::Tensor& indices,
                     c10::string_view layout_name, const at::Tensor& B,
                     const c10::optional<at::Tensor>& bias, at::Tensor& out) {
   check_isa_env();
+  check_pool_env();
   if (out.numel() == 0) return;
   if (K == 0) {  // an empty sum: the output is the bias (B may have no storage at all)
     if (bias.has_value() && bias->defined())
@@ -707,6 +840,7 @@ int64_t python_path(int64_t delta) {
 void reload_env(bool backend_forces_python) {
   g_env_forces_python.store(backend_forces_python);
   skc::isa_reload();
+  pool_reload();
 }
 
 }  // namespace
@@ -727,6 +861,8 @@ TORCH_LIBRARY_IMPL(sparsekern, CompositeExplicitAutograd, m) {
   m.impl("_abi_version", &abi_version);
   m.impl("_kernel_exists", &kernel_exists_op);
   m.impl("_cpu_isa", &cpu_isa);
+  m.impl("_cpu_pool", &cpu_pool);
+  m.impl("_pool_team_stalled", &pool_team_stalled);
   m.impl("_cpu_has_avx2", &cpu_has_avx2);
   m.impl("_cpu_has_avx512", &cpu_has_avx512);
   m.impl("_csc_cache_info", &csc_cache_info);

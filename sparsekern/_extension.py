@@ -16,7 +16,7 @@ import warnings
 import torch  # loads libc10/libtorch that _C links against
 
 #: Bumped whenever the C++ op signatures change; _C reports the value it was built with.
-ABI_VERSION = 4
+ABI_VERSION = 5
 
 _C = None
 _reason = ""
@@ -48,6 +48,13 @@ class Compiled:
         """Instruction set the CPU kernels use: 'avx512', 'avx2' or 'portable'
         (SPARSEKERN_CPU_ISA as read at import or by sparsekern.backends.reload_env())."""
         return torch.ops.sparsekern._cpu_isa()
+
+    @staticmethod
+    def cpu_pool() -> str:
+        """Threads the CPU kernels run on: 'auto' (torch's intra-op threads; sparsekern's own
+        pool for a while after they stalled a call), 'torch' or 'own' (SPARSEKERN_CPU_POOL as
+        read at import or by sparsekern.backends.reload_env())."""
+        return torch.ops.sparsekern._cpu_pool()
 
     @staticmethod
     def cpu_has_avx2() -> bool:

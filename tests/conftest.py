@@ -48,3 +48,21 @@ def cpu_isa_env(monkeypatch):
     yield set_isa
     monkeypatch.undo()
     sk.backends.reload_env()
+
+
+@pytest.fixture
+def cpu_pool_env(monkeypatch):
+    """set(value): set SPARSEKERN_CPU_POOL (None: unset) and reload it (read once at import and
+    on sparsekern.backends.reload_env()). Restored, and read again, when the test ends."""
+    import sparsekern as sk
+
+    def set_pool(value):
+        if value is None:
+            monkeypatch.delenv("SPARSEKERN_CPU_POOL", raising=False)
+        else:
+            monkeypatch.setenv("SPARSEKERN_CPU_POOL", value)
+        sk.backends.reload_env()
+
+    yield set_pool
+    monkeypatch.undo()
+    sk.backends.reload_env()

@@ -96,6 +96,17 @@ int csc_scan(const Csc& a, int64_t M, int64_t K, bool* all_finite);
 int csr_spmm(const CsrRepack& a, const Dense& d);
 int csr_gemv(const CsrRepack& a, const Dense& d);
 
+// The kernels' threads: by default their own pool (parallel.cpp). set_item_runner installs
+// another thread team instead (the glue offers torch's intra-op pool), or null for the
+// pool. A runner must call fn(ctx, item) exactly once for every item in [0, items) on up to
+// `threads` threads and return the first non-zero status; it is installed while no call runs.
+// A runner may instead return kRunnerDeclined having called fn for no item: that call then
+// runs on the pool.
+using ItemFn = int (*)(void* ctx, int64_t item);
+using ItemRunner = int (*)(int64_t items, int threads, ItemFn fn, void* ctx);
+constexpr int kRunnerDeclined = -1;
+void set_item_runner(ItemRunner runner);
+
 // The instruction set the kernels use for the next call: "avx512", "avx2" or "portable".
 // SPARSEKERN_CPU_ISA=portable|avx2|avx512|auto (read at load and on isa_reload(), see isa.h)
 // forces it; each needs the CPU.

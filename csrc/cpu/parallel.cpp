@@ -108,7 +108,10 @@ void pack_panel(const Dense& d, int64_t n0, int64_t nb, int64_t ldp, int64_t k0,
 
 // ----------------------------------------------------------------------------- pool
 //
-// Why not OpenMP: an OpenMP parallel region ends in a barrier that waits for every thread of
+// The glue normally installs a runner on torch's intra-op (OpenMP) pool (set_item_runner,
+// csrc/ops.cpp), which backs off to this pool when a call shows a stalled teammate; this
+// pool serves everything when no runner is installed, in a forked child, and while the
+// runner declines. Why this pool is not OpenMP: an OpenMP parallel region ends in a barrier that waits for every thread of
 // the team, and libgomp's idle threads spin for a long while (GOMP_SPINCOUNT) before sleeping.
 // On a machine where another process keeps a core busy, a team thread that is not scheduled
 // holds the call for a whole scheduler slice (measured: every call of 0.1-2 ms took a flat
@@ -233,10 +236,25 @@ struct Pool {
 std::atomic<Pool*> g_pool{nullptr};
 std::mutex g_pool_init;
 
-// After fork() the child has none of the helpers: it gets a fresh pool (the old one leaks).
-void pool_after_fork_child() {
+std::atomic<ItemRunner> g_runner{nullptr};
+std::atomic<bool> g_forked{false};
+
+// After fork() the child has none of the helpers: it gets a fresh pool (the old one leaks),
+// and never an installed runner: torch's OpenMP team hangs in a forked child once the
+// parent has used it.
+void after_fork_child() {
   g_pool.store(nullptr);
   new (&g_pool_init) std::mutex();
+  g_forked.store(true);
+  g_runner.store(nullptr);
+}
+
+void register_fork_handler() {
+  static bool registered = [] {
+    pthread_atfork(nullptr, nullptr, &after_fork_child);
+    return true;
+  }();
+  (void)registered;
 }
 
 Pool* pool() {
@@ -244,17 +262,18 @@ Pool* pool() {
   if (p != nullptr) return p;
   std::lock_guard<std::mutex> lock(g_pool_init);
   if (g_pool.load() == nullptr) {
-    static bool registered = [] {
-      pthread_atfork(nullptr, nullptr, &pool_after_fork_child);
-      return true;
-    }();
-    (void)registered;
+    register_fork_handler();
     g_pool.store(new Pool());  // never destroyed: helpers may outlive static destructors
   }
   return g_pool.load();
 }
 
 }  // namespace
+
+void set_item_runner(ItemRunner runner) {
+  register_fork_handler();
+  if (!g_forked.load()) g_runner.store(runner);
+}
 
 int run_items(int64_t items, int threads, ItemFn fn, void* ctx) {
   auto serial = [&]() -> int {
@@ -265,6 +284,10 @@ int run_items(int64_t items, int threads, ItemFn fn, void* ctx) {
     return kOk;
   };
   if (items <= 1 || threads <= 1 || items > 0x7fffffff) return serial();
+  if (const ItemRunner runner = g_runner.load(std::memory_order_relaxed)) {
+    const int s = runner(items, threads, fn, ctx);
+    if (s != kRunnerDeclined) return s;
+  }
   Pool* p = pool();
   std::unique_lock<std::mutex> lock(p->submit, std::try_to_lock);
   if (!lock.owns_lock()) return serial();  // the pool serves another call

@@ -80,7 +80,7 @@ inline int parts_for(int threads, int64_t units, int max_parts) {
 // late cannot make the caller wait for it at the very end).
 // Returns the first non-zero status. Calls made while the pool serves another call (from
 // another Python thread, or nested) run on the calling thread alone.
-using ItemFn = int (*)(void* ctx, int64_t item);
+// (ItemFn and set_item_runner: kernels.h.)
 int run_items(int64_t items, int threads, ItemFn fn, void* ctx);
 
 // run_items for a callable fn(int part) -> status.

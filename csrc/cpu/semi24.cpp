@@ -4,12 +4,15 @@
 // values + a nibble of metadata per group of 4: 2.125 bytes per weight in float32 instead
 // of 4) and gathers the matching activations in registers: a byte-indexed table turns one
 // metadata byte into a vpermps index that pulls the 4 kept columns out of 8 activations.
+// With AVX-512, one metadata word gives the vpermt2ps indices of 16 kept values (32
+// activations), computed with a shift and a mask, for 4 rows at once.
 // Only stored entries meet B, so NaN/Inf in B propagate exactly as in the reference.
 //
 // N >= 2 vectorizes along N over a packed panel of B (up to 32 columns, 64 with AVX-512):
 // each kept weight is broadcast and multiplied into NV vector accumulators per row, R rows at
 // a time, so that R * NV independent accumulators hide the FMA latency.
 #include <cstdint>
+#include <cstring>
 
 #include "common.h"
 #include "isa.h"
@@ -343,6 +346,70 @@ SK_AVX512_INLINE __m512 load4_dup16(const f16* p) {
   return _mm512_broadcast_f32x4(_mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
 
+// GEMV, R rows at a time: per 16 kept values (8 groups, 32 columns) one metadata word
+// becomes the 16 vpermt2ps indices with a shift and a mask (value i of the word sits in bits
+// 2i..2i+1, its group at column 4 * (i / 2)), so the 32 activations are loaded once for R
+// rows and each row costs one values load, one broadcast and four vector ops. (The AVX2
+// step spends 7 loads per 8 values, and this core issues about one 512-bit load per cycle.)
+template <typename T, int R>
+SK_AVX512_INLINE void gemv_tile_avx512(const T* v, const uint8_t* mt, const Semi24Rows& g4,
+                                       const Dense& d, const float* x, int64_t m) {
+  const __m512i shifts = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
+  const __m512i base = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24,
+                                         28, 28);
+  const __m512i three = _mm512_set1_epi32(3);
+  const int64_t jfull = d.K / 8;  // metadata bytes whose 8 columns are all < K
+  __m512 acc[R];
+  SK_UNROLL for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  int64_t j = 0;
+  for (; j + 4 <= jfull; j += 4) {
+    const __m512 xlo = _mm512_loadu_ps(x + 8 * j), xhi = _mm512_loadu_ps(x + 8 * j + 16);
+    SK_UNROLL for (int r = 0; r < R; ++r) {
+      uint32_t word;
+      std::memcpy(&word, mt + r * g4.mcols + j, 4);  // validated by the caller
+      const __m512i idx = _mm512_add_epi32(
+          _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int>(word)), shifts),
+                           three), base);
+      acc[r] = _mm512_fmadd_ps(load16(v + r * g4.half + 4 * j),
+                               _mm512_permutex2var_ps(xlo, idx, xhi), acc[r]);
+    }
+  }
+  SK_UNROLL for (int r = 0; r < R; ++r) {
+    const T* vr = v + r * g4.half;
+    const uint8_t* mr = mt + r * g4.mcols;
+    __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(acc[r]),
+                              _mm512_extractf32x8_ps(acc[r], 1));
+    int64_t jj = j;
+    for (; jj + 2 <= jfull; jj += 2) a8 = gemv_step16(vr, mr, x, jj, a8);
+    float s = 0.0f;
+    for (int64_t g = 2 * jj; g < g4.G; ++g) {
+      const int nib = nibble(mr, g), p0 = nib & 3, p1 = nib >> 2;
+      if (4 * g + p0 < d.K) s += to_float(vr[2 * g]) * x[4 * g + p0];
+      if (4 * g + p1 < d.K) s += to_float(vr[2 * g + 1]) * x[4 * g + p1];
+    }
+    store_out(d, m + r, 0, hsum(a8) + s);
+  }
+}
+
+template <typename T>
+SK_AVX512 int gemv_rows_avx512(const T* values, const uint8_t* meta, const Dense& d,
+                               const float* x, int64_t m0, int64_t m1) {
+  constexpr int R = 4;  // rows sharing one load of the activations (2, 4 and 8 measured alike)
+  const Semi24Rows g4(d.K);
+  int64_t m = m0;
+  for (; m + R <= m1; m += R) {
+    // The rows' metadata is checked first (vectorized; it then sits in L1 for the loop).
+    if (!meta_rows_valid_avx2(meta + m * g4.mcols, R, g4)) return kBadMeta;
+    gemv_tile_avx512<T, R>(values + m * g4.half, meta + m * g4.mcols, g4, d, x, m);
+  }
+  for (; m < m1; ++m) {
+    if (!meta_rows_valid_avx2(meta + m * g4.mcols, 1, g4)) return kBadMeta;
+    gemv_tile_avx512<T, 1>(values + m * g4.half, meta + m * g4.mcols, g4, d, x, m);
+  }
+  return kOk;
+}
+
 // panel_tile_avx2 with zmm: R rows x NV zmm of a panel whose row stride is 16 * NV, over the
 // groups [g0, g1) of one K chunk. Each kept weight is broadcast straight from memory (a load,
 // no shuffle on the FMA port) and each panel row is a memory operand of its FMA, so the loop
@@ -496,9 +563,10 @@ class Semi24Panels : public PanelWork {
 template <typename T>
 int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
   const Isa isa = active_isa();
-  // The GEMV runs the AVX2 code under avx512 too: a zmm version (vpermt2ps over 32
-  // activations per metadata word) measured 25% slower on Zen 5 (1 thread, 101 alternated
-  // calls, 4096^2: 4.2 vs 3.3 ms min) and the GEMV is bound by streaming the weights.
+  // The GEMV: gemv_rows_avx512 under avx512 (R rows share the activations; see there),
+  // the AVX2 step under avx2. An earlier one-row zmm version measured 25% slower than the
+  // AVX2 step on Zen 5; this one was 1.2-1.9x faster on Sapphire Rapids, 1 thread
+  // (bench/results/g24-2026-12-03) and is not yet measured on Zen 5.
   const bool avx2 = SK_HAVE_AVX2_KERNELS && isa != Isa::kPortable;
   int nt = threads_for(d.num_threads, 0.5 * static_cast<double>(d.M) * d.K * d.N *
                                           (d.N == 1 ? kGemvCost : 1.0));
@@ -511,6 +579,10 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
     const float* x = gemv_x(d);
     if (x == nullptr) return kNoMemory;
     return parallel_parts(parts, nt, [&](int p) {
+#if SK_HAVE_AVX512_KERNELS
+      if (isa == Isa::kAvx512)
+        return gemv_rows_avx512<T>(values, meta, d, x, bounds[p], bounds[p + 1]);
+#endif
 #if SK_HAVE_AVX2_KERNELS
       if (avx2) return gemv_rows_avx2<T>(values, meta, d, x, bounds[p], bounds[p + 1]);
 #endif

@@ -135,7 +135,8 @@ def gpu_facts() -> Optional[dict]:
 
 
 def thread_facts() -> dict:
-    return {"torch_threads": torch.get_num_threads(),
+    from ..timing.machine import extension_pool
+    return {"torch_threads": torch.get_num_threads(), "sparsekern_cpu_pool": extension_pool(),
             "torch_interop_threads": torch.get_num_interop_threads(),
             "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                                     "OPENBLAS_NUM_THREADS") if k in os.environ}}

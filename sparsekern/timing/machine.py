@@ -124,6 +124,18 @@ def extension_isa() -> Optional[str]:
         return None
 
 
+def extension_pool() -> Optional[str]:
+    """The threads the compiled kernels run on ("auto", "torch", "own"; it honours
+    SPARSEKERN_CPU_POOL), None without the extension or when the variable is not a choice."""
+    from .. import _extension
+    C = _extension._C
+    fn = getattr(C, "cpu_pool", None) if C is not None else None
+    try:
+        return str(fn()) if fn is not None else None
+    except Exception:  # an extension that cannot say: unknown, never a crash
+        return None
+
+
 def serving_backend(layout: str, dtype: torch.dtype, device, M: int = 0, K: int = 0,
                     N: int = 0) -> str:
     """Name of the sparsekern backend that serves this call ("cpu", "reference", ...),

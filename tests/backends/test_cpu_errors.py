@@ -114,10 +114,12 @@ def test_bsr_bad_offsets(entry, N, how):
 # nibble = first | second << 2: (0,0) (1,1) (2,2) (3,3) and (2,0) are invalid, (1,2) is valid
 @pytest.mark.parametrize("nibble", [0x0, 0x5, 0xA, 0xF, 0x2, 0x9])
 @pytest.mark.parametrize("where", ["first", "middle", "last"])
-def test_semi24_metadata_first_not_below_second(entry, N, nibble, where):
-    values, meta, offsets, M, K = semi24_parts(K=28)  # 7 groups: the last is a low nibble
+# K=28: 7 groups, the last a low nibble; K=68: 17 groups, the AVX-512 GEMV's 32-column steps
+@pytest.mark.parametrize("K", [28, 68])
+def test_semi24_metadata_first_not_below_second(entry, N, nibble, where, K):
+    values, meta, offsets, M, K = semi24_parts(K=K)
     p0, p1 = nibble & 3, nibble >> 2
-    g = {"first": 0, "middle": 3, "last": 6}[where]
+    g = {"first": 0, "middle": 3, "last": K // 4 - 1}[where]
     byte, shift = g // 2, 4 * (g % 2)
     meta[2, byte] = (int(meta[2, byte]) & ~(0xF << shift) | (nibble << shift)) & 0xFF
     B = torch.ones(K, N)

@@ -91,7 +91,8 @@ def test_each_isa_and_portable_agree(cpu_isa_env, isa, layout, block, dtype):
 
 @pytest.mark.parametrize("isa", _isa_params())
 @pytest.mark.parametrize("layout", ["2:4", "bsr", "csc"])
-@pytest.mark.parametrize("M,K", [(1, 4), (17, 36), (33, 100), (64, 260), (5, 1028)])
+@pytest.mark.parametrize("M,K", [(1, 4), (17, 36), (33, 100), (64, 260), (5, 1028),
+                                 (9, 52), (6, 120)])
 def test_each_isa_on_edge_shapes(cpu_isa_env, isa, layout, M, K):
     """M, K, N not multiples of the vector widths (8, 16, 32 columns per step), N=1, bias,
     row- and column-major B, threads splitting the rows: the reference result."""

@@ -57,6 +57,66 @@ def test_openmp_threads_give_the_reference_result(case, nthreads, threads):
             torch.testing.assert_close(out, expected(W, B, bias), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("pool", ["auto", "torch", "own"])
+@pytest.mark.parametrize("nthreads", [2, 3])
+def test_each_thread_pool_gives_the_reference_result(pool, nthreads, threads, cpu_pool_env):
+    """SPARSEKERN_CPU_POOL: torch's intra-op threads (auto, torch) or the kernels' own pool,
+    forward and both backward kernels, every layout, between torch ops on the intra-op pool."""
+    cpu_pool_env(pool)
+    assert _extension._C.cpu_pool() == pool
+    threads(nthreads)
+    for layout, block in CASES:
+        W, A = make(600, 512, layout, block, seed=5)
+        bias = torch.randn(600)
+        for N in (1, 40, 300):
+            B = torch.randn(N, 512).t()
+            torch.nn.functional.gelu(torch.randn(256, 256))  # torch's team has just run
+            out = torch.ops.sparsekern.spmm(*A.op_args(), B, bias)
+            torch.testing.assert_close(out, expected(W, B, bias), rtol=1e-4, atol=1e-4)
+        values = A.values.detach().clone().requires_grad_(True)
+        B = torch.randn(512, 64, requires_grad=True)
+        out = torch.ops.sparsekern.spmm(values, A.indices, A.offsets, 600, 512, A.layout, B)
+        G = torch.randn_like(out)
+        gv, gB = torch.autograd.grad(out, (values, B), G)
+        ref_gB = (W.double().t() @ G.double()).float()
+        torch.testing.assert_close(gB, ref_gB, rtol=1e-4, atol=1e-3)
+        # the values' gradient, dense: (G @ B^T) at the stored entries
+        dense_gv = sk.formats.from_parts(A.layout, gv, A.indices, A.offsets, A.shape).to_dense()
+        ref_gv = (G.double() @ B.detach().double().t()).float() * (W != 0)
+        torch.testing.assert_close(dense_gv, ref_gv, rtol=1e-4, atol=1e-3)
+
+
+def test_unknown_thread_pool_is_rejected_naming_the_choices(cpu_pool_env):
+    cpu_pool_env("openmp")  # a bad value is reported at the next call, not at reload
+    W, A = make(64, 64, "csc", None, seed=1)
+    with pytest.raises(ValueError, match=r"SPARSEKERN_CPU_POOL='openmp' is not a thread pool "
+                                         r"choice; expected one of 'auto' .*'torch', 'own'"):
+        torch.ops.sparsekern.spmm(*A.op_args(), torch.ones(64, 2))
+    with pytest.raises(ValueError, match=r"SPARSEKERN_CPU_POOL='openmp'"):
+        _extension._C.cpu_pool()
+    cpu_pool_env(None)
+    assert _extension._C.cpu_pool() == "auto"
+
+
+MS = 1_000_000  # ns
+
+
+@pytest.mark.parametrize("start,done,end,mine,items,nthreads,stalled", [
+    (0, 8 * MS, 8 * MS + 100_000, 4, 8, 2, False),   # half the items, a short wait: fine
+    (0, 4 * MS, 4 * MS + 1_600_000, 4, 8, 2, False),  # waited 1.6 ms < 0.25 + 1.5 * 1 ms items
+    (0, 4 * MS, 4 * MS + 1_800_000, 4, 8, 2, True),   # waited longer: a teammate was late
+    (0, 400_000, 4_400_000, 4, 8, 2, True),           # a 0.4 ms call held 4 ms (a slice)
+    (0, 7 * MS, 7 * MS, 7, 8, 2, True),               # the caller ran 7 of 8 items (> 75%)
+    (0, 6 * MS, 6 * MS, 6, 8, 2, False),              # 6 of 8: exactly 75%, fine
+    (0, 3 * MS, 3 * MS, 3, 3, 2, False),              # too few items to tell
+    (0, 1 * MS, 1 * MS, 1, 1, 1, False),              # one thread: never
+])
+def test_stall_guard_decision_on_fake_clocks(start, done, end, mine, items, nthreads, stalled):
+    """auto backs off to the own pool when team_stalled says so (csrc/ops.cpp)."""
+    assert torch.ops.sparsekern._pool_team_stalled(start, done, end, mine, items,
+                                                   nthreads) is stalled
+
+
 @pytest.mark.parametrize("M", [1, 3, 9])
 def test_fewer_rows_than_parts(M, threads):
     """A split asks for 4 parts per thread; with fewer rows every row is still written once."""
@@ -125,11 +185,14 @@ def _child_runs_kernels(conn):
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork() on this platform")
-def test_kernels_work_in_a_forked_child(threads):
-    """The pool's helper threads are started in the parent first; the child gets a fresh pool
-    (small outputs: torch's elementwise ops stay on one thread in the child)."""
+@pytest.mark.parametrize("pool", ["auto", "torch", "own"])
+def test_kernels_work_in_a_forked_child(threads, pool, cpu_pool_env):
+    """The pool's helper threads (or torch's team) are started in the parent first; the child
+    gets a fresh own pool, whatever SPARSEKERN_CPU_POOL says (small outputs: torch's
+    elementwise ops stay on one thread in the child)."""
     import multiprocessing as mp
 
+    cpu_pool_env(pool)
     threads(2)
     _FORK_WORK.clear()
     for layout, block in CASES:
