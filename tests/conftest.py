@@ -31,38 +31,35 @@ def poison_output():
         yield
 
 
-@pytest.fixture
-def cpu_isa_env(monkeypatch):
-    """set(value): set SPARSEKERN_CPU_ISA (None: unset) and reload it, as a new process would
-    read it (the kernels read it once at import and on sparsekern.backends.reload_env()).
-    The variable is restored, and read again, when the test ends."""
+def _env_switch(monkeypatch, name):
+    """set(value): set environment variable `name` (None: unset) and reload it, as a new
+    process would read it (the kernels read it once at import and on
+    sparsekern.backends.reload_env()). The caller restores it (monkeypatch.undo) and reloads."""
     import sparsekern as sk
 
-    def set_isa(value):
+    def set_value(value):
         if value is None:
-            monkeypatch.delenv("SPARSEKERN_CPU_ISA", raising=False)
+            monkeypatch.delenv(name, raising=False)
         else:
-            monkeypatch.setenv("SPARSEKERN_CPU_ISA", value)
+            monkeypatch.setenv(name, value)
         sk.backends.reload_env()
 
-    yield set_isa
+    return set_value
+
+
+@pytest.fixture
+def cpu_isa_env(monkeypatch):
+    """set(value) for SPARSEKERN_CPU_ISA (see _env_switch); restored and re-read at the end."""
+    import sparsekern as sk
+    yield _env_switch(monkeypatch, "SPARSEKERN_CPU_ISA")
     monkeypatch.undo()
     sk.backends.reload_env()
 
 
 @pytest.fixture
 def cpu_pool_env(monkeypatch):
-    """set(value): set SPARSEKERN_CPU_POOL (None: unset) and reload it (read once at import and
-    on sparsekern.backends.reload_env()). Restored, and read again, when the test ends."""
+    """set(value) for SPARSEKERN_CPU_POOL (see _env_switch); restored and re-read at the end."""
     import sparsekern as sk
-
-    def set_pool(value):
-        if value is None:
-            monkeypatch.delenv("SPARSEKERN_CPU_POOL", raising=False)
-        else:
-            monkeypatch.setenv("SPARSEKERN_CPU_POOL", value)
-        sk.backends.reload_env()
-
-    yield set_pool
+    yield _env_switch(monkeypatch, "SPARSEKERN_CPU_POOL")
     monkeypatch.undo()
     sk.backends.reload_env()

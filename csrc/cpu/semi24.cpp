@@ -58,6 +58,19 @@ inline int nibble(const uint8_t* meta_row, int64_t g) {
   return (meta_row[g >> 1] >> ((g & 1) * 4)) & 15;
 }
 
+// A GEMV row's groups [g0, G) one by one (the vector loops' tail); columns >= K never count.
+template <typename T>
+inline float gemv_tail(const T* v, const uint8_t* mt, const float* x, int64_t g0, int64_t G,
+                       int64_t K) {
+  float s = 0.0f;
+  for (int64_t g = g0; g < G; ++g) {
+    const int nib = nibble(mt, g), p0 = nib & 3, p1 = nib >> 2;
+    if (4 * g + p0 < K) s += to_float(v[2 * g]) * x[4 * g + p0];
+    if (4 * g + p1 < K) s += to_float(v[2 * g + 1]) * x[4 * g + p1];
+  }
+  return s;
+}
+
 // ----------------------------------------------------------------------------- portable
 
 template <typename T>
@@ -190,13 +203,7 @@ SK_AVX2 int gemv_rows_avx2(const T* values, const uint8_t* meta, const Dense& d,
       acc1 = gemv_step16(v, mt, x, j + 2, acc1);
     }
     for (; j + 2 <= jfull; j += 2) acc0 = gemv_step16(v, mt, x, j, acc0);
-    float s = 0.0f;
-    for (int64_t g = 2 * j; g < g4.G; ++g) {
-      const int nib = nibble(mt, g), p0 = nib & 3, p1 = nib >> 2;
-      if (4 * g + p0 < d.K) s += to_float(v[2 * g]) * x[4 * g + p0];
-      if (4 * g + p1 < d.K) s += to_float(v[2 * g + 1]) * x[4 * g + p1];
-    }
-    store_out(d, m, 0, hsum(_mm256_add_ps(acc0, acc1)) + s);
+    store_out(d, m, 0, hsum(_mm256_add_ps(acc0, acc1)) + gemv_tail(v, mt, x, 2 * j, g4.G, d.K));
   }
   return kOk;
 }
@@ -382,13 +389,7 @@ SK_AVX512_INLINE void gemv_tile_avx512(const T* v, const uint8_t* mt, const Semi
                               _mm512_extractf32x8_ps(acc[r], 1));
     int64_t jj = j;
     for (; jj + 2 <= jfull; jj += 2) a8 = gemv_step16(vr, mr, x, jj, a8);
-    float s = 0.0f;
-    for (int64_t g = 2 * jj; g < g4.G; ++g) {
-      const int nib = nibble(mr, g), p0 = nib & 3, p1 = nib >> 2;
-      if (4 * g + p0 < d.K) s += to_float(vr[2 * g]) * x[4 * g + p0];
-      if (4 * g + p1 < d.K) s += to_float(vr[2 * g + 1]) * x[4 * g + p1];
-    }
-    store_out(d, m + r, 0, hsum(a8) + s);
+    store_out(d, m + r, 0, hsum(a8) + gemv_tail(vr, mr, x, 2 * jj, g4.G, d.K));
   }
 }
 

@@ -112,28 +112,29 @@ def _int(s) -> Optional[int]:
         return None
 
 
-def extension_isa() -> Optional[str]:
-    """The CPU ISA path the compiled kernels run here ("avx512", "avx2", "portable"; it
-    honours SPARSEKERN_CPU_ISA), None without the extension."""
+def _extension_says(name: str) -> Optional[str]:
+    """The compiled extension's answer to helper ``name`` as a str; None without it."""
     from .. import _extension
     C = _extension._C
-    fn = getattr(C, "cpu_isa", None) if C is not None else None
+    fn = getattr(C, name, None) if C is not None else None
     try:
         return str(fn()) if fn is not None else None
     except Exception:  # an extension that cannot say: unknown, never a crash
         return None
+
+
+def extension_isa() -> Optional[str]:
+    """The CPU ISA path the compiled kernels run here ("avx512", "avx2", "portable"; it
+    honours SPARSEKERN_CPU_ISA), None without the extension."""
+    return _extension_says("cpu_isa")
 
 
 def extension_pool() -> Optional[str]:
     """The threads the compiled kernels run on ("auto", "torch", "own"; it honours
     SPARSEKERN_CPU_POOL), None without the extension or when the variable is not a choice."""
-    from .. import _extension
-    C = _extension._C
-    fn = getattr(C, "cpu_pool", None) if C is not None else None
-    try:
-        return str(fn()) if fn is not None else None
-    except Exception:  # an extension that cannot say: unknown, never a crash
-        return None
+    return _extension_says("cpu_pool")
+
+
 
 
 def serving_backend(layout: str, dtype: torch.dtype, device, M: int = 0, K: int = 0,
