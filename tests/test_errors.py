@@ -246,7 +246,10 @@ def test_semi24_positions_not_increasing():
     ("csc", csc, "values", r"csc values has shape \[2, 2\]; expected \[nnz\]"),
     ("csc", csc, "offsets", r"csc offsets has shape \[3\] and dtype torch.int32; expected int32 or "
                             r"int64 of shape \[K \+ 1\] = \[9\]"),
-    ("bsr", bsr, "indices", r"bsr indices has shape \[1\] and dtype torch.int32; expected int32"),
+    # one more block index than stored blocks: never a valid length (a random pattern may
+    # store exactly one block, so a fixed length of 1 was sometimes valid)
+    ("bsr", bsr, "indices", r"bsr indices has shape \[{nnzb_plus_1}\] and dtype torch.int32; "
+                            r"expected int32"),
     ("2:4", semi, "values", r"2:4 values has shape \[6, 3\]; expected \[M, ceil\(K/4\)\*2\] = "
                             r"\[6, 4\]"),
     ("2:4", semi, "indices", r"2:4 indices has dtype torch.int32; expected torch.uint8"),
@@ -259,8 +262,9 @@ def test_format_tensor_shapes(layout, make, bad, match):
     elif bad == "offsets":
         t["offsets"] = torch.zeros(3, dtype=torch.int32)
     elif bad == "indices":
-        t["indices"] = (torch.zeros(1, dtype=torch.int32) if layout == "bsr"
-                        else A.indices.to(torch.int32))
+        t["indices"] = (torch.zeros(A.indices.numel() + 1, dtype=torch.int32)
+                        if layout == "bsr" else A.indices.to(torch.int32))
+        match = match.replace("{nnzb_plus_1}", str(A.indices.numel() + 1))
     with pytest.raises((ValueError, TypeError), match=match):
         spmm(t["values"], t["indices"], t["offsets"], 6, 8, layout, torch.randn(8, 2))
 
