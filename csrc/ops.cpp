@@ -350,7 +350,7 @@ CscCache& csc_cache() {
 // * auto (default): torch's intra-op pool, with a stall guard. A model mixes torch ops and
 //   sparsekern layers, and torch's OpenMP threads spin for a while after every torch op: a
 //   second team (the kernels' own pool) then competes with them for the cores (measured on
-//   pruned all-MiniLM-L6-v2, 2 threads: 1.4x slower end to end at 32x64 tokens). But an
+//   pruned all-MiniLM-L6-v2, 2 threads: 1.1-1.4x slower end to end at 32x64). But an
 //   OpenMP region ends in a barrier that waits for every team thread, and on a busy machine
 //   a descheduled one holds the call for whole scheduler slices (0.2 ms calls took 4-12 ms).
 //   So when a call shows a team thread that was not running (the caller waited for the
@@ -421,12 +421,6 @@ int run_items_on_torch_pool(int64_t items, int threads, skc::ItemFn fn, void* ct
       g_torch_pool_off_until.store(end + kBackoffNanos, std::memory_order_relaxed);
   }
   return status.load();
-}
-
-// sparsekern::_pool_team_stalled: team_stalled for tests (fake clocks).
-bool pool_team_stalled(int64_t start, int64_t caller_done, int64_t end, int64_t caller_items,
-                       int64_t items, int64_t threads) {
-  return team_stalled(start, caller_done, end, caller_items, items, threads);
 }
 
 void pool_reload() {
@@ -862,7 +856,7 @@ TORCH_LIBRARY_IMPL(sparsekern, CompositeExplicitAutograd, m) {
   m.impl("_kernel_exists", &kernel_exists_op);
   m.impl("_cpu_isa", &cpu_isa);
   m.impl("_cpu_pool", &cpu_pool);
-  m.impl("_pool_team_stalled", &pool_team_stalled);
+  m.impl("_pool_team_stalled", &team_stalled);  // for tests (fake clocks)
   m.impl("_cpu_has_avx2", &cpu_has_avx2);
   m.impl("_cpu_has_avx512", &cpu_has_avx512);
   m.impl("_csc_cache_info", &csc_cache_info);

@@ -111,10 +111,12 @@ void pack_panel(const Dense& d, int64_t n0, int64_t nb, int64_t ldp, int64_t k0,
 // The glue normally installs a runner on torch's intra-op (OpenMP) pool (set_item_runner,
 // csrc/ops.cpp), which backs off to this pool when a call shows a stalled teammate; this
 // pool serves everything when no runner is installed, in a forked child, and while the
-// runner declines. Why this pool is not OpenMP: an OpenMP parallel region ends in a barrier that waits for every thread of
-// the team, and libgomp's idle threads spin for a long while (GOMP_SPINCOUNT) before sleeping.
-// On a machine where another process keeps a core busy, a team thread that is not scheduled
-// holds the call for a whole scheduler slice (measured: every call of 0.1-2 ms took a flat
+// runner declines.
+//
+// Why this pool is not OpenMP: an OpenMP parallel region ends in a barrier that waits for
+// every thread of the team, and libgomp's idle threads spin for a long while
+// (GOMP_SPINCOUNT) before sleeping. On a machine where another process keeps a core busy, a
+// team thread that is not scheduled holds the call for a whole scheduler slice (measured: every call of 0.1-2 ms took a flat
 // 8 ms with one busy core), and our kernels and torch linked two different libgomp copies
 // whose spinning teams fought for the same 2 cores. Here a call never waits for a thread
 // that has not claimed work, helpers sleep on a futex after a short spin, and only the

@@ -24,7 +24,7 @@ import torch
 # The CPU facts timing depends on live in the shared timing package (auto uses them too).
 from ..timing.load import LoadReport, detect_load  # noqa: F401  (re-exported)
 from ..timing.machine import (DEFAULT_LLC_BYTES, ISA_FLAGS, cpu_facts,  # noqa: F401
-                              last_level_cache_bytes, usable_cpus)
+                              extension_pool, last_level_cache_bytes, usable_cpus)
 
 
 def torch_blas() -> dict:
@@ -135,7 +135,6 @@ def gpu_facts() -> Optional[dict]:
 
 
 def thread_facts() -> dict:
-    from ..timing.machine import extension_pool
     return {"torch_threads": torch.get_num_threads(), "sparsekern_cpu_pool": extension_pool(),
             "torch_interop_threads": torch.get_num_interop_threads(),
             "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
