@@ -83,6 +83,8 @@ def sampled_dot(values, indices, offsets, M, K, layout, G, B):
     if layout == "2:4" and G.shape[1] >= SEMI24_DENSE_MIN_N:
         _, cols = _semi24_dense(values, indices, M, K)
         S = torch.mm(G, B.t())  # [M, K] dense
+        if K % 4 == 0:  # no padding column: every entry is a real one (no clamp, no mask)
+            return S.gather(1, cols).to(values.dtype)
         out = S.gather(1, cols.clamp(max=K - 1))  # K >= 1 here (values is not empty)
         return torch.where(cols < K, out, 0.0).to(values.dtype)
     return torch.ops.sparsekern._sampled_dot_cpu(values.contiguous(), indices.contiguous(),

