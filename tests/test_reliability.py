@@ -256,11 +256,12 @@ _INDEX_MSG = {
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("op", ["spmm", "spmm_transposed", "spmm_sampled_dot"])
 @pytest.mark.parametrize("backend", [None, "reference"])
-def test_every_op_rejects_a_bad_index(layout, op, backend):
+@pytest.mark.parametrize("N", [3, 40])  # 40: 2:4's backward runs as dense GEMMs (N >= 32)
+def test_every_op_rejects_a_bad_index(layout, op, backend, N):
     A, args = _op_args(layout)
     M, K = A.shape
-    dense = {"spmm": (torch.randn(K, 3), None), "spmm_transposed": (torch.randn(M, 3),),
-             "spmm_sampled_dot": (torch.randn(M, 3), torch.randn(K, 3))}[op]
+    dense = {"spmm": (torch.randn(K, N), None), "spmm_transposed": (torch.randn(M, N),),
+             "spmm_sampled_dot": (torch.randn(M, N), torch.randn(K, N))}[op]
     args = _bad_index(layout, args)
     fn = getattr(torch.ops.sparsekern, op)
     if backend is None:

@@ -46,6 +46,14 @@ struct Dense {
 // uint8 (one nibble per group of 4: bits 0-1 first kept position, bits 2-3 second).
 int semi24_spmm(const void* values, WeightType wt, const uint8_t* meta, const Dense& d);
 
+// The same 2:4 A as dense floats: out [M, K] row-major (zeros where nothing is stored).
+int semi24_to_dense(const void* values, WeightType wt, const uint8_t* meta, int64_t M, int64_t K,
+                    float* out, int num_threads);
+
+// S [M, K] row-major at A's stored entries: out [M, Kp/2] (0 for entries in the padding).
+int semi24_gather(const float* S, const uint8_t* meta, int64_t M, int64_t K, float* out,
+                  int num_threads);
+
 // BSR A: values [nnzb, bm, bk] (each block row-major), block_cols [nnzb] int32,
 // block_rowptr [ceil(M/bm) + 1] int32.
 int bsr_spmm(const void* values, WeightType wt, int64_t nnzb, int64_t bm, int64_t bk,

@@ -595,7 +595,80 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
   return run_panels(d, nt, parts, kPanelWidth, work, 8);
 }
 
+// ----------------------------------------------------------------------------- dense forms
+// For the backward products at larger N, which run as dense GEMMs in the glue: one pass over
+// the format, rows split between threads (each row's nibbles are checked as it goes).
+
+// Row m of the weight as dense floats: out[0, K) (zeros where nothing is stored).
+template <typename T>
+bool dense_row(const T* v, const uint8_t* mt, const Semi24Rows& g4, float* out) {
+  for (int64_t c = 0; c < g4.K; ++c) out[c] = 0.0f;
+  for (int64_t g = 0; g < g4.G; ++g) {
+    const int nib = nibble(mt, g), p0 = nib & 3, p1 = nib >> 2;
+    if (p0 >= p1) return false;
+    if (4 * g + p0 < g4.K) out[4 * g + p0] = to_float(v[2 * g]);
+    if (4 * g + p1 < g4.K) out[4 * g + p1] = to_float(v[2 * g + 1]);
+  }
+  return true;
+}
+
+template <typename T>
+int to_dense_typed(const T* values, const uint8_t* meta, int64_t M, int64_t K, float* out,
+                   int num_threads) {
+  const Semi24Rows g4(K);
+  const int nt = threads_for(num_threads, static_cast<double>(M) * K);
+  const int parts = parts_for(nt, M, kMaxParts);
+  int64_t bounds[kMaxParts + 1];
+  split_even(M, parts, bounds);
+  return parallel_parts(parts, nt, [&](int p) {
+    for (int64_t m = bounds[p]; m < bounds[p + 1]; ++m)
+      if (!dense_row(values + m * g4.half, meta + m * g4.mcols, g4, out + m * K))
+        return static_cast<int>(kBadMeta);
+    return static_cast<int>(kOk);
+  });
+}
+
 }  // namespace
+
+int semi24_to_dense(const void* values, WeightType wt, const uint8_t* meta, int64_t M, int64_t K,
+                    float* out, int num_threads) {
+  if (M < 0 || K < 0) return kBadArgument;
+  if (M == 0 || K == 0) return kOk;
+  switch (wt) {
+    case WeightType::kF32:
+      return to_dense_typed(static_cast<const float*>(values), meta, M, K, out, num_threads);
+    case WeightType::kBF16:
+      return to_dense_typed(static_cast<const bf16*>(values), meta, M, K, out, num_threads);
+    case WeightType::kF16:
+      return to_dense_typed(static_cast<const f16*>(values), meta, M, K, out, num_threads);
+  }
+  return kBadArgument;
+}
+
+int semi24_gather(const float* S, const uint8_t* meta, int64_t M, int64_t K, float* out,
+                  int num_threads) {
+  if (M < 0 || K < 0) return kBadArgument;
+  const Semi24Rows g4(K);
+  if (M == 0 || g4.G == 0) return kOk;
+  const int nt = threads_for(num_threads, static_cast<double>(M) * g4.half);
+  const int parts = parts_for(nt, M, kMaxParts);
+  int64_t bounds[kMaxParts + 1];
+  split_even(M, parts, bounds);
+  return parallel_parts(parts, nt, [&](int p) {
+    for (int64_t m = bounds[p]; m < bounds[p + 1]; ++m) {
+      const uint8_t* mt = meta + m * g4.mcols;
+      const float* s = S + m * K;
+      float* o = out + m * g4.half;
+      for (int64_t g = 0; g < g4.G; ++g) {
+        const int nib = nibble(mt, g), p0 = nib & 3, p1 = nib >> 2;
+        if (p0 >= p1) return static_cast<int>(kBadMeta);
+        o[2 * g] = 4 * g + p0 < K ? s[4 * g + p0] : 0.0f;  // padding entries get 0
+        o[2 * g + 1] = 4 * g + p1 < K ? s[4 * g + p1] : 0.0f;
+      }
+    }
+    return static_cast<int>(kOk);
+  });
+}
 
 int semi24_spmm(const void* values, WeightType wt, const uint8_t* meta, const Dense& d) {
   if (d.M < 0 || d.K < 0 || d.N < 0) return kBadArgument;

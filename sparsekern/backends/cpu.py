@@ -23,8 +23,6 @@ import torch
 
 from .. import _extension
 from ..formats import layouts
-from ..formats.semi24 import semi24_columns
-from ..formats.validate import check_format_structure
 
 name = "cpu"
 
@@ -49,27 +47,10 @@ def spmm(values, indices, offsets, M, K, layout, B, bias, out):
     return out
 
 
-#: From this many columns of G on, the 2:4 backward products run as dense BLAS GEMMs of the
-#: decompressed weight: at 50% density a GEMM beats the sparse kernels (measured at
-#: 1536x384, N=2048: A.T @ G 2x faster dense); below it the sparse kernels win.
-SEMI24_DENSE_MIN_N = 32
-
-
-def _semi24_dense(values, indices, M, K):
-    """The 2:4 weight as a dense float32 [M, K] (its structure checked first)."""
-    check_format_structure(values, indices, torch.empty(0, dtype=torch.int32), M, K, "2:4")
-    cols = semi24_columns(indices, K)
-    W = torch.zeros(M, cols.shape[1] * 2 if cols.shape[1] else 0, dtype=torch.float32)
-    W.scatter_(1, cols, values.float())
-    return W[:, :K], cols
-
-
 def spmm_transposed(values, indices, offsets, M, K, layout, G):
     """A.T @ G for G [M, N] float32 (any strides): [K, N] float32."""
     layout, values, indices, offsets = layouts.lower(layout, values, indices, offsets, M, K)
-    if layout == "2:4" and G.shape[1] >= SEMI24_DENSE_MIN_N:
-        W, _ = _semi24_dense(values, indices, M, K)
-        return torch.mm(G.t(), W).t()  # [K, N], row-major [N, K] underneath (x's layout)
+    # (2:4 at N >= 32 runs as a dense GEMM of the decompressed weight: csrc/ops.cpp.)
     return torch.ops.sparsekern._spmm_transposed_cpu(values.contiguous(), indices.contiguous(),
                                                      offsets.contiguous(), M, K, layout, G)
 
@@ -80,12 +61,5 @@ def sampled_dot(values, indices, offsets, M, K, layout, G, B):
         lowered = layouts.lower(layout, values, indices, offsets, M, K)
         return layouts.lift_grad(layout, sampled_dot(*lowered[1:], M, K, lowered[0], G, B),
                                  indices, K)
-    if layout == "2:4" and G.shape[1] >= SEMI24_DENSE_MIN_N:
-        _, cols = _semi24_dense(values, indices, M, K)
-        S = torch.mm(G, B.t())  # [M, K] dense
-        if K % 4 == 0:  # no padding column: every entry is a real one (no clamp, no mask)
-            return S.gather(1, cols).to(values.dtype)
-        out = S.gather(1, cols.clamp(max=K - 1))  # K >= 1 here (values is not empty)
-        return torch.where(cols < K, out, 0.0).to(values.dtype)
     return torch.ops.sparsekern._sampled_dot_cpu(values.contiguous(), indices.contiguous(),
                                                  offsets.contiguous(), M, K, layout, G, B)
