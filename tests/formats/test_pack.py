@@ -149,3 +149,21 @@ def test_state_survives_torch_save_weights_only(layout):
 
 def test_format_classes_are_exported():
     assert sk.Semi24 is Semi24 and sk.BSR is BSR and sk.CSC is CSC
+
+
+@pytest.mark.parametrize("K", [1, 4, 7, 8, 12, 13, 36, 100])
+def test_semi24_columns_every_metadata_byte(K):
+    # Every byte value (valid or not) in every byte position: the column of each stored
+    # entry is 4 * group + its nibble's position, group 2j in the low nibble of byte j.
+    from sparsekern.formats.semi24 import semi24_columns
+    from sparsekern.formats.validate import semi24_meta_cols, semi24_padded_k
+    J, G = semi24_meta_cols(K), semi24_padded_k(K) // 4
+    ind = torch.arange(256, dtype=torch.int64).remainder(256).to(torch.uint8)
+    ind = ind.repeat(J, 1).t().contiguous()  # [256, J]: row r holds byte r everywhere
+    cols = semi24_columns(ind, K)
+    assert cols.shape == (256, 2 * G) and cols.dtype == torch.int64 and cols.is_contiguous()
+    for r in range(256):
+        for g in range(G):
+            nib = (r >> (4 * (g % 2))) & 15
+            assert cols[r, 2 * g].item() == 4 * g + (nib & 3)
+            assert cols[r, 2 * g + 1].item() == 4 * g + (nib >> 2)
