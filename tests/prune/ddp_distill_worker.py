@@ -39,6 +39,10 @@ def main(out: str) -> None:
                    "masks_identical": all(torch.equal(m, all_masks[0]) for m in all_masks),
                    "zeros_held": zeros_held, "losses": losses, "moved": moved,
                    "world": dist.get_world_size()}, f)
+    # Both ranks reach the teardown together: a rank that destroyed its gloo group while the
+    # other was still closing its pairs aborted once in CI ("terminate called without an
+    # active exception", SIGABRT in rank 1 after the test's work was done).
+    dist.barrier()
     dist.destroy_process_group()
 
 

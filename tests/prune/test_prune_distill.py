@@ -149,11 +149,18 @@ def test_ddp_two_cpu_ranks_keep_weights_and_masks_identical(tmp_path):
                OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            "2", str(ROOT / "tests" / "prune" / "ddp_distill_worker.py"), str(out)]
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=240)
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"2-rank DDP distill did not finish in 240 s: {e.stdout} {e.stderr}")
+    for attempt in (1, 2):
+        try:
+            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                                  timeout=240)
+        except subprocess.TimeoutExpired as e:
+            pytest.fail(f"2-rank DDP distill did not finish in 240 s: {e.stdout} {e.stderr}")
+        # One more run only for gloo's teardown abort, seen once in CI (a rank's C++
+        # runtime terminating in std::terminate, no Python error); any other failure, or
+        # this one twice, fails the test.
+        if proc.returncode == 0 or "terminate called without an active exception" not in (
+                proc.stderr + proc.stdout):
+            break
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = [json.loads((tmp_path / f"ddp.rank{r}.json").read_text()) for r in (0, 1)]
     for r in results:
