@@ -10,6 +10,9 @@
 //    by chunk of N with the accumulators in registers (no scatter, no write conflicts).
 // The AVX-512 variants (active_isa) copy G and B into L2-sized column chunks first and run
 // BSR as register-tiled block products (see "BSR, AVX-512"); AVX2 and portable ones as above.
+// AVX-512 CSC with rows sorted in every column (what sparsekern's converters produce) skips
+// steps 1 and 3: it reads the format in place, per column and block of rows (CscCells), and
+// builds only the block boundaries per call. Nothing is cached between calls.
 #include "backward.h"
 
 #include <cstdlib>
@@ -611,10 +614,37 @@ struct Tiles {
   std::vector<int64_t> ent;
 };
 
+// The two ways entries reach the tiled kernels. Cells(mb, k) = the entries of column k in
+// row block mb, [begin, end); per entry its row, float weight and index in `values`.
+// TileCells: bucketed copies (make_tiles), any layout. CscCells: a CSC matrix whose rows are
+// sorted within each column, read in place: a cell is then a contiguous run of its column,
+// so only the run boundaries are built per call (csc_row_blocks), no copy of the entries.
+struct TileCells {
+  const Tiles& t;
+  int64_t begin(int64_t mb, int64_t k) const { return t.ptr[mb * t.K + k]; }
+  int64_t end(int64_t mb, int64_t k) const { return t.ptr[mb * t.K + k + 1]; }
+  int64_t row(int64_t e) const { return t.row[e]; }
+  float w(int64_t e) const { return t.w[e]; }
+  int64_t ent(int64_t e) const { return t.ent[e]; }
+};
+
+template <typename RI>
+struct CscCells {
+  const int64_t* bnd;  // [(nmb + 1) * K]: bnd[mb * K + k] = first entry of column k in block mb
+  int64_t K;
+  const RI* rows;
+  const float* wf;  // the values as float32 (null for the sampled dot, which needs none)
+  int64_t begin(int64_t mb, int64_t k) const { return bnd[mb * K + k]; }
+  int64_t end(int64_t mb, int64_t k) const { return bnd[(mb + 1) * K + k]; }
+  int64_t row(int64_t e) const { return static_cast<int64_t>(rows[e]); }
+  float w(int64_t e) const { return wf[e]; }
+  int64_t ent(int64_t e) const { return e; }
+};
+
 // out rows [k0, k1) of A^T @ G over the packed chunks of G (NV = width / 16).
-template <int NV>
-SK_AVX512 void tiles_t_chunk(const Tiles& t, const Chunks& g, int64_t ch, int64_t N, float* out,
-                             int64_t k0, int64_t k1) {
+template <int NV, class Cells>
+SK_AVX512 void tiles_t_chunk(const Cells& c, int64_t nmb, const Chunks& g, int64_t ch, int64_t N,
+                             float* out, int64_t k0, int64_t k1) {
   constexpr int64_t W = 16 * NV;
   const float* slab = g.data + ch * g.rows * W;
   const int64_t n0 = ch * W, nb = min_i64(W, N - n0);
@@ -623,16 +653,16 @@ SK_AVX512 void tiles_t_chunk(const Tiles& t, const Chunks& g, int64_t ch, int64_
   for (int64_t k = k0; k < k1; ++k)
     SK_UNROLL for (int u = 0; u < NV; ++u)
       _mm512_mask_storeu_ps(out + k * N + n0 + 16 * u, mk[u], _mm512_setzero_ps());
-  for (int64_t mb = 0; mb < t.nmb; ++mb) {
-    const int64_t* p = t.ptr.data() + mb * t.K;
+  for (int64_t mb = 0; mb < nmb; ++mb) {
     for (int64_t k = k0; k < k1; ++k) {
-      if (p[k] == p[k + 1]) continue;
+      const int64_t e0 = c.begin(mb, k), e1 = c.end(mb, k);
+      if (e0 == e1) continue;
       float* o = out + k * N + n0;
       __m512 acc[NV];
       SK_UNROLL for (int u = 0; u < NV; ++u) acc[u] = _mm512_maskz_loadu_ps(mk[u], o + 16 * u);
-      for (int64_t e = p[k]; e < p[k + 1]; ++e) {
-        const float* gr = slab + static_cast<int64_t>(t.row[e]) * W;
-        const __m512 wv = _mm512_set1_ps(t.w[e]);
+      for (int64_t e = e0; e < e1; ++e) {
+        const float* gr = slab + c.row(e) * W;
+        const __m512 wv = _mm512_set1_ps(c.w(e));
         SK_UNROLL for (int u = 0; u < NV; ++u)
           acc[u] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(gr + 16 * u), acc[u]);
       }
@@ -642,45 +672,46 @@ SK_AVX512 void tiles_t_chunk(const Tiles& t, const Chunks& g, int64_t ch, int64_
 }
 
 // out[ent] += the chunk's part of G[row] . B[k] for the entries of columns [k0, k1).
-template <int NV>
-SK_AVX512 void tiles_dot_chunk(const Tiles& t, const Chunks& g, const Chunks& b, int64_t ch,
-                               float* out, int64_t k0, int64_t k1) {
+template <int NV, class Cells>
+SK_AVX512 void tiles_dot_chunk(const Cells& c, int64_t nmb, const Chunks& g, const Chunks& b,
+                               int64_t ch, float* out, int64_t k0, int64_t k1) {
   constexpr int64_t W = 16 * NV;
   const float* gs = g.data + ch * g.rows * W;
   const float* bs = b.data + ch * b.rows * W;
-  for (int64_t mb = 0; mb < t.nmb; ++mb) {
-    const int64_t* p = t.ptr.data() + mb * t.K;
+  for (int64_t mb = 0; mb < nmb; ++mb) {
     for (int64_t k = k0; k < k1; ++k) {
-      if (p[k] == p[k + 1]) continue;
+      const int64_t e0 = c.begin(mb, k), e1 = c.end(mb, k);
+      if (e0 == e1) continue;
       __m512 bv[NV];
       SK_UNROLL for (int u = 0; u < NV; ++u) bv[u] = _mm512_loadu_ps(bs + k * W + 16 * u);
-      for (int64_t e = p[k]; e < p[k + 1]; ++e) {
-        const float* gr = gs + static_cast<int64_t>(t.row[e]) * W;
+      for (int64_t e = e0; e < e1; ++e) {
+        const float* gr = gs + c.row(e) * W;
         __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(gr), bv[0]);
         SK_UNROLL for (int u = 1; u < NV; ++u)
           acc = _mm512_fmadd_ps(_mm512_loadu_ps(gr + 16 * u), bv[u], acc);
-        out[t.ent[e]] += _mm512_reduce_add_ps(acc);
+        out[c.ent(e)] += _mm512_reduce_add_ps(acc);
       }
     }
   }
 }
 
 // Columns [k0, k1): every chunk of N (templated on the chunk width).
-SK_AVX512 void tiles_columns(const Tiles& t, const Chunks& g, const Chunks* b, int64_t N,
-                             float* out, int64_t k0, int64_t k1) {
+template <class Cells>
+SK_AVX512 void tiles_columns(const Cells& c, int64_t nmb, const Chunks& g, const Chunks* b,
+                             int64_t N, float* out, int64_t k0, int64_t k1) {
   for (int64_t ch = 0; ch < g.count; ++ch) {
     const int nv = static_cast<int>(g.width / 16);
     if (b == nullptr) {
-      if (nv == 1) tiles_t_chunk<1>(t, g, ch, N, out, k0, k1);
-      else if (nv == 2) tiles_t_chunk<2>(t, g, ch, N, out, k0, k1);
-      else if (nv == 3) tiles_t_chunk<3>(t, g, ch, N, out, k0, k1);
-      else tiles_t_chunk<4>(t, g, ch, N, out, k0, k1);
+      if (nv == 1) tiles_t_chunk<1>(c, nmb, g, ch, N, out, k0, k1);
+      else if (nv == 2) tiles_t_chunk<2>(c, nmb, g, ch, N, out, k0, k1);
+      else if (nv == 3) tiles_t_chunk<3>(c, nmb, g, ch, N, out, k0, k1);
+      else tiles_t_chunk<4>(c, nmb, g, ch, N, out, k0, k1);
     } else {
-      if (nv == 1) tiles_dot_chunk<1>(t, g, *b, ch, out, k0, k1);
-      else if (nv == 2) tiles_dot_chunk<2>(t, g, *b, ch, out, k0, k1);
-      else if (nv == 3) tiles_dot_chunk<3>(t, g, *b, ch, out, k0, k1);
-      else if (nv == 4) tiles_dot_chunk<4>(t, g, *b, ch, out, k0, k1);
-      else tiles_dot_chunk<8>(t, g, *b, ch, out, k0, k1);
+      if (nv == 1) tiles_dot_chunk<1>(c, nmb, g, *b, ch, out, k0, k1);
+      else if (nv == 2) tiles_dot_chunk<2>(c, nmb, g, *b, ch, out, k0, k1);
+      else if (nv == 3) tiles_dot_chunk<3>(c, nmb, g, *b, ch, out, k0, k1);
+      else if (nv == 4) tiles_dot_chunk<4>(c, nmb, g, *b, ch, out, k0, k1);
+      else tiles_dot_chunk<8>(c, nmb, g, *b, ch, out, k0, k1);
     }
   }
 }
@@ -730,16 +761,15 @@ bool make_tiles(const Format& a, const Coords& c, Tiles* t) {
   return true;
 }
 
-// Both products over Tiles (B == nullptr: A^T @ G into out [K, N]; else the sampled dot
-// products into out [numel]). kNoMemory when the chunk buffers cannot be had; kBadArgument
-// (nothing written) when the tiles would be too large, so the caller falls back.
-int tiled_avx512(const Format& a, const Coords& c, Strided G, const Strided* B, int64_t N,
-                 float* out, int num_threads) {
 #if SK_HAVE_AVX512_KERNELS
-  Tiles t;
-  if (N == 0 || !make_tiles(a, c, &t)) return kBadArgument;
-  const double work = (static_cast<double>(t.cnt[a.K]) + a.K) * static_cast<double>(N) / 16.0;
-  const int nt = threads_for(num_threads, work);
+// Both products over cells (B == nullptr: A^T @ G into out [K, N]; else the sampled dot
+// products into out [numel]); prefix [K + 1]: entries before each column (the thread split).
+// kNoMemory when the chunk buffers cannot be had.
+template <class Cells, typename P>
+int run_cells(const Format& a, const Cells& cells, int64_t nmb, const P* prefix, Strided G,
+              const Strided* B, int64_t N, float* out, int num_threads) {
+  const double entries = static_cast<double>(prefix[a.K] - prefix[0]);
+  const int nt = threads_for(num_threads, (entries + a.K) * static_cast<double>(N) / 16.0);
   Chunks gc, bc;
   int s = pack_chunks(G, a.M, N, scratch_panel(), nt, &gc, B != nullptr);
   if (s == kOk && B != nullptr) s = pack_chunks(*B, a.K, N, scratch_accum(), nt, &bc, true);
@@ -748,14 +778,111 @@ int tiled_avx512(const Format& a, const Coords& c, Strided G, const Strided* B, 
     for (int64_t e = 0; e < a.numel; ++e) out[e] = 0.0f;  // padding entries stay 0
   const int parts = parts_for(nt, a.K, kMaxParts);
   int64_t bounds[kMaxParts + 1];
-  split_by_prefix(t.cnt.data(), a.K, 1.0, parts, bounds);
+  split_by_prefix(prefix, a.K, 1.0, parts, bounds);
   return parallel_parts(parts, nt, [&](int p) {
-    tiles_columns(t, gc, B != nullptr ? &bc : nullptr, N, out, bounds[p], bounds[p + 1]);
+    tiles_columns(cells, nmb, gc, B != nullptr ? &bc : nullptr, N, out, bounds[p],
+                  bounds[p + 1]);
     return static_cast<int>(kOk);
   });
+}
+
+// Returned by csc_row_blocks for a column whose rows are not sorted (not an error: the
+// caller takes the bucketing path).
+constexpr int kUnsorted = 100;
+
+// bnd [(nmb + 1) * K] for CscCells: bnd[mb * K + k] = the first entry of column k with row
+// >= mb * kTileRows, checking every offset and row index on the way. kUnsorted when some
+// column's rows decrease; kBadArgument when the table would be much larger than the entries.
+template <typename RI, typename PI>
+int csc_row_blocks(const Format& a, const RI* rows, const PI* ptr, int64_t nmb, int nt,
+                   std::vector<int64_t>* bnd) {
+  if (idx(ptr, 0) != 0 || idx(ptr, a.K) != a.numel) return kBadOffsets;
+  for (int64_t k = 0; k < a.K; ++k)
+    if (idx(ptr, k + 1) < idx(ptr, k)) return kBadOffsets;
+  int64_t cells;
+  if (!checked_mul(nmb + 1, a.K, &cells) || cells > max_i64(4 * a.numel, int64_t{1} << 20))
+    return kBadArgument;
+  bnd->resize(static_cast<size_t>(cells));
+  int64_t* out = bnd->data();
+  const int parts = parts_for(threads_for(nt, static_cast<double>(a.numel + cells) / 4.0), a.K,
+                              kMaxParts);
+  return parallel_parts(parts, nt, [&](int p) {
+    for (int64_t k = a.K * p / parts; k < a.K * (p + 1) / parts; ++k) {
+      const int64_t e1 = idx(ptr, k + 1);
+      int64_t j = idx(ptr, k), prev = -1;
+      for (int64_t mb = 0; mb < nmb; ++mb) {
+        out[mb * a.K + k] = j;
+        const int64_t limit = (mb + 1) * kTileRows;
+        for (; j < e1; ++j) {
+          const int64_t r = rows[j];
+          if (r < 0 || r >= a.M) return static_cast<int>(kBadIndex);
+          if (r < prev) return kUnsorted;
+          if (r >= limit) break;
+          prev = r;
+        }
+      }
+      if (j != e1) return static_cast<int>(kBadIndex);  // rows past the last block (unreachable)
+      out[nmb * a.K + k] = e1;
+    }
+    return static_cast<int>(kOk);
+  });
+}
+
+// The CSC products with rows read in place (CscCells); kUnsorted or kBadArgument (nothing
+// written) when the caller must take the bucketing path instead.
+template <typename RI, typename PI>
+int csc_cells_avx512(const Format& a, const RI* rows, const PI* ptr, Strided G, const Strided* B,
+                     int64_t N, float* out, int num_threads) {
+  const int64_t nmb = ceil_div(a.M, kTileRows);
+  std::vector<int64_t> bnd;
+  int s = csc_row_blocks(a, rows, ptr, nmb, num_threads, &bnd);
+  if (s != kOk) return s;
+  std::vector<float> wbuf;
+  const float* wf = B == nullptr ? float_values(a, &wbuf) : nullptr;
+  const CscCells<RI> cells{bnd.data(), a.K, rows, wf};
+  return run_cells(a, cells, nmb, ptr, G, B, N, out, num_threads);
+}
+
+int csc_sorted_avx512(const Format& a, Strided G, const Strided* B, int64_t N, float* out,
+                      int num_threads) {
+  const bool r16 = a.idx_type == IndexType::kI16, p64 = a.off_type == IndexType::kI64;
+  const void* r = a.indices;
+  const void* p = a.offsets;
+  if (r16 && p64)
+    return csc_cells_avx512(a, static_cast<const int16_t*>(r), static_cast<const int64_t*>(p), G, B, N, out, num_threads);
+  if (r16)
+    return csc_cells_avx512(a, static_cast<const int16_t*>(r), static_cast<const int32_t*>(p), G, B, N, out, num_threads);
+  if (p64)
+    return csc_cells_avx512(a, static_cast<const int32_t*>(r), static_cast<const int64_t*>(p), G, B, N, out, num_threads);
+  return csc_cells_avx512(a, static_cast<const int32_t*>(r), static_cast<const int32_t*>(p), G, B, N, out, num_threads);
+}
+#endif  // SK_HAVE_AVX512_KERNELS
+
+// Both products over Tiles (any layout; see run_cells). kBadArgument (nothing written) when
+// the tiles would be too large, so the caller falls back.
+int tiled_avx512(const Format& a, const Coords& c, Strided G, const Strided* B, int64_t N,
+                 float* out, int num_threads) {
+#if SK_HAVE_AVX512_KERNELS
+  Tiles t;
+  if (N == 0 || !make_tiles(a, c, &t)) return kBadArgument;
+  return run_cells(a, TileCells{t}, t.nmb, t.cnt.data(), G, B, N, out, num_threads);
 #else
   (void)a, (void)c, (void)G, (void)B, (void)N, (void)out, (void)num_threads;
   return kBadArgument;
+#endif
+}
+
+// The AVX-512 CSC path for sorted rows (csc_sorted_avx512): kOk or an error status, or -1
+// when the caller must take the coordinate path (unsorted rows, tall A, no AVX-512, N == 0).
+int csc_direct(const Format& a, Strided G, const Strided* B, int64_t N, float* out,
+               int num_threads) {
+#if SK_HAVE_AVX512_KERNELS
+  if (a.layout != SparseLayout::kCsc || active_isa() != Isa::kAvx512 || N == 0) return -1;
+  const int s = csc_sorted_avx512(a, G, B, N, out, num_threads);
+  return s == kUnsorted || s == kBadArgument ? -1 : s;
+#else
+  (void)a, (void)G, (void)B, (void)N, (void)out, (void)num_threads;
+  return -1;
 #endif
 }
 
@@ -778,6 +905,10 @@ int sampled_dot(const Format& a, Strided Gs, Strided Bs, int64_t N, float* out, 
     int s = row_major(Gs, a.M, N, scratch_panel(), num_threads, &G);
     if (s == kOk) s = row_major(Bs, a.K, N, scratch_accum(), num_threads, &B);
     return s != kOk ? s : bsr_sampled_dot_avx512(a, G, B, N, out, num_threads);
+  }
+  if (a.K > 0) {
+    const int d = csc_direct(a, Gs, &Bs, N, out, num_threads);
+    if (d >= 0) return d;
   }
   Coords c;
   int s = make_coords(a, &c);
@@ -824,6 +955,8 @@ int spmm_transposed(const Format& a, Strided Gs, int64_t N, float* out, int num_
     const int s = row_major(Gs, a.M, N, scratch_panel(), num_threads, &G);
     return s != kOk ? s : bsr_transposed_avx512(a, G, N, out, num_threads);
   }
+  const int d = csc_direct(a, Gs, nullptr, N, out, num_threads);
+  if (d >= 0) return d;
   Coords c;
   int s = make_coords(a, &c);
   if (s != kOk) return s;

@@ -358,3 +358,84 @@ def test_linear_backward_with_transposed_dy_matches_dense(layout, block, N):
     s_ref = _ref("spmm_sampled_dot", A.values, A.indices, A.offsets, M, K, layout,
                  gy.t().contiguous(), x.detach().t().contiguous())
     torch.testing.assert_close(v.grad, s_ref, rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- CSC in place
+# On AVX-512 the CSC backward reads the format in place, per column and block of 128 rows,
+# when every column's rows are sorted, and takes the coordinate path otherwise: both against
+# the reference, over several row blocks, every index and value dtype, unsorted and repeated
+# rows, empty columns.
+
+def _csc_args(M, K, density, rows_dtype, off_dtype, dtype, order, g):
+    """(values, indices, offsets) of a random CSC [M, K]; order: sorted, shuffled, repeated."""
+    W = torch.randn(M, K, generator=g) * (torch.rand(M, K, generator=g) < density)
+    W[:, ::5] = 0.0  # empty columns
+    A = sk.to_sparse(W.to(dtype), layout="csc")
+    v, r, o = A.values, A.indices.long(), A.offsets.long()
+    if order != "sorted":
+        parts_v, parts_r, counts = [], [], []
+        for k in range(K):
+            vk, rk = v[o[k]:o[k + 1]], r[o[k]:o[k + 1]]
+            if order == "shuffled":
+                p = torch.randperm(rk.numel(), generator=g)
+                vk, rk = vk[p], rk[p]
+            elif rk.numel():  # one row twice (still sorted): its two values add up
+                vk, rk = torch.cat([vk, vk[-1:] * 0.5]), torch.cat([rk, rk[-1:]])
+            parts_v.append(vk), parts_r.append(rk), counts.append(rk.numel())
+        v, r = torch.cat(parts_v), torch.cat(parts_r)
+        o = torch.zeros(K + 1, dtype=torch.long)
+        o[1:] = torch.tensor(counts).cumsum(0)
+    return v.contiguous(), r.to(rows_dtype).contiguous(), o.to(off_dtype).contiguous()
+
+
+@pytest.mark.parametrize("isa", ["avx2", "avx512"])
+@pytest.mark.parametrize("M,density", [(129, 0.3), (300, 0.05), (1000, 0.3)])
+@pytest.mark.parametrize("rows_dtype,off_dtype", [(torch.int16, torch.int32),
+                                                  (torch.int32, torch.int64)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("order", ["sorted", "shuffled", "repeated"])
+@pytest.mark.parametrize("N", [1, 33, 130])
+def test_csc_backward_in_place_against_the_reference(cpu_isa_env, isa, M, density, rows_dtype,
+                                                     off_dtype, dtype, order, N):
+    if isa == "avx2" and not C.cpu_has_avx2() or isa == "avx512" and not C.cpu_has_avx512():
+        pytest.skip(f"this CPU/OS has no {isa}")
+    cpu_isa_env(isa)
+    K = 37
+    g = torch.Generator().manual_seed(M * 31 + N)
+    v, r, o = _csc_args(M, K, density, rows_dtype, off_dtype, dtype, order, g)
+    args = (v, r, o, M, K, "csc")
+    G = torch.randn(N, M, generator=g).t()  # dY's transposed view, as autograd hands it over
+    B = torch.randn(K, N, generator=g)
+    t = torch.ops.sparsekern._spmm_transposed_cpu(*args, G)
+    torch.testing.assert_close(t, _ref("spmm_transposed", *args, G), rtol=1e-4, atol=1e-4)
+    s = torch.ops.sparsekern._sampled_dot_cpu(*args, G, B)
+    tol = 1e-4 if dtype == torch.float32 else 1e-2  # a bfloat16 output rounds (1 ulp apart)
+    torch.testing.assert_close(s.float(), _ref("spmm_sampled_dot", *args, G, B).float(),
+                               rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("op", ["_spmm_transposed_cpu", "_sampled_dot_cpu"])
+@pytest.mark.parametrize("where", ["first", "last"])
+@pytest.mark.parametrize("bad", ["row=M", "row=-1", "unsorted row=M", "offsets decrease"])
+def test_csc_backward_in_place_rejects_bad_formats(op, where, bad):
+    # Every row index and offset is checked before it is used, in any row block and column.
+    g = torch.Generator().manual_seed(5)
+    M, K, N = 300, 37, 20
+    v, r, o = _csc_args(M, K, 0.3, torch.int16, torch.int32, torch.float32, "sorted", g)
+    r, o = r.clone(), o.clone()
+    col = 1 if where == "first" else K - 1
+    lo, hi = int(o[col]), int(o[col + 1])
+    assert hi - lo >= 3
+    if bad == "row=M":
+        r[hi - 1] = M
+    elif bad == "row=-1":
+        r[lo] = -1
+    elif bad == "unsorted row=M":
+        r[lo] = M
+    else:
+        o[col] = o[col + 1] + 1
+    G, B = torch.randn(M, N, generator=g), torch.randn(K, N, generator=g)
+    dense = (G,) if op == "_spmm_transposed_cpu" else (G, B)
+    msg = r"offsets" if bad == "offsets decrease" else r"row index in indices is out of range"
+    with pytest.raises(ValueError, match=msg):
+        getattr(torch.ops.sparsekern, op)(v, r, o, M, K, "csc", *dense)
