@@ -439,3 +439,32 @@ def test_csc_backward_in_place_rejects_bad_formats(op, where, bad):
     msg = r"offsets" if bad == "offsets decrease" else r"row index in indices is out of range"
     with pytest.raises(ValueError, match=msg):
         getattr(torch.ops.sparsekern, op)(v, r, o, M, K, "csc", *dense)
+
+
+@pytest.mark.parametrize("layout,block", LAYOUTS, ids=ids)
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_input_gradient_of_a_linear_arrives_like_its_input(layout, block, create_graph):
+    # x [N, K] contiguous: the backward hands x's gradient back contiguous (no strided copy
+    # left for autograd), except under create_graph, where it must stay differentiable.
+    W, A = make(layout, block, M=32, K=48, seed=11)
+    layer = sk.SparseLinear.from_dense(_linear(W), layout=layout, blocksize=block) \
+        if layout == "bsr" else sk.SparseLinear.from_dense(_linear(W), layout=layout)
+    x = torch.randn(40, 48, requires_grad=True)
+    g = torch.randn(40, 32)
+    (dx,) = torch.autograd.grad(layer(x), x, g, create_graph=create_graph)
+    torch.testing.assert_close(dx, g @ W, rtol=1e-4, atol=1e-4)
+    if create_graph:
+        (ddx,) = torch.autograd.grad(dx.sum(), layer.values)
+        assert ddx.shape == layer.values.shape
+    else:
+        assert dx.is_contiguous()
+        x.grad = None
+        layer(x).backward(g)
+        assert x.grad.is_contiguous() and torch.equal(x.grad, dx)
+
+
+def _linear(W):
+    lin = torch.nn.Linear(W.shape[1], W.shape[0])
+    with torch.no_grad():
+        lin.weight.copy_(W)
+    return lin
