@@ -24,8 +24,9 @@
 // an error naming K and N. A B with zero strides (expand) is served as it is: the kernels
 // read B(k, n) through its strides and never write it.
 //
-// Environment: SPARSEKERN_BACKEND, SPARSEKERN_CPU_ISA and SPARSEKERN_CPU_POOL (the threads
-// the kernels run on, see "threads" below) are read once at import and again
+// Environment: SPARSEKERN_BACKEND, SPARSEKERN_CPU_ISA, SPARSEKERN_CPU_SCATTER (cpu/isa.h)
+// and SPARSEKERN_CPU_POOL (the threads the kernels run on, see "threads" below) are read
+// once at import and again
 // on sparsekern.backends.reload_env() (the _reload_env op), never per call: a getenv per
 // call costs time and races with os.environ writes from other threads.
 // Python.h first (as Python requires); with Py_LIMITED_API (setup.py) only the stable ABI is
@@ -175,6 +176,8 @@ void check_isa_env() {
   std::string v;
   const skc::IsaEnvStatus st = skc::isa_env_status(&v);
   if (st == skc::IsaEnvStatus::kOk) return;
+  TORCH_CHECK_VALUE(st != skc::IsaEnvStatus::kUnknownScatter, "SPARSEKERN_CPU_SCATTER='", v,
+                    "' is not a scatter choice; expected one of 'vector', 'scalar', 'auto'");
   TORCH_CHECK_VALUE(st != skc::IsaEnvStatus::kUnknown, "SPARSEKERN_CPU_ISA='", v,
                     "' is not a CPU instruction set choice; expected one of 'portable', "
                     "'avx2', 'avx512', 'auto'");

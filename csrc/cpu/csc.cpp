@@ -104,17 +104,31 @@ SK_AVX512_INLINE __m512i rows16(const int16_t* p) {
   return _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 SK_AVX512_INLINE __m512i rows16(const int32_t* p) { return _mm512_loadu_si512(p); }
-// scatter_column with the range check one zmm compare per 16 rows and the scatter-adds
-// scalar (Zen 4/5 microcode vscatterdps: a gather - FMA - scatter of 16 entries measured ~2x
-// slower than 16 scalar read-FMA-writes, which the out-of-order core overlaps).
+// scatter_column with the range check one zmm compare per 16 rows. The scatter-adds: with
+// `vector` (see cpu::vector_scatter: Intel) one gather-FMA-scatter per 16 entries whose rows
+// strictly increase (distinct, so exact; a column's rows are sorted as sparsekern stores
+// them); scalar otherwise (Zen 4/5 microcode vscatterdps: 16 scalar read-FMA-writes, which
+// the out-of-order core overlaps, measured ~2x faster there). Both round y[r] + v * x once
+// (FMA), so the two give the same sums.
 template <typename T, typename RI>
 SK_AVX512 bool scatter_column_avx512(const T* vals, const RI* rows, int64_t s, int64_t e,
-                                     float xk, float* y, int64_t M) {
+                                     float xk, float* y, int64_t M, bool vector) {
   const __m512i lim = _mm512_set1_epi32(static_cast<int32_t>(min_i64(M, INT32_MAX)));
   int64_t j = s;
+  const __m512 xv = _mm512_set1_ps(xk);
+  const __m512i shift = _mm512_set_epi32(14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0);
   for (; j + 16 <= e; j += 16) {
-    if (_mm512_cmplt_epu32_mask(rows16(rows + j), lim) != 0xFFFF) return false;
-    SK_UNROLL for (int i = 0; i < 16; ++i) y[rows[j + i]] += to_float(vals[j + i]) * xk;
+    const __m512i r = rows16(rows + j);
+    if (_mm512_cmplt_epu32_mask(r, lim) != 0xFFFF) return false;
+    // rows strictly increasing within the 16: distinct, so one gather-FMA-scatter is exact.
+    const __m512i prev = _mm512_permutexvar_epi32(shift, r);
+    if (vector && (_mm512_cmpgt_epi32_mask(r, prev) | 1u) == 0xFFFF) {
+      const __m512 yv = _mm512_i32gather_ps(r, y, 4);
+      _mm512_i32scatter_ps(y, r, _mm512_fmadd_ps(load16(vals + j), xv, yv), 4);
+      continue;
+    }
+    SK_UNROLL for (int i = 0; i < 16; ++i)
+      y[rows[j + i]] = std::fma(to_float(vals[j + i]), xk, y[rows[j + i]]);
   }
   return scatter_column(vals, rows, j, e, xk, y, M);
 }
@@ -153,6 +167,7 @@ int gemv_csc(const T* vals, const RI* rows, const PI* colptr, int64_t nnz, bool 
   if (!offsets_ok(colptr, K, nnz)) return kBadOffsets;
   const Isa isa = active_isa();
   const bool avx2 = SK_HAVE_AVX2_KERNELS && isa == Isa::kAvx2;
+  const bool vector = vector_scatter();
   const float* B = d.B;
   const int64_t sb = d.ldb_k;
 
@@ -205,7 +220,7 @@ int gemv_csc(const T* vals, const RI* rows, const PI* colptr, int64_t nnz, bool 
         continue;
 #if SK_HAVE_AVX512_KERNELS
       if (isa == Isa::kAvx512) {
-        if (!scatter_column_avx512(vals, rows, s, e, xk, y, M)) return kBadIndex;
+        if (!scatter_column_avx512(vals, rows, s, e, xk, y, M, vector)) return kBadIndex;
         continue;
       }
 #endif

@@ -28,10 +28,15 @@ bool cpu_has_avx2();
 // Whether this CPU (and OS) can run the AVX-512 kernels.
 bool cpu_has_avx512();
 
-enum class IsaEnvStatus { kOk, kUnknown, kAvx2Missing, kAvx512Missing };
+// Whether the AVX-512 CSC GEMV scatters 16 entries of a column with one gather-FMA-scatter
+// (true) or with scalar read-FMA-writes: SPARSEKERN_CPU_SCATTER=vector|scalar|auto (auto:
+// vector on Intel, scalar elsewhere), read with SPARSEKERN_CPU_ISA. Both give the same sums.
+bool vector_scatter();
 
-// Whether SPARSEKERN_CPU_ISA (as last read) is unset or a choice this CPU can honour; when it
-// is not, `value` (if given) gets the variable's text.
+enum class IsaEnvStatus { kOk, kUnknown, kAvx2Missing, kAvx512Missing, kUnknownScatter };
+
+// Whether SPARSEKERN_CPU_ISA and SPARSEKERN_CPU_SCATTER (as last read) are unset or choices
+// this CPU can honour; when one is not, `value` (if given) gets that variable's text.
 IsaEnvStatus isa_env_status(std::string* value);
 
 }  // namespace cpu

@@ -33,8 +33,8 @@ _env_value = ""  # SPARSEKERN_BACKEND as last read by reload_env()
 
 
 def reload_env() -> None:
-    """Read ``SPARSEKERN_BACKEND`` and ``SPARSEKERN_CPU_ISA`` again (done once at import) and
-    tell the C++ fast path."""
+    """Read ``SPARSEKERN_BACKEND``, ``SPARSEKERN_CPU_ISA``, ``SPARSEKERN_CPU_SCATTER`` and
+    ``SPARSEKERN_CPU_POOL`` again (done once at import) and tell the C++ fast path."""
     global _env_value
     _env_value = os.environ.get(ENV_VAR, "").strip()
     if _extension._C is not None:

@@ -117,6 +117,11 @@ def test_each_isa_on_edge_shapes(cpu_isa_env, isa, layout, M, K):
             torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
+#: SPARSEKERN_CPU_SCATTER choices: the AVX-512 CSC GEMV's scatter-adds (the other ISAs
+#: ignore it), both on every CPU that has AVX-512.
+SCATTERS = ["scalar", "vector"]
+
+
 def _csc_raw(M, K, density, g, index_dtype=torch.int16):
     W = torch.randn(M, K, generator=g) * (torch.rand(M, K, generator=g) < density)
     A = sk.to_sparse(W, layout="csc")
@@ -126,7 +131,9 @@ def _csc_raw(M, K, density, g, index_dtype=torch.int16):
 @pytest.mark.parametrize("isa", _isa_params())
 @pytest.mark.parametrize("index_dtype", [torch.int16, torch.int32], ids=str)
 @pytest.mark.parametrize("threads", [1, 2])
-def test_csc_gemv_long_columns(cpu_isa_env, isa, index_dtype, threads):
+@pytest.mark.parametrize("scatter", SCATTERS)
+def test_csc_gemv_long_columns(cpu_isa_env, cpu_scatter_env, scatter, isa, index_dtype, threads):
+    cpu_scatter_env(scatter)
     """The N=1 column walk takes 16 rows per range check: columns of 0..M entries (chunks
     of 16 plus a tail), zero and non-zero activations, 1 and 2 threads."""
     g = torch.Generator().manual_seed(7)
@@ -148,7 +155,9 @@ def test_csc_gemv_long_columns(cpu_isa_env, isa, index_dtype, threads):
 @pytest.mark.parametrize("isa", _isa_params())
 @pytest.mark.parametrize("where", [0, 5, 15, 16, 31, 40])
 @pytest.mark.parametrize("bad", [-1, 64, 30000])
-def test_csc_gemv_bad_row_anywhere_in_a_chunk(cpu_isa_env, isa, where, bad):
+@pytest.mark.parametrize("scatter", SCATTERS)
+def test_csc_gemv_bad_row_anywhere_in_a_chunk(cpu_isa_env, cpu_scatter_env, scatter, isa, where, bad):
+    cpu_scatter_env(scatter)
     """A row index out of range at any lane of a 16-row chunk or in the tail is an error."""
     g = torch.Generator().manual_seed(3)
     values, rows, offsets, _ = _csc_raw(64, 3, 1.0, g)  # 3 full columns of 64 rows
@@ -159,7 +168,9 @@ def test_csc_gemv_bad_row_anywhere_in_a_chunk(cpu_isa_env, isa, where, bad):
 
 
 @pytest.mark.parametrize("isa", _isa_params())
-def test_csc_gemv_repeated_and_unsorted_rows_add_up(cpu_isa_env, isa):
+@pytest.mark.parametrize("scatter", SCATTERS)
+def test_csc_gemv_repeated_and_unsorted_rows_add_up(cpu_isa_env, cpu_scatter_env, scatter, isa):
+    cpu_scatter_env(scatter)
     """Rows repeated or out of order within a column (not what to_sparse makes, but in range)
     add up like the reference: the scatter-adds never assume distinct rows."""
     M, K = 40, 2
@@ -177,7 +188,9 @@ def test_csc_gemv_repeated_and_unsorted_rows_add_up(cpu_isa_env, isa):
 
 
 @pytest.mark.parametrize("isa", _isa_params())
-def test_csc_gemv_nonfinite_weights_and_activations(cpu_isa_env, isa):
+@pytest.mark.parametrize("scatter", SCATTERS)
+def test_csc_gemv_nonfinite_weights_and_activations(cpu_isa_env, cpu_scatter_env, scatter, isa):
+    cpu_scatter_env(scatter)
     """Inf/NaN weights meet zero activations (0 * Inf = NaN, never skipped) and Inf/NaN
     activations meet stored entries, as in the reference."""
     g = torch.Generator().manual_seed(5)
@@ -194,3 +207,46 @@ def test_csc_gemv_nonfinite_weights_and_activations(cpu_isa_env, isa):
     ref = torch.zeros(50, 1, dtype=torch.float64).index_add_(
         0, rows.long(), values.double()[:, None] * x.double()[cols])
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+@pytest.mark.skipif(C is None or not C.cpu_has_avx512(), reason="this CPU/OS has no AVX-512")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("zeros", [0.0, 0.5])
+def test_csc_gemv_vector_and_scalar_scatter_give_the_same_sums(cpu_isa_env, cpu_scatter_env,
+                                                               dtype, zeros):
+    """One gather-FMA-scatter per 16 strictly increasing rows and 16 scalar FMAs round alike:
+    the outputs are equal bit for bit, sorted columns (vector blocks) and columns with a
+    repeated row in some blocks (scalar blocks in the vector mode) alike."""
+    g = torch.Generator().manual_seed(11)
+    M, K = 700, 301
+    values, rows, offsets, W = _csc_raw(M, K, 0.4, g)
+    values = values.to(dtype)
+    rows_dup = rows.clone()
+    starts = offsets[:-1].long()
+    long_cols = starts[(offsets.diff() > 40)][:50]
+    rows_dup[long_cols + 20] = rows_dup[long_cols + 19]  # a repeat inside a 16-row block
+    x = torch.randn(K, 1, generator=g) * (torch.rand(K, 1, generator=g) >= zeros)
+    cpu_isa_env("avx512")
+    for r in (rows, rows_dup):
+        outs = {}
+        for mode in ("scalar", "vector", "auto"):
+            cpu_scatter_env(mode)
+            outs[mode] = torch.ops.sparsekern.spmm(values, r, offsets, M, K, "csc", x)
+        assert torch.equal(outs["scalar"], outs["vector"])
+        assert torch.equal(outs["auto"], outs["vector"])
+        dense = torch.zeros(M, K, dtype=torch.float64)
+        cols = torch.repeat_interleave(torch.arange(K), offsets.diff().long())
+        dense.index_put_((r.long(), cols), values.double(), accumulate=True)
+        torch.testing.assert_close(outs["vector"].double(), dense @ x.double(), rtol=1e-4,
+                                   atol=1e-4)
+
+
+def test_unknown_scatter_choice_is_rejected_naming_the_choices(cpu_scatter_env):
+    cpu_scatter_env("gather")
+    with pytest.raises(ValueError, match=r"SPARSEKERN_CPU_SCATTER='gather' is not a scatter "
+                                         r"choice; expected one of 'vector', 'scalar', 'auto'"):
+        torch.ops.sparsekern.spmm(*_csc_raw(8, 4, 0.5, torch.Generator().manual_seed(0))[:3],
+                                  8, 4, "csc", torch.ones(4, 1))
+    cpu_scatter_env(None)
+    torch.ops.sparsekern.spmm(*_csc_raw(8, 4, 0.5, torch.Generator().manual_seed(0))[:3],
+                              8, 4, "csc", torch.ones(4, 1))
