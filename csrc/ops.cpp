@@ -16,7 +16,9 @@
 //
 // CSC weights with N > 1 get a row-wise repack (cpu::CsrRepack) cached here per weight and
 // checked byte for byte against the live tensors at every use (see CscFacts: the values
-// can change in ways no version counter records). GEMV (N == 1) caches nothing.
+// can change in ways no version counter records). When only the values changed (a training
+// step), the new repack reuses the cached row pattern (cpu::csr_revalue). GEMV (N == 1)
+// caches nothing.
 //
 // Sizes: M, K, N and BSR block sizes above cpu::kMaxDim (2^31 - 1) are rejected with an
 // error naming the argument (int32 indices cannot address more, and every product of sizes
@@ -241,21 +243,31 @@ struct CscBytes {
 struct CscFacts {
   int status = skc::kOk;  // of csc_to_csr: offsets and every row index checked
   std::unique_ptr<skc::CsrRepack> csr;
-  std::vector<char> snapshot[3];
-  bool matches(const CscBytes& live) const {
-    for (int t = 0; t < 3; ++t) {
-      if (snapshot[t].size() != live.size[t]) return false;
-      if (live.size[t] > 0 && std::memcmp(snapshot[t].data(), live.ptr[t], live.size[t]) != 0)
-        return false;
+  // values, indices, offsets; the pattern's two are shared with the facts csr_revalue makes.
+  std::shared_ptr<const std::vector<char>> snapshot[3];
+  // 2: the live bytes are the snapshot's; 1: indices and offsets are, values differ; 0: not.
+  int compare(const CscBytes& live) const {
+    for (int t : {1, 2, 0}) {
+      const std::vector<char>& snap = *snapshot[t];
+      if (snap.size() != live.size[t] ||
+          (live.size[t] > 0 && std::memcmp(snap.data(), live.ptr[t], live.size[t]) != 0))
+        return t == 0 ? 1 : 0;
     }
-    return true;
+    return 2;
   }
 };
+
+std::shared_ptr<const std::vector<char>> copy_bytes(const CscBytes& live, int t) {
+  const char* p = static_cast<const char*>(live.ptr[t]);
+  return std::make_shared<const std::vector<char>>(p, p + live.size[t]);
+}
 
 class CscCache {
  public:
   // The facts (repack) for the weight whose tensors hold `live` now, built when missing or
-  // when the cached snapshot differs from the live bytes.
+  // when the cached snapshot differs from the live bytes. When only the values differ (a
+  // training step), the new repack shares the old one's pattern (csr_revalue: a gather
+  // instead of the row sort, ~15x cheaper at 4096x4096 90%).
   std::shared_ptr<const CscFacts> get(const skc::Csc& a, const at::Tensor& values,
                                       const at::Tensor& indices, const at::Tensor& offsets,
                                       int64_t M, int64_t K) {
@@ -269,19 +281,25 @@ class CscCache {
         found = it->second.facts;
     }
     // The comparison runs outside the lock (facts are immutable once built).
-    if (found && found->matches(live)) return found;
+    const int same = found ? found->compare(live) : 0;
+    if (same == 2) return found;
     auto facts = std::make_shared<CscFacts>();
-    for (int t = 0; t < 3; ++t) {
-      const char* p = static_cast<const char*>(live.ptr[t]);
-      facts->snapshot[t].assign(p, p + live.size[t]);
-    }
+    facts->snapshot[0] = copy_bytes(live, 0);
+    const bool revalue = same == 1 && found->csr != nullptr;
+    for (int t = 1; t < 3; ++t)
+      facts->snapshot[t] = revalue ? found->snapshot[t] : copy_bytes(live, t);
     // Built from the snapshot, so the repack is exactly what the comparison vouches for.
     skc::Csc snap = a;
-    snap.values = facts->snapshot[0].data();
-    snap.rows = facts->snapshot[1].data();
-    snap.colptr = facts->snapshot[2].data();
+    snap.values = facts->snapshot[0]->data();
+    snap.rows = facts->snapshot[1]->data();
+    snap.colptr = facts->snapshot[2]->data();
     auto r = std::make_unique<skc::CsrRepack>();
-    facts->status = skc::csc_to_csr(snap, M, K, r.get());
+    facts->status = revalue ? skc::csr_revalue(*found->csr, snap, at::get_num_threads(), r.get())
+                            : skc::kBadArgument;
+    if (facts->status != skc::kOk) {
+      r = std::make_unique<skc::CsrRepack>();
+      facts->status = skc::csc_to_csr(snap, M, K, r.get());
+    }
     if (facts->status == skc::kOk) facts->csr = std::move(r);
     std::lock_guard<std::mutex> lock(mu_);
     sweep();
@@ -308,7 +326,7 @@ class CscCache {
     for (const auto& kv : map_) {
       const CscFacts& f = *kv.second.facts;
       if (f.csr) bytes += f.csr->nbytes();
-      for (int t = 0; t < 3; ++t) bytes += static_cast<int64_t>(f.snapshot[t].size());
+      for (int t = 0; t < 3; ++t) bytes += static_cast<int64_t>(f.snapshot[t]->size());
     }
     return {static_cast<int64_t>(map_.size()), bytes};
   }

@@ -297,13 +297,22 @@ int repack_typed(const T* vals, const RI* rows, const PI* colptr, int64_t nnz, i
   const int s = scan_typed(vals, rows, colptr, nnz, M, K, &finite);
   if (s != kOk) return s;
   out->all_finite = finite;
+  auto pattern = std::make_shared<CsrPattern>();
+  out->pattern = pattern;
   int64_t* rowptr = static_cast<int64_t*>(std::calloc(static_cast<size_t>(M + 1), sizeof(int64_t)));
   CI* cols = static_cast<CI*>(std::malloc(static_cast<size_t>(max_i64(nnz, 1)) * sizeof(CI)));
   T* v = static_cast<T*>(std::malloc(static_cast<size_t>(max_i64(nnz, 1)) * sizeof(T)));
+  int32_t* src = nnz <= INT32_MAX
+      ? static_cast<int32_t*>(std::malloc(static_cast<size_t>(max_i64(nnz, 1)) * sizeof(int32_t)))
+      : nullptr;
+  pattern->rowptr = rowptr;
+  pattern->cols = cols;
+  pattern->src = src;
   out->rowptr = rowptr;
   out->cols = cols;
   out->values = v;
-  if (rowptr == nullptr || cols == nullptr || v == nullptr) return kNoMemory;
+  if (rowptr == nullptr || cols == nullptr || v == nullptr || (nnz <= INT32_MAX && !src))
+    return kNoMemory;
   for (int64_t j = 0; j < nnz; ++j) ++rowptr[static_cast<int64_t>(rows[j]) + 1];
   for (int64_t m = 0; m < M; ++m) rowptr[m + 1] += rowptr[m];
   int64_t* next = static_cast<int64_t*>(std::malloc(static_cast<size_t>(max_i64(M, 1)) * sizeof(int64_t)));
@@ -314,9 +323,37 @@ int repack_typed(const T* vals, const RI* rows, const PI* colptr, int64_t nnz, i
       const int64_t pos = next[rows[j]]++;
       cols[pos] = static_cast<CI>(k);
       v[pos] = vals[j];
+      if (src != nullptr) src[pos] = static_cast<int32_t>(j);
     }
   }
   std::free(next);
+  return kOk;
+}
+
+// out->values[i] = vals[src[i]] in CSR order, rows split across threads; all_finite too.
+template <typename T>
+int revalue_typed(const CsrRepack& from, const T* vals, int num_threads, CsrRepack* out) {
+  T* v = static_cast<T*>(std::malloc(static_cast<size_t>(max_i64(from.nnz, 1)) * sizeof(T)));
+  out->values = v;
+  if (v == nullptr) return kNoMemory;
+  const int32_t* src = from.pattern->src;
+  const int nt = threads_for(num_threads, static_cast<double>(from.nnz) * kEntryCost);
+  const int parts = parts_for(nt, from.M, kMaxParts);
+  int64_t bounds[kMaxParts + 1];
+  split_by_prefix(from.rowptr, from.M, 1.0, parts, bounds);
+  bool finite[kMaxParts];
+  const int s = parallel_parts(parts, nt, [&](int p) {
+    bool ok = true;
+    for (int64_t i = from.rowptr[bounds[p]]; i < from.rowptr[bounds[p + 1]]; ++i) {
+      v[i] = vals[src[i]];
+      ok &= is_finite_weight(v[i]);
+    }
+    finite[p] = ok;
+    return static_cast<int>(kOk);
+  });
+  if (s != kOk) return s;
+  out->all_finite = true;
+  for (int p = 0; p < parts; ++p) out->all_finite = out->all_finite && finite[p];
   return kOk;
 }
 
@@ -700,15 +737,18 @@ int csr_typed(const CsrRepack& a, const Dense& d) {
 
 }  // namespace
 
-CsrRepack::~CsrRepack() {
+CsrPattern::~CsrPattern() {
   std::free(rowptr);
   std::free(cols);
-  std::free(values);
+  std::free(src);
 }
+
+CsrRepack::~CsrRepack() { std::free(values); }
 
 int64_t CsrRepack::nbytes() const {
   const int64_t vsize = wt == WeightType::kF32 ? 4 : 2;
-  return (M + 1) * 8 + nnz * ((cols16 ? 2 : 4) + vsize);
+  const int64_t src = pattern && pattern->src ? 4 : 0;
+  return (M + 1) * 8 + nnz * ((cols16 ? 2 : 4) + vsize + src);
 }
 
 int csc_scan(const Csc& a, int64_t M, int64_t K, bool* all_finite) {
@@ -734,6 +774,23 @@ int csc_to_csr(const Csc& a, int64_t M, int64_t K, CsrRepack* out) {
       if (out->cols16) return repack_typed<T, int16_t>(vals, rows, colptr, a.nnz, M, K, out);
       return repack_typed<T, int32_t>(vals, rows, colptr, a.nnz, M, K, out);
     });
+  });
+}
+
+int csr_revalue(const CsrRepack& from, const Csc& a, int num_threads, CsrRepack* out) {
+  if (!from.pattern || from.pattern->src == nullptr || a.nnz != from.nnz || a.wt != from.wt)
+    return kBadArgument;
+  out->M = from.M;
+  out->K = from.K;
+  out->nnz = from.nnz;
+  out->wt = from.wt;
+  out->cols16 = from.cols16;
+  out->pattern = from.pattern;
+  out->rowptr = from.rowptr;
+  out->cols = from.cols;
+  return with_weight_type(a.wt, [&](auto tag) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
+    return revalue_typed(from, static_cast<const T*>(a.values), num_threads, out);
   });
 }
 

@@ -8,6 +8,7 @@
 // out of bounds; the glue turns a non-zero status into an error.
 #pragma once
 #include <cstdint>
+#include <memory>
 
 namespace sparsekern {
 namespace cpu {
@@ -77,6 +78,18 @@ int csc_spmm(const Csc& a, bool skip_zero_columns, const CsrRepack* csr, const D
 
 // A CSC matrix repacked row by row (CSR) for N > 1: built once per weight and cached by the
 // glue. Values keep the weight's element type; column indices are int16 when K <= 32768.
+// The pattern arrays (rowptr, cols, src) are shared with the repacks csr_revalue makes from
+// this one (the same pattern with new values: a training step changes values only).
+struct CsrPattern {
+  CsrPattern() = default;
+  CsrPattern(const CsrPattern&) = delete;
+  CsrPattern& operator=(const CsrPattern&) = delete;
+  ~CsrPattern();
+  int64_t* rowptr = nullptr;  // [M + 1]
+  void* cols = nullptr;       // [nnz] int16 or int32
+  int32_t* src = nullptr;     // [nnz] CSC position of each CSR entry; null when nnz > 2^31 - 1
+};
+
 class CsrRepack {
  public:
   CsrRepack() = default;
@@ -86,15 +99,22 @@ class CsrRepack {
   int64_t M = 0, K = 0, nnz = 0;
   WeightType wt = WeightType::kF32;
   bool cols16 = true;
-  int64_t* rowptr = nullptr;  // [M + 1]
-  void* cols = nullptr;       // [nnz] int16 or int32
-  void* values = nullptr;     // [nnz] of wt
-  bool all_finite = true;     // every stored value is finite (see csc_spmm)
+  std::shared_ptr<const CsrPattern> pattern;  // owns rowptr and cols
+  const int64_t* rowptr = nullptr;            // [M + 1]
+  const void* cols = nullptr;                 // [nnz] int16 or int32
+  void* values = nullptr;                     // [nnz] of wt (owned)
+  bool all_finite = true;                     // every stored value is finite (see csc_spmm)
   int64_t nbytes() const;
 };
 
 // Checks `a` completely (offsets and every row index), then fills `out`. Returns a status.
 int csc_to_csr(const Csc& a, int64_t M, int64_t K, CsrRepack* out);
+
+// The repack of `a` when its row indices and offsets are byte for byte those `from` was built
+// from (the caller checks; only values differ): shares from's pattern and gathers a's values
+// into CSR order (threaded), O(nnz) without the row sort. kBadArgument when `from` has no src
+// (more than 2^31 - 1 entries) or a's sizes differ: the caller repacks instead.
+int csr_revalue(const CsrRepack& from, const Csc& a, int num_threads, CsrRepack* out);
 
 // Whether every stored value of a CSC matrix is finite, and its indices all valid
 // (the whole-matrix facts the glue caches per weight). Returns a status.

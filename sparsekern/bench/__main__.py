@@ -68,8 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--calls", type=int, default=20,
                    help="--contention: calls per candidate per phase (default 20)")
     p.add_argument("--backward", action="store_true",
-                   help="also time forward+backward of SparseLinear vs nn.Linear (real "
-                        "shapes; always part of the full run)")
+                   help="also time a training step (forward, backward, SGD) of SparseLinear "
+                        "vs nn.Linear (real shapes; always part of the full run)")
     p.add_argument("--keep-blas-env", action="store_true",
                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (default: unset for "
                         "the run, see the module docstring)")

@@ -320,7 +320,8 @@ def full_report(doc: dict) -> str:
         out += ["## Models", "", models_table(doc["models"]), ""]
     if doc.get("training"):
         from .training import markdown as training_table
-        out += ["## Forward + backward (SparseLinear vs nn.Linear, warm)", "",
+        out += ["## Training step: forward + backward + SGD (SparseLinear vs nn.Linear, warm)",
+                "",
                 training_table(doc["training"]), ""]
     if doc.get("selftime"):
         out += ["## GPU kernel self-times", "", "```",

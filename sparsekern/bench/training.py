@@ -1,8 +1,10 @@
-"""Forward + backward of a SparseLinear against nn.Linear (sparse fine-tuning / training).
+"""One training step of a SparseLinear against nn.Linear (sparse fine-tuning and training).
 
 One call = ``y = layer(x); y.backward(g)`` with x requiring grad (the input gradient, Aᵀ·G)
-and the layer's parameters too (the weight / stored values' gradient): what one training
-step costs per layer. Shapes are real: all-MiniLM-L6-v2's FFN (1536×384) at 2048 tokens
+and the layer's parameters too (the weight / stored values' gradient), then an SGD step on
+the layer's parameters (lr 1e-4): what one training step costs per layer. The step matters:
+it changes the weight every call, as training does, so nothing cached per weight value
+(sparsekern's CSC row repack) is reused across calls. Shapes are real: all-MiniLM-L6-v2's FFN (1536×384) at 2048 tokens
 and a 4096² projection at 512 tokens; layouts 2:4, BSR 32×32 at 90% and CSC at 90%.
 The dense and sparse layers are timed interleaved (sparsekern.timing.time_interleaved),
 warm; a call slower than the timer's ``max_candidate_time`` is timed once more only
@@ -39,12 +41,16 @@ def _pruned(M: int, K: int, layout: str, bs, sparsity: float, gen) -> nn.Linear:
     return lin
 
 
-def step_fn(layer: nn.Module, g: torch.Tensor) -> Callable:
-    """fn(x): one forward + backward of ``layer`` (gradients cleared first)."""
+def step_fn(layer: nn.Module, g: torch.Tensor, lr: float = 1e-4) -> Callable:
+    """fn(x): one forward + backward of ``layer`` (gradients cleared first), then an SGD step
+    on its parameters."""
+    opt = torch.optim.SGD(layer.parameters(), lr=lr)
+
     def fn(x):
-        layer.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=True)
         x.grad = None
         layer(x).backward(g)
+        opt.step()
     return fn
 
 

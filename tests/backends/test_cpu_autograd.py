@@ -148,6 +148,51 @@ def test_csc_cache_follows_in_place_changes():
     assert torch.isnan(y).any()
 
 
+def _csc_dense(values, rows, offsets, M, K):
+    cols = torch.repeat_interleave(torch.arange(K), offsets.diff().long())
+    W = torch.zeros(M, K, dtype=torch.float64)
+    return W.index_put_((rows.long(), cols), values.double(), accumulate=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_csc_cache_rebuilds_values_and_pattern_changes(dtype):
+    # A training step changes the values only: the repack is re-valued on the cached pattern.
+    # Any change of indices or offsets repacks from scratch; a bad index is still an error.
+    C.csc_cache_clear()
+    g = torch.Generator().manual_seed(4)
+    M, K, N = 300, 200, 9
+    W = torch.randn(M, K, generator=g) * (torch.rand(M, K, generator=g) < 0.3)
+    A = sk.to_sparse(W.to(dtype), layout="csc")
+    v, r, o = A.values, A.indices.clone(), A.offsets
+    B = torch.randn(K, N, generator=g)
+
+    def check():
+        y = torch.ops.sparsekern.spmm(v, r, o, M, K, "csc", B)
+        torch.testing.assert_close(y.double(), _csc_dense(v, r, o, M, K) @ B.double(),
+                                   rtol=1e-4, atol=1e-4)
+
+    check()
+    for step in range(4):  # values only, in place
+        v.copy_(torch.randn(v.shape, generator=g).to(dtype))
+        check()
+    assert C.csc_cache_info()[0] == 1
+    v[5] = float("inf")
+    y = torch.ops.sparsekern.spmm(v, r, o, M, K, "csc", B)
+    assert torch.isinf(y).any() or torch.isnan(y).any()
+    v[5] = 1.0
+    col = int(torch.searchsorted(o[1:].long(), torch.tensor(10), right=True))
+    lo, hi = int(o[col]), int(o[col + 1])
+    free = sorted(set(range(M)) - set(r[lo:hi].tolist()))
+    r[lo] = min(free)  # another row, still in range (the column may now be unsorted)
+    check()
+    v.mul_(3.0)
+    r[hi - 1] = M  # values and pattern change together, the pattern badly
+    with pytest.raises(ValueError, match=r"row index in indices is out of range"):
+        torch.ops.sparsekern.spmm(v, r, o, M, K, "csc", B)
+    r[hi - 1] = max(free)
+    check()
+
+
 def test_csc_cache_entries_die_with_the_weight():
     C.csc_cache_clear()
     W, A = make("csc", None, M=64, K=64, seed=1)

@@ -177,17 +177,26 @@ def test_training_step_gives_the_dense_gradients():
     g = torch.randn(5, 16, generator=gen)
     x1 = torch.randn(5, 12, generator=gen).requires_grad_(True)
     x2 = x1.detach().clone().requires_grad_(True)
-    training.step_fn(dense, g)(x1)
-    training.step_fn(sparse, g)(x2)
+    mask = dense.weight.detach() != 0
+    training.step_fn(dense, g, lr=0.1)(x1)
+    training.step_fn(sparse, g, lr=0.1)(x2)
     torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(sparse.bias.grad, dense.bias.grad, rtol=1e-5, atol=1e-5)
+    # The SGD step moved both layers alike at the stored entries (the step changes the
+    # weight every call, as training does); the sparse layer keeps its pattern.
+    moved = sparse.weight.to_dense()
+    assert not torch.equal(moved[mask], training._pruned(16, 12, "csc", None, 0.5,
+                           torch.Generator().manual_seed(1)).weight.detach()[mask])
+    torch.testing.assert_close(moved[mask], dense.weight.detach()[mask], rtol=1e-5, atol=1e-5)
+    assert torch.equal(moved != 0, mask)
+    torch.testing.assert_close(sparse.bias.detach(), dense.bias.detach(), rtol=1e-5, atol=1e-5)
 
 
 def test_training_failure_is_a_record_not_a_crash(monkeypatch):
     from sparsekern.bench import training
     from sparsekern.timing.timers import TimerSettings
 
-    def boom(layer, g):
+    def boom(layer, g, lr=1e-4):
         def fn(x):
             raise RuntimeError("no backward here\nmore")
         return fn
