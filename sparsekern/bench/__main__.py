@@ -17,9 +17,13 @@ or when timings came out as whole scheduler slices ("12 ±0%" ms).
 
 Honest dense baseline: run as ``python -m sparsekern.bench``, the process re-executes itself
 once without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (guards for old OpenBLAS builds that
-pin NumPy's sgemm to slower kernels) before NumPy loads; the values it removed and the
-OpenBLAS kernel that ran (threadpoolctl) are recorded under "dense_env".
---keep-blas-env keeps them.
+pin NumPy's sgemm to slower kernels) before NumPy loads, and with OPENBLAS_THREAD_TIMEOUT=4
+unless it is set: OpenBLAS's threads otherwise spin for a while after each call, and a
+torch call timed in turn with NumPy's then waits for its own second thread (torch's dense
+GEMV 25x slower, NumPy's 1.3x, which inflated the best dense time up to 2x:
+bench/results/blas-interference-2026-12-03). What it removed and set, and the OpenBLAS
+kernel that ran (threadpoolctl), are recorded under "dense_env". --keep-blas-env keeps the
+environment as it is.
 """
 from __future__ import annotations
 
@@ -39,6 +43,9 @@ DEFAULT_OUT_ROOT = "sparsekern-bench"
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 #: Set by the re-executed process: the JSON of the BLAS_ENV values it was started without.
 UNSET_ENV_VAR = "SPARSEKERN_BENCH_UNSET_BLAS_ENV"
+#: Set for the benchmark's process unless already set (see the module docstring): OpenBLAS's
+#: threads spin at most 2^4 cycles after a call instead of blocking torch's next call.
+SPIN_ENV = {"OPENBLAS_THREAD_TIMEOUT": "4"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -123,20 +130,23 @@ def fresh_out_dir(name: str, root: str = DEFAULT_OUT_ROOT) -> str:
 
 
 def blas_env_without(env) -> dict:
-    """``env`` without BLAS_ENV, recording what was removed in UNSET_ENV_VAR."""
+    """``env`` without BLAS_ENV and with SPIN_ENV where unset, recording what was removed in
+    UNSET_ENV_VAR."""
     removed = {k: env[k] for k in BLAS_ENV if k in env}
     new = {k: v for k, v in env.items() if k not in BLAS_ENV}
+    for k, v in SPIN_ENV.items():
+        new.setdefault(k, v)
     new[UNSET_ENV_VAR] = json.dumps(removed)
     return new
 
 
 def reexec_without_blas_env(argv) -> None:
-    """Replace this process by ``python -m sparsekern.bench ARGV`` without BLAS_ENV, once
-    (NumPy is already loaded with them here: torch imports it). No-op when none is set,
-    when already re-executed, or with --keep-blas-env."""
+    """Replace this process by ``python -m sparsekern.bench ARGV`` without BLAS_ENV and with
+    SPIN_ENV, once (NumPy is already loaded here: torch imports it). No-op when nothing would
+    change, when already re-executed, or with --keep-blas-env."""
     if UNSET_ENV_VAR in os.environ or "--keep-blas-env" in argv:
         return
-    if not any(k in os.environ for k in BLAS_ENV):
+    if not any(k in os.environ for k in BLAS_ENV) and all(k in os.environ for k in SPIN_ENV):
         return
     sys.stdout.flush()
     sys.stderr.flush()
@@ -157,6 +167,7 @@ def dense_env() -> dict:
                for d in machine.threadpools() if d.get("internal_api") == "openblas"]
     return {"unset_for_this_run": removed,
             "still_set": {k: os.environ[k] for k in BLAS_ENV if k in os.environ},
+            "spin": {k: os.environ.get(k) for k in SPIN_ENV},
             "openblas": kernels}
 
 

@@ -29,6 +29,8 @@ def test_blas_env_is_removed_and_recorded():
     assert new["PATH"] == "/bin"
     assert json.loads(new[cli.UNSET_ENV_VAR]) == {"OPENBLAS_CORETYPE": "Haswell",
                                                  "OPENBLAS_L2_SIZE": "1048576"}
+    assert new["OPENBLAS_THREAD_TIMEOUT"] == "4"  # OpenBLAS threads stop spinning soon
+    assert cli.blas_env_without({"OPENBLAS_THREAD_TIMEOUT": "7"})["OPENBLAS_THREAD_TIMEOUT"] == "7"
 
 
 def test_reexec_only_when_needed(monkeypatch):
@@ -43,9 +45,19 @@ def test_reexec_only_when_needed(monkeypatch):
     exe, args, env = calls[0]
     assert args[1:] == ["-m", "sparsekern.bench", "--quick"]
     assert "OPENBLAS_CORETYPE" not in env
+    assert env["OPENBLAS_THREAD_TIMEOUT"] == "4"
     monkeypatch.setenv(cli.UNSET_ENV_VAR, "{}")                  # already re-executed
     cli.reexec_without_blas_env(["--quick"])
     assert len(calls) == 1
+    monkeypatch.delenv(cli.UNSET_ENV_VAR)
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    monkeypatch.delenv("OPENBLAS_L2_SIZE", raising=False)
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
+    cli.reexec_without_blas_env(["--quick"])                      # only the spin to set
+    assert len(calls) == 2 and calls[1][2]["OPENBLAS_THREAD_TIMEOUT"] == "4"
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "4")
+    cli.reexec_without_blas_env(["--quick"])                      # nothing would change
+    assert len(calls) == 2
 
 
 def test_dense_env_reports_what_was_unset(monkeypatch):
