@@ -513,3 +513,24 @@ def _linear(W):
     with torch.no_grad():
         lin.weight.copy_(W)
     return lin
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("layout", ["csc", "bsr"])
+@pytest.mark.parametrize("op", ["_spmm_transposed_cpu", "_sampled_dot_cpu"])
+def test_backward_offsets_that_overshoot_then_end_right_are_rejected(cpu_isa_env, isa, layout,
+                                                                     op):
+    # offsets [..., nnz + 1, nnz]: every step but the last is non-decreasing, so a check per
+    # column (block row) would let the one before read (and write) past the entries; every
+    # offset is checked before any entry is used, on every ISA.
+    if isa == "avx2" and not C.cpu_has_avx2() or isa == "avx512" and not C.cpu_has_avx512():
+        pytest.skip(f"this CPU/OS has no {isa}")
+    cpu_isa_env(isa)
+    W, A = make(layout, (4, 4) if layout == "bsr" else None, M=32, K=48, seed=9)
+    o = A.offsets.clone()
+    o[-2] = o[-1] + 1
+    M, K, N = 32, 48, 6
+    G, B = torch.randn(M, N), torch.randn(K, N)
+    dense = (G,) if op == "_spmm_transposed_cpu" else (G, B)
+    with pytest.raises(ValueError, match=r"offsets"):
+        getattr(torch.ops.sparsekern, op)(A.values, A.indices, o, M, K, layout, *dense)
