@@ -47,11 +47,7 @@ float weight(const Format& a, int64_t i) {
 
 template <typename RI, typename PI>
 int expand_csc(const Format& a, const RI* rows, const PI* ptr, int32_t* row, int32_t* col) {
-  // Every offset first: a decrease after column k would otherwise let column k read past
-  // the entries (offsets [.., numel + 1, numel] pass a per-column e >= s check there).
-  if (idx(ptr, 0) != 0 || idx(ptr, a.K) != a.numel) return kBadOffsets;
-  for (int64_t k = 0; k < a.K; ++k)
-    if (idx(ptr, k + 1) < idx(ptr, k)) return kBadOffsets;
+  if (!offsets_ok(ptr, a.K, a.numel)) return kBadOffsets;
   for (int64_t k = 0; k < a.K; ++k) {
     const int64_t s = idx(ptr, k), e = idx(ptr, k + 1);
     for (int64_t j = s; j < e; ++j) {
@@ -64,21 +60,11 @@ int expand_csc(const Format& a, const RI* rows, const PI* ptr, int32_t* row, int
   return kOk;
 }
 
-// Block-row offsets start at 0, never decrease and end at nnzb, all checked before any block
-// is read (a decrease after block row r would otherwise let row r read and write past the
-// blocks: [.., nnzb + 1, nnzb] passes a per-row check there).
-bool bsr_offsets_ok(const int32_t* ptr, int64_t Mb, int64_t nnzb) {
-  if (ptr[0] != 0 || ptr[Mb] != nnzb) return false;
-  for (int64_t br = 0; br < Mb; ++br)
-    if (ptr[br + 1] < ptr[br]) return false;
-  return true;
-}
-
 int expand_bsr(const Format& a, int32_t* row, int32_t* col) {
   const int32_t* cols = static_cast<const int32_t*>(a.indices);
   const int32_t* ptr = static_cast<const int32_t*>(a.offsets);
   const int64_t Mb = ceil_div(a.M, a.bm), Kb = ceil_div(a.K, a.bk);
-  if (!bsr_offsets_ok(ptr, Mb, a.nnzb)) return kBadOffsets;
+  if (!offsets_ok(ptr, Mb, a.nnzb)) return kBadOffsets;
   for (int64_t br = 0; br < Mb; ++br) {
     for (int64_t b = ptr[br]; b < ptr[br + 1]; ++b) {
       const int64_t bc = cols[b];
@@ -242,7 +228,7 @@ int bsr_by_column(const Format& a, BsrByColumn* t) {
   const int32_t* cols = static_cast<const int32_t*>(a.indices);
   const int32_t* ptr = static_cast<const int32_t*>(a.offsets);
   const int64_t Mb = ceil_div(a.M, a.bm), Kb = ceil_div(a.K, a.bk);
-  if (!bsr_offsets_ok(ptr, Mb, a.nnzb)) return kBadOffsets;
+  if (!offsets_ok(ptr, Mb, a.nnzb)) return kBadOffsets;
   t->cptr.assign(static_cast<size_t>(Kb) + 1, 0);
   for (int64_t br = 0; br < Mb; ++br) {
     for (int64_t b = ptr[br]; b < ptr[br + 1]; ++b) {
@@ -401,7 +387,7 @@ int bsr_sampled_dot_avx512(const Format& a, const float* G, const float* B, int6
   const int32_t* cols = static_cast<const int32_t*>(a.indices);
   const int32_t* ptr = static_cast<const int32_t*>(a.offsets);
   const int64_t Mb = ceil_div(a.M, a.bm), Kb = ceil_div(a.K, a.bk);
-  if (!bsr_offsets_ok(ptr, Mb, a.nnzb)) return kBadOffsets;
+  if (!offsets_ok(ptr, Mb, a.nnzb)) return kBadOffsets;
   std::vector<int32_t> brow(static_cast<size_t>(max_i64(a.nnzb, 1)));
   for (int64_t br = 0; br < Mb; ++br) {
     for (int64_t b = ptr[br]; b < ptr[br + 1]; ++b) {
@@ -806,9 +792,7 @@ constexpr int kUnsorted = 100;
 template <typename RI, typename PI>
 int csc_row_blocks(const Format& a, const RI* rows, const PI* ptr, int64_t nmb, int nt,
                    std::vector<int64_t>* bnd) {
-  if (idx(ptr, 0) != 0 || idx(ptr, a.K) != a.numel) return kBadOffsets;
-  for (int64_t k = 0; k < a.K; ++k)
-    if (idx(ptr, k + 1) < idx(ptr, k)) return kBadOffsets;
+  if (!offsets_ok(ptr, a.K, a.numel)) return kBadOffsets;
   int64_t cells;
   if (!checked_mul(nmb + 1, a.K, &cells) || cells > max_i64(4 * a.numel, int64_t{1} << 20))
     return kBadArgument;

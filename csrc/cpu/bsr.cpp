@@ -540,11 +540,8 @@ template <typename T>
 int bsr_run(const T* values, int64_t nnzb, int64_t bm, int64_t bk, const int32_t* cols,
             const int32_t* rowptr, const Dense& d) {
   BsrArgs<T> a{values, nnzb, bm, bk, ceil_div(d.M, bm), ceil_div(d.K, bk), cols, rowptr, &d};
-  // The block-row pointer is read before any block: it must start at 0, never decrease and
-  // end at nnzb (so every block index used below is in [0, nnzb)).
-  if (rowptr[0] != 0 || rowptr[a.Mb] != nnzb) return kBadOffsets;
-  for (int64_t i = 0; i < a.Mb; ++i)
-    if (rowptr[i + 1] < rowptr[i]) return kBadOffsets;
+  // Every block index used below is then in [0, nnzb).
+  if (!offsets_ok(rowptr, a.Mb, nnzb)) return kBadOffsets;
   return bsr_typed(a);
 }
 

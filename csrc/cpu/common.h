@@ -79,6 +79,17 @@ inline int64_t idx(const I* p, int64_t i) {
   return static_cast<int64_t>(p[i]);
 }
 
+// Offsets (CSC column pointer, BSR block-row pointer) start at 0, never decrease and end at
+// nnz. Every kernel checks all of them before it reads any entry: a per-column check alone
+// lets offsets [.., nnz + 1, nnz] send the column before past the entries.
+template <typename PI>
+inline bool offsets_ok(const PI* ptr, int64_t n, int64_t nnz) {
+  if (idx(ptr, 0) != 0 || idx(ptr, n) != nnz) return false;
+  for (int64_t i = 0; i < n; ++i)
+    if (ptr[i + 1] < ptr[i]) return false;
+  return true;
+}
+
 // A 64-byte aligned scratch buffer that only grows (one per purpose and calling thread,
 // so repeated calls do not allocate).
 class Scratch {

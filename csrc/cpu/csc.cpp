@@ -31,14 +31,6 @@ constexpr int kMaxParts = 256;
 constexpr double kScatterPerGather = 3.0;  // GEMV cost of a CSC entry over a CSR entry (measured)
 
 
-// Offsets start at 0, never decrease and end at nnz.
-template <typename PI>
-bool offsets_ok(const PI* ptr, int64_t n, int64_t nnz) {
-  if (idx(ptr, 0) != 0 || idx(ptr, n) != nnz) return false;
-  for (int64_t i = 0; i < n; ++i)
-    if (ptr[i + 1] < ptr[i]) return false;
-  return true;
-}
 
 // ----------------------------------------------------------------------------- GEMV (CSC)
 
