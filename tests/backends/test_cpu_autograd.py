@@ -193,6 +193,39 @@ def test_csc_cache_rebuilds_values_and_pattern_changes(dtype):
     check()
 
 
+@pytest.mark.parametrize("write", ["data", "load_state_dict", "inference_mode", "sgd"])
+def test_csc_cache_never_serves_stale_values_after_a_weight_write(write):
+    # Every way a user writes a SparseLinear's values (some leave no version-counter trace)
+    # is seen at the next batched call: the re-valued repack follows the live bytes.
+    g = torch.Generator().manual_seed(8)
+    W = torch.randn(300, 200, generator=g) * (torch.rand(300, 200, generator=g) < 0.2)
+    lin = torch.nn.Linear(200, 300)
+    with torch.no_grad():
+        lin.weight.copy_(W)
+    layer = sk.SparseLinear.from_dense(lin, layout="csc")
+    x = torch.randn(16, 200, generator=g)
+    layer(x)  # cache the repack
+    new = torch.randn(layer.values.shape, generator=g)
+    if write == "data":
+        layer.values.data.copy_(new)
+    elif write == "load_state_dict":
+        state = {k: v.clone() if torch.is_tensor(v) else v for k, v in layer.state_dict().items()}
+        state["values"] = new
+        layer.load_state_dict(state)
+    elif write == "inference_mode":
+        with torch.inference_mode():
+            layer.values.copy_(new)
+    else:
+        layer.values.grad = new.clone()
+        torch.optim.SGD([layer.values], lr=1.0).step()
+        new = layer.values.detach().clone()
+    with torch.no_grad():
+        y = layer(x)
+    Wn = layer.weight.to_dense()
+    assert torch.equal(layer.values.detach(), new)
+    torch.testing.assert_close(y, x @ Wn.t() + layer.bias.detach(), rtol=1e-4, atol=1e-4)
+
+
 def test_csc_cache_entries_die_with_the_weight():
     C.csc_cache_clear()
     W, A = make("csc", None, M=64, K=64, seed=1)
