@@ -50,7 +50,8 @@ class LayerDecision:
     reason: str
     others: Dict[str, Dict[str, Optional[float]]] = field(default_factory=dict)
     #: {format: [shape labels]} where that format's prediction came from the bytes-bound
-    #: model (its timing was unstable), not from a measurement.
+    #: model (its timing was unstable), not from a measurement; {"dense": [...]} where
+    #: dense's own timing stayed unstable (its fastest sample stood in).
     from_model: Dict[str, list] = field(default_factory=dict)
 
     @property
@@ -89,6 +90,7 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
     if not 0.0 <= margin < 1.0:
         raise ValueError(f"margin must be in [0, 1), got {margin!r}")
     dense = {lab: e.dense_s for lab, e in entries.items()}
+    dense_note = _dense_note(entries)
     if all(d is None or d >= 1.0 for d in densities.values()):
         # Every format would store the whole matrix: nothing to skip.
         return LayerDecision(name, DENSE, dict(densities), dict(dense), dense,
@@ -121,11 +123,14 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
             if best is None or score < best[0]:
                 best = (score, fmt, preds)
     shapes = ", ".join(entries)
+    unsettled = [lab for lab, e in entries.items() if not e.dense_stable]
+    if unsettled:  # every ratio above rests on dense's stand-in time there
+        modeled[DENSE] = unsettled
     if best is not None:
         _, fmt, preds = best
         speed = "; ".join(f"{_ms(preds[l])} vs dense {_ms(dense[l])} at {l}" for l in preds)
         reason = f"{fmt} stores {densities[fmt]:.1%}: predicted {speed}" + _model_note(
-            modeled.get(fmt))
+            modeled.get(fmt)) + dense_note
         return LayerDecision(name, fmt, dict(densities), preds, dense, reason, ratios, modeled)
     if closest is not None:
         ratio, fmt, lab = closest
@@ -134,7 +139,7 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
                   f"time at {lab}")
         if ratio <= 1.0:
             reason += f" (a format must be at least {margin:.0%} faster)"
-        reason += _model_note(modeled.get(fmt))
+        reason += _model_note(modeled.get(fmt)) + dense_note
     elif untimed:
         fmt, why = next(iter(untimed.items()))
         reason = f"no format that fits the zeros has a kernel timed here: {fmt}: {why}"
@@ -142,6 +147,15 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
         reason = "the zeros fit no format of the latency table"
     return LayerDecision(name, DENSE, dict(densities), dict(dense), dense, reason, ratios,
                          modeled)
+
+
+def _dense_note(entries: Mapping[str, LayerLatency]) -> str:
+    """Says where dense's own time stayed unstable (its fastest sample stands in)."""
+    bad = [(lab, e) for lab, e in entries.items() if not e.dense_stable]
+    if not bad:
+        return ""
+    return " [dense timing unstable at " + "; ".join(
+        f"{lab}: {e.dense_why or 'unstable'}" for lab, e in bad) + "]"
 
 
 def _model_note(labels) -> str:
@@ -241,7 +255,8 @@ def entries_report(entries: Mapping[str, Mapping[str, LayerLatency]],
     """Where a choice's numbers came from: {"measured", "re-checked", "re-measured",
     "cached", "given": ["layer @ shape", ...] (by LayerLatency.provenance),
     "predicted": ["layer @ shape: format", ...] (the decision's format, or the closest
-    one of a layer kept dense, rested on the bytes-bound model there)}."""
+    one of a layer kept dense, rested on the bytes-bound model there; "dense" where dense's
+    own timing stayed unstable and its fastest sample stood in)}."""
     out: Dict[str, list] = {k: [] for k in ("measured", "re-checked", "re-measured", "cached",
                                             "given", "predicted")}
     for name, per in entries.items():
@@ -249,7 +264,7 @@ def entries_report(entries: Mapping[str, Mapping[str, LayerLatency]],
             out.setdefault(e.provenance, []).append(f"{name or '<model>'} @ {label}")
     for name, d in decisions.items():
         for fmt, labels in d.from_model.items():
-            if fmt == d.format or d.format == DENSE:
+            if fmt in (d.format, DENSE) or d.format == DENSE:
                 out["predicted"] += [f"{name or '<model>'} @ {lab}: {fmt}" for lab in labels]
     return out
 

@@ -57,6 +57,16 @@ class LayerLatency:
     def dense_s(self) -> float:
         return float(self.entry["dense"]["median_s"])
 
+    @property
+    def dense_stable(self) -> bool:
+        """False when dense's own timing stayed unstable: ``dense_s`` is then its fastest
+        sample standing in (measure.settle_dense), and :attr:`dense_why` says why."""
+        return bool(self.entry["dense"].get("stable", True))
+
+    @property
+    def dense_why(self) -> str:
+        return str(self.entry["dense"].get("why") or "")
+
     def _curve(self, fmt: str) -> List[Tuple[float, float, bool]]:
         """[(density, seconds, from the bytes model)] ascending in density: measured points,
         and the bytes-bound prediction of unstable points at densities nothing measured."""
@@ -125,9 +135,11 @@ class LayerLatency:
         return fmt != DENSE and any(m for _, _, m in self._used(fmt, density))
 
     def unstable(self) -> List[str]:
-        """``"fmt@sparsity"`` of the points left unmeasured (timing unstable)."""
-        return [f"{f}@{p['sparsity']:g}" for f, pts in self.entry["formats"].items()
-                for p in pts if p.get("status") == "unstable"]
+        """``"fmt@sparsity"`` of the points left unmeasured (timing unstable), led by
+        ``"dense"`` when dense's own timing was (every prediction is compared with it)."""
+        pts = [f"{f}@{p['sparsity']:g}" for f, pts in self.entry["formats"].items()
+               for p in pts if p.get("status") == "unstable"]
+        return pts if self.dense_stable else ["dense"] + pts
 
     def predict(self, fmt: str, density: float) -> Optional[float]:
         """Seconds of ``fmt`` at stored fraction ``density`` (None when never timed).
@@ -317,8 +329,6 @@ def layer_entries(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] 
         for sig, entry in zip(group, measure_signatures(group, settings)):
             lat = LayerLatency(entry, "re-measured" if sig in checks else "measured")
             unstable = lat.unstable()
-            if not entry["dense"].get("stable", True):  # every ratio rests on dense's time
-                unstable = ["dense"] + unstable
             if cache is not None and not unstable:
                 cache.store(entry_key(sig, settings), entry)
             elif cache is not None:  # never cache what could not be measured: next run retries

@@ -209,3 +209,69 @@ def test_dense_floor_is_below_any_real_dense_call():
     tiny = signature_of(nn.Linear(128, 64), (1, 128))
     ft = measure.dense_floor_s(tiny, 32 * 1024, 1024, 2)
     assert 0 < ft < 1e-6   # 10 x the floor is far below one scheduler slice
+
+
+def test_settle_dense_keeps_a_stable_dense_time():
+    rec = {"median_s": 2e-3, "iqr_s": 1e-5, "min_s": 1.9e-3, "stable": True, "why": ""}
+    out = measure.settle_dense(rec, lambda: pytest.fail("a stable dense is not re-timed"), 2)
+    assert out == {"median_s": 2e-3, "iqr_s": 1e-5, "stable": True, "why": ""}
+
+
+def test_settle_dense_retimes_an_unstable_dense_alone():
+    tries = iter([{"median_s": 9e-3, "iqr_s": 4e-3, "min_s": 3e-4, "stable": False,
+                   "why": "its own samples spread 90% (IQR/median)"},
+                  {"median_s": 2.5e-4, "iqr_s": 1e-6, "min_s": 2.4e-4, "stable": True}])
+    rec = {"median_s": 5.93e-3, "iqr_s": 2e-3, "min_s": 4e-3, "stable": False,
+           "why": "its samples are whole scheduler slices"}
+    out = measure.settle_dense(rec, lambda: next(tries), 2)
+    assert out["stable"] and out["median_s"] == 2.5e-4 and out["retimed"] == 2
+
+
+def test_settle_dense_falls_back_to_the_fastest_sample_and_says_so():
+    recs = [{"median_s": 8e-3, "iqr_s": 4e-3, "min_s": m, "stable": False,
+             "why": f"slices {i}"} for i, m in enumerate((5e-4, 3e-4))]
+    tries = iter(recs)
+    rec = {"median_s": 5.93e-3, "iqr_s": 2e-3, "min_s": 4e-3, "stable": False, "why": "x"}
+    out = measure.settle_dense(rec, lambda: next(tries), 2)
+    assert not out["stable"] and out["median_s"] == 3e-4
+    assert out["estimate"] == "fastest sample" and out["retimed"] == 2
+    assert out["why"] == ("dense stayed unstable over 3 timings (slices 1); its fastest "
+                          "sample, 0.3 ms, stands in")
+
+
+def test_a_stalled_dense_is_retimed_before_anything_is_predicted_from_it(monkeypatch):
+    """The new-user trial's case: dense's paired samples were whole slices (5.93 ms) while it
+    takes 0.25 ms; every point was unstable and predicted from dense's time. Re-timed alone,
+    dense is stable, and the bytes model rests on 0.25 ms, not on 5.93 ms."""
+    def fake(jobs, x, device, s, context, bound_ratio=None, dense_floor=None):
+        if list(jobs) == ["dense"]:
+            return {"dense": {"median_s": 2.5e-4, "iqr_s": 0.0, "min_s": 2.4e-4,
+                              "stable": True, "why": ""}}
+        out = {n: {"median_s": 5e-3, "iqr_s": 0.0, "ratio": 1.0, "stable": False,
+                   "attempts": 2, "why": "the reference 'dense': slices"} for n in jobs}
+        out["dense"] = {"median_s": 5.93e-3, "iqr_s": 3e-3, "min_s": 4e-3, "stable": False,
+                        "why": "its samples are whole scheduler slices"}
+        return out
+    monkeypatch.setattr(measure, "time_entry_jobs", fake)
+    e = measure_signature(_sig(), GRID)
+    assert e["dense"]["stable"] and e["dense"]["median_s"] == 2.5e-4
+    csc90 = e["formats"]["csc"][1]
+    want = 2.5e-4 * (csc90["bytes"] + e["bytes"]["io"]) / (e["bytes"]["dense"] + e["bytes"]["io"])
+    assert csc90["status"] == "unstable" and csc90["model_s"] == pytest.approx(want)
+
+
+def test_a_decision_over_an_unsettled_dense_says_so():
+    e = _cached_entry()
+    e["dense"].update(stable=False, why="dense stayed unstable over 2 timings (slices); its "
+                                        "fastest sample, 1 ms, stands in")
+    lat = LayerLatency(e)
+    assert lat.unstable() == ["dense", "csc@0.98"]
+    d = decide("fc", {"[1, 64]": lat}, {"csc": 0.1, "2:4": None, "bsr4x4": None})
+    assert d.format == "csc" and d.from_model == {"dense": ["[1, 64]"]}
+    assert d.reason.endswith("[dense timing unstable at [1, 64]: dense stayed unstable over 2 "
+                             "timings (slices); its fastest sample, 1 ms, stands in]")
+    from sparsekern.auto.choose import entries_report
+    rep = entries_report({"fc": {"[1, 64]": lat}}, {"fc": d})
+    assert rep["predicted"] == ["fc @ [1, 64]: dense"]
+    kept = decide("fc", {"[1, 64]": lat}, {"csc": 0.9, "2:4": None, "bsr4x4": None})
+    assert kept.format == "dense" and "dense timing unstable at [1, 64]" in kept.reason
