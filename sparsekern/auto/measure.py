@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from ..formats import layouts as layout_registry
+from ..timing.load import physical_floor_s
 from ..timing.machine import last_level_cache_bytes, private_cache_bytes, serving_backend
 from ..timing.paired import PairedSettings, time_paired
 from ..timing.timers import (CacheFlusher, TimerSettings, time_blocks, time_cuda,
@@ -359,20 +360,12 @@ def bytes_model_s(dense_s: float, sparse_bytes: int, dense_bytes: int, io: int) 
     return dense_s * (sparse_bytes + io) / max(1, dense_bytes + io)
 
 
-#: Rates no CPU core reaches (fp32 FLOP/s per thread, bytes/s for the whole machine): the
-#: dense layer's physical floor that lets time_paired see a dense call that waited for a
-#: core on every call (sparsekern.timing.paired.FLOOR_FACTOR).
-PEAK_FLOPS_PER_THREAD = 512e9
-PEAK_BYTES_PER_S = 2e12
-
-
 def dense_floor_s(sig: LayerSig, dense_bytes: int, io: int, threads: int) -> float:
-    """Seconds the dense layer of ``sig`` cannot beat: its FLOPs at PEAK_FLOPS_PER_THREAD x
-    ``threads``, or its bytes at PEAK_BYTES_PER_S, whichever is longer."""
+    """Seconds the dense layer of ``sig`` cannot beat (sparsekern.timing.load.physical_floor_s
+    of its FLOPs and bytes): lets time_paired see a dense call that waited for a core on
+    every call (sparsekern.timing.paired.FLOOR_FACTOR)."""
     M, K = sig.matrix_shape
-    flops = 2.0 * M * K * max(1, sig.tokens)
-    return max(flops / (PEAK_FLOPS_PER_THREAD * max(1, threads)),
-               (dense_bytes + io) / PEAK_BYTES_PER_S)
+    return physical_floor_s(2.0 * M * K * max(1, sig.tokens), dense_bytes + io, threads)
 
 
 def time_entry_jobs(jobs: Dict[str, Callable], x, device: torch.device, s: MeasureSettings,

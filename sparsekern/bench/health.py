@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from ..timing.load import LoadReport, quantized_to_slices
+from ..timing.load import LoadReport, physical_floor_s, quantized_to_slices
+from ..timing.paired import FLOOR_FACTOR
 
 #: A timed candidate whose IQR exceeds this fraction of its median is called noisy.
 NOISY_SPREAD = 0.3
@@ -16,13 +17,31 @@ def _timings(doc: dict):
         for name, cand in case.get("candidates", {}).items():
             t = cand.get("timing")
             if cand.get("status") == "ok" and isinstance(t, dict) and t.get("median_s"):
-                yield case.get("id", "?"), name, t
+                yield case, name, cand, t
 
 
-def quantized(t: dict) -> bool:
-    """The timing's min, quartiles and median are whole scheduler slices (e.g. "12 ±0%")."""
+def floor_s(case: dict, cand: dict, threads: int) -> Optional[float]:
+    """The candidate's physical floor (sparsekern.timing.load.physical_floor_s): a dense
+    candidate's FLOPs and bytes are the dense layer's, any other's the stored entries' and
+    the sparse bytes. None when the case lacks the figures."""
+    try:
+        M, K, N = int(case["M"]), int(case["K"]), int(case["N"])
+        b = case["bytes"]
+        if cand.get("kind") == "dense":
+            return physical_floor_s(2.0 * M * K * N, b["dense"], threads)
+        return physical_floor_s(2.0 * int(case["stored"]) * N, b["sparse"], threads)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def quantized(t: dict, floor: Optional[float] = None) -> bool:
+    """The timing's min, quartiles and median are whole scheduler slices (e.g. "12 ±0%")
+    and, when the candidate's physical ``floor`` is known, more than FLOOR_FACTOR times it:
+    a genuine call of about one slice (a 4.0 ms dense GEMM) is not a thread that waited."""
     xs = [t.get(k) for k in ("min_s", "q1_s", "median_s", "q3_s")]
-    return all(x is not None for x in xs) and quantized_to_slices(xs, share=1.0)
+    if not all(x is not None for x in xs) or not quantized_to_slices(xs, share=1.0):
+        return False
+    return floor is None or t["median_s"] > FLOOR_FACTOR * floor
 
 
 def warnings(doc: dict, load: Optional[LoadReport] = None, limit: int = 5) -> List[str]:
@@ -31,18 +50,29 @@ def warnings(doc: dict, load: Optional[LoadReport] = None, limit: int = 5) -> Li
     if load is not None and load.busy:
         out.append(f"the machine was busy at the start ({load.summary()}): timings are "
                    f"noisier and sparse kernels may lose more than dense to the contention")
-    sliced = [f"{cid} {name}: {t['median_s'] * 1e3:.3g} ms ±"
+    threads = _threads(doc)
+    sliced = [f"{case.get('id', '?')} {name}: {t['median_s'] * 1e3:.3g} ms ±"
               f"{100 * t['iqr_s'] / (2 * t['median_s']):.0f}%"
-              for cid, name, t in _timings(doc) if quantized(t)]
+              for case, name, cand, t in _timings(doc)
+              if quantized(t, floor_s(case, cand, threads))]
     if sliced:
         more = f" (and {len(sliced) - limit} more)" if len(sliced) > limit else ""
         out.append(f"{len(sliced)} timings are whole scheduler slices (a thread waited for a "
                    f"core; the figure measures the machine's load, not the kernel): "
                    + "; ".join(sliced[:limit]) + more)
-    noisy = [f"{cid} {name}" for cid, name, t in _timings(doc)
+    noisy = [f"{case.get('id', '?')} {name}" for case, name, _, t in _timings(doc)
              if t["iqr_s"] > NOISY_SPREAD * t["median_s"]]
     if noisy:
         more = f" (and {len(noisy) - limit} more)" if len(noisy) > limit else ""
         out.append(f"{len(noisy)} timings spread more than {NOISY_SPREAD:.0%} (IQR/median): "
                    + ", ".join(noisy[:limit]) + more)
     return out
+
+
+def _threads(doc: dict) -> int:
+    """The run's thread count (its settings, else the machine record), at least 1."""
+    for t in (doc.get("settings", {}).get("threads"),
+              doc.get("machine", {}).get("threads", {}).get("torch_threads")):
+        if isinstance(t, int) and t >= 1:
+            return t
+    return 1

@@ -83,6 +83,21 @@ def spread(samples: Sequence[float]) -> Optional[float]:
     return (q[2] - q[0]) / med
 
 
+#: Rates no CPU core reaches (fp32 FLOP/s per thread, bytes/s for the whole machine): a
+#: call's physical floor, given loosely. A timing in whole scheduler slices far above it
+#: (sparsekern.timing.paired.FLOOR_FACTOR) waited for a core; one near it may be genuine.
+PEAK_FLOPS_PER_THREAD = 512e9
+PEAK_BYTES_PER_S = 2e12
+
+
+def physical_floor_s(flops: float, nbytes: float, threads: int) -> float:
+    """Seconds a call of ``flops`` floating-point operations moving ``nbytes`` cannot beat on
+    ``threads`` threads: the longer of its FLOPs at PEAK_FLOPS_PER_THREAD x threads and its
+    bytes at PEAK_BYTES_PER_S."""
+    return max(float(flops) / (PEAK_FLOPS_PER_THREAD * max(1, int(threads))),
+               float(nbytes) / PEAK_BYTES_PER_S)
+
+
 #: Beyond this many slices every time is near some multiple: no longer a signature.
 MAX_SLICES = 8
 

@@ -216,3 +216,29 @@ def test_training_failure_is_a_record_not_a_crash(monkeypatch):
     r = training.run_case("t", 8, 8, 2, training.VARIANTS[2], TimerSettings())
     assert r["status"] == "failed" and r["reason"] == "dense: RuntimeError: no backward here"
     assert "failed: dense: RuntimeError" in training.markdown([r])
+
+
+def test_a_genuine_one_slice_timing_is_not_called_a_stall():
+    """4.01 ms is one scheduler slice; a 4096 x 4096 x 64 dense GEMM genuinely takes about that
+    (its floor: 2.1 GFLOP at 1 TFLOP/s on 2 threads, 2.1 ms), while a MiniLM-sized GEMV
+    (1536 x 384, N=1; floor about a microsecond) that takes 12 ms waited for a core."""
+    t = {"median_s": 4.01e-3, "q1_s": 3.99e-3, "q3_s": 4.03e-3, "min_s": 3.98e-3, "iqr_s": 4e-5}
+    big = {"id": "csc-4096-N64", "M": 4096, "K": 4096, "N": 64, "stored": 4096 * 410,
+           "bytes": {"dense": 4096 * 4096 * 4, "sparse": 4096 * 410 * 6},
+           "candidates": {"torch.matmul": {"kind": "dense", "status": "ok", "timing": t}}}
+    doc = {"settings": {"threads": 2}, "cases": [big]}
+    assert health.warnings(doc) == []
+    sliced = {"median_s": 12e-3, "q1_s": 12e-3, "q3_s": 12e-3, "min_s": 12e-3, "iqr_s": 0.0}
+    small = {"id": "csc-1536x384-N1", "M": 1536, "K": 384, "N": 1, "stored": 58982,
+             "bytes": {"dense": 1536 * 384 * 4, "sparse": 58982 * 6},
+             "candidates": {"sparsekern": {"kind": "sparsekern", "status": "ok",
+                                           "timing": sliced}}}
+    w = health.warnings({"settings": {"threads": 2}, "cases": [small]})
+    assert w == ["1 timings are whole scheduler slices (a thread waited for a core; the figure "
+                 "measures the machine's load, not the kernel): csc-1536x384-N1 sparsekern: "
+                 "12 ms ±0%"]
+    # the floor is the candidate's own: the same 4.01 ms on the sparse kernel of the big case
+    # (about 0.2 GFLOP stored) is 20x its floor
+    big["candidates"]["sparsekern"] = {"kind": "sparsekern", "status": "ok", "timing": t}
+    assert "csc-4096-N64 sparsekern: 4.01 ms" in health.warnings(doc)[0]
+    assert health.floor_s({"M": 1}, {"kind": "dense"}, 2) is None
