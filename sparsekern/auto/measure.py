@@ -25,7 +25,10 @@ re-timed; one that stays unstable gets status ``"unstable"``: no ``median_s``, a
 ``model_s``, the time the bytes-bound model predicts (dense time x the bytes the sparse
 layer moves / the bytes the dense layer moves), which the choice then uses and says so.
 Nothing is cached as "slow" from a single call: a point that is slow is slow in every
-round.
+round. Dense's own time, which every figure is compared with, gets the same care: when its
+samples spread or are whole scheduler slices it is re-timed alone, and when it stays
+unstable its fastest sample stands in (understating dense, so no format looks faster than
+it is), the entry says so and is not cached (:func:`settle_dense`).
 
 A format that only the reference backend (the pure-PyTorch oracle) would serve here is
 not timed (status ``"no-kernel"``): the oracle is never meant to be fast, and it can take
