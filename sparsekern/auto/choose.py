@@ -90,7 +90,9 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
     if not 0.0 <= margin < 1.0:
         raise ValueError(f"margin must be in [0, 1), got {margin!r}")
     dense = {lab: e.dense_s for lab, e in entries.items()}
-    dense_note = _dense_note(entries)
+    # shapes where dense's own time stayed unstable: every ratio there rests on its stand-in
+    unsettled = [lab for lab, e in entries.items() if not e.dense_stable]
+    dense_note = _dense_note(entries, unsettled)
     if all(d is None or d >= 1.0 for d in densities.values()):
         # Every format would store the whole matrix: nothing to skip.
         return LayerDecision(name, DENSE, dict(densities), dict(dense), dense,
@@ -123,8 +125,7 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
             if best is None or score < best[0]:
                 best = (score, fmt, preds)
     shapes = ", ".join(entries)
-    unsettled = [lab for lab, e in entries.items() if not e.dense_stable]
-    if unsettled:  # every ratio above rests on dense's stand-in time there
+    if unsettled:
         modeled[DENSE] = unsettled
     if best is not None:
         _, fmt, preds = best
@@ -149,13 +150,13 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
                          modeled)
 
 
-def _dense_note(entries: Mapping[str, LayerLatency]) -> str:
-    """Says where dense's own time stayed unstable (its fastest sample stands in)."""
-    bad = [(lab, e) for lab, e in entries.items() if not e.dense_stable]
-    if not bad:
+def _dense_note(entries: Mapping[str, LayerLatency], labels: Sequence[str]) -> str:
+    """Says where (``labels``) dense's own time stayed unstable (its fastest sample stands
+    in)."""
+    if not labels:
         return ""
     return " [dense timing unstable at " + "; ".join(
-        f"{lab}: {e.dense_why or 'unstable'}" for lab, e in bad) + "]"
+        f"{lab}: {entries[lab].dense_why or 'unstable'}" for lab in labels) + "]"
 
 
 def _model_note(labels) -> str:

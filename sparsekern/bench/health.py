@@ -7,6 +7,7 @@ from typing import List, Optional
 
 from ..timing.load import LoadReport, physical_floor_s, quantized_to_slices
 from ..timing.paired import FLOOR_FACTOR
+from .bounds import dense_flops, stored_flops
 
 #: A timed candidate whose IQR exceeds this fraction of its median is called noisy.
 NOISY_SPREAD = 0.3
@@ -28,8 +29,8 @@ def floor_s(case: dict, cand: dict, threads: int) -> Optional[float]:
         M, K, N = int(case["M"]), int(case["K"]), int(case["N"])
         b = case["bytes"]
         if cand.get("kind") == "dense":
-            return physical_floor_s(2.0 * M * K * N, b["dense"], threads)
-        return physical_floor_s(2.0 * int(case["stored"]) * N, b["sparse"], threads)
+            return physical_floor_s(dense_flops(M, K, N), b["dense"], threads)
+        return physical_floor_s(stored_flops(int(case["stored"]), N), b["sparse"], threads)
     except (KeyError, TypeError, ValueError):
         return None
 
