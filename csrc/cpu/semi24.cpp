@@ -28,6 +28,7 @@ namespace {
 constexpr int64_t kPanelWidth = 32;  // columns of B per packed panel (4 ymm)
 constexpr int64_t kPanelWidth512 = 64;  // the same with AVX-512 (4 zmm)
 constexpr int64_t kPrefetchBytes = 4096;  // GEMV: how far ahead of the values stream to fetch
+constexpr int64_t kPrefetchBytes512 = 2048;  // the same per row of an AVX-512 tile (R streams)
 constexpr int kMaxParts = 256;
 
 // Per metadata byte (two groups of 4 columns): whether a nibble has first >= second, and the
@@ -373,6 +374,10 @@ SK_AVX512_INLINE void gemv_tile_avx512(const T* v, const uint8_t* mt, const Semi
   for (; j + 4 <= jfull; j += 4) {
     const __m512 xlo = _mm512_loadu_ps(x + 8 * j), xhi = _mm512_loadu_ps(x + 8 * j + 16);
     SK_UNROLL for (int r = 0; r < R; ++r) {
+      // One line of each row per step, fetched ahead: the hardware prefetcher alone left
+      // the R row streams ~8% below the per-core bandwidth dense reaches (4096², 1 thread).
+      _mm_prefetch(reinterpret_cast<const char*>(v + r * g4.half + 4 * j) + kPrefetchBytes512,
+                   _MM_HINT_T0);
       uint32_t word;
       std::memcpy(&word, mt + r * g4.mcols + j, 4);  // validated by the caller
       const __m512i idx = _mm512_add_epi32(

@@ -117,6 +117,20 @@ def test_stall_guard_decision_on_fake_clocks(start, done, end, mine, items, nthr
                                                    nthreads) is stalled
 
 
+@pytest.mark.parametrize("previous,stalled,backoff", [
+    (0, False, 0),                 # a clean call: no back-off
+    (0, True, 50 * MS),            # the first stall: a short back-off
+    (50 * MS, True, 100 * MS),     # the retry stalled again: twice as long
+    (800 * MS, True, 1600 * MS),
+    (1600 * MS, True, 2000 * MS),  # at most 2 s
+    (2000 * MS, True, 2000 * MS),
+    (2000 * MS, False, 0),         # a clean retry resets it
+])
+def test_stall_backoff_doubles_while_retries_stall(previous, stalled, backoff):
+    """One false stall (a late first wake-up) costs 50 ms on the own pool, not 2 s."""
+    assert torch.ops.sparsekern._pool_next_backoff(previous, stalled) == backoff
+
+
 @pytest.mark.parametrize("M", [1, 3, 9])
 def test_fewer_rows_than_parts(M, threads):
     """A split asks for 4 parts per thread; with fewer rows every row is still written once."""
