@@ -30,6 +30,25 @@ constexpr int64_t kPanelWidth512 = 64;  // the same with AVX-512 (4 zmm)
 constexpr int64_t kPrefetchBytes = 4096;  // GEMV: how far ahead of the values stream to fetch
 constexpr int64_t kPrefetchBytes512 = 2048;  // the same per row of an AVX-512 tile (R streams)
 constexpr int kMaxParts = 256;
+// Up to this many columns of B, AVX-512 runs gemvn_rows_avx512 instead of the panels
+// (2 threads, 4096² and 768x3072: N=2 0.66x -> 1.5-1.7x dense, N=4 1.2x -> 2.3-2.5x, N=8
+// 1.7x -> 2.0-2.7x). Past ~12 columns the panel's broadcast FMAs use enough of each zmm.
+constexpr int64_t kSmallN = 8;
+
+// B's N columns, each contiguous in k (column c at *ldx * c): B itself when ldb_k == 1 (a
+// Linear's x.T), else copied into the GEMV scratch. Null when the copy cannot be allocated.
+inline const float* small_n_columns(const Dense& d, int64_t* ldx) {
+  if (d.ldb_k == 1 || d.K <= 1) {
+    *ldx = d.ldb_n;
+    return d.B;
+  }
+  float* X = scratch_x().get_as<float>(d.N, max_i64(d.K, 1));
+  if (X == nullptr) return nullptr;
+  for (int64_t n = 0; n < d.N; ++n)
+    for (int64_t k = 0; k < d.K; ++k) X[n * d.K + k] = d.B[k * d.ldb_k + n * d.ldb_n];
+  *ldx = d.K;
+  return X;
+}
 
 // Per metadata byte (two groups of 4 columns): whether a nibble has first >= second, and the
 // column (0..7 within the byte's 8 columns) of each of its 4 kept values, twice (lanes 0-3
@@ -416,6 +435,89 @@ SK_AVX512 int gemv_rows_avx512(const T* values, const uint8_t* meta, const Dense
   return kOk;
 }
 
+// Small N (2..kSmallN columns of B, each contiguous in k: column c at X + c * ldx): the
+// GEMV's permutation once per 16 kept values and row, applied to each column. The batched
+// kernel would broadcast every kept weight into a zmm only N of whose 16 lanes count.
+template <typename T, int R, int NC>
+SK_AVX512_INLINE void gemvn_tile_avx512(const T* v, const uint8_t* mt, const Semi24Rows& g4,
+                                        const Dense& d, const float* X, int64_t ldx,
+                                        int64_t m) {
+  const __m512i shifts = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
+  const __m512i base = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24,
+                                         28, 28);
+  const __m512i three = _mm512_set1_epi32(3);
+  const int64_t jfull = d.K / 8;  // metadata bytes whose 8 columns are all < K
+  __m512 acc[R][NC];
+  SK_UNROLL for (int r = 0; r < R; ++r)
+    SK_UNROLL for (int c = 0; c < NC; ++c) acc[r][c] = _mm512_setzero_ps();
+  int64_t j = 0;
+  for (; j + 4 <= jfull; j += 4) {
+    __m512i idx[R];
+    __m512 w[R];
+    SK_UNROLL for (int r = 0; r < R; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(v + r * g4.half + 4 * j) + kPrefetchBytes512,
+                   _MM_HINT_T0);
+      uint32_t word;
+      std::memcpy(&word, mt + r * g4.mcols + j, 4);  // validated by the caller
+      idx[r] = _mm512_add_epi32(
+          _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int>(word)), shifts),
+                           three), base);
+      w[r] = load16(v + r * g4.half + 4 * j);
+    }
+    SK_UNROLL for (int c = 0; c < NC; ++c) {
+      const float* xc = X + c * ldx + 8 * j;
+      const __m512 xlo = _mm512_loadu_ps(xc), xhi = _mm512_loadu_ps(xc + 16);
+      SK_UNROLL for (int r = 0; r < R; ++r)
+        acc[r][c] = _mm512_fmadd_ps(w[r], _mm512_permutex2var_ps(xlo, idx[r], xhi), acc[r][c]);
+    }
+  }
+  SK_UNROLL for (int r = 0; r < R; ++r) {
+    const T* vr = v + r * g4.half;
+    const uint8_t* mr = mt + r * g4.mcols;
+    SK_UNROLL for (int c = 0; c < NC; ++c) {
+      const float* xc = X + c * ldx;
+      __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256(acc[r][c]),
+                                _mm512_extractf32x8_ps(acc[r][c], 1));
+      int64_t jj = j;
+      for (; jj + 2 <= jfull; jj += 2) a8 = gemv_step16(vr, mr, xc, jj, a8);
+      store_out(d, m + r, c, hsum(a8) + gemv_tail(vr, mr, xc, 2 * jj, g4.G, d.K));
+    }
+  }
+}
+
+template <typename T, int NC>
+SK_AVX512 int gemvn_rows_avx512_nc(const T* values, const uint8_t* meta, const Dense& d,
+                                   const float* X, int64_t ldx, int64_t m0, int64_t m1) {
+  constexpr int R = NC <= 4 ? 4 : 2;  // R * NC accumulators, R index and R value registers
+  const Semi24Rows g4(d.K);
+  int64_t m = m0;
+  for (; m + R <= m1; m += R) {
+    if (!meta_rows_valid_avx2(meta + m * g4.mcols, R, g4)) return kBadMeta;
+    gemvn_tile_avx512<T, R, NC>(values + m * g4.half, meta + m * g4.mcols, g4, d, X, ldx, m);
+  }
+  for (; m < m1; ++m) {
+    if (!meta_rows_valid_avx2(meta + m * g4.mcols, 1, g4)) return kBadMeta;
+    gemvn_tile_avx512<T, 1, NC>(values + m * g4.half, meta + m * g4.mcols, g4, d, X, ldx, m);
+  }
+  return kOk;
+}
+
+template <typename T>
+int gemvn_rows_avx512(const T* values, const uint8_t* meta, const Dense& d, const float* X,
+                      int64_t ldx, int64_t m0, int64_t m1) {
+  switch (d.N) {
+    case 2: return gemvn_rows_avx512_nc<T, 2>(values, meta, d, X, ldx, m0, m1);
+    case 3: return gemvn_rows_avx512_nc<T, 3>(values, meta, d, X, ldx, m0, m1);
+    case 4: return gemvn_rows_avx512_nc<T, 4>(values, meta, d, X, ldx, m0, m1);
+    case 5: return gemvn_rows_avx512_nc<T, 5>(values, meta, d, X, ldx, m0, m1);
+    case 6: return gemvn_rows_avx512_nc<T, 6>(values, meta, d, X, ldx, m0, m1);
+    case 7: return gemvn_rows_avx512_nc<T, 7>(values, meta, d, X, ldx, m0, m1);
+    case 8: return gemvn_rows_avx512_nc<T, 8>(values, meta, d, X, ldx, m0, m1);
+    default: return kBadArgument;
+  }
+}
+
 // panel_tile_avx2 with zmm: R rows x NV zmm of a panel whose row stride is 16 * NV, over the
 // groups [g0, g1) of one K chunk. Each kept weight is broadcast straight from memory (a load,
 // no shuffle on the FMA port) and each panel row is a memory operand of its FMA, so the loop
@@ -595,6 +697,16 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
       return gemv_rows_portable<T>(values, meta, d, x, bounds[p], bounds[p + 1]);
     });
   }
+#if SK_HAVE_AVX512_KERNELS
+  if (isa == Isa::kAvx512 && d.N <= kSmallN) {
+    int64_t ldx = 0;
+    const float* X = small_n_columns(d, &ldx);
+    if (X == nullptr) return kNoMemory;
+    return parallel_parts(parts, nt, [&](int p) {
+      return gemvn_rows_avx512<T>(values, meta, d, X, ldx, bounds[p], bounds[p + 1]);
+    });
+  }
+#endif
   Semi24Panels<T> work(values, meta, d, bounds, isa);
   if (isa == Isa::kAvx512) return run_panels(d, nt, parts, kPanelWidth512, work, 16);
   return run_panels(d, nt, parts, kPanelWidth, work, 8);

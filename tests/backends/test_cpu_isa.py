@@ -117,6 +117,39 @@ def test_each_isa_on_edge_shapes(cpu_isa_env, isa, layout, M, K):
             torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("isa", _isa_params())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("M,K", [(1, 4), (7, 36), (13, 100), (6, 260), (9, 1028), (5, 1030)])
+def test_semi24_small_n(cpu_isa_env, isa, dtype, M, K):
+    """2:4 at N = 2..9 (AVX-512 runs a permuting multi-column GEMV up to N = 8, the panels
+    from 9): tiles of 4 and 2 rows and their tail rows, K tails of the 32-, 16- and 4-column
+    steps, each B layout, bias, 1 and 2 threads: the reference result."""
+    g = torch.Generator().manual_seed(M * 1000 + K)
+    Kp = (K + 3) // 4 * 4  # a K that is no multiple of 4: the last group is cut
+    G = torch.randn(M, Kp // 4, 4, generator=g)
+    W = G.scatter(-1, G.abs().argsort(-1)[..., :2], 0.0).reshape(M, Kp)[:, :K]
+    A = sk.to_sparse(W.to(dtype), layout="2:4")
+    Wd = A.to_dense().double()
+    cpu_isa_env(isa)
+    bias = torch.randn(M, generator=g)
+    prev = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for N in range(2, 10):
+                bs = {"row-major": torch.randn(K, N, generator=g),
+                      "column-major": torch.randn(N, K, generator=g).t(),
+                      "strided": torch.randn(2 * K, 3 * N, generator=g)[::2, ::3]}
+                for name, B in bs.items():
+                    bb = bias if N % 2 else None
+                    out = torch.ops.sparsekern.spmm(*A.op_args(), B, bb)
+                    ref = Wd @ B.double() + (0 if bb is None else bb.double()[:, None])
+                    torch.testing.assert_close(out, ref.float(), rtol=1e-4, atol=1e-4,
+                                               msg=lambda m: f"N={N} {name} t={threads}: {m}")
+    finally:
+        torch.set_num_threads(prev)
+
+
 #: SPARSEKERN_CPU_SCATTER choices: the AVX-512 CSC GEMV's scatter-adds (the other ISAs
 #: ignore it), both on every CPU that has AVX-512.
 SCATTERS = ["scalar", "vector"]
