@@ -401,5 +401,18 @@ const float* gemv_x(const Dense& d) {
   return x;
 }
 
+const float* small_n_columns(const Dense& d, int64_t* ldx) {
+  if (d.ldb_k == 1 || d.K <= 1) {
+    *ldx = d.ldb_n;
+    return d.B;
+  }
+  float* X = scratch_x().get_as<float>(d.N, max_i64(d.K, 1));
+  if (X == nullptr) return nullptr;
+  for (int64_t n = 0; n < d.N; ++n)
+    for (int64_t k = 0; k < d.K; ++k) X[n * d.K + k] = d.B[k * d.ldb_k + n * d.ldb_n];
+  *ldx = d.K;
+  return X;
+}
+
 }  // namespace cpu
 }  // namespace sparsekern

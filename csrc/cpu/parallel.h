@@ -133,5 +133,9 @@ int run_panels(const Dense& d, int threads, int parts, int64_t panel_width, Pane
 // B's only column as a contiguous vector of K floats (copied when B is strided).
 const float* gemv_x(const Dense& d);
 
+// B's N columns, each contiguous in k (column c at X + c * *ldx): B itself when ldb_k == 1
+// (a Linear's x.T), else copied into the GEMV scratch. Null when the copy cannot be allocated.
+const float* small_n_columns(const Dense& d, int64_t* ldx);
+
 }  // namespace cpu
 }  // namespace sparsekern

@@ -35,20 +35,6 @@ constexpr int kMaxParts = 256;
 // 1.7x -> 2.0-2.7x). Past ~12 columns the panel's broadcast FMAs use enough of each zmm.
 constexpr int64_t kSmallN = 8;
 
-// B's N columns, each contiguous in k (column c at *ldx * c): B itself when ldb_k == 1 (a
-// Linear's x.T), else copied into the GEMV scratch. Null when the copy cannot be allocated.
-inline const float* small_n_columns(const Dense& d, int64_t* ldx) {
-  if (d.ldb_k == 1 || d.K <= 1) {
-    *ldx = d.ldb_n;
-    return d.B;
-  }
-  float* X = scratch_x().get_as<float>(d.N, max_i64(d.K, 1));
-  if (X == nullptr) return nullptr;
-  for (int64_t n = 0; n < d.N; ++n)
-    for (int64_t k = 0; k < d.K; ++k) X[n * d.K + k] = d.B[k * d.ldb_k + n * d.ldb_n];
-  *ldx = d.K;
-  return X;
-}
 
 // Per metadata byte (two groups of 4 columns): whether a nibble has first >= second, and the
 // column (0..7 within the byte's 8 columns) of each of its 4 kept values, twice (lanes 0-3

@@ -85,8 +85,8 @@ def test_csc_bad_offsets(entry, N, how):
 
 @pytest.mark.parametrize("entry", ENTRIES)
 @pytest.mark.parametrize("N", [1, 5])
-@pytest.mark.parametrize("block", [(4, 8), (1, 8), (8, 1)])
-@pytest.mark.parametrize("bad", [3, 100, -2])
+@pytest.mark.parametrize("block", [(4, 8), (1, 8), (8, 1), (4, 16), (16, 32)])  # 16k wide:
+@pytest.mark.parametrize("bad", [3, 100, -2])                   # AVX-512's small-N kernel
 def test_bsr_block_column_out_of_range(entry, N, block, bad):
     values, cols, offsets, M, K = bsr_parts(block=block)
     cols[-1] = bad if bad != 3 else (K + block[1] - 1) // block[1]  # == ceil(K / bk)

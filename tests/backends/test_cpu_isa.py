@@ -150,6 +150,46 @@ def test_semi24_small_n(cpu_isa_env, isa, dtype, M, K):
         torch.set_num_threads(prev)
 
 
+@pytest.mark.parametrize("isa", _isa_params())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("block", [(32, 32), (16, 16), (64, 64), (8, 16), (3, 48), (16, 8)],
+                         ids=str)
+@pytest.mark.parametrize("M,K,density", [(70, 100, 0.5), (33, 1030, 0.3), (64, 512, 1.0),
+                                         (40, 4100, 0.6), (9, 20, 0.0)])
+def test_bsr_small_n(cpu_isa_env, isa, dtype, block, M, K, density):
+    """BSR at N = 2..9 (AVX-512 runs per-row dot products over 16k-wide blocks up to N = 8,
+    in chunks of blocks, the panels from 9): row tiles and their tails, block rows past M,
+    block columns past K, empty block rows, long block rows (several chunks), each B layout,
+    bias, 1 and 2 threads: the reference result."""
+    g = torch.Generator().manual_seed(M * 1000 + K)
+    bm, bk = block
+    keep = torch.rand((M + bm - 1) // bm, (K + bk - 1) // bk, generator=g) < density
+    keep[0] = False  # an empty block row
+    mask = keep.repeat_interleave(bm, 0).repeat_interleave(bk, 1)[:M, :K]
+    W = (torch.randn(M, K, generator=g) * mask).to(dtype)
+    A = sk.to_sparse(W, layout="bsr", blocksize=block)
+    Wd = W.double()
+    cpu_isa_env(isa)
+    bias = torch.randn(M, generator=g)
+    prev = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for N in range(2, 10):
+                bs = {"row-major": torch.randn(K, N, generator=g),
+                      "column-major": torch.randn(N, K, generator=g).t(),
+                      "strided": torch.randn(2 * K, 3 * N, generator=g)[::2, ::3]}
+                for name, B in bs.items():
+                    bb = bias if N % 2 else None
+                    out = torch.ops.sparsekern.spmm(*A.op_args(), B, bb)
+                    ref = Wd @ B.double() + (0 if bb is None else bb.double()[:, None])
+                    # float32 sums of up to 4100 products: 1e-3 absolute
+                    torch.testing.assert_close(out, ref.float(), rtol=1e-4, atol=1e-3,
+                                               msg=lambda m: f"N={N} {name} t={threads}: {m}")
+    finally:
+        torch.set_num_threads(prev)
+
+
 #: SPARSEKERN_CPU_SCATTER choices: the AVX-512 CSC GEMV's scatter-adds (the other ISAs
 #: ignore it), both on every CPU that has AVX-512.
 SCATTERS = ["scalar", "vector"]
