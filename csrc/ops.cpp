@@ -246,11 +246,14 @@ struct CscFacts {
   // values, indices, offsets; the pattern's two are shared with the facts csr_revalue makes.
   std::shared_ptr<const std::vector<char>> snapshot[3];
   // 2: the live bytes are the snapshot's; 1: indices and offsets are, values differ; 0: not.
+  // Large tensors are compared on the call's threads (at 4096x4096 90%, N=8, one thread's
+  // memcmp took 30% of the call, against 40% for the product).
   int compare(const CscBytes& live) const {
     for (int t : {1, 2, 0}) {
       const std::vector<char>& snap = *snapshot[t];
       if (snap.size() != live.size[t] ||
-          (live.size[t] > 0 && std::memcmp(snap.data(), live.ptr[t], live.size[t]) != 0))
+          (live.size[t] > 0 &&
+           !skc::bytes_equal(snap.data(), live.ptr[t], live.size[t], at::get_num_threads())))
         return t == 0 ? 1 : 0;
     }
     return 2;

@@ -153,6 +153,36 @@ def test_csc_values_rewritten_after_first_use(N, how):
     assert rel_err(sk.spmm(A, B), W2.double() @ B.double()) < TOL[torch.float32]
 
 
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_large_csc_one_entry_rewritten_is_seen_in_every_part(where, threads):
+    """The cached repack's check compares megabytes in parts on several threads: one value
+    or one row index changed anywhere (first, middle or last part) is seen."""
+    M, K, N = 2048, 2048, 4
+    g = torch.Generator().manual_seed(5)
+    W = torch.randn(M, K, generator=g) * (torch.rand(M, K, generator=g) < 0.5)
+    A = sk.to_sparse(W, "csc")  # ~2M entries: 8 MB of values, 4 MB of int16 rows
+    assert A.values.numel() * 4 > 6 * 2**20 and A.indices.dtype == torch.int16
+    B = torch.randn(K, N, generator=g)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        sk.spmm(A, B)  # builds the cached repack
+        i = {"first": 3, "middle": A.values.numel() // 2, "last": A.values.numel() - 2}[where]
+        A.values.numpy()[i] += 100.0
+        W2 = A.to_dense()
+        assert rel_err(sk.spmm(A, B), W2.double() @ B.double()) < TOL[torch.float32]
+        # The entry's row moved to a free row of the same column (rows stay distinct).
+        col = int(torch.searchsorted(A.offsets, torch.tensor(i), right=True)) - 1
+        used = set(A.indices[A.offsets[col]:A.offsets[col + 1]].tolist())
+        A.indices.numpy()[i] = next(r for r in range(M) if r not in used)
+        W3 = A.to_dense()
+        assert not torch.equal(W3, W2)
+        assert rel_err(sk.spmm(A, B), W3.double() @ B.double()) < TOL[torch.float32]
+    finally:
+        torch.set_num_threads(prev)
+
+
 @pytest.mark.parametrize("N", [1, 8])
 def test_csc_indices_rewritten_after_first_use(N):
     # Same number of entries per column, other rows: the result follows the live indices,

@@ -7,6 +7,7 @@
 // status). Each kernel checks every index it uses and returns a status instead of reading
 // out of bounds; the glue turns a non-zero status into an error.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 
@@ -119,6 +120,10 @@ int csr_revalue(const CsrRepack& from, const Csc& a, int num_threads, CsrRepack*
 // Whether every stored value of a CSC matrix is finite, and its indices all valid
 // (the whole-matrix facts the glue caches per weight). Returns a status.
 int csc_scan(const Csc& a, int64_t M, int64_t K, bool* all_finite);
+
+// Whether a[0, n) and b[0, n) hold the same bytes, compared in parts on up to `threads`
+// threads when n is large (the glue's byte-for-byte check of a cached repack's snapshot).
+bool bytes_equal(const void* a, const void* b, size_t n, int threads);
 
 // Y = A @ B for a repacked A (N == 1: a row-wise gather, csr_gemv).
 int csr_spmm(const CsrRepack& a, const Dense& d);

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdint>
+#include <cstring>
 #include <mutex>
 #include <new>
 #include <thread>
@@ -399,6 +400,23 @@ const float* gemv_x(const Dense& d) {
   if (x == nullptr) return nullptr;
   for (int64_t k = 0; k < d.K; ++k) x[k] = d.B[k * d.ldb_k];
   return x;
+}
+
+bool bytes_equal(const void* a, const void* b, size_t n, int threads) {
+  // Parts of at least 1 MB: a part costs ~30 us from memory, well above a pool round trip.
+  constexpr size_t kMinPart = size_t{1} << 20;
+  const size_t by_size = n / kMinPart;
+  const int parts = static_cast<int>(by_size < 1 ? 1 : by_size < 64 ? by_size : 64);
+  const char* pa = static_cast<const char*>(a);
+  const char* pb = static_cast<const char*>(b);
+  std::atomic<bool> differ{false};
+  parallel_parts(parts, threads < parts ? threads : parts, [&](int p) {
+    const size_t lo = n * p / parts, hi = n * (p + 1) / parts;
+    if (!differ.load(std::memory_order_relaxed) && std::memcmp(pa + lo, pb + lo, hi - lo) != 0)
+      differ.store(true, std::memory_order_relaxed);
+    return static_cast<int>(kOk);
+  });
+  return !differ.load();
 }
 
 const float* small_n_columns(const Dense& d, int64_t* ldx) {
