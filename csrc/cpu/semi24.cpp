@@ -359,6 +359,18 @@ SK_AVX512_INLINE __m512 load4_dup16(const f16* p) {
   return _mm512_broadcast_f32x4(_mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
 
+// The vpermt2ps indices of the 16 kept values of one metadata word (8 groups, 32 columns):
+// value i sits in bits 2i..2i+1 of the word, its group at column 4 * (i / 2).
+SK_AVX512_INLINE __m512i perm_indices(uint32_t word) {
+  const __m512i shifts = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
+  const __m512i base = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24,
+                                         28, 28);
+  const __m512i pos = _mm512_and_si512(
+      _mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int>(word)), shifts), _mm512_set1_epi32(3));
+  return _mm512_add_epi32(pos, base);
+}
+
 // GEMV, R rows at a time: per 16 kept values (8 groups, 32 columns) one metadata word
 // becomes the 16 vpermt2ps indices with a shift and a mask (value i of the word sits in bits
 // 2i..2i+1, its group at column 4 * (i / 2)), so the 32 activations are loaded once for R
@@ -367,11 +379,6 @@ SK_AVX512_INLINE __m512 load4_dup16(const f16* p) {
 template <typename T, int R>
 SK_AVX512_INLINE void gemv_tile_avx512(const T* v, const uint8_t* mt, const Semi24Rows& g4,
                                        const Dense& d, const float* x, int64_t m) {
-  const __m512i shifts = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
-                                           28, 30);
-  const __m512i base = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24,
-                                         28, 28);
-  const __m512i three = _mm512_set1_epi32(3);
   const int64_t jfull = d.K / 8;  // metadata bytes whose 8 columns are all < K
   __m512 acc[R];
   SK_UNROLL for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
@@ -385,9 +392,7 @@ SK_AVX512_INLINE void gemv_tile_avx512(const T* v, const uint8_t* mt, const Semi
                    _MM_HINT_T0);
       uint32_t word;
       std::memcpy(&word, mt + r * g4.mcols + j, 4);  // validated by the caller
-      const __m512i idx = _mm512_add_epi32(
-          _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int>(word)), shifts),
-                           three), base);
+      const __m512i idx = perm_indices(word);
       acc[r] = _mm512_fmadd_ps(load16(v + r * g4.half + 4 * j),
                                _mm512_permutex2var_ps(xlo, idx, xhi), acc[r]);
     }
@@ -428,11 +433,6 @@ template <typename T, int R, int NC>
 SK_AVX512_INLINE void gemvn_tile_avx512(const T* v, const uint8_t* mt, const Semi24Rows& g4,
                                         const Dense& d, const float* X, int64_t ldx,
                                         int64_t m) {
-  const __m512i shifts = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
-                                           28, 30);
-  const __m512i base = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24,
-                                         28, 28);
-  const __m512i three = _mm512_set1_epi32(3);
   const int64_t jfull = d.K / 8;  // metadata bytes whose 8 columns are all < K
   __m512 acc[R][NC];
   SK_UNROLL for (int r = 0; r < R; ++r)
@@ -446,9 +446,7 @@ SK_AVX512_INLINE void gemvn_tile_avx512(const T* v, const uint8_t* mt, const Sem
                    _MM_HINT_T0);
       uint32_t word;
       std::memcpy(&word, mt + r * g4.mcols + j, 4);  // validated by the caller
-      idx[r] = _mm512_add_epi32(
-          _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int>(word)), shifts),
-                           three), base);
+      idx[r] = perm_indices(word);
       w[r] = load16(v + r * g4.half + 4 * j);
     }
     SK_UNROLL for (int c = 0; c < NC; ++c) {

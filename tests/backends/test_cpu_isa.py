@@ -117,6 +117,29 @@ def test_each_isa_on_edge_shapes(cpu_isa_env, isa, layout, M, K):
             torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
+def _check_small_n(A, Wd, g, atol):
+    """spmm(A, B, bias) against Wd @ B (float64) for N = 2..9, each B layout (row-major,
+    column-major, strided), with and without bias, on 1 and 2 threads."""
+    M, K = Wd.shape
+    bias = torch.randn(M, generator=g)
+    prev = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for N in range(2, 10):
+                bs = {"row-major": torch.randn(K, N, generator=g),
+                      "column-major": torch.randn(N, K, generator=g).t(),
+                      "strided": torch.randn(2 * K, 3 * N, generator=g)[::2, ::3]}
+                for name, B in bs.items():
+                    bb = bias if N % 2 else None
+                    out = torch.ops.sparsekern.spmm(*A.op_args(), B, bb)
+                    ref = Wd @ B.double() + (0 if bb is None else bb.double()[:, None])
+                    torch.testing.assert_close(out, ref.float(), rtol=1e-4, atol=atol,
+                                               msg=lambda m: f"N={N} {name} t={threads}: {m}")
+    finally:
+        torch.set_num_threads(prev)
+
+
 @pytest.mark.parametrize("isa", _isa_params())
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("M,K", [(1, 4), (7, 36), (13, 100), (6, 260), (9, 1028), (5, 1030)])
@@ -131,23 +154,7 @@ def test_semi24_small_n(cpu_isa_env, isa, dtype, M, K):
     A = sk.to_sparse(W.to(dtype), layout="2:4")
     Wd = A.to_dense().double()
     cpu_isa_env(isa)
-    bias = torch.randn(M, generator=g)
-    prev = torch.get_num_threads()
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            for N in range(2, 10):
-                bs = {"row-major": torch.randn(K, N, generator=g),
-                      "column-major": torch.randn(N, K, generator=g).t(),
-                      "strided": torch.randn(2 * K, 3 * N, generator=g)[::2, ::3]}
-                for name, B in bs.items():
-                    bb = bias if N % 2 else None
-                    out = torch.ops.sparsekern.spmm(*A.op_args(), B, bb)
-                    ref = Wd @ B.double() + (0 if bb is None else bb.double()[:, None])
-                    torch.testing.assert_close(out, ref.float(), rtol=1e-4, atol=1e-4,
-                                               msg=lambda m: f"N={N} {name} t={threads}: {m}")
-    finally:
-        torch.set_num_threads(prev)
+    _check_small_n(A, Wd, g, atol=1e-4)
 
 
 @pytest.mark.parametrize("isa", _isa_params())
@@ -170,24 +177,7 @@ def test_bsr_small_n(cpu_isa_env, isa, dtype, block, M, K, density):
     A = sk.to_sparse(W, layout="bsr", blocksize=block)
     Wd = W.double()
     cpu_isa_env(isa)
-    bias = torch.randn(M, generator=g)
-    prev = torch.get_num_threads()
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            for N in range(2, 10):
-                bs = {"row-major": torch.randn(K, N, generator=g),
-                      "column-major": torch.randn(N, K, generator=g).t(),
-                      "strided": torch.randn(2 * K, 3 * N, generator=g)[::2, ::3]}
-                for name, B in bs.items():
-                    bb = bias if N % 2 else None
-                    out = torch.ops.sparsekern.spmm(*A.op_args(), B, bb)
-                    ref = Wd @ B.double() + (0 if bb is None else bb.double()[:, None])
-                    # float32 sums of up to 4100 products: 1e-3 absolute
-                    torch.testing.assert_close(out, ref.float(), rtol=1e-4, atol=1e-3,
-                                               msg=lambda m: f"N={N} {name} t={threads}: {m}")
-    finally:
-        torch.set_num_threads(prev)
+    _check_small_n(A, Wd, g, atol=1e-3)  # float32 sums of up to 4100 products
 
 
 #: SPARSEKERN_CPU_SCATTER choices: the AVX-512 CSC GEMV's scatter-adds (the other ISAs
