@@ -178,3 +178,23 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         restore_flags(flags)
+
+
+@contextlib.contextmanager
+def no_kv_cache(model: nn.Module) -> Iterator[nn.Module]:
+    """Every module's ``config.use_cache`` (a Hugging Face model's) False inside, restored on
+    exit. A calibration forward never needs a key/value cache, and a cache object passed to
+    each block is state: replaying a block from captured arguments would append to it."""
+    changed = []
+    for m in model.modules():
+        cfg = getattr(m, "config", None)
+        if cfg is not None and getattr(cfg, "use_cache", None) is True and \
+                all(c is not cfg for c in changed):
+            changed.append(cfg)
+    for cfg in changed:
+        cfg.use_cache = False
+    try:
+        yield model
+    finally:
+        for cfg in changed:
+            cfg.use_cache = True

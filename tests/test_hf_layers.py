@@ -14,6 +14,7 @@ from torch import nn
 
 import sparsekern as sk
 from sparsekern import _layers, prune
+from sparsekern.prune import sequential
 from sparsekern.auto import synthetic_table
 from sparsekern.nn import SparseLinear
 from sparsekern.prune.layers import prunable_layers
@@ -301,3 +302,33 @@ def test_an_explicit_layout_that_fits_no_layer_warns():
         _w.simplefilter("error")                            # a partial fit is not a mistake
         sk.sparsify(half, "2:4")
     assert half.sparsekern_report["0"][0] == "2:4" and half.sparsekern_report["2"][0] == "dense"
+
+
+@pytest.mark.parametrize("criterion", ["wanda", "sparsegpt"])
+def test_sequential_calibration_on_gpt2_with_a_kv_cache_and_padding(criterion, monkeypatch):
+    """GPT-2's config has use_cache=True: each block got the model's DynamicCache, and the
+    sequential fast path replayed blocks with it, appending keys on every replay (a padded
+    batch then raised a shape error). Calibration now runs without a cache; the masks are
+    those of the model re-run from its input (no replay) and of use_cache=False."""
+    x = ids(batch=3, seq=10)
+    mask = torch.ones_like(x)
+    mask[0, 6:] = 0
+    mask[2, 3:] = 0
+    calib = [{"input_ids": x, "attention_mask": mask}]
+
+    def run(use_cache, replay=True):
+        model = tiny_gpt2()
+        model.config.use_cache = use_cache
+        if not replay:
+            monkeypatch.setattr(sequential, "find_chain", lambda *a, **k: None)
+        masks = prune.prune_model(model, 0.5, "fine", criterion, calib=calib)
+        monkeypatch.undo()
+        assert model.config.use_cache is use_cache  # restored
+        return masks, model
+
+    masks, model = run(True)
+    for other_masks, other in (run(False), run(True, replay=False)):
+        assert masks.keys() == other_masks.keys()
+        for n in masks:
+            assert torch.equal(masks[n], other_masks[n]), n
+            assert torch.equal(model.get_submodule(n).weight, other.get_submodule(n).weight), n

@@ -75,7 +75,7 @@ def run(model: nn.Module, calib, what: str = "calib",
     """
     xs = batches(calib, what)
     call = model if call is None else call
-    with inputs.eval_mode(model), torch.no_grad():
+    with inputs.eval_mode(model), inputs.no_kv_cache(model), torch.no_grad():
         for i, x in enumerate(xs):
             args, kwargs = inputs.split(x, f"{what} batch {i}")
             with _current_layer_tracker(model) as stack:

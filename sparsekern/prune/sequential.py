@@ -220,6 +220,8 @@ def _check_and_fill(model: nn.Module, chain: Chain, calib) -> bool:
         if not _same(args[1:], first_rest) or kwargs.keys() != first_kw.keys() or \
                 not _same(tuple(kwargs.values()), tuple(first_kw.values())):
             return False
+        if not all(_replayable(v) for v in tuple(args[1:]) + tuple(kwargs.values())):
+            return False  # a stateful argument (a key/value cache object): re-run the model
     cache = []
 
     def catch(mod, args, kwargs):
@@ -245,6 +247,17 @@ def _same(a: tuple, b: tuple) -> bool:
         elif x is not y and not (type(x) is type(y) and _plain(x) and x == y):
             return False
     return True
+
+
+def _replayable(x) -> bool:
+    """Whether a block argument may be passed again on a replay: tensors, plain values and
+    tuples/lists of them. Any other object may be state the block mutates (a Hugging Face
+    ``Cache`` appends each call's keys), so a chain holding one is not replayed."""
+    if isinstance(x, torch.Tensor) or _plain(x):
+        return True
+    if isinstance(x, (tuple, list)):
+        return all(_replayable(v) for v in x)
+    return False
 
 
 def _plain(x) -> bool:

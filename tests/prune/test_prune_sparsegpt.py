@@ -338,3 +338,41 @@ def test_gpt2_conv1d_layers(crit):
             e_sg = (model(**batch).last_hidden_state - ref).norm()
             e_mag = (mag(**batch).last_hidden_state - ref).norm()
         assert e_sg < e_mag
+
+
+def test_a_chain_whose_blocks_share_a_stateful_object_is_not_replayed():
+    """Blocks that get an object they may mutate (a key/value cache) cannot be replayed from
+    captured arguments: find_chain declines and the model is re-run from its input."""
+    class State:
+        calls = 0
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x, state=None, scale=1.0, extra=()):
+            if state is not None:
+                state.calls += 1
+            return self.fc(x) * scale
+
+    class Model(nn.Module):
+        def __init__(self, stateful):
+            super().__init__()
+            self.blocks = nn.ModuleList([Block(), Block()])
+            self.stateful = stateful
+
+        def forward(self, x):
+            st = State() if self.stateful else None
+            extra = (x.new_ones(1), None)  # tensors and plain values replay fine
+            for b in self.blocks:
+                x = b(x, state=st, scale=2.0, extra=extra)
+            return x
+
+    calib = torch.randn(4, 8)
+    for stateful, replayed in ((False, True), (True, False)):
+        model = Model(stateful)
+        mods = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+        assert (sequential.find_chain(model, mods, calib) is not None) is replayed
+        masks = prune.prune_model(model, 0.5, "fine", "wanda", calib=calib)
+        assert all(float(m.float().mean()) == 0.5 for m in masks.values())
