@@ -23,6 +23,7 @@ import torch
 
 from .. import _extension
 from ..formats import layouts
+from . import reference
 
 name = "cpu"
 
@@ -39,8 +40,18 @@ def supports(layout, values_dtype, B_dtype, device) -> bool:
             C.kernel_exists(layouts.kernel_layout(layout), values_dtype, B_dtype))
 
 
+def _lowered_meets_non_finite(layout, X) -> bool:
+    """Whether a served layout's lowered copy would multiply X's Inf/NaN by a filler zero: the
+    copy stores entries the layout does not (1:4 as 2:4 stores a zero beside each value), and
+    0 * Inf is NaN where the layout's own product is finite (an unstored entry never meets X).
+    Then the reference backend, which walks only the layout's own entries, serves the call."""
+    return layouts.kernel_layout(layout) != layout and not bool(torch.isfinite(X).all())
+
+
 def spmm(values, indices, offsets, M, K, layout, B, bias, out):
     """out [M, N] (any strides, allocated by the caller) = A @ B + bias; returns out."""
+    if _lowered_meets_non_finite(layout, B):
+        return reference.spmm(values, indices, offsets, M, K, layout, B, bias, out)
     layout, values, indices, offsets = layouts.lower(layout, values, indices, offsets, M, K)
     torch.ops.sparsekern._spmm_cpu(values.contiguous(), indices.contiguous(),
                                    offsets.contiguous(), M, K, layout, B, bias, out)
@@ -49,6 +60,8 @@ def spmm(values, indices, offsets, M, K, layout, B, bias, out):
 
 def spmm_transposed(values, indices, offsets, M, K, layout, G):
     """A.T @ G for G [M, N] float32 (any strides): [K, N] float32."""
+    if _lowered_meets_non_finite(layout, G):
+        return reference.spmm_transposed(values, indices, offsets, M, K, layout, G)
     layout, values, indices, offsets = layouts.lower(layout, values, indices, offsets, M, K)
     # (2:4 at N >= 32 runs as a dense GEMM of the decompressed weight: csrc/ops.cpp.)
     return torch.ops.sparsekern._spmm_transposed_cpu(values.contiguous(), indices.contiguous(),

@@ -192,6 +192,45 @@ def test_nan_inf_in_B_propagate_through_stored_entries(case):
         torch.testing.assert_close(out.double()[fin], ref[fin], rtol=1e-5, atol=1e-5)
 
 
+def test_served_1to4_meets_non_finite_values_only_through_its_own_entries():
+    """1:4 runs as a 2:4 copy whose second slot in each group is a stored zero the 1:4 weight
+    does not have: an Inf or NaN there must not turn into 0 * Inf = NaN (the forward with B,
+    the input gradient with G), as the reference backend, which walks 1:4's entries, shows."""
+    from sparsekern.backends import cpu
+    M, K = 21, 38
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(M, K, generator=g)
+    Wp = torch.nn.functional.pad(W, (0, 2)).reshape(M, -1, 4)
+    keep = torch.randint(0, 4, Wp.shape[:2], generator=g)
+    W = (Wp * torch.nn.functional.one_hot(keep, 4)).reshape(M, -1)[:, :K].contiguous()
+    A = sk.to_sparse(W, layout="1:4")
+    for N in (1, 7):
+        X = torch.randn(K, N, generator=g)
+        X[torch.rand(K, N, generator=g) < 0.2] = float("inf")
+        X[5, 0] = float("nan")
+        X[-1, -1] = float("-inf")
+        out = torch.ops.sparsekern.spmm(*A.op_args(), X)
+        ref = ref_spmm(A, X)
+        assert torch.isfinite(ref).any() and not torch.isfinite(ref).all()
+        assert torch.equal(torch.isnan(out), torch.isnan(ref)), "NaN pattern differs"
+        assert torch.equal(torch.isinf(out), torch.isinf(ref)), "Inf pattern differs"
+        fin = torch.isfinite(ref)
+        torch.testing.assert_close(out.double()[fin], ref[fin], rtol=1e-5, atol=1e-5)
+        G = torch.randn(M, N, generator=g)
+        G[torch.rand(M, N, generator=g) < 0.2] = float("inf")
+        got = cpu.spmm_transposed(A.values, A.indices, A.offsets, M, K, "1:4", G)
+        want = reference.spmm_transposed(A.values.double(), A.indices, A.offsets, M, K, "1:4",
+                                         G.double())
+        assert torch.equal(torch.isnan(got), torch.isnan(want))
+        assert torch.equal(torch.isinf(got), torch.isinf(want))
+        fin = torch.isfinite(want)
+        torch.testing.assert_close(got.double()[fin], want[fin], rtol=1e-5, atol=1e-5)
+        # finite inputs still take the 2:4 kernel and agree
+        Xf = torch.randn(K, N, generator=g)
+        torch.testing.assert_close(torch.ops.sparsekern.spmm(*A.op_args(), Xf).double(),
+                                   ref_spmm(A, Xf), rtol=1e-5, atol=1e-5)
+
+
 def test_csc_zero_activations_are_skipped_exactly():
     """GEMV skips columns whose activation is 0 (EIE), except where Inf * 0 must give NaN."""
     W = make_weight(50, 64, "csc", None, density=0.5)
