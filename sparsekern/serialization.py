@@ -142,7 +142,13 @@ def _is_safetensors(path: PathLike) -> bool:
 def _read(path: PathLike, map_location) -> _Saved:
     if _is_safetensors(path):
         return _read_safetensors(path, map_location)
-    blob = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise  # a file that cannot be opened says so itself
+    except Exception as e:  # empty, truncated or foreign bytes: EOFError, pickle/zip/OS errors
+        raise ValueError(f"{path} is not a readable file written by sparsekern.save_sparse "
+                         f"({type(e).__name__}: {e})") from None
     if not isinstance(blob, dict) or blob.get("format") != _FORMAT_TAG:
         raise ValueError(f"{path} is not a file written by sparsekern.save_sparse")
     layers: Dict[str, dict] = {}

@@ -446,3 +446,24 @@ def test_a_clear_error_when_safetensors_is_missing(tmp_path, monkeypatch):
                                           r"pip install safetensors"):
         sk.save_sparse(sparse_net("csc"), tmp_path / "m.safetensors")
     sk.save_sparse(sparse_net("csc"), tmp_path / "m.pt")  # .pt files do not need it
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+@pytest.mark.parametrize("what", ["empty", "junk", "zeros", "truncated"])
+def test_an_unreadable_file_raises_value_error_and_leaves_the_model(tmp_path, suffix, what):
+    """Empty, foreign or cut-short bytes raise the documented ValueError (not EOFError,
+    pickle, zip or safetensors errors), naming the file; a missing file stays an OSError."""
+    path = tmp_path / f"m{suffix}"
+    if what == "truncated":
+        sk.save_sparse(sparse_net("csc"), path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.write_bytes({"empty": b"", "junk": b"not a sparsekern file", "zeros": b"\0" * 100}[what])
+    model = net(1)
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"m\.(pt|safetensors).* not a (readable|file)"):
+        sk.load_sparse(model, path)
+    assert_untouched(model, before)
+    with pytest.raises(FileNotFoundError):
+        sk.load_sparse(model, tmp_path / f"missing{suffix}")
