@@ -16,7 +16,7 @@ from torch import nn
 
 from ._packed_module import PackedWeightModule
 from .formats import SparseFormat, from_parts, to_sparse
-from .functional import check_input
+from .functional import check_input, weight_only_bias
 from .ops import spmm_op
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -200,7 +200,8 @@ class SparseConv2d(PackedWeightModule):
         L = Ho * Wo
         # B [C*kh*kw, N*L]: one column per output pixel of every sample.
         B = cols[0] if N == 1 else cols.transpose(0, 1).reshape(cols.shape[1], N * L)
-        Y = spmm_op(*self.weight.op_args(), B, self.bias)  # [out, N*L]
+        bias = weight_only_bias(self.bias, B.dtype, self.values.dtype)
+        Y = spmm_op(*self.weight.op_args(), B, bias)  # [out, N*L]
         out = Y.reshape(self.out_channels, N, Ho, Wo).transpose(0, 1).contiguous()
         return out.squeeze(0) if unbatched else out
 

@@ -54,6 +54,20 @@ def spmm(A: SparseFormat, B: torch.Tensor, bias: Optional[torch.Tensor] = None) 
     return spmm_op(*A.op_args(), B, bias)
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def weight_only_bias(bias: Optional[torch.Tensor], x_dtype: torch.dtype,
+                     values_dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """The bias [M] a layer adds to its output: upcast to float32 when float16/bfloat16
+    weights meet float32 activations (weight-only compression; a layer cast with .half() or
+    .bfloat16() holds its bias in that dtype too), else as given (the op checks it)."""
+    if (isinstance(bias, torch.Tensor) and x_dtype == torch.float32 and bias.dtype in _HALF
+            and values_dtype in _HALF):
+        return bias.float()
+    return bias
+
+
 def linear(x: torch.Tensor, A: SparseFormat, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``x @ A.T + bias`` for x [..., K], A [M, K] packed, bias [M]; returns [..., M].
 
@@ -68,6 +82,7 @@ def linear(x: torch.Tensor, A: SparseFormat, bias: Optional[torch.Tensor] = None
         raise ValueError(f"x has shape {list(x.shape)}; expected [..., K] with K={K} "
                          f"(the in_features of A of shape [{M}, {K}])")
     check_input(x, A.values)
+    bias = weight_only_bias(bias, x.dtype, A.values.dtype)
     if x.dim() == 2:  # the common case: Y [M, N] column-major, so Y.t() is contiguous
         return _SPMM(A.values, A.indices, A.offsets, M, K, A.layout, x.t(), bias).t()
     lead = x.shape[:-1]

@@ -219,3 +219,35 @@ def test_frozen_layers_stay_frozen_through_sparsify_and_load_sparse(tmp_path):
     fresh = copy.deepcopy(dense)  # the same layers frozen
     sk.load_sparse(fresh, path)
     assert [p.requires_grad for p in fresh.parameters()] == want
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["2:4", "csc", "bsr"])
+def test_a_layer_cast_to_half_takes_float32_activations(layout, dtype):
+    """Weight-only compression through the layers: .half() / .bfloat16() casts the bias too,
+    and float32 activations must still work (the bias is added upcast, exactly as nn.Linear
+    would with the same half-precision parameters upcast)."""
+    g = torch.Generator().manual_seed(0)
+    bs = (4, 4) if layout == "bsr" else None
+    lin = nn.Linear(200, 12)
+    conv = nn.Conv2d(4, 8, 3, padding=1)
+    with torch.no_grad():
+        lin.weight.copy_(random_pattern_weight(12, 200, layout, density=0.3, blocksize=bs or (4, 4),
+                                               generator=g))
+        conv.weight.copy_(random_pattern_weight(8, 36, layout, density=0.3,
+                                                blocksize=bs or (4, 4), generator=g
+                                                ).reshape(8, 4, 3, 3))
+    model = nn.Sequential(conv, nn.Flatten(), lin)  # every parameter is in a sparse layer
+    kw = {"blocksize": bs} if bs else {}
+    if layout != "2:4":
+        kw["max_density"] = 1.0
+    sparse = sk.sparsify(copy.deepcopy(model), layout=layout, layers=["0", "2"], **kw).to(dtype)
+    assert isinstance(sparse[0], sk.SparseConv2d) and isinstance(sparse[2], sk.SparseLinear)
+    ref = copy.deepcopy(model).to(dtype).float()  # the same rounded parameters, in float32
+    x = torch.randn(3, 4, 5, 5, generator=g)
+    out = sparse(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref(x), rtol=1e-4, atol=1e-4)
+    out.sum().backward()
+    assert sparse[2].bias.grad is not None and sparse[2].bias.grad.dtype == dtype
+    assert sparse[0].bias.grad is not None and sparse[0].bias.grad.dtype == dtype
