@@ -332,3 +332,22 @@ def test_sequential_calibration_on_gpt2_with_a_kv_cache_and_padding(criterion, m
         for n in masks:
             assert torch.equal(masks[n], other_masks[n]), n
             assert torch.equal(model.get_submodule(n).weight, other.get_submodule(n).weight), n
+
+
+def test_distill_a_sparsified_gpt2_whose_only_dense_linear_is_the_tied_head():
+    """masks=None holds the zeros of the layers pruning would pick by default; the tied
+    lm_head is not one of them, so a model with nothing else dense holds nothing there (it
+    raised 'has no prunable layers', naming the Linear it had)."""
+    torch.manual_seed(1)
+    cfg = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=32, n_layer=2, n_head=2,
+                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    teacher = copy.deepcopy(model)
+    prune.prune_model(model, granularity="2:4")
+    sparse = sk.sparsify(model, layout="2:4")
+    assert isinstance(sparse.lm_head, nn.Linear)
+    before = sparse.transformer.wte.weight.detach().clone()
+    losses = prune.distill(sparse, teacher, [ids()], steps=2, lr=1e-3, progress=False)
+    assert len(losses) == 2
+    assert sparse.lm_head.weight is sparse.transformer.wte.weight  # still tied
+    assert not torch.equal(before, sparse.transformer.wte.weight)  # and trained

@@ -28,10 +28,12 @@ layer in forward order; then recover against the dense model::
     teacher = copy.deepcopy(model)
     masks = prune.prune_model(model, granularity="2:4", criterion="sparsegpt", calib=batches)
     prune.distill(model, teacher, unlabeled_batches, masks=masks, steps=200)
-In your own loop: ``with prune.MaskHolder(model, masks): <train as usual>``.
+In your own loop: ``with prune.MaskHolder(model, masks): <train as usual>``; for a
+sparsified model, ``with prune.StoredZeroHolder(model):`` keeps the zeros its packed layers
+store (inside BSR blocks, 2:4's spare slots) at zero.
 
 Public names:
-    prune_model, apply_masks, MaskHolder, masks_from_zeros, sparsity       (masks)
+    prune_model, apply_masks, MaskHolder, StoredZeroHolder, masks_from_zeros, sparsity (masks)
     SparseGPTConfig                                 (criterion="sparsegpt" settings)
     distill, DEFAULT_DISTILL_LR                     (recovery against the dense teacher)
     MaskUpdate, nm_mask, is_nm                      (distill with moving N:M masks: SR-STE)
@@ -50,7 +52,7 @@ from .criteria import CRITERIA, bn_l1_penalty
 from .distill import DEFAULT_DISTILL_LR, distill
 from .granularity import parse as parse_granularity
 from .mask_update import MaskUpdate, is_nm, nm_mask
-from .masks import MaskHolder, apply_masks, masks_from_zeros, sparsity
+from .masks import MaskHolder, StoredZeroHolder, apply_masks, masks_from_zeros, sparsity
 from .pruner import prune_model
 from .sparsegpt import SparseGPTConfig
 from .schedule import IterativeResult, iterative_prune
@@ -59,7 +61,8 @@ from .stats import count_macs, count_params
 from .trainer import DEFAULT_FINETUNE_LR, accuracy, fine_tune, train
 
 __all__ = ["prune_model", "SparseGPTConfig", "distill", "DEFAULT_DISTILL_LR", "MaskUpdate",
-           "is_nm", "nm_mask", "apply_masks", "MaskHolder", "masks_from_zeros", "sparsity",
+           "is_nm", "nm_mask", "apply_masks", "MaskHolder", "StoredZeroHolder", "masks_from_zeros",
+           "sparsity",
            "channel_prune", "ChannelPruneReport", "bn_l1_penalty", "sensitivity_scan",
            "ratios_from_sensitivity", "SensitivityTable", "iterative_prune", "IterativeResult",
            "fine_tune", "train", "accuracy", "DEFAULT_FINETUNE_LR", "convert", "save_sparse",

@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import inputs
-from .layers import prunable_layers
+from .layers import default_layers
 from .mask_update import MaskUpdate, MovingMasks
-from .masks import MaskHolder, check_masks, masks_from_zeros
+from .masks import MaskHolder, StoredZeroHolder, check_masks, masks_from_zeros
 
 #: Default learning rate of :func:`distill` (AdamW): smaller than pre-training's.
 DEFAULT_DISTILL_LR = 5e-5
@@ -221,7 +221,7 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
     _check_eval(eval_fn, eval_every)
     _check_update(mask_update, masks, layer_loss)
     if masks is None:
-        masks = masks_from_zeros(model) if prunable_layers(model) else {}
+        masks = masks_from_zeros(model) if default_layers(model) else {}
     check_masks(model, masks)
     dist, rank, world = _world()
     if steps is None:
@@ -249,6 +249,8 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
                                          lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(steps, warmup))
     holder = MaskHolder(model, masks).attach(opt) if masks and moving is None else None
+    stored = StoredZeroHolder(model)  # zeros packed layers store (BSR blocks, 2:4 slots)
+    stored = stored.attach(opt) if stored.keep else None
     from tqdm.auto import tqdm
     bar = tqdm(total=steps, desc="distill", disable=not progress or rank != 0, leave=False)
     losses: List[float] = []
@@ -278,9 +280,10 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
         bar.close()
         for h in handles:
             h.remove()
-        if holder is not None:
-            holder.apply()
-            holder.detach()
+        for h in (holder, stored):
+            if h is not None:
+                h.apply()
+                h.detach()
         if moving is not None:
             moving.finish(masks)
         inputs.restore_flags(s_flags)

@@ -55,6 +55,12 @@ def _untied(model: nn.Module, found: Dict[str, nn.Module]) -> Dict[str, nn.Modul
     return out
 
 
+def default_layers(model: nn.Module) -> Dict[str, nn.Module]:
+    """The layers pruned when none are named: every prunable layer whose weight is not tied
+    to another parameter (may be empty; :func:`select_layers` raises then)."""
+    return _untied(model, prunable_layers(model))
+
+
 def describe(module: nn.Module) -> str:
     return f"{type(module).__name__}"
 
@@ -70,7 +76,7 @@ def select_layers(model: nn.Module, layers: Optional[Iterable[str]] = None,
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if layers is None:
-        found = _untied(model, prunable_layers(model))
+        found = default_layers(model)
         if need_conv:
             found = {n: m for n, m in found.items() if isinstance(m, nn.Conv2d)}
         if not found:

@@ -60,42 +60,35 @@ def sparsity(model: nn.Module, layers=None) -> Dict[str, float]:
     return out
 
 
-class MaskHolder:
-    """Keeps pruned weights exactly zero while the model trains (the training callback).
+class _ZeroHolder:
+    """Holds some entries of some parameters at exactly zero through training: their
+    gradients are zeroed (so momentum/Adam state never grows there) and they are set to 0
+    again after every optimizer step. Subclasses give the (parameter, keep mask) pairs."""
 
-    Three ways to use it from your own loop:
-
-    * ``with MaskHolder(model, masks):`` — while inside, every optimizer step (of any
-      optimizer, through torch's global step hook) re-applies the masks, and gradients of
-      pruned weights are zeroed (so momentum/Adam state never grows there);
-    * ``holder.attach(optimizer)`` / ``holder.detach()`` — the same, for one optimizer;
-    * ``holder.step()`` after each ``optimizer.step()`` — no hooks at all.
-    """
-
-    def __init__(self, model: nn.Module, masks: Mapping[str, torch.Tensor]):
-        check_masks(model, masks)
-        self.model = model
-        self.masks = {n: m.to(torch.bool) for n, m in masks.items()}
+    def __init__(self):
         self._handles = []
 
+    def _pairs(self):
+        raise NotImplementedError
+
+    @torch.no_grad()
     def apply(self) -> None:
-        """Zero every pruned weight now (exactly 0)."""
-        apply_masks(self.model, self.masks)
+        """Zero every held entry now (exactly 0)."""
+        for p, keep in self._pairs():
+            p.masked_fill_(~keep.to(device=p.device, dtype=torch.bool), 0.0)
 
     def step(self) -> None:
         """Call after ``optimizer.step()`` in a loop that does not use :meth:`attach`."""
         self.apply()
 
-    def attach(self, optimizer: Optional[torch.optim.Optimizer] = None) -> "MaskHolder":
+    def attach(self, optimizer: Optional[torch.optim.Optimizer] = None):
         """Hook gradients and ``optimizer``'s steps (every optimizer's when None)."""
         self.detach()
-        for name, mask in self.masks.items():
-            w = self.model.get_submodule(name).weight
-            if not w.requires_grad:  # a frozen layer: no gradient to mask (and no hook allowed)
+        for p, keep in self._pairs():
+            if not p.requires_grad:  # a frozen layer: no gradient to mask (and no hook allowed)
                 continue
-            keep = mask.to(device=w.device)
-            self._handles.append(w.register_hook(
-                lambda g, keep=keep: g.masked_fill(~keep, 0.0)))
+            keep = keep.to(device=p.device, dtype=torch.bool)
+            self._handles.append(p.register_hook(lambda g, keep=keep: g.masked_fill(~keep, 0.0)))
         post = lambda *args, **kwargs: self.apply()  # noqa: E731
         if optimizer is None:
             from torch.optim.optimizer import register_optimizer_step_post_hook
@@ -111,10 +104,60 @@ class MaskHolder:
             h.remove()
         self._handles = []
 
-    def __enter__(self) -> "MaskHolder":
+    def __enter__(self):
         return self.attach()
 
     def __exit__(self, *exc) -> bool:
         self.apply()
         self.detach()
         return False
+
+
+class MaskHolder(_ZeroHolder):
+    """Keeps pruned weights exactly zero while the model trains (the training callback).
+
+    Three ways to use it from your own loop:
+
+    * ``with MaskHolder(model, masks):`` — while inside, every optimizer step (of any
+      optimizer, through torch's global step hook) re-applies the masks, and gradients of
+      pruned weights are zeroed (so momentum/Adam state never grows there);
+    * ``holder.attach(optimizer)`` / ``holder.detach()`` — the same, for one optimizer;
+    * ``holder.step()`` after each ``optimizer.step()`` — no hooks at all.
+    """
+
+    def __init__(self, model: nn.Module, masks: Mapping[str, torch.Tensor]):
+        super().__init__()
+        check_masks(model, masks)
+        self.model = model
+        self.masks = {n: m.to(torch.bool) for n, m in masks.items()}
+
+    def _pairs(self):
+        return [(self.model.get_submodule(n).weight, m) for n, m in self.masks.items()]
+
+
+class StoredZeroHolder(_ZeroHolder):
+    """Keeps the zeros that packed layers store exactly zero while the model trains.
+
+    A packed layer (SparseLinear, SparseConv2d) trains every value its format stores, and
+    some formats store zeros a pruning left: those inside a kept BSR block, the spare slot of
+    a 2:4 group with fewer than two nonzeros. Without this holder, fine-tuning a sparsified
+    model revives them. Constructed from the model as it is: every stored value that is
+    exactly 0 now is held (``values`` [format-specific shape] of each layer). Used like
+    :class:`MaskHolder` (``with``, ``attach``/``detach``, ``step``); :func:`distill` holds
+    them always.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        from .._packed_module import PackedWeightModule
+        self.model = model
+        self.keep: Dict[str, torch.Tensor] = {}
+        for name, m in model.named_modules():
+            v = m._parameters.get("values") if isinstance(m, PackedWeightModule) else None
+            if isinstance(v, torch.Tensor) and v.is_floating_point():
+                zero = v.detach() == 0
+                if bool(zero.any()):
+                    self.keep[name] = ~zero
+
+    def _pairs(self):
+        return [(self.model.get_submodule(n).values, k) for n, k in self.keep.items()]

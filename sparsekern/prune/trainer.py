@@ -9,8 +9,9 @@ from typing import Callable, List, Mapping, Optional
 import torch
 from torch import nn
 
-from .masks import MaskHolder, masks_from_zeros
-from .layers import prunable_layers
+from .. import inputs
+from .layers import default_layers
+from .masks import MaskHolder, StoredZeroHolder, masks_from_zeros
 
 #: Fine-tuning after pruning uses a lower learning rate than training (Adam).
 DEFAULT_FINETUNE_LR = 3e-4
@@ -48,7 +49,7 @@ def train(model: nn.Module, loader, epochs: int = 1, lr: float = DEFAULT_TRAIN_L
     holder = MaskHolder(model, masks).attach(opt) if masks else None
     from tqdm.auto import tqdm
     losses = []
-    was_training = model.training
+    flags = inputs.train_flags(model)
     model.train()
     try:
         bar = tqdm(total=epochs * len(loader) if hasattr(loader, "__len__") else None,
@@ -73,7 +74,7 @@ def train(model: nn.Module, loader, epochs: int = 1, lr: float = DEFAULT_TRAIN_L
         if holder is not None:
             holder.apply()
             holder.detach()
-        model.train(was_training)
+        inputs.restore_flags(flags)  # each module's own train/eval flag
     return losses
 
 
@@ -81,12 +82,19 @@ def fine_tune(model: nn.Module, loader, epochs: int = 1, lr: float = DEFAULT_FIN
               masks: Optional[Mapping[str, torch.Tensor]] = None, **kwargs) -> List[float]:
     """:func:`train` after pruning: lower default lr, and the pruning held.
 
-    ``masks=None`` holds the zeros currently in every Linear/Conv2d weight (so a pruned
-    model stays pruned); pass your masks, or ``{}`` to hold nothing.
+    ``masks=None`` holds the zeros currently in every Linear/Conv2d weight and the zeros
+    packed layers store (:class:`StoredZeroHolder`), so a pruned model stays pruned; pass
+    your masks (packed layers' stored zeros are held too), or ``{}`` to hold nothing.
     """
     if masks is None:
-        masks = masks_from_zeros(model) if prunable_layers(model) else {}
-    return train(model, loader, epochs=epochs, lr=lr, masks=masks, **kwargs)
+        masks = masks_from_zeros(model) if default_layers(model) else {}
+    elif isinstance(masks, Mapping) and not masks:
+        return train(model, loader, epochs=epochs, lr=lr, masks=masks, **kwargs)
+    stored = StoredZeroHolder(model)
+    if not stored.keep:
+        return train(model, loader, epochs=epochs, lr=lr, masks=masks, **kwargs)
+    with stored:  # every optimizer's steps, train's own included
+        return train(model, loader, epochs=epochs, lr=lr, masks=masks, **kwargs)
 
 
 @torch.no_grad()

@@ -222,3 +222,76 @@ def test_eval_fn_settings_are_checked():
                                         r"\(higher is better\), got float"):
         prune.distill(model, teacher, _data(), steps=2, eval_fn=0.5, eval_every=1,
                       progress=False)
+
+
+def _sparsified_with_stored_zeros(layout, seed=0):
+    """A two-layer MLP pruned 90% fine, packed as ``layout``: BSR 8x8 stores the zeros inside
+    its kept blocks, 2:4 (pruned 2:4, then a few more zeros) the spare slots of sparse groups."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 16))
+    if layout == "2:4":
+        prune.prune_model(model, granularity="2:4")
+        with torch.no_grad():
+            for m in (model[0], model[2]):
+                m.weight[torch.rand(m.weight.shape) < 0.3] = 0.0
+        packed = sk.sparsify(copy.deepcopy(model), layout="2:4")
+    else:
+        prune.prune_model(model, 0.9, "fine")
+        packed = sk.sparsify(copy.deepcopy(model), layout="bsr", blocksize=(8, 8),
+                             max_density=1.0)
+    zeros = {n: m.values.detach() == 0 for n, m in packed.named_modules()
+             if isinstance(m, sk.SparseLinear)}
+    assert len(zeros) == 2 and all(z.any() and not z.all() for z in zeros.values())
+    return model, packed, zeros
+
+
+def _train_steps(model, steps=3, lr=0.1):
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    for _ in range(steps):
+        opt.zero_grad()
+        model(torch.randn(8, 32)).pow(2).sum().backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("layout", ["bsr", "2:4"])
+def test_stored_zeros_of_packed_layers_stay_zero(layout):
+    """Fine-tuning a sparsified model trains every stored value: the zeros a format stores
+    (inside BSR blocks, 2:4's spare slots) came back to life. distill and fine_tune hold them
+    (with masks=None and with given masks), StoredZeroHolder does in a plain loop, and
+    without it they do revive (so the checks below can fail)."""
+    dense, packed, zeros = _sparsified_with_stored_zeros(layout)
+
+    def revived(model):
+        return sum(int((m.values.detach()[zeros[n]] != 0).sum()) for n, m in
+                   model.named_modules() if n in zeros)
+
+    plain = copy.deepcopy(packed)
+    _train_steps(plain)
+    assert revived(plain) > 0
+    held = copy.deepcopy(packed)
+    with prune.StoredZeroHolder(held):
+        _train_steps(held)
+    assert revived(held) == 0
+    assert all(not torch.equal(a.values, b.values) for a, b in
+               zip(held.modules(), packed.modules()) if isinstance(a, sk.SparseLinear))
+
+    data = [torch.randn(8, 32) for _ in range(4)]
+    student = copy.deepcopy(packed)
+    losses = prune.distill(student, dense, data, steps=4, lr=1e-2, progress=False)
+    assert len(losses) == 4 and revived(student) == 0
+    tuned = copy.deepcopy(packed)
+    loader = [(x, torch.randint(0, 16, (8,))) for x in data]
+    prune.fine_tune(tuned, loader, epochs=2, lr=1e-2, progress=False)
+    assert revived(tuned) == 0
+    free = copy.deepcopy(packed)
+    prune.fine_tune(free, loader, epochs=2, lr=1e-2, masks={}, progress=False)
+    assert revived(free) > 0  # {} holds nothing, as documented
+
+
+def test_train_restores_each_modules_own_flag():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5), nn.Linear(4, 2))
+    model.train()
+    model[1].eval()
+    loader = [(torch.randn(3, 4), torch.randint(0, 2, (3,)))]
+    prune.train(model, loader, epochs=1, progress=False)
+    assert model.training and model[0].training and not model[1].training
