@@ -7,7 +7,9 @@ bias}`` of every sparse layer and ``dense.<state key>`` of the rest of the state
 metadata (strings) holds ``format`` (the tag below) and ``layers``, a JSON object
 {layer name: {"kind": "linear" | "conv2d", "layout", "shape": [M, K], "bias": bool, and for
 a conv "out_channels", "in_channels", "kernel_size", "stride", "padding", "dilation",
-"padding_mode", "groups"}}.
+"padding_mode", "groups"}}, and ``aliases`` when the state has tied tensors (a language
+model's head sharing the token embedding): {``dense.<key>``: the ``dense.<key>`` stored in
+the file}, each tensor stored once.
 
 any other suffix (``*.pt``): a dict read with ``torch.load(weights_only=True)``: ``"sparse"``
 holds each SparseLinear (layout, shape, format tensors, bias), ``"sparse_conv2d"`` each
@@ -94,11 +96,21 @@ def _save_safetensors(entries: Dict[str, dict], dense: Dict[str, object], path) 
     save_file = _safetensors().torch.save_file
     tensors: Dict[str, torch.Tensor] = {}
     seen = set()
+    views: Dict[tuple, str] = {}  # the exact view of a dense tensor -> its first key
+    aliases: Dict[str, str] = {}  # a dense key -> the key holding the same tensor (tied)
 
-    def put(key: str, t: torch.Tensor) -> None:
-        t = t.detach().contiguous()
+    def put(key: str, t: torch.Tensor, may_alias: bool = False) -> None:
+        t = t.detach()
+        view = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape),
+                tuple(t.stride()), t.dtype) if t.numel() else None
+        if may_alias and view in views:  # a tied weight: stored once, named in the metadata
+            aliases[key] = views[view]
+            return
+        if may_alias and view is not None:
+            views[view] = key
+        t = t.contiguous()
         ptr = (t.device, t.untyped_storage().data_ptr()) if t.numel() else None
-        if ptr in seen:  # safetensors refuses shared storage (tied weights): store a copy
+        if ptr in seen:  # safetensors refuses shared storage (overlapping views): a copy
             t = t.clone()
         elif ptr is not None:
             seen.add(ptr)
@@ -116,9 +128,11 @@ def _save_safetensors(entries: Dict[str, dict], dense: Dict[str, object], path) 
         if not isinstance(v, torch.Tensor):
             raise ValueError(f"state entry {key!r} is a {type(v).__name__}, not a tensor; a "
                              f".safetensors file holds tensors only (save to a .pt path)")
-        put(f"dense.{key}", v)
-    save_file(tensors, os.fspath(path),
-              metadata={"format": _FORMAT_TAG, "layers": json.dumps(layers)})
+        put(f"dense.{key}", v, may_alias=True)
+    meta = {"format": _FORMAT_TAG, "layers": json.dumps(layers)}
+    if aliases:
+        meta["aliases"] = json.dumps(aliases)
+    save_file(tensors, os.fspath(path), metadata=meta)
 
 
 # -- read ---------------------------------------------------------------------------------
@@ -169,6 +183,30 @@ def _read(path: PathLike, map_location) -> _Saved:
     return _Saved(layers, dense)
 
 
+def _resolve_aliases(path: PathLike, meta: dict, tensors: Dict[str, torch.Tensor]) -> None:
+    """Adds the tied dense tensors the metadata 'aliases' names ({key: key stored}) to
+    ``tensors``, after checking that each names a dense tensor absent from the file and one
+    the file holds."""
+    if "aliases" not in meta:
+        return
+    try:
+        aliases = json.loads(meta["aliases"])
+    except ValueError:
+        raise ValueError(f"{path}: the metadata 'aliases' is not valid JSON") from None
+    if not isinstance(aliases, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                for k, v in aliases.items()):
+        raise ValueError(f"{path}: the metadata 'aliases' must be a JSON object of strings")
+    for key, target in aliases.items():
+        if not key.startswith("dense.") or key in tensors:
+            raise ValueError(f"{path}: alias {key!r} must name a dense tensor the file does "
+                             f"not hold")
+        if not target.startswith("dense.") or target not in tensors:
+            raise ValueError(f"{path}: alias {key!r} -> {target!r}: no such dense tensor in "
+                             f"the file")
+    for key, target in aliases.items():
+        tensors[key] = tensors[target]
+
+
 def _read_safetensors(path: PathLike, map_location) -> _Saved:
     safe_open = _safetensors().safe_open
     if map_location is None:
@@ -193,6 +231,7 @@ def _read_safetensors(path: PathLike, map_location) -> _Saved:
         raise ValueError(f"{path}: the metadata 'layers' is not valid JSON") from None
     if not isinstance(described, dict) or not all(isinstance(v, dict) for v in described.values()):
         raise ValueError(f"{path}: the metadata 'layers' must be a JSON object of objects")
+    _resolve_aliases(path, meta, tensors)
     layers: Dict[str, dict] = {}
     for name, d in described.items():
         e = {k: v for k, v in d.items() if k != "bias"}

@@ -119,6 +119,38 @@ def test_tied_dense_weights_are_saved_to_safetensors(tmp_path):
     fresh[2].weight = fresh[0].weight
     sk.load_sparse(fresh, tmp_path / "t.safetensors")
     assert torch.equal(fresh[0].weight, model[0].weight) and fresh[2].weight is fresh[0].weight
+    with safe_open(str(tmp_path / "t.safetensors"), "pt") as f:  # stored once
+        assert "dense.0.weight" in f.keys() and "dense.2.weight" not in f.keys()
+        assert json.loads(f.metadata()["aliases"]) == {"dense.2.weight": "dense.0.weight"}
+    untied = nn.Sequential(nn.Embedding(8, 4), nn.Linear(4, 8), nn.Linear(4, 8, bias=False))
+    sk.load_sparse(untied, tmp_path / "t.safetensors")  # an untied model gets both copies
+    assert torch.equal(untied[2].weight, model[0].weight)
+    assert torch.equal(untied[0].weight, model[0].weight)
+
+
+@pytest.mark.parametrize("aliases,match", [
+    ("not json", "'aliases' is not valid JSON"),
+    ('["dense.2.weight"]', "JSON object of strings"),
+    ('{"dense.2.weight": "dense.missing"}', "no such dense tensor"),
+    ('{"dense.0.weight": "dense.0.weight"}', "must name a dense tensor the file does not hold"),
+    ('{"sparse.1.values": "dense.0.weight"}', "must name a dense tensor"),
+])
+def test_bad_aliases_are_rejected(tmp_path, aliases, match):
+    model = nn.Sequential(nn.Embedding(8, 4), nn.Linear(4, 8), nn.Linear(4, 8, bias=False))
+    model[2].weight = model[0].weight
+    path = tmp_path / "t.safetensors"
+    sk.save_sparse(model, path)
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta["aliases"] = aliases
+    save_file(tensors, str(path), metadata=meta)
+    fresh = nn.Sequential(nn.Embedding(8, 4), nn.Linear(4, 8), nn.Linear(4, 8, bias=False))
+    fresh[2].weight = fresh[0].weight
+    before = snapshot(fresh)
+    with pytest.raises(ValueError, match=match):
+        sk.load_sparse(fresh, path)
+    assert_untouched(fresh, before)
 
 
 def test_a_non_tensor_state_cannot_go_to_safetensors(tmp_path):
