@@ -248,9 +248,7 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
     opt = optimizer or torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                          lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(steps, warmup))
-    holder = MaskHolder(model, masks).attach(opt) if masks and moving is None else None
-    stored = StoredZeroHolder(model)  # zeros packed layers store (BSR blocks, 2:4 slots)
-    stored = stored.attach(opt) if stored.keep else None
+    holders = _attach_holders(model, masks if moving is None else None, opt)
     from tqdm.auto import tqdm
     bar = tqdm(total=steps, desc="distill", disable=not progress or rank != 0, leave=False)
     losses: List[float] = []
@@ -280,15 +278,24 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
         bar.close()
         for h in handles:
             h.remove()
-        for h in (holder, stored):
-            if h is not None:
-                h.apply()
-                h.detach()
+        for h in holders:
+            h.apply()
+            h.detach()
         if moving is not None:
             moving.finish(masks)
         inputs.restore_flags(s_flags)
         inputs.restore_flags(t_flags)
     return losses
+
+
+def _attach_holders(model: nn.Module, masks, opt) -> list:
+    """The holders attached to ``opt`` for the run: ``masks`` (None or empty: none) and the
+    zeros packed layers store (BSR blocks, 2:4 spare slots), when there are any."""
+    holders = [MaskHolder(model, masks)] if masks else []
+    stored = StoredZeroHolder(model)
+    if stored.keep:
+        holders.append(stored)
+    return [h.attach(opt) for h in holders]
 
 
 def _loss(net, teacher, item, devices, stores, kinds, layers, layer_weight) -> torch.Tensor:
