@@ -73,11 +73,15 @@ def weight_scores(criterion: str, module: nn.Module,
 
 
 def im2col(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """The columns a Conv2d multiplies: [N, in_channels*kh*kw, L] (zero padding)."""
+    """The columns a Conv2d multiplies: [N, in_channels*kh*kw, L], padded as the conv pads
+    (zeros, or its padding_mode: reflect, replicate, circular)."""
     if x.dim() == 3:
         x = x.unsqueeze(0)
     padding = conv.padding
-    if padding == "same":
+    if conv.padding_mode != "zeros":  # as nn.Conv2d.forward: pad first, then no padding
+        x = F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
+        padding = 0
+    elif padding == "same":
         x = F.pad(x, same_padding(conv.kernel_size, conv.dilation))
         padding = 0
     elif padding == "valid":

@@ -153,3 +153,18 @@ def test_prune_model_channel_granularity_returns_the_report(cnn, digits):
     assert isinstance(report, prune.ChannelPruneReport)
     assert (cnn.conv1.out_channels, cnn.conv2.out_channels, cnn.fc1.out_features) == (12, 24, 48)
     assert cnn(digits.calib(True, 3)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("padding,stride,dilation", [(1, 1, 1), ((2, 1), 2, 1), ("same", 1, 2)])
+def test_im2col_pads_as_the_conv_does(mode, padding, stride, dilation):
+    """The calibration columns of a conv (Wanda's norms, SparseGPT's Hessian) are the ones
+    it multiplies: with padding_mode reflect/replicate/circular, not zero-padded ones."""
+    from sparsekern.prune.criteria import im2col
+    conv = nn.Conv2d(3, 5, (3, 2), stride=stride, padding=padding, dilation=dilation,
+                     padding_mode=mode, bias=False)
+    x = torch.randn(2, 3, 7, 9) + torch.linspace(-3, 3, 9)  # edges differ from zeros
+    cols = im2col(conv, x)  # [N, 3*3*2, L]
+    y = conv(x)
+    got = (conv.weight.reshape(5, -1) @ cols).reshape(y.shape)
+    torch.testing.assert_close(got, y, rtol=1e-5, atol=1e-5)
