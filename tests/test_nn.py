@@ -251,3 +251,23 @@ def test_a_layer_cast_to_half_takes_float32_activations(layout, dtype):
     out.sum().backward()
     assert sparse[2].bias.grad is not None and sparse[2].bias.grad.dtype == dtype
     assert sparse[0].bias.grad is not None and sparse[0].bias.grad.dtype == dtype
+
+
+@pytest.mark.parametrize("numel_k", [96, 100])
+def test_max_density_accepts_a_weight_pruned_to_it_up_to_whole_entries(numel_k):
+    """prune_model(0.7) keeps ceil(0.3 * numel) entries (30.002% of 96 x 96): sparsify's
+    default csc limit of 0.3 must pack it (it said 'stored fraction 0.30 > 0.3'); one entry
+    more than that stays dense."""
+    lin = nn.Linear(numel_k, 96)
+    model = nn.Sequential(lin)
+    masks = prune.prune_model(model, 0.7, "fine")
+    kept = int(masks["0"].sum())
+    assert kept == -(-3 * 96 * numel_k // 10)  # ceil(0.3 * numel)
+    packed = sk.sparsify(copy.deepcopy(model), layout="csc")
+    assert packed.sparsekern_report["0"][0] == "csc", packed.sparsekern_report
+    with torch.no_grad():
+        lin.weight[lin.weight == 0] = torch.where(torch.arange(int((lin.weight == 0).sum())) == 0,
+                                                  1.0, 0.0)
+    assert int((lin.weight != 0).sum()) == kept + 1
+    packed = sk.sparsify(copy.deepcopy(model), layout="csc")
+    assert packed.sparsekern_report["0"][0] == "dense", packed.sparsekern_report
