@@ -25,6 +25,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Uni
 import torch
 from torch import nn
 
+from ..timing.load import detect_load
 from ..timing.timers import TimerSettings
 from .cache import DiskCache
 from .fingerprint import machine_key, software_key
@@ -323,20 +324,36 @@ def layer_entries(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] 
         else:
             todo.setdefault(geometry(sig), []).append(sig)
     from tqdm.auto import tqdm
+    warned = False
     for group in tqdm(list(todo.values()), desc="latency table", disable=not progress,
                       leave=False):
         log.info("latency table: measuring %s", ", ".join(g.label() for g in group))
-        for sig, entry in zip(group, measure_signatures(group, settings)):
+        entries = measure_signatures(group, settings)
+        busy = machine_busy() if cache is not None else None
+        if busy and not warned:
+            log.warning("latency table: measured on a busy machine (%s): the entries serve "
+                        "this call but are not cached, and a quiet run may choose otherwise",
+                        busy)
+            warned = True
+        for sig, entry in zip(group, entries):
             lat = LayerLatency(entry, "re-measured" if sig in checks else "measured")
             unstable = lat.unstable()
-            if cache is not None and not unstable:
+            if cache is not None and not unstable and not busy:
                 cache.store(entry_key(sig, settings), entry)
             elif cache is not None:  # never cache what could not be measured: next run retries
-                log.info("latency table: %s not cached: %d points stayed unstable (%s)",
-                         sig.label(), len(unstable), ", ".join(unstable[:4]))
+                log.info("latency table: %s not cached: %s", sig.label(),
+                         f"the machine was busy ({busy})" if busy else
+                         f"{len(unstable)} points stayed unstable ({', '.join(unstable[:4])})")
             out[sig] = lat
             out[sig].recheck = checks.get(sig)
     return out
+
+
+def machine_busy() -> Optional[str]:
+    """Why the machine is busy now (other runnable threads, stolen time), or None when it
+    is quiet: a latency measured while it is busy is never cached."""
+    report = detect_load(window_s=0.05)
+    return "; ".join(report.reasons) if report.busy else None
 
 
 def default_cache(cache) -> Optional[DiskCache]:

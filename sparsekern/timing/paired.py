@@ -39,6 +39,13 @@ Job = Tuple[Callable, object]
 #: physical floor (``reference_floor``, given loosely: peak rates no machine reaches) waited
 #: for a core, even when every call of it did (warm-up included).
 FLOOR_FACTOR = 10.0
+#: A reference whose median sample lasts at least STALL_MIN_S and more than STALL_FACTOR
+#: times its physical floor waited for a core whatever the samples' pattern: a scheduler's
+#: slices need not be 4 ms (EEVDF hands out ~1.5-3 ms, so stalls of 6.1 ms are no multiple
+#: of SLICE_S), and no dense call is 200x slower than its FLOPs and bytes at peak rates
+#: for a whole millisecond on its own.
+STALL_MIN_S = 1e-3
+STALL_FACTOR = 200.0
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,9 @@ def reference_verdict(samples: List[float], fastest: float, s: PairedSettings,
     if check_spread and sp > s.tolerance:
         return False, f"its own samples spread {sp:.0%} (IQR/median)"
     med = statistics.median(samples)
+    if med >= STALL_MIN_S and med > STALL_FACTOR * floor:
+        return False, (f"its samples take {med * 1e3:.3g} ms, {med / floor:.0f}x its physical "
+                       f"floor ({floor * 1e3:.3g} ms): a thread waited for a core")
     far = med > s.slice_factor * fastest or med > FLOOR_FACTOR * floor
     if far and quantized_to_slices(samples):
         return False, (f"its samples are whole scheduler slices ({med * 1e3:.3g} ms) while it "

@@ -220,3 +220,29 @@ def test_a_recheck_that_fails_means_measure_again(counted, tmp_path, monkeypatch
     e = table.layer_entry(_sig(), cache=c)
     assert e.provenance == "re-measured" and len(counted) == 2
     assert e.recheck["why"] == "re-check failed: KeyError: 'formats'"
+
+
+def test_nothing_measured_on_a_busy_machine_is_cached(counted, tmp_path, monkeypatch, caplog):
+    """An entry measured while other threads compete for the cores serves the call, with a
+    warning, but is never stored: the next (quiet) run measures it again and caches it."""
+    monkeypatch.setattr(table, "machine_busy", lambda: "1.0 other runnable threads")
+    c = DiskCache("latency", root=tmp_path)
+    with caplog.at_level("WARNING", logger=table.log.name):
+        e1 = table.layer_entry(_sig(), cache=c)
+    assert e1.provenance == "measured" and len(counted) == 1
+    assert "busy machine (1.0 other runnable threads)" in caplog.text
+    monkeypatch.setattr(table, "machine_busy", lambda: None)
+    e2 = table.layer_entry(_sig(), cache=c)
+    assert len(counted) == 2 and e2.provenance == "measured"  # not cached before: measured again
+    e3 = table.layer_entry(_sig(), cache=c)
+    assert len(counted) == 2 and e3.provenance != "measured"  # now it was
+
+
+def test_machine_busy_reads_the_load_report(monkeypatch):
+    from sparsekern.timing.load import judge
+    monkeypatch.undo()  # the real machine_busy (conftest's autouse fixture replaces it)
+    monkeypatch.setattr(table, "detect_load",
+                        lambda **kw: judge(2, 2.5, 1.0, 0.0))
+    assert table.machine_busy() == "1.0 other runnable threads"
+    monkeypatch.setattr(table, "detect_load", lambda **kw: judge(2, 0.1, 0.0, 0.0))
+    assert table.machine_busy() is None

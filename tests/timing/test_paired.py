@@ -177,3 +177,28 @@ def test_the_floor_judges_the_reference_in_a_cold_context_too():
     res = time_paired(jobs, "dense", S, clock=c, before_sample=lambda fn, arg: None,
                       reference_floor=1e-5)
     assert not res["csc"]["stable"] and "the reference 'dense'" in res["csc"]["why"]
+
+
+@pytest.mark.parametrize("stall", [6.14e-3, 5.3e-3, 2.9e-3])
+def test_a_reference_stalled_in_slices_of_any_length_is_flagged(stall):
+    """EEVDF's slices are not 4 ms: a dense call that waits for a core from its first call
+    took 6.14 ms (no multiple of 4 ms) against a quiet 0.02 ms. Far above its physical
+    floor for a whole millisecond, it is a stall whatever the samples' pattern."""
+    def run(floor):
+        c = Clock()
+        jobs = {"dense": (job(c, [stall] * 1000), None), "bsr": (job(c, [2e-4]), None)}
+        return time_paired(jobs, "dense", S, clock=c, reference_floor=floor)
+    res = run(2e-6)  # a Linear 512 -> 100 at 16 tokens: 1.6 MFLOP
+    assert not res["bsr"]["stable"] and "physical floor" in res["bsr"]["why"]
+    assert not res["dense"]["stable"] and "waited for a core" in res["dense"]["why"]
+    assert run(1e-4)["bsr"]["stable"]  # < 200 x its floor: could be its real time
+    assert run(None)["bsr"]["stable"]  # no floor given: nothing says otherwise
+
+
+def test_a_short_reference_far_above_its_floor_is_not_a_stall():
+    """Below a millisecond, a small call's fixed costs (dispatch, threads) can put it far
+    above its floor on a quiet machine: no verdict from the floor alone."""
+    c = Clock()
+    jobs = {"dense": (job(c, [2e-5] * 1000), None), "csc": (job(c, [1e-5]), None)}
+    res = time_paired(jobs, "dense", S, clock=c, reference_floor=1e-8)
+    assert res["csc"]["stable"] and res["dense"]["stable"]
