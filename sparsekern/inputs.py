@@ -25,7 +25,8 @@ Core module: imports only torch.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, Iterator, Mapping, Tuple
+import contextvars
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -198,3 +199,45 @@ def no_kv_cache(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for cfg in changed:
             cfg.use_cache = True
+
+
+# -- real tokens: a padded batch's statistics count only the tokens its attention_mask keeps --
+
+_TOKEN_MASK: contextvars.ContextVar = contextvars.ContextVar("sparsekern_token_mask",
+                                                             default=None)
+
+
+def token_mask_of(item) -> Optional[torch.Tensor]:
+    """The item's ``attention_mask`` [batch, seq] (a tokenizer's output: nonzero = a real
+    token, 0 = padding) when it passes a 2-D tensor of that name, else None."""
+    try:
+        _, kwargs = split(item)
+    except TypeError:
+        return None
+    m = kwargs.get("attention_mask")
+    return m if isinstance(m, torch.Tensor) and m.dim() == 2 else None
+
+
+@contextlib.contextmanager
+def token_mask(mask: Optional[torch.Tensor]) -> Iterator[None]:
+    """Inside, :func:`real_token_rows` keeps only the tokens ``mask`` [batch, seq] marks
+    real (None: every row); calibration runs each item inside its own mask."""
+    token = _TOKEN_MASK.set(mask)
+    try:
+        yield
+    finally:
+        _TOKEN_MASK.reset(token)
+
+
+def current_token_mask() -> Optional[torch.Tensor]:
+    return _TOKEN_MASK.get()
+
+
+def real_token_rows(x: torch.Tensor) -> torch.Tensor:
+    """A layer input x [..., K] as rows [n, K]: when x is [batch, seq, K] and the current
+    token mask is [batch, seq], only the real tokens' rows (padding would skew calibration
+    statistics: its activations are whatever the pad token id makes them)."""
+    mask = _TOKEN_MASK.get()
+    if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
+        return x[mask.to(device=x.device) != 0]
+    return x.reshape(-1, x.shape[-1])

@@ -351,3 +351,33 @@ def test_distill_a_sparsified_gpt2_whose_only_dense_linear_is_the_tied_head():
     assert len(losses) == 2
     assert sparse.lm_head.weight is sparse.transformer.wte.weight  # still tied
     assert not torch.equal(before, sparse.transformer.wte.weight)  # and trained
+
+
+def test_calibration_statistics_count_real_tokens_only():
+    """A tokenizer's padded batch: the tokens its attention_mask marks 0 are padding, whose
+    activations depend on the pad token id. Wanda's input norms (and SparseGPT's Hessian,
+    through the same rows) must be those of the real tokens: equal to running each sequence
+    unpadded, and blind to the pad token id."""
+    from sparsekern.prune import criteria
+    a, b = ids(batch=1, seq=10, seed=3), ids(batch=1, seq=6, seed=4)
+    padded = torch.zeros(2, 10, dtype=torch.long)
+    padded[0], padded[1, :6] = a[0], b[0]
+    mask = torch.zeros(2, 10, dtype=torch.long)
+    mask[0], mask[1, :6] = 1, 1
+    model = tiny_gpt2()
+    mods = {n: model.get_submodule(n) for n in conv1d_names(model)}
+    got = criteria.input_column_norms(model, mods, [{"input_ids": padded, "attention_mask": mask}])
+    want = criteria.input_column_norms(model, mods, [{"input_ids": a}, {"input_ids": b}])
+    for n in mods:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-5, atol=1e-6)
+    other = padded.clone()
+    other[1, 6:] = 7  # another pad token id
+    for criterion in ("wanda", "sparsegpt"):
+        m1, m2 = tiny_gpt2(), tiny_gpt2()
+        k1 = prune.prune_model(m1, 0.5, "fine", criterion,
+                               calib={"input_ids": padded, "attention_mask": mask})
+        k2 = prune.prune_model(m2, 0.5, "fine", criterion,
+                               calib={"input_ids": other, "attention_mask": mask})
+        for n in k1:
+            assert torch.equal(k1[n], k2[n]), (criterion, n)
+            assert torch.equal(m1.get_submodule(n).weight, m2.get_submodule(n).weight)

@@ -78,7 +78,8 @@ def run(model: nn.Module, calib, what: str = "calib",
     with inputs.eval_mode(model), inputs.no_kv_cache(model), torch.no_grad():
         for i, x in enumerate(xs):
             args, kwargs = inputs.split(x, f"{what} batch {i}")
-            with _current_layer_tracker(model) as stack:
+            with _current_layer_tracker(model) as stack, \
+                    inputs.token_mask(inputs.token_mask_of(x)):
                 try:
                     call(*args, **kwargs)
                 except StopForward:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import inputs
 from . import calibration
 from ..conv import same_padding
 from .layers import from_matrix, in_features, weight_matrix
@@ -101,7 +102,7 @@ def layer_input_matrix(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if x.dim() < 1 or x.shape[-1] != in_features(module):
         raise ValueError(f"its input has shape {list(x.shape)}; expected [..., "
                          f"{in_features(module)}]")
-    return x.reshape(-1, x.shape[-1])
+    return inputs.real_token_rows(x)  # a padded batch: its real tokens only
 
 
 def input_column_norms(model: nn.Module, modules: Dict[str, nn.Module],

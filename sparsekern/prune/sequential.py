@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from .. import inputs
 from . import calibration
 from .criteria import layer_input_matrix
 
@@ -145,18 +146,20 @@ class Chain:
 
     def __init__(self, path: str, blocks: List[nn.Module], owner: Dict[str, int]):
         self.path, self.blocks, self.owner = path, blocks, owner
-        self.cache: List[Tuple[torch.Tensor, tuple, dict]] = []
+        # (block input, other args, kwargs, the item's token mask) per calibration item
+        self.cache: List[Tuple[torch.Tensor, tuple, dict, object]] = []
 
     def run_block(self, i: int, keep_outputs: bool) -> None:
         """Block i on every cached input; with keep_outputs the cache becomes its outputs."""
         out = []
-        for x, rest, kwargs in self.cache:
+        for x, rest, kwargs, mask in self.cache:
             try:
-                y = self.blocks[i](x, *rest, **kwargs)
+                with inputs.token_mask(mask):
+                    y = self.blocks[i](x, *rest, **kwargs)
             except calibration.StopForward:
                 continue
             if keep_outputs:
-                out.append((_first_tensor(y), rest, kwargs))
+                out.append((_first_tensor(y), rest, kwargs, mask))
         if keep_outputs:
             self.cache = out
 
@@ -225,7 +228,7 @@ def _check_and_fill(model: nn.Module, chain: Chain, calib) -> bool:
     cache = []
 
     def catch(mod, args, kwargs):
-        cache.append((args[0], tuple(args[1:]), dict(kwargs)))
+        cache.append((args[0], tuple(args[1:]), dict(kwargs), inputs.current_token_mask()))
         raise calibration.StopForward
 
     h = chain.blocks[0].register_forward_pre_hook(catch, with_kwargs=True)
