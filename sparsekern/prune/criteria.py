@@ -185,6 +185,10 @@ def bn_l1_penalty(model: nn.Module, strength: float = 1e-4) -> torch.Tensor:
 _REGRESSION_MAX_ELEMENTS = 1 << 22
 
 
+#: The refit's pull toward the kept weights, relative to the mean input energy per column.
+_REFIT_PRIOR = 1e-4
+
+
 def _ridge(G: torch.Tensor) -> torch.Tensor:
     lam = 1e-8 * (G.diagonal().mean().clamp_min(1e-30))
     return G + lam * torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
@@ -244,5 +248,12 @@ def regression_select(X: torch.Tensor, W: torch.Tensor, group: int, n_keep: int,
     cols = (kept.view(-1, 1) * group + torch.arange(group).view(1, -1)).reshape(-1)
     XS = X[:, cols]
     A = XS.t() @ XS
-    W_new = torch.linalg.solve(_ridge(A), XS.t() @ Y).t()  # [out, n_keep*group]
+    # Ridge toward the kept weights, not toward 0: with fewer calibration rows than kept
+    # columns the least-squares refit is underdetermined, and its arbitrary null-space part
+    # changed the output on new inputs (4.8% with 32 rows for 96 columns, where dropping
+    # dead channels loses nothing). Directions the data fix move; the others stay W_S.
+    WS = Wd[:, cols]
+    lam = _REFIT_PRIOR * float(A.diagonal().mean()) + 1e-30
+    A = A + lam * torch.eye(A.shape[0], dtype=A.dtype)
+    W_new = torch.linalg.solve(A, XS.t() @ Y + lam * WS.t()).t()  # [out, n_keep*group]
     return kept, W_new.to(W.dtype)

@@ -168,3 +168,29 @@ def test_im2col_pads_as_the_conv_does(mode, padding, stride, dilation):
     y = conv(x)
     got = (conv.weight.reshape(5, -1) @ cols).reshape(y.shape)
     torch.testing.assert_close(got, y, rtol=1e-5, atol=1e-5)
+
+
+def test_regression_refit_never_moves_what_the_calibration_rows_leave_open():
+    """Fewer calibration rows than kept columns: the least-squares refit is underdetermined.
+    With the dropped channels dead, the kept weights already reconstruct the output, and the
+    refit must return them (it returned a null-space solution that was 4.8% off on new
+    inputs). With enough rows and live channels, the refit still beats plain dropping."""
+    from sparsekern.prune.criteria import regression_select
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(10, 40, generator=g)
+    W[:, :8] = 0.0  # 8 dead input channels
+    X = torch.randn(12, 40, generator=g)  # 12 rows < 32 kept columns
+    kept, W_new = regression_select(X, W, group=1, n_keep=32)
+    assert kept.tolist() == list(range(8, 40))
+    torch.testing.assert_close(W_new, W[:, 8:], rtol=1e-6, atol=1e-6)
+    Xn = torch.randn(100, 40, generator=g)  # new inputs: the same outputs
+    torch.testing.assert_close(Xn[:, kept] @ W_new.t(), Xn @ W.t(), rtol=1e-5, atol=1e-5)
+
+    W = torch.randn(10, 40, generator=g)  # live channels, correlated inputs, many rows
+    X = torch.randn(400, 40, generator=g)
+    X[:, 20:] = X[:, :20] + 0.1 * torch.randn(400, 20, generator=g)
+    kept, W_new = regression_select(X, W, group=1, n_keep=24)
+    Y = X @ W.t()
+    refit = (X[:, kept] @ W_new.t() - Y).norm()
+    dropped = (X[:, kept] @ W[:, kept].t() - Y).norm()
+    assert refit < 0.9 * dropped
