@@ -166,7 +166,8 @@ def choose_layout(W: torch.Tensor, layout: str, blocksize=None,
     stored = fmt.nnz / max(1, W.numel())
     # At most `limit` up to rounding to whole entries: a weight pruned to 70% keeps
     # ceil(0.3 * numel) entries (30.002% of 9216), which a 0.3 limit must accept.
-    if fmt.nnz <= math.ceil(limit * W.numel() - 1e-9):
+    # limit 1: pack whatever is stored (a BSR of partial edge blocks stores more than M*K)
+    if limit >= 1.0 or fmt.nnz <= math.ceil(limit * W.numel() - 1e-9):
         return layout, f"stored fraction {stored:.4g} <= {limit}"
     return None, f"stored fraction {stored:.4g} > {limit}"
 

@@ -271,3 +271,19 @@ def test_max_density_accepts_a_weight_pruned_to_it_up_to_whole_entries(numel_k):
     assert int((lin.weight != 0).sum()) == kept + 1
     packed = sk.sparsify(copy.deepcopy(model), layout="csc")
     assert packed.sparsekern_report["0"][0] == "dense", packed.sparsekern_report
+
+
+def test_max_density_one_packs_a_bsr_whose_edge_blocks_store_more_than_the_matrix():
+    """Linear 512 -> 100 with 32x32 blocks: the edge block row is padded to 128 rows, so a
+    weight keeping a value in every block stores 1.28 x M*K. max_density=1.0 (pack whatever
+    is stored) must pack it; a lower limit compares the stored fraction with padding."""
+    lin = nn.Linear(512, 100, bias=False)
+    with torch.no_grad():
+        lin.weight.mul_(torch.rand(100, 512, generator=torch.Generator().manual_seed(0)) < 0.1)
+    model = nn.Sequential(lin)
+    packed = sk.sparsify(copy.deepcopy(model), "bsr", blocksize=(32, 32), max_density=1.0)
+    assert packed.sparsekern_report["0"][0] == "bsr", packed.sparsekern_report
+    x = torch.randn(3, 512)
+    torch.testing.assert_close(packed(x), model(x), rtol=1e-5, atol=1e-5)
+    kept = sk.sparsify(copy.deepcopy(model), "bsr", blocksize=(32, 32), max_density=0.99)
+    assert kept.sparsekern_report["0"] == ("dense", "stored fraction 1.28 > 0.99")

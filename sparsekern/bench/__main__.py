@@ -6,7 +6,7 @@
 
 Writes DIR/NAME.json (every raw figure + machine facts), DIR/NAME.md (all tables) and
 DIR/NAME-<layout>.png (speedup vs sparsity), and prints the tables. --quick runs a
-representative subset (about 1-2 minutes on 2 CPU cores); the default is the full matrix.
+representative subset (about 1-3 minutes on 2 CPU cores); the default is the full matrix.
 DIR defaults to a fresh folder ./sparsekern-bench/NAME-<UTC time>/ (never the committed
 bench/results/ unless --out says so).
 
