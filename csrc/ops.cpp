@@ -716,7 +716,10 @@ at::Tensor spmm_transposed_cpu(const at::Tensor& values, const at::Tensor& indic
   const Layout layout = check_backward_args("sparsekern._spmm_transposed_cpu", values, indices,
                                             offsets, M, K, layout_sv, G);
   const int64_t N = G.size(1);
-  if (layout == Layout::kSemi24 && N >= kSemi24DenseMinN && M > 0 && K > 0) {
+  // (Only for a finite G: in the dense GEMM the unstored zeros would meet an Inf of G and
+  // give 0 * Inf = NaN where the entry-wise kernel, like the reference, adds nothing.)
+  if (layout == Layout::kSemi24 && N >= kSemi24DenseMinN && M > 0 && K > 0 &&
+      at::isfinite(G).all().item<bool>()) {
     const at::Tensor W = semi24_dense(values, indices, M, K, layout_sv);
     return at::mm(G.t(), W).t();  // [K, N], row-major [N, K] underneath (x's layout)
   }

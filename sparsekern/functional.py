@@ -46,6 +46,7 @@ def spmm(A: SparseFormat, B: torch.Tensor, bias: Optional[torch.Tensor] = None) 
     _check_format(A)
     if not isinstance(B, torch.Tensor):
         raise TypeError(f"B must be a torch.Tensor of shape [K, N] or [K], got {type(B).__name__}")
+    bias = weight_only_bias(bias, B.dtype, A.values.dtype)
     if B.dim() == 1:
         return spmm_op(*A.op_args(), B.unsqueeze(1), bias).squeeze(1)
     if B.dim() != 2:

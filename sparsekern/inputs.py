@@ -187,14 +187,17 @@ def no_kv_cache(model: nn.Module) -> Iterator[nn.Module]:
     exit. A calibration forward never needs a key/value cache, and a cache object passed to
     each block is state: replaying a block from captured arguments would append to it."""
     changed = []
-    for m in model.modules():
-        cfg = getattr(m, "config", None)
-        if cfg is not None and getattr(cfg, "use_cache", None) is True and \
-                all(c is not cfg for c in changed):
-            changed.append(cfg)
-    for cfg in changed:
-        cfg.use_cache = False
     try:
+        for m in model.modules():
+            cfg = getattr(m, "config", None)
+            if cfg is None or getattr(cfg, "use_cache", None) is not True or \
+                    any(c is cfg for c in changed):
+                continue
+            try:
+                cfg.use_cache = False
+            except Exception:  # a frozen or foreign config: leave it as it is
+                continue
+            changed.append(cfg)
         yield model
     finally:
         for cfg in changed:
@@ -207,12 +210,19 @@ _TOKEN_MASK: contextvars.ContextVar = contextvars.ContextVar("sparsekern_token_m
                                                              default=None)
 
 
-def token_mask_of(item) -> Optional[torch.Tensor]:
+def token_mask_of(item, model: Optional[nn.Module] = None) -> Optional[torch.Tensor]:
     """The item's ``attention_mask`` [batch, seq] (a tokenizer's output: nonzero = a real
-    token, 0 = padding) when it passes a 2-D tensor of that name, else None."""
+    token, 0 = padding) when it passes a 2-D tensor of that name, else None.
+
+    None too for an encoder-decoder model (``config.is_encoder_decoder``) or an item with
+    decoder inputs: the mask then covers the encoder's sequence only, and a decoder layer's
+    input of the same [batch, seq] shape would lose real tokens."""
     try:
         _, kwargs = split(item)
     except TypeError:
+        return None
+    if any(k.startswith("decoder_") for k in kwargs) or getattr(
+            getattr(model, "config", None), "is_encoder_decoder", False) is True:
         return None
     m = kwargs.get("attention_mask")
     return m if isinstance(m, torch.Tensor) and m.dim() == 2 else None

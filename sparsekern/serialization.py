@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import zipfile
 from dataclasses import dataclass
 from typing import Dict, List, Tuple, Union
 
@@ -156,13 +158,23 @@ def _is_safetensors(path: PathLike) -> bool:
 def _read(path: PathLike, map_location) -> _Saved:
     if _is_safetensors(path):
         return _read_safetensors(path, map_location)
+    # save_sparse writes torch's zip format: other bytes (empty, truncated: no central
+    # directory, foreign) are not its file. A missing file stays FileNotFoundError.
+    with open(path, "rb") as f:
+        is_zip = zipfile.is_zipfile(f)
+    if not is_zip:
+        raise ValueError(f"{path} is not a readable file written by sparsekern.save_sparse "
+                         f"(neither a safetensors file nor torch's zip format)")
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        raise  # a file that cannot be opened says so itself
-    except Exception as e:  # empty, truncated or foreign bytes: EOFError, pickle/zip/OS errors
+    except (EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path} is not a readable file written by sparsekern.save_sparse "
                          f"({type(e).__name__}: {e})") from None
+    except RuntimeError as e:  # torch's zip reader on damaged records; not device errors
+        if "PytorchStreamReader" not in str(e):
+            raise
+        raise ValueError(f"{path} is not a readable file written by sparsekern.save_sparse "
+                         f"({e})") from None
     if not isinstance(blob, dict) or blob.get("format") != _FORMAT_TAG:
         raise ValueError(f"{path} is not a file written by sparsekern.save_sparse")
     layers: Dict[str, dict] = {}

@@ -287,3 +287,14 @@ def test_max_density_one_packs_a_bsr_whose_edge_blocks_store_more_than_the_matri
     torch.testing.assert_close(packed(x), model(x), rtol=1e-5, atol=1e-5)
     kept = sk.sparsify(copy.deepcopy(model), "bsr", blocksize=(32, 32), max_density=0.99)
     assert kept.sparsekern_report["0"] == ("dense", "stored fraction 1.28 > 0.99")
+
+
+def test_functional_spmm_adds_a_half_bias_to_float32_activations():
+    W = random_pattern_weight(12, 32, "csc", density=0.3)
+    A = sk.to_sparse(W.half(), layout="csc")
+    bias = torch.randn(12).half()
+    B = torch.randn(32, 5)
+    out = sk.functional.spmm(A, B, bias)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, W.half().float() @ B + bias.float()[:, None], rtol=1e-4,
+                               atol=1e-4)

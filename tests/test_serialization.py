@@ -499,3 +499,14 @@ def test_an_unreadable_file_raises_value_error_and_leaves_the_model(tmp_path, su
     assert_untouched(model, before)
     with pytest.raises(FileNotFoundError):
         sk.load_sparse(model, tmp_path / f"missing{suffix}")
+
+
+def test_a_bad_map_location_is_not_reported_as_a_bad_file(tmp_path):
+    """Only damaged bytes become 'not a readable file'; a device error from torch.load (a
+    valid file, an unknown map_location) propagates as it is."""
+    path = tmp_path / "m.pt"
+    sk.save_sparse(sparse_net("csc"), path)
+    with pytest.raises(RuntimeError) as info:
+        sk.load_sparse(net(1), path, map_location="nonsense_device")
+    assert not isinstance(info.value, ValueError)
+    assert "not a readable file" not in str(info.value)

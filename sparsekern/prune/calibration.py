@@ -79,7 +79,7 @@ def run(model: nn.Module, calib, what: str = "calib",
         for i, x in enumerate(xs):
             args, kwargs = inputs.split(x, f"{what} batch {i}")
             with _current_layer_tracker(model) as stack, \
-                    inputs.token_mask(inputs.token_mask_of(x)):
+                    inputs.token_mask(inputs.token_mask_of(x, model)):
                 try:
                     call(*args, **kwargs)
                 except StopForward:

@@ -254,6 +254,6 @@ def regression_select(X: torch.Tensor, W: torch.Tensor, group: int, n_keep: int,
     # dead channels loses nothing). Directions the data fix move; the others stay W_S.
     WS = Wd[:, cols]
     lam = _REFIT_PRIOR * float(A.diagonal().mean()) + 1e-30
-    A = A + lam * torch.eye(A.shape[0], dtype=A.dtype)
+    A = A + lam * torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
     W_new = torch.linalg.solve(A, XS.t() @ Y + lam * WS.t()).t()  # [out, n_keep*group]
     return kept, W_new.to(W.dtype)

@@ -188,7 +188,9 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
             item of :mod:`sparsekern.inputs` (tensor, tokenizer output dict, ``Args``,
             (inputs, targets) pair: the targets are ignored).
         masks: {layer: bool mask} held so pruned weights stay exactly 0; None: the zeros now
-            in every Linear/Conv2d weight; ``{}``: nothing held.
+            in every Linear/Conv2d weight. With None or masks, the zeros packed layers store
+            (BSR blocks, 2:4 spare slots) are held too (:class:`StoredZeroHolder`); ``{}``:
+            nothing held.
         steps: optimizer steps (default: one pass over ``data`` per rank; needed when data
             has no length).
         lr: peak learning rate of AdamW; warmup (steps, linear) then cosine decay to 0.
@@ -220,6 +222,7 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
     _check(model, teacher, loss, steps, lr, data)
     _check_eval(eval_fn, eval_every)
     _check_update(mask_update, masks, layer_loss)
+    hold_stored = masks is None or bool(masks)  # {}: nothing held, stored zeros included
     if masks is None:
         masks = masks_from_zeros(model) if default_layers(model) else {}
     check_masks(model, masks)
@@ -248,7 +251,7 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
     opt = optimizer or torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                          lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(steps, warmup))
-    holders = _attach_holders(model, masks if moving is None else None, opt)
+    holders = _attach_holders(model, masks if moving is None else None, opt, hold_stored)
     from tqdm.auto import tqdm
     bar = tqdm(total=steps, desc="distill", disable=not progress or rank != 0, leave=False)
     losses: List[float] = []
@@ -288,12 +291,12 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
     return losses
 
 
-def _attach_holders(model: nn.Module, masks, opt) -> list:
-    """The holders attached to ``opt`` for the run: ``masks`` (None or empty: none) and the
-    zeros packed layers store (BSR blocks, 2:4 spare slots), when there are any."""
+def _attach_holders(model: nn.Module, masks, opt, hold_stored: bool) -> list:
+    """The holders attached to ``opt`` for the run: ``masks`` (None or empty: none) and, with
+    ``hold_stored``, the zeros packed layers store (BSR blocks, 2:4 spare slots)."""
     holders = [MaskHolder(model, masks)] if masks else []
-    stored = StoredZeroHolder(model)
-    if stored.keep:
+    stored = StoredZeroHolder(model) if hold_stored else None
+    if stored is not None and stored.keep:
         holders.append(stored)
     return [h.attach(opt) for h in holders]
 

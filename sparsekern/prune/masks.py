@@ -132,6 +132,7 @@ class MaskHolder(_ZeroHolder):
         self.masks = {n: m.to(torch.bool) for n, m in masks.items()}
 
     def _pairs(self):
+        check_masks(self.model, self.masks)  # a layer replaced meanwhile: the named error
         return [(self.model.get_submodule(n).weight, m) for n, m in self.masks.items()]
 
 
@@ -160,4 +161,12 @@ class StoredZeroHolder(_ZeroHolder):
                     self.keep[name] = ~zero
 
     def _pairs(self):
-        return [(self.model.get_submodule(n).values, k) for n, k in self.keep.items()]
+        pairs = []
+        for n, k in self.keep.items():
+            v = self.model.get_submodule(n).values
+            if v.shape != k.shape:
+                raise ValueError(f"layer {n!r}: its values now have shape {list(v.shape)}, "
+                                 f"not the held {list(k.shape)} (the layer's pattern changed "
+                                 f"while held; build a new StoredZeroHolder)")
+            pairs.append((v, k))
+        return pairs

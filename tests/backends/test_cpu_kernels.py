@@ -231,6 +231,28 @@ def test_served_1to4_meets_non_finite_values_only_through_its_own_entries():
                                    ref_spmm(A, Xf), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("N", [1, 7, 32, 64])
+def test_semi24_input_gradient_meets_non_finite_G_only_through_stored_entries(N):
+    """A.T @ G for 2:4: from 32 columns on it ran as a dense GEMM of the decompressed weight,
+    whose unstored zeros met an Inf of G (0 * Inf = NaN) where the entry-wise kernel and the
+    reference add nothing."""
+    M, K = 24, 40
+    g = torch.Generator().manual_seed(N)
+    A = pack(make_weight(M, K, "2:4", None, density=0.5, seed=N), "2:4", None)
+    G = torch.randn(M, N, generator=g)
+    G[torch.rand(M, N, generator=g) < 0.1] = float("inf")
+    G[3, 0] = float("nan")
+    got = torch.ops.sparsekern._spmm_transposed_cpu(A.values, A.indices, A.offsets, M, K, "2:4",
+                                                    G)
+    want = reference.spmm_transposed(A.values.double(), A.indices, A.offsets, M, K, "2:4",
+                                     G.double())
+    assert torch.isfinite(want).any() and not torch.isfinite(want).all()
+    assert torch.equal(torch.isnan(got), torch.isnan(want)), "NaN pattern differs"
+    assert torch.equal(torch.isinf(got), torch.isinf(want)), "Inf pattern differs"
+    fin = torch.isfinite(want)
+    torch.testing.assert_close(got.double()[fin], want[fin], rtol=1e-5, atol=1e-5)
+
+
 def test_csc_zero_activations_are_skipped_exactly():
     """GEMV skips columns whose activation is 0 (EIE), except where Inf * 0 must give NaN."""
     W = make_weight(50, 64, "csc", None, density=0.5)

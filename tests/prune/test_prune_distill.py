@@ -245,6 +245,17 @@ def _sparsified_with_stored_zeros(layout, seed=0):
     return model, packed, zeros
 
 
+def _teacher(dense, seed=1):
+    """A teacher that differs from the pruned student (the pruned model itself would give a
+    zero loss and zero gradients: nothing would move, held or not)."""
+    torch.manual_seed(seed)
+    t = copy.deepcopy(dense)
+    with torch.no_grad():
+        for p in t.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return t
+
+
 def _train_steps(model, steps=3, lr=0.1):
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     for _ in range(steps):
@@ -277,8 +288,10 @@ def test_stored_zeros_of_packed_layers_stay_zero(layout):
 
     data = [torch.randn(8, 32) for _ in range(4)]
     student = copy.deepcopy(packed)
-    losses = prune.distill(student, dense, data, steps=4, lr=1e-2, progress=False)
-    assert len(losses) == 4 and revived(student) == 0
+    losses = prune.distill(student, _teacher(dense), data, steps=4, lr=1e-2, progress=False)
+    assert len(losses) == 4 and revived(student) == 0 and losses[0] > 0
+    assert any(not torch.equal(a.values, b.values) for a, b in
+               zip(student.modules(), packed.modules()) if isinstance(a, sk.SparseLinear))
     tuned = copy.deepcopy(packed)
     loader = [(x, torch.randint(0, 16, (8,))) for x in data]
     prune.fine_tune(tuned, loader, epochs=2, lr=1e-2, progress=False)
@@ -295,3 +308,15 @@ def test_train_restores_each_modules_own_flag():
     loader = [(torch.randn(3, 4), torch.randint(0, 2, (3,)))]
     prune.train(model, loader, epochs=1, progress=False)
     assert model.training and model[0].training and not model[1].training
+
+
+def test_distill_with_empty_masks_holds_nothing_as_fine_tune_does():
+    """masks={} means nothing held, the zeros packed layers store included (fine_tune's
+    meaning too); None and given masks hold them."""
+    dense, packed, zeros = _sparsified_with_stored_zeros("bsr")
+    student = copy.deepcopy(packed)
+    prune.distill(student, _teacher(dense), [torch.randn(8, 32) for _ in range(3)], masks={},
+                  steps=3, lr=1e-2, progress=False)
+    revived = sum(int((m.values.detach()[zeros[n]] != 0).sum()) for n, m in
+                  student.named_modules() if n in zeros)
+    assert revived > 0

@@ -186,3 +186,45 @@ def test_a_one_shot_iterable_of_batches_calibrates_like_a_list(criterion):
                                   calib=iter(batches), layers=layers, progress=False,
                                   warn=False)
     assert have.curves == want.curves
+
+
+def test_token_mask_of_takes_a_2d_attention_mask_of_decoder_only_calls():
+    ids = torch.ones(2, 5, dtype=torch.long)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    assert torch.equal(inputs.token_mask_of({"input_ids": ids, "attention_mask": mask}), mask)
+    assert torch.equal(inputs.token_mask_of(({"input_ids": ids, "attention_mask": mask}, 0)),
+                       mask)  # an (inputs, targets) pair
+    assert inputs.token_mask_of({"input_ids": ids}) is None
+    assert inputs.token_mask_of(ids) is None
+    assert inputs.token_mask_of({"input_ids": ids, "attention_mask": mask[None, None]}) is None
+    # encoder-decoder: the mask covers the encoder only; decoder inputs of the same shape
+    # would lose real tokens
+    assert inputs.token_mask_of({"input_ids": ids, "attention_mask": mask,
+                                 "decoder_input_ids": ids}) is None
+
+    class Cfg:
+        is_encoder_decoder = True
+    enc_dec = nn.Linear(2, 2)
+    enc_dec.config = Cfg()
+    assert inputs.token_mask_of({"input_ids": ids, "attention_mask": mask}, enc_dec) is None
+    rows = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)
+    with inputs.token_mask(mask):
+        assert inputs.real_token_rows(rows).shape == (8, 3)
+        assert inputs.real_token_rows(rows[:, :3]).shape == (6, 3)  # [2, 3]: every row
+        assert inputs.real_token_rows(rows.transpose(0, 1)).shape == (10, 3)  # not [2, 5]
+    assert inputs.real_token_rows(rows).shape == (10, 3)
+
+
+def test_calibration_leaves_a_frozen_config_alone():
+    """no_kv_cache switches Hugging Face configs' use_cache off; a config that refuses
+    assignment (a frozen dataclass) is left as it is instead of failing calibration."""
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Frozen:
+        use_cache: bool = True
+
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+    model.config = Frozen()
+    masks = prune.prune_model(model, 0.5, "fine", "wanda", calib=torch.randn(6, 8))
+    assert set(masks) == {"0", "2"} and model.config.use_cache is True

@@ -179,7 +179,7 @@ def test_the_floor_judges_the_reference_in_a_cold_context_too():
     assert not res["csc"]["stable"] and "the reference 'dense'" in res["csc"]["why"]
 
 
-@pytest.mark.parametrize("stall", [6.14e-3, 5.3e-3, 2.9e-3])
+@pytest.mark.parametrize("stall", [6.14e-3, 5.3e-3, 2.9e-3])  # all > 1000 x the 2 us floor
 def test_a_reference_stalled_in_slices_of_any_length_is_flagged(stall):
     """EEVDF's slices are not 4 ms: a dense call that waits for a core from its first call
     took 6.14 ms (no multiple of 4 ms) against a quiet 0.02 ms. Far above its physical
@@ -188,10 +188,11 @@ def test_a_reference_stalled_in_slices_of_any_length_is_flagged(stall):
         c = Clock()
         jobs = {"dense": (job(c, [stall] * 1000), None), "bsr": (job(c, [2e-4]), None)}
         return time_paired(jobs, "dense", S, clock=c, reference_floor=floor)
-    res = run(2e-6)  # a Linear 512 -> 100 at 16 tokens: 1.6 MFLOP
+    res = run(2e-6)  # a Linear 512 -> 100 at 16 tokens: 1.6 MFLOP (3070x at 6.14 ms)
     assert not res["bsr"]["stable"] and "physical floor" in res["bsr"]["why"]
     assert not res["dense"]["stable"] and "waited for a core" in res["dense"]["why"]
-    assert run(1e-4)["bsr"]["stable"]  # < 200 x its floor: could be its real time
+    assert run(1e-5)["bsr"]["stable"]  # 614x: a large GEMV from slow memory can be that
+    assert run(1e-4)["bsr"]["stable"]  # far below 1000 x its floor: could be its real time
     assert run(None)["bsr"]["stable"]  # no floor given: nothing says otherwise
 
 
