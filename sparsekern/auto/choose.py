@@ -2,10 +2,13 @@
 
 The decision reads the latency table: for each format the weight's pattern allows (2:4
 only when it is 2:4; BSR at its block density; CSC at its nonzero density) the predicted
-time at every shape of the table. A format is eligible only when it is predicted at least
-``margin`` faster than the dense layer at *every* shape, so "auto" never picks a format
-that the measurements say is slower than dense; among eligible formats the one with the
-smallest mean (predicted / dense) time wins.
+time at every shape of the table, as a ratio to dense's time that is never below the
+stored fraction (a format reading that fraction of the entries cannot skip more of dense's
+work; a smaller measured ratio means dense's timing was slowed by other load); a format
+storing the whole matrix is never a candidate. A format is eligible only when it is
+predicted at least ``margin`` faster than the dense layer at *every* shape, so "auto" never
+picks a format that the measurements say is slower than dense; among eligible formats the
+one with the smallest mean (predicted / dense) time wins.
 
 A prediction that rests on a point whose timing stayed unstable (sparsekern.auto.measure:
 status "unstable") is the bytes-bound model's, not a measurement: the decision's reason
@@ -102,17 +105,21 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
     ratios: Dict[str, Dict[str, Optional[float]]] = {}
     modeled: Dict[str, list] = {}
     untimed: Dict[str, str] = {}
+    capped: Dict[str, list] = {}
     best: Optional[Tuple[float, str, Dict[str, float]]] = None
     closest: Optional[Tuple[float, str, str]] = None  # (worst ratio, format, shape)
     for fmt, d in densities.items():
-        if d is None:
-            continue
+        if d is None or d >= 1.0:
+            continue  # storing the whole matrix skips nothing: never faster than dense
         preds = {lab: e.predict(fmt, d) for lab, e in entries.items()}
         if any(t is None for t in preds.values()):
             lab = next(l for l, t in preds.items() if t is None)
             untimed[fmt] = entries[lab].untimed_reason(fmt)
             continue
-        r = {lab: preds[lab] / dense[lab] for lab in preds}
+        r, low = _bounded_ratios(preds, dense, d)
+        if low:
+            capped[fmt] = low
+            preds = {lab: r[lab] * dense[lab] for lab in preds}
         ratios[fmt] = r
         labs = [lab for lab, e in entries.items() if e.from_model(fmt, d)]
         if labs:
@@ -131,7 +138,7 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
         _, fmt, preds = best
         speed = "; ".join(f"{_ms(preds[l])} vs dense {_ms(dense[l])} at {l}" for l in preds)
         reason = f"{fmt} stores {densities[fmt]:.1%}: predicted {speed}" + _model_note(
-            modeled.get(fmt)) + dense_note
+            modeled.get(fmt)) + _cap_note(capped.get(fmt)) + dense_note
         return LayerDecision(name, fmt, dict(densities), preds, dense, reason, ratios, modeled)
     if closest is not None:
         ratio, fmt, lab = closest
@@ -140,7 +147,7 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
                   f"time at {lab}")
         if ratio <= 1.0:
             reason += f" (a format must be at least {margin:.0%} faster)"
-        reason += _model_note(modeled.get(fmt)) + dense_note
+        reason += _model_note(modeled.get(fmt)) + _cap_note(capped.get(fmt)) + dense_note
     elif untimed:
         fmt, why = next(iter(untimed.items()))
         reason = f"no format that fits the zeros has a kernel timed here: {fmt}: {why}"
@@ -148,6 +155,24 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
         reason = "the zeros fit no format of the latency table"
     return LayerDecision(name, DENSE, dict(densities), dict(dense), dense, reason, ratios,
                          modeled)
+
+
+def _bounded_ratios(preds: Mapping[str, float], dense: Mapping[str, float], density: float
+                    ) -> Tuple[Dict[str, float], list]:
+    """{shape: predicted / dense time}, each at least ``density``, and the shapes where
+    that floor applied. A format reading a fraction ``density`` of the entries does at
+    least that fraction of dense's work, so a smaller ratio means dense's timing was slowed
+    (another process on the core) rather than a real speedup."""
+    r = {lab: preds[lab] / dense[lab] for lab in preds}
+    low = [lab for lab, v in r.items() if v < density]
+    return {lab: max(v, density) for lab, v in r.items()}, low
+
+
+def _cap_note(labels) -> str:
+    if not labels:
+        return ""
+    return (f" [capped at the stored fraction at {', '.join(labels)}: the measured speedup "
+            f"there exceeded the work the format skips, so dense's timing was slowed]")
 
 
 def _dense_note(entries: Mapping[str, LayerLatency], labels: Sequence[str]) -> str:

@@ -146,9 +146,11 @@ class LayerLatency:
         """Seconds of ``fmt`` at stored fraction ``density`` (None when never timed).
 
         Piecewise-linear in the density between timed points; below the sparsest point
-        the sparsest point's time (conservative); above the densest point linear
-        extrapolation from the last two points, never below the densest point's time
-        (from a single point: time proportional to the stored fraction).
+        the sparsest point's time (conservative); above the densest point at least
+        proportional to the stored fraction (a kernel's time grows no slower than the
+        entries it reads; a flat slope between two noisy points must not predict a full
+        matrix as fast as a half-empty one), or the linear extrapolation from the last two
+        points where that is higher.
         """
         if fmt == DENSE:
             return self.dense_s
@@ -157,14 +159,15 @@ class LayerLatency:
             return None
         if density <= pts[0][0]:
             return pts[0][1]
-        if len(pts) == 1:
-            d0, t0 = pts[0]
-            return t0 * density / d0 if d0 > 0 else t0
         for (d0, t0), (d1, t1) in zip(pts, pts[1:]):
             if density <= d1:
                 return t0 + (t1 - t0) * (density - d0) / (d1 - d0)
-        (d0, t0), (d1, t1) = pts[-2], pts[-1]
-        return max(t1, t1 + (t1 - t0) * (density - d1) / (d1 - d0))
+        d1, t1 = pts[-1]
+        scaled = t1 * density / d1 if d1 > 0 else t1
+        if len(pts) == 1:
+            return scaled
+        d0, t0 = pts[-2]
+        return max(scaled, t1 + (t1 - t0) * (density - d1) / (d1 - d0))
 
     @classmethod
     def synthetic(cls, dense_s: float, curves: Mapping[str, Sequence[Tuple[float, float]]],

@@ -16,11 +16,40 @@ FAST_CSC = {"csc": [(0.05, 0.1), (0.5, 0.6)]}
 
 
 def test_picks_the_fastest_eligible_format():
-    e = {"s": LayerLatency.synthetic(1.0, {"csc": [(0.1, 0.3)], "bsr16x16": [(0.25, 0.2)],
+    e = {"s": LayerLatency.synthetic(1.0, {"csc": [(0.1, 0.3)], "bsr16x16": [(0.25, 0.27)],
                                            "2:4": [(0.5, 0.7)]})}
     d = decide("l", e, {"csc": 0.1, "bsr16x16": 0.25, "2:4": None})
     assert d.format == "bsr16x16" and d.blocksize == (16, 16) and d.layout == "bsr"
-    assert d.predicted_s == {"s": 0.2} and "bsr16x16 stores 25.0%" in d.reason
+    assert d.predicted_s == {"s": 0.27} and "bsr16x16 stores 25.0%" in d.reason
+    assert "capped" not in d.reason
+
+
+def test_a_format_storing_everything_is_never_faster():
+    """On a busy machine a BSR of padded blocks storing 100% was extrapolated from its
+    sparse points as 6x faster than a (slowed) dense: a full format skips nothing."""
+    e = {"s": LayerLatency.synthetic(6.0, {"bsr32x32": [(0.3, 0.9), (0.5, 0.9)],
+                                           "csc": [(0.05, 8.0), (0.5, 9.0)]})}
+    for full in (1.0, 1.28):
+        d = decide("l", e, {"bsr32x32": full, "csc": 0.5})
+        assert d.format == "dense", d.reason
+        assert "csc storing 50.0%" in d.reason and "bsr32x32" not in d.reason
+
+
+def test_ratio_below_the_stored_fraction_is_capped():
+    """A measured ratio smaller than the stored fraction means dense's timing was slowed:
+    the prediction is floored at that fraction, the reason says so, and a format whose
+    real (capped) ratio is worse loses to one that did not need the cap."""
+    e = {"s": LayerLatency.synthetic(1.0, {"csc": [(0.5, 0.1)], "bsr8x8": [(0.2, 0.3)]})}
+    d = decide("l", e, {"csc": 0.5, "bsr8x8": 0.2})
+    assert d.format == "bsr8x8" and d.predicted_s == {"s": 0.3}
+    assert d.others["csc"] == {"s": 0.5}
+    alone = decide("l", e, {"csc": 0.5})
+    assert alone.format == "csc" and alone.predicted_s == {"s": 0.5}
+    assert "capped at the stored fraction at s" in alone.reason
+    slow = {"s": LayerLatency.synthetic(1.0, {"csc": [(0.97, 0.2)]})}
+    d = decide("l", slow, {"csc": 0.97})
+    assert d.format == "dense" and "takes 0.97x the dense time" in d.reason
+    assert "capped at the stored fraction" in d.reason
 
 
 def test_stays_dense_when_nothing_is_faster():

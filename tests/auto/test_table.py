@@ -23,8 +23,9 @@ def entry():
                                            (0.3, 4.0), (0.01, 1.0), (0.9, 15.0 - 0.0)])
 def test_predict_interpolates(entry, density, want):
     # below the sparsest point: that point's time; above the densest: the last slope
+    # (10.0 at 0.9) or proportional to what is stored (6.0 * 0.9 / 0.5), the higher
     if density == 0.9:
-        want = 6.0 + (6.0 - 2.0) * (0.9 - 0.5) / (0.5 - 0.1)
+        want = max(6.0 + (6.0 - 2.0) * (0.9 - 0.5) / (0.5 - 0.1), 6.0 * 0.9 / 0.5)
     assert entry.predict("csc", density) == pytest.approx(want)
 
 
@@ -47,7 +48,10 @@ def test_noise_is_made_monotone():
     e = LayerLatency.synthetic(1.0, {"csc": [(0.05, 1.0), (0.1, 5.0), (0.2, 3.0), (0.5, 6.0)]})
     assert e.points("csc") == [(0.05, 1.0), (0.1, 4.0), (0.2, 4.0), (0.5, 6.0)]
     falling = LayerLatency.synthetic(1.0, {"csc": [(0.1, 5.0), (0.2, 4.0)]})
-    assert falling.predict("csc", 0.9) == 4.5  # never below the densest point, never falling
+    # above the densest point: at least proportional to what is stored, never falling
+    assert falling.predict("csc", 0.9) == pytest.approx(4.5 * 0.9 / 0.2)
+    steep = LayerLatency.synthetic(1.0, {"csc": [(0.1, 1.0), (0.2, 4.0)]})
+    assert steep.predict("csc", 0.4) == pytest.approx(10.0)  # the steeper linear slope
 
 
 def _table():
