@@ -1,6 +1,7 @@
 """Base of the sparse layers: a module holding a packed weight (values, indices, offsets)."""
 from __future__ import annotations
 
+import functools
 from typing import Tuple
 
 import torch
@@ -10,6 +11,20 @@ from torch.nn.modules.module import _EXTRA_STATE_KEY_SUFFIX
 from .formats import from_parts
 
 _FMT_TENSORS = ("values", "indices", "offsets")
+
+
+def outside_inference_mode(fn):
+    """Packing a layer is a model conversion, not inference: under torch.inference_mode the
+    packed values and the copied bias would be inference tensors, and the sparse layer
+    could never be trained or fine-tuned afterwards ("Inference tensors cannot be saved for
+    backward"). Run ``fn`` with inference mode off (gradients stay off, as under no_grad)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if not torch.is_inference_mode_enabled():
+            return fn(*args, **kwargs)
+        with torch.inference_mode(False), torch.no_grad():
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 class PackedWeightModule(nn.Module):

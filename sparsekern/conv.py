@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._packed_module import PackedWeightModule
+from ._packed_module import PackedWeightModule, outside_inference_mode
 from .formats import SparseFormat, from_parts, to_sparse
 from .functional import check_input, weight_only_bias
 from .ops import spmm_op
@@ -118,6 +118,7 @@ class SparseConv2d(PackedWeightModule):
 
     # -- construction ---------------------------------------------------------------
     @classmethod
+    @outside_inference_mode
     def from_dense(cls, conv: nn.Conv2d, layout: str = "2:4", blocksize=None) -> "SparseConv2d":
         """Pack an nn.Conv2d whose weight is already pruned to ``layout``'s pattern.
 

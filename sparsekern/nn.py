@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from . import _layers, functional
-from ._packed_module import PackedWeightModule
+from ._packed_module import PackedWeightModule, outside_inference_mode
 from .conv import SparseConv2d
 from .formats import SparseFormat, from_parts, layouts, to_sparse
 
@@ -76,6 +76,7 @@ class SparseLinear(PackedWeightModule):
             self.register_parameter("bias", None)
 
     @classmethod
+    @outside_inference_mode
     def from_dense(cls, linear: nn.Module, layout: str = "2:4", blocksize=None) -> "SparseLinear":
         """Pack an nn.Linear (weight [out, in]) or a transformers Conv1D (weight [in, out],
         packed as its transpose) whose weight is already pruned to ``layout``'s pattern."""
@@ -189,6 +190,7 @@ def check_sparsify_args(layout: str, blocksize=None, max_density: Optional[float
                          f"got layout={layout!r}")
 
 
+@outside_inference_mode
 def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
              max_density: Optional[float] = None, *, example_input=None,
              latency_table=None, margin: Optional[float] = None,
@@ -225,6 +227,8 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
     ({module name: (layout or "dense", reason)}), and for ``"auto"`` also in
     ``model.sparsekern_decisions`` (predicted times per format). A model with no layer
     to pack gets a UserWarning naming the layer types it has.
+    Called under torch.inference_mode, it packs with inference mode off, so the sparse
+    layers can still be trained afterwards.
     """
     check_sparsify_args(layout, blocksize, max_density, example_input, latency_table, margin)
     targets, skipped = _candidates(model, layers)
@@ -242,7 +246,7 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
         msg = (f"sparsify: {type(model).__name__} has no layer that sparsekern can pack "
                f"({_layers.SUPPORTED_NAMES}); its layers are: {_layers.layer_types(model)}")
         log.warning(msg)
-        warnings.warn(msg, stacklevel=2)
+        warnings.warn(msg, stacklevel=3)  # past outside_inference_mode's wrapper
     if layout == "auto" and targets:
         auto = _auto()
         result = auto.sparsify_auto(model, latency_table, example_input, layers=list(targets),
@@ -315,7 +319,7 @@ def _swap(model: nn.Module, targets: Dict[str, nn.Module], layout: str, blocksiz
                f"; prune to the {layout!r} pattern first (sparsekern.prune), or use "
                f"layout='auto'")
         log.warning(msg)
-        warnings.warn(msg, stacklevel=3)
+        warnings.warn(msg, stacklevel=4)  # the caller of sparsify
     result.sparsekern_report = report
     return result
 

@@ -298,3 +298,40 @@ def test_functional_spmm_adds_a_half_bias_to_float32_activations():
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, W.half().float() @ B + bias.float()[:, None], rtol=1e-4,
                                atol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["2:4", "csc", "bsr"])
+def test_sparsify_under_inference_mode_stays_trainable(layout):
+    """Packing is a conversion: under torch.inference_mode the sparse layers' tensors must
+    still be normal tensors (else training later fails: "Inference tensors cannot be saved
+    for backward"), for a model built outside it and one built inside it."""
+    torch.manual_seed(0)
+    for built_inside in (False, True):
+        with torch.inference_mode(built_inside):
+            model = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Conv2d(1, 1, 1))
+        dense = nn.Sequential(nn.Linear(32, 16))
+        with torch.no_grad():
+            W = random_pattern_weight(16, 32, layout, density=0.2, blocksize=(4, 4))
+            dense[0].weight.copy_(W)
+            dense[0].bias.copy_(model[0].bias)
+        with torch.inference_mode():
+            model[0].weight.copy_(W)
+            packed = sk.sparsify(model[:1], layout=layout, blocksize=(4, 4) if layout == "bsr"
+                                 else None)
+            single = sk.SparseLinear.from_dense(dense[0], layout=layout,
+                                                blocksize=(4, 4) if layout == "bsr" else None)
+        for layer in (packed[0], single):
+            assert isinstance(layer, sk.SparseLinear)
+            assert not any(t.is_inference() for t in layer.state_dict().values()
+                           if isinstance(t, torch.Tensor))
+            x = torch.randn(3, 32)
+            layer(x).sum().backward()
+            assert layer.values.grad is not None and layer.bias.grad is not None
+        with torch.no_grad():
+            torch.testing.assert_close(single(x), dense(x))
+    conv = nn.Conv2d(4, 8, 3)
+    with torch.no_grad():
+        conv.weight.copy_(random_pattern_weight(8, 36, "2:4").reshape(conv.weight.shape))
+    with torch.inference_mode():
+        sconv = sk.SparseConv2d.from_dense(conv, layout="2:4")
+    assert not sconv.values.is_inference() and not sconv.bias.is_inference()
