@@ -87,7 +87,7 @@ def test_load_state_dict_rejects_bad_indices():
 
 #: A latency table in which every sparse format beats dense (so "auto" decisions follow the
 #: pattern, not this machine's timings).
-FAST = synthetic_table({n: (1.0, {"2:4": [(0.5, 0.2)], "csc": [(0.05, 0.1), (0.5, 0.6)]})
+FAST = synthetic_table({n: (1.0, {"2:4": [(0.5, 0.5)], "csc": [(0.05, 0.1), (0.5, 1.0)]})
                         for n in ("fc1", "fc2", "head")})
 
 
