@@ -37,6 +37,7 @@
 #include <torch/all.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -698,6 +699,29 @@ Layout check_backward_args(c10::string_view what, const at::Tensor& values,
 // against 45 ms). The decompression and the gather are kernels (one pass, threaded).
 constexpr int64_t kSemi24DenseMinN = 32;
 
+// True when every element of the float32 matrix G is finite: one threaded pass, no
+// temporaries (at::isfinite(G).all() made four passes and three [M, N] tensors: 5.7 ms of a
+// 25 ms 2:4 training step at 1536x384, N = 2048).
+bool all_finite(const at::Tensor& G) {
+  if (G.scalar_type() != at::kFloat || G.dim() != 2 || (G.stride(1) != 1 && G.stride(0) != 1))
+    return at::isfinite(G).all().item<bool>();
+  const bool by_row = G.stride(1) == 1;
+  const int64_t outer = by_row ? G.size(0) : G.size(1), inner = by_row ? G.size(1) : G.size(0);
+  const int64_t ld = by_row ? G.stride(0) : G.stride(1);
+  const uint32_t* p = reinterpret_cast<const uint32_t*>(G.data_ptr<float>());
+  std::atomic<bool> finite{true};
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(inner, 1));
+  at::parallel_for(0, outer, grain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1 && finite.load(std::memory_order_relaxed); ++r) {
+      const uint32_t* row = p + r * ld;
+      uint32_t top = 0;  // the largest |x| bit pattern: Inf and NaN are >= 0x7f800000
+      for (int64_t j = 0; j < inner; ++j) top = std::max(top, row[j] & 0x7fffffffu);
+      if (top >= 0x7f800000u) finite.store(false, std::memory_order_relaxed);
+    }
+  });
+  return finite.load();
+}
+
 // A 2:4 weight as a dense float32 [M, K] (every nibble checked).
 at::Tensor semi24_dense(const at::Tensor& values, const at::Tensor& indices, int64_t M, int64_t K,
                         c10::string_view layout_sv) {
@@ -719,7 +743,7 @@ at::Tensor spmm_transposed_cpu(const at::Tensor& values, const at::Tensor& indic
   // (Only for a finite G: in the dense GEMM the unstored zeros would meet an Inf of G and
   // give 0 * Inf = NaN where the entry-wise kernel, like the reference, adds nothing.)
   if (layout == Layout::kSemi24 && N >= kSemi24DenseMinN && M > 0 && K > 0 &&
-      at::isfinite(G).all().item<bool>()) {
+      all_finite(G)) {
     const at::Tensor W = semi24_dense(values, indices, M, K, layout_sv);
     return at::mm(G.t(), W).t();  // [K, N], row-major [N, K] underneath (x's layout)
   }

@@ -253,6 +253,35 @@ def test_semi24_input_gradient_meets_non_finite_G_only_through_stored_entries(N)
     torch.testing.assert_close(got.double()[fin], want[fin], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("G_layout", ["row-major", "column-major", "row-strided", "sliced"])
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_semi24_input_gradient_finite_check_sees_one_value_anywhere(G_layout, bad):
+    """The finite check before the dense GEMM (one pass over G, any of its layouts) must see a
+    single non-finite value wherever it sits: first, last, or in the middle of G."""
+    M, K, N = 20, 36, 40
+    A = pack(make_weight(M, K, "2:4", None, density=0.5, seed=7), "2:4", None)
+    g = torch.Generator().manual_seed(11)
+    for pos in [(0, 0), (M - 1, N - 1), (M // 2, N // 3)]:
+        base = torch.randn(2 * M, 2 * N, generator=g)
+        G = {"row-major": base[:M, :N].contiguous(),
+             "column-major": base[:N, :M].contiguous().t(),
+             "row-strided": base[:M, :N],
+             "sliced": base[::2, ::2][:M, :N]}[G_layout]
+        G[pos] = bad
+        got = torch.ops.sparsekern._spmm_transposed_cpu(A.values, A.indices, A.offsets, M, K,
+                                                        "2:4", G)
+        want = reference.spmm_transposed(A.values.double(), A.indices, A.offsets, M, K, "2:4",
+                                         G.double())
+        assert torch.equal(torch.isnan(got), torch.isnan(want)), (G_layout, pos)
+        assert torch.equal(torch.isinf(got), torch.isinf(want)), (G_layout, pos)
+        fin = torch.isfinite(want)
+        torch.testing.assert_close(got.double()[fin], want[fin], rtol=1e-5, atol=1e-5)
+    finite = torch.randn(M, N, generator=g)
+    got = torch.ops.sparsekern._spmm_transposed_cpu(A.values, A.indices, A.offsets, M, K, "2:4",
+                                                    finite)
+    torch.testing.assert_close(got, A.to_dense().t() @ finite, rtol=1e-5, atol=1e-5)
+
+
 def test_csc_zero_activations_are_skipped_exactly():
     """GEMV skips columns whose activation is 0 (EIE), except where Inf * 0 must give NaN."""
     W = make_weight(50, 64, "csc", None, density=0.5)
