@@ -722,10 +722,25 @@ bool all_finite(const at::Tensor& G) {
   return finite.load();
 }
 
-// A 2:4 weight as a dense float32 [M, K] (every nibble checked).
+// A float32 [M, K] scratch matrix of this thread, kept between calls (one per `slot`): a
+// fresh 4096x4096 tensor costs ~12 ms of page faults, a quarter of the GEMM it feeds, and the
+// 2:4 backward needs two per step. Only for temporaries that never leave the call.
+enum WorkspaceSlot { kDenseWeight = 0, kSampledProduct = 1 };
+at::Tensor workspace(WorkspaceSlot slot, int64_t M, int64_t K) {
+  thread_local at::Tensor buffers[2];
+  at::Tensor& b = buffers[slot];
+  if (!b.defined() || b.numel() < M * K) {
+    b = at::Tensor();  // free the old one first
+    b = at::empty({M * K}, at::TensorOptions().dtype(at::kFloat));
+  }
+  return b.narrow(0, 0, M * K).view({M, K});
+}
+
+// A 2:4 weight as a dense float32 [M, K] (every nibble checked), in this thread's workspace:
+// valid until the next call on this thread.
 at::Tensor semi24_dense(const at::Tensor& values, const at::Tensor& indices, int64_t M, int64_t K,
                         c10::string_view layout_sv) {
-  at::Tensor W = at::empty({M, K}, values.options().dtype(at::kFloat));
+  at::Tensor W = workspace(kDenseWeight, M, K);
   const int status = skc::semi24_to_dense(values.data_ptr(), weight_type(values.scalar_type()),
                                           indices.data_ptr<uint8_t>(), M, K,
                                           W.data_ptr<float>(), at::get_num_threads());
@@ -770,7 +785,8 @@ at::Tensor sampled_dot_cpu(const at::Tensor& values, const at::Tensor& indices,
   const int64_t N = G.size(1);
   at::Tensor out = at::empty({values.numel()}, G.options());
   if (layout == Layout::kSemi24 && N >= kSemi24DenseMinN && out.numel() > 0 && K > 0) {
-    const at::Tensor S = at::mm(G, B.t()).contiguous();  // [M, K]
+    at::Tensor S = workspace(kSampledProduct, M, K);  // [M, K] row-major
+    at::mm_out(S, G, B.t());
     const int status = skc::semi24_gather(S.data_ptr<float>(), indices.data_ptr<uint8_t>(), M, K,
                                           out.data_ptr<float>(), at::get_num_threads());
     check_status(status, layout_sv, M, K, N);

@@ -282,6 +282,28 @@ def test_semi24_input_gradient_finite_check_sees_one_value_anywhere(G_layout, ba
     torch.testing.assert_close(got, A.to_dense().t() @ finite, rtol=1e-5, atol=1e-5)
 
 
+def test_semi24_backward_workspaces_reused_across_shapes():
+    """The 2:4 backward products at N >= 32 run through per-thread scratch matrices kept
+    between calls: growing, shrinking and interleaved shapes must each give the reference's
+    answer, and a returned result must not change when the next call reuses the scratch."""
+    g = torch.Generator().manual_seed(5)
+    kept = []
+    for M, K, N in [(64, 128, 32), (8, 16, 40), (96, 200, 33), (8, 16, 40), (64, 128, 64)]:
+        A = pack(make_weight(M, K, "2:4", None, density=0.5, seed=M + K), "2:4", None)
+        G, B = torch.randn(M, N, generator=g), torch.randn(K, N, generator=g)
+        fmt = (A.values, A.indices, A.offsets, M, K, "2:4")
+        t = torch.ops.sparsekern._spmm_transposed_cpu(*fmt, G)
+        d = torch.ops.sparsekern._sampled_dot_cpu(*fmt, G, B)
+        Wd = A.to_dense()
+        torch.testing.assert_close(t, Wd.t() @ G, rtol=1e-4, atol=1e-4)
+        want_d = reference.sampled_dot(A.values.double(), A.indices, A.offsets, M, K, "2:4",
+                                       G.double(), B.double())
+        torch.testing.assert_close(d.double(), want_d, rtol=1e-4, atol=1e-4)
+        kept.append((t, t.clone(), d, d.clone()))
+    for t, t0, d, d0 in kept:
+        assert torch.equal(t, t0) and torch.equal(d, d0)
+
+
 def test_csc_zero_activations_are_skipped_exactly():
     """GEMV skips columns whose activation is 0 (EIE), except where Inf * 0 must give NaN."""
     W = make_weight(50, 64, "csc", None, density=0.5)
