@@ -637,6 +637,20 @@ struct CscCells {
   int64_t ent(int64_t e) const { return e; }
 };
 
+// acc += the entries [e, e1) of one cell (one column, one block of rows) times their rows of
+// the slab (NV vectors each).
+template <int NV, class Cells>
+SK_AVX512 inline void tiles_t_tail(const Cells& c, const float* slab, int64_t e, int64_t e1,
+                                   __m512* acc) {
+  constexpr int64_t W = 16 * NV;
+  for (; e < e1; ++e) {
+    const float* gr = slab + c.row(e) * W;
+    const __m512 wv = _mm512_set1_ps(c.w(e));
+    SK_UNROLL for (int u = 0; u < NV; ++u)
+      acc[u] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(gr + 16 * u), acc[u]);
+  }
+}
+
 // out rows [k0, k1) of A^T @ G over the packed chunks of G (NV = width / 16).
 template <int NV, class Cells>
 SK_AVX512 void tiles_t_chunk(const Cells& c, int64_t nmb, const Chunks& g, int64_t ch, int64_t N,
@@ -649,22 +663,74 @@ SK_AVX512 void tiles_t_chunk(const Cells& c, int64_t nmb, const Chunks& g, int64
   for (int64_t k = k0; k < k1; ++k)
     SK_UNROLL for (int u = 0; u < NV; ++u)
       _mm512_mask_storeu_ps(out + k * N + n0 + 16 * u, mk[u], _mm512_setzero_ps());
+  // Two columns at a time: their entries feed two independent sets of NV accumulators, so
+  // 2 * NV FMA chains hide the FMA latency (one column's NV chains left the FMA units half
+  // idle: a cell holds ~10 entries, each a dependent FMA per accumulator).
   for (int64_t mb = 0; mb < nmb; ++mb) {
-    for (int64_t k = k0; k < k1; ++k) {
+    int64_t k = k0;
+    for (; k + 1 < k1; k += 2) {
+      int64_t ea = c.begin(mb, k), eb = c.begin(mb, k + 1);
+      const int64_t ea1 = c.end(mb, k), eb1 = c.end(mb, k + 1);
+      if (ea == ea1 && eb == eb1) continue;
+      float* oa = out + k * N + n0;
+      float* ob = oa + N;
+      __m512 acc[NV], bcc[NV];
+      SK_UNROLL for (int u = 0; u < NV; ++u) {
+        acc[u] = _mm512_maskz_loadu_ps(mk[u], oa + 16 * u);
+        bcc[u] = _mm512_maskz_loadu_ps(mk[u], ob + 16 * u);
+      }
+      for (; ea < ea1 && eb < eb1; ++ea, ++eb) {
+        const float* ga = slab + c.row(ea) * W;
+        const float* gb = slab + c.row(eb) * W;
+        const __m512 wa = _mm512_set1_ps(c.w(ea)), wb = _mm512_set1_ps(c.w(eb));
+        SK_UNROLL for (int u = 0; u < NV; ++u) {
+          acc[u] = _mm512_fmadd_ps(wa, _mm512_loadu_ps(ga + 16 * u), acc[u]);
+          bcc[u] = _mm512_fmadd_ps(wb, _mm512_loadu_ps(gb + 16 * u), bcc[u]);
+        }
+      }
+      tiles_t_tail<NV>(c, slab, ea, ea1, acc);
+      tiles_t_tail<NV>(c, slab, eb, eb1, bcc);
+      SK_UNROLL for (int u = 0; u < NV; ++u) {
+        _mm512_mask_storeu_ps(oa + 16 * u, mk[u], acc[u]);
+        _mm512_mask_storeu_ps(ob + 16 * u, mk[u], bcc[u]);
+      }
+    }
+    if (k < k1) {
       const int64_t e0 = c.begin(mb, k), e1 = c.end(mb, k);
       if (e0 == e1) continue;
       float* o = out + k * N + n0;
       __m512 acc[NV];
       SK_UNROLL for (int u = 0; u < NV; ++u) acc[u] = _mm512_maskz_loadu_ps(mk[u], o + 16 * u);
-      for (int64_t e = e0; e < e1; ++e) {
-        const float* gr = slab + c.row(e) * W;
-        const __m512 wv = _mm512_set1_ps(c.w(e));
-        SK_UNROLL for (int u = 0; u < NV; ++u)
-          acc[u] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(gr + 16 * u), acc[u]);
-      }
+      tiles_t_tail<NV>(c, slab, e0, e1, acc);
       SK_UNROLL for (int u = 0; u < NV; ++u) _mm512_mask_storeu_ps(o + 16 * u, mk[u], acc[u]);
     }
   }
+}
+
+// The 16 lane-wise partial sums of gr[0 : 16 * NV] * bv, in two FMA chains.
+template <int NV>
+SK_AVX512 inline __m512 dot_chunk(const float* gr, const __m512* bv) {
+  __m512 a = _mm512_mul_ps(_mm512_loadu_ps(gr), bv[0]);
+  if (NV == 1) return a;
+  __m512 b = _mm512_mul_ps(_mm512_loadu_ps(gr + 16), bv[1]);
+  SK_UNROLL for (int u = 2; u < NV; u += 2) {
+    a = _mm512_fmadd_ps(_mm512_loadu_ps(gr + 16 * u), bv[u], a);
+    if (u + 1 < NV) b = _mm512_fmadd_ps(_mm512_loadu_ps(gr + 16 * (u + 1)), bv[u + 1], b);
+  }
+  return _mm512_add_ps(a, b);
+}
+
+// {sum of a's lanes, of b's, of c's, of d's}.
+SK_AVX512 inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  // per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] and the same for c, d
+  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  // per 128-bit lane: [a, b, c, d] partial sums (shuffle_ps picks within each 128-bit lane)
+  const __m512 q = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                                 _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(q),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(q), 1)));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
 // out[ent] += the chunk's part of G[row] . B[k] for the entries of columns [k0, k1).
@@ -680,13 +746,21 @@ SK_AVX512 void tiles_dot_chunk(const Cells& c, int64_t nmb, const Chunks& g, con
       if (e0 == e1) continue;
       __m512 bv[NV];
       SK_UNROLL for (int u = 0; u < NV; ++u) bv[u] = _mm512_loadu_ps(bs + k * W + 16 * u);
-      for (int64_t e = e0; e < e1; ++e) {
-        const float* gr = gs + c.row(e) * W;
-        __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(gr), bv[0]);
-        SK_UNROLL for (int u = 1; u < NV; ++u)
-          acc = _mm512_fmadd_ps(_mm512_loadu_ps(gr + 16 * u), bv[u], acc);
-        out[c.ent(e)] += _mm512_reduce_add_ps(acc);
+      int64_t e = e0;
+      // Four entries at a time, their sums reduced together (reduce4: 2 shuffles and ~1 add
+      // per entry against 4 and 4 for a lone _mm512_reduce_add_ps, whose shuffles compete
+      // with the FMAs for the same port).
+      for (; e + 4 <= e1; e += 4) {
+        const __m128 s = reduce4(dot_chunk<NV>(gs + c.row(e) * W, bv),
+                                 dot_chunk<NV>(gs + c.row(e + 1) * W, bv),
+                                 dot_chunk<NV>(gs + c.row(e + 2) * W, bv),
+                                 dot_chunk<NV>(gs + c.row(e + 3) * W, bv));
+        alignas(16) float v[4];
+        _mm_store_ps(v, s);
+        SK_UNROLL for (int j = 0; j < 4; ++j) out[c.ent(e + j)] += v[j];
       }
+      for (; e < e1; ++e)
+        out[c.ent(e)] += _mm512_reduce_add_ps(dot_chunk<NV>(gs + c.row(e) * W, bv));
     }
   }
 }
