@@ -335,3 +335,40 @@ def test_sparsify_under_inference_mode_stays_trainable(layout):
     with torch.inference_mode():
         sconv = sk.SparseConv2d.from_dense(conv, layout="2:4")
     assert not sconv.values.is_inference() and not sconv.bias.is_inference()
+
+
+@pytest.mark.parametrize("layout", ["csc", "2:4"])
+def test_transformer_encoder_fast_path_runs_the_sparse_layers(layout):
+    """nn.TransformerEncoderLayer in eval mode without grad takes a fused fast path that
+    reads linear1.weight / linear2.weight as tensors: after sparsify they are formats, and it
+    raised "argument 'ffn_weight_1' must be Tensor, not CSC". The formats now make it take
+    its module path, under no_grad and inference_mode, with and without a padding mask."""
+    torch.manual_seed(0)
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True,
+                                                           dropout=0.0), 2).eval()
+    with torch.no_grad():
+        for m in enc.modules():
+            if type(m) is nn.Linear:
+                m.weight.copy_(random_pattern_weight(*m.weight.shape, layout, density=0.1))
+    x = torch.randn(3, 7, 32)
+    pad = torch.zeros(3, 7, dtype=torch.bool)
+    pad[1, 5:] = True
+    want = {m: enc(x, src_key_padding_mask=m) for m in (None, pad)}
+    sk.sparsify(enc, layout=layout)
+    assert isinstance(enc.layers[0].linear1, sk.SparseLinear)
+    for ctx in (torch.no_grad, torch.inference_mode, torch.enable_grad):
+        for m in (None, pad):
+            with ctx():
+                got = enc(x, src_key_padding_mask=m)
+            keep = ~pad.unsqueeze(-1).expand_as(got) if m is not None else torch.ones_like(
+                got, dtype=torch.bool)
+            assert rel_err(got[keep], want[m][keep]) < TOL[torch.float32], (ctx, m)
+
+
+def test_a_format_given_to_a_torch_function_names_the_way_out():
+    fmt = sk.to_sparse(random_pattern_weight(8, 16, "csc", density=0.2), layout="csc")
+    with pytest.raises(TypeError, match=r"torch.linear got a sparsekern CSC format .*"
+                                        r"sparsekern.linear"):
+        torch.nn.functional.linear(torch.randn(2, 16), fmt)
+    with pytest.raises(TypeError, match="sparsekern CSC format"):
+        torch.add(fmt, 1)

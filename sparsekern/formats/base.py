@@ -40,6 +40,18 @@ class SparseFormat:
 
     layout: str = ""
 
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        """A format is not a tensor. Defining this makes torch code that checks its tensor
+        arguments with ``torch.overrides.has_torch_function`` before taking a fused path
+        (nn.TransformerEncoderLayer's inference fast path reads ``linear1.weight`` directly)
+        take its plain module path instead, which calls the sparse layer; a torch function
+        actually given a format gets this error instead of a crash inside the fused op."""
+        name = getattr(func, "__name__", str(func))
+        raise TypeError(f"torch.{name} got a sparsekern {cls.__name__} format (a packed sparse "
+                        f"matrix, not a tensor); use sparsekern.linear / sparsekern.spmm with "
+                        f"it, or its .to_dense()")
+
     def __init__(self, values: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor,
                  shape: Tuple[int, int], *, validate: bool = True):
         M, K = (int(s) for s in shape)
