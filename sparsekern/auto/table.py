@@ -226,7 +226,10 @@ class LatencyTable:
         return out
 
     def layer_s(self, name: str, choice: Choice) -> Dict[str, float]:
-        """{shape: predicted seconds} of layer ``name`` in ``choice`` (fmt, density)."""
+        """{shape: predicted seconds} of layer ``name`` in ``choice`` (fmt, density), never
+        below ``density`` times the dense time (a format reading that fraction of the entries
+        cannot skip more of dense's work; a smaller prediction means dense's timing was
+        slowed, as sparsekern.auto.choose.decide also assumes)."""
         fmt, density = choice
         out = {}
         for label, e in self.layers[name].items():
@@ -234,7 +237,7 @@ class LatencyTable:
             if t is None:
                 raise ValueError(f"layer {name!r}: format {fmt!r} was never timed at {label} "
                                  f"({e.untimed_reason(fmt)})")
-            out[label] = t
+            out[label] = t if fmt == DENSE else max(t, density * e.dense_s)
         return out
 
     def predict(self, choices: Optional[Mapping[str, Choice]] = None) -> Dict[str, float]:
