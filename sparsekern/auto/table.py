@@ -83,21 +83,27 @@ class LayerLatency:
                 model.setdefault(d, []).append(float(p["model_s"]))
         eff = self.efficiency(fmt)
         pts = [(d, sum(v) / len(v), False) for d, v in measured.items()]
-        pts += [(d, eff * sum(v) / len(v), True) for d, v in model.items() if d not in measured]
+        if eff is not None:  # the model only where the kernel has shown what it reaches here
+            pts += [(d, eff * sum(v) / len(v), True) for d, v in model.items()
+                    if d not in measured]
         pts.sort()
         fit = _monotone([(d, t) for d, t, _ in pts])
         return [(d, t, m) for (d, t), (_, _, m) in zip(fit, pts)]
 
-    def efficiency(self, fmt: str) -> float:
+    def efficiency(self, fmt: str) -> Optional[float]:
         """How close ``fmt``'s kernel gets to its bytes bound on this layer: the smallest
         measured / bound over its measured points (the best it achieved here; a point
-        slowed by other load does not count against it), at least 1 (1 with none). An
-        unstable point's bytes-bound prediction is scaled by it, so it claims no more than
-        the kernel has shown on this layer."""
-        r = [float(p["median_s"]) / float(p["bound_s"])
-             for p in self.entry["formats"].get(fmt, [])
-             if p.get("median_s") is not None and p.get("bound_s")]
-        return max(1.0, min(r)) if r else 1.0
+        slowed by other load does not count against it), at least 1 (1 for measured points
+        that record no bound). An unstable point's bytes-bound prediction is scaled by it, so
+        it claims no more than the kernel has shown on this layer. None when no point of
+        ``fmt`` was measured here: a bound alone says nothing of a kernel's overheads (on
+        MiniLM's 384x384 layers, CSC at 50% is bounded at 0.77x dense and runs at 1.9x), so
+        such a format gets no prediction (see :meth:`untimed_reason`)."""
+        pts = [p for p in self.entry["formats"].get(fmt, []) if p.get("median_s") is not None]
+        r = [float(p["median_s"]) / float(p["bound_s"]) for p in pts if p.get("bound_s")]
+        if r:
+            return max(1.0, min(r))
+        return 1.0 if pts else None
 
     def points(self, fmt: str) -> List[Tuple[float, float]]:
         """[(density, seconds)] of ``fmt``'s points, ascending in density, made
@@ -112,7 +118,11 @@ class LayerLatency:
         return [f for f in self.entry["formats"] if self.points(f)]
 
     def untimed_reason(self, fmt: str) -> str:
-        for p in self.entry["formats"].get(fmt, []):
+        pts = self.entry["formats"].get(fmt, [])
+        if any(p.get("model_s") is not None for p in pts) and self.efficiency(fmt) is None:
+            return ("every timing of it here stayed unstable (other load on the machine), and "
+                    "its bytes bound alone does not choose it")
+        for p in pts:
             if p.get("median_s") is None and p.get("model_s") is None:
                 return p.get("reason") or "not timed"
         return "not measured"

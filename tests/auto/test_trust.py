@@ -275,3 +275,22 @@ def test_a_decision_over_an_unsettled_dense_says_so():
     assert rep["predicted"] == ["fc @ [1, 64]: dense"]
     kept = decide("fc", {"[1, 64]": lat}, {"csc": 0.9, "2:4": None, "bsr4x4": None})
     assert kept.format == "dense" and "dense timing unstable at [1, 64]" in kept.reason
+
+
+def test_a_format_never_measured_here_is_not_chosen_on_its_bytes_bound():
+    """Under load every CSC point of a small MiniLM layer stayed unstable: its bytes bound
+    (0.77x dense at 50%) chose CSC for all 36 layers, which run 1.9x slower than dense on a
+    quiet machine. A bound with no measurement of the kernel on the layer predicts nothing."""
+    e = _cached_entry()
+    for p in e["formats"]["csc"]:
+        p.update(status="unstable", median_s=None, model_s=0.77e-3 * p["density"] / 0.5)
+    lat = LayerLatency(e)
+    assert lat.efficiency("csc") is None and lat.points("csc") == []
+    assert lat.predict("csc", 0.5) is None and "csc" not in lat.formats()
+    assert "stayed unstable" in lat.untimed_reason("csc")
+    d = decide("fc", {"[1, 12]": lat}, {"csc": 0.5, "2:4": None, "bsr4x4": None})
+    assert d.format == "dense" and "bytes bound alone does not choose it" in d.reason
+    # one measured point calibrates the model for the others (as before)
+    e["formats"]["csc"][0].update(status="ok", median_s=2e-4, bound_s=1e-4)
+    lat = LayerLatency(e)
+    assert lat.efficiency("csc") == 2.0 and lat.from_model("csc", 0.02)
