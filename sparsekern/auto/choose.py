@@ -150,7 +150,7 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
         reason += _model_note(modeled.get(fmt)) + _cap_note(capped.get(fmt)) + dense_note
     elif untimed:
         fmt, why = next(iter(untimed.items()))
-        reason = f"no format that fits the zeros has a kernel timed here: {fmt}: {why}"
+        reason = f"no format that fits the zeros has a usable timing here: {fmt}: {why}"
     else:
         reason = "the zeros fit no format of the latency table"
     return LayerDecision(name, DENSE, dict(densities), dict(dense), dense, reason, ratios,
