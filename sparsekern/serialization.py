@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from . import _layers
+from ._packed_module import outside_inference_mode
 from .conv import SparseConv2d, check_geometry
 from .formats import from_parts
 from .nn import SparseLinear, _set_submodule
@@ -398,8 +399,12 @@ def _check_dense(model: nn.Module, names: List[str], dense: Dict[str, object]) -
                                  f"{mine.dtype}")
 
 
+@outside_inference_mode
 def load_sparse(model: nn.Module, path: PathLike, map_location=None) -> nn.Module:
     """Load a file from :func:`save_sparse` (``.safetensors`` or ``.pt``) into a fresh model.
+
+    Under torch.inference_mode it builds the sparse layers with inference mode off (as
+    ``load_state_dict`` copies into existing parameters), so the model can still be trained.
 
     Each saved sparse layer replaces the nn.Linear / transformers Conv1D / nn.Conv2d of the
     same name (whose shape and geometry must match) and takes that layer's dtype and

@@ -372,3 +372,27 @@ def test_a_format_given_to_a_torch_function_names_the_way_out():
         torch.nn.functional.linear(torch.randn(2, 16), fmt)
     with pytest.raises(TypeError, match="sparsekern CSC format"):
         torch.add(fmt, 1)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_load_sparse_under_inference_mode_stays_trainable(tmp_path, suffix):
+    """load_sparse built its layers as inference tensors under torch.inference_mode, while a
+    dense model loaded there with load_state_dict trains afterwards."""
+    torch.manual_seed(0)
+    mk = lambda: nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    m = mk()
+    with torch.no_grad():
+        m[0].weight.copy_(random_pattern_weight(8, 16, "2:4"))
+    sk.sparsify(m, layout="2:4")
+    path = tmp_path / f"m{suffix}"
+    sk.save_sparse(m, path)
+    fresh = mk()
+    with torch.inference_mode():
+        sk.load_sparse(fresh, path)
+    assert isinstance(fresh[0], sk.SparseLinear)
+    assert not any(t.is_inference() for t in fresh.state_dict().values()
+                   if isinstance(t, torch.Tensor))
+    x = torch.randn(3, 16)
+    fresh(x).sum().backward()
+    assert fresh[0].values.grad is not None
+    torch.testing.assert_close(fresh(x), m(x))
