@@ -21,7 +21,7 @@ from torch import nn
 # The layer accessors of this module's interface live in the core (one place for all).
 from .._layers import tied_weights
 from .._layers import (dims, from_matrix, in_features, is_linear, is_prunable,  # noqa: F401
-                       kind, layer_types, to_matrix, weight_matrix)
+                       kind, layer_types, looks_linear, skip_reason, to_matrix, weight_matrix)
 
 #: The exact classes of torch itself that are prunable (transformers' Conv1D is recognised by
 #: name, without importing transformers: see is_prunable).
@@ -57,8 +57,26 @@ def _untied(model: nn.Module, found: Dict[str, nn.Module]) -> Dict[str, nn.Modul
 
 def default_layers(model: nn.Module) -> Dict[str, nn.Module]:
     """The layers pruned when none are named: every prunable layer whose weight is not tied
-    to another parameter (may be empty; :func:`select_layers` raises then)."""
+    to another parameter (may be empty; :func:`select_layers` raises then). Linear-like
+    layers left out (nn.Linear subclasses such as nn.MultiheadAttention's out_proj,
+    parametrized layers, other convolutions) are logged at INFO with the reason."""
+    for name, m in model.named_modules():
+        if looks_linear(m) and not is_prunable(m):
+            _log.info("sparsekern.prune: %s left out: %s", name or type(model).__name__,
+                      skip_reason(m))
     return _untied(model, prunable_layers(model))
+
+
+def check_not_reparametrized(name: str, module: nn.Module) -> None:
+    """Reject a layer whose ``weight`` torch.nn.utils.prune recomputes before every forward
+    (weight = weight_orig * weight_mask): zeros written into it would be lost at the next
+    call, and the model would run its old weights while its masks say otherwise."""
+    if hasattr(module, "weight_orig") and hasattr(module, "weight_mask"):
+        raise ValueError(
+            f"layer {name!r} carries torch.nn.utils.prune's reparametrization (weight = "
+            f"weight_orig * weight_mask, recomputed before every forward), so zeros written "
+            f"into its weight would not last; make that pruning permanent first: "
+            f"torch.nn.utils.prune.remove(model.get_submodule({name!r}), 'weight')")
 
 
 def describe(module: nn.Module) -> str:
@@ -66,12 +84,14 @@ def describe(module: nn.Module) -> str:
 
 
 def select_layers(model: nn.Module, layers: Optional[Iterable[str]] = None,
-                  need_conv: bool = False) -> Dict[str, nn.Module]:
+                  need_conv: bool = False, writes: bool = False) -> Dict[str, nn.Module]:
     """The layers to prune: ``layers`` (names) or every prunable layer.
 
     With ``need_conv`` (kernel granularity) the default is every nn.Conv2d, and a named
     nn.Linear is rejected. Raises ValueError for an unknown name, a name that is not a
-    Linear/Conv2d, or a model with nothing to prune.
+    Linear/Conv2d, or a model with nothing to prune; with ``writes`` (the caller writes
+    zeros into the weights and runs the model) also for a layer under torch.nn.utils.prune
+    (see :func:`check_not_reparametrized`).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -84,6 +104,9 @@ def select_layers(model: nn.Module, layers: Optional[Iterable[str]] = None,
                      "nn.Linear or nn.Conv2d (or a transformers Conv1D)")
             raise ValueError(f"model {type(model).__name__} has no prunable layers: expected at "
                              f"least one {kinds}; its layers are: {layer_types(model)}")
+        for name, m in found.items():
+            if writes:
+                check_not_reparametrized(name, m)
         return found
     if isinstance(layers, str):
         layers = [layers]
@@ -103,6 +126,8 @@ def select_layers(model: nn.Module, layers: Optional[Iterable[str]] = None,
         if need_conv and not isinstance(m, nn.Conv2d):
             raise ValueError(f"layer {name!r} is a {describe(m)}; kernel granularity prunes whole "
                              f"kh x kw kernels of an nn.Conv2d")
+        if writes:
+            check_not_reparametrized(name, m)
         out[name] = m
     return out
 

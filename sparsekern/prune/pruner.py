@@ -68,7 +68,7 @@ def prune_model(model: nn.Module, ratio: Ratio = None, granularity="fine", crite
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     modules = select_layers(model, layers_of_ratio(ratio, layers),
-                            need_conv=isinstance(g, Kernel))
+                            need_conv=isinstance(g, Kernel), writes=True)
     if g.fixed_ratio is not None:
         if ratio is not None:
             for name, r in resolve_ratios(ratio, modules).items():

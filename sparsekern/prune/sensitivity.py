@@ -121,7 +121,7 @@ def sensitivity_scan(model: nn.Module, eval_fn: Callable[[nn.Module], float],
     if g.fixed_ratio is not None:
         raise ValueError(f"sensitivity_scan sweeps ratios; granularity '{g}' fixes its ratio")
     channel = isinstance(g, Channel)
-    names = list(select_layers(model, layers))
+    names = list(select_layers(model, layers, writes=True))
     baseline = float(eval_fn(model))
     curves: Dict[str, List[float]] = {}
     from tqdm.auto import tqdm

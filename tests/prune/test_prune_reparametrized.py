@@ -1,0 +1,53 @@
+"""Layers that sparsekern.prune must not write into silently: torch.nn.utils.prune's
+reparametrized weight (recomputed before every forward) and the linear-like layers the
+default selection leaves out (which it now logs)."""
+import logging
+
+import pytest
+import torch
+import torch.nn.utils.prune as tprune
+from torch import nn
+
+import sparsekern as sk
+from sparsekern import prune
+
+
+def _torch_pruned():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    tprune.l1_unstructured(m[0], "weight", amount=0.3)
+    return m
+
+
+def test_prune_model_rejects_a_torch_pruned_layer_and_names_the_fix():
+    """prune_model wrote its 2:4 zeros into the derived weight, which the next forward
+    recomputed as weight_orig * weight_mask: masks and sparsity said pruned, the model ran
+    its old weights."""
+    m = _torch_pruned()
+    before = m[0].weight.detach().clone()
+    for layers in (None, ["0"]):
+        with pytest.raises(ValueError, match=r"layer '0' carries torch.nn.utils.prune's "
+                                             r"reparametrization .*prune.remove\("):
+            prune.prune_model(m, granularity="2:4", layers=layers)
+    assert torch.equal(m[0].weight, before)  # nothing written
+    with pytest.raises(ValueError, match="reparametrization"):
+        prune.sensitivity_scan(m, lambda mod: 0.0, ratios=[0.5], layers=["0"])
+    # reading is fine, and after prune.remove the pruning works and lasts
+    assert prune.sparsity(m)["0"] == pytest.approx(0.3, abs=0.01)
+    tprune.remove(m[0], "weight")
+    prune.prune_model(m, granularity="2:4")
+    x = torch.randn(5, 16)
+    with torch.no_grad():
+        y = m(x)
+    assert prune.sparsity(m)["0"] >= 0.5
+    s = sk.sparsify(m, layout="2:4")
+    torch.testing.assert_close(s(x), y)
+
+
+def test_default_selection_logs_the_linear_layers_it_leaves_out(caplog):
+    enc = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+    with caplog.at_level(logging.INFO, logger="sparsekern.prune"):
+        masks = prune.prune_model(enc, 0.5)
+    assert "self_attn.out_proj" not in masks and "linear1" in masks
+    assert any("self_attn.out_proj left out: NonDynamicallyQuantizableLinear subclasses "
+               "nn.Linear" in r.getMessage() for r in caplog.records)
