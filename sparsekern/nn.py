@@ -13,6 +13,7 @@ from . import _layers, functional
 from ._packed_module import PackedWeightModule, outside_inference_mode
 from .conv import SparseConv2d
 from .formats import SparseFormat, from_parts, layouts, to_sparse
+from .ops import forward_ad_active
 
 log = logging.getLogger("sparsekern")
 
@@ -100,8 +101,10 @@ class SparseLinear(PackedWeightModule):
         # each, a fifth of a small layer's call.
         params, buffers = self._parameters, self._buffers
         if (not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] != K
-                or x.dtype != params["values"].dtype or x.device != params["values"].device):
-            # the named error, or a dtype the op takes (mixed precision, autocast)
+                or x.dtype != params["values"].dtype or x.device != params["values"].device
+                or forward_ad_active(x, params["values"], params["bias"])):
+            # the named error, a dtype the op takes (mixed precision, autocast), or
+            # forward-mode AD (the op's C++ autograd node has no forward formula)
             return functional.linear(x, self.weight, self.bias)
         # The op directly (no format object per call): x rows are B's columns, as in linear.
         if x.dim() == 2:  # the common case: no reshapes (y is [M, N] column-major)

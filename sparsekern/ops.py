@@ -16,10 +16,12 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.autograd.forward_ad as _fwad
 
 from . import _extension, _output
 from ._ops import NS as _NS
 from .backends import reference, select
+from .formats import from_parts
 from .formats.validate import check_format_meta
 
 #: Half-precision weights may meet float32 activations (weight-only compression).
@@ -267,7 +269,33 @@ if _extension._C is None:
                                     setup_context=_python_setup_context)
 
 
+def forward_ad_active(*tensors) -> bool:
+    """True when a forward-mode AD tangent rides on one of ``tensors`` (torch.func.jvp,
+    jacfwd, torch.autograd.forward_ad). The op's autograd is a C++ node with no forward
+    formula, through which torch.func.jvp returned zero tangents without an error."""
+    if _fwad._current_level < 0 and not torch._C._are_functorch_transforms_active():
+        return False  # the common case: two cheap checks
+    return any(isinstance(t, torch.Tensor) and _fwad.unpack_dual(t).tangent is not None
+               for t in tensors)
+
+
+def spmm_forward_ad(values, indices, offsets, M, K, layout: str, B: torch.Tensor,
+                    bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The op's product through the dense matrix, in differentiable torch ops (forward and
+    reverse mode): for calls that carry forward-mode tangents (see forward_ad_active)."""
+    check_spmm_args(values, indices, offsets, M, K, layout, B, bias)
+    W = from_parts(layout, values, indices, offsets, (M, K), validate=False).to_dense()
+    acc = torch.float64 if B.dtype == torch.float64 else torch.float32
+    Y = W.to(acc) @ B.to(acc)
+    if bias is not None:
+        Y = Y + bias.to(acc)[:, None]
+    return Y.to(B.dtype)
+
+
 def spmm_op(values, indices, offsets, M, K, layout: str, B: torch.Tensor,
             bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Call ``torch.ops.sparsekern.spmm`` (exists so the wrappers have one entry point)."""
+    """Call ``torch.ops.sparsekern.spmm`` (the wrappers' one entry point), or
+    :func:`spmm_forward_ad` when a forward-mode tangent rides on an operand."""
+    if forward_ad_active(values, B, bias):
+        return spmm_forward_ad(values, indices, offsets, M, K, layout, B, bias)
     return torch.ops.sparsekern.spmm(values, indices, offsets, M, K, layout, B, bias)
