@@ -168,12 +168,24 @@ def choose_layout(W: torch.Tensor, layout: str, blocksize=None,
     limit = lay.default_max_density if max_density is None else max_density
     fmt = to_sparse(W, layout=layout, blocksize=blocksize)
     stored = fmt.nnz / max(1, W.numel())
-    # At most `limit` up to rounding to whole entries: a weight pruned to 70% keeps
-    # ceil(0.3 * numel) entries (30.002% of 9216), which a 0.3 limit must accept.
     # limit 1: pack whatever is stored (a BSR of partial edge blocks stores more than M*K)
-    if limit >= 1.0 or fmt.nnz <= math.ceil(limit * W.numel() - 1e-9):
+    if limit >= 1.0 or _within_limit(W, fmt.nnz, limit, lay.blocked):
         return layout, f"stored fraction {stored:.4g} <= {limit}"
     return None, f"stored fraction {stored:.4g} > {limit}"
+
+
+def _within_limit(W: torch.Tensor, nnz: int, limit: float, blocked: bool) -> bool:
+    """Whether ``nnz`` stored entries of W [M, K] are at most a fraction ``limit`` of it, up
+    to rounding to whole entries: over the matrix (a weight pruned to 70% keeps
+    ceil(0.3 * numel) entries, 30.002% of 9216), or, for an unblocked layout, in every row
+    (a per-row criterion such as Wanda or SparseGPT prunes a row of 1536 to 70% by keeping
+    461 entries, 30.01%, in each)."""
+    M, K = int(W.shape[0]), int(W.shape[1])
+    if nnz <= math.ceil(limit * M * K - 1e-9):
+        return True
+    if blocked or M == 0:
+        return False
+    return int((W != 0).sum(1).max()) <= math.ceil(limit * K - 1e-9)
 
 
 def check_sparsify_args(layout: str, blocksize=None, max_density: Optional[float] = None,

@@ -396,3 +396,23 @@ def test_load_sparse_under_inference_mode_stays_trainable(tmp_path, suffix):
     fresh(x).sum().backward()
     assert fresh[0].values.grad is not None
     torch.testing.assert_close(fresh(x), m(x))
+
+
+@pytest.mark.parametrize("criterion", ["l1", "wanda"])
+def test_a_layer_pruned_to_70_percent_per_row_is_packed_as_csc(criterion):
+    """Wanda/SparseGPT prune per output row: a row of 1536 pruned to 70% keeps 461 entries
+    (30.01%), over the default 0.3 limit by rounding, and stayed dense with layout='csc'."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(1536, 16))
+    calib = [torch.randn(8, 1536)]
+    prune.prune_model(m, 0.7, "fine", criterion=criterion, calib=calib)
+    if criterion == "wanda":  # per row: 461 of 1536 in every row
+        assert int((m[0].weight != 0).sum(1).max()) == 461
+    sk.sparsify(m, layout="csc")
+    assert isinstance(m[0], sk.SparseLinear), m.sparsekern_report
+    # a layer clearly above the limit still stays dense
+    d = nn.Sequential(nn.Linear(1536, 16))
+    with torch.no_grad():
+        d[0].weight.mul_((torch.rand_like(d[0].weight) < 0.32).float())
+    sk.sparsify(d, layout="csc")
+    assert type(d[0]) is nn.Linear

@@ -68,15 +68,22 @@ def default_layers(model: nn.Module) -> Dict[str, nn.Module]:
 
 
 def check_not_reparametrized(name: str, module: nn.Module) -> None:
-    """Reject a layer whose ``weight`` torch.nn.utils.prune recomputes before every forward
-    (weight = weight_orig * weight_mask): zeros written into it would be lost at the next
-    call, and the model would run its old weights while its masks say otherwise."""
-    if hasattr(module, "weight_orig") and hasattr(module, "weight_mask"):
-        raise ValueError(
-            f"layer {name!r} carries torch.nn.utils.prune's reparametrization (weight = "
-            f"weight_orig * weight_mask, recomputed before every forward), so zeros written "
-            f"into its weight would not last; make that pruning permanent first: "
-            f"torch.nn.utils.prune.remove(model.get_submodule({name!r}), 'weight')")
+    """Reject a layer whose ``weight`` is not its own parameter but recomputed before every
+    forward by a hook (torch.nn.utils.prune: weight_orig * weight_mask; weight_norm:
+    weight_g, weight_v; spectral_norm: weight_orig / sigma): zeros written into it would be
+    lost at the next call, and the model would run other weights than its masks say."""
+    if "weight" in module._parameters:
+        return
+    torch_prune = hasattr(module, "weight_orig") and hasattr(module, "weight_mask")
+    fix = (f"torch.nn.utils.prune.remove(model.get_submodule({name!r}), 'weight')"
+           if torch_prune else "torch.nn.utils.remove_weight_norm / remove_spectral_norm, "
+           "or torch.nn.utils.prune.remove")
+    what = ("torch.nn.utils.prune's reparametrization (weight = weight_orig * weight_mask"
+            if torch_prune else f"a reparametrization (weight derived from "
+            f"{', '.join(module._parameters) or 'no parameter'}")
+    raise ValueError(
+        f"layer {name!r} carries {what}, recomputed before every forward), so zeros written "
+        f"into its weight would not last; make it a plain weight first: {fix}")
 
 
 def describe(module: nn.Module) -> str:

@@ -51,3 +51,19 @@ def test_default_selection_logs_the_linear_layers_it_leaves_out(caplog):
     assert "self_attn.out_proj" not in masks and "linear1" in masks
     assert any("self_attn.out_proj left out: NonDynamicallyQuantizableLinear subclasses "
                "nn.Linear" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("wrap", ["weight_norm", "spectral_norm"])
+def test_prune_model_rejects_legacy_weight_norm_and_spectral_norm(wrap):
+    """Both recompute weight in a forward pre-hook: the zeros did not last (weight_norm) or
+    reached weight_orig and changed sigma (spectral_norm); outputs of the sparsified model
+    differed from the "pruned" dense one by up to 44."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    getattr(nn.utils, wrap)(m[0])
+    with pytest.raises(ValueError, match=r"layer '0' carries a reparametrization \(weight "
+                                         r"derived from .*remove_weight_norm"):
+        prune.prune_model(m, granularity="2:4")
+    getattr(nn.utils, "remove_" + wrap)(m[0])
+    prune.prune_model(m, granularity="2:4")
+    assert prune.sparsity(m)["0"] >= 0.5
