@@ -92,7 +92,18 @@ def im2col(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 def layer_input_matrix(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The layer's input as rows of its weight matrix's K columns: [rows, in*kh*kw or in]."""
+    """The layer's input as rows of its weight matrix's K columns: [rows, in*kh*kw or in].
+
+    A nested tensor (nn.TransformerEncoder in eval mode turns a batch with a padding mask
+    into one) gives the rows of its sequences, which hold the real tokens only."""
+    if getattr(x, "is_nested", False):
+        parts = x.unbind()
+        if isinstance(module, nn.Conv2d) or any(p.shape[-1] != in_features(module)
+                                                for p in parts):
+            raise ValueError(f"its input is a nested tensor of sequences shaped "
+                             f"{[list(p.shape) for p in parts][:4]}; expected [..., "
+                             f"{in_features(module)}] each")
+        return torch.cat([p.reshape(-1, p.shape[-1]) for p in parts])
     if isinstance(module, nn.Conv2d):
         if x.dim() not in (3, 4) or x.shape[-3] != module.in_channels:
             raise ValueError(f"its input has shape {list(x.shape)}; expected [N, "

@@ -1,6 +1,7 @@
 """Layers that sparsekern.prune must not write into silently: torch.nn.utils.prune's
 reparametrized weight (recomputed before every forward) and the linear-like layers the
 default selection leaves out (which it now logs)."""
+import copy
 import logging
 
 import pytest
@@ -67,3 +68,30 @@ def test_prune_model_rejects_legacy_weight_norm_and_spectral_norm(wrap):
     getattr(nn.utils, "remove_" + wrap)(m[0])
     prune.prune_model(m, granularity="2:4")
     assert prune.sparsity(m)["0"] >= 0.5
+
+
+@pytest.mark.parametrize("sequential", [True, False])
+def test_calibration_through_nested_tensors_of_a_transformer_encoder(sequential):
+    """nn.TransformerEncoder in eval mode turns a padded batch into a nested tensor: the
+    calibration hooks read its .shape ("NestedTensorImpl doesn't support sizes"). Its rows
+    are the real tokens, so Wanda's masks equal those of the sequences run unpadded."""
+    import warnings
+    warnings.filterwarnings("ignore", message=".*nested tensors is in prototype.*")
+    torch.manual_seed(0)
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2)
+    enc.eval()
+    x = torch.randn(2, 9, 32)
+    pad = torch.zeros(2, 9, dtype=torch.bool)
+    pad[1, 6:] = True
+    a, b = copy.deepcopy(enc), copy.deepcopy(enc)
+    got = prune.prune_model(a, 0.5, criterion="wanda", sequential=sequential,
+                            calib=[sk.Args(x, src_key_padding_mask=pad)])
+    want = prune.prune_model(b, 0.5, criterion="wanda", sequential=sequential,
+                             calib=[sk.Args(x[:1]), sk.Args(x[1:, :6])])
+    assert got.keys() == want.keys() and "layers.0.linear1" in got
+    for n in got:
+        assert torch.equal(got[n], want[n]), n
+    c = copy.deepcopy(enc)
+    prune.prune_model(c, 0.5, criterion="sparsegpt",  # always sequential
+                      calib=[sk.Args(x, src_key_padding_mask=pad)])
+    assert prune.sparsity(c)["total"] == pytest.approx(0.5, abs=0.01)
