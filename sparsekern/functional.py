@@ -23,6 +23,9 @@ def check_input(x: torch.Tensor, values: torch.Tensor, name: str = "x") -> None:
     """Raise TypeError/ValueError naming ``name`` when the layer input x cannot meet the
     weight's ``values``: another device, or a dtype that is neither the weights' nor float32
     with float16/bfloat16 weights (under torch.autocast the op casts both itself)."""
+    if x.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {x.layout} "
+                        f"(convert it with .to_dense())")
     if x.device != values.device:
         raise ValueError(f"{name} is on {x.device} but the layer's weight is on "
                          f"{values.device}; expected one device (move the input or the model)")

@@ -143,6 +143,26 @@ for _device in ("cpu", "cuda"):
     _AUTOCAST_LIB.impl("spmm", _kernel, _key)
 
 
+# A torch.sparse tensor among the operands sends the call to a sparse dispatch key, where
+# the op had no kernel: torch's "Could not run 'sparsekern::spmm' with arguments from the
+# 'SparseCPU' backend" named no argument. These kernels run the argument checks instead.
+def _sparse_operand_kernel(check, n_args: int):
+    def kernel(*args):
+        args = args + (None,) * (n_args - len(args))  # an omitted optional bias
+        check(*args)  # names the sparse operand ("must be a dense (strided) tensor")
+        raise TypeError(f"sparsekern takes dense (strided) tensors; got layouts "
+                        f"{[a.layout for a in args if isinstance(a, torch.Tensor)]}")
+    return kernel
+
+
+_SPARSE_LIB = torch.library.Library(_NS, "IMPL")
+for _op, _check, _n in (("spmm", check_spmm_args, 8),
+                        ("spmm_transposed", check_transposed_args, 7),
+                        ("spmm_sampled_dot", check_sampled_dot_args, 8)):
+    for _key in ("SparseCPU", "SparseCsrCPU", "SparseCUDA", "SparseCsrCUDA"):
+        _SPARSE_LIB.impl(_op, _sparse_operand_kernel(_check, _n), _key)
+
+
 def _backward_backend(layout, values, G):
     """The backend module that runs a backward helper op (a compiled CPU kernel when one
     serves the case and no backend is forced to something else, else the reference)."""

@@ -281,3 +281,23 @@ def test_no_input_crashes_the_process_on_random_garbage():
         except (ValueError, RuntimeError):
             continue
         assert bool(torch.isfinite(out).all())
+
+
+def test_torch_sparse_operands_get_the_named_error():
+    """A torch.sparse B or x went to a sparse dispatch key with no kernel: torch's "Could not
+    run 'sparsekern::spmm' with arguments from the 'SparseCPU' backend" named nothing."""
+    import sparsekern as sk
+    W = torch.randn(8, 16)
+    W[torch.rand_like(W) < 0.7] = 0
+    A = sk.to_sparse(W, "csc")
+    for to_sparse in (lambda t: t.to_sparse(), lambda t: t.to_sparse_csr()):
+        with pytest.raises(TypeError, match=r"B must be a dense \(strided\) tensor, got layout "
+                                            r"torch.sparse_c"):
+            sk.spmm(A, to_sparse(torch.randn(16, 4)))
+        with pytest.raises(TypeError, match=r"x must be a dense \(strided\) tensor"):
+            sk.linear(to_sparse(torch.randn(4, 16)), A)
+        with pytest.raises(TypeError, match=r"dense \(strided\) tensor, got layout"):
+            sk.SparseLinear(A)(to_sparse(torch.randn(4, 16)))
+    G = torch.randn(8, 4).to_sparse()
+    with pytest.raises(TypeError, match=r"G must be a dense \(strided\) tensor"):
+        torch.ops.sparsekern.spmm_transposed(A.values, A.indices, A.offsets, 8, 16, "csc", G)
