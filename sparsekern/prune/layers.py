@@ -128,8 +128,9 @@ def select_layers(model: nn.Module, layers: Optional[Iterable[str]] = None,
                              f"layers are {list(prunable_layers(model))}")
         m = modules[name]
         if not is_prunable(m):
+            why = f": {skip_reason(m)}" if looks_linear(m) else ""
             raise ValueError(f"layer {name!r} is a {describe(m)}; only nn.Linear and nn.Conv2d "
-                             f"can be pruned (and transformers Conv1D)")
+                             f"can be pruned (and transformers Conv1D){why}")
         if need_conv and not isinstance(m, nn.Conv2d):
             raise ValueError(f"layer {name!r} is a {describe(m)}; kernel granularity prunes whole "
                              f"kh x kw kernels of an nn.Conv2d")

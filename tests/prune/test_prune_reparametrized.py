@@ -95,3 +95,11 @@ def test_calibration_through_nested_tensors_of_a_transformer_encoder(sequential)
     prune.prune_model(c, 0.5, criterion="sparsegpt",  # always sequential
                       calib=[sk.Args(x, src_key_padding_mask=pad)])
     assert prune.sparsity(c)["total"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_naming_a_linear_subclass_says_why_it_is_left_out():
+    enc = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+    with pytest.raises(ValueError, match=r"'self_attn.out_proj' is a "
+                                         r"NonDynamicallyQuantizableLinear; .*subclasses "
+                                         r"nn.Linear; only nn.Linear itself"):
+        prune.prune_model(enc, 0.5, layers=["self_attn.out_proj"])
