@@ -72,8 +72,8 @@ def check_not_reparametrized(name: str, module: nn.Module) -> None:
     forward by a hook (torch.nn.utils.prune: weight_orig * weight_mask; weight_norm:
     weight_g, weight_v; spectral_norm: weight_orig / sigma): zeros written into it would be
     lost at the next call, and the model would run other weights than its masks say."""
-    if "weight" in module._parameters:
-        return
+    if "weight" in module._parameters or "weight" in module._buffers:
+        return  # its own tensor: zeros written into it last
     torch_prune = hasattr(module, "weight_orig") and hasattr(module, "weight_mask")
     fix = (f"torch.nn.utils.prune.remove(model.get_submodule({name!r}), 'weight')"
            if torch_prune else "torch.nn.utils.remove_weight_norm / remove_spectral_norm, "
