@@ -116,10 +116,12 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
             lab = next(l for l, t in preds.items() if t is None)
             untimed[fmt] = entries[lab].untimed_reason(fmt)
             continue
-        r, low = _bounded_ratios(preds, dense, d)
+        floors = {lab: e.floor_s(fmt, d) for lab, e in entries.items()}
+        low = [lab for lab in preds if preds[lab] < floors[lab]]
         if low:
             capped[fmt] = low
-            preds = {lab: r[lab] * dense[lab] for lab in preds}
+            preds = {lab: max(t, floors[lab]) for lab, t in preds.items()}
+        r = {lab: preds[lab] / dense[lab] for lab in preds}
         ratios[fmt] = r
         labs = [lab for lab, e in entries.items() if e.from_model(fmt, d)]
         if labs:
@@ -155,17 +157,6 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
         reason = "the zeros fit no format of the latency table"
     return LayerDecision(name, DENSE, dict(densities), dict(dense), dense, reason, ratios,
                          modeled)
-
-
-def _bounded_ratios(preds: Mapping[str, float], dense: Mapping[str, float], density: float
-                    ) -> Tuple[Dict[str, float], list]:
-    """{shape: predicted / dense time}, each at least ``density``, and the shapes where
-    that floor applied. A format reading a fraction ``density`` of the entries does at
-    least that fraction of dense's work, so a smaller ratio means dense's timing was slowed
-    (another process on the core) rather than a real speedup."""
-    r = {lab: preds[lab] / dense[lab] for lab in preds}
-    low = [lab for lab, v in r.items() if v < density]
-    return {lab: max(v, density) for lab, v in r.items()}, low
 
 
 def _cap_note(labels) -> str:

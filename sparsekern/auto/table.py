@@ -152,6 +152,13 @@ class LayerLatency:
                for p in pts if p.get("status") == "unstable"]
         return pts if self.dense_stable else ["dense"] + pts
 
+    def floor_s(self, fmt: str, density: float) -> float:
+        """The least time a sparse format storing ``density`` of the entries can take:
+        that fraction of dense's time (it reads that fraction of the entries, so it cannot
+        skip more of dense's work; a prediction below it means dense's timing was slowed by
+        other load). 0 for dense itself."""
+        return 0.0 if fmt == DENSE else density * self.dense_s
+
     def predict(self, fmt: str, density: float) -> Optional[float]:
         """Seconds of ``fmt`` at stored fraction ``density`` (None when never timed).
 
@@ -237,9 +244,7 @@ class LatencyTable:
 
     def layer_s(self, name: str, choice: Choice) -> Dict[str, float]:
         """{shape: predicted seconds} of layer ``name`` in ``choice`` (fmt, density), never
-        below ``density`` times the dense time (a format reading that fraction of the entries
-        cannot skip more of dense's work; a smaller prediction means dense's timing was
-        slowed, as sparsekern.auto.choose.decide also assumes)."""
+        below :meth:`LayerLatency.floor_s`."""
         fmt, density = choice
         out = {}
         for label, e in self.layers[name].items():
@@ -247,7 +252,7 @@ class LatencyTable:
             if t is None:
                 raise ValueError(f"layer {name!r}: format {fmt!r} was never timed at {label} "
                                  f"({e.untimed_reason(fmt)})")
-            out[label] = t if fmt == DENSE else max(t, density * e.dense_s)
+            out[label] = max(t, e.floor_s(fmt, density))
         return out
 
     def predict(self, choices: Optional[Mapping[str, Choice]] = None) -> Dict[str, float]:

@@ -70,13 +70,12 @@ def test_prune_model_rejects_legacy_weight_norm_and_spectral_norm(wrap):
     assert prune.sparsity(m)["0"] >= 0.5
 
 
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype")
 @pytest.mark.parametrize("sequential", [True, False])
 def test_calibration_through_nested_tensors_of_a_transformer_encoder(sequential):
     """nn.TransformerEncoder in eval mode turns a padded batch into a nested tensor: the
     calibration hooks read its .shape ("NestedTensorImpl doesn't support sizes"). Its rows
     are the real tokens, so Wanda's masks equal those of the sequences run unpadded."""
-    import warnings
-    warnings.filterwarnings("ignore", message=".*nested tensors is in prototype.*")
     torch.manual_seed(0)
     enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2)
     enc.eval()
