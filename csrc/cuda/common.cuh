@@ -43,6 +43,24 @@ __device__ __forceinline__ void cp_async_16(void* smem_dst, const void* src, int
                : "memory");
 }
 
+// One 16-byte chunk of B into shared memory, of which only the first src_bytes (0..16, even)
+// lie inside the tensor. A full chunk goes through cp.async; an empty or partial one is
+// written with ordinary loads and stores, so no byte past the tensor's end is ever addressed
+// (compute-sanitizer counts a partial cp.async as a 16-byte read, and the hardware may too).
+// Callers order it with the stage's barrier, as they do the async copies.
+__device__ __forceinline__ void copy_chunk_16(void* smem_dst, const void* src, int src_bytes) {
+  if (src_bytes >= 16) {
+    cp_async_16(smem_dst, src, 16);
+    return;
+  }
+  uint32_t w[4] = {0u, 0u, 0u, 0u};
+  const uint16_t* s = static_cast<const uint16_t*>(src);
+#pragma unroll
+  for (int i = 0; i < 8; ++i)
+    if (2 * i < src_bytes) w[i / 2] |= static_cast<uint32_t>(s[i]) << (16 * (i % 2));
+  *static_cast<uint4*>(smem_dst) = make_uint4(w[0], w[1], w[2], w[3]);
+}
+
 __device__ __forceinline__ void cp_async_commit() {
   asm volatile("cp.async.commit_group;\n" ::: "memory");
 }

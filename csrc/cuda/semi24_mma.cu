@@ -2,8 +2,9 @@
 //
 // A comes repacked once per weight into the order of the mma.sp operands (see kernels.h), so
 // a k-step of a 16-row tile is one 512-byte block of values (16 bytes per lane) and one 64-byte
-// block of metadata. Per block tile: a STAGES-deep cp.async pipeline (16-byte copies,
-// zero-filled tails) brings A, its metadata and a B tile into shared memory; warps read B with
+// block of metadata. Per block tile: a STAGES-deep cp.async pipeline (16-byte copies; B's
+// partial tail chunks by plain loads, zeros beyond) brings A, its metadata and a B tile into
+// shared memory; warps read B with
 // ldmatrix (transposed when B is row-major) and issue mma.sp with fp32 accumulators; warps that
 // split K (small-N configurations) are summed through shared memory; the epilogue adds the bias
 // and writes 16-byte vectors along whichever output dimension is contiguous.
@@ -202,7 +203,7 @@ __global__ void __launch_bounds__(C::THREADS, C::MIN_BLOCKS)
           bytes = static_cast<int>((p.K - k < 8 ? p.K - k : 8) * 2);
           src = B + n * p.ldb + k;
         }
-        cp_async_16(sb + (r * C::BK + swizzle<CPR>(kc, r) * 8) * 2, src, bytes);
+        copy_chunk_16(sb + (r * C::BK + swizzle<CPR>(kc, r) * 8) * 2, src, bytes);
       }
     } else {
       // Shared tile [BK][BN] (n contiguous): row-major B.
@@ -217,7 +218,7 @@ __global__ void __launch_bounds__(C::THREADS, C::MIN_BLOCKS)
           bytes = static_cast<int>((p.N - n < 8 ? p.N - n : 8) * 2);
           src = B + k * p.ldb + n;
         }
-        cp_async_16(sb + (r * C::BN + swizzle<CPR>(nc, r) * 8) * 2, src, bytes);
+        copy_chunk_16(sb + (r * C::BN + swizzle<CPR>(nc, r) * 8) * 2, src, bytes);
       }
     }
   };
