@@ -12,12 +12,14 @@
 #               (default: the card's own, 9.0a on Hopper), nvcc --threads 0; fallback
 #               pip install --no-build-isolation --no-deps --no-index -e .
 #   probe       single-nonzero probe of the 2:4 mma.sp layout -> $OUT/probe.txt
-#   cuda_tests  pytest tests/cuda -m gpu (no -x)                  -> junit.xml
+#   cuda_tests  pytest tests/cuda -m gpu (no -x)                  -> junit.xml; a crash prints
+#               its native frames, decoded with addr2line (bench/segv_bt.c, preloaded)
 #   selftime    mma.sp vs cuBLAS vs torch 2:4 (the key figures)  -> $OUT/selftime.json
 #   triton_tests pytest tests/triton -m gpu, autotune off         -> junit.xml
 #   memcheck    compute-sanitizer memcheck, fp16 + bf16 2:4 (N up to 200, N = 40 included,
 #               row-major and transposed B), CSC; PYTORCH_NO_CUDA_MEMORY_CACHING=1
-#   racecheck   compute-sanitizer racecheck on the quick subset of the same cases
+#   racecheck   compute-sanitizer racecheck on the quick subset of the same cases (float16:
+#               races do not depend on the dtype; 14 cases took ~180 s on an H200)
 #   bench       python -m sparsekern.bench --device cuda --quick with the time left (SIGINT at
 #               the limit: the bench writes what it measured) -> $OUT/gpu-<card>.{json,md},
 #               copied to $RESULTS (default bench/results/: commit that copy)
@@ -198,6 +200,25 @@ build() {
     && echo "build: ok (pip install -e fallback)"
 }
 
+# A crash (SIGSEGV/SIGBUS) in a test stage prints its native frames (bench/segv_bt.c, preloaded
+# into the test processes); symbolize turns the extension's frames into function and line
+# while the build that made them is still there.
+SEGV_SO=
+if CC_BIN=$(command -v cc || command -v gcc) && \
+    "$CC_BIN" -O1 -shared -fPIC -o "$WORK/segv_bt.so" bench/segv_bt.c -ldl > /dev/null 2>&1; then
+  SEGV_SO=$WORK/segv_bt.so
+fi
+symbolize() {  # symbolize STAGE: append the decoded backtrace of a crash to the logs
+  local f=$WORK/$1.log
+  grep -q "=== segv_bt" "$f" 2> /dev/null || return 0
+  {
+    echo "== $1: native backtrace of the crash (addr2line)"
+    grep -E '^#[0-9]+ /[^ ]+ \+0x[0-9a-f]+' "$f" | while read -r idx lib off sym; do
+      echo "$idx $(basename "$lib") $off $sym $(addr2line -Cfpi -e "$lib" "${off#+}" 2> /dev/null | head -n 1)"
+    done
+  } | tee -a "$f" >> "$LOG"
+}
+
 export -f env_report default_arch build
 export PY OUT ROOT CARD
 SAN=$(command -v compute-sanitizer || true)
@@ -215,8 +236,9 @@ needs_build() {
 }
 if needs_build probe; then stage probe 45 280 "${SELFTIME[@]}" --probe "$OUT/probe.txt"; fi
 if needs_build cuda_tests; then
-  SPARSEKERN_CUDA_CHECK_STATUS=1 stage cuda_tests 120 220 "${PYTEST[@]}" tests/cuda \
-    --junitxml="$WORK/pytest-cuda.xml"
+  LD_PRELOAD=$SEGV_SO SPARSEKERN_CUDA_CHECK_STATUS=1 stage cuda_tests 120 220 "${PYTEST[@]}" \
+    tests/cuda --junitxml="$WORK/pytest-cuda.xml"
+  symbolize cuda_tests
 fi
 if needs_build selftime; then
   stage selftime 120 170 "${SELFTIME[@]}" --json "$OUT/selftime.json"
@@ -225,8 +247,9 @@ if needs_build selftime; then
   write_summary
 fi
 if wanted triton_tests; then
-  SPARSEKERN_TRITON_AUTOTUNE=0 stage triton_tests 150 100 "${PYTEST[@]}" tests/triton \
-    --junitxml="$WORK/pytest-triton.xml"
+  LD_PRELOAD=$SEGV_SO SPARSEKERN_TRITON_AUTOTUNE=0 stage triton_tests 150 100 "${PYTEST[@]}" \
+    tests/triton --junitxml="$WORK/pytest-triton.xml"
+  symbolize triton_tests
 fi
 if [ -z "$SAN" ]; then
   skip memcheck "compute-sanitizer not found"; skip racecheck "compute-sanitizer not found"
@@ -236,7 +259,7 @@ else
       --error-exitcode 9 "${SELFTIME[@]}" --sanitize
   fi
   if needs_build racecheck; then
-    PYTORCH_NO_CUDA_MEMORY_CACHING=1 stage racecheck 60 30 "$SAN" --tool racecheck \
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 stage racecheck 150 30 "$SAN" --tool racecheck \
       --error-exitcode 9 "${SELFTIME[@]}" --sanitize --quick
   fi
 fi

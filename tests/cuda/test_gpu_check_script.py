@@ -93,3 +93,21 @@ def test_python3_is_used_when_python_is_missing(tmp_path):
     proc, out = run_script(tmp_path, path=str(bindir), SKIP="bench")
     assert "python3)" in proc.stdout.splitlines()[0], proc.stdout[:300]
     assert " ok " in stage_rows(out)["env"], (out / "gpu_check.log").read_text()[-2000:]
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                    reason="needs a C compiler for bench/segv_bt.c")
+def test_a_crashing_test_stage_leaves_its_native_backtrace(tmp_path):
+    # A stage process killed by SIGSEGV (here: Python reading address 0) prints its native
+    # frames through the preloaded shim, and the script decodes them into the logs.
+    crash = f"{sys.executable} -c 'import ctypes; ctypes.string_at(0)'"
+    proc, out = run_script(tmp_path, FAKE_build='echo "build: ok"', FAKE_cuda_tests=crash)
+    assert proc.returncode == 1
+    rows = stage_rows(out)
+    assert "FAILED (rc 139)" in rows["cuda_tests"], rows["cuda_tests"]
+    log = (out / "gpu_check.log").read_text()
+    assert "=== segv_bt: signal 11" in log
+    assert "== cuda_tests: native backtrace of the crash (addr2line)" in log
+    frames = log.split("native backtrace of the crash (addr2line)")[1].splitlines()[1:]
+    assert any("libc.so" in f or "python" in f or "libffi" in f for f in frames), frames[:8]
+    assert " ok " in rows["selftime"] and " ok " in rows["triton_tests"]  # later stages ran

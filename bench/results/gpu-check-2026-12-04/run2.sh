@@ -1,5 +1,7 @@
 #!/bin/bash
 # Second GPU run: rebuild with the cp.async tail fix, locate the segfault, memcheck, tests.
+# (The seg.py and segv_bt.so it names: .devtools/ was a scratch folder; the shim is bench/segv_bt.c.
+# The segv step failed: seg.py lacked the repository on sys.path.)
 cd "$(dirname "$0")/.."
 T0=$(date +%s); left() { echo $(( ${BUDGET:-320} - ($(date +%s) - T0) )); }
 export PYTHONUNBUFFERED=1 SPARSEKERN_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=16

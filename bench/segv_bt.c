@@ -1,5 +1,8 @@
-// LD_PRELOAD shim: on SIGSEGV/SIGBUS/SIGABRT print the native backtrace (libc backtrace) to
-// stderr, then re-raise with the default action.
+// LD_PRELOAD shim (bench/gpu_check.sh preloads it into its test stages): on SIGSEGV or SIGBUS
+// print the native backtrace to stderr, one frame per line as `#i <object path> +0x<offset>
+// <exported symbol or ?>` (gpu_check.sh decodes the offsets with addr2line), then re-raise
+// with the default action so the exit status stays the crash's. Python's faulthandler, when
+// enabled later, restores this handler after printing its own traceback.
 #define _GNU_SOURCE
 #include <execinfo.h>
 #include <signal.h>
