@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from typing import Tuple
 
 import torch
@@ -11,6 +12,33 @@ from torch.nn.modules.module import _EXTRA_STATE_KEY_SUFFIX
 from .formats import from_parts
 
 _FMT_TENSORS = ("values", "indices", "offsets")
+
+
+def encode_extra_state(state: dict) -> torch.Tensor:
+    """A sparse layer's extra state (layout, shape, geometry: JSON-able) as a tensor: uint8
+    [n], the UTF-8 bytes of its JSON. A state_dict of tensors only goes wherever tensors go
+    (Hugging Face's ``save_pretrained``, safetensors)."""
+    data = json.dumps(state, sort_keys=True).encode()
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
+
+
+def decode_extra_state(state) -> dict:
+    """The dict of :func:`encode_extra_state`'s tensor, or the dict itself (files written
+    before the tensor form). Raises ValueError naming what it got otherwise."""
+    if isinstance(state, dict):
+        return state
+    if isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and state.dim() == 1:
+        try:
+            out = json.loads(bytes(state.detach().cpu().numpy().tobytes()).decode())
+        except (UnicodeDecodeError, ValueError):
+            out = None
+        if isinstance(out, dict):
+            return out
+        raise ValueError(f"extra state: a uint8 tensor of {state.numel()} bytes that is not the "
+                         f"UTF-8 JSON of an object")
+    got = (f"a {state.dtype} tensor of shape {list(state.shape)}"
+           if isinstance(state, torch.Tensor) else f"a {type(state).__name__}")
+    raise ValueError(f"extra state must be a dict or a uint8 [n] tensor of its JSON, got {got}")
 
 
 def outside_inference_mode(fn):
@@ -32,7 +60,8 @@ class PackedWeightModule(nn.Module):
 
     Subclasses hold ``values`` (Parameter), ``indices`` and ``offsets`` (buffers), ``bias``
     (Parameter [M] or None), ``layout``, a ``weight`` property giving the format (its
-    ``shape`` is the weight matrix's), and ``check_extra_state(state) -> (M, K)``.
+    ``shape`` is the weight matrix's), and ``check_extra_state(state) -> (M, K)``. Their
+    extra state is a uint8 tensor (:func:`encode_extra_state`); a dict is accepted on load.
 
     ``load_state_dict`` checks the incoming state first (the format with the incoming layout
     and shape, through sparsekern.formats' validation; the bias shape) and changes nothing
@@ -59,6 +88,7 @@ class PackedWeightModule(nn.Module):
         if extra is None:
             layout, shape = self.layout, tuple(self.weight.shape)
         else:
+            extra = decode_extra_state(extra)
             shape = self.check_extra_state(extra)
             layout = extra["layout"]
         tensors = {}

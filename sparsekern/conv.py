@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._packed_module import PackedWeightModule, outside_inference_mode
+from ._packed_module import (PackedWeightModule, decode_extra_state, encode_extra_state,
+                             outside_inference_mode)
 from .formats import SparseFormat, from_parts, to_sparse
 from .functional import check_input, weight_only_bias
 from .ops import spmm_op
@@ -207,7 +208,14 @@ class SparseConv2d(PackedWeightModule):
         return out.squeeze(0) if unbatched else out
 
     # -- state ----------------------------------------------------------------------
-    def get_extra_state(self):
+    def get_extra_state(self) -> torch.Tensor:
+        """uint8 [n]: the JSON of the geometry dict below (a tensor, so that a state_dict
+        holds tensors only); :meth:`geometry` gives the dict."""
+        return encode_extra_state(self.geometry())
+
+    def geometry(self) -> dict:
+        """{"layout", "out_channels", "in_channels", "kernel_size", "stride", "dilation",
+        "padding", "padding_mode"}: what a state_dict needs besides the tensors."""
         return {"layout": self.layout, "out_channels": self.out_channels,
                 "in_channels": self.in_channels, "kernel_size": list(self.kernel_size),
                 "stride": list(self.stride), "dilation": list(self.dilation),
@@ -217,8 +225,7 @@ class SparseConv2d(PackedWeightModule):
     def check_extra_state(self, state) -> Tuple[int, int]:
         """Raise unless ``state`` (from get_extra_state) is a valid geometry; returns the
         packed matrix's shape (out_channels, in_channels*kh*kw)."""
-        if not isinstance(state, dict):
-            raise ValueError(f"extra state must be a dict, got {type(state).__name__}")
+        state = decode_extra_state(state)
         missing = [k for k in ("layout", "out_channels", "in_channels", "kernel_size",
                                "stride", "dilation", "padding", "padding_mode") if k not in state]
         if missing:
@@ -231,6 +238,7 @@ class SparseConv2d(PackedWeightModule):
         return out, cin * kh * kw
 
     def set_extra_state(self, state):
+        state = decode_extra_state(state)
         self.check_extra_state(state)
         self.layout = state["layout"]
         self.out_channels = int(state["out_channels"])

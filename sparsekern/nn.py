@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from . import _layers, functional
-from ._packed_module import PackedWeightModule, outside_inference_mode
+from ._packed_module import (PackedWeightModule, decode_extra_state, encode_extra_state,
+                             outside_inference_mode)
 from .conv import SparseConv2d
 from .formats import SparseFormat, from_parts, layouts, to_sparse
 from .ops import forward_ad_active
@@ -125,12 +126,17 @@ class SparseLinear(PackedWeightModule):
                 lin.bias.copy_(self.bias)
         return lin
 
-    def get_extra_state(self):
-        return {"layout": self.layout, "shape": [self.out_features, self.in_features]}
+    def get_extra_state(self) -> torch.Tensor:
+        """uint8 [n]: the JSON of {"layout": str, "shape": [out, in]} (a tensor, so that a
+        state_dict holds tensors only)."""
+        return encode_extra_state({"layout": self.layout,
+                                   "shape": [self.out_features, self.in_features]})
 
     def check_extra_state(self, state) -> Tuple[int, int]:
-        """Raise unless ``state`` (from get_extra_state) is valid; returns (out, in)."""
-        shape = state.get("shape") if isinstance(state, dict) else None
+        """Raise unless ``state`` (from get_extra_state, or its dict) is valid; returns
+        (out, in)."""
+        state = decode_extra_state(state)
+        shape = state.get("shape")
         if (not isinstance(shape, (list, tuple)) or len(shape) != 2 or
                 not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                         for s in shape) or "layout" not in state):
@@ -139,6 +145,7 @@ class SparseLinear(PackedWeightModule):
         return int(shape[0]), int(shape[1])
 
     def set_extra_state(self, state):
+        state = decode_extra_state(state)
         self.check_extra_state(state)
         self.layout = state["layout"]
         self.out_features, self.in_features = (int(s) for s in state["shape"])

@@ -33,12 +33,13 @@ import torch
 from torch import nn
 
 from . import _layers
-from ._packed_module import outside_inference_mode
+from ._packed_module import decode_extra_state, outside_inference_mode
 from .conv import SparseConv2d, check_geometry
 from .formats import from_parts
 from .nn import SparseLinear, _set_submodule
 
 _FORMAT_TAG = "sparsekern-sparse-model/1"
+_EXTRA_STATE = "_extra_state"  # torch's suffix of a module's extra state in a state_dict
 _FMT_TENSORS = ("values", "indices", "offsets")
 _CONV_FIELDS = ("out_channels", "in_channels", "kernel_size", "stride", "padding", "dilation",
                 "padding_mode", "groups")
@@ -51,7 +52,7 @@ PathLike = Union[str, os.PathLike]
 def _entry(mod: nn.Module) -> dict:
     """One sparse layer: its description (plain ints/strs/lists) and its tensors."""
     if isinstance(mod, SparseConv2d):
-        e = mod.get_extra_state()
+        e = mod.geometry()
         e.update(kind="conv2d", groups=1)
     else:
         e = {"kind": "linear", "layout": mod.layout,
@@ -146,6 +147,9 @@ class _Saved:
 
     layers: Dict[str, dict]
     dense: Dict[str, object]
+    #: A plain state_dict file (save_pretrained) leaves out tied tensors: a model tensor that
+    #: is missing but shares its storage with one the file holds takes that one's value.
+    tied_may_be_missing: bool = False
 
 
 def _is_safetensors(path: PathLike) -> bool:
@@ -156,7 +160,30 @@ def _is_safetensors(path: PathLike) -> bool:
     return len(head) == 9 and head[8:9] == b"{"
 
 
+def _folder_files(path: PathLike) -> List[str]:
+    """The safetensors files of a Hugging Face model folder: ``model.safetensors``, or the
+    shards its ``model.safetensors.index.json`` names."""
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        try:
+            with open(index) as f:
+                weight_map = json.load(f)["weight_map"]
+            names = sorted(set(weight_map.values()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ValueError(f"{index} is not a safetensors index (a JSON object with a "
+                             f"'weight_map' of file names)") from None
+        return [os.path.join(path, n) for n in names]
+    single = os.path.join(path, "model.safetensors")
+    if os.path.isfile(single):
+        return [single]
+    raise ValueError(f"{path} is a folder without model.safetensors or "
+                     f"model.safetensors.index.json; expected a file from "
+                     f"sparsekern.save_sparse or a Hugging Face save_pretrained folder")
+
+
 def _read(path: PathLike, map_location) -> _Saved:
+    if os.path.isdir(path):
+        return _read_state_dict_files(path, _folder_files(path), map_location)
     if _is_safetensors(path):
         return _read_safetensors(path, map_location)
     # save_sparse writes torch's zip format: other bytes (empty, truncated: no central
@@ -220,7 +247,8 @@ def _resolve_aliases(path: PathLike, meta: dict, tensors: Dict[str, torch.Tensor
         tensors[key] = tensors[target]
 
 
-def _read_safetensors(path: PathLike, map_location) -> _Saved:
+def _open_safetensors(path: PathLike, map_location) -> Tuple[dict, Dict[str, torch.Tensor]]:
+    """(metadata, tensors) of one safetensors file."""
     safe_open = _safetensors().safe_open
     if map_location is None:
         device = "cpu"
@@ -231,13 +259,59 @@ def _read_safetensors(path: PathLike, map_location) -> _Saved:
                         f".safetensors file, got {type(map_location).__name__}")
     try:
         with safe_open(os.fspath(path), "pt", device=device) as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for a corrupt file
         raise ValueError(f"{path} is not a readable safetensors file: {e}") from None
+
+
+def _read_state_dict_files(path: PathLike, files: List[str], map_location) -> _Saved:
+    """A sparsified model's plain state_dict in safetensors files (Hugging Face's
+    ``save_pretrained``, ``safetensors.torch.save_file(model.state_dict())``): each sparse
+    layer is the prefix of a ``<layer>._extra_state`` uint8 tensor (its layout and shape,
+    see sparsekern._packed_module) beside ``<layer>.values``, ``.indices``, ``.offsets`` and,
+    when it has one, ``.bias``; everything else is the dense state."""
+    tensors: Dict[str, torch.Tensor] = {}
+    for file in files:
+        for k, t in _open_safetensors(file, map_location)[1].items():
+            if k in tensors:
+                raise ValueError(f"{path}: tensor {k!r} is stored in more than one file")
+            tensors[k] = t
+    return _state_dict_saved(path, tensors)
+
+
+def _state_dict_saved(path: PathLike, tensors: Dict[str, torch.Tensor]) -> _Saved:
+    """The sparse layers and dense state of a plain state_dict (consumes ``tensors``)."""
+    layers: Dict[str, dict] = {}
+    for key in [k for k in tensors if k.endswith("." + _EXTRA_STATE)]:
+        prefix = key[:-len(_EXTRA_STATE)]
+        if prefix + "values" not in tensors:
+            continue  # another module's extra state: dense state
+        try:
+            e = dict(decode_extra_state(tensors.pop(key)))
+        except ValueError as err:
+            raise ValueError(f"{path}: {key!r}: {err}") from None
+        e["kind"] = "conv2d" if "out_channels" in e else "linear"
+        for k in _FMT_TENSORS:
+            if prefix + k not in tensors:
+                raise ValueError(f"{path}: layer {prefix[:-1]!r} has no tensor {prefix + k!r}")
+            e[k] = tensors.pop(prefix + k)
+        e["bias"] = tensors.pop(prefix + "bias", None)
+        layers[prefix[:-1]] = e
+    if not layers:
+        raise ValueError(f"{path} holds no sparse layer: neither a file written by "
+                         f"sparsekern.save_sparse nor the state_dict of a sparsified model (no "
+                         f"'<layer>.{_EXTRA_STATE}' beside '<layer>.values')")
+    return _Saved(layers, dict(tensors), tied_may_be_missing=True)
+
+
+def _read_safetensors(path: PathLike, map_location) -> _Saved:
+    meta, tensors = _open_safetensors(path, map_location)
     if meta.get("format") != _FORMAT_TAG:
+        if any(k.endswith("." + _EXTRA_STATE) for k in tensors):
+            return _state_dict_saved(path, tensors)
         raise ValueError(f"{path} is not a file written by sparsekern.save_sparse (its metadata "
-                         f"has format={meta.get('format')!r}, expected {_FORMAT_TAG!r})")
+                         f"has format={meta.get('format')!r}, expected {_FORMAT_TAG!r}) nor the "
+                         f"state_dict of a sparsified model (no '<layer>.{_EXTRA_STATE}' tensor)")
     try:
         described = json.loads(meta.get("layers", ""))
     except ValueError:
@@ -376,10 +450,27 @@ def _same_kind(a: torch.dtype, b: torch.dtype) -> bool:
     return k(a) == k(b)
 
 
-def _check_dense(model: nn.Module, names: List[str], dense: Dict[str, object]) -> None:
-    """The dense state must match the model's state outside the sparse layers exactly."""
+def _fill_tied(own: Dict[str, object], dense: Dict[str, object]) -> None:
+    """Adds to ``dense`` each key of ``own`` it lacks whose tensor is the same view as that
+    of a key it holds (a tied weight, stored once)."""
+    def view(t):
+        return (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape),
+                tuple(t.stride()), t.dtype)
+    held = {view(v): k for k, v in own.items()
+            if k in dense and isinstance(v, torch.Tensor) and v.numel()}
+    for k, v in own.items():
+        if k not in dense and isinstance(v, torch.Tensor) and v.numel() and view(v) in held:
+            dense[k] = dense[held[view(v)]]
+
+
+def _check_dense(model: nn.Module, names: List[str], dense: Dict[str, object],
+                 tied_may_be_missing: bool = False) -> None:
+    """The dense state must match the model's state outside the sparse layers exactly
+    (tied tensors may be missing when ``tied_may_be_missing``: they are filled in)."""
     prefixes = tuple(n + "." for n in names)
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(prefixes)}
+    if tied_may_be_missing:
+        _fill_tied(own, dense)
     missing = [k for k in own if k not in dense]
     unexpected = [k for k in dense if k not in own]
     if missing or unexpected:
@@ -403,6 +494,10 @@ def _check_dense(model: nn.Module, names: List[str], dense: Dict[str, object]) -
 def load_sparse(model: nn.Module, path: PathLike, map_location=None) -> nn.Module:
     """Load a file from :func:`save_sparse` (``.safetensors`` or ``.pt``) into a fresh model.
 
+    ``path`` may also be a sparsified model's plain state_dict in safetensors: a file, or a
+    folder written by Hugging Face's ``save_pretrained`` (``model.safetensors`` or its shards;
+    tied weights it leaves out are filled from the tensor they share).
+
     Under torch.inference_mode it builds the sparse layers with inference mode off (as
     ``load_state_dict`` copies into existing parameters), so the model can still be trained.
 
@@ -423,7 +518,7 @@ def load_sparse(model: nn.Module, path: PathLike, map_location=None) -> nn.Modul
             raise ValueError(f"layer {name!r}: saved kind {e.get('kind')!r}; expected 'linear' "
                              f"or 'conv2d'")
         new[name] = build(model, name, e)
-    _check_dense(model, list(new), saved.dense)
+    _check_dense(model, list(new), saved.dense, saved.tied_may_be_missing)
     old = {name: model.get_submodule(name) for name in new}
     for name, mod in new.items():
         _set_submodule(model, name, mod)

@@ -381,3 +381,85 @@ def test_calibration_statistics_count_real_tokens_only():
         for n in k1:
             assert torch.equal(k1[n], k2[n]), (criterion, n)
             assert torch.equal(m1.get_submodule(n).weight, m2.get_submodule(n).weight)
+
+
+# -- Hugging Face save_pretrained of a sparsified model ---------------------------------------
+
+def tiny_gpt2_lm(seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=32, n_layer=2, n_head=2,
+                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    return transformers.GPT2LMHeadModel(cfg).eval()
+
+
+@pytest.mark.parametrize("layout", ["2:4", "csc", "bsr"])
+def test_save_pretrained_of_a_sparsified_bert_loads_back_with_load_sparse(tmp_path, layout):
+    # Its state_dict holds tensors only (a layer's extra state is the uint8 JSON of its
+    # layout and shape), so save_pretrained writes it; load_sparse reads the folder or file.
+    model = tiny_bert()
+    gran = {"2:4": "2:4", "csc": "fine", "bsr": (8, 8)}[layout]
+    prune.prune_model(model, 0.75 if layout != "2:4" else 0.5, gran)
+    sparse = sk.sparsify(model, layout, blocksize=(8, 8) if layout == "bsr" else None,
+                         max_density=1.0)
+    extra = sparse.encoder.layer[0].intermediate.dense.state_dict()["_extra_state"]
+    assert extra.dtype == torch.uint8 and extra.dim() == 1
+    sparse.save_pretrained(tmp_path)
+    x = ids()
+    for path in (tmp_path, tmp_path / "model.safetensors"):
+        fresh = sk.load_sparse(tiny_bert(seed=7), path)
+        assert isinstance(fresh.encoder.layer[1].output.dense, SparseLinear)
+        assert fresh.encoder.layer[1].output.dense.layout == sparse.encoder.layer[1].output.dense.layout
+        assert torch.equal(fresh(input_ids=x).last_hidden_state,
+                           sparse(input_ids=x).last_hidden_state)
+
+
+def test_save_pretrained_of_a_sparsified_gpt2_lm_fills_the_tied_head_and_reads_shards(tmp_path):
+    model = tiny_gpt2_lm()
+    prune.prune_model(model, granularity="2:4", layers=conv1d_names(model))
+    sparse = sk.sparsify(model, layout="2:4", layers=conv1d_names(model))
+    # save_pretrained stores the tied lm_head once (under the embedding) and, with a small
+    # shard size, splits the file into shards named by an index.
+    sparse.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert (tmp_path / "model.safetensors.index.json").exists()
+    fresh = sk.load_sparse(tiny_gpt2_lm(seed=3), tmp_path)
+    assert fresh.lm_head.weight is fresh.transformer.wte.weight  # still tied
+    x = ids()
+    assert torch.equal(fresh(input_ids=x).logits, sparse(input_ids=x).logits)
+
+
+def test_a_state_dict_file_with_a_bad_layer_is_rejected_and_changes_nothing(tmp_path):
+    from safetensors.torch import load_file, save_file
+    model = tiny_bert()
+    prune.prune_model(model, 0.5, "2:4")
+    sk.sparsify(model, "2:4").save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    key = "encoder.layer.0.intermediate.dense"
+    fresh = tiny_bert(seed=7)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+
+    def rejected(tensors, match):
+        path = tmp_path / "bad.safetensors"
+        save_file(tensors, path)
+        with pytest.raises(ValueError, match=match):
+            sk.load_sparse(fresh, path)
+        assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())
+
+    rejected({k: v for k, v in state.items() if k != key + ".indices"},
+             rf"layer '{key}' has no tensor '{key}\.indices'")
+    rejected(dict(state, **{key + "._extra_state": torch.tensor([1, 2, 3], dtype=torch.uint8)}),
+             rf"'{key}\._extra_state': extra state: a uint8 tensor of 3 bytes that is not the "
+             r"UTF-8 JSON of an object")
+    rejected(dict(state, **{key + "._extra_state": torch.zeros(3)}),
+             r"extra state must be a dict or a uint8 \[n\] tensor of its JSON, got a "
+             r"torch.float32 tensor of shape \[3\]")
+    rejected({k: v for k, v in state.items() if "_extra_state" not in k},
+             r"is not a file written by sparsekern.save_sparse \(its metadata has format=None, "
+             r"expected 'sparsekern-sparse-model/1'\) nor the state_dict of a sparsified model "
+             r"\(no '<layer>\._extra_state' tensor\)")
+    bad = dict(state)
+    bad[key + ".values"] = bad[key + ".values"][:-1].clone()
+    rejected(bad, rf"layer '{key}'")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"is a folder without model\.safetensors or "
+                                         r"model\.safetensors\.index\.json"):
+        sk.load_sparse(fresh, tmp_path / "empty")

@@ -195,10 +195,15 @@ def test_pretrained_minilm_pruned_on_tokenizer_output_runs_as_its_masked_dense_m
     path = tmp_path / "minilm.safetensors"
     sk.save_sparse(sparse, path)
     fresh = sk.load_sparse(load_minilm()[0], path)
+    # Hugging Face's own save_pretrained of the sparsified BertModel, read back by load_sparse
+    sparse.encoder.save_pretrained(tmp_path / "hf")
+    fresh_hf = load_minilm()[0]
+    sk.load_sparse(fresh_hf.encoder, tmp_path / "hf")
     with torch.no_grad():
         for b in batches:
             want = truth(**b)
             assert (sparse(**b).double() - want).abs().max() < 1e-5
             assert (fresh(**b).double() - want).abs().max() < 1e-5
+            assert torch.equal(fresh_hf(**b), sparse(**b))
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 assert rel_err(sparse(**b), model(**b)) < 2e-2

@@ -10,6 +10,7 @@ from torch import nn
 
 import sparsekern as sk
 from sparsekern import prune
+from sparsekern._packed_module import decode_extra_state
 from sparsekern.conv import SparseConv2d
 from sparsekern.formats import layouts
 from sparsekern.nn import SparseLinear
@@ -462,7 +463,8 @@ def test_a_rejected_conv_state_dict_changes_nothing():
         conv.weight.mul_(torch.rand_like(conv.weight) > 0.7)
     layer = SparseConv2d.from_dense(conv, "csc")
     state = layer.state_dict()
-    state["_extra_state"] = dict(state["_extra_state"], stride=[0, 1])
+    # the dict form (files from before the tensor form) goes through the same checks
+    state["_extra_state"] = dict(decode_extra_state(state["_extra_state"]), stride=[0, 1])
     saved = _module_tensors(layer)
     with pytest.raises(ValueError, match=r"stride must be >= 1, got \[0, 1\]"):
         layer.load_state_dict(state)
@@ -510,3 +512,25 @@ def test_a_bad_map_location_is_not_reported_as_a_bad_file(tmp_path):
         sk.load_sparse(net(1), path, map_location="nonsense_device")
     assert not isinstance(info.value, ValueError)
     assert "not a readable file" not in str(info.value)
+
+
+def test_the_extra_state_is_a_tensor_and_the_dict_of_earlier_files_still_loads():
+    torch.manual_seed(3)
+    lin = nn.Linear(16, 8)
+    with torch.no_grad():
+        lin.weight.mul_(torch.rand_like(lin.weight) > 0.6)
+    layer = SparseLinear.from_dense(lin, "csc")
+    state = layer.state_dict()
+    assert state["_extra_state"].dtype == torch.uint8  # a state_dict of tensors only
+    assert decode_extra_state(state["_extra_state"]) == {"layout": "csc", "shape": [8, 16]}
+    x = torch.randn(3, 16)
+    for extra in (state["_extra_state"], decode_extra_state(state["_extra_state"])):
+        other = nn.Linear(16, 8)
+        with torch.no_grad():
+            other.weight.mul_(torch.rand_like(other.weight) > 0.3)
+        fresh = SparseLinear.from_dense(other, "csc")
+        fresh.load_state_dict(dict(state, _extra_state=extra))
+        assert torch.equal(fresh(x), layer(x))
+    with pytest.raises(ValueError, match=r"extra state must be a dict or a uint8 \[n\] tensor of "
+                                         r"its JSON, got a str"):
+        fresh.load_state_dict(dict(state, _extra_state="csc"))
