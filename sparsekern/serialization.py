@@ -160,32 +160,35 @@ def _is_safetensors(path: PathLike) -> bool:
     return len(head) == 9 and head[8:9] == b"{"
 
 
+#: A Hugging Face folder's weight files: the single file and the index of its shards, per
+#: serialization (save_pretrained's default safetensors, or safe_serialization=False).
+_HF_WEIGHTS = (("model.safetensors", "model.safetensors.index.json"),
+               ("pytorch_model.bin", "pytorch_model.bin.index.json"))
+
+
 def _folder_files(path: PathLike) -> List[str]:
-    """The safetensors files of a Hugging Face model folder: ``model.safetensors``, or the
-    shards its ``model.safetensors.index.json`` names."""
-    index = os.path.join(path, "model.safetensors.index.json")
-    if os.path.isfile(index):
-        try:
-            with open(index) as f:
-                weight_map = json.load(f)["weight_map"]
-            names = sorted(set(weight_map.values()))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise ValueError(f"{index} is not a safetensors index (a JSON object with a "
-                             f"'weight_map' of file names)") from None
-        return [os.path.join(path, n) for n in names]
-    single = os.path.join(path, "model.safetensors")
-    if os.path.isfile(single):
-        return [single]
-    raise ValueError(f"{path} is a folder without model.safetensors or "
-                     f"model.safetensors.index.json; expected a file from "
-                     f"sparsekern.save_sparse or a Hugging Face save_pretrained folder")
+    """The weight files of a Hugging Face model folder (see _HF_WEIGHTS): the single file, or
+    the shards its index names."""
+    for single, index_name in _HF_WEIGHTS:
+        index = os.path.join(path, index_name)
+        if os.path.isfile(index):
+            try:
+                with open(index) as f:
+                    weight_map = json.load(f)["weight_map"]
+                names = sorted(set(weight_map.values()))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise ValueError(f"{index} is not a weights index (a JSON object with a "
+                                 f"'weight_map' of file names)") from None
+            return [os.path.join(path, n) for n in names]
+        if os.path.isfile(os.path.join(path, single)):
+            return [os.path.join(path, single)]
+    raise ValueError(f"{path} is a folder without model.safetensors, pytorch_model.bin or "
+                     f"their index; expected a file from sparsekern.save_sparse or a Hugging "
+                     f"Face save_pretrained folder")
 
 
-def _read(path: PathLike, map_location) -> _Saved:
-    if os.path.isdir(path):
-        return _read_state_dict_files(path, _folder_files(path), map_location)
-    if _is_safetensors(path):
-        return _read_safetensors(path, map_location)
+def _torch_load(path: PathLike, map_location):
+    """torch.load(weights_only=True) of a zip-format file; other bytes raise ValueError."""
     # save_sparse writes torch's zip format: other bytes (empty, truncated: no central
     # directory, foreign) are not its file. A missing file stays FileNotFoundError.
     with open(path, "rb") as f:
@@ -194,7 +197,7 @@ def _read(path: PathLike, map_location) -> _Saved:
         raise ValueError(f"{path} is not a readable file written by sparsekern.save_sparse "
                          f"(neither a safetensors file nor torch's zip format)")
     try:
-        blob = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except (EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path} is not a readable file written by sparsekern.save_sparse "
                          f"({type(e).__name__}: {e})") from None
@@ -203,8 +206,25 @@ def _read(path: PathLike, map_location) -> _Saved:
             raise
         raise ValueError(f"{path} is not a readable file written by sparsekern.save_sparse "
                          f"({e})") from None
+
+
+def _is_state_dict(blob) -> bool:
+    """A plain state_dict of a sparsified model: str keys, one a '<layer>._extra_state'."""
+    return (isinstance(blob, dict) and all(isinstance(k, str) for k in blob) and
+            any(k.endswith("." + _EXTRA_STATE) for k in blob))
+
+
+def _read(path: PathLike, map_location) -> _Saved:
+    if os.path.isdir(path):
+        return _read_state_dict_files(path, _folder_files(path), map_location)
+    if _is_safetensors(path):
+        return _read_safetensors(path, map_location)
+    blob = _torch_load(path, map_location)
+    if isinstance(blob, dict) and blob.get("format") != _FORMAT_TAG and _is_state_dict(blob):
+        return _state_dict_saved(path, dict(blob))
     if not isinstance(blob, dict) or blob.get("format") != _FORMAT_TAG:
-        raise ValueError(f"{path} is not a file written by sparsekern.save_sparse")
+        raise ValueError(f"{path} is not a file written by sparsekern.save_sparse nor the "
+                         f"state_dict of a sparsified model (no '<layer>.{_EXTRA_STATE}' entry)")
     layers: Dict[str, dict] = {}
     for key, kind in (("sparse", "linear"), ("sparse_conv2d", "conv2d")):
         part = blob.get(key, {})
@@ -265,14 +285,21 @@ def _open_safetensors(path: PathLike, map_location) -> Tuple[dict, Dict[str, tor
 
 
 def _read_state_dict_files(path: PathLike, files: List[str], map_location) -> _Saved:
-    """A sparsified model's plain state_dict in safetensors files (Hugging Face's
-    ``save_pretrained``, ``safetensors.torch.save_file(model.state_dict())``): each sparse
+    """A sparsified model's plain state_dict in safetensors or torch.save files (Hugging
+    Face's ``save_pretrained``, ``safetensors.torch.save_file(model.state_dict())``,
+    ``torch.save(model.state_dict())``), one or several (shards): each sparse
     layer is the prefix of a ``<layer>._extra_state`` uint8 tensor (its layout and shape,
     see sparsekern._packed_module) beside ``<layer>.values``, ``.indices``, ``.offsets`` and,
     when it has one, ``.bias``; everything else is the dense state."""
     tensors: Dict[str, torch.Tensor] = {}
     for file in files:
-        for k, t in _open_safetensors(file, map_location)[1].items():
+        if _is_safetensors(file):
+            part = _open_safetensors(file, map_location)[1]
+        else:
+            part = _torch_load(file, map_location)
+            if not isinstance(part, dict) or not all(isinstance(k, str) for k in part):
+                raise ValueError(f"{file} is not a state_dict (a dict of named tensors)")
+        for k, t in part.items():
             if k in tensors:
                 raise ValueError(f"{path}: tensor {k!r} is stored in more than one file")
             tensors[k] = t
@@ -494,9 +521,10 @@ def _check_dense(model: nn.Module, names: List[str], dense: Dict[str, object],
 def load_sparse(model: nn.Module, path: PathLike, map_location=None) -> nn.Module:
     """Load a file from :func:`save_sparse` (``.safetensors`` or ``.pt``) into a fresh model.
 
-    ``path`` may also be a sparsified model's plain state_dict in safetensors: a file, or a
-    folder written by Hugging Face's ``save_pretrained`` (``model.safetensors`` or its shards;
-    tied weights it leaves out are filled from the tensor they share).
+    ``path`` may also hold a sparsified model's plain state_dict: a safetensors or
+    ``torch.save`` file, or a folder written by Hugging Face's ``save_pretrained``
+    (``model.safetensors``, ``pytorch_model.bin`` or their shards; tied weights it leaves out
+    are filled from the tensor they share).
 
     Under torch.inference_mode it builds the sparse layers with inference mode off (as
     ``load_state_dict`` copies into existing parameters), so the model can still be trained.

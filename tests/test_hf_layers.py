@@ -2,6 +2,7 @@
 sparsify (fixed layouts and "auto"), prune.convert and save/load, on tiny random configs
 built in-process (no download)."""
 import copy
+import json
 import logging
 import subprocess
 import sys
@@ -460,6 +461,42 @@ def test_a_state_dict_file_with_a_bad_layer_is_rejected_and_changes_nothing(tmp_
     bad[key + ".values"] = bad[key + ".values"][:-1].clone()
     rejected(bad, rf"layer '{key}'")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match=r"is a folder without model\.safetensors or "
-                                         r"model\.safetensors\.index\.json"):
+    with pytest.raises(ValueError, match=r"is a folder without model\.safetensors, "
+                                         r"pytorch_model\.bin or their index"):
         sk.load_sparse(fresh, tmp_path / "empty")
+
+
+@pytest.mark.parametrize("how", ["torch.save", "bin", "bin-shards"])
+def test_load_sparse_reads_a_plain_torch_state_dict_and_a_bin_folder(tmp_path, how):
+    model = tiny_gpt2_lm()
+    prune.prune_model(model, 0.7, "fine", layers=conv1d_names(model))
+    sparse = sk.sparsify(model, layout="csc", layers=conv1d_names(model))
+    if how == "torch.save":
+        path = tmp_path / "state.pt"
+        torch.save(sparse.state_dict(), path)
+    else:  # the folder layout of transformers 4's save_pretrained(safe_serialization=False)
+        path, state = tmp_path, sparse.state_dict()
+        if how == "bin":
+            torch.save(state, tmp_path / "pytorch_model.bin")
+        else:
+            keys = sorted(state)
+            shards = {"pytorch_model-00001-of-00002.bin": keys[::2],
+                      "pytorch_model-00002-of-00002.bin": keys[1::2]}
+            for name, part in shards.items():
+                torch.save({k: state[k] for k in part}, tmp_path / name)
+            index = {"metadata": {}, "weight_map": {k: n for n, part in shards.items()
+                                                    for k in part}}
+            (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    fresh = sk.load_sparse(tiny_gpt2_lm(seed=9), path)
+    assert fresh.lm_head.weight is fresh.transformer.wte.weight
+    x = ids()
+    assert torch.equal(fresh(input_ids=x).logits, sparse(input_ids=x).logits)
+
+
+def test_a_torch_file_that_is_no_sparse_state_dict_is_named(tmp_path):
+    path = tmp_path / "dense.pt"
+    torch.save(tiny_bert().state_dict(), path)
+    with pytest.raises(ValueError, match=r"dense\.pt is not a file written by "
+                                         r"sparsekern\.save_sparse nor the state_dict of a "
+                                         r"sparsified model \(no '<layer>\._extra_state' entry\)"):
+        sk.load_sparse(tiny_bert(), path)
