@@ -59,7 +59,7 @@ namespace {
 
 namespace skc = sparsekern::cpu;
 
-constexpr int64_t kAbiVersion = 5;  // must equal sparsekern/_extension.py ABI_VERSION
+constexpr int64_t kAbiVersion = 6;  // must equal sparsekern/_extension.py ABI_VERSION
 
 // > 0 while this thread has a backend override (use_backend) or output poisoning active:
 // its CPU calls then take the Python path, which honours them. Per thread, as use_backend is.
@@ -406,16 +406,22 @@ int64_t steady_ns() {
 }
 
 // Whether a call on torch's pool shows a teammate that was late or slow (times in ns on one
-// clock; the caller, team thread 0, ran caller_items of the items and finished its last at
-// caller_done): it waited for the team more than kStallNanos + 1.5 of its mean item times,
-// or it ran more than its share plus half of another's (75% of the items with 2 threads).
-bool team_stalled(int64_t start, int64_t caller_done, int64_t end, int64_t caller_items,
-                  int64_t items, int64_t threads) {
-  const int64_t mean_item = (caller_done - start) / (caller_items > 0 ? caller_items : 1);
+// clock, from `start`, before the region; the caller, team thread 0, entered the region at
+// `entered`, ran caller_items of the items and finished its last at caller_done): it entered
+// more than kStallNanos late, or waited for the team more than kStallNanos + 1.5 of its mean
+// item times, or ran more than its share plus half of another's (75% of the items with 2
+// threads). The late entry: libgomp starts a region only once every team thread has docked
+// after the last one, so a thread descheduled there holds the caller before its first item
+// (measured: a nice-19 busy process on one of 2 cores, 2:4 512x512 GEMV, every call a flat
+// 8 ms, none of it after the caller's items; the own pool: 0.03 ms).
+bool team_stalled(int64_t start, int64_t entered, int64_t caller_done, int64_t end,
+                  int64_t caller_items, int64_t items, int64_t threads) {
+  const bool late_start = entered - start > kStallNanos;
+  const int64_t mean_item = (caller_done - entered) / (caller_items > 0 ? caller_items : 1);
   const bool late = end - caller_done > kStallNanos + 3 * mean_item / 2;
   const bool alone = threads >= 2 && items >= 2 * threads &&
                      2 * caller_items * threads > items * (threads + 1);
-  return late || alone;
+  return late_start || late || alone;
 }
 
 // The back-off after a call on torch's pool, given the previous one (ns; 0: the last call
@@ -438,8 +444,9 @@ int run_items_on_torch_pool(int64_t items, int threads, skc::ItemFn fn, void* ct
     return skc::kRunnerDeclined;
   std::atomic<int64_t> next{0};
   std::atomic<int> status{skc::kOk};
-  int64_t caller_done = 0, caller_items = 0;
+  int64_t entered = 0, caller_done = 0, caller_items = 0;
   at::parallel_for(0, threads, 1, [&](int64_t t0, int64_t t1) {
+    if (at::get_thread_num() == 0) entered = steady_ns();
     int64_t mine = 0;
     for (int64_t t = t0; t < t1; ++t) {
       for (int64_t i = next.fetch_add(1); i < items; i = next.fetch_add(1)) {
@@ -458,7 +465,8 @@ int run_items_on_torch_pool(int64_t items, int threads, skc::ItemFn fn, void* ct
   });
   if (guard && caller_done > 0) {
     const int64_t end = steady_ns();
-    const bool stalled = team_stalled(start, caller_done, end, caller_items, items, threads);
+    const bool stalled =
+        team_stalled(start, entered, caller_done, end, caller_items, items, threads);
     const int64_t backoff = next_backoff(g_backoff.load(std::memory_order_relaxed), stalled);
     g_backoff.store(backoff, std::memory_order_relaxed);
     if (stalled) g_torch_pool_off_until.store(end + backoff, std::memory_order_relaxed);

@@ -16,7 +16,7 @@ import warnings
 import torch  # loads libc10/libtorch that _C links against
 
 #: Bumped whenever the C++ op signatures change; _C reports the value it was built with.
-ABI_VERSION = 5
+ABI_VERSION = 6
 
 _C = None
 _reason = ""

@@ -54,8 +54,8 @@ SCHEMAS = {
     "_kernel_exists": "(str layout, ScalarType values_dtype, ScalarType B_dtype) -> bool",
     "_cpu_isa": "() -> str",
     "_cpu_pool": "() -> str",
-    "_pool_team_stalled": ("(int start, int caller_done, int end, int caller_items, int items, "
-                           "int threads) -> bool"),
+    "_pool_team_stalled": ("(int start, int entered, int caller_done, int end, int caller_items, "
+                           "int items, int threads) -> bool"),
     "_pool_next_backoff": "(int previous, bool stalled) -> int",
     "_cpu_has_avx2": "() -> bool",
     "_cpu_has_avx512": "() -> bool",

@@ -70,6 +70,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--busy-cores", default=None,
                    help="--contention: comma-separated CPUs for the busy processes "
                         "(default: the last usable CPU)")
+    p.add_argument("--busy-nice", type=int, default=0,
+                   help="--contention: niceness of the busy processes (default 0; 19: a "
+                        "background job)")
+    p.add_argument("--busy-unpinned", action="store_true",
+                   help="--contention: leave the busy processes unpinned (one per --busy-cores "
+                        "entry; the scheduler places them)")
     p.add_argument("--phases", type=int, default=2,
                    help="--contention: quiet/loaded pairs per case (default 2)")
     p.add_argument("--calls", type=int, default=20,
@@ -193,7 +199,8 @@ def contention_main(args, argv_used) -> int:
     try:
         cores = tuple(int(c) for c in args.busy_cores.split(",")) if args.busy_cores else ()
         cs = contention.ContentionSettings(busy_cores=cores, phases=args.phases,
-                                           calls=args.calls)
+                                           calls=args.calls, busy_nice=args.busy_nice,
+                                           busy_pinned=not args.busy_unpinned)
     except ValueError as e:
         print(f"error: --contention: {e}", file=sys.stderr)
         return 2
@@ -211,8 +218,9 @@ def contention_main(args, argv_used) -> int:
                "loadavg_before": _loadavg(), "dense_env": dense_env(),
                "machine": machine.facts("cpu")}
         print(f"sparsekern.bench --contention: {threads} threads, busy CPU(s) "
-              f"{list(cs.busy_cores or contention.default_busy_cores())} -> {out}/{name}.*",
-              file=sys.stderr)
+              f"{list(cs.busy_cores or contention.default_busy_cores())}"
+              f"{'' if cs.busy_pinned else ' (unpinned)'}, nice {cs.busy_nice} -> "
+              f"{out}/{name}.*", file=sys.stderr)
         doc["contention"] = contention.run(
             cs, progress=None if args.no_progress else
             (lambda msg: print(f"  {msg}", file=sys.stderr)))

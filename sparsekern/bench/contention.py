@@ -1,7 +1,9 @@
 """``python -m sparsekern.bench --contention``: how each layout degrades when a core is busy.
 
 The harness starts its own busy processes (a spinning loop each), pinned with
-``os.sched_setaffinity`` to the given cores (default: the last usable core), and keeps them
+``os.sched_setaffinity`` to the given cores (default: the last usable core), or left to
+the scheduler (``busy_pinned=False``: one per given core, free to move), at a niceness of
+``busy_nice`` (0; 19 is a background job's: a build, an indexer), and keeps them
 stopped (SIGSTOP) during quiet phases and running (SIGCONT) during loaded ones. For every
 case (2048² and 4096², N = 1 and 64; dense, 2:4, BSR 32×32 at 90%, CSC at 90%) it runs
 ``phases`` quiet/loaded pairs in alternation (quiet, loaded, quiet, loaded, ...); in each
@@ -42,6 +44,8 @@ class ContentionSettings:
     """What a contention run does (see the module docstring)."""
 
     busy_cores: Tuple[int, ...] = ()     # () : the last usable core
+    busy_nice: int = 0                   # niceness of the busy processes (0..19)
+    busy_pinned: bool = True             # False: as many, unpinned (the scheduler places them)
     phases: int = 2                      # quiet/loaded pairs per case
     calls: int = 20                      # calls per candidate per phase
     settle_s: float = 0.2                # wait after (un)pausing the busy processes
@@ -53,27 +57,35 @@ class ContentionSettings:
         if self.phases < 1 or self.calls < 3:
             raise ValueError(f"ContentionSettings needs phases >= 1 and calls >= 3, got "
                              f"phases={self.phases}, calls={self.calls}")
+        if not 0 <= self.busy_nice <= 19:
+            raise ValueError(f"ContentionSettings needs 0 <= busy_nice <= 19, got "
+                             f"busy_nice={self.busy_nice}")
 
 
-def _spin(core: int) -> None:  # pragma: no cover - runs in the child process
-    try:
-        os.sched_setaffinity(0, {core})
-    except (AttributeError, OSError):
-        pass
+def _spin(core: Optional[int], nice: int = 0) -> None:  # pragma: no cover - child process
+    if core is not None:
+        try:
+            os.sched_setaffinity(0, {core})
+        except (AttributeError, OSError):
+            pass
+    if nice:
+        os.nice(nice)
     x = 0
     while True:
         x += 1
 
 
 class BusyProcesses:
-    """Spinning processes pinned one per core; ``pause()`` / ``resume()`` stop and continue
-    them; a context manager that always kills them on exit."""
+    """Spinning processes, one per core (pinned to it unless ``pinned=False``), at niceness
+    ``nice``; ``pause()`` / ``resume()`` stop and continue them; a context manager that
+    always kills them on exit."""
 
-    def __init__(self, cores: Sequence[int]):
+    def __init__(self, cores: Sequence[int], nice: int = 0, pinned: bool = True):
         import multiprocessing as mp
         ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
         self.cores = list(cores)
-        self.procs = [ctx.Process(target=_spin, args=(c,), daemon=True) for c in self.cores]
+        self.procs = [ctx.Process(target=_spin, args=(c if pinned else None, nice), daemon=True)
+                      for c in self.cores]
 
     def __enter__(self):
         for p in self.procs:
@@ -163,7 +175,7 @@ def run(s: ContentionSettings, progress: Optional[Callable[[str], None]] = None)
     """Run every case quiet and loaded in alternation; returns the JSON-ready results."""
     cores = s.busy_cores or default_busy_cores()
     cases = []
-    with BusyProcesses(cores) as busy, torch.inference_mode():
+    with BusyProcesses(cores, s.busy_nice, s.busy_pinned) as busy, torch.inference_mode():
         for label, M, K in s.shapes:
             for N in s.batches:
                 fns, _ = candidates(M, K, N, s.seed)
@@ -193,11 +205,20 @@ def _x(x: Optional[float]) -> str:
     return "—" if x is None else f"{x:.2f}x"
 
 
+def _busy_text(doc: dict) -> str:
+    c = doc["contention"]
+    st = c.get("settings", {})
+    where = (f"pinned to CPU(s) {c['busy_cores']}" if st.get("busy_pinned", True) else
+             f"{len(c['busy_cores'])} unpinned")
+    return f"busy processes {where}" + (f", nice {st['busy_nice']}" if st.get("busy_nice")
+                                        else "")
+
+
 def markdown(doc: dict) -> str:
     """The tables of a contention document (one row per case x candidate)."""
     out = [f"# sparsekern contention benchmark", "",
-           f"{doc.get('started', '')}; {doc.get('threads')} threads; busy processes pinned "
-           f"to CPU(s) {doc['contention']['busy_cores']}; load average before "
+           f"{doc.get('started', '')}; {doc.get('threads')} threads; {_busy_text(doc)}; "
+           f"load average before "
            f"{doc.get('loadavg_before')}, after {doc.get('loadavg_after')}; kernels: "
            f"{doc.get('isa')} ({doc.get('git_commit', '?')}).", "",
            "Times are medians (and max) of per-call times in ms, quiet vs loaded phases in "

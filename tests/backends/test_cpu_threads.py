@@ -101,19 +101,27 @@ def test_unknown_thread_pool_is_rejected_naming_the_choices(cpu_pool_env):
 MS = 1_000_000  # ns
 
 
-@pytest.mark.parametrize("start,done,end,mine,items,nthreads,stalled", [
-    (0, 8 * MS, 8 * MS + 100_000, 4, 8, 2, False),   # half the items, a short wait: fine
-    (0, 4 * MS, 4 * MS + 1_600_000, 4, 8, 2, False),  # waited 1.6 ms < 0.25 + 1.5 * 1 ms items
-    (0, 4 * MS, 4 * MS + 1_800_000, 4, 8, 2, True),   # waited longer: a teammate was late
-    (0, 400_000, 4_400_000, 4, 8, 2, True),           # a 0.4 ms call held 4 ms (a slice)
-    (0, 7 * MS, 7 * MS, 7, 8, 2, True),               # the caller ran 7 of 8 items (> 75%)
-    (0, 6 * MS, 6 * MS, 6, 8, 2, False),              # 6 of 8: exactly 75%, fine
-    (0, 3 * MS, 3 * MS, 3, 3, 2, False),              # too few items to tell
-    (0, 1 * MS, 1 * MS, 1, 1, 1, False),              # one thread: never
+@pytest.mark.parametrize("start,entered,done,end,mine,items,nthreads,stalled", [
+    (0, 0, 8 * MS, 8 * MS + 100_000, 4, 8, 2, False),   # half the items, a short wait: fine
+    (0, 0, 4 * MS, 4 * MS + 1_600_000, 4, 8, 2, False),  # waited 1.6 ms < 0.25 + 1.5 * 1 ms
+    (0, 0, 4 * MS, 4 * MS + 1_800_000, 4, 8, 2, True),   # waited longer: a teammate was late
+    (0, 0, 400_000, 4_400_000, 4, 8, 2, True),           # a 0.4 ms call held 4 ms (a slice)
+    (0, 0, 7 * MS, 7 * MS, 7, 8, 2, True),               # the caller ran 7 of 8 items (> 75%)
+    (0, 0, 6 * MS, 6 * MS, 6, 8, 2, False),              # 6 of 8: exactly 75%, fine
+    (0, 0, 3 * MS, 3 * MS, 3, 3, 2, False),              # too few items to tell
+    (0, 0, 1 * MS, 1 * MS, 1, 1, 1, False),              # one thread: never
+    # The region started 8 ms late (a team thread descheduled before it docked), then
+    # everything was quick and shared evenly: a stall all the same.
+    (0, 8 * MS, 8 * MS + 20_000, 8 * MS + 25_000, 1, 2, 2, True),
+    (0, 200_000, 400_000, 410_000, 2, 4, 2, False),      # entered 0.2 ms late: within 0.25 ms
+    (0, 300_000, 500_000, 510_000, 2, 4, 2, True),       # 0.3 ms late: a stall
+    # The late entry no longer inflates the mean item time that the end wait is judged by.
+    (0, 8 * MS, 8 * MS + 400_000, 8 * MS + 2_000_000, 4, 8, 2, True),
 ])
-def test_stall_guard_decision_on_fake_clocks(start, done, end, mine, items, nthreads, stalled):
+def test_stall_guard_decision_on_fake_clocks(start, entered, done, end, mine, items, nthreads,
+                                             stalled):
     """auto backs off to the own pool when team_stalled says so (csrc/ops.cpp)."""
-    assert torch.ops.sparsekern._pool_team_stalled(start, done, end, mine, items,
+    assert torch.ops.sparsekern._pool_team_stalled(start, entered, done, end, mine, items,
                                                    nthreads) is stalled
 
 

@@ -242,3 +242,28 @@ def test_a_genuine_one_slice_timing_is_not_called_a_stall():
     big["candidates"]["sparsekern"] = {"kind": "sparsekern", "status": "ok", "timing": t}
     assert "csc-4096-N64 sparsekern: 4.01 ms" in health.warnings(doc)[0]
     assert health.floor_s({"M": 1}, {"kind": "dense"}, 2) is None
+
+
+def test_busy_processes_can_be_niced_and_unpinned():
+    import os
+    import time
+    with contention.BusyProcesses([0], nice=19, pinned=False) as busy:
+        busy.resume()
+        time.sleep(0.3)  # the child sets its niceness as it starts
+        pid = busy.procs[0].pid
+        assert os.getpriority(os.PRIO_PROCESS, pid) == 19
+        assert os.sched_getaffinity(pid) == os.sched_getaffinity(0)  # not pinned
+    assert not busy.procs[0].is_alive()
+
+
+def test_contention_settings_reject_a_bad_niceness():
+    with pytest.raises(ValueError, match=r"needs 0 <= busy_nice <= 19, got busy_nice=20"):
+        contention.ContentionSettings(busy_nice=20)
+
+
+def test_the_markdown_says_how_the_busy_processes_ran():
+    doc = {"contention": {"busy_cores": [1, 1], "cases": [],
+                          "settings": {"busy_nice": 19, "busy_pinned": False}}}
+    assert "busy processes 2 unpinned, nice 19;" in contention.markdown(doc)
+    doc["contention"]["settings"] = {"busy_nice": 0, "busy_pinned": True}
+    assert "busy processes pinned to CPU(s) [1, 1];" in contention.markdown(doc)
