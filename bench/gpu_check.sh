@@ -15,6 +15,8 @@
 #   cuda_tests  pytest tests/cuda -m gpu (no -x)                  -> junit.xml; a crash prints
 #               its native frames, decoded with addr2line (bench/segv_bt.c, preloaded)
 #   selftime    mma.sp vs cuBLAS vs torch 2:4 (the key figures)  -> $OUT/selftime.json
+#   opprofile   torch.profiler of the public op path (sk.linear: 0.2 ms per call against a
+#               0.02 ms kernel on the H200) -> $OUT/opprofile.txt
 #   triton_tests pytest tests/triton -m gpu, autotune off         -> junit.xml
 #   memcheck    compute-sanitizer memcheck, fp16 + bf16 2:4 (N up to 200, N = 40 included,
 #               row-major and transposed B), CSC; PYTORCH_NO_CUDA_MEMORY_CACHING=1
@@ -23,8 +25,8 @@
 #   bench       python -m sparsekern.bench --device cuda --quick with the time left (SIGINT at
 #               the limit: the bench writes what it measured) -> $OUT/gpu-<card>.{json,md},
 #               copied to $RESULTS (default bench/results/: commit that copy)
-# At most 7 files land in $OUT (the device tool returns 8): gpu_check.log, summary.txt,
-# junit.xml, probe.txt, selftime.json, gpu-<card>.json, gpu-<card>.md.
+# At most 8 files land in $OUT (the device tool returns 8): gpu_check.log, summary.txt,
+# junit.xml, probe.txt, selftime.json, opprofile.txt, gpu-<card>.json, gpu-<card>.md.
 #
 # Knobs: OUT (default bench/results/gpu-check), RESULTS, PY (default python, else python3),
 #   BUDGET_S (default 570: the whole run), WHEELS, TORCH_CUDA_ARCH_LIST, SKIP="stage ...",
@@ -245,6 +247,9 @@ if needs_build selftime; then
   # The table the selftime prints last (its header line onwards) goes into the summary.
   sed -n '/^layout /,$p' "$WORK/selftime.log" 2> /dev/null | tail -n 40 > "$WORK/selftime.txt"
   write_summary
+fi
+if needs_build opprofile; then
+  stage opprofile 60 160 "${SELFTIME[@]}" --profile "$OUT/opprofile.txt"
 fi
 if wanted triton_tests; then
   LD_PRELOAD=$SEGV_SO SPARSEKERN_TRITON_AUTOTUNE=0 stage triton_tests 150 100 "${PYTEST[@]}" \

@@ -11,8 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "gpu_check.sh"
-STAGES = ["env", "build", "probe", "cuda_tests", "selftime", "triton_tests", "memcheck",
-          "racecheck", "bench"]
+STAGES = ["env", "build", "probe", "cuda_tests", "selftime", "opprofile", "triton_tests",
+          "memcheck", "racecheck", "bench"]
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
                                 reason="needs bash and coreutils' timeout")
@@ -63,7 +63,7 @@ def test_failures_and_timeouts_do_not_stop_later_stages(tmp_path):
     assert (out / "gpu-dry-run.json").exists()  # the bench's partial JSON stays
     assert (tmp_path / "results" / "gpu-dry-run.json").exists()  # and is copied for commit
     suite = ET.parse(out / "junit.xml").getroot().find("testsuite")
-    assert suite.get("tests") == "9" and suite.get("failures") == "4"
+    assert suite.get("tests") == "10" and suite.get("failures") == "4"
     log = (out / "gpu_check.log").read_text()
     assert "numpy:" in log and "torch:" in log  # the env stage ran for real
     assert len(list(out.iterdir())) <= 8  # what the device tool brings back
@@ -74,7 +74,7 @@ def test_failed_build_skips_only_the_stages_that_need_it(tmp_path):
     assert proc.returncode == 1
     rows = stage_rows(out)
     assert "FAILED (rc 2)" in rows["build"]
-    for name in ("probe", "cuda_tests", "selftime", "memcheck"):
+    for name in ("probe", "cuda_tests", "selftime", "opprofile", "memcheck"):
         assert "skipped (build failed)" in rows[name], rows[name]
     assert "skipped (SKIP)" in rows["racecheck"]
     assert " ok " in rows["triton_tests"] and " ok " in rows["bench"]
