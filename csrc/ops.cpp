@@ -55,11 +55,23 @@
 #include "cpu/isa.h"
 #include "cpu/kernels.h"
 
+// Must equal sparsekern/_extension.py ABI_VERSION.
+#define SPARSEKERN_ABI_VERSION 7
+#define SPARSEKERN_STR2(x) #x
+#define SPARSEKERN_STR(x) SPARSEKERN_STR2(x)
+
+// The ABI version as bytes in the library file: sparsekern/_extension.py reads it before
+// loading the library, since loading registers the kernels, and a stale build's kernels
+// must not be registered at all (one whose signature changed makes the schema definitions
+// fail, so `import sparsekern` raised instead of falling back to the reference backend).
+extern "C" __attribute__((used, visibility("default")))
+const char sparsekern_abi_marker[] = "sparsekern-abi-version=" SPARSEKERN_STR(SPARSEKERN_ABI_VERSION) ";";
+
 namespace {
 
 namespace skc = sparsekern::cpu;
 
-constexpr int64_t kAbiVersion = 6;  // must equal sparsekern/_extension.py ABI_VERSION
+constexpr int64_t kAbiVersion = SPARSEKERN_ABI_VERSION;
 
 // > 0 while this thread has a backend override (use_backend) or output poisoning active:
 // its CPU calls then take the Python path, which honours them. Per thread, as use_backend is.

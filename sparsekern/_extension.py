@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.machinery
 import importlib.util
+import mmap
 import os
 import sys
 import warnings
@@ -16,7 +18,7 @@ import warnings
 import torch  # loads libc10/libtorch that _C links against
 
 #: Bumped whenever the C++ op signatures change; _C reports the value it was built with.
-ABI_VERSION = 6
+ABI_VERSION = 7
 
 _C = None
 _reason = ""
@@ -104,11 +106,39 @@ def _find(name: str):
     return spec, ""
 
 
+_ABI_MARKER = b"sparsekern-abi-version="
+
+
+def file_abi(path: str):
+    """The ABI version written into the library file at ``path`` (csrc/ops.cpp
+    sparsekern_abi_marker), or None when it has none (a build from before the marker) or
+    cannot be read. Read from the bytes, without loading the library."""
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            i = m.find(_ABI_MARKER)
+            if i < 0:
+                return None
+            j = m.find(b";", i, i + 64)
+            return int(m[i + len(_ABI_MARKER):j]) if j > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
 def try_load(name: str = f"{__package__}._C", expected_abi: int = ABI_VERSION):
-    """Import the extension called ``name``. Returns (Compiled or None, reason it is None)."""
+    """Import the extension called ``name``. Returns (Compiled or None, reason it is None).
+
+    A build of another ABI is never loaded: loading registers its kernels, which would then
+    clash with the schemas (sparsekern/_ops.py) or serve calls with stale code."""
     spec, why = _find(name)
     if spec is None:
         return None, why
+    if name not in sys.modules and isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
+        on_file = file_abi(spec.origin)
+        if on_file != expected_abi:
+            built = "no ABI marker" if on_file is None else f"ABI {on_file}"
+            return None, (f"{name} is stale ({spec.origin} was built with {built}, the Python "
+                          f"package expects ABI {expected_abi}); rebuild with "
+                          f"`pip install --no-build-isolation .`")
     try:
         mod = sys.modules.get(name)
         if mod is None:

@@ -119,10 +119,35 @@ def test_stale_pre_abi3_build_is_not_loaded(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     mod, why = _extension.try_load("oldpkg._C")
     assert mod is None and "is stale" in why and "predates the abi3 build" in why
-    # With an abi3 build beside it, the abi3 file is the one loaded (here: a broken one).
+    # With an abi3 build beside it, the abi3 file is the one considered: one without the ABI
+    # marker (built before it) is stale and never loaded; one with the marker is loaded
+    # (here: a broken one).
     (pkg / "_C.abi3.so").write_bytes(b"not a library either")
     mod, why = _extension.try_load("oldpkg._C")
+    assert mod is None and "is stale" in why and "no ABI marker" in why
+    marker = f"sparsekern-abi-version={_extension.ABI_VERSION};".encode()
+    (pkg / "_C.abi3.so").write_bytes(b"not a library, " + marker)
+    mod, why = _extension.try_load("oldpkg._C")
     assert mod is None and "could not be imported" in why and "_C.abi3.so" in why
+
+
+def test_a_build_of_another_abi_is_never_loaded(tmp_path, monkeypatch):
+    """Loading registers a build's kernels; a stale one whose op signatures changed made
+    `import sparsekern` raise (its kernel clashed with the new schema). The ABI is read from
+    the file's bytes first."""
+    pkg = tmp_path / "abipkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    so = pkg / "_C.abi3.so"
+    so.write_bytes(b"\x7fELF..." + f"sparsekern-abi-version={_extension.ABI_VERSION - 1};".encode())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod, why = _extension.try_load("abipkg._C")
+    assert mod is None and f"was built with ABI {_extension.ABI_VERSION - 1}" in why
+    assert f"expects ABI {_extension.ABI_VERSION}" in why and "abipkg._C" not in __import__(
+        "sys").modules
+    assert _extension.file_abi(str(so)) == _extension.ABI_VERSION - 1
+    assert _extension.file_abi(_extension._C.__file__) == _extension.ABI_VERSION  # this build
+    assert _extension.file_abi(str(tmp_path / "missing.so")) is None
 
 
 def _csc(M=6, K=5, seed=0, dtype=torch.float64):
