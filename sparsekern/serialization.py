@@ -477,6 +477,60 @@ def _same_kind(a: torch.dtype, b: torch.dtype) -> bool:
     return k(a) == k(b)
 
 
+def _hf_key_renamer(model: nn.Module, path: PathLike):
+    """For a transformers model: a function taking a key of a save_pretrained checkpoint to
+    the model's own name, as from_pretrained renames it (transformers 5 writes some keys under
+    their legacy names, e.g. GPT-NeoX's lm_head as embed_out), or None when the model needs
+    no renaming. Renamings only: a key that transformers would convert (fuse, split) raises
+    ValueError, since a sparse layer's tensors cannot be converted that way."""
+    import sys
+    if "transformers" not in sys.modules:  # never imported: the model is none of its
+        return None
+    try:
+        from transformers import PreTrainedModel
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+    except ImportError:  # a transformers without conversion mappings (4.x): names are kept
+        return None
+    if not isinstance(model, PreTrainedModel):
+        return None
+    conversions = get_model_conversion_mapping(model)
+    renamings = [c for c in conversions if isinstance(c, WeightRenaming)]
+    converters = [c for c in conversions if isinstance(c, WeightConverter)]
+    if not renamings and not converters:
+        return None
+    meta = model.state_dict()
+
+    def rename(key: str) -> str:
+        new, converted = rename_source_key(key, renamings, converters, model.base_model_prefix,
+                                           meta)
+        if converted is not None:
+            raise ValueError(f"{path}: transformers converts {key!r} on loading "
+                             f"{type(model).__name__} (not only a renaming), which sparsekern "
+                             f"cannot apply to a sparse layer; save the model with "
+                             f"sk.save_sparse instead")
+        return new
+    return rename
+
+
+def _renamed(saved: _Saved, model: nn.Module, path: PathLike) -> _Saved:
+    """A plain state_dict checkpoint with its keys under the model's own names (see
+    _hf_key_renamer); keys the model already has are kept as they are."""
+    rename = _hf_key_renamer(model, path)
+    if rename is None:
+        return saved
+    own = set(model.state_dict()) | {n for n, _ in model.named_modules()}
+
+    def name(key: str) -> str:
+        return key if key in own else rename(key)
+    layers = {}
+    for layer, e in saved.layers.items():
+        new = name(layer + ".values")
+        layers[new[:-len(".values")] if new.endswith(".values") else layer] = e
+    dense = {name(k): v for k, v in saved.dense.items()}
+    return _Saved(layers, dense, saved.tied_may_be_missing)
+
+
 def _fill_tied(own: Dict[str, object], dense: Dict[str, object]) -> None:
     """Adds to ``dense`` each key of ``own`` it lacks whose tensor is the same view as that
     of a key it holds (a tied weight, stored once)."""
@@ -536,6 +590,8 @@ def load_sparse(model: nn.Module, path: PathLike, map_location=None) -> nn.Modul
     raises ValueError naming the layer and the problem, and leaves ``model`` as it was.
     """
     saved = _read(path, map_location)
+    if saved.tied_may_be_missing:  # a plain state_dict, maybe under transformers' file names
+        saved = _renamed(saved, model, path)
     new: Dict[str, nn.Module] = {}
     for name, e in saved.layers.items():
         if not isinstance(name, str) or not name:

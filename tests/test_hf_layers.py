@@ -500,3 +500,36 @@ def test_a_torch_file_that_is_no_sparse_state_dict_is_named(tmp_path):
                                          r"sparsekern\.save_sparse nor the state_dict of a "
                                          r"sparsified model \(no '<layer>\._extra_state' entry\)"):
         sk.load_sparse(tiny_bert(), path)
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "vit"])
+def test_save_pretrained_under_legacy_key_names_loads_back(tmp_path, arch):
+    # transformers 5 writes some keys under their legacy checkpoint names (GPT-NeoX's lm_head
+    # as embed_out, ViT's q_proj as attention.attention.query); load_sparse renames them back
+    # as from_pretrained does (renamings only).
+    import importlib.util
+    if importlib.util.find_spec("transformers.conversion_mapping") is None:
+        pytest.skip("this transformers has no conversion mappings (keys are saved as named)")
+    if arch == "gpt_neox":
+        cfg = transformers.GPTNeoXConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+                                         num_attention_heads=4, intermediate_size=64,
+                                         max_position_embeddings=32)
+        cls, inp = transformers.GPTNeoXForCausalLM, {"input_ids": ids()}
+    else:
+        cfg = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, image_size=16, patch_size=8)
+        cls = transformers.ViTModel
+        inp = {"pixel_values": torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))}
+
+    def fresh(seed):
+        torch.manual_seed(seed)
+        return cls(cfg).eval()
+    model = fresh(0)
+    prune.prune_model(model, 0.5, "2:4")
+    sparse = sk.sparsify(model, layout="2:4")
+    sparse.save_pretrained(tmp_path)
+    loaded = sk.load_sparse(fresh(4), tmp_path)
+    out = (lambda m: m(**inp)[0])
+    assert torch.equal(out(loaded), out(sparse))
+    assert {n for n, m in loaded.named_modules() if isinstance(m, SparseLinear)} == \
+        {n for n, m in sparse.named_modules() if isinstance(m, SparseLinear)}
