@@ -244,10 +244,13 @@ def current_token_mask() -> Optional[torch.Tensor]:
 
 
 def real_token_rows(x: torch.Tensor) -> torch.Tensor:
-    """A layer input x [..., K] as rows [n, K]: when x is [batch, seq, K] and the current
-    token mask is [batch, seq], only the real tokens' rows (padding would skew calibration
+    """A layer input x [..., K] as rows [n, K]: when the current token mask is [batch, seq]
+    and x is [batch, seq, K], or [batch * seq, K] (the tokens flattened batch-major, as OPT
+    does before its MLP), only the real tokens' rows (padding would skew calibration
     statistics: its activations are whatever the pad token id makes them)."""
     mask = _TOKEN_MASK.get()
     if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
         return x[mask.to(device=x.device) != 0]
+    if mask is not None and x.dim() == 2 and x.shape[0] == mask.numel():
+        return x[mask.reshape(-1).to(device=x.device) != 0]
     return x.reshape(-1, x.shape[-1])

@@ -533,3 +533,27 @@ def test_save_pretrained_under_legacy_key_names_loads_back(tmp_path, arch):
     assert torch.equal(out(loaded), out(sparse))
     assert {n for n, m in loaded.named_modules() if isinstance(m, SparseLinear)} == \
         {n for n, m in sparse.named_modules() if isinstance(m, SparseLinear)}
+
+
+def test_calibration_skips_padding_of_layers_that_see_flattened_tokens():
+    """OPT flattens its hidden states to [batch * seq, K] before fc1/fc2: their padding rows
+    are left out too (they were counted, and the padded batch gave other masks than the same
+    sequences one by one)."""
+    from sparsekern.prune import criteria
+    cfg = transformers.OPTConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, ffn_dim=64,
+                                 num_attention_heads=2, max_position_embeddings=32,
+                                 word_embed_proj_dim=32, pad_token_id=1, dropout=0.0)
+    torch.manual_seed(0)
+    model = transformers.OPTForCausalLM(cfg).eval()
+    seqs = [ids(batch=1, seq=n, seed=s)[0].clamp_min(3) for n, s in ((12, 1), (7, 2), (4, 3))]
+    padded = torch.full((3, 12), 1)
+    mask = torch.zeros(3, 12, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        padded[i, :len(s)], mask[i, :len(s)] = s, 1
+    mods = {n: m for n, m in model.named_modules() if type(m) is nn.Linear and n != "lm_head"}
+    assert any(n.endswith("fc1") for n in mods) and any(n.endswith("fc2") for n in mods)
+    got = criteria.input_column_norms(model, mods,
+                                      [{"input_ids": padded, "attention_mask": mask}])
+    want = criteria.input_column_norms(model, mods, [{"input_ids": s[None]} for s in seqs])
+    for n in mods:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-5, msg=n)
