@@ -557,3 +557,23 @@ def test_calibration_skips_padding_of_layers_that_see_flattened_tokens():
     want = criteria.input_column_norms(model, mods, [{"input_ids": s[None]} for s in seqs])
     for n in mods:
         torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-5, msg=n)
+
+
+def test_moving_2_4_masks_on_gpt2_conv1d_run_along_the_input_dim():
+    """MaskUpdate (SR-STE) on transformers' Conv1D, which stores [in, out]: the 2:4 groups
+    run along the input dim, as pruning and sparsify have them (it refused the masks as
+    'not 2:4' and would have re-picked them along the output dim)."""
+    teacher = tiny_gpt2_lm()
+    model = copy.deepcopy(teacher)
+    names = conv1d_names(model)
+    masks = prune.prune_model(model, granularity="2:4", layers=names)
+    data = [{"input_ids": ids(batch=2, seq=8, seed=s)} for s in range(2)]
+    prune.distill(model, teacher, data, masks=masks, steps=4, lr=1e-2, progress=False,
+                  mask_update=prune.MaskUpdate(decay=0.0, every=1, freeze=0.75))
+    # Every step re-picked the masks (every=1) before they froze: picked along the wrong dim,
+    # they would not be 2:4 along the input dim.
+    for n in names:
+        W = _layers.weight_matrix(model.get_submodule(n))  # [out, in]
+        assert ((W != 0).reshape(W.shape[0], -1, 4).sum(-1) <= 2).all(), n
+    sparse = sk.sparsify(model, layout="2:4", layers=names)
+    assert all(isinstance(sparse.get_submodule(n), SparseLinear) for n in names)

@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .. import _layers
+
 
 @dataclass(frozen=True)
 class MaskUpdate:
@@ -109,19 +111,28 @@ class MovingMasks:
         self.params: Dict[str, _STEMask] = {}
         self._hooks = []
         for name in self.names:
-            w = model.get_submodule(name).weight
-            k = w[0].numel() if w.dim() else 0
+            mod = model.get_submodule(name)
+            w = mod.weight
+            k = _layers.dims(mod)[1] if w.dim() >= 2 else 0
             if w.dim() < 2 or k % cfg.m:
                 raise ValueError(f"mask_update: layer {name!r} has weight shape "
                                  f"{list(w.shape)}; {cfg.n}:{cfg.m} masks need its input "
                                  f"dim (flattened) to be a multiple of {cfg.m}")
-            keep = masks[name].detach().reshape(w.shape[0], -1).to(torch.bool)
-            most = int(keep.reshape(w.shape[0], -1, cfg.m).sum(-1).max()) if keep.numel() else 0
+            # Groups run along the input dim of the [out, K] matrix (a transformers Conv1D
+            # stores [in, out]).
+            keep = _layers.to_matrix(mod, masks[name].detach()).to(torch.bool)
+            most = int(keep.reshape(keep.shape[0], -1, cfg.m).sum(-1).max()) if keep.numel() else 0
             if most > cfg.n:
                 raise ValueError(f"mask_update: the mask of layer {name!r} is not {cfg.n}:"
                                  f"{cfg.m} (a group of {cfg.m} keeps {most}); MaskUpdate moves "
                                  f"{cfg.n}:{cfg.m} masks only: prune with granularity="
                                  f"'{cfg.n}:{cfg.m}' first, or pass mask_update=None")
+
+    def _nm(self, mod: nn.Module, w: torch.Tensor, prefer: torch.Tensor) -> torch.Tensor:
+        """nm_mask of ``w`` (the weight's shape) along the input dim of the [out, K] matrix."""
+        keep = nm_mask(_layers.to_matrix(mod, w), self.cfg.n, self.cfg.m,
+                       prefer=_layers.to_matrix(mod, prefer))
+        return _layers.from_matrix(mod, keep).contiguous()
 
     def attach(self, masks: Mapping[str, torch.Tensor]) -> "MovingMasks":
         """Start from ``masks`` re-picked to N:M (ties keep them), parametrize the layers."""
@@ -130,7 +141,7 @@ class MovingMasks:
             keep = masks[name].to(device=mod.weight.device, dtype=torch.bool)
             with torch.no_grad():
                 mod.weight.masked_fill_(~keep, 0.0)
-            p = _STEMask(nm_mask(mod.weight, self.cfg.n, self.cfg.m, prefer=keep))
+            p = _STEMask(self._nm(mod, mod.weight, keep))
             parametrize.register_parametrization(mod, "weight", p, unsafe=True)
             self.params[name] = p
             orig = mod.parametrizations.weight.original
@@ -144,8 +155,8 @@ class MovingMasks:
     def update(self) -> None:
         """Re-pick every mask from the shadow weights' magnitudes (ties keep the mask)."""
         for name, p in self.params.items():
-            orig = self.model.get_submodule(name).parametrizations.weight.original
-            p.mask.copy_(nm_mask(orig, self.cfg.n, self.cfg.m, prefer=p.mask))
+            mod = self.model.get_submodule(name)
+            p.mask.copy_(self._nm(mod, mod.parametrizations.weight.original, p.mask))
 
     def freeze(self) -> None:
         """Freeze the masks: masked gradients from now on (no decay)."""
