@@ -577,3 +577,19 @@ def test_moving_2_4_masks_on_gpt2_conv1d_run_along_the_input_dim():
         assert ((W != 0).reshape(W.shape[0], -1, 4).sum(-1) <= 2).all(), n
     sparse = sk.sparsify(model, layout="2:4", layers=names)
     assert all(isinstance(sparse.get_submodule(n), SparseLinear) for n in names)
+
+
+def test_a_sparsified_model_reports_its_sparsity_and_refuses_masks_for_packed_layers():
+    teacher = tiny_bert()
+    model = copy.deepcopy(teacher)
+    masks = prune.prune_model(model, 0.5, "2:4")
+    before = prune.sparsity(model)
+    sparse = sk.sparsify(copy.deepcopy(model), "2:4")
+    assert prune.sparsity(sparse) == before  # packed layers count (it said 'no prunable layers')
+    some = next(iter(masks))
+    assert prune.sparsity(sparse, layers=[some]) == {some: before[some], "total": before[some]}
+    with pytest.raises(ValueError, match=rf"mask for layer '{some}': it is a packed SparseLinear "
+                                         r"\(sparsekern.sparsify\): its pruned weights are not "
+                                         r"stored, so they stay zero without a mask"):
+        prune.distill(sparse, teacher, [ids()], masks=masks, steps=1, progress=False)
+    prune.distill(sparse, teacher, [ids()], steps=1, progress=False)  # masks=None: fine

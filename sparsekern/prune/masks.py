@@ -18,9 +18,15 @@ def check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     if not isinstance(masks, Mapping):
         raise TypeError(f"masks must be a dict {{layer name: bool tensor}}, got "
                         f"{type(masks).__name__}")
+    from .._packed_module import PackedWeightModule
     modules = dict(model.named_modules())
     for name, mask in masks.items():
         m = modules.get(name)
+        if isinstance(m, PackedWeightModule):
+            raise ValueError(f"mask for layer {name!r}: it is a packed {type(m).__name__} "
+                             f"(sparsekern.sparsify): its pruned weights are not stored, so they "
+                             f"stay zero without a mask; give masks for dense layers only "
+                             f"(distill(masks=None) also holds the zeros of packed layers)")
         if m is None or not isinstance(getattr(m, "weight", None), torch.Tensor):
             raise ValueError(f"mask for layer {name!r}: {type(model).__name__} has no layer of "
                              f"that name with a weight")
@@ -47,15 +53,38 @@ def masks_from_zeros(model: nn.Module, layers=None) -> Masks:
 
 
 def sparsity(model: nn.Module, layers=None) -> Dict[str, float]:
-    """{layer name: fraction of exact zeros in its weight} plus ``"total"`` over all of them."""
+    """{layer name: fraction of exact zeros in its weight} plus ``"total"`` over all of them.
+    Packed layers (after ``sparsekern.sparsify``) count too: the zeros of their weight
+    matrix, stored or not."""
+    from .._packed_module import PackedWeightModule
     from .layers import select_layers
+    all_packed = {n: m for n, m in model.named_modules() if isinstance(m, PackedWeightModule)}
+    if layers is None:
+        packed = all_packed
+        try:
+            dense = select_layers(model, None)
+        except ValueError:  # nothing dense to prune: fine when every such layer is packed
+            if not packed:
+                raise
+            dense = {}
+    else:
+        names = list(layers)
+        packed = {n: all_packed[n] for n in names if n in all_packed}
+        rest = [n for n in names if n not in packed]
+        dense = select_layers(model, rest) if rest else {}
     out: Dict[str, float] = {}
     zeros = total = 0
-    for n, m in select_layers(model, layers).items():
-        z = int((m.weight.detach() == 0).sum())
-        out[n] = z / max(1, m.weight.numel())
+    for n, m in model.named_modules():
+        if n in dense:
+            w = dense[n].weight.detach()
+        elif n in packed:
+            w = m.weight.to_dense().detach()
+        else:
+            continue
+        z = int((w == 0).sum())
+        out[n] = z / max(1, w.numel())
         zeros += z
-        total += m.weight.numel()
+        total += w.numel()
     out["total"] = zeros / max(1, total)
     return out
 
