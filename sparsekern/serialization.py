@@ -209,9 +209,10 @@ def _torch_load(path: PathLike, map_location):
 
 
 def _is_state_dict(blob) -> bool:
-    """A plain state_dict of a sparsified model: str keys, one a '<layer>._extra_state'."""
-    return (isinstance(blob, dict) and all(isinstance(k, str) for k in blob) and
-            any(k.endswith("." + _EXTRA_STATE) for k in blob))
+    """A plain state_dict: str keys, and tensors (or a sparse layer's extra state) as values."""
+    return (isinstance(blob, dict) and "format" not in blob and
+            all(isinstance(k, str) and (isinstance(v, torch.Tensor) or k.endswith(_EXTRA_STATE))
+                for k, v in blob.items()))
 
 
 def _read(path: PathLike, map_location) -> _Saved:
@@ -220,11 +221,11 @@ def _read(path: PathLike, map_location) -> _Saved:
     if _is_safetensors(path):
         return _read_safetensors(path, map_location)
     blob = _torch_load(path, map_location)
-    if isinstance(blob, dict) and blob.get("format") != _FORMAT_TAG and _is_state_dict(blob):
+    if _is_state_dict(blob):
         return _state_dict_saved(path, dict(blob))
     if not isinstance(blob, dict) or blob.get("format") != _FORMAT_TAG:
-        raise ValueError(f"{path} is not a file written by sparsekern.save_sparse nor the "
-                         f"state_dict of a sparsified model (no '<layer>.{_EXTRA_STATE}' entry)")
+        raise ValueError(f"{path} is not a file written by sparsekern.save_sparse nor a "
+                         f"state_dict (a dict of named tensors)")
     layers: Dict[str, dict] = {}
     for key, kind in (("sparse", "linear"), ("sparse_conv2d", "conv2d")):
         part = blob.get(key, {})
@@ -324,21 +325,21 @@ def _state_dict_saved(path: PathLike, tensors: Dict[str, torch.Tensor]) -> _Save
             e[k] = tensors.pop(prefix + k)
         e["bias"] = tensors.pop(prefix + "bias", None)
         layers[prefix[:-1]] = e
-    if not layers:
-        raise ValueError(f"{path} holds no sparse layer: neither a file written by "
-                         f"sparsekern.save_sparse nor the state_dict of a sparsified model (no "
-                         f"'<layer>.{_EXTRA_STATE}' beside '<layer>.values')")
+    # No sparse layer (e.g. sparsify(layout="auto") left every layer dense): the whole file is
+    # the dense state, loaded as strictly as the rest.
     return _Saved(layers, dict(tensors), tied_may_be_missing=True)
 
 
 def _read_safetensors(path: PathLike, map_location) -> _Saved:
     meta, tensors = _open_safetensors(path, map_location)
     if meta.get("format") != _FORMAT_TAG:
-        if any(k.endswith("." + _EXTRA_STATE) for k in tensors):
-            return _state_dict_saved(path, tensors)
-        raise ValueError(f"{path} is not a file written by sparsekern.save_sparse (its metadata "
-                         f"has format={meta.get('format')!r}, expected {_FORMAT_TAG!r}) nor the "
-                         f"state_dict of a sparsified model (no '<layer>.{_EXTRA_STATE}' tensor)")
+        ours = "layers" in meta or (tensors and all(k.startswith(("sparse.", "dense."))
+                                                     for k in tensors))
+        if ours:  # save_sparse's layout under another tag: not a plain state_dict
+            raise ValueError(f"{path} is not a file written by sparsekern.save_sparse (its "
+                             f"metadata has format={meta.get('format')!r}, expected "
+                             f"{_FORMAT_TAG!r})")
+        return _state_dict_saved(path, tensors)  # a plain state_dict (save_pretrained, ...)
     try:
         described = json.loads(meta.get("layers", ""))
     except ValueError:
@@ -578,7 +579,8 @@ def load_sparse(model: nn.Module, path: PathLike, map_location=None) -> nn.Modul
     ``path`` may also hold a sparsified model's plain state_dict: a safetensors or
     ``torch.save`` file, or a folder written by Hugging Face's ``save_pretrained``
     (``model.safetensors``, ``pytorch_model.bin`` or their shards; tied weights it leaves out
-    are filled from the tensor they share).
+    are filled from the tensor they share). A state_dict with no packed layer (every layer
+    left dense) loads as the dense state, as strictly as load_state_dict.
 
     Under torch.inference_mode it builds the sparse layers with inference mode off (as
     ``load_state_dict`` copies into existing parameters), so the model can still be trained.

@@ -454,9 +454,8 @@ def test_a_state_dict_file_with_a_bad_layer_is_rejected_and_changes_nothing(tmp_
              r"extra state must be a dict or a uint8 \[n\] tensor of its JSON, got a "
              r"torch.float32 tensor of shape \[3\]")
     rejected({k: v for k, v in state.items() if "_extra_state" not in k},
-             r"is not a file written by sparsekern.save_sparse \(its metadata has format=None, "
-             r"expected 'sparsekern-sparse-model/1'\) nor the state_dict of a sparsified model "
-             r"\(no '<layer>\._extra_state' tensor\)")
+             r"state does not match the model: missing \[.*'encoder\.layer\.0\.intermediate\."
+             r"dense\.weight'.*unexpected \[.*'encoder\.layer\.0\.intermediate\.dense\.values'")
     bad = dict(state)
     bad[key + ".values"] = bad[key + ".values"][:-1].clone()
     rejected(bad, rf"layer '{key}'")
@@ -493,13 +492,22 @@ def test_load_sparse_reads_a_plain_torch_state_dict_and_a_bin_folder(tmp_path, h
     assert torch.equal(fresh(input_ids=x).logits, sparse(input_ids=x).logits)
 
 
-def test_a_torch_file_that_is_no_sparse_state_dict_is_named(tmp_path):
-    path = tmp_path / "dense.pt"
-    torch.save(tiny_bert().state_dict(), path)
-    with pytest.raises(ValueError, match=r"dense\.pt is not a file written by "
-                                         r"sparsekern\.save_sparse nor the state_dict of a "
-                                         r"sparsified model \(no '<layer>\._extra_state' entry\)"):
-        sk.load_sparse(tiny_bert(), path)
+def test_a_checkpoint_with_no_packed_layer_loads_as_the_dense_state(tmp_path):
+    """sparsify(layout="auto") may leave every layer dense (it depends on the machine): its
+    save_pretrained folder, or any plain state_dict of the same model, loads like
+    load_state_dict; a file that is no state_dict is named."""
+    model = tiny_bert(seed=2)
+    model.save_pretrained(tmp_path / "hf")
+    torch.save(model.state_dict(), tmp_path / "dense.pt")
+    x = ids()
+    for path in (tmp_path / "hf", tmp_path / "dense.pt"):
+        fresh = sk.load_sparse(tiny_bert(seed=8), path)
+        assert torch.equal(fresh(input_ids=x).last_hidden_state,
+                           model(input_ids=x).last_hidden_state)
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match=r"list\.pt is not a file written by "
+                                         r"sparsekern\.save_sparse nor a state_dict"):
+        sk.load_sparse(tiny_bert(), tmp_path / "list.pt")
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "vit"])
