@@ -44,6 +44,17 @@ _register_auto(_LazyAuto())
 
 _extension.extension()  # warns once if the compiled kernels are missing or stale
 
+#: Subpackages above the core, imported on first attribute access (``sk.prune.prune_model``
+#: works after a plain ``import sparsekern as sk``, without loading them at import).
+_LAZY_SUBMODULES = ("prune", "auto", "bench", "demo", "models")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = ["to_sparse", "spmm", "linear", "SparseLinear", "SparseConv2d", "sparsify", "save_sparse",
            "load_sparse", "use_backend", "SparseFormat", "Semi24", "BSR", "CSC", "NM14", "Args",
            "__version__"]

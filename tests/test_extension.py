@@ -48,3 +48,19 @@ def test_warns_once_and_reference_serves(monkeypatch):
     # The Python path (what serves CPU calls when _C is missing) falls back to reference.
     out = ops._spmm_impl(*A.op_args(), torch.ones(8, 1))
     assert out[1, 0].item() == 3.0
+
+
+def test_subpackages_load_on_first_use():
+    """``import sparsekern as sk`` then ``sk.prune.prune_model`` (it raised AttributeError
+    until ``sparsekern.prune`` was imported); the import itself does not load them."""
+    import subprocess
+    import sys
+    code = ("import sys, sparsekern as sk\n"
+            "assert 'sparsekern.prune' not in sys.modules\n"
+            "assert callable(sk.prune.prune_model) and 'sparsekern.prune' in sys.modules\n"
+            "assert callable(sk.auto.build_table)\n"
+            "try:\n    sk.no_such_thing\nexcept AttributeError as e:\n"
+            "    assert \"has no attribute 'no_such_thing'\" in str(e)\n"
+            "else:\n    raise SystemExit('no AttributeError')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 # The layer accessors of this module's interface live in the core (one place for all).
+from .. import _layers
 from .._layers import tied_weights
 from .._layers import (dims, from_matrix, in_features, is_linear, is_prunable,  # noqa: F401
                        kind, layer_types, looks_linear, skip_reason, to_matrix, weight_matrix)
@@ -109,8 +110,12 @@ def select_layers(model: nn.Module, layers: Optional[Iterable[str]] = None,
         if not found:
             kinds = ("nn.Conv2d (kernel granularity)" if need_conv else
                      "nn.Linear or nn.Conv2d (or a transformers Conv1D)")
+            left = sorted({f"{type(m).__name__} ({_layers.skip_reason(m)})"
+                           for m in model.modules() if _layers.looks_linear(m)
+                           and not _layers.is_prunable(m) and _layers.skip_reason(m)})
+            why = f"; left out: {'; '.join(left)}" if left else ""
             raise ValueError(f"model {type(model).__name__} has no prunable layers: expected at "
-                             f"least one {kinds}; its layers are: {layer_types(model)}")
+                             f"least one {kinds}; its layers are: {layer_types(model)}{why}")
         for name, m in found.items():
             if writes:
                 check_not_reparametrized(name, m)

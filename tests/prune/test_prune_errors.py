@@ -118,6 +118,15 @@ def test_model_with_no_prunable_layers():
     with pytest.raises(TypeError, match=r"model must be an nn\.Module, got Tensor"):
         prune.prune_model(torch.zeros(3), 0.5)
 
+    class FusedLinear(nn.Linear):  # as Falcon's FalconLinear
+        pass
+    # The message names why the linear-like layers it has are left out (it listed them as
+    # if they were not nn.Linear at all).
+    with pytest.raises(ValueError, match=r"its layers are: FusedLinear x2, ReLU; left out: "
+                                         r"FusedLinear \(FusedLinear subclasses nn\.Linear; only "
+                                         r"nn\.Linear itself is swapped"):
+        prune.prune_model(nn.Sequential(FusedLinear(4, 4), nn.ReLU(), FusedLinear(4, 4)), 0.5)
+
 
 def test_unknown_or_unprunable_layer_names():
     with pytest.raises(ValueError, match=r"layer 'fc9' does not exist in MLP; prunable layers are "
