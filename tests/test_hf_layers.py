@@ -601,3 +601,36 @@ def test_a_sparsified_model_reports_its_sparsity_and_refuses_masks_for_packed_la
                                          r"stored, so they stay zero without a mask"):
         prune.distill(sparse, teacher, [ids()], masks=masks, steps=1, progress=False)
     prune.distill(sparse, teacher, [ids()], steps=1, progress=False)  # masks=None: fine
+
+
+def test_distill_compares_real_tokens_only():
+    """A right-padded batch: a student equal to the teacher except at the pad token's
+    embedding has the same outputs at every real token, so its loss is 0 (the padding
+    positions' outputs, which differ, were part of it)."""
+    teacher = tiny_gpt2()
+    student = copy.deepcopy(teacher)
+    pad = 5
+    with torch.no_grad():
+        student.wte.weight[pad].add_(torch.randn(32, generator=torch.Generator().manual_seed(0)))
+    x = ids(batch=2, seq=8, seed=1)
+    x[x == pad] = 6
+    mask = torch.ones(2, 8, dtype=torch.long)
+    x[1, 5:], mask[1, 5:] = pad, 0
+    batch = {"input_ids": x, "attention_mask": mask}
+    real = mask.bool()
+    with torch.no_grad():
+        a, b = student(**batch).last_hidden_state, teacher(**batch).last_hidden_state
+    assert torch.equal(a[real], b[real]) and not torch.equal(a[~real], b[~real])
+    for loss in ("mse", "cosine"):
+        losses = prune.distill(copy.deepcopy(student), teacher, [batch], masks={}, steps=1,
+                               loss=loss, progress=False)
+        assert losses[0] < 1e-6, (loss, losses)  # cosine: 1 - cos(v, v) rounds to ~5e-8
+        from sparsekern.prune.distill import distance
+        assert distance(a, b, loss, "x") > 1e-3  # what the padding positions added before
+    # Without padding the loss is the plain mean, as before.
+    unpadded = {"input_ids": x[:1, :5], "attention_mask": mask[:1, :5]}
+    with torch.no_grad():
+        s, t = student(**unpadded).last_hidden_state, teacher(**unpadded).last_hidden_state
+    from sparsekern.prune.distill import distance
+    assert torch.equal(distance(s, t, "mse", "x", unpadded["attention_mask"]),
+                       torch.nn.functional.mse_loss(s, t))

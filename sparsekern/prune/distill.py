@@ -57,13 +57,34 @@ def output_tensor(out, who: str = "the model") -> torch.Tensor:
                     f"one")
 
 
-def distance(student: torch.Tensor, teacher: torch.Tensor, kind: str, where: str) -> torch.Tensor:
-    """MSE, or 1 - cosine along the last dim (mean), between two outputs of one shape."""
+def _token_weights(x: torch.Tensor, mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """The token mask as float weights of x's tokens: [batch, seq] for x [batch, seq, D],
+    [batch * seq] for x [batch * seq, D] (tokens flattened batch-major); None when x is not
+    token-shaped (a pooled embedding, logits of a classifier) or there is no mask."""
+    if mask is None:
+        return None
+    if x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
+        return (mask != 0).to(device=x.device, dtype=torch.float32)
+    if x.dim() == 2 and x.shape[0] == mask.numel() and mask.numel() > mask.shape[0]:
+        return (mask.reshape(-1) != 0).to(device=x.device, dtype=torch.float32)
+    return None
+
+
+def distance(student: torch.Tensor, teacher: torch.Tensor, kind: str, where: str,
+             mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """MSE, or 1 - cosine along the last dim (mean), between two outputs of one shape. With a
+    token ``mask`` [batch, seq] (a padded batch's attention_mask) and token-shaped outputs,
+    the mean runs over the real tokens only (padding outputs are whatever the pad token id
+    makes them); without padding it is the plain mean."""
     if student.shape != teacher.shape:
         raise ValueError(f"{where}: the student's output has shape {list(student.shape)} but the "
                          f"teacher's has {list(teacher.shape)}; distill needs a teacher with the "
                          f"same outputs (the dense model the student was pruned from)")
     s, t = student.float(), teacher.float()
+    w = _token_weights(s, mask)
+    if w is not None:
+        per = ((s - t) ** 2).mean(-1) if kind == "mse" else 1.0 - F.cosine_similarity(s, t, -1)
+        return (per * w).sum() / w.sum().clamp_min(1.0)
     if kind == "mse":
         return F.mse_loss(s, t)
     return (1.0 - F.cosine_similarity(s, t, dim=-1)).mean()
@@ -194,7 +215,9 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
         steps: optimizer steps (default: one pass over ``data`` per rank; needed when data
             has no length).
         lr: peak learning rate of AdamW; warmup (steps, linear) then cosine decay to 0.
-        loss: "mse" or "cosine" (1 - cosine similarity along the last dim).
+        loss: "mse" or "cosine" (1 - cosine similarity along the last dim). For an item
+            with a 2-D ``attention_mask`` (a tokenizer's padded batch), token-shaped outputs
+            are compared at the real tokens only, as calibration counts them.
         layers: names of intermediate modules (present in both models) whose outputs are
             matched too, each weighted by ``layer_weight``.
         max_grad_norm: gradient clipping (None: off).
@@ -310,10 +333,11 @@ def _loss(net, teacher, item, devices, stores, kinds, layers, layer_weight) -> t
                                            "data item"), "the teacher").to(device)
     out = output_tensor(inputs.call(net, inputs.to_device(item, device), "data item"),
                         "the student")
-    total = distance(out, target, kinds[0], "final output")
+    mask = inputs.token_mask_of(item, net)  # a padded batch: its real tokens only
+    total = distance(out, target, kinds[0], "final output", mask)
     for n in layers:
         total = total + layer_weight * distance(stores[0][n], stores[1][n].to(device), kinds[1],
-                                                f"module {n!r}")
+                                                f"module {n!r}", mask)
     return total
 
 
