@@ -634,3 +634,18 @@ def test_distill_compares_real_tokens_only():
     from sparsekern.prune.distill import distance
     assert torch.equal(distance(s, t, "mse", "x", unpadded["attention_mask"]),
                        torch.nn.functional.mse_loss(s, t))
+
+
+@pytest.mark.parametrize("criterion,sequential", [("wanda", False), ("wanda", True),
+                                                  ("sparsegpt", True)])
+def test_calibration_with_no_real_token_is_refused(criterion, sequential):
+    """An all-zero (or inverted) attention_mask leaves every row out: Wanda's norms were all 0
+    and its masks fell to tie order, SparseGPT became magnitude pruning, silently."""
+    model = tiny_gpt2()
+    x = ids(batch=2, seq=6)
+    calib = [{"input_ids": x, "attention_mask": torch.zeros_like(x)}]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"layer 'h\.0\.attn\.c_attn' saw no real token in the "
+                                         r"calibration data: every row of its inputs was padding"):
+        prune.prune_model(model, 0.5, "2:4", criterion, calib=calib, sequential=sequential)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

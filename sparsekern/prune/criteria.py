@@ -124,11 +124,13 @@ def input_column_norms(model: nn.Module, modules: Dict[str, nn.Module],
     (grouped convs get one row per output, holding its group's columns).
     """
     sums: Dict[str, torch.Tensor] = {}
+    rows: Dict[str, int] = {}
 
     def hook(name, mod, args):
         X = layer_input_matrix(mod, args[0].detach()).double()
         s = (X * X).sum(0)
         sums[name] = s if name not in sums else sums[name] + s
+        rows[name] = rows.get(name, 0) + X.shape[0]
 
     handles = [m.register_forward_pre_hook(lambda mod, args, n=n: hook(n, mod, args))
                for n, m in modules.items()]
@@ -142,8 +144,17 @@ def input_column_norms(model: nn.Module, modules: Dict[str, nn.Module],
         if name not in sums:
             raise ValueError(f"layer {name!r} was never called on the calibration data, so "
                              f"criterion 'wanda' cannot score it")
+        if rows[name] == 0:
+            raise no_tokens_error(name)
         out[name] = norms_from_sums(m, sums[name])
     return out
+
+
+def no_tokens_error(name: str) -> ValueError:
+    """The error for a layer whose calibration inputs were all padding."""
+    return ValueError(f"layer {name!r} saw no real token in the calibration data: every row of "
+                      f"its inputs was padding (is the attention_mask all 0, or inverted?), so "
+                      f"its calibration statistics are empty")
 
 
 def norms_from_sums(module: nn.Module, sums: torch.Tensor) -> torch.Tensor:

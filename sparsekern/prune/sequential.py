@@ -26,7 +26,7 @@ from torch import nn
 
 from .. import inputs
 from . import calibration
-from .criteria import layer_input_matrix
+from .criteria import layer_input_matrix, no_tokens_error
 
 #: A statistic: (init(module) -> state, update(state, X [rows, K]) -> state).
 Stat = Tuple[Callable[[nn.Module], object], Callable[[object, torch.Tensor], object]]
@@ -108,6 +108,7 @@ def collect(model: nn.Module, group: List[str], modules: Dict[str, nn.Module], c
     state: Dict[str, object] = {group[0]: init(modules[group[0]])}
     seen: set = set()
     lead = group[0]
+    rows = [0, 0]  # rows of the lead layer's inputs, calls of it
 
     def reset(mod, args):
         seen.clear()
@@ -116,6 +117,8 @@ def collect(model: nn.Module, group: List[str], modules: Dict[str, nn.Module], c
         if name == lead:  # every call counts (a layer may run twice in one forward)
             X = layer_input_matrix(mod, args[0].detach())
             state[lead] = update(state[lead], X)
+            rows[0] += X.shape[0]
+            rows[1] += 1
         seen.add(name)
         if stop_early and len(seen) == len(group):
             raise calibration.StopForward
@@ -133,6 +136,8 @@ def collect(model: nn.Module, group: List[str], modules: Dict[str, nn.Module], c
             h.remove()
     if state[lead] is None:
         raise ValueError(f"layer {lead!r} was never called on the calibration data")
+    if rows[1] and rows[0] == 0:
+        raise no_tokens_error(lead)
     return {n: state[lead] for n in group}
 
 
