@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 #: Human name of the layer kinds sparsekern can pack (for messages).
 SUPPORTED_NAMES = "nn.Linear, nn.Conv2d (groups=1) or transformers Conv1D"
@@ -33,6 +34,8 @@ def is_hf_conv1d(module: nn.Module) -> bool:
     Also checks the layout that its forward relies on: a 2-D weight [nx, nf].
     """
     cls = type(module)
+    if parametrize.is_parametrized(module):  # parametrize's generated subclass of the layer
+        cls = cls.__bases__[0]
     if cls.__name__ != "Conv1D" or cls.__module__.split(".")[0] != "transformers":
         return False
     w = getattr(module, "weight", None)

@@ -576,8 +576,12 @@ def test_moving_2_4_masks_on_gpt2_conv1d_run_along_the_input_dim():
     names = conv1d_names(model)
     masks = prune.prune_model(model, granularity="2:4", layers=names)
     data = [{"input_ids": ids(batch=2, seq=8, seed=s)} for s in range(2)]
-    prune.distill(model, teacher, data, masks=masks, steps=4, lr=1e-2, progress=False,
-                  mask_update=prune.MaskUpdate(decay=0.0, every=1, freeze=0.75))
+    # freeze=0.25 of 8 steps: the masks are re-picked at steps 1-5, on the parametrized
+    # module (its class is parametrize's ParametrizedConv1D, still a Conv1D).
+    upd = prune.MaskUpdate(decay=0.0, every=1, freeze=0.25)
+    assert upd.moving_steps(8) > 2
+    prune.distill(model, teacher, data, masks=masks, steps=8, lr=1e-2, progress=False,
+                  mask_update=upd)
     # Every step re-picked the masks (every=1) before they froze: picked along the wrong dim,
     # they would not be 2:4 along the input dim.
     for n in names:

@@ -73,6 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--busy-nice", type=int, default=0,
                    help="--contention: niceness of the busy processes (default 0; 19: a "
                         "background job)")
+    p.add_argument("--busy-kind", default="spin", choices=("spin", "torch"),
+                   help="--contention: what each busy process runs: a spinning loop, or a torch "
+                        "job with 2 intra-op threads (default spin)")
     p.add_argument("--busy-unpinned", action="store_true",
                    help="--contention: leave the busy processes unpinned (one per --busy-cores "
                         "entry; the scheduler places them)")
@@ -200,7 +203,8 @@ def contention_main(args, argv_used) -> int:
         cores = tuple(int(c) for c in args.busy_cores.split(",")) if args.busy_cores else ()
         cs = contention.ContentionSettings(busy_cores=cores, phases=args.phases,
                                            calls=args.calls, busy_nice=args.busy_nice,
-                                           busy_pinned=not args.busy_unpinned)
+                                           busy_pinned=not args.busy_unpinned,
+                                           busy_kind=args.busy_kind)
     except ValueError as e:
         print(f"error: --contention: {e}", file=sys.stderr)
         return 2

@@ -3,7 +3,10 @@
 The harness starts its own busy processes (a spinning loop each), pinned with
 ``os.sched_setaffinity`` to the given cores (default: the last usable core), or left to
 the scheduler (``busy_pinned=False``: one per given core, free to move), at a niceness of
-``busy_nice`` (0; 19 is a background job's: a build, an indexer), and keeps them
+``busy_nice`` (0; 19 is a background job's: a build, an indexer), each a spinning loop or, with
+``busy_kind="torch"``, a torch job whose 2 intra-op threads do small matrix products (its
+OpenMP threads, spinning between ops, held our team's threads off the cores for whole
+scheduler slices where a single-threaded niced spinner yields at once), and keeps them
 stopped (SIGSTOP) during quiet phases and running (SIGCONT) during loaded ones. For every
 case (2048² and 4096², N = 1 and 64; dense, 2:4, BSR 32×32 at 90%, CSC at 90%) it runs
 ``phases`` quiet/loaded pairs in alternation (quiet, loaded, quiet, loaded, ...); in each
@@ -46,6 +49,7 @@ class ContentionSettings:
     busy_cores: Tuple[int, ...] = ()     # () : the last usable core
     busy_nice: int = 0                   # niceness of the busy processes (0..19)
     busy_pinned: bool = True             # False: as many, unpinned (the scheduler places them)
+    busy_kind: str = "spin"              # "spin" or "torch" (2-thread matrix products)
     phases: int = 2                      # quiet/loaded pairs per case
     calls: int = 20                      # calls per candidate per phase
     settle_s: float = 0.2                # wait after (un)pausing the busy processes
@@ -57,12 +61,19 @@ class ContentionSettings:
         if self.phases < 1 or self.calls < 3:
             raise ValueError(f"ContentionSettings needs phases >= 1 and calls >= 3, got "
                              f"phases={self.phases}, calls={self.calls}")
+        if self.busy_kind not in BUSY_KINDS:
+            raise ValueError(f"ContentionSettings.busy_kind must be one of {BUSY_KINDS}, got "
+                             f"{self.busy_kind!r}")
         if not 0 <= self.busy_nice <= 19:
             raise ValueError(f"ContentionSettings needs 0 <= busy_nice <= 19, got "
                              f"busy_nice={self.busy_nice}")
 
 
-def _spin(core: Optional[int], nice: int = 0) -> None:  # pragma: no cover - child process
+BUSY_KINDS = ("spin", "torch")
+
+
+def _spin(core: Optional[int], nice: int = 0,
+          kind: str = "spin") -> None:  # pragma: no cover - child process
     if core is not None:
         try:
             os.sched_setaffinity(0, {core})
@@ -70,6 +81,11 @@ def _spin(core: Optional[int], nice: int = 0) -> None:  # pragma: no cover - chi
             pass
     if nice:
         os.nice(nice)
+    if kind == "torch":
+        torch.set_num_threads(2)
+        a, b = torch.randn(256, 256), torch.randn(256, 256)
+        while True:
+            a @ b
     x = 0
     while True:
         x += 1
@@ -80,12 +96,16 @@ class BusyProcesses:
     ``nice``; ``pause()`` / ``resume()`` stop and continue them; a context manager that
     always kills them on exit."""
 
-    def __init__(self, cores: Sequence[int], nice: int = 0, pinned: bool = True):
+    def __init__(self, cores: Sequence[int], nice: int = 0, pinned: bool = True,
+                 kind: str = "spin"):
         import multiprocessing as mp
-        ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
+        # A torch job is spawned: torch's OpenMP threads hang in a child forked after the
+        # parent used them.
+        fork = hasattr(os, "fork") and kind == "spin"
+        ctx = mp.get_context("fork" if fork else "spawn")
         self.cores = list(cores)
-        self.procs = [ctx.Process(target=_spin, args=(c if pinned else None, nice), daemon=True)
-                      for c in self.cores]
+        self.procs = [ctx.Process(target=_spin, args=(c if pinned else None, nice, kind),
+                                  daemon=True) for c in self.cores]
 
     def __enter__(self):
         for p in self.procs:
@@ -175,7 +195,8 @@ def run(s: ContentionSettings, progress: Optional[Callable[[str], None]] = None)
     """Run every case quiet and loaded in alternation; returns the JSON-ready results."""
     cores = s.busy_cores or default_busy_cores()
     cases = []
-    with BusyProcesses(cores, s.busy_nice, s.busy_pinned) as busy, torch.inference_mode():
+    with BusyProcesses(cores, s.busy_nice, s.busy_pinned, s.busy_kind) as busy, \
+            torch.inference_mode():
         for label, M, K in s.shapes:
             for N in s.batches:
                 fns, _ = candidates(M, K, N, s.seed)
@@ -210,8 +231,9 @@ def _busy_text(doc: dict) -> str:
     st = c.get("settings", {})
     where = (f"pinned to CPU(s) {c['busy_cores']}" if st.get("busy_pinned", True) else
              f"{len(c['busy_cores'])} unpinned")
-    return f"busy processes {where}" + (f", nice {st['busy_nice']}" if st.get("busy_nice")
-                                        else "")
+    kind = " (torch, 2 threads each)" if st.get("busy_kind") == "torch" else ""
+    return f"busy processes{kind} {where}" + (f", nice {st['busy_nice']}" if st.get("busy_nice")
+                                              else "")
 
 
 def markdown(doc: dict) -> str:

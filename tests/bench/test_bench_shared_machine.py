@@ -267,3 +267,23 @@ def test_the_markdown_says_how_the_busy_processes_ran():
     assert "busy processes 2 unpinned, nice 19;" in contention.markdown(doc)
     doc["contention"]["settings"] = {"busy_nice": 0, "busy_pinned": True}
     assert "busy processes pinned to CPU(s) [1, 1];" in contention.markdown(doc)
+
+
+def test_a_torch_busy_process_runs_two_threads_niced():
+    import os
+    import time
+    with contention.BusyProcesses([0], nice=19, pinned=False, kind="torch") as busy:
+        busy.resume()
+        pid = busy.procs[0].pid
+        for _ in range(100):  # a spawned child imports torch first
+            time.sleep(0.1)
+            try:
+                threads = len(os.listdir(f"/proc/{pid}/task"))
+            except FileNotFoundError:
+                threads = 0
+            if threads >= 2 and os.getpriority(os.PRIO_PROCESS, pid) == 19:
+                break
+        assert os.getpriority(os.PRIO_PROCESS, pid) == 19 and threads >= 2
+    assert not busy.procs[0].is_alive()
+    with pytest.raises(ValueError, match=r"busy_kind must be one of \('spin', 'torch'\), got 'x'"):
+        contention.ContentionSettings(busy_kind="x")

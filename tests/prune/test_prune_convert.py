@@ -114,10 +114,14 @@ def test_load_rejects_a_mismatched_model(cnn, tmp_path):
     with pytest.raises(ValueError, match=r"layer 'fc1': saved shape \[64, 512\] but the model "
                                          r"has \[64, 256\]"):
         prune.load_sparse(CNN(c2=16), tmp_path / "c.pt")
-    torch.save({"x": torch.zeros(1)}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match=r"other\.pt is not a file written by "
-                                         r"sparsekern\.save_sparse"):
+    torch.save({"x": torch.zeros(1)}, tmp_path / "other.pt")  # a plain state_dict, not CNN's
+    with pytest.raises(ValueError, match=r"state does not match the model: missing "
+                                         r"\['conv1\.weight', .*\], unexpected \['x'\]"):
         prune.load_sparse(CNN(), tmp_path / "other.pt")
+    torch.save(["not", "a", "state_dict"], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match=r"list\.pt is not a file written by "
+                                         r"sparsekern\.save_sparse nor a state_dict"):
+        prune.load_sparse(CNN(), tmp_path / "list.pt")
 
 
 def test_load_rejects_a_conv_entry_where_the_model_has_something_else(tmp_path):
