@@ -113,6 +113,21 @@ def call(model, item, what: str = "input", tuple_is: str = "pair"):
     return model(*args, **kwargs)
 
 
+def output_tensor(out, who: str = "the model") -> torch.Tensor:
+    """The tensor a model's output stands for: itself, the first tensor of a Mapping (a Hugging
+    Face ModelOutput: ``last_hidden_state`` / ``logits``), or the first item of a tuple."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, Mapping):
+        for v in out.values():
+            if isinstance(v, torch.Tensor):
+                return v
+    elif isinstance(out, (tuple, list)) and out:
+        return output_tensor(out[0], who)
+    raise TypeError(f"{who} returned a {type(out).__name__}; expected a tensor, a "
+                    f"Mapping/ModelOutput holding one, or a tuple whose first item is one")
+
+
 def items(data, what: str = "calib") -> list:
     """The items of ``data`` as a list: one item (a tensor, Mapping or Args) or an iterable of
     items (a list, a DataLoader). Every item is checked; raises TypeError/ValueError naming

@@ -653,3 +653,53 @@ def test_calibration_with_no_real_token_is_refused(criterion, sequential):
                                          r"calibration data: every row of its inputs was padding"):
         prune.prune_model(model, 0.5, "2:4", criterion, calib=calib, sequential=sequential)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_count_macs_counts_gpt2_conv1d_layers():
+    """Dense GPT-2 counted only its lm_head (Conv1D was not hooked), so the sparsified model
+    showed more MACs than the dense one."""
+    from sparsekern.prune import stats
+    model = tiny_gpt2_lm()
+    x = {"input_ids": ids(batch=1, seq=8)}
+    dense = stats.count_macs(model, x)
+    names = conv1d_names(model)
+    assert set(names) <= set(dense)
+    c_fc = model.get_submodule(names[0])
+    assert dense[names[0]] == 8 * c_fc.weight.numel()
+    prune.prune_model(model, granularity="2:4", layers=names)
+    sparse = stats.count_macs(sk.sparsify(copy.deepcopy(model), "2:4", layers=names), x)
+    assert sparse["total"] < dense["total"]
+    assert sparse[names[0]] == stats.count_macs(model, x, nonzero=True)[names[0]]
+
+
+def test_train_fine_tune_and_accuracy_take_tokenizer_batches_and_model_outputs():
+    """(tokenizer-dict, labels) batches, as prune_model's calibration takes them, and a
+    classifier returning a SequenceClassifierOutput (it passed the dict positionally and
+    called argmax on the output object)."""
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=64, num_labels=3,
+                                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = transformers.BertForSequenceClassification(cfg).eval()
+    x = ids(batch=4, seq=6)
+    data = [({"input_ids": x, "attention_mask": torch.ones_like(x)}, torch.tensor([0, 1, 2, 1]))]
+    masks = prune.prune_model(model, 0.5, "2:4", calib=data)
+    acc0 = prune.accuracy(model, data)
+    losses = prune.fine_tune(model, data * 4, epochs=3, lr=1e-2, masks=masks, progress=False)
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert 0.0 <= acc0 <= 1.0 and prune.accuracy(model, data) >= acc0
+    for n, m in masks.items():  # the pruned weights stayed zero
+        assert not model.get_submodule(n).weight[~m].any(), n
+    assert prune.accuracy(model, [(x, torch.tensor([0, 1, 2, 1]))]) >= 0.0  # a plain tensor too
+
+
+def test_the_demo_reads_a_hugging_face_model_output():
+    """demo.run on a transformers model: its outputs are ModelOutputs (it reshaped the
+    object and crashed before doing anything)."""
+    from sparsekern.demo import tasks
+    model = tiny_bert()
+    data = [{"input_ids": ids(batch=3, seq=5, seed=s)} for s in range(2)]
+    out = tasks.outputs(model, data)
+    assert out.shape == (6, 5 * 32) and out.dtype == torch.float32
+    want = model(**data[0]).last_hidden_state.reshape(3, -1)
+    assert torch.equal(out[:3], want)

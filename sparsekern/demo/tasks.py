@@ -62,7 +62,9 @@ def outputs(model: nn.Module, data: Iterable) -> torch.Tensor:
     was = {m: m.training for m in model.modules()}
     model.eval()
     try:
-        outs = [call(model, b) for b in data]
+        # A Hugging Face model returns a ModelOutput: its first tensor (last_hidden_state,
+        # logits) stands for it, as in prune.distill.
+        outs = [inputs.output_tensor(call(model, b), "the model") for b in data]
     finally:
         for m, flag in was.items():
             m.training = flag

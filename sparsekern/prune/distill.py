@@ -35,26 +35,11 @@ from .. import inputs
 from .layers import default_layers
 from .mask_update import MaskUpdate, MovingMasks
 from .masks import MaskHolder, StoredZeroHolder, check_masks, masks_from_zeros
+from ..inputs import output_tensor  # noqa: F401  (re-exported: its home was here)
 
 #: Default learning rate of :func:`distill` (AdamW): smaller than pre-training's.
 DEFAULT_DISTILL_LR = 5e-5
 LOSSES = ("mse", "cosine")
-
-
-def output_tensor(out, who: str = "the model") -> torch.Tensor:
-    """The tensor a model's output stands for: itself, the first tensor of a Mapping (a Hugging
-    Face ModelOutput: ``last_hidden_state`` / ``logits``), or the first item of a tuple."""
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, Mapping):
-        for v in out.values():
-            if isinstance(v, torch.Tensor):
-                return v
-    elif isinstance(out, (tuple, list)) and out:
-        return output_tensor(out[0], who)
-    raise TypeError(f"{who} returned a {type(out).__name__}; distill compares tensors: expected a "
-                    f"tensor, a Mapping/ModelOutput holding one, or a tuple whose first item is "
-                    f"one")
 
 
 def _token_weights(x: torch.Tensor, mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

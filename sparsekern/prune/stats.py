@@ -39,7 +39,8 @@ def _layer_macs(mod: nn.Module, out: torch.Tensor, nonzero: bool) -> int:
 
 def count_macs(model: nn.Module, example_input: torch.Tensor,
                nonzero: bool = False) -> Dict[str, int]:
-    """MACs of the Linear/Conv2d (and sparse) layers for one call on ``example_input``.
+    """MACs of the Linear/Conv2d (transformers Conv1D too) and sparse layers for one call on
+    ``example_input``.
 
     Returns {layer name: MACs} plus ``"total"``. ``nonzero`` counts only nonzero weights
     (what a kernel that skips zeros has to do); sparse layers always count their nonzeros.
@@ -49,7 +50,7 @@ def count_macs(model: nn.Module, example_input: torch.Tensor,
     handles = [m.register_forward_hook(
         lambda mod, args, out, n=n: macs.__setitem__(n, macs.get(n, 0) +
                                                      _layer_macs(mod, out, nonzero)))
-        for n, m in model.named_modules() if isinstance(m, kinds)]
+        for n, m in model.named_modules() if isinstance(m, kinds) or is_linear(m)]
     try:
         calibration.run(model, example_input, what="example_input")
     finally:

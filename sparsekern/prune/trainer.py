@@ -26,12 +26,26 @@ def _split(batch):
     return batch[0], batch[1]
 
 
+def _forward(model: nn.Module, x) -> torch.Tensor:
+    """The model's output tensor for inputs ``x``: a tensor (``model(x)``), a Mapping such as
+    a tokenizer's output (``model(**x)``), ``sparsekern.Args`` or a tuple of positional inputs;
+    of a Hugging Face ModelOutput its first tensor (``logits``)."""
+    return inputs.output_tensor(inputs.call(model, x, "the batch's inputs", tuple_is="args"),
+                                "the model")
+
+
+def _count(y) -> int:
+    return int(y.shape[0]) if isinstance(y, torch.Tensor) and y.dim() else len(y)
+
+
 def train(model: nn.Module, loader, epochs: int = 1, lr: float = DEFAULT_TRAIN_LR,
           masks: Optional[Mapping[str, torch.Tensor]] = None,
           loss_fn: Optional[Callable] = None, optimizer: Optional[torch.optim.Optimizer] = None,
           weight_decay: float = 0.0, progress: bool = True,
           penalty: Optional[Callable[[nn.Module], torch.Tensor]] = None) -> List[float]:
-    """Train ``model`` on ``loader`` ((inputs, targets) batches) for ``epochs``.
+    """Train ``model`` on ``loader`` ((inputs, targets) batches) for ``epochs``. Inputs may be
+    a tensor, a tokenizer's output (a Mapping: ``model(**inputs)``), ``sparsekern.Args`` or a
+    tuple of positional inputs; a Hugging Face model's output counts as its ``logits``.
 
     Args:
         masks: held through training (pruned weights stay exactly 0); None holds nothing.
@@ -59,13 +73,13 @@ def train(model: nn.Module, loader, epochs: int = 1, lr: float = DEFAULT_TRAIN_L
             for batch in loader:
                 x, y = _split(batch)
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x), y)
+                loss = loss_fn(_forward(model, x), y)
                 if penalty is not None:
                     loss = loss + penalty(model)
                 loss.backward()
                 opt.step()
-                total += float(loss.detach()) * len(x)
-                n += len(x)
+                total += float(loss.detach()) * _count(y)
+                n += _count(y)
                 bar.update(1)
                 bar.set_postfix(loss=f"{total / max(1, n):.4f}")
             losses.append(total / max(1, n))
@@ -106,8 +120,8 @@ def accuracy(model: nn.Module, loader) -> float:
     try:
         for batch in loader:
             x, y = _split(batch)
-            correct += int((model(x).argmax(-1) == y).sum())
-            total += len(y)
+            correct += int((_forward(model, x).argmax(-1) == y).sum())
+            total += _count(y)
     finally:
         model.train(was_training)
     if total == 0:
