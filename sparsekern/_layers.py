@@ -147,9 +147,22 @@ def layer_types(model: nn.Module) -> str:
 
 
 def tied_weights(model: nn.Module) -> Dict[int, List[str]]:
-    """{id(parameter): every name it has in ``model``} for parameters with several names
-    (tied weights, e.g. GPT-2's lm_head and token embedding)."""
+    """{id(parameter): every name it has in ``model``} for parameters held by several modules
+    (tied weights, e.g. GPT-2's lm_head and token embedding). One module registered under
+    several names (a layer shared across depth) shares nothing with another module: its
+    weight is not tied (see :func:`module_aliases`)."""
     names: Dict[int, List[str]] = {}
+    owners: Dict[int, set] = {}
     for n, p in model.named_parameters(remove_duplicate=False):
         names.setdefault(id(p), []).append(n)
+        owner = model.get_submodule(n.rpartition(".")[0]) if "." in n else model
+        owners.setdefault(id(p), set()).add(id(owner))
+    return {k: v for k, v in names.items() if len(v) > 1 and len(owners[k]) > 1}
+
+
+def module_aliases(model: nn.Module) -> Dict[int, List[str]]:
+    """{id(module): its names} for modules registered under several names in ``model``."""
+    names: Dict[int, List[str]] = {}
+    for n, m in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(m), []).append(n)
     return {k: v for k, v in names.items() if len(v) > 1}

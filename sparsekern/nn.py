@@ -298,8 +298,13 @@ def _candidates(model: nn.Module, layers) -> Tuple[Dict[str, nn.Module], Dict[st
         named = [(n, modules[n]) for n in names]
     targets, skipped = {}, {}
     tied = _layers.tied_weights(model)
+    aliases = _layers.module_aliases(model)
     for name, mod in named:
         why = _layers.skip_reason(mod)
+        if why is None and id(mod) in aliases:
+            why = (f"one module registered under several names "
+                   f"({', '.join(map(repr, aliases[id(mod)]))}); sparsify does not pack a "
+                   f"shared module yet (its pruned zeros stay in the dense weight)")
         others = [n for n in tied.get(id(getattr(mod, "weight", None)), ())
                   if n != (f"{name}.weight" if name else "weight")]
         if why is None and others:

@@ -416,3 +416,32 @@ def test_a_layer_pruned_to_70_percent_per_row_is_packed_as_csc(criterion):
         d[0].weight.mul_((torch.rand_like(d[0].weight) < 0.32).float())
     sk.sparsify(d, layout="csc")
     assert type(d[0]) is nn.Linear
+
+
+def test_one_module_under_two_names_is_pruned_once_and_left_dense_by_sparsify():
+    """A layer shared across depth (self.b = self.a) is one module, not a tied weight: pruning
+    prunes it (it was skipped as 'tied'), and sparsify leaves it dense with the reason (it
+    advised untying it with a cloned weight, which would silently make two layers)."""
+    from sparsekern import prune
+
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(16, 16)
+            self.b = self.a
+            self.c = nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.c(self.b(torch.relu(self.a(x))))
+
+    torch.manual_seed(0)
+    model = Shared().eval()
+    masks = prune.prune_model(model, 0.5, "2:4", criterion="wanda", calib=[torch.randn(3, 16)])
+    assert sorted(masks) == ["a", "c"] and int((model.a.weight == 0).sum()) == 128
+    x = torch.randn(2, 16)
+    want = model(x)
+    sparse = sk.sparsify(copy.deepcopy(model), layout="2:4")
+    assert sparse.a is sparse.b and isinstance(sparse.a, nn.Linear)
+    assert "one module registered under several names ('a', 'b')" in sparse.sparsekern_report["a"][1]
+    assert isinstance(sparse.c, sk.SparseLinear)
+    torch.testing.assert_close(sparse(x), want)
