@@ -246,7 +246,8 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
     convs, nn.Linear subclasses, other convolutions, and layers whose weight is tied to
     another parameter, such as GPT-2's lm_head and token embedding) is logged at INFO (logger
     "sparsekern") with the reason; the decisions are kept in ``model.sparsekern_report``
-    ({module name: (layout or "dense", reason)}), and for ``"auto"`` also in
+    ({module name: (layout or "dense", reason)}; layers packed before: "already packed"),
+    and for ``"auto"`` also in
     ``model.sparsekern_decisions`` (predicted times per format). A model with no layer
     to pack gets a UserWarning naming the layer types it has.
     Called under torch.inference_mode, it packs with inference mode off, so the sparse
@@ -279,6 +280,11 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
             result.sparsekern_decisions = {}
     for name, why in skipped.items():
         result.sparsekern_report[name] = ("dense", why)
+    names = None if layers is None else ({layers} if isinstance(layers, str) else set(layers))
+    for name, m in result.named_modules():  # packed before this call: reported, kept as is
+        if isinstance(m, PackedWeightModule) and name not in result.sparsekern_report and \
+                (names is None or name in names):
+            result.sparsekern_report[name] = (m.layout, "already packed")
     return result
 
 

@@ -445,3 +445,15 @@ def test_one_module_under_two_names_is_pruned_once_and_left_dense_by_sparsify():
     assert "one module registered under several names ('a', 'b')" in sparse.sparsekern_report["a"][1]
     assert isinstance(sparse.c, sk.SparseLinear)
     torch.testing.assert_close(sparse(x), want)
+
+
+def test_sparsify_twice_reports_the_layers_already_packed():
+    from sparsekern import prune
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 8))
+    prune.prune_model(model, 0.5, "2:4")
+    once = sk.sparsify(model, "2:4")
+    assert {k: v[0] for k, v in once.sparsekern_report.items()} == {"0": "2:4", "2": "2:4"}
+    twice = sk.sparsify(once, "2:4")  # it gave an empty report, and no word
+    assert twice.sparsekern_report == {"0": ("2:4", "already packed"),
+                                       "2": ("2:4", "already packed")}
