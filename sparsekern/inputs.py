@@ -258,14 +258,23 @@ def current_token_mask() -> Optional[torch.Tensor]:
     return _TOKEN_MASK.get()
 
 
+def real_tokens(x: torch.Tensor, mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Which rows of a token-shaped x are real tokens, given a token mask [batch, seq]:
+    bool [batch, seq] for x [batch, seq, D], bool [batch * seq] for x [batch * seq, D] (the
+    tokens flattened batch-major, as OPT does before its MLP); None when there is no mask or
+    x is not token-shaped (a pooled embedding, a classifier's logits)."""
+    if mask is None:
+        return None
+    if x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
+        return mask.to(device=x.device) != 0
+    if x.dim() == 2 and x.shape[0] == mask.numel():
+        return mask.reshape(-1).to(device=x.device) != 0
+    return None
+
+
 def real_token_rows(x: torch.Tensor) -> torch.Tensor:
-    """A layer input x [..., K] as rows [n, K]: when the current token mask is [batch, seq]
-    and x is [batch, seq, K], or [batch * seq, K] (the tokens flattened batch-major, as OPT
-    does before its MLP), only the real tokens' rows (padding would skew calibration
-    statistics: its activations are whatever the pad token id makes them)."""
-    mask = _TOKEN_MASK.get()
-    if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
-        return x[mask.to(device=x.device) != 0]
-    if mask is not None and x.dim() == 2 and x.shape[0] == mask.numel():
-        return x[mask.reshape(-1).to(device=x.device) != 0]
-    return x.reshape(-1, x.shape[-1])
+    """A layer input x [..., K] as rows [n, K]: under a token mask (see :func:`real_tokens`),
+    only the real tokens' rows (padding would skew calibration statistics: its activations
+    are whatever the pad token id makes them)."""
+    keep = real_tokens(x, _TOKEN_MASK.get())
+    return x[keep] if keep is not None else x.reshape(-1, x.shape[-1])

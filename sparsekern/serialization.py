@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import sys
 import zipfile
 from dataclasses import dataclass
 from typing import Dict, List, Tuple, Union
@@ -484,7 +485,6 @@ def _hf_key_renamer(model: nn.Module, path: PathLike):
     their legacy names, e.g. GPT-NeoX's lm_head as embed_out), or None when the model needs
     no renaming. Renamings only: a key that transformers would convert (fuse, split) raises
     ValueError, since a sparse layer's tensors cannot be converted that way."""
-    import sys
     if "transformers" not in sys.modules:  # never imported: the model is none of its
         return None
     try:

@@ -42,19 +42,6 @@ DEFAULT_DISTILL_LR = 5e-5
 LOSSES = ("mse", "cosine")
 
 
-def _token_weights(x: torch.Tensor, mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    """The token mask as float weights of x's tokens: [batch, seq] for x [batch, seq, D],
-    [batch * seq] for x [batch * seq, D] (tokens flattened batch-major); None when x is not
-    token-shaped (a pooled embedding, logits of a classifier) or there is no mask."""
-    if mask is None:
-        return None
-    if x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
-        return (mask != 0).to(device=x.device, dtype=torch.float32)
-    if x.dim() == 2 and x.shape[0] == mask.numel() and mask.numel() > mask.shape[0]:
-        return (mask.reshape(-1) != 0).to(device=x.device, dtype=torch.float32)
-    return None
-
-
 def distance(student: torch.Tensor, teacher: torch.Tensor, kind: str, where: str,
              mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """MSE, or 1 - cosine along the last dim (mean), between two outputs of one shape. With a
@@ -66,8 +53,9 @@ def distance(student: torch.Tensor, teacher: torch.Tensor, kind: str, where: str
                          f"teacher's has {list(teacher.shape)}; distill needs a teacher with the "
                          f"same outputs (the dense model the student was pruned from)")
     s, t = student.float(), teacher.float()
-    w = _token_weights(s, mask)
-    if w is not None:
+    keep = inputs.real_tokens(s, mask)
+    if keep is not None:
+        w = keep.to(torch.float32)
         per = ((s - t) ** 2).mean(-1) if kind == "mse" else 1.0 - F.cosine_similarity(s, t, -1)
         return (per * w).sum() / w.sum().clamp_min(1.0)
     if kind == "mse":
