@@ -247,6 +247,9 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
     another parameter, such as GPT-2's lm_head and token embedding) is logged at INFO (logger
     "sparsekern") with the reason; the decisions are kept in ``model.sparsekern_report``
     ({module name: (layout or "dense", reason)}; layers packed before: "already packed"),
+    which, when ``layers`` is None, also names each weight of 3 or more dims outside a
+    linear-like layer (a mixture of experts' [E, out, in] parameter: {parameter name:
+    ("dense", "3-D expert weight: not a Linear-like layer; not pruned")}; left as it is),
     and for ``"auto"`` also in
     ``model.sparsekern_decisions`` (predicted times per format). A model with no layer
     to pack gets a UserWarning naming the layer types it has.
@@ -255,6 +258,9 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
     """
     check_sparsify_args(layout, blocksize, max_density, example_input, latency_table, margin)
     targets, skipped = _candidates(model, layers)
+    # weights of 3+ dims outside any linear-like layer (MoE experts): named, never packed
+    left_alone = _layers.weights_left_alone(model) if layers is None else {}
+    skipped.update(left_alone)
     nothing_to_pack = not targets and layers is None and not any(
         isinstance(m, PackedWeightModule) for m in model.modules())
     if layout == "auto" and example_input is None and latency_table is None:
@@ -267,7 +273,8 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
         log.info("sparsify: %s stays dense (%s)", name or type(model).__name__, why)
     if nothing_to_pack:
         msg = (f"sparsify: {type(model).__name__} has no layer that sparsekern can pack "
-               f"({_layers.SUPPORTED_NAMES}); its layers are: {_layers.layer_types(model)}")
+               f"({_layers.SUPPORTED_NAMES}); its layers are: {_layers.layer_types(model)}" +
+               "".join(f"; {n} left alone: {why}" for n, why in left_alone.items()))
         log.warning(msg)
         warnings.warn(msg, stacklevel=3)  # past outside_inference_mode's wrapper
     if layout == "auto" and targets:

@@ -23,6 +23,7 @@ new layer before it changes the model, so a bad file leaves the model untouched.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import sys
@@ -38,6 +39,8 @@ from ._packed_module import decode_extra_state, outside_inference_mode
 from .conv import SparseConv2d, check_geometry
 from .formats import from_parts
 from .nn import SparseLinear, _set_submodule
+
+log = logging.getLogger("sparsekern")
 
 _FORMAT_TAG = "sparsekern-sparse-model/1"
 _EXTRA_STATE = "_extra_state"  # torch's suffix of a module's extra state in a state_dict
@@ -500,11 +503,11 @@ def _hf_key_renamer(model: nn.Module, path: PathLike):
     converters = [c for c in conversions if isinstance(c, WeightConverter)]
     if not renamings and not converters:
         return None
-    meta = model.state_dict()
 
     def rename(key: str) -> str:
-        new, converted = rename_source_key(key, renamings, converters, model.base_model_prefix,
-                                           meta)
+        # no base_model_prefix here: _base_model_mapped adds or strips it for the whole
+        # checkpoint at once (only when every key maps), not key by key
+        new, converted = rename_source_key(key, renamings, converters, None, None)
         if converted is not None:
             raise ValueError(f"{path}: transformers converts {key!r} on loading "
                              f"{type(model).__name__} (not only a renaming), which sparsekern "
@@ -532,6 +535,65 @@ def _renamed(saved: _Saved, model: nn.Module, path: PathLike) -> _Saved:
     return _Saved(layers, dense, saved.tied_may_be_missing)
 
 
+def _base_model_mapped(saved: _Saved, model: nn.Module, path: PathLike) -> Tuple[_Saved, str]:
+    """A checkpoint of a transformers task model loaded into its base model, or the reverse,
+    under the model's own names; and a note for the error of a state that still does not
+    match ("" when nothing was mapped).
+
+    A task model (BertForSequenceClassification) holds its base model under
+    ``model.base_model_prefix`` ("bert"), so its keys are ``bert.<key>`` plus its head's
+    (``classifier.weight``); the base model (BertModel, same prefix attribute) has the bare
+    keys. As transformers' from_pretrained does:
+
+    * task checkpoint -> base model: the prefix is stripped; the keys outside it (the task
+      head, packed or dense) are not used, and are logged as a warning (logger "sparsekern").
+    * base checkpoint -> task model: the prefix is added; the head's tensors are not in the
+      file, so they are missing as any other missing tensor is (ValueError; tied ones, like
+      GPT-2's lm_head sharing the token embedding, take the tensor they share).
+
+    Only when the mapping is unambiguous: the model has no key under the prefix and the file
+    has some (strip), or the reverse (add); every mapped sparse layer names a module of the
+    model and every mapped dense key a key of its state; and (strip) no key outside the
+    prefix is also a key of the model. Otherwise the checkpoint is returned as it is (and
+    fails or loads as before).
+    """
+    prefix = getattr(model, "base_model_prefix", None)
+    names = list(saved.layers) + list(saved.dense)
+    if not isinstance(prefix, str) or not prefix or not names or \
+            not all(isinstance(n, str) for n in names):
+        return saved, ""
+    p = prefix + "."
+    state = set(model.state_dict())
+    modules = {n for n, _ in model.named_modules()}
+    model_has_prefix = any(k.startswith(p) for k in state)
+    file_has_prefix = any(n.startswith(p) for n in names)
+
+    def known(layers: Dict[str, object], dense: Dict[str, object]) -> bool:
+        return all(n in modules for n in layers) and all(k in state for k in dense)
+
+    if not model_has_prefix and file_has_prefix:  # task checkpoint -> base model
+        layers = {n[len(p):]: e for n, e in saved.layers.items() if n.startswith(p)}
+        dense = {k[len(p):]: v for k, v in saved.dense.items() if k.startswith(p)}
+        head = [n for n in names if not n.startswith(p)]
+        if not known(layers, dense) or any(n in modules or n in state for n in head):
+            return saved, ""
+        if head:
+            log.warning("load_sparse: %s holds a task model (keys under %r); loading its base "
+                        "model into %s, not using %s", path, p, type(model).__name__, head)
+        return _Saved(layers, dense, saved.tied_may_be_missing), ""
+    if model_has_prefix and not file_has_prefix:  # base checkpoint -> task model
+        layers = {p + n: e for n, e in saved.layers.items()}
+        dense = {p + k: v for k, v in saved.dense.items()}
+        if not known(layers, dense):
+            return saved, ""
+        note = (f"; {path} holds a base model (keys without the {p!r} of "
+                f"{type(model).__name__}, added on loading), which has no task head: load it "
+                f"into the base model, load_sparse(model.{prefix}, path), to keep the head as "
+                f"it is")
+        return _Saved(layers, dense, tied_may_be_missing=True), note
+    return saved, ""
+
+
 def _fill_tied(own: Dict[str, object], dense: Dict[str, object]) -> None:
     """Adds to ``dense`` each key of ``own`` it lacks whose tensor is the same view as that
     of a key it holds (a tied weight, stored once)."""
@@ -546,9 +608,10 @@ def _fill_tied(own: Dict[str, object], dense: Dict[str, object]) -> None:
 
 
 def _check_dense(model: nn.Module, names: List[str], dense: Dict[str, object],
-                 tied_may_be_missing: bool = False) -> None:
+                 tied_may_be_missing: bool = False, note: str = "") -> None:
     """The dense state must match the model's state outside the sparse layers exactly
-    (tied tensors may be missing when ``tied_may_be_missing``: they are filled in)."""
+    (tied tensors may be missing when ``tied_may_be_missing``: they are filled in);
+    ``note`` ends the message of a mismatch."""
     prefixes = tuple(n + "." for n in names)
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(prefixes)}
     if tied_may_be_missing:
@@ -557,7 +620,7 @@ def _check_dense(model: nn.Module, names: List[str], dense: Dict[str, object],
     unexpected = [k for k in dense if k not in own]
     if missing or unexpected:
         raise ValueError(f"state does not match the model: missing {missing}, "
-                         f"unexpected {unexpected}")
+                         f"unexpected {unexpected}{note}")
     for k, v in dense.items():
         mine = own[k]
         if isinstance(mine, torch.Tensor) != isinstance(v, torch.Tensor):
@@ -590,10 +653,19 @@ def load_sparse(model: nn.Module, path: PathLike, map_location=None) -> nn.Modul
     device, as the rest of the state does (loaded strictly, with load_state_dict).
     Everything is checked, and every new layer built, before the model changes: a bad file
     raises ValueError naming the layer and the problem, and leaves ``model`` as it was.
+
+    A transformers task model's checkpoint (BertForSequenceClassification: keys under its
+    ``base_model_prefix``, ``bert.``) loads into the base model (BertModel), its head's
+    tensors unused (logged as a warning); a base model's checkpoint loads into a task model
+    whose head is tied to base tensors (GPT2LMHeadModel), and into any other task model
+    raises the ValueError of the head's missing tensors (load it into
+    ``model.base_model`` instead). The prefix is stripped or added only when every key then
+    names one of the model's (see _base_model_mapped).
     """
     saved = _read(path, map_location)
     if saved.tied_may_be_missing:  # a plain state_dict, maybe under transformers' file names
         saved = _renamed(saved, model, path)
+    saved, note = _base_model_mapped(saved, model, path)
     new: Dict[str, nn.Module] = {}
     for name, e in saved.layers.items():
         if not isinstance(name, str) or not name:
@@ -604,7 +676,7 @@ def load_sparse(model: nn.Module, path: PathLike, map_location=None) -> nn.Modul
             raise ValueError(f"layer {name!r}: saved kind {e.get('kind')!r}; expected 'linear' "
                              f"or 'conv2d'")
         new[name] = build(model, name, e)
-    _check_dense(model, list(new), saved.dense, saved.tied_may_be_missing)
+    _check_dense(model, list(new), saved.dense, saved.tied_may_be_missing, note)
     old = {name: model.get_submodule(name) for name in new}
     for name, mod in new.items():
         _set_submodule(model, name, mod)

@@ -38,7 +38,9 @@ def convert(model: nn.Module, layout: str = "auto", blocksize=None,
     Returns the model (or the new layer when ``model`` itself is a Linear/Conv2d). The
     decisions are in ``model.sparsekern_report`` ({name: (layout or "dense", reason)}),
     every layer left dense is logged at INFO with the reason; grouped convolutions stay
-    dense.
+    dense. With ``layers`` None the report also names each weight of 3 or more dims outside
+    a Linear-like layer (a mixture of experts' [E, out, in] parameter), which is left as it
+    is: ("dense", "3-D expert weight: not a Linear-like layer; not pruned").
     """
     check_sparsify_args(layout, blocksize, max_density, example_input, latency_table)
     names = None if layers is None else list(select_layers(model, layers))

@@ -60,11 +60,15 @@ def default_layers(model: nn.Module) -> Dict[str, nn.Module]:
     """The layers pruned when none are named: every prunable layer whose weight is not tied
     to another parameter (may be empty; :func:`select_layers` raises then). Linear-like
     layers left out (nn.Linear subclasses such as nn.MultiheadAttention's out_proj,
-    parametrized layers, other convolutions) are logged at INFO with the reason."""
+    parametrized layers, other convolutions) are logged at INFO with the reason, and so are
+    the weights of 3 or more dims outside any such layer (a mixture of experts' [E, out, in]
+    parameter; see sparsekern._layers.weights_left_alone), which are not pruned."""
     for name, m in model.named_modules():
         if looks_linear(m) and not is_prunable(m):
             _log.info("sparsekern.prune: %s left out: %s", name or type(model).__name__,
                       skip_reason(m))
+    for name, why in _layers.weights_left_alone(model).items():
+        _log.info("sparsekern.prune: %s left out: %s", name, why)
     return _untied(model, prunable_layers(model))
 
 
@@ -113,6 +117,7 @@ def select_layers(model: nn.Module, layers: Optional[Iterable[str]] = None,
             left = sorted({f"{type(m).__name__} ({_layers.skip_reason(m)})"
                            for m in model.modules() if _layers.looks_linear(m)
                            and not _layers.is_prunable(m) and _layers.skip_reason(m)})
+            left += [f"{n} ({why})" for n, why in _layers.weights_left_alone(model).items()]
             why = f"; left out: {'; '.join(left)}" if left else ""
             raise ValueError(f"model {type(model).__name__} has no prunable layers: expected at "
                              f"least one {kinds}; its layers are: {layer_types(model)}{why}")
