@@ -396,3 +396,50 @@ def test_cached_repack_rebuilds_on_unversioned_writes_and_hits_otherwise():
     v.data[0] = 5.0                           # no version bump
     assert cached_repack(v, "k", (), build)[0].item() == 5.0
     assert len(calls) == 2
+
+
+def test_cached_repack_checks_each_tensor_once_per_call_and_never_serves_stale(monkeypatch):
+    # Inside one op call (one_check_per_call) a validation and a repack of the same weight
+    # share one byte compare (one device sync on a GPU); the next call compares again.
+    from sparsekern.formats import base
+    v, idx = torch.randn(10), torch.arange(7, dtype=torch.int16)
+    compares = []
+    real = base._all_same_bytes
+    monkeypatch.setattr(base, "_all_same_bytes", lambda pairs: compares.append(len(pairs))
+                        or real(pairs))
+    builds = []
+
+    def build(tag):
+        return lambda: builds.append(tag) or (v.clone(), idx.clone())
+    for _ in range(2):
+        with base.one_check_per_call():
+            base.cached_repack(v, "a", (idx,), build("a"))
+            base.cached_repack(v, "b", (idx,), build("b"))
+    assert builds == ["a", "b"] and compares == [2]   # 2nd call: one compare, both hits
+    v.data[3] = 99.0                                  # a write the version counter misses
+    idx.data[0] = 5
+    with base.one_check_per_call():
+        got_a = base.cached_repack(v, "a", (idx,), build("a"))
+        got_b = base.cached_repack(v, "b", (idx,), build("b"))
+    assert builds == ["a", "b", "a", "b"] and compares == [2, 2]
+    for got in (got_a, got_b):
+        assert got[0][3].item() == 99.0 and got[1][0].item() == 5
+    other = torch.arange(7, dtype=torch.int16)        # another deps tensor: rebuilt, not served
+    assert base.cached_repack(v, "a", (other,), build("a"))[1] is not got_a[1]
+    assert builds[-1] == "a"
+
+
+@pytest.mark.parametrize("n, offset", [(0, 0), (1, 0), (3, 1), (8, 0), (13, 2), (64, 5)])
+def test_same_bytes_on_any_size_and_offset(n, offset):
+    from sparsekern.formats.base import _all_same_bytes, _same_bytes
+    base_t = torch.randn(n + offset + 1).to(torch.float16)
+    a = base_t[offset:offset + n]
+    b = a.clone()
+    assert _same_bytes(a, b) and _all_same_bytes([(a, b)])
+    if n:
+        b[n // 2] = float("nan")
+        a[n // 2] = float("nan")
+        assert _same_bytes(a, b)                      # NaN equals itself, bit for bit
+        b.view(torch.int16)[n - 1] ^= 1              # one bit
+        assert not _same_bytes(a, b) and not _all_same_bytes([(a, b)])
+    assert not _same_bytes(a, a.float())              # same values, other dtype

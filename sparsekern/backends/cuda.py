@@ -17,7 +17,7 @@ from typing import Tuple
 import torch
 
 from .. import _extension
-from ..formats.base import cached_repack
+from ..formats.base import cached_repack, one_check_per_call
 from . import forced_backend, gpu_choice, reference
 from .cuda_repack import repack_csc_slabs, repack_semi24, semi24_b_operand
 
@@ -64,6 +64,11 @@ def spmm(values, indices, offsets, M, K, layout, B, bias, out):
 
 def own_spmm(values, indices, offsets, M, K, layout, B, bias, out):
     """out [M, N] = A @ B (+ bias) with our kernels; A given by the user's format tensors."""
+    with one_check_per_call():  # the validation and the repack check the bytes once
+        return _own_spmm(values, indices, offsets, M, K, layout, B, bias, out)
+
+
+def _own_spmm(values, indices, offsets, M, K, layout, B, bias, out):
     M, K = int(M), int(K)
     if layout == "2:4":
         packed = cached_repack(values, f"cuda:2:4:mma.sp:{M}x{K}", (indices,),

@@ -254,10 +254,8 @@ def measure(values, indices, offsets, M, K, layout, B, bias, out,
 
 
 def _drop_prepared(values: torch.Tensor, prefix: str) -> None:
-    cache = getattr(values, "_sparsekern_repack", None)
-    if isinstance(cache, dict):
-        for key in [k for k in cache if k.startswith(prefix)]:
-            cache.pop(key, None)
+    from ..formats.base import drop_cached
+    drop_cached(values, prefix)
 
 
 def _capturing() -> bool:
@@ -301,7 +299,14 @@ def validate_once(values, indices, offsets, M: int, K: int, layout: str) -> None
 
 
 def dispatch(values, indices, offsets, M, K, layout, B, bias, out):
-    """Run the chosen candidate for this call (see the module docstring); returns ``out``."""
+    """Run the chosen candidate for this call (see the module docstring); returns ``out``.
+    Every byte check of a cached copy in the call is done once (``one_check_per_call``)."""
+    from ..formats.base import one_check_per_call
+    with one_check_per_call():
+        return _dispatch(values, indices, offsets, M, K, layout, B, bias, out)
+
+
+def _dispatch(values, indices, offsets, M, K, layout, B, bias, out):
     validate_once(values, indices, offsets, M, K, layout)
     choice = choose(values, indices, offsets, M, K, layout, B, bias, out)
     if choice in ("dense", "torch24") and not _capturing():

@@ -21,6 +21,7 @@ from typing import Tuple
 import torch
 
 from ..formats import cached_repack
+from ..formats.base import one_check_per_call
 from ..formats.validate import check_format_structure
 from . import forced_backend, gpu_choice
 
@@ -94,6 +95,11 @@ def spmm(values, indices, offsets, M, K, layout, B, bias, out):
 
 def own_spmm(values, indices, offsets, M, K, layout, B, bias, out):
     """out[M, N] = A @ B (+ bias[:, None]) with our kernels; ``out`` written and returned."""
+    with one_check_per_call():  # the validation and the repack check the bytes once
+        return _own_spmm(values, indices, offsets, M, K, layout, B, bias, out)
+
+
+def _own_spmm(values, indices, offsets, M, K, layout, B, bias, out):
     M, K = int(M), int(K)
     _validate_once(values, indices, offsets, M, K, layout)
     if values.numel() == 0 or K == 0:  # nothing stored: the product is zero

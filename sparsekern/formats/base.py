@@ -8,7 +8,11 @@ built once per weight, never per call, and dropped when the weight changes.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+import itertools
+import weakref
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -123,38 +127,143 @@ class SparseFormat:
                 f"dtype={self.dtype}, device={self.device}, nnz={self.nnz}, nbytes={self.nbytes})")
 
 
+def _byte_words(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The bytes of ``a`` and ``b`` as flat tensors of one integer word type, the widest that
+    tiles both (int64 when the byte count and both addresses allow, down to uint8): a
+    compare then writes 1/8 of the flags a byte-wise one would."""
+    fa = a.reshape(-1).contiguous().view(torch.uint8)
+    fb = b.reshape(-1).contiguous().view(torch.uint8)
+    for dt, size in ((torch.int64, 8), (torch.int32, 4), (torch.int16, 2)):
+        if fa.numel() % size == 0 and fa.data_ptr() % size == 0 and fb.data_ptr() % size == 0:
+            try:
+                return fa.view(dt), fb.view(dt)
+            except RuntimeError:  # a storage offset the view cannot take
+                continue
+    return fa, fb
+
+
+def _same_meta(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
+
+
 def _same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Bit-for-bit equality (NaN equal to itself), any dtype, any strides."""
-    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+    if not _same_meta(a, b):
         return False
-    return torch.equal(a.reshape(-1).contiguous().view(torch.uint8),
-                       b.reshape(-1).contiguous().view(torch.uint8))
+    return a.numel() == 0 or torch.equal(*_byte_words(a, b))
+
+
+def _all_same_bytes(pairs) -> bool:
+    """``_same_bytes`` of every (live, snapshot) pair, with one device sync in all: on a GPU
+    each compare stays on the device and a single flag comes back (one sync per tensor costs
+    more than the kernel the cache serves)."""
+    if not all(_same_meta(a, b) for a, b in pairs):
+        return False
+    pairs = [(a, b) for a, b in pairs if a.numel()]
+    if not pairs:
+        return True
+    if not any(a.is_cuda for a, _ in pairs):
+        return all(torch.equal(*_byte_words(a, b)) for a, b in pairs)
+    flags = [torch.ne(*_byte_words(a, b)).any() for a, b in pairs]
+    return not bool(torch.stack(flags).any())
+
+
+class _Snapshot:
+    """A byte copy of one live tensor (held weakly: the cache lives on ``values``), and a
+    number that changes whenever it is retaken."""
+    __slots__ = ("ref", "copy", "gen")
+
+    def __init__(self, live: torch.Tensor):
+        with torch.no_grad():
+            self.copy = live.detach().clone()
+        self.ref, self.gen = weakref.ref(live), next(_GENERATIONS)
+
+    def of(self, t: torch.Tensor) -> bool:
+        return self.ref() is t
+
+
+class _RepackCache:
+    """What ``cached_repack`` keeps on a ``values`` tensor: one snapshot per argument position
+    (values, then each dep; shared by every key) and, per key, the result and the snapshot
+    generations it was built on."""
+
+    def __init__(self):
+        self.snapshots: Dict[int, _Snapshot] = {}
+        self.results: Dict[str, Tuple[Tuple[int, ...], object]] = {}
+
+
+_GENERATIONS = itertools.count()
+#: Per op call (see :func:`one_check_per_call`): ids of snapshots already found unchanged.
+_VERIFIED: ContextVar[Optional[set]] = ContextVar("sparsekern_verified", default=None)
+
+
+@contextmanager
+def one_check_per_call():
+    """Inside this context (one op call: a backend wraps its ``spmm`` in it), a snapshot found
+    byte-identical to its tensor is not compared again: a validation and a repack of the same
+    weight in one call cost one compare. Nested uses share the outer call's record."""
+    if _VERIFIED.get() is not None:
+        yield
+        return
+    token = _VERIFIED.set(set())
+    try:
+        yield
+    finally:
+        _VERIFIED.reset(token)
+
+
+def _current_snapshots(cache: _RepackCache, tensors: Tuple[torch.Tensor, ...]):
+    """The snapshot of each tensor, retaken for any whose bytes (or identity) changed."""
+    verified = _VERIFIED.get()
+    snaps = [cache.snapshots.get(i) for i in range(len(tensors))]
+    to_check = [(t, s) for t, s in zip(tensors, snaps)
+                if s is not None and s.of(t) and (verified is None or id(s) not in verified)]
+    if to_check and _all_same_bytes([(t, s.copy) for t, s in to_check]):
+        if verified is not None:
+            verified.update(id(s) for _, s in to_check)
+        to_check = []
+    out = []
+    for i, (t, s) in enumerate(zip(tensors, snaps)):
+        if s is None or not s.of(t) or any(s is c for _, c in to_check):
+            s = cache.snapshots[i] = _Snapshot(t)
+            if verified is not None:
+                verified.add(id(s))
+        out.append(s)
+    return out
 
 
 def cached_repack(values: torch.Tensor, key: str, deps: Tuple[torch.Tensor, ...],
                   build: Callable[[], object]):
     """Return ``build()``, computed once per (weight, key) and cached on ``values``.
 
-    The entry holds a snapshot of ``values`` and ``deps`` and is used only while they are
-    byte for byte the same: writes the version counter does not see (``.data``, a NumPy
-    view, an inference tensor's ``copy_``) rebuild it too, so it can never be stale. The
-    check reads the weight once per call; ``build`` (a repack) costs more. Backends use this
-    for layouts that a kernel wants (e.g. a metadata order for sparse tensor cores).
+    The cache holds a byte snapshot of ``values`` and ``deps``, and a result is used only
+    while they are byte for byte the same: writes the version counter does not see
+    (``.data``, a NumPy view, an inference tensor's ``copy_``) rebuild it too, so it can
+    never be stale. The check reads the weight once per call (one device sync on a GPU, one
+    for all keys inside :func:`one_check_per_call`); ``build`` (a repack) costs more.
+    Backends use this for layouts that a kernel wants (e.g. a metadata order for sparse
+    tensor cores).
     """
     tensors = (values,) + tuple(deps)
     cache = getattr(values, "_sparsekern_repack", None)
-    if cache is None:
-        cache = {}
+    if not isinstance(cache, _RepackCache):
+        cache = _RepackCache()
         try:
             values._sparsekern_repack = cache
         except (AttributeError, RuntimeError):  # e.g. tensors that forbid attributes
             return build()
-    hit = cache.get(key)
-    if hit is not None and len(hit[0]) == len(tensors) and \
-            all(_same_bytes(t, s) for t, s in zip(tensors, hit[0])):
+    gens = tuple(s.gen for s in _current_snapshots(cache, tensors))
+    hit = cache.results.get(key)
+    if hit is not None and hit[0] == gens:
         return hit[1]
-    with torch.no_grad():
-        snapshot = tuple(t.detach().clone() for t in tensors)
     result = build()
-    cache[key] = (snapshot, result)
+    cache.results[key] = (gens, result)
     return result
+
+
+def drop_cached(values: torch.Tensor, prefix: str) -> None:
+    """Forget the cached results whose key starts with ``prefix`` (snapshots stay)."""
+    cache = getattr(values, "_sparsekern_repack", None)
+    if isinstance(cache, _RepackCache):
+        for key in [k for k in cache.results if k.startswith(prefix)]:
+            cache.results.pop(key, None)
