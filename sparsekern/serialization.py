@@ -272,6 +272,13 @@ def _resolve_aliases(path: PathLike, meta: dict, tensors: Dict[str, torch.Tensor
         tensors[key] = tensors[target]
 
 
+def _own_storage(t: torch.Tensor) -> torch.Tensor:
+    """An empty tensor read from a safetensors file points into the file's mapping at its
+    neighbour's address; torch.save then refuses the model ("multiple tensors ... view the
+    same data as different types"). An empty one gets its own storage."""
+    return t if t.numel() else torch.empty(t.shape, dtype=t.dtype, device=t.device)
+
+
 def _open_safetensors(path: PathLike, map_location) -> Tuple[dict, Dict[str, torch.Tensor]]:
     """(metadata, tensors) of one safetensors file."""
     safe_open = _safetensors().safe_open
@@ -284,7 +291,7 @@ def _open_safetensors(path: PathLike, map_location) -> Tuple[dict, Dict[str, tor
                         f".safetensors file, got {type(map_location).__name__}")
     try:
         with safe_open(os.fspath(path), "pt", device=device) as f:
-            return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
+            return f.metadata() or {}, {k: _own_storage(f.get_tensor(k)) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for a corrupt file
         raise ValueError(f"{path} is not a readable safetensors file: {e}") from None
 
