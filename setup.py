@@ -18,6 +18,9 @@ import glob
 import os
 import re
 import shutil
+import subprocess
+import sys
+import tempfile
 
 from setuptools import setup
 
@@ -85,6 +88,52 @@ def cuda_arch_flags(arch_list=None):
     return list(dict.fromkeys(flags))
 
 
+_PROBE_CPP = "#include <sstream>\nstd::string f(long v) { std::ostringstream o; o << v; return o.str(); }\n"
+
+
+def _loaded_libstdcxx():
+    """Path of the libstdc++ this process (with torch imported) has loaded, or None."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "libstdc++.so" in line}
+    except OSError:
+        return None
+    return sorted(paths)[0] if paths else None
+
+
+def _links_libstdcxx_shared(cxx: str) -> bool:
+    """Does ``cxx -shared`` link libstdc++ as a shared library (NEEDED), as usual?"""
+    with tempfile.TemporaryDirectory() as d:
+        src, lib = os.path.join(d, "probe.cpp"), os.path.join(d, "probe.so")
+        with open(src, "w") as f:
+            f.write(_PROBE_CPP)
+        try:
+            subprocess.run([cxx, "-shared", "-fPIC", "-O1", src, "-o", lib], check=True,
+                           capture_output=True, timeout=120)
+            with open(lib, "rb") as f:
+                return b"libstdc++.so" in f.read()  # the NEEDED entry's name in .dynstr
+        except (OSError, subprocess.SubprocessError):
+            return True  # cannot tell: link as usual
+
+
+def libstdcxx_link_args(cxx=None):
+    """Link arguments that make _C use the libstdc++ torch loaded, when the C++ compiler
+    would otherwise copy a static libstdc++ into _C (a toolchain built that way is what the
+    CUDA machine's compiler is). The copy's locale is never initialised: the first number an
+    error message printed crashed the process (SIGSEGV in std::ostream::_M_insert<long>,
+    reached from c10's operator<< of a tensor's sizes). Empty everywhere else."""
+    if not sys.platform.startswith("linux"):
+        return []
+    loaded = _loaded_libstdcxx()
+    if loaded is None:
+        return []
+    if cxx is None:
+        from torch.utils import cpp_extension
+        getter = getattr(cpp_extension, "get_cxx_compiler", None)
+        cxx = getter() if getter else os.environ.get("CXX", "c++")
+    return [] if _links_libstdcxx_shared(cxx) else [loaded]
+
+
 def extensions():
     if os.environ.get("SPARSEKERN_NO_EXTENSION") == "1":
         return [], {}
@@ -105,7 +154,8 @@ def extensions():
     # them makes signed overflow undefined again, so UBSan's signed-integer-overflow check
     # (in the sanitizer build) reports it instead of it wrapping silently.
     cxx = [std, "-fopenmp", "-Wall", "-Wno-unknown-pragmas", "-fno-wrapv"] + opt
-    link = ["-fopenmp"] + (["-fsanitize=address,undefined"] if sanitize else [])
+    link = ["-fopenmp"] + (["-fsanitize=address,undefined"] if sanitize else []) + \
+        libstdcxx_link_args()
     sources = _rel([os.path.join(ROOT, "csrc", "ops.cpp")] +
                    glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp")))
     include = [os.path.join(ROOT, "csrc")]
