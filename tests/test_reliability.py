@@ -429,9 +429,16 @@ def test_cached_repack_checks_each_tensor_once_per_call_and_never_serves_stale(m
     assert builds[-1] == "a"
 
 
+@pytest.mark.parametrize("memcmp", [True, False])
 @pytest.mark.parametrize("n, offset", [(0, 0), (1, 0), (3, 1), (8, 0), (13, 2), (64, 5)])
-def test_same_bytes_on_any_size_and_offset(n, offset):
+def test_same_bytes_on_any_size_and_offset(n, offset, memcmp, monkeypatch):
+    # On the CPU the compare is libc's memcmp (NumPy without it), never torch.equal, which
+    # runs on torch's intra-op pool (10-25x slower, a whole scheduler slice when busy).
+    from sparsekern.formats import base
     from sparsekern.formats.base import _all_same_bytes, _same_bytes
+    if not memcmp:
+        monkeypatch.setattr(base, "_MEMCMP", None)
+    monkeypatch.setattr(torch, "equal", lambda *a: pytest.fail("torch.equal on the CPU"))
     base_t = torch.randn(n + offset + 1).to(torch.float16)
     a = base_t[offset:offset + n]
     b = a.clone()
