@@ -424,9 +424,11 @@ def test_cached_repack_checks_each_tensor_once_per_call_and_never_serves_stale(m
     assert builds == ["a", "b", "a", "b"] and compares == [2, 2]
     for got in (got_a, got_b):
         assert got[0][3].item() == 99.0 and got[1][0].item() == 5
-    other = torch.arange(7, dtype=torch.int16)        # another deps tensor: rebuilt, not served
+    same = idx.clone()                                # another object, same bytes: a hit
+    assert base.cached_repack(v, "a", (same,), build("a")) is got_a and len(builds) == 4
+    other = torch.arange(7, dtype=torch.int16)        # other bytes: rebuilt, not served
     assert base.cached_repack(v, "a", (other,), build("a"))[1] is not got_a[1]
-    assert builds[-1] == "a"
+    assert builds[-1] == "a" and len(builds) == 5
 
 
 @pytest.mark.parametrize("memcmp", [True, False])

@@ -9,7 +9,6 @@ built once per weight, never per call, and dropped when the weight changes.
 from __future__ import annotations
 
 import itertools
-import weakref
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Callable, Dict, Optional, Tuple
@@ -195,23 +194,20 @@ def _all_same_bytes(pairs) -> bool:
 
 
 class _Snapshot:
-    """A byte copy of one live tensor (held weakly: the cache lives on ``values``), and a
-    number that changes whenever it is retaken."""
-    __slots__ = ("ref", "copy", "gen")
+    """A byte copy of one tensor, and a number that changes whenever it is retaken."""
+    __slots__ = ("copy", "gen")
 
     def __init__(self, live: torch.Tensor):
         with torch.no_grad():
             self.copy = live.detach().clone()
-        self.ref, self.gen = weakref.ref(live), next(_GENERATIONS)
-
-    def of(self, t: torch.Tensor) -> bool:
-        return self.ref() is t
+        self.gen = next(_GENERATIONS)
 
 
 class _RepackCache:
     """What ``cached_repack`` keeps on a ``values`` tensor: one snapshot per argument position
     (values, then each dep; shared by every key) and, per key, the result and the snapshot
-    generations it was built on."""
+    generations it was built on. Snapshots are copies, never references to the live tensors
+    (the cache lives on ``values``: no reference cycle)."""
 
     def __init__(self):
         self.snapshots: Dict[int, _Snapshot] = {}
@@ -239,21 +235,26 @@ def one_check_per_call():
 
 
 def _current_snapshots(cache: _RepackCache, tensors: Tuple[torch.Tensor, ...]):
-    """The snapshot of each tensor, retaken for any whose bytes (or identity) changed."""
+    """The snapshot of each tensor, retaken when its bytes changed. A tensor is compared by
+    bytes, whatever object it is (a fresh view of the same bytes is a hit); inside
+    :func:`one_check_per_call` a (snapshot, tensor) pair found equal is not compared again."""
     verified = _VERIFIED.get()
     snaps = [cache.snapshots.get(i) for i in range(len(tensors))]
     to_check = [(t, s) for t, s in zip(tensors, snaps)
-                if s is not None and s.of(t) and (verified is None or id(s) not in verified)]
-    if to_check and _all_same_bytes([(t, s.copy) for t, s in to_check]):
-        if verified is not None:
-            verified.update(id(s) for _, s in to_check)
-        to_check = []
+                if s is not None and (verified is None or (id(s), id(t)) not in verified)]
+    stale = ()
+    if to_check:
+        if _all_same_bytes([(t, s.copy) for t, s in to_check]):
+            if verified is not None:
+                verified.update((id(s), id(t)) for t, s in to_check)
+        else:
+            stale = {id(s) for _, s in to_check}
     out = []
     for i, (t, s) in enumerate(zip(tensors, snaps)):
-        if s is None or not s.of(t) or any(s is c for _, c in to_check):
+        if s is None or id(s) in stale:
             s = cache.snapshots[i] = _Snapshot(t)
             if verified is not None:
-                verified.add(id(s))
+                verified.add((id(s), id(t)))
         out.append(s)
     return out
 
