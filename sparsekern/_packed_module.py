@@ -115,8 +115,16 @@ class PackedWeightModule(nn.Module):
                              f"[{shape[0]}]")
         for name in _FMT_TENSORS:
             own, new = getattr(self, name), state_dict.get(prefix + name)
-            if new is not None and (own.shape != new.shape or own.dtype != new.dtype):
-                fresh = torch.empty_like(new, device=own.device)
+            # Floating values keep the module's own dtype, as load_state_dict keeps every
+            # dense parameter's (and this layer's bias): a float32 state loaded into a
+            # bfloat16 model is cast, not adopted (adopted, the layer's values were float32
+            # next to a bfloat16 bias and inputs, and the forward raised). Index tensors take
+            # the incoming dtype: it is part of the format (int16 or int32 row indices).
+            dtype = (own.dtype if name == "values" and own.is_floating_point()
+                     and new is not None and new.is_floating_point()
+                     else None if new is None else new.dtype)
+            if new is not None and (own.shape != new.shape or own.dtype != dtype):
+                fresh = torch.empty_like(new, device=own.device, dtype=dtype)
                 if name == "values":
                     self.values = nn.Parameter(fresh, requires_grad=own.requires_grad)
                 else:

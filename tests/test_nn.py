@@ -76,6 +76,32 @@ def test_state_dict_round_trip_weights_only(layout, blocksize):
     assert torch.equal(other(x), layer(x))
 
 
+@pytest.mark.parametrize("layout,blocksize", [("2:4", None), ("csc", None), ("bsr", (4, 4))])
+@pytest.mark.parametrize("model_dtype,saved", [(torch.bfloat16, torch.float32),
+                                               (torch.float32, torch.bfloat16),
+                                               (torch.float16, torch.float64)])
+@pytest.mark.parametrize("same_pattern", [True, False])
+def test_load_state_dict_of_another_dtype_keeps_the_models_dtype(layout, blocksize, model_dtype,
+                                                                saved, same_pattern):
+    """load_state_dict casts into the module's dtype, as nn.Linear's does (the values took the
+    state's dtype: a float32 state in a bfloat16 model left float32 values next to a bfloat16
+    bias, and the forward raised on the bfloat16 input)."""
+    src = sk.SparseLinear.from_dense(pruned_linear(20, 12, layout), layout=layout,
+                                     blocksize=blocksize).to(saved)
+    dst = sk.SparseLinear.from_dense(
+        pruned_linear(20, 12, layout, density=0.3 if same_pattern else 0.1), layout=layout,
+        blocksize=blocksize).to(model_dtype)
+    dst.load_state_dict(src.state_dict())
+    assert dst.values.dtype == dst.bias.dtype == model_dtype
+    assert dst.indices.dtype == src.indices.dtype and dst.offsets.dtype == src.offsets.dtype
+    x = torch.randn(4, 20).to(model_dtype)
+    want = nn.functional.linear(x.double(), src.weight.to_dense().to(model_dtype).double(),
+                                src.bias.to(model_dtype).double())
+    y = dst(x)
+    assert y.dtype == model_dtype
+    assert rel_err(y.double(), want) < TOL[model_dtype]
+
+
 def test_load_state_dict_rejects_bad_indices():
     layer = sk.SparseLinear.from_dense(pruned_linear(8, 6, "csc"), layout="csc")
     state = layer.state_dict()
