@@ -9,13 +9,17 @@ OpenMP threads, spinning between ops, held our team's threads off the cores for 
 scheduler slices where a single-threaded niced spinner yields at once), and keeps them
 stopped (SIGSTOP) during quiet phases and running (SIGCONT) during loaded ones. For every
 case (2048² and 4096², N = 1 and 64; dense, 2:4, BSR 32×32 at 90%, CSC at 90%) it runs
-``phases`` quiet/loaded pairs in alternation (quiet, loaded, quiet, loaded, ...); in each
-phase the candidates are called in turns (A B C D A B C D ...), one call per sample.
+``phases`` rounds in alternation (quiet, quiet on one thread, loaded, ...); in each phase
+the candidates are called in turns (A B C D A B C D ...), one call per sample.
 
 Reported per case and candidate: quiet and loaded median and max (ms), loaded/quiet ratio
 of the medians, and each sparse layout's time over the best dense (fastest of torch
 F.linear and NumPy) quiet and loaded. Targets of issue 13: every layout's loaded median
 <= 1.5x its quiet median, and every case that beats dense quiet still beats it loaded.
+The one-thread phase gives each candidate's fair share (:func:`fair_share_ratio`): the
+loaded/quiet that perfect balancing over the cores left would reach. Where it is above
+1.5x (a call whose two quiet threads run much more than twice one thread's speed), no
+threading can meet the target on that machine, and the table says so.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import os
 import signal
 import statistics
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -169,15 +174,34 @@ def run_phase(fns: Dict[str, Callable], calls: int,
     return out
 
 
-def summarize_case(quiet: Dict[str, List[float]], loaded: Dict[str, List[float]]) -> dict:
+def fair_share_ratio(single_s: float, quiet_s: float, threads: int, busy: int) -> Optional[float]:
+    """The loaded/quiet ratio a perfectly balanced call would reach: ``threads`` threads on as
+    many cores, ``busy`` of them shared half and half with a busy process, each core as fast
+    as the quiet one-thread run (``single_s``): (single_s / capacity) / quiet_s with capacity
+    = threads - busy / 2. Above MAX_DEGRADATION the target cannot be met on that machine (e.g.
+    a memory-bound call whose 2 quiet threads run 2.7x faster than one)."""
+    capacity = threads - 0.5 * min(busy, threads)
+    if quiet_s <= 0 or single_s <= 0 or capacity <= 0:
+        return None
+    return (single_s / capacity) / quiet_s
+
+
+def summarize_case(quiet: Dict[str, List[float]], loaded: Dict[str, List[float]],
+                   single: Optional[Dict[str, List[float]]] = None, threads: int = 2,
+                   busy: int = 1) -> dict:
     """Per candidate: quiet/loaded median and max, loaded/quiet; per sparse layout its time
-    over the best dense (fastest median of DENSE) quiet and loaded."""
+    over the best dense (fastest median of DENSE) quiet and loaded. With ``single`` (quiet
+    one-thread times): its median and the fair-share ratio (:func:`fair_share_ratio`)."""
     rows: Dict[str, dict] = {}
     for n in quiet:
         q, l = statistics.median(quiet[n]), statistics.median(loaded[n])
         rows[n] = {"quiet_median_s": q, "quiet_max_s": max(quiet[n]), "loaded_median_s": l,
                    "loaded_max_s": max(loaded[n]), "loaded_over_quiet": l / q if q > 0 else None,
                    "calls": len(quiet[n])}
+        if single and single.get(n):
+            one = statistics.median(single[n])
+            rows[n]["single_thread_median_s"] = one
+            rows[n]["fair_share_ratio"] = fair_share_ratio(one, q, threads, busy)
     dense = [n for n in DENSE if n in rows]
     best_q = min(dense, key=lambda n: rows[n]["quiet_median_s"]) if dense else None
     best_l = min(dense, key=lambda n: rows[n]["loaded_median_s"]) if dense else None
@@ -191,9 +215,28 @@ def summarize_case(quiet: Dict[str, List[float]], loaded: Dict[str, List[float]]
     return {"best_dense_quiet": best_q, "best_dense_loaded": best_l, "candidates": rows}
 
 
+@contextmanager
+def _threads(n: int):
+    """torch's (and so our kernels') thread count set to ``n`` inside, and NumPy's BLAS
+    threads too when threadpoolctl is installed."""
+    before = torch.get_num_threads()
+    try:
+        from threadpoolctl import threadpool_limits
+        blas = threadpool_limits(limits=n, user_api="blas")
+    except ImportError:
+        blas = nullcontext()
+    torch.set_num_threads(n)
+    try:
+        with blas:
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run(s: ContentionSettings, progress: Optional[Callable[[str], None]] = None) -> dict:
     """Run every case quiet and loaded in alternation; returns the JSON-ready results."""
     cores = s.busy_cores or default_busy_cores()
+    threads = torch.get_num_threads()
     cases = []
     with BusyProcesses(cores, s.busy_nice, s.busy_pinned, s.busy_kind) as busy, \
             torch.inference_mode():
@@ -203,14 +246,17 @@ def run(s: ContentionSettings, progress: Optional[Callable[[str], None]] = None)
                 run_phase(fns, 3)  # warm-up: lazy repacks, first-touch of the weights
                 quiet = {n: [] for n in fns}
                 loaded = {n: [] for n in fns}
+                single = {n: [] for n in fns}
                 for _ in range(s.phases):
-                    for state, acc in (("quiet", quiet), ("loaded", loaded)):
+                    for state, acc in (("quiet", quiet), ("single", single), ("loaded", loaded)):
                         (busy.resume if state == "loaded" else busy.pause)()
                         time.sleep(s.settle_s)
-                        for n, xs in run_phase(fns, s.calls).items():
-                            acc[n] += xs
+                        with _threads(1 if state == "single" else threads):
+                            for n, xs in run_phase(fns, s.calls).items():
+                                acc[n] += xs
                 busy.pause()
-                rec = dict(summarize_case(quiet, loaded), shape=label, M=M, K=K, N=N)
+                rec = dict(summarize_case(quiet, loaded, single, threads, len(cores)),
+                           shape=label, M=M, K=K, N=N)
                 cases.append(rec)
                 if progress is not None:
                     progress(f"{label} N={N} done")
@@ -245,17 +291,25 @@ def markdown(doc: dict) -> str:
            f"{doc.get('isa')} ({doc.get('git_commit', '?')}).", "",
            "Times are medians (and max) of per-call times in ms, quiet vs loaded phases in "
            "alternation. `loaded/quiet`: ratio of the medians (target <= "
-           f"{MAX_DEGRADATION}x). `/dense`: time over the best dense of the same phase "
-           "(< 1: faster than dense).", "",
-           "| shape | N | candidate | quiet ms | quiet max | loaded ms | loaded max | "
-           "loaded/quiet | /dense quiet | /dense loaded | targets |",
-           "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+           f"{MAX_DEGRADATION}x). `1 thread`: quiet median with one thread. `fair share`: "
+           "the loaded/quiet a perfectly balanced call would reach when each busy core gives "
+           "us half its time, at the one-thread speed per core (above the target: the "
+           "target cannot be met on this machine). `/dense`: time over the best dense of "
+           "the same phase (< 1: faster than dense).", "",
+           "| shape | N | candidate | quiet ms | quiet max | 1 thread ms | loaded ms | "
+           "loaded max | loaded/quiet | fair share | /dense quiet | /dense loaded | targets |",
+           "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for c in doc["contention"]["cases"]:
         for n, r in c["candidates"].items():
             tgt = "" if "targets_met" not in r else ("met" if r["targets_met"] else "**missed**")
+            fair = r.get("fair_share_ratio")
+            if tgt == "**missed**" and fair is not None and fair > MAX_DEGRADATION:
+                tgt += " (out of reach)"
             out.append(f"| {c['shape']} | {c['N']} | {n} | {_ms(r['quiet_median_s'])} | "
-                       f"{_ms(r['quiet_max_s'])} | {_ms(r['loaded_median_s'])} | "
+                       f"{_ms(r['quiet_max_s'])} | {_ms(r.get('single_thread_median_s'))} | "
+                       f"{_ms(r['loaded_median_s'])} | "
                        f"{_ms(r['loaded_max_s'])} | {_x(r['loaded_over_quiet'])} | "
+                       f"{_x(fair)} | "
                        f"{_x(r.get('over_dense_quiet'))} | {_x(r.get('over_dense_loaded'))} | "
                        f"{tgt} |")
     return "\n".join(out) + "\n"

@@ -159,6 +159,7 @@ def test_contention_run_and_markdown_on_tiny_shapes(monkeypatch):
     rows = res["cases"][0]["candidates"]
     assert set(rows) == {"torch.F.linear", "numpy.matmul", "2:4", "bsr32x32 90%", "csc 90%"}
     assert all(r["calls"] == 3 for r in rows.values())
+    assert all(r["single_thread_median_s"] > 0 and "fair_share_ratio" in r for r in rows.values())
     md = contention.markdown({"threads": 2, "isa": "avx2", "contention": res})
     assert "| 64² | 1 | csc 90% |" in md
 
@@ -287,3 +288,28 @@ def test_a_torch_busy_process_runs_two_threads_niced():
     assert not busy.procs[0].is_alive()
     with pytest.raises(ValueError, match=r"busy_kind must be one of \('spin', 'torch'\), got 'x'"):
         contention.ContentionSettings(busy_kind="x")
+
+
+def test_fair_share_ratio_is_what_a_balanced_call_could_reach():
+    # 2 threads, one core shared half and half: 1.5 cores at the one-thread speed.
+    assert contention.fair_share_ratio(2e-3, 1e-3, 2, 1) == pytest.approx(4 / 3)
+    # a memory-bound call whose 2 quiet threads run 2.7x one: the target is out of reach
+    assert contention.fair_share_ratio(2.7e-3, 1e-3, 2, 1) == pytest.approx(1.8)
+    assert contention.fair_share_ratio(1e-3, 1e-3, 1, 0) == pytest.approx(1.0)
+    assert contention.fair_share_ratio(1e-3, 0.0, 2, 1) is None
+
+
+def test_summarize_case_with_one_thread_times_and_the_markdown_says_out_of_reach():
+    quiet = {"numpy.matmul": [1e-3] * 3, "2:4": [0.5e-3] * 3, "csc 90%": [0.2e-3] * 3}
+    loaded = {"numpy.matmul": [2e-3] * 3, "2:4": [1e-3] * 3, "csc 90%": [0.4e-3] * 3}
+    single = {"numpy.matmul": [2e-3] * 3, "2:4": [1.5e-3] * 3, "csc 90%": [0.3e-3] * 3}
+    s = contention.summarize_case(quiet, loaded, single, threads=2, busy=1)
+    two4, csc = s["candidates"]["2:4"], s["candidates"]["csc 90%"]
+    assert two4["single_thread_median_s"] == pytest.approx(1.5e-3)
+    assert two4["fair_share_ratio"] == pytest.approx(2.0) and not two4["targets_met"]
+    assert csc["fair_share_ratio"] == pytest.approx(1.0) and not csc["targets_met"]
+    md = contention.markdown({"threads": 2, "isa": "avx512", "contention": {
+        "busy_cores": [1], "settings": {}, "cases": [dict(s, shape="4096²", N=1)]}})
+    assert "| 4096² | 1 | 2:4 | 0.5 | 0.5 | 1.5 | 1 | 1 | 2.00x | 2.00x |" in md
+    assert "**missed** (out of reach)" in md.split("| 2:4 |")[1].splitlines()[0]
+    assert "(out of reach)" not in md.split("| csc 90% |")[1].splitlines()[0]
