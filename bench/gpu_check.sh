@@ -226,7 +226,9 @@ export PY OUT ROOT CARD
 SAN=$(command -v compute-sanitizer || true)
 [ -z "$SAN" ] && [ -x /usr/local/cuda/bin/compute-sanitizer ] && SAN=/usr/local/cuda/bin/compute-sanitizer
 [ "$DRY" = 1 ] && SAN=${SAN:-compute-sanitizer}
-PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rfE -m gpu)
+# --capture=sys: pytest captures fd 2 otherwise, and a crash handler's native frames (written to
+# fd 2) would end in its capture file, lost with the process.
+PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rfE -m gpu --capture=sys)
 SELFTIME=("$PY" -m sparsekern.bench.cuda_selftime)
 
 echo "sparsekern gpu_check on ${CARD:-?} -> $OUT (budget $((DEADLINE - START)) s, $PY)" | tee -a "$LOG"
