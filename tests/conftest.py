@@ -81,3 +81,15 @@ def _latency_cache_sees_a_quiet_machine(monkeypatch):
     the CI box. tests/auto/test_cache.py checks the busy case itself."""
     from sparsekern.auto import table
     monkeypatch.setattr(table, "machine_busy", lambda: None)
+
+
+@pytest.fixture(scope="session")
+def setup_py():
+    """The repository's setup.py as a module (setup() itself runs only under __main__)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "setup.py"
+    spec = importlib.util.spec_from_file_location("sparsekern_setup", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

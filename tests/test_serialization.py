@@ -91,6 +91,25 @@ def test_a_file_of_another_dtype_loads_in_the_models_dtype(tmp_path, suffix, sav
     with torch.no_grad():
         assert torch.equal(fresh(X.to(model_dtype)), want(X.to(model_dtype)))
 
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_model_on_the_meta_device_is_named_not_loaded(tmp_path, suffix):
+    """A model built under torch.device("meta") has nothing to copy into: the error names
+    the first meta tensor and what to do (it was 'Tensor.item() cannot be called on meta
+    tensors' from a packed layer's checks); a real model still loads the same file."""
+    sparse = sparse_net("2:4")
+    path = tmp_path / f"m{suffix}"
+    sk.save_sparse(sparse, path)
+    with torch.device("meta"):
+        meta = net()
+    with pytest.raises(ValueError, match=r"parameter '0\.weight' on the meta device.*real "
+                                         r"device"):
+        sk.load_sparse(meta, path)
+    assert all(p.is_meta for p in meta.parameters()) and type(meta[3]) is nn.Linear
+    fresh = sk.load_sparse(net(seed=5), path)
+    with torch.no_grad():
+        assert torch.equal(fresh(X), sparse(X))
+
+
 def test_safetensors_file_has_no_pickle_and_describes_the_layers(tmp_path):
     sparse = sparse_net("csc")
     sk.save_sparse(sparse, tmp_path / "m.safetensors")

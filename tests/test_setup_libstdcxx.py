@@ -1,12 +1,10 @@
 """setup.py links _C against the libstdc++ torch loaded when the C++ compiler would copy a
 static one into it (the CUDA machine's toolchain did: the first number printed into an error
 message then crashed the process, SIGSEGV in std::ostream::_M_insert<long>)."""
-import importlib.util
 import os
 import shutil
 import stat
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,16 +12,12 @@ import torch
 import sparsekern
 from sparsekern import _extension
 
-ROOT = Path(__file__).resolve().parents[1]
 GXX = shutil.which("g++")
 
 
-@pytest.fixture(scope="module")
-def setup_mod():
-    spec = importlib.util.spec_from_file_location("sparsekern_setup", ROOT / "setup.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # setup() runs only under __main__
-    return mod
+@pytest.fixture
+def setup_mod(setup_py):
+    return setup_py
 
 
 @pytest.mark.skipif(GXX is None, reason="no g++ on PATH to build the probe with")

@@ -1,18 +1,10 @@
 """setup.py's CUDA targets: TORCH_CUDA_ARCH_LIST honoured, PTX embedded by default."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture(scope="module")
-def setup_module_():
-    spec = importlib.util.spec_from_file_location("sparsekern_setup", ROOT / "setup.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # setup() runs only under __main__
-    return mod
+@pytest.fixture
+def setup_module_(setup_py):
+    return setup_py
 
 
 def gencode(arch, code):
