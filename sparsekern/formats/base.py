@@ -189,7 +189,8 @@ def _all_same_bytes(pairs) -> bool:
         return True
     if not any(a.is_cuda for a, _ in pairs):
         return all(_words_equal(*_byte_words(a, b)) for a, b in pairs)
-    flags = [torch.ne(*_byte_words(a, b)).any() for a, b in pairs]
+    dev = next(a.device for a, _ in pairs if a.is_cuda)
+    flags = [torch.ne(*_byte_words(a, b)).any().to(dev) for a, b in pairs]
     return not bool(torch.stack(flags).any())
 
 
