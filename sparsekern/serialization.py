@@ -642,6 +642,20 @@ def _check_dense(model: nn.Module, names: List[str], dense: Dict[str, object],
                                  f"{mine.dtype}")
 
 
+def _check_not_meta(model: nn.Module) -> None:
+    """load_sparse copies into the model's tensors, as load_state_dict does: a model built on
+    the meta device (``with torch.device("meta")``) has no storage to copy into (its dense
+    tensors stayed meta, and the packed layers failed their checks with 'Tensor.item() cannot
+    be called on meta tensors'). Name the first meta tensor instead."""
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, t in named:
+            if t.is_meta:
+                raise ValueError(f"model {type(model).__name__} has its {kind} {name!r} on the "
+                                 f"meta device; load_sparse copies into the model's tensors, as "
+                                 f"load_state_dict does: build the model on a real device (e.g. "
+                                 f"'cpu') before loading")
+
+
 @outside_inference_mode
 def load_sparse(model: nn.Module, path: PathLike, map_location=None) -> nn.Module:
     """Load a file from :func:`save_sparse` (``.safetensors`` or ``.pt``) into a fresh model.
@@ -669,6 +683,7 @@ def load_sparse(model: nn.Module, path: PathLike, map_location=None) -> nn.Modul
     ``model.base_model`` instead). The prefix is stripped or added only when every key then
     names one of the model's (see _base_model_mapped).
     """
+    _check_not_meta(model)
     saved = _read(path, map_location)
     if saved.tied_may_be_missing:  # a plain state_dict, maybe under transformers' file names
         saved = _renamed(saved, model, path)
