@@ -176,6 +176,9 @@ def choose_layout(W: torch.Tensor, layout: str, blocksize=None,
     fmt = to_sparse(W, layout=layout, blocksize=blocksize)
     stored = fmt.nnz / max(1, W.numel())
     # limit 1: pack whatever is stored (a BSR of partial edge blocks stores more than M*K)
+    if limit >= 1.0 and stored > limit:  # the reason must not read '1.333 <= 1.0'
+        return layout, (f"stored fraction {stored:.4g} (above 1: padded edge blocks); "
+                        f"max_density={limit} packs whatever is stored")
     if limit >= 1.0 or _within_limit(W, fmt.nnz, limit, lay.blocked):
         return layout, f"stored fraction {stored:.4g} <= {limit}"
     return None, f"stored fraction {stored:.4g} > {limit}"
