@@ -3,7 +3,7 @@
 //
 // * sparsekern::spmm, CPU key: the fast path. When the call is one the compiled kernels
 //   serve and no backend is forced (use_backend in this thread, SPARSEKERN_BACKEND), it runs
-//   here with no Python in between. Anything else (a forced backend or output poisoning, a
+//   here with no Python in between (1:4: its GEMV only, see Layout::kNm14). Anything else (a forced backend or output poisoning, a
 //   dtype or layout without a CPU kernel, any argument that is not exactly as the op
 //   contract says) goes to sparsekern::_spmm_dispatch, the Python path, which owns the error
 //   messages and the reference fallback.
@@ -104,20 +104,30 @@ void check_sizes(c10::string_view what, const at::Tensor& values, int64_t M, int
                       "; block sizes above ", lim, " (2^31 - 1) are not served");
 }
 
-enum class Layout { kSemi24, kBsr, kCsc, kUnknown };
+// kNm14 (1:4) has a GEMV kernel only, reached from the fast path at N == 1 (nm14_gemv_ok);
+// every other 1:4 call takes the Python path, which lowers it to 2:4. So kernel_exists,
+// which the Python side and the backward ops ask, stays false for it.
+enum class Layout { kSemi24, kBsr, kCsc, kNm14, kUnknown };
 
 Layout parse_layout(c10::string_view s) {
   if (s == "2:4") return Layout::kSemi24;
   if (s == "bsr") return Layout::kBsr;
   if (s == "csc") return Layout::kCsc;
+  if (s == "1:4") return Layout::kNm14;
   return Layout::kUnknown;
 }
 
 // Does a compiled CPU kernel exist for this case? (Kept in one place: Python asks it too.)
 // Every layout: float32 B with float32, bfloat16 or float16 weights (float32 output).
 bool kernel_exists(Layout layout, at::ScalarType values_t, at::ScalarType b_t) {
-  if (layout == Layout::kUnknown || b_t != at::kFloat) return false;
+  if (layout == Layout::kUnknown || layout == Layout::kNm14 || b_t != at::kFloat) return false;
   return values_t == at::kFloat || values_t == at::kBFloat16 || values_t == at::kHalf;
+}
+
+// The 1:4 GEMV kernel: the dtypes of kernel_exists, one column of B.
+bool nm14_gemv_ok(Layout layout, at::ScalarType values_t, const at::Tensor& B) {
+  return layout == Layout::kNm14 && B.dim() == 2 && B.size(1) == 1 &&
+         kernel_exists(Layout::kSemi24, values_t, B.scalar_type());
 }
 
 skc::WeightType weight_type(at::ScalarType t) {
@@ -143,6 +153,12 @@ bool format_meta_ok(const at::Tensor& values, const at::Tensor& indices,
            indices.size(0) == values.size(0) && offsets.scalar_type() == at::kInt &&
            offsets.dim() == 1 && offsets.size(0) == ceil_div(M, values.size(1)) + 1;
   }
+  if (layout == Layout::kNm14) {
+    const int64_t G = ceil_div(K, 4);
+    return values.dim() == 2 && values.size(0) == M && values.size(1) == G &&
+           indices.scalar_type() == at::kByte && indices.dim() == 2 && indices.size(0) == M &&
+           indices.size(1) == ceil_div(G, 4) && offsets.numel() == 0;
+  }
   if (layout == Layout::kSemi24) {
     const int64_t half = ceil_div(K, 4) * 2;
     return values.dim() == 2 && values.size(0) == M && values.size(1) == half &&
@@ -164,7 +180,9 @@ bool fast_path_ok(const at::Tensor& values, const at::Tensor& indices, const at:
   }
   if (!values.is_contiguous() || !indices.is_contiguous() || !offsets.is_contiguous())
     return false;
-  if (!kernel_exists(layout, values.scalar_type(), B.scalar_type())) return false;
+  if (!kernel_exists(layout, values.scalar_type(), B.scalar_type()) &&
+      !nm14_gemv_ok(layout, values.scalar_type(), B))
+    return false;
   if (B.dim() != 2 || B.size(0) != K) return false;
   // Sizes out of reach go to the Python path, which names a bad argument (or this file's
   // _spmm_cpu rejects the size with its own message).
@@ -568,6 +586,9 @@ void run_cpu_kernel(const at::Tensor& values, const at::Tensor& indices,
   switch (layout) {
     case Layout::kSemi24:
       status = skc::semi24_spmm(values.data_ptr(), wt, indices.data_ptr<uint8_t>(), d);
+      break;
+    case Layout::kNm14:  // only from the fast path at N == 1 (nm14_gemv_ok)
+      status = skc::nm14_gemv(values.data_ptr(), wt, indices.data_ptr<uint8_t>(), d);
       break;
     case Layout::kBsr:
       status = skc::bsr_spmm(values.data_ptr(), wt, values.size(0), values.size(1),

@@ -11,12 +11,13 @@ Tensors (docs/ARCHITECTURE.md, "The op"):
              read.
     offsets: empty int32 (unused).
 
-Kernels: no dedicated one. The reference backend serves it from :func:`coordinates`; the CPU
-backend runs the 2:4 kernel on :func:`as_semi24`, a 2:4 copy (each group's kept value plus
-one stored zero) built once per weight and cached on ``values`` (never per call; dropped when
-the weight changes; weights made inside ``torch.inference_mode`` carry no version counter, so
-their copy is rebuilt on every call, ~1-3 ms at 1536x384, rather than risk a stale one).
-Calls take the Python path (the C++ fast path serves only layouts with their own kernel).
+Kernels: the GEMV (N == 1) has its own, csrc/cpu/nm14.cpp, run by the C++ fast path of
+``sparsekern::spmm`` (nothing cached; every ISA). Every other call takes the Python path: the
+reference backend serves it from :func:`coordinates`; the CPU backend runs the 2:4 kernel on
+:func:`as_semi24`, a 2:4 copy (each group's kept value plus one stored zero) built once per
+weight and cached on ``values`` (never per call; dropped when the weight changes, by bytes;
+weights made inside ``torch.inference_mode`` get their copy rebuilt on every call, ~1-3 ms
+at 1536x384, rather than risk a stale one). The backward products use the 2:4 copy too.
 Triton and CUDA do not serve it (those calls go to the reference).
 """
 from __future__ import annotations

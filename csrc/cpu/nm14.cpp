@@ -1,0 +1,177 @@
+// 1:4 semi-structured GEMV (N == 1) on the CPU.
+//
+// The format (sparsekern/formats/nm14.py): values [M, G] (G = ceil(K/4)), one kept value per
+// group of 4 columns; meta [M, ceil(G/4)] uint8, 2 bits per group (group g at bits
+// 2*(g%4)..2*(g%4)+1 of byte g/4). Every bit pattern is a valid position, so nothing is
+// checked; a position in the padded columns (>= K) never counts. Every stored value meets
+// its activation, an empty group's stored 0 included (0 * Inf is NaN, as in the reference).
+//
+// A GEMV streams 1.0625 bytes of weight per 4 columns in float32 against dense's 16: the
+// kernel is the 2:4 one with one value per group. With AVX-512 one 32-bit metadata word gives
+// the indices of 16 kept values (64 columns); two vpermt2ps pick them from the 64
+// activations (columns 0-31 for the first 8 groups, 32-63 for the last 8), R rows sharing
+// the activation loads. AVX2 gathers 8 activations per 16-bit word. Batched calls (N > 1)
+// take the Python path, which runs the 2:4 kernel on a 2:4 copy.
+#include <cstdint>
+#include <cstring>
+
+#include "common.h"
+#include "isa.h"
+#include "kernels.h"
+#include "parallel.h"
+#include "simd_avx2.h"
+#include "simd_avx512.h"
+
+namespace sparsekern {
+namespace cpu {
+namespace {
+
+constexpr int kMaxParts = 256;
+
+struct Nm14Rows {
+  int64_t K, G, mcols;
+  explicit Nm14Rows(int64_t K_) : K(K_), G(ceil_div(K_, 4)), mcols(ceil_div(ceil_div(K_, 4), 4)) {}
+};
+
+inline int position(const uint8_t* mt, int64_t g) { return (mt[g >> 2] >> (2 * (g & 3))) & 3; }
+
+// Groups [g0, G) of one row, one by one (the vector loops' tail).
+template <typename T>
+inline float row_tail(const T* v, const uint8_t* mt, const float* x, int64_t g0, int64_t G,
+                      int64_t K) {
+  float s = 0.0f;
+  for (int64_t g = g0; g < G; ++g) {
+    const int64_t c = 4 * g + position(mt, g);
+    if (c < K) s += to_float(v[g]) * x[c];
+  }
+  return s;
+}
+
+template <typename T>
+int gemv_rows_portable(const T* values, const uint8_t* meta, const Dense& d, const float* x,
+                       int64_t m0, int64_t m1) {
+  const Nm14Rows r(d.K);
+  for (int64_t m = m0; m < m1; ++m)
+    store_out(d, m, 0, row_tail(values + m * r.G, meta + m * r.mcols, x, 0, r.G, d.K));
+  return kOk;
+}
+
+#if SK_HAVE_AVX2_KERNELS
+// 8 groups (32 columns, one 16-bit metadata word) per step: the activations gathered.
+template <typename T>
+SK_AVX2 int gemv_rows_avx2(const T* values, const uint8_t* meta, const Dense& d, const float* x,
+                           int64_t m0, int64_t m1) {
+  const Nm14Rows r(d.K);
+  const int64_t steps = d.K / 32;  // steps whose 32 columns are all < K
+  const __m256i shifts = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  const __m256i base = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  const __m256i three = _mm256_set1_epi32(3);
+  for (int64_t m = m0; m < m1; ++m) {
+    const T* v = values + m * r.G;
+    const uint8_t* mt = meta + m * r.mcols;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t j = 0; j < steps; ++j) {
+      uint16_t word;
+      std::memcpy(&word, mt + 2 * j, 2);
+      const __m256i idx = _mm256_add_epi32(
+          _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(word), shifts), three), base);
+      acc = _mm256_fmadd_ps(load8(v + 8 * j), _mm256_i32gather_ps(x + 32 * j, idx, 4), acc);
+    }
+    store_out(d, m, 0, hsum(acc) + row_tail(v, mt, x, 8 * steps, r.G, d.K));
+  }
+  return kOk;
+}
+#endif
+
+#if SK_HAVE_AVX512_KERNELS
+// 16 groups (64 columns, one 32-bit metadata word) per step, R rows sharing the activations.
+template <typename T, int R>
+SK_AVX512_INLINE void gemv_tile_avx512(const T* v, const uint8_t* mt, const Nm14Rows& r,
+                                       const Dense& d, const float* x, int64_t m) {
+  const int64_t steps = d.K / 64;  // steps whose 64 columns are all < K
+  const __m512i shifts = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
+  const __m512i base = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52,
+                                         56, 60);
+  const __m512i three = _mm512_set1_epi32(3);
+  __m512 acc[R];
+  SK_UNROLL for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < steps; ++j) {
+    const float* xj = x + 64 * j;
+    const __m512 x0 = _mm512_loadu_ps(xj), x1 = _mm512_loadu_ps(xj + 16);
+    const __m512 x2 = _mm512_loadu_ps(xj + 32), x3 = _mm512_loadu_ps(xj + 48);
+    SK_UNROLL for (int i = 0; i < R; ++i) {
+      uint32_t word;
+      std::memcpy(&word, mt + i * r.mcols + 4 * j, 4);
+      const __m512i idx = _mm512_add_epi32(
+          _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int>(word)), shifts),
+                           three),
+          base);
+      // vpermt2ps reads the low 5 index bits: lanes 0-7 (columns 0-31) from x0:x1, lanes 8-15
+      // (columns 32-63) from x2:x3.
+      const __m512 lo = _mm512_permutex2var_ps(x0, idx, x1);
+      const __m512 hi = _mm512_permutex2var_ps(x2, idx, x3);
+      acc[i] = _mm512_fmadd_ps(load16(v + i * r.G + 16 * j),
+                               _mm512_mask_blend_ps(static_cast<__mmask16>(0xFF00), lo, hi),
+                               acc[i]);
+    }
+  }
+  SK_UNROLL for (int i = 0; i < R; ++i) {
+    const float s = _mm512_reduce_add_ps(acc[i]);
+    store_out(d, m + i, 0,
+              s + row_tail(v + i * r.G, mt + i * r.mcols, x, 16 * steps, r.G, d.K));
+  }
+}
+
+template <typename T>
+SK_AVX512 int gemv_rows_avx512(const T* values, const uint8_t* meta, const Dense& d,
+                               const float* x, int64_t m0, int64_t m1) {
+  constexpr int R = 4;
+  const Nm14Rows r(d.K);
+  int64_t m = m0;
+  for (; m + R <= m1; m += R)
+    gemv_tile_avx512<T, R>(values + m * r.G, meta + m * r.mcols, r, d, x, m);
+  for (; m < m1; ++m) gemv_tile_avx512<T, 1>(values + m * r.G, meta + m * r.mcols, r, d, x, m);
+  return kOk;
+}
+#endif
+
+template <typename T>
+int nm14_typed(const T* values, const uint8_t* meta, const Dense& d) {
+  const Isa isa = active_isa();
+  int nt = threads_for(d.num_threads, 0.25 * static_cast<double>(d.M) * d.K * kGemvCost);
+  if (nt > kMaxParts) nt = kMaxParts;
+  if (nt > d.M) nt = static_cast<int>(d.M > 0 ? d.M : 1);
+  const int parts = parts_for(nt, d.M, kMaxParts);
+  int64_t bounds[kMaxParts + 1];
+  split_even(d.M, parts, bounds);  // every row holds the same number of entries
+  const float* x = gemv_x(d);
+  if (x == nullptr) return kNoMemory;
+  return parallel_parts(parts, nt, [&](int p) {
+#if SK_HAVE_AVX512_KERNELS
+    if (isa == Isa::kAvx512)
+      return gemv_rows_avx512<T>(values, meta, d, x, bounds[p], bounds[p + 1]);
+#endif
+#if SK_HAVE_AVX2_KERNELS
+    if (isa != Isa::kPortable)
+      return gemv_rows_avx2<T>(values, meta, d, x, bounds[p], bounds[p + 1]);
+#endif
+    return gemv_rows_portable<T>(values, meta, d, x, bounds[p], bounds[p + 1]);
+  });
+}
+
+}  // namespace
+
+int nm14_gemv(const void* values, WeightType wt, const uint8_t* meta, const Dense& d) {
+  if (d.M < 0 || d.K < 0 || d.N != 1) return kBadArgument;
+  if (d.M == 0) return kOk;
+  switch (wt) {
+    case WeightType::kF32: return nm14_typed(static_cast<const float*>(values), meta, d);
+    case WeightType::kBF16: return nm14_typed(static_cast<const bf16*>(values), meta, d);
+    case WeightType::kF16: return nm14_typed(static_cast<const f16*>(values), meta, d);
+  }
+  return kBadArgument;
+}
+
+}  // namespace cpu
+}  // namespace sparsekern
