@@ -254,3 +254,53 @@ def test_a_busy_pool_runs_nested_and_concurrent_calls_serially(threads):
 
     with cf.ThreadPoolExecutor(max_workers=4) as pool:
         assert all(pool.map(run, range(8)))
+
+
+def _thread_masks():
+    import os
+    masks = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            masks[int(tid)] = os.sched_getaffinity(int(tid))
+        except OSError:  # the thread ended meanwhile
+            pass
+    return masks
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_getaffinity") or
+                    len(__import__("os").sched_getaffinity(0)) < 2,
+                    reason="needs Linux CPU affinity and at least 2 usable CPUs")
+def test_own_pool_helpers_leave_the_callers_cpu_and_touch_no_other_thread(cpu_pool_env):
+    # A helper woken on the caller's CPU moves to the others the process may use (Linux puts
+    # a woken thread beside its waker when no CPU is idle); no other thread's mask changes.
+    import os
+    import threading
+    cpu_pool_env("own")
+    process = os.sched_getaffinity(0)
+    main = threading.get_native_id()
+    W, A = make(512, 512, "2:4", None, 0)
+    x = torch.randn(512, 64)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.ops.sparsekern.spmm(*A.op_args(), x)  # the pool's helper and torch's team exist
+        W @ x
+        before = _thread_masks()
+        cpu = min(process)
+        os.sched_setaffinity(0, {cpu})  # this (the calling) thread only
+        try:
+            for _ in range(20):
+                torch.testing.assert_close(torch.ops.sparsekern.spmm(*A.op_args(), x), W @ x,
+                                           rtol=1e-4, atol=1e-4)
+        finally:
+            os.sched_setaffinity(0, process)
+    finally:
+        torch.set_num_threads(prev)
+    after = _thread_masks()
+    assert after[main] == process
+    for tid, mask in after.items():
+        if tid == main or tid not in before or before[tid] == mask:
+            continue  # (a thread made meanwhile inherits its maker's mask)
+        # the only change allowed: one of our helpers, on every CPU but one (the caller's
+        # of the call it woke for)
+        assert mask and mask < process and len(mask) == len(process) - 1, (tid, mask)
