@@ -41,6 +41,18 @@ struct f16 {
   uint16_t bits;
 };
 
+// Calls f with a null `const T*` tag for the element type `wt` names (float, bf16 or f16);
+// kBadArgument for any other value.
+template <typename F>
+int with_weight_type(WeightType wt, F&& f) {
+  switch (wt) {
+    case WeightType::kF32: return f(static_cast<const float*>(nullptr));
+    case WeightType::kBF16: return f(static_cast<const bf16*>(nullptr));
+    case WeightType::kF16: return f(static_cast<const f16*>(nullptr));
+  }
+  return kBadArgument;
+}
+
 inline float bits_to_float(uint32_t u) {
   float f;
   std::memcpy(&f, &u, sizeof f);

@@ -364,16 +364,6 @@ int with_csc_types(const Csc& a, F&& f) {
   return kBadArgument;
 }
 
-template <typename F>
-int with_weight_type(WeightType wt, F&& f) {
-  switch (wt) {
-    case WeightType::kF32: return f(static_cast<const float*>(nullptr));
-    case WeightType::kBF16: return f(static_cast<const bf16*>(nullptr));
-    case WeightType::kF16: return f(static_cast<const f16*>(nullptr));
-  }
-  return kBadArgument;
-}
-
 // ----------------------------------------------------------------------------- CSR x panel
 
 template <typename T, typename CI>

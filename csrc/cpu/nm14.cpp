@@ -165,12 +165,9 @@ int nm14_typed(const T* values, const uint8_t* meta, const Dense& d) {
 int nm14_gemv(const void* values, WeightType wt, const uint8_t* meta, const Dense& d) {
   if (d.M < 0 || d.K < 0 || d.N != 1) return kBadArgument;
   if (d.M == 0) return kOk;
-  switch (wt) {
-    case WeightType::kF32: return nm14_typed(static_cast<const float*>(values), meta, d);
-    case WeightType::kBF16: return nm14_typed(static_cast<const bf16*>(values), meta, d);
-    case WeightType::kF16: return nm14_typed(static_cast<const f16*>(values), meta, d);
-  }
-  return kBadArgument;
+  return with_weight_type(wt, [&](auto tag) {
+    return nm14_typed(static_cast<decltype(tag)>(values), meta, d);
+  });
 }
 
 }  // namespace cpu

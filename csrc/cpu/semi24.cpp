@@ -735,15 +735,9 @@ int semi24_to_dense(const void* values, WeightType wt, const uint8_t* meta, int6
                     float* out, int num_threads) {
   if (M < 0 || K < 0) return kBadArgument;
   if (M == 0 || K == 0) return kOk;
-  switch (wt) {
-    case WeightType::kF32:
-      return to_dense_typed(static_cast<const float*>(values), meta, M, K, out, num_threads);
-    case WeightType::kBF16:
-      return to_dense_typed(static_cast<const bf16*>(values), meta, M, K, out, num_threads);
-    case WeightType::kF16:
-      return to_dense_typed(static_cast<const f16*>(values), meta, M, K, out, num_threads);
-  }
-  return kBadArgument;
+  return with_weight_type(wt, [&](auto tag) {
+    return to_dense_typed(static_cast<decltype(tag)>(values), meta, M, K, out, num_threads);
+  });
 }
 
 int semi24_gather(const float* S, const uint8_t* meta, int64_t M, int64_t K, float* out,
@@ -774,12 +768,9 @@ int semi24_gather(const float* S, const uint8_t* meta, int64_t M, int64_t K, flo
 int semi24_spmm(const void* values, WeightType wt, const uint8_t* meta, const Dense& d) {
   if (d.M < 0 || d.K < 0 || d.N < 0) return kBadArgument;
   if (d.M == 0 || d.N == 0) return kOk;
-  switch (wt) {
-    case WeightType::kF32: return semi24_typed(static_cast<const float*>(values), meta, d);
-    case WeightType::kBF16: return semi24_typed(static_cast<const bf16*>(values), meta, d);
-    case WeightType::kF16: return semi24_typed(static_cast<const f16*>(values), meta, d);
-  }
-  return kBadArgument;
+  return with_weight_type(wt, [&](auto tag) {
+    return semi24_typed(static_cast<decltype(tag)>(values), meta, d);
+  });
 }
 
 }  // namespace cpu
