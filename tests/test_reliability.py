@@ -452,3 +452,28 @@ def test_same_bytes_on_any_size_and_offset(n, offset, memcmp, monkeypatch):
         b.view(torch.int16)[n - 1] ^= 1              # one bit
         assert not _same_bytes(a, b) and not _all_same_bytes([(a, b)])
     assert not _same_bytes(a, a.float())              # same values, other dtype
+
+
+@pytest.mark.parametrize("write", ["copy_inference", "load_state_dict", "data"])
+def test_served_1to4_copy_is_never_stale_after_any_write(write):
+    # The 1:4 weight at N > 1 runs on a cached 2:4 copy; every kind of write to the format
+    # tensors must reach the next call (N == 1 runs its own kernel and caches nothing).
+    W1, W2 = _one_of_four(3), _one_of_four(4)
+    A = sk.to_sparse(W1, layout="1:4")
+    B = sk.to_sparse(W2, layout="1:4")
+    X = torch.randn(64, 5)
+    torch.testing.assert_close(sk.spmm(A, X), W1 @ X)
+    if write == "copy_inference":
+        with torch.inference_mode():
+            A.values.copy_(B.values)
+            A.indices.copy_(B.indices)
+    elif write == "load_state_dict":
+        holder = torch.nn.Module()
+        holder.register_buffer("values", A.values)
+        holder.register_buffer("indices", A.indices)
+        holder.load_state_dict({"values": B.values.clone(), "indices": B.indices.clone()})
+    else:
+        A.values.data.copy_(B.values)
+        A.indices.data.copy_(B.indices)
+    for N in (5, 1):
+        torch.testing.assert_close(sk.spmm(A, X[:, :N]), W2 @ X[:, :N])
