@@ -18,7 +18,7 @@ import warnings
 import torch  # loads libc10/libtorch that _C links against
 
 #: Bumped whenever the C++ op signatures change; _C reports the value it was built with.
-ABI_VERSION = 7
+ABI_VERSION = 8
 
 _C = None
 _reason = ""

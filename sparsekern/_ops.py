@@ -18,8 +18,8 @@ Private (backend kernels, each with a caller-given or fresh output):
     _spmm_cpu, _spmm_transposed_cpu, _sampled_dot_cpu     csrc/ops.cpp (CPU)
     _spmm_cuda                                            csrc/cuda/ops_cuda.cpp (CUDA)
 Private helpers of ``_C`` (no tensor arguments; kernels in csrc/ops.cpp): _abi_version,
-_kernel_exists, _cpu_isa, _cpu_pool, _pool_team_stalled, _pool_next_backoff, _cpu_has_avx2,
-_cpu_has_avx512, _csc_cache_info, _csc_cache_clear, _python_path, _reload_env.
+_kernel_exists, _cpu_isa, _cpu_pool, _pool_team_stalled, _pool_next_backoff,
+_pool_thread_descheduled, _cpu_has_avx2, _cpu_has_avx512, _csc_cache_info, _csc_cache_clear, _python_path, _reload_env.
     _triton_bsr, _triton_semi24, _triton_csc             sparsekern/triton/*.py (Triton;
                                                           their format tensors are the
                                                           kernel's, see each file)
@@ -57,6 +57,7 @@ SCHEMAS = {
     "_pool_team_stalled": ("(int start, int entered, int caller_done, int end, int caller_items, "
                            "int items, int threads) -> bool"),
     "_pool_next_backoff": "(int previous, bool stalled) -> int",
+    "_pool_thread_descheduled": "(int wall, int cpu) -> bool",
     "_cpu_has_avx2": "() -> bool",
     "_cpu_has_avx512": "() -> bool",
     "_csc_cache_info": "() -> (int, int)",

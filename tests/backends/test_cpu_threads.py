@@ -125,6 +125,23 @@ def test_stall_guard_decision_on_fake_clocks(start, entered, done, end, mine, it
                                                    nthreads) is stalled
 
 
+@pytest.mark.parametrize("wall,cpu,descheduled", [
+    (4 * MS, 4 * MS, False),          # ran the whole time
+    (4 * MS, 3 * MS, False),          # exactly 3/4 of the time on a CPU: fine
+    (4 * MS, 3 * MS - 1, True),       # less: it shared its CPU
+    (4 * MS, 2 * MS, True),           # time-sliced with another thread at half speed
+    (12 * MS, 4 * MS, True),          # lost whole scheduler slices
+    (250_000, 0, False),              # too short to judge (exactly kStallNanos)
+    (250_001, 100_000, True),         # just long enough
+    (4 * MS, -1, False),              # no thread CPU clock: never
+])
+def test_descheduled_team_thread_on_fake_clocks(wall, cpu, descheduled):
+    """auto also backs off when a team thread ran on a CPU for < 3/4 of its time on its items
+    (csrc/ops.cpp thread_descheduled): two threads time-sliced on one CPU split the items
+    evenly and none is late, which team_stalled cannot see."""
+    assert torch.ops.sparsekern._pool_thread_descheduled(wall, cpu) is descheduled
+
+
 @pytest.mark.parametrize("previous,stalled,backoff", [
     (0, False, 0),                 # a clean call: no back-off
     (0, True, 50 * MS),            # the first stall: a short back-off
