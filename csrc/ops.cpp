@@ -410,7 +410,8 @@ CscCache& csc_cache() {
 //   OpenMP region ends in a barrier that waits for every team thread, and on a busy machine
 //   a descheduled one holds the call for whole scheduler slices (0.2 ms calls took 4-12 ms).
 //   So when a call shows a team thread that was not running (the caller waited for the
-//   team well beyond an item's time, or did most items itself), the kernels' own pool
+//   team well beyond an item's time, or did most items itself, or a thread's own CPU clock
+//   ran slower than the wall clock over its items), the kernels' own pool
 //   (which never waits for a thread that is not running) serves every call for a back-off
 //   period, after which torch's pool is tried again. The period starts short and doubles
 //   while every retry of torch's pool stalls again (next_backoff): one late wake-up (the

@@ -9,6 +9,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <thread>
@@ -376,6 +377,7 @@ struct PanelCall {
   int64_t panel_width, ldp_max, npanels, align;
   bool by_panel;
   uint64_t id;  // unique per call: the per-thread packed panel is reused only within it
+  std::atomic<int>* next_part;  // !by_panel: per panel, the next part to claim
 };
 
 std::atomic<uint64_t> g_panel_call{0};
@@ -390,10 +392,37 @@ PackedPanel& packed_panel() {
   return p;
 }
 
+// A (panel, part) for the thread running pair item i: the next part of the panel it has
+// packed while one is left, else of its starting panel (i % npanels: on a quiet machine the
+// threads' first items start them on different panels), else of the panel with the most parts
+// left. There are as many items as pairs and each item claims one, so a claim always succeeds.
+void claim_pair(const PanelCall& c, int64_t i, int64_t* panel, int* part) {
+  const PackedPanel& pp = packed_panel();
+  const int64_t first = pp.call == c.id ? pp.panel : i % c.npanels;
+  for (int pass = 0;; ++pass) {
+    int64_t pi = first;
+    if (pass > 0) {  // the panel with the most parts left (a scan: npanels < 4 * threads)
+      int best = 0;
+      for (int64_t q = 0; q < c.npanels; ++q) {
+        const int left = c.parts - c.next_part[q].load(std::memory_order_relaxed);
+        if (left > best) best = left, pi = q;
+      }
+    }
+    const int p = c.next_part[pi].fetch_add(1, std::memory_order_relaxed);
+    if (p < c.parts) {
+      *panel = pi;
+      *part = p;
+      return;
+    }
+  }
+}
+
 int run_panel_item(void* ctx, int64_t i) {
   const PanelCall& c = *static_cast<const PanelCall*>(ctx);
   const Dense& d = *c.d;
-  const int64_t pi = c.by_panel ? i : i / c.parts;
+  int64_t pi = i;
+  int part = 0;
+  if (!c.by_panel) claim_pair(c, i, &pi, &part);
   const int64_t n0 = pi * c.panel_width;
   const int64_t nb = min_i64(c.panel_width, d.N - n0), ldp = round_up(nb, c.align);
   float* P = scratch_panel().get_as<float>(max_i64(d.K, 1), c.ldp_max);
@@ -404,7 +433,7 @@ int run_panel_item(void* ctx, int64_t i) {
     pp.call = c.id;
     pp.panel = pi;
   }
-  if (!c.by_panel) return c.work->run(static_cast<int>(i % c.parts), P, ldp, n0, nb);
+  if (!c.by_panel) return c.work->run(part, P, ldp, n0, nb);
   for (int p = 0; p < c.parts; ++p) {
     const int s = c.work->run(p, P, ldp, n0, nb);
     if (s != kOk) return s;
@@ -425,9 +454,19 @@ int run_panels(const Dense& d, int threads, int parts, int64_t panel_width, Pane
   c.ldp_max = round_up(min_i64(panel_width, d.N), align);
   c.npanels = ceil_div(d.N, panel_width);
   // With enough panels each item is a whole panel (packed once, by the thread that runs it);
-  // otherwise (panel, part) pairs in order, so a thread usually finds its panel packed.
-  c.by_panel = threads <= 1 || c.npanels % threads == 0 || c.npanels >= 4 * threads;
+  // otherwise (panel, part) pairs, each thread staying on the panel it packed (claim_pair).
+  // A few whole panels, even one per thread, would be a static split: under load the call
+  // waited for the thread whose core was busy (CSC 90% 4096² N=64, 2 threads: 2 panels of 32
+  // columns, one busy core: the one-thread time, 1.5-1.7x the quiet time).
+  c.by_panel = threads <= 1 || c.npanels >= 4 * threads;
   c.id = g_panel_call.fetch_add(1) + 1;
+  std::unique_ptr<std::atomic<int>[]> next_part;
+  if (!c.by_panel) {
+    next_part.reset(new (std::nothrow) std::atomic<int>[c.npanels]);
+    if (!next_part) return kNoMemory;
+    for (int64_t q = 0; q < c.npanels; ++q) next_part[q].store(0, std::memory_order_relaxed);
+  }
+  c.next_part = next_part.get();
   const int64_t items = c.by_panel ? c.npanels : c.npanels * parts;
   return run_items(items, threads, &run_panel_item, &c);
 }

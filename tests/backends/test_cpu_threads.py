@@ -46,12 +46,14 @@ def threads():
 @pytest.mark.parametrize("nthreads", [2, 3])
 def test_openmp_threads_give_the_reference_result(case, nthreads, threads):
     """Big enough that the kernels split the work (several parts per thread, taken
-    dynamically; N=300 makes threads take whole panels); every part is written once."""
+    dynamically; N=300 makes threads take whole panels with 32-column panels; N=40-300
+    leave 2-7 panels, whose (panel, part) pairs each thread claims per panel, staying on the
+    panel it packed); every part is written once."""
     layout, block = case
     W, A = make(600, 512, layout, block, seed=3)
     threads(nthreads)
     bias = torch.randn(600)
-    for N in (1, 9, 40, 300):
+    for N in (1, 9, 40, 100, 200, 300):
         for B in (torch.randn(512, N), torch.randn(N, 512).t()):
             out = torch.ops.sparsekern.spmm(*A.op_args(), B, bias)
             torch.testing.assert_close(out, expected(W, B, bias), rtol=1e-4, atol=1e-4)
