@@ -123,9 +123,10 @@ void pack_panel(const Dense& d, int64_t n0, int64_t nb, int64_t ldp, int64_t k0,
 
 // Loops over panels of at most `panel_width` columns of B (a multiple of 8), each packed
 // into a per-thread buffer (never a full copy of B), calling work.run for each of `parts`
-// row parts of every panel on up to `threads` threads. With enough panels the threads take
-// whole panels, else (panel, part) pairs, in order, each thread packing the panels it
-// reaches. Both are dynamic (the next item to whoever is free, see run_items); no barrier.
+// row parts of every panel on up to `threads` threads. With at least 4 panels per thread the
+// threads take whole panels, else (panel, part) pairs, each thread taking the next part of
+// the panel it packed while one is left (so a thread whose core is busy does fewer parts).
+// Both are dynamic (the next item to whoever is free, see run_items); no barrier.
 // `align` (8 or 16, dividing panel_width): each panel's row stride ldp is nb rounded up to it.
 int run_panels(const Dense& d, int threads, int parts, int64_t panel_width, PanelWork& work,
                int64_t align = 8);
