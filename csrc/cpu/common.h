@@ -146,6 +146,31 @@ Scratch& scratch_accum();  // per-thread partial outputs (CSC GEMV)
 Scratch& scratch_index();  // index lists (CSC active columns)
 Scratch& scratch_tile();   // a worker thread's partial output tile (K-chunked batched kernels)
 
+// The bytes of the next tile of a GEMV (the next rows' values or metadata, contiguous),
+// fetched into L2 a share per step of the current tile. A tile of R rows reads R streams at
+// once, which the hardware prefetchers alone left at ~25 GB/s against the ~33 GB/s of NumPy's
+// one-stream GEMV here. 2:4 GEMV, 2 threads, AVX-512 (R = 4), from memory: 1.72 -> 1.23 ms at
+// 4096², 0.26 -> 0.18 ms at 3072x768 and 768x3072; a small weight in cache loses 9-14% (the
+// prefetches take load slots: 3072x768 0.058 -> 0.066 ms), which a real model, whose layers
+// evict each other, does not see (bench/results/g24-gemv-next-2026-12-04). Fetching only
+// each row's first 1-2 KB, or every 2nd or 4th line, gained nothing from memory.
+class NextTileFetch {
+ public:
+  NextTileFetch() = default;
+  // `bytes` from p (none when p is null or bytes <= 0), spread over `steps` calls of step().
+  NextTileFetch(const void* p, int64_t bytes, int64_t steps)
+      : p_(static_cast<const char*>(p)), lines_(p != nullptr && bytes > 0 ? ceil_div(bytes, 64) : 0),
+        per_step_(steps > 0 ? ceil_div(lines_, steps) : lines_) {}
+  void step() {
+    for (const int64_t e = done_ + per_step_; done_ < e && done_ < lines_; ++done_)
+      __builtin_prefetch(p_ + 64 * done_, 0, 2);  // locality 2: into L2 (prefetcht1)
+  }
+
+ private:
+  const char* p_ = nullptr;
+  int64_t lines_ = 0, per_step_ = 0, done_ = 0;
+};
+
 // Rows of a packed B panel (ldp floats each) per K chunk of the batched kernels: about 16 KB,
 // so the chunk of B stays in L1 while the rows of a block are multiplied with it.
 inline int64_t chunk_rows(int64_t ldp) { return ldp >= 32 ? 128 : 4096 / ldp; }

@@ -87,7 +87,9 @@ SK_AVX2 int gemv_rows_avx2(const T* values, const uint8_t* meta, const Dense& d,
 // 16 groups (64 columns, one 32-bit metadata word) per step, R rows sharing the activations.
 template <typename T, int R>
 SK_AVX512_INLINE void gemv_tile_avx512(const T* v, const uint8_t* mt, const Nm14Rows& r,
-                                       const Dense& d, const float* x, int64_t m) {
+                                       const Dense& d, const float* x, int64_t m,
+                                       NextTileFetch next_v = NextTileFetch(),
+                                       NextTileFetch next_mt = NextTileFetch()) {
   const int64_t steps = d.K / 64;  // steps whose 64 columns are all < K
   const __m512i shifts = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
                                            28, 30);
@@ -100,6 +102,8 @@ SK_AVX512_INLINE void gemv_tile_avx512(const T* v, const uint8_t* mt, const Nm14
     const float* xj = x + 64 * j;
     const __m512 x0 = _mm512_loadu_ps(xj), x1 = _mm512_loadu_ps(xj + 16);
     const __m512 x2 = _mm512_loadu_ps(xj + 32), x3 = _mm512_loadu_ps(xj + 48);
+    next_v.step();  // the next tile's rows into L2 (see NextTileFetch)
+    next_mt.step();
     SK_UNROLL for (int i = 0; i < R; ++i) {
       uint32_t word;
       std::memcpy(&word, mt + i * r.mcols + 4 * j, 4);
@@ -129,8 +133,15 @@ SK_AVX512 int gemv_rows_avx512(const T* values, const uint8_t* meta, const Dense
   constexpr int R = 4;
   const Nm14Rows r(d.K);
   int64_t m = m0;
-  for (; m + R <= m1; m += R)
-    gemv_tile_avx512<T, R>(values + m * r.G, meta + m * r.mcols, r, d, x, m);
+  for (; m + R <= m1; m += R) {
+    const int64_t nr = min_i64(R, m1 - m - R);  // the next rows of this part (<= 0: none)
+    const int64_t steps = d.K / 64;
+    gemv_tile_avx512<T, R>(values + m * r.G, meta + m * r.mcols, r, d, x, m,
+                           NextTileFetch(nr > 0 ? values + (m + R) * r.G : nullptr,
+                                         nr * r.G * static_cast<int64_t>(sizeof(T)), steps),
+                           NextTileFetch(nr > 0 ? meta + (m + R) * r.mcols : nullptr,
+                                         nr * r.mcols, steps));
+  }
   for (; m < m1; ++m) gemv_tile_avx512<T, 1>(values + m * r.G, meta + m * r.mcols, r, d, x, m);
   return kOk;
 }

@@ -28,7 +28,7 @@ namespace {
 constexpr int64_t kPanelWidth = 32;  // columns of B per packed panel (4 ymm)
 constexpr int64_t kPanelWidth512 = 64;  // the same with AVX-512 (4 zmm)
 constexpr int64_t kPrefetchBytes = 4096;  // GEMV: how far ahead of the values stream to fetch
-constexpr int64_t kPrefetchBytes512 = 2048;  // the same per row of an AVX-512 tile (R streams)
+constexpr int64_t kPrefetchBytes512 = 2048;  // the same per row of an AVX-512 small-N tile
 constexpr int kMaxParts = 256;
 // Up to this many columns of B, AVX-512 runs gemvn_rows_avx512 instead of the panels
 // (2 threads, 4096² and 768x3072: N=2 0.66x -> 1.5-1.7x dense, N=4 1.2x -> 2.3-2.5x, N=8
@@ -378,18 +378,18 @@ SK_AVX512_INLINE __m512i perm_indices(uint32_t word) {
 // step spends 7 loads per 8 values, and this core issues about one 512-bit load per cycle.)
 template <typename T, int R>
 SK_AVX512_INLINE void gemv_tile_avx512(const T* v, const uint8_t* mt, const Semi24Rows& g4,
-                                       const Dense& d, const float* x, int64_t m) {
+                                       const Dense& d, const float* x, int64_t m,
+                                       NextTileFetch next_v = NextTileFetch(),
+                                       NextTileFetch next_mt = NextTileFetch()) {
   const int64_t jfull = d.K / 8;  // metadata bytes whose 8 columns are all < K
   __m512 acc[R];
   SK_UNROLL for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   int64_t j = 0;
   for (; j + 4 <= jfull; j += 4) {
     const __m512 xlo = _mm512_loadu_ps(x + 8 * j), xhi = _mm512_loadu_ps(x + 8 * j + 16);
+    next_v.step();  // the next tile's rows into L2 (the only prefetch: see NextTileFetch)
+    next_mt.step();
     SK_UNROLL for (int r = 0; r < R; ++r) {
-      // One line of each row per step, fetched ahead: the hardware prefetcher alone left
-      // the R row streams ~8% below the per-core bandwidth dense reaches (4096², 1 thread).
-      _mm_prefetch(reinterpret_cast<const char*>(v + r * g4.half + 4 * j) + kPrefetchBytes512,
-                   _MM_HINT_T0);
       uint32_t word;
       std::memcpy(&word, mt + r * g4.mcols + j, 4);  // validated by the caller
       const __m512i idx = perm_indices(word);
@@ -417,7 +417,14 @@ SK_AVX512 int gemv_rows_avx512(const T* values, const uint8_t* meta, const Dense
   for (; m + R <= m1; m += R) {
     // The rows' metadata is checked first (vectorized; it then sits in L1 for the loop).
     if (!meta_rows_valid_avx2(meta + m * g4.mcols, R, g4)) return kBadMeta;
-    gemv_tile_avx512<T, R>(values + m * g4.half, meta + m * g4.mcols, g4, d, x, m);
+    const int64_t nr = min_i64(R, m1 - m - R);  // the next rows of this part (<= 0: none)
+    const int64_t steps = d.K / 32;
+    const NextTileFetch next_v(nr > 0 ? values + (m + R) * g4.half : nullptr,
+                               nr * g4.half * static_cast<int64_t>(sizeof(T)), steps);
+    const NextTileFetch next_mt(nr > 0 ? meta + (m + R) * g4.mcols : nullptr, nr * g4.mcols,
+                                steps);
+    gemv_tile_avx512<T, R>(values + m * g4.half, meta + m * g4.mcols, g4, d, x, m, next_v,
+                           next_mt);
   }
   for (; m < m1; ++m) {
     if (!meta_rows_valid_avx2(meta + m * g4.mcols, 1, g4)) return kBadMeta;
