@@ -28,7 +28,7 @@ namespace {
 constexpr int64_t kPanelWidth = 32;  // columns of B per packed panel (4 ymm)
 constexpr int64_t kPanelWidth512 = 64;  // the same with AVX-512 (4 zmm)
 constexpr int64_t kPrefetchBytes = 4096;  // GEMV: how far ahead of the values stream to fetch
-constexpr int64_t kPrefetchBytes512 = 2048;  // the same per row of an AVX-512 small-N tile
+constexpr int64_t kPrefetchBytes512 = 2048;  // the same per row of an AVX-512 small-N tile of 1-2 rows
 constexpr int kMaxParts = 256;
 // Up to this many columns of B, AVX-512 runs gemvn_rows_avx512 instead of the panels
 // (2 threads, 4096² and 768x3072: N=2 0.66x -> 1.5-1.7x dense, N=4 1.2x -> 2.3-2.5x, N=8
@@ -439,7 +439,8 @@ SK_AVX512 int gemv_rows_avx512(const T* values, const uint8_t* meta, const Dense
 template <typename T, int R, int NC>
 SK_AVX512_INLINE void gemvn_tile_avx512(const T* v, const uint8_t* mt, const Semi24Rows& g4,
                                         const Dense& d, const float* X, int64_t ldx,
-                                        int64_t m) {
+                                        int64_t m, NextTileFetch next_v = NextTileFetch(),
+                                        NextTileFetch next_mt = NextTileFetch()) {
   const int64_t jfull = d.K / 8;  // metadata bytes whose 8 columns are all < K
   __m512 acc[R][NC];
   SK_UNROLL for (int r = 0; r < R; ++r)
@@ -448,9 +449,12 @@ SK_AVX512_INLINE void gemvn_tile_avx512(const T* v, const uint8_t* mt, const Sem
   for (; j + 4 <= jfull; j += 4) {
     __m512i idx[R];
     __m512 w[R];
+    next_v.step();  // the next tile's rows into L2 (see NextTileFetch; 4-row tiles only)
+    next_mt.step();
     SK_UNROLL for (int r = 0; r < R; ++r) {
-      _mm_prefetch(reinterpret_cast<const char*>(v + r * g4.half + 4 * j) + kPrefetchBytes512,
-                   _MM_HINT_T0);
+      if (R < 4)  // 1-2 row streams: each row's own prefetch (the next-tile fetch measured mixed)
+        _mm_prefetch(reinterpret_cast<const char*>(v + r * g4.half + 4 * j) + kPrefetchBytes512,
+                     _MM_HINT_T0);
       uint32_t word;
       std::memcpy(&word, mt + r * g4.mcols + j, 4);  // validated by the caller
       idx[r] = perm_indices(word);
@@ -485,7 +489,15 @@ SK_AVX512 int gemvn_rows_avx512_nc(const T* values, const uint8_t* meta, const D
   int64_t m = m0;
   for (; m + R <= m1; m += R) {
     if (!meta_rows_valid_avx2(meta + m * g4.mcols, R, g4)) return kBadMeta;
-    gemvn_tile_avx512<T, R, NC>(values + m * g4.half, meta + m * g4.mcols, g4, d, X, ldx, m);
+    // The next 4-row tile into L2 (2 threads, from memory, old / new ms: N=2 4096² 1.41 /
+    // 0.98, 3072x768 0.29 / 0.15; N=8 (2-row tiles) 3072x768 0.30 / 0.30-0.39, so not there).
+    const int64_t nr = R >= 4 ? min_i64(R, m1 - m - R) : 0;  // the next rows (<= 0: none)
+    const int64_t steps = d.K / 32;
+    gemvn_tile_avx512<T, R, NC>(
+        values + m * g4.half, meta + m * g4.mcols, g4, d, X, ldx, m,
+        NextTileFetch(nr > 0 ? values + (m + R) * g4.half : nullptr,
+                      nr * g4.half * static_cast<int64_t>(sizeof(T)), steps),
+        NextTileFetch(nr > 0 ? meta + (m + R) * g4.mcols : nullptr, nr * g4.mcols, steps));
   }
   for (; m < m1; ++m) {
     if (!meta_rows_valid_avx2(meta + m * g4.mcols, 1, g4)) return kBadMeta;
