@@ -171,6 +171,14 @@ class NextTileFetch {
   int64_t lines_ = 0, per_step_ = 0, done_ = 0;
 };
 
+// The fetch of the `rows` rows of `row_elems` elements each that follow a tile (contiguous
+// from p); none when rows <= 0 (the tile is its part's last).
+template <typename T>
+inline NextTileFetch next_rows(const T* p, int64_t row_elems, int64_t rows, int64_t steps) {
+  return rows > 0 ? NextTileFetch(p, rows * row_elems * static_cast<int64_t>(sizeof(T)), steps)
+                  : NextTileFetch();
+}
+
 // Rows of a packed B panel (ldp floats each) per K chunk of the batched kernels: about 16 KB,
 // so the chunk of B stays in L1 while the rows of a block are multiplied with it.
 inline int64_t chunk_rows(int64_t ldp) { return ldp >= 32 ? 128 : 4096 / ldp; }

@@ -137,10 +137,8 @@ SK_AVX512 int gemv_rows_avx512(const T* values, const uint8_t* meta, const Dense
     const int64_t nr = min_i64(R, m1 - m - R);  // the next rows of this part (<= 0: none)
     const int64_t steps = d.K / 64;
     gemv_tile_avx512<T, R>(values + m * r.G, meta + m * r.mcols, r, d, x, m,
-                           NextTileFetch(nr > 0 ? values + (m + R) * r.G : nullptr,
-                                         nr * r.G * static_cast<int64_t>(sizeof(T)), steps),
-                           NextTileFetch(nr > 0 ? meta + (m + R) * r.mcols : nullptr,
-                                         nr * r.mcols, steps));
+                           next_rows(values + (m + R) * r.G, r.G, nr, steps),
+                           next_rows(meta + (m + R) * r.mcols, r.mcols, nr, steps));
   }
   for (; m < m1; ++m) gemv_tile_avx512<T, 1>(values + m * r.G, meta + m * r.mcols, r, d, x, m);
   return kOk;

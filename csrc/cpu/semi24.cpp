@@ -419,12 +419,9 @@ SK_AVX512 int gemv_rows_avx512(const T* values, const uint8_t* meta, const Dense
     if (!meta_rows_valid_avx2(meta + m * g4.mcols, R, g4)) return kBadMeta;
     const int64_t nr = min_i64(R, m1 - m - R);  // the next rows of this part (<= 0: none)
     const int64_t steps = d.K / 32;
-    const NextTileFetch next_v(nr > 0 ? values + (m + R) * g4.half : nullptr,
-                               nr * g4.half * static_cast<int64_t>(sizeof(T)), steps);
-    const NextTileFetch next_mt(nr > 0 ? meta + (m + R) * g4.mcols : nullptr, nr * g4.mcols,
-                                steps);
-    gemv_tile_avx512<T, R>(values + m * g4.half, meta + m * g4.mcols, g4, d, x, m, next_v,
-                           next_mt);
+    gemv_tile_avx512<T, R>(values + m * g4.half, meta + m * g4.mcols, g4, d, x, m,
+                           next_rows(values + (m + R) * g4.half, g4.half, nr, steps),
+                           next_rows(meta + (m + R) * g4.mcols, g4.mcols, nr, steps));
   }
   for (; m < m1; ++m) {
     if (!meta_rows_valid_avx2(meta + m * g4.mcols, 1, g4)) return kBadMeta;
@@ -495,9 +492,8 @@ SK_AVX512 int gemvn_rows_avx512_nc(const T* values, const uint8_t* meta, const D
     const int64_t steps = d.K / 32;
     gemvn_tile_avx512<T, R, NC>(
         values + m * g4.half, meta + m * g4.mcols, g4, d, X, ldx, m,
-        NextTileFetch(nr > 0 ? values + (m + R) * g4.half : nullptr,
-                      nr * g4.half * static_cast<int64_t>(sizeof(T)), steps),
-        NextTileFetch(nr > 0 ? meta + (m + R) * g4.mcols : nullptr, nr * g4.mcols, steps));
+        next_rows(values + (m + R) * g4.half, g4.half, nr, steps),
+        next_rows(meta + (m + R) * g4.mcols, g4.mcols, nr, steps));
   }
   for (; m < m1; ++m) {
     if (!meta_rows_valid_avx2(meta + m * g4.mcols, 1, g4)) return kBadMeta;
