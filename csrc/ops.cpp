@@ -3,7 +3,7 @@
 //
 // * sparsekern::spmm, CPU key: the fast path. When the call is one the compiled kernels
 //   serve and no backend is forced (use_backend in this thread, SPARSEKERN_BACKEND), it runs
-//   here with no Python in between (1:4: its GEMV only, see Layout::kNm14). Anything else (a forced backend or output poisoning, a
+//   here with no Python in between (1:4: its forward only, see Layout::kNm14). Anything else (a forced backend or output poisoning, a
 //   dtype or layout without a CPU kernel, any argument that is not exactly as the op
 //   contract says) goes to sparsekern::_spmm_dispatch, the Python path, which owns the error
 //   messages and the reference fallback.
@@ -105,9 +105,10 @@ void check_sizes(c10::string_view what, const at::Tensor& values, int64_t M, int
                       "; block sizes above ", lim, " (2^31 - 1) are not served");
 }
 
-// kNm14 (1:4) has a GEMV kernel only, reached from the fast path at N == 1 (nm14_gemv_ok);
-// every other 1:4 call takes the Python path, which lowers it to 2:4. So kernel_exists,
-// which the Python side and the backward ops ask, stays false for it.
+// kNm14 (1:4) has forward kernels only (csrc/cpu/nm14.cpp), reached from the fast path
+// (nm14_forward_ok); the Python path (forced backends, autograd) and the backward ops lower
+// it to 2:4. So kernel_exists, which the Python side and the backward ops ask, stays false
+// for it.
 enum class Layout { kSemi24, kBsr, kCsc, kNm14, kUnknown };
 
 Layout parse_layout(c10::string_view s) {
@@ -125,9 +126,9 @@ bool kernel_exists(Layout layout, at::ScalarType values_t, at::ScalarType b_t) {
   return values_t == at::kFloat || values_t == at::kBFloat16 || values_t == at::kHalf;
 }
 
-// The 1:4 GEMV kernel: the dtypes of kernel_exists, one column of B.
-bool nm14_gemv_ok(Layout layout, at::ScalarType values_t, const at::Tensor& B) {
-  return layout == Layout::kNm14 && B.dim() == 2 && B.size(1) == 1 &&
+// The 1:4 forward kernels: the dtypes of kernel_exists, B a matrix.
+bool nm14_forward_ok(Layout layout, at::ScalarType values_t, const at::Tensor& B) {
+  return layout == Layout::kNm14 && B.dim() == 2 &&
          kernel_exists(Layout::kSemi24, values_t, B.scalar_type());
 }
 
@@ -182,7 +183,7 @@ bool fast_path_ok(const at::Tensor& values, const at::Tensor& indices, const at:
   if (!values.is_contiguous() || !indices.is_contiguous() || !offsets.is_contiguous())
     return false;
   if (!kernel_exists(layout, values.scalar_type(), B.scalar_type()) &&
-      !nm14_gemv_ok(layout, values.scalar_type(), B))
+      !nm14_forward_ok(layout, values.scalar_type(), B))
     return false;
   if (B.dim() != 2 || B.size(0) != K) return false;
   // Sizes out of reach go to the Python path, which names a bad argument (or this file's
@@ -620,8 +621,8 @@ void run_cpu_kernel(const at::Tensor& values, const at::Tensor& indices,
     case Layout::kSemi24:
       status = skc::semi24_spmm(values.data_ptr(), wt, indices.data_ptr<uint8_t>(), d);
       break;
-    case Layout::kNm14:  // only from the fast path at N == 1 (nm14_gemv_ok)
-      status = skc::nm14_gemv(values.data_ptr(), wt, indices.data_ptr<uint8_t>(), d);
+    case Layout::kNm14:  // only from the fast path (nm14_forward_ok)
+      status = skc::nm14_spmm(values.data_ptr(), wt, indices.data_ptr<uint8_t>(), d);
       break;
     case Layout::kBsr:
       status = skc::bsr_spmm(values.data_ptr(), wt, values.size(0), values.size(1),

@@ -48,10 +48,10 @@ struct Dense {
 // uint8 (one nibble per group of 4: bits 0-1 first kept position, bits 2-3 second).
 int semi24_spmm(const void* values, WeightType wt, const uint8_t* meta, const Dense& d);
 
-// 1:4 semi-structured A, GEMV only (d.N == 1, else kBadArgument): values [M, ceil(K/4)]
-// row-major, meta [M, ceil(K/16)] uint8 (2 bits per group: group g at bits 2*(g%4) of byte
-// g/4). Every position is valid; positions in the padded columns (>= K) never count.
-int nm14_gemv(const void* values, WeightType wt, const uint8_t* meta, const Dense& d);
+// 1:4 semi-structured A (forward, any N): values [M, ceil(K/4)] row-major, meta
+// [M, ceil(K/16)] uint8 (2 bits per group: group g at bits 2*(g%4) of byte g/4). Every
+// position is valid; positions in the padded columns (>= K) never count.
+int nm14_spmm(const void* values, WeightType wt, const uint8_t* meta, const Dense& d);
 // The same 2:4 A as dense floats: out [M, K] row-major (zeros where nothing is stored).
 int semi24_to_dense(const void* values, WeightType wt, const uint8_t* meta, int64_t M, int64_t K,
                     float* out, int num_threads);

@@ -10,8 +10,13 @@
 // kernel is the 2:4 one with one value per group. With AVX-512 one 32-bit metadata word gives
 // the indices of 16 kept values (64 columns); two vpermt2ps pick them from the 64
 // activations (columns 0-31 for the first 8 groups, 32-63 for the last 8), R rows sharing
-// the activation loads. AVX2 gathers 8 activations per 16-bit word. Batched calls (N > 1)
-// take the Python path, which runs the 2:4 kernel on a 2:4 copy.
+// the activation loads. AVX2 gathers 8 activations per 16-bit word.
+//
+// N >= 2 vectorizes along N over a packed panel of B, as the 2:4 kernel does: one metadata
+// byte gives the panel rows of 4 kept values, each broadcast and multiplied into NV vector
+// accumulators per row, R rows at a time. A quarter of dense's multiply-adds, no copy of the
+// weight (the Python path, which forced backends and autograd take, still runs the 2:4
+// kernel on a cached 2:4 copy).
 #include <cstdint>
 #include <cstring>
 
@@ -27,6 +32,8 @@ namespace cpu {
 namespace {
 
 constexpr int kMaxParts = 256;
+constexpr int64_t kPanelWidth = 32;     // columns of B per packed panel (4 ymm)
+constexpr int64_t kPanelWidth512 = 64;  // the same with AVX-512 (4 zmm)
 
 struct Nm14Rows {
   int64_t K, G, mcols;
@@ -56,6 +63,29 @@ int gemv_rows_portable(const T* values, const uint8_t* meta, const Dense& d, con
   return kOk;
 }
 
+// Rows [m0, m1) times a packed panel (ldp <= kPanelWidth512 columns), one row at a time.
+template <typename T>
+int panel_rows_portable(const T* values, const uint8_t* meta, const Dense& d, const float* P,
+                        int64_t ldp, int64_t n0, int64_t nb, int64_t m0, int64_t m1) {
+  const Nm14Rows r(d.K);
+  float acc[kPanelWidth512];
+  if (ldp > kPanelWidth512) return kBadArgument;
+  for (int64_t m = m0; m < m1; ++m) {
+    const T* v = values + m * r.G;
+    const uint8_t* mt = meta + m * r.mcols;
+    for (int64_t j = 0; j < ldp; ++j) acc[j] = 0.0f;
+    for (int64_t g = 0; g < r.G; ++g) {
+      const int64_t c = 4 * g + position(mt, g);
+      if (c >= d.K) continue;  // the padded last group: columns >= K never count
+      const float w = to_float(v[g]);
+      const float* b = P + c * ldp;
+      for (int64_t j = 0; j < ldp; ++j) acc[j] += w * b[j];
+    }
+    store_tile(d, m, 1, n0, nb, acc, ldp);
+  }
+  return kOk;
+}
+
 #if SK_HAVE_AVX2_KERNELS
 // 8 groups (32 columns, one 16-bit metadata word) per step: the activations gathered.
 template <typename T>
@@ -80,6 +110,77 @@ SK_AVX2 int gemv_rows_avx2(const T* values, const uint8_t* meta, const Dense& d,
     store_out(d, m, 0, hsum(acc) + row_tail(v, mt, x, 8 * steps, r.G, d.K));
   }
   return kOk;
+}
+
+// R rows from row m times the whole panel, NV ymm per row (row stride LDP = 8 * NV). A
+// metadata byte (4 groups, 16 panel rows) gives the rows of its 4 kept values; the weights
+// come from one 4-float load, each broadcast by an in-lane permute.
+template <typename T, int R, int NV>
+SK_AVX2 void panel_tile_avx2(const T* v, const uint8_t* mt, const Nm14Rows& r, const Dense& d,
+                             const float* P, int64_t n0, int64_t nb, int64_t m) {
+  constexpr int64_t LDP = 8 * NV;
+  __m256 acc[R][NV];
+  SK_UNROLL for (int i = 0; i < R; ++i)
+    SK_UNROLL for (int u = 0; u < NV; ++u) acc[i][u] = _mm256_setzero_ps();
+  const int64_t gfull = d.K / 4;  // groups whose 4 columns are all < K
+  int64_t j = 0;
+  for (; 4 * j + 4 <= gfull; ++j) {
+    const float* pj = P + 16 * j * LDP;
+    SK_UNROLL for (int i = 0; i < R; ++i) {
+      const unsigned b = mt[i * r.mcols + j];
+      const float* p0 = pj + (b & 3) * LDP;
+      const float* p1 = pj + (4 + ((b >> 2) & 3)) * LDP;
+      const float* p2 = pj + (8 + ((b >> 4) & 3)) * LDP;
+      const float* p3 = pj + (12 + (b >> 6)) * LDP;
+      const __m256 w4 = load4_dup(v + i * r.G + 4 * j);
+      const __m256 w0 = _mm256_permute_ps(w4, 0x00), w1 = _mm256_permute_ps(w4, 0x55);
+      const __m256 w2 = _mm256_permute_ps(w4, 0xAA), w3 = _mm256_permute_ps(w4, 0xFF);
+      SK_UNROLL for (int u = 0; u < NV; ++u) {
+        __m256 x = _mm256_fmadd_ps(w0, _mm256_loadu_ps(p0 + 8 * u), acc[i][u]);
+        x = _mm256_fmadd_ps(w1, _mm256_loadu_ps(p1 + 8 * u), x);
+        x = _mm256_fmadd_ps(w2, _mm256_loadu_ps(p2 + 8 * u), x);
+        acc[i][u] = _mm256_fmadd_ps(w3, _mm256_loadu_ps(p3 + 8 * u), x);
+      }
+    }
+  }
+  for (int64_t g = 4 * j; g < r.G; ++g) {  // the last groups, the padded one included
+    SK_UNROLL for (int i = 0; i < R; ++i) {
+      const int64_t c = 4 * g + position(mt + i * r.mcols, g);
+      if (c >= d.K) continue;  // format padding past K never counts
+      const __m256 w = bcast(v + i * r.G + g);
+      SK_UNROLL for (int u = 0; u < NV; ++u)
+        acc[i][u] = _mm256_fmadd_ps(w, _mm256_loadu_ps(P + c * LDP + 8 * u), acc[i][u]);
+    }
+  }
+  alignas(32) float tile[R * LDP];
+  SK_UNROLL for (int i = 0; i < R; ++i)
+    SK_UNROLL for (int u = 0; u < NV; ++u) _mm256_store_ps(tile + i * LDP + 8 * u, acc[i][u]);
+  store_tile(d, m, R, n0, nb, tile, LDP);
+}
+
+template <typename T, int NV>
+SK_AVX2 int panel_rows_avx2_nv(const T* values, const uint8_t* meta, const Dense& d,
+                               const float* P, int64_t n0, int64_t nb, int64_t m0, int64_t m1) {
+  constexpr int R = NV >= 4 ? 2 : NV == 3 ? 3 : NV == 2 ? 4 : 6;  // >= 8 accumulators
+  const Nm14Rows r(d.K);
+  int64_t m = m0;
+  for (; m + R <= m1; m += R)
+    panel_tile_avx2<T, R, NV>(values + m * r.G, meta + m * r.mcols, r, d, P, n0, nb, m);
+  for (; m < m1; ++m)
+    panel_tile_avx2<T, 1, NV>(values + m * r.G, meta + m * r.mcols, r, d, P, n0, nb, m);
+  return kOk;
+}
+
+template <typename T>
+int panel_rows_avx2(const T* values, const uint8_t* meta, const Dense& d, const float* P,
+                    int64_t ldp, int64_t n0, int64_t nb, int64_t m0, int64_t m1) {
+  switch (ldp / 8) {
+    case 1: return panel_rows_avx2_nv<T, 1>(values, meta, d, P, n0, nb, m0, m1);
+    case 2: return panel_rows_avx2_nv<T, 2>(values, meta, d, P, n0, nb, m0, m1);
+    case 3: return panel_rows_avx2_nv<T, 3>(values, meta, d, P, n0, nb, m0, m1);
+    case 4: return panel_rows_avx2_nv<T, 4>(values, meta, d, P, n0, nb, m0, m1);
+    default: return kBadArgument;
+  }
 }
 #endif
 
@@ -143,17 +244,117 @@ SK_AVX512 int gemv_rows_avx512(const T* values, const uint8_t* meta, const Dense
   for (; m < m1; ++m) gemv_tile_avx512<T, 1>(values + m * r.G, meta + m * r.mcols, r, d, x, m);
   return kOk;
 }
+
+// panel_tile_avx2 with zmm (LDP = 16 * NV): each kept weight is broadcast from memory and
+// each panel row is a memory operand of its FMA (NV + 1 loads per NV multiply-adds).
+template <typename T, int R, int NV>
+SK_AVX512 void panel_tile_avx512(const T* v, const uint8_t* mt, const Nm14Rows& r,
+                                 const Dense& d, const float* P, int64_t n0, int64_t nb,
+                                 int64_t m) {
+  constexpr int64_t LDP = 16 * NV;
+  __m512 acc[R][NV];
+  SK_UNROLL for (int i = 0; i < R; ++i)
+    SK_UNROLL for (int u = 0; u < NV; ++u) acc[i][u] = _mm512_setzero_ps();
+  const int64_t gfull = d.K / 4;  // groups whose 4 columns are all < K
+  int64_t j = 0;
+  for (; 4 * j + 4 <= gfull; ++j) {
+    const float* pj = P + 16 * j * LDP;
+    SK_UNROLL for (int i = 0; i < R; ++i) {
+      const unsigned b = mt[i * r.mcols + j];
+      const float* p[4] = {pj + (b & 3) * LDP, pj + (4 + ((b >> 2) & 3)) * LDP,
+                           pj + (8 + ((b >> 4) & 3)) * LDP, pj + (12 + (b >> 6)) * LDP};
+      const T* w = v + i * r.G + 4 * j;
+      SK_UNROLL for (int q = 0; q < 4; ++q) {
+        const __m512 wq = bcast16(w + q);
+        SK_UNROLL for (int u = 0; u < NV; ++u)
+          acc[i][u] = _mm512_fmadd_ps(wq, _mm512_loadu_ps(p[q] + 16 * u), acc[i][u]);
+      }
+    }
+  }
+  for (int64_t g = 4 * j; g < r.G; ++g) {  // the last groups, the padded one included
+    SK_UNROLL for (int i = 0; i < R; ++i) {
+      const int64_t c = 4 * g + position(mt + i * r.mcols, g);
+      if (c >= d.K) continue;  // format padding past K never counts
+      const __m512 w = bcast16(v + i * r.G + g);
+      SK_UNROLL for (int u = 0; u < NV; ++u)
+        acc[i][u] = _mm512_fmadd_ps(w, _mm512_loadu_ps(P + c * LDP + 16 * u), acc[i][u]);
+    }
+  }
+  alignas(64) float tile[R * LDP];
+  SK_UNROLL for (int i = 0; i < R; ++i)
+    SK_UNROLL for (int u = 0; u < NV; ++u) _mm512_store_ps(tile + i * LDP + 16 * u, acc[i][u]);
+  store_tile(d, m, R, n0, nb, tile, LDP);
+}
+
+template <typename T, int NV>
+SK_AVX512 int panel_rows_avx512_nv(const T* values, const uint8_t* meta, const Dense& d,
+                                   const float* P, int64_t n0, int64_t nb, int64_t m0,
+                                   int64_t m1) {
+  constexpr int R = NV >= 4 ? 6 : NV == 3 ? 8 : 12;  // 24 accumulators (of 32 zmm)
+  const Nm14Rows r(d.K);
+  int64_t m = m0;
+  for (; m + R <= m1; m += R)
+    panel_tile_avx512<T, R, NV>(values + m * r.G, meta + m * r.mcols, r, d, P, n0, nb, m);
+  for (; m < m1; ++m)
+    panel_tile_avx512<T, 1, NV>(values + m * r.G, meta + m * r.mcols, r, d, P, n0, nb, m);
+  return kOk;
+}
+
+template <typename T>
+int panel_rows_avx512(const T* values, const uint8_t* meta, const Dense& d, const float* P,
+                      int64_t ldp, int64_t n0, int64_t nb, int64_t m0, int64_t m1) {
+  switch (ldp / 16) {
+    case 1: return panel_rows_avx512_nv<T, 1>(values, meta, d, P, n0, nb, m0, m1);
+    case 2: return panel_rows_avx512_nv<T, 2>(values, meta, d, P, n0, nb, m0, m1);
+    case 3: return panel_rows_avx512_nv<T, 3>(values, meta, d, P, n0, nb, m0, m1);
+    case 4: return panel_rows_avx512_nv<T, 4>(values, meta, d, P, n0, nb, m0, m1);
+    default: return kBadArgument;
+  }
+}
 #endif
+
+// One part of the rows over one packed panel, on the ISA of the call.
+template <typename T>
+class Nm14Panels : public PanelWork {
+ public:
+  Nm14Panels(const T* values, const uint8_t* meta, const Dense& d, const int64_t* bounds,
+             Isa isa)
+      : values_(values), meta_(meta), d_(d), bounds_(bounds), isa_(isa) {}
+  int run(int part, const float* P, int64_t ldp, int64_t n0, int64_t nb) override {
+    const int64_t m0 = bounds_[part], m1 = bounds_[part + 1];
+#if SK_HAVE_AVX512_KERNELS
+    if (isa_ == Isa::kAvx512)
+      return panel_rows_avx512<T>(values_, meta_, d_, P, ldp, n0, nb, m0, m1);
+#endif
+#if SK_HAVE_AVX2_KERNELS
+    if (isa_ == Isa::kAvx2) return panel_rows_avx2<T>(values_, meta_, d_, P, ldp, n0, nb, m0, m1);
+#endif
+    return panel_rows_portable<T>(values_, meta_, d_, P, ldp, n0, nb, m0, m1);
+  }
+
+ private:
+  const T* values_;
+  const uint8_t* meta_;
+  const Dense& d_;
+  const int64_t* bounds_;
+  Isa isa_;
+};
 
 template <typename T>
 int nm14_typed(const T* values, const uint8_t* meta, const Dense& d) {
   const Isa isa = active_isa();
-  int nt = threads_for(d.num_threads, 0.25 * static_cast<double>(d.M) * d.K * kGemvCost);
+  int nt = threads_for(d.num_threads, 0.25 * static_cast<double>(d.M) * d.K * d.N *
+                                          (d.N == 1 ? kGemvCost : 1.0));
   if (nt > kMaxParts) nt = kMaxParts;
   if (nt > d.M) nt = static_cast<int>(d.M > 0 ? d.M : 1);
   const int parts = parts_for(nt, d.M, kMaxParts);
   int64_t bounds[kMaxParts + 1];
   split_even(d.M, parts, bounds);  // every row holds the same number of entries
+  if (d.N > 1) {
+    Nm14Panels<T> work(values, meta, d, bounds, isa);
+    if (isa == Isa::kAvx512) return run_panels(d, nt, parts, kPanelWidth512, work, 16);
+    return run_panels(d, nt, parts, kPanelWidth, work, 8);
+  }
   const float* x = gemv_x(d);
   if (x == nullptr) return kNoMemory;
   return parallel_parts(parts, nt, [&](int p) {
@@ -171,9 +372,9 @@ int nm14_typed(const T* values, const uint8_t* meta, const Dense& d) {
 
 }  // namespace
 
-int nm14_gemv(const void* values, WeightType wt, const uint8_t* meta, const Dense& d) {
-  if (d.M < 0 || d.K < 0 || d.N != 1) return kBadArgument;
-  if (d.M == 0) return kOk;
+int nm14_spmm(const void* values, WeightType wt, const uint8_t* meta, const Dense& d) {
+  if (d.M < 0 || d.K < 0 || d.N < 0) return kBadArgument;
+  if (d.M == 0 || d.N == 0) return kOk;
   return with_weight_type(wt, [&](auto tag) {
     return nm14_typed(static_cast<decltype(tag)>(values), meta, d);
   });

@@ -11,8 +11,9 @@ Tensors (docs/ARCHITECTURE.md, "The op"):
              read.
     offsets: empty int32 (unused).
 
-Kernels: the GEMV (N == 1) has its own, csrc/cpu/nm14.cpp, run by the C++ fast path of
-``sparsekern::spmm`` (nothing cached; every ISA). Every other call takes the Python path: the
+Kernels: the forward has its own, csrc/cpu/nm14.cpp (a GEMV for N == 1, a panel kernel for
+N > 1), run by the C++ fast path of ``sparsekern::spmm`` (nothing cached; every ISA). Calls
+that take the Python path (a forced backend, autograd, the backward products) go on as before: the
 reference backend serves it from :func:`coordinates`; the CPU backend runs the 2:4 kernel on
 :func:`as_semi24`, a 2:4 copy (each group's kept value plus one stored zero) built once per
 weight and cached on ``values`` (never per call; dropped when the weight changes, by bytes;

@@ -1,6 +1,6 @@
-"""The 1:4 GEMV kernel (csrc/cpu/nm14.cpp): every ISA the machine has against the float64
-reference, on edge shapes; it serves N == 1 on the C++ fast path, with nothing cached; every
-other 1:4 call still runs through the 2:4 copy."""
+"""The 1:4 kernels (csrc/cpu/nm14.cpp): the GEMV and the batched panel kernel, every ISA the
+machine has, against the float64 reference on edge shapes. Both serve the C++ fast path with
+nothing cached; the Python path (a forced backend, autograd) still runs through the 2:4 copy."""
 import math
 
 import pytest
@@ -63,6 +63,29 @@ def test_gemv_matches_reference_on_every_isa(isa, shape, dtype, cpu_isa_env):
 
 
 @pytest.mark.parametrize("isa", _isa_params())
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_batched_matches_reference_on_every_isa(isa, shape, dtype, cpu_isa_env):
+    # N across panel widths (AVX2 32 columns, AVX-512 64) and their tails; row-major,
+    # column-major (a Linear's x.T) and strided B.
+    cpu_isa_env(isa)
+    M, K = shape
+    A = sk.to_sparse(one_of_four(M, K, seed=M + K, dtype=dtype), layout="1:4")
+    g = torch.Generator().manual_seed(M)
+    bias = torch.randn(M, generator=g)
+    atol = 1e-5 * max(1.0, K / 256)  # float32 sums of K / 4 products in a panel's order
+    for N in (2, 3, 17, 64, 70):
+        for B in (torch.randn(K, N, generator=g),
+                  torch.randn(N, K, generator=g).t(),
+                  torch.randn(2 * K, N + 2, generator=g)[::2, 1:N + 1]):
+            for b in (None, bias):
+                out = torch.ops.sparsekern.spmm(*A.op_args(), B, b)
+                assert out.shape == (M, N) and out.dtype == torch.float32
+                torch.testing.assert_close(out.double(), ref(A, B, b), rtol=1e-5, atol=atol)
+    assert not hasattr(A.values, "_sparsekern_repack"), "the fast path built the 2:4 copy"
+
+
+@pytest.mark.parametrize("isa", _isa_params())
 def test_positions_in_the_padded_columns_never_count(isa, cpu_isa_env):
     cpu_isa_env(isa)
     M, K = 6, 70  # 18 groups; group 17 holds columns 68, 69 and two padded ones
@@ -70,11 +93,12 @@ def test_positions_in_the_padded_columns_never_count(isa, cpu_isa_env):
     idx, vals = A.indices.clone(), A.values.clone()
     idx[:, -1] |= 0b11 << 2 * (17 % 4)  # group 17 -> position 3: column 71 >= K
     vals[:, -1] = 1e30
-    x = torch.randn(K, 1)
-    got = torch.ops.sparsekern.spmm(vals, idx, A.offsets, M, K, "1:4", x)
     W = A.to_dense()
     W[:, 68:] = 0  # what remains of the weight: group 17 holds nothing inside [0, K)
-    torch.testing.assert_close(got.double(), W.double() @ x.double(), rtol=1e-5, atol=1e-5)
+    for N in (1, 5, 40):
+        x = torch.randn(K, N)
+        got = torch.ops.sparsekern.spmm(vals, idx, A.offsets, M, K, "1:4", x)
+        torch.testing.assert_close(got.double(), W.double() @ x.double(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("isa", _isa_params())
@@ -83,16 +107,17 @@ def test_non_finite_activations_meet_every_stored_value(isa, cpu_isa_env):
     cpu_isa_env(isa)
     M, K = 19, 200
     A = sk.to_sparse(one_of_four(M, K, seed=4, empty=0.3), layout="1:4")
-    x = torch.randn(K, 1)
-    x[torch.randperm(K)[:12]] = float("inf")
-    x[7, 0] = float("nan")
-    out = torch.ops.sparsekern.spmm(*A.op_args(), x)
-    want = ref(A, x)
-    assert not torch.isfinite(want).all()
-    assert torch.equal(torch.isnan(out), torch.isnan(want))
-    assert torch.equal(torch.isinf(out), torch.isinf(want))
-    fin = torch.isfinite(want)
-    torch.testing.assert_close(out.double()[fin], want[fin], rtol=1e-5, atol=1e-5)
+    for N in (1, 3, 33):
+        x = torch.randn(K, N)
+        x[torch.randperm(K)[:12], 0] = float("inf")
+        x[7, N - 1] = float("nan")
+        out = torch.ops.sparsekern.spmm(*A.op_args(), x)
+        want = ref(A, x)
+        assert not torch.isfinite(want).all()
+        assert torch.equal(torch.isnan(out), torch.isnan(want))
+        assert torch.equal(torch.isinf(out), torch.isinf(want))
+        fin = torch.isfinite(want)
+        torch.testing.assert_close(out.double()[fin], want[fin], rtol=1e-5, atol=1e-5)
 
 
 def test_threads_and_batched_calls_agree(cpu_isa_env):
@@ -105,21 +130,25 @@ def test_threads_and_batched_calls_agree(cpu_isa_env):
             torch.set_num_threads(threads)
             cols = torch.cat([torch.ops.sparsekern.spmm(*A.op_args(), X[:, j:j + 1])
                               for j in range(5)], 1)
-            batched = torch.ops.sparsekern.spmm(*A.op_args(), X)  # the 2:4 copy
+            batched = torch.ops.sparsekern.spmm(*A.op_args(), X)
+            with sk.use_backend("cpu"):  # the Python path: the cached 2:4 copy
+                lowered = torch.ops.sparsekern.spmm(*A.op_args(), X)
             torch.testing.assert_close(cols.double(), ref(A, X), rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(cols, batched, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(lowered, batched, rtol=1e-5, atol=1e-5)
     finally:
         torch.set_num_threads(prev)
-    assert hasattr(A.values, "_sparsekern_repack")  # N > 1 ran on the cached 2:4 copy
+    assert hasattr(A.values, "_sparsekern_repack")  # the Python path built the 2:4 copy
 
 
 def test_values_written_in_place_are_read_at_the_next_call():
-    # Nothing is cached at N == 1: a write the version counter misses is seen at once.
+    # Nothing is cached on the fast path: a write the version counter misses is seen at once.
     M, K = 40, 64
     A = sk.to_sparse(one_of_four(M, K, seed=2, empty=0.0), layout="1:4")
-    x = torch.randn(K, 1)
-    before = torch.ops.sparsekern.spmm(*A.op_args(), x)
-    A.values.data.mul_(2.0)
-    after = torch.ops.sparsekern.spmm(*A.op_args(), x)
-    torch.testing.assert_close(after, 2 * before)
-    torch.testing.assert_close(after.double(), ref(A, x), rtol=1e-5, atol=1e-5)
+    for N in (1, 7):
+        x = torch.randn(K, N)
+        before = torch.ops.sparsekern.spmm(*A.op_args(), x)
+        A.values.data.mul_(2.0)
+        after = torch.ops.sparsekern.spmm(*A.op_args(), x)
+        torch.testing.assert_close(after, 2 * before)
+        torch.testing.assert_close(after.double(), ref(A, x), rtol=1e-5, atol=1e-5)
