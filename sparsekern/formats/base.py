@@ -126,6 +126,23 @@ class SparseFormat:
                 f"dtype={self.dtype}, device={self.device}, nnz={self.nnz}, nbytes={self.nbytes})")
 
 
+def scatter_entries(out: torch.Tensor, index: Tuple[torch.Tensor, ...], values: torch.Tensor,
+                    keys: torch.Tensor) -> None:
+    """``out[index] = values``, except that entries stored twice at one position add up.
+
+    Every kernel and the reference backend add such entries (a format's indices may repeat:
+    the op does not reject them), so a format's dense form must too, or ``to_dense()`` and
+    ``spmm`` would disagree. ``keys`` [nnz] int64 numbers each position (distinct keys =
+    distinct positions); unique positions are assigned, so stored values stay bit for bit.
+    """
+    repeated = keys.numel() > 1 and not bool((keys[1:] > keys[:-1]).all()) \
+        and torch.unique(keys).numel() != keys.numel()
+    if repeated:
+        out.index_put_(index, values, accumulate=True)
+    else:
+        out[index] = values
+
+
 def _byte_words(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """The bytes of ``a`` and ``b`` as flat tensors of one integer word type, the widest that
     tiles both (int64 when the byte count and both addresses allow, down to uint8): a

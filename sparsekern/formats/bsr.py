@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 import torch
 
 from . import layouts
-from .base import SparseFormat, check_dense_weight
+from .base import SparseFormat, check_dense_weight, scatter_entries
 from .magnitude import check_prune_args, zero_smallest
 from .validate import ceil_div, check_indices_range, check_offsets, shape_of
 
@@ -70,13 +70,15 @@ class BSR(SparseFormat):
         return torch.repeat_interleave(torch.arange(Mb, device=self.device), counts)
 
     def to_dense(self) -> torch.Tensor:
-        """[M, K] dense tensor equal to the packed W (stored values bit for bit)."""
+        """[M, K] dense tensor equal to the packed W (stored values bit for bit; a block
+        column stored twice in a block row adds up, as in ``spmm``)."""
         M, K = self.shape
         bm, bk = self.blocksize
         Mb, Kb = ceil_div(M, bm), ceil_div(K, bk)
         out = torch.zeros(Mb, Kb, bm, bk, dtype=self.dtype, device=self.device)
         if self.values.shape[0]:
-            out[self.block_rows(), self.indices.long()] = self.values
+            brow, bcol = self.block_rows(), self.indices.long()
+            scatter_entries(out, (brow, bcol), self.values, brow * Kb + bcol)
         return out.permute(0, 2, 1, 3).reshape(Mb * bm, Kb * bk)[:M, :K].contiguous()
 
 

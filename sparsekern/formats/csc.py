@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 
 from . import layouts
-from .base import SparseFormat, check_dense_weight
+from .base import SparseFormat, check_dense_weight, scatter_entries
 from .magnitude import check_prune_args, zero_smallest
 from .validate import check_indices_range, check_offsets, shape_of
 
@@ -52,11 +52,13 @@ class CSC(SparseFormat):
         return torch.repeat_interleave(torch.arange(K, device=self.device), counts)
 
     def to_dense(self) -> torch.Tensor:
-        """[M, K] dense tensor equal to the packed W (stored values bit for bit)."""
+        """[M, K] dense tensor equal to the packed W (stored values bit for bit; a row stored
+        twice in a column adds up, as in ``spmm``)."""
         M, K = self.shape
         out = torch.zeros(M, K, dtype=self.dtype, device=self.device)
         if self.values.numel():
-            out[self.indices.long(), self.column_of_entries()] = self.values
+            rows, cols = self.indices.long(), self.column_of_entries()
+            scatter_entries(out, (rows, cols), self.values, cols * M + rows)
         return out
 
 

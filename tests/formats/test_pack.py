@@ -120,6 +120,36 @@ def test_bsr_blocks_and_order():
     assert A.blocksize == (2, 2)
 
 
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_repeated_indices_add_up_in_to_dense_as_in_spmm(backend, dtype):
+    # The op accepts a row stored twice in a CSC column, or a block column twice in a BSR
+    # block row, and every kernel adds them; to_dense must give the same matrix.
+    if backend == "cpu" and sk._extension._C is None:
+        pytest.skip("sparsekern._C is not built")
+    g = torch.Generator().manual_seed(0)
+    csc = CSC(torch.randn(6, generator=g).to(dtype), torch.tensor([0, 0, 2, 1, 3, 1],
+              dtype=torch.int16), torch.tensor([0, 2, 3, 6], dtype=torch.int32), (4, 3))
+    bsr = BSR(torch.randn(3, 2, 2, generator=g).to(dtype), torch.tensor([1, 0, 1],
+              dtype=torch.int32), torch.tensor([0, 3, 3], dtype=torch.int32), (4, 4))
+    D, v = csc.to_dense(), csc.values  # sums in the values' dtype
+    assert D[0, 0] == v[0] + v[1] and D[1, 2] == v[3] + v[5] and D[2, 1] == v[2]
+    assert torch.equal(bsr.to_dense()[:2, 2:], bsr.values[0] + bsr.values[2])
+    for A in (csc, bsr):
+        B = torch.randn(A.shape[1], 5, generator=g)
+        with sk.use_backend(backend):
+            got = sk.spmm(A, B.to(dtype) if backend == "reference" else B)
+        torch.testing.assert_close(got.double(), A.to_dense().double() @ B.double(),
+                                   rtol=1e-2 if dtype == torch.bfloat16 else 1e-5, atol=1e-2)
+
+
+def test_to_dense_keeps_unique_entries_bit_for_bit_when_unsorted():
+    A = CSC(torch.tensor([-0.0, float("nan"), 2.0]), torch.tensor([1, 0, 2], dtype=torch.int16),
+            torch.tensor([0, 3, 3], dtype=torch.int32), (3, 2))
+    D = A.to_dense()
+    assert torch.signbit(D[1, 0]) and bool(D[0, 0].isnan()) and D[2, 0] == 2.0
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_to_device_and_dtype(layout):
     W = random_pattern_weight(8, 12, layout, blocksize=(4, 4))
