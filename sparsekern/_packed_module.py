@@ -73,7 +73,9 @@ class PackedWeightModule(nn.Module):
 
     def trainable_like(self, layer: nn.Module) -> "PackedWeightModule":
         """Give ``values`` and ``bias`` the requires_grad of ``layer``'s weight and bias (the
-        dense layer this one replaces): a frozen layer stays frozen. Returns self."""
+        dense layer this one replaces), and this module its train/eval flag: a frozen layer
+        stays frozen, a layer in eval mode stays in eval mode. Returns self."""
+        self.train(layer.training)
         w = layer.values if isinstance(layer, PackedWeightModule) else layer.weight
         if self.values.is_floating_point():
             self.values.requires_grad_(w.requires_grad)

@@ -368,6 +368,11 @@ def _swap(model: nn.Module, targets: Dict[str, nn.Module], layout: str, blocksiz
 
 
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` in place of the submodule ``name``; it takes over that module's train/eval
+    flag (a model in eval mode stays in eval mode)."""
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
+    old = getattr(parent, child, None)
+    if isinstance(old, nn.Module):
+        new.train(old.training)
     setattr(parent, child, new)

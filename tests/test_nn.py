@@ -426,6 +426,29 @@ def test_load_sparse_under_inference_mode_stays_trainable(tmp_path, suffix):
     torch.testing.assert_close(fresh(x), m(x))
 
 
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_sparse_layers_keep_the_train_eval_flag_of_the_layers_they_replace(tmp_path, suffix,
+                                                                            mode):
+    mk = lambda: nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Conv2d(1, 2, 3))
+    m = mk()
+    with torch.no_grad():
+        m[0].weight.copy_(random_pattern_weight(8, 16, "2:4"))
+        m[2].weight.copy_(random_pattern_weight(2, 9, "csc").reshape(2, 1, 3, 3))
+    m.train(mode == "train")
+    sk.sparsify(m, layout="csc", max_density=1.0)
+    assert isinstance(m[0], sk.SparseLinear) and isinstance(m[2], sk.SparseConv2d)
+    assert all(mod.training == (mode == "train") for mod in m.modules())
+    path = tmp_path / f"m{suffix}"
+    sk.save_sparse(m, path)
+    fresh = mk().train(mode == "train")
+    sk.load_sparse(fresh, path)
+    assert isinstance(fresh[0], sk.SparseLinear)
+    assert all(mod.training == (mode == "train") for mod in fresh.modules())
+    alone = sk.SparseLinear.from_dense(nn.Linear(16, 8).eval(), layout="csc")
+    assert not alone.training
+
+
 @pytest.mark.parametrize("criterion", ["l1", "wanda"])
 def test_a_layer_pruned_to_70_percent_per_row_is_packed_as_csc(criterion):
     """Wanda/SparseGPT prune per output row: a row of 1536 pruned to 70% keeps 461 entries
