@@ -146,7 +146,7 @@ def input_column_norms(model: nn.Module, modules: Dict[str, nn.Module],
                              f"criterion 'wanda' cannot score it")
         if rows[name] == 0:
             raise no_tokens_error(name)
-        out[name] = norms_from_sums(m, sums[name])
+        out[name] = norms_from_sums(m, sums[name], name)
     return out
 
 
@@ -157,9 +157,17 @@ def no_tokens_error(name: str) -> ValueError:
                       f"its calibration statistics are empty")
 
 
-def norms_from_sums(module: nn.Module, sums: torch.Tensor) -> torch.Tensor:
+def norms_from_sums(module: nn.Module, sums: torch.Tensor, name: str = "") -> torch.Tensor:
     """||X_j||_2 from the sums of squares [K'] of a layer's input columns: [K] float32, or
-    [out, K] for a grouped Conv2d (each output row holds its group's columns)."""
+    [out, K] for a grouped Conv2d (each output row holds its group's columns). Raises when a
+    sum is NaN or Inf (the scores would be arbitrary: NaN sorts as the largest)."""
+    bad = ~torch.isfinite(sums)
+    if bool(bad.any()):
+        j = int(bad.nonzero()[0, 0])
+        raise ValueError(f"layer {name!r}: its calibration inputs hold NaN or Inf (input column "
+                         f"{j}, among {int(bad.sum())} such columns), so criterion 'wanda' "
+                         f"cannot score its weights; check the calibration data (calib) or the "
+                         f"layers before this one")
     norms = sums.sqrt().float()
     groups = getattr(module, "groups", 1)
     if groups > 1:

@@ -195,10 +195,13 @@ def _prune_one(m, name, g, ratio, criterion, stat, masks, config) -> torch.Tenso
     if criterion == "sparsegpt":
         W = weight_matrix(m)  # [out, K], a view (a Conv1D's weight transposed)
         forced = None if prev is None else ~to_matrix(m, prev)
-        new_w, keep = sparsegpt.prune_matrix(W, stat, g, ratio, forced, config)
+        try:
+            new_w, keep = sparsegpt.prune_matrix(W, stat, g, ratio, forced, config)
+        except ValueError as e:  # name the layer (the Hessian's messages cannot)
+            raise ValueError(f"layer {name!r}: {e}") from None
         W.copy_(new_w.to(W.dtype))
         return from_matrix(m, keep).contiguous()
-    s = criteria.weight_scores("wanda", m, criteria.norms_from_sums(m, stat))
+    s = criteria.weight_scores("wanda", m, criteria.norms_from_sums(m, stat, name))
     if prev is not None:
         s = s.masked_fill(~prev, float("-inf"))
     keep = g.mask(m, to_matrix(m, s), ratio, name, criteria.group_reduction("wanda"),

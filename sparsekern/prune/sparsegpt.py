@@ -54,6 +54,11 @@ def inverse_hessian_factor(H: torch.Tensor, damp: float) -> torch.Tensor:
     invertible; their weights are then cheapest to prune and move nothing else.
     """
     H = H.float().clone()
+    if not bool(torch.isfinite(H).all()):
+        raise ValueError(f"the calibration Hessian ({H.shape[0]}x{H.shape[0]}) holds NaN or Inf: "
+                         f"the layer's calibration inputs hold NaN or Inf, or values too large "
+                         f"for float32 sums of squares (|x| above ~1e18); check the calibration "
+                         f"data (calib)")
     diag = H.diagonal()
     dead = diag == 0
     diag[dead] = 1.0

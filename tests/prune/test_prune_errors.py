@@ -354,3 +354,21 @@ def test_global_pooling_in_function_form_is_followed():
             def forward(self, x):
                 return self.head(torch.relu(self.a(x)).sum(1).flatten(1)[:, :8])
         prune.channel_prune(Bad(), 0.5, torch.randn(2, 3, 6, 6), layers=["a"])
+
+
+@pytest.mark.parametrize("criterion", ["wanda", "sparsegpt"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_calibration_data_is_rejected_naming_the_layer(criterion, bad):
+    # NaN input norms sorted as the largest: Wanda kept those columns and pruned the rest
+    # from arbitrary scores, with no error; SparseGPT blamed too little calibration data.
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    before = [p.detach().clone() for p in m.parameters()]
+    x = torch.randn(8, 16)
+    x[2, 5] = bad
+    msg = (r"layer '0': its calibration inputs hold NaN or Inf \(input column 5" if
+           criterion == "wanda" else r"layer '0': the calibration Hessian \(16x16\) holds NaN "
+                                     r"or Inf: the layer's calibration inputs hold NaN or Inf")
+    with pytest.raises(ValueError, match=msg):
+        prune.prune_model(m, 0.5, criterion=criterion, calib=x)
+    assert all(torch.equal(a, b) for a, b in zip(before, m.parameters()))  # nothing pruned
