@@ -77,6 +77,10 @@ def save_sparse(model: nn.Module, path: PathLike) -> None:
     if "" in entries:
         raise ValueError("save_sparse needs a model that contains the sparse layers, not a bare "
                          "sparse layer (save its state_dict instead)")
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    if not os.path.isdir(folder):  # else safetensors names its temporary file, not path
+        raise FileNotFoundError(f"save_sparse: path {os.fspath(path)!r} is in the folder "
+                                f"{folder!r}, which does not exist")
     prefixes = tuple(n + "." for n in entries)
     dense = {k: v for k, v in model.state_dict().items() if not k.startswith(prefixes)}
     if os.fspath(path).endswith(".safetensors"):

@@ -73,6 +73,16 @@ def test_round_trip_into_a_fresh_model(tmp_path, layout, suffix):
 
 
 
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_saving_into_a_missing_folder_names_the_path(tmp_path, suffix):
+    sparse = sk.sparsify(net(), "csc", max_density=1.0)
+    path = tmp_path / "no-such-folder" / f"m{suffix}"
+    with pytest.raises(FileNotFoundError, match=r"save_sparse: path '.*no-such-folder/m\.[a-z]+' "
+                                                r"is in the folder '.*no-such-folder', which "
+                                                r"does not exist"):
+        sk.save_sparse(sparse, path)
+
+
 @pytest.mark.parametrize("saved,model_dtype", [(torch.bfloat16, torch.float32),
                                                (torch.float32, torch.bfloat16),
                                                (torch.float64, torch.float32)])

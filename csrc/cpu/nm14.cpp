@@ -12,7 +12,9 @@
 // activations (columns 0-31 for the first 8 groups, 32-63 for the last 8), R rows sharing
 // the activation loads. AVX2 gathers 8 activations per 16-bit word.
 //
-// N >= 2 vectorizes along N over a packed panel of B, as the 2:4 kernel does: one metadata
+// With AVX-512, 2..8 columns run the GEMV's permutation once per 16 kept values and row,
+// applied to each column. Otherwise N >= 2 vectorizes along N over a packed panel of B, as
+// the 2:4 kernel does: one metadata
 // byte gives the panel rows of 4 kept values, each broadcast and multiplied into NV vector
 // accumulators per row, R rows at a time. A quarter of dense's multiply-adds, no copy of the
 // weight (the Python path, which forced backends and autograd take, still runs the 2:4
@@ -34,6 +36,7 @@ namespace {
 constexpr int kMaxParts = 256;
 constexpr int64_t kPanelWidth = 32;     // columns of B per packed panel (4 ymm)
 constexpr int64_t kPanelWidth512 = 64;  // the same with AVX-512 (4 zmm)
+constexpr int64_t kSmallN = 8;  // up to this many columns AVX-512 runs gemvn_rows_avx512
 
 struct Nm14Rows {
   int64_t K, G, mcols;
@@ -245,6 +248,81 @@ SK_AVX512 int gemv_rows_avx512(const T* values, const uint8_t* meta, const Dense
   return kOk;
 }
 
+// Small N (2..kSmallN columns of B, each contiguous in k: column c at X + c * ldx): the
+// GEMV's indices once per 16 kept values and row, applied to each column (the panel kernel
+// would broadcast every kept weight into a zmm only N of whose 16 lanes count).
+template <typename T, int R, int NC>
+SK_AVX512_INLINE void gemvn_tile_avx512(const T* v, const uint8_t* mt, const Nm14Rows& r,
+                                        const Dense& d, const float* X, int64_t ldx,
+                                        int64_t m) {
+  const int64_t steps = d.K / 64;  // steps whose 64 columns are all < K
+  const __m512i shifts = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
+  const __m512i base = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52,
+                                         56, 60);
+  const __m512i three = _mm512_set1_epi32(3);
+  __m512 acc[R][NC];
+  SK_UNROLL for (int i = 0; i < R; ++i)
+    SK_UNROLL for (int c = 0; c < NC; ++c) acc[i][c] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < steps; ++j) {
+    __m512i idx[R];
+    __m512 w[R];
+    SK_UNROLL for (int i = 0; i < R; ++i) {
+      uint32_t word;
+      std::memcpy(&word, mt + i * r.mcols + 4 * j, 4);
+      idx[i] = _mm512_add_epi32(
+          _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int>(word)), shifts),
+                           three),
+          base);
+      w[i] = load16(v + i * r.G + 16 * j);
+    }
+    SK_UNROLL for (int c = 0; c < NC; ++c) {
+      const float* xj = X + c * ldx + 64 * j;
+      const __m512 x0 = _mm512_loadu_ps(xj), x1 = _mm512_loadu_ps(xj + 16);
+      const __m512 x2 = _mm512_loadu_ps(xj + 32), x3 = _mm512_loadu_ps(xj + 48);
+      SK_UNROLL for (int i = 0; i < R; ++i) {
+        const __m512 lo = _mm512_permutex2var_ps(x0, idx[i], x1);  // see gemv_tile_avx512
+        const __m512 hi = _mm512_permutex2var_ps(x2, idx[i], x3);
+        acc[i][c] = _mm512_fmadd_ps(
+            w[i], _mm512_mask_blend_ps(static_cast<__mmask16>(0xFF00), lo, hi), acc[i][c]);
+      }
+    }
+  }
+  SK_UNROLL for (int i = 0; i < R; ++i)
+    SK_UNROLL for (int c = 0; c < NC; ++c)
+      store_out(d, m + i, c,
+                _mm512_reduce_add_ps(acc[i][c]) +
+                    row_tail(v + i * r.G, mt + i * r.mcols, X + c * ldx, 16 * steps, r.G, d.K));
+}
+
+template <typename T, int NC>
+SK_AVX512 int gemvn_rows_avx512_nc(const T* values, const uint8_t* meta, const Dense& d,
+                                   const float* X, int64_t ldx, int64_t m0, int64_t m1) {
+  constexpr int R = NC <= 4 ? 4 : 2;  // R * NC accumulators, R index and R value registers
+  const Nm14Rows r(d.K);
+  int64_t m = m0;
+  for (; m + R <= m1; m += R)
+    gemvn_tile_avx512<T, R, NC>(values + m * r.G, meta + m * r.mcols, r, d, X, ldx, m);
+  for (; m < m1; ++m)
+    gemvn_tile_avx512<T, 1, NC>(values + m * r.G, meta + m * r.mcols, r, d, X, ldx, m);
+  return kOk;
+}
+
+template <typename T>
+int gemvn_rows_avx512(const T* values, const uint8_t* meta, const Dense& d, const float* X,
+                      int64_t ldx, int64_t m0, int64_t m1) {
+  switch (d.N) {
+    case 2: return gemvn_rows_avx512_nc<T, 2>(values, meta, d, X, ldx, m0, m1);
+    case 3: return gemvn_rows_avx512_nc<T, 3>(values, meta, d, X, ldx, m0, m1);
+    case 4: return gemvn_rows_avx512_nc<T, 4>(values, meta, d, X, ldx, m0, m1);
+    case 5: return gemvn_rows_avx512_nc<T, 5>(values, meta, d, X, ldx, m0, m1);
+    case 6: return gemvn_rows_avx512_nc<T, 6>(values, meta, d, X, ldx, m0, m1);
+    case 7: return gemvn_rows_avx512_nc<T, 7>(values, meta, d, X, ldx, m0, m1);
+    case 8: return gemvn_rows_avx512_nc<T, 8>(values, meta, d, X, ldx, m0, m1);
+    default: return kBadArgument;
+  }
+}
+
 // panel_tile_avx2 with zmm (LDP = 16 * NV): each kept weight is broadcast from memory and
 // each panel row is a memory operand of its FMA (NV + 1 loads per NV multiply-adds).
 template <typename T, int R, int NV>
@@ -350,6 +428,16 @@ int nm14_typed(const T* values, const uint8_t* meta, const Dense& d) {
   const int parts = parts_for(nt, d.M, kMaxParts);
   int64_t bounds[kMaxParts + 1];
   split_even(d.M, parts, bounds);  // every row holds the same number of entries
+#if SK_HAVE_AVX512_KERNELS
+  if (isa == Isa::kAvx512 && d.N > 1 && d.N <= kSmallN) {
+    int64_t ldx = 0;
+    const float* X = small_n_columns(d, &ldx);
+    if (X == nullptr) return kNoMemory;
+    return parallel_parts(parts, nt, [&](int p) {
+      return gemvn_rows_avx512<T>(values, meta, d, X, ldx, bounds[p], bounds[p + 1]);
+    });
+  }
+#endif
   if (d.N > 1) {
     Nm14Panels<T> work(values, meta, d, bounds, isa);
     if (isa == Isa::kAvx512) return run_panels(d, nt, parts, kPanelWidth512, work, 16);
