@@ -12,7 +12,7 @@
 // activations (columns 0-31 for the first 8 groups, 32-63 for the last 8), R rows sharing
 // the activation loads. AVX2 gathers 8 activations per 16-bit word.
 //
-// With AVX-512, 2..8 columns run the GEMV's permutation once per 16 kept values and row,
+// With AVX-512, 2..6 columns run the GEMV's permutation once per 16 kept values and row,
 // applied to each column. Otherwise N >= 2 vectorizes along N over a packed panel of B, as
 // the 2:4 kernel does: one metadata
 // byte gives the panel rows of 4 kept values, each broadcast and multiplied into NV vector
@@ -36,7 +36,10 @@ namespace {
 constexpr int kMaxParts = 256;
 constexpr int64_t kPanelWidth = 32;     // columns of B per packed panel (4 ymm)
 constexpr int64_t kPanelWidth512 = 64;  // the same with AVX-512 (4 zmm)
-constexpr int64_t kSmallN = 8;  // up to this many columns AVX-512 runs gemvn_rows_avx512
+// Up to this many columns AVX-512 runs gemvn_rows_avx512 (2 threads, ms, gemvn / panel: N=5
+// 4096² 0.94-0.99 / 1.49-1.52, 768x3072 0.135 / 0.170; N=8 1.60-1.65 / 1.50-1.52, 0.21-0.26 /
+// 0.17-0.21).
+constexpr int64_t kSmallN = 6;
 
 struct Nm14Rows {
   int64_t K, G, mcols;
@@ -317,8 +320,6 @@ int gemvn_rows_avx512(const T* values, const uint8_t* meta, const Dense& d, cons
     case 4: return gemvn_rows_avx512_nc<T, 4>(values, meta, d, X, ldx, m0, m1);
     case 5: return gemvn_rows_avx512_nc<T, 5>(values, meta, d, X, ldx, m0, m1);
     case 6: return gemvn_rows_avx512_nc<T, 6>(values, meta, d, X, ldx, m0, m1);
-    case 7: return gemvn_rows_avx512_nc<T, 7>(values, meta, d, X, ldx, m0, m1);
-    case 8: return gemvn_rows_avx512_nc<T, 8>(values, meta, d, X, ldx, m0, m1);
     default: return kBadArgument;
   }
 }
