@@ -642,8 +642,11 @@ int bsr_typed(const BsrArgs<T>& a) {
     });
   }
 #endif
+  const int pparts = panel_parts(nt, a.Mb, d.N, kPanelWidth, kMaxParts);
+  if (pparts != parts)
+    split_by_prefix(a.rowptr, a.Mb, 1.0 / static_cast<double>(a.bk), pparts, bounds);
   BsrPanels<T> work_(a, bounds, isa);
-  return run_panels(d, nt, parts, kPanelWidth, work_, isa == Isa::kAvx512 ? 16 : 8);
+  return run_panels(d, nt, pparts, kPanelWidth, work_, isa == Isa::kAvx512 ? 16 : 8);
 }
 
 template <typename T>

@@ -710,7 +710,7 @@ int csr_typed(const CsrRepack& a, const Dense& d) {
   int nt = threads_for(d.num_threads, static_cast<double>(a.nnz + d.M) * d.N);
   if (nt > kMaxParts) nt = kMaxParts;
   if (nt > d.M) nt = static_cast<int>(max_i64(d.M, 1));
-  const int parts = parts_for(nt, d.M, kMaxParts);
+  const int parts = panel_parts(nt, d.M, d.N, kPanelWidth, kMaxParts);
   int64_t bounds[kMaxParts + 1];
   split_by_prefix(a.rowptr, d.M, 2.0, parts, bounds);  // a row costs ~2 entries (its stores)
   CsrPanels<T, CI> work(a, d, bounds, isa);

@@ -440,9 +440,11 @@ int nm14_typed(const T* values, const uint8_t* meta, const Dense& d) {
   }
 #endif
   if (d.N > 1) {
+    const int64_t width = isa == Isa::kAvx512 ? kPanelWidth512 : kPanelWidth;
+    const int pparts = panel_parts(nt, d.M, d.N, width, kMaxParts);
+    if (pparts != parts) split_even(d.M, pparts, bounds);
     Nm14Panels<T> work(values, meta, d, bounds, isa);
-    if (isa == Isa::kAvx512) return run_panels(d, nt, parts, kPanelWidth512, work, 16);
-    return run_panels(d, nt, parts, kPanelWidth, work, 8);
+    return run_panels(d, nt, pparts, width, work, isa == Isa::kAvx512 ? 16 : 8);
   }
   const float* x = gemv_x(d);
   if (x == nullptr) return kNoMemory;

@@ -458,7 +458,7 @@ int run_panels(const Dense& d, int threads, int parts, int64_t panel_width, Pane
   // A few whole panels, even one per thread, would be a static split: under load the call
   // waited for the thread whose core was busy (CSC 90% 4096² N=64, 2 threads: 2 panels of 32
   // columns, one busy core: the one-thread time, 1.5-1.7x the quiet time).
-  c.by_panel = threads <= 1 || c.npanels >= 4 * threads;
+  c.by_panel = !panels_shared(threads, d.N, panel_width);
   c.id = g_panel_call.fetch_add(1) + 1;
   std::unique_ptr<std::atomic<int>[]> next_part;
   if (!c.by_panel) {

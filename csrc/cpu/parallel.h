@@ -63,12 +63,28 @@ constexpr int kPartsPerThread = 4;
 
 // Parts to split `units` into for `threads` threads: kPartsPerThread per thread, at most
 // `units` and `max_parts`, and 1 on one thread.
-inline int parts_for(int threads, int64_t units, int max_parts) {
+inline int parts_for(int threads, int64_t units, int max_parts,
+                     int per_thread = kPartsPerThread) {
   if (threads <= 1 || units <= 1) return 1;
-  int64_t p = static_cast<int64_t>(threads) * kPartsPerThread;
+  int64_t p = static_cast<int64_t>(threads) * per_thread;
   if (p > units) p = units;
   if (p > max_parts) p = max_parts;
   return static_cast<int>(p);
+}
+
+// Whether run_panels' threads share panels ((panel, part) pairs) rather than take whole
+// panels: fewer than 4 panels of `panel_width` columns per thread.
+inline bool panels_shared(int threads, int64_t N, int64_t panel_width) {
+  return threads > 1 && (N + panel_width - 1) / panel_width < 4 * static_cast<int64_t>(threads);
+}
+
+// Parts for a run_panels call: parts_for's, twice as many when the threads share panels, so
+// that a thread whose core is busy holds up the end of the call by a smaller part.
+inline int panel_parts(int threads, int64_t units, int64_t N, int64_t panel_width,
+                       int max_parts) {
+  return parts_for(threads, units, max_parts,
+                   panels_shared(threads, N, panel_width) ? 2 * kPartsPerThread
+                                                          : kPartsPerThread);
 }
 
 // The thread pool the kernels run on (not OpenMP: see parallel.cpp for why).

@@ -706,9 +706,11 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
     });
   }
 #endif
+  const int64_t width = isa == Isa::kAvx512 ? kPanelWidth512 : kPanelWidth;
+  const int pparts = panel_parts(nt, d.M, d.N, width, kMaxParts);
+  if (pparts != parts) split_even(d.M, pparts, bounds);
   Semi24Panels<T> work(values, meta, d, bounds, isa);
-  if (isa == Isa::kAvx512) return run_panels(d, nt, parts, kPanelWidth512, work, 16);
-  return run_panels(d, nt, parts, kPanelWidth, work, 8);
+  return run_panels(d, nt, pparts, width, work, isa == Isa::kAvx512 ? 16 : 8);
 }
 
 // ----------------------------------------------------------------------------- dense forms
