@@ -160,14 +160,22 @@ def capture(model: nn.Module, example_input, layers=None) -> Dict[str, LayerSig]
     mods = candidate_layers(model, layers)
     sigs: Dict[str, LayerSig] = {}
     handles = []
+    reached = []  # the candidate layers entered, in order (names the failing one)
     for name, m in mods.items():
         def hook(mod, args, name=name):
+            reached.append(name)
             if name not in sigs and args and isinstance(args[0], torch.Tensor):
                 sigs[name] = signature_of(mod, args[0].shape, zero_fraction(args[0]))
         handles.append(m.register_forward_pre_hook(hook))
     try:
         with inputs.eval_mode(model), torch.no_grad():
-            call(model, example_input)
+            args, kwargs = inputs.split(example_input, "example_input", tuple_is="args")
+            try:
+                model(*args, **kwargs)
+            except (RuntimeError, ValueError, IndexError) as e:
+                last = f"; the last candidate layer it reached: {reached[-1]!r}" if reached else ""
+                raise ValueError(f"example_input ({inputs.describe(example_input)}) does not "
+                                 f"fit the model {type(model).__name__}: {e}{last}") from e
     finally:
         for h in handles:
             h.remove()

@@ -177,6 +177,15 @@ def test_sparsify_auto_with_example_input(monkeypatch):
     assert set(m.sparsekern_decisions["fc2"].predicted_s) == {"[1, 32]", "[8, 32]"}
 
 
+def test_sparsify_auto_names_an_example_input_that_does_not_fit():
+    m = _pruned_mlp()
+    with pytest.raises(ValueError, match=r"example_input \(\[3, 5\]\) does not fit the model "
+                                         r"\w+: mat1 and mat2 shapes cannot be multiplied .*; the "
+                                         r"last candidate layer it reached: 'fc1'"):
+        sk.sparsify(m, layout="auto", example_input=torch.randn(3, 5))
+    assert not any(isinstance(x, sk.SparseLinear) for x in m.modules())
+
+
 def test_sparsify_auto_rejects_bsr_arguments():
     with pytest.raises(ValueError, match=r"layout='auto' chooses the format \(and block shape\)"):
         sk.sparsify(_pruned_mlp(), layout="auto", blocksize=(4, 4))
