@@ -8,14 +8,21 @@ harness's rules (sparsekern.bench.timing: interleaved rounds and medians on the 
 events on a GPU). The stored fraction of each pruned weight ("density") is recorded
 exactly, from the packed pattern.
 
-The cache state a layer is timed in follows its model (``context``): "warm" when the whole
-model's parameters fit in a core's private cache (L2; run back to back, every layer finds
-its weights there); "llc" when they fit in the last-level cache but not in L2 (inside the
-model the other layers evict a layer's weights from L2 but not from the LLC: each sample is
-preceded by a flush of L2, a write over twice its size); "cold" when they do not fit in
-the LLC either (each sample is preceded by a flush of the LLC). Measured on
-all-MiniLM-L6-v2 (91 MB of weights, 105 MB LLC, 2 MB L2), 1 sentence: the sum of its
-layers timed "warm" predicted the model 22-31% fast, "cold" 39-41% slow, "llc" 10-13% fast.
+The cache state a layer is timed in follows its model (``context``): "warm" when the
+weights the model streams through (its parameters and buffers, less embedding tables, of
+which a call reads a few rows: :func:`streamed_bytes`) fit in a core's private cache (L2;
+run back to back, every layer finds its weights there); "llc" when they fit in the
+last-level cache but not in L2 (inside the model the other layers evict a layer's weights
+from L2 but not from the LLC: each sample is preceded by a read of twice L2's size);
+"cold" when they do not fit in the LLC either (each sample is preceded by a read of 1.5x
+the LLC). The flush only reads (sparsekern.timing.CacheFlusher): the lines it leaves are
+clean, as a real model's are. The time a model spends outside its layers is timed warm in
+every context: it works on the activations the layer before it just wrote. Measured on
+all-MiniLM-L6-v2 (43 MB streamed), 1 sentence, 2 threads: with 105 MB of LLC (Intel) the
+sum of its layers timed "warm" predicted the model 22-31% fast, "cold" 39-41% slow, "llc"
+10-13% fast; with 32 MB (Zen 5) "llc" predicted it 14% fast and "cold" 7-8% slow, where
+a flush that wrote its buffer (dirty lines) and an outside time taken after it had
+predicted it 35-45% slow.
 On a GPU the timer always flushes L2 (sparsekern.timing.time_cuda).
 
 Every point is timed **in alternation with the dense layer** over several rounds
@@ -61,15 +68,16 @@ from .patterns import pattern_densities
 from .signature import LayerSig
 
 #: Bumped when the way a table is measured changes (part of the cache key).
-METHOD_VERSION = 4
+METHOD_VERSION = 5
 
 #: Cache states a layer can be timed in (see the module docstring); "auto" picks one from
 #: the model's size.
 CONTEXTS = ("warm", "llc", "cold")
-#: A model whose parameters take at most this fraction of L2 is "warm" ...
+#: A model whose streamed bytes (:func:`streamed_bytes`) take at most this fraction of L2
+#: is "warm" ...
 WARM_FRACTION = 0.75
-#: ... and at most this fraction of the last-level cache "llc". 1.0, measured: MiniLM's 91 MB
-#: in a 105 MB LLC ran as the llc-timed sum of its layers predicted (-10 to -13% at 1
+#: ... and at most this fraction of the last-level cache "llc". 1.0, measured: MiniLM (91 MB
+#: of parameters, 43 MB streamed) in a 105 MB LLC ran as the llc-timed sum of its layers predicted (-10 to -13% at 1
 #: sentence), not as the cold-timed one (+39 to +41%).
 LLC_FRACTION = 1.0
 
@@ -209,9 +217,26 @@ def module_bytes(modules) -> int:
     return total
 
 
+def streamed_bytes(model: nn.Module) -> int:
+    """Bytes of ``model``'s parameters and buffers that a call reads whole: all but the
+    weights of its embedding tables (nn.Embedding, nn.EmbeddingBag), of which a call reads
+    the rows of its tokens, unless another layer shares them. (MiniLM: 43 of its 91 MB.)"""
+    embeddings = (nn.Embedding, nn.EmbeddingBag)
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, embeddings)}
+    # a table tied to another layer (a language model's output layer) is read whole
+    tables -= {id(p) for m in model.modules() if not isinstance(m, embeddings)
+               for p in m.parameters(recurse=False)}
+    seen, total = set(tables), 0
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
+
+
 def context_for(nbytes: int) -> str:
-    """"warm" when ``nbytes`` of parameters fit in WARM_FRACTION of L2, "llc" when they fit
-    in LLC_FRACTION of the last-level cache, else "cold"."""
+    """"warm" when ``nbytes`` streamed by a model fit in WARM_FRACTION of L2, "llc" when they
+    fit in LLC_FRACTION of the last-level cache, else "cold"."""
     if nbytes <= WARM_FRACTION * private_cache_bytes():
         return "warm"
     return "llc" if nbytes <= LLC_FRACTION * last_level_cache_bytes() else "cold"
@@ -229,11 +254,13 @@ def _flusher(context: str) -> CacheFlusher:
 
 
 def time_jobs(jobs: Dict[str, Tuple[Callable, object]], device: torch.device,
-              timer: Optional[TimerSettings] = None, context: str = "warm"
-              ) -> Dict[str, dict]:
+              timer: Optional[TimerSettings] = None, context: str = "warm",
+              warm: Sequence[str] = ()) -> Dict[str, dict]:
     """{name: timing summary} of each ``fn(arg)`` of ``jobs`` {name: (fn, arg)} with the
     harness's timer for ``device``, each sample starting in the cache state ``context``
-    (one of CONTEXTS; CPU only: the GPU timer always flushes L2)."""
+    (one of CONTEXTS; CPU only: the GPU timer always flushes L2). The jobs named in
+    ``warm`` are timed warm whatever ``context`` (an untimed call of their own instead of
+    the flush before each sample)."""
     if context not in CONTEXTS:
         raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
     with torch.inference_mode():
@@ -242,16 +269,24 @@ def time_jobs(jobs: Dict[str, Tuple[Callable, object]], device: torch.device,
         timer = timer or TABLE_TIMER
         if context == "warm":
             return time_blocks(jobs, timer)
+        flush, warm_fns = _flusher(context), {id(jobs[n][0]) for n in warm}
+
+        def before(fn, arg):
+            if id(fn) in warm_fns:
+                fn(arg)
+            else:
+                flush()
+
         # only a sample's first call would be cold: one call per sample
         return time_interleaved(jobs, dataclasses.replace(timer, sample_time=0.0),
-                                before_sample=_flusher(context))
+                                before_sample=before)
 
 
 def time_modules(fns: Dict[str, Callable], x, device: torch.device,
-                 timer: Optional[TimerSettings] = None, context: str = "warm"
-                 ) -> Dict[str, dict]:
+                 timer: Optional[TimerSettings] = None, context: str = "warm",
+                 warm: Sequence[str] = ()) -> Dict[str, dict]:
     """:func:`time_jobs` of every ``fn(x)`` of ``fns`` {name: fn}."""
-    return time_jobs({n: (f, x) for n, f in fns.items()}, device, timer, context)
+    return time_jobs({n: (f, x) for n, f in fns.items()}, device, timer, context, warm)
 
 
 @dataclass

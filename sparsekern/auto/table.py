@@ -31,7 +31,7 @@ from .cache import DiskCache
 from .fingerprint import machine_key, software_key
 from .formats import DENSE, parse_format
 from .measure import (MeasureSettings, geometry, measure_signatures, module_bytes,
-                      recheck_entry, time_modules)
+                      recheck_entry, streamed_bytes, time_modules)
 from .signature import LayerSig, call, capture, input_label, signature_of
 
 log = logging.getLogger("sparsekern")
@@ -486,7 +486,8 @@ def measure_model(model: nn.Module, example_input, layer_names: Iterable[str],
     """(dense model seconds, seconds outside ``layer_names``) on ``example_input``.
 
     The time outside is measured directly: a :func:`stubbed_copy` of the model, timed
-    interleaved with the model itself, each sample starting in the cache state ``context``.
+    interleaved with the model itself; the model's samples start in the cache state
+    ``context``, the copy's warm (it works on activations the layer before just wrote).
     """
     stubbed = stubbed_copy(model, example_input, layer_names)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -495,7 +496,8 @@ def measure_model(model: nn.Module, example_input, layer_names: Iterable[str],
     try:
         res = time_modules({"dense": lambda x: call(model, x),
                             "other": lambda x: call(stubbed, x)},
-                           example_input, device, timer or MODEL_TIMER, context)
+                           example_input, device, timer or MODEL_TIMER, context,
+                           warm=("other",))
     finally:
         model.train(was_training)
     return res["dense"]["median_s"], res["other"]["median_s"]
@@ -521,7 +523,7 @@ def build_table(model: nn.Module, example_inputs, layers=None,
             (needed to predict whole-model latency; not cached, it takes a fraction of a
             second per shape).
     """
-    settings = (settings or MeasureSettings()).resolved(module_bytes(model))
+    settings = (settings or MeasureSettings()).resolved(streamed_bytes(model))
     cache = default_cache(cache)
     inputs = list(example_inputs) if isinstance(example_inputs, list) else [example_inputs]
     if not inputs:

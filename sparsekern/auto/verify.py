@@ -9,7 +9,8 @@ it times, back to back in the same cache context,
 
 * the dense model and the sparse model (the measured latencies),
 * the table's own ingredients, re-timed: the time outside the candidate layers (a stubbed
-  copy of the model) and, per layer, a synthetic layer exactly as a table entry times it
+  copy of the model, timed warm as the table times it) and, per layer, a synthetic layer
+  exactly as a table entry times it
   (random weights of the layer's geometry pruned to the chosen format and stored
   fraction, a random input with the layer's fraction of zero activations).
 
@@ -80,7 +81,7 @@ def paired_prediction(table: LatencyTable, dense: nn.Module, sparse: nn.Module,
     runs: Dict[str, list] = {lab: [] for lab in prepared}
     for _ in range(windows):
         for lab, jobs in prepared.items():
-            res = time_jobs(jobs, device, timer, context)
+            res = time_jobs(jobs, device, timer, context, warm=("other",))
             runs[lab].append({k: v["median_s"] for k, v in res.items()})
     table_pred = table.predict(choices)
     table_dense = table.predict()

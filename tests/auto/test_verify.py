@@ -68,6 +68,42 @@ def test_llc_context_flushes_the_private_cache_before_every_sample(monkeypatch):
     assert measure._FLUSHERS["llc"].nbytes == 2 << 16
 
 
+def test_warm_jobs_skip_the_flush_and_run_once_before_each_sample(monkeypatch):
+    flushes, calls = [], {"cold": 0, "warm": 0}
+
+    class Flush:
+        def __call__(self, fn=None, arg=None):
+            flushes.append(1)
+
+    monkeypatch.setattr(measure, "_FLUSHERS", {"cold": Flush()})
+
+    def job(name):
+        def f(x):
+            calls[name] += 1
+            return x
+        return f
+
+    res = measure.time_jobs({"cold": (job("cold"), 1), "warm": (job("warm"), 2)},
+                            torch.device("cpu"), TINY, "cold", warm=("warm",))
+    n_cold, n_warm = res["cold"]["reps"], res["warm"]["reps"]
+    # one flush per cold sample, none for the warm job; the warm job runs an untimed call
+    # before each of its samples (plus its warm-up calls)
+    assert len(flushes) == n_cold
+    assert calls["warm"] >= 2 * n_warm and calls["cold"] >= n_cold
+
+
+def test_streamed_bytes_leave_out_embedding_tables():
+    m = nn.Sequential(nn.Embedding(1000, 8), nn.Linear(8, 4), nn.EmbeddingBag(500, 8),
+                      nn.BatchNorm1d(4))
+    linear = (8 * 4 + 4) * 4
+    bn = (4 + 4 + 4 + 4) * 4 + 8  # weight, bias, running mean and var (fp32), count (int64)
+    assert measure.streamed_bytes(m) == linear + bn
+    assert measure.module_bytes(m) == linear + bn + (1000 + 500) * 8 * 4
+    tied = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 10, bias=False))
+    tied[1].weight = tied[0].weight  # a tied output layer reads the whole table
+    assert measure.streamed_bytes(tied) == 10 * 4 * 4
+
+
 def test_settings_resolve_auto_and_reject_unknown_contexts():
     assert MeasureSettings().context == "auto"
     assert MeasureSettings().resolved(10).context == "warm"
