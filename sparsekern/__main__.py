@@ -37,6 +37,15 @@ def _tour(args) -> int:
     return 0
 
 
+def _with_default_command(argv: list) -> list:
+    """``argv`` with "demo" put first when it names no sub-command (it is empty or starts with
+    a demo option). A first word that is not an option is left for argparse to check: an
+    unknown sub-command ("sparsekern bogus") is an error listing the valid ones (exit 2)."""
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        return ["demo"] + argv
+    return argv
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="sparsekern", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,9 +54,7 @@ def main(argv=None) -> int:
     add_arguments(sub.add_parser("demo", help="prune a model to a target speedup and measure it "
                                  "(the default)"))
     sub.add_parser("tour", help="a short run of the API")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("demo", "tour", "-h", "--help"):
-        argv = ["demo"] + argv  # no sub-command: the demo (with any demo options given)
+    argv = _with_default_command(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import main as demo_main

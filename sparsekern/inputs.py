@@ -144,10 +144,28 @@ def items(data, what: str = "calib") -> list:
             raise TypeError(f"{what} must be one batch or an iterable of batches (a list, a "
                             f"DataLoader), got {type(data).__name__}") from None
     for i, item in enumerate(out):
-        split(item, f"{what} batch {i}")
+        check_not_empty(item, f"{what} batch {i}")
     if not out:
         raise ValueError(f"{what} is empty: give at least one batch of inputs")
     return out
+
+
+def input_tensors(item) -> list:
+    """The tensors an item passes to the model (positional, then keyword; the targets of an
+    (inputs, targets) pair left out). Raises TypeError as :func:`split` does."""
+    args, kwargs = split(item)
+    return [v for v in list(args) + list(kwargs.values()) if isinstance(v, torch.Tensor)]
+
+
+def check_not_empty(item, what: str = "input") -> None:
+    """Raise ValueError naming ``what`` and the item's shapes when one of its input tensors is
+    empty (a dimension of size 0, e.g. a batch of 0 rows [0, K]): the model would see no data,
+    and calibration statistics would be empty or silently missing. Also checks the item's
+    kind (TypeError as :func:`split`)."""
+    split(item, what)
+    if any(t.dim() > 0 and t.numel() == 0 for t in input_tensors(item)):
+        raise ValueError(f"{what} has shape {describe(item)}, which holds no data (a dimension "
+                         f"of size 0); expected at least one row in every batch")
 
 
 def to_device(item, device):

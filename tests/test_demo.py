@@ -392,6 +392,56 @@ def test_cli_rejects_zero_threads(tmp_path):
         main(["demo", "--model", "mlp", "--threads", "0", "--out", str(tmp_path)])
 
 
+def test_cli_unknown_command_lists_the_valid_ones(capsys):
+    # was "unrecognized arguments: bogus": the word was read as an option of the default demo
+    from sparsekern.__main__ import main
+    with pytest.raises(SystemExit) as e:
+        main(["bogus"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(r"sparsekern: error: argument command: invalid choice: 'bogus' \(choose "
+                     r"from '?demo'?, '?tour'?\)", err), err
+    assert err.startswith("usage: sparsekern")
+    # no sub-command, or a demo option first: still the demo
+    from sparsekern.__main__ import _with_default_command
+    assert _with_default_command([]) == ["demo"]
+    assert _with_default_command(["--model", "mlp"]) == ["demo", "--model", "mlp"]
+    assert _with_default_command(["tour"]) == ["tour"]
+    assert _with_default_command(["-h"]) == ["-h"]
+
+
+def test_console_and_report_number_search_episodes_alike():
+    # the console said "episode 1", "episode 10" and "chosen plan (episode 10, ...)" while
+    # report.json's history said "episode": 0 and 9 and its best_episode 9
+    from types import SimpleNamespace
+
+    from sparsekern.auto.amc import AMCResult
+    from sparsekern.auto.netadapt import NetAdaptResult
+    from sparsekern.demo.pipeline import _show_episode
+    history = [{"episode": i, "ratios": {"l.0": 0.5 if i % 2 else 0.0}, "metric": 0.9,
+                "feasible": True, "eligible": True} for i in range(12)]
+    res = AMCResult(masks={}, plans={}, decisions={}, history=history, predicted_s={},
+                    budget_s={}, reached=True, reason="best of 12 episodes (episode 10)",
+                    best_episode=9, min_metric=0.8, choice="budget")
+    lines = []
+    st = SimpleNamespace(say=lines.append)
+    for e in history:
+        _show_episode(st, e)
+    printed = [int(re.match(r"  episode (\d+): ", line).group(1)) for line in lines]
+    r = demo_report.search_report(res)
+    assert printed == [1, 10]
+    assert [h["episode"] for h in r["history"]] == list(range(1, 13)) and r["episodes_from"] == 1
+    assert r["best_episode"] == 10 and r["history"][9]["episode"] == 10
+    assert [h["episode"] for h in res.history] == list(range(12)) and res.best_episode == 9
+    json.dumps(r)
+    # NetAdapt's history (iterations numbered from 1) and an AMC search that chose nothing
+    na = NetAdaptResult(masks={}, plans={}, decisions={}, history=[{"iteration": 1}],
+                        predicted_s={}, budget_s={}, reached=False, reason="r")
+    assert demo_report.search_report(na)["history"] == [{"iteration": 1}]
+    res.best_episode = None
+    assert demo_report.search_report(res)["best_episode"] is None
+
+
 def test_threads_follow_the_load_unless_given():
     from sparsekern.timing.load import judge
     quiet = judge(2, 0.1, 0.0, 0.0)

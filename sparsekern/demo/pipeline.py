@@ -28,7 +28,7 @@ from ..timing import TimerSettings
 from ..prune.granularity import NM, parse as parse_granularity
 from .config import REPORT_TIMER, DemoConfig
 from .reach import reachable_speedup, relaxed_targets
-from .report import build_report, print_summary, short_name, write_outputs
+from .report import build_report, episode_number, print_summary, short_name, write_outputs
 from .tasks import DistillTask, task_for
 
 
@@ -387,8 +387,11 @@ def _ratios_text(ratios: Dict[str, float]) -> str:
 
 
 def _show_episode(st: _State, e: dict) -> None:
-    if (e["episode"] + 1) % 10 == 0 or e["episode"] == 0:
-        st.say(f"  episode {e['episode'] + 1}: {_ratios_text(e['ratios'])}; metric "
+    """Print an AMC history entry ``e`` (its "episode" a 0-based index): the first and every
+    tenth, numbered as report.json numbers them (:func:`~.report.episode_number`)."""
+    number = episode_number(e["episode"])
+    if number % 10 == 0 or number == 1:
+        st.say(f"  episode {number}: {_ratios_text(e['ratios'])}; metric "
                f"{e['metric']:.4f}" + ("" if e["feasible"] else " (misses the budget)")
                + ("" if e.get("eligible", True) else " (below the floor)"))
 
@@ -409,7 +412,7 @@ def _show_plan(st: _State) -> None:
     why = {"budget": "the best metric among the episodes that meet the latency budget",
            "fastest": "no episode above the floor met the budget: the fastest one that is "
                       "above it"}[res.choice]
-    st.say(f"  chosen plan (episode {res.best_episode + 1}, {why}): "
+    st.say(f"  chosen plan (episode {episode_number(res.best_episode)}, {why}): "
            f"{_ratios_text({n: p.ratio for n, p in res.plans.items()})}; metric "
            f"{res.metric_search:.4f}; predicted {speed}")
 

@@ -86,6 +86,27 @@ def checks(st, latency: dict, converted: int) -> dict:
     return out
 
 
+def episode_number(index: int) -> int:
+    """An AMC episode's number in the console and in report.json: its 0-based index in the
+    search's history plus 1 (as the search's ``reason`` and NetAdapt's iterations count)."""
+    return index + 1
+
+
+def search_report(search) -> dict:
+    """report.json's "search": ``search.to_dict()`` (a NetAdaptResult or AMCResult), with an
+    AMC search's ``history[i]["episode"]`` and ``best_episode`` given as episode numbers
+    (:func:`episode_number`, from 1, as printed) and ``"episodes_from": 1`` saying so. The
+    result itself is left unchanged (its fields stay 0-based indices into ``history``)."""
+    d = search.to_dict()
+    if "best_episode" not in d:  # NetAdapt: its iterations are numbered from 1 already
+        return d
+    d["history"] = [{**h, "episode": episode_number(h["episode"])} for h in d["history"]]
+    if d["best_episode"] is not None:
+        d["best_episode"] = episode_number(d["best_episode"])
+    d["episodes_from"] = 1
+    return d
+
+
 def build_report(st) -> dict:
     from .._version import __version__
     layers, latency = _layers(st), _latency(st)
@@ -104,7 +125,7 @@ def build_report(st) -> dict:
         "relaxed_search": st.relaxed,
         "layers": layers, "latency": latency,
         "checks": checks(st, latency, converted),
-        "search": st.search.to_dict(),
+        "search": search_report(st.search),
         "sensitivity": {"ratios": st.sens.ratios, "baseline": st.sens.baseline,
                         "curves": st.sens.curves, "granularity": st.sens.granularity,
                         "criterion": st.sens.criterion},

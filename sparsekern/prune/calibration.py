@@ -71,7 +71,9 @@ def run(model: nn.Module, calib, what: str = "calib",
     gradients, in eval mode; every module's own train/eval flag is restored afterwards.
 
     A batch that does not fit raises ValueError naming the batch, its shape and the layer
-    that rejected it. A hook may raise :class:`StopForward` to end one item's forward early.
+    that rejected it, or its dtype and the model's when they differ; an empty batch (0 rows)
+    raises ValueError naming the batch and its shape. A hook may raise :class:`StopForward`
+    to end one item's forward early.
     """
     xs = batches(calib, what)
     call = model if call is None else call
@@ -85,8 +87,40 @@ def run(model: nn.Module, calib, what: str = "calib",
                 except StopForward:
                     pass
                 except (RuntimeError, ValueError, IndexError, TypeError) as e:
-                    layer = stack[-1] if stack else None
-                    where = (f"layer {layer!r} ({type(model.get_submodule(layer)).__name__})"
-                             if layer else f"the model {type(model).__name__}")
-                    raise ValueError(f"{what} batch {i} has shape {inputs.describe(x)}, which "
-                                     f"does not fit {where}: {e}") from e
+                    raise misfit(model, x, f"{what} batch {i}", stack, e) from e
+
+
+def param_dtype(model: nn.Module) -> Optional[torch.dtype]:
+    """The dtype of the model's first floating-point parameter (or buffer); None if none."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
+def dtype_mismatch(model: nn.Module, item, what: str, e: Exception) -> Optional[ValueError]:
+    """ValueError naming ``what`` (e.g. "calib batch 0"), the dtype of its first floating-point
+    input tensor and the model's parameter dtype when they differ, else None. Called after
+    the model rejected ``item`` with ``e`` (a float64 batch to a float32 model)."""
+    want = param_dtype(model)
+    got = next((t.dtype for t in inputs.input_tensors(item)
+                if t.is_floating_point() and t.dtype != want), None)
+    if want is None or got is None:
+        return None
+    return ValueError(f"{what} has dtype {got} (shape {inputs.describe(item)}), but the model's "
+                      f"parameters are {want}; expected {want} inputs: convert the batch with "
+                      f".to({want}) or the model with .to({got}) (torch: {e})")
+
+
+def misfit(model: nn.Module, item, what: str, stack: List[str], e: Exception) -> ValueError:
+    """The error for an item the model rejected with ``e``: its dtype when that differs from
+    the model's, else its shape and the layer that rejected it (the last name on ``stack``,
+    see :func:`_current_layer_tracker`)."""
+    wrong_dtype = dtype_mismatch(model, item, what, e)
+    if wrong_dtype is not None:
+        return wrong_dtype
+    layer = stack[-1] if stack else None
+    where = (f"layer {layer!r} ({type(model.get_submodule(layer)).__name__})"
+             if layer else f"the model {type(model).__name__}")
+    return ValueError(f"{what} has shape {inputs.describe(item)}, which does not fit {where}: "
+                      f"{e}")

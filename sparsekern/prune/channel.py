@@ -101,22 +101,28 @@ class _Unsupported(Exception):
 
 # -- tracing ---------------------------------------------------------------------------------
 
-def trace(model: nn.Module, example_input: torch.Tensor) -> torch.fx.GraphModule:
-    """fx-trace ``model`` and annotate every node with its output shape."""
+def trace(model: nn.Module, example_input: torch.Tensor,
+          what: str = "example_input") -> torch.fx.GraphModule:
+    """fx-trace ``model`` and annotate every node with its output shape; errors about
+    ``example_input`` (any item of :mod:`sparsekern.inputs`) name it ``what``."""
     try:
         gm = torch.fx.symbolic_trace(model)
     except Exception as e:  # fx raises many kinds (TraceError, TypeError, ...)
         raise ValueError(f"channel pruning traces the model with torch.fx, which could not trace "
                          f"{type(model).__name__}: {type(e).__name__}: {e}. Make its forward "
                          f"traceable or use a mask granularity ('fine', '2:4', blocks)") from e
-    args, kwargs = inputs.split(example_input, "example_input")
+    inputs.check_not_empty(example_input, what)
+    args, kwargs = inputs.split(example_input, what)
     with inputs.eval_mode(model), inputs.eval_mode(gm):
         with torch.no_grad(), calibration._current_layer_tracker(gm) as stack:
             try:
                 ShapeProp(gm).propagate(*_positional(gm, args, kwargs))
             except Exception as e:
+                wrong_dtype = calibration.dtype_mismatch(model, example_input, what, e)
+                if wrong_dtype is not None:
+                    raise wrong_dtype from e
                 layer = f"layer {stack[-1]!r}" if stack else f"the model {type(model).__name__}"
-                raise ValueError(f"example_input of shape {inputs.describe(example_input)} does "
+                raise ValueError(f"{what} of shape {inputs.describe(example_input)} does "
                                  f"not fit {layer}: {e}") from e
     return gm
 
@@ -303,13 +309,15 @@ class _Walker:
                                f"follow")
 
 
-def plan(model: nn.Module, example_input: torch.Tensor, layers=None
+def plan(model: nn.Module, example_input: torch.Tensor, layers=None,
+         what: str = "example_input"
          ) -> Tuple[torch.fx.GraphModule, Dict[str, ChannelGroup], Dict[str, str]]:
-    """Trace ``model`` and find every prunable channel group.
+    """Trace ``model`` on ``example_input`` (named ``what`` in errors) and find every
+    prunable channel group.
 
     Returns (traced module, {producer: ChannelGroup} in graph order, {layer: reason skipped}).
     """
-    gm = trace(model, example_input)
+    gm = trace(model, example_input, what)
     modules = dict(gm.named_modules())
     calls: Dict[str, int] = {}
     for node in gm.graph.nodes:
@@ -439,6 +447,17 @@ def _remove_channels(model: nn.Module, group: ChannelGroup, keep: torch.Tensor,
 
 # -- the entry point -------------------------------------------------------------------------
 
+def _example_input(example_input, calib) -> Tuple[object, str]:
+    """(the item to trace the model with, its name in errors): ``example_input``, else the
+    first calibration batch."""
+    if example_input is not None:
+        return example_input, "example_input"
+    if calib is None:
+        raise ValueError("channel pruning needs example_input (one batch of model inputs) "
+                         "or calib to trace the model with")
+    return calibration.batches(calib)[0], "calib batch 0"
+
+
 def channel_prune(model: nn.Module, ratio: Ratio, example_input=None,
                   criterion: str = "l1", calib=None, layers=None, progress: bool = False,
                   warn: bool = True) -> ChannelPruneReport:
@@ -468,11 +487,7 @@ def channel_prune(model: nn.Module, ratio: Ratio, example_input=None,
         raise ValueError(f"criterion {criterion!r} needs calibration data (calib=...)")
     if isinstance(ratio, Mapping) and layers is None:
         layers = list(ratio)
-    if example_input is None:
-        if calib is None:
-            raise ValueError("channel pruning needs example_input (one batch of model inputs) "
-                             "or calib to trace the model with")
-        example_input = calibration.batches(calib)[0]
+    example_input, traced_with = _example_input(example_input, calib)
     if isinstance(ratio, Mapping):
         ratios = {n: check_ratio(r, n) for n, r in ratio.items()}
     elif ratio is None:
@@ -481,7 +496,7 @@ def channel_prune(model: nn.Module, ratio: Ratio, example_input=None,
     else:
         r = check_ratio(ratio)
         ratios = None
-    gm, groups, skipped = plan(model, example_input, layers)
+    gm, groups, skipped = plan(model, example_input, layers, traced_with)
     if criterion == "bn_scale":
         for name in [n for n, g in groups.items() if not g.followers]:
             skipped[name] = "no BatchNorm follows it (criterion 'bn_scale')"

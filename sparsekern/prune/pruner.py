@@ -196,7 +196,7 @@ def _prune_one(m, name, g, ratio, criterion, stat, masks, config) -> torch.Tenso
         W = weight_matrix(m)  # [out, K], a view (a Conv1D's weight transposed)
         forced = None if prev is None else ~to_matrix(m, prev)
         try:
-            new_w, keep = sparsegpt.prune_matrix(W, stat, g, ratio, forced, config)
+            new_w, keep = sparsegpt.prune_matrix(W, stat.H, g, ratio, forced, config)
         except ValueError as e:  # name the layer (the Hessian's messages cannot)
             raise ValueError(f"layer {name!r}: {e}") from None
         W.copy_(new_w.to(W.dtype))

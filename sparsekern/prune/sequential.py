@@ -27,19 +27,20 @@ from torch import nn
 from .. import inputs
 from . import calibration
 from .criteria import layer_input_matrix, no_tokens_error
+from .sparsegpt import HessianSum
 
 #: A statistic: (init(module) -> state, update(state, X [rows, K]) -> state).
 Stat = Tuple[Callable[[nn.Module], object], Callable[[object, torch.Tensor], object]]
 
 
 def hessian_stat() -> Stat:
-    """X^T X (float32 [K, K]) of the layer's input matrix."""
+    """X^T X of the layer's input matrix, as a :class:`~sparsekern.prune.sparsegpt.HessianSum`
+    (its ``H``: float32 [K, K], X^T X times a power of 4 that keeps it in float32's range)."""
     def init(m):
-        return None
+        return HessianSum()
 
     def update(H, X):
-        X = X.float()
-        return X.T @ X if H is None else H.addmm_(X.T, X)
+        return H.add(X)
     return init, update
 
 
@@ -134,9 +135,9 @@ def collect(model: nn.Module, group: List[str], modules: Dict[str, nn.Module], c
     finally:
         for h in handles:
             h.remove()
-    if state[lead] is None:
+    if not rows[1]:
         raise ValueError(f"layer {lead!r} was never called on the calibration data")
-    if rows[1] and rows[0] == 0:
+    if rows[0] == 0:
         raise no_tokens_error(lead)
     return {n: state[lead] for n in group}
 

@@ -15,11 +15,16 @@ from the current (already updated) weights with the OBS saliency ``w² / U_jj²`
 
 Updates are lazy per block of ``blocksize`` columns (one matrix product per block carries
 the block's errors to the columns after it). H is dampened by ``damp`` times its mean
-diagonal. Memory: H and its factor, K x K float32, for one layer at a time.
+diagonal. The result does not depend on the scale of X: H is summed from power-of-two
+rescaled batches (:class:`HessianSum`) and rescaled by a power of 4 before the factorisation,
+so activations of |x| ~1e-20 or ~1e20 give the masks and weights of |x| ~1 (float32 would
+underflow or overflow X^T X). Memory: H and its factor, K x K float32, for one layer at a
+time.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -44,25 +49,87 @@ def _cum(ratio: float, n: int) -> int:
     return min(n, int(round(ratio * n)))
 
 
+#: Power-of-two exponents used to rescale, at most this far from 0: 2**±120 is a normal
+#: float32 (float32 spans 2**-149 .. 2**128), and what is left of the scale is harmless.
+_MAX_EXP = 120
+
+
+def _pow2_exponent(m: float) -> int:
+    """e with 2**(e-1) <= m < 2**e (math.frexp), clamped to ±_MAX_EXP; 0 for m 0 or not
+    finite (NaN/Inf then reach the Hessian, where they are reported)."""
+    if not (math.isfinite(m) and m > 0):
+        return 0
+    return max(-_MAX_EXP, min(_MAX_EXP, math.frexp(m)[1]))
+
+
+class HessianSum:
+    """H = X^T X of a layer's calibration inputs X [rows, K], summed over batches in float32
+    without underflow or overflow (inputs of |x| ~1e-20 or ~1e20).
+
+    Each batch is scaled by a power of two (exact) so its max-abs is below 1, and the sum is
+    kept in the units of the largest batch so far: ``H`` (float32 [K, K]) is X^T X /
+    4**``exp``. SparseGPT's result does not depend on H's scale (see
+    :func:`inverse_hessian_factor`), so ``H`` is used as it is.
+    """
+
+    def __init__(self):
+        self.H: Optional[torch.Tensor] = None
+        self.exp: Optional[int] = None  # None until a batch with a nonzero input
+
+    def add(self, X: torch.Tensor) -> "HessianSum":
+        """Add X^T X of one batch X [rows, K] (any float dtype); returns self."""
+        X = X.float()
+        if self.H is None:
+            self.H = torch.zeros(X.shape[1], X.shape[1], dtype=X.dtype, device=X.device)
+        m = float(X.abs().amax()) if X.numel() else 0.0
+        if m == 0:  # nothing to add (NaN compares unequal: it reaches H and is reported)
+            return self
+        e = _pow2_exponent(m)
+        if self.exp is None:
+            self.exp = e
+        elif e > self.exp:  # a larger batch: the sum so far into its units
+            self.H.mul_(4.0 ** (self.exp - e) if e - self.exp <= _MAX_EXP // 2 else 0.0)
+            self.exp = e
+        X = X * 2.0 ** -self.exp
+        self.H.addmm_(X.T, X)
+        return self
+
+
+def _normalized(H: torch.Tensor) -> torch.Tensor:
+    """H (float32 [K, K], finite, diagonal >= 0) times a power of 4 (exact) that brings its
+    mean diagonal near 1; the identity when the diagonal is all 0 (every input always 0)."""
+    mean = float(H.diagonal().mean())
+    if mean == 0:
+        return torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+    k = _pow2_exponent(mean) // 2
+    return H * 4.0 ** -k
+
+
 def inverse_hessian_factor(H: torch.Tensor, damp: float) -> torch.Tensor:
-    """Upper Cholesky factor U (float32 [K, K]) of (H + damp*mean(diag H)*I)^-1.
+    """Upper Cholesky factor U (float32 [K, K]) of (H' + damp*mean(diag H')*I)^-1, where H'
+    is H (any positive multiple of X^T X, [K, K]) rescaled by a power of 4 so that its mean
+    diagonal is near 1.
+
+    SparseGPT is invariant to H's scale: H scaled by c scales U by 1/sqrt(c), and the
+    saliencies w²/U_jj² (the mask) and the updates (w_j/U_jj) * U[j, j:] (the weights) do not
+    change; the damping is relative to the mean diagonal. The power-of-4 rescale is exact
+    (the result is bit-identical at any scale float32 represents without subnormals) and
+    keeps U and w²/U_jj² in float32's range for a tiny or huge H.
 
     float32 as in the reference implementation: the damping keeps H well conditioned, and
     a factorisation that fails is retried with 10x the damping.
 
-    Columns with a zero diagonal (inputs that are always 0) get a diagonal of 1 so H stays
-    invertible; their weights are then cheapest to prune and move nothing else.
+    Columns with a zero diagonal (inputs that are always 0) keep only the damping on it
+    (before: a diagonal of 1, which depended on X's scale): their weights are cheap to prune
+    (saliency w² times the damping) and move nothing else; an all-zero H becomes the identity.
     """
-    H = H.float().clone()
+    H = H.float()
     if not bool(torch.isfinite(H).all()):
         raise ValueError(f"the calibration Hessian ({H.shape[0]}x{H.shape[0]}) holds NaN or Inf: "
-                         f"the layer's calibration inputs hold NaN or Inf, or values too large "
-                         f"for float32 sums of squares (|x| above ~1e18); check the calibration "
-                         f"data (calib)")
-    diag = H.diagonal()
-    dead = diag == 0
-    diag[dead] = 1.0
-    mean = float(diag.mean())
+                         f"the layer's calibration inputs hold NaN or Inf; check the "
+                         f"calibration data (calib)")
+    H = _normalized(H)
+    mean = float(H.diagonal().mean())
     eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
     for attempt in range(6):  # a singular H from few samples: dampen harder
         try:
@@ -139,7 +206,8 @@ def prune_matrix(W: torch.Tensor, H: torch.Tensor, g: Granularity, ratio: float,
 
     Args:
         W: [out, K] weights (any float dtype, any device; not modified).
-        H: [K, K] X^T X of the layer's calibration inputs (same device).
+        H: [K, K] X^T X of the layer's calibration inputs (same device), or any positive
+            multiple of it such as :attr:`HessianSum.H` (the result does not depend on it).
         g: Fine, NM or Block granularity.
         ratio: fraction removed (for NM its fixed 1 - N/M is used).
         forced: optional bool [out, K], True = must be pruned (an earlier round's zeros).

@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch import nn
 
+import sparsekern as sk
 from sparsekern import prune
 from sparsekern.prune import SensitivityTable
 
@@ -190,6 +191,67 @@ def test_calibration_of_the_wrong_kind(model):
     with pytest.raises(TypeError, match=r"calib must be one batch or an iterable of batches "
                                         r"\(a list, a DataLoader\), got int"):
         prune.prune_model(model, 0.5, criterion="wanda", calib=3)
+
+
+_ITEM_KINDS = {  # every calibration item kind, holding the batch x
+    "tensor": lambda x: x,
+    "pair": lambda x: (x, torch.zeros(x.shape[0])),
+    "mapping": lambda x: {"input": x},  # nn.Sequential.forward(input)
+    "args": lambda x: sk.Args(x),
+}
+
+
+def _calibrate(criterion, calib):
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    if criterion == "sensitivity":
+        return prune.sensitivity_scan(m, lambda m: 1.0, [0.5], criterion="wanda", calib=calib,
+                                      progress=False, warn=False)
+    if criterion in ("apoz", "regression"):
+        return prune.channel_prune(m, 0.5, criterion=criterion, calib=calib)
+    return prune.prune_model(m, 0.5, criterion=criterion, calib=calib)
+
+
+@pytest.mark.parametrize("kind", list(_ITEM_KINDS))
+@pytest.mark.parametrize("criterion", ["wanda", "sparsegpt", "apoz", "regression",
+                                       "sensitivity"])
+def test_calibration_of_the_wrong_dtype_names_the_dtypes(criterion, kind):
+    # was "calib batch 0 has shape [6, 8], which does not fit layer '0' (Linear)": the shape
+    # was right, the dtype was not
+    item = _ITEM_KINDS[kind]
+    good = item(torch.randn(6, 8))
+    for i, calib in enumerate([[item(torch.randn(6, 8, dtype=torch.float64))],
+                               [good, item(torch.randn(6, 8, dtype=torch.float64))]]):
+        with pytest.raises(ValueError, match=rf"calib batch {i} has dtype torch\.float64 "
+                                             r"\(shape .*\[6, 8\].*\), but the model's parameters "
+                                             r"are torch\.float32; expected torch\.float32 inputs"):
+            _calibrate(criterion, calib)
+
+
+@pytest.mark.parametrize("kind", list(_ITEM_KINDS))
+@pytest.mark.parametrize("criterion", ["wanda", "sparsegpt", "apoz", "regression",
+                                       "sensitivity"])
+def test_calibration_batch_of_0_rows_names_the_batch(criterion, kind):
+    # was a confusing downstream error ("saw no real token ... is the attention_mask all 0")
+    # or, with a good batch beside it, silently nothing
+    item = _ITEM_KINDS[kind]
+    for i, calib in enumerate([[item(torch.zeros(0, 8))],
+                               [item(torch.randn(6, 8)), item(torch.zeros(0, 8))]]):
+        with pytest.raises(ValueError, match=rf"calib batch {i} has shape .*\[0, 8\].*, which "
+                                             r"holds no data \(a dimension of size 0\); "
+                                             r"expected at least one row in every batch"):
+            _calibrate(criterion, calib)
+
+
+def test_empty_or_wrong_dtype_example_input_is_named():
+    m = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    with pytest.raises(ValueError, match=r"example_input has shape \[0, 8\], which holds no "
+                                         r"data"):
+        prune.channel_prune(m, 0.5, torch.zeros(0, 8))
+    with pytest.raises(ValueError, match=r"example_input has dtype torch\.float64 \(shape "
+                                         r"\[2, 8\]\), but the model's parameters are "
+                                         r"torch\.float32"):
+        prune.channel_prune(m, 0.5, torch.zeros(2, 8, dtype=torch.float64))
 
 
 # -- channel pruning -------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from sparsekern import prune
-from sparsekern.prune import sequential
+from sparsekern.prune import sequential, sparsegpt
 from sparsekern.prune.granularity import parse
 from sparsekern.prune.sparsegpt import prune_matrix
 
@@ -165,7 +165,8 @@ def test_shared_inputs_form_one_group_and_early_stop_changes_nothing():
         a = sequential.collect(model, group, mods, calib, sequential.hessian_stat(), True)
         b = sequential.collect(model, group, mods, calib, sequential.hessian_stat(), False)
         for n in group:
-            torch.testing.assert_close(a[n], b[n])
+            torch.testing.assert_close(a[n].H, b[n].H)
+            assert a[n].exp == b[n].exp
 
 
 def test_earlier_masks_stay_pruned_and_apply_false_restores():
@@ -228,6 +229,72 @@ def test_singular_hessian_from_few_samples_and_dead_inputs():
     masks = prune.prune_model(lin, None, "2:4", "sparsegpt", calib=X)
     W = lin[0].weight.detach()
     assert torch.isfinite(W).all() and (W[~masks["0"]] == 0).all()
+
+
+def _factor_before_rescaling(H, damp):
+    """inverse_hessian_factor as it was before H was rescaled (the reference at scale 1)."""
+    H = H.float().clone()
+    diag = H.diagonal()
+    diag[diag == 0] = 1.0
+    eye = torch.eye(H.shape[0])
+    L = torch.linalg.cholesky(H + damp * float(diag.mean()) * eye)
+    return torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+
+
+@pytest.mark.parametrize("gran,ratio", [("fine", 0.5), ("2:4", None), ((4, 4), 0.5)])
+def test_tiny_or_huge_activations_give_the_result_of_scale_1(gran, ratio, monkeypatch):
+    # X^T X of |x| ~1e-20 underflowed float32 (20 of 2560 mask entries differed from scale
+    # 1, weights by 0.27); |x| ~1e20 overflowed it ("holds NaN or Inf")
+    torch.manual_seed(0)
+    lin = nn.Sequential(nn.Linear(64, 40))
+    X = _correlated(512, 64, seed=3)
+    batches = [X[:256], X[256:]]
+    with monkeypatch.context() as mp:  # the code before the rescaling, on the same batches
+        mp.setattr(sparsegpt, "inverse_hessian_factor", _factor_before_rescaling)
+        H = (batches[0].T @ batches[0]).addmm_(batches[1].T, batches[1])
+        ref_w, ref_keep = prune_matrix(lin[0].weight, H, parse(gran), ratio)
+    # scale 1: the result of before (a power-of-two rescale is exact); other scales: float32
+    # rounding of x * scale, amplified by H's conditioning (the underflow changed W by 0.27)
+    for scale, tol in ((1.0, 1e-7), (1e-20, 5e-5), (1e3, 5e-5), (1e20, 5e-5)):
+        m = copy.deepcopy(lin)
+        keep = prune.prune_model(m, ratio, gran, "sparsegpt", calib=[b * scale for b in batches])
+        assert torch.equal(keep["0"], ref_keep), scale
+        torch.testing.assert_close(m[0].weight.detach(), ref_w, rtol=tol, atol=tol)
+    # prune_matrix itself: H times any positive number gives the same result
+    for c, tol in ((2.0 ** -100, 1e-7), (1e-30, 5e-5), (1e30, 5e-5)):
+        w, k = prune_matrix(lin[0].weight, H * c, parse(gran), ratio)
+        assert torch.equal(k, ref_keep), c
+        torch.testing.assert_close(w, ref_w, rtol=tol, atol=tol)
+
+
+def test_hessian_sum_keeps_batches_of_any_scale():
+    torch.manual_seed(0)
+    a, b = torch.randn(20, 6), torch.randn(30, 6)
+    for sa, sb in ((1.0, 1.0), (1e-20, 1e-20), (1e20, 1e20), (1e-20, 1e-19), (3e5, 7e-3)):
+        h = sparsegpt.HessianSum().add(torch.zeros(4, 6)).add(a * sa).add(b * sb)
+        ref = (a.double() * sa).T @ (a.double() * sa) + (b.double() * sb).T @ (b.double() * sb)
+        top = float(ref.diagonal().max())  # float32 sums: errors relative to the largest
+        torch.testing.assert_close(h.H.double() * 4.0 ** h.exp / top, ref / top, rtol=0,
+                                   atol=1e-6)
+        assert 0.1 < float(h.H.diagonal().max()) <= 50  # O(rows), not O(rows * scale**2)
+    h = sparsegpt.HessianSum().add(torch.zeros(3, 6))  # only zeros: a zero H, no scale
+    assert h.exp is None and torch.equal(h.H, torch.zeros(6, 6))
+
+
+def test_dead_inputs_are_cheap_to_prune_at_any_scale():
+    torch.manual_seed(1)
+    lin = nn.Sequential(nn.Linear(32, 16))
+    X = _correlated(256, 32)
+    X[:, 5] = 0  # an input that is always zero: its weights change nothing
+    out = []
+    for scale in (1.0, 1e-20, 1e20):
+        m = copy.deepcopy(lin)
+        keep = prune.prune_model(m, 0.25, "fine", "sparsegpt", calib=X * scale)["0"]
+        assert int(keep[:, 5].sum()) <= 4  # 4 of 16 rows keep their weight (ratio 0.25: 12)
+        out.append((keep, m[0].weight.detach()))
+    for keep, w in out[1:]:
+        assert torch.equal(keep, out[0][0])
+        torch.testing.assert_close(w, out[0][1], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("crit,gran", [("sparsegpt", "2:4"), ("wanda", "fine")])
