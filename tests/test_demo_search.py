@@ -38,6 +38,24 @@ def test_reachable_speedup_by_hand():
         reach.reachable_speedup(t, ["c"], "fine", 0.9, 0.03)
 
 
+def test_reachable_speedup_counts_a_plan_that_fits_the_llc_as_light():
+    t = _table(["x"])
+    # light entries: every time a third lower; bytes: a dense layer 1000, CSC at 10% 100
+    t.light = {n: {"x": LayerLatency.synthetic(1e-3 / 3, {"csc": [(0.1, t10 / 3), (0.5, 5e-4)]})}
+               for n, t10 in (("a", 2.5e-4), ("b", 2e-3))}
+    for per in list(t.layers.values()) + list(t.light.values()):
+        e = per["x"].entry
+        e["bytes"] = {"dense": 1000}
+        for p, b in zip(e["formats"]["csc"], (100, 500)):
+            p["bytes"] = b
+    t.meta.update(outside_bytes=0, light_context="llc", llc_bytes=1000)
+    # dense: 2000 bytes in a 1000-byte LLC, all cold: 2.5 ms; a in CSC: 1100 bytes, share
+    # (1.1 - 0.75) / 0.5 = 0.7: 0.5 + 0.7 * (0.25 + 1) + 0.3 * (0.25 + 1) / 3 ms
+    sparse = 0.5e-3 + 0.7 * 1.25e-3 + 0.3 * 1.25e-3 / 3
+    r = reach.reachable_speedup(t, ["a", "b"], "fine", 0.9, margin=0.03)
+    assert r == {"x": pytest.approx(2.5e-3 / sparse)}
+
+
 def test_relaxed_targets():
     assert reach.relaxed_targets({"x": 2.0, "y": 1.5}, {"x": 1.5, "y": 3.0}, 0.8) == {
         "x": pytest.approx(1.4), "y": 1.5}

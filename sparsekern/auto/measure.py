@@ -15,14 +15,18 @@ run back to back, every layer finds its weights there); "llc" when they fit in t
 last-level cache but not in L2 (inside the model the other layers evict a layer's weights
 from L2 but not from the LLC: each sample is preceded by a read of twice L2's size);
 "cold" when they do not fit in the LLC either (each sample is preceded by a read of 1.5x
-the LLC). The flush only reads (sparsekern.timing.CacheFlusher): the lines it leaves are
-clean, as a real model's are. The time a model spends outside its layers is timed warm in
-every context: it works on the activations the layer before it just wrote. Measured on
-all-MiniLM-L6-v2 (43 MB streamed), 1 sentence, 2 threads: with 105 MB of LLC (Intel) the
-sum of its layers timed "warm" predicted the model 22-31% fast, "cold" 39-41% slow, "llc"
-10-13% fast; with 32 MB (Zen 5) "llc" predicted it 14% fast and "cold" 7-8% slow, where
-a flush that wrote its buffer (dirty lines) and an outside time taken after it had
-predicted it 35-45% slow.
+the LLC; from LLC_LIGHT of the LLC on, see :func:`cold_share`). The flush only reads
+(sparsekern.timing.CacheFlusher): the lines it leaves are clean, as a real model's are.
+The time a model spends outside its layers is timed warm in every context: it works on
+the activations the layer before it just wrote. Pruning shrinks what a model streams, so
+a "cold" model can become an "llc" one: its table then also times its layers "llc"
+(sparsekern.auto.table.LatencyTable.light), and a plan's prediction mixes the two by the
+bytes the plan streams. Measured on all-MiniLM-L6-v2 (43 MB streamed), 1 sentence, 2
+threads: with 105 MB of LLC (Intel) the sum of its layers timed "warm" predicted the model
+22-31% fast, "cold" 39-41% slow, "llc" 10-13% fast; with 32 MB (Zen 5) "llc" predicted it
+14% fast and "cold" 7-8% slow (a flush that wrote its buffer, and an outside time taken
+after it, had said 35-45% slow), and with every layer at 90% CSC (6.5 MB) "llc" +1%,
+"cold" +45%.
 On a GPU the timer always flushes L2 (sparsekern.timing.time_cuda).
 
 Every point is timed **in alternation with the dense layer** over several rounds
@@ -76,10 +80,16 @@ CONTEXTS = ("warm", "llc", "cold")
 #: A model whose streamed bytes (:func:`streamed_bytes`) take at most this fraction of L2
 #: is "warm" ...
 WARM_FRACTION = 0.75
-#: ... and at most this fraction of the last-level cache "llc". 1.0, measured: MiniLM (91 MB
-#: of parameters, 43 MB streamed) in a 105 MB LLC ran as the llc-timed sum of its layers predicted (-10 to -13% at 1
-#: sentence), not as the cold-timed one (+39 to +41%).
-LLC_FRACTION = 1.0
+#: ... and up to this fraction of the last-level cache "llc"; from there to LLC_HEAVY the
+#: model's calls run between "llc" and "cold" (:func:`cold_share`), and from LLC_HEAVY on
+#: "cold". Measured on all-MiniLM-L6-v2 at 1 sentence, 2 threads, a 32 MB L3 (Zen 5; the
+#: model back to back against the "llc" and "cold" sums of its layers): 2:4 everywhere
+#: (23 MB streamed, 0.72 of the LLC) and CSC at 70% / 90% (19 / 6.5 MB) ran as "llc"
+#: predicted (+0-7%, "cold" said +17-45%); CSC at 50% (32 MB, 1.0) halfway between; the
+#: dense model (43 MB, 1.34) near "cold" (+7%, "llc" said -14%). With a 105 MB LLC (Intel)
+#: the dense model ran as "llc" predicted (-10 to -13%, "cold" said +39 to +41%).
+LLC_LIGHT = 0.75
+LLC_HEAVY = 1.25
 
 #: Sparsities of the grid (fraction of weights removed), for BSR and CSC.
 DEFAULT_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
@@ -234,12 +244,22 @@ def streamed_bytes(model: nn.Module) -> int:
     return total
 
 
+def cold_share(nbytes: int, llc_bytes: Optional[int] = None) -> float:
+    """How far a model streaming ``nbytes`` per call runs "cold" rather than "llc": 0 up to
+    LLC_LIGHT of the last-level cache (``llc_bytes``, default this machine's), 1 from
+    LLC_HEAVY on, linear in between (a model a little larger than the LLC still finds part
+    of its weights there)."""
+    llc = float(llc_bytes if llc_bytes else last_level_cache_bytes())
+    r = nbytes / llc
+    return min(1.0, max(0.0, (r - LLC_LIGHT) / (LLC_HEAVY - LLC_LIGHT)))
+
+
 def context_for(nbytes: int) -> str:
     """"warm" when ``nbytes`` streamed by a model fit in WARM_FRACTION of L2, "llc" when they
-    fit in LLC_FRACTION of the last-level cache, else "cold"."""
+    run entirely from the last-level cache (:func:`cold_share` 0), else "cold"."""
     if nbytes <= WARM_FRACTION * private_cache_bytes():
         return "warm"
-    return "llc" if nbytes <= LLC_FRACTION * last_level_cache_bytes() else "cold"
+    return "llc" if cold_share(nbytes) == 0.0 else "cold"
 
 
 _FLUSHERS: Dict[str, CacheFlusher] = {}

@@ -36,7 +36,7 @@ from ..prune.layers import weight_matrix
 from ..prune.masks import MaskHolder
 from ..prune.pruner import prune_model
 from .choose import DEFAULT_MARGIN, LayerDecision, decide, decide_weight
-from .formats import parse_format
+from .formats import DENSE, parse_format
 from .patterns import planned_densities
 from .table import LatencyTable
 
@@ -150,12 +150,11 @@ class _State:
         self.formats = [s.name for s in self.specs]
 
     def total(self, decisions: Mapping[str, LayerDecision]) -> Dict[str, float]:
-        out = {s: float(self.table.other_s.get(s, 0.0)) for s in self.table.shapes}
-        for name, per in self.table.layers.items():
-            d = decisions.get(name)
-            for s, e in per.items():
-                out[s] += d.predicted_s[s] if d is not None else e.dense_s
-        return out
+        """{shape: predicted model seconds} with ``decisions`` (other layers dense); with a
+        table's light entries, in the cache context the plan's bytes give
+        (LatencyTable.predict)."""
+        return self.table.predict({n: (d.format, d.densities.get(d.format) or 1.0)
+                                   for n, d in decisions.items() if d.format != DENSE})
 
     def objective(self, total: Mapping[str, float]) -> float:
         return sum(total[s] / self.budget[s] for s in self.budget) / len(self.budget)

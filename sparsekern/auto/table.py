@@ -16,6 +16,7 @@ it came from (``LayerLatency.provenance``: "measured", "re-checked", "re-measure
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -26,12 +27,13 @@ import torch
 from torch import nn
 
 from ..timing.load import detect_load
+from ..timing.machine import last_level_cache_bytes
 from ..timing.timers import TimerSettings
 from .cache import DiskCache
 from .fingerprint import machine_key, software_key
 from .formats import DENSE, parse_format
-from .measure import (MeasureSettings, geometry, measure_signatures, module_bytes,
-                      recheck_entry, streamed_bytes, time_modules)
+from .measure import (MeasureSettings, cold_share, geometry, measure_signatures,
+                      module_bytes, recheck_entry, streamed_bytes, time_modules)
 from .signature import LayerSig, call, capture, input_label, signature_of
 
 log = logging.getLogger("sparsekern")
@@ -212,6 +214,26 @@ def _monotone(pts: List[Tuple[float, float]]) -> List[Tuple[float, float]]:
     return [(d, t) for (d, _), t in zip(pts, times)]
 
 
+def _linear(pts: List[Tuple[float, float]], x: float) -> float:
+    """The piecewise-linear function through ``pts`` [(x, y)] (ascending, distinct x) at
+    ``x``, extended by its end segments (proportional to x with a single point)."""
+    if len(pts) == 1:
+        return pts[0][1] * x / pts[0][0] if pts[0][0] > 0 else pts[0][1]
+    i = 1
+    while i < len(pts) - 1 and x > pts[i][0]:
+        i += 1
+    (x0, y0), (x1, y1) = pts[i - 1], pts[i]
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 != x0 else y1
+
+
+def _entry_dicts(layers: Mapping[str, Mapping[str, LayerLatency]]) -> dict:
+    return {n: {lab: e.entry for lab, e in per.items()} for n, per in layers.items()}
+
+
+def _latencies(d: Mapping[str, Mapping[str, dict]]) -> Dict[str, Dict[str, LayerLatency]]:
+    return {n: {lab: LayerLatency(e) for lab, e in per.items()} for n, per in d.items()}
+
+
 Choice = Tuple[str, float]  # (format name or "dense", stored fraction)
 
 
@@ -225,7 +247,13 @@ class LatencyTable:
         other_s: {shape label: seconds the model spends outside the candidate layers}
             (0 when only layers were measured).
         model_s: {shape label: measured latency of the dense model} (None when not measured).
-        meta: machine, software, grid, cache hits/misses.
+        meta: machine, software, grid, cache hits/misses; "context": the cache context of
+            ``layers``; with ``light``: "light_context", "outside_bytes" (what the model
+            streams outside its candidate layers) and "llc_bytes".
+        light: {layer name: {shape label: LayerLatency}} timed in the lighter context
+            meta["light_context"] ("llc"), for a "cold" table of a model that pruning can
+            bring into the last-level cache (empty otherwise). A plan's prediction mixes
+            the two by its streamed bytes (:meth:`cold_share`).
     """
 
     shapes: List[str]
@@ -233,6 +261,7 @@ class LatencyTable:
     other_s: Dict[str, float] = field(default_factory=dict)
     model_s: Dict[str, Optional[float]] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    light: Dict[str, Dict[str, LayerLatency]] = field(default_factory=dict)
 
     def formats(self) -> List[str]:
         """Every format name that appears in some entry."""
@@ -242,12 +271,12 @@ class LatencyTable:
                 out += [f for f in e.entry["formats"] if f not in out]
         return out
 
-    def layer_s(self, name: str, choice: Choice) -> Dict[str, float]:
+    def layer_s(self, name: str, choice: Choice, light: bool = False) -> Dict[str, float]:
         """{shape: predicted seconds} of layer ``name`` in ``choice`` (fmt, density), never
-        below :meth:`LayerLatency.floor_s`."""
+        below :meth:`LayerLatency.floor_s`; from the ``light`` entries when asked."""
         fmt, density = choice
         out = {}
-        for label, e in self.layers[name].items():
+        for label, e in (self.light if light else self.layers)[name].items():
             t = e.predict(fmt, density)
             if t is None:
                 raise ValueError(f"layer {name!r}: format {fmt!r} was never timed at {label} "
@@ -255,29 +284,69 @@ class LatencyTable:
             out[label] = max(t, e.floor_s(fmt, density))
         return out
 
+    def layer_bytes(self, name: str, choice: Choice) -> float:
+        """Bytes layer ``name`` streams per call in ``choice`` (fmt, density): the dense
+        weight's, or the packed format's, linear in the density through its grid points."""
+        entry = next(iter(self.layers[name].values())).entry
+        dense_b = float((entry.get("bytes") or {}).get("dense") or 0.0)
+        fmt, density = choice
+        if fmt == DENSE:
+            return dense_b
+        pts = sorted({float(p["density"]): float(p["bytes"])
+                      for p in entry["formats"].get(fmt, [])
+                      if p.get("bytes") and p.get("density") is not None}.items())
+        return _linear(pts, density) if pts else density * dense_b
+
+    def plan_bytes(self, choices: Optional[Mapping[str, Choice]] = None) -> float:
+        """Bytes the model streams per call with ``choices`` (other layers dense)."""
+        choices = choices or {}
+        return float(self.meta.get("outside_bytes") or 0.0) + sum(
+            self.layer_bytes(n, choices.get(n, (DENSE, 1.0))) for n in self.layers)
+
+    def cold_share(self, choices: Optional[Mapping[str, Choice]] = None) -> float:
+        """How far the model with ``choices`` runs in the table's context rather than the
+        light one (sparsekern.auto.measure.cold_share of its streamed bytes): 1 without
+        light entries."""
+        if not self.light:
+            return 1.0
+        return cold_share(int(self.plan_bytes(choices)), self.meta.get("llc_bytes"))
+
     def predict(self, choices: Optional[Mapping[str, Choice]] = None) -> Dict[str, float]:
         """{shape: predicted model seconds} with ``choices`` {layer: (fmt, density)}; other
-        layers dense."""
+        layers dense. With light entries each layer's time is the mix (by
+        :meth:`cold_share`) of its time in the two contexts."""
         choices = choices or {}
+        share = self.cold_share(choices)
         total = {label: float(self.other_s.get(label, 0.0)) for label in self.shapes}
         for name in self.layers:
-            for label, t in self.layer_s(name, choices.get(name, (DENSE, 1.0))).items():
+            for label, t in self.mixed_s(name, choices.get(name, (DENSE, 1.0)), share).items():
                 total[label] += t
         return total
 
+    def mixed_s(self, name: str, choice: Choice, share: float) -> Dict[str, float]:
+        """:meth:`layer_s` of ``name`` in ``choice``, ``share`` of it in the table's context
+        and the rest in the light one; where the light entry has no time for ``choice``
+        (its timing stayed unstable there) the table's context's time stands in (an upper
+        bound: a layer is never slower from the LLC than from memory)."""
+        heavy = self.layer_s(name, choice)
+        if share >= 1.0 or name not in self.light:
+            return heavy
+        try:
+            light = self.layer_s(name, choice, light=True)
+        except ValueError:
+            return heavy
+        return {lab: share * t + (1.0 - share) * light.get(lab, t) for lab, t in heavy.items()}
+
     def to_dict(self) -> dict:
-        return {"shapes": list(self.shapes),
-                "layers": {n: {lab: e.entry for lab, e in per.items()}
-                           for n, per in self.layers.items()},
+        return {"shapes": list(self.shapes), "layers": _entry_dicts(self.layers),
                 "other_s": dict(self.other_s), "model_s": dict(self.model_s),
-                "meta": self.meta}
+                "meta": self.meta, "light": _entry_dicts(self.light)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "LatencyTable":
-        return cls(list(d["shapes"]),
-                   {n: {lab: LayerLatency(e) for lab, e in per.items()}
-                    for n, per in d["layers"].items()},
-                   dict(d.get("other_s", {})), dict(d.get("model_s", {})), d.get("meta", {}))
+        return cls(list(d["shapes"]), _latencies(d["layers"]),
+                   dict(d.get("other_s", {})), dict(d.get("model_s", {})), d.get("meta", {}),
+                   _latencies(d.get("light") or {}))
 
     def save(self, path: Union[str, os.PathLike]) -> None:
         with open(path, "w") as f:
@@ -487,7 +556,8 @@ def measure_model(model: nn.Module, example_input, layer_names: Iterable[str],
 
     The time outside is measured directly: a :func:`stubbed_copy` of the model, timed
     interleaved with the model itself; the model's samples start in the cache state
-    ``context``, the copy's warm (it works on activations the layer before just wrote).
+    ``context`` (default "warm": back to back, the model sets its own cache state), the
+    copy's always warm (it works on activations the layer before just wrote).
     """
     stubbed = stubbed_copy(model, example_input, layer_names)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -515,8 +585,12 @@ def build_table(model: nn.Module, example_inputs, layers=None,
             output, ``sparsekern.Args``, or a tuple of model arguments) or a list of them, e.g. ``[x[:1], x[:64]]`` for batch 1 and 64. Each is a shape of
             the table, labelled by its shape.
         settings: grid (sparsities, block shapes, layouts), timer, seed and cache context
-            ("auto": "warm" when the model's parameters fit in L2, "llc" when they fit in
-            the last-level cache, else "cold"; see sparsekern.auto.measure).
+            ("auto": "warm" when the weights the model streams fit in L2, "llc" when
+            they fit in the last-level cache, else "cold"; see sparsekern.auto.measure).
+            A "cold" table of a model that pruning can bring into the last-level cache
+            also holds its layers timed "llc" (``LatencyTable.light``): a plan's
+            prediction mixes both by the bytes it streams. The dense model and the time
+            outside the layers are timed back to back (a model sets its own cache state).
         cache: a DiskCache, None (the default folder, $SPARSEKERN_CACHE or
             ~/.cache/sparsekern) or False (measure everything, store nothing).
         measure_whole_model: also time the dense model and the time outside the layers
@@ -536,13 +610,43 @@ def build_table(model: nn.Module, example_inputs, layers=None,
         raise ValueError(f"no nn.Linear / nn.Conv2d (groups=1) layer of {type(model).__name__} "
                          f"ran on the example input")
     table_layers = _entries(sigs, settings, cache, progress)
+    light, light_meta = _light_entries(model, sigs, table_layers, settings, cache, progress)
     other, whole = {}, {}
     for lab, x in zip(labels, inputs):
         if measure_whole_model:
-            whole[lab], other[lab] = measure_model(model, x, sigs[lab],
-                                                   context=settings.context)
+            whole[lab], other[lab] = measure_model(model, x, sigs[lab])
         else:
             whole[lab], other[lab] = None, 0.0
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    return LatencyTable(labels, table_layers, other, whole,
-                        _meta(settings, cache, device, table_layers))
+    meta = _meta(settings, cache, device, table_layers)
+    meta.update(light_meta)
+    return LatencyTable(labels, table_layers, other, whole, meta, light)
+
+
+def _least_bytes(per: Mapping[str, LayerLatency]) -> float:
+    """The fewest bytes a layer can stream: dense or the sparsest point of any format."""
+    entry = next(iter(per.values())).entry
+    sizes = [float((entry.get("bytes") or {}).get("dense") or 0.0)]
+    sizes += [float(p["bytes"]) for pts in entry["formats"].values() for p in pts
+              if p.get("bytes")]
+    return min(sizes)
+
+
+def _light_entries(model: nn.Module, sigs, layers, settings: MeasureSettings, cache, progress):
+    """({layer: {shape: entry}} in the "llc" context, meta) for a "cold" table whose model
+    its sparsest plan brings under LLC_HEAVY of the last-level cache (the plans then run
+    partly or wholly from it); ({}, meta) when it cannot, ({}, {}) for a lighter table."""
+    if settings.context != "cold":
+        return {}, {}
+    names = list(layers)
+    outside = max(0, streamed_bytes(model) - module_bytes(
+        [model.get_submodule(n) for n in names]))
+    llc = last_level_cache_bytes()
+    meta = {"outside_bytes": outside, "llc_bytes": llc}
+    least = outside + sum(_least_bytes(layers[n]) for n in names)
+    if cold_share(int(least), llc) >= 1.0:
+        return {}, meta
+    light_settings = dataclasses.replace(settings, context="llc")
+    light = _entries(sigs, light_settings, cache, progress)
+    meta.update(light_context="llc", light_entries=provenance(light))
+    return light, meta

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Dict, Mapping, Sequence
 
 from ..auto.choose import decide
-from ..auto.formats import parse_format
+from ..auto.formats import DENSE, parse_format
 from ..auto.patterns import planned_densities
 from ..auto.table import LatencyTable
 
@@ -22,8 +22,8 @@ def reachable_speedup(table: LatencyTable, layers: Sequence[str], granularity,
     """{shape: predicted speedup over the dense model} when every layer of ``layers`` is
     pruned to ``ratio`` in ``granularity`` and takes the format the search would give it
     (its fastest sparse format when that is at least ``margin`` faster at every shape, else
-    dense), every other layer dense. The table's own additive model (outside time + layers)
-    gives both the dense and the sparse latency."""
+    dense), every other layer dense. The table's prediction (outside time + layers, in the
+    cache context each plan's bytes give) gives both the dense and the sparse latency."""
     unknown = [n for n in layers if n not in table.layers]
     if unknown:
         raise ValueError(f"layers {unknown} are not in the latency table (it has "
@@ -31,12 +31,12 @@ def reachable_speedup(table: LatencyTable, layers: Sequence[str], granularity,
     specs = [parse_format(f) for f in table.formats()]
     dens = planned_densities(granularity, ratio, specs)
     dense = table.predict()
-    total = {s: float(table.other_s.get(s, 0.0)) for s in table.shapes}
-    chosen = set(layers)
-    for name, per in table.layers.items():
-        d = decide(name, per, dens, margin) if name in chosen else None
-        for s, e in per.items():
-            total[s] += d.predicted_s[s] if d is not None else e.dense_s
+    choices = {}
+    for name in layers:
+        d = decide(name, table.layers[name], dens, margin)
+        if d.format != DENSE:
+            choices[name] = (d.format, d.densities.get(d.format) or 1.0)
+    total = table.predict(choices)
     return {s: dense[s] / total[s] for s in table.shapes}
 
 

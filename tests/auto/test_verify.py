@@ -33,12 +33,18 @@ def _mlp():
 def test_context_follows_the_private_and_last_level_caches(monkeypatch):
     monkeypatch.setattr(measure, "private_cache_bytes", lambda: 2 << 20)
     monkeypatch.setattr(measure, "last_level_cache_bytes", lambda: 100 << 20)
-    f, g = measure.WARM_FRACTION, measure.LLC_FRACTION
+    f, g, h = measure.WARM_FRACTION, measure.LLC_LIGHT, measure.LLC_HEAVY
+    llc = 100 << 20
     assert context_for(0) == "warm"
     assert context_for(int(f * (2 << 20))) == "warm"
     assert context_for(int(f * (2 << 20)) + 1) == "llc"
-    assert context_for(int(g * (100 << 20))) == "llc"
-    assert context_for(int(g * (100 << 20)) + 1) == "cold"
+    assert context_for(int(g * llc)) == "llc"
+    assert context_for(int(g * llc) + 1) == "cold"
+    # between LLC_LIGHT and LLC_HEAVY of the LLC a model runs partly cold, linearly
+    assert measure.cold_share(int(g * llc)) == 0.0
+    assert measure.cold_share(int((g + h) / 2 * llc)) == pytest.approx(0.5, abs=1e-6)
+    assert measure.cold_share(int(h * llc)) == 1.0 == measure.cold_share(10 * llc)
+    assert measure.cold_share(int(h * 1000), llc_bytes=1000) == 1.0  # another LLC size
 
 
 def test_cache_sizes_read_from_sysfs_levels(tmp_path, monkeypatch):
@@ -276,3 +282,120 @@ def test_paired_prediction_rejections():
     with pytest.raises(ValueError, match=r"example input of shape \[3, 8\] is not a shape of "
                                          r"the table \['\[1, 8\]'\]"):
         paired_prediction(t, model, model, {}, torch.randn(3, 8), windows=1, timer=TINY)
+
+
+# ------------------------------------------------------------------ light entries (plans in the LLC)
+
+def _bytes_entry(dense_s, csc_s, dense_b, csc_b, signature=None):
+    """An entry with stored bytes: dense, and CSC at densities 0.5 and 0.1."""
+    e = LayerLatency.synthetic(dense_s, {"csc": [(0.1, csc_s[0]), (0.5, csc_s[1])]},
+                               signature=signature)
+    e.entry["bytes"] = {"dense": dense_b}
+    for p, b in zip(e.entry["formats"]["csc"], csc_b):
+        p["bytes"] = b
+    return e
+
+
+def _light_table(llc_bytes=1000, outside=100):
+    lab = "[1, 8]"
+    heavy = {n: {lab: _bytes_entry(10.0, (2.0, 6.0), 400, (60, 300))} for n in ("a", "b")}
+    light = {n: {lab: _bytes_entry(4.0, (0.5, 2.5), 400, (60, 300))} for n in ("a", "b")}
+    meta = {"context": "cold", "light_context": "llc", "outside_bytes": outside,
+            "llc_bytes": llc_bytes}
+    return LatencyTable([lab], heavy, {lab: 1.0}, {lab: None}, meta, light), lab
+
+
+def test_plan_bytes_follow_the_formats_points():
+    t, _ = _light_table()
+    assert t.plan_bytes() == 100 + 400 + 400
+    assert t.layer_bytes("a", ("csc", 0.1)) == 60 and t.layer_bytes("a", ("csc", 0.5)) == 300
+    assert t.layer_bytes("a", ("csc", 0.3)) == pytest.approx(180)   # between the points
+    assert t.layer_bytes("a", ("csc", 0.05)) == pytest.approx(30)   # the end segment, extended
+    assert t.plan_bytes({"a": ("csc", 0.1), "b": ("csc", 0.5)}) == 100 + 60 + 300
+
+
+def test_prediction_mixes_the_contexts_by_the_plans_bytes():
+    t, lab = _light_table()  # LLC 1000 bytes: light up to 750, cold from 1250
+    # dense: 900 bytes, share (0.9 - 0.75) / 0.5 = 0.3 of the cold time
+    assert t.cold_share() == pytest.approx(0.3)
+    assert t.predict()[lab] == pytest.approx(1.0 + 2 * (0.3 * 10.0 + 0.7 * 4.0))
+    # both layers at 10%: 220 bytes, wholly in the LLC: the light times
+    sparse = {"a": ("csc", 0.1), "b": ("csc", 0.1)}
+    assert t.cold_share(sparse) == 0.0
+    assert t.predict(sparse)[lab] == pytest.approx(1.0 + 0.5 + 0.5)
+    # a much smaller LLC: everything cold, the table's own entries
+    t.meta["llc_bytes"] = 100
+    assert t.cold_share(sparse) == 1.0
+    assert t.predict(sparse)[lab] == pytest.approx(1.0 + 2.0 + 2.0)
+    # without light entries a table predicts from its own context, whatever the bytes
+    t.light = {}
+    t.meta["llc_bytes"] = 10 ** 9
+    assert t.cold_share(sparse) == 1.0 and t.predict(sparse)[lab] == pytest.approx(5.0)
+
+
+def test_light_entries_survive_save_and_load(tmp_path):
+    t, lab = _light_table()
+    t.save(tmp_path / "t.json")
+    back = LatencyTable.load(tmp_path / "t.json")
+    sparse = {"a": ("csc", 0.1)}
+    assert set(back.light) == {"a", "b"}
+    assert back.predict(sparse) == pytest.approx(t.predict(sparse))
+    assert back.cold_share(sparse) == t.cold_share(sparse)
+
+
+@pytest.mark.parametrize("llc, light", [(4 << 10, True), (256, False)])
+def test_cold_tables_time_the_light_context_when_pruning_can_bring_the_model_in(
+        monkeypatch, tmp_path, llc, light):
+    # the MLP streams ~5.9 KB: with a 4 KB LLC it is cold, and its sparsest plan fits
+    # (light entries measured); with 256 bytes nothing fits (none)
+    monkeypatch.setattr(table, "last_level_cache_bytes", lambda: llc)
+    model = _mlp()
+    settings = MeasureSettings(grid=QUICK.grid, timer=TINY, context="cold")
+    cache = DiskCache("latency", root=tmp_path)
+    t = table.build_table(model, torch.randn(1, 8), settings=settings, cache=cache,
+                          measure_whole_model=False)
+    assert t.meta["context"] == "cold" and t.meta["llc_bytes"] == llc
+    assert t.meta["outside_bytes"] == 0  # every parameter is in a candidate layer
+    assert bool(t.light) == light
+    if light:
+        assert t.meta["light_context"] == "llc" and set(t.light) == set(t.layers)
+        assert all(e.entry["context"] == "llc" for per in t.light.values()
+                   for e in per.values())
+    else:
+        assert "light_context" not in t.meta
+
+
+def test_paired_prediction_times_the_light_context_of_a_partly_cold_plan():
+    model = _mlp()
+    x = torch.randn(1, 8)
+    lab = "[1, 8]"
+    sigs = capture(model, x)
+    heavy, light = {}, {}
+    for name in ("0", "2", "4"):
+        for d in (heavy, light):
+            d[name] = {lab: _bytes_entry(1e-5, (2e-6, 6e-6), 1000, (150, 700),
+                                         signature=sigs[name].to_key())}
+    meta = {"context": "cold", "light_context": "llc", "outside_bytes": 0}
+    t = LatencyTable([lab], heavy, {lab: 0.0}, {lab: None}, meta, light)
+    choices = {"2": ("csc", 0.5)}  # 1000 + 700 + 1000 bytes in a 2700-byte LLC: share 0.5
+    t.meta["llc_bytes"] = 2700
+    assert t.cold_share(choices) == pytest.approx(0.5)
+    out = paired_prediction(t, model, _sparse_copy(model), choices, x, windows=1,
+                            timer=TINY)[lab]
+    w = out["windows"][0]
+    assert out["cold_share"] == pytest.approx(0.5)
+    assert {"light:0", "light:2", "light:4"} <= set(w)
+    mixed = sum(0.5 * w["layer:" + n] + 0.5 * w["light:" + n] for n in ("0", "2", "4"))
+    assert w["predicted"] == pytest.approx(w["other"] + mixed)
+
+
+def test_a_format_untimed_in_the_light_context_takes_its_cold_time():
+    t, lab = _light_table()
+    for per in t.light.values():  # every CSC timing of the light context stayed unstable
+        for e in per.values():
+            for p in e.entry["formats"]["csc"]:
+                p.update(status="unstable", median_s=None, model_s=None)
+    sparse = {"a": ("csc", 0.1), "b": ("csc", 0.1)}
+    assert t.cold_share(sparse) == 0.0
+    assert t.predict(sparse)[lab] == pytest.approx(1.0 + 2.0 + 2.0)
+    assert t.mixed_s("a", ("dense", 1.0), 0.0)[lab] == 4.0  # dense still from the light entry
