@@ -2,6 +2,7 @@
 and the distillation settings of the main job; small random models, hand-made tables."""
 import pytest
 from sparsekern import demo
+from sparsekern.auto import measure
 from sparsekern.auto.table import LatencyTable, LayerLatency
 from sparsekern.demo import minilm_job, reach
 
@@ -49,9 +50,12 @@ def test_reachable_speedup_counts_a_plan_that_fits_the_llc_as_light():
         for p, b in zip(e["formats"]["csc"], (100, 500)):
             p["bytes"] = b
     t.meta.update(outside_bytes=0, light_context="llc", llc_bytes=1000)
-    # dense: 2000 bytes in a 1000-byte LLC, all cold: 2.5 ms; a in CSC: 1100 bytes, share
-    # (1.1 - 0.75) / 0.5 = 0.7: 0.5 + 0.7 * (0.25 + 1) + 0.3 * (0.25 + 1) / 3 ms
-    sparse = 0.5e-3 + 0.7 * 1.25e-3 + 0.3 * 1.25e-3 / 3
+    # dense: 2000 bytes in a 1000-byte LLC, all cold: 2.5 ms; a in CSC: 1100 bytes, a share
+    # (1.1 - LLC_LIGHT) / (LLC_HEAVY - LLC_LIGHT) of 0.25 + 1 ms cold, the rest a third of it
+    lo, hi = measure.LLC_LIGHT, measure.LLC_HEAVY
+    share = (1.1 - lo) / (hi - lo)
+    assert 0.0 < share < 1.0 and 2.0 >= hi
+    sparse = 0.5e-3 + share * 1.25e-3 + (1 - share) * 1.25e-3 / 3
     r = reach.reachable_speedup(t, ["a", "b"], "fine", 0.9, margin=0.03)
     assert r == {"x": pytest.approx(2.5e-3 / sparse)}
 

@@ -15,7 +15,8 @@ run back to back, every layer finds its weights there); "llc" when they fit in t
 last-level cache but not in L2 (inside the model the other layers evict a layer's weights
 from L2 but not from the LLC: each sample is preceded by a read of twice L2's size);
 "cold" when they do not fit in the LLC either (each sample is preceded by a read of 1.5x
-the LLC; from LLC_LIGHT of the LLC on, see :func:`cold_share`). The flush only reads
+the LLC; from LLC_LIGHT of the LLC on, and only partly up to LLC_HEAVY: see
+:func:`cold_share`). The flush only reads
 (sparsekern.timing.CacheFlusher): the lines it leaves are clean, as a real model's are.
 The time a model spends outside its layers is timed warm in every context: it works on
 the activations the layer before it just wrote. Pruning shrinks what a model streams, so
@@ -83,13 +84,14 @@ WARM_FRACTION = 0.75
 #: ... and up to this fraction of the last-level cache "llc"; from there to LLC_HEAVY the
 #: model's calls run between "llc" and "cold" (:func:`cold_share`), and from LLC_HEAVY on
 #: "cold". Measured on all-MiniLM-L6-v2 at 1 sentence, 2 threads, a 32 MB L3 (Zen 5; the
-#: model back to back against the "llc" and "cold" sums of its layers): 2:4 everywhere
-#: (23 MB streamed, 0.72 of the LLC) and CSC at 70% / 90% (19 / 6.5 MB) ran as "llc"
-#: predicted (+0-7%, "cold" said +17-45%); CSC at 50% (32 MB, 1.0) halfway between; the
-#: dense model (43 MB, 1.34) near "cold" (+7%, "llc" said -14%). With a 105 MB LLC (Intel)
-#: the dense model ran as "llc" predicted (-10 to -13%, "cold" said +39 to +41%).
-LLC_LIGHT = 0.75
-LLC_HEAVY = 1.25
+#: model back to back against the "llc" and "cold" sums of its layers; share = how far
+#: from the "llc" sum to the "cold" one the model ran): CSC at 90% / 70% (6.5 / 19 MB
+#: streamed, 0.2 / 0.6 of the LLC) and 2:4 everywhere (23 MB, 0.72) ran as "llc" predicted
+#: (+0-7%; "cold" said +17-45%), CSC at 50% (32 MB, 1.0) at a share of ~0.5, the dense
+#: model (43 MB, 1.34) at ~0.65. With a 105 MB LLC (Intel) the dense model ran as "llc"
+#: predicted (-10 to -13%, "cold" said +39 to +41%).
+LLC_LIGHT = 0.7
+LLC_HEAVY = 1.7
 
 #: Sparsities of the grid (fraction of weights removed), for BSR and CSC.
 DEFAULT_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
@@ -274,13 +276,11 @@ def _flusher(context: str) -> CacheFlusher:
 
 
 def time_jobs(jobs: Dict[str, Tuple[Callable, object]], device: torch.device,
-              timer: Optional[TimerSettings] = None, context: str = "warm",
-              warm: Sequence[str] = ()) -> Dict[str, dict]:
+              timer: Optional[TimerSettings] = None, context: str = "warm"
+              ) -> Dict[str, dict]:
     """{name: timing summary} of each ``fn(arg)`` of ``jobs`` {name: (fn, arg)} with the
     harness's timer for ``device``, each sample starting in the cache state ``context``
-    (one of CONTEXTS; CPU only: the GPU timer always flushes L2). The jobs named in
-    ``warm`` are timed warm whatever ``context`` (an untimed call of their own instead of
-    the flush before each sample)."""
+    (one of CONTEXTS; CPU only: the GPU timer always flushes L2)."""
     if context not in CONTEXTS:
         raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
     with torch.inference_mode():
@@ -289,24 +289,16 @@ def time_jobs(jobs: Dict[str, Tuple[Callable, object]], device: torch.device,
         timer = timer or TABLE_TIMER
         if context == "warm":
             return time_blocks(jobs, timer)
-        flush, warm_fns = _flusher(context), {id(jobs[n][0]) for n in warm}
-
-        def before(fn, arg):
-            if id(fn) in warm_fns:
-                fn(arg)
-            else:
-                flush()
-
         # only a sample's first call would be cold: one call per sample
         return time_interleaved(jobs, dataclasses.replace(timer, sample_time=0.0),
-                                before_sample=before)
+                                before_sample=_flusher(context))
 
 
 def time_modules(fns: Dict[str, Callable], x, device: torch.device,
-                 timer: Optional[TimerSettings] = None, context: str = "warm",
-                 warm: Sequence[str] = ()) -> Dict[str, dict]:
+                 timer: Optional[TimerSettings] = None, context: str = "warm"
+                 ) -> Dict[str, dict]:
     """:func:`time_jobs` of every ``fn(x)`` of ``fns`` {name: fn}."""
-    return time_jobs({n: (f, x) for n, f in fns.items()}, device, timer, context, warm)
+    return time_jobs({n: (f, x) for n, f in fns.items()}, device, timer, context)
 
 
 @dataclass

@@ -89,12 +89,14 @@ def paired_prediction(table: LatencyTable, dense: nn.Module, sparse: nn.Module,
     runs: Dict[str, list] = {lab: [] for lab in prepared}
     for _ in range(windows):
         for lab, jobs in prepared.items():
-            # whole models back to back (a model sets its own cache state), layers in the
-            # table's context(s)
-            res = time_jobs(jobs, device, timer, context, warm=WHOLE)
-            w = {k: v["median_s"] for k, v in res.items()}
+            # whole models back to back, in alternating blocks (a model sets its own cache
+            # state), layers in the table's context(s)
+            whole = {k: v for k, v in jobs.items() if k in WHOLE}
+            layers = {k: v for k, v in jobs.items() if k not in WHOLE}
+            w = {k: v["median_s"] for k, v in time_jobs(whole, device, timer, "warm").items()}
+            w.update({k: v["median_s"] for k, v in
+                      time_jobs(layers, device, timer, context).items()})
             if light:
-                layers = {k: v for k, v in jobs.items() if k.startswith("layer:")}
                 w.update({"light:" + k[len("layer:"):]: v["median_s"]
                           for k, v in time_jobs(layers, device, timer, light).items()})
             w["share"] = share

@@ -74,30 +74,6 @@ def test_llc_context_flushes_the_private_cache_before_every_sample(monkeypatch):
     assert measure._FLUSHERS["llc"].nbytes == 2 << 16
 
 
-def test_warm_jobs_skip_the_flush_and_run_once_before_each_sample(monkeypatch):
-    flushes, calls = [], {"cold": 0, "warm": 0}
-
-    class Flush:
-        def __call__(self, fn=None, arg=None):
-            flushes.append(1)
-
-    monkeypatch.setattr(measure, "_FLUSHERS", {"cold": Flush()})
-
-    def job(name):
-        def f(x):
-            calls[name] += 1
-            return x
-        return f
-
-    res = measure.time_jobs({"cold": (job("cold"), 1), "warm": (job("warm"), 2)},
-                            torch.device("cpu"), TINY, "cold", warm=("warm",))
-    n_cold, n_warm = res["cold"]["reps"], res["warm"]["reps"]
-    # one flush per cold sample, none for the warm job; the warm job runs an untimed call
-    # before each of its samples (plus its warm-up calls)
-    assert len(flushes) == n_cold
-    assert calls["warm"] >= 2 * n_warm and calls["cold"] >= n_cold
-
-
 def test_streamed_bytes_leave_out_embedding_tables():
     m = nn.Sequential(nn.Embedding(1000, 8), nn.Linear(8, 4), nn.EmbeddingBag(500, 8),
                       nn.BatchNorm1d(4))
@@ -315,10 +291,13 @@ def test_plan_bytes_follow_the_formats_points():
 
 
 def test_prediction_mixes_the_contexts_by_the_plans_bytes():
-    t, lab = _light_table()  # LLC 1000 bytes: light up to 750, cold from 1250
-    # dense: 900 bytes, share (0.9 - 0.75) / 0.5 = 0.3 of the cold time
-    assert t.cold_share() == pytest.approx(0.3)
-    assert t.predict()[lab] == pytest.approx(1.0 + 2 * (0.3 * 10.0 + 0.7 * 4.0))
+    t, lab = _light_table()  # LLC 1000 bytes
+    lo, hi = measure.LLC_LIGHT, measure.LLC_HEAVY
+    # dense: 900 bytes, a share (0.9 - lo) / (hi - lo) of the cold time
+    share = (0.9 - lo) / (hi - lo)
+    assert 0.0 < share < 1.0
+    assert t.cold_share() == pytest.approx(share)
+    assert t.predict()[lab] == pytest.approx(1.0 + 2 * (share * 10.0 + (1 - share) * 4.0))
     # both layers at 10%: 220 bytes, wholly in the LLC: the light times
     sparse = {"a": ("csc", 0.1), "b": ("csc", 0.1)}
     assert t.cold_share(sparse) == 0.0
@@ -377,15 +356,16 @@ def test_paired_prediction_times_the_light_context_of_a_partly_cold_plan():
                                          signature=sigs[name].to_key())}
     meta = {"context": "cold", "light_context": "llc", "outside_bytes": 0}
     t = LatencyTable([lab], heavy, {lab: 0.0}, {lab: None}, meta, light)
-    choices = {"2": ("csc", 0.5)}  # 1000 + 700 + 1000 bytes in a 2700-byte LLC: share 0.5
-    t.meta["llc_bytes"] = 2700
-    assert t.cold_share(choices) == pytest.approx(0.5)
+    choices = {"2": ("csc", 0.5)}  # 1000 + 700 + 1000 bytes: halfway through the mix
+    t.meta["llc_bytes"] = int(2700 / ((measure.LLC_LIGHT + measure.LLC_HEAVY) / 2))
+    share = t.cold_share(choices)
+    assert share == pytest.approx(0.5, abs=1e-3)
     out = paired_prediction(t, model, _sparse_copy(model), choices, x, windows=1,
                             timer=TINY)[lab]
     w = out["windows"][0]
-    assert out["cold_share"] == pytest.approx(0.5)
+    assert out["cold_share"] == share
     assert {"light:0", "light:2", "light:4"} <= set(w)
-    mixed = sum(0.5 * w["layer:" + n] + 0.5 * w["light:" + n] for n in ("0", "2", "4"))
+    mixed = sum(share * w["layer:" + n] + (1 - share) * w["light:" + n] for n in ("0", "2", "4"))
     assert w["predicted"] == pytest.approx(w["other"] + mixed)
 
 
@@ -399,3 +379,27 @@ def test_a_format_untimed_in_the_light_context_takes_its_cold_time():
     assert t.cold_share(sparse) == 0.0
     assert t.predict(sparse)[lab] == pytest.approx(1.0 + 2.0 + 2.0)
     assert t.mixed_s("a", ("dense", 1.0), 0.0)[lab] == 4.0  # dense still from the light entry
+
+
+def test_paired_prediction_times_whole_models_back_to_back_and_layers_in_context(monkeypatch):
+    from sparsekern.auto import verify
+    calls = []
+    real = verify.time_jobs
+
+    def recording(jobs, device, timer, context):
+        calls.append((sorted(jobs), context))
+        return real(jobs, device, timer, "warm")  # (the contexts themselves are tested above)
+
+    monkeypatch.setattr(verify, "time_jobs", recording)
+    model = _mlp()
+    x = torch.randn(1, 8)
+    lab = "[1, 8]"
+    sigs = capture(model, x)
+    layers = {n: {lab: LayerLatency.synthetic(1e-5, {"csc": [(0.2, 5e-6)]},
+                                              signature=sigs[n].to_key())}
+              for n in ("0", "2", "4")}
+    t = LatencyTable([lab], layers, {lab: 0.0}, {lab: None}, {"context": "cold"})
+    paired_prediction(t, model, _sparse_copy(model), {"2": ("csc", 0.2)}, x, windows=2,
+                      timer=TINY)
+    assert calls == [(["dense", "other", "sparse"], "warm"),
+                     (["layer:0", "layer:2", "layer:4"], "cold")] * 2
