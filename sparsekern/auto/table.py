@@ -26,6 +26,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Uni
 import torch
 from torch import nn
 
+from ..inputs import eval_mode
 from ..timing.load import detect_load
 from ..timing.machine import last_level_cache_bytes
 from ..timing.timers import TimerSettings
@@ -284,38 +285,45 @@ class LatencyTable:
             out[label] = max(t, e.floor_s(fmt, density))
         return out
 
-    def layer_bytes(self, name: str, choice: Choice) -> float:
+    def layer_bytes(self, name: str, choice: Choice) -> Optional[float]:
         """Bytes layer ``name`` streams per call in ``choice`` (fmt, density): the dense
-        weight's, or the packed format's, linear in the density through its grid points."""
+        weight's, or the packed format's, linear in the density through its grid points;
+        None when the entry records no bytes (made by hand)."""
         entry = next(iter(self.layers[name].values())).entry
-        dense_b = float((entry.get("bytes") or {}).get("dense") or 0.0)
+        dense_b = (entry.get("bytes") or {}).get("dense")
+        if not dense_b:
+            return None
         fmt, density = choice
         if fmt == DENSE:
-            return dense_b
+            return float(dense_b)
         pts = sorted({float(p["density"]): float(p["bytes"])
                       for p in entry["formats"].get(fmt, [])
                       if p.get("bytes") and p.get("density") is not None}.items())
-        return _linear(pts, density) if pts else density * dense_b
+        return _linear(pts, density) if pts else density * float(dense_b)
 
-    def plan_bytes(self, choices: Optional[Mapping[str, Choice]] = None) -> float:
-        """Bytes the model streams per call with ``choices`` (other layers dense)."""
-        choices = choices or {}
-        return float(self.meta.get("outside_bytes") or 0.0) + sum(
-            self.layer_bytes(n, choices.get(n, (DENSE, 1.0))) for n in self.layers)
+    def plan_bytes(self, choices: Optional[Mapping[str, Choice]] = None) -> Optional[float]:
+        """Bytes the model streams per call with ``choices`` (other layers dense); None when
+        an entry records no bytes."""
+        choices = self._checked(choices)
+        sizes = [self.layer_bytes(n, choices.get(n, (DENSE, 1.0))) for n in self.layers]
+        if any(b is None for b in sizes):
+            return None
+        return float(self.meta.get("outside_bytes") or 0.0) + sum(sizes)
 
     def cold_share(self, choices: Optional[Mapping[str, Choice]] = None) -> float:
         """How far the model with ``choices`` runs in the table's context rather than the
         light one (sparsekern.auto.measure.cold_share of its streamed bytes): 1 without
-        light entries."""
+        light entries, or when an entry records no bytes."""
         if not self.light:
             return 1.0
-        return cold_share(int(self.plan_bytes(choices)), self.meta.get("llc_bytes"))
+        nbytes = self.plan_bytes(choices)
+        return 1.0 if nbytes is None else cold_share(int(nbytes), self.meta.get("llc_bytes"))
 
     def predict(self, choices: Optional[Mapping[str, Choice]] = None) -> Dict[str, float]:
         """{shape: predicted model seconds} with ``choices`` {layer: (fmt, density)}; other
         layers dense. With light entries each layer's time is the mix (by
         :meth:`cold_share`) of its time in the two contexts."""
-        choices = choices or {}
+        choices = self._checked(choices)
         share = self.cold_share(choices)
         total = {label: float(self.other_s.get(label, 0.0)) for label in self.shapes}
         for name in self.layers:
@@ -323,19 +331,42 @@ class LatencyTable:
                 total[label] += t
         return total
 
+    def _checked(self, choices: Optional[Mapping[str, Choice]]) -> Mapping[str, Choice]:
+        """``choices``, after checking every layer is in the table, every format known and
+        every stored fraction in (0, 1]."""
+        choices = choices or {}
+        unknown = [n for n in choices if n not in self.layers]
+        if unknown:
+            raise ValueError(f"choices name layers {unknown} that the latency table does not "
+                             f"have; expected some of {list(self.layers)}")
+        for n, (fmt, density) in choices.items():
+            if fmt != DENSE:
+                parse_format(fmt)
+            if not 0.0 < float(density) <= 1.0:  # NaN fails too
+                raise ValueError(f"choices[{n!r}] = ({fmt!r}, {density!r}): the stored "
+                                 f"fraction must be in (0, 1]")
+        return choices
+
     def mixed_s(self, name: str, choice: Choice, share: float) -> Dict[str, float]:
         """:meth:`layer_s` of ``name`` in ``choice``, ``share`` of it in the table's context
-        and the rest in the light one; where the light entry has no time for ``choice``
-        (its timing stayed unstable there) the table's context's time stands in (an upper
-        bound: a layer is never slower from the LLC than from memory)."""
-        heavy = self.layer_s(name, choice)
+        and the rest in the light one, the light time capped at the table's (a layer is
+        never slower from the LLC than from memory). Where only one context has a time for
+        ``choice`` (the other's timing stayed unstable) it stands in when the plan runs
+        wholly there, and the table's context's time (an upper bound) otherwise."""
         if share >= 1.0 or name not in self.light:
-            return heavy
+            return self.layer_s(name, choice)
         try:
             light = self.layer_s(name, choice, light=True)
         except ValueError:
-            return heavy
-        return {lab: share * t + (1.0 - share) * light.get(lab, t) for lab, t in heavy.items()}
+            return self.layer_s(name, choice)
+        try:
+            heavy = self.layer_s(name, choice)
+        except ValueError:
+            if share > 0.0:
+                raise
+            return light
+        return {lab: share * t + (1.0 - share) * min(light.get(lab, t), t)
+                for lab, t in heavy.items()}
 
     def to_dict(self) -> dict:
         return {"shapes": list(self.shapes), "layers": _entry_dicts(self.layers),
@@ -417,7 +448,8 @@ def layer_entries(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] 
     warned = False
     for group in tqdm(list(todo.values()), desc="latency table", disable=not progress,
                       leave=False):
-        log.info("latency table: measuring %s", ", ".join(g.label() for g in group))
+        log.info("latency table: measuring %s (%s)", ", ".join(g.label() for g in group),
+                 settings.context)
         entries = measure_signatures(group, settings)
         busy = machine_busy() if cache is not None else None
         if busy and not warned:
@@ -529,12 +561,10 @@ def stubbed_copy(model: nn.Module, example_input, layer_names: Iterable[str]) ->
     outs: Dict[str, object] = {}
     handles = [model.get_submodule(n).register_forward_hook(
         lambda m, a, o, n=n: outs.setdefault(n, o)) for n in names]
-    was_training = model.training
-    model.eval()
     try:
-        call(model, example_input)
+        with eval_mode(model):  # every module's own train/eval flag comes back
+            call(model, example_input)
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     originals = {n: model.get_submodule(n) for n in names if n in outs}
@@ -561,17 +591,13 @@ def measure_model(model: nn.Module, example_input, layer_names: Iterable[str],
     """
     stubbed = stubbed_copy(model, example_input, layer_names)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         res = time_modules({"dense": lambda x: call(model, x),
                             "other": lambda x: call(stubbed, x)},
                            example_input, device, timer or MODEL_TIMER, "warm")
         if context != "warm":
             res["dense"] = time_modules({"dense": lambda x: call(model, x)}, example_input,
                                         device, timer or MODEL_TIMER, context)["dense"]
-    finally:
-        model.train(was_training)
     return res["dense"]["median_s"], res["other"]["median_s"]
 
 
@@ -588,18 +614,22 @@ def build_table(model: nn.Module, example_inputs, layers=None,
             the table, labelled by its shape.
         settings: grid (sparsities, block shapes, layouts), timer, seed and cache context
             ("auto": "warm" when the weights the model streams fit in L2, "llc" when
-            they fit in the last-level cache, else "cold"; see sparsekern.auto.measure).
-            A "cold" table of a model that pruning can bring into the last-level cache
-            also holds its layers timed "llc" (``LatencyTable.light``): a plan's
-            prediction mixes both by the bytes it streams. The dense model and the time
-            outside the layers are timed back to back (a model sets its own cache state).
+            they run from the last-level cache, up to LLC_LIGHT of it, else "cold"; see
+            sparsekern.auto.measure). With "auto" and ``measure_whole_model``, a "cold"
+            table of a model that pruning can bring into the last-level cache also holds
+            its layers timed "llc" (``LatencyTable.light``): a plan's prediction mixes
+            both by the bytes it streams. The dense model and the time outside the layers
+            are timed back to back (a model sets its own cache state).
         cache: a DiskCache, None (the default folder, $SPARSEKERN_CACHE or
             ~/.cache/sparsekern) or False (measure everything, store nothing).
         measure_whole_model: also time the dense model and the time outside the layers
             (needed to predict whole-model latency; not cached, it takes a fraction of a
             second per shape).
     """
-    settings = (settings or MeasureSettings()).resolved(streamed_bytes(model))
+    settings = settings or MeasureSettings()
+    # light entries serve whole-plan predictions; a context the caller forces is kept
+    plans = measure_whole_model and settings.context == "auto"
+    settings = settings.resolved(streamed_bytes(model))
     cache = default_cache(cache)
     inputs = list(example_inputs) if isinstance(example_inputs, list) else [example_inputs]
     if not inputs:
@@ -612,7 +642,8 @@ def build_table(model: nn.Module, example_inputs, layers=None,
         raise ValueError(f"no nn.Linear / nn.Conv2d (groups=1) layer of {type(model).__name__} "
                          f"ran on the example input")
     table_layers = _entries(sigs, settings, cache, progress)
-    light, light_meta = _light_entries(model, sigs, table_layers, settings, cache, progress)
+    light, light_meta = (_light_entries(model, sigs, table_layers, settings, cache, progress)
+                         if plans else ({}, {}))
     other, whole = {}, {}
     for lab, x in zip(labels, inputs):
         if measure_whole_model:

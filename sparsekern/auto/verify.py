@@ -29,6 +29,7 @@ from typing import Dict, Mapping, Optional, Sequence
 
 from torch import nn
 
+from ..inputs import eval_mode
 from ..timing.timers import TimerSettings
 from .formats import DENSE
 from .measure import synthetic_layer, time_jobs
@@ -75,6 +76,12 @@ def paired_prediction(table: LatencyTable, dense: nn.Module, sparse: nn.Module,
         raise ValueError(f"windows must be >= 1, got {windows}")
     xs = list(example_inputs) if isinstance(example_inputs, list) else [example_inputs]
     context = context or table.meta.get("context") or "warm"
+    missing = [n for n in table.layers if _submodule(dense, n) is None]
+    if missing:
+        raise ValueError(f"the latency table's layers {missing} are not modules of the dense "
+                         f"model {type(dense).__name__}")
+    # the table's own predictions first: a plan it cannot predict fails before any timing
+    table_pred, table_dense = table.predict(choices), table.predict()
     share = table.cold_share(choices)
     light = table.meta.get("light_context") if share < 1.0 else None
     device = next(dense.parameters()).device
@@ -85,7 +92,22 @@ def paired_prediction(table: LatencyTable, dense: nn.Module, sparse: nn.Module,
             raise ValueError(f"example input of shape {lab} is not a shape of the table "
                              f"{table.shapes}")
         prepared[lab], fixed[lab] = _jobs(table, dense, sparse, choices, x, lab, seed, share)
-    dense.eval(), sparse.eval()
+    with eval_mode(dense), eval_mode(sparse):  # every module's own flag comes back
+        runs = _windows(prepared, windows, device, timer, context, light, share)
+    return {lab: _summary(ws, fixed[lab], table_pred[lab], table_dense[lab])
+            for lab, ws in runs.items()}
+
+
+def _submodule(model: nn.Module, name: str):
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
+
+
+def _windows(prepared, windows: int, device, timer, context: str, light: Optional[str],
+             share: float) -> Dict[str, list]:
+    """{shape: [per-window timings]} of the jobs :func:`_jobs` prepared per shape."""
     runs: Dict[str, list] = {lab: [] for lab in prepared}
     for _ in range(windows):
         for lab, jobs in prepared.items():
@@ -101,10 +123,7 @@ def paired_prediction(table: LatencyTable, dense: nn.Module, sparse: nn.Module,
                           for k, v in time_jobs(layers, device, timer, light).items()})
             w["share"] = share
             runs[lab].append(w)
-    table_pred = table.predict(choices)
-    table_dense = table.predict()
-    return {lab: _summary(ws, fixed[lab], table_pred[lab], table_dense[lab])
-            for lab, ws in runs.items()}
+    return runs
 
 
 def _jobs(table: LatencyTable, dense, sparse, choices, x, lab: str, seed: int, share: float):

@@ -114,16 +114,12 @@ def fine_tune(model: nn.Module, loader, epochs: int = 1, lr: float = DEFAULT_FIN
 @torch.no_grad()
 def accuracy(model: nn.Module, loader) -> float:
     """Top-1 accuracy in [0, 1] of ``model`` on ``loader`` ((inputs, targets) batches)."""
-    was_training = model.training
-    model.eval()
     correct = total = 0
-    try:
+    with inputs.eval_mode(model):  # every module's own train/eval flag comes back
         for batch in loader:
             x, y = _split(batch)
             correct += int((_forward(model, x).argmax(-1) == y).sum())
             total += _count(y)
-    finally:
-        model.train(was_training)
     if total == 0:
         raise ValueError("the loader yielded no samples")
     return correct / total

@@ -143,6 +143,9 @@ class CacheFlusher:
         import torch
         from .machine import last_level_cache_bytes
         n = int(nbytes if nbytes is not None else 2 * last_level_cache_bytes())
+        if n < 4:
+            raise ValueError(f"CacheFlusher nbytes must be at least 4 (one float32), got "
+                             f"{nbytes!r}")
         # written (not just allocated): an untouched buffer reads the shared zero page
         self.buffer = torch.ones(max(1, n // 4), dtype=torch.float32)
         self.nbytes = self.buffer.numel() * 4

@@ -328,11 +328,12 @@ def test_cold_tables_time_the_light_context_when_pruning_can_bring_the_model_in(
     # the MLP streams ~5.9 KB: with a 4 KB LLC it is cold, and its sparsest plan fits
     # (light entries measured); with 256 bytes nothing fits (none)
     monkeypatch.setattr(table, "last_level_cache_bytes", lambda: llc)
+    monkeypatch.setattr(measure, "last_level_cache_bytes", lambda: llc)
+    monkeypatch.setattr(measure, "private_cache_bytes", lambda: 64)
     model = _mlp()
-    settings = MeasureSettings(grid=QUICK.grid, timer=TINY, context="cold")
+    settings = MeasureSettings(grid=QUICK.grid, timer=TINY)  # context "auto"
     cache = DiskCache("latency", root=tmp_path)
-    t = table.build_table(model, torch.randn(1, 8), settings=settings, cache=cache,
-                          measure_whole_model=False)
+    t = table.build_table(model, torch.randn(1, 8), settings=settings, cache=cache)
     assert t.meta["context"] == "cold" and t.meta["llc_bytes"] == llc
     assert t.meta["outside_bytes"] == 0  # every parameter is in a candidate layer
     assert bool(t.light) == light
@@ -342,6 +343,20 @@ def test_cold_tables_time_the_light_context_when_pruning_can_bring_the_model_in(
                    for e in per.values())
     else:
         assert "light_context" not in t.meta
+
+
+@pytest.mark.parametrize("context, whole", [("cold", True), ("auto", False)])
+def test_no_light_entries_for_a_forced_context_or_a_layers_only_table(monkeypatch, context,
+                                                                      whole):
+    # a context the caller forces is kept; a table without the whole model (sparsify's
+    # per-layer choices) predicts no plan, so it needs no light entries
+    monkeypatch.setattr(table, "last_level_cache_bytes", lambda: 4 << 10)
+    monkeypatch.setattr(measure, "last_level_cache_bytes", lambda: 4 << 10)
+    monkeypatch.setattr(measure, "private_cache_bytes", lambda: 64)
+    settings = MeasureSettings(grid=QUICK.grid, timer=TINY, context=context)
+    t = table.build_table(_mlp(), torch.randn(1, 8), settings=settings, cache=False,
+                          measure_whole_model=whole)
+    assert t.meta["context"] == "cold" and t.light == {} and t.cold_share() == 1.0
 
 
 def test_paired_prediction_times_the_light_context_of_a_partly_cold_plan():
@@ -403,3 +418,89 @@ def test_paired_prediction_times_whole_models_back_to_back_and_layers_in_context
                       timer=TINY)
     assert calls == [(["dense", "other", "sparse"], "warm"),
                      (["layer:0", "layer:2", "layer:4"], "cold")] * 2
+
+
+def test_a_plan_wholly_in_the_llc_needs_no_cold_time():
+    t, lab = _light_table()
+    for per in t.layers.values():  # every CSC timing of the table's own context unstable
+        for e in per.values():
+            for p in e.entry["formats"]["csc"]:
+                p.update(status="unstable", median_s=None, model_s=None)
+    sparse = {"a": ("csc", 0.1), "b": ("csc", 0.1)}
+    assert t.cold_share(sparse) == 0.0
+    assert t.predict(sparse)[lab] == pytest.approx(1.0 + 0.5 + 0.5)
+    t.meta["llc_bytes"] = 300  # partly cold now: the missing cold time is an error
+    assert 0.0 < t.cold_share(sparse) < 1.0
+    with pytest.raises(ValueError, match="format 'csc' was never timed"):
+        t.predict(sparse)
+
+
+def test_light_times_are_capped_at_the_cold_ones():
+    t, lab = _light_table()
+    for per in t.light.values():
+        per[lab].entry["dense"]["median_s"] = 50.0  # an LLC timing slower than memory's
+    share = t.cold_share()
+    assert 0.0 < share < 1.0
+    assert t.predict()[lab] == pytest.approx(1.0 + 2 * 10.0)
+
+
+def test_light_entries_without_bytes_leave_the_table_in_its_own_context():
+    t, lab = _light_table()
+    for per in list(t.layers.values()) + list(t.light.values()):
+        per[lab].entry.pop("bytes")
+    assert t.plan_bytes() is None and t.cold_share() == 1.0
+    assert t.predict()[lab] == pytest.approx(1.0 + 2 * 10.0)
+
+
+@pytest.mark.parametrize("choices, message", [
+    ({"nope": ("csc", 0.1)}, r"choices name layers \['nope'\] that the latency table does not "
+                             r"have; expected some of \['a', 'b'\]"),
+    ({"a": ("CSC", 0.1)}, r"unknown format 'CSC'"),
+    ({"a": ("csc", -0.5)}, r"choices\['a'\] = \('csc', -0.5\): the stored fraction must be "
+                           r"in \(0, 1\]"),
+    ({"a": ("csc", 2.0)}, r"the stored fraction must be in \(0, 1\]"),
+    ({"a": ("csc", float("nan"))}, r"the stored fraction must be in \(0, 1\]"),
+])
+def test_predict_rejects_choices_it_cannot_mean(choices, message):
+    t, _ = _light_table()
+    for fn in (t.predict, t.plan_bytes, t.cold_share):
+        with pytest.raises(ValueError, match=message):
+            fn(choices)
+
+
+def test_paired_prediction_checks_before_timing_and_restores_each_flag(monkeypatch):
+    from sparsekern.auto import verify
+    model = _mlp()
+    x = torch.randn(1, 8)
+    lab = "[1, 8]"
+    sigs = capture(model, x)
+    layers = {n: {lab: LayerLatency.synthetic(1e-5, {"csc": [(0.2, 5e-6)]},
+                                              signature=sigs[n].to_key())}
+              for n in ("0", "2", "4")}
+    t = LatencyTable([lab], layers, {lab: 0.0}, {lab: None})
+    sparse = _sparse_copy(model)
+
+    def no_timing(*a, **k):
+        raise AssertionError("timed before the checks")
+
+    monkeypatch.setattr(verify, "time_jobs", no_timing)
+    with pytest.raises(ValueError, match="format 'bsr4x4' was never timed"):
+        paired_prediction(t, model, sparse, {"2": ("bsr4x4", 0.2)}, x, windows=1, timer=TINY)
+    bigger = LatencyTable([lab], {**layers, "fc9": layers["0"]}, {lab: 0.0}, {lab: None})
+    with pytest.raises(ValueError, match=r"the latency table's layers \['fc9'\] are not "
+                                         r"modules of the dense model Sequential"):
+        paired_prediction(bigger, model, sparse, {}, x, windows=1, timer=TINY)
+    monkeypatch.undo()
+    model.train()
+    model[1].eval()  # a submodule in its own mode
+    paired_prediction(t, model, sparse, {"2": ("csc", 0.2)}, x, windows=1, timer=TINY)
+    assert model.training and model[0].training and not model[1].training
+
+
+def test_a_tuple_of_example_inputs_gets_a_hint_to_pass_a_list():
+    model = _mlp()
+    with pytest.raises(ValueError, match=r"does not fit the model Sequential: .*positional "
+                                         r"argument.*a tuple is the model's positional arguments: "
+                                         r"give several example inputs as a list"):
+        table.build_table(model, (torch.randn(1, 8), torch.randn(4, 8)), settings=QUICK,
+                          cache=False)

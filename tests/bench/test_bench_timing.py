@@ -178,3 +178,10 @@ def test_cache_flusher_writes_once_then_only_reads(monkeypatch):
     f(None, None)
     # each flush reads the whole buffer and writes nothing (it leaves clean lines)
     assert reads == [1] and float(f.buffer[3]) == 7.0
+
+
+@pytest.mark.parametrize("nbytes", [0, -8, 3])
+def test_cache_flusher_rejects_a_size_below_one_float(nbytes):
+    with pytest.raises(ValueError, match=f"CacheFlusher nbytes must be at least 4 \\(one "
+                                         f"float32\\), got {nbytes}"):
+        timing.CacheFlusher(nbytes)

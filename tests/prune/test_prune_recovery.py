@@ -66,3 +66,14 @@ def test_cnn_channel_shapes_after_pruning(cnn, digits):
     assert report.pruned["conv2"].consumers == ["fc1"]
     assert report.skipped == {"fc2": "its channels reach the model output"}
     assert "conv1: 16 -> 8 channels" in str(report)
+
+
+def test_accuracy_gives_back_each_modules_own_train_flag():
+    from sparsekern.prune.trainer import accuracy
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 3))
+    model.train()
+    model[1].eval()  # a submodule in its own mode
+    acc = accuracy(model, [(torch.randn(5, 4), torch.randint(0, 3, (5,)))])
+    assert 0.0 <= acc <= 1.0
+    assert model.training and model[0].training and not model[1].training and model[2].training
