@@ -115,8 +115,13 @@ def test_compile_fullgraph_forward_and_backward(layout, block):
     v.grad = B.grad = None
     compiled = torch.compile(f, fullgraph=True)(v, B)
     compiled.backward()
-    # Inductor may reorder the final sum (parallel reduction): float32 tolerance, not bits.
-    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+    # Inductor may reorder the final sum (parallel reduction): float32 tolerance, not bits,
+    # scaled by the sum of the magnitudes it adds (224 terms of ~5 cancel to ~0.01, so a
+    # fixed 1e-5 failed on one draw of B by 1.5e-5).
+    with torch.no_grad():
+        terms = torch.ops.sparsekern.spmm(v, A.indices, A.offsets, 32, 48, layout, B).abs().sum()
+    tol = 8 * torch.finfo(torch.float32).eps * float(terms)
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=max(tol, 1e-5))
     torch.testing.assert_close(v.grad, gv, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(B.grad, gB, rtol=1e-5, atol=1e-5)
 
