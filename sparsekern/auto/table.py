@@ -304,7 +304,9 @@ class LatencyTable:
     def plan_bytes(self, choices: Optional[Mapping[str, Choice]] = None) -> Optional[float]:
         """Bytes the model streams per call with ``choices`` (other layers dense); None when
         an entry records no bytes."""
-        choices = self._checked(choices)
+        return self._plan_bytes(self._checked(choices))
+
+    def _plan_bytes(self, choices: Mapping[str, Choice]) -> Optional[float]:
         sizes = [self.layer_bytes(n, choices.get(n, (DENSE, 1.0))) for n in self.layers]
         if any(b is None for b in sizes):
             return None
@@ -314,9 +316,12 @@ class LatencyTable:
         """How far the model with ``choices`` runs in the table's context rather than the
         light one (sparsekern.auto.measure.cold_share of its streamed bytes): 1 without
         light entries, or when an entry records no bytes."""
+        return self._cold_share(self._checked(choices))
+
+    def _cold_share(self, choices: Mapping[str, Choice]) -> float:
         if not self.light:
             return 1.0
-        nbytes = self.plan_bytes(choices)
+        nbytes = self._plan_bytes(choices)
         return 1.0 if nbytes is None else cold_share(int(nbytes), self.meta.get("llc_bytes"))
 
     def predict(self, choices: Optional[Mapping[str, Choice]] = None) -> Dict[str, float]:
@@ -324,7 +329,7 @@ class LatencyTable:
         layers dense. With light entries each layer's time is the mix (by
         :meth:`cold_share`) of its time in the two contexts."""
         choices = self._checked(choices)
-        share = self.cold_share(choices)
+        share = self._cold_share(choices)
         total = {label: float(self.other_s.get(label, 0.0)) for label in self.shapes}
         for name in self.layers:
             for label, t in self.mixed_s(name, choices.get(name, (DENSE, 1.0)), share).items():

@@ -396,6 +396,15 @@ def test_a_format_untimed_in_the_light_context_takes_its_cold_time():
     assert t.mixed_s("a", ("dense", 1.0), 0.0)[lab] == 4.0  # dense still from the light entry
 
 
+def _signed_layers(model, x, lab):
+    """Hand-made entries of the MLP's layers 0, 2, 4 at ``lab``, with their signatures (so
+    paired_prediction rebuilds and re-times each): dense 10 µs, CSC at 20% 5 µs."""
+    sigs = capture(model, x)
+    return {n: {lab: LayerLatency.synthetic(1e-5, {"csc": [(0.2, 5e-6)]},
+                                            signature=sigs[n].to_key())}
+            for n in ("0", "2", "4")}
+
+
 def test_paired_prediction_times_whole_models_back_to_back_and_layers_in_context(monkeypatch):
     from sparsekern.auto import verify
     calls = []
@@ -409,10 +418,7 @@ def test_paired_prediction_times_whole_models_back_to_back_and_layers_in_context
     model = _mlp()
     x = torch.randn(1, 8)
     lab = "[1, 8]"
-    sigs = capture(model, x)
-    layers = {n: {lab: LayerLatency.synthetic(1e-5, {"csc": [(0.2, 5e-6)]},
-                                              signature=sigs[n].to_key())}
-              for n in ("0", "2", "4")}
+    layers = _signed_layers(model, x, lab)
     t = LatencyTable([lab], layers, {lab: 0.0}, {lab: None}, {"context": "cold"})
     paired_prediction(t, model, _sparse_copy(model), {"2": ("csc", 0.2)}, x, windows=2,
                       timer=TINY)
@@ -473,10 +479,7 @@ def test_paired_prediction_checks_before_timing_and_restores_each_flag(monkeypat
     model = _mlp()
     x = torch.randn(1, 8)
     lab = "[1, 8]"
-    sigs = capture(model, x)
-    layers = {n: {lab: LayerLatency.synthetic(1e-5, {"csc": [(0.2, 5e-6)]},
-                                              signature=sigs[n].to_key())}
-              for n in ("0", "2", "4")}
+    layers = _signed_layers(model, x, lab)
     t = LatencyTable([lab], layers, {lab: 0.0}, {lab: None})
     sparse = _sparse_copy(model)
 
