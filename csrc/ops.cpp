@@ -105,30 +105,33 @@ void check_sizes(c10::string_view what, const at::Tensor& values, int64_t M, int
                       "; block sizes above ", lim, " (2^31 - 1) are not served");
 }
 
-// kNm14 (1:4) has forward kernels only (csrc/cpu/nm14.cpp), reached from the fast path
-// (nm14_forward_ok); the Python path (forced backends, autograd) and the backward ops lower
-// it to 2:4. So kernel_exists, which the Python side and the backward ops ask, stays false
-// for it.
-enum class Layout { kSemi24, kBsr, kCsc, kNm14, kUnknown };
+// kNm14 (1:4) and kSell have forward kernels only (csrc/cpu/nm14.cpp, sell.cpp), reached
+// from the fast path (forward_only_ok); the Python path (forced backends, autograd) and the
+// backward ops lower them to 2:4 and CSC. So kernel_exists, which the Python side and the
+// backward ops ask, stays false for them.
+enum class Layout { kSemi24, kBsr, kCsc, kNm14, kSell, kUnknown };
 
 Layout parse_layout(c10::string_view s) {
   if (s == "2:4") return Layout::kSemi24;
   if (s == "bsr") return Layout::kBsr;
   if (s == "csc") return Layout::kCsc;
   if (s == "1:4") return Layout::kNm14;
+  if (s == "sell") return Layout::kSell;
   return Layout::kUnknown;
 }
 
 // Does a compiled CPU kernel exist for this case? (Kept in one place: Python asks it too.)
 // Every layout: float32 B with float32, bfloat16 or float16 weights (float32 output).
 bool kernel_exists(Layout layout, at::ScalarType values_t, at::ScalarType b_t) {
-  if (layout == Layout::kUnknown || layout == Layout::kNm14 || b_t != at::kFloat) return false;
+  if (layout == Layout::kUnknown || layout == Layout::kNm14 || layout == Layout::kSell ||
+      b_t != at::kFloat)
+    return false;
   return values_t == at::kFloat || values_t == at::kBFloat16 || values_t == at::kHalf;
 }
 
-// The 1:4 forward kernels: the dtypes of kernel_exists, B a matrix.
-bool nm14_forward_ok(Layout layout, at::ScalarType values_t, const at::Tensor& B) {
-  return layout == Layout::kNm14 && B.dim() == 2 &&
+// The forward-only kernels (1:4, sell): the dtypes of kernel_exists, B a matrix.
+bool forward_only_ok(Layout layout, at::ScalarType values_t, const at::Tensor& B) {
+  return (layout == Layout::kNm14 || layout == Layout::kSell) && B.dim() == 2 &&
          kernel_exists(Layout::kSemi24, values_t, B.scalar_type());
 }
 
@@ -161,6 +164,13 @@ bool format_meta_ok(const at::Tensor& values, const at::Tensor& indices,
            indices.scalar_type() == at::kByte && indices.dim() == 2 && indices.size(0) == M &&
            indices.size(1) == ceil_div(G, 4) && offsets.numel() == 0;
   }
+  if (layout == Layout::kSell) {
+    const auto ot = offsets.scalar_type();
+    return values.dim() == 2 && values.size(1) == 16 && indices.scalar_type() == at::kByte &&
+           indices.dim() == 2 && indices.size(0) == values.size(0) && indices.size(1) == 16 &&
+           (ot == at::kInt || ot == at::kLong) && offsets.dim() == 1 &&
+           offsets.size(0) == ceil_div(M, 16) * ceil_div(K, 64) + 1;
+  }
   if (layout == Layout::kSemi24) {
     const int64_t half = ceil_div(K, 4) * 2;
     return values.dim() == 2 && values.size(0) == M && values.size(1) == half &&
@@ -183,7 +193,7 @@ bool fast_path_ok(const at::Tensor& values, const at::Tensor& indices, const at:
   if (!values.is_contiguous() || !indices.is_contiguous() || !offsets.is_contiguous())
     return false;
   if (!kernel_exists(layout, values.scalar_type(), B.scalar_type()) &&
-      !nm14_forward_ok(layout, values.scalar_type(), B))
+      !forward_only_ok(layout, values.scalar_type(), B))
     return false;
   if (B.dim() != 2 || B.size(0) != K) return false;
   // Sizes out of reach go to the Python path, which names a bad argument (or this file's
@@ -232,6 +242,13 @@ void check_status(int status, c10::string_view layout, int64_t M, int64_t K, int
                       "expected 0 <= index < M");
     TORCH_CHECK_VALUE(status != kBadOffsets, what, "offsets must start at 0, never decrease "
                       "and end at the number of stored values (values.shape[0])");
+  }
+  if (layout == "sell") {
+    TORCH_CHECK_VALUE(status != kBadIndex, what, "an index in indices is neither 255 (no entry) "
+                      "nor below its block's width (64, or K % 64 in the last block), or a "
+                      "lane past row M - 1 holds an entry");
+    TORCH_CHECK_VALUE(status != kBadOffsets, what, "offsets must start at 0, never decrease "
+                      "and end at the number of steps (values.shape[0])");
   }
   if (layout == "bsr") {
     TORCH_CHECK_VALUE(status != kBadIndex, what, "a block-column index in indices is out of "
@@ -621,7 +638,18 @@ void run_cpu_kernel(const at::Tensor& values, const at::Tensor& indices,
     case Layout::kSemi24:
       status = skc::semi24_spmm(values.data_ptr(), wt, indices.data_ptr<uint8_t>(), d);
       break;
-    case Layout::kNm14:  // only from the fast path (nm14_forward_ok)
+    case Layout::kSell: {  // only from the fast path (forward_only_ok)
+      skc::Sell a;
+      a.values = values.data_ptr();
+      a.wt = wt;
+      a.indices = indices.data_ptr<uint8_t>();
+      a.offsets = offsets.data_ptr();
+      a.ptr_type = offsets.scalar_type() == at::kLong ? skc::IndexType::kI64 : skc::IndexType::kI32;
+      a.steps = values.size(0);
+      status = skc::sell_spmm(a, d);
+      break;
+    }
+    case Layout::kNm14:  // only from the fast path (forward_only_ok)
       status = skc::nm14_spmm(values.data_ptr(), wt, indices.data_ptr<uint8_t>(), d);
       break;
     case Layout::kBsr:

@@ -1,7 +1,7 @@
 """sparsekern: sparse kernels that make pruned PyTorch models run faster.
 
 Public API: to_sparse, spmm, linear, SparseLinear, SparseConv2d, sparsify, save_sparse,
-load_sparse, use_backend, the formats (SparseFormat, Semi24, BSR, CSC, NM14), Args (several
+load_sparse, use_backend, the formats (SparseFormat, Semi24, BSR, CSC, NM14, SELL), Args (several
 positional model inputs in calibration data, see sparsekern.inputs), and the op
 torch.ops.sparsekern.spmm. How it fits together: docs/ARCHITECTURE.md; adding a layout:
 docs/adding-a-layout.md.
@@ -9,7 +9,7 @@ docs/adding-a-layout.md.
 from . import _extension
 from . import ops  # noqa: F401  (defines torch.ops.sparsekern.spmm)
 from .backends import use_backend
-from .formats import BSR, CSC, NM14, Semi24, SparseFormat, to_sparse
+from .formats import BSR, CSC, NM14, SELL, Semi24, SparseFormat, to_sparse
 from .functional import linear, spmm
 from .conv import SparseConv2d
 from .nn import SparseLinear, register_auto as _register_auto, sparsify
@@ -56,5 +56,5 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["to_sparse", "spmm", "linear", "SparseLinear", "SparseConv2d", "sparsify", "save_sparse",
-           "load_sparse", "use_backend", "SparseFormat", "Semi24", "BSR", "CSC", "NM14", "Args",
+           "load_sparse", "use_backend", "SparseFormat", "Semi24", "BSR", "CSC", "NM14", "SELL", "Args",
            "__version__"]

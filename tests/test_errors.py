@@ -156,7 +156,7 @@ def test_blocksize_given_for_other_layout():
 
 
 def test_unknown_layout():
-    with pytest.raises(ValueError, match=r"layout must be one of '1:4', '2:4', 'bsr', 'csc'; got 'coo'"):
+    with pytest.raises(ValueError, match=r"layout must be one of '1:4', '2:4', 'bsr', 'csc', 'sell'; got 'coo'"):
         sk.to_sparse(torch.ones(4, 4), layout="coo")
     A = csc()
     with pytest.raises(ValueError, match=r"layout must be one of"):

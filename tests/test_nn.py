@@ -160,7 +160,7 @@ def test_sparsify_explicit_layouts():
 
 
 def test_sparsify_rejects_bad_arguments():
-    with pytest.raises(ValueError, match=r"layout must be 'auto', '1:4', '2:4', 'bsr' or 'csc'; got 'x'"):
+    with pytest.raises(ValueError, match=r"layout must be 'auto', '1:4', '2:4', 'bsr', 'csc' or 'sell'; got 'x'"):
         sk.sparsify(MLP(), layout="x")
     with pytest.raises(ValueError, match=r"max_density must be in \[0, 1\], got 2"):
         sk.sparsify(MLP(), layout="csc", max_density=2)

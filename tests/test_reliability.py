@@ -310,7 +310,7 @@ def test_helper_ops_reject_bad_arguments_like_spmm(op):
     G, B = torch.randn(M, 3), torch.randn(K, 3)
     dense = (G,) if op == "spmm_transposed" else (G, B)
     bad_layout = args[:5] + ["coo"]
-    with pytest.raises(ValueError, match=r"layout must be one of '1:4', '2:4', 'bsr', 'csc'; got 'coo'"):
+    with pytest.raises(ValueError, match=r"layout must be one of '1:4', '2:4', 'bsr', 'csc', 'sell'; got 'coo'"):
         fn(*bad_layout, *dense)
     bad_off = list(args)
     bad_off[2] = args[2][:-1]

@@ -311,7 +311,7 @@ REJECTIONS = [  # (id, layout saved, edit of the entries, expected message)
     ("shape not ints", "csc", _set("5", "shape", [8, "16"]),
      r"layer '5': saved shape is \[8, '16'\]; expected \[out_features, in_features\]"),
     ("unknown layout", "csc", _set("5", "layout", "coo"),
-     r"layer '5': layout must be one of '1:4', '2:4', 'bsr', 'csc'; got 'coo'"),
+     r"layer '5': layout must be one of '1:4', '2:4', 'bsr', 'csc', 'sell'; got 'coo'"),
     ("missing layout", "csc", _set("5", "layout", _DROP),
      r"layer '5': the saved entry has no 'layout'"),
     ("a layer the model lacks", "csc",

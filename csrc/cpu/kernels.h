@@ -81,6 +81,19 @@ struct Csc {
 };
 int csc_spmm(const Csc& a, bool skip_zero_columns, const CsrRepack* csr, const Dense& d);
 
+// SELL-16x64 A (sparsekern/formats/sell.py): values [steps, 16], indices [steps, 16] uint8
+// (column within a 64-column block, 255 = no entry), offsets [ceil(M/16) * ceil(K/64) + 1]
+// int32 or int64 (the steps of slice s, block b start at offsets[s * ceil(K/64) + b]).
+struct Sell {
+  const void* values = nullptr;
+  WeightType wt = WeightType::kF32;
+  const uint8_t* indices = nullptr;
+  const void* offsets = nullptr;
+  IndexType ptr_type = IndexType::kI32;
+  int64_t steps = 0;
+};
+int sell_spmm(const Sell& a, const Dense& d);
+
 // A CSC matrix repacked row by row (CSR) for N > 1: built once per weight and cached by the
 // glue. Values keep the weight's element type; column indices are int16 when K <= 32768.
 // The pattern arrays (rowptr, cols, src) are shared with the repacks csr_revalue makes from

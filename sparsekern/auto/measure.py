@@ -44,7 +44,8 @@ it is), the entry says so and is not cached (:func:`settle_dense`).
 
 A format that only the reference backend (the pure-PyTorch oracle) would serve here is
 not timed (status ``"no-kernel"``): the oracle is never meant to be fast, and it can take
-seconds per call.
+seconds per call. Neither is a GEMV layout (``Layout.max_batch``, sell) for a layer that
+multiplies more tokens at once (status ``"not-timed"``).
 
 :func:`recheck_entry` re-times a few points of a cached entry (paired with dense, the same
 way) and says whether their ratios to dense still agree within a stated tolerance
@@ -345,7 +346,7 @@ def measure_signature(sig: LayerSig, settings: Optional[MeasureSettings] = None)
     ``{"signature", "context", "dense": {"median_s", "iqr_s", "stable", "why", ...} (see
     :func:`settle_dense`), "bytes": {"dense",
     "io"}, "formats": {name: [point, ...]}}`` with points ``{"sparsity", "density",
-    "status": "ok"|"unstable"|"no-kernel", "median_s", "iqr_s", "ratio", "bytes",
+    "status": "ok"|"unstable"|"no-kernel"|"not-timed", "median_s", "iqr_s", "ratio", "bytes",
     "bound_s", "model_s", "backend", "reason"}``: ``median_s`` is set only for "ok"
     (measured); "unstable" points carry ``model_s`` (= ``bound_s``, the bytes-bound
     prediction) and why; bytes are those of the packed weight (plus bias), "io" those of
@@ -482,6 +483,12 @@ def _time_points(sig: LayerSig, dense: nn.Module, points: List[_Point], s: Measu
               "iqr_s": None, "ratio": None, "bytes": module_bytes(p.module), "model_s": None,
               "backend": backend, "reason": ""}
         out.setdefault(p.spec.name, []).append(pt)
+        if not layout_registry.get(p.spec.layout).serves_batch(sig.tokens):
+            pt.update(status="not-timed", reason=(
+                f"{p.spec.name} is a GEMV layout, timed for at most "
+                f"{layout_registry.get(p.spec.layout).max_batch} tokens; this layer multiplies "
+                f"{sig.tokens} at once: not timed, never chosen"))
+            continue
         if backend == "reference" or backend.startswith("error"):
             pt.update(status="no-kernel", reason=(
                 f"served by the {backend!r} backend here (no compiled kernel for {p.spec.name} "

@@ -73,6 +73,6 @@ def sampled_dot(values, indices, offsets, M, K, layout, G, B):
     if layouts.kernel_layout(layout) != layout:  # served through another layout's kernel
         lowered = layouts.lower(layout, values, indices, offsets, M, K)
         return layouts.lift_grad(layout, sampled_dot(*lowered[1:], M, K, lowered[0], G, B),
-                                 indices, K)
+                                 values, indices, offsets, M, K)
     return torch.ops.sparsekern._sampled_dot_cpu(values.contiguous(), indices.contiguous(),
                                                  offsets.contiguous(), M, K, layout, G, B)

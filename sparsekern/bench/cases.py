@@ -143,6 +143,8 @@ def cases_of(shapes: Iterable[str], batches: Iterable[int], variants: Iterable[V
         for name in shapes:
             for s in v.sparsities:
                 for n in batches:
+                    if not layout_registry.get(v.layout).serves_batch(n):
+                        continue  # a GEMV layout (sell) is not timed at large N
                     out.append(Case(v.layout, SHAPES[name], n, s, v.blocksize, v.activation))
     return out
 

@@ -10,6 +10,7 @@ from .bsr import BSR
 from .csc import CSC
 from .nm14 import NM14
 from .semi24 import Semi24
+from .sell import SELL
 from .validate import check_layout
 
 
@@ -48,5 +49,5 @@ def from_parts(layout: str, values, indices, offsets, shape, validate: bool = Tr
     return format_class(layout)(values, indices, offsets, tuple(shape), validate=validate)
 
 
-__all__ = ["SparseFormat", "Semi24", "BSR", "CSC", "NM14", "to_sparse", "from_parts", "format_class",
+__all__ = ["SparseFormat", "Semi24", "BSR", "CSC", "NM14", "SELL", "to_sparse", "from_parts", "format_class",
            "cached_repack", "LAYOUTS", "layouts", "check_layout"]

@@ -24,8 +24,8 @@ class ServedAs:
         lower: ``(values, indices, offsets, M, K) -> (values', indices', offsets')``: the same
             matrix in ``layout``'s tensors; built once per weight and cached on ``values``
             (formats.cached_repack), never per call.
-        lift_grad: ``(grad', indices, K) -> grad``: a gradient for ``values'`` mapped back to
-            this layout's ``values``.
+        lift_grad: ``(grad', values, indices, offsets, M, K) -> grad``: a gradient for
+            ``values'`` mapped back to this layout's ``values`` (of ``values``' shape).
     """
 
     layout: str
@@ -69,6 +69,8 @@ class Layout:
             K (2:4: (2, 4)); lets the search plan it for N:M pruning granularities.
         any_pattern: the layout stores any zero pattern (unstructured, like csc): every
             pruning granularity can be served by it.
+        max_batch: the most columns of B (tokens) its kernels are meant for (a GEMV layout:
+            sell, 8); the benchmarks and the latency table do not time it above (None: any).
     """
 
     name: str
@@ -86,6 +88,11 @@ class Layout:
     served_as: Optional[ServedAs] = None
     group: Optional[Tuple[int, int]] = None
     any_pattern: bool = False
+    max_batch: Optional[int] = None
+
+    def serves_batch(self, n: int) -> bool:
+        """Whether ``n`` columns of B (tokens) are within :attr:`max_batch`."""
+        return self.max_batch is None or n <= self.max_batch
 
     def holds_group(self, n: int, m: int) -> bool:
         """Every weight pruned to n:m (at most n nonzeros per m along K) fits this layout."""
@@ -175,9 +182,9 @@ def lower(name: str, values, indices, offsets, M: int, K: int):
     return (lay.served_as.layout,) + tuple(lay.served_as.lower(values, indices, offsets, M, K))
 
 
-def lift_grad(name: str, grad, indices, K: int):
+def lift_grad(name: str, grad, values, indices, offsets, M: int, K: int):
     """A gradient for the lowered values (see :func:`lower`) mapped back to ``name``'s."""
     lay = _REGISTRY.get(name)
     if lay is None or lay.served_as is None:
         return grad
-    return lay.served_as.lift_grad(grad, indices, K)
+    return lay.served_as.lift_grad(grad, values, indices, offsets, M, K)

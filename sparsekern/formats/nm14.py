@@ -160,7 +160,8 @@ def as_semi24(values, indices, offsets, M: int, K: int):
     return cached_repack(values, f"nm14:as_semi24:{M}x{K}", (indices,), build)
 
 
-def from_semi24_grad(grad24: torch.Tensor, indices, K: int) -> torch.Tensor:
+def from_semi24_grad(grad24: torch.Tensor, values, indices, offsets, M: int,
+                     K: int) -> torch.Tensor:
     """The gradient for 1:4 ``values`` [M, G] from one for :func:`as_semi24`'s [M, 2G]."""
     M = grad24.shape[0]
     second = (unpack_positions(indices, K) > 0).long()

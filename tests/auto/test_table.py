@@ -82,11 +82,11 @@ def test_round_trip(tmp_path):
 def test_formats_parse():
     assert parse_format("bsr16x8") == FormatSpec("bsr", (16, 8))
     assert parse_format("2:4").name == "2:4" and parse_format("csc").layout == "csc"
-    with pytest.raises(ValueError, match=r"unknown format 'bsr0x4'; expected '1:4', '2:4', 'csc' or "
+    with pytest.raises(ValueError, match=r"unknown format 'bsr0x4'; expected '1:4', '2:4', 'csc', 'sell' or "
                                          r"'bsrBMxBK'"):
         parse_format("bsr0x4")
     names = [s.name for s in format_specs(((4, 4), (32, 32)))]
-    assert names == ["1:4", "2:4", "bsr4x4", "bsr32x32", "csc"]
+    assert names == ["1:4", "2:4", "bsr4x4", "bsr32x32", "csc", "sell"]
 
 
 # -- patterns ---------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def test_pattern_densities():
     W = torch.zeros(8, 8)
     W[0, 0] = W[0, 2] = 1.0
     d = pattern_densities(W, format_specs(((4, 4),)))
-    assert d == {"1:4": None, "2:4": 0.5, "bsr4x4": 0.25, "csc": 2 / 64}
+    assert d == {"1:4": None, "2:4": 0.5, "bsr4x4": 0.25, "csc": 2 / 64, "sell": 2 / 64}
     W[0, 2] = 0.0
     assert pattern_densities(W, [FormatSpec("1:4")]) == {"1:4": 0.25}
     W[0, 2] = 1.0
@@ -120,12 +120,13 @@ def test_pattern_densities():
 def test_planned_densities():
     specs = format_specs(((16, 16),))
     assert planned_densities("fine", 0.9, specs) == {"1:4": None, "2:4": None, "bsr16x16": None,
-                                                      "csc": pytest.approx(0.1)}
+                                                      "csc": pytest.approx(0.1),
+                                                      "sell": pytest.approx(0.1)}
     assert planned_densities("2:4", 0.5, specs) == {"1:4": None, "2:4": 0.5, "bsr16x16": None,
-                                                     "csc": 0.5}
+                                                     "csc": 0.5, "sell": 0.5}
     assert planned_densities("1:8", 0.0, specs)["2:4"] == 0.5
     assert planned_densities("1:4", 0.75, specs) == {"1:4": 0.25, "2:4": 0.5, "bsr16x16": None,
-                                                      "csc": 0.25}
+                                                      "csc": 0.25, "sell": 0.25}
     assert planned_densities("3:8", 0.0, specs)["2:4"] is None
     assert planned_densities((16, 16), 0.8, specs)["bsr16x16"] == pytest.approx(0.2)
     assert planned_densities((8, 8), 0.8, specs)["bsr16x16"] is None
@@ -164,11 +165,14 @@ QUICK = MeasureSettings(grid=Grid(sparsities=(0.5, 0.9), blocks=((4, 4),)),
 def test_measured_entry_schema(layer, shape):
     e = measure_signature(signature_of(layer, shape), QUICK)
     assert e["dense"]["median_s"] > 0
-    assert list(e["formats"]) == ["1:4", "2:4", "bsr4x4", "csc"]
+    assert list(e["formats"]) == ["1:4", "2:4", "bsr4x4", "csc", "sell"]
     assert [p["sparsity"] for p in e["formats"]["csc"]] == [0.5, 0.9]
+    # sell is a GEMV layout (N <= 8): timed for 3 tokens, not for the conv's 36
+    assert {p["status"] for p in e["formats"]["sell"]} <= (
+        {"ok", "unstable"} if shape == (3, 32) else {"not-timed"})
     for pts in e["formats"].values():
         for p in pts:
-            assert p["status"] in ("ok", "unstable", "no-kernel")  # never "slow"
+            assert p["status"] in ("ok", "unstable", "no-kernel", "not-timed")  # never "slow"
             assert 0.0 <= p["density"] <= 1.0
             assert (p["median_s"] is not None) == (p["status"] == "ok")
             assert (p["model_s"] is not None) == (p["status"] == "unstable")

@@ -19,7 +19,7 @@ UNKNOWN = r"layout must be one of '.*'; got 'coo'"
 
 
 def test_registry_lists_each_layout_once_with_its_format():
-    assert set(NAMES) == {"1:4", "2:4", "bsr", "csc"}
+    assert set(NAMES) == {"1:4", "2:4", "bsr", "csc", "sell"}
     assert len(set(NAMES)) == len(NAMES)
     for lay in layouts.all_layouts():
         assert lay.format.layout == lay.name
@@ -28,7 +28,7 @@ def test_registry_lists_each_layout_once_with_its_format():
 
 
 def test_unknown_layout_names_the_argument():
-    with pytest.raises(ValueError, match=r"layout must be one of '1:4', '2:4', 'bsr', 'csc'; got 'coo'"):
+    with pytest.raises(ValueError, match=r"layout must be one of '1:4', '2:4', 'bsr', 'csc', 'sell'; got 'coo'"):
         layouts.get("coo")
     with pytest.raises(ValueError, match=r"fmt must be one of .*; got None"):
         layouts.get(None, "fmt")
@@ -61,22 +61,22 @@ def test_unknown_layout_is_rejected_everywhere(call):
 
 
 def test_unknown_layout_in_sparsify_and_convert():
-    with pytest.raises(ValueError, match=r"layout must be 'auto', '1:4', '2:4', 'bsr' or 'csc'; got 'coo'"):
+    with pytest.raises(ValueError, match=r"layout must be 'auto', '1:4', '2:4', 'bsr', 'csc' or 'sell'; got 'coo'"):
         sk.sparsify(nn.Linear(4, 4), layout="coo")
-    with pytest.raises(ValueError, match=r"layout must be 'auto', .* or 'csc'; got 'coo'"):
+    with pytest.raises(ValueError, match=r"layout must be 'auto', .* or 'sell'; got 'coo'"):
         prune.convert(nn.Linear(4, 4), layout="coo")
 
 
 def test_unknown_layout_in_the_latency_table_and_the_triton_backend():
-    with pytest.raises(ValueError, match=r"grid layouts must be among '1:4', '2:4', 'bsr', 'csc'; "
+    with pytest.raises(ValueError, match=r"grid layouts must be among '1:4', '2:4', 'bsr', 'csc', 'sell'; "
                                          r"got \['coo'\]"):
         Grid(layouts=("2:4", "coo"))
-    with pytest.raises(ValueError, match=r"unknown format 'coo'; expected '1:4', '2:4', 'csc' or "
+    with pytest.raises(ValueError, match=r"unknown format 'coo'; expected '1:4', '2:4', 'csc', 'sell' or "
                                          r"'bsrBMxBK'"):
         parse_format("coo")
     assert not triton_backend.supports("coo", torch.float32, torch.float32, torch.device("cpu"))
     out = torch.empty(2, 1)
-    with pytest.raises(ValueError, match=r"layout must be one of '1:4', '2:4', 'bsr', 'csc'; "
+    with pytest.raises(ValueError, match=r"layout must be one of '1:4', '2:4', 'bsr', 'csc', 'sell'; "
                                          r"got 'coo'"):
         triton_backend.own_spmm(torch.ones(1), torch.zeros(1, dtype=torch.int32),
                                 torch.zeros(2, dtype=torch.int32), 2, 1, "coo",
@@ -102,14 +102,14 @@ def test_each_layout_entry_agrees_with_its_format(name):
     A = sk.to_sparse(W, layout=name, blocksize=block)
     assert torch.equal(A.to_dense(), W)
     stored = lay.pattern_density(W, block)
+    row, col, pos = reference.coordinates(A.values, A.indices, A.offsets, 12, 22, name)
     if lay.fixed_density is not None:
         assert stored == lay.fixed_density
-    elif not lay.blocked:
-        assert stored == pytest.approx(A.nnz / W.numel())
+    elif not lay.blocked:  # csc, sell: the entries it stores (sell's padding lanes aside)
+        assert stored == pytest.approx(row.numel() / W.numel())
     else:  # padded edge blocks count whole
         assert stored == pytest.approx(A.values.shape[0] / (3 * 6))
     assert lay.nbytes(12, 22, A.nnz, 4, block) == A.nbytes
-    row, col, pos = reference.coordinates(A.values, A.indices, A.offsets, 12, 22, name)
     D = torch.zeros(12, 22)
     D[row, col] = A.values.reshape(-1)[pos]
     assert torch.equal(D, W)

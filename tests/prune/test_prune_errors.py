@@ -390,7 +390,7 @@ def test_bad_training_arguments(model):
 
 
 def test_bad_convert_arguments(model):
-    with pytest.raises(ValueError, match=r"layout must be 'auto', '1:4', '2:4', 'bsr' or 'csc'; "
+    with pytest.raises(ValueError, match=r"layout must be 'auto', '1:4', '2:4', 'bsr', 'csc' or 'sell'; "
                                          r"got 'coo'"):
         prune.convert(model, layout="coo")
     with pytest.raises(ValueError, match=r"max_density must be in \[0, 1\], got 2"):
