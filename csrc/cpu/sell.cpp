@@ -132,16 +132,16 @@ SK_AVX2 int slice_avx2(const T* v, const uint8_t* ix, const PI* off, int64_t s,
 #endif
 
 #if SK_HAVE_AVX512_KERNELS
-// One step: acc += values * (the lanes' activations), lanes without an entry unchanged.
-// `bad` collects lanes whose index is neither 255 nor below the width, or an entry past M.
+// One step: acc += values * (the lanes' activations) in the lanes whose index is below their
+// limit (the block's width; 0 in lanes past M); every other lane's index is folded into
+// `other` (a lane-wise min), which must stay 255: one compare and one min check each lane.
 template <typename T>
 SK_AVX512_INLINE __m512 sell_step(const T* v, const uint8_t* ix, __m512 x0, __m512 x1,
-                                  __m512 x2, __m512 x3, __m512i lim, __mmask16 rowmask,
-                                  __m512 acc, __mmask16* bad) {
+                                  __m512 x2, __m512 x3, __m512i lim, __m512 acc,
+                                  __m512i* other) {
   const __m512i id = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ix)));
   const __mmask16 real = _mm512_cmplt_epu32_mask(id, lim);
-  const __mmask16 none = _mm512_cmpeq_epi32_mask(id, _mm512_set1_epi32(kNone));
-  *bad = static_cast<__mmask16>(*bad | ~(real | none) | (real & ~rowmask));
+  *other = _mm512_mask_min_epu32(*other, static_cast<__mmask16>(~real), *other, id);
   const __m512 lo = _mm512_permutex2var_ps(x0, id, x1);  // columns 0..31 (index bits 0-4)
   const __m512 hi = _mm512_permutex2var_ps(x2, id, x3);  // columns 32..63
   const __m512 xv = _mm512_mask_blend_ps(_mm512_test_epi32_mask(id, _mm512_set1_epi32(32)), lo, hi);
@@ -155,11 +155,14 @@ SK_AVX512 int slice_avx512(const T* v, const uint8_t* ix, const PI* off, int64_t
                            const SellCall& c, const Dense& d) {
   const int64_t rows = slice_rows(d.M, s);
   const __mmask16 rowmask = static_cast<__mmask16>(rows >= kLanes ? 0xFFFFu : (1u << rows) - 1u);
+  const __m512i none = _mm512_set1_epi32(kNone);
   for (int64_t n = 0; n < d.N; ++n) {
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    __mmask16 bad = 0;
+    __m512i other = none;
     for (int64_t b = 0; b < c.KB; ++b) {
-      const __m512i lim = _mm512_set1_epi32(static_cast<int>(block_width(d.K, b)));
+      // Lanes past M have limit 0: any index there but 255 shows in `other`.
+      const __m512i lim = _mm512_maskz_set1_epi32(
+          rowmask, static_cast<int>(block_width(d.K, b)));
       const float* x = c.X + n * c.ldx + kBlock * b;
       const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
       const __m512 x2 = _mm512_loadu_ps(x + 32), x3 = _mm512_loadu_ps(x + 48);
@@ -168,15 +171,15 @@ SK_AVX512 int slice_avx512(const T* v, const uint8_t* ix, const PI* off, int64_t
       for (; t + 4 <= e; t += 4) {
         const T* vt = v + t * kLanes;
         const uint8_t* it = ix + t * kLanes;
-        a0 = sell_step(vt, it, x0, x1, x2, x3, lim, rowmask, a0, &bad);
-        a1 = sell_step(vt + 16, it + 16, x0, x1, x2, x3, lim, rowmask, a1, &bad);
-        a2 = sell_step(vt + 32, it + 32, x0, x1, x2, x3, lim, rowmask, a2, &bad);
-        a3 = sell_step(vt + 48, it + 48, x0, x1, x2, x3, lim, rowmask, a3, &bad);
+        a0 = sell_step(vt, it, x0, x1, x2, x3, lim, a0, &other);
+        a1 = sell_step(vt + 16, it + 16, x0, x1, x2, x3, lim, a1, &other);
+        a2 = sell_step(vt + 32, it + 32, x0, x1, x2, x3, lim, a2, &other);
+        a3 = sell_step(vt + 48, it + 48, x0, x1, x2, x3, lim, a3, &other);
       }
       for (; t < e; ++t)
-        a0 = sell_step(v + t * kLanes, ix + t * kLanes, x0, x1, x2, x3, lim, rowmask, a0, &bad);
+        a0 = sell_step(v + t * kLanes, ix + t * kLanes, x0, x1, x2, x3, lim, a0, &other);
     }
-    if (bad != 0) return kBadIndex;
+    if (_mm512_cmpneq_epi32_mask(other, none) != 0) return kBadIndex;
     alignas(64) float out[kLanes];
     _mm512_store_ps(out, _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
     for (int64_t l = 0; l < rows; ++l) store_out(d, kLanes * s + l, n, out[l]);
