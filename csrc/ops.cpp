@@ -233,10 +233,12 @@ void check_isa_env() {
                     "F/BW/VL/DQ or zmm state support; use 'avx2', 'portable' or 'auto'");
 }
 
-void check_status(int status, c10::string_view layout, int64_t M, int64_t K, int64_t N) {
+// `op`: the public op whose call failed (the backward products name their own).
+void check_status(int status, c10::string_view layout, int64_t M, int64_t K, int64_t N,
+                  const char* op = "sparsekern.spmm") {
   using namespace sparsekern::cpu;
   if (status == kOk) return;
-  const std::string what = "sparsekern.spmm(layout='" + std::string(layout) + "'): ";
+  const std::string what = std::string(op) + "(layout='" + std::string(layout) + "'): ";
   if (layout == "csc") {
     TORCH_CHECK_VALUE(status != kBadIndex, what, "a row index in indices is out of range; "
                       "expected 0 <= index < M");
@@ -362,7 +364,8 @@ class CscCache {
                                                      offsets.unsafeGetTensorImpl(),
                                                      WeakImpl(indices.getIntrusivePtr()),
                                                      WeakImpl(offsets.getIntrusivePtr()), M, K,
-                                                     facts});
+                                                     values.scalar_type(), indices.scalar_type(),
+                                                     offsets.scalar_type(), facts});
     return facts;
   }
 
@@ -386,18 +389,22 @@ class CscCache {
 
  private:
   // Identity of a weight (its three tensors, held weakly: an entry dies with its weight,
-  // freed at the next insertion or sweep). Identity only picks the entry; the bytes decide.
+  // freed at the next insertion or sweep). Identity only picks the entry; the bytes decide,
+  // read as the element types the repack was built for (`.data = values.view(torch.bfloat16)`
+  // keeps the bytes and the TensorImpl but not their meaning).
   struct Entry {
     WeakImpl values;
     const c10::TensorImpl* indices_impl;
     const c10::TensorImpl* offsets_impl;
     WeakImpl indices, offsets;
     int64_t M, K;
+    at::ScalarType values_t, indices_t, offsets_t;
     std::shared_ptr<const CscFacts> facts;
     bool same_weight(const at::Tensor& v, const at::Tensor& i, const at::Tensor& o, int64_t M_,
                      int64_t K_) const {
       // A live weak reference keeps the TensorImpl's memory, so the addresses are unique.
-      return M == M_ && K == K_ && !expired() &&
+      return M == M_ && K == K_ && !expired() && values_t == v.scalar_type() &&
+             indices_t == i.scalar_type() && offsets_t == o.scalar_type() &&
              values._unsafe_get_target() == v.unsafeGetTensorImpl() &&
              indices_impl == i.unsafeGetTensorImpl() && offsets_impl == o.unsafeGetTensorImpl();
     }
@@ -871,7 +878,7 @@ at::Tensor spmm_transposed_cpu(const at::Tensor& values, const at::Tensor& indic
   const int status = skc::spmm_transposed(backward_format(values, indices, offsets, M, K, layout),
                                           dense_view(G), N, out.data_ptr<float>(),
                                           at::get_num_threads());
-  check_status(status, layout_sv, M, K, N);
+  check_status(status, layout_sv, M, K, N, "sparsekern.spmm_transposed");
   return out;
 }
 
@@ -892,12 +899,12 @@ at::Tensor sampled_dot_cpu(const at::Tensor& values, const at::Tensor& indices,
     at::mm_out(S, G, B.t());
     const int status = skc::semi24_gather(S.data_ptr<float>(), indices.data_ptr<uint8_t>(), M, K,
                                           out.data_ptr<float>(), at::get_num_threads());
-    check_status(status, layout_sv, M, K, N);
+    check_status(status, layout_sv, M, K, N, "sparsekern.spmm_sampled_dot");
   } else if (out.numel() > 0) {
     const int status = skc::sampled_dot(backward_format(values, indices, offsets, M, K, layout),
                                         dense_view(G), dense_view(B), N,
                                         out.data_ptr<float>(), at::get_num_threads());
-    check_status(status, layout_sv, M, K, N);
+    check_status(status, layout_sv, M, K, N, "sparsekern.spmm_sampled_dot");
   }
   return out.to(values.scalar_type()).view(values.sizes());
 }
@@ -1022,10 +1029,20 @@ class SpmmFunction : public torch::autograd::Function<SpmmFunction> {
 
 // Autograd kernel of sparsekern::spmm (every device). With no input requiring grad it only
 // steps below autograd (inference records nothing).
+// Whether t carries a forward-mode tangent (torch.autograd.forward_ad, torch.func.jvp).
+bool has_tangent(const at::Tensor& t) { return t.defined() && t._fw_grad(/*level=*/0).defined(); }
+
 at::Tensor spmm_autograd(const at::Tensor& values, const at::Tensor& indices,
                          const at::Tensor& offsets, c10::SymInt M, c10::SymInt K,
                          c10::string_view layout, const at::Tensor& B,
                          const c10::optional<at::Tensor>& bias) {
+  // The C++ formula is reverse mode only: a tangent would be dropped (a zero JVP, a wrong
+  // answer). sparsekern.spmm / linear / SparseLinear have the forward-mode formula.
+  TORCH_CHECK(!has_tangent(values) && !has_tangent(B) &&
+                  !(bias.has_value() && has_tangent(*bias)),
+              "torch.ops.sparsekern.spmm has no forward-mode AD formula (got an input with a "
+              "forward-mode tangent: torch.func.jvp, jacfwd or forward_ad.make_dual); call "
+              "sparsekern.spmm(A, B) or sparsekern.linear, which have one, instead of the raw op");
   const bool records = at::GradMode::is_enabled() &&
                        (values.requires_grad() || B.requires_grad() ||
                         (bias.has_value() && bias->defined() && bias->requires_grad()));

@@ -163,6 +163,15 @@ for _op, _check, _n in (("spmm", check_spmm_args, 8),
         _SPARSE_LIB.impl(_op, _sparse_operand_kernel(_check, _n), _key)
 
 
+def _no_tangents(op: str, *tensors) -> None:
+    """The helper ops have reverse-mode formulas only: a forward-mode tangent would come back
+    as zeros (a wrong answer), so it is an error."""
+    if forward_ad_active(*tensors):
+        raise RuntimeError(f"torch.ops.sparsekern.{op} has no forward-mode AD formula (got an "
+                           f"input with a forward-mode tangent: torch.func.jvp, jacfwd or "
+                           f"forward_ad.make_dual)")
+
+
 def _backward_backend(layout, values, G):
     """The backend module that runs a backward helper op (a compiled CPU kernel when one
     serves the case and no backend is forced to something else, else the reference)."""
@@ -173,6 +182,7 @@ def _backward_backend(layout, values, G):
 @torch.library.register_kernel(f"{_NS}::spmm_transposed", ("cpu", "cuda"))
 def _spmm_transposed_impl(values, indices, offsets, M, K, layout, G):
     check_transposed_args(values, indices, offsets, M, K, layout, G)
+    _no_tangents("spmm_transposed", values, G)
     if K == 0 or G.shape[1] == 0:  # an empty output (as spmm, no backend runs)
         return G.new_empty((K, G.shape[1]))
     backend = _backward_backend(layout, values, G)
@@ -188,6 +198,7 @@ def _spmm_transposed_fake(values, indices, offsets, M, K, layout, G):
 @torch.library.register_kernel(f"{_NS}::spmm_sampled_dot", ("cpu", "cuda"))
 def _sampled_dot_impl(values, indices, offsets, M, K, layout, G, B):
     check_sampled_dot_args(values, indices, offsets, M, K, layout, G, B)
+    _no_tangents("spmm_sampled_dot", values, G, B)
     if values.numel() == 0 or G.shape[1] == 0:  # an empty output or empty sums (as spmm)
         return torch.zeros_like(values, memory_format=torch.contiguous_format)
     backend = _backward_backend(layout, values, G)

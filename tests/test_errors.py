@@ -315,3 +315,32 @@ def test_torch_sparse_operands_get_the_named_error():
     G = torch.randn(8, 4).to_sparse()
     with pytest.raises(TypeError, match=r"G must be a dense \(strided\) tensor"):
         torch.ops.sparsekern.spmm_transposed(A.values, A.indices, A.offsets, 8, 16, "csc", G)
+
+
+@pytest.mark.parametrize("blocksize,match", [
+    ((2**31, 1), r"blocksize=\(2147483648, 1\) makes blocks of 2147483648 elements; at most "
+                 r"16777216 \(2\^24\) per block are served"),
+    (("4", 4), r"blocksize must be two positive integers \(bm, bk\), got \('4', 4\)"),
+    ((True, True), r"blocksize must be two positive integers"),
+    ((float("inf"), 2), r"blocksize must be two positive integers"),
+    ((4, 4, 4), r"blocksize must be two positive integers"),
+    ((2.5, 4), r"blocksize must be two positive integers"),
+])
+def test_bad_blocksize_is_named_before_anything_is_allocated(blocksize, match):
+    with pytest.raises(ValueError, match=match):
+        sk.to_sparse(torch.randn(6, 10), layout="bsr", blocksize=blocksize)
+
+
+@pytest.mark.parametrize("shape", [(6.7, 10), ("6", "10"), (True, 10), (6,), (6, 10, 1), (-1, 10)])
+def test_bad_shape_is_named(shape):
+    A = csc()
+    with pytest.raises(ValueError, match=r"shape must be \(M, K\), two non-negative integers, "
+                                         r"got "):
+        sk.formats.from_parts("csc", A.values, A.indices, A.offsets, shape)
+
+
+def test_format_to_an_integer_dtype_is_refused():
+    with pytest.raises(TypeError, match=r"CSC.to\(\) would give values of dtype torch.int32; "
+                                        r"expected one of float32"):
+        csc().to(torch.int32)
+    assert csc().to(torch.float64).dtype == torch.float64

@@ -477,3 +477,43 @@ def test_served_1to4_copy_is_never_stale_after_any_write(write):
         A.indices.data.copy_(B.indices)
     for N in (5, 1):
         torch.testing.assert_close(sk.spmm(A, X[:, :N]), W2 @ X[:, :N])
+
+
+def test_csc_repack_is_rebuilt_when_the_values_change_dtype_in_place():
+    """`.data = values.view(torch.bfloat16)` keeps the bytes and the tensor object: the C++
+    CSC repack built for float16 must not serve the bfloat16 values (it did: a wrong answer)."""
+    g = torch.Generator().manual_seed(21)
+    W = random_pattern_weight(16, 24, "csc", density=0.4, dtype=torch.float16, generator=g)
+    A = sk.to_sparse(W, layout="csc")
+    v = A.values.clone()
+    B = torch.randn(24, 8, generator=g)
+    torch.ops.sparsekern.spmm(v, A.indices, A.offsets, 16, 24, "csc", B)  # caches the repack
+    v.data = v.data.view(torch.bfloat16)
+    y = torch.ops.sparsekern.spmm(v, A.indices, A.offsets, 16, 24, "csc", B)
+    with sk.use_backend("reference"):
+        ref = torch.ops.sparsekern.spmm(v, A.indices, A.offsets, 16, 24, "csc", B)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_raw_ops_refuse_forward_mode_tangents_instead_of_dropping_them():
+    """The raw op's autograd is reverse mode only: torch.func.jvp through it returned zero
+    tangents (a wrong answer). It now raises; sparsekern.spmm keeps its forward formula."""
+    import torch.autograd.forward_ad as fwAD
+    g = torch.Generator().manual_seed(5)
+    W = random_pattern_weight(5, 8, "csc", density=0.5, generator=g)
+    A = sk.to_sparse(W, layout="csc")
+    B, tB = torch.randn(8, 3, generator=g), torch.randn(8, 3, generator=g)
+    msg = r"torch.ops.sparsekern.spmm has no forward-mode AD formula"
+    with pytest.raises(RuntimeError, match=msg):
+        torch.func.jvp(lambda b: torch.ops.sparsekern.spmm(*A.op_args(), b), (B,), (tB,))
+    with pytest.raises(RuntimeError, match=msg), fwAD.dual_level():
+        torch.ops.sparsekern.spmm(*A.op_args(), fwAD.make_dual(B, tB))
+    _, t = torch.func.jvp(lambda b: sk.spmm(A, b), (B,), (tB,))
+    torch.testing.assert_close(t, W @ tB)
+    G, tG = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
+    with pytest.raises(RuntimeError, match=r"spmm_transposed has no forward-mode AD formula"), \
+            fwAD.dual_level():
+        torch.ops.sparsekern.spmm_transposed(*A.op_args(), fwAD.make_dual(G, tG))
+    with pytest.raises(RuntimeError, match=r"spmm_sampled_dot has no forward-mode AD formula"), \
+            fwAD.dual_level():
+        torch.ops.sparsekern.spmm_sampled_dot(*A.op_args(), fwAD.make_dual(G, tG), B)

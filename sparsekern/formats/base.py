@@ -32,6 +32,20 @@ def check_dense_weight(W: torch.Tensor, name: str = "W") -> None:
         raise TypeError(f"{name} must be a dense (strided) tensor, got layout {W.layout}")
 
 
+def check_shape(shape) -> Tuple[int, int]:
+    """(M, K) from ``shape``: two non-negative ints (ValueError naming ``shape`` otherwise;
+    (6.7, 10), ("6", "10") and (True, 10) are not shapes)."""
+    try:
+        parts = tuple(shape)
+    except TypeError:
+        parts = None
+    ok = parts is not None and len(parts) == 2 and all(
+        not isinstance(s, (bool, str, float)) and hasattr(s, "__index__") for s in parts)
+    if not ok or min(int(s) for s in parts) < 0:
+        raise ValueError(f"shape must be (M, K), two non-negative integers, got {shape!r}")
+    return int(parts[0]), int(parts[1])
+
+
 class SparseFormat:
     """Base of :class:`Semi24`, :class:`BSR` and :class:`CSC`.
 
@@ -57,7 +71,7 @@ class SparseFormat:
 
     def __init__(self, values: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor,
                  shape: Tuple[int, int], *, validate: bool = True):
-        M, K = (int(s) for s in shape)
+        M, K = check_shape(shape)
         self.values = values
         self.indices = indices
         self.offsets = offsets
@@ -108,6 +122,10 @@ class SparseFormat:
         round to zero stay stored).
         """
         values = self.values.to(*args, **kwargs)
+        if values.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{type(self).__name__}.to() would give values of dtype "
+                            f"{values.dtype}; expected one of float32, float16, bfloat16, "
+                            f"float64")
         device = values.device
         return self._rebuild(values, self.indices.to(device), self.offsets.to(device))
 

@@ -18,14 +18,33 @@ from .magnitude import check_prune_args, zero_smallest
 from .validate import ceil_div, check_indices_range, check_offsets, shape_of
 
 
+#: Most elements one block may hold: a block larger than the weight pads it to one block, and
+#: (2**31, 1) on a 6 x 10 weight asked for 80 GB. Real blocks are at most 256 x 256 (65536).
+MAX_BLOCK_ELEMS = 2**24
+
+
+def _whole(b) -> bool:
+    """An int (not a bool), or an integral float / 0-d integer tensor-like number."""
+    if isinstance(b, bool) or isinstance(b, str):
+        return False
+    try:
+        return isinstance(b, int) or float(b).is_integer()
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
 def check_blocksize(blocksize) -> Tuple[int, int]:
     try:
-        bm, bk = (int(b) for b in blocksize)
-        ok = all(isinstance(b, int) or float(b).is_integer() for b in blocksize)
-    except (TypeError, ValueError):
-        ok = False
+        parts = tuple(blocksize)
+        ok = len(parts) == 2 and all(_whole(b) for b in parts)
+        bm, bk = (int(b) for b in parts) if ok else (0, 0)
+    except (TypeError, ValueError, OverflowError):
+        ok, bm, bk = False, 0, 0
     if not ok or bm < 1 or bk < 1:
         raise ValueError(f"blocksize must be two positive integers (bm, bk), got {blocksize!r}")
+    if bm * bk > MAX_BLOCK_ELEMS:
+        raise ValueError(f"blocksize={blocksize!r} makes blocks of {bm * bk} elements; at most "
+                         f"{MAX_BLOCK_ELEMS} (2^24) per block are served")
     return bm, bk
 
 
