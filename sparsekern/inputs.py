@@ -94,6 +94,7 @@ def split(item, what: str = "input", tuple_is: str = "pair") -> Tuple[tuple, Dic
             raise TypeError(f"{what} is a Mapping with non-string keys "
                             f"{[k for k in item if not isinstance(k, str)][:3]}; its keys must "
                             f"be the model's argument names")
+        _check_values(item, what)
         return (), dict(item)
     if isinstance(item, (tuple, list)) and item:
         if tuple_is == "args":
@@ -105,6 +106,29 @@ def split(item, what: str = "input", tuple_is: str = "pair") -> Tuple[tuple, Dic
                             f"sparsekern.Args(...). Accepted: {ACCEPTED}")
         return split(first, what)
     raise unsupported(item, what)
+
+
+def _is_array_data(v) -> bool:
+    """A NumPy-like array, or a non-empty list/tuple of numbers or of such lists: tensor data
+    not yet made a tensor (a tokenizer's output without ``return_tensors="pt"``)."""
+    if hasattr(v, "__array__") and hasattr(v, "shape") and not isinstance(v, torch.Tensor):
+        return True
+    if not isinstance(v, (list, tuple)) or not v:
+        return False
+    first = v[0]
+    return (isinstance(first, (int, float)) and not isinstance(first, bool)) or \
+        _is_array_data(first)
+
+
+def _check_values(item: Mapping, what: str) -> None:
+    """Raise TypeError naming ``what[key]`` for a Mapping value that holds tensor data as a
+    list or NumPy array (the model would fail on it far from the cause); numbers, flags,
+    None and other objects are left to the model."""
+    for k, v in item.items():
+        if _is_array_data(v):
+            raise TypeError(f"{what}[{k!r}] is a {type(v).__name__}; expected a tensor: call the "
+                            f"tokenizer with return_tensors='pt' (or convert it with "
+                            f"torch.as_tensor)")
 
 
 def call(model, item, what: str = "input", tuple_is: str = "pair"):

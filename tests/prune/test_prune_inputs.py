@@ -110,6 +110,29 @@ def test_a_mapping_that_does_not_fit_names_the_batch_and_the_layer():
                           calib=sk.Args(torch.randn(2, 8), torch.randn(2, 7)))
 
 
+@pytest.mark.parametrize("convert,kind", [(lambda t: t.tolist(), "list"),
+                                           (lambda t: t.numpy(), "ndarray")],
+                         ids=["list", "ndarray"])
+def test_a_tokenizer_output_without_tensors_names_the_key_and_return_tensors(convert, kind):
+    # tokenizer(texts, padding=True) without return_tensors="pt" gives lists (or NumPy
+    # arrays with "np"): the model failed on them with "'list' object has no attribute 'size'"
+    model = tiny_bert_encoder()
+    good = _batch(0)
+    bad = {k: convert(v) for k, v in good.items()}
+    msg = (rf"calib batch 1\['input_ids'\] is a {kind}; expected a tensor: call the tokenizer "
+           rf"with return_tensors='pt'")
+    m = copy.deepcopy(model)
+    for crit in ("wanda", "sparsegpt"):
+        with pytest.raises(TypeError, match=msg):
+            prune.prune_model(m, 0.5, "fine", crit, calib=[good, bad])
+    with pytest.raises(TypeError, match=r"data item\['input_ids'\] is a " + kind):
+        prune.distill(m, model, [bad], steps=1, progress=False)
+    fresh = _batch(7)  # rejected before anything changed
+    assert torch.equal(m(**fresh), model(**fresh))
+    # other values (numbers, None, flags) in a Mapping are left to the model
+    assert inputs.split({"x": torch.ones(1), "scale": 2.0, "y": None})[1]["scale"] == 2.0
+
+
 def test_calibration_restores_each_modules_own_train_flag():
     class Wrapper(nn.Module):
         def __init__(self):
