@@ -133,6 +133,29 @@ def test_a_tokenizer_output_without_tensors_names_the_key_and_return_tensors(con
     assert inputs.split({"x": torch.ones(1), "scale": 2.0, "y": None})[1]["scale"] == 2.0
 
 
+@pytest.mark.parametrize("criterion", ["wanda", "sparsegpt"])
+def test_one_dataloader_batch_as_calib_is_named_as_read_as_two_batches(criterion):
+    # calib=next(iter(loader)) is an [inputs, targets] list: read as two batches, the targets
+    # failed at the first layer with no word of why they were fed to the model
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    data = torch.utils.data.TensorDataset(torch.randn(64, 16), torch.randint(0, 4, (64,)))
+    batch = next(iter(torch.utils.data.DataLoader(data, batch_size=8)))
+    m = copy.deepcopy(model)
+    with pytest.raises(ValueError, match=r"calib batch 1 has shape \[8\], which does not fit layer "
+                                         r"'0' \(Linear\).*; calib is a list of 2 tensors "
+                                         r"\(\[8, 16\] float32, \[8\] int64\), read as 2 batches: "
+                                         r"if it is one \(inputs, targets\) batch \(a DataLoader's\), "
+                                         r"pass \[batch\] or the inputs alone"):
+        prune.prune_model(m, 0.5, "fine", criterion, calib=batch)
+    x = torch.randn(5, 16)
+    assert torch.equal(m(x), model(x))  # nothing pruned
+    # as the hint says: [batch] calibrates as the inputs alone do
+    a = prune.prune_model(copy.deepcopy(model), 0.5, "fine", criterion, calib=[batch])
+    b = prune.prune_model(copy.deepcopy(model), 0.5, "fine", criterion, calib=batch[0])
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
 def test_calibration_restores_each_modules_own_train_flag():
     class Wrapper(nn.Module):
         def __init__(self):
