@@ -83,6 +83,35 @@ def test_saving_into_a_missing_folder_names_the_path(tmp_path, suffix):
         sk.save_sparse(sparse, path)
 
 
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_arguments_of_the_wrong_type_are_named(tmp_path, suffix):
+    # (path, model) in the wrong order failed with "'str' object has no attribute
+    # 'named_modules'"; a path of None or a number with os's messages
+    sparse = sparse_net("csc")
+    path = tmp_path / f"m{suffix}"
+    with pytest.raises(TypeError, match=r"save_sparse: model must be an nn\.Module, got str; "
+                                        r"call save_sparse\(model, path\)"):
+        sk.save_sparse(str(path), sparse)
+    with pytest.raises(TypeError, match=r"save_sparse: path must be a str or os\.PathLike "
+                                        r"\(a \.safetensors or \.pt file\), got int"):
+        sk.save_sparse(sparse, 3)
+    assert not path.exists()
+    sk.save_sparse(sparse, path)
+    fresh = net(seed=7)
+    before = snapshot(fresh)
+    with pytest.raises(TypeError, match=r"load_sparse: model must be an nn\.Module, got "
+                                        r"PosixPath; call load_sparse\(model, path\)"):
+        sk.load_sparse(path, fresh)
+    with pytest.raises(TypeError, match=r"load_sparse: path must be a str or os\.PathLike "
+                                        r"\(a \.safetensors or \.pt file, or a folder\), got "
+                                        r"NoneType"):
+        sk.load_sparse(fresh, None)
+    assert_untouched(fresh, before)
+    x = torch.randn(3, 4, 5, 5)
+    with torch.no_grad():
+        assert torch.equal(sk.load_sparse(fresh, path)(x), sparse(x))
+
+
 @pytest.mark.parametrize("saved,model_dtype", [(torch.bfloat16, torch.float32),
                                                (torch.float32, torch.bfloat16),
                                                (torch.float64, torch.float32)])
