@@ -22,7 +22,7 @@ from . import _extension, _output
 from ._ops import NS as _NS
 from .backends import reference, select
 from .formats import from_parts
-from .formats.validate import check_format_meta
+from .formats.validate import check_format_meta, check_format_structure
 
 #: Half-precision weights may meet float32 activations (weight-only compression).
 _MIXED_OK = {(torch.float16, torch.float32), (torch.bfloat16, torch.float32)}
@@ -304,6 +304,10 @@ def spmm_forward_ad(values, indices, offsets, M, K, layout: str, B: torch.Tensor
     """The op's product through the dense matrix, in differentiable torch ops (forward and
     reverse mode): for calls that carry forward-mode tangents (see forward_ad_active)."""
     check_spmm_args(values, indices, offsets, M, K, layout, B, bias)
+    # The index tensors are read here (to_dense), so they get the checks a backend runs: a
+    # negative index, an invalid 2:4 nibble or offsets that do not end at nnz otherwise
+    # scattered to the wrong place and returned a wrong product without an error.
+    check_format_structure(values, indices, offsets, M, K, layout)
     W = from_parts(layout, values, indices, offsets, (M, K), validate=False).to_dense()
     acc = torch.float64 if B.dtype == torch.float64 else torch.float32
     Y = W.to(acc) @ B.to(acc)
