@@ -201,6 +201,9 @@ def _within_limit(W: torch.Tensor, nnz: int, limit: float, blocked: bool) -> boo
 def check_sparsify_args(layout: str, blocksize=None, max_density: Optional[float] = None,
                         example_input=None, latency_table=None, margin=None) -> None:
     """The argument checks of :func:`sparsify` (also run by prune.convert before its masks)."""
+    if not isinstance(layout, str):
+        raise TypeError(f"layout must be a str ({layouts.choices(('auto',), ' or ')}), got "
+                        f"{type(layout).__name__}")
     if layout != "auto" and layout not in layouts.names():
         raise ValueError(f"layout must be {layouts.choices(('auto',), ' or ')}; got {layout!r}")
     if max_density is not None and not 0.0 <= max_density <= 1.0:
@@ -259,6 +262,9 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
     Called under torch.inference_mode, it packs with inference mode off, so the sparse
     layers can still be trained afterwards.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"sparsify: model must be an nn.Module, got {type(model).__name__}; call "
+                        f"sparsify(model, layout=...)")
     check_sparsify_args(layout, blocksize, max_density, example_input, latency_table, margin)
     targets, skipped = _candidates(model, layers)
     # weights of 3+ dims outside any linear-like layer (MoE experts): named, never packed

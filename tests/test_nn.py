@@ -166,6 +166,31 @@ def test_sparsify_rejects_bad_arguments():
         sk.sparsify(MLP(), layout="csc", max_density=2)
 
 
+def test_sparsify_names_a_model_or_layout_of_the_wrong_type():
+    # sparsify("csc", model) printed the whole model's repr as the bad layout, and
+    # sparsify(None) failed with "'NoneType' object has no attribute 'named_modules'"
+    torch.manual_seed(0)
+    model = MLP()
+    with pytest.raises(TypeError, match=r"sparsify: model must be an nn\.Module, got str; call "
+                                        r"sparsify\(model, layout=\.\.\.\)"):
+        sk.sparsify("csc", model)
+    with pytest.raises(TypeError, match=r"sparsify: model must be an nn\.Module, got NoneType"):
+        sk.sparsify(None, layout="csc")
+    with pytest.raises(TypeError, match=r"sparsify: model must be an nn\.Module, got method"):
+        sk.sparsify(model.forward, layout="csc")
+    with pytest.raises(TypeError, match=r"layout must be a str \('auto', '1:4', '2:4', 'bsr' or "
+                                        r"'csc'\), got MLP$"):
+        sk.sparsify(model, layout=MLP())
+    with pytest.raises(TypeError, match=r"layout must be a str .*, got MLP$"):
+        prune.convert(model, layout=MLP())
+    # nothing changed: the model still runs as before on fresh inputs
+    x = torch.randn(4, 32)
+    torch.manual_seed(0)
+    ref = MLP()
+    assert all(type(m) is nn.Linear for m in (model.fc1, model.fc2, model.head))
+    assert torch.equal(model(x), ref(x))
+
+
 def test_save_and_load_sparse_into_fresh_model(tmp_path):
     torch.manual_seed(1)
     model = MLP()
