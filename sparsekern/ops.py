@@ -114,6 +114,11 @@ def _spmm_impl(values, indices, offsets, M, K, layout, B, bias=None):
     out = _output.empty_output(M, B, B.dtype)
     if out.numel() == 0:
         return out
+    if bias is not None and not bias.is_contiguous():
+        # The GPU kernels (Triton's store_tile / reduce_split_k, csrc/cuda) read bias[m] at
+        # bias_ptr + m: a strided bias gave a wrong product, an expanded one (stride 0) read
+        # past its one-element storage. An [M] copy, only for a bias that is not contiguous.
+        bias = bias.contiguous()
     backend = select(layout, values.dtype, B.dtype, values.device, M, K, B.shape[1])
     return backend.spmm(values, indices, offsets, M, K, layout, B, bias, out)
 
