@@ -192,7 +192,7 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
             with a 2-D ``attention_mask`` (a tokenizer's padded batch), token-shaped outputs
             are compared at the real tokens only, as calibration counts them.
         layers: names of intermediate modules (present in both models) whose outputs are
-            matched too, each weighted by ``layer_weight``.
+            matched too, each weighted by ``layer_weight``; one name may be a plain str.
         max_grad_norm: gradient clipping (None: off).
         train_mode: run the student in train mode (dropout on); default eval mode.
         optimizer: your own optimizer over the student's parameters (lr schedule still set).
@@ -234,25 +234,33 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
     t_device = next(teacher.parameters(), torch.empty(0)).device
     s_store: Dict[str, torch.Tensor] = {}
     t_store: Dict[str, torch.Tensor] = {}
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    if optimizer is None and not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("distill: the student has no parameter with requires_grad=True; "
+                         "unfreeze the layers to train (model.requires_grad_(True)) or pass "
+                         "optimizer=")
     # checked before any hook or parametrization touches the model
     mover = MovingMasks(model, masks, mask_update) if mask_update else None
-    handles = _capture(model, layers, "the student", s_store)
-    handles += _capture(teacher, layers, "the teacher", t_store)
     s_flags, t_flags = inputs.train_flags(model), inputs.train_flags(teacher)
-    moving = mover.attach(masks) if mover is not None else None
-    net = model
-    if dist is not None and not isinstance(model, nn.parallel.DistributedDataParallel):
-        ids = [device.index] if device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    opt = optimizer or torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                         lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(steps, warmup))
-    holders = _attach_holders(model, masks if moving is None else None, opt, hold_stored)
-    from tqdm.auto import tqdm
-    bar = tqdm(total=steps, desc="distill", disable=not progress or rank != 0, leave=False)
+    handles: list = []
+    holders: list = []
+    moving = bar = None
     losses: List[float] = []
-    best = _Best(model, eval_fn, eval_every, history, dist, world)
-    try:
+    try:  # every hook, holder and moving mask attached below is removed in `finally`
+        handles += _capture(model, layers, "the student", s_store)
+        handles += _capture(teacher, layers, "the teacher", t_store)
+        moving = mover.attach(masks) if mover is not None else None
+        net = model
+        if dist is not None and not isinstance(model, nn.parallel.DistributedDataParallel):
+            ids = [device.index] if device.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        opt = optimizer or torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                             lr=lr, weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(steps, warmup))
+        holders = _attach_holders(model, masks if moving is None else None, opt, hold_stored)
+        from tqdm.auto import tqdm
+        bar = tqdm(total=steps, desc="distill", disable=not progress or rank != 0, leave=False)
+        best = _Best(model, eval_fn, eval_every, history, dist, world)
         best.rate(0)
         model.train(train_mode)
         teacher.eval()
@@ -274,7 +282,8 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
             best.rate(step, last=step == steps)
         best.restore(steps)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         for h in handles:
             h.remove()
         for h in holders:
