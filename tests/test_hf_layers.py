@@ -600,6 +600,9 @@ def test_a_sparsified_model_reports_its_sparsity_and_refuses_masks_for_packed_la
     assert prune.sparsity(sparse) == before  # packed layers count (it said 'no prunable layers')
     some = next(iter(masks))
     assert prune.sparsity(sparse, layers=[some]) == {some: before[some], "total": before[some]}
+    # one name as a plain str (it was read character by character: "layer 'e' does not exist")
+    assert prune.sparsity(sparse, layers=some) == {some: before[some], "total": before[some]}
+    assert prune.sparsity(model, layers=some) == {some: before[some], "total": before[some]}
     with pytest.raises(ValueError, match=rf"mask for layer '{some}': it is a packed SparseLinear "
                                          r"\(sparsekern.sparsify\): its pruned weights are not "
                                          r"stored, so they stay zero without a mask"):

@@ -53,7 +53,8 @@ def masks_from_zeros(model: nn.Module, layers=None) -> Masks:
 
 
 def sparsity(model: nn.Module, layers=None) -> Dict[str, float]:
-    """{layer name: fraction of exact zeros in its weight} plus ``"total"`` over all of them.
+    """{layer name: fraction of exact zeros in its weight} plus ``"total"`` over all of them
+    (``layers``: names, or one name as a str; default every prunable or packed layer).
     Packed layers (after ``sparsekern.sparsify``) count too: the zeros of their weight
     matrix, stored or not."""
     from .._packed_module import PackedWeightModule
@@ -68,7 +69,7 @@ def sparsity(model: nn.Module, layers=None) -> Dict[str, float]:
                 raise
             dense = {}
     else:
-        names = list(layers)
+        names = [layers] if isinstance(layers, str) else list(layers)
         packed = {n: all_packed[n] for n in names if n in all_packed}
         rest = [n for n in names if n not in packed]
         dense = select_layers(model, rest) if rest else {}
