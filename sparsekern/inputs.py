@@ -139,13 +139,18 @@ def call(model, item, what: str = "input", tuple_is: str = "pair"):
 
 def output_tensor(out, who: str = "the model") -> torch.Tensor:
     """The tensor a model's output stands for: itself, the first tensor of a Mapping (a Hugging
-    Face ModelOutput: ``last_hidden_state`` / ``logits``), or the first item of a tuple."""
+    Face ModelOutput: ``last_hidden_state`` / ``logits``) other than its ``"loss"`` (present
+    first when the inputs hold ``labels``; it stands for the output only when nothing else
+    does), or the first item of a tuple."""
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, Mapping):
-        for v in out.values():
-            if isinstance(v, torch.Tensor):
+        found = [(k, v) for k, v in out.items() if isinstance(v, torch.Tensor)]
+        for k, v in found:
+            if k != "loss":
                 return v
+        if found:
+            return found[0][1]
     elif isinstance(out, (tuple, list)) and out:
         return output_tensor(out[0], who)
     raise TypeError(f"{who} returned a {type(out).__name__}; expected a tensor, a "
