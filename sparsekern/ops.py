@@ -147,12 +147,17 @@ def _autocast_kernel(device_type: str):
     excluded = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
 
     def cast(t, dtype):
-        if t is None or not t.is_floating_point() or t.dtype == torch.float64:
+        if t is None or dtype is None or not t.is_floating_point() or t.dtype == torch.float64:
             return t
         return t.to(dtype) if t.device.type == device_type else t
 
     def kernel(values, indices, offsets, M, K, layout, B, bias=None):
         dtype = torch.get_autocast_dtype(device_type)
+        if any(isinstance(t, torch.Tensor) and t.dtype == torch.float64 for t in (values, B, bias)):
+            # float64 is never cast, so casting the others only made the dtype error name a
+            # dtype the caller never passed ("B has dtype float64 but the sparse values have
+            # dtype bfloat16" for float32 values): the op sees the caller's dtypes instead.
+            dtype = None
         with torch._C._ExcludeDispatchKeyGuard(excluded):
             return torch.ops.sparsekern.spmm(cast(values, dtype), indices, offsets, M, K,
                                              layout, cast(B, dtype), cast(bias, dtype))

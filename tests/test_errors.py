@@ -365,3 +365,37 @@ def test_other_tensor_kinds_get_the_named_error(draw):
                 f()
         with pytest.raises(TypeError, match=r"B must be a dense \(strided\) tensor, got a nested"):
             sk.spmm(A, x.transpose(1, 2) if layout == torch.strided else x)
+
+
+@pytest.mark.parametrize("draw", ALL)
+def test_autocast_dtype_errors_name_the_callers_dtypes(draw):
+    """Under torch.autocast the op cast float32 operands to the autocast dtype but left
+    float64 ones alone, so float32 values with a float64 B were rejected as "the sparse values
+    have dtype torch.bfloat16", a dtype the caller never passed."""
+    A = draw()
+    M, K = A.shape
+    B = torch.randn(K, 3)
+    v, i, o = A.values.float(), A.indices, A.offsets
+    cases = [((v, B.double()), r"B has dtype torch.float64 but the sparse values have dtype "
+                               r"torch.float32"),
+             ((v.double(), B), r"B has dtype torch.float32 but the sparse values have dtype "
+                               r"torch.float64")]
+    for (values, b), match in cases:
+        with sk.use_backend("reference"), pytest.raises(TypeError, match=match):
+            spmm(values, i, o, M, K, A.layout, b)
+        with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(TypeError, match=match):
+            spmm(values, i, o, M, K, A.layout, b)
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(
+            TypeError, match=r"bias has dtype torch.float64; expected the output dtype "
+                             r"torch.float32"):
+        spmm(v, i, o, M, K, A.layout, B, torch.randn(M, dtype=torch.float64))
+    # the calls autocast serves are unchanged: bfloat16 compute, float64 left alone
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = spmm(v, i, o, M, K, A.layout, B)
+        y64 = spmm(v.double(), i, o, M, K, A.layout, B.double())
+    with sk.use_backend("reference"):
+        want = spmm(v.bfloat16(), i, o, M, K, A.layout, B.bfloat16())
+        want64 = spmm(v.double(), i, o, M, K, A.layout, B.double())
+    assert y.dtype == torch.bfloat16 and y64.dtype == torch.float64
+    torch.testing.assert_close(y, want, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(y64, want64)
