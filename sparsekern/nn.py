@@ -334,10 +334,21 @@ def _candidates(model: nn.Module, layers) -> Tuple[Dict[str, nn.Module], Dict[st
                    f"Parameter); a packed copy would untie them (training would update two "
                    f"copies). Untie it first (a cloned weight) to pack it")
         if why is None:
+            _check_not_meta(name, mod)
             targets[name] = mod
         else:
             skipped[name] = why
     return targets, skipped
+
+
+def _check_not_meta(name: str, mod: nn.Module) -> None:
+    """ValueError naming the layer when its weight is on the meta device (a model built under
+    ``torch.device("meta")`` before its weights are loaded): there is nothing to pack."""
+    w = getattr(mod, "weight", None)
+    if isinstance(w, torch.Tensor) and w.is_meta:
+        raise ValueError(f"sparsify: layer {name!r} has its weight on the meta device (no values "
+                         f"to pack); load the weights first, or load a saved sparse model with "
+                         f"sparsekern.load_sparse")
 
 
 def _swap(model: nn.Module, targets: Dict[str, nn.Module], layout: str, blocksize,

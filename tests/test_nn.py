@@ -191,6 +191,26 @@ def test_sparsify_names_a_model_or_layout_of_the_wrong_type():
     assert torch.equal(model(x), ref(x))
 
 
+def test_sparsify_names_a_layer_on_the_meta_device():
+    # a model built under torch.device("meta") (weights not loaded yet) failed inside
+    # torch.nonzero with "The register_meta function for torch.nonzero() raises unimplemented"
+    with torch.device("meta"):
+        model = MLP()
+    with pytest.raises(ValueError, match=r"sparsify: layer 'fc1' has its weight on the meta "
+                                        r"device \(no values to pack\); load the weights first, "
+                                        r"or load a saved sparse model with "
+                                        r"sparsekern.load_sparse"):
+        sk.sparsify(model, layout="csc")
+    assert all(type(m) is nn.Linear for m in (model.fc1, model.fc2, model.head))
+    torch.manual_seed(0)
+    real = MLP()  # the same model on a real device still packs and matches itself
+    with torch.no_grad():
+        real.fc1.weight.copy_(random_pattern_weight(64, 32, "csc", density=0.1))
+    ref = copy.deepcopy(real)
+    x = torch.randn(4, 32)
+    assert rel_err(sk.sparsify(real, layout="csc")(x), ref(x)) < TOL[torch.float32]
+
+
 def test_save_and_load_sparse_into_fresh_model(tmp_path):
     torch.manual_seed(1)
     model = MLP()
