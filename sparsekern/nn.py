@@ -70,6 +70,15 @@ class SparseLinear(PackedWeightModule):
         self.register_buffer("indices", weight.indices)
         self.register_buffer("offsets", weight.offsets)
         if bias is not None:
+            if not isinstance(bias, torch.Tensor):
+                raise TypeError(f"bias must be a torch.Tensor of shape [{self.out_features}] or "
+                                f"None, got {type(bias).__name__}")
+            if not bias.is_floating_point():
+                raise TypeError(f"bias has dtype {bias.dtype}; expected a floating dtype "
+                                f"(float32, float16, bfloat16, float64)")
+            if bias.device != weight.values.device:
+                raise ValueError(f"bias is on {bias.device} but the weight is on "
+                                 f"{weight.values.device}; expected one device")
             if bias.shape != (self.out_features,):
                 raise ValueError(f"bias has shape {list(bias.shape)}; expected "
                                  f"[{self.out_features}]")

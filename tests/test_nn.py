@@ -553,3 +553,25 @@ def test_sparsify_twice_reports_the_layers_already_packed():
     twice = sk.sparsify(once, "2:4")  # it gave an empty report, and no word
     assert twice.sparsekern_report == {"0": ("2:4", "already packed"),
                                        "2": ("2:4", "already packed")}
+
+
+@pytest.mark.parametrize("layout", ["2:4", "csc", "bsr"])
+def test_sparse_linear_names_a_bias_of_the_wrong_kind(layout):
+    """A list bias raised AttributeError ('list' object has no attribute 'shape'), an integer
+    one torch's "Only Tensors of floating point ... can require gradients", and a bias on
+    another device waited for the first forward."""
+    W = random_pattern_weight(6, 12, layout, density=0.4, blocksize=(2, 2))
+    A = sk.to_sparse(W, layout, blocksize=(2, 2) if layout == "bsr" else None)
+    with pytest.raises(TypeError, match=r"bias must be a torch.Tensor of shape \[6\] or None, "
+                                        r"got list"):
+        sk.SparseLinear(A, [0.0] * 6)
+    with pytest.raises(TypeError, match=r"bias has dtype torch.int64; expected a floating"):
+        sk.SparseLinear(A, torch.zeros(6, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"bias is on meta but the weight is on cpu"):
+        sk.SparseLinear(A, torch.zeros(6, device="meta"))
+    bias = torch.randn(6)
+    layer = sk.SparseLinear(A, bias)  # a good bias: the reference backend's product
+    x = torch.randn(3, 12)
+    with sk.use_backend("reference"):
+        want = sk.linear(x, A, bias)
+    torch.testing.assert_close(layer(x), want)
