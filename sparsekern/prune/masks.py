@@ -34,6 +34,19 @@ def check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
             got = list(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise ValueError(f"mask for layer {name!r} has shape {got}; expected the weight's "
                              f"shape {list(m.weight.shape)}")
+        _check_zero_one(name, mask)
+
+
+def _check_zero_one(name: str, mask: torch.Tensor) -> None:
+    """A mask that is not bool must hold only 0s and 1s (torch.nn.utils.prune's float
+    weight_mask does): a mask of scores would read as "nonzero = kept"."""
+    if mask.dtype == torch.bool:
+        return
+    bad = (mask != 0) & (mask != 1)
+    if bool(bad.any()):
+        raise ValueError(f"mask for layer {name!r} has dtype {mask.dtype} with values other than "
+                         f"0 and 1 (e.g. {mask[bad].flatten()[0].item():g}); expected a bool mask "
+                         f"(True = kept) or one of 0s and 1s")
 
 
 @torch.no_grad()

@@ -1,4 +1,6 @@
 """Every rejection of the pruning frontend, with its message."""
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -339,6 +341,28 @@ def test_bad_masks(model):
     with pytest.raises(TypeError, match=r"masks must be a dict \{layer name: bool tensor\}, got "
                                         r"list"):
         prune.prune_model(model, 0.5, masks=[])
+
+
+def test_masks_of_soft_values_are_rejected_and_0_1_masks_of_any_dtype_work(model):
+    # a float mask of scores (0.5, 0.3) was read as "nonzero = kept": every weight kept, with
+    # no word (torch.nn.utils.prune's float 0/1 weight_mask is fine)
+    keep = prune.prune_model(copy.deepcopy(model), 0.5, apply=False)
+    soft = {n: k.float() * 0.5 for n, k in keep.items()}
+    for call in (lambda m: prune.apply_masks(m, soft), lambda m: prune.MaskHolder(m, soft),
+                 lambda m: prune.prune_model(m, 0.6, masks=soft)):
+        m = copy.deepcopy(model)
+        with pytest.raises(ValueError, match=r"mask for layer 'fc1' has dtype torch.float32 with "
+                                             r"values other than 0 and 1 \(e.g. 0.5\); expected a "
+                                             r"bool mask \(True = kept\) or one of 0s and 1s"):
+            call(m)
+        x = torch.randn(3, 64)
+        assert torch.equal(m(x), model(x))  # nothing applied
+    x = torch.randn(3, 64)
+    for kind in (torch.float32, torch.int64, torch.uint8):
+        a, b = copy.deepcopy(model), copy.deepcopy(model)
+        prune.apply_masks(a, {n: k.to(kind) for n, k in keep.items()})
+        prune.apply_masks(b, keep)
+        assert torch.equal(a(x), b(x)), kind
 
 
 def test_bad_schedules(model):
