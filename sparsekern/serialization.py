@@ -84,6 +84,7 @@ def save_sparse(model: nn.Module, path: PathLike) -> None:
     path a ``torch.save`` dict of plain tensors/ints/strs (``weights_only`` loadable).
     """
     _check_args("save_sparse", model, path, "a .safetensors or .pt file")
+    model = _layers.compiled_inner(model) or model  # the file names the plain model's layers
     entries = {n: _entry(m) for n, m in model.named_modules()
                if isinstance(m, (SparseLinear, SparseConv2d))}
     if "" in entries:
@@ -698,8 +699,12 @@ def load_sparse(model: nn.Module, path: PathLike, map_location=None) -> nn.Modul
     raises the ValueError of the head's missing tensors (load it into
     ``model.base_model`` instead). The prefix is stripped or added only when every key then
     names one of the model's (see _base_model_mapped).
+
+    A ``torch.compile`` wrapper loads into the model it wraps and is returned; save_sparse of
+    one writes the plain model's layer names.
     """
     _check_args("load_sparse", model, path, "a .safetensors or .pt file, or a folder")
+    wrapper, model = model, _layers.compiled_inner(model) or model  # load into what it wraps
     _check_not_meta(model)
     saved = _read(path, map_location)
     if saved.tied_may_be_missing:  # a plain state_dict, maybe under transformers' file names
@@ -725,4 +730,4 @@ def load_sparse(model: nn.Module, path: PathLike, map_location=None) -> nn.Modul
         for name, mod in old.items():  # checked above; if torch still refuses, undo the swap
             _set_submodule(model, name, mod)
         raise
-    return model
+    return wrapper

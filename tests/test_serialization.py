@@ -112,6 +112,30 @@ def test_arguments_of_the_wrong_type_are_named(tmp_path, suffix):
         assert torch.equal(sk.load_sparse(fresh, path)(x), sparse(x))
 
 
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_compiled_model_saves_and_loads_as_the_model_it_wraps(tmp_path, suffix):
+    # torch.compile(model) names every layer '_orig_mod.<name>': its file did not load into
+    # the plain model ("the saved sparse layer '_orig_mod.0' does not exist in Sequential"),
+    # nor a plain model's file into a compiled one
+    sparse = sparse_net("csc")
+    x = torch.randn(3, 4, 5, 5)
+    with torch.no_grad():
+        want = sparse(x)
+    path, plain_path = tmp_path / f"c{suffix}", tmp_path / f"p{suffix}"
+    sk.save_sparse(torch.compile(sparse), path)
+    sk.save_sparse(sparse, plain_path)
+    for p in (path, plain_path):
+        fresh = sk.load_sparse(net(seed=7), p)
+        with torch.no_grad():
+            assert torch.equal(fresh(x), want)
+        inner = net(seed=7)
+        compiled = torch.compile(inner, backend="eager")
+        assert sk.load_sparse(compiled, p) is compiled
+        assert isinstance(inner[3], SparseLinear)
+        with torch.no_grad():
+            assert torch.equal(compiled(x), want)
+
+
 @pytest.mark.parametrize("saved,model_dtype", [(torch.bfloat16, torch.float32),
                                                (torch.float32, torch.bfloat16),
                                                (torch.float64, torch.float32)])

@@ -10,6 +10,8 @@ from typing import Dict, Mapping, Optional
 import torch
 from torch import nn
 
+from .. import _layers
+
 Masks = Dict[str, torch.Tensor]
 
 
@@ -28,8 +30,11 @@ def check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
                              f"stay zero without a mask; give masks for dense layers only "
                              f"(distill(masks=None) also holds the zeros of packed layers)")
         if m is None or not isinstance(getattr(m, "weight", None), torch.Tensor):
+            hint = ("; it is a torch.compile wrapper, whose layers are named '_orig_mod.<name>': "
+                    "use the masks with the model it wraps (model._orig_mod)"
+                    if _layers.compiled_inner(model) is not None else "")
             raise ValueError(f"mask for layer {name!r}: {type(model).__name__} has no layer of "
-                             f"that name with a weight")
+                             f"that name with a weight{hint}")
         if not isinstance(mask, torch.Tensor) or mask.shape != m.weight.shape:
             got = list(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise ValueError(f"mask for layer {name!r} has shape {got}; expected the weight's "

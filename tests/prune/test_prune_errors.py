@@ -365,6 +365,25 @@ def test_masks_of_soft_values_are_rejected_and_0_1_masks_of_any_dtype_work(model
         assert torch.equal(a(x), b(x)), kind
 
 
+def test_masks_of_the_plain_model_for_a_compiled_one_say_so(model):
+    # torch.compile(model) names its layers '_orig_mod.fc1': the masks of the plain model
+    # were "no layer of that name", with no word of the wrapper
+    masks = prune.prune_model(copy.deepcopy(model), 0.5, apply=False)
+    compiled = torch.compile(copy.deepcopy(model), backend="eager")
+    with pytest.raises(ValueError, match=r"mask for layer 'fc1': OptimizedModule has no layer of "
+                                         r"that name with a weight; it is a torch\.compile "
+                                         r"wrapper, whose layers are named '_orig_mod\.<name>': "
+                                         r"use the masks with the model it wraps "
+                                         r"\(model\._orig_mod\)"):
+        prune.MaskHolder(compiled, masks)
+    held = prune.MaskHolder(compiled._orig_mod, masks)  # as the message says
+    held.apply()
+    ref = copy.deepcopy(model)
+    prune.apply_masks(ref, masks)
+    x = torch.randn(3, 64)
+    assert torch.equal(compiled(x), ref(x))
+
+
 def test_bad_schedules(model):
     with pytest.raises(ValueError, match=r"schedule must not decrease \(pruned weights stay "
                                          r"pruned\), got \[0\.5, 0\.3\]"):
