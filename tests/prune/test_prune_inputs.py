@@ -150,6 +150,9 @@ def test_one_dataloader_batch_as_calib_is_named_as_read_as_two_batches(criterion
         prune.prune_model(m, 0.5, "fine", criterion, calib=batch)
     x = torch.randn(5, 16)
     assert torch.equal(m(x), model(x))  # nothing pruned
+    with pytest.raises(ValueError, match=r"calib batch 1 has shape \[8, 15\].*expected "
+                                         r"\[\.\.\., 16\]$"):  # two batches of inputs: no hint
+        prune.prune_model(m, 0.5, "fine", criterion, calib=[batch[0], torch.randn(8, 15)])
     # as the hint says: [batch] calibrates as the inputs alone do
     a = prune.prune_model(copy.deepcopy(model), 0.5, "fine", criterion, calib=[batch])
     b = prune.prune_model(copy.deepcopy(model), 0.5, "fine", criterion, calib=batch[0])
