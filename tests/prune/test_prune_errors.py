@@ -384,6 +384,28 @@ def test_masks_of_the_plain_model_for_a_compiled_one_say_so(model):
     assert torch.equal(compiled(x), ref(x))
 
 
+def test_pruning_a_sparsified_model_says_its_layers_are_packed(model):
+    # "has no prunable layers ... its layers are: SparseLinear x3" and "is a SparseLinear;
+    # only nn.Linear ... can be pruned" did not say what to do
+    prune.prune_model(model, 0.9)
+    dense = copy.deepcopy(model)
+    sparse = sk.sparsify(copy.deepcopy(model), layout="csc")
+    hint = (r"packed by sparsekern\.sparsify: prune the dense model before sparsify, or unpack "
+            r"a layer with layer\.to_dense\(\)")
+    with pytest.raises(ValueError, match=r"model MLP has no prunable layers: .*SparseLinear x3; "
+                                         r"its 3 SparseLinear layers are " + hint):
+        prune.prune_model(sparse, 0.95)
+    with pytest.raises(ValueError, match=r"layer 'fc1' is a SparseLinear; only nn\.Linear and "
+                                         r"nn\.Conv2d can be pruned \(and transformers Conv1D\): "
+                                         r"it is " + hint):
+        prune.prune_model(sparse, 0.95, layers=["fc1"])
+    x = torch.randn(4, 64)
+    torch.testing.assert_close(sparse(x), dense(x), rtol=1e-5, atol=1e-5)  # unchanged
+    sparse.fc1 = sparse.fc1.to_dense()  # as the message says: fc1 prunes again
+    prune.prune_model(sparse, 0.95, layers=["fc1"])
+    assert prune.sparsity(sparse)["fc1"] > 0.94
+
+
 def test_bad_schedules(model):
     with pytest.raises(ValueError, match=r"schedule must not decrease \(pruned weights stay "
                                          r"pruned\), got \[0\.5, 0\.3\]"):
