@@ -454,6 +454,37 @@ def test_bad_training_arguments(model):
         prune.bn_l1_penalty(model)
 
 
+def test_targets_that_do_not_fit_the_default_loss_are_named(model):
+    # a language model's logits [B, T, V] with token targets [B, T] failed inside
+    # cross_entropy with "Expected target size [2, 50], got [2, 12]"
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.head = nn.Embedding(50, 16), nn.Linear(16, 50)
+
+        def forward(self, ids):
+            return self.head(self.emb(ids))
+
+    torch.manual_seed(0)
+    lm = Tokens()
+    ref = copy.deepcopy(lm)
+    ids = torch.randint(0, 50, (2, 12))
+    with pytest.raises(ValueError, match=r"the model's output has shape \[2, 12, 50\] and the "
+                                         r"targets \[2, 12\]; the default loss, cross entropy, "
+                                         r"needs targets \[2, 50\] \(class indices of \[batch, "
+                                         r"classes, \.\.\.\] outputs\) or \[2, 12, 50\] \(class "
+                                         r"probabilities\): pass loss_fn= for other outputs"):
+        prune.train(lm, [(ids, ids)], progress=False)
+    assert torch.equal(lm(ids), ref(ids))  # no step taken
+    # targets that fit still train: [batch, classes, d] logits with [batch, d] targets
+    seg = nn.Conv1d(4, 3, 1)
+    losses = prune.train(seg, [(torch.randn(2, 4, 5), torch.randint(0, 3, (2, 5)))],
+                         progress=False)
+    assert len(losses) == 1
+    flat = lambda out, y: nn.functional.cross_entropy(out.flatten(0, 1), y.flatten())  # noqa
+    assert len(prune.train(lm, [(ids, ids)], loss_fn=flat, progress=False)) == 1
+
+
 def test_bad_convert_arguments(model):
     with pytest.raises(ValueError, match=r"layout must be 'auto', '1:4', '2:4', 'bsr' or 'csc'; "
                                          r"got 'coo'"):
