@@ -120,15 +120,30 @@ def _is_array_data(v) -> bool:
         _is_array_data(first)
 
 
+def _is_collated_ids(v) -> bool:
+    """A list of 1-D integer tensors of one length: what torch's default_collate makes of
+    examples whose token ids are Python lists (one tensor per position, across the batch)."""
+    return (isinstance(v, list) and len(v) > 0 and all(
+        isinstance(t, torch.Tensor) and t.dim() == 1 and not t.is_floating_point()
+        and not t.is_complex() and t.shape == v[0].shape for t in v))
+
+
 def _check_values(item: Mapping, what: str) -> None:
     """Raise TypeError naming ``what[key]`` for a Mapping value that holds tensor data as a
-    list or NumPy array (the model would fail on it far from the cause); numbers, flags,
-    None and other objects are left to the model."""
+    list or NumPy array, or as default_collate's list of per-position tensors (the model
+    would fail on it far from the cause); numbers, flags, None and other objects are left
+    to the model."""
     for k, v in item.items():
         if _is_array_data(v):
             raise TypeError(f"{what}[{k!r}] is a {type(v).__name__}; expected a tensor: call the "
                             f"tokenizer with return_tensors='pt' (or convert it with "
                             f"torch.as_tensor)")
+        if _is_collated_ids(v):
+            raise TypeError(f"{what}[{k!r}] is a list of {len(v)} integer tensors "
+                            f"{list(v[0].shape)}; expected a tensor: a DataLoader collates lists "
+                            f"of token ids this way: give the dataset tensors (datasets: "
+                            f"set_format('torch')) or a collate_fn that pads "
+                            f"(DataCollatorWithPadding)")
 
 
 def call(model, item, what: str = "input", tuple_is: str = "pair"):

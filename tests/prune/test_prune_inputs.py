@@ -133,6 +133,27 @@ def test_a_tokenizer_output_without_tensors_names_the_key_and_return_tensors(con
     assert inputs.split({"x": torch.ones(1), "scale": 2.0, "y": None})[1]["scale"] == 2.0
 
 
+def test_a_dataloader_of_token_id_lists_names_the_key_and_the_fix():
+    # a DataLoader over examples whose token ids are Python lists (a datasets.Dataset without
+    # set_format("torch")) collates each key into a list of per-position 1-D tensors: the
+    # model failed with "'list' object has no attribute 'size'"
+    model = tiny_bert_encoder()
+    examples = [{"input_ids": list(range(1, 9)), "attention_mask": [1] * 8} for _ in range(4)]
+    batch = next(iter(torch.utils.data.DataLoader(examples, batch_size=2)))
+    assert isinstance(batch["input_ids"], list)
+    m = copy.deepcopy(model)
+    with pytest.raises(TypeError, match=r"calib batch 0\['input_ids'\] is a list of 8 integer "
+                                        r"tensors \[2\]; expected a tensor: a DataLoader "
+                                        r"collates lists of token ids this way: give the dataset "
+                                        r"tensors \(datasets: set_format\('torch'\)\) or a "
+                                        r"collate_fn that pads \(DataCollatorWithPadding\)"):
+        prune.prune_model(m, 0.5, "fine", "wanda", calib=[batch])
+    fresh = _batch(3)
+    assert torch.equal(m(**fresh), model(**fresh))
+    stacked = {k: torch.stack(v, 1) for k, v in batch.items()}  # the fix, by hand
+    prune.prune_model(m, 0.5, "fine", "wanda", calib=[stacked])
+
+
 @pytest.mark.parametrize("criterion", ["wanda", "sparsegpt"])
 def test_one_dataloader_batch_as_calib_is_named_as_read_as_two_batches(criterion):
     # calib=next(iter(loader)) is an [inputs, targets] list: read as two batches, the targets
