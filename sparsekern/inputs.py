@@ -206,10 +206,23 @@ def check_not_empty(item, what: str = "input") -> None:
     empty (a dimension of size 0, e.g. a batch of 0 rows [0, K]): the model would see no data,
     and calibration statistics would be empty or silently missing. Also checks the item's
     kind (TypeError as :func:`split`)."""
-    split(item, what)
+    _, kwargs = split(item, what)
     if any(t.dim() > 0 and t.numel() == 0 for t in input_tensors(item)):
         raise ValueError(f"{what} has shape {describe(item)}, which holds no data (a dimension "
                          f"of size 0); expected at least one row in every batch")
+    _check_mask_fits(kwargs, what)
+
+
+def _check_mask_fits(kwargs: Dict[str, Any], what: str) -> None:
+    """A 2-D ``attention_mask`` must have the shape of the 2-D ``input_ids`` beside it: models
+    may accept another (transformers 5 does), but the real tokens could not be told apart,
+    and calibration would count the padding too."""
+    ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
+    if isinstance(ids, torch.Tensor) and isinstance(mask, torch.Tensor) and ids.dim() == 2 \
+            and mask.dim() == 2 and ids.shape != mask.shape:
+        raise ValueError(f"{what} has attention_mask of shape {list(mask.shape)} but input_ids of "
+                         f"shape {list(ids.shape)}; expected one mask entry per token (the "
+                         f"tokenizer's output, unchanged)")
 
 
 def to_device(item, device):

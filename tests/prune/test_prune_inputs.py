@@ -133,6 +133,22 @@ def test_a_tokenizer_output_without_tensors_names_the_key_and_return_tensors(con
     assert inputs.split({"x": torch.ones(1), "scale": 2.0, "y": None})[1]["scale"] == 2.0
 
 
+@pytest.mark.parametrize("criterion", ["wanda", "sparsegpt"])
+def test_an_attention_mask_of_another_shape_than_the_input_ids_is_named(criterion):
+    # Llama accepts a mask shorter than input_ids; calibration then could not match the mask
+    # to the tokens and silently counted the padding too
+    model = tiny_bert_encoder()
+    good = _batch(0)
+    bad = dict(_batch(1), attention_mask=_batch(1)["attention_mask"][:, :5])
+    m = copy.deepcopy(model)
+    with pytest.raises(ValueError, match=r"calib batch 1 has attention_mask of shape \[4, 5\] but "
+                                         r"input_ids of shape \[4, 10\]; expected one mask entry "
+                                         r"per token \(the tokenizer's output, unchanged\)"):
+        prune.prune_model(m, 0.5, "fine", criterion, calib=[good, bad])
+    fresh = _batch(5)
+    assert torch.equal(m(**fresh), model(**fresh))
+
+
 def test_a_dataloader_of_token_id_lists_names_the_key_and_the_fix():
     # a DataLoader over examples whose token ids are Python lists (a datasets.Dataset without
     # set_format("torch")) collates each key into a list of per-position 1-D tensors: the
