@@ -28,6 +28,16 @@ from torch.nn.utils import parametrize
 SUPPORTED_NAMES = "nn.Linear, nn.Conv2d (groups=1) or transformers Conv1D"
 
 
+def compiled_inner(model) -> Optional[nn.Module]:
+    """The module a ``torch.compile`` wrapper (``OptimizedModule``, whose layers are named
+    ``_orig_mod.<name>``) wraps; None for anything else. Recognised by name, so
+    ``torch._dynamo`` is never imported here."""
+    inner = getattr(model, "_orig_mod", None)
+    if type(model).__name__ == "OptimizedModule" and isinstance(inner, nn.Module):
+        return inner
+    return None
+
+
 def is_hf_conv1d(module: nn.Module) -> bool:
     """True for ``transformers``' Conv1D (any version's module path), without importing it.
 

@@ -19,6 +19,15 @@ def _check_format(A) -> None:
                         f"(Semi24, BSR or CSC), got {type(A).__name__}")
 
 
+def _check_not_nested(x: torch.Tensor, name: str) -> None:
+    """A nested tensor (strided or jagged) has no shape to check: name it instead of failing
+    inside torch ("NestedTensorImpl doesn't support sizes", or NotImplementedError)."""
+    if x.is_nested:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got a nested tensor (layout "
+                        f"{x.layout}); pad it (torch.nested.to_padded_tensor) or pass its "
+                        f"components one by one")
+
+
 def check_input(x: torch.Tensor, values: torch.Tensor, name: str = "x") -> None:
     """Raise TypeError/ValueError naming ``name`` when the layer input x cannot meet the
     weight's ``values``: another device, or a dtype that is neither the weights' nor float32
@@ -49,6 +58,7 @@ def spmm(A: SparseFormat, B: torch.Tensor, bias: Optional[torch.Tensor] = None) 
     _check_format(A)
     if not isinstance(B, torch.Tensor):
         raise TypeError(f"B must be a torch.Tensor of shape [K, N] or [K], got {type(B).__name__}")
+    _check_not_nested(B, "B")
     bias = weight_only_bias(bias, B.dtype, A.values.dtype)
     if B.dim() == 1:
         return spmm_op(*A.op_args(), B.unsqueeze(1), bias).squeeze(1)
@@ -82,6 +92,7 @@ def linear(x: torch.Tensor, A: SparseFormat, bias: Optional[torch.Tensor] = None
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor of shape [..., K], got {type(x).__name__}")
     M, K = A.shape
+    _check_not_nested(x, "x")
     if x.dim() < 1 or x.shape[-1] != K:
         raise ValueError(f"x has shape {list(x.shape)}; expected [..., K] with K={K} "
                          f"(the in_features of A of shape [{M}, {K}])")

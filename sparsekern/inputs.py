@@ -94,6 +94,7 @@ def split(item, what: str = "input", tuple_is: str = "pair") -> Tuple[tuple, Dic
             raise TypeError(f"{what} is a Mapping with non-string keys "
                             f"{[k for k in item if not isinstance(k, str)][:3]}; its keys must "
                             f"be the model's argument names")
+        _check_values(item, what)
         return (), dict(item)
     if isinstance(item, (tuple, list)) and item:
         if tuple_is == "args":
@@ -107,6 +108,44 @@ def split(item, what: str = "input", tuple_is: str = "pair") -> Tuple[tuple, Dic
     raise unsupported(item, what)
 
 
+def _is_array_data(v) -> bool:
+    """A NumPy-like array, or a non-empty list/tuple of numbers or of such lists: tensor data
+    not yet made a tensor (a tokenizer's output without ``return_tensors="pt"``)."""
+    if hasattr(v, "__array__") and hasattr(v, "shape") and not isinstance(v, torch.Tensor):
+        return True
+    if not isinstance(v, (list, tuple)) or not v:
+        return False
+    first = v[0]
+    return (isinstance(first, (int, float)) and not isinstance(first, bool)) or \
+        _is_array_data(first)
+
+
+def _is_collated_ids(v) -> bool:
+    """A list of 1-D integer tensors of one length: what torch's default_collate makes of
+    examples whose token ids are Python lists (one tensor per position, across the batch)."""
+    return (isinstance(v, list) and len(v) > 0 and all(
+        isinstance(t, torch.Tensor) and t.dim() == 1 and not t.is_floating_point()
+        and not t.is_complex() and t.shape == v[0].shape for t in v))
+
+
+def _check_values(item: Mapping, what: str) -> None:
+    """Raise TypeError naming ``what[key]`` for a Mapping value that holds tensor data as a
+    list or NumPy array, or as default_collate's list of per-position tensors (the model
+    would fail on it far from the cause); numbers, flags, None and other objects are left
+    to the model."""
+    for k, v in item.items():
+        if _is_array_data(v):
+            raise TypeError(f"{what}[{k!r}] is a {type(v).__name__}; expected a tensor: call the "
+                            f"tokenizer with return_tensors='pt' (or convert it with "
+                            f"torch.as_tensor)")
+        if _is_collated_ids(v):
+            raise TypeError(f"{what}[{k!r}] is a list of {len(v)} integer tensors "
+                            f"{list(v[0].shape)}; expected a tensor: a DataLoader collates lists "
+                            f"of token ids this way: give the dataset tensors (datasets: "
+                            f"set_format('torch')) or a collate_fn that pads "
+                            f"(DataCollatorWithPadding)")
+
+
 def call(model, item, what: str = "input", tuple_is: str = "pair"):
     """``model`` called on one item: ``model(x)``, ``model(**item)``, ``model(*args, **kw)``."""
     args, kwargs = split(item, what, tuple_is)
@@ -115,13 +154,18 @@ def call(model, item, what: str = "input", tuple_is: str = "pair"):
 
 def output_tensor(out, who: str = "the model") -> torch.Tensor:
     """The tensor a model's output stands for: itself, the first tensor of a Mapping (a Hugging
-    Face ModelOutput: ``last_hidden_state`` / ``logits``), or the first item of a tuple."""
+    Face ModelOutput: ``last_hidden_state`` / ``logits``) other than its ``"loss"`` (present
+    first when the inputs hold ``labels``; it stands for the output only when nothing else
+    does), or the first item of a tuple."""
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, Mapping):
-        for v in out.values():
-            if isinstance(v, torch.Tensor):
+        found = [(k, v) for k, v in out.items() if isinstance(v, torch.Tensor)]
+        for k, v in found:
+            if k != "loss":
                 return v
+        if found:
+            return found[0][1]
     elif isinstance(out, (tuple, list)) and out:
         return output_tensor(out[0], who)
     raise TypeError(f"{who} returned a {type(out).__name__}; expected a tensor, a "
@@ -162,10 +206,23 @@ def check_not_empty(item, what: str = "input") -> None:
     empty (a dimension of size 0, e.g. a batch of 0 rows [0, K]): the model would see no data,
     and calibration statistics would be empty or silently missing. Also checks the item's
     kind (TypeError as :func:`split`)."""
-    split(item, what)
+    _, kwargs = split(item, what)
     if any(t.dim() > 0 and t.numel() == 0 for t in input_tensors(item)):
         raise ValueError(f"{what} has shape {describe(item)}, which holds no data (a dimension "
                          f"of size 0); expected at least one row in every batch")
+    _check_mask_fits(kwargs, what)
+
+
+def _check_mask_fits(kwargs: Dict[str, Any], what: str) -> None:
+    """A 2-D ``attention_mask`` must have the shape of the 2-D ``input_ids`` beside it: models
+    may accept another (transformers 5 does), but the real tokens could not be told apart,
+    and calibration would count the padding too."""
+    ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
+    if isinstance(ids, torch.Tensor) and isinstance(mask, torch.Tensor) and ids.dim() == 2 \
+            and mask.dim() == 2 and ids.shape != mask.shape:
+        raise ValueError(f"{what} has attention_mask of shape {list(mask.shape)} but input_ids of "
+                         f"shape {list(ids.shape)}; expected one mask entry per token (the "
+                         f"tokenizer's output, unchanged)")
 
 
 def to_device(item, device):

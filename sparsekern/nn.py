@@ -70,6 +70,15 @@ class SparseLinear(PackedWeightModule):
         self.register_buffer("indices", weight.indices)
         self.register_buffer("offsets", weight.offsets)
         if bias is not None:
+            if not isinstance(bias, torch.Tensor):
+                raise TypeError(f"bias must be a torch.Tensor of shape [{self.out_features}] or "
+                                f"None, got {type(bias).__name__}")
+            if not bias.is_floating_point():
+                raise TypeError(f"bias has dtype {bias.dtype}; expected a floating dtype "
+                                f"(float32, float16, bfloat16, float64)")
+            if bias.device != weight.values.device:
+                raise ValueError(f"bias is on {bias.device} but the weight is on "
+                                 f"{weight.values.device}; expected one device")
             if bias.shape != (self.out_features,):
                 raise ValueError(f"bias has shape {list(bias.shape)}; expected "
                                  f"[{self.out_features}]")
@@ -101,7 +110,7 @@ class SparseLinear(PackedWeightModule):
         # Tensors straight from the module's dicts: nn.Module.__getattr__ costs ~0.5 us
         # each, a fifth of a small layer's call.
         params, buffers = self._parameters, self._buffers
-        if (not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] != K
+        if (not isinstance(x, torch.Tensor) or x.is_nested or x.dim() < 1 or x.shape[-1] != K
                 or x.dtype != params["values"].dtype or x.device != params["values"].device
                 or forward_ad_active(x, params["values"], params["bias"])):
             # the named error, a dtype the op takes (mixed precision, autocast), or
@@ -201,6 +210,9 @@ def _within_limit(W: torch.Tensor, nnz: int, limit: float, blocked: bool) -> boo
 def check_sparsify_args(layout: str, blocksize=None, max_density: Optional[float] = None,
                         example_input=None, latency_table=None, margin=None) -> None:
     """The argument checks of :func:`sparsify` (also run by prune.convert before its masks)."""
+    if not isinstance(layout, str):
+        raise TypeError(f"layout must be a str ({layouts.choices(('auto',), ' or ')}), got "
+                        f"{type(layout).__name__}")
     if layout != "auto" and layout not in layouts.names():
         raise ValueError(f"layout must be {layouts.choices(('auto',), ' or ')}; got {layout!r}")
     if max_density is not None and not 0.0 <= max_density <= 1.0:
@@ -259,6 +271,9 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
     Called under torch.inference_mode, it packs with inference mode off, so the sparse
     layers can still be trained afterwards.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"sparsify: model must be an nn.Module, got {type(model).__name__}; call "
+                        f"sparsify(model, layout=...)")
     check_sparsify_args(layout, blocksize, max_density, example_input, latency_table, margin)
     targets, skipped = _candidates(model, layers)
     # weights of 3+ dims outside any linear-like layer (MoE experts): named, never packed
@@ -328,10 +343,21 @@ def _candidates(model: nn.Module, layers) -> Tuple[Dict[str, nn.Module], Dict[st
                    f"Parameter); a packed copy would untie them (training would update two "
                    f"copies). Untie it first (a cloned weight) to pack it")
         if why is None:
+            _check_not_meta(name, mod)
             targets[name] = mod
         else:
             skipped[name] = why
     return targets, skipped
+
+
+def _check_not_meta(name: str, mod: nn.Module) -> None:
+    """ValueError naming the layer when its weight is on the meta device (a model built under
+    ``torch.device("meta")`` before its weights are loaded): there is nothing to pack."""
+    w = getattr(mod, "weight", None)
+    if isinstance(w, torch.Tensor) and w.is_meta:
+        raise ValueError(f"sparsify: layer {name!r} has its weight on the meta device (no values "
+                         f"to pack); load the weights first, or load a saved sparse model with "
+                         f"sparsekern.load_sparse")
 
 
 def _swap(model: nn.Module, targets: Dict[str, nn.Module], layout: str, blocksize,

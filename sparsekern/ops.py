@@ -22,18 +22,32 @@ from . import _extension, _output
 from ._ops import NS as _NS
 from .backends import reference, select
 from .formats import from_parts
-from .formats.validate import check_format_meta
+from .formats.validate import check_format_meta, check_format_structure
 
 #: Half-precision weights may meet float32 activations (weight-only compression).
 _MIXED_OK = {(torch.float16, torch.float32), (torch.bfloat16, torch.float32)}
+
+
+def _kind_of(t: torch.Tensor) -> str:
+    """How a non-dense tensor is named in an error (a nested tensor has no shape to show)."""
+    return f"a nested tensor (layout {t.layout})" if t.is_nested else f"layout {t.layout}"
+
+
+def _check_not_nested(named) -> None:
+    """TypeError naming the first nested tensor of ``named`` ((tensor, name) pairs): the
+    shape checks below cannot even read a nested tensor's shape."""
+    for t, name in named:
+        if isinstance(t, torch.Tensor) and t.is_nested:
+            raise TypeError(f"{name} must be a dense (strided) tensor, got {_kind_of(t)}")
 
 
 def check_dense_operand(t, name: str, values: torch.Tensor, rows, what_rows: str) -> None:
     """Check a dense operand ([rows, N], dtype and device of the weight)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.layout != torch.strided:
-        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {t.layout}")
+    if t.layout != torch.strided or t.is_nested:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got "
+                        f"{_kind_of(t)}")
     if t.dim() != 2:
         raise ValueError(f"{name} must be 2-D of shape [{what_rows}, N], got shape "
                          f"{list(t.shape)} ({t.dim()}-D)")
@@ -57,6 +71,7 @@ def check_op_args(values, indices, offsets, M, K, layout, dense) -> None:
     each dense operand ``(tensor, name, rows, what_rows)`` of ``dense``. The index values are
     checked by the backend that reads them (the compiled kernels check each index they use,
     the reference backend runs check_format_structure), for every op alike."""
+    _check_not_nested(((values, "values"), (indices, "indices"), (offsets, "offsets")))
     check_format_meta(values, indices, offsets, M, K, layout)
     for t, name, rows, what in dense:
         check_dense_operand(t, name, values, rows, what)
@@ -68,6 +83,8 @@ def check_spmm_args(values, indices, offsets, M, K, layout, B, bias) -> None:
     if bias is not None:
         if not isinstance(bias, torch.Tensor):
             raise TypeError(f"bias must be a torch.Tensor or None, got {type(bias).__name__}")
+        if bias.layout != torch.strided or bias.is_nested:
+            raise TypeError(f"bias must be a dense (strided) tensor, got {_kind_of(bias)}")
         if bias.dim() != 1 or bias.shape[0] != M:
             raise ValueError(f"bias has shape {list(bias.shape)}; expected [M] = [{M}]")
         if bias.dtype != B.dtype:
@@ -97,6 +114,11 @@ def _spmm_impl(values, indices, offsets, M, K, layout, B, bias=None):
     out = _output.empty_output(M, B, B.dtype)
     if out.numel() == 0:
         return out
+    if bias is not None and not bias.is_contiguous():
+        # The GPU kernels (Triton's store_tile / reduce_split_k, csrc/cuda) read bias[m] at
+        # bias_ptr + m: a strided bias gave a wrong product, an expanded one (stride 0) read
+        # past its one-element storage. An [M] copy, only for a bias that is not contiguous.
+        bias = bias.contiguous()
     backend = select(layout, values.dtype, B.dtype, values.device, M, K, B.shape[1])
     return backend.spmm(values, indices, offsets, M, K, layout, B, bias, out)
 
@@ -125,12 +147,17 @@ def _autocast_kernel(device_type: str):
     excluded = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
 
     def cast(t, dtype):
-        if t is None or not t.is_floating_point() or t.dtype == torch.float64:
+        if t is None or dtype is None or not t.is_floating_point() or t.dtype == torch.float64:
             return t
         return t.to(dtype) if t.device.type == device_type else t
 
     def kernel(values, indices, offsets, M, K, layout, B, bias=None):
         dtype = torch.get_autocast_dtype(device_type)
+        if any(isinstance(t, torch.Tensor) and t.dtype == torch.float64 for t in (values, B, bias)):
+            # float64 is never cast, so casting the others only made the dtype error name a
+            # dtype the caller never passed ("B has dtype float64 but the sparse values have
+            # dtype bfloat16" for float32 values): the op sees the caller's dtypes instead.
+            dtype = None
         with torch._C._ExcludeDispatchKeyGuard(excluded):
             return torch.ops.sparsekern.spmm(cast(values, dtype), indices, offsets, M, K,
                                              layout, cast(B, dtype), cast(bias, dtype))
@@ -146,20 +173,26 @@ for _device in ("cpu", "cuda"):
 # A torch.sparse tensor among the operands sends the call to a sparse dispatch key, where
 # the op had no kernel: torch's "Could not run 'sparsekern::spmm' with arguments from the
 # 'SparseCPU' backend" named no argument. These kernels run the argument checks instead.
+# The same for the other tensor kinds with a dispatch key of their own: MKL-DNN (layout
+# _mkldnn), quantized (dtype qint8/quint8/qint32) and nested tensors (3-D or more).
 def _sparse_operand_kernel(check, n_args: int):
     def kernel(*args):
         args = args + (None,) * (n_args - len(args))  # an omitted optional bias
-        check(*args)  # names the sparse operand ("must be a dense (strided) tensor")
-        raise TypeError(f"sparsekern takes dense (strided) tensors; got layouts "
-                        f"{[a.layout for a in args if isinstance(a, torch.Tensor)]}")
+        check(*args)  # names the operand ("must be a dense (strided) tensor", its dtype, ...)
+        kinds = [(a.layout, a.dtype, "nested" if a.is_nested else "")
+                 for a in args if isinstance(a, torch.Tensor)]
+        raise TypeError(f"sparsekern takes dense (strided), non-nested, non-quantized tensors; "
+                        f"got (layout, dtype, nested) {kinds}")
     return kernel
 
 
+_OPERAND_KEYS = ("SparseCPU", "SparseCsrCPU", "SparseCUDA", "SparseCsrCUDA", "MkldnnCPU",
+                 "QuantizedCPU", "QuantizedCUDA", "NestedTensorCPU", "NestedTensorCUDA")
 _SPARSE_LIB = torch.library.Library(_NS, "IMPL")
 for _op, _check, _n in (("spmm", check_spmm_args, 8),
                         ("spmm_transposed", check_transposed_args, 7),
                         ("spmm_sampled_dot", check_sampled_dot_args, 8)):
-    for _key in ("SparseCPU", "SparseCsrCPU", "SparseCUDA", "SparseCsrCUDA"):
+    for _key in _OPERAND_KEYS:
         _SPARSE_LIB.impl(_op, _sparse_operand_kernel(_check, _n), _key)
 
 
@@ -315,6 +348,10 @@ def spmm_forward_ad(values, indices, offsets, M, K, layout: str, B: torch.Tensor
     """The op's product through the dense matrix, in differentiable torch ops (forward and
     reverse mode): for calls that carry forward-mode tangents (see forward_ad_active)."""
     check_spmm_args(values, indices, offsets, M, K, layout, B, bias)
+    # The index tensors are read here (to_dense), so they get the checks a backend runs: a
+    # negative index, an invalid 2:4 nibble or offsets that do not end at nnz otherwise
+    # scattered to the wrong place and returned a wrong product without an error.
+    check_format_structure(values, indices, offsets, M, K, layout)
     W = from_parts(layout, values, indices, offsets, (M, K), validate=False).to_dense()
     acc = torch.float64 if B.dtype == torch.float64 else torch.float32
     Y = W.to(acc) @ B.to(acc)

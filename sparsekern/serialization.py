@@ -66,12 +66,25 @@ def _entry(mod: nn.Module) -> dict:
     return e
 
 
+def _check_args(fn: str, model, path, what: str) -> None:
+    """TypeError naming ``fn`` and the argument when ``model`` is not an nn.Module or ``path``
+    not a str/PathLike (the two swapped, a path of None)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{fn}: model must be an nn.Module, got {type(model).__name__}; call "
+                        f"{fn}(model, path)")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{fn}: path must be a str or os.PathLike ({what}), got "
+                        f"{type(path).__name__}")
+
+
 def save_sparse(model: nn.Module, path: PathLike) -> None:
     """Save ``model`` with every SparseLinear and SparseConv2d packed.
 
     ``path`` ending in ``.safetensors`` writes a safetensors file (no pickle); any other
     path a ``torch.save`` dict of plain tensors/ints/strs (``weights_only`` loadable).
     """
+    _check_args("save_sparse", model, path, "a .safetensors or .pt file")
+    model = _layers.compiled_inner(model) or model  # the file names the plain model's layers
     entries = {n: _entry(m) for n, m in model.named_modules()
                if isinstance(m, (SparseLinear, SparseConv2d))}
     if "" in entries:
@@ -686,7 +699,12 @@ def load_sparse(model: nn.Module, path: PathLike, map_location=None) -> nn.Modul
     raises the ValueError of the head's missing tensors (load it into
     ``model.base_model`` instead). The prefix is stripped or added only when every key then
     names one of the model's (see _base_model_mapped).
+
+    A ``torch.compile`` wrapper loads into the model it wraps and is returned; save_sparse of
+    one writes the plain model's layer names.
     """
+    _check_args("load_sparse", model, path, "a .safetensors or .pt file, or a folder")
+    wrapper, model = model, _layers.compiled_inner(model) or model  # load into what it wraps
     _check_not_meta(model)
     saved = _read(path, map_location)
     if saved.tied_may_be_missing:  # a plain state_dict, maybe under transformers' file names
@@ -712,4 +730,4 @@ def load_sparse(model: nn.Module, path: PathLike, map_location=None) -> nn.Modul
         for name, mod in old.items():  # checked above; if torch still refuses, undo the swap
             _set_submodule(model, name, mod)
         raise
-    return model
+    return wrapper

@@ -344,3 +344,86 @@ def test_format_to_an_integer_dtype_is_refused():
                                         r"expected one of float32"):
         csc().to(torch.int32)
     assert csc().to(torch.float64).dtype == torch.float64
+
+@pytest.mark.parametrize("draw", ALL)
+def test_other_tensor_kinds_get_the_named_error(draw):
+    """A sparse bias, an MKL-DNN or quantized operand and nested tensors (strided or jagged)
+    were answered by torch ("Could not run 'sparsekern::spmm' with arguments from the
+    'QuantizedCPU' backend", "NestedTensorImpl doesn't support sizes", a bare
+    NotImplementedError, or "sparsekern takes dense tensors" naming no argument for a bias)."""
+    A = draw()
+    M, K = A.shape
+    B, bias = torch.randn(K, 3), torch.randn(M)
+    with sk.use_backend("reference"):
+        want = spmm(*A.op_args(), B, bias)
+    torch.testing.assert_close(spmm(*A.op_args(), B, bias), want)  # the valid call, unchanged
+    nested = torch.nested.nested_tensor([torch.randn(2), torch.randn(3)])
+    q = lambda t: torch.quantize_per_tensor(t, 0.1, 0, torch.qint8)  # noqa: E731
+    bad = [
+        (dict(bias=bias.to_sparse()), TypeError,
+         r"bias must be a dense \(strided\) tensor, got layout torch.sparse_coo"),
+        (dict(bias=nested), TypeError, r"bias must be a dense \(strided\) tensor, got a nested"),
+        (dict(B=B.to_mkldnn()), TypeError,
+         r"B must be a dense \(strided\) tensor, got layout torch._mkldnn"),
+        (dict(B=q(B)), TypeError, r"B has unsupported dtype torch.qint8; expected a floating"),
+        (dict(values=q(A.values.float())), TypeError, r"values has dtype torch.qint8; expected"),
+        (dict(B=torch.nested.nested_tensor([B])), TypeError,
+         r"B must be a dense \(strided\) tensor, got a nested tensor"),
+        (dict(values=nested), TypeError, r"values must be a dense \(strided\) tensor, got a nested"),
+        (dict(offsets=nested), TypeError, r"offsets must be a dense \(strided\) tensor, got a nest"),
+    ]
+    for change, err, match in bad:
+        args = dict(values=A.values, indices=A.indices, offsets=A.offsets, B=B, bias=bias)
+        args.update(change)
+        call = (args["values"], args["indices"], args["offsets"], M, K, A.layout, args["B"],
+                args["bias"])
+        with pytest.raises(err, match=match):
+            spmm(*call)
+        with sk.use_backend("reference"), pytest.raises(err, match=match):
+            spmm(*call)
+    G = torch.nested.nested_tensor([torch.randn(M, 2)])
+    with pytest.raises(TypeError, match=r"G must be a dense \(strided\) tensor, got a nested"):
+        torch.ops.sparsekern.spmm_transposed(*A.op_args(), G)
+    layer = sk.SparseLinear(A)
+    for layout in (torch.strided, torch.jagged):
+        x = torch.nested.nested_tensor([torch.randn(2, K), torch.randn(3, K)], layout=layout)
+        for f in (lambda: sk.linear(x, A), lambda: layer(x)):
+            with pytest.raises(TypeError, match=r"x must be a dense \(strided\) tensor, got a "
+                                                r"nested tensor \(layout torch\.(strided|jagged)"):
+                f()
+        with pytest.raises(TypeError, match=r"B must be a dense \(strided\) tensor, got a nested"):
+            sk.spmm(A, x.transpose(1, 2) if layout == torch.strided else x)
+
+
+@pytest.mark.parametrize("draw", ALL)
+def test_autocast_dtype_errors_name_the_callers_dtypes(draw):
+    """Under torch.autocast the op cast float32 operands to the autocast dtype but left
+    float64 ones alone, so float32 values with a float64 B were rejected as "the sparse values
+    have dtype torch.bfloat16", a dtype the caller never passed."""
+    A = draw()
+    M, K = A.shape
+    B = torch.randn(K, 3)
+    v, i, o = A.values.float(), A.indices, A.offsets
+    cases = [((v, B.double()), r"B has dtype torch.float64 but the sparse values have dtype "
+                               r"torch.float32"),
+             ((v.double(), B), r"B has dtype torch.float32 but the sparse values have dtype "
+                               r"torch.float64")]
+    for (values, b), match in cases:
+        with sk.use_backend("reference"), pytest.raises(TypeError, match=match):
+            spmm(values, i, o, M, K, A.layout, b)
+        with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(TypeError, match=match):
+            spmm(values, i, o, M, K, A.layout, b)
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(
+            TypeError, match=r"bias has dtype torch.float64; expected the output dtype "
+                             r"torch.float32"):
+        spmm(v, i, o, M, K, A.layout, B, torch.randn(M, dtype=torch.float64))
+    # the calls autocast serves are unchanged: bfloat16 compute, float64 left alone
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = spmm(v, i, o, M, K, A.layout, B)
+        y64 = spmm(v.double(), i, o, M, K, A.layout, B.double())
+    with sk.use_backend("reference"):
+        want = spmm(v.bfloat16(), i, o, M, K, A.layout, B.bfloat16())
+        want64 = spmm(v.double(), i, o, M, K, A.layout, B.double())
+    assert y.dtype == torch.bfloat16 and y64.dtype == torch.float64
+    torch.testing.assert_close(y, want, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(y64, want64)

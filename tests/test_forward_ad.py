@@ -81,3 +81,36 @@ def test_reverse_mode_and_vmap_keep_the_op():
     assert type(y.grad_fn.next_functions[0][0]).__name__ == "CppFunction"  # the op's node
     torch.testing.assert_close(torch.func.vmap(sparse)(torch.randn(2, 5, 16)).shape,
                                torch.Size([2, 5, 12]))
+
+
+
+@pytest.mark.parametrize("layout", ["2:4", "csc", "bsr"])
+def test_forward_ad_rejects_a_malformed_format_as_the_op_does(layout):
+    # The forward-AD path builds the dense weight itself (to_dense); it skipped the index
+    # checks and returned a wrong product (a row index -1 landed in row M-1) without an error.
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    bs = (2, 2) if layout == "bsr" else None
+    W = random_pattern_weight(6, 12, layout, density=0.4, blocksize=(2, 2), dtype=torch.float64,
+                              generator=gen)
+    A = sk.to_sparse(W, layout, blocksize=bs)
+    B, T = (torch.randn(12, 3, dtype=torch.float64, generator=gen) for _ in range(2))
+    with sk.use_backend("reference"):  # the well-formed weight: the reference's product
+        want_y, want_t = sk.spmm(A, B), sk.spmm(A, T)
+    y, t = torch.func.jvp(lambda b: sk.spmm(A, b), (B,), (T,))
+    torch.testing.assert_close(y, want_y)
+    torch.testing.assert_close(t, want_t)
+
+    idx = A.indices.clone()
+    if layout == "2:4":
+        idx[0, 0] = 0x00  # group 0 of row 0: positions (0, 0), not strictly increasing
+        match = r"2:4 indices row 0, group 0: positions \(0, 0\) must be strictly increasing"
+    else:
+        idx[0] = -1  # negative: wrapped to the last row / block column
+        match = r"indices\[0\]=-1 is out of range; expected 0 <= index < "
+    bad = sk.formats.from_parts(layout, A.values, idx, A.offsets, A.shape, validate=False)
+    with sk.use_backend("reference"), pytest.raises(ValueError, match=match):
+        sk.spmm(bad, B)
+    with pytest.raises(ValueError, match=match):
+        torch.func.jvp(lambda b: sk.spmm(bad, b), (B,), (T,))
+    with pytest.raises(ValueError, match=match):
+        torch.func.jvp(lambda x: sk.linear(x, bad), (B.t(),), (T.t(),))

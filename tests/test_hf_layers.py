@@ -354,6 +354,31 @@ def test_distill_a_sparsified_gpt2_whose_only_dense_linear_is_the_tied_head():
     assert not torch.equal(before, sparse.transformer.wte.weight)  # and trained
 
 
+def test_distill_on_batches_with_labels_matches_the_logits_not_the_loss():
+    """A language-modelling batch carries labels, so the model's output starts with its
+    scalar loss: distill took that as the output and matched the student's loss to the
+    teacher's (MSE of two numbers), silently; the logits are the output, as without labels."""
+    teacher = tiny_gpt2_lm()
+    model = copy.deepcopy(teacher)
+    prune.prune_model(model, 0.7)
+    batches = [{"input_ids": ids(seed=s), "attention_mask": torch.ones(2, 8, dtype=torch.long)}
+               for s in (1, 2)]
+    labelled = [dict(b, labels=b["input_ids"]) for b in batches]
+    assert list(model(**labelled[0]).keys())[0] == "loss"
+    runs = []
+    for data in (batches, labelled):
+        student = copy.deepcopy(model)
+        losses = prune.distill(student, teacher, data, steps=2, lr=1e-3, progress=False)
+        runs.append((losses, student))
+    assert runs[0][0] == runs[1][0]
+    fresh = ids(seed=9)
+    torch.testing.assert_close(runs[1][1](fresh).logits, runs[0][1](fresh).logits,
+                               rtol=0, atol=0)
+    out = model(**labelled[0])
+    assert sk.inputs.output_tensor(out) is out.logits
+    assert sk.inputs.output_tensor({"loss": out.loss}) is out.loss  # nothing else: the loss
+
+
 def test_calibration_statistics_count_real_tokens_only():
     """A tokenizer's padded batch: the tokens its attention_mask marks 0 are padding, whose
     activations depend on the pad token id. Wanda's input norms (and SparseGPT's Hessian,
@@ -600,6 +625,9 @@ def test_a_sparsified_model_reports_its_sparsity_and_refuses_masks_for_packed_la
     assert prune.sparsity(sparse) == before  # packed layers count (it said 'no prunable layers')
     some = next(iter(masks))
     assert prune.sparsity(sparse, layers=[some]) == {some: before[some], "total": before[some]}
+    # one name as a plain str (it was read character by character: "layer 'e' does not exist")
+    assert prune.sparsity(sparse, layers=some) == {some: before[some], "total": before[some]}
+    assert prune.sparsity(model, layers=some) == {some: before[some], "total": before[some]}
     with pytest.raises(ValueError, match=rf"mask for layer '{some}': it is a packed SparseLinear "
                                          r"\(sparsekern.sparsify\): its pruned weights are not "
                                          r"stored, so they stay zero without a mask"):

@@ -166,6 +166,51 @@ def test_sparsify_rejects_bad_arguments():
         sk.sparsify(MLP(), layout="csc", max_density=2)
 
 
+def test_sparsify_names_a_model_or_layout_of_the_wrong_type():
+    # sparsify("csc", model) printed the whole model's repr as the bad layout, and
+    # sparsify(None) failed with "'NoneType' object has no attribute 'named_modules'"
+    torch.manual_seed(0)
+    model = MLP()
+    with pytest.raises(TypeError, match=r"sparsify: model must be an nn\.Module, got str; call "
+                                        r"sparsify\(model, layout=\.\.\.\)"):
+        sk.sparsify("csc", model)
+    with pytest.raises(TypeError, match=r"sparsify: model must be an nn\.Module, got NoneType"):
+        sk.sparsify(None, layout="csc")
+    with pytest.raises(TypeError, match=r"sparsify: model must be an nn\.Module, got method"):
+        sk.sparsify(model.forward, layout="csc")
+    with pytest.raises(TypeError, match=r"layout must be a str \('auto', '1:4', '2:4', 'bsr' or "
+                                        r"'csc'\), got MLP$"):
+        sk.sparsify(model, layout=MLP())
+    with pytest.raises(TypeError, match=r"layout must be a str .*, got MLP$"):
+        prune.convert(model, layout=MLP())
+    # nothing changed: the model still runs as before on fresh inputs
+    x = torch.randn(4, 32)
+    torch.manual_seed(0)
+    ref = MLP()
+    assert all(type(m) is nn.Linear for m in (model.fc1, model.fc2, model.head))
+    assert torch.equal(model(x), ref(x))
+
+
+def test_sparsify_names_a_layer_on_the_meta_device():
+    # a model built under torch.device("meta") (weights not loaded yet) failed inside
+    # torch.nonzero with "The register_meta function for torch.nonzero() raises unimplemented"
+    with torch.device("meta"):
+        model = MLP()
+    with pytest.raises(ValueError, match=r"sparsify: layer 'fc1' has its weight on the meta "
+                                        r"device \(no values to pack\); load the weights first, "
+                                        r"or load a saved sparse model with "
+                                        r"sparsekern.load_sparse"):
+        sk.sparsify(model, layout="csc")
+    assert all(type(m) is nn.Linear for m in (model.fc1, model.fc2, model.head))
+    torch.manual_seed(0)
+    real = MLP()  # the same model on a real device still packs and matches itself
+    with torch.no_grad():
+        real.fc1.weight.copy_(random_pattern_weight(64, 32, "csc", density=0.1))
+    ref = copy.deepcopy(real)
+    x = torch.randn(4, 32)
+    assert rel_err(sk.sparsify(real, layout="csc")(x), ref(x)) < TOL[torch.float32]
+
+
 def test_save_and_load_sparse_into_fresh_model(tmp_path):
     torch.manual_seed(1)
     model = MLP()
@@ -508,3 +553,25 @@ def test_sparsify_twice_reports_the_layers_already_packed():
     twice = sk.sparsify(once, "2:4")  # it gave an empty report, and no word
     assert twice.sparsekern_report == {"0": ("2:4", "already packed"),
                                        "2": ("2:4", "already packed")}
+
+
+@pytest.mark.parametrize("layout", ["2:4", "csc", "bsr"])
+def test_sparse_linear_names_a_bias_of_the_wrong_kind(layout):
+    """A list bias raised AttributeError ('list' object has no attribute 'shape'), an integer
+    one torch's "Only Tensors of floating point ... can require gradients", and a bias on
+    another device waited for the first forward."""
+    W = random_pattern_weight(6, 12, layout, density=0.4, blocksize=(2, 2))
+    A = sk.to_sparse(W, layout, blocksize=(2, 2) if layout == "bsr" else None)
+    with pytest.raises(TypeError, match=r"bias must be a torch.Tensor of shape \[6\] or None, "
+                                        r"got list"):
+        sk.SparseLinear(A, [0.0] * 6)
+    with pytest.raises(TypeError, match=r"bias has dtype torch.int64; expected a floating"):
+        sk.SparseLinear(A, torch.zeros(6, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"bias is on meta but the weight is on cpu"):
+        sk.SparseLinear(A, torch.zeros(6, device="meta"))
+    bias = torch.randn(6)
+    layer = sk.SparseLinear(A, bias)  # a good bias: the reference backend's product
+    x = torch.randn(3, 12)
+    with sk.use_backend("reference"):
+        want = sk.linear(x, A, bias)
+    torch.testing.assert_close(layer(x), want)

@@ -83,6 +83,59 @@ def test_saving_into_a_missing_folder_names_the_path(tmp_path, suffix):
         sk.save_sparse(sparse, path)
 
 
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_arguments_of_the_wrong_type_are_named(tmp_path, suffix):
+    # (path, model) in the wrong order failed with "'str' object has no attribute
+    # 'named_modules'"; a path of None or a number with os's messages
+    sparse = sparse_net("csc")
+    path = tmp_path / f"m{suffix}"
+    with pytest.raises(TypeError, match=r"save_sparse: model must be an nn\.Module, got str; "
+                                        r"call save_sparse\(model, path\)"):
+        sk.save_sparse(str(path), sparse)
+    with pytest.raises(TypeError, match=r"save_sparse: path must be a str or os\.PathLike "
+                                        r"\(a \.safetensors or \.pt file\), got int"):
+        sk.save_sparse(sparse, 3)
+    assert not path.exists()
+    sk.save_sparse(sparse, path)
+    fresh = net(seed=7)
+    before = snapshot(fresh)
+    with pytest.raises(TypeError, match=r"load_sparse: model must be an nn\.Module, got "
+                                        r"PosixPath; call load_sparse\(model, path\)"):
+        sk.load_sparse(path, fresh)
+    with pytest.raises(TypeError, match=r"load_sparse: path must be a str or os\.PathLike "
+                                        r"\(a \.safetensors or \.pt file, or a folder\), got "
+                                        r"NoneType"):
+        sk.load_sparse(fresh, None)
+    assert_untouched(fresh, before)
+    x = torch.randn(3, 4, 5, 5)
+    with torch.no_grad():
+        assert torch.equal(sk.load_sparse(fresh, path)(x), sparse(x))
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_a_compiled_model_saves_and_loads_as_the_model_it_wraps(tmp_path, suffix):
+    # torch.compile(model) names every layer '_orig_mod.<name>': its file did not load into
+    # the plain model ("the saved sparse layer '_orig_mod.0' does not exist in Sequential"),
+    # nor a plain model's file into a compiled one
+    sparse = sparse_net("csc")
+    x = torch.randn(3, 4, 5, 5)
+    with torch.no_grad():
+        want = sparse(x)
+    path, plain_path = tmp_path / f"c{suffix}", tmp_path / f"p{suffix}"
+    sk.save_sparse(torch.compile(sparse), path)
+    sk.save_sparse(sparse, plain_path)
+    for p in (path, plain_path):
+        fresh = sk.load_sparse(net(seed=7), p)
+        with torch.no_grad():
+            assert torch.equal(fresh(x), want)
+        inner = net(seed=7)
+        compiled = torch.compile(inner, backend="eager")
+        assert sk.load_sparse(compiled, p) is compiled
+        assert isinstance(inner[3], SparseLinear)
+        with torch.no_grad():
+            assert torch.equal(compiled(x), want)
+
+
 @pytest.mark.parametrize("saved,model_dtype", [(torch.bfloat16, torch.float32),
                                                (torch.float32, torch.bfloat16),
                                                (torch.float64, torch.float32)])

@@ -87,7 +87,24 @@ def run(model: nn.Module, calib, what: str = "calib",
                 except StopForward:
                     pass
                 except (RuntimeError, ValueError, IndexError, TypeError) as e:
-                    raise misfit(model, x, f"{what} batch {i}", stack, e) from e
+                    err = misfit(model, x, f"{what} batch {i}", stack, e)
+                    raise ValueError(f"{err}{pair_hint(calib, i, what)}") from e
+
+
+def pair_hint(calib, failed: int, what: str = "calib") -> str:
+    """A hint for a tuple/list of tensors that was read as that many batches but may be one
+    (inputs, targets) batch (``next(iter(loader))``): batch ``failed`` (> 0) was rejected and
+    differs from batch 0 in dims or dtype, as targets do; "" for anything else."""
+    if not (isinstance(calib, (tuple, list)) and len(calib) >= 2 and 0 < failed < len(calib)
+            and all(isinstance(t, torch.Tensor) for t in calib)):
+        return ""
+    first, bad = calib[0], calib[failed]
+    if bad.dim() == first.dim() and bad.dtype == first.dtype:
+        return ""
+    shapes = ", ".join(f"{list(t.shape)} {str(t.dtype).replace('torch.', '')}" for t in calib)
+    return (f"; {what} is a {type(calib).__name__} of {len(calib)} tensors ({shapes}), read as "
+            f"{len(calib)} batches: if it is one (inputs, targets) batch (a DataLoader's), "
+            f"pass [batch] or the inputs alone")
 
 
 def param_dtype(model: nn.Module) -> Optional[torch.dtype]:

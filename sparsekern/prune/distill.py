@@ -192,7 +192,7 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
             with a 2-D ``attention_mask`` (a tokenizer's padded batch), token-shaped outputs
             are compared at the real tokens only, as calibration counts them.
         layers: names of intermediate modules (present in both models) whose outputs are
-            matched too, each weighted by ``layer_weight``.
+            matched too, each weighted by ``layer_weight``; one name may be a plain str.
         max_grad_norm: gradient clipping (None: off).
         train_mode: run the student in train mode (dropout on); default eval mode.
         optimizer: your own optimizer over the student's parameters (lr schedule still set).
@@ -223,36 +223,32 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
         masks = masks_from_zeros(model) if default_layers(model) else {}
     check_masks(model, masks)
     dist, rank, world = _world()
-    if steps is None:
-        if isinstance(data, (torch.Tensor, Mapping, inputs.Args)):
-            steps = 1
-        elif hasattr(data, "__len__"):
-            steps = max(1, math.ceil(len(data) / world))
-        else:
-            raise ValueError("steps is required when data has no length (e.g. a generator)")
+    steps = _default_steps(data, world) if steps is None else steps
     device = next(model.parameters()).device
     t_device = next(teacher.parameters(), torch.empty(0)).device
     s_store: Dict[str, torch.Tensor] = {}
     t_store: Dict[str, torch.Tensor] = {}
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    _check_trainable(model, optimizer)
     # checked before any hook or parametrization touches the model
     mover = MovingMasks(model, masks, mask_update) if mask_update else None
-    handles = _capture(model, layers, "the student", s_store)
-    handles += _capture(teacher, layers, "the teacher", t_store)
     s_flags, t_flags = inputs.train_flags(model), inputs.train_flags(teacher)
-    moving = mover.attach(masks) if mover is not None else None
-    net = model
-    if dist is not None and not isinstance(model, nn.parallel.DistributedDataParallel):
-        ids = [device.index] if device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    opt = optimizer or torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                         lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(steps, warmup))
-    holders = _attach_holders(model, masks if moving is None else None, opt, hold_stored)
-    from tqdm.auto import tqdm
-    bar = tqdm(total=steps, desc="distill", disable=not progress or rank != 0, leave=False)
+    handles: list = []
+    holders: list = []
+    moving = bar = None
     losses: List[float] = []
-    best = _Best(model, eval_fn, eval_every, history, dist, world)
-    try:
+    try:  # every hook, holder and moving mask attached below is removed in `finally`
+        handles += _capture(model, layers, "the student", s_store)
+        handles += _capture(teacher, layers, "the teacher", t_store)
+        moving = mover.attach(masks) if mover is not None else None
+        net = _wrap_ddp(model, dist, device)
+        opt = optimizer or torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                             lr=lr, weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(steps, warmup))
+        holders = _attach_holders(model, masks if moving is None else None, opt, hold_stored)
+        from tqdm.auto import tqdm
+        bar = tqdm(total=steps, desc="distill", disable=not progress or rank != 0, leave=False)
+        best = _Best(model, eval_fn, eval_every, history, dist, world)
         best.rate(0)
         model.train(train_mode)
         teacher.eval()
@@ -274,7 +270,8 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
             best.rate(step, last=step == steps)
         best.restore(steps)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         for h in handles:
             h.remove()
         for h in holders:
@@ -285,6 +282,30 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
         inputs.restore_flags(s_flags)
         inputs.restore_flags(t_flags)
     return losses
+
+
+def _default_steps(data, world: int) -> int:
+    """One pass over ``data`` per rank (1 for a single batch); raises for a generator."""
+    if isinstance(data, (torch.Tensor, Mapping, inputs.Args)):
+        return 1
+    if hasattr(data, "__len__"):
+        return max(1, math.ceil(len(data) / world))
+    raise ValueError("steps is required when data has no length (e.g. a generator)")
+
+
+def _check_trainable(model: nn.Module, optimizer) -> None:
+    if optimizer is None and not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("distill: the student has no parameter with requires_grad=True; "
+                         "unfreeze the layers to train (model.requires_grad_(True)) or pass "
+                         "optimizer=")
+
+
+def _wrap_ddp(model: nn.Module, dist, device) -> nn.Module:
+    """``model`` in DistributedDataParallel under torch.distributed (else itself)."""
+    if dist is None or isinstance(model, nn.parallel.DistributedDataParallel):
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def _attach_holders(model: nn.Module, masks, opt, hold_stored: bool) -> list:

@@ -95,6 +95,24 @@ def describe(module: nn.Module) -> str:
     return f"{type(module).__name__}"
 
 
+_PACKED = ("packed by sparsekern.sparsify: prune the dense model before sparsify, or unpack a "
+           "layer with layer.to_dense()")
+
+
+def _is_packed(module: nn.Module) -> bool:
+    from .._packed_module import PackedWeightModule
+    return isinstance(module, PackedWeightModule)
+
+
+def _packed_hint(model: nn.Module) -> str:
+    """'; its 3 SparseLinear layers are packed by ...' for a sparsified model, else ''."""
+    packed = [type(m).__name__ for m in model.modules() if _is_packed(m)]
+    if not packed:
+        return ""
+    kinds = "/".join(sorted(set(packed)))
+    return f"; its {len(packed)} {kinds} layers are {_PACKED}"
+
+
 def select_layers(model: nn.Module, layers: Optional[Iterable[str]] = None,
                   need_conv: bool = False, writes: bool = False) -> Dict[str, nn.Module]:
     """The layers to prune: ``layers`` (names) or every prunable layer.
@@ -120,7 +138,8 @@ def select_layers(model: nn.Module, layers: Optional[Iterable[str]] = None,
             left += [f"{n} ({why})" for n, why in _layers.weights_left_alone(model).items()]
             why = f"; left out: {'; '.join(left)}" if left else ""
             raise ValueError(f"model {type(model).__name__} has no prunable layers: expected at "
-                             f"least one {kinds}; its layers are: {layer_types(model)}{why}")
+                             f"least one {kinds}; its layers are: {layer_types(model)}{why}"
+                             f"{_packed_hint(model)}")
         for name, m in found.items():
             if writes:
                 check_not_reparametrized(name, m)
@@ -139,6 +158,7 @@ def select_layers(model: nn.Module, layers: Optional[Iterable[str]] = None,
         m = modules[name]
         if not is_prunable(m):
             why = f": {skip_reason(m)}" if looks_linear(m) else ""
+            why = f": it is {_PACKED}" if _is_packed(m) else why
             raise ValueError(f"layer {name!r} is a {describe(m)}; only nn.Linear and nn.Conv2d "
                              f"can be pruned (and transformers Conv1D){why}")
         if need_conv and not isinstance(m, nn.Conv2d):

@@ -10,6 +10,8 @@ from typing import Dict, Mapping, Optional
 import torch
 from torch import nn
 
+from .. import _layers
+
 Masks = Dict[str, torch.Tensor]
 
 
@@ -28,12 +30,28 @@ def check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
                              f"stay zero without a mask; give masks for dense layers only "
                              f"(distill(masks=None) also holds the zeros of packed layers)")
         if m is None or not isinstance(getattr(m, "weight", None), torch.Tensor):
+            hint = ("; it is a torch.compile wrapper, whose layers are named '_orig_mod.<name>': "
+                    "use the masks with the model it wraps (model._orig_mod)"
+                    if _layers.compiled_inner(model) is not None else "")
             raise ValueError(f"mask for layer {name!r}: {type(model).__name__} has no layer of "
-                             f"that name with a weight")
+                             f"that name with a weight{hint}")
         if not isinstance(mask, torch.Tensor) or mask.shape != m.weight.shape:
             got = list(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise ValueError(f"mask for layer {name!r} has shape {got}; expected the weight's "
                              f"shape {list(m.weight.shape)}")
+        _check_zero_one(name, mask)
+
+
+def _check_zero_one(name: str, mask: torch.Tensor) -> None:
+    """A mask that is not bool must hold only 0s and 1s (torch.nn.utils.prune's float
+    weight_mask does): a mask of scores would read as "nonzero = kept"."""
+    if mask.dtype == torch.bool:
+        return
+    bad = (mask != 0) & (mask != 1)
+    if bool(bad.any()):
+        raise ValueError(f"mask for layer {name!r} has dtype {mask.dtype} with values other than "
+                         f"0 and 1 (e.g. {mask[bad].flatten()[0].item():g}); expected a bool mask "
+                         f"(True = kept) or one of 0s and 1s")
 
 
 @torch.no_grad()
@@ -53,7 +71,8 @@ def masks_from_zeros(model: nn.Module, layers=None) -> Masks:
 
 
 def sparsity(model: nn.Module, layers=None) -> Dict[str, float]:
-    """{layer name: fraction of exact zeros in its weight} plus ``"total"`` over all of them.
+    """{layer name: fraction of exact zeros in its weight} plus ``"total"`` over all of them
+    (``layers``: names, or one name as a str; default every prunable or packed layer).
     Packed layers (after ``sparsekern.sparsify``) count too: the zeros of their weight
     matrix, stored or not."""
     from .._packed_module import PackedWeightModule
@@ -68,7 +87,7 @@ def sparsity(model: nn.Module, layers=None) -> Dict[str, float]:
                 raise
             dense = {}
     else:
-        names = list(layers)
+        names = [layers] if isinstance(layers, str) else list(layers)
         packed = {n: all_packed[n] for n in names if n in all_packed}
         rest = [n for n in names if n not in packed]
         dense = select_layers(model, rest) if rest else {}

@@ -145,7 +145,11 @@ def _global_fine(scores: Dict[str, torch.Tensor], ratio: float) -> Masks:
 
 def _sequential(model, modules, g, ratios, criterion, calib, masks, apply, config,
                 progress, fast: bool = True) -> Masks:
-    """Wanda or SparseGPT layer by layer in forward order (see sequential.py)."""
+    """Wanda or SparseGPT layer by layer in forward order (see sequential.py).
+
+    Each layer's weight is copied (to the CPU) just before it is pruned; those copies are
+    put back when anything raises mid-way (a later layer's Hessian holding NaN, Ctrl-C), so
+    the model is left as it was, and also at the end when not ``apply``."""
     if criterion == "sparsegpt":
         if not isinstance(g, (Fine, NM, Block)):
             raise ValueError(f"criterion 'sparsegpt' supports granularities 'fine', 'N:M' and "
@@ -155,7 +159,7 @@ def _sequential(model, modules, g, ratios, criterion, calib, masks, apply, confi
                 raise ValueError(f"layer {name!r} is a grouped Conv2d (groups={m.groups}); "
                                  f"criterion 'sparsegpt' needs one input matrix per layer: "
                                  f"exclude it (layers=...) or use 'wanda'")
-    saved = None if apply else {n: m.weight.detach().clone() for n, m in modules.items()}
+    saved: Dict[str, torch.Tensor] = {}  # the weights pruned so far, as they were before
     groups, repeated = sequential.forward_groups(model, modules, calib)
     stat = sequential.hessian_stat() if criterion == "sparsegpt" else sequential.sq_norm_stat()
     from tqdm.auto import tqdm
@@ -176,14 +180,22 @@ def _sequential(model, modules, g, ratios, criterion, calib, masks, apply, confi
                 stats = sequential.collect(model, group, modules, calib, stat,
                                            stop_early=not repeated, runner=runner, root=root)
                 for name in group:
+                    saved[name] = modules[name].weight.detach().to("cpu", copy=True)
                     new[name] = _prune_one(modules[name], name, g, ratios[name], criterion,
                                            stats[name], masks, config)
-    finally:
-        if saved is not None:
-            with torch.no_grad():
-                for n, w in saved.items():
-                    modules[n].weight.copy_(w)
+    except BaseException:
+        _restore(modules, saved)
+        raise
+    if not apply:
+        _restore(modules, saved)
     return {n: new[n] for n in modules}
+
+
+@torch.no_grad()
+def _restore(modules: Dict[str, nn.Module], saved: Dict[str, torch.Tensor]) -> None:
+    """Copy each saved weight (any device) back into its layer's weight, in place."""
+    for n, w in saved.items():
+        modules[n].weight.copy_(w)
 
 
 @torch.no_grad()

@@ -34,6 +34,20 @@ def _forward(model: nn.Module, x) -> torch.Tensor:
                                 "the model")
 
 
+def _default_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross entropy of ``out`` [batch, classes, ...] against class indices [batch, ...] or
+    probabilities of ``out``'s shape; other targets raise ValueError naming both shapes."""
+    idx = [out.shape[0]] + list(out.shape[2:]) if out.dim() >= 2 else None
+    if isinstance(y, torch.Tensor) and idx is not None and list(y.shape) not in (
+            idx, list(out.shape)):
+        raise ValueError(f"the model's output has shape {list(out.shape)} and the targets "
+                         f"{list(y.shape)}; the default loss, cross entropy, needs targets {idx} "
+                         f"(class indices of [batch, classes, ...] outputs) or "
+                         f"{list(out.shape)} (class probabilities): pass loss_fn= for other "
+                         f"outputs")
+    return nn.functional.cross_entropy(out, y)
+
+
 def _count(y) -> int:
     return int(y.shape[0]) if isinstance(y, torch.Tensor) and y.dim() else len(y)
 
@@ -49,7 +63,8 @@ def train(model: nn.Module, loader, epochs: int = 1, lr: float = DEFAULT_TRAIN_L
 
     Args:
         masks: held through training (pruned weights stay exactly 0); None holds nothing.
-        loss_fn: default cross entropy.
+        loss_fn: ``loss_fn(output, targets)``; default cross entropy (targets: class indices
+            [batch, ...] of a [batch, classes, ...] output, or probabilities of its shape).
         optimizer: default Adam(lr, weight_decay).
         penalty: an extra loss term ``penalty(model)`` (e.g. prune.bn_l1_penalty).
     Returns the mean loss of each epoch.
@@ -58,7 +73,7 @@ def train(model: nn.Module, loader, epochs: int = 1, lr: float = DEFAULT_TRAIN_L
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
-    loss_fn = nn.CrossEntropyLoss() if loss_fn is None else loss_fn
+    loss_fn = _default_loss if loss_fn is None else loss_fn
     opt = optimizer or torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     holder = MaskHolder(model, masks).attach(opt) if masks else None
     from tqdm.auto import tqdm

@@ -163,6 +163,8 @@ def triton_bsr(values: torch.Tensor, indices: torch.Tensor, offsets: torch.Tenso
     nnzb, bm, bk = values.shape
     bm, bk = int(bm), int(bk)  # compile-time constants of the kernel (guards under tracing)
     N = B.shape[1]
+    if bias is not None:  # the kernels read bias[m] at bias_ptr + m
+        bias = bias.contiguous()
     S = split_k if split_k > 0 else bsr_split_k(M, N, nnzb, bm, bk, B.device)
     if S * M * N >= INT32_LIMIT:
         S = 1

@@ -139,6 +139,8 @@ def triton_csc(values: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor,
         split_k: 0 picks a split from the shapes; s >= 1 forces s (tests use it).
     """
     N = B.shape[1]
+    if bias is not None:  # the kernels read bias[m] at bias_ptr + m
+        bias = bias.contiguous()
     S = split_k if split_k > 0 else csc_split_k(M, N, values.shape[0], B.device)
     if S * M * N >= INT32_LIMIT:
         S = 1

@@ -158,6 +158,8 @@ def triton_semi24(values: torch.Tensor, indices: torch.Tensor, M: int, K: int, B
         split_k: 0 picks a split from the shapes; s >= 1 forces s (tests use it).
     """
     N = B.shape[1]
+    if bias is not None:  # the kernels read bias[m] at bias_ptr + m
+        bias = bias.contiguous()
     S = split_k if split_k > 0 else semi24_split_k(M, N, K, B.device)
     if S * M * N >= INT32_LIMIT:
         S = 1

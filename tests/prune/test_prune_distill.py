@@ -135,6 +135,53 @@ def test_mismatched_teacher_and_bad_masks_are_rejected():
         prune.distill(model, Dicty(), data, masks={}, steps=1, progress=False)
 
 
+def _hooks(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_a_rejected_run_leaves_no_hook_or_moving_mask_behind():
+    # layers= named in the student but not in the teacher: the student's capture hook
+    # stayed registered (every later forward stored its output); an all-frozen student:
+    # the same, plus torch's bare "optimizer got an empty parameter list"
+    teacher = _mlp()
+    model = copy.deepcopy(teacher)
+    masks = prune.prune_model(model, None, "2:4", "l1")
+    ref = copy.deepcopy(model)
+    data = _data(2)
+    with pytest.raises(ValueError, match=r"layers: the teacher has no module named '1'"):
+        prune.distill(model, nn.Sequential(nn.Linear(16, 8)), data, masks=masks, steps=1,
+                      layers=["1"], progress=False)
+    assert _hooks(model) == 0
+    frozen = copy.deepcopy(model).requires_grad_(False)
+    with pytest.raises(ValueError, match=r"distill: the student has no parameter with "
+                                         r"requires_grad=True; unfreeze the layers to train "
+                                         r"\(model.requires_grad_\(True\)\) or pass optimizer="):
+        prune.distill(frozen, teacher, data, masks=masks, steps=1, layers=["1"],
+                      mask_update=prune.MaskUpdate(), progress=False)
+    assert _hooks(frozen) == 0
+    assert not nn.utils.parametrize.is_parametrized(frozen)
+    x = torch.randn(5, 16)
+    assert torch.equal(model(x), ref(x)) and torch.equal(frozen(x), ref(x))
+
+
+def test_one_layer_name_as_a_string_is_one_name():
+    # layers="1" was read as the names '1' ... character by character ("no module named 't'"
+    # for "transformer.h.0"), unlike prune_model and sparsify, which take one name
+    from collections import OrderedDict
+    teacher = nn.Sequential(OrderedDict(zip(("fc1", "act", "fc2"), _mlp())))
+    model = copy.deepcopy(teacher)
+    masks = prune.prune_model(model, None, "2:4", "l1")
+    a, b = copy.deepcopy(model), copy.deepcopy(model)
+    torch.manual_seed(0)
+    la = prune.distill(a, teacher, _data(), masks=masks, steps=3, layers="fc1", progress=False)
+    torch.manual_seed(0)
+    lb = prune.distill(b, teacher, _data(), masks=masks, steps=3, layers=["fc1"],
+                       progress=False)
+    assert la == lb
+    x = torch.randn(5, 16)
+    assert torch.equal(a(x), b(x))
+
+
 def test_cosine_schedule_with_warmup():
     f = _cosine(10, 2)
     assert f(0) == pytest.approx(1 / 3) and f(1) == pytest.approx(2 / 3)

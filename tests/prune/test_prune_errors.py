@@ -1,4 +1,6 @@
 """Every rejection of the pruning frontend, with its message."""
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -341,6 +343,69 @@ def test_bad_masks(model):
         prune.prune_model(model, 0.5, masks=[])
 
 
+def test_masks_of_soft_values_are_rejected_and_0_1_masks_of_any_dtype_work(model):
+    # a float mask of scores (0.5, 0.3) was read as "nonzero = kept": every weight kept, with
+    # no word (torch.nn.utils.prune's float 0/1 weight_mask is fine)
+    keep = prune.prune_model(copy.deepcopy(model), 0.5, apply=False)
+    soft = {n: k.float() * 0.5 for n, k in keep.items()}
+    for call in (lambda m: prune.apply_masks(m, soft), lambda m: prune.MaskHolder(m, soft),
+                 lambda m: prune.prune_model(m, 0.6, masks=soft)):
+        m = copy.deepcopy(model)
+        with pytest.raises(ValueError, match=r"mask for layer 'fc1' has dtype torch.float32 with "
+                                             r"values other than 0 and 1 \(e.g. 0.5\); expected a "
+                                             r"bool mask \(True = kept\) or one of 0s and 1s"):
+            call(m)
+        x = torch.randn(3, 64)
+        assert torch.equal(m(x), model(x))  # nothing applied
+    x = torch.randn(3, 64)
+    for kind in (torch.float32, torch.int64, torch.uint8):
+        a, b = copy.deepcopy(model), copy.deepcopy(model)
+        prune.apply_masks(a, {n: k.to(kind) for n, k in keep.items()})
+        prune.apply_masks(b, keep)
+        assert torch.equal(a(x), b(x)), kind
+
+
+def test_masks_of_the_plain_model_for_a_compiled_one_say_so(model):
+    # torch.compile(model) names its layers '_orig_mod.fc1': the masks of the plain model
+    # were "no layer of that name", with no word of the wrapper
+    masks = prune.prune_model(copy.deepcopy(model), 0.5, apply=False)
+    compiled = torch.compile(copy.deepcopy(model), backend="eager")
+    with pytest.raises(ValueError, match=r"mask for layer 'fc1': OptimizedModule has no layer of "
+                                         r"that name with a weight; it is a torch\.compile "
+                                         r"wrapper, whose layers are named '_orig_mod\.<name>': "
+                                         r"use the masks with the model it wraps "
+                                         r"\(model\._orig_mod\)"):
+        prune.MaskHolder(compiled, masks)
+    held = prune.MaskHolder(compiled._orig_mod, masks)  # as the message says
+    held.apply()
+    ref = copy.deepcopy(model)
+    prune.apply_masks(ref, masks)
+    x = torch.randn(3, 64)
+    assert torch.equal(compiled(x), ref(x))
+
+
+def test_pruning_a_sparsified_model_says_its_layers_are_packed(model):
+    # "has no prunable layers ... its layers are: SparseLinear x3" and "is a SparseLinear;
+    # only nn.Linear ... can be pruned" did not say what to do
+    prune.prune_model(model, 0.9)
+    dense = copy.deepcopy(model)
+    sparse = sk.sparsify(copy.deepcopy(model), layout="csc")
+    hint = (r"packed by sparsekern\.sparsify: prune the dense model before sparsify, or unpack "
+            r"a layer with layer\.to_dense\(\)")
+    with pytest.raises(ValueError, match=r"model MLP has no prunable layers: .*SparseLinear x3; "
+                                         r"its 3 SparseLinear layers are " + hint):
+        prune.prune_model(sparse, 0.95)
+    with pytest.raises(ValueError, match=r"layer 'fc1' is a SparseLinear; only nn\.Linear and "
+                                         r"nn\.Conv2d can be pruned \(and transformers Conv1D\): "
+                                         r"it is " + hint):
+        prune.prune_model(sparse, 0.95, layers=["fc1"])
+    x = torch.randn(4, 64)
+    torch.testing.assert_close(sparse(x), dense(x), rtol=1e-5, atol=1e-5)  # unchanged
+    sparse.fc1 = sparse.fc1.to_dense()  # as the message says: fc1 prunes again
+    prune.prune_model(sparse, 0.95, layers=["fc1"])
+    assert prune.sparsity(sparse)["fc1"] > 0.94
+
+
 def test_bad_schedules(model):
     with pytest.raises(ValueError, match=r"schedule must not decrease \(pruned weights stay "
                                          r"pruned\), got \[0\.5, 0\.3\]"):
@@ -387,6 +452,37 @@ def test_bad_training_arguments(model):
         prune.accuracy(model, [])
     with pytest.raises(ValueError, match=r"model MLP has no BatchNorm with an affine weight"):
         prune.bn_l1_penalty(model)
+
+
+def test_targets_that_do_not_fit_the_default_loss_are_named(model):
+    # a language model's logits [B, T, V] with token targets [B, T] failed inside
+    # cross_entropy with "Expected target size [2, 50], got [2, 12]"
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.head = nn.Embedding(50, 16), nn.Linear(16, 50)
+
+        def forward(self, ids):
+            return self.head(self.emb(ids))
+
+    torch.manual_seed(0)
+    lm = Tokens()
+    ref = copy.deepcopy(lm)
+    ids = torch.randint(0, 50, (2, 12))
+    with pytest.raises(ValueError, match=r"the model's output has shape \[2, 12, 50\] and the "
+                                         r"targets \[2, 12\]; the default loss, cross entropy, "
+                                         r"needs targets \[2, 50\] \(class indices of \[batch, "
+                                         r"classes, \.\.\.\] outputs\) or \[2, 12, 50\] \(class "
+                                         r"probabilities\): pass loss_fn= for other outputs"):
+        prune.train(lm, [(ids, ids)], progress=False)
+    assert torch.equal(lm(ids), ref(ids))  # no step taken
+    # targets that fit still train: [batch, classes, d] logits with [batch, d] targets
+    seg = nn.Conv1d(4, 3, 1)
+    losses = prune.train(seg, [(torch.randn(2, 4, 5), torch.randint(0, 3, (2, 5)))],
+                         progress=False)
+    assert len(losses) == 1
+    flat = lambda out, y: nn.functional.cross_entropy(out.flatten(0, 1), y.flatten())  # noqa
+    assert len(prune.train(lm, [(ids, ids)], loss_fn=flat, progress=False)) == 1
 
 
 def test_bad_convert_arguments(model):

@@ -110,6 +110,92 @@ def test_a_mapping_that_does_not_fit_names_the_batch_and_the_layer():
                           calib=sk.Args(torch.randn(2, 8), torch.randn(2, 7)))
 
 
+@pytest.mark.parametrize("convert,kind", [(lambda t: t.tolist(), "list"),
+                                           (lambda t: t.numpy(), "ndarray")],
+                         ids=["list", "ndarray"])
+def test_a_tokenizer_output_without_tensors_names_the_key_and_return_tensors(convert, kind):
+    # tokenizer(texts, padding=True) without return_tensors="pt" gives lists (or NumPy
+    # arrays with "np"): the model failed on them with "'list' object has no attribute 'size'"
+    model = tiny_bert_encoder()
+    good = _batch(0)
+    bad = {k: convert(v) for k, v in good.items()}
+    msg = (rf"calib batch 1\['input_ids'\] is a {kind}; expected a tensor: call the tokenizer "
+           rf"with return_tensors='pt'")
+    m = copy.deepcopy(model)
+    for crit in ("wanda", "sparsegpt"):
+        with pytest.raises(TypeError, match=msg):
+            prune.prune_model(m, 0.5, "fine", crit, calib=[good, bad])
+    with pytest.raises(TypeError, match=r"data item\['input_ids'\] is a " + kind):
+        prune.distill(m, model, [bad], steps=1, progress=False)
+    fresh = _batch(7)  # rejected before anything changed
+    assert torch.equal(m(**fresh), model(**fresh))
+    # other values (numbers, None, flags) in a Mapping are left to the model
+    assert inputs.split({"x": torch.ones(1), "scale": 2.0, "y": None})[1]["scale"] == 2.0
+
+
+@pytest.mark.parametrize("criterion", ["wanda", "sparsegpt"])
+def test_an_attention_mask_of_another_shape_than_the_input_ids_is_named(criterion):
+    # Llama accepts a mask shorter than input_ids; calibration then could not match the mask
+    # to the tokens and silently counted the padding too
+    model = tiny_bert_encoder()
+    good = _batch(0)
+    bad = dict(_batch(1), attention_mask=_batch(1)["attention_mask"][:, :5])
+    m = copy.deepcopy(model)
+    with pytest.raises(ValueError, match=r"calib batch 1 has attention_mask of shape \[4, 5\] but "
+                                         r"input_ids of shape \[4, 10\]; expected one mask entry "
+                                         r"per token \(the tokenizer's output, unchanged\)"):
+        prune.prune_model(m, 0.5, "fine", criterion, calib=[good, bad])
+    fresh = _batch(5)
+    assert torch.equal(m(**fresh), model(**fresh))
+
+
+def test_a_dataloader_of_token_id_lists_names_the_key_and_the_fix():
+    # a DataLoader over examples whose token ids are Python lists (a datasets.Dataset without
+    # set_format("torch")) collates each key into a list of per-position 1-D tensors: the
+    # model failed with "'list' object has no attribute 'size'"
+    model = tiny_bert_encoder()
+    examples = [{"input_ids": list(range(1, 9)), "attention_mask": [1] * 8} for _ in range(4)]
+    batch = next(iter(torch.utils.data.DataLoader(examples, batch_size=2)))
+    assert isinstance(batch["input_ids"], list)
+    m = copy.deepcopy(model)
+    with pytest.raises(TypeError, match=r"calib batch 0\['input_ids'\] is a list of 8 integer "
+                                        r"tensors \[2\]; expected a tensor: a DataLoader "
+                                        r"collates lists of token ids this way: give the dataset "
+                                        r"tensors \(datasets: set_format\('torch'\)\) or a "
+                                        r"collate_fn that pads \(DataCollatorWithPadding\)"):
+        prune.prune_model(m, 0.5, "fine", "wanda", calib=[batch])
+    fresh = _batch(3)
+    assert torch.equal(m(**fresh), model(**fresh))
+    stacked = {k: torch.stack(v, 1) for k, v in batch.items()}  # the fix, by hand
+    prune.prune_model(m, 0.5, "fine", "wanda", calib=[stacked])
+
+
+@pytest.mark.parametrize("criterion", ["wanda", "sparsegpt"])
+def test_one_dataloader_batch_as_calib_is_named_as_read_as_two_batches(criterion):
+    # calib=next(iter(loader)) is an [inputs, targets] list: read as two batches, the targets
+    # failed at the first layer with no word of why they were fed to the model
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    data = torch.utils.data.TensorDataset(torch.randn(64, 16), torch.randint(0, 4, (64,)))
+    batch = next(iter(torch.utils.data.DataLoader(data, batch_size=8)))
+    m = copy.deepcopy(model)
+    with pytest.raises(ValueError, match=r"calib batch 1 has shape \[8\], which does not fit layer "
+                                         r"'0' \(Linear\).*; calib is a list of 2 tensors "
+                                         r"\(\[8, 16\] float32, \[8\] int64\), read as 2 batches: "
+                                         r"if it is one \(inputs, targets\) batch \(a DataLoader's\), "
+                                         r"pass \[batch\] or the inputs alone"):
+        prune.prune_model(m, 0.5, "fine", criterion, calib=batch)
+    x = torch.randn(5, 16)
+    assert torch.equal(m(x), model(x))  # nothing pruned
+    with pytest.raises(ValueError, match=r"calib batch 1 has shape \[8, 15\].*expected "
+                                         r"\[\.\.\., 16\]$"):  # two batches of inputs: no hint
+        prune.prune_model(m, 0.5, "fine", criterion, calib=[batch[0], torch.randn(8, 15)])
+    # as the hint says: [batch] calibrates as the inputs alone do
+    a = prune.prune_model(copy.deepcopy(model), 0.5, "fine", criterion, calib=[batch])
+    b = prune.prune_model(copy.deepcopy(model), 0.5, "fine", criterion, calib=batch[0])
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
 def test_calibration_restores_each_modules_own_train_flag():
     class Wrapper(nn.Module):
         def __init__(self):

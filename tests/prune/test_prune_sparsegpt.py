@@ -443,3 +443,52 @@ def test_a_chain_whose_blocks_share_a_stateful_object_is_not_replayed():
         assert (sequential.find_chain(model, mods, calib) is not None) is replayed
         masks = prune.prune_model(model, 0.5, "fine", "wanda", calib=calib)
         assert all(float(m.float().mean()) == 0.5 for m in masks.values())
+
+
+class _Poisoned(nn.Module):
+    """fc1 -> fc2 -> fc3 whose fc3 input holds NaN while ``poison`` is set (as after an
+    fp16 overflow in a later block)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(32, 48), nn.Linear(48, 48), nn.Linear(48, 16)
+        self.poison = True
+
+    def forward(self, x):
+        h = torch.relu(self.fc2(torch.relu(self.fc1(x))))
+        return self.fc3(h * float("nan") if self.poison else h)
+
+
+def test_a_failure_mid_way_leaves_the_model_as_it_was():
+    # SparseGPT prunes and reconstructs fc1 and fc2 before fc3's Hessian is found to hold
+    # NaN: the error must not leave a half-pruned model behind (a retry would prune twice).
+    torch.manual_seed(0)
+    model = _Poisoned()
+    ref = copy.deepcopy(model)
+    with pytest.raises(ValueError, match=r"layer 'fc3': the calibration Hessian \(48x48\) "
+                                         r"holds NaN or Inf"):
+        prune.prune_model(model, 0.5, "fine", "sparsegpt", calib=_correlated(64, 32))
+    model.poison = ref.poison = False
+    x = torch.randn(8, 32)
+    assert torch.equal(model(x), ref(x))
+    for n, p in model.named_parameters():
+        assert torch.equal(p, ref.get_parameter(n)), n
+
+
+@pytest.mark.parametrize("criterion", ["wanda", "sparsegpt"])
+def test_an_interrupt_mid_way_leaves_every_weight_as_it_was(criterion):
+    # Ctrl-C during a long sequential run: the layers pruned so far are put back.
+    torch.manual_seed(0)
+    model = MLP()
+    ref = copy.deepcopy(model)
+
+    def interrupt(mod, args):  # once fc1 is pruned (not in the ordering pass before)
+        if bool((model.fc1.weight == 0).any()):
+            raise KeyboardInterrupt
+
+    model.fc3.register_forward_pre_hook(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        prune.prune_model(model, 0.5, "fine", criterion, calib=_correlated(64, 32))
+    model.fc3._forward_pre_hooks.clear()
+    x = torch.randn(8, 32)
+    assert torch.equal(model(x), ref(x))

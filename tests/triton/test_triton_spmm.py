@@ -214,3 +214,35 @@ def test_nan_inf_in_b_meet_stored_entries_only(layout, dtype):
     # prunes it and stays finite there.
     assert out[0, 0].isnan() and not out[0, 3].isfinite()
     assert out[without, 0].isfinite() and out[without, 3].isfinite()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f16"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_strided_and_expanded_bias(layout, dtype):
+    """The kernels read bias[m] at bias_ptr + m: a strided bias (a column of a matrix, every
+    other element) gave a wrong product, an expanded one (stride 0) read past its storage."""
+    M, K, N = 21, 30, 5
+    W = random_pattern_weight(M, K, layout, density=0.4, blocksize=(16, 16), dtype=dtype)
+    A = pack(W, layout)
+    B = torch.randn(K, N).to(dtype)
+    for bias in (torch.randn(2 * M).to(dtype)[::2], torch.randn(M, 3).to(dtype)[:, 1],
+                 torch.randn(1).to(dtype).expand(M)):
+        assert not bias.is_contiguous()
+        out = check(A, B, bias)
+        with use_backend("reference"):
+            want = torch.ops.sparsekern.spmm(*A.op_args(), B, bias.contiguous())
+        assert rel_err(out, want) < tol(dtype, K)
+    # the launchers themselves (the private ops' entry), split-K included
+    from sparsekern import triton as kernels
+    bias = torch.randn(3 * M).to(dtype)[::3]
+    values, indices, offsets = A.values, A.indices, A.offsets
+    for split_k in (1, 2):
+        out = torch.full((M, N), float("nan"), dtype=dtype)
+        if layout == "bsr":
+            kernels.triton_bsr(values, indices, offsets, M, K, B, bias, out, split_k)
+        elif layout == "2:4":
+            kernels.triton_semi24(values, indices, M, K, B, bias, out, split_k)
+        else:
+            s = kernels.build_row_strips(values, indices, offsets, M, K)
+            kernels.triton_csc(s.values, s.cols, s.rows, s.ptr, M, K, B, bias, out, split_k)
+        assert rel_err(out, reference_out(A, B, bias)) < tol(dtype, K), split_k
