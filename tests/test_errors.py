@@ -345,6 +345,7 @@ def test_format_to_an_integer_dtype_is_refused():
         csc().to(torch.int32)
     assert csc().to(torch.float64).dtype == torch.float64
 
+
 @pytest.mark.parametrize("draw", ALL)
 def test_other_tensor_kinds_get_the_named_error(draw):
     """A sparse bias, an MKL-DNN or quantized operand and nested tensors (strided or jagged)
