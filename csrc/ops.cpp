@@ -166,9 +166,9 @@ bool format_meta_ok(const at::Tensor& values, const at::Tensor& indices,
   }
   if (layout == Layout::kSell) {
     const auto ot = offsets.scalar_type();
-    return values.dim() == 2 && values.size(1) == 16 && indices.scalar_type() == at::kByte &&
-           indices.dim() == 2 && indices.size(0) == values.size(0) && indices.size(1) == 16 &&
-           (ot == at::kInt || ot == at::kLong) && offsets.dim() == 1 &&
+    return values.dim() == 1 && indices.scalar_type() == at::kByte && indices.dim() == 2 &&
+           indices.size(1) == 16 && (ot == at::kInt || ot == at::kLong) &&
+           offsets.dim() == 2 && offsets.size(1) == 2 &&
            offsets.size(0) == ceil_div(M, 16) * ceil_div(K, 64) + 1;
   }
   if (layout == Layout::kSemi24) {
@@ -249,8 +249,10 @@ void check_status(int status, c10::string_view layout, int64_t M, int64_t K, int
     TORCH_CHECK_VALUE(status != kBadIndex, what, "an index in indices is neither 255 (no entry) "
                       "nor below its block's width (64, or K % 64 in the last block), or a "
                       "lane past row M - 1 holds an entry");
-    TORCH_CHECK_VALUE(status != kBadOffsets, what, "offsets must start at 0, never decrease "
-                      "and end at the number of steps (values.shape[0])");
+    TORCH_CHECK_VALUE(status != kBadOffsets, what, "offsets[:, 0] must start at 0, never "
+                      "decrease and end at the number of steps (indices.shape[0]); offsets[:, 1] "
+                      "the same up to the number of values, each group's values one per lane "
+                      "below 255 of its steps");
   }
   if (layout == "bsr") {
     TORCH_CHECK_VALUE(status != kBadIndex, what, "a block-column index in indices is out of "
@@ -652,7 +654,8 @@ void run_cpu_kernel(const at::Tensor& values, const at::Tensor& indices,
       a.indices = indices.data_ptr<uint8_t>();
       a.offsets = offsets.data_ptr();
       a.ptr_type = offsets.scalar_type() == at::kLong ? skc::IndexType::kI64 : skc::IndexType::kI32;
-      a.steps = values.size(0);
+      a.steps = indices.size(0);
+      a.nnz = values.size(0);
       status = skc::sell_spmm(a, d);
       break;
     }

@@ -81,16 +81,17 @@ struct Csc {
 };
 int csc_spmm(const Csc& a, bool skip_zero_columns, const CsrRepack* csr, const Dense& d);
 
-// SELL-16x64 A (sparsekern/formats/sell.py): values [steps, 16], indices [steps, 16] uint8
-// (column within a 64-column block, 255 = no entry), offsets [ceil(M/16) * ceil(K/64) + 1]
-// int32 or int64 (the steps of slice s, block b start at offsets[s * ceil(K/64) + b]).
+// SELL-16x64 A (sparsekern/formats/sell.py): values [nnz] (the entries, step by step, lane
+// by lane), indices [steps, 16] uint8 (column within a 64-column block, 255 = no entry),
+// offsets [G + 1, 2] int32 or int64, G = ceil(M/16) * ceil(K/64): group g = slice * ceil(K/64)
+// + block starts at step offsets[g][0] and value offsets[g][1].
 struct Sell {
   const void* values = nullptr;
   WeightType wt = WeightType::kF32;
   const uint8_t* indices = nullptr;
   const void* offsets = nullptr;
   IndexType ptr_type = IndexType::kI32;
-  int64_t steps = 0;
+  int64_t steps = 0, nnz = 0;
 };
 int sell_spmm(const Sell& a, const Dense& d);
 

@@ -109,7 +109,10 @@ def test_each_layout_entry_agrees_with_its_format(name):
         assert stored == pytest.approx(row.numel() / W.numel())
     else:  # padded edge blocks count whole
         assert stored == pytest.approx(A.values.shape[0] / (3 * 6))
-    assert lay.nbytes(12, 22, A.nnz, 4, block) == A.nbytes
+    if name == "sell":  # its padding lanes depend on the pattern: estimated for a random one
+        assert lay.nbytes(12, 22, A.nnz, 4, block) == pytest.approx(A.nbytes, rel=0.3)
+    else:
+        assert lay.nbytes(12, 22, A.nnz, 4, block) == A.nbytes
     D = torch.zeros(12, 22)
     D[row, col] = A.values.reshape(-1)[pos]
     assert torch.equal(D, W)
