@@ -178,8 +178,8 @@ def test_sparsify_names_a_model_or_layout_of_the_wrong_type():
         sk.sparsify(None, layout="csc")
     with pytest.raises(TypeError, match=r"sparsify: model must be an nn\.Module, got method"):
         sk.sparsify(model.forward, layout="csc")
-    with pytest.raises(TypeError, match=r"layout must be a str \('auto', '1:4', '2:4', 'bsr' or "
-                                        r"'csc'\), got MLP$"):
+    with pytest.raises(TypeError, match=r"layout must be a str \('auto', '1:4', '2:4', 'bsr', "
+                                        r"'csc' or 'sell'\), got MLP$"):
         sk.sparsify(model, layout=MLP())
     with pytest.raises(TypeError, match=r"layout must be a str .*, got MLP$"):
         prune.convert(model, layout=MLP())
