@@ -428,3 +428,17 @@ def test_autocast_dtype_errors_name_the_callers_dtypes(draw):
     assert y.dtype == torch.bfloat16 and y64.dtype == torch.float64
     torch.testing.assert_close(y, want, rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(y64, want64)
+
+
+@pytest.mark.parametrize("make", ALL)
+def test_to_dense_checks_indices_changed_after_construction(make):
+    """A negative index written into a built format wrapped around silently in to_dense."""
+    A = make()
+    if A.layout == "2:4":
+        A.indices[0, 0] = 0x11  # positions (1, 0): not increasing
+        match = r"2:4 indices row 0, group 0"
+    else:
+        A.indices[0] = -1
+        match = r"out of range"
+    with pytest.raises(ValueError, match=match):
+        A.to_dense()

@@ -15,7 +15,8 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-from .validate import FLOAT_DTYPES, validate_format
+from .validate import (FLOAT_DTYPES, check_format_meta, check_format_structure,
+                       validate_format)
 
 
 def check_dense_weight(W: torch.Tensor, name: str = "W") -> None:
@@ -136,6 +137,15 @@ class SparseFormat:
         return self.to("cuda" if device is None else device)
 
     def to_dense(self) -> torch.Tensor:
+        """[M, K] dense tensor equal to the packed W (the format's ``_dense``). The index
+        tensors are checked first: they may have been changed in place since the format was
+        built, and a bad index must be an error, never a position that wraps around."""
+        M, K = self.shape
+        check_format_meta(self.values, self.indices, self.offsets, M, K, self.layout)
+        check_format_structure(self.values, self.indices, self.offsets, M, K, self.layout)
+        return self._dense()
+
+    def _dense(self) -> torch.Tensor:
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -88,7 +88,7 @@ class BSR(SparseFormat):
         counts = (self.offsets[1:] - self.offsets[:-1]).long()
         return torch.repeat_interleave(torch.arange(Mb, device=self.device), counts)
 
-    def to_dense(self) -> torch.Tensor:
+    def _dense(self) -> torch.Tensor:
         """[M, K] dense tensor equal to the packed W (stored values bit for bit; a block
         column stored twice in a block row adds up, as in ``spmm``)."""
         M, K = self.shape

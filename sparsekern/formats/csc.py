@@ -51,7 +51,7 @@ class CSC(SparseFormat):
         counts = (self.offsets[1:] - self.offsets[:-1]).long()
         return torch.repeat_interleave(torch.arange(K, device=self.device), counts)
 
-    def to_dense(self) -> torch.Tensor:
+    def _dense(self) -> torch.Tensor:
         """[M, K] dense tensor equal to the packed W (stored values bit for bit; a row stored
         twice in a column adds up, as in ``spmm``)."""
         M, K = self.shape

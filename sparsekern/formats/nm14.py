@@ -79,7 +79,7 @@ class NM14(SparseFormat):
         offsets = torch.empty(0, dtype=torch.int32, device=W.device)
         return cls(values, meta.contiguous(), offsets, (M, K), validate=False)
 
-    def to_dense(self) -> torch.Tensor:
+    def _dense(self) -> torch.Tensor:
         """[M, K] dense tensor equal to the packed W (stored values bit for bit)."""
         M, K = self.shape
         out = torch.zeros(M, 4 * _groups(K), dtype=self.dtype, device=self.device)

@@ -94,7 +94,7 @@ class SELL(SparseFormat):
         indices[lane_pos] = (cols % BLOCK).to(torch.uint8)
         return cls(values, indices.reshape(T, LANES), offsets, (M, K), validate=False)
 
-    def to_dense(self) -> torch.Tensor:
+    def _dense(self) -> torch.Tensor:
         """[M, K] dense tensor equal to the packed W (stored values bit for bit; a position
         stored twice adds up, as in ``spmm``)."""
         M, K = self.shape

@@ -85,7 +85,7 @@ class Semi24(SparseFormat):
         offsets = torch.empty(0, dtype=torch.int32, device=W.device)
         return cls(values, meta, offsets, (M, K), validate=False)
 
-    def to_dense(self) -> torch.Tensor:
+    def _dense(self) -> torch.Tensor:
         """[M, K] dense tensor equal to the packed W (stored values bit for bit)."""
         M, K = self.shape
         Kp = semi24_padded_k(K)
