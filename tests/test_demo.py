@@ -505,3 +505,24 @@ def test_distill_task_scales_the_lr_and_keeps_the_best_rating(monkeypatch):
     metrics = iter([0.5])
     task.recover(torch.nn.Linear(3, 3), steps=3, lr=2e-4)
     assert seen["lr"] == 2e-4 and seen["eval_every"] == 1
+
+
+def test_final_criterion_prunes_from_its_own_larger_calibration_set(tmp_path, one_thread,
+                                                                     monkeypatch):
+    """The search prunes from data.calib; the final SparseGPT-style step from data.final_calib
+    (more tokens: a Hessian from fewer tokens than a layer's inputs is rank-deficient)."""
+    model, data, cfg, _ = _tiny_text_job(tmp_path)
+    assert data.counts["final_calib"] == 128 and data.counts["calib"] == 16
+    assert len(data.final_calib) == 8  # batches of 16
+    seen = []
+    real = demo.pipeline.prune.prune_model
+
+    def spy(*args, **kw):
+        seen.append((kw.get("criterion"), kw.get("calib")))
+        return real(*args, **kw)
+    monkeypatch.setattr(demo.pipeline.prune, "prune_model", spy)
+    res = demo.run(model, data.train, data.val, data.examples, cfg, test=data.test,
+                   calib=data.calib, final_calib=data.final_calib)
+    assert res.search.masks  # the tiny table makes the FFN layers pay: the final step ran
+    finals = [c for crit, c in seen if crit == "l1"]
+    assert finals and all(c is data.final_calib for c in finals)

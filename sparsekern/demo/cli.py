@@ -176,7 +176,8 @@ def main_minilm(args, load: dict) -> int:
     print(f"sparsekern demo: all-MiniLM-L6-v2 (6 layers, 36 Linear, 22.7M parameters), "
           f"{torch.get_num_threads()} threads, eager mode; output in {args.out}")
     print(load["note"])
-    print(f"text (stdlib docstrings, disjoint): {data.counts['calib']} calibration, "
+    print(f"text (stdlib docstrings, disjoint): {data.counts['calib']} calibration (the "
+          f"final {final_name(args)} step: {data.counts['final_calib']}), "
           f"{data.counts['val']} validation, {data.counts['distill']} distillation, "
           f"{data.counts['eval']} held-out evaluation sentences (median "
           f"{data.counts['median_tokens_eval']} tokens); model and text loaded in {t_load:.1f} s")
@@ -200,9 +201,14 @@ def main_minilm(args, load: dict) -> int:
                     max_iterations=args.max_iterations or 2, sensitivity_ratios=(0.5,))
     cfg = job_config(model, data, layers=args.layers, **over)
     result = run(model, data.train, data.val, data.examples, cfg, test=data.test,
-                 calib=data.calib)
+                 calib=data.calib, final_calib=data.final_calib)
     result.report["timings_s"]["load_model_and_text"] = t_load
     return 1 if args.strict and not result.report["checks"]["all_ok"] else 0
+
+
+def final_name(args) -> str:
+    """The final re-pruning's criterion as the console names it."""
+    return "pruning" if args.final_criterion == "none" else args.final_criterion
 
 
 def main(args) -> int:

@@ -55,6 +55,7 @@ class _State:
     xs: list
     labels: List[str]
     calib: object = None
+    final_calib: object = None
     clock: Dict[str, float] = field(default_factory=dict)
     targets: Dict[str, float] = field(default_factory=dict)
     required: Dict[str, float] = field(default_factory=dict)
@@ -90,7 +91,7 @@ def per_shape(v, labels: Sequence[str], what: str) -> Dict[str, float]:
 
 
 def run(model: nn.Module, train, val, example_inputs, config: Optional[DemoConfig] = None, *,
-        test=None, calib=None, task=None) -> DemoResult:
+        test=None, calib=None, final_calib=None, task=None) -> DemoResult:
     """Prune ``model`` to the configured speedup, recover, convert and measure it.
 
     Args:
@@ -104,6 +105,9 @@ def run(model: nn.Module, train, val, example_inputs, config: Optional[DemoConfi
         config: a :class:`~sparsekern.demo.config.DemoConfig` (default settings if None).
         test: held-out batches for the final quality (default val).
         calib: calibration items for criteria that need them ("wanda", "sparsegpt").
+        final_calib: calibration items for ``config.final_criterion``'s pruning at the
+            search's plan (default ``calib``): SparseGPT needs at least as many tokens as a
+            layer has inputs, more than the search's repeated pruning can afford.
         task: a task object instead of the one inferred from ``train``
             (:mod:`sparsekern.demo.tasks`).
     """
@@ -117,7 +121,8 @@ def run(model: nn.Module, train, val, example_inputs, config: Optional[DemoConfi
         if isinstance(task, DistillTask):
             task.loss = cfg.distill_loss
     st = _State(cfg, task, model.eval(), copy.deepcopy(model), xs,
-                [input_label(x) for x in xs], calib=calib)
+                [input_label(x) for x in xs], calib=calib,
+                final_calib=calib if final_calib is None else final_calib)
     st.targets = per_shape(cfg.target_speedup, st.labels, "target_speedup")
     st.required = per_shape(cfg.required_speedup if cfg.required_speedup is not None
                             else cfg.target_speedup, st.labels, "required_speedup")
@@ -347,15 +352,15 @@ def reprune(st: _State) -> None:
         gran = parse_granularity(g)
         if isinstance(gran, NM):
             masks.update(prune.prune_model(fresh, None, granularity=gran, criterion=cfg.final_criterion,
-                                           calib=st.calib, layers=list(ratios)))
+                                           calib=st.final_calib, layers=list(ratios)))
             more = {n: r for n, r in ratios.items() if r > gran.fixed_ratio + 1e-9}
             if more:  # fine pruning on top of the N:M pattern (still N:M)
                 masks.update(prune.prune_model(fresh, more, granularity="fine",
-                                               criterion=cfg.final_criterion, calib=st.calib,
+                                               criterion=cfg.final_criterion, calib=st.final_calib,
                                                masks={n: masks[n] for n in more}))
         else:
             masks.update(prune.prune_model(fresh, ratios, granularity=gran,
-                                           criterion=cfg.final_criterion, calib=st.calib))
+                                           criterion=cfg.final_criterion, calib=st.final_calib))
     before, after = st.search.metric_search, float(_metric(st)(fresh))
     keep = after >= before
     st.say(f"pruning step again with {cfg.final_criterion} at the search's plan: metric "

@@ -1,6 +1,7 @@
 """prune_model: compute masks for a granularity and a criterion, and apply them."""
 from __future__ import annotations
 
+import warnings
 from typing import Dict, Mapping, Optional
 
 import torch
@@ -165,6 +166,7 @@ def _sequential(model, modules, g, ratios, criterion, calib, masks, apply, confi
     from tqdm.auto import tqdm
     new: Masks = {}
     chain = None if repeated or not fast else sequential.find_chain(model, modules, calib)
+    last_stats: Dict[str, object] = {}  # each layer's statistic (SparseGPT: rows counted)
     try:
         with inputs.eval_mode(model), torch.no_grad():
             done_block = -1
@@ -179,6 +181,7 @@ def _sequential(model, modules, g, ratios, criterion, calib, masks, apply, confi
                     root = chain.blocks[i]
                 stats = sequential.collect(model, group, modules, calib, stat,
                                            stop_early=not repeated, runner=runner, root=root)
+                last_stats.update(stats)
                 for name in group:
                     saved[name] = modules[name].weight.detach().to("cpu", copy=True)
                     new[name] = _prune_one(modules[name], name, g, ratios[name], criterion,
@@ -188,7 +191,25 @@ def _sequential(model, modules, g, ratios, criterion, calib, masks, apply, confi
         raise
     if not apply:
         _restore(modules, saved)
+    if criterion == "sparsegpt":
+        _warn_few_rows(modules, last_stats)
     return {n: new[n] for n in modules}
+
+
+def _warn_few_rows(modules: Dict[str, nn.Module], stats: Dict[str, object]) -> None:
+    """Warn when a layer's Hessian came from fewer input rows (tokens) than it has inputs: it
+    is then rank-deficient, and SparseGPT's updates fit the calibration set rather than the
+    inputs the model will see (MiniLM, 8 sentences: cosine to dense 0.977 on them, 0.736
+    held out)."""
+    few = [(n, s.rows, weight_matrix(modules[n]).shape[1]) for n, s in stats.items()
+           if s.rows < weight_matrix(modules[n]).shape[1]]
+    if few:
+        shown = ", ".join(f"{n!r} ({r} rows for {k} inputs)" for n, r, k in few[:3])
+        more = f" and {len(few) - 3} more" if len(few) > 3 else ""
+        warnings.warn(f"criterion 'sparsegpt': calibration gave {len(few)} layer(s) fewer input "
+                      f"rows (tokens) than inputs: {shown}{more}. Their weights are fit to the "
+                      f"calibration data and generalize worse; give more calibration data "
+                      f"(at least as many tokens as a layer's in_features)", stacklevel=3)
 
 
 @torch.no_grad()

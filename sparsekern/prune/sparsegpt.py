@@ -75,10 +75,12 @@ class HessianSum:
     def __init__(self):
         self.H: Optional[torch.Tensor] = None
         self.exp: Optional[int] = None  # None until a batch with a nonzero input
+        self.rows = 0  # input rows (tokens) summed so far
 
     def add(self, X: torch.Tensor) -> "HessianSum":
         """Add X^T X of one batch X [rows, K] (any float dtype); returns self."""
         X = X.float()
+        self.rows += int(X.shape[0])
         if self.H is None:
             self.H = torch.zeros(X.shape[1], X.shape[1], dtype=X.dtype, device=X.device)
         m = float(X.abs().amax()) if X.numel() else 0.0

@@ -492,3 +492,19 @@ def test_an_interrupt_mid_way_leaves_every_weight_as_it_was(criterion):
     model.fc3._forward_pre_hooks.clear()
     x = torch.randn(8, 32)
     assert torch.equal(model(x), ref(x))
+
+
+def test_fewer_calibration_rows_than_inputs_warns_and_enough_does_not():
+    """A Hessian from fewer tokens than a layer's inputs is rank-deficient: SparseGPT then fits
+    the calibration set (MiniLM, 8 sentences: cosine 0.977 on them, 0.736 held out)."""
+    model = MLP()  # fc1 has 32 inputs, fc2 and fc3 48
+    few = [_correlated(20, 32, seed=1)]
+    with pytest.warns(UserWarning, match=r"criterion 'sparsegpt': calibration gave 3 layer\(s\) "
+                                         r"fewer input rows \(tokens\) than inputs: 'fc1' \(20 "
+                                         r"rows for 32 inputs\), 'fc2' \(20 rows for 48"):
+        prune.prune_model(copy.deepcopy(model), 0.5, criterion="sparsegpt", calib=few)
+    enough = [_correlated(40, 32, seed=2), _correlated(40, 32, seed=3)]
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prune.prune_model(copy.deepcopy(model), 0.5, criterion="sparsegpt", calib=enough)
