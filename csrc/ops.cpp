@@ -247,8 +247,8 @@ void check_status(int status, c10::string_view layout, int64_t M, int64_t K, int
   }
   if (layout == "sell") {
     TORCH_CHECK_VALUE(status != kBadIndex, what, "an index in indices is neither 255 (no entry) "
-                      "nor below its block's width (64, or K % 64 in the last block), or a "
-                      "lane past row M - 1 holds an entry");
+                      "nor below its block's width (64; K - 64 * (ceil(K / 64) - 1) in the last "
+                      "block), or a lane past row M - 1 holds an entry");
     TORCH_CHECK_VALUE(status != kBadOffsets, what, "offsets[:, 0] must start at 0, never "
                       "decrease and end at the number of steps (indices.shape[0]); offsets[:, 1] "
                       "the same up to the number of values, each group's values one per lane "

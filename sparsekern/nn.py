@@ -240,15 +240,17 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
 
     Args:
         model: any nn.Module; modified in place and returned.
-        layout: a registered layout (``"2:4"``, ``"bsr"``, ``"csc"``; see
-            ``sparsekern.formats.layouts``) or ``"auto"``: each layer gets the format
-            that the latency table predicts fastest for its actual zeros (2:4, BSR with a
-            measured block shape, CSC), and stays dense when no format is predicted at
+        layout: a registered layout (``"2:4"``, ``"1:4"``, ``"bsr"``, ``"csc"``, ``"sell"``;
+            see ``sparsekern.formats.layouts``) or ``"auto"``: each layer gets the format
+            that the latency table predicts fastest for its actual zeros (any registered
+            layout, BSR with a measured block shape; sell only for inputs of at most 2
+            tokens), and stays dense when no format is predicted at
             least ``margin`` faster than dense at every measured shape (see
             sparsekern.auto). The table is measured on this machine once and cached on
             disk ($SPARSEKERN_CACHE or ~/.cache/sparsekern).
         blocksize: (bm, bk) for ``"bsr"``.
-        max_density: for bsr/csc, pack only when the stored fraction is at most this.
+        max_density: pack only when the stored fraction is at most this (default: the
+            layout's own, e.g. 0.5 for bsr, 0.3 for csc and sell; none for 2:4 and 1:4).
         example_input: for ``"auto"``: the input(s) to measure at — a tensor, a tuple of
             model arguments, or a list of them (one per shape). Without it, each Linear is
             measured alone on a batch-1 input [1, in_features] (Conv2d layers then stay

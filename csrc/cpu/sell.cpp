@@ -18,8 +18,9 @@
 // Every index is checked as it is used (255 or below the block's width; lanes past M hold
 // 255), every offset before any step is read, and each step's values against its group's
 // range before they are read: a bad one is kBadIndex / kBadOffsets, never a read out of
-// bounds. N > 1 runs the same loop per column of B while a slice's steps stay in L2 (a GEMV
-// layout: the batched CSC kernels are faster from N ~ 8; `layout="auto"` measures both).
+// bounds. N > 1 runs the same loop per column of B while a slice's steps stay in L2, so its
+// time grows with N: a GEMV layout (csc's batched kernels are faster from N ~ 3 at 2048²
+// 90%; the benchmarks and `layout="auto"` time it for N <= 2 only).
 #include <cstdint>
 #include <cstring>
 
@@ -38,6 +39,7 @@ constexpr int64_t kLanes = 16;   // rows per slice
 constexpr int64_t kBlock = 64;   // columns per block
 constexpr uint8_t kNone = 255;   // index of a lane without an entry
 constexpr int kMaxParts = 256;
+constexpr int64_t kColumnChunk = 8;  // columns of B per padded copy (bounds the scratch)
 
 struct SellCall {
   int64_t S, KB;      // slices, column blocks
@@ -274,13 +276,12 @@ SK_AVX512 int slice_avx512(const T* v, const uint8_t* ix, const PI* off, int64_t
 }
 #endif
 
+// Columns [0, d.N) of one chunk of B (at most kColumnChunk; offsets already checked).
 template <typename T, typename PI>
-int sell_typed(const T* v, const uint8_t* ix, const PI* off, int64_t steps, int64_t nnz,
-               const Dense& d) {
+int sell_columns(const T* v, const uint8_t* ix, const PI* off, int64_t steps, const Dense& d) {
   SellCall c;
   c.S = ceil_div(d.M, kLanes);
   c.KB = ceil_div(d.K, kBlock);
-  if (!sell_offsets_ok(off, c.S * c.KB, steps, nnz)) return kBadOffsets;
   c.X = padded_columns(d, c.KB, &c.ldx);
   if (c.X == nullptr) return kNoMemory;
   const Isa isa = active_isa();
@@ -293,7 +294,7 @@ int sell_typed(const T* v, const uint8_t* ix, const PI* off, int64_t steps, int6
 #endif
     return slice_portable(v, ix, off, s, c, d);
   };
-  // A step is ~12 vector instructions for 16 lanes; each (slice, block) adds a few more.
+  // A step is ~12-20 vector instructions for 16 lanes; each (slice, block) adds a few more.
   const double work = 6.0 * static_cast<double>(d.N) *
                       (static_cast<double>(steps) + static_cast<double>(c.S * c.KB));
   const int nt = threads_for(d.num_threads, work);
@@ -318,6 +319,24 @@ int sell_typed(const T* v, const uint8_t* ix, const PI* off, int64_t steps, int6
     }
     return static_cast<int>(kOk);
   });
+}
+
+// B's columns in chunks: each chunk's padded copy stays small (a per-thread scratch buffer
+// never shrinks: a whole B of 8192 columns kept 128 MB for the life of the thread).
+template <typename T, typename PI>
+int sell_typed(const T* v, const uint8_t* ix, const PI* off, int64_t steps, int64_t nnz,
+               const Dense& d) {
+  if (!sell_offsets_ok(off, ceil_div(d.M, kLanes) * ceil_div(d.K, kBlock), steps, nnz))
+    return kBadOffsets;
+  for (int64_t n0 = 0; n0 < d.N; n0 += kColumnChunk) {
+    Dense part = d;
+    part.N = min_i64(kColumnChunk, d.N - n0);
+    part.B = d.B + n0 * d.ldb_n;
+    part.Y = d.Y + n0 * d.ldy_n;
+    const int st = sell_columns(v, ix, off, steps, part);
+    if (st != kOk) return st;
+  }
+  return kOk;
 }
 
 }  // namespace

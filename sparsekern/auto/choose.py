@@ -151,8 +151,8 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
             reason += f" (a format must be at least {margin:.0%} faster)"
         reason += _model_note(modeled.get(fmt)) + _cap_note(capped.get(fmt)) + dense_note
     elif untimed:
-        fmt, why = next(iter(untimed.items()))
-        reason = f"no format that fits the zeros has a usable timing here: {fmt}: {why}"
+        reason = ("no format that fits the zeros has a usable timing here: " +
+                  "; ".join(f"{fmt}: {why}" for fmt, why in untimed.items()))
     else:
         reason = "the zeros fit no format of the latency table"
     return LayerDecision(name, DENSE, dict(densities), dict(dense), dense, reason, ratios,

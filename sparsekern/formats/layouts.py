@@ -70,7 +70,7 @@ class Layout:
         any_pattern: the layout stores any zero pattern (unstructured, like csc): every
             pruning granularity can be served by it.
         max_batch: the most columns of B (tokens) its kernels are meant for (a GEMV layout:
-            sell, 8); the benchmarks and the latency table do not time it above (None: any).
+            sell, 2); the benchmarks and the latency table do not time it above (None: any).
     """
 
     name: str

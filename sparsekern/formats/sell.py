@@ -1,4 +1,4 @@
-"""SELL-16x64 format: unstructured sparsity in row slices, for GEMV (decoding, N = 1).
+"""SELL-16x64 format: unstructured sparsity in row slices, for GEMV (decoding, N = 1-2).
 
 Added by following docs/adding-a-layout.md; everything sparsekern knows about it is here.
 
@@ -42,7 +42,7 @@ import torch
 from . import layouts
 from .base import SparseFormat, cached_repack, check_dense_weight, scatter_entries
 from .csc import prune_unstructured, row_index_dtype
-from .validate import ceil_div, check_offsets, first_bad, shape_of
+from .validate import ceil_div, first_bad, shape_of
 
 LANES = 16   #: rows per slice
 BLOCK = 64   #: columns per block
@@ -129,13 +129,27 @@ def _step_groups(offsets, T: int) -> torch.Tensor:
                                    output_size=T)
 
 
+def _check_column(col: torch.Tensor, c: int, total: int, what: str) -> None:
+    """Column c of the offsets starts at 0, never decreases and ends at ``total``."""
+    o = col.long()
+    if int(o[0]) != 0 or int(o[-1]) != total:
+        raise ValueError(f"sell offsets[:, {c}] must start at 0 and end at the number of "
+                         f"{what} = {total}; got offsets[0, {c}]={int(o[0])}, "
+                         f"offsets[-1, {c}]={int(o[-1])}")
+    dec = o[1:] < o[:-1]
+    if bool(dec.any()):
+        i = first_bad(dec)
+        raise ValueError(f"sell offsets[:, {c}] must not decrease: offsets[{i + 1}, {c}]="
+                         f"{int(o[i + 1])} < offsets[{i}, {c}]={int(o[i])}")
+
+
 def check_structure(values, indices, offsets, M: int, K: int) -> None:
     """Offsets; every index below its block's width or 255, 255 in rows >= M; each group's
     values one per lane with an entry."""
     S, KB = _grid(M, K)
     T = indices.shape[0]
-    check_offsets(offsets[:, 0], T, "sell step")
-    check_offsets(offsets[:, 1], values.shape[0], "sell value")
+    _check_column(offsets[:, 0], 0, T, "steps (indices.shape[0])")
+    _check_column(offsets[:, 1], 1, values.shape[0], "values (values.shape[0])")
     if T == 0:
         return
     sb = _step_groups(offsets, T)
@@ -242,6 +256,6 @@ LAYOUT = layouts.register(layouts.Layout(
     name="sell", format=SELL, check_meta=check_meta, check_structure=check_structure,
     coordinates=coordinates, magnitude_prune=prune_unstructured,
     pattern_density=pattern_density, nbytes=sell_bytes, default_max_density=0.3,
-    any_pattern=True, max_batch=8, served_as=layouts.ServedAs("csc", as_csc, from_csc_grad)))
+    any_pattern=True, max_batch=2, served_as=layouts.ServedAs("csc", as_csc, from_csc_grad)))
 
 __all__ = ["SELL", "as_csc", "from_csc_grad", "sell_bytes"]

@@ -26,7 +26,7 @@ def convert(model: nn.Module, layout: str = "auto", blocksize=None,
 
     Args:
         model: the pruned model (its zeros are the pattern), or a model plus ``masks``.
-        layout: a registered layout ("2:4", "bsr", "csc") or "auto" (sparsekern's choice
+        layout: a registered layout ("2:4", "1:4", "bsr", "csc", "sell") or "auto" (sparsekern's choice
             per layer, as in sparsekern.sparsify: the format expected fastest for the weight's zeros, dense
             when none is).
         blocksize: (bm, bk) for "bsr" (e.g. the block granularity that was pruned).

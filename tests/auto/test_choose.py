@@ -76,6 +76,12 @@ def test_reasons_for_no_zeros_and_untimed_formats():
         {"density": 0.1, "median_s": None, "reason": "served by the 'reference' backend"}]}})}
     d = decide("l", untimed, {"csc": 0.1})
     assert d.format == "dense" and "no format that fits the zeros has a usable timing here" in d.reason
+    # every untimed format is named with its own reason, not only the first
+    two = {"s": LayerLatency({"dense": {"median_s": 1.0}, "formats": {
+        "csc": [{"density": 0.1, "median_s": None, "reason": "unmeasured: unstable"}],
+        "sell": [{"density": 0.1, "median_s": None, "reason": "a GEMV layout: not timed"}]}})}
+    d = decide("l", two, {"csc": 0.1, "sell": 0.1})
+    assert "csc: unmeasured: unstable" in d.reason and "sell: a GEMV layout: not timed" in d.reason
 
 
 def test_auto_never_slower_on_random_tables():

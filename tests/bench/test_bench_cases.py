@@ -17,9 +17,9 @@ def test_full_matrix_covers_every_shape_n_sparsity_layout():
     assert {c.blocksize for c in full if c.layout == "bsr"} == {(4, 4), (16, 16), (32, 32)}
     assert {c.variant for c in full} >= {"2:4", "bsr32x32", "csc", "csc-relu"}
     # 1:4 and 2:4 once, bsr32 4 sparsities, 2 other blocks x 2, csc 4; csc-relu 4 at 2 Ns;
-    # sell (a GEMV layout: N <= 8) 4 at 2 Ns
-    assert len(full) == len(SHAPES) * (5 * (1 + 1 + 4 + 4 + 4) + 2 * 4 + 2 * 4)
-    assert {c.N for c in full if c.layout == "sell"} == {1, 8}
+    # sell (a GEMV layout: N <= 2) 4 at N=1
+    assert len(full) == len(SHAPES) * (5 * (1 + 1 + 4 + 4 + 4) + 2 * 4 + 4)
+    assert {c.N for c in full if c.layout == "sell"} == {1}
     assert {c.N for c in full if c.activation == "relu"} == {1, 8}
 
 

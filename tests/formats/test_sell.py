@@ -62,7 +62,7 @@ def test_bytes_model_is_near_a_random_patterns_real_bytes():
 
 def _op_cases():
     for M, K in [(1, 1), (7, 13), (16, 64), (17, 65), (33, 130), (130, 300), (300, 700)]:
-        for N in (1, 2, 5):
+        for N in (1, 2, 5, 17):  # 17: B in three chunks of at most 8 columns
             yield M, K, N
 
 
@@ -148,7 +148,7 @@ def _corrupt(kind):
         msg = r"sell offsets\[0:2, 1\] give group 0 3 values but its steps have 2 lanes"
     else:  # steps that decrease
         o[1, 0] = o[-1, 0] + 1
-        msg = r"sell step offsets must not decrease"
+        msg = r"sell offsets\[:, 0\] must not decrease: offsets\[2, 0\]=2 < offsets\[1, 0\]=3"
     return v, i, o, msg
 
 
