@@ -58,7 +58,7 @@ assert os.path.realpath(sparsekern.__file__).startswith(os.path.realpath(os.getc
 print("sanitize: using", _extension._C.__file__)
 PY
 
-TESTS=${SANITIZE_TESTS:-tests/backends/test_cpu_*.py tests/test_reliability*.py}
+TESTS=${SANITIZE_TESTS:-tests/backends/test_cpu_*.py tests/test_reliability*.py tests/formats/test_sell.py}
 status=0
 for isa in auto portable; do
   echo "=== sanitize: CPU kernel tests, SPARSEKERN_CPU_ISA=$isa ==="
