@@ -42,7 +42,7 @@ import torch
 from . import layouts
 from .base import SparseFormat, cached_repack, check_dense_weight, scatter_entries
 from .csc import prune_unstructured, row_index_dtype
-from .validate import ceil_div, first_bad, shape_of
+from .validate import ceil_div, check_offsets, first_bad, shape_of
 
 LANES = 16   #: rows per slice
 BLOCK = 64   #: columns per block
@@ -129,27 +129,13 @@ def _step_groups(offsets, T: int) -> torch.Tensor:
                                    output_size=T)
 
 
-def _check_column(col: torch.Tensor, c: int, total: int, what: str) -> None:
-    """Column c of the offsets starts at 0, never decreases and ends at ``total``."""
-    o = col.long()
-    if int(o[0]) != 0 or int(o[-1]) != total:
-        raise ValueError(f"sell offsets[:, {c}] must start at 0 and end at the number of "
-                         f"{what} = {total}; got offsets[0, {c}]={int(o[0])}, "
-                         f"offsets[-1, {c}]={int(o[-1])}")
-    dec = o[1:] < o[:-1]
-    if bool(dec.any()):
-        i = first_bad(dec)
-        raise ValueError(f"sell offsets[:, {c}] must not decrease: offsets[{i + 1}, {c}]="
-                         f"{int(o[i + 1])} < offsets[{i}, {c}]={int(o[i])}")
-
-
 def check_structure(values, indices, offsets, M: int, K: int) -> None:
     """Offsets; every index below its block's width or 255, 255 in rows >= M; each group's
     values one per lane with an entry."""
     S, KB = _grid(M, K)
     T = indices.shape[0]
-    _check_column(offsets[:, 0], 0, T, "steps (indices.shape[0])")
-    _check_column(offsets[:, 1], 1, values.shape[0], "values (values.shape[0])")
+    check_offsets(offsets, T, "sell", column=0, counted="steps (indices.shape[0])")
+    check_offsets(offsets, values.shape[0], "sell", column=1, counted="values (values.shape[0])")
     if T == 0:
         return
     sb = _step_groups(offsets, T)
@@ -221,10 +207,17 @@ def sell_bytes(M: int, K: int, stored: int, elem: int = 4, blocksize=None) -> in
 
 def as_csc(values, indices, offsets, M: int, K: int):
     """The same matrix as CSC tensors ``(values, rows, colptr)``, cached per weight."""
+    return _cached_csc_parts(values, indices, offsets, M, K)[1]
+
+
+def _cached_csc_parts(values, indices, offsets, M: int, K: int):
+    """``(order, (csc values, rows, colptr))`` of :func:`_csc_parts`, built once per weight
+    (its structure checked first) and cached on ``values``: the forward, both backward
+    products and :func:`from_csc_grad` share it."""
     def build():
         check_structure(values, indices, offsets, M, K)  # the CSC kernels then check rows
-        _, v, r, o = _csc_parts(values, indices, offsets, M, K)
-        return v, r, o
+        order, v, r, o = _csc_parts(values, indices, offsets, M, K)
+        return order, (v, r, o)
 
     if values.is_inference() or indices.is_inference():
         return build()  # inference tensors carry no version counter to key a cache on
@@ -246,7 +239,7 @@ def _csc_parts(values, indices, offsets, M: int, K: int):
 
 def from_csc_grad(grad, values, indices, offsets, M: int, K: int) -> torch.Tensor:
     """The gradient for SELL ``values`` [nnz] from one for :func:`as_csc`'s values [nnz]."""
-    order = _csc_parts(values, indices, offsets, M, K)[0]
+    order = _cached_csc_parts(values, indices, offsets, M, K)[0]
     out = torch.zeros(values.numel(), dtype=grad.dtype, device=grad.device)
     out[order] = grad.reshape(-1)
     return out

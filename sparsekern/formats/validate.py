@@ -79,20 +79,24 @@ def first_bad(mask: torch.Tensor) -> int:
     return int(mask.nonzero()[0, 0].item())
 
 
-def check_offsets(offsets: torch.Tensor, total: int, what: str) -> None:
-    """Offsets start at 0, never decrease and end at ``total``."""
-    o = offsets.long()
+def check_offsets(offsets: torch.Tensor, total: int, what: str, column: int = None,
+                  counted: str = "stored entries") -> None:
+    """Offsets start at 0, never decrease and end at ``total`` (the number of ``counted``);
+    with ``column``, those of ``offsets[:, column]`` (a 2-D offsets tensor)."""
+    o = (offsets if column is None else offsets[:, column]).long()
+    c = "" if column is None else f", {column}"
+    name = "offsets" if column is None else f"offsets[:{c}]"
     if int(o[0].item()) != 0:
-        raise ValueError(f"{what} offsets must start at 0, got offsets[0]={int(o[0].item())}")
+        raise ValueError(f"{what} {name} must start at 0, got offsets[0{c}]={int(o[0].item())}")
     if int(o[-1].item()) != total:
-        raise ValueError(f"{what} offsets must end at the number of stored entries {total}, "
-                         f"got offsets[-1]={int(o[-1].item())}")
+        raise ValueError(f"{what} {name} must end at the number of {counted} {total}, "
+                         f"got offsets[-1{c}]={int(o[-1].item())}")
     if o.numel() > 1:
         dec = o[1:] < o[:-1]
         if bool(dec.any()):
             i = first_bad(dec)
-            raise ValueError(f"{what} offsets must not decrease: offsets[{i + 1}]="
-                             f"{int(o[i + 1].item())} < offsets[{i}]={int(o[i].item())}")
+            raise ValueError(f"{what} {name} must not decrease: offsets[{i + 1}{c}]="
+                             f"{int(o[i + 1].item())} < offsets[{i}{c}]={int(o[i].item())}")
 
 
 def check_indices_range(indices: torch.Tensor, bound: int, what: str) -> None:

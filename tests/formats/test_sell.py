@@ -311,3 +311,37 @@ def test_bench_case_runs_every_candidate():
         y = torch.as_tensor(c.fn(c.prepare(x)))
         y = y.t() if c.out_layout == "MN" else y
         assert rel_err(y, ref) < 1e-5, c.name
+
+
+@pytest.mark.parametrize("write", ["load_state_dict", "copy_", "numpy", "data"])
+def test_no_write_to_the_weights_leaves_a_stale_answer(write):
+    """The fast path reads the live tensors; the autograd path's cached CSC copy is keyed by
+    the bytes, so every way of writing new values (same pattern) is seen on both paths."""
+    W = _w(40, 130, density=0.2, seed=9)
+    lin = nn.Linear(130, 40)
+    with torch.no_grad():
+        lin.weight.copy_(W)
+    sl = sk.SparseLinear.from_dense(lin, layout="sell")
+    x = torch.randn(1, 130, requires_grad=True)
+    sl(x).sum().backward()  # builds and caches the CSC copy
+    new = torch.randn_like(sl.values)
+    if write == "load_state_dict":
+        sl.load_state_dict({**sl.state_dict(), "values": new})
+    elif write == "copy_":
+        with torch.no_grad():
+            sl.values.copy_(new)
+    elif write == "numpy":
+        sl.values.detach().numpy()[:] = new.numpy()
+    else:
+        sl.values.data = new.clone()
+    ref = SELL(new, sl.indices, sl.offsets, (40, 130)).to_dense()
+    expect = x.detach() @ ref.t() + sl.bias.detach()
+    x.grad = None
+    y = sl(x)
+    y.sum().backward()  # the backward products run the CSC kernels on the cached copy
+    torch.testing.assert_close(y, expect, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, ref.sum(0, keepdim=True), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(sl(x.detach()), expect, rtol=1e-5, atol=1e-5)  # fast path
+    with torch.inference_mode():
+        torch.testing.assert_close(sl(x.detach()), expect, rtol=1e-5, atol=1e-5)
