@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 from .formats import SparseFormat
-from .ops import _MIXED_OK, forward_ad_active, spmm_op
+from .ops import _MIXED_OK, dense_path_needed, spmm_op
 
 #: The op's overload itself: calling it skips the OpOverloadPacket's lookup (~0.5-1 us).
 _SPMM = torch.ops.sparsekern.spmm.default
@@ -98,7 +98,7 @@ def linear(x: torch.Tensor, A: SparseFormat, bias: Optional[torch.Tensor] = None
                          f"(the in_features of A of shape [{M}, {K}])")
     check_input(x, A.values)
     bias = weight_only_bias(bias, x.dtype, A.values.dtype)
-    op = spmm_op if forward_ad_active(x, A.values, bias) else _SPMM
+    op = spmm_op if dense_path_needed(x, A.values, bias) else _SPMM
     if x.dim() == 2:  # the common case: Y [M, N] column-major, so Y.t() is contiguous
         return op(A.values, A.indices, A.offsets, M, K, A.layout, x.t(), bias).t()
     lead = x.shape[:-1]

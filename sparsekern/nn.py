@@ -14,7 +14,7 @@ from ._packed_module import (PackedWeightModule, decode_extra_state, encode_extr
                              outside_inference_mode)
 from .conv import SparseConv2d
 from .formats import SparseFormat, from_parts, layouts, to_sparse
-from .ops import forward_ad_active
+from .ops import dense_path_needed
 
 log = logging.getLogger("sparsekern")
 
@@ -112,9 +112,9 @@ class SparseLinear(PackedWeightModule):
         params, buffers = self._parameters, self._buffers
         if (not isinstance(x, torch.Tensor) or x.is_nested or x.dim() < 1 or x.shape[-1] != K
                 or x.dtype != params["values"].dtype or x.device != params["values"].device
-                or forward_ad_active(x, params["values"], params["bias"])):
+                or dense_path_needed(x, params["values"], params["bias"])):
             # the named error, a dtype the op takes (mixed precision, autocast), or
-            # forward-mode AD (the op's C++ autograd node has no forward formula)
+            # forward-mode AD or a functorch transform (the dense path: ops.dense_path_needed)
             return functional.linear(x, self.weight, self.bias)
         # The op directly (no format object per call): x rows are B's columns, as in linear.
         if x.dim() == 2:  # the common case: no reshapes (y is [M, N] column-major)

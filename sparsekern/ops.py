@@ -17,6 +17,7 @@ from typing import Optional
 
 import torch
 import torch.autograd.forward_ad as _fwad
+from torch._C import _functorch
 
 from . import _extension, _output
 from ._ops import NS as _NS
@@ -279,10 +280,48 @@ def _sampled_dot_backward(ctx, grad):
     return None, None, None, None, None, None, g_G, g_B
 
 
-torch.library.register_autograd(f"{_NS}::spmm_transposed", _transposed_backward,
-                                setup_context=_helper_setup)
-torch.library.register_autograd(f"{_NS}::spmm_sampled_dot", _sampled_dot_backward,
-                                setup_context=_helper_setup)
+def _helper_autograd_kernel(name: str, backward, setup=None):
+    """The Autograd-key kernel of a helper op: torch.library.register_autograd's generated
+    kernel steps below autograd when nothing requires grad, which is how torch.func.jvp
+    tangents were dropped without an error (a zero JVP); here they are seen and refused
+    first. (Under torch.func.grad / vjp the formula raises torch's "must override the
+    setup_context staticmethod", as the generated one did: an autograd.Function applied
+    inside an Autograd kernel cannot take part in functorch's transforms.)"""
+    op = getattr(torch.ops.sparsekern, name).default
+
+    class Formula(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *args):
+            with torch._C._AutoDispatchBelowAutograd():
+                out = op(*args)
+            (setup or _helper_setup)(ctx, args, out)
+            return out
+
+        @staticmethod
+        def backward(ctx, grad):
+            return backward(ctx, grad)
+
+    Formula.__name__ = f"{name}_backward"
+    dense_args = (0, 6, 7)  # the float operands: values, G or B, and B (sampled_dot) or bias
+
+    def kernel(*args):
+        _no_tangents(name, *(args[i] for i in dense_args if i < len(args)))
+        if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad
+                                           for a in args):
+            return Formula.apply(*args)
+        with torch._C._AutoDispatchBelowAutograd():
+            return op(*args)
+
+    return kernel
+
+
+_HELPER_AUTOGRAD_LIB = torch.library.Library(_NS, "IMPL")
+_HELPER_AUTOGRAD_LIB.impl("spmm_transposed",
+                          _helper_autograd_kernel("spmm_transposed", _transposed_backward),
+                          "Autograd")
+_HELPER_AUTOGRAD_LIB.impl("spmm_sampled_dot",
+                          _helper_autograd_kernel("spmm_sampled_dot", _sampled_dot_backward),
+                          "Autograd")
 
 
 # The autograd formula of spmm is the C++ node SpmmFunction (csrc/ops.cpp), registered for
@@ -328,9 +367,9 @@ def _python_backward(ctx, grad):
     return (g_values, None, None, None, None, None, g_B, g_bias)[:len(need)]
 
 
-if _extension._C is None:
-    torch.library.register_autograd(f"{_NS}::spmm", _python_backward,
-                                    setup_context=_python_setup_context)
+if _extension._C is None:  # the Autograd kernel that refuses tangents, as the C++ node does
+    _HELPER_AUTOGRAD_LIB.impl("spmm", _helper_autograd_kernel("spmm", _python_backward,
+                                                              _python_setup_context), "Autograd")
 
 
 def forward_ad_active(*tensors) -> bool:
@@ -341,6 +380,19 @@ def forward_ad_active(*tensors) -> bool:
         return False  # the common case: two cheap checks
     return any(isinstance(t, torch.Tensor) and _fwad.unpack_dual(t).tangent is not None
                for t in tensors)
+
+
+def dense_path_needed(*tensors) -> bool:
+    """True when the wrappers must compute through :func:`spmm_forward_ad`: a forward-mode
+    tangent rides on one of ``tensors``, or a functorch transform other than vmap
+    (torch.func.grad, vjp, jacrev) is active: it cannot run the op's C++ autograd node
+    ("cannot use C++ torch::autograd::Function with functorch transforms"). Under vmap alone
+    the op runs (once per batch element)."""
+    if _fwad._current_level < 0 and not torch._C._are_functorch_transforms_active():
+        return False  # the common case: two cheap checks
+    stack = _functorch.get_interpreter_stack() or []
+    return (any(i.key() != _functorch.TransformType.Vmap for i in stack)
+            or forward_ad_active(*tensors))
 
 
 def spmm_forward_ad(values, indices, offsets, M, K, layout: str, B: torch.Tensor,
@@ -363,7 +415,8 @@ def spmm_forward_ad(values, indices, offsets, M, K, layout: str, B: torch.Tensor
 def spmm_op(values, indices, offsets, M, K, layout: str, B: torch.Tensor,
             bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Call ``torch.ops.sparsekern.spmm`` (the wrappers' one entry point), or
-    :func:`spmm_forward_ad` when a forward-mode tangent rides on an operand."""
-    if forward_ad_active(values, B, bias):
+    :func:`spmm_forward_ad` under forward-mode AD or a functorch transform
+    (:func:`dense_path_needed`)."""
+    if dense_path_needed(values, B, bias):
         return spmm_forward_ad(values, indices, offsets, M, K, layout, B, bias)
     return torch.ops.sparsekern.spmm(values, indices, offsets, M, K, layout, B, bias)

@@ -114,3 +114,38 @@ def test_forward_ad_rejects_a_malformed_format_as_the_op_does(layout):
         torch.func.jvp(lambda b: sk.spmm(bad, b), (B,), (T,))
     with pytest.raises(ValueError, match=match):
         torch.func.jvp(lambda x: sk.linear(x, bad), (B.t(),), (T.t(),))
+
+
+LAYOUTS_ALL = CASES + [("sell", None), ("1:4", None)]
+
+
+@pytest.mark.parametrize("layout,bs", LAYOUTS_ALL)
+def test_functorch_reverse_transforms_equal_dense(layout, bs):
+    """torch.func.grad / jacrev / vjp and vmap-of-grad (per-sample gradients) through a sparse
+    layer: the op's C++ autograd node cannot run under functorch ("cannot use C++
+    torch::autograd::Function with functorch transforms"); the wrappers take the dense path
+    there. Gradients of the input, the values and the bias equal the dense layer's."""
+    torch.manual_seed(torch.seed() % 2**31)
+    lin = nn.Linear(16, 12)
+    with torch.no_grad():
+        lin.weight.copy_(random_pattern_weight(12, 16, layout, density=0.3, blocksize=(4, 4)))
+    sparse = sk.SparseLinear.from_dense(copy.deepcopy(lin), layout=layout, blocksize=bs)
+    x = torch.randn(5, 16)
+    torch.testing.assert_close(torch.func.jacrev(sparse)(x[0]), lin.weight)
+    gx = torch.func.grad(lambda x_: sparse(x_).pow(2).sum())(x)
+    torch.testing.assert_close(gx, torch.func.grad(lambda x_: lin(x_).pow(2).sum())(x))
+    p = {k: t.detach() for k, t in sparse.named_parameters()}
+    gp = torch.func.grad(lambda q: torch.func.functional_call(sparse, q, (x,)).pow(2).sum())(p)
+    dW = torch.func.grad(lambda w: (x @ w.t() + lin.bias).pow(2).sum())(lin.weight.detach())
+    def scatter(values):  # the values' gradient at the stored entries, as a dense matrix
+        return sk.formats.from_parts(layout, values, sparse.indices, sparse.offsets, (12, 16),
+                                     validate=False).to_dense()
+
+    stored = scatter(torch.ones_like(p["values"])) != 0  # 2:4/BSR also store some zeros
+    torch.testing.assert_close(scatter(gp["values"]), dW * stored)
+    torch.testing.assert_close(gp["bias"], 2 * (lin(x)).sum(0).detach())
+    per_sample = torch.func.vmap(torch.func.grad(lambda x_: sparse(x_).sum()))(x)
+    torch.testing.assert_close(per_sample, lin.weight.sum(0).expand(5, 16).detach())
+    _, pull = torch.func.vjp(sparse, x)
+    ct = torch.randn(5, 12)
+    torch.testing.assert_close(pull(ct)[0], ct @ lin.weight.detach())

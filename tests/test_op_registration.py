@@ -210,6 +210,14 @@ b = torch.randn(6, dtype=torch.float64, requires_grad=True)
 f = lambda v, B, b: torch.ops.sparsekern.spmm(v, A.indices, A.offsets, 6, 5, "csc", B, b)
 assert torch.autograd.gradcheck(f, (v, B, b))
 assert torch.autograd.gradgradcheck(f, (v, B, b))
+# its Autograd kernel refuses a tangent (register_autograd's dropped it: a zero JVP)
+try:
+    torch.func.jvp(lambda B: f(v.detach(), B, None), (B.detach(),), (torch.ones_like(B),))
+    raise SystemExit("a tangent through the raw op did not raise")
+except RuntimeError as e:
+    assert "no forward-mode AD formula" in str(e), e
+_, t = torch.func.jvp(lambda B: sk.spmm(A, B), (B.detach(),), (torch.ones_like(B),))
+torch.testing.assert_close(t, W @ torch.ones_like(B))
 print("python formula ok")
 """
 

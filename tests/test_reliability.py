@@ -517,3 +517,40 @@ def test_raw_ops_refuse_forward_mode_tangents_instead_of_dropping_them():
     with pytest.raises(RuntimeError, match=r"spmm_sampled_dot has no forward-mode AD formula"), \
             fwAD.dual_level():
         torch.ops.sparsekern.spmm_sampled_dot(*A.op_args(), fwAD.make_dual(G, tG), B)
+
+
+def test_raw_helper_ops_refuse_torch_func_jvp_tangents():
+    """torch.func.jvp through the helper ops returned all-zero tangents without an error
+    (torch.library.register_autograd's kernel steps below autograd when nothing requires
+    grad, dropping the tangent). They now raise, whichever operand carries the tangent."""
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    W = random_pattern_weight(5, 8, "csc", density=0.5, generator=g)
+    A = sk.to_sparse(W, layout="csc")
+    v, rest = A.values, A.op_args()[1:]
+    G, B = torch.randn(5, 3, generator=g), torch.randn(8, 3, generator=g)
+    cases = [("spmm_transposed", lambda g_: torch.ops.sparsekern.spmm_transposed(v, *rest, g_), G),
+             ("spmm_transposed", lambda v_: torch.ops.sparsekern.spmm_transposed(v_, *rest, G), v),
+             ("spmm_sampled_dot", lambda g_: torch.ops.sparsekern.spmm_sampled_dot(v, *rest, g_, B),
+              G),
+             ("spmm_sampled_dot", lambda b_: torch.ops.sparsekern.spmm_sampled_dot(v, *rest, G, b_),
+              B)]
+    for op, fn, x in cases:
+        with pytest.raises(RuntimeError, match=rf"sparsekern.{op} has no forward-mode AD formula"):
+            torch.func.jvp(fn, (x,), (torch.randn_like(x),))
+
+
+def test_raw_helper_ops_under_torch_func_grad_raise_and_autograd_still_works():
+    """Under torch.func.grad the raw helper ops raise (no silent zeros); plain autograd,
+    which double backward of spmm runs, still gives their formulas."""
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    W = random_pattern_weight(5, 8, "csc", density=0.5, generator=g)
+    A = sk.to_sparse(W, layout="csc")
+    v, rest = A.values, A.op_args()[1:]
+    G, B = torch.randn(5, 3, generator=g), torch.randn(8, 3, generator=g)
+    with pytest.raises(RuntimeError, match="functorch transforms"):
+        torch.func.grad(lambda g_: torch.ops.sparsekern.spmm_transposed(v, *rest, g_).sum())(G)
+    Gr, Br = G.clone().requires_grad_(), B.clone().requires_grad_()
+    torch.ops.sparsekern.spmm_transposed(v, *rest, Gr).sum().backward()
+    torch.testing.assert_close(Gr.grad, W @ torch.ones(8, 3))
+    torch.ops.sparsekern.spmm_sampled_dot(v, *rest, G, Br).sum().backward()
+    torch.testing.assert_close(Br.grad, (W != 0).to(G.dtype).t() @ G)
