@@ -172,6 +172,23 @@ def output_tensor(out, who: str = "the model") -> torch.Tensor:
                     f"Mapping/ModelOutput holding one, or a tuple whose first item is one")
 
 
+def _ambiguous_pair(data) -> bool:
+    """A top-level pair (x, y) of tensors whose second holds integers, read as a list of
+    batches, would run y through the model as a batch of its own; for (input_ids,
+    attention_mask) that runs without an error (0 and 1 are valid token ids): a silently
+    wrong calibration. Ambiguous: a tuple of two such tensors; a list (a DataLoader's batch
+    of a TensorDataset) when its second tensor has the first's shape and only 0s and 1s."""
+    if not (isinstance(data, (tuple, list)) and len(data) == 2 and
+            all(isinstance(t, torch.Tensor) for t in data) and
+            not data[1].is_floating_point() and not data[1].is_complex()):
+        return False
+    if type(data) is tuple:
+        return True
+    x, y = data
+    return (x.shape == y.shape and not x.is_floating_point() and y.numel() > 0 and
+            bool(((y == 0) | (y == 1)).all()))
+
+
 def items(data, what: str = "calib") -> list:
     """The items of ``data`` as a list: one item (a tensor, Mapping or Args) or an iterable of
     items (a list, a DataLoader). Every item is checked; raises TypeError/ValueError naming
@@ -181,6 +198,14 @@ def items(data, what: str = "calib") -> list:
                          f"tokenizer's output, a list of batches or a DataLoader)")
     if isinstance(data, (torch.Tensor, Mapping, Args)):
         out = [data]
+    elif _ambiguous_pair(data):
+        raise TypeError(f"{what} is a {type(data).__name__} of two tensors, {describe(data[0])} "
+                        f"{data[0].dtype} and {describe(data[1])} {data[1].dtype}: it could be two batches, one (inputs, targets) "
+                        f"batch or two positional inputs of one call (input_ids, "
+                        f"attention_mask), which run the model differently; say which: "
+                        f"[x1, x2] (a list of batches), [(inputs, targets)], "
+                        f"sparsekern.Args(input_ids, attention_mask) or a dict of keyword "
+                        f"inputs")
     else:
         try:
             out = list(data)

@@ -314,3 +314,26 @@ def test_calibration_leaves_a_frozen_config_alone():
     model.config = Frozen()
     masks = prune.prune_model(model, 0.5, "fine", "wanda", calib=torch.randn(6, 8))
     assert set(masks) == {"0", "2"} and model.config.use_cache is True
+
+
+@pytest.mark.parametrize("kind", [tuple, list])
+def test_a_top_level_input_ids_mask_pair_is_refused_as_ambiguous(kind):
+    # calib=(ids, mask) was read as two batches: the mask ran through the model as token ids
+    # (0 and 1 are valid ids), a silently wrong calibration
+    model = tiny_bert_encoder()
+    b = _batch()
+    pair = kind((b["input_ids"], b["attention_mask"]))
+    m = copy.deepcopy(model)
+    for criterion in ("wanda", "sparsegpt"):
+        with pytest.raises(TypeError, match=rf"calib is a {kind.__name__} of two tensors, "
+                                            r"\[4, 10\] torch.int64 and \[4, 10\] torch.int64: "
+                                            r"it could be two batches.*sparsekern.Args\(input_ids, "
+                                            r"attention_mask\)"):
+            prune.prune_model(m, 0.5, "fine", criterion, calib=pair)
+    x = _batch(1)
+    assert torch.equal(m(**x), model(**x))  # nothing pruned
+    # what the message offers works: Args, or a list of two real batches of ids
+    prune.prune_model(copy.deepcopy(model), 0.5, "fine", "wanda",
+                      calib=sk.Args(b["input_ids"], b["attention_mask"]))
+    bert = copy.deepcopy(model.encoder)  # takes input_ids alone
+    prune.prune_model(bert, 0.5, "fine", "wanda", calib=[b["input_ids"], _batch(2)["input_ids"]])
