@@ -72,6 +72,8 @@ def _cycle(data, rank: int, world: int) -> Iterator:
         for i, item in enumerate(data):
             if i % world == rank:
                 n += 1
+                # the calibration checks: an empty batch, a mask that does not fit the ids
+                inputs.check_not_empty(item, f"data batch {i}")
                 yield item
         total += n
         if n == 0 and total > 0:

@@ -119,7 +119,7 @@ def test_mismatched_teacher_and_bad_masks_are_rejected():
         prune.distill(model, _mlp(), data, steps=0, progress=False)
     with pytest.raises(ValueError, match=r"lr must be a positive number, got -1"):
         prune.distill(model, _mlp(), data, lr=-1, progress=False)
-    with pytest.raises(TypeError, match=r"data item is a str; expected a tensor"):
+    with pytest.raises(TypeError, match=r"data batch 0 is a str; expected a tensor"):
         prune.distill(model, _mlp(), ["x"], steps=1, progress=False)
     with pytest.raises(ValueError, match=r"data is empty"):
         prune.distill(model, _mlp(), [], steps=1, progress=False)
@@ -367,3 +367,21 @@ def test_distill_with_empty_masks_holds_nothing_as_fine_tune_does():
     revived = sum(int((m.values.detach()[zeros[n]] != 0).sum()) for n, m in
                   student.named_modules() if n in zeros)
     assert revived > 0
+
+
+def test_a_batch_whose_mask_does_not_fit_or_that_is_empty_is_named():
+    # a Hugging Face model took an attention_mask of another shape than the input_ids and
+    # distill ran on (the padding could not be told apart); an empty batch gave NaN losses
+    pytest.importorskip("transformers")
+    from sparsekern.models.minilm import tiny_bert_encoder
+    enc = tiny_bert_encoder().encoder
+    ids = torch.randint(0, 100, (4, 10))
+    good = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    bad = {"input_ids": ids, "attention_mask": torch.ones(4, 9, dtype=torch.long)}
+    student = copy.deepcopy(enc)
+    with pytest.raises(ValueError, match=r"data batch 1 has attention_mask of shape \[4, 9\] but "
+                                         r"input_ids of shape \[4, 10\]"):
+        prune.distill(student, enc, [good, bad], steps=2, progress=False)
+    with pytest.raises(ValueError, match=r"data batch 0 has shape \{'input_ids': \[0, 10\]\}, "
+                                         r"which holds no data"):
+        prune.distill(student, enc, [{"input_ids": ids[:0]}], steps=1, progress=False)
