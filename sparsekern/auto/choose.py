@@ -27,7 +27,7 @@ from torch import nn
 from .. import _layers
 from .formats import DENSE, FormatSpec, parse_format
 from .patterns import pattern_densities
-from .signature import candidate_layers
+from .signature import LayerSig, candidate_layers
 from .table import LatencyTable, LayerLatency, build_table, layer_table
 
 log = logging.getLogger("sparsekern")
@@ -138,7 +138,8 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
         modeled[DENSE] = unsettled
     if best is not None:
         _, fmt, preds = best
-        speed = "; ".join(f"{_ms(preds[l])} vs dense {_ms(dense[l])} at {l}" for l in preds)
+        speed = "; ".join(f"{_ms(preds[l])} vs dense {_ms(dense[l])} at {_at(entries, l)}"
+                          for l in preds)
         reason = f"{fmt} stores {densities[fmt]:.1%}: predicted {speed}" + _model_note(
             modeled.get(fmt)) + _cap_note(capped.get(fmt)) + dense_note
         return LayerDecision(name, fmt, dict(densities), preds, dense, reason, ratios, modeled)
@@ -146,7 +147,7 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
         ratio, fmt, lab = closest
         reason = (f"no sparse format is predicted faster than dense at every shape ({shapes}): "
                   f"the best, {fmt} storing {densities[fmt]:.1%}, takes {ratio:.2f}x the dense "
-                  f"time at {lab}")
+                  f"time at {_at(entries, lab)}")
         if ratio <= 1.0:
             reason += f" (a format must be at least {margin:.0%} faster)"
         reason += _model_note(modeled.get(fmt)) + _cap_note(capped.get(fmt)) + dense_note
@@ -157,6 +158,20 @@ def decide(name: str, entries: Mapping[str, LayerLatency],
         reason = "the zeros fit no format of the latency table"
     return LayerDecision(name, DENSE, dict(densities), dict(dense), dense, reason, ratios,
                          modeled)
+
+
+def _at(entries: Mapping[str, LayerLatency], lab: str) -> str:
+    """``lab`` (the model's input, the table's shape label) and the layer's own input there,
+    e.g. "{'input_ids': [1, 16]} (layer input [16, 384])"; the label alone for an entry
+    without a signature (a hand-made one)."""
+    sig = entries[lab].entry.get("signature")
+    if not sig:
+        return str(lab)
+    try:
+        shape = list(LayerSig.from_key(sig).input_shape)
+    except (KeyError, TypeError, ValueError):
+        return str(lab)
+    return str(lab) if str(shape) == str(lab) else f"{lab} (layer input {shape})"
 
 
 def _cap_note(labels) -> str:

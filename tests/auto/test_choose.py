@@ -219,3 +219,20 @@ def test_sparsify_auto_on_a_single_linear():
         lin.weight.copy_(magnitude.prune_unstructured(lin.weight, 0.9))
     new = sk.sparsify(lin, layout="auto", latency_table=synthetic_table({"": (1.0, FAST_CSC)}))
     assert isinstance(new, sk.SparseLinear) and new.sparsekern_report[""][0] == "csc"
+
+
+def test_reasons_name_the_layers_own_input_beside_the_models():
+    """The table's shape labels are the model's inputs (a tokenizer's dict); a reason also
+    names what the layer itself receives there."""
+    from sparsekern.auto.signature import LayerSig
+    sig = LayerSig("linear", 16, 32, True, (1, 12, 32), "torch.float32", "cpu").to_key()
+    lab = "{'input_ids': [1, 12]}"
+    fast = {lab: LayerLatency.synthetic(1.0, {"csc": [(0.1, 0.3)]}, sig)}
+    d = decide("l", fast, {"csc": 0.1})
+    assert d.format == "csc" and f"at {lab} (layer input [1, 12, 32])" in d.reason
+    slow = {lab: LayerLatency.synthetic(1.0, {"csc": [(0.1, 1.3)]}, sig)}
+    d = decide("l", slow, {"csc": 0.1})
+    assert d.format == "dense" and f"1.30x the dense time at {lab} (layer input [1, 12, 32])" \
+        in d.reason
+    plain = {"s": LayerLatency.synthetic(1.0, {"csc": [(0.1, 1.3)]})}  # no signature
+    assert decide("l", plain, {"csc": 0.1}).reason.endswith("takes 1.30x the dense time at s")
