@@ -125,7 +125,7 @@ def test_a_tokenizer_output_without_tensors_names_the_key_and_return_tensors(con
     for crit in ("wanda", "sparsegpt"):
         with pytest.raises(TypeError, match=msg):
             prune.prune_model(m, 0.5, "fine", crit, calib=[good, bad])
-    with pytest.raises(TypeError, match=r"data item\['input_ids'\] is a " + kind):
+    with pytest.raises(TypeError, match=r"data batch 0\['input_ids'\] is a " + kind):
         prune.distill(m, model, [bad], steps=1, progress=False)
     fresh = _batch(7)  # rejected before anything changed
     assert torch.equal(m(**fresh), model(**fresh))
