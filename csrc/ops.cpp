@@ -271,6 +271,24 @@ void check_status(int status, c10::string_view layout, int64_t M, int64_t K, int
   TORCH_CHECK(false, what, "kernel failed with status ", status);
 }
 
+// check_status for a kernel that read the format tensors: a bad index, offset or 2:4 group
+// is first handed to the Python validator (sparsekern::_locate_format_error), whose error
+// names the first bad entry (the kernels only report that one exists); on the error path
+// only.
+void check_format_status(int status, const at::Tensor& values, const at::Tensor& indices,
+                         const at::Tensor& offsets, int64_t M, int64_t K, c10::string_view layout,
+                         int64_t N, const char* op = "sparsekern.spmm") {
+  using namespace sparsekern::cpu;
+  if (status == kBadIndex || status == kBadOffsets || status == kBadMeta) {
+    static auto locate = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("sparsekern::_locate_format_error", "")
+                             .typed<void(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                         int64_t, int64_t, c10::string_view)>();
+    locate.call(values, indices, offsets, M, K, layout);
+  }
+  check_status(status, layout, M, K, N, op);
+}
+
 // ----------------------------------------------------------------------------- CSC cache
 
 using WeakImpl = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
@@ -681,14 +699,14 @@ void run_cpu_kernel(const at::Tensor& values, const at::Tensor& indices,
         break;
       }
       auto facts = csc_cache().get(a, values, indices, offsets, M, K);
-      check_status(facts->status, layout_name, M, K, d.N);
+      check_format_status(facts->status, values, indices, offsets, M, K, layout_name, d.N);
       status = skc::csr_spmm(*facts->csr, d);
       break;
     }
     case Layout::kUnknown:
       TORCH_CHECK(false, "sparsekern: no CPU kernel for layout '", layout_name, "'");
   }
-  check_status(status, layout_name, M, K, d.N);
+  check_format_status(status, values, indices, offsets, M, K, layout_name, d.N);
 }
 
 at::Tensor call_python_path(const at::Tensor& values, const at::Tensor& indices,
@@ -851,13 +869,14 @@ at::Tensor workspace(WorkspaceSlot slot, int64_t M, int64_t K) {
 
 // A 2:4 weight as a dense float32 [M, K] (every nibble checked), in this thread's workspace:
 // valid until the next call on this thread.
-at::Tensor semi24_dense(const at::Tensor& values, const at::Tensor& indices, int64_t M, int64_t K,
+at::Tensor semi24_dense(const at::Tensor& values, const at::Tensor& indices,
+                        const at::Tensor& offsets, int64_t M, int64_t K,
                         c10::string_view layout_sv) {
   at::Tensor W = workspace(kDenseWeight, M, K);
   const int status = skc::semi24_to_dense(values.data_ptr(), weight_type(values.scalar_type()),
                                           indices.data_ptr<uint8_t>(), M, K,
                                           W.data_ptr<float>(), at::get_num_threads());
-  check_status(status, layout_sv, M, K, 0);
+  check_format_status(status, values, indices, offsets, M, K, layout_sv, 0);
   return W;
 }
 
@@ -872,7 +891,7 @@ at::Tensor spmm_transposed_cpu(const at::Tensor& values, const at::Tensor& indic
   // give 0 * Inf = NaN where the entry-wise kernel, like the reference, adds nothing.)
   if (layout == Layout::kSemi24 && N >= kSemi24DenseMinN && M > 0 && K > 0 &&
       all_finite(G)) {
-    const at::Tensor W = semi24_dense(values, indices, M, K, layout_sv);
+    const at::Tensor W = semi24_dense(values, indices, offsets, M, K, layout_sv);
     return at::mm(G.t(), W).t();  // [K, N], row-major [N, K] underneath (x's layout)
   }
   at::Tensor out = at::empty({K, N}, G.options());
@@ -881,7 +900,8 @@ at::Tensor spmm_transposed_cpu(const at::Tensor& values, const at::Tensor& indic
   const int status = skc::spmm_transposed(backward_format(values, indices, offsets, M, K, layout),
                                           dense_view(G), N, out.data_ptr<float>(),
                                           at::get_num_threads());
-  check_status(status, layout_sv, M, K, N, "sparsekern.spmm_transposed");
+  check_format_status(status, values, indices, offsets, M, K, layout_sv, N,
+                      "sparsekern.spmm_transposed");
   return out;
 }
 
@@ -902,12 +922,14 @@ at::Tensor sampled_dot_cpu(const at::Tensor& values, const at::Tensor& indices,
     at::mm_out(S, G, B.t());
     const int status = skc::semi24_gather(S.data_ptr<float>(), indices.data_ptr<uint8_t>(), M, K,
                                           out.data_ptr<float>(), at::get_num_threads());
-    check_status(status, layout_sv, M, K, N, "sparsekern.spmm_sampled_dot");
+    check_format_status(status, values, indices, offsets, M, K, layout_sv, N,
+                        "sparsekern.spmm_sampled_dot");
   } else if (out.numel() > 0) {
     const int status = skc::sampled_dot(backward_format(values, indices, offsets, M, K, layout),
                                         dense_view(G), dense_view(B), N,
                                         out.data_ptr<float>(), at::get_num_threads());
-    check_status(status, layout_sv, M, K, N, "sparsekern.spmm_sampled_dot");
+    check_format_status(status, values, indices, offsets, M, K, layout_sv, N,
+                        "sparsekern.spmm_sampled_dot");
   }
   return out.to(values.scalar_type()).view(values.sizes());
 }

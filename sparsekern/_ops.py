@@ -17,6 +17,9 @@ Private (backend kernels, each with a caller-given or fresh output):
     _spmm_dispatch   spmm's Python path (the C++ CPU kernel hands it what it does not serve)
     _spmm_cpu, _spmm_transposed_cpu, _sampled_dot_cpu     csrc/ops.cpp (CPU)
     _spmm_cuda                                            csrc/cuda/ops_cuda.cpp (CUDA)
+    _locate_format_error   raises the format validator's error, which names the first bad
+                           entry (sparsekern/ops.py); C++ calls it when a kernel reports a
+                           bad index tensor
 Private helpers of ``_C`` (no tensor arguments; kernels in csrc/ops.cpp): _abi_version,
 _kernel_exists, _cpu_isa, _cpu_pool, _pool_team_stalled, _pool_next_backoff,
 _pool_thread_descheduled, _cpu_has_avx2, _cpu_has_avx512, _csc_cache_info, _csc_cache_clear, _python_path, _reload_env.
@@ -44,6 +47,7 @@ SCHEMAS = {
     "_spmm_transposed_cpu": f"({_FMT_INT}, Tensor G) -> Tensor",
     "_sampled_dot_cpu": f"({_FMT_INT}, Tensor G, Tensor B) -> Tensor",
     "_spmm_cuda": f"({_FMT_INT}, Tensor B, Tensor? bias, Tensor(a!) out) -> ()",
+    "_locate_format_error": f"({_FMT_INT}) -> ()",
     "_triton_bsr": ("(Tensor values, Tensor indices, Tensor offsets, int M, int K, Tensor B, "
                     "Tensor? bias, Tensor(a!) out, int split_k=0) -> ()"),
     "_triton_semi24": ("(Tensor values, Tensor indices, int M, int K, Tensor B, Tensor? bias, "

@@ -197,6 +197,14 @@ for _op, _check, _n in (("spmm", check_spmm_args, 8),
         _SPARSE_LIB.impl(_op, _sparse_operand_kernel(_check, _n), _key)
 
 
+@torch.library.register_kernel(f"{_NS}::_locate_format_error", ("cpu", "cuda"))
+def _locate_format_error(values, indices, offsets, M, K, layout):
+    """Raise the format validator's ValueError, which names the first bad entry (e.g.
+    "indices[12]=-1 is out of range"); the C++ kernels only report that one exists. Returns
+    when it finds none (the caller then raises its own message)."""
+    check_format_structure(values, indices, offsets, M, K, layout)
+
+
 def _no_tangents(op: str, *tensors) -> None:
     """The helper ops have reverse-mode formulas only: a forward-mode tangent would come back
     as zeros (a wrong answer), so it is an error."""

@@ -50,7 +50,9 @@ def test_csc_row_out_of_range(entry, N, bad):
     values, rows, offsets, M, K = csc_parts()
     rows = rows.int() if bad > 32767 else rows
     rows[-1] = bad
-    with pytest.raises(ValueError, match=r"csc.*row index in indices is out of range"):
+    # the kernel reports a bad index; the validator's message locates it
+    with pytest.raises(ValueError, match=rf"csc row indices\[{rows.numel() - 1}\]={bad} is out of "
+                                         rf"range; expected 0 <= index < {M}"):
         entry(values, rows, offsets, M, K, "csc", torch.ones(K, N))
 
 
@@ -62,7 +64,7 @@ def test_csc_row_out_of_range_in_a_skipped_column(entry, N):
     rows[0] = M + 3  # column 0
     B = torch.ones(K, N)
     B[0] = 0.0
-    with pytest.raises(ValueError, match=r"row index in indices is out of range"):
+    with pytest.raises(ValueError, match=rf"csc row indices\[0\]={M + 3} is out of range"):
         entry(values, rows, offsets, M, K, "csc", B)
 
 
@@ -79,7 +81,13 @@ def test_csc_bad_offsets(entry, N, how):
         offsets[-1] -= 1
     else:
         offsets[-1] += 5
-    with pytest.raises(ValueError, match=r"csc.*offsets must start at 0, never decrease"):
+    match = {"start": r"csc offsets must start at 0, got offsets\[0\]=1",
+             "decrease": rf"csc offsets must not decrease: offsets\[{K // 2 + 1}\]=\d+ < "
+                         rf"offsets\[{K // 2}\]=",
+             "end-short": r"csc offsets must end at the number of stored entries \d+, got "
+                          r"offsets\[-1\]=",
+             "end-long": r"csc offsets must end at the number of stored entries"}[how]
+    with pytest.raises(ValueError, match=match):
         entry(values, rows, offsets, M, K, "csc", torch.ones(K, N))
 
 
@@ -89,8 +97,11 @@ def test_csc_bad_offsets(entry, N, how):
 @pytest.mark.parametrize("bad", [3, 100, -2])                   # AVX-512's small-N kernel
 def test_bsr_block_column_out_of_range(entry, N, block, bad):
     values, cols, offsets, M, K = bsr_parts(block=block)
-    cols[-1] = bad if bad != 3 else (K + block[1] - 1) // block[1]  # == ceil(K / bk)
-    with pytest.raises(ValueError, match=r"bsr.*block-column index in indices is out of range"):
+    nbc = (K + block[1] - 1) // block[1]
+    cols[-1] = bad if bad != 3 else nbc  # == ceil(K / bk)
+    with pytest.raises(ValueError, match=rf"bsr block-column indices\[{cols.numel() - 1}\]="
+                                         rf"{int(cols[-1])} is out of range; expected 0 <= index "
+                                         rf"< {nbc}"):
         entry(values, cols, offsets, M, K, "bsr", torch.ones(K, N))
 
 
@@ -105,7 +116,10 @@ def test_bsr_bad_offsets(entry, N, how):
         offsets[2] = offsets[1] - 1
     else:
         offsets[-1] = offsets[-1] + 2
-    with pytest.raises(ValueError, match=r"bsr.*offsets must start at 0, never decrease"):
+    match = {"start": r"bsr offsets must start at 0, got offsets\[0\]=1",
+             "decrease": r"bsr offsets must not decrease: offsets\[2\]=\d+ < offsets\[1\]=",
+             "end": r"bsr offsets must end at the number of stored entries"}[how]
+    with pytest.raises(ValueError, match=match):
         entry(values, cols, offsets, M, K, "bsr", torch.ones(K, N))
 
 
@@ -126,7 +140,8 @@ def test_semi24_metadata_first_not_below_second(entry, N, nibble, where, K):
     if p0 < p1:  # a valid nibble must be accepted
         entry(values, meta, offsets, M, K, "2:4", B)
         return
-    with pytest.raises(ValueError, match=r"2:4.*first position >= second"):
+    with pytest.raises(ValueError, match=rf"2:4 indices row 2, group {g}: positions "
+                                         rf"\({p0}, {p1}\) must be strictly increasing"):
         entry(values, meta, offsets, M, K, "2:4", B)
 
 
@@ -157,5 +172,5 @@ def test_bad_format_is_rejected_again_after_a_good_call():
     fast_path(values, rows, offsets, M, K, "csc", torch.ones(K, 3))
     rows[1] = M  # in place: bumps the version counter, so the cached facts are stale
     for N in (1, 3):
-        with pytest.raises(ValueError, match=r"row index in indices is out of range"):
+        with pytest.raises(ValueError, match=rf"csc row indices\[1\]={M} is out of range"):
             fast_path(values, rows, offsets, M, K, "csc", torch.ones(K, N))

@@ -226,7 +226,7 @@ def test_csc_gemv_bad_row_anywhere_in_a_chunk(cpu_isa_env, cpu_scatter_env, scat
     values, rows, offsets, _ = _csc_raw(64, 3, 1.0, g)  # 3 full columns of 64 rows
     rows[64 + where] = bad  # in the second column
     cpu_isa_env(isa)
-    with pytest.raises(ValueError, match=r"row index in indices is out of range"):
+    with pytest.raises(ValueError, match=rf"csc row indices\[{64 + where}\]={bad} is out of range"):
         torch.ops.sparsekern.spmm(values, rows, offsets, 64, 3, "csc", torch.ones(3, 1))
 
 
