@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import inputs
+from .. import _layers, inputs
 from .layers import default_layers
 from .mask_update import MaskUpdate, MovingMasks
 from .masks import MaskHolder, StoredZeroHolder, check_masks, masks_from_zeros
@@ -221,33 +221,34 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
     _check_eval(eval_fn, eval_every)
     _check_update(mask_update, masks, layer_loss)
     hold_stored = masks is None or bool(masks)  # {}: nothing held, stored zeros included
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    named = _named_root(model, list(masks or ()) + layers)
     if masks is None:
-        masks = masks_from_zeros(model) if default_layers(model) else {}
-    check_masks(model, masks)
+        masks = masks_from_zeros(named) if default_layers(named) else {}
+    check_masks(named, masks)
     dist, rank, world = _world()
     steps = _default_steps(data, world) if steps is None else steps
     device = next(model.parameters()).device
     t_device = next(teacher.parameters(), torch.empty(0)).device
     s_store: Dict[str, torch.Tensor] = {}
     t_store: Dict[str, torch.Tensor] = {}
-    layers = [layers] if isinstance(layers, str) else list(layers)
     _check_trainable(model, optimizer)
     # checked before any hook or parametrization touches the model
-    mover = MovingMasks(model, masks, mask_update) if mask_update else None
+    mover = MovingMasks(named, masks, mask_update) if mask_update else None
     s_flags, t_flags = inputs.train_flags(model), inputs.train_flags(teacher)
     handles: list = []
     holders: list = []
     moving = bar = None
     losses: List[float] = []
     try:  # every hook, holder and moving mask attached below is removed in `finally`
-        handles += _capture(model, layers, "the student", s_store)
+        handles += _capture(named, layers, "the student", s_store)
         handles += _capture(teacher, layers, "the teacher", t_store)
         moving = mover.attach(masks) if mover is not None else None
         net = _wrap_ddp(model, dist, device)
         opt = optimizer or torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                              lr=lr, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(steps, warmup))
-        holders = _attach_holders(model, masks if moving is None else None, opt, hold_stored)
+        holders = _attach_holders(named, masks if moving is None else None, opt, hold_stored)
         from tqdm.auto import tqdm
         bar = tqdm(total=steps, desc="distill", disable=not progress or rank != 0, leave=False)
         best = _Best(model, eval_fn, eval_every, history, dist, world)
@@ -284,6 +285,16 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
         inputs.restore_flags(s_flags)
         inputs.restore_flags(t_flags)
     return losses
+
+
+def _named_root(model: nn.Module, names: Sequence[str]) -> nn.Module:
+    """The module whose layer names the masks and ``layers`` use: for a torch.compile
+    wrapper, the model it wraps (prune_model on the plain model names its layers "0", the
+    wrapper "_orig_mod.0"), unless a name already carries the wrapper's prefix."""
+    inner = _layers.compiled_inner(model)
+    if inner is None or any(n.startswith("_orig_mod.") for n in names):
+        return model
+    return inner
 
 
 def _default_steps(data, world: int) -> int:

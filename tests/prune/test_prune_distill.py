@@ -385,3 +385,24 @@ def test_a_batch_whose_mask_does_not_fit_or_that_is_empty_is_named():
     with pytest.raises(ValueError, match=r"data batch 0 has shape \{'input_ids': \[0, 10\]\}, "
                                          r"which holds no data"):
         prune.distill(student, enc, [{"input_ids": ids[:0]}], steps=1, progress=False)
+
+
+def test_a_compiled_student_takes_the_masks_and_layer_names_of_the_model_it_wraps():
+    # prune_model(student) names its layers "0", torch.compile(student) "_orig_mod.0": distill
+    # of the compiled student refused the masks prune_model had just returned
+    torch.manual_seed(torch.seed() % 2**31)
+    teacher = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
+    student = copy.deepcopy(teacher)
+    masks = prune.prune_model(student, 0.5, "fine")
+    compiled = torch.compile(student, backend="eager")
+    data = [torch.randn(8, 16) for _ in range(3)]
+    before = student[0].weight.detach().clone()
+    losses = prune.distill(compiled, teacher, data, masks=masks, steps=3, lr=1e-2,
+                           layers=["0"], progress=False)
+    assert len(losses) == 3 and not torch.equal(student[0].weight, before)
+    for n, m in masks.items():
+        assert bool((dict(student.named_modules())[n].weight[~m] == 0).all())
+    prefixed = {"_orig_mod." + n: m for n, m in masks.items()}  # the wrapper's own names
+    prune.distill(compiled, teacher, data, masks=prefixed, steps=2, progress=False)
+    for n, m in masks.items():
+        assert bool((dict(student.named_modules())[n].weight[~m] == 0).all())
