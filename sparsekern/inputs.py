@@ -189,6 +189,20 @@ def _ambiguous_pair(data) -> bool:
             bool(((y == 0) | (y == 1)).all()))
 
 
+def check_unambiguous(data, what: str = "calib") -> None:
+    """Raise TypeError naming ``what`` when ``data`` (one batch or an iterable of batches) is
+    a top-level pair that :func:`_ambiguous_pair` cannot read safely."""
+    if _ambiguous_pair(data):
+        raise TypeError(f"{what} is a {type(data).__name__} of two tensors, {describe(data[0])} "
+                        f"{data[0].dtype} and {describe(data[1])} {data[1].dtype}: it could be "
+                        f"two batches, one (inputs, targets) "
+                        f"batch or two positional inputs of one call (input_ids, "
+                        f"attention_mask), which run the model differently; say which: "
+                        f"[x1, x2] (a list of batches), [(inputs, targets)], "
+                        f"sparsekern.Args(input_ids, attention_mask) or a dict of keyword "
+                        f"inputs")
+
+
 def items(data, what: str = "calib") -> list:
     """The items of ``data`` as a list: one item (a tensor, Mapping or Args) or an iterable of
     items (a list, a DataLoader). Every item is checked; raises TypeError/ValueError naming
@@ -198,15 +212,8 @@ def items(data, what: str = "calib") -> list:
                          f"tokenizer's output, a list of batches or a DataLoader)")
     if isinstance(data, (torch.Tensor, Mapping, Args)):
         out = [data]
-    elif _ambiguous_pair(data):
-        raise TypeError(f"{what} is a {type(data).__name__} of two tensors, {describe(data[0])} "
-                        f"{data[0].dtype} and {describe(data[1])} {data[1].dtype}: it could be two batches, one (inputs, targets) "
-                        f"batch or two positional inputs of one call (input_ids, "
-                        f"attention_mask), which run the model differently; say which: "
-                        f"[x1, x2] (a list of batches), [(inputs, targets)], "
-                        f"sparsekern.Args(input_ids, attention_mask) or a dict of keyword "
-                        f"inputs")
     else:
+        check_unambiguous(data, what)
         try:
             out = list(data)
         except TypeError:

@@ -385,3 +385,28 @@ def test_a_batch_whose_mask_does_not_fit_or_that_is_empty_is_named():
     with pytest.raises(ValueError, match=r"data batch 0 has shape \{'input_ids': \[0, 10\]\}, "
                                          r"which holds no data"):
         prune.distill(student, enc, [{"input_ids": ids[:0]}], steps=1, progress=False)
+
+
+@pytest.mark.parametrize("kind", [tuple, list])
+def test_a_top_level_input_ids_mask_pair_is_refused_as_calibration_refuses_it(kind):
+    # distill(student, teacher, (ids, mask)) read the pair as two batches: a model that takes
+    # input_ids alone trained on the mask as a batch of token ids, without an error
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Embedding(100, 16), nn.Linear(16, 16), nn.ReLU(),
+                            nn.Linear(16, 4))
+    student = copy.deepcopy(teacher)
+    ids = torch.randint(2, 100, (4, 10))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    with pytest.raises(TypeError, match=rf"data is a {kind.__name__} of two tensors, "
+                                        r"\[4, 10\] torch.int64 and \[4, 10\] torch.int64: "
+                                        r"it could be two batches.*sparsekern.Args"):
+        prune.distill(student, teacher, kind((ids, mask)), steps=2, progress=False)
+    # what the message offers runs; so do a tuple of two float batches and (inputs, targets)
+    assert len(prune.distill(student, teacher, [ids, ids.flip(0)], steps=2,
+                             progress=False)) == 2
+    mlp = _mlp()
+    x = _data(2)
+    assert len(prune.distill(copy.deepcopy(mlp), mlp, tuple(x), steps=2, progress=False)) == 2
+    assert len(prune.distill(copy.deepcopy(mlp), mlp, [(x[0], torch.zeros(16).long())],
+                             steps=2, progress=False)) == 2
