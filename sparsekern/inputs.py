@@ -177,16 +177,37 @@ def _ambiguous_pair(data) -> bool:
     batches, would run y through the model as a batch of its own; for (input_ids,
     attention_mask) that runs without an error (0 and 1 are valid token ids): a silently
     wrong calibration. Ambiguous: a tuple of two such tensors; a list (a DataLoader's batch
-    of a TensorDataset) when its second tensor has the first's shape and only 0s and 1s."""
-    if not (isinstance(data, (tuple, list)) and len(data) == 2 and
-            all(isinstance(t, torch.Tensor) for t in data) and
-            not data[1].is_floating_point() and not data[1].is_complex()):
+    of a TensorDataset) when its second tensor has the first's shape and only 0s and 1s.
+    The same for three or more tensors (input_ids, token_type_ids, attention_mask): a tuple
+    whose tensors after the first all hold integers, a list with such a 0/1 tensor."""
+    if not (isinstance(data, (tuple, list)) and len(data) >= 2 and
+            all(isinstance(t, torch.Tensor) for t in data)):
         return False
+    x, rest = data[0], data[1:]
     if type(data) is tuple:
-        return True
-    x, y = data
-    return (x.shape == y.shape and not x.is_floating_point() and y.numel() > 0 and
-            bool(((y == 0) | (y == 1)).all()))
+        return all(not y.is_floating_point() and not y.is_complex() for y in rest)
+    return not x.is_floating_point() and not x.is_complex() and any(
+        x.shape == y.shape and not y.is_floating_point() and not y.is_complex() and
+        y.numel() > 0 and bool(((y == 0) | (y == 1)).all()) for y in rest)
+
+
+_COUNT = {2: "two", 3: "three"}
+
+
+def check_unambiguous(data, what: str = "calib") -> None:
+    """Raise TypeError naming ``what`` when ``data`` (one batch or an iterable of batches) is
+    a top-level pair (or triple, ...) that :func:`_ambiguous_pair` cannot read safely."""
+    if _ambiguous_pair(data):
+        n = _COUNT.get(len(data), str(len(data)))
+        shapes = [f"{describe(t)} {t.dtype}" for t in data]
+        raise TypeError(f"{what} is a {type(data).__name__} of {n} tensors, "
+                        f"{', '.join(shapes[:-1])} and {shapes[-1]}: it could be "
+                        f"{n} batches, one (inputs, targets) "
+                        f"batch or {n} positional inputs of one call (input_ids, "
+                        f"attention_mask), which run the model differently; say which: "
+                        f"[x1, x2] (a list of batches), [(inputs, targets)], "
+                        f"sparsekern.Args(input_ids, attention_mask) or a dict of keyword "
+                        f"inputs")
 
 
 def items(data, what: str = "calib") -> list:
@@ -198,15 +219,8 @@ def items(data, what: str = "calib") -> list:
                          f"tokenizer's output, a list of batches or a DataLoader)")
     if isinstance(data, (torch.Tensor, Mapping, Args)):
         out = [data]
-    elif _ambiguous_pair(data):
-        raise TypeError(f"{what} is a {type(data).__name__} of two tensors, {describe(data[0])} "
-                        f"{data[0].dtype} and {describe(data[1])} {data[1].dtype}: it could be two batches, one (inputs, targets) "
-                        f"batch or two positional inputs of one call (input_ids, "
-                        f"attention_mask), which run the model differently; say which: "
-                        f"[x1, x2] (a list of batches), [(inputs, targets)], "
-                        f"sparsekern.Args(input_ids, attention_mask) or a dict of keyword "
-                        f"inputs")
     else:
+        check_unambiguous(data, what)
         try:
             out = list(data)
         except TypeError:

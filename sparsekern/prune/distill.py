@@ -153,6 +153,9 @@ def _check(model, teacher, loss, steps, lr, data):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     if data is None:
         raise ValueError("data is required: unlabeled batches of model inputs")
+    # calibration's refusal: (input_ids, attention_mask) read as two batches ran the mask
+    # through the model as token ids
+    inputs.check_unambiguous(data, "data")
 
 
 def _check_eval(eval_fn, eval_every) -> None:

@@ -406,3 +406,28 @@ def test_a_compiled_student_takes_the_masks_and_layer_names_of_the_model_it_wrap
     prune.distill(compiled, teacher, data, masks=prefixed, steps=2, progress=False)
     for n, m in masks.items():
         assert bool((dict(student.named_modules())[n].weight[~m] == 0).all())
+
+
+@pytest.mark.parametrize("kind", [tuple, list])
+def test_a_top_level_input_ids_mask_pair_is_refused_as_calibration_refuses_it(kind):
+    # distill(student, teacher, (ids, mask)) read the pair as two batches: a model that takes
+    # input_ids alone trained on the mask as a batch of token ids, without an error
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Embedding(100, 16), nn.Linear(16, 16), nn.ReLU(),
+                            nn.Linear(16, 4))
+    student = copy.deepcopy(teacher)
+    ids = torch.randint(2, 100, (4, 10))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    with pytest.raises(TypeError, match=rf"data is a {kind.__name__} of two tensors, "
+                                        r"\[4, 10\] torch.int64 and \[4, 10\] torch.int64: "
+                                        r"it could be two batches.*sparsekern.Args"):
+        prune.distill(student, teacher, kind((ids, mask)), steps=2, progress=False)
+    # what the message offers runs; so do a tuple of two float batches and (inputs, targets)
+    assert len(prune.distill(student, teacher, [ids, ids.flip(0)], steps=2,
+                             progress=False)) == 2
+    mlp = _mlp()
+    x = _data(2)
+    assert len(prune.distill(copy.deepcopy(mlp), mlp, tuple(x), steps=2, progress=False)) == 2
+    assert len(prune.distill(copy.deepcopy(mlp), mlp, [(x[0], torch.zeros(16).long())],
+                             steps=2, progress=False)) == 2

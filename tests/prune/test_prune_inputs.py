@@ -337,3 +337,22 @@ def test_a_top_level_input_ids_mask_pair_is_refused_as_ambiguous(kind):
                       calib=sk.Args(b["input_ids"], b["attention_mask"]))
     bert = copy.deepcopy(model.encoder)  # takes input_ids alone
     prune.prune_model(bert, 0.5, "fine", "wanda", calib=[b["input_ids"], _batch(2)["input_ids"]])
+
+
+@pytest.mark.parametrize("kind", [tuple, list])
+def test_a_top_level_ids_mask_token_types_triple_is_refused_as_the_pair_is(kind):
+    # calib=(input_ids, attention_mask, token_type_ids) was read as three batches: a model
+    # taking input_ids alone ran the mask and the token types as token ids, without an error
+    bert = tiny_bert_encoder().encoder  # takes input_ids alone
+    b = _batch()
+    triple = kind((b["input_ids"], b["attention_mask"], torch.zeros_like(b["input_ids"])))
+    m = copy.deepcopy(bert)
+    with pytest.raises(TypeError, match=rf"calib is a {kind.__name__} of three tensors, "
+                                        r"\[4, 10\] torch.int64, \[4, 10\] torch.int64 and "
+                                        r"\[4, 10\] torch.int64: it could be three batches"):
+        prune.prune_model(m, 0.5, "fine", "wanda", calib=triple)
+    # three real batches of ids in a list, and three float batches in a tuple, still run
+    prune.prune_model(m, 0.5, "fine", "wanda",
+                      calib=[b["input_ids"], _batch(2)["input_ids"], _batch(3)["input_ids"]])
+    mlp = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+    prune.prune_model(mlp, 0.5, "fine", "wanda", calib=tuple(torch.randn(3, 4, 8)))
