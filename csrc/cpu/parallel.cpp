@@ -471,6 +471,22 @@ int run_panels(const Dense& d, int threads, int parts, int64_t panel_width, Pane
   return run_items(items, threads, &run_panel_item, &c);
 }
 
+bool split_panel_tail(const Dense& d, int64_t max_tail, Dense* head, Dense* tail) {
+  // AVX-512 only: with AVX2 (8-column ymm panels, no small-N kernel) 2:4 at 9-11 columns
+  // measured 0.66-0.95x split (bench/results/panel-tail-2026-12-05).
+  constexpr int64_t w = 16;
+  if (active_isa() != Isa::kAvx512 || d.N <= w) return false;
+  const int64_t r = d.N % w;
+  if (r < 1 || r > max_tail) return false;
+  *head = d;
+  *tail = d;
+  head->N = d.N - r;
+  tail->N = r;
+  tail->B = d.B + head->N * d.ldb_n;
+  tail->Y = d.Y + head->N * d.ldy_n;
+  return true;
+}
+
 const float* gemv_x(const Dense& d) {
   if (d.ldb_k == 1 || d.K <= 1) return d.B;
   float* x = scratch_x().get_as<float>(d.K);

@@ -34,6 +34,7 @@ constexpr int kMaxParts = 256;
 // (2 threads, 4096² and 768x3072: N=2 0.66x -> 1.5-1.7x dense, N=4 1.2x -> 2.3-2.5x, N=8
 // 1.7x -> 2.0-2.7x). Past ~12 columns the panel's broadcast FMAs use enough of each zmm.
 constexpr int64_t kSmallN = 8;
+constexpr int64_t kSemi24PanelTail = 3;  // see split_panel_tail
 
 
 // Per metadata byte (two groups of 4 columns): whether a nibble has first >= second, and the
@@ -695,6 +696,15 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
 #endif
       return gemv_rows_portable<T>(values, meta, d, x, bounds[p], bounds[p + 1]);
     });
+  }
+  // 1-3 tail columns: the GEMV / small-N kernels beat a mostly empty panel vector (MiniLM's
+  // 384x384, 1536x384, 384x1536 at 17, 18, 19 and 33 columns, 1 and 2 threads: 1.1-1.35x;
+  // bench/results/panel-tail-2026-12-05). CSC's row-gather GEMV is no faster than a panel
+  // pass (0.84-1.13x there), so CSC keeps its panels.
+  Dense head, tail;
+  if (split_panel_tail(d, kSemi24PanelTail, &head, &tail)) {
+    const int s = semi24_typed(values, meta, head);
+    return s != kOk ? s : semi24_typed(values, meta, tail);
   }
 #if SK_HAVE_AVX512_KERNELS
   if (isa == Isa::kAvx512 && d.N <= kSmallN) {

@@ -313,3 +313,28 @@ def test_unknown_scatter_choice_is_rejected_naming_the_choices(cpu_scatter_env):
     cpu_scatter_env(None)
     torch.ops.sparsekern.spmm(*_csc_raw(8, 4, 0.5, torch.Generator().manual_seed(0))[:3],
                               8, 4, "csc", torch.ones(4, 1))
+
+
+@pytest.mark.parametrize("isa", _isa_params())
+@pytest.mark.parametrize("layout", ["2:4", "csc"])
+@pytest.mark.parametrize("N", [9, 10, 11, 17, 18, 19, 25, 33, 34, 66])
+@pytest.mark.parametrize("strided", [False, True], ids=["x.T", "B row-major"])
+def test_panel_tail_columns_run_as_gemv(cpu_isa_env, isa, layout, N, strided):
+    """16q + 1..3 columns under AVX-512: 2:4's panels take the first columns and the last ones
+    run as GEMV / small-N (split_panel_tail); every column, its bias and both B layouts give
+    the reference result (AVX2 and CSC, which keep their panels, at the same N)."""
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    M, K = 37, 100
+    W = torch.randn(M, K, generator=g)
+    if layout == "2:4":
+        G = W.reshape(M, K // 4, 4)
+        W = G.scatter(-1, G.abs().argsort(-1)[..., :2], 0.0).reshape(M, K)
+    else:
+        W = W * (torch.rand(M, K, generator=g) < 0.2)
+    A = sk.to_sparse(W, layout=layout)
+    B = torch.randn(K, N, generator=g) if strided else torch.randn(N, K, generator=g).t()
+    bias = torch.randn(M, generator=g)
+    cpu_isa_env(isa)
+    y = torch.ops.sparsekern.spmm(*A.op_args(), B, bias)
+    want = (W.double() @ B.double() + bias.double()[:, None]).float()
+    torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-4)
