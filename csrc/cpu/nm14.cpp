@@ -429,6 +429,13 @@ int nm14_typed(const T* values, const uint8_t* meta, const Dense& d) {
   const int parts = parts_for(nt, d.M, kMaxParts);
   int64_t bounds[kMaxParts + 1];
   split_even(d.M, parts, bounds);  // every row holds the same number of entries
+  // 16q + 1..3 columns under AVX-512: the tail through the GEMV / small-N kernel, as 2:4 does
+  // (bench/results/panel-tail-2026-12-05)
+  Dense head, tail;
+  if (split_panel_tail(d, 3, &head, &tail)) {
+    const int s = nm14_typed(values, meta, head);
+    return s != kOk ? s : nm14_typed(values, meta, tail);
+  }
 #if SK_HAVE_AVX512_KERNELS
   if (isa == Isa::kAvx512 && d.N > 1 && d.N <= kSmallN) {
     int64_t ldx = 0;

@@ -98,9 +98,9 @@ def test_each_isa_on_edge_shapes(cpu_isa_env, isa, layout, M, K):
     row- and column-major B, threads splitting the rows: the reference result."""
     g = torch.Generator().manual_seed(M * 1000 + K)
     W = torch.randn(M, K, generator=g)
-    if layout == "2:4":
+    if layout in ("2:4", "1:4"):
         G = W.reshape(M, K // 4, 4)
-        W = G.scatter(-1, G.abs().argsort(-1)[..., :2], 0.0).reshape(M, K)
+        W = G.scatter(-1, G.abs().argsort(-1)[..., :4 - int(layout[0])], 0.0).reshape(M, K)
         A = sk.to_sparse(W, layout="2:4")
     elif layout == "bsr":
         W = W * (torch.rand(M, K, generator=g) < 0.5)
@@ -316,19 +316,19 @@ def test_unknown_scatter_choice_is_rejected_naming_the_choices(cpu_scatter_env):
 
 
 @pytest.mark.parametrize("isa", _isa_params())
-@pytest.mark.parametrize("layout", ["2:4", "csc"])
+@pytest.mark.parametrize("layout", ["2:4", "1:4", "csc"])
 @pytest.mark.parametrize("N", [9, 10, 11, 17, 18, 19, 25, 33, 34, 66])
 @pytest.mark.parametrize("strided", [False, True], ids=["x.T", "B row-major"])
 def test_panel_tail_columns_run_as_gemv(cpu_isa_env, isa, layout, N, strided):
-    """16q + 1..3 columns under AVX-512: 2:4's panels take the first columns and the last ones
-    run as GEMV / small-N (split_panel_tail); every column, its bias and both B layouts give
-    the reference result (AVX2 and CSC, which keep their panels, at the same N)."""
+    """16q + 1..3 columns under AVX-512: 2:4's and 1:4's panels take the first columns and the
+    last ones run as GEMV / small-N (split_panel_tail); every column, its bias and both B
+    layouts give the reference result (AVX2 and CSC, which keep their panels, at the same N)."""
     g = torch.Generator().manual_seed(torch.seed() % 2**31)
     M, K = 37, 100
     W = torch.randn(M, K, generator=g)
-    if layout == "2:4":
+    if layout in ("2:4", "1:4"):
         G = W.reshape(M, K // 4, 4)
-        W = G.scatter(-1, G.abs().argsort(-1)[..., :2], 0.0).reshape(M, K)
+        W = G.scatter(-1, G.abs().argsort(-1)[..., :4 - int(layout[0])], 0.0).reshape(M, K)
     else:
         W = W * (torch.rand(M, K, generator=g) < 0.2)
     A = sk.to_sparse(W, layout=layout)
