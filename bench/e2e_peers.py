@@ -268,8 +268,10 @@ def machine() -> dict:
     import threadpoolctl
     pools = [{k: p.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
              for p in threadpoolctl.threadpool_info()]
-    return {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-            "torch": torch.__version__, "cpu_isa": sk.cpu_isa() if hasattr(sk, "cpu_isa") else None,
+    from sparsekern.timing.machine import cpu_facts, extension_isa
+    return {"cpu": cpu_facts().get("model") or platform.machine(),
+            "python": platform.python_version(),
+            "torch": torch.__version__, "cpu_isa": extension_isa(),
             "load_average": os.getloadavg(), "blas": pools,
             "cpus": len(os.sched_getaffinity(0))}
 
