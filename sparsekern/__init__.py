@@ -2,7 +2,8 @@
 
 Public API: to_sparse, spmm, linear, SparseLinear, SparseConv2d, sparsify, save_sparse,
 load_sparse, use_backend, the formats (SparseFormat, Semi24, BSR, CSC, NM14, SELL), Args (several
-positional model inputs in calibration data, see sparsekern.inputs), and the op
+positional model inputs in calibration data, see sparsekern.inputs), prepare_ddp (a model with
+packed layers under DistributedDataParallel), and the op
 torch.ops.sparsekern.spmm. How it fits together: docs/ARCHITECTURE.md; adding a layout:
 docs/adding-a-layout.md.
 """
@@ -14,6 +15,7 @@ from .functional import linear, spmm
 from .conv import SparseConv2d
 from .nn import SparseLinear, register_auto as _register_auto, sparsify
 from .serialization import load_sparse, save_sparse
+from ._packed_module import prepare_ddp
 from .inputs import Args
 
 from ._version import __version__
@@ -57,4 +59,4 @@ def __getattr__(name):
 
 __all__ = ["to_sparse", "spmm", "linear", "SparseLinear", "SparseConv2d", "sparsify", "save_sparse",
            "load_sparse", "use_backend", "SparseFormat", "Semi24", "BSR", "CSC", "NM14", "SELL", "Args",
-           "__version__"]
+           "prepare_ddp", "__version__"]

@@ -153,7 +153,14 @@ def to_matrix(module: nn.Module, t: torch.Tensor) -> torch.Tensor:
     """A tensor of the weight's shape (weight, mask, scores) as [out, K] (a view if it can)."""
     if kind(module) == "conv1d_hf":
         return t.t()
-    return t.reshape(t.shape[0], -1)
+    return flat2d(t)
+
+
+def flat2d(t: torch.Tensor) -> torch.Tensor:
+    """``t`` [out, ...] as [out, K] (K the product of the other dims; a view if it can). K
+    comes from the shape, not -1: a layer with no outputs (nn.Linear(in, 0)) has 0
+    elements, which reshape(0, -1) refuses as ambiguous."""
+    return t.reshape(t.shape[0], math.prod(t.shape[1:]))
 
 
 def from_matrix(module: nn.Module, m: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
@@ -128,8 +128,69 @@ class PackedWeightModule(nn.Module):
             if new is not None and (own.shape != new.shape or own.dtype != dtype):
                 fresh = torch.empty_like(new, device=own.device, dtype=dtype)
                 if name == "values":
-                    self.values = nn.Parameter(fresh, requires_grad=own.requires_grad)
+                    # the same Parameter with the new pattern's data: an optimizer built
+                    # before the load (the usual resume) still trains it; its gradient, of
+                    # the old pattern, no longer applies
+                    with torch.no_grad():
+                        own.data = fresh
+                    own.grad = None
                 else:
                     setattr(self, name, fresh)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+
+
+# The dtypes torch.distributed's gloo and NCCL collectives carry: int16 (CSC row indices
+# when M <= 32767) and uint16/uint32 are not among them.
+_COLLECTIVE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8,
+                      torch.int8, torch.int32, torch.int64, torch.bool)
+
+
+def prepare_ddp(model: nn.Module, group=None, src: int = 0) -> List[str]:
+    """Ready ``model`` (a model with packed layers) for DistributedDataParallel; call it on
+    every rank, on the module given to DistributedDataParallel, before wrapping it.
+
+    DDP broadcasts every buffer from rank 0 when it starts, and neither gloo nor NCCL
+    carries int16, the dtype of CSC row indices: the broadcast fails ("Invalid scalar
+    type"). This broadcasts each such buffer from ``src`` itself, as int32 (every rank then
+    holds src's pattern, as DDP would have made it), and adds its name to the buffers DDP
+    leaves alone (index buffers do not change in training). Patterns of other sizes on
+    another rank raise a ValueError naming the buffer (on every rank). Without an
+    initialized process group of more than one rank only the names are set.
+
+    Returns the names of the buffers handled (empty when every buffer is carried).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    bufs = {n: b for n, b in model.named_buffers() if b.dtype not in _COLLECTIVE_DTYPES}
+    if not bufs:
+        return []
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
+        _broadcast_as_int32(bufs, dist, group, src)
+    ignored = list(getattr(model, "_ddp_params_and_buffers_to_ignore", ()))
+    nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+        model, ignored + [n for n in bufs if n not in ignored])
+    return list(bufs)
+
+
+def _broadcast_as_int32(bufs: Dict[str, torch.Tensor], dist, group, src: int) -> None:
+    """Every buffer of ``bufs`` from rank ``src``, sent as int32; the shapes are compared
+    first (a broadcast of tensors of other sizes fails or hangs without naming them)."""
+    mine = [(n, list(b.shape), str(b.dtype)) for n, b in bufs.items()]
+    everyone = [None] * dist.get_world_size(group)
+    dist.all_gather_object(everyone, mine, group=group)
+    src_index = dist.get_group_rank(group, src) if group is not None else src
+    for rank, theirs in enumerate(everyone):
+        if theirs != everyone[src_index]:
+            diff = next(((a, b) for a, b in zip(everyone[src_index], theirs) if a != b),
+                        (everyone[src_index], theirs))
+            raise ValueError(f"prepare_ddp: rank {rank} holds {diff[1]} where rank {src} holds "
+                             f"{diff[0]}; expected the same packed layers (same pattern sizes) "
+                             f"on every rank: prune and pack identically, or load one "
+                             f"checkpoint everywhere")
+    with torch.no_grad():
+        for b in bufs.values():
+            t = b.to(torch.int32)
+            dist.broadcast(t, src, group=group)
+            b.copy_(t)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _layers
 from ._packed_module import (PackedWeightModule, decode_extra_state, encode_extra_state,
                              outside_inference_mode)
 from .formats import SparseFormat, from_parts, to_sparse
@@ -132,7 +133,7 @@ class SparseConv2d(PackedWeightModule):
             raise ValueError(f"SparseConv2d supports groups=1 only; this Conv2d has groups="
                              f"{conv.groups} (keep grouped/depthwise convs dense)")
         W = conv.weight.detach()
-        fmt = to_sparse(W.reshape(W.shape[0], -1), layout=layout, blocksize=blocksize)
+        fmt = to_sparse(_layers.flat2d(W), layout=layout, blocksize=blocksize)
         bias = None if conv.bias is None else conv.bias.detach()
         return cls(fmt, conv.in_channels, conv.kernel_size, conv.stride, conv.padding,
                    conv.dilation, bias, conv.padding_mode).trainable_like(conv)

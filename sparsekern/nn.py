@@ -334,6 +334,9 @@ def _candidates(model: nn.Module, layers) -> Tuple[Dict[str, nn.Module], Dict[st
     aliases = _layers.module_aliases(model)
     for name, mod in named:
         why = _layers.skip_reason(mod)
+        w = getattr(mod, "weight", None)
+        if why is None and isinstance(w, torch.Tensor) and w.numel() == 0:
+            why = f"its weight has no elements (shape {list(w.shape)}): nothing to pack"
         if why is None and id(mod) in aliases:
             why = (f"one module registered under several names "
                    f"({', '.join(map(repr, aliases[id(mod)]))}); sparsify does not pack a "
@@ -378,6 +381,7 @@ def _swap(model: nn.Module, targets: Dict[str, nn.Module], layout: str, blocksiz
         blocked = layouts.get(chosen).blocked
         new = cls.from_dense(mod, layout=chosen, blocksize=blocksize if blocked else None)
         if name == "":  # the model is itself a Linear / Conv2d
+            take_over_hooks(mod, new)
             result = new
         else:
             _set_submodule(model, name, new)
@@ -397,10 +401,47 @@ def _swap(model: nn.Module, targets: Dict[str, nn.Module], layout: str, blocksiz
 
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     """Put ``new`` in place of the submodule ``name``; it takes over that module's train/eval
-    flag (a model in eval mode stays in eval mode)."""
+    flag (a model in eval mode stays in eval mode) and its hooks (:func:`take_over_hooks`)."""
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     old = getattr(parent, child, None)
     if isinstance(old, nn.Module):
         new.train(old.training)
+        take_over_hooks(old, new)
     setattr(parent, child, new)
+
+
+# The forward and backward hook dicts of nn.Module (those this torch version has).
+_HOOK_DICTS = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks",
+               "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+               "_backward_pre_hooks", "_backward_hooks")
+
+
+def _recomputes_weight(hook) -> bool:
+    """Whether a forward pre-hook recomputes the layer's weight from other parameters
+    (torch.nn.utils.prune, weight_norm, spectral_norm): the packed layer holds the weight it
+    computed and has none of those parameters, so such a hook stays behind."""
+    import importlib
+    from torch.nn.utils import prune as torch_prune
+    utils = "torch.nn.utils."  # modules named like the functions the package exports
+    kinds = (torch_prune.BasePruningMethod,
+             importlib.import_module(utils + "weight_norm").WeightNorm,
+             importlib.import_module(utils + "spectral_norm").SpectralNorm)
+    return isinstance(hook, kinds)
+
+
+def take_over_hooks(old: nn.Module, new: nn.Module) -> None:
+    """``new`` (the packed layer) runs the forward and backward hooks registered on ``old``
+    (the layer it replaces), as torch.ao.quantization's module swap does: a forward hook that
+    records activations still records them. ``new`` shares ``old``'s hook dicts, so the handles
+    the user holds still remove them. Weight-recomputing pre-hooks stay behind
+    (:func:`_recomputes_weight`; then the pre-hooks are copied, not shared). State-dict hooks
+    are not taken over: they were written for ``old``'s tensors."""
+    for attr in _HOOK_DICTS:
+        if hasattr(old, attr) and hasattr(new, attr):
+            setattr(new, attr, getattr(old, attr))
+    pre = old._forward_pre_hooks
+    if any(_recomputes_weight(h) for h in pre.values()):
+        new._forward_pre_hooks = type(pre)((k, h) for k, h in pre.items()
+                                           if not _recomputes_weight(h))
+    new._is_full_backward_hook = old._is_full_backward_hook

@@ -25,6 +25,9 @@ import torch
 from torch import nn
 
 from .. import _layers
+from ..conv import SparseConv2d
+from ..nn import SparseLinear, take_over_hooks
+from ..nn import _set_submodule as set_submodule
 from .formats import DENSE, FormatSpec, parse_format
 from .patterns import pattern_densities
 from .signature import LayerSig, candidate_layers
@@ -205,16 +208,9 @@ def decide_weight(name: str, W: torch.Tensor, entries: Mapping[str, LayerLatency
 
 
 def _sparse_layer(mod: nn.Module, d: LayerDecision) -> nn.Module:
-    from ..conv import SparseConv2d
-    from ..nn import SparseLinear
     if isinstance(mod, nn.Conv2d):
         return SparseConv2d.from_dense(mod, d.layout, d.blocksize)
     return SparseLinear.from_dense(mod, d.layout, d.blocksize)
-
-
-def _set(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
 def sparsify_auto(model: nn.Module, table: Optional[LatencyTable] = None, example_input=None,
@@ -271,9 +267,10 @@ def sparsify_auto(model: nn.Module, table: Optional[LatencyTable] = None, exampl
         log.info("sparsify auto: %s -> %s (%s)", name or type(mod).__name__, d.format, d.reason)
         new = _sparse_layer(mod, d)
         if name == "":
+            take_over_hooks(mod, new)
             result = new
         else:
-            _set(model, name, new)
+            set_submodule(model, name, new)  # with the layer's train flag and hooks
     result.sparsekern_report = report
     result.sparsekern_decisions = decisions
     result.sparsekern_entries = entries_report(entries, decisions)

@@ -172,10 +172,13 @@ def capture(model: nn.Module, example_input, layers=None) -> Dict[str, LayerSig]
             args, kwargs = inputs.split(example_input, "example_input", tuple_is="args")
             try:
                 model(*args, **kwargs)
-            except (RuntimeError, ValueError, IndexError, TypeError) as e:
+            except (RuntimeError, ValueError, IndexError, TypeError, AttributeError,
+                    KeyError, AssertionError) as e:  # the model's own checks, whatever kind
                 last = f"; the last candidate layer it reached: {reached[-1]!r}" if reached else ""
                 hint = ("; a tuple is the model's positional arguments: give several example "
-                        "inputs as a list" if isinstance(example_input, tuple) else "")
+                        "inputs as a list, and named inputs (an attention mask) as a dict such "
+                        "as a tokenizer's output"
+                        if isinstance(example_input, tuple) else "")
                 raise ValueError(f"example_input ({inputs.describe(example_input)}) does not "
                                  f"fit the model {type(model).__name__}: {e}{last}{hint}") from e
     finally:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from .. import prune
@@ -24,7 +25,7 @@ def _layers(st) -> list:
         lat = {s: {"dense": st.per_layer[s][n]["dense"], "sparse": st.per_layer[s][n]["sparse"],
                    "predicted": d.predicted_s.get(s), "predicted_dense": d.dense_s.get(s)}
                for s in st.labels if n in st.per_layer.get(s, {})}
-        out.append({"name": n, "shape": list(W.reshape(W.shape[0], -1).shape),
+        out.append({"name": n, "shape": [W.shape[0], math.prod(W.shape[1:])],
                     "format": d.format, "layout": d.layout,
                     "blocksize": list(d.blocksize) if d.blocksize else None,
                     "sparsity": sparsity[n], "stored_fraction": d.density,

@@ -20,7 +20,7 @@ from typing import Dict, Iterable, List, Mapping, Optional
 import torch
 from torch import nn
 
-from .. import inputs, prune
+from .. import _layers, inputs, prune
 
 
 class Steps:
@@ -68,7 +68,7 @@ def outputs(model: nn.Module, data: Iterable) -> torch.Tensor:
     finally:
         for m, flag in was.items():
             m.training = flag
-    return torch.cat([o.reshape(o.shape[0], -1).float() for o in outs])
+    return torch.cat([_layers.flat2d(o).float() for o in outs])
 
 
 def output_quality(ref: torch.Tensor, out: torch.Tensor) -> Dict[str, float]:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import inputs
+from .. import _layers, inputs
 from . import calibration
 from ..conv import same_padding
 from .layers import from_matrix, in_features, weight_matrix
@@ -180,7 +180,7 @@ def norms_from_sums(module: nn.Module, sums: torch.Tensor, name: str = "") -> to
 
 def channel_norms(module: nn.Module, criterion: str) -> torch.Tensor:
     """[out] L1 or L2 norm of each output channel's weights (float64)."""
-    W = module.weight.detach().double().reshape(module.weight.shape[0], -1)
+    W = _layers.flat2d(module.weight.detach().double())
     return W.abs().sum(1) if criterion == "l1" else W.norm(dim=1)
 
 

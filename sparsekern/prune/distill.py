@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _layers, inputs
+from .._packed_module import prepare_ddp
 from .layers import default_layers
 from .mask_update import MaskUpdate, MovingMasks
 from .masks import MaskHolder, StoredZeroHolder, check_masks, masks_from_zeros
@@ -321,6 +322,7 @@ def _wrap_ddp(model: nn.Module, dist, device) -> nn.Module:
     if dist is None or isinstance(model, nn.parallel.DistributedDataParallel):
         return model
     ids = [device.index] if device.type == "cuda" else None
+    prepare_ddp(model)  # packed CSC layers' int16 indices: no collective carries int16
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 

@@ -22,6 +22,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from .. import _layers
 from .layers import is_linear, weight_matrix
 
 #: How a group's score comes from its elements' scores: mean (L1 criterion, Wanda) or
@@ -69,7 +70,7 @@ class Fine(Granularity):
     name = "fine"
 
     def mask(self, module, scores, ratio, name, reduce="mean", per_row=False):
-        S = scores.reshape(scores.shape[0], -1)
+        S = _layers.flat2d(scores)
         if per_row:  # comparison group = one output row (Wanda)
             k = count_to_prune(S.shape[1], ratio)
             keep = torch.ones_like(S, dtype=torch.bool)
@@ -111,7 +112,7 @@ class NM(Granularity):
 
     def mask(self, module, scores, ratio, name, reduce="mean", per_row=False):
         self.check(name, module)
-        S = scores.reshape(scores.shape[0], -1).float()
+        S = _layers.flat2d(scores).float()
         M, K = S.shape
         Kp = -(-K // self.m) * self.m
         if Kp != K:  # padded slots can never be kept in place of a real weight
@@ -150,7 +151,7 @@ class Block(Granularity):
         return self.bm, self.bk
 
     def mask(self, module, scores, ratio, name, reduce="mean", per_row=False):
-        S = scores.reshape(scores.shape[0], -1)
+        S = _layers.flat2d(scores)
         M, K = S.shape
         Mb, Kb = -(-M // self.bm), -(-K // self.bk)
         forced = torch.isneginf(S)

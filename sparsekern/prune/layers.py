@@ -69,7 +69,18 @@ def default_layers(model: nn.Module) -> Dict[str, nn.Module]:
                       skip_reason(m))
     for name, why in _layers.weights_left_alone(model).items():
         _log.info("sparsekern.prune: %s left out: %s", name, why)
-    return _untied(model, prunable_layers(model))
+    found = _untied(model, prunable_layers(model))
+    for name in [n for n, m in found.items() if _empty_weight(m)]:
+        _log.info("sparsekern.prune: %s left out: %s", name, _empty_weight(found.pop(name)))
+    return found
+
+
+def _empty_weight(module: nn.Module) -> Optional[str]:
+    """Why a layer with no weights (nn.Linear(in, 0)) has nothing to prune, else None."""
+    w = getattr(module, "weight", None)
+    if isinstance(w, torch.Tensor) and w.numel() == 0:
+        return f"its weight has no elements (shape {list(w.shape)}): nothing to prune"
+    return None
 
 
 def check_not_reparametrized(name: str, module: nn.Module) -> None:
@@ -164,6 +175,8 @@ def select_layers(model: nn.Module, layers: Optional[Iterable[str]] = None,
         if need_conv and not isinstance(m, nn.Conv2d):
             raise ValueError(f"layer {name!r} is a {describe(m)}; kernel granularity prunes whole "
                              f"kh x kw kernels of an nn.Conv2d")
+        if _empty_weight(m):
+            raise ValueError(f"layer {name!r}: {_empty_weight(m)}; leave it out of layers")
         if writes:
             check_not_reparametrized(name, m)
         out[name] = m

@@ -71,7 +71,7 @@ def nm_mask(weight: torch.Tensor, n: int, m: int, prefer: torch.Tensor = None) -
     """Bool mask of ``weight``'s shape [out, ...] keeping the ``n`` largest magnitudes of every
     ``m`` consecutive weights of each row flattened to [out, K] (K a multiple of m); on a tie
     the weights where ``prefer`` (bool, same shape) is True win."""
-    w = weight.detach().reshape(weight.shape[0], -1).abs().float()
+    w = _layers.flat2d(weight.detach()).abs().float()
     # Exact order on (magnitude, prefer): the bits of a float32 >= 0 order as its value.
     key = w.view(torch.int32).to(torch.int64) * 2
     if prefer is not None:
@@ -85,7 +85,7 @@ def nm_mask(weight: torch.Tensor, n: int, m: int, prefer: torch.Tensor = None) -
 def is_nm(weight: torch.Tensor, n: int = 2, m: int = 4) -> bool:
     """True when every group of ``m`` consecutive weights along the flattened input dim has at
     most ``n`` nonzeros (K a multiple of m)."""
-    w = weight.detach().reshape(weight.shape[0], -1)
+    w = _layers.flat2d(weight.detach())
     return bool(((w != 0).reshape(w.shape[0], -1, m).sum(-1) <= n).all())
 
 

@@ -236,3 +236,25 @@ def test_reasons_name_the_layers_own_input_beside_the_models():
         in d.reason
     plain = {"s": LayerLatency.synthetic(1.0, {"csc": [(0.1, 1.3)]})}  # no signature
     assert decide("l", plain, {"csc": 0.1}).reason.endswith("takes 1.30x the dense time at s")
+
+
+def test_sparsify_auto_names_a_tuple_read_as_other_positional_arguments():
+    """GPT-2 given (ids, mask) reads the mask as past_key_values and fails with an
+    AttributeError deep inside; the user gets sparsekern's message (chained to it)."""
+    class LM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(5, 5)
+
+        def forward(self, x, past=None):
+            if past is not None:
+                past.get_seq_length()  # a Tensor has no such attribute
+            return self.fc(x)
+    m = LM()
+    with pytest.raises(ValueError, match=r"example_input \(\(\[2, 5\], \[2, 5\]\)\) does not fit "
+                                         r"the model LM: 'Tensor' object has no attribute "
+                                         r"'get_seq_length'; .*a tuple is the model's positional "
+                                         r"arguments: give several example inputs as a list, and "
+                                         r"named inputs \(an attention mask\) as a dict") as e:
+        sk.sparsify(m, layout="auto", example_input=(torch.randn(2, 5), torch.ones(2, 5)))
+    assert isinstance(e.value.__cause__, AttributeError)

@@ -216,6 +216,16 @@ def test_ddp_two_cpu_ranks_keep_weights_and_masks_identical(tmp_path):
         assert r["moved"] > 0  # the weights did train
         assert len(r["losses"]) == 12
     assert results[0]["losses"] == results[1]["losses"]  # averaged over the ranks
+    # the CSC student: int16 row indices, which gloo cannot send (sk.prepare_ddp)
+    csc = [r["csc"] for r in results]
+    for c in csc:
+        assert c["int16"] and c["values_identical"] and c["indices_identical"]
+        assert c["pattern_kept"] and c["user_ddp_grads_identical"]
+        assert c["prepared"] == ["0.indices", "2.indices"]
+        assert c["mismatch_error"] is not None
+        assert "rank 1 holds" in c["mismatch_error"] and "expected the same packed" in \
+            c["mismatch_error"]
+    assert csc[0]["losses"] == csc[1]["losses"] and len(csc[0]["losses"]) == 6
 
 
 def test_eval_fn_keeps_the_best_rated_weights():
