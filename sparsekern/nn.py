@@ -110,7 +110,8 @@ class SparseLinear(PackedWeightModule):
         # Tensors straight from the module's dicts: nn.Module.__getattr__ costs ~0.5 us
         # each, a fifth of a small layer's call.
         params, buffers = self._parameters, self._buffers
-        if (not isinstance(x, torch.Tensor) or x.is_nested or x.dim() < 1 or x.shape[-1] != K
+        if (not isinstance(x, torch.Tensor) or x.is_nested or x.layout != torch.strided
+                or x.dim() < 1 or x.shape[-1] != K
                 or x.dtype != params["values"].dtype or x.device != params["values"].device
                 or dense_path_needed(x, params["values"], params["bias"])):
             # the named error, a dtype the op takes (mixed precision, autocast), or

@@ -442,3 +442,16 @@ def test_to_dense_checks_indices_changed_after_construction(make):
         match = r"out of range"
     with pytest.raises(ValueError, match=match):
         A.to_dense()
+
+
+def test_sparse_linear_names_x_for_a_sparse_input():
+    """The layer's fast path used to hand a sparse COO x to the op, whose message named B."""
+    W = torch.randn(16, 8)
+    W[torch.rand_like(W) < 0.8] = 0
+    lin = torch.nn.Linear(8, 16)
+    with torch.no_grad():
+        lin.weight.copy_(W)
+    layer = sk.SparseLinear.from_dense(lin, layout="csc")
+    with pytest.raises(TypeError, match=r"^x must be a dense \(strided\) tensor, got layout "
+                                         r"torch.sparse_coo"):
+        layer(torch.randn(4, 8).to_sparse())
