@@ -659,6 +659,57 @@ def _check_dense(model: nn.Module, names: List[str], dense: Dict[str, object],
                                  f"{mine.dtype}")
 
 
+def _devices() -> List[str]:
+    """The device types this process can load tensors onto: 'cpu' and each accelerator whose
+    torch module says it is available."""
+    return ["cpu"] + [t for t in ("cuda", "xpu", "mps")
+                      if getattr(getattr(torch, t, None), "is_available", lambda: False)()]
+
+
+def _check_device(value, arg: str) -> None:
+    """ValueError naming ``arg`` unless ``value`` (a str or torch.device) is a device this
+    process has: the tensors read there are checked (their values read) before they move to
+    the model's own device, so 'meta' (no data) and an absent CUDA cannot serve."""
+    expected = f"expected None or a device this process has ({', '.join(map(repr, _devices()))})"
+    try:
+        dev = torch.device(value)
+    except RuntimeError as e:
+        raise ValueError(f"{arg}={value!r} is not a device ({e}); {expected}") from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "meta":
+        raise ValueError(f"{arg}={value!r}: the meta device holds no data, so the file's "
+                         f"tensors could not be checked nor loaded; {expected}")
+    mod = getattr(torch, dev.type, None)
+    if not getattr(mod, "is_available", lambda: False)():
+        raise ValueError(f"{arg}={value!r} but this process has no {dev.type} device "
+                         f"(torch.{dev.type}.is_available() is False); {expected}")
+    count = getattr(mod, "device_count", None)
+    if dev.index is not None and count is not None and dev.index >= count():
+        raise ValueError(f"{arg}={value!r} but this process has {count()} {dev.type} "
+                         f"device(s); {expected}")
+
+
+def _check_map_location(map_location) -> None:
+    """Errors naming map_location before the file is read (else a bad one was reported as
+    an unreadable file or a bad layer). torch.load's forms: None, a device (str or
+    torch.device), a dict {saved location: new location str} or a function (a .pt file only;
+    not checked here: it runs per tensor)."""
+    if map_location is None or callable(map_location):
+        return
+    if isinstance(map_location, dict):
+        for key, target in map_location.items():
+            if not isinstance(target, str):
+                raise TypeError(f"map_location[{key!r}] must be a device name (str), as "
+                                f"torch.load takes, got {type(target).__name__}")
+            _check_device(target, f"map_location[{key!r}]")
+        return
+    if not isinstance(map_location, (str, torch.device)):
+        raise TypeError(f"map_location must be None, a str or torch.device, a dict or a "
+                        f"function (as torch.load takes), got {type(map_location).__name__}")
+    _check_device(map_location, "map_location")
+
+
 def _check_not_meta(model: nn.Module) -> None:
     """load_sparse copies into the model's tensors, as load_state_dict does: a model built on
     the meta device (``with torch.device("meta")``) has no storage to copy into (its dense
@@ -692,6 +743,11 @@ def load_sparse(model: nn.Module, path: PathLike, map_location=None) -> nn.Modul
     Everything is checked, and every new layer built, before the model changes: a bad file
     raises ValueError naming the layer and the problem, and leaves ``model`` as it was.
 
+    ``map_location`` (as torch.load takes it; a .safetensors file takes None, a str or a
+    torch.device) only says where the file is read before each tensor moves to the model's
+    device: it must name a device this process has (not 'meta'), checked before the file
+    is read.
+
     A transformers task model's checkpoint (BertForSequenceClassification: keys under its
     ``base_model_prefix``, ``bert.``) loads into the base model (BertModel), its head's
     tensors unused (logged as a warning); a base model's checkpoint loads into a task model
@@ -704,6 +760,7 @@ def load_sparse(model: nn.Module, path: PathLike, map_location=None) -> nn.Modul
     one writes the plain model's layer names.
     """
     _check_args("load_sparse", model, path, "a .safetensors or .pt file, or a folder")
+    _check_map_location(map_location)
     wrapper, model = model, _layers.compiled_inner(model) or model  # load into what it wraps
     _check_not_meta(model)
     saved = _read(path, map_location)
