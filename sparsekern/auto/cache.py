@@ -6,7 +6,10 @@ file counts only when its stored key equals the requested one (so a hash collisi
 hand-edited file is a miss, never a wrong hit). Writes go to a temporary file first and
 are renamed into place, so concurrent processes never read half a file.
 
-Root: ``$SPARSEKERN_CACHE`` if set, else ``~/.cache/sparsekern``.
+Root: ``$SPARSEKERN_CACHE`` if set, else ``~/.cache/sparsekern``. A root that cannot be
+read is no cache (every lookup a miss); one that cannot be written (not a folder, no
+permission, read-only, full) warns once per cache and stores nothing: the measurements
+still serve the call.
 """
 from __future__ import annotations
 
@@ -14,10 +17,12 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Optional, Union
 
 ENV_VAR = "SPARSEKERN_CACHE"
+_ROOT_ARG = "DiskCache(root=...)"  # how a write error names a root the caller gave
 
 
 def cache_root() -> Path:
@@ -50,6 +55,10 @@ class DiskCache:
         self.enabled = enabled
         self.hits = 0
         self.misses = 0
+        self._warned = False
+        # How the root was chosen, for a write error: the argument, the variable or neither.
+        self._chosen_by = (_ROOT_ARG if root is not None else
+                           ENV_VAR if os.environ.get(ENV_VAR, "").strip() else None)
 
     @property
     def folder(self) -> Path:
@@ -73,9 +82,28 @@ class DiskCache:
         return None
 
     def store(self, key: dict, value: dict) -> Optional[Path]:
-        """Write ``value`` under ``key`` (atomically); returns the file, None when disabled."""
+        """Write ``value`` under ``key`` (atomically); returns the file, None when disabled
+        or when the folder cannot be written (a warning says why; see _unwritable)."""
         if not self.enabled:
             return None
+        try:
+            return self._write(key, value)
+        except OSError as e:  # the caller's measurements must survive a bad cache folder
+            self._unwritable(e)
+            return None
+
+    def _unwritable(self, err: OSError) -> None:
+        """One warning per cache naming its folder, the variable that chose it and ``err``."""
+        if self._warned:
+            return
+        self._warned = True
+        how = f" (set by {self._chosen_by})" if self._chosen_by else ""
+        fix = "" if self._chosen_by == _ROOT_ARG else f"; set {ENV_VAR} to a writable folder"
+        warnings.warn(f"sparsekern cache: cannot write to {str(self.root)!r}{how}: "
+                      f"{type(err).__name__}: {err}; nothing is cached{fix}", RuntimeWarning,
+                      stacklevel=3)
+
+    def _write(self, key: dict, value: dict) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.path(key)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.folder)

@@ -1,5 +1,8 @@
 """The on-disk cache: hit, miss, key changes, damaged files, the folder's location."""
+import errno
 import json
+import os
+import warnings
 
 import pytest
 import torch
@@ -67,6 +70,68 @@ def test_kind_is_checked(tmp_path):
         DiskCache("a/b", root=tmp_path)
 
 
+BY_ROOT = r"\(set by DiskCache\(root=\.\.\.\)\)"
+
+
+def _stores_nothing_and_warns_once(c, match):
+    """c.store warns (once, naming the folder and the error) and returns None; c.load misses."""
+    with pytest.warns(RuntimeWarning, match=match):
+        assert c.store({"a": 1}, {"v": 1}) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second write: no second warning
+        assert c.store({"a": 2}, {"v": 2}) is None
+        assert c.load({"a": 1}) is None
+
+
+def test_a_file_as_the_cache_folder_is_no_cache(tmp_path, monkeypatch):
+    """SPARSEKERN_CACHE naming a file: sparsify(layout="auto") timed every layer, then died
+    with a raw NotADirectoryError from store. Now: a miss on reading, a warning naming the
+    path, the variable and the error on writing, and nothing cached."""
+    not_a_dir = tmp_path / "not_a_dir"
+    not_a_dir.write_text("")
+    monkeypatch.setenv("SPARSEKERN_CACHE", str(not_a_dir))
+    _stores_nothing_and_warns_once(
+        DiskCache("t"), rf"sparsekern cache: cannot write to '{not_a_dir}' \(set by "
+                        rf"SPARSEKERN_CACHE\): NotADirectoryError: .*; nothing is cached; set "
+                        rf"SPARSEKERN_CACHE to a writable folder")
+    _stores_nothing_and_warns_once(  # a root given by the caller names the argument instead
+        DiskCache("t", root=not_a_dir), rf"cannot write to '{not_a_dir}' {BY_ROOT}: "
+                                         rf"NotADirectoryError: .*; nothing is cached$")
+    assert not_a_dir.read_text() == ""
+
+
+def test_a_read_only_cache_folder_is_no_cache(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        if os.access(folder, os.W_OK):  # root: chmod cannot refuse it (see the test below)
+            pytest.skip("this user may write to a read-only folder (root)")
+        _stores_nothing_and_warns_once(DiskCache("t", root=folder),
+                                       r"cannot write to .*: PermissionError: ")
+    finally:
+        folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("where,err", [("mkstemp", errno.EACCES), ("dump", errno.ENOSPC),
+                                       ("dump", errno.EROFS)])
+def test_a_cache_folder_that_fails_a_write_is_no_cache(tmp_path, monkeypatch, where, err):
+    """Permission denied, a full disk, a read-only file system (any OSError, simulated: the
+    tests may run as root): a warning, no file left behind, the next lookup a miss."""
+    from sparsekern.auto import cache as cache_mod
+
+    def fail(*args, **kwargs):
+        raise OSError(err, os.strerror(err))
+    if where == "mkstemp":
+        monkeypatch.setattr(cache_mod.tempfile, "mkstemp", fail)
+    else:
+        monkeypatch.setattr(cache_mod.json, "dump", fail)
+    c = DiskCache("t", root=tmp_path)
+    _stores_nothing_and_warns_once(c, rf"cannot write to '{tmp_path}' {BY_ROOT}: \w+Error: "
+                                      rf"\[Errno {err}\] {os.strerror(err)}; nothing is cached$")
+    assert list((tmp_path / "t").iterdir()) == []  # the temporary file was removed
+
+
 # -- layer entries: measured once, re-measured when what they depend on changes --------------
 
 @pytest.fixture
@@ -105,6 +170,18 @@ def test_layer_entry_measured_once(counted, tmp_path):
     e2 = table.layer_entry(_sig(), cache=DiskCache("latency", root=tmp_path))  # a new process
     assert len(counted) == 1
     assert e1.entry == e2.entry
+
+
+def test_layer_entry_survives_a_cache_it_cannot_write(counted, tmp_path, monkeypatch):
+    """The measurement is returned (the user's work is not lost) and measured again next time."""
+    not_a_dir = tmp_path / "not_a_dir"
+    not_a_dir.write_text("")
+    monkeypatch.setenv("SPARSEKERN_CACHE", str(not_a_dir))
+    with pytest.warns(RuntimeWarning, match=r"\(set by SPARSEKERN_CACHE\): NotADirectoryError"):
+        e1 = table.layer_entry(_sig(), cache=table.default_cache(None))
+    with pytest.warns(RuntimeWarning):
+        e2 = table.layer_entry(_sig(), cache=table.default_cache(None))
+    assert e1.entry == e2.entry and len(counted) == 2
 
 
 @pytest.mark.parametrize("change", ["input shape", "dtype", "grid", "version", "threads"])
