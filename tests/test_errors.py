@@ -262,8 +262,8 @@ def test_semi24_positions_not_increasing():
                             r"int64 of shape \[K \+ 1\] = \[9\]"),
     # one more block index than stored blocks: never a valid length (a random pattern may
     # store exactly one block, so a fixed length of 1 was sometimes valid)
-    ("bsr", bsr, "indices", r"bsr indices has shape \[{nnzb_plus_1}\] and dtype torch.int32; "
-                            r"expected int32"),
+    ("bsr", bsr, "indices", r"bsr values has shape \[\d+, 2, 4\] but indices has shape "
+                            r"\[{nnzb_plus_1}\]"),
     ("2:4", semi, "values", r"2:4 values has shape \[6, 3\]; expected \[M, ceil\(K/4\)\*2\] = "
                             r"\[6, 4\]"),
     ("2:4", semi, "indices", r"2:4 indices has dtype torch.int32; expected torch.uint8"),
@@ -281,6 +281,35 @@ def test_format_tensor_shapes(layout, make, bad, match):
         match = match.replace("{nnzb_plus_1}", str(A.indices.numel() + 1))
     with pytest.raises((ValueError, TypeError), match=match):
         spmm(t["values"], t["indices"], t["offsets"], 6, 8, layout, torch.randn(8, 2))
+
+
+@pytest.mark.parametrize("layout,make,units", [("csc", csc, ("values", "row indices")),
+                                               ("bsr", bsr, ("blocks", "block-column indices"))])
+@pytest.mark.parametrize("short", ["values", "indices"])
+def test_values_and_indices_of_different_lengths_are_both_named(layout, make, units, short):
+    """A values tensor 1 entry short was reported as 'csc indices has shape [n + 1] ...;
+    expected ... [nnz] = [n]' (nnz read from values): the message names both tensors, their
+    lengths and what offsets[-1] says, so the short one shows."""
+    A = make()
+    n = A.values.shape[0]
+    t = {"values": A.values, "indices": A.indices}
+    t[short] = t[short][:-1]
+    nv, ni = (n - 1, n) if short == "values" else (n, n - 1)
+    shape_v = r"\[" + ", ".join(str(d) for d in t["values"].shape) + r"\]"
+    match = (rf"{layout} values has shape {shape_v} but indices has shape \[{ni}\]: {nv} "
+             rf"{units[0]}, {ni} {units[1]}; offsets\[-1\] = {n}; expected as many {units[1]} "
+             rf"as {units[0]}, the number stored \(offsets\[-1\]\)")
+    args = (t["values"], t["indices"], A.offsets, 6, 8, layout)
+    with pytest.raises(ValueError, match=match):
+        sk.formats.from_parts(layout, *args[:3], (6, 8))
+    with pytest.raises(ValueError, match=match):
+        spmm(*args, torch.randn(8, 3))
+    with sk.use_backend("reference"), pytest.raises(ValueError, match=match):
+        spmm(*args, torch.randn(8, 3))
+    with pytest.raises(ValueError, match=rf"{layout} values has shape {shape_v} but indices has "
+                                         rf"shape \[{ni}\]: {nv} {units[0]}, {ni} {units[1]}; "
+                                         rf"expected"):  # offsets that cannot say are left out
+        spmm(*args[:2], A.offsets.float(), 6, 8, layout, torch.randn(8, 3))
 
 
 def test_no_input_crashes_the_process_on_random_garbage():

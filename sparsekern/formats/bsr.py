@@ -15,7 +15,8 @@ import torch
 from . import layouts
 from .base import SparseFormat, check_dense_weight, scatter_entries
 from .magnitude import check_prune_args, zero_smallest
-from .validate import ceil_div, check_indices_range, check_offsets, shape_of
+from .validate import (ceil_div, check_indices_range, check_offsets, check_one_index_each,
+                       shape_of)
 
 
 #: Most elements one block may hold: a block larger than the weight pads it to one block, and
@@ -109,9 +110,10 @@ def check_meta(values, indices, offsets, M: int, K: int) -> None:
     if bm < 1 or bk < 1:
         raise ValueError(f"bsr values has shape {shape_of(values)}: block size ({bm}, {bk}) "
                          f"must be positive")
-    if indices.dtype != torch.int32 or indices.dim() != 1 or indices.shape[0] != nnzb:
+    if indices.dtype != torch.int32 or indices.dim() != 1:
         raise ValueError(f"bsr indices has shape {shape_of(indices)} and dtype {indices.dtype}; "
                          f"expected int32 of shape [nnzb] = [{nnzb}]")
+    check_one_index_each("bsr", values, indices, offsets, "blocks", "block-column indices")
     rows = ceil_div(M, bm)
     if offsets.dtype != torch.int32 or offsets.dim() != 1 or offsets.shape[0] != rows + 1:
         raise ValueError(f"bsr offsets has shape {shape_of(offsets)} and dtype {offsets.dtype}; "

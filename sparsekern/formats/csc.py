@@ -15,7 +15,7 @@ import torch
 from . import layouts
 from .base import SparseFormat, check_dense_weight, scatter_entries
 from .magnitude import check_prune_args, zero_smallest
-from .validate import check_indices_range, check_offsets, shape_of
+from .validate import check_indices_range, check_offsets, check_one_index_each, shape_of
 
 INT16_MAX_ROWS = 32767
 
@@ -67,10 +67,10 @@ def check_meta(values, indices, offsets, M: int, K: int) -> None:
     if values.dim() != 1:
         raise ValueError(f"csc values has shape {shape_of(values)}; expected [nnz]")
     nnz = values.shape[0]
-    if indices.dtype not in (torch.int16, torch.int32) or indices.dim() != 1 \
-            or indices.shape[0] != nnz:
+    if indices.dtype not in (torch.int16, torch.int32) or indices.dim() != 1:
         raise ValueError(f"csc indices has shape {shape_of(indices)} and dtype {indices.dtype}; "
                          f"expected int16 or int32 of shape [nnz] = [{nnz}]")
+    check_one_index_each("csc", values, indices, offsets, "values", "row indices")
     if indices.dtype == torch.int16 and M > 32768:
         raise ValueError(f"csc indices is int16 but M={M} rows need int32 row indices")
     if offsets.dtype not in (torch.int32, torch.int64) or offsets.dim() != 1 \

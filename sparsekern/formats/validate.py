@@ -75,6 +75,31 @@ def check_format_meta(values: torch.Tensor, indices: torch.Tensor, offsets: torc
     lay.check_meta(values, indices, offsets, M, K)
 
 
+def _offsets_end(offsets: torch.Tensor) -> str:
+    """'; offsets[-1] = n' for an error message, '' when offsets cannot say (not a non-empty
+    1-D integer tensor, or one without data: meta, fake under torch.compile). One element
+    read, on the error path only."""
+    from torch._subclasses.fake_tensor import is_fake
+    if offsets.dim() != 1 or offsets.numel() == 0 or offsets.dtype.is_floating_point or \
+            offsets.dtype.is_complex or offsets.is_meta or is_fake(offsets):
+        return ""
+    return f"; offsets[-1] = {int(offsets[-1].item())}"
+
+
+def check_one_index_each(layout: str, values: torch.Tensor, indices: torch.Tensor,
+                         offsets: torch.Tensor, stored: str, index: str) -> None:
+    """ValueError naming both tensors and what offsets say when ``values`` (its ``stored``
+    entries, e.g. "values") and ``indices`` (its ``index`` entries) differ in length: a
+    message about indices alone blamed it for a short values."""
+    n_values, n_indices = values.shape[0], indices.shape[0]
+    if n_values == n_indices:
+        return
+    raise ValueError(f"{layout} values has shape {shape_of(values)} but indices has shape "
+                     f"{shape_of(indices)}: {n_values} {stored}, {n_indices} {index}"
+                     f"{_offsets_end(offsets)}; expected as many {index} as {stored}, the "
+                     f"number stored (offsets[-1])")
+
+
 def first_bad(mask: torch.Tensor) -> int:
     return int(mask.nonzero()[0, 0].item())
 
