@@ -328,6 +328,8 @@ def main(argv=None) -> int:
     cfg = PeerConfig(a.threads, a.rounds, a.calls, a.out, a.deepsparse_python,
                      not a.no_compile, a.lock)
     torch.set_num_threads(cfg.threads)
+    from sparsekern.timing.machine import extension_isa
+    extension_isa()  # a bad SPARSEKERN_CPU_ISA: its ValueError now, not after building engines
     with tempfile.TemporaryDirectory() as tmp:
         engines, ds = build_engines(cfg, Path(tmp))
         lock = _locked(cfg.lock)

@@ -1089,7 +1089,12 @@ bool kernel_exists_op(c10::string_view layout, at::ScalarType values_t, at::Scal
   return kernel_exists(parse_layout(layout), values_t, b_t);
 }
 
-std::string cpu_isa() { return skc::active_isa_name(); }
+// A bad SPARSEKERN_CPU_ISA (or _SCATTER) gets the error every kernel call gets, not the ISA
+// the kernels would fall back to: the answer must agree with what runs.
+std::string cpu_isa() {
+  check_isa_env();
+  return skc::active_isa_name();
+}
 bool cpu_has_avx2() { return skc::cpu_has_avx2(); }
 bool cpu_has_avx512() { return skc::cpu_has_avx512(); }
 

@@ -48,7 +48,8 @@ class Compiled:
     @staticmethod
     def cpu_isa() -> str:
         """Instruction set the CPU kernels use: 'avx512', 'avx2' or 'portable'
-        (SPARSEKERN_CPU_ISA as read at import or by sparsekern.backends.reload_env())."""
+        (SPARSEKERN_CPU_ISA as read at import or by sparsekern.backends.reload_env()); a bad
+        SPARSEKERN_CPU_ISA or _SCATTER raises the ValueError every kernel call raises."""
         return torch.ops.sparsekern._cpu_isa()
 
     @staticmethod

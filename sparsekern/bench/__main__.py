@@ -195,10 +195,28 @@ def choose_threads(requested, out=None):
     return load.recommended_threads, load
 
 
+def _device_refused(device: str) -> bool:
+    """True, after printing why, when a run on ``device`` cannot start: no CUDA device, or a
+    bad SPARSEKERN_CPU_ISA/_SCATTER/_POOL (every CPU kernel call would raise its error:
+    stop before any timing, not after)."""
+    import torch
+
+    from ..timing.machine import cpu_env_error
+    if device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but torch sees no CUDA device", file=sys.stderr)
+        return True
+    error = cpu_env_error() if device == "cpu" else None
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+    return bool(error)
+
+
 def contention_main(args, argv_used) -> int:
     """--contention: quiet vs loaded, JSON + Markdown (see sparsekern.bench.contention)."""
     from . import contention, machine, report
     from ..timing.machine import extension_isa
+    if _device_refused("cpu"):
+        return 2
     try:
         cores = tuple(int(c) for c in args.busy_cores.split(",")) if args.busy_cores else ()
         cs = contention.ContentionSettings(busy_cores=cores, phases=args.phases,
@@ -289,8 +307,7 @@ def main(argv=None) -> int:
     from . import e2e, health, machine, report, runner, selftime, training
     from .timing import FULL_TIMER, QUICK_TIMER, CudaTimerSettings, TimerSettings
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda but torch sees no CUDA device", file=sys.stderr)
+    if _device_refused(args.device):
         return 2
     layouts = _layouts(args.layout)
     dtype = getattr(torch, args.dtype or ("float16" if args.device == "cuda" else "float32"))

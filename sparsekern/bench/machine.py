@@ -134,8 +134,17 @@ def gpu_facts() -> Optional[dict]:
     return out
 
 
+def _pool() -> Optional[str]:
+    """extension_pool(), or the error of a bad SPARSEKERN_CPU_POOL as a fact (facts never
+    fail; the harness stops on that error before it times anything, see bench/__main__)."""
+    try:
+        return extension_pool()
+    except ValueError as e:
+        return f"error: {e}"
+
+
 def thread_facts() -> dict:
-    return {"torch_threads": torch.get_num_threads(), "sparsekern_cpu_pool": extension_pool(),
+    return {"torch_threads": torch.get_num_threads(), "sparsekern_cpu_pool": _pool(),
             "torch_interop_threads": torch.get_num_interop_threads(),
             "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                                     "OPENBLAS_NUM_THREADS") if k in os.environ}}

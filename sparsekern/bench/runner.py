@@ -255,6 +255,8 @@ def run_cases(cases: Iterable[Case], s: RunSettings, progress: bool = True,
               on_result: Optional[Callable[[dict], None]] = None) -> List[dict]:
     """Run every case in order (tqdm progress bar on stderr); returns their records."""
     cases = list(cases)
+    if s.device == "cpu":
+        extension_isa()  # a bad SPARSEKERN_CPU_ISA: its ValueError now, not after a case's timing
     bar = None
     if progress:
         try:

@@ -113,26 +113,42 @@ def _int(s) -> Optional[int]:
 
 
 def _extension_says(name: str) -> Optional[str]:
-    """The compiled extension's answer to helper ``name`` as a str; None without it."""
+    """The compiled extension's answer to helper ``name`` as a str; None without it. A bad
+    SPARSEKERN_CPU_* variable raises the ValueError every kernel call raises."""
     from .. import _extension
     C = _extension._C
     fn = getattr(C, name, None) if C is not None else None
     try:
         return str(fn()) if fn is not None else None
+    except ValueError:  # the variable's error: an answer that disagreed with what runs hid it
+        raise
     except Exception:  # an extension that cannot say: unknown, never a crash
         return None
 
 
 def extension_isa() -> Optional[str]:
     """The CPU ISA path the compiled kernels run here ("avx512", "avx2", "portable"; it
-    honours SPARSEKERN_CPU_ISA), None without the extension."""
+    honours SPARSEKERN_CPU_ISA), None without the extension; ValueError (the kernels' own)
+    when SPARSEKERN_CPU_ISA or SPARSEKERN_CPU_SCATTER is not a choice this CPU can run."""
     return _extension_says("cpu_isa")
 
 
 def extension_pool() -> Optional[str]:
     """The threads the compiled kernels run on ("auto", "torch", "own"; it honours
-    SPARSEKERN_CPU_POOL), None without the extension or when the variable is not a choice."""
+    SPARSEKERN_CPU_POOL), None without the extension; ValueError (the kernels' own) when
+    the variable is not a choice."""
     return _extension_says("cpu_pool")
+
+
+def cpu_env_error() -> Optional[str]:
+    """The error every compiled kernel call raises for a bad SPARSEKERN_CPU_ISA, _SCATTER or
+    _POOL, None when they are fine: for a harness to stop before it times anything."""
+    try:
+        extension_isa()
+        extension_pool()
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 

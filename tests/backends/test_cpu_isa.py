@@ -5,6 +5,7 @@ import torch
 
 import sparsekern as sk
 from sparsekern import _extension
+from sparsekern.timing.machine import extension_isa
 
 pytestmark = pytest.mark.skipif(_extension._C is None, reason="sparsekern._C is not built")
 C = _extension._C
@@ -58,6 +59,29 @@ def test_forcing_a_missing_avx512_is_an_error(cpu_isa_env):
     cpu_isa_env("avx512")
     with pytest.raises(ValueError, match="SPARSEKERN_CPU_ISA='avx512' but this CPU"):
         torch.ops.sparsekern.spmm(*A.op_args(), torch.randn(8, 2))
+    with pytest.raises(ValueError, match="SPARSEKERN_CPU_ISA='avx512' but this CPU"):
+        extension_isa()
+
+
+@pytest.mark.parametrize("var,value,match", [
+    ("isa", "AVX2", r"^SPARSEKERN_CPU_ISA='AVX2' is not a CPU instruction set choice; expected "
+                    r"one of 'portable', 'avx2', 'avx512', 'auto'$"),
+    ("scatter", "fast", r"^SPARSEKERN_CPU_SCATTER='fast' is not a scatter choice")])
+def test_extension_isa_raises_what_the_kernels_raise(cpu_isa_env, cpu_scatter_env, var, value,
+                                                      match):
+    """extension_isa() answered 'avx512' for SPARSEKERN_CPU_ISA=AVX2 while every kernel call
+    raised: a report then named an ISA nothing ran. It raises the kernels' own error."""
+    A = sk.to_sparse(torch.randn(8, 8), layout="csc")
+    (cpu_isa_env if var == "isa" else cpu_scatter_env)(value)
+    with pytest.raises(ValueError, match=match) as kernel:
+        torch.ops.sparsekern.spmm(*A.op_args(), torch.randn(8, 2))
+    with pytest.raises(ValueError, match=match) as says:
+        extension_isa()
+    assert str(says.value) == str(kernel.value)
+    with pytest.raises(ValueError, match=match):
+        C.cpu_isa()
+    (cpu_isa_env if var == "isa" else cpu_scatter_env)(None)
+    assert extension_isa() == C.cpu_isa() in ("portable", "avx2", "avx512")
 
 
 @pytest.mark.parametrize("isa", _isa_params())

@@ -6,6 +6,7 @@ import torch
 
 import sparsekern as sk
 from sparsekern import _extension
+from sparsekern.timing.machine import extension_pool
 
 pytestmark = pytest.mark.skipif(_extension._C is None, reason="sparsekern._C is not built")
 
@@ -96,8 +97,11 @@ def test_unknown_thread_pool_is_rejected_naming_the_choices(cpu_pool_env):
         torch.ops.sparsekern.spmm(*A.op_args(), torch.ones(64, 2))
     with pytest.raises(ValueError, match=r"SPARSEKERN_CPU_POOL='openmp'"):
         _extension._C.cpu_pool()
+    # extension_pool() answered None ("unknown") where every kernel call raised
+    with pytest.raises(ValueError, match=r"SPARSEKERN_CPU_POOL='openmp' is not a thread pool"):
+        extension_pool()
     cpu_pool_env(None)
-    assert _extension._C.cpu_pool() == "auto"
+    assert _extension._C.cpu_pool() == "auto" == extension_pool()
 
 
 MS = 1_000_000  # ns

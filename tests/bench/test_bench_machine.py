@@ -7,6 +7,7 @@ import types
 import pytest
 import torch
 
+from sparsekern import _extension
 from sparsekern.bench import machine, selftime, smoke
 
 
@@ -19,6 +20,14 @@ def test_facts_are_json_and_name_the_essentials():
     assert "blas_info" in f["torch_blas"]
     assert f["backends"]["reference"]["available"] is True
     assert f["threads"]["torch_threads"] >= 1
+
+
+@pytest.mark.skipif(_extension._C is None, reason="sparsekern._C is not built")
+def test_facts_record_a_bad_pool_variable_as_its_error(cpu_pool_env):
+    """Facts never fail: a bad SPARSEKERN_CPU_POOL is recorded as the kernels' error."""
+    cpu_pool_env("openmp")
+    pool = machine.facts("cpu")["threads"]["sparsekern_cpu_pool"]
+    assert pool.startswith("error: SPARSEKERN_CPU_POOL='openmp' is not a thread pool choice")
 
 
 def test_thread_setting_fixes_and_restores(monkeypatch):

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from sparsekern import _extension
 from sparsekern.bench import __main__ as cli
 from sparsekern.bench import cases, e2e, models, report
 from sparsekern.bench.cases import Case, Shape
@@ -167,6 +168,16 @@ def test_cli_rejects_cuda_without_a_gpu(capsys):
         pytest.skip("a GPU is present")
     assert cli.main(["--device", "cuda"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(_extension._C is None, reason="sparsekern._C is not built")
+@pytest.mark.parametrize("argv", [["--quick", "--no-progress"], ["--contention"]])
+def test_cli_stops_on_a_bad_cpu_variable_before_timing(capsys, cpu_isa_env, argv):
+    """Every kernel call would raise it: the run stops first, naming the variable."""
+    cpu_isa_env("AVX2")
+    assert cli.main(argv) == 2
+    assert ("error: SPARSEKERN_CPU_ISA='AVX2' is not a CPU instruction set choice; expected "
+            "one of 'portable', 'avx2', 'avx512', 'auto'") in capsys.readouterr().err
 
 
 def test_default_name():

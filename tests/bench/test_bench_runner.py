@@ -110,6 +110,16 @@ def test_run_cases_calls_back_in_order():
     assert [r["id"] for r in out] == [c.id for c in CASES[:2]] == [r["id"] for r in seen]
 
 
+@pytest.mark.skipif(sk._extension._C is None, reason="sparsekern._C is not built")
+def test_run_cases_raises_a_bad_isa_variable_before_timing(cpu_isa_env):
+    """Not after the first case's timing (where the record's "isa" is read)."""
+    seen = []
+    cpu_isa_env("AVX2")
+    with pytest.raises(ValueError, match=r"SPARSEKERN_CPU_ISA='AVX2' is not a CPU instruction"):
+        runner.run_cases(CASES[:1], settings(), progress=False, on_result=seen.append)
+    assert seen == []
+
+
 def test_predicted_call_scales_from_the_largest_smaller_n():
     hist = {"p": [(1, 0.01), (8, 0.02)]}
     assert runner.predicted_call_s(hist, "p", 32) == pytest.approx(0.08)
