@@ -14,6 +14,7 @@ from sparsekern.auto.measure import Grid, MeasureSettings
 from sparsekern.auto.table import LatencyTable, LayerLatency
 from sparsekern.bench.timing import TimerSettings
 from sparsekern.demo import cli, minilm_job, report as demo_report
+from sparsekern.demo.mlp import trained_digits_model
 from sparsekern.demo.tasks import DistillTask, output_quality, outputs
 
 TINY_TIMER = TimerSettings(min_time=0.002, min_reps=2, max_reps=5, max_candidate_time=0.05,
@@ -526,3 +527,19 @@ def test_final_criterion_prunes_from_its_own_larger_calibration_set(tmp_path, on
     assert res.search.masks  # the tiny table makes the FFN layers pay: the final step ran
     finals = [c for crit, c in seen if crit == "l1"]
     assert finals and all(c is data.final_calib for c in finals)
+
+
+def test_an_unwritable_cache_costs_a_retrain_not_the_run(tmp_path, monkeypatch):
+    """SPARSEKERN_CACHE naming a file: the trained model is returned and the output says
+    why it was not cached (it used to die with a raw NotADirectoryError)."""
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    monkeypatch.setenv("SPARSEKERN_CACHE", str(not_a_dir))
+    g = torch.Generator().manual_seed(0)
+    loader = [(torch.randn(16, 64, generator=g), torch.randint(0, 10, (16,), generator=g))
+              for _ in range(2)]
+    lines = []
+    model = trained_digits_model(32, 1, 1, 0, loader, print_fn=lines.append)
+    assert not model.training
+    assert any(l.startswith(f"dense model: not cached, {not_a_dir / 'models'} cannot be "
+                            f"written") for l in lines), lines

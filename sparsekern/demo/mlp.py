@@ -65,8 +65,12 @@ def trained_digits_model(hidden: int, hidden_layers: int, epochs: int, seed: int
     prune.train(model, train_loader, epochs=epochs, lr=1e-3, progress=False)
     print_fn(f"dense model: trained {epochs} epochs in {time.perf_counter() - t:.1f} s")
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            torch.save(model.state_dict(), tmp)
+            os.replace(tmp, path)
+        except OSError as e:  # a cache that cannot be written costs a retrain, not the run
+            print_fn(f"dense model: not cached, {path.parent} cannot be written ({e}; the "
+                     f"cache folder is $SPARSEKERN_CACHE or ~/.cache/sparsekern)")
     return model.eval()
