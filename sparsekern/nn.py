@@ -191,7 +191,8 @@ def choose_layout(W: torch.Tensor, layout: str, blocksize=None,
                         f"max_density={limit} packs whatever is stored")
     if limit >= 1.0 or _within_limit(W, fmt.nnz, limit, lay.blocked):
         return layout, f"stored fraction {stored:.4g} <= {limit}"
-    return None, f"stored fraction {stored:.4g} > {limit}"
+    why = "max_density" if max_density is not None else f"{layout}'s default max_density"
+    return None, f"stored fraction {stored:.4g} > {limit} ({why})"
 
 
 def _within_limit(W: torch.Tensor, nnz: int, limit: float, blocked: bool) -> bool:
@@ -392,8 +393,10 @@ def _swap(model: nn.Module, targets: Dict[str, nn.Module], layout: str, blocksiz
         msg = (f"sparsify: layout={layout!r} packed none of the {len(report)} layers: "
                f"{first or type(model).__name__}: {why}" +
                (f" (and {len(report) - 1} more)" if len(report) > 1 else "") +
-               f"; prune to the {layout!r} pattern first (sparsekern.prune), or use "
-               f"layout='auto'")
+               f"; prune to the {layout!r} pattern first (sparsekern.prune), "
+               + ("" if layouts.get(layout).default_max_density is None else
+                  "pass a higher max_density= to pack it anyway, ")
+               + "or use layout='auto'")
         log.warning(msg)
         warnings.warn(msg, stacklevel=4)  # the caller of sparsify
     result.sparsekern_report = report

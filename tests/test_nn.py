@@ -359,7 +359,7 @@ def test_max_density_one_packs_a_bsr_whose_edge_blocks_store_more_than_the_matri
     x = torch.randn(3, 512)
     torch.testing.assert_close(packed(x), model(x), rtol=1e-5, atol=1e-5)
     kept = sk.sparsify(copy.deepcopy(model), "bsr", blocksize=(32, 32), max_density=0.99)
-    assert kept.sparsekern_report["0"] == ("dense", "stored fraction 1.28 > 0.99")
+    assert kept.sparsekern_report["0"] == ("dense", "stored fraction 1.28 > 0.99 (max_density)")
 
 
 def test_functional_spmm_adds_a_half_bias_to_float32_activations():

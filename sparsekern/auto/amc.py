@@ -288,7 +288,7 @@ class _Agent:
     def __init__(self, model: nn.Module, table: LatencyTable, eval_fn, cfg: AMCConfig):
         budget = budgets(table, cfg.target_speedup, cfg.target_latency_s)
         self.g = _check_amc(cfg)
-        self.names = table_layers(table, cfg.layers)
+        self.names = table_layers(table, cfg.layers, model)
         self.model, self.table, self.eval_fn, self.cfg = model, table, eval_fn, cfg
         self.floor = None if cfg.min_metric is None else float(cfg.min_metric)
         self.k, self.pick = 1, set()  # warm-up under a floor: layers to prune, this episode's

@@ -239,6 +239,8 @@ def sparsify_auto(model: nn.Module, table: Optional[LatencyTable] = None, exampl
     if table is None and example_input is not None:
         table = build_table(model, example_input, layers=list(mods), settings=settings,
                             cache=cache, measure_whole_model=False, progress=progress)
+    if table is not None:
+        table.check_fits(model, [n for n in mods if n in table.layers])
     entries = {} if table is None else {n: table.layers[n] for n in mods if n in table.layers}
     missing = {n: m for n, m in mods.items() if n not in entries}
     if missing:

@@ -272,7 +272,7 @@ class _Search:
 
     def __init__(self, model: nn.Module, table: LatencyTable, eval_fn, cfg: NetAdaptConfig):
         budget = budgets(table, cfg.target_speedup, cfg.target_latency_s)
-        self.gran, self.names = _check_netadapt(cfg, table)
+        self.gran, self.names = _check_netadapt(cfg, table, model)
         self.model, self.table, self.eval_fn, self.cfg = model, table, eval_fn, cfg
         self.better = (lambda a, b: a > b) if cfg.higher_is_better else (lambda a, b: a < b)
         self.st = _State(table, budget, cfg.margin)
@@ -301,8 +301,8 @@ class _Search:
             best = self.evaluate(proposals)
             entry = {"iteration": it + 1, "ask": self.ask, "winner": best[0].to_dict(),
                      "candidates": [c.to_dict() for c in proposals]}
-            if self.cfg.min_metric is not None and self.better(self.cfg.min_metric,
-                                                               best[0].metric):
+            if math.isnan(best[0].metric) or (self.cfg.min_metric is not None and self.better(
+                    self.cfg.min_metric, best[0].metric)):  # NaN: a broken model, never kept
                 rejected += 1
                 if self.reject(entry, best[0], rejected):
                     break
@@ -340,6 +340,7 @@ class _Search:
             cand.predicted_s = self.st.total({**self.decisions, cand.layer: d})
             cand.objective = self.st.objective(cand.predicted_s)
             if (best is None or self.better(cand.metric, best[0].metric) or
+                    math.isnan(best[0].metric) or  # a NaN metric loses to any number
                     (cand.metric == best[0].metric and cand.objective < best[0].objective)):
                 best = (cand, trial, held, d)
         return best
@@ -354,8 +355,10 @@ class _Search:
         entry["accepted"] = False
         self._record(entry)
         if rejected > self.cfg.max_rejections or self.ask / 2 < MIN_ASK:
-            self.reason = (f"the best candidate's metric {cand.metric:.4g} is worse than "
-                           f"min_metric={self.cfg.min_metric:.4g}, also with smaller steps")
+            floor = ("eval_fn returned NaN for every candidate" if math.isnan(cand.metric) else
+                     f"the best candidate's metric {cand.metric:.4g} is worse than "
+                     f"min_metric={self.cfg.min_metric:.4g}")
+            self.reason = f"{floor}, also with smaller steps"
             return True
         self.ask /= 2
         return False
@@ -386,7 +389,7 @@ class _Search:
                               metric_search, metric)
 
 
-def _check_netadapt(cfg: NetAdaptConfig, table: LatencyTable):
+def _check_netadapt(cfg: NetAdaptConfig, table: LatencyTable, model: nn.Module):
     """The parsed granularities and the layer names; ValueError naming a bad field."""
     if not isinstance(cfg.steps, int) or cfg.steps < 1:
         raise ValueError(f"steps must be a positive int, got {cfg.steps!r}")
@@ -398,16 +401,24 @@ def _check_netadapt(cfg: NetAdaptConfig, table: LatencyTable):
         raise ValueError("granularities is empty; allow at least one, e.g. ('fine',)")
     for g in gran:
         planned_densities(g, 0.5, [])  # raises for granularities the search cannot price
-    return gran, table_layers(table, cfg.layers)
+    return gran, table_layers(table, cfg.layers, model)
 
 
-def table_layers(table: LatencyTable, layers: Optional[Sequence[str]]) -> List[str]:
-    """``layers`` (default: every layer of the table); ValueError naming those it lacks."""
+def table_layers(table: LatencyTable, layers: Optional[Sequence[str]],
+                 model: Optional[nn.Module] = None) -> List[str]:
+    """``layers`` (default: every layer of the table); ValueError naming those it lacks, an
+    empty list, and (with ``model``) a table whose layers ``model`` lacks or holds with
+    another geometry (:meth:`LatencyTable.check_fits`)."""
     names = list(table.layers) if layers is None else list(layers)
+    if layers is not None and not names:
+        raise ValueError(f"layers is empty; name the layers to prune (the table has "
+                         f"{list(table.layers)}) or pass None for all of them")
     unknown = [n for n in names if n not in table.layers]
     if unknown:
         raise ValueError(f"layers {unknown} are not in the latency table (it has "
                          f"{list(table.layers)})")
+    if model is not None:
+        table.check_fits(model)
     return names
 
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..inputs import eval_mode
-from ..timing.load import detect_load
+from ..timing.load import OTHERS_CPU_LIMIT, OthersMeter, detect_load
 from ..timing.machine import last_level_cache_bytes
 from ..timing.timers import TimerSettings
 from .cache import DiskCache
@@ -35,7 +35,7 @@ from .fingerprint import machine_key, software_key
 from .formats import DENSE, parse_format
 from .measure import (MeasureSettings, cold_share, geometry, measure_signatures,
                       module_bytes, recheck_entry, streamed_bytes, time_modules)
-from .signature import LayerSig, call, capture, input_label, signature_of
+from .signature import LayerSig, call, capture, input_label, signature_of, supported
 
 log = logging.getLogger("sparsekern")
 
@@ -264,6 +264,32 @@ class LatencyTable:
     meta: dict = field(default_factory=dict)
     light: Dict[str, Dict[str, LayerLatency]] = field(default_factory=dict)
 
+    def check_fits(self, model: nn.Module, names: Optional[Iterable[str]] = None) -> None:
+        """ValueError when a layer of the table (``names``: those to use, default all) is
+        missing from ``model`` or has another geometry (kind, shape, bias, dtype, device)
+        than the layer the table timed: a table of another model would plan with its
+        timings, by name alone."""
+        modules = dict(model.named_modules())
+        for name in (self.layers if names is None else names):
+            per = self.layers.get(name, {})
+            key = next((e.entry.get("signature") for e in per.values()), None)
+            try:
+                timed = geometry(LayerSig.from_key(key))
+            except (KeyError, TypeError, ValueError):
+                continue  # a synthetic entry (no layer behind it): nothing to compare
+            mod = modules.get(name)
+            if mod is None or not supported(mod):
+                got = "does not exist" if mod is None else f"is a {type(mod).__name__}"
+                raise ValueError(f"latency_table: its layer {name!r} {got} in "
+                                 f"{type(model).__name__}; build the table for this model "
+                                 f"(sparsekern.auto.build_table)")
+            have = geometry(signature_of(mod, ()))
+            if have != timed:
+                raise ValueError(f"latency_table: layer {name!r} is {_geometry_text(have)} in "
+                                 f"{type(model).__name__} but the table timed "
+                                 f"{_geometry_text(timed)}; expected the table of this model "
+                                 f"(sparsekern.auto.build_table)")
+
     def formats(self) -> List[str]:
         """Every format name that appears in some entry."""
         out: List[str] = []
@@ -455,8 +481,9 @@ def layer_entries(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] 
                       leave=False):
         log.info("latency table: measuring %s (%s)", ", ".join(g.label() for g in group),
                  settings.context)
+        meter = OthersMeter().start()
         entries = measure_signatures(group, settings)
-        busy = machine_busy() if cache is not None else None
+        busy = machine_busy(meter.stop()) if cache is not None else None
         if busy and not warned:
             log.warning("latency table: measured on a busy machine (%s): the entries serve "
                         "this call but are not cached, and a quiet run may choose otherwise",
@@ -476,11 +503,18 @@ def layer_entries(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] 
     return out
 
 
-def machine_busy() -> Optional[str]:
-    """Why the machine is busy now (other runnable threads, stolen time), or None when it
-    is quiet: a latency measured while it is busy is never cached."""
+def machine_busy(others_cpus: Optional[float] = None) -> Optional[str]:
+    """Why the machine is busy (other runnable threads or stolen time now; with
+    ``others_cpus``, the average CPUs other processes used during the measurement, from
+    :class:`~sparsekern.timing.load.OthersMeter`), or None when it is quiet: a latency
+    measured while it is busy is never cached."""
+    reasons = []
+    if others_cpus is not None and others_cpus > OTHERS_CPU_LIMIT:
+        reasons.append(f"other processes used {others_cpus:.2f} CPUs on average during the "
+                       f"measurement (limit {OTHERS_CPU_LIMIT})")
     report = detect_load(window_s=0.05)
-    return "; ".join(report.reasons) if report.busy else None
+    reasons += report.reasons if report.busy else []
+    return "; ".join(reasons) or None
 
 
 def default_cache(cache) -> Optional[DiskCache]:
@@ -540,6 +574,13 @@ def layer_table(modules: Mapping[str, nn.Module], input_shapes: Mapping[str, Seq
     device = next((m.weight.device for m in modules.values()), torch.device("cpu"))
     return LatencyTable([label], layers, {label: 0.0}, {label: None},
                         _meta(settings, cache, device, layers))
+
+
+def _geometry_text(g: LayerSig) -> str:
+    """"linear 2048x256 (bias, float32, cpu)": what a table entry's layer is."""
+    M, K = g.matrix_shape
+    return (f"{g.kind} {M}x{K} ({'bias' if g.bias else 'no bias'}, {g.dtype}, {g.device}"
+            f"{', ' + str(g.conv) if g.conv else ''})")
 
 
 class _Stub(nn.Module):

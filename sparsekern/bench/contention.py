@@ -77,8 +77,24 @@ class ContentionSettings:
 BUSY_KINDS = ("spin", "torch")
 
 
-def _spin(core: Optional[int], nice: int = 0,
-          kind: str = "spin") -> None:  # pragma: no cover - child process
+def _die_with_parent(parent: int) -> None:  # pragma: no cover - child process
+    """SIGKILL this process when its parent dies, however it dies (a `kill` of the bench
+    skips its context managers: the spinner was left burning a core). Linux only; a parent
+    already gone before the request is caught by the pid check."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def _spin(core: Optional[int], nice: int = 0, kind: str = "spin",
+          parent: Optional[int] = None) -> None:  # pragma: no cover - child process
+    if parent is not None:
+        _die_with_parent(parent)
     if core is not None:
         try:
             os.sched_setaffinity(0, {core})
@@ -109,7 +125,8 @@ class BusyProcesses:
         fork = hasattr(os, "fork") and kind == "spin"
         ctx = mp.get_context("fork" if fork else "spawn")
         self.cores = list(cores)
-        self.procs = [ctx.Process(target=_spin, args=(c if pinned else None, nice, kind),
+        self.procs = [ctx.Process(target=_spin, args=(c if pinned else None, nice, kind,
+                                                      os.getpid()),
                                   daemon=True) for c in self.cores]
 
     def __enter__(self):

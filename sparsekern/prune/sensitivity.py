@@ -38,9 +38,11 @@ class SensitivityTable:
     criterion: str = "l1"
 
     def drops(self) -> Dict[str, List[float]]:
-        """{layer: [metric loss vs baseline at each ratio]} (positive = worse)."""
+        """{layer: [metric loss vs baseline at each ratio]} (positive = worse); a NaN metric
+        or baseline is a broken model: an infinite loss, never "no drop"."""
         sign = 1.0 if self.higher_is_better else -1.0
-        return {n: [sign * (self.baseline - v) for v in c] for n, c in self.curves.items()}
+        return {n: [math.inf if math.isnan(self.baseline - v) else sign * (self.baseline - v)
+                    for v in c] for n, c in self.curves.items()}
 
     def to_markdown(self) -> str:
         head = "| layer | " + " | ".join(f"{r:.0%}" for r in self.ratios) + " |"
@@ -113,6 +115,10 @@ def sensitivity_scan(model: nn.Module, eval_fn: Callable[[nn.Module], float],
     if not callable(eval_fn):
         raise TypeError(f"eval_fn must be callable as eval_fn(model) -> float, got "
                         f"{type(eval_fn).__name__}")
+    if isinstance(ratios, (int, float, torch.Tensor)) or not hasattr(ratios, "__iter__"):
+        raise TypeError(f"ratios must be a sequence of sparsities to sweep, e.g. [0.3, 0.5, "
+                        f"0.7], got {ratios!r} ({type(ratios).__name__}); for one ratio give "
+                        f"[{ratios!r}]")
     ratios = [check_ratio(r) for r in ratios]
     calib = calibration.replayable(calib)
     if not ratios:
@@ -123,6 +129,9 @@ def sensitivity_scan(model: nn.Module, eval_fn: Callable[[nn.Module], float],
     channel = isinstance(g, Channel)
     names = list(select_layers(model, layers, writes=True))
     baseline = float(eval_fn(model))
+    if math.isnan(baseline):
+        raise ValueError("eval_fn returned NaN for the unpruned model: no drop can be measured "
+                         "against it; check the metric")
     curves: Dict[str, List[float]] = {}
     from tqdm.auto import tqdm
     bar = tqdm(total=len(names) * len(ratios), desc="sensitivity", disable=not progress)

@@ -213,3 +213,66 @@ def judge(usable: int, load_avg: Optional[float], others: Optional[float],
     threads = recommend_threads(usable, others, steal, unstable or quantized)
     return LoadReport(usable, load_avg, others, steal, timing_spread, quantized,
                       bool(reasons), threads, reasons)
+
+
+#: Average CPUs that other processes (and the hypervisor's other guests) may use during a
+#: measurement of ours before it counts as taken on a busy machine.
+OTHERS_CPU_LIMIT = 0.25
+
+
+def _busy_ticks(reader: Reader, cpus: Sequence[int]) -> Optional[int]:
+    """Busy ticks (everything but idle and iowait; steal included) of ``cpus`` in /proc/stat,
+    None where unreadable."""
+    try:
+        text = reader("/proc/stat")
+    except OSError:
+        return None
+    want = {f"cpu{c}" for c in cpus}
+    total, found = 0, False
+    for line in text.splitlines():
+        parts = line.split()
+        if parts and parts[0] in want and len(parts) >= 9:
+            vals = [int(v) for v in parts[1:9]]
+            total += sum(vals) - vals[3] - vals[4]
+            found = True
+    return total if found else None
+
+
+class OthersMeter:
+    """CPU time that other processes took from this process's CPUs over a stretch of its
+    own work (``start()`` ... ``stop()``): a busy neighbour that came and went within a
+    measurement, which a snapshot of the load after it misses.
+
+    ``stop()`` returns the average number of CPUs the others used (their busy time on this
+    process's CPUs, from /proc/stat, minus this process's own CPU time, over the wall
+    time), or None where /proc/stat cannot say. ``reader``, ``clock`` and ``own_cpu_s``
+    are for tests (a fake /proc and fake clocks).
+    """
+
+    def __init__(self, reader: Reader = _read, clock: Callable[[], float] = time.monotonic,
+                 own_cpu_s: Optional[Callable[[], float]] = None,
+                 cpus: Optional[Sequence[int]] = None, tick_s: Optional[float] = None):
+        self.reader, self.clock = reader, clock
+        self.own_cpu_s = own_cpu_s or (lambda: sum(os.times()[:2]))
+        if cpus is None:
+            try:
+                cpus = sorted(os.sched_getaffinity(0))
+            except (AttributeError, OSError):
+                cpus = range(os.cpu_count() or 1)
+        self.cpus = list(cpus)
+        self.tick_s = tick_s or 1.0 / os.sysconf("SC_CLK_TCK")
+        self._start: Optional[Tuple[float, Optional[int], float]] = None
+
+    def start(self) -> "OthersMeter":
+        self._start = (self.clock(), _busy_ticks(self.reader, self.cpus), self.own_cpu_s())
+        return self
+
+    def stop(self) -> Optional[float]:
+        if self._start is None:
+            raise RuntimeError("OthersMeter.stop() before start()")
+        t0, busy0, own0 = self._start
+        wall, busy1 = self.clock() - t0, _busy_ticks(self.reader, self.cpus)
+        if busy0 is None or busy1 is None or wall <= 0:
+            return None
+        others_s = (busy1 - busy0) * self.tick_s - (self.own_cpu_s() - own0)
+        return max(0.0, others_s / wall)

@@ -302,13 +302,13 @@ def test_a_recheck_that_fails_means_measure_again(counted, tmp_path, monkeypatch
 def test_nothing_measured_on_a_busy_machine_is_cached(counted, tmp_path, monkeypatch, caplog):
     """An entry measured while other threads compete for the cores serves the call, with a
     warning, but is never stored: the next (quiet) run measures it again and caches it."""
-    monkeypatch.setattr(table, "machine_busy", lambda: "1.0 other runnable threads")
+    monkeypatch.setattr(table, "machine_busy", lambda *a: "1.0 other runnable threads")
     c = DiskCache("latency", root=tmp_path)
     with caplog.at_level("WARNING", logger=table.log.name):
         e1 = table.layer_entry(_sig(), cache=c)
     assert e1.provenance == "measured" and len(counted) == 1
     assert "busy machine (1.0 other runnable threads)" in caplog.text
-    monkeypatch.setattr(table, "machine_busy", lambda: None)
+    monkeypatch.setattr(table, "machine_busy", lambda *a: None)
     e2 = table.layer_entry(_sig(), cache=c)
     assert len(counted) == 2 and e2.provenance == "measured"  # not cached before: measured again
     e3 = table.layer_entry(_sig(), cache=c)
@@ -323,3 +323,14 @@ def test_machine_busy_reads_the_load_report(monkeypatch):
     assert table.machine_busy() == "1.0 other runnable threads"
     monkeypatch.setattr(table, "detect_load", lambda **kw: judge(2, 0.1, 0.0, 0.0))
     assert table.machine_busy() is None
+
+
+def test_machine_busy_counts_others_during_the_measurement(monkeypatch):
+    """A neighbour that ran during the measurement and stopped before the snapshot after it
+    (the trial's case) is seen through OthersMeter's average."""
+    from sparsekern.timing.load import judge
+    monkeypatch.undo()
+    monkeypatch.setattr(table, "detect_load", lambda **kw: judge(2, 0.1, 0.0, 0.0))
+    assert table.machine_busy(0.9) == ("other processes used 0.90 CPUs on average during the "
+                                       "measurement (limit 0.25)")
+    assert table.machine_busy(0.1) is None and table.machine_busy(None) is None

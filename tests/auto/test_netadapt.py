@@ -188,3 +188,53 @@ def test_an_n_m_granularity_plans_the_1_4_layout():
     r = netadapt(_model(), t, _metric, target_speedup=1.5, granularities=("1:4",))
     assert r.reached and r.plans["2"].granularity == "1:4"
     assert r.decisions["2"].format == "1:4"
+
+
+def test_a_nan_metric_never_passes_the_floor_nor_wins():
+    """eval_fn returning NaN for a pruned candidate (a broken model) is rejected like a
+    metric below min_metric; it used to pass the floor (NaN compares false) and the search
+    kept pruning."""
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r = netadapt(model, _table(), lambda m: float("nan") if prune.sparsity(m)["2"] > 0 or
+                 prune.sparsity(m)["0"] > 0 else 1.0, target_speedup=2.0, min_metric=0.5)
+    assert not r.reached and "eval_fn returned NaN for every candidate" in r.reason
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])  # left as it was
+    r = netadapt(_model(), _table(), lambda m: float("nan") if prune.sparsity(m)["0"] > 0 else
+                 _metric(m), target_speedup=1.5)
+    assert all(p.ratio == 0.0 for n, p in r.plans.items() if n == "0")  # NaN lost to numbers
+
+
+def test_layers_empty_and_a_table_of_another_model_are_refused():
+    with pytest.raises(ValueError, match=r"layers is empty; name the layers to prune \(the table "
+                                         r"has \['0', '2', '4'\]\) or pass None"):
+        netadapt(_model(), _table(), _metric, target_speedup=2.0, layers=[])
+
+
+def test_a_table_of_another_model_is_refused():
+    """A table is looked up by layer name: one timed on other shapes (its entries'
+    signatures) would plan with the wrong timings."""
+    import sparsekern as sk
+    from sparsekern.auto.signature import signature_of
+
+    def mlp(h):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(16, h), nn.ReLU(), nn.Linear(h, 4))
+    timed = mlp(32)
+    table = _table()
+    for name in ("0", "2"):
+        for e in table.layers[name].values():
+            e.entry["signature"] = signature_of(timed.get_submodule(name), (1, 16)).to_key()
+    del table.layers["4"]
+    msg = (r"latency_table: layer '0' is linear 64x16 \(bias, float32, cpu\) in Sequential but "
+           r"the table timed linear 32x16 \(bias, float32, cpu\); expected the table of this "
+           r"model")
+    with pytest.raises(ValueError, match=msg):
+        netadapt(mlp(64), table, _metric, target_speedup=1.5)
+    with pytest.raises(ValueError, match=msg):
+        sk.sparsify(mlp(64), layout="auto", latency_table=table)
+    with pytest.raises(ValueError, match=r"latency_table: its layer '2' does not exist in "
+                                         r"Sequential; build the table for this model"):
+        netadapt(nn.Sequential(nn.Linear(16, 32)), table, _metric, target_speedup=1.5,
+                 layers=["0"])

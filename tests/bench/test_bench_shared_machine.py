@@ -313,3 +313,41 @@ def test_summarize_case_with_one_thread_times_and_the_markdown_says_out_of_reach
     assert "| 4096² | 1 | 2:4 | 0.5 | 0.5 | 1.5 | 1 | 1 | 2.00x | 2.00x |" in md
     assert "**missed** (out of reach)" in md.split("| 2:4 |")[1].splitlines()[0]
     assert "(out of reach)" not in md.split("| csc 90% |")[1].splitlines()[0]
+
+
+def test_busy_process_dies_with_a_killed_bench():
+    """`kill <bench pid>` skips the bench's context managers; the pinned spinner used to be
+    left burning a core, adopted by init. It now asks the kernel for SIGKILL when its parent
+    dies (Linux)."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux's")
+    code = textwrap.dedent("""
+        import time
+        from sparsekern.bench.contention import BusyProcesses
+        with BusyProcesses([0]) as b:
+            b.resume()
+            print(b.procs[0].pid, flush=True)
+            time.sleep(60)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = int(p.stdout.readline())
+    os.kill(p.pid, signal.SIGTERM)
+    p.wait(timeout=30)
+    state = "gone"
+    for _ in range(50):  # the kernel delivers the SIGKILL right away; allow a loaded machine
+        try:
+            with open(f"/proc/{child}/status") as f:
+                state = next(l for l in f if l.startswith("State:")).split()[1]
+        except (FileNotFoundError, ProcessLookupError):
+            state = "gone"
+        if state in ("gone", "Z", "X"):
+            break
+        time.sleep(0.1)
+    if state not in ("gone", "Z", "X"):
+        os.kill(child, signal.SIGKILL)
+    assert state in ("gone", "Z", "X"), f"the busy process is still {state}"

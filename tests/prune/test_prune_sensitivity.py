@@ -99,3 +99,25 @@ def test_channel_sensitivity_on_a_copy(cnn, digits):
                                    granularity="channel", layers=["conv1", "conv2"],
                                    example_input=digits.calib(True, 2), progress=False)
     assert list(table.curves) == ["conv1", "conv2"] and cnn.conv1.weight.shape == before
+
+
+def test_nan_metrics_are_a_broken_model_not_no_drop():
+    """NaN compares false with any max_drop: it used to read as "no drop" and give a layer
+    the highest ratio scanned."""
+    nan = float("nan")
+    t = SensitivityTable(ratios=[0.3, 0.6, 0.9], baseline=1.0,
+                         curves={"a": [0.999, nan, 0.2], "b": [nan, nan, nan]})
+    assert prune.ratios_from_sensitivity(t, max_drop=0.01) == {"a": 0.3, "b": 0.0}
+    t = SensitivityTable(ratios=[0.3, 0.6, 0.9], baseline=nan, curves={"a": [0.9, 0.8, 0.1]})
+    assert prune.ratios_from_sensitivity(t, max_drop=0.01) == {"a": 0.0}
+    m = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    with pytest.raises(ValueError, match="eval_fn returned NaN for the unpruned model"):
+        prune.sensitivity_scan(m, lambda model: nan, ratios=(0.5,), progress=False)
+
+
+def test_a_single_ratio_is_refused_with_its_fix():
+    m = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    with pytest.raises(TypeError, match=r"ratios must be a sequence of sparsities to sweep, e.g. "
+                                        r"\[0.3, 0.5, 0.7\], got 0.5 \(float\); for one ratio "
+                                        r"give \[0.5\]"):
+        prune.sensitivity_scan(m, lambda model: 1.0, ratios=0.5, progress=False)
