@@ -50,13 +50,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="sparsekern", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
-    from .demo import add_arguments
-    add_arguments(sub.add_parser("demo", help="prune a model to a target speedup and measure it "
-                                 "(the default)"))
-    sub.add_parser("tour", help="a short run of the API")
+    from .demo import add_arguments, check_arguments
+    commands = {"demo": sub.add_parser("demo", help="prune a model to a target speedup and "
+                                       "measure it (the default)"),
+                "tour": sub.add_parser("tour", help="a short run of the API")}
+    add_arguments(commands["demo"])
     argv = _with_default_command(list(sys.argv[1:] if argv is None else argv))
-    args = parser.parse_args(argv)
+    # parse_known_args: an unknown option of a sub-command is reported with that
+    # sub-command's usage ("usage: sparsekern demo ..."), not the top-level one
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "demo":
+        check_arguments(commands["demo"], args)
         from .demo import main as demo_main
         return demo_main(args)
     if args.command == "tour":

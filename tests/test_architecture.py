@@ -28,6 +28,7 @@ RANKS = {
     "sparsekern._version": 0,
     "sparsekern._compile_cache": 0,  # the build's digest in torch.compile's cache keys
     "sparsekern._ops": 0,  # the op schemas (helper "rel", issue 16 item 3), below _extension
+    "sparsekern._cli": 0,  # argparse checks shared by the command lines (stdlib only)
     # 1: kernels and the backends that bind them
     "sparsekern.triton": 1,
     "sparsekern.backends": 1,

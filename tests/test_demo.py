@@ -380,17 +380,86 @@ def test_cli_arguments():
         _parse(["--model", "gpt2"])
 
 
-def test_cli_rejects_mismatched_targets(tmp_path):
+def _cli_error(argv, capsys) -> str:
+    """The demo CLI's error for ``argv``: exit status 2, argparse style, the demo's usage."""
     from sparsekern.__main__ import main
-    with pytest.raises(SystemExit, match="--target-speedup: give one value, or one per batch"):
-        main(["demo", "--model", "mlp", "--quick", "--out", str(tmp_path),
-              "--target-speedup", "2", "3", "4"])
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: sparsekern demo") and "Traceback" not in err, err
+    return err.strip().splitlines()[-1]
 
 
-def test_cli_rejects_zero_threads(tmp_path):
-    from sparsekern.__main__ import main
-    with pytest.raises(SystemExit, match="--threads must be >= 1, got 0"):
-        main(["demo", "--model", "mlp", "--threads", "0", "--out", str(tmp_path)])
+def test_cli_rejects_mismatched_targets(tmp_path, capsys):
+    assert _cli_error(["demo", "--model", "mlp", "--quick", "--out", str(tmp_path),
+                       "--target-speedup", "2", "3", "4"], capsys) == (
+        "sparsekern demo: error: argument --target-speedup: expected one value, or one per "
+        "batch size (2 for --batches 1 64); got 2 3 4")
+    assert "(3 for --batches 1 2 4); got 2 3" in _cli_error(
+        ["demo", "--batches", "1", "2", "4", "--require-speedup", "2", "3"], capsys)
+
+
+def test_cli_rejects_zero_threads(tmp_path, capsys):
+    assert _cli_error(["demo", "--model", "mlp", "--threads", "0", "--out", str(tmp_path)],
+                      capsys).endswith("argument --threads: expected an integer >= 1, got 0")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batches", "0"], "argument --batches: expected an integer >= 1, got 0"),
+    (["--batches", "1", "-1"], "argument --batches: expected an integer >= 1, got -1"),
+    (["--batches", "x"], "argument --batches: expected an integer >= 1, got 'x'"),
+    (["--distill-steps", "-5"], "argument --distill-steps: expected an integer >= 0, got -5"),
+    (["--max-search-drop", "-1"], "argument --max-search-drop: expected a finite number >= 0, "
+                                  "got -1"),
+    (["--amc-episodes", "0"], "argument --amc-episodes: expected an integer >= 1, got 0"),
+    (["--max-iterations", "0"], "argument --max-iterations: expected an integer >= 1, got 0"),
+    (["--criterion", "foo"], "argument --criterion: invalid choice: 'foo' (choose from"),
+    (["--final-criterion", "bar"], "argument --final-criterion: invalid choice: 'bar' (choose "
+                                   "from"),
+    (["--model", "mlp", "--target-speedup", "-1"], "argument --target-speedup: expected a "
+                                                   "finite number > 0, got -1"),
+    (["--target-speedup", "0"], "argument --target-speedup: expected a finite number > 0, "
+                                "got 0"),
+    (["--require-speedup", "2", "0"], "argument --require-speedup: expected a finite number "
+                                      "> 0, got 0"),
+    (["--target-speedup", "inf"], "argument --target-speedup: expected a finite number > 0, "
+                                  "got 'inf'"),
+    (["--model", "mlp", "--hidden", "0"], "argument --hidden: expected an integer >= 1, got 0"),
+    (["--model", "mlp", "--epochs", "-1"], "argument --epochs: expected an integer >= 0, got -1"),
+    (["--max-ratio", "1.0"], "argument --max-ratio: expected a number in (0, 1), got 1.0"),
+])
+def test_cli_rejects_bad_values_before_any_work(argv, message, tmp_path, capsys, monkeypatch):
+    # each was a raw traceback, some after 20-40 s of loading and searching (or, for
+    # --final-criterion, a printed note and a run that ignored it; 0 speedups were "not given")
+    from sparsekern.demo import cli
+    monkeypatch.setattr(cli, "detect_load", lambda: pytest.fail("work started"))
+    err = _cli_error(["demo", "--out", str(tmp_path / "out"), *argv], capsys)
+    assert err.startswith("sparsekern demo: error: " + message), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_rejects_an_unusable_out_folder(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert _cli_error(["demo", "--model", "mlp", "--out", str(afile)], capsys).endswith(
+        f"argument --out: {str(afile)!r} exists and is not a folder; expected a folder "
+        f"(existing or new)")
+    assert _cli_error(["demo", "--out", str(afile / "sub")], capsys).endswith(
+        f"argument --out: cannot create the folder {str(afile / 'sub')!r}: {str(afile)!r} is "
+        f"not a folder; expected a folder (existing or new)")
+    if os.path.isdir("/proc"):  # writable to root by os.access, yet no folder can be made
+        assert "argument --out: cannot create the folder '/proc/skdemo' in '/proc': " in \
+            _cli_error(["demo", "--out", "/proc/skdemo"], capsys)
+    assert os.listdir(tmp_path) == ["afile"]
+
+
+def test_cli_unknown_option_shows_the_demo_usage(capsys):
+    # was the top-level "usage: sparsekern [-h] {demo,tour} ..."
+    assert _cli_error(["demo", "--bogus"], capsys) == \
+        "sparsekern demo: error: unrecognized arguments: --bogus"
+    assert _cli_error(["--model", "mlp", "--bogus", "1"], capsys) == \
+        "sparsekern demo: error: unrecognized arguments: --bogus 1"
 
 
 def test_cli_unknown_command_lists_the_valid_ones(capsys):

@@ -19,7 +19,7 @@ Your own model and data, in Python::
 (tensors, or Mappings such as a tokenizer's output, called as ``model(**item)``) are
 distilled from the dense model, whose outputs are then the quality reference.
 """
-from .cli import add_arguments, choose_threads, main
+from .cli import add_arguments, check_arguments, choose_threads, main
 from .config import (MAX_ACCURACY_DROP, MAX_PREDICTION_ERROR, REPORT_TIMER, REPORT_WINDOWS,
                      REQUIRED_SPEEDUP, SEARCH_SPEEDUP, SENSITIVITY_RATIOS, SLOWER_TOLERANCE,
                      DemoConfig)
@@ -29,6 +29,6 @@ from .tasks import ClassificationTask, DistillTask, Steps, task_for
 
 __all__ = ["run", "DemoConfig", "DemoResult", "measure_layers", "ClassificationTask",
            "DistillTask", "Steps", "task_for", "DigitsMLP", "digits_data",
-           "trained_digits_model", "add_arguments", "main", "choose_threads",
+           "trained_digits_model", "add_arguments", "check_arguments", "main", "choose_threads",
            "REQUIRED_SPEEDUP", "SEARCH_SPEEDUP", "MAX_ACCURACY_DROP", "MAX_PREDICTION_ERROR",
            "SLOWER_TOLERANCE", "REPORT_TIMER", "REPORT_WINDOWS", "SENSITIVITY_RATIOS"]

@@ -8,6 +8,7 @@ from typing import Optional, Tuple
 import torch
 
 from .. import prune
+from .._cli import int_at_least, non_negative_float, output_folder_problem, positive_float
 from ..auto.measure import Grid, MeasureSettings
 from ..timing import QUICK_TIMER, LoadReport, detect_load
 from .config import REPORT_TIMER, REPORT_WINDOWS, REQUIRED_SPEEDUP, SEARCH_SPEEDUP, DemoConfig
@@ -24,13 +25,13 @@ def add_arguments(p) -> None:
                    help="minilm: the pretrained all-MiniLM-L6-v2 sentence encoder (the main "
                         "job, default); mlp: an MLP trained on scikit-learn's digits")
     p.add_argument("--out", default="sparsekern-demo", help="output folder (default %(default)s)")
-    p.add_argument("--batches", type=int, nargs="+", default=None,
+    p.add_argument("--batches", type=int_at_least(1), nargs="+", default=None,
                    help="batch sizes to optimize and measure (sentences for minilm; default "
                         "1 32 for minilm, 1 64 for mlp)")
-    p.add_argument("--target-speedup", type=float, nargs="+", default=None,
+    p.add_argument("--target-speedup", type=positive_float, nargs="+", default=None,
                    help="the search's target, one per batch or one for all (default: 2 1.5 for "
                         "minilm, 3 2 for mlp)")
-    p.add_argument("--require-speedup", type=float, nargs="+", default=None,
+    p.add_argument("--require-speedup", type=positive_float, nargs="+", default=None,
                    help="speedups the checks require (default 2 1.5)")
     p.add_argument("--granularity", action="append", default=None,
                    help="granularity the search may use (repeatable: fine, 2:4, 16x16; "
@@ -38,11 +39,11 @@ def add_arguments(p) -> None:
     p.add_argument("--strategy", choices=("netadapt", "amc"), default=None,
                    help="the automatic pruning search (default: amc for minilm, one pruning "
                         "of every layer per episode; netadapt for mlp)")
-    p.add_argument("--amc-episodes", type=int, default=None,
+    p.add_argument("--amc-episodes", type=int_at_least(1), default=None,
                    help="episodes of the AMC search (default 40 for minilm, half of them warm-up; "
                         "60 for mlp)")
-    p.add_argument("--max-iterations", type=int, default=None, help="search iterations at most")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--max-iterations", type=int_at_least(1), default=None, help="search iterations at most")
+    p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="torch / kernel threads (default: chosen from the machine's load)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-cache", action="store_true",
@@ -55,16 +56,17 @@ def add_arguments(p) -> None:
     g.add_argument("--layers", choices=("ffn", "attention", "all"), default="all",
                    help="the layers the search may prune (default %(default)s; ffn: the 12 "
                         "FFN layers, 2/3 of the weights)")
-    g.add_argument("--criterion", default="wanda",
+    g.add_argument("--criterion", default="wanda", choices=tuple(prune.CRITERIA),
                    help="the search's pruning criterion (default %(default)s)")
     g.add_argument("--final-criterion", default="sparsegpt",
+                   choices=tuple(prune.CRITERIA) + ("none",),
                    help="prune again at the search's plan with this criterion, keep the "
                         "better (default %(default)s; 'none' to skip)")
-    g.add_argument("--distill-steps", type=int, default=64,
+    g.add_argument("--distill-steps", type=int_at_least(0), default=64,
                    help="distillation steps of the recovery (default %(default)s)")
     g.add_argument("--max-ratio", type=float, default=0.9,
                    help="the highest ratio the search may give a layer (default %(default)s)")
-    g.add_argument("--max-search-drop", type=float, default=None,
+    g.add_argument("--max-search-drop", type=non_negative_float, default=None,
                    help="the search's quality floor is the dense model's validation cosine "
                         "minus this, before recovery (default 0.03: the quality check's 0.97)")
     g.add_argument("--no-relax", action="store_true",
@@ -72,13 +74,13 @@ def add_arguments(p) -> None:
                         "model (default: search again for 80%% of the reachable gain; the "
                         "checks keep the required speedups either way)")
     m = p.add_argument_group("mlp")
-    m.add_argument("--hidden", type=int, default=2048, help="hidden width (default %(default)s)")
-    m.add_argument("--hidden-layers", type=int, default=2,
+    m.add_argument("--hidden", type=int_at_least(1), default=2048, help="hidden width (default %(default)s)")
+    m.add_argument("--hidden-layers", type=int_at_least(1), default=2,
                    help="hidden layers of the MLP (default %(default)s)")
-    m.add_argument("--epochs", type=int, default=8, help="dense training epochs (default %(default)s)")
-    m.add_argument("--short-steps", type=int, default=20,
+    m.add_argument("--epochs", type=int_at_least(0), default=8, help="dense training epochs (default %(default)s)")
+    m.add_argument("--short-steps", type=int_at_least(0), default=20,
                    help="fine-tune steps per search candidate (default %(default)s)")
-    m.add_argument("--final-epochs", type=int, default=3, help="final fine-tune epochs")
+    m.add_argument("--final-epochs", type=int_at_least(0), default=3, help="final fine-tune epochs")
 
 
 def choose_threads(requested: Optional[int], load: LoadReport) -> Tuple[int, str]:
@@ -100,19 +102,50 @@ def _threads(args) -> dict:
 
 
 def _one_or_per_batch(values, batches, flag):
+    """None (not given), one value for every batch, or a list of one per batch (the count
+    was checked by :func:`check_arguments`)."""
     if values is None or len(values) == 1:
         return values if values is None else values[0]
     if len(values) != len(batches):
-        raise SystemExit(f"{flag}: give one value, or one per batch size ({len(batches)} for "
-                         f"--batches {' '.join(map(str, batches))}); got {values}")
+        raise SystemExit(_count_error(values, batches, flag))
     return list(values)
 
 
+def _count_error(values, batches, flag) -> str:
+    return (f"argument {flag}: expected one value, or one per batch size ({len(batches)} for "
+            f"--batches {' '.join(map(str, batches))}); got {' '.join(f'{v:g}' for v in values)}")
+
+
+def default_batches(model: str) -> list:
+    """The batch sizes when --batches is not given."""
+    return [1, 64] if model == "mlp" else [1, 32]
+
+
+def check_arguments(parser, args) -> None:
+    """The checks argparse's types cannot make alone, right after parsing and before any
+    work: each failure is ``parser.error`` (usage, "error: argument --flag: ...", exit 2)."""
+    batches = args.batches or default_batches(args.model)
+    for flag, values in (("--target-speedup", args.target_speedup),
+                         ("--require-speedup", args.require_speedup)):
+        if values is not None and len(values) not in (1, len(batches)):
+            parser.error(_count_error(values, batches, flag))
+    if not 0 < args.max_ratio < 1:
+        parser.error(f"argument --max-ratio: expected a number in (0, 1), got {args.max_ratio}")
+    problem = output_folder_problem(args.out)
+    if problem:
+        parser.error(f"argument --out: {problem}")
+
+
+def _given_or(value, default):
+    return default if value is None else value
+
+
 def _common(args, batches, target, required) -> dict:
-    out = dict(target_speedup=_one_or_per_batch(args.target_speedup, batches, "--target-speedup")
-               or target,
-               required_speedup=_one_or_per_batch(args.require_speedup, batches,
-                                                  "--require-speedup") or required,
+    out = dict(target_speedup=_given_or(
+                   _one_or_per_batch(args.target_speedup, batches, "--target-speedup"), target),
+               required_speedup=_given_or(
+                   _one_or_per_batch(args.require_speedup, batches, "--require-speedup"),
+                   required),
                out_dir=args.out, seed=args.seed, cache=False if args.no_cache else None)
     if args.strategy:
         out["strategy"] = args.strategy
@@ -134,7 +167,7 @@ def main_mlp(args, load: dict) -> int:
         args.hidden, args.epochs, args.short_steps = min(args.hidden, 64), 1, 2
         args.final_epochs = 1
         args.max_iterations = 3 if args.max_iterations is None else args.max_iterations
-    batches = args.batches or [1, 64]
+    batches = args.batches or default_batches("mlp")
     print(f"sparsekern demo: MLP 64 -> {args.hidden} x{args.hidden_layers} -> 10 on "
           f"scikit-learn digits, {torch.get_num_threads()} threads; output in {args.out}")
     print(load["note"])
@@ -165,9 +198,7 @@ def main_minilm(args, load: dict) -> int:
     """The main job: all-MiniLM-L6-v2 pruned to the target speedups at 1 and 32 sentences."""
     from ..models.minilm import load_minilm
     from .minilm_job import job_config, text_data
-    batches = args.batches or [1, 32]
-    if not 0 < args.max_ratio < 1:
-        raise SystemExit(f"--max-ratio must be in (0, 1), got {args.max_ratio}")
+    batches = args.batches or default_batches("minilm")
     t = time.perf_counter()
     model, tokenizer = load_minilm()
     counts = dict(n_calib=32, n_val=32, n_distill=64, n_eval=64) if args.quick else {}
@@ -181,11 +212,7 @@ def main_minilm(args, load: dict) -> int:
           f"{data.counts['val']} validation, {data.counts['distill']} distillation, "
           f"{data.counts['eval']} held-out evaluation sentences (median "
           f"{data.counts['median_tokens_eval']} tokens); model and text loaded in {t_load:.1f} s")
-    final = None if args.final_criterion == "none" else args.final_criterion
-    if final and final not in prune.CRITERIA:
-        print(f"note: criterion {final!r} is not available in this sparsekern "
-              f"(have {', '.join(prune.CRITERIA)}); keeping the search's masks")
-        final = None
+    final = None if args.final_criterion == "none" else args.final_criterion  # checked (choices)
     over = _common(args, batches, list(MINILM_TARGET), list(MINILM_REQUIRED))
     over.update(criterion=args.criterion, final_criterion=final, final_steps=args.distill_steps,
                 max_ratio=args.max_ratio, **({"relax_target": 0.0} if args.no_relax else {}),
@@ -212,7 +239,8 @@ def final_name(args) -> str:
 
 
 def main(args) -> int:
-    """Run the demo from parsed arguments (see :func:`add_arguments`)."""
+    """Run the demo from parsed arguments (see :func:`add_arguments`; the command line runs
+    :func:`check_arguments` first)."""
     torch.manual_seed(args.seed)
     load = _threads(args)
     if args.model == "mlp":
