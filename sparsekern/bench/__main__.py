@@ -36,6 +36,8 @@ import sys
 import time
 import warnings
 
+from .._cli import int_at_least, output_folder_problem, positive_float
+
 #: Fresh output folders go under this folder of the current directory.
 DEFAULT_OUT_ROOT = "sparsekern-bench"
 #: Environment variables that slow NumPy's OpenBLAS on this project's machines; the
@@ -48,7 +50,8 @@ UNSET_ENV_VAR = "SPARSEKERN_BENCH_UNSET_BLAS_ENV"
 SPIN_ENV = {"OPENBLAS_THREAD_TIMEOUT": "4"}
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's options (checked further by :func:`check_args`)."""
     p = argparse.ArgumentParser(prog="python -m sparsekern.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="representative subset (minutes)")
@@ -61,8 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=None,
                    help=f"output folder (default: a fresh ./{DEFAULT_OUT_ROOT}/NAME-<time>/)")
     p.add_argument("--name", default=None, help="file stem (default DEVICE[-GPU]-MODE)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads (default: what the load detection recommends; "
+    p.add_argument("--threads", type=int_at_least(1), default=None,
+                   help="CPU threads, >= 1 (default: what the load detection recommends; "
                         "--contention: every usable CPU)")
     p.add_argument("--contention", action="store_true",
                    help="quiet vs loaded (own busy processes pinned to --busy-cores): "
@@ -79,9 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--busy-unpinned", action="store_true",
                    help="--contention: leave the busy processes unpinned (one per --busy-cores "
                         "entry; the scheduler places them)")
-    p.add_argument("--phases", type=int, default=2,
+    p.add_argument("--phases", type=int_at_least(1), default=2,
                    help="--contention: quiet/loaded pairs per case (default 2)")
-    p.add_argument("--calls", type=int, default=20,
+    p.add_argument("--calls", type=int_at_least(3), default=20,
                    help="--contention: calls per candidate per phase (default 20)")
     p.add_argument("--backward", action="store_true",
                    help="also time a training step (forward, backward, SGD) of SparseLinear "
@@ -89,7 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--keep-blas-env", action="store_true",
                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (default: unset for "
                         "the run, see the module docstring)")
-    p.add_argument("--min-time", type=float, default=None,
+    p.add_argument("--min-time", type=positive_float, default=None,
                    help="seconds of timed calls per candidate (default 0.05 quick, 0.2 full)")
     p.add_argument("--no-models", action="store_true", help="skip the end-to-end models")
     p.add_argument("--models-only", action="store_true", help="only the end-to-end models")
@@ -98,7 +101,74 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--render", metavar="JSON", default=None,
                    help="print the README results section of a results file and exit")
     p.add_argument("--short", action="store_true", help="with --render: a short summary")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Parsed and checked (:func:`check_args`) options; a bad one exits with an argparse
+    error (usage, "error: argument --flag: ...", status 2) before any work."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    check_args(p, args)
+    return args
+
+
+#: Options --contention ignores (it times its own fixed cases, no models): an error with it.
+CONTENTION_IGNORES = (("--models-only", "models_only"), ("--no-models", "no_models"),
+                      ("--layout", "layout"), ("--dtype", "dtype"), ("--backward", "backward"),
+                      ("--min-time", "min_time"), ("--quick", "quick"))
+
+
+def check_args(p: argparse.ArgumentParser, args) -> None:
+    """Conflicting options, CPUs that do not exist, an --out that cannot be written: each a
+    ``p.error`` naming the flags, before any timing."""
+    if args.render:
+        return
+    if args.short:
+        p.error("argument --short: only with --render JSON (a short summary of a results "
+                "file); without --render the benchmark would run")
+    if args.models_only and args.no_models:
+        p.error("arguments --models-only and --no-models exclude each other")
+    if args.contention:
+        _check_contention(p, args)
+    elif args.busy_cores is not None or args.busy_unpinned:
+        p.error(f"argument {'--busy-cores' if args.busy_cores is not None else '--busy-unpinned'}:"
+                f" only with --contention")
+    if args.out is not None:
+        problem = output_folder_problem(args.out)
+        if problem:
+            p.error(f"argument --out: {problem}")
+
+
+def usable_cpu_ids() -> list:
+    """The CPUs this process may run on (os.sched_getaffinity, else 0 .. cpu_count - 1)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return list(range(os.cpu_count() or 1))
+
+
+def _check_contention(p: argparse.ArgumentParser, args) -> None:
+    ignored = [f for f, dest in CONTENTION_IGNORES if getattr(args, dest)]
+    if ignored:
+        p.error(f"argument --contention: runs its own fixed cases; {', '.join(ignored)} "
+                f"{'is' if len(ignored) == 1 else 'are'} not used with it")
+    if args.device != "cpu":
+        p.error(f"argument --contention: CPU only, got --device {args.device}")
+    if not 0 <= args.busy_nice <= 19:
+        p.error(f"argument --busy-nice: expected a niceness in 0 .. 19, got {args.busy_nice}")
+    if args.busy_cores is None:
+        return
+    try:
+        cores = [int(c) for c in args.busy_cores.split(",")]
+    except ValueError:
+        p.error(f"argument --busy-cores: expected comma-separated CPU numbers, got "
+                f"{args.busy_cores!r}")
+    usable = usable_cpu_ids()
+    bad = [c for c in cores if c not in usable]
+    if bad:
+        p.error(f"argument --busy-cores: CPU(s) {bad} not usable here; expected CPUs among "
+                f"{usable} (os.sched_getaffinity), got {args.busy_cores!r}")
 
 
 def _layouts(values):
@@ -125,6 +195,19 @@ def render(path: str, short: bool) -> int:
     doc = report.load(path)
     print(report.short_table(doc) if short else report.render_readme(doc), end="\n")
     return 0
+
+
+def render_checked(path: str, short: bool) -> int:
+    """:func:`render`, with a file that cannot be read or is not a results document an
+    argparse-style error naming --render and the file (exit 2)."""
+    try:
+        return render(path, short)
+    except OSError as e:
+        problem = f"cannot read {path!r}: {e.strerror or e}"
+    except ValueError as e:  # json.JSONDecodeError, or report.check_document's schema errors
+        problem = f"{path!r} is not a sparsekern.bench results file (JSON): {e}"
+    build_parser().error(f"argument --render: {problem}")
+    return 2
 
 
 def fresh_out_dir(name: str, root: str = DEFAULT_OUT_ROOT) -> str:
@@ -187,7 +270,7 @@ def choose_threads(requested, out=None):
     out = out or sys.stderr
     load = load_mod.detect_load()
     print(f"sparsekern.bench: {load.summary()}", file=out)
-    if requested:
+    if requested is not None:
         print(f"sparsekern.bench: {requested} threads (--threads)", file=out)
         return requested, load
     print(f"sparsekern.bench: {load.recommended_threads} threads (recommended by the load "
@@ -228,7 +311,7 @@ def contention_main(args, argv_used) -> int:
         return 2
     name = args.name or "cpu-contention"
     out = args.out or fresh_out_dir(name)
-    threads = args.threads or machine.usable_cpus()
+    threads = machine.usable_cpus() if args.threads is None else args.threads
     started = time.time()
     with machine.ThreadSetting(threads):
         doc = {"schema": "sparsekern-contention/1", "name": name,
@@ -296,7 +379,7 @@ def write_outputs(doc: dict, out: str, name: str, plots_wanted: bool = True) -> 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.render:
-        return render(args.render, args.short)
+        return render_checked(args.render, args.short)
     argv_used = sys.argv[1:] if argv is None else list(argv)
     if args.contention:
         return contention_main(args, argv_used)
