@@ -163,6 +163,15 @@ def flat2d(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], math.prod(t.shape[1:]))
 
 
+def empty_weight(module: nn.Module) -> Optional[str]:
+    """Why a layer with no weights (nn.Linear(in, 0)) has nothing to prune or pack: "its
+    weight has no elements (shape [0, 64])"; None when it has weights."""
+    w = getattr(module, "weight", None)
+    if isinstance(w, torch.Tensor) and w.numel() == 0:
+        return f"its weight has no elements (shape {list(w.shape)})"
+    return None
+
+
 def from_matrix(module: nn.Module, m: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`to_matrix`: an [out, K] tensor back in the weight's shape."""
     if kind(module) == "conv1d_hf":

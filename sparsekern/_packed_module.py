@@ -131,8 +131,7 @@ class PackedWeightModule(nn.Module):
                     # the same Parameter with the new pattern's data: an optimizer built
                     # before the load (the usual resume) still trains it; its gradient, of
                     # the old pattern, no longer applies
-                    with torch.no_grad():
-                        own.data = fresh
+                    own.data = fresh
                     own.grad = None
                 else:
                     setattr(self, name, fresh)

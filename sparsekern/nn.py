@@ -336,9 +336,8 @@ def _candidates(model: nn.Module, layers) -> Tuple[Dict[str, nn.Module], Dict[st
     aliases = _layers.module_aliases(model)
     for name, mod in named:
         why = _layers.skip_reason(mod)
-        w = getattr(mod, "weight", None)
-        if why is None and isinstance(w, torch.Tensor) and w.numel() == 0:
-            why = f"its weight has no elements (shape {list(w.shape)}): nothing to pack"
+        if why is None and _layers.empty_weight(mod):
+            why = f"{_layers.empty_weight(mod)}: nothing to pack"
         if why is None and id(mod) in aliases:
             why = (f"one module registered under several names "
                    f"({', '.join(map(repr, aliases[id(mod)]))}); sparsify does not pack a "
@@ -382,11 +381,7 @@ def _swap(model: nn.Module, targets: Dict[str, nn.Module], layout: str, blocksiz
         cls = SparseConv2d if _layers.kind(mod) == "conv2d" else SparseLinear
         blocked = layouts.get(chosen).blocked
         new = cls.from_dense(mod, layout=chosen, blocksize=blocksize if blocked else None)
-        if name == "":  # the model is itself a Linear / Conv2d
-            take_over_hooks(mod, new)
-            result = new
-        else:
-            _set_submodule(model, name, new)
+        result = replace_layer(model, name, new)
     if targets and all(c == "dense" for c, _ in report.values()):
         # an explicit layout that fits no layer is a mistake worth more than an INFO line
         first, (_, why) = next(iter(report.items()))
@@ -401,6 +396,17 @@ def _swap(model: nn.Module, targets: Dict[str, nn.Module], layout: str, blocksiz
         warnings.warn(msg, stacklevel=4)  # the caller of sparsify
     result.sparsekern_report = report
     return result
+
+
+def replace_layer(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    """Put the packed layer ``new`` where the layer ``name`` is (:func:`_set_submodule`) and
+    return the model; when ``name`` is "" (the model is itself the layer) ``new`` takes over
+    its hooks and is returned instead."""
+    if name == "":
+        take_over_hooks(model, new)
+        return new
+    _set_submodule(model, name, new)
+    return model
 
 
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -445,7 +451,7 @@ def take_over_hooks(old: nn.Module, new: nn.Module) -> None:
         if hasattr(old, attr) and hasattr(new, attr):
             setattr(new, attr, getattr(old, attr))
     pre = old._forward_pre_hooks
-    if any(_recomputes_weight(h) for h in pre.values()):
-        new._forward_pre_hooks = type(pre)((k, h) for k, h in pre.items()
-                                           if not _recomputes_weight(h))
+    kept = type(pre)((k, h) for k, h in pre.items() if not _recomputes_weight(h))
+    if len(kept) != len(pre):
+        new._forward_pre_hooks = kept
     new._is_full_backward_hook = old._is_full_backward_hook

@@ -8,6 +8,8 @@ indices stopped DistributedDataParallel (``sk.prepare_ddp``; the 2-rank run is i
 tests/prune/test_prune_distill.py).
 """
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -124,3 +126,28 @@ def test_prepare_ddp_without_a_process_group_names_the_int16_buffers():
     assert sk.prepare_ddp(sk.sparsify(_pruned(0.8), layout="sell")) == []
     with pytest.raises(TypeError, match="model must be an nn.Module, got Tensor"):
         sk.prepare_ddp(torch.zeros(3))
+
+
+@pytest.mark.parametrize("layout", ["csc", "sell", "bsr"])
+def test_no_cache_outlives_a_load_of_another_pattern(layout):
+    """The values Parameter keeps its identity across the load (above): whatever the kernels
+    cache per weight (a row-wise repack for N >= 2, the CSC copy for the backward) must
+    follow its new data, and a later in-place .data write too."""
+    torch.manual_seed(3)
+    want = _pruned(0.8, seed=1)
+    ckpt = sk.sparsify(copy.deepcopy(want), layout=layout, max_density=1.0).state_dict()
+    model = sk.sparsify(_pruned(0.5), layout=layout, max_density=1.0)
+    x = torch.randn(8, 64, requires_grad=True)
+    model(x).sum().backward()  # builds the caches on the old pattern
+    model(x[:1].detach())
+    model.load_state_dict(ckpt)
+    for inp in (x.detach(), x[:1].detach()):
+        torch.testing.assert_close(model(inp), want(inp), rtol=1e-5, atol=1e-5)
+    xa, xb = x.detach().clone().requires_grad_(), x.detach().clone().requires_grad_()
+    model(xa).sum().backward()
+    want(xb).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        model[0].values.data.mul_(2)
+        want[0].weight.mul_(2)
+    torch.testing.assert_close(model(x.detach()), want(x.detach()), rtol=1e-5, atol=1e-5)

@@ -26,8 +26,7 @@ from torch import nn
 
 from .. import _layers
 from ..conv import SparseConv2d
-from ..nn import SparseLinear, take_over_hooks
-from ..nn import _set_submodule as set_submodule
+from ..nn import SparseLinear, replace_layer
 from .formats import DENSE, FormatSpec, parse_format
 from .patterns import pattern_densities
 from .signature import LayerSig, candidate_layers
@@ -267,12 +266,7 @@ def sparsify_auto(model: nn.Module, table: Optional[LatencyTable] = None, exampl
         why = d.reason if d.blocksize is None else f"blocksize {d.blocksize}; {d.reason}"
         report[name] = (d.layout, why)
         log.info("sparsify auto: %s -> %s (%s)", name or type(mod).__name__, d.format, d.reason)
-        new = _sparse_layer(mod, d)
-        if name == "":
-            take_over_hooks(mod, new)
-            result = new
-        else:
-            set_submodule(model, name, new)  # with the layer's train flag and hooks
+        result = replace_layer(model, name, _sparse_layer(mod, d))  # train flag and hooks
     result.sparsekern_report = report
     result.sparsekern_decisions = decisions
     result.sparsekern_entries = entries_report(entries, decisions)

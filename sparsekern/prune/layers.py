@@ -77,10 +77,8 @@ def default_layers(model: nn.Module) -> Dict[str, nn.Module]:
 
 def _empty_weight(module: nn.Module) -> Optional[str]:
     """Why a layer with no weights (nn.Linear(in, 0)) has nothing to prune, else None."""
-    w = getattr(module, "weight", None)
-    if isinstance(w, torch.Tensor) and w.numel() == 0:
-        return f"its weight has no elements (shape {list(w.shape)}): nothing to prune"
-    return None
+    why = _layers.empty_weight(module)
+    return None if why is None else f"{why}: nothing to prune"
 
 
 def check_not_reparametrized(name: str, module: nn.Module) -> None:
