@@ -5,7 +5,9 @@ active; this module is the Python path's entry to the same kernels (used under
 ``use_backend("cpu")``, ``SPARSEKERN_BACKEND=cpu`` and output poisoning in tests).
 
 Served cases (``_C.kernel_exists`` is the one table): every layout (2:4, bsr, csc) with
-float32 B and float32, bfloat16 or float16 values (float32 output and accumulation); a
+float32 B and float32, bfloat16 or float16 values (float32 output and accumulation), and
+bfloat16/float16 B with values of the same dtype (a half-precision model: the kernels run on
+a float32 copy of B and the output is rounded once to B's dtype, csrc/ops.cpp); a
 registered layout with ``served_as`` (1:4) runs its lowered copy through that layout's
 kernel (sparsekern/formats/layouts.py: ``kernel_layout``, ``lower``).
 Kernels: AVX-512 where the CPU and OS have it, else AVX2+FMA, else portable C++
@@ -59,7 +61,7 @@ def spmm(values, indices, offsets, M, K, layout, B, bias, out):
 
 
 def spmm_transposed(values, indices, offsets, M, K, layout, G):
-    """A.T @ G for G [M, N] float32 (any strides): [K, N] float32."""
+    """A.T @ G for G [M, N] (any strides): [K, N] in G's dtype."""
     if _lowered_meets_non_finite(layout, G):
         return reference.spmm_transposed(values, indices, offsets, M, K, layout, G)
     layout, values, indices, offsets = layouts.lower(layout, values, indices, offsets, M, K)
