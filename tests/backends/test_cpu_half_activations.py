@@ -202,3 +202,12 @@ def test_half_sparse_linear_forward_and_backward(layout, dtype, tokens, no_refer
     on = A.to_dense() != 0
     assert_rounded_once(dW_packed[on], dW[on], mag[on], dtype)
     assert_rounded_once(layer.bias.grad, g64.sum(0), g64.abs().sum(0), dtype)
+
+
+@pytest.mark.parametrize("layout", ["2:4", "bsr", "csc", "1:4"])
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_auto_times_half_layers_on_the_kernels(layout, dtype):
+    """sparsify(layout="auto") times a layer only on a compiled kernel ("no-kernel" points are
+    never chosen): a half-precision model's layers were all left dense before."""
+    from sparsekern.timing.machine import serving_backend
+    assert serving_backend(layout, dtype, "cpu", 64, 64, 8) == "cpu"
