@@ -921,7 +921,9 @@ at::Tensor spmm_transposed_cpu(const at::Tensor& values, const at::Tensor& indic
   if (layout == Layout::kSemi24 && N >= kSemi24DenseMinN && M > 0 && K > 0 &&
       all_finite(G)) {
     const at::Tensor W = semi24_dense(values, indices, offsets, M, K, layout_sv);
-    return at::mm(G.t(), W).t();  // [K, N], row-major [N, K] underneath (x's layout)
+    // Row-major [K, N], as every path of the op returns (its fake kernel says so, and
+    // torch.compile checks the strides: mm(G.t(), W).t(), x's layout, failed there).
+    return at::mm(W.t(), G);
   }
   at::Tensor out = at::empty({K, N}, G.options());
   if (out.numel() == 0) return out;

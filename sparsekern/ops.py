@@ -228,7 +228,9 @@ def _spmm_transposed_impl(values, indices, offsets, M, K, layout, G):
     if K == 0 or G.shape[1] == 0:  # an empty output (as spmm, no backend runs)
         return G.new_empty((K, G.shape[1]))
     backend = _backward_backend(layout, values, G)
-    return backend.spmm_transposed(values, indices, offsets, M, K, layout, G)
+    out = backend.spmm_transposed(values, indices, offsets, M, K, layout, G)
+    # Row-major on every backend, as the fake kernel below: torch.compile checks the strides.
+    return out if out.is_contiguous() else out.contiguous()
 
 
 @torch.library.register_fake(f"{_NS}::spmm_transposed")

@@ -100,11 +100,12 @@ def test_no_graph_without_grad():
 
 
 @pytest.mark.parametrize("layout,block", LAYOUTS, ids=ids)
-def test_compile_fullgraph_forward_and_backward(layout, block):
+@pytest.mark.parametrize("N", [7, 32, 40])  # 2:4 from N=32: the dense-GEMM branch (ops.cpp)
+def test_compile_fullgraph_forward_and_backward(layout, block, N):
     torch._dynamo.reset()
     W, A = make(layout, block)
     v = A.values.clone().requires_grad_()
-    B = torch.randn(48, 7, requires_grad=True)
+    B = torch.randn(48, N, requires_grad=True)
 
     def f(v, B):
         return torch.ops.sparsekern.spmm(v, A.indices, A.offsets, 32, 48, layout, B).sum()
@@ -293,10 +294,15 @@ def test_backward_kernels_match_the_reference(layout, block, dtype, N, g_layout)
 
 
 @pytest.mark.parametrize("layout,block", LAYOUTS, ids=ids)
-def test_backward_kernels_opcheck(layout, block):
+@pytest.mark.parametrize("N", [5, 32, 40])  # 2:4 from N=32: the dense-GEMM branch (ops.cpp)
+@pytest.mark.parametrize("G_order", ["row-major", "column-major"])
+def test_backward_kernels_opcheck(layout, block, N, G_order):
+    # opcheck's fake-tensor test compares the strides too: the 2:4 branch returned a
+    # column-major [K, N] there and compiled training crashed.
     W, A = make(layout, block)
     args = (A.values, A.indices, A.offsets, 32, 48, layout)
-    G, B = torch.randn(32, 5, requires_grad=True), torch.randn(48, 5, requires_grad=True)
+    G = torch.randn(32, N) if G_order == "row-major" else torch.randn(N, 32).t()
+    G, B = G.requires_grad_(), torch.randn(48, N, requires_grad=True)
     torch.library.opcheck(torch.ops.sparsekern.spmm_transposed.default, (*args, G))
     torch.library.opcheck(torch.ops.sparsekern.spmm_sampled_dot.default, (*args, G, B))
 
@@ -573,3 +579,23 @@ def test_backward_offsets_that_overshoot_then_end_right_are_rejected(cpu_isa_env
     dense = (G,) if op == "_spmm_transposed_cpu" else (G, B)
     with pytest.raises(ValueError, match=r"offsets"):
         getattr(torch.ops.sparsekern, op)(A.values, A.indices, o, M, K, layout, *dense)
+
+
+@pytest.mark.parametrize("layout", ["2:4", "1:4"])
+@pytest.mark.parametrize("tokens", [31, 32, 64])
+def test_compiled_sparse_linear_trains_at_any_batch(layout, tokens):
+    """The trial's crash: torch.compile training of a 2:4 / 1:4 SparseLinear from 32 rows on
+    (x.T is column-major B, so the input gradient's layout matters)."""
+    torch._dynamo.reset()
+    torch.manual_seed(tokens)
+    lin = torch.nn.Linear(16, 8)
+    with torch.no_grad():  # at most 1 nonzero per group of 4 fits both layouts
+        lin.weight.mul_(torch.arange(16) % 4 == 0)
+    layer = sk.SparseLinear.from_dense(lin, layout=layout)
+    x = torch.randn(tokens, 16, requires_grad=True)
+    layer(x).square().sum().backward()
+    want_x, want_v = x.grad.clone(), layer.values.grad.clone()
+    x.grad = layer.values.grad = None
+    torch.compile(layer, fullgraph=True)(x).square().sum().backward()
+    torch.testing.assert_close(x.grad, want_x, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.values.grad, want_v, rtol=1e-5, atol=1e-4)
