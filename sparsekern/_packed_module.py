@@ -55,6 +55,22 @@ def outside_inference_mode(fn):
     return wrapper
 
 
+
+def check_bias(bias, M: int, values: torch.Tensor) -> None:
+    """A packed layer's bias: a floating tensor [M] on the weight's device (the error names
+    ``bias``, what it got and what was expected)."""
+    if not isinstance(bias, torch.Tensor):
+        raise TypeError(f"bias must be a torch.Tensor of shape [{M}] or None, got "
+                        f"{type(bias).__name__}")
+    if not bias.is_floating_point():
+        raise TypeError(f"bias has dtype {bias.dtype}; expected a floating dtype "
+                        f"(float32, float16, bfloat16, float64)")
+    if bias.device != values.device:
+        raise ValueError(f"bias is on {bias.device} but the weight is on {values.device}; "
+                         f"expected one device")
+    if bias.shape != (M,):
+        raise ValueError(f"bias has shape {list(bias.shape)}; expected [{M}]")
+
 class PackedWeightModule(nn.Module):
     """Loads a state_dict whose pattern (so tensor shapes) may differ from this instance's.
 
@@ -70,6 +86,23 @@ class PackedWeightModule(nn.Module):
 
     def check_extra_state(self, state) -> Tuple[int, int]:
         raise NotImplementedError
+
+    def fixed_geometry(self, state) -> Dict[str, object]:
+        """What a load must not change (a checked extra state -> comparable fields): the
+        layer's shape, a conv's geometry."""
+        raise NotImplementedError
+
+    def _check_same_geometry(self, extra, prefix: str) -> None:
+        """load_state_dict changes a layer's pattern and layout, never its shape or geometry
+        (as nn.Linear / nn.Conv2d raise on another shape and keep their stride): a state of
+        another layer raises ValueError naming each field, before anything changes."""
+        own = self.fixed_geometry(decode_extra_state(self.get_extra_state()))
+        new = self.fixed_geometry(extra)
+        diff = [f"{k}={new[k]!r} (this layer: {own[k]!r})" for k in own if own[k] != new[k]]
+        if diff:
+            raise ValueError(f"state {prefix + _EXTRA_STATE_KEY_SUFFIX!r} is of another layer: "
+                             f"{', '.join(diff)}; load_state_dict changes a packed layer's "
+                             f"sparsity and layout, not its shape or geometry")
 
     def trainable_like(self, layer: nn.Module) -> "PackedWeightModule":
         """Give ``values`` and ``bias`` the requires_grad of ``layer``'s weight and bias (the
@@ -92,6 +125,7 @@ class PackedWeightModule(nn.Module):
         else:
             extra = decode_extra_state(extra)
             shape = self.check_extra_state(extra)
+            self._check_same_geometry(extra, prefix)
             layout = extra["layout"]
         tensors = {}
         for name in _FMT_TENSORS:

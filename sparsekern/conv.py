@@ -7,15 +7,16 @@ order unfold uses, so ``conv.weight.reshape(out, -1)`` is the matrix to pack.
 """
 from __future__ import annotations
 
+import numbers
 import operator
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import _layers
-from ._packed_module import (PackedWeightModule, decode_extra_state, encode_extra_state,
+from ._packed_module import (PackedWeightModule, check_bias, decode_extra_state, encode_extra_state,
                              outside_inference_mode)
 from .formats import SparseFormat, from_parts, to_sparse
 from .functional import check_input, weight_only_bias
@@ -94,6 +95,11 @@ class SparseConv2d(PackedWeightModule):
             raise TypeError(f"weight must be a packed sparse matrix (sparsekern.to_sparse), got "
                             f"{type(weight).__name__}")
         check_geometry(kernel_size, stride, padding, dilation, padding_mode)
+        if isinstance(in_channels, bool) or not isinstance(in_channels, numbers.Integral):
+            raise TypeError(f"in_channels must be a positive int, got "
+                            f"{type(in_channels).__name__} {in_channels!r}")
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
         self.in_channels = int(in_channels)
         self.kernel_size = _pair(kernel_size, "kernel_size", 1)
         self.stride = _pair(stride, "stride", 1)
@@ -112,8 +118,7 @@ class SparseConv2d(PackedWeightModule):
         self.register_buffer("indices", weight.indices)
         self.register_buffer("offsets", weight.offsets)
         if bias is not None:
-            if bias.shape != (M,):
-                raise ValueError(f"bias has shape {list(bias.shape)}; expected [{M}]")
+            check_bias(bias, M, weight.values)
             self.bias = nn.Parameter(bias.detach().clone())
         else:
             self.register_parameter("bias", None)
@@ -237,6 +242,17 @@ class SparseConv2d(PackedWeightModule):
         out = _pair((state["out_channels"],) * 2, "out_channels", 1)[0]
         cin = _pair((state["in_channels"],) * 2, "in_channels", 1)[0]
         return out, cin * kh * kw
+
+    def fixed_geometry(self, state) -> Dict[str, object]:
+        self.check_extra_state(state)
+        p = state["padding"]
+        return {"out_channels": int(state["out_channels"]),
+                "in_channels": int(state["in_channels"]),
+                "kernel_size": _pair(state["kernel_size"], "kernel_size", 1),
+                "stride": _pair(state["stride"], "stride", 1),
+                "dilation": _pair(state["dilation"], "dilation", 1),
+                "padding": p if isinstance(p, str) else _pair(p, "padding"),
+                "padding_mode": state["padding_mode"]}
 
     def set_extra_state(self, state):
         state = decode_extra_state(state)

@@ -43,8 +43,9 @@ def check_input(x: torch.Tensor, values: torch.Tensor, name: str = "x") -> None:
     if x.dtype.is_complex or not x.dtype.is_floating_point:
         raise TypeError(f"{name} has dtype {x.dtype}; expected a floating dtype (float32, "
                         f"float16, bfloat16, float64)")
-    if x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type):
-        return
+    if (x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type)
+            and torch.float64 not in (x.dtype, values.dtype)):
+        return  # the op's autocast kernel casts both (it never casts float64: named below)
     raise TypeError(f"{name} has dtype {x.dtype} but the layer's weight has dtype "
                     f"{values.dtype}; expected the same dtype (convert the input or the model "
                     f"with .to(dtype); float32 {name} may meet float16/bfloat16 weights)")
@@ -99,9 +100,9 @@ def linear(x: torch.Tensor, A: SparseFormat, bias: Optional[torch.Tensor] = None
     check_input(x, A.values)
     bias = weight_only_bias(bias, x.dtype, A.values.dtype)
     op = spmm_op if dense_path_needed(x, A.values, bias) else _SPMM
-    if x.dim() == 2:  # the common case: Y [M, N] column-major, so Y.t() is contiguous
+    if x.dim() == 2 and not torch.jit.is_tracing():  # Y [M, N] column-major: Y.t() contiguous
         return op(A.values, A.indices, A.offsets, M, K, A.layout, x.t(), bias).t()
-    lead = x.shape[:-1]
-    X = x.reshape(math.prod(lead), K)
-    Y = op(A.values, A.indices, A.offsets, M, K, A.layout, X.t(), bias)  # [M, N]
-    return Y.t().reshape(*lead, M)
+    # Any rank; also what torch.jit.trace records (reshape(-1, K), not a traced constant, so a
+    # trace taken at one rank runs at another, as nn.Linear's does).
+    Y = op(A.values, A.indices, A.offsets, M, K, A.layout, x.reshape(-1, K).t(), bias)
+    return Y.t().reshape(x.shape[:-1] + (M,))

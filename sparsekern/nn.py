@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import warnings
 from typing import Dict, Iterable, List, Optional, Tuple
 
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from . import _layers, functional
-from ._packed_module import (PackedWeightModule, decode_extra_state, encode_extra_state,
+from ._packed_module import (PackedWeightModule, check_bias, decode_extra_state, encode_extra_state,
                              outside_inference_mode)
 from .conv import SparseConv2d
 from .formats import SparseFormat, from_parts, layouts, to_sparse
@@ -70,18 +71,7 @@ class SparseLinear(PackedWeightModule):
         self.register_buffer("indices", weight.indices)
         self.register_buffer("offsets", weight.offsets)
         if bias is not None:
-            if not isinstance(bias, torch.Tensor):
-                raise TypeError(f"bias must be a torch.Tensor of shape [{self.out_features}] or "
-                                f"None, got {type(bias).__name__}")
-            if not bias.is_floating_point():
-                raise TypeError(f"bias has dtype {bias.dtype}; expected a floating dtype "
-                                f"(float32, float16, bfloat16, float64)")
-            if bias.device != weight.values.device:
-                raise ValueError(f"bias is on {bias.device} but the weight is on "
-                                 f"{weight.values.device}; expected one device")
-            if bias.shape != (self.out_features,):
-                raise ValueError(f"bias has shape {list(bias.shape)}; expected "
-                                 f"[{self.out_features}]")
+            check_bias(bias, self.out_features, weight.values)
             self.bias = nn.Parameter(bias.detach().clone())
         else:
             self.register_parameter("bias", None)
@@ -118,13 +108,13 @@ class SparseLinear(PackedWeightModule):
             # forward-mode AD or a functorch transform (the dense path: ops.dense_path_needed)
             return functional.linear(x, self.weight, self.bias)
         # The op directly (no format object per call): x rows are B's columns, as in linear.
-        if x.dim() == 2:  # the common case: no reshapes (y is [M, N] column-major)
+        if x.dim() == 2 and not torch.jit.is_tracing():  # no reshapes (y [M, N] column-major)
             return _SPMM(params["values"], buffers["indices"], buffers["offsets"],
                          self.out_features, K, self.layout, x.t(), params["bias"]).t()
-        lead = x.shape[:-1]
+        # Any rank; a jit trace records reshape(-1, K), so it runs at another rank too.
         y = _SPMM(params["values"], buffers["indices"], buffers["offsets"], self.out_features,
-                  K, self.layout, x.reshape(math.prod(lead), K).t(), params["bias"])
-        return y.t().reshape(*lead, self.out_features)
+                  K, self.layout, x.reshape(-1, K).t(), params["bias"])
+        return y.t().reshape(x.shape[:-1] + (self.out_features,))
 
     def to_dense(self) -> nn.Linear:
         """An equivalent dense nn.Linear."""
@@ -153,6 +143,10 @@ class SparseLinear(PackedWeightModule):
             raise ValueError(f"extra state must be {{'layout': str, 'shape': [out, in]}}, got "
                              f"{state!r}")
         return int(shape[0]), int(shape[1])
+
+    def fixed_geometry(self, state) -> Dict[str, object]:
+        out, inp = self.check_extra_state(state)
+        return {"out_features": out, "in_features": inp}
 
     def set_extra_state(self, state):
         state = decode_extra_state(state)
@@ -217,8 +211,13 @@ def check_sparsify_args(layout: str, blocksize=None, max_density: Optional[float
                         f"{type(layout).__name__}")
     if layout != "auto" and layout not in layouts.names():
         raise ValueError(f"layout must be {layouts.choices(('auto',), ' or ')}; got {layout!r}")
-    if max_density is not None and not 0.0 <= max_density <= 1.0:
-        raise ValueError(f"max_density must be in [0, 1], got {max_density!r}")
+    if max_density is not None:
+        if isinstance(max_density, bool) or not isinstance(max_density, numbers.Real):
+            raise TypeError(f"max_density must be a number in [0, 1] (the largest stored "
+                            f"fraction to pack), got {type(max_density).__name__} "
+                            f"{max_density!r}")
+        if not 0.0 <= max_density <= 1.0:
+            raise ValueError(f"max_density must be in [0, 1], got {max_density!r}")
     if layout == "auto":
         if blocksize is not None or max_density is not None:
             raise ValueError(f"layout='auto' chooses the format (and block shape) from measured "

@@ -111,13 +111,34 @@ def test_state_dict_round_trip_weights_only(layout):
     torch.save(sparse.state_dict(), buf)
     buf.seek(0)
     state = torch.load(buf, weights_only=True)
-    # Another pattern, layout and geometry: everything comes from the state.
-    other = SparseConv2d.from_dense(_pruned_conv(6, 5, "csc", seed=1, kernel_size=3), "csc")
+    # Another pattern and layout come from the state; the geometry must be the layer's own.
+    other = SparseConv2d.from_dense(_pruned_conv(6, 5, "csc", seed=1, kernel_size=3, stride=2,
+                                                 padding=1, padding_mode="reflect"), "csc")
     other.load_state_dict(state)
     assert (other.layout, other.stride, other.padding, other.padding_mode) == \
         (layout, (2, 2), (1, 1), "reflect")
     x = torch.randn(2, 6, 8, 8)
     assert torch.equal(other(x), sparse(x))
+
+
+@pytest.mark.parametrize("change", [{"stride": 1}, {"padding": 0}, {"padding_mode": "zeros"},
+                                    {"dilation": 2}, {"kernel_size": 2}, {"out": 7}, {"cin": 4}])
+def test_load_state_dict_refuses_another_geometry(change):
+    """As nn.Conv2d (which keeps its geometry and refuses another shape): a state of a conv
+    with another geometry or shape raises, names the field, and changes nothing."""
+    geo = dict(kernel_size=3, stride=2, padding=1, padding_mode="reflect", dilation=1)
+    src = SparseConv2d.from_dense(_pruned_conv(6, 5, "csc", **geo), "csc")
+    out, cin = change.pop("out", 5), change.pop("cin", 6)
+    dst = SparseConv2d.from_dense(_pruned_conv(cin, out, "csc", seed=1, **{**geo, **change}),
+                                  "csc")
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    field = next(iter(change), "out_channels" if out != 5 else "in_channels")
+    with pytest.raises(ValueError, match=rf"is of another layer: .*{field}=.*load_state_dict "
+                                         rf"changes a packed layer's sparsity and layout, not "
+                                         rf"its shape or geometry"):
+        dst.load_state_dict(src.state_dict())
+    after = dst.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_to_dense_and_repr():

@@ -484,3 +484,75 @@ def test_sparse_linear_names_x_for_a_sparse_input():
     with pytest.raises(TypeError, match=r"^x must be a dense \(strided\) tensor, got layout "
                                          r"torch.sparse_coo"):
         layer(torch.randn(4, 8).to_sparse())
+
+
+# ----------------------------------------------------------------------------- trial 2026-12-05
+
+@pytest.mark.parametrize("bad", ["0.3", [0.3], torch.tensor([0.3, 0.4]), True])
+def test_sparsify_max_density_of_another_type_is_named(bad):
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4))
+    with pytest.raises(TypeError, match=r"max_density must be a number in \[0, 1\].*got "):
+        sk.sparsify(model, layout="csc", max_density=bad)
+
+
+@pytest.mark.parametrize("in_channels,exc", [(4.5, TypeError), ("4", TypeError),
+                                             (True, TypeError), (0, ValueError),
+                                             (-2, ValueError)])
+def test_sparse_conv2d_in_channels_must_be_a_positive_int(in_channels, exc):
+    W = sk.to_sparse(torch.zeros(4, 16), layout="csc")
+    with pytest.raises(exc, match=r"in_channels must be a positive int, got "):
+        sk.SparseConv2d(W, in_channels, kernel_size=2)
+
+
+@pytest.mark.parametrize("bias,exc,msg", [
+    (torch.zeros(4, dtype=torch.long), TypeError, r"bias has dtype torch.int64; expected a float"),
+    ([0.0] * 4, TypeError, r"bias must be a torch.Tensor of shape \[4\] or None, got list"),
+    (torch.zeros(4, device="meta"), ValueError, r"bias is on meta but the weight is on cpu"),
+    (torch.zeros(5), ValueError, r"bias has shape \[5\]; expected \[4\]")])
+@pytest.mark.parametrize("cls", ["SparseLinear", "SparseConv2d"])
+def test_packed_layer_bias_errors_are_the_same(cls, bias, exc, msg):
+    W = sk.to_sparse(torch.zeros(4, 16), layout="csc")
+    with pytest.raises(exc, match=msg):
+        if cls == "SparseLinear":
+            sk.SparseLinear(W, bias=bias)
+        else:
+            sk.SparseConv2d(W, 4, kernel_size=2, bias=bias)
+
+
+def test_to_sparse_of_a_meta_tensor_names_W():
+    with pytest.raises(ValueError, match=r"W is on the meta device .*materialize it first"):
+        sk.to_sparse(torch.zeros(8, 8, device="meta"), layout="csc")
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_float64_input_under_autocast_is_named_x(kind):
+    """autocast never casts float64, so the op would have named its internal operand B."""
+    if kind == "linear":
+        layer = sk.SparseLinear.from_dense(torch.nn.Linear(8, 4), layout="csc")
+        x = torch.randn(3, 8, dtype=torch.float64)
+    else:
+        conv = torch.nn.Conv2d(4, 8, 3)
+        with torch.no_grad():
+            conv.weight.mul_(torch.rand_like(conv.weight) < 0.2)
+        layer = sk.SparseConv2d.from_dense(conv, layout="csc")
+        x = torch.randn(1, 4, 5, 5, dtype=torch.float64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.raises(TypeError, match=r"^x has dtype torch.float64 but the layer's weight "
+                                            r"has dtype torch.float32"):
+            layer(x)
+
+
+def test_jit_trace_runs_at_other_sizes_of_its_rank():
+    import warnings
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(16, 32)
+    with torch.no_grad():
+        lin.weight.mul_(torch.arange(16) % 2 == 0)
+    layer = sk.SparseLinear.from_dense(lin, layout="2:4")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t3 = torch.jit.trace(layer, torch.randn(2, 7, 16))
+        t2 = torch.jit.trace(layer, torch.randn(4, 16))
+    for traced, x in ((t3, torch.randn(3, 5, 16)), (t3, torch.randn(1, 1, 16)),
+                      (t2, torch.randn(9, 16)), (t2, torch.randn(1, 16))):
+        torch.testing.assert_close(traced(x), lin(x), rtol=1e-5, atol=1e-5)

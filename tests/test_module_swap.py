@@ -151,3 +151,18 @@ def test_no_cache_outlives_a_load_of_another_pattern(layout):
         model[0].values.data.mul_(2)
         want[0].weight.mul_(2)
     torch.testing.assert_close(model(x.detach()), want(x.detach()), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("other", [(8, 16), (4, 32), (8, 33)])
+def test_load_state_dict_refuses_another_shape(other):
+    """As nn.Linear ("size mismatch"): a state of a layer of another shape raises, names both
+    shapes, and changes nothing (it was adopted silently: in_features changed under the user)."""
+    torch.manual_seed(0)
+    src = sk.SparseLinear.from_dense(nn.Linear(other[1], other[0]), layout="csc")
+    dst = sk.SparseLinear.from_dense(nn.Linear(32, 8), layout="csc")
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(ValueError, match=r"is of another layer: .*features=\d+ \(this layer: "
+                                         r"\d+\).*not its shape or geometry"):
+        dst.load_state_dict(src.state_dict())
+    assert all(torch.equal(before[k], v) for k, v in dst.state_dict().items())
+    assert (dst.out_features, dst.in_features) == (8, 32)

@@ -31,6 +31,10 @@ def check_dense_weight(W: torch.Tensor, name: str = "W") -> None:
             f"{name} has dtype {W.dtype}; expected one of float32, float16, bfloat16, float64")
     if W.layout != torch.strided:
         raise TypeError(f"{name} must be a dense (strided) tensor, got layout {W.layout}")
+    if W.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device (a shape without values); packing needs "
+                         f"its zeros: materialize it first (module.to_empty(device=...) and "
+                         f"load its weights)")
 
 
 def check_shape(shape) -> Tuple[int, int]:
