@@ -13,7 +13,7 @@ import sparsekern as sk
 from sparsekern import _extension
 from sparsekern.backends import reference
 
-from .test_cpu_kernels import make_weight, pack
+from .test_cpu_kernels import make_weight, one_thread, pack  # noqa: F401 (autouse)
 
 pytestmark = pytest.mark.skipif(_extension._C is None, reason="sparsekern._C is not built")
 C = _extension._C
@@ -29,14 +29,6 @@ CASES = [("2:4", None), ("bsr", (32, 32)), ("bsr", (3, 5)), ("csc", None), ("1:4
 def case_id(case):
     layout, block = case
     return layout if block is None else f"bsr{block[0]}x{block[1]}"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 @pytest.fixture
