@@ -90,6 +90,9 @@ def save_sparse(model: nn.Module, path: PathLike) -> None:
     if "" in entries:
         raise ValueError("save_sparse needs a model that contains the sparse layers, not a bare "
                          "sparse layer (save its state_dict instead)")
+    if os.path.isdir(os.fspath(path)) or os.fspath(path).endswith(os.sep):
+        raise IsADirectoryError(f"save_sparse: path {os.fspath(path)!r} is a folder; expected a "
+                                f"file path ending in .safetensors or .pt")
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))
     if not os.path.isdir(folder):  # else safetensors names its temporary file, not path
         raise FileNotFoundError(f"save_sparse: path {os.fspath(path)!r} is in the folder "

@@ -556,3 +556,82 @@ def test_jit_trace_runs_at_other_sizes_of_its_rank():
     for traced, x in ((t3, torch.randn(3, 5, 16)), (t3, torch.randn(1, 1, 16)),
                       (t2, torch.randn(9, 16)), (t2, torch.randn(1, 16))):
         torch.testing.assert_close(traced(x), lin(x), rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- trial 2 (2026-12-05)
+
+@pytest.mark.parametrize("fn", ["fine_tune", "train"])
+def test_training_on_an_empty_or_exhausted_loader_raises(fn):
+    """A mean loss of nothing was reported as 0.0, which reads as a perfect fit."""
+    from sparsekern import prune
+    from sparsekern.prune import trainer
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    run = (lambda loader, epochs: prune.fine_tune(model, loader, epochs=epochs,
+                                                  progress=False)) if fn == "fine_tune" else \
+        (lambda loader, epochs: trainer.train(model, loader, epochs=epochs, progress=False))
+    with pytest.raises(ValueError, match=r"loader is empty: give at least one"):
+        run([], 1)
+    gen = ((torch.randn(2, 4), torch.tensor([0, 1])) for _ in range(1))
+    with pytest.raises(ValueError, match=r"loader ran out after epoch 1: a one-shot iterator"):
+        run(gen, 3)
+    assert len(run([(torch.randn(2, 4), torch.tensor([0, 2]))], 2)) == 2
+
+
+def test_save_sparse_to_a_folder_names_path(tmp_path):
+    model = sk.sparsify(torch.nn.Sequential(torch.nn.Linear(8, 4)), layout="csc",
+                        max_density=1.0)
+    for p in (tmp_path, str(tmp_path / "m.safetensors") + "/"):
+        with pytest.raises(IsADirectoryError, match=r"save_sparse: path .* is a folder; "
+                                                    r"expected a file path"):
+            sk.save_sparse(model, p)
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("{not json", r"not JSON"),
+    ("{}", r"expected a dict with 'shapes' \(a list\) and 'layers' \(a dict\), got \[\]"),
+    ('{"shapes": ["x"], "layers": {"0": {"x": {"foo": 1}}}}',
+     r"layers\['0'\]\['x'\] is not a latency entry"),
+    ('{"shapes": ["x"], "layers": {"0": []}}', r"layers\['0'\] must map shape labels")])
+def test_latency_table_load_of_another_file_names_it(tmp_path, text, msg):
+    from sparsekern.auto import LatencyTable
+    p = tmp_path / "t.json"
+    p.write_text(text)
+    with pytest.raises(ValueError, match=r"LatencyTable.load: .*t.json' is not a saved latency "
+                                         r"table.*" + msg):
+        LatencyTable.load(p)
+
+
+@pytest.mark.parametrize("returned", ["x", None, [0.5], torch.ones(2)])
+def test_eval_fn_returning_a_non_number_is_named(returned):
+    from sparsekern import prune
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4))
+    with pytest.raises(TypeError, match=r"eval_fn\(model\) must return a number .*got "):
+        prune.sensitivity_scan(model, lambda m: returned, ratios=[0.5])
+
+
+def test_eval_fn_may_return_a_tensor_or_numpy_scalar():
+    import numpy as np
+    from sparsekern.prune.metric import evaluate
+    m = torch.nn.Linear(2, 2)
+    assert evaluate(lambda _: torch.tensor(0.25), m) == 0.25
+    assert evaluate(lambda _: np.float32(0.5), m) == 0.5
+    assert evaluate(lambda _: 3, m) == 3.0
+    with pytest.raises(TypeError, match=r"got bool True"):
+        evaluate(lambda _: True, m)
+
+
+@pytest.mark.parametrize("bad", ["2", True, [2.0, "3"]])
+def test_netadapt_budget_of_another_type_is_named(bad):
+    from sparsekern.auto.netadapt import _per_shape
+    shapes = ["a", "b"] if isinstance(bad, list) else ["a"]
+    with pytest.raises(TypeError, match=r"target_speedup must be a positive number"):
+        _per_shape(bad, shapes, "target_speedup")
+
+
+def test_channel_prune_of_a_sparsified_model_names_the_packed_layers():
+    from sparsekern import prune
+    m = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    s = sk.sparsify(m, layout="csc", max_density=1.0)
+    with pytest.raises(ValueError, match=r"channel_prune needs the dense model .*2 SparseLinear "
+                                         r"layers are packed by sparsekern.sparsify"):
+        prune.channel_prune(s, 0.5, example_input=torch.randn(4, 32))

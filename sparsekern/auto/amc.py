@@ -64,6 +64,7 @@ import torch
 from torch import nn
 
 from ..prune.granularity import NM, parse
+from ..prune.metric import evaluate
 from ..prune.pruner import prune_model
 from .choose import DEFAULT_MARGIN, LayerDecision
 from .formats import DENSE
@@ -310,7 +311,7 @@ class _Agent:
 
     def run(self) -> AMCResult:
         self.before = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.metric_dense = metric_dense = float(self.eval_fn(self.model))
+        self.metric_dense = metric_dense = evaluate(self.eval_fn, self.model)
         for ep in range(self.cfg.episodes):
             entry = self.episode(ep)
             self.history.append(entry)
@@ -423,7 +424,7 @@ class _Agent:
         feasible = self.st.met(total)
         trial = copy.deepcopy(self.model)
         _prune(trial, ratios, self.g, self.cfg.criterion, self.cfg.calib)
-        metric = float(self.eval_fn(trial))
+        metric = evaluate(self.eval_fn, trial)
         reward = self.reward(metric, total)
         self.learn(reward, log_probs)
         eligible = self.floor is None or metric >= self.floor
@@ -511,9 +512,9 @@ class _Agent:
         """Prune the model to the chosen episode's ratios, fine-tune, and the result."""
         st, c = self.st, self.cfg
         masks = _prune(self.model, best["ratios"], self.g, c.criterion, c.calib)
-        metric_search = metric = float(self.eval_fn(self.model))
+        metric_search = metric = evaluate(self.eval_fn, self.model)
         if final_finetune(self.model, masks, c.final_finetune_fn, c.seed):
-            metric = float(self.eval_fn(self.model))
+            metric = evaluate(self.eval_fn, self.model)
         decisions = {n: st.actual(n, self.model.get_submodule(n)) for n in self.table.layers}
         total = st.total(decisions)
         plans = {n: LayerPlan(str(self.g) if best["ratios"][n] > 0 else None, best["ratios"][n])

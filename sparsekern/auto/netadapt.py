@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import numbers
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -34,6 +35,7 @@ from ..formats import layouts as layout_registry
 from ..prune.granularity import NM, Fine, parse
 from ..prune.layers import weight_matrix
 from ..prune.masks import MaskHolder
+from ..prune.metric import evaluate
 from ..prune.pruner import prune_model
 from .choose import DEFAULT_MARGIN, LayerDecision, decide, decide_weight
 from .formats import DENSE, parse_format
@@ -48,20 +50,28 @@ Targets = Union[float, Sequence[float], Mapping[str, float]]
 MIN_ASK = 1e-3
 
 
+def _number(v, what: str) -> float:
+    """float(v) for a real number (not a bool, not a str: float("2") read a string as 2)."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{what} must be a positive number (or one per shape), got "
+                        f"{type(v).__name__} {v!r}")
+    return float(v)
+
+
 def _per_shape(value: Targets, shapes: Sequence[str], what: str) -> Dict[str, float]:
     if isinstance(value, Mapping):
         missing = [s for s in shapes if s not in value]
         if missing:
             raise ValueError(f"{what} has no entry for shape(s) {missing}; the table's shapes are "
                              f"{list(shapes)}")
-        out = {s: float(value[s]) for s in shapes}
+        out = {s: _number(value[s], f"{what}[{s!r}]") for s in shapes}
     elif isinstance(value, (list, tuple)):
         if len(value) != len(shapes):
             raise ValueError(f"{what} has {len(value)} values for {len(shapes)} shapes "
                              f"{list(shapes)}; give one per shape (or one number)")
-        out = {s: float(v) for s, v in zip(shapes, value)}
+        out = {s: _number(v, what) for s, v in zip(shapes, value)}
     else:
-        out = {s: float(value) for s in shapes}
+        out = {s: _number(value, what) for s in shapes}
     for s, v in out.items():
         if not (v > 0 and math.isfinite(v)):
             raise ValueError(f"{what} at {s} must be a positive number, got {v!r}")
@@ -281,7 +291,7 @@ class _Search:
         self.masks: Dict[str, torch.Tensor] = {}
         self.total = self.st.total(self.decisions)
         self.J = self.st.objective(self.total)
-        self.metric = self.metric_dense = float(eval_fn(model))
+        self.metric = self.metric_dense = evaluate(eval_fn, model)
         self.ask = max((self.J - 1.0) / cfg.steps, 0.01)
         self.history: List[dict] = []
         self.reason = "the predicted latency meets the budget at every shape"
@@ -334,7 +344,7 @@ class _Search:
                 torch.manual_seed(self.cfg.seed)
                 with MaskHolder(trial, held):
                     self.cfg.finetune_fn(trial)
-            cand.metric = float(self.eval_fn(trial))
+            cand.metric = evaluate(self.eval_fn, trial)
             d = self.st.actual(cand.layer, trial.get_submodule(cand.layer))
             cand.format = d.format
             cand.predicted_s = self.st.total({**self.decisions, cand.layer: d})
@@ -380,7 +390,7 @@ class _Search:
         reached = self.st.met(self.total)
         metric_search = metric = self.metric
         if final_finetune(self.model, self.masks, self.cfg.final_finetune_fn, self.cfg.seed):
-            metric = float(self.eval_fn(self.model))
+            metric = evaluate(self.eval_fn, self.model)
             self.decisions = {n: self.st.actual(n, self.model.get_submodule(n))
                               for n in self.table.layers}
             self.total = self.st.total(self.decisions)

@@ -406,6 +406,9 @@ class LatencyTable:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LatencyTable":
+        """The table of ``to_dict``'s dict; ValueError naming the first thing that is not
+        (a file that is not a saved table loaded, then failed in predict with a KeyError)."""
+        _check_table_dict(d)
         return cls(list(d["shapes"]), _latencies(d["layers"]),
                    dict(d.get("other_s", {})), dict(d.get("model_s", {})), d.get("meta", {}),
                    _latencies(d.get("light") or {}))
@@ -417,7 +420,38 @@ class LatencyTable:
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "LatencyTable":
         with open(path) as f:
-            return cls.from_dict(json.load(f))
+            try:
+                d = json.load(f)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ValueError(f"LatencyTable.load: {os.fspath(path)!r} is not a saved latency "
+                                 f"table (not JSON: {e})") from None
+        try:
+            return cls.from_dict(d)
+        except ValueError as e:
+            raise ValueError(f"LatencyTable.load: {os.fspath(path)!r} is not a saved latency "
+                             f"table: {e}") from None
+
+
+def _check_table_dict(d) -> None:
+    """Raise ValueError unless ``d`` has to_dict's structure, down to what every entry needs
+    (a dense time, formats of points)."""
+    if not isinstance(d, dict) or not isinstance(d.get("shapes"), list) or \
+            not isinstance(d.get("layers"), dict):
+        got = sorted(d) if isinstance(d, dict) else type(d).__name__
+        raise ValueError(f"expected a dict with 'shapes' (a list) and 'layers' (a dict), got {got}")
+    for part in ("layers", "light"):
+        for name, per in (d.get(part) or {}).items():
+            if not isinstance(per, dict):
+                raise ValueError(f"{part}[{name!r}] must map shape labels to entries, got "
+                                 f"{type(per).__name__}")
+            for label, e in per.items():
+                dense = e.get("dense") if isinstance(e, dict) else None
+                ok = (isinstance(dense, dict) and isinstance(dense.get("median_s"), (int, float))
+                      and isinstance(e.get("formats"), dict)
+                      and all(isinstance(v, list) for v in e["formats"].values()))
+                if not ok:
+                    raise ValueError(f"{part}[{name!r}][{label!r}] is not a latency entry "
+                                     f"(a 'dense' time in seconds and 'formats' of points)")
 
 
 # ------------------------------------------------------------------------ building a table

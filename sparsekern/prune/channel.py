@@ -29,7 +29,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from .. import inputs
 from . import calibration, criteria
-from .layers import Ratio, check_ratio, select_layers
+from .layers import Ratio, _packed_hint, check_ratio, select_layers
 
 # -- operations that keep channels apart ----------------------------------------------------
 
@@ -496,6 +496,10 @@ def channel_prune(model: nn.Module, ratio: Ratio, example_input=None,
     else:
         r = check_ratio(ratio)
         ratios = None
+    hint = _packed_hint(model)
+    if hint:  # fx cannot trace them ("x must be a torch.Tensor ... got Proxy" named nothing)
+        raise ValueError(f"channel_prune needs the dense model (it traces it with torch.fx)"
+                         f"{hint}")
     gm, groups, skipped = plan(model, example_input, layers, traced_with)
     if criterion == "bn_scale":
         for name in [n for n, g in groups.items() if not g.followers]:

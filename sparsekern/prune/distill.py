@@ -36,6 +36,7 @@ from .._packed_module import prepare_ddp
 from .layers import default_layers
 from .mask_update import MaskUpdate, MovingMasks
 from .masks import MaskHolder, StoredZeroHolder, check_masks, masks_from_zeros
+from .metric import evaluate
 from ..inputs import output_tensor  # noqa: F401  (re-exported: its home was here)
 
 #: Default learning rate of :func:`distill` (AdamW): smaller than pre-training's.
@@ -123,7 +124,7 @@ class _Best:
         if self.eval_fn is None or not (step == 0 or last or step % self.every == 0):
             return False
         with inputs.eval_mode(self.model):
-            rating = float(self.eval_fn(self.model))
+            rating = evaluate(self.eval_fn, self.model)
         m = rating if self.dist is None else _mean_over_ranks(torch.tensor(rating), self.dist,
                                                               self.world)
         self.history.append((step, m))

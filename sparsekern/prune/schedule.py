@@ -10,6 +10,7 @@ from . import calibration
 from .granularity import Channel, parse
 from .layers import check_ratio
 from .masks import Masks, MaskHolder, sparsity
+from .metric import evaluate
 from .pruner import prune_model
 
 
@@ -64,11 +65,11 @@ def iterative_prune(model: nn.Module, schedule: Sequence[float] = (0.3, 0.5, 0.7
                             masks=masks)
         entry = {"ratio": ratio, "sparsity": sparsity(model, list(masks))["total"]}
         if eval_fn is not None:
-            entry["after_prune"] = float(eval_fn(model))
+            entry["after_prune"] = evaluate(eval_fn, model)
         if train_fn is not None:
             with MaskHolder(model, masks):
                 train_fn(model)
         if eval_fn is not None:
-            entry["after_finetune"] = float(eval_fn(model))
+            entry["after_finetune"] = evaluate(eval_fn, model)
         history.append(entry)
     return IterativeResult(masks, history)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from . import calibration
+from .metric import evaluate
 from .granularity import Channel, parse
 from .layers import check_ratio, select_layers
 from .pruner import prune_model
@@ -128,7 +129,7 @@ def sensitivity_scan(model: nn.Module, eval_fn: Callable[[nn.Module], float],
         raise ValueError(f"sensitivity_scan sweeps ratios; granularity '{g}' fixes its ratio")
     channel = isinstance(g, Channel)
     names = list(select_layers(model, layers, writes=True))
-    baseline = float(eval_fn(model))
+    baseline = evaluate(eval_fn, model)
     if math.isnan(baseline):
         raise ValueError("eval_fn returned NaN for the unpruned model: no drop can be measured "
                          "against it; check the metric")
@@ -145,11 +146,11 @@ def sensitivity_scan(model: nn.Module, eval_fn: Callable[[nn.Module], float],
                 trial = copy.deepcopy(model)
                 channel_prune(trial, {name: r}, example_input=example_input,
                               criterion=criterion, calib=calib, warn=False)
-                curve.append(float(eval_fn(trial)))
+                curve.append(evaluate(eval_fn, trial))
             else:
                 try:
                     prune_model(model, r, g, criterion, calib=calib, layers=[name])
-                    curve.append(float(eval_fn(model)))
+                    curve.append(evaluate(eval_fn, model))
                 finally:
                     with torch.no_grad():
                         module.weight.copy_(saved)

@@ -83,7 +83,7 @@ def train(model: nn.Module, loader, epochs: int = 1, lr: float = DEFAULT_TRAIN_L
     try:
         bar = tqdm(total=epochs * len(loader) if hasattr(loader, "__len__") else None,
                    desc="fine-tune" if holder else "train", disable=not progress, leave=False)
-        for _ in range(epochs):
+        for epoch in range(epochs):
             total, n = 0.0, 0
             for batch in loader:
                 x, y = _split(batch)
@@ -97,7 +97,12 @@ def train(model: nn.Module, loader, epochs: int = 1, lr: float = DEFAULT_TRAIN_L
                 n += _count(y)
                 bar.update(1)
                 bar.set_postfix(loss=f"{total / max(1, n):.4f}")
-            losses.append(total / max(1, n))
+            if n == 0:  # a mean of nothing would read as a perfect fit (loss 0.0)
+                raise ValueError(
+                    f"loader ran out after epoch {epoch}: a one-shot iterator (a generator) "
+                    f"cannot be read again; give epochs=1, or a list or DataLoader of batches"
+                    if epoch else "loader is empty: give at least one (inputs, targets) batch")
+            losses.append(total / n)
         bar.close()
     finally:
         if holder is not None:
