@@ -13,8 +13,7 @@ def evaluate(eval_fn: Callable[[nn.Module], float], model: nn.Module) -> float:
     (NaN included: the searches treat it as the worst metric). Anything else raises a
     TypeError naming eval_fn and what it returned (``float('x')`` named neither)."""
     value = eval_fn(model)
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and \
-            (value.is_floating_point() or not value.dtype.is_complex):
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype.is_complex:
         return float(value.detach())
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return float(value)

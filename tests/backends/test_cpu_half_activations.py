@@ -203,3 +203,41 @@ def test_auto_times_half_layers_on_the_kernels(layout, dtype):
     never chosen): a half-precision model's layers were all left dense before."""
     from sparsekern.timing.machine import serving_backend
     assert serving_backend(layout, dtype, "cpu", 64, 64, 8) == "cpu"
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_half_model_follows_every_write_to_the_weights(dtype):
+    """CSC at N > 1 runs on a repack cached per weight (csrc/ops.cpp): a bf16/f16 model's calls
+    must follow copy_, .data writes, a NumPy-style view write, inference-mode writes and
+    load_state_dict of another pattern, as float32 calls do."""
+    torch.manual_seed(0)
+    M, K, N = 48, 64, 9
+    A = make(("csc", None), M, K, dtype)
+    dense = torch.nn.Linear(K, M, bias=False).to(dtype)
+    with torch.no_grad():
+        dense.weight.copy_(A.to_dense())
+    layer = sk.SparseLinear.from_dense(dense, layout="csc")
+    x = torch.randn(N, K).to(dtype)
+
+    def check():
+        W64 = layer.weight.to_dense().double()
+        ref = x.double() @ W64.T
+        assert_rounded_once(layer(x).detach(), ref, x.double().abs() @ W64.abs().T, dtype)
+
+    check()
+    with torch.no_grad():
+        layer.values.copy_(torch.randn_like(layer.values))
+    check()
+    layer.values.data.mul_(-2)
+    check()
+    layer.values.detach()[3] = 7.0  # a view that shares the storage (no version bump seen)
+    check()
+    with torch.inference_mode():
+        layer.values.add_(1.0)
+    check()
+    other = make(("csc", None), M, K, dtype, seed=5)
+    d2 = torch.nn.Linear(K, M, bias=False).to(dtype)
+    with torch.no_grad():
+        d2.weight.copy_(other.to_dense())
+    layer.load_state_dict(sk.SparseLinear.from_dense(d2, layout="csc").state_dict())
+    check()
