@@ -24,6 +24,10 @@ GEMV 25x slower, NumPy's 1.3x, which inflated the best dense time up to 2x:
 bench/results/blas-interference-2026-12-03). What it removed and set, and the OpenBLAS
 kernel that ran (threadpoolctl), are recorded under "dense_env". --keep-blas-env keeps the
 environment as it is.
+
+Modes: --render, --contention, --models-only, or the benchmark run (--device cpu|cuda). An
+option that the chosen mode does not use is an error (exit 2) when it is on the command
+line, even at its default value (OPTION_MODES lists each option's modes).
 """
 from __future__ import annotations
 
@@ -63,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: float32 on cpu, float16 on cuda")
     p.add_argument("--out", default=None,
                    help=f"output folder (default: a fresh ./{DEFAULT_OUT_ROOT}/NAME-<time>/)")
-    p.add_argument("--name", default=None, help="file stem (default DEVICE[-GPU]-MODE)")
+    p.add_argument("--name", type=file_stem, default=None,
+                   help="file stem of the outputs: letters, digits and . _ + - (default "
+                        "DEVICE[-GPU]-MODE)")
     p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="CPU threads, >= 1 (default: what the load detection recommends; "
                         "--contention: every usable CPU)")
@@ -109,31 +115,133 @@ def parse_args(argv=None) -> argparse.Namespace:
     error (usage, "error: argument --flag: ...", status 2) before any work."""
     p = build_parser()
     args = p.parse_args(argv)
-    check_args(p, args)
+    check_args(p, args, given_options(argv))
     return args
 
 
-#: Options --contention ignores (it times its own fixed cases, no models): an error with it.
-CONTENTION_IGNORES = (("--models-only", "models_only"), ("--no-models", "no_models"),
-                      ("--layout", "layout"), ("--dtype", "dtype"), ("--backward", "backward"),
-                      ("--min-time", "min_time"), ("--quick", "quick"))
+#: Characters of a --name (a file stem inside --out): no path separator, nothing a shell or
+#: another file system would mangle, no leading dot (a hidden file).
+_STEM = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")
 
 
-def check_args(p: argparse.ArgumentParser, args) -> None:
-    """Conflicting options, CPUs that do not exist, an --out that cannot be written: each a
-    ``p.error`` naming the flags, before any timing."""
+def file_stem(text: str) -> str:
+    """An argparse type: a file name stem (--name), never a path."""
+    if not _STEM.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"expected a file name stem of letters, digits and . _ + - (not starting with "
+            f"'.', no path separator), got {text!r}")
+    return text
+
+
+#: The command line's modes, each with how an error names it. One is chosen per command
+#: line (:func:`mode_of`): --render, else --contention, else --models-only, else the
+#: benchmark run on --device cpu or cuda.
+MODES = {
+    "render": "--render (it prints a results file and exits)",
+    "contention": "--contention (it times its own fixed cases)",
+    "models": "--models-only (it times the end-to-end models only)",
+    "cpu": "the benchmark run on CPU",
+    "cuda": "the benchmark run on --device cuda",
+}
+_RUN = ("cpu", "cuda", "models")
+_WORK = _RUN + ("contention",)
+#: Every option of :func:`build_parser`: (the modes that use it, where it applies, in words).
+#: An option present on the command line in any other mode is an error (:func:`check_args`);
+#: an option missing here is a programming error (tests/bench/test_bench_cli.py).
+OPTION_MODES = {
+    "--quick": (_RUN, "the benchmark run"),
+    "--layout": (_RUN, "the benchmark run"),
+    "--device": (_WORK, "the benchmark run and --contention (CPU only)"),
+    "--dtype": (_RUN, "the benchmark run"),
+    "--out": (_WORK, "the benchmark run and --contention"),
+    "--name": (_WORK, "the benchmark run and --contention"),
+    "--threads": (_WORK, "the benchmark run and --contention"),
+    "--contention": (("contention",), "--contention"),
+    "--busy-cores": (("contention",), "--contention"),
+    "--busy-nice": (("contention",), "--contention"),
+    "--busy-kind": (("contention",), "--contention"),
+    "--busy-unpinned": (("contention",), "--contention"),
+    "--phases": (("contention",), "--contention"),
+    "--calls": (("contention",), "--contention"),
+    "--backward": (("cpu",), "the benchmark run on CPU without --models-only (the "
+                            "training step is timed on CPU only)"),
+    "--keep-blas-env": (_WORK, "the benchmark run and --contention"),
+    "--min-time": (_RUN, "the benchmark run"),
+    "--no-models": (("cpu", "cuda"), "the benchmark run"),
+    "--models-only": (("models",), "the benchmark run"),
+    # the run without --models-only writes the PNGs; accepted with --models-only too (no
+    # plot then either), as bench/gpu_check.sh passes it before any $BENCH_ARGS
+    "--no-plots": (_RUN, "the benchmark run"),
+    "--no-progress": (_WORK, "the benchmark run and --contention"),
+    "--render": (("render",), "--render"),
+    "--short": (("render",), "--render JSON (a short summary of a results file)"),
+}
+
+
+def mode_of(args) -> str:
+    """The key of :data:`MODES` that ``args`` selects."""
     if args.render:
-        return
-    if args.short:
-        p.error("argument --short: only with --render JSON (a short summary of a results "
-                "file); without --render the benchmark would run")
+        return "render"
+    if args.contention:
+        return "contention"
+    if args.models_only:
+        return "models"
+    return args.device
+
+
+def given_options(argv=None) -> list:
+    """The options present on the command line ``argv`` (default sys.argv[1:]), in the
+    parser's order, by their first flag ("--quick"), abbreviations resolved as argparse
+    resolves them. Call after a successful parse (a bad value would exit here too)."""
+    q = build_parser()
+    for a in q._actions:
+        a.default = argparse.SUPPRESS
+    present = vars(q.parse_args(argv))
+    return [a.option_strings[0] for a in q._actions if a.dest in present]
+
+
+def _dests(p: argparse.ArgumentParser) -> dict:
+    """{first flag: dest} of every option but --help."""
+    return {a.option_strings[0]: a.dest for a in p._actions
+            if a.option_strings and a.dest != "help"}
+
+
+def _shown(p: argparse.ArgumentParser, args, flag: str) -> str:
+    value = getattr(args, _dests(p)[flag])
+    if isinstance(value, bool):
+        return ""
+    if isinstance(value, list):
+        value = ",".join(value)
+    return f"got {value!r}, but "
+
+
+def check_args(p: argparse.ArgumentParser, args, given=None) -> None:
+    """Conflicting options, options the chosen mode does not use (:data:`OPTION_MODES`),
+    CPUs that do not exist, layouts without the cases asked for, an --out that cannot be
+    written: each a ``p.error`` naming the flag, before any timing. ``given``: the flags
+    present on the command line (:func:`given_options`); None: those that differ from
+    their defaults."""
+    dests = _dests(p)
+    missing = [f for f in dests if f not in OPTION_MODES]
+    if missing:
+        raise AssertionError(f"options without a row in OPTION_MODES: {missing}")
+    if given is None:
+        given = [f for f, d in dests.items() if getattr(args, d) != p.get_default(d)]
     if args.models_only and args.no_models:
         p.error("arguments --models-only and --no-models exclude each other")
-    if args.contention:
+    mode = mode_of(args)
+    ignored = [f for f in given if mode not in OPTION_MODES[f][0]]
+    if ignored:
+        f = ignored[0]
+        also = f"; also not used with it: {', '.join(ignored[1:])}" if ignored[1:] else ""
+        p.error(f"argument {f}: {_shown(p, args, f)}it is not used with {MODES[mode]}; {f} "
+                f"applies to {OPTION_MODES[f][1]}{also}")
+    if mode == "render":
+        return
+    if mode == "contention":
         _check_contention(p, args)
-    elif args.busy_cores is not None or args.busy_unpinned:
-        p.error(f"argument {'--busy-cores' if args.busy_cores is not None else '--busy-unpinned'}:"
-                f" only with --contention")
+    else:
+        _check_run(p, args, mode)
     if args.out is not None:
         problem = output_folder_problem(args.out)
         if problem:
@@ -149,10 +257,6 @@ def usable_cpu_ids() -> list:
 
 
 def _check_contention(p: argparse.ArgumentParser, args) -> None:
-    ignored = [f for f, dest in CONTENTION_IGNORES if getattr(args, dest)]
-    if ignored:
-        p.error(f"argument --contention: runs its own fixed cases; {', '.join(ignored)} "
-                f"{'is' if len(ignored) == 1 else 'are'} not used with it")
     if args.device != "cpu":
         p.error(f"argument --contention: CPU only, got --device {args.device}")
     if not 0 <= args.busy_nice <= 19:
@@ -169,6 +273,77 @@ def _check_contention(p: argparse.ArgumentParser, args) -> None:
     if bad:
         p.error(f"argument --busy-cores: CPU(s) {bad} not usable here; expected CPUs among "
                 f"{usable} (os.sched_getaffinity), got {args.busy_cores!r}")
+
+
+def _check_run(p: argparse.ArgumentParser, args, mode: str) -> None:
+    """--layout against what the run times: a known layout; with --models-only one that an
+    end-to-end model variant has; with --backward one that the training step has."""
+    layouts = _layouts(args.layout)
+    if not layouts:
+        return
+    try:
+        plan = run_plan(args.quick, layouts, args.device, models=not args.no_models,
+                        models_only=args.models_only, backward=args.backward)
+    except ValueError as e:
+        p.error(f"argument --layout: {e}")
+    from . import e2e, training
+    if mode == "models":
+        lost = [x for x in layouts if not _variants_of([x], plan["_all_cases"], e2e.VARIANTS,
+                                                        lambda v: v.layout)]
+        if lost:
+            have = sorted({v.layout for v in e2e.VARIANTS})
+            p.error(f"argument --layout: got {','.join(layouts)!r}, but no end-to-end model "
+                    f"variant has layout {', '.join(map(repr, lost))}; with --models-only "
+                    f"expected layouts among {', '.join(have)} (the model variants "
+                    f"{', '.join(v.name for v in e2e.VARIANTS)})")
+    if args.backward and not plan["training"]:
+        from ..formats import layouts as layout_registry
+        have = sorted({v[1] for v in training.VARIANTS})
+        lowered = [x for x in layout_registry.all_layouts()
+                   if x.served_as is not None and x.name not in have]
+        copies = (f"; {' and '.join(x.name for x in lowered)} run their backward on "
+                  f"{' and '.join(x.served_as.layout for x in lowered)} copies and are not "
+                  f"in the training-step table" if lowered else "")
+        p.error(f"argument --backward: the training step has no variant for --layout "
+                f"{','.join(layouts)!r}; expected a layout among {', '.join(have)} (the "
+                f"layouts with backward kernels of their own{copies})")
+
+
+def _variants_of(layouts, all_cases, variants, layout_of) -> list:
+    """The ``variants`` whose layout is one of ``layouts`` or the layout of a case that
+    ``layouts`` select ("bsr32x32" -> bsr, "csc-relu" -> csc); all of them for no layouts."""
+    from . import cases as cases_mod
+    if not layouts:
+        return list(variants)
+    wanted = set(layouts) | {c.layout for c in cases_mod.select_layouts(all_cases, layouts)}
+    return [v for v in variants if layout_of(v) in wanted]
+
+
+def run_plan(quick: bool, layouts, device: str, models: bool = True,
+             models_only: bool = False, backward: bool = False) -> dict:
+    """What a benchmark run times: {"cases": [Case], "models": [model name], "variants":
+    [e2e.ModelVariant], "training": [training variant]} (and "_all_cases", the mode's
+    matrix). Raises ValueError for an unknown layout."""
+    from . import cases as cases_mod
+    from . import e2e, training
+    all_cases = cases_mod.matrix("quick" if quick else "full")
+    todo = cases_mod.select_layouts(all_cases, layouts)
+    variants = _variants_of(layouts, all_cases, e2e.VARIANTS, lambda v: v.layout)
+    names = list(e2e.QUICK_MODELS if quick else e2e.FULL_MODELS) if models and variants else []
+    train = []
+    if device == "cpu" and not models_only and (backward or not quick):
+        train = _variants_of(layouts, all_cases, training.VARIANTS, lambda v: v[1])
+    return {"cases": [] if models_only else todo, "models": names,
+            "variants": variants if names else [], "training": train, "_all_cases": all_cases}
+
+
+def plan_summary(plan: dict) -> str:
+    """One line: what the run will time (printed before it starts)."""
+    models = (f"models {plan['models']} x variants {[v.name for v in plan['variants']]}"
+              if plan["models"] else "no models")
+    train = (f"training step {[v[0] for v in plan['training']]}" if plan["training"]
+             else "no training step")
+    return f"{len(plan['cases'])} cases, {models}, {train}"
 
 
 def _layouts(values):
@@ -386,7 +561,6 @@ def main(argv=None) -> int:
 
     import torch
 
-    from . import cases as cases_mod
     from . import e2e, health, machine, report, runner, selftime, training
     from .timing import FULL_TIMER, QUICK_TIMER, CudaTimerSettings, TimerSettings
 
@@ -395,23 +569,13 @@ def main(argv=None) -> int:
     layouts = _layouts(args.layout)
     dtype = getattr(torch, args.dtype or ("float16" if args.device == "cuda" else "float32"))
     mode = "quick" if args.quick else "full"
-    all_cases = cases_mod.matrix(mode)
-    try:
-        todo = cases_mod.select_layouts(all_cases, layouts)
-    except ValueError as e:
-        print(f"error: --layout: {e}", file=sys.stderr)
-        return 2
+    plan = run_plan(args.quick, layouts, args.device, models=not args.no_models,  # checked
+                    models_only=args.models_only, backward=args.backward)  # by parse_args
+    todo = plan["cases"]
     timer = TimerSettings(**(QUICK_TIMER if args.quick else FULL_TIMER).to_dict())
     cuda_timer = CudaTimerSettings(min_time=0.05 if args.quick else 0.1)
     if args.min_time is not None:
         timer.min_time = cuda_timer.min_time = args.min_time
-    model_names = e2e.QUICK_MODELS if args.quick else e2e.FULL_MODELS
-    variants = [v for v in e2e.VARIANTS if not layouts or v.layout in layouts
-                or any(c.layout == v.layout for c in todo)]
-    if args.no_models:
-        model_names = ()
-    if args.models_only:
-        todo = []
     name = args.name or default_name(args.device, args.quick, layouts)
     out = args.out or fresh_out_dir(name)
     started = time.time()
@@ -429,7 +593,7 @@ def main(argv=None) -> int:
                "elapsed_s": 0.0, "settings": dict(s.to_dict(), threads=threads.threads),
                "machine": machine.facts(args.device), "calibration": calibration,
                "load": load.to_dict(), "dense_env": dense_env(), "cases": [], "models": []}
-        print(f"sparsekern.bench: {len(todo)} cases, models {list(model_names)} on {args.device} "
+        print(f"sparsekern.bench: {plan_summary(plan)} on {args.device} "
               f"({threads.threads} threads, {runner.dtype_name(dtype)}) -> {out}/{name}.*",
               file=sys.stderr)
         interrupted = False
@@ -440,11 +604,12 @@ def main(argv=None) -> int:
                                  on_result=doc["cases"].append)
                 if args.device == "cuda":  # before the models: other teams wait for these
                     doc["selftime"] = selftime.collect("cuda")
-                if model_names and variants:
-                    doc["models"] = e2e.run_models(model_names, s, variants=variants,
+                if plan["models"]:
+                    doc["models"] = e2e.run_models(plan["models"], s, variants=plan["variants"],
                                                    progress=not args.no_progress)
-                if args.device == "cpu" and (args.backward or not args.quick):
-                    doc["training"] = training.run(timer, progress=None if args.no_progress
+                if plan["training"]:
+                    doc["training"] = training.run(timer, variants=plan["training"],
+                                                   progress=None if args.no_progress
                                                    else lambda m: print(m, file=sys.stderr))
         except KeyboardInterrupt:
             interrupted = True

@@ -230,10 +230,22 @@ def cases_table(cases: Sequence[dict]) -> str:
     return _table(header, rows, right)
 
 
+#: The column of ``amdahl_limit`` (1 / (1 - the dense model's hook-measured Linear share)).
+IDEAL_COLUMN = "ideal at hook-measured Linear share (est.)"
+#: Printed under every models table: what that column is, and why it is no bound.
+MODELS_NOTE = (f"{IDEAL_COLUMN} = 1 / (1 - Linear share (dense)): the whole-model speedup if "
+               "the Linear layers took no time and everything else took the time it takes in "
+               "the dense model, at the share that forward hooks measured in a separate pass. "
+               "An estimate, not a bound: a measured speedup can exceed it, since the other "
+               "ops often run faster in the sparse model (fewer weight bytes pass through the "
+               "caches), the hooks add time outside the layers (the share reads low), and the "
+               "share and the latencies come from different passes.")
+
+
 def models_table(recs: Sequence[dict]) -> str:
     header = ["model", "variant", "batch", "sparse layers", "dense ms", "sparse ms", "speedup",
               "Linear layers speedup", "Linear share (dense)", "outside sparse layers",
-              "Amdahl limit"]
+              IDEAL_COLUMN]
     rows = []
     for r in recs:
         layers = ", ".join(f"{n} {k}" for k, n in sorted(r.get("layers", {}).items()))
@@ -317,7 +329,7 @@ def full_report(doc: dict) -> str:
         out += ["## Layers: speedup vs best dense (geometric mean over shapes)", "",
                 summary_table(doc["cases"]), "", "## Every case", "", cases_table(doc["cases"]), ""]
     if doc["models"]:
-        out += ["## Models", "", models_table(doc["models"]), ""]
+        out += ["## Models", "", models_table(doc["models"]), "", MODELS_NOTE, ""]
     if doc.get("training"):
         from .training import markdown as training_table
         out += ["## Training step: forward + backward + SGD (SparseLinear vs nn.Linear, warm)",
@@ -340,7 +352,8 @@ def render_readme(doc: dict) -> str:
            + ("and NumPy BLAS" if doc["device"] == "cpu" else "via cuBLAS")
            + "), geometric mean over the model shapes:", "", summary_table(doc["cases"])]
     if doc["models"]:
-        out += ["", "Whole models (batch = tokens per forward):", "", models_table(doc["models"])]
+        out += ["", "Whole models (batch = tokens per forward):", "", models_table(doc["models"]),
+                "", MODELS_NOTE]
     return "\n".join(out) + "\n"
 
 

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from sparsekern.bench import __main__ as cli
+from sparsekern.bench import cases as cases_mod
 
 
 def _error(argv, capsys) -> str:
@@ -33,20 +34,26 @@ def no_work(monkeypatch):
     (["--threads", "0"], "argument --threads: expected an integer >= 1, got 0"),
     (["--min-time", "-1"], "argument --min-time: expected a finite number > 0, got -1"),
     (["--min-time", "nan"], "argument --min-time: expected a finite number > 0, got 'nan'"),
-    (["--short"], "argument --short: only with --render JSON"),
+    (["--short"], "argument --short: it is not used with the benchmark run on CPU; --short "
+                  "applies to --render JSON (a short summary of a results file)"),
     (["--models-only", "--no-models", "--quick"],
      "arguments --models-only and --no-models exclude each other"),
     (["--contention", "--models-only"],
-     "argument --contention: runs its own fixed cases; --models-only is not used with it"),
+     "argument --models-only: it is not used with --contention (it times its own fixed "
+     "cases); --models-only applies to the benchmark run"),
     (["--contention", "--layout", "csc", "--quick"],
-     "argument --contention: runs its own fixed cases; --layout, --quick are not used with it"),
+     "argument --quick: it is not used with --contention (it times its own fixed cases); "
+     "--quick applies to the benchmark run; also not used with it: --layout"),
     (["--contention", "--device", "cuda"], "argument --contention: CPU only, got --device cuda"),
     (["--contention", "--busy-cores", "0,x"],
      "argument --busy-cores: expected comma-separated CPU numbers, got '0,x'"),
     (["--contention", "--busy-nice", "20"],
      "argument --busy-nice: expected a niceness in 0 .. 19, got 20"),
     (["--contention", "--calls", "2"], "argument --calls: expected an integer >= 3, got 2"),
-    (["--busy-cores", "0"], "argument --busy-cores: only with --contention"),
+    (["--busy-cores", "0"], "argument --busy-cores: got '0', but it is not used with the "
+                            "benchmark run on CPU; --busy-cores applies to --contention"),
+    (["--layout", "nope"], "argument --layout: unknown layout 'nope'; expected one of 1:4, "
+                           "2:4, bsr, bsr16x16, bsr32x32, bsr4x4, csc, csc-relu, sell"),
 ])
 def test_bad_options_are_refused_before_any_work(argv, message, capsys, no_work):
     assert _error(argv, capsys).startswith(message)
@@ -97,3 +104,161 @@ def test_threads_given_are_used_as_given(monkeypatch, capsys):
     monkeypatch.setattr(load, "detect_load", lambda: judge(2, 0.1, 0.0, 0.0))
     assert cli.parse_args([]).threads is None
     assert cli.choose_threads(1)[0] == 1 and "1 threads (--threads)" in capsys.readouterr().err
+
+
+# --- every option has the modes it applies to; elsewhere it is refused (README: "Options
+# that contradict each other or that the chosen mode ignores ... are refused") ------------
+
+def test_every_option_has_a_row_in_the_mode_table():
+    # a new option without a row fails here (and check_args raises), so none slips through
+    p = cli.build_parser()
+    flags = {a.option_strings[0] for a in p._actions if a.option_strings and a.dest != "help"}
+    assert flags == set(cli.OPTION_MODES)
+    assert all(set(modes) <= set(cli.MODES) and modes for modes, _ in cli.OPTION_MODES.values())
+
+
+#: A value (or none, for a flag) for each option, to put it on a command line.
+VALUE = {"--layout": "csc", "--device": "cpu", "--dtype": "float32", "--out": None,
+         "--name": "x", "--threads": "1", "--busy-cores": "0", "--busy-nice": "0",
+         "--busy-kind": "spin", "--phases": "2", "--calls": "20", "--min-time": "0.01",
+         "--render": "r.json"}
+#: A command line that selects each mode.
+MODE_ARGV = {"render": ["--render", "r.json"], "contention": ["--contention"],
+             "models": ["--models-only"], "cpu": [], "cuda": ["--device", "cuda"]}
+
+
+def _option(flag, tmp_path):
+    if flag == "--out":
+        return [flag, str(tmp_path / "out")]
+    return [flag] if flag not in VALUE else [flag, VALUE[flag]]
+
+
+def _pairs(used: bool):
+    return [(mode, flag) for mode in cli.MODES for flag, (modes, _) in cli.OPTION_MODES.items()
+            if (mode in modes) == used and flag not in ("--render", "--contention",
+                                                         "--models-only")
+            and (mode, flag) != ("models", "--no-models")]  # a contradiction: its own message
+
+
+@pytest.mark.parametrize("mode, flag", _pairs(used=False))
+def test_an_option_the_mode_ignores_is_refused(mode, flag, capsys, no_work, tmp_path):
+    # was: --phases/--calls/--busy-nice/--busy-kind without --contention, --render with run
+    # options, --backward on cuda accepted and silently ignored (exit 0)
+    argv = MODE_ARGV[mode] + _option(flag, tmp_path)
+    if flag == "--device":  # the option that picks "cuda" is the mode itself there
+        argv = MODE_ARGV[mode] + ["--device", "cpu"]
+    got = cli.given_options(argv)
+    assert flag in got
+    modes, where = cli.OPTION_MODES[flag]
+    message = _error(argv, capsys)
+    assert message.startswith(f"argument {flag}: "), message
+    assert f"it is not used with {cli.MODES[mode]}; {flag} applies to {where}" in message
+
+
+@pytest.mark.parametrize("mode, flag", _pairs(used=True))
+def test_an_option_the_mode_uses_is_accepted(mode, flag, tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "usable_cpu_ids", lambda: [0, 1])
+    argv = MODE_ARGV[mode] + _option(flag, tmp_path)
+    if flag == "--device" and mode == "cuda":
+        argv = MODE_ARGV[mode]
+    if flag == "--device" and mode == "contention":
+        argv = ["--contention", "--device", "cpu"]
+    args = cli.parse_args(argv)
+    assert cli.mode_of(args) == mode
+
+
+@pytest.mark.parametrize("argv, message", [
+    # the trial's reproducers (/tmp/trial1/bench_ignored.sh)
+    (["--quick", "--layout", "sell", "--no-models", "--min-time", "0.01", "--phases", "5",
+      "--calls", "9", "--busy-nice", "5", "--busy-kind", "torch"],
+     "argument --busy-nice: got 5, but it is not used with the benchmark run on CPU; "
+     "--busy-nice applies to --contention; also not used with it: --busy-kind, --phases, "
+     "--calls"),
+    (["--render", "r.json", "--quick", "--layout", "csc", "--threads", "3"],
+     "argument --quick: it is not used with --render (it prints a results file and exits); "
+     "--quick applies to the benchmark run; also not used with it: --layout, --threads"),
+    (["--phases", "5"], "argument --phases: got 5, but it is not used with the benchmark run on "
+                        "CPU; --phases applies to --contention"),
+    (["--phase", "5"], "argument --phases: got 5"),  # an abbreviation is the same option
+    (["--calls", "20"], "argument --calls: got 20, but it is not used"),  # the default, given
+    (["--busy-kind", "torch", "--quick"], "argument --busy-kind: got 'torch', but it is not used"),
+    (["--busy-unpinned"], "argument --busy-unpinned: it is not used with the benchmark run on "
+                          "CPU; --busy-unpinned applies to --contention"),
+    (["--render", "r.json", "--short", "--out", "/tmp/x"],
+     "argument --out: got '/tmp/x', but it is not used with --render"),
+    (["--device", "cuda", "--backward", "--quick"],
+     "argument --backward: it is not used with the benchmark run on --device cuda; --backward "
+     "applies to the benchmark run on CPU without --models-only (the training step is timed on "
+     "CPU only)"),
+    (["--models-only", "--backward"], "argument --backward: it is not used with --models-only "
+                                      "(it times the end-to-end models only)"),
+    (["--contention", "--no-plots"], "argument --no-plots: it is not used with --contention"),
+    (["--contention", "--dtype", "float32"], "argument --dtype: got 'float32', but it is not "
+                                             "used with --contention"),
+    # --layout without a model variant (was: "0 cases, models ['minilm-l6']", models: [])
+    (["--quick", "--models-only", "--layout", "sell"],
+     "argument --layout: got 'sell', but no end-to-end model variant has layout 'sell'; with "
+     "--models-only expected layouts among 2:4, bsr, csc (the model variants 2:4, "
+     "bsr32x32-s90, csc-s90)"),
+    (["--quick", "--models-only", "--layout", "csc,1:4"],
+     "argument --layout: got 'csc,1:4', but no end-to-end model variant has layout '1:4'"),
+    # --backward for layouts without a training-step variant (was: 2:4, bsr, csc timed)
+    (["--quick", "--backward", "--layout", "sell"],
+     "argument --backward: the training step has no variant for --layout 'sell'; expected a "
+     "layout among 2:4, bsr, csc (the layouts with backward kernels of their own; 1:4 and "
+     "sell run their backward on 2:4 and csc copies and are not in the training-step table)"),
+    (["--backward", "--layout", "1:4"],
+     "argument --backward: the training step has no variant for --layout '1:4'"),
+])
+def test_ignored_and_unserved_options_are_refused(argv, message, capsys, no_work):
+    assert _error(argv, capsys).startswith(message)
+
+
+ALL = object()
+
+
+@pytest.mark.parametrize("argv, cases, models, variants, training", [
+    (["--quick"], ALL, ["minilm-l6"], ["2:4", "bsr32x32-s90", "csc-s90"], []),
+    (["--quick", "--backward"], ALL, ["minilm-l6"], ["2:4", "bsr32x32-s90", "csc-s90"],
+     ["2:4", "bsr32x32", "csc"]),
+    (["--quick", "--layout", "sell"], {"sell"}, [], [], []),  # was: models ['minilm-l6'] claimed
+    (["--quick", "--layout", "1:4"], {"1:4"}, [], [], []),
+    (["--quick", "--models-only", "--layout", "csc"], set(), ["minilm-l6"], ["csc-s90"], []),
+    (["--quick", "--backward", "--layout", "sell,bsr32x32"], {"sell", "bsr32x32"}, ["minilm-l6"],
+     ["bsr32x32-s90"], ["bsr32x32"]),                     # was: the training step timed all 3
+    (["--layout", "csc-relu", "--no-models"], {"csc-relu"}, [], [], ["csc"]),
+    (["--models-only"], set(), ["minilm-l6", "bert-base", "llama7b-mlp"],
+     ["2:4", "bsr32x32-s90", "csc-s90"], []),             # was: the training step ran too
+    (["--device", "cuda", "--layout", "2:4"], {"2:4"}, ["minilm-l6", "bert-base", "llama7b-mlp"],
+     ["2:4"], []),
+])
+def test_the_run_plan_and_its_summary_say_what_runs(argv, cases, models, variants, training):
+    args = cli.parse_args(argv)
+    plan = cli.run_plan(args.quick, cli._layouts(args.layout), args.device,
+                        models=not args.no_models, models_only=args.models_only,
+                        backward=args.backward)
+    if cases is ALL:
+        assert len(plan["cases"]) == len(cases_mod.matrix("quick" if args.quick else "full"))
+    else:
+        assert {c.variant for c in plan["cases"]} == cases
+    assert plan["models"] == models
+    assert [v.name for v in plan["variants"]] == variants
+    assert [v[0] for v in plan["training"]] == training
+    line = cli.plan_summary(plan)
+    assert line.startswith(f"{len(plan['cases'])} cases, ")
+    assert (f"models {models} x variants {variants}" if models else "no models") in line
+    assert (f"training step {training}" if training else "no training step") in line
+
+
+@pytest.mark.parametrize("name", ["a/b", "../x", "/abs", "a\\b", ".hidden", "..", "",
+                                  "a b", "a:b", "x*", "new\nline"])
+def test_name_must_be_a_file_stem(name, capsys, no_work):
+    # was: --name a/b wrote sparsekern-bench/a/b-<time>/a/b.json
+    assert _error(["--quick", "--name", name], capsys) == (
+        f"argument --name: expected a file name stem of letters, digits and . _ + - (not "
+        f"starting with '.', no path separator), got {name!r}")
+
+
+@pytest.mark.parametrize("name", ["cpu-full", "cpu-quick-2.4", "gpu_h200+triton", "A1"])
+def test_file_stems_are_accepted(name):
+    assert cli.parse_args(["--quick", "--name", name]).name == name

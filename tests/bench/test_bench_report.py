@@ -120,7 +120,8 @@ def test_markdown_tables(doc, run_dir):
     assert case["candidates"]["sparsekern"]["timing_cold"]["reps"] >= 1
     assert "vs torch.sparse.csr" in md and "vs torch.sparse.bsr" in md
     assert md.count("\n| 2:4 | 64×96 |") == 2
-    assert "## Models" in md and "Amdahl limit" in md
+    assert "## Models" in md and report.IDEAL_COLUMN in md and report.MODELS_NOTE in md
+    assert "Amdahl limit" not in md  # it was exceeded by measured speedups: no bound
     table = report.cases_table(doc["cases"])
     assert len(table.splitlines()) == 2 + len(TINY_CASES)
 
@@ -158,8 +159,10 @@ def test_write_json_replaces_infinities(tmp_path):
 
 
 def test_cli_rejects_unknown_layout(capsys):
-    assert cli.main(["--quick", "--layout", "coo", "--no-progress"]) == 2
-    assert "unknown layout 'coo'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # an argparse error now, before any work
+        cli.main(["--quick", "--layout", "coo", "--no-progress"])
+    assert e.value.code == 2
+    assert "error: argument --layout: unknown layout 'coo'" in capsys.readouterr().err
 
 
 def test_cli_rejects_cuda_without_a_gpu(capsys):
