@@ -17,7 +17,10 @@ Your own model and data, in Python::
 
 ``train_batches`` of (inputs, targets) pairs fine-tune with the labels; unlabelled items
 (tensors, or Mappings such as a tokenizer's output, called as ``model(**item)``) are
-distilled from the dense model, whose outputs are then the quality reference.
+distilled from the dense model, whose outputs are then the quality reference (one vector
+per sample: token outputs [B, T, ...] mean-pooled over the tokens the ``attention_mask``
+keeps). Generators are read into a list once; the model's weights and train/eval flags
+are left as they were.
 """
 from .cli import add_arguments, check_arguments, choose_threads, main
 from .config import (MAX_ACCURACY_DROP, MAX_PREDICTION_ERROR, REPORT_TIMER, REPORT_WINDOWS,

@@ -2,21 +2,48 @@
 detection, the two built-in jobs)."""
 from __future__ import annotations
 
+import argparse
 import time
 from typing import Optional, Tuple
 
 import torch
 
-from .. import prune
 from .._cli import int_at_least, non_negative_float, output_folder_problem, positive_float
+from ..prune.criteria import WEIGHT_CRITERIA
 from ..auto.measure import Grid, MeasureSettings
 from ..timing import QUICK_TIMER, LoadReport, detect_load
-from .config import REPORT_TIMER, REPORT_WINDOWS, REQUIRED_SPEEDUP, SEARCH_SPEEDUP, DemoConfig
+from .config import (REPORT_TIMER, REPORT_WINDOWS, REQUIRED_SPEEDUP, SEARCH_GRANULARITIES,
+                     SEARCH_SPEEDUP, DemoConfig, check_granularity)
 from .pipeline import run
 
 #: The main job's checks (issue 12): speedup at 1 and 32 sentences.
 MINILM_REQUIRED = (2.0, 1.5)
 MINILM_TARGET = MINILM_REQUIRED
+
+
+def granularity_arg(text: str) -> str:
+    """An argparse type: a granularity the search can use (DemoConfig's own check)."""
+    try:
+        check_granularity(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {SEARCH_GRANULARITIES}; got {text!r}")
+    return text
+
+
+#: The seeds torch.Generator.manual_seed takes.
+SEED_RANGE = (-(1 << 63), (1 << 64) - 1)
+
+
+def seed_arg(text: str) -> int:
+    """An argparse type: an integer seed torch accepts."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"expected an integer in [-2**63, 2**64 - 1], got "
+                                         f"{text!r}")
+    return value
 
 
 def add_arguments(p) -> None:
@@ -33,7 +60,7 @@ def add_arguments(p) -> None:
                         "minilm, 3 2 for mlp)")
     p.add_argument("--require-speedup", type=positive_float, nargs="+", default=None,
                    help="speedups the checks require (default 2 1.5)")
-    p.add_argument("--granularity", action="append", default=None,
+    p.add_argument("--granularity", action="append", default=None, type=granularity_arg,
                    help="granularity the search may use (repeatable: fine, 2:4, 16x16; "
                         "default fine and 2:4)")
     p.add_argument("--strategy", choices=("netadapt", "amc"), default=None,
@@ -45,7 +72,7 @@ def add_arguments(p) -> None:
     p.add_argument("--max-iterations", type=int_at_least(1), default=None, help="search iterations at most")
     p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="torch / kernel threads (default: chosen from the machine's load)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--no-cache", action="store_true",
                    help="re-measure (nothing read from or written to the cache)")
     p.add_argument("--strict", action="store_true",
@@ -56,10 +83,10 @@ def add_arguments(p) -> None:
     g.add_argument("--layers", choices=("ffn", "attention", "all"), default="all",
                    help="the layers the search may prune (default %(default)s; ffn: the 12 "
                         "FFN layers, 2/3 of the weights)")
-    g.add_argument("--criterion", default="wanda", choices=tuple(prune.CRITERIA),
+    g.add_argument("--criterion", default="wanda", choices=WEIGHT_CRITERIA,
                    help="the search's pruning criterion (default %(default)s)")
     g.add_argument("--final-criterion", default="sparsegpt",
-                   choices=tuple(prune.CRITERIA) + ("none",),
+                   choices=WEIGHT_CRITERIA + ("none",),
                    help="prune again at the search's plan with this criterion, keep the "
                         "better (default %(default)s; 'none' to skip)")
     g.add_argument("--distill-steps", type=int_at_least(0), default=64,

@@ -11,12 +11,13 @@ import copy
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from .. import prune
+from .. import inputs, prune
+from .._cli import output_folder_problem
 from ..auto.amc import amc
 from ..auto.choose import sparsify_auto
 from ..auto.measure import time_modules
@@ -25,6 +26,7 @@ from ..auto.signature import call as call_args, input_label
 from ..auto.table import LatencyTable, build_table
 from ..auto.verify import paired_prediction
 from ..timing import TimerSettings
+from ..prune.calibration import replayable
 from ..prune.granularity import NM, parse as parse_granularity
 from .config import REPORT_TIMER, DemoConfig
 from .reach import reachable_speedup, relaxed_targets
@@ -78,16 +80,62 @@ class _State:
         self.cfg.print_fn(line)
 
 
-def per_shape(v, labels: Sequence[str], what: str) -> Dict[str, float]:
-    """One value per shape label from a number, a list (in label order) or a dict."""
+def per_shape(v, labels: Sequence[str], what: str,
+              names: Optional[Sequence[str]] = None) -> Dict[str, float]:
+    """One value per shape label from a number, a list (in label order) or a dict keyed by
+    shape label or by the inputs' ``names`` (DemoConfig.labels); ValueError naming ``what``
+    when the count or the keys do not match the example inputs."""
     if isinstance(v, (list, tuple)):
         if len(v) != len(labels):
             raise ValueError(f"{what} has {len(v)} values for {len(labels)} example inputs "
                              f"{list(labels)}")
         return {lab: float(x) for lab, x in zip(labels, v)}
-    if isinstance(v, dict):
-        return {lab: float(v[lab]) for lab in labels}
+    if isinstance(v, Mapping):
+        alias = dict(zip(names or (), labels))
+        by_shape = {alias.get(k, k): float(x) for k, x in v.items()}
+        if len(v) != len(labels) or set(by_shape) != set(labels):
+            also = f" or by its name in labels {list(names)}" if names else ""
+            raise ValueError(f"{what} is keyed by {list(v)}; expected one value per example "
+                             f"input, keyed by its shape {list(labels)}{also}")
+        return by_shape
     return {lab: float(v) for lab in labels}
+
+
+def _check_run(model, example_inputs, cfg) -> Tuple[list, List[str]]:
+    """(example inputs, their shape labels) after every check that needs no forward pass:
+    the model, the config's fields, out_dir, the inputs, the names and a given table."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(cfg, DemoConfig):
+        raise TypeError(f"config must be a DemoConfig or None, got {type(cfg).__name__}")
+    cfg.check()  # fields may have been set after construction
+    problem = output_folder_problem(os.fspath(cfg.out_dir))
+    if problem:
+        raise ValueError(f"out_dir: {problem}")
+    xs = list(example_inputs) if isinstance(example_inputs, list) else [example_inputs]
+    if not xs:
+        raise ValueError("example_inputs is empty; give e.g. [x[:1], x[:64]]")
+    _check_layer_names(model, cfg)
+    labels = [input_label(x) for x in xs]
+    if cfg.labels is not None and len(cfg.labels) != len(xs):
+        raise ValueError(f"labels has {len(cfg.labels)} names {list(cfg.labels)} for "
+                         f"{len(xs)} example inputs {labels}; expected one name per example "
+                         f"input")
+    if cfg.table is not None and list(cfg.table.shapes) != labels:
+        raise ValueError(f"table has shapes {cfg.table.shapes}; the example inputs have "
+                         f"{labels}: expected a table measured on these inputs")
+    return xs, labels
+
+
+def _check_layer_names(model: nn.Module, cfg: DemoConfig) -> None:
+    """cfg.layers and cfg.sensitivity_layers name modules of ``model``."""
+    known = dict(model.named_modules())
+    for name in ("layers", "sensitivity_layers"):
+        missing = [n for n in getattr(cfg, name) or () if n not in known]
+        if missing:
+            some = [n for n, m in known.items() if isinstance(m, (nn.Linear, nn.Conv2d))][:6]
+            raise ValueError(f"{name} names {missing}, which the model does not have; "
+                             f"expected names of its layers, e.g. {some}")
 
 
 def run(model: nn.Module, train, val, example_inputs, config: Optional[DemoConfig] = None, *,
@@ -95,11 +143,14 @@ def run(model: nn.Module, train, val, example_inputs, config: Optional[DemoConfi
     """Prune ``model`` to the configured speedup, recover, convert and measure it.
 
     Args:
-        model: a trained dense model (left unchanged; the pruned copy is returned).
+        model: a trained dense model (left unchanged: its weights, and every module's
+            train/eval flag, restored on return and on error; the pruned copy is returned).
         train: batches for recovery: (inputs, targets) pairs (fine-tuning with labels) or
-            unlabelled input items (a tensor, or a Mapping such as a tokenizer's output,
-            called as ``model(**item)``: distillation from the dense model).
-        val: batches of the same kind; the search's metric is measured on them.
+            unlabelled input items (a tensor [B, ...], or a Mapping such as a tokenizer's
+            output {"input_ids": [B, T], "attention_mask": [B, T], ...}, called as
+            ``model(**item)``: distillation from the dense model).
+        val: batches of the same kind; the search's metric is measured on them
+            (unlabelled: at least 2 samples).
         example_inputs: one input per shape to optimize and report (a tensor, or a tuple
             of model arguments), e.g. ``[x[:1], x[:64]]`` for batch 1 and 64.
         config: a :class:`~sparsekern.demo.config.DemoConfig` (default settings if None).
@@ -110,22 +161,38 @@ def run(model: nn.Module, train, val, example_inputs, config: Optional[DemoConfi
             layer has inputs, more than the search's repeated pruning can afford.
         task: a task object instead of the one inferred from ``train``
             (:mod:`sparsekern.demo.tasks`).
+
+    Unlabelled outputs are compared one vector per sample: a token-shaped output
+    [B, T, ...] is mean-pooled over the tokens the batch's ``attention_mask`` keeps
+    (:func:`~sparsekern.demo.tasks.sample_rows`), so batches may be padded to different
+    lengths. Every data argument is read several times: a one-shot iterator (a generator)
+    is read into a list once, up front; lists and DataLoaders are used as they are.
+    Bad arguments raise ValueError/TypeError naming them before any model is run.
     """
-    cfg = config or DemoConfig()
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    xs = list(example_inputs) if isinstance(example_inputs, list) else [example_inputs]
-    if not xs:
-        raise ValueError("example_inputs is empty; give e.g. [x[:1], x[:64]]")
+    cfg = DemoConfig() if config is None else config
+    xs, labels = _check_run(model, example_inputs, cfg)
+    targets = per_shape(cfg.target_speedup, labels, "target_speedup", cfg.labels)
+    required = per_shape(cfg.target_speedup if cfg.required_speedup is None
+                         else cfg.required_speedup, labels, "required_speedup", cfg.labels)
+    train, val, test, calib, final_calib = (replayable(d) for d in
+                                            (train, val, test, calib, final_calib))
     if task is None:
         task = task_for(train, val, test)
         if isinstance(task, DistillTask):
             task.loss = cfg.distill_loss
-    st = _State(cfg, task, model.eval(), copy.deepcopy(model), xs,
-                [input_label(x) for x in xs], calib=calib,
-                final_calib=calib if final_calib is None else final_calib)
-    st.targets = per_shape(cfg.target_speedup, st.labels, "target_speedup")
-    st.required = per_shape(cfg.required_speedup if cfg.required_speedup is not None
-                            else cfg.target_speedup, st.labels, "required_speedup")
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    flags = inputs.train_flags(model)
+    try:
+        st = _State(cfg, task, model.eval(), copy.deepcopy(model), xs, labels, calib=calib,
+                    final_calib=calib if final_calib is None else final_calib,
+                    targets=targets, required=required)
+        return _run_steps(st)
+    finally:
+        inputs.restore_flags(flags)
+
+
+def _run_steps(st: _State) -> DemoResult:
+    """Every step in order, timed; then the report, written and printed."""
     t_all = time.perf_counter()
     for step in (baseline, latency_table, sensitivity, search, convert, measure):
         t = time.perf_counter()
@@ -137,7 +204,7 @@ def run(model: nn.Module, train, val, example_inputs, config: Optional[DemoConfi
     st.clock["total"] = time.perf_counter() - t_all
     report["timings_s"] = dict(st.clock)
     write_outputs(st, report, plots=False)
-    print_summary(report, st.cfg.print_fn, task)
+    print_summary(report, st.cfg.print_fn, st.task)
     return DemoResult(report, st.sparse, st.dense, st.table, st.search)
 
 
@@ -161,11 +228,8 @@ def latency_table(st: _State) -> None:
         c = st.table.meta.get("cache") or {}
         st.table_how = (f"{c.get('hits', 0)} cached / {c.get('misses', 0)} measured entries; "
                         f"cache {c.get('folder', 'off')}")
-    else:
+    else:  # its shapes were checked against the example inputs (_check_run)
         st.table, st.table_how = cfg.table, "given"
-        if list(st.table.shapes) != st.labels:
-            raise ValueError(f"table has shapes {st.table.shapes}; the example inputs have "
-                             f"{st.labels}")
     st.clock["latency_table"] = time.perf_counter() - t
     st.say(f"latency table: {len(st.table.layers)} layers x {len(st.labels)} shapes "
            f"({st.table_how}; {st.clock['latency_table']:.1f} s)")

@@ -80,13 +80,22 @@ def not_slower(lat: dict, converted: int) -> dict:
             "ok": not converted or lat["speedup"] >= floor or best >= floor}
 
 
+def speedup_check(lat: dict, required: float, converted: int) -> dict:
+    """The check that the measured speedup at one shape meets ``required``. With no layer
+    converted the sparse model *is* the dense model: its speedup is 1x whatever the timings'
+    noise says ("applicable": False; it passes only when ``required`` <= 1)."""
+    measured = lat["speedup"]
+    return {"required": required, "measured": measured, "layers_converted": converted,
+            "applicable": bool(converted),
+            "ok": (measured if converted else 1.0) >= required}
+
+
 def checks(st, latency: dict, converted: int) -> dict:
     """Every check: speedups, the task's quality checks, layout='auto' not slower than
     dense, the table's prediction; "all_ok" when every one passes."""
     cfg = st.cfg
     out = {
-        "speedup": {s: {"required": st.required[s], "measured": latency[s]["speedup"],
-                        "ok": latency[s]["speedup"] >= st.required[s]} for s in st.labels},
+        "speedup": {s: speedup_check(latency[s], st.required[s], converted) for s in st.labels},
         "quality": st.task.checks(st.dense_quality, st.quality, cfg),
         "auto_not_slower": {s: not_slower(latency[s], converted) for s in st.labels},
         "prediction": {s: {"max_error": cfg.max_prediction_error,
@@ -258,8 +267,10 @@ def print_checks(r: dict, print_fn) -> None:
                  f"the latency checks below are not meaningful: rerun on a quieter machine "
                  f"or with fewer --threads")
     for s, v in c["speedup"].items():
-        print_fn(f"  [{ok(v['ok'])}] speedup at {lab[s]}: {v['measured']:.2f}x >= "
-                 f"{v['required']:g}x")
+        text = (f"{v['measured']:.2f}x >= {v['required']:g}x" if v.get("applicable", True)
+                else f"not applicable: no layer converted (the sparse model is the dense "
+                     f"model, 1x); required {v['required']:g}x")
+        print_fn(f"  [{ok(v['ok'])}] speedup at {lab[s]}: {text}")
     for v in c["quality"].values():
         print_fn(f"  [{ok(v['ok'])}] {v['text']}")
     for s, v in c["auto_not_slower"].items():

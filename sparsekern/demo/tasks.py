@@ -11,6 +11,13 @@ most models, chosen from the data by :func:`task_for`:
   cosine between the pruned and the dense model's outputs; recovery = distillation (the
   pruned model learns the dense model's outputs); checks: mean cosine and top-1
   nearest-neighbour agreement of the outputs (for a sentence encoder: its embeddings).
+  Each sample's output is one vector (:func:`sample_rows`): a token-shaped output
+  [B, T, ...] (a hidden state per token) is mean-pooled over the tokens its batch's
+  ``attention_mask`` keeps, as sentence encoders pool, so batches padded to different
+  lengths compare and padding never counts; any other output is flattened per sample.
+
+One-shot iterators (generators) are read into a list once (:func:`replayable`): every
+data argument is read more than once (the dense baseline, each search step, the checks).
 """
 from __future__ import annotations
 
@@ -21,6 +28,8 @@ import torch
 from torch import nn
 
 from .. import _layers, inputs, prune
+from ..prune.calibration import replayable
+from ..prune.trainer import default_loss as classification_loss  # prune.train's own loss
 
 
 class Steps:
@@ -56,19 +65,66 @@ def _first(data: Iterable, what: str):
     raise ValueError(f"{what} is empty: give at least one batch")
 
 
-@torch.no_grad()
-def outputs(model: nn.Module, data: Iterable) -> torch.Tensor:
-    """The model's outputs on every item, flattened per sample: float32 [n, features]."""
-    was = {m: m.training for m in model.modules()}
-    model.eval()
+def _sequence_shape(item) -> Optional[tuple]:
+    """(B, T) of the item's token sequence: its 2-D ``attention_mask`` or ``input_ids``, or
+    a 2-D integer tensor passed as the first input (token ids); None when it has none."""
     try:
+        args, kwargs = inputs.split(item)
+    except TypeError:
+        return None
+    for v in (kwargs.get("attention_mask"), kwargs.get("input_ids"), args[0] if args else None):
+        if isinstance(v, torch.Tensor) and v.dim() == 2 and not v.is_floating_point() \
+                and not v.is_complex():
+            return tuple(v.shape)
+    return None
+
+
+def sample_rows(out: torch.Tensor, item, model: Optional[nn.Module] = None) -> torch.Tensor:
+    """One float32 row per sample of ``out``, the model's output on ``item``: [B, features].
+
+    A token-shaped output [B, T, ...] (B, T: the item's sequence, :func:`_sequence_shape`)
+    is mean-pooled over the tokens: those its ``attention_mask`` [B, T] keeps (nonzero),
+    every token without one, as a sentence encoder's mean pooling does. Any other output
+    ([B, d] embeddings or logits, [B, C, H, W] maps) is flattened per sample."""
+    o = out.float()
+    seq = _sequence_shape(item)
+    if o.dim() < 3 or seq is None or tuple(o.shape[:2]) != seq:
+        return _layers.flat2d(o)
+    mask = inputs.token_mask_of(item, model)
+    keep = torch.ones(seq) if mask is None or tuple(mask.shape) != seq else (mask != 0)
+    w = keep.to(device=o.device, dtype=o.dtype).reshape(*seq, *([1] * (o.dim() - 2)))
+    summed = torch.where(w > 0, o, torch.zeros((), dtype=o.dtype, device=o.device)).sum(1)
+    return _layers.flat2d(summed / w.sum(1).clamp_min(1.0))
+
+
+def _join(rows: List[torch.Tensor], data: list, what: str) -> torch.Tensor:
+    """The rows of every batch as one [n, features]; ValueError naming the first batch whose
+    outputs have another size per sample than batch 0's."""
+    if not rows:
+        raise ValueError(f"{what} is empty: give at least one batch of inputs")
+    for i, r in enumerate(rows):
+        if r.shape[1] != rows[0].shape[1]:
+            raise ValueError(
+                f"{what}: the model's output has {rows[0].shape[1]} values per sample on batch "
+                f"0 ({inputs.describe(data[0])}) but {r.shape[1]} on batch {i} "
+                f"({inputs.describe(data[i])}); expected one size to compare them: give "
+                f"batches of one shape, or a model that returns one vector per sample (a "
+                f"token-shaped output [B, T, ...] is pooled only when the batch holds its "
+                f"token ids or attention_mask [B, T])")
+    return torch.cat(rows)
+
+
+@torch.no_grad()
+def outputs(model: nn.Module, data: Iterable, what: str = "data") -> torch.Tensor:
+    """The model's outputs on every item, one row per sample (:func:`sample_rows`): float32
+    [n, features]. ``what`` names ``data`` in errors."""
+    data = list(data)
+    with inputs.eval_mode(model):  # every module's own train/eval flag comes back
         # A Hugging Face model returns a ModelOutput: its first tensor (last_hidden_state,
         # logits) stands for it, as in prune.distill.
-        outs = [inputs.output_tensor(call(model, b), "the model") for b in data]
-    finally:
-        for m, flag in was.items():
-            m.training = flag
-    return torch.cat([_layers.flat2d(o).float() for o in outs])
+        rows = [sample_rows(inputs.output_tensor(call(model, b), "the model"), b, model)
+                for b in data]
+    return _join(rows, data, what)
 
 
 def output_quality(ref: torch.Tensor, out: torch.Tensor) -> Dict[str, float]:
@@ -96,8 +152,10 @@ class ClassificationTask:
     metric_name = "accuracy"
 
     def __init__(self, train, val, test=None):
-        self.train, self.val = train, val
-        self.test = val if test is None else test
+        self.train, self.val = replayable(train), replayable(val)
+        self.test = self.val if test is None else replayable(test)
+        for what, data in (("train", self.train), ("val", self.val), ("test", self.test)):
+            _first(data, what)  # named here, not "the loader yielded no samples" later
 
     def bind(self, dense: nn.Module) -> None:
         self.dense = dense
@@ -106,8 +164,20 @@ class ClassificationTask:
         return float(prune.accuracy(model, self.val))
 
     def recover(self, model: nn.Module, steps: int, lr: float) -> List[float]:
-        prune.train(model, Steps(self.train, steps), epochs=1, lr=lr, progress=False)
-        return []
+        """``steps`` steps of sparsekern.prune.train (Adam, cross entropy on the labels)
+        over the training batches, cycled (the caller holds the masks); returns the loss
+        of every step."""
+        if steps < 1:
+            return []
+        curve: List[float] = []
+
+        def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            loss = classification_loss(out, y)
+            curve.append(float(loss.detach()))
+            return loss
+        prune.train(model, Steps(self.train, steps), epochs=1, lr=lr, loss_fn=loss_fn,
+                    progress=False)
+        return curve
 
     def epoch_steps(self) -> int:
         return len(self.train)
@@ -170,16 +240,18 @@ class DistillTask:
         for what, items in (("train", self.train), ("val", self.val), ("test", self.test)):
             if not items:
                 raise ValueError(f"{what} is empty: give at least one batch of inputs")
+            if what != "train":
+                _check_samples(items, what)
         self.curves: List[List[float]] = []
         self.runs: List[dict] = []
 
     def bind(self, dense: nn.Module) -> None:
         self.dense = dense
-        self.val_ref = outputs(dense, self.val)
-        self.test_ref = outputs(dense, self.test)
+        self.val_ref = outputs(dense, self.val, "val")
+        self.test_ref = outputs(dense, self.test, "test")
 
     def metric(self, model: nn.Module) -> float:
-        return output_quality(self.val_ref, outputs(model, self.val))["mean_cosine"]
+        return output_quality(self.val_ref, outputs(model, self.val, "val"))["mean_cosine"]
 
     def epoch_steps(self) -> int:
         return len(self.train)
@@ -209,7 +281,7 @@ class DistillTask:
         return curve
 
     def quality(self, model: nn.Module) -> Dict[str, float]:
-        return output_quality(self.test_ref, outputs(model, self.test))
+        return output_quality(self.test_ref, outputs(model, self.test, "test"))
 
     def checks(self, dense_q, q, cfg) -> Dict[str, dict]:
         return {"cosine": {"min": cfg.min_cosine, "measured": q["mean_cosine"],
@@ -227,9 +299,25 @@ class DistillTask:
                 f"{q['top1_agreement']:.2%}")
 
 
+def _check_samples(items: list, what: str) -> None:
+    """``items`` hold at least 2 samples (rows), each batch a valid input item; ValueError
+    naming ``what`` (the top-1 check compares each sample's nearest other sample)."""
+    n = 0
+    for i, item in enumerate(items):
+        inputs.check_not_empty(item, f"{what} batch {i}")
+        n += inputs.batch_size(item)
+    if n < 2:
+        raise ValueError(f"{what} holds {n} sample in {len(items)} batch(es); expected at "
+                         f"least 2 samples (the top-1 neighbour agreement compares each "
+                         f"sample's nearest other sample)")
+
+
 def task_for(train, val, test=None):
     """ClassificationTask when the batches are (inputs, integer targets) pairs, else
-    DistillTask."""
+    DistillTask. A one-shot iterator (a generator) is read into a list first (:func:`replayable`),
+    so the item looked at to decide is not lost."""
+    train, val = replayable(train), replayable(val)
+    test = None if test is None else replayable(test)
     if _is_labelled(_first(train, "train")):
         return ClassificationTask(train, val, test)
     return DistillTask(train, val, test)

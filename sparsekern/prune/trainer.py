@@ -34,7 +34,7 @@ def _forward(model: nn.Module, x) -> torch.Tensor:
                                 "the model")
 
 
-def _default_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def default_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Cross entropy of ``out`` [batch, classes, ...] against class indices [batch, ...] or
     probabilities of ``out``'s shape; other targets raise ValueError naming both shapes."""
     idx = [out.shape[0]] + list(out.shape[2:]) if out.dim() >= 2 else None
@@ -73,7 +73,7 @@ def train(model: nn.Module, loader, epochs: int = 1, lr: float = DEFAULT_TRAIN_L
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
-    loss_fn = _default_loss if loss_fn is None else loss_fn
+    loss_fn = default_loss if loss_fn is None else loss_fn
     opt = optimizer or torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     holder = MaskHolder(model, masks).attach(opt) if masks else None
     from tqdm.auto import tqdm
