@@ -504,16 +504,24 @@ int64_t steady_ns() {
 // `entered`, ran caller_items of the items and finished its last at caller_done): it entered
 // more than kStallNanos late, or waited for the team more than kStallNanos + 1.5 of its mean
 // item times, or ran more than its share plus half of another's (75% of the items with 2
-// threads). The late entry: libgomp starts a region only once every team thread has docked
-// after the last one, so a thread descheduled there holds the caller before its first item
-// (measured: a nice-19 busy process on one of 2 cores, 2:4 512x512 GEMV, every call a flat
-// 8 ms, none of it after the caller's items; the own pool: 0.03 ms).
+// threads) over more than kStallNanos. The late entry: libgomp starts a region only once
+// every team thread has docked after the last one, so a thread descheduled there holds the
+// caller before its first item (measured: a nice-19 busy process on one of 2 cores, 2:4
+// 512x512 GEMV, every call a flat 8 ms, none of it after the caller's items; the own pool:
+// 0.03 ms).
 bool team_stalled(int64_t start, int64_t entered, int64_t caller_done, int64_t end,
                   int64_t caller_items, int64_t items, int64_t threads) {
   const bool late_start = entered - start > kStallNanos;
   const int64_t mean_item = (caller_done - entered) / (caller_items > 0 ? caller_items : 1);
   const bool late = end - caller_done > kStallNanos + 3 * mean_item / 2;
+  // "alone" is judged only once the caller has run its items longer than kStallNanos. On a
+  // VM a teammate woken from sleep can join tens of us late, so in a short call the caller
+  // runs most items on a quiet machine; that costs at most the call's own length, while the
+  // back-off it started put every later call on the own pool, whose helper then competes
+  // with torch's spinning threads (pruned MiniLM at 1x16 tokens, compiled, 2 threads: 1.3-1.4x
+  // slower; bench/results/pool-alone-2026-12-05).
   const bool alone = threads >= 2 && items >= 2 * threads &&
+                     caller_done - entered > kStallNanos &&
                      2 * caller_items * threads > items * (threads + 1);
   return late_start || late || alone;
 }

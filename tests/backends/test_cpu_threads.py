@@ -114,6 +114,12 @@ MS = 1_000_000  # ns
     (0, 0, 400_000, 4_400_000, 4, 8, 2, True),           # a 0.4 ms call held 4 ms (a slice)
     (0, 0, 7 * MS, 7 * MS, 7, 8, 2, True),               # the caller ran 7 of 8 items (> 75%)
     (0, 0, 6 * MS, 6 * MS, 6, 8, 2, False),              # 6 of 8: exactly 75%, fine
+    # A short call where the teammate joined late (a wake-up on a VM): not a stall, until
+    # the caller has been busy longer than 0.25 ms.
+    (0, 0, 100_000, 100_000, 7, 8, 2, False),
+    (0, 0, 250_000, 250_000, 8, 8, 2, False),
+    (0, 0, 250_001, 250_001, 8, 8, 2, True),
+    (0, 100_000, 350_001, 350_001, 8, 8, 2, True),       # busy from entry, not from start
     (0, 0, 3 * MS, 3 * MS, 3, 3, 2, False),              # too few items to tell
     (0, 0, 1 * MS, 1 * MS, 1, 1, 1, False),              # one thread: never
     # The region started 8 ms late (a team thread descheduled before it docked), then
