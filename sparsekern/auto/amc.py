@@ -64,12 +64,11 @@ import torch
 from torch import nn
 
 from ..prune.granularity import NM, parse
-from ..prune.metric import evaluate
 from ..prune.pruner import prune_model
 from .choose import DEFAULT_MARGIN, LayerDecision
 from .formats import DENSE
 from .netadapt import (LayerPlan, NetAdaptResult, Targets, _State, budgets, final_finetune,
-                       table_layers, with_overrides)
+                       checked_metric, left_alone, table_layers, with_overrides)
 from .table import LatencyTable
 
 #: Features of a layer's state (see the module docstring).
@@ -198,7 +197,9 @@ class AMCConfig:
         min_metric: the quality floor: an episode whose eval_fn (unfine-tuned, higher is
             better) is below it is never the result; the search then also explores plans
             lighter than the budget and falls back to the fastest eligible one (see the
-            module docstring). None: no floor (the fastest plan at any quality).
+            module docstring). None: no floor: the episode with the best metric among
+            those that meet the budget; when none does, nothing is applied (the model stays
+            dense; ``choice`` "none").
         seed: seeds the policy, its noise and the final fine-tune.
         on_episode: called with each episode's history entry.
     """
@@ -311,7 +312,7 @@ class _Agent:
 
     def run(self) -> AMCResult:
         self.before = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.metric_dense = metric_dense = evaluate(self.eval_fn, self.model)
+        self.metric_dense = metric_dense = checked_metric(self.eval_fn, self.model, dense=True)
         for ep in range(self.cfg.episodes):
             entry = self.episode(ep)
             self.history.append(entry)
@@ -424,7 +425,7 @@ class _Agent:
         feasible = self.st.met(total)
         trial = copy.deepcopy(self.model)
         _prune(trial, ratios, self.g, self.cfg.criterion, self.cfg.calib)
-        metric = evaluate(self.eval_fn, trial)
+        metric = checked_metric(self.eval_fn, trial)
         reward = self.reward(metric, total)
         self.learn(reward, log_probs)
         eligible = self.floor is None or metric >= self.floor
@@ -480,7 +481,8 @@ class _Agent:
         return AMCResult({}, {n: LayerPlan() for n in self.names},
                          {n: st.actual(n, self.model.get_submodule(n)) for n in self.table.layers},
                          self.history, st.total({}), st.budget, False, why, metric_dense,
-                         metric_dense, metric_dense, None, self.floor, "none")
+                         metric_dense, metric_dense, left_alone(self.table, self.model),
+                         None, self.floor, "none")
 
     def _below_floor(self) -> str:
         """Why no episode was applied under a floor (the floor, the best metric seen)."""
@@ -512,16 +514,16 @@ class _Agent:
         """Prune the model to the chosen episode's ratios, fine-tune, and the result."""
         st, c = self.st, self.cfg
         masks = _prune(self.model, best["ratios"], self.g, c.criterion, c.calib)
-        metric_search = metric = evaluate(self.eval_fn, self.model)
+        metric_search = metric = checked_metric(self.eval_fn, self.model)
         if final_finetune(self.model, masks, c.final_finetune_fn, c.seed):
-            metric = evaluate(self.eval_fn, self.model)
+            metric = checked_metric(self.eval_fn, self.model)
         decisions = {n: st.actual(n, self.model.get_submodule(n)) for n in self.table.layers}
         total = st.total(decisions)
         plans = {n: LayerPlan(str(self.g) if best["ratios"][n] > 0 else None, best["ratios"][n])
                  for n in self.names}
         return AMCResult(masks, plans, decisions, self.history, total, st.budget, st.met(total),
                          self._why(best, choice), metric_dense, metric_search, metric,
-                         best["episode"], self.floor, choice)
+                         left_alone(self.table, self.model), best["episode"], self.floor, choice)
 
 
 def _prune(model: nn.Module, ratios: Dict[str, float], g, criterion, calib

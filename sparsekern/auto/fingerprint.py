@@ -1,8 +1,10 @@
 """What a timing depends on besides the layer: the machine and the software that ran it.
 
 These dicts are part of every latency-cache key: a measurement is reused only on the same
-CPU/GPU model, thread count, dtype-independent software (torch, sparsekern version, the
-compiled extension's content hash) and the same forced backend.
+CPU/GPU model, thread count, the same CPU kernel path in force (the ISA the compiled kernels
+run, their thread pool and the AVX-512 CSC scatter choice: SPARSEKERN_CPU_ISA, _POOL and
+_SCATTER), dtype-independent software (torch, sparsekern version, the compiled extension's
+content hash) and the same forced backend.
 """
 from __future__ import annotations
 
@@ -20,12 +22,27 @@ def _cpu() -> dict:
     return cpu_facts()
 
 
+def kernel_path() -> dict:
+    """The CPU kernel path in force now: {"isa": the ISA the compiled kernels run
+    ("avx512", "avx2", "portable"; SPARSEKERN_CPU_ISA as the extension read it), "pool":
+    their threads ("auto", "torch", "own"; SPARSEKERN_CPU_POOL), "scatter": the AVX-512 CSC
+    scatter choice (SPARSEKERN_CPU_SCATTER: "vector", "scalar", or "auto" when unset)}; isa
+    and pool are None without the extension. The same CPU runs these paths at different
+    speeds (portable CSC is ~3x slower than AVX-512), so each is its own cache entry. A bad
+    variable raises the ValueError every kernel call raises."""
+    from ..timing.machine import extension_isa, extension_pool
+    scatter = os.environ.get("SPARSEKERN_CPU_SCATTER", "")
+    return {"isa": extension_isa(), "pool": extension_pool(),
+            "scatter": scatter if scatter not in ("", "auto") else "auto"}
+
+
 def machine_key(device: torch.device) -> dict:
-    """CPU model, usable CPUs, ISA flags and torch threads; plus GPU name on CUDA."""
+    """CPU model, usable CPUs, ISA flags, the kernel path in force (:func:`kernel_path`) and
+    torch threads; plus GPU name on CUDA."""
     cpu = _cpu()
     key = {"device": device.type, "cpu": cpu["model"], "arch": cpu["arch"],
            "usable_cpus": cpu["usable_cpus"], "isa": cpu["isa_flags"],
-           "torch_threads": torch.get_num_threads()}
+           "kernels": kernel_path(), "torch_threads": torch.get_num_threads()}
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         key["gpu"] = torch.cuda.get_device_name(index)

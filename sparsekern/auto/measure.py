@@ -521,17 +521,28 @@ def _time_points(sig: LayerSig, dense: nn.Module, points: List[_Point], s: Measu
             "bytes": {"dense": dense_b, "io": io}, "formats": out}
 
 
+def _choice_ratio(entry: dict, p: dict) -> Optional[float]:
+    """What a choice reads of point ``p``: its median time over the entry's dense median
+    (LayerLatency.predict / dense_s), None when either is missing or not positive."""
+    try:
+        med, dense = float(p["median_s"]), float(entry["dense"]["median_s"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return med / dense if med > 0 and dense > 0 else None
+
+
 def _recheck_points(entry: dict, count: int) -> List[Tuple[str, dict]]:
     """Up to ``count`` measured points of ``entry`` that matter most for a choice: the
-    fastest (lowest ratio to dense) of each format, fastest first."""
-    best: Dict[str, dict] = {}
+    fastest (lowest median over dense's median) of each format, fastest first."""
+    best: Dict[str, Tuple[float, dict]] = {}
     for fmt, pts in entry.get("formats", {}).items():
         for p in pts:
-            if p.get("status") == "ok" and p.get("ratio") is not None and (
-                    float(p.get("density") or 0.0) > 0.0) and (fmt not in best or p["ratio"] < best[fmt]["ratio"]):
-                best[fmt] = p
-    ranked = sorted(best.items(), key=lambda kv: kv[1]["ratio"])
-    return ranked[:count]
+            r = _choice_ratio(entry, p) if p.get("status") == "ok" else None
+            if r is not None and float(p.get("density") or 0.0) > 0.0 and (
+                    fmt not in best or r < best[fmt][0]):
+                best[fmt] = (r, p)
+    ranked = sorted(best.items(), key=lambda kv: kv[1][0])
+    return [(fmt, p) for fmt, (_, p) in ranked[:count]]
 
 
 def recheck_entry(sig: LayerSig, entry: dict, settings: Optional[MeasureSettings] = None
@@ -541,8 +552,9 @@ def recheck_entry(sig: LayerSig, entry: dict, settings: Optional[MeasureSettings
     The points (:func:`_recheck_points`, ``settings.recheck`` of them) are rebuilt from
     their format and stored fraction and timed paired with dense as in a measurement.
     Returns ``{"agree": bool, "why": str, "points": [{"format", "sparsity", "cached_ratio",
-    "ratio", "stable"}]}``: agree when every re-timed point is stable and its ratio to
-    dense is within ``settings.recheck_tolerance`` of the cached ratio. An entry with no
+    "ratio", "stable"}]}``: agree when every re-timed point is stable and its median time
+    over dense's median (what a choice reads: LayerLatency.predict over dense_s) is within
+    ``settings.recheck_tolerance`` of the cached entry's. An entry with no
     measured point has nothing to confirm and is re-measured (agree False).
     """
     s = settings or MeasureSettings()
@@ -563,15 +575,19 @@ def recheck_entry(sig: LayerSig, entry: dict, settings: Optional[MeasureSettings
     floor = dense_floor_s(sig, module_bytes(dense), io_bytes(sig), torch.get_num_threads())
     res = time_entry_jobs(jobs, x, device, s, context, dense_floor=floor)
     rows, bad = [], []
+    dense_now = res["dense"]["median_s"]
     for (fmt, p), name in zip(chosen, list(jobs)[1:]):
         r = res[name]
-        rows.append({"format": fmt, "sparsity": p["sparsity"], "cached_ratio": p["ratio"],
-                     "ratio": r["ratio"], "stable": bool(r["stable"])})
-        off = abs(r["ratio"] / p["ratio"] - 1.0) if p["ratio"] > 0 else math.inf
+        # the quantity a choice reads: median over dense's median, cached and now (a stored
+        # "ratio" left alone while the times were edited must not pass)
+        cached, now = _choice_ratio(entry, p), r["median_s"] / dense_now
+        rows.append({"format": fmt, "sparsity": p["sparsity"], "cached_ratio": cached,
+                     "ratio": now, "stable": bool(r["stable"])})
+        off = abs(now / cached - 1.0)
         if not r["stable"]:
             bad.append(f"{name} unstable now ({r['why']})")
         elif off > s.recheck_tolerance:
-            bad.append(f"{name} now {r['ratio']:.3g}x dense, cached {p['ratio']:.3g}x "
+            bad.append(f"{name} now {now:.3g}x dense, cached {cached:.3g}x "
                        f"({off:.0%} off, tolerance {s.recheck_tolerance:.0%})")
     return {"agree": not bad, "points": rows,
             "why": "; ".join(bad) if bad else

@@ -25,7 +25,7 @@ import copy
 import logging
 import math
 import numbers
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
@@ -40,6 +40,7 @@ from ..prune.pruner import prune_model
 from .choose import DEFAULT_MARGIN, LayerDecision, decide, decide_weight
 from .formats import DENSE, parse_format
 from .patterns import planned_densities
+from .signature import tied_layers
 from .table import LatencyTable
 
 log = logging.getLogger("sparsekern")
@@ -127,7 +128,9 @@ class NetAdaptResult:
     the final patterns; ``history``: one dict per iteration (candidates, winner);
     ``predicted_s`` / ``budget_s``: {shape: seconds}; ``reached``: the budget is met at
     every shape; ``reason``: why the search stopped; ``metric_*``: eval_fn before,
-    after the search, after the final fine-tune.
+    after the search, after the final fine-tune; ``left_alone``: {layer: why} of the
+    layers the search never pruned (a weight tied to another module's, e.g. GPT-2's
+    lm_head: sparsify keeps it dense).
     """
 
     masks: Dict[str, torch.Tensor]
@@ -141,6 +144,7 @@ class NetAdaptResult:
     metric_dense: Optional[float] = None
     metric_search: Optional[float] = None
     metric_final: Optional[float] = None
+    left_alone: Dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"plans": {n: dict(p.__dict__) for n, p in self.plans.items()},
@@ -148,7 +152,7 @@ class NetAdaptResult:
                 "history": self.history, "predicted_s": self.predicted_s,
                 "budget_s": self.budget_s, "reached": self.reached, "reason": self.reason,
                 "metric_dense": self.metric_dense, "metric_search": self.metric_search,
-                "metric_final": self.metric_final}
+                "metric_final": self.metric_final, "left_alone": dict(self.left_alone)}
 
 
 class _State:
@@ -291,7 +295,7 @@ class _Search:
         self.masks: Dict[str, torch.Tensor] = {}
         self.total = self.st.total(self.decisions)
         self.J = self.st.objective(self.total)
-        self.metric = self.metric_dense = evaluate(eval_fn, model)
+        self.metric = self.metric_dense = checked_metric(eval_fn, model, dense=True)
         self.ask = max((self.J - 1.0) / cfg.steps, 0.01)
         self.history: List[dict] = []
         self.reason = "the predicted latency meets the budget at every shape"
@@ -344,7 +348,7 @@ class _Search:
                 torch.manual_seed(self.cfg.seed)
                 with MaskHolder(trial, held):
                     self.cfg.finetune_fn(trial)
-            cand.metric = evaluate(self.eval_fn, trial)
+            cand.metric = checked_metric(self.eval_fn, trial)
             d = self.st.actual(cand.layer, trial.get_submodule(cand.layer))
             cand.format = d.format
             cand.predicted_s = self.st.total({**self.decisions, cand.layer: d})
@@ -390,13 +394,25 @@ class _Search:
         reached = self.st.met(self.total)
         metric_search = metric = self.metric
         if final_finetune(self.model, self.masks, self.cfg.final_finetune_fn, self.cfg.seed):
-            metric = evaluate(self.eval_fn, self.model)
+            metric = checked_metric(self.eval_fn, self.model)
             self.decisions = {n: self.st.actual(n, self.model.get_submodule(n))
                               for n in self.table.layers}
             self.total = self.st.total(self.decisions)
         return NetAdaptResult(self.masks, self.plans, self.decisions, self.history, self.total,
                               self.st.budget, reached, self.reason, self.metric_dense,
-                              metric_search, metric)
+                              metric_search, metric, left_alone(self.table, self.model))
+
+
+def checked_metric(eval_fn, model: nn.Module, dense: bool = False) -> float:
+    """``evaluate(eval_fn, model)``; ValueError naming eval_fn and the value when it is
+    infinite, or NaN on the dense model (a broken eval_fn: nothing could be compared with
+    it). NaN on a pruned candidate stays the worst metric (a broken model, never kept)."""
+    v = evaluate(eval_fn, model)
+    if math.isinf(v) or (dense and math.isnan(v)):
+        raise ValueError(f"eval_fn(model) returned {v!r}"
+                         f"{' on the dense model' if dense else ''}; expected a finite number "
+                         f"(e.g. validation accuracy)")
+    return v
 
 
 def _check_netadapt(cfg: NetAdaptConfig, table: LatencyTable, model: nn.Module):
@@ -420,6 +436,8 @@ def table_layers(table: LatencyTable, layers: Optional[Sequence[str]],
     empty list, and (with ``model``) a table whose layers ``model`` lacks or holds with
     another geometry (:meth:`LatencyTable.check_fits`)."""
     names = list(table.layers) if layers is None else list(layers)
+    if layers is not None and isinstance(layers, str):
+        names = [layers]
     if layers is not None and not names:
         raise ValueError(f"layers is empty; name the layers to prune (the table has "
                          f"{list(table.layers)}) or pass None for all of them")
@@ -429,7 +447,23 @@ def table_layers(table: LatencyTable, layers: Optional[Sequence[str]],
                          f"{list(table.layers)})")
     if model is not None:
         table.check_fits(model)
+        tied = tied_layers(model, names)
+        if layers is not None and tied:
+            raise ValueError(f"layers {list(tied)} cannot be searched: " + "; ".join(
+                f"{n}: {why}" for n, why in tied.items()) + "; untie them first (a cloned "
+                "weight) or leave them out of layers")
+        for n, why in tied.items():
+            log.info("sparsekern.auto: %s left alone: %s", n, why)
+        names = [n for n in names if n not in tied]
     return names
+
+
+def left_alone(table: LatencyTable, model: nn.Module) -> Dict[str, str]:
+    """{layer: why} of the layers a search leaves alone: those the table left out
+    (``meta["left_alone"]``) and those of the table tied in ``model``."""
+    out = dict((table.meta or {}).get("left_alone") or {})
+    out.update(tied_layers(model, [n for n in table.layers]))
+    return out
 
 
 def final_finetune(model: nn.Module, masks: Mapping[str, torch.Tensor],

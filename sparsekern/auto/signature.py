@@ -149,6 +149,26 @@ def candidate_layers(model: nn.Module, layers=None) -> Dict[str, nn.Module]:
     return {n: found[n] for n in names}
 
 
+def tied_layers(model: nn.Module, names=None) -> Dict[str, str]:
+    """{name: why} of the candidate layers (``names``, default all) whose weight is tied to
+    another module's parameter (GPT-2's lm_head and its token embedding;
+    sparsekern._layers.tied_weights, as prune_model and sparsify detect them): sparsify
+    leaves them dense, so the latency table and the searches leave them alone (pruning one
+    would prune the parameter it shares, for a speedup that never exists)."""
+    tied = _layers.tied_weights(model)
+    mods = dict(model.named_modules())
+    out: Dict[str, str] = {}
+    for name in (list(candidate_layers(model)) if names is None else list(names)):
+        mod = mods.get(name)
+        others = [n for n in tied.get(id(getattr(mod, "weight", None)), ())
+                  if n != (f"{name}.weight" if name else "weight")]
+        if others:
+            out[name] = (f"its weight is tied to {', '.join(map(repr, others))} (one shared "
+                         f"Parameter): sparsify leaves it dense, and pruning it would prune "
+                         f"the parameter it shares")
+    return out
+
+
 def capture(model: nn.Module, example_input, layers=None) -> Dict[str, LayerSig]:
     """{layer name: signature} of the candidate layers that run on ``example_input``
     (with the fraction of zeros of each layer's actual input).

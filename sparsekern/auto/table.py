@@ -4,10 +4,12 @@ as a function of the stored fraction, plus the time a model spends outside those
 Predicted model latency = (time outside the candidate layers) + the sum over candidate
 layers of the predicted time of each layer's format at its stored fraction (NetAdapt's
 layer-wise look-up table). Layer entries are measured once per signature and cached on
-disk (sparsekern.auto.cache), keyed by machine, software build, signature (shapes, dtype,
-device) and the measured grid. A cached entry is reused only after a cheap re-check: a few
-of its points are re-timed, paired with dense, and their ratios to dense must agree with
-the cached ones within ``MeasureSettings.recheck_tolerance`` (25%); otherwise the entry
+disk (sparsekern.auto.cache), keyed by machine, CPU kernel path in force (ISA, pool,
+scatter), software build, signature (shapes, dtype, device) and the measured grid. An entry
+read from the cache is validated first (:func:`entry_problem`): a damaged or hand-edited
+one is a miss, with a warning naming its file. A cached entry is reused only after a cheap
+re-check: a few of its points are re-timed, paired with dense, and their time over dense's
+(what a choice reads) must agree with the cached one within ``MeasureSettings.recheck_tolerance`` (25%); otherwise the entry
 is measured again; an entry with unstable points is never stored. Each entry says where
 it came from (``LayerLatency.provenance``: "measured", "re-checked", "re-measured",
 "cached" (reused without a re-check: ``recheck=0``) or "given") and the table's
@@ -19,7 +21,9 @@ import copy
 import dataclasses
 import json
 import logging
+import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -35,7 +39,8 @@ from .fingerprint import machine_key, software_key
 from .formats import DENSE, parse_format
 from .measure import (MeasureSettings, cold_share, geometry, measure_signatures,
                       module_bytes, recheck_entry, streamed_bytes, time_modules)
-from .signature import LayerSig, call, capture, input_label, signature_of, supported
+from .signature import (LayerSig, call, capture, input_label, signature_of, supported,
+                        tied_layers)
 
 log = logging.getLogger("sparsekern")
 
@@ -433,25 +438,130 @@ class LatencyTable:
 
 
 def _check_table_dict(d) -> None:
-    """Raise ValueError unless ``d`` has to_dict's structure, down to what every entry needs
-    (a dense time, formats of points)."""
+    """Raise ValueError unless ``d`` has to_dict's structure, down to every point of every
+    entry (:func:`entry_problem`), with every layer timed at each of ``shapes``."""
     if not isinstance(d, dict) or not isinstance(d.get("shapes"), list) or \
             not isinstance(d.get("layers"), dict):
         got = sorted(d) if isinstance(d, dict) else type(d).__name__
         raise ValueError(f"expected a dict with 'shapes' (a list) and 'layers' (a dict), got {got}")
+    shapes = d["shapes"]
+    if not shapes or not all(isinstance(s, str) for s in shapes) or len(set(shapes)) != len(shapes):
+        raise ValueError(f"'shapes' must be a non-empty list of distinct shape labels (str), "
+                         f"got {shapes!r}")
     for part in ("layers", "light"):
+        if not isinstance(d.get(part) or {}, dict):
+            raise ValueError(f"'{part}' must be a dict of layers, got {type(d[part]).__name__}")
         for name, per in (d.get(part) or {}).items():
             if not isinstance(per, dict):
                 raise ValueError(f"{part}[{name!r}] must map shape labels to entries, got "
                                  f"{type(per).__name__}")
+            labels = list(per)
+            if (part == "layers" and sorted(labels) != sorted(shapes)) or \
+                    (part == "light" and not set(labels) <= set(shapes)):
+                raise ValueError(f"{part}[{name!r}] has entries at {labels}, expected one at each "
+                                 f"of the table's shapes {shapes}")
+            if part == "light" and name not in d["layers"]:
+                raise ValueError(f"light[{name!r}] names a layer that 'layers' does not have")
             for label, e in per.items():
-                dense = e.get("dense") if isinstance(e, dict) else None
-                ok = (isinstance(dense, dict) and isinstance(dense.get("median_s"), (int, float))
-                      and isinstance(e.get("formats"), dict)
-                      and all(isinstance(v, list) for v in e["formats"].values()))
-                if not ok:
-                    raise ValueError(f"{part}[{name!r}][{label!r}] is not a latency entry "
-                                     f"(a 'dense' time in seconds and 'formats' of points)")
+                why = entry_problem(e)
+                if why is not None:
+                    raise ValueError(f"{part}[{name!r}][{label!r}] is not a latency entry: {why}")
+    for part, positive in (("other_s", False), ("model_s", True)):
+        times = d.get(part, {})
+        if not isinstance(times, dict):
+            raise ValueError(f"'{part}' must map shape labels to seconds, got "
+                             f"{type(times).__name__}")
+        for label, t in times.items():
+            if label not in shapes:
+                raise ValueError(f"{part}[{label!r}]: not one of the table's shapes {shapes}")
+            ok = (t is None and positive) or (_is_num(t) and math.isfinite(t) and
+                                               (t > 0 if positive else t >= 0))
+            if not ok:
+                raise ValueError(f"{part}[{label!r}] must be a finite "
+                                 f"{'positive' if positive else 'non-negative'} number of "
+                                 f"seconds{' or null' if positive else ''}, got {t!r}")
+    if not isinstance(d.get("meta", {}), dict):
+        raise ValueError(f"'meta' must be a dict, got {type(d['meta']).__name__}")
+
+
+#: A point's recorded ratio (median of per-round paired ratios) and its median time over
+#: dense's median (what predictions use) are two statistics of one timing: on real entries
+#: they agree within ~25%. Beyond this factor the point's times were edited.
+RATIO_SLACK = 2.0
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _bad_seconds(v, none_ok: bool = True, zero_ok: bool = False) -> bool:
+    if v is None:
+        return not none_ok
+    return not (_is_num(v) and math.isfinite(v) and (v >= 0 if zero_ok else v > 0))
+
+
+def entry_problem(e) -> Optional[str]:
+    """What is wrong with a latency entry (measure.measure_signature's dict, or
+    LayerLatency.synthetic's), None when nothing: types, finite positive times, fractions in
+    [0, 1], known format names, and each measured point's ratio consistent with its median
+    over dense's (within :data:`RATIO_SLACK`). A cache entry or table file that fails it was
+    damaged or edited by hand."""
+    if not isinstance(e, dict):
+        return f"expected a dict, got {type(e).__name__}"
+    dense = e.get("dense")
+    if not isinstance(dense, dict):
+        return f"'dense' must be a dict with 'median_s', got {dense!r}"
+    if _bad_seconds(dense.get("median_s"), none_ok=False):
+        return f"dense median_s must be a finite positive number of seconds, got " \
+               f"{dense.get('median_s')!r}"
+    dense_s = float(dense["median_s"])
+    if not isinstance(dense.get("stable", True), bool):
+        return f"dense 'stable' must be true or false, got {dense['stable']!r}"
+    sig = e.get("signature")
+    if sig is not None and not isinstance(sig, dict):
+        return f"'signature' must be a dict, got {sig!r}"
+    nbytes = e.get("bytes")
+    if nbytes is not None and (not isinstance(nbytes, dict) or any(
+            _bad_seconds(nbytes.get(k), zero_ok=True) for k in ("dense", "io"))):
+        return f"'bytes' must be a dict of non-negative byte counts, got {nbytes!r}"
+    formats = e.get("formats")
+    if not isinstance(formats, dict):
+        return f"'formats' must map format names to lists of points, got {formats!r}"
+    for fmt, pts in formats.items():
+        try:
+            parse_format(fmt)
+        except (ValueError, TypeError) as err:
+            return f"format {fmt!r}: {err}"
+        if not isinstance(pts, list):
+            return f"formats[{fmt!r}] must be a list of points, got {pts!r}"
+        for i, p in enumerate(pts):
+            where = f"formats[{fmt!r}][{i}]"
+            if not isinstance(p, dict):
+                return f"{where} must be a point (a dict), got {p!r}"
+            for k in ("density", "sparsity"):
+                v = p.get(k)
+                if v is not None and not (_is_num(v) and 0.0 <= v <= 1.0):
+                    return f"{where}: {k} must be a number in [0, 1], got {v!r}"
+            if p.get("status") == "unstable" and p.get("sparsity") is None:
+                return f"{where}: an unstable point needs its sparsity"
+            for k in ("median_s", "model_s", "bound_s", "ratio"):
+                if _bad_seconds(p.get(k)):
+                    return f"{where}: {k} must be a finite positive number or null, got " \
+                           f"{p.get(k)!r}"
+            for k in ("iqr_s", "bytes"):
+                if _bad_seconds(p.get(k), zero_ok=True):
+                    return f"{where}: {k} must be a finite non-negative number or null, got " \
+                           f"{p.get(k)!r}"
+            if not isinstance(p.get("status", "ok"), str) or \
+                    not isinstance(p.get("reason") or "", str):
+                return f"{where}: status and reason must be text"
+            med, ratio = p.get("median_s"), p.get("ratio")
+            if med is not None and ratio is not None:
+                off = (med / dense_s) / ratio
+                if not 1.0 / RATIO_SLACK <= off <= RATIO_SLACK:
+                    return (f"{where}: median_s {med!r} is {med / dense_s:.3g}x dense's "
+                            f"{dense_s!r} but its ratio says {ratio!r}x (edited times)")
+    return None
 
 
 # ------------------------------------------------------------------------ building a table
@@ -494,6 +604,8 @@ def layer_entries(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] 
     checks: Dict[LayerSig, dict] = {}
     for sig in dict.fromkeys(sigs):
         hit = cache.load(entry_key(sig, settings)) if cache is not None else None
+        if hit is not None:
+            hit = _valid_hit(cache, entry_key(sig, settings), sig, hit)
         if hit is not None and settings.recheck > 0:
             try:
                 checks[sig] = recheck_entry(sig, hit, settings)
@@ -537,6 +649,23 @@ def layer_entries(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] 
     return out
 
 
+def _valid_hit(cache: DiskCache, key: dict, sig: LayerSig, hit) -> Optional[dict]:
+    """``hit`` when it is a sound entry of ``sig``; else None (counted as a miss, not a hit)
+    with a warning naming the cache file: a damaged or hand-edited entry is measured again
+    (and replaced), never trusted."""
+    why = entry_problem(hit)
+    if why is None and hit.get("signature") != sig.to_key():
+        why = f"its signature {hit.get('signature')!r} is not the key's {sig.to_key()!r}"
+    if why is None:
+        return hit
+    cache.hits -= 1
+    cache.misses += 1
+    warnings.warn(f"sparsekern cache: {str(cache.path(key))!r} holds a damaged latency entry "
+                  f"({why}): it counts as a miss, measuring {sig.label()} again",
+                  RuntimeWarning, stacklevel=4)
+    return None
+
+
 def machine_busy(others_cpus: Optional[float] = None) -> Optional[str]:
     """Why the machine is busy (other runnable threads or stolen time now; with
     ``others_cpus``, the average CPUs other processes used during the measurement, from
@@ -552,12 +681,23 @@ def machine_busy(others_cpus: Optional[float] = None) -> Optional[str]:
 
 
 def default_cache(cache) -> Optional[DiskCache]:
-    """``cache``: a DiskCache, True/None (the default folder) or False (no cache)."""
+    """``cache``: a DiskCache, True/None (the default folder, $SPARSEKERN_CACHE or
+    ~/.cache/sparsekern), a str or os.PathLike (that folder as the cache root: entries go
+    to ``<folder>/latency``) or False (no cache); TypeError naming ``cache`` otherwise."""
     if isinstance(cache, DiskCache):
         return cache
     if cache is False:
         return None
-    return DiskCache("latency")
+    if cache is None or cache is True:
+        return DiskCache("latency")
+    if isinstance(cache, (str, os.PathLike)):
+        if not os.fspath(cache):
+            raise ValueError("cache: got an empty path; expected a folder (or None for the "
+                             "default folder, False for no cache)")
+        return DiskCache("latency", root=cache)
+    raise TypeError(f"cache must be a DiskCache, a folder (str or os.PathLike), None (the "
+                    f"default folder) or False (no cache), got {type(cache).__name__}: "
+                    f"{cache!r}")
 
 
 def _entries(sigs_by_label: Dict[str, Dict[str, LayerSig]], settings, cache, progress
@@ -700,11 +840,17 @@ def build_table(model: nn.Module, example_inputs, layers=None,
             its layers timed "llc" (``LatencyTable.light``): a plan's prediction mixes
             both by the bytes it streams. The dense model and the time outside the layers
             are timed back to back (a model sets its own cache state).
-        cache: a DiskCache, None (the default folder, $SPARSEKERN_CACHE or
-            ~/.cache/sparsekern) or False (measure everything, store nothing).
+        cache: a DiskCache, a folder (str or os.PathLike: the cache root, entries under
+            ``<folder>/latency``), None (the default folder, $SPARSEKERN_CACHE or
+            ~/.cache/sparsekern) or False (measure everything, store nothing); any other
+            value is a TypeError naming ``cache``.
         measure_whole_model: also time the dense model and the time outside the layers
             (needed to predict whole-model latency; not cached, it takes a fraction of a
             second per shape).
+
+    A layer whose weight is tied to another module's (GPT-2's lm_head) is left out of the
+    table (its time counts as outside the layers): sparsify leaves it dense, so no search
+    may plan on pruning it; ``meta["left_alone"]`` {name: why} lists such layers.
     """
     settings = settings or MeasureSettings()
     # light entries serve whole-plan predictions; a context the caller forces is kept
@@ -718,6 +864,13 @@ def build_table(model: nn.Module, example_inputs, layers=None,
     if len(set(labels)) != len(labels):
         raise ValueError(f"example_inputs have repeated shapes {labels}; give distinct shapes")
     sigs = {lab: capture(model, x, layers) for lab, x in zip(labels, inputs)}
+    left_alone = tied_layers(model, list(dict.fromkeys(n for s in sigs.values() for n in s)))
+    for name, why in left_alone.items():
+        log.info("latency table: %s left alone: %s", name, why)
+    sigs = {lab: {n: g for n, g in s.items() if n not in left_alone} for lab, s in sigs.items()}
+    if left_alone and not any(sigs.values()):
+        raise ValueError(f"every candidate layer of {type(model).__name__} that ran is left "
+                         f"alone: {left_alone}")
     if not any(sigs.values()):
         raise ValueError(f"no nn.Linear / nn.Conv2d (groups=1) layer of {type(model).__name__} "
                          f"ran on the example input")
@@ -733,6 +886,7 @@ def build_table(model: nn.Module, example_inputs, layers=None,
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     meta = _meta(settings, cache, device, table_layers)
     meta.update(light_meta)
+    meta["left_alone"] = left_alone
     return LatencyTable(labels, table_layers, other, whole, meta, light)
 
 
