@@ -142,13 +142,25 @@ class PackedWeightModule(nn.Module):
                               unexpected_keys, error_msgs):
         # Validate everything first (nothing changes when the state is rejected), then adopt
         # the incoming tensors' shapes and dtypes, then load.
-        layout, shape, t = self._incoming(state_dict, prefix)
-        from_parts(layout, t["values"], t["indices"], t["offsets"], shape, validate=True)
-        bias = state_dict.get(prefix + "bias")
-        if self.bias is not None and isinstance(bias, torch.Tensor) and \
-                tuple(bias.shape) != (shape[0],):
-            raise ValueError(f"state {prefix + 'bias'!r} has shape {list(bias.shape)}; expected "
-                             f"[{shape[0]}]")
+        try:
+            layout, shape, t = self._incoming(state_dict, prefix)
+            from_parts(layout, t["values"], t["indices"], t["offsets"], shape, validate=True)
+            bias = state_dict.get(prefix + "bias")
+            if self.bias is not None and isinstance(bias, torch.Tensor) and \
+                    tuple(bias.shape) != (shape[0],):
+                raise ValueError(f"state {prefix + 'bias'!r} has shape {list(bias.shape)}; "
+                                 f"expected [{shape[0]}]")
+        except (ValueError, TypeError) as e:
+            if not prefix:  # the module loaded itself: no layer name to give
+                raise
+            # a submodule: name it (torch's prefix "2." -> layer '2'), as load_sparse does;
+            # several packed layers of one model otherwise raised the same message
+            try:
+                named = type(e)(f"layer {prefix[:-1]!r}: {e}")
+            except Exception:  # a subclass with other constructor arguments
+                named = (ValueError if isinstance(e, ValueError) else TypeError)(
+                    f"layer {prefix[:-1]!r}: {e}")
+            raise named from None
         for name in _FMT_TENSORS:
             own, new = getattr(self, name), state_dict.get(prefix + name)
             # Floating values keep the module's own dtype, as load_state_dict keeps every

@@ -28,7 +28,7 @@ import os
 import pickle
 import sys
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Tuple, Union
 
 import torch
@@ -174,6 +174,9 @@ class _Saved:
     #: A plain state_dict file (save_pretrained) leaves out tied tensors: a model tensor that
     #: is missing but shares its storage with one the file holds takes that one's value.
     tied_may_be_missing: bool = False
+    #: A save_sparse safetensors file's ties ({dense key: the dense key it shares}, without
+    #: "dense."): each must be a tie of the model too (see _check_aliases).
+    aliases: Dict[str, str] = field(default_factory=dict)
 
 
 def _is_safetensors(path: PathLike) -> bool:
@@ -268,12 +271,14 @@ def _read(path: PathLike, map_location) -> _Saved:
     return _Saved(layers, dense)
 
 
-def _resolve_aliases(path: PathLike, meta: dict, tensors: Dict[str, torch.Tensor]) -> None:
+def _resolve_aliases(path: PathLike, meta: dict, tensors: Dict[str, torch.Tensor]
+                     ) -> Dict[str, str]:
     """Adds the tied dense tensors the metadata 'aliases' names ({key: key stored}) to
     ``tensors``, after checking that each names a dense tensor absent from the file and one
-    the file holds."""
+    the file holds. Returns the aliases as dense state keys (without "dense."): whether the
+    model ties them too is checked against the model (_check_aliases)."""
     if "aliases" not in meta:
-        return
+        return {}
     try:
         aliases = json.loads(meta["aliases"])
     except ValueError:
@@ -290,6 +295,38 @@ def _resolve_aliases(path: PathLike, meta: dict, tensors: Dict[str, torch.Tensor
                              f"the file")
     for key, target in aliases.items():
         tensors[key] = tensors[target]
+    return {k[len("dense."):]: t[len("dense."):] for k, t in aliases.items()}
+
+
+def _view(t: torch.Tensor) -> tuple:
+    """The exact view of a tensor: two state keys with the same view are tied (one tensor),
+    as save_sparse records ties."""
+    return (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape),
+            tuple(t.stride()), t.dtype)
+
+
+def _check_aliases(model: nn.Module, path: PathLike, aliases: Dict[str, str]) -> None:
+    """A file's alias stands for a tensor the file stores once because the saved model held
+    it under both names: the model loaded must tie the two names too (the same tensor),
+    else the alias would load one tensor's values into another (a BatchNorm's weight from
+    its bias). ValueError naming the alias otherwise; called before the model changes."""
+    if not aliases:
+        return
+    own = model.state_dict()
+    for key, target in aliases.items():
+        alias = f"alias {'dense.' + key!r} -> {'dense.' + target!r}"
+        absent = [k for k in (key, target) if not isinstance(own.get(k), torch.Tensor)]
+        if absent:
+            raise ValueError(f"{path}: {alias}: {type(model).__name__} has no tensor "
+                             f"{absent[0]!r}, so it cannot tie {key!r} to {target!r}; expected "
+                             f"aliases only between tensors the model shares (as save_sparse "
+                             f"writes them)")
+        a, b = own[key], own[target]
+        if not a.numel() or _view(a) != _view(b):
+            raise ValueError(f"{path}: {alias}: {type(model).__name__} does not tie {key!r} "
+                             f"to {target!r} (they are different tensors), so the file's "
+                             f"{target!r} cannot stand for {key!r}; expected aliases only "
+                             f"between tensors the model shares (as save_sparse writes them)")
 
 
 def _own_storage(t: torch.Tensor) -> torch.Tensor:
@@ -371,13 +408,16 @@ def _read_safetensors(path: PathLike, map_location) -> _Saved:
                              f"metadata has format={meta.get('format')!r}, expected "
                              f"{_FORMAT_TAG!r})")
         return _state_dict_saved(path, tensors)  # a plain state_dict (save_pretrained, ...)
+    if "layers" not in meta:
+        raise ValueError(f"{path}: the metadata 'layers' is missing; expected a JSON object "
+                         f"{{layer name: entry}}, as save_sparse writes it")
     try:
-        described = json.loads(meta.get("layers", ""))
+        described = json.loads(meta["layers"])
     except ValueError:
         raise ValueError(f"{path}: the metadata 'layers' is not valid JSON") from None
     if not isinstance(described, dict) or not all(isinstance(v, dict) for v in described.values()):
         raise ValueError(f"{path}: the metadata 'layers' must be a JSON object of objects")
-    _resolve_aliases(path, meta, tensors)
+    aliases = _resolve_aliases(path, meta, tensors)
     layers: Dict[str, dict] = {}
     for name, d in described.items():
         e = {k: v for k, v in d.items() if k != "bias"}
@@ -392,7 +432,7 @@ def _read_safetensors(path: PathLike, map_location) -> _Saved:
     if tensors:
         raise ValueError(f"{path}: unexpected tensors {sorted(tensors)} (not part of a layer "
                          f"named in the metadata, nor of the dense state)")
-    return _Saved(layers, dense)
+    return _Saved(layers, dense, aliases=aliases)
 
 
 # -- check and build -----------------------------------------------------------------------
@@ -607,7 +647,9 @@ def _base_model_mapped(saved: _Saved, model: nn.Module, path: PathLike) -> Tuple
         if head:
             log.warning("load_sparse: %s holds a task model (keys under %r); loading its base "
                         "model into %s, not using %s", path, p, type(model).__name__, head)
-        return _Saved(layers, dense, saved.tied_may_be_missing), ""
+        aliases = {k[len(p):]: t[len(p):] if t.startswith(p) else t
+                   for k, t in saved.aliases.items() if k.startswith(p)}
+        return _Saved(layers, dense, saved.tied_may_be_missing, aliases), ""
     if model_has_prefix and not file_has_prefix:  # base checkpoint -> task model
         layers = {p + n: e for n, e in saved.layers.items()}
         dense = {p + k: v for k, v in saved.dense.items()}
@@ -617,16 +659,15 @@ def _base_model_mapped(saved: _Saved, model: nn.Module, path: PathLike) -> Tuple
                 f"{type(model).__name__}, added on loading), which has no task head: load it "
                 f"into the base model, load_sparse(model.{prefix}, path), to keep the head as "
                 f"it is")
-        return _Saved(layers, dense, tied_may_be_missing=True), note
+        aliases = {p + k: p + t for k, t in saved.aliases.items()}
+        return _Saved(layers, dense, tied_may_be_missing=True, aliases=aliases), note
     return saved, ""
 
 
 def _fill_tied(own: Dict[str, object], dense: Dict[str, object]) -> None:
     """Adds to ``dense`` each key of ``own`` it lacks whose tensor is the same view as that
     of a key it holds (a tied weight, stored once)."""
-    def view(t):
-        return (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape),
-                tuple(t.stride()), t.dtype)
+    view = _view
     held = {view(v): k for k, v in own.items()
             if k in dense and isinstance(v, torch.Tensor) and v.numel()}
     for k, v in own.items():
@@ -781,6 +822,7 @@ def load_sparse(model: nn.Module, path: PathLike, map_location=None) -> nn.Modul
                              f"or 'conv2d'")
         new[name] = build(model, name, e)
     _check_dense(model, list(new), saved.dense, saved.tied_may_be_missing, note)
+    _check_aliases(model, path, saved.aliases)
     old = {name: model.get_submodule(name) for name in new}
     for name, mod in new.items():
         _set_submodule(model, name, mod)

@@ -202,3 +202,12 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"x has shape \[1, 4, 2, 2\]: too small for kernel_size "
                                          r"\(3, 3\)"):
         sparse(torch.zeros(1, 4, 2, 2))
+
+
+def test_load_state_dict_of_a_model_names_the_rejected_conv():
+    model = nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU(), _pruned_conv(4, 4, "csc", kernel_size=1))
+    model[2] = SparseConv2d.from_dense(model[2], "csc")
+    state = model.state_dict()
+    state["2.indices"] = torch.full_like(state["2.indices"], 99)
+    with pytest.raises(ValueError, match=r"^layer '2': csc row indices\[0\]=99 is out of range"):
+        model.load_state_dict(state)

@@ -111,6 +111,35 @@ def test_load_state_dict_rejects_bad_indices():
         layer.load_state_dict(state)
 
 
+def test_load_state_dict_of_a_model_names_the_rejected_layer():
+    """Two packed layers of one model: the error names the one whose state is bad (torch's
+    prefix "2." -> layer '2'), keeps the rest of the message and type, changes nothing."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64))
+    prune.prune_model(model, 0.8)
+    sk.sparsify(model, layout="csc")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = model.state_dict()
+    state["2.indices"] = state["2.indices"].clone()
+    state["2.indices"][0] = 999
+    with pytest.raises(ValueError, match=r"^layer '2': csc row indices\[0\]=999 is out of "
+                                         r"range; expected 0 <= index < 64"):
+        model.load_state_dict(state)
+    # the layout says bsr, the tensors are csc's
+    state = model.state_dict()
+    extra = sk._packed_module.decode_extra_state(state["0._extra_state"])
+    state["0._extra_state"] = sk._packed_module.encode_extra_state(dict(extra, layout="bsr"))
+    with pytest.raises(ValueError, match=r"^layer '0': bsr values has shape"):
+        model.load_state_dict(state)
+    state = model.state_dict()
+    state["2.values"] = [1.0]
+    with pytest.raises(TypeError, match=r"^layer '2': state '2\.values' is a list, expected a "
+                                        r"tensor"):
+        model.load_state_dict(state)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
 #: A latency table in which every sparse format beats dense (so "auto" decisions follow the
 #: pattern, not this machine's timings).
 FAST = synthetic_table({n: (1.0, {"2:4": [(0.5, 0.5)], "csc": [(0.05, 0.1), (0.5, 1.0)]})

@@ -205,10 +205,15 @@ def test_tied_dense_weights_are_saved_to_safetensors(tmp_path):
     with safe_open(str(tmp_path / "t.safetensors"), "pt") as f:  # stored once
         assert "dense.0.weight" in f.keys() and "dense.2.weight" not in f.keys()
         assert json.loads(f.metadata()["aliases"]) == {"dense.2.weight": "dense.0.weight"}
+    # a model that does not tie them: the file's alias cannot be told from a forged one
     untied = nn.Sequential(nn.Embedding(8, 4), nn.Linear(4, 8), nn.Linear(4, 8, bias=False))
-    sk.load_sparse(untied, tmp_path / "t.safetensors")  # an untied model gets both copies
-    assert torch.equal(untied[2].weight, model[0].weight)
-    assert torch.equal(untied[0].weight, model[0].weight)
+    before = snapshot(untied)
+    with pytest.raises(ValueError, match=r"t\.safetensors: alias 'dense\.2\.weight' -> "
+                                         r"'dense\.0\.weight': Sequential does not tie "
+                                         r"'2\.weight' to '0\.weight' \(they are different "
+                                         r"tensors\)"):
+        sk.load_sparse(untied, tmp_path / "t.safetensors")
+    assert_untouched(untied, before)
 
 
 @pytest.mark.parametrize("aliases,match", [
@@ -234,6 +239,51 @@ def test_bad_aliases_are_rejected(tmp_path, aliases, match):
     with pytest.raises(ValueError, match=match):
         sk.load_sparse(fresh, path)
     assert_untouched(fresh, before)
+
+
+def _bn_net():
+    return nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 4)).eval()
+
+
+def test_an_alias_the_model_does_not_tie_is_rejected(tmp_path):
+    """A tampered file: BatchNorm's weight removed and 'aliased' to its bias (a tensor of the
+    same shape). Loaded, the weight became the bias and the outputs were wrong, silently."""
+    torch.manual_seed(0)
+    model = _bn_net()
+    with torch.no_grad():
+        model[0].weight.mul_(torch.rand_like(model[0].weight) > 0.8)
+        model[1].weight.uniform_(0.5, 1.5)
+        model[1].bias.uniform_(-1, 1)
+    sk.sparsify(model, layout="csc")
+    path = tmp_path / "a.safetensors"
+    sk.save_sparse(model, path)
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys() if k != "dense.1.weight"}
+    meta["aliases"] = json.dumps({"dense.1.weight": "dense.1.bias"})
+    save_file(tensors, str(path), metadata=meta)
+    fresh = _bn_net()
+    before = snapshot(fresh)
+    with pytest.raises(ValueError, match=r"a\.safetensors: alias 'dense\.1\.weight' -> "
+                                         r"'dense\.1\.bias': Sequential does not tie "
+                                         r"'1\.weight' to '1\.bias' \(they are different "
+                                         r"tensors\)"):
+        sk.load_sparse(fresh, path)
+    assert_untouched(fresh, before)
+
+
+def test_a_safetensors_file_without_layers_metadata_says_missing(tmp_path):
+    path = tmp_path / "m.safetensors"
+    sk.save_sparse(sparse_net("csc"), path)
+    t, meta = _read_st(path)
+    del meta["layers"]
+    save_file(t, str(path), metadata=meta)
+    model = net(seed=4)
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"m\.safetensors: the metadata 'layers' is missing; "
+                                         r"expected a JSON object"):
+        sk.load_sparse(model, path)
+    assert_untouched(model, before)
 
 
 def test_a_non_tensor_state_cannot_go_to_safetensors(tmp_path):

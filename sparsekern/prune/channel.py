@@ -458,6 +458,40 @@ def _example_input(example_input, calib) -> Tuple[object, str]:
     return calibration.batches(calib)[0], "calib batch 0"
 
 
+def select_channel_layers(model: nn.Module, example_input, criterion: str = "l1", layers=None,
+                          traced_with: str = "example_input"
+                          ) -> Tuple[torch.fx.GraphModule, Dict[str, ChannelGroup],
+                                     Dict[str, str]]:
+    """The layers channel_prune prunes (and sensitivity_scan sweeps at channel granularity):
+    (traced module, {producer: ChannelGroup}, {layer: why it is left alone}).
+
+    Without ``layers``, every Conv2d/Linear that can be pruned with ``criterion``; the others
+    are only reported in the third item. A layer named in ``layers`` that cannot be pruned,
+    or a model with no such layer, raises ValueError."""
+    hint = _packed_hint(model)
+    if hint:  # fx cannot trace them ("x must be a torch.Tensor ... got Proxy" named nothing)
+        raise ValueError(f"channel_prune needs the dense model (it traces it with torch.fx)"
+                         f"{hint}")
+    gm, groups, skipped = plan(model, example_input, layers, traced_with)
+    if criterion == "bn_scale":
+        for name in [n for n, g in groups.items() if not g.followers]:
+            skipped[name] = "no BatchNorm follows it (criterion 'bn_scale')"
+            del groups[name]
+    if criterion == "regression":
+        for name in [n for n, g in groups.items() if len(g.consumers) != 1]:
+            skipped[name] = (f"criterion 'regression' needs exactly one consuming layer, it has "
+                             f"{len(groups[name].consumers)}")
+            del groups[name]
+    if layers is not None:
+        for name in (layers if not isinstance(layers, str) else [layers]):
+            if name in skipped:
+                raise ValueError(f"layer {name!r} cannot be channel-pruned: {skipped[name]}")
+    if not groups:
+        raise ValueError(f"model {type(model).__name__} has no channel-prunable layers: "
+                         + "; ".join(f"{n}: {why}" for n, why in skipped.items()))
+    return gm, groups, skipped
+
+
 def channel_prune(model: nn.Module, ratio: Ratio, example_input=None,
                   criterion: str = "l1", calib=None, layers=None, progress: bool = False,
                   warn: bool = True) -> ChannelPruneReport:
@@ -496,27 +530,8 @@ def channel_prune(model: nn.Module, ratio: Ratio, example_input=None,
     else:
         r = check_ratio(ratio)
         ratios = None
-    hint = _packed_hint(model)
-    if hint:  # fx cannot trace them ("x must be a torch.Tensor ... got Proxy" named nothing)
-        raise ValueError(f"channel_prune needs the dense model (it traces it with torch.fx)"
-                         f"{hint}")
-    gm, groups, skipped = plan(model, example_input, layers, traced_with)
-    if criterion == "bn_scale":
-        for name in [n for n, g in groups.items() if not g.followers]:
-            skipped[name] = "no BatchNorm follows it (criterion 'bn_scale')"
-            del groups[name]
-    if criterion == "regression":
-        for name in [n for n, g in groups.items() if len(g.consumers) != 1]:
-            skipped[name] = (f"criterion 'regression' needs exactly one consuming layer, it has "
-                             f"{len(groups[name].consumers)}")
-            del groups[name]
-    if layers is not None:
-        for name in (layers if not isinstance(layers, str) else [layers]):
-            if name in skipped:
-                raise ValueError(f"layer {name!r} cannot be channel-pruned: {skipped[name]}")
-    if not groups:
-        raise ValueError(f"model {type(model).__name__} has no channel-prunable layers: "
-                         + "; ".join(f"{n}: {why}" for n, why in skipped.items()))
+    gm, groups, skipped = select_channel_layers(model, example_input, criterion, layers,
+                                                traced_with)
     unexpected = {n: why for n, why in skipped.items() if why != REACHES_OUTPUT}
     if warn and unexpected:
         warnings.warn("channel pruning left these layers alone: " +

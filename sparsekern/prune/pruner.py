@@ -18,6 +18,13 @@ from .masks import Masks, apply_masks, check_masks
 SCOPES = ("layer", "global")
 
 
+def pruned_layers(model: nn.Module, layers, g) -> Dict[str, nn.Module]:
+    """The layers prune_model prunes at granularity ``g`` (parsed; not "channel", see
+    channel.select_channel_layers): ``layers`` (checked) or, by default, every prunable layer
+    (every nn.Conv2d for kernel granularity). sensitivity_scan sweeps the same ones."""
+    return select_layers(model, layers, need_conv=isinstance(g, Kernel), writes=True)
+
+
 def prune_model(model: nn.Module, ratio: Ratio = None, granularity="fine", criterion: str = "l1",
                 calib=None, layers=None, scope: str = "layer",
                 masks: Optional[Mapping[str, torch.Tensor]] = None, apply: bool = True,
@@ -68,8 +75,7 @@ def prune_model(model: nn.Module, ratio: Ratio = None, granularity="fine", crite
     criteria.check_criterion(criterion, channel=False)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-    modules = select_layers(model, layers_of_ratio(ratio, layers),
-                            need_conv=isinstance(g, Kernel), writes=True)
+    modules = pruned_layers(model, layers_of_ratio(ratio, layers), g)
     if g.fixed_ratio is not None:
         if ratio is not None:
             for name, r in resolve_ratios(ratio, modules).items():

@@ -5,7 +5,7 @@ import copy
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
@@ -14,8 +14,8 @@ from torch import nn
 from . import calibration
 from .metric import evaluate
 from .granularity import Channel, parse
-from .layers import check_ratio, select_layers
-from .pruner import prune_model
+from .layers import check_ratio
+from .pruner import prune_model, pruned_layers
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -37,6 +37,9 @@ class SensitivityTable:
     higher_is_better: bool = True
     granularity: str = "fine"
     criterion: str = "l1"
+    #: {layer: why it was not swept}: the layers channel_prune would leave alone (channel
+    #: granularity, default layers only).
+    skipped: Dict[str, str] = field(default_factory=dict)
 
     def drops(self) -> Dict[str, List[float]]:
         """{layer: [metric loss vs baseline at each ratio]} (positive = worse); a NaN metric
@@ -107,7 +110,10 @@ def sensitivity_scan(model: nn.Module, eval_fn: Callable[[nn.Module], float],
         eval_fn: ``eval_fn(model) -> float``, e.g. validation accuracy.
         ratios: the sweep (each in [0, 1)).
         granularity, criterion, calib, layers: as for prune_model; "channel" prunes a copy
-            of the model per point (example_input or calib traces it).
+            of the model per point (example_input or calib traces it). Without ``layers``
+            the layers swept are those prune_model prunes at that granularity (every
+            nn.Conv2d for "kernel"; for "channel" those channel_prune prunes, the others
+            listed in the table's ``skipped``); a named layer that does not fit raises.
         png: where to save the plot (one line per layer), or None.
         higher_is_better: False for a loss.
         warn: warn about curves that look wrong for a correct pruner — a drop of more than
@@ -128,7 +134,22 @@ def sensitivity_scan(model: nn.Module, eval_fn: Callable[[nn.Module], float],
     if g.fixed_ratio is not None:
         raise ValueError(f"sensitivity_scan sweeps ratios; granularity '{g}' fixes its ratio")
     channel = isinstance(g, Channel)
-    names = list(select_layers(model, layers, writes=True))
+    skipped: Dict[str, str] = {}
+    if channel:  # the layers channel_prune would prune, found as it finds them
+        from . import criteria
+        from .channel import REACHES_OUTPUT, _example_input, select_channel_layers
+        criteria.check_criterion(criterion, channel=True)
+        traced, traced_with = _example_input(example_input, calib)
+        _, groups, skipped = select_channel_layers(model, traced, criterion, layers,
+                                                   traced_with)
+        names = list(groups)
+        unexpected = {n: why for n, why in skipped.items() if why != REACHES_OUTPUT}
+        if warn and unexpected:
+            warnings.warn("sensitivity_scan: channel pruning leaves these layers alone (not "
+                          "swept): " + "; ".join(f"{n}: {why}" for n, why in unexpected.items()),
+                          stacklevel=2)
+    else:
+        names = list(pruned_layers(model, layers, g))
     baseline = evaluate(eval_fn, model)
     if math.isnan(baseline):
         raise ValueError("eval_fn returned NaN for the unpruned model: no drop can be measured "
@@ -157,7 +178,8 @@ def sensitivity_scan(model: nn.Module, eval_fn: Callable[[nn.Module], float],
             bar.update(1)
         curves[name] = curve
     bar.close()
-    table = SensitivityTable(ratios, baseline, curves, higher_is_better, str(g), criterion)
+    table = SensitivityTable(ratios, baseline, curves, higher_is_better, str(g), criterion,
+                             skipped)
     if warn:
         for msg in check_curves(table):
             warnings.warn(msg, stacklevel=2)

@@ -121,3 +121,46 @@ def test_a_single_ratio_is_refused_with_its_fix():
                                         r"\[0.3, 0.5, 0.7\], got 0.5 \(float\); for one ratio "
                                         r"give \[0.5\]"):
         prune.sensitivity_scan(m, lambda model: 1.0, ratios=0.5, progress=False)
+
+
+class _Residual(torch.nn.Module):
+    """c1 and c2 are coupled by a residual add (channel pruning leaves them alone); fc is a
+    Linear (kernel granularity leaves it alone)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.c3 = torch.nn.Conv2d(8, 16, 3, padding=1)
+        self.fc = torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.c1(x))
+        h = h + torch.relu(self.c2(h))
+        return self.fc(torch.relu(self.c3(h)).mean((2, 3)))
+
+
+def test_default_layers_are_those_prune_model_and_channel_prune_prune():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 8, 8)
+    model = _Residual().eval()
+    ev = lambda m: -m(x).pow(2).mean().item()  # noqa: E731
+    kw = dict(ratios=[0.5], progress=False, warn=False)
+    table = prune.sensitivity_scan(model, ev, granularity="kernel", **kw)
+    assert list(table.curves) == ["c1", "c2", "c3"]  # every Conv2d, as prune_model(kernel)
+    report = prune.channel_prune(_Residual(), 0.5, example_input=x, warn=False)
+    table = prune.sensitivity_scan(model, ev, granularity="channel", example_input=x, **kw)
+    assert list(table.curves) == list(report.pruned) == ["c3"]
+    assert table.skipped == report.skipped and set(table.skipped) == {"c1", "c2", "fc"}
+    with pytest.warns(UserWarning, match=r"sensitivity_scan: channel pruning leaves these "
+                                         r"layers alone \(not swept\): c1: add combines it"):
+        prune.sensitivity_scan(model, ev, granularity="channel", example_input=x, ratios=[0.5],
+                               progress=False)
+    # named layers that do not fit still raise
+    with pytest.raises(ValueError, match=r"layer 'fc' is a Linear.*kernel granularity prunes "
+                                         r"whole kh x kw kernels"):
+        prune.sensitivity_scan(model, ev, granularity="kernel", layers=["fc"], **kw)
+    with pytest.raises(ValueError, match=r"layer 'c1' cannot be channel-pruned: add combines "
+                                         r"it with another tensor"):
+        prune.sensitivity_scan(model, ev, granularity="channel", example_input=x,
+                               layers=["c1"], **kw)
