@@ -94,12 +94,26 @@ def test_another_kernel_path_is_a_miss_and_keeps_the_other_entry(counted, tmp_pa
             mp.setattr(machine, "extension_isa", lambda: "portable-test")
         elif change == "pool":
             mp.setattr(machine, "extension_pool", lambda: "own-test")
-        else:
-            mp.setenv("SPARSEKERN_CPU_SCATTER", "scalar-test")
+        else:  # as reload_env() records what the C++ side read
+            import sparsekern.backends as backends
+            mp.setattr(backends, "_scatter_value", "scalar-test")
         assert table.layer_entry(_sig(), NOCHECK, cache=c).provenance == "measured"
     assert len(counted) == 2
     assert table.layer_entry(_sig(), NOCHECK, cache=c).provenance == "cached"  # not overwritten
     assert len(counted) == 2
+
+
+def test_the_scatter_key_is_what_the_kernels_read_not_the_environment_now(monkeypatch):
+    """SPARSEKERN_CPU_SCATTER set after import (without reload_env) changes nothing the
+    kernels run, so it must not change the cache key either (an entry timed on the old path
+    would be filed under the new one)."""
+    from sparsekern.auto.fingerprint import kernel_path
+    import sparsekern.backends as backends
+    before = kernel_path()["scatter"]
+    monkeypatch.setenv("SPARSEKERN_CPU_SCATTER", "scalar" if before != "scalar" else "vector")
+    assert kernel_path()["scatter"] == before
+    monkeypatch.setattr(backends, "_scatter_value", "vector")
+    assert kernel_path()["scatter"] == "vector"
 
 
 # -- D4: damaged or edited cache entries are misses, with a warning naming the file --------
