@@ -14,23 +14,8 @@ from sparsekern.auto.signature import input_label
 from sparsekern.auto.table import LatencyTable, LayerLatency
 from sparsekern.demo import minilm_job, report as demo_report
 from sparsekern.demo.tasks import ClassificationTask, outputs
-from sparsekern.timing import TimerSettings
-
-TINY_TIMER = TimerSettings(min_time=0.002, min_reps=2, max_reps=5, max_candidate_time=0.05,
-                           warmup_time=0.0, max_warmup_calls=1)
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPARSEKERN_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# The demo tests' tiny timer and fixtures (a private latency cache per test, one thread).
+from tests.test_demo import TINY_TIMER, _private_cache, one_thread  # noqa: F401
 
 
 # ----------------------------------------------------------------------------- helpers
