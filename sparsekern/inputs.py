@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import inspect
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import torch
@@ -203,11 +204,11 @@ def check_unambiguous(data, what: str = "calib") -> None:
         raise TypeError(f"{what} is a {type(data).__name__} of {n} tensors, "
                         f"{', '.join(shapes[:-1])} and {shapes[-1]}: it could be "
                         f"{n} batches, one (inputs, targets) "
-                        f"batch or {n} positional inputs of one call (input_ids, "
-                        f"attention_mask), which run the model differently; say which: "
-                        f"[x1, x2] (a list of batches), [(inputs, targets)], "
-                        f"sparsekern.Args(input_ids, attention_mask) or a dict of keyword "
-                        f"inputs")
+                        f"batch or {n} inputs of one call (input_ids, attention_mask), which "
+                        f"run the model differently; say which: [x1, x2] (a list of batches), "
+                        f"[(inputs, targets)], or one call's inputs by name: "
+                        f"sparsekern.Args(input_ids, attention_mask=mask) or a dict "
+                        f"{{'input_ids': ..., 'attention_mask': ...}}")
 
 
 def items(data, what: str = "calib") -> list:
@@ -343,18 +344,73 @@ def token_mask_of(item, model: Optional[nn.Module] = None) -> Optional[torch.Ten
     """The item's ``attention_mask`` [batch, seq] (a tokenizer's output: nonzero = a real
     token, 0 = padding) when it passes a 2-D tensor of that name, else None.
 
+    With ``model``, the item's positional and keyword inputs are bound to the parameters of
+    ``model.forward`` (:func:`named_inputs`), so ``Args(input_ids, mask)`` finds the mask of a
+    forward ``(input_ids, attention_mask, ...)``; a positional input bound to another name
+    (GPT-2's second parameter is its key/value cache) is never read as the mask. Without
+    ``model``, or when binding fails, only a keyword ``attention_mask`` counts.
+
     None too for an encoder-decoder model (``config.is_encoder_decoder``) or an item with
     decoder inputs: the mask then covers the encoder's sequence only, and a decoder layer's
     input of the same [batch, seq] shape would lose real tokens."""
     try:
-        _, kwargs = split(item)
+        args, kwargs = split(item)
     except TypeError:
         return None
-    if any(k.startswith("decoder_") for k in kwargs) or getattr(
+    named = named_inputs(model, args, kwargs)
+    if any(k.startswith("decoder_") for k in named) or getattr(
             getattr(model, "config", None), "is_encoder_decoder", False) is True:
         return None
-    m = kwargs.get("attention_mask")
+    m = named.get("attention_mask")
     return m if isinstance(m, torch.Tensor) and m.dim() == 2 else None
+
+
+#: Attributes under which a wrapper holds the module it runs: DistributedDataParallel and
+#: DataParallel (``module``), torch.compile (``_orig_mod``).
+_WRAPPED = ("module", "_orig_mod")
+
+
+def named_inputs(model: Optional[nn.Module], args: tuple, kwargs: Dict[str, Any]
+                 ) -> Dict[str, Any]:
+    """{parameter name: value} of the call ``model(*args, **kwargs)``, bound to the
+    parameters of ``model.forward`` (keywords a ``**kwargs`` parameter takes keep their
+    names; inputs a ``*args`` parameter takes are left out). Only ``kwargs`` when ``model``
+    is None, its signature cannot be read, or the call does not bind to it."""
+    sig = _forward_signature(model)
+    if sig is None:
+        return dict(kwargs)
+    try:
+        bound = sig.bind_partial(*args, **kwargs)
+    except TypeError:  # the model itself would reject the call: say nothing more here
+        return dict(kwargs)
+    named: Dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        kind = sig.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            named.update(value)
+        elif kind is not inspect.Parameter.VAR_POSITIONAL:
+            named[name] = value
+    return named
+
+
+def _forward_signature(model, depth: int = 0) -> Optional[inspect.Signature]:
+    """The signature of ``model.forward`` (decorators that keep ``__wrapped__`` seen
+    through); a wrapper whose forward takes only ``*args, **kwargs`` gives its wrapped
+    module's (see ``_WRAPPED``). None when there is none to read."""
+    forward = getattr(model, "forward", None)
+    if forward is None or depth > 8:  # depth: a wrapper cycle must not loop forever
+        return None
+    try:
+        sig = inspect.signature(forward)
+    except (TypeError, ValueError):  # a builtin or C-implemented forward
+        return None
+    only_varargs = all(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                       for p in sig.parameters.values())
+    inner = next((getattr(model, a) for a in _WRAPPED
+                  if isinstance(getattr(model, a, None), nn.Module)), None)
+    if only_varargs and inner is not None and inner is not model:
+        return _forward_signature(inner, depth + 1)
+    return sig
 
 
 @contextlib.contextmanager

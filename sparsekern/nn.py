@@ -278,6 +278,7 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
         raise TypeError(f"sparsify: model must be an nn.Module, got {type(model).__name__}; call "
                         f"sparsify(model, layout=...)")
     check_sparsify_args(layout, blocksize, max_density, example_input, latency_table, margin)
+    layers = _layer_names(layers)
     targets, skipped = _candidates(model, layers)
     # weights of 3+ dims outside any linear-like layer (MoE experts): named, never packed
     left_alone = _layers.weights_left_alone(model) if layers is None else {}
@@ -308,12 +309,25 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
             result.sparsekern_decisions = {}
     for name, why in skipped.items():
         result.sparsekern_report[name] = ("dense", why)
-    names = None if layers is None else ({layers} if isinstance(layers, str) else set(layers))
+    names = None if layers is None else set(layers)
     for name, m in result.named_modules():  # packed before this call: reported, kept as is
         if isinstance(m, PackedWeightModule) and name not in result.sparsekern_report and \
                 (names is None or name in names):
             result.sparsekern_report[name] = (m.layout, "already packed")
     return result
+
+
+def _layer_names(layers) -> Optional[List[str]]:
+    """``layers`` as a list of names (a str is one name; an iterator is read once); None
+    stays None (every layer). ValueError when it names none: packing nothing is never the
+    intent (prune_model refuses an empty ``layers`` the same way)."""
+    if layers is None:
+        return None
+    names = [layers] if isinstance(layers, str) else list(layers)
+    if not names:
+        raise ValueError(f"layers is empty: name at least one {_layers.SUPPORTED_NAMES} to "
+                         f"sparsify, or pass layers=None for every one")
+    return names
 
 
 def _candidates(model: nn.Module, layers) -> Tuple[Dict[str, nn.Module], Dict[str, str]]:
@@ -322,7 +336,7 @@ def _candidates(model: nn.Module, layers) -> Tuple[Dict[str, nn.Module], Dict[st
         named = [(n, m) for n, m in model.named_modules() if _layers.looks_linear(m)]
     else:
         modules = dict(model.named_modules())
-        names = [layers] if isinstance(layers, str) else list(layers)
+        names = list(layers)
         for n in names:
             if n not in modules or not _layers.looks_linear(modules[n]):
                 got = "does not exist" if n not in modules else \

@@ -2,6 +2,7 @@
 line, the report's contents (tiny configurations; no assertion on timing)."""
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -582,6 +583,7 @@ def test_final_criterion_prunes_from_its_own_larger_calibration_set(tmp_path, on
     """The search prunes from data.calib; the final SparseGPT-style step from data.final_calib
     (more tokens: a Hessian from fewer tokens than a layer's inputs is rank-deficient)."""
     model, data, cfg, _ = _tiny_text_job(tmp_path)
+    cfg = dataclasses.replace(cfg, final_criterion="wanda")  # l1 reads no data: gets none
     assert data.counts["final_calib"] == 128 and data.counts["calib"] == 16
     assert len(data.final_calib) == 8  # batches of 16
     seen = []
@@ -594,7 +596,7 @@ def test_final_criterion_prunes_from_its_own_larger_calibration_set(tmp_path, on
     res = demo.run(model, data.train, data.val, data.examples, cfg, test=data.test,
                    calib=data.calib, final_calib=data.final_calib)
     assert res.search.masks  # the tiny table makes the FFN layers pay: the final step ran
-    finals = [c for crit, c in seen if crit == "l1"]
+    finals = [c for crit, c in seen if crit == "wanda"]
     assert finals and all(c is data.final_calib for c in finals)
 
 

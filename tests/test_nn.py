@@ -604,3 +604,24 @@ def test_sparse_linear_names_a_bias_of_the_wrong_kind(layout):
     with sk.use_backend("reference"):
         want = sk.linear(x, A, bias)
     torch.testing.assert_close(layer(x), want)
+
+
+@pytest.mark.parametrize("layout", ["2:4", "auto"])
+def test_sparsify_refuses_an_empty_layers_as_prune_model_does(layout):
+    # sparsify(layers=[]) packed nothing, with an empty report and no warning
+    model = nn.Sequential(nn.Linear(32, 32))
+    prune.prune_model(model, granularity="2:4")
+    for empty in ([], (), iter([])):
+        with pytest.raises(ValueError, match=r"layers is empty: name at least one nn\.Linear, "
+                                             r"nn\.Conv2d \(groups=1\) or transformers Conv1D "
+                                             r"to sparsify, or pass layers=None for every one"):
+            sk.sparsify(model, layout=layout, layers=empty)
+        with pytest.raises(ValueError, match=r"layers is empty: name at least one"):
+            prune.convert(model, layout="2:4", layers=empty)
+    assert type(model[0]) is nn.Linear
+    # a one-shot iterator of names is read once
+    x = torch.randn(3, 32)
+    ref = model(x)
+    sk.sparsify(model, layout="2:4", layers=iter(["0"]))
+    assert isinstance(model[0], sk.SparseLinear) and list(model.sparsekern_report) == ["0"]
+    assert rel_err(model(x), ref) < TOL[torch.float32]

@@ -64,7 +64,7 @@ import torch
 from torch import nn
 
 from ..prune.granularity import NM, parse
-from ..prune.pruner import prune_model
+from ..prune.pruner import calib_read, prune_model
 from .choose import DEFAULT_MARGIN, LayerDecision
 from .formats import DENSE
 from .netadapt import (LayerPlan, NetAdaptResult, Targets, _State, budgets, final_finetune,
@@ -532,4 +532,5 @@ def _prune(model: nn.Module, ratios: Dict[str, float], g, criterion, calib
     todo = {n: r for n, r in ratios.items() if r > 0}
     if not todo:
         return {}
-    return prune_model(model, todo, granularity=g, criterion=criterion, calib=calib)
+    return prune_model(model, todo, granularity=g, criterion=criterion,
+                       calib=calib_read(g, criterion, calib))

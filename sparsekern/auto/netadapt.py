@@ -36,7 +36,7 @@ from ..prune.granularity import NM, Fine, parse
 from ..prune.layers import weight_matrix
 from ..prune.masks import MaskHolder
 from ..prune.metric import evaluate
-from ..prune.pruner import prune_model
+from ..prune.pruner import calib_read, prune_model
 from .choose import DEFAULT_MARGIN, LayerDecision, decide, decide_weight
 from .formats import DENSE, parse_format
 from .patterns import planned_densities
@@ -509,6 +509,7 @@ def _next_granularities(first) -> list:
 def _prune_one(model: nn.Module, cand: Candidate, masks, criterion, calib):
     g = parse(cand.granularity)
     prev = {cand.layer: masks[cand.layer]} if cand.layer in masks else None
+    calib = calib_read(g, criterion, calib)  # one search may mix granularities that read it
     if isinstance(g, NM):
         return prune_model(model, None, granularity=g, criterion=criterion, calib=calib,
                            layers=[cand.layer], masks=prev)

@@ -414,17 +414,18 @@ def reprune(st: _State) -> None:
     fresh, masks = copy.deepcopy(st.dense), {}
     for g, ratios in _plan_groups(st.search.plans).items():
         gran = parse_granularity(g)
+        calib = prune.calib_read(gran, cfg.final_criterion, st.final_calib)
         if isinstance(gran, NM):
             masks.update(prune.prune_model(fresh, None, granularity=gran, criterion=cfg.final_criterion,
-                                           calib=st.final_calib, layers=list(ratios)))
+                                           calib=calib, layers=list(ratios)))
             more = {n: r for n, r in ratios.items() if r > gran.fixed_ratio + 1e-9}
             if more:  # fine pruning on top of the N:M pattern (still N:M)
                 masks.update(prune.prune_model(fresh, more, granularity="fine",
-                                               criterion=cfg.final_criterion, calib=st.final_calib,
+                                               criterion=cfg.final_criterion, calib=calib,
                                                masks={n: masks[n] for n in more}))
         else:
             masks.update(prune.prune_model(fresh, ratios, granularity=gran,
-                                           criterion=cfg.final_criterion, calib=st.final_calib))
+                                           criterion=cfg.final_criterion, calib=calib))
     before, after = st.search.metric_search, float(_metric(st)(fresh))
     keep = after >= before
     st.say(f"pruning step again with {cfg.final_criterion} at the search's plan: metric "

@@ -53,14 +53,14 @@ from .distill import DEFAULT_DISTILL_LR, distill
 from .granularity import parse as parse_granularity
 from .mask_update import MaskUpdate, is_nm, nm_mask
 from .masks import MaskHolder, StoredZeroHolder, apply_masks, masks_from_zeros, sparsity
-from .pruner import prune_model
+from .pruner import calib_read, prune_model
 from .sparsegpt import SparseGPTConfig
 from .schedule import IterativeResult, iterative_prune
 from .sensitivity import SensitivityTable, ratios_from_sensitivity, sensitivity_scan
 from .stats import count_macs, count_params
 from .trainer import DEFAULT_FINETUNE_LR, accuracy, fine_tune, train
 
-__all__ = ["prune_model", "SparseGPTConfig", "distill", "DEFAULT_DISTILL_LR", "MaskUpdate",
+__all__ = ["prune_model", "calib_read", "SparseGPTConfig", "distill", "DEFAULT_DISTILL_LR", "MaskUpdate",
            "is_nm", "nm_mask", "apply_masks", "MaskHolder", "StoredZeroHolder", "masks_from_zeros",
            "sparsity",
            "channel_prune", "ChannelPruneReport", "bn_l1_penalty", "sensitivity_scan",

@@ -16,6 +16,7 @@ Spellings accepted by :func:`parse`:
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -61,6 +62,36 @@ def _prune_lowest(scores: torch.Tensor, n_prune: int) -> torch.Tensor:
 
 def count_to_prune(n: int, ratio: float) -> int:
     return min(n, int(round(ratio * n)))
+
+
+def prefix_to_prune(sizes: torch.Tensor, target: float) -> int:
+    """How many groups, taken in order, to remove so that the weights they hold come closest
+    to ``target`` weights (ties: fewer). ``sizes``: 1-D, weights per group in removal order
+    (edge blocks hold fewer)."""
+    cum = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)]).double().cpu()
+    k = int(torch.searchsorted(cum, torch.tensor([target], dtype=cum.dtype)))
+    k = min(k, cum.numel() - 1)  # target beyond every group: remove them all
+    # the last prefix below the target wins a tie; the slack absorbs ratio * n's float error
+    if k > 0 and target - float(cum[k - 1]) <= float(cum[k]) - target + 1e-9 * float(cum[-1]):
+        k -= 1
+    return k
+
+
+#: Achieved minus requested fraction beyond which whole blocks are reported to miss the ratio.
+RATIO_TOLERANCE = 0.05
+
+
+def warn_if_unreachable(where: str, ratio: float, achieved: float, block,
+                        stacklevel: int = 3) -> None:
+    """One UserWarning when whole blocks removed ``achieved`` of the weights of ``where`` (a
+    layer's name and shape), more than RATIO_TOLERANCE from the requested ``ratio``;
+    ``stacklevel`` as for warnings.warn, counted from the caller."""
+    if abs(achieved - ratio) <= RATIO_TOLERANCE:
+        return
+    warnings.warn(f"{where}: block granularity {block} removes {achieved:.4g} of the weights, "
+                  f"not the requested ratio {ratio:g}: whole blocks come no closer; use "
+                  f"smaller blocks or a ratio that whole blocks can reach",
+                  stacklevel=stacklevel + 1)
 
 
 @dataclass(frozen=True)
@@ -135,9 +166,24 @@ def _group_scores(groups: torch.Tensor, counts: torch.Tensor, reduce: str,
     return s.masked_fill(forced, float("-inf"))
 
 
+def _keep_blocks(scores: torch.Tensor, sizes: torch.Tensor, target: float
+                 ) -> Tuple[torch.Tensor, float]:
+    """(bool keep [n], weights removed) for n blocks of ``scores`` [n] holding ``sizes`` [n]
+    weights: the lowest-scored blocks whose weights come closest to ``target``."""
+    order = torch.argsort(scores, stable=True)
+    k = prefix_to_prune(sizes[order], target)
+    keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
+    keep[order[:k]] = False
+    return keep, float(sizes[order[:k]].sum())
+
+
 @dataclass(frozen=True)
 class Block(Granularity):
-    """Blocks of bm x bk of the [out, K] weight matrix (vectors when bm or bk is 1)."""
+    """Blocks of bm x bk of the [out, K] weight matrix (vectors when bm or bk is 1).
+
+    ``ratio`` counts weights, not blocks: the lowest-scored blocks are removed until the
+    weights they hold come closest to ``ratio * out * K`` (edge blocks hold fewer; ties:
+    fewer removed), with a UserWarning when that is more than 0.05 from ``ratio``."""
 
     bm: int = 32
     bk: int = 32
@@ -165,9 +211,11 @@ class Block(Granularity):
 
         counts = blocks(real).sum(-1).double()
         gs = _group_scores(blocks(vals), counts, reduce, blocks(forced_p).any(-1))
-        keep_b = _prune_lowest(gs.flatten(), count_to_prune(Mb * Kb, ratio)).reshape(Mb, Kb)
-        keep = keep_b.repeat_interleave(self.bm, 0).repeat_interleave(self.bk, 1)[:M, :K]
-        return keep.reshape(scores.shape)
+        keep_b, achieved = _keep_blocks(gs.flatten(), counts.flatten(), ratio * M * K)
+        warn_if_unreachable(f"layer {name!r} ({M}x{K})", ratio, achieved / max(1, M * K),
+                            self.name, stacklevel=2)
+        keep = keep_b.reshape(Mb, Kb).repeat_interleave(self.bm, 0)
+        return keep.repeat_interleave(self.bk, 1)[:M, :K].reshape(scores.shape)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ def prune_model(model: nn.Module, ratio: Ratio = None, granularity="fine", crite
         model: any nn.Module (modified in place when ``apply``).
         ratio: fraction of weights removed, in [0, 1): one number, or {layer name: ratio}
             (which also selects the layers). Not needed for N:M (its ratio is 1 - N/M).
+            Blocks: as nearly as whole blocks allow (edge blocks count their real size; a
+            UserWarning names a layer more than 0.05 off).
         granularity: "fine", "2:4" / "1:4" / "2:8" / any "N:M", (bm, bk) or "BMxBK" blocks
             (e.g. (32, 32), (1, 8), (8, 1)), "kernel" (Conv2d only) or "channel".
         criterion: "l1", "l2", "wanda" or "sparsegpt" for weight-level granularities; "l1",
@@ -52,15 +54,21 @@ def prune_model(model: nn.Module, ratio: Ratio = None, granularity="fine", crite
             over all selected layers; fine granularity with "l1"/"l2" only).
         masks: masks of an earlier round; weights pruned there stay pruned.
         apply: zero the pruned weights in place (else only return the masks).
-        example_input: for "channel": an input to trace shapes with (default: first calib
-            batch).
+        example_input: for "channel" only: an input to trace shapes with (default: first
+            calib batch).
         sequential: for "wanda" and "sparsegpt" (default True): prune layer by layer in
             forward order, each from the inputs it gets from the model with the layers before
             it already pruned (one partial forward over ``calib`` per group of layers that
             share an input, see sequential.py). False (Wanda only): every layer's input norms
             from one pass over the dense model. With ``apply=False`` the weights are
             restored afterwards (SparseGPT's weight updates are then lost).
-        sparsegpt: SparseGPTConfig (dampening, lazy block size) for "sparsegpt".
+        sparsegpt: SparseGPTConfig (dampening, lazy block size) for "sparsegpt" only.
+    An argument the chosen criterion / granularity would ignore raises ValueError naming it
+    (``sparsegpt`` without criterion "sparsegpt", ``example_input`` without "channel";
+    for "channel" also ``masks``, ``apply=False``, ``scope="global"``, ``sequential``);
+    ``calib`` for a criterion that reads no calibration data ("l1", "l2", "bn_scale") gets
+    a UserWarning (wrappers such as auto.netadapt pass their ``calib`` through whatever
+    the criterion).
     Returns:
         {layer name: bool mask of the weight's shape (True = kept)}; for "channel" the
         :class:`~sparsekern.prune.channel.ChannelPruneReport` (channels are removed
@@ -68,7 +76,9 @@ def prune_model(model: nn.Module, ratio: Ratio = None, granularity="fine", crite
     """
     calib = calibration.replayable(calib)
     g = parse(granularity)
+    _check_used(g, criterion, calib, example_input, sparsegpt)
     if isinstance(g, Channel):
+        _check_channel_args(masks, apply, scope, sequential)
         from .channel import channel_prune
         return channel_prune(model, ratio, example_input=example_input, criterion=criterion,
                              calib=calib, layers=layers, progress=progress)
@@ -135,6 +145,49 @@ def prune_model(model: nn.Module, ratio: Ratio = None, granularity="fine", crite
     if apply:
         apply_masks(model, new)
     return new
+
+
+def _check_used(g, criterion, calib, example_input, sparsegpt) -> None:
+    """Refuse an argument ``criterion`` / granularity ``g`` would silently ignore."""
+    if sparsegpt is not None and not isinstance(sparsegpt, SparseGPTConfig):
+        raise TypeError(f"sparsegpt must be a SparseGPTConfig or None, got "
+                        f"{type(sparsegpt).__name__}")
+    if sparsegpt is not None and criterion != "sparsegpt":
+        raise ValueError(f"sparsegpt={sparsegpt} applies to criterion 'sparsegpt' only; got "
+                         f"criterion {criterion!r}, which would ignore it: drop sparsegpt=... "
+                         f"or use criterion='sparsegpt'")
+    if example_input is not None and not isinstance(g, Channel):
+        raise ValueError(f"example_input applies to granularity 'channel' only (it traces "
+                         f"the model's shapes); granularity '{g}' would ignore it: drop "
+                         f"example_input=... (calibration data goes in calib=...)")
+    if calib is not None and calib_read(g, criterion, calib, example_input) is None:
+        # a warning, not an error: generic code may pass its calib whatever the criterion
+        # (sparsekern's own callers filter it with calib_read)
+        warnings.warn(f"calib is not used by criterion {criterion!r} (weights are scored "
+                      f"without data); only {list(criteria.NEEDS_CALIB)} read calibration "
+                      f"data: drop calib=... or use one of them", stacklevel=3)
+
+
+def calib_read(granularity, criterion: str, calib, example_input=None):
+    """``calib`` when prune_model with this granularity and criterion reads it, else None:
+    for callers that hold calibration data whatever the criterion (NetAdapt, AMC, schedules,
+    sensitivity scans, the demo), so that prune_model does not warn about it."""
+    # channel pruning traces the model with the first calib batch when example_input is None
+    traces = isinstance(parse(granularity), Channel) and example_input is None
+    return calib if criterion in criteria.NEEDS_CALIB or traces else None
+
+
+def _check_channel_args(masks, apply, scope, sequential) -> None:
+    """Refuse prune_model's weight-level arguments for "channel", which removes channels
+    physically (no masks, nothing to restore) and has no global scope or sequential mode."""
+    ignored = {"masks": (masks, None), "apply": (apply, True), "scope": (scope, "layer"),
+               "sequential": (sequential, None)}
+    for arg, (got, default) in ignored.items():
+        if got != default:
+            shown = type(got).__name__ if arg == "masks" else repr(got)
+            raise ValueError(f"{arg}={shown} does not apply to granularity 'channel' (channels "
+                             f"are removed in place; it would be ignored): leave {arg} at "
+                             f"{default!r} or use a weight-level granularity")
 
 
 def _global_fine(scores: Dict[str, torch.Tensor], ratio: float) -> Masks:
@@ -235,7 +288,7 @@ def _prune_one(m, name, g, ratio, criterion, stat, masks, config) -> torch.Tenso
         W = weight_matrix(m)  # [out, K], a view (a Conv1D's weight transposed)
         forced = None if prev is None else ~to_matrix(m, prev)
         try:
-            new_w, keep = sparsegpt.prune_matrix(W, stat.H, g, ratio, forced, config)
+            new_w, keep = sparsegpt.prune_matrix(W, stat.H, g, ratio, forced, config, name)
         except ValueError as e:  # name the layer (the Hessian's messages cannot)
             raise ValueError(f"layer {name!r}: {e}") from None
         W.copy_(new_w.to(W.dtype))

@@ -11,7 +11,10 @@ from the current (already updated) weights with the OBS saliency ``w² / U_jj²`
   ratio (cumulative rounding, so each row loses exactly ``round(ratio * K)`` weights);
 - N:M: at the start of each group of M columns, each row prunes its M-N lowest;
 - (bm, bk) blocks: at the start of each bk-wide column group, the lowest-saliency bm-row
-  blocks of that group are pruned (each column group loses its share of the ratio).
+  blocks of that group are pruned: as many as bring the weights removed so far closest to
+  ``ratio`` times the weights visited so far (edge blocks counted by their real size), so
+  the layer loses ``ratio`` of its weights as nearly as whole blocks allow (a UserWarning
+  when that is more than 0.05 off).
 
 Updates are lazy per block of ``blocksize`` columns (one matrix product per block carries
 the block's errors to the columns after it). H is dampened by ``damp`` times its mean
@@ -25,12 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 
-from .granularity import NM, Block, Fine, Granularity
+from .granularity import NM, Block, Fine, Granularity, prefix_to_prune, warn_if_unreachable
 
 DEFAULT_DAMP = 0.01
 DEFAULT_BLOCKSIZE = 128
@@ -38,11 +42,23 @@ DEFAULT_BLOCKSIZE = 128
 
 @dataclass(frozen=True)
 class SparseGPTConfig:
-    """``damp``: fraction of H's mean diagonal added to it; ``blocksize``: columns per lazy
-    update (rounded to a multiple of the N:M group or block width)."""
+    """``damp``: fraction of H's mean diagonal added to it (a finite float >= 0);
+    ``blocksize``: columns per lazy update (an int >= 1, rounded down to a multiple of the
+    N:M group or block width, at least one group). ValueError naming the field otherwise."""
 
     damp: float = DEFAULT_DAMP
     blocksize: int = DEFAULT_BLOCKSIZE
+
+    def __post_init__(self):
+        d, b = self.damp, self.blocksize
+        # bool is an int: True would pass as 1 and hide a misplaced flag
+        if isinstance(d, bool) or not isinstance(d, numbers.Real) or not math.isfinite(d) \
+                or d < 0:
+            raise ValueError(f"SparseGPTConfig: damp must be a finite number >= 0 (a fraction "
+                             f"of the Hessian's mean diagonal, e.g. {DEFAULT_DAMP}), got {d!r}")
+        if isinstance(b, bool) or not isinstance(b, numbers.Integral) or b < 1:
+            raise ValueError(f"SparseGPTConfig: blocksize must be an int >= 1 (columns per lazy "
+                             f"update, e.g. {DEFAULT_BLOCKSIZE}), got {b!r}")
 
 
 def _cum(ratio: float, n: int) -> int:
@@ -140,8 +156,10 @@ def inverse_hessian_factor(H: torch.Tensor, damp: float) -> torch.Tensor:
             return torch.linalg.cholesky(Hinv, upper=True).float()
         except RuntimeError:  # torch.linalg.LinAlgError subclasses RuntimeError
             continue
+    hint = " or a damp > 0 (SparseGPTConfig)" if damp == 0 else ""  # 0: retries add nothing
     raise ValueError(f"the calibration Hessian ({H.shape[0]}x{H.shape[0]}) is not positive "
-                     f"definite even with damping {damp * 1e5:g}; give more calibration data")
+                     f"definite even with damping {damp * 1e5:g}; give more calibration "
+                     f"data{hint}")
 
 
 def _fine_block(S: torch.Tensor, n_prune: int, forced: torch.Tensor) -> torch.Tensor:
@@ -160,20 +178,21 @@ def _nm_group(S: torch.Tensor, n: int, forced: torch.Tensor) -> torch.Tensor:
     return _fine_block(S, max(0, k), forced)
 
 
-def _block_group(S: torch.Tensor, bm: int, n_prune: int, forced: torch.Tensor) -> torch.Tensor:
-    """Bool [out, w]: whole bm-row blocks of this column group, the n_prune lowest by mean."""
+def _block_group(S: torch.Tensor, bm: int, target: float, forced: torch.Tensor) -> torch.Tensor:
+    """Bool [out, w]: whole bm-row blocks of this column group, the lowest by mean saliency,
+    whose weights come closest to ``target`` (ties: fewer); blocks holding a forced weight
+    are always pruned (and counted first)."""
     out, w = S.shape
     mb = -(-out // bm)
     pad = mb * bm - out
     vals = torch.nn.functional.pad(S.masked_fill(forced, 0.0), (0, 0, 0, pad))
     real = torch.nn.functional.pad(torch.ones_like(S), (0, 0, 0, pad))
-    scores = vals.reshape(mb, -1).sum(1) / real.reshape(mb, -1).sum(1)
+    sizes = real.reshape(mb, -1).sum(1)
+    scores = vals.reshape(mb, -1).sum(1) / sizes
     must = torch.nn.functional.pad(forced, (0, 0, 0, pad)).reshape(mb, -1).any(1)
+    order = torch.argsort(scores.masked_fill(must, float("-inf")), stable=True)
     chosen = must.clone()
-    if n_prune > 0:
-        idx = torch.topk(scores.masked_fill(must, float("-inf")), min(n_prune, mb),
-                         largest=False).indices
-        chosen[idx] = True
+    chosen[order[:prefix_to_prune(sizes[order], target)]] = True
     return chosen.repeat_interleave(bm)[:out].unsqueeze(1).expand(out, w).clone()
 
 
@@ -203,7 +222,8 @@ def _one_thread(device: torch.device):
 @torch.no_grad()
 def prune_matrix(W: torch.Tensor, H: torch.Tensor, g: Granularity, ratio: float,
                  forced: Optional[torch.Tensor] = None,
-                 config: SparseGPTConfig = SparseGPTConfig()) -> Tuple[torch.Tensor, torch.Tensor]:
+                 config: SparseGPTConfig = SparseGPTConfig(),
+                 name: Optional[str] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """SparseGPT on one weight matrix.
 
     Args:
@@ -213,6 +233,9 @@ def prune_matrix(W: torch.Tensor, H: torch.Tensor, g: Granularity, ratio: float,
         g: Fine, NM or Block granularity.
         ratio: fraction removed (for NM its fixed 1 - N/M is used).
         forced: optional bool [out, K], True = must be pruned (an earlier round's zeros).
+        config: damping and lazy block size.
+        name: the layer's name, for the warning when whole blocks miss ``ratio`` by more
+            than 0.05 (the matrix's shape names it otherwise).
     Returns:
         (new weights [out, K] float32 with pruned entries exactly 0, keep mask bool [out, K]).
     """
@@ -220,7 +243,14 @@ def prune_matrix(W: torch.Tensor, H: torch.Tensor, g: Granularity, ratio: float,
         raise ValueError(f"criterion 'sparsegpt' supports granularities 'fine', 'N:M' and "
                          f"blocks, got {g}")
     with _one_thread(W.device):
-        return _prune_matrix(W, H, g, ratio, forced, config)
+        new_w, keep = _prune_matrix(W, H, g, ratio, forced, config)
+    if isinstance(g, Block):
+        where = f"layer {name!r} ({W.shape[0]}x{W.shape[1]})" if name is not None else \
+            f"a {W.shape[0]}x{W.shape[1]} weight"
+        # stacklevel 3: past torch.no_grad's wrapper, at prune_matrix's caller
+        warn_if_unreachable(where, ratio, 1.0 - float(keep.float().mean()), g.name,
+                            stacklevel=3)
+    return new_w, keep
 
 
 def _prune_matrix(W, H, g, ratio, forced, config):
@@ -232,8 +262,7 @@ def _prune_matrix(W, H, g, ratio, forced, config):
     step = _step(g)
     bs = max(step, config.blocksize // step * step)
     pruned = torch.zeros_like(W, dtype=torch.bool)
-    n_groups_done = 0
-    mb = -(-out // g.bm) if isinstance(g, Block) else 0
+    removed = 0  # blocks: weights pruned so far, kept near ratio * the weights visited
     for i1 in range(0, K, bs):
         i2 = min(i1 + bs, K)
         W1 = W[:, i1:i2].clone()
@@ -252,10 +281,9 @@ def _prune_matrix(W, H, g, ratio, forced, config):
                 if isinstance(g, NM):
                     P1[:, i:j] = _nm_group(S, g.n, F)
                 else:
-                    n_blk = (int(round(ratio * mb * (n_groups_done + 1)))
-                             - int(round(ratio * mb * n_groups_done)))
-                    P1[:, i:j] = _block_group(S, g.bm, n_blk, F)
-                    n_groups_done += 1
+                    target = ratio * out * (i1 + j) - removed
+                    P1[:, i:j] = _block_group(S, g.bm, target, F)
+                    removed += int(P1[:, i:j].sum())
             w = W1[:, i]
             err = torch.where(P1[:, i], w, torch.zeros_like(w)) / d[i]
             W1[:, i:] -= err.unsqueeze(1) * U1[i, i:].unsqueeze(0)

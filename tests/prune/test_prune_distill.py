@@ -441,3 +441,29 @@ def test_a_top_level_input_ids_mask_pair_is_refused_as_calibration_refuses_it(ki
     assert len(prune.distill(copy.deepcopy(mlp), mlp, tuple(x), steps=2, progress=False)) == 2
     assert len(prune.distill(copy.deepcopy(mlp), mlp, [(x[0], torch.zeros(16).long())],
                              steps=2, progress=False)) == 2
+
+
+def test_args_with_a_positional_attention_mask_distill_over_the_real_tokens_only():
+    # Args(input_ids, attention_mask) compared the padding tokens too; the dict form does not
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+    torch.manual_seed(0)
+    teacher = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+        vocab_size=100, pad_token_id=0)).eval()
+    student = copy.deepcopy(teacher)
+    prune.prune_model(student, 0.5)
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randint(3, 100, (4, 12), generator=g)
+    mask = (torch.arange(12) < torch.randint(3, 12, (4, 1), generator=g)).long()
+    ids[mask == 0] = 0
+    losses = {k: prune.distill(copy.deepcopy(student), teacher, [item], steps=1, lr=1e-12,
+                               progress=False)[0]
+              for k, item in {"dict": {"input_ids": ids, "attention_mask": mask},
+                              "args": sk.Args(ids, mask),
+                              "args_kw": sk.Args(ids, attention_mask=mask)}.items()}
+    with torch.no_grad():  # reference: the MSE of the logits over the real tokens
+        d = (student(ids, mask).logits - teacher(ids, mask).logits) ** 2
+    want = float(d[mask.bool()].mean())
+    assert abs(float(d.mean()) - want) > 1e-3 * want  # padding would change the loss
+    for k, got in losses.items():
+        assert got == pytest.approx(want, rel=1e-5), k

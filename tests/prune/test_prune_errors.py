@@ -1,5 +1,6 @@
 """Every rejection of the pruning frontend, with its message."""
 import copy
+import warnings
 
 import pytest
 import torch
@@ -530,3 +531,58 @@ def test_non_finite_calibration_data_is_rejected_naming_the_layer(criterion, bad
     with pytest.raises(ValueError, match=msg):
         prune.prune_model(m, 0.5, criterion=criterion, calib=x)
     assert all(torch.equal(a, b) for a, b in zip(before, m.parameters()))  # nothing pruned
+
+
+# -- arguments the criterion / granularity would ignore ------------------------------------
+
+def test_a_sparsegpt_config_without_criterion_sparsegpt_is_refused(model):
+    x = torch.randn(128, 64)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for crit in ("l1", "l2", "wanda"):
+        with pytest.raises(ValueError, match=rf"sparsegpt=SparseGPTConfig\(damp=0\.5, "
+                                             rf"blocksize=128\) applies to criterion 'sparsegpt' "
+                                             rf"only; got criterion '{crit}', which would ignore "
+                                             rf"it: drop sparsegpt=\.\.\. or use "
+                                             rf"criterion='sparsegpt'"):
+            prune.prune_model(model, 0.5, criterion=crit, calib=x,
+                              sparsegpt=prune.SparseGPTConfig(damp=0.5))
+    with pytest.raises(TypeError, match=r"sparsegpt must be a SparseGPTConfig or None, got dict"):
+        prune.prune_model(model, 0.5, criterion="sparsegpt", calib=x, sparsegpt={"damp": 0.1})
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # untouched
+
+
+@pytest.mark.parametrize("gran,name", [("fine", "fine"), ("2:4", "2:4"), ((4, 4), "4x4")])
+def test_example_input_without_channel_granularity_is_refused(model, gran, name):
+    with pytest.raises(ValueError, match=rf"example_input applies to granularity 'channel' "
+                                         rf"only \(it traces the model's shapes\); granularity "
+                                         rf"'{name}' would ignore it: drop example_input=\.\.\."):
+        prune.prune_model(model, None if gran == "2:4" else 0.5, gran,
+                          example_input=torch.randn(2, 64))
+
+
+@pytest.mark.parametrize("crit,gran", [("l1", "fine"), ("l2", (4, 4)), ("l1", "channel")])
+def test_calib_for_a_criterion_that_reads_none_is_warned_about(model, crit, gran):
+    # a warning, not an error: auto.netadapt / auto.amc pass their calib through
+    x = torch.randn(8, 64)
+    kw = {"example_input": x} if gran == "channel" else {}
+    with pytest.warns(UserWarning, match=rf"calib is not used by criterion '{crit}' \(weights "
+                                         rf"are scored without data\); only \['wanda', "
+                                         rf"'sparsegpt', 'apoz', 'regression'\] read calibration "
+                                         rf"data: drop calib=\.\.\. or use one of them"):
+        prune.prune_model(copy.deepcopy(model), 0.5, gran, crit, calib=x, **kw)
+    with warnings.catch_warnings():  # channel traces with calib when example_input is None
+        warnings.simplefilter("error")
+        prune.prune_model(copy.deepcopy(model), 0.5, "channel", "l1", calib=x)
+        prune.prune_model(copy.deepcopy(model), 0.5, "fine", "wanda", calib=x)
+
+
+@pytest.mark.parametrize("arg,value,shown", [("masks", {}, "dict"), ("apply", False, "False"),
+                                             ("scope", "global", "'global'"),
+                                             ("sequential", True, "True")])
+def test_weight_level_arguments_for_channel_granularity_are_refused(model, arg, value, shown):
+    with pytest.raises(ValueError, match=rf"{arg}={shown} does not apply to granularity "
+                                         rf"'channel' \(channels are removed in place; it would "
+                                         rf"be ignored\): leave {arg} at "):
+        prune.prune_model(model, 0.5, "channel", example_input=torch.randn(2, 64),
+                          **{arg: value})
+    assert model.fc1.out_features == 32  # nothing removed

@@ -1,11 +1,13 @@
 """Masks of every granularity: counts, groups, which weights go, spellings."""
+import warnings
+
 import pytest
 import torch
 from torch import nn
 
 import sparsekern as sk
 from sparsekern import prune
-from sparsekern.prune.granularity import NM, Block, Channel, Fine, Kernel
+from sparsekern.prune.granularity import NM, Block, Channel, Fine, Kernel, prefix_to_prune
 
 
 def _linear(out, inp, seed=0):
@@ -88,14 +90,15 @@ def test_blocks_are_pruned_whole_and_by_mean_magnitude(bs, shape):
     kept_any = (blocks & real_b).any(-1)
     kept_all = (blocks | ~real_b).all(-1)
     assert torch.equal(kept_any, kept_all)
-    assert int((~kept_any).sum()) == round(0.5 * Mb * Kb)
+    # The ratio counts weights: whole blocks come within half a block of it.
+    assert abs(int((~mask).sum()) - 0.5 * M * K) <= bm * bk / 2
     # A kept block's mean |w| is at least any pruned block's.
     Wp = torch.nn.functional.pad(W.abs(), (0, Kb * bk - K, 0, Mb * bm - M))
     sums = Wp.reshape(Mb, bm, Kb, bk).permute(0, 2, 1, 3).reshape(Mb, Kb, -1).sum(-1)
     means = sums / real_b.sum(-1)
     assert means[kept_any].min() >= means[~kept_any].max() - 1e-6
     fmt = sk.to_sparse(model[0].weight.detach(), "bsr", blocksize=bs)
-    assert fmt.values.shape[0] <= Mb * Kb - round(0.5 * Mb * Kb)
+    assert fmt.values.shape[0] <= int(kept_any.sum())
 
 
 def test_l2_ranks_a_block_with_one_large_weight_above_l1():
@@ -153,3 +156,94 @@ def test_masks_and_sparsity_helpers():
     assert prune.sparsity(model) == {"0": 0.4, "total": 0.4}
     m = prune.masks_from_zeros(model)["0"]
     assert int((~m).sum()) == 40
+
+
+# -- block ratio: a fraction of the weights, as nearly as whole blocks allow ------------------
+
+ODD_BLOCKS = [(40, 40, (32, 32)), (200, 200, (32, 32)), (64, 64, (64, 64))]
+
+
+def _block_prune(out, inp, bs, ratio, criterion, seed=0):
+    """(achieved fraction of weights removed, the UserWarnings' texts, the mask)."""
+    model = _linear(out, inp, seed)
+    calib = None if criterion == "l1" else torch.randn(4 * inp, inp)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mask = prune.prune_model(model, ratio, bs, criterion, calib=calib)["0"]
+    texts = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    return 1.0 - mask.float().mean().item(), texts, mask
+
+
+@pytest.mark.parametrize("criterion", ["l1", "wanda", "sparsegpt"])
+@pytest.mark.parametrize("out,inp,bs", ODD_BLOCKS)
+@pytest.mark.parametrize("ratio", [0.3, 0.5, 0.6])
+def test_block_ratio_counts_weights_within_half_the_largest_block(criterion, out, inp, bs,
+                                                                   ratio):
+    got, _, _ = _block_prune(out, inp, bs, ratio, criterion, seed=int(ratio * 10))
+    largest = min(bs[0], out) * min(bs[1], inp) / (out * inp)
+    assert abs(got - ratio) <= largest / 2 + 1e-9
+
+
+def _closest_prefix_reference(W, bs, ratio):
+    """Keep mask of l1 block pruning, written out: blocks by mean |w| (ties: by position),
+    the shortest prefix whose weights come closest to ratio * numel."""
+    (M, K), (bm, bk) = W.shape, bs
+    blocks = [(W[r:r + bm, c:c + bk].abs().double().mean().item(), r, c)
+              for r in range(0, M, bm) for c in range(0, K, bk)]
+    order = sorted(range(len(blocks)), key=lambda i: (blocks[i][0], i))
+    target, removed, best, best_k = ratio * M * K, 0, ratio * M * K, 0
+    for k, i in enumerate(order, 1):
+        _, r, c = blocks[i]
+        removed += W[r:r + bm, c:c + bk].numel()
+        if abs(removed - target) < best - 1e-9:
+            best, best_k = abs(removed - target), k
+    keep = torch.ones(M, K, dtype=torch.bool)
+    for i in order[:best_k]:
+        _, r, c = blocks[i]
+        keep[r:r + bm, c:c + bk] = False
+    return keep
+
+
+@pytest.mark.parametrize("out,inp,bs", ODD_BLOCKS + [(50, 70, (8, 16)), (33, 20, (1, 8))])
+@pytest.mark.parametrize("ratio", [0.25, 0.5, 0.7])
+def test_l1_blocks_match_the_closest_prefix_reference(out, inp, bs, ratio):
+    W = _linear(out, inp, seed=out + inp)[0].weight.detach().clone()
+    _, _, mask = _block_prune(out, inp, bs, ratio, "l1", seed=out + inp)
+    assert torch.equal(mask, _closest_prefix_reference(W, bs, ratio))
+
+
+def test_prefix_to_prune_takes_the_closest_prefix_and_fewer_on_a_tie():
+    sizes = torch.tensor([1024.0, 256.0, 256.0, 64.0])
+    assert prefix_to_prune(sizes, 800.0) == 1  # 1024 (224 over) beats 0 (800 under)
+    assert prefix_to_prune(sizes, 1600.0) == 4
+    assert prefix_to_prune(sizes, 512.0) == 0  # a tie: remove fewer
+    assert prefix_to_prune(torch.tensor([4096.0]), 2048.0) == 0
+    assert prefix_to_prune(torch.tensor([4096.0]), 2458.0) == 1
+    assert prefix_to_prune(sizes, 0.0) == 0 and prefix_to_prune(sizes, 1e9) == 4
+
+
+@pytest.mark.parametrize("criterion", ["l1", "wanda", "sparsegpt"])
+def test_a_block_ratio_whole_blocks_cannot_reach_is_warned_about(criterion):
+    # one 64x64 block: 0.5 is a tie between removing nothing and everything
+    got, texts, _ = _block_prune(64, 64, (64, 64), 0.5, criterion)
+    assert got == 0.0
+    [text] = [t for t in texts if "block granularity" in t]
+    assert text.startswith("layer '0' (64x64): block granularity 64x64 removes 0 of the "
+                           "weights, not the requested ratio 0.5")
+    # 40x40 in 32x32 blocks (1024, 256, 256 and 64 weights): nothing comes near 0.5
+    got, texts, _ = _block_prune(40, 40, (32, 32), 0.5, criterion)
+    [text] = [t for t in texts if "block granularity" in t]
+    assert f"removes {got:.4g} of the weights, not the requested ratio 0.5" in text
+    assert "layer '0' (40x40): block granularity 32x32" in text
+
+
+@pytest.mark.parametrize("criterion", ["l1", "wanda", "sparsegpt"])
+@pytest.mark.parametrize("gran,ratio", [((32, 32), 0.5), ((64, 64), 0.75), ((8, 8), 0.37),
+                                        ("fine", 0.5), ("2:4", None)])
+def test_a_reachable_ratio_is_not_warned_about(criterion, gran, ratio):
+    model = _linear(128, 128, seed=3)
+    calib = None if criterion == "l1" else torch.randn(512, 128)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prune.prune_model(model, ratio, gran, criterion, calib=calib)
+    assert not [w for w in caught if "block granularity" in str(w.message)]

@@ -328,13 +328,13 @@ def test_a_top_level_input_ids_mask_pair_is_refused_as_ambiguous(kind):
         with pytest.raises(TypeError, match=rf"calib is a {kind.__name__} of two tensors, "
                                             r"\[4, 10\] torch.int64 and \[4, 10\] torch.int64: "
                                             r"it could be two batches.*sparsekern.Args\(input_ids, "
-                                            r"attention_mask\)"):
+                                            r"attention_mask=mask\) or a dict"):
             prune.prune_model(m, 0.5, "fine", criterion, calib=pair)
     x = _batch(1)
     assert torch.equal(m(**x), model(**x))  # nothing pruned
     # what the message offers works: Args, or a list of two real batches of ids
     prune.prune_model(copy.deepcopy(model), 0.5, "fine", "wanda",
-                      calib=sk.Args(b["input_ids"], b["attention_mask"]))
+                      calib=sk.Args(b["input_ids"], attention_mask=b["attention_mask"]))
     bert = copy.deepcopy(model.encoder)  # takes input_ids alone
     prune.prune_model(bert, 0.5, "fine", "wanda", calib=[b["input_ids"], _batch(2)["input_ids"]])
 
@@ -356,3 +356,96 @@ def test_a_top_level_ids_mask_token_types_triple_is_refused_as_the_pair_is(kind)
                       calib=[b["input_ids"], _batch(2)["input_ids"], _batch(3)["input_ids"]])
     mlp = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
     prune.prune_model(mlp, 0.5, "fine", "wanda", calib=tuple(torch.randn(3, 4, 8)))
+
+
+# -- the attention mask found by the forward's parameter names ----------------------------
+
+def _tiny_llama(seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                   num_attention_heads=4, vocab_size=100, pad_token_id=0)
+    return transformers.LlamaForCausalLM(cfg).eval()
+
+
+def _padded(seed, b=4, t=16):
+    """Fresh random ids [b, t], right-padded (pad id 0) to a random length per row."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 100, (b, t), generator=g)
+    mask = torch.ones_like(ids)
+    for row, n in enumerate(torch.randint(t // 4, t, (b,), generator=g).tolist()):
+        ids[row, n:], mask[row, n:] = 0, 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("criterion,gran", [("wanda", "fine"), ("sparsegpt", "2:4")])
+def test_args_with_a_positional_attention_mask_calibrate_as_the_dict_does(criterion, gran):
+    # Args(input_ids, attention_mask) counted the padding tokens; the dict form does not
+    model = _tiny_llama()
+    batches = [_padded(1), _padded(2)]
+    forms = {"dict": [{"input_ids": i, "attention_mask": m} for i, m in batches],
+             "args": [sk.Args(i, m) for i, m in batches],
+             "args_kw": [sk.Args(i, attention_mask=m) for i, m in batches]}
+    masks = {k: prune.prune_model(copy.deepcopy(model), 0.5 if gran == "fine" else None,
+                                  gran, criterion, calib=c) for k, c in forms.items()}
+    for k in ("args", "args_kw"):
+        assert masks[k].keys() == masks["dict"].keys()
+        for n in masks["dict"]:
+            assert torch.equal(masks[k][n], masks["dict"][n]), (k, n)
+    # the reference, padding counted, differs: the comparison above can fail
+    unmasked = prune.prune_model(copy.deepcopy(model), 0.5 if gran == "fine" else None, gran,
+                                 criterion, calib=[i for i, _ in batches])
+    assert any(not torch.equal(unmasked[n], masks["dict"][n]) for n in unmasked)
+
+
+class _CacheSecond(nn.Module):
+    """GPT-2's order: the second parameter is a key/value cache, the mask comes later."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(100, 8)
+        self.out = nn.Linear(8, 8)
+
+    def forward(self, input_ids, cache=None, attention_mask=None):
+        return self.out(self.emb(input_ids))
+
+
+def test_the_attention_mask_is_found_by_the_forwards_parameter_names():
+    ids, mask = _padded(3)
+    llama, bert = _tiny_llama(), tiny_bert_encoder()
+    for model in (llama, bert, nn.DataParallel(bert)):  # DataParallel: forward(*a, **kw)
+        assert inputs.token_mask_of(sk.Args(ids, mask), model) is mask
+        assert inputs.token_mask_of(sk.Args(ids, attention_mask=mask), model) is mask
+        assert inputs.token_mask_of((sk.Args(ids, mask), 0), model) is mask  # (inputs, targets)
+    # a second positional input bound to another name is not a mask
+    other = torch.ones_like(ids)
+    for model in (_CacheSecond(), transformers.GPT2LMHeadModel(transformers.GPT2Config(
+            n_layer=1, n_embd=16, n_head=2, vocab_size=100, n_positions=32))):
+        assert inputs.token_mask_of(sk.Args(ids, other), model) is None
+        assert inputs.token_mask_of(sk.Args(ids, None, mask), model) is mask
+        assert inputs.token_mask_of(sk.Args(ids, attention_mask=mask), model) is mask
+    # no model, a call that does not bind, or *args only: the keyword alone counts
+    assert inputs.token_mask_of(sk.Args(ids, mask)) is None
+    assert inputs.token_mask_of(sk.Args(ids, mask, mask, mask, mask), _CacheSecond()) is None
+    assert inputs.token_mask_of(sk.Args(ids, attention_mask=mask, bad=1), _CacheSecond()) is mask
+
+    class VarArgs(nn.Module):
+        def forward(self, *args, **kwargs):
+            return args[0]
+    assert inputs.token_mask_of(sk.Args(ids, mask), VarArgs()) is None
+    assert inputs.token_mask_of(sk.Args(ids, attention_mask=mask), VarArgs()) is mask
+
+
+def test_a_cache_second_model_calibrates_every_token_given_a_positional_second_input():
+    # GPT-2-like: Args(ids, x) passes x as the cache, so no token is padding
+    model = _CacheSecond()
+    ids, mask = _padded(4)
+    for item, real in ((sk.Args(ids, mask), ids.numel()),
+                       (sk.Args(ids, attention_mask=mask), int(mask.sum()))):
+        rows = []
+        h = model.out.register_forward_pre_hook(
+            lambda m, a: rows.append(inputs.real_token_rows(a[0]).shape[0]))
+        try:
+            prune.prune_model(model, 0.5, "fine", "wanda", calib=item)
+        finally:
+            h.remove()
+        assert rows and set(rows) == {real}
