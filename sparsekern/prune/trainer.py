@@ -4,6 +4,8 @@ For your own loop use :class:`sparsekern.prune.MaskHolder` instead (see masks.py
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Callable, List, Mapping, Optional
 
 import torch
@@ -71,8 +73,10 @@ def train(model: nn.Module, loader, epochs: int = 1, lr: float = DEFAULT_TRAIN_L
     """
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
+    # inf or nan would train to nan weights
+    if (isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr)
+            or lr <= 0):
+        raise ValueError(f"lr must be positive, got {lr!r}; expected a finite number > 0")
     loss_fn = default_loss if loss_fn is None else loss_fn
     opt = optimizer or torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     holder = MaskHolder(model, masks).attach(opt) if masks else None
