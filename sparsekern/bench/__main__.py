@@ -13,7 +13,8 @@ bench/results/ unless --out says so).
 Shared machines: the run first measures the machine's load (sparsekern.timing.detect_load:
 runnable threads of other processes, steal, load average), says what it saw, and uses the
 thread count it recommends unless --threads is given; it warns when the machine was busy
-or when timings came out as whole scheduler slices ("12 ±0%" ms).
+or when timings came out as whole scheduler slices ("12 ±0%" ms). --contention measures
+the load too (keeping its own thread count) and warns when its quiet phases were not quiet.
 
 Honest dense baseline: run as ``python -m sparsekern.bench``, the process re-executes itself
 once without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (guards for old OpenBLAS builds that
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "DEVICE[-GPU]-MODE)")
     p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="CPU threads, >= 1 (default: what the load detection recommends; "
-                        "--contention: every usable CPU)")
+                        "--contention: every usable CPU, and at most that many)")
     p.add_argument("--contention", action="store_true",
                    help="quiet vs loaded (own busy processes pinned to --busy-cores): "
                         "dense and the three layouts at N=1, 64 on 2048² and 4096²")
@@ -261,6 +262,12 @@ def _check_contention(p: argparse.ArgumentParser, args) -> None:
         p.error(f"argument --contention: CPU only, got --device {args.device}")
     if not 0 <= args.busy_nice <= 19:
         p.error(f"argument --busy-nice: expected a niceness in 0 .. 19, got {args.busy_nice}")
+    usable = usable_cpu_ids()
+    if args.threads is not None and args.threads > len(usable):
+        # more threads than CPUs share cores even when quiet: no quiet baseline to compare
+        p.error(f"argument --threads: got {args.threads}, but this process may use "
+                f"{len(usable)} CPUs {usable} (os.sched_getaffinity); expected 1 .. "
+                f"{len(usable)} with --contention")
     if args.busy_cores is None:
         return
     try:
@@ -268,11 +275,14 @@ def _check_contention(p: argparse.ArgumentParser, args) -> None:
     except ValueError:
         p.error(f"argument --busy-cores: expected comma-separated CPU numbers, got "
                 f"{args.busy_cores!r}")
-    usable = usable_cpu_ids()
     bad = [c for c in cores if c not in usable]
     if bad:
         p.error(f"argument --busy-cores: CPU(s) {bad} not usable here; expected CPUs among "
                 f"{usable} (os.sched_getaffinity), got {args.busy_cores!r}")
+    twice = sorted({c for c in cores if cores.count(c) > 1})
+    if twice:  # two spinners on one CPU are one busy core, not two
+        p.error(f"argument --busy-cores: CPU(s) {twice} given more than once; expected "
+                f"distinct CPUs (one busy process each), got {args.busy_cores!r}")
 
 
 def _check_run(p: argparse.ArgumentParser, args, mode: str) -> None:
@@ -469,43 +479,57 @@ def _device_refused(device: str) -> bool:
     return bool(error)
 
 
-def contention_main(args, argv_used) -> int:
-    """--contention: quiet vs loaded, JSON + Markdown (see sparsekern.bench.contention)."""
-    from . import contention, machine, report
-    from ..timing.machine import extension_isa
-    if _device_refused("cpu"):
-        return 2
+def _contention_settings(args):
+    """The ContentionSettings of the command line, or None after printing why not."""
+    from . import contention
     try:
         cores = tuple(int(c) for c in args.busy_cores.split(",")) if args.busy_cores else ()
-        cs = contention.ContentionSettings(busy_cores=cores, phases=args.phases,
-                                           calls=args.calls, busy_nice=args.busy_nice,
-                                           busy_pinned=not args.busy_unpinned,
-                                           busy_kind=args.busy_kind)
+        return contention.ContentionSettings(busy_cores=cores, phases=args.phases,
+                                             calls=args.calls, busy_nice=args.busy_nice,
+                                             busy_pinned=not args.busy_unpinned,
+                                             busy_kind=args.busy_kind)
     except ValueError as e:
         print(f"error: --contention: {e}", file=sys.stderr)
-        return 2
-    name = args.name or "cpu-contention"
-    out = args.out or fresh_out_dir(name)
-    threads = machine.usable_cpus() if args.threads is None else args.threads
-    started = time.time()
-    with machine.ThreadSetting(threads):
-        doc = {"schema": "sparsekern-contention/1", "name": name,
-               "command": " ".join(["python -m sparsekern.bench"] +
-                                   [shlex.quote(a) for a in argv_used]),
-               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-               "threads": threads, "isa": extension_isa(),
-               "git_commit": machine.versions().get("git_commit"),
-               "loadavg_before": _loadavg(), "dense_env": dense_env(),
-               "machine": machine.facts("cpu")}
-        print(f"sparsekern.bench --contention: {threads} threads, busy CPU(s) "
-              f"{list(cs.busy_cores or contention.default_busy_cores())}"
-              f"{'' if cs.busy_pinned else ' (unpinned)'}, nice {cs.busy_nice} -> "
-              f"{out}/{name}.*", file=sys.stderr)
-        doc["contention"] = contention.run(
-            cs, progress=None if args.no_progress else
-            (lambda msg: print(f"  {msg}", file=sys.stderr)))
-    doc["loadavg_after"] = _loadavg()
-    doc["elapsed_s"] = time.time() - started
+        return None
+
+
+def _contention_doc(name: str, argv_used, started: float, threads: int, load) -> dict:
+    """The contention document's header (the results go under "contention")."""
+    from . import machine
+    from ..timing.machine import extension_isa
+    return {"schema": "sparsekern-contention/1", "name": name,
+            "command": " ".join(["python -m sparsekern.bench"] +
+                                [shlex.quote(a) for a in argv_used]),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "threads": threads, "isa": extension_isa(),
+            "git_commit": machine.versions().get("git_commit"),
+            "load": load.to_dict(), "loadavg_before": _loadavg(), "dense_env": dense_env(),
+            "machine": machine.facts("cpu")}
+
+
+def _run_contention(doc: dict, cs, out: str, progress: bool) -> bool:
+    """Fill doc["contention"]; True when a Ctrl-C ended it (the cases finished before it
+    are kept, as the plain run keeps them; the busy processes end either way)."""
+    from . import contention
+    doc["contention"] = res = contention.new_result(cs)
+    print(f"sparsekern.bench --contention: {doc['threads']} threads, busy CPU(s) "
+          f"{res['busy_cores']}{'' if cs.busy_pinned else ' (unpinned)'}, nice "
+          f"{cs.busy_nice} -> {out}/{doc['name']}.*", file=sys.stderr)
+    try:
+        contention.run_into(res, cs, progress=(lambda msg: print(f"  {msg}", file=sys.stderr))
+                            if progress else None)
+    except KeyboardInterrupt:
+        doc["interrupted"] = True
+        print("interrupted: writing what was measured", file=sys.stderr)
+        return True
+    return False
+
+
+def _write_contention(doc: dict, out: str, name: str) -> None:
+    """Print the warnings; write OUT/NAME.json and .md; print the tables."""
+    from . import contention, report
+    for w in doc.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
     path = report.write_json(doc, os.path.join(out, f"{name}.json"))
     md = contention.markdown(doc)
     with open(os.path.join(out, f"{name}.md"), "w") as f:
@@ -513,7 +537,38 @@ def contention_main(args, argv_used) -> int:
     print(md)
     print(f"wrote {path}, {os.path.join(out, name + '.md')} in {doc['elapsed_s']:.0f} s",
           file=sys.stderr)
-    return 0
+
+
+def contention_main(args, argv_used) -> int:
+    """--contention: quiet vs loaded, JSON + Markdown (see sparsekern.bench.contention).
+    Measures the load first, as the plain run does (before the busy processes exist, so it
+    sees other processes only), and warns when the quiet phases were not quiet."""
+    from . import contention, machine
+    from ..timing import load as load_mod
+    if _device_refused("cpu"):
+        return 2
+    cs = _contention_settings(args)
+    if cs is None:
+        return 2
+    name = args.name or "cpu-contention"
+    out = args.out or fresh_out_dir(name)
+    threads = machine.usable_cpus() if args.threads is None else args.threads
+    started = time.time()
+    try:  # a Ctrl-C inside the cases is _run_contention's; one before them leaves nothing
+        load = load_mod.detect_load()
+        print(f"sparsekern.bench: {load.summary()}", file=sys.stderr)
+        with machine.ThreadSetting(threads):
+            doc = _contention_doc(name, argv_used, started, threads, load)
+            interrupted = _run_contention(doc, cs, out, not args.no_progress)
+    except KeyboardInterrupt:
+        print("interrupted before the first case: nothing measured, nothing written",
+              file=sys.stderr)
+        return 130
+    doc["loadavg_after"] = _loadavg()
+    doc["elapsed_s"] = time.time() - started
+    doc["warnings"] = contention.quiet_warnings(doc["contention"], load)
+    _write_contention(doc, out, name)
+    return 130 if interrupted else 0
 
 
 def _loadavg():

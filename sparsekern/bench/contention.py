@@ -17,9 +17,14 @@ of the medians, and each sparse layout's time over the best dense (fastest of to
 F.linear and NumPy) quiet and loaded. Targets of issue 13: every layout's loaded median
 <= 1.5x its quiet median, and every case that beats dense quiet still beats it loaded.
 The one-thread phase gives each candidate's fair share (:func:`fair_share_ratio`): the
-loaded/quiet that perfect balancing over the cores left would reach. Where it is above
-1.5x (a call whose two quiet threads run much more than twice one thread's speed), no
-threading can meet the target on that machine, and the table says so.
+loaded/quiet that perfect balancing of our threads over the usable CPUs, beside the busy
+cores, would reach. Where it is above 1.5x (a call whose two quiet threads run much more
+than twice one thread's speed), no threading can meet the target on that machine, and the
+table says so.
+
+The quiet phases are only quiet when nothing else runs: :func:`quiet_warnings` says when
+they were not (the machine busy before the run, by ``detect_load``; quiet samples spread
+wide, in whole scheduler slices, or slower on every thread than on one).
 """
 from __future__ import annotations
 
@@ -34,7 +39,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from . import magnitude
+from ..timing.load import LoadReport, physical_floor_s
+from ..timing.machine import usable_cpus
+from . import health, magnitude
+from .bounds import dense_flops, stored_flops
 
 #: (label, M, K) of the weights and the batches N of the contention cases.
 SHAPES = (("2048²", 2048, 2048), ("4096²", 4096, 4096))
@@ -69,6 +77,9 @@ class ContentionSettings:
         if self.busy_kind not in BUSY_KINDS:
             raise ValueError(f"ContentionSettings.busy_kind must be one of {BUSY_KINDS}, got "
                              f"{self.busy_kind!r}")
+        if len(set(self.busy_cores)) != len(self.busy_cores):
+            raise ValueError(f"ContentionSettings.busy_cores must be distinct CPUs (one busy "
+                             f"process per CPU), got {self.busy_cores}")
         if not 0 <= self.busy_nice <= 19:
             raise ValueError(f"ContentionSettings needs 0 <= busy_nice <= 19, got "
                              f"busy_nice={self.busy_nice}")
@@ -93,6 +104,9 @@ def _die_with_parent(parent: int) -> None:  # pragma: no cover - child process
 
 def _spin(core: Optional[int], nice: int = 0, kind: str = "spin",
           parent: Optional[int] = None) -> None:  # pragma: no cover - child process
+    # Ctrl-C reaches the whole process group: the parent ends us (a traceback here would
+    # bury its "interrupted" line).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if parent is not None:
         _die_with_parent(parent)
     if core is not None:
@@ -110,6 +124,20 @@ def _spin(core: Optional[int], nice: int = 0, kind: str = "spin",
     x = 0
     while True:
         x += 1
+
+
+@contextmanager
+def _sigint_blocked():
+    """SIGINT held (not lost) inside: a child forked or spawned here inherits the mask, so a
+    Ctrl-C before its _spin ignores SIGINT is no traceback of its own."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class BusyProcesses:
@@ -130,9 +158,14 @@ class BusyProcesses:
                                   daemon=True) for c in self.cores]
 
     def __enter__(self):
-        for p in self.procs:
-            p.start()
-        self.pause()
+        try:
+            with _sigint_blocked():  # the children start with SIGINT held off (see _spin)
+                for p in self.procs:
+                    p.start()
+            self.pause()
+        except BaseException:  # a Ctrl-C while starting: no spinner is left behind
+            self.__exit__()
+            raise
         return self
 
     def _signal(self, sig) -> None:
@@ -149,6 +182,8 @@ class BusyProcesses:
     def __exit__(self, *exc):
         self._signal(signal.SIGCONT)  # a stopped process does not act on SIGTERM until continued
         for p in self.procs:
+            if p.pid is None:  # never started (a Ctrl-C while starting)
+                continue
             if p.is_alive():
                 p.terminate()
             p.join(timeout=5)
@@ -191,34 +226,66 @@ def run_phase(fns: Dict[str, Callable], calls: int,
     return out
 
 
-def fair_share_ratio(single_s: float, quiet_s: float, threads: int, busy: int) -> Optional[float]:
-    """The loaded/quiet ratio a perfectly balanced call would reach: ``threads`` threads on as
-    many cores, ``busy`` of them shared half and half with a busy process, each core as fast
-    as the quiet one-thread run (``single_s``): (single_s / capacity) / quiet_s with capacity
-    = threads - busy / 2. Above MAX_DEGRADATION the target cannot be met on that machine (e.g.
-    a memory-bound call whose 2 quiet threads run 2.7x faster than one)."""
-    capacity = threads - 0.5 * min(busy, threads)
-    if quiet_s <= 0 or single_s <= 0 or capacity <= 0:
+def fair_share_ratio(single_s: float, quiet_s: float, threads: int, busy: int,
+                     cpus: Optional[int] = None) -> Optional[float]:
+    """The loaded/quiet ratio a perfectly balanced call would reach: T = ``threads`` threads
+    on C = ``cpus`` CPUs (default: those this process may use), B = ``busy`` of them running a
+    busy process each, every core as fast as the quiet one-thread run (``single_s``).
+
+    T + B <= C: our threads fit on the free cores and nothing is shared: 1.0. Else the C - B
+    free cores run a thread each and the E = T + B - C threads left share a busy core half
+    and half with its busy process (CFS shares a core equally): capacity = (C - B) + E / 2 =
+    (T + C - B) / 2 cores, and the call takes single_s / capacity against quiet_s, at least
+    1.0 (less CPU than quiet is not faster than quiet, which this one-thread model would
+    predict for T threads that scale sublinearly). Above MAX_DEGRADATION the target cannot be met on that
+    machine (e.g. a memory-bound call whose 2 quiet threads run 2.7x faster than one).
+    None: a time <= 0, or T > C (our threads share cores even when quiet; the CLI refuses
+    that)."""
+    cpus = usable_cpus() if cpus is None else cpus
+    busy = min(max(busy, 0), cpus)
+    if quiet_s <= 0 or single_s <= 0 or not 1 <= threads <= cpus:
         return None
-    return (single_s / capacity) / quiet_s
+    if threads + busy <= cpus:
+        return 1.0
+    capacity = (threads + cpus - busy) / 2
+    return max(1.0, (single_s / capacity) / quiet_s)
+
+
+def busy_count(cores: Sequence[int], pinned: bool, usable: Sequence[int]) -> int:
+    """B of :func:`fair_share_ratio`: the distinct busy cores among the ``usable`` CPUs (a
+    busy process pinned elsewhere takes none of ours), or, unpinned, one core per process
+    (the scheduler spreads them), at most all of them."""
+    if pinned:
+        return len(set(cores) & set(usable))
+    return min(len(cores), len(usable))
+
+
+def quartiles(samples: Sequence[float]) -> dict:
+    """min, quartiles, median and IQR of ``samples`` (seconds): the plain run's timing keys,
+    so that :mod:`.health` judges the quiet samples as it judges the plain run's."""
+    xs = sorted(samples)
+    q1, med, q3 = (statistics.quantiles(xs, n=4, method="inclusive") if len(xs) > 1
+                   else (xs[0],) * 3)
+    return {"min_s": xs[0], "q1_s": q1, "median_s": med, "q3_s": q3, "iqr_s": q3 - q1}
 
 
 def summarize_case(quiet: Dict[str, List[float]], loaded: Dict[str, List[float]],
                    single: Optional[Dict[str, List[float]]] = None, threads: int = 2,
-                   busy: int = 1) -> dict:
-    """Per candidate: quiet/loaded median and max, loaded/quiet; per sparse layout its time
-    over the best dense (fastest median of DENSE) quiet and loaded. With ``single`` (quiet
-    one-thread times): its median and the fair-share ratio (:func:`fair_share_ratio`)."""
+                   busy: int = 1, cpus: Optional[int] = None) -> dict:
+    """Per candidate: quiet/loaded median and max, loaded/quiet, the quiet samples' quartiles
+    (``quiet_timing``); per sparse layout its time over the best dense (fastest median of
+    DENSE) quiet and loaded. With ``single`` (quiet one-thread times): its median and the
+    fair-share ratio (:func:`fair_share_ratio` on ``cpus`` CPUs)."""
     rows: Dict[str, dict] = {}
     for n in quiet:
         q, l = statistics.median(quiet[n]), statistics.median(loaded[n])
         rows[n] = {"quiet_median_s": q, "quiet_max_s": max(quiet[n]), "loaded_median_s": l,
                    "loaded_max_s": max(loaded[n]), "loaded_over_quiet": l / q if q > 0 else None,
-                   "calls": len(quiet[n])}
+                   "calls": len(quiet[n]), "quiet_timing": quartiles(quiet[n])}
         if single and single.get(n):
             one = statistics.median(single[n])
             rows[n]["single_thread_median_s"] = one
-            rows[n]["fair_share_ratio"] = fair_share_ratio(one, q, threads, busy)
+            rows[n]["fair_share_ratio"] = fair_share_ratio(one, q, threads, busy, cpus)
     dense = [n for n in DENSE if n in rows]
     best_q = min(dense, key=lambda n: rows[n]["quiet_median_s"]) if dense else None
     best_l = min(dense, key=lambda n: rows[n]["loaded_median_s"]) if dense else None
@@ -250,35 +317,130 @@ def _threads(n: int):
         torch.set_num_threads(before)
 
 
+#: The phases of a round, in order; "single" is quiet on one thread.
+PHASES = ("quiet", "single", "loaded")
+
+
+def _usable_ids() -> List[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return list(range(os.cpu_count() or 1))
+
+
+def new_result(s: ContentionSettings) -> dict:
+    """The JSON-ready results before any case, for :func:`run_into` to fill: a caller that
+    holds it keeps the finished cases when a Ctrl-C ends the run. Call with torch's thread
+    count set to the run's."""
+    cores = s.busy_cores or default_busy_cores()
+    usable = _usable_ids()
+    model = {"threads": torch.get_num_threads(), "cpus": len(usable),
+             "busy": busy_count(cores, s.busy_pinned, usable)}
+    return {"busy_cores": list(cores), "settings": s.__dict__ | {"busy_cores": list(cores)},
+            "fair_share_model": model, "cases": []}
+
+
+def run_case(busy: BusyProcesses, s: ContentionSettings, shape: Tuple[str, int, int], N: int,
+             model: dict) -> dict:
+    """One case: ``s.phases`` rounds of PHASES, the busy processes running only in "loaded"."""
+    label, M, K = shape
+    fns, _ = candidates(M, K, N, s.seed)
+    run_phase(fns, 3)  # warm-up: lazy repacks, first-touch of the weights
+    acc = {state: {n: [] for n in fns} for state in PHASES}
+    for _ in range(s.phases):
+        for state in PHASES:
+            (busy.resume if state == "loaded" else busy.pause)()
+            time.sleep(s.settle_s)
+            with _threads(1 if state == "single" else model["threads"]):
+                for n, xs in run_phase(fns, s.calls).items():
+                    acc[state][n] += xs
+    busy.pause()
+    return dict(summarize_case(acc["quiet"], acc["loaded"], acc["single"], model["threads"],
+                               model["busy"], model["cpus"]), shape=label, M=M, K=K, N=N)
+
+
+def run_into(res: dict, s: ContentionSettings,
+             progress: Optional[Callable[[str], None]] = None) -> dict:
+    """Run every case quiet and loaded in alternation, appending each to ``res["cases"]``
+    (``res`` from :func:`new_result`) as it finishes; the busy processes end however this
+    ends (a KeyboardInterrupt included, which propagates)."""
+    with BusyProcesses(res["busy_cores"], s.busy_nice, s.busy_pinned, s.busy_kind) as busy, \
+            torch.inference_mode():
+        for shape in s.shapes:
+            for N in s.batches:
+                res["cases"].append(run_case(busy, s, shape, N, res["fair_share_model"]))
+                if progress is not None:
+                    progress(f"{shape[0]} N={N} done")
+    return res
+
+
 def run(s: ContentionSettings, progress: Optional[Callable[[str], None]] = None) -> dict:
     """Run every case quiet and loaded in alternation; returns the JSON-ready results."""
-    cores = s.busy_cores or default_busy_cores()
-    threads = torch.get_num_threads()
-    cases = []
-    with BusyProcesses(cores, s.busy_nice, s.busy_pinned, s.busy_kind) as busy, \
-            torch.inference_mode():
-        for label, M, K in s.shapes:
-            for N in s.batches:
-                fns, _ = candidates(M, K, N, s.seed)
-                run_phase(fns, 3)  # warm-up: lazy repacks, first-touch of the weights
-                quiet = {n: [] for n in fns}
-                loaded = {n: [] for n in fns}
-                single = {n: [] for n in fns}
-                for _ in range(s.phases):
-                    for state, acc in (("quiet", quiet), ("single", single), ("loaded", loaded)):
-                        (busy.resume if state == "loaded" else busy.pause)()
-                        time.sleep(s.settle_s)
-                        with _threads(1 if state == "single" else threads):
-                            for n, xs in run_phase(fns, s.calls).items():
-                                acc[n] += xs
-                busy.pause()
-                rec = dict(summarize_case(quiet, loaded, single, threads, len(cores)),
-                           shape=label, M=M, K=K, N=N)
-                cases.append(rec)
-                if progress is not None:
-                    progress(f"{label} N={N} done")
-    return {"busy_cores": list(cores), "settings": s.__dict__ | {"busy_cores": list(cores)},
-            "cases": cases}
+    return run_into(new_result(s), s, progress)
+
+
+#: A quiet median on all threads above this times the one-thread median: a thread of ours
+#: waited for a core (on free cores, more threads are not 1.5x slower than one).
+SLOWER_THAN_ONE_THREAD = 1.5
+
+
+def _floor_s(case: dict, name: str, threads: int) -> float:
+    """The candidate's physical floor (health.quantized's guard against calling a genuine
+    one-slice call a stall): its FLOPs, and its stored values' bytes alone (a loose floor)."""
+    M, K, N = case["M"], case["K"], case["N"]
+    stored = int(M * K * {n: 1 - sp for n, _, _, sp in LAYOUTS}.get(name, 1.0))
+    flops = dense_flops(M, K, N) if name in DENSE else stored_flops(stored, N)
+    return physical_floor_s(flops, 4 * stored, threads)
+
+
+def _spread_wide(case, name, r, threads) -> bool:
+    t = r["quiet_timing"]
+    return t["iqr_s"] > health.NOISY_SPREAD * t["median_s"]
+
+
+def _sliced(case, name, r, threads) -> bool:
+    return health.quantized(r["quiet_timing"], _floor_s(case, name, threads))
+
+
+def _slower_than_one(case, name, r, threads) -> bool:
+    one = r.get("single_thread_median_s")
+    return threads > 1 and bool(one) and r["quiet_median_s"] > SLOWER_THAN_ONE_THREAD * one
+
+
+def _quiet_checks(threads: int) -> tuple:
+    """(what the quiet timings show, test) of :func:`quiet_warnings`."""
+    return ((f"spread more than {health.NOISY_SPREAD:.0%} (IQR/median)", _spread_wide),
+            ("are whole scheduler slices (a thread waited for a core)", _sliced),
+            (f"on {threads} threads are over {SLOWER_THAN_ONE_THREAD}x the one-thread median "
+             f"(a thread waited for a core)", _slower_than_one))
+
+
+def _hit(case: dict, name: str, r: dict) -> str:
+    one = r.get("single_thread_median_s")
+    return (f"{case['shape']} N={case['N']} {name} {_ms(r['quiet_median_s'])} ms"
+            + (f" (1 thread {_ms(one)} ms)" if one else ""))
+
+
+def quiet_warnings(res: dict, load: Optional[LoadReport] = None, limit: int = 5) -> List[str]:
+    """Why the quiet figures of ``res`` (a run's results) were not quiet, judged as the
+    plain run judges its own (:func:`.health.warnings`): the load seen before the run, and
+    per case and candidate quiet samples spread wide, in whole scheduler slices, or slower
+    on every thread than on one. Empty when nothing says so."""
+    out: List[str] = []
+    if load is not None and load.busy:
+        out.append(f"the machine was busy before the run ({load.summary()}): the quiet "
+                   f"phases were not quiet; quiet medians, loaded/quiet and fair share do "
+                   f"not measure what the busy processes cost")
+    threads = res.get("fair_share_model", {}).get("threads", 1)
+    rows = [(c, n, r) for c in res.get("cases", []) for n, r in c["candidates"].items()
+            if "quiet_timing" in r]
+    for what, test in _quiet_checks(threads):
+        hits = [_hit(c, n, r) for c, n, r in rows if test(c, n, r, threads)]
+        if hits:
+            more = f" (and {len(hits) - limit} more)" if len(hits) > limit else ""
+            out.append(f"{len(hits)} quiet timings {what}: {'; '.join(hits[:limit])}{more}; "
+                       f"the quiet phases were not quiet")
+    return out
 
 
 def _ms(x: Optional[float]) -> str:
@@ -299,20 +461,47 @@ def _busy_text(doc: dict) -> str:
                                               else "")
 
 
+def _load_text(doc: dict) -> str:
+    """The load seen before the run (doc["load"], a LoadReport dict), in words."""
+    load = doc.get("load")
+    if not load:
+        return ""
+    why = "; ".join(load.get("reasons") or []) or "no other load seen"
+    return f"machine {'busy' if load.get('busy') else 'quiet'} before the run ({why}); "
+
+
+def _fair_text(doc: dict) -> str:
+    m = doc["contention"].get("fair_share_model")
+    return "" if not m else (f" (here {m['threads']} thread{'' if m['threads'] == 1 else 's'} "
+                             f"on {m['cpus']} CPUs, {m['busy']} busy)")
+
+
+def _notes(doc: dict) -> List[str]:
+    """The warnings and the interruption, as Markdown lines (none when neither)."""
+    out = []
+    if doc.get("warnings"):
+        out += ["**Warnings:**", ""] + [f"- {w}" for w in doc["warnings"]] + [""]
+    if doc.get("interrupted"):
+        out += ["**Interrupted** (Ctrl-C): only the cases below were measured.", ""]
+    return out
+
+
 def markdown(doc: dict) -> str:
     """The tables of a contention document (one row per case x candidate)."""
     out = [f"# sparsekern contention benchmark", "",
            f"{doc.get('started', '')}; {doc.get('threads')} threads; {_busy_text(doc)}; "
-           f"load average before "
+           f"{_load_text(doc)}load average before "
            f"{doc.get('loadavg_before')}, after {doc.get('loadavg_after')}; kernels: "
            f"{doc.get('isa')} ({doc.get('git_commit', '?')}).", "",
            "Times are medians (and max) of per-call times in ms, quiet vs loaded phases in "
            "alternation. `loaded/quiet`: ratio of the medians (target <= "
            f"{MAX_DEGRADATION}x). `1 thread`: quiet median with one thread. `fair share`: "
-           "the loaded/quiet a perfectly balanced call would reach when each busy core gives "
-           "us half its time, at the one-thread speed per core (above the target: the "
+           "the loaded/quiet a perfectly balanced call would reach: 1.00x when our threads "
+           "and the busy cores fit the usable CPUs, else each thread beyond the free CPUs "
+           "gets half a busy core, at the one-thread speed per core"
+           f"{_fair_text(doc)} (above the target: the "
            "target cannot be met on this machine). `/dense`: time over the best dense of "
-           "the same phase (< 1: faster than dense).", "",
+           "the same phase (< 1: faster than dense).", ""] + _notes(doc) + [
            "| shape | N | candidate | quiet ms | quiet max | 1 thread ms | loaded ms | "
            "loaded max | loaded/quiet | fair share | /dense quiet | /dense loaded | targets |",
            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]

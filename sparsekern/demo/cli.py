@@ -3,6 +3,7 @@ detection, the two built-in jobs)."""
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from typing import Optional, Tuple
 
@@ -79,7 +80,7 @@ def add_arguments(p) -> None:
                    help="exit with status 1 when a check fails (default: report only)")
     p.add_argument("--quick", action="store_true",
                    help="a tiny configuration for a smoke test")
-    g = p.add_argument_group("minilm")
+    g = p.add_argument_group("minilm", "options of --model minilm (refused with --model mlp)")
     g.add_argument("--layers", choices=("ffn", "attention", "all"), default="all",
                    help="the layers the search may prune (default %(default)s; ffn: the 12 "
                         "FFN layers, 2/3 of the weights)")
@@ -100,7 +101,7 @@ def add_arguments(p) -> None:
                    help="when the target is out of the latency table's reach, keep the dense "
                         "model (default: search again for 80%% of the reachable gain; the "
                         "checks keep the required speedups either way)")
-    m = p.add_argument_group("mlp")
+    m = p.add_argument_group("mlp", "options of --model mlp (refused with --model minilm)")
     m.add_argument("--hidden", type=int_at_least(1), default=2048, help="hidden width (default %(default)s)")
     m.add_argument("--hidden-layers", type=int_at_least(1), default=2,
                    help="hidden layers of the MLP (default %(default)s)")
@@ -108,6 +109,51 @@ def add_arguments(p) -> None:
     m.add_argument("--short-steps", type=int_at_least(0), default=20,
                    help="fine-tune steps per search candidate (default %(default)s)")
     m.add_argument("--final-epochs", type=int_at_least(0), default=3, help="final fine-tune epochs")
+    _note_given(p)
+
+
+#: The models of --model, each as an error names it.
+MODELS = {"minilm": "--model minilm (all-MiniLM-L6-v2, the default model)",
+          "mlp": "--model mlp (the digits MLP)"}
+_BOTH = ("minilm", "mlp")
+#: Every option of :func:`add_arguments`: the models that use it. An option on the command
+#: line that the chosen model does not use is an error (:func:`check_arguments`: it was
+#: silently ignored); an option without a row is a programming error (check_arguments raises).
+OPTION_MODELS = {
+    **{f: _BOTH for f in ("--model", "--out", "--batches", "--target-speedup",
+                          "--require-speedup", "--granularity", "--strategy", "--amc-episodes",
+                          "--max-iterations", "--threads", "--seed", "--no-cache", "--strict",
+                          "--quick")},
+    **{f: ("minilm",) for f in ("--layers", "--criterion", "--final-criterion",
+                                "--distill-steps", "--max-ratio", "--max-search-drop",
+                                "--no-relax")},
+    **{f: ("mlp",) for f in ("--hidden", "--hidden-layers", "--epochs", "--short-steps",
+                             "--final-epochs")},
+}
+#: The parsed arguments' attribute that lists the options on the command line (_note_given).
+GIVEN = "given_options"
+
+
+@functools.lru_cache(maxsize=None)
+def _noting(cls):
+    """The argparse action class ``cls`` that also adds its option's first flag to the
+    namespace's GIVEN. argparse calls an action only for an option on the command line
+    (abbreviations resolved; a default is set without it), so GIVEN holds what was given,
+    whatever its value: ``--distill-steps 64`` with --model mlp is refused like 65."""
+    class Noting(cls):
+        def __call__(self, parser, namespace, values, option_string=None):
+            super().__call__(parser, namespace, values, option_string)
+            setattr(namespace, GIVEN, (*getattr(namespace, GIVEN, ()), self.option_strings[0]))
+    Noting.__name__ = f"Noting{cls.__name__}"
+    return Noting
+
+
+def _note_given(p) -> None:
+    """Make every option of ``p`` note itself in GIVEN when given (see :func:`_noting`)."""
+    for a in p._actions:
+        if a.option_strings and a.dest != "help":
+            a.__class__ = _noting(type(a))
+    p.set_defaults(**{GIVEN: ()})
 
 
 def choose_threads(requested: Optional[int], load: LoadReport) -> Tuple[int, str]:
@@ -148,9 +194,51 @@ def default_batches(model: str) -> list:
     return [1, 64] if model == "mlp" else [1, 32]
 
 
+def _dests(parser) -> dict:
+    """{first flag: dest} of every option but --help."""
+    return {a.option_strings[0]: a.dest for a in parser._actions
+            if a.option_strings and a.dest != "help"}
+
+
+def given_options(parser, args) -> list:
+    """The options on the command line (GIVEN), in the parser's order; for ``args`` not
+    parsed by :func:`add_arguments`' parser, those that differ from their defaults."""
+    dests = _dests(parser)
+    noted = getattr(args, GIVEN, None)
+    if noted is None:
+        noted = [f for f, d in dests.items() if getattr(args, d, None) != parser.get_default(d)]
+    return [f for f in dests if f in noted]
+
+
+def _shown(args, dest: str) -> str:
+    value = getattr(args, dest)
+    if isinstance(value, bool):
+        return ""
+    if isinstance(value, list):
+        value = " ".join(map(str, value))
+    return f"got {value!r}, but "
+
+
+def check_model_options(parser, args) -> None:
+    """An option on the command line that ``--model`` does not use (:data:`OPTION_MODELS`)
+    is a ``parser.error`` naming it and the model it applies to."""
+    dests = _dests(parser)
+    missing = [f for f in dests if f not in OPTION_MODELS]
+    if missing:
+        raise AssertionError(f"options without a row in OPTION_MODELS: {missing}")
+    unused = [f for f in given_options(parser, args) if args.model not in OPTION_MODELS[f]]
+    if unused:
+        f = unused[0]
+        also = f"; also not used with it: {', '.join(unused[1:])}" if unused[1:] else ""
+        owners = " and ".join(f"--model {m}" for m in OPTION_MODELS[f])
+        parser.error(f"argument {f}: {_shown(args, dests[f])}it is not used with "
+                     f"{MODELS[args.model]}; {f} applies to {owners}{also}")
+
+
 def check_arguments(parser, args) -> None:
     """The checks argparse's types cannot make alone, right after parsing and before any
     work: each failure is ``parser.error`` (usage, "error: argument --flag: ...", exit 2)."""
+    check_model_options(parser, args)
     batches = args.batches or default_batches(args.model)
     for flag, values in (("--target-speedup", args.target_speedup),
                          ("--require-speedup", args.require_speedup)):

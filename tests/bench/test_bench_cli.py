@@ -70,6 +70,25 @@ def test_busy_cores_must_be_usable_cpus(capsys, no_work):
         str(usable[-1])
 
 
+def test_busy_cores_must_be_distinct(capsys, no_work, monkeypatch):
+    # was accepted: two spinners on CPU 0, counted as 2 busy cores by the fair-share model
+    monkeypatch.setattr(cli, "usable_cpu_ids", lambda: [0, 1])
+    assert _error(["--contention", "--busy-cores", "0,1,0"], capsys) == (
+        "argument --busy-cores: CPU(s) [0] given more than once; expected distinct CPUs (one "
+        "busy process each), got '0,1,0'")
+    assert cli.parse_args(["--contention", "--busy-cores", "1,0"]).busy_cores == "1,0"
+
+
+def test_contention_threads_at_most_the_usable_cpus(capsys, no_work, monkeypatch):
+    # was accepted: 16 threads on 2 CPUs, "fair share" 0.00x
+    monkeypatch.setattr(cli, "usable_cpu_ids", lambda: [0, 1])
+    assert _error(["--contention", "--threads", "16"], capsys) == (
+        "argument --threads: got 16, but this process may use 2 CPUs [0, 1] "
+        "(os.sched_getaffinity); expected 1 .. 2 with --contention")
+    assert cli.parse_args(["--contention", "--threads", "2"]).threads == 2
+    assert cli.parse_args(["--threads", "16", "--quick"]).threads == 16  # the plain run: as given
+
+
 def test_out_is_checked_before_the_run(tmp_path, capsys, no_work):
     # was a FileExistsError after the whole run, its results lost
     afile = tmp_path / "afile"

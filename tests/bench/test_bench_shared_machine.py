@@ -291,19 +291,214 @@ def test_a_torch_busy_process_runs_two_threads_niced():
 
 
 def test_fair_share_ratio_is_what_a_balanced_call_could_reach():
-    # 2 threads, one core shared half and half: 1.5 cores at the one-thread speed.
-    assert contention.fair_share_ratio(2e-3, 1e-3, 2, 1) == pytest.approx(4 / 3)
+    # 2 threads on 2 CPUs, one core shared half and half: 1.5 cores at the one-thread speed.
+    assert contention.fair_share_ratio(2e-3, 1e-3, 2, 1, cpus=2) == pytest.approx(4 / 3)
     # a memory-bound call whose 2 quiet threads run 2.7x one: the target is out of reach
-    assert contention.fair_share_ratio(2.7e-3, 1e-3, 2, 1) == pytest.approx(1.8)
-    assert contention.fair_share_ratio(1e-3, 1e-3, 1, 0) == pytest.approx(1.0)
-    assert contention.fair_share_ratio(1e-3, 0.0, 2, 1) is None
+    assert contention.fair_share_ratio(2.7e-3, 1e-3, 2, 1, cpus=2) == pytest.approx(1.8)
+    assert contention.fair_share_ratio(1e-3, 1e-3, 1, 0, cpus=2) == pytest.approx(1.0)
+    assert contention.fair_share_ratio(1e-3, 0.0, 2, 1, cpus=2) is None
+
+
+# (T threads, B busy cores, C CPUs) -> fair share, for a call whose T quiet threads run T
+# times one thread (single = T x quiet): 1.0 when T + B <= C (nothing shared), else
+# single / ((T + C - B) / 2) / quiet.
+FAIR = {(1, 0, 2): 1.0, (1, 1, 2): 1.0, (1, 2, 2): 2.0,     # 1 thread on the free CPU
+        (2, 0, 2): 1.0, (2, 1, 2): 4 / 3, (2, 2, 2): 2.0,
+        (1, 0, 4): 1.0, (1, 1, 4): 1.0, (1, 2, 4): 1.0,
+        (2, 0, 4): 1.0, (2, 1, 4): 1.0, (2, 2, 4): 1.0}
+
+
+@pytest.mark.parametrize("T, B, C", sorted(FAIR))
+def test_fair_share_counts_the_usable_cpus(T, B, C):
+    # was 2.0 for --threads 1 with one busy core on 2 CPUs: the thread runs on the free CPU
+    assert contention.fair_share_ratio(T * 1e-3, 1e-3, T, B, cpus=C) == pytest.approx(FAIR[T, B, C])
+
+
+def test_fair_share_edges():
+    # more threads than CPUs: no model (was 0.00x for --threads 16 on 2 CPUs)
+    assert contention.fair_share_ratio(1e-3, 1e-3, 16, 1, cpus=2) is None
+    # threads that scale sublinearly (2 threads 1.2x one) lose little: never below 1.0
+    assert contention.fair_share_ratio(1.2e-3, 1e-3, 2, 1, cpus=2) == 1.0
+    # busy processes beyond our CPUs take no more than all of them
+    assert contention.fair_share_ratio(1e-3, 1e-3, 1, 5, cpus=2) == pytest.approx(2.0)
+    assert contention.busy_count([0, 1, 7], pinned=True, usable=[0, 1, 2, 3]) == 2
+    assert contention.busy_count([7], pinned=True, usable=[0, 1]) == 0  # pinned elsewhere
+    assert contention.busy_count([7, 8, 9], pinned=False, usable=[0, 1]) == 2
+
+
+def test_one_thread_misses_are_not_called_out_of_reach():
+    # the trial's --threads 1 run: loaded/quiet ~1x, fair share was ~2x ("out of reach")
+    quiet = {"numpy.matmul": [1e-3] * 3, "2:4": [1e-3] * 3}
+    loaded = {"numpy.matmul": [1e-3] * 3, "2:4": [1.6e-3] * 3}
+    s = contention.summarize_case(quiet, loaded, quiet, threads=1, busy=1, cpus=2)
+    assert s["candidates"]["2:4"]["fair_share_ratio"] == 1.0
+    md = contention.markdown({"contention": {"busy_cores": [1], "cases": [
+        dict(s, shape="2048²", N=1)]}})
+    assert "| 2:4 |" in md and "**missed** |" in md and "out of reach" not in md
+
+
+def test_busy_cores_must_be_distinct_in_the_settings():
+    with pytest.raises(ValueError, match=r"busy_cores must be distinct CPUs \(one busy process "
+                                         r"per CPU\), got \(0, 0\)"):
+        contention.ContentionSettings(busy_cores=(0, 0))
+
+
+# -- the quiet phases: were they quiet? (injected rows and load reports) ---------------------
+
+def _row(samples, single=None):
+    r = {"quiet_median_s": sorted(samples)[len(samples) // 2],
+         "quiet_timing": contention.quartiles(samples)}
+    if single is not None:
+        r["single_thread_median_s"] = single
+    return r
+
+
+def _res(rows, threads=2, M=2048, N=1):
+    return {"fair_share_model": {"threads": threads, "cpus": 2, "busy": 1},
+            "cases": [{"shape": f"{M}²", "M": M, "K": M, "N": N, "candidates": rows}]}
+
+
+def test_quiet_phases_that_were_quiet_give_no_warning():
+    rows = {"torch.F.linear": _row([0.6e-3, 0.61e-3, 0.62e-3], single=0.9e-3)}
+    assert contention.quiet_warnings(_res(rows), judge(2, 0.1, 0.0, 0.0)) == []
+
+
+def test_a_busy_machine_before_the_run_is_a_warning():
+    w = contention.quiet_warnings(_res({}), judge(2, 2.3, 1.0, 0.0))
+    assert len(w) == 1 and w[0].startswith(
+        "the machine was busy before the run (machine busy: 1.0 other runnable threads")
+    assert "the quiet phases were not quiet" in w[0]
+
+
+def test_quiet_samples_are_judged_as_the_plain_run_judges_its_own():
+    rows = {"torch.F.linear": _row([6.3e-3, 6.32e-3, 6.4e-3], single=0.608e-3),  # the trial's
+            "csc 90%": _row([0.1e-3, 0.2e-3, 0.3e-3]),                           # spread wide
+            "numpy.matmul": _row([12e-3, 12e-3, 12e-3, 12e-3])}                  # 3 slices
+    w = contention.quiet_warnings(_res(rows))
+    assert w == [
+        "1 quiet timings spread more than 30% (IQR/median): 2048² N=1 csc 90% 0.2 ms; the "
+        "quiet phases were not quiet",
+        "1 quiet timings are whole scheduler slices (a thread waited for a core): 2048² N=1 "
+        "numpy.matmul 12 ms; the quiet phases were not quiet",
+        "1 quiet timings on 2 threads are over 1.5x the one-thread median (a thread waited for "
+        "a core): 2048² N=1 torch.F.linear 6.32 ms (1 thread 0.608 ms); the quiet phases were "
+        "not quiet"]
+    # one thread: quiet and one-thread runs are alike, nothing to compare
+    assert not any("one-thread" in x for x in contention.quiet_warnings(_res(rows, threads=1)))
+
+
+def test_a_genuine_one_slice_quiet_call_is_not_a_stall():
+    # 4096² x 64 dense takes about a slice for real (health.quantized's floor guard)
+    rows = {"torch.F.linear": _row([4.0e-3, 4.01e-3, 4.02e-3])}
+    assert contention.quiet_warnings(_res(rows, M=4096, N=64)) == []
+
+
+def test_the_markdown_lists_the_load_and_the_warnings():
+    doc = {"load": judge(2, 2.3, 1.0, 0.0).to_dict(), "warnings": ["w1", "w2"],
+           "contention": {"busy_cores": [1], "cases": [],
+                          "fair_share_model": {"threads": 1, "cpus": 2, "busy": 1}}}
+    md = contention.markdown(doc)
+    assert "machine busy before the run (1.0 other runnable threads); load average" in md
+    assert "**Warnings:**\n\n- w1\n- w2\n" in md
+    assert "(here 1 thread on 2 CPUs, 1 busy)" in md
+    assert "Interrupted" not in md
+    assert "**Interrupted** (Ctrl-C)" in contention.markdown(dict(doc, interrupted=True))
+
+
+# -- contention_main with injected load, settings and phases (no real timing) -------------
+
+class _Phases:
+    """run_phase's stand-in: fixed samples per call, a KeyboardInterrupt at call ``stop``."""
+
+    def __init__(self, samples, stop=None):
+        self.samples, self.stop, self.calls = samples, stop, 0
+
+    def __call__(self, fns, calls, clock=None):
+        self.calls += 1
+        if self.calls == self.stop:
+            raise KeyboardInterrupt
+        return {n: [self.samples.get(n, 1e-3)] * calls for n in fns}
+
+
+@pytest.fixture
+def tiny_contention(monkeypatch):
+    """contention_main on two tiny cases, fake candidates, a busy load report, and the
+    BusyProcesses it started (real ones, on CPU 0)."""
+    import sparsekern.timing.load as load_mod
+    started = []
+
+    class Recorded(contention.BusyProcesses):
+        def __enter__(self):
+            started.append(self)
+            return super().__enter__()
+    names = contention.DENSE + tuple(n for n, *_ in contention.LAYOUTS)
+    monkeypatch.setattr(contention, "candidates",
+                        lambda M, K, N, seed: ({n: (lambda: None) for n in names}, None))
+    monkeypatch.setattr(contention, "BusyProcesses", Recorded)
+    monkeypatch.setattr(load_mod, "detect_load", lambda: judge(2, 2.3, 1.0, 0.0))
+    monkeypatch.setattr(cli, "_contention_settings", lambda args: contention.ContentionSettings(
+        busy_cores=(0,), phases=1, calls=3, settle_s=0.0, shapes=(("64²", 64, 64),),
+        batches=(1, 2)))
+    return started
+
+
+def _contention_doc(out):
+    with open(out / "cpu-contention.json") as f:
+        doc = json.load(f)
+    return doc, (out / "cpu-contention.md").read_text()
+
+
+def test_contention_measures_the_load_first_and_warns(tmp_path, monkeypatch, capsys,
+                                                      tiny_contention):
+    # was: an outside spinner made "quiet" 10x slower than one thread, and nothing said so
+    monkeypatch.setattr(contention, "run_phase", _Phases({"torch.F.linear": 6e-3}))
+    out = tmp_path / "out"
+    assert cli.main(["--contention", "--threads", "2", "--out", str(out), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "sparsekern.bench: machine busy: 1.0 other runnable threads" in err
+    assert "warning: the machine was busy before the run" in err
+    doc, md = _contention_doc(out)
+    assert doc["load"]["busy"] and doc["load"]["others"] == 1.0
+    assert doc["warnings"][0].startswith("the machine was busy before the run")
+    assert "**Warnings:**" in md and "interrupted" not in doc
+    assert doc["contention"]["fair_share_model"]["threads"] == 2
+    assert len(doc["contention"]["cases"]) == 2
+
+
+def test_ctrl_c_writes_what_was_measured_and_ends_the_busy_processes(tmp_path, monkeypatch,
+                                                                     capsys, tiny_contention):
+    # was: a KeyboardInterrupt traceback and no file; the second case's 6th phase call is
+    # interrupted (per case: a warm-up call, then quiet, single and loaded)
+    monkeypatch.setattr(contention, "run_phase", _Phases({}, stop=6))
+    out = tmp_path / "out"
+    assert cli.main(["--contention", "--out", str(out), "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted: writing what was measured" in err and "Traceback" not in err
+    doc, md = _contention_doc(out)
+    assert doc["interrupted"] is True and [c["N"] for c in doc["contention"]["cases"]] == [1]
+    assert "**Interrupted** (Ctrl-C)" in md and "| 64² | 1 | csc 90% |" in md
+    (busy,) = tiny_contention
+    assert busy.procs and not any(p.is_alive() for p in busy.procs)
+
+
+def test_busy_processes_ignore_the_terminal_ctrl_c():
+    # Ctrl-C reaches the whole process group: a busy process printed its own traceback
+    import signal
+    import time
+    with contention.BusyProcesses([0]) as busy:
+        busy.resume()
+        time.sleep(0.2)  # the child sets SIG_IGN as it starts
+        os.kill(busy.procs[0].pid, signal.SIGINT)
+        time.sleep(0.2)
+        assert busy.procs[0].is_alive()
+    assert not busy.procs[0].is_alive()
 
 
 def test_summarize_case_with_one_thread_times_and_the_markdown_says_out_of_reach():
     quiet = {"numpy.matmul": [1e-3] * 3, "2:4": [0.5e-3] * 3, "csc 90%": [0.2e-3] * 3}
     loaded = {"numpy.matmul": [2e-3] * 3, "2:4": [1e-3] * 3, "csc 90%": [0.4e-3] * 3}
     single = {"numpy.matmul": [2e-3] * 3, "2:4": [1.5e-3] * 3, "csc 90%": [0.3e-3] * 3}
-    s = contention.summarize_case(quiet, loaded, single, threads=2, busy=1)
+    s = contention.summarize_case(quiet, loaded, single, threads=2, busy=1, cpus=2)
     two4, csc = s["candidates"]["2:4"], s["candidates"]["csc 90%"]
     assert two4["single_thread_median_s"] == pytest.approx(1.5e-3)
     assert two4["fair_share_ratio"] == pytest.approx(2.0) and not two4["targets_met"]
@@ -351,3 +546,18 @@ def test_busy_process_dies_with_a_killed_bench():
     if state not in ("gone", "Z", "X"):
         os.kill(child, signal.SIGKILL)
     assert state in ("gone", "Z", "X"), f"the busy process is still {state}"
+
+
+def test_ctrl_c_before_the_first_case_is_no_traceback(tmp_path, monkeypatch, capsys,
+                                                      tiny_contention):
+    # was a KeyboardInterrupt traceback from the load detection's sleep
+    import sparsekern.timing.load as load_mod
+
+    def interrupted():
+        raise KeyboardInterrupt
+    monkeypatch.setattr(load_mod, "detect_load", interrupted)
+    out = tmp_path / "out"
+    assert cli.main(["--contention", "--out", str(out), "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted before the first case: nothing measured, nothing written" in err
+    assert not out.exists() and tiny_contention == []
