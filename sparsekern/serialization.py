@@ -77,6 +77,21 @@ def _check_args(fn: str, model, path, what: str) -> None:
                         f"{type(path).__name__}")
 
 
+def _folder_problem(folder: str) -> Tuple[type, str]:
+    """(exception class, why) for a ``folder`` that is not an existing folder. A file where
+    the folder (or one above it) should be is named as a file: "does not exist" would send
+    the user looking for a folder that is there, as a file."""
+    part = folder
+    while not os.path.lexists(part) and os.path.dirname(part) != part:
+        part = os.path.dirname(part)
+    if not os.path.lexists(part) or os.path.isdir(part):
+        return FileNotFoundError, f"the folder {folder!r}, which does not exist"
+    if part == folder:
+        return NotADirectoryError, f"{folder!r}, which is a file, not a folder"
+    return NotADirectoryError, (f"the folder {folder!r}, which cannot exist: {part!r} is a "
+                                f"file, not a folder")
+
+
 def save_sparse(model: nn.Module, path: PathLike) -> None:
     """Save ``model`` with every SparseLinear and SparseConv2d packed.
 
@@ -95,8 +110,9 @@ def save_sparse(model: nn.Module, path: PathLike) -> None:
                                 f"file path ending in .safetensors or .pt")
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))
     if not os.path.isdir(folder):  # else safetensors names its temporary file, not path
-        raise FileNotFoundError(f"save_sparse: path {os.fspath(path)!r} is in the folder "
-                                f"{folder!r}, which does not exist")
+        err, why = _folder_problem(folder)
+        raise err(f"save_sparse: path {os.fspath(path)!r} is in {why}; expected a path in an "
+                  f"existing folder")
     prefixes = tuple(n + "." for n in entries)
     dense = {k: v for k, v in model.state_dict().items() if not k.startswith(prefixes)}
     if os.fspath(path).endswith(".safetensors"):

@@ -84,6 +84,21 @@ def test_saving_into_a_missing_folder_names_the_path(tmp_path, suffix):
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
+@pytest.mark.parametrize("below, why", [
+    ("", r"is in '.*afile', which is a file, not a folder"),
+    ("sub", r"is in the folder '.*afile/sub', which cannot exist: '.*afile' is a file, not a "
+            r"folder")])
+def test_saving_under_a_file_says_it_is_a_file(tmp_path, suffix, below, why):
+    # a file where the folder should be was reported as a folder that "does not exist"
+    (tmp_path / "afile").write_text("")
+    path = tmp_path / "afile" / below / f"m{suffix}"
+    with pytest.raises(NotADirectoryError, match=r"save_sparse: path '.*afile/.*m\.[a-z]+' "
+                                                 + why + r"; expected a path in an existing"):
+        sk.save_sparse(sk.sparsify(net(), "csc", max_density=1.0), path)
+    assert (tmp_path / "afile").read_text() == ""
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
 def test_arguments_of_the_wrong_type_are_named(tmp_path, suffix):
     # (path, model) in the wrong order failed with "'str' object has no attribute
     # 'named_modules'"; a path of None or a number with os's messages

@@ -18,6 +18,9 @@ re-checked or was given, in ``model.sparsekern_entries``.
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
@@ -230,7 +233,9 @@ def sparsify_auto(model: nn.Module, table: Optional[LatencyTable] = None, exampl
     ``model.sparsekern_report`` {name: (layout or "dense", reason)} and
     ``model.sparsekern_decisions`` {name: LayerDecision}; layers kept dense are logged
     (logger "sparsekern") with the reason. Where the numbers came from:
-    ``model.sparsekern_entries`` (see :func:`entries_report`), logged in one line.
+    ``model.sparsekern_entries`` (see :func:`entries_report`), logged in one line, with
+    "busy": ["layer @ shape", ...] the entries measured on a busy machine (their layers'
+    reasons say so, with one RuntimeWarning per call: :func:`busy_entries`).
     """
     mods = candidate_layers(model, layers)
     if linear_only:
@@ -252,12 +257,15 @@ def sparsify_auto(model: nn.Module, table: Optional[LatencyTable] = None, exampl
         entries.update(extra.layers)
     formats = list(dict.fromkeys(f for per in entries.values() for e in per.values()
                                  for f in e.entry["formats"]))
+    busy = busy_entries(entries, table)
+    _warn_busy(busy)
     report: Dict[str, Tuple[str, str]] = {}
     decisions: Dict[str, LayerDecision] = {}
     result = model
     for name, mod in mods.items():
         W = _layers.weight_matrix(mod).detach()  # [out, K] (a Conv1D's weight transposed)
         d = decide_weight(name, W, entries[name], formats, margin)
+        d.reason += _busy_note(busy.get(name, {}))
         decisions[name] = d
         if d.format == DENSE:
             report[name] = ("dense", d.reason)
@@ -270,9 +278,63 @@ def sparsify_auto(model: nn.Module, table: Optional[LatencyTable] = None, exampl
     result.sparsekern_report = report
     result.sparsekern_decisions = decisions
     result.sparsekern_entries = entries_report(entries, decisions)
+    result.sparsekern_entries["busy"] = [f"{n or '<model>'} @ {lab}"
+                                         for n, per in busy.items() for lab in per]
     log.info("sparsify auto: latency entries %s", "; ".join(
         f"{k}: {len(v)}" for k, v in result.sparsekern_entries.items() if v) or "none")
     return result
+
+
+def busy_entries(entries: Mapping[str, Mapping[str, LayerLatency]],
+                 table: Optional[LatencyTable]) -> Dict[str, Dict[str, str]]:
+    """{layer: {shape: why}} of the entries measured on a busy machine: those whose own
+    "load" says so, and, of a ``table`` whose meta says it is busy, those that do not say
+    (a table saved before entries recorded it)."""
+    table_busy = table is not None and table.busy is True
+    why = str((table.meta.get("load") or {}).get("why") or "") if table_busy else ""
+    out: Dict[str, Dict[str, str]] = {}
+    for name, per in entries.items():
+        for label, e in per.items():
+            if e.busy or (e.busy is None and table_busy and
+                          table.layers.get(name, {}).get(label) is e):
+                out.setdefault(name, {})[label] = e.busy_why or why
+    return out
+
+
+def _busy_note(labels: Mapping[str, str]) -> str:
+    if not labels:
+        return ""
+    return (" [timed on a busy machine at " + "; ".join(
+        f"{lab}{': ' + why if why else ''}" for lab, why in labels.items()) +
+        ": a quiet run may choose otherwise]")
+
+
+def _warn_busy(busy: Mapping[str, Mapping[str, str]]) -> None:
+    """One warning (and log line) when a choice rests on entries timed under load: their
+    times, and so the choice, may not hold on a quiet machine."""
+    where = [f"{n or '<model>'} @ {lab}" for n, per in busy.items() for lab in per]
+    if not where:
+        return
+    whys = list(dict.fromkeys(w for per in busy.values() for w in per.values() if w))
+    more = len(whys) - 1
+    seen = (whys[0] + (f"; and {more} other reading{'s' if more > 1 else ''}" if more else "")
+            if whys else "the table says so")
+    msg = (f"sparsify auto: the latency table was measured on a busy machine ({seen}) for "
+           f"{len(where)} entries ({', '.join(where[:4])}{', ...' if len(where) > 4 else ''}): "
+           f"the choice rests on times taken under load; measure the table again on a quiet "
+           f"machine")
+    log.warning(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=_user_stacklevel())
+
+
+def _user_stacklevel() -> int:
+    """warnings.warn's stacklevel, for its caller, of the first frame outside sparsekern:
+    the warning names the user's line whichever entry point (sparsify, sparsify_auto) ran."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith(root):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def entries_report(entries: Mapping[str, Mapping[str, LayerLatency]],

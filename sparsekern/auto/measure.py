@@ -40,7 +40,10 @@ Nothing is cached as "slow" from a single call: a point that is slow is slow in 
 round. Dense's own time, which every figure is compared with, gets the same care: when its
 samples spread or are whole scheduler slices it is re-timed alone, and when it stays
 unstable its fastest sample stands in (understating dense, so no format looks faster than
-it is), the entry says so and is not cached (:func:`settle_dense`).
+it is), the entry says so and is not cached (:func:`settle_dense`). A point's stored ratio
+is always one to the dense time stored beside it: when dense was re-timed, or the dense
+samples a point was paired with were outliers, it is the point's median over dense's, and
+the point's reason says so (:func:`stored_ratio`).
 
 A format that only the reference backend (the pure-PyTorch oracle) would serve here is
 not timed (status ``"no-kernel"``): the oracle is never meant to be fast, and it can take
@@ -73,8 +76,10 @@ from .formats import DENSE, FormatSpec, default_blocks, format_specs, parse_form
 from .patterns import pattern_densities
 from .signature import LayerSig
 
-#: Bumped when the way a table is measured changes (part of the cache key).
-METHOD_VERSION = 5
+#: Bumped when the way a table is measured changes (part of the cache key). 6: a point's
+#: stored ratio is one to the stored dense time (:func:`stored_ratio`); entries of 5 could
+#: hold a paired ratio to rejected dense samples, which the cache reads as damaged.
+METHOD_VERSION = 6
 
 #: Cache states a layer can be timed in (see the module docstring); "auto" picks one from
 #: the model's size.
@@ -106,6 +111,12 @@ TABLE_PAIRED = PairedSettings()
 #: A cached entry is reused when the re-timed ratio to dense of each re-checked point is
 #: within this fraction of the cached ratio.
 RECHECK_TOLERANCE = 0.25
+#: A point's recorded ratio (median of per-round paired ratios) and its median time over
+#: dense's median (what predictions use) are two statistics of one timing: on real entries
+#: they agree within ~25%. Beyond this factor they are not of one timing: a stored entry
+#: was edited (sparsekern.auto.table.entry_problem), or, while measuring, the dense samples
+#: the point was paired with were not dense's time (:func:`stored_ratio`).
+RATIO_SLACK = 2.0
 
 
 @dataclass(frozen=True)
@@ -349,8 +360,9 @@ def measure_signature(sig: LayerSig, settings: Optional[MeasureSettings] = None)
     "status": "ok"|"unstable"|"no-kernel"|"not-timed", "median_s", "iqr_s", "ratio", "bytes",
     "bound_s", "model_s", "backend", "reason"}``: ``median_s`` is set only for "ok"
     (measured); "unstable" points carry ``model_s`` (= ``bound_s``, the bytes-bound
-    prediction) and why; bytes are those of the packed weight (plus bias), "io" those of
-    the input and output.
+    prediction) and why, and an "ok" point's reason says when its ratio is its median over
+    dense's rather than the paired one (:func:`stored_ratio`); bytes are those of the packed
+    weight (plus bias), "io" those of the input and output.
     """
     return measure_signatures([sig], settings)[0]
 
@@ -469,6 +481,35 @@ def settle_dense(rec: dict, retime: Callable[[], dict], attempts: int) -> dict:
                     f"fastest sample, {fastest * 1e3:.3g} ms, stands in")}
 
 
+def ratio_agrees(median_s: float, dense_s: float, ratio: float) -> bool:
+    """Whether a point's ``ratio`` to dense agrees, within RATIO_SLACK, with its
+    ``median_s`` over dense's ``dense_s`` (False for a ratio that is 0, inf or NaN)."""
+    off = (median_s / dense_s) / ratio if ratio and math.isfinite(ratio) else math.nan
+    return 1.0 / RATIO_SLACK <= off <= RATIO_SLACK
+
+
+def stored_ratio(rec: dict, dense_s: float, dense_paired_ok: bool) -> Tuple[float, str]:
+    """(ratio to store, why it is not the paired one, or "") of a stable point's paired
+    record ``rec`` once dense's time is settled at ``dense_s``.
+
+    The paired ratio is kept only when it is a ratio to dense's time: when dense's paired
+    samples were judged bad (``dense_paired_ok`` False: settle_dense re-timed dense or let its
+    fastest sample stand in) every paired ratio rests on them, and when the ratio disagrees
+    with the medians beyond RATIO_SLACK the dense samples of this point's rounds were
+    outliers (a stall of dense alone: ratios of 0.003x for points that take 1.3x dense).
+    Then the ratio is the point's own median over the settled dense time, which is what a
+    choice reads: the point's samples passed their own checks, and were they slowed too the
+    point only looks slower (a re-check of the cached entry then measures it again)."""
+    paired, own = rec["ratio"], rec["median_s"] / dense_s
+    if not dense_paired_ok:
+        return own, (f"ratio from the medians: dense's paired samples were judged bad and "
+                     f"dense was re-timed (paired ratio {paired:.3g}x)")
+    if not ratio_agrees(rec["median_s"], dense_s, paired):
+        return own, (f"ratio from the medians: the dense samples it was paired with were "
+                     f"outliers (paired ratio {paired:.3g}x, median over dense's {own:.3g}x)")
+    return paired, ""
+
+
 def _time_points(sig: LayerSig, dense: nn.Module, points: List[_Point], s: MeasureSettings,
                  device: torch.device, dtype: torch.dtype, gen: torch.Generator) -> dict:
     x = sig.example_input(gen)
@@ -511,7 +552,10 @@ def _time_points(sig: LayerSig, dense: nn.Module, points: List[_Point], s: Measu
         r = res[label]
         pt["bound_s"] = bytes_model_s(dense_s, pt["bytes"], dense_b, io)
         if r["stable"]:
-            pt.update(median_s=r["median_s"], iqr_s=r["iqr_s"], ratio=r["ratio"])
+            # the stored ratio must be one to the dense time stored beside it (a table that
+            # fails entry_problem fails to load and is re-measured from the cache)
+            ratio, note = stored_ratio(r, dense_s, res["dense"].get("stable", True))
+            pt.update(median_s=r["median_s"], iqr_s=r["iqr_s"], ratio=ratio, reason=note)
             continue
         pt.update(status="unstable", model_s=pt["bound_s"],
                   reason=f"unmeasured: {r['why']} (median {r['median_s'] * 1e3:.3g} ms over "
@@ -552,9 +596,10 @@ def recheck_entry(sig: LayerSig, entry: dict, settings: Optional[MeasureSettings
     The points (:func:`_recheck_points`, ``settings.recheck`` of them) are rebuilt from
     their format and stored fraction and timed paired with dense as in a measurement.
     Returns ``{"agree": bool, "why": str, "points": [{"format", "sparsity", "cached_ratio",
-    "ratio", "stable"}]}``: agree when every re-timed point is stable and its median time
-    over dense's median (what a choice reads: LayerLatency.predict over dense_s) is within
-    ``settings.recheck_tolerance`` of the cached entry's. An entry with no
+    "ratio", "stable"}]}``: agree when dense's re-timing and every re-timed point are
+    stable and each point's median time over dense's median (what a choice reads:
+    LayerLatency.predict over dense_s) is within ``settings.recheck_tolerance`` of the
+    cached entry's. An entry with no
     measured point has nothing to confirm and is re-measured (agree False).
     """
     s = settings or MeasureSettings()
@@ -576,6 +621,8 @@ def recheck_entry(sig: LayerSig, entry: dict, settings: Optional[MeasureSettings
     res = time_entry_jobs(jobs, x, device, s, context, dense_floor=floor)
     rows, bad = [], []
     dense_now = res["dense"]["median_s"]
+    if not res["dense"].get("stable", True):  # every ratio now rests on it: confirms nothing
+        bad.append(f"dense unstable now ({res['dense'].get('why') or 'unstable'})")
     for (fmt, p), name in zip(chosen, list(jobs)[1:]):
         r = res[name]
         # the quantity a choice reads: median over dense's median, cached and now (a stored

@@ -13,7 +13,10 @@ re-check: a few of its points are re-timed, paired with dense, and their time ov
 is measured again; an entry with unstable points is never stored. Each entry says where
 it came from (``LayerLatency.provenance``: "measured", "re-checked", "re-measured",
 "cached" (reused without a re-check: ``recheck=0``) or "given") and the table's
-``meta["entries"]`` lists them.
+``meta["entries"]`` lists them. Each measured entry also records what the load check saw
+while it was measured (``entry["load"]``); one measured on a busy machine serves the call
+but is never cached, and the table says so (``meta["busy"]``, ``meta["load"]``), also once
+saved and loaded, so that a choice made from it can say so too.
 """
 from __future__ import annotations
 
@@ -37,8 +40,9 @@ from ..timing.timers import TimerSettings
 from .cache import DiskCache
 from .fingerprint import machine_key, software_key
 from .formats import DENSE, parse_format
-from .measure import (MeasureSettings, cold_share, geometry, measure_signatures,
-                      module_bytes, recheck_entry, streamed_bytes, time_modules)
+from .measure import (RATIO_SLACK, MeasureSettings, cold_share, geometry,  # noqa: F401
+                      measure_signatures, module_bytes, ratio_agrees, recheck_entry,
+                      streamed_bytes, time_modules)
 from .signature import (LayerSig, call, capture, input_label, signature_of, supported,
                         tied_layers)
 
@@ -75,6 +79,18 @@ class LayerLatency:
     @property
     def dense_why(self) -> str:
         return str(self.entry["dense"].get("why") or "")
+
+    @property
+    def busy(self) -> Optional[bool]:
+        """True when the load check saw a busy machine while this entry was measured, False
+        when it saw a quiet one, None when the entry does not say (older files, entries
+        built from numbers): ``entry["load"]``, see :func:`load_seen`."""
+        load = self.entry.get("load")
+        return bool(load["busy"]) if isinstance(load, dict) and "busy" in load else None
+
+    @property
+    def busy_why(self) -> str:
+        return str((self.entry.get("load") or {}).get("why") or "") if self.busy else ""
 
     def _curve(self, fmt: str) -> List[Tuple[float, float, bool]]:
         """[(density, seconds, from the bytes model)] ascending in density: measured points,
@@ -254,7 +270,9 @@ class LatencyTable:
             (0 when only layers were measured).
         model_s: {shape label: measured latency of the dense model} (None when not measured).
         meta: machine, software, grid, cache hits/misses; "context": the cache context of
-            ``layers``; with ``light``: "light_context", "outside_bytes" (what the model
+            ``layers``; "busy" and "load": whether entries were measured on a busy machine
+            and what the load check saw (:func:`load_meta`; absent in older files: not
+            known); with ``light``: "light_context", "outside_bytes" (what the model
             streams outside its candidate layers) and "llc_bytes".
         light: {layer name: {shape label: LayerLatency}} timed in the lighter context
             meta["light_context"] ("llc"), for a "cold" table of a model that pruning can
@@ -404,6 +422,14 @@ class LatencyTable:
         return {lab: share * t + (1.0 - share) * min(light.get(lab, t), t)
                 for lab, t in heavy.items()}
 
+    @property
+    def busy(self) -> Optional[bool]:
+        """``meta["busy"]``: True when some entry of the table was measured on a busy machine
+        (``meta["load"]`` says which and what the load check saw), False when none was,
+        None when the table does not say (saved before it did, or built from numbers)."""
+        flag = self.meta.get("busy")
+        return flag if isinstance(flag, bool) else None
+
     def to_dict(self) -> dict:
         return {"shapes": list(self.shapes), "layers": _entry_dicts(self.layers),
                 "other_s": dict(self.other_s), "model_s": dict(self.model_s),
@@ -482,12 +508,9 @@ def _check_table_dict(d) -> None:
                                  f"seconds{' or null' if positive else ''}, got {t!r}")
     if not isinstance(d.get("meta", {}), dict):
         raise ValueError(f"'meta' must be a dict, got {type(d['meta']).__name__}")
-
-
-#: A point's recorded ratio (median of per-round paired ratios) and its median time over
-#: dense's median (what predictions use) are two statistics of one timing: on real entries
-#: they agree within ~25%. Beyond this factor the point's times were edited.
-RATIO_SLACK = 2.0
+    busy = d.get("meta", {}).get("busy")
+    if busy is not None and not isinstance(busy, bool):  # absent or null: not known
+        raise ValueError(f"meta['busy'] must be true, false or null, got {busy!r}")
 
 
 def _is_num(v) -> bool:
@@ -524,6 +547,9 @@ def entry_problem(e) -> Optional[str]:
     if nbytes is not None and (not isinstance(nbytes, dict) or any(
             _bad_seconds(nbytes.get(k), zero_ok=True) for k in ("dense", "io"))):
         return f"'bytes' must be a dict of non-negative byte counts, got {nbytes!r}"
+    why = _load_problem(e.get("load"))
+    if why is not None:
+        return why
     formats = e.get("formats")
     if not isinstance(formats, dict):
         return f"'formats' must map format names to lists of points, got {formats!r}"
@@ -557,10 +583,24 @@ def entry_problem(e) -> Optional[str]:
                 return f"{where}: status and reason must be text"
             med, ratio = p.get("median_s"), p.get("ratio")
             if med is not None and ratio is not None:
-                off = (med / dense_s) / ratio
-                if not 1.0 / RATIO_SLACK <= off <= RATIO_SLACK:
+                if not ratio_agrees(med, dense_s, ratio):
                     return (f"{where}: median_s {med!r} is {med / dense_s:.3g}x dense's "
                             f"{dense_s!r} but its ratio says {ratio!r}x (edited times)")
+    return None
+
+
+def _load_problem(load) -> Optional[str]:
+    """What is wrong with an entry's "load" (:func:`load_seen`); None when nothing or when
+    it is absent (entries saved before it existed: not known)."""
+    if load is None:
+        return None
+    if not isinstance(load, dict) or not isinstance(load.get("busy"), bool):
+        return f"'load' must be a dict with 'busy' true or false, got {load!r}"
+    if not isinstance(load.get("why") or "", str):
+        return f"load 'why' must be text or null, got {load['why']!r}"
+    for k in LOAD_FIGURES:
+        if _bad_seconds(load.get(k), zero_ok=True):
+            return f"load {k!r} must be a finite non-negative number or null, got {load[k]!r}"
     return None
 
 
@@ -627,25 +667,40 @@ def layer_entries(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] 
                       leave=False):
         log.info("latency table: measuring %s (%s)", ", ".join(g.label() for g in group),
                  settings.context)
-        meter = OthersMeter().start()
-        entries = measure_signatures(group, settings)
-        busy = machine_busy(meter.stop()) if cache is not None else None
-        if busy and not warned:
-            log.warning("latency table: measured on a busy machine (%s): the entries serve "
-                        "this call but are not cached, and a quiet run may choose otherwise",
-                        busy)
-            warned = True
-        for sig, entry in zip(group, entries):
-            lat = LayerLatency(entry, "re-measured" if sig in checks else "measured")
-            unstable = lat.unstable()
-            if cache is not None and not unstable and not busy:
-                cache.store(entry_key(sig, settings), entry)
-            elif cache is not None:  # never cache what could not be measured: next run retries
-                log.info("latency table: %s not cached: %s", sig.label(),
-                         f"the machine was busy ({busy})" if busy else
-                         f"{len(unstable)} points stayed unstable ({', '.join(unstable[:4])})")
-            out[sig] = lat
-            out[sig].recheck = checks.get(sig)
+        done = _measure_group(group, settings, cache, checks, warn=not warned)
+        warned = warned or any(lat.busy for lat in done.values())
+        out.update(done)
+    return out
+
+
+def _measure_group(group: Sequence[LayerSig], settings: MeasureSettings,
+                   cache: Optional[DiskCache], checks: Dict[LayerSig, dict], warn: bool
+                   ) -> Dict[LayerSig, LayerLatency]:
+    """Measure signatures of one geometry; each entry records what the load check saw
+    (``entry["load"]``, see :func:`load_seen`: a saved table keeps saying it was measured
+    under load), and only entries measured on a quiet machine with every point stable are
+    stored in ``cache``."""
+    meter = OthersMeter().start()
+    entries = measure_signatures(group, settings)
+    load = load_seen(meter.stop())
+    if load["busy"] and warn:
+        log.warning("latency table: measured on a busy machine (%s): the entries serve this "
+                    "call%s and say so (their 'load', the table's meta 'busy'); a quiet run "
+                    "may choose otherwise", load["why"],
+                    "" if cache is None else " but are not cached")
+    out: Dict[LayerSig, LayerLatency] = {}
+    for sig, entry in zip(group, entries):
+        entry["load"] = dict(load)
+        lat = LayerLatency(entry, "re-measured" if sig in checks else "measured")
+        unstable = lat.unstable()
+        if cache is not None and not unstable and not load["busy"]:
+            cache.store(entry_key(sig, settings), entry)
+        elif cache is not None:  # never cache what could not be measured: next run retries
+            log.info("latency table: %s not cached: %s", sig.label(),
+                     f"the machine was busy ({load['why']})" if load["busy"] else
+                     f"{len(unstable)} points stayed unstable ({', '.join(unstable[:4])})")
+        lat.recheck = checks.get(sig)
+        out[sig] = lat
     return out
 
 
@@ -666,18 +721,39 @@ def _valid_hit(cache: DiskCache, key: dict, sig: LayerSig, hit) -> Optional[dict
     return None
 
 
-def machine_busy(others_cpus: Optional[float] = None) -> Optional[str]:
+def machine_busy(others_cpus: Optional[float] = None, figures: Optional[dict] = None
+                 ) -> Optional[str]:
     """Why the machine is busy (other runnable threads or stolen time now; with
     ``others_cpus``, the average CPUs other processes used during the measurement, from
     :class:`~sparsekern.timing.load.OthersMeter`), or None when it is quiet: a latency
-    measured while it is busy is never cached."""
+    measured while it is busy is never cached. ``figures`` (a dict), when given, receives
+    what the check read: "runnable_others", "steal", "load_avg" (None where unknown)."""
     reasons = []
     if others_cpus is not None and others_cpus > OTHERS_CPU_LIMIT:
         reasons.append(f"other processes used {others_cpus:.2f} CPUs on average during the "
                        f"measurement (limit {OTHERS_CPU_LIMIT})")
     report = detect_load(window_s=0.05)
+    if figures is not None:
+        figures.update(runnable_others=report.others, steal=report.steal,
+                       load_avg=report.load_avg)
     reasons += report.reasons if report.busy else []
     return "; ".join(reasons) or None
+
+
+#: The figures of an entry's "load" (see :func:`load_seen`), None where unknown.
+LOAD_FIGURES = ("others_cpus", "runnable_others", "steal", "load_avg")
+
+
+def load_seen(others_cpus: Optional[float]) -> dict:
+    """What the load check saw over a measurement, as an entry stores it (``"load"``):
+    ``{"busy": bool, "why": str or None, "others_cpus"`` (average CPUs other processes used
+    during it), ``"runnable_others", "steal", "load_avg"}`` (right after it; None where
+    unknown)."""
+    figures: dict = {}
+    why = machine_busy(others_cpus, figures)
+    load = {"busy": bool(why), "why": why, "others_cpus": others_cpus}
+    load.update({k: figures.get(k) for k in LOAD_FIGURES[1:]})
+    return load
 
 
 def default_cache(cache) -> Optional[DiskCache]:
@@ -723,15 +799,37 @@ def provenance(layers: Mapping[str, Mapping[str, LayerLatency]]) -> Dict[str, Li
     return out
 
 
+def load_meta(layers: Mapping[str, Mapping[str, LayerLatency]],
+              light: Optional[Mapping[str, Mapping[str, LayerLatency]]] = None) -> dict:
+    """A table's ``{"busy": bool or None, "load": {...}}`` from its entries' "load": busy
+    when some entry was measured on a busy machine, None when no entry says so but some do
+    not say; "load" lists those entries ("busy_entries", light ones after "light "), the
+    load check's reasons ("why") and the highest of each figure (LOAD_FIGURES) seen."""
+    seen = [(f"{prefix}{name or '<model>'} @ {label}", e)
+            for prefix, part in (("", layers), ("light ", light or {}))
+            for name, per in part.items() for label, e in per.items()]
+    busy = [where for where, e in seen if e.busy]
+    known = all(e.busy is not None for _, e in seen)
+    loads = [e.entry["load"] for _, e in seen if e.busy is not None]
+    figures = {k: max((l[k] for l in loads if l.get(k) is not None), default=None)
+               for k in LOAD_FIGURES}
+    whys = list(dict.fromkeys(e.busy_why for _, e in seen if e.busy_why))
+    return {"busy": True if busy else (False if known else None),
+            "load": dict(busy_entries=busy, why="; ".join(whys) or None, **figures)}
+
+
 def _meta(settings: MeasureSettings, cache: Optional[DiskCache], device,
-          layers: Optional[Mapping[str, Mapping[str, LayerLatency]]] = None) -> dict:
-    return {"machine": machine_key(torch.device(device)), "software": software_key(),
+          layers: Optional[Mapping[str, Mapping[str, LayerLatency]]] = None,
+          light: Optional[Mapping[str, Mapping[str, LayerLatency]]] = None) -> dict:
+    meta = {"machine": machine_key(torch.device(device)), "software": software_key(),
             "grid": settings.grid.to_key(), "context": settings.context,
             "dense_baseline": "the layer's own torch module (what a layer left dense runs), "
                               "timed in alternation with every point",
             "entries": provenance(layers or {}),
             "cache": None if cache is None else {"folder": str(cache.folder), "hits": cache.hits,
                                                  "misses": cache.misses}}
+    meta.update(load_meta(layers or {}, light))
+    return meta
 
 
 def layer_table(modules: Mapping[str, nn.Module], input_shapes: Mapping[str, Sequence[int]],
@@ -884,7 +982,7 @@ def build_table(model: nn.Module, example_inputs, layers=None,
         else:
             whole[lab], other[lab] = None, 0.0
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    meta = _meta(settings, cache, device, table_layers)
+    meta = _meta(settings, cache, device, table_layers, light)
     meta.update(light_meta)
     meta["left_alone"] = left_alone
     return LatencyTable(labels, table_layers, other, whole, meta, light)
