@@ -29,6 +29,7 @@ RANKS = {
     "sparsekern._compile_cache": 0,  # the build's digest in torch.compile's cache keys
     "sparsekern._ops": 0,  # the op schemas (helper "rel", issue 16 item 3), below _extension
     "sparsekern._cli": 0,  # argparse checks shared by the command lines (stdlib only)
+    "sparsekern._warn": 0,  # warnings' stacklevel at the user's line (stdlib only)
     # 1: kernels and the backends that bind them
     "sparsekern.triton": 1,
     "sparsekern.backends": 1,

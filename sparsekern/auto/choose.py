@@ -18,8 +18,6 @@ re-checked or was given, in ``model.sparsekern_entries``.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Sequence, Tuple
@@ -27,6 +25,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .._warn import user_stacklevel
 from .. import _layers
 from ..conv import SparseConv2d
 from ..nn import SparseLinear, replace_layer
@@ -324,17 +323,7 @@ def _warn_busy(busy: Mapping[str, Mapping[str, str]]) -> None:
            f"the choice rests on times taken under load; measure the table again on a quiet "
            f"machine")
     log.warning(msg)
-    warnings.warn(msg, RuntimeWarning, stacklevel=_user_stacklevel())
-
-
-def _user_stacklevel() -> int:
-    """warnings.warn's stacklevel, for its caller, of the first frame outside sparsekern:
-    the warning names the user's line whichever entry point (sparsify, sparsify_auto) ran."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-    frame, level = sys._getframe(2), 2
-    while frame is not None and frame.f_code.co_filename.startswith(root):
-        frame, level = frame.f_back, level + 1
-    return level
+    warnings.warn(msg, RuntimeWarning, stacklevel=user_stacklevel())
 
 
 def entries_report(entries: Mapping[str, Mapping[str, LayerLatency]],

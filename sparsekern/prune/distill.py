@@ -462,8 +462,12 @@ def distill(model: nn.Module, teacher: nn.Module, data, masks: Optional[Mapping]
         teacher.eval()
         items = feed.cycle()
         for step in range(1, steps + 1):
-            total = _loss(net, teacher, next(items), (device, t_device), (s_store, t_store),
-                          (loss, layer_loss or loss), layers, layer_weight)
+            # a batch failing on one rank stops every rank (the others would wait in DDP)
+            item = _together(lambda: next(items), dist, device, step, "reading its batch")
+            total = _together(lambda: _loss(net, teacher, item, (device, t_device),
+                                             (s_store, t_store), (loss, layer_loss or loss),
+                                             layers, layer_weight),
+                              dist, device, step, "in the forward pass")
             opt.zero_grad(set_to_none=True)
             total.backward()
             if max_grad_norm is not None:
@@ -603,6 +607,31 @@ def _cosine(steps: int, warmup: int) -> Callable[[int], float]:
             return (t + 1) / (warmup + 1)
         return 0.5 * (1.0 + math.cos(math.pi * (t - warmup) / max(1, steps - warmup)))
     return factor
+
+
+def _together(fn: Callable, dist, device, step: int, where: str):
+    """fn(), with every rank stopping when it raises on any rank: under torch.distributed the
+    ranks agree (one all_reduce of a flag; the messages gathered only on failure) and the
+    failing rank re-raises its error while the others raise a RuntimeError naming it, so no
+    rank is left waiting in a collective the failed one never joins."""
+    if dist is None:
+        return fn()
+    try:
+        out, err = fn(), None
+    except Exception as e:  # noqa: BLE001 - re-raised below on this rank, named on the others
+        out, err = None, e
+    flag = torch.tensor([0.0 if err is None else 1.0], device=device)
+    dist.all_reduce(flag)
+    if float(flag) == 0.0:
+        return out
+    msgs: List[Optional[str]] = [None] * dist.get_world_size()
+    dist.all_gather_object(msgs, None if err is None else f"{type(err).__name__}: {err}")
+    if err is not None:
+        raise err
+    failed = {r: m for r, m in enumerate(msgs) if m is not None}
+    raise RuntimeError(f"distill stopped at step {step}: rank(s) {sorted(failed)} failed "
+                       f"{where} ({'; '.join(f'rank {r}: {m}' for r, m in failed.items())}); "
+                       f"every rank stops with it")
 
 
 def _mean_over_ranks(x: torch.Tensor, dist, world: int) -> float:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .. import _layers
+from .._warn import user_stacklevel
 from .layers import is_linear, weight_matrix
 
 #: How a group's score comes from its elements' scores: mean (L1 criterion, Wanda) or
@@ -64,34 +65,35 @@ def count_to_prune(n: int, ratio: float) -> int:
     return min(n, int(round(ratio * n)))
 
 
-def prefix_to_prune(sizes: torch.Tensor, target: float) -> int:
+def prefix_to_prune(sizes: torch.Tensor, target: float, spare_one: bool = False) -> int:
     """How many groups, taken in order, to remove so that the weights they hold come closest
     to ``target`` weights (ties: fewer). ``sizes``: 1-D, weights per group in removal order
-    (edge blocks hold fewer)."""
+    (edge blocks hold fewer). ``spare_one``: never all of them (a ratio below 1 must not
+    zero a whole layer, though all of it may be the closest to the target)."""
     cum = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)]).double().cpu()
     k = int(torch.searchsorted(cum, torch.tensor([target], dtype=cum.dtype)))
     k = min(k, cum.numel() - 1)  # target beyond every group: remove them all
     # the last prefix below the target wins a tie; the slack absorbs ratio * n's float error
     if k > 0 and target - float(cum[k - 1]) <= float(cum[k]) - target + 1e-9 * float(cum[-1]):
         k -= 1
-    return k
+    return k - 1 if spare_one and k == sizes.numel() and k > 0 else k
 
 
 #: Achieved minus requested fraction beyond which whole blocks are reported to miss the ratio.
 RATIO_TOLERANCE = 0.05
 
 
-def warn_if_unreachable(where: str, ratio: float, achieved: float, block,
-                        stacklevel: int = 3) -> None:
-    """One UserWarning when whole blocks removed ``achieved`` of the weights of ``where`` (a
-    layer's name and shape), more than RATIO_TOLERANCE from the requested ``ratio``;
-    ``stacklevel`` as for warnings.warn, counted from the caller."""
+def warn_if_unreachable(where: str, ratio: float, achieved: float, block) -> None:
+    """One UserWarning, at the user's line, when whole blocks removed ``achieved`` of the
+    weights of ``where`` (a layer's name and shape), more than RATIO_TOLERANCE from the
+    requested ``ratio``."""
     if abs(achieved - ratio) <= RATIO_TOLERANCE:
         return
     warnings.warn(f"{where}: block granularity {block} removes {achieved:.4g} of the weights, "
-                  f"not the requested ratio {ratio:g}: whole blocks come no closer; use "
-                  f"smaller blocks or a ratio that whole blocks can reach",
-                  stacklevel=stacklevel + 1)
+                  f"not the requested ratio {ratio:g}: removing whole blocks in score order "
+                  f"(lowest first; a layer is never removed whole below ratio 1) comes no "
+                  f"closer; use smaller blocks or a ratio that whole blocks can reach",
+                  stacklevel=user_stacklevel())
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,7 @@ def _keep_blocks(scores: torch.Tensor, sizes: torch.Tensor, target: float
     """(bool keep [n], weights removed) for n blocks of ``scores`` [n] holding ``sizes`` [n]
     weights: the lowest-scored blocks whose weights come closest to ``target``."""
     order = torch.argsort(scores, stable=True)
-    k = prefix_to_prune(sizes[order], target)
+    k = prefix_to_prune(sizes[order], target, spare_one=target < float(sizes.sum()))
     keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
     keep[order[:k]] = False
     return keep, float(sizes[order[:k]].sum())
@@ -213,7 +215,7 @@ class Block(Granularity):
         gs = _group_scores(blocks(vals), counts, reduce, blocks(forced_p).any(-1))
         keep_b, achieved = _keep_blocks(gs.flatten(), counts.flatten(), ratio * M * K)
         warn_if_unreachable(f"layer {name!r} ({M}x{K})", ratio, achieved / max(1, M * K),
-                            self.name, stacklevel=2)
+                            self.name)
         keep = keep_b.reshape(Mb, Kb).repeat_interleave(self.bm, 0)
         return keep.repeat_interleave(self.bk, 1)[:M, :K].reshape(scores.shape)
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .. import inputs
+from .._warn import user_stacklevel
 from . import calibration, criteria, sequential, sparsegpt
 from .granularity import NM, Block, Channel, Fine, Kernel, parse
 from .layers import (Ratio, from_matrix, layers_of_ratio, resolve_ratios, select_layers,
@@ -62,7 +63,8 @@ def prune_model(model: nn.Module, ratio: Ratio = None, granularity="fine", crite
             share an input, see sequential.py). False (Wanda only): every layer's input norms
             from one pass over the dense model. With ``apply=False`` the weights are
             restored afterwards (SparseGPT's weight updates are then lost).
-        sparsegpt: SparseGPTConfig (dampening, lazy block size) for "sparsegpt" only.
+        sparsegpt: SparseGPTConfig (damp: the dampening, blocksize: the lazy block size) for
+            "sparsegpt" only.
     An argument the chosen criterion / granularity would ignore raises ValueError naming it
     (``sparsegpt`` without criterion "sparsegpt", ``example_input`` without "channel";
     for "channel" also ``masks``, ``apply=False``, ``scope="global"``, ``sequential``);
@@ -160,12 +162,7 @@ def _check_used(g, criterion, calib, example_input, sparsegpt) -> None:
         raise ValueError(f"example_input applies to granularity 'channel' only (it traces "
                          f"the model's shapes); granularity '{g}' would ignore it: drop "
                          f"example_input=... (calibration data goes in calib=...)")
-    if calib is not None and calib_read(g, criterion, calib, example_input) is None:
-        # a warning, not an error: generic code may pass its calib whatever the criterion
-        # (sparsekern's own callers filter it with calib_read)
-        warnings.warn(f"calib is not used by criterion {criterion!r} (weights are scored "
-                      f"without data); only {list(criteria.NEEDS_CALIB)} read calibration "
-                      f"data: drop calib=... or use one of them", stacklevel=3)
+    calib_checked(g, criterion, calib, example_input)
 
 
 def calib_read(granularity, criterion: str, calib, example_input=None):
@@ -175,6 +172,18 @@ def calib_read(granularity, criterion: str, calib, example_input=None):
     # channel pruning traces the model with the first calib batch when example_input is None
     traces = isinstance(parse(granularity), Channel) and example_input is None
     return calib if criterion in criteria.NEEDS_CALIB or traces else None
+
+
+def calib_checked(granularity, criterion: str, calib, example_input=None):
+    """:func:`calib_read`, with one UserWarning at the user's line when ``calib`` was given
+    but would not be read (a warning, not an error: generic code may pass its calib whatever
+    the criterion). Schedules and scans call it once, then pass the result on."""
+    used = calib_read(granularity, criterion, calib, example_input)
+    if calib is not None and used is None:
+        warnings.warn(f"calib is not used by criterion {criterion!r} (weights are scored "
+                      f"without data); only {list(criteria.NEEDS_CALIB)} read calibration "
+                      f"data: drop calib=... or use one of them", stacklevel=user_stacklevel())
+    return used
 
 
 def _check_channel_args(masks, apply, scope, sequential) -> None:

@@ -11,7 +11,7 @@ from .granularity import Channel, parse
 from .layers import check_ratio
 from .masks import Masks, MaskHolder, sparsity
 from .metric import evaluate
-from .pruner import prune_model
+from .pruner import calib_checked, prune_model
 
 
 @dataclass
@@ -54,6 +54,7 @@ def iterative_prune(model: nn.Module, schedule: Sequence[float] = (0.3, 0.5, 0.7
     steps = check_schedule(schedule)
     calib = calibration.replayable(calib)
     g = parse(granularity)
+    calib = calib_checked(g, criterion, calib)  # warned once, not per step
     if isinstance(g, Channel) or g.fixed_ratio is not None:
         raise ValueError(f"iterative_prune needs a granularity that takes a ratio (fine, "
                          f"blocks, kernel); got '{g}'")

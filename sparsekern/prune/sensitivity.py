@@ -15,7 +15,7 @@ from . import calibration
 from .metric import evaluate
 from .granularity import Channel, parse
 from .layers import check_ratio
-from .pruner import prune_model, pruned_layers
+from .pruner import calib_checked, prune_model, pruned_layers
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -131,6 +131,7 @@ def sensitivity_scan(model: nn.Module, eval_fn: Callable[[nn.Module], float],
     if not ratios:
         raise ValueError("ratios is empty; give the sparsities to sweep, e.g. [0.3, 0.5, 0.7]")
     g = parse(granularity)
+    calib = calib_checked(g, criterion, calib, example_input)  # warned once, not per point
     if g.fixed_ratio is not None:
         raise ValueError(f"sensitivity_scan sweeps ratios; granularity '{g}' fixes its ratio")
     channel = isinstance(g, Channel)

@@ -178,10 +178,12 @@ def _nm_group(S: torch.Tensor, n: int, forced: torch.Tensor) -> torch.Tensor:
     return _fine_block(S, max(0, k), forced)
 
 
-def _block_group(S: torch.Tensor, bm: int, target: float, forced: torch.Tensor) -> torch.Tensor:
+def _block_group(S: torch.Tensor, bm: int, target: float, forced: torch.Tensor,
+                 spare_one: bool = False) -> torch.Tensor:
     """Bool [out, w]: whole bm-row blocks of this column group, the lowest by mean saliency,
     whose weights come closest to ``target`` (ties: fewer); blocks holding a forced weight
-    are always pruned (and counted first)."""
+    are always pruned (and counted first). ``spare_one``: keep at least one block unless all
+    are forced (the last group of a layer whose other groups went whole, ratio < 1)."""
     out, w = S.shape
     mb = -(-out // bm)
     pad = mb * bm - out
@@ -192,7 +194,7 @@ def _block_group(S: torch.Tensor, bm: int, target: float, forced: torch.Tensor) 
     must = torch.nn.functional.pad(forced, (0, 0, 0, pad)).reshape(mb, -1).any(1)
     order = torch.argsort(scores.masked_fill(must, float("-inf")), stable=True)
     chosen = must.clone()
-    chosen[order[:prefix_to_prune(sizes[order], target)]] = True
+    chosen[order[:prefix_to_prune(sizes[order], target, spare_one)]] = True
     return chosen.repeat_interleave(bm)[:out].unsqueeze(1).expand(out, w).clone()
 
 
@@ -247,9 +249,7 @@ def prune_matrix(W: torch.Tensor, H: torch.Tensor, g: Granularity, ratio: float,
     if isinstance(g, Block):
         where = f"layer {name!r} ({W.shape[0]}x{W.shape[1]})" if name is not None else \
             f"a {W.shape[0]}x{W.shape[1]} weight"
-        # stacklevel 3: past torch.no_grad's wrapper, at prune_matrix's caller
-        warn_if_unreachable(where, ratio, 1.0 - float(keep.float().mean()), g.name,
-                            stacklevel=3)
+        warn_if_unreachable(where, ratio, 1.0 - float(keep.float().mean()), g.name)
     return new_w, keep
 
 
@@ -282,7 +282,9 @@ def _prune_matrix(W, H, g, ratio, forced, config):
                     P1[:, i:j] = _nm_group(S, g.n, F)
                 else:
                     target = ratio * out * (i1 + j) - removed
-                    P1[:, i:j] = _block_group(S, g.bm, target, F)
+                    # a ratio below 1 never zeroes the whole layer
+                    whole = ratio < 1 and i1 + j == K and removed == out * (i1 + i)
+                    P1[:, i:j] = _block_group(S, g.bm, target, F, spare_one=whole)
                     removed += int(P1[:, i:j].sum())
             w = W1[:, i]
             err = torch.where(P1[:, i], w, torch.zeros_like(w)) / d[i]

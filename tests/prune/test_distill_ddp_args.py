@@ -238,6 +238,16 @@ def test_ddp_data_steps_buffers_and_a_wrapped_student(tmp_path):
         assert r["generator"] == {"steps": 2, "seen": 2}
         assert r["generator_no_steps"] == ("steps is required when data has no length (e.g. a "
                                            "generator; ranks [0, 1] have no len)")
+    # a batch failing on one rank mid-training: that rank's error, the other told which
+    assert r1["ran_out"].startswith("ValueError: data ran out after 2 batches")
+    assert r0["ran_out"].startswith(
+        "RuntimeError: distill stopped at step 3: rank(s) [1] failed reading its batch (rank "
+        "1: ValueError: data ran out after 2 batches")
+    assert r1["empty_batch"].startswith("ValueError: data batch 1 ")
+    assert r0["empty_batch"].startswith("RuntimeError: distill stopped at step 1: rank(s) [1] "
+                                        "failed reading its batch (rank 1: ValueError: data "
+                                        "batch 1 ")
+    for r in (r0, r1):
         # train_mode: every buffer (BatchNorm running stats) the same on every rank
         assert r["bn"]["differing"] == [] and r["bn"]["moved"]
         # a student the user wrapped in DDP takes the masks of the plain model
@@ -283,6 +293,15 @@ def _error(data, **kw) -> str:
     return "no error"
 
 
+def _failure(data, **kw) -> str:
+    """The error (type: message) distill raised on this rank."""
+    try:
+        _run(data, **kw)
+    except (ValueError, RuntimeError) as e:
+        return f"{type(e).__name__}: {e}"
+    return "no error"
+
+
 def _bn(rank: int) -> dict:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
@@ -324,6 +343,9 @@ def main(out: str) -> None:
            "empty_rank_steps": _error(ids[:2] if rank == 0 else [], shard_data=False, steps=2),
            "one_batch": _error(ids[0]),
            "generator_no_steps": _error(x for x in ids)}
+    # failures found mid-training on one rank stop every rank (no rank left in a collective)
+    res["ran_out"] = _failure((x for x in ids[:5]), steps=3)  # rank 1 takes 2 of the 5
+    res["empty_batch"] = _failure([ids[0], ids[1][:0], ids[2], ids[3]])  # rank 1's first
     gen = _run((x for x in ids[:4]), steps=2)
     res["generator"] = {"steps": gen["steps"], "seen": len(gen["seen"])}
     res["bn"] = _bn(rank)

@@ -576,6 +576,21 @@ def test_calib_for_a_criterion_that_reads_none_is_warned_about(model, crit, gran
         prune.prune_model(copy.deepcopy(model), 0.5, "fine", "wanda", calib=x)
 
 
+def test_schedules_and_scans_warn_once_about_unread_calib_at_the_callers_line(model):
+    x = torch.randn(8, 64)
+    runs = {"iterative_prune": lambda m: prune.iterative_prune(m, (0.3, 0.5), calib=x,
+                                                               progress=False),
+            "sensitivity_scan": lambda m: prune.sensitivity_scan(m, lambda _: 1.0,
+                                                                 ratios=[0.3, 0.5], calib=x,
+                                                                 progress=False)}
+    for name, run in runs.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run(copy.deepcopy(model))
+        said = [w for w in caught if "calib is not used" in str(w.message)]
+        assert len(said) == 1 and said[0].filename == __file__, (name, said)
+
+
 @pytest.mark.parametrize("arg,value,shown", [("masks", {}, "dict"), ("apply", False, "False"),
                                              ("scope", "global", "'global'"),
                                              ("sequential", True, "True")])

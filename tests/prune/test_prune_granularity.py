@@ -181,18 +181,20 @@ def test_block_ratio_counts_weights_within_half_the_largest_block(criterion, out
                                                                    ratio):
     got, _, _ = _block_prune(out, inp, bs, ratio, criterion, seed=int(ratio * 10))
     largest = min(bs[0], out) * min(bs[1], inp) / (out * inp)
-    assert abs(got - ratio) <= largest / 2 + 1e-9
+    assert got < 1.0  # a ratio below 1 never zeroes a whole layer
+    if largest < 1.0:  # a layer that is one block: all of it is not an option
+        assert abs(got - ratio) <= largest / 2 + 1e-9
 
 
 def _closest_prefix_reference(W, bs, ratio):
     """Keep mask of l1 block pruning, written out: blocks by mean |w| (ties: by position),
-    the shortest prefix whose weights come closest to ratio * numel."""
+    the shortest prefix but the whole whose weights come closest to ratio * numel."""
     (M, K), (bm, bk) = W.shape, bs
     blocks = [(W[r:r + bm, c:c + bk].abs().double().mean().item(), r, c)
               for r in range(0, M, bm) for c in range(0, K, bk)]
     order = sorted(range(len(blocks)), key=lambda i: (blocks[i][0], i))
     target, removed, best, best_k = ratio * M * K, 0, ratio * M * K, 0
-    for k, i in enumerate(order, 1):
+    for k, i in enumerate(order[:-1], 1):  # never every block: ratio < 1 keeps one
         _, r, c = blocks[i]
         removed += W[r:r + bm, c:c + bk].numel()
         if abs(removed - target) < best - 1e-9:
@@ -247,3 +249,23 @@ def test_a_reachable_ratio_is_not_warned_about(criterion, gran, ratio):
         warnings.simplefilter("always")
         prune.prune_model(model, ratio, gran, criterion, calib=calib)
     assert not [w for w in caught if "block granularity" in str(w.message)]
+
+
+def test_iterative_block_pruning_below_ratio_1_never_zeroes_a_layer():
+    """A small layer whose held block makes "every block" the closest to a later ratio keeps
+    one block (its output is not its bias alone); the warning points at the caller's line."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(40, 40), torch.nn.ReLU(), torch.nn.Linear(40, 10))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prune.iterative_prune(model, (0.3, 0.5, 0.7), granularity=(32, 32), progress=False)
+    assert bool((model[2].weight != 0).any()) and bool((model[0].weight != 0).any())
+    blocks = [w for w in caught if "block granularity 32x32" in str(w.message)]
+    assert blocks and all(w.filename == __file__ for w in blocks)
+    assert "removing whole blocks in score order" in str(blocks[0].message)
+
+
+@pytest.mark.parametrize("criterion", ["l1", "sparsegpt"])
+def test_a_one_block_layer_below_ratio_1_keeps_its_block(criterion):
+    got, texts, _ = _block_prune(64, 64, (64, 64), 0.6, criterion, seed=1)
+    assert got == 0.0 and any("removes 0 of the weights" in t for t in texts)
