@@ -114,3 +114,27 @@ def test_given_options_of_a_namespace_from_elsewhere_are_those_off_their_default
     assert cli.given_options(p, args) == ["--hidden"]
     assert cli.given_options(p, p.parse_args(["--hidden", "2048", "--model", "mlp"])) == \
         ["--model", "--hidden"]
+
+
+def test_amc_episodes_without_the_amc_search_is_refused(capsys, tmp_path, parsed_only):
+    assert _error(["--model", "mlp", "--amc-episodes", "3"], capsys, tmp_path) == (
+        "argument --amc-episodes: got 3, but the search is netadapt (--model mlp's default "
+        "strategy); it applies to --strategy amc")
+    assert _error(["--strategy", "netadapt", "--amc-episodes", "3"], capsys, tmp_path) == (
+        "argument --amc-episodes: got 3, but the search is netadapt (--model minilm's default "
+        "strategy, as given); it applies to --strategy amc")
+    from sparsekern.__main__ import main
+    for argv in (["--model", "mlp", "--strategy", "amc", "--amc-episodes", "3"],
+                 ["--amc-episodes", "3"]):  # minilm's default search is amc
+        assert main(["demo", "--out", str(tmp_path / "ok"), *argv]) == 0
+    assert len(parsed_only) == 2
+
+
+def test_quick_says_when_it_caps_a_given_value(capsys):
+    args = _parser().parse_args(["--model", "mlp", "--quick", "--hidden", "128",
+                                 "--amc-episodes", "9"])
+    assert cli._quick_cap(args, "--hidden", 128, 64) == 64
+    assert cli._quick_cap(args, "--amc-episodes", 9, 6) == 6
+    assert cli._quick_cap(args, "--epochs", 8, 1) == 1  # a default: capped without a word
+    assert capsys.readouterr().out.splitlines() == ["--quick caps --hidden at 64 (given 128)",
+                                                    "--quick caps --amc-episodes at 6 (given 9)"]

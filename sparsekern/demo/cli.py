@@ -79,7 +79,9 @@ def add_arguments(p) -> None:
     p.add_argument("--strict", action="store_true",
                    help="exit with status 1 when a check fails (default: report only)")
     p.add_argument("--quick", action="store_true",
-                   help="a tiny configuration for a smoke test")
+                   help="a tiny configuration for a smoke test (caps --hidden at 64, "
+                        "--epochs/--final-epochs at 1, --short-steps at 2, --distill-steps at "
+                        "4, --amc-episodes at 6, and says so when it caps a given value)")
     g = p.add_argument_group("minilm", "options of --model minilm (refused with --model mlp)")
     g.add_argument("--layers", choices=("ffn", "attention", "all"), default="all",
                    help="the layers the search may prune (default %(default)s; ffn: the 12 "
@@ -246,9 +248,26 @@ def check_arguments(parser, args) -> None:
             parser.error(_count_error(values, batches, flag))
     if not 0 < args.max_ratio < 1:
         parser.error(f"argument --max-ratio: expected a number in (0, 1), got {args.max_ratio}")
+    strategy = args.strategy or DEFAULT_STRATEGY[args.model]
+    if args.amc_episodes is not None and strategy != "amc":
+        parser.error(f"argument --amc-episodes: got {args.amc_episodes}, but the search is "
+                     f"{strategy} (--model {args.model}'s default strategy"
+                     f"{'' if args.strategy is None else ', as given'}); it applies to "
+                     f"--strategy amc")
     problem = output_folder_problem(args.out)
     if problem:
         parser.error(f"argument --out: {problem}")
+
+
+#: The search each model runs when --strategy is not given (see --strategy's help).
+DEFAULT_STRATEGY = {"minilm": "amc", "mlp": "netadapt"}
+
+
+def _quick_cap(args, flag: str, value, cap):
+    """min(value, cap) under --quick, saying so when the user's own ``flag`` is capped."""
+    if value > cap and flag in getattr(args, GIVEN, ()):
+        print(f"--quick caps {flag} at {cap} (given {value})")
+    return min(value, cap)
 
 
 def _given_or(value, default):
@@ -267,7 +286,7 @@ def _common(args, batches, target, required) -> dict:
     if args.amc_episodes is not None:
         out["amc_episodes"] = args.amc_episodes
     if args.quick:
-        out["amc_episodes"] = min(out.get("amc_episodes", 6), 6)
+        out["amc_episodes"] = _quick_cap(args, "--amc-episodes", out.get("amc_episodes", 6), 6)
     if args.granularity:
         out["granularities"] = tuple(args.granularity)
     if args.max_iterations is not None:
@@ -279,8 +298,10 @@ def main_mlp(args, load: dict) -> int:
     """The digits MLP: train (or load), prune with fine-tuning, convert, measure."""
     from .mlp import digits_data, trained_digits_model
     if args.quick:
-        args.hidden, args.epochs, args.short_steps = min(args.hidden, 64), 1, 2
-        args.final_epochs = 1
+        args.hidden = _quick_cap(args, "--hidden", args.hidden, 64)
+        args.epochs = _quick_cap(args, "--epochs", args.epochs, 1)
+        args.short_steps = _quick_cap(args, "--short-steps", args.short_steps, 2)
+        args.final_epochs = _quick_cap(args, "--final-epochs", args.final_epochs, 1)
         args.max_iterations = 3 if args.max_iterations is None else args.max_iterations
     batches = args.batches or default_batches("mlp")
     print(f"sparsekern demo: MLP 64 -> {args.hidden} x{args.hidden_layers} -> 10 on "
@@ -339,7 +360,7 @@ def main_minilm(args, load: dict) -> int:
                        "execution_mode": "eager (dense and sparse)"})
     if args.quick:
         over.update(settings=MeasureSettings(grid=Grid(sparsities=(0.5, 0.9), blocks=((16, 16),))),
-                    timer=QUICK_TIMER, windows=2, final_steps=min(args.distill_steps, 4),
+                    timer=QUICK_TIMER, windows=2, final_steps=_quick_cap(args, "--distill-steps", args.distill_steps, 4),
                     max_iterations=args.max_iterations or 2, sensitivity_ratios=(0.5,))
     cfg = job_config(model, data, layers=args.layers, **over)
     result = run(model, data.train, data.val, data.examples, cfg, test=data.test,
