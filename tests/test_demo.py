@@ -539,6 +539,13 @@ def test_stability_flags_a_busy_machine():
                     "measurement": bad}}
     demo_report.print_checks(r, lines.append)
     assert any("machine too busy to measure" in line for line in lines)
+    assert ok["judged"] and bad["judged"]
+    one = demo_report.stability(lat((9.0, 1.0)))  # one window: a spread of 1 says nothing
+    assert not one["too_busy"] and not one["judged"]
+    lines.clear()
+    demo_report.print_checks({**r, "checks": {**r["checks"], "measurement": one}}, lines.append)
+    assert "  [NOTE] one measurement window: whether the machine was too busy to measure " \
+           "cannot be judged (it takes windows >= 2)" in lines
 
 
 def test_scaled_lr_follows_the_distance_to_dense():

@@ -361,3 +361,23 @@ def test_speedup_check_of_a_run_that_converts_nothing():
     demo_report.print_checks(r, lines.append)
     assert "  [FAIL] speedup at 1 sentence: not applicable: no layer converted (the sparse " \
            "model is the dense model, 1x); required 2x" in lines
+
+
+@pytest.mark.parametrize("field,value", [("criterion", "wanda"), ("final_criterion", "sparsegpt")])
+def test_a_criterion_that_reads_data_without_calib_is_refused_up_front(tmp_path, field, value):
+    X, y = _mlp_data()
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    cfg, lines = _mlp_cfg(tmp_path, ["[1, 64]"], **{field: value})
+    with pytest.raises(ValueError, match=rf"config\.{field} '{value}' needs calibration data: "
+                                         rf"pass calib=\.\.\. \(batches of model inputs\)"):
+        demo.run(model, [(X[:32], y[:32])], [(X[32:64], y[32:64])], [X[:1]], cfg)
+    assert not lines  # refused before any work
+
+
+def test_float_targets_are_said_to_be_ignored():
+    from sparsekern.demo.tasks import DistillTask, task_for
+    X = torch.randn(8, 4)
+    with pytest.warns(UserWarning, match=r"train's items are \(inputs, torch.float32 tensor\) "
+                                         r"pairs: .* these float targets are ignored") as w:
+        task = task_for([(X, X[:, :1])], [X])
+    assert isinstance(task, DistillTask) and w[0].filename == __file__

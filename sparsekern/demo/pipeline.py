@@ -27,6 +27,7 @@ from ..auto.table import LatencyTable, build_table
 from ..auto.verify import paired_prediction
 from ..timing import TimerSettings
 from ..prune.calibration import replayable
+from ..prune.criteria import NEEDS_CALIB
 from ..prune.granularity import NM, parse as parse_granularity
 from .config import REPORT_TIMER, DemoConfig
 from .reach import reachable_speedup, relaxed_targets
@@ -176,6 +177,7 @@ def run(model: nn.Module, train, val, example_inputs, config: Optional[DemoConfi
                          else cfg.required_speedup, labels, "required_speedup", cfg.labels)
     train, val, test, calib, final_calib = (replayable(d) for d in
                                             (train, val, test, calib, final_calib))
+    _check_calib(cfg, calib, final_calib)
     if task is None:
         task = task_for(train, val, test)
         if isinstance(task, DistillTask):
@@ -405,6 +407,18 @@ def _plan_groups(plans) -> Dict[str, Dict[str, float]]:
         if p.granularity is not None and p.ratio > 0:
             groups.setdefault(p.granularity, {})[n] = p.ratio
     return groups
+
+
+def _check_calib(cfg: DemoConfig, calib, final_calib) -> None:
+    """A criterion that reads calibration data without any: a ValueError before any work
+    (it would fail in the search's first pruning step, after the latency table)."""
+    given = {"criterion": calib, "final_criterion": calib if final_calib is None else final_calib}
+    for field_name, data in given.items():
+        crit = getattr(cfg, field_name)
+        if crit in NEEDS_CALIB and data is None:
+            raise ValueError(f"config.{field_name} {crit!r} needs calibration data: pass "
+                             f"calib=... (batches of model inputs)"
+                             f"{' or final_calib=...' if field_name == 'final_criterion' else ''}")
 
 
 def reprune(st: _State) -> None:

@@ -56,11 +56,14 @@ MAX_WINDOW_SPREAD = 1.5
 
 
 def stability(latency: dict) -> dict:
-    """{"window_speedups": {shape: [...]}, "spread": max/min over all, "too_busy": bool}."""
+    """{"window_speedups": {shape: [...]}, "spread": max/min over all, "too_busy": bool,
+    "judged": bool}: with one window per shape the spread is 1 by construction, so the load
+    is not judged (judged False) rather than reported quiet."""
     ws = {s: [w["dense"] / w["sparse"] for w in x["windows"]] for s, x in latency.items()}
     spread = max((max(v) / min(v) for v in ws.values() if v), default=1.0)
     return {"window_speedups": ws, "spread": spread, "max_spread": MAX_WINDOW_SPREAD,
-            "too_busy": spread > MAX_WINDOW_SPREAD}
+            "too_busy": spread > MAX_WINDOW_SPREAD,
+            "judged": any(len(v) >= 2 for v in ws.values())}
 
 
 def not_slower(lat: dict, converted: int) -> dict:
@@ -266,6 +269,9 @@ def print_checks(r: dict, print_fn) -> None:
                  f"between the measurement windows (at most {m['max_spread']:g}x is usable); "
                  f"the latency checks below are not meaningful: rerun on a quieter machine "
                  f"or with fewer --threads")
+    elif not m.get("judged", True):
+        print_fn("  [NOTE] one measurement window: whether the machine was too busy to "
+                 "measure cannot be judged (it takes windows >= 2)")
     for s, v in c["speedup"].items():
         text = (f"{v['measured']:.2f}x >= {v['required']:g}x" if v.get("applicable", True)
                 else f"not applicable: no layer converted (the sparse model is the dense "

@@ -22,12 +22,14 @@ data argument is read more than once (the dense baseline, each search step, the 
 from __future__ import annotations
 
 import itertools
+import warnings
 from typing import Dict, Iterable, List, Mapping, Optional
 
 import torch
 from torch import nn
 
 from .. import _layers, inputs, prune
+from .._warn import user_stacklevel
 from ..prune.calibration import replayable
 from ..prune.trainer import default_loss as classification_loss  # prune.train's own loss
 
@@ -318,6 +320,14 @@ def task_for(train, val, test=None):
     so the item looked at to decide is not lost."""
     train, val = replayable(train), replayable(val)
     test = None if test is None else replayable(test)
-    if _is_labelled(_first(train, "train")):
+    first = _first(train, "train")
+    if _is_labelled(first):
         return ClassificationTask(train, val, test)
+    if isinstance(first, (tuple, list)) and len(first) == 2 and \
+            isinstance(first[1], torch.Tensor) and first[1].is_floating_point():
+        warnings.warn(f"train's items are (inputs, {first[1].dtype} tensor) pairs: the demo's "
+                      f"tasks are classification (integer class labels) and distillation "
+                      f"from the dense model, so these float targets are ignored and the "
+                      f"outputs are distilled; give integer labels for classification, or "
+                      f"pass task=... for another objective", stacklevel=user_stacklevel())
     return DistillTask(train, val, test)
