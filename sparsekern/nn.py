@@ -264,7 +264,8 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
     convs, nn.Linear subclasses, other convolutions, and layers whose weight is tied to
     another parameter, such as GPT-2's lm_head and token embedding) is logged at INFO (logger
     "sparsekern") with the reason; the decisions are kept in ``model.sparsekern_report``
-    ({module name: (layout or "dense", reason)}; layers packed before: "already packed"),
+    ({module name: (layout or "dense", reason)}; layers packed before: "already packed";
+    layers outside ``layers`` keep an earlier call's entry, so calls layer by layer add up),
     which, when ``layers`` is None, also names each weight of 3 or more dims outside a
     linear-like layer (a mixture of experts' [E, out, in] parameter: {parameter name:
     ("dense", "3-D expert weight: not a Linear-like layer; not pruned")}; left as it is),
@@ -299,6 +300,7 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
                "".join(f"; {n} left alone: {why}" for n, why in left_alone.items()))
         log.warning(msg)
         warnings.warn(msg, stacklevel=3)  # past outside_inference_mode's wrapper
+    earlier = dict(getattr(model, "sparsekern_report", None) or {})  # an earlier call's
     if layout == "auto" and targets:
         auto = _auto()
         result = auto.sparsify_auto(model, latency_table, example_input, layers=list(targets),
@@ -310,10 +312,16 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
     for name, why in skipped.items():
         result.sparsekern_report[name] = ("dense", why)
     names = None if layers is None else set(layers)
+    report = result.sparsekern_report
     for name, m in result.named_modules():  # packed before this call: reported, kept as is
-        if isinstance(m, PackedWeightModule) and name not in result.sparsekern_report and \
-                (names is None or name in names):
-            result.sparsekern_report[name] = (m.layout, "already packed")
+        if isinstance(m, PackedWeightModule) and name not in report:
+            # outside this call's layers=: the earlier call's decision, which still holds
+            kept = None if names is None or name in names else earlier.get(name)
+            report[name] = kept if kept is not None else (m.layout, "already packed")
+    if names is not None:  # layers this call left out keep an earlier call's decision
+        present = dict(result.named_modules())
+        report.update({n: e for n, e in earlier.items()
+                       if n not in names and n not in report and n in present})
     return result
 
 

@@ -381,3 +381,15 @@ def test_float_targets_are_said_to_be_ignored():
                                          r"pairs: .* these float targets are ignored") as w:
         task = task_for([(X, X[:, :1])], [X])
     assert isinstance(task, DistillTask) and w[0].filename == __file__
+
+
+def test_a_batch_the_model_cannot_take_is_named():
+    from sparsekern.demo.tasks import outputs
+    model = nn.Sequential(nn.Linear(32, 8))
+    with pytest.raises(RuntimeError, match=r"^val batch 1: the model failed on it: mat1 and "
+                                           r"mat2 shapes cannot be multiplied"):
+        outputs(model, [torch.randn(4, 32), torch.randn(4, 31)], "val")
+    emb = nn.Embedding(10, 4)
+    with pytest.raises(IndexError, match=r"^test batch 0: the model failed on it: index out "
+                                         r"of range"):
+        outputs(emb, [torch.tensor([[3, 12]])], "test")

@@ -625,3 +625,25 @@ def test_sparsify_refuses_an_empty_layers_as_prune_model_does(layout):
     sk.sparsify(model, layout="2:4", layers=iter(["0"]))
     assert isinstance(model[0], sk.SparseLinear) and list(model.sparsekern_report) == ["0"]
     assert rel_err(model(x), ref) < TOL[torch.float32]
+
+
+def test_sparsify_in_steps_keeps_every_layers_decision_in_the_report():
+    """sparsify(layers=...) called layer by layer: the report holds every call's decisions
+    (it held only the last call's layers)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32),
+                                torch.nn.ReLU(), torch.nn.Linear(32, 8))
+    with torch.no_grad():
+        for i in (0, 2):
+            model[i].weight[torch.rand_like(model[i].weight) < 0.9] = 0
+    model = sk.sparsify(model, layout="csc", layers=["0"])
+    first = model.sparsekern_report["0"]
+    model = sk.sparsify(model, layout="bsr", layers=["2"], blocksize=(8, 8), max_density=1.0)
+    with pytest.warns(UserWarning):  # a dense 32x8 layer is not packed as csc
+        model = sk.sparsify(model, layout="csc", layers=["4"])
+    report = model.sparsekern_report
+    assert set(report) == {"0", "2", "4"}
+    assert report["0"] == first and report["0"][0] == "csc" and report["2"][0] == "bsr"
+    assert report["4"][0] == "dense"
+    model = sk.sparsify(model, layout="csc")  # every layer in scope: this call's word
+    assert model.sparsekern_report["0"] == ("csc", "already packed")

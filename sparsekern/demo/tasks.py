@@ -124,9 +124,25 @@ def outputs(model: nn.Module, data: Iterable, what: str = "data") -> torch.Tenso
     with inputs.eval_mode(model):  # every module's own train/eval flag comes back
         # A Hugging Face model returns a ModelOutput: its first tensor (last_hidden_state,
         # logits) stands for it, as in prune.distill.
-        rows = [sample_rows(inputs.output_tensor(call(model, b), "the model"), b, model)
-                for b in data]
+        rows = [sample_rows(inputs.output_tensor(_call_on(model, b, f"{what} batch {i}"),
+                                                 "the model"), b, model)
+                for i, b in enumerate(data)]
     return _join(rows, data, what)
+
+
+#: Errors of a model on data it does not fit (a feature size, token ids out of the vocabulary,
+#: a dtype), re-raised with the batch named (the same type, so callers catch what they did).
+_DATA_ERRORS = (RuntimeError, IndexError, TypeError, ValueError)
+
+
+def _call_on(model: nn.Module, item, where: str):
+    """call(model, item); a plain data error raised by the model names ``where``."""
+    try:
+        return call(model, item)
+    except _DATA_ERRORS as e:
+        if type(e) not in _DATA_ERRORS:  # a subclass may not take one message: as it is
+            raise
+        raise type(e)(f"{where}: the model failed on it: {e}") from e
 
 
 def output_quality(ref: torch.Tensor, out: torch.Tensor) -> Dict[str, float]:
