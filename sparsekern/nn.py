@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import re
 import warnings
 from typing import Dict, Iterable, List, Optional, Tuple
 
@@ -226,6 +227,23 @@ def check_sparsify_args(layout: str, blocksize=None, max_density: Optional[float
     elif example_input is not None or latency_table is not None or margin is not None:
         raise ValueError(f"example_input, latency_table and margin apply to layout='auto' only; "
                          f"got layout={layout!r}")
+    elif blocksize is not None and not layouts.get(layout).blocked:
+        blocked = [n for n in layouts.names() if layouts.get(n).blocked]
+        raise ValueError(f"blocksize applies to a blocked layout ({', '.join(map(repr, blocked))})"
+                         f"; got blocksize={blocksize!r} with layout={layout!r}, which would "
+                         f"ignore it")
+
+
+def blocksize_arg(blocksize):
+    """``blocksize`` as given, or (bm, bk) for the "BMxBK" string prune_model's granularity
+    takes (e.g. "16x16"), so one spelling works in both."""
+    if isinstance(blocksize, str):
+        m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", blocksize)
+        if m is None:
+            raise ValueError(f"blocksize must be two positive integers (bm, bk) or a 'BMxBK' "
+                             f"string such as '16x16', got {blocksize!r}")
+        return int(m.group(1)), int(m.group(2))
+    return blocksize
 
 
 @outside_inference_mode
@@ -278,6 +296,7 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
     if not isinstance(model, nn.Module):
         raise TypeError(f"sparsify: model must be an nn.Module, got {type(model).__name__}; call "
                         f"sparsify(model, layout=...)")
+    blocksize = blocksize_arg(blocksize)
     check_sparsify_args(layout, blocksize, max_density, example_input, latency_table, margin)
     layers = _layer_names(layers)
     targets, skipped = _candidates(model, layers)

@@ -647,3 +647,24 @@ def test_sparsify_in_steps_keeps_every_layers_decision_in_the_report():
     assert report["4"][0] == "dense"
     model = sk.sparsify(model, layout="csc")  # every layer in scope: this call's word
     assert model.sparsekern_report["0"] == ("csc", "already packed")
+
+
+def test_blocksize_with_a_layout_that_ignores_it_is_refused_and_BMxBK_is_accepted():
+    model = torch.nn.Sequential(torch.nn.Linear(32, 32))
+    with torch.no_grad():
+        model[0].weight[:, :16] = 0
+    for layout in ("2:4", "csc"):
+        with pytest.raises(ValueError, match=rf"blocksize applies to a blocked layout \('bsr'\); "
+                                             rf"got blocksize=\(16, 16\) with layout='{layout}', "
+                                             rf"which would ignore it"):
+            sk.sparsify(copy.deepcopy(model), layout=layout, blocksize=(16, 16))
+    with pytest.raises(ValueError, match=r"blocksize applies to a blocked layout"):
+        prune.convert(copy.deepcopy(model), layout="2:4", blocksize=(16, 16))
+    packed = sk.sparsify(copy.deepcopy(model), layout="bsr", blocksize="16x16")
+    # 16x16 blocks store the 512 non-zeros; the default 32x32 would store all 1024
+    assert packed[0].layout == "bsr" and "nnz=512," in packed[0].extra_repr()
+    x = torch.randn(3, 32)
+    torch.testing.assert_close(packed(x), model(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"blocksize must be two positive integers \(bm, bk\) "
+                                         r"or a 'BMxBK' string such as '16x16', got '16by16'"):
+        sk.sparsify(copy.deepcopy(model), layout="bsr", blocksize="16by16")

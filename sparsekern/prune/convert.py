@@ -12,7 +12,7 @@ from typing import Mapping, Optional
 import torch
 from torch import nn
 
-from ..nn import check_sparsify_args, sparsify
+from ..nn import blocksize_arg, check_sparsify_args, sparsify
 from ..serialization import load_sparse, save_sparse  # noqa: F401  (re-exported)
 from .layers import select_layers
 from .masks import apply_masks, check_masks
@@ -42,6 +42,7 @@ def convert(model: nn.Module, layout: str = "auto", blocksize=None,
     a Linear-like layer (a mixture of experts' [E, out, in] parameter), which is left as it
     is: ("dense", "3-D expert weight: not a Linear-like layer; not pruned").
     """
+    blocksize = blocksize_arg(blocksize)
     check_sparsify_args(layout, blocksize, max_density, example_input, latency_table)
     names = None if layers is None else list(select_layers(model, layers))
     if masks is not None:

@@ -49,7 +49,7 @@ def _untied(model: nn.Module, found: Dict[str, nn.Module]) -> Dict[str, nn.Modul
         others = [n for n in tied.get(id(getattr(m, "weight", None)), ())
                   if n != f"{name}.weight"]
         if others:
-            _log.info("sparsekern.prune: %s left out: its weight is tied to %s (name it in "
+            _log.info("%s left out: its weight is tied to %s (name it in "
                       "layers= to prune it all the same)", name, ", ".join(others))
         else:
             out[name] = m
@@ -65,13 +65,13 @@ def default_layers(model: nn.Module) -> Dict[str, nn.Module]:
     parameter; see sparsekern._layers.weights_left_alone), which are not pruned."""
     for name, m in model.named_modules():
         if looks_linear(m) and not is_prunable(m):
-            _log.info("sparsekern.prune: %s left out: %s", name or type(model).__name__,
+            _log.info("%s left out: %s", name or type(model).__name__,
                       skip_reason(m))
     for name, why in _layers.weights_left_alone(model).items():
-        _log.info("sparsekern.prune: %s left out: %s", name, why)
+        _log.info("%s left out: %s", name, why)
     found = _untied(model, prunable_layers(model))
     for name in [n for n, m in found.items() if _empty_weight(m)]:
-        _log.info("sparsekern.prune: %s left out: %s", name, _empty_weight(found.pop(name)))
+        _log.info("%s left out: %s", name, _empty_weight(found.pop(name)))
     return found
 
 
