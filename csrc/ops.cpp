@@ -142,8 +142,16 @@ bool kernel_exists(Layout layout, at::ScalarType values_t, at::ScalarType b_t) {
 }
 
 // A float32 copy of a half-precision operand (kernel_exists); float32 tensors as they are.
+// An expanded operand (stride 0 in some dimension, x.expand) is converted at its stored size
+// and expanded again: converting the view itself would materialize every repeat (N = 2^31
+// columns of one stored column: a 32 GB copy of 4 bytes).
 at::Tensor as_float(const at::Tensor& t) {
-  return t.scalar_type() == at::kFloat ? t : t.to(at::kFloat);
+  if (t.scalar_type() == at::kFloat) return t;
+  at::Tensor base = t;
+  for (int64_t d = 0; d < t.dim(); ++d)
+    if (t.stride(d) == 0 && t.size(d) > 1) base = base.narrow(d, 0, 1);
+  if (base.numel() == t.numel()) return t.to(at::kFloat);
+  return base.to(at::kFloat).expand(t.sizes());
 }
 
 // The forward-only kernels (1:4, sell): the dtypes of kernel_exists, B a matrix.
@@ -283,8 +291,9 @@ void check_status(int status, c10::string_view layout, int64_t M, int64_t K, int
   TORCH_CHECK_VALUE(status != kBadOffsets, what, "offsets must start at 0, never decrease and "
                     "end at the number of stored entries");
   TORCH_CHECK(status != kNoMemory, what, "out of memory for a scratch buffer (M=", M, ", K=", K,
-              ", N=", N, "; buffers above ", kMaxScratchBytes, " bytes are refused: B is packed "
-              "in panels of K rows per thread)");
+              ", N=", N, "; buffers above ", kMaxScratchBytes, " bytes are refused: the kernels' "
+              "per-thread buffers grow with K (B packed in panels of K rows, the GEMV's list "
+              "of columns) and with M and N (row sums, copies of B))");
   TORCH_CHECK(false, what, "kernel failed with status ", status);
 }
 

@@ -119,6 +119,41 @@ def test_stride0_b_is_read_correctly(layout, kind):
     assert rel_err(_reference(A, B), ref) < TOL[torch.float32]
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_stride0_half_b_is_read_correctly(layout, dtype):
+    # Half-precision activations are converted to float32 for the CPU kernels: an expanded B
+    # is converted at its stored size and expanded again.
+    W, A = _fmt(layout, M=24, K=40)
+    A = A.to(dtype)
+    B = torch.randn(40, 1).to(dtype).expand(40, 7)
+    ref = A.to_dense().double() @ B.double()
+    out = sk.spmm(A, B)
+    assert out.dtype == dtype
+    assert rel_err(out, ref) < TOL[dtype]
+
+
+@needs_c
+def test_stride0_half_b_is_not_materialized_in_float32():
+    # One stored column expanded to 2^24 columns of 32 rows: a float32 copy of the view would
+    # take 2 GB; the call must only cost its output (32 MB of bf16, 64 MB of float32).
+    code = (
+        "import resource, torch, sparsekern as sk\n"
+        "W = torch.zeros(1, 32); W[0, ::4] = 1.0\n"
+        "A = sk.to_sparse(W.bfloat16(), layout='csc')\n"
+        "B = torch.ones(32, 1, dtype=torch.bfloat16).expand(32, 2**24)\n"
+        "y = sk.spmm(A, B)\n"
+        "assert y.shape == (1, 2**24) and float(y[0, 0]) == 8.0 and float(y[0, -1]) == 8.0\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    peak_mb = int(done.stdout.split()[-1])
+    assert peak_mb < 1500, f"peak RSS {peak_mb} MB: the expanded B was materialized"
+
+
 # ----------------------------------------------------------------------------- stale caches
 
 def _csc_pair(M=48, K=64, seed=0):
