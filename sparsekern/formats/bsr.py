@@ -22,6 +22,8 @@ from .validate import (ceil_div, check_indices_range, check_offsets, check_one_i
 #: Most elements one block may hold: a block larger than the weight pads it to one block, and
 #: (2**31, 1) on a 6 x 10 weight asked for 80 GB. Real blocks are at most 256 x 256 (65536).
 MAX_BLOCK_ELEMS = 2**24
+#: Most blocks a BSR matrix may store: its offsets (and the kernels' block indices) are int32.
+MAX_BLOCKS = 2**31 - 1
 
 
 def _whole(b) -> bool:
@@ -49,6 +51,13 @@ def check_blocksize(blocksize) -> Tuple[int, int]:
     return bm, bk
 
 
+def check_block_count(nnzb: int) -> None:
+    """ValueError when ``nnzb`` stored blocks would not fit the int32 offsets."""
+    if nnzb > MAX_BLOCKS:
+        raise ValueError(f"bsr would store {nnzb} blocks; at most {MAX_BLOCKS} fit its "
+                         f"int32 offsets: use larger blocks")
+
+
 class BSR(SparseFormat):
     """Block-sparse matrix of logical shape [M, K] (see module docstring)."""
 
@@ -74,6 +83,9 @@ class BSR(SparseFormat):
         blocks = Wp.reshape(Mb, bm, Kb, bk).permute(0, 2, 1, 3)  # [Mb, Kb, bm, bk]
         keep = (blocks != 0).flatten(2).any(-1)  # [Mb, Kb]
         rows, cols = keep.nonzero(as_tuple=True)
+        # Before gathering the blocks: the int64 cumulative count below would otherwise be
+        # stored silently truncated into the int32 offsets.
+        check_block_count(rows.numel())
         values = blocks[rows, cols].contiguous()
         if values.numel() == 0:
             values = values.reshape(0, bm, bk)

@@ -38,7 +38,7 @@ from torch.library import register_fake, register_kernel, wrap_triton
 from .configs import (INT32_LIMIT, autotuned, choose_split_k, n_class, needs_int64, regime,
                       sm_count, smallest_tile)
 from .splitk import reduce_split_k, splitk_workspace
-from .tiles import grouped_pid, split_range, store_tile
+from .tiles import cdiv_nowrap, grouped_pid, split_range, store_tile
 
 
 @triton.jit
@@ -61,16 +61,24 @@ def bsr_spmm_kernel(
     GROUP_M: tl.constexpr,
 ):
     MSUB: tl.constexpr = (bm + BM - 1) // BM   # M sub-tiles per block row
-    num_pid_m = tl.cdiv(M, bm) * MSUB
-    num_pid_n = tl.cdiv(N, BN)
+    if IDX64:
+        num_pid_m = cdiv_nowrap(M, bm) * MSUB
+        num_pid_n = cdiv_nowrap(N, BN)
+    else:
+        num_pid_m = tl.cdiv(M, bm) * MSUB
+        num_pid_n = tl.cdiv(N, BN)
     pid_m, pid_n = grouped_pid(tl.program_id(0), num_pid_m, num_pid_n, GROUP_M)
     pid_s = tl.program_id(1)
 
     brow = pid_m // MSUB
     r_blk = (pid_m % MSUB) * BM + tl.arange(0, BM)   # rows of this tile inside the block
-    offs_m = brow * bm + r_blk
     if IDX64:
-        offs_m = offs_m.to(tl.int64)
+        # 64-bit offsets: widen before forming rows and columns. brow * bm + r_blk passes
+        # 2^31 on the padding rows of the last block row when M is near it (wrapped, they
+        # would pass the `< M` mask); the products with the strides are then int64 too.
+        brow = brow.to(tl.int64)
+        pid_n = pid_n.to(tl.int64)
+    offs_m = brow * bm + r_blk
     row_in_block = r_blk < bm
     m_ok = row_in_block & (offs_m < M)
     offs_n = pid_n * BN + tl.arange(0, BN)
@@ -81,6 +89,9 @@ def bsr_spmm_kernel(
     end = tl.load(offsets_ptr + brow + 1)
     start = tl.minimum(tl.maximum(start, 0), nnzb)
     end = tl.minimum(tl.maximum(end, start), nnzb)
+    if IDX64:  # the block steps below (s0 + t, hi * KSUB) may pass 2^31
+        start = start.to(tl.int64)
+        end = end.to(tl.int64)
     lo, hi = split_range(start, end, pid_s, SPLIT_K, 1)
 
     j = tl.arange(0, BK)
@@ -95,13 +106,14 @@ def bsr_spmm_kernel(
         j_used = j < BPS * bk
         for s0 in range(lo, hi, BPS):
             blk = s0 + t
+            if IDX64:  # widen blk and col before they are multiplied below
+                blk = blk.to(tl.int64)
             ok = j_used & (blk < hi)
             col = tl.load(indices_ptr + blk, mask=ok, other=0)
+            if IDX64:
+                col = col.to(tl.int64)
             kk = col * bk + c
             ok = ok & (kk >= 0) & (kk < K)       # padding columns never contribute
-            if IDX64:
-                blk = blk.to(tl.int64)
-                kk = kk.to(tl.int64)
             a = tl.load(values_ptr + blk[None, :] * (bm * bk) + a_rows + c[None, :],
                         mask=row_in_block[:, None] & ok[None, :], other=0.0)
             b = tl.load(b_ptr + kk[:, None] * stride_bk + offs_n[None, :] * stride_bn,
@@ -110,12 +122,13 @@ def bsr_spmm_kernel(
     else:
         # Wide blocks: each block takes KSUB steps of BK columns.
         KSUB: tl.constexpr = (bk + BK - 1) // BK
-        for it in range(lo * KSUB, hi * KSUB):
+        for it in range(lo * KSUB, hi * KSUB):   # int64 bounds under IDX64 (lo, hi are)
             blk = it // KSUB
+            if IDX64:
+                blk = tl.cast(blk, tl.int64)
             c = (it % KSUB) * BK + j
             col = tl.load(indices_ptr + blk)
             if IDX64:
-                blk = blk.to(tl.int64)
                 col = col.to(tl.int64)
             kk = col * bk + c
             ok = (kk >= 0) & (kk < K)
@@ -179,7 +192,7 @@ def triton_bsr(values: torch.Tensor, indices: torch.Tensor, offsets: torch.Tenso
         values, indices, offsets, B, bias if bias is not None else out, out, ws,
         M, N, K, nnzb, B.stride(0), B.stride(1), out.stride(0), out.stride(1), n_class(N),
         bm=bm, bk=bk, HAS_BIAS=bias is not None, SPLIT_K=S,
-        IDX64=needs_int64(values, B, out))
+        IDX64=needs_int64(values, B, out, sizes=(M + bm, N, K + bk, nnzb)))
     if S > 1:
         reduce_split_k(ws, bias, out)
 

@@ -136,11 +136,21 @@ def choose_split_k(tiles: int, k_steps: int, sms: int, kernel: str = "",
     return max(1, min(MAX_SPLIT_K, want, k_steps // MIN_STEPS_PER_SPLIT))
 
 
-def needs_int64(*tensors) -> bool:
-    """True when an element offset into any of ``tensors`` (torch tensors) may reach 2^31.
+#: How far past a size a kernel may form an index before masking it: a tile's padding lanes
+#: (tiles are at most 512 wide) and ceil-divisions of the size by a tile.
+TILE_REACH = 1024
+
+
+def needs_int64(*tensors, sizes=()) -> bool:
+    """True when an element offset into any of ``tensors`` (torch tensors) may reach 2^31,
+    or an index along one of ``sizes`` (ints) may.
 
     The largest offset a kernel forms is sum((size - 1) * |stride|) (0 for empty tensors).
+    Along a size the kernels form indices up to :data:`TILE_REACH` past it (padding lanes,
+    masked only once formed): in 32 bits those would wrap negative and pass the mask.
     """
+    if any(int(s) + TILE_REACH >= INT32_LIMIT for s in sizes):
+        return True
     for t in tensors:
         if t.numel() == 0:
             continue

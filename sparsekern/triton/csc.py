@@ -36,7 +36,8 @@ from .configs import (INT32_LIMIT, autotuned, choose_split_k, n_class, needs_int
                       sm_count, smallest_tile)
 from .csc_strips import ALIGN, STRIP_ROWS
 from .splitk import reduce_split_k, splitk_workspace
-from .tiles import finite_part, grouped_pid, nonfinite_products, split_range, store_tile
+from .tiles import (cdiv_nowrap, finite_part, grouped_pid, nonfinite_products, split_range,
+                    store_tile)
 
 
 @triton.jit
@@ -60,22 +61,34 @@ def csc_spmm_kernel(
     CAP: tl.constexpr, BN: tl.constexpr,       # entries per step, N tile
     GROUP_M: tl.constexpr,
 ):
-    num_pid_m = tl.cdiv(M, TM)
-    num_pid_n = tl.cdiv(N, BN)
+    if IDX64:
+        num_pid_m = cdiv_nowrap(M, TM)
+        num_pid_n = cdiv_nowrap(N, BN)
+    else:
+        num_pid_m = tl.cdiv(M, TM)
+        num_pid_n = tl.cdiv(N, BN)
     pid_m, pid_n = grouped_pid(tl.program_id(0), num_pid_m, num_pid_n, GROUP_M)
     pid_s = tl.program_id(1)
+    if IDX64:
+        # 64-bit offsets: widen the tile indices before any index is formed from them, so
+        # rows, columns and their products with the strides (B, out) are all int64.
+        pid_m = pid_m.to(tl.int64)
+        pid_n = pid_n.to(tl.int64)
     i = tl.arange(0, TM)
     offs_m = pid_m * TM + i
-    if IDX64:
-        offs_m = offs_m.to(tl.int64)
     m_ok = offs_m < M
     offs_n = pid_n * BN + tl.arange(0, BN)
     n_ok = offs_n < N
 
+    start = tl.load(strip_ptr + pid_m)
+    end = tl.load(strip_ptr + pid_m + 1)
+    if IDX64:  # int32 strip pointers: entries e0 + CAP - 1 may still pass 2^31
+        start = start.to(tl.int64)
+        end = end.to(tl.int64)
     # Strips start on multiples of ALIGN entries (the repack pads them): say so, so that
     # the loads of values and indices are vectorized.
-    start = tl.multiple_of(tl.load(strip_ptr + pid_m), ALIGN)
-    end = tl.multiple_of(tl.load(strip_ptr + pid_m + 1), ALIGN)
+    start = tl.multiple_of(start, ALIGN)
+    end = tl.multiple_of(end, ALIGN)
     lo, hi = split_range(start, end, pid_s, SPLIT_K, ALIGN)
     lo = tl.multiple_of(lo, ALIGN)
     hi = tl.multiple_of(hi, ALIGN)
@@ -153,7 +166,8 @@ def triton_csc(values: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor,
     wrap_triton(kernel)[grid](
         values, cols, rows, strip_ptr, B, bias if bias is not None else out, out, ws,
         M, N, K, B.stride(0), B.stride(1), out.stride(0), out.stride(1), n_class(N),
-        HAS_BIAS=bias is not None, SPLIT_K=S, IDX64=needs_int64(values, B, out),
+        HAS_BIAS=bias is not None, SPLIT_K=S,
+        IDX64=needs_int64(values, B, out, sizes=(M, N, values.shape[0])),
         TM=STRIP_ROWS, ALIGN=ALIGN)
     if S > 1:
         reduce_split_k(ws, bias, out)

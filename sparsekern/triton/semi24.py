@@ -29,7 +29,8 @@ from torch.library import register_fake, register_kernel, wrap_triton
 from .configs import (INT32_LIMIT, autotuned, choose_split_k, n_class, needs_int64, regime,
                       sm_count, smallest_tile)
 from .splitk import reduce_split_k, splitk_workspace
-from .tiles import finite_part, grouped_pid, nonfinite_products, split_range, store_tile
+from .tiles import (cdiv_nowrap, finite_part, grouped_pid, nonfinite_products, split_range,
+                    store_tile)
 
 
 @triton.jit
@@ -78,18 +79,28 @@ def semi24_spmm_kernel(
     BM: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr,   # BK counts dense columns
     GROUP_M: tl.constexpr,
 ):
-    num_pid_m = tl.cdiv(M, BM)
-    num_pid_n = tl.cdiv(N, BN)
+    if IDX64:
+        num_pid_m = cdiv_nowrap(M, BM)
+        num_pid_n = cdiv_nowrap(N, BN)
+        # int64 K tiles: the loops' k0 + jk and hi * BK then are int64 too.
+        num_kt = tl.cast(cdiv_nowrap(K, BK), tl.int64)
+    else:
+        num_pid_m = tl.cdiv(M, BM)
+        num_pid_n = tl.cdiv(N, BN)
+        num_kt = tl.cdiv(K, BK)
     pid_m, pid_n = grouped_pid(tl.program_id(0), num_pid_m, num_pid_n, GROUP_M)
     pid_s = tl.program_id(1)
-    offs_m = pid_m * BM + tl.arange(0, BM)
     if IDX64:
-        offs_m = offs_m.to(tl.int64)
+        # 64-bit offsets: widen the tile indices before any index is formed from them, so
+        # rows, columns and their products with the strides (B, out) are all int64.
+        pid_m = pid_m.to(tl.int64)
+        pid_n = pid_n.to(tl.int64)
+    offs_m = pid_m * BM + tl.arange(0, BM)
     m_ok = offs_m < M
     offs_n = pid_n * BN + tl.arange(0, BN)
     n_ok = offs_n < N
 
-    lo, hi = split_range(0, tl.cdiv(K, BK), pid_s, SPLIT_K, 1)
+    lo, hi = split_range(0, num_kt, pid_s, SPLIT_K, 1)
     jv = tl.arange(0, BK // 2)
     jm = tl.arange(0, BK // 8)
     jk = tl.arange(0, BK)
@@ -100,6 +111,8 @@ def semi24_spmm_kernel(
     any_bad = tl.program_id(0) * 0   # int32 scalar: was a NaN/Inf seen in B?
     for kt in range(lo, hi):
         k0 = kt * BK
+        if IDX64:  # kk = k0 + jk and its product with stride_bk are formed in int64
+            k0 = tl.cast(k0, tl.int64)
         cv = k0 // 2 + jv
         cm = k0 // 8 + jm
         v = tl.load(v_rows + cv[None, :], mask=m_ok[:, None] & (cv < n_vals)[None, :], other=0.0)
@@ -118,6 +131,9 @@ def semi24_spmm_kernel(
         # products of the stored entries with B's non-finite values (few registers, slow).
         extra = tl.zeros((BM, BN), dtype=tl.float32)
         for k in range(lo * BK, tl.minimum(hi * BK, K)):
+            kb = k
+            if IDX64:  # as k0 above: k * stride_bk is formed in int64
+                kb = tl.cast(k, tl.int64)
             g = k // 4
             nib = tl.load(meta_ptr + offs_m * stride_mm + g // 2, mask=m_ok, other=0).to(tl.int32)
             nib = (nib >> ((g % 2) * 4)) & 15
@@ -127,7 +143,7 @@ def semi24_spmm_kernel(
             second = tl.load(values_ptr + offs_m * stride_vm + 2 * g + 1, mask=m_ok, other=0.0)
             v = tl.where(p0 == k % 4, first, second)
             stored = (p0 == k % 4) | (p1 == k % 4)
-            b = tl.load(b_ptr + k * stride_bk + offs_n * stride_bn, mask=n_ok, other=0.0)
+            b = tl.load(b_ptr + kb * stride_bk + offs_n * stride_bn, mask=n_ok, other=0.0)
             hit = stored[:, None] & ~(tl.abs(b) < float("inf"))[None, :]
             extra += nonfinite_products(v[:, None], b[None, :], hit)
         acc += extra
@@ -174,7 +190,8 @@ def triton_semi24(values: torch.Tensor, indices: torch.Tensor, M: int, K: int, B
         M, N, K, values.shape[1], indices.shape[1],
         values.stride(0), indices.stride(0), B.stride(0), B.stride(1),
         out.stride(0), out.stride(1), n_class(N),
-        HAS_BIAS=bias is not None, SPLIT_K=S, IDX64=needs_int64(values, indices, B, out))
+        HAS_BIAS=bias is not None, SPLIT_K=S,
+        IDX64=needs_int64(values, indices, B, out, sizes=(M, N, K)))
     if S > 1:
         reduce_split_k(ws, bias, out)
 

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
-from .configs import is_interpreter
+from .configs import is_interpreter, needs_int64
 
 
 @triton.jit
@@ -28,10 +28,14 @@ def splitk_reduce_kernel(
     stride_om, stride_on,
     SPLIT_K: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    IDX64: tl.constexpr,  # out's offsets may reach 2^31 (the workspace's never do)
     BM: tl.constexpr, BN: tl.constexpr,
 ):
     offs_m = tl.program_id(0) * BM + tl.arange(0, BM)
     offs_n = tl.program_id(1) * BN + tl.arange(0, BN)
+    if IDX64:  # so that both products with out's strides are formed in int64
+        offs_m = offs_m.to(tl.int64)
+        offs_n = offs_n.to(tl.int64)
     m_ok = offs_m < M
     mask = m_ok[:, None] & (offs_n[None, :] < N)
     tile = offs_m[:, None] * N + offs_n[None, :]
@@ -60,4 +64,4 @@ def reduce_split_k(ws: torch.Tensor, bias: Optional[torch.Tensor], out: torch.Te
     grid = (triton.cdiv(M, BM), triton.cdiv(N, BN))
     wrap_triton(splitk_reduce_kernel)[grid](
         ws, bias if bias is not None else out, out, M, N, out.stride(0), out.stride(1),
-        SPLIT_K=S, HAS_BIAS=bias is not None, BM=BM, BN=BN)
+        SPLIT_K=S, HAS_BIAS=bias is not None, IDX64=needs_int64(out), BM=BM, BN=BN)

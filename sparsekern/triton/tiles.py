@@ -40,11 +40,26 @@ def split_range(lo, hi, pid_s, SPLIT_K: tl.constexpr, UNIT: tl.constexpr):
     Boundaries fall on multiples of UNIT from lo (hi - lo must be a multiple of UNIT), so
     alignment that holds for lo holds for every split.
     """
-    if SPLIT_K == 1:
-        return lo, hi
-    units = (hi - lo) // UNIT
-    return (lo + (units * pid_s) // SPLIT_K * UNIT,
-            lo + (units * (pid_s + 1)) // SPLIT_K * UNIT)
+    first = lo
+    last = hi
+    if SPLIT_K > 1:  # (one return: Triton checks every return's types, even pruned ones)
+        units = (hi - lo) // UNIT
+        # floor(units * p / SPLIT_K) without forming units * p, which passes 2^31 for ranges
+        # of more than 2^31 / SPLIT_K units (BSR block rows) although every offset fits in
+        # 32 bits: with units = q * SPLIT_K + r it is q * p + floor(r * p / SPLIT_K), and
+        # no term exceeds units.
+        q = units // SPLIT_K
+        r = units % SPLIT_K
+        first = lo + (q * pid_s + (r * pid_s) // SPLIT_K) * UNIT
+        last = lo + (q * (pid_s + 1) + (r * (pid_s + 1)) // SPLIT_K) * UNIT
+    return first, last
+
+
+@triton.jit
+def cdiv_nowrap(a, b: tl.constexpr):
+    """ceil(a / b) for a size a >= 0 without forming a + b - 1 (as ``tl.cdiv`` does), which
+    wraps in 32 bits when a is within b of 2^31 (64-bit kernels only meet such sizes)."""
+    return a // b + (a % b != 0)
 
 
 @triton.jit
@@ -54,6 +69,8 @@ def store_tile(acc, offs_m, m_ok, offs_n, n_ok, M, N, bias_ptr, out_ptr, stride_
 
     acc: [BM, BN] float32; offs_m [BM] output rows (m_ok: row is real and < M);
     offs_n [BN] output columns (n_ok: < N). out: [M, N] any strides, out's dtype.
+    offs_m and offs_n are int64 when the kernel runs with 64-bit offsets (IDX64), so that
+    both products with out's strides are formed in int64.
     ws: [SPLIT_K, M, N] float32 contiguous partial sums (only when SPLIT_K > 1).
     """
     mask = m_ok[:, None] & n_ok[None, :]

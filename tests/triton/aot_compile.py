@@ -78,7 +78,7 @@ def resource_usage(compiled) -> str:
 #: A few labels that cover every kernel and code path (used by the test: compiles are slow).
 SMOKE = ("bsr 64x64 decode split=4", "bsr 64x64 large split=1", "bsr 8x1 small",
          "bsr 24x40 decode split=1", "2:4 decode split=4", "2:4 large", "csc decode split=4",
-         "csc large", "splitk reduce")
+         "csc large", "splitk reduce", "idx64 ")
 
 
 def cases(all_configs: bool, dtype: str = "fp16"):
@@ -114,7 +114,33 @@ def cases(all_configs: bool, dtype: str = "fp16"):
                    {**consts, **cfg.kwargs}, cfg.num_warps, cfg.num_stages)
     yield ("splitk reduce", splitk.splitk_reduce_kernel,
            dict(ws_ptr="*fp32", bias_ptr=p, out_ptr=p),
-           dict(SPLIT_K=4, HAS_BIAS=True, BM=256, BN=16), 4, 1)
+           dict(SPLIT_K=4, HAS_BIAS=True, IDX64=False, BM=256, BN=16), 4, 1)
+    # 64-bit offsets (IDX64): one configuration per kernel path, split and unsplit, and
+    # K = 1 (Triton's launcher makes it a constexpr, which the int64 casts must accept).
+    idx64 = [("bsr 64x64 decode split=4", "bsr", (64, 64), "decode", 4),
+             ("bsr 8x1 small split=1", "bsr", (8, 1), "small", 1),
+             ("2:4 decode split=1", "semi24", (None, None), "decode", 1),
+             ("2:4 decode split=4", "semi24", (None, None), "decode", 4),
+             ("csc decode split=4", "csc", (None, None), "decode", 4)]
+    kernels = {"bsr": (bsr.bsr_spmm_kernel, dict(values_ptr=p, indices_ptr="*i32",
+                                                  offsets_ptr="*i32", **common)),
+               "semi24": (semi24.semi24_spmm_kernel, dict(values_ptr=p, meta_ptr="*u8",
+                                                          **common)),
+               "csc": (csc.csc_spmm_kernel, dict(values_ptr=p, cols_ptr="*i16", rows_ptr="*u8",
+                                                 strip_ptr="*i32", **common))}
+    for label, name, (bm, bk), reg, sk in idx64:
+        kernel, ptrs = kernels[name]
+        consts = dict(SPLIT_K=sk, HAS_BIAS=True, IDX64=True)
+        consts.update(dict(bm=bm, bk=bk) if name == "bsr" else
+                      dict(TM=STRIP_ROWS, ALIGN=16) if name == "csc" else {})
+        cfg = kernel_configs(name, reg, bm, bk)[0]
+        for k_one in (False, True) if name == "semi24" else (False,):
+            extra = dict(K=1) if k_one else {}
+            yield (f"idx64 {label}{' K=1' if k_one else ''} {cfg.kwargs}", kernel, ptrs,
+                   {**consts, **extra, **cfg.kwargs}, cfg.num_warps, cfg.num_stages)
+    yield ("idx64 splitk reduce", splitk.splitk_reduce_kernel,
+           dict(ws_ptr="*fp32", bias_ptr=p, out_ptr=p),
+           dict(SPLIT_K=4, HAS_BIAS=True, IDX64=True, BM=256, BN=16), 4, 1)
 
 
 def main(argv=None) -> int:
