@@ -185,14 +185,45 @@ def weight_matrix(module: nn.Module) -> torch.Tensor:
     return to_matrix(module, module.weight)
 
 
+#: Where torch's quantized layers live (torch.ao.quantization's quantize_dynamic / convert
+#: swap nn.Linear for them); their weights are packed int8 tensors, not Parameters.
+_QUANTIZED_PACKAGES = ("torch.ao.nn.quantized.", "torch.ao.nn.intrinsic.quantized.",
+                       "torch.nn.quantized.", "torch.nn.intrinsic.quantized.")
+
+#: What a message says about quantized layers.
+QUANTIZED_NOTE = ("quantized by torch.ao.quantization; quantized layers are not supported: "
+                  "sparsekern prunes and packs float layers only, so prune and sparsify the "
+                  "float model first, then quantize the layers left dense")
+
+
+def quantized_name(module: nn.Module) -> Optional[str]:
+    """The name torch prints for a torch.ao quantized layer ("DynamicQuantizedLinear",
+    "QuantizedConv2d", ...), None for any other module (their packed-parameter holders and
+    the reference modules, which are float nn.Linear subclasses, included)."""
+    path = type(module).__module__ + "."
+    if not path.startswith(_QUANTIZED_PACKAGES) or ".reference." in path:
+        return None
+    name = module._get_name()
+    return name if name.startswith(("Quantized", "DynamicQuantized")) else None
+
+
 def layer_types(model: nn.Module) -> str:
-    """"Embedding x2, LayerNorm x5, ..." over the modules that hold parameters directly
-    (for the message of a model with nothing to pack)."""
-    counts = Counter(type(m).__name__ for m in model.modules()
-                     if next(m.parameters(recurse=False), None) is not None)
+    """"Embedding x2, LayerNorm x5, ..." over the modules that hold parameters directly and
+    the torch.ao quantized layers (which hold none: "DynamicQuantizedLinear x3", with
+    :data:`QUANTIZED_NOTE`), for the message of a model with nothing to pack."""
+    counts: Counter = Counter()
+    quantized = False
+    for m in model.modules():
+        q = quantized_name(m)
+        if q is not None:
+            counts[q] += 1
+            quantized = True
+        elif next(m.parameters(recurse=False), None) is not None:
+            counts[type(m).__name__] += 1
     if not counts:
         return "no layer with parameters"
-    return ", ".join(f"{n} x{c}" if c > 1 else n for n, c in counts.items())
+    text = ", ".join(f"{n} x{c}" if c > 1 else n for n, c in counts.items())
+    return f"{text} ({QUANTIZED_NOTE})" if quantized else text
 
 
 def tied_weights(model: nn.Module) -> Dict[int, List[str]]:
@@ -215,3 +246,21 @@ def module_aliases(model: nn.Module) -> Dict[int, List[str]]:
     for n, m in model.named_modules(remove_duplicate=False):
         names.setdefault(id(m), []).append(n)
     return {k: v for k, v in names.items() if len(v) > 1}
+
+
+def canonical_names(model: nn.Module, names) -> Dict[str, str]:
+    """{name: the module's first name} for each of ``names`` that is a later name of a module
+    registered under several names (``m.b = m.a``: 'b' -> 'a'). ``named_modules()`` gives
+    such a module once, under its first name, so that name is the one the masks, reports and
+    sparsity figures use; a later name is still a name of the layer (``get_submodule('b')``,
+    the state_dict's 'b.weight')."""
+    names = list(names)
+    known = {n for n, _ in model.named_modules()}
+    if all(n in known for n in names):
+        return {}
+    wanted, first, out = set(names), {}, {}
+    for n, m in model.named_modules(remove_duplicate=False):
+        first.setdefault(id(m), n)
+        if n in wanted and n not in known:
+            out[n] = first[id(m)]
+    return out

@@ -84,6 +84,26 @@ class PackedWeightModule(nn.Module):
     when it is rejected.
     """
 
+    def __setattr__(self, name: str, value) -> None:
+        # ``weight`` is a read-only property (the format over values/indices/offsets). A
+        # Parameter assigned to it went to nn.Module.register_parameter, which raised
+        # KeyError "attribute 'weight' already exists" (transformers' tie_weights() onto a
+        # packed lm_head); say what it is and what to do instead.
+        if name == "weight" and isinstance(getattr(type(self), "weight", None), property):
+            cls = type(self).__name__
+            got = (f"a {type(value).__name__} of shape {list(value.shape)}"
+                   if isinstance(value, torch.Tensor) else f"a {type(value).__name__}")
+            raise AttributeError(
+                f"{cls}.weight cannot be assigned (got {got}): it is the layer's packed sparse "
+                f"weight (read-only, held as values/indices/offsets), not a Parameter. Tying it "
+                f"to another parameter (transformers' tie_weights(): lm_head and the token "
+                f"embedding) needs a dense layer: a tied layer must stay dense, and "
+                f"sparsekern.sparsify leaves tied layers dense. Put the dense layer back "
+                f"(layer.to_dense()) before tying, or keep the model untied "
+                f"(config.tie_word_embeddings=False); to change the values, load them with "
+                f"load_state_dict")
+        super().__setattr__(name, value)
+
     def check_extra_state(self, state) -> Tuple[int, int]:
         raise NotImplementedError
 

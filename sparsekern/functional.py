@@ -19,6 +19,23 @@ def _check_format(A) -> None:
                         f"(Semi24, BSR or CSC), got {type(A).__name__}")
 
 
+def _check_not_fx_proxy(x, name: str) -> None:
+    """A torch.fx Proxy (torch.fx.symbolic_trace, FX graph-mode quantization's prepare_fx)
+    has no shape, dtype or device for the input checks: name FX tracing and the ways around
+    it instead of "x must be a torch.Tensor ..., got Proxy", which reads as a bad input."""
+    if isinstance(x, torch.fx.Proxy):
+        raise TypeError(
+            f"{name} is a torch.fx Proxy: torch.fx.symbolic_trace (and FX graph-mode "
+            f"quantization, prepare_fx) cannot trace through a sparsekern layer "
+            f"(sparsekern.SparseLinear, sparsekern.linear / spmm), which checks its input's "
+            f"shape, dtype and device; expected a torch.Tensor. torch.export.export and "
+            f"torch.compile trace it. To keep it as one opaque call in an FX graph, make the "
+            f"sparse layers leaves: for prepare_fx, prepare_custom_config="
+            f"PrepareCustomConfig().set_non_traceable_module_classes([sparsekern.SparseLinear]); "
+            f"for symbolic tracing, a torch.fx.Tracer whose is_leaf_module returns True for "
+            f"sparsekern.SparseLinear")
+
+
 def _check_not_nested(x: torch.Tensor, name: str) -> None:
     """A nested tensor (strided or jagged) has no shape to check: name it instead of failing
     inside torch ("NestedTensorImpl doesn't support sizes", or NotImplementedError)."""
@@ -58,6 +75,7 @@ def spmm(A: SparseFormat, B: torch.Tensor, bias: Optional[torch.Tensor] = None) 
     """
     _check_format(A)
     if not isinstance(B, torch.Tensor):
+        _check_not_fx_proxy(B, "B")
         raise TypeError(f"B must be a torch.Tensor of shape [K, N] or [K], got {type(B).__name__}")
     _check_not_nested(B, "B")
     bias = weight_only_bias(bias, B.dtype, A.values.dtype)
@@ -91,6 +109,7 @@ def linear(x: torch.Tensor, A: SparseFormat, bias: Optional[torch.Tensor] = None
     """
     _check_format(A)
     if not isinstance(x, torch.Tensor):
+        _check_not_fx_proxy(x, "x")
         raise TypeError(f"x must be a torch.Tensor of shape [..., K], got {type(x).__name__}")
     M, K = A.shape
     _check_not_nested(x, "x")

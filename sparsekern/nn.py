@@ -277,9 +277,13 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
         latency_table: for ``"auto"``: a table from ``sparsekern.auto.build_table`` (layers
             it lacks are measured).
         margin: for ``"auto"``: required predicted gain over dense (default 0.05).
-        layers: names of the layers to consider (default: every linear-like layer).
+        layers: names of the layers to consider (default: every linear-like layer). A layer
+            packed before is reported "already packed" and kept as it is, as without
+            ``layers``; a later name of a module registered under several names
+            (``m.b = m.a``) names that module (reported under its first name).
     Every linear-like layer left dense (including ones sparsekern cannot pack: grouped
-    convs, nn.Linear subclasses, other convolutions, and layers whose weight is tied to
+    convs, nn.Linear subclasses, other convolutions, torch.ao quantized layers when
+    ``layers`` is None, and layers whose weight is tied to
     another parameter, such as GPT-2's lm_head and token embedding) is logged at INFO (logger
     "sparsekern") with the reason; the decisions are kept in ``model.sparsekern_report``
     ({module name: (layout or "dense", reason)}; layers packed before: "already packed";
@@ -298,7 +302,7 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
                         f"sparsify(model, layout=...)")
     blocksize = blocksize_arg(blocksize)
     check_sparsify_args(layout, blocksize, max_density, example_input, latency_table, margin)
-    layers = _layer_names(layers)
+    layers = _resolved_layers(model, _layer_names(layers), layout)
     targets, skipped = _candidates(model, layers)
     # weights of 3+ dims outside any linear-like layer (MoE experts): named, never packed
     left_alone = _layers.weights_left_alone(model) if layers is None else {}
@@ -357,21 +361,51 @@ def _layer_names(layers) -> Optional[List[str]]:
     return names
 
 
+def _resolved_layers(model: nn.Module, layers: Optional[List[str]],
+                     layout: str) -> Optional[List[str]]:
+    """``layers`` with each later name of a module registered under several names
+    (``m.b = m.a``) replaced by its first name, the one named_modules() and the report use
+    (logged at INFO), each module once. A named layer packed in another layout than
+    ``layout`` is kept as it is, as without ``layers`` (logged at INFO)."""
+    if layers is None:
+        return None
+    aliases = _layers.canonical_names(model, layers)
+    for alias, first in aliases.items():
+        log.info("sparsify: %r is another name for %r (one module registered under both "
+                 "names); treated as %r", alias, first, first)
+    layers = list(dict.fromkeys(aliases.get(n, n) for n in layers))
+    modules = dict(model.named_modules())
+    for n in layers:
+        m = modules.get(n)
+        if isinstance(m, PackedWeightModule) and layout not in ("auto", m.layout):
+            log.info("sparsify: %s stays %s (already packed; layout=%r applies to dense "
+                     "layers: unpack it with layer.to_dense() to repack it)", n or
+                     type(model).__name__, m.layout, layout)
+    return layers
+
+
 def _candidates(model: nn.Module, layers) -> Tuple[Dict[str, nn.Module], Dict[str, str]]:
     """({name: packable layer}, {name: why a linear-like layer is left alone})."""
     if layers is None:
         named = [(n, m) for n, m in model.named_modules() if _layers.looks_linear(m)]
     else:
         modules = dict(model.named_modules())
-        names = list(layers)
+        # a named layer packed before: reported "already packed" by sparsify, as without
+        # layers=
+        names = [n for n in layers if not isinstance(modules.get(n), PackedWeightModule)]
         for n in names:
             if n not in modules or not _layers.looks_linear(modules[n]):
-                got = "does not exist" if n not in modules else \
-                    f"is a {type(modules[n]).__name__}"
+                q = None if n not in modules else _layers.quantized_name(modules[n])
+                got = ("does not exist" if n not in modules else
+                       f"is a {q} ({_layers.QUANTIZED_NOTE})" if q is not None else
+                       f"is a {type(modules[n]).__name__}")
                 raise ValueError(f"layers: {n!r} {got} in {type(model).__name__}; expected the "
                                  f"name of an {_layers.SUPPORTED_NAMES}")
         named = [(n, modules[n]) for n in names]
     targets, skipped = {}, {}
+    if layers is None:  # torch.ao quantized layers: named in the report, never packed
+        skipped.update({n: f"{_layers.quantized_name(m)} is {_layers.QUANTIZED_NOTE}"
+                        for n, m in model.named_modules() if _layers.quantized_name(m)})
     tied = _layers.tied_weights(model)
     aliases = _layers.module_aliases(model)
     for name, mod in named:

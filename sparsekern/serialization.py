@@ -453,15 +453,23 @@ def _read_safetensors(path: PathLike, map_location) -> _Saved:
 
 # -- check and build -----------------------------------------------------------------------
 
-def _existing(model: nn.Module, name: str, ok, what: str) -> nn.Module:
+def _existing(model: nn.Module, name: str, ok, what: str, expected: str) -> nn.Module:
     try:
         old = model.get_submodule(name)
     except AttributeError:
         raise ValueError(f"the saved sparse layer {name!r} does not exist in "
                          f"{type(model).__name__}") from None
     if not ok(old):
+        has = type(old).__name__
+        q = _layers.quantized_name(old)
+        if has == what:  # a torch.ao quantized Linear is a "Linear" too: qualified names
+            has = f"{type(old).__module__}.{type(old).__qualname__}"
+            what = f"torch.nn.{what}"
+        qnote = (f" (a {q}, quantized by torch.ao.quantization: sparsekern does not support "
+                 f"quantized layers)" if q else "")
         raise ValueError(f"the saved sparse layer {name!r} is a {what}, but the model has a "
-                         f"{type(old).__name__} there")
+                         f"{has} there{qnote}; expected {expected} (the model the layer was "
+                         f"saved from)")
     return old
 
 
@@ -506,7 +514,7 @@ def _format(name: str, e: dict, shape) -> Tuple[object, object]:
 
 def _build_linear(model: nn.Module, name: str, e: dict) -> nn.Module:
     old = _existing(model, name, lambda m: _layers.is_linear(m) or isinstance(m, SparseLinear),
-                    "Linear")
+                    "Linear", "an nn.Linear, a transformers Conv1D or a SparseLinear")
     shape = _field(name, e, "shape", lambda v: _ints(2)(v) and min(v) >= 0,
                    "[out_features, in_features] (ints >= 0)")
     have = ([old.out_features, old.in_features] if isinstance(old, SparseLinear)
@@ -518,7 +526,8 @@ def _build_linear(model: nn.Module, name: str, e: dict) -> nn.Module:
 
 
 def _build_conv(model: nn.Module, name: str, e: dict) -> nn.Module:
-    old = _existing(model, name, lambda m: isinstance(m, (nn.Conv2d, SparseConv2d)), "Conv2d")
+    old = _existing(model, name, lambda m: isinstance(m, (nn.Conv2d, SparseConv2d)), "Conv2d",
+                    "an nn.Conv2d or a SparseConv2d")
     g = {k: _field(name, e, k, lambda v: True, "") for k in _CONV_FIELDS if k != "groups"}
     g["groups"] = e.get("groups", 1)
     try:

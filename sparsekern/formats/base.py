@@ -84,6 +84,26 @@ class SparseFormat:
         if validate:
             validate_format(values, indices, offsets, M, K, self.layout)
 
+    def __getattr__(self, name: str):
+        """Only for names that normal lookup did not find: an AttributeError, as ever
+        (``hasattr`` and ``getattr(fmt, name, default)`` still work), whose message for a
+        torch.Tensor attribute (``size``, ``t``, ``data``, ...) says that this is a packed
+        format, not a tensor: code written for a dense layer's ``.weight`` (transformers'
+        ``resize_token_embeddings``) reads a SparseLinear's ``.weight`` and got
+        "'Semi24' object has no attribute 'size'"."""
+        cls = type(self).__name__
+        if name.startswith("_") or not hasattr(torch.Tensor, name):
+            raise AttributeError(f"{cls!r} object has no attribute {name!r}")
+        shape = self.__dict__.get("shape")  # never self.shape: no recursion before __init__
+        of = f" of shape {tuple(shape)}" if shape is not None else ""
+        raise AttributeError(
+            f"{cls!r} object has no attribute {name!r}: it is a sparsekern {cls} "
+            f"(layout {self.layout!r}{of}), a packed sparse matrix, not a torch.Tensor; this is "
+            f"what a sparsekern layer's .weight (SparseLinear, SparseConv2d) returns, as the "
+            f"layer's weight is packed in a sparsekern format. Get a dense tensor with "
+            f".weight.to_dense() ([out, K]), or unpack the layer into an equivalent dense one "
+            f"with layer.to_dense() (then prune and sparsify it again after changing it)")
+
     # -- plain properties -------------------------------------------------------
     @property
     def dtype(self) -> torch.dtype:

@@ -67,6 +67,9 @@ def default_layers(model: nn.Module) -> Dict[str, nn.Module]:
         if looks_linear(m) and not is_prunable(m):
             _log.info("%s left out: %s", name or type(model).__name__,
                       skip_reason(m))
+        elif _layers.quantized_name(m) is not None:
+            _log.info("%s left out: %s is %s", name or type(model).__name__,
+                      _layers.quantized_name(m), _layers.QUANTIZED_NOTE)
     for name, why in _layers.weights_left_alone(model).items():
         _log.info("%s left out: %s", name, why)
     found = _untied(model, prunable_layers(model))
@@ -122,6 +125,13 @@ def _packed_hint(model: nn.Module) -> str:
     return f"; its {len(packed)} {kinds} layers are {_PACKED}"
 
 
+class _Selected(dict):
+    """What :func:`select_layers` returns for named layers: {name: module}, and in
+    ``aliases`` the later names of a module registered under several names that the caller
+    used ({given name: the first name, the one used here}), for :func:`resolve_ratios`."""
+    aliases: Dict[str, str] = {}
+
+
 def select_layers(model: nn.Module, layers: Optional[Iterable[str]] = None,
                   need_conv: bool = False, writes: bool = False) -> Dict[str, nn.Module]:
     """The layers to prune: ``layers`` (names) or every prunable layer.
@@ -130,12 +140,21 @@ def select_layers(model: nn.Module, layers: Optional[Iterable[str]] = None,
     nn.Linear is rejected. Raises ValueError for an unknown name, a name that is not a
     Linear/Conv2d, or a model with nothing to prune; with ``writes`` (the caller writes
     zeros into the weights and runs the model) also for a layer under torch.nn.utils.prune
-    (see :func:`check_not_reparametrized`).
+    (see :func:`check_not_reparametrized`). A later name of a module registered under
+    several names (``m.b = m.a``) selects that module once, under its first name (the one
+    ``named_modules()`` gives, which masks and reports use; logged at INFO). With ``writes``
+    and no ``layers``, the packed layers left out are logged at INFO, as default_layers
+    logs the other layers it leaves out.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if layers is None:
         found = default_layers(model)
+        if writes:  # pruning: a packed layer is left as it is, so say so, as for the others
+            for name, m in model.named_modules():
+                if _is_packed(m):
+                    _log.info("%s left out: it is a %s (layout %r) %s",
+                              name or type(model).__name__, type(m).__name__, m.layout, _PACKED)
         if need_conv:
             found = {n: m for n, m in found.items() if isinstance(m, nn.Conv2d)}
         if not found:
@@ -159,7 +178,13 @@ def select_layers(model: nn.Module, layers: Optional[Iterable[str]] = None,
     if not names:
         raise ValueError("layers is empty: name at least one nn.Linear / nn.Conv2d to prune")
     modules = dict(model.named_modules())
-    out: Dict[str, nn.Module] = {}
+    aliases = _layers.canonical_names(model, names)
+    for alias, first in aliases.items():
+        _log.info("layer %r is another name for %r (one module registered under both "
+                  "names); pruned once, as %r", alias, first, first)
+    names = list(dict.fromkeys(aliases.get(n, n) for n in names))  # each module once
+    out = _Selected()
+    out.aliases = aliases
     for name in names:
         if name not in modules:
             raise ValueError(f"layer {name!r} does not exist in {type(model).__name__}; prunable "
@@ -195,7 +220,18 @@ def check_ratio(ratio, layer: Optional[str] = None) -> float:
 
 def resolve_ratios(ratio: Ratio, names: Iterable[str]) -> Dict[str, float]:
     """One checked ratio per layer name: a number for all, or a {name: ratio} mapping."""
+    aliases = getattr(names, "aliases", None) or {}
     names = list(names)
+    if isinstance(ratio, Mapping) and aliases:  # {'b': r} for a module also named 'a'
+        keyed: Dict[str, object] = {}
+        for key, r in ratio.items():
+            first = aliases.get(key, key)
+            if first in keyed and keyed[first][1] != r:
+                raise ValueError(f"ratio gives {keyed[first][0]!r} {keyed[first][1]!r} and "
+                                 f"{key!r} {r!r}, but they are one module registered under "
+                                 f"both names; give it one ratio")
+            keyed.setdefault(first, (key, r))
+        ratio = {k: r for k, (_, r) in keyed.items()}
     if isinstance(ratio, Mapping):
         missing = [n for n in names if n not in ratio]
         if missing:
