@@ -83,7 +83,14 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
                : "r"(smem_addr(smem_row)));
 }
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// ceil(a / b) for b > 0 without forming a + b - 1 (which overflows for a near INT64_MAX).
+inline int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b > 0 ? 1 : 0); }
+
+// Grid limits of every CUDA device since compute capability 3.0: gridDim.x <= 2^31 - 1,
+// gridDim.y and gridDim.z <= 65535. Launchers whose grid can exceed them (sizes that come from
+// M or N) launch it in parts, passing each part the block-index base it starts at.
+constexpr int64_t kMaxGridX = 0x7fffffff;
+constexpr int64_t kMaxGridYZ = 65535;
 
 // Status of the launch just made on this thread.
 inline int launch_status() {

@@ -40,6 +40,9 @@ struct CscParams {
   int64_t ldo_m, ldo_n;
   float* ws;  // [M, N] float32 when columns are split, else null
   int* status;
+  // Block-index bases of this launch's part of the grid (launch_nc splits grids beyond the
+  // gridDim limits: more than 65535 chunks of NC columns, i.e. N > 524,280).
+  int64_t slab0, chunk0;
 };
 
 __device__ __forceinline__ void report_bad_index(int* status) {
@@ -51,10 +54,10 @@ __global__ void __launch_bounds__(kThreads) csc_eie_kernel(const CscParams p) {
   constexpr int kUnroll = NC >= 8 ? 4 : 8;  // entries in flight per lane
   __shared__ float acc[kSlab * NC];  // the slab's sums, row-major [row][n]
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int64_t slab = blockIdx.x;
+  const int64_t slab = p.slab0 + blockIdx.x;
   const int64_t row0 = slab * kSlab;
   const int slab_rows = static_cast<int>(p.M - row0 < kSlab ? p.M - row0 : kSlab);
-  const int64_t n0 = static_cast<int64_t>(blockIdx.z) * NC;
+  const int64_t n0 = (p.chunk0 + blockIdx.z) * NC;
   const int64_t k_begin = static_cast<int64_t>(blockIdx.y) * p.cols_per_block;
   const int64_t k_end = k_begin + p.cols_per_block < p.K ? k_begin + p.cols_per_block : p.K;
   const int32_t* ptr = p.ptr + slab * (p.K + 1);
@@ -171,13 +174,24 @@ int nc_for(int64_t N) { return N <= 1 ? 1 : N <= 2 ? 2 : N <= 4 ? 4 : 8; }
 template <typename TV, typename TO, int NC>
 int launch_nc(CscParams p, int64_t n_slabs, int splits, cudaStream_t stream) {
   const int64_t chunks = ceil_div(p.N, NC);
-  if (n_slabs > 0x7fffffff || splits > 65535 || chunks > 65535) return kBadArgument;
-  csc_eie_kernel<TV, TO, NC>
-      <<<dim3(static_cast<unsigned>(n_slabs), static_cast<unsigned>(splits),
-              static_cast<unsigned>(chunks)),
-         kThreads, 0, stream>>>(p);
-  int st = launch_status();
-  if (st != kOk || p.ws == nullptr) return st;
+  if (splits > kMaxGridYZ) return kBadArgument;  // csc_column_splits never returns more
+  // One launch unless the grid exceeds gridDim.z <= 65535 column chunks (N > 65535 * NC =
+  // 524,280) or gridDim.x <= 2^31 - 1 slabs; then parts, each told its base.
+  for (int64_t cz = 0; cz < chunks; cz += kMaxGridYZ) {
+    for (int64_t sx = 0; sx < n_slabs; sx += kMaxGridX) {
+      p.slab0 = sx;
+      p.chunk0 = cz;
+      const int64_t gx = n_slabs - sx < kMaxGridX ? n_slabs - sx : kMaxGridX;
+      const int64_t gz = chunks - cz < kMaxGridYZ ? chunks - cz : kMaxGridYZ;
+      csc_eie_kernel<TV, TO, NC>
+          <<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(splits),
+                  static_cast<unsigned>(gz)),
+             kThreads, 0, stream>>>(p);
+      const int st = launch_status();
+      if (st != kOk) return st;
+    }
+  }
+  if (p.ws == nullptr) return kOk;
   const int64_t total = p.M * p.N;
   const int64_t blocks = ceil_div(total, 256) < 4096 ? ceil_div(total, 256) : 4096;
   csc_finalize_kernel<TO><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
@@ -237,6 +251,8 @@ int csc_eie_spmm(const void* values, const uint16_t* rows, const int32_t* ptr, i
   p.ldo_n = ldo_n;
   p.ws = column_splits > 1 ? workspace : nullptr;
   p.status = device_status;
+  p.slab0 = 0;
+  p.chunk0 = 0;
   const int64_t n_slabs = ceil_div(M, kCscSlabRows);
   using F32 = float;
   using F16 = __half;

@@ -40,6 +40,10 @@ enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 // bias: [M] in the output dtype, or null. dtype: kFloat16 or kBFloat16 (B, bias and out too).
 constexpr int64_t kSemi24RowPad = 128;  // largest block tile along M
 constexpr int64_t kSemi24ColPad = 256;  // largest block tile along K
+// Largest Kp (so K) the kernel serves: its k-tile counter is an int (Kp / 64 tiles plus the
+// pipeline's lookahead); every element offset is 64-bit. 2^31 - 256, a multiple of the pad.
+// Unreachable in practice (a_frag alone would be >= 128 * Kp bytes = 256 GiB), but checked.
+constexpr int64_t kSemi24MaxKp = INT32_MAX - kSemi24ColPad + 1;
 
 int semi24_mma_spmm(const void* a_frag, const uint32_t* meta, int64_t M, int64_t K, int64_t Mp,
                     int64_t Kp, int64_t N, const void* B, int64_t ldb_k, int64_t ldb_n,

@@ -92,6 +92,10 @@ void run_semi24(const at::Tensor& a_frag, const at::Tensor& meta, int64_t M, int
               "sparsekern._spmm_cuda(2:4): repacked values cover [", Mp, ", ", Kp,
               "], expected multiples of [", skc::kSemi24RowPad, ", ", skc::kSemi24ColPad,
               "] covering [M, K] = [", M, ", ", K, "]");
+  TORCH_CHECK_VALUE(Kp <= skc::kSemi24MaxKp, "sparsekern._spmm_cuda(2:4): K=", K,
+                    " (repacked to Kp=", Kp, ") exceeds the largest K the 2:4 kernel serves (",
+                    skc::kSemi24MaxKp, " = 2^31 - 256, the reach of its int32 k-tile counter); "
+                    "expected K <= ", skc::kSemi24MaxKp);
   TORCH_CHECK(meta.scalar_type() == at::kInt && meta.dim() == 3 &&
                   meta.size(0) == a_frag.size(0) && meta.size(1) == a_frag.size(1) &&
                   meta.size(2) == 16 && meta.is_contiguous(),
@@ -117,7 +121,8 @@ void run_csc(const at::Tensor& values, const at::Tensor& rows, const at::Tensor&
              int64_t K, const at::Tensor& B, const at::Tensor* bias, at::Tensor& out,
              cudaStream_t stream) {
   const int64_t nnz = values.numel();
-  const int64_t n_slabs = (M + skc::kCscSlabRows - 1) / skc::kCscSlabRows;
+  // ceil(M / kCscSlabRows) without forming M + kCscSlabRows - 1 (M comes from out's shape).
+  const int64_t n_slabs = M / skc::kCscSlabRows + (M % skc::kCscSlabRows != 0 ? 1 : 0);
   TORCH_CHECK(values.dim() == 1 && values.is_contiguous(), "sparsekern._spmm_cuda(csc): values "
               "has shape ", values.sizes(), ", expected contiguous [nnz]");
   TORCH_CHECK(rows.scalar_type() == at::kShort && rows.dim() == 1 && rows.numel() == nnz &&
@@ -125,12 +130,13 @@ void run_csc(const at::Tensor& values, const at::Tensor& rows, const at::Tensor&
               "sparsekern._spmm_cuda(csc): indices has shape ", rows.sizes(), " and dtype ",
               rows.scalar_type(), ", expected contiguous int16 (slab-local rows) [", nnz, "]");
   TORCH_CHECK(ptr.scalar_type() == at::kInt && ptr.dim() == 2 && ptr.size(0) == n_slabs &&
-                  ptr.size(1) == K + 1 && ptr.is_contiguous(),
+                  ptr.size(1) - 1 == K && ptr.is_contiguous(),  // not K + 1: K may be huge
               "sparsekern._spmm_cuda(csc): offsets has shape ", ptr.sizes(), " and dtype ",
               ptr.scalar_type(), ", expected contiguous int32 [ceil(M/", skc::kCscSlabRows,
-              "), K + 1] = [", n_slabs, ", ", K + 1, "]");
-  TORCH_CHECK(nnz <= INT32_MAX, "sparsekern._spmm_cuda(csc): ", nnz,
-              " stored values exceed the int32 slab pointers");
+              "), K + 1] with M=", M, ", K=", K);
+  TORCH_CHECK_VALUE(nnz <= INT32_MAX, "sparsekern._spmm_cuda(csc): values has nnz=", nnz,
+                    " stored entries; the CSC kernel serves at most ", INT32_MAX,
+                    " (2^31 - 1, the reach of its int32 slab pointers)");
   const skc::DType vt = to_dtype(values.scalar_type(), "values");
   const skc::DType ot = to_dtype(B.scalar_type(), "B");
   TORCH_CHECK(vt == ot || ot == skc::DType::kFloat32, "sparsekern._spmm_cuda(csc): values ",

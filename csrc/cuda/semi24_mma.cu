@@ -152,6 +152,9 @@ struct Semi24Params {
   void* out;
   int64_t ldo_m, ldo_n;
   int out_mode;
+  // Block-index bases of this launch's part of the grid (launch splits grids beyond the
+  // gridDim limits: more than 65535 row blocks, i.e. M > 2,097,024 with the 32-row tiles).
+  int64_t bx0, by0;
 };
 
 template <typename T, class C, bool B_KCONTIG>
@@ -165,8 +168,9 @@ __global__ void __launch_bounds__(C::THREADS, C::MIN_BLOCKS)
   const int warp_m = warp % C::WARPS_M;
   const int warp_n = (warp / C::WARPS_M) % C::WARPS_N;
   const int warp_k = warp / (C::WARPS_M * C::WARPS_N);
-  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * C::BN;
-  const int64_t mt0 = static_cast<int64_t>(blockIdx.y) * C::MT;
+  const int64_t n0 = (p.bx0 + blockIdx.x) * C::BN;
+  const int64_t mt0 = (p.by0 + blockIdx.y) * C::MT;
+  // int: Kp <= kSemi24MaxKp (checked by the launcher and the glue), so k_tiles + STAGES fits.
   const int k_tiles = static_cast<int>(p.Kt / C::KSTEPS);
   const T* B = static_cast<const T*>(p.B);
 
@@ -412,15 +416,28 @@ template <typename T, class C, bool B_KCONTIG>
 int launch(const Semi24Params& p, int64_t Mp, cudaStream_t stream) {
   const int64_t grid_n = ceil_div(p.N, C::BN);
   const int64_t grid_m = Mp / C::BM;
-  if (grid_n > 0x7fffffff || grid_m > 65535) return kBadArgument;
   auto kernel = semi24_mma_kernel<T, C, B_KCONTIG>;
   if (C::SMEM_BYTES > 48 * 1024 &&
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            C::SMEM_BYTES) != cudaSuccess)
     return kLaunchFailed;
-  kernel<<<dim3(static_cast<unsigned>(grid_n), static_cast<unsigned>(grid_m)), C::THREADS,
-           C::SMEM_BYTES, stream>>>(p);
-  return launch_status();
+  // One launch unless the grid exceeds gridDim.y <= 65535 row blocks (M > 2,097,024 with the
+  // 32-row tiles, > 8,388,480 with 128) or gridDim.x <= 2^31 - 1 column blocks; then parts,
+  // row blocks outermost (the column blocks of a row block share its weight through L2).
+  for (int64_t by = 0; by < grid_m; by += kMaxGridYZ) {
+    for (int64_t bx = 0; bx < grid_n; bx += kMaxGridX) {
+      Semi24Params q = p;
+      q.bx0 = bx;
+      q.by0 = by;
+      const int64_t gx = grid_n - bx < kMaxGridX ? grid_n - bx : kMaxGridX;
+      const int64_t gy = grid_m - by < kMaxGridYZ ? grid_m - by : kMaxGridYZ;
+      kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), C::THREADS,
+               C::SMEM_BYTES, stream>>>(q);
+      const int st = launch_status();
+      if (st != kOk) return st;
+    }
+  }
+  return kOk;
 }
 
 template <typename T, class C>
@@ -462,7 +479,8 @@ int semi24_mma_spmm(const void* a_frag, const uint32_t* meta, int64_t M, int64_t
                     const void* bias, void* out, int64_t ldo_m, int64_t ldo_n, DType dtype,
                     cudaStream_t stream) {
   if (M <= 0 || N <= 0) return kOk;  // nothing to write
-  if (K < 0 || Mp < M || Mp % kSemi24RowPad != 0 || Kp < K || Kp % kSemi24ColPad != 0)
+  if (K < 0 || Mp < M || Mp % kSemi24RowPad != 0 || Kp < K || Kp % kSemi24ColPad != 0 ||
+      Kp > kSemi24MaxKp)
     return kBadArgument;
   if (dtype != DType::kFloat16 && dtype != DType::kBFloat16) return kBadArgument;
   if ((Kp > 0 && (!aligned16(a_frag) || !aligned16(meta))) || !aligned16(B)) return kBadArgument;
@@ -492,6 +510,8 @@ int semi24_mma_spmm(const void* a_frag, const uint32_t* meta, int64_t M, int64_t
   p.ldo_m = ldo_m;
   p.ldo_n = ldo_n;
   p.out_mode = kOutScalar;
+  p.bx0 = 0;
+  p.by0 = 0;
   if (aligned16(out)) {
     if (ldo_m == 1 && (N == 1 || ldo_n % 8 == 0))
       p.out_mode = kOutColVec;

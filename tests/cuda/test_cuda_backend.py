@@ -244,6 +244,29 @@ def test_csc_kernel_reports_bad_repacked_index():
                                         None, out)
 
 
+# Grids past the launch limits (gridDim.y/z <= 65535) run as several launches (size audit,
+# csrc/cuda/NOTES.md): before, these sizes were refused with an error blaming B.
+def test_csc_more_columns_than_one_grid_holds():
+    M, K, N = 5, 3, 524281  # ceil(N / NC) > 65535 column chunks
+    W = random_pattern_weight(M, K, "csc", density=0.6).to(DEV)
+    A = sk.to_sparse(W, layout="csc")
+    B = torch.randn(K, N, device=DEV)
+    out = run_cuda(A, B)
+    assert rel_err(out, dense_ref(W, B, None)) < TOL[torch.float32]
+
+
+@pytest.mark.parametrize("tile", [None, "small"])
+def test_semi24_more_row_blocks_than_one_grid_holds(tile, monkeypatch):
+    if tile is not None:
+        monkeypatch.setenv("SPARSEKERN_SEMI24_TILE", tile)
+    M, K, N = 2097025, 32, 1  # 65536 blocks of 32 rows after padding
+    W = random_pattern_weight(M, K, "2:4").to(DEV, torch.float16)
+    A = sk.to_sparse(W, layout="2:4")
+    B = torch.randn(K, N, device=DEV).half()
+    out = run_cuda(A, B)
+    assert rel_err(out, dense_ref(W, B, None)) < TOL[torch.float16]
+
+
 def test_private_op_rejects_bad_shapes_with_their_sizes():
     out = torch.empty(4, 2, device=DEV, dtype=torch.float16)
     B = torch.randn(8, 2, device=DEV, dtype=torch.float16)
