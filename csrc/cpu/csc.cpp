@@ -707,7 +707,10 @@ class CsrPanels : public PanelWork {
 template <typename T, typename CI>
 int csr_typed(const CsrRepack& a, const Dense& d) {
   const Isa isa = active_isa();
-  int nt = threads_for(d.num_threads, static_cast<double>(a.nnz + d.M) * d.N);
+  // Work in panel steps: each entry (and each row's store) once per vector of columns.
+  const int64_t lanes = isa == Isa::kAvx512 ? 16 : 8;
+  const double steps = static_cast<double>(a.nnz + d.M) * static_cast<double>(ceil_div(d.N, lanes));
+  int nt = threads_for(d.num_threads, kPanelEntryCost * steps);
   if (nt > kMaxParts) nt = kMaxParts;
   if (nt > d.M) nt = static_cast<int>(max_i64(d.M, 1));
   const int parts = panel_parts(nt, d.M, d.N, kPanelWidth, kMaxParts);

@@ -29,6 +29,12 @@ inline int threads_for(int requested, double work) {
 // reuse across N), a CSC/CSR GEMV entry is a scalar gather or scatter.
 constexpr double kGemvCost = 2.0;
 constexpr double kEntryCost = 8.0;
+// A CSR panel step (one stored entry times one vector of panel columns: a broadcast, an index
+// and a panel-row load, bound by the load ports at about one per cycle). With one
+// entry-vector counted as 2.5 units, two threads start at ~52K entry-vectors: on the 2-vCPU
+// Intel VM (N = 4..32, 90%), a second thread was slower below ~30K (384x384 at N=16: 14.5 us
+// on one thread, 17.9 on two) and 0.7-0.8x above ~60K (bench/results/threads-2026-12-05).
+constexpr double kPanelEntryCost = 2.5;
 
 // Splits units [0, n) into `parts` contiguous ranges of about equal cost, where the cost of
 // units [0, i) is (prefix[i] - prefix[0]) + unit_cost * i. `prefix` must not decrease.
