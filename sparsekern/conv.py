@@ -180,8 +180,9 @@ class SparseConv2d(PackedWeightModule):
         if unbatched:
             x = x.unsqueeze(0)
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"x has shape {list(x.shape)}; expected [N, {self.in_channels}, H, W]"
-                             f" or [{self.in_channels}, H, W]")
+            shape = list(x.squeeze(0).shape if unbatched else x.shape)
+            raise ValueError(f"x has shape {shape}; expected [N, {self.in_channels}, H, W]"
+                             f" or [{self.in_channels}, H, W] for {self.describe()}")
         check_input(x, self.values)
         pads = self._explicit_padding()
         if pads is not None:
@@ -199,19 +200,32 @@ class SparseConv2d(PackedWeightModule):
         if Ho <= 0 or Wo <= 0:
             raise ValueError(f"x has shape {list(x.shape)}: too small for kernel_size "
                              f"{self.kernel_size} with dilation {self.dilation} and padding "
-                             f"{self.padding}")
+                             f"{self.padding} of {self.describe()}")
         if (kh, kw) == (1, 1) and unfold_pad == (0, 0):
             # 1x1: the pixels are the columns already (strided pixels for stride > 1).
             cols = x[:, :, ::sh, ::sw].reshape(N, C, Ho * Wo)
         else:
             cols = F.unfold(x, (kh, kw), dilation=(dh, dw), padding=unfold_pad, stride=(sh, sw))
         L = Ho * Wo
-        # B [C*kh*kw, N*L]: one column per output pixel of every sample.
-        B = cols[0] if N == 1 else cols.transpose(0, 1).reshape(cols.shape[1], N * L)
+        # B [C*kh*kw, N*L]: one column per output pixel of every sample. The same ops for
+        # every N (torch.jit.trace freezes Python branches on N): at N=1 the reshape is a view.
+        B = cols.transpose(0, 1).reshape(cols.shape[1], N * L)
         bias = weight_only_bias(self.bias, B.dtype, self.values.dtype)
         Y = spmm_op(*self.weight.op_args(), B, bias)  # [out, N*L]
-        out = Y.reshape(self.out_channels, N, Ho, Wo).transpose(0, 1).contiguous()
+        out = Y.reshape(self.out_channels, N, Ho, Wo).permute(1, 0, 2, 3)
+        if torch.compiler.is_compiling():
+            # Always a copy, never a view: at N=1 .contiguous() is a no-op and leaves the
+            # permuted view of Y as a graph node, and Inductor (2.13) fails to order its
+            # strides symbolically when it lays a following Conv2d out channels-last with
+            # dynamic shapes ("cannot determine truth value of Relational").
+            out = out.clone(memory_format=torch.contiguous_format)
+        else:
+            out = out.contiguous()  # a copy for N > 1; at N=1 Y's memory is the output's
         return out.squeeze(0) if unbatched else out
+
+    def describe(self) -> str:
+        """This layer in one line, for error messages (its repr)."""
+        return f"{type(self).__name__}({self.extra_repr()})"
 
     # -- state ----------------------------------------------------------------------
     def get_extra_state(self) -> torch.Tensor:

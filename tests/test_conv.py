@@ -204,6 +204,17 @@ def test_bad_input():
         sparse(torch.zeros(1, 4, 2, 2))
 
 
+def test_wrong_channels_name_the_layer():
+    """Deep in a model, "expected [N, 3, H, W]" did not say which layer expected it."""
+    sparse = SparseConv2d.from_dense(_pruned_conv(3, 8, "csc", kernel_size=3), "csc")
+    with pytest.raises(ValueError, match=r"x has shape \[2, 4, 9, 9\]; expected \[N, 3, H, W\] "
+                                         r"or \[3, H, W\] for SparseConv2d\(3, 8, "
+                                         r"kernel_size=\(3, 3\), stride=\(1, 1\)"):
+        sparse(torch.zeros(2, 4, 9, 9))
+    with pytest.raises(ValueError, match=r"x has shape \[4, 9, 9\]; .* for SparseConv2d\(3, 8, "):
+        sparse(torch.zeros(4, 9, 9))
+
+
 def test_load_state_dict_of_a_model_names_the_rejected_conv():
     model = nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU(), _pruned_conv(4, 4, "csc", kernel_size=1))
     model[2] = SparseConv2d.from_dense(model[2], "csc")

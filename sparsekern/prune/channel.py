@@ -445,6 +445,40 @@ def _remove_channels(model: nn.Module, group: ChannelGroup, keep: torch.Tensor,
             cons.in_features = len(cols)
 
 
+def _bn_scale_source(model: nn.Module, group: ChannelGroup) -> Optional[str]:
+    """The first BatchNorm following the producer that has a scale (gamma), or None."""
+    for name in group.followers:
+        if model.get_submodule(name).weight is not None:
+            return name
+    return None
+
+
+_CHANNEL_ATTRS = ("in_channels", "out_channels", "in_features", "out_features", "num_features")
+
+
+def _snapshot(model: nn.Module, groups: Dict[str, ChannelGroup]) -> Dict[str, tuple]:
+    """Every module the surgery of ``groups`` touches: its parameters, buffers and channel
+    counts (surgery assigns new tensors, so keeping the old objects is enough to restore)."""
+    names = set()
+    for g in groups.values():
+        names.update([g.producer, *g.followers, *(c for c, _ in g.consumers)])
+    saved = {}
+    for name in names:
+        mod = model.get_submodule(name)
+        saved[name] = (dict(mod._parameters), dict(mod._buffers),
+                       {a: getattr(mod, a) for a in _CHANNEL_ATTRS if hasattr(mod, a)})
+    return saved
+
+
+def _restore(model: nn.Module, saved: Dict[str, tuple]) -> None:
+    for name, (params, buffers, attrs) in saved.items():
+        mod = model.get_submodule(name)
+        mod._parameters.update(params)
+        mod._buffers.update(buffers)
+        for a, v in attrs.items():
+            setattr(mod, a, v)
+
+
 # -- the entry point -------------------------------------------------------------------------
 
 def _example_input(example_input, calib) -> Tuple[object, str]:
@@ -476,6 +510,10 @@ def select_channel_layers(model: nn.Module, example_input, criterion: str = "l1"
     if criterion == "bn_scale":
         for name in [n for n, g in groups.items() if not g.followers]:
             skipped[name] = "no BatchNorm follows it (criterion 'bn_scale')"
+            del groups[name]
+        for name in [n for n, g in groups.items() if _bn_scale_source(model, g) is None]:
+            skipped[name] = (f"its BatchNorm {', '.join(groups[name].followers)} has no scale "
+                             f"(affine=False) (criterion 'bn_scale')")
             del groups[name]
     if criterion == "regression":
         for name in [n for n, g in groups.items() if len(g.consumers) != 1]:
@@ -537,18 +575,40 @@ def channel_prune(model: nn.Module, ratio: Ratio, example_input=None,
         warnings.warn("channel pruning left these layers alone: " +
                       "; ".join(f"{n}: {why}" for n, why in unexpected.items()), stacklevel=2)
 
+    # Everything that can refuse runs before the first layer is changed.
+    if ratios is not None:
+        missing = [n for n in groups if n not in ratios]
+        if missing:
+            raise ValueError(f"ratio has no entry for the layers {missing} named in layers; "
+                             f"give every layer a ratio (or a single number)")
+    n_keeps = {}
+    for name, group in groups.items():
+        rr = ratios[name] if ratios is not None else r
+        n_keeps[name] = max(1, group.channels - int(round(rr * group.channels)))
     scores: Dict[str, torch.Tensor] = {}
     if criterion == "apoz":
         scores = _apoz_scores(gm, groups, calib)
     report = ChannelPruneReport(skipped=dict(skipped))
+    saved = _snapshot(model, groups)
+    try:
+        _prune_groups(model, groups, n_keeps, criterion, calib, scores, progress, report)
+    except BaseException:
+        _restore(model, saved)  # no half-pruned model (e.g. a calibration batch that fails)
+        raise
+    return report
+
+
+def _prune_groups(model: nn.Module, groups: Dict[str, ChannelGroup], n_keeps: Dict[str, int],
+                  criterion: str, calib, scores: Dict[str, torch.Tensor], progress: bool,
+                  report: ChannelPruneReport) -> None:
+    """The surgery of channel_prune, group after group (fills ``report.pruned``)."""
     items = list(groups.items())
     if progress:
         from tqdm.auto import tqdm
         items = tqdm(items, desc="channel pruning")
     for name, group in items:
         C = group.channels
-        rr = ratios[name] if ratios is not None else r
-        n_keep = max(1, C - int(round(rr * C)))
+        n_keep = n_keeps[name]
         refit = None
         if criterion == "regression":
             cname, inner = group.consumers[0]
@@ -562,7 +622,8 @@ def channel_prune(model: nn.Module, ratio: Ratio, example_input=None,
             if criterion in ("l1", "l2"):
                 s = criteria.channel_norms(model.get_submodule(name), criterion)
             elif criterion == "bn_scale":
-                s = model.get_submodule(group.followers[0]).weight.detach().double().abs()
+                bn = model.get_submodule(_bn_scale_source(model, group))
+                s = bn.weight.detach().double().abs()
             else:
                 s = scores[name]
             order = torch.argsort(s.cpu(), descending=True, stable=True)
@@ -572,4 +633,3 @@ def channel_prune(model: nn.Module, ratio: Ratio, example_input=None,
         removed = sorted(set(range(C)) - set(kept))
         report.pruned[name] = ChannelResult(kept, removed, list(group.followers),
                                             [c for c, _ in group.consumers])
-    return report

@@ -601,3 +601,83 @@ def test_weight_level_arguments_for_channel_granularity_are_refused(model, arg, 
         prune.prune_model(model, 0.5, "channel", example_input=torch.randn(2, 64),
                           **{arg: value})
     assert model.fc1.out_features == 32  # nothing removed
+
+
+# ----------------------------------------------------------------------------- channel surgery: all or nothing
+
+class _TwoBlocks(nn.Module):
+    """a -> bna -> c -> bn -> c2: two channel groups (a, c), BatchNorm ``bn`` affine or not."""
+
+    def __init__(self, affine=True):
+        super().__init__()
+        self.a, self.bna = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)
+        self.c, self.bn = nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8, affine=affine)
+        self.c2 = nn.Conv2d(8, 4, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.bna(self.a(x)))
+        return self.c2(torch.relu(self.bn(self.c(x))))
+
+
+def _channel_state(m):
+    return {k: (v.shape, v.clone()) for k, v in m.state_dict().items()}
+
+
+def _assert_unchanged(m, before):
+    after = _channel_state(m)
+    assert after.keys() == before.keys()
+    for k, (shape, v) in before.items():
+        assert after[k][0] == shape, k
+        assert torch.equal(after[k][1], v), k
+    assert (m.a.out_channels, m.c.in_channels, m.c.out_channels, m.bn.num_features,
+            m.c2.in_channels) == (8, 8, 8, 8, 8)
+
+
+def test_bn_scale_skips_a_batchnorm_without_gamma():
+    """BatchNorm2d(affine=False) has no weight: AttributeError midway, 'a' already shrunk."""
+    torch.manual_seed(0)
+    m = _TwoBlocks(affine=False).eval()
+    with pytest.warns(UserWarning, match=r"c: its BatchNorm bn has no scale \(affine=False\)"):
+        report = prune.channel_prune(m, 0.5, torch.randn(2, 3, 16, 16), criterion="bn_scale")
+    assert set(report.pruned) == {"a"} and m.a.out_channels == 4 and m.c.in_channels == 4
+    assert report.skipped["c"] == "its BatchNorm bn has no scale (affine=False) (criterion " \
+                                  "'bn_scale')"
+    assert m.c.out_channels == 8 and m.bn.num_features == 8
+    m2 = _TwoBlocks(affine=False).eval()
+    before = _channel_state(m2)
+    with pytest.raises(ValueError, match=r"layer 'c' cannot be channel-pruned: its BatchNorm bn "
+                                         r"has no scale"):
+        prune.channel_prune(m2, 0.5, torch.randn(2, 3, 16, 16), criterion="bn_scale",
+                            layers=["a", "c"])
+    _assert_unchanged(m2, before)
+
+
+def test_a_ratio_missing_for_a_named_layer_refuses_before_any_surgery():
+    """ratio={'a': ..} with layers=['a', 'c']: KeyError at 'c' after 'a' was shrunk."""
+    m = _TwoBlocks().eval()
+    before = _channel_state(m)
+    with pytest.raises(ValueError, match=r"ratio has no entry for the layers \['c'\]"):
+        prune.channel_prune(m, {"a": 0.5}, torch.randn(2, 3, 16, 16), layers=["a", "c"])
+    _assert_unchanged(m, before)
+
+
+def test_an_error_during_surgery_leaves_the_model_as_it_was(monkeypatch):
+    """Any failure after the first group's surgery (e.g. a calibration batch of the regression
+    criterion) restores every layer already changed."""
+    from sparsekern.prune import channel
+    m = _TwoBlocks().eval()
+    before = _channel_state(m)
+    real, calls = channel._remove_channels, []
+
+    def failing_second(model, group, keep, refit=None):
+        calls.append(group.producer)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        real(model, group, keep, refit)
+
+    monkeypatch.setattr(channel, "_remove_channels", failing_second)
+    with pytest.raises(RuntimeError, match="boom"):
+        prune.channel_prune(m, 0.5, torch.randn(2, 3, 16, 16), warn=False)
+    assert calls == ["a", "c"]
+    _assert_unchanged(m, before)
+    m(torch.randn(1, 3, 16, 16))  # still consistent
