@@ -19,7 +19,7 @@ from . import _layers
 from ._packed_module import (PackedWeightModule, check_bias, decode_extra_state, encode_extra_state,
                              outside_inference_mode)
 from .formats import SparseFormat, from_parts, to_sparse
-from .functional import check_input, weight_only_bias
+from .functional import _check_not_fx_proxy, check_input, weight_only_bias
 from .ops import spmm_op
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -176,6 +176,7 @@ class SparseConv2d(PackedWeightModule):
         return pads if any(pads) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_not_fx_proxy(x, "x")  # before any check that reads its shape
         unbatched = x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)

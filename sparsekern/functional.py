@@ -27,13 +27,13 @@ def _check_not_fx_proxy(x, name: str) -> None:
         raise TypeError(
             f"{name} is a torch.fx Proxy: torch.fx.symbolic_trace (and FX graph-mode "
             f"quantization, prepare_fx) cannot trace through a sparsekern layer "
-            f"(sparsekern.SparseLinear, sparsekern.linear / spmm), which checks its input's "
-            f"shape, dtype and device; expected a torch.Tensor. torch.export.export and "
-            f"torch.compile trace it. To keep it as one opaque call in an FX graph, make the "
+            f"(sparsekern.SparseLinear, SparseConv2d, sparsekern.linear / spmm), which checks "
+            f"its input's shape, dtype and device; expected a torch.Tensor. torch.export.export "
+            f"and torch.compile trace it. To keep it as one opaque call in an FX graph, make the "
             f"sparse layers leaves: for prepare_fx, prepare_custom_config="
-            f"PrepareCustomConfig().set_non_traceable_module_classes([sparsekern.SparseLinear]); "
-            f"for symbolic tracing, a torch.fx.Tracer whose is_leaf_module returns True for "
-            f"sparsekern.SparseLinear")
+            f"PrepareCustomConfig().set_non_traceable_module_classes([sparsekern.SparseLinear, "
+            f"sparsekern.SparseConv2d]); for symbolic tracing, a torch.fx.Tracer whose "
+            f"is_leaf_module returns True for both")
 
 
 def _check_not_nested(x: torch.Tensor, name: str) -> None:

@@ -57,8 +57,14 @@ def test_fx_symbolic_trace_names_fx_and_the_ways_around_it():
                                         r"\(and FX graph-mode quantization, prepare_fx\) cannot "
                                         r"trace through a sparsekern layer .*torch\.export\.export "
                                         r"and torch\.compile trace it.*set_non_traceable_module_"
-                                        r"classes\(\[sparsekern\.SparseLinear\]\).*is_leaf_module"):
+                                        r"classes\(\[sparsekern\.SparseLinear, "
+                                        r"sparsekern\.SparseConv2d\]\).*is_leaf_module"):
         torch.fx.symbolic_trace(s)
+    # A model whose only sparse layer is a conv: the same refusal, not torch's TraceError.
+    conv = sk.sparsify(nn.Sequential(nn.Conv2d(4, 8, 3)), layout="csc", max_density=1.0)
+    assert isinstance(conv[0], sk.SparseConv2d)
+    with pytest.raises(TypeError, match=r"x is a torch\.fx Proxy: .*SparseConv2d"):
+        torch.fx.symbolic_trace(conv)
 
     class Leaves(torch.fx.Tracer):  # the way around it that the message gives
         def is_leaf_module(self, mod, qualname):
@@ -144,6 +150,10 @@ def test_quantized_layers_are_named_as_not_supported(tmp_path):
         prune.prune_model(_quantized(_mlp()), 0.5, granularity="fine", criterion="l1")
     with pytest.raises(ValueError, match=r"layers: '0' is a DynamicQuantizedLinear \(quantized"):
         sk.sparsify(_quantized(_mlp()), layout="2:4", layers=["0"])
+    with pytest.raises(ValueError, match=r"layer '0' is a DynamicQuantizedLinear \(quantized by "
+                                         r"torch\.ao\.quantization; .*\); only nn\.Linear"):
+        prune.prune_model(_quantized(_mlp()), 0.5, layers=["0"], granularity="fine",
+                          criterion="l1")
     # load_sparse: "the saved sparse layer '0' is a Linear, but the model has a Linear there"
     s = _sparse_mlp(layers=["0", "2"])
     sk.save_sparse(s, tmp_path / "s.pt")

@@ -193,7 +193,9 @@ def select_layers(model: nn.Module, layers: Optional[Iterable[str]] = None,
         if not is_prunable(m):
             why = f": {skip_reason(m)}" if looks_linear(m) else ""
             why = f": it is {_PACKED}" if _is_packed(m) else why
-            raise ValueError(f"layer {name!r} is a {describe(m)}; only nn.Linear and nn.Conv2d "
+            quantized = _layers.quantized_name(m)  # torch names its class "Linear" too
+            what = f"{quantized} ({_layers.QUANTIZED_NOTE})" if quantized else describe(m)
+            raise ValueError(f"layer {name!r} is a {what}; only nn.Linear and nn.Conv2d "
                              f"can be pruned (and transformers Conv1D){why}")
         if need_conv and not isinstance(m, nn.Conv2d):
             raise ValueError(f"layer {name!r} is a {describe(m)}; kernel granularity prunes whole "
