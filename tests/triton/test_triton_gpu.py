@@ -12,8 +12,9 @@ import triton
 
 import sparsekern as sk
 from sparsekern.backends import gpu_choice, use_backend
-from sparsekern.triton import build_row_strips, configs, triton_bsr, triton_csc, triton_semi24
+from sparsekern.triton import build_row_strips, configs
 from tests.helpers import dense_ref, random_pattern_weight, rel_err
+from tests.triton.launch import launch_into
 from tests.triton.tolerance import tolerance
 
 pytestmark = pytest.mark.gpu
@@ -111,14 +112,7 @@ def test_forced_split_k(layout, split_k):
     B = make_b(K, N, "x_t", torch.float16)
     bias = torch.randn(M, device=DEV).half()
     out = torch.full((N, M), float("nan"), device=DEV, dtype=torch.float16).t()
-    values, indices, offsets, *_ = A.op_args()
-    if layout == "bsr":
-        triton_bsr(values, indices, offsets, M, K, B, bias, out, split_k)
-    elif layout == "2:4":
-        triton_semi24(values, indices, M, K, B, bias, out, split_k)
-    else:
-        s = build_row_strips(values, indices, offsets, M, K)
-        triton_csc(s.values, s.cols, s.rows, s.ptr, M, K, B, bias, out, split_k)
+    launch_into(A, layout, M, K, B, bias, out, split_k)
     assert rel_err(out, dense_ref(W, B, bias)) < tolerance(torch.float16, 0, tf32=True)
 
 

@@ -21,6 +21,7 @@ import sparsekern as sk
 from sparsekern.backends import use_backend
 from sparsekern.triton import configs
 from sparsekern.triton.tiles import split_range
+from tests.triton.launch import launch_into
 
 HAS_CUDA = torch.cuda.is_available()
 DEV = "cuda" if HAS_CUDA else "cpu"
@@ -121,7 +122,6 @@ def test_b_column_stride_past_2_31(layout, nonfinite):
 def test_out_column_stride_past_2_31(layout, split_k):
     """Column-major out whose column 2 is 2^31 elements in (stride_on = 2^30): every
     element lands in place and nothing is written 2^32 elements early (the sentinel)."""
-    from sparsekern.triton import build_row_strips, triton_bsr, triton_csc, triton_semi24
     M, K, N = 16, 4, 3
     W = _weight(M, K, cols=(1, 3))
     g = torch.Generator().manual_seed(1)
@@ -131,14 +131,7 @@ def test_out_column_stride_past_2_31(layout, split_k):
     out.fill_(float("nan"))
     assert configs.needs_int64(out)
     A = _pack(W, layout)
-    values, indices, offsets, *_ = A.op_args()
-    if layout == "bsr":
-        triton_bsr(values, indices, offsets, M, K, B, bias, out, split_k)
-    elif layout == "2:4":
-        triton_semi24(values, indices, M, K, B, bias, out, split_k)
-    else:
-        s = build_row_strips(values, indices, offsets, M, K)
-        triton_csc(s.values, s.cols, s.rows, s.ptr, M, K, B, bias, out, split_k)
+    launch_into(A, layout, M, K, B, bias, out, split_k)
     assert bool((store[:WRAP] == -7.0).all()), "written 2^32 elements before out's column"
     _check(out, _reference(W, B, bias))
 

@@ -12,6 +12,7 @@ import sparsekern as sk
 from sparsekern.backends import triton as triton_backend
 from sparsekern.backends import use_backend
 from tests.helpers import random_pattern_weight, rel_err
+from tests.triton.launch import launch_into
 from tests.triton.tolerance import tolerance
 
 pytestmark = pytest.mark.usefixtures("triton_available", "poison_output")
@@ -145,21 +146,13 @@ def test_bsr_any_block_shape(blocksize):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_forced_split_k(layout, split_k):
     """Each private op with an explicit split (partials + the deterministic reduction)."""
-    from sparsekern.triton import build_row_strips, triton_bsr, triton_csc, triton_semi24
     M, K, N = 33, 96, 4
     W = random_pattern_weight(M, K, layout, density=0.5, blocksize=(16, 16))
     A = pack(W, layout)
     B = torch.randn(K, N)
     bias = torch.randn(M)
     out = torch.full((M, N), float("nan"))
-    values, indices, offsets, *_ = A.op_args()
-    if layout == "bsr":
-        triton_bsr(values, indices, offsets, M, K, B, bias, out, split_k)
-    elif layout == "2:4":
-        triton_semi24(values, indices, M, K, B, bias, out, split_k)
-    else:
-        s = build_row_strips(values, indices, offsets, M, K)
-        triton_csc(s.values, s.cols, s.rows, s.ptr, M, K, B, bias, out, split_k)
+    launch_into(A, layout, M, K, B, bias, out, split_k)
     assert rel_err(out, reference_out(A, B, bias)) < tol(torch.float32, K)
 
 
