@@ -294,6 +294,9 @@ void check_status(int status, c10::string_view layout, int64_t M, int64_t K, int
               ", N=", N, "; buffers above ", kMaxScratchBytes, " bytes are refused: the kernels' "
               "per-thread buffers grow with K (B packed in panels of K rows, the GEMV's list "
               "of columns) and with M and N (row sums, copies of B))");
+  TORCH_CHECK(status != kInternal, what, "internal error: the CPU thread pool ran a work item "
+              "twice (a sparsekern bug; please report it with SPARSEKERN_CPU_POOL and the "
+              "thread count). SPARSEKERN_CPU_POOL=torch avoids sparsekern's own pool");
   TORCH_CHECK(false, what, "kernel failed with status ", status);
 }
 
@@ -627,6 +630,8 @@ void pool_reload() {
     std::lock_guard<std::mutex> lock(g_pool_env_mu);
     g_pool_env_text = text;
   }
+  const char* fuzz = std::getenv("SPARSEKERN_POOL_FUZZ");  // tests only (kernels.h)
+  skc::set_pool_fuzz(fuzz != nullptr && std::string(fuzz) == "1");
   g_pool_choice.store(static_cast<int>(c));
   g_torch_pool_off_until.store(0);
   g_backoff.store(0);

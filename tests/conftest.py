@@ -1,5 +1,6 @@
 """Test setup: Triton runs in its interpreter when no GPU is present; GPU tests skip."""
 import os
+import signal
 
 import pytest
 import torch
@@ -10,6 +11,26 @@ if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 # Triton 3.9 warns on every compile unless the fp-fusion default is set explicitly.
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+
+
+# A test that hangs ends the run instead of holding it (a deadlock in the kernels' thread pool
+# once held CI for its whole 90 minutes with no word of where): pytest's faulthandler prints
+# every thread's stack after faulthandler_timeout (pyproject.toml), and SIGALRM's default
+# action ends the process a little later, even while the hang holds the GIL.
+HANG_LIMIT_S = int(os.environ.get("SPARSEKERN_TEST_HANG_LIMIT_S", "900"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if not hasattr(signal, "SIGALRM") or HANG_LIMIT_S <= 0:
+        yield
+        return
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(HANG_LIMIT_S)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -22,6 +22,7 @@ enum Status : int {
   kBadMeta = 3,      // 2:4 metadata with a first position >= the second
   kBadArgument = 4,  // sizes/strides inconsistent (a bug in the caller)
   kNoMemory = 5,     // a scratch buffer could not be allocated
+  kInternal = 6,     // the thread pool ran a work item twice (a bug: reported, never a hang)
 };
 
 class CsrRepack;
@@ -157,6 +158,10 @@ using ItemFn = int (*)(void* ctx, int64_t item);
 using ItemRunner = int (*)(int64_t items, int threads, ItemFn fn, void* ctx);
 constexpr int kRunnerDeclined = -1;
 void set_item_runner(ItemRunner runner);
+// Tests only (SPARSEKERN_POOL_FUZZ=1, read with SPARSEKERN_CPU_POOL): the pool's threads
+// sleep for a few random microseconds at the points where a call hands over to the next, so
+// that a stress test reaches the interleavings a busy machine produces only now and then.
+void set_pool_fuzz(bool on);
 
 // The instruction set the kernels use for the next call: "avx512", "avx2" or "portable".
 // SPARSEKERN_CPU_ISA=portable|avx2|avx512|auto (read at load and on isa_reload(), see isa.h)

@@ -128,6 +128,7 @@ void pack_panel(const Dense& d, int64_t n0, int64_t nb, int64_t ldp, int64_t k0,
 namespace {
 
 constexpr int kMaxHelpers = 255;
+constexpr uint64_t kClosed = 0xffffffffu;  // a claim word's next item when none may be claimed
 constexpr int64_t kSpinNanos = 50000;  // a helper's spin before sleeping (back-to-back calls)
 
 void cpu_relax() {
@@ -192,6 +193,18 @@ void leave_callers_cpu(int caller_cpu) {
 #endif
 }
 
+std::atomic<bool> g_fuzz{false};
+
+// set_pool_fuzz's pause: a sleep of 0-200 us on one call in four (a thread-local xorshift).
+void fuzz_point() {
+  if (!g_fuzz.load(std::memory_order_relaxed)) return;
+  static thread_local uint32_t x = 0x9e3779b9u ^ static_cast<uint32_t>(now_ns());
+  x ^= x << 13;
+  x ^= x >> 17;
+  x ^= x << 5;
+  if ((x & 3) == 0) std::this_thread::sleep_for(std::chrono::microseconds((x >> 8) % 200));
+}
+
 // Spins up to kSpinNanos while pred() is false; returns pred().
 template <typename P>
 bool spin_until(P&& pred) {
@@ -224,15 +237,22 @@ struct Pool {
   // threads). A helper that wakes late (its core busy with another process) would otherwise
   // take the last item just before the caller, and the caller would wait for a thread that
   // may be descheduled again; the caller takes it instead and never waits for a late claim.
+  // `items` and `dynamic` are read after `claim` and may already belong to the next call; the
+  // CAS on the claim read first then fails, because run_items closes the claim word (a new
+  // generation with no item to claim) before it writes the next call's fields (seq_cst
+  // stores and loads order the two). Without that a helper preempted inside take() at the
+  // end of one call claimed an item of the next call's count under the old generation: an
+  // item ran twice and the call hung (caught by CI under load, 3 threads on 2 cores).
   bool take(uint32_t g, int64_t* item, bool leave_last) {
-    uint64_t c = claim.load(std::memory_order_acquire);
+    uint64_t c = claim.load();
     for (;;) {
       if (static_cast<uint32_t>(c >> 32) != g) return false;
       const int64_t next = static_cast<int64_t>(c & 0xffffffffu);
-      const int64_t n = items.load(std::memory_order_relaxed);
+      fuzz_point();
+      const int64_t n = items.load();
       if (next >= n || (leave_last && next + 1 == n && dynamic.load(std::memory_order_relaxed)))
         return false;
-      if (claim.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel)) {
+      if (claim.compare_exchange_weak(c, c + 1)) {
         *item = next;
         return true;
       }
@@ -249,6 +269,7 @@ struct Pool {
         int expected = kOk;
         status.compare_exchange_strong(expected, s);
       }
+      fuzz_point();
       const uint32_t d = done.fetch_add(1) + 1;
       if (d == static_cast<uint32_t>(items.load(std::memory_order_relaxed)) && caller_asleep.load())
         wake_all(done);
@@ -266,6 +287,7 @@ struct Pool {
       const uint32_t g = gen.load(std::memory_order_acquire);
       if (g == seen) continue;
       seen = g;
+      fuzz_point();
       if (index < helpers_wanted.load(std::memory_order_relaxed)) {
         leave_callers_cpu(caller_cpu.load(std::memory_order_relaxed));
         work(g, true);
@@ -311,6 +333,8 @@ Pool* pool() {
 
 }  // namespace
 
+void set_pool_fuzz(bool on) { g_fuzz.store(on); }
+
 void set_item_runner(ItemRunner runner) {
   register_fork_handler();
   if (!g_forked.load()) g_runner.store(runner);
@@ -342,16 +366,20 @@ int run_items(int64_t items, int threads, ItemFn fn, void* ctx) {
       break;  // no more threads: the caller and the helpers there are do the work
     }
   }
+  const uint32_t g = p->gen.load(std::memory_order_relaxed) + 1;
+  // Close the claim word first (generation g, nothing to claim): a helper still inside take()
+  // for the last call can no longer claim once it may see this call's fields (see take).
+  p->claim.store(static_cast<uint64_t>(g) << 32 | kClosed);
   p->fn.store(fn, std::memory_order_relaxed);
   p->ctx.store(ctx, std::memory_order_relaxed);
-  p->items.store(items, std::memory_order_relaxed);
+  p->items.store(items);
+  fuzz_point();
   p->helpers_wanted.store(helpers, std::memory_order_relaxed);
   p->dynamic.store(items > threads, std::memory_order_relaxed);
   p->status.store(kOk, std::memory_order_relaxed);
   p->done.store(0, std::memory_order_relaxed);
   p->caller_cpu.store(current_cpu(), std::memory_order_relaxed);
-  const uint32_t g = p->gen.load(std::memory_order_relaxed) + 1;
-  p->claim.store(static_cast<uint64_t>(g) << 32, std::memory_order_release);
+  p->claim.store(static_cast<uint64_t>(g) << 32);  // open: items [0, items) to claim
   p->gen.store(g);
   if (p->sleepers.load() > 0) wake_all(p->gen);
   p->work(g, false);
@@ -395,24 +423,26 @@ PackedPanel& packed_panel() {
 // A (panel, part) for the thread running pair item i: the next part of the panel it has
 // packed while one is left, else of its starting panel (i % npanels: on a quiet machine the
 // threads' first items start them on different panels), else of the panel with the most parts
-// left. There are as many items as pairs and each item claims one, so a claim always succeeds.
-void claim_pair(const PanelCall& c, int64_t i, int64_t* panel, int* part) {
+// left. There are as many items as pairs and each item claims one, so a claim succeeds when
+// every item runs once; false (never a loop without end) if none is left.
+bool claim_pair(const PanelCall& c, int64_t i, int64_t* panel, int* part) {
   const PackedPanel& pp = packed_panel();
   const int64_t first = pp.call == c.id ? pp.panel : i % c.npanels;
   for (int pass = 0;; ++pass) {
     int64_t pi = first;
     if (pass > 0) {  // the panel with the most parts left (a scan: npanels < 4 * threads)
-      int best = 0;
+      int best = 0;  // counters only grow: a stale read overstates what is left, never hides it
       for (int64_t q = 0; q < c.npanels; ++q) {
         const int left = c.parts - c.next_part[q].load(std::memory_order_relaxed);
         if (left > best) best = left, pi = q;
       }
+      if (best == 0) return false;
     }
     const int p = c.next_part[pi].fetch_add(1, std::memory_order_relaxed);
     if (p < c.parts) {
       *panel = pi;
       *part = p;
-      return;
+      return true;
     }
   }
 }
@@ -422,7 +452,7 @@ int run_panel_item(void* ctx, int64_t i) {
   const Dense& d = *c.d;
   int64_t pi = i;
   int part = 0;
-  if (!c.by_panel) claim_pair(c, i, &pi, &part);
+  if (!c.by_panel && !claim_pair(c, i, &pi, &part)) return kInternal;
   const int64_t n0 = pi * c.panel_width;
   const int64_t nb = min_i64(c.panel_width, d.N - n0), ldp = round_up(nb, c.align);
   float* P = scratch_panel().get_as<float>(max_i64(d.K, 1), c.ldp_max);
