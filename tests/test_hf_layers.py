@@ -628,9 +628,10 @@ def test_a_sparsified_model_reports_its_sparsity_and_refuses_masks_for_packed_la
     # one name as a plain str (it was read character by character: "layer 'e' does not exist")
     assert prune.sparsity(sparse, layers=some) == {some: before[some], "total": before[some]}
     assert prune.sparsity(model, layers=some) == {some: before[some], "total": before[some]}
-    with pytest.raises(ValueError, match=rf"mask for layer '{some}': it is a packed SparseLinear "
-                                         r"\(sparsekern.sparsify\): its pruned weights are not "
-                                         r"stored, so they stay zero without a mask"):
+    with pytest.raises(ValueError, match=rf"mask for layer '{some}': got a mask for a packed "
+                                         r"SparseLinear \(sparsekern\.sparsify, layout '2:4'\); "
+                                         r"expected masks for dense layers only\. Layout '2:4' "
+                                         r"can store zeros .*StoredZeroHolder"):
         prune.distill(sparse, teacher, [ids()], masks=masks, steps=1, progress=False)
     prune.distill(sparse, teacher, [ids()], steps=1, progress=False)  # masks=None: fine
 

@@ -25,10 +25,7 @@ def check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     for name, mask in masks.items():
         m = modules.get(name)
         if isinstance(m, PackedWeightModule):
-            raise ValueError(f"mask for layer {name!r}: it is a packed {type(m).__name__} "
-                             f"(sparsekern.sparsify): its pruned weights are not stored, so they "
-                             f"stay zero without a mask; give masks for dense layers only "
-                             f"(distill(masks=None) also holds the zeros of packed layers)")
+            raise ValueError(_packed_mask_message(name, m))
         if m is None or not isinstance(getattr(m, "weight", None), torch.Tensor):
             hint = ("; it is a torch.compile wrapper, whose layers are named '_orig_mod.<name>': "
                     "use the masks with the model it wraps (model._orig_mod)"
@@ -40,6 +37,43 @@ def check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
             raise ValueError(f"mask for layer {name!r} has shape {got}; expected the weight's "
                              f"shape {list(m.weight.shape)}")
         _check_zero_one(name, mask)
+
+
+def _packed_mask_message(name: str, m: nn.Module) -> str:
+    """The error for a mask given for a packed layer, true for its layout: a layout that
+    stores only nonzeros (csc, sell) keeps pruned weights at zero by not storing them; one
+    that stores zeros (zeros inside a kept BSR block, the spare slot of an N:M group) trains
+    them like every stored value, and only :class:`StoredZeroHolder` (what fine_tune and
+    distill attach) keeps them at zero."""
+    from ..formats import layouts
+    layout = getattr(m, "layout", None)
+    try:
+        spec = layouts.get(layout)
+    except (ValueError, TypeError):
+        spec = None
+    values = m._parameters.get("values")
+    n_zero = (int((values.detach() == 0).sum()) if isinstance(values, torch.Tensor)
+              and values.is_floating_point() and values.device.type != "meta" else 0)
+    if spec is not None and spec.blocked:
+        where = "the zeros inside its kept blocks"
+    elif spec is not None and spec.group is not None:
+        n, g = spec.group
+        where = (f"the stored slot of each all-zero group of {g} along K" if n == 1 else
+                 f"the spare slots of its groups of {g} along K with fewer than {n} nonzeros")
+    else:
+        where = "zeros among its stored values"
+    head = (f"mask for layer {name!r}: got a mask for a packed {type(m).__name__} "
+            f"(sparsekern.sparsify, layout {layout!r}); expected masks for dense layers only")
+    if n_zero == 0 and spec is not None and not spec.blocked and spec.group is None:
+        return (f"{head}. Layout {layout!r} stores only the nonzeros: its pruned weights are "
+                f"not stored, so they stay zero without a mask")
+    return (f"{head}. Layout {layout!r} can store zeros ({where}; this layer stores {n_zero} "
+            f"now) "
+            f"and trains them like every stored value, so an optimizer step makes them "
+            f"nonzero and a mask cannot hold them: prune.StoredZeroHolder keeps them at zero "
+            f"(`with prune.StoredZeroHolder(model):` in your own loop); prune.fine_tune and "
+            f"prune.distill attach it with masks=None or masks of the dense layers (not with "
+            f"masks={{}}, nor does prune.train)")
 
 
 def _check_zero_one(name: str, mask: torch.Tensor) -> None:
