@@ -993,13 +993,20 @@ at::Tensor sampled_dot_cpu(const at::Tensor& values, const at::Tensor& indices,
 
 // dY for both CPU backward kernels: itself unless they would each copy it row-major (see
 // cpu::reads_strided), then one row-major copy (16 x 16 register transposes on AVX-512).
+// Fake and functional tensors (torch.compile tracing, export) have no data to copy, and their
+// sizes and strides may be symbolic: reading one as an int (size(), stride(), is_contiguous())
+// adds a guard on it. AOT autograd traces the backward with symbolic batch sizes, so each
+// such read specialized the batch size and a compiled training step recompiled for every new
+// one. Checked before any size or stride is read.
+bool traced(const at::Tensor& t) {
+  const c10::DispatchKeySet keys({c10::DispatchKey::Python, c10::DispatchKey::Functionalize});
+  return t.key_set().has_any(keys) || !t.has_storage();
+}
+
 at::Tensor shared_row_major(const at::Tensor& grad, const std::string& layout) {
   if (!grad.device().is_cpu() || grad.scalar_type() != at::kFloat || grad.dim() != 2 ||
-      grad.is_contiguous())
+      traced(grad) || grad.is_contiguous())
     return grad;
-  // Fake and functional tensors (torch.compile tracing) have no data to copy.
-  const c10::DispatchKeySet traced({c10::DispatchKey::Python, c10::DispatchKey::Functionalize});
-  if (grad.key_set().has_any(traced) || !grad.has_storage()) return grad;
   const Layout lay = parse_layout(layout);
   if (lay != Layout::kBsr && lay != Layout::kCsc && lay != Layout::kSemi24) return grad;
   const skc::SparseLayout sl = lay == Layout::kBsr   ? skc::SparseLayout::kBsr
@@ -1020,12 +1027,10 @@ at::Tensor shared_row_major(const at::Tensor& grad, const std::string& layout) {
 // the graph), for fake tensors and for anything but a CPU float32 matrix.
 at::Tensor laid_out_like(const at::Tensor& dB, const at::Tensor& B) {
   if (at::GradMode::is_enabled() || !dB.device().is_cpu() || dB.scalar_type() != at::kFloat ||
-      dB.dim() != 2 || B.dim() != 2 || !dB.is_contiguous())
+      dB.dim() != 2 || B.dim() != 2 || traced(dB) || traced(B) || !dB.is_contiguous())
     return dB;
   const int64_t K = dB.size(0), N = dB.size(1);
   if (K < 16 || N < 16 || B.stride(0) != 1 || B.stride(1) != K) return dB;
-  const c10::DispatchKeySet traced({c10::DispatchKey::Python, c10::DispatchKey::Functionalize});
-  if (dB.key_set().has_any(traced) || !dB.has_storage()) return dB;
   at::Tensor out = at::empty({N, K}, dB.options());
   const int status = skc::copy_row_major(dense_view(dB.t()), N, K, out.data_ptr<float>(),
                                          at::get_num_threads());
