@@ -34,6 +34,7 @@
 // Python.h first (as Python requires); with Py_LIMITED_API (setup.py) only the stable ABI is
 // used: this file needs it for PyInit__C alone, so `_C` is one abi3 file for every Python.
 #include <Python.h>
+#include <pthread.h>
 #include <torch/all.h>
 #include <torch/library.h>
 
@@ -45,6 +46,7 @@
 #include <ctime>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -406,6 +408,7 @@ class CscCache {
     }
     if (facts->status == skc::kOk) facts->csr = std::move(r);
     std::lock_guard<std::mutex> lock(mu_);
+    skc::fuzz_point();  // tests: a fork while this lock is held (after_fork_child)
     sweep();
     map_.erase(values.unsafeGetTensorImpl());
     map_.emplace(values.unsafeGetTensorImpl(), Entry{WeakImpl(values.getIntrusivePtr()),
@@ -468,10 +471,13 @@ class CscCache {
   uint64_t lookups_ = 0;
 };
 
-CscCache& csc_cache() {
-  static CscCache* cache = new CscCache();  // never destroyed: outlives every caller
-  return *cache;
-}
+// Never destroyed: outlives every caller. A forked child gets a fresh, empty cache (it is
+// only a memo): fork() copies the mutex as it is, and a fork while another thread of the
+// parent held it (a DataLoader forking its workers while a thread runs CSC inference) left
+// the child's first CSC call waiting for ever on a lock no thread of the child would release.
+std::atomic<CscCache*> g_csc_cache{new CscCache()};
+
+CscCache& csc_cache() { return *g_csc_cache.load(std::memory_order_acquire); }
 
 // ----------------------------------------------------------------------------- threads
 //
@@ -504,6 +510,15 @@ std::atomic<int64_t> g_torch_pool_off_until{0};  // steady-clock ns; auto: own p
 std::atomic<int64_t> g_backoff{0};  // the last back-off's length (ns); 0 after a clean call
 std::mutex g_pool_env_mu;
 std::string g_pool_env_text;  // SPARSEKERN_CPU_POOL as last read (for the error message)
+
+// In a forked child: the locks of this file start unlocked and the CSC cache empty, whatever
+// another thread of the parent held at the fork (the old cache is leaked: its map may be
+// half-written). The pool (parallel.cpp) and the ISA state (isa.cpp) do the same for theirs.
+void after_fork_child() {
+  g_csc_cache.store(new CscCache(), std::memory_order_release);
+  new (&g_pool_env_mu) std::mutex();
+}
+const bool g_fork_handler = (pthread_atfork(nullptr, nullptr, &after_fork_child), true);
 
 int64_t steady_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(

@@ -6,7 +6,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <string>
+
+#include <pthread.h>
 
 #include "kernels.h"
 
@@ -131,6 +134,10 @@ IsaState& state() {
 
 // Read at load, so the first call pays nothing.
 const bool g_read_at_load = (state(), true);
+
+// A forked child's lock starts unlocked whatever another thread of the parent held at the fork.
+void after_fork_child() { new (&state().mu) std::mutex(); }
+const bool g_fork_handler = (pthread_atfork(nullptr, nullptr, &after_fork_child), true);
 }  // namespace
 
 void isa_reload() { read_env(state()); }

@@ -162,6 +162,8 @@ void set_item_runner(ItemRunner runner);
 // sleep for a few random microseconds at the points where a call hands over to the next, so
 // that a stress test reaches the interleavings a busy machine produces only now and then.
 void set_pool_fuzz(bool on);
+// One such point: a no-op unless set_pool_fuzz is on (also used inside the glue's locks).
+void fuzz_point();
 
 // The instruction set the kernels use for the next call: "avx512", "avx2" or "portable".
 // SPARSEKERN_CPU_ISA=portable|avx2|avx512|auto (read at load and on isa_reload(), see isa.h)

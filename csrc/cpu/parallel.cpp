@@ -194,6 +194,7 @@ void leave_callers_cpu(int caller_cpu) {
 }
 
 std::atomic<bool> g_fuzz{false};
+}  // namespace
 
 // set_pool_fuzz's pause: a sleep of 0-200 us on one call in four (a thread-local xorshift).
 void fuzz_point() {
@@ -204,6 +205,8 @@ void fuzz_point() {
   x ^= x << 5;
   if ((x & 3) == 0) std::this_thread::sleep_for(std::chrono::microseconds((x >> 8) % 200));
 }
+
+namespace {
 
 // Spins up to kSpinNanos while pred() is false; returns pred().
 template <typename P>
