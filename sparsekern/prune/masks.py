@@ -25,7 +25,7 @@ def check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     for name, mask in masks.items():
         m = modules.get(name)
         if isinstance(m, PackedWeightModule):
-            raise ValueError(_packed_mask_message(name, m))
+            raise ValueError(_packed_mask_message(name, m) + _stricter_mask_note(m, mask))
         if m is None or not isinstance(getattr(m, "weight", None), torch.Tensor):
             hint = ("; it is a torch.compile wrapper, whose layers are named '_orig_mod.<name>': "
                     "use the masks with the model it wraps (model._orig_mod)"
@@ -74,6 +74,24 @@ def _packed_mask_message(name: str, m: nn.Module) -> str:
             f"(`with prune.StoredZeroHolder(model):` in your own loop); prune.fine_tune and "
             f"prune.distill attach it with masks=None or masks of the dense layers (not with "
             f"masks={{}}, nor does prune.train)")
+
+
+def _stricter_mask_note(m: nn.Module, mask) -> str:
+    """The part of the packed-layer error for a mask that would prune more than the layer
+    holds: the user wants further pruning, which a packed layer cannot take in place."""
+    try:
+        W = m.weight.to_dense()
+        if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(W.shape):
+            return ""
+        lost = int(((W != 0) & (mask.to(W.device) == 0)).sum())
+        have = int((W != 0).sum())
+    except Exception:  # a mask too odd to compare: the main message stands alone
+        return ""
+    if lost == 0:
+        return ""
+    return (f". This mask would also zero {lost} of the layer's {have} nonzero weights: to "
+            f"prune further, unpack it (layer.to_dense() is an equivalent dense layer), prune "
+            f"that and sparsify again")
 
 
 def _check_zero_one(name: str, mask: torch.Tensor) -> None:

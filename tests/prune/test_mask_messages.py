@@ -168,3 +168,18 @@ def test_what_the_message_names_keeps_stored_zeros_at_zero(layout, opt, conv):
     o = OPTIMIZERS[opt](tuned.parameters())
     prune.fine_tune(tuned, _loader(conv), optimizer=o, progress=False)
     assert _revived(tuned, zero) == 0
+
+
+@pytest.mark.parametrize("layout", ["csc", "bsr", "2:4"])
+def test_a_stricter_mask_for_a_packed_layer_says_how_to_prune_further(layout):
+    """A mask that prunes more than the packed layer holds is a request for more pruning:
+    'not needed' alone would drop it silently (found by a new-user trial)."""
+    model, masks = _packed(layout)
+    stricter = masks["0"].clone()
+    stricter[:8, :] = False  # more pruning than the layer holds
+    with pytest.raises(ValueError, match=r"This mask would also zero \d+ of the layer's \d+ "
+                                         r"nonzero weights: to prune further, unpack it"):
+        prune.MaskHolder(model, {"0": stricter})
+    with pytest.raises(ValueError) as e:  # the layer's own mask: no such note
+        prune.MaskHolder(model, {"0": masks["0"]})
+    assert "would also zero" not in str(e.value)
