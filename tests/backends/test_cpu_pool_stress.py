@@ -89,6 +89,10 @@ FORK_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="under AddressSanitizer (the sanitizer job) a child forked while "
+                           "another thread allocates can hang in the sanitizer's own allocator "
+                           "lock; the main test job runs this test")
 def test_a_child_forked_while_the_csc_cache_is_locked_does_not_hang():
     """fork() copies a mutex as it is: a child forked while another thread of the parent held
     the CSC cache's lock (a DataLoader forking workers during CSC inference) waited for ever
