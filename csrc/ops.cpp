@@ -1006,8 +1006,6 @@ at::Tensor sampled_dot_cpu(const at::Tensor& values, const at::Tensor& indices,
 
 // ----------------------------------------------------------------------------- autograd
 
-// dY for both CPU backward kernels: itself unless they would each copy it row-major (see
-// cpu::reads_strided), then one row-major copy (16 x 16 register transposes on AVX-512).
 // Fake and functional tensors (torch.compile tracing, export) have no data to copy, and their
 // sizes and strides may be symbolic: reading one as an int (size(), stride(), is_contiguous())
 // adds a guard on it. AOT autograd traces the backward with symbolic batch sizes, so each
@@ -1018,6 +1016,8 @@ bool traced(const at::Tensor& t) {
   return t.key_set().has_any(keys) || !t.has_storage();
 }
 
+// dY for both CPU backward kernels: itself unless they would each copy it row-major (see
+// cpu::reads_strided), then one row-major copy (16 x 16 register transposes on AVX-512).
 at::Tensor shared_row_major(const at::Tensor& grad, const std::string& layout) {
   if (!grad.device().is_cpu() || grad.scalar_type() != at::kFloat || grad.dim() != 2 ||
       traced(grad) || grad.is_contiguous())
