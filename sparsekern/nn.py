@@ -276,7 +276,9 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
             dense: they need a real input shape).
         latency_table: for ``"auto"``: a table from ``sparsekern.auto.build_table`` (layers
             it lacks are measured).
-        margin: for ``"auto"``: required predicted gain over dense (default 0.05).
+        margin: for ``"auto"``: required predicted gain over dense (default 0.05). With
+            ``example_input``, the table's close calls are then checked on the whole model
+            (sparsekern.auto.recheck; what was tried: ``model.sparsekern_model_check``).
         layers: names of the layers to consider (default: every linear-like layer). A layer
             packed before is reported "already packed" and kept as it is, as without
             ``layers``; a later name of a module registered under several names

@@ -29,6 +29,7 @@ from .._warn import user_stacklevel
 from .. import _layers
 from ..conv import SparseConv2d
 from ..nn import SparseLinear, replace_layer
+from . import recheck
 from .formats import DENSE, FormatSpec, parse_format
 from .patterns import pattern_densities
 from .signature import LayerSig, candidate_layers
@@ -216,7 +217,8 @@ def _sparse_layer(mod: nn.Module, d: LayerDecision) -> nn.Module:
 
 def sparsify_auto(model: nn.Module, table: Optional[LatencyTable] = None, example_input=None,
                   layers=None, linear_only: bool = False, margin: float = DEFAULT_MARGIN,
-                  settings=None, cache=None, progress: bool = False) -> nn.Module:
+                  settings=None, cache=None, progress: bool = False,
+                  check_model: bool = True) -> nn.Module:
     """Swap each candidate layer for its fastest format, or keep it dense (in place).
 
     Args:
@@ -228,6 +230,13 @@ def sparsify_auto(model: nn.Module, table: Optional[LatencyTable] = None, exampl
         layers: names of the layers to consider (default every nn.Linear / nn.Conv2d
             with groups=1; only nn.Linear with ``linear_only``).
         margin: a format must be predicted this fraction faster than dense at every shape.
+        check_model: with ``example_input``, settle the table's close calls on the whole
+            model (:mod:`sparsekern.auto.recheck`): the layers kept dense though their best
+            format was predicted within 2x of dense are tried packed, then the layers packed
+            for a predicted gain under 20% are tried dense, each trial kept only when the
+            model runs at least ``margin`` faster at every example input. What it did:
+            ``model.sparsekern_model_check`` {"skipped": why or None, "trials": [...]}, and
+            the reasons of the layers it changed.
     Returns the model (or the new layer when the model itself is one layer). Decisions:
     ``model.sparsekern_report`` {name: (layout or "dense", reason)} and
     ``model.sparsekern_decisions`` {name: LayerDecision}; layers kept dense are logged
@@ -274,14 +283,92 @@ def sparsify_auto(model: nn.Module, table: Optional[LatencyTable] = None, exampl
         report[name] = (d.layout, why)
         log.info("sparsify auto: %s -> %s (%s)", name or type(mod).__name__, d.format, d.reason)
         result = replace_layer(model, name, _sparse_layer(mod, d))  # train flag and hooks
+    check = {"skipped": "no example_input" if example_input is None else
+             "the model is itself the layer" if "" in mods else None, "trials": []}
+    if check_model and check["skipped"] is None:
+        check = _check_close_calls(result, mods, decisions, report, example_input, margin)
+    elif not check_model:
+        check["skipped"] = "check_model=False"
     result.sparsekern_report = report
     result.sparsekern_decisions = decisions
+    result.sparsekern_model_check = check
     result.sparsekern_entries = entries_report(entries, decisions)
     result.sparsekern_entries["busy"] = [f"{n or '<model>'} @ {lab}"
                                          for n, per in busy.items() for lab in per]
     log.info("sparsify auto: latency entries %s", "; ".join(
         f"{k}: {len(v)}" for k, v in result.sparsekern_entries.items() if v) or "none")
     return result
+
+
+def _check_close_calls(model: nn.Module, mods: Mapping[str, nn.Module],
+                       decisions: Dict[str, LayerDecision], report: Dict[str, Tuple[str, str]],
+                       example_input, margin: float) -> dict:
+    """sparsify_auto's whole-model check (sparsekern.auto.recheck): updates ``model``,
+    ``decisions`` and ``report`` for every adopted trial; returns what it did."""
+    from .table import machine_busy
+    xs = list(example_input) if isinstance(example_input, list) else [example_input]
+    out: dict = {"skipped": None, "trials": []}
+    pack = recheck.close_dense(decisions)
+    if not pack and not recheck.close_packed(decisions):
+        out["skipped"] = "no close call"
+        return out
+    busy = machine_busy()
+    call_s = None if busy else recheck.one_call_s(model, xs)
+    if busy or call_s > recheck.MAX_CALL_S:
+        out["skipped"] = (f"the machine is busy ({busy})" if busy else
+                          f"one call of the model takes {call_s:.2f} s (the check runs it "
+                          f"~{2 * recheck.ROUNDS + 2} times per example input)")
+        log.info("sparsify auto: whole-model check of the close calls skipped: %s",
+                 out["skipped"])
+        return out
+    if pack:
+        plan_a = {n: model.get_submodule(n) for n in pack}
+        plan_b = {n: _sparse_layer(mods[n], recheck.flipped(decisions[n], f, ""))
+                  for n, f in pack.items()}
+        _trial(model, recheck.Trial("pack", dict(pack)), plan_a, plan_b, xs, margin,
+               decisions, report, out)
+    packed_now = {n for t in out["trials"] if t["adopted"] for n in t["layers"]}
+    unpack = [n for n in recheck.close_packed(decisions) if n not in packed_now]
+    if unpack:
+        plan_a = {n: model.get_submodule(n) for n in unpack}
+        plan_b = {n: mods[n] for n in unpack}
+        _trial(model, recheck.Trial("unpack", {n: DENSE for n in unpack}), plan_a, plan_b, xs,
+               margin, decisions, report, out)
+    return out
+
+
+def _trial(model, trial: "recheck.Trial", plan_a, plan_b, xs, margin: float,
+           decisions: Dict[str, LayerDecision], report: Dict[str, Tuple[str, str]],
+           out: dict) -> None:
+    """Runs one trial and, when it wins on a machine still quiet, adopts it."""
+    from .table import machine_busy
+    recheck.run_trial(model, trial, plan_a, plan_b, xs, margin)
+    busy = machine_busy() if trial.adopted else None
+    if busy:
+        trial.adopted = False
+        out.setdefault("notes", []).append(f"{trial.kind} trial not adopted: the machine "
+                                           f"became busy ({busy})")
+    out["trials"].append(trial.to_dict())
+    meds = ", ".join(f"{sorted(r)[len(r) // 2]:.2f}x" for r in trial.ratios.values())
+    log.info("sparsify auto: whole-model %s trial of %d layers: the model ran %s the table's "
+             "plan (median of %d rounds per example input): %s", trial.kind,
+             len(trial.layers), meds, recheck.ROUNDS, "adopted" if trial.adopted else "kept")
+    if not trial.adopted:
+        return
+    recheck.adopt(model, plan_b)
+    for name, fmt in trial.layers.items():
+        d = decisions[name]
+        was = d.format
+        note = (f" [whole-model check: with the {len(trial.layers)} close call"
+                f"{'s' if len(trial.layers) > 1 else ''} "
+                f"{'packed' if fmt != DENSE else 'unpacked'} (this layer {was} -> {fmt}) the "
+                f"model ran {meds} the table's plan, median of {recheck.ROUNDS} alternating "
+                f"rounds per example input; the table's per-layer timing misjudged them]")
+        decisions[name] = recheck.flipped(d, fmt, note)
+        nd = decisions[name]
+        report[name] = ("dense", nd.reason) if fmt == DENSE else (
+            nd.layout, nd.reason if nd.blocksize is None
+            else f"blocksize {nd.blocksize}; {nd.reason}")
 
 
 def busy_entries(entries: Mapping[str, Mapping[str, LayerLatency]],

@@ -1,0 +1,189 @@
+"""The latency table's close calls, checked on the whole model (sparsify_auto's last step).
+
+The table times each layer alone, in a cache context meant to stand for the model
+(sparsekern.auto.measure), and that stand-in can be wrong on a machine it was not
+calibrated on. On the Intel Xeon VM of 2026-12-06 (2 cores, 2 MB L2 per core), the 90%
+pruned all-MiniLM-L6-v2 at 12 tokens: the table's "llc" context timed CSC at 1.06-1.17x
+of dense on every layer shape, so every layer stayed dense, while inside the model (timed
+with hooks) the same CSC layers ran at 0.64-0.86x of dense and the all-CSC model at 0.8x
+of the dense one.
+
+So when ``sparsify_auto`` has the model's example inputs, it settles the close calls on
+the model itself: the layers kept dense whose best format was predicted at most
+:data:`CLOSE_SLOWER` times dense's time are tried packed, all together, against the
+table's plan; then the layers packed with a predicted gain smaller than
+:data:`CLOSE_FASTER` are tried dense. A trial wins only when the whole model runs at least
+``margin`` faster at every example input, in most of :data:`ROUNDS` rounds that alternate
+the two plans (the median ratio and the count both decide: the machine drifts). Nothing
+is cached; on a busy machine (sparsekern.auto.table.machine_busy) the check is skipped
+and says so, since a model timed under load says little.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..inputs import eval_mode
+from ..nn import replace_layer
+from .formats import DENSE
+from .signature import call
+
+#: A layer kept dense is tried packed when its best format was predicted at most this
+#: many times dense's time (the table's misjudgement seen so far: up to 1.6x).
+CLOSE_SLOWER = 2.0
+#: A packed layer is tried dense when its format was predicted above this fraction of
+#: dense's time.
+CLOSE_FASTER = 0.8
+#: Rounds of a trial (each: one sample of each plan, their order alternating).
+ROUNDS = 7
+#: A sample runs the model this long at least (several calls of a fast model).
+MIN_SAMPLE_S = 0.02
+#: At most this many calls per sample.
+MAX_CALLS = 50
+#: No trial when one call of the model takes longer than this (seconds): a trial runs
+#: about 2 * ROUNDS + 2 calls per example input.
+MAX_CALL_S = 1.0
+
+
+def paired_ratios(install: Callable[[str], None], run: Callable[[], None],
+                  rounds: int = ROUNDS, min_sample_s: float = MIN_SAMPLE_S,
+                  clock: Callable[[], float] = time.perf_counter) -> List[float]:
+    """Per round, plan "b"'s time over plan "a"'s: ``install(plan)`` (untimed) puts a plan
+    in place, a sample times ``run()`` k times, k set by a first call of each so that a
+    sample takes about ``min_sample_s`` (at most MAX_CALLS); the plans take turns going
+    first (a drift within a round then favours neither)."""
+    first = {}
+    for plan in ("a", "b"):
+        install(plan)
+        t0 = clock()
+        run()
+        first[plan] = clock() - t0
+    k = max(1, min(MAX_CALLS, math.ceil(min_sample_s / max(min(first.values()), 1e-9))))
+    ratios = []
+    for r in range(rounds):
+        times = {}
+        for plan in (("a", "b") if r % 2 == 0 else ("b", "a")):
+            install(plan)
+            t0 = clock()
+            for _ in range(k):
+                run()
+            times[plan] = clock() - t0
+        ratios.append(times["b"] / max(times["a"], 1e-12))
+    return ratios
+
+
+def clearly_faster(ratios: Sequence[float], margin: float) -> bool:
+    """Whether plan "b" beat plan "a": the median ratio at most 1 - margin and b faster in
+    all rounds but at most a quarter of them (rounded down)."""
+    if not ratios:
+        return False
+    s = sorted(ratios)
+    median = s[len(s) // 2] if len(s) % 2 else 0.5 * (s[len(s) // 2 - 1] + s[len(s) // 2])
+    wins = sum(r < 1.0 for r in ratios)
+    return median <= 1.0 - margin and wins >= len(ratios) - len(ratios) // 4
+
+
+def _worst(ratios: Mapping[str, Optional[float]]) -> float:
+    vals = [r for r in ratios.values() if r is not None]
+    return max(vals) if vals else math.inf
+
+
+def close_dense(decisions: Mapping[str, "object"], limit: float = CLOSE_SLOWER) -> Dict[str, str]:
+    """{layer: format} of the layers kept dense whose best format (smallest worst-shape
+    ratio to dense among those the weight fits) was predicted at most ``limit`` x dense."""
+    out = {}
+    for name, d in decisions.items():
+        if d.format != DENSE or not d.others:
+            continue
+        fits = {f: r for f, r in d.others.items()
+                if d.densities.get(f) is not None and d.densities[f] < 1.0}
+        if not fits:
+            continue
+        fmt = min(fits, key=lambda f: _worst(fits[f]))
+        if _worst(fits[fmt]) <= limit:
+            out[name] = fmt
+    return out
+
+
+def close_packed(decisions: Mapping[str, "object"], limit: float = CLOSE_FASTER) -> List[str]:
+    """The packed layers whose format was predicted above ``limit`` x dense at some shape."""
+    return [n for n, d in decisions.items()
+            if d.format != DENSE and _worst(d.others.get(d.format, {})) > limit]
+
+
+@dataclass
+class Trial:
+    """One trial of the whole-model check: the layers it changes and what it found."""
+
+    kind: str                      # "pack" (close calls kept dense) or "unpack"
+    layers: Dict[str, str]         # {layer: format the trial gives it ("dense": unpacked)}
+    ratios: Dict[str, List[float]] = field(default_factory=dict)  # per example input
+    adopted: bool = False
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "layers": dict(self.layers), "ratios": self.ratios,
+                "adopted": self.adopted}
+
+
+def _parent(model: nn.Module, name: str):
+    parent_name, _, child = name.rpartition(".")
+    return (model.get_submodule(parent_name) if parent_name else model), child
+
+
+def _put(model: nn.Module, modules: Mapping[str, nn.Module]) -> None:
+    """Plain setattr of each module (no hook take-over: a timing swap, undone after)."""
+    for name, m in modules.items():
+        parent, child = _parent(model, name)
+        setattr(parent, child, m)
+
+
+def run_trial(model: nn.Module, trial: Trial, plan_a: Mapping[str, nn.Module],
+              plan_b: Mapping[str, nn.Module], xs: Sequence, margin: float,
+              clock: Callable[[], float] = time.perf_counter) -> Trial:
+    """Times ``model`` with ``plan_a`` and with ``plan_b`` in place ({layer: module}) at every
+    example input; ``trial.adopted`` when b is clearly faster at all of them. The model is
+    left with plan_a's modules in place (the caller adopts b with replace_layer)."""
+    flags = {n: m.training for n, m in plan_b.items()}
+    for m in plan_b.values():
+        m.eval()
+    try:
+        with eval_mode(model), torch.inference_mode():
+            for i, x in enumerate(xs):
+                trial.ratios[str(i)] = paired_ratios(
+                    lambda p: _put(model, plan_a if p == "a" else plan_b),
+                    lambda x=x: call(model, x), clock=clock)
+    finally:
+        _put(model, plan_a)
+        for n, m in plan_b.items():
+            m.train(flags[n])
+    trial.adopted = all(clearly_faster(r, margin) for r in trial.ratios.values())
+    return trial
+
+
+def adopt(model: nn.Module, plan_b: Mapping[str, nn.Module]) -> None:
+    """Puts plan_b's modules in place for good (they take over the hooks and flags)."""
+    for name, m in plan_b.items():
+        replace_layer(model, name, m)
+
+
+def one_call_s(model: nn.Module, xs: Sequence,
+               clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds of the slowest example input's call (after one warm-up call each)."""
+    worst = 0.0
+    with eval_mode(model), torch.inference_mode():
+        for x in xs:
+            call(model, x)
+            t0 = clock()
+            call(model, x)
+            worst = max(worst, clock() - t0)
+    return worst
+
+
+def flipped(decision, fmt: str, note: str):
+    """``decision`` with format ``fmt`` and ``note`` added to its reason."""
+    return replace(decision, format=fmt, reason=decision.reason + note)
