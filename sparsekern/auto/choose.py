@@ -321,6 +321,13 @@ def _check_close_calls(model: nn.Module, mods: Mapping[str, nn.Module],
         log.info("sparsify auto: whole-model check of the close calls skipped: %s",
                  out["skipped"])
         return out
+    avail = recheck.available_bytes()
+    need = recheck.pack_bytes(mods, pack, decisions) if pack else 0
+    if pack and avail is not None and need > recheck.MAX_MEMORY_SHARE * avail:
+        out.setdefault("notes", []).append(
+            f"pack trial of {len(pack)} layers skipped: their packed copies would take "
+            f"~{need / 2**20:.0f} MiB of the {avail / 2**20:.0f} MiB available")
+        pack = {}
     if pack:
         plan_a = {n: model.get_submodule(n) for n in pack}
         plan_b = {n: _sparse_layer(mods[n], recheck.flipped(decisions[n], f, ""))

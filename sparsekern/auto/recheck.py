@@ -48,6 +48,9 @@ MAX_CALLS = 50
 #: No trial when one call of the model takes longer than this (seconds): a trial runs
 #: about 2 * ROUNDS + 2 calls per example input.
 MAX_CALL_S = 1.0
+#: No pack trial when its packed copies would take more than this fraction of the memory
+#: available (they live beside the dense layers while it runs).
+MAX_MEMORY_SHARE = 0.25
 
 
 def paired_ratios(install: Callable[[str], None], run: Callable[[], None],
@@ -182,6 +185,30 @@ def one_call_s(model: nn.Module, xs: Sequence,
             call(model, x)
             worst = max(worst, clock() - t0)
     return worst
+
+
+def available_bytes(path: str = "/proc/meminfo") -> Optional[int]:
+    """MemAvailable of ``path`` in bytes, None where it cannot be read."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def pack_bytes(mods: Mapping[str, nn.Module], pack: Mapping[str, str], decisions) -> int:
+    """Bytes a pack trial adds (an estimate): per layer its stored fraction of the weight's
+    elements at 4 bytes of value and 4 of index, three times (the packed copy, and for CSC
+    the repack and snapshot its first batched call caches)."""
+    total = 0
+    for name, fmt in pack.items():
+        w = getattr(mods[name], "weight", None)
+        if isinstance(w, torch.Tensor):
+            total += int(3 * 8 * decisions[name].densities[fmt] * w.numel())
+    return total
 
 
 def flipped(decision, fmt: str, note: str):

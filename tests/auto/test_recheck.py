@@ -192,3 +192,22 @@ def test_a_trial_is_not_adopted_when_the_machine_became_busy(monkeypatch):
     check = m.sparsekern_model_check
     assert check["trials"][0]["kind"] == "pack" and not check["trials"][0]["adopted"]
     assert "pack trial not adopted: the machine became busy (load average 3.1)" in check["notes"]
+
+
+def test_no_pack_trial_when_its_copies_would_not_fit_in_memory(monkeypatch, quiet):
+    seen = _given_ratios(monkeypatch, {"pack": [0.5] * 7, "unpack": [1.0] * 7})
+    monkeypatch.setattr(recheck, "available_bytes", lambda: 4096)
+    m = _pruned_mlp()
+    sk.sparsify(m, layout="auto", latency_table=synthetic_table(TABLE),
+                example_input=torch.randn(2, 32))
+    assert type(m.fc2) is nn.Linear and len(seen) == 1
+    assert [t["kind"] for t in m.sparsekern_model_check["trials"]] == ["unpack"]
+    note = m.sparsekern_model_check["notes"][0]
+    assert note.startswith("pack trial of 1 layers skipped: their packed copies would take ~0 MiB")
+
+
+def test_available_bytes_reads_meminfo(tmp_path):
+    p = tmp_path / "meminfo"
+    p.write_text("MemTotal:       24000000 kB\nMemAvailable:   1000 kB\n")
+    assert recheck.available_bytes(str(p)) == 1000 * 1024
+    assert recheck.available_bytes(str(tmp_path / "missing")) is None
