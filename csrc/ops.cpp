@@ -683,6 +683,47 @@ std::string cpu_pool() {
 
 // ----------------------------------------------------------------------------- kernels
 
+// A format's offsets and indices checked where a non-empty output is an empty sum (K == 0;
+// M == 0 for the transposed product), so no kernel reads them: the reference backend rejects
+// a malformed format there, and so does this path. (2:4 and 1:4 have no offsets, and their
+// metadata holds no group then.)
+void check_unrun_format(const at::Tensor& values, const at::Tensor& indices,
+                        const at::Tensor& offsets, int64_t M, int64_t K, Layout layout,
+                        c10::string_view layout_name, int64_t N, const char* op) {
+  int status = skc::kOk;
+  switch (layout) {
+    case Layout::kCsc: {
+      skc::Csc a;
+      a.values = values.data_ptr();
+      a.wt = weight_type(values.scalar_type());
+      a.rows = indices.data_ptr();
+      a.row_type = indices.scalar_type() == at::kShort ? skc::IndexType::kI16 : skc::IndexType::kI32;
+      a.colptr = offsets.data_ptr();
+      a.ptr_type = offsets.scalar_type() == at::kLong ? skc::IndexType::kI64 : skc::IndexType::kI32;
+      a.nnz = values.numel();
+      bool finite = true;
+      status = skc::csc_scan(a, M, K, &finite);
+      break;
+    }
+    case Layout::kBsr:
+      status = skc::bsr_structure(indices.data_ptr<int32_t>(), offsets.data_ptr<int32_t>(),
+                                  values.size(0), M, K, values.size(1), values.size(2));
+      break;
+    case Layout::kSell: {
+      skc::Sell a;
+      a.offsets = offsets.data_ptr();
+      a.ptr_type = offsets.scalar_type() == at::kLong ? skc::IndexType::kI64 : skc::IndexType::kI32;
+      a.steps = indices.size(0);
+      a.nnz = values.size(0);
+      status = skc::sell_offsets_status(a, M, K);
+      break;
+    }
+    default:
+      break;
+  }
+  check_format_status(status, values, indices, offsets, M, K, layout_name, N, op);
+}
+
 // Runs the CPU kernel for an already validated call, writing into `out` ([M, N], any strides).
 void run_cpu_kernel(const at::Tensor& values, const at::Tensor& indices,
                     const at::Tensor& offsets, int64_t M, int64_t K, Layout layout,
@@ -690,7 +731,10 @@ void run_cpu_kernel(const at::Tensor& values, const at::Tensor& indices,
                     const c10::optional<at::Tensor>& bias, at::Tensor& out) {
   check_isa_env();
   check_pool_env();
-  if (out.numel() == 0) return;
+  if (out.numel() == 0) return;  // (an empty output is never checked, on every path)
+  if (K == 0)  // an empty sum: no kernel reads the format, so check it here
+    check_unrun_format(values, indices, offsets, M, K, layout, layout_name, B.size(1),
+                       "sparsekern.spmm");
   if (B.scalar_type() != at::kFloat) {  // half activations (see half_activations)
     at::Tensor out32 = at::empty_like(out, out.options().dtype(at::kFloat));
     c10::optional<at::Tensor> bias32;
@@ -964,7 +1008,11 @@ at::Tensor spmm_transposed_cpu(const at::Tensor& values, const at::Tensor& indic
   }
   at::Tensor out = at::empty({K, N}, G.options());
   if (out.numel() == 0) return out;
-  if (M == 0) return out.zero_();
+  if (M == 0) {  // an empty sum: no kernel reads the format, so check it here
+    check_unrun_format(values, indices, offsets, M, K, layout, layout_sv, N,
+                       "sparsekern.spmm_transposed");
+    return out.zero_();
+  }
   const int status = skc::spmm_transposed(backward_format(values, indices, offsets, M, K, layout),
                                           dense_view(G), N, out.data_ptr<float>(),
                                           at::get_num_threads());

@@ -660,6 +660,16 @@ int bsr_run(const T* values, int64_t nnzb, int64_t bm, int64_t bk, const int32_t
 
 }  // namespace
 
+int bsr_structure(const int32_t* block_cols, const int32_t* block_rowptr, int64_t nnzb,
+                  int64_t M, int64_t K, int64_t bm, int64_t bk) {
+  if (M < 0 || K < 0 || bm < 1 || bk < 1 || nnzb < 0) return kBadArgument;
+  if (!offsets_ok(block_rowptr, ceil_div(M, bm), nnzb)) return kBadOffsets;
+  const int64_t Kb = ceil_div(K, bk);
+  for (int64_t b = 0; b < nnzb; ++b)
+    if (block_cols[b] < 0 || block_cols[b] >= Kb) return kBadIndex;
+  return kOk;
+}
+
 int bsr_spmm(const void* values, WeightType wt, int64_t nnzb, int64_t bm, int64_t bk,
              const int32_t* block_cols, const int32_t* block_rowptr, const Dense& d) {
   if (d.M < 0 || d.K < 0 || d.N < 0 || bm < 1 || bk < 1 || nnzb < 0) return kBadArgument;

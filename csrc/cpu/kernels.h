@@ -95,6 +95,9 @@ struct Sell {
   int64_t steps = 0, nnz = 0;
 };
 int sell_spmm(const Sell& a, const Dense& d);
+// The offsets of a SELL A [M, K] checked as sell_spmm checks them (kBadOffsets), for a
+// product no kernel runs (an empty sum: K == 0 stores no step).
+int sell_offsets_status(const Sell& a, int64_t M, int64_t K);
 
 // A CSC matrix repacked row by row (CSR) for N > 1: built once per weight and cached by the
 // glue. Values keep the weight's element type; column indices are int16 when K <= 32768.
@@ -139,6 +142,10 @@ int csr_revalue(const CsrRepack& from, const Csc& a, int num_threads, CsrRepack*
 // Whether every stored value of a CSC matrix is finite, and its indices all valid
 // (the whole-matrix facts the glue caches per weight). Returns a status.
 int csc_scan(const Csc& a, int64_t M, int64_t K, bool* all_finite);
+// A BSR A [M, K] of nnzb blocks [bm, bk] checked as the kernels check it (offsets, then every
+// block column: kBadOffsets / kBadIndex), for a product no kernel runs (an empty sum).
+int bsr_structure(const int32_t* block_cols, const int32_t* block_rowptr, int64_t nnzb,
+                  int64_t M, int64_t K, int64_t bm, int64_t bk);
 
 // Whether a[0, n) and b[0, n) hold the same bytes, compared in parts on up to `threads`
 // threads when n is large (the glue's byte-for-byte check of a cached repack's snapshot).

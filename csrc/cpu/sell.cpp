@@ -341,6 +341,15 @@ int sell_typed(const T* v, const uint8_t* ix, const PI* off, int64_t steps, int6
 
 }  // namespace
 
+int sell_offsets_status(const Sell& a, int64_t M, int64_t K) {
+  if (M < 0 || K < 0 || a.steps < 0 || a.nnz < 0) return kBadArgument;
+  const int64_t groups = ceil_div(M, kLanes) * ceil_div(K, kBlock);
+  const bool ok = a.ptr_type == IndexType::kI64
+                      ? sell_offsets_ok(static_cast<const int64_t*>(a.offsets), groups, a.steps, a.nnz)
+                      : sell_offsets_ok(static_cast<const int32_t*>(a.offsets), groups, a.steps, a.nnz);
+  return ok ? kOk : kBadOffsets;
+}
+
 int sell_spmm(const Sell& a, const Dense& d) {
   if (d.M < 0 || d.K < 0 || d.N < 0 || a.steps < 0 || a.nnz < 0) return kBadArgument;
   if (d.M == 0 || d.N == 0) return kOk;

@@ -174,3 +174,60 @@ def test_bad_format_is_rejected_again_after_a_good_call():
     for N in (1, 3):
         with pytest.raises(ValueError, match=rf"csc row indices\[1\]={M} is out of range"):
             fast_path(values, rows, offsets, M, K, "csc", torch.ones(K, N))
+
+
+def _raises_like_reference(fn):
+    """fn() raises the same ValueError on the default path as on the reference backend."""
+    from sparsekern.backends import use_backend
+    with use_backend("reference"):
+        with pytest.raises(ValueError) as ref:
+            fn()
+    with pytest.raises(ValueError) as got:
+        fn()
+    assert str(got.value) == str(ref.value)
+    return str(got.value)
+
+
+I16, I32 = torch.int16, torch.int32
+# Malformed formats whose product is an empty sum (K == 0; M == 0 for the transposed product):
+# no kernel reads them, and they were returned zeros (or the bias) where the reference raised
+# (found by a fuzz hunt). An empty output is never checked, on either path.
+# (M, K, layout, values, indices, offsets, message, op)
+UNRUN = [
+    (4, 0, "csc", torch.ones(2), torch.tensor([0, 9], dtype=I16), torch.tensor([7], dtype=I32),
+     "csc offsets must start at 0", "spmm"),
+    (16, 0, "sell", torch.ones(1), torch.empty(0, 16, dtype=torch.uint8),
+     torch.tensor([[-1, -1]], dtype=I32), "sell offsets[:, 0] must start at 0", "spmm"),
+    (8, 0, "bsr", torch.ones(0, 2, 2), torch.empty(0, dtype=I32),
+     torch.tensor([0, 5, -1, 0, 0], dtype=I32), "bsr offsets must not decrease", "spmm"),
+    (8, 0, "bsr", torch.ones(1, 2, 2), torch.tensor([0], dtype=I32),
+     torch.tensor([0, 1, 1, 1, 1], dtype=I32), "out of range", "spmm"),
+    (0, 3, "csc", torch.ones(0), torch.empty(0, dtype=I16), torch.tensor([0, 0, -1, 0], dtype=I32),
+     "csc offsets must not decrease", "spmm_transposed"),
+    (0, 3, "csc", torch.ones(1), torch.tensor([0], dtype=I16), torch.tensor([0, 1, 1, 1], dtype=I32),
+     "out of range", "spmm_transposed"),
+    (0, 4, "bsr", torch.ones(0, 2, 2), torch.empty(0, dtype=I32), torch.tensor([3], dtype=I32),
+     "bsr offsets must start at 0", "spmm_transposed"),
+]
+
+
+@pytest.mark.parametrize("M, K, layout, v, i, o, msg, op", UNRUN)
+def test_a_malformed_format_of_an_empty_sum_is_rejected(M, K, layout, v, i, o, msg, op):
+    if op == "spmm":
+        call = lambda: torch.ops.sparsekern.spmm(v, i, o, M, K, layout, torch.randn(K, 3))
+    else:
+        call = lambda: torch.ops.sparsekern.spmm_transposed(v, i, o, M, K, layout,
+                                                             torch.randn(M, 3))
+    assert msg in _raises_like_reference(call)
+
+
+def test_a_valid_format_of_an_empty_sum_still_gives_the_bias():
+    A = sk.to_sparse(torch.zeros(5, 0), layout="csc")
+    bias = torch.randn(5)
+    out = torch.ops.sparsekern.spmm(A.values, A.indices, A.offsets, 5, 0, "csc",
+                                    torch.randn(0, 3), bias)
+    torch.testing.assert_close(out, bias[:, None].expand(5, 3))
+    E = sk.to_sparse(torch.zeros(0, 4), layout="csc")
+    T = torch.ops.sparsekern.spmm_transposed(E.values, E.indices, E.offsets, 0, 4, "csc",
+                                             torch.randn(0, 3))
+    torch.testing.assert_close(T, torch.zeros(4, 3))
