@@ -22,9 +22,17 @@ DEFAULT_TRAIN_LR = 1e-3
 
 
 def _split(batch):
+    """(inputs, targets) of a batch: an (inputs, targets) pair, or a Hugging Face style
+    Mapping whose "labels" are the targets and whose other entries are the model's
+    arguments."""
+    if isinstance(batch, Mapping) and "labels" in batch:
+        return {k: v for k, v in batch.items() if k != "labels"}, batch["labels"]
     if not isinstance(batch, (list, tuple)) or len(batch) < 2:
-        raise ValueError(f"each batch of the loader must be an (inputs, targets) pair, got "
-                         f"{type(batch).__name__}")
+        extra = (f" without a 'labels' key (keys {list(batch)[:5]})"
+                 if isinstance(batch, Mapping) else "")
+        raise ValueError(f"each batch of the loader must be an (inputs, targets) pair or a "
+                         f"Mapping of the model's arguments with the targets under 'labels', "
+                         f"got {type(batch).__name__}{extra}")
     return batch[0], batch[1]
 
 
@@ -59,7 +67,8 @@ def train(model: nn.Module, loader, epochs: int = 1, lr: float = DEFAULT_TRAIN_L
           loss_fn: Optional[Callable] = None, optimizer: Optional[torch.optim.Optimizer] = None,
           weight_decay: float = 0.0, progress: bool = True,
           penalty: Optional[Callable[[nn.Module], torch.Tensor]] = None) -> List[float]:
-    """Train ``model`` on ``loader`` ((inputs, targets) batches) for ``epochs``. Inputs may be
+    """Train ``model`` on ``loader`` ((inputs, targets) batches, or Mappings with the targets
+    under "labels", as a Hugging Face collator makes) for ``epochs``. Inputs may be
     a tensor, a tokenizer's output (a Mapping: ``model(**inputs)``), ``sparsekern.Args`` or a
     tuple of positional inputs; a Hugging Face model's output counts as its ``logits``.
 
@@ -137,7 +146,8 @@ def fine_tune(model: nn.Module, loader, epochs: int = 1, lr: float = DEFAULT_FIN
 
 @torch.no_grad()
 def accuracy(model: nn.Module, loader) -> float:
-    """Top-1 accuracy in [0, 1] of ``model`` on ``loader`` ((inputs, targets) batches)."""
+    """Top-1 accuracy in [0, 1] of ``model`` on ``loader`` ((inputs, targets) batches, or
+    Mappings with the targets under "labels")."""
     correct = total = 0
     with inputs.eval_mode(model):  # every module's own train/eval flag comes back
         for batch in loader:

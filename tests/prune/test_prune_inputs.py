@@ -449,3 +449,37 @@ def test_a_cache_second_model_calibrates_every_token_given_a_positional_second_i
         finally:
             h.remove()
         assert rows and set(rows) == {real}
+
+
+class _KwargsNet(torch.nn.Module):
+    """Takes keyword inputs like a Hugging Face model: forward(input_ids=..., scale=...)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(6, 3)
+
+    def forward(self, input_ids, scale=None):
+        out = self.fc(input_ids)
+        return out if scale is None else out * scale
+
+
+def test_fine_tune_and_accuracy_take_hugging_face_style_dict_batches():
+    torch.manual_seed(0)
+    m = _KwargsNet()
+    xs, ys = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    dicts = [{"input_ids": xs[i:i + 4], "scale": torch.ones(()), "labels": ys[i:i + 4]}
+             for i in (0, 4)]
+    pairs = [({"input_ids": xs[i:i + 4], "scale": torch.ones(())}, ys[i:i + 4]) for i in (0, 4)]
+    assert prune.accuracy(m, dicts) == prune.accuracy(m, pairs)
+    m2 = copy.deepcopy(m)
+    masks = prune.prune_model(m, 0.5, "fine")
+    masks2 = prune.prune_model(m2, 0.5, "fine")
+    a = prune.fine_tune(m, dicts, epochs=2, masks=masks, progress=False)
+    b = prune.fine_tune(m2, pairs, epochs=2, masks=masks2, progress=False)
+    assert a == pytest.approx(b)
+    torch.testing.assert_close(m.fc.weight, m2.fc.weight)
+    assert bool((m.fc.weight[~masks["fc"]] == 0).all())
+    with pytest.raises(ValueError, match=r"a Mapping of the model's arguments with the targets "
+                                         r"under 'labels', got dict without a 'labels' key "
+                                         r"\(keys \['input_ids'\]\)"):
+        prune.accuracy(m, [{"input_ids": xs}])
