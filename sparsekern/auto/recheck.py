@@ -55,16 +55,20 @@ MAX_MEMORY_SHARE = 0.25
 
 def paired_ratios(install: Callable[[str], None], run: Callable[[], None],
                   rounds: int = ROUNDS, min_sample_s: float = MIN_SAMPLE_S,
-                  clock: Callable[[], float] = time.perf_counter) -> List[float]:
+                  clock: Callable[[], float] = time.perf_counter,
+                  sync: Callable[[], None] = lambda: None) -> List[float]:
     """Per round, plan "b"'s time over plan "a"'s: ``install(plan)`` (untimed) puts a plan
     in place, a sample times ``run()`` k times, k set by a first call of each so that a
     sample takes about ``min_sample_s`` (at most MAX_CALLS); the plans take turns going
-    first (a drift within a round then favours neither)."""
+    first (a drift within a round then favours neither). ``sync()`` runs before every
+    clock reading (a GPU's queue: torch.cuda.synchronize)."""
     first = {}
     for plan in ("a", "b"):
         install(plan)
+        sync()
         t0 = clock()
         run()
+        sync()
         first[plan] = clock() - t0
     k = max(1, min(MAX_CALLS, math.ceil(min_sample_s / max(min(first.values()), 1e-9))))
     ratios = []
@@ -72,9 +76,11 @@ def paired_ratios(install: Callable[[str], None], run: Callable[[], None],
         times = {}
         for plan in (("a", "b") if r % 2 == 0 else ("b", "a")):
             install(plan)
+            sync()
             t0 = clock()
             for _ in range(k):
                 run()
+            sync()
             times[plan] = clock() - t0
         ratios.append(times["b"] / max(times["a"], 1e-12))
     return ratios
@@ -151,6 +157,7 @@ def run_trial(model: nn.Module, trial: Trial, plan_a: Mapping[str, nn.Module],
     """Times ``model`` with ``plan_a`` and with ``plan_b`` in place ({layer: module}) at every
     example input; ``trial.adopted`` when b is clearly faster at all of them. The model is
     left with plan_a's modules in place (the caller adopts b with replace_layer)."""
+    sync = _sync_for(model)
     flags = {n: m.training for n, m in plan_b.items()}
     for m in plan_b.values():
         m.eval()
@@ -159,13 +166,21 @@ def run_trial(model: nn.Module, trial: Trial, plan_a: Mapping[str, nn.Module],
             for i, x in enumerate(xs):
                 trial.ratios[str(i)] = paired_ratios(
                     lambda p: _put(model, plan_a if p == "a" else plan_b),
-                    lambda x=x: call(model, x), clock=clock)
+                    lambda x=x: call(model, x), clock=clock, sync=sync)
     finally:
         _put(model, plan_a)
         for n, m in plan_b.items():
             m.train(flags[n])
     trial.adopted = all(clearly_faster(r, margin) for r in trial.ratios.values())
     return trial
+
+
+def _sync_for(model: nn.Module) -> Callable[[], None]:
+    """torch.cuda.synchronize for a model with CUDA tensors (its calls return before the
+    GPU finishes), else nothing."""
+    if any(p.is_cuda for p in model.parameters()) or any(b.is_cuda for b in model.buffers()):
+        return torch.cuda.synchronize
+    return lambda: None
 
 
 def adopt(model: nn.Module, plan_b: Mapping[str, nn.Module]) -> None:
@@ -177,12 +192,14 @@ def adopt(model: nn.Module, plan_b: Mapping[str, nn.Module]) -> None:
 def one_call_s(model: nn.Module, xs: Sequence,
                clock: Callable[[], float] = time.perf_counter) -> float:
     """Seconds of the slowest example input's call (after one warm-up call each)."""
-    worst = 0.0
+    worst, sync = 0.0, _sync_for(model)
     with eval_mode(model), torch.inference_mode():
         for x in xs:
             call(model, x)
+            sync()
             t0 = clock()
             call(model, x)
+            sync()
             worst = max(worst, clock() - t0)
     return worst
 

@@ -211,3 +211,13 @@ def test_available_bytes_reads_meminfo(tmp_path):
     p.write_text("MemTotal:       24000000 kB\nMemAvailable:   1000 kB\n")
     assert recheck.available_bytes(str(p)) == 1000 * 1024
     assert recheck.available_bytes(str(tmp_path / "missing")) is None
+
+
+def test_paired_ratios_syncs_before_every_clock_reading():
+    clock, log = FakeClock(), []
+    recheck.paired_ratios(lambda p: None, lambda: log.append("run"), rounds=1,
+                          min_sample_s=0.0, clock=lambda: log.append("clock") or clock(),
+                          sync=lambda: log.append("sync"))
+    for i, e in enumerate(log):
+        if e == "clock":
+            assert log[i - 1] == "sync"
