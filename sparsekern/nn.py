@@ -1,12 +1,13 @@
 """Sparse layers and the model-level swap ``sparsify``."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import numbers
 import re
 import warnings
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -514,6 +515,26 @@ def _recomputes_weight(hook) -> bool:
              importlib.import_module(utils + "weight_norm").WeightNorm,
              importlib.import_module(utils + "spectral_norm").SpectralNorm)
     return isinstance(hook, kinds)
+
+
+@contextlib.contextmanager
+def hooks_detached(modules: Iterable[nn.Module]) -> Iterator[None]:
+    """Inside, ``modules`` run none of their own forward and backward hooks (a timing of
+    module swaps must neither run the user's hooks nor time them for one side only); each
+    module's hook dicts come back on exit. Modules sharing dicts (a packed layer and the layer
+    it replaced, see :func:`take_over_hooks`) are all detached."""
+    saved = []
+    for m in dict.fromkeys(modules):  # each module once, in order
+        for attr in _HOOK_DICTS:
+            if hasattr(m, attr):
+                d = getattr(m, attr)
+                saved.append((m, attr, d))
+                setattr(m, attr, type(d)())
+    try:
+        yield
+    finally:
+        for m, attr, d in reversed(saved):
+            setattr(m, attr, d)
 
 
 def take_over_hooks(old: nn.Module, new: nn.Module) -> None:

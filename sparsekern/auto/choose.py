@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -28,7 +28,7 @@ from torch import nn
 from .._warn import user_stacklevel
 from .. import _layers
 from ..conv import SparseConv2d
-from ..nn import SparseLinear, replace_layer
+from ..nn import SparseLinear, hooks_detached, replace_layer
 from . import recheck
 from .formats import DENSE, FormatSpec, parse_format
 from .patterns import pattern_densities
@@ -313,7 +313,8 @@ def _check_close_calls(model: nn.Module, mods: Mapping[str, nn.Module],
         out["skipped"] = "no close call"
         return out
     busy = machine_busy()
-    call_s = None if busy else recheck.one_call_s(model, xs)
+    with hooks_detached(_candidates(model, mods)):
+        call_s = None if busy else recheck.one_call_s(model, xs)
     if busy or call_s > recheck.MAX_CALL_S:
         out["skipped"] = (f"the machine is busy ({busy})" if busy else
                           f"one call of the model takes {call_s:.2f} s (the check runs it "
@@ -333,23 +334,29 @@ def _check_close_calls(model: nn.Module, mods: Mapping[str, nn.Module],
         plan_b = {n: _sparse_layer(mods[n], recheck.flipped(decisions[n], f, ""))
                   for n, f in pack.items()}
         _trial(model, recheck.Trial("pack", dict(pack)), plan_a, plan_b, xs, margin,
-               decisions, report, out)
+               decisions, report, out, _candidates(model, mods))
     packed_now = {n for t in out["trials"] if t["adopted"] for n in t["layers"]}
     unpack = [n for n in recheck.close_packed(decisions) if n not in packed_now]
     if unpack:
         plan_a = {n: model.get_submodule(n) for n in unpack}
         plan_b = {n: mods[n] for n in unpack}
         _trial(model, recheck.Trial("unpack", {n: DENSE for n in unpack}), plan_a, plan_b, xs,
-               margin, decisions, report, out)
+               margin, decisions, report, out, _candidates(model, mods))
     return out
+
+
+def _candidates(model: nn.Module, mods: Mapping[str, nn.Module]) -> List[nn.Module]:
+    """Every candidate layer, as sparsify found it and as it is in the model now (the check
+    runs none of their hooks)."""
+    return [*mods.values(), *(model.get_submodule(n) for n in mods)]
 
 
 def _trial(model, trial: "recheck.Trial", plan_a, plan_b, xs, margin: float,
            decisions: Dict[str, LayerDecision], report: Dict[str, Tuple[str, str]],
-           out: dict) -> None:
+           out: dict, quiet) -> None:
     """Runs one trial and, when it wins on a machine still quiet, adopts it."""
     from .table import machine_busy
-    recheck.run_trial(model, trial, plan_a, plan_b, xs, margin)
+    recheck.run_trial(model, trial, plan_a, plan_b, xs, margin, quiet=quiet)
     busy = machine_busy() if trial.adopted else None
     if busy:
         trial.adopted = False
@@ -362,7 +369,7 @@ def _trial(model, trial: "recheck.Trial", plan_a, plan_b, xs, margin: float,
              len(trial.layers), meds, recheck.ROUNDS, "adopted" if trial.adopted else "kept")
     if not trial.adopted:
         return
-    recheck.adopt(model, plan_b)
+    recheck.adopt(model, plan_b, originals=trial.kind == "unpack")
     for name, fmt in trial.layers.items():
         d = decisions[name]
         was = d.format

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..inputs import eval_mode
-from ..nn import replace_layer
+from ..nn import hooks_detached, replace_layer
 from .formats import DENSE
 from .signature import call
 
@@ -153,16 +153,20 @@ def _put(model: nn.Module, modules: Mapping[str, nn.Module]) -> None:
 
 def run_trial(model: nn.Module, trial: Trial, plan_a: Mapping[str, nn.Module],
               plan_b: Mapping[str, nn.Module], xs: Sequence, margin: float,
-              clock: Callable[[], float] = time.perf_counter) -> Trial:
+              clock: Callable[[], float] = time.perf_counter,
+              quiet: Sequence[nn.Module] = ()) -> Trial:
     """Times ``model`` with ``plan_a`` and with ``plan_b`` in place ({layer: module}) at every
     example input; ``trial.adopted`` when b is clearly faster at all of them. The model is
-    left with plan_a's modules in place (the caller adopts b with replace_layer)."""
+    left with plan_a's modules in place (the caller adopts b with :func:`adopt`). The hooks
+    of both plans' modules and of ``quiet`` (the other candidate layers) do not run."""
     sync = _sync_for(model)
     flags = {n: m.training for n, m in plan_b.items()}
     for m in plan_b.values():
         m.eval()
     try:
-        with eval_mode(model), torch.inference_mode():
+        # the user's hooks on the swapped layers neither run nor count for one side only
+        with hooks_detached([*plan_a.values(), *plan_b.values(), *quiet]), eval_mode(model), \
+                torch.inference_mode():
             for i, x in enumerate(xs):
                 trial.ratios[str(i)] = paired_ratios(
                     lambda p: _put(model, plan_a if p == "a" else plan_b),
@@ -183,10 +187,19 @@ def _sync_for(model: nn.Module) -> Callable[[], None]:
     return lambda: None
 
 
-def adopt(model: nn.Module, plan_b: Mapping[str, nn.Module]) -> None:
-    """Puts plan_b's modules in place for good (they take over the hooks and flags)."""
+def adopt(model: nn.Module, plan_b: Mapping[str, nn.Module], originals: bool = False) -> None:
+    """Puts plan_b's modules in place for good: packed layers take over the hooks and flags
+    of the layers they replace (replace_layer); ``originals`` (an unpack trial: the layers
+    sparsify replaced) come back as they were, with their own hooks (a weight-recomputing
+    pre-hook such as torch.nn.utils.prune's, which the packed layer did not take, included)
+    and the packed layer's train flag."""
     for name, m in plan_b.items():
-        replace_layer(model, name, m)
+        if originals:
+            parent, child = _parent(model, name)
+            m.train(getattr(parent, child).training)
+            setattr(parent, child, m)
+        else:
+            replace_layer(model, name, m)
 
 
 def one_call_s(model: nn.Module, xs: Sequence,

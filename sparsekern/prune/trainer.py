@@ -21,19 +21,37 @@ DEFAULT_FINETUNE_LR = 3e-4
 DEFAULT_TRAIN_LR = 1e-3
 
 
+def _targets(y, what: str):
+    """Targets as a tensor: a list or tuple of numbers (a hand-built batch) is converted;
+    anything else that is not a tensor is a ValueError naming ``what``."""
+    if isinstance(y, torch.Tensor):
+        return y
+    if isinstance(y, (list, tuple)):
+        try:
+            return torch.as_tensor(y)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(f"{what} is a {type(y).__name__} that is not a tensor of numbers "
+                             f"({e}); expected a tensor of class indices") from None
+    raise ValueError(f"{what} is a {type(y).__name__}; expected a tensor of class indices (or "
+                     f"a list of numbers)")
+
+
 def _split(batch):
     """(inputs, targets) of a batch: an (inputs, targets) pair, or a Hugging Face style
     Mapping whose "labels" are the targets and whose other entries are the model's
-    arguments."""
+    arguments. Targets given as a list of numbers become a tensor."""
     if isinstance(batch, Mapping) and "labels" in batch:
-        return {k: v for k, v in batch.items() if k != "labels"}, batch["labels"]
+        return ({k: v for k, v in batch.items() if k != "labels"},
+                _targets(batch["labels"], "the batch's 'labels'"))
     if not isinstance(batch, (list, tuple)) or len(batch) < 2:
         extra = (f" without a 'labels' key (keys {list(batch)[:5]})"
                  if isinstance(batch, Mapping) else "")
         raise ValueError(f"each batch of the loader must be an (inputs, targets) pair or a "
                          f"Mapping of the model's arguments with the targets under 'labels', "
                          f"got {type(batch).__name__}{extra}")
-    return batch[0], batch[1]
+    y = batch[1]
+    return batch[0], (_targets(y, "the batch's targets")
+                      if isinstance(y, (list, tuple)) else y)
 
 
 def _forward(model: nn.Module, x) -> torch.Tensor:
@@ -144,16 +162,31 @@ def fine_tune(model: nn.Module, loader, epochs: int = 1, lr: float = DEFAULT_FIN
         return train(model, loader, epochs=epochs, lr=lr, masks=masks, **kwargs)
 
 
+#: Targets with this value are not counted (Hugging Face's and cross entropy's ignore_index:
+#: padding tokens of a token-classification batch).
+IGNORE_INDEX = -100
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, loader) -> float:
     """Top-1 accuracy in [0, 1] of ``model`` on ``loader`` ((inputs, targets) batches, or
-    Mappings with the targets under "labels")."""
+    Mappings with the targets under "labels"): the fraction of targets the output's argmax
+    over its last dimension matches, per sample ([batch] targets) or per token ([batch,
+    tokens] targets, as token classification has), targets of -100 not counted."""
     correct = total = 0
     with inputs.eval_mode(model):  # every module's own train/eval flag comes back
         for batch in loader:
             x, y = _split(batch)
-            correct += int((_forward(model, x).argmax(-1) == y).sum())
-            total += _count(y)
+            y = _targets(y, "the batch's targets")
+            pred = _forward(model, x).argmax(-1)
+            if pred.shape != y.shape:
+                raise ValueError(f"accuracy: the model's predictions (argmax over the last "
+                                 f"dimension of its output) have shape {list(pred.shape)} and "
+                                 f"the targets {list(y.shape)}; expected the same shape "
+                                 f"(class indices)")
+            counted = y != IGNORE_INDEX
+            correct += int(((pred == y.to(pred.device)) & counted.to(pred.device)).sum())
+            total += int(counted.sum())
     if total == 0:
         raise ValueError("the loader yielded no samples")
     return correct / total

@@ -221,3 +221,32 @@ def test_paired_ratios_syncs_before_every_clock_reading():
     for i, e in enumerate(log):
         if e == "clock":
             assert log[i - 1] == "sync"
+
+
+def test_the_check_runs_none_of_the_users_hooks_on_the_layers_it_swaps(monkeypatch, quiet):
+    m = _pruned_mlp()
+    hits = {"fc1": 0, "fc2": 0}
+    for n in hits:
+        getattr(m, n).register_forward_hook(lambda mod, i, o, n=n: hits.__setitem__(n, hits[n] + 1))
+    seen = _given_ratios(monkeypatch, {"pack": [0.7] * 7, "unpack": [1.1] * 7})
+    x = torch.randn(2, 32)
+    sk.sparsify(m, layout="auto", latency_table=synthetic_table(TABLE), example_input=x)
+    assert seen == ["pack", "unpack"] and hits == {"fc1": 0, "fc2": 0}
+    m(x)
+    assert hits == {"fc1": 1, "fc2": 1}                   # both still registered
+
+
+def test_an_unpacked_layer_comes_back_with_its_own_weight_recomputing_hook(monkeypatch, quiet):
+    from torch.nn.utils import prune as torch_prune
+    m = _pruned_mlp()
+    torch_prune.identity(m.fc1, "weight")                 # weight_orig, weight_mask, a pre-hook
+    fc1 = m.fc1
+    x = torch.randn(3, 32)
+    ref = m(x)
+    _given_ratios(monkeypatch, {"pack": [1.0] * 7, "unpack": [0.8] * 7})
+    sk.sparsify(m, layout="auto", latency_table=synthetic_table(TABLE), example_input=x)
+    assert m.fc1 is fc1 and torch_prune.is_pruned(m)
+    torch.testing.assert_close(m(x), ref, rtol=1e-5, atol=1e-5)
+    m(x).sum().backward()
+    assert m.fc1.weight_orig.grad is not None             # still trains through the hook
+    torch_prune.remove(m.fc1, "weight")

@@ -447,7 +447,8 @@ def test_bad_training_arguments(model):
     with pytest.raises(ValueError, match=r"lr must be positive, got 0"):
         prune.train(model, data, lr=0, progress=False)
     with pytest.raises(ValueError, match=r"each batch of the loader must be an \(inputs, targets\) "
-                                         r"pair, got Tensor"):
+                                         r"pair or a Mapping of the model's arguments with the targets under 'labels', "
+                                         r"got Tensor"):
         prune.train(model, [torch.zeros(2, 64)], progress=False)
     with pytest.raises(ValueError, match=r"the loader yielded no samples"):
         prune.accuracy(model, [])

@@ -483,3 +483,32 @@ def test_fine_tune_and_accuracy_take_hugging_face_style_dict_batches():
                                          r"under 'labels', got dict without a 'labels' key "
                                          r"\(keys \['input_ids'\]\)"):
         prune.accuracy(m, [{"input_ids": xs}])
+
+
+class _Echo(torch.nn.Module):
+    """Token classification that predicts the class given in its input: logits = one-hot."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 3)
+
+    def forward(self, input_ids):
+        return torch.nn.functional.one_hot(input_ids, 3).float() * 10 + 0 * self.fc.weight.sum()
+
+
+def test_accuracy_counts_tokens_and_ignores_padding_labels():
+    ids = torch.tensor([[0, 1, 2, 2], [1, 1, 0, 0]])
+    labels = ids.clone()
+    labels[1, 2:] = -100                       # padding
+    labels[0, 3] = 0                           # one wrong token of 6 counted
+    acc = prune.accuracy(_Echo(), [{"input_ids": ids, "labels": labels}])
+    assert acc == pytest.approx(5 / 6)
+    # targets as a list of numbers (a hand-built batch) are a tensor
+    assert prune.accuracy(_Echo(), [(torch.tensor([[2]]), [[2]])]) == 1.0
+    assert prune.accuracy(_Echo(), [{"input_ids": torch.tensor([[1, 0]]), "labels": [[1, 1]]}]) == 0.5
+    with pytest.raises(ValueError, match=r"predictions \(argmax over the last dimension of its "
+                                         r"output\) have shape \[2, 4\] and the targets \[2\]"):
+        prune.accuracy(_Echo(), [(ids, torch.tensor([0, 1]))])
+    with pytest.raises(ValueError, match=r"the batch's 'labels' is a list that is not a tensor "
+                                         r"of numbers"):
+        prune.accuracy(_Echo(), [{"input_ids": ids, "labels": ["a", "b"]}])
