@@ -683,6 +683,30 @@ std::string cpu_pool() {
 
 // ----------------------------------------------------------------------------- kernels
 
+// The kernels' views of a CSC / SELL weight's format tensors (validated by the caller).
+skc::Csc csc_of(const at::Tensor& values, const at::Tensor& indices, const at::Tensor& offsets) {
+  skc::Csc a;
+  a.values = values.data_ptr();
+  a.wt = weight_type(values.scalar_type());
+  a.rows = indices.data_ptr();
+  a.row_type = indices.scalar_type() == at::kShort ? skc::IndexType::kI16 : skc::IndexType::kI32;
+  a.colptr = offsets.data_ptr();
+  a.ptr_type = offsets.scalar_type() == at::kLong ? skc::IndexType::kI64 : skc::IndexType::kI32;
+  a.nnz = values.numel();
+  return a;
+}
+skc::Sell sell_of(const at::Tensor& values, const at::Tensor& indices, const at::Tensor& offsets) {
+  skc::Sell a;
+  a.values = values.data_ptr();
+  a.wt = weight_type(values.scalar_type());
+  a.indices = indices.data_ptr<uint8_t>();
+  a.offsets = offsets.data_ptr();
+  a.ptr_type = offsets.scalar_type() == at::kLong ? skc::IndexType::kI64 : skc::IndexType::kI32;
+  a.steps = indices.size(0);
+  a.nnz = values.size(0);
+  return a;
+}
+
 // A format's offsets and indices checked where a non-empty output is an empty sum (K == 0;
 // M == 0 for the transposed product), so no kernel reads them: the reference backend rejects
 // a malformed format there, and so does this path. (2:4 and 1:4 have no offsets, and their
@@ -693,14 +717,7 @@ void check_unrun_format(const at::Tensor& values, const at::Tensor& indices,
   int status = skc::kOk;
   switch (layout) {
     case Layout::kCsc: {
-      skc::Csc a;
-      a.values = values.data_ptr();
-      a.wt = weight_type(values.scalar_type());
-      a.rows = indices.data_ptr();
-      a.row_type = indices.scalar_type() == at::kShort ? skc::IndexType::kI16 : skc::IndexType::kI32;
-      a.colptr = offsets.data_ptr();
-      a.ptr_type = offsets.scalar_type() == at::kLong ? skc::IndexType::kI64 : skc::IndexType::kI32;
-      a.nnz = values.numel();
+      const skc::Csc a = csc_of(values, indices, offsets);
       bool finite = true;
       status = skc::csc_scan(a, M, K, &finite);
       break;
@@ -710,12 +727,7 @@ void check_unrun_format(const at::Tensor& values, const at::Tensor& indices,
                                   values.size(0), M, K, values.size(1), values.size(2));
       break;
     case Layout::kSell: {
-      skc::Sell a;
-      a.offsets = offsets.data_ptr();
-      a.ptr_type = offsets.scalar_type() == at::kLong ? skc::IndexType::kI64 : skc::IndexType::kI32;
-      a.steps = indices.size(0);
-      a.nnz = values.size(0);
-      status = skc::sell_offsets_status(a, M, K);
+      status = skc::sell_offsets_status(sell_of(values, indices, offsets), M, K);
       break;
     }
     default:
@@ -773,15 +785,7 @@ void run_cpu_kernel(const at::Tensor& values, const at::Tensor& indices,
       status = skc::semi24_spmm(values.data_ptr(), wt, indices.data_ptr<uint8_t>(), d);
       break;
     case Layout::kSell: {  // only from the fast path (forward_only_ok)
-      skc::Sell a;
-      a.values = values.data_ptr();
-      a.wt = wt;
-      a.indices = indices.data_ptr<uint8_t>();
-      a.offsets = offsets.data_ptr();
-      a.ptr_type = offsets.scalar_type() == at::kLong ? skc::IndexType::kI64 : skc::IndexType::kI32;
-      a.steps = indices.size(0);
-      a.nnz = values.size(0);
-      status = skc::sell_spmm(a, d);
+      status = skc::sell_spmm(sell_of(values, indices, offsets), d);
       break;
     }
     case Layout::kNm14:  // only from the fast path (forward_only_ok)
@@ -793,14 +797,7 @@ void run_cpu_kernel(const at::Tensor& values, const at::Tensor& indices,
                              offsets.data_ptr<int32_t>(), d);
       break;
     case Layout::kCsc: {
-      skc::Csc a;
-      a.values = values.data_ptr();
-      a.wt = wt;
-      a.rows = indices.data_ptr();
-      a.row_type = indices.scalar_type() == at::kShort ? skc::IndexType::kI16 : skc::IndexType::kI32;
-      a.colptr = offsets.data_ptr();
-      a.ptr_type = offsets.scalar_type() == at::kLong ? skc::IndexType::kI64 : skc::IndexType::kI32;
-      a.nnz = values.numel();
+      const skc::Csc a = csc_of(values, indices, offsets);
       if (d.N == 1) {  // the EIE column walk on the live tensors (nothing cached)
         status = skc::csc_spmm(a, /*skip_zero_columns=*/true, nullptr, d);
         break;
