@@ -704,15 +704,21 @@ class CsrPanels : public PanelWork {
   Isa isa_;
 };
 
-template <typename T, typename CI>
-int csr_typed(const CsrRepack& a, const Dense& d) {
-  const Isa isa = active_isa();
+// Threads the batched product (N >= 2) of `a` uses.
+int panel_threads(const CsrRepack& a, const Dense& d) {
   // Work in panel steps: each entry (and each row's store) once per vector of columns.
-  const int64_t lanes = isa == Isa::kAvx512 ? 16 : 8;
+  const int64_t lanes = active_isa() == Isa::kAvx512 ? 16 : 8;
   const double steps = static_cast<double>(a.nnz + d.M) * static_cast<double>(ceil_div(d.N, lanes));
   int nt = threads_for(d.num_threads, kPanelEntryCost * steps);
   if (nt > kMaxParts) nt = kMaxParts;
   if (nt > d.M) nt = static_cast<int>(max_i64(d.M, 1));
+  return nt;
+}
+
+template <typename T, typename CI>
+int csr_typed(const CsrRepack& a, const Dense& d) {
+  const Isa isa = active_isa();
+  const int nt = panel_threads(a, d);
   const int parts = panel_parts(nt, d.M, d.N, kPanelWidth, kMaxParts);
   int64_t bounds[kMaxParts + 1];
   split_by_prefix(a.rowptr, d.M, 2.0, parts, bounds);  // a row costs ~2 entries (its stores)
@@ -794,6 +800,26 @@ int csr_spmm(const CsrRepack& a, const Dense& d) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
     return a.cols16 ? csr_typed<T, int16_t>(a, d) : csr_typed<T, int32_t>(a, d);
   });
+}
+
+int csr_spmm_checked(const CsrRepack& a, const Dense& d, CheckFn check, void* ctx,
+                     bool* passed) {
+  *passed = false;
+  if (d.N < 2 || d.M == 0 || d.num_threads < 2 || panel_threads(a, d) > 1) {
+    if (!check(ctx, d.num_threads)) return kOk;
+    *passed = true;
+    return csr_spmm(a, d);
+  }
+  Dense one = d;
+  one.num_threads = 1;
+  bool ok = false;
+  const int s = parallel_parts(2, 2, [&](int p) -> int {
+    if (p == 0) return csr_spmm(a, one);
+    ok = check(ctx, 1);
+    return kOk;
+  });
+  *passed = ok;
+  return s;
 }
 
 int csc_spmm(const Csc& a, bool skip_zero_columns, const CsrRepack* csr, const Dense& d) {

@@ -150,10 +150,26 @@ int bsr_structure(const int32_t* block_cols, const int32_t* block_rowptr, int64_
 // Whether a[0, n) and b[0, n) hold the same bytes, compared in parts on up to `threads`
 // threads when n is large (the glue's byte-for-byte check of a cached repack's snapshot).
 bool bytes_equal(const void* a, const void* b, size_t n, int threads);
+// bytes_equal for `count` pairs at once: equal[t] for a[t], b[t], n[t], their bytes split into
+// parts of at least 64 KB over all pairs together (one parallel pass per kMaxComparePairs).
+constexpr int kMaxComparePairs = 4;
+void bytes_equal_each(const void* const* a, const void* const* b, const size_t* n, int count,
+                      int threads, bool* equal);
 
 // Y = A @ B for a repacked A (N == 1: a row-wise gather, csr_gemv).
 int csr_spmm(const CsrRepack& a, const Dense& d);
 int csr_gemv(const CsrRepack& a, const Dense& d);
+
+// csr_spmm with a cached repack whose validity check(ctx, threads) (the glue's comparison of
+// the live tensors with the snapshot the repack was built from) runs with it: beside the
+// product, on a second thread, when the product alone would use one thread and
+// d.num_threads >= 2 (both read O(nnz) bytes; inside a model, where the weight comes from the
+// LLC or memory, the pair then takes about the longer of the two instead of their sum), else
+// first, on d.num_threads threads, the product running only when the check passes.
+// *passed: the check's verdict; Y holds the product only when it passed (otherwise the
+// caller rebuilds the repack and runs the product again).
+using CheckFn = bool (*)(void* ctx, int threads);
+int csr_spmm_checked(const CsrRepack& a, const Dense& d, CheckFn check, void* ctx, bool* passed);
 
 // The kernels' threads: by default their own pool (parallel.cpp). set_item_runner installs
 // another thread team instead (the glue offers torch's intra-op pool), or null for the

@@ -528,21 +528,45 @@ const float* gemv_x(const Dense& d) {
   return x;
 }
 
-bool bytes_equal(const void* a, const void* b, size_t n, int threads) {
-  // Parts of at least 1 MB: a part costs ~30 us from memory, well above a pool round trip.
-  constexpr size_t kMinPart = size_t{1} << 20;
-  const size_t by_size = n / kMinPart;
+void bytes_equal_each(const void* const* a, const void* const* b, const size_t* n, int count,
+                      int threads, bool* equal) {
+  // Parts of at least 64 KB over all pairs together (one pool round trip): inside a model
+  // the bytes come from the LLC or memory, where a 64 KB part costs a few microseconds,
+  // about a round trip on a team that is awake.
+  constexpr size_t kMinPart = size_t{1} << 16;
+  if (count > kMaxComparePairs) {
+    for (int t = 0; t < count; t += kMaxComparePairs) {
+      const int c = count - t < kMaxComparePairs ? count - t : kMaxComparePairs;
+      bytes_equal_each(a + t, b + t, n + t, c, threads, equal + t);
+    }
+    return;
+  }
+  size_t total = 0;
+  for (int t = 0; t < count; ++t) total += n[t];
+  const size_t by_size = total / kMinPart;
   const int parts = static_cast<int>(by_size < 1 ? 1 : by_size < 64 ? by_size : 64);
-  const char* pa = static_cast<const char*>(a);
-  const char* pb = static_cast<const char*>(b);
-  std::atomic<bool> differ{false};
+  std::atomic<bool> differ[kMaxComparePairs];
+  for (int t = 0; t < count; ++t) differ[t].store(false, std::memory_order_relaxed);
   parallel_parts(parts, threads < parts ? threads : parts, [&](int p) {
-    const size_t lo = n * p / parts, hi = n * (p + 1) / parts;
-    if (!differ.load(std::memory_order_relaxed) && std::memcmp(pa + lo, pb + lo, hi - lo) != 0)
-      differ.store(true, std::memory_order_relaxed);
+    // Part p: bytes [lo, hi) of the pairs laid end to end.
+    const size_t lo = total * p / parts, hi = total * (p + 1) / parts;
+    size_t start = 0;
+    for (int t = 0; t < count; start += n[t], ++t) {
+      const size_t s = lo > start ? lo - start : 0, e = hi - start < n[t] ? hi - start : n[t];
+      if (hi <= start || s >= e || differ[t].load(std::memory_order_relaxed)) continue;
+      if (std::memcmp(static_cast<const char*>(a[t]) + s, static_cast<const char*>(b[t]) + s,
+                      e - s) != 0)
+        differ[t].store(true, std::memory_order_relaxed);
+    }
     return static_cast<int>(kOk);
   });
-  return !differ.load();
+  for (int t = 0; t < count; ++t) equal[t] = !differ[t].load();
+}
+
+bool bytes_equal(const void* a, const void* b, size_t n, int threads) {
+  bool equal = true;
+  bytes_equal_each(&a, &b, &n, 1, threads, &equal);
+  return equal;
 }
 
 const float* small_n_columns(const Dense& d, int64_t* ldx) {

@@ -199,6 +199,53 @@ def test_csc_cache_rebuilds_values_and_pattern_changes(dtype):
     check()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("M, K", [(64, 48), (600, 500)], ids=["small", "large"])
+@pytest.mark.parametrize("N", [2, 17])
+def test_csc_cached_repack_checked_beside_or_before_the_product(threads, M, K, N):
+    # With 2 threads a small product runs on the cached repack while the other thread compares
+    # it with the live bytes (a large one compares first, on both threads). Either way a write
+    # torch cannot see (through .data) to values, row indices or offsets reaches the very next
+    # call, bit for bit: the answer equals that of fresh copies of the tensors (no cache hit).
+    C.csc_cache_clear()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(M + N)
+        W = torch.randn(M, K, generator=g) * (torch.rand(M, K, generator=g) < 0.3)
+        A = sk.to_sparse(W, layout="csc")
+        v, r, o = A.values, A.indices, A.offsets
+        B = torch.randn(K, N, generator=g)
+
+        def check():
+            y = torch.ops.sparsekern.spmm(v, r, o, M, K, "csc", B)
+            fresh = torch.ops.sparsekern.spmm(v.clone(), r.clone(), o.clone(), M, K, "csc", B)
+            assert torch.equal(y, fresh)
+            torch.testing.assert_close(y.double(), _csc_dense(v, r, o, M, K) @ B.double(),
+                                       rtol=1e-4, atol=1e-4)
+
+        check()
+        check()                                         # a hit: served from the repack
+        v.data[7] = torch.nextafter(v[7], torch.tensor(float("inf")))  # one ulp
+        check()
+        v.data[len(v) - 1] *= -2.0                      # the last byte range of a part
+        check()
+        lo, hi = int(o[1]), int(o[2])                   # column 1's entries
+        free = sorted(set(range(M)) - set(r[lo:hi].tolist()))
+        r.data[lo] = free[0]                            # another row, in range
+        check()
+        if hi > lo + 1:                                 # one entry moves to column 0
+            o.data[1] += 1
+            check()
+        r.data[lo] = M                                  # a bad row: still the named error
+        with pytest.raises(ValueError, match=rf"csc row indices\[{lo}\]={M} is out of range"):
+            torch.ops.sparsekern.spmm(v, r, o, M, K, "csc", B)
+        r.data[lo] = free[-1]
+        check()
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("write", ["data", "load_state_dict", "inference_mode", "sgd"])
 def test_csc_cache_never_serves_stale_values_after_a_weight_write(write):
     # Every way a user writes a SparseLinear's values (some leave no version-counter trace)
