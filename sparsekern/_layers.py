@@ -112,25 +112,28 @@ def skip_reason(module: nn.Module) -> Optional[str]:
 
 
 def weights_left_alone(model: nn.Module) -> Dict[str, str]:
-    """{parameter name: why it is left alone} for every parameter of 3 or more dims held
-    directly by a module that is not linear-like (see :func:`looks_linear`): a mixture of
-    experts' stacked weight (``nn.Parameter(torch.randn(E, out, in))``, as in transformers'
-    MoE blocks) that no sparse layer replaces. Nothing is pruned or packed there; the names
-    only complete the reports of ``sparsify`` and ``sparsekern.prune`` (which would
-    otherwise pass over such a weight in silence). Convolutions (4-D weights) and
-    nn.Bilinear are linear-like, reported as layers, and not listed here."""
+    """{parameter name: why it is left alone} for every stack of weight matrices held
+    directly by a module that is not linear-like (see :func:`looks_linear`): a parameter of
+    3 or more dims whose leading dim is at least 2 and whose last two are, such as a mixture
+    of experts' stacked weight (``nn.Parameter(torch.randn(E, out, in))``, as in
+    transformers' MoE blocks) that no sparse layer replaces. Nothing is pruned or packed
+    there; the names only complete the reports of ``sparsify`` and ``sparsekern.prune``
+    (which would otherwise pass over such a weight in silence). A ViT's ``cls_token``
+    [1, 1, D] or ``position_embeddings`` [1, T, D] is no stack of matrices and is not
+    listed. Convolutions (4-D weights) and nn.Bilinear are linear-like, reported as layers,
+    and not listed here."""
     out: Dict[str, str] = {}
     seen = set()  # a parameter shared by two modules is named once
     for mname, m in model.named_modules():
         if looks_linear(m):
             continue
         for pname, p in m.named_parameters(recurse=False):
-            if p is None or p.dim() < 3 or id(p) in seen:
+            if p is None or p.dim() < 3 or id(p) in seen or min(p.shape[0], *p.shape[-2:]) < 2:
                 continue
             seen.add(id(p))
-            what = "3-D expert weight" if p.dim() == 3 else f"{p.dim()}-D weight"
             out[f"{mname}.{pname}" if mname else pname] = (
-                f"{what}: not a Linear-like layer; not pruned")
+                f"{p.dim()}-D stack of weight matrices {tuple(p.shape)} (e.g. experts): not "
+                f"a Linear-like layer; not pruned")
     return out
 
 

@@ -293,7 +293,8 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
     layers outside ``layers`` keep an earlier call's entry, so calls layer by layer add up),
     which, when ``layers`` is None, also names each weight of 3 or more dims outside a
     linear-like layer (a mixture of experts' [E, out, in] parameter: {parameter name:
-    ("dense", "3-D expert weight: not a Linear-like layer; not pruned")}; left as it is),
+    ("dense", "3-D stack of weight matrices (E, out, in) (e.g. experts): not a Linear-like
+    layer; not pruned")}; left as it is),
     and for ``"auto"`` also in
     ``model.sparsekern_decisions`` (predicted times per format). A model with no layer
     to pack gets a UserWarning naming the layer types it has.

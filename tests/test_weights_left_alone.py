@@ -13,7 +13,8 @@ import sparsekern as sk
 from sparsekern import _layers, prune
 from sparsekern.nn import SparseLinear
 
-REASON = "3-D expert weight: not a Linear-like layer; not pruned"
+REASON = ("3-D stack of weight matrices (4, 16, 16) (e.g. experts): not a Linear-like layer; "
+          "not pruned")
 
 
 class Experts(nn.Module):
@@ -53,7 +54,8 @@ def test_weights_left_alone_lists_3d_parameters_outside_linear_like_layers():
     assert _layers.weights_left_alone(model) == {"moe.experts_w": REASON}
     model.moe.rank4 = nn.Parameter(torch.zeros(2, 2, 2, 2))
     assert _layers.weights_left_alone(model)["moe.rank4"] == \
-        "4-D weight: not a Linear-like layer; not pruned"
+        "4-D stack of weight matrices (2, 2, 2, 2) (e.g. experts): not a Linear-like layer; " \
+        "not pruned"
     assert _layers.weights_left_alone(Experts()) == {"experts_w": REASON}
 
 
@@ -100,13 +102,39 @@ def test_a_model_of_expert_weights_only_names_them_when_nothing_can_be_pruned():
     with pytest.raises(ValueError, match=r"model Experts has no prunable layers: expected at "
                                          r"least one nn\.Linear or nn\.Conv2d \(or a "
                                          r"transformers Conv1D\); its layers are: Experts; left "
-                                         r"out: experts_w \(3-D expert weight: not a "
+                                         r"out: experts_w \(3-D stack of weight matrices "
+                                         r"\(4, 16, 16\) \(e.g. experts\): not a "
                                          r"Linear-like layer; not pruned\)"):
         prune.prune_model(Experts(), 0.5)
     model = Experts()
     with pytest.warns(UserWarning, match=r"sparsify: Experts has no layer that sparsekern can "
                                          r"pack .*; its layers are: Experts; experts_w left "
-                                         r"alone: 3-D expert weight: not a Linear-like layer; "
+                                         r"alone: 3-D stack of weight matrices \(4, 16, 16\) "
+                                         r"\(e.g. experts\): not a Linear-like layer; "
                                          r"not pruned"):
         sk.sparsify(model, "2:4")
     assert model.sparsekern_report == {"experts_w": ("dense", REASON)}
+
+
+class ViTish(nn.Module):
+    """A ViT's 3-D parameters that are no stack of matrices: cls_token [1, 1, D] and
+    position embeddings [1, T, D] (and a [2, 1, D] pair of tokens)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.randn(1, 1, 16))
+        self.position_embeddings = nn.Parameter(torch.randn(1, 5, 16))
+        self.pair = nn.Parameter(torch.randn(2, 1, 16))
+        self.proj = nn.Linear(16, 16)
+
+    def forward(self, x):  # x [B, 4, 16]
+        x = torch.cat([self.cls_token.expand(len(x), 1, 16), x], 1) + self.position_embeddings
+        return self.proj(x)
+
+
+def test_embeddings_and_tokens_are_not_named_as_weights_left_alone():
+    model = ViTish()
+    assert _layers.weights_left_alone(model) == {}
+    prune.prune_model(model, 0.9)
+    sparse = sk.sparsify(model, "csc")
+    assert set(sparse.sparsekern_report) == {"proj"}

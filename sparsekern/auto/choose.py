@@ -410,8 +410,9 @@ def _busy_note(labels: Mapping[str, str]) -> str:
 
 
 def _warn_busy(busy: Mapping[str, Mapping[str, str]]) -> None:
-    """One warning (and log line) when a choice rests on entries timed under load: their
-    times, and so the choice, may not hold on a quiet machine."""
+    """One RuntimeWarning when a choice rests on entries timed under load: their times, and
+    so the choice, may not hold on a quiet machine (logged at INFO too: a WARNING record
+    would print the same text a second time where logging is not configured)."""
     where = [f"{n or '<model>'} @ {lab}" for n, per in busy.items() for lab in per]
     if not where:
         return
@@ -423,7 +424,7 @@ def _warn_busy(busy: Mapping[str, Mapping[str, str]]) -> None:
            f"{len(where)} entries ({', '.join(where[:4])}{', ...' if len(where) > 4 else ''}): "
            f"the choice rests on times taken under load; measure the table again on a quiet "
            f"machine")
-    log.warning(msg)
+    log.info(msg)
     warnings.warn(msg, RuntimeWarning, stacklevel=user_stacklevel())
 
 

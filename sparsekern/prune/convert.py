@@ -40,7 +40,8 @@ def convert(model: nn.Module, layout: str = "auto", blocksize=None,
     every layer left dense is logged at INFO with the reason; grouped convolutions stay
     dense. With ``layers`` None the report also names each weight of 3 or more dims outside
     a Linear-like layer (a mixture of experts' [E, out, in] parameter), which is left as it
-    is: ("dense", "3-D expert weight: not a Linear-like layer; not pruned").
+    is: ("dense", "3-D stack of weight matrices (E, out, in) (e.g. experts): not a
+    Linear-like layer; not pruned").
     """
     blocksize = blocksize_arg(blocksize)
     check_sparsify_args(layout, blocksize, max_density, example_input, latency_table)
