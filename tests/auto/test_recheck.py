@@ -11,14 +11,7 @@ from sparsekern.auto.choose import decide, synthetic_table
 from sparsekern.auto.table import LayerLatency
 
 from .test_choose import _pruned_mlp
-
-
-class FakeClock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
+from ..fake_clock import FakeClock
 
 
 def test_paired_ratios_times_each_plan_with_its_modules_and_alternates_the_order():

@@ -20,6 +20,7 @@ from sparsekern.auto.signature import signature_of
 from sparsekern.auto.table import LatencyTable, LayerLatency, entry_problem
 from sparsekern.bench import magnitude
 from sparsekern.timing import paired
+from ..fake_clock import FakeClock
 
 GRID = MeasureSettings(grid=Grid(sparsities=(0.5, 0.9), blocks=((4, 4),),
                                  layouts=("2:4", "bsr", "csc")), context="warm")
@@ -131,14 +132,6 @@ def test_points_paired_with_outlier_dense_samples_are_consistent(monkeypatch, tm
     kept = e["formats"]["csc"][0]
     assert kept["ratio"] == 0.5 and kept["reason"] == ""   # agreeing ratios stay paired
     _round_trip(e, tmp_path)
-
-
-class FakeClock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
 
 
 def fake_clock_pairing(times, stall_after, stall_s):

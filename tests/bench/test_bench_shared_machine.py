@@ -9,6 +9,7 @@ import pytest
 from sparsekern.bench import __main__ as cli
 from sparsekern.bench import contention, health
 from sparsekern.timing.load import judge
+from ..fake_clock import FakeClock as Clock
 
 
 def test_quick_output_goes_to_a_fresh_folder_by_default(tmp_path, monkeypatch):
@@ -99,13 +100,6 @@ def test_warnings_for_slices_spread_and_load():
 
 
 # -- contention ---------------------------------------------------------------------------
-
-class Clock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
 
 
 def test_run_phase_alternates_candidates():

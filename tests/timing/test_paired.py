@@ -2,14 +2,7 @@
 import pytest
 
 from sparsekern.timing.paired import PairedSettings, time_paired, verdict
-
-
-class Clock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
+from ..fake_clock import FakeClock as Clock
 
 
 def job(clock, durations):
