@@ -397,13 +397,19 @@ template <typename T>
 class Nm14Panels : public PanelWork {
  public:
   Nm14Panels(const T* values, const uint8_t* meta, const Dense& d, const int64_t* bounds,
-             Isa isa)
-      : values_(values), meta_(meta), d_(d), bounds_(bounds), isa_(isa) {}
+             Isa isa, PanelTail tail = PanelTail())
+      : values_(values), meta_(meta), d_(d), bounds_(bounds), isa_(isa), tail_(tail) {}
   int run(int part, const float* P, int64_t ldp, int64_t n0, int64_t nb) override {
     const int64_t m0 = bounds_[part], m1 = bounds_[part + 1];
 #if SK_HAVE_AVX512_KERNELS
-    if (isa_ == Isa::kAvx512)
-      return panel_rows_avx512<T>(values_, meta_, d_, P, ldp, n0, nb, m0, m1);
+    if (isa_ == Isa::kAvx512) {
+      const int s = panel_rows_avx512<T>(values_, meta_, d_, P, ldp, n0, nb, m0, m1);
+      if (s != kOk || tail_.d == nullptr || n0 + nb != d_.N) return s;
+      // Once per row part: with the head's last panel.
+      return tail_.d->N == 1
+                 ? gemv_rows_avx512<T>(values_, meta_, *tail_.d, tail_.X, m0, m1)
+                 : gemvn_rows_avx512<T>(values_, meta_, *tail_.d, tail_.X, tail_.ldx, m0, m1);
+    }
 #endif
 #if SK_HAVE_AVX2_KERNELS
     if (isa_ == Isa::kAvx2) return panel_rows_avx2<T>(values_, meta_, d_, P, ldp, n0, nb, m0, m1);
@@ -417,6 +423,7 @@ class Nm14Panels : public PanelWork {
   const Dense& d_;
   const int64_t* bounds_;
   Isa isa_;
+  PanelTail tail_;
 };
 
 template <typename T>
@@ -429,12 +436,18 @@ int nm14_typed(const T* values, const uint8_t* meta, const Dense& d) {
   const int parts = parts_for(nt, d.M, kMaxParts);
   int64_t bounds[kMaxParts + 1];
   split_even(d.M, parts, bounds);  // every row holds the same number of entries
-  // 16q + 1..3 columns under AVX-512: the tail through the GEMV / small-N kernel, as 2:4 does
-  // (bench/results/panel-tail-2026-12-05)
+  // 16q + 1..3 columns under AVX-512: the tail through the GEMV / small-N kernel inside the
+  // head's panel work, as 2:4 does (bench/results/panel-tail-2026-12-05, PanelTail)
   Dense head, tail;
-  if (split_panel_tail(d, 3, &head, &tail)) {
-    const int s = nm14_typed(values, meta, head);
-    return s != kOk ? s : nm14_typed(values, meta, tail);
+  PanelTail pt;
+  const int ts = split_panel_tail(d, 3, &head, &tail, &pt);
+  if (ts != kOk) return ts;
+  if (pt.d != nullptr) {
+    const int64_t width = kPanelWidth512;  // the split is AVX-512 only
+    const int pparts = panel_parts(nt, d.M, head.N, width, kMaxParts);
+    if (pparts != parts) split_even(d.M, pparts, bounds);
+    Nm14Panels<T> work(values, meta, head, bounds, isa, pt);
+    return run_panels(head, nt, pparts, width, work, 16);
   }
 #if SK_HAVE_AVX512_KERNELS
   if (isa == Isa::kAvx512 && d.N > 1 && d.N <= kSmallN) {

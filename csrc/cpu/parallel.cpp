@@ -520,6 +520,15 @@ bool split_panel_tail(const Dense& d, int64_t max_tail, Dense* head, Dense* tail
   return true;
 }
 
+int split_panel_tail(const Dense& d, int64_t max_tail, Dense* head, Dense* tail, PanelTail* pt) {
+  *pt = PanelTail();
+  if (!split_panel_tail(d, max_tail, head, tail)) return kOk;
+  pt->X = tail->N == 1 ? gemv_x(*tail) : small_n_columns(*tail, &pt->ldx);
+  if (pt->X == nullptr) return kNoMemory;
+  pt->d = tail;
+  return kOk;
+}
+
 const float* gemv_x(const Dense& d) {
   if (d.ldb_k == 1 || d.K <= 1) return d.B;
   float* x = scratch_x().get_as<float>(d.K);

@@ -160,6 +160,20 @@ int run_panels(const Dense& d, int threads, int parts, int64_t panel_width, Pane
 // its GEMV's cost). False (head, tail untouched) otherwise, and under AVX2 / portable.
 bool split_panel_tail(const Dense& d, int64_t max_tail, Dense* head, Dense* tail);
 
+// The tail of a split_panel_tail for the head's panel work to run on each row part right after
+// the part's last panel, while its weight rows are in L1/L2 (a GEMV after the panels read the
+// whole weight again, inside a model from the LLC, and woke the threads a second time).
+struct PanelTail {
+  const Dense* d = nullptr;  // the tail's columns; null: no split
+  const float* X = nullptr;  // its columns, each contiguous in k (column c at X + c * ldx)
+  int64_t ldx = 0;
+};
+
+// split_panel_tail into *head / *tail, with pt->d = tail and pt->X its columns (gemv_x for one
+// column, else small_n_columns); pt->d stays null when there is no split. kNoMemory when the
+// columns cannot be copied, else kOk.
+int split_panel_tail(const Dense& d, int64_t max_tail, Dense* head, Dense* tail, PanelTail* pt);
+
 // B's only column as a contiguous vector of K floats (copied when B is strided).
 const float* gemv_x(const Dense& d);
 

@@ -645,13 +645,19 @@ template <typename T>
 class Semi24Panels : public PanelWork {
  public:
   Semi24Panels(const T* values, const uint8_t* meta, const Dense& d, const int64_t* bounds,
-               Isa isa)
-      : values_(values), meta_(meta), d_(d), bounds_(bounds), isa_(isa) {}
+               Isa isa, PanelTail tail = PanelTail())
+      : values_(values), meta_(meta), d_(d), bounds_(bounds), isa_(isa), tail_(tail) {}
   int run(int part, const float* P, int64_t ldp, int64_t n0, int64_t nb) override {
     const int64_t m0 = bounds_[part], m1 = bounds_[part + 1];
 #if SK_HAVE_AVX512_KERNELS
-    if (isa_ == Isa::kAvx512)
-      return panel_rows_avx512<T>(values_, meta_, d_, P, ldp, n0, nb, m0, m1);
+    if (isa_ == Isa::kAvx512) {
+      const int s = panel_rows_avx512<T>(values_, meta_, d_, P, ldp, n0, nb, m0, m1);
+      if (s != kOk || tail_.d == nullptr || n0 + nb != d_.N) return s;
+      // Once per row part: with the head's last panel.
+      return tail_.d->N == 1
+                 ? gemv_rows_avx512<T>(values_, meta_, *tail_.d, tail_.X, m0, m1)
+                 : gemvn_rows_avx512<T>(values_, meta_, *tail_.d, tail_.X, tail_.ldx, m0, m1);
+    }
 #endif
 #if SK_HAVE_AVX2_KERNELS
     const bool avx2_ = isa_ == Isa::kAvx2;
@@ -666,6 +672,7 @@ class Semi24Panels : public PanelWork {
   const Dense& d_;
   const int64_t* bounds_;
   Isa isa_;
+  PanelTail tail_;
 };
 
 template <typename T>
@@ -701,13 +708,14 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
   // 384x384, 1536x384, 384x1536 at 17, 18, 19 and 33 columns, 1 and 2 threads: 1.1-1.35x;
   // bench/results/panel-tail-2026-12-05). CSC's row-gather GEMV is no faster than a panel
   // pass (0.84-1.13x there), so CSC keeps its panels.
+  // The tail runs inside the head's panel work (PanelTail).
   Dense head, tail;
-  if (split_panel_tail(d, kSemi24PanelTail, &head, &tail)) {
-    const int s = semi24_typed(values, meta, head);
-    return s != kOk ? s : semi24_typed(values, meta, tail);
-  }
+  PanelTail pt;
+  const int ts = split_panel_tail(d, kSemi24PanelTail, &head, &tail, &pt);
+  if (ts != kOk) return ts;
+  const Dense& dp = pt.d != nullptr ? head : d;  // the panels' columns
 #if SK_HAVE_AVX512_KERNELS
-  if (isa == Isa::kAvx512 && d.N <= kSmallN) {
+  if (pt.d == nullptr && isa == Isa::kAvx512 && d.N <= kSmallN) {
     int64_t ldx = 0;
     const float* X = small_n_columns(d, &ldx);
     if (X == nullptr) return kNoMemory;
@@ -717,10 +725,10 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
   }
 #endif
   const int64_t width = isa == Isa::kAvx512 ? kPanelWidth512 : kPanelWidth;
-  const int pparts = panel_parts(nt, d.M, d.N, width, kMaxParts);
+  const int pparts = panel_parts(nt, d.M, dp.N, width, kMaxParts);
   if (pparts != parts) split_even(d.M, pparts, bounds);
-  Semi24Panels<T> work(values, meta, d, bounds, isa);
-  return run_panels(d, nt, pparts, width, work, isa == Isa::kAvx512 ? 16 : 8);
+  Semi24Panels<T> work(values, meta, dp, bounds, isa, pt);
+  return run_panels(dp, nt, pparts, width, work, isa == Isa::kAvx512 ? 16 : 8);
 }
 
 // ----------------------------------------------------------------------------- dense forms

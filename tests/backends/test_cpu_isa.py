@@ -341,14 +341,17 @@ def test_unknown_scatter_choice_is_rejected_naming_the_choices(cpu_scatter_env):
 
 @pytest.mark.parametrize("isa", _isa_params())
 @pytest.mark.parametrize("layout", ["2:4", "1:4", "csc"])
-@pytest.mark.parametrize("N", [9, 10, 11, 17, 18, 19, 25, 33, 34, 66])
+@pytest.mark.parametrize("N", [9, 10, 11, 17, 18, 19, 25, 33, 34, 66, 131])
 @pytest.mark.parametrize("strided", [False, True], ids=["x.T", "B row-major"])
-def test_panel_tail_columns_run_as_gemv(cpu_isa_env, isa, layout, N, strided):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_panel_tail_columns_run_as_gemv(cpu_isa_env, isa, layout, N, strided, threads):
     """16q + 1..3 columns under AVX-512: 2:4's and 1:4's panels take the first columns and the
-    last ones run as GEMV / small-N (split_panel_tail); every column, its bias and both B
-    layouts give the reference result (AVX2 and CSC, which keep their panels, at the same N)."""
+    last ones run as GEMV / small-N on each row part after its last panel (split_panel_tail,
+    PanelTail); every column, its bias and both B layouts give the reference result, on one
+    thread and on two with many row parts and up to three panels (AVX2 and CSC, which keep
+    their panels, at the same N)."""
     g = torch.Generator().manual_seed(torch.seed() % 2**31)
-    M, K = 37, 100
+    M, K = (37, 100) if threads == 1 else (301, 260)
     W = torch.randn(M, K, generator=g)
     if layout in ("2:4", "1:4"):
         G = W.reshape(M, K // 4, 4)
@@ -359,6 +362,11 @@ def test_panel_tail_columns_run_as_gemv(cpu_isa_env, isa, layout, N, strided):
     B = torch.randn(K, N, generator=g) if strided else torch.randn(N, K, generator=g).t()
     bias = torch.randn(M, generator=g)
     cpu_isa_env(isa)
-    y = torch.ops.sparsekern.spmm(*A.op_args(), B, bias)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        y = torch.ops.sparsekern.spmm(*A.op_args(), B, bias)
+    finally:
+        torch.set_num_threads(before)
     want = (W.double() @ B.double() + bias.double()[:, None]).float()
     torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-4)
