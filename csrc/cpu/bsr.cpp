@@ -588,12 +588,21 @@ int gemvn_rows_avx512(const BsrArgs<T>& a, const float* X, int64_t ldx, int64_t 
 template <typename T>
 class BsrPanels : public PanelWork {
  public:
-  BsrPanels(const BsrArgs<T>& a, const int64_t* bounds, Isa isa)
-      : a_(a), bounds_(bounds), isa_(isa) {}
+  BsrPanels(const BsrArgs<T>& a, const int64_t* bounds, Isa isa, PanelTail tail = PanelTail())
+      : a_(a), bounds_(bounds), isa_(isa), tail_(tail) {
+    tail_args_ = a;
+    tail_args_.d = tail.d;
+  }
   int run(int part, const float* P, int64_t ldp, int64_t n0, int64_t nb) override {
 #if SK_HAVE_AVX512_KERNELS
-    if (isa_ == Isa::kAvx512)
-      return panel_rows_avx512<T>(a_, P, ldp, n0, nb, bounds_[part], bounds_[part + 1]);
+    if (isa_ == Isa::kAvx512) {
+      const int64_t br0 = bounds_[part], br1 = bounds_[part + 1];
+      const int s = panel_rows_avx512<T>(a_, P, ldp, n0, nb, br0, br1);
+      if (s != kOk || tail_.d == nullptr || n0 + nb != a_.d->N) return s;
+      // Once per part of block rows: with the head's last panel (see PanelTail).
+      return tail_.d->N == 1 ? gemv_rows_avx2<T>(tail_args_, tail_.X, br0, br1)
+                             : gemvn_rows_avx512<T>(tail_args_, tail_.X, tail_.ldx, br0, br1);
+    }
 #endif
 #if SK_HAVE_AVX2_KERNELS
     if (isa_ == Isa::kAvx2) return panel_rows_avx2<T>(a_, P, ldp, n0, nb, bounds_[part], bounds_[part + 1]);
@@ -605,6 +614,8 @@ class BsrPanels : public PanelWork {
   const BsrArgs<T>& a_;
   const int64_t* bounds_;
   Isa isa_;
+  PanelTail tail_;
+  BsrArgs<T> tail_args_;  // a_ with the tail's columns
 };
 
 template <typename T>
@@ -642,11 +653,20 @@ int bsr_typed(const BsrArgs<T>& a) {
     });
   }
 #endif
-  const int pparts = panel_parts(nt, a.Mb, d.N, kPanelWidth, kMaxParts);
+  // 16q + 1..2 columns under AVX-512 (1 when the small-N kernel does not take the blocks):
+  // the panels take 16q and the rest runs as GEMV / small-N inside their work (PanelTail;
+  // a third column measured 0.94-1.18x, bench/results/semi24-fused-tail-2026-12-06).
+  Dense head, tail;
+  PanelTail pt;
+  const int ts = split_panel_tail(d, a.bk % 16 == 0 ? 2 : 1, &head, &tail, &pt);
+  if (ts != kOk) return ts;
+  BsrArgs<T> ah = a;
+  if (pt.d != nullptr) ah.d = &head;
+  const int pparts = panel_parts(nt, a.Mb, ah.d->N, kPanelWidth, kMaxParts);
   if (pparts != parts)
     split_by_prefix(a.rowptr, a.Mb, 1.0 / static_cast<double>(a.bk), pparts, bounds);
-  BsrPanels<T> work_(a, bounds, isa);
-  return run_panels(d, nt, pparts, kPanelWidth, work_, isa == Isa::kAvx512 ? 16 : 8);
+  BsrPanels<T> work_(ah, bounds, isa, pt);
+  return run_panels(*ah.d, nt, pparts, kPanelWidth, work_, isa == Isa::kAvx512 ? 16 : 8);
 }
 
 template <typename T>

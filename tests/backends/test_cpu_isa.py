@@ -340,25 +340,31 @@ def test_unknown_scatter_choice_is_rejected_naming_the_choices(cpu_scatter_env):
 
 
 @pytest.mark.parametrize("isa", _isa_params())
-@pytest.mark.parametrize("layout", ["2:4", "1:4", "csc"])
+@pytest.mark.parametrize("layout", ["2:4", "1:4", "csc", "bsr16x16", "bsr4x8"])
 @pytest.mark.parametrize("N", [9, 10, 11, 17, 18, 19, 25, 33, 34, 66, 131])
 @pytest.mark.parametrize("strided", [False, True], ids=["x.T", "B row-major"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_panel_tail_columns_run_as_gemv(cpu_isa_env, isa, layout, N, strided, threads):
-    """16q + 1..3 columns under AVX-512: 2:4's and 1:4's panels take the first columns and the
-    last ones run as GEMV / small-N on each row part after its last panel (split_panel_tail,
-    PanelTail); every column, its bias and both B layouts give the reference result, on one
-    thread and on two with many row parts and up to three panels (AVX2 and CSC, which keep
-    their panels, at the same N)."""
+    """16q + 1..3 columns under AVX-512: 2:4's, 1:4's and BSR's panels take the first columns
+    and the last ones (BSR: 1..2, or 1 when blocks are not 16k wide) run as GEMV / small-N on
+    each row part after its last panel (split_panel_tail, PanelTail); every column, its bias
+    and both B layouts give the reference result, on one thread and on two with many row parts
+    and up to three panels (AVX2 and CSC, which keep their panels, at the same N)."""
     g = torch.Generator().manual_seed(torch.seed() % 2**31)
     M, K = (37, 100) if threads == 1 else (301, 260)
     W = torch.randn(M, K, generator=g)
+    blocks = {}
     if layout in ("2:4", "1:4"):
         G = W.reshape(M, K // 4, 4)
         W = G.scatter(-1, G.abs().argsort(-1)[..., :4 - int(layout[0])], 0.0).reshape(M, K)
+    elif layout.startswith("bsr"):  # blocks cut at the edges (M, K not multiples)
+        bm, bk = (int(v) for v in layout[3:].split("x"))
+        keep = torch.rand(-(-M // bm), -(-K // bk), generator=g) < 0.4
+        W = W * keep.repeat_interleave(bm, 0).repeat_interleave(bk, 1)[:M, :K]
+        layout, blocks = "bsr", {"blocksize": (bm, bk)}
     else:
         W = W * (torch.rand(M, K, generator=g) < 0.2)
-    A = sk.to_sparse(W, layout=layout)
+    A = sk.to_sparse(W, layout=layout, **blocks)
     B = torch.randn(K, N, generator=g) if strided else torch.randn(N, K, generator=g).t()
     bias = torch.randn(M, generator=g)
     cpu_isa_env(isa)
