@@ -684,12 +684,18 @@ int csr_gemv_typed(const CsrRepack& a, const Dense& d) {
 template <typename T, typename CI>
 class CsrPanels : public PanelWork {
  public:
-  CsrPanels(const CsrRepack& a, const Dense& d, const int64_t* bounds, Isa isa)
-      : a_(a), d_(d), bounds_(bounds), isa_(isa) {}
+  CsrPanels(const CsrRepack& a, const Dense& d, const int64_t* bounds, Isa isa,
+            PanelTail tail = PanelTail())
+      : a_(a), d_(d), bounds_(bounds), isa_(isa), tail_(tail) {}
   int run(int part, const float* P, int64_t ldp, int64_t n0, int64_t nb) override {
     const int64_t m0 = bounds_[part], m1 = bounds_[part + 1];
 #if SK_HAVE_AVX512_KERNELS
-    if (isa_ == Isa::kAvx512) return csr_rows_avx512<T, CI>(a_, d_, P, ldp, n0, nb, m0, m1);
+    if (isa_ == Isa::kAvx512) {
+      const int s = csr_rows_avx512<T, CI>(a_, d_, P, ldp, n0, nb, m0, m1);
+      if (s != kOk || tail_.d == nullptr || n0 + nb != d_.N) return s;
+      // Once per row part: with the head's last panel (see PanelTail).
+      return csr_gemv_rows_avx512<T, CI>(a_, tail_.X, *tail_.d, m0, m1);
+    }
 #endif
 #if SK_HAVE_AVX2_KERNELS
     if (isa_ == Isa::kAvx2) return csr_rows_avx2<T, CI>(a_, d_, P, ldp, n0, nb, m0, m1);
@@ -702,6 +708,7 @@ class CsrPanels : public PanelWork {
   const Dense& d_;
   const int64_t* bounds_;
   Isa isa_;
+  PanelTail tail_;
 };
 
 // Threads the batched product (N >= 2) of `a` uses.
@@ -719,11 +726,20 @@ template <typename T, typename CI>
 int csr_typed(const CsrRepack& a, const Dense& d) {
   const Isa isa = active_isa();
   const int nt = panel_threads(a, d);
-  const int parts = panel_parts(nt, d.M, d.N, kPanelWidth, kMaxParts);
+  // 16q + 1 columns under AVX-512: the last column runs as the row-gather GEMV inside the
+  // panel work, on the rows each part has just multiplied (PanelTail; 1.03-1.35x at 17 and 33
+  // columns, bench/results/semi24-fused-tail-2026-12-06). Two or three columns stay in the
+  // panel: a second GEMV pass costs about as much as the panel's second vector.
+  Dense head, tail;
+  PanelTail pt;
+  const int ts = split_panel_tail(d, 1, &head, &tail, &pt);
+  if (ts != kOk) return ts;
+  const Dense& dp = pt.d != nullptr ? head : d;  // the panels' columns
+  const int parts = panel_parts(nt, d.M, dp.N, kPanelWidth, kMaxParts);
   int64_t bounds[kMaxParts + 1];
   split_by_prefix(a.rowptr, d.M, 2.0, parts, bounds);  // a row costs ~2 entries (its stores)
-  CsrPanels<T, CI> work(a, d, bounds, isa);
-  return run_panels(d, nt, parts, kPanelWidth, work, isa == Isa::kAvx512 ? 16 : 8);
+  CsrPanels<T, CI> work(a, dp, bounds, isa, pt);
+  return run_panels(dp, nt, parts, kPanelWidth, work, isa == Isa::kAvx512 ? 16 : 8);
 }
 
 }  // namespace

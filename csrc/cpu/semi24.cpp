@@ -706,8 +706,7 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
   }
   // 1-3 tail columns: the GEMV / small-N kernels beat a mostly empty panel vector (MiniLM's
   // 384x384, 1536x384, 384x1536 at 17, 18, 19 and 33 columns, 1 and 2 threads: 1.1-1.35x;
-  // bench/results/panel-tail-2026-12-05). CSC's row-gather GEMV is no faster than a panel
-  // pass (0.84-1.13x there), so CSC keeps its panels.
+  // bench/results/panel-tail-2026-12-05).
   // The tail runs inside the head's panel work (PanelTail).
   Dense head, tail;
   PanelTail pt;
