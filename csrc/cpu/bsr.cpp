@@ -605,7 +605,12 @@ class BsrPanels : public PanelWork {
     }
 #endif
 #if SK_HAVE_AVX2_KERNELS
-    if (isa_ == Isa::kAvx2) return panel_rows_avx2<T>(a_, P, ldp, n0, nb, bounds_[part], bounds_[part + 1]);
+    if (isa_ == Isa::kAvx2) {
+      const int64_t br0 = bounds_[part], br1 = bounds_[part + 1];
+      const int s = panel_rows_avx2<T>(a_, P, ldp, n0, nb, br0, br1);
+      if (s != kOk || tail_.d == nullptr || n0 + nb != a_.d->N) return s;
+      return gemv_rows_avx2<T>(tail_args_, tail_.X, br0, br1);
+    }
 #endif
     return panel_rows_portable<T>(a_, P, ldp, n0, nb, bounds_[part], bounds_[part + 1]);
   }

@@ -698,7 +698,11 @@ class CsrPanels : public PanelWork {
     }
 #endif
 #if SK_HAVE_AVX2_KERNELS
-    if (isa_ == Isa::kAvx2) return csr_rows_avx2<T, CI>(a_, d_, P, ldp, n0, nb, m0, m1);
+    if (isa_ == Isa::kAvx2) {
+      const int s = csr_rows_avx2<T, CI>(a_, d_, P, ldp, n0, nb, m0, m1);
+      if (s != kOk || tail_.d == nullptr || n0 + nb != d_.N) return s;
+      return csr_gemv_rows_avx2<T, CI>(a_, tail_.X, *tail_.d, m0, m1);
+    }
 #endif
     return csr_rows_portable<T, CI>(a_, d_, P, ldp, n0, nb, m0, m1);
   }

@@ -412,7 +412,11 @@ class Nm14Panels : public PanelWork {
     }
 #endif
 #if SK_HAVE_AVX2_KERNELS
-    if (isa_ == Isa::kAvx2) return panel_rows_avx2<T>(values_, meta_, d_, P, ldp, n0, nb, m0, m1);
+    if (isa_ == Isa::kAvx2) {
+      const int s = panel_rows_avx2<T>(values_, meta_, d_, P, ldp, n0, nb, m0, m1);
+      if (s != kOk || tail_.d == nullptr || n0 + nb != d_.N) return s;
+      return gemv_rows_avx2<T>(values_, meta_, *tail_.d, tail_.X, m0, m1);
+    }
 #endif
     return panel_rows_portable<T>(values_, meta_, d_, P, ldp, n0, nb, m0, m1);
   }
@@ -443,11 +447,11 @@ int nm14_typed(const T* values, const uint8_t* meta, const Dense& d) {
   const int ts = split_panel_tail(d, 3, &head, &tail, &pt);
   if (ts != kOk) return ts;
   if (pt.d != nullptr) {
-    const int64_t width = kPanelWidth512;  // the split is AVX-512 only
+    const int64_t width = isa == Isa::kAvx512 ? kPanelWidth512 : kPanelWidth;
     const int pparts = panel_parts(nt, d.M, head.N, width, kMaxParts);
     if (pparts != parts) split_even(d.M, pparts, bounds);
     Nm14Panels<T> work(values, meta, head, bounds, isa, pt);
-    return run_panels(head, nt, pparts, width, work, 16);
+    return run_panels(head, nt, pparts, width, work, isa == Isa::kAvx512 ? 16 : 8);
   }
 #if SK_HAVE_AVX512_KERNELS
   if (isa == Isa::kAvx512 && d.N > 1 && d.N <= kSmallN) {

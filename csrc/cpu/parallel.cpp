@@ -505,10 +505,15 @@ int run_panels(const Dense& d, int threads, int parts, int64_t panel_width, Pane
 }
 
 bool split_panel_tail(const Dense& d, int64_t max_tail, Dense* head, Dense* tail) {
-  // AVX-512 only: with AVX2 (8-column ymm panels, no small-N kernel) 2:4 at 9-11 columns
-  // measured 0.66-0.95x split (bench/results/panel-tail-2026-12-05).
+  // AVX-512: up to max_tail columns past 16q. AVX2 (8-column ymm panels, no small-N kernel):
+  // one column past 16q, the panel's third vector of 17 columns or a whole extra panel pass
+  // at 33 (fused into the panel work: 1.0-1.35x at 17 and 33 columns; at 25 and 41 it saved
+  // less than the GEMV costs; 9-11 columns, split as a separate pass, measured 0.66-0.95x;
+  // bench/results/semi24-fused-tail-2026-12-06, panel-tail-2026-12-05).
   constexpr int64_t w = 16;
-  if (active_isa() != Isa::kAvx512 || d.N <= w) return false;
+  const Isa isa = active_isa();
+  if (isa == Isa::kAvx2 && max_tail > 1) max_tail = 1;
+  if ((isa != Isa::kAvx512 && isa != Isa::kAvx2) || d.N <= w) return false;
   const int64_t r = d.N % w;
   if (r < 1 || r > max_tail) return false;
   *head = d;

@@ -153,11 +153,11 @@ void pack_panel(const Dense& d, int64_t n0, int64_t nb, int64_t ldp, int64_t k0,
 int run_panels(const Dense& d, int threads, int parts, int64_t panel_width, PanelWork& work,
                int64_t align = 8);
 
-// Splits d into its first N - r columns (head) and its last r (tail) when AVX-512's 16-column
-// panel vectors leave a remainder 1 <= r <= max_tail past a full vector: a panel spends one
-// multiply-add per vector of columns on every entry, so 17 columns cost two FMAs per entry
-// where 16 cost one; the tail runs as GEMV / small-N instead (each layout sets max_tail from
-// its GEMV's cost). False (head, tail untouched) otherwise, and under AVX2 / portable.
+// Splits d into its first N - r columns (head) and its last r (tail) when N = 16q + r with
+// q >= 1 and 1 <= r <= max_tail (AVX-512) or r == 1 (AVX2): a panel spends one multiply-add
+// per vector of columns on every entry, so 17 columns cost two FMAs per entry where 16 cost
+// one; the tail runs as GEMV / small-N instead (each layout sets max_tail from its GEMV's
+// cost). False (head, tail untouched) otherwise, and under the portable ISA.
 bool split_panel_tail(const Dense& d, int64_t max_tail, Dense* head, Dense* tail);
 
 // The tail of a split_panel_tail for the head's panel work to run on each row part right after

@@ -661,7 +661,11 @@ class Semi24Panels : public PanelWork {
 #endif
 #if SK_HAVE_AVX2_KERNELS
     const bool avx2_ = isa_ == Isa::kAvx2;
-    if (avx2_) return panel_rows_avx2<T>(values_, meta_, d_, P, ldp, n0, nb, m0, m1);
+    if (avx2_) {
+      const int s = panel_rows_avx2<T>(values_, meta_, d_, P, ldp, n0, nb, m0, m1);
+      if (s != kOk || tail_.d == nullptr || n0 + nb != d_.N) return s;
+      return gemv_rows_avx2<T>(values_, meta_, *tail_.d, tail_.X, m0, m1);
+    }
 #endif
     return panel_rows_portable<T>(values_, meta_, d_, P, ldp, n0, nb, m0, m1);
   }

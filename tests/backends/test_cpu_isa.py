@@ -345,11 +345,11 @@ def test_unknown_scatter_choice_is_rejected_naming_the_choices(cpu_scatter_env):
 @pytest.mark.parametrize("strided", [False, True], ids=["x.T", "B row-major"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_panel_tail_columns_run_as_gemv(cpu_isa_env, isa, layout, N, strided, threads):
-    """16q + 1..3 columns under AVX-512: the panels take the first columns and the last ones
-    (2:4 and 1:4: 1..3; BSR: 1..2, or 1 when blocks are not 16k wide; CSC: 1) run as GEMV /
+    """16q + 1..3 columns: the panels take the first columns and the last ones (AVX-512: 2:4
+    and 1:4 1..3, BSR 1..2 or 1 when blocks are not 16k wide, CSC 1; AVX2: 1) run as GEMV /
     small-N on each row part after its last panel (split_panel_tail, PanelTail); every column,
     its bias and both B layouts give the reference result, on one thread and on two with many
-    row parts and up to three panels (AVX2, which keeps its panels, at the same N)."""
+    row parts and up to three panels (portable, which keeps its panels, at the same N)."""
     g = torch.Generator().manual_seed(torch.seed() % 2**31)
     M, K = (37, 100) if threads == 1 else (301, 260)
     W = torch.randn(M, K, generator=g)
