@@ -730,7 +730,7 @@ template <typename T, typename CI>
 int csr_typed(const CsrRepack& a, const Dense& d) {
   const Isa isa = active_isa();
   const int nt = panel_threads(a, d);
-  // 16q + 1 columns under AVX-512: the last column runs as the row-gather GEMV inside the
+  // 16q + 1 columns (AVX-512 and AVX2): the last column runs as the row-gather GEMV inside the
   // panel work, on the rows each part has just multiplied (PanelTail; 1.03-1.35x at 17 and 33
   // columns, bench/results/semi24-fused-tail-2026-12-06). Two or three columns stay in the
   // panel: a second GEMV pass costs about as much as the panel's second vector.
