@@ -346,7 +346,9 @@ def test_unknown_scatter_choice_is_rejected_naming_the_choices(cpu_scatter_env):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_panel_tail_columns_run_as_gemv(cpu_isa_env, isa, layout, N, strided, threads):
     """16q + 1..3 columns: the panels take the first columns and the last ones (AVX-512: 2:4
-    and 1:4 1..3, BSR 1..2 or 1 when blocks are not 16k wide, CSC 1; AVX2: 1) run as GEMV /
+    and 1:4 1..3, BSR 1..2 or 1 when blocks are not 16k wide, CSC 1 (where gathers are
+    microcoded only at 32q + 1 columns or K >= 1024: see test_csc_tail_rule_both_ways);
+    AVX2: 1) run as GEMV /
     small-N on each row part after its last panel (split_panel_tail, PanelTail); every column,
     its bias and both B layouts give the reference result, on one thread and on two with many
     row parts and up to three panels (portable, which keeps its panels, at the same N)."""
@@ -370,6 +372,30 @@ def test_panel_tail_columns_run_as_gemv(cpu_isa_env, isa, layout, N, strided, th
     cpu_isa_env(isa)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        y = torch.ops.sparsekern.spmm(*A.op_args(), B, bias)
+    finally:
+        torch.set_num_threads(before)
+    want = (W.double() @ B.double() + bias.double()[:, None]).float()
+    torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("isa", _isa_params())
+@pytest.mark.parametrize("K", [300, 1030])
+@pytest.mark.parametrize("N", [17, 33, 49, 65])
+def test_csc_tail_rule_both_ways(cpu_isa_env, isa, K, N):
+    """CSC's tail column: on CPUs with microcoded gathers (AMD) one column past 16q runs in the
+    panel at 17 / 49 columns with K < 1024 and as the fused GEMV otherwise (Intel: always);
+    both sides of that rule give the reference result, with bias, on 2 threads."""
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    M = 203
+    W = torch.randn(M, K, generator=g) * (torch.rand(M, K, generator=g) < 0.1)
+    A = sk.to_sparse(W, layout="csc")
+    B = torch.randn(N, K, generator=g).t()
+    bias = torch.randn(M, generator=g)
+    cpu_isa_env(isa)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
     try:
         y = torch.ops.sparsekern.spmm(*A.op_args(), B, bias)
     finally:
