@@ -328,6 +328,9 @@ def main(argv=None) -> int:
     cfg = PeerConfig(a.threads, a.rounds, a.calls, a.out, a.deepsparse_python,
                      not a.no_compile, a.lock)
     torch.set_num_threads(cfg.threads)
+    # Every torch.compile'd model here shares one forward (4 models x 2 shapes = 8 graphs):
+    # dynamo's default limit of 8 per code object would silently run any further one eager.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     from sparsekern.timing.machine import extension_isa
     extension_isa()  # a bad SPARSEKERN_CPU_ISA: its ValueError now, not after building engines
     with tempfile.TemporaryDirectory() as tmp:
