@@ -75,11 +75,6 @@ bool cpu_has_avx2() {
   return has;
 }
 
-bool cpu_gathers_fast() {
-  static const bool fast = detect_intel();
-  return fast;
-}
-
 namespace {
 // SPARSEKERN_CPU_ISA as last read by isa_reload(): read once at load and on an explicit
 // reload, never per call (a getenv per call costs time and races with setenv in other

@@ -28,13 +28,12 @@ bool cpu_has_avx2();
 // Whether this CPU (and OS) can run the AVX-512 kernels.
 bool cpu_has_avx512();
 
-// Whether this CPU's vector gathers run at a few cycles per element (Intel); AMD's Zen 4/5
-// microcode them, so a gather of 16 costs about as much as 16 scalar loads there.
-bool cpu_gathers_fast();
-
-// Whether the AVX-512 CSC GEMV scatters 16 entries of a column with one gather-FMA-scatter
-// (true) or with scalar read-FMA-writes: SPARSEKERN_CPU_SCATTER=vector|scalar|auto (auto:
-// vector on Intel, scalar elsewhere), read with SPARSEKERN_CPU_ISA. Both give the same sums.
+// Whether this CPU's vector gathers and scatters are fast (Intel; AMD's Zen 4/5 microcode
+// them): the AVX-512 CSC GEMV then scatters 16 entries of a column with one
+// gather-FMA-scatter (true) instead of scalar read-FMA-writes, and the CSC panels run a tail
+// column past 16q as a row-gather GEMV wherever they may (csc_tail_columns).
+// SPARSEKERN_CPU_SCATTER=vector|scalar|auto (auto: vector on Intel, scalar elsewhere), read
+// with SPARSEKERN_CPU_ISA. Both give the same sums.
 bool vector_scatter();
 
 enum class IsaEnvStatus { kOk, kUnknown, kAvx2Missing, kAvx512Missing, kUnknownScatter };

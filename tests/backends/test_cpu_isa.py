@@ -381,18 +381,21 @@ def test_panel_tail_columns_run_as_gemv(cpu_isa_env, isa, layout, N, strided, th
 
 
 @pytest.mark.parametrize("isa", _isa_params())
+@pytest.mark.parametrize("scatter", ["scalar", "vector"])
 @pytest.mark.parametrize("K", [300, 1030])
 @pytest.mark.parametrize("N", [17, 33, 49, 65])
-def test_csc_tail_rule_both_ways(cpu_isa_env, isa, K, N):
-    """CSC's tail column: on CPUs with microcoded gathers (AMD) one column past 16q runs in the
-    panel at 17 / 49 columns with K < 1024 and as the fused GEMV otherwise (Intel: always);
-    both sides of that rule give the reference result, with bias, on 2 threads."""
+def test_csc_tail_rule_both_ways(cpu_isa_env, cpu_scatter_env, isa, scatter, K, N):
+    """CSC's tail column: where gathers are microcoded (SPARSEKERN_CPU_SCATTER=scalar, AMD's
+    default) one column past 16q runs in the panel at 17 / 49 columns with K < 1024 and as the
+    fused GEMV otherwise; with fast gathers (vector, Intel's default) always as the GEMV. Both
+    choices, on every ISA, give the reference result, with bias, on 2 threads."""
     g = torch.Generator().manual_seed(torch.seed() % 2**31)
     M = 203
     W = torch.randn(M, K, generator=g) * (torch.rand(M, K, generator=g) < 0.1)
     A = sk.to_sparse(W, layout="csc")
     B = torch.randn(N, K, generator=g).t()
     bias = torch.randn(M, generator=g)
+    cpu_scatter_env(scatter)
     cpu_isa_env(isa)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
