@@ -729,11 +729,11 @@ int panel_threads(const CsrRepack& a, const Dense& d) {
 // Columns past 16q that run as the row-gather GEMV inside the panel work (PanelTail): 1 or
 // none. Two or three columns stay in the panel: a second GEMV pass costs about as much as the
 // panel's second vector. Where gathers are microcoded (AMD Zen 4/5: !vector_scatter(), which
-// SPARSEKERN_CPU_SCATTER can force either way) one column pays only when
-// it saves a panel pass of its own (33, 65, ... columns) or when the panel's K rows spill L1,
-// so the extra vector's loads come from L2 (Zen 5, 90%, 17 columns: 0.92-0.97x on K = 384 and
-// 768, 1.03-1.20x from K = 1024; the whole MiniLM 0.94-0.96x at 17 tokens; Intel 1.03-1.35x
-// on every shape: bench/results/csc-tail-amd-2026-12-06, semi24-fused-tail-2026-12-06).
+// SPARSEKERN_CPU_SCATTER can force either way) one column pays only when it saves a panel
+// pass of its own (33, 65, ... columns) or when the panel's K rows spill L1, so the extra
+// vector's loads come from L2 (Zen 5, 90%, 17 columns: 0.80-0.98x on K = 384 and 768,
+// 1.03-1.20x from K = 1024; the whole MiniLM 0.94-0.96x at 17 tokens; Intel 1.03-1.35x on
+// every shape: bench/results/csc-tail-amd-2026-12-06, semi24-fused-tail-2026-12-06).
 int64_t csc_tail_columns(const Dense& d) {
   constexpr int64_t kSpillK = 1024;
   if (vector_scatter() || d.K >= kSpillK) return 1;

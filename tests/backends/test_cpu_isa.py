@@ -370,6 +370,11 @@ def test_panel_tail_columns_run_as_gemv(cpu_isa_env, isa, layout, N, strided, th
     B = torch.randn(K, N, generator=g) if strided else torch.randn(N, K, generator=g).t()
     bias = torch.randn(M, generator=g)
     cpu_isa_env(isa)
+    _assert_spmm_matches(A, W, B, bias, threads)
+
+
+def _assert_spmm_matches(A, W, B, bias, threads):
+    """spmm(A, B) + bias on `threads` threads equals the float64 product of the dense W."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -397,11 +402,4 @@ def test_csc_tail_rule_both_ways(cpu_isa_env, cpu_scatter_env, isa, scatter, K, 
     bias = torch.randn(M, generator=g)
     cpu_scatter_env(scatter)
     cpu_isa_env(isa)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        y = torch.ops.sparsekern.spmm(*A.op_args(), B, bias)
-    finally:
-        torch.set_num_threads(before)
-    want = (W.double() @ B.double() + bias.double()[:, None]).float()
-    torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-4)
+    _assert_spmm_matches(A, W, B, bias, 2)

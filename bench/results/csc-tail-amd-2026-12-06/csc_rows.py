@@ -1,5 +1,7 @@
-# CSC N=17 fused tail vs none (SK_UNFUSED), by entries per row. Experiment build only.
+# CSC N=17, by entries per row: SWITCH=SK_UNFUSED (default; "1" = no tail split) or
+# SWITCH=SK_CSC_ALWAYS ("1" = main's always-split rule), old -> new. Experiment build only.
 import os, time, statistics as st, torch, sparsekern as sk
+SWITCH = os.environ.get("SWITCH", "SK_UNFUSED")
 torch.manual_seed(0); torch.set_num_threads(int(os.environ.get("TH", 2)))
 N = int(os.environ.get("N", 17))
 def blocks(s, x):
@@ -7,7 +9,7 @@ def blocks(s, x):
     with torch.inference_mode():
         for _ in range(10):
             for mode in ("0", "1"):
-                os.environ["SK_UNFUSED"] = mode
+                os.environ[SWITCH] = mode
                 for _ in range(10): s(x)
                 ts = []
                 for _ in range(100):

@@ -1,3 +1,5 @@
+// Probe: the first part (tile, run) is ../semi24-panel-bound-2026-12-05/panel_tile_modes.cpp's
+// panel tile, repeated so that both orientations are timed in one binary and one run.
 #include <immintrin.h>
 #include <chrono>
 #include <cstdio>
