@@ -34,6 +34,11 @@ constexpr int kMaxParts = 256;
 // (2 threads, 4096² and 768x3072: N=2 0.66x -> 1.5-1.7x dense, N=4 1.2x -> 2.3-2.5x, N=8
 // 1.7x -> 2.0-2.7x). Past ~12 columns the panel's broadcast FMAs use enough of each zmm.
 constexpr int64_t kSmallN = 8;
+// Up to this many columns (> kSmallN) it runs in chunks of at most kSmallN columns over each
+// 2-row tile (gemvn_rows_chunked_avx512): N = 9-11 1.05-1.27x the 16-column panel, whose
+// zmm then have 5-7 idle lanes; from 12 the panel is as fast or faster (2 threads, Zen 5,
+// MiniLM/BERT shapes and 4096²; bench/results/semi24-small-n-chunks-2026-12-06).
+constexpr int64_t kSmallNChunked = 11;
 constexpr int64_t kSemi24PanelTail = 3;  // see split_panel_tail
 
 
@@ -503,6 +508,55 @@ SK_AVX512 int gemvn_rows_avx512_nc(const T* values, const uint8_t* meta, const D
   return kOk;
 }
 
+// One chunk of NC (1..8) columns for R rows (gemvn_tile_avx512 with the chunk's Dense).
+template <typename T, int R>
+SK_AVX512_INLINE void gemvn_chunk_tile(const T* v, const uint8_t* mt, const Semi24Rows& g4,
+                                       const Dense& dc, const float* Xc, int64_t ldx, int64_t m) {
+  switch (dc.N) {
+    case 1: gemvn_tile_avx512<T, R, 1>(v, mt, g4, dc, Xc, ldx, m); break;
+    case 2: gemvn_tile_avx512<T, R, 2>(v, mt, g4, dc, Xc, ldx, m); break;
+    case 3: gemvn_tile_avx512<T, R, 3>(v, mt, g4, dc, Xc, ldx, m); break;
+    case 4: gemvn_tile_avx512<T, R, 4>(v, mt, g4, dc, Xc, ldx, m); break;
+    case 5: gemvn_tile_avx512<T, R, 5>(v, mt, g4, dc, Xc, ldx, m); break;
+    case 6: gemvn_tile_avx512<T, R, 6>(v, mt, g4, dc, Xc, ldx, m); break;
+    case 7: gemvn_tile_avx512<T, R, 7>(v, mt, g4, dc, Xc, ldx, m); break;
+    default: gemvn_tile_avx512<T, R, 8>(v, mt, g4, dc, Xc, ldx, m); break;
+  }
+}
+
+// N > 8 columns in chunks of at most 8 (sizes within one of each other), R = 2 row tiles:
+// the tile's values and metadata stay in L1 while every chunk of columns passes over them.
+template <typename T>
+SK_AVX512 int gemvn_rows_chunked_avx512(const T* values, const uint8_t* meta, const Dense& d,
+                                        const float* X, int64_t ldx, int64_t m0, int64_t m1) {
+  constexpr int kMaxChunks = (kSmallNChunked + kSmallN - 1) / kSmallN;
+  const int64_t nch = ceil_div(d.N, kSmallN);
+  if (nch > kMaxChunks) return kBadArgument;
+  Dense dc[kMaxChunks];
+  const float* Xc[kMaxChunks];
+  for (int64_t q = 0, c0 = 0; q < nch; ++q) {
+    const int64_t nc = (d.N - c0) / (nch - q);
+    dc[q] = d;
+    dc[q].N = nc;
+    dc[q].Y = d.Y + c0 * d.ldy_n;
+    Xc[q] = X + c0 * ldx;
+    c0 += nc;
+  }
+  const Semi24Rows g4(d.K);
+  int64_t m = m0;
+  for (; m + 2 <= m1; m += 2) {
+    if (!meta_rows_valid_avx2(meta + m * g4.mcols, 2, g4)) return kBadMeta;
+    for (int64_t q = 0; q < nch; ++q)
+      gemvn_chunk_tile<T, 2>(values + m * g4.half, meta + m * g4.mcols, g4, dc[q], Xc[q], ldx, m);
+  }
+  for (; m < m1; ++m) {
+    if (!meta_rows_valid_avx2(meta + m * g4.mcols, 1, g4)) return kBadMeta;
+    for (int64_t q = 0; q < nch; ++q)
+      gemvn_chunk_tile<T, 1>(values + m * g4.half, meta + m * g4.mcols, g4, dc[q], Xc[q], ldx, m);
+  }
+  return kOk;
+}
+
 template <typename T>
 int gemvn_rows_avx512(const T* values, const uint8_t* meta, const Dense& d, const float* X,
                       int64_t ldx, int64_t m0, int64_t m1) {
@@ -514,7 +568,10 @@ int gemvn_rows_avx512(const T* values, const uint8_t* meta, const Dense& d, cons
     case 6: return gemvn_rows_avx512_nc<T, 6>(values, meta, d, X, ldx, m0, m1);
     case 7: return gemvn_rows_avx512_nc<T, 7>(values, meta, d, X, ldx, m0, m1);
     case 8: return gemvn_rows_avx512_nc<T, 8>(values, meta, d, X, ldx, m0, m1);
-    default: return kBadArgument;
+    default:
+      if (d.N > kSmallN && d.N <= kSmallNChunked)
+        return gemvn_rows_chunked_avx512<T>(values, meta, d, X, ldx, m0, m1);
+      return kBadArgument;
   }
 }
 
@@ -718,7 +775,7 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
   if (ts != kOk) return ts;
   const Dense& dp = pt.d != nullptr ? head : d;  // the panels' columns
 #if SK_HAVE_AVX512_KERNELS
-  if (pt.d == nullptr && isa == Isa::kAvx512 && d.N <= kSmallN) {
+  if (pt.d == nullptr && isa == Isa::kAvx512 && d.N <= kSmallNChunked) {
     int64_t ldx = 0;
     const float* X = small_n_columns(d, &ldx);
     if (X == nullptr) return kNoMemory;

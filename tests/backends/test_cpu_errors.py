@@ -124,7 +124,7 @@ def test_bsr_bad_offsets(entry, N, how):
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
-@pytest.mark.parametrize("N", [1, 5, 16])
+@pytest.mark.parametrize("N", [1, 5, 10, 16])  # GEMV, small N, its chunks, panels
 # nibble = first | second << 2: (0,0) (1,1) (2,2) (3,3) and (2,0) are invalid, (1,2) is valid
 @pytest.mark.parametrize("nibble", [0x0, 0x5, 0xA, 0xF, 0x2, 0x9])
 @pytest.mark.parametrize("where", ["first", "middle", "last"])

@@ -142,7 +142,7 @@ def test_each_isa_on_edge_shapes(cpu_isa_env, isa, layout, M, K):
 
 
 def _check_small_n(A, Wd, g, atol):
-    """spmm(A, B, bias) against Wd @ B (float64) for N = 2..9, each B layout (row-major,
+    """spmm(A, B, bias) against Wd @ B (float64) for N = 2..13, each B layout (row-major,
     column-major, strided), with and without bias, on 1 and 2 threads."""
     M, K = Wd.shape
     bias = torch.randn(M, generator=g)
@@ -150,7 +150,7 @@ def _check_small_n(A, Wd, g, atol):
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            for N in range(2, 10):
+            for N in range(2, 14):
                 bs = {"row-major": torch.randn(K, N, generator=g),
                       "column-major": torch.randn(N, K, generator=g).t(),
                       "strided": torch.randn(2 * K, 3 * N, generator=g)[::2, ::3]}
@@ -168,8 +168,9 @@ def _check_small_n(A, Wd, g, atol):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("M,K", [(1, 4), (7, 36), (13, 100), (6, 260), (9, 1028), (5, 1030)])
 def test_semi24_small_n(cpu_isa_env, isa, dtype, M, K):
-    """2:4 at N = 2..9 (AVX-512 runs a permuting multi-column GEMV up to N = 8, the panels
-    from 9): tiles of 4 and 2 rows and their tail rows, K tails of the 32-, 16- and 4-column
+    """2:4 at N = 2..13 (AVX-512 runs a permuting multi-column GEMV up to N = 8, in chunks of
+    at most 8 columns over 2-row tiles up to 11, the panels from 12): tiles of 4 and 2 rows
+    and their tail rows, K tails of the 32-, 16- and 4-column
     steps, each B layout, bias, 1 and 2 threads: the reference result."""
     g = torch.Generator().manual_seed(M * 1000 + K)
     Kp = (K + 3) // 4 * 4  # a K that is no multiple of 4: the last group is cut
@@ -188,7 +189,7 @@ def test_semi24_small_n(cpu_isa_env, isa, dtype, M, K):
 @pytest.mark.parametrize("M,K,density", [(70, 100, 0.5), (33, 1030, 0.3), (64, 512, 1.0),
                                          (40, 4100, 0.6), (9, 20, 0.0)])
 def test_bsr_small_n(cpu_isa_env, isa, dtype, block, M, K, density):
-    """BSR at N = 2..9 (AVX-512 runs per-row dot products over 16k-wide blocks up to N = 8,
+    """BSR at N = 2..13 (AVX-512 runs per-row dot products over 16k-wide blocks up to N = 8,
     in chunks of blocks, the panels from 9): row tiles and their tails, block rows past M,
     block columns past K, empty block rows, long block rows (several chunks), each B layout,
     bias, 1 and 2 threads: the reference result."""
