@@ -16,7 +16,9 @@ L2-normalised last hidden state), at 1 sentence x 16 tokens and 32 sentences x 6
 
 Every engine's embeddings are checked against torch eager on the same weights (max abs
 difference reported). Timing: all engines are built and warmed first; then ``rounds``
-rounds, each timing every engine in turn (interleaved) for ``calls`` calls; the figure is
+rounds, each timing every engine in turn (interleaved) for ``calls`` calls after
+``WARM_CALLS`` untimed ones (so no engine is timed beside another's spinning threads); the
+figure is
 the median over all calls, the spread the lowest and highest round median. An engine that
 does not install or fails is reported as skipped with its reason, never dropped silently.
 Writes OUT/e2e-peers.json (every figure, machine facts) and OUT/e2e-peers.md.
@@ -59,6 +61,8 @@ VARIANTS = {"90% unstructured": ("fine", 0.9, "csc"),
             "90% 32x32 blocks": ((32, 32), 0.9, "bsr"),
             "2:4": ("2:4", None, "2:4")}
 SHAPES = ((1, 16), (32, 64))
+#: Untimed calls at the start of every engine's block (see time_engines).
+WARM_CALLS = 2
 
 
 @dataclass
@@ -252,8 +256,13 @@ def time_engines(engines: List[Engine], cfg: PeerConfig) -> None:
             calls = cfg.calls if e.batch == 1 else max(2, cfg.calls // 2)
             if isinstance(e.call, tuple):
                 _, ds, key = e.call
-                ts = ds.ask(op="time", key=key, calls=calls)["times_s"]
+                ts = ds.ask(op="time", key=key, calls=calls, warm=WARM_CALLS)["times_s"]
             else:
+                # Untimed first: the engines run on different thread pools (torch's OpenMP
+                # team, ONNX Runtime's, OpenVINO's), whose threads spin for a while after a
+                # call; a block's first calls otherwise ran beside the last engine's threads.
+                for _ in range(WARM_CALLS):
+                    e.call()
                 ts = []
                 for _ in range(calls):
                     t0 = time.perf_counter()
@@ -293,7 +302,8 @@ def render(rows: List[dict], facts: dict, cfg: PeerConfig) -> str:
     lines = [f"# End to end, pruned all-MiniLM-L6-v2, {cfg.threads} threads, fp32",
              "", f"`python bench/e2e_peers.py` — {facts['cpu']}, {facts['cpus']} CPUs, "
              f"torch {facts['torch']}, load average before timing {facts['load_average']}; "
-             f"median of {cfg.rounds} interleaved rounds (spread: lowest-highest round median).",
+             f"median of {cfg.rounds} interleaved rounds, each engine's block after "
+             f"{WARM_CALLS} untimed calls (spread: lowest-highest round median).",
              "", "| shape | model | engine | median ms | spread ms | max abs diff vs torch |",
              "|---|---|---|---|---|---|"]
     for r in rows:

@@ -6,8 +6,8 @@ stdin and answers one JSON line on stdout:
 
     {"op": "compile", "key": k, "onnx": path, "batch": B, "tokens": T, "threads": n}
         -> {"ok": true} or {"ok": false, "error": "..."}
-    {"op": "time", "key": k, "calls": c}
-        -> {"ok": true, "times_s": [c floats]}
+    {"op": "time", "key": k, "calls": c, "warm": w}
+        -> {"ok": true, "times_s": [c floats]} (after w untimed calls; default 0)
     {"op": "run", "key": k} -> {"ok": true, "out": [[...]]} (the embeddings, for checking)
     {"op": "quit"}
 
@@ -43,6 +43,8 @@ def main():
                 ans = {"ok": True}
             elif req["op"] == "time":
                 eng, x = engines[req["key"]]
+                for _ in range(req.get("warm", 0)):
+                    eng.run(x)
                 times = []
                 for _ in range(req["calls"]):
                     t = time.perf_counter()

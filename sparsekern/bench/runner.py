@@ -31,8 +31,8 @@ from . import bounds, metrics, operands
 from .candidates import BETA_WARNING, MAX_REFERENCE_WORK, Candidate, as_nm, build_candidates
 from .cases import Case
 from ..timing.machine import extension_isa
-from ..timing.timers import (CacheFlusher, CudaTimerSettings, TimerSettings, rotation_count,
-                             time_cuda, time_interleaved)
+from ..timing.timers import (BlockSettings, CacheFlusher, CudaTimerSettings, TimerSettings,
+                             rotation_count, time_blocks, time_cuda)
 
 #: Relative error ||y - y_ref|| / ||y_ref|| above which a candidate's result is wrong.
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-9, torch.float16: 2e-2, torch.bfloat16: 3e-2}
@@ -125,8 +125,10 @@ def _time_ok(cands: List[Candidate], records: dict, xs: List[torch.Tensor],
             inputs = [c.prepare(x) for x in xs]
             records[c.name]["timing"] = time_cuda(c.fn, inputs, s.cuda_timer)
         return
-    timings = time_interleaved({c.name: (c.fn, c.prepare(xs[0])) for c in ok}, s.timer,
-                               first_calls={c.name: records[c.name]["first_call_s"] for c in ok})
+    # In blocks (time_blocks): the candidates run on different thread pools (torch's,
+    # OpenBLAS's, sparsekern's), and a sample right after another pool's call measured both.
+    timings = time_blocks({c.name: (c.fn, c.prepare(xs[0])) for c in ok}, s.timer,
+                          first_calls={c.name: records[c.name]["first_call_s"] for c in ok})
     for name, t in timings.items():
         records[name]["timing"] = t
     cold = [c for c in ok if c.kind in ("sparsekern", "dense")]
@@ -134,8 +136,9 @@ def _time_ok(cands: List[Candidate], records: dict, xs: List[torch.Tensor],
         timer = TimerSettings(min_time=0.0, min_reps=s.cold_reps, max_reps=s.cold_reps,
                               max_candidate_time=s.timer.max_candidate_time, warmup_time=0.0,
                               max_warmup_calls=1, sample_time=0.0)
-        cold_t = time_interleaved({c.name: (c.fn, c.prepare(xs[0])) for c in cold}, timer,
-                                  before_sample=_flusher())
+        cold_t = time_blocks({c.name: (c.fn, c.prepare(xs[0])) for c in cold}, timer,
+                             BlockSettings(rounds=min(2, s.cold_reps)),
+                             before_sample=_flusher())
         for name, t in cold_t.items():
             records[name]["timing_cold"] = t
 

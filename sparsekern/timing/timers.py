@@ -10,14 +10,17 @@ each candidate gets enough samples to fill ``min_time`` (at least ``min_reps``, 
 per call and the inter-quartile range (run-to-run spread).
 
 Interleaving leaves each candidate's data in whatever state the others left the caches
-in. Two variants fix that state instead:
+in, and each candidate's sample right after another's call, whose thread pool may still be
+spinning (OpenBLAS's and torch's OpenMP threads do): fine among candidates on one pool, not
+across libraries. Two variants fix that state instead:
 
 * ``time_interleaved(..., before_sample=CacheFlusher())``: every sample starts with the
   caches full of other data (a model far larger than the last-level cache);
 * ``time_blocks``: steady state, as in a model that fits in the last-level cache and runs
   back to back. Candidates take turns in blocks; a block first calls its candidate until
   warm (untimed: it can take a dozen calls before a weight that fits in L3 is served from
-  it at full speed), then takes its samples.
+  it at full speed, and the last block's pool goes idle), then takes its samples, each
+  after ``before_sample`` if given (the benchmark's cold figures: blocks + CacheFlusher).
 
 GPU (``time_cuda``): CUDA events around each call, warm-up excluded, median of many
 repeats; before every call L2 is flushed (a write over a buffer larger than L2) and the
@@ -137,21 +140,48 @@ class CacheFlusher:
     in first wrote one back: a 1536x384 layer at 17 tokens took 0.40 ms after such a flush
     against 0.28 ms after a clean one (2 threads, Zen 5, 32 MB L3), and the latency table's
     sum of MiniLM's layers predicted the model 35-45% slow.
+
+    ``threads`` plain threads (default: torch's intra-op thread count) each read one slice
+    with NumPy, so every core's private caches are flushed too, and no library's thread pool
+    is left spinning when the timed call starts. A flush on torch's pool left its OpenMP
+    threads spinning through the next sample and slowed whatever ran on another pool: NumPy's
+    4096² GEMV took 4.2 ms cold after it against 1.7 ms after a flush by plain threads (2
+    threads, Zen 5; bench/results/bench-timing-pools-2026-12-06).
     """
 
-    def __init__(self, nbytes: Optional[int] = None):
+    def __init__(self, nbytes: Optional[int] = None, threads: Optional[int] = None):
+        import numpy as np
         import torch
         from .machine import last_level_cache_bytes
         n = int(nbytes if nbytes is not None else 2 * last_level_cache_bytes())
         if n < 4:
             raise ValueError(f"CacheFlusher nbytes must be at least 4 (one float32), got "
                              f"{nbytes!r}")
+        t = int(threads if threads is not None else torch.get_num_threads())
+        if t < 1:
+            raise ValueError(f"CacheFlusher threads must be at least 1, got {threads!r}")
         # written (not just allocated): an untouched buffer reads the shared zero page
-        self.buffer = torch.ones(max(1, n // 4), dtype=torch.float32)
-        self.nbytes = self.buffer.numel() * 4
+        self.buffer = np.ones(max(1, n // 4), dtype=np.float32)
+        self.nbytes = self.buffer.size * 4
+        self.slices = [s for s in np.array_split(self.buffer, t) if s.size > 0]
+        self._pool = None
+        if len(self.slices) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            # idle workers wait on a queue (asleep), never spinning
+            self._pool = ThreadPoolExecutor(len(self.slices) - 1,
+                                            thread_name_prefix="sparsekern-flush")
 
     def __call__(self, fn: Callable = None, arg=None) -> None:
-        self.buffer.sum()
+        # NumPy releases the GIL in the sum, so the slices are read in parallel
+        rest = [self._pool.submit(_read, s) for s in self.slices[1:]] if self._pool else []
+        _read(self.slices[0])
+        for f in rest:
+            f.result()
+
+
+def _read(a) -> float:
+    """Reads every element of the NumPy array ``a`` (its sum), writing nothing."""
+    return float(a.sum())
 
 
 def time_interleaved(fns: Dict[str, Tuple[Callable, object]],
@@ -213,20 +243,35 @@ def _warm_block(fn, arg, b: BlockSettings, clock) -> None:
 
 def time_blocks(fns: Dict[str, Tuple[Callable, object]], s: Optional[TimerSettings] = None,
                 b: Optional[BlockSettings] = None,
-                clock: Callable[[], float] = time.perf_counter) -> Dict[str, dict]:
+                clock: Callable[[], float] = time.perf_counter,
+                first_calls: Optional[Dict[str, float]] = None,
+                before_sample: Optional[Callable[[Callable, object], None]] = None
+                ) -> Dict[str, dict]:
     """Steady-state timing of each ``fn(arg)``: {name: summarize(...) + {"inner"}}.
 
     ``b.rounds`` rounds; in each, every candidate runs one block: warm-up calls (untimed;
     none for a call longer than ``b.max_warm_time``), then its share (1 / rounds) of the
-    samples ``plan`` gives it under ``s``.
+    samples ``plan`` gives it under ``s``. Blocks, not one sample per candidate in turn,
+    because libraries run on different thread pools (torch's OpenMP team, OpenBLAS's,
+    sparsekern's own) whose threads spin for a while after a call: a sample taken right
+    after another pool's left both pools' threads on the same cores (2 threads, Zen 5, BSR
+    70% 768x3072 at N=32: sparsekern 0.81 ms after NumPy's call against 0.31-0.33 ms alone;
+    bench/results/bench-timing-pools-2026-12-06). The warm-up calls let the other pool's
+    threads go idle and bring the block's own back.
+    first_calls, before_sample: as in :func:`time_interleaved` (a slow candidate's earlier
+    call stands in for its first warm-up; ``before_sample(fn, arg)`` runs untimed before
+    every sample, after the block's warm-up).
     """
     s, b = s or TimerSettings(), b or BlockSettings()
     if b.rounds < 1:
         raise ValueError(f"BlockSettings.rounds must be >= 1, got {b.rounds}")
+    first_calls = first_calls or {}
     jobs = {name: _Job(fn, arg) for name, (fn, arg) in fns.items()}
     est = {}
     for name, job in jobs.items():
-        est[name] = _warm(job.fn, job.arg, s, clock)
+        done = first_calls.get(name)
+        est[name] = (done if done is not None and done > s.warmup_time
+                     else _warm(job.fn, job.arg, s, clock))
         job.inner, job.reps = plan(est[name], s)
     for r in range(b.rounds):
         for name, job in jobs.items():
@@ -238,6 +283,8 @@ def time_blocks(fns: Dict[str, Tuple[Callable, object]], s: Optional[TimerSettin
             # this round's share of the samples, at least one
             share = max(1, job.reps // b.rounds + (1 if r < job.reps % b.rounds else 0))
             for _ in range(share):
+                if before_sample is not None:
+                    before_sample(fn, arg)
                 t0 = clock()
                 for _ in range(inner):
                     fn(arg)

@@ -2,6 +2,7 @@
 import pytest
 
 from sparsekern.bench import timing
+from sparsekern.timing import timers
 from sparsekern.bench.timing import TimerSettings
 
 
@@ -143,6 +144,34 @@ def test_time_blocks_warms_every_block_and_spreads_samples_over_rounds():
     assert order == (["a", "b"] + ["a"] * 6 + ["b"] * 8 + ["a"] * 5 + ["b"] * 8)
 
 
+def test_time_blocks_before_sample_and_first_calls():
+    clock = FakeClock()
+    log = []
+
+    def fn(arg):
+        assert arg == "A"
+        log.append("call")
+        clock.now += 0.001
+
+    def hook(f, arg):
+        assert f is fn and arg == "A"
+        log.append("hook")
+        clock.now += 1.0  # untimed
+
+    s = TimerSettings(min_time=0.0, min_reps=4, max_reps=4, warmup_time=0.0005,
+                      max_warmup_calls=1, sample_time=0.0)
+    b = timing.BlockSettings(rounds=2, warm_calls=1, warm_time=0.0, max_warm_time=1.0)
+    out = timing.time_blocks({"f": (fn, "A")}, s, b, clock=clock, before_sample=hook,
+                             first_calls={"f": 0.002})
+    assert out["f"]["median_s"] == pytest.approx(0.001) and out["f"]["reps"] == 4
+    # the first call (0.002 s > warmup_time) stands in for the estimate; each round: one
+    # warm-up call, then hook + call per sample
+    assert log == (["call"] + ["hook", "call"] * 2) * 2
+    log.clear()
+    timing.time_blocks({"f": (fn, "A")}, s, b, clock=clock, first_calls={"f": 0.0001})
+    assert log[0] == "call" and len(log) == 1 + 2 * 3  # a fast first call: estimated again
+
+
 def test_time_blocks_warm_up_is_capped_in_time_and_rounds_validated():
     clock = FakeClock()
     calls = []
@@ -168,16 +197,32 @@ def test_time_blocks_warm_up_is_capped_in_time_and_rounds_validated():
 
 
 def test_cache_flusher_writes_once_then_only_reads(monkeypatch):
-    f = timing.CacheFlusher(1 << 16)
+    f = timing.CacheFlusher(1 << 16, threads=3)
     assert f.nbytes == 1 << 16
     # written at construction: an untouched buffer would read the shared zero page
     assert float(f.buffer.min()) == 1.0 == float(f.buffer.max())
+    # one slice per thread, together the whole buffer (views: nothing copied)
+    assert len(f.slices) == 3 and sum(s.size for s in f.slices) == f.buffer.size
+    assert all(s.base is f.buffer for s in f.slices)
     f.buffer[3] = 7.0
     reads = []
-    monkeypatch.setattr(type(f.buffer), "sum", lambda self, *a, **k: reads.append(1))
+    real = timers._read
+    monkeypatch.setattr(timers, "_read", lambda a: reads.append((a.size, real(a))))
     f(None, None)
-    # each flush reads the whole buffer and writes nothing (it leaves clean lines)
-    assert reads == [1] and float(f.buffer[3]) == 7.0
+    # each flush reads every slice once, in full, and writes nothing (it leaves clean lines)
+    assert sorted(reads) == sorted((s.size, float(s.sum())) for s in f.slices)
+    assert float(f.buffer[3]) == 7.0 and float(f.buffer.sum()) == f.buffer.size + 6.0
+
+
+def test_cache_flusher_one_thread_and_bad_thread_counts():
+    f = timing.CacheFlusher(64, threads=1)
+    assert len(f.slices) == 1 and f._pool is None
+    f()
+    assert len(timing.CacheFlusher(8, threads=4).slices) == 2  # never an empty slice
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match=f"CacheFlusher threads must be at least 1, got "
+                                             f"{bad}"):
+            timing.CacheFlusher(64, threads=bad)
 
 
 @pytest.mark.parametrize("nbytes", [0, -8, 3])
