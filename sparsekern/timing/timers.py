@@ -141,15 +141,17 @@ class CacheFlusher:
     against 0.28 ms after a clean one (2 threads, Zen 5, 32 MB L3), and the latency table's
     sum of MiniLM's layers predicted the model 35-45% slow.
 
-    ``threads`` plain threads (default: torch's intra-op thread count) each read one slice
-    with NumPy, so every core's private caches are flushed too, and no library's thread pool
-    is left spinning when the timed call starts. A flush on torch's pool left its OpenMP
-    threads spinning through the next sample and slowed whatever ran on another pool: NumPy's
-    4096² GEMV took 4.2 ms cold after it against 1.7 ms after a flush by plain threads (2
-    threads, Zen 5; bench/results/bench-timing-pools-2026-12-06).
+    The flush runs on the thread pool the sampled call will use, as in a model, where a
+    layer's weights come from memory while the pool is busy with the model's other ops: a
+    NumPy argument (``before_sample(fn, arg)``) is flushed by a NumPy GEMV over the buffer
+    (OpenBLAS's threads), anything else by a torch sum (torch's intra-op pool, which
+    sparsekern's kernels use too). One pool for every candidate left its threads spinning
+    beside the other library's call: NumPy's 4096² GEMV took 3.9 ms cold after a torch flush
+    against 2.2 ms after a flush on plain threads (2 threads, Zen 5;
+    bench/results/bench-timing-pools-2026-12-06).
     """
 
-    def __init__(self, nbytes: Optional[int] = None, threads: Optional[int] = None):
+    def __init__(self, nbytes: Optional[int] = None):
         import numpy as np
         import torch
         from .machine import last_level_cache_bytes
@@ -157,31 +159,21 @@ class CacheFlusher:
         if n < 4:
             raise ValueError(f"CacheFlusher nbytes must be at least 4 (one float32), got "
                              f"{nbytes!r}")
-        t = int(threads if threads is not None else torch.get_num_threads())
-        if t < 1:
-            raise ValueError(f"CacheFlusher threads must be at least 1, got {threads!r}")
         # written (not just allocated): an untouched buffer reads the shared zero page
-        self.buffer = np.ones(max(1, n // 4), dtype=np.float32)
-        self.nbytes = self.buffer.size * 4
-        self.slices = [s for s in np.array_split(self.buffer, t) if s.size > 0]
-        self._pool = None
-        if len(self.slices) > 1:
-            from concurrent.futures import ThreadPoolExecutor
-            # idle workers wait on a queue (asleep), never spinning
-            self._pool = ThreadPoolExecutor(len(self.slices) - 1,
-                                            thread_name_prefix="sparsekern-flush")
+        self.buffer = torch.ones(max(1, n // 4), dtype=torch.float32)
+        self.nbytes = self.buffer.numel() * 4
+        # the same memory as NumPy rows (the part past the last whole row is left out of
+        # the GEMV: under 4 KB) times a vector of ones
+        cols = min(1024, self.buffer.numel())
+        self._rows = self.buffer.numpy()[: self.buffer.numel() // cols * cols].reshape(-1, cols)
+        self._ones = np.ones(cols, dtype=np.float32)
 
     def __call__(self, fn: Callable = None, arg=None) -> None:
-        # NumPy releases the GIL in the sum, so the slices are read in parallel
-        rest = [self._pool.submit(_read, s) for s in self.slices[1:]] if self._pool else []
-        _read(self.slices[0])
-        for f in rest:
-            f.result()
-
-
-def _read(a) -> float:
-    """Reads every element of the NumPy array ``a`` (its sum), writing nothing."""
-    return float(a.sum())
+        import numpy as np
+        if isinstance(arg, np.ndarray):
+            self._rows @ self._ones
+        else:
+            self.buffer.sum()
 
 
 def time_interleaved(fns: Dict[str, Tuple[Callable, object]],

@@ -1,8 +1,9 @@
 """Timer logic with a fake clock (sparsekern.bench.timing). No real time is asserted."""
+import numpy as np
 import pytest
+import torch
 
 from sparsekern.bench import timing
-from sparsekern.timing import timers
 from sparsekern.bench.timing import TimerSettings
 
 
@@ -197,32 +198,46 @@ def test_time_blocks_warm_up_is_capped_in_time_and_rounds_validated():
 
 
 def test_cache_flusher_writes_once_then_only_reads(monkeypatch):
-    f = timing.CacheFlusher(1 << 16, threads=3)
+    f = timing.CacheFlusher(1 << 16)
     assert f.nbytes == 1 << 16
     # written at construction: an untouched buffer would read the shared zero page
     assert float(f.buffer.min()) == 1.0 == float(f.buffer.max())
-    # one slice per thread, together the whole buffer (views: nothing copied)
-    assert len(f.slices) == 3 and sum(s.size for s in f.slices) == f.buffer.size
-    assert all(s.base is f.buffer for s in f.slices)
     f.buffer[3] = 7.0
     reads = []
-    real = timers._read
-    monkeypatch.setattr(timers, "_read", lambda a: reads.append((a.size, real(a))))
-    f(None, None)
-    # each flush reads every slice once, in full, and writes nothing (it leaves clean lines)
-    assert sorted(reads) == sorted((s.size, float(s.sum())) for s in f.slices)
-    assert float(f.buffer[3]) == 7.0 and float(f.buffer.sum()) == f.buffer.size + 6.0
+    monkeypatch.setattr(type(f.buffer), "sum", lambda self, *a, **k: reads.append("torch"))
+    f(None, torch.ones(2))
+    # each flush reads the whole buffer and writes nothing (it leaves clean lines)
+    assert reads == ["torch"] and float(f.buffer[3]) == 7.0
 
 
-def test_cache_flusher_one_thread_and_bad_thread_counts():
-    f = timing.CacheFlusher(64, threads=1)
-    assert len(f.slices) == 1 and f._pool is None
-    f()
-    assert len(timing.CacheFlusher(8, threads=4).slices) == 2  # never an empty slice
-    for bad in (0, -1):
-        with pytest.raises(ValueError, match=f"CacheFlusher threads must be at least 1, got "
-                                             f"{bad}"):
-            timing.CacheFlusher(64, threads=bad)
+class _SpyRows:
+    """Stands in for CacheFlusher._rows: records the GEMV's operands."""
+
+    def __init__(self, rows, log):
+        self.rows, self.log = rows, log
+
+    def __matmul__(self, v):
+        self.log.append((self.rows.shape, v.shape))
+        return self.rows @ v
+
+
+def test_cache_flusher_flushes_numpy_arguments_on_numpy(monkeypatch):
+    """A NumPy argument: the flush is a NumPy GEMV over the same memory (OpenBLAS's pool, the
+    one the sampled call uses), covering all of the buffer but its last partial row."""
+    f = timing.CacheFlusher((1 << 16) + 12)
+    rows = f._rows
+    assert np.shares_memory(rows, f.buffer.numpy()) and rows.shape == (16, 1024)
+    assert f.buffer.numel() - rows.size == 3  # the part past the last whole row
+    log, torch_reads = [], []
+    f._rows = _SpyRows(rows, log)
+    monkeypatch.setattr(type(f.buffer), "sum", lambda self, *a, **k: torch_reads.append(1))
+    f(None, np.ones(3, dtype=np.float32))
+    assert log == [((16, 1024), (1024,))] and torch_reads == []
+    f(None, torch.ones(3))  # anything else: torch's pool
+    assert len(log) == 1 and torch_reads == [1]
+    small = timing.CacheFlusher(8)  # fewer floats than a row: one row of all of them
+    assert small._rows.shape == (1, 2)
+    small(None, np.ones(1, dtype=np.float32))
 
 
 @pytest.mark.parametrize("nbytes", [0, -8, 3])
