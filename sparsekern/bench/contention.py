@@ -10,7 +10,9 @@ scheduler slices where a single-threaded niced spinner yields at once), and keep
 stopped (SIGSTOP) during quiet phases and running (SIGCONT) during loaded ones. For every
 case (2048² and 4096², N = 1 and 64; dense, 2:4, BSR 32×32 at 90%, CSC at 90%) it runs
 ``phases`` rounds in alternation (quiet, quiet on one thread, loaded, ...); in each phase
-the candidates are called in turns (A B C D A B C D ...), one call per sample.
+each candidate runs a block in turn (untimed warm-up calls, then its samples, one call
+each: A..A B..B C..C D..D), so no candidate is timed beside another library's spinning
+threads.
 
 Reported per case and candidate: quiet and loaded median and max (ms), loaded/quiet ratio
 of the medians, and each sparse layout's time over the best dense (fastest of torch
@@ -41,6 +43,7 @@ import torch.nn.functional as F
 
 from ..timing.load import LoadReport, physical_floor_s
 from ..timing.machine import usable_cpus
+from ..timing.timers import BlockSettings, warm_block
 from . import health, magnitude
 from .bounds import dense_flops, stored_flops
 
@@ -215,11 +218,23 @@ def candidates(M: int, K: int, N: int, seed: int) -> Tuple[Dict[str, Callable], 
 
 
 def run_phase(fns: Dict[str, Callable], calls: int,
-              clock: Callable[[], float] = time.perf_counter) -> Dict[str, List[float]]:
-    """{name: [seconds per call]}: ``calls`` rounds, one call of each candidate per round."""
+              clock: Callable[[], float] = time.perf_counter,
+              warm: Optional[BlockSettings] = None) -> Dict[str, List[float]]:
+    """{name: [seconds per call]}: each candidate in turn runs one block, untimed calls
+    (``warm``: at least 12 and 5 ms, at most 20 ms by default) and then ``calls`` timed ones.
+
+    Blocks, not one call of each candidate in turn: the candidates run on different thread
+    pools (torch's OpenMP team for F.linear and the kernels, OpenBLAS's for NumPy) whose
+    threads spin for a while after a call, and a call right after another pool's ran beside
+    those threads (bench/results/bench-timing-pools-2026-12-06; the earlier csc 4096² N=1
+    misses of this benchmark came from the dense calls between,
+    bench/results/contention-2026-12-06-zen5).
+    """
+    b = warm or BlockSettings()
     out: Dict[str, List[float]] = {n: [] for n in fns}
-    for _ in range(calls):
-        for n, fn in fns.items():
+    for n, fn in fns.items():
+        warm_block(lambda _: fn(), None, b, clock)
+        for _ in range(calls):
             t0 = clock()
             fn()
             out[n].append(clock() - t0)

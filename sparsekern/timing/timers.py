@@ -224,7 +224,7 @@ class BlockSettings:
     max_warm_time: float = 0.02    # ... but no longer than this (after the first call)
 
 
-def _warm_block(fn, arg, b: BlockSettings, clock) -> None:
+def warm_block(fn, arg, b: BlockSettings, clock=time.perf_counter) -> None:
     """Untimed calls: at least ``b.warm_calls`` and ``b.warm_time``, at most ``b.max_warm_time``
     (after the first call)."""
     t_end, t_cap, calls = clock() + b.warm_time, clock() + b.max_warm_time, 0
@@ -271,7 +271,7 @@ def time_blocks(fns: Dict[str, Tuple[Callable, object]], s: Optional[TimerSettin
             # A call longer than the warm-up cap is its own warm-up (refilling the caches is a
             # small part of it): an untimed call per block would double a whole model's time.
             if est[name] <= b.max_warm_time:
-                _warm_block(fn, arg, b, clock)
+                warm_block(fn, arg, b, clock)
             # this round's share of the samples, at least one
             share = max(1, job.reps // b.rounds + (1 if r < job.reps % b.rounds else 0))
             for _ in range(share):

@@ -9,6 +9,7 @@ import pytest
 from sparsekern.bench import __main__ as cli
 from sparsekern.bench import contention, health
 from sparsekern.timing.load import judge
+from sparsekern.timing.timers import BlockSettings
 from ..fake_clock import FakeClock as Clock
 
 
@@ -102,7 +103,7 @@ def test_warnings_for_slices_spread_and_load():
 # -- contention ---------------------------------------------------------------------------
 
 
-def test_run_phase_alternates_candidates():
+def test_run_phase_times_each_candidate_in_a_warmed_block():
     c, order = Clock(), []
 
     def f(name, dt):
@@ -110,9 +111,15 @@ def test_run_phase_alternates_candidates():
             order.append(name)
             c.t += dt
         return fn
-    out = contention.run_phase({"a": f("a", 1e-3), "b": f("b", 2e-3)}, 3, clock=c)
-    assert order == ["a", "b"] * 3
+    warm = BlockSettings(warm_calls=2, warm_time=0.0, max_warm_time=1.0)
+    out = contention.run_phase({"a": f("a", 1e-3), "b": f("b", 2e-3)}, 3, clock=c, warm=warm)
+    # each block: 2 untimed calls, then the 3 timed ones
+    assert order == ["a"] * 5 + ["b"] * 5
     assert out["a"] == pytest.approx([1e-3] * 3) and out["b"] == pytest.approx([2e-3] * 3)
+    order.clear()
+    # the default warm-up: at least 12 calls and 5 ms
+    contention.run_phase({"a": f("a", 1e-3)}, 3, clock=c)
+    assert order == ["a"] * (12 + 3)
 
 
 def test_summarize_case_ratios_and_targets():
