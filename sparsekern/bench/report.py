@@ -318,7 +318,10 @@ def full_report(doc: dict) -> str:
            f"{doc['started']}, {doc['elapsed_s']:.0f} s. {machine_line(doc)}.", "",
            "Speedup = best dense time / sparsekern time (both medians of the same run; > 1: "
            "sparsekern is faster), warm (back to back) and cold (`cold vs dense`: each "
-           "sample after a cache flush); `vs <peer>` = peer time / sparsekern time. ISA: the "
+           "sample after a cache flush, run on the thread pool the timed call uses); the "
+           "candidates take turns in blocks, each starting with untimed calls, so none is "
+           "timed beside another library's spinning threads; `vs <peer>` = peer time / "
+           "sparsekern time. ISA: the "
            "CPU kernel path that ran. ± is half the "
            "inter-quartile range. GB/s counts the format's bytes + x + y; GFLOP/s counts 2 flops "
            "per stored value per column; bound = dense bytes / sparse bytes, shown for "
