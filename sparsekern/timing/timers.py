@@ -130,6 +130,14 @@ def _warm(fn, arg, s: TimerSettings, clock) -> float:
     return best
 
 
+def _estimate(job: "_Job", first_call: Optional[float], s: TimerSettings, clock) -> float:
+    """A call's time for :func:`plan`: the caller's earlier call (``first_call`` seconds) when
+    it is longer than ``warmup_time`` (it stands in for the warm-up), else :func:`_warm`."""
+    if first_call is not None and first_call > s.warmup_time:
+        return first_call
+    return _warm(job.fn, job.arg, s, clock)
+
+
 class CacheFlusher:
     """``before_sample`` hook: reads a buffer of ``nbytes`` (default twice the last-level
     cache), so a sample starts with none of the candidate's data cached.
@@ -167,10 +175,10 @@ class CacheFlusher:
         cols = min(1024, self.buffer.numel())
         self._rows = self.buffer.numpy()[: self.buffer.numel() // cols * cols].reshape(-1, cols)
         self._ones = np.ones(cols, dtype=np.float32)
+        self._ndarray = np.ndarray
 
     def __call__(self, fn: Callable = None, arg=None) -> None:
-        import numpy as np
-        if isinstance(arg, np.ndarray):
+        if isinstance(arg, self._ndarray):
             self._rows @ self._ones
         else:
             self.buffer.sum()
@@ -196,8 +204,7 @@ def time_interleaved(fns: Dict[str, Tuple[Callable, object]],
     first_calls = first_calls or {}
     jobs = {name: _Job(fn, arg) for name, (fn, arg) in fns.items()}
     for name, job in jobs.items():
-        done = first_calls.get(name)
-        est = done if done is not None and done > s.warmup_time else _warm(job.fn, job.arg, s, clock)
+        est = _estimate(job, first_calls.get(name), s, clock)
         job.inner, job.reps = plan(est, s)
     for r in range(max((j.reps for j in jobs.values()), default=0)):
         for job in jobs.values():
@@ -261,9 +268,7 @@ def time_blocks(fns: Dict[str, Tuple[Callable, object]], s: Optional[TimerSettin
     jobs = {name: _Job(fn, arg) for name, (fn, arg) in fns.items()}
     est = {}
     for name, job in jobs.items():
-        done = first_calls.get(name)
-        est[name] = (done if done is not None and done > s.warmup_time
-                     else _warm(job.fn, job.arg, s, clock))
+        est[name] = _estimate(job, first_calls.get(name), s, clock)
         job.inner, job.reps = plan(est[name], s)
     for r in range(b.rounds):
         for name, job in jobs.items():
