@@ -128,3 +128,46 @@ def test_mid_sizes_agree_with_reference(layout, isa, cpu_isa_env):
             _agree(out, ref, dtype, what)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("isa", _isas())
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_mid_sizes_backward_ops_agree_with_reference(layout, isa, cpu_isa_env):
+    """spmm_transposed (A^T G) and spmm_sampled_dot ((G B^T) at the stored entries), the
+    products of the backward pass, at the same sizes (N up to 513)."""
+    ok, why = get_backend("cpu").available()
+    if not ok:
+        pytest.skip(f"the compiled CPU kernels are not loaded: {why}")
+    cpu_isa_env(isa)
+    seed = _seed()
+    rng = random.Random(seed)
+    threads = torch.get_num_threads()
+    ops = torch.ops.sparsekern
+    try:
+        for case in range(CASES // 2):
+            M = rng.choice([1, 3, 15, 16, 17, 31, 33, 64, 100, 130, 257])
+            K = rng.choice([4, 8, 16, 60, 64, 65, 128, 200, 256, 388])
+            N = rng.choice([1, 2, 3, 5, 8, 9, 16, 17, 31, 33, 64, 100, 513])
+            dtype = rng.choice([torch.float32, torch.float32, torch.bfloat16, torch.float16])
+            torch.set_num_threads(rng.choice([1, 2, 3]))
+            g = torch.Generator().manual_seed(rng.randrange(1 << 30))
+            W, kw = _weight(rng, g, layout, M, K)
+            v, i, o = sk.to_sparse(W.to(dtype), layout=layout, **kw).op_args()[:3]
+            G = _dense_operand(rng, g, M, N).to(dtype)
+            B = _dense_operand(rng, g, K, N).to(dtype)
+            transposed = rng.random() < 0.5
+            what = (f"seed {seed} case {case}: {isa} {layout} {kw} M={M} K={K} N={N} {dtype} "
+                    f"{'spmm_transposed' if transposed else 'spmm_sampled_dot'} G strides "
+                    f"{tuple(G.stride())} B strides {tuple(B.stride())} "
+                    f"threads {torch.get_num_threads()}")
+
+            def call():
+                if transposed:
+                    return ops.spmm_transposed(v, i, o, M, K, layout, G)
+                return ops.spmm_sampled_dot(v, i, o, M, K, layout, G, B)
+            out = call()
+            with use_backend("reference"):
+                ref = call()
+            _agree(out, ref, dtype, what)
+    finally:
+        torch.set_num_threads(threads)
