@@ -17,8 +17,8 @@
 //
 // Every index is checked as it is used (255 or below the block's width; lanes past M hold
 // 255), every offset before any step is read, and each step's values against its group's
-// range before they are read: a bad one is kBadIndex / kBadOffsets, never a read out of
-// bounds. N > 1 runs the same loop per column of B while a slice's steps stay in L2, so its
+// range before they are used (AVX-512 loads 16 at once while 16 remain in the stream, masked
+// at its end): a bad one is kBadIndex / kBadOffsets, never a read out of bounds. N > 1 runs the same loop per column of B while a slice's steps stay in L2, so its
 // time grows with N: a GEMV layout (csc's batched kernels are faster from N ~ 3 at 2048²
 // 90%; the benchmarks and `layout="auto"` time it for N <= 2 only).
 #include <cstdint>
@@ -45,6 +45,7 @@ struct SellCall {
   int64_t S, KB;      // slices, column blocks
   const float* X;     // N columns of KB * 64 activations (zero past K)
   int64_t ldx;        // floats between columns of X
+  int64_t nnz = 0;    // values readable from v (the whole stream)
 };
 
 inline int64_t block_width(int64_t K, int64_t b) { return min_i64(kBlock, K - kBlock * b); }
@@ -212,18 +213,24 @@ SK_AVX512_INLINE __m512 load_first(const f16* p, __mmask16 m) {
 // One step: acc += (the next values, expanded into the lanes whose index is below their limit:
 // the block's width, 0 past M) * (the lanes' activations). Every other lane's index is
 // folded into `other` (a lane-wise min), which must stay 255. *p advances by the lanes used;
-// false when they would pass `pe` (the group's last value).
+// false when they would pass `pe` (the group's last value). `vend`: the values in the stream.
 template <typename T>
-SK_AVX512_INLINE bool sell_step(const T* v, int64_t* p, int64_t pe, const uint8_t* ix,
-                                __m512 x0, __m512 x1, __m512 x2, __m512 x3, __m512i lim,
-                                __m512* acc, __m512i* other) {
+SK_AVX512_INLINE bool sell_step(const T* v, int64_t* p, int64_t pe, int64_t vend,
+                                const uint8_t* ix, __m512 x0, __m512 x1, __m512 x2, __m512 x3,
+                                __m512i lim, __m512* acc, __m512i* other) {
   const __m512i id = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ix)));
   const __mmask16 real = _mm512_cmplt_epu32_mask(id, lim);
   *other = _mm512_mask_min_epu32(*other, static_cast<__mmask16>(~real), *other, id);
   const int cnt = __builtin_popcount(static_cast<unsigned>(real));
   if (*p + cnt > pe) return false;
-  const __m512 vals = _mm512_maskz_expand_ps(
-      real, load_first(v + *p, static_cast<__mmask16>((1u << cnt) - 1u)));
+  // The expand takes the first cnt of 16 values loaded whole while 16 remain in the stream
+  // (a load masked to cnt waits on the popcount: 1.10-1.18x warm, 1.03-1.10x cold at 90-95%,
+  // bench/results/sell-unmasked-load-2026-12-06); masked only at the stream's end, so nothing
+  // past the values is read. The lanes past cnt belong to later steps and are never used.
+  const __m512 src = *p + kLanes <= vend
+                         ? load16(v + *p)
+                         : load_first(v + *p, static_cast<__mmask16>((1u << cnt) - 1u));
+  const __m512 vals = _mm512_maskz_expand_ps(real, src);
   *p += cnt;
   const __m512 lo = _mm512_permutex2var_ps(x0, id, x1);  // columns 0..31 (index bits 0-4)
   const __m512 hi = _mm512_permutex2var_ps(x2, id, x3);  // columns 32..63
@@ -257,13 +264,13 @@ SK_AVX512 int slice_avx512(const T* v, const uint8_t* ix, const PI* off, int64_t
       bool fits = true;
       for (; fits && t + 4 <= e; t += 4) {
         const uint8_t* it = ix + t * kLanes;
-        fits = sell_step(v, &p, pe, it, x0, x1, x2, x3, lim, &a[0], &other) &&
-               sell_step(v, &p, pe, it + 16, x0, x1, x2, x3, lim, &a[1], &other) &&
-               sell_step(v, &p, pe, it + 32, x0, x1, x2, x3, lim, &a[2], &other) &&
-               sell_step(v, &p, pe, it + 48, x0, x1, x2, x3, lim, &a[3], &other);
+        fits = sell_step(v, &p, pe, c.nnz, it, x0, x1, x2, x3, lim, &a[0], &other) &&
+               sell_step(v, &p, pe, c.nnz, it + 16, x0, x1, x2, x3, lim, &a[1], &other) &&
+               sell_step(v, &p, pe, c.nnz, it + 32, x0, x1, x2, x3, lim, &a[2], &other) &&
+               sell_step(v, &p, pe, c.nnz, it + 48, x0, x1, x2, x3, lim, &a[3], &other);
       }
       for (; fits && t < e; ++t)
-        fits = sell_step(v, &p, pe, ix + t * kLanes, x0, x1, x2, x3, lim, &a[0], &other);
+        fits = sell_step(v, &p, pe, c.nnz, ix + t * kLanes, x0, x1, x2, x3, lim, &a[0], &other);
       // A bad index also leaves its lane without a value: report the index.
       if (_mm512_cmpneq_epi32_mask(other, none) != 0) return kBadIndex;
       if (!fits || p != pe) return kBadOffsets;
@@ -278,12 +285,14 @@ SK_AVX512 int slice_avx512(const T* v, const uint8_t* ix, const PI* off, int64_t
 
 // Columns [0, d.N) of one chunk of B (at most kColumnChunk; offsets already checked).
 template <typename T, typename PI>
-int sell_columns(const T* v, const uint8_t* ix, const PI* off, int64_t steps, const Dense& d) {
+int sell_columns(const T* v, const uint8_t* ix, const PI* off, int64_t steps, int64_t nnz,
+                 const Dense& d) {
   SellCall c;
   c.S = ceil_div(d.M, kLanes);
   c.KB = ceil_div(d.K, kBlock);
   c.X = padded_columns(d, c.KB, &c.ldx);
   if (c.X == nullptr) return kNoMemory;
+  c.nnz = nnz;
   const Isa isa = active_isa();
   auto slice = [&](int64_t s) -> int {
 #if SK_HAVE_AVX512_KERNELS
@@ -333,7 +342,7 @@ int sell_typed(const T* v, const uint8_t* ix, const PI* off, int64_t steps, int6
     part.N = min_i64(kColumnChunk, d.N - n0);
     part.B = d.B + n0 * d.ldb_n;
     part.Y = d.Y + n0 * d.ldy_n;
-    const int st = sell_columns(v, ix, off, steps, part);
+    const int st = sell_columns(v, ix, off, steps, nnz, part);
     if (st != kOk) return st;
   }
   return kOk;

@@ -104,6 +104,40 @@ def test_padding_lanes_never_meet_an_infinite_activation():
     assert torch.isinf(y[1]).all() and torch.isfinite(y[[0] + list(range(2, 16))]).all()
 
 
+@pytest.mark.skipif(not HAVE_C, reason="the compiled CPU kernels are not built")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_values_read_ahead_never_reach_the_sum(dtype, cpu_isa_env):
+    """The AVX-512 step loads 16 values at once while 16 remain in the stream and expands the
+    first cnt into its lanes: the ones after them (later steps' values, here Inf and NaN) must
+    add nothing, and at the stream's end nothing past the values is read (a view of a longer
+    buffer whose tail is NaN). Every ISA the machine has."""
+    g = torch.Generator().manual_seed(3)
+    W = _w(70, 300, density=0.15, seed=4)
+    rows, cols = W.nonzero(as_tuple=True)
+    pick = torch.randperm(rows.numel(), generator=g)[:6]
+    W[rows[pick[:3]], cols[pick[:3]]] = float("inf")
+    W[rows[pick[3:]], cols[pick[3:]]] = float("nan")
+    A = sk.to_sparse(W.to(dtype), layout="sell")
+    v, i, o = A.op_args()[:3]
+    buf = torch.full((v.numel() + 40,), float("nan"), dtype=dtype)
+    buf[:v.numel()] = v
+    tail_view = buf[:v.numel()]  # the memory after its last value holds NaN
+    x = torch.randn(300, 1, generator=g).to(dtype)
+    with sk.use_backend("reference"):
+        ref = torch.ops.sparsekern.spmm(v, i, o, 70, 300, "sell", x, None)
+    have = torch.ops.sparsekern._cpu_isa()
+    order = ["portable", "avx2", "avx512"]
+    for isa in order[:order.index(have) + 1] if have in order else ["portable"]:
+        cpu_isa_env(isa)
+        for vals in (v, tail_view):
+            y = torch.ops.sparsekern.spmm(vals, i, o, 70, 300, "sell", x, None)
+            assert torch.equal(y.isnan(), ref.isnan()), isa
+            assert torch.equal(y.isinf(), ref.isinf()), isa
+            fin = ref.isfinite()
+            torch.testing.assert_close(y[fin].float(), ref[fin].float(), rtol=2e-2, atol=2e-2)
+    assert ref.isnan().any() and ref.isfinite().any()  # the case means something
+
+
 @pytest.mark.parametrize("bad,match", [
     (dict(values=torch.zeros(2, 8)), r"sell values has shape \[2, 8\]; expected \[nnz\]"),
     (dict(indices=torch.zeros(2, 16, dtype=torch.int32)),
