@@ -27,7 +27,7 @@
 // an error naming K and N. A B with zero strides (expand) is served as it is: the kernels
 // read B(k, n) through its strides and never write it.
 //
-// Environment: SPARSEKERN_BACKEND, SPARSEKERN_CPU_ISA, SPARSEKERN_CPU_SCATTER (cpu/isa.h)
+// Environment: SPARSEKERN_BACKEND, SPARSEKERN_CPU_ISA, _SCATTER, _BROADCAST (cpu/isa.h)
 // and SPARSEKERN_CPU_POOL (the threads the kernels run on, see "threads" below) are read
 // once at import and again
 // on sparsekern.backends.reload_env() (the _reload_env op), never per call: a getenv per
@@ -251,6 +251,9 @@ void check_isa_env() {
   if (st == skc::IsaEnvStatus::kOk) return;
   TORCH_CHECK_VALUE(st != skc::IsaEnvStatus::kUnknownScatter, "SPARSEKERN_CPU_SCATTER='", v,
                     "' is not a scatter choice; expected one of 'vector', 'scalar', 'auto'");
+  TORCH_CHECK_VALUE(st != skc::IsaEnvStatus::kUnknownBroadcast, "SPARSEKERN_CPU_BROADCAST='", v,
+                    "' is not a weight broadcast choice; expected one of 'register', 'load', "
+                    "'auto'");
   TORCH_CHECK_VALUE(st != skc::IsaEnvStatus::kUnknown, "SPARSEKERN_CPU_ISA='", v,
                     "' is not a CPU instruction set choice; expected one of 'portable', "
                     "'avx2', 'avx512', 'auto'");
@@ -1241,8 +1244,8 @@ bool kernel_exists_op(c10::string_view layout, at::ScalarType values_t, at::Scal
   return kernel_exists(parse_layout(layout), values_t, b_t);
 }
 
-// A bad SPARSEKERN_CPU_ISA (or _SCATTER) gets the error every kernel call gets, not the ISA
-// the kernels would fall back to: the answer must agree with what runs.
+// A bad SPARSEKERN_CPU_ISA (or _SCATTER, _BROADCAST) gets the error every kernel call gets,
+// not the ISA the kernels would fall back to: the answer must agree with what runs.
 std::string cpu_isa() {
   check_isa_env();
   return skc::active_isa_name();

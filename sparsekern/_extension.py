@@ -49,7 +49,8 @@ class Compiled:
     def cpu_isa() -> str:
         """Instruction set the CPU kernels use: 'avx512', 'avx2' or 'portable'
         (SPARSEKERN_CPU_ISA as read at import or by sparsekern.backends.reload_env()); a bad
-        SPARSEKERN_CPU_ISA or _SCATTER raises the ValueError every kernel call raises."""
+        SPARSEKERN_CPU_ISA, _SCATTER or _BROADCAST raises the ValueError every kernel call
+        raises."""
         return torch.ops.sparsekern._cpu_isa()
 
     @staticmethod

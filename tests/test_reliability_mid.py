@@ -95,7 +95,7 @@ def _agree(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, what: str) 
 
 @pytest.mark.parametrize("isa", _isas())
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_mid_sizes_agree_with_reference(layout, isa, cpu_isa_env):
+def test_mid_sizes_agree_with_reference(layout, isa, cpu_isa_env, cpu_broadcast_env):
     ok, why = get_backend("cpu").available()
     if not ok:
         pytest.skip(f"the compiled CPU kernels are not loaded: {why}")
@@ -112,12 +112,15 @@ def test_mid_sizes_agree_with_reference(layout, isa, cpu_isa_env):
                             64, 65, 100])
             dtype = rng.choice([torch.float32, torch.float32, torch.bfloat16, torch.float16])
             torch.set_num_threads(rng.choice([1, 2, 3]))
+            broadcast = rng.choice(["register", "load"])  # the AVX-512 panels' (isa.h)
+            cpu_broadcast_env(broadcast)
             g = torch.Generator().manual_seed(rng.randrange(1 << 30))
             W, kw = _weight(rng, g, layout, M, K)
             A = sk.to_sparse(W.to(dtype), layout=layout, **kw)
             B = _dense_operand(rng, g, K, N).to(dtype)
             bias = torch.randn(M, generator=g).to(dtype) if rng.random() < 0.5 else None
-            what = (f"seed {seed} case {case}: {isa} {layout} {kw} M={M} K={K} N={N} {dtype} "
+            what = (f"seed {seed} case {case}: {isa} broadcast={broadcast} {layout} {kw} M={M} "
+                    f"K={K} N={N} {dtype} "
                     f"B strides {tuple(B.stride())} bias {bias is not None} "
                     f"threads {torch.get_num_threads()}")
             # Otherwise the reference would be compared with itself.

@@ -83,6 +83,7 @@ struct IsaState {
   std::atomic<int> isa{static_cast<int>(Isa::kPortable)};
   std::atomic<int> env_status{static_cast<int>(IsaEnvStatus::kOk)};
   std::atomic<bool> vector_scatter{false};
+  std::atomic<bool> register_broadcast{false};
   std::mutex mu;
   std::string env;  // the offending variable's text (guarded by mu)
 };
@@ -116,10 +117,20 @@ void read_env(IsaState& st) {
     vector = scatter == "vector";
   else if (!(scatter.empty() || scatter == "auto") && status == IsaEnvStatus::kOk)
     status = IsaEnvStatus::kUnknownScatter;
+  const char* bv = std::getenv("SPARSEKERN_CPU_BROADCAST");
+  const std::string broadcast = bv == nullptr ? "" : bv;
+  bool in_registers = !detect_intel();
+  if (broadcast == "register" || broadcast == "load")
+    in_registers = broadcast == "register";
+  else if (!(broadcast.empty() || broadcast == "auto") && status == IsaEnvStatus::kOk)
+    status = IsaEnvStatus::kUnknownBroadcast;
   std::lock_guard<std::mutex> lock(st.mu);
-  st.env = status == IsaEnvStatus::kUnknownScatter ? scatter : text;
+  st.env = status == IsaEnvStatus::kUnknownScatter     ? scatter
+           : status == IsaEnvStatus::kUnknownBroadcast ? broadcast
+                                                       : text;
   st.env_status.store(static_cast<int>(status));
   st.vector_scatter.store(vector);
+  st.register_broadcast.store(in_registers);
   st.isa.store(static_cast<int>(isa));
 }
 
@@ -155,6 +166,9 @@ IsaEnvStatus isa_env_status(std::string* value) {
 Isa active_isa() { return static_cast<Isa>(state().isa.load(std::memory_order_relaxed)); }
 
 bool vector_scatter() { return state().vector_scatter.load(std::memory_order_relaxed); }
+bool broadcast_in_registers() {
+  return state().register_broadcast.load(std::memory_order_relaxed);
+}
 
 const char* active_isa_name() {
   switch (active_isa()) {

@@ -36,9 +36,20 @@ bool cpu_has_avx512();
 // with SPARSEKERN_CPU_ISA. Both give the same sums.
 bool vector_scatter();
 
-enum class IsaEnvStatus { kOk, kUnknown, kAvx2Missing, kAvx512Missing, kUnknownScatter };
+// Whether the AVX-512 panel kernels make a stored weight's 16-lane broadcast in registers (one
+// load of 4 consecutive weights, then an in-lane permute per weight) instead of one broadcast
+// load per weight. Their loops are bound by the load ports (a broadcast and a panel row per
+// multiply-add): on AMD's Zen 4/5, whose shuffles have ports of their own, the permutes free
+// a load per weight (2:4 at 12-32 columns 1.1-1.29x); Intel's 512-bit shuffles share a port
+// with its FMAs, so there the broadcast stays a load. SPARSEKERN_CPU_BROADCAST=register|load|
+// auto (auto: load on Intel, register elsewhere), read with SPARSEKERN_CPU_ISA. Both give the
+// same sums bit for bit (the same products added in the same order).
+bool broadcast_in_registers();
 
-// Whether SPARSEKERN_CPU_ISA and SPARSEKERN_CPU_SCATTER (as last read) are unset or choices
+enum class IsaEnvStatus {
+  kOk, kUnknown, kAvx2Missing, kAvx512Missing, kUnknownScatter, kUnknownBroadcast };
+
+// Whether SPARSEKERN_CPU_ISA, _SCATTER and _BROADCAST (as last read) are unset or choices
 // this CPU can honour; when one is not, `value` (if given) gets that variable's text.
 IsaEnvStatus isa_env_status(std::string* value);
 

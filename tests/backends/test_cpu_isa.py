@@ -404,3 +404,71 @@ def test_csc_tail_rule_both_ways(cpu_isa_env, cpu_scatter_env, isa, scatter, K, 
     cpu_scatter_env(scatter)
     cpu_isa_env(isa)
     _assert_spmm_matches(A, W, B, bias, 2)
+
+
+#: Layouts whose AVX-512 panel kernels follow SPARSEKERN_CPU_BROADCAST.
+BROADCAST_LAYOUTS = ["2:4"]
+
+
+def _broadcast_weight(layout, M, K, g):
+    """A random [M, K] weight with `layout`'s zeros (2:4: two of every 4 along K)."""
+    W = torch.randn(M, K, generator=g)
+    if layout == "2:4":
+        Kp = -(-K // 4) * 4
+        Wp = torch.nn.functional.pad(W, (0, Kp - K)).view(M, -1, 4)
+        drop = torch.rand(Wp.shape, generator=g).argsort(-1)[..., :2]
+        W = Wp.scatter(-1, drop, 0.0).view(M, Kp)[:, :K]
+    return W
+
+
+@pytest.mark.skipif(C is None or not C.cpu_has_avx512(), reason="this CPU/OS has no AVX-512")
+@pytest.mark.parametrize("layout", BROADCAST_LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_panel_broadcasts_give_the_same_sums(cpu_isa_env, cpu_broadcast_env, layout, dtype):
+    """The AVX-512 panels broadcast each stored weight either by a load or by permutes of a
+    4-weight load (SPARSEKERN_CPU_BROADCAST): the same products in the same order, so the same
+    sums bit for bit, and the reference's. Widths 12-100 (1-4 zmm per panel row, tails past
+    16q), K with an odd last group and padding, rows past the last full tile, B row- and
+    column-major, bias or none, 1 and 2 threads; a fresh seed each run, named on failure."""
+    seed = torch.seed() % 2**31
+    g = torch.Generator().manual_seed(seed)
+    cpu_isa_env("avx512")
+    before = torch.get_num_threads()
+    try:
+        for M, K, N, threads in [(29, 70, 12, 1), (64, 388, 16, 2), (13, 9, 17, 1),
+                                 (100, 256, 32, 2), (37, 130, 48, 1), (25, 66, 64, 2),
+                                 (61, 200, 100, 2), (12, 6, 20, 1)]:
+            W = _broadcast_weight(layout, M, K, g).to(dtype)
+            A = sk.to_sparse(W, layout=layout)
+            for B in (torch.randn(K, N, generator=g), torch.randn(N, K, generator=g).t()):
+                B = B.to(dtype)
+                bias = torch.randn(M, generator=g).to(dtype) if N % 2 == 0 else None
+                torch.set_num_threads(threads)
+                outs = {}
+                for mode in ("register", "load", "auto"):
+                    cpu_broadcast_env(mode)
+                    outs[mode] = torch.ops.sparsekern.spmm(*A.op_args(), B, bias)
+                what = f"seed {seed}: {layout} {dtype} M={M} K={K} N={N} B {tuple(B.stride())}"
+                assert torch.equal(outs["register"], outs["load"]), what
+                assert torch.equal(outs["auto"], outs["register"]), what
+                want = W.double() @ B.double()
+                if bias is not None:
+                    want = want + bias.double()[:, None]
+                tol = 1e-4 if dtype == torch.float32 else 2e-2
+                torch.testing.assert_close(outs["load"].double(), want, rtol=tol, atol=tol,
+                                           msg=lambda m: f"{what}: {m}")
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_unknown_broadcast_choice_is_rejected_naming_the_choices(cpu_broadcast_env):
+    A = sk.to_sparse(torch.randn(8, 8), layout="csc")
+    cpu_broadcast_env("stream")
+    with pytest.raises(ValueError, match=r"^SPARSEKERN_CPU_BROADCAST='stream' is not a weight "
+                                         r"broadcast choice; expected one of 'register', "
+                                         r"'load', 'auto'$"):
+        torch.ops.sparsekern.spmm(*A.op_args(), torch.ones(8, 1))
+    with pytest.raises(ValueError, match=r"SPARSEKERN_CPU_BROADCAST='stream'"):
+        extension_isa()
+    cpu_broadcast_env(None)
+    torch.ops.sparsekern.spmm(*A.op_args(), torch.ones(8, 1))
