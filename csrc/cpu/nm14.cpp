@@ -324,9 +324,10 @@ int gemvn_rows_avx512(const T* values, const uint8_t* meta, const Dense& d, cons
   }
 }
 
-// panel_tile_avx2 with zmm (LDP = 16 * NV): each kept weight is broadcast from memory and
-// each panel row is a memory operand of its FMA (NV + 1 loads per NV multiply-adds).
-template <typename T, int R, int NV>
+// panel_tile_avx2 with zmm (LDP = 16 * NV): each panel row is a memory operand of its FMA;
+// each kept weight is broadcast from memory (NV + 1 loads per NV multiply-adds) or, with REG,
+// from one load of a metadata byte's 4 weights (bcast4x16).
+template <typename T, int R, int NV, bool REG>
 SK_AVX512 void panel_tile_avx512(const T* v, const uint8_t* mt, const Nm14Rows& r,
                                  const Dense& d, const float* P, int64_t n0, int64_t nb,
                                  int64_t m) {
@@ -342,12 +343,11 @@ SK_AVX512 void panel_tile_avx512(const T* v, const uint8_t* mt, const Nm14Rows& 
       const unsigned b = mt[i * r.mcols + j];
       const float* p[4] = {pj + (b & 3) * LDP, pj + (4 + ((b >> 2) & 3)) * LDP,
                            pj + (8 + ((b >> 4) & 3)) * LDP, pj + (12 + (b >> 6)) * LDP};
-      const T* w = v + i * r.G + 4 * j;
-      SK_UNROLL for (int q = 0; q < 4; ++q) {
-        const __m512 wq = bcast16(w + q);
+      __m512 wq[4];
+      bcast4x16<REG, NV>(v + i * r.G + 4 * j, wq);
+      SK_UNROLL for (int q = 0; q < 4; ++q)
         SK_UNROLL for (int u = 0; u < NV; ++u)
-          acc[i][u] = _mm512_fmadd_ps(wq, _mm512_loadu_ps(p[q] + 16 * u), acc[i][u]);
-      }
+          acc[i][u] = _mm512_fmadd_ps(wq[q], _mm512_loadu_ps(p[q] + 16 * u), acc[i][u]);
     }
   }
   for (int64_t g = 4 * j; g < r.G; ++g) {  // the last groups, the padded one included
@@ -365,7 +365,7 @@ SK_AVX512 void panel_tile_avx512(const T* v, const uint8_t* mt, const Nm14Rows& 
   store_tile(d, m, R, n0, nb, tile, LDP);
 }
 
-template <typename T, int NV>
+template <typename T, int NV, bool REG>
 SK_AVX512 int panel_rows_avx512_nv(const T* values, const uint8_t* meta, const Dense& d,
                                    const float* P, int64_t n0, int64_t nb, int64_t m0,
                                    int64_t m1) {
@@ -373,22 +373,31 @@ SK_AVX512 int panel_rows_avx512_nv(const T* values, const uint8_t* meta, const D
   const Nm14Rows r(d.K);
   int64_t m = m0;
   for (; m + R <= m1; m += R)
-    panel_tile_avx512<T, R, NV>(values + m * r.G, meta + m * r.mcols, r, d, P, n0, nb, m);
+    panel_tile_avx512<T, R, NV, REG>(values + m * r.G, meta + m * r.mcols, r, d, P, n0, nb, m);
   for (; m < m1; ++m)
-    panel_tile_avx512<T, 1, NV>(values + m * r.G, meta + m * r.mcols, r, d, P, n0, nb, m);
+    panel_tile_avx512<T, 1, NV, REG>(values + m * r.G, meta + m * r.mcols, r, d, P, n0, nb, m);
   return kOk;
+}
+
+template <typename T, bool REG>
+int panel_rows_avx512_reg(const T* values, const uint8_t* meta, const Dense& d, const float* P,
+                          int64_t ldp, int64_t n0, int64_t nb, int64_t m0, int64_t m1) {
+  switch (ldp / 16) {
+    case 1: return panel_rows_avx512_nv<T, 1, REG>(values, meta, d, P, n0, nb, m0, m1);
+    case 2: return panel_rows_avx512_nv<T, 2, REG>(values, meta, d, P, n0, nb, m0, m1);
+    // 3-4 zmm per row keep the loads: 1:4 at N=64-128 measured 0.94-1.03x with permutes.
+    case 3: return panel_rows_avx512_nv<T, 3, false>(values, meta, d, P, n0, nb, m0, m1);
+    case 4: return panel_rows_avx512_nv<T, 4, false>(values, meta, d, P, n0, nb, m0, m1);
+    default: return kBadArgument;
+  }
 }
 
 template <typename T>
 int panel_rows_avx512(const T* values, const uint8_t* meta, const Dense& d, const float* P,
                       int64_t ldp, int64_t n0, int64_t nb, int64_t m0, int64_t m1) {
-  switch (ldp / 16) {
-    case 1: return panel_rows_avx512_nv<T, 1>(values, meta, d, P, n0, nb, m0, m1);
-    case 2: return panel_rows_avx512_nv<T, 2>(values, meta, d, P, n0, nb, m0, m1);
-    case 3: return panel_rows_avx512_nv<T, 3>(values, meta, d, P, n0, nb, m0, m1);
-    case 4: return panel_rows_avx512_nv<T, 4>(values, meta, d, P, n0, nb, m0, m1);
-    default: return kBadArgument;
-  }
+  return broadcast_in_registers()
+             ? panel_rows_avx512_reg<T, true>(values, meta, d, P, ldp, n0, nb, m0, m1)
+             : panel_rows_avx512_reg<T, false>(values, meta, d, P, ldp, n0, nb, m0, m1);
 }
 #endif
 

@@ -354,18 +354,6 @@ SK_AVX2 int panel_rows_avx2(const T* values, const uint8_t* meta, const Dense& d
 // ----------------------------------------------------------------------------- AVX-512
 #if SK_HAVE_AVX512_KERNELS
 
-// 4 consecutive weights -> 4 floats, repeated in all four 128-bit lanes.
-SK_AVX512_INLINE __m512 load4_dup16(const float* p) {
-  return _mm512_broadcast_f32x4(_mm_loadu_ps(p));
-}
-SK_AVX512_INLINE __m512 load4_dup16(const bf16* p) {
-  const __m128i w = _mm_cvtepu16_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-  return _mm512_broadcast_f32x4(_mm_castsi128_ps(_mm_slli_epi32(w, 16)));
-}
-SK_AVX512_INLINE __m512 load4_dup16(const f16* p) {
-  return _mm512_broadcast_f32x4(_mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
-}
-
 // The vpermt2ps indices of the 16 kept values of one metadata word (8 groups, 32 columns):
 // value i sits in bits 2i..2i+1 of the word, its group at column 4 * (i / 2).
 SK_AVX512_INLINE __m512i perm_indices(uint32_t word) {
@@ -601,16 +589,7 @@ SK_AVX512 void panel_tile_avx512(const T* v, const uint8_t* mt, const Semi24Rows
                            pj + (4 + ((b >> 4) & 3)) * LDP, pj + (4 + (b >> 6)) * LDP};
       const T* w = v + r * g4.half + 4 * j;
       __m512 wi[4];
-      // 16-bit weights at 3-4 zmm per row: the permutes measured 0.96-0.98x (bf16, N=128).
-      if (REG && (std::is_same<T, float>::value || NV <= 2)) {
-        const __m512 w4 = load4_dup16(w);
-        wi[0] = _mm512_permute_ps(w4, 0x00);
-        wi[1] = _mm512_permute_ps(w4, 0x55);
-        wi[2] = _mm512_permute_ps(w4, 0xAA);
-        wi[3] = _mm512_permute_ps(w4, 0xFF);
-      } else {
-        SK_UNROLL for (int i = 0; i < 4; ++i) wi[i] = bcast16(w + i);
-      }
+      bcast4x16<REG, NV>(w, wi);
       SK_UNROLL for (int i = 0; i < 4; ++i)
         SK_UNROLL for (int u = 0; u < NV; ++u)
           acc[r][u] = _mm512_fmadd_ps(wi[i], _mm512_loadu_ps(p[i] + 16 * u), acc[r][u]);

@@ -407,18 +407,16 @@ def test_csc_tail_rule_both_ways(cpu_isa_env, cpu_scatter_env, isa, scatter, K, 
 
 
 #: Layouts whose AVX-512 panel kernels follow SPARSEKERN_CPU_BROADCAST.
-BROADCAST_LAYOUTS = ["2:4"]
+BROADCAST_LAYOUTS = ["2:4", "1:4"]
 
 
 def _broadcast_weight(layout, M, K, g):
-    """A random [M, K] weight with `layout`'s zeros (2:4: two of every 4 along K)."""
+    """A random [M, K] weight with `layout`'s zeros (n:4: 4 - n of every 4 along K)."""
     W = torch.randn(M, K, generator=g)
-    if layout == "2:4":
-        Kp = -(-K // 4) * 4
-        Wp = torch.nn.functional.pad(W, (0, Kp - K)).view(M, -1, 4)
-        drop = torch.rand(Wp.shape, generator=g).argsort(-1)[..., :2]
-        W = Wp.scatter(-1, drop, 0.0).view(M, Kp)[:, :K]
-    return W
+    Kp = -(-K // 4) * 4
+    Wp = torch.nn.functional.pad(W, (0, Kp - K)).view(M, -1, 4)
+    drop = torch.rand(Wp.shape, generator=g).argsort(-1)[..., :4 - int(layout[0])]
+    return Wp.scatter(-1, drop, 0.0).view(M, Kp)[:, :K]
 
 
 @pytest.mark.skipif(C is None or not C.cpu_has_avx512(), reason="this CPU/OS has no AVX-512")
