@@ -31,14 +31,17 @@ ENV_VAR = "SPARSEKERN_BACKEND"
 _local = threading.local()
 _env_value = ""  # SPARSEKERN_BACKEND as last read by reload_env()
 _scatter_value = ""  # SPARSEKERN_CPU_SCATTER as the C++ side last read it (reload_env)
+_broadcast_value = ""  # SPARSEKERN_CPU_BROADCAST, likewise
 
 
 def reload_env() -> None:
-    """Read ``SPARSEKERN_BACKEND``, ``SPARSEKERN_CPU_ISA``, ``SPARSEKERN_CPU_SCATTER`` and
-    ``SPARSEKERN_CPU_POOL`` again (done once at import) and tell the C++ fast path."""
-    global _env_value, _scatter_value
+    """Read ``SPARSEKERN_BACKEND``, ``SPARSEKERN_CPU_ISA``, ``SPARSEKERN_CPU_SCATTER``,
+    ``SPARSEKERN_CPU_BROADCAST`` and ``SPARSEKERN_CPU_POOL`` again (done once at import) and
+    tell the C++ fast path."""
+    global _env_value, _scatter_value, _broadcast_value
     _env_value = os.environ.get(ENV_VAR, "").strip()
     _scatter_value = os.environ.get("SPARSEKERN_CPU_SCATTER", "")
+    _broadcast_value = os.environ.get("SPARSEKERN_CPU_BROADCAST", "")
     if _extension._C is not None:
         torch.ops.sparsekern._reload_env(_env_value not in ("", "auto", "cpu"))
 
@@ -48,6 +51,13 @@ def cpu_scatter_setting() -> str:
     :func:`reload_env`, not now): "vector", "scalar", or "auto" when unset or "auto"; a bad
     value is returned as it is (every kernel call raises for it)."""
     return _scatter_value if _scatter_value not in ("", "auto") else "auto"
+
+
+def cpu_broadcast_setting() -> str:
+    """SPARSEKERN_CPU_BROADCAST as the compiled kernels read it (at import and on
+    :func:`reload_env`): "register", "load", or "auto" when unset or "auto"; a bad value is
+    returned as it is (every kernel call raises for it)."""
+    return _broadcast_value if _broadcast_value not in ("", "auto") else "auto"
 
 
 def _check_name(name) -> str:

@@ -129,7 +129,7 @@ def _extension_says(name: str) -> Optional[str]:
 def extension_isa() -> Optional[str]:
     """The CPU ISA path the compiled kernels run here ("avx512", "avx2", "portable"; it
     honours SPARSEKERN_CPU_ISA), None without the extension; ValueError (the kernels' own)
-    when SPARSEKERN_CPU_ISA or SPARSEKERN_CPU_SCATTER is not a choice this CPU can run."""
+    when SPARSEKERN_CPU_ISA, _SCATTER or _BROADCAST is not a choice this CPU can run."""
     return _extension_says("cpu_isa")
 
 

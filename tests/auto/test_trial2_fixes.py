@@ -83,7 +83,7 @@ def test_searches_never_prune_a_tied_layer():
 
 # -- D3: the kernel path in force is part of the key ----------------------------------------
 
-@pytest.mark.parametrize("change", ["isa", "pool", "scatter"])
+@pytest.mark.parametrize("change", ["isa", "pool", "scatter", "broadcast"])
 def test_another_kernel_path_is_a_miss_and_keeps_the_other_entry(counted, tmp_path,
                                                                  monkeypatch, change):
     from sparsekern.timing import machine
@@ -96,7 +96,7 @@ def test_another_kernel_path_is_a_miss_and_keeps_the_other_entry(counted, tmp_pa
             mp.setattr(machine, "extension_pool", lambda: "own-test")
         else:  # as reload_env() records what the C++ side read
             import sparsekern.backends as backends
-            mp.setattr(backends, "_scatter_value", "scalar-test")
+            mp.setattr(backends, f"_{change}_value", f"{change}-test")
         assert table.layer_entry(_sig(), NOCHECK, cache=c).provenance == "measured"
     assert len(counted) == 2
     assert table.layer_entry(_sig(), NOCHECK, cache=c).provenance == "cached"  # not overwritten
@@ -114,6 +114,18 @@ def test_the_scatter_key_is_what_the_kernels_read_not_the_environment_now(monkey
     assert kernel_path()["scatter"] == before
     monkeypatch.setattr(backends, "_scatter_value", "vector")
     assert kernel_path()["scatter"] == "vector"
+
+
+def test_the_broadcast_key_is_what_the_kernels_read(cpu_broadcast_env, monkeypatch):
+    """SPARSEKERN_CPU_BROADCAST likewise: set without reload_env it changes nothing; after
+    reload_env the key names the choice."""
+    from sparsekern.auto.fingerprint import kernel_path
+    before = kernel_path()["broadcast"]
+    other = "load" if before != "load" else "register"
+    monkeypatch.setenv("SPARSEKERN_CPU_BROADCAST", other)
+    assert kernel_path()["broadcast"] == before
+    cpu_broadcast_env(other)
+    assert kernel_path()["broadcast"] == other
 
 
 # -- D4: damaged or edited cache entries are misses, with a warning naming the file --------
