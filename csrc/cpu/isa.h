@@ -42,8 +42,10 @@ bool vector_scatter();
 // multiply-add): on AMD's Zen 4/5, whose shuffles have ports of their own, the permutes free
 // a load per weight (2:4 at 12-32 columns 1.1-1.29x); Intel's 512-bit shuffles share a port
 // with its FMAs, so there the broadcast stays a load. SPARSEKERN_CPU_BROADCAST=register|load|
-// auto (auto: load on Intel, register elsewhere), read with SPARSEKERN_CPU_ISA. Both give the
-// same sums bit for bit (the same products added in the same order).
+// auto (auto: load on Intel, register elsewhere), read with SPARSEKERN_CPU_ISA. A panel gives
+// the same sums bit for bit either way (the same products added in the same order); 2:4 with
+// float32 weights at 10-11 columns also changes kernel with it (register: the panel, load: the
+// small-N kernel; sums equal up to rounding).
 bool broadcast_in_registers();
 
 enum class IsaEnvStatus {

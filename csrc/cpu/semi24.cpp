@@ -40,6 +40,11 @@ constexpr int64_t kSmallN = 8;
 // zmm then have 5-7 idle lanes; from 12 the panel is as fast or faster (2 threads, Zen 5,
 // MiniLM/BERT shapes and 4096²; bench/results/semi24-small-n-chunks-2026-12-06).
 constexpr int64_t kSmallNChunked = 11;
+// The same with float32 weights when the panels broadcast in registers
+// (broadcast_in_registers): the panel is then 1.04-1.22x faster at N = 10-11 (2 threads;
+// 1.09-1.24x on one), mixed at 9 (0.94-1.09x); 16-bit weights keep 11 (N = 10 0.88-1.02x)
+// (bench/results/semi24-register-broadcast-2026-12-06).
+constexpr int64_t kSmallNChunkedRegF32 = 9;
 constexpr int64_t kSemi24PanelTail = 3;  // see split_panel_tail
 
 
@@ -773,7 +778,9 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
   if (ts != kOk) return ts;
   const Dense& dp = pt.d != nullptr ? head : d;  // the panels' columns
 #if SK_HAVE_AVX512_KERNELS
-  if (pt.d == nullptr && isa == Isa::kAvx512 && d.N <= kSmallNChunked) {
+  const int64_t chunked = std::is_same<T, float>::value && broadcast_in_registers()
+                              ? kSmallNChunkedRegF32 : kSmallNChunked;
+  if (pt.d == nullptr && isa == Isa::kAvx512 && d.N <= chunked) {
     int64_t ldx = 0;
     const float* X = small_n_columns(d, &ldx);
     if (X == nullptr) return kNoMemory;
