@@ -10,6 +10,7 @@
 #pragma once
 
 #include <string>
+#include <type_traits>
 
 namespace sparsekern {
 namespace cpu {
@@ -47,6 +48,13 @@ bool vector_scatter();
 // float32 weights at 10-11 columns also changes kernel with it (register: the panel, load: the
 // small-N kernel; sums equal up to rounding).
 bool broadcast_in_registers();
+
+// f(std::true_type{}) when broadcast_in_registers(), else f(std::false_type{}): the choice as
+// a compile-time argument for the panel kernels' templates.
+template <typename F>
+auto with_broadcast_choice(F&& f) {
+  return broadcast_in_registers() ? f(std::true_type{}) : f(std::false_type{});
+}
 
 enum class IsaEnvStatus {
   kOk, kUnknown, kAvx2Missing, kAvx512Missing, kUnknownScatter, kUnknownBroadcast };

@@ -395,9 +395,9 @@ int panel_rows_avx512_reg(const T* values, const uint8_t* meta, const Dense& d, 
 template <typename T>
 int panel_rows_avx512(const T* values, const uint8_t* meta, const Dense& d, const float* P,
                       int64_t ldp, int64_t n0, int64_t nb, int64_t m0, int64_t m1) {
-  return broadcast_in_registers()
-             ? panel_rows_avx512_reg<T, true>(values, meta, d, P, ldp, n0, nb, m0, m1)
-             : panel_rows_avx512_reg<T, false>(values, meta, d, P, ldp, n0, nb, m0, m1);
+  return with_broadcast_choice([&](auto reg) {
+    return panel_rows_avx512_reg<T, decltype(reg)::value>(values, meta, d, P, ldp, n0, nb, m0, m1);
+  });
 }
 #endif
 
