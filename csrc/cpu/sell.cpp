@@ -18,9 +18,10 @@
 // Every index is checked as it is used (255 or below the block's width; lanes past M hold
 // 255), every offset before any step is read, and each step's values against its group's
 // range before they are used (AVX-512 loads 16 at once while 16 remain in the stream, masked
-// at its end): a bad one is kBadIndex / kBadOffsets, never a read out of bounds. N > 1 runs the same loop per column of B while a slice's steps stay in L2, so its
-// time grows with N: a GEMV layout (csc's batched kernels are faster from N ~ 3 at 2048²
-// 90%; the benchmarks and `layout="auto"` time it for N <= 2 only).
+// at its end): a bad one is kBadIndex / kBadOffsets, never a read out of bounds. N > 1 runs
+// the same loop per column of B while a slice's steps stay in L2, so its time grows with N:
+// a GEMV layout (csc's batched kernels are faster from N ~ 3 at 2048² 90%; the benchmarks
+// and `layout="auto"` time it for N <= 2 only).
 #include <cstdint>
 #include <cstring>
 
