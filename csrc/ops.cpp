@@ -963,8 +963,9 @@ Layout check_backward_args(c10::string_view what, const at::Tensor& values,
 }
 
 // From this many columns of G on, the 2:4 backward products run as dense BLAS GEMMs of the
-// decompressed weight (and the sampled dot as one GEMM read at the stored entries): at 50%
-// density a GEMM beats the entry-wise kernels (at 4096x4096, N = 512: A.T @ G 186 against
+// decompressed weight (and the sampled dot as one GEMM read at the stored entries), except
+// A.T @ G where cpu::semi24_transposed_native (AVX-512, from 256 columns: half the GEMM's
+// multiply-adds) takes it: at 50% density a GEMM beats the entry-wise kernels (at 4096x4096, N = 512: A.T @ G 186 against
 // 602 ms, the sampled dot 241 against 713 ms; at 1536x384, N = 2048: 23 against 32 ms and 28
 // against 45 ms). The decompression and the gather are kernels (one pass, threaded).
 constexpr int64_t kSemi24DenseMinN = 32;
@@ -1032,7 +1033,7 @@ at::Tensor spmm_transposed_cpu(const at::Tensor& values, const at::Tensor& indic
   // (Only for a finite G: in the dense GEMM the unstored zeros would meet an Inf of G and
   // give 0 * Inf = NaN where the entry-wise kernel, like the reference, adds nothing.)
   if (layout == Layout::kSemi24 && N >= kSemi24DenseMinN && M > 0 && K > 0 &&
-      all_finite(G)) {
+      !skc::semi24_transposed_native(N) && all_finite(G)) {
     const at::Tensor W = semi24_dense(values, indices, offsets, M, K, layout_sv);
     // Row-major [K, N], as every path of the op returns (its fake kernel says so, and
     // torch.compile checks the strides: mm(G.t(), W).t(), x's layout, failed there).

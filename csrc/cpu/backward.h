@@ -48,6 +48,11 @@ int copy_row_major(Strided X, int64_t rows, int64_t N, float* out, int num_threa
 bool reads_strided(SparseLayout layout);
 
 int spmm_transposed(const Format& a, Strided G, int64_t N, float* out, int num_threads);
+// Whether spmm_transposed runs a 2:4 A with N columns of G as its own kernel, half the dense
+// product's multiply-adds (semi24_t.cpp: AVX-512, from 16 columns); else as expanded entries.
+bool semi24_transposed_native(int64_t N);
+// That kernel (kBadArgument where semi24_transposed_native(N) is false).
+int semi24_transposed(const Format& a, Strided G, int64_t N, float* out, int num_threads);
 int sampled_dot(const Format& a, Strided G, Strided B, int64_t N, float* out, int num_threads);
 
 }  // namespace cpu

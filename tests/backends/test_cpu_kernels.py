@@ -238,7 +238,7 @@ def test_served_1to4_meets_non_finite_values_only_through_its_own_entries():
                                    ref_spmm(A, Xf), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("N", [1, 7, 32, 64])
+@pytest.mark.parametrize("N", [1, 7, 32, 64, 260])  # 260: AVX-512's sorted 2:4 kernel
 def test_semi24_input_gradient_meets_non_finite_G_only_through_stored_entries(N):
     """A.T @ G for 2:4: from 32 columns on it ran as a dense GEMM of the decompressed weight,
     whose unstored zeros met an Inf of G (0 * Inf = NaN) where the entry-wise kernel and the
@@ -287,6 +287,77 @@ def test_semi24_input_gradient_finite_check_sees_one_value_anywhere(G_layout, ba
     got = torch.ops.sparsekern._spmm_transposed_cpu(A.values, A.indices, A.offsets, M, K, "2:4",
                                                     finite)
     torch.testing.assert_close(got, A.to_dense().t() @ finite, rtol=1e-5, atol=1e-5)
+
+
+def _transposed_case(M, K, N, dtype, G_layout, threads, g):
+    """One 2:4 A.T @ G through the CPU op against the float64 reference."""
+    A = pack(make_weight(M, K, "2:4", None, density=0.5, dtype=dtype,
+                         seed=int(torch.randint(1 << 30, (1,), generator=g))), "2:4", None)
+    S = 2 * max(M, N) + 1
+    base = torch.randn(S, S, generator=g)
+    G = {"row-major": base[:M, :N].contiguous(), "column-major": base[:N, :M].contiguous().t(),
+         "sliced": base[::2, ::2][:M, :N]}[G_layout]
+    torch.set_num_threads(threads)
+    got = torch.ops.sparsekern._spmm_transposed_cpu(A.values, A.indices, A.offsets, M, K, "2:4", G)
+    want = reference.spmm_transposed(A.values.double(), A.indices, A.offsets, M, K, "2:4",
+                                     G.double())
+    assert got.shape == (K, N) and got.stride() == (N, 1) and got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4,
+                               msg=lambda m: f"{M}x{K} N={N} {dtype} {G_layout} {threads}t: {m}")
+    return got
+
+
+def test_semi24_input_gradient_sorted_kernel():
+    """A.T @ G for 2:4 from 256 columns on (AVX-512: every group's rows sorted by 512-row block
+    and position pair, 64-column panels of G): rows in several blocks (1100), K in a partial
+    last group, a partial last panel, the three weight dtypes, G row-major / column-major (a
+    Linear's dY.T) / sliced, one and two threads; the shapes alternate, so the per-thread
+    sort buffer grows and shrinks between calls. Fresh random inputs each run."""
+    g = torch.Generator().manual_seed(int(torch.randint(1 << 30, (1,))))
+    cases = [(1100, 70, 300), (37, 4, 256), (600, 257, 257), (1100, 70, 300), (8, 9, 320)]
+    for (M, K, N), dtype, G_layout, threads in zip(
+            cases * 6, WEIGHT_DTYPES * 10, ["row-major", "column-major", "sliced"] * 10,
+            [1, 2] * 15):
+        _transposed_case(M, K, N, dtype, G_layout, threads, g)
+
+
+def test_semi24_input_gradient_sorted_kernel_same_bits_at_any_thread_count():
+    """Each output element is summed by one thread in a fixed order."""
+    got = [_transposed_case(1100, 200, 300, torch.float32, "column-major", t,
+                            torch.Generator().manual_seed(3)) for t in (1, 2)]
+    assert torch.equal(got[0], got[1])
+
+
+def test_semi24_input_gradient_sorted_kernel_ignores_the_padding():
+    """Positions past K in the last group (K % 4 != 0) never count, whatever value they hold."""
+    M, K, N = 40, 30, 256
+    A = pack(make_weight(M, K, "2:4", None, density=0.5, seed=1), "2:4", None)
+    values, meta = A.values.clone(), A.indices.clone()
+    last = (K + 3) // 4 - 1  # group 7: columns 28..31, of which 30 and 31 are padding
+    byte, shift = last // 2, 4 * (last % 2)
+    meta[:, byte] = (meta[:, byte] & ~(0xF << shift)) | ((1 | 3 << 2) << shift)  # positions 1, 3
+    values[:, 2 * last + 1] = float("inf")  # the weight at column 31
+    G = torch.randn(M, N)
+    got = torch.ops.sparsekern._spmm_transposed_cpu(values, meta, A.offsets, M, K, "2:4", G)
+    want = reference.spmm_transposed(values.double(), meta, A.offsets, M, K, "2:4", G.double())
+    assert torch.isfinite(want).all()
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("row,group", [(0, 0), (650, 99), (699, 50)])
+def test_semi24_input_gradient_sorted_kernel_rejects_bad_positions(row, group):
+    """A nibble whose first position is not below the second, in any row and any group (the
+    sort runs in tiles of 64 groups on two threads), is reported, not summed."""
+    M, K, N = 700, 400, 256
+    A = pack(make_weight(M, K, "2:4", None, density=0.5, seed=2), "2:4", None)
+    meta = A.indices.clone()
+    byte, shift = group // 2, 4 * (group % 2)
+    meta[row, byte] = (meta[row, byte] & ~(0xF << shift)) | ((2 | 1 << 2) << shift)  # (2, 1)
+    torch.set_num_threads(2)
+    with pytest.raises(ValueError, match=rf"2:4 indices row {row}, group {group}: positions "
+                                         rf"\(2, 1\) must be strictly increasing"):
+        torch.ops.sparsekern._spmm_transposed_cpu(A.values, meta, A.offsets, M, K, "2:4",
+                                                  torch.randn(M, N))
 
 
 def test_semi24_backward_workspaces_reused_across_shapes():

@@ -1,0 +1,253 @@
+// The 2:4 input gradient, A^T @ G, without the zeros (AVX-512).
+//
+// A [M, K] stores 2 of every 4 columns per row, so out [K, N] = A^T G has the 2:4 structure in
+// its output rows: row m of G adds to 2 of each group's 4 output rows, which 2 depend on the
+// row. Accumulators cannot be picked at run time, so each call first sorts every group's M
+// rows by block of 512 rows, then by their pair of positions (6 pairs; A transposed tile by
+// tile, then a counting sort per group: O(M K / 4), threaded, nothing cached between calls, so
+// nothing can go stale). Then a group's 4 output rows x 16 NV columns stay in registers while
+// its 6 row lists run, each with its two accumulator rows fixed at compile time: per row of G,
+// NV panel loads and 2 NV FMAs, half the dense product's. G is packed in panels of 64 columns
+// (run_panels: any strides), which a group reads one 512-row block (128 KB) at a time.
+// Each output element is summed by one thread in a fixed order: the same bits at any thread
+// count.
+#include <cstdint>
+
+#include "backward.h"
+#include "common.h"
+#include "isa.h"
+#include "parallel.h"
+#include "simd_avx512.h"
+
+namespace sparsekern {
+namespace cpu {
+namespace {
+
+constexpr int kMaxParts = 256;
+constexpr int64_t kPanelWidth = 64;
+// From this many columns on: the sort costs about as much as ~100 columns of the product, so
+// the dense GEMM (ops.cpp) wins below (2 threads, Zen 5: 1536x384 N = 128 0.96x, N = 256
+// 1.24x, N = 2048 1.76x; 4096 x 4096 N = 128 0.96x, N = 512 1.27x;
+// bench/results/semi24-transposed-2026-12-07).
+constexpr int64_t kMinN = 256;
+
+// The 6 position pairs, in list order, and the metadata nibble (p0 | p1 << 2) -> pair.
+constexpr int kPairs = 6;
+constexpr int8_t kPairOf[16] = {-1, -1, -1, -1, 0, -1, -1, -1, 1, 3, -1, -1, 2, 4, 5, -1};
+
+// One row of a group's sorted list: the row of G and its two weights.
+struct Entry {
+  int32_t m;
+  float w0, w1;
+};
+
+// A by group, each group's M rows sorted by block of kChunk rows, then by pair: group g's
+// entries of chunk c and pair p are entries[g * M + i] for i in [off[g * no + 6 c + p],
+// off[... + 1]). A stream read in order by the kernel (the weights looked up per row by the
+// kernel from a per-group array missed cache at 4096 x 4096: ~25% of its time).
+// Built through w and pair: group g's weights of row m at w[2 * (g * ws + m) + j] and its
+// pair at pair[g * ps + m] (A transposed, tile by tile).
+struct ByPair {
+  Entry* entries;
+  float* w;
+  uint8_t* pair;
+  int64_t* off;
+  int64_t M, groups, ws, ps, chunks, no;  // no = 6 * chunks + 1
+};
+
+// Rows of G per chunk: a group's lists run one chunk at a time, the chunk's panel rows (128 KB
+// at 64 columns) staying in L2 (a whole 4096-row panel, 1 MB, did not: 4096 x 4096, N = 512,
+// ~50% of peak).
+constexpr int64_t kChunk = 512;
+
+// Group strides (in elements) of w and pair whose lines are odd: the transpose writes 64
+// groups at once, which then fall in 64 different L1 sets (at a stride of a multiple of
+// 4 KB they all shared one).
+int64_t weight_stride(int64_t M) { return 8 * (2 * ceil_div(M, 16) + 1); }
+int64_t pair_stride(int64_t M) { return 64 * (2 * ceil_div(M, 128) + 1); }
+
+// Groups and rows per tile of the transpose (A's rows are read 64 groups = 512 bytes of
+// float values at a time; one pass per group read 8 bytes a row, a page and a TLB miss each).
+constexpr int64_t kTile = 64;
+constexpr int64_t kAhead = 8;
+
+// The groups [g0, g1) of A transposed into a.w and a.pair, then sorted into a.rows / a.off;
+// kBadMeta for a first position >= the second.
+template <typename T>
+int by_pair(const T* vals, const uint8_t* meta, const ByPair& a, int64_t g0, int64_t g1) {
+  const int64_t M = a.M, half = 2 * a.groups, mcols = ceil_div(a.groups, 2);
+  for (int64_t gb = g0; gb < g1; gb += kTile) {
+    const int64_t ge = min_i64(gb + kTile, g1);
+    // The tile's values of row m + kAhead, fetched now: rows are a page or more apart, which
+    // the hardware prefetchers do not cross (the loads' misses were ~30% of the sort).
+    const int64_t line_elems = 64 / static_cast<int64_t>(sizeof(T));
+    for (int64_t m = 0; m < M; ++m) {
+      const T* v = vals + m * half;
+      const uint8_t* mt = meta + m * mcols;
+      if (m + kAhead < M)
+        for (int64_t j = 2 * gb; j < 2 * ge; j += line_elems)
+          __builtin_prefetch(v + kAhead * half + j);
+      for (int64_t g = gb; g < ge; ++g) {
+        const int pair = kPairOf[(mt[g / 2] >> (4 * (g % 2))) & 0xF];
+        if (pair < 0) return kBadMeta;
+        a.pair[g * a.ps + m] = static_cast<uint8_t>(pair);
+        a.w[2 * (g * a.ws + m)] = to_float(v[2 * g]);
+        a.w[2 * (g * a.ws + m) + 1] = to_float(v[2 * g + 1]);
+      }
+    }
+    for (int64_t g = gb; g < ge; ++g) {  // counting sort of the group's rows by (chunk, pair)
+      int64_t* off = a.off + g * a.no;
+      const uint8_t* pr = a.pair + g * a.ps;
+      for (int64_t i = 0; i < a.no; ++i) off[i] = 0;
+      for (int64_t m = 0; m < M; ++m) ++off[(m / kChunk) * kPairs + pr[m] + 1];
+      for (int64_t i = 1; i < a.no; ++i) off[i] += off[i - 1];
+      Entry* e = a.entries + g * M;
+      const float* w = a.w + 2 * g * a.ws;
+      // off[key] runs as the fill count of key, then moves back one place.
+      for (int64_t m = 0; m < M; ++m)
+        e[off[(m / kChunk) * kPairs + pr[m]]++] = Entry{static_cast<int32_t>(m), w[2 * m], w[2 * m + 1]};
+      for (int64_t i = a.no - 1; i > 0; --i) off[i] = off[i - 1];
+      off[0] = 0;
+    }
+  }
+  return kOk;
+}
+
+#if SK_HAVE_AVX512_KERNELS
+// acc[A] += w0 * G(m), acc[B] += w1 * G(m) for the entries [e, e1).
+template <int A, int B, int NV>
+SK_AVX512_INLINE void pair_rows(const Entry* e, const Entry* e1, const float* P, int64_t ldp,
+                                __m512 (&acc)[4][NV]) {
+  for (; e < e1; ++e) {
+    const float* g = P + static_cast<int64_t>(e->m) * ldp;
+    const __m512 w0 = _mm512_set1_ps(e->w0), w1 = _mm512_set1_ps(e->w1);
+    SK_UNROLL for (int u = 0; u < NV; ++u) {
+      const __m512 x = _mm512_loadu_ps(g + 16 * u);
+      acc[A][u] = _mm512_fmadd_ps(w0, x, acc[A][u]);
+      acc[B][u] = _mm512_fmadd_ps(w1, x, acc[B][u]);
+    }
+  }
+}
+
+// Output rows 4g..4g+3 (those < K) x columns [n0, n0 + nb) for the groups [g0, g1).
+template <int NV>
+SK_AVX512 void groups_t(const ByPair& a, const float* P, int64_t ldp, int64_t g0, int64_t g1,
+                        int64_t K, int64_t n0, int64_t nb, float* out, int64_t ldo) {
+  __mmask16 mask[NV];
+  SK_UNROLL for (int u = 0; u < NV; ++u) {
+    const int64_t n = min_i64(16, max_i64(0, nb - 16 * u));
+    mask[u] = static_cast<__mmask16>((1u << n) - 1u);
+  }
+  for (int64_t c = 0; c < a.chunks; ++c)
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t rows = min_i64(4, K - 4 * g);  // the padding's rows (K % 4 != 0) dropped
+      __m512 acc[4][NV];
+      SK_UNROLL for (int r = 0; r < 4; ++r)
+        SK_UNROLL for (int u = 0; u < NV; ++u)
+          acc[r][u] = c > 0 && r < rows
+                          ? _mm512_maskz_loadu_ps(mask[u], out + (4 * g + r) * ldo + n0 + 16 * u)
+                          : _mm512_setzero_ps();
+      const Entry* e = a.entries + g * a.M;
+      const int64_t* off = a.off + g * a.no + c * kPairs;
+      pair_rows<0, 1, NV>(e + off[0], e + off[1], P, ldp, acc);
+      pair_rows<0, 2, NV>(e + off[1], e + off[2], P, ldp, acc);
+      pair_rows<0, 3, NV>(e + off[2], e + off[3], P, ldp, acc);
+      pair_rows<1, 2, NV>(e + off[3], e + off[4], P, ldp, acc);
+      pair_rows<1, 3, NV>(e + off[4], e + off[5], P, ldp, acc);
+      pair_rows<2, 3, NV>(e + off[5], e + off[6], P, ldp, acc);
+      SK_UNROLL for (int r = 0; r < 4; ++r) {
+        if (r >= rows) break;
+        float* o = out + (4 * g + r) * ldo + n0;
+        SK_UNROLL for (int u = 0; u < NV; ++u) _mm512_mask_storeu_ps(o + 16 * u, mask[u], acc[r][u]);
+      }
+    }
+}
+
+class GroupPanels : public PanelWork {
+ public:
+  GroupPanels(const ByPair& a, const int64_t* bounds, int64_t K, float* out, int64_t ldo)
+      : a_(a), bounds_(bounds), K_(K), out_(out), ldo_(ldo) {}
+  int run(int part, const float* P, int64_t ldp, int64_t n0, int64_t nb) override {
+    const int64_t g0 = bounds_[part], g1 = bounds_[part + 1];
+    switch (ldp / 16) {
+      case 1: groups_t<1>(a_, P, ldp, g0, g1, K_, n0, nb, out_, ldo_); return kOk;
+      case 2: groups_t<2>(a_, P, ldp, g0, g1, K_, n0, nb, out_, ldo_); return kOk;
+      case 3: groups_t<3>(a_, P, ldp, g0, g1, K_, n0, nb, out_, ldo_); return kOk;
+      case 4: groups_t<4>(a_, P, ldp, g0, g1, K_, n0, nb, out_, ldo_); return kOk;
+      default: return kBadArgument;
+    }
+  }
+
+ private:
+  const ByPair& a_;
+  const int64_t* bounds_;
+  int64_t K_;
+  float* out_;
+  int64_t ldo_;
+};
+#endif
+
+}  // namespace
+
+bool semi24_transposed_native(int64_t N) {
+  return SK_HAVE_AVX512_KERNELS && active_isa() == Isa::kAvx512 && N >= kMinN;
+}
+
+int semi24_transposed(const Format& a, Strided G, int64_t N, float* out, int num_threads) {
+#if SK_HAVE_AVX512_KERNELS
+  const int64_t M = a.M, K = a.K, groups = ceil_div(K, 4);
+  if (!semi24_transposed_native(N) || a.layout != SparseLayout::kSemi24 || M > INT32_MAX ||
+      a.numel != M * 2 * groups)
+    return kBadArgument;
+  if (N == 0 || K == 0) return kOk;
+  // The sorted form, in one scratch buffer: off, rows, w, pair (each 64-byte aligned).
+  const int64_t ws = weight_stride(M), ps = pair_stride(M);
+  int64_t sizes[4];
+  const int64_t chunks = max_i64(1, ceil_div(M, kChunk)), no = kPairs * chunks + 1;
+  if (!checked_mul(groups, no * 8, &sizes[0]) || !checked_mul(groups, M * 12, &sizes[1]) ||
+      !checked_mul(groups, ws * 8, &sizes[2]) || !checked_mul(groups, ps, &sizes[3]))
+    return kNoMemory;
+  int64_t at[5] = {0, 0, 0, 0, 0};
+  for (int i = 0; i < 4; ++i) at[i + 1] = at[i] + round_up(sizes[i], 64);
+  char* buf = scratch_index().get_as<char>(at[4]);
+  if (buf == nullptr) return kNoMemory;
+  const ByPair bp{reinterpret_cast<Entry*>(buf + at[1]), reinterpret_cast<float*>(buf + at[2]),
+                  reinterpret_cast<uint8_t*>(buf + at[3]), reinterpret_cast<int64_t*>(buf),
+                  M, groups, ws, ps, chunks, no};
+  // Two multiply-adds per row of a group and vector of 16 columns.
+  const double madds = 2.0 * static_cast<double>(M) * static_cast<double>(groups) *
+                      static_cast<double>(ceil_div(N, 16));
+  const int nt = threads_for(num_threads, kPanelEntryCost * madds);
+  const int64_t tiles = ceil_div(groups, kTile);
+  const int sort_parts = parts_for(nt, tiles, kMaxParts);
+  const int s = with_weight_type(a.wt, [&](auto tag) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
+    const T* vals = static_cast<const T*>(a.values);
+    const uint8_t* meta = static_cast<const uint8_t*>(a.indices);
+    return parallel_parts(sort_parts, nt, [&](int p) {
+      return by_pair(vals, meta, bp, min_i64(groups, tiles * p / sort_parts * kTile),
+                     min_i64(groups, tiles * (p + 1) / sort_parts * kTile));
+    });
+  });
+  if (s != kOk) return s;
+  Dense d;  // G as the panels' B: its M rows, N columns; the output's K rows
+  d.M = K;
+  d.K = M;
+  d.N = N;
+  d.B = G.data;
+  d.ldb_k = G.rs;
+  d.ldb_n = G.cs;
+  d.num_threads = nt;
+  const int parts = panel_parts(nt, groups, N, kPanelWidth, kMaxParts);
+  int64_t bounds[kMaxParts + 1];
+  split_even(groups, parts, bounds);
+  GroupPanels work(bp, bounds, K, out, N);
+  return run_panels(d, nt, parts, kPanelWidth, work, 16);
+#else
+  (void)a, (void)G, (void)N, (void)out, (void)num_threads;
+  return kBadArgument;
+#endif
+}
+
+}  // namespace cpu
+}  // namespace sparsekern
