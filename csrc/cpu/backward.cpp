@@ -1018,8 +1018,10 @@ int spmm_transposed(const Format& a, Strided Gs, int64_t N, float* out, int num_
   if (a.M < 0 || a.K < 0 || N < 0 || a.numel < 0) return kBadArgument;
   if (N == 0 || a.K == 0) return kOk;  // no output element (K is then backed by out's memory)
   if (a.M > kMaxDim || a.K > kMaxDim) return kBadArgument;
-  if (a.layout == SparseLayout::kSemi24 && semi24_transposed_native(N))
-    return semi24_transposed(a, Gs, N, out, num_threads);
+  if (a.layout == SparseLayout::kSemi24 && semi24_transposed_native(N)) {
+    const int s = semi24_transposed(a, Gs, N, out, num_threads);
+    if (s != kNoMemory) return s;  // else the entry-wise path below, which needs less
+  }
   const float* G = nullptr;
   if (a.layout == SparseLayout::kBsr && active_isa() == Isa::kAvx512) {
     const int s = row_major(Gs, a.M, N, scratch_panel(), num_threads, &G);
