@@ -962,13 +962,17 @@ Layout check_backward_args(c10::string_view what, const at::Tensor& values,
   return layout;
 }
 
-// From this many columns of G on, the 2:4 backward products run as dense BLAS GEMMs of the
-// decompressed weight (and the sampled dot as one GEMM read at the stored entries), except
-// A.T @ G where cpu::semi24_transposed_native (AVX-512, from 256 columns: half the GEMM's
-// multiply-adds) takes it: at 50% density a GEMM beats the entry-wise kernels (at 4096x4096, N = 512: A.T @ G 186 against
-// 602 ms, the sampled dot 241 against 713 ms; at 1536x384, N = 2048: 23 against 32 ms and 28
-// against 45 ms). The decompression and the gather are kernels (one pass, threaded).
-constexpr int64_t kSemi24DenseMinN = 32;
+// The 2:4 backward products run as dense BLAS GEMMs of the decompressed weight (and the
+// sampled dot as one GEMM read at the stored entries), at every N, except A.T @ G where
+// cpu::semi24_transposed_native (AVX-512, from 256 columns: half the GEMM's multiply-adds)
+// takes it, and A.T @ G of a non-finite G (below). At 50% density a GEMM beats the entry-wise
+// kernels at every N measured: at 4096x4096, N = 512: A.T @ G 186 against 602 ms, the sampled
+// dot 241 against 713 ms; at 1536x384, N = 2048: 23 against 32 ms and 28 against 45 ms; and
+// below 32 columns, where the entry-wise kernels served until 2026-12-07, 3-25x (4096x4096,
+// N = 1: 10 against 255 ms and 23 against 322; 768x768, N = 16: 0.49 against 2.9 ms and 0.33
+// against 2.4; bench/results/semi24-transposed-2026-12-07/small_n.txt). The decompression
+// and the gather are kernels (one pass, threaded).
+constexpr int64_t kSemi24SmallN = 32;
 
 // True when every element of the float32 matrix G is finite: one threaded pass, no
 // temporaries (at::isfinite(G).all() made four passes and three [M, N] tensors: 5.7 ms of a
@@ -1032,11 +1036,15 @@ at::Tensor spmm_transposed_cpu(const at::Tensor& values, const at::Tensor& indic
   const int64_t N = G.size(1);
   // (Only for a finite G: in the dense GEMM the unstored zeros would meet an Inf of G and
   // give 0 * Inf = NaN where the entry-wise kernel, like the reference, adds nothing.)
-  if (layout == Layout::kSemi24 && N >= kSemi24DenseMinN && M > 0 && K > 0 &&
+  if (layout == Layout::kSemi24 && M > 0 && K > 0 &&
       !skc::semi24_transposed_native(N) && all_finite(G)) {
     const at::Tensor W = semi24_dense(values, indices, offsets, M, K, layout_sv);
     // Row-major [K, N], as every path of the op returns (its fake kernel says so, and
-    // torch.compile checks the strides: mm(G.t(), W).t(), x's layout, failed there).
+    // torch.compile checks the strides: mm(G.t(), W).t(), x's layout, failed there). Below
+    // kSemi24SmallN columns BLAS's W.t() @ G ran 2-17x slower than (G.t() @ W), transposed
+    // back here (4096x4096, N = 2: 122 against 6.4 ms; N = 8: 70 against 7.3; 1536x384, N = 8:
+    // 0.94 against 0.11 ms); from 64 columns on it is the faster one.
+    if (N < kSemi24SmallN) return at::mm(G.t(), W).t().contiguous();
     return at::mm(W.t(), G);
   }
   at::Tensor out = at::empty({K, N}, G.options());
@@ -1068,7 +1076,7 @@ at::Tensor sampled_dot_cpu(const at::Tensor& values, const at::Tensor& indices,
     return sampled_dot_cpu(values, indices, offsets, M, K, layout_sv, as_float(G), as_float(B));
   const int64_t N = G.size(1);
   at::Tensor out = at::empty({values.numel()}, G.options());
-  if (layout == Layout::kSemi24 && N >= kSemi24DenseMinN && out.numel() > 0 && K > 0) {
+  if (layout == Layout::kSemi24 && out.numel() > 0 && K > 0) {
     at::Tensor S = workspace(kSampledProduct, M, K);  // [M, K] row-major
     at::mm_out(S, G, B.t());
     const int status = skc::semi24_gather(S.data_ptr<float>(), indices.data_ptr<uint8_t>(), M, K,

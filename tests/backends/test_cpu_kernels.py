@@ -301,7 +301,7 @@ def _transposed_case(M, K, N, dtype, G_layout, threads, g):
     got = torch.ops.sparsekern._spmm_transposed_cpu(A.values, A.indices, A.offsets, M, K, "2:4", G)
     want = reference.spmm_transposed(A.values.double(), A.indices, A.offsets, M, K, "2:4",
                                      G.double())
-    assert got.shape == (K, N) and got.stride() == (N, 1) and got.dtype == torch.float32
+    assert got.shape == (K, N) and got.is_contiguous() and got.dtype == torch.float32
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4,
                                msg=lambda m: f"{M}x{K} N={N} {dtype} {G_layout} {threads}t: {m}")
     return got
@@ -319,6 +319,29 @@ def test_semi24_input_gradient_sorted_kernel():
             cases * 6, WEIGHT_DTYPES * 10, ["row-major", "column-major", "sliced"] * 10,
             [1, 2] * 15):
         _transposed_case(M, K, N, dtype, G_layout, threads, g)
+
+
+@pytest.mark.parametrize("N", [1, 2, 8, 16, 31])
+@pytest.mark.parametrize("G_layout", ["row-major", "column-major", "sliced"])
+def test_semi24_backward_products_at_few_columns(N, G_layout):
+    """Below 32 columns the 2:4 backward products run on the decompressed weight too (3-25x
+    faster than the entry-wise kernels), A.T @ G as (G.T @ W).T made row-major: both against
+    the reference, every weight dtype, G in each layout."""
+    g = torch.Generator().manual_seed(int(torch.randint(1 << 30, (1,))))
+    for dtype in WEIGHT_DTYPES:
+        M, K = 70, 54
+        t = _transposed_case(M, K, N, dtype, G_layout, 1 + N % 2, g)
+        assert t.is_contiguous()
+        A = pack(make_weight(M, K, "2:4", None, density=0.5, dtype=dtype, seed=N), "2:4", None)
+        G = torch.randn(M, N, generator=g)
+        B = torch.randn(N, K, generator=g).t()  # a Linear's x.T
+        got = torch.ops.sparsekern._sampled_dot_cpu(A.values, A.indices, A.offsets, M, K, "2:4",
+                                                    G, B)
+        want = reference.sampled_dot(A.values.double(), A.indices, A.offsets, M, K, "2:4",
+                                     G.double(), B.double())
+        tol = 1e-4 if dtype == torch.float32 else 2e-2
+        assert got.dtype == dtype and got.shape == A.values.shape
+        torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol)
 
 
 def test_semi24_input_gradient_sorted_kernel_same_bits_at_any_thread_count():
