@@ -81,6 +81,9 @@ int by_pair(const T* vals, const uint8_t* meta, const ByPair& a, int64_t g0, int
     // The tile's values of row m + kAhead, fetched now: rows are a page or more apart, which
     // the hardware prefetchers do not cross (the loads' misses were ~30% of the sort).
     const int64_t line_elems = 64 / static_cast<int64_t>(sizeof(T));
+    uint8_t* const pair = a.pair;  // locals: the byte stores below may alias a's fields
+    float* const w = a.w;
+    const int64_t ps = a.ps, ws = a.ws;
     for (int64_t m = 0; m < M; ++m) {
       const T* v = vals + m * half;
       const uint8_t* mt = meta + m * mcols;
@@ -88,11 +91,11 @@ int by_pair(const T* vals, const uint8_t* meta, const ByPair& a, int64_t g0, int
         for (int64_t j = 2 * gb; j < 2 * ge; j += line_elems)
           __builtin_prefetch(v + kAhead * half + j);
       for (int64_t g = gb; g < ge; ++g) {
-        const int pair = kPairOf[(mt[g / 2] >> (4 * (g % 2))) & 0xF];
-        if (pair < 0) return kBadMeta;
-        a.pair[g * a.ps + m] = static_cast<uint8_t>(pair);
-        a.w[2 * (g * a.ws + m)] = to_float(v[2 * g]);
-        a.w[2 * (g * a.ws + m) + 1] = to_float(v[2 * g + 1]);
+        const int p = kPairOf[(mt[g / 2] >> (4 * (g % 2))) & 0xF];
+        if (p < 0) return kBadMeta;
+        pair[g * ps + m] = static_cast<uint8_t>(p);
+        w[2 * (g * ws + m)] = to_float(v[2 * g]);
+        w[2 * (g * ws + m) + 1] = to_float(v[2 * g + 1]);
       }
     }
     for (int64_t g = gb; g < ge; ++g) {  // counting sort of the group's rows by (chunk, pair)

@@ -65,7 +65,8 @@ def spmm_transposed(values, indices, offsets, M, K, layout, G):
     if _lowered_meets_non_finite(layout, G):
         return reference.spmm_transposed(values, indices, offsets, M, K, layout, G)
     layout, values, indices, offsets = layouts.lower(layout, values, indices, offsets, M, K)
-    # (2:4 at N >= 32 runs as a dense GEMM of the decompressed weight: csrc/ops.cpp.)
+    # (2:4: a dense GEMM of the decompressed weight, or from 256 columns on AVX-512 its own
+    # kernel, csrc/cpu/semi24_t.cpp; see csrc/ops.cpp.)
     return torch.ops.sparsekern._spmm_transposed_cpu(values.contiguous(), indices.contiguous(),
                                                      offsets.contiguous(), M, K, layout, G)
 
