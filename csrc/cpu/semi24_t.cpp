@@ -71,7 +71,7 @@ int64_t pair_stride(int64_t M) { return 64 * (2 * ceil_div(M, 128) + 1); }
 constexpr int64_t kTile = 64;
 constexpr int64_t kAhead = 8;
 
-// The groups [g0, g1) of A transposed into a.w and a.pair, then sorted into a.rows / a.off;
+// The groups [g0, g1) of A transposed into a.w and a.pair, then sorted into a.entries / a.off;
 // kBadMeta for a first position >= the second.
 template <typename T>
 int by_pair(const T* vals, const uint8_t* meta, const ByPair& a, int64_t g0, int64_t g1) {
@@ -203,7 +203,7 @@ int semi24_transposed(const Format& a, Strided G, int64_t N, float* out, int num
       a.numel != M * 2 * groups)
     return kBadArgument;
   if (N == 0 || K == 0) return kOk;
-  // The sorted form, in one scratch buffer: off, rows, w, pair (each 64-byte aligned).
+  // The sorted form, in one scratch buffer: off, entries, w, pair (each 64-byte aligned).
   const int64_t ws = weight_stride(M), ps = pair_stride(M);
   int64_t sizes[4];
   const int64_t chunks = max_i64(1, ceil_div(M, kChunk)), no = kPairs * chunks + 1;
