@@ -51,7 +51,10 @@ int spmm_transposed(const Format& a, Strided G, int64_t N, float* out, int num_t
 // Whether spmm_transposed runs a 2:4 A with N columns of G as its own kernel, half the dense
 // product's multiply-adds (semi24_t.cpp: AVX-512, from 16 columns); else as expanded entries.
 bool semi24_transposed_native(int64_t N);
-// That kernel (kBadArgument where semi24_transposed_native(N) is false).
+// Whether that kernel runs here at all (AVX-512), and the kernel, at any N (kBadArgument
+// where semi24_transposed_available() is false). Only stored entries meet G: exact for a G
+// holding an Inf or NaN too.
+bool semi24_transposed_available();
 int semi24_transposed(const Format& a, Strided G, int64_t N, float* out, int num_threads);
 int sampled_dot(const Format& a, Strided G, Strided B, int64_t N, float* out, int num_threads);
 

@@ -192,14 +192,16 @@ class GroupPanels : public PanelWork {
 
 }  // namespace
 
-bool semi24_transposed_native(int64_t N) {
-  return SK_HAVE_AVX512_KERNELS && active_isa() == Isa::kAvx512 && N >= kMinN;
+bool semi24_transposed_available() {
+  return SK_HAVE_AVX512_KERNELS && active_isa() == Isa::kAvx512;
 }
+
+bool semi24_transposed_native(int64_t N) { return semi24_transposed_available() && N >= kMinN; }
 
 int semi24_transposed(const Format& a, Strided G, int64_t N, float* out, int num_threads) {
 #if SK_HAVE_AVX512_KERNELS
   const int64_t M = a.M, K = a.K, groups = ceil_div(K, 4);
-  if (!semi24_transposed_native(N) || a.layout != SparseLayout::kSemi24 || M > INT32_MAX ||
+  if (!semi24_transposed_available() || a.layout != SparseLayout::kSemi24 || M > INT32_MAX ||
       a.numel != M * 2 * groups)
     return kBadArgument;
   if (N == 0 || K == 0) return kOk;
