@@ -3,12 +3,13 @@
 // A [M, K] stores 2 of every 4 columns per row, so out [K, N] = A^T G has the 2:4 structure in
 // its output rows: row m of G adds to 2 of each group's 4 output rows, which 2 depend on the
 // row. Accumulators cannot be picked at run time, so each call first sorts every group's M
-// rows by block of 512 rows, then by their pair of positions (6 pairs; A transposed tile by
-// tile, then a counting sort per group: O(M K / 4), threaded, nothing cached between calls, so
-// nothing can go stale). Then a group's 4 output rows x 16 NV columns stay in registers while
-// its 6 row lists run, each with its two accumulator rows fixed at compile time: per row of G,
-// NV panel loads and 2 NV FMAs, half the dense product's. G is packed in panels of 64 columns
-// (run_panels: any strides), which a group reads one 512-row block (128 KB) at a time.
+// rows by block of 512 rows, then by their pair of positions (6 pairs; a counting sort over
+// tiles of 64 groups: O(M K / 4), threaded, 12 bytes per row and group, nothing cached
+// between calls, so nothing can go stale). Then a group's 4 output rows x 16 NV columns stay
+// in registers while its 6 row lists run, each with its two accumulator rows fixed at compile
+// time: per row of G, NV panel loads and 2 NV FMAs, half the dense product's. G is packed in
+// panels of 64 columns (run_panels: any strides), which a group reads one 512-row block
+// (128 KB) at a time.
 // Each output element is summed by one thread in a fixed order: the same bits at any thread
 // count.
 #include <cstdint>
@@ -45,14 +46,10 @@ struct Entry {
 // entries of chunk c and pair p are entries[g * M + i] for i in [off[g * no + 6 c + p],
 // off[... + 1]). A stream read in order by the kernel (the weights looked up per row by the
 // kernel from a per-group array missed cache at 4096 x 4096: ~25% of its time).
-// Built through w and pair: group g's weights of row m at w[2 * (g * ws + m) + j] and its
-// pair at pair[g * ps + m] (A transposed, tile by tile).
 struct ByPair {
   Entry* entries;
-  float* w;
-  uint8_t* pair;
   int64_t* off;
-  int64_t M, groups, ws, ps, chunks, no;  // no = 6 * chunks + 1
+  int64_t M, groups, chunks, no;  // no = 6 * chunks + 1
 };
 
 // Rows of G per chunk: a group's lists run one chunk at a time, the chunk's panel rows (128 KB
@@ -60,57 +57,49 @@ struct ByPair {
 // ~50% of peak).
 constexpr int64_t kChunk = 512;
 
-// Group strides (in elements) of w and pair whose lines are odd: the transpose writes 64
-// groups at once, which then fall in 64 different L1 sets (at a stride of a multiple of
-// 4 KB they all shared one).
-int64_t weight_stride(int64_t M) { return 8 * (2 * ceil_div(M, 16) + 1); }
-int64_t pair_stride(int64_t M) { return 64 * (2 * ceil_div(M, 128) + 1); }
-
-// Groups and rows per tile of the transpose (A's rows are read 64 groups = 512 bytes of
-// float values at a time; one pass per group read 8 bytes a row, a page and a TLB miss each).
+// Groups per tile of the sort: a tile's rows are read 64 groups (512 bytes of float values) at
+// a time (one pass per group read 8 bytes a row, a page and a TLB miss each).
 constexpr int64_t kTile = 64;
-constexpr int64_t kAhead = 8;
 
-// The groups [g0, g1) of A transposed into a.w and a.pair, then sorted into a.entries / a.off;
-// kBadMeta for a first position >= the second.
+// The groups [g0, g1) of A sorted into a.entries / a.off: a counting pass over the metadata,
+// then each row's entries written to their places; kBadMeta for a first position >= the
+// second. (Through a transposed copy of the tile's values and pairs first: the same speed,
+// 13 more bytes per row and group.)
 template <typename T>
 int by_pair(const T* vals, const uint8_t* meta, const ByPair& a, int64_t g0, int64_t g1) {
-  const int64_t M = a.M, half = 2 * a.groups, mcols = ceil_div(a.groups, 2);
+  const int64_t M = a.M, half = 2 * a.groups, mcols = ceil_div(a.groups, 2), no = a.no;
+  int64_t* const off = a.off;
+  Entry* const entries = a.entries;
   for (int64_t gb = g0; gb < g1; gb += kTile) {
     const int64_t ge = min_i64(gb + kTile, g1);
-    // The tile's values of row m + kAhead, fetched now: rows are a page or more apart, which
-    // the hardware prefetchers do not cross (the loads' misses were ~30% of the sort).
-    const int64_t line_elems = 64 / static_cast<int64_t>(sizeof(T));
-    uint8_t* const pair = a.pair;  // locals: the byte stores below may alias a's fields
-    float* const w = a.w;
-    const int64_t ps = a.ps, ws = a.ws;
+    for (int64_t i = gb * no; i < ge * no; ++i) off[i] = 0;
+    int bad = 0;
+    for (int64_t m = 0; m < M; ++m) {
+      const uint8_t* mt = meta + m * mcols;
+      const int64_t key = (m / kChunk) * kPairs + 1;
+      for (int64_t g = gb; g < ge; ++g) {
+        const int p = kPairOf[(mt[g / 2] >> (4 * (g % 2))) & 0xF];
+        bad |= p;
+        ++off[g * no + key + (p < 0 ? 0 : p)];  // (a bad one is reported after the pass)
+      }
+    }
+    if (bad < 0) return kBadMeta;
+    for (int64_t g = gb; g < ge; ++g)
+      for (int64_t i = 1; i < no; ++i) off[g * no + i] += off[g * no + i - 1];
+    // off[key] runs as the fill count of key, then moves back one place.
     for (int64_t m = 0; m < M; ++m) {
       const T* v = vals + m * half;
       const uint8_t* mt = meta + m * mcols;
-      if (m + kAhead < M)
-        for (int64_t j = 2 * gb; j < 2 * ge; j += line_elems)
-          __builtin_prefetch(v + kAhead * half + j);
+      const int64_t key = (m / kChunk) * kPairs;
       for (int64_t g = gb; g < ge; ++g) {
         const int p = kPairOf[(mt[g / 2] >> (4 * (g % 2))) & 0xF];
-        if (p < 0) return kBadMeta;
-        pair[g * ps + m] = static_cast<uint8_t>(p);
-        w[2 * (g * ws + m)] = to_float(v[2 * g]);
-        w[2 * (g * ws + m) + 1] = to_float(v[2 * g + 1]);
+        entries[g * M + off[g * no + key + p]++] =
+            Entry{static_cast<int32_t>(m), to_float(v[2 * g]), to_float(v[2 * g + 1])};
       }
     }
-    for (int64_t g = gb; g < ge; ++g) {  // counting sort of the group's rows by (chunk, pair)
-      int64_t* off = a.off + g * a.no;
-      const uint8_t* pr = a.pair + g * a.ps;
-      for (int64_t i = 0; i < a.no; ++i) off[i] = 0;
-      for (int64_t m = 0; m < M; ++m) ++off[(m / kChunk) * kPairs + pr[m] + 1];
-      for (int64_t i = 1; i < a.no; ++i) off[i] += off[i - 1];
-      Entry* e = a.entries + g * M;
-      const float* w = a.w + 2 * g * a.ws;
-      // off[key] runs as the fill count of key, then moves back one place.
-      for (int64_t m = 0; m < M; ++m)
-        e[off[(m / kChunk) * kPairs + pr[m]]++] = Entry{static_cast<int32_t>(m), w[2 * m], w[2 * m + 1]};
-      for (int64_t i = a.no - 1; i > 0; --i) off[i] = off[i - 1];
-      off[0] = 0;
+    for (int64_t g = gb; g < ge; ++g) {
+      for (int64_t i = no - 1; i > 0; --i) off[g * no + i] = off[g * no + i - 1];
+      off[g * no] = 0;
     }
   }
   return kOk;
@@ -161,7 +150,8 @@ SK_AVX512 void groups_t(const ByPair& a, const float* P, int64_t ldp, int64_t g0
       SK_UNROLL for (int r = 0; r < 4; ++r) {
         if (r >= rows) break;
         float* o = out + (4 * g + r) * ldo + n0;
-        SK_UNROLL for (int u = 0; u < NV; ++u) _mm512_mask_storeu_ps(o + 16 * u, mask[u], acc[r][u]);
+        SK_UNROLL for (int u = 0; u < NV; ++u)
+          _mm512_mask_storeu_ps(o + 16 * u, mask[u], acc[r][u]);
       }
     }
 }
@@ -205,20 +195,16 @@ int semi24_transposed(const Format& a, Strided G, int64_t N, float* out, int num
       a.numel != M * 2 * groups)
     return kBadArgument;
   if (N == 0 || K == 0) return kOk;
-  // The sorted form, in one scratch buffer: off, entries, w, pair (each 64-byte aligned).
-  const int64_t ws = weight_stride(M), ps = pair_stride(M);
-  int64_t sizes[4];
+  // The sorted form, in one scratch buffer: off, then entries (64-byte aligned).
+  int64_t sizes[2];
   const int64_t chunks = max_i64(1, ceil_div(M, kChunk)), no = kPairs * chunks + 1;
-  if (!checked_mul(groups, no * 8, &sizes[0]) || !checked_mul(groups, M * 12, &sizes[1]) ||
-      !checked_mul(groups, ws * 8, &sizes[2]) || !checked_mul(groups, ps, &sizes[3]))
+  if (!checked_mul(groups, no * 8, &sizes[0]) || !checked_mul(groups, M * 12, &sizes[1]))
     return kNoMemory;
-  int64_t at[5] = {0, 0, 0, 0, 0};
-  for (int i = 0; i < 4; ++i) at[i + 1] = at[i] + round_up(sizes[i], 64);
-  char* buf = scratch_index().get_as<char>(at[4]);
+  const int64_t at1 = round_up(sizes[0], 64);
+  char* buf = scratch_index().get_as<char>(at1 + sizes[1]);
   if (buf == nullptr) return kNoMemory;
-  const ByPair bp{reinterpret_cast<Entry*>(buf + at[1]), reinterpret_cast<float*>(buf + at[2]),
-                  reinterpret_cast<uint8_t*>(buf + at[3]), reinterpret_cast<int64_t*>(buf),
-                  M, groups, ws, ps, chunks, no};
+  const ByPair bp{reinterpret_cast<Entry*>(buf + at1), reinterpret_cast<int64_t*>(buf), M,
+                  groups, chunks, no};
   // Two multiply-adds per row of a group and vector of 16 columns.
   const double madds = 2.0 * static_cast<double>(M) * static_cast<double>(groups) *
                       static_cast<double>(ceil_div(N, 16));
