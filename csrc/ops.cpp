@@ -1035,7 +1035,8 @@ at::Tensor spmm_transposed_cpu(const at::Tensor& values, const at::Tensor& indic
         .to(G.scalar_type());
   const int64_t N = G.size(1);
   // (Only for a finite G: in the dense GEMM the unstored zeros would meet an Inf of G and
-  // give 0 * Inf = NaN where the entry-wise kernel, like the reference, adds nothing.)
+  // give 0 * Inf = NaN where the kernels of skc::spmm_transposed, like the reference, add
+  // nothing.)
   if (layout == Layout::kSemi24 && M > 0 && K > 0 &&
       !skc::semi24_transposed_native(N) && all_finite(G)) {
     const at::Tensor W = semi24_dense(values, indices, offsets, M, K, layout_sv);

@@ -49,7 +49,7 @@ bool reads_strided(SparseLayout layout);
 
 int spmm_transposed(const Format& a, Strided G, int64_t N, float* out, int num_threads);
 // Whether spmm_transposed runs a 2:4 A with N columns of G as its own kernel, half the dense
-// product's multiply-adds (semi24_t.cpp: AVX-512, from 16 columns); else as expanded entries.
+// product's multiply-adds (semi24_t.cpp: AVX-512, from 256 columns); else ops.cpp's GEMM.
 bool semi24_transposed_native(int64_t N);
 // Whether that kernel runs here at all (AVX-512), and the kernel, at any N (kBadArgument
 // where semi24_transposed_available() is false). Only stored entries meet G: exact for a G
