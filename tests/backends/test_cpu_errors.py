@@ -145,6 +145,43 @@ def test_semi24_metadata_first_not_below_second(entry, N, nibble, where, K):
         entry(values, meta, offsets, M, K, "2:4", B)
 
 
+def _isas():
+    C = _extension._C
+    have = [isa for isa, ok in (("avx2", C.cpu_has_avx2()), ("avx512", C.cpu_has_avx512())) if ok]
+    return ["portable"] + have
+
+
+@pytest.mark.parametrize("N", [1, 4, 10, 16, 64])  # GEMV, small N, its chunks, panels
+# Row bytes (K / 8): 48 (one 32-byte step and an overlapping last one; the GEMV's 4-row tiles
+# check 192 bytes as one range), 33, 20 (16-byte steps), 9 (bytewise); K = 388: an odd group
+# count (each row on its own, its last byte's low nibble alone).
+@pytest.mark.parametrize("K", [384, 264, 160, 72, 388])
+def test_semi24_metadata_checked_at_every_byte(cpu_isa_env, N, K):
+    """A bad nibble anywhere in a block of rows is found by every ISA's check, whichever byte of
+    a vector step (or of the overlap of the last two) it sits in; an untouched copy runs."""
+    M = 9
+    values, meta, offsets, _, _ = semi24_parts(M=M, K=K)
+    B = torch.randn(K, N)
+    G = (K + 3) // 4
+    gen = torch.Generator().manual_seed(K * 100 + N)
+    for isa in _isas():
+        cpu_isa_env(isa)
+        torch.testing.assert_close(fast_path(values, meta, offsets, M, K, "2:4", B),
+                                   sk.formats.from_parts("2:4", values, meta, offsets,
+                                                         (M, K)).to_dense() @ B,
+                                   atol=1e-4, rtol=1e-4)
+        rows = [0, 4, M - 1]
+        groups = sorted({0, 1, G - 1, G - 2, *torch.randint(0, G, (4,), generator=gen).tolist()})
+        for row in rows:
+            for g in groups:
+                bad = meta.clone()
+                byte, shift = g // 2, 4 * (g % 2)
+                bad[row, byte] = (int(bad[row, byte]) & ~(0xF << shift) | (0x6 << shift)) & 0xFF
+                with pytest.raises(ValueError, match=rf"2:4 indices row {row}, group {g}: "
+                                                     rf"positions \(2, 1\) must be strictly"):
+                    fast_path(values, bad, offsets, M, K, "2:4", B)
+
+
 def test_isa_switch_rejects_unknown_values(cpu_isa_env):
     values, rows, offsets, M, K = csc_parts()
     cpu_isa_env("sse9")
