@@ -35,7 +35,9 @@ Every point is timed **in alternation with the dense layer** over several rounds
 median time. A point whose per-round ratio to dense spreads wider than the tolerance is
 re-timed; one that stays unstable gets status ``"unstable"``: no ``median_s``, and
 ``model_s``, the time the bytes-bound model predicts (dense time x the bytes the sparse
-layer moves / the bytes the dense layer moves), which the choice then uses and says so.
+layer moves / the bytes the dense layer moves), which the choice then uses and says so —
+where the dense layer is memory bound (:func:`memory_bound`); on a compute-bound layer the
+point is left unpredicted, so nothing is chosen on it.
 Nothing is cached as "slow" from a single call: a point that is slow is slow in every
 round. Dense's own time, which every figure is compared with, gets the same care: when its
 samples spread or are whole scheduler slices it is re-timed alone, and when it stays
@@ -79,7 +81,17 @@ from .signature import LayerSig
 #: Bumped when the way a table is measured changes (part of the cache key). 6: a point's
 #: stored ratio is one to the stored dense time (:func:`stored_ratio`); entries of 5 could
 #: hold a paired ratio to rejected dense samples, which the cache reads as damaged.
-METHOD_VERSION = 6
+METHOD_VERSION = 7
+#: 7: an unstable point of a compute-bound layer (:data:`MODEL_MAX_INTENSITY`) gets no
+#: bytes-bound prediction.
+
+#: The bytes-bound model predicts an unstable point only where the dense layer is memory
+#: bound: at most this many FLOPs per byte it moves (weight, input and output; ~4-8 tokens of
+#: a large layer). Beyond it time follows the FLOPs at each kernel's own efficiency, which
+#: bytes do not tell: under load (a busy core, 2 threads), MiniLM's 384x1536 layer at 384
+#: tokens was predicted 0.89x dense for CSC at 50% from a stalled dense time, and runs 1.43x
+#: dense on a quiet machine.
+MODEL_MAX_INTENSITY = 4.0
 
 #: Cache states a layer can be timed in (see the module docstring); "auto" picks one from
 #: the model's size.
@@ -360,7 +372,7 @@ def measure_signature(sig: LayerSig, settings: Optional[MeasureSettings] = None)
     "status": "ok"|"unstable"|"no-kernel"|"not-timed", "median_s", "iqr_s", "ratio", "bytes",
     "bound_s", "model_s", "backend", "reason"}``: ``median_s`` is set only for "ok"
     (measured); "unstable" points carry ``model_s`` (= ``bound_s``, the bytes-bound
-    prediction) and why, and an "ok" point's reason says when its ratio is its median over
+    prediction; None where the layer is compute bound, :func:`memory_bound`) and why, and an "ok" point's reason says when its ratio is its median over
     dense's rather than the paired one (:func:`stored_ratio`); bytes are those of the packed
     weight (plus bias), "io" those of the input and output.
     """
@@ -421,6 +433,14 @@ def bytes_model_s(dense_s: float, sparse_bytes: int, dense_bytes: int, io: int) 
     """The bytes-bound model: the dense time scaled by the bytes the sparse layer moves
     (packed weight + input + output) over the bytes the dense layer moves."""
     return dense_s * (sparse_bytes + io) / max(1, dense_bytes + io)
+
+
+def memory_bound(sig: LayerSig, dense_bytes: int, io: int) -> bool:
+    """Whether the dense layer of ``sig`` does at most :data:`MODEL_MAX_INTENSITY` FLOPs per
+    byte it moves (where the bytes-bound model may predict an unstable point)."""
+    M, K = sig.matrix_shape
+    flops = 2.0 * M * K * max(1, sig.tokens)
+    return flops <= MODEL_MAX_INTENSITY * max(1, dense_bytes + io)
 
 
 def dense_floor_s(sig: LayerSig, dense_bytes: int, io: int, threads: int) -> float:
@@ -548,6 +568,7 @@ def _time_points(sig: LayerSig, dense: nn.Module, points: List[_Point], s: Measu
     dense_rec = settle_dense(res["dense"], lambda: time_entry_jobs(
         {"dense": dense}, x, device, s, context, None, floor)["dense"], s.paired.retries + 1)
     dense_s = dense_rec["median_s"]
+    mem_bound = memory_bound(sig, dense_b, io)
     for label, pt in where.items():
         r = res[label]
         pt["bound_s"] = bytes_model_s(dense_s, pt["bytes"], dense_b, io)
@@ -557,9 +578,16 @@ def _time_points(sig: LayerSig, dense: nn.Module, points: List[_Point], s: Measu
             ratio, note = stored_ratio(r, dense_s, res["dense"].get("stable", True))
             pt.update(median_s=r["median_s"], iqr_s=r["iqr_s"], ratio=ratio, reason=note)
             continue
-        pt.update(status="unstable", model_s=pt["bound_s"],
-                  reason=f"unmeasured: {r['why']} (median {r['median_s'] * 1e3:.3g} ms over "
-                         f"{r['attempts']} attempts); the bytes-bound model predicts it")
+        unmeasured = (f"unmeasured: {r['why']} (median {r['median_s'] * 1e3:.3g} ms over "
+                      f"{r['attempts']} attempts)")
+        if mem_bound:
+            pt.update(status="unstable", model_s=pt["bound_s"],
+                      reason=f"{unmeasured}; the bytes-bound model predicts it")
+        else:
+            pt.update(status="unstable", reason=(
+                f"{unmeasured}; the layer is compute bound here (over "
+                f"{MODEL_MAX_INTENSITY:g} FLOPs per byte), where bytes predict nothing: "
+                f"not predicted"))
     return {"signature": sig.to_key(), "context": context,
             "dense": dense_rec,
             "bytes": {"dense": dense_b, "io": io}, "formats": out}

@@ -59,6 +59,39 @@ def test_bytes_model():
     assert measure.io_bytes(sig) == 4 * (64 + 32) * 4
 
 
+def test_memory_bound_is_the_dense_layers_flops_per_byte():
+    lin = nn.Linear(1536, 384)  # MiniLM's output.dense: 2.36 MB of weight
+    dense_b = measure.module_bytes(lin)
+    for tokens, want in ((1, True), (8, True), (16, False), (384, False)):
+        sig = signature_of(lin, (tokens, 1536))
+        flops = 2.0 * 384 * 1536 * tokens
+        per_byte = flops / (dense_b + measure.io_bytes(sig))
+        assert measure.memory_bound(sig, dense_b, measure.io_bytes(sig)) is want, per_byte
+        assert want == (per_byte <= measure.MODEL_MAX_INTENSITY)
+
+
+def test_a_compute_bound_unstable_point_is_not_predicted_from_bytes(monkeypatch):
+    """The new-user trial under load: MiniLM's 384x1536 layer at 8x48 tokens, CSC at 50%
+    unstable, was predicted from its bytes (0.89x a stalled dense) and chosen; it runs 1.43x
+    dense on a quiet machine. On a compute-bound layer an unstable point predicts nothing, so
+    nothing is chosen on it; the same points of a memory-bound layer keep the bytes model."""
+    monkeypatch.setattr(measure, "time_entry_jobs",
+                        scripted(lambda n: 0.6, unstable={"csc@0.5", "csc@0.9"}))
+    lin = nn.Linear(1536, 384)
+    e = measure_signature(signature_of(lin, (384, 1536)), GRID)
+    for p in e["formats"]["csc"]:
+        assert p["status"] == "unstable" and p["median_s"] is None and p["model_s"] is None
+        assert "compute bound here (over 4 FLOPs per byte)" in p["reason"]
+        assert "not predicted" in p["reason"]
+    lat = LayerLatency(e)
+    assert lat.points("csc") == [] and lat.predict("csc", 0.5) is None
+    d = decide("fc", {"[384, 1536]": lat}, {"csc": 0.5, "2:4": None, "bsr4x4": None})
+    assert d.format == "dense" and "compute bound here" in d.reason
+    e1 = measure_signature(signature_of(lin, (1, 1536)), GRID)
+    assert all(p["model_s"] is not None and "bytes-bound model predicts it" in p["reason"]
+               for p in e1["formats"]["csc"])
+
+
 def _cached_entry():
     return {"signature": {}, "context": "warm", "dense": {"median_s": 1e-3, "iqr_s": 0.0},
             "bytes": {"dense": 8192, "io": 384},
