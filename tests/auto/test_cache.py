@@ -181,7 +181,11 @@ def test_layer_entry_survives_a_cache_it_cannot_write(counted, tmp_path, monkeyp
         e1 = table.layer_entry(_sig(), cache=table.default_cache(None))
     with pytest.warns(RuntimeWarning):
         e2 = table.layer_entry(_sig(), cache=table.default_cache(None))
-    assert e1.entry == e2.entry and len(counted) == 2
+    # measured twice: the same figures (the fake timer's); what the load check saw may differ
+    # (OthersMeter over a ~1 ms measurement: one 10 ms tick of another process reads as
+    # many CPUs, which marks the entry busy, the safe side)
+    same = lambda e: {k: v for k, v in e.entry.items() if k != "load"}
+    assert same(e1) == same(e2) and len(counted) == 2
 
 
 @pytest.mark.parametrize("change", ["input shape", "dtype", "grid", "version", "threads"])
