@@ -372,8 +372,9 @@ def measure_signature(sig: LayerSig, settings: Optional[MeasureSettings] = None)
     "status": "ok"|"unstable"|"no-kernel"|"not-timed", "median_s", "iqr_s", "ratio", "bytes",
     "bound_s", "model_s", "backend", "reason"}``: ``median_s`` is set only for "ok"
     (measured); "unstable" points carry ``model_s`` (= ``bound_s``, the bytes-bound
-    prediction; None where the layer is compute bound, :func:`memory_bound`) and why, and an "ok" point's reason says when its ratio is its median over
-    dense's rather than the paired one (:func:`stored_ratio`); bytes are those of the packed
+    prediction; None where the layer is compute bound, :func:`memory_bound`) and why, and an
+    "ok" point's reason says when its ratio is its median over dense's rather than the paired
+    one (:func:`stored_ratio`); bytes are those of the packed
     weight (plus bias), "io" those of the input and output.
     """
     return measure_signatures([sig], settings)[0]
