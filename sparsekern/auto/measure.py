@@ -69,9 +69,9 @@ import torch
 from torch import nn
 
 from ..formats import layouts as layout_registry
-from ..timing.load import physical_floor_s
+from ..timing.load import detect_load, physical_floor_s
 from ..timing.machine import last_level_cache_bytes, private_cache_bytes, serving_backend
-from ..timing.paired import PairedSettings, time_paired
+from ..timing.paired import BUSY_STALL_FACTOR, PairedSettings, time_paired
 from ..timing.timers import (CacheFlusher, TimerSettings, time_blocks, time_cuda,
                              time_interleaved)
 from .formats import DENSE, FormatSpec, default_blocks, format_specs, parse_format
@@ -393,6 +393,17 @@ class _Point:
     module: nn.Module
 
 
+def for_the_load(s: "MeasureSettings", device: str) -> "MeasureSettings":
+    """``s`` with the stricter stall check of a busy machine (BUSY_STALL_FACTOR) when a
+    50 ms look at the load (sparsekern.timing.detect_load) finds this CPU machine busy."""
+    if torch.device(device).type != "cpu" or s.paired.stall_factor <= BUSY_STALL_FACTOR:
+        return s
+    if not detect_load(window_s=0.05).busy:
+        return s
+    return dataclasses.replace(s, paired=dataclasses.replace(s.paired,
+                                                             stall_factor=BUSY_STALL_FACTOR))
+
+
 def measure_signatures(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] = None
                        ) -> List[dict]:
     """Entries (see :func:`measure_signature`) of signatures that differ only in their input.
@@ -402,6 +413,7 @@ def measure_signatures(sigs: Sequence[LayerSig], settings: Optional[MeasureSetti
     s = settings or MeasureSettings()
     if not sigs:
         return []
+    s = for_the_load(s, sigs[0].device)
     if len({geometry(g) for g in sigs}) != 1:
         raise ValueError(f"measure_signatures needs signatures of one layer geometry; got "
                          f"{[g.label() for g in sigs]}")

@@ -92,6 +92,27 @@ def test_a_compute_bound_unstable_point_is_not_predicted_from_bytes(monkeypatch)
                for p in e1["formats"]["csc"])
 
 
+def test_a_busy_machine_gets_the_stricter_stall_check(monkeypatch):
+    """measure_signatures looks at the load once per layer geometry: busy (CPU) -> the paired
+    timing judges dense stalled from BUSY_STALL_FACTOR x its floor; quiet, or a GPU, as given."""
+    from types import SimpleNamespace
+    from sparsekern.timing.paired import BUSY_STALL_FACTOR, STALL_FACTOR
+    seen = []
+    fake = scripted(lambda n: 0.5)
+
+    def spy(jobs, x, device, s, context, bound_ratio=None, dense_floor=None):
+        seen.append(s.paired.stall_factor)
+        return fake(jobs, x, device, s, context, bound_ratio, dense_floor)
+    monkeypatch.setattr(measure, "time_entry_jobs", spy)
+    for busy, want in ((True, BUSY_STALL_FACTOR), (False, STALL_FACTOR)):
+        monkeypatch.setattr(measure, "detect_load", lambda window_s: SimpleNamespace(busy=busy))
+        seen.clear()
+        measure_signature(_sig(), GRID)
+        assert seen and set(seen) == {want}
+    monkeypatch.setattr(measure, "detect_load", lambda window_s: SimpleNamespace(busy=True))
+    assert measure.for_the_load(GRID, "cuda") is GRID
+
+
 def _cached_entry():
     return {"signature": {}, "context": "warm", "dense": {"median_s": 1e-3, "iqr_s": 0.0},
             "bytes": {"dense": 8192, "io": 384},

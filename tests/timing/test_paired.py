@@ -189,6 +189,29 @@ def test_a_reference_stalled_in_slices_of_any_length_is_flagged(stall):
     assert run(None)["bsr"]["stable"]  # no floor given: nothing says otherwise
 
 
+def test_on_a_busy_machine_the_stall_check_is_stricter():
+    """The new-user check under a spinner: MiniLM's 384x1536 layer at 16 tokens, dense 11.4 ms
+    on every call (quiet 0.174 ms), CSC paired with it 5.7 ms: 620x dense's 18.4 us floor, so
+    the default check (1000x) let the pair through as stable. With BUSY_STALL_FACTOR (the
+    caller's choice when the machine is busy) it is a stall; a dense call 60x its floor is
+    not."""
+    from dataclasses import replace
+    from sparsekern.timing.paired import BUSY_STALL_FACTOR
+
+    def run(settings, dense_s):
+        c = Clock()
+        jobs = {"dense": (job(c, [dense_s] * 1000), None), "csc": (job(c, [dense_s / 2]), None)}
+        return time_paired(jobs, "dense", settings, clock=c, reference_floor=18.4e-6)
+    busy = replace(S, stall_factor=BUSY_STALL_FACTOR)
+    assert run(S, 11.4e-3)["csc"]["stable"]
+    res = run(busy, 11.4e-3)
+    assert not res["csc"]["stable"] and "620x its physical floor" in res["csc"]["why"]
+    assert not res["dense"]["stable"] and "waited for a core" in res["dense"]["why"]
+    assert run(busy, 1.1e-3)["csc"]["stable"]  # 60x: a slow but real dense call
+    with pytest.raises(ValueError, match=r"PairedSettings.stall_factor must be > 1, got 0.5"):
+        PairedSettings(stall_factor=0.5)
+
+
 def test_a_short_reference_far_above_its_floor_is_not_a_stall():
     """Below a millisecond, a small call's fixed costs (dispatch, threads) can put it far
     above its floor on a quiet machine: no verdict from the floor alone."""
