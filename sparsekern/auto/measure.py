@@ -70,7 +70,8 @@ from torch import nn
 
 from ..formats import layouts as layout_registry
 from ..timing.load import detect_load, physical_floor_s
-from ..timing.machine import last_level_cache_bytes, private_cache_bytes, serving_backend
+from ..timing.machine import (last_level_cache_bytes, private_cache_bytes, serving_backend,
+                              torch_threads)
 from ..timing.paired import BUSY_STALL_FACTOR, PairedSettings, time_paired
 from ..timing.timers import (CacheFlusher, TimerSettings, time_blocks, time_cuda,
                              time_interleaved)
@@ -335,7 +336,8 @@ class MeasureSettings:
     (CPU; sparsekern.timing.PairedSettings). ``timer``: whole-model and GPU timing.
     ``recheck``: points of a cached entry re-timed before it is reused (0: reuse without
     a re-check); ``recheck_tolerance``: how far (fraction) a re-timed ratio to dense may
-    be from the cached one.
+    be from the cached one. ``threads``: the thread count new entries are timed on (None:
+    torch's; :func:`for_the_load` lowers it on a busy machine); an entry records it.
     """
 
     grid: Grid = field(default_factory=Grid)
@@ -345,8 +347,13 @@ class MeasureSettings:
     context: str = "auto"
     recheck: int = 3
     recheck_tolerance: float = RECHECK_TOLERANCE
+    threads: Optional[int] = None
 
     def __post_init__(self):
+        if self.threads is not None and (isinstance(self.threads, bool) or
+                                         not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"MeasureSettings.threads must be a positive int or None (torch's "
+                             f"thread count), got {self.threads!r}")
         if self.context not in CONTEXTS + ("auto",):
             raise ValueError(f"MeasureSettings.context must be one of "
                              f"{CONTEXTS + ('auto',)}, got {self.context!r}")
@@ -394,14 +401,23 @@ class _Point:
 
 
 def for_the_load(s: "MeasureSettings", device: str) -> "MeasureSettings":
-    """``s`` with the stricter stall check of a busy machine (BUSY_STALL_FACTOR) when a
-    50 ms look at the load (sparsekern.timing.detect_load) finds this CPU machine busy."""
-    if torch.device(device).type != "cpu" or s.paired.stall_factor <= BUSY_STALL_FACTOR:
+    """``s`` for this CPU machine's load, from a 50 ms look (sparsekern.timing.detect_load):
+    when busy, the stricter stall check (BUSY_STALL_FACTOR) and, unless ``s.threads`` is set,
+    the threads the load leaves (its ``recommended_threads``, at most torch's count): dense
+    and every candidate are then timed on cores they get, not on threads that wait for one
+    (under a busy core 2-thread calls stalled on whole scheduler slices and left points
+    unmeasured). Such entries are never cached (table._measure_group)."""
+    if torch.device(device).type != "cpu":
         return s
-    if not detect_load(window_s=0.05).busy:
+    load = detect_load(window_s=0.05)
+    if not load.busy:
         return s
-    return dataclasses.replace(s, paired=dataclasses.replace(s.paired,
-                                                             stall_factor=BUSY_STALL_FACTOR))
+    if s.paired.stall_factor > BUSY_STALL_FACTOR:
+        s = dataclasses.replace(s, paired=dataclasses.replace(s.paired,
+                                                              stall_factor=BUSY_STALL_FACTOR))
+    if s.threads is None and load.recommended_threads < torch.get_num_threads():
+        s = dataclasses.replace(s, threads=load.recommended_threads)
+    return s
 
 
 def measure_signatures(sigs: Sequence[LayerSig], settings: Optional[MeasureSettings] = None
@@ -432,7 +448,11 @@ def measure_signatures(sigs: Sequence[LayerSig], settings: Optional[MeasureSetti
             density = pattern_densities(Wp, [spec])[spec.name]
             points.append(_Point(spec, float(sp), density, sparse_module(pruned_copy(dense, Wp),
                                                                          spec)))
-    return [_time_points(sig, dense, points, s, device, dtype, gen) for sig in sigs]
+    with torch_threads(s.threads) as threads:
+        entries = [_time_points(sig, dense, points, s, device, dtype, gen) for sig in sigs]
+    for e in entries:
+        e["threads"] = threads
+    return entries
 
 
 def io_bytes(sig: LayerSig) -> int:

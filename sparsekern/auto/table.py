@@ -550,6 +550,10 @@ def entry_problem(e) -> Optional[str]:
     why = _load_problem(e.get("load"))
     if why is not None:
         return why
+    threads = e.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        return f"'threads' must be a positive int (the threads it was timed on), got {threads!r}"
     formats = e.get("formats")
     if not isinstance(formats, dict):
         return f"'formats' must map format names to lists of points, got {formats!r}"
@@ -682,7 +686,7 @@ def _measure_group(group: Sequence[LayerSig], settings: MeasureSettings,
     stored in ``cache``."""
     meter = OthersMeter().start()
     entries = measure_signatures(group, settings)
-    load = load_seen(meter.stop())
+    load = fewer_threads(load_seen(meter.stop()), entries[0].get("threads"))
     if load["busy"] and warn:
         log.warning("latency table: measured on a busy machine (%s): the entries serve this "
                     "call%s and say so (their 'load', the table's meta 'busy'); a quiet run "
@@ -754,6 +758,18 @@ def load_seen(others_cpus: Optional[float]) -> dict:
     load = {"busy": bool(why), "why": why, "others_cpus": others_cpus}
     load.update({k: figures.get(k) for k in LOAD_FIGURES[1:]})
     return load
+
+
+def fewer_threads(load: dict, timed_on: Optional[int]) -> dict:
+    """``load`` (see :func:`load_seen`), marked busy when the entries were timed on fewer
+    threads than this process runs (measure.for_the_load saw a busy machine just before):
+    their times are not those of a quiet run at this thread count, so they are never cached."""
+    running = torch.get_num_threads()
+    if timed_on is None or timed_on >= running:
+        return load
+    note = (f"timed on {timed_on} of {running} threads, the cores the load left "
+            f"(a look at the load before timing found the machine busy)")
+    return dict(load, busy=True, why="; ".join(w for w in (load.get("why"), note) if w))
 
 
 def default_cache(cache) -> Optional[DiskCache]:

@@ -5,11 +5,12 @@ imports nothing from either.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
 import re
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional
 
 import torch
 
@@ -162,3 +163,22 @@ def serving_backend(layout: str, dtype: torch.dtype, device, M: int = 0, K: int 
         return select(layout, dtype, dtype, torch.device(device), M, K, N).name
     except Exception as e:  # a forced backend that cannot serve: the op will raise too
         return f"error: {e}"
+
+
+@contextlib.contextmanager
+def torch_threads(threads: Optional[int]) -> Iterator[int]:
+    """Run the body with torch's intra-op thread count (which sparsekern's CPU kernels use
+    too) set to ``threads`` (None: unchanged), restored afterwards; yields the count in
+    effect. ValueError naming ``threads`` when it is not a positive int."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    before = torch.get_num_threads()
+    if threads is None or threads == before:
+        yield before
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)

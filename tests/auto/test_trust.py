@@ -105,12 +105,87 @@ def test_a_busy_machine_gets_the_stricter_stall_check(monkeypatch):
         return fake(jobs, x, device, s, context, bound_ratio, dense_floor)
     monkeypatch.setattr(measure, "time_entry_jobs", spy)
     for busy, want in ((True, BUSY_STALL_FACTOR), (False, STALL_FACTOR)):
-        monkeypatch.setattr(measure, "detect_load", lambda window_s: SimpleNamespace(busy=busy))
+        monkeypatch.setattr(measure, "detect_load", lambda window_s: SimpleNamespace(
+            busy=busy, recommended_threads=torch.get_num_threads()))
         seen.clear()
         measure_signature(_sig(), GRID)
         assert seen and set(seen) == {want}
-    monkeypatch.setattr(measure, "detect_load", lambda window_s: SimpleNamespace(busy=True))
+    monkeypatch.setattr(measure, "detect_load", lambda window_s: SimpleNamespace(
+        busy=True, recommended_threads=1))
     assert measure.for_the_load(GRID, "cuda") is GRID
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def _load(busy, threads):
+    from types import SimpleNamespace
+    return lambda window_s: SimpleNamespace(busy=busy, recommended_threads=threads)
+
+
+def test_a_busy_machine_is_timed_on_the_threads_the_load_leaves(monkeypatch, two_threads):
+    """Busy (CPU): dense and every candidate are timed on detect_load's recommended threads
+    (torch's count set for the timing only, restored after), and the entry records them;
+    quiet, a GPU, or threads the caller set: unchanged."""
+    seen = []
+    fake = scripted(lambda n: 0.5)
+
+    def spy(jobs, x, device, s, context, bound_ratio=None, dense_floor=None):
+        seen.append(torch.get_num_threads())
+        return fake(jobs, x, device, s, context, bound_ratio, dense_floor)
+    monkeypatch.setattr(measure, "time_entry_jobs", spy)
+    for busy, want in ((True, 1), (False, 2)):
+        monkeypatch.setattr(measure, "detect_load", _load(busy, 1))
+        seen.clear()
+        e = measure_signature(_sig(), GRID)
+        assert seen and set(seen) == {want} and e["threads"] == want
+        assert torch.get_num_threads() == 2
+    monkeypatch.setattr(measure, "detect_load", _load(True, 1))
+    assert measure.for_the_load(GRID, "cpu").threads == 1
+    assert measure.for_the_load(GRID, "cuda").threads is None
+    own = MeasureSettings(grid=GRID.grid, context="warm", threads=2)
+    assert measure.for_the_load(own, "cpu").threads == 2
+    monkeypatch.setattr(measure, "detect_load", _load(True, 4))  # never more than torch's
+    assert measure.for_the_load(GRID, "cpu").threads is None
+
+
+def test_an_entry_timed_on_fewer_threads_is_never_cached(monkeypatch, two_threads, tmp_path):
+    """The look before timing said busy (timed on 1 of 2 threads) and the check after it said
+    quiet: the entry still says busy, why, and is not stored; the next quiet run caches."""
+    from sparsekern.auto.cache import DiskCache
+    monkeypatch.setattr(measure, "time_entry_jobs", scripted(lambda n: 0.5))
+    monkeypatch.setattr(table, "machine_busy", lambda *a, **k: None)
+    monkeypatch.setattr(measure, "detect_load", _load(True, 1))
+    c = DiskCache("latency", root=tmp_path)
+    e1 = table.layer_entry(_sig(), GRID, cache=c)
+    assert e1.entry["threads"] == 1 and e1.busy
+    assert "timed on 1 of 2 threads, the cores the load left" in e1.busy_why
+    assert c.load(table.entry_key(_sig(), GRID)) is None
+    monkeypatch.setattr(measure, "detect_load", _load(False, 2))
+    e2 = table.layer_entry(_sig(), GRID, cache=c)
+    assert e2.provenance == "measured" and e2.entry["threads"] == 2 and not e2.busy
+    assert c.load(table.entry_key(_sig(), GRID))["threads"] == 2
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5, "2"])
+def test_thread_counts_are_checked(bad):
+    from sparsekern.timing.machine import torch_threads
+    with pytest.raises(ValueError, match=f"MeasureSettings.threads must be a positive int or "
+                                         f"None .*got {bad!r}"):
+        MeasureSettings(threads=bad)
+    with pytest.raises(ValueError, match=f"threads must be a positive int or None, got "
+                                         f"{bad!r}"):
+        with torch_threads(bad):
+            pass
+    e = LayerLatency.synthetic(1e-3, {"csc": [(0.1, 2e-4)]}).entry
+    assert table.entry_problem(dict(e, threads=2)) is None
+    assert table.entry_problem(dict(e, threads=bad)) == (
+        f"'threads' must be a positive int (the threads it was timed on), got {bad!r}")
 
 
 def _cached_entry():
