@@ -325,7 +325,9 @@ def sparsify(model: nn.Module, layout: str = "auto", blocksize=None,
         msg = (f"sparsify: {type(model).__name__} has no layer that sparsekern can pack "
                f"({_layers.SUPPORTED_NAMES}); its layers are: {_layers.layer_types(model)}" +
                "".join(f"; {n} left alone: {why}" for n, why in left_alone.items()))
-        log.warning(msg)
+        # the warning is what a user sees; the log keeps it at INFO (a WARNING record would be
+        # printed a second time by logging's last-resort handler when logging is not set up)
+        log.info(msg)
         warnings.warn(msg, stacklevel=3)  # past outside_inference_mode's wrapper
     earlier = dict(getattr(model, "sparsekern_report", None) or {})  # an earlier call's
     if layout == "auto" and targets:
@@ -470,7 +472,7 @@ def _swap(model: nn.Module, targets: Dict[str, nn.Module], layout: str, blocksiz
                + ("" if layouts.get(layout).default_max_density is None else
                   "pass a higher max_density= to pack it anyway, ")
                + "or use layout='auto'")
-        log.warning(msg)
+        log.info(msg)  # printed once: as the warning (see nothing_to_pack above)
         warnings.warn(msg, stacklevel=4)  # the caller of sparsify
     result.sparsekern_report = report
     return result

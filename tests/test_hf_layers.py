@@ -734,3 +734,17 @@ def test_the_demo_reads_a_hugging_face_model_output():
     assert out.shape == (6, 32) and out.dtype == torch.float32
     want = model(**data[0]).last_hidden_state.mean(1)
     torch.testing.assert_close(out[:3], want)
+
+
+def test_a_layout_that_packs_nothing_is_said_once():
+    """The warning is what a user sees: without a logging setup, logging's last-resort
+    handler printed the WARNING record of the same text a second time (both cases)."""
+    code = ("import warnings, torch, sparsekern as sk\n"
+            "warnings.simplefilter('always')\n"
+            "sk.sparsify(torch.nn.Sequential(torch.nn.Linear(8, 8)), layout='2:4')\n"
+            "sk.sparsify(torch.nn.Sequential(torch.nn.ReLU()), layout='2:4')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stderr.count("packed none of the 1 layers") == 1, out.stderr
+    assert out.stderr.count("has no layer that sparsekern can pack") == 1, out.stderr
