@@ -965,7 +965,8 @@ Layout check_backward_args(c10::string_view what, const at::Tensor& values,
 // The 2:4 backward products run as dense BLAS GEMMs of the decompressed weight (and the
 // sampled dot as one GEMM read at the stored entries), at every N, except A.T @ G where
 // cpu::semi24_transposed_native (AVX-512, from 256 columns: half the GEMM's multiply-adds)
-// takes it, and A.T @ G of a non-finite G (below). At 50% density a GEMM beats the entry-wise
+// takes it, A.T @ G of a non-finite G (below), and the sampled dot where
+// cpu::semi24_sampled_dot_native (AVX-512, 512 to 8192 columns, half the multiply-adds) does. At 50% density a GEMM beats the entry-wise
 // kernels at every N measured: at 4096x4096, N = 512: A.T @ G 186 against 602 ms, the sampled
 // dot 241 against 713 ms; at 1536x384, N = 2048: 23 against 32 ms and 28 against 45 ms; and
 // below 32 columns, where the entry-wise kernels served until 2026-12-07, 3-25x (4096x4096,
@@ -1077,7 +1078,14 @@ at::Tensor sampled_dot_cpu(const at::Tensor& values, const at::Tensor& indices,
     return sampled_dot_cpu(values, indices, offsets, M, K, layout_sv, as_float(G), as_float(B));
   const int64_t N = G.size(1);
   at::Tensor out = at::empty({values.numel()}, G.options());
-  if (layout == Layout::kSemi24 && out.numel() > 0 && K > 0) {
+  if (layout == Layout::kSemi24 && out.numel() > 0 && K > 0 && skc::semi24_sampled_dot_native(N)) {
+    const int status = skc::semi24_sampled_dot(backward_format(values, indices, offsets, M, K,
+                                                               layout),
+                                               dense_view(G), dense_view(B), N,
+                                               out.data_ptr<float>(), at::get_num_threads());
+    check_format_status(status, values, indices, offsets, M, K, layout_sv, N,
+                        "sparsekern.spmm_sampled_dot");
+  } else if (layout == Layout::kSemi24 && out.numel() > 0 && K > 0) {
     at::Tensor S = workspace(kSampledProduct, M, K);  // [M, K] row-major
     at::mm_out(S, G, B.t());
     const int status = skc::semi24_gather(S.data_ptr<float>(), indices.data_ptr<uint8_t>(), M, K,

@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-from .formats import SparseFormat
+from .formats import SparseFormat, layouts
 from .ops import _MIXED_OK, dense_path_needed, spmm_op
 
 #: The op's overload itself: calling it skips the OpOverloadPacket's lookup (~0.5-1 us).
@@ -16,7 +16,8 @@ _SPMM = torch.ops.sparsekern.spmm.default
 def _check_format(A) -> None:
     if not isinstance(A, SparseFormat):
         raise TypeError(f"A must be a packed sparse matrix from sparsekern.to_sparse "
-                        f"(Semi24, BSR or CSC), got {type(A).__name__}")
+                        f"(layout one of {', '.join(map(repr, layouts.names()))}), got "
+                        f"{type(A).__name__}")
 
 
 def _check_not_fx_proxy(x, name: str) -> None:

@@ -171,7 +171,9 @@ def test_weight_must_be_2d():
 
 
 def test_spmm_needs_a_format():
-    with pytest.raises(TypeError, match=r"A must be a packed sparse matrix"):
+    with pytest.raises(TypeError, match=r"A must be a packed sparse matrix from "
+                                        r"sparsekern.to_sparse \(layout one of '1:4', '2:4', "
+                                        r"'bsr', 'csc', 'sell'\), got Tensor"):
         sk.spmm(torch.ones(2, 2), torch.ones(2, 2))
 
 

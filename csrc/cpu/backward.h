@@ -57,6 +57,14 @@ bool semi24_transposed_native(int64_t N);
 bool semi24_transposed_available();
 int semi24_transposed(const Format& a, Strided G, int64_t N, float* out, int num_threads);
 int sampled_dot(const Format& a, Strided G, Strided B, int64_t N, float* out, int num_threads);
+// Whether sampled_dot's 2:4 product with N columns runs as its own kernel, half the dense
+// product's multiply-adds (semi24_t.cpp: AVX-512, 512 <= N <= 8192); else ops.cpp's GEMM read
+// at the stored entries. The kernel, at any N up to 8192 (kBadArgument where
+// semi24_transposed_available() is false): sums over N in its own order (not the GEMM's), so
+// results differ from the GEMM path in the last bits.
+bool semi24_sampled_dot_native(int64_t N);
+int semi24_sampled_dot(const Format& a, Strided G, Strided B, int64_t N, float* out,
+                       int num_threads);
 
 }  // namespace cpu
 }  // namespace sparsekern

@@ -36,6 +36,20 @@ constexpr int64_t kMinN = 256;
 constexpr int kPairs = 6;
 constexpr int8_t kPairOf[16] = {-1, -1, -1, -1, 0, -1, -1, -1, 1, 3, -1, -1, 2, 4, 5, -1};
 
+// The positions (p0, p1) of each pair, in list order (kPairOf's inverse).
+constexpr int kPairCols[kPairs][2] = {{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 3}};
+// The values' gradient runs from this many columns of G on (below, the GEMM of ops.cpp), up
+// to kDotMaxN (above, a row block's G rows would not fit the L2 budget in blocks of at least
+// kDotMinBlock rows; a longer N would need N chunks). Against the GEMM read at the stored
+// entries (2 threads, Zen 5; bench/results/semi24-values-gradient-2026-12-07): 1536x384
+// N = 256 0.9-1.0x, N = 512 1.4x, N = 2048 1.3x; 384x1536 N = 2048 1.0x; 4096² N = 512 1.25x.
+constexpr int64_t kDotMinN = 512;
+constexpr int64_t kDotMaxN = 8192;
+// Rows per block: as many as fit kDotL2Bytes of G rows, between kDotMinBlock and kDotBlock.
+constexpr int64_t kDotBlock = 512;
+constexpr int64_t kDotMinBlock = 16;
+constexpr int64_t kDotL2Bytes = 512 * 1024;
+
 // One row of a group's sorted list: the row of G and its two weights.
 struct Entry {
   int32_t m;
@@ -185,6 +199,104 @@ class GroupPanels : public PanelWork {
 };
 #endif
 
+
+#if SK_HAVE_AVX512_KERNELS
+// ----------------------------------------------------------------------------- values' gradient
+// out[m, 2g + s] = G(m, :) . B(4g + p_s, :) at the two kept positions p_0 < p_1 of row m's
+// group g: half the multiply-adds of the dense G B^T that the GEMM path computes and then
+// reads at the stored entries. Rows are taken in blocks whose G rows (N floats each) stay in
+// L2 while every group runs over them; a group's rows are sorted by their pair (6 lists), so
+// a tile of up to 8 rows of one list has its two B rows fixed: per 16 columns, 8 G loads, 2 B
+// loads and 16 FMAs, each dot product summed in registers over all N and reduced once. G and B
+// are read row-major (copied so when strided). Every output is summed by one thread in a fixed
+// order: the same bits at any thread count.
+
+// The dot products of R rows (Gp rows rows[0..R)) with b0 and b1 over n columns (nv whole
+// vectors and a masked tail).
+template <int R>
+SK_AVX512 void dot_tile(const float* Gp, int64_t ldg, const int32_t* rows, const float* b0,
+                        const float* b1, int64_t nv, __mmask16 tail, float* r0, float* r1) {
+  __m512 a0[R], a1[R];
+  const float* g[R];
+  SK_UNROLL for (int r = 0; r < R; ++r) {
+    a0[r] = _mm512_setzero_ps();
+    a1[r] = _mm512_setzero_ps();
+    g[r] = Gp + static_cast<int64_t>(rows[r]) * ldg;
+  }
+  for (int64_t v = 0; v < nv; ++v) {
+    const __m512 x0 = _mm512_loadu_ps(b0 + 16 * v), x1 = _mm512_loadu_ps(b1 + 16 * v);
+    SK_UNROLL for (int r = 0; r < R; ++r) {
+      const __m512 y = _mm512_loadu_ps(g[r] + 16 * v);
+      a0[r] = _mm512_fmadd_ps(y, x0, a0[r]);
+      a1[r] = _mm512_fmadd_ps(y, x1, a1[r]);
+    }
+  }
+  if (tail != 0) {
+    const __m512 x0 = _mm512_maskz_loadu_ps(tail, b0 + 16 * nv);
+    const __m512 x1 = _mm512_maskz_loadu_ps(tail, b1 + 16 * nv);
+    SK_UNROLL for (int r = 0; r < R; ++r) {
+      const __m512 y = _mm512_maskz_loadu_ps(tail, g[r] + 16 * nv);
+      a0[r] = _mm512_fmadd_ps(y, x0, a0[r]);
+      a1[r] = _mm512_fmadd_ps(y, x1, a1[r]);
+    }
+  }
+  SK_UNROLL for (int r = 0; r < R; ++r) {
+    r0[r] = _mm512_reduce_add_ps(a0[r]);
+    r1[r] = _mm512_reduce_add_ps(a1[r]);
+  }
+}
+
+SK_AVX512 void dot_rows(const float* Gp, int64_t ldg, const int32_t* rows, int n,
+                        const float* b0, const float* b1, int64_t nv, __mmask16 tail, float* r0,
+                        float* r1) {
+  for (; n >= 8; n -= 8, rows += 8, r0 += 8, r1 += 8)
+    dot_tile<8>(Gp, ldg, rows, b0, b1, nv, tail, r0, r1);
+  switch (n) {
+    case 7: dot_tile<7>(Gp, ldg, rows, b0, b1, nv, tail, r0, r1); break;
+    case 6: dot_tile<6>(Gp, ldg, rows, b0, b1, nv, tail, r0, r1); break;
+    case 5: dot_tile<5>(Gp, ldg, rows, b0, b1, nv, tail, r0, r1); break;
+    case 4: dot_tile<4>(Gp, ldg, rows, b0, b1, nv, tail, r0, r1); break;
+    case 3: dot_tile<3>(Gp, ldg, rows, b0, b1, nv, tail, r0, r1); break;
+    case 2: dot_tile<2>(Gp, ldg, rows, b0, b1, nv, tail, r0, r1); break;
+    case 1: dot_tile<1>(Gp, ldg, rows, b0, b1, nv, tail, r0, r1); break;
+    default: break;
+  }
+}
+
+// Rows [m0, m1) (m1 - m0 <= kDotBlock) of the values' gradient; kBadMeta for a bad pair.
+SK_AVX512 int dot_block(const uint8_t* meta, int64_t K, const float* Gp, int64_t ldg,
+                        const float* Bp, int64_t ldb, int64_t N, int64_t m0, int64_t m1,
+                        float* out) {
+  const int64_t groups = ceil_div(K, 4), half = 2 * groups, mcols = ceil_div(groups, 2);
+  const int64_t nv = N / 16;
+  const __mmask16 tail = static_cast<__mmask16>((1u << (N % 16)) - 1u);
+  int32_t rows[kPairs][kDotBlock];
+  float r0[kDotBlock], r1[kDotBlock];
+  for (int64_t g = 0; g < groups; ++g) {
+    int count[kPairs] = {0, 0, 0, 0, 0, 0};
+    for (int64_t m = m0; m < m1; ++m) {
+      const int p = pair_at(meta + m * mcols, g);
+      if (p < 0) return kBadMeta;
+      rows[p][count[p]++] = static_cast<int32_t>(m);
+    }
+    for (int p = 0; p < kPairs; ++p) {
+      if (count[p] == 0) continue;
+      const int c0 = kPairCols[p][0], c1 = kPairCols[p][1];
+      // the padding's columns (K % 4 != 0) read row K - 1 and store 0 (below)
+      const float* b0 = Bp + min_i64(4 * g + c0, K - 1) * ldb;
+      const float* b1 = Bp + min_i64(4 * g + c1, K - 1) * ldb;
+      dot_rows(Gp, ldg, rows[p], count[p], b0, b1, nv, tail, r0, r1);
+      for (int i = 0; i < count[p]; ++i) {
+        float* o = out + static_cast<int64_t>(rows[p][i]) * half + 2 * g;
+        o[0] = 4 * g + c0 < K ? r0[i] : 0.0f;
+        o[1] = 4 * g + c1 < K ? r1[i] : 0.0f;
+      }
+    }
+  }
+  return kOk;
+}
+#endif
+
 }  // namespace
 
 bool semi24_transposed_available() {
@@ -241,6 +353,68 @@ int semi24_transposed(const Format& a, Strided G, int64_t N, float* out, int num
   return run_panels(d, nt, parts, kPanelWidth, work, 16);
 #else
   (void)a, (void)G, (void)N, (void)out, (void)num_threads;
+  return kBadArgument;
+#endif
+}
+
+bool semi24_sampled_dot_native(int64_t N) {
+  return semi24_transposed_available() && N >= kDotMinN && N <= kDotMaxN;
+}
+
+int semi24_sampled_dot(const Format& a, Strided G, Strided B, int64_t N, float* out,
+                       int num_threads) {
+#if SK_HAVE_AVX512_KERNELS
+  const int64_t M = a.M, K = a.K, groups = ceil_div(K, 4);
+  if (!semi24_transposed_available() || a.layout != SparseLayout::kSemi24 || M > INT32_MAX ||
+      N < 0 || N > kDotMaxN || a.numel != M * 2 * groups)
+    return kBadArgument;
+  if (M == 0 || K == 0) return kOk;
+  const uint8_t* meta = static_cast<const uint8_t*>(a.indices);
+  if (N == 0) {  // empty sums; the metadata is still checked
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t g = 0; g < groups; ++g)
+        if (pair_at(meta + m * ceil_div(groups, 2), g) < 0) return kBadMeta;
+    for (int64_t i = 0; i < a.numel; ++i) out[i] = 0.0f;
+    return kOk;
+  }
+  // G and B row-major (views of the caller's when they are, else copies).
+  const float* Gp = G.data;
+  int64_t ldg = G.rs;
+  if (G.cs != 1 || G.rs < N) {
+    float* buf = scratch_panel().get_as<float>(M, N);
+    if (buf == nullptr) return kNoMemory;
+    const int s = copy_row_major(G, M, N, buf, num_threads);
+    if (s != kOk) return s;
+    Gp = buf;
+    ldg = N;
+  }
+  const float* Bp = B.data;
+  int64_t ldb = B.rs;
+  if (B.cs != 1 || B.rs < N) {
+    float* buf = scratch_accum().get_as<float>(K, N);
+    if (buf == nullptr) return kNoMemory;
+    const int s = copy_row_major(B, K, N, buf, num_threads);
+    if (s != kOk) return s;
+    Bp = buf;
+    ldb = N;
+  }
+  const int64_t block = max_i64(kDotMinBlock, min_i64(kDotBlock, kDotL2Bytes / (4 * N)));
+  const int64_t blocks = ceil_div(M, block);
+  const double madds = 2.0 * static_cast<double>(M) * static_cast<double>(groups) *
+                       static_cast<double>(ceil_div(N, 16));
+  const int nt = threads_for(num_threads, kPanelEntryCost * madds);
+  const int parts = parts_for(nt, blocks, kMaxParts);
+  return parallel_parts(parts, nt, [&](int p) {
+    const int64_t b0 = blocks * p / parts, b1 = blocks * (p + 1) / parts;
+    for (int64_t b = b0; b < b1; ++b) {
+      const int s = dot_block(meta, K, Gp, ldg, Bp, ldb, N, b * block,
+                              min_i64(M, (b + 1) * block), out);
+      if (s != kOk) return s;
+    }
+    return static_cast<int>(kOk);
+  });
+#else
+  (void)a, (void)G, (void)B, (void)N, (void)out, (void)num_threads;
   return kBadArgument;
 #endif
 }

@@ -383,6 +383,98 @@ def test_semi24_input_gradient_sorted_kernel_rejects_bad_positions(row, group):
                                                   torch.randn(M, N))
 
 
+def _values_gradient_case(M, K, N, dtype, G_layout, B_layout, threads, g, G=None):
+    """One 2:4 values' gradient ((G @ B.T) at the stored entries) through the CPU op against
+    the float64 reference."""
+    A = pack(make_weight(M, K, "2:4", None, density=0.5, dtype=dtype,
+                         seed=int(torch.randint(1 << 30, (1,), generator=g))), "2:4", None)
+    S = 2 * max(M, N, K) + 1
+    base = torch.randn(S, S, generator=g)
+    if G is None:
+        G = {"row-major": base[:M, :N].contiguous(),
+             "column-major": base[:N, :M].contiguous().t(),  # a Linear's dY.T
+             "sliced": base[::2, ::2][:M, :N]}[G_layout]
+    other = torch.randn(S, S, generator=g)
+    B = {"row-major": other[:K, :N].contiguous(),
+         "column-major": other[:N, :K].contiguous().t(),     # a Linear's x.T
+         "sliced": other[::2, ::2][:K, :N]}[B_layout]
+    torch.set_num_threads(threads)
+    got = torch.ops.sparsekern._sampled_dot_cpu(A.values, A.indices, A.offsets, M, K, "2:4", G, B)
+    want = reference.sampled_dot(A.values.double(), A.indices, A.offsets, M, K, "2:4",
+                                 G.double(), B.double())
+    assert got.shape == A.values.shape and got.dtype == dtype
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    fin = torch.isfinite(want)
+    assert torch.equal(torch.isnan(got), torch.isnan(want))
+    assert torch.equal(torch.isinf(got), torch.isinf(want))
+    torch.testing.assert_close(got.double()[fin], want[fin], rtol=tol, atol=tol * N ** 0.5 / 8,
+                               msg=lambda m: f"{M}x{K} N={N} {dtype} {G_layout} {B_layout} "
+                                             f"{threads}t: {m}")
+    return got
+
+
+def test_semi24_values_gradient_sorted_kernel():
+    """The 2:4 values' gradient from 512 to 8192 columns (AVX-512: G rows in row blocks that
+    fit L2, each group's rows in lists by position pair, tiles of up to 8 rows): rows in
+    several blocks (1100 rows at 600 columns: 218-row blocks; 2000 at 2048: 64-row blocks),
+    lists of 1-8 rows and longer, K in a partial last group, N with a partial last vector,
+    the weight dtypes, G and B row-major / column-major / sliced, one and two threads. Fresh
+    random inputs each run."""
+    g = torch.Generator().manual_seed(int(torch.randint(1 << 30, (1,))))
+    cases = [(1100, 70, 600), (37, 4, 512), (600, 257, 513), (2000, 12, 2048), (9, 130, 8192),
+             (3, 30, 1000), (1100, 70, 600)]
+    layouts = ["row-major", "column-major", "sliced"]
+    for i, ((M, K, N), dtype) in enumerate(zip(cases * 3, WEIGHT_DTYPES * 7)):
+        _values_gradient_case(M, K, N, dtype, layouts[i % 3], layouts[(i // 3) % 3],
+                              1 + i % 2, g)
+
+
+def test_semi24_values_gradient_same_bits_at_any_thread_count():
+    """Each output element is summed by one thread in a fixed order."""
+    got = [_values_gradient_case(1100, 200, 600, torch.float32, "column-major", "column-major",
+                                 t, torch.Generator().manual_seed(3)) for t in (1, 2)]
+    assert torch.equal(got[0], got[1])
+
+
+def test_semi24_values_gradient_non_finite_G_and_the_padding():
+    """An Inf or NaN of G reaches only its row's entries, as in the reference; entries in the
+    last group's padding (K % 4 != 0) are 0 whatever G and B hold."""
+    g = torch.Generator().manual_seed(int(torch.randint(1 << 30, (1,))))
+    M, K, N = 40, 30, 600
+    G = torch.randn(M, N, generator=g)
+    G[5, 7] = float("inf")
+    G[9, 599] = float("nan")
+    got = _values_gradient_case(M, K, N, torch.float32, "row-major", "column-major", 2, g, G)
+    assert not torch.isfinite(got[5]).any() and torch.isnan(got[9]).all()
+    assert torch.isfinite(got[[0, 1, 39]]).all()
+    A = pack(make_weight(M, K, "2:4", None, density=0.5, seed=1), "2:4", None)
+    meta = A.indices.clone()
+    last = (K + 3) // 4 - 1  # group 7: columns 28..31, of which 30 and 31 are padding
+    byte, shift = last // 2, 4 * (last % 2)
+    meta[:, byte] = (meta[:, byte] & ~(0xF << shift)) | ((1 | 3 << 2) << shift)  # positions 1, 3
+    B = torch.randn(K, N, generator=g)
+    B[K - 1] = float("inf")  # a padding entry must not read it (0 * Inf) nor anything else
+    got = torch.ops.sparsekern._sampled_dot_cpu(A.values, meta, A.offsets, M, K, "2:4",
+                                                torch.randn(M, N, generator=g), B)
+    assert torch.equal(got[:, 2 * last + 1], torch.zeros(M))
+
+
+@pytest.mark.parametrize("row,group", [(0, 0), (650, 99), (699, 50)])
+def test_semi24_values_gradient_rejects_bad_positions(row, group):
+    """A nibble whose first position is not below the second, in any row block and group
+    (two threads), is reported, not summed."""
+    M, K, N = 700, 400, 600
+    A = pack(make_weight(M, K, "2:4", None, density=0.5, seed=2), "2:4", None)
+    meta = A.indices.clone()
+    byte, shift = group // 2, 4 * (group % 2)
+    meta[row, byte] = (meta[row, byte] & ~(0xF << shift)) | ((2 | 1 << 2) << shift)  # (2, 1)
+    torch.set_num_threads(2)
+    with pytest.raises(ValueError, match=rf"2:4 indices row {row}, group {group}: positions "
+                                         rf"\(2, 1\) must be strictly increasing"):
+        torch.ops.sparsekern._sampled_dot_cpu(A.values, meta, A.offsets, M, K, "2:4",
+                                              torch.randn(M, N), torch.randn(K, N))
+
+
 def test_semi24_backward_workspaces_reused_across_shapes():
     """The 2:4 backward products at N >= 32 run through per-thread scratch matrices kept
     between calls: growing, shrinking and interleaved shapes must each give the reference's
