@@ -403,7 +403,9 @@ int semi24_sampled_dot(const Format& a, Strided G, Strided B, int64_t N, float* 
   const double madds = 2.0 * static_cast<double>(M) * static_cast<double>(groups) *
                        static_cast<double>(ceil_div(N, 16));
   const int nt = threads_for(num_threads, kPanelEntryCost * madds);
-  const int parts = parts_for(nt, blocks, kMaxParts);
+  // One block per part where it can (parts_for's few parts per thread left 4 of 6 blocks to
+  // one thread at 384 rows); the threads take them as they finish.
+  const int parts = nt > 1 ? static_cast<int>(min_i64(blocks, kMaxParts)) : 1;
   return parallel_parts(parts, nt, [&](int p) {
     const int64_t b0 = blocks * p / parts, b1 = blocks * (p + 1) / parts;
     for (int64_t b = b0; b < b1; ++b) {
