@@ -357,6 +357,24 @@ int semi24_transposed(const Format& a, Strided G, int64_t N, float* out, int num
 #endif
 }
 
+namespace {
+// X [rows, N] as row-major rows (*out, row stride *ld): X itself when its rows are contiguous
+// and apart, else a copy in `scratch`.
+int row_major_rows(Strided X, int64_t rows, int64_t N, Scratch& scratch, int num_threads,
+                   const float** out, int64_t* ld) {
+  if (X.cs == 1 && X.rs >= N) {
+    *out = X.data;
+    *ld = X.rs;
+    return kOk;
+  }
+  float* buf = scratch.get_as<float>(rows, N);
+  if (buf == nullptr) return kNoMemory;
+  *out = buf;
+  *ld = N;
+  return copy_row_major(X, rows, N, buf, num_threads);
+}
+}  // namespace
+
 bool semi24_sampled_dot_native(int64_t N) {
   return semi24_transposed_available() && N >= kDotMinN && N <= kDotMaxN;
 }
@@ -378,26 +396,11 @@ int semi24_sampled_dot(const Format& a, Strided G, Strided B, int64_t N, float* 
     return kOk;
   }
   // G and B row-major (views of the caller's when they are, else copies).
-  const float* Gp = G.data;
-  int64_t ldg = G.rs;
-  if (G.cs != 1 || G.rs < N) {
-    float* buf = scratch_panel().get_as<float>(M, N);
-    if (buf == nullptr) return kNoMemory;
-    const int s = copy_row_major(G, M, N, buf, num_threads);
-    if (s != kOk) return s;
-    Gp = buf;
-    ldg = N;
-  }
-  const float* Bp = B.data;
-  int64_t ldb = B.rs;
-  if (B.cs != 1 || B.rs < N) {
-    float* buf = scratch_accum().get_as<float>(K, N);
-    if (buf == nullptr) return kNoMemory;
-    const int s = copy_row_major(B, K, N, buf, num_threads);
-    if (s != kOk) return s;
-    Bp = buf;
-    ldb = N;
-  }
+  const float *Gp = nullptr, *Bp = nullptr;
+  int64_t ldg = 0, ldb = 0;
+  int s = row_major_rows(G, M, N, scratch_panel(), num_threads, &Gp, &ldg);
+  if (s == kOk) s = row_major_rows(B, K, N, scratch_accum(), num_threads, &Bp, &ldb);
+  if (s != kOk) return s;
   const int64_t block = max_i64(kDotMinBlock, min_i64(kDotBlock, kDotL2Bytes / (4 * N)));
   const int64_t blocks = ceil_div(M, block);
   const double madds = 2.0 * static_cast<double>(M) * static_cast<double>(groups) *

@@ -367,11 +367,13 @@ def test_semi24_input_gradient_sorted_kernel_ignores_the_padding():
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("product", ["input gradient", "values' gradient"])
 @pytest.mark.parametrize("row,group", [(0, 0), (650, 99), (699, 50)])
-def test_semi24_input_gradient_sorted_kernel_rejects_bad_positions(row, group):
+def test_semi24_sorted_kernels_reject_bad_positions(row, group, product):
     """A nibble whose first position is not below the second, in any row and any group (the
-    sort runs in tiles of 64 groups on two threads), is reported, not summed."""
-    M, K, N = 700, 400, 256
+    input gradient's sort runs in tiles of 64 groups, the values' gradient in row blocks, on
+    two threads), is reported, not summed."""
+    M, K, N = 700, 400, 600
     A = pack(make_weight(M, K, "2:4", None, density=0.5, seed=2), "2:4", None)
     meta = A.indices.clone()
     byte, shift = group // 2, 4 * (group % 2)
@@ -379,8 +381,12 @@ def test_semi24_input_gradient_sorted_kernel_rejects_bad_positions(row, group):
     torch.set_num_threads(2)
     with pytest.raises(ValueError, match=rf"2:4 indices row {row}, group {group}: positions "
                                          rf"\(2, 1\) must be strictly increasing"):
-        torch.ops.sparsekern._spmm_transposed_cpu(A.values, meta, A.offsets, M, K, "2:4",
-                                                  torch.randn(M, N))
+        if product == "input gradient":
+            torch.ops.sparsekern._spmm_transposed_cpu(A.values, meta, A.offsets, M, K, "2:4",
+                                                      torch.randn(M, N))
+        else:
+            torch.ops.sparsekern._sampled_dot_cpu(A.values, meta, A.offsets, M, K, "2:4",
+                                                  torch.randn(M, N), torch.randn(K, N))
 
 
 def _values_gradient_case(M, K, N, dtype, G_layout, B_layout, threads, g, G=None):
@@ -453,26 +459,10 @@ def test_semi24_values_gradient_non_finite_G_and_the_padding():
     byte, shift = last // 2, 4 * (last % 2)
     meta[:, byte] = (meta[:, byte] & ~(0xF << shift)) | ((1 | 3 << 2) << shift)  # positions 1, 3
     B = torch.randn(K, N, generator=g)
-    B[K - 1] = float("inf")  # a padding entry must not read it (0 * Inf) nor anything else
+    B[K - 1] = float("inf")  # column 29: a stored entry reads it; the padding entry stays 0
     got = torch.ops.sparsekern._sampled_dot_cpu(A.values, meta, A.offsets, M, K, "2:4",
                                                 torch.randn(M, N, generator=g), B)
     assert torch.equal(got[:, 2 * last + 1], torch.zeros(M))
-
-
-@pytest.mark.parametrize("row,group", [(0, 0), (650, 99), (699, 50)])
-def test_semi24_values_gradient_rejects_bad_positions(row, group):
-    """A nibble whose first position is not below the second, in any row block and group
-    (two threads), is reported, not summed."""
-    M, K, N = 700, 400, 600
-    A = pack(make_weight(M, K, "2:4", None, density=0.5, seed=2), "2:4", None)
-    meta = A.indices.clone()
-    byte, shift = group // 2, 4 * (group % 2)
-    meta[row, byte] = (meta[row, byte] & ~(0xF << shift)) | ((2 | 1 << 2) << shift)  # (2, 1)
-    torch.set_num_threads(2)
-    with pytest.raises(ValueError, match=rf"2:4 indices row {row}, group {group}: positions "
-                                         rf"\(2, 1\) must be strictly increasing"):
-        torch.ops.sparsekern._sampled_dot_cpu(A.values, meta, A.offsets, M, K, "2:4",
-                                              torch.randn(M, N), torch.randn(K, N))
 
 
 def test_semi24_backward_workspaces_reused_across_shapes():
