@@ -962,17 +962,18 @@ Layout check_backward_args(c10::string_view what, const at::Tensor& values,
   return layout;
 }
 
-// The 2:4 backward products run as dense BLAS GEMMs of the decompressed weight (and the
-// sampled dot as one GEMM read at the stored entries), at every N, except A.T @ G where
-// cpu::semi24_transposed_native (AVX-512, from 256 columns: half the GEMM's multiply-adds)
-// takes it, A.T @ G of a non-finite G (below), and the sampled dot where
-// cpu::semi24_sampled_dot_native (AVX-512, 512 to 8192 columns, half the multiply-adds) does. At 50% density a GEMM beats the entry-wise
-// kernels at every N measured: at 4096x4096, N = 512: A.T @ G 186 against 602 ms, the sampled
-// dot 241 against 713 ms; at 1536x384, N = 2048: 23 against 32 ms and 28 against 45 ms; and
-// below 32 columns, where the entry-wise kernels served until 2026-12-07, 3-25x (4096x4096,
-// N = 1: 10 against 255 ms and 23 against 322; 768x768, N = 16: 0.49 against 2.9 ms and 0.33
-// against 2.4; bench/results/semi24-transposed-2026-12-07/small_n.txt). The decompression
-// and the gather are kernels (one pass, threaded).
+// The 2:4 backward products run as dense BLAS GEMMs of the decompressed weight (and the sampled
+// dot as one GEMM read at the stored entries), at every N, except A.T @ G where
+// cpu::semi24_transposed_native (AVX-512, from 256 columns: half the GEMM's multiply-adds) takes
+// it, A.T @ G of a non-finite G (below), and the sampled dot where
+// cpu::semi24_sampled_dot_native (AVX-512, 512 to 8192 columns, half the multiply-adds) does. At
+// 50% density a GEMM beats the entry-wise kernels at every N measured: at 4096x4096, N = 512:
+// A.T @ G 186 against 602 ms, the sampled dot 241 against 713 ms; at 1536x384, N = 2048: 23
+// against 32 ms and 28 against 45 ms; and below 32 columns, where the entry-wise kernels served
+// until 2026-12-07, 3-25x (4096x4096, N = 1: 10 against 255 ms and 23 against 322; 768x768, N =
+// 16: 0.49 against 2.9 ms and 0.33 against 2.4;
+// bench/results/semi24-transposed-2026-12-07/small_n.txt). The decompression and the gather are
+// kernels (one pass, threaded).
 constexpr int64_t kSemi24SmallN = 32;
 
 // True when every element of the float32 matrix G is finite: one threaded pass, no

@@ -199,7 +199,6 @@ class GroupPanels : public PanelWork {
 };
 #endif
 
-
 #if SK_HAVE_AVX512_KERNELS
 // ----------------------------------------------------------------------------- values' gradient
 // out[m, 2g + s] = G(m, :) . B(4g + p_s, :) at the two kept positions p_0 < p_1 of row m's
