@@ -32,7 +32,7 @@ from ..nn import SparseLinear, hooks_detached, replace_layer
 from . import recheck
 from .formats import DENSE, FormatSpec, parse_format
 from .patterns import pattern_densities
-from .signature import LayerSig, candidate_layers
+from .signature import LayerSig, candidate_layers, capture
 from .table import LatencyTable, LayerLatency, build_table, layer_table
 
 log = logging.getLogger("sparsekern")
@@ -209,6 +209,11 @@ def decide_weight(name: str, W: torch.Tensor, entries: Mapping[str, LayerLatency
     return decide(name, entries, pattern_densities(W, specs), margin)
 
 
+def _has_zeros(mod: nn.Module) -> bool:
+    """Whether the layer's weight holds at least one zero (NaN is not a zero)."""
+    return bool((_layers.weight_matrix(mod).detach() == 0).any())
+
+
 def _sparse_layer(mod: nn.Module, d: LayerDecision) -> nn.Module:
     if isinstance(mod, nn.Conv2d):
         return SparseConv2d.from_dense(mod, d.layout, d.blocksize)
@@ -248,13 +253,20 @@ def sparsify_auto(model: nn.Module, table: Optional[LatencyTable] = None, exampl
     mods = candidate_layers(model, layers)
     if linear_only:
         mods = {n: m for n, m in mods.items() if _layers.is_linear(m)}
-    if table is None and example_input is not None:
-        table = build_table(model, example_input, layers=list(mods), settings=settings,
+    # a weight without a single zero stays dense in every format: not timed (when this call
+    # measures the table; a given table's entries are read as they are)
+    untimed = {} if table is not None else {n: m for n, m in mods.items() if not _has_zeros(m)}
+    timed = [n for n in mods if n not in untimed]
+    if table is None and example_input is not None and timed:
+        table = build_table(model, example_input, layers=timed, settings=settings,
                             cache=cache, measure_whole_model=False, progress=progress)
+    elif table is None and example_input is not None and mods:
+        for x in example_input if isinstance(example_input, list) else [example_input]:
+            capture(model, x, list(mods))  # nothing to time: a bad example input still raises
     if table is not None:
         table.check_fits(model, [n for n in mods if n in table.layers])
     entries = {} if table is None else {n: table.layers[n] for n in mods if n in table.layers}
-    missing = {n: m for n, m in mods.items() if n not in entries}
+    missing = {n: m for n, m in mods.items() if n not in entries and n not in untimed}
     if missing:
         convs = [n for n, m in missing.items() if not _layers.is_linear(m)]
         if convs:
@@ -271,6 +283,12 @@ def sparsify_auto(model: nn.Module, table: Optional[LatencyTable] = None, exampl
     decisions: Dict[str, LayerDecision] = {}
     result = model
     for name, mod in mods.items():
+        if name in untimed:
+            d = LayerDecision(name, DENSE, {}, {}, {}, "the weight has no zeros (not timed)")
+            decisions[name] = d
+            report[name] = ("dense", d.reason)
+            log.info("sparsify auto: %s stays dense (%s)", name or type(mod).__name__, d.reason)
+            continue
         W = _layers.weight_matrix(mod).detach()  # [out, K] (a Conv1D's weight transposed)
         d = decide_weight(name, W, entries[name], formats, margin)
         d.reason += _busy_note(busy.get(name, {}))

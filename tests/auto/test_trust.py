@@ -423,3 +423,36 @@ def test_a_format_never_measured_here_is_not_chosen_on_its_bytes_bound():
     e["formats"]["csc"][0].update(status="ok", median_s=2e-4, bound_s=1e-4)
     lat = LayerLatency(e)
     assert lat.efficiency("csc") == 2.0 and lat.from_model("csc", 0.02)
+
+
+def test_a_weight_without_zeros_is_not_timed(monkeypatch):
+    """sparsify(layout="auto") measures only the layers whose weight holds a zero: one
+    without any stays dense in every format, and timing it only cost time (and, under load, a
+    busy note on a layer that could not change). With a given table nothing changes."""
+    timed = []
+    real = table.measure_signatures
+
+    def spy(sigs, settings=None):
+        timed.extend(s.matrix_shape for s in sigs)
+        return real(sigs, settings)
+    monkeypatch.setattr(table, "measure_signatures", spy)
+    monkeypatch.setattr(measure, "time_entry_jobs", scripted(lambda n: 0.5))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 8))
+    with torch.no_grad():
+        model[0].weight[torch.rand_like(model[0].weight) < 0.9] = 0
+    x = torch.randn(4, 64)
+    want = model(x)
+    out = sk.sparsify(model, layout="auto", example_input=x)
+    assert timed and set(timed) == {(32, 64)}
+    assert out.sparsekern_report["2"] == ("dense", "the weight has no zeros (not timed)")
+    assert out.sparsekern_report["0"][0] != "dense"
+    torch.testing.assert_close(out(x), want, rtol=1e-5, atol=1e-5)
+    timed.clear()  # without an example input: the batch-1 entries, the same layers
+    model2 = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 8))
+    with torch.no_grad():
+        model2[0].weight[torch.rand_like(model2[0].weight) < 0.9] = 0
+        model2[2].weight[0, 0] = float("nan")  # a NaN is not a zero
+    out2 = sk.sparsify(model2, layout="auto")
+    assert set(timed) == {(32, 64)}
+    assert out2.sparsekern_report["2"] == ("dense", "the weight has no zeros (not timed)")
