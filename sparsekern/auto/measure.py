@@ -70,8 +70,8 @@ from torch import nn
 
 from ..formats import layouts as layout_registry
 from ..timing.load import detect_load, physical_floor_s
-from ..timing.machine import (last_level_cache_bytes, private_cache_bytes, serving_backend,
-                              torch_threads)
+from ..timing.machine import (is_thread_count, last_level_cache_bytes, private_cache_bytes,
+                              serving_backend, torch_threads)
 from ..timing.paired import BUSY_STALL_FACTOR, PairedSettings, time_paired
 from ..timing.timers import (CacheFlusher, TimerSettings, time_blocks, time_cuda,
                              time_interleaved)
@@ -350,8 +350,7 @@ class MeasureSettings:
     threads: Optional[int] = None
 
     def __post_init__(self):
-        if self.threads is not None and (isinstance(self.threads, bool) or
-                                         not isinstance(self.threads, int) or self.threads < 1):
+        if self.threads is not None and not is_thread_count(self.threads):
             raise ValueError(f"MeasureSettings.threads must be a positive int or None (torch's "
                              f"thread count), got {self.threads!r}")
         if self.context not in CONTEXTS + ("auto",):

@@ -35,7 +35,7 @@ from torch import nn
 
 from ..inputs import eval_mode
 from ..timing.load import OTHERS_CPU_LIMIT, OthersMeter, detect_load
-from ..timing.machine import last_level_cache_bytes
+from ..timing.machine import is_thread_count, last_level_cache_bytes
 from ..timing.timers import TimerSettings
 from .cache import DiskCache
 from .fingerprint import machine_key, software_key
@@ -551,8 +551,7 @@ def entry_problem(e) -> Optional[str]:
     if why is not None:
         return why
     threads = e.get("threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                or threads < 1):
+    if threads is not None and not is_thread_count(threads):
         return f"'threads' must be a positive int (the threads it was timed on), got {threads!r}"
     formats = e.get("formats")
     if not isinstance(formats, dict):

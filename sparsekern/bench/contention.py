@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from ..timing.load import LoadReport, physical_floor_s
-from ..timing.machine import usable_cpus
+from ..timing.machine import torch_threads, usable_cpus
 from ..timing.timers import BlockSettings, warm_block
 from . import health, magnitude
 from .bounds import dense_flops, stored_flops
@@ -318,18 +318,13 @@ def summarize_case(quiet: Dict[str, List[float]], loaded: Dict[str, List[float]]
 def _threads(n: int):
     """torch's (and so our kernels') thread count set to ``n`` inside, and NumPy's BLAS
     threads too when threadpoolctl is installed."""
-    before = torch.get_num_threads()
     try:
         from threadpoolctl import threadpool_limits
         blas = threadpool_limits(limits=n, user_api="blas")
     except ImportError:
         blas = nullcontext()
-    torch.set_num_threads(n)
-    try:
-        with blas:
-            yield
-    finally:
-        torch.set_num_threads(before)
+    with blas, torch_threads(n):
+        yield
 
 
 #: The phases of a round, in order; "single" is quiet on one thread.

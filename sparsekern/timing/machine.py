@@ -165,13 +165,17 @@ def serving_backend(layout: str, dtype: torch.dtype, device, M: int = 0, K: int 
         return f"error: {e}"
 
 
+def is_thread_count(x) -> bool:
+    """Whether ``x`` is a thread count: an int >= 1 (not a bool)."""
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 1
+
+
 @contextlib.contextmanager
 def torch_threads(threads: Optional[int]) -> Iterator[int]:
     """Run the body with torch's intra-op thread count (which sparsekern's CPU kernels use
     too) set to ``threads`` (None: unchanged), restored afterwards; yields the count in
     effect. ValueError naming ``threads`` when it is not a positive int."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                or threads < 1):
+    if threads is not None and not is_thread_count(threads):
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     before = torch.get_num_threads()
     if threads is None or threads == before:
