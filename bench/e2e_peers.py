@@ -22,10 +22,10 @@ threads, Zen 5, bench/results/e2e-attention-2026-12-07). Eager engines keep "sdp
 
 Every engine's embeddings are checked against torch eager on the same weights (max abs
 difference reported). Timing: all engines are built and warmed first; then ``rounds``
-rounds, each timing every engine in turn (interleaved) for ``calls`` calls after
-``WARM_CALLS`` untimed ones (so no engine is timed beside another's spinning threads); the
-figure is
-the median over all calls, the spread the lowest and highest round median. An engine that
+rounds, each timing every engine in turn (interleaved) for ``calls`` calls after ``IDLE_S``
+seconds of idleness and ``WARM_CALLS`` untimed calls (so no engine is timed beside another's
+spinning threads, nor with its own pool asleep); the figure is the median over all calls,
+the spread the lowest and highest round median. An engine that
 does not install or fails is reported as skipped with its reason, never dropped silently.
 Writes OUT/e2e-peers.json (every figure, machine facts) and OUT/e2e-peers.md.
 This is a benchmark: it unsets OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE before NumPy loads.
@@ -69,6 +69,12 @@ VARIANTS = {"90% unstructured": ("fine", 0.9, "csc"),
 SHAPES = ((1, 16), (32, 64))
 #: Untimed calls at the start of every engine's block (see time_engines).
 WARM_CALLS = 2
+#: Seconds of idleness before every engine's block: an engine's thread pool keeps spinning after
+#: its calls, and the next engine's block ran beside it (ONNX Runtime's threads burnt 40-50 ms of
+#: CPU in the 50 ms after a 1x16 block, torch's OpenMP team ~10 ms, OpenVINO and DeepSparse
+#: none measurable: 2 threads, Zen 5, 2026-12-07; the WARM_CALLS, ~8 ms at 1x16, did not cover
+#: it, and OpenVINO, which follows ONNX Runtime, was timed beside its spinning threads).
+IDLE_S = 0.2
 
 
 @dataclass
@@ -264,12 +270,15 @@ def _sparse_engines(cfg, model, variant, onnx_path, ds, ds_why, b, t, want) -> L
     return out
 
 
-def time_engines(engines: List[Engine], cfg: PeerConfig) -> None:
-    """Interleaved rounds: every engine of a shape in turn, ``calls`` calls each."""
+def time_engines(engines: List[Engine], cfg: PeerConfig,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+    """Interleaved rounds: every engine of a shape in turn, ``calls`` calls each, each block
+    after IDLE_S seconds of idleness (``sleep``) and WARM_CALLS untimed calls."""
     live = [e for e in engines if e.call is not None]
     for _ in range(cfg.rounds):
         for e in live:
             calls = cfg.calls if e.batch == 1 else max(2, cfg.calls // 2)
+            sleep(IDLE_S)  # the last engine's threads go idle first
             if isinstance(e.call, tuple):
                 _, ds, key = e.call
                 ts = ds.ask(op="time", key=key, calls=calls, warm=WARM_CALLS)["times_s"]
@@ -319,7 +328,8 @@ def render(rows: List[dict], facts: dict, cfg: PeerConfig) -> str:
              "", f"`python bench/e2e_peers.py` — {facts['cpu']}, {facts['cpus']} CPUs, "
              f"torch {facts['torch']}, load average before timing {facts['load_average']}; "
              f"median of {cfg.rounds} interleaved rounds, each engine's block after "
-             f"{WARM_CALLS} untimed calls (spread: lowest-highest round median); "
+             f"{IDLE_S:g} s idle and {WARM_CALLS} untimed calls (spread: lowest-highest round "
+             f"median); "
              f"torch.compile engines with {cfg.compiled_attention!r} attention.",
              "", "| shape | model | engine | median ms | spread ms | max abs diff vs torch |",
              "|---|---|---|---|---|---|"]
