@@ -1,6 +1,7 @@
 """End to end against the engines users pick for CPU inference: pruned all-MiniLM-L6-v2.
 
-    python bench/e2e_peers.py [--threads 2] [--rounds 5] [--out bench/results/e2e-peers]
+    python bench/e2e_peers.py [--threads 2] [--rounds 5] [--calls 8]
+                              [--out DIR (default ./sparsekern-e2e-peers)]
                               [--deepsparse-python /path/to/venv-ds/bin/python] [--no-compile]
                               [--lock /path/to/lockfile] [--compiled-attention {eager,sdpa}]
 
@@ -85,7 +86,7 @@ class PeerConfig:
     threads: int = 2
     rounds: int = 5
     calls: int = 8
-    out: Path = Path("bench/results/e2e-peers")
+    out: Path = Path("sparsekern-e2e-peers")  # under the current directory, not bench/results
     deepsparse_python: Optional[str] = None
     compile: bool = True
     lock: Optional[str] = None
@@ -271,9 +272,11 @@ def _sparse_engines(cfg, model, variant, onnx_path, ds, ds_why, b, t, want) -> L
 
 
 def time_engines(engines: List[Engine], cfg: PeerConfig,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-    """Interleaved rounds: every engine of a shape in turn, ``calls`` calls each, each block
-    after IDLE_S seconds of idleness (``sleep``) and WARM_CALLS untimed calls."""
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+    """Interleaved rounds: every engine of a shape in turn, ``calls`` calls each (timed with
+    ``clock``), each block after IDLE_S seconds of idleness (``sleep``) and WARM_CALLS untimed
+    calls."""
     live = [e for e in engines if e.call is not None]
     for _ in range(cfg.rounds):
         for e in live:
@@ -290,9 +293,9 @@ def time_engines(engines: List[Engine], cfg: PeerConfig,
                     e.call()
                 ts = []
                 for _ in range(calls):
-                    t0 = time.perf_counter()
+                    t0 = clock()
                     e.call()
-                    ts.append(time.perf_counter() - t0)
+                    ts.append(clock() - t0)
             ms = [x * 1e3 for x in ts]
             e.times_ms += ms
             e.round_medians_ms.append(statistics.median(ms))
@@ -326,8 +329,9 @@ def summarize(engines: List[Engine]) -> List[dict]:
 def render(rows: List[dict], facts: dict, cfg: PeerConfig) -> str:
     lines = [f"# End to end, pruned all-MiniLM-L6-v2, {cfg.threads} threads, fp32",
              "", f"`python bench/e2e_peers.py` — {facts['cpu']}, {facts['cpus']} CPUs, "
-             f"torch {facts['torch']}, load average before timing {facts['load_average']}; "
-             f"median of {cfg.rounds} interleaved rounds, each engine's block after "
+             f"torch {facts['torch']}, load average after building the engines (which loads "
+             f"the machine itself) {facts['load_average']}; median over every timed call of "
+             f"{cfg.rounds} interleaved rounds, each engine's block after "
              f"{IDLE_S:g} s idle and {WARM_CALLS} untimed calls (spread: lowest-highest round "
              f"median); "
              f"torch.compile engines with {cfg.compiled_attention!r} attention.",
@@ -352,18 +356,58 @@ def _locked(path: Optional[str]):
     return f
 
 
+def _at_least_1(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse names the option in its error)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return v
+
+
+def _check_out(ap: argparse.ArgumentParser, out: Path) -> None:
+    """Refuse an --out that cannot hold the report, before anything is built or timed."""
+    if out.exists() and not out.is_dir():
+        ap.error(f"argument --out: {str(out)!r} is a file; expected a folder (created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        ap.error(f"argument --out: cannot create {str(out)!r}: {e.strerror or e}")
+    if not os.access(out, os.W_OK):
+        ap.error(f"argument --out: {str(out)!r} is not writable")
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--calls", type=int, default=8)
-    ap.add_argument("--out", type=Path, default=PeerConfig.out)
-    ap.add_argument("--deepsparse-python", default=os.environ.get("SPARSEKERN_DEEPSPARSE_PYTHON"))
-    ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--lock", default=None)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=f"Timing: {PeerConfig.rounds} rounds by default; in each, every engine in turn "
+               f"runs a block of --calls timed calls (half as many, at least 2, at 32x64 tokens), "
+               f"each block after {IDLE_S:g} s of idleness and {WARM_CALLS} untimed calls. The "
+               f"figure is the median over every timed call. Writes OUT/e2e-peers.json and "
+               f"OUT/e2e-peers.md.")
+    ap.add_argument("--threads", type=_at_least_1, default=PeerConfig.threads,
+                    help="CPU threads of every engine")
+    ap.add_argument("--rounds", type=_at_least_1, default=PeerConfig.rounds,
+                    help="interleaved rounds")
+    ap.add_argument("--calls", type=_at_least_1, default=PeerConfig.calls,
+                    help="timed calls per engine and round at 1x16 tokens")
+    ap.add_argument("--out", type=Path, default=PeerConfig.out,
+                    help="folder for the report (created; checked before anything runs)")
+    ap.add_argument("--deepsparse-python", default=os.environ.get("SPARSEKERN_DEEPSPARSE_PYTHON"),
+                    help="python of a venv with DeepSparse 1.8 (else $SPARSEKERN_DEEPSPARSE_PYTHON;"
+                         " none: DeepSparse is reported as skipped)")
+    ap.add_argument("--no-compile", action="store_true",
+                    help="skip the torch.compile engines")
+    ap.add_argument("--lock", default=None,
+                    help="a file to flock while timing (other timing jobs wait)")
     ap.add_argument("--compiled-attention", choices=("eager", "sdpa"),
-                    default=PeerConfig.compiled_attention)
+                    default=PeerConfig.compiled_attention,
+                    help="Hugging Face attention of the torch.compile engines")
     a = ap.parse_args(argv)
+    _check_out(ap, a.out)
     cfg = PeerConfig(a.threads, a.rounds, a.calls, a.out, a.deepsparse_python,
                      not a.no_compile, a.lock, a.compiled_attention)
     torch.set_num_threads(cfg.threads)

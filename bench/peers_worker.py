@@ -11,7 +11,7 @@ stdin and answers one JSON line on stdout:
     {"op": "run", "key": k} -> {"ok": true, "out": [[...]]} (the embeddings, for checking)
     {"op": "quit"}
 
-Inputs are the fixed ones the parent uses: input_ids = (arange(B*T) * 7919 % 30000) + 1000,
+Inputs are the fixed ones the parent uses: input_ids = (arange(B*T) * 7919 % 29000) + 1000,
 attention_mask = 1, both int64 [B, T].
 """
 import json

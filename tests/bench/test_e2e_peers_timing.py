@@ -42,6 +42,12 @@ class FakeWorker:
 
 def test_every_block_starts_idle_then_warms(peers):
     log = []
+    now = [0.0]
+
+    def clock():  # a fake clock: each reading is logged, each timed span is 1 ms
+        log.append(("clock",))
+        now[0] += 0.0005
+        return now[0]
 
     def engine(name, batch):
         e = peers.Engine(name, "dense", batch, 16)
@@ -53,7 +59,7 @@ def test_every_block_starts_idle_then_warms(peers):
     skipped = peers.Engine("gone", "dense", 1, 16, skipped="not installed")
     engines = [engine("a", 1), ds, skipped, engine("b", 32)]
     cfg = peers.PeerConfig(rounds=2, calls=4)
-    peers.time_engines(engines, cfg, sleep=lambda s: log.append(("sleep", s)))
+    peers.time_engines(engines, cfg, sleep=lambda s: log.append(("sleep", s)), clock=clock)
 
     blocks, i = [], 0
     while i < len(log):
@@ -65,15 +71,18 @@ def test_every_block_starts_idle_then_warms(peers):
         i = j
     # 3 live engines x 2 rounds, in order; the skipped one never runs
     assert len(blocks) == 6
-    assert [b[0][1] for b in blocks] == ["a", "k1", "b"] * 2
-    a_calls = peers.WARM_CALLS + cfg.calls
-    b_calls = peers.WARM_CALLS + max(2, cfg.calls // 2)  # the large shape: half the calls
-    assert blocks[0] == [("call", "a")] * a_calls
-    assert blocks[1] == [("deepsparse", "k1", cfg.calls, peers.WARM_CALLS)]
-    assert blocks[2] == [("call", "b")] * b_calls
-    # only the timed calls are kept
-    assert len(engines[0].times_ms) == 2 * cfg.calls
-    assert len(engines[3].times_ms) == 2 * max(2, cfg.calls // 2)
+    assert [next(e[1] for e in b if e[0] != "clock") for b in blocks] == ["a", "k1", "b"] * 2
+
+    def expected(name, timed):  # the untimed calls first, then each timed call between readings
+        return [("call", name)] * peers.WARM_CALLS + [("clock",), ("call", name), ("clock",)] * timed
+
+    a_timed, b_timed = cfg.calls, max(2, cfg.calls // 2)  # the large shape: half the calls
+    assert blocks[0] == blocks[3] == expected("a", a_timed)
+    assert blocks[1] == blocks[4] == [("deepsparse", "k1", cfg.calls, peers.WARM_CALLS)]
+    assert blocks[2] == blocks[5] == expected("b", b_timed)
+    # only the timed calls are kept, each its clock span
+    assert engines[0].times_ms == pytest.approx([0.5] * (2 * a_timed))
+    assert engines[3].times_ms == pytest.approx([0.5] * (2 * b_timed))
     assert len(ds.round_medians_ms) == 2 and ds.times_ms == [1.0] * (2 * cfg.calls)
     assert skipped.times_ms == []
 
@@ -84,3 +93,76 @@ def test_idle_pause_outlasts_the_spin_it_waits_for(peers):
     text = peers.render([], {"cpu": "x", "cpus": 2, "torch": "t", "load_average": (0, 0, 0)},
                         peers.PeerConfig())
     assert f"{peers.IDLE_S:g} s idle and {peers.WARM_CALLS} untimed calls" in text
+
+
+@pytest.mark.parametrize("args, flag, got", [
+    (["--threads", "0"], "--threads", "'0'"),
+    (["--threads", "-2"], "--threads", "'-2'"),
+    (["--rounds", "0"], "--rounds", "'0'"),
+    (["--calls", "-1"], "--calls", "'-1'"),
+    (["--calls", "two"], "--calls", "'two'"),
+])
+def test_bad_counts_are_refused_before_anything_runs(peers, monkeypatch, capsys, args, flag, got):
+    monkeypatch.setattr(peers, "build_engines", _must_not_build)
+    with pytest.raises(SystemExit) as e:
+        peers.main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: expected an integer >= 1, got {got}" in err
+
+
+def test_an_out_that_is_a_file_is_refused_before_anything_runs(peers, monkeypatch, capsys,
+                                                               tmp_path):
+    monkeypatch.setattr(peers, "build_engines", _must_not_build)
+    f = tmp_path / "report.txt"
+    f.write_text("x")
+    with pytest.raises(SystemExit) as e:
+        peers.main(["--out", str(f)])
+    assert e.value.code == 2
+    assert f"argument --out: {str(f)!r} is a file; expected a folder" in capsys.readouterr().err
+    # a folder under a file cannot be created either
+    with pytest.raises(SystemExit):
+        peers.main(["--out", str(f / "sub")])
+    assert "argument --out: cannot create" in capsys.readouterr().err
+
+
+def test_default_out_is_not_the_committed_results(peers):
+    assert not str(peers.PeerConfig().out).startswith("bench")
+
+
+def _must_not_build(*a, **k):
+    raise AssertionError("engines were built before the arguments were checked")
+
+
+def test_worker_runs_the_untimed_calls_before_the_timed_ones(tmp_path):
+    """bench/peers_worker.py with a stub `deepsparse` (the real one lives in its own venv):
+    a "time" request runs `warm` untimed calls, then `calls` timed ones."""
+    import json
+    import subprocess
+    stub = tmp_path / "deepsparse"
+    stub.mkdir()
+    (stub / "__init__.py").write_text(
+        "import numpy as np\n"
+        "class _Engine:\n"
+        "    def __init__(self): self.runs = 0\n"
+        "    def run(self, x):\n"
+        "        self.runs += 1\n"
+        "        return [np.array([[float(self.runs)]])]\n"
+        "def compile_model(path, batch_size, num_cores, input_shapes):\n"
+        "    return _Engine()\n")
+    worker = Path(__file__).resolve().parents[2] / "bench" / "peers_worker.py"
+    reqs = [{"op": "compile", "key": "k", "onnx": "m.onnx", "batch": 1, "tokens": 4,
+             "threads": 1},
+            {"op": "time", "key": "k", "calls": 3, "warm": 2},
+            {"op": "run", "key": "k"},
+            {"op": "nope"},
+            {"op": "quit"}]
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    out = subprocess.run([sys.executable, str(worker)], input="".join(json.dumps(r) + "\n"
+                                                                     for r in reqs),
+                         capture_output=True, text=True, env=env, timeout=60)
+    answers = [json.loads(line) for line in out.stdout.splitlines()]
+    assert answers[0] == {"ok": True}
+    assert answers[1]["ok"] and len(answers[1]["times_s"]) == 3
+    assert answers[2] == {"ok": True, "out": [[6.0]]}  # 2 untimed + 3 timed runs came first
+    assert answers[3]["ok"] is False and "unknown op 'nope'" in answers[3]["error"]
