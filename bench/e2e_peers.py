@@ -4,6 +4,7 @@
                               [--out DIR (default ./sparsekern-e2e-peers)]
                               [--deepsparse-python /path/to/venv-ds/bin/python] [--no-compile]
                               [--lock /path/to/lockfile] [--compiled-attention {eager,sdpa}]
+                              [--freezing]
 
 The same pretrained all-MiniLM-L6-v2 sentence encoder (sentence embedding = mean-pooled,
 L2-normalised last hidden state), at 1 sentence x 16 tokens and 32 sentences x 64 tokens:
@@ -91,6 +92,9 @@ class PeerConfig:
     compile: bool = True
     lock: Optional[str] = None
     compiled_attention: str = "eager"
+    #: inductor's freezing for the torch.compile engines (weights folded in as constants: a
+    #: weight changed after compiling is not seen; for inference only)
+    freezing: bool = False
 
 
 @dataclass
@@ -334,7 +338,8 @@ def render(rows: List[dict], facts: dict, cfg: PeerConfig) -> str:
              f"{cfg.rounds} interleaved rounds, each engine's block after "
              f"{IDLE_S:g} s idle and {WARM_CALLS} untimed calls (spread: lowest-highest round "
              f"median); "
-             f"torch.compile engines with {cfg.compiled_attention!r} attention.",
+             f"torch.compile engines with {cfg.compiled_attention!r} attention"
+             f"{' and inductor freezing' if cfg.freezing else ''}.",
              "", "| shape | model | engine | median ms | spread ms | max abs diff vs torch |",
              "|---|---|---|---|---|---|"]
     for r in rows:
@@ -406,10 +411,16 @@ def main(argv=None) -> int:
     ap.add_argument("--compiled-attention", choices=("eager", "sdpa"),
                     default=PeerConfig.compiled_attention,
                     help="Hugging Face attention of the torch.compile engines")
+    ap.add_argument("--freezing", action="store_true",
+                    help="compile with inductor's freezing (torch._inductor.config.freezing: "
+                         "weights become constants; inference only)")
     a = ap.parse_args(argv)
     _check_out(ap, a.out)
     cfg = PeerConfig(a.threads, a.rounds, a.calls, a.out, a.deepsparse_python,
-                     not a.no_compile, a.lock, a.compiled_attention)
+                     not a.no_compile, a.lock, a.compiled_attention, a.freezing)
+    if cfg.freezing:
+        import torch._inductor.config as inductor_config
+        inductor_config.freezing = True
     torch.set_num_threads(cfg.threads)
     # Every torch.compile'd model here shares one forward (4 models x 2 shapes = 8 graphs):
     # dynamo's default limit of 8 per code object would silently run any further one eager.

@@ -166,3 +166,30 @@ def test_worker_runs_the_untimed_calls_before_the_timed_ones(tmp_path):
     assert answers[1]["ok"] and len(answers[1]["times_s"]) == 3
     assert answers[2] == {"ok": True, "out": [[6.0]]}  # 2 untimed + 3 timed runs came first
     assert answers[3]["ok"] is False and "unknown op 'nope'" in answers[3]["error"]
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_freezing_is_opt_in_and_reaches_inductor(peers, monkeypatch, tmp_path):
+    import torch._inductor.config as inductor_config
+    seen = []
+
+    def stop(cfg, work):
+        seen.append((cfg.freezing, inductor_config.freezing))
+        raise _Stop
+
+    monkeypatch.setattr(peers, "build_engines", stop)
+    monkeypatch.setattr(inductor_config, "freezing", False)
+    # main's other process-wide settings, restored after the test
+    monkeypatch.setattr(peers.torch, "set_num_threads", lambda n: None)
+    monkeypatch.setattr(peers.torch._dynamo.config, "recompile_limit",
+                        peers.torch._dynamo.config.recompile_limit)
+    for args in ([], ["--freezing"]):
+        with pytest.raises(_Stop):
+            peers.main(args + ["--out", str(tmp_path)])
+    assert seen == [(False, False), (True, True)]
+    text = peers.render([], {"cpu": "x", "cpus": 2, "torch": "t", "load_average": (0, 0, 0)},
+                        peers.PeerConfig(freezing=True))
+    assert "'eager' attention and inductor freezing." in text
