@@ -174,6 +174,7 @@ class _Stop(Exception):
 
 def test_freezing_is_opt_in_and_reaches_inductor(peers, monkeypatch, tmp_path):
     import torch._inductor.config as inductor_config
+    dynamo_config = peers.torch._dynamo.config
     seen = []
 
     def stop(cfg, work):
@@ -181,14 +182,17 @@ def test_freezing_is_opt_in_and_reaches_inductor(peers, monkeypatch, tmp_path):
         raise _Stop
 
     monkeypatch.setattr(peers, "build_engines", stop)
-    monkeypatch.setattr(inductor_config, "freezing", False)
-    # main's other process-wide settings, restored after the test
     monkeypatch.setattr(peers.torch, "set_num_threads", lambda n: None)
-    monkeypatch.setattr(peers.torch._dynamo.config, "recompile_limit",
-                        peers.torch._dynamo.config.recompile_limit)
-    for args in ([], ["--freezing"]):
-        with pytest.raises(_Stop):
-            peers.main(args + ["--out", str(tmp_path)])
+    # torch's config modules are restored by plain assignment (monkeypatch's undo removed
+    # the attribute from them)
+    freezing, limit = inductor_config.freezing, dynamo_config.recompile_limit
+    try:
+        inductor_config.freezing = False
+        for args in ([], ["--freezing"]):
+            with pytest.raises(_Stop):
+                peers.main(args + ["--out", str(tmp_path)])
+    finally:
+        inductor_config.freezing, dynamo_config.recompile_limit = freezing, limit
     assert seen == [(False, False), (True, True)]
     text = peers.render([], {"cpu": "x", "cpus": 2, "torch": "t", "load_average": (0, 0, 0)},
                         peers.PeerConfig(freezing=True))
