@@ -61,6 +61,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sparsekern as sk  # noqa: E402
+from sparsekern._cli import int_at_least, output_folder_problem  # noqa: E402
 from sparsekern.models.minilm import load_minilm  # noqa: E402
 from sparsekern.prune import prune_model  # noqa: E402
 
@@ -361,29 +362,6 @@ def _locked(path: Optional[str]):
     return f
 
 
-def _at_least_1(text: str) -> int:
-    """argparse type: an integer >= 1 (argparse names the option in its error)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return v
-
-
-def _check_out(ap: argparse.ArgumentParser, out: Path) -> None:
-    """Refuse an --out that cannot hold the report, before anything is built or timed."""
-    if out.exists() and not out.is_dir():
-        ap.error(f"argument --out: {str(out)!r} is a file; expected a folder (created if missing)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        ap.error(f"argument --out: cannot create {str(out)!r}: {e.strerror or e}")
-    if not os.access(out, os.W_OK):
-        ap.error(f"argument --out: {str(out)!r} is not writable")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -393,14 +371,15 @@ def main(argv=None) -> int:
                f"each block after {IDLE_S:g} s of idleness and {WARM_CALLS} untimed calls. The "
                f"figure is the median over every timed call. Writes OUT/e2e-peers.json and "
                f"OUT/e2e-peers.md.")
-    ap.add_argument("--threads", type=_at_least_1, default=PeerConfig.threads,
+    ap.add_argument("--threads", type=int_at_least(1), default=PeerConfig.threads,
                     help="CPU threads of every engine")
-    ap.add_argument("--rounds", type=_at_least_1, default=PeerConfig.rounds,
+    ap.add_argument("--rounds", type=int_at_least(1), default=PeerConfig.rounds,
                     help="interleaved rounds")
-    ap.add_argument("--calls", type=_at_least_1, default=PeerConfig.calls,
+    ap.add_argument("--calls", type=int_at_least(1), default=PeerConfig.calls,
                     help="timed calls per engine and round at 1x16 tokens")
     ap.add_argument("--out", type=Path, default=PeerConfig.out,
-                    help="folder for the report (created; checked before anything runs)")
+                    help="folder for the report (created at the end; checked before anything "
+                         "runs)")
     ap.add_argument("--deepsparse-python", default=os.environ.get("SPARSEKERN_DEEPSPARSE_PYTHON"),
                     help="python of a venv with DeepSparse 1.8 (else $SPARSEKERN_DEEPSPARSE_PYTHON;"
                          " none: DeepSparse is reported as skipped)")
@@ -415,7 +394,9 @@ def main(argv=None) -> int:
                     help="compile with inductor's freezing (torch._inductor.config.freezing: "
                          "weights become constants; inference only)")
     a = ap.parse_args(argv)
-    _check_out(ap, a.out)
+    problem = output_folder_problem(str(a.out))  # before anything is built or timed
+    if problem:
+        ap.error(f"argument --out: {problem}")
     cfg = PeerConfig(a.threads, a.rounds, a.calls, a.out, a.deepsparse_python,
                      not a.no_compile, a.lock, a.compiled_attention, a.freezing)
     if cfg.freezing:
