@@ -10,7 +10,9 @@
 //
 // N >= 2 vectorizes along N over a packed panel of B (up to 32 columns, 64 with AVX-512):
 // each kept weight is broadcast and multiplied into NV vector accumulators per row, R rows at
-// a time, so that R * NV independent accumulators hide the FMA latency.
+// a time, so that R * NV independent accumulators hide the FMA latency. With AVX-512, N = 2..8
+// runs the GEMV's permutation per column instead, and N = 9..64 puts the vector lanes over 16
+// weight rows (each block transposed per call, in the worker's scratch).
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -33,18 +35,8 @@ constexpr int64_t kPrefetchBytes512 = 2048;  // the same per row of an AVX-512 s
 constexpr int kMaxParts = 256;
 // Up to this many columns of B, AVX-512 runs gemvn_rows_avx512 instead of the panels
 // (2 threads, 4096² and 768x3072: N=2 0.66x -> 1.5-1.7x dense, N=4 1.2x -> 2.3-2.5x, N=8
-// 1.7x -> 2.0-2.7x). Past ~12 columns the panel's broadcast FMAs use enough of each zmm.
+// 1.7x -> 2.0-2.7x). From 9 columns on, the lanes-over-rows blocks (lor_rows_avx512).
 constexpr int64_t kSmallN = 8;
-// Up to this many columns (> kSmallN) it runs in chunks of at most kSmallN columns over each
-// 2-row tile (gemvn_rows_chunked_avx512): N = 9-11 1.05-1.27x the 16-column panel, whose
-// zmm then have 5-7 idle lanes; from 12 the panel is as fast or faster (2 threads, Zen 5,
-// MiniLM/BERT shapes and 4096²; bench/results/semi24-small-n-chunks-2026-12-06).
-constexpr int64_t kSmallNChunked = 11;
-// The same with float32 weights when the panels broadcast in registers
-// (broadcast_in_registers): the panel is then 1.04-1.22x faster at N = 10-11 (2 threads;
-// 1.09-1.24x on one), mixed at 9 (0.94-1.09x); 16-bit weights keep 11 (N = 10 0.88-1.02x)
-// (bench/results/semi24-register-broadcast-2026-12-06).
-constexpr int64_t kSmallNChunkedRegF32 = 9;
 constexpr int64_t kSemi24PanelTail = 3;  // see split_panel_tail
 
 
@@ -526,55 +518,6 @@ SK_AVX512 int gemvn_rows_avx512_nc(const T* values, const uint8_t* meta, const D
   return kOk;
 }
 
-// One chunk of NC (1..8) columns for R rows (gemvn_tile_avx512 with the chunk's Dense).
-template <typename T, int R>
-SK_AVX512_INLINE void gemvn_chunk_tile(const T* v, const uint8_t* mt, const Semi24Rows& g4,
-                                       const Dense& dc, const float* Xc, int64_t ldx, int64_t m) {
-  switch (dc.N) {
-    case 1: gemvn_tile_avx512<T, R, 1>(v, mt, g4, dc, Xc, ldx, m); break;
-    case 2: gemvn_tile_avx512<T, R, 2>(v, mt, g4, dc, Xc, ldx, m); break;
-    case 3: gemvn_tile_avx512<T, R, 3>(v, mt, g4, dc, Xc, ldx, m); break;
-    case 4: gemvn_tile_avx512<T, R, 4>(v, mt, g4, dc, Xc, ldx, m); break;
-    case 5: gemvn_tile_avx512<T, R, 5>(v, mt, g4, dc, Xc, ldx, m); break;
-    case 6: gemvn_tile_avx512<T, R, 6>(v, mt, g4, dc, Xc, ldx, m); break;
-    case 7: gemvn_tile_avx512<T, R, 7>(v, mt, g4, dc, Xc, ldx, m); break;
-    default: gemvn_tile_avx512<T, R, 8>(v, mt, g4, dc, Xc, ldx, m); break;
-  }
-}
-
-// N > 8 columns in chunks of at most 8 (sizes within one of each other), R = 2 row tiles:
-// the tile's values and metadata stay in L1 while every chunk of columns passes over them.
-template <typename T>
-SK_AVX512 int gemvn_rows_chunked_avx512(const T* values, const uint8_t* meta, const Dense& d,
-                                        const float* X, int64_t ldx, int64_t m0, int64_t m1) {
-  constexpr int kMaxChunks = (kSmallNChunked + kSmallN - 1) / kSmallN;
-  const int64_t nch = ceil_div(d.N, kSmallN);
-  if (nch > kMaxChunks) return kBadArgument;
-  Dense dc[kMaxChunks];
-  const float* Xc[kMaxChunks];
-  for (int64_t q = 0, c0 = 0; q < nch; ++q) {
-    const int64_t nc = (d.N - c0) / (nch - q);
-    dc[q] = d;
-    dc[q].N = nc;
-    dc[q].Y = d.Y + c0 * d.ldy_n;
-    Xc[q] = X + c0 * ldx;
-    c0 += nc;
-  }
-  const Semi24Rows g4(d.K);
-  int64_t m = m0;
-  for (; m + 2 <= m1; m += 2) {
-    if (!meta_rows_valid_avx2(meta + m * g4.mcols, 2, g4)) return kBadMeta;
-    for (int64_t q = 0; q < nch; ++q)
-      gemvn_chunk_tile<T, 2>(values + m * g4.half, meta + m * g4.mcols, g4, dc[q], Xc[q], ldx, m);
-  }
-  for (; m < m1; ++m) {
-    if (!meta_rows_valid_avx2(meta + m * g4.mcols, 1, g4)) return kBadMeta;
-    for (int64_t q = 0; q < nch; ++q)
-      gemvn_chunk_tile<T, 1>(values + m * g4.half, meta + m * g4.mcols, g4, dc[q], Xc[q], ldx, m);
-  }
-  return kOk;
-}
-
 template <typename T>
 int gemvn_rows_avx512(const T* values, const uint8_t* meta, const Dense& d, const float* X,
                       int64_t ldx, int64_t m0, int64_t m1) {
@@ -586,11 +529,221 @@ int gemvn_rows_avx512(const T* values, const uint8_t* meta, const Dense& d, cons
     case 6: return gemvn_rows_avx512_nc<T, 6>(values, meta, d, X, ldx, m0, m1);
     case 7: return gemvn_rows_avx512_nc<T, 7>(values, meta, d, X, ldx, m0, m1);
     case 8: return gemvn_rows_avx512_nc<T, 8>(values, meta, d, X, ldx, m0, m1);
-    default:
-      if (d.N > kSmallN && d.N <= kSmallNChunked)
-        return gemvn_rows_chunked_avx512<T>(values, meta, d, X, ldx, m0, m1);
-      return kBadArgument;
+    default: return kBadArgument;  // 9..kLorMaxN columns: lor_rows_avx512
   }
+}
+
+// Lanes over rows (kLorMinN..16 columns of B): the zmm lanes run over 16 weight rows instead
+// of over the columns of B, so every lane counts and no weight is broadcast. Each 16-row block
+// is transposed at every call, a K chunk at a time, into the worker's scratch (per kept slot,
+// the 16 rows' values in one zmm; per 8 groups, the 16 rows' metadata words); then for each
+// column of B the 16 activations of 4 groups are loaded once and every row picks its kept ones
+// with one vpermps. Nothing is kept between calls: the weight is read as stored every time.
+// (Zen 5, MiniLM shapes at N = 16, one thread: see bench/results/semi24-lanes-over-rows-2026-12-07.)
+constexpr int64_t kLorRows = 16;
+constexpr int64_t kLorChunkGroups = 128;  // groups per K chunk: 16 KB of transposed values
+// Up to this many columns (from kSmallN + 1): past it, B's columns no longer stay in L1/L2
+// while a block's passes read them, and the 64-column panels are as fast (2 threads, MiniLM
+// shapes: 1.24-1.6x the panels at 17-24 columns, 1.1-1.3x at 32-64, the same at 96-512).
+constexpr int64_t kLorMaxN = 64;
+
+// r[i] = row i's 16 values -> r[j] = value j of the 16 rows (4 stages of 16 shuffles).
+SK_AVX512_INLINE void transpose16x16(__m512* r) {
+  __m512 t[16];
+  SK_UNROLL for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  SK_UNROLL for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  // r[4i + c], 128-bit lane L: rows 4i..4i+3 of value 4L + c.
+  SK_UNROLL for (int c = 0; c < 4; ++c) {
+    const __m512 ab0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88);
+    const __m512 ab1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xDD);
+    const __m512 ef0 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
+    const __m512 ef1 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xDD);
+    t[c] = _mm512_shuffle_f32x4(ab0, ef0, 0x88);
+    t[8 + c] = _mm512_shuffle_f32x4(ab0, ef0, 0xDD);
+    t[4 + c] = _mm512_shuffle_f32x4(ab1, ef1, 0x88);
+    t[12 + c] = _mm512_shuffle_f32x4(ab1, ef1, 0xDD);
+  }
+  SK_UNROLL for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// Groups [g0, g1) (g0 a multiple of 8) of `rows` (1..16) rows from v / mt into the scratch:
+// sv[(2 * (g - g0) + s) * 16 + l] = row l's kept value s of group g, as a float (0 for rows >=
+// `rows` and groups >= G); sw[((g - g0) / 8) * 16 + l] = row l's metadata word of groups g..g+7
+// (bytes past the row's last are 0). The `next` rows after the block are fetched meanwhile.
+template <typename T>
+SK_AVX512_INLINE void lor_transpose(const T* v, const uint8_t* mt, const Semi24Rows& g4,
+                                    int64_t rows, int64_t next, int64_t g0, int64_t g1,
+                                    float* sv, uint32_t* sw) {
+  for (int64_t l = 0; l < next; ++l)  // the next block's metadata of this chunk (64 bytes)
+    _mm_prefetch(reinterpret_cast<const char*>(mt + (kLorRows + l) * g4.mcols + g0 / 2),
+                 _MM_HINT_T0);
+  for (int64_t g = g0; g < g1; g += 8) {
+    const bool whole = rows == kLorRows && g + 8 <= g4.G && g / 2 + 4 <= g4.mcols;
+    __m512 r[16];
+    uint32_t* w = sw + ((g - g0) / 8) * 16;
+    if (whole) {  // the common step: no masks, no branches
+      SK_UNROLL for (int l = 0; l < 16; ++l) {
+        r[l] = load16(v + l * g4.half + 2 * g);
+        std::memcpy(w + l, mt + l * g4.mcols + g / 2, 4);
+      }
+    } else {
+      const int64_t count = min_i64(16, g4.half - 2 * g);  // stored values of groups g..g+7
+      const int64_t bytes = min_i64(4, g4.mcols - g / 2);
+      for (int64_t l = 0; l < 16; ++l) {
+        r[l] = l < rows ? load16_first(v + l * g4.half + 2 * g, count) : _mm512_setzero_ps();
+        uint32_t word = 0;
+        const uint8_t* p = mt + l * g4.mcols + g / 2;
+        for (int64_t i = 0; l < rows && i < bytes; ++i) word |= static_cast<uint32_t>(p[i]) << (8 * i);
+        w[l] = word;
+      }
+    }
+    // The next block's rows, one line per row per step: without it the 16 row streams wait
+    // on the LLC (probe, 36 MiniLM layers in turn: 0.87-0.94x -> 1.08-1.16x the panel).
+    for (int64_t l = 0; l < next; ++l)
+      _mm_prefetch(reinterpret_cast<const char*>(v + (kLorRows + l) * g4.half + 2 * g),
+                   _MM_HINT_T0);
+    transpose16x16(r);
+    float* o = sv + 2 * (g - g0) * 16;
+    SK_UNROLL for (int q = 0; q < 16; ++q) _mm512_store_ps(o + 16 * q, r[q]);
+  }
+}
+
+// acc[n] += the 8 kept slots of the 4 groups at g (16 columns from column kw = 4 g) times
+// column n's activations there; w holds the groups' metadata at bit 16 * HI. Each half (2
+// groups) loads its 8 activations per column anew: one load per 4 FMAs, and the compiler
+// does not keep 16 columns' activations live beside the 16 sums. TAIL: the window reaches
+// past K, so activations past K are not loaded and kept values there never count.
+template <int NB, int HI, bool TAIL>
+SK_AVX512_INLINE void lor_window(const float* vq, __m512i w, const float* X, int64_t ldx,
+                                 int64_t kw, int64_t K, __m512* acc) {
+  SK_UNROLL for (int h = 0; h < 2; ++h) {
+    const int64_t left = K - kw - 8 * h;  // columns of this half inside K (TAIL only)
+    const __mmask8 xm = TAIL ? (left >= 8 ? 0xff : left <= 0 ? 0 : (1u << left) - 1u) : 0xff;
+    const __m512i lim = _mm512_set1_epi32(static_cast<int>(TAIL ? (left < 0 ? 0 : left) : 8));
+    __m512 vv[4];
+    __m512i ii[4];
+    SK_UNROLL for (int s = 0; s < 4; ++s) {
+      const int q = 4 * h + s;  // group q / 2 of the window, kept value q % 2
+      ii[s] = _mm512_add_epi32(
+          _mm512_and_si512(_mm512_srli_epi32(w, 16 * HI + 2 * q), _mm512_set1_epi32(3)),
+          _mm512_set1_epi32(4 * ((q >> 1) & 1)));
+      vv[s] = _mm512_load_ps(vq + 16 * q);
+      if (TAIL) vv[s] = _mm512_maskz_mov_ps(_mm512_cmplt_epi32_mask(ii[s], lim), vv[s]);
+    }
+    SK_UNROLL for (int n = 0; n < NB; ++n) {
+      const float* xn = X + n * ldx + kw + 8 * h;
+      // 8 activations in the low half; the indices (< 8) never pick the upper one.
+      const __m512 xz = _mm512_castps256_ps512(TAIL ? _mm256_maskz_loadu_ps(xm, xn)
+                                                    : _mm256_loadu_ps(xn));
+      SK_UNROLL for (int s = 0; s < 4; ++s)
+        acc[n] = _mm512_fmadd_ps(vv[s], _mm512_permutexvar_ps(ii[s], xz), acc[n]);
+    }
+  }
+}
+
+// The transposed groups [g0, g1) times the NB columns of X (column n at X + n * ldx, K floats):
+// t[n * 16 + l] (row l of the block, column n) starts at 0 when `first`, else accumulates.
+template <int NB>
+SK_AVX512 void lor_chunk(const float* sv, const uint32_t* sw, const float* X, int64_t ldx,
+                         int64_t K, int64_t g0, int64_t g1, float* t, bool first) {
+  __m512 acc[NB];
+  SK_UNROLL for (int n = 0; n < NB; ++n)
+    acc[n] = first ? _mm512_setzero_ps() : _mm512_load_ps(t + 16 * n);
+  for (int64_t g = g0; g < g1; g += 8) {
+    const __m512i w = _mm512_load_si512(sw + ((g - g0) / 8) * 16);
+    const float* vq = sv + 2 * (g - g0) * 16;
+    if (4 * g + 32 <= K) {  // both windows inside K
+      lor_window<NB, 0, false>(vq, w, X, ldx, 4 * g, K, acc);
+      lor_window<NB, 1, false>(vq + 8 * 16, w, X, ldx, 4 * g + 16, K, acc);
+      continue;
+    }
+    if (4 * g + 16 <= K)
+      lor_window<NB, 0, false>(vq, w, X, ldx, 4 * g, K, acc);
+    else
+      lor_window<NB, 0, true>(vq, w, X, ldx, 4 * g, K, acc);
+    if (g + 4 < g1) lor_window<NB, 1, true>(vq + 8 * 16, w, X, ldx, 4 * g + 16, K, acc);
+  }
+  SK_UNROLL for (int n = 0; n < NB; ++n) _mm512_store_ps(t + 16 * n, acc[n]);
+}
+
+SK_AVX512 void lor_chunk_n(int64_t N, const float* sv, const uint32_t* sw, const float* X,
+                           int64_t ldx, int64_t K, int64_t g0, int64_t g1, float* t, bool first) {
+  switch (N) {
+    case 8: return lor_chunk<8>(sv, sw, X, ldx, K, g0, g1, t, first);
+    case 9: return lor_chunk<9>(sv, sw, X, ldx, K, g0, g1, t, first);
+    case 10: return lor_chunk<10>(sv, sw, X, ldx, K, g0, g1, t, first);
+    case 11: return lor_chunk<11>(sv, sw, X, ldx, K, g0, g1, t, first);
+    case 12: return lor_chunk<12>(sv, sw, X, ldx, K, g0, g1, t, first);
+    case 13: return lor_chunk<13>(sv, sw, X, ldx, K, g0, g1, t, first);
+    case 14: return lor_chunk<14>(sv, sw, X, ldx, K, g0, g1, t, first);
+    case 15: return lor_chunk<15>(sv, sw, X, ldx, K, g0, g1, t, first);
+    default: return lor_chunk<16>(sv, sw, X, ldx, K, g0, g1, t, first);
+  }
+}
+
+// Columns of B in passes of 8..16 (sizes within one of each other): N = 9..kLorMaxN.
+struct LorPasses {
+  int64_t count = 0, c0[kLorMaxN / 8 + 1] = {}, nc[kLorMaxN / 8 + 1] = {};
+  explicit LorPasses(int64_t N) {
+    count = ceil_div(N, 16);
+    for (int64_t q = 0, c = 0; q < count; ++q) {
+      nc[q] = (N - c) / (count - q);
+      c0[q] = c;
+      c += nc[q];
+    }
+  }
+};
+
+// Y (+ bias) of rows [m, m + rows) and columns [c0, c0 + nc) from the block's sums t (column
+// c0 + n's 16 rows at t + 16 n).
+SK_AVX512 void lor_store(const Dense& d, int64_t m, int64_t rows, int64_t c0, int64_t nc,
+                         const float* t) {
+  alignas(64) float bias[16] = {};
+  if (d.bias != nullptr)
+    for (int64_t l = 0; l < rows; ++l) bias[l] = d.bias[(m + l) * d.bias_stride];
+  const __m512 b = _mm512_load_ps(bias);
+  for (int64_t n = 0; n < nc; ++n)
+    store_lanes16(d.Y + m * d.ldy_m + (c0 + n) * d.ldy_n, d.ldy_m,
+                  _mm512_add_ps(_mm512_load_ps(t + 16 * n), b), rows);
+}
+
+// Rows [m0, m1) for 9..kLorMaxN columns of B (column n contiguous at X + n * ldx): each
+// transposed chunk serves every pass of columns.
+template <typename T>
+SK_AVX512 int lor_rows_avx512(const T* values, const uint8_t* meta, const Dense& d,
+                              const float* X, int64_t ldx, int64_t m0, int64_t m1) {
+  if (d.N < 9 || d.N > kLorMaxN) return kBadArgument;  // passes of 8..16 columns
+  const LorPasses ps(d.N);
+  const Semi24Rows g4(d.K);
+  constexpr int64_t kValues = kLorChunkGroups * 2 * 16, kWords = kLorChunkGroups / 8 * 16;
+  float* sv = scratch_tile().get_as<float>(kValues + kWords + ps.count * 16 * 16);
+  if (sv == nullptr) return kNoMemory;
+  uint32_t* sw = reinterpret_cast<uint32_t*>(sv + kValues);
+  float* t = sv + kValues + kWords;
+  for (int64_t m = m0; m < m1; m += kLorRows) {
+    const int64_t rows = min_i64(kLorRows, m1 - m);
+    const int64_t next = min_i64(kLorRows, m1 - m - rows);
+    if (!meta_rows_valid_avx2(meta + m * g4.mcols, rows, g4)) return kBadMeta;
+    int64_t g0 = 0;
+    do {  // K = 0 runs once: the sums start (and stay) at 0
+      const int64_t g1 = min_i64(g0 + kLorChunkGroups, g4.G);
+      lor_transpose<T>(values + m * g4.half, meta + m * g4.mcols, g4, rows, next, g0, g1, sv, sw);
+      for (int64_t q = 0; q < ps.count; ++q)
+        lor_chunk_n(ps.nc[q], sv, sw, X + ps.c0[q] * ldx, ldx, d.K, g0, g1, t + q * 256,
+                    g0 == 0);
+      g0 = g1;
+    } while (g0 < g4.G);
+    for (int64_t q = 0; q < ps.count; ++q) lor_store(d, m, rows, ps.c0[q], ps.nc[q], t + q * 256);
+  }
+  return kOk;
 }
 
 // panel_tile_avx2 with zmm: R rows x NV zmm of a panel whose row stride is 16 * NV, over the
@@ -792,6 +945,20 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
       return gemv_rows_portable<T>(values, meta, d, x, bounds[p], bounds[p + 1]);
     });
   }
+#if SK_HAVE_AVX512_KERNELS
+  // 9..kLorMaxN columns: lanes over rows (see lor_rows_avx512).
+  if (isa == Isa::kAvx512 && d.N > kSmallN && d.N <= kLorMaxN) {
+    int64_t ldx = 0;
+    const float* X = small_n_columns(d, &ldx);
+    if (X == nullptr) return kNoMemory;
+    const int64_t blocks = ceil_div(d.M, kLorRows);
+    split_even(blocks, parts, bounds);
+    for (int p = 0; p <= parts; ++p) bounds[p] = min_i64(d.M, bounds[p] * kLorRows);
+    return parallel_parts(parts, nt, [&](int p) {
+      return lor_rows_avx512<T>(values, meta, d, X, ldx, bounds[p], bounds[p + 1]);
+    });
+  }
+#endif
   // 1-3 tail columns: the GEMV / small-N kernels beat a mostly empty panel vector (MiniLM's
   // 384x384, 1536x384, 384x1536 at 17, 18, 19 and 33 columns, 1 and 2 threads: 1.1-1.35x;
   // bench/results/panel-tail-2026-12-05).
@@ -802,9 +969,7 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
   if (ts != kOk) return ts;
   const Dense& dp = pt.d != nullptr ? head : d;  // the panels' columns
 #if SK_HAVE_AVX512_KERNELS
-  const int64_t chunked = std::is_same<T, float>::value && broadcast_in_registers()
-                              ? kSmallNChunkedRegF32 : kSmallNChunked;
-  if (pt.d == nullptr && isa == Isa::kAvx512 && d.N <= chunked) {
+  if (pt.d == nullptr && isa == Isa::kAvx512 && d.N <= kSmallN) {
     int64_t ldx = 0;
     const float* X = small_n_columns(d, &ldx);
     if (X == nullptr) return kNoMemory;

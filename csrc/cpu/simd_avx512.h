@@ -27,6 +27,22 @@ SK_AVX512_INLINE __m512 load16(const f16* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
+// The first n (0..16) of 16 weights -> floats; the other lanes 0 and never read.
+SK_AVX512_INLINE __mmask16 first_lanes16(int64_t n) {
+  if (n <= 0) return 0;
+  return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1u);
+}
+SK_AVX512_INLINE __m512 load16_first(const float* p, int64_t n) {
+  return _mm512_maskz_loadu_ps(first_lanes16(n), p);
+}
+SK_AVX512_INLINE __m512 load16_first(const bf16* p, int64_t n) {
+  const __m512i w = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(first_lanes16(n), p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+SK_AVX512_INLINE __m512 load16_first(const f16* p, int64_t n) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(first_lanes16(n), p));
+}
+
 // One weight broadcast to 16 lanes.
 SK_AVX512_INLINE __m512 bcast16(const float* p) { return _mm512_set1_ps(*p); }
 SK_AVX512_INLINE __m512 bcast16(const bf16* p) {

@@ -142,15 +142,15 @@ def test_each_isa_on_edge_shapes(cpu_isa_env, isa, layout, M, K):
 
 
 def _check_small_n(A, Wd, g, atol):
-    """spmm(A, B, bias) against Wd @ B (float64) for N = 2..13, each B layout (row-major,
-    column-major, strided), with and without bias, on 1 and 2 threads."""
+    """spmm(A, B, bias) against Wd @ B (float64) for N = 2..17, 24, 33, 64 and 65, each B
+    layout (row-major, column-major, strided), with and without bias, on 1 and 2 threads."""
     M, K = Wd.shape
     bias = torch.randn(M, generator=g)
     prev = torch.get_num_threads()
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            for N in range(2, 14):
+            for N in [*range(2, 18), 24, 33, 64, 65]:
                 bs = {"row-major": torch.randn(K, N, generator=g),
                       "column-major": torch.randn(N, K, generator=g).t(),
                       "strided": torch.randn(2 * K, 3 * N, generator=g)[::2, ::3]}
@@ -166,12 +166,14 @@ def _check_small_n(A, Wd, g, atol):
 
 @pytest.mark.parametrize("isa", _isa_params())
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("M,K", [(1, 4), (7, 36), (13, 100), (6, 260), (9, 1028), (5, 1030)])
+@pytest.mark.parametrize("M,K", [(1, 4), (7, 36), (13, 100), (6, 260), (9, 1028), (5, 1030),
+                                 (37, 517), (40, 1030)])
 def test_semi24_small_n(cpu_isa_env, isa, dtype, M, K):
-    """2:4 at N = 2..13 (AVX-512 runs a permuting multi-column GEMV up to N = 8, in chunks of
-    at most 8 columns over 2-row tiles up to 11, the panels from 12): tiles of 4 and 2 rows
-    and their tail rows, K tails of the 32-, 16- and 4-column
-    steps, each B layout, bias, 1 and 2 threads: the reference result."""
+    """2:4 at N = 2..17, 24, 33, 64, 65 (AVX-512 runs a permuting multi-column GEMV up to N = 8,
+    16-row blocks with the lanes over rows from 9 to 64, in passes of 8-16 columns, the panels
+    and a tail column at 65): tiles of 4 and 2 rows and their tail rows, partial 16-row blocks
+    on either side of the threads' split, K tails of the 32-, 16- and 4-column steps and of the
+    512-column chunks, each B layout, bias, 1 and 2 threads: the reference result."""
     g = torch.Generator().manual_seed(M * 1000 + K)
     Kp = (K + 3) // 4 * 4  # a K that is no multiple of 4: the last group is cut
     G = torch.randn(M, Kp // 4, 4, generator=g)
@@ -180,6 +182,68 @@ def test_semi24_small_n(cpu_isa_env, isa, dtype, M, K):
     Wd = A.to_dense().double()
     cpu_isa_env(isa)
     _check_small_n(A, Wd, g, atol=1e-4)
+
+
+def _semi24_with_padding_values(M, K, value, g):
+    """A 2:4 weight [M, K] (K % 4 == 1) whose last group of every row stores its two values at
+    columns K and K + 1, past K: format padding that must never count, set to `value`."""
+    Kp = (K + 3) // 4 * 4
+    G = torch.randn(M, Kp // 4, 4, generator=g)
+    W = G.scatter(-1, G.abs().argsort(-1)[..., :2], 0.0).reshape(M, Kp)[:, :K]
+    A = sk.to_sparse(W, layout="2:4")
+    meta, vals = A.indices.clone(), A.values.clone()
+    last = Kp // 4 - 1
+    byte, shift = last // 2, 4 * (last % 2)
+    meta[:, byte] = (meta[:, byte] & ~(0xF << shift)) | ((1 | 2 << 2) << shift)  # (1, 2)
+    vals[:, 2 * last:] = value
+    A2 = sk.formats.from_parts("2:4", vals, meta, A.offsets, A.shape, validate=False)
+    Wd = W.double().clone()
+    Wd[:, 4 * last:] = 0.0  # the last group's one real column now stores nothing
+    return A2, Wd
+
+
+@pytest.mark.parametrize("isa", _isa_params())
+@pytest.mark.parametrize("N", [9, 16, 17, 40, 64])
+def test_semi24_lanes_over_rows_edges(cpu_isa_env, isa, N):
+    """The 16-row blocks (AVX-512, N = 9..64): NaN and Inf in B reach only the rows that
+    store their column; NaN stored past K never counts; a bad nibble in any block is
+    reported; the same bits on 1 and 2 threads."""
+    g = torch.Generator().manual_seed(N)
+    cpu_isa_env(isa)
+    prev = torch.get_num_threads()
+    try:
+        M, K = 45, 517
+        A, Wd = _semi24_with_padding_values(M, K, float("nan"), g)
+        B = torch.randn(K, N, generator=g)
+        B[7, 0], B[300, N - 1], B[516, 1] = float("nan"), float("inf"), float("-inf")
+        outs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outs.append(torch.ops.sparsekern.spmm(*A.op_args(), B.t().contiguous().t()))
+        # Only stored entries meet B (0 * inf would be NaN in a dense product).
+        terms = Wd[:, :, None] * B.double()[None]
+        ref = torch.where(Wd[:, :, None] != 0, terms, torch.zeros(())).sum(1)
+        for out in outs:
+            assert torch.equal(torch.isnan(out), torch.isnan(ref)), "NaN pattern differs"
+            assert torch.equal(torch.isinf(out), torch.isinf(ref)), "Inf pattern differs"
+            fin = torch.isfinite(ref)
+            torch.testing.assert_close(out.double()[fin], ref[fin], rtol=1e-4, atol=1e-4)
+        assert torch.equal(outs[0].nan_to_num(), outs[1].nan_to_num())
+        assert torch.isfinite(ref[:, 2:N - 1]).all()  # columns with no NaN / Inf anywhere
+        W = torch.randn(40, 64, generator=g)
+        W = W.reshape(40, 16, 4).scatter(-1, W.reshape(40, 16, 4).abs().argsort(-1)[..., :2],
+                                         0.0).reshape(40, 64)
+        A = sk.to_sparse(W, layout="2:4")
+        for row, group in ((0, 0), (21, 9), (39, 15)):
+            meta = A.indices.clone()
+            byte, shift = group // 2, 4 * (group % 2)
+            meta[row, byte] = (meta[row, byte] & ~(0xF << shift)) | ((2 | 1 << 2) << shift)
+            bad = sk.formats.from_parts("2:4", A.values, meta, A.offsets, A.shape,
+                                        validate=False)
+            with pytest.raises(ValueError, match=r"2:4 indices .*strictly increasing"):
+                torch.ops.sparsekern.spmm(*bad.op_args(), torch.randn(64, N, generator=g))
+    finally:
+        torch.set_num_threads(prev)
 
 
 @pytest.mark.parametrize("isa", _isa_params())
