@@ -10,8 +10,8 @@
 //
 // N >= 2 vectorizes along N over a packed panel of B (up to 32 columns, 64 with AVX-512):
 // each kept weight is broadcast and multiplied into NV vector accumulators per row, R rows at
-// a time, so that R * NV independent accumulators hide the FMA latency. With AVX-512, N = 2..8
-// runs the GEMV's permutation per column instead, and N = 9..64 puts the vector lanes over 16
+// a time, so that R * NV independent accumulators hide the FMA latency. With AVX-512, N = 2..6
+// runs the GEMV's permutation per column instead, and N = 7..64 puts the vector lanes over 16
 // weight rows (each block transposed per call, in the worker's scratch).
 #include <cstdint>
 #include <cstring>
@@ -35,7 +35,8 @@ constexpr int64_t kPrefetchBytes512 = 2048;  // the same per row of an AVX-512 s
 constexpr int kMaxParts = 256;
 // Up to this many columns of B, AVX-512 runs gemvn_rows_avx512 instead of the panels
 // (2 threads, 4096² and 768x3072: N=2 0.66x -> 1.5-1.7x dense, N=4 1.2x -> 2.3-2.5x, N=8
-// 1.7x -> 2.0-2.7x). From 9 columns on, the lanes-over-rows blocks (lor_rows_avx512).
+// 1.7x -> 2.0-2.7x). From kLorMinN (7) columns on, the lanes-over-rows blocks
+// (lor_rows_avx512); the panel tails (1-3 columns) still run it.
 constexpr int64_t kSmallN = 8;
 constexpr int64_t kSemi24PanelTail = 3;  // see split_panel_tail
 
@@ -529,11 +530,11 @@ int gemvn_rows_avx512(const T* values, const uint8_t* meta, const Dense& d, cons
     case 6: return gemvn_rows_avx512_nc<T, 6>(values, meta, d, X, ldx, m0, m1);
     case 7: return gemvn_rows_avx512_nc<T, 7>(values, meta, d, X, ldx, m0, m1);
     case 8: return gemvn_rows_avx512_nc<T, 8>(values, meta, d, X, ldx, m0, m1);
-    default: return kBadArgument;  // 9..kLorMaxN columns: lor_rows_avx512
+    default: return kBadArgument;  // more columns: lor_rows_avx512
   }
 }
 
-// Lanes over rows (kLorMinN..16 columns of B): the zmm lanes run over 16 weight rows instead
+// Lanes over rows (kLorMinN..kLorMaxN columns of B): the zmm lanes run over 16 weight rows instead
 // of over the columns of B, so every lane counts and no weight is broadcast. Each 16-row block
 // is transposed at every call, a K chunk at a time, into the worker's scratch (per kept slot,
 // the 16 rows' values in one zmm; per 8 groups, the 16 rows' metadata words); then for each
@@ -542,10 +543,14 @@ int gemvn_rows_avx512(const T* values, const uint8_t* meta, const Dense& d, cons
 // (Zen 5, MiniLM shapes at N = 16, one thread: see bench/results/semi24-lanes-over-rows-2026-12-07.)
 constexpr int64_t kLorRows = 16;
 constexpr int64_t kLorChunkGroups = 128;  // groups per K chunk: 16 KB of transposed values
-// Up to this many columns (from kSmallN + 1): past it, B's columns no longer stay in L1/L2
+// Up to this many columns (from kLorMinN): past it, B's columns no longer stay in L1/L2
 // while a block's passes read them, and the 64-column panels are as fast (2 threads, MiniLM
 // shapes: 1.24-1.6x the panels at 17-24 columns, 1.1-1.3x at 32-64, the same at 96-512).
 constexpr int64_t kLorMaxN = 64;
+// From this many columns on (below it the GEMV's permutation per column, gemvn_rows_avx512):
+// 2 threads, MiniLM shapes in the model's order, 3 runs, 1.1-1.2x at 8 columns and ~1.1x at
+// 7; at 5-6 the same, at 2-4 0.85-0.9x (the transposition is shared by too few columns).
+constexpr int64_t kLorMinN = 7;
 
 // r[i] = row i's 16 values -> r[j] = value j of the 16 rows (4 stages of 16 shuffles).
 SK_AVX512_INLINE void transpose16x16(__m512* r) {
@@ -677,6 +682,7 @@ SK_AVX512 void lor_chunk(const float* sv, const uint32_t* sw, const float* X, in
 SK_AVX512 void lor_chunk_n(int64_t N, const float* sv, const uint32_t* sw, const float* X,
                            int64_t ldx, int64_t K, int64_t g0, int64_t g1, float* t, bool first) {
   switch (N) {
+    case 7: return lor_chunk<7>(sv, sw, X, ldx, K, g0, g1, t, first);
     case 8: return lor_chunk<8>(sv, sw, X, ldx, K, g0, g1, t, first);
     case 9: return lor_chunk<9>(sv, sw, X, ldx, K, g0, g1, t, first);
     case 10: return lor_chunk<10>(sv, sw, X, ldx, K, g0, g1, t, first);
@@ -689,7 +695,7 @@ SK_AVX512 void lor_chunk_n(int64_t N, const float* sv, const uint32_t* sw, const
   }
 }
 
-// Columns of B in passes of 8..16 (sizes within one of each other): N = 9..kLorMaxN.
+// Columns of B in passes of 8..16 (sizes within one of each other), or one pass of 7-8.
 struct LorPasses {
   int64_t count = 0, c0[kLorMaxN / 8 + 1] = {}, nc[kLorMaxN / 8 + 1] = {};
   explicit LorPasses(int64_t N) {
@@ -715,12 +721,12 @@ SK_AVX512 void lor_store(const Dense& d, int64_t m, int64_t rows, int64_t c0, in
                   _mm512_add_ps(_mm512_load_ps(t + 16 * n), b), rows);
 }
 
-// Rows [m0, m1) for 9..kLorMaxN columns of B (column n contiguous at X + n * ldx): each
+// Rows [m0, m1) for kLorMinN..kLorMaxN columns of B (column n contiguous at X + n * ldx): each
 // transposed chunk serves every pass of columns.
 template <typename T>
 SK_AVX512 int lor_rows_avx512(const T* values, const uint8_t* meta, const Dense& d,
                               const float* X, int64_t ldx, int64_t m0, int64_t m1) {
-  if (d.N < 9 || d.N > kLorMaxN) return kBadArgument;  // passes of 8..16 columns
+  if (d.N < kLorMinN || d.N > kLorMaxN) return kBadArgument;  // passes of 7..16 columns
   const LorPasses ps(d.N);
   const Semi24Rows g4(d.K);
   constexpr int64_t kValues = kLorChunkGroups * 2 * 16, kWords = kLorChunkGroups / 8 * 16;
@@ -946,8 +952,8 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
     });
   }
 #if SK_HAVE_AVX512_KERNELS
-  // 9..kLorMaxN columns: lanes over rows (see lor_rows_avx512).
-  if (isa == Isa::kAvx512 && d.N > kSmallN && d.N <= kLorMaxN) {
+  // kLorMinN..kLorMaxN columns: lanes over rows (see lor_rows_avx512).
+  if (isa == Isa::kAvx512 && d.N >= kLorMinN && d.N <= kLorMaxN) {
     int64_t ldx = 0;
     const float* X = small_n_columns(d, &ldx);
     if (X == nullptr) return kNoMemory;

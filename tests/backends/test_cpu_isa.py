@@ -169,8 +169,8 @@ def _check_small_n(A, Wd, g, atol):
 @pytest.mark.parametrize("M,K", [(1, 4), (7, 36), (13, 100), (6, 260), (9, 1028), (5, 1030),
                                  (37, 517), (40, 1030)])
 def test_semi24_small_n(cpu_isa_env, isa, dtype, M, K):
-    """2:4 at N = 2..17, 24, 33, 64, 65 (AVX-512 runs a permuting multi-column GEMV up to N = 8,
-    16-row blocks with the lanes over rows from 9 to 64, in passes of 8-16 columns, the panels
+    """2:4 at N = 2..17, 24, 33, 64, 65 (AVX-512 runs a permuting multi-column GEMV up to N = 6,
+    16-row blocks with the lanes over rows from 7 to 64, in passes of 7-16 columns, the panels
     and a tail column at 65): tiles of 4 and 2 rows and their tail rows, partial 16-row blocks
     on either side of the threads' split, K tails of the 32-, 16- and 4-column steps and of the
     512-column chunks, each B layout, bias, 1 and 2 threads: the reference result."""
@@ -203,9 +203,9 @@ def _semi24_with_padding_values(M, K, value, g):
 
 
 @pytest.mark.parametrize("isa", _isa_params())
-@pytest.mark.parametrize("N", [9, 16, 17, 40, 64])
+@pytest.mark.parametrize("N", [7, 9, 16, 17, 40, 64])
 def test_semi24_lanes_over_rows_edges(cpu_isa_env, isa, N):
-    """The 16-row blocks (AVX-512, N = 9..64): NaN and Inf in B reach only the rows that
+    """The 16-row blocks (AVX-512, N = 7..64): NaN and Inf in B reach only the rows that
     store their column; NaN stored past K never counts; a bad nibble in any block is
     reported; the same bits on 1 and 2 threads."""
     g = torch.Generator().manual_seed(N)
