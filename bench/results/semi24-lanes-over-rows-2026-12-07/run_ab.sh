@@ -1,4 +1,6 @@
 # Before (a worktree of 354fcb7 built in /tmp/wt-old) and after (/work/main), alternating processes.
+# model_ab.py: ../e2e-peers-2026-12-07-zen5c/freeze_ab.py with model_ab.patch applied
+# (patch -o model_ab.py ../e2e-peers-2026-12-07-zen5c/freeze_ab.py model_ab.patch).
 cd "$(dirname "$0")"; . /work/venv/bin/activate
 out=/tmp/ab_final.txt; : > $out
 for r in 1 2 3; do for d in /tmp/wt-old /work/main; do
