@@ -697,19 +697,6 @@ SK_AVX512 void lor_chunk_n(int64_t N, const float* sv, const uint32_t* sw, const
   }
 }
 
-// Columns of B in passes of 8..16 (sizes within one of each other), or one pass of 7-8.
-struct LorPasses {
-  int64_t count = 0, c0[kLorMaxN / 8 + 1] = {}, nc[kLorMaxN / 8 + 1] = {};
-  explicit LorPasses(int64_t N) {
-    count = ceil_div(N, 16);
-    for (int64_t q = 0, c = 0; q < count; ++q) {
-      nc[q] = (N - c) / (count - q);
-      c0[q] = c;
-      c += nc[q];
-    }
-  }
-};
-
 // Y (+ bias) of rows [m, m + rows) and columns [c0, c0 + nc) from the block's sums t (column
 // c0 + n's 16 rows at t + 16 n).
 SK_AVX512 void lor_store(const Dense& d, int64_t m, int64_t rows, int64_t c0, int64_t nc,
@@ -728,11 +715,14 @@ SK_AVX512 void lor_store(const Dense& d, int64_t m, int64_t rows, int64_t c0, in
 template <typename T>
 SK_AVX512 int lor_rows_avx512(const T* values, const uint8_t* meta, const Dense& d,
                               const float* X, int64_t ldx, int64_t m0, int64_t m1) {
-  if (d.N < kLorMinN || d.N > kLorMaxN) return kBadArgument;  // passes of 7..16 columns
-  const LorPasses ps(d.N);
+  if (d.N < kLorMinN || d.N > kLorMaxN) return kBadArgument;
+  // Columns of B in passes of at most 16, sizes within one of each other (7..16 each).
+  const int passes = static_cast<int>(ceil_div(d.N, 16));
+  int64_t pc[kLorMaxN / 16 + 1];  // pass q: columns [pc[q], pc[q + 1])
+  split_even(d.N, passes, pc);
   const Semi24Rows g4(d.K);
   constexpr int64_t kValues = kLorChunkGroups * 2 * 16, kWords = kLorChunkGroups / 8 * 16;
-  float* sv = scratch_tile().get_as<float>(kValues + kWords + ps.count * 16 * 16);
+  float* sv = scratch_tile().get_as<float>(kValues + kWords + passes * 16 * 16);
   if (sv == nullptr) return kNoMemory;
   uint32_t* sw = reinterpret_cast<uint32_t*>(sv + kValues);
   float* t = sv + kValues + kWords;
@@ -744,12 +734,13 @@ SK_AVX512 int lor_rows_avx512(const T* values, const uint8_t* meta, const Dense&
     do {  // K = 0 runs once: the sums start (and stay) at 0
       const int64_t g1 = min_i64(g0 + kLorChunkGroups, g4.G);
       lor_transpose<T>(values + m * g4.half, meta + m * g4.mcols, g4, rows, next, g0, g1, sv, sw);
-      for (int64_t q = 0; q < ps.count; ++q)
-        lor_chunk_n(ps.nc[q], sv, sw, X + ps.c0[q] * ldx, ldx, d.K, g0, g1, t + q * 256,
+      for (int q = 0; q < passes; ++q)
+        lor_chunk_n(pc[q + 1] - pc[q], sv, sw, X + pc[q] * ldx, ldx, d.K, g0, g1, t + q * 256,
                     g0 == 0);
       g0 = g1;
     } while (g0 < g4.G);
-    for (int64_t q = 0; q < ps.count; ++q) lor_store(d, m, rows, ps.c0[q], ps.nc[q], t + q * 256);
+    for (int q = 0; q < passes; ++q)
+      lor_store(d, m, rows, pc[q], pc[q + 1] - pc[q], t + q * 256);
   }
   return kOk;
 }
