@@ -11,8 +11,9 @@
 // N >= 2 vectorizes along N over a packed panel of B (up to 32 columns, 64 with AVX-512):
 // each kept weight is broadcast and multiplied into NV vector accumulators per row, R rows at
 // a time, so that R * NV independent accumulators hide the FMA latency. With AVX-512, N = 2..6
-// runs the GEMV's permutation per column instead, and N = 7..64 puts the vector lanes over 16
-// weight rows (each block transposed per call, in the worker's scratch).
+// runs the GEMV's permutation per column instead, and from N = 7 on the vector lanes run over
+// 16 weight rows (each block transposed per call, in the worker's scratch; past 64 columns
+// only when B's columns are contiguous, in panels of such blocks).
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -544,9 +545,10 @@ int gemvn_rows_avx512(const T* values, const uint8_t* meta, const Dense& d, cons
 // bench/results/semi24-lanes-over-rows-2026-12-07.)
 constexpr int64_t kLorRows = 16;
 constexpr int64_t kLorChunkGroups = 128;  // groups per K chunk: 16 KB of transposed values
-// Up to this many columns (from kLorMinN): past it, B's columns no longer stay in L1/L2
-// while a block's passes read them, and the 64-column panels are as fast (2 threads, MiniLM
-// shapes: 1.24-1.6x the panels at 17-24 columns, 1.1-1.3x at 32-64, the same at 96-512).
+// Up to this many columns (from kLorMinN) one block at a time: past it, B's columns no longer
+// stay in L1/L2 while a block's passes read them, and the 64-column panels were as fast (2
+// threads, MiniLM shapes: 1.24-1.6x the panels at 17-24 columns, 1.1-1.3x at 32-64, the same
+// at 96-512); past it lor_panels_avx512 runs panels of blocks that share B's columns in L1.
 constexpr int64_t kLorMaxN = 64;
 // From this many columns on (below it the GEMV's permutation per column, gemvn_rows_avx512):
 // 2 threads, MiniLM shapes in the model's order, 3 runs, 1.1-1.2x at 8 columns and ~1.1x at
@@ -741,6 +743,78 @@ SK_AVX512 int lor_rows_avx512(const T* values, const uint8_t* meta, const Dense&
     } while (g0 < g4.G);
     for (int q = 0; q < passes; ++q)
       lor_store(d, m, rows, pc[q], pc[q + 1] - pc[q], t + q * 256);
+  }
+  return kOk;
+}
+
+// Past kLorMaxN columns: the same blocks, kLorPanelBlocks of them at a time over K chunks of
+// kLorPanelChunk groups, so that a pass's columns of B over the chunk (16 x 256 floats, 16 KB)
+// stay in L1 while every block of the panel uses them; B's columns in slices of at most
+// kLorSlice (the sums of a panel's blocks wait in the scratch, 16 KB per block). Each slice
+// transposes the panel's weights again (~2% of its multiply-adds); nothing is kept between
+// calls. (2 threads, Zen 5, against the packed panels: MiniLM's 36 layers in turn 1.20-1.27x
+// at 65-512 columns, the same at 1024-2048; Llama-7B MLP shapes 1.23-1.48x at 96-512;
+// bench/results/semi24-lor-panels-2026-12-07.)
+constexpr int64_t kLorPanelBlocks = 8;
+constexpr int64_t kLorPanelChunk = 64;
+constexpr int64_t kLorSlice = 256;
+
+template <typename T>
+SK_AVX512 int lor_panel_slice(const T* values, const uint8_t* meta, const Dense& d,
+                              const float* X, int64_t ldx, int64_t c0, int64_t nc, int64_t m0,
+                              int64_t m1) {
+  const int passes = static_cast<int>(ceil_div(nc, 16));
+  int64_t pc[kLorSlice / 16 + 1];  // pass q: columns c0 + [pc[q], pc[q + 1])
+  split_even(nc, passes, pc);
+  const Semi24Rows g4(d.K);
+  constexpr int64_t kValues = kLorPanelChunk * 2 * 16, kBlock = kValues + kLorPanelChunk / 8 * 16;
+  float* s = scratch_tile().get_as<float>(kLorPanelBlocks * (kBlock + passes * 256));
+  if (s == nullptr) return kNoMemory;
+  float* tiles = s + kLorPanelBlocks * kBlock;  // block b, pass q: tiles + (b * passes + q) * 256
+  for (int64_t mp = m0; mp < m1; mp += kLorRows * kLorPanelBlocks) {
+    const int64_t me = min_i64(mp + kLorRows * kLorPanelBlocks, m1);
+    const int nb = static_cast<int>(ceil_div(me - mp, kLorRows));
+    if (!meta_rows_valid_avx2(meta + mp * g4.mcols, me - mp, g4)) return kBadMeta;
+    int64_t g0 = 0;
+    do {  // K = 0 runs once: the sums start (and stay) at 0
+      const int64_t g1 = min_i64(g0 + kLorPanelChunk, g4.G);
+      for (int b = 0; b < nb; ++b) {
+        const int64_t m = mp + b * kLorRows, rows = min_i64(kLorRows, me - m);
+        float* sv = s + b * kBlock;
+        lor_transpose<T>(values + m * g4.half, meta + m * g4.mcols, g4, rows,
+                         min_i64(kLorRows, m1 - m - rows), g0, g1, sv,
+                         reinterpret_cast<uint32_t*>(sv + kValues));
+      }
+      for (int q = 0; q < passes; ++q)
+        for (int b = 0; b < nb; ++b) {
+          const float* sv = s + b * kBlock;
+          lor_chunk_n(pc[q + 1] - pc[q], sv, reinterpret_cast<const uint32_t*>(sv + kValues),
+                      X + (c0 + pc[q]) * ldx, ldx, d.K, g0, g1,
+                      tiles + (b * passes + q) * 256, g0 == 0);
+        }
+      g0 = g1;
+    } while (g0 < g4.G);
+    for (int b = 0; b < nb; ++b) {
+      const int64_t m = mp + b * kLorRows, rows = min_i64(kLorRows, me - m);
+      for (int q = 0; q < passes; ++q)
+        lor_store(d, m, rows, c0 + pc[q], pc[q + 1] - pc[q], tiles + (b * passes + q) * 256);
+    }
+  }
+  return kOk;
+}
+
+// Rows [m0, m1) (m0 a multiple of 16) for more than kLorMaxN columns of B (column n
+// contiguous at X + n * ldx), in slices of at most kLorSlice columns (sizes within one).
+template <typename T>
+SK_AVX512 int lor_panels_avx512(const T* values, const uint8_t* meta, const Dense& d,
+                                const float* X, int64_t ldx, int64_t m0, int64_t m1) {
+  if (d.N <= kLorMaxN) return kBadArgument;
+  const int64_t slices = ceil_div(d.N, kLorSlice);
+  for (int64_t q = 0, c0 = 0; q < slices; ++q) {
+    const int64_t nc = (d.N - c0) / (slices - q);
+    const int s = lor_panel_slice<T>(values, meta, d, X, ldx, c0, nc, m0, m1);
+    if (s != kOk) return s;
+    c0 += nc;
   }
   return kOk;
 }
@@ -946,7 +1020,11 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
   }
 #if SK_HAVE_AVX512_KERNELS
   // kLorMinN..kLorMaxN columns: lanes over rows (see lor_rows_avx512).
-  if (isa == Isa::kAvx512 && d.N >= kLorMinN && d.N <= kLorMaxN) {
+  // Past kLorMaxN columns when B's columns are contiguous (x.t(), as nn.Linear passes it):
+  // panels of 16-row blocks (lor_panels_avx512). A row-major B keeps the packed panels (the
+  // blocks would need B transposed first).
+  const bool lor_big = isa == Isa::kAvx512 && d.N > kLorMaxN && d.ldb_k == 1;
+  if (lor_big || (isa == Isa::kAvx512 && d.N >= kLorMinN && d.N <= kLorMaxN)) {
     int64_t ldx = 0;
     const float* X = small_n_columns(d, &ldx);
     if (X == nullptr) return kNoMemory;
@@ -954,6 +1032,7 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
     split_even(blocks, parts, bounds);
     for (int p = 0; p <= parts; ++p) bounds[p] = min_i64(d.M, bounds[p] * kLorRows);
     return parallel_parts(parts, nt, [&](int p) {
+      if (lor_big) return lor_panels_avx512<T>(values, meta, d, X, ldx, bounds[p], bounds[p + 1]);
       return lor_rows_avx512<T>(values, meta, d, X, ldx, bounds[p], bounds[p + 1]);
     });
   }

@@ -170,8 +170,9 @@ def _check_small_n(A, Wd, g, atol):
                                  (37, 517), (40, 1030)])
 def test_semi24_small_n(cpu_isa_env, isa, dtype, M, K):
     """2:4 at N = 2..17, 24, 33, 64, 65 (AVX-512 runs a permuting multi-column GEMV up to N = 6,
-    16-row blocks with the lanes over rows from 7 to 64, in passes of 7-16 columns, the panels
-    and a tail column at 65): tiles of 4 and 2 rows and their tail rows, partial 16-row blocks
+    16-row blocks with the lanes over rows from 7 to 64, in passes of 7-16 columns, and at 65
+    panels of such blocks for a column-major B, the packed panels and a tail column for the
+    other layouts): tiles of 4 and 2 rows and their tail rows, partial 16-row blocks
     on either side of the threads' split, K tails of the 32-, 16- and 4-column steps and of the
     512-column chunks, each B layout, bias, 1 and 2 threads: the reference result."""
     g = torch.Generator().manual_seed(M * 1000 + K)
@@ -203,11 +204,43 @@ def _semi24_with_padding_values(M, K, value, g):
 
 
 @pytest.mark.parametrize("isa", _isa_params())
-@pytest.mark.parametrize("N", [7, 9, 16, 17, 40, 64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_semi24_lanes_over_rows_panels(cpu_isa_env, isa, dtype):
+    """2:4 past 64 columns of a column-major B (AVX-512: panels of 8 16-row blocks over K
+    chunks of 64 groups, B's columns in slices of at most 256, passes of 7-16 columns): several
+    panels in each thread's rows and a partial one (M = 300: 19 blocks, the last of 12 rows),
+    4 K chunks and a cut last group (K = 1030), 1-3 slices, bias: the reference result, and
+    the same bits on 1 and 2 threads."""
+    g = torch.Generator().manual_seed(300)
+    M, K = 300, 1030
+    G = torch.randn(M, (K + 3) // 4, 4, generator=g)
+    W = G.scatter(-1, G.abs().argsort(-1)[..., :2], 0.0).reshape(M, -1)[:, :K]
+    A = sk.to_sparse(W.to(dtype), layout="2:4")
+    Wd = A.to_dense().double()
+    bias = torch.randn(M, generator=g)
+    cpu_isa_env(isa)
+    prev = torch.get_num_threads()
+    try:
+        for N in (65, 100, 256, 257, 520):
+            B = torch.randn(N, K, generator=g).t()
+            outs = []
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                outs.append(torch.ops.sparsekern.spmm(*A.op_args(), B, bias))
+            ref = Wd @ B.double() + bias.double()[:, None]
+            torch.testing.assert_close(outs[0], ref.float(), rtol=1e-4, atol=1e-3,
+                                       msg=lambda m: f"N={N}: {m}")
+            assert torch.equal(outs[0], outs[1]), f"N={N}: 1 and 2 threads differ"
+    finally:
+        torch.set_num_threads(prev)
+
+
+@pytest.mark.parametrize("isa", _isa_params())
+@pytest.mark.parametrize("N", [7, 9, 16, 17, 40, 64, 65, 130, 300])
 def test_semi24_lanes_over_rows_edges(cpu_isa_env, isa, N):
-    """The 16-row blocks (AVX-512, N = 7..64): NaN and Inf in B reach only the rows that
-    store their column; NaN stored past K never counts; a bad nibble in any block is
-    reported; the same bits on 1 and 2 threads."""
+    """The 16-row blocks (AVX-512, N >= 7; past 64 columns in panels of blocks): NaN and Inf
+    in B reach only the rows that store their column; NaN stored past K never counts; a bad
+    nibble in any block is reported; the same bits on 1 and 2 threads."""
     g = torch.Generator().manual_seed(N)
     cpu_isa_env(isa)
     prev = torch.get_num_threads()
@@ -241,7 +274,7 @@ def test_semi24_lanes_over_rows_edges(cpu_isa_env, isa, N):
             bad = sk.formats.from_parts("2:4", A.values, meta, A.offsets, A.shape,
                                         validate=False)
             with pytest.raises(ValueError, match=r"2:4 indices .*strictly increasing"):
-                torch.ops.sparsekern.spmm(*bad.op_args(), torch.randn(64, N, generator=g))
+                torch.ops.sparsekern.spmm(*bad.op_args(), torch.randn(N, 64, generator=g).t())
     finally:
         torch.set_num_threads(prev)
 
