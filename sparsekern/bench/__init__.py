@@ -19,7 +19,7 @@ Modules, each one concern:
     smoke       a tiny all-layout run (for compute-sanitizer)
     contention  quiet vs loaded (own pinned busy processes): ``--contention``
     training    forward+backward of SparseLinear vs nn.Linear (``--backward``, full runs)
-    health      warnings: busy machine, timings in whole scheduler slices, wide spreads
+    health      warnings: busy machine, scheduler-slice timings, wide spreads, impossible speedups
 """
 from .cases import SHAPES, Case, Shape, matrix, select_layouts
 from .runner import RunSettings, run_case, run_cases

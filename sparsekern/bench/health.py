@@ -1,6 +1,7 @@
 """Warnings about a run's conditions: a busy machine, timings quantized to scheduler slices,
-wide spreads. Printed by ``python -m sparsekern.bench``, stored under ``"warnings"`` in
-the results JSON and listed in the Markdown report."""
+wide spreads, end-to-end speedups past their Amdahl bound. Printed by ``python -m
+sparsekern.bench``, stored under ``"warnings"`` in the results JSON and listed in the Markdown
+report."""
 from __future__ import annotations
 
 from typing import List, Optional
@@ -63,11 +64,48 @@ def warnings(doc: dict, load: Optional[LoadReport] = None, limit: int = 5) -> Li
                    + "; ".join(sliced[:limit]) + more)
     noisy = [f"{case.get('id', '?')} {name}" for case, name, _, t in _timings(doc)
              if t["iqr_s"] > NOISY_SPREAD * t["median_s"]]
+    noisy += [f"{_model_id(row)} {side}" for row, side, t in _model_timings(doc)
+              if (t.get("iqr_s") or 0.0) > NOISY_SPREAD * t["median_s"]]
     if noisy:
         more = f" (and {len(noisy) - limit} more)" if len(noisy) > limit else ""
         out.append(f"{len(noisy)} timings spread more than {NOISY_SPREAD:.0%} (IQR/median): "
                    + ", ".join(noisy[:limit]) + more)
+    beyond = [f"{_model_id(row)}: {row['speedup']:.3g}x > {row['amdahl_limit']:.3g}x"
+              for row in doc.get("models", []) if _beyond_amdahl(row)]
+    if beyond:
+        more = f" (and {len(beyond) - limit} more)" if len(beyond) > limit else ""
+        out.append(f"{len(beyond)} model speedups exceed what their Linear layers allow (the "
+                   f"speedup if those layers took no time at all): their timings measure the "
+                   f"machine's load, not the model: " + "; ".join(beyond[:limit]) + more)
     return out
+
+
+def _model_id(row: dict) -> str:
+    return f"{row.get('model', '?')} {row.get('variant', '?')} batch {row.get('batch', '?')}"
+
+
+def _model_timings(doc: dict):
+    """(row, "dense" | "sparse", timing) of every measured end-to-end model row."""
+    for row in doc.get("models", []):
+        if row.get("status") != "ok":
+            continue
+        for side in ("dense", "sparse"):
+            t = row.get(side)
+            if isinstance(t, dict) and t.get("median_s"):
+                yield row, side, t
+
+
+#: A model row's speedup may pass its Amdahl bound by this factor (timing noise) before it is
+#: called impossible.
+AMDAHL_SLACK = 1.1
+
+
+def _beyond_amdahl(row: dict) -> bool:
+    """Whether a measured model row's speedup exceeds AMDAHL_SLACK times its Amdahl bound
+    (1 / (1 - the dense model's Linear share)): no kernel can make that happen."""
+    s, bound = row.get("speedup"), row.get("amdahl_limit")
+    return (row.get("status") == "ok" and isinstance(s, (int, float))
+            and isinstance(bound, (int, float)) and bound > 0 and s > AMDAHL_SLACK * bound)
 
 
 def _threads(doc: dict) -> int:

@@ -100,6 +100,24 @@ def test_warnings_for_slices_spread_and_load():
     assert health.warnings(_doc(clean), judge(2, 0.1, 0.0, 0.0)) == []
 
 
+def test_warnings_for_model_rows_with_wide_spreads_or_impossible_speedups():
+    """An end-to-end model row timed on a busy machine (a dense median of 96 ms with a
+    minimum of 5 ms) is called noisy, and a speedup above its Amdahl bound (9.4x where the
+    Linear layers are 3.6% of the dense model) is called what it is: the machine's load."""
+    wide = {"median_s": 96e-3, "q1_s": 11e-3, "q3_s": 96e-3, "min_s": 4.9e-3, "iqr_s": 85e-3}
+    tight = {"median_s": 10e-3, "q1_s": 9.9e-3, "q3_s": 10.1e-3, "min_s": 9.8e-3, "iqr_s": 2e-4}
+    row = {"model": "minilm-l6", "variant": "2:4", "batch": 1, "status": "ok",
+           "dense": wide, "sparse": tight, "speedup": 9.43, "amdahl_limit": 1.04}
+    w = health.warnings({"models": [row]})
+    assert w[0] == "1 timings spread more than 30% (IQR/median): minilm-l6 2:4 batch 1 dense"
+    assert w[1] == ("1 model speedups exceed what their Linear layers allow (the speedup if "
+                    "those layers took no time at all): their timings measure the machine's "
+                    "load, not the model: minilm-l6 2:4 batch 1: 9.43x > 1.04x")
+    ok = dict(row, dense=tight, speedup=1.03)
+    assert health.warnings({"models": [ok, dict(ok, status="skipped", speedup=50.0)]}) == []
+    assert health.warnings({"models": [dict(ok, speedup=1.12, amdahl_limit=1.04)]}) == []
+
+
 # -- contention ---------------------------------------------------------------------------
 
 
