@@ -345,6 +345,11 @@ def test_cli_quick_mlp_amc(tmp_path, capsys):
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="strategy must be 'netadapt' or 'amc', got 'grid'"):
         demo.DemoConfig(strategy="grid")
+    with pytest.raises(ValueError, match=r"granularities: got only N:M patterns \['2:4', '1:4'\], "
+                                         r"but the amc search prunes each layer to a ratio"):
+        demo.DemoConfig(strategy="amc", granularities=("2:4", "1:4"))
+    demo.DemoConfig(strategy="amc", granularities=("2:4", "16x16"))
+    demo.DemoConfig(strategy="netadapt", granularities=("2:4",))
     with pytest.raises(ValueError, match="final_steps must be an int >= 0, got -1"):
         demo.DemoConfig(final_steps=-1)
     with pytest.raises(ValueError, match="windows must be an int >= 1, got 0"):

@@ -130,6 +130,25 @@ def test_amc_episodes_without_the_amc_search_is_refused(capsys, tmp_path, parsed
     assert len(parsed_only) == 2
 
 
+def test_only_n_m_granularities_with_the_amc_search_are_refused(capsys, tmp_path, parsed_only):
+    """AMC chooses each layer's ratio, which an N:M pattern fixes: --granularity 2:4 alone
+    under AMC (minilm's default search) is an error, never a silent search at "fine"."""
+    want = ("argument --granularity: got only N:M patterns ['2:4'], but the amc search prunes "
+            "each layer to a ratio it chooses, which an N:M pattern fixes; add 'fine' or a "
+            "block size such as '16x16', or search the N:M patterns with strategy 'netadapt' "
+            "(the search here is amc, {})")
+    assert _error(["--granularity", "2:4"], capsys, tmp_path) == \
+        want.format("--model minilm's default")
+    assert _error(["--model", "mlp", "--strategy", "amc", "--granularity", "2:4"], capsys,
+                  tmp_path) == want.format("as given")
+    from sparsekern.__main__ import main
+    for argv in (["--granularity", "2:4", "--granularity", "fine"],
+                 ["--granularity", "2:4", "--strategy", "netadapt"],
+                 ["--model", "mlp", "--granularity", "2:4"]):  # mlp's default: netadapt
+        assert main(["demo", "--out", str(tmp_path / "ok"), *argv]) == 0
+    assert len(parsed_only) == 3
+
+
 def test_quick_says_when_it_caps_a_given_value(capsys):
     args = _parser().parse_args(["--model", "mlp", "--quick", "--hidden", "128",
                                  "--amc-episodes", "9"])

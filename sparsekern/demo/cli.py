@@ -14,7 +14,7 @@ from ..prune.criteria import WEIGHT_CRITERIA
 from ..auto.measure import Grid, MeasureSettings
 from ..timing import QUICK_TIMER, LoadReport, detect_load
 from .config import (REPORT_TIMER, REPORT_WINDOWS, REQUIRED_SPEEDUP, SEARCH_GRANULARITIES,
-                     SEARCH_SPEEDUP, DemoConfig, check_granularity)
+                     SEARCH_SPEEDUP, DemoConfig, amc_granularity_problem, check_granularity)
 from .pipeline import run
 
 #: The main job's checks (issue 12): speedup at 1 and 32 sentences.
@@ -254,6 +254,10 @@ def check_arguments(parser, args) -> None:
                      f"{strategy} (--model {args.model}'s default strategy"
                      f"{'' if args.strategy is None else ', as given'}); it applies to "
                      f"--strategy amc")
+    problem = amc_granularity_problem(strategy, args.granularity or ())
+    if problem:
+        whose = "as given" if args.strategy else f"--model {args.model}'s default"
+        parser.error(f"argument --granularity: {problem} (the search here is {strategy}, {whose})")
     problem = output_folder_problem(args.out)
     if problem:
         parser.error(f"argument --out: {problem}")

@@ -14,6 +14,7 @@ from ..auto.table import LatencyTable
 from ..timing import TimerSettings
 from ..prune import DEFAULT_FINETUNE_LR, parse_granularity
 from ..prune.criteria import WEIGHT_CRITERIA, check_criterion
+from ..prune.granularity import NM
 from ..prune.layers import check_ratio
 
 #: What the default demo must show on a 2-core CPU (the issue's targets).
@@ -157,6 +158,9 @@ class DemoConfig:
             raise ValueError(f"strategy must be 'netadapt' or 'amc', got {self.strategy!r}")
         check_speedups("target_speedup", self.target_speedup)
         check_granularities(self.granularities)
+        problem = amc_granularity_problem(self.strategy, self.granularities)
+        if problem:
+            raise ValueError(f"granularities: {problem}")
         check_weight_criterion("criterion", self.criterion)
         if self.final_criterion is not None:
             check_weight_criterion("final_criterion", self.final_criterion)
@@ -299,6 +303,17 @@ def check_granularity(g, what: str = "granularity"):
         raise ValueError(f"{what} must be a granularity the search can use: "
                          f"{SEARCH_GRANULARITIES}; got {g!r}") from None
     return parsed
+
+
+def amc_granularity_problem(strategy: str, gs) -> Optional[str]:
+    """Why ``gs`` cannot serve the search ``strategy``, or None: AMC searches a free ratio per
+    layer, which an N:M pattern (its ratio fixed at 1 - N/M) does not have, so AMC needs at
+    least one free granularity ("fine" or blocks); N:M alone is NetAdapt's to search."""
+    if strategy != "amc" or not gs or any(not isinstance(parse_granularity(g), NM) for g in gs):
+        return None
+    return (f"got only N:M patterns {[str(g) for g in gs]}, but the amc search prunes each "
+            f"layer to a ratio it chooses, which an N:M pattern fixes; add 'fine' or a block "
+            f"size such as '16x16', or search the N:M patterns with strategy 'netadapt'")
 
 
 def check_granularities(gs) -> None:
