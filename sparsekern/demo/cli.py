@@ -263,6 +263,10 @@ def check_arguments(parser, args) -> None:
         parser.error(f"argument --out: {problem}")
 
 
+def _count_threads(n: int) -> str:
+    return f"{n} thread" if n == 1 else f"{n} threads"
+
+
 #: The search each model runs when --strategy is not given (see --strategy's help).
 DEFAULT_STRATEGY = {"minilm": "amc", "mlp": "netadapt"}
 
@@ -309,7 +313,7 @@ def main_mlp(args, load: dict) -> int:
         args.max_iterations = 3 if args.max_iterations is None else args.max_iterations
     batches = args.batches or default_batches("mlp")
     print(f"sparsekern demo: MLP 64 -> {args.hidden} x{args.hidden_layers} -> 10 on "
-          f"scikit-learn digits, {torch.get_num_threads()} threads; output in {args.out}")
+          f"scikit-learn digits, {_count_threads(torch.get_num_threads())}; output in {args.out}")
     print(load["note"])
     train, val, test = digits_data(args.seed)
     model = trained_digits_model(args.hidden, args.hidden_layers, args.epochs, args.seed, train,
@@ -345,7 +349,7 @@ def main_minilm(args, load: dict) -> int:
     data = text_data(tokenizer, sentences=batches, seed=args.seed, **counts)
     t_load = time.perf_counter() - t
     print(f"sparsekern demo: all-MiniLM-L6-v2 (6 layers, 36 Linear, 22.7M parameters), "
-          f"{torch.get_num_threads()} threads, eager mode; output in {args.out}")
+          f"{_count_threads(torch.get_num_threads())}, eager mode; output in {args.out}")
     print(load["note"])
     print(f"text (stdlib docstrings, disjoint): {data.counts['calib']} calibration (the "
           f"final {final_name(args)} step: {data.counts['final_calib']}), "

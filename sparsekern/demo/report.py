@@ -253,7 +253,10 @@ def print_summary(r: dict, print_fn, task) -> None:
                  f" the dense model runs {100 * x['drift']:+.1f}% against its prediction "
                  f"(machine drift since the table was measured)")
     print_checks(r, print_fn)
-    print_fn(f"wrote {r['files']['report']}, plots: " + ", ".join(r["plots"].values()))
+    # Every file the run wrote (the sparse model and the latency table too, where they exist).
+    written = [f for f in r["files"].values() if os.path.exists(f)]
+    plots = list(r.get("plots", {}).values())
+    print_fn("wrote " + ", ".join(written) + ("; plots: " + ", ".join(plots) if plots else ""))
     t = r["timings_s"]
     print_fn("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items() if k != "total")
              + f"; total {t['total']:.1f} s")
