@@ -254,6 +254,9 @@ void check_isa_env() {
   TORCH_CHECK_VALUE(st != skc::IsaEnvStatus::kUnknownBroadcast, "SPARSEKERN_CPU_BROADCAST='", v,
                     "' is not a weight broadcast choice; expected one of 'register', 'load', "
                     "'auto'");
+  TORCH_CHECK_VALUE(st != skc::IsaEnvStatus::kUnknownPrefetch, "SPARSEKERN_CPU_PREFETCH='", v,
+                    "' is not a weight prefetch choice; expected one of 'always', 'never', "
+                    "'auto'");
   TORCH_CHECK_VALUE(st != skc::IsaEnvStatus::kUnknown, "SPARSEKERN_CPU_ISA='", v,
                     "' is not a CPU instruction set choice; expected one of 'portable', "
                     "'avx2', 'avx512', 'auto'");

@@ -97,6 +97,16 @@ def cpu_broadcast_env(monkeypatch):
 
 
 @pytest.fixture
+def cpu_prefetch_env(monkeypatch):
+    """set(value) for SPARSEKERN_CPU_PREFETCH (see _env_switch); restored and re-read at the
+    end."""
+    import sparsekern as sk
+    yield _env_switch(monkeypatch, "SPARSEKERN_CPU_PREFETCH")
+    monkeypatch.undo()
+    sk.backends.reload_env()
+
+
+@pytest.fixture
 def cpu_pool_env(monkeypatch):
     """set(value) for SPARSEKERN_CPU_POOL (see _env_switch); restored and re-read at the end."""
     import sparsekern as sk

@@ -9,6 +9,7 @@
 // load and again on isa_reload() (Python: sparsekern.backends.reload_env()), never per call.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <type_traits>
 
@@ -56,8 +57,26 @@ auto with_broadcast_choice(F&& f) {
   return broadcast_in_registers() ? f(std::true_type{}) : f(std::false_type{});
 }
 
+// Whether the AVX-512 GEMV and small-N kernels of 2:4 and 1:4 fetch the next tile of weight
+// rows into L2 while they multiply the current one (NextTileFetch, common.h), for a weight of
+// `bytes` at p. From memory the fetches make these loops 1.2-1.7x faster; with the weight in
+// L2 or L3 they make them 1.3-1.4x slower (they take load slots in a loop bound by its loads;
+// bench/results/gemv-fetch-probe-2026-12-07). SPARSEKERN_CPU_PREFETCH=always|never|auto, read
+// with SPARSEKERN_CPU_ISA (auto: fetch unless weight_looks_cached). The same sums either way.
+bool fetch_next_tiles(const void* p, int64_t bytes);
+
+// Whether the `bytes` at p look cached: they fit in a quarter of the last-level cache and 8
+// lines spread over them load in under kCachedProbeNanos (on the Zen 5 VM from memory
+// 470-1070 ns, from L2 or L3 20-90 ns, the clock reads included; in the op, over a rotation
+// of weights 4x the LLC, 1.6% of the calls read under 150 ns). A call that is preempted during the probe
+// reads "not cached" (the fetching loop: a little slower, never wrong); nothing is kept
+// between calls. False when the clock is too slow to tell (a read pair over 100 ns).
+bool weight_looks_cached(const void* p, int64_t bytes);
+constexpr int64_t kCachedProbeNanos = 150;
+
 enum class IsaEnvStatus {
-  kOk, kUnknown, kAvx2Missing, kAvx512Missing, kUnknownScatter, kUnknownBroadcast };
+  kOk, kUnknown, kAvx2Missing, kAvx512Missing, kUnknownScatter, kUnknownBroadcast,
+  kUnknownPrefetch };
 
 // Whether SPARSEKERN_CPU_ISA, _SCATTER and _BROADCAST (as last read) are unset or choices
 // this CPU can honour; when one is not, `value` (if given) gets that variable's text.

@@ -234,14 +234,15 @@ SK_AVX512_INLINE void gemv_tile_avx512(const T* v, const uint8_t* mt, const Nm14
   }
 }
 
+// `fetch`: the next tile's rows into L2 while this one runs (fetch_next_tiles, isa.h).
 template <typename T>
 SK_AVX512 int gemv_rows_avx512(const T* values, const uint8_t* meta, const Dense& d,
-                               const float* x, int64_t m0, int64_t m1) {
+                               const float* x, int64_t m0, int64_t m1, bool fetch = true) {
   constexpr int R = 4;
   const Nm14Rows r(d.K);
   int64_t m = m0;
   for (; m + R <= m1; m += R) {
-    const int64_t nr = min_i64(R, m1 - m - R);  // the next rows of this part (<= 0: none)
+    const int64_t nr = fetch ? min_i64(R, m1 - m - R) : 0;  // the next rows (<= 0: none)
     const int64_t steps = d.K / 64;
     gemv_tile_avx512<T, R>(values + m * r.G, meta + m * r.mcols, r, d, x, m,
                            next_rows(values + (m + R) * r.G, r.G, nr, steps),
@@ -481,10 +482,12 @@ int nm14_typed(const T* values, const uint8_t* meta, const Dense& d) {
   }
   const float* x = gemv_x(d);
   if (x == nullptr) return kNoMemory;
+  const int64_t weight_bytes = d.M * Nm14Rows(d.K).G * static_cast<int64_t>(sizeof(T));
+  const bool fetch = isa == Isa::kAvx512 && fetch_next_tiles(values, weight_bytes);
   return parallel_parts(parts, nt, [&](int p) {
 #if SK_HAVE_AVX512_KERNELS
     if (isa == Isa::kAvx512)
-      return gemv_rows_avx512<T>(values, meta, d, x, bounds[p], bounds[p + 1]);
+      return gemv_rows_avx512<T>(values, meta, d, x, bounds[p], bounds[p + 1], fetch);
 #endif
 #if SK_HAVE_AVX2_KERNELS
     if (isa != Isa::kPortable)

@@ -426,16 +426,17 @@ SK_AVX512_INLINE void gemv_tile_avx512(const T* v, const uint8_t* mt, const Semi
   }
 }
 
+// `fetch`: the next tile's rows into L2 while this one runs (fetch_next_tiles, isa.h).
 template <typename T>
 SK_AVX512 int gemv_rows_avx512(const T* values, const uint8_t* meta, const Dense& d,
-                               const float* x, int64_t m0, int64_t m1) {
+                               const float* x, int64_t m0, int64_t m1, bool fetch = true) {
   constexpr int R = 4;  // rows sharing one load of the activations (2, 4 and 8 measured alike)
   const Semi24Rows g4(d.K);
   int64_t m = m0;
   for (; m + R <= m1; m += R) {
     // The rows' metadata is checked first (vectorized; it then sits in L1 for the loop).
     if (!meta_rows_valid_avx2(meta + m * g4.mcols, R, g4)) return kBadMeta;
-    const int64_t nr = min_i64(R, m1 - m - R);  // the next rows of this part (<= 0: none)
+    const int64_t nr = fetch ? min_i64(R, m1 - m - R) : 0;  // the next rows (<= 0: none)
     const int64_t steps = d.K / 32;
     gemv_tile_avx512<T, R>(values + m * g4.half, meta + m * g4.mcols, g4, d, x, m,
                            next_rows(values + (m + R) * g4.half, g4.half, nr, steps),
@@ -498,7 +499,8 @@ SK_AVX512_INLINE void gemvn_tile_avx512(const T* v, const uint8_t* mt, const Sem
 
 template <typename T, int NC>
 SK_AVX512 int gemvn_rows_avx512_nc(const T* values, const uint8_t* meta, const Dense& d,
-                                   const float* X, int64_t ldx, int64_t m0, int64_t m1) {
+                                   const float* X, int64_t ldx, int64_t m0, int64_t m1,
+                                   bool fetch) {
   constexpr int R = NC <= 4 ? 4 : 2;  // R * NC accumulators, R index and R value registers
   const Semi24Rows g4(d.K);
   int64_t m = m0;
@@ -506,7 +508,7 @@ SK_AVX512 int gemvn_rows_avx512_nc(const T* values, const uint8_t* meta, const D
     if (!meta_rows_valid_avx2(meta + m * g4.mcols, R, g4)) return kBadMeta;
     // The next 4-row tile into L2 (2 threads, from memory, old / new ms: N=2 4096² 1.41 /
     // 0.98, 3072x768 0.29 / 0.15; N=8 (2-row tiles) 3072x768 0.30 / 0.30-0.39, so not there).
-    const int64_t nr = R >= 4 ? min_i64(R, m1 - m - R) : 0;  // the next rows (<= 0: none)
+    const int64_t nr = R >= 4 && fetch ? min_i64(R, m1 - m - R) : 0;  // next rows (<= 0: none)
     const int64_t steps = d.K / 32;
     gemvn_tile_avx512<T, R, NC>(
         values + m * g4.half, meta + m * g4.mcols, g4, d, X, ldx, m,
@@ -522,15 +524,15 @@ SK_AVX512 int gemvn_rows_avx512_nc(const T* values, const uint8_t* meta, const D
 
 template <typename T>
 int gemvn_rows_avx512(const T* values, const uint8_t* meta, const Dense& d, const float* X,
-                      int64_t ldx, int64_t m0, int64_t m1) {
+                      int64_t ldx, int64_t m0, int64_t m1, bool fetch = true) {
   switch (d.N) {
-    case 2: return gemvn_rows_avx512_nc<T, 2>(values, meta, d, X, ldx, m0, m1);
-    case 3: return gemvn_rows_avx512_nc<T, 3>(values, meta, d, X, ldx, m0, m1);
-    case 4: return gemvn_rows_avx512_nc<T, 4>(values, meta, d, X, ldx, m0, m1);
-    case 5: return gemvn_rows_avx512_nc<T, 5>(values, meta, d, X, ldx, m0, m1);
-    case 6: return gemvn_rows_avx512_nc<T, 6>(values, meta, d, X, ldx, m0, m1);
-    case 7: return gemvn_rows_avx512_nc<T, 7>(values, meta, d, X, ldx, m0, m1);
-    case 8: return gemvn_rows_avx512_nc<T, 8>(values, meta, d, X, ldx, m0, m1);
+    case 2: return gemvn_rows_avx512_nc<T, 2>(values, meta, d, X, ldx, m0, m1, fetch);
+    case 3: return gemvn_rows_avx512_nc<T, 3>(values, meta, d, X, ldx, m0, m1, fetch);
+    case 4: return gemvn_rows_avx512_nc<T, 4>(values, meta, d, X, ldx, m0, m1, fetch);
+    case 5: return gemvn_rows_avx512_nc<T, 5>(values, meta, d, X, ldx, m0, m1, fetch);
+    case 6: return gemvn_rows_avx512_nc<T, 6>(values, meta, d, X, ldx, m0, m1, fetch);
+    case 7: return gemvn_rows_avx512_nc<T, 7>(values, meta, d, X, ldx, m0, m1, fetch);
+    case 8: return gemvn_rows_avx512_nc<T, 8>(values, meta, d, X, ldx, m0, m1, fetch);
     default: return kBadArgument;  // more columns: lor_rows_avx512
   }
 }
@@ -1004,13 +1006,16 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
   const int parts = parts_for(nt, d.M, kMaxParts);
   int64_t bounds[kMaxParts + 1];
   split_even(d.M, parts, bounds);  // every row holds the same number of entries
+  // The AVX-512 GEMV / small-N kernels fetch the next tile only for a weight from memory.
+  const int64_t weight_bytes = d.M * Semi24Rows(d.K).half * static_cast<int64_t>(sizeof(T));
   if (d.N == 1) {
     const float* x = gemv_x(d);
     if (x == nullptr) return kNoMemory;
+    const bool fetch = isa == Isa::kAvx512 && fetch_next_tiles(values, weight_bytes);
     return parallel_parts(parts, nt, [&](int p) {
 #if SK_HAVE_AVX512_KERNELS
       if (isa == Isa::kAvx512)
-        return gemv_rows_avx512<T>(values, meta, d, x, bounds[p], bounds[p + 1]);
+        return gemv_rows_avx512<T>(values, meta, d, x, bounds[p], bounds[p + 1], fetch);
 #endif
 #if SK_HAVE_AVX2_KERNELS
       if (avx2) return gemv_rows_avx2<T>(values, meta, d, x, bounds[p], bounds[p + 1]);
@@ -1051,8 +1056,9 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
     int64_t ldx = 0;
     const float* X = small_n_columns(d, &ldx);
     if (X == nullptr) return kNoMemory;
+    const bool fetch = fetch_next_tiles(values, weight_bytes);
     return parallel_parts(parts, nt, [&](int p) {
-      return gemvn_rows_avx512<T>(values, meta, d, X, ldx, bounds[p], bounds[p + 1]);
+      return gemvn_rows_avx512<T>(values, meta, d, X, ldx, bounds[p], bounds[p + 1], fetch);
     });
   }
 #endif

@@ -29,14 +29,16 @@ def kernel_path() -> dict:
     scatter choice (SPARSEKERN_CPU_SCATTER as the extension read it, at import or on
     sparsekern.backends.reload_env(): "vector", "scalar", or "auto" when unset),
     "broadcast": the AVX-512 n:4 panels' weight broadcast (SPARSEKERN_CPU_BROADCAST, read
-    likewise: "register", "load" or "auto")}; isa and pool are None without the extension.
+    likewise: "register", "load" or "auto"), "prefetch": the AVX-512 n:4 GEMVs' fetch of the
+    next weight rows (SPARSEKERN_CPU_PREFETCH, read likewise: "always", "never" or "auto")};
+    isa and pool are None without the extension.
     The same CPU runs these paths at different speeds (portable CSC is ~3x slower than
     AVX-512), so each is its own cache entry. A bad variable raises the ValueError every
     kernel call raises."""
-    from ..backends import cpu_broadcast_setting, cpu_scatter_setting
+    from ..backends import cpu_broadcast_setting, cpu_prefetch_setting, cpu_scatter_setting
     from ..timing.machine import extension_isa, extension_pool
     return {"isa": extension_isa(), "pool": extension_pool(), "scatter": cpu_scatter_setting(),
-            "broadcast": cpu_broadcast_setting()}
+            "broadcast": cpu_broadcast_setting(), "prefetch": cpu_prefetch_setting()}
 
 
 def machine_key(device: torch.device) -> dict:

@@ -32,16 +32,18 @@ _local = threading.local()
 _env_value = ""  # SPARSEKERN_BACKEND as last read by reload_env()
 _scatter_value = ""  # SPARSEKERN_CPU_SCATTER as the C++ side last read it (reload_env)
 _broadcast_value = ""  # SPARSEKERN_CPU_BROADCAST, likewise
+_prefetch_value = ""  # SPARSEKERN_CPU_PREFETCH, likewise
 
 
 def reload_env() -> None:
     """Read ``SPARSEKERN_BACKEND``, ``SPARSEKERN_CPU_ISA``, ``SPARSEKERN_CPU_SCATTER``,
-    ``SPARSEKERN_CPU_BROADCAST`` and ``SPARSEKERN_CPU_POOL`` again (done once at import) and
-    tell the C++ fast path."""
-    global _env_value, _scatter_value, _broadcast_value
+    ``SPARSEKERN_CPU_BROADCAST``, ``SPARSEKERN_CPU_PREFETCH`` and ``SPARSEKERN_CPU_POOL`` again
+    (done once at import) and tell the C++ fast path."""
+    global _env_value, _scatter_value, _broadcast_value, _prefetch_value
     _env_value = os.environ.get(ENV_VAR, "").strip()
     _scatter_value = os.environ.get("SPARSEKERN_CPU_SCATTER", "")
     _broadcast_value = os.environ.get("SPARSEKERN_CPU_BROADCAST", "")
+    _prefetch_value = os.environ.get("SPARSEKERN_CPU_PREFETCH", "")
     if _extension._C is not None:
         torch.ops.sparsekern._reload_env(_env_value not in ("", "auto", "cpu"))
 
@@ -58,6 +60,14 @@ def cpu_broadcast_setting() -> str:
     :func:`reload_env`): "register", "load", or "auto" when unset or "auto"; a bad value is
     returned as it is (every kernel call raises for it)."""
     return _broadcast_value if _broadcast_value not in ("", "auto") else "auto"
+
+
+def cpu_prefetch_setting() -> str:
+    """SPARSEKERN_CPU_PREFETCH as the compiled kernels read it (at import and on
+    :func:`reload_env`): "always", "never", or "auto" when unset or "auto" (the AVX-512 n:4
+    GEMV and small-N kernels fetch the next rows of a weight ahead only when it does not look
+    cached); a bad value is returned as it is (every kernel call raises for it)."""
+    return _prefetch_value if _prefetch_value not in ("", "auto") else "auto"
 
 
 def _check_name(name) -> str:

@@ -83,7 +83,7 @@ def test_searches_never_prune_a_tied_layer():
 
 # -- D3: the kernel path in force is part of the key ----------------------------------------
 
-@pytest.mark.parametrize("change", ["isa", "pool", "scatter", "broadcast"])
+@pytest.mark.parametrize("change", ["isa", "pool", "scatter", "broadcast", "prefetch"])
 def test_another_kernel_path_is_a_miss_and_keeps_the_other_entry(counted, tmp_path,
                                                                  monkeypatch, change):
     from sparsekern.timing import machine
@@ -126,6 +126,17 @@ def test_the_broadcast_key_is_what_the_kernels_read(cpu_broadcast_env, monkeypat
     assert kernel_path()["broadcast"] == before
     cpu_broadcast_env(other)
     assert kernel_path()["broadcast"] == other
+
+
+def test_the_prefetch_key_is_what_the_kernels_read(cpu_prefetch_env, monkeypatch):
+    """SPARSEKERN_CPU_PREFETCH likewise (it changes how fast the n:4 GEMVs run)."""
+    from sparsekern.auto.fingerprint import kernel_path
+    before = kernel_path()["prefetch"]
+    other = "never" if before != "never" else "always"
+    monkeypatch.setenv("SPARSEKERN_CPU_PREFETCH", other)
+    assert kernel_path()["prefetch"] == before
+    cpu_prefetch_env(other)
+    assert kernel_path()["prefetch"] == other
 
 
 # -- D4: damaged or edited cache entries are misses, with a warning naming the file --------

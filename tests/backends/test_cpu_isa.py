@@ -1,5 +1,7 @@
 """The run-time ISA switch SPARSEKERN_CPU_ISA: every ISA the machine has agrees with the
 portable kernels and the reference, on edge shapes too."""
+import re
+
 import pytest
 import torch
 
@@ -556,14 +558,69 @@ def test_panel_broadcasts_give_the_same_sums(cpu_isa_env, cpu_broadcast_env, lay
         torch.set_num_threads(before)
 
 
-def test_unknown_broadcast_choice_is_rejected_naming_the_choices(cpu_broadcast_env):
+@pytest.mark.skipif(C is None or not C.cpu_has_avx512(), reason="this CPU/OS has no AVX-512")
+@pytest.mark.parametrize("layout", BROADCAST_LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_gemv_prefetch_choices_give_the_same_sums(cpu_isa_env, cpu_prefetch_env, layout, dtype):
+    """The AVX-512 n:4 GEMV (and 2:4's small-N kernel) fetch the next rows of the weight ahead
+    or not (SPARSEKERN_CPU_PREFETCH: always, never, auto = only when the weight does not look
+    cached): the loads change, not the arithmetic, so the same sums bit for bit, and the
+    reference's. N = 1-8, K with an odd last group and padding, rows past the last 4-row tile
+    and parts of several tiles, small weights called back to back (cached) and a larger one
+    (8-16 MB of values: fetched under auto on a last-level cache of up to 32-64 MB), B row- and
+    column-major, bias or none, 1 and 2 threads; a fresh seed each run, named on failure."""
+    seed = torch.seed() % 2**31
+    g = torch.Generator().manual_seed(seed)
+    cpu_isa_env("avx512")
+    before = torch.get_num_threads()
+    try:
+        cases = [(29, 70, 1, 1), (64, 388, 1, 2), (13, 9, 1, 1), (203, 1030, 1, 2),
+                 (100, 256, 2, 2), (37, 130, 4, 1), (61, 200, 5, 2), (45, 518, 8, 2)]
+        if dtype == torch.float32:
+            cases.append((2048, 4096, 1, 2))
+        for M, K, N, threads in cases:
+            W = _broadcast_weight(layout, M, K, g).to(dtype)
+            A = sk.to_sparse(W, layout=layout)
+            for B in (torch.randn(K, N, generator=g), torch.randn(N, K, generator=g).t()):
+                B = B.to(dtype)
+                bias = torch.randn(M, generator=g).to(dtype) if M % 2 == 1 else None
+                torch.set_num_threads(threads)
+                outs = {}
+                for mode in ("always", "never", "auto"):
+                    cpu_prefetch_env(mode)
+                    outs[mode] = torch.ops.sparsekern.spmm(*A.op_args(), B, bias)
+                    outs[mode + "2"] = torch.ops.sparsekern.spmm(*A.op_args(), B, bias)
+                what = f"seed {seed}: {layout} {dtype} M={M} K={K} N={N} B {tuple(B.stride())}"
+                for mode in ("never", "auto", "always2", "never2", "auto2"):
+                    assert torch.equal(outs[mode], outs["always"]), f"{what}: {mode}"
+                want = W.double() @ B.double()
+                if bias is not None:
+                    want = want + bias.double()[:, None]
+                tol = 1e-4 if dtype == torch.float32 else 2e-2
+                torch.testing.assert_close(outs["auto"].double(), want, rtol=tol, atol=tol,
+                                           msg=lambda m: f"{what}: {m}")
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("var,bad,message", [
+    ("SPARSEKERN_CPU_BROADCAST", "stream", "is not a weight broadcast choice; expected one of "
+                                           "'register', 'load', 'auto'"),
+    ("SPARSEKERN_CPU_PREFETCH", "sometimes", "is not a weight prefetch choice; expected one of "
+                                             "'always', 'never', 'auto'"),
+])
+def test_unknown_kernel_choice_is_rejected_naming_the_choices(monkeypatch, var, bad, message):
+    """A bad SPARSEKERN_CPU_BROADCAST / _PREFETCH: every kernel call (and extension_isa)
+    raises a ValueError naming the variable, its value and the choices, until it is fixed."""
     A = sk.to_sparse(torch.randn(8, 8), layout="csc")
-    cpu_broadcast_env("stream")
-    with pytest.raises(ValueError, match=r"^SPARSEKERN_CPU_BROADCAST='stream' is not a weight "
-                                         r"broadcast choice; expected one of 'register', "
-                                         r"'load', 'auto'$"):
-        torch.ops.sparsekern.spmm(*A.op_args(), torch.ones(8, 1))
-    with pytest.raises(ValueError, match=r"SPARSEKERN_CPU_BROADCAST='stream'"):
-        extension_isa()
-    cpu_broadcast_env(None)
+    monkeypatch.setenv(var, bad)
+    sk.backends.reload_env()
+    try:
+        with pytest.raises(ValueError, match="^" + re.escape(f"{var}='{bad}' {message}") + "$"):
+            torch.ops.sparsekern.spmm(*A.op_args(), torch.ones(8, 1))
+        with pytest.raises(ValueError, match=re.escape(f"{var}='{bad}'")):
+            extension_isa()
+    finally:
+        monkeypatch.delenv(var)
+        sk.backends.reload_env()
     torch.ops.sparsekern.spmm(*A.op_args(), torch.ones(8, 1))
