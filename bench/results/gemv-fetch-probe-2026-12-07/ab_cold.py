@@ -3,14 +3,14 @@ torch.manual_seed(0); torch.set_num_threads(int(sys.argv[1]))
 op = torch.ops.sparsekern.spmm
 MODES = os.environ.get("MODES", "always,auto,never").split(",")
 def w24(M, K):
-    G = torch.randn(M, K // 4, 4); return G.scatter(-1, G.abs().argsort(-1)[..., :2], 0.0).reshape(M, K)
+    G = torch.randn(M, K // 4, 4); return G.scatter(-1, G.abs().argsort(-1)[..., :int(os.environ.get("DROP", "2"))], 0.0).reshape(M, K)
 def setmode(m):
     os.environ["SPARSEKERN_CPU_PREFETCH"] = m; sk.backends.reload_env()
 shapes = [tuple(map(int, s.split("x"))) for s in sys.argv[3].split(",")]
 for M, K in shapes:
   base = w24(M, K)
   nw = max(2, int(128e6 // (M*K*2.25)))
-  As = [sk.to_sparse(base.roll(i, 0), layout="2:4").op_args() for i in range(nw)]
+  As = [sk.to_sparse(base.roll(i, 0), layout=os.environ.get("LAYOUT", "2:4")).op_args() for i in range(nw)]
   for N in [int(n) for n in sys.argv[2].split(",")]:
     x = torch.randn(N, K).t()
     r = {"always": [], "auto": [], "never": []}
