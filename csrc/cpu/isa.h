@@ -68,9 +68,10 @@ bool fetch_next_tiles(const void* p, int64_t bytes);
 // Whether the `bytes` at p look cached: they fit in a quarter of the last-level cache and 8
 // lines spread over them load in under kCachedProbeNanos (on the Zen 5 VM from memory
 // 470-1070 ns, from L2 or L3 20-90 ns, the clock reads included; in the op, over a rotation
-// of weights 4x the LLC, 1.6% of the calls read under 150 ns). A call that is preempted during the probe
-// reads "not cached" (the fetching loop: a little slower, never wrong); nothing is kept
-// between calls. False when the clock is too slow to tell (a read pair over 100 ns).
+// of weights 4x the LLC, 1.6% of the calls read under 150 ns). A call that is preempted
+// during the probe reads "not cached" (the fetching loop: a little slower, never wrong);
+// nothing is kept between calls. False when the clock is too slow to tell (a read pair
+// over 100 ns, the least of 16 taken once).
 bool weight_looks_cached(const void* p, int64_t bytes);
 constexpr int64_t kCachedProbeNanos = 150;
 
@@ -78,8 +79,9 @@ enum class IsaEnvStatus {
   kOk, kUnknown, kAvx2Missing, kAvx512Missing, kUnknownScatter, kUnknownBroadcast,
   kUnknownPrefetch };
 
-// Whether SPARSEKERN_CPU_ISA, _SCATTER and _BROADCAST (as last read) are unset or choices
-// this CPU can honour; when one is not, `value` (if given) gets that variable's text.
+// Whether SPARSEKERN_CPU_ISA, _SCATTER, _BROADCAST and _PREFETCH (as last read) are unset
+// or choices this CPU can honour; when one is not, `value` (if given) gets that variable's
+// text.
 IsaEnvStatus isa_env_status(std::string* value);
 
 }  // namespace cpu
