@@ -27,7 +27,7 @@
 // an error naming K and N. A B with zero strides (expand) is served as it is: the kernels
 // read B(k, n) through its strides and never write it.
 //
-// Environment: SPARSEKERN_BACKEND, SPARSEKERN_CPU_ISA, _SCATTER, _BROADCAST (cpu/isa.h)
+// Environment: SPARSEKERN_BACKEND, SPARSEKERN_CPU_ISA, _SCATTER, _BROADCAST, _PREFETCH (cpu/isa.h)
 // and SPARSEKERN_CPU_POOL (the threads the kernels run on, see "threads" below) are read
 // once at import and again
 // on sparsekern.backends.reload_env() (the _reload_env op), never per call: a getenv per
@@ -1319,6 +1319,7 @@ TORCH_LIBRARY_IMPL(sparsekern, CompositeExplicitAutograd, m) {
   m.impl("_pool_team_stalled", &team_stalled);  // for tests (fake clocks)
   m.impl("_pool_next_backoff", &next_backoff);   // for tests
   m.impl("_pool_thread_descheduled", &thread_descheduled);  // for tests (fake clocks)
+  m.impl("_cache_probe_verdict", &skc::probe_says_cached);  // for tests (fake clocks)
   m.impl("_cpu_has_avx2", &cpu_has_avx2);
   m.impl("_cpu_has_avx512", &cpu_has_avx512);
   m.impl("_csc_cache_info", &csc_cache_info);

@@ -22,7 +22,7 @@ Private (backend kernels, each with a caller-given or fresh output):
                            bad index tensor
 Private helpers of ``_C`` (no tensor arguments; kernels in csrc/ops.cpp): _abi_version,
 _kernel_exists, _cpu_isa, _cpu_pool, _pool_team_stalled, _pool_next_backoff,
-_pool_thread_descheduled, _cpu_has_avx2, _cpu_has_avx512, _csc_cache_info, _csc_cache_clear, _python_path, _reload_env.
+_pool_thread_descheduled, _cache_probe_verdict, _cpu_has_avx2, _cpu_has_avx512, _csc_cache_info, _csc_cache_clear, _python_path, _reload_env.
     _triton_bsr, _triton_semi24, _triton_csc             sparsekern/triton/*.py (Triton;
                                                           their format tensors are the
                                                           kernel's, see each file)
@@ -62,6 +62,7 @@ SCHEMAS = {
                            "int items, int threads) -> bool"),
     "_pool_next_backoff": "(int previous, bool stalled) -> int",
     "_pool_thread_descheduled": "(int wall, int cpu) -> bool",
+    "_cache_probe_verdict": "(int elapsed_ns, int bytes, int llc_bytes, bool fast_clock) -> bool",
     "_cpu_has_avx2": "() -> bool",
     "_cpu_has_avx512": "() -> bool",
     "_csc_cache_info": "() -> (int, int)",

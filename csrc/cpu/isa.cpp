@@ -243,11 +243,16 @@ bool broadcast_in_registers() {
   return state().register_broadcast.load(std::memory_order_relaxed);
 }
 
+bool probe_says_cached(int64_t elapsed_ns, int64_t bytes, int64_t llc_bytes, bool fast_clock) {
+  const int64_t limit = (llc_bytes > 0 ? llc_bytes : int64_t{8} << 20) / 4;
+  return fast_clock && bytes > 0 && bytes <= limit && elapsed_ns >= 0 &&
+         elapsed_ns < kCachedProbeNanos;
+}
+
 bool weight_looks_cached(const void* p, int64_t bytes) {
   static const int64_t llc = detect_llc_bytes();
   static const bool fast_clock = detect_fast_clock();
-  const int64_t limit = (llc > 0 ? llc : int64_t{8} << 20) / 4;
-  if (p == nullptr || bytes <= 0 || bytes > limit || !fast_clock) return false;
+  if (p == nullptr || !probe_says_cached(0, bytes, llc, fast_clock)) return false;
   const char* c = static_cast<const char*>(p);
   // Offsets 1/16, 3/16, ..., 15/16 of the way, rounded down to a line: inside [p, p + bytes).
   // Their loads overlap: the probe takes about the slowest one's time.
@@ -262,7 +267,7 @@ bool weight_looks_cached(const void* p, int64_t bytes) {
   const int64_t t1 = now_ns();
   volatile int sink = sum;  // the loads count
   (void)sink;
-  return t1 - t0 < kCachedProbeNanos;
+  return probe_says_cached(t1 - t0, bytes, llc, fast_clock);
 }
 
 bool fetch_next_tiles(const void* p, int64_t bytes) {

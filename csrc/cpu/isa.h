@@ -75,6 +75,12 @@ bool fetch_next_tiles(const void* p, int64_t bytes);
 bool weight_looks_cached(const void* p, int64_t bytes);
 constexpr int64_t kCachedProbeNanos = 150;
 
+// weight_looks_cached's verdict from its parts (pure; tests drive it with fake clocks):
+// `elapsed_ns` the probe's time, `llc_bytes` the last-level cache (0: unknown, taken as
+// 8 MB), `fast_clock` whether the clock can tell. With elapsed_ns = 0 it says whether a
+// probe is worth taking at all.
+bool probe_says_cached(int64_t elapsed_ns, int64_t bytes, int64_t llc_bytes, bool fast_clock);
+
 enum class IsaEnvStatus {
   kOk, kUnknown, kAvx2Missing, kAvx512Missing, kUnknownScatter, kUnknownBroadcast,
   kUnknownPrefetch };

@@ -603,6 +603,29 @@ def test_gemv_prefetch_choices_give_the_same_sums(cpu_isa_env, cpu_prefetch_env,
         torch.set_num_threads(before)
 
 
+MB = 1 << 20
+
+
+@pytest.mark.skipif(C is None, reason="needs the compiled extension")
+@pytest.mark.parametrize("elapsed,nbytes,llc,fast_clock,cached", [
+    (40, 1 * MB, 32 * MB, True, True),     # a few L3 hits
+    (149, 8 * MB, 32 * MB, True, True),    # just under the threshold, a quarter of the LLC
+    (150, 1 * MB, 32 * MB, True, False),   # at the threshold: from memory
+    (900, 1 * MB, 32 * MB, True, False),   # DRAM latency (or a preempted probe)
+    (40, 8 * MB + 1, 32 * MB, True, False),  # larger than a quarter of the LLC: always fetch
+    (40, 2 * MB, 0, True, True),           # LLC unknown: taken as 8 MB
+    (40, 2 * MB + 1, 0, True, False),
+    (40, 1 * MB, 32 * MB, False, False),   # a clock too slow to tell
+    (40, 0, 32 * MB, True, False),         # nothing to probe
+    (-1, 1 * MB, 32 * MB, True, False),    # a clock that went backwards
+    (0, 1 * MB, 32 * MB, True, True),      # elapsed 0: "is a probe worth taking"
+])
+def test_cache_probe_verdict_on_fake_clocks(elapsed, nbytes, llc, fast_clock, cached):
+    """The GEMVs skip their fetch-ahead only when the weight fits in a quarter of the LLC, the
+    clock can tell, and 8 of its lines loaded in under 150 ns (csrc/cpu/isa.h)."""
+    assert torch.ops.sparsekern._cache_probe_verdict(elapsed, nbytes, llc, fast_clock) is cached
+
+
 @pytest.mark.parametrize("var,bad,message", [
     ("SPARSEKERN_CPU_BROADCAST", "stream", "is not a weight broadcast choice; expected one of "
                                            "'register', 'load', 'auto'"),
