@@ -61,8 +61,9 @@ auto with_broadcast_choice(F&& f) {
 // of weight rows into L2 while they multiply the current one (NextTileFetch, common.h), for a
 // weight of `bytes` at p. From memory the fetches make these loops 1.2-1.7x faster; with the
 // weight in L2 or L3 they make them 1.3-1.4x slower (they take load slots in a loop bound by
-// its loads; bench/results/gemv-fetch-probe-2026-12-07). SPARSEKERN_CPU_PREFETCH=always|never|auto, read
-// with SPARSEKERN_CPU_ISA (auto: fetch unless weight_looks_cached). The same sums either way.
+// its loads; bench/results/gemv-fetch-probe-2026-12-07). SPARSEKERN_CPU_PREFETCH=
+// always|never|auto, read with SPARSEKERN_CPU_ISA (auto: fetch unless weight_looks_cached).
+// The same sums either way.
 bool fetch_next_tiles(const void* p, int64_t bytes);
 
 // Whether the `bytes` at p look cached: they fit in a quarter of the last-level cache and 8
