@@ -999,8 +999,12 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
   // AVX2 step on Zen 5; this one was 1.2-1.9x faster on Sapphire Rapids, 1 thread
   // (bench/results/g24-2026-12-03) and is not yet measured on Zen 5.
   const bool avx2 = SK_HAVE_AVX2_KERNELS && isa != Isa::kPortable;
+  // The AVX-512 GEMV's entries count once: a second thread paid from ~115K stored entries on
+  // (Zen 5, 2 threads, warm and from memory: 384x384 0.85x / 1.00x, 384x512 0.89x / 1.06x,
+  // 512x512 1.20x / 1.19x, 768x768 1.41x / 1.28x; bench/results/gemv-threads-2026-12-07).
+  const double gemv_cost = isa == Isa::kAvx512 ? 1.0 : kGemvCost;
   int nt = threads_for(d.num_threads, 0.5 * static_cast<double>(d.M) * d.K * d.N *
-                                          (d.N == 1 ? kGemvCost : 1.0));
+                                          (d.N == 1 ? gemv_cost : 1.0));
   if (nt > kMaxParts) nt = kMaxParts;
   if (nt > d.M) nt = static_cast<int>(d.M > 0 ? d.M : 1);
   const int parts = parts_for(nt, d.M, kMaxParts);
