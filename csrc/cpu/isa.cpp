@@ -278,6 +278,14 @@ bool fetch_next_tiles(const void* p, int64_t bytes) {
   }
 }
 
+bool fetch_next_tiles(bool looks_cached) {
+  switch (state().prefetch.load(std::memory_order_relaxed)) {
+    case kPrefetchAlways: return true;
+    case kPrefetchNever: return false;
+    default: return !looks_cached;
+  }
+}
+
 const char* active_isa_name() {
   switch (active_isa()) {
     case Isa::kAvx512: return "avx512";

@@ -65,6 +65,8 @@ auto with_broadcast_choice(F&& f) {
 // always|never|auto, read with SPARSEKERN_CPU_ISA (auto: fetch unless weight_looks_cached).
 // The same sums either way.
 bool fetch_next_tiles(const void* p, int64_t bytes);
+// The same choice for a caller that already probed: `looks_cached` = weight_looks_cached(...).
+bool fetch_next_tiles(bool looks_cached);
 
 // Whether the `bytes` at p look cached: they fit in a quarter of the last-level cache and 8
 // lines spread over them load in under kCachedProbeNanos (on the Zen 5 VM from memory

@@ -443,8 +443,18 @@ class Nm14Panels : public PanelWork {
 template <typename T>
 int nm14_typed(const T* values, const uint8_t* meta, const Dense& d) {
   const Isa isa = active_isa();
+  // The AVX-512 GEMV asks once whether the weight looks cached: that decides its fetch-ahead
+  // and when a second thread pays. From L2/L3 its loop is fast per entry and the second
+  // thread's start dominates up to ~200K entries (Zen 5, 2 threads against 1, warm: 768x384
+  // 0.63x, 768x768 0.78x, 1024x1024 1.00x, 2048x1024 1.61x); from memory two threads read
+  // faster from 74K entries on (768x384 1.11x, 768x768 1.32x; bench/results/
+  // gemv-threads-2026-12-07).
+  const bool gemv512 = isa == Isa::kAvx512 && d.N == 1;
+  const int64_t weight_bytes = d.M * Nm14Rows(d.K).G * static_cast<int64_t>(sizeof(T));
+  const bool cached = gemv512 && weight_looks_cached(values, weight_bytes);
+  const double gemv_cost = cached ? 0.5 : kGemvCost;
   int nt = threads_for(d.num_threads, 0.25 * static_cast<double>(d.M) * d.K * d.N *
-                                          (d.N == 1 ? kGemvCost : 1.0));
+                                          (d.N == 1 ? gemv_cost : 1.0));
   if (nt > kMaxParts) nt = kMaxParts;
   if (nt > d.M) nt = static_cast<int>(d.M > 0 ? d.M : 1);
   const int parts = parts_for(nt, d.M, kMaxParts);
@@ -482,8 +492,7 @@ int nm14_typed(const T* values, const uint8_t* meta, const Dense& d) {
   }
   const float* x = gemv_x(d);
   if (x == nullptr) return kNoMemory;
-  const int64_t weight_bytes = d.M * Nm14Rows(d.K).G * static_cast<int64_t>(sizeof(T));
-  const bool fetch = isa == Isa::kAvx512 && fetch_next_tiles(values, weight_bytes);
+  const bool fetch = gemv512 && fetch_next_tiles(cached);
   return parallel_parts(parts, nt, [&](int p) {
 #if SK_HAVE_AVX512_KERNELS
     if (isa == Isa::kAvx512)
