@@ -518,6 +518,40 @@ def _broadcast_weight(layout, M, K, g):
     return Wp.scatter(-1, drop, 0.0).view(M, Kp)[:, :K]
 
 
+def _choices_give_the_same_sums(layout, dtype, cases, set_choice, choices, calls, bias_if):
+    """For each (M, K, N, threads) case: a fresh `layout` weight [M, K] of `dtype`, B [K, N]
+    row- and column-major, bias when bias_if(M, N); the op under each of `choices`
+    (set_choice(c), then `calls` calls): every output the same bits as the first one, and
+    the float64 reference's sums. A fresh seed each run, named on failure."""
+    seed = torch.seed() % 2**31
+    g = torch.Generator().manual_seed(seed)
+    before = torch.get_num_threads()
+    try:
+        for M, K, N, threads in cases:
+            W = _broadcast_weight(layout, M, K, g).to(dtype)
+            A = sk.to_sparse(W, layout=layout)
+            for B in (torch.randn(K, N, generator=g), torch.randn(N, K, generator=g).t()):
+                B = B.to(dtype)
+                bias = torch.randn(M, generator=g).to(dtype) if bias_if(M, N) else None
+                torch.set_num_threads(threads)
+                outs = []
+                for choice in choices:
+                    set_choice(choice)
+                    outs += [(choice, torch.ops.sparsekern.spmm(*A.op_args(), B, bias))
+                             for _ in range(calls)]
+                what = f"seed {seed}: {layout} {dtype} M={M} K={K} N={N} B {tuple(B.stride())}"
+                for choice, out in outs[1:]:
+                    assert torch.equal(out, outs[0][1]), f"{what}: {choice}"
+                want = W.double() @ B.double()
+                if bias is not None:
+                    want = want + bias.double()[:, None]
+                tol = 1e-4 if dtype == torch.float32 else 2e-2
+                torch.testing.assert_close(outs[0][1].double(), want, rtol=tol, atol=tol,
+                                           msg=lambda m: f"{what}: {m}")
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.skipif(C is None or not C.cpu_has_avx512(), reason="this CPU/OS has no AVX-512")
 @pytest.mark.parametrize("layout", BROADCAST_LAYOUTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
@@ -526,36 +560,12 @@ def test_panel_broadcasts_give_the_same_sums(cpu_isa_env, cpu_broadcast_env, lay
     4-weight load (SPARSEKERN_CPU_BROADCAST): the same products in the same order, so the same
     sums bit for bit, and the reference's. Widths 12-100 (1-4 zmm per panel row, tails past
     16q), K with an odd last group and padding, rows past the last full tile, B row- and
-    column-major, bias or none, 1 and 2 threads; a fresh seed each run, named on failure."""
-    seed = torch.seed() % 2**31
-    g = torch.Generator().manual_seed(seed)
+    column-major, bias or none, 1 and 2 threads."""
     cpu_isa_env("avx512")
-    before = torch.get_num_threads()
-    try:
-        for M, K, N, threads in [(29, 70, 12, 1), (64, 388, 16, 2), (13, 9, 17, 1),
-                                 (100, 256, 32, 2), (37, 130, 48, 1), (25, 66, 64, 2),
-                                 (61, 200, 100, 2), (12, 6, 20, 1)]:
-            W = _broadcast_weight(layout, M, K, g).to(dtype)
-            A = sk.to_sparse(W, layout=layout)
-            for B in (torch.randn(K, N, generator=g), torch.randn(N, K, generator=g).t()):
-                B = B.to(dtype)
-                bias = torch.randn(M, generator=g).to(dtype) if N % 2 == 0 else None
-                torch.set_num_threads(threads)
-                outs = {}
-                for mode in ("register", "load", "auto"):
-                    cpu_broadcast_env(mode)
-                    outs[mode] = torch.ops.sparsekern.spmm(*A.op_args(), B, bias)
-                what = f"seed {seed}: {layout} {dtype} M={M} K={K} N={N} B {tuple(B.stride())}"
-                assert torch.equal(outs["register"], outs["load"]), what
-                assert torch.equal(outs["auto"], outs["register"]), what
-                want = W.double() @ B.double()
-                if bias is not None:
-                    want = want + bias.double()[:, None]
-                tol = 1e-4 if dtype == torch.float32 else 2e-2
-                torch.testing.assert_close(outs["load"].double(), want, rtol=tol, atol=tol,
-                                           msg=lambda m: f"{what}: {m}")
-    finally:
-        torch.set_num_threads(before)
+    cases = [(29, 70, 12, 1), (64, 388, 16, 2), (13, 9, 17, 1), (100, 256, 32, 2),
+             (37, 130, 48, 1), (25, 66, 64, 2), (61, 200, 100, 2), (12, 6, 20, 1)]
+    _choices_give_the_same_sums(layout, dtype, cases, cpu_broadcast_env,
+                                ("register", "load", "auto"), 1, lambda M, N: N % 2 == 0)
 
 
 @pytest.mark.skipif(C is None or not C.cpu_has_avx512(), reason="this CPU/OS has no AVX-512")
@@ -564,43 +574,20 @@ def test_panel_broadcasts_give_the_same_sums(cpu_isa_env, cpu_broadcast_env, lay
 def test_gemv_prefetch_choices_give_the_same_sums(cpu_isa_env, cpu_prefetch_env, layout, dtype):
     """The AVX-512 n:4 GEMV (and 2:4's small-N kernel) fetch the next rows of the weight ahead
     or not (SPARSEKERN_CPU_PREFETCH: always, never, auto = only when the weight does not look
-    cached): the loads change, not the arithmetic, so the same sums bit for bit, and the
+    cached), and 1:4's GEMV picks its threads by the same probe: the loads and the split
+    change, not the arithmetic, so the same sums bit for bit (two calls each), and the
     reference's. N = 1-8, K with an odd last group and padding, rows past the last 4-row tile
     and parts of several tiles, small weights called back to back (cached) and a larger one
     (8-16 MB of values: fetched under auto on a last-level cache of up to 32-64 MB), B row- and
-    column-major, bias or none, 1 and 2 threads; a fresh seed each run, named on failure."""
-    seed = torch.seed() % 2**31
-    g = torch.Generator().manual_seed(seed)
+    column-major, bias or none, 1 and 2 threads."""
     cpu_isa_env("avx512")
-    before = torch.get_num_threads()
-    try:
-        cases = [(29, 70, 1, 1), (64, 388, 1, 2), (13, 9, 1, 1), (203, 1030, 1, 2),
-                 (100, 256, 2, 2), (37, 130, 4, 1), (61, 200, 5, 2), (45, 518, 8, 2)]
-        if dtype == torch.float32:
-            cases.append((2048, 4096, 1, 2))
-        for M, K, N, threads in cases:
-            W = _broadcast_weight(layout, M, K, g).to(dtype)
-            A = sk.to_sparse(W, layout=layout)
-            for B in (torch.randn(K, N, generator=g), torch.randn(N, K, generator=g).t()):
-                B = B.to(dtype)
-                bias = torch.randn(M, generator=g).to(dtype) if M % 2 == 1 else None
-                torch.set_num_threads(threads)
-                outs = {}
-                for mode in ("always", "never", "auto"):
-                    cpu_prefetch_env(mode)
-                    outs[mode] = torch.ops.sparsekern.spmm(*A.op_args(), B, bias)
-                    outs[mode + "2"] = torch.ops.sparsekern.spmm(*A.op_args(), B, bias)
-                what = f"seed {seed}: {layout} {dtype} M={M} K={K} N={N} B {tuple(B.stride())}"
-                for mode in ("never", "auto", "always2", "never2", "auto2"):
-                    assert torch.equal(outs[mode], outs["always"]), f"{what}: {mode}"
-                want = W.double() @ B.double()
-                if bias is not None:
-                    want = want + bias.double()[:, None]
-                tol = 1e-4 if dtype == torch.float32 else 2e-2
-                torch.testing.assert_close(outs["auto"].double(), want, rtol=tol, atol=tol,
-                                           msg=lambda m: f"{what}: {m}")
-    finally:
-        torch.set_num_threads(before)
+    cases = [(29, 70, 1, 1), (64, 388, 1, 2), (13, 9, 1, 1), (203, 1030, 1, 2),
+             (100, 256, 2, 2), (37, 130, 4, 1), (61, 200, 5, 2), (45, 518, 8, 2),
+             (768, 768, 1, 2)]
+    if dtype == torch.float32:
+        cases.append((2048, 4096, 1, 2))
+    _choices_give_the_same_sums(layout, dtype, cases, cpu_prefetch_env,
+                                ("always", "never", "auto"), 2, lambda M, N: M % 2 == 1)
 
 
 MB = 1 << 20
