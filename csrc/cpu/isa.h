@@ -58,8 +58,8 @@ auto with_broadcast_choice(F&& f) {
 }
 
 // Whether the AVX-512 GEMVs of 2:4 and 1:4 and 2:4's 2-4 column kernel fetch the next tile
-// of weight rows into L2 while they multiply the current one (NextTileFetch, common.h), for a
-// weight of `bytes` at p. From memory the fetches make these loops 1.2-1.7x faster; with the
+// of weight rows into L2 while they multiply the current one (NextTileFetch, common.h), and
+// the AVX2 2:4 GEMV its row 4 KB ahead, for a weight of `bytes` at p. From memory the fetches make these loops 1.2-1.7x faster; with the
 // weight in L2 or L3 they make them 1.3-1.4x slower (they take load slots in a loop bound by
 // its loads; bench/results/gemv-fetch-probe-2026-12-07). SPARSEKERN_CPU_PREFETCH=
 // always|never|auto, read with SPARSEKERN_CPU_ISA (auto: fetch unless weight_looks_cached).

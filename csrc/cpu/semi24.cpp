@@ -220,7 +220,7 @@ SK_AVX2_INLINE __m256 gemv_step16(const T* v, const uint8_t* mt, const float* x,
 
 template <typename T>
 SK_AVX2 int gemv_rows_avx2(const T* values, const uint8_t* meta, const Dense& d, const float* x,
-                           int64_t m0, int64_t m1) {
+                           int64_t m0, int64_t m1, bool fetch = true) {
   const Semi24Rows g4(d.K);
   const int64_t jfull = d.K / 8;  // metadata bytes whose 8 columns are all < K
   for (int64_t m = m0; m < m1; ++m) {
@@ -232,9 +232,11 @@ SK_AVX2 int gemv_rows_avx2(const T* values, const uint8_t* meta, const Dense& d,
     int64_t j = 0;
     for (; j + 4 <= jfull; j += 4) {
       // The row is streamed once from memory: prefetch well ahead (a single stream per core
-      // does not reach the memory bandwidth on its own).
-      _mm_prefetch(reinterpret_cast<const char*>(v + 4 * j) + kPrefetchBytes, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(v + 4 * j) + kPrefetchBytes + 64, _MM_HINT_T0);
+      // does not reach the memory bandwidth on its own); `fetch`: see fetch_next_tiles.
+      if (fetch) {
+        _mm_prefetch(reinterpret_cast<const char*>(v + 4 * j) + kPrefetchBytes, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(v + 4 * j) + kPrefetchBytes + 64, _MM_HINT_T0);
+      }
       acc0 = gemv_step16(v, mt, x, j, acc0);
       acc1 = gemv_step16(v, mt, x, j + 2, acc1);
     }
@@ -1015,14 +1017,14 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
   if (d.N == 1) {
     const float* x = gemv_x(d);
     if (x == nullptr) return kNoMemory;
-    const bool fetch = isa == Isa::kAvx512 && fetch_next_tiles(values, weight_bytes);
+    const bool fetch = avx2 && fetch_next_tiles(values, weight_bytes);
     return parallel_parts(parts, nt, [&](int p) {
 #if SK_HAVE_AVX512_KERNELS
       if (isa == Isa::kAvx512)
         return gemv_rows_avx512<T>(values, meta, d, x, bounds[p], bounds[p + 1], fetch);
 #endif
 #if SK_HAVE_AVX2_KERNELS
-      if (avx2) return gemv_rows_avx2<T>(values, meta, d, x, bounds[p], bounds[p + 1]);
+      if (avx2) return gemv_rows_avx2<T>(values, meta, d, x, bounds[p], bounds[p + 1], fetch);
 #endif
       return gemv_rows_portable<T>(values, meta, d, x, bounds[p], bounds[p + 1]);
     });

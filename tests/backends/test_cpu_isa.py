@@ -568,19 +568,24 @@ def test_panel_broadcasts_give_the_same_sums(cpu_isa_env, cpu_broadcast_env, lay
                                 ("register", "load", "auto"), 1, lambda M, N: N % 2 == 0)
 
 
-@pytest.mark.skipif(C is None or not C.cpu_has_avx512(), reason="this CPU/OS has no AVX-512")
+@pytest.mark.parametrize("isa", ["avx2", "avx512"])
 @pytest.mark.parametrize("layout", BROADCAST_LAYOUTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_gemv_prefetch_choices_give_the_same_sums(cpu_isa_env, cpu_prefetch_env, layout, dtype):
-    """The AVX-512 n:4 GEMV (and 2:4's small-N kernel) fetch the next rows of the weight ahead
-    or not (SPARSEKERN_CPU_PREFETCH: always, never, auto = only when the weight does not look
-    cached), and 1:4's GEMV picks its threads by the same probe: the loads and the split
-    change, not the arithmetic, so the same sums bit for bit (two calls each), and the
-    reference's. N = 1-8, K with an odd last group and padding, rows past the last 4-row tile
+def test_gemv_prefetch_choices_give_the_same_sums(cpu_isa_env, cpu_prefetch_env, isa, layout,
+                                                  dtype):
+    """The n:4 GEMVs (AVX-512 2:4 and 1:4, 2:4's AVX-512 small-N kernel, the AVX2 2:4 GEMV)
+    fetch the weight ahead or not (SPARSEKERN_CPU_PREFETCH: always, never, auto = only when
+    the weight does not look cached), and 1:4's AVX-512 GEMV picks its threads by the same
+    probe: the loads and the split change, not the arithmetic, so the same sums bit for bit
+    (two calls each), and the reference's. N = 1-8, K with an odd last group and padding, rows past the last 4-row tile
     and parts of several tiles, small weights called back to back (cached) and a larger one
     (8-16 MB of values: fetched under auto on a last-level cache of up to 32-64 MB), B row- and
     column-major, bias or none, 1 and 2 threads."""
-    cpu_isa_env("avx512")
+    has = {"avx2": C is not None and C.cpu_has_avx2(),
+           "avx512": C is not None and C.cpu_has_avx512()}
+    if not has[isa]:
+        pytest.skip(f"this CPU/OS has no {isa}")
+    cpu_isa_env(isa)
     cases = [(29, 70, 1, 1), (64, 388, 1, 2), (13, 9, 1, 1), (203, 1030, 1, 2),
              (100, 256, 2, 2), (37, 130, 4, 1), (61, 200, 5, 2), (45, 518, 8, 2),
              (768, 768, 1, 2)]
