@@ -1012,7 +1012,8 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
   const int parts = parts_for(nt, d.M, kMaxParts);
   int64_t bounds[kMaxParts + 1];
   split_even(d.M, parts, bounds);  // every row holds the same number of entries
-  // The AVX-512 GEMV / small-N kernels fetch the next tile only for a weight from memory.
+  // The GEMVs (AVX-512, AVX2) and the AVX-512 small-N kernel fetch ahead only for a weight
+  // that does not look cached (fetch_next_tiles, isa.h).
   const int64_t weight_bytes = d.M * Semi24Rows(d.K).half * static_cast<int64_t>(sizeof(T));
   if (d.N == 1) {
     const float* x = gemv_x(d);
