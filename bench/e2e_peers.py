@@ -4,7 +4,7 @@
                               [--out DIR (default ./sparsekern-e2e-peers)]
                               [--deepsparse-python /path/to/venv-ds/bin/python] [--no-compile]
                               [--lock /path/to/lockfile] [--compiled-attention {eager,sdpa}]
-                              [--freezing]
+                              [--freezing] [--no-aoti]
 
 The same pretrained all-MiniLM-L6-v2 sentence encoder (sentence embedding = mean-pooled,
 L2-normalised last hidden state), at 1 sentence x 16 tokens and 32 sentences x 64 tokens:
@@ -14,10 +14,13 @@ L2-normalised last hidden state), at 1 sentence x 16 tokens and 32 sentences x 6
 - per pruned variant (magnitude pruning of all 36 encoder Linear layers: 90% unstructured,
   90% in 32x32 blocks, 2:4): DeepSparse 1.8 on the exported ONNX (it finds the zeros itself;
   it needs Python <= 3.11 and lives in its own venv, driven through bench/peers_worker.py),
-  and sparsekern (``sk.sparsify`` to csc / bsr / 2:4) eager and under torch.compile.
+  and sparsekern (``sk.sparsify`` to csc / bsr / 2:4) eager and under torch.compile;
+- torch's deployment path for both, AOTInductor (``torch.export`` at the shape, then
+  ``torch._inductor.aoti_compile_and_package`` / ``aoti_load_package``): no Python-side graph
+  or guards per call; the weights are constants of the package (``--no-aoti`` skips it).
 
-The torch.compile engines (dense and sparsekern) run a copy of their model whose attention is
-Hugging Face's "eager" one (``--compiled-attention``, default eager): matmuls and a softmax that
+The torch.compile and AOTInductor engines (dense and sparsekern) run a copy of their model
+whose attention is Hugging Face's "eager" one (``--compiled-attention``, default eager): matmuls and a softmax that
 inductor fuses, 1.1-1.2x faster for the whole compiled model at 32x64 tokens than the "sdpa"
 default, which runs torch's CPU flash-attention kernel (~30 ms of a ~100 ms model there; 2
 threads, Zen 5, bench/results/e2e-attention-2026-12-07). Eager engines keep "sdpa".
@@ -96,6 +99,8 @@ class PeerConfig:
     #: inductor's freezing for the torch.compile engines (weights folded in as constants: a
     #: weight changed after compiling is not seen; for inference only)
     freezing: bool = False
+    #: the AOTInductor engines (dense torch and each sparsekern model, exported per shape)
+    aoti: bool = True
 
 
 @dataclass
@@ -130,6 +135,26 @@ def compiled(model: torch.nn.Module, attention: str) -> torch.nn.Module:
     m = copy.deepcopy(model)
     m.encoder.set_attn_implementation(attention)
     return torch.compile(m)
+
+
+def aoti_call(model: torch.nn.Module, attention: str, batch: int, tokens: int,
+              work: Path) -> Callable[[], np.ndarray]:
+    """A copy of ``model`` (attention as in ``compiled``) exported at batch x tokens, compiled
+    ahead of time by AOTInductor into a package under ``work`` and loaded back: what an
+    inference server runs, with no Python-side graph or guards per call."""
+    m = copy.deepcopy(model).eval()
+    m.encoder.set_attn_implementation(attention)
+    ids, mask = make_inputs(batch, tokens)
+    ep = torch.export.export(m, (ids, mask))
+    fd, name = tempfile.mkstemp(suffix=".pt2", dir=work)
+    os.close(fd)
+    runner = torch._inductor.aoti_load_package(
+        torch._inductor.aoti_compile_and_package(ep, package_path=name))
+
+    def call():
+        with torch.inference_mode():
+            return runner(ids, mask).numpy()
+    return call
 
 
 def export_onnx(model: torch.nn.Module, path: Path) -> Path:
@@ -224,29 +249,41 @@ def build_engines(cfg: PeerConfig, work: Path) -> Tuple[List[Engine], Optional[D
     engines = []
     for b, t in SHAPES:
         want = {v: torch_call(m, b, t)() for v, m in models.items()}
-        engines += _dense_engines(cfg, models["dense"], onnx["dense"], b, t, want["dense"])
+        engines += _dense_engines(cfg, models["dense"], onnx["dense"], work, b, t, want["dense"])
         for v in VARIANTS:
-            engines += _sparse_engines(cfg, models[v], v, onnx[v], ds, ds_why, b, t, want[v])
+            engines += _sparse_engines(cfg, models[v], v, onnx[v], work, ds, ds_why, b, t,
+                                       want[v])
     return engines, ds
 
 
-def _dense_engines(cfg, model, onnx_path, b, t, want) -> List[Engine]:
+def _skip_reason(cfg: PeerConfig, name: str) -> Optional[str]:
+    """Why an engine the options turn off is skipped (None: it runs)."""
+    if "compile" in name and not cfg.compile:
+        return "--no-compile"
+    if "AOTInductor" in name and not cfg.aoti:
+        return "--no-aoti"
+    return None
+
+
+def _dense_engines(cfg, model, onnx_path, work, b, t, want) -> List[Engine]:
     out = []
     for name, build in (("torch eager", lambda: torch_call(model, b, t)),
                         ("torch.compile",
                          lambda: torch_call(compiled(model, cfg.compiled_attention), b, t)),
+                        ("torch AOTInductor",
+                         lambda: aoti_call(model, cfg.compiled_attention, b, t, work)),
                         ("ONNX Runtime", lambda: ort_call(onnx_path, b, t, cfg.threads)),
                         ("OpenVINO", lambda: openvino_call(onnx_path, b, t, cfg.threads))):
         e = Engine(name, "dense", b, t)
-        if name == "torch.compile" and not cfg.compile:
-            e.skipped = "--no-compile"
-        else:
+        e.skipped = _skip_reason(cfg, name)
+        if e.skipped is None:
             _try(e, build, want)
         out.append(e)
     return out
 
 
-def _sparse_engines(cfg, model, variant, onnx_path, ds, ds_why, b, t, want) -> List[Engine]:
+def _sparse_engines(cfg, model, variant, onnx_path, work, ds, ds_why, b, t,
+                    want) -> List[Engine]:
     layout = VARIANTS[variant][2]
     sparse = sk.sparsify(copy.deepcopy(model), layout=layout)
     out = []
@@ -266,11 +303,12 @@ def _sparse_engines(cfg, model, variant, onnx_path, ds, ds_why, b, t, want) -> L
     out.append(e)
     for name, build in ((f"sparsekern {layout} eager", lambda: torch_call(sparse, b, t)),
                         (f"sparsekern {layout} + torch.compile",
-                         lambda: torch_call(compiled(sparse, cfg.compiled_attention), b, t))):
+                         lambda: torch_call(compiled(sparse, cfg.compiled_attention), b, t)),
+                        (f"sparsekern {layout} + AOTInductor",
+                         lambda: aoti_call(sparse, cfg.compiled_attention, b, t, work))):
         e = Engine(name, variant, b, t)
-        if "compile" in name and not cfg.compile:
-            e.skipped = "--no-compile"
-        else:
+        e.skipped = _skip_reason(cfg, name)
+        if e.skipped is None:
             _try(e, build, want)
         out.append(e)
     return out
@@ -339,7 +377,7 @@ def render(rows: List[dict], facts: dict, cfg: PeerConfig) -> str:
              f"{cfg.rounds} interleaved rounds, each engine's block after "
              f"{IDLE_S:g} s idle and {WARM_CALLS} untimed calls (spread: lowest-highest round "
              f"median); "
-             f"torch.compile engines with {cfg.compiled_attention!r} attention"
+             f"torch.compile and AOTInductor engines with {cfg.compiled_attention!r} attention"
              f"{' and inductor freezing' if cfg.freezing else ''}.",
              "", "| shape | model | engine | median ms | spread ms | max abs diff vs torch |",
              "|---|---|---|---|---|---|"]
@@ -393,12 +431,15 @@ def main(argv=None) -> int:
     ap.add_argument("--freezing", action="store_true",
                     help="compile with inductor's freezing (torch._inductor.config.freezing: "
                          "weights become constants; inference only)")
+    ap.add_argument("--no-aoti", action="store_true",
+                    help="skip the AOTInductor engines (torch.export + "
+                         "torch._inductor.aoti_compile_and_package, per shape)")
     a = ap.parse_args(argv)
     problem = output_folder_problem(str(a.out))  # before anything is built or timed
     if problem:
         ap.error(f"argument --out: {problem}")
     cfg = PeerConfig(a.threads, a.rounds, a.calls, a.out, a.deepsparse_python,
-                     not a.no_compile, a.lock, a.compiled_attention, a.freezing)
+                     not a.no_compile, a.lock, a.compiled_attention, a.freezing, not a.no_aoti)
     if cfg.freezing:
         import torch._inductor.config as inductor_config
         inductor_config.freezing = True

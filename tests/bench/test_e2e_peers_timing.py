@@ -197,3 +197,29 @@ def test_freezing_is_opt_in_and_reaches_inductor(peers, monkeypatch, tmp_path):
     text = peers.render([], {"cpu": "x", "cpus": 2, "torch": "t", "load_average": (0, 0, 0)},
                         peers.PeerConfig(freezing=True))
     assert "'eager' attention and inductor freezing." in text
+
+
+def test_aoti_engines_run_by_default_and_no_aoti_skips_them_with_its_reason(peers, monkeypatch,
+                                                                            tmp_path):
+    seen = []
+
+    def stop(cfg, work):
+        seen.append(cfg.aoti)
+        raise _Stop
+
+    monkeypatch.setattr(peers, "build_engines", stop)
+    monkeypatch.setattr(peers.torch, "set_num_threads", lambda n: None)
+    limit = peers.torch._dynamo.config.recompile_limit
+    try:
+        for args in ([], ["--no-aoti"]):
+            with pytest.raises(_Stop):
+                peers.main(args + ["--out", str(tmp_path)])
+    finally:
+        peers.torch._dynamo.config.recompile_limit = limit
+    assert seen == [True, False]
+    off = peers.PeerConfig(aoti=False, compile=False)
+    assert peers._skip_reason(off, "sparsekern 2:4 + AOTInductor") == "--no-aoti"
+    assert peers._skip_reason(off, "torch AOTInductor") == "--no-aoti"
+    assert peers._skip_reason(off, "torch.compile") == "--no-compile"
+    assert peers._skip_reason(off, "ONNX Runtime") is None
+    assert peers._skip_reason(peers.PeerConfig(), "torch AOTInductor") is None
