@@ -807,6 +807,167 @@ SK_AVX512 int lor_panel_slice(const T* values, const uint8_t* meta, const Dense&
   return kOk;
 }
 
+// Hybrid blocks past kLorMaxN columns: a lanes-over-rows block feeds every multiply-add by a
+// vpermps, which shares the vector pipes with the FMAs, while a packed-panel row feeds them by
+// loads. One loop body that runs both (a 16-row block over 8 columns of B, and 2 rows in panel
+// form over 64 columns, the same number of multiply-adds) keeps the FMA pipes busier than
+// either alone (Zen 5 in-L1 loop probe: 1.88 FMA per cycle against 1.36 for the permute-fed
+// loop and 1.12 for the load-fed one). A pair unit is a 16-row block (rows [mA, mA + 16))
+// and 16 panel-form rows ([mB, mB + 16)); its 64 columns are 8 sub-tasks (8 block columns and
+// 2 panel rows each). Only K a multiple of 32 (whole metadata words); the rest runs the
+// lanes-over-rows panels.
+constexpr int64_t kHybChunk = 16;  // groups per K chunk: 16 KB of the panel, 16 KB of B's columns
+constexpr int64_t kHybCols = 64;   // columns of B per sub-slice
+// Pair units per row panel: as many as keep the panel's sums (8 KB per unit and 64-column
+// sub-slice) within 256 KB of L2, 4 to 16 (2 threads, Zen 5, against 4 / 8 / 16 fixed: 16 best
+// at 512 columns, 8 at 2048).
+constexpr int64_t kHybUnitsMax = 16;
+inline int64_t hyb_units(int64_t nsub) { return max_i64(4, min_i64(kHybUnitsMax, 32 / nsub)); }
+
+// The 64 columns of X (column n contiguous at X + n * ldx) over k in [0, K) (K a multiple of
+// 16, at most kHybChunk * 4), twice: as rows of a panel, P[k * 64 + n], and as contiguous
+// columns, C[n * kHybK + k]. (Read in place, 64 columns of a B whose columns lie 6 KB apart,
+// as at K = 1536, fall into two L1 sets' worth of lines each and evict each other.)
+constexpr int64_t kHybK = kHybChunk * 4;
+SK_AVX512 void hyb_pack(const float* X, int64_t ldx, int64_t K, float* P, float* C) {
+  for (int64_t k = 0; k < K; k += 16)
+    for (int64_t cb = 0; cb < kHybCols; cb += 16) {
+      __m512 r[16];
+      SK_UNROLL for (int i = 0; i < 16; ++i) {
+        r[i] = _mm512_loadu_ps(X + (cb + i) * ldx + k);
+        _mm512_store_ps(C + (cb + i) * kHybK + k, r[i]);
+      }
+      transpose16x16(r);
+      SK_UNROLL for (int i = 0; i < 16; ++i) _mm512_store_ps(P + (k + i) * kHybCols + cb, r[i]);
+    }
+}
+
+// One sub-task over groups [g0, g1) (multiples of 8) of the chunk: the block's transposed
+// values sv / words sw (lor_transpose) times the chunk's 8 columns C + n * kHybK (k - 4 g0),
+// into la[n] (16 rows each); and panel-form rows v / mt (2 rows, row stride g4.half /
+// g4.mcols) times the chunk's panel P (row k at P + (k - 4 g0) * 64), into row r's 64 sums at
+// pa + r * ldpa. `first` starts the sums at 0.
+template <typename T>
+SK_AVX512 void hyb_step(const float* sv, const uint32_t* sw, const float* C, const T* v, const uint8_t* mt, const Semi24Rows& g4, const float* P,
+                        int64_t g0, int64_t g1, float* la, float* pa, int64_t ldpa, bool first) {
+  __m512 lacc[8], pacc[8];
+  SK_UNROLL for (int i = 0; i < 8; ++i) {
+    lacc[i] = first ? _mm512_setzero_ps() : _mm512_load_ps(la + 16 * i);
+    pacc[i] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(pa + (i / 4) * ldpa + 16 * (i % 4));
+  }
+  for (int64_t g = g0; g < g1; g += 8) {
+    const __m512i w = _mm512_load_si512(sw + ((g - g0) / 8) * 16);
+    SK_UNROLL for (int jj = 0; jj < 4; ++jj) {  // metadata byte j = g / 2 + jj: groups 2j, 2j+1
+      const int64_t j = g / 2 + jj;
+      const float* vq = sv + 2 * (g + 2 * jj - g0) * 16;
+      __m512 vv[4];
+      __m512i ii[4];
+      SK_UNROLL for (int q = 0; q < 4; ++q) {
+        ii[q] = _mm512_add_epi32(
+            _mm512_and_si512(_mm512_srli_epi32(w, 8 * jj + 2 * q), _mm512_set1_epi32(3)),
+            _mm512_set1_epi32(4 * (q >> 1)));
+        vv[q] = _mm512_load_ps(vq + 16 * q);
+      }
+      SK_UNROLL for (int n = 0; n < 8; ++n) {
+        const __m512 xz =
+            _mm512_castps256_ps512(_mm256_load_ps(C + n * kHybK + 8 * j - 4 * g0));
+        SK_UNROLL for (int q = 0; q < 4; ++q)
+          lacc[n] = _mm512_fmadd_ps(vv[q], _mm512_permutexvar_ps(ii[q], xz), lacc[n]);
+      }
+      const float* pj = P + (8 * j - 4 * g0) * kHybCols;
+      SK_UNROLL for (int r = 0; r < 2; ++r) {
+        const unsigned b = mt[r * g4.mcols + j];  // validated by the caller
+        const float* p[4] = {pj + (b & 3) * kHybCols, pj + ((b >> 2) & 3) * kHybCols,
+                             pj + (4 + ((b >> 4) & 3)) * kHybCols, pj + (4 + (b >> 6)) * kHybCols};
+        const T* wr = v + r * g4.half + 4 * j;
+        SK_UNROLL for (int i = 0; i < 4; ++i) {
+          const __m512 wi = bcast16(wr + i);
+          SK_UNROLL for (int u = 0; u < 4; ++u)
+            pacc[4 * r + u] = _mm512_fmadd_ps(wi, _mm512_loadu_ps(p[i] + 16 * u), pacc[4 * r + u]);
+        }
+      }
+    }
+  }
+  SK_UNROLL for (int i = 0; i < 8; ++i) {
+    _mm512_store_ps(la + 16 * i, lacc[i]);
+    _mm512_storeu_ps(pa + (i / 4) * ldpa + 16 * (i % 4), pacc[i]);
+  }
+}
+
+// Y (+ bias) of the panel-form rows [m, m + 16) and columns [c0, c0 + nh) from their sums
+// (row l at t + l * nh).
+SK_AVX512 void hyb_store_rows(const Dense& d, int64_t m, int64_t c0, int64_t nh, const float* t) {
+  for (int64_t cb = 0; cb < nh; cb += 16) {
+    __m512 r[16];
+    SK_UNROLL for (int l = 0; l < 16; ++l) {
+      const __m512 b = d.bias != nullptr ? _mm512_set1_ps(d.bias[(m + l) * d.bias_stride])
+                                         : _mm512_setzero_ps();
+      r[l] = _mm512_add_ps(_mm512_load_ps(t + l * nh + cb), b);
+    }
+    if (d.ldy_m == 1) {  // column-major Y: 16 rows of a column are contiguous
+      transpose16x16(r);
+      SK_UNROLL for (int i = 0; i < 16; ++i)
+        _mm512_storeu_ps(d.Y + m + (c0 + cb + i) * d.ldy_n, r[i]);
+    } else {
+      SK_UNROLL for (int l = 0; l < 16; ++l)
+        store_lanes16(d.Y + (m + l) * d.ldy_m + (c0 + cb) * d.ldy_n, d.ldy_n, r[l], 16);
+    }
+  }
+}
+
+// Rows [m0, m0 + 32 * units) x columns [c0, c0 + nh) (nh a multiple of 64, K a multiple of
+// 32), in row panels of up to hyb_units(nsub) pair units: per unit u, the block at mp + 16 u and the
+// panel-form rows at mp + 16 (nu + u), nu the panel's units. Per K chunk, each 64-column
+// sub-slice of B is packed once (16 KB, it stays in L1) and serves every unit of the panel;
+// the units' sums wait in the scratch between chunks.
+template <typename T>
+SK_AVX512 int hyb_slice(const T* values, const uint8_t* meta, const Dense& d, const float* X,
+                        int64_t ldx, int64_t c0, int64_t nh, int64_t m0, int64_t units) {
+  const Semi24Rows g4(d.K);
+  const int64_t nsub = nh / kHybCols, per_panel = hyb_units(nsub);
+  constexpr int64_t kValues = kHybChunk * 2 * 16, kBlock = kValues + kHybChunk / 8 * 16;
+  constexpr int64_t kPanel = kHybK * kHybCols;  // the chunk's panel, then its columns
+  const int64_t lor_tiles = kHybUnitsMax * nsub * 8 * 128;  // unit, sub-slice, sub-task: 8 x 16
+  float* s = scratch_tile().get_as<float>(
+      2 * kPanel + kHybUnitsMax * kBlock + lor_tiles + kHybUnitsMax * 16 * nh);
+  if (s == nullptr) return kNoMemory;
+  float *P = s, *C = s + kPanel;
+  float* lt = s + 2 * kPanel + kHybUnitsMax * kBlock;
+  float* pt = lt + lor_tiles;  // unit u's panel-form row l: pt + (u * 16 + l) * nh
+  for (int64_t u0 = 0; u0 < units; u0 += per_panel) {
+    const int64_t nu = min_i64(per_panel, units - u0), mp = m0 + 32 * u0;
+    if (!meta_rows_valid_avx2(meta + mp * g4.mcols, 32 * nu, g4)) return kBadMeta;
+    for (int64_t g0 = 0; g0 < g4.G; g0 += kHybChunk) {
+      const int64_t g1 = min_i64(g0 + kHybChunk, g4.G);
+      for (int64_t u = 0; u < nu; ++u) {
+        float* sv = s + 2 * kPanel + u * kBlock;
+        lor_transpose<T>(values + (mp + 16 * u) * g4.half, meta + (mp + 16 * u) * g4.mcols, g4,
+                         kLorRows, kLorRows, g0, g1, sv, reinterpret_cast<uint32_t*>(sv + kValues));
+      }
+      for (int64_t q = 0; q < nsub; ++q) {
+        hyb_pack(X + (c0 + q * kHybCols) * ldx + 4 * g0, ldx, 4 * (g1 - g0), P, C);
+        for (int64_t u = 0; u < nu; ++u) {
+          const float* sv = s + 2 * kPanel + u * kBlock;
+          const int64_t mb = mp + 16 * (nu + u);  // the unit's panel-form rows
+          for (int st = 0; st < 8; ++st)
+            hyb_step<T>(sv, reinterpret_cast<const uint32_t*>(sv + kValues), C + 8 * st * kHybK,
+                        values + (mb + 2 * st) * g4.half, meta + (mb + 2 * st) * g4.mcols,
+                        g4, P, g0, g1, lt + ((u * nsub + q) * 8 + st) * 128,
+                        pt + (u * 16 + 2 * st) * nh + q * kHybCols, nh, g0 == 0);
+        }
+      }
+    }
+    for (int64_t u = 0; u < nu; ++u) {
+      for (int64_t q = 0; q < nsub; ++q)
+        for (int st = 0; st < 8; ++st)
+          lor_store(d, mp + 16 * u, kLorRows, c0 + q * kHybCols + 8 * st, 8,
+                    lt + ((u * nsub + q) * 8 + st) * 128);
+      hyb_store_rows(d, mp + 16 * (nu + u), c0, nh, pt + u * 16 * nh);
+    }
+  }
+  return kOk;
+}
+
 // Rows [m0, m1) (m0 a multiple of 16) for more than kLorMaxN columns of B (column n
 // contiguous at X + n * ldx), in slices of at most kLorSlice columns (sizes within one).
 template <typename T>
@@ -821,6 +982,34 @@ SK_AVX512 int lor_panels_avx512(const T* values, const uint8_t* meta, const Dens
     c0 += nc;
   }
   return kOk;
+}
+
+// Every row for the columns [c0, c1) of B (c1 - c0 >= 64; K a multiple of 32): the hybrid
+// blocks on whole pair units of rows and 64-column sub-slices, the lanes-over-rows panels on the
+// rest (the last rows, fewer than 32, and the last columns). The threads split the columns, so
+// each packs only its own (split by rows, 2 threads x 4 parts left 1-2 pair units per part at
+// M = 384, too few to pay for the packing: 0.85-0.9x the lanes-over-rows panels).
+template <typename T>
+SK_AVX512 int hyb_cols_avx512(const T* values, const uint8_t* meta, const Dense& d,
+                              const float* X, int64_t ldx, int64_t c0, int64_t c1) {
+  const int64_t units = d.M / 32, mh = 32 * units, nc = c1 - c0;
+  int64_t nh = nc / kHybCols * kHybCols;
+  if (nc > nh && nc - nh < kLorMinN) nh -= kHybCols;  // the LOR passes need 7+ columns
+  if (units == 0) nh = 0;
+  int s = kOk;
+  for (int64_t c = c0; s == kOk && c < c0 + nh; c += kLorSlice)
+    s = hyb_slice<T>(values, meta, d, X, ldx, c, min_i64(kLorSlice, c0 + nh - c), 0, units);
+  if (s == kOk && nc > nh && mh > 0)
+    s = lor_panel_slice<T>(values, meta, d, X, ldx, c0 + nh, nc - nh, 0, mh);
+  const int64_t rest = nh > 0 ? mh : 0;  // rows the hybrid blocks did not cover
+  if (s != kOk || rest == d.M) return s;
+  const int64_t slices = ceil_div(nc, kLorSlice);
+  for (int64_t q = 0, c = c0; s == kOk && q < slices; ++q) {
+    const int64_t w = (c1 - c) / (slices - q);
+    s = lor_panel_slice<T>(values, meta, d, X, ldx, c, w, rest, d.M);
+    c += w;
+  }
+  return s;
 }
 
 // panel_tile_avx2 with zmm: R rows x NV zmm of a panel whose row stride is 16 * NV, over the
@@ -1043,6 +1232,18 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
     const int64_t blocks = ceil_div(d.M, kLorRows);
     split_even(blocks, parts, bounds);
     for (int p = 0; p <= parts; ++p) bounds[p] = min_i64(d.M, bounds[p] * kLorRows);
+    // Enough 64-column slices for every part: the hybrid blocks, the threads splitting B's
+    // columns (hyb_cols_avx512).
+    const int64_t col_slices = d.N / kHybCols;
+    if (lor_big && d.K % 32 == 0 && col_slices >= 2 * nt) {
+      const int cparts = parts_for(nt, col_slices, kMaxParts);
+      int64_t cb[kMaxParts + 1];
+      split_even(col_slices, cparts, cb);
+      return parallel_parts(cparts, nt, [&](int p) {
+        return hyb_cols_avx512<T>(values, meta, d, X, ldx, cb[p] * kHybCols,
+                                  p + 1 == cparts ? d.N : cb[p + 1] * kHybCols);
+      });
+    }
     return parallel_parts(parts, nt, [&](int p) {
       if (lor_big) return lor_panels_avx512<T>(values, meta, d, X, ldx, bounds[p], bounds[p + 1]);
       return lor_rows_avx512<T>(values, meta, d, X, ldx, bounds[p], bounds[p + 1]);

@@ -639,3 +639,70 @@ def test_unknown_kernel_choice_is_rejected_naming_the_choices(monkeypatch, var, 
         monkeypatch.delenv(var)
         sk.backends.reload_env()
     torch.ops.sparsekern.spmm(*A.op_args(), torch.ones(8, 1))
+
+
+@pytest.mark.parametrize("isa", _isa_params())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("M,K", [(300, 96), (64, 384), (31, 64), (80, 32)])
+def test_semi24_hybrid_blocks(cpu_isa_env, isa, dtype, M, K):
+    """2:4 past 64 columns of a column-major B with K a multiple of 32 (AVX-512: 16-row blocks
+    and panel-form rows in one loop, in pair units of 32 rows and 64-column sub-slices, the
+    threads splitting the columns; the last rows (M % 32) and the last columns run the
+    lanes-over-rows panels): M = 300 (9 units and 12 rows), 64 (2 units), 31 (none), 80; a
+    last K chunk of 8 groups (K = 96); N with 0, 4 (fewer than the 7 a pass needs) and 7+
+    columns past the sub-slices, uneven column parts, B with a row stride past K; bias and
+    none: the reference result, and the same bits on 1 and 2 threads."""
+    g = torch.Generator().manual_seed(M * 100 + K)
+    G = torch.randn(M, K // 4, 4, generator=g)
+    W = G.scatter(-1, G.abs().argsort(-1)[..., :2], 0.0).reshape(M, K)
+    A = sk.to_sparse(W.to(dtype), layout="2:4")
+    Wd = A.to_dense().double()
+    bias = torch.randn(M, generator=g)
+    cpu_isa_env(isa)
+    prev = torch.get_num_threads()
+    try:
+        for N, pad in ((128, 0), (256, 3), (260, 0), (263, 0), (520, 5), (1000, 0)):
+            B = torch.randn(N, K + pad, generator=g)[:, :K].t()
+            bb = bias if N % 2 == 0 else None
+            outs = []
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                outs.append(torch.ops.sparsekern.spmm(*A.op_args(), B, bb))
+            ref = Wd @ B.double() + (0 if bb is None else bb.double()[:, None])
+            torch.testing.assert_close(outs[0], ref.float(), rtol=1e-4, atol=1e-3,
+                                       msg=lambda m: f"N={N}: {m}")
+            assert torch.equal(outs[0], outs[1]), f"N={N}: 1 and 2 threads differ"
+    finally:
+        torch.set_num_threads(prev)
+
+
+@pytest.mark.parametrize("isa", _isa_params())
+def test_semi24_hybrid_blocks_nan_inf_and_bad_metadata(cpu_isa_env, isa):
+    """In the hybrid blocks (K = 128, N = 300) NaN and Inf in B reach only the rows that store
+    their column, whichever form (block or panel-form row) computes the row; a bad nibble in a
+    block row, a panel-form row or a last row is reported."""
+    g = torch.Generator().manual_seed(7)
+    cpu_isa_env(isa)
+    M, K, N = 70, 128, 300
+    G = torch.randn(M, K // 4, 4, generator=g)
+    W = G.scatter(-1, G.abs().argsort(-1)[..., :2], 0.0).reshape(M, K)
+    A = sk.to_sparse(W, layout="2:4")
+    Wd = A.to_dense().double()
+    B = torch.randn(N, K, generator=g)
+    B[0, 7], B[N - 1, 100], B[130, 127] = float("nan"), float("inf"), float("-inf")
+    B = B.t()
+    out = torch.ops.sparsekern.spmm(*A.op_args(), B)
+    terms = Wd[:, :, None] * B.double()[None]
+    ref = torch.where(Wd[:, :, None] != 0, terms, torch.zeros(())).sum(1)
+    assert torch.equal(torch.isnan(out), torch.isnan(ref)), "NaN pattern differs"
+    assert torch.equal(torch.isinf(out), torch.isinf(ref)), "Inf pattern differs"
+    assert torch.isnan(ref[:, 0]).any() and not torch.isnan(ref[:, 0]).all()
+    fin = torch.isfinite(ref)
+    torch.testing.assert_close(out.double()[fin], ref[fin], rtol=1e-4, atol=1e-4)
+    for row, group in ((3, 0), (20, 31), (40, 5), (69, 17)):  # block, block, panel-form, last
+        meta = A.indices.clone()
+        byte, shift = group // 2, 4 * (group % 2)
+        meta[row, byte] = (meta[row, byte] & ~(0xF << shift)) | ((2 | 1 << 2) << shift)
+        bad = sk.formats.from_parts("2:4", A.values, meta, A.offsets, A.shape, validate=False)
+        with pytest.raises(ValueError, match=r"2:4 indices .*strictly increasing"):
+            torch.ops.sparsekern.spmm(*bad.op_args(), B)
