@@ -984,29 +984,28 @@ SK_AVX512 int lor_panels_avx512(const T* values, const uint8_t* meta, const Dens
   return kOk;
 }
 
-// Every row for the columns [c0, c1) of B (c1 - c0 >= 64; K a multiple of 32): the hybrid
-// blocks on whole pair units of rows and 64-column sub-slices, the lanes-over-rows panels on the
-// rest (the last rows, fewer than 32, and the last columns). The threads split the columns, so
-// each packs only its own (split by rows, 2 threads x 4 parts left 1-2 pair units per part at
-// M = 384, too few to pay for the packing: 0.85-0.9x the lanes-over-rows panels).
+// Rows [m0, m1) (m0 a multiple of 16) for the columns [c0, c1) of B (c1 - c0 >= 64; K a
+// multiple of 32): the hybrid blocks on whole pair units of rows and 64-column sub-slices, the
+// lanes-over-rows panels on the rest (the last rows, fewer than 32, and the last columns).
 template <typename T>
-SK_AVX512 int hyb_cols_avx512(const T* values, const uint8_t* meta, const Dense& d,
-                              const float* X, int64_t ldx, int64_t c0, int64_t c1) {
-  const int64_t units = d.M / 32, mh = 32 * units, nc = c1 - c0;
+SK_AVX512 int hyb_part_avx512(const T* values, const uint8_t* meta, const Dense& d,
+                              const float* X, int64_t ldx, int64_t m0, int64_t m1, int64_t c0,
+                              int64_t c1) {
+  const int64_t units = (m1 - m0) / 32, mh = m0 + 32 * units, nc = c1 - c0;
   int64_t nh = nc / kHybCols * kHybCols;
   if (nc > nh && nc - nh < kLorMinN) nh -= kHybCols;  // the LOR passes need 7+ columns
   if (units == 0) nh = 0;
   int s = kOk;
   for (int64_t c = c0; s == kOk && c < c0 + nh; c += kLorSlice)
-    s = hyb_slice<T>(values, meta, d, X, ldx, c, min_i64(kLorSlice, c0 + nh - c), 0, units);
-  if (s == kOk && nc > nh && mh > 0)
-    s = lor_panel_slice<T>(values, meta, d, X, ldx, c0 + nh, nc - nh, 0, mh);
-  const int64_t rest = nh > 0 ? mh : 0;  // rows the hybrid blocks did not cover
-  if (s != kOk || rest == d.M) return s;
+    s = hyb_slice<T>(values, meta, d, X, ldx, c, min_i64(kLorSlice, c0 + nh - c), m0, units);
+  if (s == kOk && nc > nh && nh > 0)
+    s = lor_panel_slice<T>(values, meta, d, X, ldx, c0 + nh, nc - nh, m0, mh);
+  const int64_t rest = nh > 0 ? mh : m0;  // the first row the hybrid blocks did not cover
+  if (s != kOk || rest == m1) return s;
   const int64_t slices = ceil_div(nc, kLorSlice);
   for (int64_t q = 0, c = c0; s == kOk && q < slices; ++q) {
     const int64_t w = (c1 - c) / (slices - q);
-    s = lor_panel_slice<T>(values, meta, d, X, ldx, c, w, rest, d.M);
+    s = lor_panel_slice<T>(values, meta, d, X, ldx, c, w, rest, m1);
     c += w;
   }
   return s;
@@ -1232,19 +1231,25 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
     const int64_t blocks = ceil_div(d.M, kLorRows);
     split_even(blocks, parts, bounds);
     for (int p = 0; p <= parts; ++p) bounds[p] = min_i64(d.M, bounds[p] * kLorRows);
-    // Enough 64-column slices for every part: the hybrid blocks, the threads splitting B's
-    // columns (hyb_cols_avx512).
+    // The hybrid blocks (hyb_part_avx512, K a multiple of 32): the parts split the rows when
+    // each gets 8+ pair units, else B's columns when there are 64-column slices enough (rows
+    // split 4 parts per thread left 1-2 units per part at M = 384, too few to pay for packing
+    // B: 0.85-0.9x; columns split, each part streams the whole weight: 4096x11008 at N = 512
+    // 0.92x, where the rows split holds).
+    const bool hyb = lor_big && d.K % 32 == 0;
     const int64_t col_slices = d.N / kHybCols;
-    if (lor_big && d.K % 32 == 0 && col_slices >= 2 * nt) {
+    if (hyb && d.M / parts < 32 * 8 && col_slices >= 2 * nt) {
       const int cparts = parts_for(nt, col_slices, kMaxParts);
       int64_t cb[kMaxParts + 1];
       split_even(col_slices, cparts, cb);
       return parallel_parts(cparts, nt, [&](int p) {
-        return hyb_cols_avx512<T>(values, meta, d, X, ldx, cb[p] * kHybCols,
+        return hyb_part_avx512<T>(values, meta, d, X, ldx, 0, d.M, cb[p] * kHybCols,
                                   p + 1 == cparts ? d.N : cb[p + 1] * kHybCols);
       });
     }
     return parallel_parts(parts, nt, [&](int p) {
+      if (hyb && d.M / parts >= 32 * 8)
+        return hyb_part_avx512<T>(values, meta, d, X, ldx, bounds[p], bounds[p + 1], 0, d.N);
       if (lor_big) return lor_panels_avx512<T>(values, meta, d, X, ldx, bounds[p], bounds[p + 1]);
       return lor_rows_avx512<T>(values, meta, d, X, ldx, bounds[p], bounds[p + 1]);
     });

@@ -643,12 +643,13 @@ def test_unknown_kernel_choice_is_rejected_naming_the_choices(monkeypatch, var, 
 
 @pytest.mark.parametrize("isa", _isa_params())
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("M,K", [(300, 96), (64, 384), (31, 64), (80, 32)])
+@pytest.mark.parametrize("M,K", [(300, 96), (64, 384), (31, 64), (80, 32), (2100, 64)])
 def test_semi24_hybrid_blocks(cpu_isa_env, isa, dtype, M, K):
     """2:4 past 64 columns of a column-major B with K a multiple of 32 (AVX-512: 16-row blocks
     and panel-form rows in one loop, in pair units of 32 rows and 64-column sub-slices, the
-    threads splitting the columns; the last rows (M % 32) and the last columns run the
-    lanes-over-rows panels): M = 300 (9 units and 12 rows), 64 (2 units), 31 (none), 80; a
+    parts splitting the rows when each gets 256+ (M = 2100 on 2 threads, M = 300 on 1), else
+    the columns; the last rows (M % 32) and the last columns run the lanes-over-rows panels):
+    M = 300 (9 units and 12 rows), 64 (2 units), 31 (none), 80, 2100 (8 row parts); a
     last K chunk of 8 groups (K = 96); N with 0, 4 (fewer than the 7 a pass needs) and 7+
     columns past the sub-slices, uneven column parts, B with a row stride past K; bias and
     none: the reference result, and the same bits on 1 and 2 threads."""
