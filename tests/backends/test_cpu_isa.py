@@ -205,6 +205,29 @@ def _semi24_with_padding_values(M, K, value, g):
     return A2, Wd
 
 
+def _semi24_weight(M, K, dtype, g):
+    """A random 2:4 weight [M, K] (the 2 largest of each 4; a cut last group when K % 4) packed
+    with values of `dtype`, and its dense float64 form."""
+    G = torch.randn(M, (K + 3) // 4, 4, generator=g)
+    W = G.scatter(-1, G.abs().argsort(-1)[..., :2], 0.0).reshape(M, -1)[:, :K]
+    A = sk.to_sparse(W.to(dtype), layout="2:4")
+    return A, A.to_dense().double()
+
+
+def _right_and_the_same_on_1_and_2_threads(A, Wd, B, bias):
+    """spmm(A, B) + bias on 1 and 2 threads: the float64 reference Wd @ B within fp32
+    rounding, and the same bits on both (the caller restores the thread count)."""
+    outs = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        outs.append(torch.ops.sparsekern.spmm(*A.op_args(), B, bias))
+    ref = Wd @ B.double() + (0 if bias is None else bias.double()[:, None])
+    N = B.shape[1]
+    torch.testing.assert_close(outs[0], ref.float(), rtol=1e-4, atol=1e-3,
+                               msg=lambda m: f"N={N}: {m}")
+    assert torch.equal(outs[0], outs[1]), f"N={N}: 1 and 2 threads differ"
+
+
 @pytest.mark.parametrize("isa", _isa_params())
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_semi24_lanes_over_rows_panels(cpu_isa_env, isa, dtype):
@@ -215,24 +238,14 @@ def test_semi24_lanes_over_rows_panels(cpu_isa_env, isa, dtype):
     the same bits on 1 and 2 threads."""
     g = torch.Generator().manual_seed(300)
     M, K = 300, 1030
-    G = torch.randn(M, (K + 3) // 4, 4, generator=g)
-    W = G.scatter(-1, G.abs().argsort(-1)[..., :2], 0.0).reshape(M, -1)[:, :K]
-    A = sk.to_sparse(W.to(dtype), layout="2:4")
-    Wd = A.to_dense().double()
+    A, Wd = _semi24_weight(M, K, dtype, g)
     bias = torch.randn(M, generator=g)
     cpu_isa_env(isa)
     prev = torch.get_num_threads()
     try:
         for N in (65, 100, 256, 257, 520):
-            B = torch.randn(N, K, generator=g).t()
-            outs = []
-            for threads in (1, 2):
-                torch.set_num_threads(threads)
-                outs.append(torch.ops.sparsekern.spmm(*A.op_args(), B, bias))
-            ref = Wd @ B.double() + bias.double()[:, None]
-            torch.testing.assert_close(outs[0], ref.float(), rtol=1e-4, atol=1e-3,
-                                       msg=lambda m: f"N={N}: {m}")
-            assert torch.equal(outs[0], outs[1]), f"N={N}: 1 and 2 threads differ"
+            _right_and_the_same_on_1_and_2_threads(A, Wd, torch.randn(N, K, generator=g).t(),
+                                                   bias)
     finally:
         torch.set_num_threads(prev)
 
@@ -654,25 +667,14 @@ def test_semi24_hybrid_blocks(cpu_isa_env, isa, dtype, M, K):
     columns past the sub-slices, uneven column parts, B with a row stride past K; bias and
     none: the reference result, and the same bits on 1 and 2 threads."""
     g = torch.Generator().manual_seed(M * 100 + K)
-    G = torch.randn(M, K // 4, 4, generator=g)
-    W = G.scatter(-1, G.abs().argsort(-1)[..., :2], 0.0).reshape(M, K)
-    A = sk.to_sparse(W.to(dtype), layout="2:4")
-    Wd = A.to_dense().double()
+    A, Wd = _semi24_weight(M, K, dtype, g)
     bias = torch.randn(M, generator=g)
     cpu_isa_env(isa)
     prev = torch.get_num_threads()
     try:
         for N, pad in ((128, 0), (256, 3), (260, 0), (263, 0), (520, 5), (1000, 0)):
             B = torch.randn(N, K + pad, generator=g)[:, :K].t()
-            bb = bias if N % 2 == 0 else None
-            outs = []
-            for threads in (1, 2):
-                torch.set_num_threads(threads)
-                outs.append(torch.ops.sparsekern.spmm(*A.op_args(), B, bb))
-            ref = Wd @ B.double() + (0 if bb is None else bb.double()[:, None])
-            torch.testing.assert_close(outs[0], ref.float(), rtol=1e-4, atol=1e-3,
-                                       msg=lambda m: f"N={N}: {m}")
-            assert torch.equal(outs[0], outs[1]), f"N={N}: 1 and 2 threads differ"
+            _right_and_the_same_on_1_and_2_threads(A, Wd, B, bias if N % 2 == 0 else None)
     finally:
         torch.set_num_threads(prev)
 
