@@ -1236,7 +1236,7 @@ int semi24_typed(const T* values, const uint8_t* meta, const Dense& d) {
     // split 4 parts per thread left 1-2 units per part at M = 384, too few to pay for packing
     // B: 0.85-0.9x; columns split, each part streams the whole weight: 4096x11008 at N = 512
     // 0.92x, where the rows split holds).
-    const bool hyb = lor_big && d.K % 32 == 0;
+    const bool hyb = lor_big && d.K > 0 && d.K % 32 == 0;  // (K = 0 never reaches a kernel)
     const int64_t col_slices = d.N / kHybCols;
     if (hyb && d.M / parts < 32 * 8 && col_slices >= 2 * nt) {
       const int cparts = parts_for(nt, col_slices, kMaxParts);
