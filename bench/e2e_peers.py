@@ -20,10 +20,11 @@ L2-normalised last hidden state), at 1 sentence x 16 tokens and 32 sentences x 6
   or guards per call; the weights are constants of the package (``--no-aoti`` skips it).
 
 The torch.compile and AOTInductor engines (dense and sparsekern) run a copy of their model
-whose attention is Hugging Face's "eager" one (``--compiled-attention``, default eager): matmuls and a softmax that
-inductor fuses, 1.1-1.2x faster for the whole compiled model at 32x64 tokens than the "sdpa"
-default, which runs torch's CPU flash-attention kernel (~30 ms of a ~100 ms model there; 2
-threads, Zen 5, bench/results/e2e-attention-2026-12-07). Eager engines keep "sdpa".
+whose attention is Hugging Face's "eager" one (``--compiled-attention``, default eager):
+matmuls and a softmax that inductor fuses, 1.1-1.2x faster for the whole compiled model at
+32x64 tokens than the "sdpa" default, which runs torch's CPU flash-attention kernel (~30 ms of
+a ~100 ms model there; 2 threads, Zen 5, bench/results/e2e-attention-2026-12-07). Eager
+engines keep "sdpa".
 
 Every engine's embeddings are checked against torch eager on the same weights (max abs
 difference reported). Timing: all engines are built and warmed first; then ``rounds``

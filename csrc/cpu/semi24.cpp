@@ -848,8 +848,9 @@ SK_AVX512 void hyb_pack(const float* X, int64_t ldx, int64_t K, float* P, float*
 // g4.mcols) times the chunk's panel P (row k at P + (k - 4 g0) * 64), into row r's 64 sums at
 // pa + r * ldpa. `first` starts the sums at 0.
 template <typename T>
-SK_AVX512 void hyb_step(const float* sv, const uint32_t* sw, const float* C, const T* v, const uint8_t* mt, const Semi24Rows& g4, const float* P,
-                        int64_t g0, int64_t g1, float* la, float* pa, int64_t ldpa, bool first) {
+SK_AVX512 void hyb_step(const float* sv, const uint32_t* sw, const float* C, const T* v,
+                        const uint8_t* mt, const Semi24Rows& g4, const float* P, int64_t g0,
+                        int64_t g1, float* la, float* pa, int64_t ldpa, bool first) {
   __m512 lacc[8], pacc[8];
   SK_UNROLL for (int i = 0; i < 8; ++i) {
     lacc[i] = first ? _mm512_setzero_ps() : _mm512_load_ps(la + 16 * i);
@@ -916,8 +917,8 @@ SK_AVX512 void hyb_store_rows(const Dense& d, int64_t m, int64_t c0, int64_t nh,
 }
 
 // Rows [m0, m0 + 32 * units) x columns [c0, c0 + nh) (nh a multiple of 64, K a multiple of
-// 32), in row panels of up to hyb_units(nsub) pair units: per unit u, the block at mp + 16 u and the
-// panel-form rows at mp + 16 (nu + u), nu the panel's units. Per K chunk, each 64-column
+// 32), in row panels of up to hyb_units(nsub) pair units: per unit u, the block at mp + 16 u
+// and the panel-form rows at mp + 16 (nu + u), nu the panel's units. Per K chunk, each 64-column
 // sub-slice of B is packed once (16 KB, it stays in L1) and serves every unit of the panel;
 // the units' sums wait in the scratch between chunks.
 template <typename T>
