@@ -116,27 +116,23 @@ def test_the_scatter_key_is_what_the_kernels_read_not_the_environment_now(monkey
     assert kernel_path()["scatter"] == "vector"
 
 
-def test_the_broadcast_key_is_what_the_kernels_read(cpu_broadcast_env, monkeypatch):
-    """SPARSEKERN_CPU_BROADCAST likewise: set without reload_env it changes nothing; after
-    reload_env the key names the choice."""
+@pytest.mark.parametrize("var,fixture,key,choices", [
+    ("SPARSEKERN_CPU_BROADCAST", "cpu_broadcast_env", "broadcast", ("load", "register")),
+    # it changes how fast the n:4 GEMVs run
+    ("SPARSEKERN_CPU_PREFETCH", "cpu_prefetch_env", "prefetch", ("never", "always")),
+])
+def test_the_kernel_switch_keys_are_what_the_kernels_read(var, fixture, key, choices, request,
+                                                           monkeypatch):
+    """SPARSEKERN_CPU_BROADCAST / SPARSEKERN_CPU_PREFETCH likewise: set without reload_env they
+    change nothing; after reload_env the key names the choice."""
     from sparsekern.auto.fingerprint import kernel_path
-    before = kernel_path()["broadcast"]
-    other = "load" if before != "load" else "register"
-    monkeypatch.setenv("SPARSEKERN_CPU_BROADCAST", other)
-    assert kernel_path()["broadcast"] == before
-    cpu_broadcast_env(other)
-    assert kernel_path()["broadcast"] == other
-
-
-def test_the_prefetch_key_is_what_the_kernels_read(cpu_prefetch_env, monkeypatch):
-    """SPARSEKERN_CPU_PREFETCH likewise (it changes how fast the n:4 GEMVs run)."""
-    from sparsekern.auto.fingerprint import kernel_path
-    before = kernel_path()["prefetch"]
-    other = "never" if before != "never" else "always"
-    monkeypatch.setenv("SPARSEKERN_CPU_PREFETCH", other)
-    assert kernel_path()["prefetch"] == before
-    cpu_prefetch_env(other)
-    assert kernel_path()["prefetch"] == other
+    set_env = request.getfixturevalue(fixture)
+    before = kernel_path()[key]
+    other = choices[0] if before != choices[0] else choices[1]
+    monkeypatch.setenv(var, other)
+    assert kernel_path()[key] == before
+    set_env(other)
+    assert kernel_path()[key] == other
 
 
 # -- D4: damaged or edited cache entries are misses, with a warning naming the file --------
