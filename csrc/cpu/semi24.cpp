@@ -798,11 +798,11 @@ SK_AVX512 int lor_panel_slice(const T* values, const uint8_t* meta, const Dense&
         }
       g0 = g1;
     } while (g0 < g4.G);
-    for (int b = 0; b < nb; ++b) {
-      const int64_t m = mp + b * kLorRows, rows = min_i64(kLorRows, me - m);
-      for (int q = 0; q < passes; ++q)
+    for (int q = 0; q < passes; ++q)  // Y's columns in turn, each one's rows in order
+      for (int b = 0; b < nb; ++b) {
+        const int64_t m = mp + b * kLorRows, rows = min_i64(kLorRows, me - m);
         lor_store(d, m, rows, c0 + pc[q], pc[q + 1] - pc[q], tiles + (b * passes + q) * 256);
-    }
+      }
   }
   return kOk;
 }
@@ -895,10 +895,11 @@ SK_AVX512 void hyb_step(const float* sv, const uint32_t* sw, const float* C, con
   }
 }
 
-// Y (+ bias) of the panel-form rows [m, m + 16) and columns [c0, c0 + nh) from their sums
-// (row l at t + l * nh).
-SK_AVX512 void hyb_store_rows(const Dense& d, int64_t m, int64_t c0, int64_t nh, const float* t) {
-  for (int64_t cb = 0; cb < nh; cb += 16) {
+// Y (+ bias) of the panel-form rows [m, m + 16) and columns [c0 + cb0, c0 + cb1) (cb0, cb1
+// multiples of 16) from their sums (row l at t + l * nh).
+SK_AVX512 void hyb_store_rows(const Dense& d, int64_t m, int64_t c0, int64_t nh, const float* t,
+                              int64_t cb0, int64_t cb1) {
+  for (int64_t cb = cb0; cb < cb1; cb += 16) {
     __m512 r[16];
     SK_UNROLL for (int l = 0; l < 16; ++l) {
       const __m512 b = d.bias != nullptr ? _mm512_set1_ps(d.bias[(m + l) * d.bias_stride])
@@ -958,12 +959,17 @@ SK_AVX512 int hyb_slice(const T* values, const uint8_t* meta, const Dense& d, co
         }
       }
     }
-    for (int64_t u = 0; u < nu; ++u) {
-      for (int64_t q = 0; q < nsub; ++q)
-        for (int st = 0; st < 8; ++st)
-          lor_store(d, mp + 16 * u, kLorRows, c0 + q * kHybCols + 8 * st, 8,
-                    lt + ((u * nsub + q) * 8 + st) * 128);
-      hyb_store_rows(d, mp + 16 * (nu + u), c0, nh, pt + u * 16 * nh);
+    // Y (column-major, as nn.Linear's x.t() gives it) 16 columns at a time across the units,
+    // each column's 32 * nu rows in order: the lines the stores fetch follow one another (unit
+    // by unit, each store fetched a line M floats past the last; 1536x384 at N = 512 1.10x,
+    // 3072x768 1.05-1.07x, the same bits; bench/results/semi24-store-order-2026-12-07).
+    for (int64_t cb = 0; cb < nh; cb += 16) {
+      for (int64_t u = 0; u < nu; ++u)
+        for (int64_t h = 0; h < 16; h += 8)
+          lor_store(d, mp + 16 * u, kLorRows, c0 + cb + h, 8,
+                    lt + ((u * nsub + (cb + h) / kHybCols) * 8 + (cb + h) % kHybCols / 8) * 128);
+      for (int64_t u = 0; u < nu; ++u)
+        hyb_store_rows(d, mp + 16 * (nu + u), c0, nh, pt + u * 16 * nh, cb, cb + 16);
     }
   }
   return kOk;
