@@ -102,6 +102,9 @@ class PeerConfig:
     freezing: bool = False
     #: the AOTInductor engines (dense torch and each sparsekern model, exported per shape)
     aoti: bool = True
+    #: sparsekern.keep_freed_memory() before anything is built: glibc's malloc keeps freed
+    #: memory for reuse (process-wide: every in-process engine, dense torch included)
+    keep_freed_memory: bool = False
 
 
 @dataclass
@@ -379,7 +382,8 @@ def render(rows: List[dict], facts: dict, cfg: PeerConfig) -> str:
              f"{IDLE_S:g} s idle and {WARM_CALLS} untimed calls (spread: lowest-highest round "
              f"median); "
              f"torch.compile and AOTInductor engines with {cfg.compiled_attention!r} attention"
-             f"{' and inductor freezing' if cfg.freezing else ''}.",
+             f"{' and inductor freezing' if cfg.freezing else ''}"
+             f"{'; sparsekern.keep_freed_memory() first' if cfg.keep_freed_memory else ''}.",
              "", "| shape | model | engine | median ms | spread ms | max abs diff vs torch |",
              "|---|---|---|---|---|---|"]
     for r in rows:
@@ -435,12 +439,18 @@ def main(argv=None) -> int:
     ap.add_argument("--no-aoti", action="store_true",
                     help="skip the AOTInductor engines (torch.export + "
                          "torch._inductor.aoti_compile_and_package, per shape)")
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="call sparsekern.keep_freed_memory() first (glibc's malloc keeps freed "
+                         "memory for reuse; applies to every engine in this process)")
     a = ap.parse_args(argv)
     problem = output_folder_problem(str(a.out))  # before anything is built or timed
     if problem:
         ap.error(f"argument --out: {problem}")
     cfg = PeerConfig(a.threads, a.rounds, a.calls, a.out, a.deepsparse_python,
-                     not a.no_compile, a.lock, a.compiled_attention, a.freezing, not a.no_aoti)
+                     not a.no_compile, a.lock, a.compiled_attention, a.freezing, not a.no_aoti,
+                     a.keep_freed_memory)
+    if cfg.keep_freed_memory and not sk.keep_freed_memory():
+        ap.error("argument --keep-freed-memory: the C library is not glibc")
     if cfg.freezing:
         import torch._inductor.config as inductor_config
         inductor_config.freezing = True

@@ -3,7 +3,8 @@
 Public API: to_sparse, spmm, linear, SparseLinear, SparseConv2d, sparsify, save_sparse,
 load_sparse, use_backend, the formats (SparseFormat, Semi24, BSR, CSC, NM14, SELL), Args (several
 positional model inputs in calibration data, see sparsekern.inputs), prepare_ddp (a model with
-packed layers under DistributedDataParallel), and the op
+packed layers under DistributedDataParallel), keep_freed_memory (glibc's malloc keeps freed
+activations for reuse: eager forwards without page faults, see sparsekern.runtime), and the op
 torch.ops.sparsekern.spmm. How it fits together: docs/ARCHITECTURE.md; adding a layout:
 docs/adding-a-layout.md.
 """
@@ -17,6 +18,7 @@ from .nn import SparseLinear, register_auto as _register_auto, sparsify
 from .serialization import load_sparse, save_sparse
 from ._packed_module import prepare_ddp
 from .inputs import Args
+from .runtime import keep_freed_memory
 
 from ._version import __version__
 
@@ -59,4 +61,4 @@ def __getattr__(name):
 
 __all__ = ["to_sparse", "spmm", "linear", "SparseLinear", "SparseConv2d", "sparsify", "save_sparse",
            "load_sparse", "use_backend", "SparseFormat", "Semi24", "BSR", "CSC", "NM14", "SELL", "Args",
-           "prepare_ddp", "__version__"]
+           "prepare_ddp", "keep_freed_memory", "__version__"]

@@ -30,6 +30,7 @@ RANKS = {
     "sparsekern._ops": 0,  # the op schemas (helper "rel", issue 16 item 3), below _extension
     "sparsekern._cli": 0,  # argparse checks shared by the command lines (stdlib only)
     "sparsekern._warn": 0,  # warnings' stacklevel at the user's line (stdlib only)
+    "sparsekern.runtime": 0,  # process-wide malloc settings (stdlib only)
     # 1: kernels and the backends that bind them
     "sparsekern.triton": 1,
     "sparsekern.backends": 1,

@@ -223,3 +223,31 @@ def test_aoti_engines_run_by_default_and_no_aoti_skips_them_with_its_reason(peer
     assert peers._skip_reason(off, "torch.compile") == "--no-compile"
     assert peers._skip_reason(off, "ONNX Runtime") is None
     assert peers._skip_reason(peers.PeerConfig(), "torch AOTInductor") is None
+
+
+def test_keep_freed_memory_is_opt_in_and_called_before_building(peers, monkeypatch, tmp_path,
+                                                                  capsys):
+    calls, seen = [], []
+
+    def stop(cfg, work):
+        seen.append((cfg.keep_freed_memory, list(calls)))
+        raise _Stop
+
+    monkeypatch.setattr(peers, "build_engines", stop)
+    monkeypatch.setattr(peers.torch, "set_num_threads", lambda n: None)
+    monkeypatch.setattr(peers.sk, "keep_freed_memory", lambda: calls.append(1) or True)
+    limit = peers.torch._dynamo.config.recompile_limit
+    try:
+        for args in ([], ["--keep-freed-memory"]):
+            with pytest.raises(_Stop):
+                peers.main(args + ["--out", str(tmp_path)])
+        monkeypatch.setattr(peers.sk, "keep_freed_memory", lambda: False)  # not glibc
+        with pytest.raises(SystemExit):
+            peers.main(["--keep-freed-memory", "--out", str(tmp_path)])
+    finally:
+        peers.torch._dynamo.config.recompile_limit = limit
+    assert seen == [(False, []), (True, [1])]
+    assert "argument --keep-freed-memory: the C library is not glibc" in capsys.readouterr().err
+    text = peers.render([], {"cpu": "x", "cpus": 2, "torch": "t", "load_average": (0, 0, 0)},
+                        peers.PeerConfig(keep_freed_memory=True))
+    assert "'eager' attention; sparsekern.keep_freed_memory() first." in text
