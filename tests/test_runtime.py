@@ -77,19 +77,21 @@ def test_not_glibc_changes_nothing(monkeypatch):
 
 
 _FAULTS = textwrap.dedent("""
-    import resource, sys, torch
+    import resource, statistics, torch
     import sparsekern as sk
 
-    def faults_per_cycle(n=6):
-        torch.empty(12 << 20).fill_(1.0)  # 48 MB: past glibc's largest moving mmap threshold
-        r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    def faults_per_cycle(n=7):
+        counts = []
         for _ in range(n):
-            torch.empty(12 << 20).fill_(1.0)
-        return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0) / n
+            r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            torch.empty(12 << 20).fill_(1.0)  # 48 MB: past glibc's largest moving threshold
+            counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0)
+        return counts
 
     before = faults_per_cycle()
     applied = sk.keep_freed_memory(256 << 20)
-    print(before, applied, faults_per_cycle())
+    after = faults_per_cycle()
+    print(min(before), applied, statistics.median(after))
 """)
 
 
@@ -99,7 +101,8 @@ def test_glibc_stops_faulting_on_a_freed_large_tensor():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     before, applied, after = out.stdout.split()
-    # 48 MB is 12,288 pages: each faulted in again per cycle before, none after.
+    # 48 MB is 12,288 pages: every cycle faulted them in again before; after, the block comes
+    # back from the heap (the first cycles after the call may still move it there).
     assert float(before) > 5000, out.stdout
     assert applied == "True"
     assert float(after) < 100, out.stdout
