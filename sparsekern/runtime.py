@@ -21,8 +21,9 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 #: mallopt takes a C int.
 _INT_MAX = 2**31 - 1
-#: The largest mmap threshold glibc < 2.35 accepts on 64-bit machines.
-_OLD_MMAP_MAX = 32 << 20
+#: glibc's largest moving mmap threshold on 64-bit machines (DEFAULT_MMAP_THRESHOLD_MAX), and
+#: the largest fixed one glibc < 2.35 accepts.
+_MIN_BYTES = 32 << 20
 
 
 def _glibc_mallopt() -> Optional[Callable[[int, int], int]]:
@@ -40,25 +41,34 @@ def _glibc_mallopt() -> Optional[Callable[[int, int], int]]:
     return fn
 
 
-def keep_freed_memory(max_bytes: int = 1 << 30, *,
-                      _mallopt: Optional[Callable[[int, int], int]] = None) -> bool:
+def keep_freed_memory(max_bytes: int = 1 << 30) -> bool:
     """Keep up to ``max_bytes`` of freed memory in glibc's heap for reuse instead of handing
     it back to the kernel (blocks of up to ``max_bytes`` then come from the heap, not from
     mmap): the activations an eager forward frees are reused by the next forward without page
     faults. The cost: the process's resident memory may stay up to ``max_bytes`` above what
-    it uses. Call it once at start-up, before the model runs.
+    it uses. Call it once at start-up, before the model runs; it lasts for the life of the
+    process (glibc has no way back to its default, moving thresholds).
 
-    max_bytes: int, 0 <= max_bytes <= 2**31 - 1 (mallopt takes a C int).
+    max_bytes: int, 32 MiB <= max_bytes <= 2**31 - 1. Below 32 MiB (how far glibc's own mmap
+    threshold moves up) it would send more blocks to mmap than glibc does by itself, and
+    fault more; above 2**31 - 1 mallopt (a C int) cannot take it.
     Returns True when applied; False where the C library is not glibc (nothing changed).
     Raises TypeError / ValueError (naming max_bytes) for a bad value, RuntimeError when glibc
     refuses a setting.
     """
+    return _keep_freed_memory(max_bytes, None)
+
+
+def _keep_freed_memory(max_bytes: int, mallopt: Optional[Callable[[int, int], int]]) -> bool:
+    """keep_freed_memory with the mallopt to call (None: glibc's, looked up here)."""
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
         raise TypeError(f"max_bytes must be an int, got {type(max_bytes).__name__}")
-    if not 0 <= max_bytes <= _INT_MAX:
-        raise ValueError(f"max_bytes must be in [0, {_INT_MAX}] (mallopt takes a C int), "
-                         f"got {max_bytes}")
-    mallopt = _mallopt if _mallopt is not None else _glibc_mallopt()
+    if not _MIN_BYTES <= max_bytes <= _INT_MAX:
+        raise ValueError(f"max_bytes must be in [{_MIN_BYTES}, {_INT_MAX}] (at least 32 MiB, "
+                         f"glibc's own largest mmap threshold: a smaller one faults more; at "
+                         f"most what mallopt's C int holds), got {max_bytes}")
+    if mallopt is None:
+        mallopt = _glibc_mallopt()
     if mallopt is None:
         return False
     # Both, or neither helps: a fixed trim threshold alone turns off glibc's moving mmap
@@ -66,7 +76,7 @@ def keep_freed_memory(max_bytes: int = 1 << 30, *,
     # so the mmap threshold goes first. glibc before 2.35 refuses one over 32 MB (half its
     # largest heap): blocks past that stay mmapped there.
     if mallopt(_M_MMAP_THRESHOLD, max_bytes) != 1 and \
-            mallopt(_M_MMAP_THRESHOLD, min(max_bytes, _OLD_MMAP_MAX)) != 1:
+            mallopt(_M_MMAP_THRESHOLD, _MIN_BYTES) != 1:
         raise RuntimeError(f"glibc's mallopt refused M_MMAP_THRESHOLD = {max_bytes} (max_bytes)")
     if mallopt(_M_TRIM_THRESHOLD, max_bytes) != 1:
         raise RuntimeError(f"glibc's mallopt refused M_TRIM_THRESHOLD = {max_bytes} (max_bytes)")

@@ -123,7 +123,8 @@ def test_search_relaxes_an_unreachable_target(tmp_path, one_thread):
     assert all(not c["ok"] for c in r["checks"]["speedup"].values())
     assert not r["checks"]["all_ok"]
     text = "\n".join(lines)
-    assert "the target is out of reach with these kernels" in text
+    assert "the target is out of reach with these kernels at " in text
+    assert "(50.00x wanted)" in text  # names the sizes that miss, and by how much
     assert "searching for 80% of that gain instead" in text
     assert text.count("AMC search (4 episodes") == 1  # straight to the relaxed target
 
@@ -287,3 +288,10 @@ def test_a_recovery_that_helps_is_kept(tmp_path, one_thread):
     rec = res.report["recovery"]
     assert rec["kept"] is True and rec["metric_after"] == pytest.approx(rec["metric_before"])
     assert "the weights before the recovery are kept" not in "\n".join(lines)
+
+
+def test_ratios_text_counts_layers_in_words():
+    from sparsekern.demo.pipeline import _ratios_text
+    assert _ratios_text({"encoder.layer.1.output.dense": 0.86}).startswith("1 layer pruned: ")
+    assert _ratios_text({"a.dense": 0.5, "b.dense": 0.7, "c": 0.0}).startswith("2 layers pruned: ")
+    assert _ratios_text({"c": 0.0}) == "nothing pruned"

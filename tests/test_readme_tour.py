@@ -34,3 +34,20 @@ def test_readme_api_tour_runs_verbatim(tmp_path, monkeypatch):
 
 def test_tour_block_is_found():
     assert "sk.sparsify(model, layout=\"auto\"" in tour_code()
+
+
+def test_tour_pastes_into_the_interactive_interpreter():
+    """Pasted line by line into `python`, a compound statement (a `with` block) ends only at a
+    blank line: a statement right after one is a SyntaxError there, and what follows never
+    runs (the weight copy did not, and the report came out all dense)."""
+    import codeop
+    pending = []
+    for line in tour_code().splitlines():
+        pending.append(line)
+        try:
+            done = codeop.compile_command("\n".join(pending), symbol="single")
+        except SyntaxError as e:
+            pytest.fail(f"README.md API tour: pasted into the REPL, {line!r} is a SyntaxError "
+                        f"({e.msg}); end the block above it with a blank line")
+        if done is not None:
+            pending = []

@@ -25,18 +25,22 @@ class FakeMallopt:
 MMAP, TRIM = runtime._M_MMAP_THRESHOLD, runtime._M_TRIM_THRESHOLD
 
 
-def test_sets_mmap_then_trim_threshold():
+def test_sets_mmap_then_trim_threshold(monkeypatch):
     f = FakeMallopt()
-    assert sk.keep_freed_memory(123 << 20, _mallopt=f) is True
+    assert runtime._keep_freed_memory(123 << 20, f) is True
     assert f.calls == [(MMAP, 123 << 20), (TRIM, 123 << 20)]
     f = FakeMallopt()
-    assert sk.keep_freed_memory(_mallopt=f) is True
+    monkeypatch.setattr(runtime, "_glibc_mallopt", lambda: f)
+    assert sk.keep_freed_memory() is True  # the default: 1 GiB
     assert f.calls == [(MMAP, 1 << 30), (TRIM, 1 << 30)]
+    f.calls.clear()
+    assert sk.keep_freed_memory(32 << 20) is True  # the smallest accepted
+    assert f.calls == [(MMAP, 32 << 20), (TRIM, 32 << 20)]
 
 
 def test_old_glibc_mmap_limit_falls_back_to_32_mb():
     f = FakeMallopt(refuse={(MMAP, 1 << 30)})
-    assert sk.keep_freed_memory(1 << 30, _mallopt=f) is True
+    assert runtime._keep_freed_memory(1 << 30, f) is True
     assert f.calls == [(MMAP, 1 << 30), (MMAP, 32 << 20), (TRIM, 1 << 30)]
 
 
@@ -46,13 +50,13 @@ def test_old_glibc_mmap_limit_falls_back_to_32_mb():
 ])
 def test_refused_setting_raises(refuse, name):
     with pytest.raises(RuntimeError, match=f"refused {name} = {1 << 30} \\(max_bytes\\)"):
-        sk.keep_freed_memory(1 << 30, _mallopt=FakeMallopt(refuse))
+        runtime._keep_freed_memory(1 << 30, FakeMallopt(refuse))
 
 
 def test_trim_is_never_set_without_the_mmap_threshold():
     f = FakeMallopt(refuse={(MMAP, 1 << 30), (MMAP, 32 << 20)})
     with pytest.raises(RuntimeError):
-        sk.keep_freed_memory(1 << 30, _mallopt=f)
+        runtime._keep_freed_memory(1 << 30, f)
     assert all(param == MMAP for param, _ in f.calls)
 
 
@@ -60,20 +64,26 @@ def test_trim_is_never_set_without_the_mmap_threshold():
     (True, TypeError, "max_bytes must be an int, got bool"),
     (1.5e9, TypeError, "max_bytes must be an int, got float"),
     ("1G", TypeError, "max_bytes must be an int, got str"),
-    (-1, ValueError, r"max_bytes must be in \[0, 2147483647\] .*got -1"),
-    (2**31, ValueError, r"max_bytes must be in \[0, 2147483647\] .*got 2147483648"),
+    (None, TypeError, "max_bytes must be an int, got NoneType"),
+    (-1, ValueError, r"max_bytes must be in \[33554432, 2147483647\] .*got -1"),
+    # 0 or anything under 32 MiB would make glibc mmap (and fault) more, not less
+    (0, ValueError, r"max_bytes must be in \[33554432, 2147483647\] \(at least 32 MiB.*got 0$"),
+    (65536, ValueError, r"a smaller one faults more.*got 65536$"),
+    ((32 << 20) - 1, ValueError, r"got 33554431$"),
+    (2**31, ValueError, r"max_bytes must be in \[33554432, 2147483647\] .*got 2147483648"),
 ])
-def test_rejects_bad_max_bytes(bad, exc, msg):
+def test_rejects_bad_max_bytes(bad, exc, msg, monkeypatch):
     f = FakeMallopt()
+    monkeypatch.setattr(runtime, "_glibc_mallopt", lambda: f)
     with pytest.raises(exc, match=msg):
-        sk.keep_freed_memory(bad, _mallopt=f)
+        sk.keep_freed_memory(bad)
     assert f.calls == []
 
 
 def test_not_glibc_changes_nothing(monkeypatch):
     monkeypatch.setattr(runtime.sys, "platform", "darwin")
     assert runtime._glibc_mallopt() is None
-    assert sk.keep_freed_memory(1 << 20) is False
+    assert sk.keep_freed_memory(64 << 20) is False
 
 
 _FAULTS = textwrap.dedent("""

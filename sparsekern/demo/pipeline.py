@@ -319,8 +319,10 @@ def _relax(st: _State) -> Optional[Dict[str, float]]:
                f"{cfg.max_ratio:.0%} ({g}) is predicted at {text}; the model stays dense")
         return None
     st.relaxed["targets"] = relaxed
-    st.say(f"the target is out of reach with these kernels: every searchable layer at "
-           f"{cfg.max_ratio:.0%} ({g}) is predicted at {text}; searching for "
+    short = ", ".join(f"{_show(st, s)} ({st.targets[s]:.2f}x wanted)" for s in st.labels
+                      if reach[s] < st.targets[s])
+    st.say(f"the target is out of reach with these kernels at {short}: every searchable "
+           f"layer at {cfg.max_ratio:.0%} ({g}) is predicted at {text}; searching for "
            f"{cfg.relax_target:.0%} of that gain instead (the checks still require the "
            f"original speedups)")
     return relaxed
@@ -466,7 +468,8 @@ def _ratios_text(ratios: Dict[str, float]) -> str:
     pruned = {n: r for n, r in ratios.items() if r > 0}
     if not pruned:
         return "nothing pruned"
-    return f"{len(pruned)} layers pruned: " + ", ".join(f"{short_name(n)} {r:.0%}"
+    noun = "layer" if len(pruned) == 1 else "layers"
+    return f"{len(pruned)} {noun} pruned: " + ", ".join(f"{short_name(n)} {r:.0%}"
                                                         for n, r in pruned.items())
 
 

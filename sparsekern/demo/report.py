@@ -251,7 +251,8 @@ def print_summary(r: dict, print_fn, task) -> None:
         print_fn(f"    the table as the search used it predicted "
                  f"{_ms(x['table_predicted_sparse_s'])} ({100 * x['table_prediction_error']:+.1f}%);"
                  f" the dense model runs {100 * x['drift']:+.1f}% against its prediction "
-                 f"(machine drift since the table was measured)")
+                 f"(its layers timed in the table, earlier and one at a time: drift, load, "
+                 f"or what the layers cost together)")
     print_checks(r, print_fn)
     # Every file the run wrote (the sparse model and the latency table too, where they exist).
     written = [f for f in r["files"].values() if os.path.exists(f)]
