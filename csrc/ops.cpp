@@ -1297,6 +1297,134 @@ void reload_env(bool backend_forces_python) {
   pool_reload();
 }
 
+// ---- sparsekern::attention (CPU): the fused kernel of csrc/cpu/attention.cpp ----
+
+// t in `dtype`, an expanded view converted at its stored size (as_float's reason).
+at::Tensor converted(const at::Tensor& t, at::ScalarType dtype) {
+  if (t.scalar_type() == dtype) return t;
+  at::Tensor base = t;
+  for (int64_t d = 0; d < t.dim(); ++d)
+    if (t.stride(d) == 0 && t.size(d) > 1) base = base.narrow(d, 0, 1);
+  return base.to(dtype).expand(t.sizes());
+}
+
+void check_attention_tensor(const at::Tensor& t, const char* name, const at::Tensor& query) {
+  constexpr const char* what = "sparsekern.attention: ";
+  TORCH_CHECK_VALUE(t.layout() == at::kStrided && !t.is_nested(), what, name,
+                    " must be a strided (dense) tensor; got layout ", t.layout());
+  TORCH_CHECK_VALUE(t.dim() == 4, what, name, " must be 4-D [batch, heads, sequence, head_dim]; "
+                    "got shape ", t.sizes());
+  TORCH_CHECK_VALUE(t.device().is_cpu(), what, name, " must be on the CPU for this kernel; got ",
+                    t.device());
+  TORCH_CHECK_VALUE(t.scalar_type() == query.scalar_type(), what, name, " must have query's "
+                    "dtype ", query.scalar_type(), "; got ", t.scalar_type());
+}
+
+// attn_mask as an additive mask of `dtype` viewed as [B, H, Sq, Sk] (stride 0 where it
+// broadcasts); bool: True takes part (0), False does not (-inf), as in
+// scaled_dot_product_attention.
+at::Tensor attention_mask(const at::Tensor& mask, at::IntArrayRef shape, at::ScalarType dtype) {
+  constexpr const char* what = "sparsekern.attention: ";
+  TORCH_CHECK_VALUE(mask.layout() == at::kStrided && !mask.is_nested() && mask.device().is_cpu(),
+                    what, "attn_mask must be a strided CPU tensor; got layout ", mask.layout(),
+                    " on ", mask.device());
+  TORCH_CHECK_VALUE(mask.scalar_type() == at::kBool || at::isFloatingType(mask.scalar_type()),
+                    what, "attn_mask must be bool or floating point; got ", mask.scalar_type());
+  bool fits = mask.dim() <= 4;
+  for (int64_t d = 1; fits && d <= mask.dim(); ++d) {
+    const int64_t m = mask.size(-d), t = shape[4 - d];
+    fits = m == t || m == 1;
+  }
+  TORCH_CHECK_VALUE(fits, what, "attn_mask of shape ", mask.sizes(), " does not broadcast to "
+                    "[batch, heads, query length, key length] = ", shape);
+  at::Tensor m = mask;
+  if (m.scalar_type() == at::kBool)
+    m = at::zeros(m.sizes(), m.options().dtype(dtype))
+            .masked_fill_(m.logical_not(), -std::numeric_limits<double>::infinity());
+  return converted(m, dtype).expand(shape);
+}
+
+template <typename T>
+void attention_strides(const at::Tensor& t, const T* data, const T*& p, int64_t& b, int64_t& h,
+                       int64_t& s, int64_t& d) {
+  p = data;
+  b = t.stride(0);
+  h = t.stride(1);
+  s = t.stride(2);
+  d = t.stride(3);
+}
+
+template <typename T>
+void run_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                   const c10::optional<at::Tensor>& mask, double scale, const at::Tensor& out) {
+  skc::AttentionArgs<T> a;
+  a.B = q.size(0);
+  a.H = q.size(1);
+  a.Hkv = k.size(1);
+  a.Sq = q.size(2);
+  a.Sk = k.size(2);
+  a.D = q.size(3);
+  a.Dv = v.size(3);
+  attention_strides<T>(q, q.data_ptr<T>(), a.q, a.q_b, a.q_h, a.q_s, a.q_d);
+  attention_strides<T>(k, k.data_ptr<T>(), a.k, a.k_b, a.k_h, a.k_s, a.k_d);
+  attention_strides<T>(v, v.data_ptr<T>(), a.v, a.v_b, a.v_h, a.v_s, a.v_d);
+  if (mask.has_value())
+    attention_strides<T>(*mask, mask->data_ptr<T>(), a.mask, a.m_b, a.m_h, a.m_i, a.m_j);
+  a.out = out.data_ptr<T>();
+  a.o_b = out.stride(0);
+  a.o_h = out.stride(1);
+  a.o_s = out.stride(2);
+  a.o_d = out.stride(3);
+  a.scale = static_cast<T>(scale);
+  a.num_threads = at::get_num_threads();
+  const int status = skc::attention(a);
+  TORCH_CHECK(status != skc::kNoMemory, "sparsekern.attention: out of memory for a scratch "
+              "buffer (key length ", a.Sk, ", head dims ", a.D, " / ", a.Dv, ")");
+  TORCH_CHECK(status == skc::kOk, "sparsekern.attention: kernel failed with status ", status,
+              " (a sparsekern bug; please report it with the shapes)");
+}
+
+// sparsekern::attention on the CPU: softmax(scale * Q K^T + attn_mask) V. query [B, H, Sq, D],
+// key [B, Hkv, Sk, D], value [B, Hkv, Sk, Dv] (H % Hkv == 0), any strides; returns [B, H, Sq,
+// Dv] in query's dtype, stored as [B, Sq, H, Dv] (its transpose(1, 2) is contiguous).
+at::Tensor attention_cpu(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+                         const c10::optional<at::Tensor>& attn_mask, c10::optional<double> scale) {
+  constexpr const char* what = "sparsekern.attention: ";
+  check_isa_env();
+  check_attention_tensor(query, "query", query);
+  check_attention_tensor(key, "key", query);
+  check_attention_tensor(value, "value", query);
+  const at::ScalarType dt = query.scalar_type();
+  TORCH_CHECK_VALUE(dt == at::kFloat || dt == at::kDouble || dt == at::kBFloat16 ||
+                    dt == at::kHalf, what, "query must be float32, float64, bfloat16 or "
+                    "float16; got ", dt);
+  const int64_t B = query.size(0), H = query.size(1), Sq = query.size(2), D = query.size(3);
+  const int64_t Hkv = key.size(1), Sk = key.size(2), Dv = value.size(3);
+  TORCH_CHECK_VALUE(key.size(0) == B && value.size(0) == B, what, "key and value must have "
+                    "query's batch size ", B, "; got key ", key.sizes(), ", value ", value.sizes());
+  TORCH_CHECK_VALUE(value.size(1) == Hkv && value.size(2) == Sk, what, "value must have key's "
+                    "heads and length [", Hkv, ", ", Sk, "]; got value ", value.sizes());
+  TORCH_CHECK_VALUE(Hkv >= 1 && H % Hkv == 0, what, "query's heads (", H, ") must be a "
+                    "multiple of key's heads (", Hkv, ")");
+  TORCH_CHECK_VALUE(key.size(3) == D, what, "key's head dim must be query's (", D, "); got key ",
+                    key.sizes());
+  TORCH_CHECK_VALUE(D >= 1, what, "query's head dim (query.size(-1)) must be at least 1; got 0");
+  const double s = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(D));
+  TORCH_CHECK_VALUE(std::isfinite(s), what, "scale must be finite; got ", s);
+  const std::array<int64_t, 4> shape{B, H, Sq, Sk};
+  // compute in float32 (half dtypes are converted) or float64
+  const at::ScalarType ct = dt == at::kDouble ? at::kDouble : at::kFloat;
+  c10::optional<at::Tensor> mask;
+  if (attn_mask.has_value()) mask = attention_mask(*attn_mask, shape, ct);
+  at::Tensor out = at::empty({B, Sq, H, Dv}, query.options().dtype(ct)).transpose(1, 2);
+  if (out.numel() == 0) return out.to(dt);
+  if (Sk == 0) return out.zero_().to(dt);  // a sum over no keys
+  const at::Tensor q = converted(query, ct), k = converted(key, ct), v = converted(value, ct);
+  if (ct == at::kDouble) run_attention<double>(q, k, v, mask, s, out);
+  else run_attention<float>(q, k, v, mask, s, out);
+  return dt == ct ? out : out.to(dt);
+}
+
 }  // namespace
 
 // Every schema of the sparsekern namespace is defined in sparsekern/ops.py; this file only
@@ -1306,6 +1434,7 @@ TORCH_LIBRARY_IMPL(sparsekern, CPU, m) {
   m.impl("_spmm_cpu", &spmm_cpu_into);
   m.impl("_spmm_transposed_cpu", &spmm_transposed_cpu);
   m.impl("_sampled_dot_cpu", &sampled_dot_cpu);
+  m.impl("attention", &attention_cpu);
 }
 
 TORCH_LIBRARY_IMPL(sparsekern, Autograd, m) { m.impl("spmm", &spmm_autograd); }

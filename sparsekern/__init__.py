@@ -10,6 +10,7 @@ docs/adding-a-layout.md.
 """
 from . import _extension
 from . import ops  # noqa: F401  (defines torch.ops.sparsekern.spmm)
+from . import _attention  # noqa: F401  (torch.ops.sparsekern.attention's Python side)
 from .backends import use_backend
 from .formats import BSR, CSC, NM14, SELL, Semi24, SparseFormat, to_sparse
 from .functional import linear, spmm

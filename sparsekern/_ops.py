@@ -13,6 +13,8 @@ Public:
     spmm_transposed(values, indices, offsets, M, K, layout, G) -> [K, N]   A.T @ G
     spmm_sampled_dot(values, indices, offsets, M, K, layout, G, B)         (G @ B.T) at A's
                                                                            stored entries
+    attention(query, key, value, attn_mask=None, scale=None)               softmax(scale *
+                                                          Q K^T + mask) V (sparsekern/_attention.py)
 Private (backend kernels, each with a caller-given or fresh output):
     _spmm_dispatch   spmm's Python path (the C++ CPU kernel hands it what it does not serve)
     _spmm_cpu, _spmm_transposed_cpu, _sampled_dot_cpu     csrc/ops.cpp (CPU)
@@ -42,6 +44,8 @@ SCHEMAS = {
     "spmm": f"({FMT}, Tensor B, Tensor? bias=None) -> Tensor",
     "spmm_transposed": f"({FMT}, Tensor G) -> Tensor",
     "spmm_sampled_dot": f"({FMT}, Tensor G, Tensor B) -> Tensor",
+    "attention": ("(Tensor query, Tensor key, Tensor value, Tensor? attn_mask=None, "
+                  "float? scale=None) -> Tensor"),
     "_spmm_dispatch": f"({FMT}, Tensor B, Tensor? bias=None) -> Tensor",
     "_spmm_cpu": f"({_FMT_INT}, Tensor B, Tensor? bias, Tensor(a!) out) -> ()",
     "_spmm_transposed_cpu": f"({_FMT_INT}, Tensor G) -> Tensor",

@@ -36,6 +36,7 @@ RANKS = {
     "sparsekern.backends": 1,
     # 2: the op and its functional wrappers
     "sparsekern.ops": 2,
+    "sparsekern._attention": 2,  # the attention op's Python side (fake, autograd, non-CPU)
     "sparsekern.functional": 2,
     # 3: modules and model-level swap, serialization
     "sparsekern.inputs": 3,

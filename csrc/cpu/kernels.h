@@ -171,6 +171,32 @@ int csr_gemv(const CsrRepack& a, const Dense& d);
 using CheckFn = bool (*)(void* ctx, int threads);
 int csr_spmm_checked(const CsrRepack& a, const Dense& d, CheckFn check, void* ctx, bool* passed);
 
+// Fused attention (softmax(scale * Q K^T + mask) V) for each batch b and head h, accumulating
+// in T. Element (b, h, s, d) of q is q[b * q_b + h * q_h + s * q_s + d * q_d] (any strides; the
+// same for k, v, out); k and v have Hkv heads, H % Hkv == 0 (query head h reads key/value
+// head h / (H / Hkv)). mask: additive, mask(b, h, i, j) = mask[b * m_b + h * m_h + i * m_i +
+// j * m_j] (stride 0 where broadcast), or null. A row whose masked scores are all -inf gives
+// NaN, as torch.softmax does. Needs D >= 1, Sk >= 1. T is float (vector kernels) or double
+// (portable loops).
+template <typename T>
+struct AttentionArgs {
+  int64_t B = 0, H = 0, Hkv = 0, Sq = 0, Sk = 0, D = 0, Dv = 0;
+  const T* q = nullptr;
+  int64_t q_b = 0, q_h = 0, q_s = 0, q_d = 0;
+  const T* k = nullptr;
+  int64_t k_b = 0, k_h = 0, k_s = 0, k_d = 0;
+  const T* v = nullptr;
+  int64_t v_b = 0, v_h = 0, v_s = 0, v_d = 0;
+  const T* mask = nullptr;
+  int64_t m_b = 0, m_h = 0, m_i = 0, m_j = 0;
+  T* out = nullptr;
+  int64_t o_b = 0, o_h = 0, o_s = 0, o_d = 0;
+  T scale = 1;
+  int num_threads = 1;
+};
+int attention(const AttentionArgs<float>& a);
+int attention(const AttentionArgs<double>& a);
+
 // The kernels' threads: by default their own pool (parallel.cpp). set_item_runner installs
 // another thread team instead (the glue offers torch's intra-op pool), or null for the
 // pool. A runner must call fn(ctx, item) exactly once for every item in [0, items) on up to

@@ -101,3 +101,33 @@ def sampled_dot(values, indices, offsets, M: int, K: int, layout: str, G: torch.
         d = (G[row[s:e]].to(acc_t) * B[col[s:e]].to(acc_t)).sum(1)
         grad.index_copy_(0, pos[s:e], d)
     return grad.to(values.dtype).reshape(values.shape)
+
+
+def attention_scores(q, k, mask, scale: float) -> torch.Tensor:
+    """softmax(scale * q @ k.T + mask) [B, H, Sq, Sk] in float32 (float64 for float64 q).
+
+    q [B, H, Sq, D]; k [B, Hkv, Sk, D] with H % Hkv == 0 (query head h reads key head
+    h // (H // Hkv)); mask bool (True takes part) or additive, broadcastable to
+    [B, H, Sq, Sk], or None. A row whose scores are all -inf is NaN, as torch.softmax gives.
+    """
+    acc_t = accumulate_dtype(q.dtype)
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], 1)
+    s = torch.matmul(q.to(acc_t), k.to(acc_t).transpose(-2, -1)) * scale
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            mask = torch.zeros(mask.shape, dtype=acc_t, device=s.device).masked_fill(
+                ~mask, float("-inf"))
+        s = s + mask.to(acc_t)
+    return torch.softmax(s, -1)
+
+
+def attention(q, k, v, mask, scale: float) -> torch.Tensor:
+    """sparsekern::attention's formula: softmax(scale * q @ k.T + mask) @ v.
+
+    q [B, H, Sq, D], k [B, Hkv, Sk, D], v [B, Hkv, Sk, Dv] (see attention_scores); returns
+    [B, H, Sq, Dv] in q's dtype, stored as [B, Sq, H, Dv] (its transpose(1, 2) is contiguous).
+    """
+    p = attention_scores(q, k, mask, scale)
+    v = v.repeat_interleave(q.shape[1] // v.shape[1], 1)
+    out = torch.matmul(p, v.to(p.dtype)).to(q.dtype)
+    return out.transpose(1, 2).contiguous().transpose(1, 2)

@@ -1,0 +1,83 @@
+"""sparsekern's fused CPU attention as a Hugging Face ``transformers`` attention implementation.
+
+    model = sparsekern.models.use_fused_attention(model)   # any transformers PreTrainedModel,
+                                                           # or a module holding some
+Once a model's linear layers are sparse, its dense attention is a large share of what is
+left: at 32 sequences of 64 tokens, a third of a 90%-sparse MiniLM's compiled forward went to
+two batched matmuls, a softmax and head-layout copies (bench/results/attention-2026-12-08).
+``torch.ops.sparsekern.attention`` fuses them per block of query rows (see
+sparsekern._attention). This module registers it with transformers' AttentionInterface
+under the name "sparsekern" (with the "eager" mask builder: an additive float mask, or none
+where nothing is masked) and switches models to it. Eager, torch.compile and
+torch.export / AOTInductor all run it.
+
+Calls the kernel does not serve run transformers' "sdpa" function instead, unchanged: dropout
+during training, ``output_attentions``, tensors off the CPU, and attention variants with
+extra terms (softcap, attention sinks, position bias). Without a mask a causal module
+(``module.is_causal``, or ``is_causal`` passed by the model) gets scaled_dot_product_attention's
+causal mask (query i attends keys j <= i).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: The attn_implementation name under which transformers finds the kernel.
+NAME = "sparsekern"
+_EXTRA_TERMS = ("softcap", "s_aux", "sinks", "position_bias", "sliding_window")
+
+
+def _sdpa(*args, **kwargs):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    return sdpa_attention_forward(*args, **kwargs)
+
+
+def attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
+                      value: torch.Tensor, attention_mask: torch.Tensor | None,
+                      dropout: float = 0.0, scaling: float | None = None,
+                      is_causal: bool | None = None, **kwargs):
+    """transformers' attention-function signature: query [B, H, Sq, D], key/value
+    [B, Hkv, Sk, D / Dv]; returns (output [B, Sq, H, Dv] contiguous, None)."""
+    if ((dropout > 0.0 and module.training) or kwargs.get("output_attentions")
+            or query.device.type != "cpu"
+            or any(kwargs.get(k) is not None for k in _EXTRA_TERMS)):
+        return _sdpa(module, query, key, value, attention_mask, dropout=dropout,
+                     scaling=scaling, is_causal=is_causal, **kwargs)
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", False)
+    if attention_mask is None and causal and query.shape[2] > 1:
+        attention_mask = torch.ones(query.shape[2], key.shape[2], dtype=torch.bool,
+                                    device=query.device).tril()
+    out = torch.ops.sparsekern.attention(query, key, value, attention_mask, scaling)
+    return out.transpose(1, 2), None
+
+
+def register() -> str:
+    """Registers "sparsekern" with transformers' attention and mask interfaces (idempotent);
+    returns the name. ImportError names the package when transformers is missing."""
+    try:
+        from transformers import AttentionInterface, AttentionMaskInterface
+        from transformers.masking_utils import eager_mask
+    except ImportError as e:
+        raise ImportError("sparsekern.models.use_fused_attention needs transformers >= 4.56 "
+                          "(its AttentionInterface); pip install transformers") from e
+    AttentionInterface.register(NAME, attention_forward)
+    AttentionMaskInterface.register(NAME, eager_mask)
+    return NAME
+
+
+def use_fused_attention(model: nn.Module) -> nn.Module:
+    """Switches every transformers model in ``model`` (itself, or the submodules that are
+    PreTrainedModels, e.g. a sentence encoder's) to sparsekern's fused attention; returns
+    ``model``. ValueError if it holds none."""
+    register()
+    from transformers import PreTrainedModel
+    found = [m for m in model.modules() if isinstance(m, PreTrainedModel)]
+    # the outermost ones: set_attn_implementation covers their submodels
+    outer = [m for m in found if not any(m is not o and any(c is m for c in o.modules())
+                                         for o in found)]
+    if not outer:
+        raise ValueError(f"use_fused_attention: model ({type(model).__name__}) holds no "
+                         "transformers PreTrainedModel")
+    for m in outer:
+        m.set_attn_implementation(NAME)
+    return model
