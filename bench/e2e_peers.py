@@ -4,7 +4,7 @@
                               [--out DIR (default ./sparsekern-e2e-peers)]
                               [--deepsparse-python /path/to/venv-ds/bin/python] [--no-compile]
                               [--lock /path/to/lockfile] [--compiled-attention {eager,sdpa}]
-                              [--freezing] [--no-aoti]
+                              [--freezing] [--no-aoti] [--sparse-attention {fused,hf}]
 
 The same pretrained all-MiniLM-L6-v2 sentence encoder (sentence embedding = mean-pooled,
 L2-normalised last hidden state), at 1 sentence x 16 tokens and 32 sentences x 64 tokens:
@@ -19,12 +19,14 @@ L2-normalised last hidden state), at 1 sentence x 16 tokens and 32 sentences x 6
   ``torch._inductor.aoti_compile_and_package`` / ``aoti_load_package``): no Python-side graph
   or guards per call; the weights are constants of the package (``--no-aoti`` skips it).
 
-The torch.compile and AOTInductor engines (dense and sparsekern) run a copy of their model
-whose attention is Hugging Face's "eager" one (``--compiled-attention``, default eager):
-matmuls and a softmax that inductor fuses, 1.1-1.2x faster for the whole compiled model at
-32x64 tokens than the "sdpa" default, which runs torch's CPU flash-attention kernel (~30 ms of
-a ~100 ms model there; 2 threads, Zen 5, bench/results/e2e-attention-2026-12-07). Eager
-engines keep "sdpa".
+The dense torch.compile and AOTInductor engines run a copy of their model whose attention is
+Hugging Face's "eager" one (``--compiled-attention``, default eager): matmuls and a softmax
+that inductor fuses, 1.1-1.2x faster for the whole compiled model at 32x64 tokens than the
+"sdpa" default, which runs torch's CPU flash-attention kernel (~30 ms of a ~100 ms model
+there; 2 threads, Zen 5, bench/results/e2e-attention-2026-12-07). The dense eager engine keeps
+"sdpa". Every sparsekern engine runs sparsekern's fused CPU attention
+(``sparsekern.models.use_fused_attention``, as a user would; ``--sparse-attention hf`` gives
+them Hugging Face's instead, as the dense engines).
 
 Every engine's embeddings are checked against torch eager on the same weights (max abs
 difference reported). Timing: all engines are built and warmed first; then ``rounds``
@@ -66,6 +68,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sparsekern as sk  # noqa: E402
 from sparsekern._cli import int_at_least, output_folder_problem  # noqa: E402
+from sparsekern.models.attention import use_fused_attention  # noqa: E402
 from sparsekern.models.minilm import load_minilm  # noqa: E402
 from sparsekern.prune import prune_model  # noqa: E402
 
@@ -105,6 +108,10 @@ class PeerConfig:
     #: sparsekern.keep_freed_memory() before anything is built: glibc's malloc keeps freed
     #: memory for reuse (process-wide: every in-process engine, dense torch included)
     keep_freed_memory: bool = False
+    #: attention of every sparsekern engine: "fused" (sparsekern.models.use_fused_attention,
+    #: the fused CPU kernel) or "hf" (Hugging Face's, as the dense torch engines run it:
+    #: "sdpa" eager, ``compiled_attention`` compiled)
+    sparse_attention: str = "fused"
 
 
 @dataclass
@@ -290,6 +297,10 @@ def _sparse_engines(cfg, model, variant, onnx_path, work, ds, ds_why, b, t,
                     want) -> List[Engine]:
     layout = VARIANTS[variant][2]
     sparse = sk.sparsify(copy.deepcopy(model), layout=layout)
+    attention = cfg.compiled_attention
+    if cfg.sparse_attention == "fused":
+        sparse = use_fused_attention(sparse)
+        attention = "sparsekern"
     out = []
     e = Engine("DeepSparse 1.8", variant, b, t)
     if ds is None:
@@ -307,9 +318,9 @@ def _sparse_engines(cfg, model, variant, onnx_path, work, ds, ds_why, b, t,
     out.append(e)
     for name, build in ((f"sparsekern {layout} eager", lambda: torch_call(sparse, b, t)),
                         (f"sparsekern {layout} + torch.compile",
-                         lambda: torch_call(compiled(sparse, cfg.compiled_attention), b, t)),
+                         lambda: torch_call(compiled(sparse, attention), b, t)),
                         (f"sparsekern {layout} + AOTInductor",
-                         lambda: aoti_call(sparse, cfg.compiled_attention, b, t, work))):
+                         lambda: aoti_call(sparse, attention, b, t, work))):
         e = Engine(name, variant, b, t)
         e.skipped = _skip_reason(cfg, name)
         if e.skipped is None:
@@ -374,6 +385,8 @@ def summarize(engines: List[Engine]) -> List[dict]:
 
 
 def render(rows: List[dict], facts: dict, cfg: PeerConfig) -> str:
+    sparse_attention = ("sparsekern's fused attention" if cfg.sparse_attention == "fused" else
+                        f"Hugging Face's ({cfg.compiled_attention!r} compiled) attention")
     lines = [f"# End to end, pruned all-MiniLM-L6-v2, {cfg.threads} threads, fp32",
              "", f"`python bench/e2e_peers.py` — {facts['cpu']}, {facts['cpus']} CPUs, "
              f"torch {facts['torch']}, load average after building the engines (which loads "
@@ -381,7 +394,8 @@ def render(rows: List[dict], facts: dict, cfg: PeerConfig) -> str:
              f"{cfg.rounds} interleaved rounds, each engine's block after "
              f"{IDLE_S:g} s idle and {WARM_CALLS} untimed calls (spread: lowest-highest round "
              f"median); "
-             f"torch.compile and AOTInductor engines with {cfg.compiled_attention!r} attention"
+             f"dense torch.compile and AOTInductor engines with {cfg.compiled_attention!r} "
+             f"attention, sparsekern engines with {sparse_attention}"
              f"{' and inductor freezing' if cfg.freezing else ''}"
              f"{'; sparsekern.keep_freed_memory() first' if cfg.keep_freed_memory else ''}.",
              "", "| shape | model | engine | median ms | spread ms | max abs diff vs torch |",
@@ -439,6 +453,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-aoti", action="store_true",
                     help="skip the AOTInductor engines (torch.export + "
                          "torch._inductor.aoti_compile_and_package, per shape)")
+    ap.add_argument("--sparse-attention", choices=("fused", "hf"),
+                    default=PeerConfig.sparse_attention,
+                    help="attention of the sparsekern engines: fused (sparsekern's CPU kernel, "
+                         "sparsekern.models.use_fused_attention) or hf (Hugging Face's, as the "
+                         "dense torch engines)")
     ap.add_argument("--keep-freed-memory", action="store_true",
                     help="call sparsekern.keep_freed_memory() first (glibc's malloc keeps freed "
                          "memory for reuse; applies to every engine in this process)")
@@ -448,7 +467,7 @@ def main(argv=None) -> int:
         ap.error(f"argument --out: {problem}")
     cfg = PeerConfig(a.threads, a.rounds, a.calls, a.out, a.deepsparse_python,
                      not a.no_compile, a.lock, a.compiled_attention, a.freezing, not a.no_aoti,
-                     a.keep_freed_memory)
+                     a.keep_freed_memory, a.sparse_attention)
     if cfg.keep_freed_memory and not sk.keep_freed_memory():
         ap.error("argument --keep-freed-memory: the C library is not glibc")
     if cfg.freezing:

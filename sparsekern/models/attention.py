@@ -11,11 +11,12 @@ under the name "sparsekern" (with the "eager" mask builder: an additive float ma
 where nothing is masked) and switches models to it. Eager, torch.compile and
 torch.export / AOTInductor all run it.
 
-Calls the kernel does not serve run transformers' "sdpa" function instead, unchanged: dropout
-during training, ``output_attentions``, tensors off the CPU, and attention variants with
-extra terms (softcap, attention sinks, position bias). Without a mask a causal module
-(``module.is_causal``, or ``is_causal`` passed by the model) gets scaled_dot_product_attention's
-causal mask (query i attends keys j <= i).
+Calls the kernel does not serve run elsewhere: ``output_attentions`` (which wants the
+probabilities) through the plain eager formula (matmul, softmax, matmul: the weights are
+returned); dropout during training, tensors off the CPU, and attention variants with extra
+terms (softcap, attention sinks, position bias) through transformers' "sdpa" function,
+unchanged. Without a mask a causal module (``module.is_causal``, or ``is_causal`` passed by
+the model) gets scaled_dot_product_attention's causal mask (query i attends keys j <= i).
 """
 from __future__ import annotations
 
@@ -32,21 +33,45 @@ def _sdpa(*args, **kwargs):
     return sdpa_attention_forward(*args, **kwargs)
 
 
+def _causal_mask(query, key, attention_mask, module, is_causal):
+    """attention_mask, or scaled_dot_product_attention's causal mask (bool [Sq, Sk], query i
+    attends keys j <= i) where there is none and the module is causal."""
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", False)
+    if attention_mask is None and causal and query.shape[2] > 1:
+        return torch.ones(query.shape[2], key.shape[2], dtype=torch.bool,
+                          device=query.device).tril()
+    return attention_mask
+
+
+def _eager_with_weights(module, query, key, value, attention_mask, dropout, scaling):
+    """The eager formula, returning (output [B, Sq, H, Dv], probabilities [B, H, Sq, Sk])."""
+    rep = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(rep, 1), value.repeat_interleave(rep, 1)
+    scores = torch.matmul(query, key.transpose(2, 3)) * (
+        query.shape[-1] ** -0.5 if scaling is None else scaling)
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            attention_mask = torch.zeros_like(attention_mask, dtype=scores.dtype).masked_fill(
+                ~attention_mask, float("-inf"))
+        scores = scores + attention_mask
+    weights = torch.softmax(scores, -1)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
 def attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
                       value: torch.Tensor, attention_mask: torch.Tensor | None,
                       dropout: float = 0.0, scaling: float | None = None,
                       is_causal: bool | None = None, **kwargs):
     """transformers' attention-function signature: query [B, H, Sq, D], key/value
     [B, Hkv, Sk, D / Dv]; returns (output [B, Sq, H, Dv] contiguous, None)."""
-    if ((dropout > 0.0 and module.training) or kwargs.get("output_attentions")
-            or query.device.type != "cpu"
+    if ((dropout > 0.0 and module.training) or query.device.type != "cpu"
             or any(kwargs.get(k) is not None for k in _EXTRA_TERMS)):
         return _sdpa(module, query, key, value, attention_mask, dropout=dropout,
                      scaling=scaling, is_causal=is_causal, **kwargs)
-    causal = is_causal if is_causal is not None else getattr(module, "is_causal", False)
-    if attention_mask is None and causal and query.shape[2] > 1:
-        attention_mask = torch.ones(query.shape[2], key.shape[2], dtype=torch.bool,
-                                    device=query.device).tril()
+    attention_mask = _causal_mask(query, key, attention_mask, module, is_causal)
+    if kwargs.get("output_attentions"):
+        return _eager_with_weights(module, query, key, value, attention_mask, dropout, scaling)
     out = torch.ops.sparsekern.attention(query, key, value, attention_mask, scaling)
     return out.transpose(1, 2), None
 

@@ -196,7 +196,30 @@ def test_freezing_is_opt_in_and_reaches_inductor(peers, monkeypatch, tmp_path):
     assert seen == [(False, False), (True, True)]
     text = peers.render([], {"cpu": "x", "cpus": 2, "torch": "t", "load_average": (0, 0, 0)},
                         peers.PeerConfig(freezing=True))
-    assert "'eager' attention and inductor freezing." in text
+    assert ("dense torch.compile and AOTInductor engines with 'eager' attention, sparsekern "
+            "engines with sparsekern's fused attention and inductor freezing." in text)
+    text = peers.render([], {"cpu": "x", "cpus": 2, "torch": "t", "load_average": (0, 0, 0)},
+                        peers.PeerConfig(sparse_attention="hf"))
+    assert "sparsekern engines with Hugging Face's ('eager' compiled) attention." in text
+
+
+def test_sparse_engines_run_fused_attention_by_default(peers, monkeypatch, tmp_path):
+    seen = []
+
+    def stop(cfg, work):
+        seen.append(cfg.sparse_attention)
+        raise _Stop
+
+    monkeypatch.setattr(peers, "build_engines", stop)
+    monkeypatch.setattr(peers.torch, "set_num_threads", lambda n: None)
+    limit = peers.torch._dynamo.config.recompile_limit
+    try:
+        for args in ([], ["--sparse-attention", "hf"]):
+            with pytest.raises(_Stop):
+                peers.main(args + ["--out", str(tmp_path)])
+    finally:
+        peers.torch._dynamo.config.recompile_limit = limit
+    assert seen == ["fused", "hf"]
 
 
 def test_aoti_engines_run_by_default_and_no_aoti_skips_them_with_its_reason(peers, monkeypatch,
@@ -250,4 +273,4 @@ def test_keep_freed_memory_is_opt_in_and_called_before_building(peers, monkeypat
     assert "argument --keep-freed-memory: the C library is not glibc" in capsys.readouterr().err
     text = peers.render([], {"cpu": "x", "cpus": 2, "torch": "t", "load_average": (0, 0, 0)},
                         peers.PeerConfig(keep_freed_memory=True))
-    assert "'eager' attention; sparsekern.keep_freed_memory() first." in text
+    assert "sparsekern's fused attention; sparsekern.keep_freed_memory() first." in text
