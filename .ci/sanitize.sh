@@ -6,7 +6,8 @@
 # Fails on any sanitizer report or failing test.
 #
 # Needs: an active venv with torch, ninja and the test extras; gcc. Usage: bash .ci/sanitize.sh
-# Env: SANITIZE_TESTS (default tests/backends/test_cpu_*.py tests/test_reliability*.py),
+# Env: SANITIZE_TESTS (default tests/backends/test_cpu_*.py tests/test_reliability*.py
+# tests/formats/test_sell.py tests/test_attention.py),
 # KEEP_SANITIZE_DIR=1 keeps the copy.
 # UBSan's signed-integer-overflow check is only meaningful without -fwrapv (which Python's
 # sysconfig flags carry): setup.py appends -fno-wrapv, and this job checks that it did.
@@ -58,7 +59,7 @@ assert os.path.realpath(sparsekern.__file__).startswith(os.path.realpath(os.getc
 print("sanitize: using", _extension._C.__file__)
 PY
 
-TESTS=${SANITIZE_TESTS:-tests/backends/test_cpu_*.py tests/test_reliability*.py tests/formats/test_sell.py}
+TESTS=${SANITIZE_TESTS:-tests/backends/test_cpu_*.py tests/test_reliability*.py tests/formats/test_sell.py tests/test_attention.py}
 status=0
 for isa in auto portable; do
   echo "=== sanitize: CPU kernel tests, SPARSEKERN_CPU_ISA=$isa ==="
