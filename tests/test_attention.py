@@ -178,6 +178,38 @@ def test_matches_float64_reference(isa, cpu_isa_env):
 
 
 @pytest.mark.parametrize("isa", _isas())
+def test_few_query_rows_against_a_cache(isa, cpu_isa_env):
+    """1-4 query rows (decoding against a key/value cache: the row-by-row vector path, taken
+    when k and v are contiguous over head dims and D, Dv are whole vectors) and block tails of
+    1-4 rows (Sq = 65, 66, 130), with grouped heads, masks and all-masked rows."""
+    _need_kernel()
+    cpu_isa_env(isa)
+    seed = _seed()
+    g = torch.Generator().manual_seed(seed)
+    for Sq, Sk, D, Dv, Hkv, kind in ((1, 1, 16, 16, 2, "none"), (1, 300, 64, 64, 1, "float_k"),
+                                     (2, 77, 128, 64, 2, "bool_full"),
+                                     (3, 40, 32, 48, 4, "float_b1qk"), (4, 129, 64, 128, 2, "none"),
+                                     (65, 65, 64, 64, 4, "bool_pad"), (66, 9, 32, 32, 1, "float_qk"),
+                                     (130, 130, 16, 32, 2, "none"), (1, 50, 24, 40, 4, "none")):
+        B, H = 2, 4
+        q = torch.randn(B, H, Sq, D, generator=g)
+        k = torch.randn(B, Hkv, Sk, D, generator=g)
+        v = torch.randn(B, Hkv, Sk, Dv, generator=g)
+        mask = _mask(g, kind, B, H, Sq, Sk, torch.float32)
+        what = f"seed {seed}, isa {isa}, Sq {Sq}, Sk {Sk}, D {D}, Dv {Dv}, Hkv {Hkv}, mask {kind}"
+        out = op(q, k, v, mask, None)
+        _check_contract(out, q, v, what)
+        _agree(out, _ref64(q, k, v, mask, None), TOL[torch.float32], what)
+    # a row whose keys are all masked is NaN, the others are not
+    q, k, v = torch.randn(1, 2, 3, 32), torch.randn(1, 2, 20, 32), torch.randn(1, 2, 20, 32)
+    mask = torch.ones(1, 1, 3, 20, dtype=torch.bool)
+    mask[..., 1, :] = False
+    out = op(q, k, v, mask, None)
+    assert out[:, :, 1].isnan().all() and not out[:, :, 0::2].isnan().any(), f"isa {isa}"
+    _agree(out, _ref64(q, k, v, mask, None), TOL[torch.float32], f"all-masked row, isa {isa}")
+
+
+@pytest.mark.parametrize("isa", _isas())
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_fully_masked_rows_are_nan(isa, dtype, cpu_isa_env):
     """A row with no key taking part is NaN (torch.softmax of all -inf), only that row; rows

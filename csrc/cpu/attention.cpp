@@ -229,6 +229,45 @@ SK_AVX2_INLINE void transpose8(__m256* r) {
 #endif  // SK_HAVE_AVX2_KERNELS
 
 #if SK_HAVE_AVX2_KERNELS
+// Up to this many query rows an item runs row by row (att*_row: vectors over head dims): the
+// block kernel's vectors run over query rows, so with 1-4 rows it would compute 4-16x more.
+constexpr int64_t kRowsKernelMax = 4;
+
+// An item of few query rows through att*_row, when k and v are contiguous over head dims and
+// D, Dv are whole vectors; false when the layout does not allow it.
+bool attention_rows_vector(const AttentionArgs<float>& a, Isa isa, int64_t b, int64_t h,
+                           int64_t i0, int64_t ib, int* status) {
+  const int W = isa == Isa::kAvx512 ? 16 : 8;
+  if (ib > kRowsKernelMax || a.k_d != 1 || a.v_d != 1 || a.D % W != 0 || a.Dv % W != 0)
+    return false;
+  const int64_t hk = h / (a.H / a.Hkv);
+  const float* q = a.q + b * a.q_b + h * a.q_h;
+  const float* k = a.k + b * a.k_b + hk * a.k_h;
+  const float* v = a.v + b * a.v_b + hk * a.v_h;
+  const float* mask = a.mask != nullptr ? a.mask + b * a.m_b + h * a.m_h : nullptr;
+  float* o = a.out + b * a.o_b + h * a.o_h;
+  AttScratch& s = att_scratch();
+  try {
+    s.qt.resize(static_cast<size_t>(a.D));
+    s.tile.resize(static_cast<size_t>(round_up(a.Sk, W)));
+  } catch (const std::bad_alloc&) {
+    *status = kNoMemory;
+    return true;
+  }
+  for (int64_t i = i0; i < i0 + ib; ++i) {
+    for (int64_t d = 0; d < a.D; ++d) s.qt[d] = a.scale * q[i * a.q_s + d * a.q_d];
+    const float* mrow = mask != nullptr ? mask + i * a.m_i : nullptr;
+#if SK_HAVE_AVX512_KERNELS
+    if (isa == Isa::kAvx512)
+      att512_row(a, s.qt.data(), k, v, mrow, s.tile.data(), o + i * a.o_s, a.o_d);
+    else
+#endif
+      att256_row(a, s.qt.data(), k, v, mrow, s.tile.data(), o + i * a.o_s, a.o_d);
+  }
+  *status = kOk;
+  return true;
+}
+
 // One item of the vector kernel (lanes W, query rows [i0, i0 + ib), ib <= 4 * W): packs, runs
 // the three passes of ISA `isa`, writes the output block.
 int attention_block(const AttentionArgs<float>& a, Isa isa, int64_t b, int64_t h, int64_t i0,
@@ -289,11 +328,21 @@ int attention_block(const AttentionArgs<float>& a, Isa isa, int64_t b, int64_t h
   }
   float* tile = s.tile.data();
   const int64_t rows = round_up(ib, R);
+  const int nt = static_cast<int>((ib + W - 1) / W);  // vectors of query rows to compute
 #if SK_HAVE_AVX512_KERNELS
-  if (isa == Isa::kAvx512) att512_scores(a, k, mask, qt, tile);
-  else
+  if (isa == Isa::kAvx512) {
+    if (nt == 1) att512_scores<1>(a, k, mask, qt, tile);
+    else if (nt == 2) att512_scores<2>(a, k, mask, qt, tile);
+    else if (nt == 3) att512_scores<3>(a, k, mask, qt, tile);
+    else att512_scores<4>(a, k, mask, qt, tile);
+  } else
 #endif
-    att256_scores(a, k, mask, qt, tile);
+  {
+    if (nt == 1) att256_scores<1>(a, k, mask, qt, tile);
+    else if (nt == 2) att256_scores<2>(a, k, mask, qt, tile);
+    else if (nt == 3) att256_scores<3>(a, k, mask, qt, tile);
+    else att256_scores<4>(a, k, mask, qt, tile);
+  }
   if (mask != nullptr && a.m_i != 0)  // a mask that varies over query rows: added here
     for (int64_t j = 0; j < Sk; ++j)
       for (int64_t i = 0; i < ib; ++i) tile[j * IB + i] += mask[(i0 + i) * a.m_i + j * a.m_j];
@@ -304,12 +353,18 @@ int attention_block(const AttentionArgs<float>& a, Isa isa, int64_t b, int64_t h
   const int64_t ldo = direct ? a.o_s : Dvp;
 #if SK_HAVE_AVX512_KERNELS
   if (isa == Isa::kAvx512) {
-    att512_softmax(Sk, tile, s.linv.data());
+    if (nt == 1) att512_softmax<1>(Sk, tile, s.linv.data());
+    else if (nt == 2) att512_softmax<2>(Sk, tile, s.linv.data());
+    else if (nt == 3) att512_softmax<3>(Sk, tile, s.linv.data());
+    else att512_softmax<4>(Sk, tile, s.linv.data());
     att512_output(Sk, Dvp, ldv, rows, tile, vp, s.linv.data(), ob, ldo);
   } else
 #endif
   {
-    att256_softmax(Sk, tile, s.linv.data());
+    if (nt == 1) att256_softmax<1>(Sk, tile, s.linv.data());
+    else if (nt == 2) att256_softmax<2>(Sk, tile, s.linv.data());
+    else if (nt == 3) att256_softmax<3>(Sk, tile, s.linv.data());
+    else att256_softmax<4>(Sk, tile, s.linv.data());
     att256_output(Sk, Dvp, ldv, rows, tile, vp, s.linv.data(), ob, ldo);
   }
   if (!direct)
@@ -334,7 +389,11 @@ int attention_item(void* ctx, int64_t item) {
   const int64_t b = bh / a.H, h = bh % a.H, i1 = std::min(a.Sq, i0 + c.block);
 #if SK_HAVE_AVX2_KERNELS
   if constexpr (std::is_same_v<T, float>) {
-    if (c.isa != Isa::kPortable) return attention_block(a, c.isa, b, h, i0, i1 - i0);
+    if (c.isa != Isa::kPortable) {
+      int status = kOk;
+      if (attention_rows_vector(a, c.isa, b, h, i0, i1 - i0, &status)) return status;
+      return attention_block(a, c.isa, b, h, i0, i1 - i0);
+    }
   }
 #endif
   thread_local std::vector<T> p;
