@@ -12,7 +12,8 @@ head h reads key/value head h // (H // Hkv)); attn_mask bool (True takes part) o
 (added to the scores), broadcastable to [B, H, Sq, Sk]; scale defaults to D ** -0.5. Returns
 [B, H, Sq, Dv] in query's dtype, stored as [B, Sq, H, Dv] (its ``transpose(1, 2)`` is
 contiguous: the [B, Sq, H * Dv] a model's output projection reads). A query row whose scores
-are all -inf gives NaN, as torch.softmax does.
+are all -inf (every key masked) gives 0, as scaled_dot_product_attention does; a NaN score
+gives NaN.
 
 On the CPU the C++ kernel (csrc/cpu/attention.cpp) fuses the two products and the softmax
 per block of query rows, in float32 (half dtypes converted) or float64; elsewhere, and
@@ -73,6 +74,8 @@ def check_attention_args(query, key, value, attn_mask, scale) -> None:
     if attn_mask is not None:
         if not isinstance(attn_mask, torch.Tensor) or attn_mask.layout != torch.strided:
             _fail(f"attn_mask must be a strided tensor or None; got {type(attn_mask).__name__}")
+        if attn_mask.device != query.device:
+            _fail(f"attn_mask must be on query's device {query.device}; got {attn_mask.device}")
         if attn_mask.dtype != torch.bool and not attn_mask.dtype.is_floating_point:
             _fail(f"attn_mask must be bool or floating point; got {attn_mask.dtype}")
         shape = [B, H, Sq, Sk]

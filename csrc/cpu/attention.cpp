@@ -52,15 +52,19 @@ int attention_rows(const AttentionArgs<T>& a, int64_t b, int64_t h, int64_t i0, 
       p[j] = s;
       mx = s > mx ? s : mx;
     }
+    // a fully masked row (every score -inf) gives 0, as scaled_dot_product_attention; a NaN
+    // score still gives NaN (through p)
+    const bool masked = mx == -INFINITY;
     T l = 0;
     for (int64_t j = 0; j < a.Sk; ++j) {
-      p[j] = std::exp(p[j] - mx);  // NaN for a row of -inf (-inf - -inf), as torch.softmax
+      p[j] = std::exp(p[j] - (masked ? T(0) : mx));
       l += p[j];
     }
+    const T linv = masked ? T(0) : T(1) / l;
     for (int64_t d = 0; d < a.Dv; ++d) {
       T acc = 0;
       for (int64_t j = 0; j < a.Sk; ++j) acc += p[j] * v[j * a.v_s + d * a.v_d];
-      o[i * a.o_s + d * a.o_d] = acc / l;
+      o[i * a.o_s + d * a.o_d] = acc * linv;
     }
   }
   return kOk;
@@ -132,6 +136,8 @@ SK_AVX512_INLINE void transpose16(__m512* r) {
 #define V_MAX _mm512_max_ps
 #define V_EXP exp16
 #define V_TRANSPOSE transpose16
+#define V_NEGINF_TO_ZERO(x) \
+  _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_NEQ_UQ), x)
 #include "attention_body.inc"
 #undef SK_ATT_FN
 #undef VEC
@@ -149,6 +155,7 @@ SK_AVX512_INLINE void transpose16(__m512* r) {
 #undef V_MAX
 #undef V_EXP
 #undef V_TRANSPOSE
+#undef V_NEGINF_TO_ZERO
 #endif  // SK_HAVE_AVX512_KERNELS
 
 #if SK_HAVE_AVX2_KERNELS
@@ -209,6 +216,8 @@ SK_AVX2_INLINE void transpose8(__m256* r) {
 #define V_MAX _mm256_max_ps
 #define V_EXP exp8
 #define V_TRANSPOSE transpose8
+#define V_NEGINF_TO_ZERO(x) \
+  _mm256_and_ps(_mm256_cmp_ps(x, _mm256_set1_ps(-INFINITY), _CMP_NEQ_UQ), x)
 #include "attention_body.inc"
 #undef SK_ATT_FN
 #undef VEC
@@ -226,6 +235,7 @@ SK_AVX2_INLINE void transpose8(__m256* r) {
 #undef V_MAX
 #undef V_EXP
 #undef V_TRANSPOSE
+#undef V_NEGINF_TO_ZERO
 #endif  // SK_HAVE_AVX2_KERNELS
 
 #if SK_HAVE_AVX2_KERNELS

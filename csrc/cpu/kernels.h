@@ -176,7 +176,7 @@ int csr_spmm_checked(const CsrRepack& a, const Dense& d, CheckFn check, void* ct
 // same for k, v, out); k and v have Hkv heads, H % Hkv == 0 (query head h reads key/value
 // head h / (H / Hkv)). mask: additive, mask(b, h, i, j) = mask[b * m_b + h * m_h + i * m_i +
 // j * m_j] (stride 0 where broadcast), or null. A row whose masked scores are all -inf gives
-// NaN, as torch.softmax does. Needs D >= 1, Sk >= 1. T is float (vector kernels) or double
+// 0, as scaled_dot_product_attention does (a NaN score gives NaN). Needs D >= 1, Sk >= 1. T is float (vector kernels) or double
 // (portable loops).
 template <typename T>
 struct AttentionArgs {

@@ -108,7 +108,8 @@ def attention_scores(q, k, mask, scale: float) -> torch.Tensor:
 
     q [B, H, Sq, D]; k [B, Hkv, Sk, D] with H % Hkv == 0 (query head h reads key head
     h // (H // Hkv)); mask bool (True takes part) or additive, broadcastable to
-    [B, H, Sq, Sk], or None. A row whose scores are all -inf is NaN, as torch.softmax gives.
+    [B, H, Sq, Sk], or None. A row whose scores are all -inf (fully masked) is 0, as in
+    scaled_dot_product_attention; a NaN score makes its row NaN.
     """
     acc_t = accumulate_dtype(q.dtype)
     k = k.repeat_interleave(q.shape[1] // k.shape[1], 1)
@@ -118,7 +119,10 @@ def attention_scores(q, k, mask, scale: float) -> torch.Tensor:
             mask = torch.zeros(mask.shape, dtype=acc_t, device=s.device).masked_fill(
                 ~mask, float("-inf"))
         s = s + mask.to(acc_t)
-    return torch.softmax(s, -1)
+    p = torch.softmax(s, -1)
+    if s.shape[-1] == 0:  # no keys: nothing to mask (the product with v is 0)
+        return p
+    return p.masked_fill(s.amax(-1, keepdim=True) == float("-inf"), 0.0)
 
 
 def attention(q, k, v, mask, scale: float) -> torch.Tensor:

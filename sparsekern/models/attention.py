@@ -11,21 +11,32 @@ under the name "sparsekern" (with the "eager" mask builder: an additive float ma
 where nothing is masked) and switches models to it. Eager, torch.compile and
 torch.export / AOTInductor all run it.
 
-Calls the kernel does not serve run elsewhere: ``output_attentions`` (which wants the
-probabilities) through the plain eager formula (matmul, softmax, matmul: the weights are
-returned); dropout during training, tensors off the CPU, and attention variants with extra
-terms (softcap, attention sinks, position bias) through transformers' "sdpa" function,
-unchanged. Without a mask a causal module (``module.is_causal``, or ``is_causal`` passed by
-the model) gets scaled_dot_product_attention's causal mask (query i attends keys j <= i).
+Calls the kernel does not serve run elsewhere: attention with extra terms (logit softcap as in
+Gemma 2, attention sinks as in GPT-OSS, a position bias) and ``output_attentions`` (which
+wants the probabilities) through the model's own eager attention function (its modeling
+module's ``eager_attention_forward``; without one, sdpa for extra terms and the plain eager
+formula for the weights); dropout during training and tensors off the CPU through
+transformers' "sdpa" function, unchanged. A sliding window (Mistral, Gemma 2) is in the mask
+the model builds, so the kernel serves it. Without a mask a causal module
+(``module.is_causal``, or ``is_causal`` passed by the model) gets
+scaled_dot_product_attention's causal mask (query i attends keys j <= i). A query row with
+every key masked gives 0 (as scaled_dot_product_attention; transformers' own masks never
+mask a whole row with -inf).
+
+Needs transformers >= 4.56 (its AttentionInterface). An AOTInductor package of a model using
+it runs in a process that has imported sparsekern (the package calls the op by name).
 """
 from __future__ import annotations
+
+import sys
 
 import torch
 from torch import nn
 
 #: The attn_implementation name under which transformers finds the kernel.
 NAME = "sparsekern"
-_EXTRA_TERMS = ("softcap", "s_aux", "sinks", "position_bias", "sliding_window")
+#: keyword arguments of terms the kernel does not compute (the model's eager function does)
+_EXTRA_TERMS = ("softcap", "s_aux", "sinks", "position_bias")
 
 
 def _sdpa(*args, **kwargs):
@@ -59,14 +70,23 @@ def _eager_with_weights(module, query, key, value, attention_mask, dropout, scal
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
+def _model_eager(module: nn.Module):
+    """The eager attention function of ``module``'s modeling file, or None."""
+    return getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+
+
 def attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
                       value: torch.Tensor, attention_mask: torch.Tensor | None,
                       dropout: float = 0.0, scaling: float | None = None,
                       is_causal: bool | None = None, **kwargs):
     """transformers' attention-function signature: query [B, H, Sq, D], key/value
     [B, Hkv, Sk, D / Dv]; returns (output [B, Sq, H, Dv] contiguous, None)."""
-    if ((dropout > 0.0 and module.training) or query.device.type != "cpu"
-            or any(kwargs.get(k) is not None for k in _EXTRA_TERMS)):
+    extra = any(kwargs.get(k) is not None for k in _EXTRA_TERMS)
+    eager = _model_eager(module) if extra or kwargs.get("output_attentions") else None
+    if eager is not None:
+        return eager(module, query, key, value, attention_mask, dropout=dropout,
+                     scaling=scaling, **kwargs)
+    if (dropout > 0.0 and module.training) or query.device.type != "cpu" or extra:
         return _sdpa(module, query, key, value, attention_mask, dropout=dropout,
                      scaling=scaling, is_causal=is_causal, **kwargs)
     attention_mask = _causal_mask(query, key, attention_mask, module, is_causal)

