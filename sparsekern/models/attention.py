@@ -80,7 +80,8 @@ def attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
                       dropout: float = 0.0, scaling: float | None = None,
                       is_causal: bool | None = None, **kwargs):
     """transformers' attention-function signature: query [B, H, Sq, D], key/value
-    [B, Hkv, Sk, D / Dv]; returns (output [B, Sq, H, Dv] contiguous, None)."""
+    [B, Hkv, Sk, D / Dv]; returns (output [B, Sq, H, Dv] contiguous, the probabilities
+    [B, H, Sq, Sk] where an eager formula ran, else None)."""
     extra = any(kwargs.get(k) is not None for k in _EXTRA_TERMS)
     eager = _model_eager(module) if extra or kwargs.get("output_attentions") else None
     if eager is not None:
