@@ -54,3 +54,14 @@ def dense_ref(W: torch.Tensor, B: torch.Tensor, bias=None) -> torch.Tensor:
     if bias is not None:
         out += bias.double().unsqueeze(1)
     return out
+
+
+def cpu_isas():
+    """Every CPU kernel path this machine can run (SPARSEKERN_CPU_ISA values), lowest first;
+    ["native"] without compiled kernels (the tests that take it skip)."""
+    try:
+        have = torch.ops.sparsekern._cpu_isa()
+    except (AttributeError, RuntimeError):
+        return ["native"]
+    order = ["portable", "avx2", "avx512"]
+    return order[:order.index(have) + 1] if have in order else ["portable"]

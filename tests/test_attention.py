@@ -17,6 +17,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 import sparsekern  # registers the op
 from sparsekern.backends import reference
+from tests.helpers import cpu_isas as _isas  # ["native"]: the tests skip
 
 op = torch.ops.sparsekern.attention
 
@@ -31,16 +32,6 @@ MASKS = ("none", "bool_pad", "bool_full", "float_b1qk", "float_qk", "float_k", "
 DTYPES = (torch.float32, torch.float32, torch.float32, torch.float64, torch.bfloat16,
           torch.float16)
 TOL = {torch.float32: 2e-5, torch.float64: 1e-10, torch.bfloat16: 3e-2, torch.float16: 3e-2}
-
-
-def _isas():
-    """Every CPU kernel path this machine can run (SPARSEKERN_CPU_ISA values)."""
-    try:
-        have = torch.ops.sparsekern._cpu_isa()
-    except (AttributeError, RuntimeError):
-        return ["native"]  # the test skips: no compiled kernels
-    order = ["portable", "avx2", "avx512"]
-    return order[:order.index(have) + 1] if have in order else ["portable"]
 
 
 def _need_kernel():

@@ -19,20 +19,11 @@ import torch
 
 import sparsekern as sk
 from sparsekern.backends import get_backend, select, use_backend
+from tests.helpers import cpu_isas as _isas  # ["native"]: the tests skip
 
 LAYOUTS = ("2:4", "1:4", "bsr", "csc", "sell")
 CASES = 200
 BLOCKS = ((1, 1), (2, 2), (4, 4), (16, 16), (32, 32), (8, 4), (3, 5))
-
-
-def _isas():
-    """Every CPU kernel path this machine can run (SPARSEKERN_CPU_ISA values)."""
-    try:
-        have = torch.ops.sparsekern._cpu_isa()
-    except (AttributeError, RuntimeError):
-        return ["native"]  # the test skips: no compiled kernels
-    order = ["portable", "avx2", "avx512"]
-    return order[:order.index(have) + 1] if have in order else ["portable"]
 
 
 def _seed() -> int:

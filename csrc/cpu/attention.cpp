@@ -70,6 +70,10 @@ int attention_rows(const AttentionArgs<T>& a, int64_t b, int64_t h, int64_t i0, 
   return kOk;
 }
 
+// exp's degree-7 Taylor coefficients on |r| <= ln2 / 2, highest first (Horner).
+constexpr float kExpTaylor[8] = {1.0f / 5040, 1.0f / 720, 1.0f / 120, 1.0f / 24,
+                                 1.0f / 6,    0.5f,        1.0f,        1.0f};
+
 #if SK_HAVE_AVX512_KERNELS
 // exp(x) for float lanes: 2^n * p(r), r = x - n ln2 (two-part ln2), a degree-7 Taylor p on
 // |r| <= ln2 / 2 (truncation < 6e-9 relative); vscalefps gives 0 for -inf. NaN propagates:
@@ -80,44 +84,9 @@ SK_AVX512_INLINE __m512 exp16(__m512 x) {
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 5040);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  __m512 p = _mm512_set1_ps(kExpTaylor[0]);
+  SK_UNROLL for (int c = 1; c < 8; ++c) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpTaylor[c]));
   return _mm512_scalef_ps(p, n);
-}
-
-// In-place transpose of a 16 x 16 float block (r[x] row x -> r[c] column c): pairs of rows
-// interleaved (ps, then pd), then 128-bit lanes gathered.
-SK_AVX512_INLINE void transpose16(__m512* r) {
-  __m512 u[16], v[16];
-  SK_UNROLL for (int k = 0; k < 8; ++k) {
-    u[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
-    u[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
-  }
-  SK_UNROLL for (int k = 0; k < 4; ++k) {
-    const __m512d a = _mm512_castps_pd(u[4 * k]), b = _mm512_castps_pd(u[4 * k + 1]);
-    const __m512d c = _mm512_castps_pd(u[4 * k + 2]), d = _mm512_castps_pd(u[4 * k + 3]);
-    v[4 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-    v[4 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-    v[4 * k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-    v[4 * k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-  }
-  // v[4k + m], 128-bit lane L: rows 4k..4k+3 of column 4L + m
-  SK_UNROLL for (int m = 0; m < 4; ++m) {
-    const __m512 x0 = _mm512_shuffle_f32x4(v[m], v[4 + m], 0x44);
-    const __m512 x1 = _mm512_shuffle_f32x4(v[m], v[4 + m], 0xEE);
-    const __m512 y0 = _mm512_shuffle_f32x4(v[8 + m], v[12 + m], 0x44);
-    const __m512 y1 = _mm512_shuffle_f32x4(v[8 + m], v[12 + m], 0xEE);
-    r[m] = _mm512_shuffle_f32x4(x0, y0, 0x88);
-    r[4 + m] = _mm512_shuffle_f32x4(x0, y0, 0xDD);
-    r[8 + m] = _mm512_shuffle_f32x4(x1, y1, 0x88);
-    r[12 + m] = _mm512_shuffle_f32x4(x1, y1, 0xDD);
-  }
 }
 
 #define SK_ATT_FN(name) SK_AVX512 void att512_##name
@@ -135,27 +104,10 @@ SK_AVX512_INLINE void transpose16(__m512* r) {
 #define V_MUL _mm512_mul_ps
 #define V_MAX _mm512_max_ps
 #define V_EXP exp16
-#define V_TRANSPOSE transpose16
+#define V_TRANSPOSE transpose16x16
 #define V_NEGINF_TO_ZERO(x) \
   _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_NEQ_UQ), x)
 #include "attention_body.inc"
-#undef SK_ATT_FN
-#undef VEC
-#undef W
-#undef JB
-#undef R
-#undef V_LOAD
-#undef V_STORE
-#undef V_SET1
-#undef V_ZERO
-#undef V_FMA
-#undef V_ADD
-#undef V_SUB
-#undef V_MUL
-#undef V_MAX
-#undef V_EXP
-#undef V_TRANSPOSE
-#undef V_NEGINF_TO_ZERO
 #endif  // SK_HAVE_AVX512_KERNELS
 
 #if SK_HAVE_AVX2_KERNELS
@@ -167,37 +119,10 @@ SK_AVX2_INLINE __m256 exp8(__m256 x) {
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
   r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
-  __m256 p = _mm256_set1_ps(1.0f / 5040);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  __m256 p = _mm256_set1_ps(kExpTaylor[0]);
+  SK_UNROLL for (int c = 1; c < 8; ++c) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpTaylor[c]));
   const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
-// In-place transpose of an 8 x 8 float block (transpose16's first two steps, then halves).
-SK_AVX2_INLINE void transpose8(__m256* r) {
-  __m256 u[8], v[8];
-  SK_UNROLL for (int k = 0; k < 4; ++k) {
-    u[2 * k] = _mm256_unpacklo_ps(r[2 * k], r[2 * k + 1]);
-    u[2 * k + 1] = _mm256_unpackhi_ps(r[2 * k], r[2 * k + 1]);
-  }
-  SK_UNROLL for (int k = 0; k < 2; ++k) {
-    const __m256d a = _mm256_castps_pd(u[4 * k]), b = _mm256_castps_pd(u[4 * k + 1]);
-    const __m256d c = _mm256_castps_pd(u[4 * k + 2]), d = _mm256_castps_pd(u[4 * k + 3]);
-    v[4 * k] = _mm256_castpd_ps(_mm256_unpacklo_pd(a, c));
-    v[4 * k + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(a, c));
-    v[4 * k + 2] = _mm256_castpd_ps(_mm256_unpacklo_pd(b, d));
-    v[4 * k + 3] = _mm256_castpd_ps(_mm256_unpackhi_pd(b, d));
-  }
-  SK_UNROLL for (int m = 0; m < 4; ++m) {
-    r[m] = _mm256_permute2f128_ps(v[m], v[4 + m], 0x20);
-    r[4 + m] = _mm256_permute2f128_ps(v[m], v[4 + m], 0x31);
-  }
 }
 
 #define SK_ATT_FN(name) SK_AVX2 void att256_##name
@@ -215,27 +140,10 @@ SK_AVX2_INLINE void transpose8(__m256* r) {
 #define V_MUL _mm256_mul_ps
 #define V_MAX _mm256_max_ps
 #define V_EXP exp8
-#define V_TRANSPOSE transpose8
+#define V_TRANSPOSE transpose8x8
 #define V_NEGINF_TO_ZERO(x) \
   _mm256_and_ps(_mm256_cmp_ps(x, _mm256_set1_ps(-INFINITY), _CMP_NEQ_UQ), x)
 #include "attention_body.inc"
-#undef SK_ATT_FN
-#undef VEC
-#undef W
-#undef JB
-#undef R
-#undef V_LOAD
-#undef V_STORE
-#undef V_SET1
-#undef V_ZERO
-#undef V_FMA
-#undef V_ADD
-#undef V_SUB
-#undef V_MUL
-#undef V_MAX
-#undef V_EXP
-#undef V_TRANSPOSE
-#undef V_NEGINF_TO_ZERO
 #endif  // SK_HAVE_AVX2_KERNELS
 
 #if SK_HAVE_AVX2_KERNELS

@@ -559,33 +559,6 @@ constexpr int64_t kLorMaxN = 64;
 // 7; at 5-6 the same, at 2-4 0.85-0.9x (the transposition is shared by too few columns).
 constexpr int64_t kLorMinN = 7;
 
-// r[i] = row i's 16 values -> r[j] = value j of the 16 rows (4 stages of 16 shuffles).
-SK_AVX512_INLINE void transpose16x16(__m512* r) {
-  __m512 t[16];
-  SK_UNROLL for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  SK_UNROLL for (int i = 0; i < 4; ++i) {
-    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-  }
-  // r[4i + c], 128-bit lane L: rows 4i..4i+3 of value 4L + c.
-  SK_UNROLL for (int c = 0; c < 4; ++c) {
-    const __m512 ab0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88);
-    const __m512 ab1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xDD);
-    const __m512 ef0 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
-    const __m512 ef1 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xDD);
-    t[c] = _mm512_shuffle_f32x4(ab0, ef0, 0x88);
-    t[8 + c] = _mm512_shuffle_f32x4(ab0, ef0, 0xDD);
-    t[4 + c] = _mm512_shuffle_f32x4(ab1, ef1, 0x88);
-    t[12 + c] = _mm512_shuffle_f32x4(ab1, ef1, 0xDD);
-  }
-  SK_UNROLL for (int i = 0; i < 16; ++i) r[i] = t[i];
-}
-
 // Groups [g0, g1) (g0 a multiple of 8) of `rows` (1..16) rows from v / mt into the scratch:
 // sv[(2 * (g - g0) + s) * 16 + l] = row l's kept value s of group g, as a float (0 for rows >=
 // `rows` and groups >= G); sw[((g - g0) / 8) * 16 + l] = row l's metadata word of groups g..g+7

@@ -93,6 +93,35 @@ SK_AVX512_INLINE void store_lanes16(float* p, int64_t stride, __m512 v, int64_t 
   for (int64_t j = 0; j < n; ++j) p[j * stride] = tmp[j];
 }
 
+// Transposes the 16x16 block held in r[0..16) in place: r[i] = row i's 16 values -> r[j] =
+// value j of the 16 rows (4 stages of 16 shuffles; the 2:4 kernels, the backward's tiles and
+// the attention kernel's Q packing share it).
+SK_AVX512_INLINE void transpose16x16(__m512* r) {
+  __m512 t[16];
+  SK_UNROLL for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  SK_UNROLL for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  // r[4i + c], 128-bit lane L: rows 4i..4i+3 of value 4L + c.
+  SK_UNROLL for (int c = 0; c < 4; ++c) {
+    const __m512 ab0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88);
+    const __m512 ab1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xDD);
+    const __m512 ef0 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
+    const __m512 ef1 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xDD);
+    t[c] = _mm512_shuffle_f32x4(ab0, ef0, 0x88);
+    t[8 + c] = _mm512_shuffle_f32x4(ab0, ef0, 0xDD);
+    t[4 + c] = _mm512_shuffle_f32x4(ab1, ef1, 0x88);
+    t[12 + c] = _mm512_shuffle_f32x4(ab1, ef1, 0xDD);
+  }
+  SK_UNROLL for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
 }  // namespace
 }  // namespace cpu
 }  // namespace sparsekern
