@@ -144,18 +144,20 @@ bool kernel_exists(Layout layout, at::ScalarType values_t, at::ScalarType b_t) {
   return values_t == at::kFloat || values_t == at::kBFloat16 || values_t == at::kHalf;
 }
 
-// A float32 copy of a half-precision operand (kernel_exists); float32 tensors as they are.
-// An expanded operand (stride 0 in some dimension, x.expand) is converted at its stored size
-// and expanded again: converting the view itself would materialize every repeat (N = 2^31
-// columns of one stored column: a 32 GB copy of 4 bytes).
-at::Tensor as_float(const at::Tensor& t) {
-  if (t.scalar_type() == at::kFloat) return t;
+// t in `dtype` (t itself when it has it). An expanded operand (stride 0 in some dimension,
+// x.expand) is converted at its stored size and expanded again: converting the view itself
+// would materialize every repeat (N = 2^31 columns of one stored column: a 32 GB copy of 4
+// bytes).
+at::Tensor converted(const at::Tensor& t, at::ScalarType dtype) {
+  if (t.scalar_type() == dtype) return t;
   at::Tensor base = t;
   for (int64_t d = 0; d < t.dim(); ++d)
     if (t.stride(d) == 0 && t.size(d) > 1) base = base.narrow(d, 0, 1);
-  if (base.numel() == t.numel()) return t.to(at::kFloat);
-  return base.to(at::kFloat).expand(t.sizes());
+  return base.to(dtype).expand(t.sizes());
 }
+
+// A float32 copy of a half-precision operand (kernel_exists); float32 tensors as they are.
+at::Tensor as_float(const at::Tensor& t) { return converted(t, at::kFloat); }
 
 // The forward-only kernels (1:4, sell): the dtypes of kernel_exists, B a matrix.
 bool forward_only_ok(Layout layout, at::ScalarType values_t, const at::Tensor& B) {
@@ -1298,15 +1300,6 @@ void reload_env(bool backend_forces_python) {
 }
 
 // ---- sparsekern::attention (CPU): the fused kernel of csrc/cpu/attention.cpp ----
-
-// t in `dtype`, an expanded view converted at its stored size (as_float's reason).
-at::Tensor converted(const at::Tensor& t, at::ScalarType dtype) {
-  if (t.scalar_type() == dtype) return t;
-  at::Tensor base = t;
-  for (int64_t d = 0; d < t.dim(); ++d)
-    if (t.stride(d) == 0 && t.size(d) > 1) base = base.narrow(d, 0, 1);
-  return base.to(dtype).expand(t.sizes());
-}
 
 void check_attention_tensor(const at::Tensor& t, const char* name, const at::Tensor& query) {
   constexpr const char* what = "sparsekern.attention: ";
